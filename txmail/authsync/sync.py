@@ -1,0 +1,89 @@
+"""txmail authsync: keep this node's Dovecot passwd-file in step with the accounts in Redis.
+
+Dovecot authenticates against a local passwd-file rather than Redis, so logins keep working while
+Redis is down and on a Redis Cluster (which Dovecot's dict driver cannot follow). This process
+listens on PREFIX accounts:changed for immediate updates and does a full resync every
+dovecot.resync_interval seconds in case a notification was missed.
+
+Writes: the passwd-file, replaced atomically (mode 0640, group dovecot), and only when its
+        content changes. Dovecot re-reads it when its modification time changes.
+Fails:  while Redis is unreachable the existing file is kept as it is (an empty one is created
+        if there is none) and the sync retries every second.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import time
+from pathlib import Path
+
+import redis
+
+from txmail import store
+from txmail.config import Settings
+from txmail.stack.files import replace_atomically
+from txmail.store.accounts import Account, Accounts
+
+log = logging.getLogger("txmail.authsync")
+
+
+def passwd_lines(accounts: list[Account]) -> bytes:
+    """One `user:{SCHEME}hash::::::` line per account that has a usable hash."""
+    out = []
+    for account in sorted(accounts, key=lambda a: a.name):
+        if account.password_hash.startswith("{") and ":" not in account.password_hash:
+            out.append(f"{account.name}:{account.password_hash}::::::\n")
+    return "".join(out).encode()
+
+
+def write_passwd(path: Path, content: bytes) -> bool:
+    """Replace the passwd-file if `content` differs; True when it was written."""
+    try:
+        if path.read_bytes() == content:
+            return False
+    except FileNotFoundError:
+        pass
+    try:
+        gid = grp.getgrnam("dovecot").gr_gid
+    except KeyError:
+        gid = -1
+    replace_atomically(path, content, mode=0o640, gid=gid)
+    return True
+
+
+def sync_once(settings: Settings, client: store.Client | None = None) -> bool:
+    client = client or store.connect(settings)
+    accounts = Accounts(client, store.Keys(settings.redis.prefix)).all()
+    changed = write_passwd(settings.path(settings.dovecot.passwd_file), passwd_lines(accounts))
+    if changed:
+        log.info("passwd-file updated: %d accounts", len(accounts))
+    return changed
+
+
+def run(settings: Settings) -> None:
+    """Sync forever: on every change notification and every resync_interval seconds."""
+    passwd = settings.path(settings.dovecot.passwd_file)
+    keys = store.Keys(settings.redis.prefix)
+    interval = settings.dovecot.resync_interval
+    while True:
+        client = store.connect(settings)
+        try:
+            pubsub = client.pubsub()
+            pubsub.subscribe(keys.accounts_changed)
+            sync_once(settings, client)
+            next_full = time.monotonic() + interval
+            while True:
+                message = pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None or time.monotonic() >= next_full:
+                    # Several changes in a burst need one sync: drain what is queued.
+                    while pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05):
+                        pass
+                    sync_once(settings, client)
+                    next_full = time.monotonic() + interval
+        except (redis.RedisError, OSError) as exc:
+            if not passwd.exists():
+                write_passwd(passwd, b"")
+            log.warning("Redis unavailable (%s); keeping the passwd-file, retrying in 1 s",
+                        exc.__class__.__name__)
+            time.sleep(1.0)

@@ -1,0 +1,143 @@
+"""`txmail accounts`: create, inspect, suspend and remove sending accounts (kept in Redis)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from txmail import store
+from txmail.errors import UsageError
+from txmail.store.accounts import Account, Accounts, generate_password
+
+
+def _accounts(obj: object) -> Accounts:
+    settings = obj.settings  # type: ignore[attr-defined]
+    return Accounts(store.connect(settings), store.Keys(settings.redis.prefix))
+
+
+def _read_password(password_stdin: bool, generate: bool) -> tuple[str, bool]:
+    if password_stdin == generate:
+        raise UsageError("give exactly one of --password-stdin or --generate-password")
+    if generate:
+        return generate_password(), True
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise UsageError("no password on standard input")
+    return password, False
+
+
+password_options = [
+    click.option("--password-stdin", is_flag=True,
+                 help="Read the password from the first line of standard input."),
+    click.option("--generate-password", "generate", is_flag=True,
+                 help="Generate a strong password and print it once."),
+]
+
+
+def with_password_options(fn):  # type: ignore[no-untyped-def]
+    for option in reversed(password_options):
+        fn = option(fn)
+    return fn
+
+
+@click.group("accounts")
+def accounts() -> None:
+    """Manage sending accounts. The SASL login is the account name."""
+
+
+@accounts.command("add")
+@click.argument("name")
+@click.option("--domain", "domains", multiple=True, required=True,
+              help="A sending domain this account owns (repeat for more).")
+@with_password_options
+@click.option("--webhook-url", default="", help="Where this account's events are posted.")
+@click.pass_obj
+def add(obj: object, name: str, domains: tuple[str, ...], password_stdin: bool, generate: bool,
+        webhook_url: str) -> None:
+    """Create account NAME owning the given sending domains."""
+    password, generated = _read_password(password_stdin, generate)
+    account = _accounts(obj).add(name, list(domains), password, webhook_url=webhook_url)
+    click.echo(f"account {account.name} created for {', '.join(account.domains)}")
+    if generated:
+        click.echo(f"password: {password}")
+
+
+@accounts.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def list_(obj: object, as_json: bool) -> None:
+    """List every account."""
+    rows = _accounts(obj).all()
+    if as_json:
+        click.echo(json.dumps([a.public() for a in rows], indent=2))
+        return
+    for a in rows:
+        click.echo(f"{a.name:24} {a.status:10} {', '.join(a.domains)}")
+
+
+@accounts.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def show(obj: object, name: str, as_json: bool) -> None:
+    """Show one account."""
+    account = _accounts(obj).get(name)
+    if as_json:
+        click.echo(json.dumps(account.public(), indent=2))
+        return
+    _print_account(account)
+
+
+def _print_account(account: Account) -> None:
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(account.created_at))
+    click.echo(f"name:        {account.name}")
+    click.echo(f"status:      {account.status}"
+               + (f" ({account.suspended_reason})" if account.suspended else ""))
+    click.echo(f"domains:     {', '.join(account.domains)}")
+    click.echo(f"webhook url: {account.webhook_url or '-'}")
+    click.echo(f"created:     {created}")
+
+
+@accounts.command("passwd")
+@click.argument("name")
+@with_password_options
+@click.pass_obj
+def passwd(obj: object, name: str, password_stdin: bool, generate: bool) -> None:
+    """Set a new password for NAME."""
+    password, generated = _read_password(password_stdin, generate)
+    _accounts(obj).set_password(name, password)
+    click.echo(f"password of {name} changed")
+    if generated:
+        click.echo(f"password: {password}")
+
+
+@accounts.command("suspend")
+@click.argument("name")
+@click.option("--reason", default="suspended by the operator", show_default=True,
+              help="Shown to the client in the refusal.")
+@click.pass_obj
+def suspend(obj: object, name: str, reason: str) -> None:
+    """Refuse all mail from NAME until it is resumed."""
+    _accounts(obj).suspend(name, reason)
+    click.echo(f"account {name} suspended")
+
+
+@accounts.command("resume")
+@click.argument("name")
+@click.pass_obj
+def resume(obj: object, name: str) -> None:
+    """Let a suspended account send again."""
+    _accounts(obj).resume(name)
+    click.echo(f"account {name} resumed")
+
+
+@accounts.command("remove")
+@click.argument("name")
+@click.pass_obj
+def remove(obj: object, name: str) -> None:
+    """Delete NAME and release its domains."""
+    _accounts(obj).remove(name)
+    click.echo(f"account {name} removed")

@@ -1,0 +1,69 @@
+"""The long-running txmail processes: up, milter, authsync, capture, bounce-pipe."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from txmail.config import Settings
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+        format="%(asctime)s %(name)s[%(process)d]: %(levelname)s: %(message)s")
+
+
+def _settings(obj: object) -> Settings:
+    return obj.settings  # type: ignore[attr-defined, no-any-return]
+
+
+@click.command("up")
+@click.option("--dev", is_flag=True,
+              help="Also run a local capture SMTP server as relayhost and create a demo account.")
+@click.option("--verbose", is_flag=True, help="Debug logging.")
+@click.pass_obj
+def up(obj: object, dev: bool, verbose: bool) -> None:
+    """Start and supervise the whole node in the foreground until SIGINT/SIGTERM."""
+    from txmail.stack import supervisor
+
+    setup_logging(verbose)
+    settings = _settings(obj)
+    sys.exit(supervisor.up(settings, obj.config_path, dev))  # type: ignore[attr-defined]
+
+
+@click.command("milter")
+@click.pass_obj
+def milter(obj: object) -> None:
+    """Run the txmail milter on its UNIX socket (normally started by `txmail up`)."""
+    from txmail.milter import server
+
+    setup_logging()
+    server.serve(_settings(obj))
+
+
+@click.command("authsync")
+@click.pass_obj
+def authsync(obj: object) -> None:
+    """Keep Dovecot's passwd-file in sync with the accounts in Redis."""
+    from txmail.authsync import sync
+
+    setup_logging()
+    sync.run(_settings(obj))
+
+
+@click.command("capture")
+@click.pass_obj
+def capture(obj: object) -> None:
+    """Run the --dev capture SMTP server that stores every delivered message."""
+    from txmail.stack import capture as capture_mod
+
+    setup_logging()
+    settings = _settings(obj)
+    capture_mod.serve(settings.path(settings.dev.capture_dir), "127.0.0.1",
+                      settings.dev.capture_port)
+
+
+COMMANDS = [up, milter, authsync, capture]

@@ -1,0 +1,66 @@
+"""`txmail init`: create a state directory with a configuration, a certificate and secrets."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from txmail import config as config_mod
+from txmail.errors import UsageError
+from txmail.stack import tls
+from txmail.stack.files import write_private, write_secret
+
+
+@click.command("init")
+@click.option("--state-dir", required=True, type=click.Path(file_okay=False),
+              help="Folder to create (or complete) for this relay's state.")
+@click.option("--hostname", default="mta.example.test", show_default=True,
+              help="This relay's host name.")
+@click.option("--bounce-domain", default="bounces.example.test", show_default=True,
+              help="Return-path domain for sending domains without their own.")
+@click.option("--port-offset", type=int, default=None,
+              help="Listen on 127.0.0.1 with every port moved by N (25+N, 465+N, 587+N, "
+                   "8080+N, capture 2525+N).")
+@click.option("--relayhost", default="", help="Send all mail to HOST:PORT instead of MX hosts.")
+@click.option("--redis-url", default="", help="Use this Redis instead of a private one.")
+@click.option("--redis-cluster", is_flag=True, help="--redis-url is a Redis Cluster node.")
+@click.option("--force", is_flag=True, help="Overwrite an existing txmail.toml.")
+def init(state_dir: str, hostname: str, bounce_domain: str, port_offset: int | None,
+         relayhost: str, redis_url: str, redis_cluster: bool, force: bool) -> None:
+    """Create DIR/txmail.toml, a self-signed TLS certificate and the HMAC secrets."""
+    state = Path(state_dir).resolve()
+    config_file = state / config_mod.DEFAULT_CONFIG_NAME
+    if config_file.exists() and not force:
+        raise UsageError(f"{config_file} exists already (use --force to overwrite it)")
+    settings = config_mod.Settings(state_dir=str(state), hostname=hostname.lower(),
+                                   bounce_domain=bounce_domain.lower())
+    if port_offset is not None:
+        if not 0 <= port_offset <= 60000:
+            raise UsageError("--port-offset must be between 0 and 60000")
+        listen = config_mod.ListenSettings(
+            address="127.0.0.1", smtp=25 + port_offset, submissions=465 + port_offset,
+            submission=587 + port_offset, http=8080 + port_offset)
+        settings = dataclasses.replace(
+            settings, listen=listen,
+            dev=dataclasses.replace(settings.dev, capture_port=2525 + port_offset))
+    settings = dataclasses.replace(
+        settings,
+        postfix=dataclasses.replace(settings.postfix, relayhost=relayhost),
+        redis=dataclasses.replace(settings.redis, url=redis_url, cluster=redis_cluster))
+    config_mod.validate(settings)
+
+    state.mkdir(parents=True, exist_ok=True)
+    state.chmod(0o755)  # Postfix and Dovecot run as their own users and must traverse it
+    cert, key = settings.path(settings.tls.cert_file), settings.path(settings.tls.key_file)
+    if not (cert.exists() and key.exists()):
+        cert_pem, key_pem = tls.self_signed(hostname.lower())
+        cert.parent.mkdir(parents=True, exist_ok=True)
+        cert.write_bytes(cert_pem)
+        write_private(key, key_pem)
+    for name in ("bounce_key_file", "webhook_key_file", "tracking_key_file"):
+        write_secret(settings.path(getattr(settings.secrets, name)))
+    config_file.write_text(config_mod.to_toml(settings))
+    click.echo(f"txmail: wrote {config_file}")
+    click.echo(f"txmail: start the relay with: txmail --config {config_file} up")

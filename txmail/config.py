@@ -1,0 +1,316 @@
+"""txmail settings: one TOML file parsed into one typed Settings object.
+
+Every key, its type, its default and what it means is declared here and nowhere else; the README's
+configuration reference is generated from these declarations (`txmail config reference`).
+
+Reads:  the file named by --config, else $TXMAIL_CONFIG, else ./txmail.toml.
+Fails:  ConfigError naming the file and the key for unknown keys, wrong types, bad values and
+        missing files; the CLI prints it as one line and exits 2.
+
+Relative paths in the file are taken relative to `state_dir`, which itself defaults to the folder
+that holds the configuration file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from txmail.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "txmail.toml"
+
+
+def _doc(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+    """A field with its documentation attached (shown by `txmail config reference`)."""
+    if isinstance(default, list | dict):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata={"doc": text}, **kw)
+    return field(default=default, metadata={"doc": text}, **kw)
+
+
+@dataclass(frozen=True)
+class ListenSettings:
+    """Where the relay listens. Every listener binds `address`."""
+
+    address: str = _doc("IP address every listener binds (SMTP and HTTP).", "127.0.0.1")
+    smtp: int = _doc("Port 25 style listener: takes bounces for the return-path domains "
+                     "without login; AUTH only after STARTTLS.", 25)
+    submissions: int = _doc("Implicit-TLS submission port (465 style), AUTH required.", 465)
+    submission: int = _doc("Submission port (587 style): STARTTLS required, then AUTH.", 587)
+    http: int = _doc("HTTP port of the tracker and send API.", 8080)
+
+
+@dataclass(frozen=True)
+class PostfixSettings:
+    """The Postfix instance txmail renders into the state directory."""
+
+    relayhost: str = _doc("Next hop for all outbound mail as HOST:PORT or [HOST]:PORT; empty "
+                          "means deliver to each recipient domain's MX hosts.", "")
+    syslog_name: str = _doc("Prefix of this instance's log lines.", "txmail")
+    message_size_limit: int = _doc("Largest message Postfix accepts, in bytes. Accounts can "
+                                   "only lower it.", 52_428_800)
+    maillog: str = _doc("Postfix's log file (maillog_file), relative to state_dir.",
+                        "log/postfix.log")
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where txmail keeps its state."""
+
+    url: str = _doc("Redis URL (redis://, rediss:// or unix://). Empty: `txmail up` runs a "
+                    "private redis-server in the state directory, with AOF on.", "")
+    cluster: bool = _doc("Treat `url` as one node of a Redis Cluster.", False)
+    prefix: str = _doc("Prefix of every key txmail writes.", "txmail:")
+    timeout: float = _doc("Seconds to wait for Redis before answering with a 4xx.", 2.0)
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """The certificate Postfix presents on every listener."""
+
+    cert_file: str = _doc("PEM certificate chain, relative to state_dir.", "tls/cert.pem")
+    key_file: str = _doc("PEM private key (mode 0600), relative to state_dir.", "tls/key.pem")
+
+
+@dataclass(frozen=True)
+class SecretsSettings:
+    """HMAC secrets. Files are created by `txmail init` with mode 0600."""
+
+    bounce_key_file: str = _doc("Key that signs the TOKEN of bounce addresses.",
+                                "secrets/bounce.key")
+    webhook_key_file: str = _doc("Default key that signs webhook posts.", "secrets/webhook.key")
+    tracking_key_file: str = _doc("Key that signs open and click tracking links.",
+                                  "secrets/tracking.key")
+
+
+@dataclass(frozen=True)
+class DovecotSettings:
+    """Dovecot, used only for SASL; it reads a passwd-file that txmail keeps in sync."""
+
+    passwd_file: str = _doc("The passwd-file Dovecot authenticates against, relative to "
+                            "state_dir.", "dovecot/users")
+    resync_interval: float = _doc("Seconds between full resyncs of the passwd-file from Redis "
+                                  "(changes are also pushed at once).", 30.0)
+
+
+@dataclass(frozen=True)
+class MilterSettings:
+    """The txmail milter."""
+
+    socket: str = _doc("UNIX socket Postfix talks to the milter on, relative to state_dir.",
+                       "run/milter/milter.sock")
+    message_ttl_days: int = _doc("Days a message record is kept in Redis.", 30)
+
+
+@dataclass(frozen=True)
+class DevSettings:
+    """`txmail up --dev` only."""
+
+    capture_port: int = _doc("Port of the local capture SMTP server that stands in for the "
+                             "internet in --dev mode.", 2525)
+    capture_dir: str = _doc("Where --dev stores every delivered message, relative to "
+                            "state_dir.", "captured")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All of txmail's settings. Top-level keys come first in the file."""
+
+    state_dir: str = _doc("Folder for the Postfix instance, Dovecot, Redis, keys and logs. "
+                          "Default: the folder of the configuration file.", "")
+    hostname: str = _doc("This relay's host name: HELO name, certificate name, and the target "
+                         "of each sending domain's return-path CNAME.", "mta.example.test")
+    bounce_domain: str = _doc("Return-path domain used for sending domains that have no "
+                              "return-path subdomain of their own.", "bounces.example.test")
+    user: str = _doc("Unprivileged system user that runs the bounce pipe and the private Redis "
+                     "and owns the secrets; `txmail up` creates it if it is missing.", "txmail")
+    listen: ListenSettings = field(default_factory=ListenSettings)
+    postfix: PostfixSettings = field(default_factory=PostfixSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    secrets: SecretsSettings = field(default_factory=SecretsSettings)
+    dovecot: DovecotSettings = field(default_factory=DovecotSettings)
+    milter: MilterSettings = field(default_factory=MilterSettings)
+    dev: DevSettings = field(default_factory=DevSettings)
+
+    # -- derived values -------------------------------------------------------------------
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir)
+
+    def path(self, relative: str) -> Path:
+        """A path setting resolved against the state directory."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.state_path / p
+
+    def read_secret(self, name: str) -> bytes:
+        """The bytes of one secrets.* key file, e.g. read_secret("bounce_key_file")."""
+        path = self.path(getattr(self.secrets, name))
+        try:
+            secret = path.read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"secrets.{name}: cannot read {path}: {exc.strerror}") from None
+        if len(secret) < 16:
+            raise ConfigError(f"secrets.{name}: {path} holds fewer than 16 bytes")
+        return secret
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|"
+                       r"^localhost$", re.I)
+_RELAYHOST = re.compile(r"^(\[[^\]\s]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$")
+
+
+def _check_port(key: str, value: int) -> None:
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{key} = {value}: a port must be between 1 and 65535")
+
+
+def validate(settings: Settings) -> None:
+    """Check values that a type alone cannot (ports, host names, relayhost syntax)."""
+    for f in dataclasses.fields(ListenSettings):
+        if f.type in ("int", int):
+            _check_port(f"listen.{f.name}", getattr(settings.listen, f.name))
+    _check_port("dev.capture_port", settings.dev.capture_port)
+    for key in ("hostname", "bounce_domain"):
+        if not _HOSTNAME.match(getattr(settings, key)):
+            raise ConfigError(f"{key} = {getattr(settings, key)!r} is not a valid domain name")
+    relayhost = settings.postfix.relayhost
+    if relayhost:
+        m = _RELAYHOST.match(relayhost)
+        if not m:
+            raise ConfigError(f"postfix.relayhost = {relayhost!r}: write HOST:PORT or [HOST]:PORT")
+        if m.group(2):
+            _check_port("postfix.relayhost", int(m.group(2)[1:]))
+    if settings.postfix.message_size_limit < 1024:
+        raise ConfigError("postfix.message_size_limit must be at least 1024 bytes")
+    if settings.redis.timeout <= 0:
+        raise ConfigError("redis.timeout must be a positive number of seconds")
+    if settings.dovecot.resync_interval <= 0:
+        raise ConfigError("dovecot.resync_interval must be a positive number of seconds")
+    if settings.redis.url and not re.match(r"^(redis|rediss|unix)://", settings.redis.url):
+        raise ConfigError(f"redis.url = {settings.redis.url!r}: use redis://, rediss:// or unix://")
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Instantiate a settings dataclass from a TOML table, refusing unknown keys and bad types."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{where}{key}"
+        f = known.get(key)
+        if f is None:
+            raise ConfigError(f"unknown key {name!r}")
+        default = getattr(cls(), key)
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name} must be a table ([{name}])")
+            kwargs[key] = _build(type(default), value, f"{name}.")
+            continue
+        kwargs[key] = _coerce(name, default, value)
+    return cls(**kwargs)
+
+
+def _coerce(name: str, default: Any, value: Any) -> Any:
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is bool and not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, not {value!r}")
+    if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{name} must be a whole number, not {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{name} must be a {expected.__name__}, not {value!r}")
+    return value
+
+
+def find_config_file(explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("TXMAIL_CONFIG")
+    if env:
+        return Path(env)
+    return Path(DEFAULT_CONFIG_NAME)
+
+
+def load(path: str | Path) -> Settings:
+    """Read, check and return the settings in `path`."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file (create one with "
+                          "`txmail init --state-dir DIR`)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        settings = _build(Settings, raw, "")
+        if not settings.state_dir:
+            settings = dataclasses.replace(settings, state_dir=str(path.resolve().parent))
+        elif not Path(settings.state_dir).is_absolute():
+            resolved = (path.resolve().parent / settings.state_dir).resolve()
+            settings = dataclasses.replace(settings, state_dir=str(resolved))
+        validate(settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return settings
+
+
+def to_toml(settings: Settings) -> str:
+    """Render settings as TOML, every key present, each preceded by its documentation."""
+    lines: list[str] = []
+
+    def emit(obj: Any, section: str) -> None:
+        nested = []
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                nested.append((f.name, value))
+                continue
+            lines.append(f"# {f.metadata.get('doc', '')}")
+            lines.append(f"{f.name} = {_toml_value(value)}")
+        for name, value in nested:
+            lines.append("")
+            lines.append(f"[{section}{name}]")
+            emit(value, f"{section}{name}.")
+
+    emit(settings, "")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def reference() -> str:
+    """The configuration reference (Markdown table), generated from the declarations above."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+
+    def walk(obj: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+                continue
+            default = _toml_value(value)
+            rows.append(f"| `{prefix}{f.name}` | `{default}` | {f.metadata.get('doc', '')} |")
+
+    walk(Settings(), "")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,109 @@
+"""Render the Postfix, Dovecot and Redis configuration of one txmail node.
+
+Reads:  the templates in postfix-conf/ (shipped inside the wheel as txmail/_postfix_conf) and the
+        Settings. Placeholders are `{{name}}`; a placeholder without a value is an error, so a
+        typo cannot ship.
+Writes: STATE/postfix/etc/{main.cf,master.cf,transport,reject_footer.regexp},
+        STATE/dovecot/dovecot.conf, STATE/redis/redis.conf.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from txmail.config import Settings
+from txmail.errors import ConfigError
+
+PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+POSTFIX_FILES = ("main.cf", "master.cf", "transport", "reject_footer.regexp")
+
+
+def template_dir() -> Path:
+    shipped = Path(__file__).resolve().parent.parent / "_postfix_conf"
+    if shipped.is_dir():
+        return shipped
+    return Path(__file__).resolve().parents[2] / "postfix-conf"
+
+
+def substitute(text: str, values: dict[str, str], name: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise ConfigError(f"template {name}: no value for {{{{{key}}}}}")
+        return values[key]
+
+    return PLACEHOLDER.sub(one, text)
+
+
+def values(settings: Settings, config_file: Path) -> dict[str, str]:
+    state = settings.state_path
+    return {
+        "state_dir": str(state),
+        "config_dir": str(postfix_config_dir(settings)),
+        "config_file": str(config_file.resolve()),
+        "instance": re.sub(r"[^a-z0-9]+", "-", str(state).lower()).strip("-")[-40:],
+        "syslog_name": settings.postfix.syslog_name,
+        "maillog": str(settings.path(settings.postfix.maillog)),
+        "hostname": settings.hostname,
+        "bounce_domain": settings.bounce_domain,
+        "listen_address": settings.listen.address,
+        "port_smtp": str(settings.listen.smtp),
+        "port_submission": str(settings.listen.submission),
+        "port_submissions": str(settings.listen.submissions),
+        "relayhost": settings.postfix.relayhost,
+        "message_size_limit": str(settings.postfix.message_size_limit),
+        "tls_cert": str(settings.path(settings.tls.cert_file)),
+        "tls_key": str(settings.path(settings.tls.key_file)),
+        "sasl_socket": str(state / "run/dovecot/auth-postfix"),
+        "milter_socket": str(settings.path(settings.milter.socket)),
+        "passwd_file": str(settings.path(settings.dovecot.passwd_file)),
+        "pipe_user": settings.user,
+        "python": sys.executable,
+    }
+
+
+def postfix_config_dir(settings: Settings) -> Path:
+    return settings.state_path / "postfix/etc"
+
+
+def render_file(template: str, settings: Settings, config_file: Path) -> str:
+    text = (template_dir() / template).read_text()
+    return substitute(text, values(settings, config_file), template)
+
+
+def render_postfix(settings: Settings, config_file: Path, out: Path | None = None) -> Path:
+    """Write the Postfix configuration; return its directory."""
+    out = out or postfix_config_dir(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in POSTFIX_FILES:
+        (out / name).write_text(render_file(name, settings, config_file))
+    return out
+
+
+def check_postfix(config_dir: Path) -> None:
+    """Let Postfix itself read the rendered main.cf and master.cf; refuse what it warns about."""
+    postconf = shutil.which("postconf") or "/usr/sbin/postconf"
+    for args in (["-n"], ["-M"]):
+        result = subprocess.run([postconf, "-c", str(config_dir), *args],
+                                capture_output=True, text=True, check=False)
+        problems = [line for line in result.stderr.splitlines() if line.strip()]
+        if result.returncode != 0 or problems:
+            raise ConfigError(f"postconf rejects {config_dir}: {'; '.join(problems)[:500]}")
+
+
+def render_dovecot(settings: Settings, config_file: Path) -> Path:
+    path = settings.state_path / "dovecot/dovecot.conf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_file("dovecot.conf", settings, config_file))
+    return path
+
+
+def render_redis(settings: Settings, config_file: Path) -> Path:
+    path = settings.state_path / "redis/redis.conf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_file("redis.conf", settings, config_file))
+    return path

@@ -1,0 +1,254 @@
+"""`txmail up`: prepare the state directory, start every component of a node, keep them running.
+
+Order: Redis (unless redis.url is set), the passwd-file sync, Dovecot, the milter, the capture
+server (--dev) and finally Postfix, so Postfix never accepts mail before its helpers listen.
+Prints `txmail ready: ...` once every component accepts connections. A component that dies is
+logged and restarted with a growing delay. SIGINT/SIGTERM stop everything in reverse order and
+remove the sockets, so nothing is left behind.
+
+Reads:  the Settings and the templates (render.py).
+Writes: STATE/{postfix,dovecot,redis,run,log}; component output in STATE/log/NAME.log.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from txmail import store
+from txmail.config import Settings
+from txmail.errors import ConfigError, TxmailError
+from txmail.stack import render
+from txmail.stack.components import (
+    Component,
+    PostfixComponent,
+    ProcessComponent,
+    can_connect_unix,
+)
+
+log = logging.getLogger("txmail.up")
+
+READY_TIMEOUT = 60.0
+MAX_BACKOFF = 30.0
+
+
+def ensure_user(name: str) -> None:
+    """Create the unprivileged system user (and group) txmail runs its pipe and Redis as."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
+                        "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
+                       check=True, capture_output=True)
+
+
+def check_files(settings: Settings) -> None:
+    for key in ("cert_file", "key_file"):
+        path = settings.path(getattr(settings.tls, key))
+        if not path.is_file():
+            raise ConfigError(f"tls.{key}: {path} does not exist (run `txmail init` or point "
+                              "it at your certificate)")
+    for key in ("bounce_key_file", "webhook_key_file", "tracking_key_file"):
+        settings.read_secret(key)
+
+
+def prepare(settings: Settings, config_file: Path) -> None:
+    """Create directories with the owners Postfix, Dovecot and Redis need; render configs."""
+    check_files(settings)
+    ensure_user(settings.user)
+    user = pwd.getpwnam(settings.user)
+    postfix_uid = pwd.getpwnam("postfix").pw_uid
+    postfix_gid = grp.getgrnam("postfix").gr_gid
+    state = settings.state_path
+    for sub, mode, uid, gid in [
+        ("log", 0o755, 0, 0),
+        ("run", 0o755, 0, 0),
+        ("run/milter", 0o750, 0, postfix_gid),
+        ("run/redis", 0o750, user.pw_uid, user.pw_gid),
+        ("redis", 0o750, user.pw_uid, user.pw_gid),
+        ("dovecot", 0o755, 0, 0),
+        ("postfix", 0o755, 0, 0),
+        ("postfix/spool", 0o755, 0, 0),
+        ("postfix/data", 0o700, postfix_uid, postfix_gid),
+    ]:
+        path = state / sub
+        path.mkdir(parents=True, exist_ok=True)
+        os.chown(path, uid, gid)
+        path.chmod(mode)
+    for key in ("bounce_key_file", "webhook_key_file", "tracking_key_file"):
+        path = settings.path(getattr(settings.secrets, key))
+        os.chown(path, user.pw_uid, user.pw_gid)
+        path.chmod(0o600)
+    maillog = settings.path(settings.postfix.maillog)
+    maillog.parent.mkdir(parents=True, exist_ok=True)
+    config_dir = render.render_postfix(settings, config_file)
+    render.check_postfix(config_dir)
+    render.render_dovecot(settings, config_file)
+    if not settings.redis.url:
+        render.render_redis(settings, config_file)
+
+
+def build(settings: Settings, config_file: Path, dev: bool) -> list[Component]:
+    state = settings.state_path
+    log_dir = state / "log"
+    python = sys.executable
+    env = dict(os.environ, TXMAIL_CONFIG=str(config_file.resolve()), PYTHONUNBUFFERED="1")
+    txmail = [python, "-m", "txmail", "--config", str(config_file.resolve())]
+    components: list[Component] = []
+    if not settings.redis.url:
+        redis_sock = state / "run/redis/redis.sock"
+        components.append(ProcessComponent(
+            "redis", ["redis-server", str(state / "redis/redis.conf")], log_dir,
+            ready=lambda: can_connect_unix(redis_sock), user=settings.user))
+    passwd_file = settings.path(settings.dovecot.passwd_file)
+    components.append(ProcessComponent(
+        "authsync", [*txmail, "authsync"], log_dir, ready=passwd_file.exists, env=env))
+    auth_sock = state / "run/dovecot/auth-postfix"
+    components.append(ProcessComponent(
+        "dovecot", ["dovecot", "-F", "-c", str(state / "dovecot/dovecot.conf")], log_dir,
+        ready=lambda: can_connect_unix(auth_sock)))
+    milter_sock = settings.path(settings.milter.socket)
+    # The milter runs with group postfix and umask 007 so only Postfix can use its socket.
+    components.append(ProcessComponent(
+        "milter", [*txmail, "milter"], log_dir, ready=lambda: can_connect_unix(milter_sock),
+        env=env, group="postfix", umask=0o007))
+    if dev:
+        port = settings.dev.capture_port
+        from txmail.stack.components import can_connect_tcp
+
+        components.append(ProcessComponent(
+            "capture", [*txmail, "capture"], log_dir,
+            ready=lambda: can_connect_tcp("127.0.0.1", port), env=env))
+    listeners = [(settings.listen.address, p) for p in
+                 (settings.listen.smtp, settings.listen.submission, settings.listen.submissions)]
+    components.append(PostfixComponent(render.postfix_config_dir(settings),
+                                       state / "postfix/spool", listeners,
+                                       settings.path(settings.postfix.maillog)))
+    return components
+
+
+def ready_line(settings: Settings, dev: bool) -> str:
+    a = settings.listen.address
+    parts = [f"smtp {a}:{settings.listen.smtp}",
+             f"submission {a}:{settings.listen.submission} (STARTTLS+AUTH)",
+             f"submissions {a}:{settings.listen.submissions} (TLS+AUTH)",
+             f"redis {store.effective_url(settings)}"]
+    if dev:
+        parts.append(f"capture 127.0.0.1:{settings.dev.capture_port} -> "
+                     f"{settings.path(settings.dev.capture_dir)}")
+    return "txmail ready: " + ", ".join(parts)
+
+
+class Supervisor:
+    def __init__(self, components: list[Component]) -> None:
+        self.components = components
+        self.stopping = False
+        self.next_start: dict[str, float] = {}
+        self.backoff: dict[str, float] = {}
+
+    def request_stop(self, signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        self.stopping = True
+
+    def start_all(self) -> None:
+        for component in self.components:
+            if self.stopping:
+                return
+            log.info("starting %s", component.name)
+            component.start()
+            self.wait_ready(component)
+
+    def wait_ready(self, component: Component) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not component.ready():
+            if self.stopping:
+                return
+            if not component.alive():
+                raise TxmailError(f"{component.name} {component.exit_status()} while starting; "
+                                  f"see {getattr(component, 'log_path', 'its log')}")
+            if time.monotonic() > deadline:
+                raise TxmailError(f"{component.name} did not accept connections within "
+                                  f"{READY_TIMEOUT:.0f} s; see "
+                                  f"{getattr(component, 'log_path', 'its log')}")
+            time.sleep(0.05)
+
+    def watch(self) -> None:
+        """Restart components that die, until a stop is requested."""
+        while not self.stopping:
+            now = time.monotonic()
+            for component in self.components:
+                if self.stopping or component.alive():
+                    continue
+                name = component.name
+                if name not in self.next_start:
+                    delay = self.backoff.get(name, 0.5)
+                    log.warning("%s %s; restarting in %.1f s", name, component.exit_status(),
+                                delay)
+                    self.next_start[name] = now + delay
+                    self.backoff[name] = min(delay * 2, MAX_BACKOFF)
+                elif now >= self.next_start.pop(name):
+                    try:
+                        component.start()
+                        component.restarts += 1
+                    except (OSError, RuntimeError) as exc:
+                        log.error("%s could not be restarted: %s", name, exc)
+            for component in self.components:
+                if component.alive() and component.name in self.backoff and component.ready():
+                    # Healthy again: the next failure starts with a short delay.
+                    self.backoff.pop(component.name, None)
+            time.sleep(0.2)
+
+    def stop_all(self) -> None:
+        for component in reversed(self.components):
+            try:
+                component.stop()
+            except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+                log.error("stopping %s: %s", component.name, exc)
+
+
+def cleanup_sockets(settings: Settings) -> None:
+    run = settings.state_path / "run"
+    for path in (settings.path(settings.milter.socket), run / "redis/redis.sock"):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(run / "dovecot", ignore_errors=True)
+
+
+def up(settings: Settings, config_file: Path, dev: bool) -> int:
+    prepare(settings, config_file)
+    if dev:
+        settings_dev_relay(settings)
+    components = build(settings, config_file, dev)
+    supervisor = Supervisor(components)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    try:
+        supervisor.start_all()
+        if not supervisor.stopping:
+            if dev:
+                from txmail.stack.demo import ensure_demo_account
+
+                print(ensure_demo_account(settings), flush=True)
+            print(ready_line(settings, dev), flush=True)
+            supervisor.watch()
+    finally:
+        supervisor.stop_all()
+        cleanup_sockets(settings)
+        log.info("stopped")
+    return 0
+
+
+def settings_dev_relay(settings: Settings) -> None:
+    """In --dev mode without a relayhost, mail goes to the capture server, never the internet."""
+    if settings.postfix.relayhost:
+        return
+    config_dir = render.postfix_config_dir(settings)
+    subprocess.run(["postconf", "-c", str(config_dir), "-e",
+                    f"relayhost = [127.0.0.1]:{settings.dev.capture_port}"], check=True)

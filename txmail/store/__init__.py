@@ -1,0 +1,56 @@
+"""txmail's state in Redis: one connection factory for a single Redis or a Redis Cluster.
+
+Everything txmail shares between processes and nodes lives in Redis. Callers get a client from
+`connect()` and key names from `keys.Keys`; the same code runs against one Redis and against a
+Cluster because every multi-key operation stays inside one hash-tagged slot.
+
+Fails: redis errors are turned into StoreUnavailable (a TemporaryFailure) by `guard()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import redis
+import redis.cluster
+
+from txmail.errors import StoreUnavailable
+from txmail.store.keys import Keys
+
+if TYPE_CHECKING:
+    from txmail.config import Settings
+
+Client = redis.Redis | redis.cluster.RedisCluster
+
+__all__ = ["Client", "Keys", "connect", "effective_url", "guard"]
+
+
+def effective_url(settings: Settings) -> str:
+    """The configured Redis URL, or the socket of the private redis-server `txmail up` runs."""
+    if settings.redis.url:
+        return settings.redis.url
+    return f"unix://{settings.path('run/redis/redis.sock')}"
+
+
+def connect(settings: Settings, url: str | None = None) -> Client:
+    """A client for the configured Redis (or Cluster), with short timeouts so callers fail fast."""
+    url = url or effective_url(settings)
+    timeout = settings.redis.timeout
+    if settings.redis.cluster:
+        return redis.cluster.RedisCluster.from_url(
+            url, decode_responses=True, socket_timeout=timeout,
+            socket_connect_timeout=timeout)
+    return redis.Redis.from_url(
+        url, decode_responses=True, socket_timeout=timeout,
+        socket_connect_timeout=timeout, health_check_interval=30)
+
+
+@contextlib.contextmanager
+def guard(what: str) -> Iterator[None]:
+    """Turn any Redis failure inside the block into StoreUnavailable naming what was tried."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise StoreUnavailable(f"{what}: Redis unavailable ({exc.__class__.__name__})") from exc

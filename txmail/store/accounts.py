@@ -1,0 +1,200 @@
+"""Accounts: who may log in, which sending domains they own, whether they are suspended.
+
+Reads and writes:  PREFIX accounts, PREFIX domains, PREFIX {ACCOUNT}:account,
+                   PREFIX accounts:version and the PREFIX accounts:changed channel.
+Passwords:         only a bcrypt hash in Dovecot's `{BLF-CRYPT}` form is stored; the plain
+                   password is never written or logged.
+Fails:             NotFound, Conflict, UsageError for bad input; StoreUnavailable when Redis is
+                   down.
+
+A domain belongs to at most one account: ownership is claimed with HSETNX on the global domain
+map, so two accounts can never both send as one domain, even when created at the same moment.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import bcrypt
+
+from txmail.errors import Conflict, NotFound, UsageError
+from txmail.store import Client, Keys, guard
+from txmail.store.keys import ACCOUNT_NAME
+
+BCRYPT_ROUNDS = 10
+DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+@dataclass
+class Account:
+    name: str
+    domains: list[str]
+    password_hash: str = field(repr=False)
+    status: str = "active"
+    suspended_reason: str = ""
+    webhook_url: str = ""
+    created_at: float = 0.0
+
+    @property
+    def suspended(self) -> bool:
+        return self.status == "suspended"
+
+    def public(self) -> dict[str, object]:
+        """What `accounts show` prints: everything but the password hash."""
+        return {"name": self.name, "domains": self.domains, "status": self.status,
+                "suspended_reason": self.suspended_reason, "webhook_url": self.webhook_url,
+                "created_at": self.created_at}
+
+
+def hash_password(password: str) -> str:
+    """A Dovecot-verifiable hash: `{BLF-CRYPT}$2b$...`."""
+    if len(password) < 12:
+        raise UsageError("the password is too short: use at least 12 characters")
+    if len(password.encode()) > 72:
+        raise UsageError("the password is too long: bcrypt uses at most 72 bytes")
+    if any(c in password for c in "\r\n\0"):
+        raise UsageError("the password must not contain line breaks or NUL")
+    digest = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=BCRYPT_ROUNDS))
+    return "{BLF-CRYPT}" + digest.decode()
+
+
+def check_password(password: str, password_hash: str) -> bool:
+    prefix = "{BLF-CRYPT}"
+    if not password_hash.startswith(prefix):
+        return False
+    return bcrypt.checkpw(password.encode(), password_hash[len(prefix):].encode())
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def check_name(name: str) -> str:
+    if not ACCOUNT_NAME.match(name):
+        raise UsageError(f"account name {name!r} is not allowed: use 1-64 lowercase letters, "
+                         "digits, '.', '_' or '-', starting with a letter or digit")
+    return name
+
+
+def check_domain(domain: str) -> str:
+    domain = domain.strip().lower().rstrip(".")
+    if not DOMAIN.match(domain):
+        raise UsageError(f"{domain!r} is not a valid domain name")
+    return domain
+
+
+class Accounts:
+    """Account operations over one Redis client."""
+
+    def __init__(self, client: Client, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    def _changed(self, name: str) -> None:
+        self.client.incr(self.keys.accounts_version)
+        self.client.publish(self.keys.accounts_changed, name)
+
+    def add(self, name: str, domains: list[str], password: str, webhook_url: str = "") -> Account:
+        check_name(name)
+        domains = list(dict.fromkeys(check_domain(d) for d in domains))
+        if not domains:
+            raise UsageError("an account needs at least one sending domain (--domain)")
+        password_hash = hash_password(password)
+        with guard("adding an account"):
+            if self.client.exists(self.keys.account(name)):
+                raise Conflict(f"account {name!r} exists already")
+            claimed: list[str] = []
+            for domain in domains:
+                if not self.client.hsetnx(self.keys.domains, domain, name):
+                    owner = self.client.hget(self.keys.domains, domain)
+                    if claimed:
+                        self.client.hdel(self.keys.domains, *claimed)
+                    raise Conflict(f"domain {domain} belongs to account {owner!r} already")
+                claimed.append(domain)
+            account = Account(name=name, domains=domains, password_hash=password_hash,
+                              webhook_url=webhook_url, created_at=time.time())
+            self.client.hset(self.keys.account(name), mapping=_to_hash(account))
+            self.client.sadd(self.keys.accounts, name)
+            self._changed(name)
+        return account
+
+    def get(self, name: str) -> Account:
+        with guard("reading an account"):
+            raw = self.client.hgetall(self.keys.account(name))
+        if not raw:
+            raise NotFound(f"no account named {name!r}")
+        return _from_hash(raw)
+
+    def find(self, name: str) -> Account | None:
+        try:
+            return self.get(name)
+        except NotFound:
+            return None
+
+    def names(self) -> list[str]:
+        with guard("listing accounts"):
+            return sorted(self.client.smembers(self.keys.accounts))
+
+    def all(self) -> list[Account]:
+        names = self.names()
+        with guard("listing accounts"):
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                pipe.hgetall(self.keys.account(name))
+            rows = pipe.execute()
+        return [_from_hash(raw) for raw in rows if raw]
+
+    def set_password(self, name: str, password: str) -> None:
+        self.get(name)
+        password_hash = hash_password(password)
+        with guard("changing a password"):
+            self.client.hset(self.keys.account(name), "password_hash", password_hash)
+            self._changed(name)
+
+    def suspend(self, name: str, reason: str = "suspended by the operator") -> None:
+        self.get(name)
+        with guard("suspending an account"):
+            self.client.hset(self.keys.account(name),
+                             mapping={"status": "suspended", "suspended_reason": reason})
+            self._changed(name)
+
+    def resume(self, name: str) -> None:
+        self.get(name)
+        with guard("resuming an account"):
+            self.client.hset(self.keys.account(name),
+                             mapping={"status": "active", "suspended_reason": ""})
+            self._changed(name)
+
+    def remove(self, name: str) -> None:
+        account = self.get(name)
+        with guard("removing an account"):
+            for domain in account.domains:
+                if self.client.hget(self.keys.domains, domain) == name:
+                    self.client.hdel(self.keys.domains, domain)
+            self.client.delete(self.keys.account(name))
+            self.client.srem(self.keys.accounts, name)
+            self._changed(name)
+
+    def owner_of(self, domain: str) -> str | None:
+        with guard("looking up a domain"):
+            return self.client.hget(self.keys.domains, domain.lower())
+
+
+def _to_hash(account: Account) -> dict[str, str]:
+    return {"name": account.name, "domains": json.dumps(account.domains),
+            "password_hash": account.password_hash, "status": account.status,
+            "suspended_reason": account.suspended_reason, "webhook_url": account.webhook_url,
+            "created_at": repr(account.created_at)}
+
+
+def _from_hash(raw: dict[str, str]) -> Account:
+    return Account(name=raw["name"], domains=json.loads(raw.get("domains", "[]")),
+                   password_hash=raw.get("password_hash", ""),
+                   status=raw.get("status", "active"),
+                   suspended_reason=raw.get("suspended_reason", ""),
+                   webhook_url=raw.get("webhook_url", ""),
+                   created_at=float(raw.get("created_at", "0") or 0))
