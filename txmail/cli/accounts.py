@@ -10,6 +10,7 @@ import click
 
 from txmail import store
 from txmail.errors import UsageError
+from txmail.store import account_settings
 from txmail.store.accounts import Account, Accounts, generate_password
 
 
@@ -54,12 +55,16 @@ def accounts() -> None:
               help="A sending domain this account owns (repeat for more).")
 @with_password_options
 @click.option("--webhook-url", default="", help="Where this account's events are posted.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="An account setting (see `txmail accounts settings`); repeat for more.")
 @click.pass_obj
 def add(obj: object, name: str, domains: tuple[str, ...], password_stdin: bool, generate: bool,
-        webhook_url: str) -> None:
+        webhook_url: str, assignments: tuple[str, ...]) -> None:
     """Create account NAME owning the given sending domains."""
+    values = dict(account_settings.parse_assignment(a) for a in assignments)
     password, generated = _read_password(password_stdin, generate)
-    account = _accounts(obj).add(name, list(domains), password, webhook_url=webhook_url)
+    account = _accounts(obj).add(name, list(domains), password, webhook_url=webhook_url,
+                                 settings=values)
     click.echo(f"account {account.name} created for {', '.join(account.domains)}")
     if generated:
         click.echo(f"password: {password}")
@@ -99,6 +104,37 @@ def _print_account(account: Account) -> None:
     click.echo(f"domains:     {', '.join(account.domains)}")
     click.echo(f"webhook url: {account.webhook_url or '-'}")
     click.echo(f"created:     {created}")
+    for key, value in account.settings.items():
+        shown = ",".join(value) if isinstance(value, list) else value
+        click.echo(f"  {key}: {shown}")
+
+
+@accounts.command("set")
+@click.argument("name")
+@click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.pass_obj
+def set_(obj: object, name: str, assignments: tuple[str, ...]) -> None:
+    """Change account settings, e.g. `txmail accounts set acme max_recipients=50`."""
+    values = dict(account_settings.parse_assignment(a) for a in assignments)
+    _accounts(obj).update_settings(name, values)
+    for key, value in values.items():
+        click.echo(f"{name}: {key} = {value}")
+
+
+@accounts.command("unset")
+@click.argument("name")
+@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@click.pass_obj
+def unset(obj: object, name: str, keys: tuple[str, ...]) -> None:
+    """Return account settings to their defaults."""
+    _accounts(obj).reset_settings(name, list(keys))
+    click.echo(f"{name}: {', '.join(keys)} back to default")
+
+
+@accounts.command("settings")
+def settings_reference() -> None:
+    """List every account setting with its default and meaning."""
+    click.echo(account_settings.reference(), nl=False)
 
 
 @accounts.command("passwd")

@@ -18,11 +18,12 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import bcrypt
 
 from txmail.errors import Conflict, NotFound, UsageError
-from txmail.store import Client, Keys, guard
+from txmail.store import Client, Keys, account_settings, guard
 from txmail.store.keys import ACCOUNT_NAME
 
 BCRYPT_ROUNDS = 10
@@ -38,6 +39,7 @@ class Account:
     suspended_reason: str = ""
     webhook_url: str = ""
     created_at: float = 0.0
+    settings: dict[str, Any] = field(default_factory=lambda: account_settings.from_fields({}))
 
     @property
     def suspended(self) -> bool:
@@ -47,7 +49,7 @@ class Account:
         """What `accounts show` prints: everything but the password hash."""
         return {"name": self.name, "domains": self.domains, "status": self.status,
                 "suspended_reason": self.suspended_reason, "webhook_url": self.webhook_url,
-                "created_at": self.created_at}
+                "created_at": self.created_at, "settings": self.settings}
 
 
 def hash_password(password: str) -> str:
@@ -98,12 +100,14 @@ class Accounts:
         self.client.incr(self.keys.accounts_version)
         self.client.publish(self.keys.accounts_changed, name)
 
-    def add(self, name: str, domains: list[str], password: str, webhook_url: str = "") -> Account:
+    def add(self, name: str, domains: list[str], password: str, webhook_url: str = "",
+            settings: dict[str, Any] | None = None) -> Account:
         check_name(name)
         domains = list(dict.fromkeys(check_domain(d) for d in domains))
         if not domains:
             raise UsageError("an account needs at least one sending domain (--domain)")
         password_hash = hash_password(password)
+        extra = account_settings.to_fields(settings or {})
         with guard("adding an account"):
             if self.client.exists(self.keys.account(name)):
                 raise Conflict(f"account {name!r} exists already")
@@ -117,10 +121,30 @@ class Accounts:
                 claimed.append(domain)
             account = Account(name=name, domains=domains, password_hash=password_hash,
                               webhook_url=webhook_url, created_at=time.time())
-            self.client.hset(self.keys.account(name), mapping=_to_hash(account))
+            fields = _to_hash(account)
+            fields.update(extra)
+            self.client.hset(self.keys.account(name), mapping=fields)
             self.client.sadd(self.keys.accounts, name)
             self._changed(name)
-        return account
+        return self.get(name)
+
+    def update_settings(self, name: str, values: dict[str, Any]) -> Account:
+        """Set some per-account settings (checked against account_settings.SETTINGS)."""
+        self.get(name)
+        fields = account_settings.to_fields(values)
+        with guard("changing account settings"):
+            self.client.hset(self.keys.account(name), mapping=fields)
+            self._changed(name)
+        return self.get(name)
+
+    def reset_settings(self, name: str, keys: list[str]) -> Account:
+        """Return some settings to their defaults."""
+        self.get(name)
+        fields = [account_settings.FIELD_PREFIX + account_settings.spec(k).name for k in keys]
+        with guard("changing account settings"):
+            self.client.hdel(self.keys.account(name), *fields)
+            self._changed(name)
+        return self.get(name)
 
     def get(self, name: str) -> Account:
         with guard("reading an account"):
@@ -197,4 +221,5 @@ def _from_hash(raw: dict[str, str]) -> Account:
                    status=raw.get("status", "active"),
                    suspended_reason=raw.get("suspended_reason", ""),
                    webhook_url=raw.get("webhook_url", ""),
-                   created_at=float(raw.get("created_at", "0") or 0))
+                   created_at=float(raw.get("created_at", "0") or 0),
+                   settings=account_settings.from_fields(raw))

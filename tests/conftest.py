@@ -1,0 +1,49 @@
+"""Shared fixtures: real Redis, a scriptable sink and running txmail stacks (see harness.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.harness import RedisServer, Sink, Stack
+
+
+@pytest.fixture(scope="session")
+def sink() -> Iterator[Sink]:
+    server = Sink().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def stack(sink: Sink) -> Iterator[Stack]:
+    """One running node with its private Redis, shared by the tests that do not disturb it."""
+    node = Stack(relay_port=sink.port, name="shared")
+    try:
+        node.start()
+        yield node
+    finally:
+        node.close()
+
+
+@pytest.fixture
+def make_stack(sink: Sink) -> Iterator[object]:
+    """Factory for stacks a test may break (stop Redis, kill components); torn down after."""
+    made: list[Stack] = []
+
+    def make(**kwargs: object) -> Stack:
+        node = Stack(relay_port=sink.port, **kwargs)  # type: ignore[arg-type]
+        made.append(node)
+        return node
+
+    yield make
+    for node in made:
+        node.close()

@@ -1,0 +1,360 @@
+"""Test harness: real Redis, a scriptable SMTP sink and whole txmail stacks on loopback.
+
+Everything here starts real processes in their own temporary folders on free ports, and
+stops them again even when a test fails. Used by tests/conftest.py and by bench/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from txmail.stack.capture import CaptureHandler, CaptureServer
+
+REPO = Path(__file__).resolve().parents[1]
+TXMAIL = [sys.executable, "-m", "txmail"]
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_offset() -> int:
+    """A --port-offset N for which 25+N, 465+N, 587+N, 2525+N and 8080+N are all free."""
+    for _ in range(200):
+        n = random.randrange(20000, 55000)
+        if all(port_free(base + n) for base in (25, 465, 587, 2525, 8080)):
+            return n
+    raise RuntimeError("no free port offset found")
+
+
+def state_dir(prefix: str) -> Path:
+    """A temporary folder Postfix's and Dovecot's users can traverse (pytest's tmp_path is
+    under a mode-0700 folder they cannot enter)."""
+    path = Path(tempfile.mkdtemp(prefix=f"txmail-{prefix}-", dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
+             what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port."""
+
+    def __init__(self, port: int | None = None, cluster: bool = False) -> None:
+        self.port = port or free_port()
+        self.dir = state_dir(f"redis{self.port}")
+        self.cluster = cluster
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.dir), "--save", "", "--appendonly", "yes",
+                "--daemonize", "no", "--logfile", str(self.dir / "redis.log")]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file",
+                     str(self.dir / "nodes.conf"), "--cluster-node-timeout", "2000"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for(self.ping, 10, what=f"redis on {self.port}")
+        return self
+
+    def ping(self) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
+        except redis.RedisError:
+            return False
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=True)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisCluster:
+    """Three masters on loopback, joined with `redis-cli --cluster create`."""
+
+    def __init__(self, masters: int = 3) -> None:
+        self.nodes = [RedisServer(cluster=True) for _ in range(masters)]
+
+    def start(self) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run(["redis-cli", "--cluster", "create", *addrs, "--cluster-replicas", "0",
+                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
+
+        def ok() -> bool:
+            info = self.nodes[0].client().execute_command("CLUSTER", "INFO")
+            text = info if isinstance(info, str) else str(info)
+            return "cluster_state:ok" in text
+        wait_for(ok, 20, what="cluster_state:ok")
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+def sink_verdict(recipient: str) -> str | None:
+    """The test sink's script: reject*@ -> 550 5.1.1, defer*@ -> 450 4.2.0, else accept."""
+    local = recipient.split("@", 1)[0].lower()
+    if local.startswith("reject"):
+        return f"550 5.1.1 <{recipient}>: Recipient address rejected: User unknown"
+    if local.startswith("defer"):
+        return f"450 4.2.0 <{recipient}>: Mailbox busy, try later"
+    return None
+
+
+class Sink:
+    """A scriptable SMTP sink standing in for the internet."""
+
+    def __init__(self, verdict: Callable[[str], str | None] = sink_verdict) -> None:
+        self.handler = CaptureHandler(verdict=verdict)
+        self.server = CaptureServer(self.handler, port=free_port())
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def messages(self) -> list[Any]:
+        return self.handler.messages
+
+    def start(self) -> Sink:
+        self.server.start()
+        return self
+
+    def wait(self, count: int, timeout: float = 20.0) -> list[Any]:
+        wait_for(lambda: len(self.messages) >= count, timeout,
+                 what=f"{count} message(s) at the sink")
+        return self.messages
+
+    def find(self, recipient: str) -> list[Any]:
+        return [m for m in self.messages if recipient in m.recipients]
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class Stack:
+    """One txmail node: `txmail init` in a temporary state directory, then `txmail up`."""
+
+    def __init__(self, relay_port: int, redis_url: str = "", cluster: bool = False,
+                 name: str = "stack", extra_init: list[str] | None = None) -> None:
+        self.offset = free_offset()
+        self.state = state_dir(name)
+        self.config = self.state / "txmail.toml"
+        self.redis_url = redis_url
+        init = [*TXMAIL, "init", "--state-dir", str(self.state), "--port-offset",
+                str(self.offset), "--relayhost", f"[127.0.0.1]:{relay_port}"]
+        if redis_url:
+            init += ["--redis-url", redis_url]
+        if cluster:
+            init += ["--redis-cluster"]
+        subprocess.run(init + (extra_init or []), check=True, capture_output=True)
+        self.proc: subprocess.Popen[str] | None = None
+        self.output_path = self.state / "up.out"
+
+    # ports
+    @property
+    def smtp(self) -> int:
+        return 25 + self.offset
+
+    @property
+    def submissions(self) -> int:
+        return 465 + self.offset
+
+    @property
+    def submission(self) -> int:
+        return 587 + self.offset
+
+    def start(self, timeout: float = 60.0) -> Stack:
+        out = self.output_path.open("w")
+        self.proc = subprocess.Popen([*TXMAIL, "--config", str(self.config), "up"],
+                                     stdout=out, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
+        out.close()
+
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"txmail up exited {self.proc.returncode}:\n"
+                                     f"{self.output()}")
+            return "txmail ready:" in self.output()
+        wait_for(ready, timeout, interval=0.1, what="txmail ready")
+        return self
+
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace")
+
+    def log(self, name: str) -> str:
+        path = self.state / "log" / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def close(self) -> None:
+        self.stop()
+        # A supervisor killed hard may have left Postfix behind; stop it by its own pid file.
+        subprocess.run(["postfix", "-c", str(self.state / "postfix/etc"), "stop"],
+                       capture_output=True, check=False)
+        shutil.rmtree(self.state, ignore_errors=True)
+
+    # commands
+    def txmail(self, *args: str, input: str | None = None,
+               check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([*TXMAIL, "--config", str(self.config), *args], input=input,
+                                capture_output=True, text=True, check=False, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"txmail {' '.join(args)} exited {result.returncode}:\n"
+                                 f"{result.stdout}{result.stderr}")
+        return result
+
+    def add_account(self, name: str, *domains: str, settings: list[str] | None = None) -> str:
+        password = f"pw-{name}-{random.getrandbits(48):x}"
+        extra = [a for s in settings or [] for a in ("--set", s)]
+        self.txmail("accounts", "add", name, *[a for d in domains for a in ("--domain", d)],
+                    "--password-stdin", *extra, input=password + "\n")
+        self.wait_passwd(name)
+        return password
+
+    def wait_passwd(self, name: str, present: bool = True) -> None:
+        passwd = self.state / "dovecot/users"
+
+        def synced() -> bool:
+            text = passwd.read_text() if passwd.exists() else ""
+            return any(line.startswith(f"{name}:") for line in text.splitlines()) == present
+        wait_for(synced, 15, what=f"passwd-file sync of {name}")
+
+    def redis(self) -> redis.Redis:
+        if self.redis_url:
+            return redis.Redis.from_url(self.redis_url, decode_responses=True)
+        return redis.Redis(unix_socket_path=str(self.state / "run/redis/redis.sock"),
+                           decode_responses=True)
+
+    # SMTP
+    def client(self, port: str = "submission", login: tuple[str, str] | None = None,
+               timeout: float = 30.0) -> smtplib.SMTP:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        if port == "submissions":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL("127.0.0.1", self.submissions,
+                                                  context=context, timeout=timeout)
+        else:
+            smtp = smtplib.SMTP("127.0.0.1", self.submission if port == "submission"
+                                else self.smtp, timeout=timeout)
+            smtp.ehlo("client.test")
+            smtp.starttls(context=context)
+        smtp.ehlo("client.test")
+        if login:
+            smtp.login(*login)
+        return smtp
+
+    def send(self, login: tuple[str, str], sender: str, recipients: list[str],
+             message: bytes | str, port: str = "submission") -> str:
+        """Submit one message; return the queue id from the 250 reply."""
+        with contextlib.closing(self.client(port, login)) as smtp:
+            smtp.mail(sender)
+            for rcpt in recipients:
+                code, text = smtp.rcpt(rcpt)
+                if code >= 400:
+                    raise smtplib.SMTPRecipientsRefused({rcpt: (code, text)})
+            code, text = smtp.data(message)
+            if code != 250:
+                raise smtplib.SMTPDataError(code, text)
+            smtp.quit()
+        return queue_id_of(text)
+
+
+def queue_id_of(reply: bytes | str) -> str:
+    text = reply.decode() if isinstance(reply, bytes) else reply
+    marker = "queued as "
+    if marker not in text:
+        raise AssertionError(f"no queue id in {text!r}")
+    return text.split(marker, 1)[1].split()[0]
+
+
+def simple_message(sender: str, recipient: str, subject: str = "hello",
+                   body: str = "Hello from the txmail tests.\r\n",
+                   extra_headers: dict[str, str] | None = None) -> bytes:
+    headers = {"From": sender, "To": recipient, "Subject": subject,
+               "Message-ID": f"<{random.getrandbits(64):x}@test.invalid>",
+               "Date": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())}
+    headers.update(extra_headers or {})
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (head + "\r\n" + body).encode()
+
+
+@contextlib.contextmanager
+def running(thing: Any) -> Iterator[Any]:
+    try:
+        yield thing.start()
+    finally:
+        thing.close() if hasattr(thing, "close") else thing.stop()

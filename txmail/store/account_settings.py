@@ -1,0 +1,146 @@
+"""Per-account settings: every one declared here with its type, default and meaning.
+
+Values live in the account's hash (PREFIX {ACCOUNT}:account) as fields named `set.NAME`, stored as
+JSON; a setting that was never set takes its default from this table. `txmail accounts set NAME
+KEY=VALUE` and `accounts add --set KEY=VALUE` write them; unknown keys and bad values are a
+UsageError naming the key.
+
+To add a setting, add one AccountSetting to SETTINGS (in the section of the process that reads
+it). The README's account-settings reference is generated from this table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from txmail.errors import UsageError
+
+FIELD_PREFIX = "set."
+
+
+@dataclass(frozen=True)
+class AccountSetting:
+    name: str
+    kind: type  # int, float, bool, str or list (of str)
+    default: Any
+    doc: str
+    check: Callable[[Any], str | None] | None = None  # returns a complaint, or None if fine
+
+    def parse(self, text: str) -> Any:
+        """A value from the command line (`KEY=VALUE`)."""
+        try:
+            if self.kind is bool:
+                lowered = text.strip().lower()
+                if lowered not in ("true", "false", "on", "off", "yes", "no", "1", "0"):
+                    raise ValueError(text)
+                value: Any = lowered in ("true", "on", "yes", "1")
+            elif self.kind is int:
+                value = int(text)
+            elif self.kind is float:
+                value = float(text)
+            elif self.kind is list:
+                value = [v.strip() for v in text.split(",") if v.strip()]
+            else:
+                value = text
+        except ValueError:
+            raise UsageError(f"{self.name}: {text!r} is not a {self.kind.__name__}") from None
+        return self.validate(value)
+
+    def validate(self, value: Any) -> Any:
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
+            raise UsageError(f"{self.name}: {value!r} is not a {self.kind.__name__}")
+        if self.check is not None:
+            complaint = self.check(value)
+            if complaint:
+                raise UsageError(f"{self.name}: {complaint}")
+        return value
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _non_negative(value: Any) -> str | None:
+    return None if value >= 0 else "must not be negative"
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in allowed else f"must be one of {', '.join(allowed)}"
+    return check
+
+
+SETTINGS: list[AccountSetting] = [
+    # -- milter (sending rules) -----------------------------------------------------------
+    AccountSetting("max_recipients", int, 20, "Most recipients one message may have.",
+                   _positive),
+    AccountSetting("max_message_size", int, 10 * 1024 * 1024,
+                   "Largest message in bytes (Postfix's message_size_limit caps it).",
+                   _positive),
+    AccountSetting("recipient_mode", str, "multi",
+                   "`multi` (any recipients) or `single` (one To recipient, BCC copies).",
+                   _one_of("multi", "single")),
+    AccountSetting("track_bounces", bool, True,
+                   "Rewrite the envelope sender to a signed bounce address."),
+    # -- policyd (rate limits, warm-up, reputation) -----------------------------------------
+]
+
+
+BY_NAME: dict[str, AccountSetting] = {}
+
+
+def _index() -> dict[str, AccountSetting]:
+    if len(BY_NAME) != len(SETTINGS):
+        BY_NAME.clear()
+        BY_NAME.update((s.name, s) for s in SETTINGS)
+    return BY_NAME
+
+
+def spec(name: str) -> AccountSetting:
+    found = _index().get(name)
+    if found is None:
+        raise UsageError(f"unknown account setting {name!r} (known: "
+                         f"{', '.join(sorted(_index()))})")
+    return found
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """`KEY=VALUE` from the command line -> (key, checked value)."""
+    if "=" not in text:
+        raise UsageError(f"{text!r}: write KEY=VALUE")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    return key, spec(key).parse(raw)
+
+
+def to_fields(values: dict[str, Any]) -> dict[str, str]:
+    return {FIELD_PREFIX + k: json.dumps(spec(k).validate(v)) for k, v in values.items()}
+
+
+def from_fields(raw: dict[str, str]) -> dict[str, Any]:
+    """Every setting, from the account hash, defaults filled in. Unknown stored keys are kept
+    out; a stored value that no longer parses falls back to the default."""
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        stored = raw.get(FIELD_PREFIX + setting.name)
+        if stored is None:
+            values[setting.name] = setting.default
+            continue
+        try:
+            values[setting.name] = setting.validate(json.loads(stored))
+        except (ValueError, UsageError):
+            values[setting.name] = setting.default
+    return values
+
+
+def reference() -> str:
+    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = ",".join(s.default) if isinstance(s.default, list) else json.dumps(s.default)
+        rows.append(f"| `{s.name}` | `{default}` | {s.doc} |")
+    return "\n".join(rows) + "\n"
