@@ -72,20 +72,21 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = Context(config_path)
 
 
-def _register() -> None:
-    from txmail.cli import accounts, daemons, init, settings
+# Modules that define one click command or group each, as `COMMANDS = [...]`. Add yours here.
+COMMAND_MODULES = [
+    "txmail.cli.init",
+    "txmail.cli.settings",
+    "txmail.cli.accounts",
+    "txmail.cli.daemons",
+]
 
-    main.add_command(init.init)
-    main.add_command(settings.config_group)
-    main.add_command(accounts.accounts)
-    for command in daemons.COMMANDS:
-        main.add_command(command)
-    try:
-        from txmail.cli import bounces
-    except ImportError:  # the bounce parser lands separately
-        pass
-    else:
-        main.add_command(bounces.bounces)
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        for command in importlib.import_module(name).COMMANDS:
+            main.add_command(command)
 
 
 _register()

@@ -177,3 +177,6 @@ def remove(obj: object, name: str) -> None:
     """Delete NAME and release its domains."""
     _accounts(obj).remove(name)
     click.echo(f"account {name} removed")
+
+
+COMMANDS = [accounts]

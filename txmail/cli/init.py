@@ -64,3 +64,6 @@ def init(state_dir: str, hostname: str, bounce_domain: str, port_offset: int | N
     config_file.write_text(config_mod.to_toml(settings))
     click.echo(f"txmail: wrote {config_file}")
     click.echo(f"txmail: start the relay with: txmail --config {config_file} up")
+
+
+COMMANDS = [init]

@@ -31,3 +31,6 @@ def show(obj: object) -> None:
 def reference() -> None:
     """Print every configuration key with its default and meaning (Markdown)."""
     click.echo(config_mod.reference(), nl=False)
+
+
+COMMANDS = [config_group]
