@@ -109,6 +109,34 @@ class MilterSettings:
 
 
 @dataclass(frozen=True)
+class DomainsSettings:
+    """Sending domains: their DKIM keys and return-path subdomains (`txmail domains`)."""
+
+    return_path_prefix: str = _doc("Label put in front of a sending domain to name its "
+                                   "return-path subdomain (`mta` gives mta.example.com); "
+                                   "`domains add --return-path` overrides it per domain.", "mta")
+    dkim_key_dir: str = _doc("Folder of the DKIM private keys (files mode 0600), relative to "
+                             "state_dir.", "dkim")
+    dkim_key_bits: int = _doc("Size in bits of new RSA DKIM keys (2048 or more).", 2048)
+    dkim_ed25519: bool = _doc("Give new domains an Ed25519 key too (RFC 8463): messages then "
+                              "carry an Ed25519 and an RSA signature.", False)
+    socketmap: str = _doc("UNIX socket on which `txmail socketmap` tells Postfix the "
+                          "return-path domains, relative to state_dir.",
+                          "run/socketmap/socketmap.sock")
+
+
+@dataclass(frozen=True)
+class SpamSettings:
+    """The spam check: rspamd's HTTP /checkv2, asked by the milter."""
+
+    rspamd_url: str = _doc("Base URL of rspamd's normal worker, e.g. http://127.0.0.1:11333. "
+                           "Empty: no spam check.", "")
+    timeout: float = _doc("Seconds to wait for rspamd's answer.", 10.0)
+    on_failure: str = _doc("When rspamd cannot be asked: `tempfail` (the client gets a 4xx and "
+                           "retries) or `skip` (the message goes on unchecked).", "tempfail")
+
+
+@dataclass(frozen=True)
 class DevSettings:
     """`txmail up --dev` only."""
 
@@ -138,6 +166,8 @@ class Settings:
     dovecot: DovecotSettings = field(default_factory=DovecotSettings)
     milter: MilterSettings = field(default_factory=MilterSettings)
     dev: DevSettings = field(default_factory=DevSettings)
+    domains: DomainsSettings = field(default_factory=DomainsSettings)
+    spam: SpamSettings = field(default_factory=SpamSettings)
 
     # -- derived values -------------------------------------------------------------------
 
@@ -196,6 +226,18 @@ def validate(settings: Settings) -> None:
         raise ConfigError("dovecot.resync_interval must be a positive number of seconds")
     if settings.redis.url and not re.match(r"^(redis|rediss|unix)://", settings.redis.url):
         raise ConfigError(f"redis.url = {settings.redis.url!r}: use redis://, rediss:// or unix://")
+    if not re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", settings.domains.return_path_prefix):
+        raise ConfigError(f"domains.return_path_prefix = {settings.domains.return_path_prefix!r}:"
+                          " use one DNS label such as \"mta\"")
+    if settings.domains.dkim_key_bits < 2048:
+        raise ConfigError("domains.dkim_key_bits must be 2048 or more")
+    if settings.spam.rspamd_url and not re.match(r"^https?://", settings.spam.rspamd_url):
+        raise ConfigError(f"spam.rspamd_url = {settings.spam.rspamd_url!r}: use http:// or "
+                          "https://")
+    if settings.spam.on_failure not in ("tempfail", "skip"):
+        raise ConfigError(f"spam.on_failure = {settings.spam.on_failure!r}: use tempfail or skip")
+    if settings.spam.timeout <= 0:
+        raise ConfigError("spam.timeout must be a positive number of seconds")
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
