@@ -46,6 +46,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = random.randrange(20000, 55000)
+        if port_free(port) and port_free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair found")
+
+
 def free_offset() -> int:
     """A --port-offset N for which 25+N, 465+N, 587+N, 2525+N and 8080+N are all free."""
     for _ in range(200):
@@ -79,7 +88,7 @@ class RedisServer:
     """A private redis-server on a free loopback port."""
 
     def __init__(self, port: int | None = None, cluster: bool = False) -> None:
-        self.port = port or free_port()
+        self.port = port or (cluster_port() if cluster else free_port())
         self.dir = state_dir(f"redis{self.port}")
         self.cluster = cluster
         self.proc: subprocess.Popen[bytes] | None = None
@@ -97,7 +106,11 @@ class RedisServer:
                      str(self.dir / "nodes.conf"), "--cluster-node-timeout", "2000"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        wait_for(self.ping, 10, what=f"redis on {self.port}")
+        try:
+            wait_for(self.ping, 10, what=f"redis on {self.port}")
+        except AssertionError:
+            self.stop()
+            raise
         return self
 
     def ping(self) -> bool:
@@ -310,11 +323,19 @@ class Stack:
         else:
             smtp = smtplib.SMTP("127.0.0.1", self.submission if port == "submission"
                                 else self.smtp, timeout=timeout)
+            try:
+                smtp.ehlo("client.test")
+                smtp.starttls(context=context)
+            except BaseException:
+                smtp.close()
+                raise
+        try:
             smtp.ehlo("client.test")
-            smtp.starttls(context=context)
-        smtp.ehlo("client.test")
-        if login:
-            smtp.login(*login)
+            if login:
+                smtp.login(*login)
+        except BaseException:
+            smtp.close()
+            raise
         return smtp
 
     def send(self, login: tuple[str, str], sender: str, recipients: list[str],

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
+import base64
 import smtplib
+import socket
+import ssl
 import subprocess
 
 import pytest
 
-from tests.harness import Sink, Stack, queue_id_of, simple_message
+from tests.harness import Sink, Stack, queue_id_of, simple_message, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -18,17 +20,187 @@ def acme(stack: Stack) -> tuple[str, str]:
     return "acme", stack.add_account("acme", "acme.example")
 
 
-def test_smtplib_587_starttls_auth_plain(stack: Stack, sink: Sink, acme: tuple[str, str]) -> None:
+def recorded(stack: Stack, queue_id: str) -> dict[str, str]:
+    return stack.redis().hgetall(f"txmail:{{acme}}:message:{queue_id}")
+
+
+def delivered_to(sink: Sink, recipient: str) -> bytes:
+    wait_for(lambda: sink.find(recipient), 20, what=f"delivery to {recipient}")
+    return bytes(sink.find(recipient)[0].data)
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_smtplib_587_starttls_auth(stack: Stack, sink: Sink, acme: tuple[str, str],
+                                   mechanism: str) -> None:
+    recipient = f"smtplib-{mechanism.lower()}@example.net"
     with stack.client("submission") as smtp:
-        smtp.login(*acme)  # smtplib prefers PLAIN
+        smtp.user, smtp.password = acme
+        code, _ = smtp.auth(mechanism, getattr(smtp, f"auth_{mechanism.lower()}"))
+        assert code == 235
         smtp.mail("app@acme.example")
-        smtp.rcpt("plain587@example.net")
-        code, reply = smtp.data(simple_message("app@acme.example", "plain587@example.net"))
+        smtp.rcpt(recipient)
+        code, reply = smtp.data(simple_message("app@acme.example", recipient))
     assert code == 250
     queue_id = queue_id_of(reply)
-    [message] = sink.wait(1) and [m for m in sink.messages if "plain587@example.net" in m.recipients] or [None]
-    assert message is not None
-    record = stack.redis().hgetall(f"txmail:{{acme}}:message:{queue_id}")
+    assert b"Hello from the txmail tests." in delivered_to(sink, recipient)
+    record = recorded(stack, queue_id)
     assert record["account"] == "acme"
     assert record["queue_id"] == queue_id
-    assert "plain587@example.net" in record["recipients"]
+    assert recipient in record["recipients"]
+
+
+def test_smtplib_465_implicit_tls(stack: Stack, sink: Sink, acme: tuple[str, str]) -> None:
+    recipient = "implicit465@example.net"
+    queue_id = stack.send(acme, "app@acme.example", [recipient],
+                          simple_message("app@acme.example", recipient), port="submissions")
+    delivered_to(sink, recipient)
+    assert recorded(stack, queue_id)["account"] == "acme"
+
+
+@pytest.mark.parametrize("mechanism,tls", [("PLAIN", "--tls"), ("LOGIN", "--tls"),
+                                           ("PLAIN", "--tlsc")])
+def test_swaks(stack: Stack, sink: Sink, acme: tuple[str, str], mechanism: str,
+               tls: str) -> None:
+    port = stack.submissions if tls == "--tlsc" else stack.submission
+    recipient = f"swaks-{mechanism.lower()}-{tls.strip('-')}@example.net"
+    result = subprocess.run(
+        ["swaks", "--server", f"127.0.0.1:{port}", tls, "--auth", mechanism,
+         "--auth-user", acme[0], "--auth-password", acme[1], "--from", "app@acme.example",
+         "--to", recipient, "--h-Subject", "swaks test"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    queue_id = queue_id_of(result.stdout.split("<~  250 2.0.0 Ok: ")[-1])
+    delivered_to(sink, recipient)
+    assert recorded(stack, queue_id)["queue_id"] == queue_id
+
+
+def ehlo_lines(port: int) -> list[str]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        code, text = smtp.ehlo("client.test")
+        assert code == 250
+        return text.decode().upper().splitlines()
+
+
+@pytest.mark.parametrize("listener", ["submission", "smtp"])
+def test_no_auth_before_starttls(stack: Stack, listener: str) -> None:
+    port = getattr(stack, listener)
+    lines = ehlo_lines(port)
+    assert "STARTTLS" in lines
+    assert not any(line.startswith("AUTH") for line in lines)
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        smtp.ehlo("client.test")
+        token = base64.b64encode(b"\0acme\0whatever").decode()
+        code, text = smtp.docmd("AUTH", f"PLAIN {token}")
+    if listener == "submission":
+        assert (code, text[:5]) == (530, b"5.7.0")
+    else:
+        # Port 25 must also take plaintext bounces, so TLS is optional there and Postfix
+        # answers 503 5.5.1; the footer says what to do.
+        assert (code, text[:5]) == (503, b"5.5.1")
+        assert b"STARTTLS first" in text
+
+
+def test_auth_offered_after_starttls(stack: Stack) -> None:
+    with stack.client("submission") as smtp:
+        assert "PLAIN" in smtp.esmtp_features["auth"].upper()
+        assert "LOGIN" in smtp.esmtp_features["auth"].upper()
+    with stack.client("smtp") as smtp:  # port 25 also submits over TLS with AUTH
+        assert "auth" in smtp.esmtp_features
+
+
+def test_mail_before_starttls_on_587(stack: Stack) -> None:
+    with smtplib.SMTP("127.0.0.1", stack.submission, timeout=10) as smtp:
+        smtp.ehlo("client.test")
+        code, text = smtp.mail("app@acme.example")
+    assert code == 530
+    assert b"5.7.0" in text and b"STARTTLS" in text
+
+
+def test_wrong_password(stack: Stack, acme: tuple[str, str]) -> None:
+    with stack.client("submission") as smtp, pytest.raises(smtplib.SMTPAuthenticationError) as err:
+        smtp.login(acme[0], acme[1] + "-wrong")
+    assert err.value.smtp_code == 535
+    assert err.value.smtp_error.startswith(b"5.7.8")
+
+
+def test_suspended_account_is_told_so(stack: Stack) -> None:
+    password = stack.add_account("sleepy", "sleepy.example")
+    stack.txmail("accounts", "suspend", "sleepy", "--reason", "unpaid invoice")
+    with stack.client("submission", ("sleepy", password)) as smtp:
+        code, text = smtp.mail("app@sleepy.example")
+    assert code == 554
+    assert text.startswith(b"5.7.1")
+    assert b"suspended" in text and b"unpaid invoice" in text
+    stack.txmail("accounts", "resume", "sleepy")
+    with stack.client("submission", ("sleepy", password)) as smtp:
+        code, _ = smtp.mail("app@sleepy.example")
+    assert code == 250
+
+
+def unauthenticated_rcpt(stack: Stack, listener: str, recipient: str) -> tuple[int, bytes]:
+    """MAIL + RCPT without logging in, over TLS where the listener requires it."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    smtp: smtplib.SMTP
+    if listener == "submissions":
+        smtp = smtplib.SMTP_SSL("127.0.0.1", stack.submissions, context=context, timeout=10)
+    else:
+        smtp = smtplib.SMTP("127.0.0.1", getattr(stack, listener), timeout=10)
+        smtp.ehlo("client.test")
+        smtp.starttls(context=context)
+    with smtp:
+        smtp.ehlo("client.test")
+        code, text = smtp.mail("someone@outside.example")
+        if code >= 400:
+            return code, text
+        return smtp.rcpt(recipient)
+
+
+@pytest.mark.parametrize("listener", ["smtp", "submission", "submissions"])
+@pytest.mark.parametrize("recipient", ["victim@example.net", "postmaster@acme.example",
+                                       "user@mta.example.test", "bounces@evil.example"])
+def test_open_relay_matrix(stack: Stack, listener: str, recipient: str) -> None:
+    code, text = unauthenticated_rcpt(stack, listener, recipient)
+    assert code >= 500, (code, text)
+    assert text[:2] == b"5."
+    assert b"log in" in text or b"Log in" in text or b"authenticate" in text
+
+
+def test_bounce_domain_takes_unauthenticated_mail_on_port_25_only(stack: Stack) -> None:
+    code, _ = unauthenticated_rcpt(stack, "smtp", "bounces+x@bounces.example.test")
+    assert code == 250
+    for listener in ("submission", "submissions"):
+        code, _ = unauthenticated_rcpt(stack, listener, "bounces+x@bounces.example.test")
+        assert code >= 500
+
+
+def test_plaintext_on_465_gets_nothing(stack: Stack) -> None:
+    with socket.create_connection(("127.0.0.1", stack.submissions), timeout=5) as raw:
+        raw.sendall(b"EHLO client.test\r\n")
+        try:
+            answer = raw.recv(1024)
+        except (ConnectionResetError, TimeoutError):
+            answer = b""
+    assert not answer.startswith(b"250")
+
+
+def test_account_changes_reach_dovecot(stack: Stack, sink: Sink) -> None:
+    password = stack.add_account("fresh", "fresh.example")
+    with stack.client("submission", ("fresh", password)):
+        pass
+    stack.txmail("accounts", "passwd", "fresh", "--password-stdin", input="a-new-password-1\n")
+    wait_for(lambda: _can_login(stack, "fresh", "a-new-password-1"), 15,
+             what="the new password to work")
+    assert not _can_login(stack, "fresh", password)
+    stack.txmail("accounts", "remove", "fresh")
+    stack.wait_passwd("fresh", present=False)
+    assert not _can_login(stack, "fresh", "a-new-password-1")
+
+
+def _can_login(stack: Stack, user: str, password: str) -> bool:
+    try:
+        with stack.client("submission", (user, password)):
+            return True
+    except smtplib.SMTPAuthenticationError:
+        return False

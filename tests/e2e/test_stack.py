@@ -1,0 +1,131 @@
+"""The node as a whole: Redis outages, clean shutdown, and what `txmail up` refuses to start."""
+
+from __future__ import annotations
+
+import smtplib
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.harness import TXMAIL, RedisServer, Sink, Stack, simple_message, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def children(pid: int) -> set[int]:
+    """`pid` and all its descendants, from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        if p not in found:
+            found.add(p)
+            todo.extend(parents.get(p, []))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_leaves_no_process_and_no_socket(make_stack: Callable[..., Stack]) -> None:
+    node = make_stack(name="sigterm").start()
+    assert node.proc is not None
+    master_pid = int((node.state / "postfix/spool/pid/master.pid").read_text())
+    pids = children(node.proc.pid) | children(master_pid)
+    assert len(pids) >= 6  # supervisor, redis, authsync, dovecot, milter, postfix master, ...
+    sockets = [p for p in (node.state / "run").rglob("*") if p.is_socket()]
+    assert sockets
+    assert node.stop() == 0
+    wait_for(lambda: not any(alive(p) for p in pids), 15, what="every process to exit")
+    assert not [p for p in (node.state / "run").rglob("*") if p.is_socket()]
+    for port in (node.smtp, node.submission, node.submissions):
+        with pytest.raises(OSError):
+            smtplib.SMTP("127.0.0.1", port, timeout=2)
+
+
+def test_redis_outage_gives_4xx_and_logins_keep_working(
+        make_stack: Callable[..., Stack], sink: Sink) -> None:
+    redis_server = RedisServer().start()
+    try:
+        node = make_stack(name="outage", redis_url=redis_server.url).start()
+        login = ("outage", node.add_account("outage", "outage.example"))
+        first = "before-outage@example.net"
+        node.send(login, "app@outage.example", [first],
+                  simple_message("app@outage.example", first))
+
+        redis_server.stop()
+        pending = "during-outage@example.net"
+        message = simple_message("app@outage.example", pending)
+        with node.client("submission", login) as smtp:  # the passwd-file still has the account
+            code, text = smtp.mail("app@outage.example")
+            assert 400 <= code < 500, (code, text)
+            assert text.startswith(b"4.3.0")
+            assert b"try again" in text
+
+        redis_server.start()  # same port, same AOF: the accounts are back
+        # The client retries, as clients do after a 4xx; the message now goes through.
+        def retry() -> bool:
+            try:
+                node.send(login, "app@outage.example", [pending], message)
+                return True
+            except smtplib.SMTPException:
+                time.sleep(0.5)
+                return False
+        wait_for(retry, 30, what="sending to work again after Redis came back")
+        sink.wait(1)
+        wait_for(lambda: sink.find(pending) and sink.find(first), 20,
+                 what="both messages at the sink")
+    finally:
+        redis_server.close()
+
+
+def run_up(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TXMAIL, "--config", str(config), "up"],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def fresh_state(make_stack: Callable[..., Stack]) -> Stack:
+    return make_stack(name="badconfig")
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda t: "smtpp = 25\n" + t, "unknown key 'smtpp'"),
+    (lambda t: t.replace("[listen]\n", "[listen]\nbogus = 1\n"), "unknown key 'listen.bogus'"),
+    (lambda t: t.replace("submission = ", "submission = 70000 #"), "listen.submission = 70000"),
+    (lambda t: t.replace("submission = ", 'submission = "x" #'), "listen.submission must be"),
+    (lambda t: t + "\n[redis\n", "not valid TOML"),
+])
+def test_bad_config_is_one_clear_line(fresh_state: Stack, edit: Callable[[str], str],
+                                      needle: str) -> None:
+    fresh_state.config.write_text(edit(fresh_state.config.read_text()))
+    result = run_up(fresh_state.config)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_missing_certificate(fresh_state: Stack) -> None:
+    (fresh_state.state / "tls/cert.pem").unlink()
+    result = run_up(fresh_state.config)
+    assert result.returncode == 2
+    assert "tls.cert_file" in result.stderr and "does not exist" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

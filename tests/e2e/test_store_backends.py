@@ -1,0 +1,94 @@
+"""The store layer runs the same code against one Redis and against a 3-master Redis Cluster."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import pytest
+
+from tests.harness import RedisCluster, RedisServer
+from txmail import store
+from txmail.config import RedisSettings, Settings
+from txmail.errors import Conflict, NotFound, StoreUnavailable
+from txmail.store.accounts import Accounts, check_password
+from txmail.store.messages import MessageRecord, Messages
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    nodes = RedisCluster().start()
+    yield nodes
+    nodes.close()
+
+
+@pytest.fixture(params=["single", "cluster"])
+def client(request: pytest.FixtureRequest, redis_server: RedisServer) -> store.Client:
+    if request.param == "single":
+        settings = Settings(redis=RedisSettings(url=redis_server.url))
+    else:
+        nodes = request.getfixturevalue("cluster")
+        settings = Settings(redis=RedisSettings(url=nodes.url, cluster=True))
+    c = store.connect(settings)
+    c.flushall() if request.param == "single" else c.flushall(target_nodes="primaries")
+    return c
+
+
+def test_accounts_roundtrip(client: store.Client) -> None:
+    accounts = Accounts(client, store.Keys())
+    accounts.add("acme", ["acme.example", "Mail.ACME.example."], "correct horse battery",
+                 settings={"max_recipients": 5})
+    acme = accounts.get("acme")
+    assert acme.domains == ["acme.example", "mail.acme.example"]
+    assert check_password("correct horse battery", acme.password_hash)
+    assert acme.settings["max_recipients"] == 5
+    assert acme.settings["recipient_mode"] == "multi"
+    assert accounts.owner_of("mail.acme.example") == "acme"
+    accounts.suspend("acme", "testing")
+    assert accounts.get("acme").suspended
+    accounts.resume("acme")
+    assert not accounts.get("acme").suspended
+    assert [a.name for a in accounts.all()] == ["acme"]
+
+
+def test_one_domain_one_account(client: store.Client) -> None:
+    accounts = Accounts(client, store.Keys())
+    accounts.add("first", ["shared.example"], "a-long-password-1")
+    with pytest.raises(Conflict, match="belongs to account 'first'"):
+        accounts.add("second", ["own.example", "shared.example"], "a-long-password-2")
+    # Nothing of the refused account was kept: its own domain is free again.
+    assert accounts.owner_of("own.example") is None
+    with pytest.raises(NotFound):
+        accounts.get("second")
+    accounts.remove("first")
+    accounts.add("second", ["shared.example"], "a-long-password-2")
+    assert accounts.owner_of("shared.example") == "second"
+
+
+def test_message_records(client: store.Client) -> None:
+    messages = Messages(client, store.Keys(), ttl_seconds=60)
+    record = MessageRecord(queue_id="4jXCs06YbRzJJ2Y", account="acme",
+                           envelope_sender="app@acme.example", recipients=["a@example.net"],
+                           envelope_params=["RET=HDRS"],
+                           recipient_params={"a@example.net": ["NOTIFY=FAILURE"]})
+    messages.record(record)
+    assert messages.get("4jXCs06YbRzJJ2Y") == record
+    assert messages.get("4jXNOTHERE") is None
+    assert 0 < client.ttl(store.Keys().message("acme", "4jXCs06YbRzJJ2Y")) <= 60
+
+
+def test_keys_of_one_account_share_a_slot() -> None:
+    from redis.crc import key_slot
+
+    keys = store.Keys()
+    slots = {key_slot(k.encode()) for k in (keys.account("acme"), keys.message("acme", "Q1"))}
+    assert len(slots) == 1
+
+
+def test_unreachable_redis_is_a_temporary_failure() -> None:
+    settings = Settings(redis=dataclasses.replace(RedisSettings(), url="redis://127.0.0.1:1",
+                                                  timeout=0.5))
+    with pytest.raises(StoreUnavailable):
+        Accounts(store.connect(settings), store.Keys()).get("acme")
