@@ -9,8 +9,13 @@ pointer) are only ever used one key per command.
     PREFIX accounts:changed          channel a message on every account change
     PREFIX domains                   hash    sending domain -> owning account
     PREFIX queue:QID                 string  Postfix queue id -> account (TTL as the message)
+    PREFIX domain:DOMAIN             hash    one sending domain: DKIM keys, return-path subdomain
+    PREFIX return-paths              hash    return-path domain -> sending domain (Postfix relays)
     PREFIX {ACCOUNT}:account         hash    the account's settings and state
     PREFIX {ACCOUNT}:message:QID     hash    one accepted message (TTL)
+    PREFIX {ACCOUNT}:suppressions    hash    "LIST:recipient" -> JSON suppression entry (capped)
+    PREFIX {ACCOUNT}:suppressions:order   zset  "LIST:recipient" by creation time
+    PREFIX {ACCOUNT}:suppressions:expiry  zset  "LIST:recipient" by expiry time (only expiring)
 """
 
 from __future__ import annotations
@@ -46,9 +51,25 @@ class Keys:
     def queue(self, queue_id: str) -> str:
         return f"{self.prefix}queue:{queue_id}"
 
+    def domain(self, domain: str) -> str:
+        return f"{self.prefix}domain:{domain}"
+
+    @property
+    def return_paths(self) -> str:
+        return f"{self.prefix}return-paths"
+
     # per-account keys
     def account(self, account: str) -> str:
         return f"{self.prefix}{{{account}}}:account"
 
     def message(self, account: str, queue_id: str) -> str:
         return f"{self.prefix}{{{account}}}:message:{queue_id}"
+
+    def suppressions(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:suppressions"
+
+    def suppressions_order(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:suppressions:order"
+
+    def suppressions_expiry(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:suppressions:expiry"
