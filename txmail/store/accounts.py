@@ -207,6 +207,36 @@ class Accounts:
         with guard("looking up a domain"):
             return self.client.hget(self.keys.domains, domain.lower())
 
+    def add_domain(self, name: str, domain: str) -> bool:
+        """Give account `name` the sending domain `domain` (`txmail domains add`).
+
+        Claimed with HSETNX like `add`, so a domain of another account is a Conflict. Returns
+        False when the account owned it already."""
+        account = self.get(name)
+        domain = check_domain(domain)
+        with guard("adding a domain"):
+            claimed = bool(self.client.hsetnx(self.keys.domains, domain, name))
+            owner = name if claimed else self.client.hget(self.keys.domains, domain)
+            if owner != name:
+                raise Conflict(f"domain {domain} belongs to account {owner!r} already")
+            if domain not in account.domains:
+                self.client.hset(self.keys.account(name), "domains",
+                                 json.dumps([*account.domains, domain]))
+                self._changed(name)
+        return claimed
+
+    def remove_domain(self, name: str, domain: str) -> None:
+        """Take the sending domain `domain` away from account `name`."""
+        account = self.get(name)
+        domain = check_domain(domain)
+        with guard("removing a domain"):
+            if self.client.hget(self.keys.domains, domain) == name:
+                self.client.hdel(self.keys.domains, domain)
+            if domain in account.domains:
+                self.client.hset(self.keys.account(name), "domains",
+                                 json.dumps([d for d in account.domains if d != domain]))
+            self._changed(name)
+
 
 def _to_hash(account: Account) -> dict[str, str]:
     return {"name": account.name, "domains": json.dumps(account.domains),
