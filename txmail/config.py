@@ -14,6 +14,7 @@ that holds the configuration file.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -44,6 +45,19 @@ class ListenSettings:
     submissions: int = _doc("Implicit-TLS submission port (465 style), AUTH required.", 465)
     submission: int = _doc("Submission port (587 style): STARTTLS required, then AUTH.", 587)
     http: int = _doc("HTTP port of the tracker and send API.", 8080)
+
+
+@dataclass(frozen=True)
+class TrustedSettings:
+    """An optional listener for applications on trusted networks that cannot log in.
+
+    Mail on this port from `networks` is sent as `account` with every rule of that account
+    applied (like an IP credential); nobody else may relay through it. Off unless `port` is set.
+    """
+
+    port: int = _doc("Port of the trusted listener; 0 turns it off.", 0)
+    networks: list = _doc("Client networks (CIDR) allowed on the trusted listener.", [])
+    account: str = _doc("Account the trusted listener's mail is sent as.", "")
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,7 @@ class Settings:
     user: str = _doc("Unprivileged system user that runs the bounce pipe and the private Redis "
                      "and owns the secrets; `txmail up` creates it if it is missing.", "txmail")
     listen: ListenSettings = field(default_factory=ListenSettings)
+    trusted: TrustedSettings = field(default_factory=TrustedSettings)
     postfix: PostfixSettings = field(default_factory=PostfixSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
@@ -208,6 +223,17 @@ def validate(settings: Settings) -> None:
         if f.type in ("int", int):
             _check_port(f"listen.{f.name}", getattr(settings.listen, f.name))
     _check_port("dev.capture_port", settings.dev.capture_port)
+    trusted = settings.trusted
+    if trusted.port:
+        _check_port("trusted.port", trusted.port)
+        if not trusted.networks or not trusted.account:
+            raise ConfigError("trusted.port is set: give trusted.networks and trusted.account too")
+        for network in trusted.networks:
+            try:
+                ipaddress.ip_network(str(network))
+            except ValueError:
+                raise ConfigError(f"trusted.networks: {network!r} is not a network "
+                                  "(write e.g. 10.0.0.0/24)") from None
     for key in ("hostname", "bounce_domain"):
         if not _HOSTNAME.match(getattr(settings, key)):
             raise ConfigError(f"{key} = {getattr(settings, key)!r} is not a valid domain name")

@@ -79,6 +79,10 @@ class TxmailMilter(Milter.Base):
 
     def envfrom(self, mailfrom: str, *params: str) -> int:
         login = self.getsymval("{auth_authen}") or None
+        trusted = self.context.settings.trusted
+        if login is None and trusted.port and self.getsymval("{daemon_name}") == "trusted":
+            # Postfix lets only trusted.networks relay on this listener (permit_mynetworks).
+            login = trusted.account
         self.envelope = Envelope(sender=strip_brackets(mailfrom), sender_params=list(params),
                                  account=login)
         if login is None:

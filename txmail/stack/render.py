@@ -63,7 +63,22 @@ def values(settings: Settings, config_file: Path) -> dict[str, str]:
         "passwd_file": str(settings.path(settings.dovecot.passwd_file)),
         "pipe_user": settings.user,
         "python": sys.executable,
+        "trusted_listener": trusted_listener(settings),
     }
+
+
+def trusted_listener(settings: Settings) -> str:
+    """The master.cf lines of the trusted listener, or nothing when it is off."""
+    trusted = settings.trusted
+    if not trusted.port:
+        return ""
+    networks = " ".join(str(n) for n in trusted.networks)
+    return (f"{settings.listen.address}:{trusted.port} inet n - n - - smtpd\n"
+            f"  -o syslog_name={settings.postfix.syslog_name}/trusted\n"
+            f"  -o mynetworks={networks}\n"
+            f"  -o smtpd_sasl_auth_enable=no\n"
+            f"  -o smtpd_relay_restrictions=permit_mynetworks,reject\n"
+            f"  -o milter_macro_daemon_name=trusted\n")
 
 
 def postfix_config_dir(settings: Settings) -> Path:

@@ -1,0 +1,59 @@
+# txmail: `make run` starts the whole stack, `make test` runs every test. Both install what is
+# missing first (Debian packages with apt-get, then a venv with the project), so they work on
+# a fresh Debian 12 machine as root.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STATE ?= state
+PORT_OFFSET ?= 0
+# Debian packages the stack, the tests and the benchmarks need.
+DEB_PACKAGES := postfix dovecot-core redis-server redis-tools libmilter-dev swaks \
+	python3-venv python3-dev gcc openssl ca-certificates $(EXTRA_DEB_PACKAGES)
+EXTRA_DEB_PACKAGES :=
+
+.PHONY: run test deps system-deps venv bench lint clean
+
+run: deps
+	@if [ ! -f $(STATE)/txmail.toml ]; then \
+		$(VENV)/bin/txmail init --state-dir $(STATE) --port-offset $(PORT_OFFSET); fi
+	$(VENV)/bin/txmail --config $(STATE)/txmail.toml up --dev
+
+test: deps
+	$(PY) -m pytest
+
+bench: deps
+	$(PY) bench/throughput.py
+	$(PY) bench/policyd.py
+	$(PY) bench/bounce_parser.py
+
+lint: deps
+	$(VENV)/bin/ruff check txmail tests bench
+
+deps: system-deps venv
+
+# Installs only what is missing, so a second run costs a second.
+system-deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get -o DPkg::Lock::Timeout=900 update -q && \
+		apt-get -o DPkg::Lock::Timeout=900 install -y -q $$missing; \
+	fi
+
+# The venv is built on Debian's /usr/bin/python3 so that pipe(8)'s unprivileged user can run
+# it (an interpreter under root's mode-0700 home cannot be executed by that user).
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || /usr/bin/python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache
