@@ -129,3 +129,26 @@ def test_missing_certificate(fresh_state: Stack) -> None:
     assert result.returncode == 2
     assert "tls.cert_file" in result.stderr and "does not exist" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_two_nodes_on_one_redis_cluster_share_accounts(make_stack: Callable[..., Stack],
+                                                       sink: Sink) -> None:
+    """Accounts added on one node log in on every node within seconds; both record messages
+    in the one cluster."""
+    from tests.harness import RedisCluster
+
+    cluster = RedisCluster().start()
+    try:
+        nodes = [make_stack(name=f"node{i}", redis_url=cluster.url, cluster=True).start()
+                 for i in (1, 2)]
+        password = nodes[0].add_account("shared", "shared.example")
+        nodes[1].wait_passwd("shared")
+        for i, node in enumerate(nodes):
+            rcpt = f"via-node{i}@example.net"
+            node.send(("shared", password), "app@shared.example", [rcpt],
+                      simple_message("app@shared.example", rcpt))
+            wait_for(lambda r=rcpt: sink.find(r), 20, what=f"delivery via node {i}")
+        nodes[1].txmail("accounts", "remove", "shared")
+        nodes[0].wait_passwd("shared", present=False)
+    finally:
+        cluster.close()

@@ -1,0 +1,44 @@
+"""Keep the generated parts of README.md current.
+
+The README's configuration and account-settings references are generated from the
+declarations in config.py and store/account_settings.py, between marker comments:
+
+    <!-- generated:NAME -->  ...  <!-- end:NAME -->
+
+`python -m txmail.docs README.md` rewrites them; tests/unit/test_docs.py fails when they are
+stale, so the documentation cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from txmail import config
+from txmail.store import account_settings
+
+SECTIONS: dict[str, Callable[[], str]] = {
+    "config-reference": config.reference,
+    "account-settings": account_settings.reference,
+}
+
+
+def render(text: str) -> str:
+    for name, produce in SECTIONS.items():
+        pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(<!-- end:{name} -->)", re.S)
+        if not pattern.search(text):
+            raise ValueError(f"README has no <!-- generated:{name} --> section")
+        text = pattern.sub(lambda m, p=produce: m.group(1) + p() + m.group(2), text)
+    return text
+
+
+def main(argv: list[str]) -> int:
+    path = Path(argv[0] if argv else "README.md")
+    path.write_text(render(path.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
