@@ -238,9 +238,10 @@ class Stack:
     def submission(self) -> int:
         return 587 + self.offset
 
-    def start(self, timeout: float = 60.0) -> Stack:
+    def start(self, timeout: float = 60.0, dev: bool = False) -> Stack:
         out = self.output_path.open("w")
-        self.proc = subprocess.Popen([*TXMAIL, "--config", str(self.config), "up"],
+        self.proc = subprocess.Popen([*TXMAIL, "--config", str(self.config), "up",
+                                      *(["--dev"] if dev else [])],
                                      stdout=out, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
         out.close()

@@ -152,3 +152,20 @@ def test_two_nodes_on_one_redis_cluster_share_accounts(make_stack: Callable[...,
         nodes[0].wait_passwd("shared", present=False)
     finally:
         cluster.close()
+
+
+def test_dev_mode_prints_a_swaks_command_that_works(make_stack: Callable[..., Stack]) -> None:
+    node = make_stack(name="dev")
+    # --dev without a relayhost: the capture server stands in for the internet.
+    node.config.write_text(node.config.read_text().replace(
+        f'relayhost = "[127.0.0.1]:', 'relayhost = "" # '))
+    node.start(dev=True)
+    command = next(line.strip() for line in node.output().splitlines()
+                   if line.strip().startswith("swaks "))
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "250 2.0.0 Ok: queued as" in result.stdout
+    captured = node.state / "captured"
+    wait_for(lambda: list(captured.glob("*.eml")), 20, what="the captured message")
+    assert b"This is a test mailing" in next(captured.glob("*.eml")).read_bytes()
