@@ -1,0 +1,683 @@
+"""What a bounce detector reads and what it returns.
+
+DESCRIPTION
+    A detector looks at one returned mail and says which recipients failed
+    (or complained, or auto-replied) and why. Every detector receives the same
+    pre-digested view of the message, a ReturnedMail, so that MIME walking,
+    transfer decoding and charset repair happen once, here, and never in a
+    detector:
+
+        notification     the human-readable text of the report, decoded,
+                         with line ends as LF, without the returned message
+        status_groups    the per-recipient field groups of every
+                         message/delivery-status part (or of DSN fields
+                         printed inline in the text, as old MTAs do)
+        report_fields    the per-message DSN fields (Reporting-MTA, ...)
+        feedback_fields  the fields of a message/feedback-report part (ARF)
+        original         the headers of the returned original message
+
+    A detector collects Findings (one per recipient, with whatever the MTA
+    printed: status, reply code, SMTP command, diagnostic text) and turns them
+    into BounceEvents with finish(), which asks txmail.bounce_pipe.reasons for
+    the reason word and derives the kind.
+
+READS
+    An email.message.Message built with policy compat32 from bytes whose line
+    ends were already made LF by txmail.bounce_pipe.parse.
+
+FAILURE
+    Building the view never raises on bad input: undecodable parts become
+    text with replacement characters, unknown or misspelt charsets fall back
+    to UTF-8 and then Latin-1, and the MIME walk is bounded in depth and in
+    the number of parts, so a part that reuses its parent's boundary cannot
+    make it run away.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass, field
+from email.header import decode_header
+from email.message import Message
+from typing import Protocol
+
+from txmail.bounce_pipe import reasons
+
+# Bounds on untrusted structure: deeper or wider MIME trees are not bounces
+# anybody needs to read, and each bound keeps one hostile message cheap.
+MAX_PARTS = 64
+MAX_DEPTH = 8
+MAX_TEXT_CHARS = 200_000
+MAX_DIAGNOSTIC_CHARS = 1000
+
+KINDS = ("delivery", "bounce", "soft_bounce", "complaint", "auto_reply")
+
+
+@dataclass(frozen=True, slots=True)
+class BounceEvent:
+    """One recipient's outcome as reported by one returned mail."""
+
+    kind: str
+    recipient: str
+    status: str | None
+    reason: str
+    diagnostic: str
+    remote_mta: str | None = None
+    reply_code: str | None = None
+    feedback_type: str | None = None
+    action: str | None = None
+    detector: str | None = None
+
+    def summary(self) -> dict[str, str | None]:
+        """The fields a bounce report line carries (CLI and scoring)."""
+        return {
+            "kind": self.kind,
+            "recipient": self.recipient,
+            "status": self.status,
+            "reason": self.reason,
+            "diagnostic": self.diagnostic,
+        }
+
+
+@dataclass(slots=True)
+class Finding:
+    """What a detector learned about one recipient, before classification.
+
+    command is the SMTP command the remote server answered (RCPT, MAIL, DATA,
+    HELO, EHLO, CONN for the greeting); reason is set only when the MTA's own
+    wording names the reason unambiguously (a detector's phrase table).
+    """
+
+    recipient: str
+    diagnostic: str = ""
+    status: str | None = None
+    reply_code: str | None = None
+    command: str | None = None
+    action: str | None = None
+    remote_mta: str | None = None
+    reason: str | None = None
+    diagnostic_type: str | None = None
+    feedback_type: str | None = None
+    temporary: bool | None = None
+
+
+class Detector(Protocol):
+    """A detector: a name and a detect() that returns events or None."""
+
+    name: str
+
+    def detect(self, mail: ReturnedMail) -> list[BounceEvent] | None: ...
+
+
+# ---------------------------------------------------------------------------
+# Text decoding
+
+_CHARSET_ALIASES = {
+    "uft-8": "utf-8",
+    "utf8": "utf-8",
+    "unicode-1-1-utf-7": "utf-7",
+    "x-unknown": "latin-1",
+    "unknown-8bit": "latin-1",
+    "x-user-defined": "latin-1",
+    "iso-8859-8-i": "iso-8859-8",
+    "ks_c_5601-1987": "cp949",
+    "shift-jis": "shift_jis",
+    "x-sjis": "shift_jis",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+}
+
+
+def decode_bytes(payload: bytes, charset: str | None) -> str:
+    """Decode body bytes by their declared charset, repairing what is wrong.
+
+    An undeclared charset is guessed: ISO-2022-JP escapes, then UTF-8, then
+    Latin-1 (which cannot fail), as Japanese carriers and old MTAs often omit it.
+    """
+    if charset:
+        name = _CHARSET_ALIASES.get(charset.strip().lower(), charset.strip().lower())
+        try:
+            codecs.lookup(name)
+        except LookupError:
+            name = ""
+        if name:
+            try:
+                return payload.decode(name)
+            except (UnicodeDecodeError, UnicodeError, LookupError):
+                if name not in ("utf-8", "us-ascii", "ascii"):
+                    try:
+                        return payload.decode(name, "replace")
+                    except (UnicodeError, LookupError):
+                        pass
+    if b"\x1b$B" in payload or b"\x1b$@" in payload:
+        try:
+            return payload.decode("iso-2022-jp", "replace")
+        except UnicodeError:
+            pass
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return payload.decode("latin-1")
+
+
+def header_text(value: object) -> str:
+    """A header value as readable text: RFC 2047 words and 8-bit bytes decoded."""
+    if value is None:
+        return ""
+    raw = str(value)
+    if "=?" not in raw:
+        if not raw.isascii():
+            raw = _repair_surrogates(raw)
+        return " ".join(raw.split())
+    try:
+        chunks = decode_header(raw)
+    except (ValueError, LookupError, UnicodeError, AssertionError):
+        return " ".join(raw.split())
+    words: list[str] = []
+    for chunk, charset in chunks:
+        if isinstance(chunk, bytes):
+            words.append(decode_bytes(chunk, charset))
+        else:
+            words.append(_repair_surrogates(chunk))
+    return " ".join("".join(words).split())
+
+
+def _repair_surrogates(text: str) -> str:
+    # compat32 keeps undecodable 8-bit header bytes as surrogate escapes.
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return decode_bytes(data, None)
+
+
+def part_text(part: Message) -> str:
+    """The decoded text of a non-multipart part (never raises)."""
+    try:
+        payload = part.get_payload(decode=True)
+    except (ValueError, TypeError, AssertionError, LookupError):
+        payload = None
+    if payload is None:
+        raw = part.get_payload()
+        if isinstance(raw, str):
+            return _repair_surrogates(raw) if not raw.isascii() else raw
+        if isinstance(raw, list):
+            # A message/* part: the stdlib parsed it already; flatten headers.
+            return "\n".join(_message_lines(m) for m in raw if isinstance(m, Message))
+        return ""
+    if not isinstance(payload, bytes):
+        return ""
+    try:
+        charset = part.get_content_charset()
+    except (ValueError, LookupError, UnicodeError):
+        charset = None
+    text = decode_bytes(payload[: MAX_TEXT_CHARS * 2], charset)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def _message_lines(msg: Message) -> str:
+    lines = [f"{k}: {header_text(v)}" for k, v in msg.items()]
+    body = msg.get_payload()
+    if isinstance(body, str) and body:
+        lines.append("")
+        lines.append(body)
+    return "\n".join(lines)
+
+
+_TAG_RE = re.compile(r"<(?:br|p|div|tr|li|/p|/div|/tr|/li|/h\d|h\d)\b[^>]*>", re.I)
+_ANY_TAG_RE = re.compile(r"<[^>]{0,2000}>")
+_STYLE_RE = re.compile(r"<(style|script)\b.*?</\1\s*>", re.I | re.S)
+_ENTITY = {"&nbsp;": " ", "&lt;": "<", "&gt;": ">", "&amp;": "&", "&quot;": '"', "&#39;": "'"}
+
+
+def html_to_text(html: str) -> str:
+    """Enough HTML removal to read an NDR that only comes as text/html."""
+    text = _STYLE_RE.sub(" ", html)
+    text = _TAG_RE.sub("\n", text)
+    text = _ANY_TAG_RE.sub(" ", text)
+    for entity, char in _ENTITY.items():
+        text = text.replace(entity, char)
+    return text
+
+
+# ---------------------------------------------------------------------------
+# DSN field groups (RFC 3464): per-message and per-recipient blocks
+
+_FIELD_RE = re.compile(r"^([A-Za-z][A-Za-z0-9-]{1,40})[ \t]*:[ \t]*(.*)$")
+
+DSN_RECIPIENT_FIELDS = frozenset(
+    {
+        "final-recipient",
+        "original-recipient",
+        "action",
+        "status",
+        "remote-mta",
+        "diagnostic-code",
+        "last-attempt-date",
+        "will-retry-until",
+        "final-log-id",
+        "x-actual-recipient",
+        "x-display-name",
+    }
+)
+
+
+def field_blocks(text: str) -> list[dict[str, str]]:
+    """Split text into blocks of 'Name: value' fields separated by blank lines.
+
+    Continuation lines are unfolded; the first value of a repeated name wins,
+    as in a DSN each name may appear once per block. Lines that are not fields
+    end nothing: old MTAs interleave prose and fields.
+    """
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    last: str | None = None
+    for line in text.split("\n"):
+        if not line.strip():
+            if current:
+                blocks.append(current)
+                current = {}
+            last = None
+            continue
+        if line[0] in " \t" and last is not None:
+            current[last] = (current[last] + " " + line.strip()).strip()
+            continue
+        match = _FIELD_RE.match(line)
+        if match:
+            name = match.group(1).lower()
+            if name in current:
+                # The same field again starts a new recipient block (DSNs with
+                # no blank line between recipients exist).
+                if name in ("final-recipient", "original-recipient") or name == "status":
+                    blocks.append(current)
+                    current = {}
+                else:
+                    last = None
+                    continue
+            current[name] = match.group(2).strip()
+            last = name
+        else:
+            last = None
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def split_dsn_groups(blocks: list[dict[str, str]]) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """Separate the per-message fields from the per-recipient groups."""
+    message_fields: dict[str, str] = {}
+    groups: list[dict[str, str]] = []
+    for block in blocks:
+        if "final-recipient" in block or "original-recipient" in block:
+            groups.append(block)
+        elif "status" in block and "action" in block and groups:
+            groups.append(block)
+        else:
+            for key, value in block.items():
+                message_fields.setdefault(key, value)
+    return message_fields, groups
+
+
+# ---------------------------------------------------------------------------
+# Addresses
+
+ADDRESS_RE = re.compile(
+    r"""(?:"[^"\n]{1,64}"|[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,128})@"""
+    r"""(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?\.)*"""
+    r"""[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"""
+)
+_ADDR_TRIM = ".,;:<>()[]{}'\""
+
+
+def clean_address(value: str) -> str:
+    """A recipient as reported: lowercase addr-spec, without brackets or type.
+
+    Accepts 'rfc822; <a@b>', '"Name" <a@b>', 'SMTP:a@b' and bare forms.
+    Returns '' when there is no address in the value.
+    """
+    text = value.strip()
+    if ";" in text and not text.startswith('"'):
+        head, _, rest = text.partition(";")
+        if "@" not in head or "@" in rest:
+            text = rest.strip()
+    if "<" in text and ">" in text:
+        inner = (
+            text[text.rfind("<") + 1 : text.rfind(">")] if text.rfind("<") < text.rfind(">") else ""
+        )
+        if "@" in inner:
+            text = inner
+    text = text.strip().strip(_ADDR_TRIM).strip()
+    if text.lower().startswith(("smtp:", "mailto:")):
+        text = text.split(":", 1)[1]
+    if "@" not in text:
+        return ""
+    if " " in text and not text.startswith('"'):
+        found = ADDRESS_RE.search(text)
+        if not found:
+            return ""
+        text = found.group(0)
+    return text.strip(_ADDR_TRIM).lower()
+
+
+def find_addresses(text: str) -> list[str]:
+    """Every distinct address in text, in order of appearance, lowercased."""
+    seen: dict[str, None] = {}
+    for match in ADDRESS_RE.finditer(text):
+        address = match.group(0).strip(_ADDR_TRIM).lower()
+        if "@" in address and "." in address.rpartition("@")[2]:
+            seen.setdefault(address, None)
+    return list(seen)
+
+
+# ---------------------------------------------------------------------------
+# Where a plain-text bounce starts quoting the returned message
+
+_RETURNED_MARKERS = re.compile(
+    r"^[ \t>]*(?:"
+    r"-+ ?this is a copy of the message|"
+    r"-+ ?below this line is a copy of the message|"
+    r"-+ ?(?:original|unsent|returned) message (?:follows|headers?)|"
+    r"-+ ?(?:the )?original message\b|"
+    r"-+ ?(?:start of )?(?:returned|original|undelivered) (?:message|mail)\b|"
+    r"-+ ?(?:message|mail) (?:headers? )?follows?\b|"
+    r"-+ ?the header of the original message|"
+    r"-+ ?the header and top \d+ lines of the message follows|"
+    r"-+ ?included is a copy of the message|"
+    r"-+ ?original message header|"
+    r"-+ ?forwarded message|"
+    r"-+ ?begin original message|"
+    r"-+ ?message text follows|"
+    r"-+ ?\w+ message follows|"
+    r"original message follows|"
+    r"message headers follow|"
+    r"below is a copy of the original message|"
+    r"your message reads \(in part\)|"
+    r"the original message was:|"
+    r"original message headers:|"
+    r"content-type: message/rfc822"
+    r")",
+    re.I | re.M,
+)
+
+
+def split_returned(text: str) -> tuple[str, str]:
+    """Split a plain-text bounce into the notice and the quoted original."""
+    match = _RETURNED_MARKERS.search(text)
+    if not match or match.start() < 20:
+        return text, ""
+    return text[: match.start()], text[match.start() :]
+
+
+# ---------------------------------------------------------------------------
+# The view every detector reads
+
+
+@dataclass
+class ReturnedMail:
+    """One returned mail, decoded once for every detector."""
+
+    message: Message
+    subject: str = ""
+    header_from: str = ""
+    from_address: str = ""
+    notification: str = ""
+    status_groups: list[dict[str, str]] = field(default_factory=list)
+    report_fields: dict[str, str] = field(default_factory=dict)
+    feedback_fields: dict[str, str] = field(default_factory=dict)
+    feedback_text: str = ""
+    original: Message | None = None
+    original_text: str = ""
+    content_types: list[str] = field(default_factory=list)
+    has_dsn_part: bool = False
+    _lower: str | None = None
+    _notice: str | None = None
+    _quoted: str | None = None
+
+    def header(self, name: str) -> str:
+        """A decoded top-level header value, '' when absent."""
+        return header_text(self.message.get(name))
+
+    def headers_all(self, name: str) -> list[str]:
+        return [header_text(v) for v in (self.message.get_all(name) or [])]
+
+    def original_headers(self, name: str) -> list[str]:
+        """Values of one header of the returned message, parsed or quoted."""
+        if self.original is not None:
+            values = self.original.get_all(name)
+            if values:
+                return [header_text(v) for v in values]
+        if self.quoted:
+            wanted = name.lower() + ":"
+            return [
+                line.split(":", 1)[1].strip()
+                for line in self.quoted.split("\n")[:300]
+                if line.lower().startswith(wanted)
+            ]
+        return []
+
+    @property
+    def notification_lower(self) -> str:
+        if self._lower is None:
+            self._lower = self.notification.lower()
+        return self._lower
+
+    @property
+    def notice(self) -> str:
+        """The notification without a returned message quoted inline."""
+        if self._notice is None:
+            self._notice, self._quoted = split_returned(self.notification)
+        return self._notice
+
+    @property
+    def quoted(self) -> str:
+        """The returned message as quoted inline in the text ('' if none)."""
+        if self._quoted is None:
+            self._notice, self._quoted = split_returned(self.notification)
+        return self._quoted
+
+    @classmethod
+    def from_message(cls, message: Message) -> ReturnedMail:
+        mail = cls(message=message)
+        mail.subject = header_text(message.get("Subject"))
+        mail.header_from = header_text(message.get("From"))
+        mail.from_address = clean_address(mail.header_from)
+        _digest(mail, message)
+        return mail
+
+
+def _digest(mail: ReturnedMail, top: Message) -> None:
+    texts: list[str] = []
+    html: list[str] = []
+    status_text: list[str] = []
+    stack: list[tuple[Message, int, bool]] = [(top, 0, False)]
+    seen = 0
+    while stack and seen < MAX_PARTS:
+        part, depth, inside_original = stack.pop()
+        seen += 1
+        ctype = _content_type(part)
+        mail.content_types.append(ctype)
+        if part.is_multipart():
+            if depth >= MAX_DEPTH:
+                continue
+            children = part.get_payload()
+            if not isinstance(children, list):
+                continue
+            if ctype.startswith("message/") and ctype not in ("message/rfc822", "message/global"):
+                if ctype in ("message/delivery-status", "message/global-delivery-status"):
+                    mail.has_dsn_part = True
+                    status_text.append(
+                        "\n\n".join(_message_lines(c) for c in children if isinstance(c, Message))
+                    )
+                elif ctype == "message/feedback-report":
+                    _read_feedback(
+                        mail,
+                        "\n".join(_message_lines(c) for c in children if isinstance(c, Message)),
+                    )
+                continue
+            if ctype in ("message/rfc822", "message/global"):
+                for child in children:
+                    if isinstance(child, Message) and mail.original is None and not inside_original:
+                        mail.original = child
+                        mail.original_text = _message_lines_headers(child)
+                if depth + 1 < MAX_DEPTH:
+                    # The returned message's own text is read only to find an
+                    # original that is a bounce itself (forwarded bounces).
+                    pass
+                continue
+            for child in reversed(children):
+                if isinstance(child, Message):
+                    stack.append((child, depth + 1, inside_original))
+            continue
+        if inside_original:
+            continue
+        if ctype in (
+            "message/delivery-status",
+            "message/global-delivery-status",
+            "text/delivery-status",
+        ):
+            mail.has_dsn_part = True
+            status_text.append(part_text(part))
+        elif ctype == "message/feedback-report":
+            _read_feedback(mail, part_text(part))
+        elif ctype in ("text/rfc822-headers", "text/rfc822-header", "message/rfc822-headers"):
+            if not mail.original_text:
+                mail.original_text = part_text(part)
+        elif ctype in ("message/rfc822", "message/global"):
+            # An unparsed message/rfc822 (e.g. base64-encoded): headers only.
+            if not mail.original_text:
+                mail.original_text = part_text(part)
+        elif ctype == "text/html":
+            html.append(part_text(part))
+        elif (
+            ctype.startswith("text/")
+            or ctype in ("", "application/octet-stream")
+            and not part.get_filename()
+        ):
+            if part.get_filename() and ctype != "text/plain":
+                continue
+            texts.append(part_text(part))
+    notification = "\n".join(t for t in texts if t)
+    if not notification.strip() and html:
+        notification = "\n".join(html_to_text(h) for h in html)
+    mail.notification = notification[:MAX_TEXT_CHARS]
+    blocks: list[dict[str, str]] = []
+    for chunk in status_text:
+        blocks.extend(field_blocks(chunk))
+    if not any("final-recipient" in b or "original-recipient" in b for b in blocks):
+        # DSN fields printed inline (no delivery-status part, or a broken one).
+        if "recipient:" in mail.notification_lower:
+            blocks.extend(field_blocks(mail.notification))
+    mail.report_fields, mail.status_groups = split_dsn_groups(blocks)
+    if mail.original is None and mail.original_text:
+        mail.original = _headers_message(mail.original_text)
+
+
+def _message_lines_headers(msg: Message) -> str:
+    return "\n".join(f"{k}: {header_text(v)}" for k, v in msg.items())
+
+
+def _headers_message(text: str) -> Message:
+    message = Message()
+    for block in field_blocks(text)[:1]:
+        for key, value in block.items():
+            message[key] = value
+    return message
+
+
+def _content_type(part: Message) -> str:
+    try:
+        return part.get_content_type()
+    except (ValueError, TypeError, AttributeError):
+        return "text/plain"
+
+
+def _read_feedback(mail: ReturnedMail, text: str) -> None:
+    mail.feedback_text = text
+    for block in field_blocks(text):
+        for key, value in block.items():
+            mail.feedback_fields.setdefault(key, value)
+
+
+# ---------------------------------------------------------------------------
+# An MTA's own sentences that name a reason outright
+
+ReasonTable = tuple[tuple[re.Pattern[str], str], ...]
+
+
+def reason_table(*rows: tuple[str, str]) -> ReasonTable:
+    """Compile (regex, reason) rows, case-insensitive, first match wins."""
+    return tuple((re.compile(pattern, re.I), reason) for pattern, reason in rows)
+
+
+def table_reason(table: ReasonTable, text: str) -> str | None:
+    """The reason of the first row whose pattern occurs in text."""
+    for pattern, reason in table:
+        if pattern.search(text):
+            return reason
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Turning findings into events
+
+
+_CONTINUATION_RE = re.compile(r"(?<![\w.])([245]\d\d)-(?:([245]\.\d{1,3}\.\d{1,3}) )?")
+
+
+def squeeze(text: str) -> str:
+    """Whitespace collapsed to single spaces and the length capped."""
+    return " ".join(text.split())[:MAX_DIAGNOSTIC_CHARS]
+
+
+def unfold_reply(text: str) -> str:
+    """A multi-line SMTP reply read as one sentence.
+
+    '550-5.7.1 Messages with multiple 550 5.7.1 addresses' becomes
+    '550 5.7.1 Messages with multiple addresses': the code repeated at the
+    start of every reply line would otherwise split the server's words.
+    """
+    match = _CONTINUATION_RE.search(text)
+    if not match:
+        return text
+    code, status = match.group(1), match.group(2)
+    prefix = re.escape(code) + r"[ -]" + (re.escape(status) + " " if status else "")
+    head = text[: match.start()] + code + " " + (status + " " if status else "")
+    rest = re.sub(r"(?<![\w.])" + prefix, "", text[match.end() :])
+    return head + rest
+
+
+def finish(findings: list[Finding], detector: str) -> list[BounceEvent]:
+    """Classify each finding and build one event per distinct recipient."""
+    events: list[BounceEvent] = []
+    seen: set[str] = set()
+    for found in findings:
+        recipient = clean_address(found.recipient)
+        if not recipient or recipient in seen:
+            continue
+        seen.add(recipient)
+        diagnostic = squeeze(unfold_reply(found.diagnostic))
+        found.diagnostic = diagnostic
+        status = found.status or reasons.status_in(diagnostic)
+        found.status = status
+        if found.reply_code is None:
+            found.reply_code = reasons.reply_code_in(diagnostic)
+        reason = reasons.classify(found)
+        kind = reasons.kind_of(reason, status, found.reply_code, found.action, found.temporary)
+        events.append(
+            BounceEvent(
+                kind=kind,
+                recipient=recipient,
+                status=status,
+                reason=reason,
+                diagnostic=diagnostic,
+                remote_mta=found.remote_mta,
+                reply_code=found.reply_code,
+                feedback_type=found.feedback_type,
+                action=found.action,
+                detector=detector,
+            )
+        )
+    return events

@@ -1,0 +1,187 @@
+"""Bounce parser: one returned mail in, the recipients' outcomes out.
+
+SYNOPSIS
+    parse_message(raw: bytes) -> list[BounceEvent]
+    parse_report(raw: bytes) -> BounceReport
+    python -m txmail.bounce_pipe.parse FILE...
+
+DESCRIPTION
+    parse_report() reads one message as it arrives on the bounce address
+    (a DSN, a non-standard MTA notice, an ARF complaint, an auto-reply) and
+    returns a BounceReport: one BounceEvent per recipient named in it, plus
+    what links the report to the message that was sent (the returned
+    message's Message-ID and X- headers, the Original-Envelope-Id, Postfix's
+    X-Postfix-Queue-ID).
+
+    The message is parsed with the stdlib email package (policy compat32,
+    which never raises on bad headers) after its line ends are made LF; then
+    the detectors in txmail.bounce_pipe.detectors are tried in order and the
+    first that recognises the message answers. Ordinary mail yields no event.
+
+    Run as a module, it prints one JSON line per FILE, as
+    `txmail bounces parse` does.
+
+READS
+    At most MAX_INPUT_BYTES of the message; the rest of a huge message is an
+    attachment nobody needs to classify a bounce.
+
+FAILURE
+    Malformed MIME, unknown charsets, bare CR line ends, random bytes and
+    empty input all give a report (usually with no events), never an
+    exception. A detector that trips over a message it claimed is logged and
+    skipped, so the next detector still gets its chance.
+"""
+
+from __future__ import annotations
+
+import email
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from email import policy
+from email.message import Message
+
+from txmail.bounce_pipe.detectors import DETECTORS
+from txmail.bounce_pipe.detectors.base import BounceEvent, ReturnedMail, header_text
+
+__all__ = ["BounceEvent", "BounceReport", "parse_message", "parse_report", "MAX_INPUT_BYTES"]
+
+log = logging.getLogger(__name__)
+
+MAX_INPUT_BYTES = 4 * 1024 * 1024
+
+# Headers of the returned message worth keeping to find what was sent;
+# every X- header is kept as well (VERP tokens and tracking ids live there).
+_ORIGINAL_HEADERS = ("message-id", "from", "to", "subject", "date", "return-path", "list-id")
+_MAX_ORIGINAL_HEADERS = 40
+
+# What a detector may raise on input it misjudged; anything else is a bug
+# that should surface.
+_DETECTOR_ERRORS = (
+    ValueError,
+    LookupError,
+    TypeError,
+    IndexError,
+    AttributeError,
+    UnicodeError,
+    RecursionError,
+)
+
+
+@dataclass
+class BounceReport:
+    """Everything one returned mail says, for the bounce pipe."""
+
+    events: list[BounceEvent] = field(default_factory=list)
+    original_message_id: str | None = None
+    original_envelope_id: str | None = None
+    postfix_queue_id: str | None = None
+    original_headers: dict[str, str] = field(default_factory=dict)
+    detector: str | None = None
+
+
+def parse_message(raw: bytes) -> list[BounceEvent]:
+    """The events one returned mail reports (see parse_report)."""
+    return parse_report(raw).events
+
+
+def parse_report(raw: bytes) -> BounceReport:
+    """Parse one returned mail into a BounceReport; never raises on bad mail."""
+    message = read_message(raw)
+    if message is None:
+        return BounceReport()
+    mail = ReturnedMail.from_message(message)
+    report = BounceReport()
+    for detector in DETECTORS:
+        try:
+            events = detector.detect(mail)
+        except _DETECTOR_ERRORS:
+            log.warning(
+                "bounce detector %s failed on a message; trying the next",
+                detector.name,
+                exc_info=True,
+            )
+            continue
+        if events:
+            report.events = events
+            report.detector = detector.name
+            break
+    _link_original(report, mail)
+    return report
+
+
+def read_message(raw: bytes) -> Message | None:
+    """The message parsed from raw bytes with LF line ends, or None if empty."""
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise TypeError("parse_report() wants the message as bytes")
+    data = bytes(raw[:MAX_INPUT_BYTES])
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    data = data.lstrip(b"\n")
+    if data.startswith(b"From "):
+        # An mbox separator line is not a header; drop it before parsing.
+        data = data.partition(b"\n")[2]
+    if not data.strip():
+        return None
+    return email.message_from_bytes(data, policy=policy.compat32)
+
+
+def _link_original(report: BounceReport, mail: ReturnedMail) -> None:
+    fields = mail.report_fields
+    report.postfix_queue_id = fields.get("x-postfix-queue-id") or None
+    envelope_id = fields.get("original-envelope-id")
+    if not envelope_id:
+        for group in mail.status_groups:
+            if group.get("original-envelope-id"):
+                envelope_id = group["original-envelope-id"]
+                break
+    report.original_envelope_id = envelope_id or None
+    headers: dict[str, str] = {}
+    original = mail.original
+    if original is not None:
+        for name, value in original.items():
+            key = name.lower()
+            if key in _ORIGINAL_HEADERS or key.startswith("x-"):
+                headers.setdefault(key, header_text(value)[:1000])
+            if len(headers) >= _MAX_ORIGINAL_HEADERS:
+                break
+    elif mail.quoted:
+        for line in mail.quoted.split("\n")[:200]:
+            name, sep, value = line.partition(":")
+            key = name.strip().lower()
+            if sep and (key in _ORIGINAL_HEADERS or key.startswith("x-")) and " " not in key:
+                headers.setdefault(key, value.strip()[:1000])
+    report.original_headers = headers
+    message_id = headers.get("message-id", "").strip()
+    report.original_message_id = message_id or None
+
+
+def report_line(path: str, events: list[BounceEvent]) -> str:
+    """One output line of `bounces parse`: the file and its events as JSON."""
+    return json.dumps({"file": path, "events": [e.summary() for e in events]}, ensure_ascii=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print one JSON line per readable file; 2 if any file could not be read."""
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        print("usage: python -m txmail.bounce_pipe.parse FILE...", file=sys.stderr)
+        return 2
+    status = 0
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read(MAX_INPUT_BYTES)
+        except OSError as error:
+            # The other files still get their line; the exit status tells.
+            sys.stdout.flush()
+            print(f"bounces parse: cannot read {path}: {error.strerror or error}", file=sys.stderr)
+            status = 2
+            continue
+        print(report_line(path, parse_message(raw)))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

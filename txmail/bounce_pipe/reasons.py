@@ -1,0 +1,787 @@
+"""Reason classifier: status codes and MTA wording to Sisimai's reason words.
+
+DESCRIPTION
+    classify() names why one recipient failed, in the vocabulary Sisimai uses
+    (userunknown, mailboxfull, blocked, ...), from what a detector found: the
+    enhanced status code (RFC 3463), the SMTP reply code, the SMTP command the
+    remote server was answering, the Action and the diagnostic text.
+
+    The decision runs in three stages:
+
+    1.  Wording that names a reason outright wins over a generic code
+        ("Mailbox full" under 5.0.0). Recipient-unknown wording is read with
+        the SMTP command: refused at RCPT it means the address does not
+        exist; refused after DATA it means a content filter said so.
+    2.  A specific status code (5.2.2, 5.7.26, ...) names the reason.
+    3.  Broader wording, then fallbacks by command, status class and Action.
+        What is still unknown is "onhold" when the MTA said anything and
+        "undefined" when it said nothing.
+
+    The phrase tables are lowercase fragments of what MTAs and providers print;
+    they are public facts gathered from real bounces, matched against the
+    diagnostic with its whitespace collapsed.
+
+    kind_of() derives the event kind (bounce, soft_bounce, ...) from the
+    reason and the codes, and status_in(), reply_code_in() and command_in()
+    pull codes out of free text.
+
+FAILURE
+    Pure functions over short strings; nothing here raises on odd input.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from txmail.bounce_pipe.detectors.base import Finding
+
+REASONS = (
+    "userunknown", "mailboxfull", "filtered", "expired", "rejected", "suspend", "blocked",
+    "onhold", "hostunknown", "networkerror", "policyviolation", "feedback", "securityerror",
+    "authfailure", "mesgtoobig", "mailererror", "requireptr", "notaccept", "vacation",
+    "spamdetected", "toomanyconn", "systemerror", "norelaying", "hasmoved", "exceedlimit",
+    "delivered", "contenterror", "undefined", "syntaxerror", "notcompliantrfc",
+    "badreputation", "speeding", "virusdetected", "systemfull",
+)  # fmt: skip
+
+# ---------------------------------------------------------------------------
+# Codes in free text
+
+_STATUS_RE = re.compile(r"(?<![\w.#-])#?([245])\.(\d{1,3})\.(\d{1,3})(?![\d])(?!\.\d)")
+_REPLY_RE = re.compile(r"(?:^|[\s:(\[<'\"=])([245][0-9][0-9])(?=[\s\-:,.;)\]]|$)")
+
+
+def status_in(text: str) -> str | None:
+    """The first enhanced status code (RFC 3463) in text, or None."""
+    match = _STATUS_RE.search(text)
+    if not match:
+        return None
+    return f"{match.group(1)}.{int(match.group(2))}.{int(match.group(3))}"
+
+
+def reply_code_in(text: str) -> str | None:
+    """The first SMTP reply code (4xx/5xx, or 2xx) that looks like one, or None."""
+    for match in _REPLY_RE.finditer(text[:600]):
+        code = match.group(1)
+        if code[1] in "012345":
+            return code
+    return None
+
+
+_COMMAND_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p, re.I), c)
+    for p, c in (
+        (r"in reply to (?:end of )?data command|after end of data|did not like our final data"
+         r"|after (?:i|we) sent the message|\(data\)|>>> data\b|after data\b", "DATA"),
+        (r"in reply to rcpt to command|after rcpt to|does not like recipient|>>> rcpt to"
+         r"|did not like our rcpt to|rcpt to not accepted|after rcpt command|\[rcpt_to\]"
+         r"|smtp:rcpt\b|\(rcpt\)|rcpt to response", "RCPT"),
+        (r"in reply to mail from command|after mail from|>>> mail from|sender was rejected"
+         r"|did not like our mail from|\(mail from\)", "MAIL"),
+        (r"while performing the (?:helo|ehlo) handshake|in reply to (?:helo|ehlo) command"
+         r"|after (?:helo|ehlo)\b|>>> (?:helo|ehlo)\b", "HELO"),
+        (r"refused to talk to me|after initial connection|greeting|connected to .{0,60} but "
+         r"(?:greeting|connection) failed", "CONN"),
+    )
+)  # fmt: skip
+
+
+def command_in(text: str) -> str | None:
+    """The SMTP command the remote server answered, as the MTA says it."""
+    text = " ".join(text.split())
+    best: tuple[int, str] | None = None
+    for pattern, command in _COMMAND_PATTERNS:
+        match = pattern.search(text)
+        if match and (best is None or match.start() < best[0]):
+            best = (match.start(), command)
+    return best[1] if best else None
+
+
+# ---------------------------------------------------------------------------
+# Status codes (RFC 3463 subject.detail, plus widely used vendor extensions)
+
+# Codes whose meaning is broad: wording may override them.
+_WEAK = "weak"
+
+_DETAIL_REASON: dict[str, tuple[str, str]] = {
+    "1.0": ("userunknown", _WEAK),
+    "1.1": ("userunknown", "strong"),
+    "1.2": ("hostunknown", "strong"),
+    "1.3": ("userunknown", "strong"),
+    "1.4": ("userunknown", _WEAK),
+    "1.6": ("hasmoved", "strong"),
+    "1.7": ("rejected", "strong"),
+    "1.8": ("rejected", "strong"),
+    "1.10": ("userunknown", _WEAK),
+    "2.0": ("filtered", _WEAK),
+    "2.1": ("filtered", _WEAK),
+    "2.2": ("mailboxfull", "strong"),
+    "2.3": ("exceedlimit", "strong"),
+    "2.4": ("filtered", _WEAK),
+    "3.0": ("systemerror", _WEAK),
+    "3.1": ("systemfull", "strong"),
+    "3.2": ("notaccept", "strong"),
+    "3.4": ("mesgtoobig", "strong"),
+    "3.5": ("systemerror", "strong"),
+    "4.0": ("networkerror", _WEAK),
+    "4.1": ("networkerror", _WEAK),
+    "4.2": ("networkerror", _WEAK),
+    "4.3": ("systemerror", _WEAK),
+    "4.4": ("hostunknown", _WEAK),
+    "4.5": ("toomanyconn", _WEAK),
+    "4.6": ("networkerror", "strong"),
+    "4.7": ("expired", "strong"),
+    "5.3": ("toomanyconn", "strong"),
+    "6.0": ("contenterror", _WEAK),
+    "6.1": ("contenterror", "strong"),
+    "6.2": ("contenterror", "strong"),
+    "6.3": ("contenterror", "strong"),
+    "6.4": ("contenterror", "strong"),
+    "6.5": ("contenterror", "strong"),
+    "6.6": ("contenterror", "strong"),
+    "6.9": ("contenterror", "strong"),
+    "7.0": ("securityerror", _WEAK),
+    "7.1": ("securityerror", _WEAK),
+    "7.2": ("securityerror", _WEAK),
+    "7.3": ("securityerror", "strong"),
+    "7.4": ("securityerror", "strong"),
+    "7.5": ("securityerror", "strong"),
+    "7.6": ("securityerror", "strong"),
+    "7.7": ("securityerror", "strong"),
+    "7.8": ("securityerror", "strong"),
+    "7.9": ("securityerror", _WEAK),
+    "7.13": ("suspend", "strong"),
+    "7.14": ("securityerror", "strong"),
+    "7.15": ("securityerror", "strong"),
+    "7.16": ("securityerror", "strong"),
+    "7.17": ("securityerror", "strong"),
+    "7.18": ("securityerror", "strong"),
+    "7.19": ("securityerror", "strong"),
+    "7.20": ("authfailure", "strong"),
+    "7.21": ("authfailure", "strong"),
+    "7.22": ("authfailure", "strong"),
+    "7.23": ("authfailure", "strong"),
+    "7.24": ("authfailure", "strong"),
+    "7.25": ("requireptr", "strong"),
+    "7.26": ("authfailure", "strong"),
+    "7.27": ("notaccept", "strong"),
+    "7.28": ("spamdetected", "strong"),
+    # Microsoft 365 / Outlook.com extensions
+    "7.509": ("authfailure", "strong"),
+    "7.510": ("securityerror", "strong"),
+    "7.650": ("badreputation", "strong"),
+}
+
+
+def status_reason(status: str | None) -> tuple[str | None, bool]:
+    """The reason a status code names and whether the name is reliable."""
+    if not status or status[0] not in "45":
+        return None, False
+    detail = status.split(".", 1)[1] if "." in status else ""
+    entry = _DETAIL_REASON.get(detail)
+    if entry is None:
+        # Vendor details (Microsoft's 5.7.606, 5.1.351, ...): ranges first,
+        # then what the subject digit alone says, never reliably.
+        subject, _, number_text = detail.partition(".")
+        number = int(number_text) if number_text.isdigit() else 0
+        if subject == "7" and 600 <= number <= 649:
+            return "blocked", True
+        entry = _DETAIL_REASON.get(subject + ".0")
+        if entry is None:
+            return None, False
+        return entry[0], False
+    return entry[0], entry[1] != _WEAK
+
+
+# ---------------------------------------------------------------------------
+# Wording
+
+
+def _table(*phrases: str) -> re.Pattern[str]:
+    return re.compile("|".join(phrases))
+
+
+PHRASES: dict[str, re.Pattern[str]] = {
+    "mailboxfull": _table(
+        r"mailbox (?:is )?full",
+        r"mailbox (?:is )?over ?quota",
+        r"over ?quota",
+        r"overquota",
+        r"quota (?:exceeded|violation|full)",
+        r"exceeded (?:the |their |his |her )?(?:storage|quota)",
+        r"disk quota",
+        r"mail ?folder is full",
+        r"mailbox for user is full",
+        r"not enough (?:disk )?space",
+        r"too much mail data",
+        r"storage quota",
+        r"number of messages in recipient's mailbox exceeded",
+        r"reached (?:disk|its|their) quota",
+        r"exceeds? (?:the )?(?:mailbox|storage) (?:size|quota|limit)",
+        r"mailbox size limit",
+        r"user'?s? (?:mailbox|account) is full",
+        r"inbox is full",
+        r"account is full",
+        r"insufficient (?:user )?quota",
+        r"mailbox would exceed",
+        r"full mailbox",
+        r"has exceeded (?:its|the) (?:storage|mailbox)",
+        r"user has exhausted allowed storage",
+        r"mailbox has exceeded",
+        r"exceeded storage allocation",
+    ),
+    "mesgtoobig": _table(
+        r"message (?:is )?too (?:big|large)",
+        r"message size exceeds",
+        r"size limit exceeded",
+        r"exceeded (?:the )?maximum (?:inbound |incoming )?message size",
+        r"exceeds? (?:the )?maximum (?:message )?size",
+        r"message (?:size|length) (?:is )?(?:larger|greater) than",
+        r"email is too large",
+        r"line limit exceeded",
+        r"message exceeds (?:the )?(?:size|maximum)",
+        r"mail size (?:limit|exceeded)",
+        r"size exceeds (?:the )?(?:fixed|maximum|limit)",
+        r"too big for (?:the )?system",
+        r"message too long",
+    ),
+    "exceedlimit": _table(
+        r"message length exceeds administrative limit", r"exceeds? (?:the )?administrative limit"
+    ),
+    "suspend": _table(
+        r"account (?:has been |is )?disabled",
+        r"disabled or discontinued",
+        r"mailbox is frozen",
+        r"account is locked",
+        r"temporar(?:y|ily) locked",
+        r"tried to reach is (?:disabled|inactive)",
+        r"account (?:is |has been )?inactive",
+        r"mailbox (?:is )?(?:inactive|disabled|suspended)",
+        r"recipient account is blocked",
+        r"account (?:has been |is )?suspended",
+        r"disabled recipient address",
+        r"user account disabled",
+        r"account (?:has been )?deactivated",
+        r"compte du destinataire est bloque",
+        r"account is unavailable",
+    ),
+    "hasmoved": _table(
+        r"no longer on server", r"address has moved", r"mailbox has moved", r"has moved to"
+    ),
+    "norelaying": _table(
+        r"relay(?:ing)? (?:access )?(?:denied|not permitted|not allowed|prohibited)",
+        r"not (?:configured|permitted|allowed) to relay",
+        r"unable to relay",
+        r"insecure mail relay",
+        r"no relaying",
+        r"we do not relay",
+        r"relay access denied",
+        r"cannot relay",
+        r"email address is not verified",
+        r"relaying mail to .{1,80} is not allowed",
+    ),
+    "authfailure": _table(
+        r"bad spf records?",
+        r"per it'?s spf record",
+        r"spf record with a hard fail",
+        r"fails? to pass spf",
+        r"spf (?:check|validation) failed",
+        r"\bspf[ =:]+fail",
+        r"dmarc policy",
+        r"dmarc verification",
+        r"does not pass dmarc",
+        r"dmarc (?:check )?fail",
+        r"sender is unauthenticated",
+        r"authentication checks failed",
+        r"dkim (?:check|validation) failed",
+        r"unauthenticated email from",
+        r"authenticate with (?:either )?spf or dkim",
+    ),
+    "userunknown": _table(
+        r"user unknown",
+        r"unknown user",
+        r"no such user",
+        r"user not found",
+        r"unknown recipient",
+        r"recipient unknown",
+        r"recipient not found",
+        r"no mailbox here by that name",
+        r"no such mailbox",
+        r"mailbox not found",
+        r"mailbox unavailable",
+        r"invalid recipient",
+        r"user does not exist",
+        r"user doesn'?t exist",
+        r"unknown or illegal (?:user|alias)",
+        r"not listed in (?:domino|the) directory",
+        r"invalid final delivery userid",
+        r"no valid recipients",
+        r"addressee unknown",
+        r"unknown local[- ]part",
+        r"address unknown",
+        r"unknown address",
+        r"bad destination mailbox",
+        r"no account by that name",
+        r"inactive email address",
+        r"account does not exist",
+        r"tried to reach does not exist",
+        r"is not a valid mailbox",
+        r"recipient does not exist",
+        r"mailbox does not exist",
+        r"address does not exist",
+        r"user doesn'?t have a .{1,80} account",
+        r"no such recipient",
+        r"unknown mailbox",
+        r"invalid mailbox",
+        r"mailbox not available",
+        r"recipnotfound",
+        r"recipientnotfound",
+        r"recipient address rejected: access denied",
+        r"destinataire invalide",
+        r"user not exist",
+        r"no such person",
+        r"does not have an? .{0,20}account",
+        r"unknown e-?mail address",
+        r"is not a known user",
+        r"mailbox is unknown",
+        r"user is unknown",
+        r"account unknown",
+        r"could not be found",
+        r"couldn'?t be found",
+        r"not our customer",
+        r"no mailbox by that name",
+        r"unrouteable address",
+        r"invalid address",
+        r"nonexistent",
+        r"non-existent user",
+    ),
+    "filtered": _table(
+        r"recipient preferences",
+        r"message filtered",
+        r"filtered by",
+        r"blocked by (?:the )?recipient",
+        r"rejected by (?:the )?recipient",
+        r"recipient has blocked",
+        r"only accepts? mail from",
+        r"refused by (?:the )?recipient",
+        r"domain filter",
+        r"content filter",
+    ),
+    "requireptr": _table(
+        r"reverse dns",
+        r"ptr record",
+        r"\bno ptr\b",
+        r"\brdns\b",
+        r"reverse (?:dns )?lookup",
+        r"mismatches client ip",
+        r"without a valid sender domain",
+        r"cannot find your hostname",
+        r"unverifiable sending ip",
+        r"unverifyable sending ip",
+        r"ip name lookup failed",
+        r"client host .{0,60} has no (?:ptr|hostname)",
+        r"do not have a ptr",
+    ),
+    "notcompliantrfc": _table(
+        r"multiple addresses in from",
+        r"not rfc ?5322 compliant",
+        r"rfc ?5322 (?:compliant|section)",
+        r"not compliant with rfc",
+        r"message is not rfc",
+    ),
+    "badreputation": _table(
+        r"ip reputation",
+        r"poor reputation",
+        r"low reputation",
+        r"bad reputation",
+        r"sender reputation",
+        r"reputation (?:of|for) (?:the )?(?:sending|sender)",
+    ),
+    "contenterror": _table(
+        r"improper use of 8-bit data",
+        r"media error",
+        r"duplicate header",
+        r"content error",
+        r"header (?:line )?(?:is )?(?:malformed|invalid)",
+        r"invalid (?:character|header)",
+    ),
+    "rejected": _table(
+        r"sender address rejected",
+        r"sender rejected",
+        r"domain of sender address",
+        r"unroutable sender",
+        r"address that has been blacklisted",
+        r"sender verify failed",
+        r"sender (?:is )?not allowed",
+        r"invalid sender",
+        r"sender verification",
+        r"mail from address rejected",
+        r"not a member of this (?:mailing )?list",
+        r"permission to post",
+        r"purported responsible address",
+        r"sender domain (?:does not|must) exist",
+        r"sender address (?:is )?invalid",
+        r"from address rejected",
+        r"envelope sender",
+        r"send mail as",
+        r"unknown sender",
+        r"sender denied",
+        r"sender .{0,60} rejected",
+        r"your address has been blacklisted",
+        r"not a registered gateway user",
+    ),
+    "hostunknown": _table(
+        r"host unknown",
+        r"unknown host",
+        r"host not found",
+        r"no such domain",
+        r"domain does not exist",
+        r"could(?:n'?t| not) find any host",
+        r"unrouteable address",
+        r"unroutable address",
+        r"host or domain name not found",
+        r"domain (?:name )?not found",
+        r"unknown domain",
+        r"no such host",
+        r"domain is not reachable",
+        r"account or domain may not exist",
+        r"bad destination system address",
+        r"dns lookup failure",
+        r"domain .{1,60} does not exist",
+        r"^(?:\d{3} )?[a-z0-9-]+(?:\.[a-z0-9-]+)+ does not exist",
+    ),
+    "spamdetected": _table(
+        r"spam detected",
+        r"detected as spam",
+        r"scored as spam",
+        r"classified as spam",
+        r"- spam\b",
+        r"likely (?:unsolicited|spam)",
+        r"unsolicited (?:mail|bulk|commercial|e-?mail)",
+        r"spam classification",
+        r"rejected as spam",
+        r"appears to be spam",
+        r"looks like spam",
+        r"spam message",
+        r"message is spam",
+        r"due to spam",
+        r"spam content",
+        r"as spam\b",
+        r"blacklisted url",
+        r"\buribl\b",
+        r"\bsurbl\b",
+        r"junk mail",
+        r"spam score",
+        r"mail rejete\. mail rejected",
+        r"spam filter",
+    ),
+    "speeding": _table(
+        r"receiving mail at a rate", r"sending (?:mail )?too fast", r"rate that prevents"
+    ),
+    "toomanyconn": _table(
+        r"too many connections",
+        r"connection rate limit",
+        r"frequency limited",
+        r"too many recipients",
+        r"too many (?:concurrent|simultaneous)",
+        r"connection limit",
+        r"too many smtp sessions",
+        r"maximum number of connections",
+        r"too many hosts",
+    ),
+    "blocked": _table(
+        r"blocked using",
+        r"blacklisted",
+        r"blocklisted",
+        r"banned sending ip",
+        r"client host rejected",
+        r"client host blocked",
+        r"spamhaus",
+        r"\bdnsbl\b",
+        r"\brbl\b",
+        r"\bsorbs\b",
+        r"please use the smtp server of your isp",
+        r"messages from .{1,60} weren'?t sent",
+        r"\bblocked - see",
+        r"ip address (?:is )?(?:blocked|blacklisted|listed)",
+        r"not accepting connections",
+        r"your ip",
+        r"access denied, banned",
+        r"connection (?:refused|rejected) (?:from|by)",
+        r"blocked for spamming",
+        r"adresse ip source bloquee",
+        r"(?:listed|blocked) (?:in|by|on) .{1,40}(?:bl|list)\b",
+        r"refused to talk to me",
+        r"service not available, closing transmission channel",
+        r"because of (?:your|the sending) ip",
+    ),
+    # Second-stage wording: reasons that generic codes usually hide.
+    "virusdetected": _table(r"virus", r"infected", r"malware", r"worm detected"),
+    "policyviolation": _table(
+        r"policy reasons",
+        r"denied by policy",
+        r"header error",
+        r"illegal attachment",
+        r"content presents a potential",
+        r"is being held",
+        r"host network not allowed",
+        r"rejected by policy",
+        r"prohibited attachment",
+        r"violates? (?:our )?(?:policy|policies)",
+        r"not accepted for policy",
+    ),
+    "systemerror": _table(
+        r"internal (?:system|server) error",
+        r"system error",
+        r"insufficient permission",
+        r"service refused, please try later",
+        r"encountered an error while being processed",
+        r"local error in processing",
+        r"temporary local problem",
+        r"system config error",
+        r"configuration error",
+        r"server error",
+        r"routing error",
+    ),
+    "networkerror": _table(
+        r"hop count exceeded",
+        r"too many hops",
+        r"routing loop",
+        r"mail loop",
+        r"no route to host",
+        r"lost connection",
+        r"host not found, try again",
+        r"malformed or unexpected name server reply",
+        r"network error",
+        r"maximum hop count",
+        r"loop detected",
+        r"dns error",
+        r"connection reset",
+    ),
+    "systemfull": _table(
+        r"insufficient (?:disk|system) (?:space|storage)",
+        r"mail system full",
+        r"out of disk",
+        r"disk (?:is )?full",
+        r"file system full",
+    ),
+    "notaccept": _table(
+        r"does not accept mail",
+        r"null mx",
+        r"no mx record",
+        r"no mx found",
+        r"indicated no smtp service",
+        r"not accepting network messages",
+        r"couldn'?t find a mail exchanger",
+        r"does(?:n'?t| not) receive (?:e-?)?mail",
+        r"accepts no mail",
+    ),
+    "expired": _table(
+        r"retry timeout exceeded",
+        r"message expired",
+        r"envelope expired",
+        r"delivery time expired",
+        r"has been delayed",
+        r"will be retried",
+        r"in the queue too long",
+        r"giving up",
+        r"could not deliver for the last",
+        r"maximum-time-expired",
+        r"unable to deliver in",
+        r"delivery attempts will continue",
+        r"for too long",
+        r"timed out",
+        r"time(?:d)?[ -]?out",
+        r"not been collected",
+        r"not reachable within",
+        r"after multiple retries",
+        r"delivery failed \d+ attempts",
+        r"could not find a gateway",
+        r"retry time not reached",
+        r"has not yet been delivered",
+        r"undelivered for",
+        r"queue period",
+        r"no answer from host",
+    ),
+    "securityerror": _table(
+        r"authentication required",
+        r"smtp authentication",
+        r"unauthenticated senders",
+        r"authentication is required",
+        r"not authenticated",
+        r"authrequired",
+        r"must (?:first )?authenticate",
+        r"tls required",
+        r"encryption required",
+    ),
+    "mailererror": _table(
+        r"command output",
+        r"command died",
+        r"mailer error",
+        r"pipe to \|",
+        r"procmail",
+        r"exit 75",
+        r"operating system error",
+        r"\bmail\.local\b.*error",
+        r"exited with",
+        r"delivery to (?:a )?program",
+        r"x-unix",
+    ),
+    "syntaxerror": _table(
+        r"syntax error",
+        r"command parameter not implemented",
+        r"malformed address",
+        r"command unrecognized",
+        r"unrecognized command",
+        r"command not implemented",
+    ),
+}
+
+# Stage 1 order: specific wording first; "blocked" last because many other
+# refusals mention a block too.
+_STAGE1 = (
+    "mailboxfull", "mesgtoobig", "exceedlimit", "suspend", "hasmoved", "norelaying",
+    "authfailure", "filtered", "userunknown", "requireptr", "notcompliantrfc", "badreputation",
+    "contenterror", "rejected", "hostunknown", "spamdetected", "speeding", "toomanyconn",
+    "blocked",
+)  # fmt: skip
+
+_STAGE3 = (
+    "mailboxfull", "authfailure", "badreputation", "speeding", "spamdetected", "virusdetected",
+    "policyviolation", "norelaying", "systemerror", "notaccept", "networkerror", "suspend",
+    "contenterror", "systemfull", "expired", "securityerror", "filtered", "mailererror",
+    "syntaxerror",
+)  # fmt: skip
+
+# Reasons that userunknown-by-code gives way to when the wording says so.
+_OVERRIDES_USERUNKNOWN = (
+    "norelaying",
+    "blocked",
+    "mailboxfull",
+    "hasmoved",
+    "rejected",
+    "notaccept",
+)
+
+
+def matches(reason: str, text: str) -> bool:
+    """Whether text (lowercase) carries wording of this reason."""
+    pattern = PHRASES.get(reason)
+    return bool(pattern and pattern.search(text))
+
+
+def classify(found: Finding) -> str:
+    """The reason word for one finding (see the module description)."""
+    status = found.status
+    if status and status.startswith("2."):
+        return "delivered"
+    if found.reason:
+        return found.reason
+    text = found.diagnostic.lower()
+    command = found.command or command_in(text)
+    by_code, reliable = status_reason(status)
+    diagnostic_type = (found.diagnostic_type or "").upper()
+
+    if text and not diagnostic_type.startswith("X-UNIX"):
+        for reason in _STAGE1:
+            if _stage1_true(reason, text, by_code, reliable, command, status):
+                return reason
+
+    if by_code and reliable:
+        return by_code
+    if text:
+        for reason in _STAGE3:
+            if matches(reason, text):
+                return reason
+    if command == "MAIL":
+        return "rejected"
+    if by_code in ("userunknown", "filtered", "mailboxfull", "suspend", "hostunknown"):
+        return by_code
+    if status and status[2:4] == "6.":
+        return "contenterror"
+    if status and status[2:4] == "7.":
+        return "securityerror"
+    if diagnostic_type.startswith("X-UNIX"):
+        return "mailererror"
+    if (
+        found.reply_code
+        and found.reply_code[0] == "5"
+        and found.reply_code[1:] in ("00", "01", "02", "03", "04")
+    ):
+        return "syntaxerror"
+    action = (found.action or "").lower()
+    if action.startswith(("delayed", "expired")):
+        return "expired"
+    if command in ("HELO", "EHLO", "CONN"):
+        return "blocked"
+    return "onhold" if text.strip() else "undefined"
+
+
+def _stage1_true(
+    reason: str,
+    text: str,
+    by_code: str | None,
+    reliable: bool,
+    command: str | None,
+    status: str | None,
+) -> bool:
+    if reason == "userunknown":
+        if command == "MAIL":
+            # Refused at MAIL FROM: whatever is unknown, it is the sender.
+            return False
+        if by_code == "userunknown":
+            return not any(matches(other, text) for other in _OVERRIDES_USERUNKNOWN)
+        if by_code and reliable:
+            return False
+        return command == "RCPT" and matches("userunknown", text)
+    if reason == "filtered":
+        # Recipient-unknown wording after DATA (or with no command known) is
+        # a filter speaking; refused at RCPT it is the address itself.
+        if matches("filtered", text):
+            return True
+        if command == "RCPT" or by_code == "userunknown" or (by_code and reliable):
+            return False
+        if by_code == "filtered":
+            return matches("userunknown", text)
+        return command != "MAIL" and matches("userunknown", text)
+    if reason == "mesgtoobig":
+        return by_code != "exceedlimit" and (by_code == "mesgtoobig" or matches(reason, text))
+    if reason == "exceedlimit":
+        return by_code == "exceedlimit" or matches(reason, text)
+    if reason == "hostunknown":
+        if status and status[0] == "4":
+            # A name that did not resolve this time is a network matter.
+            return False
+        if matches("networkerror", text) and not (by_code == "hostunknown" and reliable):
+            return False
+        return by_code == "hostunknown" and reliable or matches(reason, text)
+    if reason == "blocked":
+        return matches(reason, text) or by_code == "blocked" and reliable
+    if by_code == reason and reliable:
+        return True
+    return matches(reason, text)
+
+
+def kind_of(
+    reason: str,
+    status: str | None,
+    reply_code: str | None,
+    action: str | None,
+    temporary: bool | None,
+) -> str:
+    """The event kind, as the corpus README derives it from Sisimai's result."""
+    if reason == "delivered" or (status and status.startswith("2.")):
+        return "delivery"
+    if reason == "feedback":
+        return "complaint"
+    if reason == "vacation":
+        return "auto_reply"
+    if status and status[0] in "45":
+        return "bounce" if status[0] == "5" else "soft_bounce"
+    if reply_code and reply_code[0] in "45":
+        return "bounce" if reply_code[0] == "5" else "soft_bounce"
+    if temporary:
+        return "soft_bounce"
+    return "bounce"
