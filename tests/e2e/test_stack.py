@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import smtplib
 import subprocess
 import time
@@ -169,3 +171,36 @@ def test_dev_mode_prints_a_swaks_command_that_works(make_stack: Callable[..., St
     captured = node.state / "captured"
     wait_for(lambda: list(captured.glob("*.eml")), 20, what="the captured message")
     assert b"This is a test mailing" in next(captured.glob("*.eml")).read_bytes()
+
+
+def test_a_component_that_dies_is_restarted(make_stack: Callable[..., Stack],
+                                            sink: Sink) -> None:
+    node = make_stack(name="restart").start()
+    login = ("phoenix", node.add_account("phoenix", "phoenix.example"))
+
+    def milter_pid() -> int | None:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    argv = (entry / "cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if str(node.config).encode() in argv and b"milter" in argv:
+                    return int(entry.name)
+        return None
+
+    first = milter_pid()
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: (milter_pid() or first) != first, 20, what="a new milter process")
+    wait_for(lambda: "milter killed by signal 9; restarting" in node.output(), 10,
+             what="the restart to be logged")
+
+    def sends() -> bool:
+        try:
+            node.send(login, "app@phoenix.example", ["after-restart@example.net"],
+                      simple_message("app@phoenix.example", "after-restart@example.net"))
+            return True
+        except smtplib.SMTPException:
+            return False
+    wait_for(sends, 20, interval=0.5, what="mail to flow after the restart")

@@ -1,7 +1,8 @@
 """`txmail up`: prepare the state directory, start every component of a node, keep them running.
 
-Order: Redis (unless redis.url is set), the passwd-file sync, Dovecot, the milter, the capture
-server (--dev) and finally Postfix, so Postfix never accepts mail before its helpers listen.
+Order: Redis (unless redis.url is set), the passwd-file sync, Dovecot, the milter, the
+return-path socketmap, the capture server (--dev) and finally Postfix, so Postfix never accepts
+mail before its helpers listen.
 Prints `txmail ready: ...` once every component accepts connections. A component that dies is
 logged and restarted with a growing delay. SIGINT/SIGTERM stop everything in reverse order and
 remove the sockets, so nothing is left behind.
@@ -72,6 +73,7 @@ def prepare(settings: Settings, config_file: Path) -> None:
         ("log", 0o755, 0, 0),
         ("run", 0o755, 0, 0),
         ("run/milter", 0o750, 0, postfix_gid),
+        ("run/socketmap", 0o750, 0, postfix_gid),
         ("run/redis", 0o750, user.pw_uid, user.pw_gid),
         ("redis", 0o750, user.pw_uid, user.pw_gid),
         ("dovecot", 0o755, 0, 0),
@@ -120,6 +122,11 @@ def build(settings: Settings, config_file: Path, dev: bool) -> list[Component]:
     components.append(ProcessComponent(
         "milter", [*txmail, "milter"], log_dir, ready=lambda: can_connect_unix(milter_sock),
         env=env, group="postfix", umask=0o007))
+    # Postfix asks it which domains are return-path domains (relay_domains, transport_maps).
+    socketmap_sock = settings.path(settings.domains.socketmap)
+    components.append(ProcessComponent(
+        "socketmap", [*txmail, "socketmap"], log_dir,
+        ready=lambda: can_connect_unix(socketmap_sock), env=env, group="postfix", umask=0o007))
     if dev:
         port = settings.dev.capture_port
         from txmail.stack.components import can_connect_tcp
@@ -194,7 +201,8 @@ class Supervisor:
                                 delay)
                     self.next_start[name] = now + delay
                     self.backoff[name] = min(delay * 2, MAX_BACKOFF)
-                elif now >= self.next_start.pop(name):
+                elif now >= self.next_start[name]:
+                    del self.next_start[name]
                     try:
                         component.start()
                         component.restarts += 1
@@ -216,7 +224,8 @@ class Supervisor:
 
 def cleanup_sockets(settings: Settings) -> None:
     run = settings.state_path / "run"
-    for path in (settings.path(settings.milter.socket), run / "redis/redis.sock"):
+    for path in (settings.path(settings.milter.socket), run / "redis/redis.sock",
+                 settings.path(settings.domains.socketmap)):
         path.unlink(missing_ok=True)
     shutil.rmtree(run / "dovecot", ignore_errors=True)
 
