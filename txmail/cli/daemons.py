@@ -66,4 +66,14 @@ def capture(obj: object) -> None:
                       settings.dev.capture_port)
 
 
-COMMANDS = [up, milter, authsync, capture]
+@click.command("socketmap")
+@click.pass_obj
+def socketmap(obj: object) -> None:
+    """Tell Postfix the return-path domains from Redis (normally started by `txmail up`)."""
+    from txmail.socketmap import server as socketmap_server
+
+    setup_logging()
+    socketmap_server.serve(_settings(obj))
+
+
+COMMANDS = [up, milter, authsync, capture, socketmap]

@@ -63,6 +63,7 @@ def values(settings: Settings, config_file: Path) -> dict[str, str]:
         "passwd_file": str(settings.path(settings.dovecot.passwd_file)),
         "pipe_user": settings.user,
         "python": sys.executable,
+        "socketmap_socket": str(settings.path(settings.domains.socketmap)),
         "trusted_listener": trusted_listener(settings),
     }
 

@@ -1,0 +1,1 @@
+"""txmail socketmap: tells Postfix, from Redis, which domains are return-path domains."""
