@@ -1,0 +1,189 @@
+"""`txmail domains`: sending domains, their DKIM keys and return-path subdomains.
+
+`domains add DOMAIN --account NAME` gives the account the domain (the same HSETNX ownership as
+`accounts add --domain`, so no account can take another's domain), creates its DKIM key(s) in
+STATE/dkim/DOMAIN/ (mode 0600) and names its return-path subdomain (mta.DOMAIN by default).
+It prints the DNS records to publish. Signing and the return-path subdomain are switched on
+when the records verify, or at once with --force-sign / --force-return-path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from txmail import store
+from txmail.config import Settings
+from txmail.errors import Conflict, UsageError
+from txmail.milter import dkim
+from txmail.store.accounts import check_domain
+from txmail.store.domains import Domain, Domains, default_return_path
+
+
+def _settings(obj: object) -> Settings:
+    return obj.settings  # type: ignore[attr-defined, no-any-return]
+
+
+def _domains(settings: Settings) -> Domains:
+    return Domains(store.connect(settings), store.Keys(settings.redis.prefix))
+
+
+def dns_records(domain: Domain, settings: Settings) -> list[tuple[str, str, str]]:
+    """(name, type, value) of every record the domain needs."""
+    records = [(k.dns_name(domain.name), "TXT", k.dns_value()) for k in domain.dkim]
+    if domain.return_path:
+        records.append((domain.return_path, "CNAME", settings.hostname))
+    return records
+
+
+def _zone_value(kind: str, value: str) -> str:
+    if kind != "TXT":
+        return value + "."
+    # A TXT string holds at most 255 bytes; longer values are split into several strings.
+    return " ".join(f'"{value[i:i + 255]}"' for i in range(0, len(value), 255))
+
+
+def _print_records(domain: Domain, settings: Settings) -> None:
+    for name, kind, value in dns_records(domain, settings):
+        click.echo(f"{name}. IN {kind} {_zone_value(kind, value)}")
+
+
+@click.group("domains")
+def domains() -> None:
+    """Manage sending domains: DKIM keys and return-path subdomains."""
+
+
+@domains.command("add")
+@click.argument("domain")
+@click.option("--account", required=True, help="The account that sends as DOMAIN.")
+@click.option("--selector", default=None,
+              help="DKIM selector (default: txYYYYMMDD). An Ed25519 key gets SELECTOR + 'e'.")
+@click.option("--bits", type=int, default=None,
+              help="RSA key size (default: domains.dkim_key_bits, at least 2048).")
+@click.option("--ed25519/--no-ed25519", default=None,
+              help="Also create an Ed25519 key (default: domains.dkim_ed25519).")
+@click.option("--return-path", "return_path", default=None, metavar="HOST",
+              help="Return-path subdomain (default: PREFIX.DOMAIN, PREFIX from "
+                   "domains.return_path_prefix).")
+@click.option("--no-return-path", is_flag=True,
+              help="No return-path subdomain: bounces go to the node's bounce domain.")
+@click.option("--force-sign", is_flag=True,
+              help="Sign at once, without waiting for the DKIM record to verify.")
+@click.option("--force-return-path", is_flag=True,
+              help="Use the return-path subdomain at once, without waiting for DNS.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def add(obj: object, domain: str, account: str, selector: str | None, bits: int | None,
+        ed25519: bool | None, return_path: str | None, no_return_path: bool, force_sign: bool,
+        force_return_path: bool, as_json: bool) -> None:
+    """Set up DOMAIN for ACCOUNT: DKIM key(s) and a return-path subdomain."""
+    settings = _settings(obj)
+    name = check_domain(domain)
+    if no_return_path and (return_path or force_return_path):
+        raise UsageError("--no-return-path cannot be combined with --return-path or "
+                         "--force-return-path")
+    if bits is not None and bits < dkim.MIN_RSA_BITS:
+        raise UsageError(f"--bits must be {dkim.MIN_RSA_BITS} or more")
+    if selector is not None:
+        try:
+            dkim.check_selector(selector)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    rp = "" if no_return_path else check_domain(return_path or default_return_path(name, settings))
+    store_ = _domains(settings)
+    owner = store_.accounts.owner_of(name)
+    if owner is not None and owner != account:
+        raise Conflict(f"domain {name} belongs to account {owner!r} already")
+    store_.accounts.get(account)
+    if store_.find(name) is not None:
+        raise Conflict(f"domain {name} is set up already (see `txmail domains show {name}`)")
+    keys = dkim.create_keys(settings, name, selector=selector, with_ed25519=ed25519, bits=bits)
+    try:
+        record = store_.add(Domain(name=name, account=account, dkim=keys,
+                                   dkim_active=force_sign, return_path=rp,
+                                   return_path_active=bool(rp) and force_return_path))
+    except BaseException:
+        for key in keys:
+            Path(key.key_path).unlink(missing_ok=True)
+        raise
+    if as_json:
+        click.echo(json.dumps(record.public(), indent=2))
+        return
+    click.echo(f"domain {name} set up for account {account}; publish these DNS records:")
+    _print_records(record, settings)
+    click.echo(f"signing: {'on' if record.dkim_active else 'off until the DKIM record verifies'}")
+    if rp:
+        click.echo(f"return path: {rp} "
+                   f"({'in use' if record.return_path_active else 'not used until it resolves'})")
+
+
+@domains.command("list")
+@click.option("--account", default=None, help="Only this account's domains.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def list_(obj: object, account: str | None, as_json: bool) -> None:
+    """List the sending domains that are set up."""
+    rows = _domains(_settings(obj)).list(account)
+    if as_json:
+        click.echo(json.dumps([d.public() for d in rows], indent=2))
+        return
+    for d in rows:
+        selectors = ",".join(k.selector for k in d.dkim) or "-"
+        click.echo(f"{d.name:32} {d.account:20} dkim={'on' if d.dkim_active else 'off':3} "
+                   f"s={selectors:20} return-path={d.return_path or '-'}"
+                   f"{'' if d.return_path_active or not d.return_path else ' (off)'}")
+
+
+@domains.command("show")
+@click.argument("domain")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def show(obj: object, domain: str, as_json: bool) -> None:
+    """Show one domain and the DNS records it needs."""
+    settings = _settings(obj)
+    record = _domains(settings).get(domain)
+    if as_json:
+        click.echo(json.dumps(record.public(), indent=2))
+        return
+    click.echo(f"domain:      {record.name}")
+    click.echo(f"account:     {record.account}")
+    click.echo(f"signing:     {'on' if record.dkim_active else 'off'}")
+    for key in record.dkim:
+        click.echo(f"  key:       s={key.selector} a={key.algorithm} {key.key_path}")
+    click.echo(f"return path: {record.return_path or settings.bounce_domain + ' (node default)'}"
+               + ("" if record.return_path_active or not record.return_path else " (off)"))
+    click.echo("dns records:")
+    _print_records(record, settings)
+
+
+@domains.command("dns")
+@click.argument("domain")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def dns(obj: object, domain: str, as_json: bool) -> None:
+    """Print the DNS records DOMAIN needs, in zone-file form."""
+    settings = _settings(obj)
+    record = _domains(settings).get(domain)
+    if as_json:
+        click.echo(json.dumps([{"name": n, "type": t, "value": v}
+                               for n, t, v in dns_records(record, settings)], indent=2))
+        return
+    _print_records(record, settings)
+
+
+@domains.command("remove")
+@click.argument("domain")
+@click.option("--keep-keys", is_flag=True, help="Leave the key files on disk.")
+@click.pass_obj
+def remove(obj: object, domain: str, keep_keys: bool) -> None:
+    """Stop sending as DOMAIN: forget its record and keys and take it from its account."""
+    record = _domains(_settings(obj)).remove(domain)
+    if not keep_keys:
+        for key in record.dkim:
+            Path(key.key_path).unlink(missing_ok=True)
+    click.echo(f"domain {record.name} removed from account {record.account}")
+
+
+COMMANDS = [domains]
