@@ -93,6 +93,19 @@ def parse_report(raw: bytes) -> BounceReport:
         return BounceReport()
     mail = ReturnedMail.from_message(message)
     report = BounceReport()
+    _detect(report, mail)
+    if not report.events and mail.original is not None and _is_forwarded_report(mail.original):
+        # A gateway that returns the bounce it received as an attachment:
+        # the attached report says who failed (read one level deep only).
+        inner = ReturnedMail.from_message(mail.original)
+        _detect(report, inner)
+        if report.events:
+            mail = inner
+    _link_original(report, mail)
+    return report
+
+
+def _detect(report: BounceReport, mail: ReturnedMail) -> None:
     for detector in DETECTORS:
         try:
             events = detector.detect(mail)
@@ -106,9 +119,14 @@ def parse_report(raw: bytes) -> BounceReport:
         if events:
             report.events = events
             report.detector = detector.name
-            break
-    _link_original(report, mail)
-    return report
+            return
+
+
+def _is_forwarded_report(original: Message) -> bool:
+    if not original.is_multipart():
+        return False
+    sender = str(original.get("From", "")).lower()
+    return original.get_content_type() == "multipart/report" or "mailer-daemon" in sender
 
 
 def read_message(raw: bytes) -> Message | None:

@@ -61,6 +61,11 @@ def status_in(text: str) -> str | None:
     return f"{match.group(1)}.{int(match.group(2))}.{int(match.group(3))}"
 
 
+def statuses_in(text: str) -> list[str]:
+    """Every enhanced status code in text, in order."""
+    return [f"{m.group(1)}.{int(m.group(2))}.{int(m.group(3))}" for m in _STATUS_RE.finditer(text)]
+
+
 def reply_code_in(text: str) -> str | None:
     """The first SMTP reply code (4xx/5xx, or 2xx) that looks like one, or None."""
     for match in _REPLY_RE.finditer(text[:600]):

@@ -14,6 +14,7 @@ DESCRIPTION
 from __future__ import annotations
 
 from txmail.bounce_pipe.detectors import (
+    amazonses,
     arf,
     dragonfly,
     exchange,
@@ -22,11 +23,13 @@ from txmail.bounce_pipe.detectors import (
     qmail,
     rfc3464,
     rfc3834,
+    simple,
 )
 from txmail.bounce_pipe.detectors.base import Detector
 
 DETECTORS: tuple[Detector, ...] = (
     arf.DETECTOR,
+    amazonses.DETECTOR,
     rfc3464.DETECTOR,
     google.DETECTOR,
     exim.DETECTOR,
@@ -34,6 +37,7 @@ DETECTORS: tuple[Detector, ...] = (
     exchange.DETECTOR,
     qmail.DETECTOR,
     rfc3834.DETECTOR,
+    simple.DETECTOR,
 )
 
 __all__ = ["DETECTORS"]

@@ -36,10 +36,12 @@ FAILURE
 from __future__ import annotations
 
 import codecs
+import email
 import re
 from dataclasses import dataclass, field
 from email.header import decode_header
 from email.message import Message
+from email.policy import compat32
 from typing import Protocol
 
 from txmail.bounce_pipe import reasons
@@ -330,6 +332,7 @@ ADDRESS_RE = re.compile(
     r"""[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"""
 )
 _ADDR_TRIM = ".,;:<>()[]{}'\""
+_QUOTED_LOCAL_RE = re.compile(r'"[^"\n]{1,64}"@[A-Za-z0-9][A-Za-z0-9.-]*[A-Za-z0-9]')
 
 
 def clean_address(value: str) -> str:
@@ -349,12 +352,17 @@ def clean_address(value: str) -> str:
         )
         if "@" in inner:
             text = inner
-    text = text.strip().strip(_ADDR_TRIM).strip()
+    text = text.strip()
     if text.lower().startswith(("smtp:", "mailto:")):
         text = text.split(":", 1)[1]
+    quoted = _QUOTED_LOCAL_RE.search(text)
+    if quoted:
+        # "odd..local"@example.org: the quotes belong to the address.
+        return quoted.group(0).lower()
+    text = text.strip(_ADDR_TRIM).strip()
     if "@" not in text:
         return ""
-    if " " in text and not text.startswith('"'):
+    if " " in text:
         found = ADDRESS_RE.search(text)
         if not found:
             return ""
@@ -376,7 +384,7 @@ def find_addresses(text: str) -> list[str]:
 # Where a plain-text bounce starts quoting the returned message
 
 _RETURNED_MARKERS = re.compile(
-    r"^[ \t>]*(?:"
+    r"^[ \t>|]*(?:"
     r"-+ ?this is a copy of the message|"
     r"-+ ?below this line is a copy of the message|"
     r"-+ ?(?:original|unsent|returned) message (?:follows|headers?)|"
@@ -392,6 +400,8 @@ _RETURNED_MARKERS = re.compile(
     r"-+ ?message text follows|"
     r"-+ ?\w+ message follows|"
     r"original message follows|"
+    r"original message:[ \t]*$|"
+    r"-+ ?message text follows|"
     r"message headers follow|"
     r"below is a copy of the original message|"
     r"your message reads \(in part\)|"
@@ -492,46 +502,33 @@ def _digest(mail: ReturnedMail, top: Message) -> None:
     texts: list[str] = []
     html: list[str] = []
     status_text: list[str] = []
-    stack: list[tuple[Message, int, bool]] = [(top, 0, False)]
+    stack: list[tuple[Message, int]] = [(top, 0)]
     seen = 0
     while stack and seen < MAX_PARTS:
-        part, depth, inside_original = stack.pop()
+        part, depth = stack.pop()
         seen += 1
         ctype = _content_type(part)
         mail.content_types.append(ctype)
+        if ctype.startswith("multipart/") and not part.is_multipart() and depth < MAX_DEPTH:
+            repaired = _repair_multipart(part, ctype)
+            if repaired is not None:
+                stack.append((repaired, depth + 1))
+                continue
         if part.is_multipart():
-            if depth >= MAX_DEPTH:
-                continue
-            children = part.get_payload()
-            if not isinstance(children, list):
-                continue
-            if ctype.startswith("message/") and ctype not in ("message/rfc822", "message/global"):
-                if ctype in ("message/delivery-status", "message/global-delivery-status"):
-                    mail.has_dsn_part = True
-                    status_text.append(
-                        "\n\n".join(_message_lines(c) for c in children if isinstance(c, Message))
-                    )
-                elif ctype == "message/feedback-report":
-                    _read_feedback(
-                        mail,
-                        "\n".join(_message_lines(c) for c in children if isinstance(c, Message)),
-                    )
-                continue
-            if ctype in ("message/rfc822", "message/global"):
-                for child in children:
-                    if isinstance(child, Message) and mail.original is None and not inside_original:
-                        mail.original = child
-                        mail.original_text = _message_lines_headers(child)
-                if depth + 1 < MAX_DEPTH:
-                    # The returned message's own text is read only to find an
-                    # original that is a bounce itself (forwarded bounces).
-                    pass
-                continue
-            for child in reversed(children):
-                if isinstance(child, Message):
-                    stack.append((child, depth + 1, inside_original))
-            continue
-        if inside_original:
+            children = [c for c in part.get_payload() if isinstance(c, Message)]
+            if ctype in ("message/delivery-status", "message/global-delivery-status"):
+                mail.has_dsn_part = True
+                status_text.append("\n\n".join(_message_lines(c) for c in children))
+            elif ctype == "message/feedback-report":
+                _read_feedback(mail, "\n".join(_message_lines(c) for c in children))
+            elif ctype in ("message/rfc822", "message/global"):
+                # The returned message: its headers link the bounce to what
+                # was sent; its body is the sender's, never the report's.
+                if mail.original is None and children:
+                    mail.original = children[0]
+                    mail.original_text = _message_lines_headers(children[0])
+            elif not ctype.startswith("message/") and depth < MAX_DEPTH:
+                stack.extend((child, depth + 1) for child in reversed(children))
             continue
         if ctype in (
             "message/delivery-status",
@@ -546,15 +543,13 @@ def _digest(mail: ReturnedMail, top: Message) -> None:
             if not mail.original_text:
                 mail.original_text = part_text(part)
         elif ctype in ("message/rfc822", "message/global"):
-            # An unparsed message/rfc822 (e.g. base64-encoded): headers only.
+            # Not parsed as a message (an encoded one): keep its headers.
             if not mail.original_text:
                 mail.original_text = part_text(part)
         elif ctype == "text/html":
             html.append(part_text(part))
-        elif (
-            ctype.startswith("text/")
-            or ctype in ("", "application/octet-stream")
-            and not part.get_filename()
+        elif ctype.startswith(("text/", "multipart/")) or (
+            ctype == "application/octet-stream" and not part.get_filename()
         ):
             if part.get_filename() and ctype != "text/plain":
                 continue
@@ -573,6 +568,30 @@ def _digest(mail: ReturnedMail, top: Message) -> None:
     mail.report_fields, mail.status_groups = split_dsn_groups(blocks)
     if mail.original is None and mail.original_text:
         mail.original = _headers_message(mail.original_text)
+
+
+_BOUNDARY_LINE_RE = re.compile(r"^--([^\s]{1,200})[ \t]*\n(?=[A-Za-z-]+:)", re.M)
+
+
+def _repair_multipart(part: Message, ctype: str) -> Message | None:
+    """Re-read a multipart whose boundary parameter is missing or mangled.
+
+    Some MTAs fold the Content-Type so the boundary is lost; the first
+    '--token' line followed by a header names it again.
+    """
+    body = part.get_payload()
+    if not isinstance(body, str):
+        return None
+    match = _BOUNDARY_LINE_RE.search(body)
+    if not match:
+        return None
+    boundary = match.group(1)
+    if boundary.endswith("--"):
+        boundary = boundary[:-2]
+    head = f'Content-Type: {ctype}; boundary="{boundary}"\n\n'
+    data = (head + body).encode("utf-8", "surrogateescape")
+    repaired = email.message_from_bytes(data, policy=compat32)
+    return repaired if repaired.is_multipart() else None
 
 
 def _message_lines_headers(msg: Message) -> str:

@@ -60,11 +60,17 @@ def recipient_blocks(
     """
     blocks: list[RecipientBlock] = []
     current: RecipientBlock | None = None
+    head_indent = 0
     for line in section.split("\n"):
         if not line.strip():
             current = None
             continue
+        indent = len(line) - len(line.lstrip())
         match = _LEAD_RE.match(line)
+        if match and current is not None and indent > head_indent:
+            # Wrapped reply text quoting the address again (Postfix indents
+            # its continuation lines): still the same recipient.
+            match = None
         if match and (not indented_only or line[:1] in " \t"):
             rest = line[match.end() :]
             if need_colon and not rest.lstrip().startswith(":"):
@@ -75,6 +81,7 @@ def recipient_blocks(
             address = clean_address(match.group(1))
             if address:
                 current = RecipientBlock(address, _tidy_rest(rest), line)
+                head_indent = indent
                 blocks.append(current)
                 continue
         if current is not None:
@@ -111,13 +118,13 @@ def is_service_address(address: str) -> bool:
     return local in _SKIP_LOCALPARTS
 
 
-_BOUNCE_SENDER_RE = re.compile(
+BOUNCE_SENDER_RE = re.compile(
     r"mailer-daemon|mail-daemon|mailerdaemon|postmaster|mail delivery|delivery subsystem"
     r"|mail administrator|system administrator|mail system|ndr administrator|mailer_daemon"
     r"|mail router|\bmta\b|no-?reply",
     re.I,
 )
-_BOUNCE_SUBJECT_RE = re.compile(
+BOUNCE_SUBJECT_RE = re.compile(
     r"undeliver|undelivered|returned mail|return(?:ed|ing) message|delivery (?:status|fail|problem|notif)"
     r"|failure notice|failed delivery|delivery failure|mail delivery|not delivered|non[- ]?delivery"
     r"|could not be delivered|rejected|mail failure|mail system error|warning: message|delayed"
@@ -132,8 +139,8 @@ def looks_like_bounce(mail: ReturnedMail) -> bool:
     Plain-text detectors require it before reading free text, so that an
     ordinary message quoting a failure is not taken for one.
     """
-    if _BOUNCE_SENDER_RE.search(mail.header_from):
+    if BOUNCE_SENDER_RE.search(mail.header_from):
         return True
-    if _BOUNCE_SUBJECT_RE.search(mail.subject):
+    if BOUNCE_SUBJECT_RE.search(mail.subject):
         return True
     return mail.header("Return-Path").strip() in ("<>", "") and bool(mail.header("Return-Path"))

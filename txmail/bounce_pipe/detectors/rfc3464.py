@@ -77,7 +77,7 @@ def transcript_reply(context: str) -> tuple[str | None, str]:
                 replies.append(reply)
                 if failed_command is None:
                     failed_command = command
-    return failed_command, " ".join(replies)
+    return failed_command, " <<< ".join(replies)
 
 
 class DeliveryStatusDetector:
@@ -92,23 +92,20 @@ class DeliveryStatusDetector:
         findings: list[Finding] = []
         only_one = len(mail.status_groups) == 1
         for group in mail.status_groups:
-            recipient = (
-                clean_address(group.get("final-recipient", ""))
-                or clean_address(group.get("original-recipient", ""))
-                or clean_address(group.get("x-actual-recipient", ""))
-            )
+            recipient = _recipient(group, notice)
             if not recipient:
                 continue
             diagnostic_type, diagnostic = split_typed(group.get("diagnostic-code", ""))
             context = recipient_context(notice, recipient) or (notice if only_one else "")
             command, replies = transcript_reply(context)
             if not diagnostic:
-                diagnostic = replies or _context_text(context, recipient)
-            elif replies and replies not in diagnostic:
+                diagnostic = replies.replace(" <<< ", " ") or _context_text(context, recipient)
+            elif replies and replies.replace(" <<< ", " ") not in diagnostic:
                 # Sendmail's transcript often says more than its Diagnostic-Code.
-                diagnostic = replies + " " + diagnostic
+                diagnostic = replies.replace(" <<< ", " ") + " " + diagnostic
             status = reasons.status_in(group.get("status", ""))
-            status = _prefer_specific(status, reasons.status_in(diagnostic))
+            first_reply = replies.split(" <<< ")[0] if replies else ""
+            status = _prefer_specific(status, first_reply or diagnostic, bool(first_reply))
             remote = split_typed(group.get("remote-mta", ""))[1] or None
             action = (group.get("action", "").split() or [""])[0].lower() or None
             findings.append(
@@ -127,17 +124,43 @@ class DeliveryStatusDetector:
         return finish(findings, self.name) or None
 
 
-def _prefer_specific(field_status: str | None, text_status: str | None) -> str | None:
-    # A generic X.0.0 in the Status field says less than the code the remote
-    # server gave in its reply, when both are of the same class.
+# Codes with which a reporting MTA states its own conclusion ("failed",
+# "address error", "gave up after retries") rather than the remote's reason.
+_GENERIC_DETAILS = (".0.0", ".1.0", ".4.7")
+
+
+def _recipient(group: dict[str, str], notice: str) -> str:
+    final = clean_address(group.get("final-recipient", ""))
+    original = clean_address(group.get("original-recipient", ""))
     if (
-        field_status
-        and text_status
-        and field_status.endswith(".0.0")
-        and text_status[0] == field_status[0]
+        final
+        and original
+        and original != final
+        and f"original address: {original}" in notice.lower()
     ):
-        return text_status
-    return field_status or text_status
+        # Sun/Oracle Messaging Server rewrites the recipient to an internal
+        # channel address and prints the one the sender used beside it.
+        return original
+    return final or original or clean_address(group.get("x-actual-recipient", ""))
+
+
+def _prefer_specific(
+    field_status: str | None, diagnostic: str, from_transcript: bool
+) -> str | None:
+    """The status to report: the Status field, unless the reply says more.
+
+    A generic field code gives way to the first specific code of the same
+    class in the remote server's reply; so does any field code when the
+    reply comes from a '<<<' transcript, which is what the server said.
+    """
+    codes = reasons.statuses_in(diagnostic)
+    if field_status is None:
+        return codes[0] if codes else None
+    same_class = [c for c in codes if c[0] == field_status[0] and c != field_status]
+    specific = [c for c in same_class if not c.endswith(_GENERIC_DETAILS)]
+    if specific and (field_status.endswith(_GENERIC_DETAILS) or from_transcript):
+        return specific[0]
+    return field_status
 
 
 def _context_text(context: str, recipient: str) -> str:
