@@ -205,6 +205,60 @@ class Sink:
     def stop(self) -> None:
         self.server.stop()
 
+    @staticmethod
+    def dsn(original: Any, recipient: str, status: str = "5.1.1",
+            diagnostic: str = "550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown",
+            reporting_mta: str = "mx.remote.test") -> bytes:
+        """An RFC 3464 delivery status notification for `recipient` of a message this sink
+        accepted earlier, as a remote MTA sends it back to the envelope sender later."""
+        action = "failed" if status.startswith("5") else "delayed"
+        boundary = f"dsn-{random.getrandbits(48):x}"
+        headers_of_original = bytes(original.data).split(b"\r\n\r\n", 1)[0].decode(
+            "utf-8", "replace")
+        text = (
+            f"From: MAILER-DAEMON@{reporting_mta}\r\n"
+            f"To: {original.sender}\r\n"
+            f"Subject: Undelivered Mail Returned to Sender\r\n"
+            f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}\r\n"
+            f"Message-ID: <{random.getrandbits(64):x}@{reporting_mta}>\r\n"
+            f"Auto-Submitted: auto-replied\r\n"
+            f"MIME-Version: 1.0\r\n"
+            f'Content-Type: multipart/report; report-type=delivery-status; '
+            f'boundary="{boundary}"\r\n\r\n'
+            f"--{boundary}\r\nContent-Type: text/plain\r\n\r\n"
+            f"Your message could not be delivered to {recipient}.\r\n\r\n"
+            f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+            f"Reporting-MTA: dns; {reporting_mta}\r\n\r\n"
+            f"Final-Recipient: rfc822; {recipient}\r\n"
+            f"Action: {action}\r\nStatus: {status}\r\n"
+            f"Remote-MTA: dns; {reporting_mta}\r\n"
+            f"Diagnostic-Code: smtp; {diagnostic.format(rcpt=recipient)}\r\n\r\n"
+            f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+            f"{headers_of_original}\r\n\r\n"
+            f"--{boundary}--\r\n")
+        return text.encode()
+
+    @staticmethod
+    def deliver(port: int, sender: str, recipient: str, data: bytes) -> str:
+        """Hand a message to an MTA's port 25 as the internet would (no login, STARTTLS if
+        offered); return the server's final reply."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+            smtp.ehlo("mx.remote.test")
+            if smtp.has_extn("starttls"):
+                smtp.starttls(context=context)
+                smtp.ehlo("mx.remote.test")
+            smtp.mail(sender)
+            code, text = smtp.rcpt(recipient)
+            if code >= 400:
+                raise smtplib.SMTPRecipientsRefused({recipient: (code, text)})
+            code, text = smtp.data(data)
+            if code != 250:
+                raise smtplib.SMTPDataError(code, text)
+        return text.decode()
+
 
 class Stack:
     """One txmail node: `txmail init` in a temporary state directory, then `txmail up`."""
