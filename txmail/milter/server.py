@@ -1,167 +1,199 @@
-"""txmail milter: the Milter glue between Postfix's smtpd and txmail's decisions.
+"""txmail milter: the Milter glue between Postfix's smtpd and txmail's sending rules.
 
 Postfix talks to this process over a UNIX socket (smtpd_milters = unix:STATE/run/milter/...;
 milter_default_action = tempfail). One TxmailMilter instance lives for a whole SMTP connection,
-so per-message state is reset in envfrom (POSTFIX-NOTES §5).
+so per-message state is reset in envfrom (POSTFIX-NOTES §5). The class only buffers and
+translates: the decisions are the rules' (txmail/milter/rules/) and finish.py's.
 
-Decides:  at MAIL FROM, whether the logged-in account may send (exists, not suspended);
-          at end of message, records `PREFIX {ACCOUNT}:message:QID` with the account, envelope
-          and recipients. Unauthenticated mail only reaches the milter on port 25 for the
-          return-path domains (Postfix refuses everything else) and is passed through.
-Fails:    any Redis trouble or internal error is a 451 4.3.0, so nothing is accepted unchecked.
+Decides:  at MAIL FROM, whether the logged-in account may send (exists, not suspended) and the
+          rules of stage "mail" (sender domain, declared SIZE); at each RCPT TO the rules of
+          stage "rcpt" (recipient count); at end of message everything else, in the order of
+          finish.py, then applies the result: header edits, removed recipients, the routing
+          header, the rewritten envelope sender and the DKIM signature, and records
+          `PREFIX {ACCOUNT}:message:QID`. Unauthenticated mail only reaches the milter on port 25
+          for the return-path domains (Postfix refuses everything else) and is passed through.
+Negotiates: no callbacks for connect, helo, data and eoh; no replies awaited for headers and
+          body chunks; the message is buffered once and parsed once, at end of message.
+Logs:     one line per decision, starting with the queue id (NOQUEUE before Postfix has one).
+Fails:    any Redis trouble or internal error is a 451 4.3.0, so nothing is accepted unchecked;
+          a message whose structure cannot be read is a 554 5.6.0.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import time
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import Milter
 
-from txmail import store
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
-from txmail.store.accounts import Accounts
-from txmail.store.messages import MessageRecord, Messages
+from txmail.milter import finish, rules
+from txmail.milter.rules import Refusal
+from txmail.milter.submission import Submission, strip_brackets
+from txmail.store.accounts import Account
 
 log = logging.getLogger("txmail.milter")
 
-TEMPFAIL_TEXT = "txmail cannot check this message right now; try again in a few minutes"
+TEMPFAIL = Refusal("451", "4.3.0", "txmail cannot check this message right now; try again in a "
+                   "few minutes")
+REPLY_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
-@dataclass
-class MilterContext:
-    """What every connection shares: settings and the store."""
-
-    settings: Settings
-    accounts: Accounts
-    messages: Messages
+def reply_text(text: str) -> str:
+    """A reply sentence libmilter will send as given: one line, '%' doubled, capped."""
+    return REPLY_UNSAFE.sub("?", text)[:400].replace("%", "%%")
 
 
-@dataclass
-class Envelope:
-    """What one message brought so far; reset at every MAIL FROM."""
+def internal_errors(callback: Callable[..., int]) -> Callable[..., int]:
+    """Whatever goes wrong inside a callback is a 451 4.3.0, never pymilter's own text."""
 
-    sender: str
-    sender_params: list[str]
-    account: str | None
-    recipients: list[str] = field(default_factory=list)
-    recipient_params: dict[str, list[str]] = field(default_factory=dict)
-    size: int = 0
+    @functools.wraps(callback)
+    def guarded(self: TxmailMilter, *args: Any) -> int:
+        try:
+            return callback(self, *args)
+        except TemporaryFailure as exc:
+            return self.refuse(TEMPFAIL, f"tempfail: {exc}")
+        except Exception:  # noqa: BLE001 - a bug must never accept a message unchecked
+            log.exception("%s: internal error in %s", self.queue_id, callback.__name__)
+            return self.refuse(TEMPFAIL, "tempfail: internal error")
 
-
-def strip_brackets(address: str) -> str:
-    address = address.strip()
-    if address.startswith("<") and address.endswith(">"):
-        address = address[1:-1]
-    return address
+    return guarded
 
 
 class TxmailMilter(Milter.Base):
-    def __init__(self, context: MilterContext) -> None:
+    def __init__(self, context: finish.MilterContext) -> None:
         self.context = context
-        self.envelope: Envelope | None = None
+        self.submission: Submission | None = None
+        self.account: Account | None = None
+        self.keep_body = True
 
-    # -- helpers --------------------------------------------------------------------------
+    @property
+    def queue_id(self) -> str:
+        return (self.submission.queue_id if self.submission else "") or "NOQUEUE"
 
-    def _reply(self, code: str, status: str, text: str) -> int:
-        self.setreply(code, status, text)
-        return Milter.TEMPFAIL if code.startswith("4") else Milter.REJECT
-
-    def _tempfail(self, queue_id: str, exc: BaseException) -> int:
-        log.warning("%s: tempfail: %s", queue_id or "NOQUEUE", exc)
-        return self._reply("451", "4.3.0", TEMPFAIL_TEXT)
+    def refuse(self, refusal: Refusal, why: str) -> int:
+        log.info("%s: %s: %s", self.queue_id, why, refusal)
+        self.setreply(refusal.code, refusal.status, reply_text(refusal.text))
+        return Milter.TEMPFAIL if refusal.temporary else Milter.REJECT
 
     # -- callbacks ------------------------------------------------------------------------
 
+    @internal_errors
     def envfrom(self, mailfrom: str, *params: str) -> int:
+        self.submission, self.account, self.keep_body = None, None, True
         login = self.getsymval("{auth_authen}") or None
         trusted = self.context.settings.trusted
         if login is None and trusted.port and self.getsymval("{daemon_name}") == "trusted":
             # Postfix lets only trusted.networks relay on this listener (permit_mynetworks).
             login = trusted.account
-        self.envelope = Envelope(sender=strip_brackets(mailfrom), sender_params=list(params),
-                                 account=login)
         if login is None:
             return Milter.CONTINUE
-        try:
-            account = self.context.accounts.find(login)
-        except TemporaryFailure as exc:
-            return self._tempfail("NOQUEUE", exc)
+        account = self.context.accounts.find(login)
         if account is None:
-            log.info("NOQUEUE: reject: account %s does not exist", login)
-            return self._reply("550", "5.7.1", f"Account {login} no longer exists; ask the "
-                               "relay's operator to restore it")
+            return self.refuse(Refusal("550", "5.7.1", f"Account {login} no longer exists; ask "
+                                       "the relay's operator to restore it"), "reject")
         if account.suspended:
-            log.info("NOQUEUE: reject: account %s is suspended", login)
-            return self._reply("554", "5.7.1", f"Account {login} is suspended "
-                               f"({account.suspended_reason}); sending is refused until the "
-                               "operator resumes it")
+            return self.refuse(Refusal("554", "5.7.1", f"Account {login} is suspended "
+                                       f"({account.suspended_reason}); sending is refused "
+                                       "until the operator resumes it"), "reject")
+        self.account = account
+        self.submission = Submission(account=account.name, domains=tuple(account.domains),
+                                     sender=strip_brackets(mailfrom),
+                                     sender_params=list(params))
+        refusal = rules.run(rules.MAIL, self.submission, account.settings)
+        if refusal is not None:
+            self.submission = None
+            return self.refuse(refusal, f"reject: account={account.name} from=<"
+                               f"{strip_brackets(mailfrom)}>")
         return Milter.CONTINUE
 
+    @internal_errors
     def envrcpt(self, to: str, *params: str) -> int:
-        if self.envelope is not None:
-            recipient = strip_brackets(to)
-            self.envelope.recipients.append(recipient)
-            if params:
-                self.envelope.recipient_params[recipient] = list(params)
+        submission, account = self.submission, self.account
+        if submission is None or account is None:
+            return Milter.CONTINUE
+        recipient = strip_brackets(to)
+        submission.queue_id = submission.queue_id or (self.getsymval("i") or "")
+        submission.recipients.append(recipient)
+        refusal = rules.run(rules.RCPT, submission, account.settings)
+        if refusal is not None:
+            submission.recipients.pop()
+            return self.refuse(refusal, f"reject: account={account.name} to=<{recipient}>")
+        if params:
+            submission.recipient_params[recipient] = list(params)
         return Milter.CONTINUE
 
     @Milter.noreply
     def header(self, name: str, value: str) -> int:
-        if self.envelope is not None:
-            self.envelope.size += len(name) + len(value) + 4
+        if self.submission is not None:
+            self.submission.add_header(name, value)
         return Milter.CONTINUE
 
     @Milter.noreply
     def body(self, chunk: bytes) -> int:
-        if self.envelope is not None:
-            self.envelope.size += len(chunk)
+        submission, account = self.submission, self.account
+        if submission is not None and account is not None:
+            # Past the account's limit the message is refused at eom; stop holding it.
+            if self.keep_body and submission.size + len(chunk) > \
+                    account.settings["max_message_size"]:
+                self.keep_body = False
+                submission.drop_body()
+            submission.add_body(chunk, keep=self.keep_body)
         return Milter.CONTINUE
 
+    @internal_errors
     def eom(self) -> int:
-        envelope = self.envelope
-        queue_id = self.getsymval("i") or ""
-        if envelope is None or envelope.account is None:
+        submission, account = self.submission, self.account
+        if submission is None or account is None:
             return Milter.CONTINUE
-        try:
-            self.context.messages.record(MessageRecord(
-                queue_id=queue_id, account=envelope.account, envelope_sender=envelope.sender,
-                recipients=envelope.recipients, size=envelope.size,
-                envelope_params=envelope.sender_params,
-                recipient_params=envelope.recipient_params, accepted_at=time.time()))
-        except TemporaryFailure as exc:
-            return self._tempfail(queue_id, exc)
-        log.info("%s: accept: account=%s from=<%s> nrcpt=%d size=%d", queue_id,
-                 envelope.account, envelope.sender, len(envelope.recipients), envelope.size)
+        submission.queue_id = self.getsymval("i") or submission.queue_id
+        outcome = finish.finish(submission, account, self.context)
+        if isinstance(outcome, Refusal):
+            return self.refuse(outcome, f"reject: account={account.name} "
+                               f"from=<{submission.sender}>")
+        self.apply(outcome)
+        plan = outcome.plan
+        log.info("%s: accept: account=%s from=<%s> nrcpt=%d class=%s size=%d blocked=%d%s",
+                 submission.queue_id, account.name, submission.sender, len(plan.recipients),
+                 plan.message_class, submission.size, len(plan.blocked),
+                 " signed" if outcome.signatures else "")
         return Milter.CONTINUE
+
+    def apply(self, outcome: finish.Accepted) -> None:
+        """Hand the decided changes to Postfix, in the order it must apply them."""
+        for edit in outcome.header_edits:
+            self.chgheader(edit.name, edit.index, edit.value if edit.value is not None else "")
+        for recipient in outcome.removed_recipients:
+            self.delrcpt(f"<{recipient}>")
+        for name, value in outcome.route_headers:
+            self.addheader(name, value)
+        if outcome.return_path:
+            self.chgfrom(f"<{outcome.return_path}>")
+        for name, value in reversed(outcome.signatures):
+            self.addheader(name, value, 0)
 
     def close(self) -> int:
-        self.envelope = None
+        self.submission, self.account = None, None
         return Milter.CONTINUE
-
-
-def build_context(settings: Settings) -> MilterContext:
-    client = store.connect(settings)
-    keys = store.Keys(settings.redis.prefix)
-    ttl = settings.milter.message_ttl_days * 86400
-    return MilterContext(settings=settings, accounts=Accounts(client, keys),
-                         messages=Messages(client, keys, ttl))
 
 
 def serve(settings: Settings) -> None:
     """Run the milter on its UNIX socket until SIGTERM."""
-    context = build_context(settings)
+    context = finish.build_context(settings)
     socket_path = Path(settings.milter.socket if os.path.isabs(settings.milter.socket)
                        else settings.path(settings.milter.socket))
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     socket_path.unlink(missing_ok=True)
     Milter.factory = lambda: TxmailMilter(context)
     Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.CHGFROM | Milter.ADDRCPT
-                     | Milter.DELRCPT | Milter.CHGBODY)
-    log.info("listening on unix:%s", socket_path)
+                     | Milter.DELRCPT)
+    log.info("listening on unix:%s (rules: %s)", socket_path,
+             ", ".join(r.NAME for r in rules.RULES))
     Milter.runmilter("txmail", f"unix:{socket_path}", timeout=300)
     log.info("stopped")

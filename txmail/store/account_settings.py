@@ -75,6 +75,25 @@ def _one_of(*allowed: str) -> Callable[[Any], str | None]:
     return check
 
 
+# The seed's list (vbs exe bin bat chm com hta pif reg vbe vba msc msi) plus the executable,
+# script, shortcut and disk-image types that mail filters commonly refuse.
+FORBIDDEN_EXTENSIONS = (
+    "vbs", "exe", "bin", "bat", "chm", "com", "hta", "pif", "reg", "vbe", "vba", "msc", "msi",
+    "scr", "cpl", "dll", "js", "jse", "wsf", "wsh", "wsc", "ws", "sct", "ps1", "psm1", "psd1",
+    "ps1xml", "ps2", "msh", "cmd", "jar", "lnk", "scf", "url", "inf", "ins", "isp", "iso",
+    "img", "vhd", "vhdx", "msp", "mst", "application", "gadget", "appx", "appxbundle", "msix",
+    "msixbundle", "appref-ms", "settingcontent-ms", "hlp", "shb", "shs", "xbap", "xll", "cab",
+    "one", "library-ms", "search-ms",
+)
+
+
+def _extensions(value: Any) -> str | None:
+    for extension in value:
+        if not extension or any(c in extension for c in " ,/\\\t") or extension.startswith("."):
+            return f"{extension!r}: give extensions without the dot, e.g. exe,scr"
+    return None
+
+
 SETTINGS: list[AccountSetting] = [
     # -- milter (sending rules) -----------------------------------------------------------
     AccountSetting("max_recipients", int, 20, "Most recipients one message may have.",
@@ -87,6 +106,16 @@ SETTINGS: list[AccountSetting] = [
                    _one_of("multi", "single")),
     AccountSetting("track_bounces", bool, True,
                    "Rewrite the envelope sender to a signed bounce address."),
+    AccountSetting("rewrite_from", str, "auto",
+                   "Rewrite the From header to the MAIL FROM address, keeping its display "
+                   "name: `on`, `off`, or `auto` (on in single recipient_mode, else off).",
+                   _one_of("auto", "on", "off")),
+    AccountSetting("forbidden_extensions", list, list(FORBIDDEN_EXTENSIONS),
+                   "Attachment file types refused (also inside zip archives), as extensions "
+                   "without the dot; Windows executables are refused whatever their name.",
+                   _extensions),
+    AccountSetting("spam_threshold", float, 15.0,
+                   "Spam score (rspamd) at or above which a message is refused.", _positive),
     # -- policyd (rate limits, warm-up, reputation) -----------------------------------------
 ]
 

@@ -16,6 +16,8 @@ pointer) are only ever used one key per command.
     PREFIX {ACCOUNT}:suppressions    hash    "LIST:recipient" -> JSON suppression entry (capped)
     PREFIX {ACCOUNT}:suppressions:order   zset  "LIST:recipient" by creation time
     PREFIX {ACCOUNT}:suppressions:expiry  zset  "LIST:recipient" by expiry time (only expiring)
+    PREFIX {ACCOUNT}:events          stream  the account's events, one JSON `event` field (capped)
+    PREFIX {ACCOUNT}:tags            hash    tag -> number of accepted messages carrying it
 """
 
 from __future__ import annotations
@@ -73,3 +75,9 @@ class Keys:
 
     def suppressions_expiry(self, account: str) -> str:
         return f"{self.prefix}{{{account}}}:suppressions:expiry"
+
+    def events(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:events"
+
+    def tag_counts(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:tags"

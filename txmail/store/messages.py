@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from txmail.store import Client, Keys, guard
 
@@ -26,6 +28,13 @@ class MessageRecord:
     envelope_params: list[str] = field(default_factory=list)
     recipient_params: dict[str, list[str]] = field(default_factory=dict)
     header_message_id: str = ""
+    # Set by the milter's rules (issue 3): what the message carries and where it went.
+    tags: list[str] = field(default_factory=list)
+    message_class: str = "standard"
+    flags: int | None = None
+    bcc: str = ""
+    blocked: dict[str, str] = field(default_factory=dict)  # recipient -> reason
+    return_path: str = ""  # the rewritten envelope sender ("" when not rewritten)
 
     def to_hash(self) -> dict[str, str]:
         return {"queue_id": self.queue_id, "account": self.account,
@@ -34,7 +43,10 @@ class MessageRecord:
                 "accepted_at": repr(self.accepted_at),
                 "envelope_params": json.dumps(self.envelope_params),
                 "recipient_params": json.dumps(self.recipient_params),
-                "header_message_id": self.header_message_id}
+                "header_message_id": self.header_message_id,
+                "tags": json.dumps(self.tags), "message_class": self.message_class,
+                "flags": "" if self.flags is None else str(self.flags), "bcc": self.bcc,
+                "blocked": json.dumps(self.blocked), "return_path": self.return_path}
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> MessageRecord:
@@ -45,7 +57,12 @@ class MessageRecord:
                    accepted_at=float(raw.get("accepted_at", "0")),
                    envelope_params=json.loads(raw.get("envelope_params", "[]")),
                    recipient_params=json.loads(raw.get("recipient_params", "{}")),
-                   header_message_id=raw.get("header_message_id", ""))
+                   header_message_id=raw.get("header_message_id", ""),
+                   tags=json.loads(raw.get("tags", "[]")),
+                   message_class=raw.get("message_class", "standard"),
+                   flags=int(raw["flags"]) if raw.get("flags") else None,
+                   bcc=raw.get("bcc", ""), blocked=json.loads(raw.get("blocked", "{}")),
+                   return_path=raw.get("return_path", ""))
 
 
 class Messages:
@@ -54,13 +71,18 @@ class Messages:
         self.keys = keys
         self.ttl = ttl_seconds
 
-    def record(self, message: MessageRecord) -> None:
+    def record(self, message: MessageRecord,
+               also: Callable[[Any], None] | None = None) -> None:
+        """Write the record; `also(pipeline)` may queue more writes for the same round trip
+        (the milter's blocked events and tag counts)."""
         with guard(f"{message.queue_id}: recording the message"):
             pipe = self.client.pipeline(transaction=False)
             pipe.set(self.keys.queue(message.queue_id), message.account, ex=self.ttl)
             key = self.keys.message(message.account, message.queue_id)
             pipe.hset(key, mapping=message.to_hash())
             pipe.expire(key, self.ttl)
+            if also is not None:
+                also(pipe)
             pipe.execute()
 
     def get(self, queue_id: str) -> MessageRecord | None:

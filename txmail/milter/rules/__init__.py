@@ -1,0 +1,147 @@
+"""The sending rules of txmail's milter, one per module, run in the order of RULES.
+
+Each rule module has a NAME, a one-line DESCRIPTION, the STAGES it runs at ("mail" after MAIL
+FROM, "rcpt" after each RCPT TO, "eom" at end of message) and a `check(submission, settings)`
+that reads a Submission (envelope, headers, the parsed message) and the account's settings
+(txmail/store/account_settings.py) and returns:
+
+    None        nothing to say: the message goes on to the next rule;
+    Refusal     an SMTP reply (RFC 3463 enhanced code plus a sentence that says what to fix);
+                the milter answers with it and no later rule runs;
+    a decision  an object with `apply(plan)` that writes what the rule decided (routing class,
+                tags, flags, recipients to drop, header edits) into the message's Plan.
+
+Rules never touch Redis, DNS or the clock: what they need from outside (suppression entries) is
+put on the Submission before they run, so every rule is a pure function under test.
+Later rules may read what earlier ones decided (submission.plan), which is why order matters:
+size comes first so an oversized message is never parsed, and single-recipient mode must drop
+recipients before the suppression check counts what is left. Rules that read the message call
+`submission.parse()`, which parses it once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from txmail.milter.submission import Submission
+
+MAIL, RCPT, EOM = "mail", "rcpt", "eom"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An SMTP refusal: `code` 4xx or 5xx, `status` the RFC 3463 enhanced code."""
+
+    code: str
+    status: str
+    text: str
+
+    @property
+    def temporary(self) -> bool:
+        return self.code.startswith("4")
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.status} {self.text}"
+
+
+@dataclass(frozen=True)
+class HeaderEdit:
+    """Change the `index`-th header called `name` (1-based, case-insensitive) to `value`;
+    value None deletes it. This is smfi_chgheader's model, which Postfix implements."""
+
+    name: str
+    index: int
+    value: str | None
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """Why a recipient was taken off a message: one `blocked` event each."""
+
+    recipient: str
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """What the milter will do with a message that passes: filled in by the rules."""
+
+    recipients: list[str]
+    message_class: str = "standard"
+    tags: list[str] = field(default_factory=list)
+    flags: int | None = None
+    bcc: str | None = None
+    blocked: list[Blocked] = field(default_factory=list)
+    header_edits: list[HeaderEdit] = field(default_factory=list)
+
+    def block(self, recipient: str, reason: str, **details: Any) -> None:
+        if recipient in self.recipients:
+            self.recipients.remove(recipient)
+            self.blocked.append(Blocked(recipient, reason, details))
+
+    def flag(self, bit: int) -> bool:
+        return self.flags is not None and bool(self.flags & bit)
+
+
+class Decision(Protocol):
+    def apply(self, plan: Plan) -> None: ...
+
+
+Verdict = Refusal | Decision
+
+
+class Rule(Protocol):
+    NAME: str
+    DESCRIPTION: str
+    STAGES: tuple[str, ...]
+
+    def check(self, submission: Submission, settings: dict[str, Any]) -> Verdict | None: ...
+
+
+def _load() -> list[ModuleType]:
+    from txmail.milter.rules import (
+        attachments,
+        control_headers,
+        flags,
+        message_class,
+        recipients,
+        rewrite_from,
+        sender,
+        single_recipient,
+        size,
+        suppressed,
+        tags,
+    )
+
+    return [size, sender, recipients, attachments, message_class, tags, flags,
+            single_recipient, rewrite_from, suppressed, control_headers]
+
+
+RULES: list[ModuleType] = _load()
+
+
+def run(stage: str, submission: Submission, settings: dict[str, Any],
+        rules: list[ModuleType] | None = None) -> Refusal | None:
+    """Run every rule of `stage` in order; the first refusal wins, decisions go to the plan."""
+    submission.stage = stage
+    for rule in rules if rules is not None else RULES:
+        if stage not in rule.STAGES:
+            continue
+        verdict = rule.check(submission, settings)
+        if verdict is None:
+            continue
+        if isinstance(verdict, Refusal):
+            return verdict
+        verdict.apply(submission.plan)
+    return None
+
+
+def by_name(name: str) -> ModuleType:
+    for rule in RULES:
+        if rule.NAME == name:
+            return rule
+    raise KeyError(name)

@@ -1,0 +1,52 @@
+"""Fixtures for the milter's unit tests: a real (private) Redis and a test account per module."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from tests.harness import RedisServer
+from tests.unit.milter.driver import Conversation, make_context
+from txmail.store.accounts import Accounts
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture
+def prefix(redis_server: RedisServer) -> Iterator[str]:
+    name = f"t{next(_prefixes)}:"
+    yield name
+    client = redis_server.client()
+    keys = list(client.scan_iter(f"{name}*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> redis.Redis:
+    return redis_server.client()
+
+
+@pytest.fixture
+def smtp(client: redis.Redis, prefix: str,
+         monkeypatch: pytest.MonkeyPatch) -> Callable[..., Conversation]:
+    """`smtp(settings={...}, **services)`: a connection logged in as account `acme`
+    (domains acme.example and mail.acme.example) with those account settings."""
+    monkeypatch.setattr("txmail.store.accounts.BCRYPT_ROUNDS", 4)  # speed, not security
+    accounts = Accounts(client, make_context(client, prefix).keys)
+    made: dict[str, bool] = {}
+
+    def connect(settings: dict[str, Any] | None = None, login: str | None = "acme",
+                **services: Any) -> Conversation:
+        if not made:
+            accounts.add("acme", ["acme.example", "mail.acme.example"], "a-long-password-1")
+            made["acme"] = True
+        if settings:
+            accounts.update_settings("acme", settings)
+        return Conversation(make_context(client, prefix, **services), login)
+
+    return connect

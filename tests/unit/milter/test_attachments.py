@@ -1,0 +1,108 @@
+"""Rule `attachments`: the hostile-attachment corpus in tests/data/attachments, one row each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.unit.milter.driver import Conversation, basic
+from txmail.milter.rules.attachments import extension, normalized
+
+CORPUS = Path(__file__).resolve().parents[2] / "data" / "attachments"
+
+# file -> (expected reply, words the reply must contain)
+EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "plain-exe": ("554 5.7.1", ('"setup.exe"', "(.exe)")),
+    "upper-case": ("554 5.7.1", ('"SETUP.EXE"', "(.exe)")),
+    "mixed-case": ("554 5.7.1", ("(.exe)",)),
+    "trailing-dot": ("554 5.7.1", ("(.exe)",)),
+    "trailing-space": ("554 5.7.1", ("(.exe)",)),
+    "trailing-dots-and-spaces": ("554 5.7.1", ("(.exe)",)),
+    "double-extension": ("554 5.7.1", ('"invoice.pdf.exe"', "(.exe)")),
+    "rfc2231-encoded": ("554 5.7.1", ('"invoice.pdf.exe"',)),
+    "rfc2231-continuation": ("554 5.7.1", ('"invoice.exe"',)),
+    "rfc2231-continuation-encoded": ("554 5.7.1", ('"résumé.scr"', "(.scr)")),
+    "rfc2047-base64": ("554 5.7.1", ('"invoice.exe"',)),
+    "rfc2047-q-in-name": ("554 5.7.1", ('"résumé.scr"',)),
+    "content-type-name-only": ("554 5.7.1", ('"run.bat"', "(.bat)")),
+    "name-differs-from-filename": ("554 5.7.1", ('"report.pdf.vbs"', "(.vbs)")),
+    "right-to-left-override": ("554 5.7.1", ("(.exe)",)),
+    "fullwidth-extension": ("554 5.7.1", ("(.exe)",)),
+    "folder-in-name": ("554 5.7.1", ("(.exe)",)),
+    "alternate-data-stream": ("554 5.7.1", ("(.exe)",)),
+    "other-default-types": ("554 5.7.1", ('"update.JS"', "(.js)")),
+    "shortcut": ("554 5.7.1", ("(.lnk)",)),
+    "disk-image": ("554 5.7.1", ("(.iso)",)),
+    "in-attached-message": ("554 5.7.1", ('"evil.vbs"',)),
+    "in-message-in-message": ("554 5.7.1", ('"deep.hta"',)),
+    "uuencoded-in-body": ("554 5.7.1", ('uuencoded file "setup.exe"',)),
+    "zip-member": ("554 5.7.1", ('"files.zip" contains "setup.exe"', "(.exe)")),
+    "zip-member-upper-case-with-folder": ("554 5.7.1", ('"bin/TOOL.SCR"', "(.scr)")),
+    "zip-in-zip": ("554 5.7.1", ('"run.js"', '(in "inner.zip")')),
+    "zip-member-executable-under-harmless-name": ("554 5.7.1", (
+        '"photo.jpg", which is a Windows executable',)),
+    "zip-under-harmless-name": ("554 5.7.1", ('"report.pdf" contains "report.exe"',)),
+    "executable-named-pdf": ("554 5.7.1", ('"report.pdf" is a Windows executable',)),
+    "executable-without-name": ("554 5.7.1", ("application/octet-stream is a Windows",)),
+    "executable-labelled-text": ("554 5.7.1", ('"notes.txt" is a Windows executable',)),
+    "executable-quoted-printable": ("554 5.7.1", ('"data.dat" is a Windows executable',)),
+    "executable-as-whole-message": ("554 5.7.1", ("is a Windows executable",)),
+    "pdf": ("", ()),
+    "exe-then-txt": ("", ()),
+    "no-extension": ("", ()),
+    "office-document-with-embedded-bin": ("", ()),
+    "zip-of-documents": ("", ()),
+    "text-starting-with-mz": ("", ()),
+    "malformed-no-boundary": ("", ()),
+    "malformed-no-end-boundary": ("", ()),
+    "malformed-headers-and-junk": ("", ()),
+    "malformed-bad-rfc2231-charset": ("", ()),
+    "nested-too-deep": ("554 5.6.0", ("nested more than",)),
+    "corrupt-zip": ("554 5.6.0", ('"files.zip" looks like a zip archive',)),
+}
+
+
+def test_every_corpus_file_has_a_row() -> None:
+    assert sorted(p.stem for p in CORPUS.glob("*.eml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_corpus(smtp: Callable[..., Conversation], name: str) -> None:
+    expected, words = EXPECTED[name]
+    message = (CORPUS / f"{name}.eml").read_bytes()
+    outcome = smtp().send(message, "app@acme.example", ["user@example.net"])
+    assert outcome.code == expected, outcome.reply
+    for word in words:
+        assert word in outcome.text
+    if expected == "554 5.7.1":
+        assert outcome.text.endswith("; remove it (or send a link to it instead)")
+
+
+def test_account_list_replaces_the_default(smtp: Callable[..., Conversation]) -> None:
+    conversation = smtp({"forbidden_extensions": ["txt"]})
+    outcome = conversation.send((CORPUS / "exe-then-txt.eml").read_bytes(), "app@acme.example",
+                                ["user@example.net"])
+    assert outcome.code == "554 5.7.1" and "(.txt)" in outcome.text
+    outcome = conversation.send((CORPUS / "plain-exe.eml").read_bytes(), "app@acme.example",
+                                ["user@example.net"])
+    assert outcome.accepted  # .exe is no longer on the list and the content is harmless
+    outcome = conversation.send((CORPUS / "executable-named-pdf.eml").read_bytes(),
+                                "app@acme.example", ["user@example.net"])
+    assert outcome.code == "554 5.7.1"  # Windows executables are refused whatever the list
+    assert "is a Windows executable" in outcome.text
+
+
+def test_plain_message_passes(smtp: Callable[..., Conversation]) -> None:
+    assert smtp().send(basic(), "app@acme.example", ["user@example.net"]).accepted
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("Invoice.PDF.exe", "exe"), ("a.exe. . .", "exe"), ("x\u202efdp.exe", "exe"),
+    ("C:\\a\\b.Scr", "scr"), ("../../b.js", "js"), ("noext", ""), ("a.", ""),
+    ("b.exe::$DATA", "exe"), ("setup.\uff45\uff58\uff45", "exe"), ("a.e\u200bxe", "exe"),
+])
+def test_extension_of_a_name(name: str, expected: str) -> None:
+    assert extension(name) == expected
+    assert normalized(name) == normalized(normalized(name))

@@ -1,0 +1,212 @@
+"""End of message: every decision about one message, in order, and what the milter must change.
+
+    1. the rules of stage "eom" up to single-recipient mode and the From rewrite (refusals);
+    2. suppressions: the remaining recipients are looked up on the lists the flags ask for and
+       the suppressed ones are taken off (rule `suppressed`; 550 5.7.1 when nobody is left);
+    3. spam: rspamd's score against the account's spam_threshold (554 5.7.1);
+    4. control headers are stripped and, for priority and digest, the routing header added;
+    5. the envelope sender becomes the signed bounce address (unless track_bounces is off);
+    6. DKIM signs the message as Postfix will send it, after every other change;
+    7. the message record, the blocked events and the tag counts are written in one round trip.
+
+Reads:  the Submission the milter buffered, the account, and the services in MilterContext
+        (Redis, suppressions, spam checker, DKIM signer, return-path domains), which are
+        passed in so the order above is tested without a milter.
+Fails:  TemporaryFailure (Redis, rspamd under the tempfail policy, a DKIM key that cannot be
+        read) propagates; the milter turns it into 451 4.3.0.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from txmail import store
+from txmail.config import Settings
+from txmail.milter import rules
+from txmail.milter.blocked import record_blocked
+from txmail.milter.rules import HeaderEdit, Plan, Refusal, message_class, suppressed
+from txmail.milter.submission import Submission, UnreadableMessage, addresses, domain_of
+from txmail.store import Client, Keys
+from txmail.store.accounts import Account, Accounts
+from txmail.store.messages import MessageRecord, Messages
+
+log = logging.getLogger("txmail.milter")
+
+_SPLIT = rules.RULES.index(suppressed)
+BEFORE_SUPPRESSION = rules.RULES[:_SPLIT]
+SUPPRESSION = [suppressed]
+AFTER_SPAM = rules.RULES[_SPLIT + 1:]
+
+
+@dataclass
+class MilterContext:
+    """What every connection shares: settings, the store and the services the milter calls.
+    A service that is None is not there (spam checking off, module not installed)."""
+
+    settings: Settings
+    client: Client | None
+    keys: Keys
+    accounts: Accounts
+    messages: Messages
+    suppressions: Any = None     # txmail.store.suppressions.Suppressions
+    spam: Any = None             # txmail.milter.spam.SpamChecker
+    signer: Any = None           # txmail.milter.dkim.Signer
+    domains: Any = None          # txmail.store.domains.Domains (return-path domains)
+    bounce_secret: bytes = b""
+    bounce_address: Any = None   # txmail.milter.bounce_address.bounce_address
+
+
+@dataclass
+class Accepted:
+    """A message that passed, and the changes the milter hands to Postfix."""
+
+    plan: Plan
+    record: MessageRecord
+    header_edits: list[HeaderEdit] = field(default_factory=list)
+    removed_recipients: list[str] = field(default_factory=list)
+    route_headers: list[tuple[str, str]] = field(default_factory=list)
+    return_path: str = ""
+    signatures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def finish(submission: Submission, account: Account,
+           context: MilterContext) -> Refusal | Accepted:
+    settings = account.settings
+    plan = submission.plan
+    plan.recipients = list(submission.recipients)
+    try:
+        refusal = rules.run(rules.EOM, submission, settings, BEFORE_SUPPRESSION)
+        if refusal is None:
+            if context.suppressions is not None:
+                wanted = suppressed.lists(plan)
+                if wanted and plan.recipients:
+                    submission.suppressed = context.suppressions.check(
+                        submission.account, list(plan.recipients), wanted)
+            refusal = rules.run(rules.EOM, submission, settings, SUPPRESSION)
+        if refusal is None:
+            refusal = spam_check(submission, settings, context)
+        if refusal is None:
+            refusal = rules.run(rules.EOM, submission, settings, AFTER_SPAM)
+    except UnreadableMessage as exc:
+        refusal = Refusal("554", "5.6.0", f"The message's structure cannot be read ({exc}); "
+                          "send it as a well-formed MIME message")
+    if refusal is not None:
+        return refusal
+    accepted = Accepted(plan=plan, record=_record(submission),
+                        header_edits=list(plan.header_edits),
+                        removed_recipients=[b.recipient for b in plan.blocked])
+    if plan.message_class != "standard":
+        accepted.route_headers.append((message_class.ROUTE_HEADER, plan.message_class))
+    accepted.return_path = _return_path(submission, settings, context)
+    accepted.record.return_path = accepted.return_path
+    if context.signer is not None:
+        author_domain = _author_domain(submission, plan)
+        if author_domain:
+            final = submission.message_bytes(plan.header_edits)
+            accepted.signatures = context.signer.sign(author_domain, final)
+    _store(submission, accepted, context)
+    return accepted
+
+
+def spam_check(submission: Submission, settings: dict[str, Any],
+               context: MilterContext) -> Refusal | None:
+    if context.spam is None:
+        return None
+    score = context.spam.score(submission.message_bytes(), submission)
+    if score is None:
+        return None
+    threshold = float(settings["spam_threshold"])
+    log.info("%s: spam score %.2f (threshold %.2f)", submission.queue_id, score, threshold)
+    if score >= threshold:
+        return Refusal("554", "5.7.1", f"Message refused as spam (score {score:.1f}, limit "
+                       f"{threshold:.1f}); change the content that makes it look like spam")
+    return None
+
+
+def _return_path(submission: Submission, settings: dict[str, Any],
+                 context: MilterContext) -> str:
+    if not settings["track_bounces"] or context.bounce_address is None:
+        return ""
+    sender_domain = domain_of(submission.sender) or _author_domain(submission,
+                                                                    submission.plan)
+    if not sender_domain or not submission.queue_id:
+        return ""
+    return_path_domain = (context.domains.return_path_domain(sender_domain, context.settings)
+                          if context.domains is not None else context.settings.bounce_domain)
+    return str(context.bounce_address(submission.queue_id, sender_domain,
+                                      context.bounce_secret, return_path_domain))
+
+
+def _author_domain(submission: Submission, plan: Plan) -> str:
+    """The domain of the From header as it will leave (after a From rewrite)."""
+    for edit in plan.header_edits:
+        if edit.name.lower() == "from" and edit.index == 1 and edit.value:
+            found = addresses([edit.value])
+            if found:
+                return domain_of(found[0][1])
+    found = addresses(submission.header_values("From")[:1])
+    return domain_of(found[0][1]) if found else ""
+
+
+def _record(submission: Submission) -> MessageRecord:
+    plan = submission.plan
+    message_ids = submission.header_values("Message-ID")
+    return MessageRecord(
+        queue_id=submission.queue_id, account=submission.account,
+        envelope_sender=submission.sender, recipients=list(plan.recipients),
+        size=submission.size, envelope_params=list(submission.sender_params),
+        recipient_params=dict(submission.recipient_params),
+        header_message_id=message_ids[0].strip()[:998] if message_ids else "",
+        tags=list(plan.tags), message_class=plan.message_class, flags=plan.flags,
+        bcc=plan.bcc or "", blocked={b.recipient: b.reason for b in plan.blocked})
+
+
+def _store(submission: Submission, accepted: Accepted, context: MilterContext) -> None:
+    plan = accepted.plan
+    keys = context.keys
+
+    def also(pipe: Any) -> None:
+        for blocked in plan.blocked:
+            record_blocked(pipe, keys, submission.account, submission.queue_id,
+                           blocked.recipient, blocked.reason, blocked.details, tags=plan.tags)
+        for tag in plan.tags:
+            pipe.hincrby(keys.tag_counts(submission.account), tag, 1)
+
+    context.messages.record(accepted.record, also=also)
+
+
+def _optional(module: str, name: str) -> Any:
+    """A service from a module that may not be installed yet; None when it is missing."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        log.warning("%s.%s is not available; the milter runs without it", module, name)
+        return None
+
+
+def build_context(settings: Settings) -> MilterContext:
+    client = store.connect(settings)
+    keys = store.Keys(settings.redis.prefix)
+    ttl = settings.milter.message_ttl_days * 86400
+    context = MilterContext(settings=settings, client=client, keys=keys,
+                            accounts=Accounts(client, keys), messages=Messages(client, keys, ttl))
+    suppressions = _optional("txmail.store.suppressions", "Suppressions")
+    if suppressions is not None:
+        context.suppressions = suppressions(client, keys)
+    domains = _optional("txmail.store.domains", "Domains")
+    if domains is not None:
+        context.domains = domains(client, keys)
+    bounce = _optional("txmail.milter.bounce_address", "bounce_address")
+    if bounce is not None:
+        context.bounce_address = bounce
+        context.bounce_secret = settings.read_secret("bounce_key_file")
+    signer = _optional("txmail.milter.dkim", "Signer")
+    if signer is not None:
+        context.signer = signer.from_settings(settings, client)
+    spam = _optional("txmail.milter.spam", "SpamChecker")
+    if spam is not None:
+        context.spam = spam.from_settings(settings)
+    return context
