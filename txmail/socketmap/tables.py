@@ -1,12 +1,13 @@
 """The tables `txmail socketmap` serves to Postfix, decided from Redis.
 
-    relay       DOMAIN -> OK           relay_domains: mail for DOMAIN is accepted unauthenticated
-    transport   DOMAIN -> bouncepipe:  transport_maps: that mail goes to the bounce pipe
+    relay       DOMAIN       -> OK           relay_domains: mail for DOMAIN is accepted
+    transport   LOCAL@DOMAIN -> bouncepipe:  transport_maps: that mail goes to the bounce pipe
 
 DOMAIN is the node's bounce domain or a return-path domain of a sending domain that is set up
 (PREFIX return-paths, see txmail.store.domains). Everything else is NOTFOUND, so Postfix keeps
-refusing to relay for it (never an open relay). Postfix also asks for whole addresses and for
-parent-domain forms (".example.com"); those are NOTFOUND: only exact domains match.
+refusing to relay for it (never an open relay). relay_domains asks with a domain (and parent
+forms, ".example.com", which are NOTFOUND: only exact domains match); transport_maps asks with
+the whole recipient address, whose domain decides.
 
 Answers are kept for `ttl` seconds (default 1), so a domain added while Postfix runs is accepted
 within about a second on every node, and Redis sees at most one lookup per domain per second.
@@ -55,6 +56,10 @@ class ReturnPathTables:
         if name not in ("relay", "transport"):
             return Reply("PERM", f"no table named {name[:64]}")
         domain = key.strip().lower().rstrip(".")
+        if name == "transport" and "@" in domain:
+            # socketmap is a pattern table to Postfix: transport_maps asks with the whole
+            # recipient address (transport(5)), never with its domain alone.
+            domain = domain.rsplit("@", 1)[1]
         if not domain or "@" in domain or domain.startswith(".") or len(domain) > 253:
             return Reply("NOTFOUND")
         try:
