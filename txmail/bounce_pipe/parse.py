@@ -38,7 +38,8 @@ import email
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from email import policy
 from email.message import Message
 
@@ -175,30 +176,63 @@ def _link_original(report: BounceReport, mail: ReturnedMail) -> None:
     report.original_message_id = message_id or None
 
 
-def report_line(path: str, events: list[BounceEvent]) -> str:
+def report_line(path: str, report: BounceReport, *, details: bool = False) -> str:
     """One output line of `bounces parse`: the file and its events as JSON."""
-    return json.dumps({"file": path, "events": [e.summary() for e in events]}, ensure_ascii=False)
+    if details:
+        record: dict[str, object] = {
+            "file": path,
+            "events": [asdict(e) for e in report.events],
+            "detector": report.detector,
+            "original_message_id": report.original_message_id,
+            "original_envelope_id": report.original_envelope_id,
+            "postfix_queue_id": report.postfix_queue_id,
+            "original_headers": report.original_headers,
+        }
+    else:
+        record = {"file": path, "events": [e.summary() for e in report.events]}
+    return json.dumps(record, ensure_ascii=False)
+
+
+def report_files(
+    paths: list[str],
+    write_line: Callable[[str], None],
+    write_error: Callable[[str], None],
+    *,
+    details: bool = False,
+) -> int:
+    """Write one JSON line per readable file, in order; 2 if any was unreadable.
+
+    '-' reads the message from standard input. An unreadable file gets one
+    line on the error stream and no JSON line; the others are still read.
+    """
+    status = 0
+    for path in paths:
+        try:
+            if path == "-":
+                raw = sys.stdin.buffer.read(MAX_INPUT_BYTES)
+            else:
+                with open(path, "rb") as handle:
+                    raw = handle.read(MAX_INPUT_BYTES)
+        except OSError as error:
+            write_error(f"cannot read {path}: {error.strerror or error}")
+            status = 2
+            continue
+        write_line(report_line(path, parse_report(raw), details=details))
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print one JSON line per readable file; 2 if any file could not be read."""
+    """python -m txmail.bounce_pipe.parse FILE...: as `txmail bounces parse`."""
     paths = sys.argv[1:] if argv is None else argv
     if not paths:
         print("usage: python -m txmail.bounce_pipe.parse FILE...", file=sys.stderr)
         return 2
-    status = 0
-    for path in paths:
-        try:
-            with open(path, "rb") as handle:
-                raw = handle.read(MAX_INPUT_BYTES)
-        except OSError as error:
-            # The other files still get their line; the exit status tells.
-            sys.stdout.flush()
-            print(f"bounces parse: cannot read {path}: {error.strerror or error}", file=sys.stderr)
-            status = 2
-            continue
-        print(report_line(path, parse_message(raw)))
-    return status
+
+    def write_error(line: str) -> None:
+        sys.stdout.flush()
+        print(f"parse: error: {line}", file=sys.stderr)
+
+    return report_files(paths, print, write_error)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""bench/bounce_parser: files per second of the bounce parser over the corpus, in one process.
+
+Reads every .eml of the public bounce corpus (../shared/corpus/bounces beside the repository,
+or --corpus DIR) into memory once, then times several passes of
+txmail.bounce_pipe.parse.parse_message over all of them, and as a baseline in the same run
+the same passes of a trivial parse (the stdlib email.message_from_bytes of every file), so the
+ratio says what the detectors cost on top of MIME parsing. The passes alternate between the
+two so that a busy moment on the machine hits both alike.
+
+    .venv/bin/python bench/bounce_parser.py [--corpus DIR] [--passes 5]
+
+Prints one line per pass and a summary: the median files/s of each and their ratio. The
+target is 2,000 files/s or more for the parser in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from email import policy
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from txmail.bounce_pipe.parse import parse_message  # noqa: E402
+
+DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared/corpus/bounces"
+
+
+def stdlib_parse(raw: bytes) -> object:
+    """The baseline: what reading the MIME structure alone costs."""
+    return email.message_from_bytes(raw, policy=policy.compat32)
+
+
+def files_per_second(parse: Callable[[bytes], object], messages: list[bytes]) -> float:
+    started = time.perf_counter()
+    for raw in messages:
+        parse(raw)
+    return len(messages) / (time.perf_counter() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder of .eml files")
+    parser.add_argument("--passes", type=int, default=5, help="timed passes of each (default 5)")
+    args = parser.parse_args()
+    paths = sorted(args.corpus.glob("*.eml"))
+    if not paths:
+        print(f"bounce_parser: no .eml files in {args.corpus}", file=sys.stderr)
+        return 2
+    messages = [p.read_bytes() for p in paths]
+    # One untimed pass of each warms imports, regex compilation and caches.
+    files_per_second(parse_message, messages)
+    files_per_second(stdlib_parse, messages)
+    ours: list[float] = []
+    baseline: list[float] = []
+    for number in range(1, args.passes + 1):
+        ours.append(files_per_second(parse_message, messages))
+        baseline.append(files_per_second(stdlib_parse, messages))
+        print(
+            f"pass {number}: parser {ours[-1]:8.0f} files/s   stdlib email {baseline[-1]:8.0f} files/s"
+        )
+    median_ours, median_base = statistics.median(ours), statistics.median(baseline)
+    print(
+        f"{len(messages)} files x {args.passes} passes: parser {median_ours:.0f} files/s, "
+        f"stdlib email.message_from_bytes {median_base:.0f} files/s, "
+        f"ratio {median_ours / median_base:.2f} (target: parser >= 2000 files/s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
