@@ -3,7 +3,7 @@
     1. the rules of stage "eom" up to single-recipient mode and the From rewrite (refusals);
     2. suppressions: the remaining recipients are looked up on the lists the flags ask for and
        the suppressed ones are taken off (rule `suppressed`; 550 5.7.1 when nobody is left);
-    3. spam: rspamd's score against the account's spam_threshold (554 5.7.1);
+    3. spam: rspamd's score against the account's spam_threshold (550 5.7.1);
     4. control headers are stripped and, for priority and digest, the routing header added;
     5. the envelope sender becomes the signed bounce address (unless track_bounces is off);
     6. DKIM signs the message as Postfix will send it, after every other change;
@@ -115,13 +115,15 @@ def spam_check(submission: Submission, settings: dict[str, Any],
                context: MilterContext) -> Refusal | None:
     if context.spam is None:
         return None
-    score = context.spam.score(submission.message_bytes(), submission)
+    score = context.spam.score(submission.message_bytes(), submission.sender,
+                               list(submission.plan.recipients), submission.queue_id,
+                               login=submission.account)
     if score is None:
         return None
     threshold = float(settings["spam_threshold"])
     log.info("%s: spam score %.2f (threshold %.2f)", submission.queue_id, score, threshold)
     if score >= threshold:
-        return Refusal("554", "5.7.1", f"Message refused as spam (score {score:.1f}, limit "
+        return Refusal("550", "5.7.1", f"Message refused as spam (score {score:.1f}, limit "
                        f"{threshold:.1f}); change the content that makes it look like spam")
     return None
 

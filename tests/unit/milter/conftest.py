@@ -11,6 +11,7 @@ import redis
 
 from tests.harness import RedisServer
 from tests.unit.milter.driver import Conversation, make_context
+from txmail.config import Settings
 from txmail.store.accounts import Accounts
 
 _prefixes = itertools.count()
@@ -34,19 +35,20 @@ def client(redis_server: RedisServer) -> redis.Redis:
 @pytest.fixture
 def smtp(client: redis.Redis, prefix: str,
          monkeypatch: pytest.MonkeyPatch) -> Callable[..., Conversation]:
-    """`smtp(settings={...}, **services)`: a connection logged in as account `acme`
-    (domains acme.example and mail.acme.example) with those account settings."""
+    """`smtp(settings={...}, node=Settings(...), **services)`: a connection logged in as
+    account `acme` (domains acme.example and mail.acme.example) with those account settings,
+    on a node with those settings and services (MilterContext fields)."""
     monkeypatch.setattr("txmail.store.accounts.BCRYPT_ROUNDS", 4)  # speed, not security
     accounts = Accounts(client, make_context(client, prefix).keys)
     made: dict[str, bool] = {}
 
     def connect(settings: dict[str, Any] | None = None, login: str | None = "acme",
-                **services: Any) -> Conversation:
+                node: Settings | None = None, **services: Any) -> Conversation:
         if not made:
             accounts.add("acme", ["acme.example", "mail.acme.example"], "a-long-password-1")
             made["acme"] = True
         if settings:
             accounts.update_settings("acme", settings)
-        return Conversation(make_context(client, prefix, **services), login)
+        return Conversation(make_context(client, prefix, node, **services), login)
 
     return connect

@@ -91,6 +91,12 @@ class Outcome:
     def header(self, name: str) -> list[str]:
         return [v for k, v in self.headers if k.lower() == name.lower()]
 
+    def message(self) -> bytes:
+        """The message as Postfix would send it (CRLF line ends)."""
+        head = "".join(f"{k}: {v}\r\n" for k, v in self.headers)
+        return re.sub(rb"\r?\n", b"\r\n", head.encode("utf-8", "surrogateescape")) + \
+            b"\r\n" + self.body
+
 
 class Conversation:
     """One SMTP connection to the milter, with a MilterContext built for the test."""
@@ -190,8 +196,9 @@ def basic(sender: str = "app@acme.example", to: str = "user@example.net",
                 ("Message-ID", "<m1@acme.example>"), *(extra or [])], body)
 
 
-def make_context(client: Any, prefix: str, **services: Any) -> MilterContext:
+def make_context(client: Any, prefix: str, settings: Settings | None = None,
+                 **services: Any) -> MilterContext:
     keys = Keys(prefix)
-    return MilterContext(settings=Settings(), client=client, keys=keys,
+    return MilterContext(settings=settings or Settings(), client=client, keys=keys,
                          accounts=Accounts(client, keys), messages=Messages(client, keys, 3600),
                          **services)
