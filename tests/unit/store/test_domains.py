@@ -1,0 +1,110 @@
+"""Domains in a real (private) Redis: ownership shared with accounts, return-path domains."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.harness import RedisServer
+from txmail.config import Settings
+from txmail.errors import Conflict, NotFound
+from txmail.store import Keys
+from txmail.store.accounts import Accounts
+from txmail.store.domains import RSA, DkimKey, Domain, Domains
+
+SETTINGS = Settings(bounce_domain="bounces.example.test")
+KEY = DkimKey("s1", RSA, "/nonexistent/s1.pem", "AAAA")
+
+
+@pytest.fixture
+def domains(redis_server: RedisServer) -> Domains:
+    keys = Keys(f"test-{uuid.uuid4().hex[:8]}:")
+    store = Domains(redis_server.client(), keys)
+    for name, domain in (("acme", "acme.example"), ("other", "other.example")):
+        Accounts(store.client, keys).add(name, [domain], "a long enough password")
+    return store
+
+
+def new(name: str, account: str = "acme", **kw: object) -> Domain:
+    return Domain(name=name, account=account, dkim=(KEY,), **kw)  # type: ignore[arg-type]
+
+
+def test_add_claims_the_domain_for_the_account(domains: Domains) -> None:
+    added = domains.add(new("Mail.Acme.Example", return_path="mta.mail.acme.example"))
+    assert added.name == "mail.acme.example" and added.created_at > 0
+    assert domains.accounts.owner_of("mail.acme.example") == "acme"
+    assert "mail.acme.example" in domains.accounts.get("acme").domains
+    assert domains.get("mail.acme.example").dkim == (KEY,)
+
+
+def test_a_domain_the_account_already_owns_can_be_set_up(domains: Domains) -> None:
+    domains.add(new("acme.example"))
+    assert domains.accounts.get("acme").domains == ["acme.example"]
+
+
+def test_another_accounts_domain_is_a_conflict(domains: Domains) -> None:
+    with pytest.raises(Conflict, match="belongs to account 'other'"):
+        domains.add(new("other.example", account="acme"))
+    assert domains.find("other.example") is None
+
+
+def test_set_up_twice_is_a_conflict(domains: Domains) -> None:
+    domains.add(new("acme.example"))
+    with pytest.raises(Conflict, match="set up already"):
+        domains.add(new("acme.example"))
+
+
+def test_a_return_path_domain_serves_one_domain(domains: Domains) -> None:
+    domains.add(new("acme.example", return_path="mta.shared.example"))
+    with pytest.raises(Conflict, match="serves acme.example"):
+        domains.add(new("new.example", account="other", return_path="mta.shared.example"))
+    # the failed add took nothing
+    assert domains.accounts.owner_of("new.example") is None
+    with pytest.raises(Conflict, match="subdomain"):
+        domains.add(new("self.example", return_path="self.example"))
+
+
+def test_return_path_domain_falls_back_to_the_bounce_domain(domains: Domains) -> None:
+    domains.add(new("acme.example", return_path="mta.acme.example"))
+    assert domains.return_path_domain("acme.example", SETTINGS) == "bounces.example.test"
+    domains.update("acme.example", return_path_active=True)
+    assert domains.return_path_domain("ACME.example", SETTINGS) == "mta.acme.example"
+    assert domains.return_path_domain("unknown.example", SETTINGS) == "bounces.example.test"
+    domains.add(new("norp.example", return_path=""))
+    assert domains.return_path_domain("norp.example", SETTINGS) == "bounces.example.test"
+
+
+def test_serves_return_path(domains: Domains) -> None:
+    domains.add(new("acme.example", return_path="mta.acme.example"))
+    assert domains.serves_return_path("MTA.acme.example.")
+    assert not domains.serves_return_path("acme.example")
+    assert not domains.serves_return_path("mta.other.example")
+
+
+def test_list_and_remove(domains: Domains) -> None:
+    domains.add(new("b.acme.example", return_path="mta.b.acme.example"))
+    domains.add(new("a.acme.example"))
+    domains.add(new("other.example", account="other"))
+    assert [d.name for d in domains.list()] == ["a.acme.example", "b.acme.example",
+                                                "other.example"]
+    assert [d.name for d in domains.list("other")] == ["other.example"]
+    removed = domains.remove("b.acme.example")
+    assert removed.dkim == (KEY,)
+    assert not domains.serves_return_path("mta.b.acme.example")
+    assert domains.accounts.owner_of("b.acme.example") is None
+    assert "b.acme.example" not in domains.accounts.get("acme").domains
+    with pytest.raises(NotFound):
+        domains.get("b.acme.example")
+
+
+def test_records_of_a_removed_account_count_as_absent(domains: Domains) -> None:
+    domains.add(new("other.example", account="other", return_path="mta.other.example",
+                    return_path_active=True, dkim_active=True))
+    domains.accounts.remove("other")
+    assert domains.find("other.example") is None
+    assert not domains.serves_return_path("mta.other.example")
+    assert domains.return_path_domain("other.example", SETTINGS) == "bounces.example.test"
+    # the domain and its return-path domain can be set up again by someone else
+    domains.add(new("other.example", account="acme", return_path="mta.other.example"))
+    assert domains.get("other.example").account == "acme"
