@@ -292,10 +292,11 @@ class Stack:
     def submission(self) -> int:
         return 587 + self.offset
 
-    def start(self, timeout: float = 60.0, dev: bool = False) -> Stack:
+    def start(self, timeout: float = 60.0, dev: bool = False,
+              args: tuple[str, ...] = ()) -> Stack:
         out = self.output_path.open("w")
         self.proc = subprocess.Popen([*TXMAIL, "--config", str(self.config), "up",
-                                      *(["--dev"] if dev else [])],
+                                      *(["--dev"] if dev else []), *args],
                                      stdout=out, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
         out.close()

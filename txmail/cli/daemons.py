@@ -23,15 +23,19 @@ def _settings(obj: object) -> Settings:
 @click.command("up")
 @click.option("--dev", is_flag=True,
               help="Also run a local capture SMTP server as relayhost and create a demo account.")
+@click.option("--external-postfix", is_flag=True,
+              help="Run every txmail daemon but not Postfix: the operator's Postfix, set up "
+                   "with `txmail postfix install`, talks to them.")
 @click.option("--verbose", is_flag=True, help="Debug logging.")
 @click.pass_obj
-def up(obj: object, dev: bool, verbose: bool) -> None:
+def up(obj: object, dev: bool, external_postfix: bool, verbose: bool) -> None:
     """Start and supervise the whole node in the foreground until SIGINT/SIGTERM."""
     from txmail.stack import supervisor
 
     setup_logging(verbose)
     settings = _settings(obj)
-    sys.exit(supervisor.up(settings, obj.config_path, dev))  # type: ignore[attr-defined]
+    sys.exit(supervisor.up(settings, obj.config_path,  # type: ignore[attr-defined]
+                           dev, external_postfix))
 
 
 @click.command("milter")

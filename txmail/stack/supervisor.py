@@ -98,7 +98,8 @@ def prepare(settings: Settings, config_file: Path) -> None:
         render.render_redis(settings, config_file)
 
 
-def build(settings: Settings, config_file: Path, dev: bool) -> list[Component]:
+def build(settings: Settings, config_file: Path, dev: bool,
+          external_postfix: bool = False) -> list[Component]:
     state = settings.state_path
     log_dir = state / "log"
     python = sys.executable
@@ -134,6 +135,8 @@ def build(settings: Settings, config_file: Path, dev: bool) -> list[Component]:
         components.append(ProcessComponent(
             "capture", [*txmail, "capture"], log_dir,
             ready=lambda: can_connect_tcp("127.0.0.1", port), env=env))
+    if external_postfix:  # the operator's postfix.service runs it (txmail postfix install)
+        return components
     listeners = [(settings.listen.address, p) for p in
                  (settings.listen.smtp, settings.listen.submission, settings.listen.submissions)]
     components.append(PostfixComponent(render.postfix_config_dir(settings),
@@ -142,9 +145,10 @@ def build(settings: Settings, config_file: Path, dev: bool) -> list[Component]:
     return components
 
 
-def ready_line(settings: Settings, dev: bool) -> str:
+def ready_line(settings: Settings, dev: bool, external_postfix: bool = False) -> str:
     a = settings.listen.address
-    parts = [f"smtp {a}:{settings.listen.smtp}",
+    smtp = "the operator's Postfix" if external_postfix else f"{a}:{settings.listen.smtp}"
+    parts = [f"smtp {smtp}",
              f"submission {a}:{settings.listen.submission} (STARTTLS+AUTH)",
              f"submissions {a}:{settings.listen.submissions} (TLS+AUTH)",
              f"redis {store.effective_url(settings)}"]
@@ -230,11 +234,11 @@ def cleanup_sockets(settings: Settings) -> None:
     shutil.rmtree(run / "dovecot", ignore_errors=True)
 
 
-def up(settings: Settings, config_file: Path, dev: bool) -> int:
+def up(settings: Settings, config_file: Path, dev: bool, external_postfix: bool = False) -> int:
     prepare(settings, config_file)
-    if dev:
+    if dev and not external_postfix:
         settings_dev_relay(settings)
-    components = build(settings, config_file, dev)
+    components = build(settings, config_file, dev, external_postfix)
     supervisor = Supervisor(components)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
@@ -245,7 +249,7 @@ def up(settings: Settings, config_file: Path, dev: bool) -> int:
                 from txmail.stack.demo import ensure_demo_account
 
                 print(ensure_demo_account(settings), flush=True)
-            print(ready_line(settings, dev), flush=True)
+            print(ready_line(settings, dev, external_postfix), flush=True)
             supervisor.watch()
     finally:
         supervisor.stop_all()

@@ -1,0 +1,271 @@
+"""txmail postfix install: merge what txmail needs into an operator's existing Postfix.
+
+txmail normally renders a Postfix instance of its own (render.py). An operator who already runs
+Postfix can instead install txmail into it. The configuration is derived from the same rendered
+main.cf and master.cf, parameter by parameter:
+
+  * smtpd_* and milter_* settings go on txmail's own listeners (587, 465, the trusted one) as
+    `-o` overrides, so the operator's port 25 and other services are left exactly as they are;
+  * list-valued settings txmail extends (relay_domains, transport_maps, milter_header_checks)
+    are merged: the operator's entries are kept, txmail's are added once;
+  * a few global settings are set (long queue ids, the bounce pipe's recipient limit, the
+    priority/digest transports' pacing); message_size_limit only ever grows;
+  * the instance settings of txmail's own Postfix (queue and data directories, myhostname,
+    relayhost, logging, TLS client policy, ...) are the operator's business and are skipped.
+
+The result is a list of `postconf -e` and `postconf -M -e` commands. `--dry-run` prints them;
+otherwise main.cf and master.cf are backed up, the commands are applied to a copy first and
+checked with `postconf -n` and `postconf -M` (a warning is an error), then applied for real.
+A txmail.service systemd unit runs `txmail up --external-postfix` (every txmail daemon, but
+not Postfix, which the operator's postfix.service runs).
+
+Fails: ConfigError naming the conflicting service or the parameter Postfix refused; nothing is
+changed in that case.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from txmail.config import Settings
+from txmail.errors import ConfigError
+from txmail.stack import render
+
+# Parameters of txmail's own instance that an existing Postfix keeps as the operator set them.
+INSTANCE_PARAMETERS = frozenset({
+    "compatibility_level", "queue_directory", "data_directory", "config_directory",
+    "mail_owner", "setgid_group", "syslog_name", "maillog_file", "maillog_file_prefixes",
+    "myhostname", "inet_interfaces", "inet_protocols", "mynetworks", "mydestination",
+    "local_recipient_maps", "local_transport", "alias_maps", "alias_database", "biff",
+    "relayhost", "recipient_delimiter", "non_smtpd_milters", "smtp_tls_security_level",
+    "smtp_tls_loglevel", "smtp_dns_support_level", "smtp_host_lookup",
+})
+# smtpd(8) settings without the smtpd_ prefix: they go on txmail's listeners too.
+LISTENER_PARAMETERS = frozenset({"broken_sasl_auth_clients"})
+# Lists txmail adds its entries to, keeping the operator's.
+MERGED_LISTS = frozenset({"relay_domains", "transport_maps", "milter_header_checks",
+                          "smtp_header_checks"})
+# Parameters that only ever grow.
+AT_LEAST = frozenset({"message_size_limit"})
+# Global parameters txmail sets (besides those of its own transports, `NAME_*`).
+GLOBAL_PARAMETERS = frozenset({"enable_long_queue_ids"})
+# Postfix's own services in txmail's rendered master.cf: the operator has theirs.
+POSTFIX_SERVICES = frozenset({
+    "pickup", "cleanup", "qmgr", "tlsmgr", "rewrite", "bounce", "defer", "trace", "verify",
+    "flush", "proxymap", "proxywrite", "smtp", "relay", "showq", "error", "retry", "discard",
+    "local", "virtual", "lmtp", "anvil", "scache", "postlog",
+})
+
+
+@dataclass
+class MasterEntry:
+    name: str
+    kind: str
+    fields: list[str]  # private unpriv chroot wakeup maxproc command
+    args: list[str] = field(default_factory=list)  # command arguments, -o pairs included
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.kind}"
+
+    def text(self) -> str:
+        return " ".join([self.name, self.kind, *self.fields, *self.args])
+
+
+@dataclass
+class Plan:
+    main: dict[str, str]
+    master: list[MasterEntry]
+    notes: list[str] = field(default_factory=list)
+
+    def commands(self, config_dir: Path) -> list[list[str]]:
+        c = ["postconf", "-c", str(config_dir)]
+        out = [[*c, "-e", f"{k} = {v}"] for k, v in self.main.items()]
+        out += [[*c, "-M", "-e", f"{e.key}={e.text()}"] for e in self.master]
+        return out
+
+    def shell(self, config_dir: Path) -> str:
+        return "\n".join(" ".join(_quote(a) for a in cmd) for cmd in self.commands(config_dir))
+
+
+def _quote(arg: str) -> str:
+    if arg and all(ch.isalnum() or ch in "-_./:=" for ch in arg):
+        return arg
+    return "'" + arg.replace("'", "'\\''") + "'"
+
+
+def postconf(config_dir: Path, *args: str) -> str:
+    result = subprocess.run(["postconf", "-c", str(config_dir), *args], capture_output=True,
+                            text=True, check=False)
+    if result.returncode != 0 or result.stderr.strip():
+        raise ConfigError(f"postconf -c {config_dir} {' '.join(args)}: "
+                          f"{(result.stderr or result.stdout).strip()[:400]}")
+    return result.stdout
+
+
+def parameters(config_dir: Path) -> dict[str, str]:
+    """The explicitly set main.cf parameters of a configuration directory."""
+    values = {}
+    for line in postconf(config_dir, "-n").splitlines():
+        name, _, value = line.partition("=")
+        values[name.strip()] = value.strip()
+    return values
+
+
+def master_entries(config_dir: Path) -> list[MasterEntry]:
+    entries = []
+    for line in postconf(config_dir, "-M").splitlines():
+        words = line.split()
+        if len(words) >= 8:
+            entries.append(MasterEntry(words[0], words[1], words[2:8], _join_braces(words[8:])))
+    return entries
+
+
+def _join_braces(words: list[str]) -> list[str]:
+    """postconf -M prints `-o {name=a, b}` as several words; keep braces together."""
+    out: list[str] = []
+    depth = 0
+    for word in words:
+        if depth:
+            out[-1] += " " + word
+        else:
+            out.append(word)
+        depth += word.count("{") - word.count("}")
+    return out
+
+
+def listen_port(name: str) -> tuple[str, int] | None:
+    host, _, port = name.rpartition(":")
+    try:
+        return host or "*", int(port) if port.isdigit() else socket.getservbyname(port, "tcp")
+    except OSError:
+        return None
+
+
+def _o(name: str, value: str) -> list[str]:
+    return ["-o", f"{{{name} = {value}}}" if (" " in value or "," in value) else
+            f"{name}={value}"]
+
+
+def _merge_list(existing: str, ours: str) -> str:
+    items = [i.strip() for i in existing.replace("\n", " ").split(",") if i.strip()]
+    for item in (i.strip() for i in ours.split(",")):
+        if item and item not in items:
+            items.append(item)
+    return ", ".join(items)
+
+
+def plan(settings: Settings, config_file: Path, operator_dir: Path) -> Plan:
+    """What to change in the operator's Postfix at `operator_dir`."""
+    rendered = render.render_postfix(settings, config_file)  # files stay in the state dir
+    ours = parameters(rendered)
+    theirs = parameters(operator_dir)
+    own_transports = {e.name for e in master_entries(rendered)
+                      if e.kind == "unix" and e.name not in POSTFIX_SERVICES}
+    main: dict[str, str] = {}
+    listener_options: list[str] = []
+    for name, value in ours.items():
+        if name in INSTANCE_PARAMETERS:
+            continue
+        if (name.startswith(("smtpd_", "milter_")) or name in LISTENER_PARAMETERS) and (
+                name not in MERGED_LISTS):
+            listener_options += _o(name, value)
+        elif name in MERGED_LISTS:
+            main[name] = _merge_list(theirs.get(name, ""), value)
+        elif name in AT_LEAST:
+            current = int(postconf(operator_dir, "-h", name).strip() or 0)
+            main[name] = str(max(current, int(value)))
+        elif name in GLOBAL_PARAMETERS or name.split("_", 1)[0] in own_transports:
+            main[name] = value
+        else:
+            raise ConfigError(f"main.cf parameter {name} is not classified for installation "
+                              "into an existing Postfix (txmail/stack/install.py)")
+    main = {k: v for k, v in main.items() if theirs.get(k) != v}
+
+    master: list[MasterEntry] = []
+    listeners = {f"{settings.listen.address}:{p}" for p in
+                 (settings.listen.submission, settings.listen.submissions, settings.trusted.port)}
+    for entry in master_entries(rendered):
+        if entry.kind == "inet" and entry.name in listeners:
+            own = {a.split("=", 1)[0].strip("{ ") for a in entry.args if a != "-o"}
+            inherited = [pair for pair in zip(listener_options[::2], listener_options[1::2],
+                                              strict=True)
+                         if pair[1].split("=", 1)[0].strip("{ ") not in own]
+            args = [a for pair in inherited for a in pair]
+            master.append(MasterEntry(entry.name, entry.kind, entry.fields, args + entry.args))
+        elif entry.kind != "inet" and entry.name not in POSTFIX_SERVICES:
+            master.append(entry)
+    _check_conflicts(master, master_entries(operator_dir))
+    notes = [f"the operator's port 25 service takes the bounces for the return-path domains "
+             f"(relay_domains and transport_maps now include txmail's socketmap)"]
+    return Plan(main=main, master=master, notes=notes)
+
+
+def _check_conflicts(ours: list[MasterEntry], theirs: list[MasterEntry]) -> None:
+    """Refuse when the operator already listens where a txmail listener would."""
+    names = {e.key for e in ours}
+    for entry in theirs:
+        if entry.kind != "inet" or entry.key in names:  # ours from an earlier install
+            continue
+        bound = listen_port(entry.name)
+        for own in ours:
+            mine = listen_port(own.name) if own.kind == "inet" else None
+            if bound and mine and bound[1] == mine[1] and (
+                    bound[0] == mine[0] or "*" in (bound[0], mine[0])):
+                raise ConfigError(
+                    f"master.cf already has a service on port {mine[1]} ({entry.name} "
+                    f"{entry.kind}); remove or move it, or give txmail another port in "
+                    "txmail.toml [listen]")
+
+
+def apply(plan_: Plan, operator_dir: Path) -> Path:
+    """Back up, check on a copy, then change the operator's configuration. Returns the
+    backup folder."""
+    with tempfile.TemporaryDirectory(prefix="txmail-postfix-check-") as tmp:
+        trial = Path(tmp) / "etc"
+        shutil.copytree(operator_dir, trial, symlinks=True)
+        _run(plan_.commands(trial))
+        postconf(trial, "-n")
+        postconf(trial, "-M")
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    backup = operator_dir / f"txmail-backup-{stamp}"
+    backup.mkdir()
+    for name in ("main.cf", "master.cf"):
+        shutil.copy2(operator_dir / name, backup / name)
+    _run(plan_.commands(operator_dir))
+    return backup
+
+
+def _run(commands: list[list[str]]) -> None:
+    for cmd in commands:
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0 or result.stderr.strip():
+            raise ConfigError(f"{' '.join(cmd[:4])}: {result.stderr.strip()[:400]}")
+
+
+def systemd_unit(settings: Settings, config_file: Path) -> str:
+    txmail = Path(sys.executable).with_name("txmail")
+    return f"""[Unit]
+Description=txmail daemons (milter, policy service, Dovecot for SASL, passwd-file sync, ...)
+Documentation=file://{config_file.resolve()}
+After=network-online.target redis-server.service
+Before=postfix.service
+
+[Service]
+Type=simple
+ExecStart={txmail} --config {config_file.resolve()} up --external-postfix
+Restart=always
+RestartSec=2
+TimeoutStopSec=60
+KillMode=mixed
+
+[Install]
+WantedBy=multi-user.target
+"""
