@@ -26,16 +26,19 @@ def _settings(obj: object) -> Settings:
 @click.option("--external-postfix", is_flag=True,
               help="Run every txmail daemon but not Postfix: the operator's Postfix, set up "
                    "with `txmail postfix install`, talks to them.")
+@click.option("--only", "only", multiple=True, metavar="COMPONENT",
+              help="Run only this component (repeat for more), e.g. one per container.")
 @click.option("--verbose", is_flag=True, help="Debug logging.")
 @click.pass_obj
-def up(obj: object, dev: bool, external_postfix: bool, verbose: bool) -> None:
+def up(obj: object, dev: bool, external_postfix: bool, only: tuple[str, ...],
+       verbose: bool) -> None:
     """Start and supervise the whole node in the foreground until SIGINT/SIGTERM."""
     from txmail.stack import supervisor
 
     setup_logging(verbose)
     settings = _settings(obj)
     sys.exit(supervisor.up(settings, obj.config_path,  # type: ignore[attr-defined]
-                           dev, external_postfix))
+                           dev, external_postfix, only))
 
 
 @click.command("milter")

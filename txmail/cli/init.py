@@ -23,12 +23,15 @@ from txmail.stack.files import write_private, write_secret
 @click.option("--port-offset", type=int, default=None,
               help="Listen on 127.0.0.1 with every port moved by N (25+N, 465+N, 587+N, "
                    "8080+N, capture 2525+N).")
+@click.option("--listen-address", default="127.0.0.1", show_default=True,
+              help="Address every listener binds (0.0.0.0 for all, as in containers).")
 @click.option("--relayhost", default="", help="Send all mail to HOST:PORT instead of MX hosts.")
 @click.option("--redis-url", default="", help="Use this Redis instead of a private one.")
 @click.option("--redis-cluster", is_flag=True, help="--redis-url is a Redis Cluster node.")
 @click.option("--force", is_flag=True, help="Overwrite an existing txmail.toml.")
 def init(state_dir: str, hostname: str, bounce_domain: str, port_offset: int | None,
-         relayhost: str, redis_url: str, redis_cluster: bool, force: bool) -> None:
+         listen_address: str, relayhost: str, redis_url: str, redis_cluster: bool,
+         force: bool) -> None:
     """Create DIR/txmail.toml, a self-signed TLS certificate and the HMAC secrets."""
     state = Path(state_dir).resolve()
     config_file = state / config_mod.DEFAULT_CONFIG_NAME
@@ -47,6 +50,7 @@ def init(state_dir: str, hostname: str, bounce_domain: str, port_offset: int | N
             dev=dataclasses.replace(settings.dev, capture_port=2525 + port_offset))
     settings = dataclasses.replace(
         settings,
+        listen=dataclasses.replace(settings.listen, address=listen_address),
         postfix=dataclasses.replace(settings.postfix, relayhost=relayhost),
         redis=dataclasses.replace(settings.redis, url=redis_url, cluster=redis_cluster))
     config_mod.validate(settings)

@@ -51,6 +51,8 @@ def values(settings: Settings, config_file: Path) -> dict[str, str]:
         "hostname": settings.hostname,
         "bounce_domain": settings.bounce_domain,
         "listen_address": settings.listen.address,
+        "inet_interfaces": ("all" if settings.listen.address in ("0.0.0.0", "*")
+                            else settings.listen.address),
         "port_smtp": str(settings.listen.smtp),
         "port_submission": str(settings.listen.submission),
         "port_submissions": str(settings.listen.submissions),

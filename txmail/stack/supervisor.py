@@ -234,11 +234,18 @@ def cleanup_sockets(settings: Settings) -> None:
     shutil.rmtree(run / "dovecot", ignore_errors=True)
 
 
-def up(settings: Settings, config_file: Path, dev: bool, external_postfix: bool = False) -> int:
+def up(settings: Settings, config_file: Path, dev: bool, external_postfix: bool = False,
+       only: tuple[str, ...] = ()) -> int:
     prepare(settings, config_file)
     if dev and not external_postfix:
         settings_dev_relay(settings)
     components = build(settings, config_file, dev, external_postfix)
+    if only:  # one component per container (compose.yaml); they meet in the state volume
+        unknown = set(only) - {c.name for c in components}
+        if unknown:
+            raise ConfigError(f"--only: no component named {', '.join(sorted(unknown))} "
+                              f"(there are: {', '.join(c.name for c in components)})")
+        components = [c for c in components if c.name in only]
     supervisor = Supervisor(components)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
