@@ -1,0 +1,117 @@
+"""A private rspamd for tests: Debian's rspamd binary with a minimal config in a temp folder.
+
+Only loopback traffic: no modules but those asked for (`filters`), DNS pointed at a loopback
+server (or a closed loopback port), a three-line TLD list instead of the public suffix list
+(which also cuts start-up from about 15 s to 1 s). The Lua rule TXMAIL_TEST_SPAM scores 20
+when the Subject contains "txmail-test-spam", so tests get a deterministic verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import urllib.request
+from typing import Any
+
+from tests.harness import free_port, state_dir, wait_for
+
+SPAM_SUBJECT = "txmail-test-spam"
+
+CONFIG = """
+options {{
+  pidfile = "{dir}/rspamd.pid";
+  filters = "{filters}";
+  url_tld = "{dir}/tld.dat";
+  dns {{
+    nameserver = ["127.0.0.1:{dns_port}"];
+    timeout = 1s;
+    retransmits = 1;
+  }}
+}}
+logging {{
+  type = "file";
+  filename = "{dir}/rspamd.log";
+  level = "info";
+}}
+actions {{
+  reject = 15;
+  add_header = 6;
+}}
+dkim {{
+  check_local = true;
+  check_authed = true;
+}}
+lua = "{dir}/txmail_test.lua";
+worker "normal" {{
+  bind_socket = "127.0.0.1:{port}";
+  count = 1;
+}}
+"""
+
+RULE = """
+rspamd_config:register_symbol({
+  name = 'TXMAIL_TEST_SPAM',
+  score = 20.0,
+  callback = function(task)
+    local subject = task:get_subject()
+    return subject ~= nil and subject:find('txmail%-test%-spam') ~= nil
+  end,
+})
+"""
+
+
+class Rspamd:
+    def __init__(self, filters: str = "", dns_port: int | None = None) -> None:
+        self.dir = state_dir("rspamd")
+        self.port = free_port()
+        (self.dir / "rspamd.conf").write_text(CONFIG.format(
+            dir=self.dir, filters=filters, port=self.port, dns_port=dns_port or free_port()))
+        (self.dir / "txmail_test.lua").write_text(RULE)
+        (self.dir / "tld.dat").write_text("example\ntest\nnet\n")
+        shutil.chown(self.dir, "_rspamd", "_rspamd")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Rspamd:
+        self.proc = subprocess.Popen(
+            ["rspamd", "-f", "-c", str(self.dir / "rspamd.conf"), "-u", "_rspamd", "-g",
+             "_rspamd"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        wait_for(self.ping, 60, interval=0.2, what=f"rspamd on {self.port}")
+        return self
+
+    def ping(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"rspamd exited {self.proc.returncode}: {self.log()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as response:
+                return bool(response.read().startswith(b"pong"))
+        except OSError:
+            return False
+
+    def check(self, message: bytes, **headers: str) -> dict[str, Any]:
+        request = urllib.request.Request(f"{self.url}/checkv2", data=message, headers=headers)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+
+    def log(self) -> str:
+        path = self.dir / "rspamd.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
