@@ -159,7 +159,7 @@ def _link_original(report: BounceReport, mail: ReturnedMail) -> None:
     headers: dict[str, str] = {}
     original = mail.original
     if original is not None:
-        for name, value in original.items():
+        for name, value in original.raw_items():
             key = name.lower()
             if key in _ORIGINAL_HEADERS or key.startswith("x-"):
                 headers.setdefault(key, header_text(value)[:1000])

@@ -75,33 +75,39 @@ def reply_code_in(text: str) -> str | None:
     return None
 
 
-_COMMAND_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(p, re.I), c)
-    for p, c in (
-        (r"in reply to (?:end of )?data command|after end of data|did not like our final data"
-         r"|after (?:i|we) sent the message|\(data\)|>>> data\b|after data\b", "DATA"),
-        (r"in reply to rcpt to command|after rcpt to|does not like recipient|>>> rcpt to"
-         r"|did not like our rcpt to|rcpt to not accepted|after rcpt command|\[rcpt_to\]"
-         r"|smtp:rcpt\b|\(rcpt\)|rcpt to response", "RCPT"),
-        (r"in reply to mail from command|after mail from|>>> mail from|sender was rejected"
-         r"|did not like our mail from|\(mail from\)", "MAIL"),
-        (r"while performing the (?:helo|ehlo) handshake|in reply to (?:helo|ehlo) command"
-         r"|after (?:helo|ehlo)\b|>>> (?:helo|ehlo)\b", "HELO"),
-        (r"refused to talk to me|after initial connection|greeting|connected to .{0,60} but "
-         r"(?:greeting|connection) failed", "CONN"),
-    )
+# One alternation, one named group per command: a single scan finds the
+# leftmost mention, which is the stage the MTA reports first.
+_COMMAND_RE = re.compile(
+    r"(?P<DATA>in reply to (?:end of )?data command|after end of data|did not like our final data"
+    r"|after (?:i|we) sent the message|\(data\)|>>> data\b|after data\b)"
+    r"|(?P<RCPT>in reply to rcpt to command|after rcpt to|does not like recipient|>>> rcpt to"
+    r"|did not like our rcpt to|rcpt to not accepted|after rcpt command|\[rcpt_to\]"
+    r"|smtp:rcpt\b|\(rcpt\)|rcpt to response)"
+    r"|(?P<MAIL>in reply to mail from command|after mail from|>>> mail from|sender was rejected"
+    r"|did not like our mail from|\(mail from\))"
+    r"|(?P<HELO>while performing the (?:helo|ehlo) handshake|in reply to (?:helo|ehlo) command"
+    r"|after (?:helo|ehlo)\b|>>> (?:helo|ehlo)\b)"
+    r"|(?P<CONN>refused to talk to me|after initial connection|greeting"
+    r"|connected to .{0,60} but (?:greeting|connection) failed)",
+    re.I,
+)
+
+
+# Words at least one command phrase contains: most texts have none, and a
+# substring test is far cheaper than the alternation.
+_COMMAND_HINTS = (
+    "reply to", "after", ">>>", "not like", "(data)", "(rcpt)", "(mail from)", "rcpt",
+    "sender was", "handshake", "refused to talk", "greeting", "connected to",
 )  # fmt: skip
 
 
 def command_in(text: str) -> str | None:
     """The SMTP command the remote server answered, as the MTA says it."""
-    text = " ".join(text.split())
-    best: tuple[int, str] | None = None
-    for pattern, command in _COMMAND_PATTERNS:
-        match = pattern.search(text)
-        if match and (best is None or match.start() < best[0]):
-            best = (match.start(), command)
-    return best[1] if best else None
+    lowered = text.lower()
+    if not any(hint in lowered for hint in _COMMAND_HINTS):
+        return None
+    match = _COMMAND_RE.search(" ".join(lowered.split()))
+    return match.lastgroup if match else None
 
 
 # ---------------------------------------------------------------------------
@@ -204,11 +210,84 @@ def status_reason(status: str | None) -> tuple[str | None, bool]:
 # Wording
 
 
-def _table(*phrases: str) -> re.Pattern[str]:
-    return re.compile("|".join(phrases))
+class PhraseTable:
+    """One reason's phrases: a regex, and the literal words that gate it.
+
+    Every phrase contains literal runs of characters that any match must
+    contain. Those runs gate the alternation (the costly part): when the
+    text holds none of them, no phrase can match.
+    """
+
+    __slots__ = ("pattern", "literals")
+
+    def __init__(self, phrases: tuple[str, ...]) -> None:
+        self.pattern = re.compile("|".join(phrases))
+        self.literals = _covering_words([_required_runs(p) for p in phrases])
+
+    def search(self, text: str) -> bool:
+        if self.literals is not None and not any(word in text for word in self.literals):
+            return False
+        return self.pattern.search(text) is not None
 
 
-PHRASES: dict[str, re.Pattern[str]] = {
+_META = set("\\()[]{}?*+.|^$")
+
+
+def _required_runs(phrase: str) -> list[str]:
+    """The runs of plain characters every match of phrase contains.
+
+    Only runs outside groups and classes count, and a character made
+    optional by the quantifier after it ends the run without it. Nothing is
+    returned for a phrase with an alternation at its top level.
+    """
+    runs: list[str] = []
+    run: list[str] = []
+    depth = 0
+    index = 0
+    while index < len(phrase):
+        char = phrase[index]
+        following = phrase[index + 1] if index + 1 < len(phrase) else ""
+        if char == "|" and depth == 0:
+            return []
+        if char == "\\" or char == "{":
+            runs.append("".join(run))
+            run = []
+            # An escape names a class or one character; a counted repeat's
+            # digits are no literal either.
+            index = index + 2 if char == "\\" else (phrase.find("}", index) + 1 or len(phrase))
+            continue
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        if depth == 0 and char not in _META and following not in ("?", "*", "{"):
+            run.append(char)
+        else:
+            runs.append("".join(run))
+            run = []
+        index += 1
+    runs.append("".join(run))
+    return [r for r in runs if len(r.strip()) >= 3]
+
+
+def _covering_words(runs_per_phrase: list[list[str]]) -> tuple[str, ...] | None:
+    """Substrings such that each phrase requires at least one of them.
+
+    Each phrase gives its longest required run (the most selective); a run
+    that contains another chosen run adds nothing and is dropped.
+    """
+    if any(not runs for runs in runs_per_phrase):
+        return None
+    longest = {max(runs, key=len) for runs in runs_per_phrase}
+    kept = [w for w in longest if not any(o != w and o in w for o in longest)]
+    return tuple(sorted(kept))
+
+
+def _table(*phrases: str) -> PhraseTable:
+    return PhraseTable(phrases)
+
+
+PHRASES: dict[str, PhraseTable] = {
     "mailboxfull": _table(
         r"mailbox (?:is )?full",
         r"mailbox (?:is )?over ?quota",
@@ -517,7 +596,8 @@ PHRASES: dict[str, re.Pattern[str]] = {
         r"connection (?:refused|rejected) (?:from|by)",
         r"blocked for spamming",
         r"adresse ip source bloquee",
-        r"(?:listed|blocked) (?:in|by|on) .{1,40}(?:bl|list)\b",
+        r"listed (?:in|by|on) .{1,40}(?:bl|list)\b",
+        r"blocked (?:in|by|on) .{1,40}(?:bl|list)\b",
         r"refused to talk to me",
         r"service not available, closing transmission channel",
         r"because of (?:your|the sending) ip",
@@ -673,8 +753,24 @@ _OVERRIDES_USERUNKNOWN = (
 
 def matches(reason: str, text: str) -> bool:
     """Whether text (lowercase) carries wording of this reason."""
-    pattern = PHRASES.get(reason)
-    return bool(pattern and pattern.search(text))
+    table = PHRASES.get(reason)
+    return table is not None and table.search(text)
+
+
+class _Wording:
+    """One diagnostic's phrase matches, each table searched at most once."""
+
+    __slots__ = ("text", "_hits")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._hits: dict[str, bool] = {}
+
+    def has(self, reason: str) -> bool:
+        hit = self._hits.get(reason)
+        if hit is None:
+            hit = self._hits[reason] = matches(reason, self.text)
+        return hit
 
 
 def classify(found: Finding) -> str:
@@ -685,20 +781,22 @@ def classify(found: Finding) -> str:
     if found.reason:
         return found.reason
     text = found.diagnostic.lower()
-    command = found.command or command_in(text)
+    command = found.command if found.command is not None else command_in(text)
+    command = command or None
     by_code, reliable = status_reason(status)
     diagnostic_type = (found.diagnostic_type or "").upper()
 
+    words = _Wording(text)
     if text and not diagnostic_type.startswith("X-UNIX"):
         for reason in _STAGE1:
-            if _stage1_true(reason, text, by_code, reliable, command, status):
+            if _stage1_true(reason, words, by_code, reliable, command, status):
                 return reason
 
     if by_code and reliable:
         return by_code
     if text:
         for reason in _STAGE3:
-            if matches(reason, text):
+            if words.has(reason):
                 return reason
     if command == "MAIL":
         return "rejected"
@@ -726,7 +824,7 @@ def classify(found: Finding) -> str:
 
 def _stage1_true(
     reason: str,
-    text: str,
+    words: _Wording,
     by_code: str | None,
     reliable: bool,
     command: str | None,
@@ -737,36 +835,36 @@ def _stage1_true(
             # Refused at MAIL FROM: whatever is unknown, it is the sender.
             return False
         if by_code == "userunknown":
-            return not any(matches(other, text) for other in _OVERRIDES_USERUNKNOWN)
+            return not any(words.has(other) for other in _OVERRIDES_USERUNKNOWN)
         if by_code and reliable:
             return False
-        return command == "RCPT" and matches("userunknown", text)
+        return command == "RCPT" and words.has("userunknown")
     if reason == "filtered":
         # Recipient-unknown wording after DATA (or with no command known) is
         # a filter speaking; refused at RCPT it is the address itself.
-        if matches("filtered", text):
+        if words.has("filtered"):
             return True
         if command == "RCPT" or by_code == "userunknown" or (by_code and reliable):
             return False
         if by_code == "filtered":
-            return matches("userunknown", text)
-        return command != "MAIL" and matches("userunknown", text)
+            return words.has("userunknown")
+        return command != "MAIL" and words.has("userunknown")
     if reason == "mesgtoobig":
-        return by_code != "exceedlimit" and (by_code == "mesgtoobig" or matches(reason, text))
+        return by_code != "exceedlimit" and (by_code == "mesgtoobig" or words.has(reason))
     if reason == "exceedlimit":
-        return by_code == "exceedlimit" or matches(reason, text)
+        return by_code == "exceedlimit" or words.has(reason)
     if reason == "hostunknown":
         if status and status[0] == "4":
             # A name that did not resolve this time is a network matter.
             return False
-        if matches("networkerror", text) and not (by_code == "hostunknown" and reliable):
+        if words.has("networkerror") and not (by_code == "hostunknown" and reliable):
             return False
-        return by_code == "hostunknown" and reliable or matches(reason, text)
+        return by_code == "hostunknown" and reliable or words.has(reason)
     if reason == "blocked":
-        return matches(reason, text) or by_code == "blocked" and reliable
+        return words.has(reason) or by_code == "blocked" and reliable
     if by_code == reason and reliable:
         return True
-    return matches(reason, text)
+    return words.has(reason)
 
 
 def kind_of(

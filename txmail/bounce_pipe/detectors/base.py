@@ -221,7 +221,7 @@ def part_text(part: Message) -> str:
 
 
 def _message_lines(msg: Message) -> str:
-    lines = [f"{k}: {header_text(v)}" for k, v in msg.items()]
+    lines = [f"{k}: {header_text(v)}" for k, v in msg.raw_items()]
     body = msg.get_payload()
     if isinstance(body, str) and body:
         lines.append("")
@@ -445,13 +445,26 @@ class ReturnedMail:
     _lower: str | None = None
     _notice: str | None = None
     _quoted: str | None = None
+    _headers: dict[str, list[str]] | None = None
 
     def header(self, name: str) -> str:
         """A decoded top-level header value, '' when absent."""
-        return header_text(self.message.get(name))
+        values = self._header_index().get(name.lower())
+        return header_text(values[0]) if values else ""
 
     def headers_all(self, name: str) -> list[str]:
-        return [header_text(v) for v in (self.message.get_all(name) or [])]
+        """Every value of one top-level header, decoded."""
+        return [header_text(v) for v in self._header_index().get(name.lower(), [])]
+
+    def _header_index(self) -> dict[str, list[str]]:
+        # Message.get() lowercases every field name on every call; detectors
+        # ask for many headers, so index them once.
+        if self._headers is None:
+            index: dict[str, list[str]] = {}
+            for name, value in self.message.raw_items():
+                index.setdefault(name.lower(), []).append(value)
+            self._headers = index
+        return self._headers
 
     def original_headers(self, name: str) -> list[str]:
         """Values of one header of the returned message, parsed or quoted."""
@@ -491,8 +504,8 @@ class ReturnedMail:
     @classmethod
     def from_message(cls, message: Message) -> ReturnedMail:
         mail = cls(message=message)
-        mail.subject = header_text(message.get("Subject"))
-        mail.header_from = header_text(message.get("From"))
+        mail.subject = mail.header("Subject")
+        mail.header_from = mail.header("From")
         mail.from_address = clean_address(mail.header_from)
         _digest(mail, message)
         return mail
@@ -548,10 +561,9 @@ def _digest(mail: ReturnedMail, top: Message) -> None:
                 mail.original_text = part_text(part)
         elif ctype == "text/html":
             html.append(part_text(part))
-        elif ctype.startswith(("text/", "multipart/")) or (
-            ctype == "application/octet-stream" and not part.get_filename()
-        ):
-            if part.get_filename() and ctype != "text/plain":
+        elif ctype.startswith(("text/", "multipart/")) or ctype == "application/octet-stream":
+            if ctype != "text/plain" and "content-disposition" in part and part.get_filename():
+                # A named attachment is the sender's file, not the report.
                 continue
             texts.append(part_text(part))
     notification = "\n".join(t for t in texts if t)
@@ -595,7 +607,7 @@ def _repair_multipart(part: Message, ctype: str) -> Message | None:
 
 
 def _message_lines_headers(msg: Message) -> str:
-    return "\n".join(f"{k}: {header_text(v)}" for k, v in msg.items())
+    return "\n".join(f"{k}: {header_text(v)}" for k, v in msg.raw_items())
 
 
 def _headers_message(text: str) -> Message:

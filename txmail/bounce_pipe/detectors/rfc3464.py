@@ -113,9 +113,8 @@ class DeliveryStatusDetector:
                     recipient=recipient,
                     diagnostic=diagnostic,
                     status=status,
-                    command=command
-                    or reasons.command_in(context)
-                    or reasons.command_in(diagnostic),
+                    # "" says the text was read and named no command.
+                    command=command or reasons.command_in(context + "\n" + diagnostic) or "",
                     action=action,
                     remote_mta=remote,
                     diagnostic_type=diagnostic_type or None,
