@@ -10,7 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import Sink, Stack, wait_for
+from tests.harness import Sink, Stack, simple_message, wait_for
+from txmail import config
+from txmail.milter.bounce_address import verify_bounce_address
 
 pytestmark = pytest.mark.e2e
 
@@ -123,3 +125,57 @@ def test_domain_added_on_one_node_is_accepted_on_another(
     stack.txmail("domains", "add", "rp-four.example", "--account", bounce_owner)
     accepted_soon(second_node, address)
     assert rcpt_reply(second_node, "someone@elsewhere.example")[0] == 554
+
+
+# -- the envelope sender the milter writes ---------------------------------------------------
+
+def bounce_secret(stack: Stack) -> bytes:
+    return config.load(stack.config).read_secret("bounce_key_file")
+
+
+def sent_as(stack: Stack, sink: Sink, login: tuple[str, str], sender: str,
+            recipient: str) -> tuple[str, str]:
+    """(queue id, envelope sender at the sink) of one message."""
+    queue_id = stack.send(login, sender, [recipient], simple_message(sender, recipient))
+    wait_for(lambda: sink.find(recipient), 20, what=f"delivery to {recipient}")
+    return queue_id, sink.find(recipient)[0].sender
+
+
+@pytest.fixture(scope="module")
+def envelope_login(stack: Stack) -> tuple[str, str]:
+    password = stack.add_account("envelope", "env-rp.example", "env-norp.example",
+                                 "env-pending.example")
+    stack.txmail("domains", "add", "env-rp.example", "--account", "envelope",
+                 "--force-return-path")
+    stack.txmail("domains", "add", "env-pending.example", "--account", "envelope")
+    return "envelope", password
+
+
+def test_mail_from_is_a_signed_bounce_address_at_the_return_path_domain(
+        stack: Stack, sink: Sink, envelope_login: tuple[str, str]) -> None:
+    queue_id, sender = sent_as(stack, sink, envelope_login, "app@env-rp.example",
+                               "envelope-rp@example.net")
+    local, domain = sender.split("@")
+    assert domain == "mta.env-rp.example"
+    assert local.startswith("bounces+") and len(local) <= 64
+    assert verify_bounce_address(sender, bounce_secret(stack)) == queue_id
+    assert verify_bounce_address(sender.upper(), bounce_secret(stack)) == queue_id
+    # and the relay takes bounces for it
+    accepted_soon(stack, sender)
+
+
+@pytest.mark.parametrize("sender_domain", ["env-norp.example", "env-pending.example"])
+def test_without_an_active_return_path_domain_the_bounce_domain_is_used(
+        stack: Stack, sink: Sink, envelope_login: tuple[str, str], sender_domain: str) -> None:
+    queue_id, sender = sent_as(stack, sink, envelope_login, f"app@{sender_domain}",
+                               f"envelope-{sender_domain}@example.net")
+    assert sender.endswith("@bounces.example.test")
+    assert verify_bounce_address(sender, bounce_secret(stack)) == queue_id
+
+
+def test_bounce_tracking_off_keeps_the_clients_sender(stack: Stack, sink: Sink) -> None:
+    password = stack.add_account("untracked", "untracked.example",
+                                 settings=["track_bounces=false"])
+    _, sender = sent_as(stack, sink, ("untracked", password), "app@untracked.example",
+                        "envelope-untracked@example.net")
+    assert sender == "app@untracked.example"
