@@ -224,10 +224,38 @@ class PhraseTable:
         self.pattern = re.compile("|".join(phrases))
         self.literals = _covering_words([_required_runs(p) for p in phrases])
 
+    @classmethod
+    def from_pattern(cls, pattern: str) -> PhraseTable:
+        """A table from one regex whose top-level '|' separates phrases."""
+        return cls(tuple(_top_level_alternatives(pattern)))
+
     def search(self, text: str) -> bool:
+        """Whether a phrase occurs in text, which must be lowercase."""
         if self.literals is not None and not any(word in text for word in self.literals):
             return False
         return self.pattern.search(text) is not None
+
+
+def _top_level_alternatives(pattern: str) -> list[str]:
+    parts: list[str] = []
+    depth = 0
+    start = 0
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            index += 2
+            continue
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append(pattern[start:index])
+            start = index + 1
+        index += 1
+    parts.append(pattern[start:])
+    return parts
 
 
 _META = set("\\()[]{}?*+.|^$")

@@ -539,7 +539,6 @@ def _digest(mail: ReturnedMail, top: Message) -> None:
                 # was sent; its body is the sender's, never the report's.
                 if mail.original is None and children:
                     mail.original = children[0]
-                    mail.original_text = _message_lines_headers(children[0])
             elif not ctype.startswith("message/") and depth < MAX_DEPTH:
                 stack.extend((child, depth + 1) for child in reversed(children))
             continue
@@ -553,11 +552,11 @@ def _digest(mail: ReturnedMail, top: Message) -> None:
         elif ctype == "message/feedback-report":
             _read_feedback(mail, part_text(part))
         elif ctype in ("text/rfc822-headers", "text/rfc822-header", "message/rfc822-headers"):
-            if not mail.original_text:
+            if not mail.original_text and mail.original is None:
                 mail.original_text = part_text(part)
         elif ctype in ("message/rfc822", "message/global"):
             # Not parsed as a message (an encoded one): keep its headers.
-            if not mail.original_text:
+            if not mail.original_text and mail.original is None:
                 mail.original_text = part_text(part)
         elif ctype == "text/html":
             html.append(part_text(part))
@@ -606,10 +605,6 @@ def _repair_multipart(part: Message, ctype: str) -> Message | None:
     return repaired if repaired.is_multipart() else None
 
 
-def _message_lines_headers(msg: Message) -> str:
-    return "\n".join(f"{k}: {header_text(v)}" for k, v in msg.raw_items())
-
-
 def _headers_message(text: str) -> Message:
     message = Message()
     for block in field_blocks(text)[:1]:
@@ -635,18 +630,19 @@ def _read_feedback(mail: ReturnedMail, text: str) -> None:
 # ---------------------------------------------------------------------------
 # An MTA's own sentences that name a reason outright
 
-ReasonTable = tuple[tuple[re.Pattern[str], str], ...]
+ReasonTable = tuple[tuple[reasons.PhraseTable, str], ...]
 
 
 def reason_table(*rows: tuple[str, str]) -> ReasonTable:
-    """Compile (regex, reason) rows, case-insensitive, first match wins."""
-    return tuple((re.compile(pattern, re.I), reason) for pattern, reason in rows)
+    """Compile (lowercase regex, reason) rows; the first row that matches wins."""
+    return tuple((reasons.PhraseTable.from_pattern(pattern), reason) for pattern, reason in rows)
 
 
 def table_reason(table: ReasonTable, text: str) -> str | None:
-    """The reason of the first row whose pattern occurs in text."""
-    for pattern, reason in table:
-        if pattern.search(text):
+    """The reason of the first row whose phrases occur in text (any case)."""
+    lowered = text.lower()
+    for phrases, reason in table:
+        if phrases.search(lowered):
             return reason
     return None
 

@@ -69,6 +69,9 @@ class QmailDetector:
     name = "qmail"
 
     def detect(self, mail: ReturnedMail) -> list[BounceEvent] | None:
+        if ">:" not in mail.notification:
+            # No "<recipient>:" line anywhere: nothing for this layout.
+            return None
         lower = mail.notification_lower
         signed = any(s in lower for s in _SIGNATURES)
         if not signed and not looks_like_bounce(mail):

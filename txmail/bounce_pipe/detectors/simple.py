@@ -49,7 +49,7 @@ from txmail.bounce_pipe.detectors.blocks import (
     looks_like_bounce,
 )
 
-_FAILURE_RE = re.compile(
+_FAILURE = reasons.PhraseTable.from_pattern(
     r"could not be delivered|couldn't be delivered|undeliverable|not be delivered|was not delivered"
     r"|delivery (?:has )?failed|failed permanently|unable to deliver|could not deliver|cannot be delivered"
     r"|did not reach|delivery failure|delivery problem|permanent error|fatal error|returned mail"
@@ -57,8 +57,7 @@ _FAILURE_RE = re.compile(
     r"|failed recipient|the following address|delivery to the following|had delivery errors"
     r"|送信できませんでした|送信に失敗|届きませんでした|配送できませんでした|エラー|не может быть доставлено"
     r"|n'a pas pu etre delivre|nicht zugestellt|no pudo ser entregado|intended recipient"
-    r"|returned because|postponed due to|was aborted|failed addresses",
-    re.I,
+    r"|returned because|postponed due to|was aborted|failed addresses"
 )
 
 # Where the quoted original starts when no marker says so: its header block.
@@ -122,7 +121,7 @@ class SimpleNoticeDetector:
         if not looks_like_bounce(mail):
             return None
         notice = _trim(mail.notice)
-        if not _FAILURE_RE.search(notice) and not _FAILURE_RE.search(mail.subject):
+        if not _FAILURE.search(notice.lower()) and not _FAILURE.search(mail.subject.lower()):
             if not (
                 BOUNCE_SENDER_RE.search(mail.header_from) and BOUNCE_SUBJECT_RE.search(mail.subject)
             ):
