@@ -71,6 +71,9 @@ class PostfixSettings:
                                    "only lower it.", 52_428_800)
     maillog: str = _doc("Postfix's log file (maillog_file), relative to state_dir.",
                         "log/postfix.log")
+    digest_rate_delay: str = _doc("Pause between two deliveries of digest-class mail to one "
+                                  "destination (Postfix time: 1s, 2m, ...); digest mail goes "
+                                  "out one message at a time per destination.", "1s")
 
 
 @dataclass(frozen=True)
@@ -246,6 +249,9 @@ def validate(settings: Settings) -> None:
             _check_port("postfix.relayhost", int(m.group(2)[1:]))
     if settings.postfix.message_size_limit < 1024:
         raise ConfigError("postfix.message_size_limit must be at least 1024 bytes")
+    if not re.match(r"^[0-9]+[smhdw]?$", settings.postfix.digest_rate_delay):
+        raise ConfigError(f"postfix.digest_rate_delay = {settings.postfix.digest_rate_delay!r}: "
+                          "write a Postfix time such as 1s or 2m")
     if settings.redis.timeout <= 0:
         raise ConfigError("redis.timeout must be a positive number of seconds")
     if settings.dovecot.resync_interval <= 0:

@@ -19,6 +19,17 @@ def _accounts(obj: object) -> Accounts:
     return Accounts(store.connect(settings), store.Keys(settings.redis.prefix))
 
 
+def _within_node(obj: object, values: dict[str, object]) -> dict[str, object]:
+    """Postfix's message_size_limit must cover every account's max_message_size."""
+    ceiling = obj.settings.postfix.message_size_limit  # type: ignore[attr-defined]
+    size = values.get("max_message_size")
+    if isinstance(size, int) and size > ceiling:
+        raise UsageError(f"max_message_size: {size} is above this node's "
+                         f"postfix.message_size_limit ({ceiling}); raise that in txmail.toml "
+                         "and restart `txmail up` first")
+    return values
+
+
 def _read_password(password_stdin: bool, generate: bool) -> tuple[str, bool]:
     if password_stdin == generate:
         raise UsageError("give exactly one of --password-stdin or --generate-password")
@@ -61,7 +72,7 @@ def accounts() -> None:
 def add(obj: object, name: str, domains: tuple[str, ...], password_stdin: bool, generate: bool,
         webhook_url: str, assignments: tuple[str, ...]) -> None:
     """Create account NAME owning the given sending domains."""
-    values = dict(account_settings.parse_assignment(a) for a in assignments)
+    values = _within_node(obj, dict(account_settings.parse_assignment(a) for a in assignments))
     password, generated = _read_password(password_stdin, generate)
     account = _accounts(obj).add(name, list(domains), password, webhook_url=webhook_url,
                                  settings=values)
@@ -115,7 +126,7 @@ def _print_account(account: Account) -> None:
 @click.pass_obj
 def set_(obj: object, name: str, assignments: tuple[str, ...]) -> None:
     """Change account settings, e.g. `txmail accounts set acme max_recipients=50`."""
-    values = dict(account_settings.parse_assignment(a) for a in assignments)
+    values = _within_node(obj, dict(account_settings.parse_assignment(a) for a in assignments))
     _accounts(obj).update_settings(name, values)
     for key, value in values.items():
         click.echo(f"{name}: {key} = {value}")

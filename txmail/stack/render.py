@@ -19,7 +19,8 @@ from txmail.config import Settings
 from txmail.errors import ConfigError
 
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
-POSTFIX_FILES = ("main.cf", "master.cf", "transport", "reject_footer.regexp")
+POSTFIX_FILES = ("main.cf", "master.cf", "transport", "reject_footer.regexp",
+                 "milter_header_checks.regexp", "smtp_header_checks.regexp")
 
 
 def template_dir() -> Path:
@@ -57,6 +58,8 @@ def values(settings: Settings, config_file: Path) -> dict[str, str]:
         "port_submission": str(settings.listen.submission),
         "port_submissions": str(settings.listen.submissions),
         "relayhost": settings.postfix.relayhost,
+        "route_nexthop": settings.postfix.relayhost,
+        "digest_rate_delay": settings.postfix.digest_rate_delay,
         "message_size_limit": str(settings.postfix.message_size_limit),
         "tls_cert": str(settings.path(settings.tls.cert_file)),
         "tls_key": str(settings.path(settings.tls.key_file)),
@@ -82,6 +85,13 @@ def trusted_listener(settings: Settings) -> str:
             f"  -o smtpd_sasl_auth_enable=no\n"
             f"  -o smtpd_relay_restrictions=permit_mynetworks,reject\n"
             f"  -o milter_macro_daemon_name=trusted\n")
+
+
+def render_routes(config_dir: Path, nexthop: str) -> None:
+    """Point the priority and digest FILTERs at `nexthop` (FILTER ignores relayhost)."""
+    name = "milter_header_checks.regexp"
+    text = (template_dir() / name).read_text()
+    (config_dir / name).write_text(substitute(text, {"route_nexthop": nexthop}, name))
 
 
 def postfix_config_dir(settings: Settings) -> Path:

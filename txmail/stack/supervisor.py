@@ -272,3 +272,4 @@ def settings_dev_relay(settings: Settings) -> None:
     config_dir = render.postfix_config_dir(settings)
     subprocess.run(["postconf", "-c", str(config_dir), "-e",
                     f"relayhost = [127.0.0.1]:{settings.dev.capture_port}"], check=True)
+    render.render_routes(config_dir, f"[127.0.0.1]:{settings.dev.capture_port}")
