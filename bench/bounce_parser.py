@@ -62,7 +62,8 @@ def main() -> int:
         ours.append(files_per_second(parse_message, messages))
         baseline.append(files_per_second(stdlib_parse, messages))
         print(
-            f"pass {number}: parser {ours[-1]:8.0f} files/s   stdlib email {baseline[-1]:8.0f} files/s"
+            f"pass {number}: parser {ours[-1]:8.0f} files/s   "
+            f"stdlib email {baseline[-1]:8.0f} files/s"
         )
     median_ours, median_base = statistics.median(ours), statistics.median(baseline)
     print(

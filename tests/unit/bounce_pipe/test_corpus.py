@@ -276,7 +276,8 @@ def test_report_keeps_x_headers_and_envelope_id() -> None:
         b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
         b"--b\nContent-Type: text/plain\n\nsorry\n\n"
         b"--b\nContent-Type: message/delivery-status\n\n"
-        b"Reporting-MTA: dns; relay.example\nOriginal-Envelope-Id: env-42\nX-Postfix-Queue-ID: 4jXCs06YbRz\n\n"
+        b"Reporting-MTA: dns; relay.example\n"
+        b"Original-Envelope-Id: env-42\nX-Postfix-Queue-ID: 4jXCs06YbRz\n\n"
         b"Final-Recipient: rfc822; gone@example.net\nAction: failed\nStatus: 5.1.1\n"
         b"Diagnostic-Code: smtp; 550 5.1.1 <gone@example.net>: User unknown\n\n"
         b"--b\nContent-Type: text/rfc822-headers\n\n"
@@ -302,13 +303,19 @@ BROKEN = [
     b"From: x\n\n",
     b"Content-Type: multipart/report; boundary=\n\n--\n--\n",
     b"Content-Type: multipart/mixed\n\nno boundary at all\n",
-    b"Content-Type: multipart/mixed; boundary=a\n\n--a\nContent-Type: multipart/mixed; boundary=a\n\n--a\n--a--\n",
-    b"Content-Type: text/plain; charset=x-no-such-charset\n\nFinal-Recipient: rfc822; a@b.example\n",
+    b"Content-Type: multipart/mixed; boundary=a\n\n--a\n"
+    b"Content-Type: multipart/mixed; boundary=a\n\n--a\n--a--\n",
+    b"Content-Type: text/plain; charset=x-no-such-charset\n"
+    b"\nFinal-Recipient: rfc822; a@b.example\n",
     b"Content-Type: text/plain; charset=uft-8\nSubject: =?uft-8?B?/w==?=\n\n\xff\xfe",
-    b"Subject: caf\xe9 \xff\nFrom: MAILER-DAEMON@x.example\nTo: y@z.example\n\n<a@b.example>:\nUser unknown\n",
-    b"From: MAILER-DAEMON@x\rSubject: failure notice\r\r<a@b.example>:\rno mailbox here by that name\r",
-    b"Content-Type: message/delivery-status\nContent-Transfer-Encoding: base64\n\n!!!not base64!!!\n",
-    b"Content-Type: message/rfc822\n\nContent-Type: message/rfc822\n\nContent-Type: message/rfc822\n\n",
+    b"Subject: caf\xe9 \xff\nFrom: MAILER-DAEMON@x.example\n"
+    b"To: y@z.example\n\n<a@b.example>:\nUser unknown\n",
+    b"From: MAILER-DAEMON@x\rSubject: failure notice\r"
+    b"\r<a@b.example>:\rno mailbox here by that name\r",
+    b"Content-Type: message/delivery-status\n"
+    b"Content-Transfer-Encoding: base64\n\n!!!not base64!!!\n",
+    b"Content-Type: message/rfc822\n\nContent-Type: message/rfc822\n"
+    b"\nContent-Type: message/rfc822\n\n",
     b"Subject: =?utf-8?q?broken?= =?x?y?z?=\nFrom: =?iso-2022-jp?B?GyRC?=\n\nbody\n",
 ]
 

@@ -125,7 +125,8 @@ BOUNCE_SENDER_RE = re.compile(
     re.I,
 )
 BOUNCE_SUBJECT_RE = re.compile(
-    r"undeliver|undelivered|returned mail|return(?:ed|ing) message|delivery (?:status|fail|problem|notif)"
+    r"undeliver|undelivered|returned mail|return(?:ed"
+    r"|ing) message|delivery (?:status|fail|problem|notif)"
     r"|failure notice|failed delivery|delivery failure|mail delivery|not delivered|non[- ]?delivery"
     r"|could not be delivered|rejected|mail failure|mail system error|warning: message|delayed"
     r"|bounce|error|failed|failure|unzustellbar|non remis|no entregado|non recapitabile",

@@ -34,7 +34,8 @@ from txmail.bounce_pipe.detectors.base import (
 from txmail.bounce_pipe.detectors.blocks import is_service_address, looks_like_bounce, section
 
 _HEADING = re.compile(
-    r"(?:did not reach the following recipient\(s\):|the following recipient\(s\) could not be reached:"
+    r"(?:did not reach the following recipient\(s\):"
+    r"|the following recipient\(s\) could not be reached:"
     r"|delivery has failed to these recipients or (?:groups|distribution lists):"
     r"|could not be delivered to the following (?:user|recipients?):)",
     re.I,

@@ -23,14 +23,17 @@ from txmail.bounce_pipe.detectors.base import BounceEvent, Finding, ReturnedMail
 from txmail.bounce_pipe.detectors.blocks import is_service_address
 
 _SUBJECT_RE = re.compile(
-    r"^\s*(?:auto(?:matic|matische)?[ -]?(?:reply|response|respons|antwort|réponse|risposta|respuesta)"
-    r"|autoreply|autoresponse|autorespons|out of (?:the )?office|away from (?:the )?office|on vacation"
+    r"^\s*(?:auto(?:matic|matische)?[ -]?(?:reply|response"
+    r"|respons|antwort|réponse|risposta|respuesta)"
+    r"|autoreply|autoresponse|autorespons|out of (?:the )?office"
+    r"|away from (?:the )?office|on vacation"
     r"|vacation|abwesenheit|absence|away until|ooo\b|i am (?:away|out)|respuesta automática"
     r"|réponse automatique|自動応答|自動返信)",
     re.I,
 )
 _NOT_REPLY_SUBJECT_RE = re.compile(
-    r"undeliver|delivery (?:status|fail|notif)|returned mail|failure notice|mail delivery|non[- ]?delivery|"
+    r"undeliver|delivery (?:status|fail|notif)|returned mail"
+    r"|failure notice|mail delivery|non[- ]?delivery|"
     r"not delivered|rejected|bounce",
     re.I,
 )

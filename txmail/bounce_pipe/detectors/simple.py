@@ -51,11 +51,13 @@ from txmail.bounce_pipe.detectors.blocks import (
 
 _FAILURE = reasons.PhraseTable.from_pattern(
     r"could not be delivered|couldn't be delivered|undeliverable|not be delivered|was not delivered"
-    r"|delivery (?:has )?failed|failed permanently|unable to deliver|could not deliver|cannot be delivered"
+    r"|delivery (?:has )?failed|failed permanently"
+    r"|unable to deliver|could not deliver|cannot be delivered"
     r"|did not reach|delivery failure|delivery problem|permanent error|fatal error|returned mail"
     r"|not delivered|undelivered|non-delivery|no such user|user unknown|unknown user|rejected"
     r"|failed recipient|the following address|delivery to the following|had delivery errors"
-    r"|送信できませんでした|送信に失敗|届きませんでした|配送できませんでした|エラー|не может быть доставлено"
+    r"|送信できませんでした|送信に失敗|届きませんでした|配送できませんでした"
+    r"|エラー|не может быть доставлено"
     r"|n'a pas pu etre delivre|nicht zugestellt|no pudo ser entregado|intended recipient"
     r"|returned because|postponed due to|was aborted|failed addresses"
 )
@@ -63,28 +65,35 @@ _FAILURE = reasons.PhraseTable.from_pattern(
 # Where the quoted original starts when no marker says so: its header block.
 _HEADER_BLOCK_RE = re.compile(
     r"^(?:received|return-path|message-id|x-[a-z-]+|mime-version|dkim-signature|delivered-to"
-    r"|content-type|date|from|to|subject)[ \t]*:[^\n]*\n(?:(?:[ \t][^\n]*|[a-z0-9-]+[ \t]*:[^\n]*)\n){2,}",
+    r"|content-type|date|from|to|subject)[ \t]*:[^\n]*\n(?:(?:[ \t][^\n]*"
+    r"|[a-z0-9-]+[ \t]*:[^\n]*)\n){2,}",
     re.I | re.M,
 )
 
 _TRANSPORT_FIELD_RE = re.compile(
-    r"^(?:received|return-path|message-id|mime-version|content-type|dkim-signature|x-[a-z-]+)[ \t]*:",
+    r"^(?:received|return-path|message-id|mime-version"
+    r"|content-type|dkim-signature|x-[a-z-]+)[ \t]*:",
     re.I | re.M,
 )
 
 # Lines whose address is the sender or a header of the quoted message.
 _NOT_RECIPIENT_LINE_RE = re.compile(
-    r"^[\s>|]*(?:\*\s*)?(?:from|sender|reply-to|return-path|original sender|errors-to|message-id|cc|by"
+    r"^[\s>|]*(?:\*\s*)?(?:from|sender|reply-to|return-path"
+    r"|original sender|errors-to|message-id|cc|by"
     r"|received|in-reply-to|references|list-\w+|x-[\w-]+)\s*[:=]"
-    r"|^\s*from\s+\S+@|received at .* from|\bfrom:?\s*<?[^\s<>]+@[^\s<>]+>?\s*$|please (?:contact|reply to)"
+    r"|^\s*from\s+\S+@|received at .* from"
+    r"|\bfrom:?\s*<?[^\s<>]+@[^\s<>]+>?\s*$|please (?:contact|reply to)"
     r"|contact (?:the )?(?:postmaster|administrator|your)|send mail to|help(?:desk)?@",
     re.I,
 )
 
 _REASON_HEADING_RE = re.compile(
-    r"^\W*(?:reason|error(?: type)?|failure reasons?|non-delivered information|server message|technical details"
-    r"|transcript of session follows|the error that the other server returned was|diagnostic|remote server"
-    r"|details|status|response|error message|for the following reason|delivery failed for the following reason)"
+    r"^\W*(?:reason|error(?: type)?|failure reasons?"
+    r"|non-delivered information|server message|technical details"
+    r"|transcript of session follows"
+    r"|the error that the other server returned was|diagnostic|remote server"
+    r"|details|status|response|error message|for the following reason"
+    r"|delivery failed for the following reason)"
     r"\b[^\n]*$",
     re.I | re.M,
 )
