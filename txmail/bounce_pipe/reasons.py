@@ -785,6 +785,11 @@ def matches(reason: str, text: str) -> bool:
     return table is not None and table.search(text)
 
 
+_LOCAL_AGENT_RE = re.compile(
+    r"\b(?:mail\.local|local\.mail|dovecot-lda|deliver|maildrop|procmail):\s"
+)
+
+
 class _Wording:
     """One diagnostic's phrase matches, each table searched at most once."""
 
@@ -811,6 +816,10 @@ def classify(found: Finding) -> str:
     text = found.diagnostic.lower()
     command = found.command if found.command is not None else command_in(text)
     command = command or None
+    if command is None and _LOCAL_AGENT_RE.search(text):
+        # A local delivery agent has no content filter to speak for: its
+        # "unknown user" is the mailbox itself, as a refusal at RCPT.
+        command = "RCPT"
     by_code, reliable = status_reason(status)
     diagnostic_type = (found.diagnostic_type or "").upper()
 

@@ -146,7 +146,7 @@ def decode_bytes(payload: bytes, charset: str | None) -> str:
         if name:
             try:
                 return payload.decode(name)
-            except (UnicodeDecodeError, UnicodeError, LookupError):
+            except (UnicodeError, LookupError):
                 if name not in ("utf-8", "us-ascii", "ascii"):
                     try:
                         return payload.decode(name, "replace")
@@ -249,22 +249,6 @@ def html_to_text(html: str) -> str:
 # DSN field groups (RFC 3464): per-message and per-recipient blocks
 
 _FIELD_RE = re.compile(r"^([A-Za-z][A-Za-z0-9-]{1,40})[ \t]*:[ \t]*(.*)$")
-
-DSN_RECIPIENT_FIELDS = frozenset(
-    {
-        "final-recipient",
-        "original-recipient",
-        "action",
-        "status",
-        "remote-mta",
-        "diagnostic-code",
-        "last-attempt-date",
-        "will-retry-until",
-        "final-log-id",
-        "x-actual-recipient",
-        "x-display-name",
-    }
-)
 
 
 def field_blocks(text: str) -> list[dict[str, str]]:
@@ -370,16 +354,6 @@ def clean_address(value: str) -> str:
     return text.strip(_ADDR_TRIM).lower()
 
 
-def find_addresses(text: str) -> list[str]:
-    """Every distinct address in text, in order of appearance, lowercased."""
-    seen: dict[str, None] = {}
-    for match in ADDRESS_RE.finditer(text):
-        address = match.group(0).strip(_ADDR_TRIM).lower()
-        if "@" in address and "." in address.rpartition("@")[2]:
-            seen.setdefault(address, None)
-    return list(seen)
-
-
 # ---------------------------------------------------------------------------
 # Where a plain-text bounce starts quoting the returned message
 
@@ -440,7 +414,6 @@ class ReturnedMail:
     feedback_text: str = ""
     original: Message | None = None
     original_text: str = ""
-    content_types: list[str] = field(default_factory=list)
     has_dsn_part: bool = False
     _lower: str | None = None
     _notice: str | None = None
@@ -521,7 +494,6 @@ def _digest(mail: ReturnedMail, top: Message) -> None:
         part, depth = stack.pop()
         seen += 1
         ctype = _content_type(part)
-        mail.content_types.append(ctype)
         if ctype.startswith("multipart/") and not part.is_multipart() and depth < MAX_DEPTH:
             repaired = _repair_multipart(part, ctype)
             if repaired is not None:

@@ -99,7 +99,7 @@ class DeliveryStatusDetector:
             context = recipient_context(notice, recipient) or (notice if only_one else "")
             command, replies = transcript_reply(context)
             if not diagnostic:
-                diagnostic = replies.replace(" <<< ", " ") or _context_text(context, recipient)
+                diagnostic = replies.replace(" <<< ", " ") or squeeze(context)
             elif replies and replies.replace(" <<< ", " ") not in diagnostic:
                 # Sendmail's transcript often says more than its Diagnostic-Code.
                 diagnostic = replies.replace(" <<< ", " ") + " " + diagnostic
@@ -123,11 +123,6 @@ class DeliveryStatusDetector:
         return finish(findings, self.name) or None
 
 
-# Codes with which a reporting MTA states its own conclusion ("failed",
-# "address error", "gave up after retries") rather than the remote's reason.
-_GENERIC_DETAILS = (".0.0", ".1.0", ".4.7")
-
-
 def _recipient(group: dict[str, str], notice: str) -> str:
     final = clean_address(group.get("final-recipient", ""))
     original = clean_address(group.get("original-recipient", ""))
@@ -143,29 +138,34 @@ def _recipient(group: dict[str, str], notice: str) -> str:
     return final or original or clean_address(group.get("x-actual-recipient", ""))
 
 
+def _specificity(status: str) -> int:
+    # X.0.0 says "failed"; X.1.0 ("address error") and X.4.7 ("gave up
+    # after retries") are the reporting MTA's own broad conclusions.
+    if status.endswith(".0.0"):
+        return 0
+    if status.endswith((".1.0", ".4.7")):
+        return 1
+    return 2
+
+
 def _prefer_specific(
     field_status: str | None, diagnostic: str, from_transcript: bool
 ) -> str | None:
     """The status to report: the Status field, unless the reply says more.
 
-    A generic field code gives way to the first specific code of the same
-    class in the remote server's reply; so does any field code when the
-    reply comes from a '<<<' transcript, which is what the server said.
+    A field code gives way to the first code of the same class in the remote
+    server's reply that is more specific; any field code gives way to the
+    reply's own when the reply comes from a '<<<' transcript, which is what
+    the server said.
     """
     codes = reasons.statuses_in(diagnostic)
     if field_status is None:
         return codes[0] if codes else None
     same_class = [c for c in codes if c[0] == field_status[0] and c != field_status]
-    specific = [c for c in same_class if not c.endswith(_GENERIC_DETAILS)]
-    if specific and (field_status.endswith(_GENERIC_DETAILS) or from_transcript):
-        return specific[0]
-    return field_status
-
-
-def _context_text(context: str, recipient: str) -> str:
-    if not context:
-        return ""
-    return squeeze(context)
+    if from_transcript and same_class and _specificity(same_class[0]) >= _specificity(field_status):
+        return same_class[0]
+    best = max(same_class, key=_specificity, default=field_status)
+    return best if _specificity(best) > _specificity(field_status) else field_status
 
 
 DETECTOR = DeliveryStatusDetector()

@@ -107,6 +107,8 @@ _SIMPLE_REASONS = reason_table(
         "userunknown",
     ),
     (r"no valid recipients for this mm", "userunknown"),
+    # Lotus Notes in Japanese: "not in the directory list".
+    (r"ディレクトリのリストにありません", "userunknown"),
     (
         r"as their mailbox is full|mailbox is full|the number of messages in recipient's mailbox",
         "mailboxfull",
@@ -147,7 +149,7 @@ class SimpleNoticeDetector:
         for recipient in recipients:
             about, context = _about(paragraphs, recipient, recipients)
             diagnostic = " ".join(t for t in (about, reason_text) if t and t not in about) or about
-            if not _says_why(diagnostic):
+            if not _says_why(about) or about.rstrip().endswith(":"):
                 diagnostic = " ".join(t for t in (context, reason_text) if t)
             if not diagnostic.strip():
                 diagnostic = notice
@@ -249,12 +251,16 @@ def _about(paragraphs: list[str], recipient: str, recipients: list[str]) -> tupl
     return "", ""
 
 
+_REPLY_CODE_RE = re.compile(r"(?<![\w.])[45]\d\d(?![\w.])")
 _WHY_RE = re.compile(r"[a-z]{3,}[^@\s]*\s+[a-z]{3,}", re.I)
 
 
 def _says_why(text: str) -> bool:
-    """Whether text holds words beyond addresses (a reason, not a list)."""
-    return bool(_WHY_RE.search(ADDRESS_RE.sub(" ", text)))
+    """Whether text says more than a label and an address (a reason, not a list)."""
+    rest = ADDRESS_RE.sub(" ", text)
+    if _REPLY_CODE_RE.search(rest):
+        return True
+    return len(rest.strip(" <>:-*\t")) >= 40 and bool(_WHY_RE.search(rest))
 
 
 def _reason_sections(notice: str) -> str:

@@ -1,0 +1,76 @@
+"""Japanese mobile carriers' notices (au/EZweb and KDDI).
+
+DESCRIPTION
+    au (formerly EZweb) returns "Mail System Error - Returned Mail" from
+    Postmaster@ezweb.ne.jp, in Japanese and English, listing each refused
+    address (as "<addr>" or "Recipient: <addr>") under "Each of the
+    following recipients was rejected by a remote mail server." and,
+    when the refusal came from an SMTP server, the dialogue after it
+    (">>> RCPT TO:<addr>" / "<<< 550 ...").
+
+    The carrier's own sentences name the reason: "The user(s) account is
+    disabled." is a suspended account; a refusal with no SMTP dialogue is
+    the subscriber's own reception filter (au lets users refuse mail by
+    sender or domain), hence "filtered".
+
+FAILURE
+    Anything else: None.
+"""
+
+from __future__ import annotations
+
+import re
+
+from txmail.bounce_pipe import reasons
+from txmail.bounce_pipe.detectors.base import (
+    BounceEvent,
+    Finding,
+    ReturnedMail,
+    clean_address,
+    finish,
+    reason_table,
+    table_reason,
+)
+
+_CARRIER_RE = re.compile(r"@(?:[\w-]+\.)*(?:ezweb\.ne\.jp|au\.com)\b", re.I)
+_RECIPIENT_RE = re.compile(r"^[ \t]*(?:recipient:[ \t]*)?<([^<>\s]+@[^<>\s]+)>[ \t]*$", re.I | re.M)
+
+_CARRIER_REASONS = reason_table(
+    (r"account is disabled|user\(s\) account is disabled", "suspend"),
+    (r"mailbox is full|as their mailbox is full", "mailboxfull"),
+)
+
+
+class JapaneseCarrierDetector:
+    """au/EZweb refusals."""
+
+    name = "japan"
+
+    def detect(self, mail: ReturnedMail) -> list[BounceEvent] | None:
+        if mail.status_groups or not _CARRIER_RE.search(mail.header_from):
+            return None
+        notice = mail.notice
+        findings: list[Finding] = []
+        for match in _RECIPIENT_RE.finditer(notice):
+            recipient = clean_address(match.group(1))
+            after = notice[match.end() :].split("\n\n", 1)[0]
+            replies = " ".join(
+                line.strip()[3:].strip()
+                for line in after.split("\n")
+                if line.strip().startswith("<<<")
+            )
+            reason = table_reason(_CARRIER_REASONS, notice)
+            if reason is None and not replies:
+                reason = "filtered"
+            findings.append(
+                Finding(
+                    recipient=recipient,
+                    diagnostic=replies or " ".join(notice.split()),
+                    command=reasons.command_in(after) or "",
+                    reason=reason,
+                )
+            )
+        return finish(findings, self.name) or None
+
+
+DETECTOR = JapaneseCarrierDetector()
