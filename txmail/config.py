@@ -126,6 +126,27 @@ class MilterSettings:
 
 
 @dataclass(frozen=True)
+class PolicydSettings:
+    """The txmail policy daemon: rate limits, warm-up quotas and the reputation guard."""
+
+    socket: str = _doc("UNIX socket Postfix sends policy requests to, relative to state_dir.",
+                       "run/policyd/policyd.sock")
+    listen: str = _doc("Also take policy requests on this TCP address (HOST:PORT, keep it on "
+                       "loopback); empty: the UNIX socket only.", "")
+    hold_seconds: int = _doc("Seconds a message passed at end of data holds its share of the "
+                             "limits until the milter counts it; a message refused later "
+                             "gives its share back at the next request of the same Postfix "
+                             "process, at the latest after this time.", 120)
+    settings_refresh: float = _doc("Seconds between checks for changed accounts (policyd "
+                                   "caches account settings in memory).", 1.0)
+    idle_timeout: float = _doc("Seconds a policy connection may stay silent before policyd "
+                               "closes it (Postfix closes idle ones after 300 s).", 900.0)
+    clock_offset: float = _doc("Seconds added to the clock that policyd and the milter's "
+                               "count use (tests and drills only; 86400 makes it tomorrow).",
+                               0.0)
+
+
+@dataclass(frozen=True)
 class DomainsSettings:
     """Sending domains: their DKIM keys and return-path subdomains (`txmail domains`)."""
 
@@ -183,6 +204,7 @@ class Settings:
     secrets: SecretsSettings = field(default_factory=SecretsSettings)
     dovecot: DovecotSettings = field(default_factory=DovecotSettings)
     milter: MilterSettings = field(default_factory=MilterSettings)
+    policyd: PolicydSettings = field(default_factory=PolicydSettings)
     dev: DevSettings = field(default_factory=DevSettings)
     domains: DomainsSettings = field(default_factory=DomainsSettings)
     spam: SpamSettings = field(default_factory=SpamSettings)
@@ -256,6 +278,16 @@ def validate(settings: Settings) -> None:
         raise ConfigError("redis.timeout must be a positive number of seconds")
     if settings.dovecot.resync_interval <= 0:
         raise ConfigError("dovecot.resync_interval must be a positive number of seconds")
+    if settings.policyd.hold_seconds < 10:
+        raise ConfigError("policyd.hold_seconds must be at least 10")
+    if settings.policyd.settings_refresh <= 0 or settings.policyd.idle_timeout <= 0:
+        raise ConfigError("policyd.settings_refresh and policyd.idle_timeout must be positive "
+                          "numbers of seconds")
+    if settings.policyd.listen:
+        m = re.match(r"^(\[[^\]\s]+\]|[A-Za-z0-9.-]+):(\d{1,5})$", settings.policyd.listen)
+        if not m:
+            raise ConfigError(f"policyd.listen = {settings.policyd.listen!r}: write HOST:PORT")
+        _check_port("policyd.listen", int(m.group(2)))
     if settings.redis.url and not re.match(r"^(redis|rediss|unix)://", settings.redis.url):
         raise ConfigError(f"redis.url = {settings.redis.url!r}: use redis://, rediss:// or unix://")
     if not re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", settings.domains.return_path_prefix):

@@ -78,6 +78,7 @@ COMMAND_MODULES = [
     "txmail.cli.settings",
     "txmail.cli.accounts",
     "txmail.cli.daemons",
+    "txmail.cli.policyd",
     "txmail.cli.postfix",
     "txmail.cli.domains",
 ]

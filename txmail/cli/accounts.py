@@ -99,12 +99,18 @@ def list_(obj: object, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def show(obj: object, name: str, as_json: bool) -> None:
-    """Show one account."""
-    account = _accounts(obj).get(name)
+    """Show one account, with its warm-up day and today's usage."""
+    from txmail.cli.policyd import today
+
+    store_accounts = _accounts(obj)
+    account = store_accounts.get(name)
+    usage = today(obj.settings, store_accounts.client, account)  # type: ignore[attr-defined]
     if as_json:
-        click.echo(json.dumps(account.public(), indent=2))
+        click.echo(json.dumps({**account.public(), "usage": usage}, indent=2))
         return
     _print_account(account)
+    click.echo(f"warm-up:     {usage['warmup_text']}")
+    click.echo(f"today:       {usage['today_text']}")
 
 
 def _print_account(account: Account) -> None:

@@ -69,6 +69,7 @@ def values(settings: Settings, config_file: Path) -> dict[str, str]:
         "pipe_user": settings.user,
         "python": sys.executable,
         "socketmap_socket": str(settings.path(settings.domains.socketmap)),
+        "policyd_socket": str(settings.path(settings.policyd.socket)),
         "trusted_listener": trusted_listener(settings),
     }
 

@@ -1,8 +1,8 @@
 """`txmail up`: prepare the state directory, start every component of a node, keep them running.
 
 Order: Redis (unless redis.url is set), the passwd-file sync, Dovecot, the milter, the
-return-path socketmap, the capture server (--dev) and finally Postfix, so Postfix never accepts
-mail before its helpers listen.
+return-path socketmap, the policy daemon, the capture server (--dev) and finally Postfix, so
+Postfix never accepts mail before its helpers listen.
 Prints `txmail ready: ...` once every component accepts connections. A component that dies is
 logged and restarted with a growing delay. SIGINT/SIGTERM stop everything in reverse order and
 remove the sockets, so nothing is left behind.
@@ -74,6 +74,7 @@ def prepare(settings: Settings, config_file: Path) -> None:
         ("run", 0o755, 0, 0),
         ("run/milter", 0o750, 0, postfix_gid),
         ("run/socketmap", 0o750, 0, postfix_gid),
+        ("run/policyd", 0o750, 0, postfix_gid),
         ("run/redis", 0o750, user.pw_uid, user.pw_gid),
         ("redis", 0o750, user.pw_uid, user.pw_gid),
         ("dovecot", 0o755, 0, 0),
@@ -128,6 +129,11 @@ def build(settings: Settings, config_file: Path, dev: bool,
     components.append(ProcessComponent(
         "socketmap", [*txmail, "socketmap"], log_dir,
         ready=lambda: can_connect_unix(socketmap_sock), env=env, group="postfix", umask=0o007))
+    # Postfix asks it at RCPT and at end of data whether the account is within its limits.
+    policyd_sock = settings.path(settings.policyd.socket)
+    components.append(ProcessComponent(
+        "policyd", [*txmail, "policyd"], log_dir, ready=lambda: can_connect_unix(policyd_sock),
+        env=env, group="postfix", umask=0o007))
     if dev:
         port = settings.dev.capture_port
         from txmail.stack.components import can_connect_tcp
@@ -229,7 +235,8 @@ class Supervisor:
 def cleanup_sockets(settings: Settings) -> None:
     run = settings.state_path / "run"
     for path in (settings.path(settings.milter.socket), run / "redis/redis.sock",
-                 settings.path(settings.domains.socketmap)):
+                 settings.path(settings.domains.socketmap),
+                 settings.path(settings.policyd.socket)):
         path.unlink(missing_ok=True)
     shutil.rmtree(run / "dovecot", ignore_errors=True)
 

@@ -94,6 +94,21 @@ def _extensions(value: Any) -> str | None:
     return None
 
 
+def _between(low: int, high: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if low <= value <= high else f"must be between {low} and {high}"
+    return check
+
+
+def _quotas(value: Any) -> str | None:
+    if not value:
+        return "give at least one daily quota, e.g. 50,100,200"
+    for quota in value:
+        if not (isinstance(quota, str) and quota.isdigit() and int(quota) > 0):
+            return f"{quota!r}: each quota is a whole number of recipients above 0"
+    return None
+
+
 SETTINGS: list[AccountSetting] = [
     # -- milter (sending rules) -----------------------------------------------------------
     AccountSetting("max_recipients", int, 20, "Most recipients one message may have.",
@@ -117,6 +132,40 @@ SETTINGS: list[AccountSetting] = [
     AccountSetting("spam_threshold", float, 15.0,
                    "Spam score (rspamd) at or above which a message is refused.", _positive),
     # -- policyd (rate limits, warm-up, reputation) -----------------------------------------
+    AccountSetting("messages_per_minute", int, 100,
+                   "Messages accepted per clock minute (0: no limit).", _non_negative),
+    AccountSetting("messages_per_hour", int, 3000,
+                   "Messages accepted per clock hour (0: no limit).", _non_negative),
+    AccountSetting("messages_per_day", int, 50_000,
+                   "Messages accepted per UTC day (0: no limit).", _non_negative),
+    AccountSetting("recipients_per_minute", int, 500,
+                   "Recipients accepted per clock minute (0: no limit).", _non_negative),
+    AccountSetting("recipients_per_hour", int, 10_000,
+                   "Recipients accepted per clock hour (0: no limit).", _non_negative),
+    AccountSetting("recipients_per_day", int, 100_000,
+                   "Recipients accepted per UTC day (0: no limit); also the cap the warm-up "
+                   "quota grows to.", _non_negative),
+    AccountSetting("bytes_per_day", int, 5 * 1024 ** 3,
+                   "Message bytes accepted per UTC day (0: no limit).", _non_negative),
+    AccountSetting("warmup", bool, True,
+                   "Warm up: a daily recipient quota that grows with each day the account "
+                   "actually sends (see warmup_schedule)."),
+    AccountSetting("warmup_schedule", list, ["50"],
+                   "Daily recipient quotas of warm-up days 1, 2, ...; after the last one the "
+                   "quota doubles on each sending day until it reaches recipients_per_day "
+                   "(with no daily cap, warm-up ends after the list).", _quotas),
+    AccountSetting("reputation_window_days", int, 7,
+                   "Days of delivery outcomes the reputation guard looks back over (1-30).",
+                   _between(1, 30)),
+    AccountSetting("reputation_min_recipients", int, 200,
+                   "Recipients with a final outcome (delivered or hard-bounced) in the window "
+                   "before the rates are judged.", _positive),
+    AccountSetting("max_bounce_rate", float, 2.0,
+                   "Hard-bounce rate, in percent of recipients with a final outcome, above "
+                   "which the account is suspended (a warning at 80% of it).", _positive),
+    AccountSetting("max_complaint_rate", float, 0.1,
+                   "Complaint rate, in percent of recipients with a final outcome, above which "
+                   "the account is suspended (a warning at 80% of it).", _positive),
 ]
 
 

@@ -13,6 +13,19 @@ pointer) are only ever used one key per command.
     PREFIX return-paths              hash    return-path domain -> sending domain (Postfix relays)
     PREFIX {ACCOUNT}:account         hash    the account's settings and state
     PREFIX {ACCOUNT}:message:QID     hash    one accepted message (TTL)
+    PREFIX {ACCOUNT}:usage:m:N       hash    policyd: messages (m), recipients (r), bytes (b)
+                                             counted in minute N since 1970 (TTL); :usage:h:N
+                                             an hour, :usage:d:N a UTC day
+    PREFIX {ACCOUNT}:holds           hash    policyd: queue id -> "m r b" passed at end of data
+                                             and not yet counted; their sums *m *r *b (TTL)
+    PREFIX {ACCOUNT}:holds:expiry    zset    policyd: queue id by the time its hold lapses (TTL)
+    PREFIX {ACCOUNT}:warmup          hash    policyd: days (sending days so far), last (UTC day of
+                                             the last send), created (the account it belongs to)
+    PREFIX {ACCOUNT}:outcomes:d:N    hash    policyd: delivered, bounced, complained recipients of
+                                             UTC day N (TTL)
+    PREFIX {ACCOUNT}:reputation      hash    policyd: guard state (warned.bounce, warned.complaint,
+                                             suspended)
+    PREFIX {ACCOUNT}:reputation:alerts stream policyd: reputation warnings and suspensions (capped)
     PREFIX {ACCOUNT}:suppressions    hash    "LIST:recipient" -> JSON suppression entry (capped)
     PREFIX {ACCOUNT}:suppressions:order   zset  "LIST:recipient" by creation time
     PREFIX {ACCOUNT}:suppressions:expiry  zset  "LIST:recipient" by expiry time (only expiring)
@@ -81,3 +94,28 @@ class Keys:
 
     def tag_counts(self, account: str) -> str:
         return f"{self.prefix}{{{account}}}:tags"
+
+    # per-account keys of the policy daemon (txmail/policyd)
+    def usage(self, account: str, window: str, number: int) -> str:
+        """Counted usage of one minute ("m"), hour ("h") or UTC day ("d") since 1970."""
+        return f"{self.prefix}{{{account}}}:usage:{window}:{number}"
+
+    def holds(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:holds"
+
+    def holds_expiry(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:holds:expiry"
+
+    def warmup(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:warmup"
+
+    def outcomes(self, account: str, day: int) -> str:
+        return f"{self.prefix}{{{account}}}:outcomes:d:{day}"
+
+    def reputation(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:reputation"
+
+    def reputation_alerts(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:reputation:alerts"
+
+    # keys of events, the bounce pipe and the webhooks dispatcher (txmail/events.py, webhooks/)

@@ -1,0 +1,308 @@
+"""policyd decisions: from a policy request, the account and the clock to Postfix's action.
+
+Pure: no Redis, no sockets, no clock of its own. `plan()` turns a request, what policyd knows of
+the account and the time into a Check: the limits that apply with their values, the warm-up
+quotas, the request's share (messages, recipients, bytes) and whether to hold it. The server
+hands the Check to one atomic Lua script (store/scripts/policy_check.lua) and `verdict()` turns
+the script's answer into the action line Postfix gets, with a sentence that names the limit, its
+value and when it resets. `judge()` does the same for the reputation guard's totals.
+
+Stages: at RCPT the check is advisory and read-only (it refuses a recipient early, before the
+client sends the body, and lets recipients through one by one up to a recipient quota); at
+END-OF-MESSAGE it is decisive and holds the message's share, which the milter turns into counted
+usage at end of message once every rule has passed (quota.count_accepted), so only accepted mail
+counts and parallel clients cannot overrun a limit.
+
+Windows are clock-aligned: a minute limit resets at the next full minute, an hour limit at the
+next full hour, a day limit and the warm-up quota at 00:00 UTC.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+RCPT = "RCPT"
+END_OF_MESSAGE = "END-OF-MESSAGE"
+
+# The order is the order of the checks: the first limit reached is the one the client is told
+# about, so the one that resets last comes first and "retry after" is never too early.
+LIMITS: list[tuple[str, str, str]] = [  # (unit, window, setting)
+    ("bytes", "day", "bytes_per_day"),
+    ("messages", "day", "messages_per_day"),
+    ("recipients", "day", "recipients_per_day"),
+    ("messages", "hour", "messages_per_hour"),
+    ("recipients", "hour", "recipients_per_hour"),
+    ("messages", "minute", "messages_per_minute"),
+    ("recipients", "minute", "recipients_per_minute"),
+]
+BUCKET = {"minute": 1, "hour": 2, "day": 3}  # KEYS index of the usage bucket in the script
+FIELD = {"messages": "m", "recipients": "r", "bytes": "b"}
+SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+WARN_FRACTION = 0.8  # of a reputation threshold: log a warning and raise an alert
+EPSILON = 1e-9  # so that 1 of 1250 is exactly 80% of 0.1% despite binary fractions
+MAX_HOLDS = 10_000  # messages of one account in flight between end of data and the count
+
+TEMPFAIL_TEXT = ("451 4.3.0 txmail cannot check the sending limits right now; try again in a "
+                 "few minutes")
+
+
+@dataclass(frozen=True)
+class Request:
+    """The attributes of one policy request that policyd decides on."""
+
+    protocol_state: str
+    sasl_username: str = ""
+    queue_id: str = ""
+    instance: str = ""
+    recipient: str = ""
+    recipient_count: int = 0
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """What policyd knows of an account: its status and settings (account_settings)."""
+
+    name: str
+    status: str
+    suspended_reason: str
+    created_at: str  # as stored; identifies the account for its warm-up state
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Action:
+    """The answer to one request: `text` goes after `action=`; `verb` is for the log."""
+
+    text: str
+    verb: str
+
+    @property
+    def permits(self) -> bool:
+        return self.text == "DUNNO"
+
+
+DUNNO = Action("DUNNO", "dunno")
+TEMPFAIL = Action(TEMPFAIL_TEXT, "tempfail")
+
+
+@dataclass(frozen=True)
+class Limit:
+    unit: str  # messages, recipients or bytes
+    window: str  # minute, hour or day
+    value: int
+
+    @property
+    def bucket(self) -> int:
+        return BUCKET[self.window]
+
+    @property
+    def field(self) -> str:
+        return FIELD[self.unit]
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The clock-aligned minute, hour and UTC day that `now` falls in (numbered from 1970)."""
+
+    now: float
+    minute: int
+    hour: int
+    day: int
+
+    @classmethod
+    def at(cls, now: float) -> Windows:
+        return cls(now, int(now // 60), int(now // 3600), int(now // 86400))
+
+    def number(self, window: str) -> int:
+        return {"minute": self.minute, "hour": self.hour, "day": self.day}[window]
+
+    def reset(self, window: str) -> float:
+        """When the current `window` ends and its limits are free again."""
+        return float((self.number(window) + 1) * SECONDS[window])
+
+
+@dataclass(frozen=True)
+class Check:
+    """What the check script is asked for one request."""
+
+    account: str
+    windows: Windows
+    messages: int
+    recipients: int
+    size: int
+    hold: str  # queue id to hold the share under, "" to check only
+    limits: list[Limit] = field(default_factory=list)
+    warmup_quotas: list[int] = field(default_factory=list)
+    created_at: str = ""
+
+    def script_args(self, hold_until: float, release: str) -> list[str | int | float]:
+        """ARGV of policy_check.lua (its header documents them)."""
+        args: list[str | int | float] = [
+            repr(self.windows.now), self.windows.day, self.messages, self.recipients, self.size,
+            self.hold, repr(hold_until), release, self.created_at, MAX_HOLDS, len(self.limits)]
+        for limit in self.limits:
+            args += [limit.bucket, limit.field, limit.value]
+        args.append(len(self.warmup_quotas))
+        args += self.warmup_quotas
+        return args
+
+
+def limits_for(settings: dict[str, Any]) -> list[Limit]:
+    """The account's limits in checking order; a limit set to 0 does not apply."""
+    return [Limit(unit, window, int(settings[name])) for unit, window, name in LIMITS
+            if int(settings[name]) > 0]
+
+
+def warmup_quotas(settings: dict[str, Any]) -> list[int]:
+    """Recipient quotas of warm-up days 1, 2, ... while they stay below the daily cap.
+
+    The schedule's days come first; after the last one the quota doubles on each sending day
+    until it reaches recipients_per_day, from where the daily cap alone applies. Without a daily
+    cap the warm-up ends after the schedule. An account that does not warm up gets no quotas.
+    """
+    if not settings["warmup"]:
+        return []
+    cap = int(settings["recipients_per_day"])
+    quotas = [int(q) for q in settings["warmup_schedule"]]
+    if cap:
+        while quotas[-1] < cap:
+            quotas.append(quotas[-1] * 2)
+        quotas = [q for q in quotas if q < cap]
+    return quotas
+
+
+def warmup_day(days_sent: int, last_sent_day: int | None, today: int) -> int:
+    """The warm-up day an account is on: one more than the days it has sent on before today."""
+    return days_sent if last_sent_day == today else days_sent + 1
+
+
+def plan(request: Request, account: AccountState | None, now: float,
+         transaction_recipients: int = 0) -> Check | Action:
+    """The Check for a request, or the action itself when no counting is needed.
+
+    `transaction_recipients` is how many recipients of the same transaction policyd has
+    already let through at RCPT; the RCPT check asks room for one more.
+    """
+    if not request.sasl_username or request.protocol_state not in (RCPT, END_OF_MESSAGE):
+        return DUNNO  # not a login's submission (bounces to port 25), or a stage we ignore
+    if account is None:
+        return DUNNO  # the milter refuses unknown accounts at MAIL FROM, with its own sentence
+    if account.status == "suspended":
+        return Action(f"554 5.7.1 Account {account.name} is suspended "
+                      f"({account.suspended_reason}); sending is refused until the operator "
+                      "resumes it", "suspended")
+    settings = account.settings
+    common: dict[str, Any] = dict(
+        account=account.name, windows=Windows.at(now), messages=1, size=max(request.size, 0),
+        limits=limits_for(settings), warmup_quotas=warmup_quotas(settings),
+        created_at=account.created_at)
+    if request.protocol_state == RCPT:
+        return Check(recipients=transaction_recipients + 1, hold="", **common)
+    return Check(recipients=max(request.recipient_count, 1),
+                 hold=request.queue_id or f"instance:{request.instance}", **common)
+
+
+def clock_time(moment: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(moment)) + "Z"
+
+
+def verdict(check: Check, result: list[Any]) -> Action:
+    """The action for the check script's answer (policy_check.lua documents its shape)."""
+    outcome = int(result[0])
+    if outcome == 0:
+        return DUNNO
+    if outcome == 1:
+        limit = check.limits[int(result[1]) - 1]
+        return Action(f"450 4.7.1 Rate limit of {limit.value} {limit.unit} per {limit.window} "
+                      f"for account {check.account} reached; retry after "
+                      f"{clock_time(check.windows.reset(limit.window))}", "rate-limit")
+    if outcome == 2:
+        day, quota = int(result[1]), int(result[2])
+        return Action(f"450 4.7.1 Daily warm-up quota of {quota} recipients reached (day {day} "
+                      "of warm-up); resets at 00:00Z", "warm-up")
+    if outcome == 3:
+        return Action(f"450 4.7.1 Account {check.account} has {int(result[1])} messages in "
+                      "flight, the most txmail takes at once; retry in a minute", "in-flight")
+    raise ValueError(f"policy_check.lua answered {result!r}")
+
+
+# -- reputation guard ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Final outcomes of an account's recipients over its reputation window."""
+
+    delivered: int
+    bounced: int
+    complained: int
+
+    @property
+    def total(self) -> int:
+        """Recipients with a final outcome: the base of both rates."""
+        return self.delivered + self.bounced
+
+
+@dataclass(frozen=True)
+class Judgement:
+    metric: str  # "hard bounce" or "complaint"
+    count: int
+    total: int
+    threshold: float  # percent
+    window_days: int
+    level: str  # "ok", "warning" (at 80% of the threshold) or "suspend" (above it)
+
+    @property
+    def rate(self) -> float:
+        return 100.0 * self.count / self.total if self.total else 0.0
+
+    @property
+    def key(self) -> str:
+        return "bounce" if self.metric == "hard bounce" else "complaint"
+
+    def describe(self) -> str:
+        window = "day" if self.window_days == 1 else f"{self.window_days} days"
+        rate = percent(self.rate)
+        for digits in (3, 4, 6):  # a rate above the threshold must not read as equal to it
+            if (float(rate) > self.threshold) == (self.rate > self.threshold + EPSILON):
+                break
+            rate = percent(self.rate, digits)
+        return f"{self.metric} rate {rate}% ({self.count} of {self.total}) over the last {window}"
+
+    def suspension_reason(self) -> str:
+        return (f"Sending suspended: {self.describe()} exceeds {percent(self.threshold)}%; "
+                "contact the operator")
+
+    def warning(self) -> str:
+        return (f"{self.describe()} has reached {percent(100 * self.rate / self.threshold)}% "
+                f"of the {percent(self.threshold)}% at which sending is suspended")
+
+
+def percent(value: float, digits: int = 2) -> str:
+    """2.0 -> "2", 3.4 -> "3.4", 0.25 -> "0.25"."""
+    return f"{value:.{digits}f}".rstrip("0").rstrip(".")
+
+
+def judge(outcomes: Outcomes, settings: dict[str, Any]) -> list[Judgement]:
+    """Hard-bounce and complaint judgements; both "ok" until the window holds enough recipients.
+
+    A rate above its threshold suspends; at or above WARN_FRACTION of it, a warning. The base is
+    every recipient with a final outcome, so an account whose mail all bounces is judged too.
+    """
+    window = int(settings["reputation_window_days"])
+    judged = outcomes.total >= int(settings["reputation_min_recipients"])
+    found = []
+    for metric, count, threshold in (
+            ("hard bounce", outcomes.bounced, float(settings["max_bounce_rate"])),
+            ("complaint", outcomes.complained, float(settings["max_complaint_rate"]))):
+        rate = 100.0 * count / outcomes.total if outcomes.total else 0.0
+        level = "ok"
+        if judged and rate > threshold + EPSILON:
+            level = "suspend"
+        elif judged and count and rate >= WARN_FRACTION * threshold - EPSILON:
+            level = "warning"
+        found.append(Judgement(metric, count, outcomes.total, threshold, window, level))
+    return found

@@ -1,0 +1,104 @@
+-- policy_check.lua: one policyd decision, atomically. Are the account's limits still free for
+-- this request (counted usage + the holds of messages in flight + this request), and if so and
+-- asked to, hold the request's share until the milter counts it (policy_commit.lua) or it is
+-- given back (policy_release.lua, or the hold lapses).
+--
+-- KEYS[1]  PREFIX {ACCOUNT}:usage:m:MINUTE   hash m r b: counted this minute
+-- KEYS[2]  PREFIX {ACCOUNT}:usage:h:HOUR     hash m r b: counted this hour
+-- KEYS[3]  PREFIX {ACCOUNT}:usage:d:DAY      hash m r b: counted this UTC day
+-- KEYS[4]  PREFIX {ACCOUNT}:holds            hash QID -> "m r b", and the sums *m *r *b
+-- KEYS[5]  PREFIX {ACCOUNT}:holds:expiry     zset QID by the time its hold lapses
+-- KEYS[6]  PREFIX {ACCOUNT}:warmup           hash days, last, created
+--
+-- ARGV[1]  now (seconds since 1970)
+-- ARGV[2]  today (UTC days since 1970)
+-- ARGV[3]  messages, ARGV[4] recipients, ARGV[5] bytes of this request
+-- ARGV[6]  queue id to hold this request under; "" checks only
+-- ARGV[7]  when that hold lapses (seconds since 1970)
+-- ARGV[8]  queue id whose hold to give back first; "" for none
+-- ARGV[9]  the account's created_at (a re-created account starts its warm-up again)
+-- ARGV[10] most holds one account may have in flight
+-- ARGV[11] L, the number of limits, then L triples: bucket (1 minute, 2 hour, 3 day),
+--          field (m, r or b), value
+-- then     W, the number of warm-up quotas, then the quotas of warm-up days 1..W (W = 0: the
+--          account is not warming up)
+--
+-- Returns  {0}                    everything fits (and the hold was taken)
+--          {1, i, used}           limit i (1-based, in ARGV order) is reached; used = counted
+--                                 + held, without this request
+--          {2, day, quota, used}  the warm-up quota of warm-up day `day` is reached
+--          {3, holds}             the account has too many messages in flight
+
+local now = tonumber(ARGV[1])
+local today = ARGV[2]
+local want = {m = tonumber(ARGV[3]), r = tonumber(ARGV[4]), b = tonumber(ARGV[5])}
+local hold_id, hold_until, release_id = ARGV[6], tonumber(ARGV[7]), ARGV[8]
+
+local function drop(qid)
+  local share = redis.call('HGET', KEYS[4], qid)
+  if share then
+    local m, r, b = string.match(share, '^(%d+) (%d+) (%d+)$')
+    redis.call('HINCRBY', KEYS[4], '*m', -tonumber(m))
+    redis.call('HINCRBY', KEYS[4], '*r', -tonumber(r))
+    redis.call('HINCRBY', KEYS[4], '*b', -tonumber(b))
+    redis.call('HDEL', KEYS[4], qid)
+  end
+  redis.call('ZREM', KEYS[5], qid)
+end
+
+-- Holds of messages that never reached the milter's count lapse here.
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 100)
+for _, qid in ipairs(lapsed) do drop(qid) end
+if release_id ~= '' then drop(release_id) end
+if hold_id ~= '' then drop(hold_id) end
+
+local held = redis.call('HMGET', KEYS[4], '*m', '*r', '*b')
+held = {m = tonumber(held[1]) or 0, r = tonumber(held[2]) or 0, b = tonumber(held[3]) or 0}
+local buckets = {}
+for i = 1, 3 do
+  local row = redis.call('HMGET', KEYS[i], 'm', 'r', 'b')
+  buckets[i] = {m = tonumber(row[1]) or 0, r = tonumber(row[2]) or 0, b = tonumber(row[3]) or 0}
+end
+
+local n = tonumber(ARGV[11])
+local at = 12
+for i = 1, n do
+  local bucket, field, value = tonumber(ARGV[at]), ARGV[at + 1], tonumber(ARGV[at + 2])
+  at = at + 3
+  local used = buckets[bucket][field] + held[field]
+  if want[field] > 0 and used + want[field] > value then
+    return {1, i, used}
+  end
+end
+
+local quotas = tonumber(ARGV[at])
+if quotas > 0 then
+  local state = redis.call('HMGET', KEYS[6], 'days', 'last', 'created')
+  local days, last = tonumber(state[1]) or 0, state[2]
+  if state[3] ~= ARGV[9] then days, last = 0, nil end
+  local day = days
+  if last ~= today then day = days + 1 end
+  if day <= quotas then
+    local quota = tonumber(ARGV[at + day])
+    local used = buckets[3].r + held.r
+    if want.r > 0 and used + want.r > quota then
+      return {2, day, quota, used}
+    end
+  end
+end
+
+if hold_id ~= '' then
+  local in_flight = redis.call('ZCARD', KEYS[5])
+  if in_flight >= tonumber(ARGV[10]) then
+    return {3, in_flight}
+  end
+  redis.call('HSET', KEYS[4], hold_id, want.m .. ' ' .. want.r .. ' ' .. want.b)
+  redis.call('HINCRBY', KEYS[4], '*m', want.m)
+  redis.call('HINCRBY', KEYS[4], '*r', want.r)
+  redis.call('HINCRBY', KEYS[4], '*b', want.b)
+  redis.call('ZADD', KEYS[5], hold_until, hold_id)
+  local ttl = math.ceil(hold_until - now) + 60
+  redis.call('EXPIRE', KEYS[4], ttl)
+  redis.call('EXPIRE', KEYS[5], ttl)
+end
+return {0}
