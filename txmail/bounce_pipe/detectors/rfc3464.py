@@ -80,6 +80,28 @@ def transcript_reply(context: str) -> tuple[str | None, str]:
     return failed_command, " <<< ".join(replies)
 
 
+# PowerMTA classifies each bounce itself (X-PowerMTA-BounceCategory); its
+# documented categories map onto reason words directly.
+_POWERMTA_CATEGORIES = {
+    "bad-mailbox": "userunknown",
+    "inactive-mailbox": "suspend",
+    "bad-domain": "hostunknown",
+    "quota-issues": "mailboxfull",
+    "message-expired": "expired",
+    "no-answer-from-host": "expired",
+    "routing-errors": "networkerror",
+    "bad-connection": "networkerror",
+    "relaying-issues": "norelaying",
+    "invalid-sender": "rejected",
+    "spam-related": "spamdetected",
+    "virus-related": "virusdetected",
+    "policy-related": "policyviolation",
+    "content-related": "contenterror",
+    "protocol-errors": "syntaxerror",
+    "bad-configuration": "systemerror",
+}
+
+
 class DeliveryStatusDetector:
     """Standard DSNs: one finding per Final-Recipient group."""
 
@@ -108,6 +130,7 @@ class DeliveryStatusDetector:
             status = _prefer_specific(status, first_reply or diagnostic, bool(first_reply))
             remote = split_typed(group.get("remote-mta", ""))[1] or None
             action = (group.get("action", "").split() or [""])[0].lower() or None
+            category = group.get("x-powermta-bouncecategory", "").strip().lower()
             findings.append(
                 Finding(
                     recipient=recipient,
@@ -118,6 +141,7 @@ class DeliveryStatusDetector:
                     action=action,
                     remote_mta=remote,
                     diagnostic_type=diagnostic_type or None,
+                    reason=_POWERMTA_CATEGORIES.get(category),
                 )
             )
         return finish(findings, self.name) or None
