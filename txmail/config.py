@@ -45,6 +45,8 @@ class ListenSettings:
     submissions: int = _doc("Implicit-TLS submission port (465 style), AUTH required.", 465)
     submission: int = _doc("Submission port (587 style): STARTTLS required, then AUTH.", 587)
     http: int = _doc("HTTP port of the tracker and send API.", 8080)
+    reinject: int = _doc("Loopback-only port on which the bounce pipe hands forwarded bounces "
+                         "(null envelope sender) back to Postfix; never exposed.", 10025)
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,62 @@ class SpamSettings:
 
 
 @dataclass(frozen=True)
+class EventsSettings:
+    """Events: one capped Redis Stream per account plus daily counters (txmail/events.py)."""
+
+    stream_max: int = _doc("Events kept per account once delivered to its webhook (history for "
+                           "`events tail` and `messages show`); events not yet delivered are "
+                           "never trimmed.", 100_000)
+    counter_days: int = _doc("Days the per-day counters (per account and kind, per tag and "
+                             "kind) are kept.", 400)
+
+
+@dataclass(frozen=True)
+class BouncePipeSettings:
+    """`txmail bounce-pipe`, the pipe(8) transport of the return-path domains."""
+
+    max_message_bytes: int = _doc("Most bytes of a returned mail that are read; the rest is "
+                                  "read and ignored.", 10 * 1024 * 1024)
+    unparsed_max: int = _doc("Returned mails kept for `txmail bounces unparsed` (the oldest go "
+                             "first, with a warning in the pipe's log).", 10_000)
+    unparsed_max_bytes: int = _doc("Most bytes of one returned mail kept for inspection.",
+                                   256 * 1024)
+
+
+@dataclass(frozen=True)
+class MaillogSettings:
+    """`txmail maillog`: the follower of Postfix's maillog_file (postfix.maillog)."""
+
+    offset_file: str = _doc("Where the follower saves the inode and byte offset it has read "
+                            "up to, relative to state_dir.", "run/maillog.offset")
+    poll_interval: float = _doc("Seconds between looks at the log when it has nothing new.",
+                                0.2)
+
+
+@dataclass(frozen=True)
+class WebhooksSettings:
+    """`txmail webhooks run`: the dispatcher that posts each account's events to its URL."""
+
+    batch_size: int = _doc("Most events in one post.", 100)
+    batch_wait: float = _doc("Seconds a batch may wait for more events before it is posted.",
+                             1.0)
+    poll_interval: float = _doc("Seconds between looks at the event streams when idle.", 0.1)
+    timeout: float = _doc("Seconds to wait for an endpoint's answer.", 10.0)
+    retry_base: float = _doc("First retry delay in seconds; it doubles with each failure "
+                             "(with jitter) up to retry_max_delay.", 5.0)
+    retry_max_delay: float = _doc("Longest delay between two retries, in seconds.", 3600.0)
+    retry_window: float = _doc("Seconds an event is retried before it becomes a dead letter "
+                               "(at least 86400).", 86400.0)
+    dead_letter_max: int = _doc("Dead letters kept per account (the oldest go first, with a "
+                                "warning in the dispatcher's log).", 100_000)
+    consumer: str = _doc("This dispatcher's name in the consumer group; empty: the host name. "
+                         "Keep it stable so a restarted dispatcher resumes its own batches.",
+                         "")
+    claim_idle: float = _doc("Seconds after which another dispatcher's unacknowledged events "
+                             "are taken over (a node that died); longer than retry_max_delay.",
+                             7200.0)
+
+
 class DevSettings:
     """`txmail up --dev` only."""
 
@@ -208,6 +266,10 @@ class Settings:
     dev: DevSettings = field(default_factory=DevSettings)
     domains: DomainsSettings = field(default_factory=DomainsSettings)
     spam: SpamSettings = field(default_factory=SpamSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
+    bounce_pipe: BouncePipeSettings = field(default_factory=BouncePipeSettings)
+    maillog: MaillogSettings = field(default_factory=MaillogSettings)
+    webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
 
     # -- derived values -------------------------------------------------------------------
 
@@ -302,6 +364,33 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"spam.on_failure = {settings.spam.on_failure!r}: use tempfail or skip")
     if settings.spam.timeout <= 0:
         raise ConfigError("spam.timeout must be a positive number of seconds")
+    _validate_events(settings)
+
+
+def _validate_events(settings: Settings) -> None:
+    """[events], [bounce_pipe], [maillog] and [webhooks]."""
+    hooks = settings.webhooks
+    if not 1 <= hooks.batch_size <= 1000:
+        raise ConfigError("webhooks.batch_size must be between 1 and 1000")
+    for key in ("batch_wait", "poll_interval", "timeout", "retry_base", "retry_max_delay",
+                "claim_idle"):
+        if getattr(hooks, key) <= 0:
+            raise ConfigError(f"webhooks.{key} must be a positive number of seconds")
+    if hooks.claim_idle <= hooks.retry_max_delay:
+        raise ConfigError("webhooks.claim_idle must be longer than webhooks.retry_max_delay, or "
+                          "a dispatcher would take over another's batch while it waits to retry")
+    if hooks.retry_window < 86400:
+        raise ConfigError("webhooks.retry_window must be at least 86400 seconds (24 hours)")
+    if settings.maillog.poll_interval <= 0:
+        raise ConfigError("maillog.poll_interval must be a positive number of seconds")
+    for key, value in (("events.stream_max", settings.events.stream_max),
+                       ("events.counter_days", settings.events.counter_days),
+                       ("webhooks.dead_letter_max", hooks.dead_letter_max),
+                       ("bounce_pipe.unparsed_max", settings.bounce_pipe.unparsed_max),
+                       ("bounce_pipe.unparsed_max_bytes", settings.bounce_pipe.unparsed_max_bytes),
+                       ("bounce_pipe.max_message_bytes", settings.bounce_pipe.max_message_bytes)):
+        if value < 1:
+            raise ConfigError(f"{key} must be at least 1")
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:

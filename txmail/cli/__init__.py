@@ -81,6 +81,11 @@ COMMAND_MODULES = [
     "txmail.cli.policyd",
     "txmail.cli.postfix",
     "txmail.cli.domains",
+    "txmail.cli.bounces",
+    "txmail.cli.bouncepipe",
+    "txmail.cli.events",
+    "txmail.cli.messages",
+    "txmail.cli.webhooks",
 ]
 
 

@@ -44,7 +44,8 @@ def init(state_dir: str, hostname: str, bounce_domain: str, port_offset: int | N
             raise UsageError("--port-offset must be between 0 and 60000")
         listen = config_mod.ListenSettings(
             address="127.0.0.1", smtp=25 + port_offset, submissions=465 + port_offset,
-            submission=587 + port_offset, http=8080 + port_offset)
+            submission=587 + port_offset, http=8080 + port_offset,
+            reinject=10025 + port_offset)
         settings = dataclasses.replace(
             settings, listen=listen,
             dev=dataclasses.replace(settings.dev, capture_port=2525 + port_offset))

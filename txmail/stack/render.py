@@ -57,6 +57,7 @@ def values(settings: Settings, config_file: Path) -> dict[str, str]:
         "port_smtp": str(settings.listen.smtp),
         "port_submission": str(settings.listen.submission),
         "port_submissions": str(settings.listen.submissions),
+        "port_reinject": str(settings.listen.reinject),
         "relayhost": settings.postfix.relayhost,
         "route_nexthop": settings.postfix.relayhost,
         "digest_rate_delay": settings.postfix.digest_rate_delay,

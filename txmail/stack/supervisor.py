@@ -92,6 +92,11 @@ def prepare(settings: Settings, config_file: Path) -> None:
         path.chmod(0o600)
     maillog = settings.path(settings.postfix.maillog)
     maillog.parent.mkdir(parents=True, exist_ok=True)
+    # The bounce pipe runs as the txmail user and appends its decisions here.
+    pipe_log = state / "log" / "bounce-pipe.log"
+    pipe_log.touch(exist_ok=True)
+    os.chown(pipe_log, user.pw_uid, user.pw_gid)
+    pipe_log.chmod(0o644)
     config_dir = render.render_postfix(settings, config_file)
     render.check_postfix(config_dir)
     render.render_dovecot(settings, config_file)
@@ -134,6 +139,11 @@ def build(settings: Settings, config_file: Path, dev: bool,
     components.append(ProcessComponent(
         "policyd", [*txmail, "policyd"], log_dir, ready=lambda: can_connect_unix(policyd_sock),
         env=env, group="postfix", umask=0o007))
+    # Events: delivery and deferral lines of the maillog, and the webhook posts of every event.
+    components.append(ProcessComponent(
+        "maillog", [*txmail, "maillog"], log_dir, ready=lambda: True, env=env))
+    components.append(ProcessComponent(
+        "webhooks", [*txmail, "webhooks", "run"], log_dir, ready=lambda: True, env=env))
     if dev:
         port = settings.dev.capture_port
         from txmail.stack.components import can_connect_tcp

@@ -109,6 +109,15 @@ def _quotas(value: Any) -> str | None:
     return None
 
 
+def _reasons(value: Any) -> str | None:
+    from txmail.bounce_pipe.reasons import REASONS
+
+    for reason in value:
+        if reason not in REASONS:
+            return f"{reason!r} is not a bounce reason (e.g. userunknown, hostunknown, hasmoved)"
+    return None
+
+
 SETTINGS: list[AccountSetting] = [
     # -- milter (sending rules) -----------------------------------------------------------
     AccountSetting("max_recipients", int, 20, "Most recipients one message may have.",
@@ -166,6 +175,18 @@ SETTINGS: list[AccountSetting] = [
     AccountSetting("max_complaint_rate", float, 0.1,
                    "Complaint rate, in percent of recipients with a final outcome, above which "
                    "the account is suspended (a warning at 80% of it).", _positive),
+    # -- bounce pipe and events (suppression, forwarding) ----------------------------------
+    AccountSetting("suppress_reasons", list, ["userunknown", "hostunknown", "hasmoved"],
+                   "Hard-bounce reasons (Sisimai's words) that put the recipient on the "
+                   "account's bounce list; soft bounces never do.", _reasons),
+    AccountSetting("suppress_complaints", bool, True,
+                   "A complaint (ARF report) puts the recipient on the bounce list."),
+    AccountSetting("suppression_days", int, 0,
+                   "Days a bounce-list entry made by a bounce or complaint lasts (0: until "
+                   "removed).", _non_negative),
+    AccountSetting("forward_auto_replies", bool, False,
+                   "Forward auto-replies (out of office, RFC 3834) to the original envelope "
+                   "sender, as bounces are forwarded per the client's NOTIFY."),
 ]
 
 

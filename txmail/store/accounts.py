@@ -201,6 +201,13 @@ class Accounts:
                     self.client.hdel(self.keys.domains, domain)
             self.client.delete(self.keys.account(name))
             self.client.srem(self.keys.accounts, name)
+    def set_webhook_url(self, name: str, url: str) -> None:
+        """Where the account's events are posted ("" stops posting; `txmail webhooks url`)."""
+        if url and not re.match(r"^https?://[^\s]+$", url):
+            raise UsageError(f"{url!r} is not an http:// or https:// URL")
+        self.get(name)
+        with guard("changing a webhook URL"):
+            self.client.hset(self.keys.account(name), "webhook_url", url)
             self._changed(name)
 
     def owner_of(self, domain: str) -> str | None:

@@ -31,6 +31,16 @@ pointer) are only ever used one key per command.
     PREFIX {ACCOUNT}:suppressions:expiry  zset  "LIST:recipient" by expiry time (only expiring)
     PREFIX {ACCOUNT}:events          stream  the account's events, one JSON `event` field (capped)
     PREFIX {ACCOUNT}:tags            hash    tag -> number of accepted messages carrying it
+    PREFIX {ACCOUNT}:seen:QID        hash    events: "KIND:recipient" -> event id, one per message,
+                                             recipient and kind (TTL as the message)
+    PREFIX {ACCOUNT}:counts:DAY      hash    events: KIND and "tag:TAG:KIND" -> count of UTC day
+                                             DAY (YYYYMMDD) (TTL)
+    PREFIX {ACCOUNT}:webhook         hash    webhooks: endpoint state (disabled, failing_since,
+                                             attempts, next_attempt)
+    PREFIX {ACCOUNT}:webhook:dead    stream  webhooks: dead letters, one `event` field (capped)
+    PREFIX bounces:unparsed          stream  bounce pipe: returned mail it could not read or
+                                             match, kept for `txmail bounces unparsed` (capped)
+    PREFIX msgid:MESSAGE-ID          string  Message-ID header -> queue id (TTL as the message)
 """
 
 from __future__ import annotations
@@ -118,4 +128,24 @@ class Keys:
     def reputation_alerts(self, account: str) -> str:
         return f"{self.prefix}{{{account}}}:reputation:alerts"
 
+    # keys of events, the bounce pipe and the webhooks dispatcher (txmail/events.py, webhooks/)
+    def event_seen(self, account: str, queue_id: str) -> str:
+        return f"{self.prefix}{{{account}}}:seen:{queue_id}"
+
+    def event_counts(self, account: str, day: str) -> str:
+        """Counters of one UTC day, DAY as YYYYMMDD."""
+        return f"{self.prefix}{{{account}}}:counts:{day}"
+
+    def webhook(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:webhook"
+
+    def dead_letters(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:webhook:dead"
+
+    @property
+    def bounces_unparsed(self) -> str:
+        return f"{self.prefix}bounces:unparsed"
+
+    def header_message_id(self, message_id: str) -> str:
+        return f"{self.prefix}msgid:{message_id}"
     # keys of events, the bounce pipe and the webhooks dispatcher (txmail/events.py, webhooks/)

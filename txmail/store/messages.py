@@ -81,6 +81,10 @@ class Messages:
             key = self.keys.message(message.account, message.queue_id)
             pipe.hset(key, mapping=message.to_hash())
             pipe.expire(key, self.ttl)
+            if message.header_message_id:
+                # lets the bounce pipe find a message from a bounce that quotes only its header
+                pipe.set(self.keys.header_message_id(message.header_message_id[:998]),
+                         message.queue_id, ex=self.ttl)
             if also is not None:
                 also(pipe)
             pipe.execute()
@@ -92,3 +96,9 @@ class Messages:
                 return None
             raw = self.client.hgetall(self.keys.message(account, queue_id))
         return MessageRecord.from_hash(raw) if raw else None
+
+    def find_by_header_message_id(self, message_id: str) -> MessageRecord | None:
+        """The message whose Message-ID header was `message_id` (with its angle brackets)."""
+        with guard("finding a message by its Message-ID"):
+            queue_id = self.client.get(self.keys.header_message_id(message_id.strip()[:998]))
+        return self.get(queue_id) if queue_id else None

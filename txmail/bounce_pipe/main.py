@@ -1,0 +1,292 @@
+"""txmail bounce-pipe: the pipe(8) transport of the return-path domains.
+
+SYNOPSIS
+    bouncepipe unix - n n - 10 pipe
+      flags=Rq user=txmail argv=PYTHON -m txmail --config FILE bounce-pipe -- ${sender} ${recipient}
+
+DESCRIPTION
+    Postfix hands every mail for a return-path domain (bounces+TOKEN@mta.SENDER_DOMAIN or the
+    configured bounce domain) to this command, one recipient at a time, the mail on standard
+    input. It:
+
+    1.  checks the TOKEN of the recipient address (txmail.milter.bounce_address): a valid HMAC
+        names the queue id of the message the bounce is about, and makes the bounce trusted;
+    2.  parses the mail (txmail.bounce_pipe.parse): one outcome per recipient it reports;
+    3.  finds the original message: by the token, else by the report's X-Postfix-Queue-ID,
+        Original-Envelope-Id or the returned message's Message-ID (those make it untrusted);
+    4.  records one event per recipient outcome (txmail.events); trusted hard bounces and
+        complaints suppress the recipient, untrusted ones never do;
+    5.  keeps what it cannot read, or cannot match to a message, for `txmail bounces unparsed`;
+    6.  forwards the bounce to the original envelope sender when the client's NOTIFY asks for
+        it (txmail.bounce_pipe.forward), with a null envelope sender.
+
+EXIT STATUS
+    0   done (recorded, kept or forwarded as above);
+    75  try again later (EX_TEMPFAIL): Redis is down, Postfix would not take a forwarded
+        bounce, or anything unexpected went wrong. Postfix keeps the bounce and retries.
+    Never anything else: a pipe command that dies makes Postfix discard the bounce, because
+    a bounce has a null sender (POSTFIX-NOTES §7). Every exception is caught, logged, and 75.
+
+LOGS
+    One line per decision on standard error, starting with the queue id; Postfix shows it in
+    the maillog when the command exits 75. Also appended to STATE/log/bounce-pipe.log when
+    that file is writable.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import redis
+
+from txmail import store
+from txmail.bounce_pipe import forward as forwarding
+from txmail.bounce_pipe import unparsed
+from txmail.bounce_pipe.parse import BounceReport, parse_report
+from txmail.config import Settings
+from txmail.errors import TemporaryFailure
+from txmail.events import Recorder, SuppressionPolicy, make_event, reputation_hook
+from txmail.milter.bounce_address import verify_bounce_address
+from txmail.store import account_settings
+from txmail.store.messages import MessageRecord, Messages
+
+log = logging.getLogger("txmail.bounce_pipe")
+
+EX_OK = 0
+EX_TEMPFAIL = 75
+EVENT_KINDS = ("bounce", "soft_bounce", "complaint", "delivery")
+
+Forwarder = Callable[[bytes, str, str], None]  # (raw, to, queue id)
+
+
+@dataclass
+class Outcome:
+    """What one run did (returned for tests and for the log)."""
+
+    queue_id: str = ""
+    trusted: bool = False
+    events: list[str] = field(default_factory=list)  # event ids recorded or seen again
+    kept: str = ""  # why the mail was kept for inspection ("" when not)
+    forwarded_to: str = ""
+
+
+def read_input(stream: IO[bytes], limit: int) -> bytes:
+    """Up to `limit` bytes of the mail; the rest is read and dropped so Postfix sees it all
+    taken (a huge bounce is an attachment nobody needs to classify it)."""
+    data = stream.read(limit)
+    while stream.read(1 << 20):
+        pass
+    return data
+
+
+def find_message(
+    messages: Messages, token_queue_id: str | None, report: BounceReport
+) -> tuple[MessageRecord | None, bool]:
+    """The message a bounce is about, and whether the signed token proved it."""
+    if token_queue_id:
+        record = messages.get(token_queue_id)
+        if record is not None:
+            return record, True
+    for queue_id in (report.postfix_queue_id, report.original_envelope_id):
+        if queue_id and len(queue_id) < 64 and queue_id.isalnum():
+            record = messages.get(queue_id)
+            if record is not None:
+                return record, False
+    if report.original_message_id:
+        record = messages.find_by_header_message_id(report.original_message_id)
+        if record is not None:
+            return record, False
+    return None, False
+
+
+def _recipient_as_sent(record: MessageRecord, reported: str) -> str:
+    for address in record.recipients:
+        if address.lower() == reported.lower():
+            return address
+    return reported
+
+
+def process(
+    settings: Settings,
+    client: store.Client,
+    raw: bytes,
+    sender: str,
+    recipient: str,
+    forwarder: Forwarder | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Outcome:
+    """Record, keep and forward one returned mail (the steps in the module text)."""
+    keys = store.Keys(settings.redis.prefix)
+    ttl = settings.milter.message_ttl_days * 86400
+    messages = Messages(client, keys, ttl)
+    token_queue_id = verify_bounce_address(recipient, settings.read_secret("bounce_key_file"))
+    report = parse_report(raw)
+    record, trusted = find_message(messages, token_queue_id, report)
+    outcome = Outcome(
+        queue_id=record.queue_id if record else (token_queue_id or ""), trusted=trusted
+    )
+    label = outcome.queue_id or "NOQUEUE"
+    if token_queue_id is None:
+        log.info(
+            "%s: untrusted: the bounce address <%s> carries no valid token", label, recipient[:200]
+        )
+    recorded_kinds: dict[str, str] = {}
+    account_values: dict[str, Any] = {}
+    auto_reply = any(e.kind == "auto_reply" for e in report.events)
+    if record is None:
+        outcome.kept = (
+            "no message matches (token, X-Postfix-Queue-ID, Original-Envelope-Id "
+            "and Message-ID all unknown)"
+        )
+    else:
+        account = record.account
+        raw_settings = client.hgetall(keys.account(account))
+        account_values = account_settings.from_fields(raw_settings or {})
+        policy = SuppressionPolicy.from_settings(account_values)
+        recorder = Recorder(
+            client,
+            keys,
+            seen_ttl=ttl,
+            counter_days=settings.events.counter_days,
+            outcome_hook=reputation_hook(client, keys),
+            clock=clock,
+        )
+        for found in report.events:
+            if found.kind not in EVENT_KINDS:
+                continue
+            rcpt = _recipient_as_sent(record, found.recipient)
+            details: dict[str, Any] = {
+                "status": found.status,
+                "reason": found.reason,
+                "diagnostic": found.diagnostic,
+                "remote_mta": found.remote_mta,
+                "class": record.message_class,
+                "source": "bounce-pipe",
+                "detector": found.detector,
+            }
+            if found.feedback_type:
+                details["feedback_type"] = found.feedback_type
+            event = make_event(
+                found.kind,
+                account,
+                record.queue_id,
+                rcpt,
+                {k: v for k, v in details.items() if v is not None},
+                tags=record.tags,
+                now=clock(),
+                trusted=trusted,
+            )
+            result = recorder.record(event, policy)
+            outcome.events.append(result.event_id)
+            recorded_kinds[rcpt] = found.kind
+            if not result.new:
+                log.info(
+                    "%s: %s to=<%s> reported again (id=%s); not recorded twice",
+                    record.queue_id,
+                    found.kind,
+                    rcpt,
+                    result.event_id,
+                )
+        if not report.events:
+            outcome.kept = "no recipient outcome found in the returned mail"
+    if outcome.kept:
+        trimmed = unparsed.keep(
+            client,
+            keys,
+            raw,
+            outcome.kept,
+            sender,
+            recipient,
+            outcome.queue_id,
+            settings.bounce_pipe.unparsed_max,
+            settings.bounce_pipe.unparsed_max_bytes,
+            now=clock(),
+        )
+        log.info("%s: kept for `txmail bounces unparsed`: %s", label, outcome.kept)
+        if trimmed:
+            log.warning(
+                "%s: bounces:unparsed is full (%d); the oldest kept bounce was dropped",
+                label,
+                settings.bounce_pipe.unparsed_max,
+            )
+    if record is not None:
+        why = forwarding.decide(
+            record,
+            recorded_kinds,
+            auto_reply,
+            unreadable=not report.events,
+            forward_auto_replies=bool(account_values.get("forward_auto_replies", False)),
+            trusted=trusted,
+        )
+        if why:
+            body = forwarding.headers_only(raw) if forwarding.ret_of(record) == "HDRS" else raw
+            send = forwarder or _reinject(settings)
+            send(body, record.envelope_sender, record.queue_id)
+            outcome.forwarded_to = record.envelope_sender
+            log.info(
+                "%s: forwarded to <%s> with MAIL FROM:<> (%s)",
+                record.queue_id,
+                record.envelope_sender,
+                why,
+            )
+    return outcome
+
+
+def _reinject(settings: Settings) -> Forwarder:
+    def send(raw: bytes, to: str, queue_id: str) -> None:
+        forwarding.forward(raw, to, queue_id, settings.listen.reinject)
+
+    return send
+
+
+def _log_to_file(settings: Settings) -> None:
+    path = settings.path("log/bounce-pipe.log")
+    try:
+        handler = logging.FileHandler(path)
+    except OSError:
+        return  # not writable for this user: standard error alone
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(name)s[%(process)d]: %(levelname)s: %(message)s")
+    )
+    logging.getLogger("txmail").addHandler(handler)
+
+
+def run(
+    load_settings: Callable[[], Settings], args: list[str], stdin: IO[bytes] | None = None
+) -> int:
+    """The whole command: 0 or 75, whatever happens (see EXIT STATUS)."""
+    try:
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="txmail bounce-pipe: %(message)s"
+        )
+        if len(args) < 2:
+            log.error("NOQUEUE: want SENDER RECIPIENT as arguments, got %d", len(args))
+            return EX_TEMPFAIL
+        sender, recipient = args[0], args[1]
+        settings = load_settings()
+        _log_to_file(settings)
+        raw = read_input(stdin or sys.stdin.buffer, settings.bounce_pipe.max_message_bytes)
+        client = store.connect(settings)
+        try:
+            process(settings, client, raw, sender, recipient)
+        finally:
+            client.close()
+        return EX_OK
+    except BaseException as exc:  # noqa: BLE001 - anything else would make Postfix drop it
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            log.error("NOQUEUE: interrupted (%s); Postfix will retry", exc.__class__.__name__)
+        else:
+            # An expected outage needs no traceback; anything else is a bug worth one.
+            expected = isinstance(exc, TemporaryFailure | redis.RedisError)
+            log.error(
+                "NOQUEUE: try again later (exit 75): %s: %s",
+                exc.__class__.__name__,
+                str(exc)[:300],
+                exc_info=not expected,
+            )
+        return EX_TEMPFAIL

@@ -1,0 +1,264 @@
+"""Events: the one shape every outcome takes, and how an event is recorded.
+
+SYNOPSIS
+    event = make_event(kind, account, message_id, recipient, details, tags=...)
+    Recorder(client, keys, ...).record(event, trusted=True) -> Recorded
+
+DESCRIPTION
+    An event is {"id", "kind", "recipient", "message_id", "timestamp", "account", "tags",
+    "details"} (DESIGN.md, Contracts). `kind` is one of KINDS. There is exactly one event per
+    (message, recipient, kind), except open and click, which are counted every time but go to
+    the stream once. Because of that rule the id of such an event is derived from the account,
+    message, recipient and kind, so whichever process reports it first (the maillog follower
+    or the bounce pipe, a retried pipe run included) the id is the same and stays stable
+    through retries, dead letters and replays.
+
+    Recording an event (store/scripts/event_record.lua, one call):
+      * appends it to the account's stream PREFIX {ACCOUNT}:events, unless it was recorded
+        already (PREFIX {ACCOUNT}:seen:QID remembers "KIND:recipient" -> id);
+      * counts it per account, UTC day and kind, and per tag, day and kind
+        (PREFIX {ACCOUNT}:counts:YYYYMMDD, kept events.counter_days);
+    then, outside the script:
+      * a trusted hard bounce whose reason is in the account's suppress_reasons, or a trusted
+        complaint (suppress_complaints), puts the recipient on the account's bounce list with
+        the reason, the time and the event id (expiring after suppression_days when set). Soft
+        bounces never suppress. This runs again when a duplicate is reported, so a process that
+        died between the two steps cannot leave a hard bounce unsuppressed;
+      * a trusted delivery, bounce or complaint feeds the policy daemon's reputation counters
+        (txmail.policyd.reputation.record_outcome) once: a "counted:" mark in the seen hash,
+        set after the call, makes a retry count what a crash left uncounted and nothing twice.
+
+    Untrusted events (a bounce whose address token was forged or missing) are recorded with
+    details.trusted = false, are delivered to the webhook like any other, and never suppress
+    anybody nor count against the account's reputation.
+
+    The stream is capped (events.stream_max) by the webhooks dispatcher only, and only below
+    what its consumer group has acknowledged, so an event is never trimmed before it has been
+    delivered or dead-lettered (store/scripts/events_trim.lua).
+
+FAILURE
+    StoreUnavailable (a TemporaryFailure) when Redis is down: the caller keeps what it was
+    recording and tries again (the bounce pipe exits 75, the maillog follower keeps its
+    offset). Recording twice is harmless.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from txmail.store import Client, Keys, guard
+from txmail.store.suppressions import Suppressions
+
+log = logging.getLogger("txmail.events")
+
+KINDS = ("delivery", "bounce", "soft_bounce", "open", "click", "complaint", "blocked")
+REPEATING = ("open", "click")  # counted every time, sent once
+WEBHOOK_GROUP = "webhooks"
+DEFAULT_SUPPRESS_REASONS = ("userunknown", "hostunknown", "hasmoved")
+MAX_FIELD = 1000  # cap what untrusted input can put into one detail
+_RECORD = (Path(__file__).parent / "store" / "scripts" / "event_record.lua").read_text()
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+OutcomeHook = Callable[[str, str], Any]  # (account, kind) -> anything; raises on Redis trouble
+
+
+@dataclass
+class Event:
+    id: str
+    kind: str
+    recipient: str
+    message_id: str
+    timestamp: str
+    account: str
+    tags: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"id": self.id, "kind": self.kind, "recipient": self.recipient,
+                           "message_id": self.message_id, "timestamp": self.timestamp,
+                           "account": self.account, "tags": self.tags,
+                           "details": self.details}, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Event:
+        raw = json.loads(text)
+        return cls(id=raw["id"], kind=raw["kind"], recipient=raw.get("recipient", ""),
+                   message_id=raw.get("message_id", ""), timestamp=raw.get("timestamp", ""),
+                   account=raw.get("account", ""), tags=list(raw.get("tags") or []),
+                   details=dict(raw.get("details") or {}))
+
+    @property
+    def trusted(self) -> bool:
+        return self.details.get("trusted", True) is not False
+
+
+def _base32(raw: bytes) -> str:
+    return base64.b32encode(raw).decode("ascii").rstrip("=")
+
+
+def stable_event_id(account: str, message_id: str, recipient: str, kind: str) -> str:
+    """The id of the one event of (message, recipient, kind): the same wherever it is seen."""
+    digest = hashlib.sha256(f"{account}\0{message_id}\0{recipient.lower()}\0{kind}".encode())
+    return "evt_" + _base32(digest.digest()[:16])[:26]
+
+
+def random_event_id(now: float) -> str:
+    """A time-ordered id (ULID layout: 48 bits of milliseconds, 80 random bits)."""
+    value = (int(now * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    return "evt_" + "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def iso_timestamp(now: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+def utc_day(now: float) -> str:
+    return time.strftime("%Y%m%d", time.gmtime(now))
+
+
+def cap_details(details: dict[str, Any]) -> dict[str, Any]:
+    """Details with long strings cut: they come from remote MTAs."""
+    return {k: (v[:MAX_FIELD] if isinstance(v, str) else v) for k, v in details.items()}
+
+
+def make_event(kind: str, account: str, message_id: str, recipient: str,
+               details: dict[str, Any] | None = None, tags: list[str] | None = None,
+               now: float | None = None, trusted: bool = True) -> Event:
+    """A new event; its id is stable for the kinds that happen once per recipient."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown event kind {kind!r}")
+    now = time.time() if now is None else now
+    event_id = (random_event_id(now) if kind in REPEATING
+                else stable_event_id(account, message_id, recipient, kind))
+    details = cap_details(dict(details or {}))
+    if not trusted:
+        details["trusted"] = False
+    return Event(id=event_id, kind=kind, recipient=recipient[:320].lower(),
+                 message_id=message_id, timestamp=iso_timestamp(now), account=account,
+                 tags=list(tags or []), details=details)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    event_id: str
+    new: bool  # False: this (message, recipient, kind) had been recorded before
+    suppressed: bool = False
+
+
+@dataclass(frozen=True)
+class SuppressionPolicy:
+    """What in an account's settings decides suppression (account_settings)."""
+
+    reasons: tuple[str, ...] = DEFAULT_SUPPRESS_REASONS
+    complaints: bool = True
+    days: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> SuppressionPolicy:
+        return cls(reasons=tuple(settings.get("suppress_reasons", DEFAULT_SUPPRESS_REASONS)),
+                   complaints=bool(settings.get("suppress_complaints", True)),
+                   days=int(settings.get("suppression_days", 0)))
+
+    def suppresses(self, event: Event) -> bool:
+        if not event.trusted:
+            return False
+        if event.kind == "complaint":
+            return self.complaints
+        return event.kind == "bounce" and event.details.get("reason") in self.reasons
+
+
+def reputation_hook(client: Client, keys: Keys) -> OutcomeHook:
+    """The policy daemon's reputation counters, as the recorder calls them."""
+    from txmail.policyd.reputation import record_outcome
+
+    def hook(account: str, kind: str) -> Any:
+        return record_outcome(client, keys, account, kind)
+
+    return hook
+
+
+COUNTED_KINDS = ("delivery", "bounce", "complaint")
+
+
+class Recorder:
+    """Records events of any account into Redis. Clock and outcome hook are arguments."""
+
+    def __init__(self, client: Client, keys: Keys, seen_ttl: int = 30 * 86400,
+                 counter_days: int = 400, outcome_hook: OutcomeHook | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.keys = keys
+        self.seen_ttl = seen_ttl
+        self.counter_ttl = counter_days * 86400
+        self.outcome_hook = outcome_hook
+        self.clock = clock
+        self.suppressions = Suppressions(client, keys, clock=clock)
+        self._record = client.register_script(_RECORD)
+
+    def record(self, event: Event, policy: SuppressionPolicy | None = None) -> Recorded:
+        """Record `event` (see the module text); safe to call again for the same event."""
+        unique = event.kind not in REPEATING
+        seen_field = f"{event.kind}:{event.recipient}"
+        day = utc_day(self.clock())
+        with guard(f"{event.message_id}: recording a {event.kind} event"):
+            state, event_id, counted = self._record(
+                keys=[self.keys.events(event.account),
+                      self.keys.event_seen(event.account, event.message_id or "-"),
+                      self.keys.event_counts(event.account, day)],
+                args=[seen_field, event.id, event.to_json(), self.seen_ttl, self.counter_ttl,
+                      "1" if unique else "0", event.kind, *event.tags])
+        state = int(state)
+        if state == 1:
+            log.info("%s: event %s %s to=<%s> id=%s%s", event.message_id or "NOQUEUE",
+                     event.kind, event.details.get("reason", ""), event.recipient, event_id,
+                     "" if event.trusted else " untrusted")
+        suppressed = False
+        if unique and policy is not None and policy.suppresses(event):
+            expires = self.clock() + policy.days * 86400 if policy.days else None
+            self.suppressions.add(event.account, "bounce", event.recipient,
+                                  str(event.details.get("reason") or event.kind),
+                                  event_id=event_id, expires_at=expires)
+            suppressed = True
+            if state == 1:
+                log.info("%s: suppress: <%s> on the bounce list of %s (%s)", event.message_id,
+                         event.recipient, event.account, event.details.get("reason"))
+        if (unique and event.trusted and event.kind in COUNTED_KINDS and not int(counted)
+                and self.outcome_hook is not None):
+            self.outcome_hook(event.account, event.kind)
+            with guard(f"{event.message_id}: marking an outcome counted"):
+                self.client.hset(self.keys.event_seen(event.account, event.message_id or "-"),
+                                 f"counted:{seen_field}", "1")
+        return Recorded(event_id=event_id, new=state == 1, suppressed=suppressed)
+
+    def count_attempt(self, account: str, message_id: str, recipient: str) -> int:
+        """One more delivery attempt that failed for (message, recipient); how many so far."""
+        key = self.keys.event_seen(account, message_id)
+        with guard(f"{message_id}: counting a delivery attempt"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hincrby(key, f"attempts:{recipient.lower()}", 1)
+            pipe.expire(key, self.seen_ttl)
+            attempts, _ = pipe.execute()
+        return int(attempts)
+
+
+def stream_events(client: Client, keys: Keys, account: str, start: str = "-",
+                  count: int = 1000) -> list[tuple[str, Event]]:
+    """Events of an account from the stream, oldest first, as (stream id, event)."""
+    with guard(f"reading the events of {account}"):
+        rows = client.xrange(keys.events(account), min=start, count=count)
+    found: list[tuple[str, Event]] = []
+    for stream_id, fields in rows:
+        try:
+            found.append((stream_id, Event.from_json(fields["event"])))
+        except (KeyError, ValueError, TypeError):
+            log.warning("%s: skipping an unreadable entry %s", account, stream_id)
+    return found

@@ -1,0 +1,180 @@
+"""Follow a log file across restarts and rotation, by inode and byte offset.
+
+DESCRIPTION
+    LogFollower reads complete lines appended to `path`. Its position is (device, inode, byte
+    offset); the caller saves it with commit() after it has dealt with the lines it was given,
+    so a restart resumes exactly after the last line that was handled (lines handled again
+    after a crash are harmless: events are recorded once per message, recipient and kind).
+
+    Rotation (`postfix logrotate`, logrotate's create mode): when `path` names another inode,
+    the old file is read to its end through the descriptor still open, then the new file is
+    read from its start. When the follower was down during a rotation, the saved inode is
+    looked for among the files next to `path` whose names start with its name (Postfix renames
+    maillog to maillog.YYYYMMDD-HHMMSS) and its rest is read first. A file that became shorter
+    than the saved offset was truncated (copytruncate) and is read from its start.
+
+WRITES
+    The position file, JSON {"device", "inode", "offset"}, replaced atomically (write and
+    rename), so a crash never leaves half a position.
+
+FAILURE
+    A missing log file is waited for (Postfix creates it on its first line). A rotated file
+    that is gone (compressed, deleted) before the follower could finish it is logged: what it
+    still held cannot be read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger("txmail.maillog")
+
+READ_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Position:
+    device: int
+    inode: int
+    offset: int
+
+
+class LogFollower:
+    def __init__(self, path: Path, position_file: Path) -> None:
+        self.path = path
+        self.position_file = position_file
+        self.handle: IO[bytes] | None = None
+        self.device = 0
+        self.inode = 0
+        self.offset = 0  # of the first byte not yet returned as part of a complete line
+        self.partial = b""
+
+    # -- position ------------------------------------------------------------------------
+
+    def saved(self) -> Position | None:
+        try:
+            raw = json.loads(self.position_file.read_text())
+            return Position(int(raw["device"]), int(raw["inode"]), int(raw["offset"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def commit(self) -> None:
+        """Remember that every line returned so far has been handled."""
+        if self.handle is None:
+            return
+        tmp = self.position_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"device": self.device, "inode": self.inode,
+                                   "offset": self.offset}))
+        os.replace(tmp, self.position_file)
+
+    def rewind(self) -> None:
+        """Forget what was returned since the last commit (it could not be handled)."""
+        self._close()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+        self.handle = None
+        self.partial = b""
+
+    def _open(self, path: Path, offset: int) -> bool:
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            return False
+        st = os.fstat(handle.fileno())
+        if st.st_size < offset:
+            log.warning("%s is shorter than the saved offset %d: truncated, reading it from the "
+                        "start", path, offset)
+            offset = 0
+        handle.seek(offset)
+        self.handle, self.device, self.inode, self.offset = handle, st.st_dev, st.st_ino, offset
+        self.partial = b""
+        return True
+
+    def _rotated_file(self, position: Position) -> Path | None:
+        """The renamed old log that still has inode `position.inode`."""
+        for candidate in sorted(self.path.parent.glob(self.path.name + "*")):
+            try:
+                st = candidate.stat()
+            except OSError:
+                continue
+            if (st.st_ino, st.st_dev) == (position.inode, position.device) and \
+                    candidate != self.path:
+                return candidate
+        return None
+
+    def _resume(self) -> bool:
+        """Open the file the saved position points into (or the log itself)."""
+        position = self.saved()
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            st = None
+        if position is None:
+            return self._open(self.path, 0)
+        if st is not None and (st.st_ino, st.st_dev) == (position.inode, position.device):
+            return self._open(self.path, position.offset)
+        old = self._rotated_file(position)
+        if old is not None:
+            log.info("resuming in the rotated log %s at offset %d", old, position.offset)
+            return self._open(old, position.offset)
+        log.warning("the log read up to offset %d (inode %d) is gone; lines it held after that "
+                    "offset cannot be read; reading %s from the start", position.offset,
+                    position.inode, self.path)
+        return self._open(self.path, 0)
+
+    def _rotated_away(self) -> bool:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return False  # renamed and not yet re-created: keep reading the old one
+        return (st.st_ino, st.st_dev) != (self.inode, self.device)
+
+    def read_lines(self, limit: int = 5000) -> list[str]:
+        """Complete lines appended since the last call (at most about `limit`)."""
+        if self.handle is None and not self._resume():
+            return []
+        assert self.handle is not None
+        lines = self._read_available(limit)
+        if lines:
+            return lines
+        if self._rotated_away():
+            # The old file is finished (we just read it to its end): go on in the new one.
+            log.info("%s was rotated; reading the new file from its start", self.path)
+            self._close()
+            self._open(self.path, 0)
+            return self._read_available(limit)
+        st = os.fstat(self.handle.fileno())
+        if st.st_size < self.offset + len(self.partial):
+            log.warning("%s was truncated; reading it from the start", self.path)
+            self.handle.seek(0)
+            self.offset, self.partial = 0, b""
+        return []
+
+    def _read_available(self, limit: int) -> list[str]:
+        assert self.handle is not None
+        lines: list[str] = []
+        while len(lines) < limit:
+            chunk = self.handle.read(READ_SIZE)
+            if not chunk:
+                break
+            data = self.partial + chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                self.partial = data
+                continue
+            complete, self.partial = data[:cut + 1], data[cut + 1:]
+            self.offset += len(complete)
+            lines.extend(complete.decode("utf-8", "replace").splitlines())
+        return lines
+
+    def close(self) -> None:
+        self._close()

@@ -1,0 +1,171 @@
+"""txmail maillog: turn Postfix's delivery log lines into delivery and deferral events.
+
+SYNOPSIS
+    txmail maillog            (started by `txmail up`)
+
+DESCRIPTION
+    Follows postfix.maillog (Postfix's maillog_file) with txmail.maillog.follower and, for
+    every recipient status line of a message txmail recorded (txmail.maillog.lines):
+
+      status=sent              a `delivery` event (details: status, diagnostic = the remote
+                               server's reply, remote_mta, class);
+      status=deferred          a `soft_bounce` event on the recipient's first deferral only
+                               (details: attempts so far, status, reason, diagnostic); later
+                               deferrals only count attempts;
+      status=bounced/expired   a `bounce` event (details: status, reason, diagnostic).
+
+    Lines of queue ids txmail never recorded (bounce notices Postfix made, forwarded bounces,
+    mail from elsewhere) give nothing. The reason word comes from the bounce parser's
+    classifier (txmail.bounce_pipe.reasons), so a bounce seen here and again in the DSN the
+    bounce pipe reads has the same reason; the recorder keeps exactly one event per message,
+    recipient and kind, whichever of the two sees it first (same event id either way).
+
+    The position in the log is saved only after the lines before it were recorded, so a
+    restart resumes where the last one stopped and nothing is skipped.
+
+FAILURE
+    Redis down: the lines not yet recorded are read again once it answers (one log line per
+    outage, then retries every few seconds). Never exits on bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from txmail import store
+from txmail.bounce_pipe.detectors.base import Finding, finish
+from txmail.bounce_pipe.reasons import command_in
+from txmail.config import Settings
+from txmail.errors import TemporaryFailure
+from txmail.events import Recorder, SuppressionPolicy, make_event, reputation_hook
+from txmail.maillog.follower import LogFollower
+from txmail.maillog.lines import DeliveryStatus, parse_line
+from txmail.store import account_settings
+from txmail.store.messages import MessageRecord, Messages
+
+log = logging.getLogger("txmail.maillog")
+
+CACHE_SIZE = 10_000
+RETRY_DELAY = 2.0
+
+
+class StatusRecorder:
+    """Turns parsed status lines into events. Redis, recorder and clock are arguments."""
+
+    def __init__(self, client: store.Client, keys: store.Keys, messages: Messages,
+                 recorder: Recorder, clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.keys = keys
+        self.messages = messages
+        self.recorder = recorder
+        self.clock = clock
+        # Long queue ids are never reused, so both answers can be cached.
+        self.records: OrderedDict[str, MessageRecord | None] = OrderedDict()
+        self.policies: dict[str, tuple[float, SuppressionPolicy]] = {}
+
+    def _record(self, queue_id: str) -> MessageRecord | None:
+        if queue_id in self.records:
+            self.records.move_to_end(queue_id)
+            return self.records[queue_id]
+        record = self.messages.get(queue_id)
+        self.records[queue_id] = record
+        if len(self.records) > CACHE_SIZE:
+            self.records.popitem(last=False)
+        return record
+
+    def _policy(self, account: str) -> SuppressionPolicy:
+        now = self.clock()
+        cached = self.policies.get(account)
+        if cached and now - cached[0] < 10:
+            return cached[1]
+        with store.guard(f"reading the settings of {account}"):
+            raw = self.client.hgetall(self.keys.account(account))
+        policy = SuppressionPolicy.from_settings(account_settings.from_fields(raw or {}))
+        self.policies[account] = (now, policy)
+        return policy
+
+    def handle(self, status: DeliveryStatus) -> str | None:
+        """Record what one status line says; the event id, or None when it says nothing."""
+        record = self._record(status.queue_id)
+        if record is None:
+            return None
+        recipient = status.original_recipient or status.recipient
+        details: dict[str, Any] = {"status": status.dsn, "diagnostic": status.text,
+                                   "class": record.message_class, "source": "maillog"}
+        if status.remote_mta:
+            details["remote_mta"] = status.remote_mta
+        if status.status == "sent":
+            kind = "delivery"
+        else:
+            found = finish([Finding(recipient=recipient, diagnostic=status.text,
+                                    status=status.dsn, command=command_in(status.text),
+                                    remote_mta=status.remote_mta,
+                                    temporary=status.status == "deferred")], "maillog")
+            details["reason"] = found[0].reason if found else "undefined"
+            if status.status == "expired":
+                details["reason"] = "expired"
+            kind = "soft_bounce" if status.status == "deferred" else "bounce"
+            if kind == "soft_bounce":
+                details["attempts"] = self.recorder.count_attempt(record.account,
+                                                                  record.queue_id, recipient)
+        event = make_event(kind, record.account, record.queue_id, recipient, details,
+                           tags=record.tags, now=self.clock())
+        result = self.recorder.record(event, self._policy(record.account))
+        if not result.new and kind == "soft_bounce":
+            log.info("%s: deferred again to=<%s> (attempt %s); soft_bounce was sent once",
+                     record.queue_id, recipient, details.get("attempts"))
+        return result.event_id
+
+
+def handle_lines(lines: list[str], recorder: StatusRecorder) -> int:
+    """Record every status line of `lines`; how many events (new or seen) they gave."""
+    count = 0
+    for line in lines:
+        status = parse_line(line)
+        if status is not None and recorder.handle(status):
+            count += 1
+    return count
+
+
+def build(settings: Settings, client: store.Client,
+          clock: Callable[[], float] = time.time) -> StatusRecorder:
+    keys = store.Keys(settings.redis.prefix)
+    ttl = settings.milter.message_ttl_days * 86400
+    recorder = Recorder(client, keys, seen_ttl=ttl, counter_days=settings.events.counter_days,
+                        outcome_hook=reputation_hook(client, keys), clock=clock)
+    return StatusRecorder(client, keys, Messages(client, keys, ttl), recorder, clock)
+
+
+def serve(settings: Settings, stop: Callable[[], bool] = lambda: False) -> None:
+    """Follow the maillog until `stop()` says so."""
+    follower = LogFollower(settings.path(settings.postfix.maillog),
+                           settings.path(settings.maillog.offset_file))
+    follower.position_file.parent.mkdir(parents=True, exist_ok=True)
+    client = store.connect(settings)
+    statuses = build(settings, client)
+    outage = False
+    log.info("following %s", follower.path)
+    while not stop():
+        lines = follower.read_lines()
+        if not lines:
+            time.sleep(settings.maillog.poll_interval)
+            continue
+        try:
+            handle_lines(lines, statuses)
+        except TemporaryFailure as exc:
+            if not outage:
+                log.warning("NOQUEUE: cannot record events (%s); the lines will be read again",
+                            exc)
+            outage = True
+            follower.rewind()
+            time.sleep(RETRY_DELAY)
+            continue
+        if outage:
+            log.info("NOQUEUE: recording events again")
+            outage = False
+        follower.commit()
+    follower.close()

@@ -1,0 +1,470 @@
+"""The webhooks dispatcher: every account's events, posted in signed batches, never lost.
+
+DESCRIPTION
+    Each account's events are in its stream PREFIX {ACCOUNT}:events (txmail/events.py). The
+    dispatcher reads them as consumer CONSUMER of the consumer group "webhooks" (created at id 0,
+    so no event recorded before the first dispatcher ran is skipped), and for each account
+    with a webhook URL:
+
+      * batches up to webhooks.batch_size events, or what came within webhooks.batch_wait
+        seconds of the batch's first event, and posts {"events": [...]} signed with the
+        Standard Webhooks headers (txmail.webhooks.signing) under a webhook-id derived from the
+        batch's event ids (a retry of the same batch has the same id);
+      * acknowledges the events (XACK) only after a 2xx answer: at least once. Receivers
+        de-duplicate by event id;
+      * on any other answer or no answer, retries the same batch with exponential backoff and
+        full jitter (retry_base doubling up to retry_max_delay), reading no newer events of that
+        account meanwhile, so they wait in the stream where nothing can trim them;
+      * an event whose posts kept failing for webhooks.retry_window (at least 24 hours, counted
+        from when it was first tried) goes to the account's dead letters (PREFIX
+        {ACCOUNT}:webhook:dead), acknowledged in the same Lua call
+        (store/scripts/webhook_dead_letter.lua): `txmail webhooks dead-letters` lists them and
+        `txmail webhooks replay` sends them again;
+      * 410 Gone disables the endpoint (PREFIX {ACCOUNT}:webhook, field disabled): its events
+        go straight to the dead letters until `txmail webhooks enable ACCOUNT`.
+
+    An account without a webhook URL has its events acknowledged as they are read: they stay
+    in the stream as history (events tail, messages show) up to events.stream_max.
+    After each acknowledgement the stream is trimmed to events.stream_max, but never past the
+    group's oldest unacknowledged event (store/scripts/events_trim.lua).
+
+    A dispatcher that is killed leaves its batch unacknowledged in the group's pending list;
+    restarted under the same consumer name (webhooks.consumer, default the host name) it reads
+    that list first and posts it again. Another node's entries idle for webhooks.claim_idle
+    seconds are taken over (XAUTOCLAIM), so a node that never comes back loses nothing either.
+
+    The backoff state (failing_since, attempts, next_attempt) is kept in PREFIX
+    {ACCOUNT}:webhook too, so a restart does not shorten or restart the retry window.
+
+SIDE EFFECTS ARE ARGUMENTS
+    Redis client, HTTP transport (url, body, headers, timeout) -> status, clock, random source
+    and executor are passed in, so the core runs in unit tests with fakes and a simulated clock.
+
+FAILURE
+    Redis down: the loop logs once, waits and goes on; nothing is acknowledged meanwhile.
+    The account's webhook secret and key are never logged.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from txmail.config import WebhooksSettings
+from txmail.events import WEBHOOK_GROUP
+from txmail.store import Client, Keys, guard
+from txmail.webhooks import signing
+
+log = logging.getLogger("txmail.webhooks")
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "store" / "scripts"
+ACCOUNTS_REFRESH = 2.0  # seconds between looks for new accounts and changed URLs
+CLAIM_EVERY = 60.0
+
+
+class TransportError(Exception):
+    """No HTTP answer (connection refused, timeout, TLS failure)."""
+
+
+Transport = Callable[[str, bytes, dict[str, str], float], int]
+
+
+@dataclass
+class Pending:
+    stream_id: str
+    raw: str  # the event's JSON exactly as recorded
+    event_id: str
+    recorded_at: float  # from the stream id (Redis time)
+
+
+@dataclass
+class Endpoint:
+    account: str
+    url: str = ""
+    disabled: bool = False
+    batch: list[Pending] = field(default_factory=list)
+    batch_started: float | None = None
+    history_done: bool = False  # our own pending list has been read back after a restart
+    attempts: int = 0
+    failing_since: float | None = None
+    next_attempt: float = 0.0
+    inflight: concurrent.futures.Future[int] | None = None
+    inflight_batch: list[Pending] = field(default_factory=list)
+    last_claim: float = 0.0
+
+
+def batch_id(batch: list[Pending]) -> str:
+    digest = hashlib.sha256("\n".join(p.event_id for p in batch).encode()).hexdigest()
+    return "msg_" + digest[:32]
+
+
+def body_of(batch: list[Pending]) -> bytes:
+    return ('{"events":[' + ",".join(p.raw for p in batch) + "]}").encode()
+
+
+def _event_id(raw: str) -> str:
+    # The id is the first field the recorder writes; fall back to JSON for other writers.
+    if raw.startswith('{"id":"'):
+        end = raw.find('"', 7)
+        if end > 0:
+            return raw[7:end]
+    import json
+
+    try:
+        return str(json.loads(raw).get("id", ""))
+    except ValueError:
+        return ""
+
+
+class InlineExecutor:
+    """Runs each post at once in the caller's thread (unit tests, benchmarks of the core)."""
+
+    def submit(self, fn: Callable[..., int], *args: Any) -> concurrent.futures.Future[int]:
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True) -> None:
+        pass
+
+
+class Dispatcher:
+    def __init__(self, client: Client, keys: Keys, settings: WebhooksSettings,
+                 webhook_key: bytes, consumer: str, transport: Transport,
+                 stream_max: int = 100_000, clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None, executor: Any = None) -> None:
+        self.client = client
+        self.keys = keys
+        self.settings = settings
+        self.webhook_key = webhook_key
+        self.consumer = consumer
+        self.transport = transport
+        self.stream_max = stream_max
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.executor = executor or InlineExecutor()
+        self.endpoints: dict[str, Endpoint] = {}
+        self.groups: set[str] = set()
+        self.last_refresh = -1e18
+        self._trim = client.register_script((SCRIPTS / "events_trim.lua").read_text())
+        self._dead = client.register_script((SCRIPTS / "webhook_dead_letter.lua").read_text())
+
+    # -- accounts and their endpoints -----------------------------------------------------
+
+    def refresh(self, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now - self.last_refresh < ACCOUNTS_REFRESH:
+            return
+        self.last_refresh = now
+        with guard("listing accounts for the webhooks"):
+            names = sorted(self.client.smembers(self.keys.accounts))
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                pipe.hget(self.keys.account(name), "webhook_url")
+                pipe.hgetall(self.keys.webhook(name))
+            rows = pipe.execute()
+        for index, name in enumerate(names):
+            url, state = rows[2 * index] or "", rows[2 * index + 1] or {}
+            endpoint = self.endpoints.get(name)
+            if endpoint is None:
+                endpoint = self.endpoints[name] = Endpoint(name)
+                # a restart continues the retry window and backoff where they were
+                if state.get("failing_since"):
+                    endpoint.failing_since = float(state["failing_since"])
+                    endpoint.attempts = int(state.get("attempts") or 0)
+                    endpoint.next_attempt = float(state.get("next_attempt") or 0)
+            if url != endpoint.url:
+                endpoint.url = url
+            endpoint.disabled = bool(state.get("disabled"))
+            if name not in self.groups:
+                self._ensure_group(name)
+        for gone in set(self.endpoints) - set(names):
+            endpoint = self.endpoints[gone]
+            if not endpoint.batch and endpoint.inflight is None:
+                del self.endpoints[gone]
+
+    def _ensure_group(self, account: str) -> None:
+        try:
+            self.client.xgroup_create(self.keys.events(account), WEBHOOK_GROUP, id="0",
+                                      mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self.groups.add(account)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _wants_events(self, endpoint: Endpoint, now: float) -> bool:
+        if endpoint.inflight is not None or len(endpoint.batch) >= self.settings.batch_size:
+            return False
+        # In backoff the batch is fixed: newer events wait in the stream.
+        return not (endpoint.failing_since is not None and endpoint.batch)
+
+    def read(self) -> int:
+        """Read new (or, after a restart, our pending) events into the batches."""
+        now = self.clock()
+        wanted = [e for e in self.endpoints.values() if self._wants_events(e, now)]
+        if not wanted:
+            return 0
+        with guard("reading events for the webhooks"):
+            pipe = self.client.pipeline(transaction=False)
+            for endpoint in wanted:
+                pipe.xreadgroup(WEBHOOK_GROUP, self.consumer,
+                                {self.keys.events(endpoint.account):
+                                 "0" if not endpoint.history_done else ">"},
+                                count=self.settings.batch_size - len(endpoint.batch))
+            replies = pipe.execute()
+        count = 0
+        for endpoint, reply in zip(wanted, replies, strict=True):
+            entries = reply[0][1] if reply else []
+            if not endpoint.history_done and len(entries) < (
+                    self.settings.batch_size - len(endpoint.batch)):
+                endpoint.history_done = True
+            count += self._take(endpoint, entries, now)
+        return count
+
+    def _take(self, endpoint: Endpoint, entries: list[Any], now: float) -> int:
+        known = {p.stream_id for p in endpoint.batch} | {
+            p.stream_id for p in endpoint.inflight_batch}
+        taken = 0
+        unreadable: list[str] = []
+        for stream_id, fields in entries:
+            if stream_id in known:
+                continue
+            raw = (fields or {}).get("event")
+            if not raw:
+                unreadable.append(stream_id)  # an entry without an event: nothing to send
+                continue
+            endpoint.batch.append(Pending(stream_id, raw, _event_id(raw),
+                                          int(stream_id.split("-")[0]) / 1000))
+            taken += 1
+        if unreadable:
+            self._ack(endpoint.account, unreadable)
+        if taken and endpoint.batch_started is None:
+            endpoint.batch_started = now
+        return taken
+
+    def claim(self) -> int:
+        """Take over events another dispatcher read but never acknowledged (a dead node)."""
+        now = self.clock()
+        taken = 0
+        for endpoint in self.endpoints.values():
+            if now - endpoint.last_claim < CLAIM_EVERY or endpoint.inflight is not None:
+                continue
+            endpoint.last_claim = now
+            if endpoint.failing_since is not None and endpoint.batch:
+                continue
+            with guard("claiming idle events"):
+                reply = self.client.xautoclaim(
+                    self.keys.events(endpoint.account), WEBHOOK_GROUP, self.consumer,
+                    min_idle_time=int(self.settings.claim_idle * 1000), start_id="0-0",
+                    count=self.settings.batch_size)
+            entries = reply[1] if reply else []
+            mine = {p.stream_id for p in endpoint.batch}
+            fresh = [e for e in entries if e[0] not in mine]
+            if fresh:
+                log.info("%s: took over %d unacknowledged event(s) of another dispatcher",
+                         endpoint.account, len(fresh))
+            taken += self._take(endpoint, fresh, now)
+        return taken
+
+    # -- posting --------------------------------------------------------------------------
+
+    def _ready(self, endpoint: Endpoint, now: float) -> bool:
+        if not endpoint.batch or endpoint.inflight is not None:
+            return False
+        if endpoint.failing_since is not None:
+            return now >= endpoint.next_attempt
+        if len(endpoint.batch) >= self.settings.batch_size or not endpoint.history_done:
+            return True
+        started = endpoint.batch_started if endpoint.batch_started is not None else now
+        return now - started >= self.settings.batch_wait
+
+    def post_ready(self) -> int:
+        """Start a post for each endpoint whose batch is due; settle finished posts."""
+        now = self.clock()
+        started = 0
+        for endpoint in list(self.endpoints.values()):
+            self._settle(endpoint)
+            if not endpoint.batch or endpoint.inflight is not None:
+                continue
+            if not endpoint.url:
+                self._ack(endpoint.account, [p.stream_id for p in endpoint.batch])
+                self._clear_batch(endpoint)
+                continue
+            if endpoint.disabled:
+                self._dead_letter(endpoint, endpoint.batch, "endpoint disabled (410 Gone)", now)
+                self._clear_batch(endpoint)
+                continue
+            if not self._ready(endpoint, now):
+                continue
+            batch = endpoint.batch[:self.settings.batch_size]
+            body = body_of(batch)
+            secret = signing.account_secret(self.webhook_key, endpoint.account)
+            headers = signing.headers(secret, batch_id(batch), int(now), body)
+            endpoint.inflight_batch = batch
+            endpoint.inflight = self.executor.submit(self._post, endpoint.url, body, headers)
+            started += 1
+            self._settle(endpoint)
+        return started
+
+    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        return self.transport(url, body, headers, self.settings.timeout)
+
+    def _settle(self, endpoint: Endpoint) -> None:
+        future = endpoint.inflight
+        if future is None or not future.done():
+            return
+        batch = endpoint.inflight_batch
+        endpoint.inflight, endpoint.inflight_batch = None, []
+        now = self.clock()
+        try:
+            status = future.result()
+            error = f"HTTP {status}"
+        except TransportError as exc:
+            status, error = 0, str(exc)[:200] or exc.__class__.__name__
+        except Exception as exc:  # noqa: BLE001 - a transport bug is one more failed attempt
+            log.exception("%s: posting failed unexpectedly", endpoint.account)
+            status, error = 0, exc.__class__.__name__
+        label = f"{endpoint.account}: {batch_id(batch)}"
+        if 200 <= status < 300:
+            self._ack(endpoint.account, [p.stream_id for p in batch])
+            self._drop(endpoint, batch)
+            if endpoint.failing_since is not None:
+                log.info("%s: posted %d event(s) after %d failed attempt(s)", label,
+                         len(batch), endpoint.attempts)
+                self._save_state(endpoint, ok=True)
+            return
+        if status == 410:
+            log.warning("%s: %s answered 410 Gone: endpoint disabled, %d event(s) to the dead "
+                        "letters (`txmail webhooks enable %s` turns it back on)", label,
+                        endpoint.url, len(batch), endpoint.account)
+            endpoint.disabled = True
+            with guard("disabling a webhook endpoint"):
+                self.client.hset(self.keys.webhook(endpoint.account),
+                                 mapping={"disabled": repr(now), "disabled_by": "410 Gone"})
+            self._dead_letter(endpoint, batch, "410 Gone", now)
+            self._drop(endpoint, batch)
+            self._save_state(endpoint, ok=True)
+            return
+        self._failed(endpoint, batch, error, now)
+
+    def _failed(self, endpoint: Endpoint, batch: list[Pending], error: str, now: float) -> None:
+        if endpoint.failing_since is None:
+            endpoint.failing_since = now
+        endpoint.attempts += 1
+        window = self.settings.retry_window
+        expired = [p for p in batch
+                   if now - max(p.recorded_at, endpoint.failing_since) >= window]
+        if expired:
+            log.warning("%s: %d event(s) failed for %.0f h (%s): to the dead letters",
+                        endpoint.account, len(expired), window / 3600, error)
+            self._dead_letter(endpoint, expired, error, now)
+            self._drop(endpoint, expired)
+        delay = min(self.settings.retry_max_delay,
+                    self.settings.retry_base * 2 ** min(endpoint.attempts - 1, 30))
+        delay = delay / 2 + self.rng.uniform(0, delay / 2)  # jitter: never all at once
+        endpoint.next_attempt = now + delay
+        if not endpoint.batch:
+            # nothing left to retry: the next batch starts a fresh window
+            self._save_state(endpoint, ok=True)
+            return
+        log.info("%s: post of %d event(s) failed (%s); attempt %d, next in %.1f s",
+                 endpoint.account, len(batch), error, endpoint.attempts, delay)
+        self._save_state(endpoint, ok=False)
+
+    def _save_state(self, endpoint: Endpoint, ok: bool) -> None:
+        key = self.keys.webhook(endpoint.account)
+        with guard("saving a webhook endpoint's retry state"):
+            if ok:
+                endpoint.failing_since, endpoint.attempts, endpoint.next_attempt = None, 0, 0.0
+                self.client.hdel(key, "failing_since", "attempts", "next_attempt",
+                                 "last_error")
+            else:
+                self.client.hset(key, mapping={
+                    "failing_since": repr(endpoint.failing_since),
+                    "attempts": str(endpoint.attempts),
+                    "next_attempt": repr(endpoint.next_attempt)})
+
+    def _drop(self, endpoint: Endpoint, done: list[Pending]) -> None:
+        gone = {p.stream_id for p in done}
+        endpoint.batch = [p for p in endpoint.batch if p.stream_id not in gone]
+        endpoint.batch_started = self.clock() if endpoint.batch else None
+
+    def _clear_batch(self, endpoint: Endpoint) -> None:
+        endpoint.batch, endpoint.batch_started = [], None
+
+    def _ack(self, account: str, stream_ids: list[str]) -> None:
+        stream = self.keys.events(account)
+        with guard(f"acknowledging events of {account}"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xack(stream, WEBHOOK_GROUP, *stream_ids)
+            self._trim(keys=[stream], args=[WEBHOOK_GROUP, self.stream_max], client=pipe)
+            pipe.execute()
+
+    def _dead_letter(self, endpoint: Endpoint, batch: list[Pending], error: str,
+                     now: float) -> None:
+        args: list[Any] = [WEBHOOK_GROUP, self.settings.dead_letter_max, error, repr(now)]
+        for pending in batch:
+            args += [pending.stream_id, pending.raw]
+        with guard(f"dead-lettering events of {endpoint.account}"):
+            dropped = int(self._dead(keys=[self.keys.events(endpoint.account),
+                                           self.keys.dead_letters(endpoint.account)],
+                                     args=args))
+            self._trim(keys=[self.keys.events(endpoint.account)],
+                       args=[WEBHOOK_GROUP, self.stream_max])
+        for pending in batch:
+            log.info("%s: dead letter %s (%s)", endpoint.account, pending.event_id, error)
+        if dropped:
+            log.warning("%s: the dead letters are full (%d): the %d oldest were removed",
+                        endpoint.account, self.settings.dead_letter_max, dropped)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def step(self) -> int:
+        """One round: accounts, reads, claims, posts. How much happened (0: idle)."""
+        self.refresh()
+        work = self.read()
+        work += self.claim()
+        work += self.post_ready()
+        return work
+
+    def busy(self) -> bool:
+        return any(e.batch or e.inflight is not None for e in self.endpoints.values())
+
+
+def requests_transport() -> Transport:
+    """HTTP posts with one keep-alive session per endpoint URL."""
+    import requests
+
+    # a Session is not meant to be shared between threads: one per thread and URL
+    sessions: dict[tuple[int, str], requests.Session] = {}
+
+    def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+        key = (threading.get_ident(), url)
+        session = sessions.get(key)
+        if session is None:
+            session = sessions[key] = requests.Session()
+        try:
+            response = session.post(url, data=body, headers=headers, timeout=timeout,
+                                    allow_redirects=False)
+        except requests.RequestException as exc:
+            sessions.pop(key, None)
+            raise TransportError(f"{exc.__class__.__name__}") from exc
+        response.close()
+        return response.status_code
+
+    return post

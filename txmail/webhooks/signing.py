@@ -1,0 +1,65 @@
+"""Standard Webhooks signatures: what a receiver checks to know a post came from this relay.
+
+    webhook-id:        msg_... (the same for every retry of the same batch)
+    webhook-timestamp: seconds since 1970, when this attempt was made
+    webhook-signature: v1,BASE64(HMAC-SHA256(secret, "ID.TIMESTAMP.BODY"))
+
+Each account has its own secret, derived from the relay's webhook key (secrets.webhook_key_file)
+and the account name, so one account's secret cannot sign another's posts and nothing per
+account needs storing. It is shown, as `whsec_BASE64`, only by `txmail webhooks secret ACCOUNT`;
+it is never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping
+
+PREFIX = "whsec_"
+TOLERANCE = 300  # seconds a receiver accepts between the timestamp and its clock
+
+
+def account_secret(webhook_key: bytes, account: str) -> bytes:
+    return hmac.new(webhook_key, f"txmail-webhook-v1:{account}".encode(), hashlib.sha256).digest()
+
+
+def secret_text(secret: bytes) -> str:
+    """The secret as receivers are given it (Standard Webhooks form)."""
+    return PREFIX + base64.b64encode(secret).decode("ascii")
+
+
+def secret_bytes(text: str) -> bytes:
+    return base64.b64decode(text[len(PREFIX):] if text.startswith(PREFIX) else text)
+
+
+def signature(secret: bytes, message_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(secret, signed, hashlib.sha256).digest()).decode()
+
+
+def headers(secret: bytes, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    return {"webhook-id": message_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature(secret, message_id, timestamp, body),
+            "content-type": "application/json"}
+
+
+def verify(secret: str | bytes, received: Mapping[str, str], body: bytes, now: float,
+           tolerance: int = TOLERANCE) -> bool:
+    """True when `received` headers carry a valid, fresh signature of `body`."""
+    key = secret_bytes(secret) if isinstance(secret, str) else secret
+    lowered = {k.lower(): v for k, v in received.items()}
+    try:
+        message_id = lowered["webhook-id"]
+        timestamp = int(lowered["webhook-timestamp"])
+    except (KeyError, ValueError):
+        return False
+    if abs(now - timestamp) > tolerance:
+        return False
+    expected = signature(key, message_id, timestamp, body).split(",", 1)[1]
+    for candidate in lowered.get("webhook-signature", "").split():
+        version, _, value = candidate.partition(",")
+        if version == "v1" and hmac.compare_digest(value, expected):
+            return True
+    return False
