@@ -233,6 +233,7 @@ class WebhooksSettings:
                              7200.0)
 
 
+@dataclass(frozen=True)
 class DevSettings:
     """`txmail up --dev` only."""
 

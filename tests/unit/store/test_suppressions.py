@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -148,3 +149,42 @@ def test_bad_input(suppressions: Suppressions) -> None:
         suppressions.add("acme", "bounce", "no-at-sign", "x")
     with pytest.raises(UsageError):
         suppressions.add("acme", "spam", "a@example.net", "x")
+
+
+def test_cli_add_list_export_import_remove(redis_server: RedisServer, tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from txmail.cli import main
+    from txmail.store.accounts import Accounts
+
+    prefix = f"cli-{uuid.uuid4().hex[:8]}:"
+    config = tmp_path / "txmail.toml"
+    config.write_text(f'[redis]\nurl = "{redis_server.url}"\nprefix = "{prefix}"\n')
+    Accounts(redis_server.client(), Keys(prefix)).add("acme", ["acme.example"],
+                                                      "a long enough password")
+    runner = CliRunner()
+
+    def txmail(*args: str, input: str | None = None) -> str:
+        result = runner.invoke(main, ["--config", str(config), "suppressions", *args],
+                               input=input)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    txmail("add", "--account", "acme", "--list", "bounce", "Gone@example.net",
+           "--reason", "5.1.1")
+    txmail("add", "--account", "acme", "--list", "unsubscribe", "left@example.net",
+           "--expires-in", "30")
+    listed = json.loads(txmail("list", "--account", "acme", "--json"))
+    assert {(e["list"], e["recipient"]) for e in listed} == {
+        ("bounce", "gone@example.net"), ("unsubscribe", "left@example.net")}
+    exported = txmail("export", "--account", "acme", "--list", "bounce")
+    assert txmail("remove", "--account", "acme", "--list", "bounce",
+                  "gone@example.net").startswith("removed")
+    assert "imported 1 entries" in txmail("import", "--account", "acme", input=exported)
+    assert "imported 2 entries" in txmail("import", "--account", "acme", "--list", "bounce",
+                                          input="a@example.net\nb@example.net\n")
+    assert len(json.loads(txmail("list", "--account", "acme", "--list", "bounce",
+                                 "--json"))) == 3
+    missing = runner.invoke(main, ["--config", str(config), "suppressions", "list",
+                                   "--account", "nobody"])
+    assert missing.exit_code == 1 and "no account named 'nobody'" in missing.output
