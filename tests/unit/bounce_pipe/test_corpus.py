@@ -228,10 +228,17 @@ FAMILIES = [
     ),
     (
         "soe-lhost-kddi-01.eml",
-        "simple",
+        "japan",
         "kijitora@x0000000000000.dion.ne.jp",
         "bounce",
         "mailboxfull",
+    ),
+    (
+        "soe-lhost-ezweb-03.eml",
+        "japan",
+        "this-local-part-does-not-exist-on-the-site@ezweb.ne.jp",
+        "bounce",
+        "suspend",
     ),
     ("soe-lhost-imailserver-01.eml", "simple", "kijitora@example.com", "bounce", "userunknown"),
     ("soe-lhost-opensmtpd-02.eml", "simple", "mailboxfull@example.jp", "bounce", "mailboxfull"),
@@ -318,6 +325,22 @@ BROKEN = [
     b"\nContent-Type: message/rfc822\n\n",
     b"Subject: =?utf-8?q?broken?= =?x?y?z?=\nFrom: =?iso-2022-jp?B?GyRC?=\n\nbody\n",
 ]
+
+
+ORDINARY = [
+    b"From: CI <no-reply@ci.example.com>\nTo: dev@example.com\nSubject: Build failed on main\n\n"
+    b"The build failed with a fatal error. Ask alice@example.org, she was rejected too.\n",
+    b"From: Bob <bob@example.com>\nTo: alice@example.com\nSubject: Re: the sofa\n\n"
+    b"Could not deliver to carol@example.net: user unknown at the depot.\n",
+    b"From: shop@example.com\nTo: alice@example.com\nSubject: Your order\n"
+    b"Content-Type: multipart/mixed; boundary=x\n\n--x\nContent-Type: text/plain\n\n"
+    b"Final-Recipient: none\n--x--\n",
+]
+
+
+@pytest.mark.parametrize("raw", ORDINARY)
+def test_ordinary_mail_that_mentions_failures_yields_no_event(raw: bytes) -> None:
+    assert parse_message(raw) == []
 
 
 @pytest.mark.parametrize("raw", BROKEN)

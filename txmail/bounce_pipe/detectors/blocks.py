@@ -119,17 +119,20 @@ def is_service_address(address: str) -> bool:
 
 
 BOUNCE_SENDER_RE = re.compile(
-    r"mailer-daemon|mail-daemon|mailerdaemon|postmaster|mail delivery|delivery subsystem"
-    r"|mail administrator|system administrator|mail system|ndr administrator|mailer_daemon"
-    r"|mail router|\bmta\b|no-?reply",
+    r"mailer-daemon|mail-daemon|mailerdaemon|mailer_daemon|postmaster|mail delivery"
+    r"|delivery subsystem|mail administrator|system administrator|mail system|ndr administrator"
+    r"|mail router",
     re.I,
 )
+# Words a mail system's notice puts in its Subject; generic words such as
+# "error" or "failed" alone are not enough (an application's "Build failed").
 BOUNCE_SUBJECT_RE = re.compile(
-    r"undeliver|undelivered|returned mail|return(?:ed"
-    r"|ing) message|delivery (?:status|fail|problem|notif)"
-    r"|failure notice|failed delivery|delivery failure|mail delivery|not delivered|non[- ]?delivery"
-    r"|could not be delivered|rejected|mail failure|mail system error|warning: message|delayed"
-    r"|bounce|error|failed|failure|unzustellbar|non remis|no entregado|non recapitabile",
+    r"undeliver|returned mail|return(?:ed|ing) (?:message|to sender)"
+    r"|delivery (?:status|fail|problem|notif|report)|failure notice|failure delivery"
+    r"|failed delivery"
+    r"|mail delivery|not delivered|non[- ]?delivery|could not be delivered|mail failure"
+    r"|mail system error|warning: message|message delayed|delivery delayed|bounced? mail"
+    r"|unzustellbar|non remis|no entregado|non recapitabile|not member",
     re.I,
 )
 
@@ -138,10 +141,12 @@ def looks_like_bounce(mail: ReturnedMail) -> bool:
     """Whether the envelope of the report looks like a mail system's notice.
 
     Plain-text detectors require it before reading free text, so that an
-    ordinary message quoting a failure is not taken for one.
+    ordinary message quoting a failure is not taken for one: the sender is
+    a mail system's mailbox, the Subject is a notice's, or the message came
+    with a null Return-Path (as RFC 5321 wants for every notice).
     """
     if BOUNCE_SENDER_RE.search(mail.header_from):
         return True
     if BOUNCE_SUBJECT_RE.search(mail.subject):
         return True
-    return mail.header("Return-Path").strip() in ("<>", "") and bool(mail.header("Return-Path"))
+    return mail.header("Return-Path").strip() == "<>"

@@ -1,4 +1,4 @@
-"""Japanese mobile carriers' notices (au/EZweb and KDDI).
+"""Japanese carriers' notices (au/EZweb and KDDI's DION).
 
 DESCRIPTION
     au (formerly EZweb) returns "Mail System Error - Returned Mail" from
@@ -7,6 +7,9 @@ DESCRIPTION
     following recipients was rejected by a remote mail server." and,
     when the refusal came from an SMTP server, the dialogue after it
     (">>> RCPT TO:<addr>" / "<<< 550 ...").
+
+    KDDI's mail servers (DION) write "Could not be delivered to: <addr>"
+    with the reason on the next line ("As their mailbox is full.").
 
     The carrier's own sentences name the reason: "The user(s) account is
     disabled." is a suspended account; a refusal with no SMTP dialogue is
@@ -32,8 +35,11 @@ from txmail.bounce_pipe.detectors.base import (
     table_reason,
 )
 
-_CARRIER_RE = re.compile(r"@(?:[\w-]+\.)*(?:ezweb\.ne\.jp|au\.com)\b", re.I)
-_RECIPIENT_RE = re.compile(r"^[ \t]*(?:recipient:[ \t]*)?<([^<>\s]+@[^<>\s]+)>[ \t]*$", re.I | re.M)
+_CARRIER_RE = re.compile(r"@(?:[\w-]+\.)*(?:ezweb\.ne\.jp|au\.com|dion\.ne\.jp)\b", re.I)
+_RECIPIENT_RE = re.compile(
+    r"^[ \t]*(?:recipient:|could not be delivered to:)?[ \t]*<([^<>\s]+@[^<>\s]+)>[ \t]*$",
+    re.I | re.M,
+)
 
 _CARRIER_REASONS = reason_table(
     (r"account is disabled|user\(s\) account is disabled", "suspend"),
@@ -42,7 +48,7 @@ _CARRIER_REASONS = reason_table(
 
 
 class JapaneseCarrierDetector:
-    """au/EZweb refusals."""
+    """au/EZweb refusals and KDDI (DION) notices."""
 
     name = "japan"
 
