@@ -328,6 +328,8 @@ BROKEN = [
 
 
 ORDINARY = [
+    b"From: Dana <dana@example.com>\nTo: eve@example.com\nSubject: Vacation photos\n\n"
+    b"Here they are, also sent to frank@example.net.\n",
     b"From: CI <no-reply@ci.example.com>\nTo: dev@example.com\nSubject: Build failed on main\n\n"
     b"The build failed with a fatal error. Ask alice@example.org, she was rejected too.\n",
     b"From: Bob <bob@example.com>\nTo: alice@example.com\nSubject: Re: the sofa\n\n"

@@ -22,13 +22,13 @@ import re
 from txmail.bounce_pipe.detectors.base import BounceEvent, Finding, ReturnedMail, finish
 from txmail.bounce_pipe.detectors.blocks import is_service_address
 
+# Subjects vacation programs write; an ordinary "Vacation photos" is not one,
+# so bare words like "vacation" or "absence" do not count.
 _SUBJECT_RE = re.compile(
-    r"^\s*(?:auto(?:matic|matische)?[ -]?(?:reply|response"
-    r"|respons|antwort|réponse|risposta|respuesta)"
-    r"|autoreply|autoresponse|autorespons|out of (?:the )?office"
-    r"|away from (?:the )?office|on vacation"
-    r"|vacation|abwesenheit|absence|away until|ooo\b|i am (?:away|out)|respuesta automática"
-    r"|réponse automatique|自動応答|自動返信)",
+    r"^\s*(?:auto(?:matic|matische)?[ -]?(?:reply|response|respons|antwort|réponse|risposta"
+    r"|respuesta)\b|autoreply|autoresponse|out of (?:the )?office\b|away from (?:the )?office"
+    r"|abwesenheitsnotiz|respuesta automática|réponse automatique|risposta automatica"
+    r"|自動応答|自動返信)",
     re.I,
 )
 _NOT_REPLY_SUBJECT_RE = re.compile(
