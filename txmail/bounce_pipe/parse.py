@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from email import policy
 from email.message import Message
+from itertools import islice
 
 from txmail.bounce_pipe.detectors import DETECTORS
 from txmail.bounce_pipe.detectors.base import BounceEvent, ReturnedMail, header_text
@@ -56,6 +57,9 @@ MAX_INPUT_BYTES = 4 * 1024 * 1024
 # every X- header is kept as well (VERP tokens and tracking ids live there).
 _ORIGINAL_HEADERS = ("message-id", "from", "to", "subject", "date", "return-path", "list-id")
 _MAX_ORIGINAL_HEADERS = 40
+# How many fields of the returned message to look through (a long Received
+# chain comes first and says nothing about what was sent).
+_MAX_ORIGINAL_FIELDS = 200
 
 # What a detector may raise on input it misjudged; anything else is a bug
 # that should surface.
@@ -159,7 +163,7 @@ def _link_original(report: BounceReport, mail: ReturnedMail) -> None:
     headers: dict[str, str] = {}
     original = mail.original
     if original is not None:
-        for name, value in original.raw_items():
+        for name, value in islice(original.raw_items(), _MAX_ORIGINAL_FIELDS):
             key = name.lower()
             if key in _ORIGINAL_HEADERS or key.startswith("x-"):
                 headers.setdefault(key, header_text(value)[:1000])

@@ -103,7 +103,8 @@ _COMMAND_HINTS = (
 
 def command_in(text: str) -> str | None:
     """The SMTP command the remote server answered, as the MTA says it."""
-    lowered = text.lower()
+    # The stage is named near the failure; a long notice's tail adds only cost.
+    lowered = text[:4000].lower()
     if not any(hint in lowered for hint in _COMMAND_HINTS):
         return None
     match = _COMMAND_RE.search(" ".join(lowered.split()))

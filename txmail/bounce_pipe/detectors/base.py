@@ -387,8 +387,18 @@ _RETURNED_MARKERS = re.compile(
 )
 
 
-def split_returned(text: str) -> tuple[str, str]:
+# Every marker above contains one of these words: without them, skip the scan.
+_MARKER_WORDS = (
+    "copy of", "original", "returned", "unsent", "undelivered", "follow", "forwarded",
+    "your message reads", "message/rfc822",
+)  # fmt: skip
+
+
+def split_returned(text: str, lowered: str | None = None) -> tuple[str, str]:
     """Split a plain-text bounce into the notice and the quoted original."""
+    lowered = text.lower() if lowered is None else lowered
+    if not any(word in lowered for word in _MARKER_WORDS):
+        return text, ""
     match = _RETURNED_MARKERS.search(text)
     if not match or match.start() < 20:
         return text, ""
@@ -464,14 +474,14 @@ class ReturnedMail:
     def notice(self) -> str:
         """The notification without a returned message quoted inline."""
         if self._notice is None:
-            self._notice, self._quoted = split_returned(self.notification)
+            self._notice, self._quoted = split_returned(self.notification, self.notification_lower)
         return self._notice
 
     @property
     def quoted(self) -> str:
         """The returned message as quoted inline in the text ('' if none)."""
         if self._quoted is None:
-            self._notice, self._quoted = split_returned(self.notification)
+            self._notice, self._quoted = split_returned(self.notification, self.notification_lower)
         return self._quoted
 
     @classmethod
@@ -488,6 +498,7 @@ def _digest(mail: ReturnedMail, top: Message) -> None:
     texts: list[str] = []
     html: list[str] = []
     status_text: list[str] = []
+    blocks: list[dict[str, str]] = []
     stack: list[tuple[Message, int]] = [(top, 0)]
     seen = 0
     while stack and seen < MAX_PARTS:
@@ -503,7 +514,7 @@ def _digest(mail: ReturnedMail, top: Message) -> None:
             children = [c for c in part.get_payload() if isinstance(c, Message)]
             if ctype in ("message/delivery-status", "message/global-delivery-status"):
                 mail.has_dsn_part = True
-                status_text.append("\n\n".join(_message_lines(c) for c in children))
+                blocks.extend(_blocks_of(children))
             elif ctype == "message/feedback-report":
                 _read_feedback(mail, "\n".join(_message_lines(c) for c in children))
             elif ctype in ("message/rfc822", "message/global"):
@@ -541,7 +552,6 @@ def _digest(mail: ReturnedMail, top: Message) -> None:
     if not notification.strip() and html:
         notification = "\n".join(html_to_text(h) for h in html)
     mail.notification = notification[:MAX_TEXT_CHARS]
-    blocks: list[dict[str, str]] = []
     for chunk in status_text:
         blocks.extend(field_blocks(chunk))
     if not any("final-recipient" in b or "original-recipient" in b for b in blocks):
@@ -551,6 +561,41 @@ def _digest(mail: ReturnedMail, top: Message) -> None:
     mail.report_fields, mail.status_groups = split_dsn_groups(blocks)
     if mail.original is None and mail.original_text:
         mail.original = _headers_message(mail.original_text)
+
+
+def _blocks_of(groups: list[Message]) -> list[dict[str, str]]:
+    """DSN field blocks from a message/delivery-status part the stdlib parsed.
+
+    The stdlib already split the part at blank lines into one Message per
+    block; a block that names a second recipient without a blank line in
+    between is split here, as field_blocks() does for text.
+    """
+    blocks: list[dict[str, str]] = []
+    for group in groups:
+        current: dict[str, str] = {}
+        for name, value in group.raw_items():
+            key = name.lower()
+            if key in current:
+                if key not in ("final-recipient", "original-recipient", "status"):
+                    continue
+                blocks.append(current)
+                current = {}
+            text = value if value.isascii() and "=?" not in value else header_text(value)
+            current[key] = " ".join(text.split())
+        body = group.get_payload()
+        if isinstance(body, str) and body.strip():
+            # A field folded without indentation ends the stdlib's header
+            # block; the fields after it land in the body. Read them there.
+            extra = field_blocks(body)
+            if extra:
+                for key, value in extra[0].items():
+                    current.setdefault(key, value)
+                blocks.append(current)
+                blocks.extend(extra[1:])
+                continue
+        if current:
+            blocks.append(current)
+    return blocks
 
 
 _BOUNDARY_LINE_RE = re.compile(r"^--([^\s]{1,200})[ \t]*\n(?=[A-Za-z-]+:)", re.M)
