@@ -22,13 +22,15 @@ DESCRIPTION
     `txmail bounces parse` does.
 
 READS
-    At most MAX_INPUT_BYTES of the message; the rest of a huge message is an
-    attachment nobody needs to classify a bounce.
+    At most MAX_INPUT_BYTES of the message, and at most MAX_NESTED_PARTS
+    nested parts: the rest of a huge message is an attachment nobody needs
+    to classify a bounce.
 
 FAILURE
     Malformed MIME, unknown charsets, bare CR line ends, random bytes and
     empty input all give a report (usually with no events), never an
-    exception. A detector that trips over a message it claimed is logged and
+    exception; MIME nested too deeply for the stdlib parser is read for its
+    headers only. A detector that trips over a message it claimed is logged and
     skipped, so the next detector still gets its chance.
 """
 
@@ -37,11 +39,13 @@ from __future__ import annotations
 import email
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from email import policy
 from email.message import Message
+from email.parser import BytesHeaderParser
 from itertools import islice
 
 from txmail.bounce_pipe.detectors import DETECTORS
@@ -52,6 +56,7 @@ __all__ = ["BounceEvent", "BounceReport", "parse_message", "parse_report", "MAX_
 log = logging.getLogger(__name__)
 
 MAX_INPUT_BYTES = 4 * 1024 * 1024
+MAX_NESTED_PARTS = 64
 
 # Headers of the returned message worth keeping to find what was sent;
 # every X- header is kept as well (VERP tokens and tracking ids live there).
@@ -147,7 +152,36 @@ def read_message(raw: bytes) -> Message | None:
         data = data.partition(b"\n")[2]
     if not data.strip():
         return None
-    return email.message_from_bytes(data, policy=policy.compat32)
+    data = _cut_deep_nesting(data)
+    try:
+        return email.message_from_bytes(data, policy=policy.compat32)
+    except RecursionError:
+        # The stdlib parser recurses once per nested part; a hostile nesting
+        # thousands deep exhausts the stack. Its headers are still readable.
+        log.warning("bounce: MIME nested too deeply; reading the headers only")
+        return BytesHeaderParser(policy=policy.compat32).parsebytes(data)
+
+
+def _cut_deep_nesting(data: bytes) -> bytes:
+    """The message cut before its MAX_NESTED_PARTS-th nested part.
+
+    The stdlib parser's work grows with the square of the nesting depth
+    (every line is checked against every open boundary) and it recurses per
+    level; real bounces nest a handful of parts, so what lies beyond a few
+    dozen is dropped rather than parsed.
+    """
+    if data.count(b"oundary=") + data.count(b"/rfc822") <= MAX_NESTED_PARTS:
+        return data
+    lowered = data.lower()
+    starts = sorted(
+        [m.start() for m in re.finditer(rb"boundary=|message/rfc822", lowered)][
+            : MAX_NESTED_PARTS + 1
+        ]
+    )
+    if len(starts) <= MAX_NESTED_PARTS:
+        return data
+    log.warning("bounce: more than %d nested parts; reading the first ones only", MAX_NESTED_PARTS)
+    return data[: starts[MAX_NESTED_PARTS]]
 
 
 def _link_original(report: BounceReport, mail: ReturnedMail) -> None:

@@ -351,8 +351,13 @@ def test_broken_input_gives_a_report(raw: bytes) -> None:
     assert isinstance(report.events, list)
 
 
+def test_deeply_nested_message_rfc822_is_bounded() -> None:
+    raw = b"From: MAILER-DAEMON@x.example\n" + b"Content-Type: message/rfc822\n\n" * 3000 + b"x\n"
+    assert parse_report(raw).events == []
+
+
 def test_deeply_nested_multipart_is_bounded() -> None:
-    depth = 300
+    depth = 3000
     head = b"".join(
         f"--b{i}\nContent-Type: multipart/mixed; boundary=b{i + 1}\n\n".encode()
         for i in range(depth)

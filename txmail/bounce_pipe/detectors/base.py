@@ -618,7 +618,10 @@ def _repair_multipart(part: Message, ctype: str) -> Message | None:
         boundary = boundary[:-2]
     head = f'Content-Type: {ctype}; boundary="{boundary}"\n\n'
     data = (head + body).encode("utf-8", "surrogateescape")
-    repaired = email.message_from_bytes(data, policy=compat32)
+    try:
+        repaired = email.message_from_bytes(data, policy=compat32)
+    except RecursionError:
+        return None
     return repaired if repaired.is_multipart() else None
 
 
