@@ -163,6 +163,8 @@ class DomainsSettings:
     socketmap: str = _doc("UNIX socket on which `txmail socketmap` tells Postfix the "
                           "return-path domains, relative to state_dir.",
                           "run/socketmap/socketmap.sock")
+    nameservers: list = _doc("DNS servers `txmail domains verify` asks, as IP or IP:PORT; "
+                             "empty: the system's resolver.", [])
 
 
 @dataclass(frozen=True)
@@ -358,6 +360,10 @@ def validate(settings: Settings) -> None:
                           " use one DNS label such as \"mta\"")
     if settings.domains.dkim_key_bits < 2048:
         raise ConfigError("domains.dkim_key_bits must be 2048 or more")
+    for server in settings.domains.nameservers:
+        if not isinstance(server, str) or not re.match(r"^[0-9a-fA-F.:]+(:\d{1,5})?$", server):
+            raise ConfigError(f"domains.nameservers: {server!r} is not an IP address "
+                              "(optionally with :PORT)")
     if settings.spam.rspamd_url and not re.match(r"^https?://", settings.spam.rspamd_url):
         raise ConfigError(f"spam.rspamd_url = {settings.spam.rspamd_url!r}: use http:// or "
                           "https://")

@@ -102,3 +102,62 @@ def test_a_domain_whose_record_did_not_verify_is_not_signed(
     stack.send(login, "app@unsigned.example", [recipient],
                simple_message("app@unsigned.example", recipient))
     assert b"DKIM-Signature:" not in delivered(sink, recipient)
+
+
+# -- domains verify and rotate-key, against the loopback DNS server ------------------------------
+
+def publish(stack: Stack, dns: LoopbackDns, domain: str) -> None:
+    """Publish what `txmail domains dns` asks for, as an operator would."""
+    for record in json.loads(stack.txmail("domains", "dns", domain, "--json").stdout):
+        if record["type"] == "TXT":
+            dns.set_txt(record["name"], record["value"])
+        else:
+            dns.set(record["name"], record["type"], record["value"] + ".")
+
+
+def selectors_at_sink(stack: Stack, sink: Sink, login: tuple[str, str], sender: str,
+                      dns: LoopbackDns) -> tuple[list[str], str, bytes]:
+    """Send one message; return the s= of its valid signatures, the envelope sender, the data."""
+    recipient = f"rotation-{len(sink.messages)}@example.net"
+    stack.send(login, sender, [recipient], simple_message(sender, recipient))
+    data = delivered(sink, recipient)
+    checker = dkim.DKIM(data)
+    selectors = []
+    for index in range(data.count(b"DKIM-Signature:")):
+        assert checker.verify(idx=index, dnsfunc=dnsfunc(dns))
+        selectors.append(checker.selector.decode())
+    return selectors, sink.find(recipient)[0].sender, data
+
+
+def test_verify_switches_signing_on_and_rotation_takes_over(
+        stack: Stack, sink: Sink, dns: LoopbackDns, verifier: Rspamd,
+        login: tuple[str, str]) -> None:
+    domain, sender = "verified.example", "app@verified.example"
+    nameserver = ("--nameserver", f"127.0.0.1:{dns.port}")
+    stack.txmail("domains", "add", domain, "--account", "dkimsender", "--selector", "first")
+    before = stack.txmail("domains", "verify", domain, *nameserver, check=False)
+    assert before.returncode == 1 and "missing" in before.stdout, before.stdout
+    assert selectors_at_sink(stack, sink, login, sender, dns)[0] == []
+
+    publish(stack, dns, domain)
+    after = stack.txmail("domains", "verify", domain, *nameserver)
+    assert "signing for verified.example is on" in after.stdout, after.stdout
+    assert "now go to mta.verified.example" in after.stdout
+    # the milter re-reads a domain's record within a few seconds
+    wait_for(lambda: selectors_at_sink(stack, sink, login, sender, dns)[0] == ["first"], 15,
+             interval=0.5, what="mail signed with s=first")
+    assert selectors_at_sink(stack, sink, login, sender, dns)[1].endswith(
+        "@mta.verified.example")
+
+    rotated = stack.txmail("domains", "rotate-key", domain, "--selector", "second")
+    assert "second._domainkey.verified.example" in rotated.stdout
+    assert selectors_at_sink(stack, sink, login, sender, dns)[0] == ["first"]  # not yet
+    publish(stack, dns, domain)
+    promoted = stack.txmail("domains", "verify", domain, *nameserver)
+    assert "now signing with s=second" in promoted.stdout, promoted.stdout
+    wait_for(lambda: selectors_at_sink(stack, sink, login, sender, dns)[0] == ["second"], 15,
+             interval=0.5, what="mail signed with s=second")
+    data = selectors_at_sink(stack, sink, login, sender, dns)[2]
+    assert "R_DKIM_ALLOW" in verifier.check(data)["symbols"]
+    shown = json.loads(stack.txmail("domains", "show", domain, "--json").stdout)
+    assert [k["selector"] for k in shown["dkim"]] == ["second"] and shown["dkim_next"] == []

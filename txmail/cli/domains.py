@@ -4,22 +4,25 @@
 `accounts add --domain`, so no account can take another's domain), creates its DKIM key(s) in
 STATE/dkim/DOMAIN/ (mode 0600) and names its return-path subdomain (mta.DOMAIN by default).
 It prints the DNS records to publish. Signing and the return-path subdomain are switched on
-when the records verify, or at once with --force-sign / --force-return-path.
+when the records verify (`domains verify`, with dnspython), or at once with --force-sign /
+--force-return-path. `domains rotate-key` makes a new key under a new selector; it replaces the
+old one once `domains verify` finds its record (or at once with --force).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
 
-from txmail import store
+from txmail import dnscheck, store
 from txmail.config import Settings
 from txmail.errors import Conflict, UsageError
 from txmail.milter import dkim
 from txmail.store.accounts import check_domain
-from txmail.store.domains import Domain, Domains, default_return_path
+from txmail.store.domains import RSA, DkimKey, Domain, Domains, default_return_path
 
 
 def _settings(obj: object) -> Settings:
@@ -32,7 +35,8 @@ def _domains(settings: Settings) -> Domains:
 
 def dns_records(domain: Domain, settings: Settings) -> list[tuple[str, str, str]]:
     """(name, type, value) of every record the domain needs."""
-    records = [(k.dns_name(domain.name), "TXT", k.dns_value()) for k in domain.dkim]
+    records = [(k.dns_name(domain.name), "TXT", k.dns_value())
+               for k in (*domain.dkim, *domain.dkim_next)]
     if domain.return_path:
         records.append((domain.return_path, "CNAME", settings.hostname))
     return records
@@ -105,8 +109,7 @@ def add(obj: object, domain: str, account: str, selector: str | None, bits: int 
                                    dkim_active=force_sign, return_path=rp,
                                    return_path_active=bool(rp) and force_return_path))
     except BaseException:
-        for key in keys:
-            Path(key.key_path).unlink(missing_ok=True)
+        _delete_key_files(keys)
         raise
     if as_json:
         click.echo(json.dumps(record.public(), indent=2))
@@ -173,6 +176,101 @@ def dns(obj: object, domain: str, as_json: bool) -> None:
     _print_records(record, settings)
 
 
+def _delete_key_files(keys: tuple[DkimKey, ...]) -> None:
+    for key in keys:
+        Path(key.key_path).unlink(missing_ok=True)
+
+
+@domains.command("verify")
+@click.argument("domain")
+@click.option("--nameserver", "nameservers", multiple=True, metavar="IP[:PORT]",
+              help="Ask this DNS server (default: domains.nameservers, else the system's).")
+@click.pass_obj
+def verify(obj: object, domain: str, nameservers: tuple[str, ...]) -> None:
+    """Look DOMAIN's records up in DNS; switch on what verifies (signing, the return path, a
+    rotated key). Exits 1 while a record is missing or wrong."""
+    settings = _settings(obj)
+    store_ = _domains(settings)
+    record = store_.get(domain)
+    resolve = dnscheck.resolver(list(nameservers) or list(settings.domains.nameservers))
+    current = [dnscheck.check_dkim(record.name, k, resolve) for k in record.dkim]
+    pending = [dnscheck.check_dkim(record.name, k, resolve) for k in record.dkim_next]
+    return_path = (dnscheck.check_return_path(record.return_path, settings.hostname, resolve)
+                   if record.return_path else None)
+    changes: dict[str, object] = {}
+    retired: tuple[DkimKey, ...] = ()
+    if pending and all(c.ok for c in pending):
+        changes.update(dkim=record.dkim_next, dkim_next=(), dkim_active=True)
+        retired = record.dkim
+    elif current and all(c.ok for c in current) and not record.dkim_active:
+        changes["dkim_active"] = True
+    if return_path is not None and return_path.ok and not record.return_path_active:
+        changes["return_path_active"] = True
+    checks = [*current, *pending, *([return_path] if return_path else [])]
+    if all(c.ok for c in checks):
+        changes["verified_at"] = time.time()
+    if changes:
+        store_.update(record.name, **changes)
+        _delete_key_files(retired)
+    for check in checks:
+        if check.ok:
+            click.echo(f"ok       {check.what:22} {check.name} ({check.found})")
+        else:
+            click.echo(f"missing  {check.what:22} {check.name}: found {check.found}; publish "
+                       f"{check.expected}")
+    if retired:
+        click.echo(f"now signing with s={changes['dkim'][0].selector}; "  # type: ignore[index]
+                   "keep the old selector's record published for a few days")
+    if "dkim_active" in changes and not retired:
+        click.echo(f"signing for {record.name} is on")
+    if "return_path_active" in changes:
+        click.echo(f"bounces for {record.name} now go to {record.return_path}")
+    if not all(c.ok for c in checks):
+        raise click.exceptions.Exit(1)
+
+
+@domains.command("rotate-key")
+@click.argument("domain")
+@click.option("--selector", default=None, help="Selector of the new key (default: txYYYYMMDD).")
+@click.option("--bits", type=int, default=None, help="RSA key size (default: as configured).")
+@click.option("--ed25519/--no-ed25519", default=None,
+              help="Also an Ed25519 key (default: if the domain has one now).")
+@click.option("--force", is_flag=True,
+              help="Sign with the new key at once, without waiting for its DNS record.")
+@click.pass_obj
+def rotate_key(obj: object, domain: str, selector: str | None, bits: int | None,
+               ed25519: bool | None, force: bool) -> None:
+    """Make a new DKIM key for DOMAIN under a new selector; print its DNS record."""
+    settings = _settings(obj)
+    store_ = _domains(settings)
+    record = store_.get(domain)
+    if record.dkim_next and not force:
+        raise Conflict(f"a rotation of {record.name} is pending (s={record.dkim_next[0].selector}"
+                       "); publish its record and run `txmail domains verify`, or use --force")
+    if bits is not None and bits < dkim.MIN_RSA_BITS:
+        raise UsageError(f"--bits must be {dkim.MIN_RSA_BITS} or more")
+    taken = {k.selector for k in (*record.dkim, *record.dkim_next)}
+    if selector is not None and (selector in taken or selector + "e" in taken):
+        raise UsageError(f"selector {selector} is in use by {record.name} already")
+    with_ed25519 = (any(k.algorithm != RSA for k in record.dkim) if ed25519 is None
+                    else ed25519)
+    try:
+        keys = dkim.create_keys(settings, record.name, selector=selector,
+                                with_ed25519=with_ed25519, bits=bits, taken=taken)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if force:
+        store_.update(record.name, dkim=keys, dkim_next=())
+        _delete_key_files((*record.dkim, *record.dkim_next))
+        click.echo(f"now signing {record.name} with s={keys[0].selector}; publish:")
+    else:
+        store_.update(record.name, dkim_next=keys)
+        click.echo(f"new key for {record.name} (s={keys[0].selector}); publish this record, "
+                   "then run `txmail domains verify`:")
+    for key in keys:
+        click.echo(f"{key.dns_name(record.name)}. IN TXT {_zone_value('TXT', key.dns_value())}")
+
+
 @domains.command("remove")
 @click.argument("domain")
 @click.option("--keep-keys", is_flag=True, help="Leave the key files on disk.")
@@ -181,8 +279,7 @@ def remove(obj: object, domain: str, keep_keys: bool) -> None:
     """Stop sending as DOMAIN: forget its record and keys and take it from its account."""
     record = _domains(_settings(obj)).remove(domain)
     if not keep_keys:
-        for key in record.dkim:
-            Path(key.key_path).unlink(missing_ok=True)
+        _delete_key_files((*record.dkim, *record.dkim_next))
     click.echo(f"domain {record.name} removed from account {record.account}")
 
 

@@ -5,8 +5,9 @@ Accounts.add_domain, so one account can never send as another's domain). `txmail
 gives it a record:
 
     PREFIX domain:DOMAIN    hash   account, created_at, dkim (JSON list of keys: selector,
-                                   algorithm, key file, public key), dkim_active, return_path,
-                                   return_path_active, verified_at
+                                   algorithm, key file, public key), dkim_next (the keys of a
+                                   rotation until their records verify), dkim_active,
+                                   return_path, return_path_active, verified_at
     PREFIX return-paths     hash   return-path domain -> sending domain, claimed with HSETNX
 
 The private keys live on disk (mode 0600; see txmail.milter.dkim); Redis holds only their paths
@@ -57,6 +58,11 @@ class DkimKey:
     def dns_value(self) -> str:
         return f"v=DKIM1; k={self.key_type}; p={self.public_key}"
 
+    def public(self, domain: str) -> dict[str, str]:
+        return {"selector": self.selector, "algorithm": self.algorithm,
+                "key_path": self.key_path, "dns_name": self.dns_name(domain),
+                "dns_value": self.dns_value()}
+
 
 @dataclass(frozen=True)
 class Domain:
@@ -68,13 +74,13 @@ class Domain:
     return_path_active: bool = False
     created_at: float = 0.0
     verified_at: float = 0.0
+    dkim_next: tuple[DkimKey, ...] = ()  # keys of a rotation, used once their records verify
 
     def public(self) -> dict[str, Any]:
         """What `domains show --json` prints (no private key material, only paths)."""
         return {"name": self.name, "account": self.account, "dkim_active": self.dkim_active,
-                "dkim": [{"selector": k.selector, "algorithm": k.algorithm,
-                          "key_path": k.key_path, "dns_name": k.dns_name(self.name),
-                          "dns_value": k.dns_value()} for k in self.dkim],
+                "dkim": [k.public(self.name) for k in self.dkim],
+                "dkim_next": [k.public(self.name) for k in self.dkim_next],
                 "return_path": self.return_path, "return_path_active": self.return_path_active,
                 "created_at": self.created_at, "verified_at": self.verified_at}
 
@@ -87,6 +93,7 @@ def default_return_path(domain: str, settings: Settings) -> str:
 def _to_hash(domain: Domain) -> dict[str, str]:
     return {"name": domain.name, "account": domain.account,
             "dkim": json.dumps([k.__dict__ for k in domain.dkim]),
+            "dkim_next": json.dumps([k.__dict__ for k in domain.dkim_next]),
             "dkim_active": "1" if domain.dkim_active else "0",
             "return_path": domain.return_path,
             "return_path_active": "1" if domain.return_path_active else "0",
@@ -95,12 +102,13 @@ def _to_hash(domain: Domain) -> dict[str, str]:
 
 def _from_hash(raw: dict[str, str]) -> Domain:
     keys = tuple(DkimKey(**k) for k in json.loads(raw.get("dkim") or "[]"))
+    next_keys = tuple(DkimKey(**k) for k in json.loads(raw.get("dkim_next") or "[]"))
     return Domain(name=raw["name"], account=raw.get("account", ""), dkim=keys,
                   dkim_active=raw.get("dkim_active") == "1",
                   return_path=raw.get("return_path", ""),
                   return_path_active=raw.get("return_path_active") == "1",
                   created_at=float(raw.get("created_at") or 0),
-                  verified_at=float(raw.get("verified_at") or 0))
+                  verified_at=float(raw.get("verified_at") or 0), dkim_next=next_keys)
 
 
 class Domains:
