@@ -8,10 +8,12 @@ DESCRIPTION
 
     The decision runs in three stages:
 
-    1.  Wording that names a reason outright wins over a generic code
-        ("Mailbox full" under 5.0.0). Recipient-unknown wording is read with
-        the SMTP command: refused at RCPT it means the address does not
-        exist; refused after DATA it means a content filter said so.
+    1.  Reasons are tried in a fixed order, the narrowest first; each one
+        matches on its wording or on a specific status code of its own, so
+        wording beats a generic code ("Mailbox full" under 5.0.0).
+        Recipient-unknown wording is read with the SMTP command: refused at
+        RCPT it means the address does not exist; refused after DATA (or at
+        an unknown stage) it means a filter said so.
     2.  A specific status code (5.2.2, 5.7.26, ...) names the reason.
     3.  Broader wording, then fallbacks by command, status class and Action.
         What is still unknown is "onhold" when the MTA said anything and
@@ -867,6 +869,7 @@ def _stage1_true(
     command: str | None,
     status: str | None,
 ) -> bool:
+    """Whether stage 1 settles on this reason (see the module description)."""
     if reason == "userunknown":
         if command == "MAIL":
             # Refused at MAIL FROM: whatever is unknown, it is the sender.

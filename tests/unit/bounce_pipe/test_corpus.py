@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from txmail.bounce_pipe.detectors.base import BounceEvent
 from txmail.bounce_pipe.parse import parse_message, parse_report
+from txmail.bounce_pipe.reasons import REASONS
 
 CORPUS = Path(__file__).resolve().parents[3].parent / "shared/corpus/bounces"
 
@@ -166,7 +167,7 @@ def test_every_event_is_well_formed(
         recipients = [e.recipient for e in events]
         assert len(recipients) == len(set(recipients)), name
         for event in events:
-            assert event.kind in KINDS, (name, event)
+            assert event.kind in KINDS and event.reason in REASONS, (name, event)
             assert event.recipient == event.recipient.lower() and "@" in event.recipient, (
                 name,
                 event,

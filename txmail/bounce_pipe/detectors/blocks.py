@@ -50,13 +50,11 @@ class RecipientBlock:
     line: str
 
 
-def recipient_blocks(
-    section: str, *, need_colon: bool = False, indented_only: bool = False
-) -> list[RecipientBlock]:
+def recipient_blocks(section: str, *, need_colon: bool = False) -> list[RecipientBlock]:
     """The recipient blocks of a section (see the module description).
 
     need_colon keeps only lines where the address is followed by ':' (qmail
-    style); indented_only keeps only addresses on indented lines (Exim).
+    style).
     """
     blocks: list[RecipientBlock] = []
     current: RecipientBlock | None = None
@@ -71,7 +69,7 @@ def recipient_blocks(
             # Wrapped reply text quoting the address again (Postfix indents
             # its continuation lines): still the same recipient.
             match = None
-        if match and (not indented_only or line[:1] in " \t"):
+        if match:
             rest = line[match.end() :]
             if need_colon and not rest.lstrip().startswith(":"):
                 match = None

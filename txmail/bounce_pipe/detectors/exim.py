@@ -112,18 +112,17 @@ class EximDetector:
             "warning:"
         )
         findings = [
-            self._finding(block_recipient, text, warning)
-            for block_recipient, text in self._blocks(part, mail)
+            self._finding(recipient, text, warning) for recipient, text in self._blocks(part, mail)
         ]
-        return finish([f for f in findings if f is not None], self.name) or None
+        return finish(findings, self.name) or None
 
     def _blocks(self, part: str, mail: ReturnedMail) -> list[tuple[str, str]]:
         # A recipient line starts with an address (or "pipe to", or a bare
         # local part); everything under it up to a blank line explains it,
         # including address lines indented deeper (wrapped reply text).
-        found: list[tuple[str, list[str], str]] = []
+        found: list[tuple[str, list[str]]] = []
         indent = -1
-        current: tuple[str, list[str], str] | None = None
+        current: tuple[str, list[str]] | None = None
         for line in part.split("\n"):
             stripped = line.strip()
             if not stripped:
@@ -139,13 +138,13 @@ class EximDetector:
             if not starts and re.fullmatch(r"[A-Za-z0-9._+-]+:?", stripped) and current is None:
                 starts = True
             if starts and (current is None or depth <= indent):
-                current = (stripped, [], line)
+                current = (stripped, [])
                 indent = depth
                 found.append(current)
             elif current is not None:
                 current[1].append(stripped)
         pairs: list[tuple[str, str]] = []
-        for head, detail, _line in found:
+        for head, detail in found:
             recipient = self._recipient(head, detail, mail)
             if recipient:
                 pairs.append((recipient, " ".join([self._line_rest(head)] + detail).strip()))
@@ -186,7 +185,7 @@ class EximDetector:
         return ""
 
     @staticmethod
-    def _finding(recipient: str, text: str, warning: bool) -> Finding | None:
+    def _finding(recipient: str, text: str, warning: bool) -> Finding:
         after = _SMTP_AFTER.search(text)
         command = _COMMANDS.get(after.group(1).lower()) if after else None
         diagnostic = text
@@ -195,6 +194,10 @@ class EximDetector:
             # ("<addr> SIZE=1543:") and Exim's "host mx.example.jp [ip]:".
             diagnostic = _EXIM_PREFIX_RE.sub("", text[after.end() :], count=1).strip()
         reason = table_reason(_EXIM_REASONS, text)
+        if after and reason == "hostunknown":
+            # Exim's routing words describe its own lookup; once a remote
+            # server answered, that server's reply says why.
+            reason = None
         if reason is None and warning and not text.strip():
             reason = "expired"
         return Finding(
@@ -202,7 +205,7 @@ class EximDetector:
             diagnostic=diagnostic or text,
             status=reasons.status_in(diagnostic),
             command=command,
-            reason=reason if not (after and reason in ("hostunknown",)) else None,
+            reason=reason,
             action="delayed" if warning else "failed",
             temporary=warning or None,
         )
