@@ -256,6 +256,47 @@ def test_detector_family(name: str, detector: str, recipient: str, kind: str, re
     assert (events[recipient].kind, events[recipient].reason) == (kind, reason)
 
 
+CLASSIFIER = [
+    # (status, command, diagnostic, reason): what providers print, read alone.
+    (
+        "5.1.1",
+        "RCPT",
+        "550 5.1.1 The email account that you tried to reach does not exist",
+        "userunknown",
+    ),
+    (None, "RCPT", "550 Unknown user kijitora@example.jp", "userunknown"),
+    (None, "DATA", "550 Unknown user kijitora@example.jp", "filtered"),
+    ("5.2.2", None, "552 5.2.2 The recipient's inbox is out of storage space", "mailboxfull"),
+    ("5.0.0", None, "550 Mailbox full", "mailboxfull"),
+    ("5.7.1", None, "550 5.7.1 Client host [192.0.2.1] blocked using zen.spamhaus.org", "blocked"),
+    (
+        "5.7.26",
+        None,
+        "550 5.7.26 Unauthenticated email is not accepted due to DMARC policy",
+        "authfailure",
+    ),
+    ("5.7.1", "MAIL", "550 5.7.1 Access denied", "rejected"),
+    ("5.7.1", None, "554 5.7.1 Relay access denied", "norelaying"),
+    ("5.3.4", None, "552 5.3.4 Message too big for system", "mesgtoobig"),
+    ("4.4.1", None, "connect to mx.example.org[192.0.2.1]:25: Connection timed out", "expired"),
+    ("5.4.6", None, "554 5.4.6 Hop count exceeded - possible mail loop", "networkerror"),
+    ("2.1.5", None, "250 2.1.5 Ok", "delivered"),
+    (None, None, "", "undefined"),
+    (None, None, "something nobody recognises", "onhold"),
+]
+
+
+@pytest.mark.parametrize(("status", "command", "diagnostic", "reason"), CLASSIFIER)
+def test_classifier(status: str | None, command: str | None, diagnostic: str, reason: str) -> None:
+    from txmail.bounce_pipe.detectors.base import Finding
+    from txmail.bounce_pipe.reasons import classify
+
+    found = Finding(
+        recipient="a@example.net", diagnostic=diagnostic, status=status, command=command
+    )
+    assert classify(found) == reason
+
+
 @needs_corpus
 @pytest.mark.parametrize("twin", ["lhost-exim-01", "lhost-qmail-01", "rhost-google-01", "arf-01"])
 def test_line_endings_do_not_change_the_result(twin: str) -> None:
