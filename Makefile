@@ -9,7 +9,7 @@ STATE ?= state
 PORT_OFFSET ?= 0
 # Debian packages the stack, the tests and the benchmarks need.
 DEB_PACKAGES := postfix dovecot-core redis-server redis-tools libmilter-dev swaks \
-	python3-venv python3-dev gcc openssl ca-certificates docker-compose $(EXTRA_DEB_PACKAGES)
+	python3-venv python3-dev gcc openssl ca-certificates docker-compose rspamd $(EXTRA_DEB_PACKAGES)
 EXTRA_DEB_PACKAGES :=
 
 .PHONY: run test deps system-deps venv bench lint clean
