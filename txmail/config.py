@@ -236,6 +236,24 @@ class WebhooksSettings:
 
 
 @dataclass(frozen=True)
+class TrackerSettings:
+    """`txmail tracker`: opens, clicks, the HTTP send API and /metrics on listen.http."""
+
+    base_url: str = _doc("Public base URL of the tracker that tracked links and open pixels "
+                         "point at, e.g. https://track.example.com (TRACK_HOST); empty: "
+                         "https://HOSTNAME.", "")
+    machine_seconds: float = _doc("Opens and clicks this many seconds or fewer after the "
+                                  "message was accepted are marked as likely machine ones "
+                                  "(link scanners, prefetching proxies).", 5.0)
+    api_timeout: float = _doc("Seconds the HTTP send API waits for Postfix to accept a "
+                              "message before it answers 451.", 60.0)
+    trust_forwarded: bool = _doc("Take the client address from X-Forwarded-For (only behind a "
+                                 "reverse proxy you run).", False)
+    metrics_networks: list = _doc("Client networks (CIDR) that may read /metrics.",
+                                  ["127.0.0.0/8", "::1/128"])
+
+
+@dataclass(frozen=True)
 class DevSettings:
     """`txmail up --dev` only."""
 
@@ -273,6 +291,7 @@ class Settings:
     bounce_pipe: BouncePipeSettings = field(default_factory=BouncePipeSettings)
     maillog: MaillogSettings = field(default_factory=MaillogSettings)
     webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
+    tracker: TrackerSettings = field(default_factory=TrackerSettings)
 
     # -- derived values -------------------------------------------------------------------
 
@@ -372,6 +391,19 @@ def validate(settings: Settings) -> None:
     if settings.spam.timeout <= 0:
         raise ConfigError("spam.timeout must be a positive number of seconds")
     _validate_events(settings)
+    tracker = settings.tracker
+    if tracker.base_url and not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", tracker.base_url):
+        raise ConfigError(f"tracker.base_url = {tracker.base_url!r}: write e.g. "
+                          "https://track.example.com")
+    if tracker.machine_seconds < 0 or tracker.api_timeout <= 0:
+        raise ConfigError("tracker.machine_seconds must not be negative and tracker.api_timeout "
+                          "must be a positive number of seconds")
+    for network in tracker.metrics_networks:
+        try:
+            ipaddress.ip_network(str(network), strict=False)
+        except ValueError:
+            raise ConfigError(f"tracker.metrics_networks: {network!r} is not a network "
+                              "(write e.g. 10.0.0.0/24)") from None
 
 
 def _validate_events(settings: Settings) -> None:

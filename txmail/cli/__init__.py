@@ -81,6 +81,7 @@ COMMAND_MODULES = [
     "txmail.cli.policyd",
     "txmail.cli.postfix",
     "txmail.cli.domains",
+    "txmail.cli.tracker",
     "txmail.cli.suppressions",
     "txmail.cli.bounces",
     "txmail.cli.bouncepipe",

@@ -196,4 +196,31 @@ def remove(obj: object, name: str) -> None:
     click.echo(f"account {name} removed")
 
 
+@accounts.command("apikey")
+@click.argument("name")
+@click.option("--list", "list_keys", is_flag=True, help="List the key ids of NAME instead.")
+@click.option("--revoke", "revoke_id", metavar="ID", default="",
+              help="Revoke the key with this id instead.")
+@click.pass_obj
+def apikey(obj: object, name: str, list_keys: bool, revoke_id: str) -> None:
+    """Create an HTTP API key for NAME (printed once; only its hash is kept)."""
+    from txmail.store.accounts import ApiKeys
+
+    store_accounts = _accounts(obj)
+    api_keys = ApiKeys(store_accounts.client, store_accounts.keys)
+    if list_keys:
+        for row in api_keys.list(name):
+            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["created_at"]))
+            click.echo(f"{row['id']}  created {created}")
+        return
+    if revoke_id:
+        if not api_keys.revoke(name, revoke_id):
+            raise UsageError(f"account {name} has no API key {revoke_id!r} (see --list)")
+        click.echo(f"API key {revoke_id} of {name} revoked")
+        return
+    key_id, key = api_keys.create(name)
+    click.echo(f"API key {key_id} created for {name}; it is shown only now:")
+    click.echo(key)
+
+
 COMMANDS = [accounts]

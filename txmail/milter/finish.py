@@ -25,7 +25,7 @@ from typing import Any
 
 from txmail import store
 from txmail.config import Settings
-from txmail.milter import rules
+from txmail.milter import rules, tracking
 from txmail.milter.blocked import record_blocked
 from txmail.milter.rules import HeaderEdit, Plan, Refusal, message_class, suppressed
 from txmail.milter.submission import Submission, UnreadableMessage, addresses, domain_of
@@ -57,6 +57,7 @@ class MilterContext:
     domains: Any = None          # txmail.store.domains.Domains (return-path domains)
     bounce_secret: bytes = b""
     bounce_address: Any = None   # txmail.milter.bounce_address.bounce_address
+    tracking: Any = None         # txmail.milter.tracking.TrackingContext (issue 6)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Accepted:
     route_headers: list[tuple[str, str]] = field(default_factory=list)
     return_path: str = ""
     signatures: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes | None = None    # tracking: the rewritten body for smfi_replacebody
 
 
 def finish(submission: Submission, account: Account,
@@ -98,6 +100,9 @@ def finish(submission: Submission, account: Account,
     accepted = Accepted(plan=plan, record=_record(submission),
                         header_edits=list(plan.header_edits),
                         removed_recipients=[b.recipient for b in plan.blocked])
+    # Tracking (milter/tracking.py): links and the open pixel go in after every rule and
+    # before the envelope rewrite and DKIM, so the signature covers the message as it leaves.
+    accepted.body = tracking.apply(submission, settings, context)
     if plan.message_class != "standard":
         accepted.route_headers.append((message_class.ROUTE_HEADER, plan.message_class))
     accepted.return_path = _return_path(submission, settings, context)
@@ -208,6 +213,7 @@ def build_context(settings: Settings) -> MilterContext:
     signer = _optional("txmail.milter.dkim", "Signer")
     if signer is not None:
         context.signer = signer.from_settings(settings, client)
+    context.tracking = tracking.TrackingContext.from_settings(settings)
     spam = _optional("txmail.milter.spam", "SpamChecker")
     if spam is not None:
         context.spam = spam.from_settings(settings)

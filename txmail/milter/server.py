@@ -38,6 +38,7 @@ from txmail.milter.rules import Refusal
 from txmail.milter.submission import Submission, strip_brackets
 from txmail.policyd.quota import count_accepted
 from txmail.store.accounts import Account
+from txmail.tracker.counters import count_message
 
 log = logging.getLogger("txmail.milter")
 
@@ -81,6 +82,8 @@ class TxmailMilter(Milter.Base):
     def refuse(self, refusal: Refusal, why: str) -> int:
         log.info("%s: %s: %s", self.queue_id, why, refusal)
         self.setreply(refusal.code, refusal.status, reply_text(refusal.text))
+        count_message(self.context.client, self.context.keys, "refused", refusal.code,
+                      refusal.status)  # /metrics (tracker/counters.py)
         return Milter.TEMPFAIL if refusal.temporary else Milter.REJECT
 
     # -- callbacks ------------------------------------------------------------------------
@@ -164,6 +167,7 @@ class TxmailMilter(Milter.Base):
             count_accepted(self.context.settings, self.context.client, self.context.keys,
                            account.name, submission.queue_id, len(plan.recipients),
                            submission.size)
+        count_message(self.context.client, self.context.keys, "accepted")  # /metrics
         log.info("%s: accept: account=%s from=<%s> nrcpt=%d class=%s size=%d blocked=%d%s",
                  submission.queue_id, account.name, submission.sender, len(plan.recipients),
                  plan.message_class, submission.size, len(plan.blocked),
@@ -180,6 +184,8 @@ class TxmailMilter(Milter.Base):
             self.addheader(name, value)
         if outcome.return_path:
             self.chgfrom(f"<{outcome.return_path}>")
+        if outcome.body is not None:  # tracking rewrote the HTML (milter/tracking.py)
+            self.replacebody(outcome.body)
         for name, value in reversed(outcome.signatures):
             self.addheader(name, value, 0)
 
@@ -197,7 +203,7 @@ def serve(settings: Settings) -> None:
     socket_path.unlink(missing_ok=True)
     Milter.factory = lambda: TxmailMilter(context)
     Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.CHGFROM | Milter.ADDRCPT
-                     | Milter.DELRCPT)
+                     | Milter.DELRCPT | Milter.CHGBODY)
     log.info("listening on unix:%s (rules: %s)", socket_path,
              ", ".join(r.NAME for r in rules.RULES))
     Milter.runmilter("txmail", f"unix:{socket_path}", timeout=300)

@@ -27,6 +27,7 @@ from pathlib import Path
 from txmail import store
 from txmail.config import Settings
 from txmail.errors import ConfigError, TxmailError
+from txmail.stack import components as components_mod
 from txmail.stack import render
 from txmail.stack.components import (
     Component,
@@ -144,6 +145,12 @@ def build(settings: Settings, config_file: Path, dev: bool,
         "maillog", [*txmail, "maillog"], log_dir, ready=lambda: True, env=env))
     components.append(ProcessComponent(
         "webhooks", [*txmail, "webhooks", "run"], log_dir, ready=lambda: True, env=env))
+    # Opens, clicks, the HTTP send API and /metrics; ready when its HTTP port accepts.
+    http = (settings.listen.address if settings.listen.address not in ("0.0.0.0", "*")
+            else "127.0.0.1", settings.listen.http)
+    components.append(ProcessComponent(
+        "tracker", [*txmail, "tracker"], log_dir,
+        ready=lambda: components_mod.can_connect_tcp(*http), env=env))
     if dev:
         port = settings.dev.capture_port
         from txmail.stack.components import can_connect_tcp

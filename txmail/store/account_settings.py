@@ -187,6 +187,15 @@ SETTINGS: list[AccountSetting] = [
     AccountSetting("forward_auto_replies", bool, False,
                    "Forward auto-replies (out of office, RFC 3834) to the original envelope "
                    "sender, as bounces are forwarded per the client's NOTIFY."),
+    # -- tracking (milter/tracking.py, tracker/) -------------------------------------------
+    AccountSetting("track_opens", bool, False,
+                   "Add an open-tracking pixel to HTML mail (X-Mxm-Flags bit 1 overrides)."),
+    AccountSetting("track_clicks", bool, False,
+                   "Send the links of HTML mail through the tracker (X-Mxm-Flags bit 2 "
+                   "overrides)."),
+    AccountSetting("webhook_every_open", bool, False,
+                   "Post every open and click to the webhook, not only the first of each per "
+                   "message and recipient (all are counted either way)."),
 ]
 
 

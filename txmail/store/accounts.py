@@ -13,6 +13,7 @@ map, so two accounts can never both send as one domain, even when created at the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -199,8 +200,11 @@ class Accounts:
             for domain in account.domains:
                 if self.client.hget(self.keys.domains, domain) == name:
                     self.client.hdel(self.keys.domains, domain)
+            ApiKeys(self.client, self.keys).revoke_all(name)  # a removed account's keys die
             self.client.delete(self.keys.account(name))
             self.client.srem(self.keys.accounts, name)
+            self._changed(name)
+
     def set_webhook_url(self, name: str, url: str) -> None:
         """Where the account's events are posted ("" stops posting; `txmail webhooks url`)."""
         if url and not re.match(r"^https?://[^\s]+$", url):
@@ -243,6 +247,62 @@ class Accounts:
                 self.client.hset(self.keys.account(name), "domains",
                                  json.dumps([d for d in account.domains if d != domain]))
             self._changed(name)
+
+
+API_KEY_PREFIX = "txm_"
+
+
+def hash_api_key(key: str) -> str:
+    """SHA-256 of an API key: keys are 256 random bits, so a fast hash is enough to make a
+    stolen copy of Redis useless, and it lets the tracker look a key up in one HGET."""
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class ApiKeys:
+    """HTTP API keys of the accounts: only their hashes are stored; a key is shown once."""
+
+    def __init__(self, client: Client, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    def create(self, name: str) -> tuple[str, str]:
+        """A new key for account `name`: (key id, key). The key is never stored or logged."""
+        Accounts(self.client, self.keys).get(name)
+        key_id = secrets.token_hex(4)
+        key = f"{API_KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+        digest = hash_api_key(key)
+        with guard("adding an API key"):
+            self.client.hset(self.keys.api_keys, digest, name)
+            self.client.hset(self.keys.account_api_keys(name), key_id,
+                             json.dumps({"created_at": time.time(), "hash": digest}))
+        return key_id, key
+
+    def account_of(self, key: str) -> str | None:
+        """The account a presented key belongs to; None for an unknown key."""
+        if not key.startswith(API_KEY_PREFIX) or len(key) > 200:
+            return None
+        with guard("checking an API key"):
+            return self.client.hget(self.keys.api_keys, hash_api_key(key))
+
+    def list(self, name: str) -> list[dict[str, Any]]:
+        with guard("listing API keys"):
+            rows = self.client.hgetall(self.keys.account_api_keys(name))
+        return sorted(({"id": key_id, "created_at": json.loads(raw).get("created_at", 0)}
+                       for key_id, raw in rows.items()), key=lambda r: r["created_at"])
+
+    def revoke(self, name: str, key_id: str) -> bool:
+        with guard("revoking an API key"):
+            raw = self.client.hget(self.keys.account_api_keys(name), key_id)
+            if raw is None:
+                return False
+            self.client.hdel(self.keys.api_keys, json.loads(raw)["hash"])
+            self.client.hdel(self.keys.account_api_keys(name), key_id)
+        return True
+
+    def revoke_all(self, name: str) -> None:
+        with guard("revoking API keys"):
+            for key_id in self.client.hkeys(self.keys.account_api_keys(name)):
+                self.revoke(name, key_id)
 
 
 def _to_hash(account: Account) -> dict[str, str]:

@@ -41,6 +41,11 @@ pointer) are only ever used one key per command.
     PREFIX bounces:unparsed          stream  bounce pipe: returned mail it could not read or
                                              match, kept for `txmail bounces unparsed` (capped)
     PREFIX msgid:MESSAGE-ID          string  Message-ID header -> queue id (TTL as the message)
+    PREFIX apikeys                   hash    SHA-256 of an HTTP API key -> account (tracker)
+    PREFIX {ACCOUNT}:apikeys         hash    key id -> JSON {created_at, hash} of the account's
+                                             API keys (`txmail accounts apikey`)
+    PREFIX stats:messages            hash    milter: "accepted", "refused:CODE:STATUS" -> count
+    PREFIX stats:policy              hash    policyd: decision outcome -> count
 """
 
 from __future__ import annotations
@@ -148,4 +153,20 @@ class Keys:
 
     def header_message_id(self, message_id: str) -> str:
         return f"{self.prefix}msgid:{message_id}"
+
+    # keys of the tracker and HTTP API (txmail/tracker/) and the counters /metrics reads
+    @property
+    def api_keys(self) -> str:
+        return f"{self.prefix}apikeys"
+
+    def account_api_keys(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:apikeys"
+
+    @property
+    def message_stats(self) -> str:
+        return f"{self.prefix}stats:messages"
+
+    @property
+    def policy_stats(self) -> str:
+        return f"{self.prefix}stats:policy"
     # keys of events, the bounce pipe and the webhooks dispatcher (txmail/events.py, webhooks/)

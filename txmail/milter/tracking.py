@@ -1,0 +1,307 @@
+"""Open and click tracking: the milter rewrites HTML parts so the tracker sees opens and clicks.
+
+SYNOPSIS
+    choice = wanted(plan.flags, account.settings)            # Tracking(opens, clicks)
+    rewritten = rewrite_html(message_bytes, signer, base_url, account, queue_id, recipient,
+                             opens=True, clicks=True)       # None when nothing changed
+    body = apply(submission, settings, context)               # the milter's call site
+
+DESCRIPTION
+    Whether a message is tracked: bits 1 (opens) and 2 (clicks) of X-Mxm-Flags when the header
+    is there (it overrides the account, as Maxemail documents), else the account settings
+    track_opens and track_clicks.
+
+    Clicks: in every text/html part that is not an attachment (and not inside an attached
+    message), each <a href> with an absolute http or https URL becomes
+    BASE/c/TOKEN, TOKEN signed and carrying the message (queue id), the recipient, the link's
+    index and the URL (txmail/tracker/tokens.py). Never rewritten: mailto:, tel: and other
+    schemes, in-page anchors (#top), relative links, and links marked as unsubscribe links:
+    an attribute data-unsubscribe, data-notrack, data-no-track, data-txmail-notrack,
+    rel="unsubscribe", or a URL that the List-Unsubscribe header names.
+    Opens: a 1x1 image BASE/o/TOKEN.gif goes before the last </body> of the first HTML part
+    (at its end when there is none).
+
+    Each rewritten part keeps its Content-Transfer-Encoding (base64 and quoted-printable are
+    encoded again; 7bit and 8bit lines are wrapped below 998 bytes at a space), so the
+    message's own headers never change and only the body is replaced (smfi_replacebody).
+
+    One queue file has one body for all its recipients, so the token's recipient is the
+    message's only recipient, or "" when there are several. The BCC copy of single-recipient
+    mode shares the To recipient's queue file and must never be tracked, so a message with a
+    BCC copy is not rewritten at all (logged). The milter calls this after every rule and
+    before the envelope rewrite and DKIM, which signs the rewritten message.
+
+FAILURE
+    A part whose charset is unknown or whose text cannot be encoded again is left as it is;
+    rewriting never refuses a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email
+import email.message
+import html
+import io
+import logging
+import re
+import time
+from dataclasses import dataclass
+from email.generator import BytesGenerator
+from email.policy import compat32
+from typing import Any
+
+from txmail.tracker.tokens import LinkSigner, Mark
+
+log = logging.getLogger("txmail.milter")
+
+OPEN_TRACKING, CLICK_TRACKING = 1, 2  # X-Mxm-Flags bits (rules/flags.py)
+# A start tag <a ...>, attribute values may hold ">" when quoted.
+A_TAG = re.compile(r"""<a(?=[\s>/])(?:[^>"']|"[^"]*"|'[^']*')*>""", re.I)
+HREF = re.compile(r"""(?P<lead>\shref\s*=\s*)"""
+                  r"""(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<bare>[^\s"'>]+))""", re.I)
+ATTRIBUTE = re.compile(r"""\s([a-z][a-z0-9_:.-]*)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s"'>]+))?""", re.I)
+BODY_END = re.compile(rb"</body\s*>", re.I)
+NO_TRACK_ATTRIBUTES = {"data-unsubscribe", "data-notrack", "data-no-track",
+                       "data-txmail-notrack"}
+MAX_LINE = 998  # RFC 5322 §2.1.1, without CRLF
+WRAP_AT = 900
+MAX_PARTS = 200  # cap the work a hostile message can cause
+
+
+@dataclass(frozen=True)
+class Tracking:
+    opens: bool
+    clicks: bool
+
+    def __bool__(self) -> bool:
+        return self.opens or self.clicks
+
+
+@dataclass(frozen=True)
+class Rewritten:
+    body: bytes         # the message body after the header block, CRLF line ends
+    links: int          # links that now go through the tracker
+    pixel: bool         # whether an open pixel went in
+
+
+def wanted(flags: int | None, settings: dict[str, Any]) -> Tracking:
+    """Opens and clicks for this message: X-Mxm-Flags bits 1 and 2, else the account's."""
+    if flags is not None:
+        return Tracking(opens=bool(flags & OPEN_TRACKING), clicks=bool(flags & CLICK_TRACKING))
+    return Tracking(opens=bool(settings.get("track_opens", False)),
+                    clicks=bool(settings.get("track_clicks", False)))
+
+
+def _html_parts(message: email.message.Message) -> list[email.message.Message]:
+    """text/html leaves that are shown as the message, not attachments nor attached mail."""
+    found: list[email.message.Message] = []
+    stack = [message]
+    seen = 0
+    while stack and seen < MAX_PARTS:
+        part = stack.pop(0)
+        seen += 1
+        if part.is_multipart():
+            if part.get_content_maintype() == "message":
+                continue  # an attached message (message/rfc822) belongs to somebody else
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                stack[0:0] = payload
+            continue
+        if part.get_content_type() != "text/html":
+            continue
+        if (part.get("Content-Disposition") or "").strip().lower().startswith("attachment"):
+            continue
+        found.append(part)
+    return found
+
+
+def _unsubscribe_urls(message: email.message.Message) -> set[str]:
+    urls: set[str] = set()
+    for value in message.get_all("List-Unsubscribe") or []:
+        urls.update(u.strip() for u in re.findall(r"<([^>]+)>", str(value)))
+    return urls
+
+
+def _marked_no_track(tag: str) -> bool:
+    for match in ATTRIBUTE.finditer(tag):
+        name = match.group(1).lower()
+        if name in NO_TRACK_ATTRIBUTES:
+            return True
+        if name == "rel" and "unsubscribe" in (match.group(2) or "").lower():
+            return True
+    return False
+
+
+def trackable(url: str) -> bool:
+    """Only absolute web links: never mailto:, tel:, javascript:, anchors or relative links."""
+    return url.strip().lower().startswith(("http://", "https://"))
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.links = 0
+
+
+def _rewrite_links(text: str, make_url: Any, skip: set[str], counter: _Counter) -> str:
+    def one_tag(match: re.Match[str]) -> str:
+        tag = match.group(0)
+        href = HREF.search(tag)
+        if href is None or _marked_no_track(tag):
+            return tag
+        raw = href.group("dq") if href.group("dq") is not None else (
+            href.group("sq") if href.group("sq") is not None else href.group("bare"))
+        url = html.unescape(raw).strip()
+        if not trackable(url) or url in skip:
+            return tag
+        tracked = make_url(counter.links, url)
+        counter.links += 1
+        return f'{tag[:href.start()]}{href.group("lead")}"{tracked}"{tag[href.end():]}'
+
+    return A_TAG.sub(one_tag, text)
+
+
+def _add_pixel(data: bytes, pixel: bytes) -> bytes:
+    ends = list(BODY_END.finditer(data))
+    if ends:
+        at = ends[-1].start()
+        return data[:at] + pixel + data[at:]
+    return data + pixel
+
+
+def _wrap(data: bytes) -> bytes:
+    """Keep 7bit/8bit lines below 998 bytes, breaking at a space (HTML treats both alike)."""
+    lines = data.split(b"\n")
+    out: list[bytes] = []
+    for line in lines:
+        while len(line) > MAX_LINE:
+            cut = line.rfind(b" ", 0, WRAP_AT)
+            if cut <= 0:
+                cut = line.find(b" ", WRAP_AT)
+            if cut <= 0:
+                break  # one unbreakable word: leave it, Postfix will fold it
+            out.append(line[:cut])
+            line = line[cut + 1:]
+        out.append(line)
+    return b"\n".join(out)
+
+
+def _encode(data: bytes, cte: str) -> str:
+    """The part's payload in its own transfer encoding, as the str compat32 keeps."""
+    data = data.replace(b"\r\n", b"\n")
+    if cte == "base64":
+        encoded = base64.encodebytes(data)
+    elif cte == "quoted-printable":
+        encoded = binascii.b2a_qp(data, istext=True)
+    else:
+        encoded = _wrap(data)
+    return encoded.decode("ascii", "surrogateescape")
+
+
+def rewrite_html(message: bytes | email.message.Message, signer: LinkSigner, base_url: str,
+                 account: str, queue_id: str, recipient: str, opens: bool = True,
+                 clicks: bool = True, sent_at: int = 0) -> Rewritten | None:
+    """The message body with its HTML parts tracked; None when there was nothing to track."""
+    if not (opens or clicks):
+        return None
+    parsed = (email.message_from_bytes(message) if isinstance(message, bytes) else message)
+    parts = _html_parts(parsed)
+    if not parts:
+        return None
+    base = base_url.rstrip("/")
+    skip = _unsubscribe_urls(parsed)
+    counter = _Counter()
+    pixel_added = False
+
+    def click_url(index: int, url: str) -> str:
+        token = signer.sign(Mark("click", account, queue_id, recipient, index, url, sent_at))
+        return f"{base}/c/{token}"
+
+    changed = False
+    for part in parts:
+        charset = part.get_content_charset() or "us-ascii"
+        cte = (part.get("Content-Transfer-Encoding") or "7bit").strip().lower()
+        data = part.get_payload(decode=True)
+        if not isinstance(data, bytes):
+            continue
+        try:
+            text = data.decode(charset, "surrogateescape")
+        except (LookupError, UnicodeDecodeError):
+            log.info("%s: tracking: an HTML part in charset %r is left as it is", queue_id,
+                     charset[:40])
+            continue
+        new_text = _rewrite_links(text, click_url, skip, counter) if clicks else text
+        try:
+            new_data = new_text.encode(charset, "surrogateescape")
+        except (LookupError, UnicodeEncodeError):
+            continue
+        if opens and not pixel_added:
+            token = signer.sign(Mark("open", account, queue_id, recipient, sent_at=sent_at))
+            pixel = (f'<img src="{base}/o/{token}.gif" width="1" height="1" alt="" '
+                     'style="display:block;width:1px;height:1px;border:0" />').encode("ascii")
+            new_data = _add_pixel(new_data, pixel)
+            pixel_added = True
+        if new_data != data:
+            part.set_payload(_encode(new_data, cte))
+            changed = True
+    if not changed:
+        return None
+    out = io.BytesIO()
+    policy = compat32.clone(linesep="\r\n", max_line_length=0)
+    BytesGenerator(out, mangle_from_=False, policy=policy).flatten(parsed)
+    whole = out.getvalue()
+    split = whole.find(b"\r\n\r\n")
+    body = whole[split + 4:] if split >= 0 else b""
+    return Rewritten(body=body, links=counter.links, pixel=pixel_added)
+
+
+def apply(submission: Any, settings: dict[str, Any], context: Any) -> bytes | None:
+    """The milter's call site (finish.py): rewrite the message in `submission` if it is to be
+    tracked; returns the new body for smfi_replacebody (and puts it into the submission, so
+    DKIM signs it), or None when the body stays as it is."""
+    tracker = getattr(context, "tracking", None)
+    plan = submission.plan
+    choice = wanted(plan.flags, settings)
+    if tracker is None or not choice or not plan.recipients:
+        return None
+    if plan.bcc:
+        log.info("%s: tracking: off, the message carries a single-recipient BCC copy",
+                 submission.queue_id)
+        return None
+    recipient = plan.recipients[0] if len(plan.recipients) == 1 else ""
+    # Header edits (single-recipient To, stripped control headers) do not touch the body, and
+    # List-Unsubscribe is read from the message as the client sent it.
+    rewritten = rewrite_html(submission.message_bytes(), tracker.signer, tracker.base_url,
+                             submission.account, submission.queue_id, recipient,
+                             opens=choice.opens, clicks=choice.clicks,
+                             sent_at=int(time.time()))
+    if rewritten is None:
+        return None
+    submission.body_chunks = [rewritten.body]
+    log.info("%s: tracking: opens=%s clicks=%s links=%d", submission.queue_id,
+             "yes" if rewritten.pixel else "no", "yes" if choice.clicks else "no",
+             rewritten.links)
+    return rewritten.body
+
+
+@dataclass(frozen=True)
+class TrackingContext:
+    """What the milter keeps for tracking: the signer and the tracker's public base URL."""
+
+    signer: LinkSigner
+    base_url: str
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> TrackingContext:
+        from txmail.tracker.tokens import LinkSigner as Signer
+
+        return cls(signer=Signer(settings.read_secret("tracking_key_file")),
+                   base_url=public_base_url(settings))
+
+
+def public_base_url(settings: Any) -> str:
+    """tracker.base_url, else https://HOSTNAME (the relay's own name)."""
+    tracker = getattr(settings, "tracker", None)
+    configured = getattr(tracker, "base_url", "") if tracker is not None else ""
+    return (configured or f"https://{settings.hostname}").rstrip("/")

@@ -1,0 +1,438 @@
+"""The HTTP send API under /v1: send, messages, events, suppressions and stats of one account.
+
+SYNOPSIS
+    curl -H "Authorization: Bearer $KEY" -d @message.json https://HOST/v1/send
+
+DESCRIPTION
+    Every request but GET /v1/openapi.json names an account by its API key (`txmail accounts
+    apikey NAME`; Redis keeps only the key's SHA-256) and sees only that account's data.
+
+    POST /v1/send {envelope, recipients | recipient, mime, dsn: {notify, ret, envid, orcpt},
+    trackbounces, tags} submits `mime` through Postfix as the account (txmail/tracker/submit.py):
+    policyd's limits and every milter rule apply as on the submission port, so a refusal here
+    has the same sentence and SMTP codes as there. `envelope` is MAIL FROM (absent: MAIL
+    FROM:<>, bounces recorded, never forwarded); `tags` become an X-Mxm-Tag header;
+    `trackbounces` is the account's track_bounces setting, which a single message cannot
+    change, so a value that differs from it is refused with a sentence saying so.
+    Answers {"message_id": QUEUE_ID}, the id every event and webhook uses.
+
+    GET /v1/messages/{id}   the message record and its events.
+    GET /v1/events          the account's event stream, oldest first, paged by `after`.
+    GET|POST|DELETE /v1/suppressions   the account's bounce and unsubscribe lists.
+    GET /v1/stats           counts of events per UTC day and kind (and per tag).
+    GET /v1/openapi.json    the OpenAPI 3.0 document of all of this (txmail/tracker/openapi.py).
+
+ERRORS
+    JSON {"error": {"message", "smtp_code", "status"}}. HTTP status from the SMTP reply:
+    4.7.x (limits, warm-up) 429, other 4xx 503 with Retry-After; 5.3.4 (size) 413, 5.7.x
+    (policy: sender, attachments, suspension) 403, other 5xx 422. Bad input 400 (501 5.5.4),
+    no or unknown key 401 (535 5.7.8), unknown ids 404. Redis trouble 503 (451 4.3.0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from txmail.errors import TemporaryFailure, UsageError
+from txmail.events import KINDS, Event
+from txmail.store.accounts import Accounts, ApiKeys
+from txmail.store.messages import Messages
+from txmail.store.suppressions import LISTS, Suppressions
+from txmail.tracker import openapi
+from txmail.tracker.server import SERVICES, Services, error_response
+from txmail.tracker.submit import Accepted, Envelope, Refused, submit
+
+log = logging.getLogger("txmail.tracker")
+
+ADDRESS = re.compile(r"^[^\s<>()\[\]\\,;:\"@\x00-\x1f\x7f]{1,64}@[^\s<>()\[\]\\,;:\"@\x00-\x1f\x7f]"
+                     r"{1,255}$")
+QUEUE_ID = re.compile(r"^[0-9A-Za-z]{6,32}$")
+STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+TAG = re.compile(r"^[^\x00-\x1f\x7f,]{1,100}$")
+ENVID = re.compile(r"^[\x21-\x7e]{1,100}$")
+NOTIFY_WORDS = ("SUCCESS", "FAILURE", "DELAY")
+SEND_FIELDS = {"envelope", "recipients", "recipient", "mime", "dsn", "trackbounces", "tags"}
+MAX_RECIPIENTS = 1000
+MAX_TAGS = 20
+MESSAGE_EVENT_SCAN = 5000
+UNAVAILABLE = ("txmail cannot answer right now because its store is unavailable; try again in "
+               "a few minutes")
+
+
+class ApiError(Exception):
+    def __init__(self, http_status: int, message: str, smtp_code: int | None = 501,
+                 status: str | None = "5.5.4", headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.message = message
+        self.smtp_code = smtp_code
+        self.status = status
+        self.headers = headers
+
+    def response(self) -> web.Response:
+        return error_response(self.http_status, self.message, self.smtp_code, self.status,
+                              headers=self.headers)
+
+
+def bad(message: str) -> ApiError:
+    return ApiError(400, message)
+
+
+Handler = Callable[[web.Request, Services, str], Awaitable[web.StreamResponse]]
+
+
+def endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Authenticate the request's API key, run the handler, map failures to JSON errors."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        services = request.app[SERVICES]
+        try:
+            account = await authenticate(request, services)
+            return await handler(request, services, account)
+        except ApiError as exc:
+            return exc.response()
+        except UsageError as exc:
+            return bad(str(exc)).response()
+        except TemporaryFailure as exc:
+            log.warning("api: %s %s: %s", request.method, request.path, exc)
+            return error_response(503, UNAVAILABLE, 451, "4.3.0", headers={"Retry-After": "60"})
+
+    return wrapped
+
+
+async def authenticate(request: web.Request, services: Services) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(401, "Authentication required: send the account's API key as "
+                       "'Authorization: Bearer KEY' (create one with `txmail accounts apikey`)",
+                       535, "5.7.8", headers={"WWW-Authenticate": 'Bearer realm="txmail"'})
+    account = await asyncio.to_thread(ApiKeys(services.client, services.keys).account_of,
+                                      key.strip())
+    if account is None:
+        raise ApiError(401, "Authentication failed: this API key is not known or was revoked",
+                       535, "5.7.8", headers={"WWW-Authenticate": 'Bearer realm="txmail"'})
+    return account
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        raw = await request.read()
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise bad("The request body is not valid JSON; send a JSON object") from None
+    if not isinstance(value, dict):
+        raise bad("The request body must be a JSON object")
+    return value
+
+
+def _address(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not ADDRESS.match(value.strip()):
+        raise bad(f"{name} must be a mail address such as user@example.com")
+    return value.strip()
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise bad(f"{name} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def _choice_param(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if raw not in allowed:
+        raise bad(f"{name} must be one of {', '.join(allowed)}")
+    return raw
+
+
+# -- POST /v1/send ---------------------------------------------------------------------------
+
+def parse_send(body: dict[str, Any], size_limit: int) -> tuple[Envelope, bytes, Any]:
+    """Envelope and message bytes of a send request; the `trackbounces` asked (or None)."""
+    unknown = sorted(set(body) - SEND_FIELDS)
+    if unknown:
+        raise bad(f"unknown field {unknown[0][:40]!r}; known: {', '.join(sorted(SEND_FIELDS))}")
+    mime = body.get("mime")
+    if not isinstance(mime, str) or not mime.strip():
+        raise bad("mime must be the whole message (headers, blank line, body) as a string")
+    envelope = body.get("envelope")
+    sender = "" if envelope in (None, "") else _address(envelope, "envelope")
+    if "recipients" in body and "recipient" in body:
+        raise bad("give recipients (a list) or recipient (one address), not both")
+    if "recipient" in body:
+        recipients = [_address(body["recipient"], "recipient")]
+    else:
+        given = body.get("recipients")
+        if not isinstance(given, list) or not given or len(given) > MAX_RECIPIENTS:
+            raise bad(f"recipients must be a list of 1 to {MAX_RECIPIENTS} mail addresses")
+        recipients = [_address(r, "each recipient") for r in given]
+    tags = body.get("tags", [])
+    if (not isinstance(tags, list) or len(tags) > MAX_TAGS
+            or not all(isinstance(t, str) and TAG.match(t) and t.strip() for t in tags)):
+        raise bad(f"tags must be a list of at most {MAX_TAGS} texts without commas or line "
+                  "breaks")
+    trackbounces = body.get("trackbounces")
+    if trackbounces is not None and not isinstance(trackbounces, bool):
+        raise bad("trackbounces must be true or false")
+    mail_options, rcpt_options, orcpt = _dsn(body.get("dsn"), recipients)
+    data = mime.encode("utf-8", "surrogateescape")
+    if tags:
+        header = "X-Mxm-Tag: " + ",".join(t.strip() for t in tags) + "\r\n"
+        data = header.encode("utf-8") + data
+    data = re.sub(rb"\r?\n", b"\r\n", data)
+    if len(data) > size_limit:
+        raise ApiError(413, f"The message is {len(data)} bytes; this relay takes at most "
+                       f"{size_limit}", 552, "5.3.4")
+    if any(b > 127 for b in data):
+        mail_options.append("BODY=8BITMIME")
+    if not all(a.isascii() for a in [sender, *recipients]):
+        mail_options.append("SMTPUTF8")
+    return (Envelope(sender=sender, recipients=recipients, mail_options=mail_options,
+                     rcpt_options=rcpt_options, orcpt=orcpt), data, trackbounces)
+
+
+def _dsn(dsn: Any, recipients: list[str]) -> tuple[list[str], list[str], dict[str, str]]:
+    if dsn is None:
+        return [], [], {}
+    if not isinstance(dsn, dict) or set(dsn) - {"notify", "ret", "envid", "orcpt"}:
+        raise bad("dsn must be an object with notify, ret, envid and orcpt")
+    mail_options: list[str] = []
+    rcpt_options: list[str] = []
+    orcpt: dict[str, str] = {}
+    notify = dsn.get("notify")
+    if notify is not None:
+        words = [w.strip().upper() for w in notify.split(",")] if isinstance(notify, str) else []
+        if not (words == ["NEVER"] or (words and all(w in NOTIFY_WORDS for w in words))):
+            raise bad("dsn.notify must be NEVER or a comma list of SUCCESS, FAILURE, DELAY")
+        rcpt_options.append("NOTIFY=" + ",".join(dict.fromkeys(words)))
+    ret = dsn.get("ret")
+    if ret is not None:
+        if not isinstance(ret, str) or ret.upper() not in ("FULL", "HDRS"):
+            raise bad("dsn.ret must be FULL or HDRS")
+        mail_options.append(f"RET={ret.upper()}")
+    envid = dsn.get("envid")
+    if envid is not None:
+        if not isinstance(envid, str) or not ENVID.match(envid):
+            raise bad("dsn.envid must be 1 to 100 printable ASCII characters")
+        from txmail.tracker.submit import xtext
+
+        mail_options.append(f"ENVID={xtext(envid)}")
+    if dsn.get("orcpt") is not None:
+        if len(recipients) != 1:
+            raise bad("dsn.orcpt names the original recipient of a send to one recipient")
+        orcpt[recipients[0]] = _address(dsn["orcpt"], "dsn.orcpt")
+    return mail_options, rcpt_options, orcpt
+
+
+def http_status_of(refusal: Refused) -> int:
+    if refusal.temporary:
+        return 429 if refusal.status.startswith("4.7.") else 503
+    if refusal.status == "5.3.4":
+        return 413
+    if refusal.status.startswith("5.7."):
+        return 403
+    return 422
+
+
+def api_socket(services: Services) -> str:
+    """Postfix's private/txmail-api socket (master.cf) in this node's queue directory."""
+    return str(services.settings.state_path / "postfix/spool/private/txmail-api")
+
+
+@endpoint
+async def send(request: web.Request, services: Services, account: str) -> web.StreamResponse:
+    body = await _json_object(request)
+    envelope, data, trackbounces = parse_send(body, services.settings.postfix.message_size_limit)
+    if trackbounces is not None:
+        record = await asyncio.to_thread(Accounts(services.client, services.keys).get, account)
+        if bool(record.settings.get("track_bounces", True)) != trackbounces:
+            state = "on" if record.settings.get("track_bounces", True) else "off"
+            raise ApiError(422, f"trackbounces is the account's track_bounces setting, which "
+                           f"is {state}; leave the field out or ask the operator to change it",
+                           501, "5.5.4")
+    outcome = await asyncio.to_thread(submit, api_socket(services), account, envelope, data,
+                                      services.settings.tracker.api_timeout)
+    if isinstance(outcome, Accepted):
+        log.info("%s: api: account=%s from=<%s> nrcpt=%d", outcome.queue_id, account,
+                 envelope.sender, len(envelope.recipients))
+        return web.json_response({"message_id": outcome.queue_id})
+    log.info("NOQUEUE: api: refused: account=%s from=<%s>%s: %d %s %s", account,
+             envelope.sender, f" to=<{outcome.recipient}>" if outcome.recipient else "",
+             outcome.code, outcome.status, outcome.text)
+    headers = {"Retry-After": "60"} if outcome.temporary else None
+    error = error_response(http_status_of(outcome), outcome.text, outcome.code, outcome.status,
+                           headers=headers)
+    if outcome.recipient:
+        payload = json.loads(error.text or "{}")
+        payload["error"]["recipient"] = outcome.recipient
+        return web.json_response(payload, status=error.status, headers=headers)
+    return error
+
+
+# -- GET /v1/messages/{id}, /v1/events ----------------------------------------------------------
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _event_rows(rows: list[tuple[str, dict[str, str]]]) -> list[dict[str, Any]]:
+    found = []
+    for _, fields in rows:
+        try:
+            found.append(json.loads(Event.from_json(fields["event"]).to_json()))
+        except (KeyError, ValueError, TypeError):
+            continue
+    return found
+
+
+def _message(services: Services, account: str, queue_id: str) -> dict[str, Any] | None:
+    ttl = services.settings.milter.message_ttl_days * 86400
+    record = Messages(services.client, services.keys, ttl).get(queue_id)
+    if record is None or record.account != account:
+        return None
+    rows = services.client.xrevrange(services.keys.events(account), count=MESSAGE_EVENT_SCAN)
+    events = [e for e in _event_rows(list(reversed(rows))) if e.get("message_id") == queue_id]
+    return {"message_id": record.queue_id, "envelope_sender": record.envelope_sender,
+            "recipients": record.recipients, "size": record.size,
+            "accepted_at": _iso(record.accepted_at), "tags": record.tags,
+            "message_class": record.message_class, "blocked": record.blocked,
+            "events": events}
+
+
+@endpoint
+async def message(request: web.Request, services: Services, account: str) -> web.StreamResponse:
+    queue_id = request.match_info["message_id"]
+    found = (await asyncio.to_thread(_message, services, account, queue_id)
+             if QUEUE_ID.match(queue_id) else None)
+    if found is None:
+        days = services.settings.milter.message_ttl_days
+        raise ApiError(404, f"No message {queue_id[:40]!r} of this account is known (records "
+                       f"are kept {days} days)", 550, "5.1.0")
+    return web.json_response(found)
+
+
+@endpoint
+async def events(request: web.Request, services: Services, account: str) -> web.StreamResponse:
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    kind = _choice_param(request, "kind", KINDS)
+    after = request.query.get("after", "")
+    if after and not STREAM_ID.match(after):
+        raise bad("after must be the `next` value of a previous answer")
+    message_id = request.query.get("message_id")
+    if message_id is not None and not QUEUE_ID.match(message_id):
+        raise bad("message_id must be a message id as /v1/send returned it")
+    rows = await asyncio.to_thread(services.client.xrange, services.keys.events(account),
+                                   f"({after}" if after else "-", "+", limit)
+    found = [e for e in _event_rows(rows)
+             if (kind is None or e.get("kind") == kind)
+             and (message_id is None or e.get("message_id") == message_id)]
+    return web.json_response({"events": found, "next": rows[-1][0] if rows else after})
+
+
+# -- /v1/suppressions ------------------------------------------------------------------------
+
+@endpoint
+async def list_suppressions(request: web.Request, services: Services,
+                            account: str) -> web.StreamResponse:
+    list_name = _choice_param(request, "list", LISTS)
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    entries = await asyncio.to_thread(Suppressions(services.client, services.keys).list,
+                                      account, list_name, limit)
+    return web.json_response({"suppressions": [e.public() for e in entries]})
+
+
+@endpoint
+async def add_suppression(request: web.Request, services: Services,
+                          account: str) -> web.StreamResponse:
+    body = await _json_object(request)
+    unknown = sorted(set(body) - {"recipient", "list", "reason"})
+    if unknown:
+        raise bad(f"unknown field {unknown[0][:40]!r}; known: list, reason, recipient")
+    recipient = _address(body.get("recipient"), "recipient")
+    list_name = body.get("list", "unsubscribe")
+    if list_name not in LISTS:
+        raise bad(f"list must be one of {', '.join(LISTS)}")
+    reason = body.get("reason", "added through the API")
+    if not isinstance(reason, str) or len(reason) > 512:
+        raise bad("reason must be a text of at most 512 characters")
+    entry = await asyncio.to_thread(Suppressions(services.client, services.keys).add,
+                                    account, list_name, recipient, reason)
+    log.info("api: account=%s suppress <%s> on %s", account, entry.recipient, list_name)
+    return web.json_response({"suppression": entry.public()}, status=201)
+
+
+@endpoint
+async def remove_suppression(request: web.Request, services: Services,
+                             account: str) -> web.StreamResponse:
+    recipient = _address(request.query.get("recipient"), "recipient")
+    list_name = _choice_param(request, "list", LISTS)
+    suppressions = Suppressions(services.client, services.keys)
+    removed = False
+    for name in ([list_name] if list_name else list(LISTS)):
+        removed = await asyncio.to_thread(suppressions.remove, account, name, recipient) \
+            or removed
+    if removed:
+        log.info("api: account=%s unsuppress <%s>", account, recipient.lower())
+    return web.json_response({"removed": removed})
+
+
+# -- /v1/stats -------------------------------------------------------------------------------
+
+def _stats(services: Services, account: str, days: int, now: float) -> dict[str, Any]:
+    dates = [time.gmtime(now - 86400 * back) for back in range(days - 1, -1, -1)]
+    pipe = services.client.pipeline(transaction=False)
+    for day in dates:
+        pipe.hgetall(services.keys.event_counts(account, time.strftime("%Y%m%d", day)))
+    rows = pipe.execute()
+    out_days = []
+    totals: dict[str, int] = {}
+    tags: dict[str, dict[str, int]] = {}
+    for day, counts in zip(dates, rows, strict=True):
+        kinds: dict[str, int] = {}
+        for name, value in counts.items():
+            if name.startswith("tag:"):
+                tag, _, kind = name[4:].rpartition(":")
+                tags.setdefault(tag, {})[kind] = tags.get(tag, {}).get(kind, 0) + int(value)
+            else:
+                kinds[name] = int(value)
+                totals[name] = totals.get(name, 0) + int(value)
+        out_days.append({"date": time.strftime("%Y-%m-%d", day), "counts": kinds})
+    return {"days": out_days, "totals": totals, "tags": tags}
+
+
+@endpoint
+async def stats(request: web.Request, services: Services, account: str) -> web.StreamResponse:
+    days = _int_param(request, "days", 7, 1, 90)
+    return web.json_response(await asyncio.to_thread(_stats, services, account, days,
+                                                     time.time()))
+
+
+async def openapi_document(request: web.Request) -> web.StreamResponse:
+    return web.json_response(openapi.document())
+
+
+def add_routes(app: web.Application) -> None:
+    router = app.router
+    router.add_get("/v1/openapi.json", openapi_document)
+    router.add_post("/v1/send", send)
+    router.add_get("/v1/messages/{message_id}", message)
+    router.add_get("/v1/events", events)
+    router.add_get("/v1/suppressions", list_suppressions)
+    router.add_post("/v1/suppressions", add_suppression)
+    router.add_delete("/v1/suppressions", remove_suppression)
+    router.add_get("/v1/stats", stats)

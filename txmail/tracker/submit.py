@@ -1,0 +1,149 @@
+"""Hand a message from the HTTP send API to Postfix as an account, so every rule applies.
+
+SYNOPSIS
+    reply = submit(socket_path, account, Envelope(...), message_bytes, timeout)
+
+DESCRIPTION
+    Postfix's smtpd listens for the API on the UNIX socket spool/private/txmail-api (master.cf),
+    which only root and postfix can open. The API opens it, says XCLIENT LOGIN=ACCOUNT (allowed
+    only on that socket), and Postfix then treats the session as that account's SASL login:
+    policyd's limits, the milter's rules (sender domains, attachments, suppressions, tracking,
+    the bounce address, DKIM) and the relay restriction all see the account, exactly as on the
+    submission port. The API never learns or holds an SMTP password, and an account can only
+    send as its own domains because the milter checks the sender like any other.
+
+    All recipients must be accepted or nothing is sent: the first refused RCPT ends the
+    transaction (RSET) and its reply is the answer.
+
+RETURNS
+    Accepted(queue_id) or Refused(code, status, text) with Postfix's own reply: the API shows
+    the same sentences and codes as an SMTP client would see.
+FAILURE
+    A socket that cannot be reached or a dialogue that breaks off is Refused 451 4.3.0 (try
+    again); nothing was queued.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import smtplib
+import socket
+from dataclasses import dataclass, field
+
+log = logging.getLogger("txmail.tracker")
+
+QUEUED = re.compile(r"queued as ([0-9A-Za-z]+)")
+STATUS = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+(.*)$", re.S)
+UNAVAILABLE_TEXT = ("txmail cannot take the message right now; try again in a few minutes")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    sender: str                                  # "" for MAIL FROM:<>
+    recipients: list[str]
+    mail_options: list[str] = field(default_factory=list)       # RET=, ENVID=, BODY=, SMTPUTF8
+    rcpt_options: list[str] = field(default_factory=list)       # NOTIFY= for every recipient
+    orcpt: dict[str, str] = field(default_factory=dict)         # recipient -> ORCPT address
+
+
+@dataclass(frozen=True)
+class Accepted:
+    queue_id: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    code: int
+    status: str
+    text: str
+    recipient: str = ""
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+
+def refused(code: int, reply: bytes | str, recipient: str = "") -> Refused:
+    """A Refused from an SMTP reply, its enhanced status code split off the sentence."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    text = " ".join(text.split())
+    match = STATUS.match(text)
+    if match:
+        return Refused(code, match.group(1), match.group(2), recipient)
+    default = "4.0.0" if 400 <= code < 500 else "5.0.0"
+    return Refused(code, default, text, recipient)
+
+
+def xtext(value: str) -> str:
+    """RFC 3461 xtext: what ENVID and ORCPT values must be written in."""
+    return "".join(c if 33 <= ord(c) <= 126 and c not in "+=" else f"+{ord(c):02X}"
+                   for c in value)
+
+
+class _UnixSMTP(smtplib.SMTP):
+    """smtplib over a UNIX socket (smtplib itself only speaks TCP)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self._path = path
+        super().__init__(local_hostname="txmail-api", timeout=timeout)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(self._path)
+        return sock
+
+
+def submit(socket_path: str, account: str, envelope: Envelope, message: bytes,
+           timeout: float = 60.0) -> Accepted | Refused:
+    try:
+        client = _UnixSMTP(socket_path, timeout)
+        try:
+            return _dialogue(client, account, envelope, message)
+        finally:
+            try:
+                client.quit()
+            except (smtplib.SMTPException, OSError):
+                client.close()
+    except (OSError, smtplib.SMTPException) as exc:
+        log.warning("api: account=%s: Postfix cannot be reached on %s (%s)", account,
+                    socket_path, exc.__class__.__name__)
+        return Refused(451, "4.3.0", UNAVAILABLE_TEXT)
+
+
+def _dialogue(client: _UnixSMTP, account: str, envelope: Envelope,
+              message: bytes) -> Accepted | Refused:
+    code, reply = client.connect(client._path)
+    if code != 220:
+        return refused(code, reply)
+    client.ehlo()
+    code, reply = client.docmd("XCLIENT", f"LOGIN={xtext(account)}")
+    if code != 220:
+        log.error("api: account=%s: Postfix refused XCLIENT: %s %r", account, code, reply)
+        return Refused(451, "4.3.0", UNAVAILABLE_TEXT)
+    client.ehlo_resp = None
+    client.ehlo()
+    code, reply = client.mail(envelope.sender, envelope.mail_options)
+    if code != 250:
+        client.rset()
+        return refused(code, reply)
+    for recipient in envelope.recipients:
+        options = list(envelope.rcpt_options)
+        if recipient in envelope.orcpt:
+            options.append(f"ORCPT=rfc822;{xtext(envelope.orcpt[recipient])}")
+        code, reply = client.rcpt(recipient, options)
+        if code not in (250, 251):
+            client.rset()
+            return refused(code, reply, recipient)
+    try:
+        code, reply = client.data(message)
+    except smtplib.SMTPDataError as exc:  # DATA itself refused (e.g. policyd at RCPT time)
+        client.rset()
+        return refused(exc.smtp_code, exc.smtp_error)
+    if code != 250:
+        return refused(code, reply)
+    found = QUEUED.search(reply.decode("ascii", "replace"))
+    if not found:
+        return Refused(451, "4.3.0", UNAVAILABLE_TEXT)
+    return Accepted(found.group(1))
