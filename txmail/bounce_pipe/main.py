@@ -13,7 +13,8 @@ DESCRIPTION
         names the queue id of the message the bounce is about, and makes the bounce trusted;
     2.  parses the mail (txmail.bounce_pipe.parse): one outcome per recipient it reports;
     3.  finds the original message: by the token, else by the report's X-Postfix-Queue-ID,
-        Original-Envelope-Id or the returned message's Message-ID (those make it untrusted);
+        Original-Envelope-Id, the queue id a token with a wrong MAC claims, or the returned
+        message's Message-ID (those make it untrusted);
     4.  records one event per recipient outcome (txmail.events); trusted hard bounces and
         complaints suppress the recipient, untrusted ones never do;
     5.  keeps what it cannot read, or cannot match to a message, for `txmail bounces unparsed`;
@@ -35,6 +36,8 @@ LOGS
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import sys
 import time
@@ -84,15 +87,30 @@ def read_input(stream: IO[bytes], limit: int) -> bytes:
     return data
 
 
+def unverified_queue_id(recipient: str) -> str | None:
+    """The queue id a bounce address claims, without checking its MAC (a hint, never proof)."""
+    local = recipient.strip().strip("<>").rsplit("@", 1)[0].lower()
+    token = local.split("+", 1)[1] if "+" in local else ""
+    encoded = token.rsplit("-", 1)[0]
+    if not encoded or len(encoded) > 60:
+        return None
+    try:
+        queue_id = base64.b32decode(encoded.upper() + "=" * (-len(encoded) % 8)).decode("ascii")
+    except (binascii.Error, ValueError):
+        return None
+    return queue_id if queue_id.isalnum() else None
+
+
 def find_message(
-    messages: Messages, token_queue_id: str | None, report: BounceReport
+    messages: Messages, token_queue_id: str | None, report: BounceReport, recipient: str = ""
 ) -> tuple[MessageRecord | None, bool]:
     """The message a bounce is about, and whether the signed token proved it."""
     if token_queue_id:
         record = messages.get(token_queue_id)
         if record is not None:
             return record, True
-    for queue_id in (report.postfix_queue_id, report.original_envelope_id):
+    hints = (report.postfix_queue_id, report.original_envelope_id, unverified_queue_id(recipient))
+    for queue_id in hints:
         if queue_id and len(queue_id) < 64 and queue_id.isalnum():
             record = messages.get(queue_id)
             if record is not None:
@@ -126,7 +144,7 @@ def process(
     messages = Messages(client, keys, ttl)
     token_queue_id = verify_bounce_address(recipient, settings.read_secret("bounce_key_file"))
     report = parse_report(raw)
-    record, trusted = find_message(messages, token_queue_id, report)
+    record, trusted = find_message(messages, token_queue_id, report, recipient)
     outcome = Outcome(
         queue_id=record.queue_id if record else (token_queue_id or ""), trusted=trusted
     )

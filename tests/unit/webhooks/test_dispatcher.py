@@ -1,0 +1,199 @@
+"""The dispatcher core against a real Redis, with a fake HTTP transport and a simulated clock:
+batches, signatures, at least once through outages and kill -9, backoff for 24 h, 410 Gone,
+dead letters and replay, and a stream cap that never trims what was not delivered."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import redis
+
+from txmail.config import WebhooksSettings
+from txmail.events import Recorder, make_event
+from txmail.store import Keys
+from txmail.webhooks import signing
+from txmail.webhooks.dispatcher import Dispatcher, TransportError
+from txmail.webhooks.server import dead_letters, replay
+
+KEY = b"k" * 32
+URL = "http://receiver.test/hook"
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Receiver:
+    """Records posts; `answer` is the status to give, or None for no answer at all."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.answer: int | None = 200
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+
+    def __call__(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+        if self.answer is None:
+            raise TransportError("connection refused")
+        self.posts.append((headers, body))
+        return self.answer
+
+    def delivered_ids(self) -> list[str]:
+        return [e["id"] for h, b in self.posts for e in json.loads(b)["events"]]
+
+
+@pytest.fixture
+def world(client: redis.Redis, keys: Keys):
+    client.sadd(keys.accounts, "acme")
+    client.hset(keys.account("acme"), mapping={"name": "acme", "webhook_url": URL})
+    clock = Clock(client.time()[0] + 0.0)
+    receiver = Receiver(clock)
+    recorder = Recorder(client, keys, clock=clock)
+
+    def dispatcher(**overrides: object) -> Dispatcher:
+        settings = WebhooksSettings(**{"batch_size": 100, "batch_wait": 1.0, **overrides})
+        return Dispatcher(client, keys, settings, KEY, "node-a", receiver, stream_max=50,
+                          clock=clock, rng=random.Random(1))
+
+    def record(n: int, start: int = 0) -> list[str]:
+        return [recorder.record(make_event("delivery", "acme", "Q1", f"r{i}@x.test",
+                                           now=clock.now)).event_id
+                for i in range(start, start + n)]
+
+    return clock, receiver, dispatcher, record
+
+
+def run(dispatcher: Dispatcher, clock: Clock, seconds: float, tick: float = 0.5) -> None:
+    end = clock.now + seconds
+    while clock.now < end:
+        dispatcher.step()
+        clock.now += tick
+    dispatcher.step()
+
+
+def test_batches_of_up_to_100_signed(world, client: redis.Redis, keys: Keys) -> None:
+    clock, receiver, make, record = world
+    ids = record(250)
+    run(make(), clock, 3)
+    assert [len(json.loads(b)["events"]) for _, b in receiver.posts] == [100, 100, 50]
+    assert receiver.delivered_ids() == ids
+    secret = signing.secret_text(signing.account_secret(KEY, "acme"))
+    for headers, body in receiver.posts:
+        assert headers["webhook-signature"].startswith("v1,")
+        assert signing.verify(secret, headers, body, now=clock.now)
+        assert not signing.verify(secret, headers, body + b" ", now=clock.now)
+    pending = client.xpending(keys.events("acme"), "webhooks")
+    assert pending["pending"] == 0
+
+
+def test_a_small_batch_waits_for_batch_wait(world) -> None:
+    clock, receiver, make, record = world
+    dispatcher = make()
+    dispatcher.step()  # history read: nothing
+    record(3)
+    dispatcher.step()
+    assert receiver.posts == []
+    clock.now += 1.0
+    dispatcher.step()
+    assert len(receiver.posts) == 1
+
+
+def test_receiver_down_for_hours_then_up_loses_nothing(world, client: redis.Redis,
+                                                       keys: Keys) -> None:
+    clock, receiver, make, record = world
+    receiver.answer = None
+    dispatcher = make(retry_base=5.0, retry_max_delay=600.0)
+    ids = record(120)
+    run(dispatcher, clock, 3600, tick=30)
+    more = record(40, start=120)  # recorded while it is down: wait in the stream
+    receiver.answer = 503
+    run(dispatcher, clock, 5 * 3600, tick=60)
+    attempts = len(receiver.posts)
+    assert attempts > 10
+    assert all(json.loads(b)["events"][0]["id"] == ids[0] for _, b in receiver.posts)
+    receiver.answer = 200
+    run(dispatcher, clock, 1200, tick=10)
+    delivered = receiver.delivered_ids()[-160:]
+    assert sorted(set(delivered)) == sorted(ids + more)
+    # the retried batch kept its webhook-id (receivers may de-duplicate on it)
+    assert len({h["webhook-id"] for h, _ in receiver.posts[:attempts]}) == 1
+    assert client.xpending(keys.events("acme"), "webhooks")["pending"] == 0
+    assert dead_letters(client, keys, "acme") == []
+
+
+def test_retries_for_24_hours_then_dead_letters_and_replay(world, client: redis.Redis,
+                                                           keys: Keys) -> None:
+    clock, receiver, make, record = world
+    receiver.answer = 500
+    dispatcher = make(retry_base=60.0, retry_max_delay=3600.0)
+    ids = record(5)
+    run(dispatcher, clock, 23.5 * 3600, tick=300)
+    assert dead_letters(client, keys, "acme") == []
+    times = len(receiver.posts)
+    run(dispatcher, clock, 2 * 3600, tick=300)
+    letters = dead_letters(client, keys, "acme")
+    assert [d.event.id for d in letters] == ids and letters[0].error == "HTTP 500"
+    assert times >= 20  # exponential backoff capped at an hour still tries all day
+    assert client.xpending(keys.events("acme"), "webhooks")["pending"] == 0
+    receiver.answer = 200
+    receiver.posts.clear()
+    assert replay(client, keys, "acme") == 5
+    run(dispatcher, clock, 5)
+    assert receiver.delivered_ids() == ids  # the same ids, once more
+    assert dead_letters(client, keys, "acme") == []
+
+
+def test_gone_disables_the_endpoint(world, client: redis.Redis, keys: Keys) -> None:
+    clock, receiver, make, record = world
+    receiver.answer = 410
+    dispatcher = make()
+    record(3)
+    run(dispatcher, clock, 3)
+    assert len(receiver.posts) == 1
+    record(2, start=3)
+    run(dispatcher, clock, 5)
+    assert len(receiver.posts) == 1  # disabled: no more posts
+    assert len(dead_letters(client, keys, "acme")) == 5
+    assert client.hget(keys.webhook("acme"), "disabled")
+
+
+def test_killed_mid_batch_the_next_run_posts_it_again(world, client: redis.Redis,
+                                                      keys: Keys) -> None:
+    clock, receiver, make, record = world
+    ids = record(30)
+    first = make()
+    receiver.answer = None
+    first.step()  # read 30 events, post failed: like a kill -9 after reading
+    del first
+    receiver.answer = 200
+    run(make(), clock, 3)  # same consumer name: reads its pending list first
+    assert receiver.delivered_ids() == ids
+    assert client.xpending(keys.events("acme"), "webhooks")["pending"] == 0
+
+
+def test_cap_never_trims_undelivered(world, client: redis.Redis, keys: Keys) -> None:
+    clock, receiver, make, record = world
+    receiver.answer = 503
+    dispatcher = make(batch_size=10)
+    ids = record(120)  # cap is 50
+    run(dispatcher, clock, 600, tick=30)
+    assert client.xlen(keys.events("acme")) == 120
+    receiver.answer = 200
+    run(dispatcher, clock, 600, tick=1)
+    assert sorted(set(receiver.delivered_ids())) == sorted(ids)
+    assert client.xlen(keys.events("acme")) == 50
+
+
+def test_no_url_acknowledges_and_keeps_history(world, client: redis.Redis, keys: Keys) -> None:
+    clock, receiver, make, record = world
+    client.hset(keys.account("acme"), "webhook_url", "")
+    record(60)
+    run(make(), clock, 3)
+    assert receiver.posts == []
+    assert client.xpending(keys.events("acme"), "webhooks")["pending"] == 0
+    assert client.xlen(keys.events("acme")) == 50
