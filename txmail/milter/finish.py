@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from txmail import store
 from txmail.config import Settings
 from txmail.milter import rules, tracking
+from txmail.milter.account_cache import AccountCache
 from txmail.milter.blocked import record_blocked
 from txmail.milter.rules import HeaderEdit, Plan, Refusal, message_class, suppressed
 from txmail.milter.submission import Submission, UnreadableMessage, addresses, domain_of
@@ -49,7 +53,7 @@ class MilterContext:
     settings: Settings
     client: Client | None
     keys: Keys
-    accounts: Accounts
+    accounts: Accounts | AccountCache
     messages: Messages
     suppressions: Any = None     # txmail.store.suppressions.Suppressions
     spam: Any = None             # txmail.milter.spam.SpamChecker
@@ -185,6 +189,32 @@ def _store(submission: Submission, accepted: Accepted, context: MilterContext) -
     context.messages.record(accepted.record, also=also)
 
 
+class ReturnPaths:
+    """Return-path domains of sending domains, each kept `refresh` seconds (as the DKIM signer
+    keeps domain records), so a busy domain costs a Redis read every few seconds instead of one
+    per message."""
+
+    def __init__(self, domains: Any, refresh: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.domains = domains
+        self.refresh = refresh
+        self.clock = clock
+        self._kept: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def return_path_domain(self, sender_domain: str, settings: Settings) -> str:
+        now = self.clock()
+        kept = self._kept.get(sender_domain)
+        if kept is not None and now - kept[0] < self.refresh:
+            return kept[1]
+        found = str(self.domains.return_path_domain(sender_domain, settings))
+        with self._lock:
+            if len(self._kept) > 10_000:  # bounded: sender domains come from client input
+                self._kept.clear()
+            self._kept[sender_domain] = (now, found)
+        return found
+
+
 def _optional(module: str, name: str) -> Any:
     """A service from a module that may not be installed yet; None when it is missing."""
     try:
@@ -198,14 +228,16 @@ def build_context(settings: Settings) -> MilterContext:
     client = store.connect(settings)
     keys = store.Keys(settings.redis.prefix)
     ttl = settings.milter.message_ttl_days * 86400
-    context = MilterContext(settings=settings, client=client, keys=keys,
-                            accounts=Accounts(client, keys), messages=Messages(client, keys, ttl))
+    accounts = AccountCache(Accounts(client, keys))
+    accounts.start()
+    context = MilterContext(settings=settings, client=client, keys=keys, accounts=accounts,
+                            messages=Messages(client, keys, ttl))
     suppressions = _optional("txmail.store.suppressions", "Suppressions")
     if suppressions is not None:
         context.suppressions = suppressions(client, keys)
     domains = _optional("txmail.store.domains", "Domains")
     if domains is not None:
-        context.domains = domains(client, keys)
+        context.domains = ReturnPaths(domains(client, keys))
     bounce = _optional("txmail.milter.bounce_address", "bounce_address")
     if bounce is not None:
         context.bounce_address = bounce
