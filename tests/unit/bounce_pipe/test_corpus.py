@@ -241,6 +241,9 @@ FAMILIES = [
         "bounce",
         "suspend",
     ),
+    ("soe-lhost-postfix-34.eml", "postfix", "kijitora@example.com", "bounce", "networkerror"),
+    ("soe-lhost-v5sendmail-06.eml", "sendmail", "kijitora@example.edu", "bounce", "norelaying"),
+    ("soe-lhost-v5sendmail-03.eml", "sendmail", "kijitora@example.org", "bounce", "userunknown"),
     ("soe-lhost-imailserver-01.eml", "simple", "kijitora@example.com", "bounce", "userunknown"),
     ("soe-lhost-opensmtpd-02.eml", "simple", "mailboxfull@example.jp", "bounce", "mailboxfull"),
 ]

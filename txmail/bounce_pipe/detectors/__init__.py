@@ -21,9 +21,11 @@ from txmail.bounce_pipe.detectors import (
     exim,
     google,
     japan,
+    postfix,
     qmail,
     rfc3464,
     rfc3834,
+    sendmail,
     simple,
 )
 from txmail.bounce_pipe.detectors.base import Detector
@@ -37,7 +39,9 @@ DETECTORS: tuple[Detector, ...] = (
     dragonfly.DETECTOR,
     exchange.DETECTOR,
     japan.DETECTOR,
+    postfix.DETECTOR,
     qmail.DETECTOR,
+    sendmail.DETECTOR,
     rfc3834.DETECTOR,
     simple.DETECTOR,
 )

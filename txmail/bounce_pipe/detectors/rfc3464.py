@@ -15,6 +15,8 @@ FAILURE
 
 from __future__ import annotations
 
+import re
+
 from txmail.bounce_pipe import reasons
 from txmail.bounce_pipe.detectors.base import (
     BounceEvent,
@@ -55,25 +57,36 @@ def recipient_context(notice: str, recipient: str) -> str:
     return "\n".join(picked)
 
 
-def transcript_reply(context: str) -> tuple[str | None, str]:
-    """From a '>>> command / <<< reply' transcript: the command and the replies."""
+_ANGLED_RE = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
+SMTP_COMMANDS = {"RCPT": "RCPT", "MAIL": "MAIL", "DATA": "DATA", "HELO": "HELO", "EHLO": "HELO"}
+
+
+def transcript_reply(context: str, recipient: str = "") -> tuple[str | None, str]:
+    """From a '>>> command / <<< reply' transcript: the command and the replies.
+
+    A reply to "RCPT To:<other>", or one that names <other>, belongs to that
+    other recipient and is skipped; replies to MAIL, DATA or the greeting
+    concern every recipient.
+    """
     command: str | None = None
+    about_other = False
     failed_command: str | None = None
     replies: list[str] = []
+    wanted = recipient.lower()
     for line in context.split("\n"):
         stripped = line.strip()
         if stripped.startswith(">>>"):
-            word = stripped[3:].strip().split(" ", 1)[0].split(":", 1)[0].upper()
-            command = {
-                "RCPT": "RCPT",
-                "MAIL": "MAIL",
-                "DATA": "DATA",
-                "HELO": "HELO",
-                "EHLO": "HELO",
-            }.get(word)
+            sent = stripped[3:].strip()
+            command = SMTP_COMMANDS.get(sent.split(" ", 1)[0].split(":", 1)[0].upper())
+            about_other = command == "RCPT" and bool(wanted) and wanted not in sent.lower()
         elif stripped.startswith("<<<"):
             reply = stripped[3:].strip()
-            if reply[:1] in ("4", "5"):
+            named = _ANGLED_RE.findall(reply.lower())
+            if command != "MAIL" and wanted and named and wanted not in named:
+                # Pipelined RCPT replies arrive after ">>> DATA"; one that
+                # names another recipient is about that recipient.
+                continue
+            if reply[:1] in ("4", "5") and not about_other:
                 replies.append(reply)
                 if failed_command is None:
                     failed_command = command
@@ -119,7 +132,7 @@ class DeliveryStatusDetector:
                 continue
             diagnostic_type, diagnostic = split_typed(group.get("diagnostic-code", ""))
             context = recipient_context(notice, recipient) or (notice if only_one else "")
-            command, replies = transcript_reply(context)
+            command, replies = transcript_reply(context, recipient)
             if not diagnostic:
                 diagnostic = replies.replace(" <<< ", " ") or squeeze(context)
             elif replies and replies.replace(" <<< ", " ") not in diagnostic:
