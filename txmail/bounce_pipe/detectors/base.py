@@ -556,7 +556,8 @@ def _digest(mail: ReturnedMail, top: Message) -> None:
         blocks.extend(field_blocks(chunk))
     if not any("final-recipient" in b or "original-recipient" in b for b in blocks):
         # DSN fields printed inline (no delivery-status part, or a broken one).
-        if "recipient:" in mail.notification_lower:
+        lowered = mail.notification_lower
+        if "final-recipient" in lowered or "original-recipient" in lowered:
             blocks.extend(field_blocks(mail.notification))
     mail.report_fields, mail.status_groups = split_dsn_groups(blocks)
     if mail.original is None and mail.original_text:
