@@ -44,6 +44,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from email import policy
+from email.errors import MessageError
 from email.message import Message
 from email.parser import BytesHeaderParser
 from itertools import islice
@@ -66,9 +67,10 @@ _MAX_ORIGINAL_HEADERS = 40
 # chain comes first and says nothing about what was sent).
 _MAX_ORIGINAL_FIELDS = 200
 
-# What a detector may raise on input it misjudged; anything else is a bug
-# that should surface.
+# What reading a message or a detector may raise on input it misjudged;
+# anything else is a bug that should surface.
 _DETECTOR_ERRORS = (
+    MessageError,
     ValueError,
     LookupError,
     TypeError,
@@ -101,8 +103,14 @@ def parse_report(raw: bytes) -> BounceReport:
     message = read_message(raw)
     if message is None:
         return BounceReport()
-    mail = ReturnedMail.from_message(message)
     report = BounceReport()
+    try:
+        mail = ReturnedMail.from_message(message)
+    except _DETECTOR_ERRORS:
+        # A bug meeting input nobody foresaw: no events rather than a crash,
+        # so the bounce is kept as unparsed instead of being lost.
+        log.warning("bounce: could not read the message; no events", exc_info=True)
+        return report
     _detect(report, mail)
     if not report.events and mail.original is not None and _is_forwarded_report(mail.original):
         # A gateway that returns the bounce it received as an attachment:

@@ -349,6 +349,8 @@ def test_report_keeps_x_headers_and_envelope_id() -> None:
 # Robustness: hostile or broken input never raises and never hangs.
 
 BROKEN = [
+    b"Subject: =?\xff\xa5?B?w6k=?=\nFrom: MAILER-DAEMON@x.example\n\nbody\n",
+    b"Subject: =?utf-8?B?w6k?=\nFrom: =?utf-8?B?!!!?=\n\nbody\n",
     b"",
     b"\n\n\n",
     b"\x00\xff\xfe" * 50,

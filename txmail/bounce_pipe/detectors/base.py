@@ -39,6 +39,7 @@ import codecs
 import email
 import re
 from dataclasses import dataclass, field
+from email.errors import MessageError
 from email.header import decode_header
 from email.message import Message
 from email.policy import compat32
@@ -141,7 +142,8 @@ def decode_bytes(payload: bytes, charset: str | None) -> str:
         name = _CHARSET_ALIASES.get(charset.strip().lower(), charset.strip().lower())
         try:
             codecs.lookup(name)
-        except LookupError:
+        except (LookupError, UnicodeError, ValueError, TypeError):
+            # Unknown, misspelt, or not even text (8-bit bytes in the name).
             name = ""
         if name:
             try:
@@ -174,7 +176,7 @@ def header_text(value: object) -> str:
         return " ".join(raw.split())
     try:
         chunks = decode_header(raw)
-    except (ValueError, LookupError, UnicodeError, AssertionError):
+    except (ValueError, LookupError, UnicodeError, AssertionError, MessageError):
         return " ".join(raw.split())
     words: list[str] = []
     for chunk, charset in chunks:
