@@ -158,7 +158,7 @@ def _author_domain(submission: Submission, plan: Plan) -> str:
             found = addresses([edit.value])
             if found:
                 return domain_of(found[0][1])
-    found = addresses(submission.header_values("From")[:1])
+    found = submission.authors()
     return domain_of(found[0][1]) if found else ""
 
 

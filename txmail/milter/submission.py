@@ -79,11 +79,13 @@ class Submission:
     message: email.message.Message | None = None
     plan: Plan = field(default_factory=lambda: Plan(recipients=[]))
     suppressed: dict[str, SuppressionEntry] = field(default_factory=dict)
+    _authors: list[tuple[str, str]] | None = field(default=None, repr=False)
 
     # -- what the callbacks add ------------------------------------------------------------
 
     def add_header(self, name: str, value: str) -> None:
         self.headers.append((name, value))
+        self._authors = None
         self.size += len(name) + len(value) + 4
 
     def add_body(self, chunk: bytes, keep: bool = True) -> None:
@@ -100,6 +102,12 @@ class Submission:
     @property
     def params(self) -> dict[str, str | None]:
         return esmtp_params(self.sender_params)
+
+    def authors(self) -> list[tuple[str, str]]:
+        """(display name, address) of every From header address; parsed once per message."""
+        if self._authors is None:
+            self._authors = addresses(self.header_values("From"))
+        return self._authors
 
     def header_values(self, name: str) -> list[str]:
         """Every value of header `name` (case-insensitive), in message order."""

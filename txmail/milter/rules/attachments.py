@@ -32,6 +32,7 @@ import binascii
 import email.header
 import email.message
 import email.utils
+import functools
 import io
 import quopri
 import re
@@ -70,7 +71,7 @@ class Unreadable(Exception):
 
 
 def check(submission: Submission, settings: dict[str, Any]) -> Refusal | None:
-    forbidden = frozenset(e.lower().lstrip(".") for e in settings["forbidden_extensions"])
+    forbidden = _forbidden(tuple(settings["forbidden_extensions"]))
     try:
         message = submission.parse()
         for part in _parts(message):
@@ -81,6 +82,11 @@ def check(submission: Submission, settings: dict[str, Any]) -> Refusal | None:
         return Refusal("554", "5.6.0", f"The message's MIME structure cannot be read ({exc}); "
                        "send it as a well-formed MIME message")
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _forbidden(extensions: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(e.lower().lstrip(".") for e in extensions)
 
 
 # -- walking the structure -----------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from txmail.milter.rules import EOM, MAIL, Refusal
-from txmail.milter.submission import Submission, addresses, domain_of
+from txmail.milter.submission import Submission, domain_of
 
 NAME = "sender"
 DESCRIPTION = "MAIL FROM and header From must be at one of the account's domains"
@@ -31,7 +31,7 @@ def check(submission: Submission, settings: dict[str, Any]) -> Refusal | None:
         return _not_ours("Sender (MAIL FROM)", domain_of(submission.sender), domains)
     if submission.stage != EOM:
         return None
-    authors = addresses(submission.header_values("From"))
+    authors = submission.authors()
     if not authors:
         return Refusal("550", "5.6.0", "The message has no From header address; add a From "
                        f"header with an address at {domains[0]}")
