@@ -498,7 +498,7 @@ class ReturnedMail:
 
 def _digest(mail: ReturnedMail, top: Message) -> None:
     texts: list[str] = []
-    html: list[str] = []
+    html: list[Message] = []
     status_text: list[str] = []
     blocks: list[dict[str, str]] = []
     stack: list[tuple[Message, int]] = [(top, 0)]
@@ -544,7 +544,8 @@ def _digest(mail: ReturnedMail, top: Message) -> None:
             if not mail.original_text and mail.original is None:
                 mail.original_text = part_text(part)
         elif ctype == "text/html":
-            html.append(part_text(part))
+            # Decoded only if no plain text says the same (it usually does).
+            html.append(part)
         elif ctype.startswith(("text/", "multipart/")) or ctype == "application/octet-stream":
             if ctype != "text/plain" and "content-disposition" in part and part.get_filename():
                 # A named attachment is the sender's file, not the report.
@@ -552,7 +553,7 @@ def _digest(mail: ReturnedMail, top: Message) -> None:
             texts.append(part_text(part))
     notification = "\n".join(t for t in texts if t)
     if not notification.strip() and html:
-        notification = "\n".join(html_to_text(h) for h in html)
+        notification = "\n".join(html_to_text(part_text(h)) for h in html)
     mail.notification = notification[:MAX_TEXT_CHARS]
     for chunk in status_text:
         blocks.extend(field_blocks(chunk))
