@@ -140,11 +140,16 @@ def looks_like_bounce(mail: ReturnedMail) -> bool:
 
     Plain-text detectors require it before reading free text, so that an
     ordinary message quoting a failure is not taken for one: the sender is
-    a mail system's mailbox, the Subject is a notice's, or the message came
-    with a null Return-Path (as RFC 5321 wants for every notice).
+    a mail system's mailbox, the Subject is a notice's, the message came
+    with a null (or MAILER-DAEMON) Return-Path, as RFC 5321 wants for every
+    notice, or it says it is a delivery status report.
     """
     if BOUNCE_SENDER_RE.search(mail.header_from):
         return True
     if BOUNCE_SUBJECT_RE.search(mail.subject):
         return True
-    return mail.header("Return-Path").strip() == "<>"
+    return_path = mail.header("Return-Path")
+    if return_path.strip() == "<>" or BOUNCE_SENDER_RE.search(return_path):
+        return True
+    # A report announced as one (multipart/report; report-type=delivery-status).
+    return "delivery-status" in mail.header("Content-Type").lower()
