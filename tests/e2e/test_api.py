@@ -159,8 +159,8 @@ def test_stats_and_metrics(stack: Stack, account: dict[str, str]) -> None:
     assert 'txmail_postfix_queue_messages{queue="deferred"}' in text
 
 
-def test_openapi_document_and_schemathesis_find_no_5xx(stack: Stack,
-                                                       account: dict[str, str]) -> None:
+def test_openapi_document_and_schemathesis_find_no_5xx(stack: Stack, account: dict[str, str],
+                                                       tmp_path: Path) -> None:
     document = requests.get(f"{base(stack)}/v1/openapi.json", timeout=10).json()
     assert set(document["paths"]) == {"/v1/send", "/v1/messages/{message_id}", "/v1/events",
                                       "/v1/suppressions", "/v1/stats"}
@@ -169,5 +169,5 @@ def test_openapi_document_and_schemathesis_find_no_5xx(stack: Stack,
          f"{base(stack)}/v1/openapi.json", "--checks", "not_a_server_error",
          "--max-examples", "25", "--seed", "6", "--request-timeout", "60",
          "--header", f"Authorization: Bearer {account['key']}"],
-        capture_output=True, text=True, timeout=600, check=False)
+        capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -8,10 +8,11 @@ SYNOPSIS
 DESCRIPTION
     The tracker answers the request first (the redirect, the GIF) and hands the hit to a
     bounded in-memory queue; one background task takes what has gathered, up to BATCH hits,
-    and records them in a worker thread through txmail.events.Recorder: every open and click is
-    counted per account, day, kind and tag, the first of each per message and recipient goes
-    to the account's event stream (and so to its webhook). An account with the setting
-    webhook_every_open gets every repeat appended to the stream as well.
+    and records them in a worker thread with txmail.events' event_record.lua, pipelined (one
+    round trip per batch; on a Redis Cluster one Recorder.record per hit): every open and
+    click is counted per account, day, kind and tag, the first of each per message and
+    recipient goes to the account's event stream (and so to its webhook). An account with the
+    setting webhook_every_open gets every repeat appended to the stream as well.
     Each event carries the message's tags, read from its record (PREFIX {ACCOUNT}:message:QID).
 
 FAILURE
@@ -30,10 +31,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import redis
+import redis.cluster
+
 from txmail.errors import TemporaryFailure
-from txmail.events import Recorder, make_event
+from txmail.events import Event, Recorder, make_event, utc_day
 from txmail.store import Client, Keys, guard
 from txmail.store.account_settings import FIELD_PREFIX
 from txmail.tracker.tokens import Mark
@@ -44,6 +49,8 @@ BATCH = 200
 QUEUE_MAX = 50_000
 SETTINGS_TTL = 5.0  # seconds an account's webhook_every_open is cached
 EVERY_FIELD = FIELD_PREFIX + "webhook_every_open"
+EVENT_RECORD = (Path(__file__).resolve().parents[1] / "store" / "scripts"
+                / "event_record.lua").read_text()
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ class HitWriter:
         self.recorder = recorder
         self.clock = clock
         self._every: dict[str, tuple[bool, float]] = {}
+        self._script = client.register_script(EVENT_RECORD)
 
     def _lookups(self, hits: list[Hit]) -> tuple[list[list[str]], dict[str, bool]]:
         """Tags of each hit's message and, for accounts not cached, webhook_every_open."""
@@ -90,22 +98,57 @@ class HitWriter:
         return tags, {a: v for a, (v, _) in self._every.items()}
 
     def write(self, hits: list[Hit]) -> int:
-        """Record `hits` in order; returns how many were written (all, unless Redis failed,
-        in which case TemporaryFailure is raised after the count is known to the caller)."""
+        """Record `hits` in order; returns how many were written. On a single Redis the whole
+        batch is two round trips; on a Cluster each hit goes through Recorder.record."""
         tags, every = self._lookups(hits)
-        for done, (hit, hit_tags) in enumerate(zip(hits, tags, strict=True)):
-            mark = hit.mark
-            event = make_event(mark.kind, mark.account, mark.queue_id, mark.recipient,
-                               details=hit.details, tags=hit_tags, now=hit.at)
+        events = [make_event(h.mark.kind, h.mark.account, h.mark.queue_id, h.mark.recipient,
+                             details=h.details, tags=t, now=h.at)
+                  for h, t in zip(hits, tags, strict=True)]
+        if isinstance(self.client, redis.cluster.RedisCluster):
+            return self._one_by_one(events, every)
+        with guard("recording opens and clicks"):
+            pipe = self.client.pipeline(transaction=False)
+            for event, hit in zip(events, hits, strict=True):
+                self._queue_record(pipe, event, hit.at)
+            states = pipe.execute()
+            repeats = [e for e, (state, _, _) in zip(events, states, strict=True)
+                       if int(state) == 2 and every.get(e.account)]
+            if repeats:
+                pipe = self.client.pipeline(transaction=False)
+                for event in repeats:
+                    pipe.xadd(self.keys.events(event.account), {"event": event.to_json()})
+                pipe.execute()
+        for event, (state, event_id, _) in zip(events, states, strict=True):
+            if int(state) == 1:
+                log.info("%s: event %s to=<%s> id=%s", event.message_id, event.kind,
+                         event.recipient, event_id)
+        return len(hits)
+
+    def _queue_record(self, pipe: Any, event: Event, at: float) -> None:
+        """What Recorder.record sends for an open or click (event_record.lua, KEYS and ARGV as
+        documented there): counted every time, the first one appended to the stream. Opens and
+        clicks never suppress and never feed the reputation counters, so nothing else of
+        Recorder.record applies to them."""
+        day = utc_day(at)
+        self._script(keys=[self.keys.events(event.account),
+                           self.keys.event_seen(event.account, event.message_id or "-"),
+                           self.keys.event_counts(event.account, day)],
+                     args=[f"{event.kind}:{event.recipient}", event.id, event.to_json(),
+                           self.recorder.seen_ttl, self.recorder.counter_ttl, "0", event.kind,
+                           *event.tags],
+                     client=pipe)
+
+    def _one_by_one(self, events: list[Event], every: dict[str, bool]) -> int:
+        for done, event in enumerate(events):
             try:
                 recorded = self.recorder.record(event)
-                if not recorded.new and every.get(mark.account):
-                    with guard(f"{mark.queue_id}: posting a repeated {mark.kind}"):
-                        self.client.xadd(self.keys.events(mark.account),
+                if not recorded.new and every.get(event.account):
+                    with guard(f"{event.message_id}: posting a repeated {event.kind}"):
+                        self.client.xadd(self.keys.events(event.account),
                                          {"event": event.to_json()})
             except TemporaryFailure as exc:
                 raise PartlyWritten(done) from exc
-        return len(hits)
+        return len(events)
 
 
 class PartlyWritten(TemporaryFailure):

@@ -34,6 +34,7 @@ import ipaddress
 import json
 import logging
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -237,6 +238,9 @@ def _public(settings: Settings) -> str:
 
 def serve(settings: Settings) -> None:
     """Run the tracker until SIGTERM."""
+    # The recording thread competes with the event loop for the GIL; a shorter switch
+    # interval than the default 5 ms keeps that out of the answers' latency.
+    sys.setswitchinterval(0.001)
     asyncio.run(_serve(settings))
 
 
