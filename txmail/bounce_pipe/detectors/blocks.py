@@ -117,7 +117,7 @@ def is_service_address(address: str) -> bool:
 
 
 BOUNCE_SENDER_RE = re.compile(
-    r"mailer-daemon|mail-daemon|mailerdaemon|mailer_daemon|postmaster|mail delivery"
+    r"mailer-daemon|mail-daemon|mailerdaemon|mailer_daemon|post_?master|mail delivery"
     r"|delivery subsystem|mail administrator|system administrator|mail system|ndr administrator"
     r"|mail router",
     re.I,

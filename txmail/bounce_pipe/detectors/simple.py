@@ -78,7 +78,7 @@ _TRANSPORT_FIELD_RE = re.compile(
 
 # Lines whose address is the sender or a header of the quoted message.
 _NOT_RECIPIENT_LINE_RE = re.compile(
-    r"^[\s>|]*(?:\*\s*)?(?:from|sender|reply-to|return-path"
+    r"^[\s>|]*(?:\*\s*)?(?:from|mail from|sender|reply-to|return-path"
     r"|original sender|errors-to|message-id|cc|by"
     r"|received|in-reply-to|references|list-\w+|x-[\w-]+)\s*[:=]"
     r"|^\s*from\s+\S+@|received at .* from"
