@@ -36,6 +36,7 @@ from txmail.milter.submission import Submission, UnreadableMessage, addresses, d
 from txmail.store import Client, Keys
 from txmail.store.accounts import Account, Accounts
 from txmail.store.messages import MessageRecord, Messages
+from txmail.tracker.counters import count_message
 
 log = logging.getLogger("txmail.milter")
 
@@ -185,6 +186,7 @@ def _store(submission: Submission, accepted: Accepted, context: MilterContext) -
                            blocked.recipient, blocked.reason, blocked.details, tags=plan.tags)
         for tag in plan.tags:
             pipe.hincrby(keys.tag_counts(submission.account), tag, 1)
+        count_message(pipe, keys, "accepted")  # /metrics, in the same round trip
 
     context.messages.record(accepted.record, also=also)
 

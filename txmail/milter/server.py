@@ -167,7 +167,6 @@ class TxmailMilter(Milter.Base):
             count_accepted(self.context.settings, self.context.client, self.context.keys,
                            account.name, submission.queue_id, len(plan.recipients),
                            submission.size)
-        count_message(self.context.client, self.context.keys, "accepted")  # /metrics
         log.info("%s: accept: account=%s from=<%s> nrcpt=%d class=%s size=%d blocked=%d%s",
                  submission.queue_id, account.name, submission.sender, len(plan.recipients),
                  plan.message_class, submission.size, len(plan.blocked),
