@@ -143,6 +143,7 @@ class PolicydSettings:
                                    "caches account settings in memory).", 1.0)
     idle_timeout: float = _doc("Seconds a policy connection may stay silent before policyd "
                                "closes it (Postfix closes idle ones after 300 s).", 900.0)
+    workers: int = _doc("Processes that serve the policy requests; 0: one per CPU core.", 0)
     clock_offset: float = _doc("Seconds added to the clock that policyd and the milter's "
                                "count use (tests and drills only; 86400 makes it tomorrow).",
                                0.0)
@@ -364,6 +365,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("dovecot.resync_interval must be a positive number of seconds")
     if settings.policyd.hold_seconds < 10:
         raise ConfigError("policyd.hold_seconds must be at least 10")
+    if not 0 <= settings.policyd.workers <= 64:
+        raise ConfigError("policyd.workers must be between 0 (one per core) and 64")
     if settings.policyd.settings_refresh <= 0 or settings.policyd.idle_timeout <= 0:
         raise ConfigError("policyd.settings_refresh and policyd.idle_timeout must be positive "
                           "numbers of seconds")

@@ -19,8 +19,10 @@ next full hour, a day limit and the warm-up quota at 00:00 UTC.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 RCPT = "RCPT"
@@ -59,6 +61,14 @@ class Request:
     recipient: str = ""
     recipient_count: int = 0
     size: int = 0
+    server_port: int = 0
+
+    def sent_as(self, trusted_port: int, trusted_account: str) -> Request:
+        """The request as the account it is sent as: its login, or the trusted listener's
+        account for mail on that listener (the milter does the same at MAIL FROM)."""
+        if self.sasl_username or not trusted_port or self.server_port != trusted_port:
+            return self
+        return dataclasses.replace(self, sasl_username=trusted_account)
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,24 @@ class AccountState:
     suspended_reason: str
     created_at: str  # as stored; identifies the account for its warm-up state
     settings: dict[str, Any]
+
+    # Worked out once per account (policyd caches the state), not once per request.
+    @functools.cached_property
+    def limits(self) -> tuple[Limit, ...]:
+        return tuple(limits_for(self.settings))
+
+    @functools.cached_property
+    def warmup_quotas(self) -> tuple[int, ...]:
+        return tuple(warmup_quotas(self.settings))
+
+    @functools.cached_property
+    def packed_limits(self) -> str:
+        """The limits as policy_check.lua reads them: BUCKET FIELD VALUE, space-separated."""
+        return " ".join(f"{limit.bucket}{limit.field}{limit.value}" for limit in self.limits)
+
+    @functools.cached_property
+    def packed_quotas(self) -> str:
+        return " ".join(str(quota) for quota in self.warmup_quotas)
 
 
 @dataclass(frozen=True)
@@ -128,26 +156,23 @@ class Windows:
 class Check:
     """What the check script is asked for one request."""
 
-    account: str
+    account: AccountState
     windows: Windows
     messages: int
     recipients: int
     size: int
     hold: str  # queue id to hold the share under, "" to check only
-    limits: list[Limit] = field(default_factory=list)
-    warmup_quotas: list[int] = field(default_factory=list)
-    created_at: str = ""
 
-    def script_args(self, hold_until: float, release: str) -> list[str | int | float]:
+    @property
+    def limits(self) -> tuple[Limit, ...]:
+        return self.account.limits
+
+    def script_args(self, hold_until: float, release: str) -> list[str]:
         """ARGV of policy_check.lua (its header documents them)."""
-        args: list[str | int | float] = [
-            repr(self.windows.now), self.windows.day, self.messages, self.recipients, self.size,
-            self.hold, repr(hold_until), release, self.created_at, MAX_HOLDS, len(self.limits)]
-        for limit in self.limits:
-            args += [limit.bucket, limit.field, limit.value]
-        args.append(len(self.warmup_quotas))
-        args += self.warmup_quotas
-        return args
+        request = (f"{self.windows.now!r} {self.windows.day} {self.messages} {self.recipients} "
+                   f"{self.size} {hold_until!r} {MAX_HOLDS} {self.hold or '-'} {release or '-'} "
+                   f"{self.account.created_at or '-'}")
+        return [request, self.account.packed_limits, self.account.packed_quotas]
 
 
 def limits_for(settings: dict[str, Any]) -> list[Limit]:
@@ -194,15 +219,11 @@ def plan(request: Request, account: AccountState | None, now: float,
         return Action(f"554 5.7.1 Account {account.name} is suspended "
                       f"({account.suspended_reason}); sending is refused until the operator "
                       "resumes it", "suspended")
-    settings = account.settings
-    common: dict[str, Any] = dict(
-        account=account.name, windows=Windows.at(now), messages=1, size=max(request.size, 0),
-        limits=limits_for(settings), warmup_quotas=warmup_quotas(settings),
-        created_at=account.created_at)
+    windows, size = Windows.at(now), max(request.size, 0)
     if request.protocol_state == RCPT:
-        return Check(recipients=transaction_recipients + 1, hold="", **common)
-    return Check(recipients=max(request.recipient_count, 1),
-                 hold=request.queue_id or f"instance:{request.instance}", **common)
+        return Check(account, windows, 1, transaction_recipients + 1, size, "")
+    return Check(account, windows, 1, max(request.recipient_count, 1), size,
+                 request.queue_id or f"instance:{request.instance}")
 
 
 def clock_time(moment: float) -> str:
@@ -217,14 +238,14 @@ def verdict(check: Check, result: list[Any]) -> Action:
     if outcome == 1:
         limit = check.limits[int(result[1]) - 1]
         return Action(f"450 4.7.1 Rate limit of {limit.value} {limit.unit} per {limit.window} "
-                      f"for account {check.account} reached; retry after "
+                      f"for account {check.account.name} reached; retry after "
                       f"{clock_time(check.windows.reset(limit.window))}", "rate-limit")
     if outcome == 2:
         day, quota = int(result[1]), int(result[2])
         return Action(f"450 4.7.1 Daily warm-up quota of {quota} recipients reached (day {day} "
                       "of warm-up); resets at 00:00Z", "warm-up")
     if outcome == 3:
-        return Action(f"450 4.7.1 Account {check.account} has {int(result[1])} messages in "
+        return Action(f"450 4.7.1 Account {check.account.name} has {int(result[1])} messages in "
                       "flight, the most txmail takes at once; retry in a minute", "in-flight")
     raise ValueError(f"policy_check.lua answered {result!r}")
 

@@ -27,17 +27,23 @@ class ProtocolError(TxmailError):
 
 def parse_block(block: bytes) -> dict[str, str]:
     """The attributes of one request block (with or without its closing empty line)."""
-    attributes: dict[str, str] = {}
     text = block.decode("utf-8", "replace")
-    for line in text.split("\n"):
-        if not line:
-            continue
-        name, sep, value = line.partition("=")
-        if not sep or not name:
-            raise ProtocolError(f"not an attribute line: {line[:100]!r}")
-        if len(name) > MAX_ATTRIBUTE or len(value) > MAX_ATTRIBUTE:
-            raise ProtocolError(f"attribute {name[:40]!r} is over {MAX_ATTRIBUTE} characters")
-        attributes[name] = value.rstrip("\r")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    lines = [line for line in text.split("\n") if line]
+    if lines and max(map(len, lines)) > MAX_ATTRIBUTE:  # a long line: look closer
+        for line in lines:
+            name, _, value = line.partition("=")
+            if len(name) > MAX_ATTRIBUTE or len(value) > MAX_ATTRIBUTE:
+                raise ProtocolError(f"attribute {name[:40]!r} is over {MAX_ATTRIBUTE} "
+                                    "characters")
+    try:
+        attributes = dict(line.split("=", 1) for line in lines)
+    except ValueError:
+        garbage = next(line for line in lines if "=" not in line)
+        raise ProtocolError(f"not an attribute line: {garbage[:100]!r}") from None
+    if "" in attributes:
+        raise ProtocolError("not an attribute line: an attribute without a name")
     if attributes.get("request") != "smtpd_access_policy":
         raise ProtocolError("not a policy request (no request=smtpd_access_policy)")
     return attributes
@@ -58,7 +64,8 @@ def parse_request(block: bytes) -> Request:
                    instance=attributes.get("instance", ""),
                    recipient=attributes.get("recipient", ""),
                    recipient_count=_count(attributes, "recipient_count"),
-                   size=_count(attributes, "size"))
+                   size=_count(attributes, "size"),
+                   server_port=_count(attributes, "server_port"))
 
 
 def encode_action(text: str) -> bytes:

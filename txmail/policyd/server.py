@@ -25,6 +25,8 @@ import contextlib
 import logging
 import os
 import signal
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,10 +97,71 @@ class AccountCache:
             self.generation += 1
 
 
-@dataclass
+class ScriptBatch:
+    """Calls of one Lua script that arrive in the same event-loop turn go to Redis as one
+    pipeline: one round trip and one connection for all, which halves redis-py's cost per call
+    when Postfix keeps many connections busy. Each call is still its own atomic script run.
+    A server that lost the script (restarted, flushed) gets it again, as Script.__call__ does.
+    """
+
+    def __init__(self, client: AsyncClient, script: Any) -> None:
+        self.client = client
+        self.script = script
+        self.pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+
+    def __call__(self, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self.pending:
+            loop.call_soon(self._flush)
+        self.pending.append((keys, args, future))
+        return future
+
+    def _flush(self) -> None:
+        batch, self.pending = self.pending, []
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        task.add_done_callback(_consume)
+
+    async def _run(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
+        try:
+            if len(batch) == 1:
+                keys, args, _ = batch[0]
+                results: list[Any] = [await self.script(keys=keys, args=args)]
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for keys, args, _ in batch:
+                    pipe.evalsha(self.script.sha, len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+                for n, result in enumerate(results):
+                    if isinstance(result, redis.exceptions.NoScriptError):
+                        keys, args, _ = batch[n]
+                        results[n] = await self.script(keys=keys, args=args)
+        except Exception as exc:  # noqa: BLE001 - every caller gets the failure, nobody hangs
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, _, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+@dataclass(eq=False)
 class Connection:
     """What policyd remembers about one Postfix policy connection."""
 
+    writer: asyncio.StreamWriter
+    peer: str
+    last_request: float  # loop time
     instance: str = ""
     transaction_recipients: int = 0
     passed: tuple[str, str] | None = None  # (account, queue id) passed last at END-OF-MESSAGE
@@ -112,23 +175,27 @@ class PolicyServer:
         self.keys = keys
         self.clock = clock
         self.accounts = AccountCache(client, keys)
-        self.check = quota.script(client, "policy_check")
+        self.check = ScriptBatch(client, quota.script(client, "policy_check"))
         self.release_script = quota.script(client, "policy_release")
         self.hold_seconds = settings.policyd.hold_seconds
         self.idle_timeout = settings.policyd.idle_timeout
+        self.trusted_port = settings.trusted.port
+        self.trusted_account = settings.trusted.account
         self.background: set[asyncio.Task[Any]] = set()
+        self.connections: set[Connection] = set()
 
     # -- one connection -------------------------------------------------------------------
 
     async def serve_connection(self, reader: asyncio.StreamReader,
                                writer: asyncio.StreamWriter) -> None:
-        connection = Connection()
+        loop = asyncio.get_running_loop()
         peer = _peer(writer)
+        connection = Connection(writer, peer, loop.time())
+        self.connections.add(connection)
         try:
             while True:
                 try:
-                    async with asyncio.timeout(self.idle_timeout):
-                        block = await reader.readuntil(protocol.SEPARATOR)
+                    block = await reader.readuntil(protocol.SEPARATOR)
                 except asyncio.IncompleteReadError as exc:
                     if exc.partial.strip():
                         log.warning("%s: connection closed in the middle of a request", peer)
@@ -137,9 +204,7 @@ class PolicyServer:
                     log.warning("%s: request over %d bytes; disconnecting", peer,
                                 protocol.MAX_REQUEST)
                     return
-                except TimeoutError:
-                    log.info("%s: silent for %.0f s; disconnecting", peer, self.idle_timeout)
-                    return
+                connection.last_request = loop.time()
                 try:
                     request = protocol.parse_request(block)
                 except protocol.ProtocolError as exc:
@@ -152,12 +217,14 @@ class PolicyServer:
         except (ConnectionError, OSError) as exc:
             log.info("%s: connection lost: %s", peer, exc)
         finally:
+            self.connections.discard(connection)
             if connection.passed is not None:
                 self._release_later(*connection.passed)
             writer.close()
 
     async def answer(self, request: decide.Request, connection: Connection) -> decide.Action:
         """The action for one request; never raises."""
+        request = request.sent_as(self.trusted_port, self.trusted_account)
         release = ""
         if connection.passed is not None:
             account, queue_id = connection.passed
@@ -181,14 +248,14 @@ class PolicyServer:
                 action = plan
             else:
                 result = await self.check(
-                    keys=quota.check_keys(self.keys, plan.account, plan.windows),
+                    keys=quota.check_keys(self.keys, plan.account.name, plan.windows),
                     args=plan.script_args(plan.windows.now + self.hold_seconds, release))
                 action = decide.verdict(plan, result)
                 if action.permits:
                     if request.protocol_state == decide.RCPT:
                         connection.transaction_recipients += 1
                     else:
-                        connection.passed = (plan.account, plan.hold)
+                        connection.passed = (plan.account.name, plan.hold)
         except redis.RedisError as exc:
             log.warning("%s: tempfail: Redis unavailable (%s: %s)",
                         request.queue_id or "NOQUEUE", exc.__class__.__name__, exc)
@@ -218,6 +285,18 @@ class PolicyServer:
             log.warning("%s: cannot give back the hold (%s); it lapses after %d s", queue_id,
                         exc.__class__.__name__, self.hold_seconds)
 
+    async def close_idle(self) -> None:
+        """Close connections silent for longer than policyd.idle_timeout (one timer for all,
+        rather than one per request)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(self.idle_timeout / 4, 30.0))
+            for connection in list(self.connections):
+                if loop.time() - connection.last_request > self.idle_timeout:
+                    log.info("%s: silent for %.0f s; disconnecting", connection.peer,
+                             self.idle_timeout)
+                    connection.writer.close()
+
     # -- account changes ------------------------------------------------------------------
 
     async def watch_accounts(self) -> None:
@@ -241,42 +320,122 @@ def socket_path(settings: Settings) -> Path:
     return settings.path(settings.policyd.socket)
 
 
-async def run(settings: Settings, ready: Callable[[], None] | None = None) -> None:
-    """Serve until SIGTERM or SIGINT."""
-    client = connect(settings)
-    server = PolicyServer(settings, client, Keys(settings.redis.prefix),
-                          clock=lambda: quota.clock(settings))
+def listen(settings: Settings) -> list[tuple[str, socket.socket]]:
+    """The listening sockets, bound before any worker starts so that all of them share them."""
     path = socket_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
-    listeners = [await asyncio.start_unix_server(server.serve_connection, path=str(path),
-                                                 limit=protocol.MAX_REQUEST)]
-    where = [f"unix:{path}"]
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(str(path))
+    unix.listen(1024)
+    sockets = [(f"unix:{path}", unix)]
     if settings.policyd.listen:
         host, _, port = settings.policyd.listen.rpartition(":")
-        listeners.append(await asyncio.start_server(
-            server.serve_connection, host=host.strip("[]"), port=int(port),
-            limit=protocol.MAX_REQUEST, reuse_address=True))
-        where.append(f"inet:{settings.policyd.listen}")
+        tcp = socket.create_server((host.strip("[]"), int(port)), backlog=1024)
+        sockets.append((f"inet:{settings.policyd.listen}", tcp))
+    return sockets
+
+
+async def run(settings: Settings, sockets: list[tuple[str, socket.socket]],
+              ready: Callable[[], None] | None = None) -> None:
+    """Serve on `sockets` until SIGTERM or SIGINT."""
+    client = connect(settings)
+    server = PolicyServer(settings, client, Keys(settings.redis.prefix),
+                          clock=lambda: quota.clock(settings))
+    listeners = []
+    for _, sock in sockets:
+        if sock.family == socket.AF_UNIX:
+            listeners.append(await asyncio.start_unix_server(
+                server.serve_connection, sock=sock, limit=protocol.MAX_REQUEST))
+        else:
+            listeners.append(await asyncio.start_server(
+                server.serve_connection, sock=sock, limit=protocol.MAX_REQUEST))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    watcher = loop.create_task(server.watch_accounts())
-    log.info("listening on %s (pid %d)", ", ".join(where), os.getpid())
+    watchers = [loop.create_task(server.watch_accounts()), loop.create_task(server.close_idle())]
+    log.info("listening on %s (pid %d)", ", ".join(w for w, _ in sockets), os.getpid())
     if ready is not None:
         ready()
     await stop.wait()
-    log.info("stopping")
-    watcher.cancel()
+    for watcher in watchers:
+        watcher.cancel()
     for listener in listeners:
         listener.close()
     with contextlib.suppress(Exception):
         await asyncio.wait_for(asyncio.gather(*server.background), 5)
-    path.unlink(missing_ok=True)
     await client.aclose()
-    log.info("stopped")
+
+
+def workers(settings: Settings) -> int:
+    return settings.policyd.workers or os.cpu_count() or 1
 
 
 def serve(settings: Settings) -> None:
-    asyncio.run(run(settings))
+    """Bind the sockets, then serve them from policyd.workers processes until SIGTERM.
+
+    With one worker the process serves itself. With more, this process forks them, restarts
+    one that dies, and on SIGTERM stops them all. A connection stays with the worker that
+    accepted it, so what policyd remembers per connection needs no sharing; each worker has
+    its own Redis connections and account cache.
+    """
+    # One log line per decision is thousands a second: skip looking up the caller's file and
+    # line, as the Logging HOWTO's "Optimization" section describes; the format never shows it.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    sockets = listen(settings)
+    try:
+        if workers(settings) == 1:
+            asyncio.run(run(settings, sockets))
+        else:
+            _supervise(settings, sockets, workers(settings))
+    finally:
+        socket_path(settings).unlink(missing_ok=True)
+        log.info("stopped")
+
+
+def _supervise(settings: Settings, sockets: list[tuple[str, socket.socket]],
+               count: int) -> None:
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def fork() -> int:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 0
+            try:
+                asyncio.run(run(settings, sockets))
+            except BaseException:  # noqa: BLE001 - the parent logs the exit and restarts us
+                log.exception("worker %d failed", os.getpid())
+                code = 1
+            os._exit(code)
+        return pid
+
+    children: set[int] = set()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for _ in range(count):
+        children.add(fork())
+    log.info("%d workers", count)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        children.discard(pid)
+        if not stopping:
+            log.warning("worker %d exited (status %d); starting another", pid, status)
+            time.sleep(0.5)
+            children.add(fork())

@@ -90,14 +90,17 @@ def test_limits_in_checking_order_without_the_ones_set_to_zero() -> None:
 
 
 def test_script_arguments_follow_the_scripts_header() -> None:
-    check = decide.plan(eom(recipient_count=2, size=10), account(
-        warmup_schedule=["50"], recipients_per_day=400), NOON)
+    state = account(warmup_schedule=["50"], recipients_per_day=400, bytes_per_day=1000,
+                    messages_per_hour=0)
+    check = decide.plan(eom(recipient_count=2, size=10), state, NOON)
     assert isinstance(check, decide.Check)
-    args = check.script_args(NOON + 120, "4jXQ0")
-    assert args[:11] == [repr(NOON), int(NOON // 86400), 1, 2, 10, "4jXQ1", repr(NOON + 120),
-                         "4jXQ0", "1700000000.5", decide.MAX_HOLDS, 7]
-    assert args[11:14] == [3, "b", account_settings.spec("bytes_per_day").default]
-    assert args[11 + 21:] == [3, 50, 100, 200]
+    assert check.script_args(NOON + 120, "4jXQ0") == [
+        f"{NOON!r} {int(NOON // 86400)} 1 2 10 {NOON + 120!r} {decide.MAX_HOLDS} 4jXQ1 4jXQ0 "
+        "1700000000.5", "3b1000 3m50000 3r400 2r10000 1m100 1r500", "50 100 200"]
+    rcpt_check = decide.plan(rcpt(), account(warmup=False), NOON)
+    assert isinstance(rcpt_check, decide.Check)
+    request, _, quotas = rcpt_check.script_args(NOON, "")
+    assert request.split()[7:9] == ["-", "-"] and quotas == ""
 
 
 @pytest.mark.parametrize("schedule, cap, expected", [
@@ -206,3 +209,12 @@ def test_a_rate_just_above_the_threshold_never_reads_as_equal_to_it() -> None:
     assert complaint.level == "suspend"
     assert "complaint rate 0.1001% (1 of 999) over the last 7 days exceeds 0.1%" in \
         complaint.suspension_reason()
+
+
+def test_mail_on_the_trusted_listener_is_sent_as_its_account() -> None:
+    anonymous = decide.Request(decide.RCPT, server_port=2600)
+    assert anonymous.sent_as(2600, "bench").sasl_username == "bench"
+    assert anonymous.sent_as(0, "bench").sasl_username == ""  # no trusted listener
+    assert anonymous.sent_as(2700, "bench").sasl_username == ""  # another listener
+    logged_in = decide.Request(decide.RCPT, sasl_username="acme", server_port=2600)
+    assert logged_in.sent_as(2600, "bench").sasl_username == "acme"

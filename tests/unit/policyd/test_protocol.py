@@ -43,6 +43,7 @@ def test_parse_a_postfix_request() -> None:
     assert request.recipient == "user@example.net"
     assert (request.queue_id, request.recipient_count, request.size) == ("", 0, 0)
     assert request.instance == "1a2b.6560aa11.8c3d1.0"
+    assert request.server_port == 587
 
 
 def test_end_of_message_counts() -> None:

@@ -202,12 +202,13 @@ def test_in_flight_cap(make: Any) -> None:
                         relay.now)
     assert isinstance(check, decide.Check)
     args = check.script_args(relay.now + 120, "")
-    args[9] = 1  # at most one hold
+    words = args[0].split()
+    words[6] = "1"  # at most one hold
     script = quota.script(relay.client, "policy_check")
     keys = quota.check_keys(relay.keys, "acme", check.windows)
-    assert script(keys=keys, args=args) == [0]
-    args[5] = "Y"
-    assert script(keys=keys, args=args) == [3, 1]
+    assert script(keys=keys, args=[" ".join(words), *args[1:]]) == [0]
+    words[7] = "Y"
+    assert script(keys=keys, args=[" ".join(words), *args[1:]]) == [3, 1]
 
 
 def test_every_key_of_one_call_is_in_one_cluster_slot() -> None:

@@ -192,3 +192,35 @@ def test_account_changes_reach_the_cache(redis_server: RedisServer) -> None:
         peer.close()
 
     run_with_server(redis_server.url, test, {})
+
+
+def test_concurrent_checks_share_a_pipeline_and_each_gets_its_own_answer(
+        redis_server: RedisServer) -> None:
+    async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
+        peers = [await connect() for _ in range(8)]
+        await policy.client.script_flush()  # a Redis that lost the script: loaded again
+        answers = await asyncio.gather(*(
+            peer.ask(block("END-OF-MESSAGE", queue_id=f"Q{n}", count=1, instance=f"m{n}"))
+            for n, peer in enumerate(peers)))
+        # Five fit in the day's limit of five; which five is up to the race.
+        assert answers.count("DUNNO") == 5
+        assert all(a.startswith("450 4.7.1 Rate limit of 5 messages per day") for a in answers
+                   if a != "DUNNO")
+        assert int(await policy.client.hget(keys.holds("acme"), "*m")) == 5
+        for peer in peers:
+            peer.close()
+
+    run_with_server(redis_server.url, test, {"messages_per_day": 5})
+
+
+def test_silent_connections_are_closed(redis_server: RedisServer) -> None:
+    async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
+        policy.idle_timeout = 0.2
+        closer = asyncio.get_running_loop().create_task(policy.close_idle())
+        peer = await connect()
+        assert await peer.ask(block("RCPT")) == "DUNNO"
+        assert await peer.closed()
+        peer.close()
+        closer.cancel()
+
+    run_with_server(redis_server.url, test, {})

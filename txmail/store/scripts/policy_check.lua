@@ -10,29 +10,32 @@
 -- KEYS[5]  PREFIX {ACCOUNT}:holds:expiry     zset QID by the time its hold lapses
 -- KEYS[6]  PREFIX {ACCOUNT}:warmup           hash days, last, created
 --
--- ARGV[1]  now (seconds since 1970)
--- ARGV[2]  today (UTC days since 1970)
--- ARGV[3]  messages, ARGV[4] recipients, ARGV[5] bytes of this request
--- ARGV[6]  queue id to hold this request under; "" checks only
--- ARGV[7]  when that hold lapses (seconds since 1970)
--- ARGV[8]  queue id whose hold to give back first; "" for none
--- ARGV[9]  the account's created_at (a re-created account starts its warm-up again)
--- ARGV[10] most holds one account may have in flight
--- ARGV[11] L, the number of limits, then L triples: bucket (1 minute, 2 hour, 3 day),
---          field (m, r or b), value
--- then     W, the number of warm-up quotas, then the quotas of warm-up days 1..W (W = 0: the
---          account is not warming up)
+-- ARGV[1]  the request, ten words separated by spaces (one argument, because packing each
+--          argument costs the caller more than splitting them here):
+--            now (seconds since 1970), today (UTC days since 1970), messages, recipients and
+--            bytes of this request, when a hold taken now lapses, most holds one account may
+--            have in flight, the queue id to hold this request under ("-": check only), the
+--            queue id whose hold to give back first ("-": none), the account's created_at
+--            (a re-created account starts its warm-up again)
+-- ARGV[2]  the limits, space-separated, each BUCKET FIELD VALUE run together: bucket 1 minute,
+--          2 hour, 3 day; field m, r or b; e.g. "3b5368709120 3m50000 1m100"
+-- ARGV[3]  recipient quotas of warm-up days 1, 2, ..., space-separated; "" when the account is
+--          not warming up
 --
 -- Returns  {0}                    everything fits (and the hold was taken)
---          {1, i, used}           limit i (1-based, in ARGV order) is reached; used = counted
---                                 + held, without this request
+--          {1, i, used}           limit i (1-based, in ARGV[2] order) is reached; used =
+--                                 counted + held, without this request
 --          {2, day, quota, used}  the warm-up quota of warm-up day `day` is reached
 --          {3, holds}             the account has too many messages in flight
 
-local now = tonumber(ARGV[1])
-local today = ARGV[2]
-local want = {m = tonumber(ARGV[3]), r = tonumber(ARGV[4]), b = tonumber(ARGV[5])}
-local hold_id, hold_until, release_id = ARGV[6], tonumber(ARGV[7]), ARGV[8]
+local word = {}
+for w in string.gmatch(ARGV[1], '%S+') do word[#word + 1] = w end
+local now, today = tonumber(word[1]), word[2]
+local want = {m = tonumber(word[3]), r = tonumber(word[4]), b = tonumber(word[5])}
+local hold_until, max_holds = tonumber(word[6]), tonumber(word[7])
+local hold_id, release_id, created = word[8], word[9], word[10]
+if hold_id == '-' then hold_id = '' end
+if release_id == '-' then release_id = '' end
 
 local function drop(qid)
   local share = redis.call('HGET', KEYS[4], qid)
@@ -60,36 +63,34 @@ for i = 1, 3 do
   buckets[i] = {m = tonumber(row[1]) or 0, r = tonumber(row[2]) or 0, b = tonumber(row[3]) or 0}
 end
 
-local n = tonumber(ARGV[11])
-local at = 12
-for i = 1, n do
-  local bucket, field, value = tonumber(ARGV[at]), ARGV[at + 1], tonumber(ARGV[at + 2])
-  at = at + 3
-  local used = buckets[bucket][field] + held[field]
-  if want[field] > 0 and used + want[field] > value then
+local i = 0
+for bucket, field, value in string.gmatch(ARGV[2], '(%d)(%a)(%d+)') do
+  i = i + 1
+  local used = buckets[tonumber(bucket)][field] + held[field]
+  if want[field] > 0 and used + want[field] > tonumber(value) then
     return {1, i, used}
   end
 end
 
-local quotas = tonumber(ARGV[at])
-if quotas > 0 then
+if ARGV[3] ~= '' then
+  local quotas = {}
+  for quota in string.gmatch(ARGV[3], '%d+') do quotas[#quotas + 1] = tonumber(quota) end
   local state = redis.call('HMGET', KEYS[6], 'days', 'last', 'created')
   local days, last = tonumber(state[1]) or 0, state[2]
-  if state[3] ~= ARGV[9] then days, last = 0, nil end
+  if state[3] ~= created then days, last = 0, nil end
   local day = days
   if last ~= today then day = days + 1 end
-  if day <= quotas then
-    local quota = tonumber(ARGV[at + day])
+  if day <= #quotas then
     local used = buckets[3].r + held.r
-    if want.r > 0 and used + want.r > quota then
-      return {2, day, quota, used}
+    if want.r > 0 and used + want.r > quotas[day] then
+      return {2, day, quotas[day], used}
     end
   end
 end
 
 if hold_id ~= '' then
   local in_flight = redis.call('ZCARD', KEYS[5])
-  if in_flight >= tonumber(ARGV[10]) then
+  if in_flight >= max_holds then
     return {3, in_flight}
   end
   redis.call('HSET', KEYS[4], hold_id, want.m .. ' ' .. want.r .. ' ' .. want.b)
