@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from txmail.milter import rules  # noqa: F401 - loads the rules before submission (import cycle)
 from txmail.milter.submission import Submission
 from txmail.milter.tracking import TrackingContext, apply
 from txmail.tracker.tokens import LinkSigner
