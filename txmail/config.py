@@ -219,6 +219,8 @@ class WebhooksSettings:
     batch_size: int = _doc("Most events in one post.", 100)
     batch_wait: float = _doc("Seconds a batch may wait for more events before it is posted.",
                              1.0)
+    batch_idle: float = _doc("Post a batch sooner when no new event came for this many "
+                             "seconds (quiet streams get their events quickly).", 0.25)
     poll_interval: float = _doc("Seconds between looks at the event streams when idle.", 0.1)
     timeout: float = _doc("Seconds to wait for an endpoint's answer.", 10.0)
     retry_base: float = _doc("First retry delay in seconds; it doubles with each failure "
@@ -414,8 +416,8 @@ def _validate_events(settings: Settings) -> None:
     hooks = settings.webhooks
     if not 1 <= hooks.batch_size <= 1000:
         raise ConfigError("webhooks.batch_size must be between 1 and 1000")
-    for key in ("batch_wait", "poll_interval", "timeout", "retry_base", "retry_max_delay",
-                "claim_idle"):
+    for key in ("batch_wait", "batch_idle", "poll_interval", "timeout", "retry_base",
+                "retry_max_delay", "claim_idle"):
         if getattr(hooks, key) <= 0:
             raise ConfigError(f"webhooks.{key} must be a positive number of seconds")
     if hooks.claim_idle <= hooks.retry_max_delay:

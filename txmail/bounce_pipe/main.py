@@ -2,7 +2,7 @@
 
 SYNOPSIS
     bouncepipe unix - n n - 10 pipe
-      flags=Rq user=txmail argv=PYTHON -m txmail --config FILE bounce-pipe -- ${sender} ${recipient}
+      flags=Rq user=txmail argv=PYTHON -m txmail.bounce_pipe --config FILE -- ${sender} ${recipient}
 
 DESCRIPTION
     Postfix hands every mail for a return-path domain (bounces+TOKEN@mta.SENDER_DOMAIN or the
@@ -52,7 +52,7 @@ from txmail.bounce_pipe import forward as forwarding
 from txmail.bounce_pipe import unparsed
 from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.config import Settings
-from txmail.errors import TemporaryFailure
+from txmail.errors import TxmailError
 from txmail.events import Recorder, SuppressionPolicy, make_event, reputation_hook
 from txmail.milter.bounce_address import verify_bounce_address
 from txmail.store import account_settings
@@ -300,7 +300,7 @@ def run(
             log.error("NOQUEUE: interrupted (%s); Postfix will retry", exc.__class__.__name__)
         else:
             # An expected outage needs no traceback; anything else is a bug worth one.
-            expected = isinstance(exc, TemporaryFailure | redis.RedisError)
+            expected = isinstance(exc, TxmailError | redis.RedisError)
             log.error(
                 "NOQUEUE: try again later (exit 75): %s: %s",
                 exc.__class__.__name__,

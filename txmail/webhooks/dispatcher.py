@@ -7,7 +7,8 @@ DESCRIPTION
     with a webhook URL:
 
       * batches up to webhooks.batch_size events, or what came within webhooks.batch_wait
-        seconds of the batch's first event, and posts {"events": [...]} signed with the
+        seconds of the batch's first event (sooner when no event came for
+        webhooks.batch_idle seconds), and posts {"events": [...]} signed with the
         Standard Webhooks headers (txmail.webhooks.signing) under a webhook-id derived from the
         batch's event ids (a retry of the same batch has the same id);
       * acknowledges the events (XACK) only after a 2xx answer: at least once. Receivers
@@ -94,7 +95,9 @@ class Endpoint:
     disabled: bool = False
     batch: list[Pending] = field(default_factory=list)
     batch_started: float | None = None
+    last_taken: float = 0.0  # when the last event joined the batch
     history_done: bool = False  # our own pending list has been read back after a restart
+    history_from: str = "0"  # where reading our pending list goes on
     attempts: int = 0
     failing_since: float | None = None
     next_attempt: float = 0.0
@@ -207,11 +210,17 @@ class Dispatcher:
 
     # -- reading --------------------------------------------------------------------------
 
+    def _room(self, endpoint: Endpoint) -> int:
+        """How many more events to read for `endpoint`: a batch, plus the next one while a post
+        is in flight (so it can go the moment the post is answered); none in backoff, where the
+        batch is fixed and newer events wait in the stream."""
+        if endpoint.failing_since is not None and endpoint.batch:
+            return 0
+        limit = self.settings.batch_size * (2 if endpoint.inflight is not None else 1)
+        return max(limit - len(endpoint.batch), 0)
+
     def _wants_events(self, endpoint: Endpoint, now: float) -> bool:
-        if endpoint.inflight is not None or len(endpoint.batch) >= self.settings.batch_size:
-            return False
-        # In backoff the batch is fixed: newer events wait in the stream.
-        return not (endpoint.failing_since is not None and endpoint.batch)
+        return self._room(endpoint) > 0
 
     def read(self) -> int:
         """Read new (or, after a restart, our pending) events into the batches."""
@@ -224,15 +233,18 @@ class Dispatcher:
             for endpoint in wanted:
                 pipe.xreadgroup(WEBHOOK_GROUP, self.consumer,
                                 {self.keys.events(endpoint.account):
-                                 "0" if not endpoint.history_done else ">"},
-                                count=self.settings.batch_size - len(endpoint.batch))
+                                 endpoint.history_from if not endpoint.history_done
+                                 else ">"},
+                                count=self._room(endpoint))
             replies = pipe.execute()
         count = 0
         for endpoint, reply in zip(wanted, replies, strict=True):
             entries = reply[0][1] if reply else []
-            if not endpoint.history_done and len(entries) < (
-                    self.settings.batch_size - len(endpoint.batch)):
-                endpoint.history_done = True
+            if not endpoint.history_done:
+                if entries:
+                    endpoint.history_from = entries[-1][0]
+                if len(entries) < self._room(endpoint):
+                    endpoint.history_done = True
             count += self._take(endpoint, entries, now)
         return count
 
@@ -253,8 +265,10 @@ class Dispatcher:
             taken += 1
         if unreadable:
             self._ack(endpoint.account, unreadable)
-        if taken and endpoint.batch_started is None:
-            endpoint.batch_started = now
+        if taken:
+            endpoint.last_taken = now
+            if endpoint.batch_started is None:
+                endpoint.batch_started = now
         return taken
 
     def claim(self) -> int:
@@ -291,7 +305,9 @@ class Dispatcher:
         if len(endpoint.batch) >= self.settings.batch_size or not endpoint.history_done:
             return True
         started = endpoint.batch_started if endpoint.batch_started is not None else now
-        return now - started >= self.settings.batch_wait
+        # a batch spans at most batch_wait; it goes sooner when no more events come
+        return (now - started >= self.settings.batch_wait
+                or now - endpoint.last_taken >= self.settings.batch_idle)
 
     def post_ready(self) -> int:
         """Start a post for each endpoint whose batch is due; settle finished posts."""
@@ -301,6 +317,11 @@ class Dispatcher:
             self._settle(endpoint)
             if not endpoint.batch or endpoint.inflight is not None:
                 continue
+            if not endpoint.url:
+                # The URL may have been set since the last refresh: ask before letting go.
+                with guard("reading a webhook URL"):
+                    endpoint.url = self.client.hget(self.keys.account(endpoint.account),
+                                                    "webhook_url") or ""
             if not endpoint.url:
                 self._ack(endpoint.account, [p.stream_id for p in endpoint.batch])
                 self._clear_batch(endpoint)
@@ -444,6 +465,15 @@ class Dispatcher:
 
     def busy(self) -> bool:
         return any(e.batch or e.inflight is not None for e in self.endpoints.values())
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until a post finishes or `timeout` passes (so a finished post is settled and
+        the next batch posted at once, not after a fixed nap)."""
+        inflight = [e.inflight for e in self.endpoints.values() if e.inflight is not None]
+        if inflight:
+            concurrent.futures.wait(inflight, timeout, concurrent.futures.FIRST_COMPLETED)
+        else:
+            time.sleep(timeout)
 
 
 def requests_transport() -> Transport:

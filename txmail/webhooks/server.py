@@ -73,7 +73,7 @@ def serve(settings: Settings) -> None:
             log.info("NOQUEUE: Redis answers again")
             outage = False
         if not work:
-            time.sleep(settings.webhooks.poll_interval if not dispatcher.busy() else 0.02)
+            dispatcher.wait(settings.webhooks.poll_interval)
     executor.shutdown(wait=True)
     log.info("stopped")
 

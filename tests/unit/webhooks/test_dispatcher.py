@@ -93,14 +93,21 @@ def test_batches_of_up_to_100_signed(world, client: redis.Redis, keys: Keys) -> 
 
 def test_a_small_batch_waits_for_batch_wait(world) -> None:
     clock, receiver, make, record = world
-    dispatcher = make()
+    dispatcher = make(batch_idle=0.5)
     dispatcher.step()  # history read: nothing
-    record(3)
+    for n in range(4):  # events keep coming: the batch waits, but at most batch_wait
+        record(1, start=n)
+        dispatcher.step()
+        assert receiver.posts == []
+        clock.now += 0.3
     dispatcher.step()
-    assert receiver.posts == []
-    clock.now += 1.0
+    assert len(receiver.posts) == 1 and len(json.loads(receiver.posts[0][1])["events"]) == 4
+    record(2, start=200000)
     dispatcher.step()
     assert len(receiver.posts) == 1
+    clock.now += 0.5  # quiet for batch_idle: posted without waiting the full second
+    dispatcher.step()
+    assert len(receiver.posts) == 2
 
 
 def test_receiver_down_for_hours_then_up_loses_nothing(world, client: redis.Redis,
@@ -162,16 +169,19 @@ def test_gone_disables_the_endpoint(world, client: redis.Redis, keys: Keys) -> N
     assert client.hget(keys.webhook("acme"), "disabled")
 
 
+@pytest.mark.parametrize("count", [30, 250])
 def test_killed_mid_batch_the_next_run_posts_it_again(world, client: redis.Redis,
-                                                      keys: Keys) -> None:
+                                                      keys: Keys, count: int) -> None:
     clock, receiver, make, record = world
-    ids = record(30)
+    ids = record(count)
     first = make()
     receiver.answer = None
-    first.step()  # read 30 events, post failed: like a kill -9 after reading
+    first.step()  # read events, the post failed: like a kill -9 after reading
+    first.step()
     del first
     receiver.answer = 200
-    run(make(), clock, 3)  # same consumer name: reads its pending list first
+    # same consumer name: reads its pending list first, after the backoff the first one saved
+    run(make(), clock, 30)
     assert receiver.delivered_ids() == ids
     assert client.xpending(keys.events("acme"), "webhooks")["pending"] == 0
 
