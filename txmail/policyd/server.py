@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -45,6 +46,7 @@ from txmail.store.keys import ACCOUNT_NAME
 log = logging.getLogger("txmail.policyd")
 
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def connect(settings: Settings) -> AsyncClient:
@@ -396,6 +398,15 @@ def serve(settings: Settings) -> None:
         log.info("stopped")
 
 
+def _die_with(parent: int) -> None:
+    """Have the kernel send SIGTERM when the parent dies, so that a killed policyd leaves no
+    workers behind that would keep answering after the supervisor started a new one."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(0)
+
+
 def _supervise(settings: Settings, sockets: list[tuple[str, socket.socket]],
                count: int) -> None:
     stopping = False
@@ -407,11 +418,14 @@ def _supervise(settings: Settings, sockets: list[tuple[str, socket.socket]],
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    parent = os.getpid()
+
     def fork() -> int:
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _die_with(parent)
             code = 0
             try:
                 asyncio.run(run(settings, sockets))
