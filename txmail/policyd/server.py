@@ -1,9 +1,11 @@
 """txmail policyd: the asyncio server Postfix's check_policy_service talks to.
 
-Listens on the UNIX socket policyd.socket (and on policyd.listen over TCP when set). Each
-connection carries many requests, one after another (Postfix keeps its policy connections
-open); each request gets one decision: decide.plan(), one atomic call of policy_check.lua, and
-decide.verdict(). One log line per decision, starting with the queue id as Postfix's own do.
+Listens on the UNIX socket policyd.socket (and on policyd.listen over TCP when set), bound
+once and served by policyd.workers forked processes (one per core by default, each on a uvloop
+event loop). Each connection carries many requests, one after another (Postfix keeps its policy
+connections open); each request gets one decision: decide.plan(), one atomic call of
+policy_check.lua (the calls of one loop turn share a pipeline), and decide.verdict(). One log
+line per decision, starting with the queue id as Postfix's own do.
 
 Remembers per connection the recipients let through in the current transaction (so the RCPT
 check asks room for one more) and the message it passed last at END-OF-MESSAGE: when the same
@@ -36,6 +38,7 @@ from typing import Any
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import uvloop
 
 from txmail import store
 from txmail.config import Settings
@@ -390,7 +393,7 @@ def serve(settings: Settings) -> None:
     sockets = listen(settings)
     try:
         if workers(settings) == 1:
-            asyncio.run(run(settings, sockets))
+            uvloop.run(run(settings, sockets))
         else:
             _supervise(settings, sockets, workers(settings))
     finally:
@@ -428,7 +431,7 @@ def _supervise(settings: Settings, sockets: list[tuple[str, socket.socket]],
             _die_with(parent)
             code = 0
             try:
-                asyncio.run(run(settings, sockets))
+                uvloop.run(run(settings, sockets))
             except BaseException:  # noqa: BLE001 - the parent logs the exit and restarts us
                 log.exception("worker %d failed", os.getpid())
                 code = 1
