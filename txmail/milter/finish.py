@@ -7,7 +7,8 @@
     4. control headers are stripped and, for priority and digest, the routing header added;
     5. the envelope sender becomes the signed bounce address (unless track_bounces is off);
     6. DKIM signs the message as Postfix will send it, after every other change;
-    7. the message record, the blocked events and the tag counts are written in one round trip.
+    7. the message record and the tag counts are written in one round trip, then the blocked
+       events through the event recorder.
 
 Reads:  the Submission the milter buffered, the account, and the services in MilterContext
         (Redis, suppressions, spam checker, DKIM signer, return-path domains), which are
@@ -28,6 +29,7 @@ from typing import Any
 
 from txmail import store
 from txmail.config import Settings
+from txmail.events import Recorder
 from txmail.milter import rules, tracking
 from txmail.milter.account_cache import AccountCache
 from txmail.milter.blocked import record_blocked
@@ -62,6 +64,7 @@ class MilterContext:
     domains: Any = None          # txmail.store.domains.Domains (return-path domains)
     bounce_secret: bytes = b""
     bounce_address: Any = None   # txmail.milter.bounce_address.bounce_address
+    events: Any = None           # txmail.events.Recorder (blocked events)
     tracking: Any = None         # txmail.milter.tracking.TrackingContext (issue 6)
 
 
@@ -181,14 +184,15 @@ def _store(submission: Submission, accepted: Accepted, context: MilterContext) -
     keys = context.keys
 
     def also(pipe: Any) -> None:
-        for blocked in plan.blocked:
-            record_blocked(pipe, keys, submission.account, submission.queue_id,
-                           blocked.recipient, blocked.reason, blocked.details, tags=plan.tags)
         for tag in plan.tags:
             pipe.hincrby(keys.tag_counts(submission.account), tag, 1)
         count_message(pipe, keys, "accepted")  # /metrics, in the same round trip
 
     context.messages.record(accepted.record, also=also)
+    if context.events is not None:
+        for blocked in plan.blocked:
+            record_blocked(context.events, submission.account, submission.queue_id,
+                           blocked.recipient, blocked.reason, blocked.details, tags=plan.tags)
 
 
 class ReturnPaths:
@@ -233,7 +237,9 @@ def build_context(settings: Settings) -> MilterContext:
     accounts = AccountCache(Accounts(client, keys))
     accounts.start()
     context = MilterContext(settings=settings, client=client, keys=keys, accounts=accounts,
-                            messages=Messages(client, keys, ttl))
+                            messages=Messages(client, keys, ttl),
+                            events=Recorder(client, keys,
+                                            counter_days=settings.events.counter_days))
     suppressions = _optional("txmail.store.suppressions", "Suppressions")
     if suppressions is not None:
         context.suppressions = suppressions(client, keys)

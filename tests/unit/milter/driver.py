@@ -18,6 +18,7 @@ import Milter
 from Milter.testctx import TestCtx
 
 from txmail.config import Settings
+from txmail.events import Recorder
 from txmail.milter.finish import MilterContext
 from txmail.milter.server import TxmailMilter
 from txmail.store import Keys
@@ -199,6 +200,7 @@ def basic(sender: str = "app@acme.example", to: str = "user@example.net",
 def make_context(client: Any, prefix: str, settings: Settings | None = None,
                  **services: Any) -> MilterContext:
     keys = Keys(prefix)
+    services.setdefault("events", Recorder(client, keys))
     return MilterContext(settings=settings or Settings(), client=client, keys=keys,
                          accounts=Accounts(client, keys), messages=Messages(client, keys, 3600),
                          **services)
