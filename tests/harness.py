@@ -56,10 +56,11 @@ def cluster_port() -> int:
 
 
 def free_offset() -> int:
-    """A --port-offset N for which 25+N, 465+N, 587+N, 2525+N and 8080+N are all free."""
+    """A --port-offset N for which 25+N, 465+N, 587+N, 2525+N, 8080+N and 10025+N (the
+    bounce pipe's reinjection listener) are all free."""
     for _ in range(200):
         n = random.randrange(20000, 55000)
-        if all(port_free(base + n) for base in (25, 465, 587, 2525, 8080)):
+        if all(port_free(base + n) for base in (25, 465, 587, 2525, 8080, 10025)):
             return n
     raise RuntimeError("no free port offset found")
 
@@ -114,10 +115,13 @@ class RedisServer:
         return self
 
     def ping(self) -> bool:
+        client = redis.Redis(port=self.port, socket_timeout=0.5)
         try:
-            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
+            return bool(client.ping())
         except redis.RedisError:
             return False
+        finally:
+            client.close()  # an unclosed socket is a ResourceWarning, an error under pytest
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, decode_responses=True)
