@@ -1,8 +1,9 @@
 """`txmail up`: prepare the state directory, start every component of a node, keep them running.
 
 Order: Redis (unless redis.url is set), the passwd-file sync, Dovecot, the milter, the
-return-path socketmap, the policy daemon, the capture server (--dev) and finally Postfix, so
-Postfix never accepts mail before its helpers listen.
+return-path socketmap, the policy daemon, the maillog follower, the webhooks dispatcher, the
+tracker, the capture server (--dev) and finally Postfix, so Postfix never accepts mail before
+its helpers listen.
 Prints `txmail ready: ...` once every component accepts connections. A component that dies is
 logged and restarted with a growing delay. SIGINT/SIGTERM stop everything in reverse order and
 remove the sockets, so nothing is left behind.
