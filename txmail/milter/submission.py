@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from txmail.milter.rules import HeaderEdit, Plan
+from txmail.milter.plan import HeaderEdit, Plan
 
 if TYPE_CHECKING:
     from txmail.store.suppressions import SuppressionEntry
