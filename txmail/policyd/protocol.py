@@ -31,7 +31,7 @@ def parse_block(block: bytes) -> dict[str, str]:
     if "\r" in text:
         text = text.replace("\r\n", "\n")
     lines = [line for line in text.split("\n") if line]
-    if lines and max(map(len, lines)) > MAX_ATTRIBUTE:  # a long line: look closer
+    if lines and max(map(len, lines)) > MAX_ATTRIBUTE:  # a long line: the name or the value?
         for line in lines:
             name, _, value = line.partition("=")
             if len(name) > MAX_ATTRIBUTE or len(value) > MAX_ATTRIBUTE:

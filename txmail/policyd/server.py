@@ -103,44 +103,63 @@ class AccountCache:
 
 
 class ScriptBatch:
-    """Calls of one Lua script that arrive in the same event-loop turn go to Redis as one
-    pipeline: one round trip and one connection for all, which halves redis-py's cost per call
-    when Postfix keeps many connections busy. Each call is still its own atomic script run.
-    A server that lost the script (restarted, flushed) gets it again, as Script.__call__ does.
+    """Calls of one Lua script go to Redis in batches, one pipeline at a time per worker: the
+    calls that arrive while a batch is out form the next one, so the busier policyd is, the
+    more calls share one round trip and one connection. Each call is still its own atomic
+    script run. A server that lost the script (restarted, flushed) gets it again, as
+    Script.__call__ does.
+
+    On a single Redis the EVALSHA commands are packed here and written on one of redis-py's
+    pooled connections (its reply parser, timeouts and reconnects as usual): redis-py's general
+    command packing was the largest cost of a decision. A Redis Cluster goes through redis-py's
+    cluster pipeline, which routes each call to the node of its account's slot.
     """
 
     def __init__(self, client: AsyncClient, script: Any) -> None:
         self.client = client
         self.script = script
         self.pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self.running = False
+        self.direct = isinstance(client, redis.asyncio.Redis)
+        self.head = b"$7\r\nEVALSHA\r\n" + _bulk(script.sha.encode())
 
     def __call__(self, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if not self.pending:
-            loop.call_soon(self._flush)
         self.pending.append((keys, args, future))
+        if not self.running:
+            self.running = True
+            loop.call_soon(self._start)  # a turn later, so that concurrent calls join in
         return future
 
-    def _flush(self) -> None:
-        batch, self.pending = self.pending, []
-        task = asyncio.get_running_loop().create_task(self._run(batch))
+    def _start(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._drain())
         task.add_done_callback(_consume)
+
+    async def _drain(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending, []
+                await self._run(batch)
+        finally:
+            self.running = False
 
     async def _run(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
         try:
-            if len(batch) == 1:
+            if self.direct:
+                results = await self._direct(batch)
+            elif len(batch) == 1:
                 keys, args, _ = batch[0]
-                results: list[Any] = [await self.script(keys=keys, args=args)]
+                results = [await self.script(keys=keys, args=args)]
             else:
                 pipe = self.client.pipeline(transaction=False)
                 for keys, args, _ in batch:
                     pipe.evalsha(self.script.sha, len(keys), *keys, *args)
                 results = await pipe.execute(raise_on_error=False)
-                for n, result in enumerate(results):
-                    if isinstance(result, redis.exceptions.NoScriptError):
-                        keys, args, _ = batch[n]
-                        results[n] = await self.script(keys=keys, args=args)
+            for n, result in enumerate(results):
+                if isinstance(result, redis.exceptions.NoScriptError):
+                    keys, args, _ = batch[n]
+                    results[n] = await self.script(keys=keys, args=args)
         except Exception as exc:  # noqa: BLE001 - every caller gets the failure, nobody hangs
             for _, _, future in batch:
                 if not future.done():
@@ -153,6 +172,35 @@ class ScriptBatch:
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+
+    async def _direct(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]
+                      ) -> list[Any]:
+        commands = []
+        for keys, args, _ in batch:
+            parts = [_bulk(str(len(keys)).encode())]
+            parts += [_bulk(part.encode()) for part in (*keys, *args)]
+            commands.append(b"*%d\r\n" % (len(parts) + 2) + self.head + b"".join(parts))
+        pool = self.client.connection_pool  # type: ignore[union-attr]
+        connection = await pool.get_connection()
+        results: list[Any] = []
+        try:
+            await connection.send_packed_command(b"".join(commands), check_health=False)
+            for _ in batch:
+                try:
+                    results.append(await connection.read_response())
+                except redis.exceptions.ResponseError as exc:
+                    results.append(exc)
+        except BaseException:
+            await connection.disconnect()  # a half-read reply must not reach the next caller
+            raise
+        finally:
+            await pool.release(connection)
+        return results
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
 def _consume(task: asyncio.Task[Any]) -> None:
