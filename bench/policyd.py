@@ -8,10 +8,16 @@ id. txmail policyd checks every limit of the account and, at END-OF-MESSAGE, hol
 equivalent rate-limit rule, `rate(sasl_username/1000000/60/...)` at END-OF-MESSAGE, counting
 per account in its cache daemon. No limit is reached: the bench measures the cost of deciding.
 
-  max     closed loop for --seconds: each connection sends its next request as soon as the last
-          answer is in. Decisions per second.
-  LOAD/s  open loop: requests fall due at a fixed rate, spread over the connections; a latency
-          runs from when the request fell due, so a server that falls behind shows it. p50, p99.
+  max/Nc  closed loop for --seconds over N connections (--max-connections, 8 and 32): each
+          connection sends its next request as soon as the last answer is in. With 8 the
+          client waits on the round trips; 32 is closer to a busy Postfix (up to 100 smtpd
+          processes, each with its own policy connection). Decisions per second.
+  LOAD/s  open loop over --connections (8): requests fall due at a fixed rate, spread over
+          the connections; a latency runs from when the request fell due, so a server that
+          falls behind shows it. p50, p99.
+
+The client is one asyncio process on uvloop. The servers' CPU per decision is read from /proc
+(policyd: its processes and its Redis; postfwd: every process of its session).
 
 policyd is measured over TCP (as postfwd) and over its UNIX socket (as txmail runs it). With
 --stack, the stack's own throughput with the policy service on and off is measured too, with
@@ -19,8 +25,9 @@ bench/throughput.py's instance (smtp-source into the trusted listener, to smtp-s
 empties smtpd_recipient_restrictions and smtpd_end_of_data_restrictions (the milter's count at
 end of message stays in both).
 
-    .venv/bin/python bench/policyd.py [--connections 8] [--seconds 5] [--loads 500,1000,2000]
-                                      [--reps 3] [--stack] [--stack-messages 3000]
+    .venv/bin/python bench/policyd.py [--connections 8] [--max-connections 8,32]
+                                      [--seconds 5] [--loads 500,1000,2000] [--reps 3]
+                                      [--workers N] [--stack] [--stack-messages 3000]
 
 Needs: postfwd (apt-get install -y postfwd), redis-server; run as root (postfwd drops to
 nobody).
@@ -47,6 +54,8 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
+
+import uvloop  # noqa: E402
 
 from tests.harness import RedisServer, free_port, wait_for  # noqa: E402
 
@@ -176,13 +185,14 @@ def session_members(leader: int) -> list[int]:
 class Policyd:
     name = "policyd"
 
-    def __init__(self, redis: RedisServer, workdir: Path) -> None:
+    def __init__(self, redis: RedisServer, workdir: Path, workers: int = 0) -> None:
         self.state = workdir / "policyd"
         self.state.mkdir()
         self.port = free_port()
         self.config = self.state / "txmail.toml"
         self.config.write_text(f'state_dir = "{self.state}"\n[redis]\nurl = "{redis.url}"\n'
-                               f'[policyd]\nlisten = "127.0.0.1:{self.port}"\n')
+                               f'[policyd]\nlisten = "127.0.0.1:{self.port}"\n'
+                               f"workers = {workers}\n")
         self.redis = redis
         self.socket = self.state / "run/policyd/policyd.sock"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -285,13 +295,13 @@ def probe(address: str) -> bool:
 # -- the run ------------------------------------------------------------------------------
 
 def measure(label: str, address: str, pids: list[int], args: argparse.Namespace,
-            load: float | None) -> Result:
+            load: float | None, connections: int) -> Result:
     before = cpu_seconds(pids)
-    result = asyncio.run(drive(address, args.connections, args.seconds, load))
+    result = uvloop.run(drive(address, connections, args.seconds, load))
     cpu = cpu_seconds(pids) - before
     per = cpu / result.answered * 1e6 if result.answered else 0.0
-    what = "max" if load is None else f"{load:.0f}/s"
-    print(f"  {label:14} {what:>7}  {result.rate:8.0f} decisions/s  p50 "
+    what = f"max/{connections}c" if load is None else f"{load:.0f}/s"
+    print(f"  {label:14} {what:>8}  {result.rate:8.0f} decisions/s  p50 "
           f"{result.percentile(50):7.2f} ms  p99 {result.percentile(99):8.2f} ms  "
           f"server CPU {per:5.0f} us/decision  refused {result.refusals}", flush=True)
     return result
@@ -301,9 +311,10 @@ def decisions(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-policyd-"))
     workdir.chmod(0o755)
     redis = RedisServer().start()
-    policyd = Policyd(redis, workdir)
+    policyd = Policyd(redis, workdir, args.workers)
     postfwd = Postfwd(workdir)
     loads = [float(x) for x in args.loads.split(",") if x]
+    maxima = [int(x) for x in args.max_connections.split(",") if x]
     results: dict[tuple[str, str], list[Result]] = {}
     try:
         policyd.start()
@@ -311,38 +322,43 @@ def decisions(args: argparse.Namespace) -> None:
         targets = [("postfwd (tcp)", f"inet:127.0.0.1:{postfwd.port}", postfwd.pids),
                    ("policyd (tcp)", f"inet:127.0.0.1:{policyd.port}", policyd.pids),
                    ("policyd (unix)", f"unix:{policyd.socket}", policyd.pids)]
-        print(f"policy decisions: {args.connections} connections, {args.seconds:.0f} s a "
+        print(f"policy decisions: {args.connections} connections at fixed loads, "
+              f"{args.max_connections} for the maxima, {args.seconds:.0f} s a "
               f"measurement, {args.reps} repetitions, {os.cpu_count()} cores; requests: "
               f"RCPT + END-OF-MESSAGE per message, {ACCOUNTS} accounts", flush=True)
         for _, address, _ in targets:  # warm up: connections, caches, scripts
-            asyncio.run(drive(address, args.connections, 1.0, None))
+            uvloop.run(drive(address, args.connections, 1.0, None))
         for rep in range(args.reps):
             print(f"rep {rep + 1}", flush=True)
             order = targets[rep % len(targets):] + targets[:rep % len(targets)]
-            for load in [None, *loads]:
+            runs = [(None, c) for c in maxima] + [(load, args.connections) for load in loads]
+            for load, connections in runs:
                 for label, address, pids in order:
-                    key = (label, "max" if load is None else f"{load:.0f}")
+                    key = (label, f"max/{connections}c" if load is None else f"{load:.0f}")
                     results.setdefault(key, []).append(
-                        measure(label, address, pids(), args, load))
+                        measure(label, address, pids(), args, load, connections))
     finally:
         postfwd.stop()
         policyd.stop()
         redis.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    summary(results, loads)
+    summary(results, maxima)
 
 
-def summary(results: dict[tuple[str, str], list[Result]], loads: list[float]) -> None:
+def summary(results: dict[tuple[str, str], list[Result]], maxima: list[int]) -> None:
     print("\nmedians over the repetitions")
-    print(f"  {'server':14} {'load':>7}  {'decisions/s':>11}  {'p50 ms':>7}  {'p99 ms':>8}")
+    print(f"  {'server':14} {'load':>8}  {'decisions/s':>11}  {'p50 ms':>7}  {'p99 ms':>8}")
     for (label, load), runs in results.items():
-        print(f"  {label:14} {load:>7}  {statistics.median(r.rate for r in runs):11.0f}  "
+        print(f"  {label:14} {load:>8}  {statistics.median(r.rate for r in runs):11.0f}  "
               f"{statistics.median(r.percentile(50) for r in runs):7.2f}  "
               f"{statistics.median(r.percentile(99) for r in runs):8.2f}")
-    postfwd_max = statistics.median(r.rate for r in results[("postfwd (tcp)", "max")])
-    for label in ("policyd (tcp)", "policyd (unix)"):
-        ours = statistics.median(r.rate for r in results[(label, "max")])
-        print(f"ratio   {label} / postfwd (tcp), max decisions/s: {ours / postfwd_max:.2f}")
+    for connections in maxima:
+        key = f"max/{connections}c"
+        postfwd_max = statistics.median(r.rate for r in results[("postfwd (tcp)", key)])
+        for label in ("policyd (tcp)", "policyd (unix)"):
+            ours = statistics.median(r.rate for r in results[(label, key)])
+            print(f"ratio   {label} / postfwd (tcp), max decisions/s with {connections} "
+                  f"connections: {ours / postfwd_max:.2f}")
 
 
 # -- the stack with the policy service on and off -----------------------------------------
@@ -396,13 +412,18 @@ def stack_throughput(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=8,
+                        help="connections of the fixed-load runs")
+    parser.add_argument("--max-connections", default="8,32",
+                        help="connection counts of the closed-loop (max) runs")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--loads", default="500,1000,2000")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--stack", action="store_true",
                         help="also the stack's throughput with the policy service on and off")
     parser.add_argument("--stack-messages", type=int, default=3000)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="policyd.workers (default 0: one per core)")
     parser.add_argument("--no-decisions", action="store_true",
                         help="skip the decision benchmark (with --stack)")
     args = parser.parse_args()

@@ -128,13 +128,9 @@ class ScriptBatch:
         future: asyncio.Future[Any] = loop.create_future()
         self.pending.append((keys, args, future))
         if not self.running:
-            self.running = True
-            loop.call_soon(self._start)  # a turn later, so that concurrent calls join in
+            self.running = True  # the task starts a turn later: concurrent calls join in
+            loop.create_task(self._drain()).add_done_callback(_consume)
         return future
-
-    def _start(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._drain())
-        task.add_done_callback(_consume)
 
     async def _drain(self) -> None:
         try:
@@ -234,7 +230,8 @@ class PolicyServer:
         self.idle_timeout = settings.policyd.idle_timeout
         self.trusted_port = settings.trusted.port
         self.trusted_account = settings.trusted.account
-        self.background: set[asyncio.Task[Any]] = set()
+        self.background: set[asyncio.Task[Any]] = set()  # hold releases under way
+        self.sessions: set[asyncio.Task[Any]] = set()  # one per connection
         self.connections: set[Connection] = set()
 
     # -- one connection -------------------------------------------------------------------
@@ -338,6 +335,27 @@ class PolicyServer:
             log.warning("%s: cannot give back the hold (%s); it lapses after %d s", queue_id,
                         exc.__class__.__name__, self.hold_seconds)
 
+    async def accept(self, listener: socket.socket) -> None:
+        """Take connections one at a time (asyncio's own servers take all that are waiting),
+        so that the workers sharing `listener` share the connections too: a worker busy
+        deciding is not waiting here, and an idle one takes the next connection."""
+        loop = asyncio.get_running_loop()
+        listener.setblocking(False)
+        while True:
+            try:
+                peer, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # out of file descriptors, a connection reset at once
+                log.warning("accept: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            reader = asyncio.StreamReader(limit=protocol.MAX_REQUEST)
+            stream = asyncio.StreamReaderProtocol(reader)
+            transport, _ = await loop.connect_accepted_socket(lambda s=stream: s, peer)
+            writer = asyncio.StreamWriter(transport, stream, reader, loop)
+            task = loop.create_task(self.serve_connection(reader, writer))
+            self.sessions.add(task)
+            task.add_done_callback(self.sessions.discard)
+
     async def close_idle(self) -> None:
         """Close connections silent for longer than policyd.idle_timeout (one timer for all,
         rather than one per request)."""
@@ -395,27 +413,18 @@ async def run(settings: Settings, sockets: list[tuple[str, socket.socket]],
     client = connect(settings)
     server = PolicyServer(settings, client, Keys(settings.redis.prefix),
                           clock=lambda: quota.clock(settings))
-    listeners = []
-    for _, sock in sockets:
-        if sock.family == socket.AF_UNIX:
-            listeners.append(await asyncio.start_unix_server(
-                server.serve_connection, sock=sock, limit=protocol.MAX_REQUEST))
-        else:
-            listeners.append(await asyncio.start_server(
-                server.serve_connection, sock=sock, limit=protocol.MAX_REQUEST))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     watchers = [loop.create_task(server.watch_accounts()), loop.create_task(server.close_idle())]
+    watchers += [loop.create_task(server.accept(sock)) for _, sock in sockets]
     log.info("listening on %s (pid %d)", ", ".join(w for w, _ in sockets), os.getpid())
     if ready is not None:
         ready()
     await stop.wait()
     for watcher in watchers:
         watcher.cancel()
-    for listener in listeners:
-        listener.close()
     with contextlib.suppress(Exception):
         await asyncio.wait_for(asyncio.gather(*server.background), 5)
     await client.aclose()
