@@ -252,11 +252,22 @@ class Signer:
         """The DKIM-Signature header(s) to prepend to `message` sent as `domain`; an empty
         list when the domain has no active key."""
         domain = domain.strip().lower().rstrip(".")
-        record = self._record(domain)
-        if record is None or not record.dkim_active or not record.dkim:
-            return []
-        keys = [(key, self._loaded(domain, key)) for key in record.dkim]
-        return sign_with(message, domain, keys)
+        for attempt in range(2):
+            record = self._record(domain)
+            if record is None or not record.dkim_active or not record.dkim:
+                return []
+            try:
+                keys = [(key, self._loaded(domain, key)) for key in record.dkim]
+            except TemporaryFailure:
+                if attempt:
+                    raise
+                # A rotation may have retired the key our cached record still names: read
+                # the record again before giving up.
+                with self._lock:
+                    self._records.pop(domain, None)
+                continue
+            return sign_with(message, domain, keys)
+        return []  # not reached: the second attempt returns or raises
 
     def _record(self, domain: str) -> Domain | None:
         now = self.clock()
