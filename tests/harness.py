@@ -337,7 +337,8 @@ class Stack:
         # A supervisor killed hard may have left Postfix behind; stop it by its own pid file.
         subprocess.run(["postfix", "-c", str(self.state / "postfix/etc"), "stop"],
                        capture_output=True, check=False)
-        shutil.rmtree(self.state, ignore_errors=True)
+        if not os.environ.get("TXMAIL_KEEP_STATE"):  # keep it to read the logs of a failure
+            shutil.rmtree(self.state, ignore_errors=True)
 
     # commands
     def txmail(self, *args: str, input: str | None = None,

@@ -107,15 +107,15 @@ def test_a_message_refused_later_uses_no_quota(stack: Stack, sink: Sink) -> None
                    f"Sun, 22 Nov 2026 10:00:{n % 60:02d} +0000\r\n" for n in range(60))
     with contextlib.closing(stack.client("submission", login)) as smtp:
         # Refused by the milter at end of message, after policyd passed it at end of data.
-        by_milter = attempt(smtp, "app@later.example", ["one@example.net"],
-                            exe_attachment("app@later.example", "one@example.net"))
+        by_milter = attempt(smtp, "app@later.example", ["later-one@example.net"],
+                            exe_attachment("app@later.example", "later-one@example.net"))
         # Refused by Postfix itself (cleanup: over hopcount_limit), also after end of data.
-        by_postfix = attempt(smtp, "app@later.example", ["two@example.net"],
+        by_postfix = attempt(smtp, "app@later.example", ["later-two@example.net"],
                              hops.encode() + simple_message("app@later.example",
-                                                            "two@example.net"))
+                                                            "later-two@example.net"))
         # The two accepted messages the quota allows, then the refusal.
-        good = [attempt(smtp, "app@later.example", [f"good{n}@example.net"],
-                        simple_message("app@later.example", f"good{n}@example.net"))
+        good = [attempt(smtp, "app@later.example", [f"later-good{n}@example.net"],
+                        simple_message("app@later.example", f"later-good{n}@example.net"))
                 for n in range(3)]
     assert by_milter[0] == 554 and b"invoice.pdf.exe" in by_milter[1]
     assert by_postfix == (554, b"5.4.0 Error: too many hops")
@@ -127,8 +127,8 @@ def test_a_message_refused_later_uses_no_quota(stack: Stack, sink: Sink) -> None
     # policyd did pass both refused messages at end of data (the milter and cleanup come
     # after it); their holds were given back when the session moved on.
     assert stack.log("policyd").count("end-of-message: dunno account=later") == 4
-    wait_for(lambda: len(sink.find("good1@example.net")) == 1, 20, what="the second message")
-    assert not sink.find("one@example.net") and not sink.find("two@example.net")
+    wait_for(lambda: len(sink.find("later-good1@example.net")) == 1, 20, what="the second message")
+    assert not sink.find("later-one@example.net") and not sink.find("later-two@example.net")
 
 
 def test_many_parallel_clients_and_no_over_admission(stack: Stack, sink: Sink) -> None:
