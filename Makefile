@@ -9,7 +9,8 @@ STATE ?= state
 PORT_OFFSET ?= 0
 # Debian packages the stack, the tests and the benchmarks need.
 DEB_PACKAGES := postfix dovecot-core redis-server redis-tools libmilter-dev swaks \
-	python3-venv python3-dev gcc openssl ca-certificates docker-compose rspamd $(EXTRA_DEB_PACKAGES)
+	python3-venv python3-dev gcc openssl ca-certificates docker-compose rspamd \
+	wrk postfwd $(EXTRA_DEB_PACKAGES)
 EXTRA_DEB_PACKAGES :=
 
 .PHONY: run test deps system-deps venv bench lint clean
@@ -24,8 +25,12 @@ test: deps
 
 bench: deps
 	$(PY) bench/throughput.py
+	$(PY) bench/dkim.py
 	$(PY) bench/policyd.py
 	$(PY) bench/bounce_parser.py
+	$(PY) bench/bounce_latency.py
+	$(PY) bench/webhooks.py
+	$(PY) bench/tracker.py
 
 lint: deps
 	$(VENV)/bin/ruff check txmail tests bench
