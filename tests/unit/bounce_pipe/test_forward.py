@@ -1,0 +1,91 @@
+"""Forwarding returned mail to the client's envelope sender, as its DSN parameters ask."""
+
+from __future__ import annotations
+
+import email
+from email import policy
+
+import pytest
+
+from txmail.bounce_pipe.forward import decide, headers_only, notify_of, ret_of
+from txmail.store.messages import MessageRecord
+
+
+def record(notify: str | None = None, ret: str | None = None,
+           sender: str = "app@acme.example") -> MessageRecord:
+    params = {"user@example.net": [f"NOTIFY={notify}"]} if notify else {}
+    return MessageRecord(queue_id="Q1", account="acme", envelope_sender=sender,
+                         recipients=["user@example.net"], recipient_params=params,
+                         envelope_params=[f"RET={ret}"] if ret else [])
+
+
+@pytest.mark.parametrize("notify,kind,forwarded", [
+    (None, "bounce", True),                # NOTIFY defaults to FAILURE
+    (None, "soft_bounce", False),
+    (None, "delivery", False),
+    ("NEVER", "bounce", False),
+    ("NEVER", "soft_bounce", False),
+    ("DELAY", "soft_bounce", True),
+    ("DELAY", "bounce", False),
+    ("SUCCESS", "delivery", True),
+    ("SUCCESS,FAILURE", "bounce", True),
+    ("success,delay", "soft_bounce", True),  # case-insensitive, as RFC 3461 keywords are
+    ("FAILURE", "complaint", False),         # complaints are never forwarded
+])
+def test_notify_decides(notify: str | None, kind: str, forwarded: bool) -> None:
+    why = decide(record(notify), {"user@example.net": kind}, auto_reply=False,
+                 unreadable=False, forward_auto_replies=False, trusted=True)
+    assert (why is not None) == forwarded
+
+
+def test_null_sender_and_untrusted_bounces_are_never_forwarded() -> None:
+    kinds = {"user@example.net": "bounce"}
+    assert decide(record(sender=""), kinds, False, False, False, True) is None
+    assert decide(record(sender="<>"), kinds, False, False, False, True) is None
+    assert decide(record(), kinds, False, False, False, trusted=False) is None
+
+
+def test_auto_replies_only_when_the_account_asks() -> None:
+    assert decide(record(), {}, auto_reply=True, unreadable=False,
+                  forward_auto_replies=False, trusted=True) is None
+    assert decide(record(), {}, auto_reply=True, unreadable=False,
+                  forward_auto_replies=True, trusted=True) is not None
+
+
+def test_unreadable_notices_follow_failure() -> None:
+    assert decide(record(), {}, False, unreadable=True, forward_auto_replies=False,
+                  trusted=True) is not None
+    assert decide(record("NEVER"), {}, False, unreadable=True, forward_auto_replies=False,
+                  trusted=True) is None
+
+
+def test_parameters_are_read_from_the_record() -> None:
+    assert notify_of(record("SUCCESS,DELAY"), "<USER@example.net>") == {"SUCCESS", "DELAY"}
+    assert notify_of(record(), "user@example.net") == {"FAILURE"}
+    assert ret_of(record(ret="hdrs")) == "HDRS"
+    assert ret_of(record()) == ""
+
+
+DSN = (b"From: MAILER-DAEMON@mx.example.net\r\nTo: app@acme.example\r\n"
+       b"Subject: Undelivered Mail\r\nMIME-Version: 1.0\r\n"
+       b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+       b"--b\r\nContent-Type: text/plain\r\n\r\nIt failed.\r\n"
+       b"--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+       b"Final-Recipient: rfc822; user@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+       b"--b\r\nContent-Type: message/rfc822\r\n\r\n"
+       b"From: app@acme.example\r\nSubject: Your receipt\r\n\r\nSECRET BODY TEXT\r\n"
+       b"--b--\r\n")
+
+
+def test_ret_hdrs_cuts_the_returned_message_to_its_headers() -> None:
+    cut = headers_only(DSN)
+    assert b"SECRET BODY TEXT" not in cut
+    assert b"Subject: Your receipt" in cut
+    parsed = email.message_from_bytes(cut, policy=policy.compat32)
+    assert "text/rfc822-headers" in [p.get_content_type() for p in parsed.walk()]
+    assert b"Status: 5.1.1" in cut
+
+
+def test_headers_only_leaves_mail_without_a_returned_message_alone() -> None:
+    plain = b"From: a@b.example\r\nSubject: hi\r\n\r\nbody\r\n"
+    assert headers_only(plain) == plain
