@@ -27,10 +27,22 @@ from txmail.bounce_pipe.reasons import REASONS
 
 CORPUS = Path(__file__).resolve().parents[3].parent / "shared/corpus/bounces"
 
-needs_corpus = pytest.mark.skipif(
-    not (CORPUS / "expected.jsonl").is_file(),
-    reason="bounce corpus not found beside the repository",
-)
+
+
+def _corpus_present(fn):  # type: ignore[no-untyped-def]
+    """The corpus must be there (../shared beside the checkout, as in CI): a missing corpus is a
+    failure, never a silent skip that would hide a broken quality check."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        assert (CORPUS / "expected.jsonl").is_file(), f"bounce corpus not found at {CORPUS}"
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+needs_corpus = _corpus_present
 
 KINDS = {"delivery", "bounce", "soft_bounce", "complaint", "auto_reply"}
 
