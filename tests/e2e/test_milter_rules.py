@@ -112,6 +112,15 @@ def test_account_size_limit(stack: Stack, multi: Login) -> None:
     assert code == 552 and text.startswith("5.3.4")  # refused at MAIL FROM already
 
 
+def test_lines_over_998_characters_are_refused(stack: Stack, multi: Login, sink: Sink) -> None:
+    """Postfix would fold such a line after DKIM signing and break the signature."""
+    body = "short line\r\n" + "w" * 1260 + "\r\n"
+    message = simple_message("app@rules.example", "longline@example.net", body=body)
+    code, text, _ = submit(stack, multi, "app@rules.example", ["longline@example.net"], message)
+    assert code == 554 and text.startswith("5.6.0 Line 2 of the message body is longer than 998")
+    assert not sink.find("longline@example.net")
+
+
 def test_postfix_limit_covers_account_limits(stack: Stack) -> None:
     result = stack.txmail("accounts", "set", "rules", "max_message_size=999999999", check=False)
     assert result.returncode == 2

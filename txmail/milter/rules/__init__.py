@@ -53,6 +53,7 @@ def _load() -> list[ModuleType]:
         attachments,
         control_headers,
         flags,
+        line_length,
         message_class,
         recipients,
         rewrite_from,
@@ -63,7 +64,7 @@ def _load() -> list[ModuleType]:
         tags,
     )
 
-    return [size, sender, recipients, attachments, message_class, tags, flags,
+    return [size, line_length, sender, recipients, attachments, message_class, tags, flags,
             single_recipient, rewrite_from, suppressed, control_headers]
 
 
