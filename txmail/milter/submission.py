@@ -80,6 +80,7 @@ class Submission:
     plan: Plan = field(default_factory=lambda: Plan(recipients=[]))
     suppressed: dict[str, SuppressionEntry] = field(default_factory=dict)
     _authors: list[tuple[str, str]] | None = field(default=None, repr=False)
+    _body: bytes | None = field(default=None, repr=False)
 
     # -- what the callbacks add ------------------------------------------------------------
 
@@ -93,9 +94,23 @@ class Submission:
         self.size += len(chunk)
         if keep:
             self.body_chunks.append(chunk)
+            self._body = None
 
     def drop_body(self) -> None:
         self.body_chunks.clear()
+        self._body = None
+
+    def replace_body(self, body: bytes) -> None:
+        """The milter's new body (tracking rewrite), seen by every later step."""
+        self.body_chunks = [body]
+        self._body = body
+
+    def body(self) -> bytes:
+        """The body as one bytes object, joined once however many steps read it (rules,
+        parsing, spam check, tracking, DKIM)."""
+        if self._body is None:
+            self._body = b"".join(self.body_chunks)
+        return self._body
 
     # -- what the rules read ---------------------------------------------------------------
 
@@ -121,7 +136,7 @@ class Submission:
         headers = apply_edits(self.headers, edits) + list(added)
         lines = [LINE_BREAK.sub(b"\r\n", f"{name}: {value}".encode("utf-8", "surrogateescape"))
                  for name, value in headers]
-        return b"\r\n".join(lines) + b"\r\n\r\n" + b"".join(self.body_chunks)
+        return b"\r\n".join(lines) + b"\r\n\r\n" + self.body()
 
     def parse(self) -> email.message.Message:
         """Parse the message once, on first use; every rule reads the same object."""

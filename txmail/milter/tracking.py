@@ -278,7 +278,7 @@ def apply(submission: Any, settings: dict[str, Any], context: Any) -> bytes | No
                              sent_at=int(time.time()))
     if rewritten is None:
         return None
-    submission.body_chunks = [rewritten.body]
+    submission.replace_body(rewritten.body)
     log.info("%s: tracking: opens=%s clicks=%s links=%d", submission.queue_id,
              "yes" if rewritten.pixel else "no", "yes" if choice.clicks else "no",
              rewritten.links)

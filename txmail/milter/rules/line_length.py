@@ -22,7 +22,7 @@ _TOO_LONG = re.compile(rb"[^\r\n]{%d}" % (MAX_LINE + 1))
 
 
 def check(submission: Submission, settings: dict[str, Any]) -> Refusal | None:
-    body = b"".join(submission.body_chunks)
+    body = submission.body()
     found = _TOO_LONG.search(body)
     if found is None:
         return None
