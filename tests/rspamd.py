@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import urllib.request
 from typing import Any
 
-from tests.harness import free_port, state_dir, wait_for
+from tests.harness import free_port, state_dir, terminate, wait_for
 
 SPAM_SUBJECT = "txmail-test-spam"
 
@@ -104,13 +103,7 @@ class Rspamd:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, 20)
 
     def close(self) -> None:
         self.stop()
