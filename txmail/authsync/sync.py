@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import grp
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -42,13 +43,19 @@ def write_passwd(path: Path, content: bytes) -> bool:
     try:
         if path.read_bytes() == content:
             return False
+        previous_mtime = int(path.stat().st_mtime)
     except FileNotFoundError:
-        pass
+        previous_mtime = 0
     try:
         gid = grp.getgrnam("dovecot").gr_gid
     except KeyError:
         gid = -1
     replace_atomically(path, content, mode=0o640, gid=gid)
+    # Dovecot re-reads a passwd-file when its mtime (whole seconds) or size changes. A changed
+    # password has a hash of the same length, so two writes within one second would look
+    # unchanged to it: make sure the modification time moves.
+    stamp = max(time.time(), previous_mtime + 1)
+    os.utime(path, (stamp, stamp))
     return True
 
 
