@@ -8,7 +8,6 @@ Stages: eom. Refuses: 554 5.6.0.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from txmail.milter.rules import EOM, Refusal
@@ -18,15 +17,26 @@ NAME = "line_length"
 DESCRIPTION = "Body lines longer than 998 characters are refused (554 5.6.0)"
 STAGES = (EOM,)
 MAX_LINE = 998
-_TOO_LONG = re.compile(rb"[^\r\n]{%d}" % (MAX_LINE + 1))
+
+
+def too_long(body: bytes) -> int:
+    """The number of the first body line over MAX_LINE characters (its CR not counted), or 0.
+
+    One split and one pass over the lengths: linear in the body. (A regular expression such as
+    [^\r\n]{999} is tried at every position and cost 0.9 ms on a 5 KB message.)"""
+    lines = body.split(b"\n")
+    if max(map(len, lines)) <= MAX_LINE:  # every line fits, even counting its CR
+        return 0
+    for number, line in enumerate(lines, 1):
+        if len(line) - line.endswith(b"\r") > MAX_LINE:
+            return number
+    return 0
 
 
 def check(submission: Submission, settings: dict[str, Any]) -> Refusal | None:
-    body = submission.body()
-    found = _TOO_LONG.search(body)
-    if found is None:
+    line = too_long(submission.body())
+    if not line:
         return None
-    line = body.count(b"\n", 0, found.start()) + 1
     return Refusal("554", "5.6.0", f"Line {line} of the message body is longer than "
                    f"{MAX_LINE} characters, which mail cannot carry unchanged (RFC 5322); "
                    "encode the body as quoted-printable or base64")
