@@ -7,8 +7,8 @@
     4. control headers are stripped and, for priority and digest, the routing header added;
     5. the envelope sender becomes the signed bounce address (unless track_bounces is off);
     6. DKIM signs the message as Postfix will send it, after every other change;
-    7. the message record and the tag counts are written in one round trip, then the blocked
-       events through the event recorder.
+    7. the message record, the tag counts and the count against policyd's quotas are written in
+       one round trip, then the blocked events through the event recorder.
 
 Reads:  the Submission the milter buffered, the account, and the services in MilterContext
         (Redis, suppressions, spam checker, DKIM signer, return-path domains), which are
@@ -35,6 +35,7 @@ from txmail.milter.account_cache import AccountCache
 from txmail.milter.blocked import record_blocked
 from txmail.milter.rules import HeaderEdit, Plan, Refusal, message_class, suppressed
 from txmail.milter.submission import Submission, UnreadableMessage, addresses, domain_of
+from txmail.policyd.quota import queue_count_accepted
 from txmail.store import Client, Keys
 from txmail.store.accounts import Account, Accounts
 from txmail.store.messages import MessageRecord, Messages
@@ -187,6 +188,9 @@ def _store(submission: Submission, accepted: Accepted, context: MilterContext) -
         for tag in plan.tags:
             pipe.hincrby(keys.tag_counts(submission.account), tag, 1)
         count_message(pipe, keys, "accepted")  # /metrics, in the same round trip
+        if context.client is not None:  # policyd's quotas: only a message that passed every rule
+            queue_count_accepted(pipe, context.settings, keys, submission.account,
+                                 submission.queue_id, len(plan.recipients), submission.size)
 
     context.messages.record(accepted.record, also=also)
     if context.events is not None:

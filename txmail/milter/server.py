@@ -36,7 +36,6 @@ from txmail.errors import TemporaryFailure
 from txmail.milter import finish, rules
 from txmail.milter.rules import Refusal
 from txmail.milter.submission import Submission, strip_brackets
-from txmail.policyd.quota import count_accepted
 from txmail.store.accounts import Account
 from txmail.tracker.counters import count_message
 
@@ -163,10 +162,6 @@ class TxmailMilter(Milter.Base):
                                f"from=<{submission.sender}>")
         self.apply(outcome)
         plan = outcome.plan
-        if self.context.client is not None:  # policyd: only a message that passed every rule
-            count_accepted(self.context.settings, self.context.client, self.context.keys,
-                           account.name, submission.queue_id, len(plan.recipients),
-                           submission.size)
         log.info("%s: accept: account=%s from=<%s> nrcpt=%d class=%s size=%d blocked=%d%s",
                  submission.queue_id, account.name, submission.sender, len(plan.recipients),
                  plan.message_class, submission.size, len(plan.blocked),

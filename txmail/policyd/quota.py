@@ -63,18 +63,36 @@ def clock(settings: Settings) -> float:
     return time.time() + settings.policyd.clock_offset
 
 
+def _commit_call(settings: Settings, keys: Keys, account: str, queue_id: str,
+                 recipients: int, size: int) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of policy_commit.lua for one accepted message."""
+    windows = decide.Windows.at(clock(settings))
+    default_warmup = "1" if account_settings.spec("warmup").default else "0"
+    return ([*usage_keys(keys, account, windows), keys.holds(account),
+             keys.holds_expiry(account), keys.warmup(account), keys.account(account)],
+            [queue_id, windows.day, recipients, size, BUCKET_TTL["m"], BUCKET_TTL["h"],
+             BUCKET_TTL["d"], default_warmup])
+
+
 def count_accepted(settings: Settings, client: Client, keys: Keys, account: str,
                    queue_id: str, recipients: int, size: int) -> list[int]:
     """Count one accepted message; returns [messages, recipients, bytes, from_hold]."""
-    windows = decide.Windows.at(clock(settings))
-    default_warmup = "1" if account_settings.spec("warmup").default else "0"
+    call_keys, args = _commit_call(settings, keys, account, queue_id, recipients, size)
     with guard(f"{queue_id}: counting the message against the sending limits"):
-        counted = script(client, "policy_commit")(
-            keys=[*usage_keys(keys, account, windows), keys.holds(account),
-                  keys.holds_expiry(account), keys.warmup(account), keys.account(account)],
-            args=[queue_id, windows.day, recipients, size, BUCKET_TTL["m"], BUCKET_TTL["h"],
-                  BUCKET_TTL["d"], default_warmup])
+        counted = script(client, "policy_commit")(keys=call_keys, args=args)
     return [int(v) for v in counted]
+
+
+def queue_count_accepted(pipe: Any, settings: Settings, keys: Keys, account: str,
+                         queue_id: str, recipients: int, size: int) -> None:
+    """count_accepted() as one more command of a pipeline, so the milter counts a message in
+    the round trip that writes its record. EVAL with the script's text, not EVALSHA: a Redis
+    that restarted has lost its script cache, and a NOSCRIPT reply inside a pipeline would need
+    a second round trip to repair (Redis keeps the compiled script by its SHA1 either way)."""
+    call_keys, args = _commit_call(settings, keys, account, queue_id, recipients, size)
+    # execute_command: redis-py's cluster pipeline refuses its eval() method, yet routes the
+    # command itself by its first key like any other.
+    pipe.execute_command("EVAL", script_text("policy_commit"), len(call_keys), *call_keys, *args)
 
 
 def release(client: Client, keys: Keys, account: str, queue_id: str) -> bool:
