@@ -192,7 +192,7 @@ def process(
             event = make_event(
                 found.kind,
                 account,
-                record.queue_id,
+                record.message_id,  # a per-recipient copy's: its parent's, the client's id
                 rcpt,
                 {k: v for k, v in details.items() if v is not None},
                 tags=record.tags,
@@ -244,7 +244,7 @@ def process(
         if why:
             body = forwarding.headers_only(raw) if forwarding.ret_of(record) == "HDRS" else raw
             send = forwarder or _reinject(settings)
-            send(body, record.envelope_sender, record.queue_id)
+            send(body, record.envelope_sender, record.message_id)
             outcome.forwarded_to = record.envelope_sender
             log.info(
                 "%s: forwarded to <%s> with MAIL FROM:<> (%s)",

@@ -1,4 +1,9 @@
-"""`txmail messages show QUEUE_ID`: one message's record and its events, in order."""
+"""`txmail messages show QUEUE_ID`: one message's record and its events, in order.
+
+A tracked message with several recipients was split into per-recipient copies
+(txmail/milter/copies.py): their events carry the client's queue id, so they are shown with it,
+and the copies are listed (recipient -> the copy's own queue id). Asked for a copy's queue id, it
+shows that copy and the events of its parent's id for the copy's recipient."""
 
 from __future__ import annotations
 
@@ -59,10 +64,12 @@ def show(obj: object, queue_id: str, as_json: bool) -> None:
     if record is None:
         raise NotFound(f"no message {queue_id} (unknown, or older than "
                        f"milter.message_ttl_days = {settings.milter.message_ttl_days})")
-    found = message_events(client, keys, record.account, queue_id, record.accepted_at)
+    found = message_events(client, keys, record.account, record.message_id, record.accepted_at)
+    if record.parent:
+        found = [e for e in found if e.recipient.lower() in {r.lower() for r in record.recipients}]
     if as_json:
         click.echo(json.dumps({"message": record.to_hash() | {
-            "recipients": record.recipients, "tags": record.tags},
+            "recipients": record.recipients, "tags": record.tags, "copies": record.copies},
             "events": [json.loads(e.to_json()) for e in found]}, indent=2))
         return
     accepted = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.accepted_at))
@@ -71,6 +78,11 @@ def show(obj: object, queue_id: str, as_json: bool) -> None:
     click.echo(f"  accepted:  {accepted}")
     click.echo(f"  from:      <{record.envelope_sender}>")
     click.echo(f"  to:        {', '.join(f'<{r}>' for r in record.recipients)}")
+    if record.parent:
+        click.echo(f"  copy of:   {record.parent}{'   (the BCC copy)' if record.bcc else ''}")
+    for recipient, copy_id in record.copies.items():
+        click.echo(f"  copy:      <{recipient}> as {copy_id}"
+                   f"{'   (the BCC copy)' if recipient == record.bcc else ''}")
     if record.return_path:
         click.echo(f"  return:    <{record.return_path}>")
     click.echo(f"  class:     {record.message_class}   tags: {', '.join(record.tags) or '-'}")

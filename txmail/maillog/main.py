@@ -111,8 +111,9 @@ class StatusRecorder:
             kind = "soft_bounce" if status.status == "deferred" else "bounce"
             if kind == "soft_bounce":
                 details["attempts"] = self.recorder.count_attempt(record.account,
-                                                                  record.queue_id, recipient)
-        event = make_event(kind, record.account, record.queue_id, recipient, details,
+                                                                  record.message_id, recipient)
+        # A per-recipient copy's events carry the id the client knows (its parent's).
+        event = make_event(kind, record.account, record.message_id, recipient, details,
                            tags=record.tags, now=self.clock())
         result = self.recorder.record(event, self._policy(record.account))
         if not result.new and kind == "soft_bounce":

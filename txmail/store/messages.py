@@ -3,6 +3,11 @@
 Writes: PREFIX {ACCOUNT}:message:QID (hash) and PREFIX queue:QID (-> account), both with the
         same TTL, so any process that only knows a queue id (maillog follower, bounce pipe) can
         find the record.
+Identity: a per-recipient copy the milter made of a client's message (txmail/milter/copies.py)
+        has a record of its own under its own queue id, with `parent` = the client's queue id;
+        `message_id` is the id the client knows (the parent's, or the message's own), and every
+        event is written with it. The parent's record lists its `copies` (recipient -> queue
+        id). Both fields are only stored when set, so other records are as before.
 Fails:  StoreUnavailable when Redis is down; the milter then answers 451 4.3.0.
 """
 
@@ -35,6 +40,13 @@ class MessageRecord:
     bcc: str = ""
     blocked: dict[str, str] = field(default_factory=dict)  # recipient -> reason
     return_path: str = ""  # the rewritten envelope sender ("" when not rewritten)
+    parent: str = ""  # a per-recipient copy: the queue id of the client's message
+    copies: dict[str, str] = field(default_factory=dict)  # recipient -> queue id of its copy
+
+    @property
+    def message_id(self) -> str:
+        """The id the client was given (the 250 reply), which every event carries."""
+        return self.parent or self.queue_id
 
     def to_hash(self) -> dict[str, str]:
         return {"queue_id": self.queue_id, "account": self.account,
@@ -46,7 +58,9 @@ class MessageRecord:
                 "header_message_id": self.header_message_id,
                 "tags": json.dumps(self.tags), "message_class": self.message_class,
                 "flags": "" if self.flags is None else str(self.flags), "bcc": self.bcc,
-                "blocked": json.dumps(self.blocked), "return_path": self.return_path}
+                "blocked": json.dumps(self.blocked), "return_path": self.return_path,
+                **({"parent": self.parent} if self.parent else {}),
+                **({"copies": json.dumps(self.copies)} if self.copies else {})}
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> MessageRecord:
@@ -62,7 +76,8 @@ class MessageRecord:
                    message_class=raw.get("message_class", "standard"),
                    flags=int(raw["flags"]) if raw.get("flags") else None,
                    bcc=raw.get("bcc", ""), blocked=json.loads(raw.get("blocked", "{}")),
-                   return_path=raw.get("return_path", ""))
+                   return_path=raw.get("return_path", ""), parent=raw.get("parent", ""),
+                   copies=json.loads(raw.get("copies", "{}")))
 
 
 class Messages:
@@ -81,7 +96,7 @@ class Messages:
             key = self.keys.message(message.account, message.queue_id)
             pipe.hset(key, mapping=message.to_hash())
             pipe.expire(key, self.ttl)
-            if message.header_message_id:
+            if message.header_message_id and not message.parent:
                 # lets the bounce pipe find a message from a bounce that quotes only its header
                 pipe.set(self.keys.header_message_id(message.header_message_id[:998]),
                          message.queue_id, ex=self.ttl)
