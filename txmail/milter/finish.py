@@ -6,7 +6,10 @@
     3. spam: rspamd's score against the account's spam_threshold (550 5.7.1);
     4. control headers are stripped and, for priority and digest, the routing header added;
     5. the envelope sender becomes the signed bounce address (unless track_bounces is off);
-    6. DKIM signs the message as Postfix will send it, after every other change;
+    6. DKIM signs the message as Postfix will send it, after every other change; a tracked
+       message with several recipients is split first: the others get copies of their own,
+       injected through Postfix's copy listener once the message is signed (milter/copies.py,
+       finish_copy runs on that listener);
     7. the message record, the tag counts and the count against policyd's quotas are written in
        one round trip, then the blocked events through the event recorder.
 
@@ -29,11 +32,19 @@ from typing import Any
 
 from txmail import store
 from txmail.config import Settings
+from txmail.errors import TemporaryFailure
 from txmail.events import Recorder
-from txmail.milter import rules, tracking
+from txmail.milter import copies, rules, tracking
 from txmail.milter.account_cache import AccountCache
 from txmail.milter.blocked import record_blocked
-from txmail.milter.rules import HeaderEdit, Plan, Refusal, message_class, suppressed
+from txmail.milter.rules import (
+    HeaderEdit,
+    Plan,
+    Refusal,
+    control_headers,
+    message_class,
+    suppressed,
+)
 from txmail.milter.submission import Submission, UnreadableMessage, addresses, domain_of
 from txmail.policyd.quota import queue_count_accepted
 from txmail.store import Client, Keys
@@ -67,6 +78,7 @@ class MilterContext:
     bounce_address: Any = None   # txmail.milter.bounce_address.bounce_address
     events: Any = None           # txmail.events.Recorder (blocked events)
     tracking: Any = None         # txmail.milter.tracking.TrackingContext (issue 6)
+    copier: Any = None           # txmail.milter.copies.Copier (per-recipient copies)
 
 
 @dataclass
@@ -109,9 +121,46 @@ def finish(submission: Submission, account: Account,
     accepted = Accepted(plan=plan, record=_record(submission),
                         header_edits=list(plan.header_edits),
                         removed_recipients=[b.recipient for b in plan.blocked])
-    # Tracking (milter/tracking.py): links and the open pixel go in after every rule and
-    # before the envelope rewrite and DKIM, so the signature covers the message as it leaves.
-    accepted.body = tracking.apply(submission, settings, context)
+    orders, copy_text = _track(submission, settings, context, accepted)
+    _seal(submission, settings, context, accepted)
+    if orders:
+        # Last but the record, so that a copy that fails leaves the smallest window in which
+        # other copies are queued while the client is told 451 (milter/copies.py, FAILURE).
+        accepted.record.copies = context.copier.inject(submission, orders, copy_text)
+    _store(submission, accepted, context)
+    return accepted
+
+
+def _track(submission: Submission, settings: dict[str, Any], context: MilterContext,
+           accepted: Accepted) -> tuple[list[copies.CopyOrder], bytes]:
+    """Tracking (milter/tracking.py): links and the open pixel go in after every rule and
+    before the envelope rewrite and DKIM, so the signature covers the message as it leaves.
+    A tracked message with several recipients keeps the first (in single-recipient mode the
+    To recipient), tracked for them; the others are taken off and returned as the copies to
+    make, with the copies' text (the rules' header edits, the body as the client sent it).
+    Untracked mail and mail with nothing to track take no other step."""
+    plan = submission.plan
+    if context.copier is None:
+        accepted.body = tracking.apply(submission, settings, context)
+        return [], b""
+    choice = tracking.wanted(plan.flags, settings)
+    if context.tracking is None or not choice or not plan.recipients:
+        return [], b""
+    kept = copies.kept_recipient(plan)
+    others = copies.other_recipients(plan, kept)
+    copy_text = submission.message_bytes(plan.header_edits) if others else b""
+    accepted.body = tracking.track_for(submission, context.tracking, choice, kept)
+    if accepted.body is None or not others:
+        return [], b""
+    accepted.removed_recipients.extend(others)
+    return copies.copy_orders(submission, others, choice), copy_text
+
+
+def _seal(submission: Submission, settings: dict[str, Any], context: MilterContext,
+          accepted: Accepted) -> None:
+    """The routing header, the signed bounce address and, last, the DKIM signature over the
+    message as Postfix will send it: the finishing steps of every message and every copy."""
+    plan = accepted.plan
     if plan.message_class != "standard":
         accepted.route_headers.append((message_class.ROUTE_HEADER, plan.message_class))
     accepted.return_path = _return_path(submission, settings, context)
@@ -121,7 +170,41 @@ def finish(submission: Submission, account: Account,
         if author_domain:
             final = submission.message_bytes(plan.header_edits)
             accepted.signatures = context.signer.sign(author_domain, final)
-    _store(submission, accepted, context)
+
+
+def finish_copy(submission: Submission, context: MilterContext) -> Refusal | Accepted:
+    """End of message on the copy listener: a copy the milter itself injected for one
+    recipient of a message that passed every rule (milter/copies.py). No client rule runs
+    again; the copy gets its own bounce address, tracking for its recipient (tokens naming the
+    parent), DKIM and a record that points at the parent. Never counted against quotas, tags
+    or /metrics: the parent was."""
+    values = submission.header_values(copies.HEADER)
+    header = (context.copier.signer.verify(values[0])
+              if len(values) == 1 and context.copier is not None else None)
+    if header is None:
+        return Refusal("554", "5.7.1", "Only the txmail milter hands mail to this listener, "
+                       f"with one {copies.HEADER} header it signed; this message has none "
+                       "that verifies")
+    if [r.lower() for r in submission.recipients] != [header.recipient.lower()]:
+        return Refusal("554", "5.7.1", f"This copy was signed for <{header.recipient}> only; "
+                       "give exactly that recipient")
+    account = context.accounts.find(header.account)
+    if account is None:
+        raise TemporaryFailure(f"the account {header.account} of {header.parent} is gone")
+    submission.account = account.name
+    submission.plan = plan = Plan(recipients=list(submission.recipients),
+                                  message_class=header.message_class, tags=list(header.tags),
+                                  flags=header.flags,
+                                  bcc=submission.recipients[0] if header.bcc else None)
+    rules.run(rules.EOM, submission, account.settings, [control_headers])  # strips the header
+    accepted = Accepted(plan=plan, record=_record(submission),
+                        header_edits=list(plan.header_edits))
+    accepted.record.parent = header.parent
+    if header.tracking and context.tracking is not None:
+        accepted.body = tracking.track_for(submission, context.tracking, header.tracking,
+                                           submission.recipients[0], message_id=header.parent)
+    _seal(submission, account.settings, context, accepted)
+    context.messages.record(accepted.record)
     return accepted
 
 
@@ -258,6 +341,7 @@ def build_context(settings: Settings) -> MilterContext:
     if signer is not None:
         context.signer = signer.from_settings(settings, client)
     context.tracking = tracking.TrackingContext.from_settings(settings)
+    context.copier = copies.build(settings)
     spam = _optional("txmail.milter.spam", "SpamChecker")
     if spam is not None:
         context.spam = spam.from_settings(settings)

@@ -12,6 +12,8 @@ Decides:  at MAIL FROM, whether the logged-in account may send (exists, not susp
           header, the rewritten envelope sender and the DKIM signature, and records
           `PREFIX {ACCOUNT}:message:QID`. Unauthenticated mail only reaches the milter on port 25
           for the return-path domains (Postfix refuses everything else) and is passed through.
+          On the copy listener (milter_macro_daemon_name=txmail-copy) the milter sees only the
+          per-recipient copies it injected itself and finishes them (milter/copies.py).
 Negotiates: no callbacks for connect, helo, data and eoh; no replies awaited for headers and
           body chunks; the message is buffered once and parsed once, at end of message.
 Logs:     one line per decision, starting with the queue id (NOQUEUE before Postfix has one).
@@ -33,7 +35,7 @@ import Milter
 
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
-from txmail.milter import finish, rules
+from txmail.milter import copies, finish, rules
 from txmail.milter.rules import Refusal
 from txmail.milter.submission import Submission, strip_brackets
 from txmail.store.accounts import Account
@@ -73,6 +75,7 @@ class TxmailMilter(Milter.Base):
         self.submission: Submission | None = None
         self.account: Account | None = None
         self.keep_body = True
+        self.copy = False  # on the copy listener: a copy the milter made (milter/copies.py)
 
     @property
     def queue_id(self) -> str:
@@ -89,13 +92,18 @@ class TxmailMilter(Milter.Base):
 
     @internal_errors
     def envfrom(self, mailfrom: str, *params: str) -> int:
-        self.submission, self.account, self.keep_body = None, None, True
+        self.submission, self.account, self.keep_body, self.copy = None, None, True, False
         login = self.getsymval("{auth_authen}") or None
         trusted = self.context.settings.trusted
         if login is None and trusted.port and self.getsymval("{daemon_name}") == "trusted":
             # Postfix lets only trusted.networks relay on this listener (permit_mynetworks).
             login = trusted.account
         if login is None:
+            if self.getsymval("{daemon_name}") == copies.LISTENER:
+                self.copy = True
+                self.submission = Submission(account="", domains=(),
+                                             sender=strip_brackets(mailfrom),
+                                             sender_params=list(params))
             return Milter.CONTINUE
         account = self.context.accounts.find(login)
         if account is None:
@@ -119,6 +127,11 @@ class TxmailMilter(Milter.Base):
     @internal_errors
     def envrcpt(self, to: str, *params: str) -> int:
         submission, account = self.submission, self.account
+        if submission is not None and self.copy:
+            submission.recipients.append(strip_brackets(to))
+            if params:
+                submission.recipient_params[strip_brackets(to)] = list(params)
+            return Milter.CONTINUE
         if submission is None or account is None:
             return Milter.CONTINUE
         recipient = strip_brackets(to)
@@ -148,11 +161,15 @@ class TxmailMilter(Milter.Base):
                 self.keep_body = False
                 submission.drop_body()
             submission.add_body(chunk, keep=self.keep_body)
+        elif submission is not None and self.copy:
+            submission.add_body(chunk)
         return Milter.CONTINUE
 
     @internal_errors
     def eom(self) -> int:
         submission, account = self.submission, self.account
+        if submission is not None and self.copy:
+            return self.finish_copy(submission)
         if submission is None or account is None:
             return Milter.CONTINUE
         submission.queue_id = self.getsymval("i") or submission.queue_id
@@ -162,10 +179,22 @@ class TxmailMilter(Milter.Base):
                                f"from=<{submission.sender}>")
         self.apply(outcome)
         plan = outcome.plan
-        log.info("%s: accept: account=%s from=<%s> nrcpt=%d class=%s size=%d blocked=%d%s",
+        log.info("%s: accept: account=%s from=<%s> nrcpt=%d class=%s size=%d blocked=%d%s%s",
                  submission.queue_id, account.name, submission.sender, len(plan.recipients),
                  plan.message_class, submission.size, len(plan.blocked),
-                 " signed" if outcome.signatures else "")
+                 " signed" if outcome.signatures else "",
+                 f" copies={len(outcome.record.copies)}" if outcome.record.copies else "")
+        return Milter.CONTINUE
+
+    def finish_copy(self, submission: Submission) -> int:
+        submission.queue_id = self.getsymval("i") or ""
+        outcome = finish.finish_copy(submission, self.context)
+        if isinstance(outcome, Refusal):
+            return self.refuse(outcome, f"reject: copy from=<{submission.sender}>")
+        self.apply(outcome)
+        log.info("%s: accept: copy of %s account=%s to=<%s>%s%s", submission.queue_id,
+                 outcome.record.parent, submission.account, outcome.plan.recipients[0],
+                 " bcc" if outcome.plan.bcc else "", " tracked" if outcome.body else "")
         return Milter.CONTINUE
 
     def apply(self, outcome: finish.Accepted) -> None:

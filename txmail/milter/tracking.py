@@ -4,7 +4,8 @@ SYNOPSIS
     choice = wanted(plan.flags, account.settings)            # Tracking(opens, clicks)
     rewritten = rewrite_html(message_bytes, signer, base_url, account, queue_id, recipient,
                              opens=True, clicks=True)       # None when nothing changed
-    body = apply(submission, settings, context)               # the milter's call site
+    body = track_for(submission, tracker, choice, recipient)  # the milter's call site
+    body = apply(submission, settings, context)               # the same, body shared
 
 DESCRIPTION
     Whether a message is tracked: bits 1 (opens) and 2 (clicks) of X-Mxm-Flags when the header
@@ -25,11 +26,15 @@ DESCRIPTION
     encoded again; 7bit and 8bit lines are wrapped below 998 bytes at a space), so the
     message's own headers never change and only the body is replaced (smfi_replacebody).
 
-    One queue file has one body for all its recipients, so the token's recipient is the
-    message's only recipient, or "" when there are several. The BCC copy of single-recipient
-    mode shares the To recipient's queue file and must never be tracked, so a message with a
-    BCC copy is not rewritten at all (logged). The milter calls this after every rule and
-    before the envelope rewrite and DKIM, which signs the rewritten message.
+    One queue file has one body for all its recipients, so a tracked message with several
+    recipients (or with the BCC copy of single-recipient mode, which must never be tracked)
+    is split: the first recipient keeps the client's queue file, tracked for them
+    (track_for), and every other recipient gets a copy of its own, tracked for them or, the
+    BCC copy, not at all (milter/copies.py, finish.py). Every token names one recipient.
+    Without the copy listener (`apply`) the body stays shared: the token's recipient is the
+    only recipient or "", and a message with a BCC copy is not rewritten (logged). The milter
+    calls this after every rule and before the envelope rewrite and DKIM, which signs the
+    rewritten message.
 
 FAILURE
     A part whose charset is unknown or whose text cannot be encoded again is left as it is;
@@ -257,9 +262,10 @@ def rewrite_html(message: bytes | email.message.Message, signer: LinkSigner, bas
 
 
 def apply(submission: Any, settings: dict[str, Any], context: Any) -> bytes | None:
-    """The milter's call site (finish.py): rewrite the message in `submission` if it is to be
-    tracked; returns the new body for smfi_replacebody (and puts it into the submission, so
-    DKIM signs it), or None when the body stays as it is."""
+    """Tracking for a message whose body stays shared by all its recipients (a node without
+    the copy listener, milter/copies.py): the token's recipient is the only recipient, or ""
+    when there are several, and a message with a single-recipient BCC copy is left as it is.
+    Returns the new body for smfi_replacebody, or None when the body stays as it is."""
     tracker = getattr(context, "tracking", None)
     plan = submission.plan
     choice = wanted(plan.flags, settings)
@@ -270,18 +276,26 @@ def apply(submission: Any, settings: dict[str, Any], context: Any) -> bytes | No
                  submission.queue_id)
         return None
     recipient = plan.recipients[0] if len(plan.recipients) == 1 else ""
+    return track_for(submission, tracker, choice, recipient)
+
+
+def track_for(submission: Any, tracker: TrackingContext, choice: Tracking, recipient: str,
+              message_id: str = "") -> bytes | None:
+    """Rewrite the message in `submission` for `recipient`, its tokens naming `message_id`
+    (default: the submission's queue id; a copy names its parent's). Returns the new body (also
+    put into the submission, so DKIM signs it), or None when there was nothing to track."""
     # Header edits (single-recipient To, stripped control headers) do not touch the body, and
     # List-Unsubscribe is read from the message as the client sent it.
     rewritten = rewrite_html(submission.message_bytes(), tracker.signer, tracker.base_url,
-                             submission.account, submission.queue_id, recipient,
+                             submission.account, message_id or submission.queue_id, recipient,
                              opens=choice.opens, clicks=choice.clicks,
                              sent_at=int(time.time()))
     if rewritten is None:
         return None
     submission.replace_body(rewritten.body)
-    log.info("%s: tracking: opens=%s clicks=%s links=%d", submission.queue_id,
+    log.info("%s: tracking: opens=%s clicks=%s links=%d to=<%s>", submission.queue_id,
              "yes" if rewritten.pixel else "no", "yes" if choice.clicks else "no",
-             rewritten.links)
+             rewritten.links, recipient)
     return rewritten.body
 
 

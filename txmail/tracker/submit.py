@@ -25,10 +25,12 @@ FAILURE
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import smtplib
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 log = logging.getLogger("txmail.tracker")
@@ -81,12 +83,13 @@ def xtext(value: str) -> str:
                    for c in value)
 
 
-class _UnixSMTP(smtplib.SMTP):
-    """smtplib over a UNIX socket (smtplib itself only speaks TCP)."""
+class UnixSMTP(smtplib.SMTP):
+    """smtplib over a UNIX socket (smtplib itself only speaks TCP); the milter's copies use
+    it too (txmail/milter/copies.py)."""
 
-    def __init__(self, path: str, timeout: float) -> None:
+    def __init__(self, path: str, timeout: float, local_hostname: str = "txmail-api") -> None:
         self._path = path
-        super().__init__(local_hostname="txmail-api", timeout=timeout)
+        super().__init__(local_hostname=local_hostname, timeout=timeout)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -95,24 +98,32 @@ class _UnixSMTP(smtplib.SMTP):
         return sock
 
 
+@contextlib.contextmanager
+def unix_session(path: str, timeout: float,
+                 local_hostname: str = "txmail-api") -> Iterator[UnixSMTP]:
+    """A UnixSMTP client that says QUIT (or just closes) however the dialogue ends."""
+    client = UnixSMTP(path, timeout, local_hostname)
+    try:
+        yield client
+    finally:
+        try:
+            client.quit()
+        except (smtplib.SMTPException, OSError):
+            client.close()
+
+
 def submit(socket_path: str, account: str, envelope: Envelope, message: bytes,
            timeout: float = 60.0) -> Accepted | Refused:
     try:
-        client = _UnixSMTP(socket_path, timeout)
-        try:
+        with unix_session(socket_path, timeout) as client:
             return _dialogue(client, account, envelope, message)
-        finally:
-            try:
-                client.quit()
-            except (smtplib.SMTPException, OSError):
-                client.close()
     except (OSError, smtplib.SMTPException) as exc:
         log.warning("api: account=%s: Postfix cannot be reached on %s (%s)", account,
                     socket_path, exc.__class__.__name__)
         return Refused(451, "4.3.0", UNAVAILABLE_TEXT)
 
 
-def _dialogue(client: _UnixSMTP, account: str, envelope: Envelope,
+def _dialogue(client: UnixSMTP, account: str, envelope: Envelope,
               message: bytes) -> Accepted | Refused:
     code, reply = client.connect(client._path)
     if code != 220:

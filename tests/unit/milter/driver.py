@@ -109,12 +109,14 @@ class Conversation:
     def send(self, eml: bytes, sender: str, recipients: list[str],
              sender_params: tuple[str, ...] = (),
              recipient_params: dict[str, tuple[str, ...]] | None = None,
-             queue_id: str = QUEUE_ID) -> Outcome:
+             queue_id: str = QUEUE_ID, macros: dict[str, str] | None = None) -> Outcome:
         Milter.factory = lambda: TxmailMilter(self.context)
         ctx = RecordingCtx()
         if self.login:
             ctx._setsymval("{auth_authen}", self.login)
         ctx._setsymval("i", queue_id)
+        for name, value in (macros or {}).items():  # e.g. {daemon_name} of the listener
+            ctx._setsymval(name, value)
         outcome = Outcome(sender=sender)
         assert ctx._connect() == Milter.CONTINUE
         rc = ctx._envfrom(f"<{sender}>", *sender_params)
@@ -145,7 +147,7 @@ class Conversation:
         outcome.actions = ctx.actions
         outcome.recipients = accepted
         outcome.headers = [(n, v.decode("utf-8", "surrogateescape")) for n, v in headers]
-        outcome.body = body
+        outcome.body = ctx._body.getvalue() if ctx._bodyreplaced else body
         if outcome.accepted:
             apply_actions(outcome)
         ctx._close()

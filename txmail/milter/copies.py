@@ -1,0 +1,328 @@
+"""Per-recipient copies: one submitted message becomes several queue files when one body cannot
+serve every recipient.
+
+SYNOPSIS
+    kept = kept_recipient(plan)                      # stays on the client's queue file
+    others = other_recipients(plan, kept)            # each gets a copy of its own
+    orders = copy_orders(submission, others, choice)
+    queue_ids = copier.inject(submission, orders, message)   # {recipient: copy queue id}
+    header = signer.verify(value)                    # on the copy listener; None when forged
+
+DESCRIPTION
+    One Postfix queue file has one body for all its recipients. Two things need a body per
+    recipient: tracking tokens name their recipient (issue 6), and the BCC copy of
+    single-recipient mode must arrive untracked while the To recipient's message is tracked
+    (issue 3 rule 8). So, at end of message, after every rule has passed, and only when
+    tracking actually changed the body and the message has more than one recipient, the
+    milter keeps the first recipient (in single mode the To recipient) on the client's queue
+    file, tracked for that recipient, removes every other recipient (smfi_delrcpt) and injects
+    a copy for each of them. Untracked mail, mail with nothing to track and mail with one
+    recipient take the usual path: nothing here runs for them.
+
+    A copy is the message as the rules left it (control headers stripped, the single-mode
+    To/Cc/From edits applied) with the body as the client sent it, plus one header
+    X-CloudMTA-Copy: TOKEN at the top. TOKEN is base64url(JSON) "." base64url(MAC), folded;
+    the JSON carries the parent's queue id, the recipient, the account, whether and how to
+    track (never for the BCC copy), the class, flags, tags and when it was made; the MAC is
+    HMAC-SHA256 under a key derived from secrets.bounce_key_file with its own label, so no
+    other txmail MAC can be replayed as one. A client's X-CloudMTA-Copy is an ordinary control
+    header: the rule control_headers strips it and nothing ever reads it.
+
+    Copies go in through Postfix's private listener spool/private/txmail-copy (master.cf):
+    a UNIX socket in a directory only root and postfix can open (the milter runs as root,
+    group postfix); no AUTH, no TLS, no policy service (the parent's recipients were counted
+    by policyd and by the milter's count), and milter_macro_daemon_name=txmail-copy, which
+    is how the milter tells the copy listener apart. One SMTP session per parent, one
+    transaction per copy: MAIL FROM the client's original envelope sender with its RET,
+    ENVID, BODY and SMTPUTF8 parameters, RCPT TO the recipient with its NOTIFY and ORCPT, so
+    Postfix's DSNs and txmail's bounce forwarding treat the copy as they would the original.
+
+    On the copy listener the milter skips the client rules (the parent passed them) and runs
+    the finishing steps with the copy's own queue id (finish.finish_copy): verify the header
+    (a copy without a genuine one is refused 554 5.7.1), strip it, route by class, track for
+    the copy's recipient (tokens carry the parent's queue id), rewrite the envelope sender to
+    the signed bounce address of the copy's queue id, sign with DKIM, and record the copy
+    (PREFIX {ACCOUNT}:message:COPYQID with parent = the parent's queue id, the parent's tags,
+    flags and class, the client's envelope and DSN parameters, bcc when it is the BCC copy).
+    The parent's record lists its copies (recipient -> copy queue id).
+
+IDENTITY
+    The client only knows the parent's queue id (the 250 reply, the API's message_id).
+    A copy's record says message_id = the parent's queue id (MessageRecord.message_id), and
+    every event writer (maillog follower, bounce pipe, tracker tokens) uses it, so delivery,
+    bounce, deferral, complaint, open and click events of a copy's recipient carry the id the
+    client knows, and `txmail messages show PARENT` shows them.
+
+FAILURE
+    A copy that cannot be injected (listener unreachable, a refusal, the copy's own milter
+    trouble such as Redis down) raises TemporaryFailure: the client gets 451 4.3.0 for the
+    whole message and the parent is not queued. Copies injected before the failing one are
+    already in Postfix's queue and will be delivered; when the client retries, those
+    recipients get the message twice. The window is kept small: copies are injected last,
+    after everything of the parent that can fail except its record write, in one session.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import smtplib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from txmail.errors import TemporaryFailure
+from txmail.milter.plan import Plan
+from txmail.milter.submission import Submission, esmtp_params
+from txmail.milter.tracking import Tracking
+from txmail.tracker.submit import QUEUED, unix_session
+
+log = logging.getLogger("txmail.milter")
+
+HEADER = "X-CloudMTA-Copy"
+LISTENER = "txmail-copy"            # master.cf service name and milter_macro_daemon_name
+VERSION = 1
+MAC_BYTES = 16
+MAX_VALUE = 8192                    # cap what a header value can make us decode
+MAX_AGE = 3600                      # seconds a copy header stays good (copies are made at once)
+FOLD_AT = 76
+MAIL_PARAMS = ("RET", "ENVID", "BODY", "SMTPUTF8")
+RCPT_PARAMS = ("NOTIFY", "ORCPT")
+
+
+@dataclass(frozen=True)
+class CopyHeader:
+    """What X-CloudMTA-Copy says about one copy."""
+
+    parent: str                      # the client's queue id: the message_id of every event
+    recipient: str
+    account: str
+    tracking: Tracking = Tracking(opens=False, clicks=False)
+    bcc: bool = False                # single-recipient mode's BCC copy (never tracked)
+    message_class: str = "standard"
+    flags: int | None = None
+    tags: tuple[str, ...] = ()
+    made_at: int = 0
+
+
+@dataclass(frozen=True)
+class CopyOrder:
+    """One copy the parent asks for: who gets it, with which RCPT parameters."""
+
+    header: CopyHeader
+    rcpt_options: tuple[str, ...] = ()
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class CopySigner:
+    """Signs and verifies X-CloudMTA-Copy values under a key only the milter holds."""
+
+    def __init__(self, secret: bytes, clock: Callable[[], float] = time.time) -> None:
+        if len(secret) < 16:
+            raise ValueError("the copy secret must have at least 16 bytes")
+        self._key = hmac.new(secret, b"txmail copy header v1", hashlib.sha256).digest()
+        self.clock = clock
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()[:MAC_BYTES]
+
+    def sign(self, header: CopyHeader) -> str:
+        """The header value, folded below FOLD_AT characters a line."""
+        fields = [VERSION, header.parent, header.recipient, header.account,
+                  int(header.tracking.opens), int(header.tracking.clicks), int(header.bcc),
+                  header.message_class, header.flags, list(header.tags),
+                  header.made_at or int(self.clock())]
+        payload = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+        value = f"{_b64(payload)}.{_b64(self._mac(payload))}"
+        return "\r\n ".join(value[i:i + FOLD_AT] for i in range(0, len(value), FOLD_AT))
+
+    def verify(self, value: str) -> CopyHeader | None:
+        """The CopyHeader of a genuine, fresh value; None for anything else."""
+        if len(value) > MAX_VALUE:
+            return None
+        token = "".join(value.split())
+        if token.count(".") != 1:
+            return None
+        encoded, mac = token.split(".")
+        try:
+            payload, given = _unb64(encoded), _unb64(mac)
+        except (binascii.Error, ValueError):
+            return None
+        if not hmac.compare_digest(given, self._mac(payload)):
+            return None
+        try:
+            header = _header(json.loads(payload))
+        except (ValueError, TypeError):
+            return None
+        if header is None or abs(self.clock() - header.made_at) > MAX_AGE:
+            return None
+        return header
+
+
+def _header(fields: Any) -> CopyHeader | None:
+    """A CopyHeader from a signed payload; None if its layout is not one this version wrote."""
+    if not isinstance(fields, list) or len(fields) != 11 or fields[0] != VERSION:
+        return None
+    _, parent, recipient, account, opens, clicks, bcc, message_class, flags, tags, made_at = \
+        fields
+    if not all(isinstance(v, str) and v for v in (parent, recipient, account, message_class)):
+        return None
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        return None
+    if (flags is not None and not isinstance(flags, int)) or not isinstance(made_at, int):
+        return None
+    return CopyHeader(parent=parent, recipient=recipient, account=account,
+                      tracking=Tracking(opens=bool(opens), clicks=bool(clicks)), bcc=bool(bcc),
+                      message_class=message_class, flags=flags, tags=tuple(tags),
+                      made_at=made_at)
+
+
+# -- planning (the parent's end of message) ------------------------------------------------
+
+def kept_recipient(plan: Plan) -> str:
+    """The recipient that stays on the client's queue file: in single-recipient mode the To
+    recipient (everybody but the BCC copy), else the first in RCPT TO order."""
+    for recipient in plan.recipients:
+        if recipient != plan.bcc:
+            return recipient
+    return plan.recipients[0]
+
+
+def other_recipients(plan: Plan, kept: str) -> list[str]:
+    """Everybody who gets a copy, in RCPT TO order, each address once (case-insensitively;
+    Postfix keeps one of duplicate recipients too). An address equal to `kept` but for case
+    stays on the parent: it reaches the same mailbox."""
+    seen = {kept.lower()}
+    others: list[str] = []
+    for recipient in plan.recipients:
+        if recipient.lower() not in seen:
+            seen.add(recipient.lower())
+            others.append(recipient)
+    return others
+
+
+def copy_orders(submission: Submission, others: list[str], choice: Tracking,
+                now: int = 0) -> list[CopyOrder]:
+    """What each copy must say: tracked as `choice`, except the BCC copy, which never is."""
+    plan = submission.plan
+    orders = []
+    for recipient in others:
+        bcc = recipient == plan.bcc
+        header = CopyHeader(parent=submission.queue_id, recipient=recipient,
+                            account=submission.account,
+                            tracking=Tracking(False, False) if bcc else choice, bcc=bcc,
+                            message_class=plan.message_class, flags=plan.flags,
+                            tags=tuple(plan.tags), made_at=now or int(time.time()))
+        params = esmtp_params(submission.recipient_params.get(recipient, []))
+        orders.append(CopyOrder(header, _options(params, RCPT_PARAMS)))
+    return orders
+
+
+def _options(params: dict[str, str | None], wanted: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(name if params[name] is None else f"{name}={params[name]}"
+                 for name in wanted if name in params)
+
+
+# -- injection -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Envelope:
+    sender: str
+    mail_options: tuple[str, ...]
+    recipient: str
+    rcpt_options: tuple[str, ...]
+
+
+# (envelopes with their messages) -> the copies' queue ids, in order; raises TemporaryFailure
+Transport = Callable[[list[tuple[Envelope, bytes]]], list[str]]
+
+
+@dataclass(frozen=True)
+class Copier:
+    """Makes the copies: signs each one's header and hands them to Postfix (`transport`)."""
+
+    signer: CopySigner
+    transport: Transport
+
+    def inject(self, submission: Submission, orders: list[CopyOrder],
+               message: bytes) -> dict[str, str]:
+        """Queue one copy per order; {recipient: copy queue id}. `message` is the copy's text
+        (the rules' header edits applied, the body as the client sent it, CRLF)."""
+        mail_options = _options(submission.params, MAIL_PARAMS)
+        batch = []
+        for order in orders:
+            value = self.signer.sign(order.header)
+            batch.append((Envelope(submission.sender, mail_options, order.header.recipient,
+                                   order.rcpt_options),
+                          f"{HEADER}: {value}\r\n".encode("ascii") + message))
+        queue_ids = self.transport(batch)
+        return {order.header.recipient: queue_id
+                for order, queue_id in zip(orders, queue_ids, strict=True)}
+
+
+def listener_transport(socket_path: str, timeout: float = 60.0) -> Transport:
+    """The Transport that speaks SMTP to Postfix's private/txmail-copy listener."""
+
+    def send(batch: list[tuple[Envelope, bytes]]) -> list[str]:
+        queued: list[str] = []
+        try:
+            with unix_session(socket_path, timeout, "txmail-milter") as client:
+                code, reply = client.connect(socket_path)
+                if code != 220:
+                    raise smtplib.SMTPConnectError(code, reply)
+                client.ehlo()
+                for envelope, message in batch:
+                    queued.append(_one(client, envelope, message))
+        except (OSError, smtplib.SMTPException) as exc:
+            done = f"; {len(queued)} copies were queued before ({', '.join(queued)})" \
+                if queued else ""
+            raise TemporaryFailure(f"a copy could not be injected on {socket_path}: "
+                                   f"{_why(exc)}{done}") from exc
+        return queued
+
+    return send
+
+
+def _one(client: smtplib.SMTP, envelope: Envelope, message: bytes) -> str:
+    code, reply = client.mail(envelope.sender, list(envelope.mail_options))
+    if code != 250:
+        raise smtplib.SMTPSenderRefused(code, reply, envelope.sender)
+    code, reply = client.rcpt(envelope.recipient, list(envelope.rcpt_options))
+    if code not in (250, 251):
+        raise smtplib.SMTPRecipientsRefused({envelope.recipient: (code, reply)})
+    code, reply = client.data(message)
+    queued = QUEUED.search(reply.decode("ascii", "replace"))
+    if code != 250 or queued is None:
+        raise smtplib.SMTPDataError(code, reply)
+    return queued.group(1)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code, reply = next(iter(exc.recipients.values()))
+        return f"RCPT refused: {code} {reply.decode('utf-8', 'replace')[:200]}"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{exc.smtp_code} {exc.smtp_error.decode('utf-8', 'replace')[:200]}"
+    return exc.__class__.__name__
+
+
+def listener_path(settings: Any) -> str:
+    """Postfix's private/txmail-copy socket (master.cf) in this node's queue directory."""
+    return str(settings.state_path / "postfix/spool/private" / LISTENER)
+
+
+def build(settings: Any) -> Copier:
+    return Copier(CopySigner(settings.read_secret("bounce_key_file")),
+                  listener_transport(listener_path(settings)))
