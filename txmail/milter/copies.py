@@ -268,8 +268,11 @@ class Copier:
                                    order.rcpt_options),
                           f"{HEADER}: {value}\r\n".encode("ascii") + message))
         queue_ids = self.transport(batch)
-        return {order.header.recipient: queue_id
+        made = {order.header.recipient: queue_id
                 for order, queue_id in zip(orders, queue_ids, strict=True)}
+        log.info("%s: copies: %s", submission.queue_id,
+                 ", ".join(f"to=<{r}> as {q}" for r, q in made.items()))
+        return made
 
 
 def listener_transport(socket_path: str, timeout: float = 60.0) -> Transport:
