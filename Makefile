@@ -13,7 +13,7 @@ DEB_PACKAGES := postfix dovecot-core redis-server redis-tools libmilter-dev swak
 	wrk postfwd $(EXTRA_DEB_PACKAGES)
 EXTRA_DEB_PACKAGES :=
 
-.PHONY: run test deps system-deps venv bench lint clean
+.PHONY: run test deps system-deps venv bench fuzz lint clean
 
 run: deps
 	@if [ ! -f $(STATE)/txmail.toml ]; then \
@@ -31,6 +31,12 @@ bench: deps
 	$(PY) bench/bounce_latency.py
 	$(PY) bench/webhooks.py
 	$(PY) bench/tracker.py
+
+# Coverage-guided fuzzing of the bounce parser (atheris, from the optional extra `fuzz`).
+FUZZ_SECONDS ?= 300
+fuzz: deps
+	$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q -e '.[test,fuzz]'
+	$(PY) bench/fuzz_bounce.py --seconds $(FUZZ_SECONDS)
 
 lint: deps
 	$(VENV)/bin/ruff check txmail tests bench

@@ -1,0 +1,111 @@
+"""Fuzz: the bounce parser (txmail/bounce_pipe/parse.py and its detectors) on hostile input.
+
+Random bytes, and real returned mail from the public corpus (read in place from
+../shared/corpus/bounces) cut, spliced, garbled and given MIME and DSN tokens in odd places.
+Properties: parse_report() never raises, no detector trips over what it claimed (a detector
+exception is swallowed and logged by the parser, so it is caught here from the log), every event
+is well-formed, and no input costs a second of CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from tests.fuzz.budget import examples, within_budget
+from tests.fuzz.watch import logged
+from txmail.bounce_pipe.parse import BounceReport, parse_report
+
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared/corpus/bounces"
+SAMPLES = sorted(CORPUS.glob("*.eml"))
+
+# Bytes that mean something to a MIME, DSN or MTA-notice reader; spliced in at random places.
+TOKENS = [
+    b"\n\n", b"\r\n", b"\r", b"\n--", b"--\n", b"\x00", b"\xff\xfe", b" ", b"\t", b";", b":",
+    b"=", b'"', b"<", b">", b"@",
+    b"Content-Type: multipart/report; report-type=delivery-status; boundary=",
+    b"Content-Type: multipart/mixed; boundary=\"b\"\n\n--b\n",
+    b"Content-Type: message/rfc822\n\n", b"Content-Type: message/delivery-status\n\n",
+    b"Content-Type: text/rfc822-headers\n\n", b"Content-Type: message/feedback-report\n\n",
+    b"Content-Transfer-Encoding: base64\n", b"Content-Transfer-Encoding: quoted-printable\n",
+    b"charset=\"x-unknown\"", b"charset*=utf-8''%FF", b"=?utf-8?B?", b"=?iso-2022-jp?B?GyRC?=",
+    b"Final-Recipient: rfc822;", b"Original-Recipient: rfc822;", b"Action: failed\n",
+    b"Status: 5.1.1\n", b"Status: 4.", b"Diagnostic-Code: smtp; 550 ", b"Remote-MTA: dns;",
+    b"X-Postfix-Queue-ID: ", b"Original-Envelope-Id: ", b"Feedback-Type: abuse\n",
+    b"<<< 550 5.1.1 ", b"----- The following addresses had permanent fatal errors -----\n",
+    b"This is the mail system at host", b"Auto-Submitted: auto-replied\n",
+    b"From: MAILER-DAEMON@example.net\n", b"Subject: Undelivered Mail Returned to Sender\n",
+    b"user@example.net", b"@" * 64, b"\xe3\x81\x82", b"boundary=" * 80,
+]
+
+mutation = st.one_of(
+    st.tuples(st.just("cut"), st.integers(0, 1 << 20), st.integers(1, 4096)),
+    st.tuples(st.just("insert"), st.integers(0, 1 << 20), st.binary(min_size=1, max_size=64)),
+    st.tuples(st.just("token"), st.integers(0, 1 << 20), st.sampled_from(TOKENS)),
+    st.tuples(st.just("repeat"), st.integers(0, 1 << 20), st.integers(1, 200),
+              st.integers(2, 60)),
+    st.tuples(st.just("flip"), st.integers(0, 1 << 20), st.integers(0, 255)),
+    st.tuples(st.just("truncate"), st.integers(0, 1 << 20)),
+)
+
+
+def mutate(raw: bytes, mutations: list[tuple]) -> bytes:  # type: ignore[type-arg]
+    data = bytearray(raw)
+    for kind, where, *args in mutations:
+        at = where % (len(data) + 1)
+        if kind == "cut":
+            del data[at:at + args[0]]
+        elif kind in ("insert", "token"):
+            data[at:at] = args[0]
+        elif kind == "repeat":
+            length, times = args
+            data[at:at] = bytes(data[at:at + length]) * times
+        elif kind == "flip" and at < len(data):
+            data[at] = args[0]
+        elif kind == "truncate":
+            del data[at:]
+    return bytes(data)
+
+
+def parse_quietly(raw: bytes) -> BounceReport:
+    """parse_report(raw), failing if it raised, took over the budget or a detector tripped."""
+    with logged("txmail.bounce_pipe", logging.WARNING) as records:
+        report = within_budget(parse_report, raw)
+    tripped = [r.getMessage() for r in records if r.exc_info]
+    assert not tripped, f"a detector raised on this input: {tripped}"
+    for event in report.events:
+        assert isinstance(event.recipient, str) and event.recipient
+        event.summary()
+    return report
+
+
+def test_the_corpus_is_there() -> None:
+    assert len(SAMPLES) > 100, f"bounce corpus not found at {CORPUS}"
+
+
+@examples(500)
+@given(st.binary(max_size=8192))
+@example(b"")
+@example(b"\r\r\r")
+@example(b"From \n")
+@example(b"Content-Type: multipart/report; boundary=x\n\n--x\n" * 500)
+def test_random_bytes(raw: bytes) -> None:
+    parse_quietly(raw)
+
+
+@examples(1000)
+@given(st.sampled_from(SAMPLES), st.lists(mutation, min_size=1, max_size=8))
+def test_mutated_corpus_files(sample: Path, mutations: list[tuple]) -> None:  # type: ignore[type-arg]
+    parse_quietly(mutate(sample.read_bytes(), mutations))
+
+
+@examples(300)
+@given(st.sampled_from(SAMPLES), st.sampled_from(SAMPLES), st.integers(0, 1 << 20),
+       st.integers(0, 1 << 20))
+def test_spliced_corpus_files(first: Path, second: Path, cut: int, start: int) -> None:
+    """The head of one returned mail on the tail of another: headers and parts that disagree."""
+    head, tail = first.read_bytes(), second.read_bytes()
+    parse_quietly(head[:cut % (len(head) + 1)] + tail[start % (len(tail) + 1):])
