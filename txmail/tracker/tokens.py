@@ -44,7 +44,7 @@ class Mark:
     kind: str              # "open" or "click"
     account: str
     queue_id: str          # Postfix's long queue id: the message_id of events
-    recipient: str         # "" when the message had several recipients
+    recipient: str         # always one recipient (milter/copies.py); "" in older tokens
     index: int = 0         # position of the link among the message's tracked links
     url: str = ""          # click target (http or https), "" for an open
     sent_at: int = 0       # when the milter accepted the message (seconds since 1970)
