@@ -15,6 +15,13 @@ counts and parallel clients cannot overrun a limit.
 
 Windows are clock-aligned: a minute limit resets at the next full minute, an hour limit at the
 next full hour, a day limit and the warm-up quota at 00:00 UTC.
+
+Room: each check that passes also says how much the account's tightest limits leave free. For
+up to ROOM_SECONDS within the same windows, an RCPT request that asks for at most half of that
+room is let through without asking Redis (`Room.fits`). This is safe because the RCPT check is
+advisory: END-OF-MESSAGE always asks Redis and holds the share atomically, so the worst a stale
+room can do is move a refusal from RCPT to end of data. Near a limit the room is small and
+every RCPT asks again.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 WARN_FRACTION = 0.8  # of a reputation threshold: log a warning and raise an alert
 EPSILON = 1e-9  # so that 1 of 1250 is exactly 80% of 0.1% despite binary fractions
 MAX_HOLDS = 10_000  # messages of one account in flight between end of data and the count
+ROOM_SECONDS = 1.0  # how long the room a check reported may answer RCPT requests
 
 TEMPFAIL_TEXT = ("451 4.3.0 txmail cannot check the sending limits right now; try again in a "
                  "few minutes")
@@ -173,6 +181,35 @@ class Check:
                    f"{self.size} {hold_until!r} {MAX_HOLDS} {self.hold or '-'} {release or '-'} "
                    f"{self.account.created_at or '-'}")
         return [request, self.account.packed_limits, self.account.packed_quotas]
+
+
+@dataclass(frozen=True)
+class Room:
+    """What a passing check left free for its account: messages, recipients and bytes under
+    the tightest limit of each (-1: unlimited), as of the check's windows (and time)."""
+
+    windows: Windows
+    messages: int
+    recipients: int
+    size: int
+
+    def fits(self, check: Check) -> bool:
+        """May this RCPT check be answered from the room, without Redis? (See the module
+        docstring: only while fresh, in the same windows, and for at most half the room.)"""
+        now, then = check.windows, self.windows
+        if not 0 <= now.now - then.now <= ROOM_SECONDS or now.minute != then.minute \
+                or now.hour != then.hour or now.day != then.day:
+            return False
+        return all(room < 0 or 2 * want <= room for want, room in (
+            (check.messages, self.messages), (check.recipients, self.recipients),
+            (check.size, self.size)))
+
+
+def room_left(check: Check, result: list[Any]) -> Room | None:
+    """The Room a passing check script answer reports (policy_check.lua), else None."""
+    if int(result[0]) != 0 or len(result) < 4:
+        return None
+    return Room(check.windows, int(result[1]), int(result[2]), int(result[3]))
 
 
 def limits_for(settings: dict[str, Any]) -> list[Limit]:

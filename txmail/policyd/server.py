@@ -7,7 +7,9 @@ connections open); each request gets one decision: decide.plan(), one atomic cal
 policy_check.lua (the calls of one loop turn share a pipeline), and decide.verdict(). One log
 line per decision, starting with the queue id as Postfix's own do.
 
-Remembers per connection the recipients let through in the current transaction (so the RCPT
+Remembers per account the room its last check left, so that most RCPT requests of a busy
+account are answered without Redis (decide.Room; END-OF-MESSAGE always asks Redis). Remembers
+per connection the recipients let through in the current transaction (so the RCPT
 check asks room for one more) and the message it passed last at END-OF-MESSAGE: when the same
 Postfix process sends its next request or closes, that message's fate is sealed, so a hold the
 milter did not turn into counted usage (the message was refused after all) is given back.
@@ -224,6 +226,7 @@ class PolicyServer:
         self.keys = keys
         self.clock = clock
         self.accounts = AccountCache(client, keys)
+        self.rooms: dict[str, decide.Room] = {}  # by account: what its last check left free
         self.check = ScriptBatch(client, quota.script(client, "policy_check"))
         self.release_script = quota.script(client, "policy_release")
         self.hold_seconds = settings.policyd.hold_seconds
@@ -275,14 +278,6 @@ class PolicyServer:
     async def answer(self, request: decide.Request, connection: Connection) -> decide.Action:
         """The action for one request; never raises."""
         request = request.sent_as(self.trusted_port, self.trusted_account)
-        release = ""
-        if connection.passed is not None:
-            account, queue_id = connection.passed
-            connection.passed = None
-            if account == request.sasl_username:
-                release = queue_id  # same slot: given back inside the check, for free
-            else:
-                self._release_later(account, queue_id)
         if request.instance != connection.instance:
             connection.instance = request.instance
             connection.transaction_recipients = 0
@@ -292,20 +287,15 @@ class PolicyServer:
                 account_state = await self.accounts.get(request.sasl_username)
             plan = decide.plan(request, account_state, self.clock(),
                                connection.transaction_recipients)
-            if isinstance(plan, decide.Action):
-                if release:
-                    self._release_later(request.sasl_username, release)
-                action = plan
+            room = self.rooms.get(plan.account.name) \
+                if isinstance(plan, decide.Check) and not plan.hold else None
+            if room is not None and room.fits(plan):
+                # Answered from the room the last check left (decide.py): no Redis. A hold
+                # waiting to be given back stays for the next check that asks Redis.
+                connection.transaction_recipients += 1
+                action = decide.DUNNO
             else:
-                result = await self.check(
-                    keys=quota.check_keys(self.keys, plan.account.name, plan.windows),
-                    args=plan.script_args(plan.windows.now + self.hold_seconds, release))
-                action = decide.verdict(plan, result)
-                if action.permits:
-                    if request.protocol_state == decide.RCPT:
-                        connection.transaction_recipients += 1
-                    else:
-                        connection.passed = (plan.account.name, plan.hold)
+                action = await self._check(request, plan, connection)
         except redis.RedisError as exc:
             log.warning("%s: tempfail: Redis unavailable (%s: %s)",
                         request.queue_id or "NOQUEUE", exc.__class__.__name__, exc)
@@ -317,6 +307,36 @@ class PolicyServer:
                  request.queue_id or "NOQUEUE", request.protocol_state.lower(), action.verb,
                  request.sasl_username or "-", request.recipient, request.recipient_count,
                  request.size, "" if action.permits else f": {action.text}")
+        return action
+
+    async def _check(self, request: decide.Request, plan: decide.Check | decide.Action,
+                     connection: Connection) -> decide.Action:
+        """Ask Redis (policy_check.lua), giving back on the way the hold of the message this
+        connection passed last if the milter did not count it."""
+        release = ""
+        if connection.passed is not None:
+            account, queue_id = connection.passed
+            connection.passed = None
+            if account == request.sasl_username and isinstance(plan, decide.Check):
+                release = queue_id  # same slot: given back inside the check, for free
+            else:
+                self._release_later(account, queue_id)
+        if isinstance(plan, decide.Action):
+            return plan
+        result = await self.check(
+            keys=quota.check_keys(self.keys, plan.account.name, plan.windows),
+            args=plan.script_args(plan.windows.now + self.hold_seconds, release))
+        action = decide.verdict(plan, result)
+        room = decide.room_left(plan, result)
+        if room is not None:
+            self.rooms[plan.account.name] = room
+        else:
+            self.rooms.pop(plan.account.name, None)
+        if action.permits:
+            if request.protocol_state == decide.RCPT:
+                connection.transaction_recipients += 1
+            else:
+                connection.passed = (plan.account.name, plan.hold)
         return action
 
     def _release_later(self, account: str, queue_id: str) -> None:
@@ -372,11 +392,15 @@ class PolicyServer:
 
     async def watch_accounts(self) -> None:
         while True:
+            generation = self.accounts.generation
             try:
                 await self.accounts.refresh()
             except redis.RedisError as exc:
                 log.debug("cannot check for account changes: %s", exc)
                 self.accounts.entries.clear()  # serve nothing stale while Redis is away
+                self.rooms.clear()
+            if self.accounts.generation != generation:  # limits may have changed
+                self.rooms.clear()
             await asyncio.sleep(self.settings.policyd.settings_refresh)
 
 

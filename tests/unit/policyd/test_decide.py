@@ -218,3 +218,35 @@ def test_mail_on_the_trusted_listener_is_sent_as_its_account() -> None:
     assert anonymous.sent_as(2700, "bench").sasl_username == ""  # another listener
     logged_in = decide.Request(decide.RCPT, sasl_username="acme", server_port=2600)
     assert logged_in.sent_as(2600, "bench").sasl_username == "acme"
+
+
+@pytest.mark.parametrize("later, recipients_so_far, room, fits", [
+    (0.5, 0, (10, 10, -1), True),    # fresh, asks for 1 of 10
+    (0.5, 4, (10, 10, -1), True),    # the transaction's 5th recipient: half the room
+    (0.5, 5, (10, 10, -1), False),   # the 6th: more than half, so Redis is asked
+    (0.5, 0, (1, 10, -1), False),    # one message left: near the limit, ask
+    (0.5, 0, (-1, -1, -1), True),    # nothing limits the account
+    (1.5, 0, (10, 10, -1), False),   # stale
+    (-0.5, 0, (10, 10, -1), False),  # from the future (the clock went back): ask
+    (0.9, 0, (10, 10, 100), False),  # a 1 KB message against 100 bytes of room
+])
+def test_room_answers_rcpt_only_while_fresh_and_far_from_a_limit(
+        later: float, recipients_so_far: int, room: tuple[int, int, int], fits: bool) -> None:
+    left = decide.Room(decide.Windows.at(NOON - 0.5), *room)  # NOON is 10:30:59
+    check = decide.plan(rcpt(size=1000), account(), NOON - 0.5 + later, recipients_so_far)
+    assert isinstance(check, decide.Check)
+    assert left.fits(check) is fits
+
+
+def test_room_never_crosses_into_the_next_window() -> None:
+    left = decide.Room(decide.Windows.at(NOON + 0.5), 100, 100, -1)  # 10:30:59.5
+    check = decide.plan(rcpt(), account(), NOON + 1.2)                 # 10:31:00.2
+    assert isinstance(check, decide.Check)
+    assert not left.fits(check)
+
+
+def test_only_a_passing_answer_reports_room() -> None:
+    check = decide.plan(rcpt(), account(), NOON)
+    assert isinstance(check, decide.Check)
+    assert decide.room_left(check, [0, 5, 6, -1]) == decide.Room(check.windows, 5, 6, -1)
+    assert decide.room_left(check, [1, 2, 100]) is None

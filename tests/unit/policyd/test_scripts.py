@@ -206,7 +206,7 @@ def test_in_flight_cap(make: Any) -> None:
     words[6] = "1"  # at most one hold
     script = quota.script(relay.client, "policy_check")
     keys = quota.check_keys(relay.keys, "acme", check.windows)
-    assert script(keys=keys, args=[" ".join(words), *args[1:]]) == [0]
+    assert script(keys=keys, args=[" ".join(words), *args[1:]])[0] == 0
     words[7] = "Y"
     assert script(keys=keys, args=[" ".join(words), *args[1:]]) == [3, 1]
 
@@ -309,3 +309,19 @@ def test_unknown_kinds_and_accounts_are_ignored(make: Any) -> None:
     assert reputation.record_outcome(relay.client, relay.keys, "acme", "open", relay.now) == []
     assert reputation.record_outcome(relay.client, relay.keys, "nobody", "bounce",
                                      relay.now) == []
+
+
+def test_a_passing_check_reports_the_room_its_tightest_limits_leave(make: Any) -> None:
+    relay = make(warmup=False, messages_per_minute=10, recipients_per_hour=50,
+                 bytes_per_day=0)
+    check = decide.plan(decide.Request(decide.END_OF_MESSAGE, "acme", "Q1", recipient_count=4,
+                                       size=100), relay.state, relay.now)
+    assert isinstance(check, decide.Check)
+    result = quota.script(relay.client, "policy_check")(
+        keys=quota.check_keys(relay.keys, "acme", check.windows),
+        args=check.script_args(relay.now + 120, ""))
+    room = decide.room_left(check, result)
+    assert room is not None
+    # 10 messages a minute less this one; 50 recipients an hour less these 4 (the default
+    # per-minute recipient limit is looser); no byte limit.
+    assert (room.messages, room.recipients, room.size) == (9, 46, -1)

@@ -224,3 +224,20 @@ def test_silent_connections_are_closed(redis_server: RedisServer) -> None:
         closer.cancel()
 
     run_with_server(redis_server.url, test, {})
+
+
+def test_rcpt_is_answered_from_the_room_without_redis(redis_server: RedisServer) -> None:
+    async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
+        peer = await connect()
+        assert await peer.ask(block("END-OF-MESSAGE", queue_id="A", count=1)) == "DUNNO"
+        calls = (await policy.client.info("commandstats")).get("cmdstat_evalsha", {})
+        assert await peer.ask(block("RCPT", instance="i2")) == "DUNNO"
+        after = (await policy.client.info("commandstats")).get("cmdstat_evalsha", {})
+        assert after.get("calls") == calls.get("calls")  # no check script ran
+        # The next END-OF-MESSAGE asks Redis, and gives A's hold back on the way.
+        assert await peer.ask(block("END-OF-MESSAGE", queue_id="B", count=1,
+                                    instance="i2")) == "DUNNO"
+        assert await policy.client.hget(keys.holds("acme"), "A") is None
+        peer.close()
+
+    run_with_server(redis_server.url, test, {"messages_per_minute": 100})

@@ -22,7 +22,11 @@
 -- ARGV[3]  recipient quotas of warm-up days 1, 2, ..., space-separated; "" when the account is
 --          not warming up
 --
--- Returns  {0}                    everything fits (and the hold was taken)
+-- Returns  {0, m, r, b}           everything fits (and the hold was taken); m, r and b are the
+--                                 room left in messages, recipients and bytes (counted + held
+--                                 + this request against the tightest limit of each; -1 when
+--                                 nothing limits it), which lets policyd answer the next
+--                                 RCPT requests of a busy account without asking again
 --          {1, i, used}           limit i (1-based, in ARGV[2] order) is reached; used =
 --                                 counted + held, without this request
 --          {2, day, quota, used}  the warm-up quota of warm-up day `day` is reached
@@ -63,6 +67,11 @@ for i = 1, 3 do
   buckets[i] = {m = tonumber(row[1]) or 0, r = tonumber(row[2]) or 0, b = tonumber(row[3]) or 0}
 end
 
+local room = {m = -1, r = -1, b = -1}
+local function narrow(field, left)
+  if room[field] < 0 or left < room[field] then room[field] = left end
+end
+
 local i = 0
 for bucket, field, value in string.gmatch(ARGV[2], '(%d)(%a)(%d+)') do
   i = i + 1
@@ -70,6 +79,7 @@ for bucket, field, value in string.gmatch(ARGV[2], '(%d)(%a)(%d+)') do
   if want[field] > 0 and used + want[field] > tonumber(value) then
     return {1, i, used}
   end
+  narrow(field, tonumber(value) - used - want[field])
 end
 
 if ARGV[3] ~= '' then
@@ -85,6 +95,7 @@ if ARGV[3] ~= '' then
     if want.r > 0 and used + want.r > quotas[day] then
       return {2, day, quotas[day], used}
     end
+    narrow('r', quotas[day] - used - want.r)
   end
 end
 
@@ -102,4 +113,4 @@ if hold_id ~= '' then
   redis.call('EXPIRE', KEYS[4], ttl)
   redis.call('EXPIRE', KEYS[5], ttl)
 end
-return {0}
+return {0, room.m, room.r, room.b}
