@@ -249,6 +249,22 @@ class Sink:
         return text.encode()
 
     @staticmethod
+    def arf(return_path: str, recipient: str, original: bytes) -> bytes:
+        """An RFC 5965 abuse report (ARF) about `original`, as a mailbox provider's feedback
+        loop mails it to the message's return-path address."""
+        boundary = f"arf-{random.getrandbits(64):x}"
+        return (f"From: fbl@isp.example\r\nTo: {return_path}\r\nSubject: Abuse report\r\n"
+                f"MIME-Version: 1.0\r\nContent-Type: multipart/report; "
+                f'report-type=feedback-report; boundary="{boundary}"\r\n\r\n'
+                f"--{boundary}\r\nContent-Type: text/plain\r\n\r\n"
+                f"This is an abuse report.\r\n\r\n"
+                f"--{boundary}\r\nContent-Type: message/feedback-report\r\n\r\n"
+                f"Feedback-Type: abuse\r\nUser-Agent: isp-fbl/1.0\r\nVersion: 1\r\n"
+                f"Original-Mail-From: <{return_path}>\r\nOriginal-Rcpt-To: <{recipient}>\r\n"
+                f"\r\n--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n").encode() + (
+                original + f"\r\n--{boundary}--\r\n".encode())
+
+    @staticmethod
     def deliver(port: int, sender: str, recipient: str, data: bytes) -> str:
         """Hand a message to an MTA's port 25 as the internet would (no login, STARTTLS if
         offered); return the server's final reply."""

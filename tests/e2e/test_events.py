@@ -161,19 +161,6 @@ def test_soft_bounce_once_then_delivery(stack: Stack, sink: Sink, account: Accou
     assert account.suppressed() == []
 
 
-def arf_report(return_path: str, recipient: str, original: bytes) -> bytes:
-    boundary = f"arf-{uuid.uuid4().hex}"
-    return (f"From: fbl@isp.example\r\nTo: {return_path}\r\nSubject: Abuse report\r\n"
-            f"MIME-Version: 1.0\r\nContent-Type: multipart/report; "
-            f'report-type=feedback-report; boundary="{boundary}"\r\n\r\n'
-            f"--{boundary}\r\nContent-Type: text/plain\r\n\r\nThis is an abuse report.\r\n\r\n"
-            f"--{boundary}\r\nContent-Type: message/feedback-report\r\n\r\n"
-            f"Feedback-Type: abuse\r\nUser-Agent: isp-fbl/1.0\r\nVersion: 1\r\n"
-            f"Original-Mail-From: <{return_path}>\r\nOriginal-Rcpt-To: <{recipient}>\r\n\r\n"
-            f"--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n").encode() + original + (
-            f"\r\n--{boundary}--\r\n").encode()
-
-
 def test_arf_complaint_records_and_suppresses(stack: Stack, sink: Sink,
                                               account: Account) -> None:
     rcpt = f"grumpy-{account.name}@dest.example"
@@ -181,7 +168,7 @@ def test_arf_complaint_records_and_suppresses(stack: Stack, sink: Sink,
     account.wait("delivery", rcpt, queue_id)
     original = sink.find(rcpt)[-1]
     Sink.deliver(stack.smtp, "fbl@isp.example", original.sender,
-                 arf_report(original.sender, rcpt, bytes(original.data)))
+                 Sink.arf(original.sender, rcpt, bytes(original.data)))
     complaint = account.wait("complaint", rcpt, queue_id)
     entries = account.suppressed()
     assert [(e["recipient"], e["event_id"]) for e in entries] == [(rcpt, complaint["id"])]
