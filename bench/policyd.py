@@ -374,7 +374,7 @@ def stack_throughput(args: argparse.Namespace) -> None:
     etc = instance.stack.state / "postfix/etc"
     rates: dict[str, list[float]] = {"on": [], "off": []}
     try:
-        instance.start()
+        instance.start(dkim=True)  # the whole stack as it runs, DKIM included
         instance.stack.txmail("accounts", "set", "bench", "warmup=false",
                               *[f"{n}={HIGH}" for n in (
                                   "messages_per_minute", "messages_per_hour",
