@@ -43,7 +43,7 @@ from email.errors import MessageError
 from email.header import decode_header
 from email.message import Message
 from email.policy import compat32
-from typing import Protocol
+from typing import Any, Protocol
 
 from txmail.bounce_pipe import reasons
 
@@ -196,6 +196,17 @@ def _repair_surrogates(text: str) -> str:
     return decode_bytes(data, None)
 
 
+def raw_payload(part: Message) -> Any:
+    """part.get_payload(): the list of a multipart, else its text. The stdlib raises on 8-bit
+    bytes whose charset parameter it cannot use (RFC 2231 form, a NUL in it); those are read
+    decoded, as ASCII with U+FFFD, as it reads them under an unknown charset."""
+    try:
+        return part.get_payload()
+    except (TypeError, ValueError):
+        data = part.get_payload(decode=True)
+        return data.decode("ascii", "replace") if isinstance(data, bytes) else ""
+
+
 def part_text(part: Message) -> str:
     """The decoded text of a non-multipart part (never raises)."""
     try:
@@ -203,7 +214,7 @@ def part_text(part: Message) -> str:
     except (ValueError, TypeError, AssertionError, LookupError):
         payload = None
     if payload is None:
-        raw = part.get_payload()
+        raw = raw_payload(part)
         if isinstance(raw, str):
             return _repair_surrogates(raw) if not raw.isascii() else raw
         if isinstance(raw, list):
@@ -224,7 +235,7 @@ def part_text(part: Message) -> str:
 
 def _message_lines(msg: Message) -> str:
     lines = [f"{k}: {header_text(v)}" for k, v in msg.raw_items()]
-    body = msg.get_payload()
+    body = raw_payload(msg)
     if isinstance(body, str) and body:
         lines.append("")
         lines.append(body)
@@ -586,7 +597,7 @@ def _blocks_of(groups: list[Message]) -> list[dict[str, str]]:
                 current = {}
             text = value if value.isascii() and "=?" not in value else header_text(value)
             current[key] = " ".join(text.split())
-        body = group.get_payload()
+        body = raw_payload(group)
         if isinstance(body, str) and body.strip():
             # A field folded without indentation ends the stdlib's header
             # block; the fields after it land in the body. Read them there.
@@ -611,7 +622,7 @@ def _repair_multipart(part: Message, ctype: str) -> Message | None:
     Some MTAs fold the Content-Type so the boundary is lost; the first
     '--token' line followed by a header names it again.
     """
-    body = part.get_payload()
+    body = raw_payload(part)
     if not isinstance(body, str):
         return None
     match = _BOUNDARY_LINE_RE.search(body)
