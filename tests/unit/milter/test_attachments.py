@@ -106,3 +106,39 @@ def test_plain_message_passes(smtp: Callable[..., Conversation]) -> None:
 def test_extension_of_a_name(name: str, expected: str) -> None:
     assert extension(name) == expected
     assert normalized(name) == normalized(normalized(name))
+
+
+# Inputs the fuzz suite (tests/fuzz/test_attachments.py) found the rule wrong on.
+FUZZ_HEAD = (b"From: App <app@acme.example>\r\nTo: user@example.net\r\nSubject: found\r\n"
+             b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n")
+FUZZ_PE = b"MZ\x90\x00" + b"\x00" * 56 + (64).to_bytes(4, "little") + b"PE\x00\x00\x4c\x01"
+
+
+@pytest.mark.parametrize("part,expected", [
+    # 8-bit text under an RFC 2231 charset: the stdlib's get_payload() raised TypeError
+    (b"Content-Type: text/plain; charset*=utf-8''x\r\n\r\n\xc3\xa9t\xc3\xa9\r\n", ""),
+    # the same with a NUL in the charset: ValueError
+    (b'Content-Type: text/plain; charset="a\x00b"\r\n\r\n\xff\r\n', ""),
+    # a two-byte MZ file: the base64 padding was dropped with the last partial quantum
+    (b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\nTVo=\r\n",
+     "554 5.7.1"),
+    # a PE file sent as 8-bit text: its non-ASCII bytes became U+FFFD and the PE header moved
+    (b"Content-Type: text/plain\r\nContent-Transfer-Encoding: binary\r\n\r\n" + FUZZ_PE,
+     "554 5.7.1"),
+    # a file name in raw UTF-8 (RFC 6532): get_param() turned it into U+FFFD
+    ("Content-Type: text/plain\r\nContent-Disposition: attachment; "
+     'filename="a.\uff56\uff42\uff53"\r\n\r\nx\r\n'.encode(), "554 5.7.1"),
+    # the same on a uuencode begin line, read as latin-1, where the last byte of "ｅ" (\x85)
+    # was taken for white space
+    ("Content-Type: text/plain\r\n\r\nbegin 644 a.\uff45\uff58\uff45\r\n`\r\nend\r\n".encode(),
+     "554 5.7.1"),
+    # an NTFS stream suffix with a trailing dot after it
+    (b'Content-Type: text/plain\r\nContent-Disposition: attachment; filename="a.vbs::$data."'
+     b"\r\n\r\nx\r\n", "554 5.7.1"),
+], ids=["rfc2231-charset", "nul-in-charset", "two-byte-mz", "pe-as-binary-text",
+        "raw-utf8-name", "raw-utf8-uuencode-name", "data-stream-then-dot"])
+def test_inputs_found_by_fuzzing(smtp: Callable[..., Conversation], part: bytes,
+                                 expected: str) -> None:
+    message = FUZZ_HEAD + part + b"\r\n--b--\r\n"
+    outcome = smtp().send(message, "app@acme.example", ["user@example.net"])
+    assert outcome.code == expected, outcome.reply

@@ -4,11 +4,12 @@ Stage: eom. Reads the parsed message (every part, including the parts of attache
 message/rfc822) and the account's `forbidden_extensions`.
 
 For every part it collects each file name the part gives: Content-Disposition `filename` and
-Content-Type `name` (RFC 2231, with continuations and charsets, and RFC 2047 encoded words, which
-mail programs write although no RFC allows them there), and `begin 644 NAME` lines of uuencoded
-files inside text parts. A name is judged as Windows would open it: Unicode compatibility forms
-folded (NFKC), control and format characters (such as the right-to-left override) removed, any
-folder part dropped, trailing dots and spaces stripped, case ignored. Only the last extension
+Content-Type `name` (RFC 2231, with continuations and charsets; RFC 2047 encoded words, which
+mail programs write although no RFC allows them there; raw UTF-8 as RFC 6532 allows), and
+`begin 644 NAME` lines of uuencoded files inside text parts. A name is judged as Windows would
+open it: Unicode compatibility forms folded (NFKC), control and format characters (such as the
+right-to-left override) removed, any folder part dropped, trailing dots and spaces (and an NTFS
+`::$DATA` stream suffix) stripped, case ignored. Only the last extension
 counts, so `invoice.pdf.exe` is an .exe and `notes.exe.txt` is a text file.
 
 The content is looked at too, whatever the name says: a part that starts with a Windows
@@ -56,7 +57,8 @@ HEAD_BYTES = 4096        # decoded bytes looked at to recognise a file's type
 ZIP_DEPTH = 3            # zip archives inside zip archives
 ZIP_MAX_MEMBERS = 5000
 ZIP_NESTED_MAX = 50 * 1024 * 1024   # a zip inside a zip is read into memory up to this size
-UUENCODE_BEGIN = re.compile(r"^begin(?:-base64)? +[0-7]{3,4} +(.+?)\s*$", re.M)
+# ASCII \s only: the text is bytes read as latin-1, where \x85 (a UTF-8 continuation byte) is NEL
+UUENCODE_BEGIN = re.compile(r"^begin(?:-base64)? +[0-7]{3,4} +(.+?)\s*$", re.M | re.A)
 ENCODED_WORD = re.compile(r"=\?[^?]+\?[bBqQ]\?")
 ADS_SUFFIX = re.compile(r"::\$data$", re.I)
 DOCUMENT_MARKERS = ("[Content_Types].xml", "mimetype", "META-INF/manifest.xml")
@@ -102,11 +104,10 @@ def _parts(message: email.message.Message) -> Iterator[email.message.Message]:
             raise Unreadable(f"nested more than {MAX_DEPTH} levels deep")
         if count > MAX_PARTS:
             raise Unreadable(f"more than {MAX_PARTS} parts")
-        payload = part.get_payload()
-        if isinstance(payload, list):
+        if part.is_multipart():
             if _names(part):
                 yield part  # a container with a file name of its own is judged by that name
-            stack.extend((child, depth + 1) for child in reversed(payload)
+            stack.extend((child, depth + 1) for child in reversed(part.get_payload())
                          if isinstance(child, email.message.Message))
         else:
             yield part
@@ -116,7 +117,7 @@ def _judge_part(part: email.message.Message, forbidden: frozenset[str]) -> None:
     names = _names(part)
     for name in names:
         _judge_name(name, forbidden, f'Attachment "{_shown(name)}"')
-    if isinstance(part.get_payload(), list):
+    if part.is_multipart():
         return
     label = f'Attachment "{_shown(names[0])}"' if names else (
         f"A part of type {part.get_content_type()}")
@@ -127,7 +128,8 @@ def _judge_part(part: email.message.Message, forbidden: frozenset[str]) -> None:
     if part.get_content_maintype() == "text":
         text = head.decode("latin-1") if len(head) < HEAD_BYTES else _text(part)
         for match in UUENCODE_BEGIN.finditer(text):
-            name = match.group(1)
+            # the text is the part's bytes read as latin-1; a name is most likely UTF-8
+            name = match.group(1).encode("latin-1").decode("utf-8", "replace")
             _judge_name(name, forbidden, f'The uuencoded file "{_shown(name)}"')
 
 
@@ -136,9 +138,10 @@ def _judge_part(part: email.message.Message, forbidden: frozenset[str]) -> None:
 def _names(part: email.message.Message) -> list[str]:
     """Every file name the part's headers give, decoded, without duplicates."""
     raw: list[Any] = []
+    headers = _utf8_headers(part)
     for header, param in (("content-disposition", "filename"), ("content-type", "name")):
         try:
-            value = part.get_param(param, None, header)
+            value = headers.get_param(param, None, header)
         except (ValueError, TypeError, IndexError, LookupError):
             continue
         if value is not None:
@@ -153,6 +156,22 @@ def _names(part: email.message.Message) -> list[str]:
         if text and text not in names:
             names.append(text[:MAX_NAME * 4])
     return names
+
+
+def _utf8_headers(part: email.message.Message) -> email.message.Message:
+    """The part, or when its Content-Type or Content-Disposition holds raw UTF-8 (RFC 6532) a
+    message with just those headers decoded as a mail program shows them: the parser keeps such
+    bytes escaped and get_param() would turn each of them into U+FFFD."""
+    wanted = [(name, value) for name, value in part.raw_items()
+              if name.lower() in ("content-type", "content-disposition")]
+    decoded = [(name, value.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+               for name, value in wanted]
+    if decoded == wanted:
+        return part
+    headers = email.message.Message()
+    for name, value in decoded:
+        headers[name] = value
+    return headers
 
 
 def _decode_words(text: str) -> str:
@@ -171,7 +190,7 @@ def normalized(name: str) -> str:
     name = unicodedata.normalize("NFKC", name)
     name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf"))
     name = re.split(r"[\\/]", name)[-1]
-    name = ADS_SUFFIX.sub("", name)
+    name = ADS_SUFFIX.sub("", name.rstrip(" .\t\u3000"))  # ::$DATA before or after the dots
     return name.rstrip(" .\t\u3000").lower()[-MAX_NAME:]
 
 
@@ -195,24 +214,30 @@ def _shown(name: str) -> str:
 # -- content ------------------------------------------------------------------------------
 
 def _head(part: email.message.Message) -> bytes:
-    """The first decoded bytes of a part, without decoding the whole of a large one."""
-    payload = part.get_payload()
+    """The first decoded bytes of a part, without decoding the whole of a large base64 or
+    quoted-printable one."""
+    encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
+    if encoding not in ("base64", "quoted-printable"):
+        # 7bit, 8bit, binary, uuencode or unknown: the part's own bytes (get_payload() would
+        # read 8-bit ones through the charset and turn them into U+FFFD)
+        return _decoded(part)[:HEAD_BYTES]
+    try:
+        payload = part.get_payload()
+    except (TypeError, ValueError):
+        # 8-bit bytes with a charset the stdlib cannot use (RFC 2231 style, a NUL) trip it
+        return _decoded(part)[:HEAD_BYTES]
     if not isinstance(payload, str):
         return b""
-    encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
     if encoding == "base64":
         chunk = re.sub(r"[^A-Za-z0-9+/]", "", payload[:HEAD_BYTES * 2])
-        chunk = chunk[:len(chunk) - len(chunk) % 4]
+        # the "=" padding was dropped with the line ends: put it back, or a file shorter than
+        # three bytes (or the last bytes of the head) would be lost
+        chunk = chunk[:-1] if len(chunk) % 4 == 1 else chunk + "=" * (-len(chunk) % 4)
         try:
             return base64.b64decode(chunk)[:HEAD_BYTES]
         except (binascii.Error, ValueError):
             return b""
-    if encoding == "quoted-printable":
-        return quopri.decodestring(payload[:HEAD_BYTES * 3].encode("ascii", "replace"))[
-            :HEAD_BYTES]
-    if encoding in ("x-uuencode", "uuencode", "x-uue"):
-        return _decoded(part)[:HEAD_BYTES]
-    return payload[:HEAD_BYTES].encode("utf-8", "surrogateescape")
+    return quopri.decodestring(payload[:HEAD_BYTES * 3].encode("ascii", "replace"))[:HEAD_BYTES]
 
 
 def _decoded(part: email.message.Message) -> bytes:
