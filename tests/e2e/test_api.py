@@ -105,16 +105,6 @@ def test_a_forbidden_attachment_gets_the_smtp_sentence(stack: Stack,
     assert "setup.exe" in error["message"]
 
 
-def test_another_accounts_domain_is_refused_as_over_smtp(stack: Stack,
-                                                         account: dict[str, str]) -> None:
-    message = simple_message("app@not-my-domain.test", "x@example.net")
-    code, text = smtp_refusal(stack, account, "app@not-my-domain.test", message)
-    answer = api_refusal(stack, account, "app@not-my-domain.test", message)
-    error = answer.json()["error"]
-    assert answer.status_code in (403, 422) and error["smtp_code"] == code
-    assert f"{error['status']} {error['message']}" == " ".join(text.split())
-
-
 def test_keys_are_required_and_bad_input_is_a_clear_4xx(stack: Stack,
                                                         account: dict[str, str]) -> None:
     for headers in ({}, {"Authorization": "Bearer txm_nope_nope"}, {"Authorization": "Basic x"}):
