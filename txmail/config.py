@@ -144,6 +144,8 @@ class PolicydSettings:
     idle_timeout: float = _doc("Seconds a policy connection may stay silent before policyd "
                                "closes it (Postfix closes idle ones after 300 s).", 900.0)
     workers: int = _doc("Processes that serve the policy requests; 0: one per CPU core.", 0)
+    metrics_interval: float = _doc("Seconds between writes of the decision counts to Redis "
+                                   "(/metrics: txmail_policy_decisions).", 1.0)
     clock_offset: float = _doc("Seconds added to the clock that policyd and the milter's "
                                "count use (tests and drills only; 86400 makes it tomorrow).",
                                0.0)
@@ -369,9 +371,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError("policyd.hold_seconds must be at least 10")
     if not 0 <= settings.policyd.workers <= 64:
         raise ConfigError("policyd.workers must be between 0 (one per core) and 64")
-    if settings.policyd.settings_refresh <= 0 or settings.policyd.idle_timeout <= 0:
-        raise ConfigError("policyd.settings_refresh and policyd.idle_timeout must be positive "
-                          "numbers of seconds")
+    if min(settings.policyd.settings_refresh, settings.policyd.idle_timeout,
+           settings.policyd.metrics_interval) <= 0:
+        raise ConfigError("policyd.settings_refresh, policyd.idle_timeout and "
+                          "policyd.metrics_interval must be positive numbers of seconds")
     if settings.policyd.listen:
         m = re.match(r"^(\[[^\]\s]+\]|[A-Za-z0-9.-]+):(\d{1,5})$", settings.policyd.listen)
         if not m:

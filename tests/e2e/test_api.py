@@ -147,6 +147,12 @@ def test_stats_and_metrics(stack: Stack, account: dict[str, str]) -> None:
     assert "txmail_up 1.0" in text
     assert "txmail_messages_accepted_total" in text
     assert 'txmail_postfix_queue_messages{queue="deferred"}' in text
+    for family in ("txmail_messages_refused", "txmail_events_today",
+                   "txmail_webhook_backlog_events", "txmail_webhook_dead_letters"):
+        assert f"# HELP {family}" in text
+    # The API's sends went through policyd, which writes its counts every second.
+    wait_for(lambda: 'txmail_policy_decisions_total{outcome="dunno"}' in requests.get(
+        f"{base(stack)}/metrics", timeout=10).text, 15, what="policy decisions in /metrics")
 
 
 def test_openapi_document_and_schemathesis_find_no_5xx(stack: Stack, account: dict[str, str],

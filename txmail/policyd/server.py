@@ -25,6 +25,7 @@ or a silent peer: a warning and the connection is closed. Nothing a peer sends s
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import logging
@@ -227,6 +228,8 @@ class PolicyServer:
         self.clock = clock
         self.accounts = AccountCache(client, keys)
         self.rooms: dict[str, decide.Room] = {}  # by account: what its last check left free
+        self.decisions: collections.Counter[str] = collections.Counter()  # by verb, not yet
+        # added to PREFIX stats:policy (flush_decisions)
         self.check = ScriptBatch(client, quota.script(client, "policy_check"))
         self.release_script = quota.script(client, "policy_release")
         self.hold_seconds = settings.policyd.hold_seconds
@@ -299,10 +302,13 @@ class PolicyServer:
         except redis.RedisError as exc:
             log.warning("%s: tempfail: Redis unavailable (%s: %s)",
                         request.queue_id or "NOQUEUE", exc.__class__.__name__, exc)
+            self.decisions[decide.TEMPFAIL.verb] += 1
             return decide.TEMPFAIL
         except Exception:  # noqa: BLE001 - a bug must cost a retry, never a permit or a crash
             log.exception("%s: tempfail: internal error", request.queue_id or "NOQUEUE")
+            self.decisions[decide.TEMPFAIL.verb] += 1
             return decide.TEMPFAIL
+        self.decisions[action.verb] += 1
         log.info("%s: %s: %s account=%s recipient=<%s> nrcpt=%d size=%d%s",
                  request.queue_id or "NOQUEUE", request.protocol_state.lower(), action.verb,
                  request.sasl_username or "-", request.recipient, request.recipient_count,
@@ -388,6 +394,31 @@ class PolicyServer:
                              self.idle_timeout)
                     connection.writer.close()
 
+    # -- decisions by outcome, for /metrics -----------------------------------------------
+
+    async def flush_decisions(self) -> None:
+        """Add the decisions counted since the last flush to PREFIX stats:policy, which the
+        tracker's /metrics reads (txmail_policy_decisions). Counting in memory and flushing
+        every policyd.metrics_interval seconds keeps Redis out of each decision's path; counts
+        that cannot be written stay for the next flush, and a worker killed with -9 loses at
+        most one interval of them."""
+        counts, self.decisions = self.decisions, collections.Counter()
+        if not counts:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for verb, count in counts.items():
+                pipe.hincrby(self.keys.policy_stats, verb, count)
+            await pipe.execute()
+        except redis.RedisError as exc:
+            log.debug("cannot write the decision counts yet: %s", exc)
+            self.decisions.update(counts)
+
+    async def count_decisions(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.policyd.metrics_interval)
+            await self.flush_decisions()
+
     # -- account changes ------------------------------------------------------------------
 
     async def watch_accounts(self) -> None:
@@ -441,7 +472,8 @@ async def run(settings: Settings, sockets: list[tuple[str, socket.socket]],
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    watchers = [loop.create_task(server.watch_accounts()), loop.create_task(server.close_idle())]
+    watchers = [loop.create_task(server.watch_accounts()), loop.create_task(server.close_idle()),
+                loop.create_task(server.count_decisions())]
     watchers += [loop.create_task(server.accept(sock)) for _, sock in sockets]
     log.info("listening on %s (pid %d)", ", ".join(w for w, _ in sockets), os.getpid())
     if ready is not None:
@@ -451,6 +483,8 @@ async def run(settings: Settings, sockets: list[tuple[str, socket.socket]],
         watcher.cancel()
     with contextlib.suppress(Exception):
         await asyncio.wait_for(asyncio.gather(*server.background), 5)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(server.flush_decisions(), 2)
     await client.aclose()
 
 

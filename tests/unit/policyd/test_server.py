@@ -241,3 +241,19 @@ def test_rcpt_is_answered_from_the_room_without_redis(redis_server: RedisServer)
         peer.close()
 
     run_with_server(redis_server.url, test, {"messages_per_minute": 100})
+
+
+def test_decisions_are_counted_by_outcome_for_metrics(redis_server: RedisServer) -> None:
+    async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
+        peers = [await connect() for _ in range(3)]  # each holds its message's share
+        for n, peer in enumerate(peers):
+            await peer.ask(block("END-OF-MESSAGE", queue_id=f"Q{n}", count=1, instance=f"m{n}"))
+        await policy.flush_decisions()
+        assert await policy.client.hgetall(keys.policy_stats) == {"dunno": "2",
+                                                                  "rate-limit": "1"}
+        await policy.flush_decisions()  # nothing new: nothing added
+        assert await policy.client.hget(keys.policy_stats, "dunno") == "2"
+        for peer in peers:
+            peer.close()
+
+    run_with_server(redis_server.url, test, {"messages_per_minute": 2})
