@@ -20,6 +20,13 @@ class Refusal:
     status: str
     text: str
 
+    def __post_init__(self) -> None:
+        # Rules quote what the client sent (a domain, an address, a tag); a line break or other
+        # unprintable character in it must not split the reply or the log line that shows it.
+        if not self.text.isprintable():
+            object.__setattr__(self, "text", "".join(c if c.isprintable() else "?"
+                                                     for c in self.text))
+
     @property
     def temporary(self) -> bool:
         return self.code.startswith("4")
