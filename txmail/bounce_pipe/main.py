@@ -16,7 +16,8 @@ DESCRIPTION
         Original-Envelope-Id, the queue id a token with a wrong MAC claims, or the returned
         message's Message-ID (those make it untrusted);
     4.  records one event per recipient outcome (txmail.events); trusted hard bounces and
-        complaints suppress the recipient, untrusted ones never do;
+        complaints suppress the recipient, untrusted ones never do (an outcome for an address
+        that was not a recipient of the message the token names is untrusted too);
     5.  keeps what it cannot read, or cannot match to a message, for `txmail bounces unparsed`;
     6.  forwards the bounce to the original envelope sender when the client's NOTIFY asks for
         it (txmail.bounce_pipe.forward), with a null envelope sender.
@@ -197,7 +198,9 @@ def process(
                 {k: v for k, v in details.items() if v is not None},
                 tags=record.tags,
                 now=clock(),
-                trusted=trusted,
+                # The token vouches for one message: a recipient it never had is the sender's
+                # word only (a forger holding the bounce address of a message sent to them).
+                trusted=trusted and rcpt in record.recipients,
             )
             result = recorder.record(event, policy)
             outcome.events.append(result.event_id)
