@@ -1,0 +1,90 @@
+"""Attack: a forged bounce that gets somebody suppressed.
+
+Anybody on the internet can mail the return-path domains on port 25. A forger who wants a
+victim's mail stopped sends a delivery status notification saying the victim's mailbox does not
+exist: to a bounce address with a wrong HMAC, to one without a token at all, or to the genuine
+bounce address of another message (say one the forger received). txmail may record such a bounce
+(the customer sees it, marked `details.trusted = false`) but it must never put the victim on the
+bounce list. Only a DSN at the bounce address signed for that very message and recipient does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_events import Account
+from tests.harness import Sink, Stack
+from tests.webhook_receiver import WebhookReceiver
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def account(stack: Stack, receiver: WebhookReceiver) -> Account:
+    return Account(stack, receiver)
+
+
+def delivered(sink: Sink, account: Account, rcpt: str) -> tuple[str, Any]:
+    """Send one message to `rcpt`; its queue id and the copy the sink received."""
+    queue_id = account.send([rcpt])
+    account.wait("delivery", rcpt, queue_id)
+    return queue_id, sink.find(rcpt)[-1]
+
+
+def untrusted_and_nobody_suppressed(account: Account, rcpt: str, queue_id: str) -> None:
+    event = account.wait("bounce", rcpt, queue_id)
+    assert event["details"]["trusted"] is False
+    assert account.suppressed() == []
+
+
+def test_wrong_hmac(stack: Stack, sink: Sink, account: Account) -> None:
+    rcpt = f"forged-{account.name}@dest.example"
+    queue_id, original = delivered(sink, account, rcpt)
+    local, domain = original.sender.split("@")
+    forged = f"{local[:-4]}aaaa@{domain}"  # same queue id, wrong MAC
+    Sink.deliver(stack.smtp, "", forged, Sink.dsn(original, rcpt))
+    untrusted_and_nobody_suppressed(account, rcpt, queue_id)
+
+
+@pytest.mark.parametrize("local_part", ["bounces", "bounces+", "bounces+garbage",
+                                        "postmaster"])
+def test_missing_or_garbage_token(stack: Stack, sink: Sink, account: Account,
+                                  local_part: str) -> None:
+    """The returned headers still name the message (Message-ID), so the bounce is recorded
+    against it, untrusted."""
+    rcpt = f"notoken-{account.name}@dest.example"
+    queue_id, original = delivered(sink, account, rcpt)
+    domain = original.sender.split("@")[1]
+    Sink.deliver(stack.smtp, "", f"{local_part}@{domain}", Sink.dsn(original, rcpt))
+    untrusted_and_nobody_suppressed(account, rcpt, queue_id)
+
+
+def test_a_genuine_token_of_another_message(stack: Stack, sink: Sink, account: Account) -> None:
+    """The forger got a message of this account (so holds a validly signed bounce address) and
+    reports a victim who was never a recipient of that message."""
+    own = f"forger-{account.name}@dest.example"
+    victim = f"victim-{account.name}@dest.example"
+    forger_queue_id, forger_copy = delivered(sink, account, own)
+    _, victim_copy = delivered(sink, account, victim)
+    Sink.deliver(stack.smtp, "", forger_copy.sender, Sink.dsn(victim_copy, victim))
+    untrusted_and_nobody_suppressed(account, victim, forger_queue_id)
+
+
+def test_the_genuine_bounce_still_suppresses(stack: Stack, sink: Sink, account: Account) -> None:
+    """The control: the same DSN at the message's own bounce address is believed."""
+    rcpt = f"gone-{account.name}@dest.example"
+    queue_id, original = delivered(sink, account, rcpt)
+    Sink.deliver(stack.smtp, "", original.sender, Sink.dsn(original, rcpt))
+    event = account.wait("bounce", rcpt, queue_id)
+    assert event["details"].get("trusted", True) is True
+    assert [e["recipient"] for e in account.suppressed()] == [rcpt]
