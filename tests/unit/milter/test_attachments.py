@@ -135,8 +135,11 @@ FUZZ_PE = b"MZ\x90\x00" + b"\x00" * 56 + (64).to_bytes(4, "little") + b"PE\x00\x
     # an NTFS stream suffix with a trailing dot after it
     (b'Content-Type: text/plain\r\nContent-Disposition: attachment; filename="a.vbs::$data."'
      b"\r\n\r\nx\r\n", "554 5.7.1"),
+    # an RFC 2047 B word with a broken base64 length: HeaderParseError, so 451 4.3.0
+    (b'Content-Type: text/plain\r\nContent-Disposition: attachment; filename="=?utf-8?B?QUJDR?="'
+     b"\r\n\r\nx\r\n", ""),
 ], ids=["rfc2231-charset", "nul-in-charset", "two-byte-mz", "pe-as-binary-text",
-        "raw-utf8-name", "raw-utf8-uuencode-name", "data-stream-then-dot"])
+        "raw-utf8-name", "raw-utf8-uuencode-name", "data-stream-then-dot", "bad-base64-word"])
 def test_inputs_found_by_fuzzing(smtp: Callable[..., Conversation], part: bytes,
                                  expected: str) -> None:
     message = FUZZ_HEAD + part + b"\r\n--b--\r\n"

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.errors
 import email.header
 import email.message
 import email.utils
@@ -181,7 +182,8 @@ def _decode_words(text: str) -> str:
         pieces = email.header.decode_header(text)
         return "".join(p.decode(c or "ascii", "replace") if isinstance(p, bytes) else p
                        for p, c in pieces)
-    except (ValueError, LookupError, binascii.Error, UnicodeError):
+    except (ValueError, LookupError, binascii.Error, UnicodeError,
+            email.errors.HeaderParseError):  # a B word whose base64 is one character long
         return text
 
 
