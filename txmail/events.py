@@ -176,12 +176,21 @@ class SuppressionPolicy:
         return event.kind == "bounce" and event.details.get("reason") in self.reasons
 
 
-def reputation_hook(client: Client, keys: Keys) -> OutcomeHook:
-    """The policy daemon's reputation counters, as the recorder calls them."""
+def reputation_hook(client: Client, keys: Keys,
+                    settings_of: Callable[[str], dict[str, Any] | None] | None = None
+                    ) -> OutcomeHook:
+    """The policy daemon's reputation counters, as the recorder calls them. `settings_of`
+    gives an account's settings (None: gone) from a caller's cache; without it they are read
+    for each outcome."""
     from txmail.policyd.reputation import record_outcome
 
     def hook(account: str, kind: str) -> Any:
-        return record_outcome(client, keys, account, kind)
+        if settings_of is None:
+            return record_outcome(client, keys, account, kind)
+        settings = settings_of(account)
+        if settings is None:
+            return []
+        return record_outcome(client, keys, account, kind, settings=settings)
 
     return hook
 

@@ -51,6 +51,7 @@ log = logging.getLogger("txmail.maillog")
 
 CACHE_SIZE = 10_000
 RETRY_DELAY = 2.0
+SETTINGS_SECONDS = 10.0
 
 
 class StatusRecorder:
@@ -65,28 +66,44 @@ class StatusRecorder:
         self.clock = clock
         # Long queue ids are never reused, so both answers can be cached.
         self.records: OrderedDict[str, MessageRecord | None] = OrderedDict()
-        self.policies: dict[str, tuple[float, SuppressionPolicy]] = {}
+        self.accounts: dict[str, tuple[float, dict[str, Any] | None]] = {}
+
+    def _remember(self, queue_id: str, record: MessageRecord | None) -> None:
+        self.records[queue_id] = record
+        if len(self.records) > CACHE_SIZE:
+            self.records.popitem(last=False)
 
     def _record(self, queue_id: str) -> MessageRecord | None:
         if queue_id in self.records:
             self.records.move_to_end(queue_id)
             return self.records[queue_id]
         record = self.messages.get(queue_id)
-        self.records[queue_id] = record
-        if len(self.records) > CACHE_SIZE:
-            self.records.popitem(last=False)
+        self._remember(queue_id, record)
         return record
 
-    def _policy(self, account: str) -> SuppressionPolicy:
+    def prefetch(self, queue_ids: list[str]) -> None:
+        """Read the records of a batch of lines' messages in two round trips, not two each."""
+        wanted = list(dict.fromkeys(q for q in queue_ids if q not in self.records))
+        for queue_id, record in self.messages.get_many(wanted).items():
+            self._remember(queue_id, record)
+
+    def settings(self, account: str) -> dict[str, Any] | None:
+        """The account's settings (None: no such account), read again every SETTINGS_SECONDS:
+        they decide suppression and the reputation guard's thresholds, which operators change
+        rarely, while every event of a busy account needs them."""
         now = self.clock()
-        cached = self.policies.get(account)
-        if cached and now - cached[0] < 10:
+        cached = self.accounts.get(account)
+        if cached and 0 <= now - cached[0] < SETTINGS_SECONDS:
             return cached[1]
         with store.guard(f"reading the settings of {account}"):
             raw = self.client.hgetall(self.keys.account(account))
-        policy = SuppressionPolicy.from_settings(account_settings.from_fields(raw or {}))
-        self.policies[account] = (now, policy)
-        return policy
+        found = account_settings.from_fields(raw) if raw else None
+        self.accounts[account] = (now, found)
+        return found
+
+    def _policy(self, account: str) -> SuppressionPolicy:
+        return SuppressionPolicy.from_settings(self.settings(account) or
+                                               account_settings.from_fields({}))
 
     def handle(self, status: DeliveryStatus) -> str | None:
         """Record what one status line says; the event id, or None when it says nothing."""
@@ -124,12 +141,9 @@ class StatusRecorder:
 
 def handle_lines(lines: list[str], recorder: StatusRecorder) -> int:
     """Record every status line of `lines`; how many events (new or seen) they gave."""
-    count = 0
-    for line in lines:
-        status = parse_line(line)
-        if status is not None and recorder.handle(status):
-            count += 1
-    return count
+    statuses = [status for status in map(parse_line, lines) if status is not None]
+    recorder.prefetch([status.queue_id for status in statuses])
+    return sum(1 for status in statuses if recorder.handle(status))
 
 
 def build(settings: Settings, client: store.Client,
@@ -137,8 +151,10 @@ def build(settings: Settings, client: store.Client,
     keys = store.Keys(settings.redis.prefix)
     ttl = settings.milter.message_ttl_days * 86400
     recorder = Recorder(client, keys, seen_ttl=ttl, counter_days=settings.events.counter_days,
-                        outcome_hook=reputation_hook(client, keys), clock=clock)
-    return StatusRecorder(client, keys, Messages(client, keys, ttl), recorder, clock)
+                        clock=clock)
+    statuses = StatusRecorder(client, keys, Messages(client, keys, ttl), recorder, clock)
+    recorder.outcome_hook = reputation_hook(client, keys, settings_of=statuses.settings)
+    return statuses
 
 
 def serve(settings: Settings, stop: Callable[[], bool] = lambda: False) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from txmail.policyd import decide
 from txmail.policyd.quota import script
@@ -38,9 +39,12 @@ ALERTS_CAP = 1000
 
 
 def record_outcome(client: Client, keys: Keys, account: str, kind: str,
-                   now: float | None = None) -> list[decide.Judgement]:
+                   now: float | None = None,
+                   settings: dict[str, Any] | None = None) -> list[decide.Judgement]:
     """Count one outcome of `account` (an event kind) and act on the account's rates.
 
+    `settings` are the account's settings if the caller keeps them (the maillog follower
+    caches them for a few seconds); otherwise they are read here.
     Returns the hard-bounce and complaint judgements, or [] when the kind does not count or the
     account is gone.
     """
@@ -49,10 +53,11 @@ def record_outcome(client: Client, keys: Keys, account: str, kind: str,
         return []
     now = time.time() if now is None else now
     accounts = Accounts(client, keys)
-    found = accounts.find(account)
-    if found is None:
-        return []
-    settings = found.settings
+    if settings is None:
+        found = accounts.find(account)
+        if found is None:
+            return []
+        settings = found.settings
     today = int(now // 86400)
     window = int(settings["reputation_window_days"])
     with guard(f"recording a {kind} of {account}"):

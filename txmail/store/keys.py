@@ -169,4 +169,3 @@ class Keys:
     @property
     def policy_stats(self) -> str:
         return f"{self.prefix}stats:policy"
-    # keys of events, the bounce pipe and the webhooks dispatcher (txmail/events.py, webhooks/)

@@ -112,6 +112,26 @@ class Messages:
             raw = self.client.hgetall(self.keys.message(account, queue_id))
         return MessageRecord.from_hash(raw) if raw else None
 
+    def get_many(self, queue_ids: list[str]) -> dict[str, MessageRecord | None]:
+        """get() of several messages in two round trips (the maillog follower reads a batch of
+        log lines at a time)."""
+        if not queue_ids:
+            return {}
+        with guard("reading message records"):
+            pipe = self.client.pipeline(transaction=False)
+            for queue_id in queue_ids:
+                pipe.get(self.keys.queue(queue_id))
+            accounts = pipe.execute()
+            known = [(q, a) for q, a in zip(queue_ids, accounts, strict=True) if a is not None]
+            pipe = self.client.pipeline(transaction=False)
+            for queue_id, account in known:
+                pipe.hgetall(self.keys.message(account, queue_id))
+            rows = pipe.execute() if known else []
+        found: dict[str, MessageRecord | None] = dict.fromkeys(queue_ids)
+        for (queue_id, _), raw in zip(known, rows, strict=True):
+            found[queue_id] = MessageRecord.from_hash(raw) if raw else None
+        return found
+
     def find_by_header_message_id(self, message_id: str) -> MessageRecord | None:
         """The message whose Message-ID header was `message_id` (with its angle brackets)."""
         with guard("finding a message by its Message-ID"):
