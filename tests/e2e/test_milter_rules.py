@@ -146,20 +146,6 @@ def test_tags_flags_and_control_headers(stack: Stack, sink: Sink, multi: Login) 
     assert counts["account"] >= "1" and counts["web"] >= "1"
 
 
-@pytest.mark.parametrize("header,value,words", [
-    ("X-Mxm-Flags", "16", "from 0 to 15"),
-    ("X-Mxm-Tag", ",".join(f"t{i}" for i in range(11)), "Too many tags (maximum 10)"),
-    ("X-CloudMTA-Class", "bulk", "standard, priority, digest"),
-])
-def test_bad_control_headers(stack: Stack, multi: Login, header: str, value: str,
-                             words: str) -> None:
-    message = simple_message("app@rules.example", "bad@example.net",
-                             extra_headers={header: value})
-    code, text, _ = submit(stack, multi, "app@rules.example", ["bad@example.net"], message)
-    assert (code, text[:5]) == (554, "5.6.0")
-    assert words in text
-
-
 # -- 8. single-recipient mode ----------------------------------------------------------------
 
 def test_single_recipient_mode(stack: Stack, sink: Sink, single: Login) -> None:
