@@ -276,7 +276,9 @@ class Sink:
             if smtp.has_extn("starttls"):
                 smtp.starttls(context=context)
                 smtp.ehlo("mx.remote.test")
-            smtp.mail(sender)
+            code, text = smtp.mail(sender)
+            if code >= 400:  # e.g. 451 4.7.1 while the milter is down
+                raise smtplib.SMTPSenderRefused(code, text, sender)
             code, text = smtp.rcpt(recipient)
             if code >= 400:
                 raise smtplib.SMTPRecipientsRefused({recipient: (code, text)})
