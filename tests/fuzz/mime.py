@@ -18,6 +18,7 @@ import urllib.parse
 import zipfile
 from dataclasses import dataclass, field
 
+from hypothesis import event
 from hypothesis import strategies as st
 
 from txmail.store.account_settings import FORBIDDEN_EXTENSIONS
@@ -266,7 +267,8 @@ def forbidden_names(draw: st.DrawFn) -> tuple[str, str, list[str]]:
     return name, extension, evasions
 
 
-CONTENT_EVASIONS = ("named", "executable", "zip-member", "zip-executable", "uuencoded")
+# "named" twice: it has the most ways to be written
+CONTENT_EVASIONS = ("named", "named", "executable", "zip-member", "zip-executable", "uuencoded")
 
 
 @st.composite
@@ -274,11 +276,15 @@ def hidden_leaves(draw: st.DrawFn) -> tuple[Leaf, str]:
     """A leaf that hides one forbidden thing, and a description of what was hidden."""
     how = draw(st.sampled_from(CONTENT_EVASIONS))
     name, extension, evasions = draw(forbidden_names())
+    event(f"hidden as: {how}")  # --hypothesis-show-statistics shows how often each was tried
+    for evasion in evasions if how in ("named", "uuencoded", "zip-member") else ():
+        event(f"name evasion: {evasion}")
     padding = draw(st.binary(max_size=200))
     encoding = draw(st.sampled_from(["base64", "quoted-printable", "8bit", "binary", None]))
     if how == "named":
         leaf = Leaf(draw(st.sampled_from(LEAF_TYPES)), draw(harmless_bodies), encoding, name,
                     draw(carriers))
+        event(f"name written as: {leaf.carrier}")
         return leaf, f"{name!r} (.{extension}, {evasions}) written as {leaf.carrier}"
     if how == "executable":
         # a text part may begin with the letters MZ: only a PE header makes it a program
@@ -314,6 +320,7 @@ def hidden(draw: st.DrawFn) -> tuple[bytes, str]:
     tree = draw(harmless_trees)
     path = draw(st.lists(st.integers(0, 10), max_size=6))
     wrappers = draw(st.lists(st.sampled_from(["message", "mixed"]), max_size=3))
+    event(f"wrapped in message/rfc822: {'message' in wrappers}")
     node: Node = leaf
     for wrapper in wrappers:
         node = Attached(node) if wrapper == "message" else Multipart("mixed", [node])
