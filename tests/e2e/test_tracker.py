@@ -157,23 +157,6 @@ def test_the_open_pixel_records_an_open_and_marks_head_as_machine(
     assert opens[0]["details"]["machine_reason"] == "head"
 
 
-def test_a_tampered_token_is_404_and_never_redirects(stack: Stack, sent: dict[str, str]) -> None:
-    link = re.search(r'href="[^"]*(/c/[A-Za-z0-9_.-]+)"', sent["html"]).group(1)
-    payload, mac = link[3:].split(".")
-    flipped = "A" if payload[5] != "A" else "B"
-    for bad in (f"/c/{payload[:5]}{flipped}{payload[6:]}.{mac}", f"/c/{payload}.{mac[:-2]}xx",
-                f"/c/{payload}", "/c/", "/c/x.y", f"/o/{payload}.{mac}.gif",
-                f"/c/{link[3:]}?url=https://evil.example/"):
-        answer = requests.get(tracker_url(stack) + bad, allow_redirects=False, timeout=10)
-        if bad.endswith("?url=https://evil.example/"):
-            # a genuine token: the query cannot change where it goes
-            assert answer.status_code == 302 and "evil" not in answer.headers["Location"]
-            continue
-        assert answer.status_code == 404, bad
-        assert "Location" not in answer.headers
-        assert answer.json()["error"]["message"]
-
-
 def test_flags_turn_tracking_off_for_one_message(stack: Stack, sink: Sink,
                                                   account: tuple[str, str], target: str) -> None:
     recipient = "untracked@example.net"
