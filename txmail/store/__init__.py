@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import redis
 import redis.cluster
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from txmail.errors import StoreUnavailable
 from txmail.store.keys import Keys
@@ -35,7 +37,12 @@ def effective_url(settings: Settings) -> str:
 
 
 def connect(settings: Settings, url: str | None = None) -> Client:
-    """A client for the configured Redis (or Cluster), with short timeouts so callers fail fast."""
+    """A client for the configured Redis (or Cluster), with short timeouts so callers fail fast.
+
+    One immediate retry, no backoff: it replaces a pooled connection that a Redis restart
+    broke, while a Redis that is down fails the call at once (redis-py's default of ten retries
+    with growing pauses kept an SMTP client waiting 4 s for its 451). Every caller has its own
+    answer to an outage: the milter's 451, the pipe's exit 75, the followers' retry loops."""
     url = url or effective_url(settings)
     timeout = settings.redis.timeout
     if settings.redis.cluster:
@@ -44,7 +51,7 @@ def connect(settings: Settings, url: str | None = None) -> Client:
             socket_connect_timeout=timeout)
     return redis.Redis.from_url(
         url, decode_responses=True, socket_timeout=timeout,
-        socket_connect_timeout=timeout, health_check_interval=30)
+        socket_connect_timeout=timeout, health_check_interval=30, retry=Retry(NoBackoff(), 1))
 
 
 @contextlib.contextmanager
