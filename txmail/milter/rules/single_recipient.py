@@ -41,6 +41,17 @@ class SingleRecipient:
         plan.header_edits.extend(self.edits)
 
 
+def _to_value(display: str, address: str) -> str:
+    """The To header for one address. formataddr() raises on a non-ASCII address (an SMTPUTF8
+    one, RFC 6531): that one is written as given, in UTF-8 as RFC 6532 allows, and bytes that
+    are not UTF-8 become U+FFFD (Postfix is handed text)."""
+    try:
+        return email.utils.formataddr((display, address))
+    except UnicodeError:
+        value = f'"{email.utils.quote(display)}" <{address}>' if display else f"<{address}>"
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def check(submission: Submission, settings: dict[str, Any]) -> Refusal | SingleRecipient | None:
     if settings["recipient_mode"] != "single":
         return None
@@ -57,7 +68,7 @@ def check(submission: Submission, settings: dict[str, Any]) -> Refusal | SingleR
                        "envelope recipient; in single-recipient mode give it in RCPT TO too")
     edits: list[HeaderEdit] = []
     if len(first_header) > 1:
-        edits.append(HeaderEdit("To", 1, email.utils.formataddr((display, to_address))))
+        edits.append(HeaderEdit("To", 1, _to_value(display, to_address)))
     edits += [HeaderEdit("To", i, None) for i in range(len(to_headers), 1, -1)]
     for name in ("Cc", "Bcc"):
         count = len(submission.header_values(name))
