@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from txmail import config as config_mod
+from txmail import store
 from txmail.errors import UsageError
 from txmail.stack import tls
 from txmail.stack.files import write_private, write_secret
@@ -66,7 +67,10 @@ def init(state_dir: str, hostname: str, bounce_domain: str, port_offset: int | N
         write_private(key, key_pem)
     for name in ("bounce_key_file", "webhook_key_file", "tracking_key_file"):
         write_secret(settings.path(getattr(settings.secrets, name)))
-    config_file.write_text(config_mod.to_toml(settings))
+    if store.holds_password(redis_url):  # `txmail up` lets the txmail user's group read it
+        write_private(config_file, config_mod.to_toml(settings).encode())
+    else:
+        config_file.write_text(config_mod.to_toml(settings))
     click.echo(f"txmail: wrote {config_file}")
     click.echo(f"txmail: start the relay with: txmail --config {config_file} up")
 

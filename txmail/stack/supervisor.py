@@ -92,6 +92,10 @@ def prepare(settings: Settings, config_file: Path) -> None:
         path = settings.path(getattr(settings.secrets, key))
         os.chown(path, user.pw_uid, user.pw_gid)
         path.chmod(0o600)
+    if store.holds_password(settings.redis.url):
+        # The bounce pipe runs as the txmail user and reads this file; nobody else may.
+        os.chown(config_file, -1, user.pw_gid)
+        config_file.chmod(0o640)
     maillog = settings.path(settings.postfix.maillog)
     maillog.parent.mkdir(parents=True, exist_ok=True)
     # The bounce pipe runs as the txmail user and appends its decisions here.
@@ -175,7 +179,7 @@ def ready_line(settings: Settings, dev: bool, external_postfix: bool = False) ->
     parts = [f"smtp {smtp}",
              f"submission {a}:{settings.listen.submission} (STARTTLS+AUTH)",
              f"submissions {a}:{settings.listen.submissions} (TLS+AUTH)",
-             f"redis {store.effective_url(settings)}"]
+             f"redis {store.shown_url(store.effective_url(settings))}"]
     if dev:
         parts.append(f"capture 127.0.0.1:{settings.dev.capture_port} -> "
                      f"{settings.path(settings.dev.capture_dir)}")

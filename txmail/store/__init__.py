@@ -10,6 +10,7 @@ Fails: redis errors are turned into StoreUnavailable (a TemporaryFailure) by `gu
 from __future__ import annotations
 
 import contextlib
+import urllib.parse
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 
 Client = redis.Redis | redis.cluster.RedisCluster
 
-__all__ = ["Client", "Keys", "connect", "effective_url", "guard"]
+__all__ = ["Client", "Keys", "connect", "effective_url", "guard", "holds_password",
+           "shown_url"]
 
 
 def effective_url(settings: Settings) -> str:
@@ -34,6 +36,21 @@ def effective_url(settings: Settings) -> str:
     if settings.redis.url:
         return settings.redis.url
     return f"unix://{settings.path('run/redis/redis.sock')}"
+
+
+def holds_password(url: str) -> bool:
+    """True when a Redis URL carries a password (redis://:PASSWORD@host or user:PASSWORD)."""
+    return bool(urllib.parse.urlsplit(url).password)
+
+
+def shown_url(url: str) -> str:
+    """The URL as it may be printed or logged: a password becomes ***."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def connect(settings: Settings, url: str | None = None) -> Client:
