@@ -100,20 +100,25 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
 class RedisServer:
     """A private redis-server on a free loopback port."""
 
-    def __init__(self, port: int | None = None, cluster: bool = False) -> None:
+    def __init__(self, port: int | None = None, cluster: bool = False,
+                 password: str = "") -> None:
         self.port = port or (cluster_port() if cluster else free_port())
         self.dir = state_dir(f"redis{self.port}")
         self.cluster = cluster
+        self.password = password  # requirepass, when set
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.dir), "--save", "", "--appendonly", "yes",
                 "--daemonize", "no", "--logfile", str(self.dir / "redis.log")]
+        if self.password:
+            args += ["--requirepass", self.password]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file",
                      str(self.dir / "nodes.conf"), "--cluster-node-timeout", "2000"]
@@ -127,7 +132,7 @@ class RedisServer:
         return self
 
     def ping(self) -> bool:
-        client = redis.Redis(port=self.port, socket_timeout=0.5)
+        client = redis.Redis(port=self.port, socket_timeout=0.5, password=self.password or None)
         try:
             return bool(client.ping())
         except redis.RedisError:
@@ -136,7 +141,8 @@ class RedisServer:
             client.close()  # an unclosed socket is a ResourceWarning, an error under pytest
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True)
+        return redis.Redis(port=self.port, decode_responses=True,
+                           password=self.password or None)
 
     def stop(self) -> None:
         terminate(self.proc, 10)
