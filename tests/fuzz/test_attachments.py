@@ -52,7 +52,7 @@ def verdict(raw: bytes) -> Refusal | None:
     return within_budget(attachments.check, submission_of(raw), SETTINGS)
 
 
-@examples(300)
+@examples(600)
 @given(harmless_trees)
 def test_nothing_forbidden_is_never_refused(tree: Node) -> None:
     raw = message(tree)
@@ -60,7 +60,7 @@ def test_nothing_forbidden_is_never_refused(tree: Node) -> None:
     assert refusal is None, f"{refusal} for\n{raw[:3000]!r}"
 
 
-@examples(500)
+@examples(1000)
 @given(hidden())
 def test_a_hidden_forbidden_file_is_always_found(case: tuple[bytes, str]) -> None:
     raw, what = case
@@ -69,7 +69,7 @@ def test_a_hidden_forbidden_file_is_always_found(case: tuple[bytes, str]) -> Non
         f"{what}: {refusal} for\n{raw[:3000]!r}"
 
 
-@examples(400)
+@examples(800)
 @given(st.one_of(harmless_trees.map(message), hidden().map(lambda case: case[0])),
        mutations(MIME_TOKENS))
 def test_garbled_messages_never_raise(raw: bytes, changes: list[Change]) -> None:
@@ -79,7 +79,7 @@ def test_garbled_messages_never_raise(raw: bytes, changes: list[Change]) -> None
         assert refusal.text
 
 
-@examples(200)
+@examples(300)
 @given(st.binary(max_size=4000))
 def test_random_bytes_never_raise(raw: bytes) -> None:
     refusal = verdict(raw)
