@@ -39,8 +39,9 @@ TOKENS = [
     b"<<< 550 5.1.1 ", b"----- The following addresses had permanent fatal errors -----\n",
     b"This is the mail system at host", b"Auto-Submitted: auto-replied\n",
     b"From: MAILER-DAEMON@example.net\n", b"Subject: Undelivered Mail Returned to Sender\n",
-    b"user@example.net", b"@" * 64, b"\xe3\x81\x82", b"boundary=" * 80,
+    b"user@example.net", b"@" * 64, b"\xe3\x81\x82", b"boundary=" * 80, b'charset="\x00"',
 ]
+
 
 def parse_quietly(raw: bytes) -> BounceReport:
     """parse_report(raw), failing if it raised, took over the budget or a detector tripped."""
