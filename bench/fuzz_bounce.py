@@ -100,7 +100,7 @@ def summary(output: str, seconds: float, findings: list[Path], corpus_size: int)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1].strip())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=300,
                         help="stop after this many seconds (default 300)")
     parser.add_argument("--runs", type=int, default=-1,
