@@ -40,6 +40,7 @@ TOKENS = [
     b"This is the mail system at host", b"Auto-Submitted: auto-replied\n",
     b"From: MAILER-DAEMON@example.net\n", b"Subject: Undelivered Mail Returned to Sender\n",
     b"user@example.net", b"@" * 64, b"\xe3\x81\x82", b"boundary=" * 80, b'charset="\x00"',
+    b"; boundary*0=a", b"; charset*0=a", b"; filename*0=a",
 ]
 
 
@@ -71,6 +72,14 @@ def test_the_corpus_is_there() -> None:
          b"\xff\n")
 @example(b"Content-Type: multipart/report; charset*=utf-8''a\n\n--x\nContent-Type: text/plain\n\n"
          b"\xff\n")
+# found by a long hypothesis run: an RFC 2231 parameter given whole and in pieces made the stdlib
+# raise TypeError in the parser itself (boundary), in get_content_charset and in get_filename
+@example(b"From: MAILER-DAEMON@example.net\nContent-Type: multipart/report; boundary*=utf-8''a; "
+         b"boundary*0=b\n\n--a\nContent-Type: text/plain\n\nx\n--a--\n")
+@example(b"From: MAILER-DAEMON@example.net\nContent-Type: text/plain; charset*=utf-8''a; "
+         b"charset*0=b\n\nThis is the mail system at host x.\n<user@example.net>: 550 5.1.1 no\n")
+@example(b"Content-Type: multipart/report; boundary=a\n\n--a\nContent-Type: text/x-log\n"
+         b"Content-Disposition: attachment; filename*=utf-8''a; filename*0=b\n\nx\n--a--\n")
 def test_random_bytes(raw: bytes) -> None:
     parse_quietly(raw)
 

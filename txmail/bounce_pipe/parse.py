@@ -29,9 +29,10 @@ READS
 FAILURE
     Malformed MIME, unknown charsets, bare CR line ends, random bytes and
     empty input all give a report (usually with no events), never an
-    exception; MIME nested too deeply for the stdlib parser is read for its
-    headers only. A detector that trips over a message it claimed is logged and
-    skipped, so the next detector still gets its chance.
+    exception; MIME nested too deeply for the stdlib parser, or with a boundary
+    parameter it cannot read, is read for its headers only. A detector that
+    trips over a message it claimed is logged and skipped, so the next
+    detector still gets its chance.
 """
 
 from __future__ import annotations
@@ -167,7 +168,11 @@ def read_message(raw: bytes) -> Message | None:
         # The stdlib parser recurses once per nested part; a hostile nesting
         # thousands deep exhausts the stack. Its headers are still readable.
         log.warning("bounce: MIME nested too deeply; reading the headers only")
-        return BytesHeaderParser(policy=policy.compat32).parsebytes(data)
+    except TypeError:
+        # A boundary given both whole and in RFC 2231 pieces (boundary*= and
+        # boundary*0=) makes the stdlib parser raise.
+        log.warning("bounce: MIME boundary parameter unreadable; reading the headers only")
+    return BytesHeaderParser(policy=policy.compat32).parsebytes(data)
 
 
 def _cut_deep_nesting(data: bytes) -> bytes:

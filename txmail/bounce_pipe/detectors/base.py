@@ -207,6 +207,15 @@ def raw_payload(part: Message) -> Any:
         return data.decode("ascii", "replace") if isinstance(data, bytes) else ""
 
 
+def _named(part: Message) -> bool:
+    """Whether the part gives a file name. An RFC 2231 parameter given both whole and in
+    pieces (filename*= and filename*0=) makes the stdlib raise TypeError: a name all the same."""
+    try:
+        return bool(part.get_filename())
+    except TypeError:
+        return True
+
+
 def part_text(part: Message) -> str:
     """The decoded text of a non-multipart part (never raises)."""
     try:
@@ -225,7 +234,7 @@ def part_text(part: Message) -> str:
         return ""
     try:
         charset = part.get_content_charset()
-    except (ValueError, LookupError, UnicodeError):
+    except (ValueError, LookupError, UnicodeError, TypeError):  # TypeError: see _named
         charset = None
     text = decode_bytes(payload[: MAX_TEXT_CHARS * 2], charset)
     if "\r" in text:
@@ -558,7 +567,7 @@ def _digest(mail: ReturnedMail, top: Message) -> None:
             # Decoded only if no plain text says the same (it usually does).
             html.append(part)
         elif ctype.startswith(("text/", "multipart/")) or ctype == "application/octet-stream":
-            if ctype != "text/plain" and "content-disposition" in part and part.get_filename():
+            if ctype != "text/plain" and "content-disposition" in part and _named(part):
                 # A named attachment is the sender's file, not the report.
                 continue
             texts.append(part_text(part))
