@@ -33,6 +33,17 @@ CARRIERS = ("quoted", "content-type-name", "rfc2231", "rfc2231-continued", "rfc2
             "rfc2047-q", "both-headers")
 CHARSETS = ("utf-8", "UTF-8", "Utf-8")
 
+# Bytes that mean something to a MIME reader, for the mutations of tests/fuzz/mutations.py.
+GARBLING = [
+    b"\r\n", b"\r\n\r\n", b"--", b"\r\n--=_fuzz_1_boundary\r\n", b"--=_fuzz_2_boundary--",
+    b"Content-Type: multipart/mixed; boundary=x\r\n", b"Content-Type: message/rfc822\r\n\r\n",
+    b"Content-Transfer-Encoding: base64\r\n", b"Content-Transfer-Encoding: x-uuencode\r\n",
+    b"; filename*0*=x-unknown''%FF", b"; filename*=''", b"; name=\"=?x?B?AAA?=\"",
+    b"; filename*1=", b"=?utf-8?Q?=FF?=", b"PK\x03\x04", b"PK\x05\x06", b"MZ", b"\x00",
+    b"\xed\xa0\x80", b"\xff", b"begin 644 ", b";;;;", b'"', b"\\", b"\t", b" ",
+    b"; charset*0=a", b"; filename*0=a", b"; boundary*0=a", b'; charset="\x00"',
+]
+
 
 @dataclass
 class Leaf:

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fuzz.budget import examples, within_budget
-from tests.fuzz.mime import Node, harmless_trees, hidden, message
+from tests.fuzz.mime import GARBLING, Node, harmless_trees, hidden, message
 from tests.fuzz.mutations import Change, mutate, mutations
 from tests.unit.milter.driver import split_headers
 from txmail.milter.plan import Refusal
@@ -26,14 +26,6 @@ from txmail.milter.submission import Submission
 from txmail.store.account_settings import from_fields
 
 SETTINGS = from_fields({})
-MIME_TOKENS = [
-    b"\r\n", b"\r\n\r\n", b"--", b"\r\n--=_fuzz_1_boundary\r\n", b"--=_fuzz_2_boundary--",
-    b"Content-Type: multipart/mixed; boundary=x\r\n", b"Content-Type: message/rfc822\r\n\r\n",
-    b"Content-Transfer-Encoding: base64\r\n", b"Content-Transfer-Encoding: x-uuencode\r\n",
-    b"; filename*0*=x-unknown''%FF", b"; filename*=''", b"; name=\"=?x?B?AAA?=\"",
-    b"; filename*1=", b"=?utf-8?Q?=FF?=", b"PK\x03\x04", b"PK\x05\x06", b"MZ", b"\x00",
-    b"\xed\xa0\x80", b"\xff", b"begin 644 ", b";;;;", b'"', b"\\", b"\t", b" ",
-]
 
 
 def submission_of(raw: bytes) -> Submission:
@@ -71,7 +63,7 @@ def test_a_hidden_forbidden_file_is_always_found(case: tuple[bytes, str]) -> Non
 
 @examples(800)
 @given(st.one_of(harmless_trees.map(message), hidden().map(lambda case: case[0])),
-       mutations(MIME_TOKENS))
+       mutations(GARBLING))
 def test_garbled_messages_never_raise(raw: bytes, changes: list[Change]) -> None:
     refusal = verdict(mutate(raw, changes))
     if refusal is not None:

@@ -68,6 +68,7 @@ HREF = re.compile(r"""(?P<lead>\shref\s*=\s*)"""
                   r"""(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<bare>[^\s"'>]+))""", re.I)
 ATTRIBUTE = re.compile(r"""\s([a-z][a-z0-9_:.-]*)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s"'>]+))?""", re.I)
 BODY_END = re.compile(rb"</body\s*>", re.I)
+ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # a byte decoded with surrogateescape
 NO_TRACK_ATTRIBUTES = {"data-unsubscribe", "data-notrack", "data-no-track",
                        "data-txmail-notrack"}
 MAX_LINE = 998  # RFC 5322 §2.1.1, without CRLF
@@ -140,8 +141,11 @@ def _marked_no_track(tag: str) -> bool:
 
 
 def trackable(url: str) -> bool:
-    """Only absolute web links: never mailto:, tel:, javascript:, anchors or relative links."""
-    return url.strip().lower().startswith(("http://", "https://"))
+    """Only absolute web links: never mailto:, tel:, javascript:, anchors or relative links,
+    nor a link with bytes that are not text in its part's charset (a UTF-8 link in a part
+    labelled us-ascii): those stay as escapes no token can carry, so the link is left as it is."""
+    return url.strip().lower().startswith(("http://", "https://")) and \
+        not ESCAPED_BYTE.search(url)
 
 
 class _Counter:
@@ -225,21 +229,24 @@ def rewrite_html(message: bytes | email.message.Message, signer: LinkSigner, bas
 
     changed = False
     for part in parts:
-        charset = part.get_content_charset() or "us-ascii"
+        try:
+            charset = part.get_content_charset() or "us-ascii"
+        except TypeError:  # charset given whole and in RFC 2231 pieces: the stdlib raises
+            charset = "(unreadable)"
         cte = (part.get("Content-Transfer-Encoding") or "7bit").strip().lower()
         data = part.get_payload(decode=True)
         if not isinstance(data, bytes):
             continue
         try:
             text = data.decode(charset, "surrogateescape")
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, ValueError):  # ValueError: a NUL in the charset name
             log.info("%s: tracking: an HTML part in charset %r is left as it is", queue_id,
                      charset[:40])
             continue
         new_text = _rewrite_links(text, click_url, skip, counter) if clicks else text
         try:
             new_data = new_text.encode(charset, "surrogateescape")
-        except (LookupError, UnicodeEncodeError):
+        except (LookupError, ValueError):
             continue
         if opens and not pixel_added:
             token = signer.sign(Mark("open", account, queue_id, recipient, sent_at=sent_at))
