@@ -179,6 +179,9 @@ def process(
             if found.kind not in EVENT_KINDS:
                 continue
             rcpt = _recipient_as_sent(record, found.recipient)
+            # The token vouches for one message: a recipient it never had is the sender's
+            # word only (a forger holding the bounce address of a message sent to them).
+            vouched = trusted and rcpt in record.recipients
             details: dict[str, Any] = {
                 "status": found.status,
                 "reason": found.reason,
@@ -198,13 +201,12 @@ def process(
                 {k: v for k, v in details.items() if v is not None},
                 tags=record.tags,
                 now=clock(),
-                # The token vouches for one message: a recipient it never had is the sender's
-                # word only (a forger holding the bounce address of a message sent to them).
-                trusted=trusted and rcpt in record.recipients,
+                trusted=vouched,
             )
             result = recorder.record(event, policy)
             outcome.events.append(result.event_id)
-            recorded_kinds[rcpt] = found.kind
+            if vouched:  # only what the token vouches for is forwarded to the client
+                recorded_kinds[rcpt] = found.kind
             if not result.new:
                 log.info(
                     "%s: %s to=<%s> reported again (id=%s); not recorded twice",
