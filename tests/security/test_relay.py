@@ -21,7 +21,6 @@ import re
 import smtplib
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -191,6 +190,7 @@ def test_internal_listeners_offer_no_login(node: Stack, listener: str) -> None:
     assert code >= 500
 
 
+# Debian's own Python: a venv under a private home folder may not be executable by others.
 CONNECT = "import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])"
 
 
@@ -204,8 +204,8 @@ def test_the_private_sockets_are_closed_to_other_local_users(node: Stack) -> Non
             entry = pwd.getpwnam(user)
             probe = subprocess.run(
                 ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
-                 "--clear-groups", sys.executable, "-c", CONNECT, path],
-                capture_output=True, text=True, timeout=30, check=False)
+                 "--clear-groups", "/usr/bin/python3", "-c", CONNECT, path],
+                capture_output=True, text=True, timeout=30, check=False, cwd="/")
             assert probe.returncode != 0 and "PermissionError" in probe.stderr, (user, path)
 
 
