@@ -141,6 +141,7 @@ def test_without_login_nothing_is_relayed(node: Stack, password: str, listener: 
         code, text = transaction(smtp, SENDERS[sender], recipient)
     assert code >= 500, (code, text)
     assert re.match(rb"5\.\d+\.\d+ ", text), text
+    assert len(text.split()) > 5, text  # a sentence that says what to do, not just a code
     if listener == "reinject":  # no milter, no policy check there: only forwarded bounces
         assert b"takes only the bounces txmail forwards (MAIL FROM:<>)" in text
 
