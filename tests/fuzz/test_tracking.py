@@ -52,6 +52,12 @@ def rewritten(raw: bytes) -> None:
 # found: a UTF-8 link in a part labelled us-ascii kept its bytes as surrogate escapes, and
 # signing the click token raised UnicodeEncodeError
 @example(HTML_HEAD + b'charset=us-ascii\r\n\r\n<a href="https://e.example/\xc3\xa9">\r\n')
+# found by a long run: a raw UTF-8 file name made Content-Disposition an email.header.Header,
+# which has no strip()
+@example(HTML_HEAD + b'charset=utf-8\r\nContent-Disposition: inline; filename="\xc3\xa9.html"'
+         b'\r\n\r\n<a href="https://e.example/">\r\n')
+@example(HTML_HEAD + b"charset=utf-8\r\nContent-Transfer-Encoding: 7bit\xc3\xa9\r\n\r\n"
+         b'<a href="https://e.example/">\r\n')
 def test_rewrite_never_raises(raw: bytes) -> None:
     rewritten(raw)
 

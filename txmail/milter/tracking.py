@@ -117,7 +117,8 @@ def _html_parts(message: email.message.Message) -> list[email.message.Message]:
             continue
         if part.get_content_type() != "text/html":
             continue
-        if (part.get("Content-Disposition") or "").strip().lower().startswith("attachment"):
+        # str(): a value with raw 8-bit bytes comes back as an email.header.Header
+        if str(part.get("Content-Disposition", "")).strip().lower().startswith("attachment"):
             continue
         found.append(part)
     return found
@@ -233,7 +234,7 @@ def rewrite_html(message: bytes | email.message.Message, signer: LinkSigner, bas
             charset = part.get_content_charset() or "us-ascii"
         except TypeError:  # charset given whole and in RFC 2231 pieces: the stdlib raises
             charset = "(unreadable)"
-        cte = (part.get("Content-Transfer-Encoding") or "7bit").strip().lower()
+        cte = str(part.get("Content-Transfer-Encoding") or "7bit").strip().lower()
         data = part.get_payload(decode=True)
         if not isinstance(data, bytes):
             continue
