@@ -58,6 +58,11 @@ def rewritten(raw: bytes) -> None:
          b'\r\n\r\n<a href="https://e.example/">\r\n')
 @example(HTML_HEAD + b"charset=utf-8\r\nContent-Transfer-Encoding: 7bit\xc3\xa9\r\n\r\n"
          b'<a href="https://e.example/">\r\n')
+# found by a long run: a multipart without a boundary holding 8-bit bytes, beside an HTML part
+# that was rewritten: the stdlib's BytesGenerator raised UnicodeEncodeError writing it back
+@example(b"From: a@acme.example\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; "
+         b'boundary="b"\r\n\r\n--b\r\nContent-Type: text/html\r\n\r\n<a href="https://e.example/">'
+         b"\r\n--b\r\nContent-Type: multipart/mixed\r\n\r\n\xc3\xa9\r\n--b--\r\n")
 def test_rewrite_never_raises(raw: bytes) -> None:
     rewritten(raw)
 

@@ -262,7 +262,13 @@ def rewrite_html(message: bytes | email.message.Message, signer: LinkSigner, bas
         return None
     out = io.BytesIO()
     policy = compat32.clone(linesep="\r\n", max_line_length=0)
-    BytesGenerator(out, mangle_from_=False, policy=policy).flatten(parsed)
+    try:
+        BytesGenerator(out, mangle_from_=False, policy=policy).flatten(parsed)
+    except UnicodeEncodeError:
+        # The stdlib cannot write back a multipart without a boundary whose text has 8-bit
+        # bytes (it reads them as U+FFFD, which its byte writer refuses): left as it is.
+        log.info("%s: tracking: the message cannot be written back; left as it is", queue_id)
+        return None
     whole = out.getvalue()
     split = whole.find(b"\r\n\r\n")
     body = whole[split + 4:] if split >= 0 else b""
