@@ -100,22 +100,30 @@ def decide(
 
 
 def headers_only(raw: bytes) -> bytes:
-    """The returned mail with every returned message cut to its headers (RET=HDRS)."""
-    message = email.message_from_bytes(raw, policy=policy.compat32)
-    changed = False
-    for part in message.walk():
-        if part.get_content_type() not in ("message/rfc822", "message/global"):
-            continue
-        inner = part.get_payload()
-        if not isinstance(inner, list) or not inner or not isinstance(inner[0], Message):
-            continue
-        head = "".join(f"{k}: {v}\n" for k, v in inner[0].items())
-        part.set_payload(head)
-        part.replace_header("Content-Type", "text/rfc822-headers")
-        changed = True
-    if not changed:
+    """The returned mail with every returned message cut to its headers (RET=HDRS).
+
+    A mail the stdlib cannot take apart and write back (a boundary given whole and in RFC 2231
+    pieces; a multipart without a boundary holding 8-bit bytes) goes as it came: it returns the
+    sender's own message to the sender, which is better than no notice at all."""
+    try:
+        message = email.message_from_bytes(raw, policy=policy.compat32)
+        changed = False
+        for part in message.walk():
+            if part.get_content_type() not in ("message/rfc822", "message/global"):
+                continue
+            inner = part.get_payload()
+            if not isinstance(inner, list) or not inner or not isinstance(inner[0], Message):
+                continue
+            # raw_items(): 8-bit bytes stay as they came (items() would make them U+FFFD)
+            head = "".join(f"{k}: {v}\n" for k, v in inner[0].raw_items())
+            part.set_payload(head)
+            # a part of a multipart/digest is message/rfc822 without saying so
+            del part["Content-Type"]
+            part["Content-Type"] = "text/rfc822-headers"
+            changed = True
+        return message.as_bytes() if changed else raw
+    except (TypeError, UnicodeEncodeError):
         return raw
-    return message.as_bytes()
 
 
 def forward(
