@@ -160,7 +160,7 @@ def test_dev_mode_prints_a_swaks_command_that_works(make_stack: Callable[..., St
     node = make_stack(name="dev")
     # --dev without a relayhost: the capture server stands in for the internet.
     node.config.write_text(node.config.read_text().replace(
-        f'relayhost = "[127.0.0.1]:', 'relayhost = "" # '))
+        'relayhost = "[127.0.0.1]:', 'relayhost = "" # '))
     node.start(dev=True)
     command = next(line.strip() for line in node.output().splitlines()
                    if line.strip().startswith("swaks "))

@@ -203,8 +203,8 @@ def plan(settings: Settings, config_file: Path, operator_dir: Path) -> Plan:
         elif entry.kind != "inet" and entry.name not in POSTFIX_SERVICES:
             master.append(entry)
     _check_conflicts(master, master_entries(operator_dir))
-    notes = [f"the operator's port 25 service takes the bounces for the return-path domains "
-             f"(relay_domains and transport_maps now include txmail's socketmap)"]
+    notes = ["the operator's port 25 service takes the bounces for the return-path domains "
+             "(relay_domains and transport_maps now include txmail's socketmap)"]
     return Plan(main=main, master=master, notes=notes)
 
 
