@@ -42,7 +42,9 @@ def used(row: dict[str, Any], unit: str, window: str) -> int:
 
 def attempt(smtp: smtplib.SMTP, sender: str, recipients: list[str],
             message: bytes) -> tuple[int, bytes]:
-    """One transaction on an open session: the first refusal, or the DATA reply."""
+    """One transaction on an open session: the first refusal, or the DATA reply. After a
+    refusal at end of data it sends RSET, as smtplib's sendmail() and other client libraries
+    do: Postfix keeps the transaction open after an smtpd_end_of_data_restrictions refusal."""
     code, text = smtp.mail(sender)
     if code >= 400:
         return code, text
@@ -59,6 +61,8 @@ def attempt(smtp: smtplib.SMTP, sender: str, recipients: list[str],
         assert refusal is not None
         return refusal
     code, text = smtp.data(message)
+    if code >= 400:
+        smtp.rset()
     return code, text
 
 
@@ -129,6 +133,34 @@ def test_a_message_refused_later_uses_no_quota(stack: Stack, sink: Sink) -> None
     assert stack.log("policyd").count("end-of-message: dunno account=later") == 4
     wait_for(lambda: len(sink.find("later-good1@example.net")) == 1, 20, what="the second message")
     assert not sink.find("later-one@example.net") and not sink.find("later-two@example.net")
+
+
+def test_a_race_lost_at_end_of_data_is_deferred_with_the_sentence(stack: Stack,
+                                                                  sink: Sink) -> None:
+    """Two sessions pass RCPT for the last message of the day; the one that reaches end of
+    data second is deferred there, with the same sentence, and counts nothing."""
+    login = ("racer", stack.add_account("racer", "racer.example",
+                                        settings=["warmup=false", "messages_per_day=1"]))
+    with contextlib.closing(stack.client("submission", login)) as slow, \
+            contextlib.closing(stack.client("submission", login)) as fast:
+        assert slow.mail("app@racer.example")[0] == 250
+        assert slow.rcpt("racer-slow@example.net")[0] == 250
+        assert attempt(fast, "app@racer.example", ["racer-fast@example.net"],
+                       simple_message("app@racer.example", "racer-fast@example.net"))[0] == 250
+        code, text = slow.data(simple_message("app@racer.example", "racer-slow@example.net"))
+        assert code == 450
+        assert text.startswith(b"4.7.1 ")
+        assert b"Rate limit of 1 message per day for account racer reached" in text
+        # Postfix keeps the transaction after an end-of-data refusal: a client must RSET.
+        assert slow.mail("app@racer.example")[0] == 503
+        assert slow.rset()[0] == 250
+        assert attempt(slow, "app@racer.example", ["racer-again@example.net"],
+                       simple_message("app@racer.example", "racer-again@example.net"))[0] == 450
+    row = stats(stack, "racer")
+    assert used(row, "messages", "day") == 1
+    assert row["in_flight"] == {"messages": 0, "recipients": 0, "bytes": 0}
+    wait_for(lambda: len(sink.find("racer-fast@example.net")) == 1, 20, what="the fast message")
+    assert not sink.find("racer-slow@example.net")
 
 
 def test_many_parallel_clients_and_no_over_admission(stack: Stack, sink: Sink) -> None:

@@ -274,7 +274,8 @@ def verdict(check: Check, result: list[Any]) -> Action:
         return DUNNO
     if outcome == 1:
         limit = check.limits[int(result[1]) - 1]
-        return Action(f"450 4.7.1 Rate limit of {limit.value} {limit.unit} per {limit.window} "
+        unit = limit.unit[:-1] if limit.value == 1 else limit.unit  # "1 message", "2 messages"
+        return Action(f"450 4.7.1 Rate limit of {limit.value} {unit} per {limit.window} "
                       f"for account {check.account.name} reached; retry after "
                       f"{clock_time(check.windows.reset(limit.window))}", "rate-limit")
     if outcome == 2:

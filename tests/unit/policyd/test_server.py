@@ -126,7 +126,7 @@ def test_a_refused_message_gives_its_hold_back_when_the_connection_moves_on(
         assert await first.ask(block("END-OF-MESSAGE", queue_id="A", count=1)) == "DUNNO"
         other = await connect()
         refused = await other.ask(block("END-OF-MESSAGE", queue_id="B", count=1))
-        assert refused.startswith("450 4.7.1 Rate limit of 1 messages per day")
+        assert refused.startswith("450 4.7.1 Rate limit of 1 message per day")
         first.close()  # A's fate is sealed and the milter never counted it: A was refused
         for _ in range(50):
             await asyncio.sleep(0.02)
