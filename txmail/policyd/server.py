@@ -28,12 +28,13 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from txmail.store.keys import ACCOUNT_NAME
 log = logging.getLogger("txmail.policyd")
 
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+Call = tuple[Any, list[str], list[Any], "asyncio.Future[Any]"]  # script, keys, args, answer
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -110,11 +112,11 @@ class AccountCache:
 
 
 class ScriptBatch:
-    """Calls of one Lua script go to Redis in batches, one pipeline at a time per worker: the
-    calls that arrive while a batch is out form the next one, so the busier policyd is, the
-    more calls share one round trip and one connection. Each call is still its own atomic
-    script run. A server that lost the script (restarted, flushed) gets it again, as
-    Script.__call__ does.
+    """Lua script calls go to Redis in batches, one pipeline at a time per worker: the calls
+    that arrive while a batch is out form the next one, so the busier policyd is, the more
+    calls share one round trip and one connection (the checks and the hold releases alike).
+    Each call is still its own atomic script run. A server that lost a script (restarted,
+    flushed) gets it again, as Script.__call__ does.
 
     On a single Redis the EVALSHA commands are packed here and written on one of redis-py's
     pooled connections (its reply parser, timeouts and reconnects as usual): redis-py's general
@@ -122,18 +124,16 @@ class ScriptBatch:
     cluster pipeline, which routes each call to the node of its account's slot.
     """
 
-    def __init__(self, client: AsyncClient, script: Any) -> None:
+    def __init__(self, client: AsyncClient) -> None:
         self.client = client
-        self.script = script
-        self.pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self.pending: list[Call] = []
         self.running = False
         self.direct = isinstance(client, redis.asyncio.Redis)
-        self.head = b"$7\r\nEVALSHA\r\n" + _bulk(script.sha.encode())
 
-    def __call__(self, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+    def __call__(self, script: Any, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self.pending.append((keys, args, future))
+        self.pending.append((script, keys, args, future))
         if not self.running:
             self.running = True  # the task starts a turn later: concurrent calls join in
             loop.create_task(self._drain()).add_done_callback(_consume)
@@ -147,28 +147,28 @@ class ScriptBatch:
         finally:
             self.running = False
 
-    async def _run(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
+    async def _run(self, batch: list[Call]) -> None:
         try:
             if self.direct:
                 results = await self._direct(batch)
             elif len(batch) == 1:
-                keys, args, _ = batch[0]
-                results = [await self.script(keys=keys, args=args)]
+                script, keys, args, _ = batch[0]
+                results = [await script(keys=keys, args=args)]
             else:
                 pipe = self.client.pipeline(transaction=False)
-                for keys, args, _ in batch:
-                    pipe.evalsha(self.script.sha, len(keys), *keys, *args)
+                for script, keys, args, _ in batch:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
                 results = await pipe.execute(raise_on_error=False)
             for n, result in enumerate(results):
                 if isinstance(result, redis.exceptions.NoScriptError):
-                    keys, args, _ = batch[n]
-                    results[n] = await self.script(keys=keys, args=args)
+                    script, keys, args, _ = batch[n]
+                    results[n] = await script(keys=keys, args=args)
         except Exception as exc:  # noqa: BLE001 - every caller gets the failure, nobody hangs
-            for _, _, future in batch:
+            for *_, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, _, future), result in zip(batch, results, strict=True):
+        for (*_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, Exception):
@@ -177,13 +177,13 @@ class ScriptBatch:
                 future.set_result(result)
 
 
-    async def _direct(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]
-                      ) -> list[Any]:
+    async def _direct(self, batch: list[Call]) -> list[Any]:
         commands = []
-        for keys, args, _ in batch:
+        for script, keys, args, _ in batch:
             parts = [_bulk(str(len(keys)).encode())]
             parts += [_bulk(part.encode()) for part in (*keys, *args)]
-            commands.append(b"*%d\r\n" % (len(parts) + 2) + self.head + b"".join(parts))
+            commands.append(b"*%d\r\n" % (len(parts) + 2) + _evalsha(script.sha)
+                            + b"".join(parts))
         pool = self.client.connection_pool  # type: ignore[union-attr]
         connection = await pool.get_connection()
         results: list[Any] = []
@@ -204,6 +204,12 @@ class ScriptBatch:
 
 def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+@functools.cache
+def _evalsha(sha: str) -> bytes:
+    """The packed start of an EVALSHA command for one script."""
+    return b"$7\r\nEVALSHA\r\n" + _bulk(sha.encode())
 
 
 def _consume(task: asyncio.Task[Any]) -> None:
@@ -234,7 +240,8 @@ class PolicyServer:
         self.rooms: dict[str, decide.Room] = {}  # by account: what its last check left free
         self.decisions: collections.Counter[str] = collections.Counter()  # by verb, not yet
         # added to PREFIX stats:policy (flush_decisions)
-        self.check = ScriptBatch(client, quota.script(client, "policy_check"))
+        self.scripts = ScriptBatch(client)
+        self.check_script = quota.script(client, "policy_check")
         self.release_script = quota.script(client, "policy_release")
         self.hold_seconds = settings.policyd.hold_seconds
         self.idle_timeout = settings.policyd.idle_timeout
@@ -333,8 +340,8 @@ class PolicyServer:
                 self._release_later(account, queue_id)
         if isinstance(plan, decide.Action):
             return plan
-        result = await self.check(
-            keys=quota.check_keys(self.keys, plan.account.name, plan.windows),
+        result = await self.scripts(
+            self.check_script, keys=quota.check_keys(self.keys, plan.account.name, plan.windows),
             args=plan.script_args(plan.windows.now + self.hold_seconds, release))
         action = decide.verdict(plan, result)
         room = decide.room_left(plan, result)
@@ -356,9 +363,9 @@ class PolicyServer:
 
     async def _release(self, account: str, queue_id: str) -> None:
         try:
-            if await self.release_script(keys=[self.keys.holds(account),
-                                               self.keys.holds_expiry(account)],
-                                         args=[queue_id]):
+            if await self.scripts(self.release_script,
+                                  keys=[self.keys.holds(account), self.keys.holds_expiry(account)],
+                                  args=[queue_id]):
                 log.info("%s: released: account=%s: not counted (refused after end of data)",
                          queue_id, account)
         except redis.RedisError as exc:
@@ -439,6 +446,48 @@ class PolicyServer:
             await asyncio.sleep(self.settings.policyd.settings_refresh)
 
 
+class TurnBufferedStream:
+    """Stands in for a log handler's stream while the event loop runs: the lines logged in one
+    loop turn go out in one write() at the start of the next. One line per decision is
+    thousands of lines a second, and a write() each was a tenth of a worker's CPU. A worker
+    killed with -9 loses at most the lines of its last turn."""
+
+    def __init__(self, stream: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.stream = stream
+        self.loop = loop
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> None:
+        if not self.lines:
+            self.loop.call_soon(self.write_out)
+        self.lines.append(text)
+
+    def flush(self) -> None:
+        """StreamHandler flushes after each line; the turn's end does it instead."""
+
+    def write_out(self) -> None:
+        text, self.lines = "".join(self.lines), []
+        with contextlib.suppress(OSError, ValueError):  # stderr gone: nowhere left to say it
+            self.stream.write(text)
+            self.stream.flush()
+
+
+@contextlib.contextmanager
+def turn_buffered_logs(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """Buffer the root logger's stream handlers per loop turn (TurnBufferedStream)."""
+    handlers = [h for h in logging.getLogger().handlers
+                if type(h) is logging.StreamHandler]  # not FileHandler: it reopens its own
+    for handler in handlers:
+        handler.setStream(TurnBufferedStream(handler.stream, loop))
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            buffered = handler.setStream(handler.stream.stream)
+            if isinstance(buffered, TurnBufferedStream):
+                buffered.write_out()
+
+
 def _peer(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
     if isinstance(peer, tuple):
@@ -469,6 +518,12 @@ def listen(settings: Settings) -> list[tuple[str, socket.socket]]:
 async def run(settings: Settings, sockets: list[tuple[str, socket.socket]],
               ready: Callable[[], None] | None = None) -> None:
     """Serve on `sockets` until SIGTERM or SIGINT."""
+    with turn_buffered_logs(asyncio.get_running_loop()):
+        await _serve(settings, sockets, ready)
+
+
+async def _serve(settings: Settings, sockets: list[tuple[str, socket.socket]],
+                 ready: Callable[[], None] | None) -> None:
     client = connect(settings)
     server = PolicyServer(settings, client, Keys(settings.redis.prefix),
                           clock=lambda: quota.clock(settings))

@@ -257,3 +257,45 @@ def test_decisions_are_counted_by_outcome_for_metrics(redis_server: RedisServer)
             peer.close()
 
     run_with_server(redis_server.url, test, {"messages_per_minute": 2})
+
+
+def test_log_lines_of_one_loop_turn_go_out_in_one_write() -> None:
+    class Stream:
+        def __init__(self) -> None:
+            self.writes: list[str] = []
+
+        def write(self, text: str) -> None:
+            self.writes.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    stream = Stream()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("txmail.test-turns")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logging.getLogger().addHandler(handler)  # turn_buffered_logs wraps the root's handlers
+
+    async def scenario() -> list[list[str]]:
+        seen = []
+        with server.turn_buffered_logs(asyncio.get_running_loop()):
+            logger.warning("one")
+            logger.warning("two")
+            seen.append(list(stream.writes))  # nothing written inside the turn
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            seen.append(list(stream.writes))
+            logger.warning("last")  # written out when the loop stops serving
+        seen.append(list(stream.writes))
+        return seen
+
+    try:
+        inside, after_turn, at_exit = asyncio.run(scenario())
+    finally:
+        logging.getLogger().removeHandler(handler)
+        logger.removeHandler(handler)
+    assert inside == []
+    assert after_turn == ["one\ntwo\n"]
+    assert at_exit == ["one\ntwo\n", "last\n"]
+    assert handler.stream is stream
