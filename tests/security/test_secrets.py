@@ -189,6 +189,9 @@ def test_the_secrets_are_not_in_the_configuration(node: Stack, full_run: list[st
     ("rediss://default:s3cret@redis.example:6380", "rediss://default:***@redis.example:6380"),
     ("redis://10.0.0.5:6379/0", "redis://10.0.0.5:6379/0"),
     ("unix:///var/lib/txmail/run/redis/redis.sock", "unix:///var/lib/txmail/run/redis/redis.sock"),
+    ("redis://10.0.0.5:6379/0?password=s3cret&db=1", "redis://10.0.0.5:6379/0?password=***&db=1"),
+    ("unix:///run/redis.sock?db=2&Password=s3cret", "unix:///run/redis.sock?db=2&Password=***"),
+    ("redis://:a@10.0.0.5?password=b", "redis://:***@10.0.0.5?password=***"),
 ])
 def test_a_redis_url_is_printed_without_its_password(url: str, shown: str) -> None:
     assert store.shown_url(url) == shown

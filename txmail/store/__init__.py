@@ -39,18 +39,32 @@ def effective_url(settings: Settings) -> str:
 
 
 def holds_password(url: str) -> bool:
-    """True when a Redis URL carries a password (redis://:PASSWORD@host or user:PASSWORD)."""
-    return bool(urllib.parse.urlsplit(url).password)
+    """True when a Redis URL carries a password (redis://:PASSWORD@host, user:PASSWORD, or a
+    password= query option)."""
+    parts = urllib.parse.urlsplit(url)
+    return bool(parts.password) or any(
+        name.lower() == "password" and value
+        for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
 
 
 def shown_url(url: str) -> str:
-    """The URL as it may be printed or logged: a password becomes ***."""
-    parts = urllib.parse.urlsplit(url)
-    if not parts.password:
+    """The URL as it may be printed or logged: a password becomes ***, whether it is given
+    before the host (redis://:SECRET@host) or as a query option (redis://host?password=SECRET,
+    which redis-py also reads)."""
+    if not holds_password(url):
         return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{user}:***@{host}")
+    if parts.query:
+        query = [(name, "***" if name.lower() == "password" else value)
+                 for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)]
+        parts = parts._replace(query=urllib.parse.urlencode(query, safe="*"))
+    # Joined by hand: urlunsplit() writes unix:///path as unix:/path.
+    return (f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{parts.query}" if parts.query
+                                                               else ""))
 
 
 def connect(settings: Settings, url: str | None = None) -> Client:
