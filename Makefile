@@ -15,7 +15,11 @@ EXTRA_DEB_PACKAGES :=
 
 .PHONY: run test deps system-deps venv bench fuzz lint clean
 
+# compileall: the bounce pipe runs once per bounce as the unprivileged txmail user, who cannot
+# write __pycache__ here; without compiled files each run compiles the parser again (~40% of
+# its start-up time).
 run: deps
+	$(PY) -m compileall -q txmail
 	@if [ ! -f $(STATE)/txmail.toml ]; then \
 		$(VENV)/bin/txmail init --state-dir $(STATE) --port-offset $(PORT_OFFSET); fi
 	$(VENV)/bin/txmail --config $(STATE)/txmail.toml up --dev
