@@ -43,6 +43,8 @@ SIDE EFFECTS ARE ARGUMENTS
 
 FAILURE
     Redis down: the loop logs once, waits and goes on; nothing is acknowledged meanwhile.
+    After any Redis error the dispatcher reads its own pending list again (reread_pending),
+    so events of a read whose answer was lost go out as soon as Redis answers.
     The account's webhook secret and key are never logged.
 """
 
@@ -294,6 +296,16 @@ class Dispatcher:
                          endpoint.account, len(fresh))
             taken += self._take(endpoint, fresh, now)
         return taken
+
+    def reread_pending(self) -> None:
+        """After a Redis error, read our own pending list again before new events. A read
+        that Redis carried out but whose answer never arrived (Redis killed between the two)
+        left events delivered to this consumer that no batch holds; without this they would
+        wait webhooks.claim_idle (two hours) for XAUTOCLAIM. Events a batch already holds
+        are not taken twice."""
+        for endpoint in self.endpoints.values():
+            endpoint.history_done = False
+            endpoint.history_from = "0"
 
     # -- posting --------------------------------------------------------------------------
 

@@ -67,6 +67,7 @@ def serve(settings: Settings) -> None:
             if not outage:
                 log.warning("NOQUEUE: %s; retrying", exc)
             outage = True
+            dispatcher.reread_pending()
             time.sleep(1.0)
             continue
         if outage:

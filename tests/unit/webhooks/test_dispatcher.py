@@ -207,3 +207,20 @@ def test_no_url_acknowledges_and_keeps_history(world, client: redis.Redis, keys:
     assert receiver.posts == []
     assert client.xpending(keys.events("acme"), "webhooks")["pending"] == 0
     assert client.xlen(keys.events("acme")) == 50
+
+
+def test_a_read_whose_answer_was_lost_goes_out_after_the_next_redis_error(
+        world, client: redis.Redis, keys: Keys) -> None:
+    clock, receiver, make, record = world
+    dispatcher = make()
+    dispatcher.step()  # creates the group
+    ids = record(3)
+    # Redis delivered the events to this consumer, but its answer never arrived (Redis was
+    # killed after writing the read to its AOF and before replying).
+    client.xreadgroup("webhooks", "node-a", {keys.events("acme"): ">"})
+    run(dispatcher, clock, 10)
+    assert receiver.delivered_ids() == []  # stranded in our own pending list
+    dispatcher.reread_pending()  # what the loop does after any Redis error
+    run(dispatcher, clock, 10)
+    assert receiver.delivered_ids() == ids
+    assert client.xpending(keys.events("acme"), "webhooks")["pending"] == 0
