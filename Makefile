@@ -16,8 +16,8 @@ EXTRA_DEB_PACKAGES :=
 .PHONY: run test deps system-deps venv bench fuzz lint clean
 
 # compileall: the bounce pipe runs once per bounce as the unprivileged txmail user, who cannot
-# write __pycache__ here; without compiled files each run compiles the parser again (~40% of
-# its start-up time).
+# write __pycache__ here; without compiled files each run compiles the parser again (about a
+# fifth of its start-up time: 397 against 320 ms).
 run: deps
 	$(PY) -m compileall -q txmail
 	@if [ ! -f $(STATE)/txmail.toml ]; then \
