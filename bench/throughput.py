@@ -1,17 +1,22 @@
 """bench/throughput: messages per second through txmail against a bare Postfix, in one run.
 
-Both instances are rendered from the same templates and settings; the bare one has no milter
+The instances are rendered from the same templates and settings; the bare one has no milter
 and no policy service. Postfix's own smtp-source injects N messages of S bytes over C sessions
 into each instance's trusted listener (mail from 127.0.0.0/8, no login, sent as account
-`bench`), both relay to Postfix's smtp-sink, and the clock runs until the queue is empty. Every
+`bench`), all relay to Postfix's smtp-sink, and the clock runs until the queue is empty. Every
 run checks that the maillog has N `status=sent` lines. The repetitions alternate between the
-two instances so that a busy moment on the machine hits both alike.
+instances so that a busy moment on the machine hits them alike.
+
+With --baselines, two more bare instances each get one of bench/milters.py's reference
+milters: `passthrough` (the milter protocol and pymilter alone) and `dkim` (a milter that only
+signs, as txmail signs). They show what the protocol and the signing cost by themselves, so
+what is left between them and txmail is txmail's own work.
 
     .venv/bin/python bench/throughput.py [--messages 5000] [--sessions 10] [--size 5120]
-                                         [--reps 3]
+                                         [--reps 3] [--no-dkim] [--baselines]
 
-Prints one line per run and a summary with the medians and their ratio (txmail / bare), plus
-the milter's peak resident memory.
+Prints one line per run and a summary with the medians and their ratios to bare Postfix, plus
+each milter's peak resident memory.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
 
 from tests.harness import Stack, free_port, port_free, wait_for  # noqa: E402
 from txmail import config as config_mod  # noqa: E402
@@ -51,17 +57,22 @@ def configure_trusted(config_file: Path, port: int) -> config_mod.Settings:
 
 
 class BareInstance:
-    """The same rendered Postfix, started alone, with smtpd_milters emptied."""
+    """The same rendered Postfix, started alone, with smtpd_milters emptied, or with one of the
+    reference milters of bench/milters.py in their place (`milter`: passthrough or dkim)."""
 
-    def __init__(self, sink_port: int) -> None:
-        self.stack = Stack(relay_port=sink_port, name="bench-bare")
+    def __init__(self, sink_port: int, milter: str = "") -> None:
+        self.milter, self.milter_proc = milter, None
+        self.cpu_ms: list[list[float]] = []  # per run: machine, milter (run_once)
+        self.stack = Stack(relay_port=sink_port, name=f"bench-{milter or 'bare'}")
         self.port = trusted_port()
         self.settings = configure_trusted(self.stack.config, self.port)
         supervisor.prepare(self.settings, self.stack.config)
         self.etc = render.postfix_config_dir(self.settings)
+        self.milter_socket = self.stack.state / "run/milter/reference.sock"
         # Same settings, but nothing of txmail's in the path: no milter, no policy service, no
         # socketmap (which needs a running txmail to answer).
-        subprocess.run(["postconf", "-c", str(self.etc), "-e", "smtpd_milters =",
+        milters = f"unix:{self.milter_socket}" if milter else ""
+        subprocess.run(["postconf", "-c", str(self.etc), "-e", f"smtpd_milters = {milters}",
                         "smtpd_recipient_restrictions =", "smtpd_end_of_data_restrictions =",
                         f"relay_domains = {self.settings.bounce_domain}",
                         f"transport_maps = texthash:{self.etc}/transport"], check=True)
@@ -69,18 +80,33 @@ class BareInstance:
         self.maillog = self.settings.path(self.settings.postfix.maillog)
 
     def start(self) -> None:
+        if self.milter:
+            command = [sys.executable, str(BENCH / "milters.py"), self.milter,
+                       str(self.milter_socket)]
+            if self.milter == "dkim":
+                command += [str(self.stack.state / "reference-dkim/key.pem"), "bench.example",
+                            "bench"]
+            self.milter_proc = subprocess.Popen(command, start_new_session=True)
+            wait_for(self.milter_socket.exists, 20, what=f"{self.milter} milter")
         subprocess.run(["postfix", "-c", str(self.etc), "start"], check=True)
         wait_for(lambda: not port_free(self.port), 20, what="bare postfix")
+
+    def milter_pids(self) -> list[int]:
+        return [self.milter_proc.pid] if self.milter_proc else []
 
     def close(self) -> None:
         subprocess.run(["postfix", "-c", str(self.etc), "stop"], check=False,
                        capture_output=True)
+        if self.milter_proc is not None:
+            self.milter_proc.terminate()
+            self.milter_proc.wait(10)
         self.stack.close()
 
 
 class TxmailInstance:
     def __init__(self, sink_port: int) -> None:
         self.stack = Stack(relay_port=sink_port, name="bench-txmail")
+        self.cpu_ms: list[list[float]] = []  # per run: machine, milter (run_once)
         self.port = trusted_port()
         self.settings = configure_trusted(self.stack.config, self.port)
         self.spool = self.stack.state / "postfix/spool"
@@ -139,10 +165,32 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def process_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes have used so far."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> float:
+    """CPU seconds all cores have spent busy so far (everything in /proc/stat but idle and
+    iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def run_once(instance: BareInstance | TxmailInstance, args: argparse.Namespace) -> float:
+    """Messages per second; also adds the CPU per message (the whole machine's, the milter's)
+    to instance.cpu_ms."""
     before = sent_lines(instance.maillog)
     peak = 0
-    milter = instance.milter_pids() if isinstance(instance, TxmailInstance) else []
+    milter = instance.milter_pids()
+    cpu_before = (machine_cpu(), process_cpu(milter))
     start = time.monotonic()
     source = subprocess.Popen(
         ["smtp-source", "-s", str(args.sessions), "-l", str(args.size), "-m",
@@ -157,6 +205,9 @@ def run_once(instance: BareInstance | TxmailInstance, args: argparse.Namespace) 
         peak = max([peak] + [rss_kb(p) for p in milter])
         time.sleep(0.05)
     elapsed = time.monotonic() - start
+    cpu_ms = [(after - earlier) * 1000 / args.messages for after, earlier in
+              zip((machine_cpu(), process_cpu(milter)), cpu_before, strict=True)]
+    instance.cpu_ms.append(cpu_ms)
     deadline = time.monotonic() + 10
     while sent_lines(instance.maillog) - before < args.messages and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -176,37 +227,55 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-dkim", action="store_true",
                         help="Do not set up a DKIM key for the sending domain.")
+    parser.add_argument("--baselines", action="store_true",
+                        help="Also measure bare Postfix with each reference milter of "
+                             "bench/milters.py (passthrough, dkim).")
     args = parser.parse_args()
 
     sink_port = free_port()
     sink = subprocess.Popen(["smtp-sink", "-u", "postfix", f"127.0.0.1:{sink_port}", "1024"])
-    bare = BareInstance(sink_port)
-    txmail = TxmailInstance(sink_port)
-    results: dict[str, list[float]] = {"bare": [], "txmail": []}
+    instances: dict[str, BareInstance | TxmailInstance] = {}
     try:
-        bare.start()
-        txmail.start(dkim=not args.no_dkim)
+        # Each starts before the next is made: their ports are picked free as they are made.
+        for name in ("bare", *(("passthrough", "dkim") if args.baselines else ()), "txmail"):
+            if name == "txmail":
+                txmail = instances[name] = TxmailInstance(sink_port)
+                txmail.start(dkim=not args.no_dkim)
+            else:
+                bare = instances[name] = BareInstance(sink_port, "" if name == "bare" else name)
+                bare.start()
+        results: dict[str, list[float]] = {name: [] for name in instances}
         print(f"throughput: {args.messages} messages x {args.size} bytes, {args.sessions} "
               f"sessions, {args.reps} repetitions, {os.cpu_count()} cores, every rule, "
               f"policyd, {'no DKIM' if args.no_dkim else 'DKIM'}", flush=True)
         for rep in range(1, args.reps + 1):
-            for name, instance in (("bare", bare), ("txmail", txmail)):
+            for name, instance in instances.items():
                 rate = run_once(instance, args)
                 results[name].append(rate)
-                print(f"  rep {rep} {name:7} {rate:7.1f} msg/s", flush=True)
+                machine, milter = instance.cpu_ms[-1]
+                print(f"  rep {rep} {name:11} {rate:7.1f} msg/s  CPU a message: "
+                      f"{machine:5.2f} ms in all, {milter:4.2f} ms milter", flush=True)
     finally:
-        txmail.close()
-        bare.close()
+        for instance in instances.values():
+            instance.close()
         sink.terminate()
         sink.wait(10)
-    bare_median = statistics.median(results["bare"])
-    txmail_median = statistics.median(results["txmail"])
-    per_rep = " ".join(f"{t / b:.2f}" for t, b in zip(results["txmail"], results["bare"],
-                                                       strict=True))
-    print(f"bare    median {bare_median:7.1f} msg/s")
-    print(f"txmail  median {txmail_median:7.1f} msg/s")
-    print(f"ratio   txmail/bare {txmail_median / bare_median:.2f} (per rep: {per_rep})")
-    print(f"milter  peak RSS {getattr(txmail, 'peak_rss_kb', 0) / 1024:.1f} MB")
+    medians = {name: statistics.median(rates) for name, rates in results.items()}
+    for name, median in medians.items():
+        machine, milter = (statistics.median(run[i] for run in instances[name].cpu_ms)
+                           for i in (0, 1))
+        print(f"{name:11} median {median:7.1f} msg/s  CPU a message: {machine:5.2f} ms in all, "
+              f"{milter:4.2f} ms milter")
+    for name in instances:
+        if name == "bare":
+            continue
+        per_rep = " ".join(f"{t / b:.2f}" for t, b in zip(results[name], results["bare"],
+                                                           strict=True))
+        print(f"ratio       {name}/bare {medians[name] / medians['bare']:.2f} "
+              f"(per rep: {per_rep})")
+    for name, instance in instances.items():
+        if hasattr(instance, "peak_rss_kb"):
+            print(f"{name:11} milter peak RSS {getattr(instance, 'peak_rss_kb', 0) / 1024:.1f} MB")
 
 
 if __name__ == "__main__":
