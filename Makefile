@@ -33,6 +33,7 @@ bench: deps
 	$(PY) bench/policyd.py
 	$(PY) bench/bounce_parser.py
 	$(PY) bench/bounce_latency.py
+	$(PY) bench/bounce_pipe.py
 	$(PY) bench/webhooks.py
 	$(PY) bench/tracker.py
 

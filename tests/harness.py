@@ -350,6 +350,18 @@ class Stack:
         path = self.state / "log" / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def pid_of(self, *command: str) -> int:
+        """The pid of this node's txmail process run as `txmail --config FILE COMMAND...`."""
+        tail = [part.encode() for part in command] + [b""]
+        for entry in Path("/proc").iterdir():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if str(self.config).encode() in argv and argv[-len(tail):] == tail:
+                return int(entry.name)
+        raise AssertionError(f"no `txmail {' '.join(command)}` runs for this node")
+
     def stop(self) -> int | None:
         if self.proc is None:
             return None

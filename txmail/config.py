@@ -202,6 +202,10 @@ class BouncePipeSettings:
                              "first, with a warning in the pipe's log).", 10_000)
     unparsed_max_bytes: int = _doc("Most bytes of one returned mail kept for inspection.",
                                    256 * 1024)
+    socket: str = _doc("UNIX socket of `txmail bounces serve`, the long-running parser each "
+                       "pipe process hands its mail to, relative to state_dir; when nothing "
+                       "listens there the pipe parses the mail itself.",
+                       "run/bounce/bounce.sock")
 
 
 @dataclass(frozen=True)

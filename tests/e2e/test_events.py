@@ -7,8 +7,10 @@ events; the tests that break things (kill -9, Redis down) are in test_events_fai
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 
 from tests.harness import Sink, Stack, simple_message, sink_verdict, wait_for
 from tests.webhook_receiver import WebhookReceiver
+from txmail import config as config_mod
 from txmail.webhooks import signing
 
 pytestmark = pytest.mark.e2e
@@ -121,6 +124,40 @@ def test_asynchronous_dsn_on_port_25(stack: Stack, sink: Sink, account: Account)
     assert (event["details"]["status"], event["details"]["reason"]) == ("5.1.1", "userunknown")
     assert event["details"]["source"] == "bounce-pipe" and event["tags"] == ["welcome"]
     assert [e["recipient"] for e in account.suppressed()] == [rcpt]
+
+
+def test_the_pipe_hands_its_mail_to_the_parser_or_parses_it_itself(
+        stack: Stack, sink: Sink, account: Account) -> None:
+    pipe_log = stack.state / "log/bounce-pipe.log"
+    dsns = {}
+    for n in (1, 2):
+        rcpt = f"later{n}-{account.name}@dest.example"
+        queue_id = account.send([rcpt])
+        account.wait("delivery", rcpt, queue_id)
+        original = sink.find(rcpt)[-1]
+        dsns[n] = (rcpt, queue_id, original.sender, Sink.dsn(original, rcpt))
+    # Through Postfix: the pipe process hands the DSN over, and the long-running parser
+    # records it and logs what it did (the forwarding to the client, NOTIFY=FAILURE).
+    rcpt, queue_id, bounce_address, dsn = dsns[1]
+    Sink.deliver(stack.smtp, "", bounce_address, dsn)
+    account.wait("bounce", rcpt, queue_id)
+    parser = stack.pid_of("bounces", "serve")
+    line = f"txmail.bounce_pipe[{parser}]: INFO: {queue_id}: forwarded to"
+    wait_for(lambda: line in pipe_log.read_text(), 20, what="the parser's log line")
+    # With nothing on the socket (the parser down), the pipe command parses it itself.
+    rcpt, queue_id, bounce_address, dsn = dsns[2]
+    settings = config_mod.load(stack.config)
+    alone = stack.state / "no-parser.toml"
+    alone.write_text(config_mod.to_toml(dataclasses.replace(
+        settings, bounce_pipe=dataclasses.replace(settings.bounce_pipe,
+                                                  socket="run/bounce/nobody.sock"))))
+    done = subprocess.run([sys.executable, "-m", "txmail.bounce_pipe", "--config", str(alone),
+                           "--", "", bounce_address], input=dsn, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    event = account.wait("bounce", rcpt, queue_id)
+    assert event["details"]["reason"] == "userunknown"
+    own = [ln for ln in pipe_log.read_text().splitlines() if f"{queue_id}: forwarded to" in ln]
+    assert len(own) == 1 and f"[{parser}]" not in own[0]
 
 
 def test_soft_bounce_once_then_delivery(stack: Stack, sink: Sink, account: Account) -> None:

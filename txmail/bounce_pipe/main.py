@@ -22,6 +22,11 @@ DESCRIPTION
     6.  forwards the bounce to the original envelope sender when the client's NOTIFY asks for
         it (txmail.bounce_pipe.forward), with a null envelope sender.
 
+    Where: master.cf runs `python -m txmail.bounce_pipe`, which hands the mail to the
+    long-running `txmail bounces serve` (handoff.py, server.py: both call handle() here) and
+    exits with its answer; when that does not listen, run() below does it all in the pipe
+    process.
+
 EXIT STATUS
     0   done (recorded, kept or forwarded as above);
     75  try again later (EX_TEMPFAIL): Redis is down, Postfix would not take a forwarded
@@ -51,6 +56,7 @@ import redis
 from txmail import store
 from txmail.bounce_pipe import forward as forwarding
 from txmail.bounce_pipe import unparsed
+from txmail.bounce_pipe.handoff import EX_OK, EX_TEMPFAIL, read_input
 from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.config import Settings
 from txmail.errors import TxmailError
@@ -61,8 +67,6 @@ from txmail.store.messages import MessageRecord, Messages
 
 log = logging.getLogger("txmail.bounce_pipe")
 
-EX_OK = 0
-EX_TEMPFAIL = 75
 EVENT_KINDS = ("bounce", "soft_bounce", "complaint", "delivery")
 
 Forwarder = Callable[[bytes, str, str], None]  # (raw, to, queue id)
@@ -77,15 +81,6 @@ class Outcome:
     events: list[str] = field(default_factory=list)  # event ids recorded or seen again
     kept: str = ""  # why the mail was kept for inspection ("" when not)
     forwarded_to: str = ""
-
-
-def read_input(stream: IO[bytes], limit: int) -> bytes:
-    """Up to `limit` bytes of the mail; the rest is read and dropped so Postfix sees it all
-    taken (a huge bounce is an attachment nobody needs to classify it)."""
-    data = stream.read(limit)
-    while stream.read(1 << 20):
-        pass
-    return data
 
 
 def unverified_queue_id(recipient: str) -> str | None:
@@ -279,6 +274,25 @@ def _log_to_file(settings: Settings) -> None:
     logging.getLogger("txmail").addHandler(handler)
 
 
+def handle(settings: Settings, client: store.Client, raw: bytes, sender: str,
+           recipient: str) -> tuple[int, str]:
+    """process() one returned mail: (0, "done"), or (75, why) whatever goes wrong."""
+    try:
+        process(settings, client, raw, sender, recipient)
+        return EX_OK, "done"
+    except Exception as exc:  # noqa: BLE001 - anything else would make Postfix drop it
+        return EX_TEMPFAIL, _failed(exc)
+
+
+def _failed(exc: BaseException) -> str:
+    """Log why a returned mail must wait (exit 75) and return it in one line."""
+    why = f"{exc.__class__.__name__}: {str(exc)[:300]}"
+    # An expected outage needs no traceback; anything else is a bug worth one.
+    expected = isinstance(exc, TxmailError | redis.RedisError)
+    log.error("NOQUEUE: try again later (exit 75): %s", why, exc_info=not expected)
+    return why
+
+
 def run(
     load_settings: Callable[[], Settings], args: list[str], stdin: IO[bytes] | None = None
 ) -> int:
@@ -296,20 +310,12 @@ def run(
         raw = read_input(stdin or sys.stdin.buffer, settings.bounce_pipe.max_message_bytes)
         client = store.connect(settings)
         try:
-            process(settings, client, raw, sender, recipient)
+            return handle(settings, client, raw, sender, recipient)[0]
         finally:
             client.close()
-        return EX_OK
     except BaseException as exc:  # noqa: BLE001 - anything else would make Postfix drop it
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             log.error("NOQUEUE: interrupted (%s); Postfix will retry", exc.__class__.__name__)
         else:
-            # An expected outage needs no traceback; anything else is a bug worth one.
-            expected = isinstance(exc, TxmailError | redis.RedisError)
-            log.error(
-                "NOQUEUE: try again later (exit 75): %s: %s",
-                exc.__class__.__name__,
-                str(exc)[:300],
-                exc_info=not expected,
-            )
+            _failed(exc)
         return EX_TEMPFAIL

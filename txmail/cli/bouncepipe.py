@@ -1,4 +1,5 @@
-"""`txmail bounce-pipe` (Postfix's pipe(8) transport) and `txmail bounces unparsed`.
+"""`txmail bounce-pipe` (Postfix's pipe(8) transport), `txmail bounces serve` (the long-running
+parser the pipe hands its mail to) and `txmail bounces unparsed`.
 
 `bounce-pipe` exits 0 or 75 only, whatever happens (txmail/bounce_pipe/main.py); it never goes
 through the CLI's usual error mapping, which would exit 1 or 2 and make Postfix discard the
@@ -27,6 +28,17 @@ def bounce_pipe(obj: object, args: tuple[str, ...]) -> None:
     from txmail.bounce_pipe.main import run
 
     sys.exit(run(lambda: obj.settings, list(args)))  # type: ignore[attr-defined]
+
+
+@bounces.command("serve")
+@click.pass_obj
+def serve(obj: object) -> None:
+    """Parse the returned mail each bounce pipe hands over (normally started by `txmail up`)."""
+    from txmail.bounce_pipe import server
+    from txmail.cli.daemons import setup_logging
+
+    setup_logging()
+    server.serve(obj.settings)  # type: ignore[attr-defined]
 
 
 @bounces.command("unparsed")

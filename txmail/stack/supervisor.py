@@ -98,6 +98,12 @@ def prepare(settings: Settings, config_file: Path) -> None:
         config_file.chmod(0o640)
     maillog = settings.path(settings.postfix.maillog)
     maillog.parent.mkdir(parents=True, exist_ok=True)
+    # The bounce pipe's parser (`txmail bounces serve`) runs as the txmail user, as the pipe
+    # does: only that user may enter the folder of its socket.
+    bounce_dir = settings.path(settings.bounce_pipe.socket).parent
+    bounce_dir.mkdir(parents=True, exist_ok=True)
+    os.chown(bounce_dir, user.pw_uid, user.pw_gid)
+    bounce_dir.chmod(0o700)
     # The bounce pipe runs as the txmail user and appends its decisions here.
     pipe_log = state / "log" / "bounce-pipe.log"
     pipe_log.touch(exist_ok=True)
@@ -145,6 +151,13 @@ def build(settings: Settings, config_file: Path, dev: bool,
     components.append(ProcessComponent(
         "policyd", [*txmail, "policyd"], log_dir, ready=lambda: can_connect_unix(policyd_sock),
         env=env, group="postfix", umask=0o007))
+    # Returned mail: each pipe(8) process hands its mail to this parser (bounce_pipe/handoff.py)
+    # rather than load redis-py and the parser itself; it runs as the pipe's unprivileged user
+    # and logs where the pipe does.
+    bounce_sock = settings.path(settings.bounce_pipe.socket)
+    components.append(ProcessComponent(
+        "bounce-pipe", [*txmail, "bounces", "serve"], log_dir,
+        ready=lambda: can_connect_unix(bounce_sock), env=env, user=settings.user, umask=0o077))
     # Events: delivery and deferral lines of the maillog, and the webhook posts of every event.
     components.append(ProcessComponent(
         "maillog", [*txmail, "maillog"], log_dir, ready=lambda: True, env=env))

@@ -1,0 +1,109 @@
+"""bench/bounce_pipe: returned mails per second through the bounce pipe command, with the
+hand-off to `txmail bounces serve` and without it (the pipe parses in its own process), in
+one run against one stack.
+
+Runs `python -m txmail.bounce_pipe` as master.cf does, N times, C at a time (pipe(8)'s
+maxproc is 10), on a DSN from the public corpus addressed to an unknown bounce token (so each
+is parsed, matched, and kept for `txmail bounces unparsed`), and reads the CPU the pipe
+processes and the parser used.
+
+    .venv/bin/python bench/bounce_pipe.py [--mails 100] [--concurrency 1,10] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+
+from tests.harness import Stack, free_port  # noqa: E402
+from txmail import config as config_mod  # noqa: E402
+
+CORPUS = BENCH.parent.parent / "shared/corpus/bounces"
+SAMPLE = "flufl-bounce_02.eml"
+
+
+def cpu_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(config: Path, mail: bytes, mails: int, concurrency: int) -> tuple[float, float]:
+    """(mails per second, CPU of the pipe processes per mail in ms)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+    def one(n: int) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "txmail.bounce_pipe", "--config", str(config), "--",
+             "MAILER-DAEMON@example.net", f"bounces+bench{n}@bounces.example"],
+            input=mail, env=env, capture_output=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"the pipe exited {done.returncode}: {done.stderr[-300:]!r}")
+
+    start = time.monotonic()
+    cpu_before = os.times()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(mails)))
+    elapsed = time.monotonic() - start
+    cpu_after = os.times()
+    children = (cpu_after.children_user + cpu_after.children_system
+                - cpu_before.children_user - cpu_before.children_system)
+    return mails / elapsed, children / mails * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mails", type=int, default=100)
+    parser.add_argument("--concurrency", default="1,10")
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    mail = (CORPUS / SAMPLE).read_bytes()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(BENCH.parent / "txmail")],
+                   check=True)  # as `make run` does: the pipe's user cannot write __pycache__
+    stack = Stack(relay_port=free_port(), name="bench-bounce-pipe")
+    stack.start()
+    try:
+        settings = config_mod.load(stack.config)
+        alone = stack.state / "no-parser.toml"
+        alone.write_text(config_mod.to_toml(dataclasses.replace(
+            settings, bounce_pipe=dataclasses.replace(settings.bounce_pipe,
+                                                      socket="run/bounce/nobody.sock"))))
+        server = stack.pid_of("bounces", "serve")
+        print(f"bounce pipe: {args.mails} mails of {len(mail)} bytes ({SAMPLE}), "
+              f"{args.reps} repetitions, {os.cpu_count()} cores", flush=True)
+        results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+        for rep in range(1, args.reps + 1):
+            for concurrency in [int(c) for c in args.concurrency.split(",")]:
+                for label, config in (("hand-off", stack.config), ("in-process", alone)):
+                    server_before = cpu_of(server)
+                    rate, pipe_ms = run(config, mail, args.mails, concurrency)
+                    server_ms = (cpu_of(server) - server_before) / args.mails * 1000
+                    results.setdefault((label, concurrency), []).append(
+                        (rate, pipe_ms + server_ms))
+                    print(f"  rep {rep} {label:10} {concurrency:2} at once: {rate:6.1f} mails/s"
+                          f"  CPU a mail {pipe_ms:5.0f} ms pipe + {server_ms:4.1f} ms parser",
+                          flush=True)
+    finally:
+        stack.close()
+    for concurrency in [int(c) for c in args.concurrency.split(",")]:
+        rates = {label: statistics.median(r for r, _ in results[(label, concurrency)])
+                 for label in ("hand-off", "in-process")}
+        cpu = {label: statistics.median(c for _, c in results[(label, concurrency)])
+               for label in ("hand-off", "in-process")}
+        print(f"{concurrency:2} at once: hand-off {rates['hand-off']:6.1f} mails/s "
+              f"({cpu['hand-off']:.0f} ms CPU a mail), in-process {rates['in-process']:6.1f} "
+              f"mails/s ({cpu['in-process']:.0f} ms); ratio "
+              f"{rates['hand-off'] / rates['in-process']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
