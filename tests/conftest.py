@@ -26,7 +26,7 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def stack(sink: Sink) -> Iterator[Stack]:
     """One running node with its private Redis, shared by the tests that do not disturb it."""
-    node = Stack(relay_port=sink.port, name="shared")
+    node = Stack(relay_port=sink.port, name="shared", log_permits=True)
     try:
         node.start()
         yield node

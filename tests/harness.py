@@ -298,7 +298,8 @@ class Stack:
     """One txmail node: `txmail init` in a temporary state directory, then `txmail up`."""
 
     def __init__(self, relay_port: int, redis_url: str = "", cluster: bool = False,
-                 name: str = "stack", extra_init: list[str] | None = None) -> None:
+                 name: str = "stack", extra_init: list[str] | None = None,
+                 log_permits: bool = False) -> None:
         self.offset = free_offset()
         self.state = state_dir(name)
         self.config = self.state / "txmail.toml"
@@ -310,6 +311,11 @@ class Stack:
         if cluster:
             init += ["--redis-cluster"]
         subprocess.run(init + (extra_init or []), check=True, capture_output=True)
+        if log_permits:  # policyd logs its permits too, for tests that count them
+            text = self.config.read_text()
+            assert "\nlog_permits = false\n" in text
+            self.config.write_text(text.replace("\nlog_permits = false\n",
+                                                "\nlog_permits = true\n"))
         self.proc: subprocess.Popen[str] | None = None
         self.output_path = self.state / "up.out"
 

@@ -146,6 +146,9 @@ class PolicydSettings:
     workers: int = _doc("Processes that serve the policy requests; 0: one per CPU core.", 0)
     metrics_interval: float = _doc("Seconds between writes of the decision counts to Redis "
                                    "(/metrics: txmail_policy_decisions).", 1.0)
+    log_permits: bool = _doc("Also log a line for each request policyd lets through (two a "
+                             "message); refusals, tempfails and given-back holds are always "
+                             "logged, and /metrics counts every decision.", False)
     clock_offset: float = _doc("Seconds added to the clock that policyd and the milter's "
                                "count use (tests and drills only; 86400 makes it tomorrow).",
                                0.0)

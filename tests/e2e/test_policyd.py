@@ -380,8 +380,8 @@ def test_redis_down_means_defer(node: Stack) -> None:
 
 def test_two_nodes_on_one_redis_cluster_hold_one_limit(sink: Sink) -> None:
     cluster = RedisCluster().start()
-    nodes = [Stack(relay_port=sink.port, redis_url=cluster.url, cluster=True, name=f"node{n}")
-             for n in range(2)]
+    nodes = [Stack(relay_port=sink.port, redis_url=cluster.url, cluster=True, name=f"node{n}",
+                   log_permits=True) for n in range(2)]
     try:
         for node in nodes:
             node.start()

@@ -5,7 +5,8 @@ once and served by policyd.workers forked processes (one per core by default, ea
 event loop). Each connection carries many requests, one after another (Postfix keeps its policy
 connections open); each request gets one decision: decide.plan(), one atomic call of
 policy_check.lua (the calls of one loop turn share a pipeline), and decide.verdict(). One log
-line per decision, starting with the queue id as Postfix's own do.
+line per refusal or tempfail, starting with the queue id as Postfix's own do; one per permit too
+with policyd.log_permits (or --verbose). /metrics counts every decision.
 
 Remembers per account the room its last check left, so that most RCPT requests of a busy
 account are answered without Redis (decide.Room; END-OF-MESSAGE always asks Redis). Remembers
@@ -245,6 +246,7 @@ class PolicyServer:
         self.release_script = quota.script(client, "policy_release")
         self.hold_seconds = settings.policyd.hold_seconds
         self.idle_timeout = settings.policyd.idle_timeout
+        self.log_permits = settings.policyd.log_permits
         self.trusted_port = settings.trusted.port
         self.trusted_account = settings.trusted.account
         self.background: set[asyncio.Task[Any]] = set()  # hold releases under way
@@ -320,10 +322,13 @@ class PolicyServer:
             self.decisions[decide.TEMPFAIL.verb] += 1
             return decide.TEMPFAIL
         self.decisions[action.verb] += 1
-        log.info("%s: %s: %s account=%s recipient=<%s> nrcpt=%d size=%d%s",
-                 request.queue_id or "NOQUEUE", request.protocol_state.lower(), action.verb,
-                 request.sasl_username or "-", request.recipient, request.recipient_count,
-                 request.size, "" if action.permits else f": {action.text}")
+        # A permit is two lines a message: logged on request (policyd.log_permits) or with
+        # --verbose; /metrics counts them either way.
+        say = log.info if self.log_permits or not action.permits else log.debug
+        say("%s: %s: %s account=%s recipient=<%s> nrcpt=%d size=%d%s",
+            request.queue_id or "NOQUEUE", request.protocol_state.lower(), action.verb,
+            request.sasl_username or "-", request.recipient, request.recipient_count,
+            request.size, "" if action.permits else f": {action.text}")
         return action
 
     async def _check(self, request: decide.Request, plan: decide.Check | decide.Action,
@@ -448,9 +453,9 @@ class PolicyServer:
 
 class TurnBufferedStream:
     """Stands in for a log handler's stream while the event loop runs: the lines logged in one
-    loop turn go out in one write() at the start of the next. One line per decision is
-    thousands of lines a second, and a write() each was a tenth of a worker's CPU. A worker
-    killed with -9 loses at most the lines of its last turn."""
+    loop turn go out in one write() at the start of the next. With policyd.log_permits, one line
+    per decision is thousands of lines a second, and a write() each was a tenth of a worker's
+    CPU. A worker killed with -9 loses at most the lines of its last turn."""
 
     def __init__(self, stream: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.stream = stream
@@ -559,8 +564,9 @@ def serve(settings: Settings) -> None:
     accepted it, so what policyd remembers per connection needs no sharing; each worker has
     its own Redis connections and account cache.
     """
-    # One log line per decision is thousands a second: skip looking up the caller's file and
-    # line, as the Logging HOWTO's "Optimization" section describes; the format never shows it.
+    # Log lines can be thousands a second (policyd.log_permits): skip looking up the caller's
+    # file and line, as the Logging HOWTO's "Optimization" section describes; the format never
+    # shows it.
     logging._srcfile = None
     logging.logThreads = False
     logging.logMultiprocessing = False

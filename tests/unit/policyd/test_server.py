@@ -299,3 +299,24 @@ def test_log_lines_of_one_loop_turn_go_out_in_one_write() -> None:
     assert after_turn == ["one\ntwo\n"]
     assert at_exit == ["one\ntwo\n", "last\n"]
     assert handler.stream is stream
+
+
+def test_permits_are_logged_only_when_asked(redis_server: RedisServer,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="txmail.policyd")
+
+    async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
+        peer = await connect()
+        assert not policy.log_permits  # the default (policyd.log_permits)
+        assert await peer.ask(block("RCPT", instance="m0")) == "DUNNO"
+        refused = await peer.ask(block("RCPT", instance="m0", recipient="b@example.net"))
+        assert refused != "DUNNO"  # one recipient per minute
+        policy.log_permits = True
+        assert await peer.ask(block("RCPT", instance="m1", user="other")) != ""
+        peer.close()
+
+    run_with_server(redis_server.url, test, {"recipients_per_minute": 1})
+    decisions = [(r.levelname, r.getMessage().split(": ")[2].split()[0]) for r in caplog.records
+                 if r.getMessage().startswith("NOQUEUE: rcpt: ")]
+    assert [level for level, _ in decisions] == ["DEBUG", "INFO", "INFO"]
+    assert decisions[0][1] == "dunno" and decisions[1][1] != "dunno"
