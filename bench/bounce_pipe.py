@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import dataclasses
 import os
 import statistics
 import subprocess
@@ -25,16 +24,10 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
-from tests.harness import Stack, free_port  # noqa: E402
-from txmail import config as config_mod  # noqa: E402
+from tests.harness import Stack, free_port, process_cpu  # noqa: E402
 
 CORPUS = BENCH.parent.parent / "shared/corpus/bounces"
 SAMPLE = "flufl-bounce_02.eml"
-
-
-def cpu_of(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(config: Path, mail: bytes, mails: int, concurrency: int) -> tuple[float, float]:
@@ -72,11 +65,7 @@ def main() -> None:
     stack = Stack(relay_port=free_port(), name="bench-bounce-pipe")
     stack.start()
     try:
-        settings = config_mod.load(stack.config)
-        alone = stack.state / "no-parser.toml"
-        alone.write_text(config_mod.to_toml(dataclasses.replace(
-            settings, bounce_pipe=dataclasses.replace(settings.bounce_pipe,
-                                                      socket="run/bounce/nobody.sock"))))
+        alone = stack.config_without_bounce_parser()
         server = stack.pid_of("bounces", "serve")
         print(f"bounce pipe: {args.mails} mails of {len(mail)} bytes ({SAMPLE}), "
               f"{args.reps} repetitions, {os.cpu_count()} cores", flush=True)
@@ -84,9 +73,9 @@ def main() -> None:
         for rep in range(1, args.reps + 1):
             for concurrency in [int(c) for c in args.concurrency.split(",")]:
                 for label, config in (("hand-off", stack.config), ("in-process", alone)):
-                    server_before = cpu_of(server)
+                    server_before = process_cpu([server])
                     rate, pipe_ms = run(config, mail, args.mails, concurrency)
-                    server_ms = (cpu_of(server) - server_before) / args.mails * 1000
+                    server_ms = (process_cpu([server]) - server_before) / args.mails * 1000
                     results.setdefault((label, concurrency), []).append(
                         (rate, pipe_ms + server_ms))
                     print(f"  rep {rep} {label:10} {concurrency:2} at once: {rate:6.1f} mails/s"

@@ -59,7 +59,7 @@ sys.path.insert(0, str(BENCH.parent))
 
 import uvloop  # noqa: E402
 
-from tests.harness import RedisServer, free_port, wait_for  # noqa: E402
+from tests.harness import RedisServer, free_port, process_cpu, wait_for  # noqa: E402
 from txmail.store import Keys  # noqa: E402
 
 ACCOUNTS = 100
@@ -166,16 +166,6 @@ async def drive(address: str, connections: int, seconds: float,
 
 
 # -- the servers --------------------------------------------------------------------------
-
-def cpu_seconds(pids: list[int]) -> float:
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
 
 def session_members(leader: int) -> list[int]:
     """Processes of the session `leader` started (postfwd2 daemonises into its own)."""
@@ -302,9 +292,9 @@ def probe(address: str) -> bool:
 
 def measure(label: str, address: str, pids: list[int], args: argparse.Namespace,
             load: float | None, connections: int) -> Result:
-    before = cpu_seconds(pids)
+    before = process_cpu(pids)
     result = uvloop.run(drive(address, connections, args.seconds, load))
-    cpu = cpu_seconds(pids) - before
+    cpu = process_cpu(pids) - before
     per = cpu / result.answered * 1e6 if result.answered else 0.0
     what = f"max/{connections}c" if load is None else f"{load:.0f}/s"
     print(f"  {label:14} {what:>8}  {result.rate:8.0f} decisions/s  p50 "

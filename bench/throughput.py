@@ -34,7 +34,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
-from tests.harness import Stack, free_port, port_free, wait_for  # noqa: E402
+from tests.harness import Stack, free_port, port_free, process_cpu, wait_for  # noqa: E402
 from txmail import config as config_mod  # noqa: E402
 from txmail.stack import render, supervisor  # noqa: E402
 
@@ -163,18 +163,6 @@ def rss_kb(pid: int) -> int:
     except OSError:
         pass
     return 0
-
-
-def process_cpu(pids: list[int]) -> float:
-    """CPU seconds (user + system) the processes have used so far."""
-    ticks = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def machine_cpu() -> float:

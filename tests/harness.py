@@ -7,6 +7,7 @@ stops them again even when a test fails. Used by tests/conftest.py and by bench/
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import shutil
@@ -83,6 +84,16 @@ def state_dir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=f"txmail-{prefix}-", dir="/tmp"))
     path.chmod(0o755)
     return path
+
+
+def process_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes have used so far; gone ones count 0."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
@@ -355,6 +366,18 @@ class Stack:
     def log(self, name: str) -> str:
         path = self.state / "log" / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def config_without_bounce_parser(self) -> Path:
+        """A copy of this node's configuration whose bounce pipe finds no `txmail bounces
+        serve` listening, so it parses returned mail in its own process."""
+        from txmail import config as config_mod
+
+        settings = config_mod.load(self.config)
+        alone = self.state / "no-parser.toml"
+        alone.write_text(config_mod.to_toml(dataclasses.replace(
+            settings, bounce_pipe=dataclasses.replace(settings.bounce_pipe,
+                                                      socket="run/bounce/nobody.sock"))))
+        return alone
 
     def pid_of(self, *command: str) -> int:
         """The pid of this node's txmail process run as `txmail --config FILE COMMAND...`."""

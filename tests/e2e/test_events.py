@@ -7,7 +7,6 @@ events; the tests that break things (kill -9, Redis down) are in test_events_fai
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -19,7 +18,6 @@ import pytest
 
 from tests.harness import Sink, Stack, simple_message, sink_verdict, wait_for
 from tests.webhook_receiver import WebhookReceiver
-from txmail import config as config_mod
 from txmail.webhooks import signing
 
 pytestmark = pytest.mark.e2e
@@ -146,11 +144,7 @@ def test_the_pipe_hands_its_mail_to_the_parser_or_parses_it_itself(
     wait_for(lambda: line in pipe_log.read_text(), 20, what="the parser's log line")
     # With nothing on the socket (the parser down), the pipe command parses it itself.
     rcpt, queue_id, bounce_address, dsn = dsns[2]
-    settings = config_mod.load(stack.config)
-    alone = stack.state / "no-parser.toml"
-    alone.write_text(config_mod.to_toml(dataclasses.replace(
-        settings, bounce_pipe=dataclasses.replace(settings.bounce_pipe,
-                                                  socket="run/bounce/nobody.sock"))))
+    alone = stack.config_without_bounce_parser()
     done = subprocess.run([sys.executable, "-m", "txmail.bounce_pipe", "--config", str(alone),
                            "--", "", bounce_address], input=dsn, capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr

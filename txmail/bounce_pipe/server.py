@@ -91,18 +91,19 @@ def serve(settings: Settings) -> None:
     def take(raw: bytes, sender: str, recipient: str) -> tuple[int, str]:
         return handle(settings, client, raw, sender, recipient)
 
-    server = Server(socket_path(settings), take, settings.bounce_pipe.max_message_bytes)
+    path = socket_path(settings)
+    server = Server(path, take, settings.bounce_pipe.max_message_bytes)
 
     def stop(_signum: int, _frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("listening on unix:%s (pid %d)", socket_path(settings), os.getpid())
+    log.info("listening on unix:%s (pid %d)", path, os.getpid())
     try:
         server.serve_forever()
     finally:
         server.server_close()
-        socket_path(settings).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         client.close()
         log.info("stopped")
