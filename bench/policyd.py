@@ -372,6 +372,7 @@ def stack_throughput(args: argparse.Namespace) -> None:
     instance = throughput.TxmailInstance(sink_port)
     etc = instance.stack.state / "postfix/etc"
     rates: dict[str, list[float]] = {"on": [], "off": []}
+    cpu: dict[str, list[list[float]]] = {"on": [], "off": []}  # ms a message: all, policyd, Redis
     try:
         instance.start(dkim=True)  # the whole stack as it runs, DKIM included
         instance.stack.txmail("accounts", "set", "bench", "warmup=false",
@@ -386,6 +387,8 @@ def stack_throughput(args: argparse.Namespace) -> None:
               f"{tp_args.sessions} sessions, policy service on and off, {args.reps} reps",
               flush=True)
         time.sleep(2)  # let policyd see the new limits
+        policyd = instance.stack.pids_of("policyd")
+        redis_pid = int(instance.stack.redis().info("server")["process_id"])
         for rep in range(args.reps):
             for state in (("on", "off") if rep % 2 == 0 else ("off", "on")):
                 values = saved if state == "on" else dict.fromkeys(saved, "")
@@ -394,9 +397,15 @@ def stack_throughput(args: argparse.Namespace) -> None:
                 subprocess.run(["postfix", "-c", str(etc), "reload"], check=True,
                                capture_output=True)
                 time.sleep(1)
+                before = process_cpu(policyd), process_cpu([redis_pid])
                 rate = throughput.run_once(instance, tp_args)
+                ms = [instance.cpu_ms[-1][0]] + [
+                    (process_cpu(pids) - start) * 1000 / tp_args.messages
+                    for pids, start in zip((policyd, [redis_pid]), before, strict=True)]
                 rates[state].append(rate)
-                print(f"  rep {rep + 1} policy {state:3} {rate:7.1f} msg/s", flush=True)
+                cpu[state].append(ms)
+                print(f"  rep {rep + 1} policy {state:3} {rate:7.1f} msg/s, CPU a message "
+                      f"{ms[0]:5.2f} ms (policyd {ms[1]:4.2f}, Redis {ms[2]:4.2f})", flush=True)
         # policyd's own count of its permits (/metrics), written once a second
         time.sleep(2)
         decided = int(instance.stack.redis().hget(Keys().policy_stats, "dunno") or 0)
@@ -406,9 +415,14 @@ def stack_throughput(args: argparse.Namespace) -> None:
         sink.wait(10)
     on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
     per_rep = " ".join(f"{a / b:.2f}" for a, b in zip(rates["on"], rates["off"], strict=True))
-    print(f"policy on   median {on:7.1f} msg/s ({decided} permits counted by policyd)")
-    print(f"policy off  median {off:7.1f} msg/s")
-    print(f"ratio       on/off {on / off:.2f} (per rep: {per_rep})")
+    on_cpu, off_cpu = ([statistics.median(ms[i] for ms in cpu[state]) for i in range(3)]
+                       for state in ("on", "off"))
+    print(f"policy on   median {on:7.1f} msg/s, CPU a message {on_cpu[0]:5.2f} ms "
+          f"(policyd {on_cpu[1]:4.2f}, Redis {on_cpu[2]:4.2f}; {decided} permits counted)")
+    print(f"policy off  median {off:7.1f} msg/s, CPU a message {off_cpu[0]:5.2f} ms "
+          f"(Redis {off_cpu[2]:4.2f})")
+    print(f"ratio       on/off {on / off:.2f} (per rep: {per_rep}); CPU a message off/on "
+          f"{off_cpu[0] / on_cpu[0]:.2f}")
 
 
 def main() -> None:

@@ -379,17 +379,26 @@ class Stack:
                                                       socket="run/bounce/nobody.sock"))))
         return alone
 
-    def pid_of(self, *command: str) -> int:
-        """The pid of this node's txmail process run as `txmail --config FILE COMMAND...`."""
+    def pids_of(self, *command: str) -> list[int]:
+        """The pids of this node's txmail processes run as `txmail --config FILE COMMAND...`
+        (a forking daemon's workers share its command line)."""
         tail = [part.encode() for part in command] + [b""]
+        pids = []
         for entry in Path("/proc").iterdir():
             try:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
             if str(self.config).encode() in argv and argv[-len(tail):] == tail:
-                return int(entry.name)
-        raise AssertionError(f"no `txmail {' '.join(command)}` runs for this node")
+                pids.append(int(entry.name))
+        return sorted(pids)
+
+    def pid_of(self, *command: str) -> int:
+        """The pid of this node's (first) `txmail --config FILE COMMAND...` process."""
+        pids = self.pids_of(*command)
+        if not pids:
+            raise AssertionError(f"no `txmail {' '.join(command)}` runs for this node")
+        return pids[0]
 
     def stop(self) -> int | None:
         if self.proc is None:

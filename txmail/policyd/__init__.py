@@ -5,4 +5,5 @@
     quota.py       the Lua scripts; count_accepted() for the milter at end of message; usage
     reputation.py  record_outcome() for the event recorder; automatic suspension
     server.py      the asyncio UNIX-socket (and optional TCP) server: `txmail policyd`
+    link.py        its pipelined connection to Redis for the script calls (hiredis parses)
 """

@@ -4,9 +4,10 @@ Listens on the UNIX socket policyd.socket (and on policyd.listen over TCP when s
 once and served by policyd.workers forked processes (one per core by default, each on a uvloop
 event loop). Each connection carries many requests, one after another (Postfix keeps its policy
 connections open); each request gets one decision: decide.plan(), one atomic call of
-policy_check.lua (the calls of one loop turn share a pipeline), and decide.verdict(). One log
-line per refusal or tempfail, starting with the queue id as Postfix's own do; one per permit too
-with policyd.log_permits (or --verbose). /metrics counts every decision.
+policy_check.lua (over link.Link; the calls of one loop turn go out in one write), and
+decide.verdict(). One log line per refusal or tempfail, starting with the queue id as Postfix's
+own do; one per permit too with policyd.log_permits (or --verbose). /metrics counts every
+decision.
 
 Remembers per account the room its last check left, so that most RCPT requests of a busy
 account are answered without Redis (decide.Room; END-OF-MESSAGE always asks Redis). Remembers
@@ -29,7 +30,6 @@ import asyncio
 import collections
 import contextlib
 import ctypes
-import functools
 import logging
 import os
 import signal
@@ -49,7 +49,7 @@ from redis.backoff import NoBackoff
 
 from txmail import store
 from txmail.config import Settings
-from txmail.policyd import decide, protocol, quota
+from txmail.policyd import decide, link, protocol, quota
 from txmail.store import Keys, account_settings
 from txmail.store.keys import ACCOUNT_NAME
 
@@ -113,23 +113,17 @@ class AccountCache:
 
 
 class ScriptBatch:
-    """Lua script calls go to Redis in batches, one pipeline at a time per worker: the calls
-    that arrive while a batch is out form the next one, so the busier policyd is, the more
-    calls share one round trip and one connection (the checks and the hold releases alike).
-    Each call is still its own atomic script run. A server that lost a script (restarted,
-    flushed) gets it again, as Script.__call__ does.
-
-    On a single Redis the EVALSHA commands are packed here and written on one of redis-py's
-    pooled connections (its reply parser, timeouts and reconnects as usual): redis-py's general
-    command packing was the largest cost of a decision. A Redis Cluster goes through redis-py's
-    cluster pipeline, which routes each call to the node of its account's slot.
+    """Lua script calls through redis-py, for a Redis Cluster or a Redis over TLS (a single
+    plain Redis gets a link.Link instead): one pipeline at a time per worker, the calls that
+    arrive while a batch is out forming the next one. The cluster pipeline routes each call to
+    the node of its account's slot. Each call is still its own atomic script run. A server that
+    lost a script (restarted, flushed) gets it again, as Script.__call__ does.
     """
 
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
         self.pending: list[Call] = []
         self.running = False
-        self.direct = isinstance(client, redis.asyncio.Redis)
 
     def __call__(self, script: Any, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -150,9 +144,7 @@ class ScriptBatch:
 
     async def _run(self, batch: list[Call]) -> None:
         try:
-            if self.direct:
-                results = await self._direct(batch)
-            elif len(batch) == 1:
+            if len(batch) == 1:
                 script, keys, args, _ = batch[0]
                 results = [await script(keys=keys, args=args)]
             else:
@@ -177,40 +169,36 @@ class ScriptBatch:
             else:
                 future.set_result(result)
 
+    def close(self) -> None:
+        """Nothing of its own to close: the calls use the client's connections."""
 
-    async def _direct(self, batch: list[Call]) -> list[Any]:
-        commands = []
-        for script, keys, args, _ in batch:
-            parts = [_bulk(str(len(keys)).encode())]
-            parts += [_bulk(part.encode()) for part in (*keys, *args)]
-            commands.append(b"*%d\r\n" % (len(parts) + 2) + _evalsha(script.sha)
-                            + b"".join(parts))
-        pool = self.client.connection_pool  # type: ignore[union-attr]
-        connection = await pool.get_connection()
-        results: list[Any] = []
+
+class LinkScripts:
+    """Lua script calls over a link.Link to a single Redis: EVALSHA, and EVAL with the
+    script's text when the server has lost it (restarted, flushed)."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.link = link.Link(url, timeout)
+
+    async def __call__(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
-            await connection.send_packed_command(b"".join(commands), check_health=False)
-            for _ in batch:
-                try:
-                    results.append(await connection.read_response())
-                except redis.exceptions.ResponseError as exc:
-                    results.append(exc)
-        except BaseException:
-            await connection.disconnect()  # a half-read reply must not reach the next caller
-            raise
-        finally:
-            await pool.release(connection)
-        return results
+            return await self.link.call(link.command("EVALSHA", script.sha, str(len(keys)),
+                                                     *keys, *args))
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        return await self.link.call(link.command("EVAL", script.script, str(len(keys)),
+                                                 *keys, *args))
+
+    def close(self) -> None:
+        self.link.close()
 
 
-def _bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(value), value)
-
-
-@functools.cache
-def _evalsha(sha: str) -> bytes:
-    """The packed start of an EVALSHA command for one script."""
-    return b"$7\r\nEVALSHA\r\n" + _bulk(sha.encode())
+def scripts_for(settings: Settings, client: AsyncClient) -> ScriptBatch | LinkScripts:
+    url = store.effective_url(settings)
+    if settings.redis.cluster or not link.Link.usable(url):
+        return ScriptBatch(client)
+    return LinkScripts(url, settings.redis.timeout)
 
 
 def _consume(task: asyncio.Task[Any]) -> None:
@@ -241,7 +229,7 @@ class PolicyServer:
         self.rooms: dict[str, decide.Room] = {}  # by account: what its last check left free
         self.decisions: collections.Counter[str] = collections.Counter()  # by verb, not yet
         # added to PREFIX stats:policy (flush_decisions)
-        self.scripts = ScriptBatch(client)
+        self.scripts = scripts_for(settings, client)
         self.check_script = quota.script(client, "policy_check")
         self.release_script = quota.script(client, "policy_release")
         self.hold_seconds = settings.policyd.hold_seconds
@@ -549,6 +537,7 @@ async def _serve(settings: Settings, sockets: list[tuple[str, socket.socket]],
         await asyncio.wait_for(asyncio.gather(*server.background), 5)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(server.flush_decisions(), 2)
+    server.scripts.close()
     await client.aclose()
 
 

@@ -75,6 +75,7 @@ def run_with_server(redis_url: str, test: Callable[..., Awaitable[Any]],
             listener.close()
             await listener.wait_closed()
             await asyncio.gather(*policy.background)
+            policy.scripts.close()
             await client.aclose()
 
     if account is not None:
