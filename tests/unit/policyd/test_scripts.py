@@ -325,3 +325,28 @@ def test_a_passing_check_reports_the_room_its_tightest_limits_leave(make: Any) -
     # 10 messages a minute less this one; 50 recipients an hour less these 4 (the default
     # per-minute recipient limit is looser); no byte limit.
     assert (room.messages, room.recipients, room.size) == (9, 46, -1)
+
+
+def test_holds_live_in_memory_and_counts_survive_a_restart() -> None:
+    """Holds are not written to the append-only file (no fsync per check): a restarted Redis
+    has forgotten the messages in flight but kept what was counted."""
+    server = RedisServer().start()
+    try:
+        client = server.client()
+        relay = Relay(client, "aof:", warmup=False, messages_per_day=5)
+        for queue_id in ("A", "B", "C"):
+            assert relay.ask(decide.END_OF_MESSAGE, queue_id=queue_id).permits
+        relay.count("A")
+        assert quota.script(client, "policy_release")(
+            keys=[relay.keys.holds("acme"), relay.keys.holds_expiry("acme")], args=["C"]) == 1
+        assert relay.usage().in_flight["messages"] == 1  # B
+        client.close()
+        server.stop()
+        server.start()
+        relay.client = relay.accounts.client = client = server.client()
+        assert relay.usage().in_flight == {"messages": 0, "recipients": 0, "bytes": 0}
+        assert relay.used("day", "messages") == 1
+        assert not client.exists(relay.keys.holds("acme"), relay.keys.holds_expiry("acme"))
+        client.close()
+    finally:
+        server.close()

@@ -32,6 +32,12 @@
 --          {2, day, quota, used}  the warm-up quota of warm-up day `day` is reached
 --          {3, holds}             the account has too many messages in flight
 
+-- Holds live in memory only: they are not written to the append-only file or to replicas, so
+-- a check costs Redis no fsync (appendfsync always). A Redis that restarts has forgotten the
+-- messages in flight, and the milter counts those from its own figures (policy_commit.lua);
+-- one restarted from an AOF rewrite may still hold messages counted since, until they lapse.
+redis.set_repl(redis.REPL_NONE)
+
 local word = {}
 for w in string.gmatch(ARGV[1], '%S+') do word[#word + 1] = w end
 local now, today = tonumber(word[1]), word[2]

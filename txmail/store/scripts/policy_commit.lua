@@ -22,6 +22,7 @@
 
 local qid = ARGV[1]
 local m, r, b, held = 1, tonumber(ARGV[3]), tonumber(ARGV[4]), 0
+redis.set_repl(redis.REPL_NONE)  -- holds live in memory only (policy_check.lua)
 local share = redis.call('HGET', KEYS[4], qid)
 if share then
   local hm, hr, hb = string.match(share, '^(%d+) (%d+) (%d+)$')
@@ -32,6 +33,7 @@ if share then
   redis.call('HDEL', KEYS[4], qid)
 end
 redis.call('ZREM', KEYS[5], qid)
+redis.set_repl(redis.REPL_ALL)  -- what is counted goes to the AOF and the replicas
 
 for i = 1, 3 do
   redis.call('HINCRBY', KEYS[i], 'm', m)

@@ -10,6 +10,7 @@
 --
 -- Returns  1 if a hold was given back, 0 if there was none (counted, lapsed or never taken)
 
+redis.set_repl(redis.REPL_NONE)  -- holds live in memory only (policy_check.lua)
 local share = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if not share then return 0 end
