@@ -182,7 +182,7 @@ def session_members(leader: int) -> list[int]:
 class Policyd:
     name = "policyd"
 
-    def __init__(self, redis: RedisServer, workdir: Path, workers: int = 0) -> None:
+    def __init__(self, redis: RedisServer, workdir: Path, workers: int = 1) -> None:
         self.state = workdir / "policyd"
         self.state.mkdir()
         self.port = free_port()
@@ -441,8 +441,8 @@ def main() -> None:
     parser.add_argument("--stack", action="store_true",
                         help="also the stack's throughput with the policy service on and off")
     parser.add_argument("--stack-messages", type=int, default=3000)
-    parser.add_argument("--workers", type=int, default=0,
-                        help="policyd.workers (default 0: one per core)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="policyd.workers (default 1, as txmail's; 0: one per core)")
     parser.add_argument("--no-decisions", action="store_true",
                         help="skip the decision benchmark (with --stack)")
     args = parser.parse_args()

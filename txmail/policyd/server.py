@@ -1,8 +1,9 @@
 """txmail policyd: the asyncio server Postfix's check_policy_service talks to.
 
-Listens on the UNIX socket policyd.socket (and on policyd.listen over TCP when set), bound
-once and served by policyd.workers forked processes (one per core by default, each on a uvloop
-event loop). Each connection carries many requests, one after another (Postfix keeps its policy
+Listens on the UNIX socket policyd.socket (and on policyd.listen over TCP when set), bound once
+and served by policyd.workers processes, each on a uvloop event loop (one by default: it answers
+thousands of requests a second, and on a 2-core node a second worker made the stack slower, not
+faster). Each connection carries many requests, one after another (Postfix keeps its policy
 connections open); each request gets one decision: decide.plan(), one atomic call of
 policy_check.lua (over link.Link; the calls of one loop turn go out in one write), and
 decide.verdict(). One log line per refusal or tempfail, starting with the queue id as Postfix's

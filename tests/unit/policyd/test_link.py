@@ -77,8 +77,7 @@ def test_the_urls_password_and_database_are_used() -> None:
         guarded.close()
 
 
-def test_a_redis_that_is_down_fails_the_call_and_a_later_one_connects(
-        redis_server: RedisServer) -> None:
+def test_a_redis_that_is_down_fails_the_call_and_a_later_one_connects() -> None:
     down = RedisServer()
 
     async def test() -> None:
