@@ -16,10 +16,13 @@ per account in its cache daemon. No limit is reached: the bench measures the cos
           the connections. p50 and p99 of the round trip, from writing the request to reading
           the answer (what a Postfix smtpd waits). Also the p99 counted from when the request
           fell due, so a server that falls behind shows it; that one also holds the client's
-          own lateness, since its event loop's timers tick in whole milliseconds.
+          own lateness in waking up.
 
-The client is one asyncio process on uvloop. The servers' CPU per decision is read from /proc
-(policyd: its processes and its Redis; postfwd: every process of its session).
+The closed loop's client is one asyncio process on uvloop; the open loop's is a thread per
+connection, each sleeping until its next request is due with the OS's clock (an event loop's
+timers tick in whole milliseconds, which showed as a millisecond of "latency" in the p99 from
+due). The servers' CPU per decision is read from /proc (policyd: its processes and its Redis;
+postfwd: every process of its session).
 
 policyd is measured over TCP (as postfwd) and over its UNIX socket (as txmail runs it). With
 --stack, the stack's own throughput with the policy service on and off is measured too, with
@@ -49,6 +52,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -126,9 +130,9 @@ async def open_connection(address: str) -> tuple[asyncio.StreamReader, asyncio.S
     return reader, writer
 
 
-async def drive(address: str, connections: int, seconds: float,
-                load: float | None) -> Result:
-    """Closed loop when `load` is None, else open loop at `load` requests per second."""
+async def drive(address: str, connections: int, seconds: float) -> Result:
+    """The closed loop: each connection sends its next request as soon as the last answer is
+    in, for `seconds`."""
     result = Result()
     pairs = [await open_connection(address) for _ in range(connections)]
     start = time.monotonic()
@@ -136,23 +140,11 @@ async def drive(address: str, connections: int, seconds: float,
 
     async def one(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         requests = stream(n + int(start * 1000) % 10_000 * connections)
-        for k in itertools.count():
-            if load is None:
-                due = time.monotonic()
-                if due >= deadline:
-                    return
-            else:
-                due = start + (k * connections + n) / load
-                if due >= deadline:
-                    return
-                wait = due - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            sent = time.monotonic()
+        while (sent := time.monotonic()) < deadline:
             writer.write(next(requests))
             answer = await reader.readuntil(b"\n\n")
             answered = time.monotonic()
-            result.latencies.append(answered - due)
+            result.latencies.append(answered - sent)
             result.round_trips.append(answered - sent)
             result.answered += 1
             if not answer.startswith((b"action=DUNNO", b"action=dunno", b"action=OK")):
@@ -162,6 +154,67 @@ async def drive(address: str, connections: int, seconds: float,
     result.seconds = time.monotonic() - start
     for _, writer in pairs:
         writer.close()
+    return result
+
+
+def connect(address: str) -> socket.socket:
+    if address.startswith("unix:"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(address[5:])
+        return sock
+    host, port = address.removeprefix("inet:").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def drive_paced(address: str, connections: int, seconds: float, load: float) -> Result:
+    """The open loop at `load` requests per second, one thread per connection: each waits for
+    its next request's time with the OS's sleep, precise to microseconds, where an event loop's
+    timers tick in whole milliseconds and the client's lateness would count as the server's."""
+    result = Result()
+    lock = threading.Lock()
+    sockets = [connect(address) for _ in range(connections)]
+    start = time.monotonic() + 0.05
+    deadline = start + seconds
+
+    def one(n: int, sock: socket.socket) -> None:
+        requests = stream(n + int(start * 1000) % 10_000 * connections)
+        latencies, round_trips, refusals, pending = [], [], 0, b""
+        for k in itertools.count():
+            due = start + (k * connections + n) / load
+            if due >= deadline:
+                break
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            sent = time.monotonic()
+            sock.sendall(next(requests))
+            while b"\n\n" not in pending:
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError(f"{address} closed the connection")
+                pending += data
+            answer, _, pending = pending.partition(b"\n\n")
+            answered = time.monotonic()
+            latencies.append(answered - due)
+            round_trips.append(answered - sent)
+            if not answer.startswith((b"action=DUNNO", b"action=dunno", b"action=OK")):
+                refusals += 1
+        with lock:
+            result.latencies += latencies
+            result.round_trips += round_trips
+            result.answered += len(latencies)
+            result.refusals += refusals
+
+    threads = [threading.Thread(target=one, args=(n, sock)) for n, sock in enumerate(sockets)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result.seconds = time.monotonic() - start
+    for sock in sockets:
+        sock.close()
     return result
 
 
@@ -293,7 +346,10 @@ def probe(address: str) -> bool:
 def measure(label: str, address: str, pids: list[int], args: argparse.Namespace,
             load: float | None, connections: int) -> Result:
     before = process_cpu(pids)
-    result = uvloop.run(drive(address, connections, args.seconds, load))
+    if load is None:
+        result = uvloop.run(drive(address, connections, args.seconds))
+    else:
+        result = drive_paced(address, connections, args.seconds, load)
     cpu = process_cpu(pids) - before
     per = cpu / result.answered * 1e6 if result.answered else 0.0
     what = f"max/{connections}c" if load is None else f"{load:.0f}/s"
@@ -324,7 +380,7 @@ def decisions(args: argparse.Namespace) -> None:
               f"measurement, {args.reps} repetitions, {os.cpu_count()} cores; requests: "
               f"RCPT + END-OF-MESSAGE per message, {ACCOUNTS} accounts", flush=True)
         for _, address, _ in targets:  # warm up: connections, caches, scripts
-            uvloop.run(drive(address, args.connections, 1.0, None))
+            uvloop.run(drive(address, args.connections, 1.0))
         for rep in range(args.reps):
             print(f"rep {rep + 1}", flush=True)
             order = targets[rep % len(targets):] + targets[:rep % len(targets)]
