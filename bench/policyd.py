@@ -484,8 +484,6 @@ def stack_throughput(args: argparse.Namespace) -> None:
           f"(policyd {on_cpu[1]:4.2f}, Redis {on_cpu[2]:4.2f}; {decided} permits counted)")
     print(f"policy off  median {off:7.1f} msg/s, CPU a message {off_cpu[0]:5.2f} ms "
           f"(Redis {off_cpu[2]:4.2f})")
-    # Each rep runs on and off back to back, in alternating order, so the geometric mean of
-    # the reps' ratios cancels the machine's drift over the run better than the medians do.
     print(f"ratio       on/off {on / off:.2f} (per rep: {per_rep}; geometric mean "
           f"{statistics.geometric_mean(pairs):.2f}); CPU a message off/on "
           f"{off_cpu[0] / on_cpu[0]:.2f}")
