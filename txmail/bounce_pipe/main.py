@@ -54,8 +54,8 @@ from typing import IO, Any
 import redis
 
 from txmail import store
+from txmail.bounce_pipe import feedback, unparsed
 from txmail.bounce_pipe import forward as forwarding
-from txmail.bounce_pipe import unparsed
 from txmail.bounce_pipe.handoff import EX_OK, EX_TEMPFAIL, read_input
 from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.config import Settings
@@ -125,6 +125,15 @@ def _recipient_as_sent(record: MessageRecord, reported: str) -> str:
     return reported
 
 
+def read_report(settings: Settings, raw: bytes) -> BounceReport:
+    """Parse one returned mail; for a complaint, also verify its DKIM signatures (DNS)."""
+    report = parse_report(raw)
+    if any(e.kind == "complaint" for e in report.events):
+        report.dkim_domains = feedback.verified_signers(
+            raw, feedback.dns_txt(list(settings.domains.nameservers)))
+    return report
+
+
 def process(
     settings: Settings,
     client: store.Client,
@@ -133,13 +142,16 @@ def process(
     recipient: str,
     forwarder: Forwarder | None = None,
     clock: Callable[[], float] = time.time,
+    report: BounceReport | None = None,
 ) -> Outcome:
-    """Record, keep and forward one returned mail (the steps in the module text)."""
+    """Record, keep and forward one returned mail (the steps in the module text). `report` is
+    the mail already parsed (read_report) by a process that holds no secret; None: parse here."""
     keys = store.Keys(settings.redis.prefix)
     ttl = settings.milter.message_ttl_days * 86400
     messages = Messages(client, keys, ttl)
     token_queue_id = verify_bounce_address(recipient, settings.read_secret("bounce_key_file"))
-    report = parse_report(raw)
+    if report is None:
+        report = read_report(settings, raw)
     record, trusted = find_message(messages, token_queue_id, report, recipient)
     outcome = Outcome(
         queue_id=record.queue_id if record else (token_queue_id or ""), trusted=trusted

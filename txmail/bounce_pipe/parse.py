@@ -92,6 +92,9 @@ class BounceReport:
     postfix_queue_id: str | None = None
     original_headers: dict[str, str] = field(default_factory=dict)
     detector: str | None = None
+    # d= domains of the DKIM signatures that verify; filled for complaints only
+    # (txmail.bounce_pipe.feedback), where it says whether a feedback loop sent the report
+    dkim_domains: tuple[str, ...] = ()
 
 
 def parse_message(raw: bytes) -> list[BounceEvent]:

@@ -1,0 +1,112 @@
+"""Who vouches for a complaint: the DKIM signatures of a feedback report that verify.
+
+SYNOPSIS
+    domains = verified_signers(raw, dns_txt)     # ("fbl.example.net", ...)
+    loop = feedback_loop(domains, configured)    # "fbl.example.net", or "" when none matches
+
+DESCRIPTION
+    An ARF report (RFC 5965) sent to a bounce address says that a recipient complained. Its
+    token proves which message (and, since every recipient has a return path of its own,
+    which recipient) it is about, but not who wrote it: any recipient can send one about
+    themselves. A complaint counts toward an account's suspension only when a mailbox
+    provider's feedback loop sent it, and RFC 6449 (section 3.5) says how a receiver can tell:
+    feedback loops sign their reports with DKIM. So the report's DKIM-Signature fields are
+    verified (dkimpy, keys looked up in DNS) and the domains of the valid ones are kept; a
+    report is a feedback loop's when one of them is, or is below, a domain the operator listed
+    in bounce_pipe.feedback_loops.
+
+    Verification runs where the report is parsed (the unprivileged parser): it needs DNS, never
+    a secret.
+
+BOUNDS
+    At most MAX_SIGNATURES signatures are tried per report, each key lookup has the resolver's
+    timeout, and a report over MAX_REPORT_BYTES is not verified at all (a feedback report
+    carries one message, usually headers only).
+
+FAILURE
+    Never raises on bad mail: a signature that does not verify, a key that cannot be found, a
+    DNS timeout or a malformed message gives no domain.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+
+import dkim
+
+from txmail import dnscheck
+from txmail.errors import TxmailError
+
+log = logging.getLogger("txmail.bounce_pipe")
+
+MAX_SIGNATURES = 3
+MAX_REPORT_BYTES = 2 * 1024 * 1024
+_SIGNATURE_FIELD = re.compile(rb"^dkim-signature\s*:", re.I | re.M)
+
+DnsTxt = Callable[..., bytes | None]  # dkimpy's dnsfunc: (name, timeout=...) -> TXT or None
+
+
+def verified_signers(raw: bytes, dns_txt: DnsTxt | None = None) -> tuple[str, ...]:
+    """The lower-case d= domains of the report's DKIM signatures that verify."""
+    if len(raw) > MAX_REPORT_BYTES:
+        return ()
+    count = min(len(_SIGNATURE_FIELD.findall(_header_block(raw))), MAX_SIGNATURES)
+    domains: list[str] = []
+    for index in range(count):
+        checker = dkim.DKIM(raw, logger=_QUIET)
+        try:
+            valid = (checker.verify(idx=index, dnsfunc=dns_txt) if dns_txt is not None
+                     else checker.verify(idx=index))
+        except Exception as exc:  # noqa: BLE001 - dkimpy raises many kinds on hostile input
+            log.info("NOQUEUE: feedback report: DKIM signature %d unreadable (%s)", index,
+                     exc.__class__.__name__)
+            continue
+        domain = (checker.domain or b"").decode("ascii", "replace").lower().rstrip(".")
+        if valid and domain and domain not in domains:
+            domains.append(domain)
+    return tuple(domains)
+
+
+def feedback_loop(signers: Iterable[str], configured: Iterable[str]) -> str:
+    """The first signing domain that is (or is below) a configured feedback loop's; ""."""
+    loops = [c.lower().strip().rstrip(".") for c in configured if c.strip()]
+    for domain in signers:
+        for loop in loops:
+            if domain == loop or domain.endswith("." + loop):
+                return domain
+    return ""
+
+
+def dns_txt(nameservers: list[str], timeout: float = 5.0) -> DnsTxt:
+    """dkimpy's key lookup, asking `nameservers` (IP or IP:PORT; empty: the system's
+    resolver) as `txmail domains verify` does."""
+    resolve = dnscheck.resolver(nameservers, timeout)
+
+    def lookup(name: bytes | str, timeout: float = timeout) -> bytes | None:
+        qname = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+        try:
+            values = resolve(qname.rstrip("."), "TXT")
+        except TxmailError:
+            return None
+        return values[0].encode("utf-8") if values else None
+
+    return lookup
+
+
+def _header_block(raw: bytes) -> bytes:
+    end = raw.find(b"\n\n")
+    end_crlf = raw.find(b"\r\n\r\n")
+    ends = [e for e in (end, end_crlf) if e >= 0]
+    return raw[:min(ends)] if ends else raw
+
+
+class _Quiet(logging.Logger):
+    """dkimpy logs every failed verification at error level; the caller says what counts."""
+
+    def __init__(self) -> None:
+        super().__init__("txmail.bounce_pipe.dkim", level=logging.CRITICAL + 1)
+
+
+_QUIET = _Quiet()
