@@ -207,6 +207,20 @@ class BouncePipeSettings:
                              "first, with a warning in the pipe's log).", 10_000)
     unparsed_max_bytes: int = _doc("Most bytes of one returned mail kept for inspection.",
                                    256 * 1024)
+    feedback_loops: list = _doc("Domains of the mailbox providers' feedback loops whose "
+                                "complaint reports count toward an account's suspension: a "
+                                "report counts only when a DKIM signature of one of these "
+                                "domains (or a subdomain) verifies on it (RFC 6449). Other "
+                                "complaints are recorded and suppress their recipient, but are "
+                                "not counted. Yahoo's reports are signed by arf.mail.yahoo.com.",
+                                ["arf.mail.yahoo.com"])
+    untrusted_events_per_report: int = _doc("Most events one returned mail without a valid "
+                                            "token (or about recipients its token does not "
+                                            "vouch for) may record; the rest are logged, and "
+                                            "the mail is kept for `txmail bounces unparsed`.",
+                                            5)
+    untrusted_events_per_message: int = _doc("Most untrusted events recorded for one message, "
+                                             "whatever number of reports name it.", 20)
     socket: str = _doc("UNIX socket of `txmail bounces serve`, the long-running parser each "
                        "pipe process hands its mail to, relative to state_dir; when nothing "
                        "listens there the pipe parses the mail itself.",
@@ -444,7 +458,11 @@ def _validate_events(settings: Settings) -> None:
                        ("webhooks.dead_letter_max", hooks.dead_letter_max),
                        ("bounce_pipe.unparsed_max", settings.bounce_pipe.unparsed_max),
                        ("bounce_pipe.unparsed_max_bytes", settings.bounce_pipe.unparsed_max_bytes),
-                       ("bounce_pipe.max_message_bytes", settings.bounce_pipe.max_message_bytes)):
+                       ("bounce_pipe.max_message_bytes", settings.bounce_pipe.max_message_bytes),
+                       ("bounce_pipe.untrusted_events_per_report",
+                        settings.bounce_pipe.untrusted_events_per_report),
+                       ("bounce_pipe.untrusted_events_per_message",
+                        settings.bounce_pipe.untrusted_events_per_message)):
         if value < 1:
             raise ConfigError(f"{key} must be at least 1")
 

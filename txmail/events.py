@@ -30,7 +30,17 @@ DESCRIPTION
 
     Untrusted events (a bounce whose address token was forged or missing) are recorded with
     details.trusted = false, are delivered to the webhook like any other, and never suppress
-    anybody nor count against the account's reputation.
+    anybody nor count against the account's reputation. They have ids and "seen" fields of
+    their own ("untrusted:KIND:recipient"), so a forged report that arrives first never takes
+    the place of the genuine one: the trusted outcome is always recorded and posted. An
+    untrusted one is not recorded once the trusted outcome is there, and at most
+    `untrusted_cap` of them are recorded per message (Recorder.record), so forged reports
+    cannot flood an account's webhook.
+
+    A trusted complaint counts against the reputation only when a mailbox provider's feedback
+    loop signed the report (details.feedback_loop, set by the bounce pipe): a recipient can
+    write an ARF report about themselves, and one per thousand recipients would suspend an
+    account.
 
     The stream is capped (events.stream_max) by the webhooks dispatcher only, and only below
     what its consumer group has acknowledged, so an event is never trimmed before it has been
@@ -105,9 +115,13 @@ def _base32(raw: bytes) -> str:
     return base64.b32encode(raw).decode("ascii").rstrip("=")
 
 
-def stable_event_id(account: str, message_id: str, recipient: str, kind: str) -> str:
-    """The id of the one event of (message, recipient, kind): the same wherever it is seen."""
-    digest = hashlib.sha256(f"{account}\0{message_id}\0{recipient.lower()}\0{kind}".encode())
+def stable_event_id(account: str, message_id: str, recipient: str, kind: str,
+                    trusted: bool = True) -> str:
+    """The id of the one event of (message, recipient, kind): the same wherever it is seen.
+    An untrusted report of the same outcome has an id of its own (see the module text)."""
+    scope = "" if trusted else "\0untrusted"
+    digest = hashlib.sha256(
+        f"{account}\0{message_id}\0{recipient.lower()}\0{kind}{scope}".encode())
     return "evt_" + _base32(digest.digest()[:16])[:26]
 
 
@@ -138,7 +152,7 @@ def make_event(kind: str, account: str, message_id: str, recipient: str,
         raise ValueError(f"unknown event kind {kind!r}")
     now = time.time() if now is None else now
     event_id = (random_event_id(now) if kind in REPEATING
-                else stable_event_id(account, message_id, recipient, kind))
+                else stable_event_id(account, message_id, recipient, kind, trusted))
     details = cap_details(dict(details or {}))
     if not trusted:
         details["trusted"] = False
@@ -152,6 +166,7 @@ class Recorded:
     event_id: str
     new: bool  # False: this (message, recipient, kind) had been recorded before
     suppressed: bool = False
+    capped: bool = False  # an untrusted event not recorded: the message has its cap of them
 
 
 @dataclass(frozen=True)
@@ -213,10 +228,14 @@ class Recorder:
         self.suppressions = Suppressions(client, keys, clock=clock)
         self._record = client.register_script(_RECORD)
 
-    def record(self, event: Event, policy: SuppressionPolicy | None = None) -> Recorded:
-        """Record `event` (see the module text); safe to call again for the same event."""
+    def record(self, event: Event, policy: SuppressionPolicy | None = None,
+               untrusted_cap: int = 0) -> Recorded:
+        """Record `event` (see the module text); safe to call again for the same event.
+        `untrusted_cap` > 0: an untrusted event is not recorded once its message has that
+        many untrusted events."""
         unique = event.kind not in REPEATING
-        seen_field = f"{event.kind}:{event.recipient}"
+        trusted_field = f"{event.kind}:{event.recipient}"
+        seen_field = trusted_field if event.trusted else f"untrusted:{trusted_field}"
         day = utc_day(self.clock())
         with guard(f"{event.message_id}: recording a {event.kind} event"):
             state, event_id, counted = self._record(
@@ -224,8 +243,15 @@ class Recorder:
                       self.keys.event_seen(event.account, event.message_id or "-"),
                       self.keys.event_counts(event.account, day)],
                 args=[seen_field, event.id, event.to_json(), self.seen_ttl, self.counter_ttl,
-                      "1" if unique else "0", event.kind, *event.tags])
+                      "1" if unique else "0", event.kind,
+                      "" if event.trusted else trusted_field,
+                      0 if event.trusted else max(0, untrusted_cap), *event.tags])
         state = int(state)
+        if state == 3:
+            log.info("%s: untrusted %s to=<%s> not recorded: the message has %d untrusted "
+                     "events already", event.message_id or "NOQUEUE", event.kind,
+                     event.recipient, untrusted_cap)
+            return Recorded(event_id="", new=False, capped=True)
         if state == 1:
             log.info("%s: event %s %s to=<%s> id=%s%s", event.message_id or "NOQUEUE",
                      event.kind, event.details.get("reason", ""), event.recipient, event_id,
@@ -241,7 +267,8 @@ class Recorder:
                 log.info("%s: suppress: <%s> on the bounce list of %s (%s)", event.message_id,
                          event.recipient, event.account, event.details.get("reason"))
         if (unique and event.trusted and event.kind in COUNTED_KINDS and not int(counted)
-                and self.outcome_hook is not None):
+                and self.outcome_hook is not None
+                and (event.kind != "complaint" or event.details.get("feedback_loop"))):
             self.outcome_hook(event.account, event.kind)
             with guard(f"{event.message_id}: marking an outcome counted"):
                 self.client.hset(self.keys.event_seen(event.account, event.message_id or "-"),

@@ -16,8 +16,15 @@ DESCRIPTION
         Original-Envelope-Id, the queue id a token with a wrong MAC claims, or the returned
         message's Message-ID (those make it untrusted);
     4.  records one event per recipient outcome (txmail.events); trusted hard bounces and
-        complaints suppress the recipient, untrusted ones never do (an outcome for an address
-        that was not a recipient of the message the token names is untrusted too);
+        complaints suppress the recipient, untrusted ones never do. A token vouches only for
+        the recipients its queue file carried (the milter gives every recipient of a
+        bounce-tracked message a queue file, and so a token, of its own): an outcome for any
+        other address is untrusted too. Untrusted outcomes are bounded: at most
+        bounce_pipe.untrusted_events_per_report of one mail and untrusted_events_per_message
+        of one message are recorded; a mail with more is kept for inspection. A complaint
+        counts toward suspension only when a feedback loop in bounce_pipe.feedback_loops
+        DKIM-signed it (feedback.py); such a report may carry its token in the returned
+        message's Return-Path instead of in the address it was sent to;
     5.  keeps what it cannot read, or cannot match to a message, for `txmail bounces unparsed`;
     6.  forwards the bounce to the original envelope sender when the client's NOTIFY asks for
         it (txmail.bounce_pipe.forward), with a null envelope sender.
@@ -80,6 +87,7 @@ class Outcome:
     trusted: bool = False
     events: list[str] = field(default_factory=list)  # event ids recorded or seen again
     kept: str = ""  # why the mail was kept for inspection ("" when not)
+    skipped: int = 0  # untrusted outcomes not recorded (over the caps)
     forwarded_to: str = ""
 
 
@@ -152,6 +160,12 @@ def process(
     token_queue_id = verify_bounce_address(recipient, settings.read_secret("bounce_key_file"))
     if report is None:
         report = read_report(settings, raw)
+    loop = feedback.feedback_loop(report.dkim_domains, settings.bounce_pipe.feedback_loops)
+    if token_queue_id is None and loop:
+        # A feedback loop writes to the address the sender registered with it, not to the
+        # message's bounce address; the returned message's Return-Path still carries that.
+        token_queue_id = verify_bounce_address(report.original_headers.get("return-path", ""),
+                                               settings.read_secret("bounce_key_file"))
     record, trusted = find_message(messages, token_queue_id, report, recipient)
     outcome = Outcome(
         queue_id=record.queue_id if record else (token_queue_id or ""), trusted=trusted
@@ -182,13 +196,22 @@ def process(
             outcome_hook=reputation_hook(client, keys),
             clock=clock,
         )
+        carried = {r.lower() for r in record.carried_recipients()}
+        untrusted_left = settings.bounce_pipe.untrusted_events_per_report
         for found in report.events:
             if found.kind not in EVENT_KINDS:
                 continue
             rcpt = _recipient_as_sent(record, found.recipient)
-            # The token vouches for one message: a recipient it never had is the sender's
-            # word only (a forger holding the bounce address of a message sent to them).
-            vouched = trusted and rcpt in record.recipients
+            # The token vouches for one queue file, and every recipient of that file holds it:
+            # since the milter gives each recipient a queue file of its own, that is the one
+            # recipient. Any other address is the sender's word only (a forger holding the
+            # bounce address of a message sent to them).
+            vouched = trusted and rcpt.lower() in carried
+            if not vouched:
+                if untrusted_left <= 0:
+                    outcome.skipped += 1
+                    continue
+                untrusted_left -= 1
             details: dict[str, Any] = {
                 "status": found.status,
                 "reason": found.reason,
@@ -200,6 +223,8 @@ def process(
             }
             if found.feedback_type:
                 details["feedback_type"] = found.feedback_type
+            if found.kind == "complaint" and loop:
+                details["feedback_loop"] = loop  # it counts toward suspension (events.py)
             event = make_event(
                 found.kind,
                 account,
@@ -210,7 +235,11 @@ def process(
                 now=clock(),
                 trusted=vouched,
             )
-            result = recorder.record(event, policy)
+            result = recorder.record(
+                event, policy, untrusted_cap=settings.bounce_pipe.untrusted_events_per_message)
+            if result.capped:
+                outcome.skipped += 1
+                continue
             outcome.events.append(result.event_id)
             if vouched:  # only what the token vouches for is forwarded to the client
                 recorded_kinds[rcpt] = found.kind
@@ -224,6 +253,11 @@ def process(
                 )
         if not report.events:
             outcome.kept = "no recipient outcome found in the returned mail"
+        elif outcome.skipped:
+            outcome.kept = (f"{outcome.skipped} outcomes this mail reports without a token that "
+                            "vouches for them were not recorded (bounce_pipe.untrusted_events_"
+                            "per_report, untrusted_events_per_message)")
+            log.warning("%s: %s", record.queue_id, outcome.kept)
     if outcome.kept:
         trimmed = unparsed.keep(
             client,

@@ -6,10 +6,12 @@
     3. spam: rspamd's score against the account's spam_threshold (550 5.7.1);
     4. control headers are stripped and, for priority and digest, the routing header added;
     5. the envelope sender becomes the signed bounce address (unless track_bounces is off);
-    6. DKIM signs the message as Postfix will send it, after every other change; a tracked
-       message with several recipients is split first: the others get copies of their own,
-       injected through Postfix's copy listener once the message is signed (milter/copies.py,
-       finish_copy runs on that listener);
+    6. DKIM signs the message as Postfix will send it, after every other change; a tracked or
+       bounce-tracked message with several recipients is split first: the others get copies
+       of their own (their own tracking tokens, their own bounce address, so a recipient's
+       return path vouches for that recipient alone), injected through Postfix's copy
+       listener once the message is signed (milter/copies.py, finish_copy runs on that
+       listener);
     7. the message record, the tag counts and the count against policyd's quotas are written in
        one round trip, then the blocked events through the event recorder.
 
@@ -135,22 +137,29 @@ def _track(submission: Submission, settings: dict[str, Any], context: MilterCont
            accepted: Accepted) -> tuple[list[copies.CopyOrder], bytes]:
     """Tracking (milter/tracking.py): links and the open pixel go in after every rule and
     before the envelope rewrite and DKIM, so the signature covers the message as it leaves.
-    A tracked message with several recipients keeps the first (in single-recipient mode the
-    To recipient), tracked for them; the others are taken off and returned as the copies to
-    make, with the copies' text (the rules' header edits, the body as the client sent it).
-    Untracked mail and mail with nothing to track take no other step."""
+    A tracked or bounce-tracked message with several recipients keeps the first (in
+    single-recipient mode the To recipient), tracked for them; the others are taken off and
+    returned as the copies to make, with the copies' text (the rules' header edits, the body
+    as the client sent it). Mail with one recipient, and mail neither tracked nor
+    bounce-tracked, take no other step."""
     plan = submission.plan
     if context.copier is None:
         accepted.body = tracking.apply(submission, settings, context)
         return [], b""
     choice = tracking.wanted(plan.flags, settings)
-    if context.tracking is None or not choice or not plan.recipients:
+    if context.tracking is None:
+        choice = tracking.Tracking(opens=False, clicks=False)
+    # Every holder of a bounce address can report outcomes with it, so a bounce-tracked
+    # message gives each recipient a queue file, and a bounce address, of its own.
+    split = bool(settings["track_bounces"]) and context.bounce_address is not None
+    if not plan.recipients or not (choice or split):
         return [], b""
     kept = copies.kept_recipient(plan)
     others = copies.other_recipients(plan, kept)
     copy_text = submission.message_bytes(plan.header_edits) if others else b""
-    accepted.body = tracking.track_for(submission, context.tracking, choice, kept)
-    if accepted.body is None or not others:
+    if choice:
+        accepted.body = tracking.track_for(submission, context.tracking, choice, kept)
+    if not others or (accepted.body is None and not split):
         return [], b""
     accepted.removed_recipients.extend(others)
     return copies.copy_orders(submission, others, choice), copy_text

@@ -32,7 +32,9 @@ pointer) are only ever used one key per command.
     PREFIX {ACCOUNT}:events          stream  the account's events, one JSON `event` field (capped)
     PREFIX {ACCOUNT}:tags            hash    tag -> number of accepted messages carrying it
     PREFIX {ACCOUNT}:seen:QID        hash    events: "KIND:recipient" -> event id, one per message,
-                                             recipient and kind (TTL as the message)
+                                             recipient and kind; "untrusted:KIND:recipient" and
+                                             "untrusted" (their count) for forged-looking
+                                             reports (TTL as the message)
     PREFIX {ACCOUNT}:counts:DAY      hash    events: KIND and "tag:TAG:KIND" -> count of UTC day
                                              DAY (YYYYMMDD) (TTL)
     PREFIX {ACCOUNT}:webhook         hash    webhooks: endpoint state (disabled, failing_since,

@@ -48,6 +48,13 @@ class MessageRecord:
         """The id the client was given (the 250 reply), which every event carries."""
         return self.parent or self.queue_id
 
+    def carried_recipients(self) -> list[str]:
+        """The recipients this queue file itself was delivered to: not those the milter moved
+        to copies of their own, nor those it blocked. A bounce address vouches for these only:
+        with one envelope sender per queue file, each of them holds it."""
+        moved = {r.lower() for r in self.copies} | {r.lower() for r in self.blocked}
+        return [r for r in self.recipients if r.lower() not in moved]
+
     def to_hash(self) -> dict[str, str]:
         return {"queue_id": self.queue_id, "account": self.account,
                 "envelope_sender": self.envelope_sender,

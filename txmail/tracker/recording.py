@@ -135,7 +135,7 @@ class HitWriter:
                            self.keys.event_counts(event.account, day)],
                      args=[f"{event.kind}:{event.recipient}", event.id, event.to_json(),
                            self.recorder.seen_ttl, self.recorder.counter_ttl, "0", event.kind,
-                           *event.tags],
+                           "", 0, *event.tags],
                      client=pipe)
 
     def _one_by_one(self, events: list[Event], every: dict[str, bool]) -> int:

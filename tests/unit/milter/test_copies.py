@@ -29,6 +29,7 @@ from txmail.milter.copies import (
 from txmail.milter.plan import Plan
 from txmail.milter.submission import Submission
 from txmail.milter.tracking import Tracking, TrackingContext
+from txmail.store.messages import MessageRecord
 from txmail.tracker.tokens import LinkSigner
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -225,14 +226,35 @@ def test_single_mode_bcc_copy_is_a_separate_untracked_message(
     assert stored["bcc"] == "copy@example.net" and stored["parent"] == QUEUE_ID
 
 
-def test_untracked_or_untrackable_mail_stays_one_message(node: Callable[..., Any]) -> None:
-    conversation, listener = node({"track_clicks": True})
+def test_untracked_or_untrackable_mail_stays_one_message_without_bounce_tracking(
+        node: Callable[..., Any]) -> None:
+    conversation, listener = node({"track_clicks": True, "track_bounces": False})
     rcpts = ["a@example.net", "b@example.net"]
     plain = eml([("From", "news@acme.example"), ("To", "a@example.net")], "No links.\r\n")
     assert conversation.send(plain, "app@acme.example", rcpts).recipients == rcpts
     off = html("a@example.net", [("X-Mxm-Flags", "0")])
     assert conversation.send(off, "app@acme.example", rcpts).recipients == rcpts
     assert listener.copies == []
+
+
+def test_bounce_tracked_mail_gives_each_recipient_a_bounce_address_of_its_own(
+        node: Callable[..., Any], client: redis.Redis, prefix: str) -> None:
+    """Issue 15 (2): one bounce address shared by every recipient let one of them report
+    outcomes about the others; now each recipient's return path names its own queue file."""
+    conversation, listener = node()
+    rcpts = ["a@example.net", "b@example.net", "c@example.net"]
+    plain = eml([("From", "news@acme.example"), ("To", "a@example.net")], "No links.\r\n")
+    outcome = conversation.send(plain, "app@acme.example", rcpts)
+    assert outcome.accepted, outcome.reply
+    assert outcome.recipients == ["a@example.net"]
+    assert [e.recipient for e, _ in listener.copies] == ["b@example.net", "c@example.net"]
+    for envelope, copy in listener.copies:
+        assert b"No links." in copy.body
+        copy_id = verify_bounce_address(copy.sender, SECRET)
+        assert copy_id is not None and copy_id != QUEUE_ID
+        assert json.loads(record(client, prefix, copy_id)["recipients"]) == [envelope.recipient]
+    parent = MessageRecord.from_hash(record(client, prefix, QUEUE_ID))
+    assert parent.carried_recipients() == ["a@example.net"]
 
 
 def test_a_copy_that_cannot_be_made_refuses_the_message(node: Callable[..., Any],

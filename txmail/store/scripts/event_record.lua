@@ -3,7 +3,7 @@
 -- KEYS[1]  PREFIX {ACCOUNT}:events        stream  the account's events (field `event`: JSON)
 -- KEYS[2]  PREFIX {ACCOUNT}:seen:QID      hash    "KIND:recipient" -> event id (TTL)
 -- KEYS[3]  PREFIX {ACCOUNT}:counts:DAY    hash    KIND and "tag:TAG:KIND" -> count (TTL)
--- ARGV[1]  field, "KIND:recipient"
+-- ARGV[1]  field, "KIND:recipient" ("untrusted:KIND:recipient" for an untrusted event)
 -- ARGV[2]  the event id
 -- ARGV[3]  the event as JSON
 -- ARGV[4]  TTL of the seen hash, seconds (as long as the message record lives)
@@ -11,11 +11,16 @@
 -- ARGV[6]  "1": one event per message, recipient and kind (delivery, bounce, ...);
 --          "0": every occurrence is counted, only the first goes to the stream (open, click)
 -- ARGV[7]  the kind
--- ARGV[8...] the message's tags
+-- ARGV[8]  for an untrusted event: the field of the trusted one ("KIND:recipient"); once that
+--          is recorded the untrusted one is a duplicate. "" for a trusted event.
+-- ARGV[9]  for an untrusted event: most untrusted events per message (field "untrusted" of the
+--          seen hash counts them); "0": no cap
+-- ARGV[10...] the message's tags
 --
 -- Returns {state, event id, counted} where state is 1 (recorded), 0 (a duplicate: nothing
--- written, the id is the one recorded first) or 2 (a repeat of open/click: counted only), and
--- counted is 1 when the reputation counters already have this outcome ("counted:" field).
+-- written, the id is the one recorded first), 2 (a repeat of open/click: counted only) or 3
+-- (untrusted, and the message has its cap of untrusted events: nothing written), and counted
+-- is 1 when the reputation counters already have this outcome ("counted:" field).
 --
 -- The stream is never trimmed here: only the webhooks dispatcher trims, and only what its
 -- consumer group has acknowledged (events_trim.lua), so no event is lost before delivery.
@@ -25,10 +30,21 @@ local counted = redis.call('HEXISTS', KEYS[2], 'counted:' .. ARGV[1])
 if existing and ARGV[6] == '1' then
   return {0, existing, counted}
 end
+if ARGV[8] ~= '' then
+  local genuine = redis.call('HGET', KEYS[2], ARGV[8])
+  if genuine then
+    return {0, genuine, counted}
+  end
+  local cap = tonumber(ARGV[9])
+  if cap > 0 and tonumber(redis.call('HGET', KEYS[2], 'untrusted') or '0') >= cap then
+    return {3, '', counted}
+  end
+  redis.call('HINCRBY', KEYS[2], 'untrusted', 1)
+end
 
 local kind = ARGV[7]
 redis.call('HINCRBY', KEYS[3], kind, 1)
-for i = 8, #ARGV do
+for i = 10, #ARGV do
   redis.call('HINCRBY', KEYS[3], 'tag:' .. ARGV[i] .. ':' .. kind, 1)
 end
 redis.call('EXPIRE', KEYS[3], ARGV[5])
