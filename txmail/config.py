@@ -292,6 +292,38 @@ class DevSettings:
 
 
 @dataclass(frozen=True)
+class AuthPolicySettings:
+    """`txmail authpolicy`: a per-login limit on password guessing, asked by Dovecot.
+
+    Dovecot's own penalty is per client address; this one counts the failed logins of each
+    login name from every address. An attempt from a client address that has logged in with
+    the same password before is never slowed or refused, so the real client keeps working
+    during an attack; any other attempt counts as a failure until it succeeds.
+    """
+
+    listen: str = _doc("Loopback HOST:PORT on which Dovecot's auth process asks; only Dovecot "
+                       "may use it (each request carries the key in key_file).",
+                       "127.0.0.1:10030")
+    key_file: str = _doc("Secret shared with Dovecot (request header and password-hash "
+                         "nonce), relative to state_dir; `txmail init` creates it (mode 0600).",
+                         "secrets/authpolicy.key")
+    free_failures: int = _doc("Recent failed logins of one login name that are answered "
+                              "without delay (typos, a client with an old password).", 5)
+    reject_failures: int = _doc("Recent failed logins from which attempts by unknown clients "
+                                "are refused without checking the password.", 30)
+    forgive_seconds: float = _doc("One recent failure is forgotten every this many seconds; "
+                                  "past reject_failures, the sustained guessing rate of a "
+                                  "login is one password per forgive_seconds.", 120.0)
+    max_delay: int = _doc("Longest delay, in seconds, Dovecot holds an attempt by an unknown "
+                          "client (it doubles per failure past free_failures, from 1 s); "
+                          "keep it well below the SMTP clients' timeouts.", 15)
+    remember_days: float = _doc("Days a client address (IPv6: its /64) that logged in with a "
+                                "password stays known for that login and password.", 30.0)
+    remember_max: int = _doc("Client addresses remembered per login (the oldest go first).",
+                             100)
+
+
+@dataclass(frozen=True)
 class Settings:
     """All of txmail's settings. Top-level keys come first in the file."""
 
@@ -320,6 +352,7 @@ class Settings:
     maillog: MaillogSettings = field(default_factory=MaillogSettings)
     webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
+    authpolicy: AuthPolicySettings = field(default_factory=AuthPolicySettings)
 
     # -- derived values -------------------------------------------------------------------
 
@@ -435,6 +468,31 @@ def validate(settings: Settings) -> None:
         except ValueError:
             raise ConfigError(f"tracker.metrics_networks: {network!r} is not a network "
                               "(write e.g. 10.0.0.0/24)") from None
+    _validate_authpolicy(settings.authpolicy)
+
+
+def _validate_authpolicy(authpolicy: AuthPolicySettings) -> None:
+    """[authpolicy]: loopback only, thresholds in order, delays Dovecot and clients can wait."""
+    m = re.match(r"^(\[([0-9a-fA-F:]+)\]|([0-9.]+)):(\d{1,5})$", authpolicy.listen)
+    host = (m.group(2) or m.group(3)) if m else ""
+    try:
+        loopback = bool(m) and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(f"authpolicy.listen = {authpolicy.listen!r}: write a loopback "
+                          "address and port such as 127.0.0.1:10030")
+    _check_port("authpolicy.listen", int(m.group(4)))  # type: ignore[union-attr]
+    if not 0 <= authpolicy.free_failures < authpolicy.reject_failures:
+        raise ConfigError("authpolicy.free_failures must be 0 or more and below "
+                          "authpolicy.reject_failures")
+    if not 1 <= authpolicy.max_delay <= 30:
+        raise ConfigError("authpolicy.max_delay must be between 1 and 30 seconds")
+    if authpolicy.forgive_seconds <= 0 or authpolicy.remember_days <= 0:
+        raise ConfigError("authpolicy.forgive_seconds and authpolicy.remember_days must be "
+                          "positive")
+    if not 1 <= authpolicy.remember_max <= 10_000:
+        raise ConfigError("authpolicy.remember_max must be between 1 and 10000")
 
 
 def _validate_events(settings: Settings) -> None:

@@ -48,6 +48,11 @@ pointer) are only ever used one key per command.
                                              API keys (`txmail accounts apikey`)
     PREFIX stats:messages            hash    milter: "accepted", "refused:CODE:STATUS" -> count
     PREFIX stats:policy              hash    policyd: decision outcome -> count
+    PREFIX {LOGIN}:auth:failures     hash    authpolicy: recent failed logins of the login name
+                                             LOGIN (an account's name, or a guessed one):
+                                             score (forgiven over time), at (TTL)
+    PREFIX {LOGIN}:auth:known        zset    authpolicy: keyed hash of (login, client network,
+                                             password hash) -> time of its last login (TTL, capped)
 """
 
 from __future__ import annotations
@@ -171,3 +176,11 @@ class Keys:
     @property
     def policy_stats(self) -> str:
         return f"{self.prefix}stats:policy"
+
+    # keys of the password-guessing limit (txmail/authpolicy/); LOGIN is the login name, which
+    # is the account's name for real accounts, so they share the account's slot
+    def auth_failures(self, login: str) -> str:
+        return f"{self.prefix}{{{login}}}:auth:failures"
+
+    def auth_known(self, login: str) -> str:
+        return f"{self.prefix}{{{login}}}:auth:known"
