@@ -82,6 +82,7 @@ COMMAND_MODULES = [
     "txmail.cli.postfix",
     "txmail.cli.domains",
     "txmail.cli.tracker",
+    "txmail.cli.authpolicy",
     "txmail.cli.suppressions",
     "txmail.cli.bounces",
     "txmail.cli.bouncepipe",

@@ -23,7 +23,7 @@ from txmail.stack.files import write_private, write_secret
               help="Return-path domain for sending domains without their own.")
 @click.option("--port-offset", type=int, default=None,
               help="Listen on 127.0.0.1 with every port moved by N (25+N, 465+N, 587+N, "
-                   "8080+N, capture 2525+N).")
+                   "8080+N, capture 2525+N, authpolicy 10030+N).")
 @click.option("--listen-address", default="127.0.0.1", show_default=True,
               help="Address every listener binds (0.0.0.0 for all, as in containers).")
 @click.option("--relayhost", default="", help="Send all mail to HOST:PORT instead of MX hosts.")
@@ -49,7 +49,9 @@ def init(state_dir: str, hostname: str, bounce_domain: str, port_offset: int | N
             reinject=10025 + port_offset)
         settings = dataclasses.replace(
             settings, listen=listen,
-            dev=dataclasses.replace(settings.dev, capture_port=2525 + port_offset))
+            dev=dataclasses.replace(settings.dev, capture_port=2525 + port_offset),
+            authpolicy=dataclasses.replace(settings.authpolicy,
+                                           listen=f"127.0.0.1:{10030 + port_offset}"))
     settings = dataclasses.replace(
         settings,
         listen=dataclasses.replace(settings.listen, address=listen_address),
@@ -67,6 +69,7 @@ def init(state_dir: str, hostname: str, bounce_domain: str, port_offset: int | N
         write_private(key, key_pem)
     for name in ("bounce_key_file", "webhook_key_file", "tracking_key_file"):
         write_secret(settings.path(getattr(settings.secrets, name)))
+    write_secret(settings.path(settings.authpolicy.key_file))  # shared with Dovecot
     if store.holds_password(redis_url):  # `txmail up` lets the txmail user's group read it
         write_private(config_file, config_mod.to_toml(settings).encode())
     else:

@@ -4,7 +4,7 @@ Reads:  the templates in postfix-conf/ (shipped inside the wheel as txmail/_post
         Settings. Placeholders are `{{name}}`; a placeholder without a value is an error, so a
         typo cannot ship.
 Writes: STATE/postfix/etc/{main.cf,master.cf,transport,reject_footer.regexp},
-        STATE/dovecot/dovecot.conf, STATE/redis/redis.conf.
+        STATE/dovecot/dovecot.conf (and authpolicy.conf.ext, 0600), STATE/redis/redis.conf.
 """
 
 from __future__ import annotations
@@ -126,9 +126,26 @@ def check_postfix(config_dir: Path) -> None:
 
 
 def render_dovecot(settings: Settings, config_file: Path) -> Path:
+    """Write dovecot.conf, and beside it, readable by root only, the settings that hold the
+    authpolicy secret (the header and the hash nonce); dovecot.conf includes them."""
+    from txmail.authpolicy import credentials
+    from txmail.stack.files import write_private
+
     path = settings.state_path / "dovecot/dovecot.conf"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_file("dovecot.conf", settings, config_file))
+    credentials.ensure_key(settings)  # a state directory made before authpolicy existed
+    key = credentials.read_key(settings)
+    private = path.parent / "authpolicy.conf.ext"
+    write_private(private, (
+        "# Rendered by txmail from authpolicy.key_file: keep it private.\n"
+        f"auth_policy_hash_nonce = {credentials.hash_nonce(key)}\n"
+        f"auth_policy_server_api_header = {credentials.HEADER}: "
+        f"{credentials.header_value(key)}\n").encode())
+    extra = {"authpolicy_url": f"http://{settings.authpolicy.listen}/",
+             "authpolicy_secrets": str(private)}
+    text = (template_dir() / "dovecot.conf").read_text()
+    path.write_text(substitute(text, {**values(settings, config_file), **extra},
+                               "dovecot.conf"))
     return path
 
 

@@ -132,6 +132,13 @@ def build(settings: Settings, config_file: Path, dev: bool,
     passwd_file = settings.path(settings.dovecot.passwd_file)
     components.append(ProcessComponent(
         "authsync", [*txmail, "authsync"], log_dir, ready=passwd_file.exists, env=env))
+    # Dovecot asks it before each password check (the per-login guessing limit); it starts
+    # first so Dovecot's first logins find it (without it they go on unlimited).
+    policy_host, _, policy_port = settings.authpolicy.listen.rpartition(":")
+    components.append(ProcessComponent(
+        "authpolicy", [*txmail, "authpolicy"], log_dir,
+        ready=lambda: components_mod.can_connect_tcp(policy_host.strip("[]"), int(policy_port)),
+        env=env))
     auth_sock = state / "run/dovecot/auth-postfix"
     components.append(ProcessComponent(
         "dovecot", ["dovecot", "-F", "-c", str(state / "dovecot/dovecot.conf")], log_dir,
