@@ -138,6 +138,12 @@ SETTINGS: list[AccountSetting] = [
                    "Attachment file types refused (also inside zip archives), as extensions "
                    "without the dot; Windows executables are refused whatever their name.",
                    _extensions),
+    AccountSetting("encrypted_archives", str, "judge-names",
+                   "Encrypted archives: `judge-names` accepts an encrypted zip whose member "
+                   "names are all allowed (its contents cannot be seen) and refuses any "
+                   "archive whose names are encrypted too (zip, RAR, 7z); `refuse` also "
+                   "refuses every zip with an encrypted member.",
+                   _one_of("judge-names", "refuse")),
     AccountSetting("spam_threshold", float, 15.0,
                    "Spam score (rspamd) at or above which a message is refused.", _positive),
     # -- policyd (rate limits, warm-up, reputation) -----------------------------------------

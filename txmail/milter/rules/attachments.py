@@ -14,16 +14,53 @@ counts, so `invoice.pdf.exe` is an .exe and `notes.exe.txt` is a text file.
 
 The content is looked at too, whatever the name says: a part that starts with a Windows
 executable header (MZ, with a PE header where one is pointed to) is refused, and a zip archive
-(PK signature) is opened in memory (never written to disk) and the names and first bytes of its
-members are judged the same way, down to ZIP_DEPTH nested archives. Office and OpenDocument files
-are zip files too; they are documents, not archives, and their members are not judged.
+(PK signature) is opened in memory (never written to disk) and every member of it is judged the
+same way, by name and by first bytes, down to ZIP_DEPTH nested archives. What else an archive
+holds never excuses a member: a zip holding `mimetype` or `[Content_Types].xml` is judged like
+any other.
+
+Office (OOXML) and OpenDocument files are zip files, and are judged by what they hold:
+  - a member with a forbidden name, or one that is a Windows executable, is refused as in any
+    zip (`word/media/setup.exe`; an executable renamed `Pictures/logo.png`);
+  - an OLE compound file (D0 CF 11 E0: embedded objects such as `word/embeddings/oleObject1.bin`,
+    ActiveX controls, a .doc or .xls, in an archive or attached) is read whole and refused when
+    it holds a Windows executable anywhere, which is how Office's Packager embeds a program;
+  - `.bin` is the extension OOXML itself gives its binary parts (printer settings, ActiveX,
+    embedded objects), so inside an OOXML package (`[Content_Types].xml` at the top) a `.bin`
+    member in a folder is judged by its content only, not refused by name;
+  - macros, VBA projects (`vbaProject.bin` in OOXML) and Basic or script modules (`Basic/`,
+    `Scripts/` in ODF) count as files of type `.vba`: refused when `vba` is in the account's
+    `forbidden_extensions`, which it is by default. Macros have long been how malware arrives by
+    mail; invoices, receipts and reports need none, and the default list already names `vba`.
+    An account that must send macro-enabled documents takes `vba` off its list; that keeps the
+    choice per account without another setting, and embedded executables are refused anyway.
+
+Encrypted archives (account setting `encrypted_archives`): a zip whose members are encrypted
+still lists their names, and by default (`judge-names`) it is judged by those names alone, as
+before; an archive whose names are encrypted too (zip central-directory encryption; RAR with
+`-hp` headers; 7z with encrypted headers) cannot be judged at all and is refused. `refuse`
+refuses every encrypted zip as well. (Only those RAR and 7z archives are recognised: the rule
+does not otherwise look inside RAR, 7z or gzip files.)
+
+Cost: checking one message's archives has one Budget, shared by every archive in it, nested or
+not: bytes inflated (ARCHIVE_BYTES), members looked at (ARCHIVE_MEMBERS), and CPU time of the
+whole rule (ARCHIVE_CPU_SECONDS, measured with the process clock, checked between members and
+between chunks of what is inflated). Past any of them the message is refused with 554 5.7.1
+saying the archive could not be checked; the byte and member limits make that deterministic,
+the CPU limit catches what they do not price (slow codecs, many tiny members). The same
+limits bound memory: nested zips and OLE files are held in memory, never more than the byte
+budget in all. libmilter gives no way to notice, in the middle of a callback, that Postfix or
+its client has gone away (an abort arrives only after eom returns), so the budget is also what
+bounds work done for a client that has left.
 
 Malformed MIME never raises: the parser records defects and the rule judges what it can read;
 nothing forbidden found means the message passes. Structure too deep or too large to read, or a
 zip archive that cannot be listed, is refused as unreadable.
 
-Refuses: 554 5.7.1 naming the file and its type; 554 5.6.0 when the structure cannot be read.
-Does not look inside other archive types (rar, 7z, gzip), TNEF (winmail.dat) or Office macros.
+Refuses: 554 5.7.1 naming the file and its type, or saying why an archive could not be checked
+(too costly, or encrypted); 554 5.6.0 when the structure cannot be read. Does not list other
+archive types (rar, 7z, gzip: only the encrypted headers above are recognised), does not look
+inside TNEF (winmail.dat), and does not judge what a macro does.
 """
 
 from __future__ import annotations
@@ -38,10 +75,13 @@ import functools
 import io
 import quopri
 import re
+import struct
+import time
 import unicodedata
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from txmail.milter.rules import EOM, Refusal
@@ -58,11 +98,70 @@ HEAD_BYTES = 4096        # decoded bytes looked at to recognise a file's type
 ZIP_DEPTH = 3            # zip archives inside zip archives
 ZIP_MAX_MEMBERS = 5000
 ZIP_NESTED_MAX = 50 * 1024 * 1024   # a zip inside a zip is read into memory up to this size
+# One budget per message, across all its archives (see Budget). 128 MB is many times what a
+# 10 MB message holds unless it is built to inflate: real nested zips hold compressed data.
+ARCHIVE_BYTES = 128 * 1024 * 1024
+ARCHIVE_MEMBERS = 20_000
+ARCHIVE_CPU_SECONDS = 3.0  # of the whole rule: the clock starts before the MIME is parsed
+READ_CHUNK = 1024 * 1024
+OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+# MZ followed, where e_lfanew sits, by an offset under 4096 (a lookahead, so an MZ inside
+# another's header is still seen)
+PE_CANDIDATE = re.compile(rb"MZ(?=.{58}[\x00-\xff][\x00-\x0f]\x00\x00)", re.S)
+MAX_PE_PROBES = 10_000
+ZIP_ENCRYPTED = 0x0001         # general-purpose flag bits (APPNOTE 4.4.4)
+ZIP_STRONG_ENCRYPTION = 0x0040
+ZIP_MASKED_HEADERS = 0x2000    # the central directory is encrypted
+ZIP_AES = 99                   # WinZip AES "compression method"
 # ASCII \s only: the text is bytes read as latin-1, where \x85 (a UTF-8 continuation byte) is NEL
 UUENCODE_BEGIN = re.compile(r"^begin(?:-base64)? +[0-7]{3,4} +(.+?)\s*$", re.M | re.A)
 ENCODED_WORD = re.compile(r"=\?[^?]+\?[bBqQ]\?")
 ADS_SUFFIX = re.compile(r"::\$data$", re.I)
-DOCUMENT_MARKERS = ("[Content_Types].xml", "mimetype", "META-INF/manifest.xml")
+OOXML_MARKER = "[Content_Types].xml"
+ODF_MARKERS = ("mimetype", "META-INF/manifest.xml")
+ODF_LIBRARY_INDEXES = ("script-lc.xml", "script-lb.xml", "dialog-lc.xml", "dialog-lb.xml")
+MACRO_TYPE = "vba"
+
+
+@dataclass
+class Budget:
+    """What checking one message's archives may cost; the defaults are the module's limits.
+    `clock` is the process's CPU clock (a test passes its own)."""
+
+    inflated_bytes: int = ARCHIVE_BYTES
+    members: int = ARCHIVE_MEMBERS
+    cpu_seconds: float = ARCHIVE_CPU_SECONDS
+    clock: Callable[[], float] = time.process_time
+
+
+@dataclass
+class Check:
+    """One message being checked: the account's choices and what has been spent so far."""
+
+    forbidden: frozenset[str]
+    refuse_encrypted: bool
+    budget: Budget = field(default_factory=Budget)
+    inflated: int = 0
+    members: int = 0
+    started: float = 0.0
+    attachment: str = "An attachment"  # the message's part being judged, for replies
+
+    def __post_init__(self) -> None:
+        self.started = self.budget.clock()
+
+    def spend(self, inflated: int = 0, members: int = 0) -> None:
+        self.inflated += inflated
+        self.members += members
+        if self.inflated > self.budget.inflated_bytes:
+            why = f"its archives unpack to more than {self.budget.inflated_bytes >> 20} MB"
+        elif self.members > self.budget.members:
+            why = f"its archives hold more than {self.budget.members} files"
+        elif self.budget.clock() - self.started > self.budget.cpu_seconds:
+            why = "its archives take too long to unpack"
+        else:
+            return
+        raise Uncheckable(f"{self.attachment} could not be checked: {why}; send the files in "
+                          "fewer or smaller archives (or send a link to it instead)")
 
 
 class Forbidden(Exception):
@@ -73,14 +172,23 @@ class Unreadable(Exception):
     """Part of the structure could not be read."""
 
 
-def check(submission: Submission, settings: dict[str, Any]) -> Refusal | None:
-    forbidden = _forbidden(tuple(settings["forbidden_extensions"]))
+class Uncheckable(Exception):
+    """An archive could not be judged (too costly, or encrypted); the message is the whole
+    sentence for the client."""
+
+
+def check(submission: Submission, settings: dict[str, Any],
+          budget: Budget | None = None) -> Refusal | None:
+    state = Check(_forbidden(tuple(settings["forbidden_extensions"])),
+                  settings["encrypted_archives"] == "refuse", budget or Budget())
     try:
         message = submission.parse()
         for part in _parts(message):
-            _judge_part(part, forbidden)
+            _judge_part(part, state)
     except Forbidden as found:
         return Refusal("554", "5.7.1", f"{found}; remove it (or send a link to it instead)")
+    except Uncheckable as reason:
+        return Refusal("554", "5.7.1", str(reason))
     except (Unreadable, UnreadableMessage) as exc:
         return Refusal("554", "5.6.0", f"The message's MIME structure cannot be read ({exc}); "
                        "send it as a well-formed MIME message")
@@ -114,7 +222,8 @@ def _parts(message: email.message.Message) -> Iterator[email.message.Message]:
             yield part
 
 
-def _judge_part(part: email.message.Message, forbidden: frozenset[str]) -> None:
+def _judge_part(part: email.message.Message, state: Check) -> None:
+    forbidden = state.forbidden
     names = _names(part)
     for name in names:
         _judge_name(name, forbidden, f'Attachment "{_shown(name)}"')
@@ -124,8 +233,14 @@ def _judge_part(part: email.message.Message, forbidden: frozenset[str]) -> None:
         f"A part of type {part.get_content_type()}")
     head = _head(part)
     _judge_content(head, part.get_content_maintype() == "text", label)
+    state.attachment = label
     if _is_zip(head):
-        _judge_zip(_decoded(part), forbidden, label, 1)
+        _judge_zip(_decoded(part), state, label, 1)
+    elif head.startswith(OLE_SIGNATURE):
+        if _holds_executable(_decoded(part), state):
+            raise Forbidden(f"{label} holds a Windows executable")
+    elif _is_rar_or_7z(head):
+        _judge_other_archive(_decoded(part), label)
     if part.get_content_maintype() == "text":
         text = head.decode("latin-1") if len(head) < HEAD_BYTES else _text(part)
         for match in UUENCODE_BEGIN.finditer(text):
@@ -275,27 +390,36 @@ def _is_zip(head: bytes) -> bool:
     return head.startswith((b"PK\x03\x04", b"PK\x05\x06"))
 
 
-def _judge_zip(content: bytes, forbidden: frozenset[str], label: str, depth: int) -> None:
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(content))
-        members = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as exc:
-        raise Unreadable(f"{label.lower()} looks like a zip archive but cannot be listed: "
-                         f"{exc.__class__.__name__}") from exc
+def _judge_zip(content: bytes, state: Check, label: str, depth: int) -> None:
+    archive, members = _listed(content, label)
     if len(members) > ZIP_MAX_MEMBERS:
         raise Unreadable(f"{label.lower()} is a zip archive of more than {ZIP_MAX_MEMBERS} "
                          "files")
+    state.spend(members=len(members))
     names = {m.filename for m in members}
-    if any(marker in names for marker in DOCUMENT_MARKERS):
-        return
+    ooxml = OOXML_MARKER in names
+    odf = any(marker in names for marker in ODF_MARKERS)
     for member in members:
         if member.is_dir():
             continue
+        state.spend()
         where = f'{label} contains "{_shown(member.filename)}",'
+        if _is_macro(member.filename, ooxml, odf) and MACRO_TYPE in state.forbidden:
+            raise Forbidden(f'{label} holds macros ("{_shown(member.filename)}"), a forbidden '
+                            f"type (.{MACRO_TYPE})")
         ext = extension(member.filename)
-        if ext and ext in forbidden:
+        format_part = ooxml and ext == "bin" and "/" in member.filename.strip("/")
+        if ext and ext in state.forbidden and not format_part:
             raise Forbidden(f"{where} which has a forbidden type (.{ext})")
-        head = _member_head(archive, member)
+        if member.flag_bits & (ZIP_ENCRYPTED | ZIP_STRONG_ENCRYPTION) or \
+                member.compress_type == ZIP_AES:
+            if state.refuse_encrypted:
+                raise Uncheckable(f'{label} is an encrypted archive ("{_shown(member.filename)}"'
+                                  " is encrypted), and this account does not accept encrypted "
+                                  "archives; send it unencrypted (or send a link to it "
+                                  "instead)")
+            continue  # only its name can be judged, and it was
+        head = _member_head(archive, member, state)
         if _is_executable(head, False):
             raise Forbidden(f"{where} which is a Windows executable")
         if _is_zip(head):
@@ -305,25 +429,125 @@ def _judge_zip(content: bytes, forbidden: frozenset[str], label: str, depth: int
             if member.file_size > ZIP_NESTED_MAX:
                 raise Unreadable(f'{label.lower()} holds "{_shown(member.filename)}", a zip '
                                  "archive too large to check")
-            _judge_zip(_member_bytes(archive, member), forbidden,
+            _judge_zip(_member_bytes(archive, member, state), state,
                        f'{label} (in "{_shown(member.filename)}")', depth + 1)
+        elif head.startswith(OLE_SIGNATURE):
+            if member.file_size > ZIP_NESTED_MAX:
+                raise Uncheckable(f'{label} could not be checked: "{_shown(member.filename)}" '
+                                  "is too large to look into; send it unpacked (or send a link "
+                                  "to it instead)")
+            if _holds_executable(_member_bytes(archive, member, state), state):
+                raise Forbidden(f"{where} which holds a Windows executable")
+        elif _is_rar_or_7z(head):
+            _judge_other_archive(_member_bytes(archive, member, state),
+                                 f'{label} (in "{_shown(member.filename)}")')
 
 
-def _member_head(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
-    """The first bytes of a member; an encrypted or unsupported member gives nothing (its
+def _listed(content: bytes, label: str) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(content))
+        return archive, archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as exc:
+        if len(content) >= 8 and content.startswith(b"PK\x03\x04") and \
+                int.from_bytes(content[6:8], "little") & ZIP_MASKED_HEADERS:
+            raise _names_encrypted(label) from exc
+        raise Unreadable(f"{label.lower()} looks like a zip archive but cannot be listed: "
+                         f"{exc.__class__.__name__}") from exc
+
+
+def _names_encrypted(label: str) -> Uncheckable:
+    return Uncheckable(f"{label} is an archive whose file names are encrypted, so what it holds "
+                       "cannot be checked; send it unencrypted (or send a link to it instead)")
+
+
+def _is_macro(name: str, ooxml: bool, odf: bool) -> bool:
+    """A VBA project (OOXML) or a Basic or script module (ODF)."""
+    if ooxml and name.rsplit("/", 1)[-1].lower() in ("vbaproject.bin", "vbaprojectsignature.bin"):
+        return True
+    if odf and name.startswith(("Basic/", "Scripts/")):
+        return name.rsplit("/", 1)[-1] not in ODF_LIBRARY_INDEXES
+    return False
+
+
+def _holds_executable(content: bytes, state: Check) -> bool:
+    """A Windows executable anywhere in the bytes: MZ with a PE header where e_lfanew points
+    (inside an OLE file, the embedded program is stored whole, after a small header). Only
+    MZs whose e_lfanew is small, as every real one is, are followed, and at most
+    MAX_PE_PROBES of them: a file made of such headers would otherwise cost CPU, not bytes."""
+    probes = 0
+    for window in range(0, len(content), READ_CHUNK):  # the CPU clock is read between windows
+        state.spend()
+        for candidate in PE_CANDIDATE.finditer(content, window, window + READ_CHUNK + 64):
+            start = candidate.start()
+            if start >= window + READ_CHUNK:
+                break  # the next window's
+            probes += 1
+            if probes > MAX_PE_PROBES:
+                raise Uncheckable(f"{state.attachment} could not be checked: it holds a file "
+                                  "made to be slow to search for programs; send the files "
+                                  "unpacked (or send a link to it instead)")
+            offset = int.from_bytes(content[start + 60:start + 64], "little")
+            if content[start + offset:start + offset + 4] == b"PE\0\0":
+                return True
+    return False
+
+
+def _is_rar_or_7z(head: bytes) -> bool:
+    return head.startswith((b"Rar!\x1a\x07", b"7z\xbc\xaf\x27\x1c"))
+
+
+def _judge_other_archive(content: bytes, label: str) -> None:
+    """RAR and 7z archives are not opened; one whose names are encrypted is refused, because
+    even the names that a zip would show cannot be judged."""
+    if content.startswith(b"Rar!\x1a\x07\x01\x00"):
+        # RAR 5: CRC32, then the header size and type as variable-length integers; type 4
+        # is the archive encryption header, present only when headers are encrypted
+        position = 12
+        while position < len(content) and content[position] & 0x80:  # the size
+            position += 1
+        if content[position + 1:position + 2] == b"\x04":  # a one-byte type, 4
+            raise _names_encrypted(label)
+    elif content.startswith(b"Rar!\x1a\x07\x00"):
+        # RAR 1.5-4: the main header (type 0x73) with MHD_PASSWORD (0x0080)
+        if len(content) >= 12 and content[9] == 0x73 and content[10] & 0x80:
+            raise _names_encrypted(label)
+    elif content.startswith(b"7z\xbc\xaf\x27\x1c") and len(content) >= 32:
+        # the next header, located by the start header; an encoded header (0x17) whose coder
+        # is 7zAES (06 F1 07 01) hides the names
+        offset, size = struct.unpack_from("<QQ", content, 12)
+        header = content[32 + offset:32 + offset + min(size, 4096)] if offset < len(content) \
+            else b""
+        if header[:1] == b"\x17" and b"\x06\xf1\x07\x01" in header:
+            raise _names_encrypted(label)
+
+
+def _member_head(archive: zipfile.ZipFile, member: zipfile.ZipInfo, state: Check) -> bytes:
+    """The first bytes of a member; an unsupported or broken member gives nothing (its
     name was judged already)."""
     try:
         with archive.open(member) as stream:
-            return stream.read(HEAD_BYTES)
+            head = stream.read(HEAD_BYTES)
     except (RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, EOFError,
             OSError, ValueError):
         return b""
+    state.spend(inflated=len(head))
+    return head
 
 
-def _member_bytes(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
+def _member_bytes(archive: zipfile.ZipFile, member: zipfile.ZipInfo, state: Check) -> bytes:
+    """A member, up to ZIP_NESTED_MAX, inflated a chunk at a time within the budget."""
+    chunks: list[bytes] = []
+    kept = 0
     try:
         with archive.open(member) as stream:
-            return stream.read(ZIP_NESTED_MAX + 1)[:ZIP_NESTED_MAX]
+            while kept < ZIP_NESTED_MAX:
+                chunk = stream.read(min(READ_CHUNK, ZIP_NESTED_MAX - kept))
+                if not chunk:
+                    break
+                state.spend(inflated=len(chunk))
+                chunks.append(chunk)
+                kept += len(chunk)
     except (RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, EOFError,
             OSError, ValueError):
         return b""
+    return b"".join(chunks)
