@@ -7,21 +7,40 @@ zips, uuencoded bodies, attached messages, malformed MIME. Its table of expected
 tests/unit/milter/test_attachments.py, where each file runs against the rule in-process; here
 every file goes through a real node (Postfix, the milter, the account's rules) over
 authenticated SMTP, and the client must see the same reply, while harmless files arrive.
+
+Issue 15 added to the corpus: zips that look like Office or ODF files holding executables
+(finding 1), a nested zip bomb (finding 3), encrypted archives with readable and unreadable
+names (finding 9). The budget that stops the bomb is also tested in-process below, with limits
+small enough to reach deterministically and a clock the test controls (never real timing).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import io
 import smtplib
+import zipfile
+from collections.abc import Iterator
 
 import pytest
 
 from tests.harness import Sink, Stack, wait_for
+from tests.unit.milter.driver import split_headers
 from tests.unit.milter.test_attachments import CORPUS, EXPECTED
-
-pytestmark = pytest.mark.e2e
+from txmail.milter.rules import attachments
+from txmail.milter.rules.attachments import Budget
+from txmail.milter.submission import Submission
+from txmail.store.account_settings import from_fields
 
 DOMAIN = "attsec.example"
+
+
+@pytest.fixture(scope="module")
+def refusing_login(stack: Stack) -> tuple[str, str]:
+    return "attsecenc", stack.add_account("attsecenc", "attsecenc.example", settings=[
+        "warmup=false", "messages_per_minute=0", "recipients_per_minute=0",
+        "encrypted_archives=refuse"])
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +50,9 @@ def login(stack: Stack) -> tuple[str, str]:
 
 
 def submit(stack: Stack, login: tuple[str, str], recipient: str,
-           message: bytes) -> tuple[int, str]:
+           message: bytes, domain: str = DOMAIN) -> tuple[int, str]:
     with contextlib.closing(stack.client("submission", login)) as smtp:
-        smtp.mail(f"app@{DOMAIN}")
+        smtp.mail(f"app@{domain}")
         smtp.rcpt(recipient)
         try:
             code, text = smtp.data(message)
@@ -42,6 +61,7 @@ def submit(stack: Stack, login: tuple[str, str], recipient: str,
     return code, " ".join(text.decode("utf-8", "replace").split())
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_corpus_through_a_real_node(stack: Stack, sink: Sink, login: tuple[str, str],
                                     name: str) -> None:
@@ -58,4 +78,128 @@ def test_corpus_through_a_real_node(stack: Stack, sink: Sink, login: tuple[str, 
     for word in words:
         assert word in text
     if expected == "554 5.7.1":
-        assert text.endswith("; remove it (or send a link to it instead)")
+        assert text.endswith("(or send a link to it instead)")
+
+
+@pytest.mark.e2e
+def test_an_account_can_refuse_every_encrypted_archive(
+        stack: Stack, sink: Sink, login: tuple[str, str],
+        refusing_login: tuple[str, str]) -> None:
+    """Finding 9: `encrypted_archives=refuse`; the default judges such a zip by its names."""
+    eml = (CORPUS / "zip-encrypted-harmless-names.eml").read_bytes()
+    code, text = submit(stack, refusing_login, "att-enc-refused@example.net",
+                        eml.replace(b"app@acme.example", b"app@attsecenc.example"),
+                        domain="attsecenc.example")
+    assert (code, text.split(" ", 1)[0]) == (554, "5.7.1"), text
+    assert "this account does not accept encrypted archives" in text
+    code, text = submit(stack, login, "att-enc-default@example.net",
+                        eml.replace(b"app@acme.example", f"app@{DOMAIN}".encode()))
+    assert code == 250, text
+
+
+# -- in process: the rule and its budget ----------------------------------------------------
+
+SETTINGS = from_fields({})
+
+
+def zipped(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", method) as archive:
+        for name, content in members.items():
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), content,
+                             compress_type=method)
+    return buffer.getvalue()
+
+
+def with_attachment(name: str, content: bytes) -> Submission:
+    raw = (b"From: App <app@acme.example>\r\nTo: user@example.net\r\nSubject: s\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+           b"Content-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n"
+           b'Content-Disposition: attachment; filename="' + name.encode() + b'"\r\n\r\n'
+           + base64.encodebytes(content).replace(b"\n", b"\r\n") + b"\r\n--b--\r\n")
+    headers, body = split_headers(raw)
+    submission = Submission(account="acme", domains=("acme.example",),
+                            sender="app@acme.example", recipients=["user@example.net"])
+    for header, value in headers:
+        submission.add_header(header, value.decode())
+    submission.add_body(body)
+    submission.stage = "eom"
+    return submission
+
+
+def nested_zeros(archives: int, megabytes: int) -> bytes:
+    """A zip of `archives` zips, each holding `megabytes` MB of zeros stored uncompressed."""
+    inner = zipped({"zeros.dat": bytes(megabytes << 20)}, zipfile.ZIP_STORED)
+    return zipped({f"part{i}.zip": inner for i in range(archives)})
+
+
+def test_one_budget_covers_every_archive_of_a_message() -> None:
+    """Finding 3: bytes inflated add up across nested archives; past the budget, 554 5.7.1."""
+    submission = with_attachment("backup.zip", nested_zeros(3, 2))  # 6 MB inflated, ~20 KB
+    assert attachments.check(submission, SETTINGS) is None
+    refusal = attachments.check(submission, SETTINGS, Budget(inflated_bytes=5 << 20))
+    assert refusal is not None and (refusal.code, refusal.status) == ("554", "5.7.1")
+    assert refusal.text.startswith('Attachment "backup.zip" could not be checked: its archives '
+                                   "unpack to more than 5 MB; send the files in fewer")
+    # no archive alone is over: 4 MB, then 2 MB more in a second attachment of the same message
+    assert attachments.check(with_attachment("a.zip", nested_zeros(2, 2)), SETTINGS,
+                             Budget(inflated_bytes=5 << 20)) is None
+
+
+def test_the_members_of_nested_archives_count_against_one_budget() -> None:
+    inner = zipped({f"f{i}.txt": b"x" for i in range(40)})
+    submission = with_attachment("many.zip", zipped({f"z{i}.zip": inner for i in range(5)}))
+    assert attachments.check(submission, SETTINGS, Budget(members=300)) is None
+    refusal = attachments.check(submission, SETTINGS, Budget(members=150))
+    assert refusal is not None and "hold more than 150 files" in refusal.text
+
+
+def test_cpu_time_is_a_second_guard() -> None:
+    """The rule stops once the process clock says its CPU allowance is spent, whatever is
+    left to look at (here a clock that advances one second each time it is read)."""
+    ticks: Iterator[float] = iter(range(10_000))
+    budget = Budget(cpu_seconds=5, clock=lambda: float(next(ticks)))
+    submission = with_attachment("files.zip", zipped({f"f{i}.txt": b"x" for i in range(50)}))
+    refusal = attachments.check(submission, SETTINGS, budget)
+    assert refusal is not None and (refusal.code, refusal.status) == ("554", "5.7.1")
+    assert "take too long to unpack" in refusal.text
+    assert next(ticks) < 10  # it stopped, rather than reading all fifty members
+
+
+def test_a_document_marker_excuses_no_member() -> None:
+    """Finding 1: whichever marker (OOXML, ODF) and wherever the executable is."""
+    pe = b"MZ" + bytes(58) + (64).to_bytes(4, "little") + b"PE\0\0" + bytes(64)
+    for marker in ("mimetype", "[Content_Types].xml", "META-INF/manifest.xml"):
+        for member, content, words in (("invoice.exe", b"x", "(.exe)"),
+                                       ("payload.scr", b"x", "(.scr)"),
+                                       ("readme.pdf", pe, "is a Windows executable"),
+                                       ("word/media/image1.png", pe, "is a Windows executable")):
+            archive = zipped({marker: b"application/vnd.oasis.opendocument.text",
+                              "content.xml": b"<x/>", member: content})
+            refusal = attachments.check(with_attachment("report.docx", archive), SETTINGS)
+            assert refusal is not None and words in refusal.text, (marker, member, refusal)
+
+
+def test_macros_are_refused_unless_the_account_allows_vba() -> None:
+    ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600)
+    docm = zipped({"[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w/>",
+                   "word/vbaProject.bin": ole})
+    refusal = attachments.check(with_attachment("report.docm", docm), SETTINGS)
+    assert refusal is not None and '"word/vbaProject.bin"' in refusal.text
+    allowing = {**SETTINGS, "forbidden_extensions": [
+        e for e in SETTINGS["forbidden_extensions"] if e != "vba"]}
+    assert attachments.check(with_attachment("report.docm", docm), allowing) is None
+
+
+@pytest.mark.parametrize("where", [0, 1000, attachments.READ_CHUNK - 30,
+                                   attachments.READ_CHUNK + 5])
+def test_a_program_embedded_in_an_ole_object_is_found_wherever_it_sits(where: int) -> None:
+    pe = b"MZ" + bytes(58) + (128).to_bytes(4, "little") + bytes(64) + b"PE\0\0" + bytes(64)
+    ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(where) + pe + bytes(2000)
+    docx = zipped({"[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w/>",
+                   "word/embeddings/oleObject1.bin": ole})
+    refusal = attachments.check(with_attachment("contract.docx", docx), SETTINGS)
+    assert refusal is not None and "holds a Windows executable" in refusal.text
+    harmless = zipped({"[Content_Types].xml": b"<Types/>",
+                       "word/embeddings/oleObject1.bin": ole.replace(b"PE\0\0", b"PX\0\0")})
+    assert attachments.check(with_attachment("contract.docx", harmless), SETTINGS) is None

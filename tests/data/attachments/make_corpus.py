@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import io
 import quopri
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -28,14 +30,102 @@ def b64(data: bytes) -> str:
     return base64.encodebytes(data).decode().replace("\n", "\r\n")
 
 
-def zipped(members: dict[str, bytes]) -> bytes:
+def zipped(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(buffer, "w", method) as archive:
         for name, content in members.items():
             info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = method
             archive.writestr(info, content)
     return buffer.getvalue()
+
+
+def raw_zip(members: list[tuple[str, bytes, int, int]], directory: bytes | None = None) -> bytes:
+    """A zip written by hand (zipfile cannot encrypt): (name, stored bytes as they go on disk,
+    CRC-32 of the plain bytes, general-purpose flags) per member, method 0 (stored). With
+    `directory`, those bytes stand where the central directory belongs (an encrypted one)."""
+    body, central = b"", b""
+    for name, stored, crc, flags in members:
+        plain_size = len(stored) - (12 if flags & 1 else 0)
+        fields = struct.pack("<HHHHHIII", 20, flags, 0, 0, 0x5C21, crc, len(stored), plain_size)
+        central += (b"PK\x01\x02" + struct.pack("<H", 20) + fields
+                    + struct.pack("<HHHHHII", len(name), 0, 0, 0, 0, 0, len(body)) + name.encode())
+        body += b"PK\x03\x04" + fields + struct.pack("<HH", len(name), 0) + name.encode() + stored
+    if directory is not None:
+        central = directory
+    end = struct.pack("<HHHHIIH", 0, 0, len(members), len(members), len(central), len(body), 0)
+    return body + central + b"PK\x05\x06" + end
+
+
+def _crc_byte(crc: int, byte: int) -> int:
+    return zlib.crc32(bytes([byte]), crc ^ 0xFFFFFFFF) ^ 0xFFFFFFFF
+
+
+def zip_encrypted(plain: bytes, password: bytes = b"secret") -> tuple[bytes, int]:
+    """Traditional PKWARE encryption (APPNOTE 6.1): the 12-byte header, then the data, each
+    byte XORed with a keystream driven by the password. Returns (bytes on disk, CRC-32)."""
+    keys = [0x12345678, 0x23456789, 0x34567890]
+
+    def update(byte: int) -> None:
+        keys[0] = _crc_byte(keys[0], byte)
+        keys[1] = ((keys[1] + (keys[0] & 0xFF)) * 134775813 + 1) & 0xFFFFFFFF
+        keys[2] = _crc_byte(keys[2], keys[1] >> 24)
+
+    for byte in password:
+        update(byte)
+    crc = zlib.crc32(plain)
+    out = bytearray()
+    for byte in bytes(range(11)) + bytes([crc >> 24]) + plain:  # the last header byte checks
+        temp = keys[2] | 2
+        out.append(byte ^ (((temp * (temp ^ 1)) >> 8) & 0xFF))
+        update(byte)
+    return bytes(out), crc
+
+
+def encrypted_zip(members: dict[str, bytes]) -> bytes:
+    entries = []
+    for name, content in members.items():
+        stored, crc = zip_encrypted(content)
+        entries.append((name, stored, crc, 1))
+    return raw_zip(entries)
+
+
+def names_encrypted_zip() -> bytes:
+    """Central directory encryption (APPNOTE 4.4.4 bit 13, strong encryption bit 6): the
+    local header's name is masked and the directory is ciphertext, so nothing can be listed."""
+    noise = bytes((i * 73 + 41) & 0xFF for i in range(96))
+    return raw_zip([("0" * 8, noise, 0, 0x2041)], directory=noise[::-1])
+
+
+def zip_bomb(archives: int, inner: int, megabytes: int) -> bytes:
+    """Zips in zips: `archives` members, each a zip of `inner` zips that each hold
+    `megabytes` MB of zeros stored uncompressed (so every inner zip is that large, and the
+    deflated layers above shrink it again). Each inner zip is just under ZIP_NESTED_MAX."""
+    innermost = zipped({"zeros.dat": bytes(megabytes << 20)}, zipfile.ZIP_STORED)
+    middle = zipped({f"part{i}.zip": innermost for i in range(inner)})
+    return zipped({f"volume{i}.zip": middle for i in range(archives)})
+
+
+# RAR 5 with encrypted headers (rar -hp): the signature, then an archive encryption header
+# (CRC32, size, type 4, flags 0, version 0, flags 1 = password check present, KDF count, salt,
+# check value); every header after it is ciphertext.
+RAR5_ENCRYPTED_NAMES = (b"Rar!\x1a\x07\x01\x00" + struct.pack("<I", 0x1C2D3E4F)
+                        + bytes([33, 4, 0, 0, 1, 15]) + bytes(range(16)) + bytes(range(12))
+                        + bytes((i * 29) & 0xFF for i in range(64)))
+# RAR 4 (1.5-4.x) with encrypted headers: the main header (type 0x73) with flag 0x0080.
+RAR4_ENCRYPTED_NAMES = (b"Rar!\x1a\x07\x00" + struct.pack("<HBHH", 0x90CF, 0x73, 0x0080, 13)
+                        + bytes(6) + bytes((i * 31) & 0xFF for i in range(64)))
+
+
+def seven_zip_encrypted_names() -> bytes:
+    """7z with encrypted headers (7z -mhe=on): the next header is an encoded header
+    (kEncodedHeader, 0x17) whose coder is 7zAES (06 F1 07 01)."""
+    packed = bytes((i * 53) & 0xFF for i in range(48))
+    header = (b"\x17\x06\x00\x01\x09\x30\x00\x07\x0b\x01\x00\x01\x24\x06\xf1\x07\x01"
+              b"\x0a\x53\x07" + bytes(10) + b"\x0c\x30\x00\x00")
+    start = struct.pack("<QQI", len(packed), len(header), zlib.crc32(header))
+    return b"7z\xbc\xaf\x27\x1c\x00\x04" + struct.pack("<I", zlib.crc32(start)) + start + \
+        packed + header
 
 
 def mixed(*parts: str, boundary: str = "b1") -> str:
@@ -75,6 +165,17 @@ def nested(depth: int) -> str:
 
 DOCX = zipped({"[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w:document/>",
                "word/embeddings/oleObject1.bin": b"\xd0\xcf\x11\xe0 ole"})
+
+# An OLE compound file (what .doc files and embedded objects are) holding a Windows executable
+# the way Office's Packager embeds one (an Ole10Native stream): not at the start of the file.
+OLE_WITH_PE = (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(1528) + b"\x00\x10\x00\x00\x02\x00"
+               b"invoice.exe\x00C:\\Users\\x\\invoice.exe\x00\x00\x00\x03\x00" + PE)
+OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(1528) + b"ole stream data, MZ but no PE"
+ODT = {"mimetype": b"application/vnd.oasis.opendocument.text", "content.xml": b"<office/>",
+       "Pictures/logo.png": b"\x89PNG\r\n", "META-INF/manifest.xml": b"<manifest/>"}
+XLSX = {"[Content_Types].xml": b"<Types/>", "xl/workbook.xml": b"<workbook/>",
+        "xl/printerSettings/printerSettings1.bin": b"\x00printer\x00",
+        "xl/activeX/activeX1.bin": OLE}
 
 CORPUS: dict[str, str] = {
     # forbidden by name
@@ -125,6 +226,38 @@ CORPUS: dict[str, str] = {
     "zip-member-executable-under-harmless-name": named("photos.zip", zipped({
         "photo.jpg": PE})),
     "zip-under-harmless-name": named("report.pdf", zipped({"report.exe": b"x"})),
+    # forbidden inside zips that look like Office or OpenDocument files (issue 15, finding 1)
+    "document-marker-with-executable": named("files.zip", zipped({
+        "mimetype": b"application/vnd.oasis.opendocument.text", "invoice.exe": PE})),
+    "document-marker-with-script-and-executable-pdf": named("files.zip", zipped({
+        "[Content_Types].xml": b"<Types/>", "readme.pdf": PE, "payload.scr": b"x"})),
+    "document-marker-with-executable-pdf": named("files.zip", zipped({
+        "[Content_Types].xml": b"<Types/>", "readme.pdf": PE})),
+    "odt-with-executable-picture": named("letter.odt", zipped({**ODT, "Pictures/logo.png": PE})),
+    "docx-with-executable-member": named("contract.docx", zipped({
+        "[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w:document/>",
+        "word/media/setup.exe": b"x"})),
+    "docx-with-embedded-executable": named("contract.docx", zipped({
+        "[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w:document/>",
+        "word/embeddings/oleObject1.bin": OLE_WITH_PE})),
+    "docm-with-macros": named("report.docm", zipped({
+        "[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w:document/>",
+        "word/vbaProject.bin": OLE})),
+    "odt-with-macros": named("letter.odt", zipped({
+        **ODT, "Basic/Standard/Module1.xml": b"<script:module/>"})),
+    "bin-outside-a-document": named("files.zip", zipped({
+        "readme.txt": b"hi", "word/vbaProject.bin": OLE})),
+    # archives that cost too much to check (finding 3): 3 x 48 MB inflated from ~1 KB
+    "zip-bomb-nested": named("backup.zip", zip_bomb(1, 3, 48)),
+    # encrypted archives (finding 9)
+    "zip-encrypted-harmless-names": named("files.zip", encrypted_zip({
+        "report.pdf": b"%PDF-1.4", "notes.txt": b"hello"})),
+    "zip-encrypted-forbidden-name": named("files.zip", encrypted_zip({
+        "report.pdf": b"%PDF-1.4", "setup.exe": PE})),
+    "zip-encrypted-names": named("files.zip", names_encrypted_zip()),
+    "rar5-encrypted-names": named("files.rar", RAR5_ENCRYPTED_NAMES),
+    "rar4-encrypted-names": named("files.rar", RAR4_ENCRYPTED_NAMES),
+    "7z-encrypted-names": named("files.7z", seven_zip_encrypted_names()),
     # Windows executables under harmless names
     "executable-named-pdf": named("report.pdf", PE),
     "executable-without-name": mixed(TEXT, attachment(None, PE)),
@@ -141,6 +274,9 @@ CORPUS: dict[str, str] = {
     "exe-then-txt": named("notes.exe.txt"),
     "no-extension": named("exe"),
     "office-document-with-embedded-bin": named("contract.docx", DOCX),
+    "odt-document": named("letter.odt", zipped(ODT)),
+    "xlsx-with-printer-settings-and-activex": named("figures.xlsx", zipped(XLSX)),
+    "ole-document-without-executable": named("old.doc", OLE),
     "zip-of-documents": named("docs.zip", zipped({"a.txt": b"a", "b/c.pdf": b"%PDF"})),
     "text-starting-with-mz": HEAD + "Content-Type: text/plain\r\n\r\nMZ is my name.\r\n",
     "malformed-no-boundary": (HEAD + "Content-Type: multipart/mixed\r\n\r\n--x\r\n"

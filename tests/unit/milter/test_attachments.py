@@ -44,6 +44,27 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "zip-member-executable-under-harmless-name": ("554 5.7.1", (
         '"photo.jpg", which is a Windows executable',)),
     "zip-under-harmless-name": ("554 5.7.1", ('"report.pdf" contains "report.exe"',)),
+    # zips that look like Office or OpenDocument files are judged member by member
+    "document-marker-with-executable": ("554 5.7.1", ('"invoice.exe"', "(.exe)")),
+    "document-marker-with-script-and-executable-pdf": ("554 5.7.1", ("files.zip",)),
+    "document-marker-with-executable-pdf": ("554 5.7.1", (
+        '"readme.pdf", which is a Windows executable',)),
+    "odt-with-executable-picture": ("554 5.7.1", (
+        '"Pictures/logo.png", which is a Windows executable',)),
+    "docx-with-executable-member": ("554 5.7.1", ('"word/media/setup.exe"', "(.exe)")),
+    "docx-with-embedded-executable": ("554 5.7.1", (
+        '"word/embeddings/oleObject1.bin", which holds a Windows executable',)),
+    "docm-with-macros": ("554 5.7.1", ('"report.docm" holds macros ("word/vbaProject.bin")',
+                                        "(.vba)")),
+    "odt-with-macros": ("554 5.7.1", ('holds macros ("Basic/Standard/Module1.xml")',)),
+    "bin-outside-a-document": ("554 5.7.1", ('"word/vbaProject.bin"', "(.bin)")),
+    "zip-bomb-nested": ("554 5.7.1", ('"backup.zip" could not be checked',)),
+    "zip-encrypted-forbidden-name": ("554 5.7.1", ('"setup.exe"', "(.exe)")),
+    "zip-encrypted-names": ("554 5.7.1", ('"files.zip" is an archive whose file names are '
+                                          "encrypted",)),
+    "rar5-encrypted-names": ("554 5.7.1", ("file names are encrypted",)),
+    "rar4-encrypted-names": ("554 5.7.1", ("file names are encrypted",)),
+    "7z-encrypted-names": ("554 5.7.1", ("file names are encrypted",)),
     "executable-named-pdf": ("554 5.7.1", ('"report.pdf" is a Windows executable',)),
     "executable-without-name": ("554 5.7.1", ("application/octet-stream is a Windows",)),
     "executable-labelled-text": ("554 5.7.1", ('"notes.txt" is a Windows executable',)),
@@ -54,6 +75,10 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "no-extension": ("", ()),
     "office-document-with-embedded-bin": ("", ()),
     "zip-of-documents": ("", ()),
+    "odt-document": ("", ()),
+    "xlsx-with-printer-settings-and-activex": ("", ()),
+    "ole-document-without-executable": ("", ()),
+    "zip-encrypted-harmless-names": ("", ()),  # names judged; see encrypted_archives
     "text-starting-with-mz": ("", ()),
     "malformed-no-boundary": ("", ()),
     "malformed-no-end-boundary": ("", ()),
@@ -77,7 +102,7 @@ def test_corpus(smtp: Callable[..., Conversation], name: str) -> None:
     for word in words:
         assert word in outcome.text
     if expected == "554 5.7.1":
-        assert outcome.text.endswith("; remove it (or send a link to it instead)")
+        assert outcome.text.endswith("(or send a link to it instead)")
 
 
 def test_account_list_replaces_the_default(smtp: Callable[..., Conversation]) -> None:
@@ -92,6 +117,27 @@ def test_account_list_replaces_the_default(smtp: Callable[..., Conversation]) ->
                                 "app@acme.example", ["user@example.net"])
     assert outcome.code == "554 5.7.1"  # Windows executables are refused whatever the list
     assert "is a Windows executable" in outcome.text
+
+
+@pytest.mark.parametrize("name,default,refusing", [
+    ("zip-encrypted-harmless-names", "", "554 5.7.1"),
+    ("zip-encrypted-forbidden-name", "554 5.7.1", "554 5.7.1"),
+    ("zip-encrypted-names", "554 5.7.1", "554 5.7.1"),
+    ("zip-of-documents", "", ""),
+])
+def test_encrypted_archives_setting(smtp: Callable[..., Conversation], name: str, default: str,
+                                    refusing: str) -> None:
+    message = (CORPUS / f"{name}.eml").read_bytes()
+    outcome = smtp().send(message, "app@acme.example", ["user@example.net"])
+    assert outcome.code == default, outcome.reply
+    outcome = smtp({"encrypted_archives": "refuse"}).send(message, "app@acme.example",
+                                                           ["user@example.net"])
+    assert outcome.code == refusing, outcome.reply
+    if name == "zip-encrypted-harmless-names":
+        assert outcome.text == (
+            'Attachment "files.zip" is an encrypted archive ("report.pdf" is encrypted), and '
+            "this account does not accept encrypted archives; send it unencrypted (or send a "
+            "link to it instead)")
 
 
 def test_plain_message_passes(smtp: Callable[..., Conversation]) -> None:
