@@ -369,7 +369,7 @@ class Stack:
 
     def config_without_bounce_parser(self) -> Path:
         """A copy of this node's configuration whose bounce pipe finds no `txmail bounces
-        serve` listening, so it parses returned mail in its own process."""
+        serve` listening, so it exits 75 (Postfix would keep the mail)."""
         from txmail import config as config_mod
 
         settings = config_mod.load(self.config)

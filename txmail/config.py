@@ -221,10 +221,19 @@ class BouncePipeSettings:
                                             5)
     untrusted_events_per_message: int = _doc("Most untrusted events recorded for one message, "
                                              "whatever number of reports name it.", 20)
-    socket: str = _doc("UNIX socket of `txmail bounces serve`, the long-running parser each "
+    socket: str = _doc("UNIX socket of `txmail bounces serve`, the long-running recorder each "
                        "pipe process hands its mail to, relative to state_dir; when nothing "
-                       "listens there the pipe parses the mail itself.",
+                       "listens there the pipe exits 75 and Postfix retries later.",
                        "run/bounce/bounce.sock")
+    parser_workers: int = _doc("Parser processes `txmail bounces serve` keeps, as the "
+                               "unprivileged `user`, with no key and no Redis connection.", 3)
+    parser_timeout: float = _doc("Seconds one returned mail may take a parser worker (DKIM "
+                                 "lookups of complaints included); then the worker is killed "
+                                 "and the mail waits (exit 75).", 30.0)
+    parser_cpu_seconds: int = _doc("CPU seconds one returned mail may take a parser worker "
+                                   "(RLIMIT_CPU); then the kernel ends it and the mail waits.",
+                                   10)
+    parser_memory_mb: int = _doc("Address space of one parser worker in MiB (RLIMIT_AS).", 512)
 
 
 @dataclass(frozen=True)
@@ -517,12 +526,17 @@ def _validate_events(settings: Settings) -> None:
                        ("bounce_pipe.unparsed_max", settings.bounce_pipe.unparsed_max),
                        ("bounce_pipe.unparsed_max_bytes", settings.bounce_pipe.unparsed_max_bytes),
                        ("bounce_pipe.max_message_bytes", settings.bounce_pipe.max_message_bytes),
+                       ("bounce_pipe.parser_workers", settings.bounce_pipe.parser_workers),
+                       ("bounce_pipe.parser_cpu_seconds", settings.bounce_pipe.parser_cpu_seconds),
+                       ("bounce_pipe.parser_memory_mb", settings.bounce_pipe.parser_memory_mb),
                        ("bounce_pipe.untrusted_events_per_report",
                         settings.bounce_pipe.untrusted_events_per_report),
                        ("bounce_pipe.untrusted_events_per_message",
                         settings.bounce_pipe.untrusted_events_per_message)):
         if value < 1:
             raise ConfigError(f"{key} must be at least 1")
+    if settings.bounce_pipe.parser_timeout <= 0:
+        raise ConfigError("bounce_pipe.parser_timeout must be a positive number of seconds")
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
@@ -555,6 +569,14 @@ def _coerce(name: str, default: Any, value: Any) -> Any:
     if not isinstance(value, expected):
         raise ConfigError(f"{name} must be a {expected.__name__}, not {value!r}")
     return value
+
+
+def from_dict(values: dict[str, Any]) -> Settings:
+    """Settings from dataclasses.asdict(settings) (a process handed them rather than a file),
+    checked as load() checks a file."""
+    settings: Settings = _build(Settings, values, "")
+    validate(settings)
+    return settings
 
 
 def find_config_file(explicit: str | None) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -124,7 +125,7 @@ def test_asynchronous_dsn_on_port_25(stack: Stack, sink: Sink, account: Account)
     assert [e["recipient"] for e in account.suppressed()] == [rcpt]
 
 
-def test_the_pipe_hands_its_mail_to_the_parser_or_parses_it_itself(
+def test_the_pipe_hands_its_mail_to_the_recorder_or_leaves_it_queued(
         stack: Stack, sink: Sink, account: Account) -> None:
     pipe_log = stack.state / "log/bounce-pipe.log"
     dsns = {}
@@ -134,24 +135,30 @@ def test_the_pipe_hands_its_mail_to_the_parser_or_parses_it_itself(
         account.wait("delivery", rcpt, queue_id)
         original = sink.find(rcpt)[-1]
         dsns[n] = (rcpt, queue_id, original.sender, Sink.dsn(original, rcpt))
-    # Through Postfix: the pipe process hands the DSN over, and the long-running parser
+    # Through Postfix: the pipe process hands the DSN over, and the long-running recorder
     # records it and logs what it did (the forwarding to the client, NOTIFY=FAILURE).
     rcpt, queue_id, bounce_address, dsn = dsns[1]
     Sink.deliver(stack.smtp, "", bounce_address, dsn)
     account.wait("bounce", rcpt, queue_id)
     parser = stack.pid_of("bounces", "serve")
     line = f"txmail.bounce_pipe[{parser}]: INFO: {queue_id}: forwarded to"
-    wait_for(lambda: line in pipe_log.read_text(), 20, what="the parser's log line")
-    # With nothing on the socket (the parser down), the pipe command parses it itself.
+    wait_for(lambda: line in pipe_log.read_text(), 20, what="the recorder's log line")
+    # With nothing on the socket (the recorder down), the pipe command parses nothing and
+    # records nothing: it exits 75, and Postfix keeps the mail for later.
     rcpt, queue_id, bounce_address, dsn = dsns[2]
     alone = stack.config_without_bounce_parser()
     done = subprocess.run([sys.executable, "-m", "txmail.bounce_pipe", "--config", str(alone),
                            "--", "", bounce_address], input=dsn, capture_output=True, timeout=60)
+    assert done.returncode == 75, done.stderr
+    assert b"`txmail bounces serve` does not answer" in done.stderr
+    time.sleep(1)
+    assert not [e for e in account.events(queue_id) if e["kind"] == "bounce"]
+    # Postfix's retry, once the recorder answers again
+    done = subprocess.run([sys.executable, "-m", "txmail.bounce_pipe", "--config",
+                           str(stack.config), "--", "", bounce_address], input=dsn,
+                          capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    event = account.wait("bounce", rcpt, queue_id)
-    assert event["details"]["reason"] == "userunknown"
-    own = [ln for ln in pipe_log.read_text().splitlines() if f"{queue_id}: forwarded to" in ln]
-    assert len(own) == 1 and f"[{parser}]" not in own[0]
+    assert account.wait("bounce", rcpt, queue_id)["details"]["reason"] == "userunknown"
 
 
 def test_soft_bounce_once_then_delivery(stack: Stack, sink: Sink, account: Account) -> None:

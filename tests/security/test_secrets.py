@@ -148,11 +148,12 @@ def mode_of(path: Path) -> tuple[int, str, str]:
 def test_secret_files_are_private(node: Stack, full_run: list[str]) -> None:
     settings = config.load(node.config)
     user = settings.user
-    # The HMAC keys: the bounce pipe runs as the txmail user (pipe(8) user=) and reads the
-    # bounce key, so they belong to that user, mode 0600.
+    # The HMAC keys: read by root's daemons only (the bounce recorder among them); the txmail
+    # user, which runs Postfix's bounce pipe and the parsers of returned mail, cannot.
     for name in ("bounce_key_file", "webhook_key_file", "tracking_key_file"):
         path = settings.path(getattr(settings.secrets, name))
-        assert mode_of(path)[:2] == (0o600, user), path
+        assert mode_of(path) == (0o600, "root", "root"), path
+        assert user != "root"
     # Postfix's smtpd reads the TLS key as root before it drops privileges.
     assert mode_of(settings.path(settings.tls.key_file))[:2] == (0o600, "root")
     # DKIM keys: read by the milter (root) only, in folders only root can enter.
@@ -170,7 +171,8 @@ def test_secret_files_are_private(node: Stack, full_run: list[str]) -> None:
 
 def test_a_config_holding_the_redis_password_is_not_world_readable(node: Stack) -> None:
     """redis.url holds a password here. The bounce pipe (as the txmail user) reads the
-    configuration, so it is 0640 with the txmail user's group, not readable by others."""
+    configuration, so it is 0640 with the txmail user's group, not readable by others (the
+    parser workers too run with group nogroup: tests/security/test_privileges.py)."""
     settings = config.load(node.config)
     assert "redis-pw-" in node.config.read_text()
     assert mode_of(node.config)[0] & 0o007 == 0

@@ -1,16 +1,17 @@
 """python -m txmail.bounce_pipe --config FILE -- SENDER RECIPIENT
 
-The bounce pipe's own entry point, as master.cf runs it: the same as `txmail bounce-pipe`
-(txmail/bounce_pipe/main.py) without importing every command of the CLI first, which costs
-Postfix about half a second per returned mail. When `txmail bounces serve` listens on
-bounce_pipe.socket, the mail is handed to it (txmail/bounce_pipe/handoff.py) and this process
-never loads redis-py or the parser; otherwise it parses the mail itself. Exits 0 or 75 only,
-even for bad arguments.
+The bounce pipe's own entry point, as master.cf runs it (as the unprivileged settings.user):
+the same as `txmail bounce-pipe` (txmail/bounce_pipe/main.py) without importing every command
+of the CLI first, which costs Postfix about half a second per returned mail. It reads the
+configuration (for the socket's path and the size limit) and hands the mail to `txmail bounces
+serve` (txmail/bounce_pipe/handoff.py), which parses and records it; it loads the standard
+library only, never redis-py or the parser, and can read no key. When the server does not
+answer it exits 75: Postfix keeps the mail and retries. Exits 0 or 75 only, even for bad
+arguments.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 
@@ -29,29 +30,19 @@ def _arguments(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def main(argv: list[str]) -> int:
-    config_path, args = _arguments(argv)
-    if config_path is None:
-        print("txmail bounce-pipe: no --config FILE; try again later", file=sys.stderr)
-        return handoff.EX_TEMPFAIL
-    stdin = sys.stdin.buffer
     try:
+        config_path, args = _arguments(argv)
+        if config_path is None or len(args) < 2:
+            print("txmail bounce-pipe: NOQUEUE: want --config FILE -- SENDER RECIPIENT; "
+                  "try again later", file=sys.stderr)
+            return handoff.EX_TEMPFAIL
         settings = load(config_path)
-        if len(args) == 2:
-            raw = handoff.read_input(stdin, settings.bounce_pipe.max_message_bytes)
-            stdin = io.BytesIO(raw)
-            code, why = handoff.hand_off(str(settings.path(settings.bounce_pipe.socket)),
-                                         args[0], args[1], raw)
-            if code != handoff.EX_OK:
-                print(f"txmail bounce-pipe: NOQUEUE: try again later (exit {code}): {why}",
-                      file=sys.stderr)
-            return code
-    except handoff.Unavailable:
-        pass  # nobody listens: parse it here
-    except Exception:  # noqa: BLE001, S110 - run() below meets it again, logs it, exits 75
-        pass
-    from txmail.bounce_pipe.main import run
-
-    return run(lambda: load(config_path), args, stdin)
+        return handoff.pipe(str(settings.path(settings.bounce_pipe.socket)), args[0], args[1],
+                            sys.stdin.buffer, settings.bounce_pipe.max_message_bytes)
+    except BaseException as exc:  # noqa: BLE001 - anything else would make Postfix drop it
+        print(f"txmail bounce-pipe: NOQUEUE: try again later (exit 75): "
+              f"{exc.__class__.__name__}: {str(exc)[:300]}", file=sys.stderr)
+        return handoff.EX_TEMPFAIL
 
 
 if __name__ == "__main__":

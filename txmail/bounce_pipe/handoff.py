@@ -1,11 +1,12 @@
 """The bounce pipe's hand-off to `txmail bounces serve`, over a UNIX socket.
 
-Postfix starts one pipe process per returned mail. Importing redis-py and the parser costs
-that process about 320 ms of CPU, which limits a node to a few bounces a second. So the pipe
-process sends the mail to one long-running process that already has them loaded
-(txmail/bounce_pipe/server.py), waits for the answer, and exits with it. Postfix sees the same
-exit status either way (0 done, 75 try again later). When nothing listens on the socket, the
-pipe parses the mail itself, as before.
+Postfix starts one pipe process per returned mail, as the unprivileged settings.user. That
+process parses nothing and holds no key: it sends the mail to the long-running recorder
+(txmail/bounce_pipe/server.py, root), which has a parser worker without any secret read it,
+checks the bounce token, records the outcome, waits for the answer, and exits with it. Postfix
+sees the same exit status either way (0 done, 75 try again later). When nothing listens on
+the socket, the pipe exits 75: Postfix keeps the mail and retries, and nothing is recorded
+by a process that parses mail.
 
 Request:  b"TXMAIL-BOUNCE/1 SENDER_BYTES RECIPIENT_BYTES MAIL_BYTES\\n", then the sender, the
           recipient and the mail, back to back.
@@ -17,6 +18,7 @@ This module imports the standard library only: every pipe process loads it.
 from __future__ import annotations
 
 import socket
+import sys
 from typing import IO, BinaryIO
 
 MAGIC = b"TXMAIL-BOUNCE/1"
@@ -28,7 +30,7 @@ ANSWER_TIMEOUT = 600.0  # seconds; pipe(8)'s own command_time_limit is 1000 s
 
 
 class Unavailable(Exception):
-    """Nothing listens on the socket: the pipe parses the mail itself."""
+    """Nothing listens on the socket: the mail waits in Postfix's queue (75)."""
 
 
 class BadRequest(Exception):
@@ -46,6 +48,21 @@ def read_input(stream: IO[bytes], limit: int) -> bytes:
     while stream.read(1 << 20):
         pass
     return data
+
+
+def pipe(path: str, sender: str, recipient: str, stdin: IO[bytes], limit: int,
+         stderr: IO[str] | None = None) -> int:
+    """The pipe command's whole job: read the mail, hand it to the server at `path`, and
+    return its exit status (0 or 75); why it must wait goes to `stderr` (Postfix's maillog)."""
+    raw = read_input(stdin, limit)
+    try:
+        code, why = hand_off(path, sender, recipient, raw)
+    except Unavailable as exc:
+        code, why = EX_TEMPFAIL, f"`txmail bounces serve` does not answer on {exc}"
+    if code != EX_OK:
+        print(f"txmail bounce-pipe: NOQUEUE: try again later (exit {code}): {why}",
+              file=stderr or sys.stderr)
+    return code
 
 
 def hand_off(path: str, sender: str, recipient: str, raw: bytes,

@@ -29,10 +29,11 @@ DESCRIPTION
     6.  forwards the bounce to the original envelope sender when the client's NOTIFY asks for
         it (txmail.bounce_pipe.forward), with a null envelope sender.
 
-    Where: master.cf runs `python -m txmail.bounce_pipe`, which hands the mail to the
-    long-running `txmail bounces serve` (handoff.py, server.py: both call handle() here) and
-    exits with its answer; when that does not listen, run() below does it all in the pipe
-    process.
+    Where: master.cf runs `python -m txmail.bounce_pipe` as the unprivileged settings.user;
+    it only hands the mail to the long-running `txmail bounces serve` (handoff.py, server.py),
+    which runs as root, has a parser worker that holds no secret parse it (worker.py:
+    read_report() below), then calls handle() and process() here. When the server does not
+    answer, the pipe exits 75 and Postfix keeps the mail.
 
 EXIT STATUS
     0   done (recorded, kept or forwarded as above);
@@ -42,9 +43,8 @@ EXIT STATUS
     a bounce has a null sender (POSTFIX-NOTES §7). Every exception is caught, logged, and 75.
 
 LOGS
-    One line per decision on standard error, starting with the queue id; Postfix shows it in
-    the maillog when the command exits 75. Also appended to STATE/log/bounce-pipe.log when
-    that file is writable.
+    One line per decision on standard error, starting with the queue id: the server's, in
+    STATE/log/bounce-pipe.log; the pipe's (why it exits 75), in Postfix's maillog.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ import redis
 from txmail import store
 from txmail.bounce_pipe import feedback, unparsed
 from txmail.bounce_pipe import forward as forwarding
-from txmail.bounce_pipe.handoff import EX_OK, EX_TEMPFAIL, read_input
+from txmail.bounce_pipe.handoff import EX_OK, EX_TEMPFAIL, pipe
 from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.config import Settings
 from txmail.errors import TxmailError
@@ -308,23 +308,12 @@ def _reinject(settings: Settings) -> Forwarder:
     return send
 
 
-def _log_to_file(settings: Settings) -> None:
-    path = settings.path("log/bounce-pipe.log")
-    try:
-        handler = logging.FileHandler(path)
-    except OSError:
-        return  # not writable for this user: standard error alone
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(name)s[%(process)d]: %(levelname)s: %(message)s")
-    )
-    logging.getLogger("txmail").addHandler(handler)
-
-
 def handle(settings: Settings, client: store.Client, raw: bytes, sender: str,
-           recipient: str) -> tuple[int, str]:
-    """process() one returned mail: (0, "done"), or (75, why) whatever goes wrong."""
+           recipient: str, read: Callable[[bytes], BounceReport]) -> tuple[int, str]:
+    """process() one returned mail that `read` parses (in a parser worker that holds no
+    secret, server.py): (0, "done"), or (75, why) whatever goes wrong."""
     try:
-        process(settings, client, raw, sender, recipient)
+        process(settings, client, raw, sender, recipient, report=read(raw))
         return EX_OK, "done"
     except Exception as exc:  # noqa: BLE001 - anything else would make Postfix drop it
         return EX_TEMPFAIL, _failed(exc)
@@ -342,7 +331,9 @@ def _failed(exc: BaseException) -> str:
 def run(
     load_settings: Callable[[], Settings], args: list[str], stdin: IO[bytes] | None = None
 ) -> int:
-    """The whole command: 0 or 75, whatever happens (see EXIT STATUS)."""
+    """The whole command: hand the mail to `txmail bounces serve`, 0 or 75 whatever happens
+    (see EXIT STATUS). It parses nothing and reads no key: when the server does not answer,
+    the mail waits in Postfix's queue (75)."""
     try:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="txmail bounce-pipe: %(message)s"
@@ -350,15 +341,9 @@ def run(
         if len(args) < 2:
             log.error("NOQUEUE: want SENDER RECIPIENT as arguments, got %d", len(args))
             return EX_TEMPFAIL
-        sender, recipient = args[0], args[1]
         settings = load_settings()
-        _log_to_file(settings)
-        raw = read_input(stdin or sys.stdin.buffer, settings.bounce_pipe.max_message_bytes)
-        client = store.connect(settings)
-        try:
-            return handle(settings, client, raw, sender, recipient)[0]
-        finally:
-            client.close()
+        return pipe(str(settings.path(settings.bounce_pipe.socket)), args[0], args[1],
+                    stdin or sys.stdin.buffer, settings.bounce_pipe.max_message_bytes)
     except BaseException as exc:  # noqa: BLE001 - anything else would make Postfix drop it
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             log.error("NOQUEUE: interrupted (%s); Postfix will retry", exc.__class__.__name__)

@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
 def can_connect_tcp(host: str, port: int) -> bool:
@@ -54,6 +55,14 @@ def pid_alive(pid: int) -> bool:
         if done == pid:
             return False
     return True
+
+
+def open_log(path: Path) -> BinaryIO:
+    """`path` for appending, mode 0640 whether it is new or not: logs name recipients and
+    login names, for root (and the file's group) only."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    os.fchmod(fd, 0o640)
+    return os.fdopen(fd, "ab")
 
 
 def drop_to(user: str | None, group: str | None) -> Callable[[], None] | None:
@@ -110,7 +119,7 @@ class ProcessComponent(Component):
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
+        log = open_log(self.log_path)
         switch = drop_to(self.user, self.group)
         umask = self.umask
 

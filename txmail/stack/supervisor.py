@@ -9,7 +9,7 @@ logged and restarted with a growing delay. SIGINT/SIGTERM stop everything in rev
 remove the sockets, so nothing is left behind.
 
 Reads:  the Settings and the templates (render.py).
-Writes: STATE/{postfix,dovecot,redis,run,log}; component output in STATE/log/NAME.log.
+Writes: STATE/{postfix,dovecot,redis,run,log}; component output in STATE/log/NAME.log (0640).
 """
 
 from __future__ import annotations
@@ -44,13 +44,42 @@ MAX_BACKOFF = 30.0
 
 
 def ensure_user(name: str) -> None:
-    """Create the unprivileged system user (and group) txmail runs its pipe and Redis as."""
+    """Create an unprivileged system user (and group): settings.user, which runs Postfix's
+    bounce pipe and the parser workers, or redis_user(), which runs the private Redis."""
     try:
         pwd.getpwnam(name)
     except KeyError:
         subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
                         "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
                        check=True, capture_output=True)
+
+
+def redis_user(settings: Settings) -> str:
+    """The user of the private Redis: not settings.user, so a process that parses hostile
+    mail can reach neither the socket nor the data."""
+    return f"{settings.user}-redis"
+
+
+def check_interpreter(user: str, python: str = sys.executable) -> None:
+    """Refuse to start when `user` cannot run this Python and import txmail with it: Postfix
+    runs the bounce pipe, and the recorder its parser workers, as that user."""
+    entry = pwd.getpwnam(user)
+    try:
+        done = subprocess.run([python, "-I", "-c", "import txmail.bounce_pipe.worker"],
+                              user=entry.pw_uid, group=entry.pw_gid, extra_groups=[],
+                              cwd="/", capture_output=True, text=True, timeout=60, check=False)
+    except OSError as exc:  # exec failed: the interpreter or a folder above it is closed
+        raise ConfigError(
+            f"the user {user} cannot run the Python interpreter {python} ({exc.strerror}), "
+            "which Postfix's bounce pipe and the bounce parsers run as that user: build the "
+            "venv from a Python every user can run, e.g. `/usr/bin/python3 -m venv .venv` as "
+            "the Makefile does, outside any mode-0700 home directory") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ConfigError(
+            f"the user {user} can run {python} but not import txmail with it ({last[:200]}): "
+            "install txmail where every user can read it (not under a mode-0700 home "
+            "directory)")
 
 
 def check_files(settings: Settings) -> None:
@@ -64,51 +93,66 @@ def check_files(settings: Settings) -> None:
 
 
 def prepare(settings: Settings, config_file: Path) -> None:
-    """Create directories with the owners Postfix, Dovecot and Redis need; render configs."""
+    """Create directories with the owners Postfix, Dovecot and Redis need; render configs.
+
+    Who may read what: the keys are root's alone (0600). The private Redis runs as its own
+    user (redis_user()), whose socket and data nobody else can enter. settings.user (Postfix's
+    bounce pipe) may read the configuration and enter the folder of the recorder's socket;
+    the parser workers run with its uid but group nogroup, so not even that. Logs, which name
+    recipients and login names, are 0640 root:root."""
     check_files(settings)
     ensure_user(settings.user)
     user = pwd.getpwnam(settings.user)
+    check_interpreter(settings.user)
     postfix_uid = pwd.getpwnam("postfix").pw_uid
     postfix_gid = grp.getgrnam("postfix").gr_gid
     state = settings.state_path
-    for sub, mode, uid, gid in [
-        ("log", 0o755, 0, 0),
+    dirs = [
+        ("log", 0o750, 0, 0),
         ("run", 0o755, 0, 0),
         ("run/milter", 0o750, 0, postfix_gid),
         ("run/socketmap", 0o750, 0, postfix_gid),
         ("run/policyd", 0o750, 0, postfix_gid),
-        ("run/redis", 0o750, user.pw_uid, user.pw_gid),
-        ("redis", 0o750, user.pw_uid, user.pw_gid),
         ("dovecot", 0o755, 0, 0),
         ("postfix", 0o755, 0, 0),
         ("postfix/spool", 0o755, 0, 0),
         ("postfix/data", 0o700, postfix_uid, postfix_gid),
-    ]:
+    ]
+    if not settings.redis.url:
+        ensure_user(redis_user(settings))
+        redis = pwd.getpwnam(redis_user(settings))
+        dirs += [("run/redis", 0o750, redis.pw_uid, redis.pw_gid),
+                 ("redis", 0o700, redis.pw_uid, redis.pw_gid)]
+    for sub, mode, uid, gid in dirs:
         path = state / sub
         path.mkdir(parents=True, exist_ok=True)
         os.chown(path, uid, gid)
         path.chmod(mode)
+    if not settings.redis.url:  # the AOF and RDB files of a node whose Redis ran as another user
+        for path in (state / "redis").rglob("*"):
+            os.chown(path, redis.pw_uid, redis.pw_gid, follow_symlinks=False)
     for key in ("bounce_key_file", "webhook_key_file", "tracking_key_file"):
         path = settings.path(getattr(settings.secrets, key))
-        os.chown(path, user.pw_uid, user.pw_gid)
+        os.chown(path, 0, 0)
         path.chmod(0o600)
     if store.holds_password(settings.redis.url):
-        # The bounce pipe runs as the txmail user and reads this file; nobody else may.
-        os.chown(config_file, -1, user.pw_gid)
+        # The bounce pipe runs as the txmail user and reads this file (for its socket's
+        # path); the parser workers, of group nogroup, cannot.
+        os.chown(config_file, 0, user.pw_gid)
         config_file.chmod(0o640)
+    # Postfix's maillog_file: postlogd appends to it and keeps the mode of the file it finds.
     maillog = settings.path(settings.postfix.maillog)
     maillog.parent.mkdir(parents=True, exist_ok=True)
-    # The bounce pipe's parser (`txmail bounces serve`) runs as the txmail user, as the pipe
-    # does: only that user may enter the folder of its socket.
+    for path in [maillog, *(state / "log").glob("*.log")]:
+        path.touch(exist_ok=True)
+        os.chown(path, 0, 0)
+        path.chmod(0o640)
+    # The recorder (`txmail bounces serve`, root) listens here for Postfix's pipe processes,
+    # which run as the txmail user: only that group may enter.
     bounce_dir = settings.path(settings.bounce_pipe.socket).parent
     bounce_dir.mkdir(parents=True, exist_ok=True)
-    os.chown(bounce_dir, user.pw_uid, user.pw_gid)
-    bounce_dir.chmod(0o700)
-    # The bounce pipe runs as the txmail user and appends its decisions here.
-    pipe_log = state / "log" / "bounce-pipe.log"
-    pipe_log.touch(exist_ok=True)
-    os.chown(pipe_log, user.pw_uid, user.pw_gid)
-    pipe_log.chmod(0o644)
+    os.chown(bounce_dir, 0, user.pw_gid)
+    bounce_dir.chmod(0o750)
     config_dir = render.render_postfix(settings, config_file)
     render.check_postfix(config_dir)
     render.render_dovecot(settings, config_file)
@@ -128,7 +172,7 @@ def build(settings: Settings, config_file: Path, dev: bool,
         redis_sock = state / "run/redis/redis.sock"
         components.append(ProcessComponent(
             "redis", ["redis-server", str(state / "redis/redis.conf")], log_dir,
-            ready=lambda: can_connect_unix(redis_sock), user=settings.user))
+            ready=lambda: can_connect_unix(redis_sock), user=redis_user(settings)))
     passwd_file = settings.path(settings.dovecot.passwd_file)
     components.append(ProcessComponent(
         "authsync", [*txmail, "authsync"], log_dir, ready=passwd_file.exists, env=env))
@@ -158,13 +202,14 @@ def build(settings: Settings, config_file: Path, dev: bool,
     components.append(ProcessComponent(
         "policyd", [*txmail, "policyd"], log_dir, ready=lambda: can_connect_unix(policyd_sock),
         env=env, group="postfix", umask=0o007))
-    # Returned mail: each pipe(8) process hands its mail to this parser (bounce_pipe/handoff.py)
-    # rather than load redis-py and the parser itself; it runs as the pipe's unprivileged user
-    # and logs where the pipe does.
+    # Returned mail: each pipe(8) process (settings.user) hands its mail to this recorder
+    # (bounce_pipe/handoff.py). It runs as root with the group of the pipe's user, for its
+    # socket, and has its parser workers, as settings.user, parse the mail (server.py).
     bounce_sock = settings.path(settings.bounce_pipe.socket)
     components.append(ProcessComponent(
         "bounce-pipe", [*txmail, "bounces", "serve"], log_dir,
-        ready=lambda: can_connect_unix(bounce_sock), env=env, user=settings.user, umask=0o077))
+        ready=lambda: can_connect_unix(bounce_sock), env=env, group=settings.user,
+        umask=0o027))
     # Events: delivery and deferral lines of the maillog, and the webhook posts of every event.
     components.append(ProcessComponent(
         "maillog", [*txmail, "maillog"], log_dir, ready=lambda: True, env=env))

@@ -1,6 +1,6 @@
 """The bounce pipe's hand-off to `txmail bounces serve`: the framing both ways, the server's
-answers to good and bad requests, and a pipe process that hands its mail over without loading
-redis-py or the parser."""
+answers to good and bad requests, a pipe process that hands its mail over without loading
+redis-py or the parser, and one that finds nobody listening and exits 75."""
 
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ def server(tmp_path: Path) -> Iterator[tuple[Path, list[tuple[bytes, str, str]]]
 def test_the_server_answers_with_what_it_did(
         server: tuple[Path, list[tuple[bytes, str, str]]]) -> None:
     path, taken = server
-    assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
+    assert oct(path.parent.stat().st_mode & 0o777) == "0o750"  # root and the pipe's group
+    assert oct(path.stat().st_mode & 0o777) == "0o660"
     assert handoff.hand_off(str(path), "app@acme.example", "b+t@mta.acme.example", MAIL) == (
         0, "done")
     assert taken == [(MAIL, "app@acme.example", "b+t@mta.acme.example")]
@@ -132,3 +133,35 @@ def test_a_pipe_process_hands_over_without_loading_redis_or_the_parser(
     assert b"try again later (exit 75): ConnectionError: Redis is down" in done.stderr
     assert [t[2] for t in taken] == ["b+t@mta.acme.example", "down@x.example"]
     assert taken[0][0] == MAIL
+
+
+def test_a_pipe_process_with_nobody_listening_exits_75_and_parses_nothing(
+        tmp_path: Path) -> None:
+    """It can read no key any more: the mail waits in Postfix's queue until the recorder is
+    back, rather than being parsed in the pipe process."""
+    config = tmp_path / "txmail.toml"
+    config.write_text(f'state_dir = "{tmp_path}"\n[bounce_pipe]\nsocket = "nobody.sock"\n')
+    script = ("import sys; from txmail.bounce_pipe.__main__ import main; "
+              "code = main(sys.argv[1:]); print(code, sorted(m for m in ('redis', "
+              "'txmail.bounce_pipe.main', 'txmail.bounce_pipe.parse', 'email.parser') "
+              "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script, "--config", str(config), "--",
+                           "app@acme.example", "b+t@mta.acme.example"], input=MAIL,
+                          capture_output=True, timeout=60, check=True)
+    assert done.stdout.decode().strip() == "75 []", done.stderr
+    assert b"try again later (exit 75): `txmail bounces serve` does not answer" in done.stderr
+    for bad in (["--config", str(config), "--", "only-one@x.example"], []):  # still 0 or 75
+        done = subprocess.run([sys.executable, "-m", "txmail.bounce_pipe", *bad], input=MAIL,
+                              capture_output=True, timeout=60, check=False,
+                              env={"PATH": "/usr/bin:/bin"})
+        assert done.returncode == 75, done.stderr
+
+
+def test_the_cli_command_hands_off_too(tmp_path: Path) -> None:
+    """`txmail bounce-pipe` (main.run) behaves as the pipe entry point: no fallback."""
+    from txmail.bounce_pipe.main import run
+    from txmail.config import Settings
+
+    settings = Settings(state_dir=str(tmp_path))
+    assert run(lambda: settings, ["", "b+t@mta.acme.example"], io.BytesIO(MAIL)) == 75
+    assert run(lambda: settings, ["only-one"], io.BytesIO(MAIL)) == 75

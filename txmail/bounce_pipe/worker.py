@@ -1,0 +1,164 @@
+"""python -m txmail.bounce_pipe.worker: one parser of returned mail, with no secret.
+
+`txmail bounces serve` (server.py) runs as root: it holds the bounce key and the Redis
+connection, and never parses a returned mail itself. It starts a few of these workers as the
+unprivileged settings.user, with limits on CPU seconds and address space, and hands each one
+raw mail to parse. A worker holds no signing key and no Redis connection, and its user can read
+neither the key files nor the Redis socket, so a parser bug exploited by hostile mail reaches
+nothing but the mail it was given (and DNS, which DKIM verification of complaints needs).
+
+Protocol (stdin/stdout, binary): every frame is b"LENGTH\\n" and LENGTH bytes.
+    first frame in:  the settings as JSON (config.to_dict, without the [redis] table);
+    then per mail:   in: the raw mail;  out: JSON {"report": dataclasses.asdict(BounceReport)}
+                     or {"error": "why"} when the parser raised; with "retiring": true when
+                     the worker exits after this answer (after `MAX_MAILS` mails, or when
+                     its CPU time nears its hard limit), so the server replaces it in time.
+The worker exits 0 at end of input.
+
+    python -I -m txmail.bounce_pipe.worker CPU_PER_MAIL CPU_LIFETIME ADDRESS_SPACE_BYTES
+
+Limits: first thing, before it imports the parser or reads a byte, the worker sets hard
+limits it can never raise again: RLIMIT_AS (address space), RLIMIT_CPU (CPU seconds of its
+life), no core file, and RLIMIT_NPROC 0 (it cannot start a process). Before each
+mail it lowers its soft RLIMIT_CPU to the CPU it has used plus the per-mail budget: the
+kernel ends it with SIGXCPU past that. (The server does not set them in a preexec_fn: that
+is unsafe in its threaded process.) The server also gives each mail a wall-clock timeout,
+after which it kills the worker.
+
+Logs: tracebacks of parser bugs on standard error (the server's log).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import resource
+import sys
+import types
+import typing
+from typing import IO, Any
+
+MAX_FRAME = 64 * 1024 * 1024  # larger than bounce_pipe.max_message_bytes could sensibly be
+MAX_MAILS = 2000  # then a fresh process: whatever one mail left behind does not accumulate
+
+
+class FrameError(Exception):
+    """The bytes on the stream are not a frame."""
+
+
+def write_frame(stream: IO[bytes], payload: bytes) -> None:
+    stream.write(b"%d\n" % len(payload) + payload)
+    stream.flush()
+
+
+def read_frame(stream: IO[bytes], limit: int = MAX_FRAME) -> bytes | None:
+    """One frame's payload; None at a clean end of input."""
+    line = stream.readline(32)
+    if not line:
+        return None
+    if not line.endswith(b"\n") or not line[:-1].isdigit() or int(line) > limit:
+        raise FrameError(f"not a frame header: {line[:32]!r}")
+    size = int(line)
+    payload = stream.read(size)
+    if len(payload) != size:
+        raise FrameError(f"frame ended after {len(payload)} of {size} bytes")
+    return payload
+
+
+def from_fields(cls: type, values: dict[str, Any]) -> Any:
+    """The dataclass `cls` rebuilt from dataclasses.asdict() output, nested dataclasses and
+    tuples included. Fields the worker sent that `cls` lacks are ignored (a worker started
+    before an upgrade), fields it lacks keep their defaults."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            kwargs[f.name] = _value(hints.get(f.name, Any), values[f.name])
+    return cls(**kwargs)
+
+
+def _value(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return from_fields(hint, value)  # type: ignore[arg-type]
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in args if a is not type(None)]
+        return _value(inner[0], value) if len(inner) == 1 else value
+    if origin in (list, tuple, set, frozenset) and isinstance(value, list):
+        item = args[0] if args else Any
+        items = [_value(item, v) for v in value]
+        return items if origin is list else origin(items)
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return {k: _value(args[1], v) for k, v in value.items()}
+    return value
+
+
+def read_answer(payload: bytes) -> tuple[Any, bool]:
+    """(the BounceReport a worker sent, whether it exits now); ValueError when it sent an
+    error or garbage."""
+    from txmail.bounce_pipe.parse import BounceReport
+
+    answer = json.loads(payload)
+    if not isinstance(answer, dict) or not isinstance(answer.get("report"), dict):
+        why = answer.get("error") if isinstance(answer, dict) else answer
+        raise ValueError(f"the parser failed: {str(why)[:300]}")
+    return from_fields(BounceReport, answer["report"]), bool(answer.get("retiring"))
+
+
+def _cpu_used() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def serve(stdin: IO[bytes], stdout: IO[bytes], mail_cpu_seconds: int) -> int:
+    from txmail import config
+    from txmail.bounce_pipe.main import read_report  # the ~320 ms this process exists to pay once
+
+    first = read_frame(stdin)
+    if first is None:
+        return 0
+    settings = config.from_dict(json.loads(first))
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    for count in range(1, MAX_MAILS + 1):
+        raw = read_frame(stdin)
+        if raw is None:
+            return 0
+        used = _cpu_used()
+        if hard != resource.RLIM_INFINITY:
+            resource.setrlimit(resource.RLIMIT_CPU,
+                               (min(int(used) + 1 + mail_cpu_seconds, hard), hard))
+        answer: dict[str, Any]
+        try:
+            answer = {"report": dataclasses.asdict(read_report(settings, raw))}
+        except Exception as exc:  # noqa: BLE001 - a parser bug costs this mail, not the worker
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+            answer = {"error": f"{exc.__class__.__name__}: {str(exc)[:200]}"}
+        # Retire while the next mail could not finish within the lifetime budget.
+        retiring = count == MAX_MAILS or (
+            hard != resource.RLIM_INFINITY and _cpu_used() + mail_cpu_seconds + 1 > hard)
+        if retiring:
+            answer["retiring"] = True
+        write_frame(stdout, json.dumps(answer, default=list).encode())
+        if retiring:
+            return 0
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """argv: CPU seconds a mail, CPU seconds a lifetime, bytes of address space."""
+    mail_cpu, lifetime_cpu, memory = (int(a) for a in argv[:3])
+    # Before any import or mail: the hard limits this process can never raise again.
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (lifetime_cpu, lifetime_cpu))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))  # no child process, ever
+    return serve(sys.stdin.buffer, sys.stdout.buffer, mail_cpu)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
