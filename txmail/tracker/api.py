@@ -22,6 +22,15 @@ DESCRIPTION
     GET /v1/stats           counts of events per UTC day and kind (and per tag).
     GET /v1/openapi.json    the OpenAPI 3.0 document of all of this (txmail/tracker/openapi.py).
 
+LIMITS
+    A request body is never read past what a request can honestly need. For /v1/send that is
+    send_body_limit() of the account's max_message_size (3 bytes of JSON for each byte of
+    the message, plus room for the other fields at their largest); before the key is checked,
+    of Postfix's ceiling, postfix.message_size_limit (tracker/server.py); for the other
+    requests with a body, 64 KiB. A Content-Length above the limit is answered 413 at once,
+    without reading the body; a body without one (chunked) is cut off with a 413 as soon as
+    it passes the limit. Either way the connection is closed after the answer.
+
 ERRORS
     JSON {"error": {"message", "smtp_code", "status"}}. HTTP status from the SMTP reply:
     4.7.x (limits, warm-up) 429, other 4xx 503 with Retry-After; 5.3.4 (size) 413, 5.7.x
@@ -63,6 +72,24 @@ NOTIFY_WORDS = ("SUCCESS", "FAILURE", "DELAY")
 SEND_FIELDS = {"envelope", "recipients", "recipient", "mime", "dsn", "trackbounces", "tags"}
 MAX_RECIPIENTS = 1000
 MAX_TAGS = 20
+MAX_ADDRESS = 320  # characters of an address (ADDRESS: 64 + "@" + 255)
+MAX_SMALL_BODY = 64 * 1024  # any request body but a send's (suppressions)
+# A send request carries the message as a JSON string. Each byte of mail text is at most 3
+# bytes of JSON however the client escapes it: a 2-byte UTF-8 character as \uXXXX (6 bytes for
+# 2), a 3- or 4-byte one as one or two of them (6 for 3, 12 for 4), CR LF as \r\n (4 for 2),
+# a quote or backslash as 2 bytes for 1; base64 and quoted-printable parts, the bulk of large
+# mail, are about 1.03 bytes per byte (\r\n at the end of each 76-character line). Only the C0
+# control characters other than TAB, CR and LF (\u0001, 6 for 1) and raw non-UTF-8 bytes sent
+# as lone surrogates (\udc80, 6 for 1) take more; mail text does not carry them, so a message
+# made of them can be refused here though it would fit.
+JSON_BYTES_PER_MESSAGE_BYTE = 3
+# Every other field at its largest with each character written as \uXXXX (12 bytes for one
+# outside the Basic Multilingual Plane): 1,000 recipients and the envelope and dsn.orcpt
+# addresses, 20 tags, dsn.envid; and 64 KiB for field names, punctuation and whitespace.
+JSON_ESCAPED_CHARACTER = 12
+SEND_FIELDS_ROOM = ((MAX_RECIPIENTS + 2) * (MAX_ADDRESS * JSON_ESCAPED_CHARACTER + 4)
+                    + MAX_TAGS * (100 * JSON_ESCAPED_CHARACTER + 4)
+                    + 100 * JSON_ESCAPED_CHARACTER + 64 * 1024)
 MESSAGE_EVENT_SCAN = 5000
 UNAVAILABLE = ("txmail cannot answer right now because its store is unavailable; try again in "
                "a few minutes")
@@ -87,6 +114,24 @@ def bad(message: str) -> ApiError:
     return ApiError(400, message)
 
 
+def send_body_limit(max_message_size: int) -> int:
+    """The largest body of a /v1/send request whose message has `max_message_size` bytes."""
+    return max_message_size * JSON_BYTES_PER_MESSAGE_BYTE + SEND_FIELDS_ROOM
+
+
+def body_too_large(size: str, limit: int, max_message_size: int | None) -> ApiError:
+    """413 for a request body over `limit` (`size` says how much was seen, e.g. "more than
+    N bytes"); the connection is closed after the answer (endpoint())."""
+    if max_message_size is None:
+        what = (f"this request takes a JSON body of at most {limit} bytes; send only the "
+                "fields it documents")
+    else:
+        what = (f"a send request for this account's largest message ({max_message_size} bytes) "
+                f"is at most {limit} bytes; make the message smaller, for example by linking "
+                "to large files instead of attaching them")
+    return ApiError(413, f"The request body is {size}; {what}", 552, "5.3.4")
+
+
 Handler = Callable[[web.Request, Services, str], Awaitable[web.StreamResponse]]
 
 
@@ -100,7 +145,10 @@ def endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRe
             account = await authenticate(request, services)
             return await handler(request, services, account)
         except ApiError as exc:
-            return exc.response()
+            response = exc.response()
+            if exc.http_status == 413:  # the body was left unread: never reuse the connection
+                response.force_close()
+            return response
         except UsageError as exc:
             return bad(str(exc)).response()
         except TemporaryFailure as exc:
@@ -125,9 +173,24 @@ async def authenticate(request: web.Request, services: Services) -> str:
     return account
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
+async def read_body(request: web.Request, limit: int,
+                    max_message_size: int | None = None) -> bytes:
+    """The request body, read only while it stays within `limit` bytes."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise body_too_large(f"{declared} bytes", limit, max_message_size)
+    body = bytearray()
+    while chunk := await request.content.readany():
+        body += chunk
+        if len(body) > limit:
+            raise body_too_large(f"more than {limit} bytes", limit, max_message_size)
+    return bytes(body)
+
+
+async def _json_object(request: web.Request, limit: int = MAX_SMALL_BODY,
+                       max_message_size: int | None = None) -> dict[str, Any]:
+    raw = await read_body(request, limit, max_message_size)
     try:
-        raw = await request.read()
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise bad("The request body is not valid JSON; send a JSON object") from None
@@ -196,8 +259,9 @@ def parse_send(body: dict[str, Any], size_limit: int) -> tuple[Envelope, bytes, 
         data = header.encode("utf-8") + data
     data = re.sub(rb"\r?\n", b"\r\n", data)
     if len(data) > size_limit:
-        raise ApiError(413, f"The message is {len(data)} bytes; this relay takes at most "
-                       f"{size_limit}", 552, "5.3.4")
+        raise ApiError(413, f"The message is {len(data)} bytes; this account sends messages of "
+                       f"at most {size_limit} bytes: make it smaller, for example by linking to "
+                       "large files instead of attaching them", 552, "5.3.4")
     if any(b > 127 for b in data):
         mail_options.append("BODY=8BITMIME")
     if not all(a.isascii() for a in [sender, *recipients]):
@@ -256,10 +320,15 @@ def api_socket(services: Services) -> str:
 
 @endpoint
 async def send(request: web.Request, services: Services, account: str) -> web.StreamResponse:
-    body = await _json_object(request)
-    envelope, data, trackbounces = parse_send(body, services.settings.postfix.message_size_limit)
+    record = await asyncio.to_thread(Accounts(services.client, services.keys).find, account)
+    if record is None:
+        raise ApiError(401, f"Account {account} no longer exists; ask the relay's operator to "
+                       "restore it", 535, "5.7.8")
+    max_size = min(int(record.settings["max_message_size"]),
+                   services.settings.postfix.message_size_limit)
+    body = await _json_object(request, send_body_limit(max_size), max_size)
+    envelope, data, trackbounces = parse_send(body, max_size)
     if trackbounces is not None:
-        record = await asyncio.to_thread(Accounts(services.client, services.keys).get, account)
         if bool(record.settings.get("track_bounces", True)) != trackbounces:
             state = "on" if record.settings.get("track_bounces", True) else "off"
             raise ApiError(422, f"trackbounces is the account's track_bounces setting, which "

@@ -17,6 +17,11 @@ DESCRIPTION
     says in its details whether a machine (link scanner, prefetch) likely made it
     (txmail/tracker/machines.py), with the client's address and User-Agent.
 
+LIMITS
+    No request body is read past what the request can need (tracker/api.py, LIMITS). Before
+    the API key is checked the ceiling is a send request for the largest message Postfix
+    takes (postfix.message_size_limit): a larger Content-Length is answered 413 at once,
+    whatever the path, and the body is never read.
 ERRORS
     Every error is JSON: {"error": {"message": SENTENCE, "smtp_code": N, "status": "X.Y.Z"}},
     never a traceback; a bug answers 503 with a sentence and is logged.
@@ -142,6 +147,32 @@ HTTP_SENTENCES = {
 }
 
 
+def body_ceiling(settings: Settings) -> int:
+    """The largest request body any request may have: a send of the largest message."""
+    from txmail.tracker.api import send_body_limit
+
+    return send_body_limit(settings.postfix.message_size_limit)
+
+
+@web.middleware
+async def body_limit(request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+    """413 for a declared body over the ceiling, before anything reads it."""
+    ceiling = body_ceiling(request.app[SERVICES].settings)
+    declared = request.content_length
+    if declared is not None and declared > ceiling:
+        response = error_response(
+            413, f"The request body is {declared} bytes; this relay takes requests of at most "
+            f"{ceiling} bytes (a send of its largest message, "
+            f"{request.app[SERVICES].settings.postfix.message_size_limit} bytes); make the "
+            "message smaller, for example by linking to large files instead of attaching them",
+            552, "5.3.4")
+        response.force_close()  # the body stays unread: never reuse the connection
+        return response
+    return await handler(request)
+
+
 @web.middleware
 async def json_errors(request: web.Request,
                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -168,8 +199,8 @@ async def json_errors(request: web.Request,
 def make_app(services: Services) -> web.Application:
     from txmail.tracker import api, metrics
 
-    max_size = services.settings.postfix.message_size_limit * 2 + 65536  # mime as JSON string
-    app = web.Application(middlewares=[json_errors], client_max_size=max_size)
+    app = web.Application(middlewares=[json_errors, body_limit],
+                          client_max_size=body_ceiling(services.settings))
     app[SERVICES] = services
     app.router.add_get("/o/{token}", open_pixel)
     app.router.add_get("/c/{token}", click)
