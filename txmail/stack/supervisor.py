@@ -72,8 +72,8 @@ def check_interpreter(user: str, python: str = sys.executable) -> None:
         raise ConfigError(
             f"the user {user} cannot run the Python interpreter {python} ({exc.strerror}), "
             "which Postfix's bounce pipe and the bounce parsers run as that user: build the "
-            "venv from a Python every user can run, e.g. `/usr/bin/python3 -m venv .venv` as "
-            "the Makefile does, outside any mode-0700 home directory") from None
+            "venv from a Python every user can run (`/usr/bin/python3 -m venv .venv`, as the "
+            "Makefile does), not one under a mode-0700 home directory") from None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise ConfigError(
