@@ -342,8 +342,9 @@ class Settings:
                          "of each sending domain's return-path CNAME.", "mta.example.test")
     bounce_domain: str = _doc("Return-path domain used for sending domains that have no "
                               "return-path subdomain of their own.", "bounces.example.test")
-    user: str = _doc("Unprivileged system user that runs the bounce pipe and the private Redis "
-                     "and owns the secrets; `txmail up` creates it if it is missing.", "txmail")
+    user: str = _doc("Unprivileged system user that runs Postfix's bounce pipe and the parsers "
+                     "of returned mail; it can read no secret. The private Redis runs as "
+                     "USER-redis. `txmail up` creates both if they are missing.", "txmail")
     listen: ListenSettings = field(default_factory=ListenSettings)
     trusted: TrustedSettings = field(default_factory=TrustedSettings)
     postfix: PostfixSettings = field(default_factory=PostfixSettings)
