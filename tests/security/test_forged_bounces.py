@@ -10,6 +10,7 @@ bounce list. Only a DSN at the bounce address signed for that very message and r
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -82,3 +83,50 @@ def test_the_genuine_bounce_still_suppresses(stack: Stack, sink: Sink, account: 
     event = account.wait("bounce", rcpt, queue_id)
     assert event["details"].get("trusted", True) is True
     assert [e["recipient"] for e in account.suppressed()] == [rcpt]
+
+
+def test_a_recipient_cannot_get_another_suppressed(stack: Stack, sink: Sink,
+                                                   account: Account) -> None:
+    """Issue 15 (2): both received one message; the forger's return path is genuine, but it
+    names the forger's own queue file, so a complaint about the other recipient is not
+    believed, and no complaint counts toward the account's suspension unless a feedback
+    loop signed it."""
+    forger = f"fbl-forger-{account.name}@dest.example"
+    victim = f"fbl-victim-{account.name}@dest.example"
+    queue_id = account.send([forger, victim])
+    account.wait("delivery", forger, queue_id)
+    account.wait("delivery", victim, queue_id)
+    forger_copy, victim_copy = sink.find(forger)[-1], sink.find(victim)[-1]
+    assert forger_copy.sender != victim_copy.sender  # a return path each
+    Sink.deliver(stack.smtp, "", forger_copy.sender,
+                 Sink.arf(forger_copy.sender, victim, bytes(forger_copy.data)))
+    complaint = account.wait("complaint", victim, queue_id)
+    assert complaint["details"]["trusted"] is False
+    assert victim not in [e["recipient"] for e in account.suppressed()]
+    # About themselves they are believed: it is their own outcome.
+    Sink.deliver(stack.smtp, "", forger_copy.sender,
+                 Sink.arf(forger_copy.sender, forger, bytes(forger_copy.data)))
+    own = account.wait("complaint", forger, queue_id)
+    assert own["details"].get("trusted", True) is True
+    listed = [e["recipient"] for e in account.suppressed()]
+    assert forger in listed and victim not in listed
+    stats = json.loads(stack.txmail("stats", "--account", account.name, "--json").stdout)
+    assert stats[0]["reputation"]["complained"] == 0
+
+
+def test_a_forged_bounce_first_does_not_hide_the_genuine_one(stack: Stack, sink: Sink,
+                                                             account: Account) -> None:
+    """Issue 15 (4): the untrusted report used to take the event id, and the genuine bounce
+    that followed was dropped as reported again."""
+    rcpt = f"first-forged-{account.name}@dest.example"
+    queue_id, original = delivered(sink, account, rcpt)
+    local, domain = original.sender.split("@")
+    Sink.deliver(stack.smtp, "", f"{local[:-4]}aaaa@{domain}", Sink.dsn(original, rcpt))
+    forged = account.wait("bounce", rcpt, queue_id)
+    assert forged["details"]["trusted"] is False
+    Sink.deliver(stack.smtp, "", original.sender, Sink.dsn(original, rcpt))
+    genuine = account.receiver.wait_event(
+        lambda e: e["account"] == account.name and e["kind"] == "bounce"
+        and e["recipient"] == rcpt and e["details"].get("trusted", True) is True, 30)
+    assert genuine["id"] != forged["id"]
+    assert rcpt in [e["recipient"] for e in account.suppressed()]
