@@ -37,6 +37,7 @@ from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.milter import copies, finish, rules
 from txmail.milter.rules import Refusal
+from txmail.milter.rules.size import client_size
 from txmail.milter.submission import Submission, strip_brackets
 from txmail.store.accounts import Account
 from txmail.tracker.counters import count_message
@@ -156,7 +157,7 @@ class TxmailMilter(Milter.Base):
         submission, account = self.submission, self.account
         if submission is not None and account is not None:
             # Past the account's limit the message is refused at eom; stop holding it.
-            if self.keep_body and submission.size + len(chunk) > \
+            if self.keep_body and client_size(submission) + len(chunk) > \
                     account.settings["max_message_size"]:
                 self.keep_body = False
                 submission.drop_body()
