@@ -9,8 +9,10 @@ RUN echo "postfix postfix/main_mailer_type select No configuration" | debconf-se
  && apt-get install -y --no-install-recommends postfix dovecot-core redis-tools libmilter1.0.1 \
         libmilter-dev gcc python3-venv python3-dev ca-certificates openssl \
  && rm -rf /var/lib/apt/lists/*
-# A fixed uid, so every container agrees on who owns the secrets in the shared volume.
-RUN useradd --system --uid 990 --user-group --no-create-home --home-dir /nonexistent \
+# A fixed uid and gid, so every container agrees on who may enter the bounce recorder's socket
+# folder and read the configuration in the shared volume (the keys are root's alone).
+RUN groupadd --system --gid 990 txmail \
+ && useradd --system --uid 990 --gid txmail --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin txmail
 
 WORKDIR /opt/txmail
