@@ -69,13 +69,19 @@ class PostfixSettings:
     relayhost: str = _doc("Next hop for all outbound mail as HOST:PORT or [HOST]:PORT; empty "
                           "means deliver to each recipient domain's MX hosts.", "")
     syslog_name: str = _doc("Prefix of this instance's log lines.", "txmail")
-    message_size_limit: int = _doc("Largest message Postfix accepts, in bytes. Accounts can "
-                                   "only lower it.", 52_428_800)
+    message_size_limit: int = _doc("Largest message Postfix accepts, in bytes as the client "
+                                   "sends it (main.cf adds room for what Postfix and txmail "
+                                   "add). Accounts can only lower it.", 52_428_800)
     maillog: str = _doc("Postfix's log file (maillog_file), relative to state_dir.",
                         "log/postfix.log")
     digest_rate_delay: str = _doc("Pause between two deliveries of digest-class mail to one "
                                   "destination (Postfix time: 1s, 2m, ...); digest mail goes "
                                   "out one message at a time per destination.", "1s")
+    smtp_recipient_rate: int = _doc("Recipients one client address may name per minute on "
+                                    "port 25 (Postfix anvil: smtpd_client_recipient_rate_limit), "
+                                    "logged in or not; past it the client hears 450 4.7.1 and "
+                                    "retries later. Loopback (mynetworks) is exempt. 0: no "
+                                    "limit.", 300)
 
 
 @dataclass(frozen=True)
@@ -426,6 +432,8 @@ def validate(settings: Settings) -> None:
             _check_port("postfix.relayhost", int(m.group(2)[1:]))
     if settings.postfix.message_size_limit < 1024:
         raise ConfigError("postfix.message_size_limit must be at least 1024 bytes")
+    if settings.postfix.smtp_recipient_rate < 0:
+        raise ConfigError("postfix.smtp_recipient_rate must be 0 (no limit) or more")
     if not re.match(r"^[0-9]+[smhdw]?$", settings.postfix.digest_rate_delay):
         raise ConfigError(f"postfix.digest_rate_delay = {settings.postfix.digest_rate_delay!r}: "
                           "write a Postfix time such as 1s or 2m")

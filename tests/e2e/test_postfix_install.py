@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Sink, Stack, free_port, simple_message, state_dir, wait_for
+from txmail.stack.render import QUEUE_FILE_ROOM
 
 pytestmark = pytest.mark.e2e
 
@@ -81,7 +82,11 @@ def test_install_into_existing_postfix_and_send(operator_postfix: tuple[Path, in
     assert postconf_h(etc, "smtpd_banner") == OPERATOR_BANNER
     assert postconf_h(etc, "transport_maps").startswith(f"texthash:{etc}/op_transport")
     assert "socketmap:" in postconf_h(etc, "transport_maps")
-    assert postconf_h(etc, "message_size_limit") == "52428800"  # raised, never lowered
+    # raised, never lowered: txmail's 50 MB plus the room of Postfix's queue file
+    assert postconf_h(etc, "message_size_limit") == str(52428800 + QUEUE_FILE_ROOM)
+    # the operator's port 25 takes txmail's bounces now: no VRFY, no ETRN there either
+    assert postconf_h(etc, "disable_vrfy_command") == "yes"
+    assert postconf_h(etc, "smtpd_etrn_restrictions").startswith("check_etrn_access")
     assert postconf_h(etc, "enable_long_queue_ids") == "yes"
     master = subprocess.run(["postconf", "-c", str(etc), "-M"], capture_output=True,
                             text=True, check=True).stdout

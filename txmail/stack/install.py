@@ -9,7 +9,11 @@ main.cf and master.cf, parameter by parameter:
   * list-valued settings txmail extends (relay_domains, transport_maps, milter_header_checks)
     are merged: the operator's entries are kept, txmail's are added once;
   * a few global settings are set (long queue ids, the bounce pipe's recipient limit, the
-    priority/digest transports' pacing); message_size_limit only ever grows;
+    priority/digest transports' pacing, VRFY off); message_size_limit only ever grows;
+  * the operator's port 25 now takes txmail's bounces, so what must hold there is made global:
+    VRFY is off (disable_vrfy_command) and, unless the operator restricts ETRN already
+    (smtpd_etrn_restrictions), ETRN is refused. The recipient limits of txmail's own port 25
+    (master.cf) are left to the operator, as a note in the plan;
   * the instance settings of txmail's own Postfix (queue and data directories, myhostname,
     relayhost, logging, TLS client policy, ...) are the operator's business and are skipped.
 
@@ -55,7 +59,10 @@ MERGED_LISTS = frozenset({"relay_domains", "transport_maps", "milter_header_chec
 # Parameters that only ever grow.
 AT_LEAST = frozenset({"message_size_limit"})
 # Global parameters txmail sets (besides those of its own transports, `NAME_*`).
-GLOBAL_PARAMETERS = frozenset({"enable_long_queue_ids"})
+GLOBAL_PARAMETERS = frozenset({"enable_long_queue_ids", "disable_vrfy_command"})
+# smtpd settings that go on txmail's listeners and also into main.cf when the operator has not
+# set them, so that the operator's port 25, which takes txmail's bounces, refuses the same.
+OPERATOR_DEFAULTS = frozenset({"smtpd_etrn_restrictions"})
 # Postfix's own services in txmail's rendered master.cf: the operator has theirs.
 POSTFIX_SERVICES = frozenset({
     "pickup", "cleanup", "qmgr", "tlsmgr", "rewrite", "bounce", "defer", "trace", "verify",
@@ -177,6 +184,8 @@ def plan(settings: Settings, config_file: Path, operator_dir: Path) -> Plan:
         if (name.startswith(("smtpd_", "milter_")) or name in LISTENER_PARAMETERS) and (
                 name not in MERGED_LISTS):
             listener_options += _o(name, value)
+            if name in OPERATOR_DEFAULTS and not theirs.get(name):
+                main[name] = value
         elif name in MERGED_LISTS:
             main[name] = _merge_list(theirs.get(name, ""), value)
         elif name in AT_LEAST:
@@ -204,8 +213,22 @@ def plan(settings: Settings, config_file: Path, operator_dir: Path) -> Plan:
             master.append(entry)
     _check_conflicts(master, master_entries(operator_dir))
     notes = ["the operator's port 25 service takes the bounces for the return-path domains "
-             "(relay_domains and transport_maps now include txmail's socketmap)"]
+             "(relay_domains and transport_maps now include txmail's socketmap)",
+             *_port25_notes(settings, theirs)]
     return Plan(main=main, master=master, notes=notes)
+
+
+def _port25_notes(settings: Settings, theirs: dict[str, str]) -> list[str]:
+    """What txmail's own port 25 has and the operator's is left without (master.cf)."""
+    notes = []
+    if theirs.get("smtpd_etrn_restrictions"):
+        notes.append("smtpd_etrn_restrictions is the operator's and was kept: make sure it "
+                     "refuses ETRN from the internet on port 25")
+    rate = settings.postfix.smtp_recipient_rate
+    notes.append("to bound what one client can make the bounce pipe run, add to the operator's "
+                 "port 25 service in master.cf: -o smtpd_recipient_limit=100"
+                 + (f" -o smtpd_client_recipient_rate_limit={rate}" if rate else ""))
+    return notes
 
 
 def _check_conflicts(ours: list[MasterEntry], theirs: list[MasterEntry]) -> None:

@@ -19,6 +19,17 @@ from txmail.config import Settings
 from txmail.errors import ConfigError
 
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+# Postfix checks message_size_limit against its whole queue file, not against what the client
+# sent: its Received header (up to about 1 KB with long names and the TLS line), txmail's
+# headers and DKIM signatures (about 1 KB each), and the envelope records (sender, and per
+# recipient the address twice plus DSN attributes: 364 bytes a recipient measured with
+# 100-character addresses, up to 1 KB with 320-character ones). Without room for them a
+# message of exactly the configured size (a 20,000-byte message with a limit of 20,000) was
+# refused with "552 5.3.4 Error: message file too big". The room: 64 KiB for the headers plus
+# 1 KiB for each of the 1,000 recipients smtpd takes in one transaction (smtpd_recipient_limit).
+# The client's message itself is held to each account's max_message_size by the milter's size
+# rule, which counts what the client sent (milter/rules/size.py).
+QUEUE_FILE_ROOM = 64 * 1024 + 1000 * 1024
 POSTFIX_FILES = ("main.cf", "master.cf", "transport", "reject_footer.regexp",
                  "milter_header_checks.regexp", "smtp_header_checks.regexp")
 
@@ -61,7 +72,8 @@ def values(settings: Settings, config_file: Path) -> dict[str, str]:
         "relayhost": settings.postfix.relayhost,
         "route_nexthop": settings.postfix.relayhost,
         "digest_rate_delay": settings.postfix.digest_rate_delay,
-        "message_size_limit": str(settings.postfix.message_size_limit),
+        "message_size_limit": str(postfix_size_limit(settings)),
+        "smtp_recipient_rate": str(settings.postfix.smtp_recipient_rate),
         "tls_cert": str(settings.path(settings.tls.cert_file)),
         "tls_key": str(settings.path(settings.tls.key_file)),
         "sasl_socket": str(state / "run/dovecot/auth-postfix"),
@@ -73,6 +85,12 @@ def values(settings: Settings, config_file: Path) -> dict[str, str]:
         "policyd_socket": str(settings.path(settings.policyd.socket)),
         "trusted_listener": trusted_listener(settings),
     }
+
+
+def postfix_size_limit(settings: Settings) -> int:
+    """Postfix's message_size_limit: postfix.message_size_limit (the largest message a client
+    may send) plus the room Postfix's queue file needs around it."""
+    return settings.postfix.message_size_limit + QUEUE_FILE_ROOM
 
 
 def trusted_listener(settings: Settings) -> str:
