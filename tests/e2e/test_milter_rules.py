@@ -133,9 +133,14 @@ def test_single_recipient_mode(stack: Stack, sink: Sink, single: Login) -> None:
     code, text, _ = submit(stack, single, "outgoing@maxe.example", [bcc, to, dropped], message)
     assert code == 250, text
     delivered, captured = at_sink(sink, to)
-    assert sorted(captured.recipients) == sorted([to, bcc])  # type: ignore[attr-defined]
-    assert delivered["From"] == "Oxford Stones <outgoing@maxe.example>"
-    assert delivered["To"] == to and delivered["Cc"] is None
+    # The BCC recipient gets the same message in a queue file of its own, so that its bounce
+    # address vouches for it alone (issue 15).
+    assert captured.recipients == [to]  # type: ignore[attr-defined]
+    copy, copied = at_sink(sink, bcc)
+    assert copied.recipients == [bcc]  # type: ignore[attr-defined]
+    for message in (delivered, copy):
+        assert message["From"] == "Oxford Stones <outgoing@maxe.example>"
+        assert message["To"] == to and message["Cc"] is None
     assert not sink.find(dropped)
     queue_id = queue_id_of(text)
     events = [json.loads(fields["event"]) for _, fields in
