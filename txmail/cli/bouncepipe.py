@@ -1,9 +1,10 @@
-"""`txmail bounce-pipe` (Postfix's pipe(8) transport), `txmail bounces serve` (the long-running
-parser the pipe hands its mail to) and `txmail bounces unparsed`.
+"""`txmail bounce-pipe` (Postfix's pipe(8) transport), `txmail bounces serve` (the recorder the
+pipe hands its mail to, with its unprivileged parser workers) and `txmail bounces unparsed`.
 
-`bounce-pipe` exits 0 or 75 only, whatever happens (txmail/bounce_pipe/main.py); it never goes
-through the CLI's usual error mapping, which would exit 1 or 2 and make Postfix discard the
-bounce. `bounces unparsed` lists, shows and exports the returned mail the pipe kept.
+`bounce-pipe` only hands the mail to `bounces serve`, and exits 0 or 75 only, whatever happens
+(txmail/bounce_pipe/main.py); it never goes through the CLI's usual error mapping, which would
+exit 1 or 2 and make Postfix discard the bounce. `bounces unparsed` lists, shows and exports
+the returned mail the pipe kept.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from txmail.errors import NotFound
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="-- SENDER RECIPIENT")
 @click.pass_obj
 def bounce_pipe(obj: object, args: tuple[str, ...]) -> None:
-    """Take one returned mail on stdin for RECIPIENT (run by Postfix's pipe(8); exits 0 or 75)."""
+    """Hand one returned mail on stdin for RECIPIENT to `bounces serve` (Postfix's pipe(8) runs
+    it; exits 0 or 75)."""
     from txmail.bounce_pipe.main import run
 
     sys.exit(run(lambda: obj.settings, list(args)))  # type: ignore[attr-defined]
@@ -33,7 +35,8 @@ def bounce_pipe(obj: object, args: tuple[str, ...]) -> None:
 @bounces.command("serve")
 @click.pass_obj
 def serve(obj: object) -> None:
-    """Parse the returned mail each bounce pipe hands over (normally started by `txmail up`)."""
+    """Record the returned mail each bounce pipe hands over, parsed by unprivileged workers
+    (run as root; normally started by `txmail up`)."""
     from txmail.bounce_pipe import server
     from txmail.cli.daemons import setup_logging
 
