@@ -297,16 +297,6 @@ class TrackerSettings:
 
 
 @dataclass(frozen=True)
-class DevSettings:
-    """`txmail up --dev` only."""
-
-    capture_port: int = _doc("Port of the local capture SMTP server that stands in for the "
-                             "internet in --dev mode.", 2525)
-    capture_dir: str = _doc("Where --dev stores every delivered message, relative to "
-                            "state_dir.", "captured")
-
-
-@dataclass(frozen=True)
 class AuthPolicySettings:
     """`txmail authpolicy`: a per-login limit on password guessing, asked by Dovecot.
 
@@ -336,6 +326,16 @@ class AuthPolicySettings:
                                 "password stays known for that login and password.", 30.0)
     remember_max: int = _doc("Client addresses remembered per login (the oldest go first).",
                              100)
+
+
+@dataclass(frozen=True)
+class DevSettings:
+    """`txmail up --dev` only."""
+
+    capture_port: int = _doc("Port of the local capture SMTP server that stands in for the "
+                             "internet in --dev mode.", 2525)
+    capture_dir: str = _doc("Where --dev stores every delivered message, relative to "
+                            "state_dir.", "captured")
 
 
 @dataclass(frozen=True)
