@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from tests.harness import RedisServer, Sink, Stack
 
@@ -21,6 +22,15 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.close()
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client of the session's real Redis, closed after the test."""
+    made = redis_server.client()
+    yield made
+    made.close()
+    made.connection_pool.disconnect()
 
 
 @pytest.fixture(scope="session")

@@ -343,6 +343,16 @@ class Stack:
     def submission(self) -> int:
         return 587 + self.offset
 
+    def configure(self, section: str, **values: Any) -> Stack:
+        """Change settings of one section of txmail.toml (before start())."""
+        from txmail import config
+
+        settings = config.load(self.config)
+        changed = dataclasses.replace(getattr(settings, section), **values)
+        self.config.write_text(config.to_toml(dataclasses.replace(settings,
+                                                                  **{section: changed})))
+        return self
+
     def start(self, timeout: float = 60.0, dev: bool = False,
               args: tuple[str, ...] = ()) -> Stack:
         out = self.output_path.open("w")

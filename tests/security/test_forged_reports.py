@@ -17,7 +17,6 @@ import base64
 import dataclasses
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import dkim
@@ -26,7 +25,6 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.harness import RedisServer
 from txmail.bounce_pipe import feedback
 from txmail.bounce_pipe.main import process
 from txmail.bounce_pipe.parse import BounceReport, parse_report
@@ -43,14 +41,6 @@ PARENT = "4jPARENT0000001"
 COPY = "4jCOPY000000001"
 FORGER = "forger@dest.example"
 VICTIM = "victim@dest.example"
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    made = redis_server.client()
-    yield made
-    made.close()
-    made.connection_pool.disconnect()
 
 
 @pytest.fixture

@@ -13,14 +13,12 @@ milter with the account's sentence.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import smtplib
 from collections.abc import Iterator
 
 import pytest
 
 from tests.harness import Sink, Stack, simple_message
-from txmail import config
 
 pytestmark = pytest.mark.e2e
 
@@ -29,10 +27,8 @@ LIMIT = 20_000
 
 @pytest.fixture(scope="module")
 def node(sink: Sink) -> Iterator[Stack]:
-    made = Stack(relay_port=sink.port, name="size")
-    settings = config.load(made.config)
-    made.config.write_text(config.to_toml(dataclasses.replace(settings, postfix=dataclasses.replace(
-        settings.postfix, message_size_limit=LIMIT))))
+    made = Stack(relay_port=sink.port, name="size").configure("postfix",
+                                                             message_size_limit=LIMIT)
     try:
         yield made.start()
     finally:

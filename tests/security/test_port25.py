@@ -12,7 +12,6 @@ The rendered configuration is compared against the expected lines, and Postfix i
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import smtplib
 from collections.abc import Iterator
 
@@ -71,10 +70,8 @@ def test_one_transaction_takes_at_most_100_recipients(stack: Stack) -> None:
 
 @pytest.fixture(scope="module")
 def limited(sink: Sink) -> Iterator[Stack]:
-    node = Stack(relay_port=sink.port, name="port25")
-    settings = config.load(node.config)
-    node.config.write_text(config.to_toml(dataclasses.replace(settings, postfix=dataclasses.replace(
-        settings.postfix, smtp_recipient_rate=RATE))))
+    node = Stack(relay_port=sink.port, name="port25").configure("postfix",
+                                                                smtp_recipient_rate=RATE)
     try:
         yield node.start()
     finally:

@@ -15,7 +15,6 @@ outside it and one bound to 127.0.0.2 inside it).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import pwd
 import re
 import smtplib
@@ -43,11 +42,8 @@ LISTENERS = ("smtp", "submission", "submissions", "reinject", "trusted", "txmail
 
 @pytest.fixture(scope="module")
 def node(sink: Sink) -> Iterator[Stack]:
-    made = Stack(relay_port=sink.port, name="relay")
-    settings = config.load(made.config)
-    made.config.write_text(config.to_toml(dataclasses.replace(settings, trusted=dataclasses.replace(
-        settings.trusted, port=free_port(), networks=[f"{TRUSTED_CLIENT}/32"],
-        account="relaya"))))
+    made = Stack(relay_port=sink.port, name="relay").configure(
+        "trusted", port=free_port(), networks=[f"{TRUSTED_CLIENT}/32"], account="relaya")
     try:
         yield made.start()
     finally:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ import redis
 from aiohttp.test_utils import TestClient, TestServer
 from redis.cluster import key_slot
 
-from tests.harness import RedisServer
 from txmail.authpolicy import credentials, decide, server
 from txmail.store import Keys
 
@@ -45,13 +43,6 @@ def guard_on(client: redis.Redis, clock: Clock) -> server.Guard:
         return scripts[name](keys=keys, args=args)
 
     return server.Guard(run, Keys(f"ap{next(_prefixes)}:"), LIMITS, b"f" * 32, clock)
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    made = redis_server.client()
-    yield made
-    made.close()
 
 
 def attempt(password: str, remote: str = "198.51.100.7") -> decide.Attempt:

@@ -1,24 +1,13 @@
 """Fixtures of the event tests (also imported by tests/unit/maillog and tests/unit/webhooks):
-a client of the session's real Redis, closed after the test, and a fresh key prefix."""
+a fresh key prefix. The Redis client fixture is tests/conftest.py's."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
-import redis
 
-from tests.harness import RedisServer
 from txmail.store import Keys
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    made = redis_server.client()
-    yield made
-    made.close()
-    made.connection_pool.disconnect()
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""Redis client and key-prefix fixtures, shared with tests/unit/events."""
+"""The key-prefix fixture, shared with tests/unit/events."""
 
-from tests.unit.events.conftest import client, keys
+from tests.unit.events.conftest import keys
 
-__all__ = ["client", "keys"]
+__all__ = ["keys"]

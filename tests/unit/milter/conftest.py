@@ -28,11 +28,6 @@ def prefix(redis_server: RedisServer) -> Iterator[str]:
 
 
 @pytest.fixture
-def client(redis_server: RedisServer) -> redis.Redis:
-    return redis_server.client()
-
-
-@pytest.fixture
 def smtp(client: redis.Redis, prefix: str,
          monkeypatch: pytest.MonkeyPatch) -> Callable[..., Conversation]:
     """`smtp(settings={...}, node=Settings(...), **services)`: a connection logged in as
