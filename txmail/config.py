@@ -213,12 +213,14 @@ class BouncePipeSettings:
                              "first, with a warning in the pipe's log).", 10_000)
     unparsed_max_bytes: int = _doc("Most bytes of one returned mail kept for inspection.",
                                    256 * 1024)
-    feedback_loops: list = _doc("Domains of the mailbox providers' feedback loops whose "
-                                "complaint reports count toward an account's suspension: a "
-                                "report counts only when a DKIM signature of one of these "
-                                "domains (or a subdomain) verifies on it (RFC 6449). Other "
-                                "complaints are recorded and suppress their recipient, but are "
-                                "not counted. Yahoo's reports are signed by arf.mail.yahoo.com.",
+    feedback_loops: list = _doc("DKIM signing domains of mailbox providers' feedback loops: a "
+                                "complaint counts toward an account's suspension only when a "
+                                "signature of one of these exact domains verifies on the "
+                                "report (RFC 6449). List only domains that sign feedback "
+                                "reports alone, never a provider's main domain, which also "
+                                "signs its users' mail. Other complaints are recorded and "
+                                "suppress their recipient, but are not counted. Yahoo's "
+                                "reports are signed by arf.mail.yahoo.com.",
                                 ["arf.mail.yahoo.com"])
     untrusted_events_per_report: int = _doc("Most events one returned mail without a valid "
                                             "token (or about recipients its token does not "

@@ -1,17 +1,18 @@
 """Events: the one shape every outcome takes, and how an event is recorded.
 
 SYNOPSIS
-    event = make_event(kind, account, message_id, recipient, details, tags=...)
-    Recorder(client, keys, ...).record(event, trusted=True) -> Recorded
+    event = make_event(kind, account, message_id, recipient, details, tags=..., trusted=...)
+    Recorder(client, keys, ...).record(event, policy, untrusted_cap=..., counts=...) -> Recorded
 
 DESCRIPTION
     An event is {"id", "kind", "recipient", "message_id", "timestamp", "account", "tags",
-    "details"} (DESIGN.md, Contracts). `kind` is one of KINDS. There is exactly one event per
-    (message, recipient, kind), except open and click, which are counted every time but go to
-    the stream once. Because of that rule the id of such an event is derived from the account,
-    message, recipient and kind, so whichever process reports it first (the maillog follower
-    or the bounce pipe, a retried pipe run included) the id is the same and stays stable
-    through retries, dead letters and replays.
+    "details"} (DESIGN.md, Contracts). `kind` is one of KINDS. There is exactly one trusted
+    event per (message, recipient, kind), except open and click, which are counted every time
+    but go to the stream once; an untrusted report of the same outcome may add one more, marked
+    details.trusted = false (below). Because of that rule the id of such an event is derived
+    from the account, message, recipient, kind and trust, so whichever process reports it
+    first (the maillog follower or the bounce pipe, a retried pipe run included) the id is the
+    same and stays stable through retries, dead letters and replays.
 
     Recording an event (store/scripts/event_record.lua, one call):
       * appends it to the account's stream PREFIX {ACCOUNT}:events, unless it was recorded
@@ -37,10 +38,11 @@ DESCRIPTION
     `untrusted_cap` of them are recorded per message (Recorder.record), so forged reports
     cannot flood an account's webhook.
 
-    A trusted complaint counts against the reputation only when a mailbox provider's feedback
-    loop signed the report (details.feedback_loop, set by the bounce pipe): a recipient can
-    write an ARF report about themselves, and one per thousand recipients would suspend an
-    account.
+    What counts against the reputation is the caller's to say (record(counts=...)): the bounce
+    pipe counts a complaint only when a mailbox provider's feedback loop signed the report, and
+    a bounce only when Postfix did not see the message delivered to that recipient, because a
+    recipient can write a DSN or an ARF report about themselves, and one per thousand
+    recipients would suspend an account.
 
     The stream is capped (events.stream_max) by the webhooks dispatcher only, and only below
     what its consumer group has acknowledged, so an event is never trimmed before it has been
@@ -213,6 +215,18 @@ def reputation_hook(client: Client, keys: Keys,
 COUNTED_KINDS = ("delivery", "bounce", "complaint")
 
 
+def record_call(keys: Keys, event: Event, day: str, seen_ttl: int, counter_ttl: int,
+                untrusted_cap: int = 0) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of store/scripts/event_record.lua for `event` (documented there)."""
+    trusted_field = f"{event.kind}:{event.recipient}"
+    return ([keys.events(event.account), keys.event_seen(event.account, event.message_id or "-"),
+             keys.event_counts(event.account, day)],
+            [trusted_field if event.trusted else f"untrusted:{trusted_field}", event.id,
+             event.to_json(), seen_ttl, counter_ttl, "0" if event.kind in REPEATING else "1",
+             event.kind, "" if event.trusted else trusted_field,
+             0 if event.trusted else max(0, untrusted_cap), *event.tags])
+
+
 class Recorder:
     """Records events of any account into Redis. Clock and outcome hook are arguments."""
 
@@ -229,23 +243,17 @@ class Recorder:
         self._record = client.register_script(_RECORD)
 
     def record(self, event: Event, policy: SuppressionPolicy | None = None,
-               untrusted_cap: int = 0) -> Recorded:
+               untrusted_cap: int = 0, counts: bool = True) -> Recorded:
         """Record `event` (see the module text); safe to call again for the same event.
         `untrusted_cap` > 0: an untrusted event is not recorded once its message has that
-        many untrusted events."""
+        many untrusted events. `counts` False: a trusted delivery, bounce or complaint is
+        recorded and suppresses, but does not feed the reputation counters (the caller
+        knows its source cannot be told from the recipient's own word)."""
         unique = event.kind not in REPEATING
-        trusted_field = f"{event.kind}:{event.recipient}"
-        seen_field = trusted_field if event.trusted else f"untrusted:{trusted_field}"
-        day = utc_day(self.clock())
+        keys, args = record_call(self.keys, event, utc_day(self.clock()), self.seen_ttl,
+                                 self.counter_ttl, untrusted_cap)
         with guard(f"{event.message_id}: recording a {event.kind} event"):
-            state, event_id, counted = self._record(
-                keys=[self.keys.events(event.account),
-                      self.keys.event_seen(event.account, event.message_id or "-"),
-                      self.keys.event_counts(event.account, day)],
-                args=[seen_field, event.id, event.to_json(), self.seen_ttl, self.counter_ttl,
-                      "1" if unique else "0", event.kind,
-                      "" if event.trusted else trusted_field,
-                      0 if event.trusted else max(0, untrusted_cap), *event.tags])
+            state, event_id, counted = self._record(keys=keys, args=args)
         state = int(state)
         if state == 3:
             log.info("%s: untrusted %s to=<%s> not recorded: the message has %d untrusted "
@@ -266,13 +274,11 @@ class Recorder:
             if state == 1:
                 log.info("%s: suppress: <%s> on the bounce list of %s (%s)", event.message_id,
                          event.recipient, event.account, event.details.get("reason"))
-        if (unique and event.trusted and event.kind in COUNTED_KINDS and not int(counted)
-                and self.outcome_hook is not None
-                and (event.kind != "complaint" or event.details.get("feedback_loop"))):
+        if (counts and unique and event.trusted and event.kind in COUNTED_KINDS
+                and not int(counted) and self.outcome_hook is not None):
             self.outcome_hook(event.account, event.kind)
             with guard(f"{event.message_id}: marking an outcome counted"):
-                self.client.hset(self.keys.event_seen(event.account, event.message_id or "-"),
-                                 f"counted:{seen_field}", "1")
+                self.client.hset(keys[1], f"counted:{args[0]}", "1")
         return Recorded(event_id=event_id, new=state == 1, suppressed=suppressed)
 
     def count_attempt(self, account: str, message_id: str, recipient: str) -> int:

@@ -29,6 +29,7 @@ from txmail.bounce_pipe import feedback
 from txmail.bounce_pipe.main import process
 from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.config import Settings
+from txmail.errors import TemporaryFailure
 from txmail.events import Recorder, make_event, stream_events
 from txmail.milter.bounce_address import bounce_address
 from txmail.store import Keys
@@ -226,6 +227,54 @@ def test_only_signatures_that_verify_name_a_feedback_loop() -> None:
     tampered = signed.replace(b"Subject: report", b"Subject: r3port")
     assert feedback.verified_signers(tampered, lookup) == ()
     assert feedback.verified_signers(raw, lookup) == ()  # unsigned
-    assert feedback.feedback_loop(("arf.mail.yahoo.com",), ["yahoo.com"]) == "arf.mail.yahoo.com"
-    assert feedback.feedback_loop(("notyahoo.com",), ["yahoo.com"]) == ""
+    loops = ["arf.mail.yahoo.com"]
+    assert feedback.feedback_loop(("arf.mail.yahoo.com",), loops) == "arf.mail.yahoo.com"
+    # A provider's main domain signs its users' mail: neither it nor a sibling is the loop.
+    assert feedback.feedback_loop(("yahoo.com", "x.arf.mail.yahoo.com"), loops) == ""
     assert isinstance(BounceReport().dkim_domains, tuple)
+
+
+def outcomes(client: redis.Redis, settings: Settings, account: str, field: str) -> int:
+    keys = Keys(settings.redis.prefix)
+    return int(client.hget(keys.outcomes(account, int(time.time() // 86400)), field) or 0)
+
+
+def test_a_recipient_cannot_raise_the_bounce_rate_with_dsns_about_themselves(
+        client: redis.Redis, settings: Settings, account: str) -> None:
+    """After Postfix delivered the message, a DSN for that recipient is what the recipient can
+    write: it suppresses them (their own outcome) but does not count toward suspension."""
+    sent_to_both(client, settings, account)
+    recorder = Recorder(client, Keys(settings.redis.prefix))
+    recorder.record(make_event("delivery", account, PARENT, FORGER))
+    bounce = dsn([FORGER], return_path(PARENT)).replace(PARENT.encode(), b"4jNOTHING000001")
+    outcome = process(settings, client, bounce, "", return_path(PARENT),
+                      forwarder=lambda raw, to, queue_id: None)
+    assert outcome.trusted
+    assert suppressed(client, settings, account) == [FORGER]
+    assert outcomes(client, settings, account, "bounced") == 0
+    # Postfix never saw the victim's copy delivered: a bounce for it counts.
+    process(settings, client, dsn([VICTIM], return_path(COPY)), "", return_path(COPY),
+            forwarder=lambda raw, to, queue_id: None)
+    assert outcomes(client, settings, account, "bounced") == 1
+
+
+def test_a_queue_file_of_several_mailboxes_vouches_for_nobody(
+        client: redis.Redis, settings: Settings, account: str) -> None:
+    """A record written before every recipient had a queue file of its own."""
+    Messages(client, Keys(settings.redis.prefix), 86400).record(MessageRecord(
+        queue_id=PARENT, account=account, envelope_sender=f"app@{account}.example",
+        recipients=[FORGER, VICTIM]))
+    outcome = process(settings, client, arf(VICTIM, return_path(PARENT)), "",
+                      return_path(PARENT), forwarder=never_forward)
+    assert outcome.trusted
+    assert suppressed(client, settings, account) == []
+
+
+def test_a_dns_outage_is_a_reason_to_try_again_not_an_unsigned_report() -> None:
+    signed, _ = _signed(arf(VICTIM, "fbl@mta.acme.example"), "arf.mail.yahoo.com")
+
+    def silent(name: bytes, timeout: float = 5) -> bytes | None:
+        raise TemporaryFailure("DNS did not answer")
+
+    with pytest.raises(TemporaryFailure):
+        feedback.verified_signers(signed, silent)

@@ -12,8 +12,8 @@ DESCRIPTION
     provider's feedback loop sent it, and RFC 6449 (section 3.5) says how a receiver can tell:
     feedback loops sign their reports with DKIM. So the report's DKIM-Signature fields are
     verified (dkimpy, keys looked up in DNS) and the domains of the valid ones are kept; a
-    report is a feedback loop's when one of them is, or is below, a domain the operator listed
-    in bounce_pipe.feedback_loops.
+    report is a feedback loop's when one of them is exactly a domain the operator listed in
+    bounce_pipe.feedback_loops (see feedback_loop()).
 
     Verification runs where the report is parsed (the unprivileged parser): it needs DNS, never
     a secret.
@@ -24,8 +24,10 @@ BOUNDS
     carries one message, usually headers only).
 
 FAILURE
-    Never raises on bad mail: a signature that does not verify, a key that cannot be found, a
-    DNS timeout or a malformed message gives no domain.
+    Never raises on bad mail: a signature that does not verify, a key that does not exist or a
+    malformed message gives no domain. A DNS server that does not answer raises
+    TemporaryFailure: the bounce pipe answers 75 and Postfix brings the report again later,
+    so an outage never turns a feedback loop's complaint into an uncounted one.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from collections.abc import Callable, Iterable
 import dkim
 
 from txmail import dnscheck
-from txmail.errors import TxmailError
+from txmail.errors import TemporaryFailure
 
 log = logging.getLogger("txmail.bounce_pipe")
 
@@ -59,6 +61,8 @@ def verified_signers(raw: bytes, dns_txt: DnsTxt | None = None) -> tuple[str, ..
         try:
             valid = (checker.verify(idx=index, dnsfunc=dns_txt) if dns_txt is not None
                      else checker.verify(idx=index))
+        except TemporaryFailure:
+            raise  # DNS did not answer: try again later rather than judge the report unsigned
         except Exception as exc:  # noqa: BLE001 - dkimpy raises many kinds on hostile input
             log.info("NOQUEUE: feedback report: DKIM signature %d unreadable (%s)", index,
                      exc.__class__.__name__)
@@ -70,12 +74,15 @@ def verified_signers(raw: bytes, dns_txt: DnsTxt | None = None) -> tuple[str, ..
 
 
 def feedback_loop(signers: Iterable[str], configured: Iterable[str]) -> str:
-    """The first signing domain that is (or is below) a configured feedback loop's; ""."""
-    loops = [c.lower().strip().rstrip(".") for c in configured if c.strip()]
+    """The first signing domain that is exactly a configured feedback loop's; "".
+
+    Exactly: a provider signs its users' own mail with its main domain (and a user can send an
+    ARF report like any other mail), so only the domain its feedback loop alone signs with may
+    be listed, and a subdomain of it is not the same signer."""
+    loops = {c.lower().strip().rstrip(".") for c in configured if c.strip()}
     for domain in signers:
-        for loop in loops:
-            if domain == loop or domain.endswith("." + loop):
-                return domain
+        if domain in loops:
+            return domain
     return ""
 
 
@@ -85,11 +92,10 @@ def dns_txt(nameservers: list[str], timeout: float = 5.0) -> DnsTxt:
     resolve = dnscheck.resolver(nameservers, timeout)
 
     def lookup(name: bytes | str, timeout: float = timeout) -> bytes | None:
+        """The key record, None when there is none; TemporaryFailure when DNS does not
+        answer."""
         qname = name.decode("ascii", "replace") if isinstance(name, bytes) else name
-        try:
-            values = resolve(qname.rstrip("."), "TXT")
-        except TxmailError:
-            return None
+        values = resolve(qname.rstrip("."), "TXT")
         return values[0].encode("utf-8") if values else None
 
     return lookup

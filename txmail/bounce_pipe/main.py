@@ -21,10 +21,12 @@ DESCRIPTION
         bounce-tracked message a queue file, and so a token, of its own): an outcome for any
         other address is untrusted too. Untrusted outcomes are bounded: at most
         bounce_pipe.untrusted_events_per_report of one mail and untrusted_events_per_message
-        of one message are recorded; a mail with more is kept for inspection. A complaint
-        counts toward suspension only when a feedback loop in bounce_pipe.feedback_loops
-        DKIM-signed it (feedback.py); such a report may carry its token in the returned
-        message's Return-Path instead of in the address it was sent to;
+        of one message are recorded; a mail with more is kept for inspection. What the
+        recipient could have written counts toward suspension only with more proof: a
+        complaint when a feedback loop in bounce_pipe.feedback_loops DKIM-signed it
+        (feedback.py; such a report may carry its token in the returned message's Return-Path
+        instead of in the address it was sent to), a hard bounce when Postfix did not see the
+        message delivered to that recipient;
     5.  keeps what it cannot read, or cannot match to a message, for `txmail bounces unparsed`;
     6.  forwards the bounce to the original envelope sender when the client's NOTIFY asks for
         it (txmail.bounce_pipe.forward), with a null envelope sender.
@@ -67,7 +69,7 @@ from txmail.bounce_pipe.handoff import EX_OK, EX_TEMPFAIL, pipe
 from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.config import Settings
 from txmail.errors import TxmailError
-from txmail.events import Recorder, SuppressionPolicy, make_event, reputation_hook
+from txmail.events import Event, Recorder, SuppressionPolicy, make_event, reputation_hook
 from txmail.milter.bounce_address import verify_bounce_address
 from txmail.store import account_settings
 from txmail.store.messages import MessageRecord, Messages
@@ -124,6 +126,21 @@ def find_message(
         if record is not None:
             return record, False
     return None, False
+
+
+def _counts(client: store.Client, keys: store.Keys, record: MessageRecord, event: Event,
+            loop: str) -> bool:
+    """Whether a trusted outcome may count toward the account's suspension. The recipient holds
+    the bounce address and can write a report about themselves, so a complaint counts only when
+    a feedback loop signed it, and a bounce only when Postfix did not see the message delivered
+    to that recipient (a rejection Postfix saw was counted from its log already)."""
+    if event.kind == "complaint":
+        return bool(loop)
+    if event.kind == "bounce":
+        seen = keys.event_seen(record.account, record.message_id)
+        with store.guard(f"{record.queue_id}: looking up the delivery of <{event.recipient}>"):
+            return not client.hexists(seen, f"delivery:{event.recipient}")
+    return True
 
 
 def _recipient_as_sent(record: MessageRecord, reported: str) -> str:
@@ -197,6 +214,10 @@ def process(
             clock=clock,
         )
         carried = {r.lower() for r in record.carried_recipients()}
+        if len(carried) > 1:
+            # A queue file with several mailboxes (a record written before the milter gave
+            # each recipient a queue file of its own): its token vouches for nobody.
+            carried = set()
         untrusted_left = settings.bounce_pipe.untrusted_events_per_report
         for found in report.events:
             if found.kind not in EVENT_KINDS:
@@ -224,7 +245,7 @@ def process(
             if found.feedback_type:
                 details["feedback_type"] = found.feedback_type
             if found.kind == "complaint" and loop:
-                details["feedback_loop"] = loop  # it counts toward suspension (events.py)
+                details["feedback_loop"] = loop
             event = make_event(
                 found.kind,
                 account,
@@ -236,7 +257,8 @@ def process(
                 trusted=vouched,
             )
             result = recorder.record(
-                event, policy, untrusted_cap=settings.bounce_pipe.untrusted_events_per_message)
+                event, policy, untrusted_cap=settings.bounce_pipe.untrusted_events_per_message,
+                counts=_counts(client, keys, record, event, loop))
             if result.capped:
                 outcome.skipped += 1
                 continue

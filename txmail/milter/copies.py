@@ -9,15 +9,17 @@ SYNOPSIS
     header = signer.verify(value)                    # on the copy listener; None when forged
 
 DESCRIPTION
-    One Postfix queue file has one body for all its recipients. Two things need a body per
-    recipient: tracking tokens name their recipient (issue 6), and the BCC copy of
-    single-recipient mode must arrive untracked while the To recipient's message is tracked
-    (issue 3 rule 8). So, at end of message, after every rule has passed, and only when
-    tracking actually changed the body and the message has more than one recipient, the
-    milter keeps the first recipient (in single mode the To recipient) on the client's queue
-    file, tracked for that recipient, removes every other recipient (smfi_delrcpt) and injects
-    a copy for each of them. Untracked mail, mail with nothing to track and mail with one
-    recipient take the usual path: nothing here runs for them.
+    One Postfix queue file has one body and one envelope sender for all its recipients. Three
+    things need a queue file per recipient: tracking tokens name their recipient (issue 6);
+    the BCC copy of single-recipient mode must arrive untracked while the To recipient's
+    message is tracked (issue 3 rule 8); and the signed bounce address names a queue file,
+    so with one file for all, every recipient could report outcomes about the others (issue
+    15). So, at end of message, after every rule has passed, when the message has more than
+    one recipient and bounce tracking is on (or tracking changed the body), the milter keeps
+    the first recipient (in single mode the To recipient) on the client's queue file, tracked
+    for that recipient, removes every other recipient (smfi_delrcpt) and injects a copy for
+    each of them. Mail with one recipient, and mail of an account with bounce tracking off
+    and nothing tracked, take the usual path: nothing here runs for them.
 
     A copy is the message as the rules left it (control headers stripped, the single-mode
     To/Cc/From edits applied) with the body as the client sent it, plus one header

@@ -38,7 +38,7 @@ import redis
 import redis.cluster
 
 from txmail.errors import TemporaryFailure
-from txmail.events import Event, Recorder, make_event, utc_day
+from txmail.events import Event, Recorder, make_event, record_call, utc_day
 from txmail.store import Client, Keys, guard
 from txmail.store.account_settings import FIELD_PREFIX
 from txmail.tracker.tokens import Mark
@@ -129,14 +129,9 @@ class HitWriter:
         documented there): counted every time, the first one appended to the stream. Opens and
         clicks never suppress and never feed the reputation counters, so nothing else of
         Recorder.record applies to them."""
-        day = utc_day(at)
-        self._script(keys=[self.keys.events(event.account),
-                           self.keys.event_seen(event.account, event.message_id or "-"),
-                           self.keys.event_counts(event.account, day)],
-                     args=[f"{event.kind}:{event.recipient}", event.id, event.to_json(),
-                           self.recorder.seen_ttl, self.recorder.counter_ttl, "0", event.kind,
-                           "", 0, *event.tags],
-                     client=pipe)
+        keys, args = record_call(self.keys, event, utc_day(at), self.recorder.seen_ttl,
+                                 self.recorder.counter_ttl)
+        self._script(keys=keys, args=args, client=pipe)
 
     def _one_by_one(self, events: list[Event], every: dict[str, bool]) -> int:
         for done, event in enumerate(events):
