@@ -54,18 +54,17 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 import redis
 
 from txmail import store
 from txmail.bounce_pipe import feedback, unparsed
 from txmail.bounce_pipe import forward as forwarding
-from txmail.bounce_pipe.handoff import EX_OK, EX_TEMPFAIL, pipe
+from txmail.bounce_pipe.handoff import EX_OK, EX_TEMPFAIL
 from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.config import Settings
 from txmail.errors import TxmailError
@@ -348,27 +347,3 @@ def _failed(exc: BaseException) -> str:
     expected = isinstance(exc, TxmailError | redis.RedisError)
     log.error("NOQUEUE: try again later (exit 75): %s", why, exc_info=not expected)
     return why
-
-
-def run(
-    load_settings: Callable[[], Settings], args: list[str], stdin: IO[bytes] | None = None
-) -> int:
-    """The whole command: hand the mail to `txmail bounces serve`, 0 or 75 whatever happens
-    (see EXIT STATUS). It parses nothing and reads no key: when the server does not answer,
-    the mail waits in Postfix's queue (75)."""
-    try:
-        logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="txmail bounce-pipe: %(message)s"
-        )
-        if len(args) < 2:
-            log.error("NOQUEUE: want SENDER RECIPIENT as arguments, got %d", len(args))
-            return EX_TEMPFAIL
-        settings = load_settings()
-        return pipe(str(settings.path(settings.bounce_pipe.socket)), args[0], args[1],
-                    stdin or sys.stdin.buffer, settings.bounce_pipe.max_message_bytes)
-    except BaseException as exc:  # noqa: BLE001 - anything else would make Postfix drop it
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            log.error("NOQUEUE: interrupted (%s); Postfix will retry", exc.__class__.__name__)
-        else:
-            _failed(exc)
-        return EX_TEMPFAIL

@@ -2,7 +2,7 @@
 pipe hands its mail to, with its unprivileged parser workers) and `txmail bounces unparsed`.
 
 `bounce-pipe` only hands the mail to `bounces serve`, and exits 0 or 75 only, whatever happens
-(txmail/bounce_pipe/main.py); it never goes through the CLI's usual error mapping, which would
+(txmail/bounce_pipe/__main__.py run(), the one hand-off the pipe's own entry point uses too); it never goes through the CLI's usual error mapping, which would
 exit 1 or 2 and make Postfix discard the bounce. `bounces unparsed` lists, shows and exports
 the returned mail the pipe kept.
 """
@@ -27,7 +27,7 @@ from txmail.errors import NotFound
 def bounce_pipe(obj: object, args: tuple[str, ...]) -> None:
     """Hand one returned mail on stdin for RECIPIENT to `bounces serve` (Postfix's pipe(8) runs
     it; exits 0 or 75)."""
-    from txmail.bounce_pipe.main import run
+    from txmail.bounce_pipe.__main__ import run
 
     sys.exit(run(lambda: obj.settings, list(args)))  # type: ignore[attr-defined]
 

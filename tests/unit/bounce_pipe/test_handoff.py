@@ -157,11 +157,43 @@ def test_a_pipe_process_with_nobody_listening_exits_75_and_parses_nothing(
         assert done.returncode == 75, done.stderr
 
 
-def test_the_cli_command_hands_off_too(tmp_path: Path) -> None:
-    """`txmail bounce-pipe` (main.run) behaves as the pipe entry point: no fallback."""
-    from txmail.bounce_pipe.main import run
+def test_the_cli_command_hands_off_too(
+        server: tuple[Path, list[tuple[bytes, str, str]]], tmp_path: Path) -> None:
+    """`txmail bounce-pipe` goes through the one hand-off of the pipe's entry point
+    (__main__.run): the same answers, 0 or 75 whatever happens, no fallback."""
+    from click.testing import CliRunner
+
+    import txmail.bounce_pipe.__main__ as entry
+    import txmail.bounce_pipe.main as recorder
+    from txmail.cli import main as cli
     from txmail.config import Settings
 
-    settings = Settings(state_dir=str(tmp_path))
-    assert run(lambda: settings, ["", "b+t@mta.acme.example"], io.BytesIO(MAIL)) == 75
-    assert run(lambda: settings, ["only-one"], io.BytesIO(MAIL)) == 75
+    path, taken = server
+    settings = Settings(state_dir=str(tmp_path / "nobody-listens"))
+    assert entry.run(lambda: settings, ["", "b+t@mta.acme.example"], io.BytesIO(MAIL)) == 75
+    assert entry.run(lambda: settings, ["only-one"], io.BytesIO(MAIL)) == 75
+
+    def unreadable() -> Settings:
+        raise OSError("no configuration")
+
+    assert entry.run(unreadable, ["", "b+t@mta.acme.example"], io.BytesIO(MAIL)) == 75
+    config = tmp_path / "txmail.toml"
+    config.write_text(f'state_dir = "{tmp_path}"\n[bounce_pipe]\nsocket = "{path}"\n')
+    runs: list[list[str]] = []
+    real = entry.run
+
+    def spy(load_settings: object, args: list[str], stdin: object = None) -> int:
+        runs.append(args)
+        return real(load_settings, args, stdin)  # type: ignore[arg-type]
+
+    entry.run = spy  # type: ignore[assignment]
+    try:
+        done = CliRunner().invoke(cli, ["--config", str(config), "bounce-pipe", "--",
+                                        "app@acme.example", "b+t@mta.acme.example"],
+                                  input=MAIL)
+    finally:
+        entry.run = real  # type: ignore[assignment]
+    assert done.exit_code == 0, done.output
+    assert runs == [["app@acme.example", "b+t@mta.acme.example"]]
+    assert taken[-1] == (MAIL, "app@acme.example", "b+t@mta.acme.example")
+    assert not hasattr(recorder, "run")  # one hand-off, not two
