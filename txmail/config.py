@@ -292,6 +292,10 @@ class TrackerSettings:
                                   "(link scanners, prefetching proxies).", 5.0)
     api_timeout: float = _doc("Seconds the HTTP send API waits for Postfix to accept a "
                               "message before it answers 451.", 60.0)
+    api_large_sends: int = _doc("Sends of one account over 1 MiB (or of unknown length) the "
+                                "HTTP API reads at once; the others wait their turn unread. "
+                                "Bounds the memory large bodies take (each up to 3 times "
+                                "max_message_size).", 2)
     trust_forwarded: bool = _doc("Take the client address from X-Forwarded-For (only behind a "
                                  "reverse proxy you run).", False)
     metrics_networks: list = _doc("Client networks (CIDR) that may read /metrics.",
@@ -479,6 +483,8 @@ def validate(settings: Settings) -> None:
     if tracker.base_url and not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", tracker.base_url):
         raise ConfigError(f"tracker.base_url = {tracker.base_url!r}: write e.g. "
                           "https://track.example.com")
+    if tracker.api_large_sends < 1:
+        raise ConfigError("tracker.api_large_sends must be at least 1")
     if tracker.machine_seconds < 0 or tracker.api_timeout <= 0:
         raise ConfigError("tracker.machine_seconds must not be negative and tracker.api_timeout "
                           "must be a positive number of seconds")

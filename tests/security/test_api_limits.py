@@ -31,7 +31,8 @@ SMALL = 1000  # max_message_size of the account with a small limit
 def keys(stack: Stack) -> dict[str, str]:
     """API keys of an account with the default limit (10 MiB) and one with 1,000 bytes."""
     found = {}
-    for name, settings in (("bodydefault", []), ("bodysmall", [f"max_message_size={SMALL}"])):
+    for name, settings in (("bodydefault", []), ("bodysmall", [f"max_message_size={SMALL}"]),
+                           ("bodyother", [])):
         stack.add_account(name, f"{name}.test", settings=settings)
         found[name] = stack.txmail("accounts", "apikey", name).stdout.strip().splitlines()[-1]
     return found
@@ -132,3 +133,31 @@ def test_before_the_key_is_checked_the_ceiling_is_postfixs(stack: Stack) -> None
                                   f"Content-Length: {SIXTY_MB}\r\n") + "{") as connection:
         status, _, body = answer(connection)
     assert status == 401, body
+
+
+def test_large_bodies_are_read_a_few_at_a_time_per_account(stack: Stack,
+                                                           keys: dict[str, str]) -> None:
+    """One account's stalled large uploads hold its own slots (tracker.api_large_sends, 2),
+    never another account's: a third large send of the same account waits unread until one
+    of them goes, while another account's large send is answered at once."""
+    two_mb = 2 * 1024 * 1024
+    body = b"[" + b" " * (two_mb - 2) + b"]"  # read whole, then refused: not a JSON object
+    with contextlib.ExitStack() as held:
+        stalled = [held.enter_context(request(stack, send_head(
+            stack, keys["bodydefault"], f"Content-Length: {two_mb}\r\n") + "["))
+            for _ in range(2)]
+        waiting = held.enter_context(request(stack, send_head(
+            stack, keys["bodydefault"], f"Content-Length: {two_mb}\r\n")))
+        waiting.sendall(body)
+        with request(stack, send_head(stack, keys["bodyother"],
+                                      f"Content-Length: {two_mb}\r\n")) as other:
+            other.sendall(body)
+            status, _, answered = answer(other)
+        assert status == 400, answered  # the other account was not held up
+        waiting.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            waiting.recv(1)  # still waiting for a slot of its own account
+        waiting.setblocking(True)
+        stalled[0].close()  # its body will never come: the slot is given back
+        status, _, answered = answer(waiting)
+    assert status == 400, answered

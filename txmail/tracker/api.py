@@ -29,7 +29,11 @@ LIMITS
     of Postfix's ceiling, postfix.message_size_limit (tracker/server.py); for the other
     requests with a body, 64 KiB. A Content-Length above the limit is answered 413 at once,
     without reading the body; a body without one (chunked) is cut off with a 413 as soon as
-    it passes the limit. Either way the connection is closed after the answer.
+    it passes the limit. Either way the connection is closed after the answer. Sends over
+    LARGE_BODY (1 MiB) or of unknown length are read at most tracker.api_large_sends at a
+    time per account and process (the others wait unread), and each body must arrive within
+    tracker.api_timeout (408 otherwise), so memory stays bounded however many large messages
+    an account sends at once, and a slow account only ever waits for itself.
 
 ERRORS
     JSON {"error": {"message", "smtp_code", "status"}}. HTTP status from the SMTP reply:
@@ -41,6 +45,7 @@ ERRORS
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -74,6 +79,7 @@ MAX_RECIPIENTS = 1000
 MAX_TAGS = 20
 MAX_ADDRESS = 320  # characters of an address (ADDRESS: 64 + "@" + 255)
 MAX_SMALL_BODY = 64 * 1024  # any request body but a send's (suppressions)
+LARGE_BODY = 1024 * 1024  # sends above this wait for one of tracker.api_large_sends
 # A send request carries the message as a JSON string. Each byte of mail text is at most 3
 # bytes of JSON however the client escapes it: a 2-byte UTF-8 character as \uXXXX (6 bytes for
 # 2), a 3- or 4-byte one as one or two of them (6 for 3, 12 for 4), CR LF as \r\n (4 for 2),
@@ -326,8 +332,23 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
                        "restore it", 535, "5.7.8")
     max_size = min(int(record.settings["max_message_size"]),
                    services.settings.postfix.message_size_limit)
-    body = await _json_object(request, send_body_limit(max_size), max_size)
+    declared = request.content_length
+    large = declared is None or declared > LARGE_BODY
+    # A body of several MB is buffered, parsed and copied: only so many at once per account
+    # (an account that sends many, or slowly, waits for itself, never for another account),
+    # and each must arrive within api_timeout.
+    slot = services.large_sends.setdefault(
+        account, asyncio.Semaphore(services.settings.tracker.api_large_sends)) \
+        if large else contextlib.nullcontext()
+    wait = services.settings.tracker.api_timeout
+    try:
+        async with slot, asyncio.timeout(wait):
+            body = await _json_object(request, send_body_limit(max_size), max_size)
+    except TimeoutError:
+        raise ApiError(408, f"The request body did not arrive within {wait:g} seconds; send "
+                       "it again, or a smaller message", 451, "4.4.2") from None
     envelope, data, trackbounces = parse_send(body, max_size)
+    del body
     if trackbounces is not None:
         if bool(record.settings.get("track_bounces", True)) != trackbounces:
             state = "on" if record.settings.get("track_bounces", True) else "off"

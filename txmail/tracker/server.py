@@ -42,7 +42,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -72,6 +72,8 @@ class Services:
     client: Any = None            # redis client of the API and /metrics (sync, used in threads)
     keys: store.Keys | None = None
     dropped: int = 0              # hits dropped because the queue was full
+    # /v1/send bodies over api.LARGE_BODY read at once, per account
+    large_sends: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
