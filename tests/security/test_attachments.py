@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import io
 import smtplib
+import threading
+import time
 import zipfile
 from collections.abc import Iterator
 
@@ -29,7 +32,7 @@ from tests.harness import Sink, Stack, wait_for
 from tests.unit.milter.driver import split_headers
 from tests.unit.milter.test_attachments import CORPUS, EXPECTED
 from txmail.milter.rules import attachments
-from txmail.milter.rules.attachments import Budget
+from txmail.milter.rules.attachments import Budget, Check, Uncheckable
 from txmail.milter.submission import Submission
 from txmail.store.account_settings import from_fields
 
@@ -164,6 +167,34 @@ def test_cpu_time_is_a_second_guard() -> None:
     assert refusal is not None and (refusal.code, refusal.status) == ("554", "5.7.1")
     assert "take too long to unpack" in refusal.text
     assert next(ticks) < 10  # it stopped, rather than reading all fifty members
+
+
+def test_cpu_spent_by_other_threads_is_not_charged_to_a_message() -> None:
+    """libmilter checks every connection in a thread of one process: what other threads burn
+    (other accounts' archives, bombs sent in parallel) must not turn this message into a 554.
+    The check starts, waits while another thread burns 0.3 s of CPU, then goes on; its own
+    allowance here is 0.1 s, which it has not used."""
+    outcome: list[str] = []
+    burnt = threading.Event()
+
+    def check_one_message() -> None:
+        state = Check(frozenset(), False, Budget(cpu_seconds=0.1))
+        burnt.wait(30)
+        try:
+            state.spend()
+            outcome.append("checked")
+        except Uncheckable as reason:
+            outcome.append(str(reason))
+
+    worker = threading.Thread(target=check_one_message)
+    worker.start()
+    started = time.thread_time()
+    block = bytes(1 << 20)
+    while time.thread_time() - started < 0.3:  # hashing a large buffer releases the GIL
+        hashlib.sha256(block).digest()
+    burnt.set()
+    worker.join(30)
+    assert outcome == ["checked"]
 
 
 def test_a_document_marker_excuses_no_member() -> None:

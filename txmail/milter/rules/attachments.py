@@ -44,10 +44,14 @@ does not otherwise look inside RAR, 7z or gzip files.)
 
 Cost: checking one message's archives has one Budget, shared by every archive in it, nested or
 not: bytes inflated (ARCHIVE_BYTES), members looked at (ARCHIVE_MEMBERS), and CPU time of the
-whole rule (ARCHIVE_CPU_SECONDS, measured with the process clock, checked between members and
-between chunks of what is inflated). Past any of them the message is refused with 554 5.7.1
-saying the archive could not be checked; the byte and member limits make that deterministic,
-the CPU limit catches what they do not price (slow codecs, many tiny members). The same
+whole rule (ARCHIVE_CPU_SECONDS, measured with the CPU clock of the thread checking this
+message, checked between members and between chunks of what is inflated). Past any of them
+the message is refused with 554 5.7.1 saying the archive could not be checked; the byte and
+member limits make that deterministic, the CPU limit catches what they do not price (slow
+codecs, many tiny members). The clock is the thread's, not the process's: libmilter runs every
+connection in a thread of the one milter process, and a process clock would charge each
+message for all the others checked at the same time, so load (or bombs sent in parallel by
+someone else) would turn an ordinary archive into a permanent 554. The same
 limits bound memory: nested zips and OLE files are held in memory, never more than the byte
 budget in all. libmilter gives no way to notice, in the middle of a callback, that Postfix or
 its client has gone away (an abort arrives only after eom returns), so the budget is also what
@@ -102,7 +106,7 @@ ZIP_NESTED_MAX = 50 * 1024 * 1024   # a zip inside a zip is read into memory up 
 # 10 MB message holds unless it is built to inflate: real nested zips hold compressed data.
 ARCHIVE_BYTES = 128 * 1024 * 1024
 ARCHIVE_MEMBERS = 20_000
-ARCHIVE_CPU_SECONDS = 3.0  # of the whole rule: the clock starts before the MIME is parsed
+ARCHIVE_CPU_SECONDS = 3.0  # of this thread, for the whole rule: from before the MIME is parsed
 READ_CHUNK = 1024 * 1024
 OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 # MZ followed, where e_lfanew sits, by an offset under 4096 (a lookahead, so an MZ inside
@@ -126,12 +130,14 @@ MACRO_TYPE = "vba"
 @dataclass
 class Budget:
     """What checking one message's archives may cost; the defaults are the module's limits.
-    `clock` is the process's CPU clock (a test passes its own)."""
+    `clock` is the CPU clock of the thread doing the check (a test passes its own): libmilter
+    runs each connection in a thread of one process, and the process clock would charge this
+    message for every other one being checked at the same time."""
 
     inflated_bytes: int = ARCHIVE_BYTES
     members: int = ARCHIVE_MEMBERS
     cpu_seconds: float = ARCHIVE_CPU_SECONDS
-    clock: Callable[[], float] = time.process_time
+    clock: Callable[[], float] = time.thread_time
 
 
 @dataclass
