@@ -19,6 +19,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,60 @@ def test_txmail_up_says_so_before_starting_anything(tmp_path: Path) -> None:
         assert not (state / "log/redis.log").exists()
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+def open_folder(group: int, mode: int) -> Path:
+    """A folder under /tmp (whose parents every user may enter) of root:`group`."""
+    folder = Path(tempfile.mkdtemp(prefix="txmail-python-", dir="/tmp"))
+    os.chown(folder, 0, group)
+    folder.chmod(mode)
+    return folder
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+def test_an_interpreter_only_the_users_own_group_can_run_is_refused() -> None:
+    """The workers run with group nogroup, not the user's group: a Python in a folder only
+    that group may enter passes a check made with the user's group, and every worker fails."""
+    user = pwd.getpwnam("daemon")  # a user whose group is not nogroup
+    assert user.pw_gid != grp.getgrnam("nogroup").gr_gid
+    folder = open_folder(user.pw_gid, 0o750)
+    try:
+        python = folder / "python3"
+        python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+        python.chmod(0o755)
+        with pytest.raises(ConfigError) as caught:
+            supervisor.check_interpreter("daemon", str(python))
+        text = str(caught.value)
+        assert "\n" not in text and text.count(". ") == 0  # one sentence
+        assert f"the user daemon cannot run the Python interpreter {python}" in text
+        folder.chmod(0o755)  # every group may enter: the workers start
+        supervisor.check_interpreter("daemon", str(python))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+def test_the_check_starts_a_worker_with_its_limits() -> None:
+    """A worker's address space is bounded before it loads the parser: a limit too small to
+    load it is found by `txmail up`, not by the first returned mail."""
+    tiny = config.BouncePipeSettings(parser_memory_mb=16)
+    with pytest.raises(ConfigError, match="a bounce parser started with it as that user"):
+        supervisor.check_interpreter("nobody", sys.executable, tiny)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+def test_an_interpreter_that_hangs_is_named_not_an_internal_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = open_folder(0, 0o755)
+    try:
+        python = folder / "python3"
+        python.write_text("#!/bin/sh\nexec sleep 30\n")
+        python.chmod(0o755)
+        monkeypatch.setattr(supervisor, "INTERPRETER_TIMEOUT", 1.0, raising=False)
+        with pytest.raises(ConfigError) as caught:
+            supervisor.check_interpreter("nobody", str(python))
+        text = str(caught.value)
+        assert "\n" not in text and text.count(". ") == 0
+        assert f"with {python} had not loaded txmail after 1 seconds" in text
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

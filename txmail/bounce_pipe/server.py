@@ -28,7 +28,6 @@ Fails: a request it cannot read gets 75 and a warning; a mail it cannot parse (t
 
 from __future__ import annotations
 
-import grp
 import json
 import logging
 import os
@@ -57,7 +56,6 @@ log = logging.getLogger("txmail.bounce_pipe")
 
 READ_TIMEOUT = 60.0  # seconds a pipe process may take to send its request
 MAX_ANSWER = 16 * 1024 * 1024  # bytes of one worker's report
-LIFETIME_CPU = 600  # CPU seconds of one worker's life (its hard RLIMIT_CPU); then a new one
 
 
 class ParserFailed(TemporaryFailure):
@@ -75,33 +73,21 @@ def socket_path(settings: Settings) -> Path:
     return settings.path(settings.bounce_pipe.socket)
 
 
-def nogroup() -> int:
-    try:
-        return grp.getgrnam("nogroup").gr_gid
-    except KeyError:
-        return 65534
-
-
 class Worker:
     """One parser worker process (worker.py) and the frames to and from it."""
 
     def __init__(self, argv: list[str], settings_frame: bytes, user: str | None) -> None:
-        ids: dict[str, Any] = {}
-        if user is not None:
-            # The user's uid, but group nogroup and no supplementary group: the files of
-            # group settings.user (the configuration, which may hold the Redis password, the
-            # socket folder) are the pipe's, not the parser's. Popen switches (in C, after
-            # fork): a preexec_fn is unsafe in a threaded server.
-            ids = {"user": pwd.getpwnam(user).pw_uid, "group": nogroup(), "extra_groups": []}
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, cwd="/",
-            env={"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8"},
-            close_fds=True, umask=0o077, **ids)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=None, **worker.process_options(user))
         self.buffer = bytearray()
         self.mails = 0
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
-        worker.write_frame(self.stdin, settings_frame)
+        try:
+            worker.write_frame(self.stdin, settings_frame)
+        except OSError:
+            self.close(kill=True)
+            raise
 
     @property
     def pid(self) -> int:
@@ -169,9 +155,7 @@ class ParserPool:
         pipe = settings.bounce_pipe
         self.timeout = pipe.parser_timeout
         self.user = user
-        self.argv = [sys.executable, "-I", "-m", "txmail.bounce_pipe.worker",
-                     str(pipe.parser_cpu_seconds), str(LIFETIME_CPU),
-                     str(pipe.parser_memory_mb * 1024 * 1024)]
+        self.argv = worker.command(sys.executable, pipe)
         # Everything the parser may need but the Redis URL (it may hold a password).
         self.settings_frame = json.dumps(asdict(replace(settings, redis=RedisSettings()))
                                          ).encode()

@@ -17,6 +17,11 @@ The worker exits 0 at end of input.
 
     python -I -m txmail.bounce_pipe.worker CPU_PER_MAIL CPU_LIFETIME ADDRESS_SPACE_BYTES
 
+Started: by command() and process_options() here, as the server starts each worker and as
+`txmail up` (supervisor.check_interpreter) tries one before it starts anything: the uid of
+settings.user, group nogroup, no supplementary group, cwd /, a bare environment. A worker
+given no mail (end of input after nothing) loads the parser and exits 0.
+
 Limits: first thing, before it imports the parser or reads a byte, the worker sets hard
 limits it can never raise again: RLIMIT_AS (address space), RLIMIT_CPU (CPU seconds of its
 life), no core file, and RLIMIT_NPROC 0 (it cannot start a process). Before each
@@ -31,15 +36,48 @@ Logs: tracebacks of parser bugs on standard error (the server's log).
 from __future__ import annotations
 
 import dataclasses
+import grp
 import json
+import pwd
 import resource
 import sys
 import types
 import typing
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from txmail.config import BouncePipeSettings
 
 MAX_FRAME = 64 * 1024 * 1024  # larger than bounce_pipe.max_message_bytes could sensibly be
 MAX_MAILS = 2000  # then a fresh process: whatever one mail left behind does not accumulate
+LIFETIME_CPU = 600  # CPU seconds of one worker's life (its hard RLIMIT_CPU); then a new one
+
+
+def nogroup() -> int:
+    try:
+        return grp.getgrnam("nogroup").gr_gid
+    except KeyError:
+        return 65534
+
+
+def command(python: str, pipe: BouncePipeSettings) -> list[str]:
+    """The argv of one worker run by `python` with the limits of `pipe`."""
+    return [python, "-I", "-m", "txmail.bounce_pipe.worker", str(pipe.parser_cpu_seconds),
+            str(LIFETIME_CPU), str(pipe.parser_memory_mb * 1024 * 1024)]
+
+
+def process_options(user: str | None) -> dict[str, Any]:
+    """The subprocess.Popen arguments a worker is started with: as `user` (None: as this
+    process), but with group nogroup and no supplementary group, so the files of group
+    settings.user (the configuration, which may hold the Redis password; the recorder's
+    socket folder) are the pipe's, not the parser's. Popen switches in C after fork: a
+    preexec_fn is unsafe in the threaded server."""
+    ids: dict[str, Any] = {}
+    if user is not None:
+        ids = {"user": pwd.getpwnam(user).pw_uid, "group": nogroup(), "extra_groups": []}
+    return {"cwd": "/", "close_fds": True, "umask": 0o077,
+            "env": {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1",
+                    "LC_ALL": "C.UTF-8"}, **ids}
 
 
 class FrameError(Exception):

@@ -2,8 +2,9 @@
 pipe hands its mail to, with its unprivileged parser workers) and `txmail bounces unparsed`.
 
 `bounce-pipe` only hands the mail to `bounces serve`, and exits 0 or 75 only, whatever happens
-(txmail/bounce_pipe/__main__.py run(), the one hand-off the pipe's own entry point uses too); it never goes through the CLI's usual error mapping, which would
-exit 1 or 2 and make Postfix discard the bounce. `bounces unparsed` lists, shows and exports
+(run() in txmail/bounce_pipe/__main__.py, the one hand-off, which master.cf's entry point uses
+too); it never goes through the CLI's usual error mapping, which would exit 1 or 2 and make
+Postfix discard the bounce. `bounces unparsed` lists, shows and exports
 the returned mail the pipe kept.
 """
 

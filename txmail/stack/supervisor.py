@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from txmail import store
-from txmail.config import Settings
+from txmail.bounce_pipe import worker
+from txmail.config import BouncePipeSettings, Settings
 from txmail.errors import ConfigError, TxmailError
 from txmail.stack import components as components_mod
 from txmail.stack import render
@@ -60,26 +61,39 @@ def redis_user(settings: Settings) -> str:
     return f"{settings.user}-redis"
 
 
-def check_interpreter(user: str, python: str = sys.executable) -> None:
-    """Refuse to start when `user` cannot run this Python and import txmail with it: Postfix
-    runs the bounce pipe, and the recorder its parser workers, as that user."""
-    entry = pwd.getpwnam(user)
+INTERPRETER_TIMEOUT = 60.0  # seconds a trial parser worker may take to load
+
+
+def check_interpreter(user: str, python: str = sys.executable,
+                      pipe: BouncePipeSettings | None = None) -> None:
+    """Refuse to start when a bounce parser worker cannot start: start one exactly as `txmail
+    bounces serve` does (worker.command() and worker.process_options(): the uid of `user`,
+    group nogroup, no supplementary group, the worker's own limits), give it no mail, and
+    require that it loads the parser and exits 0. Postfix's bounce pipe runs as `user` with
+    its own group, which can reach at least what nogroup can."""
+    argv = worker.command(python, pipe or BouncePipeSettings())
     try:
-        done = subprocess.run([python, "-I", "-c", "import txmail.bounce_pipe.worker"],
-                              user=entry.pw_uid, group=entry.pw_gid, extra_groups=[],
-                              cwd="/", capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(argv, input=b"", capture_output=True, timeout=INTERPRETER_TIMEOUT,
+                              check=False, **worker.process_options(user))
     except OSError as exc:  # exec failed: the interpreter or a folder above it is closed
         raise ConfigError(
             f"the user {user} cannot run the Python interpreter {python} ({exc.strerror}), "
-            "which Postfix's bounce pipe and the bounce parsers run as that user: build the "
-            "venv from a Python every user can run (`/usr/bin/python3 -m venv .venv`, as the "
-            "Makefile does), not one under a mode-0700 home directory") from None
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            "which Postfix's bounce pipe and the bounce parsers run as that user (the parsers "
+            "with group nogroup): build the venv from a Python every user can run "
+            "(`/usr/bin/python3 -m venv .venv`, as the Makefile does), not one under a "
+            "mode-0700 home directory or a folder only some groups may enter") from None
+    except subprocess.TimeoutExpired:
         raise ConfigError(
-            f"the user {user} can run {python} but not import txmail with it ({last[:200]}): "
-            "install txmail where every user can read it (not under a mode-0700 home "
-            "directory)")
+            f"a bounce parser started as the user {user} with {python} had not loaded txmail "
+            f"after {INTERPRETER_TIMEOUT:g} seconds: install the venv and txmail on a local "
+            "disk every user can read, or find what makes that Python hang") from None
+    if done.returncode != 0:
+        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        last = (lines or [f"exit status {done.returncode}"])[-1]
+        raise ConfigError(
+            f"the user {user} can run {python} but a bounce parser started with it as that "
+            f"user (group nogroup) fails ({last[:200]}): install txmail where every user can "
+            "read it (not under a mode-0700 home directory)")
 
 
 def check_files(settings: Settings) -> None:
@@ -103,7 +117,7 @@ def prepare(settings: Settings, config_file: Path) -> None:
     check_files(settings)
     ensure_user(settings.user)
     user = pwd.getpwnam(settings.user)
-    check_interpreter(settings.user)
+    check_interpreter(settings.user, pipe=settings.bounce_pipe)
     postfix_uid = pwd.getpwnam("postfix").pw_uid
     postfix_gid = grp.getgrnam("postfix").gr_gid
     state = settings.state_path
