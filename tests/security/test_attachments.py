@@ -28,6 +28,17 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.data.attachments.make_corpus import (
+    OOXML_DEFAULTS,
+    VBA_PROJECT,
+    VBA_PROJECT_BIN,
+    WORD_MACRO_MAIN,
+    WORD_MAIN,
+    content_types,
+    docm,
+    ole10native,
+    ole_file,
+)
 from tests.harness import Sink, Stack, wait_for
 from tests.unit.milter.driver import split_headers
 from tests.unit.milter.test_attachments import CORPUS, EXPECTED
@@ -211,26 +222,113 @@ def test_a_document_marker_excuses_no_member() -> None:
             assert refusal is not None and words in refusal.text, (marker, member, refusal)
 
 
+ALLOWING_VBA = {**SETTINGS, "forbidden_extensions": [
+    e for e in SETTINGS["forbidden_extensions"] if e != "vba"]}
+
+
 def test_macros_are_refused_unless_the_account_allows_vba() -> None:
-    ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600)
-    docm = zipped({"[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w/>",
-                   "word/vbaProject.bin": ole})
-    refusal = attachments.check(with_attachment("report.docm", docm), SETTINGS)
+    archive = zipped({"[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w/>",
+                      "word/vbaProject.bin": VBA_PROJECT_BIN})
+    refusal = attachments.check(with_attachment("report.docm", archive), SETTINGS)
     assert refusal is not None and '"word/vbaProject.bin"' in refusal.text
-    allowing = {**SETTINGS, "forbidden_extensions": [
-        e for e in SETTINGS["forbidden_extensions"] if e != "vba"]}
-    assert attachments.check(with_attachment("report.docm", docm), allowing) is None
+    assert attachments.check(with_attachment("report.docm", archive), ALLOWING_VBA) is None
+
+
+HARMLESS_OLE = ole_file({"contents": b"ActiveX control state" * 10})
+
+
+@pytest.mark.parametrize("declared,named", [
+    # a VBA project under any name: the content type says what it is
+    ({"/word/document.xml": WORD_MACRO_MAIN, "/word/x.bin": VBA_PROJECT}, "word/x.bin"),
+    ({"/word/document.xml": WORD_MAIN, "/word/x.bin": VBA_PROJECT}, "word/x.bin"),
+    ({"/WORD/X%2Ebin": "Application/VND.ms-office.vbaProject"}, "word/x.bin"),
+    # written with a character reference, which every XML reader decodes
+    ({"/word/x.bin": "application/vnd.ms-office.vba&#80;roject"}, "word/x.bin"),
+    # the macro-enabled main document type alone
+    ({"/word/document.xml": WORD_MACRO_MAIN}, "word/document.xml"),
+    ({"/xl/macrosheets/sheet1.xml": "application/vnd.ms-excel.macrosheet+xml"},
+     "[Content_Types].xml"),
+])
+def test_macros_are_found_by_their_content_type(declared: dict[str, str], named: str) -> None:
+    """Review of issue 15: Word finds the VBA project through its relationship and content
+    type, not its name; `word/x.bin` passed as one of OOXML's own .bin parts."""
+    archive = zipped({"[Content_Types].xml": content_types(OOXML_DEFAULTS, declared),
+                      "word/document.xml": b"<w/>", "word/x.bin": HARMLESS_OLE})
+    refusal = attachments.check(with_attachment("report.docx", archive), SETTINGS)
+    assert refusal is not None and f'holds macros ("{named}")' in refusal.text, refusal
+    assert attachments.check(with_attachment("report.docx", archive), ALLOWING_VBA) is None
+
+
+def test_a_default_content_type_makes_every_such_part_a_macro() -> None:
+    archive = zipped({"[Content_Types].xml": content_types(
+        {**OOXML_DEFAULTS, "bin": VBA_PROJECT}, {"/word/document.xml": WORD_MAIN}),
+        "word/document.xml": b"<w/>", "word/media/x.bin": HARMLESS_OLE})
+    refusal = attachments.check(with_attachment("report.docx", archive), SETTINGS)
+    assert refusal is not None and 'holds macros ("word/media/x.bin")' in refusal.text
+
+
+def test_a_vba_project_is_found_by_what_it_holds() -> None:
+    """Whatever [Content_Types].xml says, an OLE file holding a VBA project is macros."""
+    archive = docm(WORD_MAIN, "application/vnd.openxmlformats-officedocument.oleObject",
+                   "word/embeddings/oleObject1.bin", VBA_PROJECT_BIN)
+    refusal = attachments.check(with_attachment("report.docx", archive), SETTINGS)
+    assert refusal is not None and \
+        'holds macros ("word/embeddings/oleObject1.bin")' in refusal.text
+
+
+def test_content_types_that_cannot_be_read_are_not_passed() -> None:
+    for text in (b"<Types", b'<!DOCTYPE t [<!ENTITY a "x">]><Types/>'):
+        archive = zipped({"[Content_Types].xml": text, "word/document.xml": b"<w/>"})
+        refusal = attachments.check(with_attachment("report.docx", archive), SETTINGS)
+        assert refusal is not None and '"[Content_Types].xml" cannot be read' in refusal.text
 
 
 @pytest.mark.parametrize("where", [0, 1000, attachments.READ_CHUNK - 30,
                                    attachments.READ_CHUNK + 5])
 def test_a_program_embedded_in_an_ole_object_is_found_wherever_it_sits(where: int) -> None:
     pe = b"MZ" + bytes(58) + (128).to_bytes(4, "little") + bytes(64) + b"PE\0\0" + bytes(64)
-    ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(where) + pe + bytes(2000)
-    docx = zipped({"[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w/>",
-                   "word/embeddings/oleObject1.bin": ole})
-    refusal = attachments.check(with_attachment("contract.docx", docx), SETTINGS)
+
+    def embedded(program: bytes) -> bytes:
+        return zipped({"[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w/>",
+                       "word/embeddings/oleObject1.bin": ole_file({
+                           "\x01Ole10Native": ole10native("a.dat", bytes(where) + program),
+                           "WordDocument": b"text " * 1000})})
+
+    refusal = attachments.check(with_attachment("contract.docx", embedded(pe)), SETTINGS)
     assert refusal is not None and "holds a Windows executable" in refusal.text
-    harmless = zipped({"[Content_Types].xml": b"<Types/>",
-                       "word/embeddings/oleObject1.bin": ole.replace(b"PE\0\0", b"PX\0\0")})
+    harmless = embedded(pe.replace(b"PE\0\0", b"PX\0\0"))
     assert attachments.check(with_attachment("contract.docx", harmless), SETTINGS) is None
+
+
+@pytest.mark.parametrize("before_end", [2, 30, 62, 100, 190])
+def test_a_program_split_across_ole_sectors_is_found(before_end: int) -> None:
+    """Review of issue 15: the program's sectors are not next to each other in the file (they
+    alternate with another stream's), so MZ and its PE header, 200 bytes on, are together
+    only once the stream is put back together. The DOS header starts `before_end` bytes before
+    the end of the stream's second sector."""
+    pe = b"MZ" + bytes(58) + (200).to_bytes(4, "little") + bytes(136) + b"PE\0\0" + bytes(64)
+    header = len(ole10native("a.dat", b"")) - 6  # the stream's bytes before the file
+    stream = ole10native("a.dat", bytes(1024 - before_end - header) + pe + bytes(5000))
+    ole = ole_file({"\x01Ole10Native": stream, "WordDocument": b"text " * 2000})
+    at = ole.find(b"MZ")
+    assert ole[at + 200:at + 204] != b"PE\0\0" and at % 512 == 512 - before_end
+    refusal = attachments.check(with_attachment("old.doc", ole), SETTINGS)
+    assert refusal is not None and "holds a Windows executable" in refusal.text
+
+
+def test_an_ole_file_that_cannot_be_followed_is_not_passed() -> None:
+    ole = bytearray(ole_file({"WordDocument": b"text " * 2000}))
+    ole[48:52] = (10_000).to_bytes(4, "little")  # the directory starts past the end
+    refusal = attachments.check(with_attachment("old.doc", bytes(ole)), SETTINGS)
+    assert refusal is not None and (refusal.code, refusal.status) == ("554", "5.7.1")
+    assert "an Office (OLE) file that cannot be read" in refusal.text
+
+
+def test_ole_streams_count_against_the_budget() -> None:
+    ole = ole_file({f"s{i}": bytes(5000) for i in range(8)})
+    assert attachments.check(with_attachment("old.doc", ole), SETTINGS) is None
+    refusal = attachments.check(with_attachment("old.doc", ole), SETTINGS, Budget(members=5))
+    assert refusal is not None and "hold more than 5 files" in refusal.text
+    refusal = attachments.check(with_attachment("old.doc", ole), SETTINGS,
+                                Budget(inflated_bytes=30_000))
+    assert refusal is not None and "could not be checked" in refusal.text

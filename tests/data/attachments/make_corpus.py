@@ -18,6 +18,7 @@ import zlib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 HEAD = ("From: App <app@acme.example>\r\nTo: user@example.net\r\nSubject: corpus\r\n"
         "Message-ID: <corpus@acme.example>\r\nMIME-Version: 1.0\r\n")
 
@@ -128,6 +129,157 @@ def seven_zip_encrypted_names() -> bytes:
         packed + header
 
 
+def with_method(archive: bytes, method: int) -> bytes:
+    """The zip with every member's compression method field set to `method` (local headers and
+    central directory alike); the data is left as it is."""
+    data = bytearray(archive)
+    for signature, field in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        at = data.find(signature)
+        while at != -1:
+            data[at + field:at + field + 2] = struct.pack("<H", method)
+            at = data.find(signature, at + 4)
+    return bytes(data)
+
+
+def deflate64_zip(name: str, content: bytes) -> bytes:
+    """A zip whose member uses method 9 (Deflate64), which Windows Explorer and 7-Zip open and
+    Python's zipfile cannot. Stored deflate blocks mean the same in Deflate64, so raw deflate at
+    level 0 is a valid Deflate64 stream."""
+    packer = zlib.compressobj(0, zlib.DEFLATED, -15)
+    packed = packer.compress(content) + packer.flush()
+    stored = zipped({name: packed}, zipfile.ZIP_STORED)
+    entry = zipfile.ZipFile(io.BytesIO(stored)).infolist()[0]
+    fixed = bytearray(with_method(stored, 9))
+    for signature, field in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # uncompressed size
+        at = fixed.find(signature)
+        fixed[at + field:at + field + 4] = struct.pack("<I", len(content))
+    for signature, field in ((b"PK\x03\x04", 14), (b"PK\x01\x02", 16)):  # CRC-32
+        at = fixed.find(signature)
+        fixed[at + field:at + field + 4] = struct.pack("<I", zlib.crc32(content))
+    assert entry.file_size == len(packed)
+    return bytes(fixed)
+
+
+def renamed_in_local_header(archive: bytes, listed: str, stored: str) -> bytes:
+    """The zip with one member's local-header name changed (same length): the central
+    directory lists `listed`, an extractor that reads local headers writes `stored`."""
+    assert len(listed) == len(stored)
+    at = archive.find(b"PK\x03\x04" + archive[4:26])  # the first local header
+    at = archive.find(listed.encode(), at)
+    return archive[:at] + stored.encode() + archive[at + len(listed):]
+
+
+# -- OLE compound files (MS-CFB version 3, 512-byte sectors) --------------------------------
+
+FREESECT, ENDOFCHAIN, FATSECT, NOSTREAM = 0xFFFFFFFF, 0xFFFFFFFE, 0xFFFFFFFD, 0xFFFFFFFF
+
+
+def ole_file(streams: dict[str, bytes]) -> bytes:
+    """An OLE compound file holding `streams` ("Macros/VBA/dir": storages are made for the
+    folders). Streams under 4096 bytes go in the mini stream, as the format requires; the
+    sectors of larger streams are allocated in turn, one each, so none of them is stored in
+    one piece (files edited in place look like this)."""
+    paths = sorted(streams)
+    storages = sorted({"/".join(p.split("/")[:i]) for p in paths
+                       for i in range(1, p.count("/") + 1)})
+    entries = [""] + storages + paths  # index 0 is the root
+    mini, mini_start = b"", {}
+    for path in paths:
+        if len(streams[path]) < 4096:
+            mini_start[path] = len(mini) // 64
+            mini += streams[path] + bytes(-len(streams[path]) % 64)
+    big = [p for p in paths if p not in mini_start]
+    chunks = {p: [streams[p][i:i + 512] for i in range(0, len(streams[p]), 512)] for p in big}
+    order: list[tuple[str, int]] = []  # (stream, chunk), round-robin
+    for i in range(max((len(c) for c in chunks.values()), default=0)):
+        order += [(p, i) for p in big if i < len(chunks[p])]
+    sectors: list[bytes] = [chunks[p][i] for p, i in order]
+    chains: dict[str, list[int]] = {p: [] for p in big}
+    for number, (p, _) in enumerate(order):
+        chains[p].append(number)
+
+    def allocate(data: bytes) -> list[int]:
+        numbers = []
+        for i in range(0, len(data), 512):
+            numbers.append(len(sectors))
+            sectors.append(data[i:i + 512])
+        return numbers
+
+    mini_chain = allocate(mini)
+    # the mini FAT chains each small stream through its own consecutive mini sectors
+    minifat_entries = []
+    for path in paths:
+        if path in mini_start:
+            count = max(1, -(-len(streams[path]) // 64))
+            first = mini_start[path]
+            minifat_entries += [first + k + 1 for k in range(count - 1)] + [ENDOFCHAIN]
+    minifat = struct.pack(f"<{len(minifat_entries)}I", *minifat_entries)
+    minifat_chain = allocate(minifat + bytes(-len(minifat) % 512))
+
+    def entry(name: str, kind: int, child: int, right: int, start: int, size: int) -> bytes:
+        encoded = name.encode("utf-16-le") + b"\0\0"
+        return (encoded + bytes(64 - len(encoded)) + struct.pack(
+            "<HBBIII", len(encoded), kind, 1, NOSTREAM, right, child) + bytes(36)
+            + struct.pack("<IQ", start, size))
+
+    def key(path: str) -> tuple[int, str]:
+        name = path.rsplit("/", 1)[-1]
+        return len(name), name.upper()
+
+    directory = b""
+    for index, path in enumerate(entries):
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        siblings = sorted((e for e in entries[1:] if (e.rsplit("/", 1)[0] if "/" in e else "")
+                           == parent), key=key)
+        children = sorted((e for e in entries[1:] if (e.rsplit("/", 1)[0] if "/" in e else "")
+                           == path), key=key) if index == 0 or path in storages else []
+        child = entries.index(children[0]) if children else NOSTREAM
+        if index == 0:
+            directory += entry("Root Entry", 5, child, NOSTREAM,
+                               mini_chain[0] if mini_chain else ENDOFCHAIN, len(mini))
+            continue
+        after = siblings.index(path) + 1
+        right = entries.index(siblings[after]) if after < len(siblings) else NOSTREAM
+        if path in storages:
+            directory += entry(path.rsplit("/", 1)[-1], 1, child, right, 0, 0)
+        else:
+            data = streams[path]
+            start = mini_start[path] if path in mini_start else (
+                chains[path][0] if chains[path] else ENDOFCHAIN)
+            directory += entry(path.rsplit("/", 1)[-1], 2, NOSTREAM, right, start, len(data))
+    empty = bytes(64) + struct.pack("<HBBIII", 0, 0, 0, NOSTREAM, NOSTREAM, NOSTREAM) + \
+        bytes(52)
+    directory += empty * (-len(directory) // 128 % 4)
+    directory_chain = allocate(directory)
+    fat_count = 1
+    while (len(sectors) + fat_count) > fat_count * 128:
+        fat_count += 1
+    fat_chain = list(range(len(sectors), len(sectors) + fat_count))
+    fat = [FREESECT] * (fat_count * 128)
+    for chain in filter(None, [*chains.values(), mini_chain, minifat_chain, directory_chain]):
+        for here, following in zip(chain, [*chain[1:], ENDOFCHAIN], strict=True):
+            fat[here] = following
+    for number in fat_chain:
+        fat[number] = FATSECT
+    sectors += [struct.pack("<128I", *fat[i * 128:(i + 1) * 128]) for i in range(fat_count)]
+    difat = fat_chain + [FREESECT] * (109 - fat_count)
+    header = (OLE_SIGNATURE + bytes(16) + struct.pack(
+        "<HHHHH6xIIIIIIIII", 0x3E, 3, 0xFFFE, 9, 6, 0, fat_count, directory_chain[0], 0,
+        4096, minifat_chain[0] if minifat else ENDOFCHAIN, len(minifat_chain), ENDOFCHAIN, 0)
+        + struct.pack("<109I", *difat))
+    return header + b"".join(s + bytes(512 - len(s)) for s in sectors)
+
+
+def ole10native(name: str, content: bytes) -> bytes:
+    """The stream in which Office's Packager embeds a file: its label, where it came from, a
+    temporary path, then the file itself."""
+    path = f"C:\\Users\\x\\{name}".encode()
+    body = (struct.pack("<H", 2) + name.encode() + b"\0" + path + b"\0"
+            + struct.pack("<HH", 0, 3) + struct.pack("<I", len(path) + 1) + path + b"\0"
+            + struct.pack("<I", len(content)) + content + bytes(6))
+    return struct.pack("<I", len(body)) + body
+
+
 def mixed(*parts: str, boundary: str = "b1") -> str:
     body = "".join(f"--{boundary}\r\n{part}\r\n" for part in parts)
     return (f"{HEAD}Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n"
@@ -163,19 +315,86 @@ def nested(depth: int) -> str:
     return HEAD + text
 
 
-DOCX = zipped({"[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w:document/>",
-               "word/embeddings/oleObject1.bin": b"\xd0\xcf\x11\xe0 ole"})
+def content_types(defaults: dict[str, str], overrides: dict[str, str]) -> bytes:
+    """[Content_Types].xml as Office writes it."""
+    return ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n<Types xmlns="http://'
+            'schemas.openxmlformats.org/package/2006/content-types">'
+            + "".join(f'<Default Extension="{e}" ContentType="{t}"/>' for e, t in defaults.items())
+            + "".join(f'<Override PartName="{p}" ContentType="{t}"/>' for p, t in overrides.items())
+            + "</Types>").encode()
 
-# An OLE compound file (what .doc files and embedded objects are) holding a Windows executable
-# the way Office's Packager embeds one (an Ole10Native stream): not at the start of the file.
-OLE_WITH_PE = (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(1528) + b"\x00\x10\x00\x00\x02\x00"
-               b"invoice.exe\x00C:\\Users\\x\\invoice.exe\x00\x00\x00\x03\x00" + PE)
-OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(1528) + b"ole stream data, MZ but no PE"
+
+OOXML_DEFAULTS = {"rels": "application/vnd.openxmlformats-package.relationships+xml",
+                  "xml": "application/xml"}
+WORD_MAIN = "application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"
+WORD_MACRO_MAIN = "application/vnd.ms-word.document.macroEnabled.main+xml"
+VBA_PROJECT = "application/vnd.ms-office.vbaProject"
+OLE_OBJECT = "application/vnd.openxmlformats-officedocument.oleObject"
+
+# OLE compound files, built as Office builds them (ole_file above). A .doc with its usual
+# streams, large enough that they are stored in pieces, and the letters MZ but no program.
+OLE = ole_file({"WordDocument": b"Quarterly report. MZ is a name here. " * 250,
+                "1Table": bytes(range(256)) * 20, "\x01CompObj": b"\x01\x00\xfe\xff" + bytes(24),
+                "\x05SummaryInformation": b"\xfe\xff\x00\x00" + bytes(44)})
+# The same with a VBA project, as Word 97-2003 stores one.
+OLE_WITH_MACROS = ole_file({"WordDocument": b"Quarterly report. " * 250,
+                            "Macros/VBA/_VBA_PROJECT": b"\xcc\x61\xff\xff" + bytes(3),
+                            "Macros/VBA/dir": b"\x01\x9a\xb1" + bytes(64),
+                            "Macros/PROJECT": b'ID="{00000000-0000-0000-0000-000000000000}"'})
+# A VBA project on its own, as vbaProject.bin holds it in an OOXML package.
+VBA_PROJECT_BIN = ole_file({"VBA/_VBA_PROJECT": b"\xcc\x61\xff\xff" + bytes(3),
+                            "VBA/dir": b"\x01\x9a\xb1" + bytes(64), "VBA/ThisDocument": bytes(900),
+                            "PROJECT": b'Document=ThisDocument/&H00000000'})
+# A Windows executable embedded the way Office's Packager embeds one (an Ole10Native stream).
+OLE_WITH_PE = ole_file({"\x01Ole10Native": ole10native("invoice.exe", PE),
+                        "\x01CompObj": b"\x01\x00\xfe\xff" + bytes(24)})
+OLE_WITH_SCRIPT = ole_file({"\x01Ole10Native": ole10native("invoice.js",
+                                                          b'WScript.Echo("hi");\r\n')})
+OLE_WITH_TEXT = ole_file({"\x01Ole10Native": ole10native("notes.txt", b"Meeting notes.\r\n")})
+
+
+def split_program_ole() -> bytes:
+    """A program embedded by Packager whose DOS header ends one sector and whose PE header
+    starts the next; the stream's sectors alternate with another stream's, so in the file's
+    bytes the two halves are 512 bytes apart and nothing points from one to the other."""
+    header_length = len(ole10native("report.pdf", b"")) - 6  # all before the file itself
+    padding = 1024 - 20 - header_length  # MZ 20 bytes before the end of the second sector
+    stream = ole10native("report.pdf", bytes(padding) + PE + bytes(5000))
+    data = ole_file({"\x01Ole10Native": stream, "WordDocument": b"Contract text. " * 500})
+    at = data.find(b"MZ\x90\x00")
+    assert data[at + 64:at + 68] != b"PE\x00\x00" and at % 512 == 512 - 20
+    return data
+
+
+DOCX = zipped({"[Content_Types].xml": content_types(
+                   {**OOXML_DEFAULTS, "bin": OLE_OBJECT}, {"/word/document.xml": WORD_MAIN}),
+               "word/document.xml": b"<w:document/>",
+               "word/embeddings/oleObject1.bin": OLE_WITH_TEXT})
 ODT = {"mimetype": b"application/vnd.oasis.opendocument.text", "content.xml": b"<office/>",
        "Pictures/logo.png": b"\x89PNG\r\n", "META-INF/manifest.xml": b"<manifest/>"}
-XLSX = {"[Content_Types].xml": b"<Types/>", "xl/workbook.xml": b"<workbook/>",
+XLSX = {"[Content_Types].xml": content_types(
+            {**OOXML_DEFAULTS, "bin": "application/vnd.openxmlformats-officedocument."
+                                      "spreadsheetml.printerSettings"},
+            {"/xl/workbook.xml": "application/vnd.openxmlformats-officedocument.spreadsheetml."
+                                 "sheet.main+xml",
+             "/xl/activeX/activeX1.bin": "application/vnd.ms-office.activeX"}),
+        "xl/workbook.xml": b"<workbook/>",
         "xl/printerSettings/printerSettings1.bin": b"\x00printer\x00",
-        "xl/activeX/activeX1.bin": OLE}
+        "xl/activeX/activeX1.bin": ole_file({"contents": b"\x00ActiveX control state" * 10})}
+
+
+def docm(main_type: str, vba_type: str, vba_part: str, vba_content: bytes) -> bytes:
+    return zipped({
+        "[Content_Types].xml": content_types(OOXML_DEFAULTS, {
+            "/word/document.xml": main_type, f"/{vba_part}": vba_type}),
+        "word/document.xml": b"<w:document/>",
+        "word/_rels/document.xml.rels": (
+            b'<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+            b'<Relationship Id="rId1" Type="http://schemas.microsoft.com/office/2006/'
+            b'relationships/vbaProject" Target="' + vba_part.split("/", 1)[1].encode() + b'"/>'
+            b"</Relationships>"),
+        vba_part: vba_content})
+
 
 CORPUS: dict[str, str] = {
     # forbidden by name
@@ -242,11 +461,32 @@ CORPUS: dict[str, str] = {
         "word/embeddings/oleObject1.bin": OLE_WITH_PE})),
     "docm-with-macros": named("report.docm", zipped({
         "[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w:document/>",
-        "word/vbaProject.bin": OLE})),
+        "word/vbaProject.bin": VBA_PROJECT_BIN})),
     "odt-with-macros": named("letter.odt", zipped({
         **ODT, "Basic/Standard/Module1.xml": b"<script:module/>"})),
+    # macros and programs found by what Office reads, not by names (review of issue 15)
+    "docm-with-renamed-vba-project": named("report.docx", docm(
+        WORD_MACRO_MAIN, VBA_PROJECT, "word/x.bin", VBA_PROJECT_BIN)),
+    "doc-with-macros": named("report.doc", OLE_WITH_MACROS),
+    "docx-with-program-split-across-sectors": named("contract.docx", zipped({
+        "[Content_Types].xml": content_types({**OOXML_DEFAULTS, "bin": OLE_OBJECT},
+                                             {"/word/document.xml": WORD_MAIN}),
+        "word/document.xml": b"<w:document/>",
+        "word/embeddings/oleObject1.bin": split_program_ole()})),
+    "docx-with-embedded-script": named("contract.docx", zipped({
+        "[Content_Types].xml": content_types({**OOXML_DEFAULTS, "bin": OLE_OBJECT},
+                                             {"/word/document.xml": WORD_MAIN}),
+        "word/document.xml": b"<w:document/>",
+        "word/embeddings/oleObject1.bin": OLE_WITH_SCRIPT})),
     "bin-outside-a-document": named("files.zip", zipped({
         "readme.txt": b"hi", "word/vbaProject.bin": OLE})),
+    # members that cannot be read, so what another program unpacks is unknown (review of
+    # issue 15): judged by name only, these passed
+    "zip-member-local-name-differs": named("files.zip", renamed_in_local_header(
+        zipped({"readme.txt": b"MsgBox 1"}), "readme.txt", "readme.vbs")),
+    "zip-member-deflate64-executable": named("files.zip", deflate64_zip("report.pdf", PE)),
+    "zip-executable-behind-local-name": named("docs.zip", renamed_in_local_header(
+        zipped({"a.txt": b"a", "setup.pdf": PE}), "setup.pdf", "setup.exe")),
     # archives that cost too much to check (finding 3): 3 x 48 MB inflated from ~1 KB
     "zip-bomb-nested": named("backup.zip", zip_bomb(1, 3, 48)),
     # encrypted archives (finding 9)

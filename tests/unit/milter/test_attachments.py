@@ -58,6 +58,22 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
                                         "(.vba)")),
     "odt-with-macros": ("554 5.7.1", ('holds macros ("Basic/Standard/Module1.xml")',)),
     "bin-outside-a-document": ("554 5.7.1", ('"word/vbaProject.bin"', "(.bin)")),
+    # found by what Office reads rather than by names
+    "docm-with-renamed-vba-project": ("554 5.7.1", (
+        '"report.docx" holds macros ("word/x.bin")', "(.vba)")),
+    "doc-with-macros": ("554 5.7.1", ('"report.doc" holds macros ("VBA")', "(.vba)")),
+    "docx-with-program-split-across-sectors": ("554 5.7.1", (
+        '"word/embeddings/oleObject1.bin", which holds a Windows executable',)),
+    "docx-with-embedded-script": ("554 5.7.1", (
+        'which holds an embedded file "invoice.js" of a forbidden type (.js)',)),
+    # members that cannot be read are not judged by their names alone
+    "zip-member-local-name-differs": ("554 5.7.1", (
+        '"files.zip" could not be checked: "readme.txt" in it cannot be read (the archive '
+        "gives it two different names)",)),
+    "zip-member-deflate64-executable": ("554 5.7.1", (
+        '"report.pdf" in it cannot be read (it is packed with method 9, which this server '
+        "cannot unpack)",)),
+    "zip-executable-behind-local-name": ("554 5.7.1", ('"docs.zip" could not be checked',)),
     "zip-bomb-nested": ("554 5.7.1", ('"backup.zip" could not be checked',)),
     "zip-encrypted-forbidden-name": ("554 5.7.1", ('"setup.exe"', "(.exe)")),
     "zip-encrypted-names": ("554 5.7.1", ('"files.zip" is an archive whose file names are '

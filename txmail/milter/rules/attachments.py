@@ -17,19 +17,41 @@ executable header (MZ, with a PE header where one is pointed to) is refused, and
 (PK signature) is opened in memory (never written to disk) and every member of it is judged the
 same way, by name and by first bytes, down to ZIP_DEPTH nested archives. What else an archive
 holds never excuses a member: a zip holding `mimetype` or `[Content_Types].xml` is judged like
-any other.
+any other. A member that cannot be read is not judged by its name alone, since what Windows
+or 7-Zip would unpack from it is unknown: a compression method zipfile lacks (Deflate64, 9,
+which both open; PPMd), a local header whose name differs from the central directory's (an
+extractor that reads local headers writes that other name), damaged data. Such an archive is
+refused with 554 5.7.1 saying it could not be checked, unless the member is encrypted (see
+encrypted_archives below).
 
 Office (OOXML) and OpenDocument files are zip files, and are judged by what they hold:
   - a member with a forbidden name, or one that is a Windows executable, is refused as in any
     zip (`word/media/setup.exe`; an executable renamed `Pictures/logo.png`);
   - an OLE compound file (D0 CF 11 E0: embedded objects such as `word/embeddings/oleObject1.bin`,
-    ActiveX controls, a .doc or .xls, in an archive or attached) is read whole and refused when
-    it holds a Windows executable anywhere, which is how Office's Packager embeds a program;
+    ActiveX controls, a .doc or .xls, in an archive or attached) is searched whole for a Windows
+    executable, then walked: each stream is put back together from its sectors (a program
+    embedded by Office's Packager need not be stored in one piece, and its DOS and PE headers
+    can sit in sectors far apart) and searched on its own; the names Packager stores with an
+    embedded file (its `Ole10Native` stream) are judged like attachment names; a zip or OLE
+    file in a stream is judged as a nested archive; a VBA project in it (`VBA`, `_VBA_PROJECT_CUR`
+    storages) counts as macros. An OLE file whose header, sector chains or directory do not
+    hold together could not be checked and is refused. The walker is our own (MS-CFB needs
+    little: header, DIFAT, FAT, mini FAT, directory) rather than olefile: it reads every
+    directory entry, reachable or not, checks the budget between streams and charges each
+    stream's size to it (entries may share sectors, so a small file can claim large streams),
+    and it refuses what it cannot follow instead of working around it; olefile would add a
+    dependency to the process that parses hostile mail, its parse step cannot be interrupted
+    by the budget, and its leniency with damaged files would need policing anyway;
   - `.bin` is the extension OOXML itself gives its binary parts (printer settings, ActiveX,
     embedded objects), so inside an OOXML package (`[Content_Types].xml` at the top) a `.bin`
     member in a folder is judged by its content only, not refused by name;
-  - macros, VBA projects (`vbaProject.bin` in OOXML) and Basic or script modules (`Basic/`,
-    `Scripts/` in ODF) count as files of type `.vba`: refused when `vba` is in the account's
+  - macros count as files of type `.vba`: a VBA project found by name (`vbaProject.bin`), by
+    the content type [Content_Types].xml gives a part, as Office finds it (a vbaProject or
+    macro-sheet type, or a macroEnabled main document; an Override for the part's name, else
+    the Default for its extension, so `word/x.bin` declared a vbaProject is one), or by what an
+    OLE file holds; Basic or script modules (`Basic/`, `Scripts/`) in ODF. [Content_Types].xml
+    is read with expat, no DTD allowed (no entity expansion); one that cannot be read could not
+    be checked and is refused. Macros are refused when `vba` is in the account's
     `forbidden_extensions`, which it is by default. Macros have long been how malware arrives by
     mail; invoices, receipts and reports need none, and the default list already names `vba`.
     An account that must send macro-enabled documents takes `vba` off its list; that keeps the
@@ -64,7 +86,8 @@ zip archive that cannot be listed, is refused as unreadable.
 Refuses: 554 5.7.1 naming the file and its type, or saying why an archive could not be checked
 (too costly, or encrypted); 554 5.6.0 when the structure cannot be read. Does not list other
 archive types (rar, 7z, gzip: only the encrypted headers above are recognised), does not look
-inside TNEF (winmail.dat), and does not judge what a macro does.
+inside TNEF (winmail.dat), does not judge what a macro does, and does not find Excel 4 macros
+kept inside an .xls's Workbook stream (in OOXML their macro-sheet content type is found).
 """
 
 from __future__ import annotations
@@ -82,11 +105,13 @@ import re
 import struct
 import time
 import unicodedata
+import urllib.parse
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from xml.parsers import expat
 
 from txmail.milter.rules import EOM, Refusal
 from txmail.milter.submission import Submission, UnreadableMessage
@@ -125,6 +150,16 @@ OOXML_MARKER = "[Content_Types].xml"
 ODF_MARKERS = ("mimetype", "META-INF/manifest.xml")
 ODF_LIBRARY_INDEXES = ("script-lc.xml", "script-lb.xml", "dialog-lc.xml", "dialog-lb.xml")
 MACRO_TYPE = "vba"
+# Content types (in [Content_Types].xml, lower-cased) of a VBA project, its signatures, Excel 4
+# macro sheets, and the main parts of macro-enabled documents, templates and add-ins.
+MACRO_CONTENT_TYPES = ("vbaproject", "macroenabled", "macrosheet")
+# OLE storage and stream names that only a VBA project has (.doc: Macros/VBA; .xls:
+# _VBA_PROJECT_CUR; a vbaProject.bin: VBA, with _VBA_PROJECT in it)
+OLE_MACRO_NAMES = ("vba", "_vba_project", "_vba_project_cur")
+OLE_PACKAGE = "\x01ole10native"  # the stream in which Packager embeds a file
+OLE_END, OLE_FREE = 0xFFFFFFFE, 0xFFFFFFFF
+OLE_MINI_CUTOFF = 4096
+OLE_MINI_SECTOR = 64
 
 
 @dataclass
@@ -243,8 +278,7 @@ def _judge_part(part: email.message.Message, state: Check) -> None:
     if _is_zip(head):
         _judge_zip(_decoded(part), state, label, 1)
     elif head.startswith(OLE_SIGNATURE):
-        if _holds_executable(_decoded(part), state):
-            raise Forbidden(f"{label} holds a Windows executable")
+        _judge_ole(_decoded(part), state, label, None, 0)
     elif _is_rar_or_7z(head):
         _judge_other_archive(_decoded(part), label)
     if part.get_content_maintype() == "text":
@@ -411,21 +445,20 @@ def _judge_zip(content: bytes, state: Check, label: str, depth: int) -> None:
         state.spend()
         where = f'{label} contains "{_shown(member.filename)}",'
         if _is_macro(member.filename, ooxml, odf) and MACRO_TYPE in state.forbidden:
-            raise Forbidden(f'{label} holds macros ("{_shown(member.filename)}"), a forbidden '
-                            f"type (.{MACRO_TYPE})")
+            raise _macros(label, member.filename)
         ext = extension(member.filename)
         format_part = ooxml and ext == "bin" and "/" in member.filename.strip("/")
         if ext and ext in state.forbidden and not format_part:
             raise Forbidden(f"{where} which has a forbidden type (.{ext})")
-        if member.flag_bits & (ZIP_ENCRYPTED | ZIP_STRONG_ENCRYPTION) or \
-                member.compress_type == ZIP_AES:
+        if _is_encrypted(member):
             if state.refuse_encrypted:
                 raise Uncheckable(f'{label} is an encrypted archive ("{_shown(member.filename)}"'
                                   " is encrypted), and this account does not accept encrypted "
                                   "archives; send it unencrypted (or send a link to it "
                                   "instead)")
             continue  # only its name can be judged, and it was
-        head = _member_head(archive, member, state)
+        head = _member_head(archive, member, state, label)
+        inner = f'{label} (in "{_shown(member.filename)}")'
         if _is_executable(head, False):
             raise Forbidden(f"{where} which is a Windows executable")
         if _is_zip(head):
@@ -435,18 +468,27 @@ def _judge_zip(content: bytes, state: Check, label: str, depth: int) -> None:
             if member.file_size > ZIP_NESTED_MAX:
                 raise Unreadable(f'{label.lower()} holds "{_shown(member.filename)}", a zip '
                                  "archive too large to check")
-            _judge_zip(_member_bytes(archive, member, state), state,
-                       f'{label} (in "{_shown(member.filename)}")', depth + 1)
+            _judge_zip(_member_bytes(archive, member, state, label), state, inner, depth + 1)
         elif head.startswith(OLE_SIGNATURE):
             if member.file_size > ZIP_NESTED_MAX:
                 raise Uncheckable(f'{label} could not be checked: "{_shown(member.filename)}" '
                                   "is too large to look into; send it unpacked (or send a link "
                                   "to it instead)")
-            if _holds_executable(_member_bytes(archive, member, state), state):
-                raise Forbidden(f"{where} which holds a Windows executable")
+            _judge_ole(_member_bytes(archive, member, state, label), state, label,
+                       member.filename, depth)
         elif _is_rar_or_7z(head):
-            _judge_other_archive(_member_bytes(archive, member, state),
-                                 f'{label} (in "{_shown(member.filename)}")')
+            _judge_other_archive(_member_bytes(archive, member, state, label), inner)
+    if ooxml and MACRO_TYPE in state.forbidden:  # after the members: a program is named first
+        _judge_content_types(archive, members, state, label)
+
+
+def _is_encrypted(member: zipfile.ZipInfo) -> bool:
+    return bool(member.flag_bits & (ZIP_ENCRYPTED | ZIP_STRONG_ENCRYPTION)) or \
+        member.compress_type == ZIP_AES
+
+
+def _macros(label: str, part: str) -> Forbidden:
+    return Forbidden(f'{label} holds macros ("{_shown(part)}"), a forbidden type (.{MACRO_TYPE})')
 
 
 def _listed(content: bytes, label: str) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]:
@@ -473,6 +515,222 @@ def _is_macro(name: str, ooxml: bool, odf: bool) -> bool:
     if odf and name.startswith(("Basic/", "Scripts/")):
         return name.rsplit("/", 1)[-1] not in ODF_LIBRARY_INDEXES
     return False
+
+
+def _part_name(name: str) -> str:
+    """An OPC part name as compared: without the leading slash, percent-decoded, case
+    ignored (ECMA-376 Part 2, 6.2.2)."""
+    return urllib.parse.unquote(name).lstrip("/").lower()
+
+
+def _judge_content_types(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo],
+                         state: Check, label: str) -> None:
+    """Macros in an OOXML package, found as Office finds them: by the content type that
+    [Content_Types].xml gives a part (an Override for its name, else the Default for its
+    extension), whatever the part is called. Office refuses a part whose content type does not
+    fit the relationship pointing at it, so a VBA project renamed `word/x.bin` still carries
+    the vbaProject type here. A macro type declared for a part that is not there counts too."""
+    marker = next(m for m in members if m.filename == OOXML_MARKER)
+    if _is_encrypted(marker):
+        return  # judged by names only (encrypted_archives); Office cannot open it either
+    defaults: dict[str, str] = {}
+    overrides: dict[str, str] = {}
+
+    def element(tag: str, attributes: dict[str, str]) -> None:
+        local = tag.rsplit(" ", 1)[-1]
+        if local == "Default":
+            defaults[attributes.get("Extension", "").lower()] = attributes.get("ContentType", "")
+        elif local == "Override":
+            overrides[_part_name(attributes.get("PartName", ""))] = \
+                attributes.get("ContentType", "")
+
+    def declaration(*_: object) -> None:
+        raise ValueError("a document type declaration")  # no entities: no entity expansion
+
+    parser = expat.ParserCreate(namespace_separator=" ")
+    parser.StartElementHandler = element
+    parser.StartDoctypeDeclHandler = declaration
+    parser.EntityDeclHandler = declaration
+    try:
+        parser.Parse(_member_bytes(archive, marker, state, label), True)
+    except (expat.ExpatError, ValueError) as exc:
+        raise Uncheckable(f'{label} could not be checked: its "{OOXML_MARKER}" cannot be read '
+                          f"({exc}); send the document as saved by Office (or send a link to "
+                          "it instead)") from exc
+
+    def rank(content_type: str) -> int:  # the VBA project itself is the part worth naming
+        lowered = content_type.lower()
+        return next((i for i, word in enumerate(MACRO_CONTENT_TYPES) if word in lowered), -1)
+
+    found: list[tuple[int, str]] = []
+    for member in members:
+        last = member.filename.rsplit("/", 1)[-1]
+        default = defaults.get(last.rsplit(".", 1)[1].lower(), "") if "." in last else ""
+        content_type = overrides.get(_part_name(member.filename), default)
+        if rank(content_type) >= 0:
+            found.append((rank(content_type), member.filename))
+    if found:
+        raise _macros(label, min(found)[1])
+    if any(rank(t) >= 0 for t in (*defaults.values(), *overrides.values())):
+        raise _macros(label, OOXML_MARKER)
+
+
+class _DamagedOle(Exception):
+    """An OLE compound file whose structure cannot be followed; the message says where."""
+
+
+def _judge_ole(content: bytes, state: Check, label: str, member: str | None,
+               depth: int) -> None:
+    """An OLE compound file (a .doc, .xls, embedded object, ActiveX control or VBA project),
+    attached (`member` None) or a member of a zip. The bytes are searched whole for a
+    Windows executable, then every stream is put back together from its sectors (an embedded
+    program need not be stored in one piece) and judged on its own: a Windows executable in
+    it; the names Packager gives a file it embeds (`\\x01Ole10Native`); a zip or OLE file in
+    it, as a nested archive; and a VBA project, as macros. A file whose sectors cannot be
+    followed cannot be checked."""
+    subject = f'{label} contains "{_shown(member)}", which' if member else label
+    if _holds_executable(content, state):
+        raise Forbidden(f"{subject} holds a Windows executable")
+    inner = f'{label} (in "{_shown(member)}")' if member else label
+    try:
+        for name, stream in _ole_entries(content, state):
+            if name.lower() in OLE_MACRO_NAMES and MACRO_TYPE in state.forbidden:
+                raise _macros(label, member or name)
+            if stream is None:
+                continue
+            if _holds_executable(stream, state):
+                raise Forbidden(f"{subject} holds a Windows executable")
+            if name.lower() == OLE_PACKAGE:
+                for packaged in _packaged_names(stream):
+                    ext = extension(packaged)
+                    if ext and ext in state.forbidden:
+                        raise Forbidden(f'{subject} holds an embedded file "{_shown(packaged)}"'
+                                        f" of a forbidden type (.{ext})")
+            if _is_zip(stream) or stream.startswith(OLE_SIGNATURE):
+                if depth >= ZIP_DEPTH:
+                    raise Unreadable(f"{inner.lower()} nests archives more than {ZIP_DEPTH} "
+                                     "deep")
+                if _is_zip(stream):
+                    _judge_zip(stream, state, f'{inner} (in "{_shown(name)}")', depth + 1)
+                else:
+                    _judge_ole(stream, state, inner, name, depth + 1)
+    except _DamagedOle as exc:
+        what = f'"{_shown(member)}" in it is' if member else "it is"
+        raise Uncheckable(f"{label} could not be checked: {what} an Office (OLE) file that "
+                          f"cannot be read ({exc}); save it again in a current Office format "
+                          "(or send a link to it instead)") from exc
+
+
+def _ole_entries(content: bytes, state: Check) -> Iterator[tuple[str, bytes | None]]:
+    """Every storage (name, None) and stream (name, bytes) of an OLE compound file (MS-CFB),
+    in directory order. Every entry of the directory is read, reachable from the root or not.
+    Each stream counts as a member against the budget and its size as bytes inflated (two
+    entries may share sectors, so a small file can claim large streams). Raises _DamagedOle
+    when the header, a sector chain or the directory does not hold together."""
+    if len(content) < 512:
+        raise _DamagedOle("shorter than its header")
+    major, byte_order, shift, mini_shift = struct.unpack_from("<HHHH", content, 26)
+    if (major, shift) not in ((3, 9), (4, 12)) or byte_order != 0xFFFE or mini_shift != 6:
+        raise _DamagedOle("unknown header")
+    (fat_count, directory_start, _, cutoff, minifat_start, _, difat_next,
+     _) = struct.unpack_from("<IIIIIIII", content, 44)
+    if cutoff != OLE_MINI_CUTOFF:
+        raise _DamagedOle("unknown header")
+    size = 1 << shift
+    sector_count = -(-(len(content) - size) // size)  # the header takes sector -1
+    if fat_count > sector_count:
+        raise _DamagedOle("more FAT sectors than the file holds")
+
+    def sector(number: int) -> bytes:
+        if number >= sector_count:
+            raise _DamagedOle(f"sector {number} is past the end")
+        data = content[(number + 1) * size:(number + 2) * size]
+        return data + bytes(size - len(data))  # writers may cut the last sector short
+
+    def chain(start: int, table: tuple[int, ...], needed: int | None) -> list[int]:
+        """A chain of sector numbers; `needed` of them, or up to ENDOFCHAIN."""
+        numbers: list[int] = []
+        number = start
+        while number != OLE_END and (needed is None or len(numbers) < needed):
+            if number >= len(table) or len(numbers) > len(table):
+                raise _DamagedOle("a sector chain is broken")
+            numbers.append(number)
+            number = table[number]
+        if needed is not None and len(numbers) < needed:
+            raise _DamagedOle("a stream is shorter than its size")
+        return numbers
+
+    fat_sectors = list(struct.unpack_from("<109I", content, 76))
+    difat_read = 0
+    while difat_next not in (OLE_END, OLE_FREE) and len(fat_sectors) < fat_count + 109:
+        difat_read += 1
+        if difat_read > sector_count:
+            raise _DamagedOle("the DIFAT loops")
+        entries = struct.unpack(f"<{size // 4}I", sector(difat_next))
+        fat_sectors += entries[:-1]
+        difat_next = entries[-1]
+    fat_sectors = fat_sectors[:fat_count]
+    if len(fat_sectors) < fat_count:
+        raise _DamagedOle("the FAT is incomplete")
+    state.spend()
+    fat_bytes = b"".join(sector(number) for number in fat_sectors)
+    fat = struct.unpack(f"<{len(fat_bytes) // 4}I", fat_bytes)
+    state.spend()
+    directory = b"".join(sector(n) for n in chain(directory_start, fat, None))
+    if len(directory) < 128 or directory[66] != 5:
+        raise _DamagedOle("no root entry")
+    minifat: tuple[int, ...] = ()
+    if minifat_start not in (OLE_END, OLE_FREE):
+        minifat_bytes = b"".join(sector(n) for n in chain(minifat_start, fat, None))
+        minifat = struct.unpack(f"<{len(minifat_bytes) // 4}I", minifat_bytes)
+    mini_stream: bytes | None = None
+
+    def stream_size(entry: bytes) -> int:
+        low, high = struct.unpack_from("<II", entry, 120)
+        return low if major == 3 else low | high << 32  # version 3 leaves the high half
+
+    for at in range(0, len(directory) - 127, 128):
+        entry = directory[at:at + 128]
+        kind = entry[66]
+        if kind not in (1, 2):
+            continue
+        name_length = min(int.from_bytes(entry[64:66], "little"), 64)
+        name = entry[:max(name_length - 2, 0)].decode("utf-16-le", "replace")
+        if kind == 1:
+            yield name, None
+            continue
+        length = stream_size(entry)
+        start = int.from_bytes(entry[116:120], "little")
+        state.spend(inflated=length, members=1)
+        if length == 0:
+            yield name, b""
+        elif length < OLE_MINI_CUTOFF:
+            if mini_stream is None:
+                root_length = stream_size(directory)
+                state.spend(inflated=root_length)
+                mini_stream = b"".join(sector(n) for n in chain(
+                    int.from_bytes(directory[116:120], "little"), fat, -(-root_length // size)))
+            pieces = []
+            for number in chain(start, minifat, -(-length // OLE_MINI_SECTOR)):
+                piece = mini_stream[number * OLE_MINI_SECTOR:(number + 1) * OLE_MINI_SECTOR]
+                if len(piece) < OLE_MINI_SECTOR:
+                    raise _DamagedOle("a mini sector is past the end of the mini stream")
+                pieces.append(piece)
+            yield name, b"".join(pieces)[:length]
+        else:
+            yield name, b"".join(sector(n) for n in chain(start, fat, -(-length // size)))[:length]
+
+
+def _packaged_names(stream: bytes) -> list[str]:
+    """The names in an Ole10Native stream: its size (4 bytes), 2 bytes, the label and the
+    path it was embedded from (each ending with NUL), 4 bytes, then the length of the
+    temporary path Windows writes it to and that path. Packager opens the file by the last."""
+    fields = stream[6:6 + 3 * 4 * MAX_NAME].split(b"\0", 2)
+    names = fields[:2]
+    if len(fields) == 3 and len(fields[2]) >= 8:
+        length = int.from_bytes(fields[2][4:8], "little")
+        names.append(fields[2][8:8 + min(length, 4 * MAX_NAME)].split(b"\0", 1)[0])
+    return [name.decode("latin-1") for name in names if name]
 
 
 def _holds_executable(content: bytes, state: Check) -> bool:
@@ -527,21 +785,25 @@ def _judge_other_archive(content: bytes, label: str) -> None:
             raise _names_encrypted(label)
 
 
-def _member_head(archive: zipfile.ZipFile, member: zipfile.ZipInfo, state: Check) -> bytes:
-    """The first bytes of a member; an unsupported or broken member gives nothing (its
-    name was judged already)."""
+def _member_head(archive: zipfile.ZipFile, member: zipfile.ZipInfo, state: Check,
+                 label: str) -> bytes:
+    """The first bytes of a member. One that cannot be read (a compression method zipfile
+    lacks, such as Deflate64; a local header whose name differs from the directory's; damaged
+    data) is Uncheckable: what another program would unpack from it is unknown."""
     try:
         with archive.open(member) as stream:
             head = stream.read(HEAD_BYTES)
     except (RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, EOFError,
-            OSError, ValueError):
-        return b""
+            OSError, ValueError) as exc:
+        raise _member_unreadable(label, member, exc) from exc
     state.spend(inflated=len(head))
     return head
 
 
-def _member_bytes(archive: zipfile.ZipFile, member: zipfile.ZipInfo, state: Check) -> bytes:
-    """A member, up to ZIP_NESTED_MAX, inflated a chunk at a time within the budget."""
+def _member_bytes(archive: zipfile.ZipFile, member: zipfile.ZipInfo, state: Check,
+                  label: str) -> bytes:
+    """A member, up to ZIP_NESTED_MAX, inflated a chunk at a time within the budget; one that
+    cannot be read is Uncheckable, as in _member_head."""
     chunks: list[bytes] = []
     kept = 0
     try:
@@ -554,6 +816,18 @@ def _member_bytes(archive: zipfile.ZipFile, member: zipfile.ZipInfo, state: Chec
                 chunks.append(chunk)
                 kept += len(chunk)
     except (RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, EOFError,
-            OSError, ValueError):
-        return b""
+            OSError, ValueError) as exc:
+        raise _member_unreadable(label, member, exc) from exc
     return b"".join(chunks)
+
+
+def _member_unreadable(label: str, member: zipfile.ZipInfo, exc: Exception) -> Uncheckable:
+    if isinstance(exc, NotImplementedError):
+        why = f"it is packed with method {member.compress_type}, which this server cannot unpack"
+    elif "differ" in str(exc):
+        why = "the archive gives it two different names"
+    else:
+        why = "it is damaged"
+    return Uncheckable(f'{label} could not be checked: "{_shown(member.filename)}" in it cannot '
+                       f"be read ({why}); send the files again in a zip archive that uses "
+                       "ordinary (Deflate) compression (or send a link to it instead)")
