@@ -13,7 +13,9 @@ DESCRIPTION
                               A returned mail nobody could read counts as a FAILURE notice.
       RET (per message)       HDRS: the returned message inside the notice is cut to its
                               headers (message/rfc822 becomes text/rfc822-headers);
-                              FULL or absent: forwarded as received.
+                              FULL or absent: forwarded as received. The cut is
+                              made by the parser worker that read the mail (no key, no
+                              Redis), never by the recorder (headers_only_of()).
 
     Auto-replies (out of office, RFC 3834) are not DSNs: they are forwarded when the account
     sets forward_auto_replies. Complaints (ARF) are never forwarded: they are the mailbox
@@ -124,6 +126,15 @@ def headers_only(raw: bytes) -> bytes:
         return message.as_bytes() if changed else raw
     except (TypeError, UnicodeEncodeError):
         return raw
+
+
+def headers_only_of(raw: bytes, cut: bytes | None) -> bytes:
+    """headers_only(raw) as the parser worker computed it (`cut`, BounceReport.headers_only:
+    b"" when it is the mail itself), so the recorder, which runs as root, never takes the
+    returned mail apart; only a report parsed in this process (None) is cut here."""
+    if cut is None:
+        return headers_only(raw)
+    return cut or raw
 
 
 def forward(

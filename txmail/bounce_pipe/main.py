@@ -309,7 +309,8 @@ def process(
             trusted=trusted,
         )
         if why:
-            body = forwarding.headers_only(raw) if forwarding.ret_of(record) == "HDRS" else raw
+            body = (forwarding.headers_only_of(raw, report.headers_only)
+                    if forwarding.ret_of(record) == "HDRS" else raw)
             send = forwarder or _reinject(settings)
             send(body, record.envelope_sender, record.message_id)
             outcome.forwarded_to = record.envelope_sender
@@ -332,12 +333,34 @@ def _reinject(settings: Settings) -> Forwarder:
 def handle(settings: Settings, client: store.Client, raw: bytes, sender: str,
            recipient: str, read: Callable[[bytes], BounceReport]) -> tuple[int, str]:
     """process() one returned mail that `read` parses (in a parser worker that holds no
-    secret, server.py): (0, "done"), or (75, why) whatever goes wrong."""
+    secret, server.py): (0, "done"); (0, "kept ...") when the parser failed on the mail
+    itself (unparsed.Unreadable: kept unparsed, as every retry would fail alike until Postfix
+    discarded it); or (75, why) for anything else that goes wrong."""
     try:
-        process(settings, client, raw, sender, recipient, report=read(raw))
+        try:
+            report = read(raw)
+        except unparsed.Unreadable as exc:
+            return EX_OK, _keep_unreadable(settings, client, raw, sender, recipient, str(exc))
+        process(settings, client, raw, sender, recipient, report=report)
         return EX_OK, "done"
     except Exception as exc:  # noqa: BLE001 - anything else would make Postfix drop it
         return EX_TEMPFAIL, _failed(exc)
+
+
+def _keep_unreadable(settings: Settings, client: store.Client, raw: bytes, sender: str,
+                     recipient: str, why: str) -> str:
+    """Keep a mail the parser failed on for `txmail bounces unparsed`, as it came."""
+    queue_id = verify_bounce_address(recipient, settings.read_secret("bounce_key_file")) or ""
+    pipe = settings.bounce_pipe
+    trimmed = unparsed.keep(client, store.Keys(settings.redis.prefix), raw, why, sender,
+                            recipient, queue_id, pipe.unparsed_max, pipe.unparsed_max_bytes)
+    label = queue_id or "NOQUEUE"
+    log.warning("%s: the parser failed on this returned mail; kept unparsed for `txmail "
+                "bounces unparsed`: %s", label, why)
+    if trimmed:
+        log.warning("%s: bounces:unparsed is full (%d); the oldest kept bounce was dropped",
+                    label, pipe.unparsed_max)
+    return f"kept unparsed: {why}"
 
 
 def _failed(exc: BaseException) -> str:

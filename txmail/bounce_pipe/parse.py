@@ -95,6 +95,10 @@ class BounceReport:
     # d= domains of the DKIM signatures that verify; filled for complaints only
     # (txmail.bounce_pipe.feedback), where it says whether a feedback loop sent the report
     dkim_domains: tuple[str, ...] = ()
+    # the mail cut for RET=HDRS (forward.headers_only), computed by the parser worker so the
+    # recorder never takes hostile mail apart: b"" when it is the mail itself, None when not
+    # computed (a report parsed in the recorder's own process, which then cuts it itself)
+    headers_only: bytes | None = None
 
 
 def parse_message(raw: bytes) -> list[BounceEvent]:

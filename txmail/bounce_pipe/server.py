@@ -2,10 +2,11 @@
 
 Runs as root, like the other daemons: it holds the bounce key (to check each bounce address's
 token) and the Redis connection, and records, keeps and forwards each returned mail exactly as
-main.process() says. It never parses a returned mail itself: a small pool of long-running
-parser workers (worker.py) does, as the unprivileged settings.user, with no key, no Redis
-connection, no right to read the key files or the Redis socket, and bounded CPU seconds and
-address space. The parser is imported once per worker, not once per mail.
+main.process() says. It never parses a returned mail itself, nor takes it apart for RET=HDRS:
+a small pool of long-running parser workers (worker.py) does both, as the unprivileged
+settings.user, with no key, no Redis connection, no right to read the key files or the Redis
+socket, and bounded CPU seconds and address space. The parser is imported once per worker,
+not once per mail.
 
 Listens on the UNIX socket bounce_pipe.socket, in a folder of group settings.user (mode 0750)
 that Postfix's pipe processes (that user) can enter. Each connection carries one returned mail
@@ -13,17 +14,33 @@ that Postfix's pipe processes (that user) can enter. Each connection carries one
 thread per connection: pipe(8) runs at most a few at once (master.cf maxproc); a connection
 waits for a free worker, then for Redis and the forwarding SMTP session.
 
-Workers: bounce_pipe.parser_workers of them. Each mail has bounce_pipe.parser_timeout seconds
-of wall-clock time and parser_cpu_seconds of CPU; a worker past either is killed and replaced,
-and the mail answered 75. A worker that dies is replaced; one that retires (worker.MAX_MAILS,
-its CPU lifetime) is replaced before the next mail.
+Workers: bounce_pipe.parser_workers slots, each holding one worker (or none, when one could
+not be started: the next mail in that slot starts it). Each mail has bounce_pipe.parser_timeout
+seconds of wall-clock time, its hand-over to the worker included, and parser_cpu_seconds of
+CPU. A worker that does not take the mail in time, or had died before, is killed and a fresh
+one takes the mail. A worker that runs past the timeout, is killed by a limit (SIGXCPU, a
+signal after running out of memory), answers garbage, or whose parser raises on the mail, has
+failed on the mail itself: the mail would fail the same way on every retry, so it is kept
+unparsed for `txmail bounces unparsed` (unparsed.Unreadable) and answered 0, and the worker
+(but for a parser that raised) replaced. Trouble that may pass (the worker's DNS lookup timed
+out, it exited without a signal, none can be started) is answered 75. A worker that retires
+(worker.MAX_MAILS, its CPU lifetime) is replaced before the next mail.
+
+Complaints: a worker parses mail of every account, so a parser exploited by one mail could
+lie about the mail that follows it. The reports that decide who may vouch for a complaint
+(complaint events, BounceReport.dkim_domains, which make a complaint count as a feedback
+loop's, and original_headers, whose Return-Path then names the message) are believed only
+from a worker that parsed no other mail before: such a report from a worker that did is
+parsed again by a fresh one, and every worker that reported one is retired after it. A
+compromised worker can lie about at most the mail that compromised it.
 
 Logs:  the decisions of main.process() on standard error (STATE/log/bounce-pipe.log under
-       `txmail up`), a warning for anything on the socket that is not a request and for each
-       worker killed, and the workers' own tracebacks.
-Fails: a request it cannot read gets 75 and a warning; a mail it cannot parse (timeout, worker
-       killed, parser bug) or record gets 75 (Postfix keeps it and retries). Nothing a peer
-       sends stops the server.
+       `txmail up`), a warning for anything on the socket that is not a request, for each
+       worker killed or that cannot start, for each mail kept unparsed, and the workers' own
+       tracebacks.
+Fails: a request it cannot read gets 75 and a warning; a mail the parser failed on is kept and
+       answered 0 (above); a mail it cannot record, or that met temporary trouble, gets 75
+       (Postfix keeps it and retries). Nothing a peer or a worker sends stops the server.
 """
 
 from __future__ import annotations
@@ -46,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from txmail import store
-from txmail.bounce_pipe import handoff, worker
+from txmail.bounce_pipe import handoff, unparsed, worker
 from txmail.bounce_pipe.main import handle
 from txmail.bounce_pipe.parse import BounceReport
 from txmail.config import RedisSettings, Settings
@@ -59,11 +76,8 @@ MAX_ANSWER = 16 * 1024 * 1024  # bytes of one worker's report
 
 
 class ParserFailed(TemporaryFailure):
-    """A worker did not return a report in time, died, or its parser raised: exit 75."""
-
-
-class ParserRaised(ParserFailed):
-    """The parser raised on this mail (a bug); the worker answered and goes on."""
+    """No worker could parse the mail for a reason that may pass (none can start, its DNS
+    lookup timed out, it exited without a signal): exit 75."""
 
 
 Take = Callable[[bytes, str, str], tuple[int, str]]  # (mail, sender, recipient) -> exit, why
@@ -71,6 +85,16 @@ Take = Callable[[bytes, str, str], tuple[int, str]]  # (mail, sender, recipient)
 
 def socket_path(settings: Settings) -> Path:
     return settings.path(settings.bounce_pipe.socket)
+
+
+class NotTaken(Exception):
+    """The worker did not take the mail: it was gone, or did not read it in time."""
+
+
+def judges_complaints(report: BounceReport) -> bool:
+    """Whether the report says something only a worker that parsed nothing else is believed
+    about: a complaint, or DKIM signatures that could make one a feedback loop's."""
+    return bool(report.dkim_domains) or any(e.kind == "complaint" for e in report.events)
 
 
 class Worker:
@@ -81,10 +105,12 @@ class Worker:
                                      stderr=None, **worker.process_options(user))
         self.buffer = bytearray()
         self.mails = 0
+        self.usable = True  # False once it failed, retires, or may be stuck mid-frame
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         try:
             worker.write_frame(self.stdin, settings_frame)
+            os.set_blocking(self.stdin.fileno(), False)  # from now on: _write(), bounded
         except OSError:
             self.close(kill=True)
             raise
@@ -94,42 +120,93 @@ class Worker:
         return self.proc.pid
 
     def parse(self, raw: bytes, timeout: float) -> tuple[BounceReport, bool]:
-        """(the report, whether the worker exits now). ParserFailed when it takes longer than
-        `timeout` seconds, dies, or its parser raises; BrokenPipeError when it was gone
-        before it took the mail."""
+        """(the report, whether the worker exits now), within `timeout` seconds, the hand-over
+        included. NotTaken when it did not take the mail; unparsed.Unreadable when the parser
+        failed on the mail itself; ParserFailed for trouble that may pass. After any of them
+        `usable` says whether the worker may take another mail."""
         deadline = time.monotonic() + timeout
-        worker.write_frame(self.stdin, raw)
         self.mails += 1
-        line = self._read_until(lambda: b"\n" in self.buffer, deadline)
-        head, _, _ = bytes(self.buffer).partition(b"\n")
-        if not head.isdigit() or int(head) > MAX_ANSWER:
-            raise ParserFailed(f"the parser worker sent no frame ({line[:40]!r})")
-        size = len(head) + 1 + int(head)
-        self._read_until(lambda: len(self.buffer) >= size, deadline)
-        payload = bytes(self.buffer[len(head) + 1:size])
-        del self.buffer[:size]
         try:
-            return worker.read_answer(payload)
-        except ValueError as exc:  # the parser raised on this mail: the worker goes on
-            raise ParserRaised(str(exc)) from None
+            self._write(b"%d\n" % len(raw) + raw, deadline)
+            self._read_until(lambda: b"\n" in self.buffer, deadline)
+            head, _, _ = bytes(self.buffer).partition(b"\n")
+            if not head.isdigit() or int(head) > MAX_ANSWER:
+                raise unparsed.Unreadable(
+                    f"the parser worker answered garbage ({bytes(self.buffer[:40])!r})")
+            size = len(head) + 1 + int(head)
+            self._read_until(lambda: len(self.buffer) >= size, deadline)
+            payload = bytes(self.buffer[len(head) + 1:size])
+            del self.buffer[:size]
+            try:
+                report, retiring = worker.read_answer(payload)
+            except worker.FrameError as exc:
+                raise unparsed.Unreadable(f"the parser worker answered garbage ({exc})"
+                                          ) from None
+        except worker.ErrorAnswer as exc:  # the parser raised: the worker goes on
+            self.usable = not exc.retiring
+            if exc.temporary:
+                raise ParserFailed(f"the parser met trouble that may pass: {exc}") from None
+            raise unparsed.Unreadable(f"the parser raised on this mail: {exc}") from None
+        except BaseException:
+            self.usable = False
+            raise
+        self.usable = not retiring
+        return report, retiring
 
-    def _read_until(self, done: Callable[[], bool], deadline: float) -> bytes:
+    def _write(self, frame: bytes, deadline: float) -> None:
+        """Write `frame` while the worker reads it; NotTaken when it stops reading for longer
+        than is left of the deadline (a write to a pipe blocks once 64 KiB wait in it)."""
+        fd = self.stdin.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        view = memoryview(frame)
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+                continue
+            except BlockingIOError:
+                pass
+            except BrokenPipeError:
+                raise NotTaken(f"{self.exit_status()} before it took the mail") from None
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                raise NotTaken("did not take the mail within the parser timeout")
+
+    def _read_until(self, done: Callable[[], bool], deadline: float) -> None:
         fd = self.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
         while not done():
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise ParserFailed("the parser worker took longer than its timeout")
+            if left <= 0 or not poller.poll(left * 1000):
+                raise unparsed.Unreadable("the parser took longer than its timeout "
+                                          "(bounce_pipe.parser_timeout)")
             chunk = os.read(fd, 1 << 20)
             if not chunk:
-                raise ParserFailed(f"the parser worker died ({self.exit_status()})")
+                self._reap()
+                code = self.proc.returncode
+                if code is not None and code < 0:  # a limit (SIGXCPU, SIGKILL) or a crash
+                    raise unparsed.Unreadable(f"the parser worker was {self.exit_status()} "
+                                              "while it parsed this mail")
+                raise ParserFailed(f"the parser worker {self.exit_status()}")
             self.buffer += chunk
-        return bytes(self.buffer[:60])
+
+    def _reap(self) -> None:
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass  # closed its output but lives on: exit_status() says so
 
     def exit_status(self) -> str:
         code = self.proc.poll()
         if code is None:
             return "still running"
-        return f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exited with status {code}"
 
     def close(self, kill: bool = False) -> None:
         """End the process: at end of its input, or by SIGKILL (a worker in a runaway parse
@@ -140,7 +217,7 @@ class Worker:
             try:
                 stream.close()
             except OSError:
-                pass  # a pipe whose reader is gone
+                pass  # a pipe whose reader is gone, or unflushed bytes of a killed one
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
@@ -148,8 +225,17 @@ class Worker:
             self.proc.wait(5)
 
 
+class Slot:
+    """A place for one worker; None while none could be started."""
+
+    def __init__(self, worker: Worker | None) -> None:
+        self.worker = worker
+
+
 class ParserPool:
-    """bounce_pipe.parser_workers workers; parse() takes a free one, waiting if all are busy."""
+    """bounce_pipe.parser_workers slots; parse() takes a free one, waiting if all are busy.
+    A slot always goes back with a worker that may take a mail, or with none (started by the
+    next mail that takes the slot)."""
 
     def __init__(self, settings: Settings, user: str | None) -> None:
         pipe = settings.bounce_pipe
@@ -161,9 +247,9 @@ class ParserPool:
                                          ).encode()
         self.lock = threading.Lock()
         self.workers: list[Worker] = []
-        self.idle: queue.LifoQueue[Worker] = queue.LifoQueue()  # the warmest first
+        self.idle: queue.LifoQueue[Slot] = queue.LifoQueue()  # the warmest first
         for _ in range(pipe.parser_workers):
-            self.idle.put(self._start())
+            self.idle.put(Slot(self._start()))
 
     def _start(self) -> Worker:
         started = Worker(self.argv, self.settings_frame, self.user)
@@ -171,43 +257,78 @@ class ParserPool:
             self.workers.append(started)
         return started
 
-    def _replace(self, old: Worker, kill: bool) -> Worker:
-        old.close(kill=kill)
-        with self.lock:
-            self.workers.remove(old)
-        return self._start()
+    def _ready(self, slot: Slot) -> Worker:
+        """The slot's worker, started now if it has none; ParserFailed when none starts."""
+        if slot.worker is None:
+            try:
+                slot.worker = self._start()
+            except (OSError, KeyError, subprocess.SubprocessError) as exc:
+                log.error("NOQUEUE: a parser worker could not be started: %s: %s",
+                          exc.__class__.__name__, exc)
+                raise ParserFailed(f"no parser worker could be started: "
+                                   f"{exc.__class__.__name__}: {exc}") from None
+        return slot.worker
+
+    def _end(self, slot: Slot, kill: bool) -> None:
+        """End the slot's worker and start its successor; when that fails the slot stays
+        empty and the next mail in it tries again."""
+        old, slot.worker = slot.worker, None
+        if old is not None:
+            old.close(kill=kill)
+            with self.lock:
+                self.workers.remove(old)
+        try:
+            self._ready(slot)
+        except ParserFailed:
+            pass  # logged; retried by the next mail in this slot
 
     def pids(self) -> list[int]:
         with self.lock:
             return [w.pid for w in self.workers]
 
     def parse(self, raw: bytes) -> BounceReport:
-        current = self.idle.get()
+        """The report of one returned mail (see the module text); unparsed.Unreadable when
+        the parser failed on the mail itself, ParserFailed for trouble that may pass."""
+        slot = self.idle.get()
         try:
-            for attempt in (1, 2):
-                try:
-                    report, retiring = current.parse(raw, self.timeout)
-                except BrokenPipeError:  # it died between two mails: a fresh one takes it
-                    log.warning("NOQUEUE: parser worker %d %s before it took a mail; "
-                                "replaced", current.pid, current.exit_status())
-                    current = self._replace(current, kill=True)
-                    if attempt == 2:
-                        raise ParserFailed("the parser workers die before they take a mail"
-                                           ) from None
-                    continue
-                except ParserRaised:
-                    raise
-                except ParserFailed as exc:
+            report, first = self._parse_in(slot, raw)
+            if judges_complaints(report):
+                if not first:  # the worker parsed other mail before: ask one that did not
+                    log.info("NOQUEUE: a complaint report from a parser worker that parsed "
+                             "other mail before; parsed again by a fresh one")
+                    self._end(slot, kill=False)
+                    report, first = self._parse_in(slot, raw)
+                if judges_complaints(report):
+                    self._end(slot, kill=False)  # it may lie about no later mail
+            return report
+        finally:
+            self.idle.put(slot)
+
+    def _parse_in(self, slot: Slot, raw: bytes) -> tuple[BounceReport, bool]:
+        """The report of the slot's worker, and whether that worker parsed no mail before."""
+        for _attempt in (1, 2):
+            current = self._ready(slot)
+            try:
+                report, _retiring = current.parse(raw, self.timeout)
+            except NotTaken as exc:  # the mail was not parsed: a fresh worker takes it
+                log.warning("NOQUEUE: parser worker %d %s; killed and replaced", current.pid,
+                            exc)
+                self._end(slot, kill=True)
+                continue
+            except (unparsed.Unreadable, ParserFailed) as exc:
+                if not current.usable:
                     log.warning("NOQUEUE: %s; parser worker %d killed and replaced", exc,
                                 current.pid)
-                    current = self._replace(current, kill=True)
-                    raise
-                if retiring:
-                    current = self._replace(current, kill=False)
-                return report
-            raise ParserFailed("unreachable")
-        finally:
-            self.idle.put(current)
+                    self._end(slot, kill=True)
+                raise
+            except BaseException:
+                self._end(slot, kill=True)  # a bug here: never hand the worker on
+                raise
+            first = current.mails == 1
+            if not current.usable:  # it retires
+                self._end(slot, kill=False)
+            return report, first
+        raise ParserFailed("the parser workers do not take the mail (two tried)")
 
     def close(self) -> None:
         with self.lock:

@@ -9,6 +9,10 @@ Writes: PREFIX bounces:unparsed, a stream with fields reason, sender, recipient,
         Latin-1 decoded so every byte survives). Capped at bounce_pipe.unparsed_max entries:
         past it the oldest go, and the pipe logs a warning saying so.
 Fails:  StoreUnavailable when Redis is down (the pipe then exits 75 and Postfix retries).
+
+Unreadable is what a reader raises when the parser failed on the mail itself (it raised on it,
+ran past its time, was killed by a limit): main.handle() keeps such a mail here without
+parsing it and answers 0, because every retry would fail alike until Postfix discards it.
 """
 
 from __future__ import annotations
@@ -16,9 +20,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from txmail.errors import TxmailError
 from txmail.store import Client, Keys, guard
 
 MAX_REASON = 300
+
+
+class Unreadable(TxmailError):
+    """The parser failed on this returned mail itself (not trouble that may pass): keep it."""
 
 
 @dataclass(frozen=True)

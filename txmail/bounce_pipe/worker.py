@@ -10,7 +10,13 @@ nothing but the mail it was given (and DNS, which DKIM verification of complaint
 Protocol (stdin/stdout, binary): every frame is b"LENGTH\\n" and LENGTH bytes.
     first frame in:  the settings as JSON (config.to_dict, without the [redis] table);
     then per mail:   in: the raw mail;  out: JSON {"report": dataclasses.asdict(BounceReport)}
-                     or {"error": "why"} when the parser raised; with "retiring": true when
+                     (bytes as base64), its headers_only field the RET=HDRS form of the
+                     mail (forward.headers_only, b"" when that is the mail itself), so the
+                     server never takes the mail apart; or {"error": "why", "temporary":
+                     false} when the parser raised on the mail (a bug meeting this mail:
+                     every retry would fail alike), "temporary": true when it met trouble
+                     that may pass (txmail.errors.TemporaryFailure: a DNS lookup of the
+                     DKIM check of a complaint that timed out); with "retiring": true when
                      the worker exits after this answer (after `MAX_MAILS` mails, or when
                      its CPU time nears its hard limit), so the server replaces it in time.
 The worker exits 0 at end of input.
@@ -35,6 +41,8 @@ Logs: tracebacks of parser bugs on standard error (the server's log).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import grp
 import json
@@ -81,7 +89,16 @@ def process_options(user: str | None) -> dict[str, Any]:
 
 
 class FrameError(Exception):
-    """The bytes on the stream are not a frame."""
+    """The bytes on the stream are not a frame, or not an answer."""
+
+
+class ErrorAnswer(Exception):
+    """The worker answered an error for a mail instead of a report."""
+
+    def __init__(self, why: str, temporary: bool, retiring: bool) -> None:
+        super().__init__(why)
+        self.temporary = temporary
+        self.retiring = retiring
 
 
 def write_frame(stream: IO[bytes], payload: bytes) -> None:
@@ -118,6 +135,8 @@ def from_fields(cls: type, values: dict[str, Any]) -> Any:
 def _value(hint: Any, value: Any) -> Any:
     if value is None:
         return None
+    if hint is bytes and isinstance(value, str):
+        return base64.b64decode(value, validate=True)  # as _json() sent it
     if dataclasses.is_dataclass(hint) and isinstance(value, dict):
         return from_fields(hint, value)  # type: ignore[arg-type]
     origin = typing.get_origin(hint)
@@ -135,15 +154,50 @@ def _value(hint: Any, value: Any) -> Any:
 
 
 def read_answer(payload: bytes) -> tuple[Any, bool]:
-    """(the BounceReport a worker sent, whether it exits now); ValueError when it sent an
-    error or garbage."""
+    """(the BounceReport a worker sent, whether it exits now); ErrorAnswer when it answered
+    an error, FrameError when it sent anything but an answer."""
     from txmail.bounce_pipe.parse import BounceReport
 
-    answer = json.loads(payload)
-    if not isinstance(answer, dict) or not isinstance(answer.get("report"), dict):
-        why = answer.get("error") if isinstance(answer, dict) else answer
-        raise ValueError(f"the parser failed: {str(why)[:300]}")
-    return from_fields(BounceReport, answer["report"]), bool(answer.get("retiring"))
+    try:
+        answer = json.loads(payload)
+    except ValueError as exc:
+        raise FrameError(f"not JSON: {exc}") from None
+    if not isinstance(answer, dict):
+        raise FrameError(f"not an answer: {str(answer)[:60]}")
+    retiring = answer.get("retiring") is True
+    if isinstance(answer.get("report"), dict):
+        try:
+            return from_fields(BounceReport, answer["report"]), retiring
+        except (TypeError, ValueError, AttributeError, binascii.Error) as exc:
+            raise FrameError(f"not a report: {exc.__class__.__name__}: {str(exc)[:200]}"
+                             ) from None
+    if "error" in answer:
+        raise ErrorAnswer(f"the parser failed: {str(answer['error'])[:300]}",
+                          temporary=answer.get("temporary") is True, retiring=retiring)
+    raise FrameError(f"neither report nor error: {sorted(answer)[:5]}")
+
+
+def _json(value: Any) -> Any:
+    """json.dumps default: bytes as base64 (headers_only), sets as lists."""
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode("ascii")
+    return list(value)
+
+
+def _headers_only(raw: bytes) -> bytes:
+    """forward.headers_only(raw), b"" when that is the mail itself. The stdlib parser may
+    fail on hostile mail where the bounce parser did not: the mail is then forwarded as it
+    came (what headers_only does for the failures it knows), and the report still counts."""
+    from txmail.bounce_pipe.forward import headers_only
+
+    try:
+        cut = headers_only(raw)
+    except Exception:  # noqa: BLE001 - a stdlib bug meeting this mail costs the cut only
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        return b""
+    return b"" if cut == raw else cut
 
 
 def _cpu_used() -> float:
@@ -154,6 +208,7 @@ def _cpu_used() -> float:
 def serve(stdin: IO[bytes], stdout: IO[bytes], mail_cpu_seconds: int) -> int:
     from txmail import config
     from txmail.bounce_pipe.main import read_report  # the ~320 ms this process exists to pay once
+    from txmail.errors import TemporaryFailure
 
     first = read_frame(stdin)
     if first is None:
@@ -170,18 +225,23 @@ def serve(stdin: IO[bytes], stdout: IO[bytes], mail_cpu_seconds: int) -> int:
                                (min(int(used) + 1 + mail_cpu_seconds, hard), hard))
         answer: dict[str, Any]
         try:
-            answer = {"report": dataclasses.asdict(read_report(settings, raw))}
+            report = read_report(settings, raw)
+            report.headers_only = _headers_only(raw)
+            answer = {"report": dataclasses.asdict(report)}
+        except TemporaryFailure as exc:  # trouble that may pass: Postfix brings it again
+            answer = {"error": f"{exc.__class__.__name__}: {str(exc)[:200]}", "temporary": True}
         except Exception as exc:  # noqa: BLE001 - a parser bug costs this mail, not the worker
             import traceback
 
             traceback.print_exc(file=sys.stderr)
-            answer = {"error": f"{exc.__class__.__name__}: {str(exc)[:200]}"}
+            answer = {"error": f"{exc.__class__.__name__}: {str(exc)[:200]}",
+                      "temporary": False}
         # Retire while the next mail could not finish within the lifetime budget.
         retiring = count == MAX_MAILS or (
             hard != resource.RLIM_INFINITY and _cpu_used() + mail_cpu_seconds + 1 > hard)
         if retiring:
             answer["retiring"] = True
-        write_frame(stdout, json.dumps(answer, default=list).encode())
+        write_frame(stdout, json.dumps(answer, default=_json).encode())
         if retiring:
             return 0
     return 0

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from txmail.bounce_pipe import worker
+from txmail.bounce_pipe import forward, unparsed, worker
 from txmail.bounce_pipe.detectors.base import BounceEvent
 from txmail.bounce_pipe.parse import BounceReport, parse_report
-from txmail.bounce_pipe.server import ParserFailed, ParserPool
+from txmail.bounce_pipe.server import ParserPool
 from txmail.config import Settings
+from txmail.errors import TemporaryFailure
 
 CORPUS = Path(__file__).resolve().parents[4] / "shared/corpus/bounces"
 
@@ -38,16 +39,34 @@ class Later:
 def test_a_report_round_trips_whatever_its_fields() -> None:
     event = BounceEvent("bounce", "a@x.example", "5.1.1", "userunknown", "550 5.1.1 no",
                         remote_mta="mx.x.example", detector="rfc3464")
+    cut = bytes(range(256)) + b"\r\nSubject: caf\xe9\r\n"  # every byte, 8-bit ones included
     report = BounceReport(events=[event], postfix_queue_id="4jXCs06YbRzJJ2Y",
-                          original_headers={"subject": "hi"}, dkim_domains=("isp.example",))
-    payload = json.dumps({"report": dataclasses.asdict(report)}).encode()
+                          original_headers={"subject": "hi"}, dkim_domains=("isp.example",),
+                          headers_only=cut)
+    payload = json.dumps({"report": dataclasses.asdict(report)}, default=worker._json).encode()
     assert worker.read_answer(payload) == (report, False)
+    assert len(payload) < 2 * len(cut) + 1000  # base64, not a list of numbers or \u escapes
+    same = dataclasses.replace(report, headers_only=b"")
+    assert worker.read_answer(json.dumps({"report": dataclasses.asdict(same)},
+                                         default=worker._json).encode()) == (same, False)
     later = Later([event], ("a.example", "b.example"), event, {"x": event}, 3)
     assert worker.from_fields(Later, json.loads(json.dumps(dataclasses.asdict(later)))) == later
     # a field the sender has and the receiver lacks is ignored; one it lacks keeps its default
     assert worker.from_fields(Later, {"count": 2, "gone": 1}) == Later(count=2)
-    with pytest.raises(ValueError, match="the parser failed: KeyError"):
-        worker.read_answer(b'{"error": "KeyError: x"}')
+
+
+def test_error_answers_say_whether_the_trouble_may_pass() -> None:
+    with pytest.raises(worker.ErrorAnswer, match="the parser failed: KeyError") as caught:
+        worker.read_answer(b'{"error": "KeyError: x", "temporary": false}')
+    assert not caught.value.temporary and not caught.value.retiring
+    with pytest.raises(worker.ErrorAnswer) as caught:
+        worker.read_answer(b'{"error": "TemporaryFailure: DNS", "temporary": true, '
+                           b'"retiring": true}')
+    assert caught.value.temporary and caught.value.retiring
+    for garbage in (b"nope", b"[1]", b'{"x": 1}', b'{"report": {"events": [{"kind": 1}]}}',
+                    b'{"report": {"headers_only": "not base64!"}}'):
+        with pytest.raises(worker.FrameError):
+            worker.read_answer(garbage)
 
 
 def test_frames() -> None:
@@ -79,12 +98,35 @@ def proc_status(pid: int, *names: str) -> dict[str, str]:
     return {k: v.strip() for k, _, v in (ln.partition(":") for ln in lines) if k in names}
 
 
+def as_worker_reports(raw: bytes) -> BounceReport:
+    """parse_report(raw) with the RET=HDRS form the worker adds (b"": the mail itself)."""
+    cut = forward.headers_only(raw)
+    return dataclasses.replace(parse_report(raw), headers_only=b"" if cut == raw else cut)
+
+
 def test_workers_parse_as_the_process_itself_would(pool: ParserPool) -> None:
     samples = sorted(CORPUS.glob("*.eml"))[:20]
     assert samples
     for sample in samples:
         raw = sample.read_bytes()
-        assert pool.parse(raw) == parse_report(raw), sample.name
+        assert pool.parse(raw) == as_worker_reports(raw), sample.name
+
+
+def test_the_worker_cuts_returned_messages_to_their_headers(pool: ParserPool) -> None:
+    """RET=HDRS: the recorder (root) never takes hostile mail apart; the worker does."""
+    cut_some = 0
+    for sample in sorted(CORPUS.glob("*.eml")):
+        raw = sample.read_bytes()
+        cut = forward.headers_only(raw)
+        report = pool.parse(raw)
+        assert report.headers_only == (b"" if cut == raw else cut), sample.name
+        assert forward.headers_only_of(raw, report.headers_only) == cut
+        cut_some += cut != raw
+        if cut_some >= 3:
+            break
+    assert cut_some == 3
+    plain = b"From: x@y.example\r\n\r\nno returned message\r\n"
+    assert pool.parse(plain).headers_only == b""
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
@@ -107,14 +149,14 @@ def test_a_mail_past_its_time_kills_the_worker_and_another_takes_its_place(
     raw = (CORPUS / "flufl-bounce_02.eml").read_bytes()
     before = pool.pids()
     pool.timeout = 0.000001
-    with pytest.raises(ParserFailed, match="longer than its timeout"):
+    with pytest.raises(unparsed.Unreadable, match="longer than its timeout"):
         pool.parse(raw)
     pool.timeout = 30.0
     after = pool.pids()
     assert len(after) == 2 and len(set(before) & set(after)) == 1
     gone = (set(before) - set(after)).pop()
     assert not Path(f"/proc/{gone}").exists() or "Z" in Path(f"/proc/{gone}/stat").read_text()
-    assert pool.parse(raw) == parse_report(raw)
+    assert pool.parse(raw) == as_worker_reports(raw)
 
 
 def test_a_worker_that_died_between_mails_is_replaced_without_losing_the_mail(
@@ -123,28 +165,45 @@ def test_a_worker_that_died_between_mails_is_replaced_without_losing_the_mail(
     for each in list(pool.workers):
         each.proc.kill()
         each.proc.wait()
-    assert pool.parse(raw) == parse_report(raw)  # the dead one was replaced, the mail taken
+    assert pool.parse(raw) == as_worker_reports(raw)  # the dead one replaced, the mail taken
 
 
 def test_a_parser_error_costs_one_mail_not_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker's loop, in this process: a parser that raises on one mail answers an error
-    for it (the server answers 75) and goes on with the next."""
+    for it, not temporary (the server keeps the mail unparsed); trouble that may pass (a DNS
+    lookup that timed out) is answered temporary (the server answers 75); the worker goes on
+    with the next mail either way."""
     from txmail.bounce_pipe import main
 
     def read_report(_settings: Settings, raw: bytes) -> BounceReport:
         if raw == b"bug":
             raise RecursionError("deep")
+        if raw == b"dns":
+            raise TemporaryFailure("the DNS lookup of a DKIM key timed out")
         return BounceReport(postfix_queue_id=raw.decode())
 
     monkeypatch.setattr(main, "read_report", read_report)
     stdin, stdout = io.BytesIO(), io.BytesIO()
     settings = Settings(state_dir="/tmp")
-    for frame in (json.dumps(dataclasses.asdict(settings)).encode(), b"bug", b"Q1"):
+    for frame in (json.dumps(dataclasses.asdict(settings)).encode(), b"bug", b"dns", b"Q1"):
         worker.write_frame(stdin, frame)
     stdin.seek(0)
     assert worker.serve(stdin, stdout, 10) == 0
     stdout.seek(0)
-    with pytest.raises(ValueError, match="RecursionError: deep"):
+    with pytest.raises(worker.ErrorAnswer, match="RecursionError: deep") as caught:
         worker.read_answer(worker.read_frame(stdout) or b"")
+    assert not caught.value.temporary
+    with pytest.raises(worker.ErrorAnswer, match="TemporaryFailure: the DNS") as caught:
+        worker.read_answer(worker.read_frame(stdout) or b"")
+    assert caught.value.temporary
     assert worker.read_answer(worker.read_frame(stdout) or b"") == (
-        BounceReport(postfix_queue_id="Q1"), False)
+        BounceReport(postfix_queue_id="Q1", headers_only=b""), False)
+
+
+def test_a_cut_the_stdlib_cannot_make_costs_the_cut_not_the_report(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(_raw: bytes) -> bytes:
+        raise LookupError("unknown encoding")
+
+    monkeypatch.setattr(forward, "headers_only", broken)
+    assert worker._headers_only(b"From: x@y.example\r\n\r\nbody\r\n") == b""

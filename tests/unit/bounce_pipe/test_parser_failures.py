@@ -1,0 +1,313 @@
+"""What the recorder does when a parser worker fails, lies or hangs (issue 15, finding 8).
+
+A returned mail the parser fails on (it raises, runs past its time, is killed by a limit,
+answers garbage) would fail the same way on every retry: answered 75, Postfix would bring it
+back until maximal_queue_lifetime and then discard it, silently. It is kept unparsed instead,
+and answered 0; trouble that may pass (a DNS timeout, Redis down) is still 75. A slot whose
+worker could not be replaced, or that stops reading, never breaks for good. A worker that
+parsed other mail is not believed about a complaint.
+
+The workers here are a scripted stand-in (FAKE) speaking worker.py's protocol, so each way of
+failing can be had on demand; the real worker's side is in test_worker.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from txmail.bounce_pipe import server, unparsed, worker
+from txmail.bounce_pipe.main import handle, process
+from txmail.bounce_pipe.parse import BounceReport, parse_report
+from txmail.bounce_pipe.server import NotTaken, ParserFailed, ParserPool, Worker
+from txmail.config import Settings
+from txmail.milter.bounce_address import bounce_address
+from txmail.store import Keys
+from txmail.store.accounts import Accounts
+from txmail.store.messages import MessageRecord, Messages
+
+FAKE = r"""
+import json, os, resource, sys, time
+from txmail.bounce_pipe import worker as w
+stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+w.read_frame(stdin)
+count = 0
+while True:
+    raw = w.read_frame(stdin)
+    if raw is None:
+        sys.exit(0)
+    count += 1
+    if raw == b"raise":
+        answer = {"error": "KeyError: 'boundary'", "temporary": False}
+    elif raw == b"dns":
+        answer = {"error": "TemporaryFailure: DNS timed out", "temporary": True}
+    elif raw == b"burn":  # as the real worker's per-mail soft RLIMIT_CPU ends it
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        soft = int(used.ru_utime + used.ru_stime) + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, resource.getrlimit(resource.RLIMIT_CPU)[1]))
+        while True:
+            pass
+    elif raw == b"hang":
+        time.sleep(60)
+    elif raw == b"exit":
+        os._exit(3)
+    elif raw == b"garbage":
+        stdout.write(b"garbage\n")
+        stdout.flush()
+        continue
+    else:
+        report = {"postfix_queue_id": str(os.getpid()), "headers_only": ""}
+        if raw.startswith(b"complaint"):
+            report["events"] = [{"kind": "complaint", "recipient": "a@x.example",
+                                 "status": None, "reason": "abuse", "diagnostic": ""}]
+            if count > 1:  # exploited by an earlier mail: it lies from now on
+                report["dkim_domains"] = ["arf.mail.yahoo.com"]
+        answer = {"report": report}
+    w.write_frame(stdout, json.dumps(answer).encode())
+"""
+
+
+@pytest.fixture
+def pool(monkeypatch: pytest.MonkeyPatch) -> Iterator[ParserPool]:
+    monkeypatch.setattr(worker, "command", lambda _python, _pipe: [sys.executable, "-c", FAKE])
+    settings = Settings(state_dir="/tmp")
+    running = ParserPool(dataclasses.replace(
+        settings, bounce_pipe=dataclasses.replace(settings.bounce_pipe, parser_workers=1)), None)
+    running.timeout = 5.0
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def answered_by(report: BounceReport) -> int:
+    return int(report.postfix_queue_id or 0)
+
+
+@pytest.mark.parametrize("mail,why", [
+    (b"raise", "the parser raised on this mail: the parser failed: KeyError"),
+    (b"burn", "was killed by SIGXCPU while it parsed this mail"),
+    (b"garbage", "answered garbage"),
+])
+def test_a_mail_the_parser_fails_on_is_unreadable_and_the_next_is_parsed(
+        pool: ParserPool, mail: bytes, why: str) -> None:
+    with pytest.raises(unparsed.Unreadable, match=why):
+        pool.parse(mail)
+    assert answered_by(pool.parse(b"next")) in pool.pids()
+
+
+def test_a_mail_past_its_timeout_is_unreadable(pool: ParserPool) -> None:
+    pool.timeout = 0.5
+    before = pool.pids()
+    with pytest.raises(unparsed.Unreadable, match="longer than its timeout"):
+        pool.parse(b"hang")
+    assert pool.pids() != before  # killed and replaced
+    assert answered_by(pool.parse(b"next")) == pool.pids()[0]
+
+
+@pytest.mark.parametrize("mail,why", [
+    (b"dns", "trouble that may pass: the parser failed: TemporaryFailure: DNS timed out"),
+    (b"exit", "exited with status 3"),
+])
+def test_trouble_that_may_pass_is_a_temporary_failure(
+        pool: ParserPool, mail: bytes, why: str) -> None:
+    with pytest.raises(ParserFailed, match=why):
+        pool.parse(mail)
+    assert answered_by(pool.parse(b"next")) in pool.pids()
+
+
+# -- the recorder's answer (handle): kept and 0, or 75 ------------------------------------
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets/bounce.key").write_bytes(SECRET)
+    base = Settings(state_dir=str(tmp_path))
+    return dataclasses.replace(
+        base, redis=dataclasses.replace(base.redis, prefix=f"t{uuid.uuid4().hex[:8]}:"))
+
+
+RECIPIENT = bounce_address("4jXCs06YbRzJJ2Y", "acme.example", SECRET, "mta.acme.example")
+
+
+@pytest.mark.parametrize("mail,why", [
+    (b"raise", "the parser raised on this mail"),
+    (b"burn", "killed by SIGXCPU"),
+    (b"hang", "longer than its timeout"),
+    (b"garbage", "answered garbage"),
+])
+def test_a_mail_the_parser_fails_on_is_kept_and_answered_0(
+        pool: ParserPool, settings: Settings, client: redis.Redis, mail: bytes,
+        why: str) -> None:
+    pool.timeout = 1.0 if mail == b"hang" else 5.0  # burning takes up to 2 s of CPU
+    code, said = handle(settings, client, mail, "", RECIPIENT, pool.parse)
+    assert (code, said.split(":")[0]) == (0, "kept unparsed"), said
+    (kept,) = unparsed.newest(client, Keys(settings.redis.prefix))
+    assert kept.raw == mail and why in kept.reason
+    assert (kept.recipient, kept.queue_id) == (RECIPIENT, "4jXCs06YbRzJJ2Y")
+
+
+@pytest.mark.parametrize("mail", [b"dns", b"exit"])
+def test_trouble_that_may_pass_is_answered_75_and_nothing_kept(
+        pool: ParserPool, settings: Settings, client: redis.Redis, mail: bytes) -> None:
+    code, _ = handle(settings, client, mail, "", RECIPIENT, pool.parse)
+    assert code == 75
+    assert unparsed.newest(client, Keys(settings.redis.prefix)) == []
+
+
+def test_a_mail_the_parser_fails_on_waits_while_redis_is_down(
+        pool: ParserPool, settings: Settings) -> None:
+    down = redis.Redis(unix_socket_path="/nonexistent/redis.sock", socket_timeout=1)
+    code, said = handle(settings, down, b"raise", "", RECIPIENT, pool.parse)
+    assert code == 75, said  # it cannot be kept: Postfix keeps it
+
+
+# -- a slot never breaks for good; a write is bounded -------------------------------------
+
+def test_a_slot_whose_replacement_could_not_start_is_retried_cleanly(
+        pool: ParserPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = pool._start
+    failures = [OSError(11, "Resource temporarily unavailable")] * 3
+
+    def start() -> Worker:
+        if failures:
+            raise failures.pop()
+        return real()
+
+    monkeypatch.setattr(pool, "_start", start)
+    pool.timeout = 0.5
+    with pytest.raises(unparsed.Unreadable):
+        pool.parse(b"hang")  # its worker killed; the first replacement fails to start
+    assert pool.pids() == []
+    with pytest.raises(ParserFailed, match="no parser worker could be started"):
+        pool.parse(b"next")  # a temporary failure (75), not a closed worker
+    with pytest.raises(ParserFailed, match="no parser worker could be started"):
+        pool.parse(b"next")
+    pool.timeout = 5.0
+    assert answered_by(pool.parse(b"next")) == pool.pids()[0]  # the slot works again
+
+
+def test_a_worker_that_stops_reading_cannot_hold_a_mail_forever() -> None:
+    stuck = Worker([sys.executable, "-c", "import time; time.sleep(60)"], b"{}", None)
+    raised: list[BaseException] = []
+
+    def parse() -> None:
+        try:
+            stuck.parse(b"x" * (4 << 20), 1.0)  # far more than a pipe holds
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=parse, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    thread.join(15)
+    stuck.close(kill=True)  # ends a write that still blocks (before the fix)
+    thread.join(5)
+    assert time.monotonic() - started < 10
+    assert len(raised) == 1 and isinstance(raised[0], NotTaken), raised
+    assert not stuck.usable
+
+
+def test_a_mail_no_worker_takes_is_a_temporary_failure(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker, "command", lambda _python, _pipe: [
+        sys.executable, "-c", "import time; time.sleep(60)"])
+    settings = Settings(state_dir="/tmp")
+    stuck = ParserPool(dataclasses.replace(
+        settings, bounce_pipe=dataclasses.replace(settings.bounce_pipe, parser_workers=1)), None)
+    stuck.timeout = 0.5
+    try:
+        with pytest.raises(ParserFailed, match="do not take the mail"):
+            stuck.parse(b"x" * (4 << 20))
+    finally:
+        for each in list(stuck.workers):
+            each.close(kill=True)
+
+
+# -- complaints: believed only from a worker that parsed nothing before -------------------
+
+def test_a_complaint_is_believed_only_from_a_worker_that_parsed_nothing_else(
+        pool: ParserPool) -> None:
+    first = answered_by(pool.parse(b"a bounce"))  # the worker has parsed a mail now
+    report = pool.parse(b"complaint from anybody")
+    # the worker that had parsed a mail before claimed a feedback loop's signature; a fresh
+    # one parsed the mail again and did not
+    assert report.dkim_domains == () and report.events[0].kind == "complaint"
+    judge = answered_by(report)
+    assert judge != first
+    # both retired: neither parses another mail
+    after = answered_by(pool.parse(b"a bounce"))
+    assert after not in (first, judge)
+
+
+def test_a_fresh_worker_that_reports_a_complaint_is_retired_after_it(
+        pool: ParserPool) -> None:
+    judge = answered_by(pool.parse(b"complaint"))
+    assert pool.pids() != [judge]
+    assert answered_by(pool.parse(b"a bounce")) != judge
+
+
+def test_other_reports_keep_their_worker(pool: ParserPool) -> None:
+    first = answered_by(pool.parse(b"a bounce"))
+    assert answered_by(pool.parse(b"another")) == first
+
+
+# -- RET=HDRS: the recorder forwards the worker's cut -------------------------------------
+
+def returned(to: str, rcpt: str) -> bytes:
+    return (f"From: MAILER-DAEMON@mx.dest.example\r\nTo: {to}\r\nSubject: failure\r\n"
+            "MIME-Version: 1.0\r\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+            "--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n"
+            "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+            "Reporting-MTA: dns; mx.dest.example\r\n\r\n"
+            f"Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+            f"Diagnostic-Code: smtp; 550 5.1.1 <{rcpt}>: User unknown\r\n\r\n"
+            "--b\r\nContent-Type: message/rfc822\r\n\r\n"
+            f"From: app@acme.example\r\nTo: {rcpt}\r\nSubject: secret\r\n\r\nthe body\r\n"
+            "--b--\r\n").encode()
+
+
+def test_the_recorder_forwards_the_workers_cut_and_never_cuts_itself(
+        settings: Settings, client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    from txmail.bounce_pipe import forward
+
+    keys = Keys(settings.redis.prefix)
+    name = f"acc{uuid.uuid4().hex[:6]}"
+    Accounts(client, keys).add(name, [f"{name}.example"], "pw-123456789")
+    rcpt = "gone@dest.example"
+    Messages(client, keys, 86400).record(MessageRecord(
+        queue_id="4jXCs06YbRzJJ2Y", account=name, envelope_sender="app@acme.example",
+        recipients=[rcpt], envelope_params=["RET=HDRS"]))
+    raw = returned(RECIPIENT, rcpt)
+    sent: list[bytes] = []
+
+    def forwarder(body: bytes, _to: str, _queue_id: str) -> None:
+        sent.append(body)
+
+    in_process = forward.headers_only(raw)
+    assert b"the body" not in in_process
+    worker_report = dataclasses.replace(parse_report(raw), headers_only=b"CUT BY THE WORKER")
+
+    def never(_raw: bytes) -> bytes:
+        raise AssertionError("the recorder took the returned mail apart")
+
+    monkeypatch.setattr(forward, "headers_only", never)
+    process(settings, client, raw, "", RECIPIENT, forwarder=forwarder, report=worker_report)
+    process(settings, client, raw, "", RECIPIENT, forwarder=forwarder,
+            report=dataclasses.replace(worker_report, headers_only=b""))  # the mail itself
+    monkeypatch.undo()
+    process(settings, client, raw, "", RECIPIENT, forwarder=forwarder)  # parsed in-process
+    assert sent == [b"CUT BY THE WORKER", raw, in_process]
+    assert not server.judges_complaints(worker_report)
