@@ -72,7 +72,7 @@ from txmail.errors import TemporaryFailure
 log = logging.getLogger("txmail.bounce_pipe")
 
 READ_TIMEOUT = 60.0  # seconds a pipe process may take to send its request
-MAX_ANSWER = 16 * 1024 * 1024  # bytes of one worker's report
+MAX_ANSWER = 16 * 1024 * 1024  # bytes of one worker's report, besides the RET=HDRS cut
 
 
 class ParserFailed(TemporaryFailure):
@@ -130,7 +130,8 @@ class Worker:
             self._write(b"%d\n" % len(raw) + raw, deadline)
             self._read_until(lambda: b"\n" in self.buffer, deadline)
             head, _, _ = bytes(self.buffer).partition(b"\n")
-            if not head.isdigit() or int(head) > MAX_ANSWER:
+            # a report, and the mail cut to its headers in base64 (at most 4/3 of the mail)
+            if not head.isdigit() or int(head) > MAX_ANSWER + 2 * len(raw):
                 raise unparsed.Unreadable(
                     f"the parser worker answered garbage ({bytes(self.buffer[:40])!r})")
             size = len(head) + 1 + int(head)
@@ -296,10 +297,10 @@ class ParserPool:
                 if not first:  # the worker parsed other mail before: ask one that did not
                     log.info("NOQUEUE: a complaint report from a parser worker that parsed "
                              "other mail before; parsed again by a fresh one")
-                    self._end(slot, kill=False)
+                    self._end(slot, kill=True)  # no grace for a worker not believed
                     report, first = self._parse_in(slot, raw)
                 if judges_complaints(report):
-                    self._end(slot, kill=False)  # it may lie about no later mail
+                    self._end(slot, kill=True)  # it may lie about no later mail
             return report
         finally:
             self.idle.put(slot)

@@ -205,10 +205,38 @@ def _cpu_used() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _answer(settings: Any, raw: bytes, read_report: Any) -> dict[str, Any]:
+    """The answer about one mail: a report, or an error that says whether it may pass."""
+    from txmail.errors import TemporaryFailure
+
+    try:
+        report = read_report(settings, raw)
+        report.headers_only = _headers_only(raw)
+        return {"report": dataclasses.asdict(report)}
+    except TemporaryFailure as exc:  # trouble that may pass: Postfix brings it again
+        return {"error": f"{exc.__class__.__name__}: {str(exc)[:200]}", "temporary": True}
+    except Exception as exc:  # noqa: BLE001 - a parser bug costs this mail, not the worker
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        return {"error": f"{exc.__class__.__name__}: {str(exc)[:200]}", "temporary": False}
+
+
+def _encode(answer: dict[str, Any]) -> bytes:
+    """The answer as JSON; a report JSON cannot carry (or memory running out on the way) is
+    an error about this mail, never an exit, which the server would take for trouble that
+    may pass and answer 75 on every retry."""
+    try:
+        return json.dumps(answer, default=_json).encode()
+    except Exception as exc:  # noqa: BLE001 - see above
+        why = f"the report could not be sent: {exc.__class__.__name__}: {str(exc)[:200]}"
+        return json.dumps({"error": why, "temporary": False,
+                           "retiring": answer.get("retiring", False)}).encode()
+
+
 def serve(stdin: IO[bytes], stdout: IO[bytes], mail_cpu_seconds: int) -> int:
     from txmail import config
     from txmail.bounce_pipe.main import read_report  # the ~320 ms this process exists to pay once
-    from txmail.errors import TemporaryFailure
 
     first = read_frame(stdin)
     if first is None:
@@ -223,25 +251,13 @@ def serve(stdin: IO[bytes], stdout: IO[bytes], mail_cpu_seconds: int) -> int:
         if hard != resource.RLIM_INFINITY:
             resource.setrlimit(resource.RLIMIT_CPU,
                                (min(int(used) + 1 + mail_cpu_seconds, hard), hard))
-        answer: dict[str, Any]
-        try:
-            report = read_report(settings, raw)
-            report.headers_only = _headers_only(raw)
-            answer = {"report": dataclasses.asdict(report)}
-        except TemporaryFailure as exc:  # trouble that may pass: Postfix brings it again
-            answer = {"error": f"{exc.__class__.__name__}: {str(exc)[:200]}", "temporary": True}
-        except Exception as exc:  # noqa: BLE001 - a parser bug costs this mail, not the worker
-            import traceback
-
-            traceback.print_exc(file=sys.stderr)
-            answer = {"error": f"{exc.__class__.__name__}: {str(exc)[:200]}",
-                      "temporary": False}
+        answer = _answer(settings, raw, read_report)
         # Retire while the next mail could not finish within the lifetime budget.
         retiring = count == MAX_MAILS or (
             hard != resource.RLIM_INFINITY and _cpu_used() + mail_cpu_seconds + 1 > hard)
         if retiring:
             answer["retiring"] = True
-        write_frame(stdout, json.dumps(answer, default=_json).encode())
+        write_frame(stdout, _encode(answer))
         if retiring:
             return 0
     return 0

@@ -207,3 +207,11 @@ def test_a_cut_the_stdlib_cannot_make_costs_the_cut_not_the_report(
 
     monkeypatch.setattr(forward, "headers_only", broken)
     assert worker._headers_only(b"From: x@y.example\r\n\r\nbody\r\n") == b""
+
+
+def test_a_report_json_cannot_carry_is_an_error_about_the_mail() -> None:
+    """Not an exit of the worker, which the server takes for trouble that may pass (75)."""
+    payload = worker._encode({"report": {"events": object()}, "retiring": True})
+    with pytest.raises(worker.ErrorAnswer, match="could not be sent") as caught:
+        worker.read_answer(payload)
+    assert not caught.value.temporary and caught.value.retiring
