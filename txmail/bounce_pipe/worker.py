@@ -36,6 +36,12 @@ kernel ends it with SIGXCPU past that. (The server does not set them in a preexe
 is unsafe in its threaded process.) The server also gives each mail a wall-clock timeout,
 after which it kills the worker.
 
+Trust: a worker parses mail of every account for up to MAX_MAILS mails, so a parser bug
+exploited by one mail could outlive it. The server therefore believes a report of a complaint,
+or of DKIM signatures (which can make a complaint a feedback loop's), only from a worker that
+parsed no mail before, and retires every worker that sent one (server.py): an exploited
+worker can lie about at most the mail that exploited it.
+
 Logs: tracebacks of parser bugs on standard error (the server's log).
 """
 
