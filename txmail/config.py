@@ -302,6 +302,11 @@ class TrackerSettings:
                                   ["127.0.0.0/8", "::1/128"])
 
 
+# Postfix's Dovecot SASL client waits 10 s for an answer (measured: a held attempt of 8 s, plus
+# Dovecot's 2 s auth_failure_delay, reaches the client as 454 4.7.0 "Connection lost to
+# authentication server"), so authpolicy may hold an attempt for this long at most.
+MAX_AUTH_DELAY = 6
+
 @dataclass(frozen=True)
 class AuthPolicySettings:
     """`txmail authpolicy`: a per-login limit on password guessing, asked by Dovecot.
@@ -326,8 +331,10 @@ class AuthPolicySettings:
                                   "past reject_failures, the sustained guessing rate of a "
                                   "login is one password per forgive_seconds.", 120.0)
     max_delay: int = _doc("Longest delay, in seconds, Dovecot holds an attempt by an unknown "
-                          "client (it doubles per failure past free_failures, from 1 s); "
-                          "keep it well below the SMTP clients' timeouts.", 15)
+                          "client (it doubles per failure past free_failures, from 1 s). At "
+                          "most 6: Postfix gives up on Dovecot's answer after 10 s (the "
+                          "client then sees 454 4.7.0) and Dovecot adds its own 2 s to every "
+                          "failure.", 5)
     remember_days: float = _doc("Days a client address (IPv6: its /64) that logged in with a "
                                 "password stays known for that login and password.", 30.0)
     remember_max: int = _doc("Client addresses remembered per login (the oldest go first).",
@@ -512,8 +519,10 @@ def _validate_authpolicy(authpolicy: AuthPolicySettings) -> None:
     if not 0 <= authpolicy.free_failures < authpolicy.reject_failures:
         raise ConfigError("authpolicy.free_failures must be 0 or more and below "
                           "authpolicy.reject_failures")
-    if not 1 <= authpolicy.max_delay <= 30:
-        raise ConfigError("authpolicy.max_delay must be between 1 and 30 seconds")
+    if not 1 <= authpolicy.max_delay <= MAX_AUTH_DELAY:
+        raise ConfigError(f"authpolicy.max_delay must be between 1 and {MAX_AUTH_DELAY} seconds: "
+                          "Postfix waits 10 s for Dovecot's answer, and Dovecot adds 2 s to "
+                          "every failed login")
     if authpolicy.forgive_seconds <= 0 or authpolicy.remember_days <= 0:
         raise ConfigError("authpolicy.forgive_seconds and authpolicy.remember_days must be "
                           "positive")

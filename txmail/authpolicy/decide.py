@@ -12,7 +12,7 @@ The rules, per login name and across every client address and node:
 - Any other attempt counts as a failed login until Dovecot reports it succeeded (then it is
   given back and its client becomes known). Failures are forgiven one per forgive_seconds.
 - Up to free_failures recent failures, unknown attempts are allowed at once; past them they are
-  delayed 1, 2, 4, 8 ... seconds, at most max_delay (Dovecot holds the attempt, this server
+  delayed 1, 2, 4 ... seconds, at most max_delay (Dovecot holds the attempt, this server
   answers at once); from reject_failures on they are refused without the password being
   checked, so guessing stops teaching anything. The attempt is counted before the password is
   checked, so parallel guesses from many addresses cannot slip past the limit together.
@@ -64,7 +64,7 @@ class Limits:
     free_failures: int = 5
     reject_failures: int = 30
     forgive_seconds: float = 120.0
-    max_delay: int = 15
+    max_delay: int = 5
     remember_seconds: float = 30 * 86400.0
     remember_max: int = 100
 

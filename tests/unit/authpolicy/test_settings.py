@@ -32,7 +32,7 @@ def test_loopback_listeners_are_taken(listen: str) -> None:
     ({"listen": "localhost:10030"}, "loopback"),
     ({"listen": "127.0.0.1:70000"}, "port"),
     ({"free_failures": 30}, "below"),
-    ({"max_delay": 60}, "between 1 and 30"),
+    ({"max_delay": 7}, "between 1 and 6"),
     ({"forgive_seconds": 0.0}, "positive"),
     ({"remember_max": 0}, "between 1 and 10000"),
 ])
@@ -45,7 +45,7 @@ def test_the_defaults_are_the_documented_numbers() -> None:
     limits = decide.Limits.from_settings(config.Settings().authpolicy)
     assert limits == decide.Limits()
     assert (limits.free_failures, limits.reject_failures, limits.forgive_seconds,
-            limits.max_delay) == (5, 30, 120.0, 15)
+            limits.max_delay) == (5, 30, 120.0, 5)
 
 
 def test_dovecot_gets_the_policy_server_and_its_secrets_privately(tmp_path: Path) -> None:
