@@ -237,10 +237,10 @@ class BouncePipeSettings:
                                "unprivileged `user`, with no key and no Redis connection.", 3)
     parser_timeout: float = _doc("Seconds one returned mail may take a parser worker (DKIM "
                                  "lookups of complaints included); then the worker is killed "
-                                 "and the mail waits (exit 75).", 30.0)
+                                 "and the mail is kept for `txmail bounces unparsed`.", 30.0)
     parser_cpu_seconds: int = _doc("CPU seconds one returned mail may take a parser worker "
-                                   "(RLIMIT_CPU); then the kernel ends it and the mail waits.",
-                                   10)
+                                   "(RLIMIT_CPU); then the kernel ends it and the mail is kept "
+                                   "for `txmail bounces unparsed`.", 10)
     parser_memory_mb: int = _doc("Address space of one parser worker in MiB (RLIMIT_AS).", 512)
 
 

@@ -278,3 +278,19 @@ def test_a_dns_outage_is_a_reason_to_try_again_not_an_unsigned_report() -> None:
 
     with pytest.raises(TemporaryFailure):
         feedback.verified_signers(signed, silent)
+
+
+def test_only_the_configured_loops_signatures_are_looked_up() -> None:
+    """DNS is asked only about a configured feedback loop's key: a report signed by another
+    domain, whose DNS may never answer, is judged unsigned at once."""
+    signed, zone = _signed(arf(VICTIM, "fbl@mta.acme.example"), "isp.example")
+    asked: list[bytes] = []
+
+    def lookup(name: bytes, timeout: float = 5) -> bytes | None:
+        asked.append(name)
+        raise TemporaryFailure("DNS did not answer")
+
+    assert feedback.verified_signers(signed, lookup, wanted=["arf.mail.yahoo.com"]) == ()
+    assert asked == []
+    assert feedback.verified_signers(signed, lambda n, timeout=5: zone.get(n.decode()),
+                                     wanted=["ISP.example."]) == ("isp.example",)

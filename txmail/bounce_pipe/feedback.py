@@ -19,9 +19,10 @@ DESCRIPTION
     a secret.
 
 BOUNDS
-    At most MAX_SIGNATURES signatures are tried per report, each key lookup has the resolver's
-    timeout, and a report over MAX_REPORT_BYTES is not verified at all (a feedback report
-    carries one message, usually headers only).
+    Only signatures claiming a configured feedback loop's domain are verified (so DNS is asked
+    only about those domains), at most MAX_SIGNATURES signatures are looked at per report,
+    each key lookup has the resolver's timeout, and a report over MAX_REPORT_BYTES is not
+    verified at all (a feedback report carries one message, usually headers only).
 
 FAILURE
     Never raises on bad mail: a signature that does not verify, a key that does not exist or a
@@ -33,10 +34,10 @@ FAILURE
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable
 
 import dkim
+import dkim.util
 
 from txmail import dnscheck
 from txmail.errors import TemporaryFailure
@@ -45,18 +46,26 @@ log = logging.getLogger("txmail.bounce_pipe")
 
 MAX_SIGNATURES = 3
 MAX_REPORT_BYTES = 2 * 1024 * 1024
-_SIGNATURE_FIELD = re.compile(rb"^dkim-signature\s*:", re.I | re.M)
 
 DnsTxt = Callable[..., bytes | None]  # dkimpy's dnsfunc: (name, timeout=...) -> TXT or None
 
 
-def verified_signers(raw: bytes, dns_txt: DnsTxt | None = None) -> tuple[str, ...]:
-    """The lower-case d= domains of the report's DKIM signatures that verify."""
+def verified_signers(raw: bytes, dns_txt: DnsTxt | None = None,
+                     wanted: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The lower-case d= domains of the report's DKIM signatures that verify. With `wanted`,
+    only signatures of those exact domains are tried: a key is looked up in DNS only for a
+    domain that could matter (the configured feedback loops), so a report signed by a domain
+    whose DNS never answers cannot make the bounce pipe try again forever."""
     if len(raw) > MAX_REPORT_BYTES:
         return ()
-    count = min(len(_SIGNATURE_FIELD.findall(_header_block(raw))), MAX_SIGNATURES)
+    chosen = None if wanted is None else {_domain(w.encode()) for w in wanted}
+    checker = dkim.DKIM(raw, logger=_QUIET)
+    signatures = [value for name, value in checker.headers
+                  if name.lower() == b"dkim-signature"]
     domains: list[str] = []
-    for index in range(count):
+    for index, value in enumerate(signatures[:MAX_SIGNATURES]):
+        if chosen is not None and _claimed(value) not in chosen:
+            continue
         checker = dkim.DKIM(raw, logger=_QUIET)
         try:
             valid = (checker.verify(idx=index, dnsfunc=dns_txt) if dns_txt is not None
@@ -67,10 +76,22 @@ def verified_signers(raw: bytes, dns_txt: DnsTxt | None = None) -> tuple[str, ..
             log.info("NOQUEUE: feedback report: DKIM signature %d unreadable (%s)", index,
                      exc.__class__.__name__)
             continue
-        domain = (checker.domain or b"").decode("ascii", "replace").lower().rstrip(".")
-        if valid and domain and domain not in domains:
+        domain = _domain(checker.domain or b"")
+        if valid and domain and domain not in domains and (chosen is None or domain in chosen):
             domains.append(domain)
     return tuple(domains)
+
+
+def _claimed(signature: bytes) -> str:
+    """The d= domain a DKIM-Signature value claims, before anything is verified."""
+    try:
+        return _domain(dkim.util.parse_tag_value(signature).get(b"d", b""))
+    except Exception:  # noqa: BLE001 - dkimpy's tag parser raises on malformed values
+        return ""
+
+
+def _domain(raw: bytes) -> str:
+    return raw.decode("ascii", "replace").strip().lower().rstrip(".")
 
 
 def feedback_loop(signers: Iterable[str], configured: Iterable[str]) -> str:
@@ -99,13 +120,6 @@ def dns_txt(nameservers: list[str], timeout: float = 5.0) -> DnsTxt:
         return values[0].encode("utf-8") if values else None
 
     return lookup
-
-
-def _header_block(raw: bytes) -> bytes:
-    end = raw.find(b"\n\n")
-    end_crlf = raw.find(b"\r\n\r\n")
-    ends = [e for e in (end, end_crlf) if e >= 0]
-    return raw[:min(ends)] if ends else raw
 
 
 class _Quiet(logging.Logger):

@@ -38,9 +38,13 @@ DESCRIPTION
     answer, the pipe exits 75 and Postfix keeps the mail.
 
 EXIT STATUS
-    0   done (recorded, kept or forwarded as above);
-    75  try again later (EX_TEMPFAIL): Redis is down, Postfix would not take a forwarded
-        bounce, or anything unexpected went wrong. Postfix keeps the bounce and retries.
+    0   done (recorded, kept or forwarded as above; a mail the parser fails on, by an error,
+        a timeout or a resource limit, is kept for `txmail bounces unparsed`: retrying it
+        would fail the same way until Postfix gave up on it);
+    75  try again later (EX_TEMPFAIL): Redis is down, DNS did not answer while a complaint's
+        signature was verified, no parser worker could start, Postfix would not take a
+        forwarded bounce, or anything unexpected went wrong in the recorder. Postfix keeps
+        the bounce and retries.
     Never anything else: a pipe command that dies makes Postfix discard the bounce, because
     a bounce has a null sender (POSTFIX-NOTES §7). Every exception is caught, logged, and 75.
 
@@ -154,7 +158,8 @@ def read_report(settings: Settings, raw: bytes) -> BounceReport:
     report = parse_report(raw)
     if any(e.kind == "complaint" for e in report.events):
         report.dkim_domains = feedback.verified_signers(
-            raw, feedback.dns_txt(list(settings.domains.nameservers)))
+            raw, feedback.dns_txt(list(settings.domains.nameservers)),
+            wanted=settings.bounce_pipe.feedback_loops)
     return report
 
 
