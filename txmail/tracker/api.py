@@ -336,7 +336,8 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
     large = declared is None or declared > LARGE_BODY
     # A body of several MB is buffered, parsed and copied: only so many at once per account
     # (an account that sends many, or slowly, waits for itself, never for another account),
-    # and each must arrive within api_timeout.
+    # and every body must arrive within api_timeout, counted from when it may be read (the
+    # deadline is made once the slot is held).
     slot = services.large_sends.setdefault(
         account, asyncio.Semaphore(services.settings.tracker.api_large_sends)) \
         if large else contextlib.nullcontext()
