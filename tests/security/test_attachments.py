@@ -21,8 +21,10 @@ import contextlib
 import hashlib
 import io
 import smtplib
+import struct
 import threading
 import time
+import tracemalloc
 import zipfile
 from collections.abc import Iterator
 
@@ -37,7 +39,9 @@ from tests.data.attachments.make_corpus import (
     content_types,
     docm,
     ole10native,
+    ole_fat_bomb,
     ole_file,
+    ole_skeleton,
 )
 from tests.harness import Sink, Stack, wait_for
 from tests.unit.milter.driver import split_headers
@@ -332,3 +336,71 @@ def test_ole_streams_count_against_the_budget() -> None:
     refusal = attachments.check(with_attachment("old.doc", ole), SETTINGS,
                                 Budget(inflated_bytes=30_000))
     assert refusal is not None and "could not be checked" in refusal.text
+
+
+# -- OLE files built to make the reader's FAT, DIFAT or directory large (review of issue 15)
+
+def test_a_repeated_fat_sector_costs_no_more_than_the_file() -> None:
+    """A 48 MB OLE file of zeros (the corpus's ole-fat-sector-repeated, 8 MB here) that names
+    sector 0 as every one of its FAT sectors: read naively, a FAT of 128 entries per sector
+    of the file as a tuple of ints, through which the directory chain loops as many times;
+    2 s of CPU and 300 MB for one attachment. It is refused at its header, holding nothing
+    but the member itself."""
+    ole = ole_fat_bomb(8)
+    submission = with_attachment("report.zip", zipped({"report.doc": ole}))
+    tracemalloc.start()
+    try:
+        started = time.thread_time()
+        refusal = attachments.check(submission, SETTINGS)
+        spent = time.thread_time() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert refusal is not None and (refusal.code, refusal.status) == ("554", "5.7.1")
+    assert "(more FAT sectors than the file needs)" in refusal.text
+    assert peak < len(ole) * 1.5, peak  # the inflated member, held once (not joined)
+    assert spent < 1, spent
+
+
+SECTORS = 237 * 128  # 15 MB of sectors, which need 237 FAT sectors: more than the header lists
+
+
+def fat_sector(entries: dict[int, int]) -> bytes:
+    return struct.pack("<128I", *(entries.get(i, 0xFFFFFFFF) for i in range(128)))
+
+
+@pytest.mark.parametrize("ole,why", [
+    # as many FAT sectors as sectors in the file
+    (ole_skeleton(SECTORS, SECTORS, [0] * 109, difat_next=0), "more FAT sectors than the "
+     "file needs"),
+    # as many as the file needs (and slack), but one sector named each time: read naively,
+    # the three copies of one FAT sector make a FAT the directory chain is followed through
+    (ole_skeleton(40, 3, [1, 1, 1], directory_start=0, sectors={
+        0: bytes(66) + b"\x05", 1: fat_sector({0: 0xFFFFFFFE, 1: 0xFFFFFFFD})}),
+     "a FAT sector is listed twice"),
+    # a DIFAT sector that names itself as the next one: read naively, again and again
+    (ole_skeleton(SECTORS, 237, list(range(109)), difat_next=200, sectors={
+        200: struct.pack("<128I", *range(300, 427), 200)}), "the DIFAT loops"),
+])
+def test_a_fat_made_larger_than_the_file_is_refused(ole: bytes, why: str) -> None:
+    refusal = attachments.check(with_attachment("old.doc", ole), SETTINGS)
+    assert refusal is not None and (refusal.code, refusal.status) == ("554", "5.7.1")
+    assert f"an Office (OLE) file that cannot be read ({why})" in refusal.text
+
+
+def test_the_fat_and_directory_count_against_the_budget() -> None:
+    """A directory 4 MB long (every sector of the file chained into it, one root entry and
+    unused entries after it) holds no stream, but it is read: its bytes are charged."""
+    count = 8 * 1024
+    fats = -(-count // 128)
+    fat = {n: n + 1 for n in range(count - fats - 1)} | {count - fats - 1: 0xFFFFFFFE} | {
+        n: 0xFFFFFFFD for n in range(count - fats, count)}
+    sectors = {0: bytes(66) + b"\x05" + bytes(49) + struct.pack("<I", 0xFFFFFFFE)}
+    for i, number in enumerate(range(count - fats, count)):
+        sectors[number] = struct.pack("<128I", *(fat.get(i * 128 + k, 0xFFFFFFFF)
+                                                 for k in range(128)))
+    ole = ole_skeleton(count, fats, list(range(count - fats, count)), sectors=sectors)
+    assert attachments.check(with_attachment("old.doc", ole), SETTINGS) is None
+    refusal = attachments.check(with_attachment("old.doc", ole), SETTINGS,
+                                Budget(inflated_bytes=3 << 20))
+    assert refusal is not None and "unpack to more than 3 MB" in refusal.text

@@ -270,6 +270,30 @@ def ole_file(streams: dict[str, bytes]) -> bytes:
     return header + b"".join(s + bytes(512 - len(s)) for s in sectors)
 
 
+def ole_skeleton(sector_count: int, fat_count: int, fat_sectors: list[int],
+                 difat_next: int = ENDOFCHAIN, directory_start: int = 0,
+                 sectors: dict[int, bytes] | None = None) -> bytes:
+    """A version 3 OLE header over `sector_count` sectors of zeros, with `sectors` written
+    in: for files built to break the reader (its FAT, DIFAT or directory) rather than ones
+    Office writes. `fat_sectors` are the header's DIFAT entries (up to 109)."""
+    header = (OLE_SIGNATURE + bytes(16) + struct.pack(
+        "<HHHHH6xIIIIIIIII", 0x3E, 3, 0xFFFE, 9, 6, 0, fat_count, directory_start, 0, 4096,
+        ENDOFCHAIN, 0, difat_next, 0)
+        + struct.pack("<109I", *fat_sectors, *[FREESECT] * (109 - len(fat_sectors))))
+    body = bytearray(sector_count * 512)
+    for number, content in (sectors or {}).items():
+        body[number * 512:number * 512 + len(content)] = content
+    return header + bytes(body)
+
+
+def ole_fat_bomb(megabytes: int) -> bytes:
+    """An OLE file of zeros that declares a FAT sector for every sector it has, each of them
+    sector 0, found through a DIFAT that points at itself (sector 0 again): read naively, a
+    FAT of 128 entries per sector of the file, whose zeros make the directory chain loop."""
+    count = (megabytes << 20) // 512
+    return ole_skeleton(count, count, [0] * 109, difat_next=0)
+
+
 def ole10native(name: str, content: bytes) -> bytes:
     """The stream in which Office's Packager embeds a file: its label, where it came from, a
     temporary path, then the file itself."""
@@ -489,6 +513,9 @@ CORPUS: dict[str, str] = {
         zipped({"a.txt": b"a", "setup.pdf": PE}), "setup.pdf", "setup.exe")),
     # archives that cost too much to check (finding 3): 3 x 48 MB inflated from ~1 KB
     "zip-bomb-nested": named("backup.zip", zip_bomb(1, 3, 48)),
+    # an OLE file whose FAT is made huge by naming one sector as every FAT sector: 48 MB of
+    # zeros in ~50 KB; read naively it took 2 s of CPU and 300 MB (review of issue 15)
+    "ole-fat-sector-repeated": named("report.zip", zipped({"report.doc": ole_fat_bomb(48)})),
     # encrypted archives (finding 9)
     "zip-encrypted-harmless-names": named("files.zip", encrypted_zip({
         "report.pdf": b"%PDF-1.4", "notes.txt": b"hello"})),

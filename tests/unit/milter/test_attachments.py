@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import lzma
+import random
+import struct
+import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.unit.milter.driver import Conversation, basic
+from tests.data.attachments import make_corpus
+from tests.unit.milter.driver import Conversation, basic, split_headers
+from txmail.milter.rules import Refusal, attachments
 from txmail.milter.rules.attachments import extension, normalized
+from txmail.milter.submission import Submission
+from txmail.store.account_settings import from_fields
 
 CORPUS = Path(__file__).resolve().parents[2] / "data" / "attachments"
 
@@ -75,6 +86,9 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
         "cannot unpack)",)),
     "zip-executable-behind-local-name": ("554 5.7.1", ('"docs.zip" could not be checked',)),
     "zip-bomb-nested": ("554 5.7.1", ('"backup.zip" could not be checked',)),
+    "ole-fat-sector-repeated": ("554 5.7.1", (
+        '"report.zip" could not be checked: "report.doc" in it is an Office (OLE) file that '
+        "cannot be read (more FAT sectors than the file needs)",)),
     "zip-encrypted-forbidden-name": ("554 5.7.1", ('"setup.exe"', "(.exe)")),
     "zip-encrypted-names": ("554 5.7.1", ('"files.zip" is an archive whose file names are '
                                           "encrypted",)),
@@ -207,3 +221,166 @@ def test_inputs_found_by_fuzzing(smtp: Callable[..., Conversation], part: bytes,
     message = FUZZ_HEAD + part + b"\r\n--b--\r\n"
     outcome = smtp().send(message, "app@acme.example", ["user@example.net"])
     assert outcome.code == expected, outcome.reply
+
+
+# -- archives whose errors escaped the rule (mutation fuzzing): 451 4.3.0 and a traceback --
+
+SETTINGS = from_fields({})
+
+
+def attached(name: str, content: bytes) -> Submission:
+    raw = (FUZZ_HEAD + b"Content-Type: application/octet-stream\r\n"
+           b"Content-Transfer-Encoding: base64\r\n"
+           b'Content-Disposition: attachment; filename="' + name.encode() + b'"\r\n\r\n'
+           + base64.encodebytes(content).replace(b"\n", b"\r\n") + b"\r\n--b--\r\n")
+    headers, body = split_headers(raw)
+    submission = Submission(account="acme", domains=("acme.example",),
+                            sender="app@acme.example", recipients=["user@example.net"])
+    for header, value in headers:
+        submission.add_header(header, value.decode("utf-8", "surrogateescape"))
+    submission.add_body(body)
+    submission.stage = "eom"
+    return submission
+
+
+def central_field(archive: bytes, offset: int, value: bytes) -> bytes:
+    """The zip with `value` written at `offset` of its first central directory record."""
+    at = archive.find(b"PK\x01\x02") + offset
+    return archive[:at] + value + archive[at + len(value):]
+
+
+def lzma_zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_LZMA) as archive:
+        for name, content in members.items():
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), content,
+                             compress_type=zipfile.ZIP_LZMA)
+    return buffer.getvalue()
+
+
+def test_a_zip_needing_a_newer_version_is_uncheckable() -> None:
+    """(a) zipfile's NotImplementedError("zip file version 6.4") while listing."""
+    archive = central_field(make_corpus.zipped({"setup.pdf": make_corpus.PE}), 6, b"\x40\x00")
+    refusal = attachments.check(attached("files.zip", archive), SETTINGS)
+    assert refusal is not None and (refusal.code, refusal.status) == ("554", "5.7.1")
+    assert refusal.text.startswith('Attachment "files.zip" could not be checked: it is a zip '
+                                   "archive that needs a newer unpacker than this server has "
+                                   "(zip file version 6.4)")
+
+
+def test_a_corrupt_lzma_member_is_uncheckable() -> None:
+    """(b) lzma.LZMAError from a damaged LZMA (method 14) member, read whole or in part."""
+    inner = lzma_zip({"report.pdf": b"%PDF-1.4 " * 200})
+    assert attachments.check(attached("files.zip", inner), SETTINGS) is None
+    # the LZMA properties (after the 4-byte LZMA header of the member's data) made invalid
+    at = inner.find(b"report.pdf") + len(b"report.pdf") + 4
+    damaged = inner[:at] + b"\xff" * 5 + inner[at + 5:]
+    with pytest.raises(lzma.LZMAError):
+        zipfile.ZipFile(io.BytesIO(damaged)).read("report.pdf")
+    for archive in (damaged, make_corpus.zipped({"inner.zip": damaged})):
+        refusal = attachments.check(attached("files.zip", archive), SETTINGS)
+        assert refusal is not None and (refusal.code, refusal.status) == ("554", "5.7.1")
+        assert '"report.pdf" in it cannot be read (it is damaged)' in refusal.text
+
+
+def test_a_member_without_a_name_is_uncheckable() -> None:
+    """(c) ZipInfo.is_dir() raises IndexError on an empty name."""
+    archive = make_corpus.raw_zip([("", b"MZ", 0, 0), ("a.txt", b"a", 0, 0)])
+    assert zipfile.ZipFile(io.BytesIO(archive)).infolist()[0].filename == ""
+    refusal = attachments.check(attached("files.zip", archive), SETTINGS)
+    assert refusal is not None and (refusal.code, refusal.status) == ("554", "5.7.1")
+    assert refusal.text.startswith('Attachment "files.zip" could not be checked: a file in it '
+                                   "has no name")
+
+
+@pytest.mark.parametrize("encoding", ["rot13", "base64_codec", "zlib", "latin-1", "cp037"])
+def test_content_types_only_in_utf8_or_utf16(encoding: str) -> None:
+    """(d) expat looked up whatever codec the declaration named: rot13, base64_codec and zlib
+    raised LookupError. OPC allows UTF-8 and UTF-16 only; anything else cannot be checked."""
+    declared = make_corpus.content_types(make_corpus.OOXML_DEFAULTS, {}).replace(
+        b'encoding="UTF-8"', f'encoding="{encoding}"'.encode())
+    archive = make_corpus.zipped({"[Content_Types].xml": declared, "word/document.xml": b"<w/>"})
+    refusal = attachments.check(attached("report.docx", archive), SETTINGS)
+    assert refusal is not None and (refusal.code, refusal.status) == ("554", "5.7.1")
+    assert (f'"[Content_Types].xml" cannot be read (it declares the encoding "{encoding}", and '
+            "OPC allows only UTF-8 and UTF-16)") in refusal.text
+
+
+@pytest.mark.parametrize("codec,bom", [("utf-8", b""), ("utf-8", b"\xef\xbb\xbf"),
+                                       ("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"),
+                                       ("utf-16-le", b"")])
+def test_content_types_in_utf8_and_utf16_are_read(codec: str, bom: bytes) -> None:
+    declaration = "UTF-16" if codec.startswith("utf-16") else "UTF-8"
+    for declared, named in ((make_corpus.WORD_MAIN, None),
+                            (make_corpus.WORD_MACRO_MAIN, "word/document.xml")):
+        xml = make_corpus.content_types(make_corpus.OOXML_DEFAULTS, {
+            "/word/document.xml": declared}).decode().replace('"UTF-8"', f'"{declaration}"')
+        archive = make_corpus.zipped({"[Content_Types].xml": bom + xml.encode(codec),
+                                      "word/document.xml": b"<w/>"})
+        refusal = attachments.check(attached("report.docx", archive), SETTINGS)
+        if named is None:
+            assert refusal is None
+        else:
+            assert refusal is not None and f'holds macros ("{named}")' in refusal.text
+
+
+FUZZ_SEED = 15
+
+
+def fuzz_targets() -> dict[str, bytes]:
+    """Archives of the corpus's kinds, each with a member whose decoder the flips reach."""
+    zip_methods = {
+        "bzip2": zipfile.ZIP_BZIP2, "lzma": zipfile.ZIP_LZMA, "deflate": zipfile.ZIP_DEFLATED}
+    targets = {name: make_corpus.zipped({"report.pdf": b"%PDF-1.4 text " * 40,
+                                         "inner.zip": make_corpus.zipped({"a.txt": b"a" * 300})},
+                                        method)
+               for name, method in zip_methods.items()}
+    targets["docx-stored"] = make_corpus.zipped({
+        "[Content_Types].xml": make_corpus.content_types(
+            {**make_corpus.OOXML_DEFAULTS, "bin": make_corpus.OLE_OBJECT},
+            {"/word/document.xml": make_corpus.WORD_MAIN}),
+        "word/document.xml": b"<w:document/>",
+        "word/embeddings/oleObject1.bin": make_corpus.OLE_WITH_TEXT}, zipfile.ZIP_STORED)
+    targets["doc"] = make_corpus.OLE
+    targets["vba-project"] = make_corpus.VBA_PROJECT_BIN
+    return targets
+
+
+@pytest.mark.parametrize("name", sorted(fuzz_targets()))
+def test_flipped_archives_never_raise(name: str) -> None:
+    """Every archive with one byte set to a random value, at a few hundred positions (all of
+    them for the smaller ones; a fixed seed): the rule answers nothing or a refusal, never an
+    exception (which the milter turns into 451 4.3.0)."""
+    original = fuzz_targets()[name]
+    rng = random.Random(f"{FUZZ_SEED}-{name}")
+    positions = range(len(original)) if len(original) <= 400 else \
+        sorted(rng.sample(range(len(original)), 400))
+    started = time.process_time()
+    for position in positions:
+        flipped = bytearray(original)
+        flipped[position] = rng.choice([0, 0xFF, 0x80, 0x7F, rng.randrange(256)])
+        outcome = attachments.check(attached("files.zip", bytes(flipped)), SETTINGS)
+        assert outcome is None or isinstance(outcome, Refusal), (position, outcome)
+    assert time.process_time() - started < 5
+
+
+@pytest.mark.parametrize("raised,escapes", [
+    (struct.error("unpack requires a buffer"), False),
+    (EOFError("truncated"), False), (KeyError("a bug"), True)])
+def test_archive_errors_no_place_guards_are_refused_and_bugs_surface(
+        monkeypatch: pytest.MonkeyPatch, raised: Exception, escapes: bool) -> None:
+    """The last line of check(): what the archive libraries raise becomes "could not be
+    checked" even from a place no handler guards yet; anything else is a bug and escapes."""
+    def unguarded(content: bytes, label: str) -> None:
+        raise raised
+
+    monkeypatch.setattr(attachments, "_judge_other_archive", unguarded)
+    submission = attached("files.rar", make_corpus.RAR4_ENCRYPTED_NAMES)
+    if escapes:
+        with pytest.raises(type(raised)):
+            attachments.check(submission, SETTINGS)
+        return
+    refusal = attachments.check(submission, SETTINGS)
+    assert refusal is not None and (refusal.code, refusal.status) == ("554", "5.7.1")
+    assert refusal.text.startswith('Attachment "files.rar" could not be checked: an archive in '
+                                   f"it cannot be read ({type(raised).__name__})")

@@ -35,10 +35,15 @@ Office (OOXML) and OpenDocument files are zip files, and are judged by what they
     embedded file (its `Ole10Native` stream) are judged like attachment names; a zip or OLE
     file in a stream is judged as a nested archive; a VBA project in it (`VBA`, `_VBA_PROJECT_CUR`
     storages) counts as macros. An OLE file whose header, sector chains or directory do not
-    hold together could not be checked and is refused. The walker is our own (MS-CFB needs
-    little: header, DIFAT, FAT, mini FAT, directory) rather than olefile: it reads every
-    directory entry, reachable or not, checks the budget between streams and charges each
-    stream's size to it (entries may share sectors, so a small file can claim large streams),
+    hold together could not be checked and is refused: among them a FAT of more sectors than
+    the file's size needs (2 spare), a FAT or DIFAT sector named twice, a chain longer than
+    the file has sectors (it loops); sector numbers may repeat, and without these checks a
+    file of zeros makes a FAT, and a directory chain, many times its own size. The walker is
+    our own (MS-CFB needs little: header, DIFAT, FAT, mini FAT, directory) rather than
+    olefile: it reads every directory entry, reachable or not, holds the FAT and mini FAT as
+    4 bytes an entry, checks the budget between storages and streams, charges the FAT, mini
+    FAT, directory and mini stream bytes it reads, and each stream's size (entries may share
+    sectors, so a small file can claim large streams),
     and it refuses what it cannot follow instead of working around it; olefile would add a
     dependency to the process that parses hostile mail, its parse step cannot be interrupted
     by the budget, and its leniency with damaged files would need policing anyway;
@@ -50,8 +55,9 @@ Office (OOXML) and OpenDocument files are zip files, and are judged by what they
     macro-sheet type, or a macroEnabled main document; an Override for the part's name, else
     the Default for its extension, so `word/x.bin` declared a vbaProject is one), or by what an
     OLE file holds; Basic or script modules (`Basic/`, `Scripts/`) in ODF. [Content_Types].xml
-    is read with expat, no DTD allowed (no entity expansion); one that cannot be read could not
-    be checked and is refused. Macros are refused when `vba` is in the account's
+    is decoded as UTF-8 or UTF-16, the only encodings OPC allows (one declaring another is
+    refused), and read with expat, no DTD allowed (no entity expansion); one that cannot be
+    read could not be checked and is refused. Macros are refused when `vba` is in the account's
     `forbidden_extensions`, which it is by default. Macros have long been how malware arrives by
     mail; invoices, receipts and reports need none, and the default list already names `vba`.
     An account that must send macro-enabled documents takes `vba` off its list; that keeps the
@@ -74,14 +80,21 @@ codecs, many tiny members). The clock is the thread's, not the process's: libmil
 connection in a thread of the one milter process, and a process clock would charge each
 message for all the others checked at the same time, so load (or bombs sent in parallel by
 someone else) would turn an ordinary archive into a permanent 554. The same
-limits bound memory: nested zips and OLE files are held in memory, never more than the byte
-budget in all. libmilter gives no way to notice, in the middle of a callback, that Postfix or
-its client has gone away (an abort arrives only after eom returns), so the budget is also what
-bounds work done for a client that has left.
+limits bound memory: what the rule holds (nested zips and OLE files, read into memory once,
+not as chunks joined; an OLE file's FAT, directory and streams) is charged to the byte budget
+as it is read, so it holds no more than that budget in all, beside the message itself, the
+chunk (READ_CHUNK) being inflated and passing copies of what is being read. libmilter gives
+no way to notice, in the middle of a callback, that Postfix or its client has gone away (an
+abort arrives only after eom returns), so the budget is also what bounds work done for a
+client that has left.
 
 Malformed MIME never raises: the parser records defects and the rule judges what it can read;
 nothing forbidden found means the message passes. Structure too deep or too large to read, or a
-zip archive that cannot be listed, is refused as unreadable.
+zip archive that cannot be listed, is refused as unreadable; one that needs a zip version
+zipfile lacks, or holds a member without a name, could not be checked. Damaged archives never
+raise either: as a last line, check() answers "could not be checked" (and logs a warning with
+the traceback) for the errors zipfile, zlib, lzma, bz2 and expat raise (ARCHIVE_ERRORS) where
+no handler closer to them caught one; any other exception is a bug and is let out.
 
 Refuses: 554 5.7.1 naming the file and its type, or saying why an archive could not be checked
 (too costly, or encrypted); 554 5.6.0 when the structure cannot be read. Does not list other
@@ -100,14 +113,18 @@ import email.message
 import email.utils
 import functools
 import io
+import logging
+import lzma
 import quopri
 import re
 import struct
+import sys
 import time
 import unicodedata
 import urllib.parse
 import zipfile
 import zlib
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -160,6 +177,23 @@ OLE_PACKAGE = "\x01ole10native"  # the stream in which Packager embeds a file
 OLE_END, OLE_FREE = 0xFFFFFFFE, 0xFFFFFFFF
 OLE_MINI_CUTOFF = 4096
 OLE_MINI_SECTOR = 64
+OLE_FAT_SLACK = 2  # FAT sectors a writer may keep beyond those the file's size needs
+SECTOR_NUMBER_TYPE = next(code for code in "IL" if array(code).itemsize == 4)
+# What zipfile raises for a member it cannot read: its own errors, a method it lacks
+# (NotImplementedError), encryption (RuntimeError), and its decompressors' errors (zlib.error,
+# lzma.LZMAError; bz2 raises OSError; a truncated stream EOFError).
+MEMBER_ERRORS = (RuntimeError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError,
+                 OSError, ValueError)
+# The last line of check(): what zipfile, zlib, lzma, bz2 and expat raise on hostile input
+# (struct.error from a truncated record, UnicodeDecodeError, a ValueError, from a name), so
+# that a place the rule does not yet guard answers "could not be checked", not 451 and a
+# traceback. Anything else is a bug and is let through to surface.
+ARCHIVE_ERRORS = (*MEMBER_ERRORS, zipfile.LargeZipFile, struct.error, expat.ExpatError)
+# OPC allows its XML parts only these encodings (ECMA-376 Part 2, 8.1.4)
+OPC_ENCODINGS = ("utf-8", "utf-16")
+XML_ENCODING = re.compile(r"""\A\ufeff?<\?xml\s[^>]*?\bencoding\s*=\s*["']([^"']*)["']""")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -233,6 +267,12 @@ def check(submission: Submission, settings: dict[str, Any],
     except (Unreadable, UnreadableMessage) as exc:
         return Refusal("554", "5.6.0", f"The message's MIME structure cannot be read ({exc}); "
                        "send it as a well-formed MIME message")
+    except ARCHIVE_ERRORS as exc:  # a place not yet guarded below: log it, refuse the message
+        log.warning("%s could not be checked", state.attachment, exc_info=exc)
+        return Refusal("554", "5.7.1", f"{state.attachment} could not be checked: an archive "
+                       f"in it cannot be read ({exc.__class__.__name__}); send the files again "
+                       "in a zip archive that uses ordinary (Deflate) compression (or send a "
+                       "link to it instead)")
     return None
 
 
@@ -440,7 +480,11 @@ def _judge_zip(content: bytes, state: Check, label: str, depth: int) -> None:
     ooxml = OOXML_MARKER in names
     odf = any(marker in names for marker in ODF_MARKERS)
     for member in members:
-        if member.is_dir():
+        if not member.filename:  # is_dir() would raise; an extractor makes up a name
+            raise Uncheckable(f"{label} could not be checked: a file in it has no name; send "
+                              "the files again in an ordinary zip archive (or send a link to "
+                              "it instead)")
+        if member.filename.endswith("/"):  # a folder
             continue
         state.spend()
         where = f'{label} contains "{_shown(member.filename)}",'
@@ -495,6 +539,10 @@ def _listed(content: bytes, label: str) -> tuple[zipfile.ZipFile, list[zipfile.Z
     try:
         archive = zipfile.ZipFile(io.BytesIO(content))
         return archive, archive.infolist()
+    except NotImplementedError as exc:  # "zip file version 6.4": a version zipfile lacks
+        raise Uncheckable(f"{label} could not be checked: it is a zip archive that needs a "
+                          f"newer unpacker than this server has ({exc}); send the files again "
+                          "in an ordinary zip archive (or send a link to it instead)") from exc
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as exc:
         if len(content) >= 8 and content.startswith(b"PK\x03\x04") and \
                 int.from_bytes(content[6:8], "little") & ZIP_MASKED_HEADERS:
@@ -552,7 +600,7 @@ def _judge_content_types(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo
     parser.StartDoctypeDeclHandler = declaration
     parser.EntityDeclHandler = declaration
     try:
-        parser.Parse(_member_bytes(archive, marker, state, label), True)
+        parser.Parse(_opc_text(_member_bytes(archive, marker, state, label)), True)
     except (expat.ExpatError, ValueError) as exc:
         raise Uncheckable(f'{label} could not be checked: its "{OOXML_MARKER}" cannot be read '
                           f"({exc}); send the document as saved by Office (or send a link to "
@@ -573,6 +621,27 @@ def _judge_content_types(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo
         raise _macros(label, min(found)[1])
     if any(rank(t) >= 0 for t in (*defaults.values(), *overrides.values())):
         raise _macros(label, OOXML_MARKER)
+
+
+def _opc_text(document: bytes) -> str:
+    """An OPC XML part decoded as UTF-8 or UTF-16 (by its byte order mark or first bytes),
+    the only encodings OPC allows. Expat is given text, so it never looks up the codec a
+    declaration names (`rot13` or `zlib` would raise LookupError); a declaration naming any
+    other encoding, or bytes that do not decode, raise ValueError."""
+    if document.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"
+    elif document.startswith(b"<\0"):
+        encoding = "utf-16-le"
+    elif document.startswith(b"\0<"):
+        encoding = "utf-16-be"
+    else:
+        encoding = "utf-8-sig"
+    text = document.decode(encoding)  # UnicodeDecodeError is a ValueError
+    declared = XML_ENCODING.match(text)
+    if declared and declared.group(1).lower() not in OPC_ENCODINGS:
+        raise ValueError(f'it declares the encoding "{_shown(declared.group(1))}", and OPC '
+                         "allows only UTF-8 and UTF-16")
+    return text
 
 
 class _DamagedOle(Exception):
@@ -638,8 +707,11 @@ def _ole_entries(content: bytes, state: Check) -> Iterator[tuple[str, bytes | No
         raise _DamagedOle("unknown header")
     size = 1 << shift
     sector_count = -(-(len(content) - size) // size)  # the header takes sector -1
-    if fat_count > sector_count:
-        raise _DamagedOle("more FAT sectors than the file holds")
+    per_sector = size // 4
+    # The FAT needs one sector per `per_sector` sectors of the file, its own included: more
+    # is a file built to make the FAT (and what is read through it) larger than the file.
+    if fat_count > -(-sector_count // per_sector) + OLE_FAT_SLACK:
+        raise _DamagedOle("more FAT sectors than the file needs")
 
     def sector(number: int) -> bytes:
         if number >= sector_count:
@@ -647,12 +719,15 @@ def _ole_entries(content: bytes, state: Check) -> Iterator[tuple[str, bytes | No
         data = content[(number + 1) * size:(number + 2) * size]
         return data + bytes(size - len(data))  # writers may cut the last sector short
 
-    def chain(start: int, table: tuple[int, ...], needed: int | None) -> list[int]:
-        """A chain of sector numbers; `needed` of them, or up to ENDOFCHAIN."""
+    def chain(start: int, table: array[int], needed: int | None) -> list[int]:
+        """A chain of sector numbers; `needed` of them, or up to ENDOFCHAIN. A chain longer
+        than the table has entries visits some sector twice: it loops."""
+        if needed is not None and needed > len(table):
+            raise _DamagedOle("a stream is larger than the file")
         numbers: list[int] = []
         number = start
         while number != OLE_END and (needed is None or len(numbers) < needed):
-            if number >= len(table) or len(numbers) > len(table):
+            if number >= len(table) or len(numbers) >= len(table):
                 raise _DamagedOle("a sector chain is broken")
             numbers.append(number)
             number = table[number]
@@ -660,29 +735,32 @@ def _ole_entries(content: bytes, state: Check) -> Iterator[tuple[str, bytes | No
             raise _DamagedOle("a stream is shorter than its size")
         return numbers
 
+    def sectors_read(numbers: list[int]) -> bytes:
+        state.spend(inflated=len(numbers) * size)  # a chain may name one sector many times
+        return b"".join(sector(n) for n in numbers)
+
     fat_sectors = list(struct.unpack_from("<109I", content, 76))
-    difat_read = 0
-    while difat_next not in (OLE_END, OLE_FREE) and len(fat_sectors) < fat_count + 109:
-        difat_read += 1
-        if difat_read > sector_count:
+    difat_seen: set[int] = set()
+    while difat_next not in (OLE_END, OLE_FREE) and len(fat_sectors) < fat_count:
+        if difat_next in difat_seen:
             raise _DamagedOle("the DIFAT loops")
-        entries = struct.unpack(f"<{size // 4}I", sector(difat_next))
+        difat_seen.add(difat_next)
+        entries = struct.unpack(f"<{per_sector}I", sector(difat_next))
         fat_sectors += entries[:-1]
         difat_next = entries[-1]
     fat_sectors = fat_sectors[:fat_count]
     if len(fat_sectors) < fat_count:
         raise _DamagedOle("the FAT is incomplete")
-    state.spend()
-    fat_bytes = b"".join(sector(number) for number in fat_sectors)
-    fat = struct.unpack(f"<{len(fat_bytes) // 4}I", fat_bytes)
-    state.spend()
-    directory = b"".join(sector(n) for n in chain(directory_start, fat, None))
+    if len(set(fat_sectors)) < fat_count:
+        raise _DamagedOle("a FAT sector is listed twice")
+    # Only the entries of sectors the file holds; 4 bytes each, not a tuple of ints
+    fat = _sector_numbers(sectors_read(fat_sectors)[:sector_count * 4])
+    directory = sectors_read(chain(directory_start, fat, None))
     if len(directory) < 128 or directory[66] != 5:
         raise _DamagedOle("no root entry")
-    minifat: tuple[int, ...] = ()
+    minifat = _sector_numbers(b"")
     if minifat_start not in (OLE_END, OLE_FREE):
-        minifat_bytes = b"".join(sector(n) for n in chain(minifat_start, fat, None))
-        minifat = struct.unpack(f"<{len(minifat_bytes) // 4}I", minifat_bytes)
+        minifat = _sector_numbers(sectors_read(chain(minifat_start, fat, None)))
     mini_stream: bytes | None = None
 
     def stream_size(entry: bytes) -> int:
@@ -697,6 +775,7 @@ def _ole_entries(content: bytes, state: Check) -> Iterator[tuple[str, bytes | No
         name_length = min(int.from_bytes(entry[64:66], "little"), 64)
         name = entry[:max(name_length - 2, 0)].decode("utf-16-le", "replace")
         if kind == 1:
+            state.spend(members=1)
             yield name, None
             continue
         length = stream_size(entry)
@@ -707,9 +786,8 @@ def _ole_entries(content: bytes, state: Check) -> Iterator[tuple[str, bytes | No
         elif length < OLE_MINI_CUTOFF:
             if mini_stream is None:
                 root_length = stream_size(directory)
-                state.spend(inflated=root_length)
-                mini_stream = b"".join(sector(n) for n in chain(
-                    int.from_bytes(directory[116:120], "little"), fat, -(-root_length // size)))
+                mini_stream = sectors_read(chain(int.from_bytes(directory[116:120], "little"),
+                                                 fat, -(-root_length // size)))
             pieces = []
             for number in chain(start, minifat, -(-length // OLE_MINI_SECTOR)):
                 piece = mini_stream[number * OLE_MINI_SECTOR:(number + 1) * OLE_MINI_SECTOR]
@@ -718,7 +796,17 @@ def _ole_entries(content: bytes, state: Check) -> Iterator[tuple[str, bytes | No
                 pieces.append(piece)
             yield name, b"".join(pieces)[:length]
         else:
+            # charged above, by the size the entry gives
             yield name, b"".join(sector(n) for n in chain(start, fat, -(-length // size)))[:length]
+
+
+def _sector_numbers(table: bytes) -> array[int]:
+    """A FAT or mini FAT (little-endian 32-bit sector numbers) held as 4 bytes an entry."""
+    numbers = array(SECTOR_NUMBER_TYPE)
+    numbers.frombytes(table[:len(table) // 4 * 4])
+    if sys.byteorder == "big":
+        numbers.byteswap()
+    return numbers
 
 
 def _packaged_names(stream: bytes) -> list[str]:
@@ -793,8 +881,7 @@ def _member_head(archive: zipfile.ZipFile, member: zipfile.ZipInfo, state: Check
     try:
         with archive.open(member) as stream:
             head = stream.read(HEAD_BYTES)
-    except (RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, EOFError,
-            OSError, ValueError) as exc:
+    except MEMBER_ERRORS as exc:
         raise _member_unreadable(label, member, exc) from exc
     state.spend(inflated=len(head))
     return head
@@ -804,21 +891,20 @@ def _member_bytes(archive: zipfile.ZipFile, member: zipfile.ZipInfo, state: Chec
                   label: str) -> bytes:
     """A member, up to ZIP_NESTED_MAX, inflated a chunk at a time within the budget; one that
     cannot be read is Uncheckable, as in _member_head."""
-    chunks: list[bytes] = []
-    kept = 0
+    # BytesIO, not a list of chunks joined: getvalue() hands over its buffer, so the member
+    # is held once, not twice, at the end
+    kept = io.BytesIO()
     try:
         with archive.open(member) as stream:
-            while kept < ZIP_NESTED_MAX:
-                chunk = stream.read(min(READ_CHUNK, ZIP_NESTED_MAX - kept))
+            while kept.tell() < ZIP_NESTED_MAX:
+                chunk = stream.read(min(READ_CHUNK, ZIP_NESTED_MAX - kept.tell()))
                 if not chunk:
                     break
                 state.spend(inflated=len(chunk))
-                chunks.append(chunk)
-                kept += len(chunk)
-    except (RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, EOFError,
-            OSError, ValueError) as exc:
+                kept.write(chunk)
+    except MEMBER_ERRORS as exc:
         raise _member_unreadable(label, member, exc) from exc
-    return b"".join(chunks)
+    return kept.getvalue()
 
 
 def _member_unreadable(label: str, member: zipfile.ZipInfo, exc: Exception) -> Uncheckable:
