@@ -350,16 +350,13 @@ def test_a_repeated_fat_sector_costs_no_more_than_the_file() -> None:
     submission = with_attachment("report.zip", zipped({"report.doc": ole}))
     tracemalloc.start()
     try:
-        started = time.thread_time()
         refusal = attachments.check(submission, SETTINGS)
-        spent = time.thread_time() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert refusal is not None and (refusal.code, refusal.status) == ("554", "5.7.1")
     assert "(more FAT sectors than the file needs)" in refusal.text
     assert peak < len(ole) * 1.5, peak  # the inflated member, held once (not joined)
-    assert spent < 1, spent
 
 
 SECTORS = 237 * 128  # 15 MB of sectors, which need 237 FAT sectors: more than the header lists
