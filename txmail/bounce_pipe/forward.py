@@ -15,7 +15,13 @@ DESCRIPTION
                               headers (message/rfc822 becomes text/rfc822-headers);
                               FULL or absent: forwarded as received. The cut is
                               made by the parser worker that read the mail (no key, no
-                              Redis), never by the recorder (headers_only_of()).
+                              Redis), never by the recorder; the mail's own header block
+                              is kept byte for byte. The recorder takes a worker's cut
+                              only when it starts with that header block and is not
+                              longer than the mail (cut_is_plausible()); otherwise the
+                              mail goes as it came (headers_only_of()). So a lying worker
+                              can change what follows the header block, never the headers
+                              the reinjection listener (no milter) relays.
 
     Auto-replies (out of office, RFC 3834) are not DSNs: they are forwarded when the account
     sets forward_auto_replies. Complaints (ARF) are never forwarded: they are the mailbox
@@ -36,9 +42,10 @@ FAILURE
 from __future__ import annotations
 
 import email
+import re
 import smtplib
 from collections.abc import Iterable
-from email import policy
+from email import errors, policy
 from email.message import Message
 
 from txmail.errors import TemporaryFailure
@@ -101,14 +108,39 @@ def decide(
     return None
 
 
+_BLANK_LINE = re.compile(rb"(?:^|\n)\r?\n")  # the end of a mail's top-level header block
+
+
+def header_block(raw: bytes) -> bytes | None:
+    """The mail's top-level header block: its bytes up to and including the first blank line
+    (None: there is none). Found without parsing: the recorder, as root, uses it too."""
+    found = _BLANK_LINE.search(raw)
+    return raw[:found.end()] if found else None
+
+
+def cut_is_plausible(raw: bytes, cut: bytes) -> bool:
+    """Whether `cut` may be the RET=HDRS form of `raw`: not longer than the mail, and starting
+    with the mail's header block byte for byte (headers_only() never changes it)."""
+    head = header_block(raw)
+    return head is not None and len(cut) <= len(raw) and cut.startswith(head)
+
+
 def headers_only(raw: bytes) -> bytes:
-    """The returned mail with every returned message cut to its headers (RET=HDRS).
+    """The returned mail with every returned message cut to its headers (RET=HDRS). The mail's
+    own header block stays as it came, byte for byte; only what follows it is written anew.
 
     A mail the stdlib cannot take apart and write back (a boundary given whole and in RFC 2231
-    pieces; a multipart without a boundary holding 8-bit bytes) goes as it came: it returns the
-    sender's own message to the sender, which is better than no notice at all."""
+    pieces; a multipart without a boundary holding 8-bit bytes), or whose header block the
+    stdlib ends elsewhere than at the first blank line (a bare CR, a line that is no header),
+    goes as it came: it returns the sender's own message to the sender, which is better than
+    no notice at all."""
+    head = header_block(raw)
+    if head is None or b"\r" in head.replace(b"\r\n", b""):
+        return raw
     try:
         message = email.message_from_bytes(raw, policy=policy.compat32)
+        if any(isinstance(d, errors.MissingHeaderBodySeparatorDefect) for d in message.defects):
+            return raw
         changed = False
         for part in message.walk():
             if part.get_content_type() not in ("message/rfc822", "message/global"):
@@ -117,24 +149,31 @@ def headers_only(raw: bytes) -> bytes:
             if not isinstance(inner, list) or not inner or not isinstance(inner[0], Message):
                 continue
             # raw_items(): 8-bit bytes stay as they came (items() would make them U+FFFD)
-            head = "".join(f"{k}: {v}\n" for k, v in inner[0].raw_items())
-            part.set_payload(head)
+            head_of_inner = "".join(f"{k}: {v}\n" for k, v in inner[0].raw_items())
+            part.set_payload(head_of_inner)
             # a part of a multipart/digest is message/rfc822 without saying so
             del part["Content-Type"]
             part["Content-Type"] = "text/rfc822-headers"
             changed = True
-        return message.as_bytes() if changed else raw
-    except (TypeError, UnicodeEncodeError):
+        if not changed:
+            return raw
+        linesep = "\r\n" if head.endswith(b"\r\n") else "\n"
+        written = message.as_bytes(policy=policy.compat32.clone(linesep=linesep))
+        _, blank, body = written.partition(linesep.encode() * 2)
+    except (TypeError, UnicodeEncodeError, errors.MessageError):
         return raw
+    cut = head + body
+    return cut if blank and cut_is_plausible(raw, cut) else raw
 
 
 def headers_only_of(raw: bytes, cut: bytes | None) -> bytes:
     """headers_only(raw) as the parser worker computed it (`cut`, BounceReport.headers_only:
     b"" when it is the mail itself), so the recorder, which runs as root, never takes the
-    returned mail apart; only a report parsed in this process (None) is cut here."""
+    returned mail apart; only a report parsed in this process (None) is cut here. A cut that
+    cannot be the mail's (cut_is_plausible()) is not believed: the mail goes as it came."""
     if cut is None:
         return headers_only(raw)
-    return cut or raw
+    return cut if cut and cut_is_plausible(raw, cut) else raw
 
 
 def forward(

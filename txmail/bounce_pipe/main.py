@@ -40,7 +40,8 @@ DESCRIPTION
 EXIT STATUS
     0   done (recorded, kept or forwarded as above; a mail the parser fails on, by an error,
         a timeout or a resource limit, is kept for `txmail bounces unparsed`: retrying it
-        would fail the same way until Postfix gave up on it);
+        would fail the same way until Postfix gave up on it; with a valid token it is
+        forwarded as it came when the client's NOTIFY asks for failures, as step 6 says);
     75  try again later (EX_TEMPFAIL): Redis is down, DNS did not answer while a complaint's
         signature was verified, no parser worker could start, Postfix would not take a
         forwarded bounce, or anything unexpected went wrong in the recorder. Postfix keeps
@@ -336,36 +337,59 @@ def _reinject(settings: Settings) -> Forwarder:
 
 
 def handle(settings: Settings, client: store.Client, raw: bytes, sender: str,
-           recipient: str, read: Callable[[bytes], BounceReport]) -> tuple[int, str]:
+           recipient: str, read: Callable[[bytes], BounceReport],
+           forwarder: Forwarder | None = None) -> tuple[int, str]:
     """process() one returned mail that `read` parses (in a parser worker that holds no
     secret, server.py): (0, "done"); (0, "kept ...") when the parser failed on the mail
     itself (unparsed.Unreadable: kept unparsed, as every retry would fail alike until Postfix
-    discarded it); or (75, why) for anything else that goes wrong."""
+    discarded it, and forwarded as it came when its token is valid and the client's NOTIFY
+    asks for failures); or (75, why) for anything else that goes wrong, a forward Postfix
+    refused included."""
     try:
         try:
             report = read(raw)
         except unparsed.Unreadable as exc:
-            return EX_OK, _keep_unreadable(settings, client, raw, sender, recipient, str(exc))
-        process(settings, client, raw, sender, recipient, report=report)
+            return EX_OK, _keep_unreadable(settings, client, raw, sender, recipient, str(exc),
+                                           forwarder)
+        process(settings, client, raw, sender, recipient, forwarder=forwarder, report=report)
         return EX_OK, "done"
     except Exception as exc:  # noqa: BLE001 - anything else would make Postfix drop it
         return EX_TEMPFAIL, _failed(exc)
 
 
 def _keep_unreadable(settings: Settings, client: store.Client, raw: bytes, sender: str,
-                     recipient: str, why: str) -> str:
-    """Keep a mail the parser failed on for `txmail bounces unparsed`, as it came."""
+                     recipient: str, why: str, forwarder: Forwarder | None = None) -> str:
+    """Keep a mail the parser failed on for `txmail bounces unparsed`, as it came; and when
+    the token of its bounce address is valid (checked without parsing the mail) and the
+    client's NOTIFY asks for failures (forwarding.decide(), unreadable), forward it as it
+    came too. Only the token can vouch here: without a valid one nothing is forwarded."""
+    keys = store.Keys(settings.redis.prefix)
     queue_id = verify_bounce_address(recipient, settings.read_secret("bounce_key_file")) or ""
+    record = None
+    if queue_id:
+        record = Messages(client, keys, settings.milter.message_ttl_days * 86400).get(queue_id)
     pipe = settings.bounce_pipe
-    trimmed = unparsed.keep(client, store.Keys(settings.redis.prefix), raw, why, sender,
-                            recipient, queue_id, pipe.unparsed_max, pipe.unparsed_max_bytes)
+    trimmed = unparsed.keep(client, keys, raw, why, sender, recipient, queue_id,
+                            pipe.unparsed_max, pipe.unparsed_max_bytes)
     label = queue_id or "NOQUEUE"
     log.warning("%s: the parser failed on this returned mail; kept unparsed for `txmail "
                 "bounces unparsed`: %s", label, why)
     if trimmed:
         log.warning("%s: bounces:unparsed is full (%d); the oldest kept bounce was dropped",
                     label, pipe.unparsed_max)
-    return f"kept unparsed: {why}"
+    if record is None:
+        return f"kept unparsed: {why}"
+    because = forwarding.decide(record, {}, auto_reply=False, unreadable=True,
+                                forward_auto_replies=False, trusted=True)
+    if not because:
+        return f"kept unparsed: {why}"
+    send = forwarder or _reinject(settings)
+    send(raw, record.envelope_sender, record.message_id)  # ForwardFailed: 75, as elsewhere
+    hdrs = (" as it came: RET=HDRS asked for its headers only, which cannot be cut without "
+            "parsing the mail" if forwarding.ret_of(record) == "HDRS" else "")
+    log.info("%s: forwarded to <%s> with MAIL FROM:<>%s (%s)", record.queue_id,
+             record.envelope_sender, hdrs, because)
+    return f"kept unparsed and forwarded to <{record.envelope_sender}>: {why}"
 
 
 def _failed(exc: BaseException) -> str:

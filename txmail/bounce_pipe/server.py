@@ -26,13 +26,25 @@ unparsed for `txmail bounces unparsed` (unparsed.Unreadable) and answered 0, and
 out, it exited without a signal, none can be started) is answered 75. A worker that retires
 (worker.MAX_MAILS, its CPU lifetime) is replaced before the next mail.
 
-Complaints: a worker parses mail of every account, so a parser exploited by one mail could
-lie about the mail that follows it. The reports that decide who may vouch for a complaint
-(complaint events, BounceReport.dkim_domains, which make a complaint count as a feedback
-loop's, and original_headers, whose Return-Path then names the message) are believed only
-from a worker that parsed no other mail before: such a report from a worker that did is
-parsed again by a fresh one, and every worker that reported one is retired after it. A
-compromised worker can lie about at most the mail that compromised it.
+Trust: a worker parses mail of every account, up to worker.MAX_MAILS mails in its life, so a
+parser exploited by one mail keeps parsing the mails that follow it in that worker. What such
+a worker can do, and what it cannot:
+  - misreport the outcome of each mail it parses (a bounce that was none, none where there
+    was one, another reason): each such lie is bounded by that mail's token, which vouches
+    for the one recipient of its queue file; outcomes for any other address are untrusted
+    and capped (main.process());
+  - not vouch for a complaint: complaint events, BounceReport.dkim_domains (which make a
+    complaint a feedback loop's) and original_headers (whose Return-Path then names the
+    message) are believed only from a worker that parsed no other mail before: such a report
+    from a worker that did is parsed again by a fresh one, and every worker that reported
+    one is retired after it;
+  - not change the headers of a forwarded RET=HDRS cut: a cut that is longer than the mail
+    or does not start with the mail's header block byte for byte is ignored (the mail is
+    forwarded as it came, never cut here) and the worker killed; what follows the header
+    block it can still change, as it could the mail's report;
+  - not reach the keys, Redis, the recorder's socket or the configuration;
+  - but it has network access (DNS, which the DKIM check of complaints needs), so it could
+    send the later mails it sees, of any account, elsewhere, until it retires.
 
 Logs:  the decisions of main.process() on standard error (STATE/log/bounce-pipe.log under
        `txmail up`), a warning for anything on the socket that is not a request, for each
@@ -63,7 +75,7 @@ from pathlib import Path
 from typing import Any
 
 from txmail import store
-from txmail.bounce_pipe import handoff, unparsed, worker
+from txmail.bounce_pipe import forward, handoff, unparsed, worker
 from txmail.bounce_pipe.main import handle
 from txmail.bounce_pipe.parse import BounceReport
 from txmail.config import RedisSettings, Settings
@@ -72,6 +84,7 @@ from txmail.errors import TemporaryFailure
 log = logging.getLogger("txmail.bounce_pipe")
 
 READ_TIMEOUT = 60.0  # seconds a pipe process may take to send its request
+MAX_HEAD = 20  # bytes of a worker's answer header (the length, in digits) before its newline
 MAX_ANSWER = 16 * 1024 * 1024  # bytes of one worker's report, besides the RET=HDRS cut
 
 
@@ -128,8 +141,7 @@ class Worker:
         self.mails += 1
         try:
             self._write(b"%d\n" % len(raw) + raw, deadline)
-            self._read_until(lambda: b"\n" in self.buffer, deadline)
-            head, _, _ = bytes(self.buffer).partition(b"\n")
+            head = self._read_head(deadline)
             # a report, and the mail cut to its headers in base64 (at most 4/3 of the mail)
             if not head.isdigit() or int(head) > MAX_ANSWER + 2 * len(raw):
                 raise unparsed.Unreadable(
@@ -173,24 +185,44 @@ class Worker:
             if left <= 0 or not poller.poll(left * 1000):
                 raise NotTaken("did not take the mail within the parser timeout")
 
+    def _read_head(self, deadline: float) -> bytes:
+        """The answer's header line (its length), without its newline. Past MAX_HEAD bytes
+        with no newline it is garbage: a bad worker cannot grow this process's memory, nor
+        send a number int() refuses. Only the bytes read since the last look are scanned."""
+        scanned = 0
+        while True:
+            newline = self.buffer.find(b"\n", scanned, MAX_HEAD + 1)
+            if newline >= 0:
+                return bytes(self.buffer[:newline])
+            if len(self.buffer) > MAX_HEAD:
+                raise unparsed.Unreadable("the parser worker answered garbage (no length "
+                                          f"in {bytes(self.buffer[:MAX_HEAD + 1])!r})")
+            scanned = len(self.buffer)
+            self._read_more(deadline)
+
     def _read_until(self, done: Callable[[], bool], deadline: float) -> None:
+        while not done():
+            self._read_more(deadline)
+
+    def _read_more(self, deadline: float) -> None:
+        """Read what the worker has written; Unreadable past the deadline or when a limit
+        ended it, ParserFailed when it exited by itself."""
         fd = self.stdout.fileno()
         poller = select.poll()
         poller.register(fd, select.POLLIN)
-        while not done():
-            left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(left * 1000):
-                raise unparsed.Unreadable("the parser took longer than its timeout "
-                                          "(bounce_pipe.parser_timeout)")
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                self._reap()
-                code = self.proc.returncode
-                if code is not None and code < 0:  # a limit (SIGXCPU, SIGKILL) or a crash
-                    raise unparsed.Unreadable(f"the parser worker was {self.exit_status()} "
-                                              "while it parsed this mail")
-                raise ParserFailed(f"the parser worker {self.exit_status()}")
-            self.buffer += chunk
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(left * 1000):
+            raise unparsed.Unreadable("the parser took longer than its timeout "
+                                      "(bounce_pipe.parser_timeout)")
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            self._reap()
+            code = self.proc.returncode
+            if code is not None and code < 0:  # a limit (SIGXCPU, SIGKILL) or a crash
+                raise unparsed.Unreadable(f"the parser worker was {self.exit_status()} "
+                                          "while it parsed this mail")
+            raise ParserFailed(f"the parser worker {self.exit_status()}")
+        self.buffer += chunk
 
     def _reap(self) -> None:
         try:
@@ -326,6 +358,14 @@ class ParserPool:
                 self._end(slot, kill=True)  # a bug here: never hand the worker on
                 raise
             first = current.mails == 1
+            if report.headers_only and not forward.cut_is_plausible(raw, report.headers_only):
+                # an honest worker's cut keeps the mail's header block and is shorter
+                log.warning("NOQUEUE: parser worker %d sent a RET=HDRS cut that cannot be the "
+                            "mail's (longer than it, or its header block changed): ignored, "
+                            "the mail is forwarded as it came; killed and replaced",
+                            current.pid)
+                self._end(slot, kill=True)
+                return replace(report, headers_only=b""), first
             if not current.usable:  # it retires
                 self._end(slot, kill=False)
             return report, first

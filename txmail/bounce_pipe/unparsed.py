@@ -11,8 +11,10 @@ Writes: PREFIX bounces:unparsed, a stream with fields reason, sender, recipient,
 Fails:  StoreUnavailable when Redis is down (the pipe then exits 75 and Postfix retries).
 
 Unreadable is what a reader raises when the parser failed on the mail itself (it raised on it,
-ran past its time, was killed by a limit): main.handle() keeps such a mail here without
-parsing it and answers 0, because every retry would fail alike until Postfix discards it.
+ran past its time, was killed by a limit, answered garbage): main.handle() keeps such a mail
+here without parsing it and answers 0, because every retry would fail alike until Postfix
+discards it. When the token of its bounce address is valid and the client's NOTIFY asks for
+failures, the mail is also forwarded to the envelope sender as it came.
 """
 
 from __future__ import annotations

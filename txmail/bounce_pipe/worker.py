@@ -5,7 +5,8 @@ connection, and never parses a returned mail itself. It starts a few of these wo
 unprivileged settings.user, with limits on CPU seconds and address space, and hands each one
 raw mail to parse. A worker holds no signing key and no Redis connection, and its user can read
 neither the key files nor the Redis socket, so a parser bug exploited by hostile mail reaches
-nothing but the mail it was given (and DNS, which DKIM verification of complaints needs).
+no key and no Redis: only the mails this worker is given, from then until it retires, and the
+network (DNS, which DKIM verification of complaints needs). See Trust below.
 
 Protocol (stdin/stdout, binary): every frame is b"LENGTH\\n" and LENGTH bytes.
     first frame in:  the settings as JSON (config.to_dict, without the [redis] table);
@@ -37,10 +38,15 @@ is unsafe in its threaded process.) The server also gives each mail a wall-clock
 after which it kills the worker.
 
 Trust: a worker parses mail of every account for up to MAX_MAILS mails, so a parser bug
-exploited by one mail could outlive it. The server therefore believes a report of a complaint,
-or of DKIM signatures (which can make a complaint a feedback loop's), only from a worker that
-parsed no mail before, and retires every worker that sent one (server.py): an exploited
-worker can lie about at most the mail that exploited it.
+exploited by one mail outlives it: the exploited worker goes on parsing the mails that follow,
+until it retires. It can misreport the outcome of each of them, each lie bounded by that
+mail's token (the one recipient of its queue file; other outcomes are untrusted and capped),
+and, having network access for DNS, it could send those mails elsewhere. It cannot vouch for
+a complaint: the server believes a report of a complaint, or of DKIM signatures (which can
+make a complaint a feedback loop's), only from a worker that parsed no mail before, and
+retires every worker that sent one. Nor can it change the headers of a forwarded RET=HDRS
+cut: the server ignores a cut that is longer than the mail or does not start with the mail's
+header block, and kills the worker that sent it (server.py).
 
 Logs: tracebacks of parser bugs on standard error (the server's log).
 """
@@ -63,7 +69,11 @@ if TYPE_CHECKING:
     from txmail.config import BouncePipeSettings
 
 MAX_FRAME = 64 * 1024 * 1024  # larger than bounce_pipe.max_message_bytes could sensibly be
-MAX_MAILS = 2000  # then a fresh process: whatever one mail left behind does not accumulate
+# Then a fresh process: whatever one mail left behind does not accumulate, and a worker a mail
+# exploited sees at most MAX_MAILS - 1 later mails. A start costs ~320 ms of CPU (the parser's
+# imports): ~3 ms a mail at 100, against ~1 ms to parse one and ~58 ms a returned mail costs
+# in all (README, bench/bounce_pipe.py); 2,000 exposed 20 times as many mails to one exploit.
+MAX_MAILS = 100
 LIFETIME_CPU = 600  # CPU seconds of one worker's life (its hard RLIMIT_CPU); then a new one
 
 

@@ -7,7 +7,15 @@ from email import policy
 
 import pytest
 
-from txmail.bounce_pipe.forward import decide, headers_only, notify_of, ret_of
+from txmail.bounce_pipe.forward import (
+    cut_is_plausible,
+    decide,
+    header_block,
+    headers_only,
+    headers_only_of,
+    notify_of,
+    ret_of,
+)
 from txmail.store.messages import MessageRecord
 
 
@@ -89,3 +97,35 @@ def test_ret_hdrs_cuts_the_returned_message_to_its_headers() -> None:
 def test_headers_only_leaves_mail_without_a_returned_message_alone() -> None:
     plain = b"From: a@b.example\r\nSubject: hi\r\n\r\nbody\r\n"
     assert headers_only(plain) == plain
+
+
+def test_the_cut_keeps_the_mails_own_header_block_byte_for_byte() -> None:
+    """The recorder checks a worker's cut against the mail's header block, so an honest cut
+    must keep it as it came: not refolded, not rewritten with other line ends."""
+    long_received = (b"Received: from mx.example.net (mx.example.net [192.0.2.1]) by "
+                     b"relay.acme.example (Postfix) with ESMTPS id 4jXCs06YbRzJJ2Y; "
+                     b"Mon, 7 Dec 2026 10:00:00 +0000\r\n")
+    raw = long_received + DSN.replace(b"boundary=\"b\"", b"\r\n\tboundary=\"b\"")
+    head = header_block(raw)
+    assert head is not None and head.endswith(b"\r\n\r\n")
+    cut = headers_only(raw)
+    assert b"SECRET BODY TEXT" not in cut
+    assert cut.startswith(head) and len(cut) < len(raw)
+    assert cut_is_plausible(raw, cut)
+
+
+def test_a_cut_is_believed_only_when_it_can_be_the_mails() -> None:
+    cut = headers_only(DSN)
+    assert cut != DSN and headers_only_of(DSN, cut) == cut
+    assert headers_only_of(DSN, b"") == DSN  # b"": the worker says the cut is the mail
+    head = header_block(DSN) or b""
+    for forged in (b"Bcc: victim@example.org\r\n" + cut,  # a header added
+                   cut.replace(b"Subject: Undelivered", b"Subject: Pay now"),  # changed
+                   head + b"x" * len(DSN),  # longer than the mail
+                   b"SPAM",  # no header block at all
+                   head[:-2]):  # the header block without its blank line
+        assert not cut_is_plausible(DSN, forged), forged[:60]
+        assert headers_only_of(DSN, forged) == DSN  # forwarded as it came
+    assert header_block(b"no blank line\r\nat all\r\n") is None
+    assert header_block(b"\r\nbody") == b"\r\n"  # an empty header block
+    assert header_block(b"A: b\n\nbody") == b"A: b\n\n"

@@ -14,6 +14,7 @@ failing can be had on demand; the real worker's side is in test_worker.py.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 import threading
 import time
@@ -35,7 +36,7 @@ from txmail.store.accounts import Accounts
 from txmail.store.messages import MessageRecord, Messages
 
 FAKE = r"""
-import json, os, resource, sys, time
+import base64, json, os, resource, sys, time
 from txmail.bounce_pipe import worker as w
 stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
 w.read_frame(stdin)
@@ -65,6 +66,11 @@ while True:
         continue
     else:
         report = {"postfix_queue_id": str(os.getpid()), "headers_only": ""}
+        if raw.startswith(b"Subject: forge"):  # headers of its own in the RET=HDRS cut
+            report["headers_only"] = base64.b64encode(b"Bcc: x@victim.example\r\n" + raw).decode()
+        elif raw.startswith(b"Subject: cut"):
+            head = raw[:raw.index(b"\r\n\r\n") + 4]
+            report["headers_only"] = base64.b64encode(head + b"cut").decode()
         if raw.startswith(b"complaint"):
             report["events"] = [{"kind": "complaint", "recipient": "a@x.example",
                                  "status": None, "reason": "abuse", "diagnostic": ""}]
@@ -298,7 +304,8 @@ def test_the_recorder_forwards_the_workers_cut_and_never_cuts_itself(
 
     in_process = forward.headers_only(raw)
     assert b"the body" not in in_process
-    worker_report = dataclasses.replace(parse_report(raw), headers_only=b"CUT BY THE WORKER")
+    by_worker = (forward.header_block(raw) or b"") + b"CUT BY THE WORKER"
+    worker_report = dataclasses.replace(parse_report(raw), headers_only=by_worker)
 
     def never(_raw: bytes) -> bytes:
         raise AssertionError("the recorder took the returned mail apart")
@@ -307,7 +314,123 @@ def test_the_recorder_forwards_the_workers_cut_and_never_cuts_itself(
     process(settings, client, raw, "", RECIPIENT, forwarder=forwarder, report=worker_report)
     process(settings, client, raw, "", RECIPIENT, forwarder=forwarder,
             report=dataclasses.replace(worker_report, headers_only=b""))  # the mail itself
+    # a cut that cannot be the mail's (headers of its own; longer than the mail) is ignored
+    for forged in (b"Bcc: x@victim.example\r\n" + by_worker, by_worker + raw):
+        process(settings, client, raw, "", RECIPIENT, forwarder=forwarder,
+                report=dataclasses.replace(worker_report, headers_only=forged))
     monkeypatch.undo()
     process(settings, client, raw, "", RECIPIENT, forwarder=forwarder)  # parsed in-process
-    assert sent == [b"CUT BY THE WORKER", raw, in_process]
+    assert sent == [by_worker, raw, raw, raw, in_process]
     assert not server.judges_complaints(worker_report)
+
+
+def test_a_cut_that_cannot_be_the_mails_is_ignored_and_its_worker_killed(
+        pool: ParserPool) -> None:
+    """A worker that puts headers of its own into the RET=HDRS cut (which the reinjection
+    listener would relay without a milter) is not believed: the mail goes as it came."""
+    honest = pool.parse(b"Subject: cut\r\n\r\na long returned message body")
+    assert honest.headers_only == b"Subject: cut\r\n\r\ncut"
+    liar = answered_by(pool.parse(b"a bounce"))
+    report = pool.parse(b"Subject: forge\r\n\r\nbody")
+    assert report.headers_only == b""  # the mail itself
+    assert liar not in pool.pids()  # killed and replaced
+    assert answered_by(pool.parse(b"next")) == pool.pids()[0]
+
+
+# -- a worker's answer header is bounded ---------------------------------------------------
+
+ANSWERS = r"""
+import sys
+from txmail.bounce_pipe import worker as w
+w.read_frame(sys.stdin.buffer)
+w.read_frame(sys.stdin.buffer)
+out = sys.stdout.buffer
+if sys.argv[1] == "digits":  # more digits than int() takes
+    out.write(b"9" * 5000 + b"\n")
+    out.flush()
+else:  # a header that never ends
+    while True:
+        out.write(b"7" * 65536)
+        out.flush()
+"""
+
+
+@pytest.mark.parametrize("kind", ["digits", "endless"])
+def test_an_answer_header_past_20_bytes_is_garbage(kind: str) -> None:
+    """Without a bound, root read a header that never ends until the timeout (its memory
+    growing with it), and int() raised ValueError on one of 5,000 digits (75, a traceback)."""
+    liar = Worker([sys.executable, "-c", ANSWERS, kind], b"{}", None)
+    try:
+        with pytest.raises(unparsed.Unreadable, match="answered garbage"):
+            liar.parse(b"mail", 10.0)
+        assert len(liar.buffer) <= 2 << 20
+        assert not liar.usable
+    finally:
+        liar.close(kill=True)
+
+
+# -- a mail the parser fails on is forwarded as it came, when the token and NOTIFY say so ----
+
+def sent_message(settings: Settings, client: redis.Redis, sender: str = "app@acme.example",
+                 notify: str | None = None, ret: str | None = None) -> None:
+    keys = Keys(settings.redis.prefix)
+    name = f"acc{uuid.uuid4().hex[:6]}"
+    Accounts(client, keys).add(name, [f"{name}.example"], "pw-123456789")
+    rcpt = "gone@dest.example"
+    Messages(client, keys, 86400).record(MessageRecord(
+        queue_id="4jXCs06YbRzJJ2Y", account=name, envelope_sender=sender, recipients=[rcpt],
+        recipient_params={rcpt: [f"NOTIFY={notify}"]} if notify else {},
+        envelope_params=[f"RET={ret}"] if ret else []))
+
+
+@pytest.mark.parametrize("ret", [None, "FULL", "HDRS"])
+def test_an_unreadable_mail_with_a_valid_token_is_forwarded_as_it_came(
+        pool: ParserPool, settings: Settings, client: redis.Redis, ret: str | None,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="txmail.bounce_pipe")
+    sent_message(settings, client, ret=ret)
+    sent: list[tuple[bytes, str, str]] = []
+    mail = b"raise"  # the parser raises on it
+    code, said = handle(settings, client, mail, "", RECIPIENT, pool.parse,
+                        forwarder=lambda *args: sent.append(args))
+    assert code == 0, said
+    assert sent == [(mail, "app@acme.example", "4jXCs06YbRzJJ2Y")]  # RET=HDRS: whole, too
+    (kept,) = unparsed.newest(client, Keys(settings.redis.prefix))
+    assert kept.raw == mail and kept.queue_id == "4jXCs06YbRzJJ2Y"
+    forwarded = [r.getMessage() for r in caplog.records if "forwarded to" in r.getMessage()]
+    assert len(forwarded) == 1 and forwarded[0].startswith("4jXCs06YbRzJJ2Y: ")
+    assert ("cannot be cut without parsing" in forwarded[0]) == (ret == "HDRS")
+
+
+@pytest.mark.parametrize("case", ["NOTIFY=NEVER", "MAIL FROM:<>", "forged token",
+                                  "no token", "no record"])
+def test_an_unreadable_mail_is_not_forwarded_unless_token_and_notify_say_so(
+        pool: ParserPool, settings: Settings, client: redis.Redis, case: str) -> None:
+    recipient = RECIPIENT
+    if case != "no record":
+        sent_message(settings, client, sender="" if case == "MAIL FROM:<>" else
+                     "app@acme.example", notify="NEVER" if case == "NOTIFY=NEVER" else None)
+    if case == "forged token":
+        recipient = bounce_address("4jXCs06YbRzJJ2Y", "acme.example", b"x" * 32,
+                                   "mta.acme.example")
+    elif case == "no token":
+        recipient = "bounces@mta.acme.example"
+    sent: list[tuple[bytes, str, str]] = []
+    code, said = handle(settings, client, b"raise", "", recipient, pool.parse,
+                        forwarder=lambda *args: sent.append(args))
+    assert (code, said.split(":")[0], sent) == (0, "kept unparsed", [])
+    assert len(unparsed.newest(client, Keys(settings.redis.prefix))) == 1
+
+
+def test_an_unreadable_mail_postfix_will_not_take_back_waits(
+        pool: ParserPool, settings: Settings, client: redis.Redis) -> None:
+    from txmail.bounce_pipe.forward import ForwardFailed
+
+    sent_message(settings, client)
+
+    def refused(_raw: bytes, to: str, queue_id: str) -> None:
+        raise ForwardFailed(f"{queue_id}: forwarding the bounce to <{to}> failed: 451")
+
+    code, said = handle(settings, client, b"raise", "", RECIPIENT, pool.parse,
+                        forwarder=refused)
+    assert code == 75 and "ForwardFailed" in said

@@ -215,3 +215,23 @@ def test_a_report_json_cannot_carry_is_an_error_about_the_mail() -> None:
     with pytest.raises(worker.ErrorAnswer, match="could not be sent") as caught:
         worker.read_answer(payload)
     assert not caught.value.temporary and caught.value.retiring
+
+
+def test_every_cut_the_worker_makes_is_one_the_recorder_believes() -> None:
+    """The recorder forwards a worker's RET=HDRS cut only when it starts with the mail's header
+    block byte for byte and is not longer than the mail (forward.cut_is_plausible): an
+    honest worker's cuts always are, or RET=HDRS would cut nothing."""
+    cut_some = 0
+    for sample in sorted(CORPUS.glob("*.eml")):
+        raw = sample.read_bytes()
+        cut = worker._headers_only(raw)
+        if cut:
+            cut_some += 1
+            assert forward.cut_is_plausible(raw, cut), sample.name
+            assert forward.headers_only_of(raw, cut) == cut
+    assert cut_some >= 150
+
+
+def test_a_worker_sees_few_mails_in_its_life() -> None:
+    """A worker a mail exploited parses the mails after it until it retires: at most 99."""
+    assert worker.MAX_MAILS <= 100
