@@ -69,11 +69,12 @@ def cluster_port() -> int:
 
 
 def free_offset() -> int:
-    """A --port-offset N for which 25+N, 465+N, 587+N, 2525+N, 8080+N and 10025+N (the
-    bounce pipe's reinjection listener) are all free."""
+    """A --port-offset N for which 25+N, 465+N, 587+N, 2525+N, 8080+N, 10025+N (the bounce
+    pipe's reinjection listener) and 10030+N (authpolicy) are all free. Below Linux's
+    ephemeral ports (32768 on), so a client connection cannot take one before it is bound."""
     for _ in range(200):
-        n = random.randrange(20000, 55000)
-        if all(port_free(base + n) for base in (25, 465, 587, 2525, 8080, 10025)):
+        n = random.randrange(1000, 22000)
+        if all(port_free(base + n) for base in (25, 465, 587, 2525, 8080, 10025, 10030)):
             return n
     raise RuntimeError("no free port offset found")
 
