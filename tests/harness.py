@@ -79,6 +79,18 @@ def free_offset() -> int:
     raise RuntimeError("no free port offset found")
 
 
+def bounce_settings(state: Path, bounce_key: bytes) -> Any:
+    """Settings of a node in `state` (no process runs) with `bounce_key` in its key file and
+    a key prefix of its own, for tests that call the bounce pipe's functions directly."""
+    from txmail.config import Settings
+
+    (state / "secrets").mkdir(exist_ok=True)
+    (state / "secrets/bounce.key").write_bytes(bounce_key)
+    base = Settings(state_dir=str(state))
+    return dataclasses.replace(base, redis=dataclasses.replace(
+        base.redis, prefix=f"t{random.getrandbits(32):08x}:"))
+
+
 def state_dir(prefix: str) -> Path:
     """A temporary folder Postfix's and Dovecot's users can traverse (pytest's tmp_path is
     under a mode-0700 folder they cannot enter)."""

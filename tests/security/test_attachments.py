@@ -44,7 +44,7 @@ from tests.data.attachments.make_corpus import (
     ole_skeleton,
 )
 from tests.harness import Sink, Stack, wait_for
-from tests.unit.milter.driver import split_headers
+from tests.unit.milter.driver import eom_submission
 from tests.unit.milter.test_attachments import CORPUS, EXPECTED
 from txmail.milter.rules import attachments
 from txmail.milter.rules.attachments import Budget, Check, Uncheckable
@@ -135,14 +135,7 @@ def with_attachment(name: str, content: bytes) -> Submission:
            b"Content-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n"
            b'Content-Disposition: attachment; filename="' + name.encode() + b'"\r\n\r\n'
            + base64.encodebytes(content).replace(b"\n", b"\r\n") + b"\r\n--b--\r\n")
-    headers, body = split_headers(raw)
-    submission = Submission(account="acme", domains=("acme.example",),
-                            sender="app@acme.example", recipients=["user@example.net"])
-    for header, value in headers:
-        submission.add_header(header, value.decode())
-    submission.add_body(body)
-    submission.stage = "eom"
-    return submission
+    return eom_submission(raw)
 
 
 def nested_zeros(archives: int, megabytes: int) -> bytes:

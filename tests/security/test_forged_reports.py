@@ -25,6 +25,7 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.harness import bounce_settings
 from txmail.bounce_pipe import feedback
 from txmail.bounce_pipe.main import process
 from txmail.bounce_pipe.parse import BounceReport, parse_report
@@ -46,11 +47,7 @@ VICTIM = "victim@dest.example"
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    (tmp_path / "secrets").mkdir()
-    (tmp_path / "secrets/bounce.key").write_bytes(SECRET)
-    base = Settings(state_dir=str(tmp_path))
-    return dataclasses.replace(
-        base, redis=dataclasses.replace(base.redis, prefix=f"t{uuid.uuid4().hex[:8]}:"))
+    return bounce_settings(tmp_path, SECRET)  # type: ignore[no-any-return]
 
 
 @pytest.fixture

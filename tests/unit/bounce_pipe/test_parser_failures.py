@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.harness import bounce_settings
 from txmail.bounce_pipe import server, unparsed, worker
 from txmail.bounce_pipe.main import handle, process
 from txmail.bounce_pipe.parse import BounceReport, parse_report
@@ -137,11 +138,7 @@ SECRET = b"0123456789abcdef0123456789abcdef"
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    (tmp_path / "secrets").mkdir()
-    (tmp_path / "secrets/bounce.key").write_bytes(SECRET)
-    base = Settings(state_dir=str(tmp_path))
-    return dataclasses.replace(
-        base, redis=dataclasses.replace(base.redis, prefix=f"t{uuid.uuid4().hex[:8]}:"))
+    return bounce_settings(tmp_path, SECRET)  # type: ignore[no-any-return]
 
 
 RECIPIENT = bounce_address("4jXCs06YbRzJJ2Y", "acme.example", SECRET, "mta.acme.example")

@@ -21,6 +21,7 @@ from txmail.config import Settings
 from txmail.events import Recorder
 from txmail.milter.finish import MilterContext
 from txmail.milter.server import TxmailMilter
+from txmail.milter.submission import Submission
 from txmail.store import Keys
 from txmail.store.accounts import Accounts
 from txmail.store.messages import Messages
@@ -50,6 +51,18 @@ class RecordingCtx(TestCtx):
 
     def chgfrom(self, sender: str, params: Any = None) -> None:
         self.actions.append(("chgfrom", sender, params))
+
+
+def eom_submission(raw: bytes) -> Submission:
+    """A Submission of acme's, at end of message, holding the message `raw` (CRLF)."""
+    headers, body = split_headers(raw)
+    submission = Submission(account="acme", domains=("acme.example",),
+                            sender="app@acme.example", recipients=["user@example.net"])
+    for header, value in headers:
+        submission.add_header(header, value.decode("utf-8", "surrogateescape"))
+    submission.add_body(body)
+    submission.stage = "eom"
+    return submission
 
 
 def split_headers(eml: bytes) -> tuple[list[tuple[str, bytes]], bytes]:

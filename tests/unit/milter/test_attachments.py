@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.data.attachments import make_corpus
-from tests.unit.milter.driver import Conversation, basic, split_headers
+from tests.unit.milter.driver import Conversation, basic, eom_submission
 from txmail.milter.rules import Refusal, attachments
 from txmail.milter.rules.attachments import extension, normalized
 from txmail.milter.submission import Submission
@@ -233,14 +233,7 @@ def attached(name: str, content: bytes) -> Submission:
            b"Content-Transfer-Encoding: base64\r\n"
            b'Content-Disposition: attachment; filename="' + name.encode() + b'"\r\n\r\n'
            + base64.encodebytes(content).replace(b"\n", b"\r\n") + b"\r\n--b--\r\n")
-    headers, body = split_headers(raw)
-    submission = Submission(account="acme", domains=("acme.example",),
-                            sender="app@acme.example", recipients=["user@example.net"])
-    for header, value in headers:
-        submission.add_header(header, value.decode("utf-8", "surrogateescape"))
-    submission.add_body(body)
-    submission.stage = "eom"
-    return submission
+    return eom_submission(raw)
 
 
 def central_field(archive: bytes, offset: int, value: bytes) -> bytes:
