@@ -33,29 +33,16 @@ from tests.fuzz.mime import (
     zipped,
 )
 from tests.fuzz.mutations import Change, mutate, mutations
-from tests.unit.milter.driver import split_headers
+from tests.unit.milter.driver import eom_submission
 from txmail.milter.plan import Refusal
 from txmail.milter.rules import attachments
-from txmail.milter.submission import Submission
 from txmail.store.account_settings import from_fields
 
 SETTINGS = from_fields({})
 
 
-def submission_of(raw: bytes) -> Submission:
-    """A Submission filled as the milter fills it from Postfix's callbacks."""
-    headers, body = split_headers(raw)
-    submission = Submission(account="acme", domains=("acme.example",),
-                            sender="app@acme.example", recipients=["user@example.net"])
-    for name, value in headers:
-        submission.add_header(name, value.decode("utf-8", "surrogateescape"))
-    submission.add_body(body)
-    submission.stage = "eom"
-    return submission
-
-
 def verdict(raw: bytes) -> Refusal | None:
-    return within_budget(attachments.check, submission_of(raw), SETTINGS)
+    return within_budget(attachments.check, eom_submission(raw), SETTINGS)
 
 
 @examples(600)
