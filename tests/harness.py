@@ -68,6 +68,17 @@ def cluster_port() -> int:
     raise RuntimeError("no free port pair found")
 
 
+def free_listening_port() -> int:
+    """A free port below Linux's ephemeral ports (32768 on), for a server that binds it later
+    or binds it again after a stop: a client connection cannot take it in between, as it may
+    take a port free_port() found."""
+    for _ in range(200):
+        port = random.randrange(1025, 32000)
+        if port_free(port):
+            return port
+    raise RuntimeError("no free port found")
+
+
 def free_offset() -> int:
     """A --port-offset N for which 25+N, 465+N, 587+N, 2525+N, 8080+N, 10025+N (the bounce
     pipe's reinjection listener) and 10030+N (authpolicy) are all free. Below Linux's

@@ -10,7 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.harness import free_port, wait_for
+from tests.harness import free_listening_port, wait_for
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -42,7 +42,7 @@ class _Server(ThreadingHTTPServer):
 
 class WebhookReceiver:
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
+        self.port = port or free_listening_port()
         self.status = 200
         self.delay = 0.0
         self.posts: list[tuple[dict[str, str], bytes, float]] = []
