@@ -60,9 +60,10 @@ def terminate(proc: subprocess.Popen[Any] | None, grace: float) -> None:
 
 
 def cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free too."""
+    """A free port whose cluster bus port (port + 10000) is free too, both below the
+    ephemeral ports (see free_listening_port)."""
     for _ in range(200):
-        port = random.randrange(20000, 55000)
+        port = random.randrange(12000, 22000)
         if port_free(port) and port_free(port + 10000):
             return port
     raise RuntimeError("no free port pair found")
@@ -137,7 +138,7 @@ class RedisServer:
 
     def __init__(self, port: int | None = None, cluster: bool = False,
                  password: str = "") -> None:
-        self.port = port or (cluster_port() if cluster else free_port())
+        self.port = port or (cluster_port() if cluster else free_listening_port())
         self.dir = state_dir(f"redis{self.port}")
         self.cluster = cluster
         self.password = password  # requirepass, when set
@@ -231,7 +232,7 @@ class Sink:
 
     def __init__(self, verdict: Callable[[str], str | None] = sink_verdict) -> None:
         self.handler = CaptureHandler(verdict=verdict)
-        self.server = CaptureServer(self.handler, port=free_port())
+        self.server = CaptureServer(self.handler, port=free_listening_port())
 
     @property
     def port(self) -> int:

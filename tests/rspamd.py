@@ -14,7 +14,7 @@ import subprocess
 import urllib.request
 from typing import Any
 
-from tests.harness import free_port, state_dir, terminate, wait_for
+from tests.harness import free_listening_port, state_dir, terminate, wait_for
 
 SPAM_SUBJECT = "txmail-test-spam"
 
@@ -64,9 +64,10 @@ rspamd_config:register_symbol({
 class Rspamd:
     def __init__(self, filters: str = "", dns_port: int | None = None) -> None:
         self.dir = state_dir("rspamd")
-        self.port = free_port()
+        self.port = free_listening_port()
         (self.dir / "rspamd.conf").write_text(CONFIG.format(
-            dir=self.dir, filters=filters, port=self.port, dns_port=dns_port or free_port()))
+            dir=self.dir, filters=filters, port=self.port,
+            dns_port=dns_port or free_listening_port()))
         (self.dir / "txmail_test.lua").write_text(RULE)
         (self.dir / "tld.dat").write_text("example\ntest\nnet\n")
         shutil.chown(self.dir, "_rspamd", "_rspamd")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Sink, Stack, free_port, simple_message, state_dir, wait_for
+from tests.harness import Sink, Stack, free_listening_port, simple_message, state_dir, wait_for
 from txmail.stack.render import QUEUE_FILE_ROOM
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +27,7 @@ def operator_postfix(sink: Sink) -> Iterator[tuple[Path, int]]:
     shutil.copy("/usr/share/postfix/main.cf.debian", etc / "main.cf")
     shutil.copy("/usr/share/postfix/master.cf.dist", etc / "master.cf")
     (etc / "op_transport").write_text(f"op.example smtp:[127.0.0.1]:{sink.port}\n")
-    port = free_port()
+    port = free_listening_port()
     settings = {
         "queue_directory": root / "spool", "data_directory": root / "data",
         "maillog_file": root / "maillog", "maillog_file_prefixes": root,

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import Sink, Stack, free_port, queue_id_of, simple_message, wait_for
+from tests.harness import Sink, Stack, free_listening_port, queue_id_of, simple_message, wait_for
 from txmail import config
 from txmail.milter.copies import listener_path
 from txmail.tracker.submit import UnixSMTP
@@ -43,7 +43,7 @@ LISTENERS = ("smtp", "submission", "submissions", "reinject", "trusted", "txmail
 @pytest.fixture(scope="module")
 def node(sink: Sink) -> Iterator[Stack]:
     made = Stack(relay_port=sink.port, name="relay").configure(
-        "trusted", port=free_port(), networks=[f"{TRUSTED_CLIENT}/32"], account="relaya")
+        "trusted", port=free_listening_port(), networks=[f"{TRUSTED_CLIENT}/32"], account="relaya")
     try:
         yield made.start()
     finally:

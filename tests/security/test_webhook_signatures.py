@@ -28,7 +28,7 @@ import pytest
 import requests
 
 from tests.e2e.test_events import Account, receiver  # noqa: F401 - the fixture
-from tests.harness import REPO, Stack, free_port, wait_for
+from tests.harness import REPO, Stack, free_listening_port, wait_for
 from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
@@ -91,7 +91,7 @@ def delivered_post(account: Account) -> tuple[dict[str, str], bytes, float]:
 @pytest.fixture(scope="module")
 def example(tmp_path_factory: pytest.TempPathFactory, secret: str) -> Iterator[Any]:
     """The README's receiver running on a free port; yields (url, its output so far)."""
-    port = free_port()
+    port = free_listening_port()
     script = tmp_path_factory.mktemp("readme") / "receiver.py"
     script.write_text(readme_receiver(secret, port))
     output = script.with_suffix(".out")
