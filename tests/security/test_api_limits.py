@@ -139,21 +139,28 @@ def test_large_bodies_are_read_a_few_at_a_time_per_account(stack: Stack,
                                                            keys: dict[str, str]) -> None:
     """One account's stalled large uploads hold its own slots (tracker.api_large_sends, 2),
     never another account's: a third large send of the same account waits unread until one
-    of them goes, while another account's large send is answered at once."""
+    of them goes, while another account's large sends are answered at once. Each of the other
+    account's answers also shows that the server has come round to everything sent before it
+    (the stalled uploads reaching their slots, the third send reaching the wait)."""
     two_mb = 2 * 1024 * 1024
     body = b"[" + b" " * (two_mb - 2) + b"]"  # read whole, then refused: not a JSON object
-    with contextlib.ExitStack() as held:
-        stalled = [held.enter_context(request(stack, send_head(
-            stack, keys["bodydefault"], f"Content-Length: {two_mb}\r\n") + "["))
-            for _ in range(2)]
-        waiting = held.enter_context(request(stack, send_head(
-            stack, keys["bodydefault"], f"Content-Length: {two_mb}\r\n")))
-        waiting.sendall(body)
+
+    def other_account_answered() -> None:
         with request(stack, send_head(stack, keys["bodyother"],
                                       f"Content-Length: {two_mb}\r\n")) as other:
             other.sendall(body)
             status, _, answered = answer(other)
         assert status == 400, answered  # the other account was not held up
+
+    with contextlib.ExitStack() as held:
+        stalled = [held.enter_context(request(stack, send_head(
+            stack, keys["bodydefault"], f"Content-Length: {two_mb}\r\n") + "["))
+            for _ in range(2)]
+        other_account_answered()
+        waiting = held.enter_context(request(stack, send_head(
+            stack, keys["bodydefault"], f"Content-Length: {two_mb}\r\n")))
+        waiting.sendall(body)
+        other_account_answered()
         waiting.setblocking(False)
         with pytest.raises(BlockingIOError):
             waiting.recv(1)  # still waiting for a slot of its own account
