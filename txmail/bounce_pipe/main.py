@@ -179,7 +179,8 @@ def process(
     keys = store.Keys(settings.redis.prefix)
     ttl = settings.milter.message_ttl_days * 86400
     messages = Messages(client, keys, ttl)
-    token_queue_id = verify_bounce_address(recipient, settings.read_secret("bounce_key_file"))
+    secret = settings.read_secret("bounce_key_file")
+    token_queue_id = verify_bounce_address(recipient, secret)
     if report is None:
         report = read_report(settings, raw)
     loop = feedback.feedback_loop(report.dkim_domains, settings.bounce_pipe.feedback_loops)
@@ -187,7 +188,7 @@ def process(
         # A feedback loop writes to the address the sender registered with it, not to the
         # message's bounce address; the returned message's Return-Path still carries that.
         token_queue_id = verify_bounce_address(report.original_headers.get("return-path", ""),
-                                               settings.read_secret("bounce_key_file"))
+                                               secret)
     record, trusted = find_message(messages, token_queue_id, report, recipient)
     outcome = Outcome(
         queue_id=record.queue_id if record else (token_queue_id or ""), trusted=trusted
@@ -263,7 +264,7 @@ def process(
             )
             result = recorder.record(
                 event, policy, untrusted_cap=settings.bounce_pipe.untrusted_events_per_message,
-                counts=_counts(client, keys, record, event, loop))
+                counts=vouched and _counts(client, keys, record, event, loop))
             if result.capped:
                 outcome.skipped += 1
                 continue
@@ -286,25 +287,9 @@ def process(
                             "per_report, untrusted_events_per_message)")
             log.warning("%s: %s", record.queue_id, outcome.kept)
     if outcome.kept:
-        trimmed = unparsed.keep(
-            client,
-            keys,
-            raw,
-            outcome.kept,
-            sender,
-            recipient,
-            outcome.queue_id,
-            settings.bounce_pipe.unparsed_max,
-            settings.bounce_pipe.unparsed_max_bytes,
-            now=clock(),
-        )
         log.info("%s: kept for `txmail bounces unparsed`: %s", label, outcome.kept)
-        if trimmed:
-            log.warning(
-                "%s: bounces:unparsed is full (%d); the oldest kept bounce was dropped",
-                label,
-                settings.bounce_pipe.unparsed_max,
-            )
+        _keep(settings, client, keys, raw, outcome.kept, sender, recipient, outcome.queue_id,
+              now=clock())
     if record is not None:
         why = forwarding.decide(
             record,
@@ -357,6 +342,16 @@ def handle(settings: Settings, client: store.Client, raw: bytes, sender: str,
         return EX_TEMPFAIL, _failed(exc)
 
 
+def _keep(settings: Settings, client: store.Client, keys: store.Keys, raw: bytes, why: str,
+          sender: str, recipient: str, queue_id: str, now: float) -> None:
+    """Keep a returned mail for `txmail bounces unparsed`; say so when the oldest had to go."""
+    pipe = settings.bounce_pipe
+    if unparsed.keep(client, keys, raw, why, sender, recipient, queue_id, pipe.unparsed_max,
+                     pipe.unparsed_max_bytes, now=now):
+        log.warning("%s: bounces:unparsed is full (%d); the oldest kept bounce was dropped",
+                    queue_id or "NOQUEUE", pipe.unparsed_max)
+
+
 def _keep_unreadable(settings: Settings, client: store.Client, raw: bytes, sender: str,
                      recipient: str, why: str, forwarder: Forwarder | None = None) -> str:
     """Keep a mail the parser failed on for `txmail bounces unparsed`, as it came; and when
@@ -368,15 +363,9 @@ def _keep_unreadable(settings: Settings, client: store.Client, raw: bytes, sende
     record = None
     if queue_id:
         record = Messages(client, keys, settings.milter.message_ttl_days * 86400).get(queue_id)
-    pipe = settings.bounce_pipe
-    trimmed = unparsed.keep(client, keys, raw, why, sender, recipient, queue_id,
-                            pipe.unparsed_max, pipe.unparsed_max_bytes)
-    label = queue_id or "NOQUEUE"
     log.warning("%s: the parser failed on this returned mail; kept unparsed for `txmail "
-                "bounces unparsed`: %s", label, why)
-    if trimmed:
-        log.warning("%s: bounces:unparsed is full (%d); the oldest kept bounce was dropped",
-                    label, pipe.unparsed_max)
+                "bounces unparsed`: %s", queue_id or "NOQUEUE", why)
+    _keep(settings, client, keys, raw, why, sender, recipient, queue_id, now=time.time())
     if record is None:
         return f"kept unparsed: {why}"
     because = forwarding.decide(record, {}, auto_reply=False, unreadable=True,
