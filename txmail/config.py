@@ -396,14 +396,19 @@ class Settings:
 
     def read_secret(self, name: str) -> bytes:
         """The bytes of one secrets.* key file, e.g. read_secret("bounce_key_file")."""
-        path = self.path(getattr(self.secrets, name))
-        try:
-            secret = path.read_bytes().strip()
-        except OSError as exc:
-            raise ConfigError(f"secrets.{name}: cannot read {path}: {exc.strerror}") from None
-        if len(secret) < 16:
-            raise ConfigError(f"secrets.{name}: {path} holds fewer than 16 bytes")
-        return secret
+        return read_key_file(f"secrets.{name}", self.path(getattr(self.secrets, name)))
+
+
+def read_key_file(key: str, path: Path, hint: str = "") -> bytes:
+    """The bytes of the key file `path` (the setting `key`); ConfigError naming both when it
+    cannot be read (`hint` says how to mend that) or holds fewer than 16 bytes."""
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}{hint}") from None
+    if len(secret) < 16:
+        raise ConfigError(f"{key}: {path} holds fewer than 16 bytes")
+    return secret
 
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|"

@@ -19,8 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from txmail.config import Settings
-from txmail.errors import ConfigError
+from txmail.config import Settings, read_key_file
 from txmail.stack.files import write_secret
 
 HEADER = "X-Txmail-Authpolicy-Key"
@@ -32,15 +31,8 @@ def ensure_key(settings: Settings) -> None:
 
 
 def read_key(settings: Settings) -> bytes:
-    path = settings.path(settings.authpolicy.key_file)
-    try:
-        key = path.read_bytes().strip()
-    except OSError as exc:
-        raise ConfigError(f"authpolicy.key_file: cannot read {path}: {exc.strerror} (run "
-                          "`txmail init` again to create it)") from None
-    if len(key) < 16:
-        raise ConfigError(f"authpolicy.key_file: {path} holds fewer than 16 bytes")
-    return key
+    return read_key_file("authpolicy.key_file", settings.path(settings.authpolicy.key_file),
+                         " (run `txmail init` again to create it)")
 
 
 def _derive(key: bytes, label: str) -> str:
