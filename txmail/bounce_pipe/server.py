@@ -140,7 +140,7 @@ class Worker:
         deadline = time.monotonic() + timeout
         self.mails += 1
         try:
-            self._write(b"%d\n" % len(raw) + raw, deadline)
+            self._write(worker.frame(raw), deadline)
             head = self._read_head(deadline)
             # a report, and the mail cut to its headers in base64 (at most 4/3 of the mail)
             if not head.isdigit() or int(head) > MAX_ANSWER + 2 * len(raw):

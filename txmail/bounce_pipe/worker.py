@@ -117,8 +117,12 @@ class ErrorAnswer(Exception):
         self.retiring = retiring
 
 
+def frame(payload: bytes) -> bytes:
+    return b"%d\n" % len(payload) + payload
+
+
 def write_frame(stream: IO[bytes], payload: bytes) -> None:
-    stream.write(b"%d\n" % len(payload) + payload)
+    stream.write(frame(payload))
     stream.flush()
 
 
