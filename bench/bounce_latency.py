@@ -40,25 +40,32 @@ def main() -> int:
         stack.txmail("webhooks", "url", "bench", receiver.url)
         sender = "app@bench.example"
         rcpts = [f"user{n}@dest.example" for n in range(args.bounces)]
-        queue_ids = [stack.send(("bench", password), sender, [r], simple_message(sender, r))
-                     for r in rcpts]
-        wait_for(lambda: sum(e["kind"] == "delivery" for e in receiver.events())
-                 >= args.bounces, 60, what="every delivery event")
+        queue_ids = [
+            stack.send(("bench", password), sender, [r], simple_message(sender, r)) for r in rcpts
+        ]
+        wait_for(
+            lambda: sum(e["kind"] == "delivery" for e in receiver.events()) >= args.bounces,
+            60,
+            what="every delivery event",
+        )
         latencies = []
         for rcpt, queue_id in zip(rcpts, queue_ids, strict=True):
             original = sink.find(rcpt)[-1]
             dsn = Sink.dsn(original, rcpt)
             start = time.time()
             Sink.deliver(stack.smtp, "", original.sender, dsn)
-            event = receiver.wait_event(lambda e, q=queue_id: e["message_id"] == q
-                                        and e["kind"] == "bounce", timeout=30)
+            event = receiver.wait_event(
+                lambda e, q=queue_id: e["message_id"] == q and e["kind"] == "bounce", timeout=30
+            )
             _, _, arrived = receiver.post_of(event["id"])
             latencies.append(arrived - start)
             time.sleep(args.gap)
         latencies.sort()
         p95 = latencies[max(int(round(0.95 * len(latencies))) - 1, 0)]
-        print(f"{len(latencies)} bounces: p50 {statistics.median(latencies):.2f} s, "
-              f"p95 {p95:.2f} s, max {latencies[-1]:.2f} s (goal: p95 below 2 s)")
+        print(
+            f"{len(latencies)} bounces: p50 {statistics.median(latencies):.2f} s, "
+            f"p95 {p95:.2f} s, max {latencies[-1]:.2f} s (goal: p95 below 2 s)"
+        )
     finally:
         stack.close()
         receiver.stop()

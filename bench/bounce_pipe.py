@@ -37,9 +37,21 @@ def run(config: Path, mail: bytes, mails: int, concurrency: int) -> tuple[float,
 
     def one(n: int) -> None:
         done = subprocess.run(
-            [sys.executable, "-m", "txmail.bounce_pipe", "--config", str(config), "--",
-             "MAILER-DAEMON@example.net", f"bounces+bench{n}@bounces.example"],
-            input=mail, env=env, capture_output=True, check=False)
+            [
+                sys.executable,
+                "-m",
+                "txmail.bounce_pipe",
+                "--config",
+                str(config),
+                "--",
+                "MAILER-DAEMON@example.net",
+                f"bounces+bench{n}@bounces.example",
+            ],
+            input=mail,
+            env=env,
+            capture_output=True,
+            check=False,
+        )
         if done.returncode != 0:
             raise SystemExit(f"the pipe exited {done.returncode}: {done.stderr[-300:]!r}")
 
@@ -49,8 +61,12 @@ def run(config: Path, mail: bytes, mails: int, concurrency: int) -> tuple[float,
         list(pool.map(one, range(mails)))
     elapsed = time.monotonic() - start
     cpu_after = os.times()
-    children = (cpu_after.children_user + cpu_after.children_system
-                - cpu_before.children_user - cpu_before.children_system)
+    children = (
+        cpu_after.children_user
+        + cpu_after.children_system
+        - cpu_before.children_user
+        - cpu_before.children_system
+    )
     return mails / elapsed, children / mails * 1000
 
 
@@ -75,31 +91,42 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     mail = (CORPUS / SAMPLE).read_bytes()
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(BENCH.parent / "txmail")],
-                   check=True)  # as `make run` does: the pipe's user cannot write __pycache__
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(BENCH.parent / "txmail")], check=True
+    )  # as `make run` does: the pipe's user cannot write __pycache__
     stack = Stack(relay_port=free_port(), name="bench-bounce-pipe")
     stack.start()
     results: dict[int, list[tuple[float, float]]] = {}
     try:
         server = stack.pid_of("bounces", "serve")
-        print(f"bounce pipe: {args.mails} mails of {len(mail)} bytes ({SAMPLE}), "
-              f"{args.reps} repetitions, {os.cpu_count()} cores", flush=True)
+        print(
+            f"bounce pipe: {args.mails} mails of {len(mail)} bytes ({SAMPLE}), "
+            f"{args.reps} repetitions, {os.cpu_count()} cores",
+            flush=True,
+        )
         for rep in range(1, args.reps + 1):
             for concurrency in [int(c) for c in args.concurrency.split(",")]:
                 workers = workers_of(server)
                 server_before = process_cpu([server]) + process_cpu(workers)
                 rate, pipe_ms = run(stack.config, mail, args.mails, concurrency)
-                server_ms = (process_cpu([server]) + process_cpu(workers)
-                             - server_before) / args.mails * 1000
+                server_ms = (
+                    (process_cpu([server]) + process_cpu(workers) - server_before)
+                    / args.mails
+                    * 1000
+                )
                 results.setdefault(concurrency, []).append((rate, pipe_ms + server_ms))
-                print(f"  rep {rep} {concurrency:2} at once: {rate:6.1f} mails/s  CPU a mail "
-                      f"{pipe_ms:5.0f} ms pipe + {server_ms:4.1f} ms recorder and parsers",
-                      flush=True)
+                print(
+                    f"  rep {rep} {concurrency:2} at once: {rate:6.1f} mails/s  CPU a mail "
+                    f"{pipe_ms:5.0f} ms pipe + {server_ms:4.1f} ms recorder and parsers",
+                    flush=True,
+                )
     finally:
         stack.close()
     for concurrency, runs in results.items():
-        print(f"{concurrency:2} at once: {statistics.median(r for r, _ in runs):6.1f} mails/s, "
-              f"{statistics.median(c for _, c in runs):.0f} ms CPU a mail")
+        print(
+            f"{concurrency:2} at once: {statistics.median(r for r, _ in runs):6.1f} mails/s, "
+            f"{statistics.median(c for _, c in runs):.0f} ms CPU a mail"
+        )
 
 
 if __name__ == "__main__":

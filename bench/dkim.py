@@ -41,10 +41,12 @@ DOMAIN = "bench.example"
 
 
 def message_5k() -> bytes:
-    head = (b"From: Bench <app@bench.example>\r\nTo: user@example.net\r\n"
-            b"Subject: Your weekly receipt\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\n"
-            b"Message-ID: <bench-1@bench.example>\r\nMIME-Version: 1.0\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\n\r\n")
+    head = (
+        b"From: Bench <app@bench.example>\r\nTo: user@example.net\r\n"
+        b"Subject: Your weekly receipt\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\n"
+        b"Message-ID: <bench-1@bench.example>\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    )
     line = b"Thank you for your order; your receipt follows in this message body.\r\n"
     return head + line * ((5120 - len(head)) // len(line))
 
@@ -74,25 +76,25 @@ def main() -> int:
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="bench-dkim-"))
-    rsa_key = DkimKey("b1", RSA, str(folder / "b1.pem"),
-                      txdkim.generate_rsa_key(folder / "b1.pem"))
-    ed_key = DkimKey("b1e", ED25519, str(folder / "b1e.pem"),
-                     txdkim.generate_ed25519_key(folder / "b1e.pem"))
+    rsa_key = DkimKey("b1", RSA, str(folder / "b1.pem"), txdkim.generate_rsa_key(folder / "b1.pem"))
+    ed_key = DkimKey(
+        "b1e", ED25519, str(folder / "b1e.pem"), txdkim.generate_ed25519_key(folder / "b1e.pem")
+    )
     pem = Path(rsa_key.key_path).read_bytes()
     message = message_5k()
-    records = {f"{k.dns_name(DOMAIN)}.".encode(): k.dns_value().encode()
-               for k in (rsa_key, ed_key)}
+    records = {f"{k.dns_name(DOMAIN)}.".encode(): k.dns_value().encode() for k in (rsa_key, ed_key)}
 
     def dns(name: bytes, timeout: int = 5) -> bytes | None:
         return records.get(name)
 
     rsa_only = txdkim.Signer(OneDomain(Domain(DOMAIN, "bench", (rsa_key,), dkim_active=True)))
-    both = txdkim.Signer(OneDomain(Domain(DOMAIN, "bench", (rsa_key, ed_key),
-                                          dkim_active=True)))
+    both = txdkim.Signer(OneDomain(Domain(DOMAIN, "bench", (rsa_key, ed_key), dkim_active=True)))
 
     def signed(headers: list[tuple[str, str]]) -> bytes:
-        return b"".join(f"{n}: {v}".replace("\n", "\r\n").encode() + b"\r\n"
-                        for n, v in headers) + message
+        return (
+            b"".join(f"{n}: {v}".replace("\n", "\r\n").encode() + b"\r\n" for n, v in headers)
+            + message
+        )
 
     assert dkim.verify(dkim.sign(message, b"b1", DOMAIN.encode(), pem) + message, dnsfunc=dns)
     assert dkim.verify(signed(rsa_only.sign(DOMAIN, message)), dnsfunc=dns)
@@ -115,9 +117,11 @@ def main() -> int:
         print(f"round {round_number}: " + ", ".join(row))
     medians = {name: statistics.median(values) for name, values in results.items()}
     print("median: " + ", ".join(f"{name} {ms:.3f} ms" for name, ms in medians.items()))
-    print(f"stock / txmail = {medians['stock'] / medians['txmail']:.1f}x faster; "
-          f"one signer process at 100% of a core: about {1000 / medians['txmail']:.0f} "
-          f"signatures/s (stock {1000 / medians['stock']:.0f}/s)")
+    print(
+        f"stock / txmail = {medians['stock'] / medians['txmail']:.1f}x faster; "
+        f"one signer process at 100% of a core: about {1000 / medians['txmail']:.0f} "
+        f"signatures/s (stock {1000 / medians['stock']:.0f}/s)"
+    )
     for path in folder.iterdir():
         path.unlink()
     folder.rmdir()

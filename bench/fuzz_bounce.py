@@ -91,24 +91,33 @@ def summary(output: str, seconds: float, findings: list[Path], corpus_size: int)
     rate = re.search(r"average_exec_per_sec:\s+(\d+)", output)
     coverage = re.findall(r"\bcov: (\d+)", output)
     features = re.findall(r"\bft: (\d+)", output)
-    line = (f"fuzz_bounce: {executions} executions in {seconds:.0f} s "
-            f"({rate.group(1) if rate else round(executions / max(seconds, 1e-9))} exec/s), "
-            f"coverage {coverage[-1] if coverage else '?'}, "
-            f"features {features[-1] if features else '?'}, corpus {corpus_size} inputs, "
-            f"crashes {len(findings)}")
+    line = (
+        f"fuzz_bounce: {executions} executions in {seconds:.0f} s "
+        f"({rate.group(1) if rate else round(executions / max(seconds, 1e-9))} exec/s), "
+        f"coverage {coverage[-1] if coverage else '?'}, "
+        f"features {features[-1] if features else '?'}, corpus {corpus_size} inputs, "
+        f"crashes {len(findings)}"
+    )
     return "\n".join([line, *(f"  found: {path}" for path in findings)])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=300,
-                        help="stop after this many seconds (default 300)")
-    parser.add_argument("--runs", type=int, default=-1,
-                        help="stop after this many executions (default: no limit)")
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS,
-                        help="folder of .eml seed files")
-    parser.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS,
-                        help=f"where failing inputs are saved (default {DEFAULT_ARTIFACTS})")
+    parser.add_argument(
+        "--seconds", type=int, default=300, help="stop after this many seconds (default 300)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=-1, help="stop after this many executions (default: no limit)"
+    )
+    parser.add_argument(
+        "--corpus", type=Path, default=DEFAULT_CORPUS, help="folder of .eml seed files"
+    )
+    parser.add_argument(
+        "--artifacts",
+        type=Path,
+        default=DEFAULT_ARTIFACTS,
+        help=f"where failing inputs are saved (default {DEFAULT_ARTIFACTS})",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("libfuzzer", nargs="*", help="extra libFuzzer flags, after --")
     args = parser.parse_args()
@@ -122,26 +131,40 @@ def main() -> int:
     try:
         import atheris  # noqa: F401
     except ImportError:
-        print("fuzz_bounce: atheris is not installed; run .venv/bin/pip install -e '.[fuzz]'",
-              file=sys.stderr)
+        print(
+            "fuzz_bounce: atheris is not installed; run .venv/bin/pip install -e '.[fuzz]'",
+            file=sys.stderr,
+        )
         return 2
     args.artifacts.mkdir(parents=True, exist_ok=True)
     before = set(args.artifacts.iterdir())
     with tempfile.TemporaryDirectory(prefix="txmail-fuzz-seeds-") as work:
         for seed in seeds:
             shutil.copyfile(seed, Path(work) / seed.name)
-        command = [sys.executable, __file__, "--child", "--", work,
-                   f"-max_total_time={args.seconds}", f"-runs={args.runs}", "-timeout=10",
-                   "-rss_limit_mb=2048", "-print_final_stats=1",
-                   f"-artifact_prefix={args.artifacts}/", *args.libfuzzer]
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--",
+            work,
+            f"-max_total_time={args.seconds}",
+            f"-runs={args.runs}",
+            "-timeout=10",
+            "-rss_limit_mb=2048",
+            "-print_final_stats=1",
+            f"-artifact_prefix={args.artifacts}/",
+            *args.libfuzzer,
+        ]
         started = time.monotonic()
-        child = subprocess.run(command, stderr=subprocess.PIPE, text=True, errors="replace",
-                               cwd=REPO, check=False)
+        child = subprocess.run(
+            command, stderr=subprocess.PIPE, text=True, errors="replace", cwd=REPO, check=False
+        )
         seconds = time.monotonic() - started
         corpus_size = sum(1 for _ in Path(work).iterdir())
     sys.stderr.write(child.stderr)
-    findings = sorted(p for p in set(args.artifacts.iterdir()) - before
-                      if p.name.startswith(FINDINGS))
+    findings = sorted(
+        p for p in set(args.artifacts.iterdir()) - before if p.name.startswith(FINDINGS)
+    )
     print(summary(child.stderr, seconds, findings, corpus_size))
     return 1 if findings or child.returncode not in (0,) else 0
 

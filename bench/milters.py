@@ -85,8 +85,9 @@ def main() -> None:
         key_file, DkimOnly.domain, selector = sys.argv[3:6]
         if not Path(key_file).exists():
             txmail_dkim.generate_rsa_key(Path(key_file))
-        DkimOnly.key = [(DkimKey(selector, RSA, key_file, ""),
-                         txmail_dkim.load_private_key(key_file))]
+        DkimOnly.key = [
+            (DkimKey(selector, RSA, key_file, ""), txmail_dkim.load_private_key(key_file))
+        ]
         factory = DkimOnly
         Milter.set_flags(Milter.ADDHDRS)
     elif kind != "passthrough":

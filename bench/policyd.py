@@ -75,8 +75,10 @@ HIGH = 1_000_000  # every limit of the bench accounts: never reached
 
 # -- the requests -------------------------------------------------------------------------
 
-def request(stage: str, account: str, instance: str, queue_id: str, recipient: str,
-            count: int) -> bytes:
+
+def request(
+    stage: str, account: str, instance: str, queue_id: str, recipient: str, count: int
+) -> bytes:
     """A request as Postfix 3.7 sends it (SMTPD_POLICY_README), TLS attributes included."""
     return (
         "request=smtpd_access_policy\n"
@@ -89,7 +91,8 @@ def request(stage: str, account: str, instance: str, queue_id: str, recipient: s
         f"sasl_username={account}\nsasl_sender=\nccert_subject=\nccert_issuer=\n"
         "ccert_fingerprint=\nccert_pubkey_fingerprint=\nencryption_protocol=TLSv1.3\n"
         "encryption_cipher=TLS_AES_256_GCM_SHA384\nencryption_keysize=256\n"
-        "policy_context=\ncompatibility_level=3.6\nmail_version=3.7.11\n\n").encode()
+        "policy_context=\ncompatibility_level=3.6\nmail_version=3.7.11\n\n"
+    ).encode()
 
 
 def stream(connection: int) -> Iterator[bytes]:
@@ -105,6 +108,7 @@ def stream(connection: int) -> Iterator[bytes]:
 
 
 # -- the client ---------------------------------------------------------------------------
+
 
 @dataclass
 class Result:
@@ -222,6 +226,7 @@ def drive_paced(address: str, connections: int, seconds: float, load: float) -> 
 
 # -- the servers --------------------------------------------------------------------------
 
+
 def session_members(leader: int) -> list[int]:
     """Processes of the session `leader` started (postfwd2 daemonises into its own)."""
     found = []
@@ -242,9 +247,11 @@ class Policyd:
         self.state.mkdir()
         self.port = free_port()
         self.config = self.state / "txmail.toml"
-        self.config.write_text(f'state_dir = "{self.state}"\n[redis]\nurl = "{redis.url}"\n'
-                               f'[policyd]\nlisten = "127.0.0.1:{self.port}"\n'
-                               f"workers = {workers}\n")
+        self.config.write_text(
+            f'state_dir = "{self.state}"\n[redis]\nurl = "{redis.url}"\n'
+            f'[policyd]\nlisten = "127.0.0.1:{self.port}"\n'
+            f"workers = {workers}\n"
+        )
         self.redis = redis
         self.socket = self.state / "run/policyd/policyd.sock"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -253,20 +260,34 @@ class Policyd:
         from txmail.store.accounts import Accounts
 
         accounts = Accounts(self.redis.client(), Keys())
-        limits = {name: HIGH for name in (
-            "messages_per_minute", "messages_per_hour", "messages_per_day",
-            "recipients_per_minute", "recipients_per_hour", "recipients_per_day")}
+        limits = {
+            name: HIGH
+            for name in (
+                "messages_per_minute",
+                "messages_per_hour",
+                "messages_per_day",
+                "recipients_per_minute",
+                "recipients_per_hour",
+                "recipients_per_day",
+            )
+        }
         for n in range(ACCOUNTS):
             if accounts.find(f"bench{n}") is None:
-                accounts.add(f"bench{n}", [f"bench{n}.example"], "bench-password-1",
-                             settings={"warmup": False, **limits})
+                accounts.add(
+                    f"bench{n}",
+                    [f"bench{n}.example"],
+                    "bench-password-1",
+                    settings={"warmup": False, **limits},
+                )
         log = (self.state / "policyd.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "txmail", "--config", str(self.config), "policyd"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
-        wait_for(lambda: self.socket.exists() and probe(f"unix:{self.socket}"), 20,
-                 what="policyd")
+        wait_for(lambda: self.socket.exists() and probe(f"unix:{self.socket}"), 20, what="policyd")
 
     def pids(self) -> list[int]:
         """policyd's processes (it forks a worker per core) and its Redis."""
@@ -289,9 +310,11 @@ class Postfwd:
         self.dir.chmod(0o777)  # postfwd2 drops to nobody and writes its sockets here
         self.port = free_port()
         self.rules = self.dir / "postfwd.cf"
-        self.rules.write_text("id=RATE01; protocol_state==END-OF-MESSAGE; "
-                              f"action=rate(sasl_username/{HIGH}/60/450 4.7.1 rate limit "
-                              "reached)\n")
+        self.rules.write_text(
+            "id=RATE01; protocol_state==END-OF-MESSAGE; "
+            f"action=rate(sasl_username/{HIGH}/60/450 4.7.1 rate limit "
+            "reached)\n"
+        )
         self.rules.chmod(0o644)
         self.pidfile = self.dir / "postfwd.pid"
         self.leader = 0
@@ -303,13 +326,32 @@ class Postfwd:
         # (-L would send the log lines into the policy connection itself.)
         with (self.dir / "postfwd.log").open("wb") as log:
             subprocess.run(
-                ["postfwd2", "--file", str(self.rules),
-                 "--server_socket", f"tcp:127.0.0.1:{self.port}",
-                 "--cache_socket", f"unix::{self.dir / 'cache.sock'}",
-                 "--pidfile", str(self.pidfile), "--nodns", "-u", "nobody", "-g", "nogroup"],
-                stdout=log, stderr=subprocess.STDOUT, check=True, timeout=30)
-        wait_for(lambda: self.pidfile.exists() and probe(f"inet:127.0.0.1:{self.port}"), 30,
-                 what="postfwd2")
+                [
+                    "postfwd2",
+                    "--file",
+                    str(self.rules),
+                    "--server_socket",
+                    f"tcp:127.0.0.1:{self.port}",
+                    "--cache_socket",
+                    f"unix::{self.dir / 'cache.sock'}",
+                    "--pidfile",
+                    str(self.pidfile),
+                    "--nodns",
+                    "-u",
+                    "nobody",
+                    "-g",
+                    "nogroup",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=True,
+                timeout=30,
+            )
+        wait_for(
+            lambda: self.pidfile.exists() and probe(f"inet:127.0.0.1:{self.port}"),
+            30,
+            what="postfwd2",
+        )
         self.leader = int(self.pidfile.read_text().strip())
 
     def pids(self) -> list[int]:
@@ -337,6 +379,7 @@ def probe(address: str) -> bool:
             return await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
         finally:
             writer.close()
+
     try:
         return asyncio.run(ask()).startswith(b"action=")
     except (TimeoutError, OSError, asyncio.IncompleteReadError):
@@ -345,8 +388,15 @@ def probe(address: str) -> bool:
 
 # -- the run ------------------------------------------------------------------------------
 
-def measure(label: str, address: str, pids: list[int], args: argparse.Namespace,
-            load: float | None, connections: int) -> Result:
+
+def measure(
+    label: str,
+    address: str,
+    pids: list[int],
+    args: argparse.Namespace,
+    load: float | None,
+    connections: int,
+) -> Result:
     before = process_cpu(pids)
     if load is None:
         result = uvloop.run(drive(address, connections, args.seconds))
@@ -355,10 +405,13 @@ def measure(label: str, address: str, pids: list[int], args: argparse.Namespace,
     cpu = process_cpu(pids) - before
     per = cpu / result.answered * 1e6 if result.answered else 0.0
     what = f"max/{connections}c" if load is None else f"{load:.0f}/s"
-    print(f"  {label:14} {what:>8}  {result.rate:8.0f} decisions/s  p50 "
-          f"{result.percentile(50):7.2f} ms  p99 {result.percentile(99):8.2f} ms  (from due "
-          f"{result.percentile(99, from_due=True):7.2f} ms)  server CPU {per:5.0f} us/decision"
-          f"  refused {result.refusals}", flush=True)
+    print(
+        f"  {label:14} {what:>8}  {result.rate:8.0f} decisions/s  p50 "
+        f"{result.percentile(50):7.2f} ms  p99 {result.percentile(99):8.2f} ms  (from due "
+        f"{result.percentile(99, from_due=True):7.2f} ms)  server CPU {per:5.0f} us/decision"
+        f"  refused {result.refusals}",
+        flush=True,
+    )
     return result
 
 
@@ -374,24 +427,30 @@ def decisions(args: argparse.Namespace) -> None:
     try:
         policyd.start()
         postfwd.start()
-        targets = [("postfwd (tcp)", f"inet:127.0.0.1:{postfwd.port}", postfwd.pids),
-                   ("policyd (tcp)", f"inet:127.0.0.1:{policyd.port}", policyd.pids),
-                   ("policyd (unix)", f"unix:{policyd.socket}", policyd.pids)]
-        print(f"policy decisions: {args.connections} connections at fixed loads, "
-              f"{args.max_connections} for the maxima, {args.seconds:.0f} s a "
-              f"measurement, {args.reps} repetitions, {os.cpu_count()} cores; requests: "
-              f"RCPT + END-OF-MESSAGE per message, {ACCOUNTS} accounts", flush=True)
+        targets = [
+            ("postfwd (tcp)", f"inet:127.0.0.1:{postfwd.port}", postfwd.pids),
+            ("policyd (tcp)", f"inet:127.0.0.1:{policyd.port}", policyd.pids),
+            ("policyd (unix)", f"unix:{policyd.socket}", policyd.pids),
+        ]
+        print(
+            f"policy decisions: {args.connections} connections at fixed loads, "
+            f"{args.max_connections} for the maxima, {args.seconds:.0f} s a "
+            f"measurement, {args.reps} repetitions, {os.cpu_count()} cores; requests: "
+            f"RCPT + END-OF-MESSAGE per message, {ACCOUNTS} accounts",
+            flush=True,
+        )
         for _, address, _ in targets:  # warm up: connections, caches, scripts
             uvloop.run(drive(address, args.connections, 1.0))
         for rep in range(args.reps):
             print(f"rep {rep + 1}", flush=True)
-            order = targets[rep % len(targets):] + targets[:rep % len(targets)]
+            order = targets[rep % len(targets) :] + targets[: rep % len(targets)]
             runs = [(None, c) for c in maxima] + [(load, args.connections) for load in loads]
             for load, connections in runs:
                 for label, address, pids in order:
                     key = (label, f"max/{connections}c" if load is None else f"{load:.0f}")
                     results.setdefault(key, []).append(
-                        measure(label, address, pids(), args, load, connections))
+                        measure(label, address, pids(), args, load, connections)
+                    )
     finally:
         postfwd.stop()
         policyd.stop()
@@ -402,23 +461,30 @@ def decisions(args: argparse.Namespace) -> None:
 
 def summary(results: dict[tuple[str, str], list[Result]], maxima: list[int]) -> None:
     print("\nmedians over the repetitions")
-    print(f"  {'server':14} {'load':>8}  {'decisions/s':>11}  {'p50 ms':>7}  {'p99 ms':>8}  "
-          f"{'p99 from due':>12}")
+    print(
+        f"  {'server':14} {'load':>8}  {'decisions/s':>11}  {'p50 ms':>7}  {'p99 ms':>8}  "
+        f"{'p99 from due':>12}"
+    )
     for (label, load), runs in results.items():
-        print(f"  {label:14} {load:>8}  {statistics.median(r.rate for r in runs):11.0f}  "
-              f"{statistics.median(r.percentile(50) for r in runs):7.2f}  "
-              f"{statistics.median(r.percentile(99) for r in runs):8.2f}  "
-              f"{statistics.median(r.percentile(99, from_due=True) for r in runs):12.2f}")
+        print(
+            f"  {label:14} {load:>8}  {statistics.median(r.rate for r in runs):11.0f}  "
+            f"{statistics.median(r.percentile(50) for r in runs):7.2f}  "
+            f"{statistics.median(r.percentile(99) for r in runs):8.2f}  "
+            f"{statistics.median(r.percentile(99, from_due=True) for r in runs):12.2f}"
+        )
     for connections in maxima:
         key = f"max/{connections}c"
         postfwd_max = statistics.median(r.rate for r in results[("postfwd (tcp)", key)])
         for label in ("policyd (tcp)", "policyd (unix)"):
             ours = statistics.median(r.rate for r in results[(label, key)])
-            print(f"ratio   {label} / postfwd (tcp), max decisions/s with {connections} "
-                  f"connections: {ours / postfwd_max:.2f}")
+            print(
+                f"ratio   {label} / postfwd (tcp), max decisions/s with {connections} "
+                f"connections: {ours / postfwd_max:.2f}"
+            )
 
 
 # -- the stack with the policy service on and off -----------------------------------------
+
 
 def stack_throughput(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(BENCH))
@@ -433,17 +499,34 @@ def stack_throughput(args: argparse.Namespace) -> None:
     cpu: dict[str, list[list[float]]] = {"on": [], "off": []}  # ms a message: all, policyd, Redis
     try:
         instance.start(dkim=True)  # the whole stack as it runs, DKIM included
-        instance.stack.txmail("accounts", "set", "bench", "warmup=false",
-                              *[f"{n}={HIGH}" for n in (
-                                  "messages_per_minute", "messages_per_hour",
-                                  "messages_per_day", "recipients_per_minute",
-                                  "recipients_per_hour", "recipients_per_day")])
-        saved = {name: subprocess.run(["postconf", "-c", str(etc), "-h", name],
-                                      capture_output=True, text=True, check=True).stdout.strip()
-                 for name in ("smtpd_recipient_restrictions", "smtpd_end_of_data_restrictions")}
-        print(f"\nstack throughput: {tp_args.messages} messages x {tp_args.size} bytes, "
-              f"{tp_args.sessions} sessions, policy service on and off, {args.reps} reps",
-              flush=True)
+        instance.stack.txmail(
+            "accounts",
+            "set",
+            "bench",
+            "warmup=false",
+            *[
+                f"{n}={HIGH}"
+                for n in (
+                    "messages_per_minute",
+                    "messages_per_hour",
+                    "messages_per_day",
+                    "recipients_per_minute",
+                    "recipients_per_hour",
+                    "recipients_per_day",
+                )
+            ],
+        )
+        saved = {
+            name: subprocess.run(
+                ["postconf", "-c", str(etc), "-h", name], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            for name in ("smtpd_recipient_restrictions", "smtpd_end_of_data_restrictions")
+        }
+        print(
+            f"\nstack throughput: {tp_args.messages} messages x {tp_args.size} bytes, "
+            f"{tp_args.sessions} sessions, policy service on and off, {args.reps} reps",
+            flush=True,
+        )
         time.sleep(2)  # let policyd see the new limits
         # A first run that is not counted: the first one after start-up was the slowest by far
         # (Postfix starting its processes, Python code run the first time), and it was always
@@ -452,22 +535,29 @@ def stack_throughput(args: argparse.Namespace) -> None:
         policyd = instance.stack.pids_of("policyd")
         redis_pid = int(instance.stack.redis().info("server")["process_id"])
         for rep in range(args.reps):
-            for state in (("on", "off") if rep % 2 == 0 else ("off", "on")):
+            for state in ("on", "off") if rep % 2 == 0 else ("off", "on"):
                 values = saved if state == "on" else dict.fromkeys(saved, "")
-                subprocess.run(["postconf", "-c", str(etc), "-e",
-                                *[f"{k} = {v}" for k, v in values.items()]], check=True)
-                subprocess.run(["postfix", "-c", str(etc), "reload"], check=True,
-                               capture_output=True)
+                subprocess.run(
+                    ["postconf", "-c", str(etc), "-e", *[f"{k} = {v}" for k, v in values.items()]],
+                    check=True,
+                )
+                subprocess.run(
+                    ["postfix", "-c", str(etc), "reload"], check=True, capture_output=True
+                )
                 time.sleep(1)
                 before = process_cpu(policyd), process_cpu([redis_pid])
                 rate = throughput.run_once(instance, tp_args)
                 ms = [instance.cpu_ms[-1][0]] + [
                     (process_cpu(pids) - start) * 1000 / tp_args.messages
-                    for pids, start in zip((policyd, [redis_pid]), before, strict=True)]
+                    for pids, start in zip((policyd, [redis_pid]), before, strict=True)
+                ]
                 rates[state].append(rate)
                 cpu[state].append(ms)
-                print(f"  rep {rep + 1} policy {state:3} {rate:7.1f} msg/s, CPU a message "
-                      f"{ms[0]:5.2f} ms (policyd {ms[1]:4.2f}, Redis {ms[2]:4.2f})", flush=True)
+                print(
+                    f"  rep {rep + 1} policy {state:3} {rate:7.1f} msg/s, CPU a message "
+                    f"{ms[0]:5.2f} ms (policyd {ms[1]:4.2f}, Redis {ms[2]:4.2f})",
+                    flush=True,
+                )
         # policyd's own count of its permits (/metrics), written once a second
         time.sleep(2)
         decided = int(instance.stack.redis().hget(Keys().policy_stats, "dunno") or 0)
@@ -478,33 +568,50 @@ def stack_throughput(args: argparse.Namespace) -> None:
     on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
     pairs = [a / b for a, b in zip(rates["on"], rates["off"], strict=True)]
     per_rep = " ".join(f"{ratio:.2f}" for ratio in pairs)
-    on_cpu, off_cpu = ([statistics.median(ms[i] for ms in cpu[state]) for i in range(3)]
-                       for state in ("on", "off"))
-    print(f"policy on   median {on:7.1f} msg/s, CPU a message {on_cpu[0]:5.2f} ms "
-          f"(policyd {on_cpu[1]:4.2f}, Redis {on_cpu[2]:4.2f}; {decided} permits counted)")
-    print(f"policy off  median {off:7.1f} msg/s, CPU a message {off_cpu[0]:5.2f} ms "
-          f"(Redis {off_cpu[2]:4.2f})")
-    print(f"ratio       on/off {on / off:.2f} (per rep: {per_rep}; geometric mean "
-          f"{statistics.geometric_mean(pairs):.2f}); CPU a message off/on "
-          f"{off_cpu[0] / on_cpu[0]:.2f}")
+    on_cpu, off_cpu = (
+        [statistics.median(ms[i] for ms in cpu[state]) for i in range(3)] for state in ("on", "off")
+    )
+    print(
+        f"policy on   median {on:7.1f} msg/s, CPU a message {on_cpu[0]:5.2f} ms "
+        f"(policyd {on_cpu[1]:4.2f}, Redis {on_cpu[2]:4.2f}; {decided} permits counted)"
+    )
+    print(
+        f"policy off  median {off:7.1f} msg/s, CPU a message {off_cpu[0]:5.2f} ms "
+        f"(Redis {off_cpu[2]:4.2f})"
+    )
+    print(
+        f"ratio       on/off {on / off:.2f} (per rep: {per_rep}; geometric mean "
+        f"{statistics.geometric_mean(pairs):.2f}); CPU a message off/on "
+        f"{off_cpu[0] / on_cpu[0]:.2f}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--connections", type=int, default=8,
-                        help="connections of the fixed-load runs")
-    parser.add_argument("--max-connections", default="8,32",
-                        help="connection counts of the closed-loop (max) runs")
+    parser.add_argument(
+        "--connections", type=int, default=8, help="connections of the fixed-load runs"
+    )
+    parser.add_argument(
+        "--max-connections", default="8,32", help="connection counts of the closed-loop (max) runs"
+    )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--loads", default="500,1000,2000")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--stack", action="store_true",
-                        help="also the stack's throughput with the policy service on and off")
+    parser.add_argument(
+        "--stack",
+        action="store_true",
+        help="also the stack's throughput with the policy service on and off",
+    )
     parser.add_argument("--stack-messages", type=int, default=3000)
-    parser.add_argument("--workers", type=int, default=1,
-                        help="policyd.workers (default 1, as txmail's; 0: one per core)")
-    parser.add_argument("--no-decisions", action="store_true",
-                        help="skip the decision benchmark (with --stack)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="policyd.workers (default 1, as txmail's; 0: one per core)",
+    )
+    parser.add_argument(
+        "--no-decisions", action="store_true", help="skip the decision benchmark (with --stack)"
+    )
     args = parser.parse_args()
     if shutil.which("postfwd2") is None and not args.no_decisions:
         raise SystemExit("postfwd2 is missing: apt-get install -y postfwd")

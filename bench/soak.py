@@ -94,10 +94,18 @@ COMPONENTS = ("milter", "policyd", "maillog", "webhooks", "redis")
 DEFAULT_FAULTS = ("milter", "policyd", "maillog", "webhooks", "redis", "receiver")
 # Every limit off and the reputation guard out of reach: the soak sends a fifth of its mail
 # to bouncing recipients and a tenth to complaining ones, on purpose.
-ACCOUNT_SETTINGS = ("messages_per_minute=0", "messages_per_hour=0", "messages_per_day=0",
-                    "recipients_per_minute=0", "recipients_per_hour=0",
-                    "recipients_per_day=0", "bytes_per_day=0", "warmup=false",
-                    "max_bounce_rate=100", "max_complaint_rate=100")
+ACCOUNT_SETTINGS = (
+    "messages_per_minute=0",
+    "messages_per_hour=0",
+    "messages_per_day=0",
+    "recipients_per_minute=0",
+    "recipients_per_hour=0",
+    "recipients_per_day=0",
+    "bytes_per_day=0",
+    "warmup=false",
+    "max_bounce_rate=100",
+    "max_complaint_rate=100",
+)
 SESSION_MESSAGES = 50  # messages one client sends over one SMTP session
 
 
@@ -130,11 +138,12 @@ class Tally:
     deliveries: Counter[str] = field(default_factory=Counter)  # event id -> times posted
     events: dict[str, dict[str, Any]] = field(default_factory=dict)  # event id -> first seen
     ids_of: dict[tuple[str, str, str], set[str]] = field(
-        default_factory=lambda: defaultdict(set))  # (queue id, recipient, kind) -> ids
+        default_factory=lambda: defaultdict(set)
+    )  # (queue id, recipient, kind) -> ids
 
     def read(self, receiver: WebhookReceiver) -> None:
         with receiver.lock:
-            new = receiver.posts[self.posts_read:]
+            new = receiver.posts[self.posts_read :]
             self.posts_read += len(new)
         for _headers, body, _at in new:
             self.posts += 1
@@ -143,8 +152,9 @@ class Tally:
                 self.deliveries[event_id] += 1
                 if event_id not in self.events:
                     self.events[event_id] = event
-                    self.ids_of[(event.get("message_id", ""), event.get("recipient", ""),
-                                 event["kind"])].add(event_id)
+                    self.ids_of[
+                        (event.get("message_id", ""), event.get("recipient", ""), event["kind"])
+                    ].add(event_id)
 
 
 @dataclass
@@ -177,8 +187,9 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.unexpected or self.wrong or self.refused
-                    or self.returns_failed)
+        return not (
+            self.lost or self.unexpected or self.wrong or self.refused or self.returns_failed
+        )
 
 
 def parse_faults(spec: str) -> list[Fault]:
@@ -191,12 +202,12 @@ def parse_faults(spec: str) -> list[Fault]:
         name, _, at = item.partition("@")
         if name not in (*COMPONENTS, "receiver"):
             raise argparse.ArgumentTypeError(
-                f"unknown fault {name!r}; choose from {', '.join((*COMPONENTS, 'receiver'))}")
+                f"unknown fault {name!r}; choose from {', '.join((*COMPONENTS, 'receiver'))}"
+            )
         try:
             faults.append(Fault(name, float(at) if at else None))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{item!r}: the time after @ is in seconds") \
-                from None
+            raise argparse.ArgumentTypeError(f"{item!r}: the time after @ is in seconds") from None
     return faults
 
 
@@ -218,7 +229,7 @@ def component_pid(stack: Stack, name: str) -> int:
             continue
         if name == "redis" and argv and argv[0].startswith(b"redis-server"):
             return int(entry.name)
-        if config in argv and argv[argv.index(config) + 1:] == wanted:
+        if config in argv and argv[argv.index(config) + 1 :] == wanted:
             return int(entry.name)
     return 0
 
@@ -248,7 +259,7 @@ class Remote:
     def scan(self) -> None:
         """Queue a DSN or a report for each newly delivered later-*/grumpy-* recipient."""
         messages = self.sink.messages
-        new, self.scanned = messages[self.scanned:], len(messages)
+        new, self.scanned = messages[self.scanned :], len(messages)
         for message in new:
             for rcpt in message.recipients:
                 outcome = self.outcome_of(rcpt)
@@ -260,13 +271,20 @@ class Remote:
 
 
 class Soak:
-    def __init__(self, messages: int = 20000, faults: list[Fault] | None = None,
-                 concurrency: int = 8, accounts: int = 4, seed: int = 1,
-                 receiver_down: float = 25.0, drain_timeout: float = 900.0,
-                 flush_every: float = 15.0, out: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        messages: int = 20000,
+        faults: list[Fault] | None = None,
+        concurrency: int = 8,
+        accounts: int = 4,
+        seed: int = 1,
+        receiver_down: float = 25.0,
+        drain_timeout: float = 900.0,
+        flush_every: float = 15.0,
+        out: Callable[[str], None] = print,
+    ) -> None:
         self.count = messages
-        self.faults = (list(faults) if faults is not None
-                       else [Fault(n) for n in DEFAULT_FAULTS])
+        self.faults = list(faults) if faults is not None else [Fault(n) for n in DEFAULT_FAULTS]
         self.concurrency = concurrency
         self.account_names = [f"soak{n}" for n in range(accounts)]
         self.random = random.Random(seed)
@@ -297,8 +315,9 @@ class Soak:
             outcome = self.random.choice(outcomes)
             prefix = OUTCOMES[outcome][0]
             account = self.account_names[n % len(self.account_names)]
-            plan.append(Message(n, account, outcome,
-                                f"{prefix}-{n}-{self.run_id}@dest{n % 7}.example"))
+            plan.append(
+                Message(n, account, outcome, f"{prefix}-{n}-{self.run_id}@dest{n % 7}.example")
+            )
         return plan
 
     def outcome_of(self, address: str) -> str | None:
@@ -318,8 +337,12 @@ class Soak:
     def _send_one(self, smtp: smtplib.SMTP, message: Message) -> tuple[int, str]:
         """One transaction; (code, reply) of the step that ended it."""
         sender = f"app@{message.account}.example"
-        body = simple_message(sender, message.recipient, subject=f"soak {message.number}",
-                              extra_headers={"X-Soak-Id": str(message.number)})
+        body = simple_message(
+            sender,
+            message.recipient,
+            subject=f"soak {message.number}",
+            extra_headers={"X-Soak-Id": str(message.number)},
+        )
         code, text = smtp.mail(sender)
         if code >= 400:
             return code, text.decode(errors="replace")
@@ -359,7 +382,7 @@ class Soak:
                     with self.lock:
                         self.report.dropped += 1
                     smtp = None
-                    time.sleep(min(0.2 * 2 ** attempt, 5.0) * self.random.random())
+                    time.sleep(min(0.2 * 2**attempt, 5.0) * self.random.random())
                     continue
                 if code == 250:
                     message.queue_id = queue_id_of(reply)
@@ -375,12 +398,14 @@ class Soak:
                 smtp = None
                 if 400 <= code < 500:
                     self._count(self.report.retried, self._reply_key(code, reply))
-                    time.sleep(min(0.2 * 2 ** attempt, 5.0) * (0.5 + self.random.random()))
+                    time.sleep(min(0.2 * 2**attempt, 5.0) * (0.5 + self.random.random()))
                     continue
                 message.refused = f"{code} {reply}"
                 self._count(self.report.refused, self._reply_key(code, reply))
-                self.out(f"soak: message {message.number} to <{message.recipient}> refused: "
-                         f"{code} {reply}")
+                self.out(
+                    f"soak: message {message.number} to <{message.recipient}> refused: "
+                    f"{code} {reply}"
+                )
                 break
         if smtp is not None:
             with contextlib.suppress(smtplib.SMTPException, OSError):
@@ -427,7 +452,7 @@ class Soak:
                         self.report.returns_failed.append(f"<{rcpt}>: {code} {reply}")
                     break
                 self._count(self.report.returns_retried, self._reply_key(code, reply))
-                time.sleep(min(0.2 * 2 ** attempt, 5.0) * (0.5 + self.random.random()))
+                time.sleep(min(0.2 * 2**attempt, 5.0) * (0.5 + self.random.random()))
             with self.remote.lock:
                 self.remote.pending -= 1
             with self.lock:
@@ -451,8 +476,10 @@ class Soak:
         fault.fired_at = self._elapsed()
         if fault.name == "receiver":
             self.receiver.stop()
-            self.out(f"soak: {fault.fired_at:7.1f} s  webhook receiver down for "
-                     f"{self.receiver_down:.0f} s")
+            self.out(
+                f"soak: {fault.fired_at:7.1f} s  webhook receiver down for "
+                f"{self.receiver_down:.0f} s"
+            )
             self.stopping.wait(self.receiver_down)
             self.receiver.start()
             fault.back_at = self._elapsed()
@@ -474,9 +501,11 @@ class Soak:
                 break
             time.sleep(0.1)
         fault.back_at = self._elapsed()
-        fault.detail = (f"pid {pid} killed, restarted as pid {new} after "
-                        f"{fault.back_at - fault.fired_at:.1f} s" if new and new != pid
-                        else f"pid {pid} killed, NOT restarted within 120 s")
+        fault.detail = (
+            f"pid {pid} killed, restarted as pid {new} after {fault.back_at - fault.fired_at:.1f} s"
+            if new and new != pid
+            else f"pid {pid} killed, NOT restarted within 120 s"
+        )
         self.out(f"soak: {fault.back_at:7.1f} s  {fault.name} {fault.detail}")
 
     def _chaos(self) -> None:
@@ -498,8 +527,12 @@ class Soak:
 
     def _postfix(self, *args: str) -> str:
         assert self.stack is not None
-        result = subprocess.run(["postqueue", "-c", str(self.stack.state / "postfix/etc"),
-                                 *args], capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            ["postqueue", "-c", str(self.stack.state / "postfix/etc"), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         return result.stdout + result.stderr
 
     def _queue_empty(self) -> bool:
@@ -516,16 +549,19 @@ class Soak:
                 if client.exists(keys.events(name)):
                     for group in client.xinfo_groups(keys.events(name)):
                         if group["name"] == WEBHOOK_GROUP:
-                            waiting += int(group.get("lag") or 0) + int(group.get("pending")
-                                                                        or 0)
+                            waiting += int(group.get("lag") or 0) + int(group.get("pending") or 0)
                 dead += int(client.xlen(keys.dead_letters(name)))
         finally:
             client.close()
         return waiting, dead
 
     def expected(self) -> dict[tuple[str, str, str], Message]:
-        return {(m.queue_id, m.recipient, kind): m for m in self.messages if m.queue_id
-                for kind in OUTCOMES[m.outcome][1]}
+        return {
+            (m.queue_id, m.recipient, kind): m
+            for m in self.messages
+            if m.queue_id
+            for kind in OUTCOMES[m.outcome][1]
+        }
 
     def _missing(self) -> int:
         self.tally.read(self.receiver)
@@ -548,8 +584,10 @@ class Soak:
                     break
             if time.monotonic() - last_note > 30:
                 last_note = time.monotonic()
-                self.out(f"soak: {self._elapsed():7.1f} s  draining: {missing} events "
-                         f"missing, {returns} returns pending")
+                self.out(
+                    f"soak: {self._elapsed():7.1f} s  draining: {missing} events "
+                    f"missing, {returns} returns pending"
+                )
             time.sleep(1.0)
         time.sleep(5.0)  # late duplicates and unexpected events still count
 
@@ -566,28 +604,34 @@ class Soak:
             self.stack.start()
             for name in self.account_names:
                 settings = [*ACCOUNT_SETTINGS]
-                self.passwords[name] = self.stack.add_account(name, f"{name}.example",
-                                                              settings=settings)
+                self.passwords[name] = self.stack.add_account(
+                    name, f"{name}.example", settings=settings
+                )
                 self.stack.txmail("webhooks", "url", name, self.receiver.url)
-            self.out(f"soak: {self.count} messages, {self.concurrency} clients, "
-                     f"{len(self.account_names)} accounts, faults: "
-                     f"{', '.join(f.name for f in self.faults) or 'none'}; "
-                     f"state in {self.stack.state}")
+            self.out(
+                f"soak: {self.count} messages, {self.concurrency} clients, "
+                f"{len(self.account_names)} accounts, faults: "
+                f"{', '.join(f.name for f in self.faults) or 'none'}; "
+                f"state in {self.stack.state}"
+            )
             self.started = time.monotonic()
-            helpers = [threading.Thread(target=self._scanner, daemon=True),
-                       threading.Thread(target=self._chaos, daemon=True),
-                       *[threading.Thread(target=self._returner, daemon=True)
-                         for _ in range(3)]]
+            helpers = [
+                threading.Thread(target=self._scanner, daemon=True),
+                threading.Thread(target=self._chaos, daemon=True),
+                *[threading.Thread(target=self._returner, daemon=True) for _ in range(3)],
+            ]
             for thread in helpers:
                 thread.start()
-            shares = [self.messages[i::self.concurrency] for i in range(self.concurrency)]
+            shares = [self.messages[i :: self.concurrency] for i in range(self.concurrency)]
             # One account per client thread, so a session never changes its login.
             for share in shares:
                 owner = share[0].account if share else ""
                 for message in share:
                     message.account = owner
-            clients = [threading.Thread(target=self._client, args=(share,), daemon=True)
-                       for share in shares]
+            clients = [
+                threading.Thread(target=self._client, args=(share,), daemon=True)
+                for share in shares
+            ]
             for thread in clients:
                 thread.start()
             threads = helpers + clients
@@ -615,8 +659,10 @@ class Soak:
                 last = time.monotonic()
                 with self.lock:
                     accepted, retried = self.report.accepted, sum(self.report.retried.values())
-                self.out(f"soak: {self._elapsed():7.1f} s  accepted {accepted}/{self.count}, "
-                         f"{retried} retries")
+                self.out(
+                    f"soak: {self._elapsed():7.1f} s  accepted {accepted}/{self.count}, "
+                    f"{retried} retries"
+                )
 
     def _summarise(self) -> None:
         report, tally = self.report, self.tally
@@ -625,8 +671,9 @@ class Soak:
         sink = self.remote.sink.messages
         soak_rcpts = Counter(r for m in sink for r in m.recipients if r in self.by_recipient)
         report.delivered = len(soak_rcpts)
-        report.bounced_at_sink = sum(1 for m in self.messages if m.outcome == "rejected"
-                                     and m.queue_id)
+        report.bounced_at_sink = sum(
+            1 for m in self.messages if m.outcome == "rejected" and m.queue_id
+        )
         report.deferred_at_sink = len(self.remote.deferred_once)
         for key in expected:
             report.expected[key[2]] += 1
@@ -643,17 +690,23 @@ class Soak:
                 continue
             if key not in expected:
                 message = self.by_recipient.get(key[1])
-                why = ("a resubmission after a lost connection" if message and message.ambiguous
-                       and key[0] not in known_ids else "not expected")
+                why = (
+                    "a resubmission after a lost connection"
+                    if message and message.ambiguous and key[0] not in known_ids
+                    else "not expected"
+                )
                 report.unexpected.append(f"{key[0]} <{key[1]}> {key[2]}: {why}")
                 continue
             if len(ids) > 1:
-                report.wrong.append(f"{key[0]} <{key[1]}> {key[2]}: {len(ids)} different ids "
-                                    f"{sorted(ids)}")
+                report.wrong.append(
+                    f"{key[0]} <{key[1]}> {key[2]}: {len(ids)} different ids {sorted(ids)}"
+                )
             status = str(event.get("details", {}).get("status", ""))
             if key[2] == "bounce" and not status.startswith("5"):
-                report.wrong.append(f"{key[0]} <{key[1]}> bounce with status {status!r} "
-                                    "(a hard bounce was expected)")
+                report.wrong.append(
+                    f"{key[0]} <{key[1]}> bounce with status {status!r} "
+                    "(a hard bounce was expected)"
+                )
         report.ambiguous = sum(m.ambiguous for m in self.messages)
         report.queue_empty = self._queue_empty()
         report.waiting_events, report.dead_letters = self._stream_state()
@@ -662,40 +715,58 @@ class Soak:
 def table(report: Report) -> str:
     rows: list[tuple[str, str]] = []
     rate = report.accepted / report.send_duration if report.send_duration else 0.0
-    rows += [("messages", f"{report.messages}"),
-             ("duration", f"{report.duration:.0f} s (sending {report.send_duration:.0f} s, "
-                          f"{rate:.0f} msg/s accepted)"),
-             ("accepted", f"{report.accepted}"),
-             ("refused 4xx (retried)", f"{sum(report.retried.values())}")]
+    rows += [
+        ("messages", f"{report.messages}"),
+        (
+            "duration",
+            f"{report.duration:.0f} s (sending {report.send_duration:.0f} s, "
+            f"{rate:.0f} msg/s accepted)",
+        ),
+        ("accepted", f"{report.accepted}"),
+        ("refused 4xx (retried)", f"{sum(report.retried.values())}"),
+    ]
     rows += [(f"  {reply}", f"{n}") for reply, n in report.retried.most_common()]
     rows += [("refused 5xx (not retried)", f"{sum(report.refused.values())}")]
     rows += [(f"  {reply}", f"{n}") for reply, n in report.refused.most_common()]
-    rows += [("lost connections after DATA", f"{report.ambiguous}"),
-             ("delivered (sink, unique recipients)", f"{report.delivered}"),
-             ("bounced at the sink (550)", f"{report.bounced_at_sink}"),
-             ("deferred once at the sink (450)", f"{report.deferred_at_sink}"),
-             ("DSNs mailed back", f"{report.dsns}"),
-             ("complaints (ARF) mailed back", f"{report.complaints}"),
-             ("returns retried (4xx, port 25)", f"{sum(report.returns_retried.values())}"),
-             ("returns refused (5xx)", f"{len(report.returns_failed)}"),
-             ("events expected / received", f"{sum(report.expected.values())} / "
-                                             f"{sum(report.received.values())}")]
+    rows += [
+        ("lost connections after DATA", f"{report.ambiguous}"),
+        ("delivered (sink, unique recipients)", f"{report.delivered}"),
+        ("bounced at the sink (550)", f"{report.bounced_at_sink}"),
+        ("deferred once at the sink (450)", f"{report.deferred_at_sink}"),
+        ("DSNs mailed back", f"{report.dsns}"),
+        ("complaints (ARF) mailed back", f"{report.complaints}"),
+        ("returns retried (4xx, port 25)", f"{sum(report.returns_retried.values())}"),
+        ("returns refused (5xx)", f"{len(report.returns_failed)}"),
+        (
+            "events expected / received",
+            f"{sum(report.expected.values())} / {sum(report.received.values())}",
+        ),
+    ]
     for kind in sorted(set(report.expected) | set(report.received)):
         rows.append((f"  {kind}", f"{report.expected[kind]} / {report.received[kind]}"))
-    rows += [("duplicates (same id posted again)", f"{report.duplicates}"),
-             ("lost", f"{len(report.lost)}"),
-             ("unexpected", f"{len(report.unexpected)}"),
-             ("wrong", f"{len(report.wrong)}"),
-             ("Postfix queue empty at the end", "yes" if report.queue_empty else "NO"),
-             ("events waiting / dead letters", f"{report.waiting_events} / "
-                                               f"{report.dead_letters}")]
+    rows += [
+        ("duplicates (same id posted again)", f"{report.duplicates}"),
+        ("lost", f"{len(report.lost)}"),
+        ("unexpected", f"{len(report.unexpected)}"),
+        ("wrong", f"{len(report.wrong)}"),
+        ("Postfix queue empty at the end", "yes" if report.queue_empty else "NO"),
+        ("events waiting / dead letters", f"{report.waiting_events} / {report.dead_letters}"),
+    ]
     for fault in report.faults:
-        rows.append((f"fault {fault.name}", f"at {fault.fired_at:.1f} s: {fault.detail}"
-                     if fault.fired_at else "not fired"))
+        rows.append(
+            (
+                f"fault {fault.name}",
+                f"at {fault.fired_at:.1f} s: {fault.detail}" if fault.fired_at else "not fired",
+            )
+        )
     width = max(len(label) for label, _ in rows)
     lines = [f"{label:<{width}}  {value}" for label, value in rows]
-    for title, items in (("lost", report.lost), ("unexpected", report.unexpected),
-                         ("wrong", report.wrong), ("returns refused", report.returns_failed)):
+    for title, items in (
+        ("lost", report.lost),
+        ("unexpected", report.unexpected),
+        ("wrong", report.wrong),
+        ("returns refused", report.returns_failed),
+    ):
         if items:
             lines.append(f"{title} (first 20):")
             lines += [f"  {item}" for item in items[:20]]
@@ -711,26 +782,41 @@ def run_soak(**kwargs: Any) -> Report:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20000)
-    parser.add_argument("--faults", type=parse_faults, default=None,
-                        help="comma-separated NAME[@SECONDS] from milter, policyd, maillog, "
-                             "webhooks, redis, receiver; or a count of the default order "
-                             f"({','.join(DEFAULT_FAULTS)}); default: all six")
+    parser.add_argument(
+        "--faults",
+        type=parse_faults,
+        default=None,
+        help="comma-separated NAME[@SECONDS] from milter, policyd, maillog, "
+        "webhooks, redis, receiver; or a count of the default order "
+        f"({','.join(DEFAULT_FAULTS)}); default: all six",
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="client threads")
     parser.add_argument("--accounts", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--receiver-down", type=float, default=25.0,
-                        help="seconds the webhook receiver stays down")
+    parser.add_argument(
+        "--receiver-down", type=float, default=25.0, help="seconds the webhook receiver stays down"
+    )
     parser.add_argument("--drain-timeout", type=float, default=900.0)
     parser.add_argument("--flush-every", type=float, default=15.0)
-    parser.add_argument("--keep-state", action="store_true",
-                        help="keep the node's state directory (logs) after the run")
+    parser.add_argument(
+        "--keep-state",
+        action="store_true",
+        help="keep the node's state directory (logs) after the run",
+    )
     args = parser.parse_args()
     if args.messages < 1 or args.concurrency < 1 or args.accounts < 1:
         parser.error("--messages, --concurrency and --accounts must be at least 1")
-    report = run_soak(messages=args.messages, faults=args.faults,
-                      concurrency=args.concurrency, accounts=args.accounts, seed=args.seed,
-                      receiver_down=args.receiver_down, drain_timeout=args.drain_timeout,
-                      flush_every=args.flush_every, keep_state=args.keep_state)
+    report = run_soak(
+        messages=args.messages,
+        faults=args.faults,
+        concurrency=args.concurrency,
+        accounts=args.accounts,
+        seed=args.seed,
+        receiver_down=args.receiver_down,
+        drain_timeout=args.drain_timeout,
+        flush_every=args.flush_every,
+        keep_state=args.keep_state,
+    )
     print(table(report), flush=True)
     return 0 if report.ok else 1
 

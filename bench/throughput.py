@@ -50,8 +50,10 @@ def trusted_port() -> int:
 
 def configure_trusted(config_file: Path, port: int) -> config_mod.Settings:
     settings = config_mod.load(config_file)
-    settings = dataclasses.replace(settings, trusted=config_mod.TrustedSettings(
-        port=port, networks=["127.0.0.0/8"], account="bench"))
+    settings = dataclasses.replace(
+        settings,
+        trusted=config_mod.TrustedSettings(port=port, networks=["127.0.0.0/8"], account="bench"),
+    )
     config_file.write_text(config_mod.to_toml(settings))
     return settings
 
@@ -72,20 +74,37 @@ class BareInstance:
         # Same settings, but nothing of txmail's in the path: no milter, no policy service, no
         # socketmap (which needs a running txmail to answer).
         milters = f"unix:{self.milter_socket}" if milter else ""
-        subprocess.run(["postconf", "-c", str(self.etc), "-e", f"smtpd_milters = {milters}",
-                        "smtpd_recipient_restrictions =", "smtpd_end_of_data_restrictions =",
-                        f"relay_domains = {self.settings.bounce_domain}",
-                        f"transport_maps = texthash:{self.etc}/transport"], check=True)
+        subprocess.run(
+            [
+                "postconf",
+                "-c",
+                str(self.etc),
+                "-e",
+                f"smtpd_milters = {milters}",
+                "smtpd_recipient_restrictions =",
+                "smtpd_end_of_data_restrictions =",
+                f"relay_domains = {self.settings.bounce_domain}",
+                f"transport_maps = texthash:{self.etc}/transport",
+            ],
+            check=True,
+        )
         self.spool = self.stack.state / "postfix/spool"
         self.maillog = self.settings.path(self.settings.postfix.maillog)
 
     def start(self) -> None:
         if self.milter:
-            command = [sys.executable, str(BENCH / "milters.py"), self.milter,
-                       str(self.milter_socket)]
+            command = [
+                sys.executable,
+                str(BENCH / "milters.py"),
+                self.milter,
+                str(self.milter_socket),
+            ]
             if self.milter == "dkim":
-                command += [str(self.stack.state / "reference-dkim/key.pem"), "bench.example",
-                            "bench"]
+                command += [
+                    str(self.stack.state / "reference-dkim/key.pem"),
+                    "bench.example",
+                    "bench",
+                ]
             self.milter_proc = subprocess.Popen(command, start_new_session=True)
             wait_for(self.milter_socket.exists, 20, what=f"{self.milter} milter")
         subprocess.run(["postfix", "-c", str(self.etc), "start"], check=True)
@@ -95,8 +114,7 @@ class BareInstance:
         return [self.milter_proc.pid] if self.milter_proc else []
 
     def close(self) -> None:
-        subprocess.run(["postfix", "-c", str(self.etc), "stop"], check=False,
-                       capture_output=True)
+        subprocess.run(["postfix", "-c", str(self.etc), "stop"], check=False, capture_output=True)
         if self.milter_proc is not None:
             self.milter_proc.terminate()
             self.milter_proc.wait(10)
@@ -115,14 +133,29 @@ class TxmailInstance:
     def start(self, dkim: bool) -> None:
         self.stack.start()
         # Unlimited, no warm-up: the benchmark measures the work per message, not the quotas.
-        limits = [f"{k}=0" for k in ("messages_per_minute", "messages_per_hour",
-                                     "messages_per_day", "recipients_per_minute",
-                                     "recipients_per_hour", "recipients_per_day",
-                                     "bytes_per_day")]
+        limits = [
+            f"{k}=0"
+            for k in (
+                "messages_per_minute",
+                "messages_per_hour",
+                "messages_per_day",
+                "recipients_per_minute",
+                "recipients_per_hour",
+                "recipients_per_day",
+                "bytes_per_day",
+            )
+        ]
         self.stack.add_account("bench", "bench.example", settings=[*limits, "warmup=false"])
         if dkim:
-            self.stack.txmail("domains", "add", "bench.example", "--account", "bench",
-                              "--force-sign", "--force-return-path")
+            self.stack.txmail(
+                "domains",
+                "add",
+                "bench.example",
+                "--account",
+                "bench",
+                "--force-sign",
+                "--force-return-path",
+            )
             time.sleep(3)  # the signer caches "no key" for 2 s
 
     def milter_pids(self) -> list[int]:
@@ -181,9 +214,23 @@ def run_once(instance: BareInstance | TxmailInstance, args: argparse.Namespace) 
     cpu_before = (machine_cpu(), process_cpu(milter))
     start = time.monotonic()
     source = subprocess.Popen(
-        ["smtp-source", "-s", str(args.sessions), "-l", str(args.size), "-m",
-         str(args.messages), "-f", "app@bench.example", "-t", "rcpt@dest.test",
-         "-M", "client.test", f"127.0.0.1:{instance.port}"])
+        [
+            "smtp-source",
+            "-s",
+            str(args.sessions),
+            "-l",
+            str(args.size),
+            "-m",
+            str(args.messages),
+            "-f",
+            "app@bench.example",
+            "-t",
+            "rcpt@dest.test",
+            "-M",
+            "client.test",
+            f"127.0.0.1:{instance.port}",
+        ]
+    )
     while source.poll() is None:
         peak = max([peak] + [rss_kb(p) for p in milter])
         time.sleep(0.1)
@@ -193,8 +240,10 @@ def run_once(instance: BareInstance | TxmailInstance, args: argparse.Namespace) 
         peak = max([peak] + [rss_kb(p) for p in milter])
         time.sleep(0.05)
     elapsed = time.monotonic() - start
-    cpu_ms = [(after - earlier) * 1000 / args.messages for after, earlier in
-              zip((machine_cpu(), process_cpu(milter)), cpu_before, strict=True)]
+    cpu_ms = [
+        (after - earlier) * 1000 / args.messages
+        for after, earlier in zip((machine_cpu(), process_cpu(milter)), cpu_before, strict=True)
+    ]
     instance.cpu_ms.append(cpu_ms)
     deadline = time.monotonic() + 10
     while sent_lines(instance.maillog) - before < args.messages and time.monotonic() < deadline:
@@ -213,11 +262,15 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--size", type=int, default=5120)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--no-dkim", action="store_true",
-                        help="Do not set up a DKIM key for the sending domain.")
-    parser.add_argument("--baselines", action="store_true",
-                        help="Also measure bare Postfix with each reference milter of "
-                             "bench/milters.py (passthrough, dkim).")
+    parser.add_argument(
+        "--no-dkim", action="store_true", help="Do not set up a DKIM key for the sending domain."
+    )
+    parser.add_argument(
+        "--baselines",
+        action="store_true",
+        help="Also measure bare Postfix with each reference milter of "
+        "bench/milters.py (passthrough, dkim).",
+    )
     args = parser.parse_args()
 
     sink_port = free_port()
@@ -233,16 +286,22 @@ def main() -> None:
                 bare = instances[name] = BareInstance(sink_port, "" if name == "bare" else name)
                 bare.start()
         results: dict[str, list[float]] = {name: [] for name in instances}
-        print(f"throughput: {args.messages} messages x {args.size} bytes, {args.sessions} "
-              f"sessions, {args.reps} repetitions, {os.cpu_count()} cores, every rule, "
-              f"policyd, {'no DKIM' if args.no_dkim else 'DKIM'}", flush=True)
+        print(
+            f"throughput: {args.messages} messages x {args.size} bytes, {args.sessions} "
+            f"sessions, {args.reps} repetitions, {os.cpu_count()} cores, every rule, "
+            f"policyd, {'no DKIM' if args.no_dkim else 'DKIM'}",
+            flush=True,
+        )
         for rep in range(1, args.reps + 1):
             for name, instance in instances.items():
                 rate = run_once(instance, args)
                 results[name].append(rate)
                 machine, milter = instance.cpu_ms[-1]
-                print(f"  rep {rep} {name:11} {rate:7.1f} msg/s  CPU a message: "
-                      f"{machine:5.2f} ms in all, {milter:4.2f} ms milter", flush=True)
+                print(
+                    f"  rep {rep} {name:11} {rate:7.1f} msg/s  CPU a message: "
+                    f"{machine:5.2f} ms in all, {milter:4.2f} ms milter",
+                    flush=True,
+                )
     finally:
         for instance in instances.values():
             instance.close()
@@ -250,17 +309,20 @@ def main() -> None:
         sink.wait(10)
     medians = {name: statistics.median(rates) for name, rates in results.items()}
     for name, median in medians.items():
-        machine, milter = (statistics.median(run[i] for run in instances[name].cpu_ms)
-                           for i in (0, 1))
-        print(f"{name:11} median {median:7.1f} msg/s  CPU a message: {machine:5.2f} ms in all, "
-              f"{milter:4.2f} ms milter")
+        machine, milter = (
+            statistics.median(run[i] for run in instances[name].cpu_ms) for i in (0, 1)
+        )
+        print(
+            f"{name:11} median {median:7.1f} msg/s  CPU a message: {machine:5.2f} ms in all, "
+            f"{milter:4.2f} ms milter"
+        )
     for name in instances:
         if name == "bare":
             continue
-        per_rep = " ".join(f"{t / b:.2f}" for t, b in zip(results[name], results["bare"],
-                                                           strict=True))
-        print(f"ratio       {name}/bare {medians[name] / medians['bare']:.2f} "
-              f"(per rep: {per_rep})")
+        per_rep = " ".join(
+            f"{t / b:.2f}" for t, b in zip(results[name], results["bare"], strict=True)
+        )
+        print(f"ratio       {name}/bare {medians[name] / medians['bare']:.2f} (per rep: {per_rep})")
     for name, instance in instances.items():
         if hasattr(instance, "peak_rss_kb"):
             print(f"{name:11} milter peak RSS {getattr(instance, 'peak_rss_kb', 0) / 1024:.1f} MB")

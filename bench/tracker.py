@@ -53,9 +53,12 @@ def wrk_ms(text: str) -> float:
 
 
 def run_wrk(url: str, seconds: int, connections: int, threads: int) -> dict[str, float]:
-    result = subprocess.run(["wrk", "--latency", "-t", str(threads), "-c", str(connections),
-                             "-d", f"{seconds}s", url], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(
+        ["wrk", "--latency", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     out = result.stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -63,9 +66,14 @@ def run_wrk(url: str, seconds: int, connections: int, threads: int) -> dict[str,
     p99 = wrk_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
-    return {"rate": rate, "total": total, "p50": p50, "p99": p99,
-            "bad": int(errors.group(1)) if errors else 0,
-            "socket_errors": socket_errors.group(1) if socket_errors else ""}
+    return {
+        "rate": rate,
+        "total": total,
+        "p50": p50,
+        "p99": p99,
+        "bad": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+    }
 
 
 def main() -> int:
@@ -83,8 +91,9 @@ def main() -> int:
     tracker: subprocess.Popen[bytes] | None = None
     try:
         port = free_port()
-        subprocess.run([*TXMAIL, "init", "--state-dir", str(state)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [*TXMAIL, "init", "--state-dir", str(state)], check=True, capture_output=True
+        )
         config = state / "txmail.toml"
         text = config.read_text()
         text = re.sub(r'(?m)^url = ""', f'url = "{redis_server.url}"', text, count=1)
@@ -93,22 +102,38 @@ def main() -> int:
         settings = config_mod.load(config)
         signer = LinkSigner(settings.read_secret("tracking_key_file"))
         sent_at = int(time.time()) - 3600  # an hour ago: a person, not "too-soon"
-        click = signer.sign(Mark("click", ACCOUNT, QUEUE_ID, "reader@example.net", 0,
-                                 "https://shop.example.com/order?id=7", sent_at))
-        pixel = signer.sign(Mark("open", ACCOUNT, QUEUE_ID, "reader@example.net",
-                                 sent_at=sent_at))
+        click = signer.sign(
+            Mark(
+                "click",
+                ACCOUNT,
+                QUEUE_ID,
+                "reader@example.net",
+                0,
+                "https://shop.example.com/order?id=7",
+                sent_at,
+            )
+        )
+        pixel = signer.sign(Mark("open", ACCOUNT, QUEUE_ID, "reader@example.net", sent_at=sent_at))
         log = (state / "tracker.log").open("ab")
-        tracker = subprocess.Popen([*TXMAIL, "--config", str(config), "tracker"], stdout=log,
-                                   stderr=subprocess.STDOUT, env=dict(os.environ,
-                                                                      PYTHONUNBUFFERED="1"))
+        tracker = subprocess.Popen(
+            [*TXMAIL, "--config", str(config), "tracker"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
         wait_for(lambda: can_connect_tcp("127.0.0.1", port), 30, what="the tracker")
         client = redis_server.client()
         counts = f"txmail:{{{ACCOUNT}}}:counts:{time.strftime('%Y%m%d', time.gmtime())}"
         base = f"http://127.0.0.1:{port}"
-        targets = [("baseline", f"{base}/healthz", None), ("click", f"{base}/c/{click}", "click"),
-                   ("open", f"{base}/o/{pixel}.gif", "open")]
-        print(f"txmail tracker on {base}: wrk -t{args.threads} -c{args.connections} "
-              f"-d{args.seconds}s, {args.reps} repetitions, {os.cpu_count()} cores")
+        targets = [
+            ("baseline", f"{base}/healthz", None),
+            ("click", f"{base}/c/{click}", "click"),
+            ("open", f"{base}/o/{pixel}.gif", "open"),
+        ]
+        print(
+            f"txmail tracker on {base}: wrk -t{args.threads} -c{args.connections} "
+            f"-d{args.seconds}s, {args.reps} repetitions, {os.cpu_count()} cores"
+        )
         results: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in targets}
         for rep in range(1, args.reps + 1):
             for name, url, kind in targets:
@@ -119,25 +144,35 @@ def main() -> int:
                     # wrk counts completed answers; let the background writer catch up
                     expected = before + int(figures["total"])
                     start = time.monotonic()
-                    while int(client.hget(counts, kind) or 0) < expected \
-                            and time.monotonic() - start < 60:
+                    while (
+                        int(client.hget(counts, kind) or 0) < expected
+                        and time.monotonic() - start < 60
+                    ):
                         time.sleep(0.1)
                     got = int(client.hget(counts, kind) or 0) - before
                     recorded = f"  recorded {got}/{int(figures['total'])}"
                 results[name].append(figures)
-                print(f"rep {rep} {name:8} {figures['rate']:9.0f} req/s  p50 "
-                      f"{figures['p50']:6.2f} ms  p99 {figures['p99']:6.2f} ms  non-2xx/3xx "
-                      f"{int(figures['bad'])}{recorded}"
-                      + (f"  socket errors: {figures['socket_errors']}"
-                         if figures["socket_errors"] else ""), flush=True)
+                print(
+                    f"rep {rep} {name:8} {figures['rate']:9.0f} req/s  p50 "
+                    f"{figures['p50']:6.2f} ms  p99 {figures['p99']:6.2f} ms  non-2xx/3xx "
+                    f"{int(figures['bad'])}{recorded}"
+                    + (
+                        f"  socket errors: {figures['socket_errors']}"
+                        if figures["socket_errors"]
+                        else ""
+                    ),
+                    flush=True,
+                )
         print("medians:")
         for name, runs in results.items():
             rate = statistics.median(r["rate"] for r in runs)
             p99 = statistics.median(r["p99"] for r in runs)
             p50 = statistics.median(r["p50"] for r in runs)
             base_rate = statistics.median(r["rate"] for r in results["baseline"])
-            print(f"  {name:8} {rate:9.0f} req/s ({rate / base_rate:4.2f} of baseline)  "
-                  f"p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
+            print(
+                f"  {name:8} {rate:9.0f} req/s ({rate / base_rate:4.2f} of baseline)  "
+                f"p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+            )
     finally:
         if tracker is not None:
             tracker.send_signal(signal.SIGTERM)

@@ -30,23 +30,41 @@ from txmail.store import Keys  # noqa: E402
 from txmail.webhooks.dispatcher import Dispatcher, requests_transport  # noqa: E402
 
 
-def run_once(redis_server: RedisServer, receiver: WebhookReceiver, events: int,
-             rep: int) -> float:
+def run_once(redis_server: RedisServer, receiver: WebhookReceiver, events: int, rep: int) -> float:
     client = redis_server.client()
     keys = Keys(f"bench{rep}:")
     client.sadd(keys.accounts, "acme")
     client.hset(keys.account("acme"), mapping={"name": "acme", "webhook_url": receiver.url})
     recorder = Recorder(client, keys)
     for n in range(events):
-        recorder.record(make_event("delivery", "acme", f"Q{n // 10}", f"r{n}@dest.example",
-                                   {"status": "2.0.0", "diagnostic": "250 2.0.0 ok",
-                                    "remote_mta": "mx.dest.example", "class": "standard"},
-                                   tags=["bench"]))
+        recorder.record(
+            make_event(
+                "delivery",
+                "acme",
+                f"Q{n // 10}",
+                f"r{n}@dest.example",
+                {
+                    "status": "2.0.0",
+                    "diagnostic": "250 2.0.0 ok",
+                    "remote_mta": "mx.dest.example",
+                    "class": "standard",
+                },
+                tags=["bench"],
+            )
+        )
     receiver.posts.clear()
     # as `txmail webhooks run` does: posts on a thread pool, the loop waits for them
     pool = concurrent.futures.ThreadPoolExecutor(8)
-    dispatcher = Dispatcher(client, keys, WebhooksSettings(), b"k" * 32, "bench",
-                            requests_transport(), stream_max=events, executor=pool)
+    dispatcher = Dispatcher(
+        client,
+        keys,
+        WebhooksSettings(),
+        b"k" * 32,
+        "bench",
+        requests_transport(),
+        stream_max=events,
+        executor=pool,
+    )
     stream = keys.events("acme")
     start = time.perf_counter()
     while True:
@@ -78,8 +96,10 @@ def main() -> int:
         for rep in range(args.reps):
             rate = run_once(redis_server, receiver, args.events, rep)
             rates.append(rate)
-            print(f"run {rep + 1}: {args.events} events in batches of 100: {rate:,.0f} events/s",
-                  flush=True)
+            print(
+                f"run {rep + 1}: {args.events} events in batches of 100: {rate:,.0f} events/s",
+                flush=True,
+            )
         print(f"median: {statistics.median(rates):,.0f} events/s (goal: at least 5,000)")
     finally:
         receiver.stop()

@@ -99,8 +99,9 @@ def bounce_settings(state: Path, bounce_key: bytes) -> Any:
     (state / "secrets").mkdir(exist_ok=True)
     (state / "secrets/bounce.key").write_bytes(bounce_key)
     base = Settings(state_dir=str(state))
-    return dataclasses.replace(base, redis=dataclasses.replace(
-        base.redis, prefix=f"t{random.getrandbits(32):08x}:"))
+    return dataclasses.replace(
+        base, redis=dataclasses.replace(base.redis, prefix=f"t{random.getrandbits(32):08x}:")
+    )
 
 
 def state_dir(prefix: str) -> Path:
@@ -121,8 +122,12 @@ def process_cpu(pids: list[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
-             what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
@@ -136,8 +141,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
 class RedisServer:
     """A private redis-server on a free loopback port."""
 
-    def __init__(self, port: int | None = None, cluster: bool = False,
-                 password: str = "") -> None:
+    def __init__(self, port: int | None = None, cluster: bool = False, password: str = "") -> None:
         self.port = port or (cluster_port() if cluster else free_listening_port())
         self.dir = state_dir(f"redis{self.port}")
         self.cluster = cluster
@@ -150,16 +154,35 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.dir), "--save", "", "--appendonly", "yes",
-                "--daemonize", "no", "--logfile", str(self.dir / "redis.log")]
+        args = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.dir / "redis.log"),
+        ]
         if self.password:
             args += ["--requirepass", self.password]
         if self.cluster:
-            args += ["--cluster-enabled", "yes", "--cluster-config-file",
-                     str(self.dir / "nodes.conf"), "--cluster-node-timeout", "2000"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+            args += [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(self.dir / "nodes.conf"),
+                "--cluster-node-timeout",
+                "2000",
+            ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for(self.ping, 10, what=f"redis on {self.port}")
         except AssertionError:
@@ -177,8 +200,7 @@ class RedisServer:
             client.close()  # an unclosed socket is a ResourceWarning, an error under pytest
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True,
-                           password=self.password or None)
+        return redis.Redis(port=self.port, decode_responses=True, password=self.password or None)
 
     def stop(self) -> None:
         terminate(self.proc, 10)
@@ -198,13 +220,26 @@ class RedisCluster:
         for node in self.nodes:
             node.start()
         addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
-        subprocess.run(["redis-cli", "--cluster", "create", *addrs, "--cluster-replicas", "0",
-                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *addrs,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
         def ok() -> bool:
             info = self.nodes[0].client().execute_command("CLUSTER", "INFO")
             text = info if isinstance(info, str) else str(info)
             return "cluster_state:ok" in text
+
         wait_for(ok, 20, what="cluster_state:ok")
         return self
 
@@ -247,8 +282,9 @@ class Sink:
         return self
 
     def wait(self, count: int, timeout: float = 20.0) -> list[Any]:
-        wait_for(lambda: len(self.messages) >= count, timeout,
-                 what=f"{count} message(s) at the sink")
+        wait_for(
+            lambda: len(self.messages) >= count, timeout, what=f"{count} message(s) at the sink"
+        )
         return self.messages
 
     def find(self, recipient: str) -> list[Any]:
@@ -258,15 +294,20 @@ class Sink:
         self.server.stop()
 
     @staticmethod
-    def dsn(original: Any, recipient: str, status: str = "5.1.1",
-            diagnostic: str = "550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown",
-            reporting_mta: str = "mx.remote.test") -> bytes:
+    def dsn(
+        original: Any,
+        recipient: str,
+        status: str = "5.1.1",
+        diagnostic: str = "550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown",
+        reporting_mta: str = "mx.remote.test",
+    ) -> bytes:
         """An RFC 3464 delivery status notification for `recipient` of a message this sink
         accepted earlier, as a remote MTA sends it back to the envelope sender later."""
         action = "failed" if status.startswith("5") else "delayed"
         boundary = f"dsn-{random.getrandbits(48):x}"
-        headers_of_original = bytes(original.data).split(b"\r\n\r\n", 1)[0].decode(
-            "utf-8", "replace")
+        headers_of_original = (
+            bytes(original.data).split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+        )
         text = (
             f"From: MAILER-DAEMON@{reporting_mta}\r\n"
             f"To: {original.sender}\r\n"
@@ -275,7 +316,7 @@ class Sink:
             f"Message-ID: <{random.getrandbits(64):x}@{reporting_mta}>\r\n"
             f"Auto-Submitted: auto-replied\r\n"
             f"MIME-Version: 1.0\r\n"
-            f'Content-Type: multipart/report; report-type=delivery-status; '
+            f"Content-Type: multipart/report; report-type=delivery-status; "
             f'boundary="{boundary}"\r\n\r\n'
             f"--{boundary}\r\nContent-Type: text/plain\r\n\r\n"
             f"Your message could not be delivered to {recipient}.\r\n\r\n"
@@ -287,7 +328,8 @@ class Sink:
             f"Diagnostic-Code: smtp; {diagnostic.format(rcpt=recipient)}\r\n\r\n"
             f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
             f"{headers_of_original}\r\n\r\n"
-            f"--{boundary}--\r\n")
+            f"--{boundary}--\r\n"
+        )
         return text.encode()
 
     @staticmethod
@@ -295,16 +337,17 @@ class Sink:
         """An RFC 5965 abuse report (ARF) about `original`, as a mailbox provider's feedback
         loop mails it to the message's return-path address."""
         boundary = f"arf-{random.getrandbits(64):x}"
-        return (f"From: fbl@isp.example\r\nTo: {return_path}\r\nSubject: Abuse report\r\n"
-                f"MIME-Version: 1.0\r\nContent-Type: multipart/report; "
-                f'report-type=feedback-report; boundary="{boundary}"\r\n\r\n'
-                f"--{boundary}\r\nContent-Type: text/plain\r\n\r\n"
-                f"This is an abuse report.\r\n\r\n"
-                f"--{boundary}\r\nContent-Type: message/feedback-report\r\n\r\n"
-                f"Feedback-Type: abuse\r\nUser-Agent: isp-fbl/1.0\r\nVersion: 1\r\n"
-                f"Original-Mail-From: <{return_path}>\r\nOriginal-Rcpt-To: <{recipient}>\r\n"
-                f"\r\n--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n").encode() + (
-                original + f"\r\n--{boundary}--\r\n".encode())
+        return (
+            f"From: fbl@isp.example\r\nTo: {return_path}\r\nSubject: Abuse report\r\n"
+            f"MIME-Version: 1.0\r\nContent-Type: multipart/report; "
+            f'report-type=feedback-report; boundary="{boundary}"\r\n\r\n'
+            f"--{boundary}\r\nContent-Type: text/plain\r\n\r\n"
+            f"This is an abuse report.\r\n\r\n"
+            f"--{boundary}\r\nContent-Type: message/feedback-report\r\n\r\n"
+            f"Feedback-Type: abuse\r\nUser-Agent: isp-fbl/1.0\r\nVersion: 1\r\n"
+            f"Original-Mail-From: <{return_path}>\r\nOriginal-Rcpt-To: <{recipient}>\r\n"
+            f"\r\n--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n"
+        ).encode() + (original + f"\r\n--{boundary}--\r\n".encode())
 
     @staticmethod
     def deliver(port: int, sender: str, recipient: str, data: bytes) -> str:
@@ -333,15 +376,29 @@ class Sink:
 class Stack:
     """One txmail node: `txmail init` in a temporary state directory, then `txmail up`."""
 
-    def __init__(self, relay_port: int, redis_url: str = "", cluster: bool = False,
-                 name: str = "stack", extra_init: list[str] | None = None,
-                 log_permits: bool = False) -> None:
+    def __init__(
+        self,
+        relay_port: int,
+        redis_url: str = "",
+        cluster: bool = False,
+        name: str = "stack",
+        extra_init: list[str] | None = None,
+        log_permits: bool = False,
+    ) -> None:
         self.offset = free_offset()
         self.state = state_dir(name)
         self.config = self.state / "txmail.toml"
         self.redis_url = redis_url
-        init = [*TXMAIL, "init", "--state-dir", str(self.state), "--port-offset",
-                str(self.offset), "--relayhost", f"[127.0.0.1]:{relay_port}"]
+        init = [
+            *TXMAIL,
+            "init",
+            "--state-dir",
+            str(self.state),
+            "--port-offset",
+            str(self.offset),
+            "--relayhost",
+            f"[127.0.0.1]:{relay_port}",
+        ]
         if redis_url:
             init += ["--redis-url", redis_url]
         if cluster:
@@ -350,8 +407,9 @@ class Stack:
         if log_permits:  # policyd logs its permits too, for tests that count them
             text = self.config.read_text()
             assert "\nlog_permits = false\n" in text
-            self.config.write_text(text.replace("\nlog_permits = false\n",
-                                                "\nlog_permits = true\n"))
+            self.config.write_text(
+                text.replace("\nlog_permits = false\n", "\nlog_permits = true\n")
+            )
         self.proc: subprocess.Popen[str] | None = None
         self.output_path = self.state / "up.out"
 
@@ -374,24 +432,25 @@ class Stack:
 
         settings = config.load(self.config)
         changed = dataclasses.replace(getattr(settings, section), **values)
-        self.config.write_text(config.to_toml(dataclasses.replace(settings,
-                                                                  **{section: changed})))
+        self.config.write_text(config.to_toml(dataclasses.replace(settings, **{section: changed})))
         return self
 
-    def start(self, timeout: float = 60.0, dev: bool = False,
-              args: tuple[str, ...] = ()) -> Stack:
+    def start(self, timeout: float = 60.0, dev: bool = False, args: tuple[str, ...] = ()) -> Stack:
         out = self.output_path.open("w")
-        self.proc = subprocess.Popen([*TXMAIL, "--config", str(self.config), "up",
-                                      *(["--dev"] if dev else []), *args],
-                                     stdout=out, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [*TXMAIL, "--config", str(self.config), "up", *(["--dev"] if dev else []), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         out.close()
 
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"txmail up exited {self.proc.returncode}:\n"
-                                     f"{self.output()}")
+                raise AssertionError(f"txmail up exited {self.proc.returncode}:\n{self.output()}")
             return "txmail ready:" in self.output()
+
         wait_for(ready, timeout, interval=0.1, what="txmail ready")
         return self
 
@@ -409,9 +468,16 @@ class Stack:
 
         settings = config_mod.load(self.config)
         alone = self.state / "no-parser.toml"
-        alone.write_text(config_mod.to_toml(dataclasses.replace(
-            settings, bounce_pipe=dataclasses.replace(settings.bounce_pipe,
-                                                      socket="run/bounce/nobody.sock"))))
+        alone.write_text(
+            config_mod.to_toml(
+                dataclasses.replace(
+                    settings,
+                    bounce_pipe=dataclasses.replace(
+                        settings.bounce_pipe, socket="run/bounce/nobody.sock"
+                    ),
+                )
+            )
+        )
         return alone
 
     def pids_of(self, *command: str) -> list[int]:
@@ -424,7 +490,7 @@ class Stack:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if str(self.config).encode() in argv and argv[-len(tail):] == tail:
+            if str(self.config).encode() in argv and argv[-len(tail) :] == tail:
                 pids.append(int(entry.name))
         return sorted(pids)
 
@@ -450,26 +516,45 @@ class Stack:
     def close(self) -> None:
         self.stop()
         # A supervisor killed hard may have left Postfix behind; stop it by its own pid file.
-        subprocess.run(["postfix", "-c", str(self.state / "postfix/etc"), "stop"],
-                       capture_output=True, check=False)
+        subprocess.run(
+            ["postfix", "-c", str(self.state / "postfix/etc"), "stop"],
+            capture_output=True,
+            check=False,
+        )
         if not os.environ.get("TXMAIL_KEEP_STATE"):  # keep it to read the logs of a failure
             shutil.rmtree(self.state, ignore_errors=True)
 
     # commands
-    def txmail(self, *args: str, input: str | None = None,
-               check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([*TXMAIL, "--config", str(self.config), *args], input=input,
-                                capture_output=True, text=True, check=False, timeout=60)
+    def txmail(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*TXMAIL, "--config", str(self.config), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"txmail {' '.join(args)} exited {result.returncode}:\n"
-                                 f"{result.stdout}{result.stderr}")
+            raise AssertionError(
+                f"txmail {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}{result.stderr}"
+            )
         return result
 
     def add_account(self, name: str, *domains: str, settings: list[str] | None = None) -> str:
         password = f"pw-{name}-{random.getrandbits(48):x}"
         extra = [a for s in settings or [] for a in ("--set", s)]
-        self.txmail("accounts", "add", name, *[a for d in domains for a in ("--domain", d)],
-                    "--password-stdin", *extra, input=password + "\n")
+        self.txmail(
+            "accounts",
+            "add",
+            name,
+            *[a for d in domains for a in ("--domain", d)],
+            "--password-stdin",
+            *extra,
+            input=password + "\n",
+        )
         self.wait_passwd(name)
         return password
 
@@ -479,26 +564,31 @@ class Stack:
         def synced() -> bool:
             text = passwd.read_text() if passwd.exists() else ""
             return any(line.startswith(f"{name}:") for line in text.splitlines()) == present
+
         wait_for(synced, 15, what=f"passwd-file sync of {name}")
 
     def redis(self) -> redis.Redis:
         if self.redis_url:
             return redis.Redis.from_url(self.redis_url, decode_responses=True)
-        return redis.Redis(unix_socket_path=str(self.state / "run/redis/redis.sock"),
-                           decode_responses=True)
+        return redis.Redis(
+            unix_socket_path=str(self.state / "run/redis/redis.sock"), decode_responses=True
+        )
 
     # SMTP
-    def client(self, port: str = "submission", login: tuple[str, str] | None = None,
-               timeout: float = 30.0) -> smtplib.SMTP:
+    def client(
+        self, port: str = "submission", login: tuple[str, str] | None = None, timeout: float = 30.0
+    ) -> smtplib.SMTP:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         if port == "submissions":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL("127.0.0.1", self.submissions,
-                                                  context=context, timeout=timeout)
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                "127.0.0.1", self.submissions, context=context, timeout=timeout
+            )
         else:
-            smtp = smtplib.SMTP("127.0.0.1", self.submission if port == "submission"
-                                else self.smtp, timeout=timeout)
+            smtp = smtplib.SMTP(
+                "127.0.0.1", self.submission if port == "submission" else self.smtp, timeout=timeout
+            )
             try:
                 smtp.ehlo("client.test")
                 smtp.starttls(context=context)
@@ -514,8 +604,14 @@ class Stack:
             raise
         return smtp
 
-    def send(self, login: tuple[str, str], sender: str, recipients: list[str],
-             message: bytes | str, port: str = "submission") -> str:
+    def send(
+        self,
+        login: tuple[str, str],
+        sender: str,
+        recipients: list[str],
+        message: bytes | str,
+        port: str = "submission",
+    ) -> str:
         """Submit one message; return the queue id from the 250 reply."""
         with contextlib.closing(self.client(port, login)) as smtp:
             smtp.mail(sender)
@@ -538,12 +634,20 @@ def queue_id_of(reply: bytes | str) -> str:
     return text.split(marker, 1)[1].split()[0]
 
 
-def simple_message(sender: str, recipient: str, subject: str = "hello",
-                   body: str = "Hello from the txmail tests.\r\n",
-                   extra_headers: dict[str, str] | None = None) -> bytes:
-    headers = {"From": sender, "To": recipient, "Subject": subject,
-               "Message-ID": f"<{random.getrandbits(64):x}@test.invalid>",
-               "Date": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())}
+def simple_message(
+    sender: str,
+    recipient: str,
+    subject: str = "hello",
+    body: str = "Hello from the txmail tests.\r\n",
+    extra_headers: dict[str, str] | None = None,
+) -> bytes:
+    headers = {
+        "From": sender,
+        "To": recipient,
+        "Subject": subject,
+        "Message-ID": f"<{random.getrandbits(64):x}@test.invalid>",
+        "Date": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
+    }
     headers.update(extra_headers or {})
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     return (head + "\r\n" + body).encode()

@@ -31,9 +31,10 @@ class LoopbackDns:
 
     def set_txt(self, name: str, value: str) -> None:
         """Publish a TXT record, split into 255-byte strings as zone files do."""
-        chunks = [value[i:i + 255] for i in range(0, len(value), 255)] or [""]
+        chunks = [value[i : i + 255] for i in range(0, len(value), 255)] or [""]
         self.records[(name.lower().rstrip("."), "TXT")] = [
-            " ".join('"' + c.replace('"', '\\"') + '"' for c in chunks)]
+            " ".join('"' + c.replace('"', '\\"') + '"' for c in chunks)
+        ]
 
     def set(self, name: str, kind: str, *values: str) -> None:
         self.records[(name.lower().rstrip("."), kind.upper())] = list(values)

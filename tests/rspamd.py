@@ -65,9 +65,14 @@ class Rspamd:
     def __init__(self, filters: str = "", dns_port: int | None = None) -> None:
         self.dir = state_dir("rspamd")
         self.port = free_listening_port()
-        (self.dir / "rspamd.conf").write_text(CONFIG.format(
-            dir=self.dir, filters=filters, port=self.port,
-            dns_port=dns_port or free_listening_port()))
+        (self.dir / "rspamd.conf").write_text(
+            CONFIG.format(
+                dir=self.dir,
+                filters=filters,
+                port=self.port,
+                dns_port=dns_port or free_listening_port(),
+            )
+        )
         (self.dir / "txmail_test.lua").write_text(RULE)
         (self.dir / "tld.dat").write_text("example\ntest\nnet\n")
         shutil.chown(self.dir, "_rspamd", "_rspamd")
@@ -79,9 +84,11 @@ class Rspamd:
 
     def start(self) -> Rspamd:
         self.proc = subprocess.Popen(
-            ["rspamd", "-f", "-c", str(self.dir / "rspamd.conf"), "-u", "_rspamd", "-g",
-             "_rspamd"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            ["rspamd", "-f", "-c", str(self.dir / "rspamd.conf"), "-u", "_rspamd", "-g", "_rspamd"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         wait_for(self.ping, 60, interval=0.2, what=f"rspamd on {self.port}")
         return self
 

@@ -23,8 +23,9 @@ class _Handler(BaseHTTPRequestHandler):
         status = receiver.status
         if status < 300:
             with receiver.lock:
-                receiver.posts.append(({k.lower(): v for k, v in self.headers.items()}, body,
-                                       time.time()))
+                receiver.posts.append(
+                    ({k.lower(): v for k, v in self.headers.items()}, body, time.time())
+                )
         if receiver.delay:
             time.sleep(receiver.delay)  # a slow endpoint: the post stays in flight
         self.send_response(status)
@@ -80,6 +81,7 @@ class WebhookReceiver:
     def wait_event(self, predicate: Any, timeout: float = 30.0) -> dict[str, Any]:
         def found() -> dict[str, Any] | None:
             return next((e for e in self.events() if predicate(e)), None)
+
         return wait_for(found, timeout, what="a webhook event")
 
     def post_of(self, event_id: str) -> tuple[dict[str, str], bytes, float]:

@@ -40,13 +40,19 @@ class ListenSettings:
     """Where the relay listens. Every listener binds `address`."""
 
     address: str = _doc("IP address every listener binds (SMTP and HTTP).", "127.0.0.1")
-    smtp: int = _doc("Port 25 style listener: takes bounces for the return-path domains "
-                     "without login; AUTH only after STARTTLS.", 25)
+    smtp: int = _doc(
+        "Port 25 style listener: takes bounces for the return-path domains "
+        "without login; AUTH only after STARTTLS.",
+        25,
+    )
     submissions: int = _doc("Implicit-TLS submission port (465 style), AUTH required.", 465)
     submission: int = _doc("Submission port (587 style): STARTTLS required, then AUTH.", 587)
     http: int = _doc("HTTP port of the tracker and send API.", 8080)
-    reinject: int = _doc("Loopback-only port on which the bounce pipe hands forwarded bounces "
-                         "(null envelope sender) back to Postfix; never exposed.", 10025)
+    reinject: int = _doc(
+        "Loopback-only port on which the bounce pipe hands forwarded bounces "
+        "(null envelope sender) back to Postfix; never exposed.",
+        10025,
+    )
 
 
 @dataclass(frozen=True)
@@ -66,30 +72,46 @@ class TrustedSettings:
 class PostfixSettings:
     """The Postfix instance txmail renders into the state directory."""
 
-    relayhost: str = _doc("Next hop for all outbound mail as HOST:PORT or [HOST]:PORT; empty "
-                          "means deliver to each recipient domain's MX hosts.", "")
+    relayhost: str = _doc(
+        "Next hop for all outbound mail as HOST:PORT or [HOST]:PORT; empty "
+        "means deliver to each recipient domain's MX hosts.",
+        "",
+    )
     syslog_name: str = _doc("Prefix of this instance's log lines.", "txmail")
-    message_size_limit: int = _doc("Largest message Postfix accepts, in bytes as the client "
-                                   "sends it (main.cf adds room for what Postfix and txmail "
-                                   "add). Accounts can only lower it.", 52_428_800)
-    maillog: str = _doc("Postfix's log file (maillog_file), relative to state_dir.",
-                        "log/postfix.log")
-    digest_rate_delay: str = _doc("Pause between two deliveries of digest-class mail to one "
-                                  "destination (Postfix time: 1s, 2m, ...); digest mail goes "
-                                  "out one message at a time per destination.", "1s")
-    smtp_recipient_rate: int = _doc("Recipients one client address may name per minute on "
-                                    "port 25 (Postfix anvil: smtpd_client_recipient_rate_limit), "
-                                    "logged in or not; past it the client hears 450 4.7.1 and "
-                                    "retries later. Loopback (mynetworks) is exempt. 0: no "
-                                    "limit.", 300)
+    message_size_limit: int = _doc(
+        "Largest message Postfix accepts, in bytes as the client "
+        "sends it (main.cf adds room for what Postfix and txmail "
+        "add). Accounts can only lower it.",
+        52_428_800,
+    )
+    maillog: str = _doc(
+        "Postfix's log file (maillog_file), relative to state_dir.", "log/postfix.log"
+    )
+    digest_rate_delay: str = _doc(
+        "Pause between two deliveries of digest-class mail to one "
+        "destination (Postfix time: 1s, 2m, ...); digest mail goes "
+        "out one message at a time per destination.",
+        "1s",
+    )
+    smtp_recipient_rate: int = _doc(
+        "Recipients one client address may name per minute on "
+        "port 25 (Postfix anvil: smtpd_client_recipient_rate_limit), "
+        "logged in or not; past it the client hears 450 4.7.1 and "
+        "retries later. Loopback (mynetworks) is exempt. 0: no "
+        "limit.",
+        300,
+    )
 
 
 @dataclass(frozen=True)
 class RedisSettings:
     """Where txmail keeps its state."""
 
-    url: str = _doc("Redis URL (redis://, rediss:// or unix://). Empty: `txmail up` runs a "
-                    "private redis-server in the state directory, with AOF on.", "")
+    url: str = _doc(
+        "Redis URL (redis://, rediss:// or unix://). Empty: `txmail up` runs a "
+        "private redis-server in the state directory, with AOF on.",
+        "",
+    )
     cluster: bool = _doc("Treat `url` as one node of a Redis Cluster.", False)
     prefix: str = _doc("Prefix of every key txmail writes.", "txmail:")
     timeout: float = _doc("Seconds to wait for Redis before answering with a 4xx.", 2.0)
@@ -107,29 +129,37 @@ class TlsSettings:
 class SecretsSettings:
     """HMAC secrets. Files are created by `txmail init` with mode 0600."""
 
-    bounce_key_file: str = _doc("Key that signs the TOKEN of bounce addresses.",
-                                "secrets/bounce.key")
+    bounce_key_file: str = _doc(
+        "Key that signs the TOKEN of bounce addresses.", "secrets/bounce.key"
+    )
     webhook_key_file: str = _doc("Default key that signs webhook posts.", "secrets/webhook.key")
-    tracking_key_file: str = _doc("Key that signs open and click tracking links.",
-                                  "secrets/tracking.key")
+    tracking_key_file: str = _doc(
+        "Key that signs open and click tracking links.", "secrets/tracking.key"
+    )
 
 
 @dataclass(frozen=True)
 class DovecotSettings:
     """Dovecot, used only for SASL; it reads a passwd-file that txmail keeps in sync."""
 
-    passwd_file: str = _doc("The passwd-file Dovecot authenticates against, relative to "
-                            "state_dir.", "dovecot/users")
-    resync_interval: float = _doc("Seconds between full resyncs of the passwd-file from Redis "
-                                  "(changes are also pushed at once).", 30.0)
+    passwd_file: str = _doc(
+        "The passwd-file Dovecot authenticates against, relative to state_dir.", "dovecot/users"
+    )
+    resync_interval: float = _doc(
+        "Seconds between full resyncs of the passwd-file from Redis "
+        "(changes are also pushed at once).",
+        30.0,
+    )
 
 
 @dataclass(frozen=True)
 class MilterSettings:
     """The txmail milter."""
 
-    socket: str = _doc("UNIX socket Postfix talks to the milter on, relative to state_dir.",
-                       "run/milter/milter.sock")
+    socket: str = _doc(
+        "UNIX socket Postfix talks to the milter on, relative to state_dir.",
+        "run/milter/milter.sock",
+    )
     message_ttl_days: int = _doc("Days a message record is kept in Redis.", 30)
 
 
@@ -137,110 +167,175 @@ class MilterSettings:
 class PolicydSettings:
     """The txmail policy daemon: rate limits, warm-up quotas and the reputation guard."""
 
-    socket: str = _doc("UNIX socket Postfix sends policy requests to, relative to state_dir.",
-                       "run/policyd/policyd.sock")
-    listen: str = _doc("Also take policy requests on this TCP address (HOST:PORT, keep it on "
-                       "loopback); empty: the UNIX socket only.", "")
-    hold_seconds: int = _doc("Seconds a message passed at end of data holds its share of the "
-                             "limits until the milter counts it; a message refused later "
-                             "gives its share back at the next request of the same Postfix "
-                             "process, at the latest after this time.", 120)
-    settings_refresh: float = _doc("Seconds between checks for changed accounts (policyd "
-                                   "caches account settings in memory).", 1.0)
-    idle_timeout: float = _doc("Seconds a policy connection may stay silent before policyd "
-                               "closes it (Postfix closes idle ones after 300 s).", 900.0)
-    workers: int = _doc("Processes that serve the policy requests; 0: one per CPU core. One "
-                        "answers about 8,000 requests a second (two per message), more than "
-                        "the rest of a node sends; each one more costs the node wake-ups.", 1)
-    metrics_interval: float = _doc("Seconds between writes of the decision counts to Redis "
-                                   "(/metrics: txmail_policy_decisions).", 1.0)
-    log_permits: bool = _doc("Also log a line for each request policyd lets through (two a "
-                             "message); refusals, tempfails and given-back holds are always "
-                             "logged, and /metrics counts every decision.", False)
-    clock_offset: float = _doc("Seconds added to the clock that policyd and the milter's "
-                               "count use (tests and drills only; 86400 makes it tomorrow).",
-                               0.0)
+    socket: str = _doc(
+        "UNIX socket Postfix sends policy requests to, relative to state_dir.",
+        "run/policyd/policyd.sock",
+    )
+    listen: str = _doc(
+        "Also take policy requests on this TCP address (HOST:PORT, keep it on "
+        "loopback); empty: the UNIX socket only.",
+        "",
+    )
+    hold_seconds: int = _doc(
+        "Seconds a message passed at end of data holds its share of the "
+        "limits until the milter counts it; a message refused later "
+        "gives its share back at the next request of the same Postfix "
+        "process, at the latest after this time.",
+        120,
+    )
+    settings_refresh: float = _doc(
+        "Seconds between checks for changed accounts (policyd caches account settings in memory).",
+        1.0,
+    )
+    idle_timeout: float = _doc(
+        "Seconds a policy connection may stay silent before policyd "
+        "closes it (Postfix closes idle ones after 300 s).",
+        900.0,
+    )
+    workers: int = _doc(
+        "Processes that serve the policy requests; 0: one per CPU core. One "
+        "answers about 8,000 requests a second (two per message), more than "
+        "the rest of a node sends; each one more costs the node wake-ups.",
+        1,
+    )
+    metrics_interval: float = _doc(
+        "Seconds between writes of the decision counts to Redis "
+        "(/metrics: txmail_policy_decisions).",
+        1.0,
+    )
+    log_permits: bool = _doc(
+        "Also log a line for each request policyd lets through (two a "
+        "message); refusals, tempfails and given-back holds are always "
+        "logged, and /metrics counts every decision.",
+        False,
+    )
+    clock_offset: float = _doc(
+        "Seconds added to the clock that policyd and the milter's "
+        "count use (tests and drills only; 86400 makes it tomorrow).",
+        0.0,
+    )
 
 
 @dataclass(frozen=True)
 class DomainsSettings:
     """Sending domains: their DKIM keys and return-path subdomains (`txmail domains`)."""
 
-    return_path_prefix: str = _doc("Label put in front of a sending domain to name its "
-                                   "return-path subdomain (`mta` gives mta.example.com); "
-                                   "`domains add --return-path` overrides it per domain.", "mta")
-    dkim_key_dir: str = _doc("Folder of the DKIM private keys (files mode 0600), relative to "
-                             "state_dir.", "dkim")
+    return_path_prefix: str = _doc(
+        "Label put in front of a sending domain to name its "
+        "return-path subdomain (`mta` gives mta.example.com); "
+        "`domains add --return-path` overrides it per domain.",
+        "mta",
+    )
+    dkim_key_dir: str = _doc(
+        "Folder of the DKIM private keys (files mode 0600), relative to state_dir.", "dkim"
+    )
     dkim_key_bits: int = _doc("Size in bits of new RSA DKIM keys (2048 or more).", 2048)
-    dkim_ed25519: bool = _doc("Give new domains an Ed25519 key too (RFC 8463): messages then "
-                              "carry an Ed25519 and an RSA signature.", False)
-    socketmap: str = _doc("UNIX socket on which `txmail socketmap` tells Postfix the "
-                          "return-path domains, relative to state_dir.",
-                          "run/socketmap/socketmap.sock")
-    nameservers: list = _doc("DNS servers `txmail domains verify` asks, as IP or IP:PORT; "
-                             "empty: the system's resolver.", [])
+    dkim_ed25519: bool = _doc(
+        "Give new domains an Ed25519 key too (RFC 8463): messages then "
+        "carry an Ed25519 and an RSA signature.",
+        False,
+    )
+    socketmap: str = _doc(
+        "UNIX socket on which `txmail socketmap` tells Postfix the "
+        "return-path domains, relative to state_dir.",
+        "run/socketmap/socketmap.sock",
+    )
+    nameservers: list = _doc(
+        "DNS servers `txmail domains verify` asks, as IP or IP:PORT; empty: the system's resolver.",
+        [],
+    )
 
 
 @dataclass(frozen=True)
 class SpamSettings:
     """The spam check: rspamd's HTTP /checkv2, asked by the milter."""
 
-    rspamd_url: str = _doc("Base URL of rspamd's normal worker, e.g. http://127.0.0.1:11333. "
-                           "Empty: no spam check.", "")
+    rspamd_url: str = _doc(
+        "Base URL of rspamd's normal worker, e.g. http://127.0.0.1:11333. Empty: no spam check.", ""
+    )
     timeout: float = _doc("Seconds to wait for rspamd's answer.", 10.0)
-    on_failure: str = _doc("When rspamd cannot be asked: `tempfail` (the client gets a 4xx and "
-                           "retries) or `skip` (the message goes on unchecked).", "tempfail")
+    on_failure: str = _doc(
+        "When rspamd cannot be asked: `tempfail` (the client gets a 4xx and "
+        "retries) or `skip` (the message goes on unchecked).",
+        "tempfail",
+    )
 
 
 @dataclass(frozen=True)
 class EventsSettings:
     """Events: one capped Redis Stream per account plus daily counters (txmail/events.py)."""
 
-    stream_max: int = _doc("Events kept per account once delivered to its webhook (history for "
-                           "`events tail` and `messages show`); events not yet delivered are "
-                           "never trimmed.", 100_000)
-    counter_days: int = _doc("Days the per-day counters (per account and kind, per tag and "
-                             "kind) are kept.", 400)
+    stream_max: int = _doc(
+        "Events kept per account once delivered to its webhook (history for "
+        "`events tail` and `messages show`); events not yet delivered are "
+        "never trimmed.",
+        100_000,
+    )
+    counter_days: int = _doc(
+        "Days the per-day counters (per account and kind, per tag and kind) are kept.", 400
+    )
 
 
 @dataclass(frozen=True)
 class BouncePipeSettings:
     """`txmail bounce-pipe`, the pipe(8) transport of the return-path domains."""
 
-    max_message_bytes: int = _doc("Most bytes of a returned mail that are read; the rest is "
-                                  "read and ignored.", 10 * 1024 * 1024)
-    unparsed_max: int = _doc("Returned mails kept for `txmail bounces unparsed` (the oldest go "
-                             "first, with a warning in the pipe's log).", 10_000)
-    unparsed_max_bytes: int = _doc("Most bytes of one returned mail kept for inspection.",
-                                   256 * 1024)
-    feedback_loops: list = _doc("DKIM signing domains of mailbox providers' feedback loops: a "
-                                "complaint counts toward an account's suspension only when a "
-                                "signature of one of these exact domains verifies on the "
-                                "report (RFC 6449). List only domains that sign feedback "
-                                "reports alone, never a provider's main domain, which also "
-                                "signs its users' mail. Other complaints are recorded and "
-                                "suppress their recipient, but are not counted. Yahoo's "
-                                "reports are signed by arf.mail.yahoo.com.",
-                                ["arf.mail.yahoo.com"])
-    untrusted_events_per_report: int = _doc("Most events one returned mail without a valid "
-                                            "token (or about recipients its token does not "
-                                            "vouch for) may record; the rest are logged, and "
-                                            "the mail is kept for `txmail bounces unparsed`.",
-                                            5)
-    untrusted_events_per_message: int = _doc("Most untrusted events recorded for one message, "
-                                             "whatever number of reports name it.", 20)
-    socket: str = _doc("UNIX socket of `txmail bounces serve`, the long-running recorder each "
-                       "pipe process hands its mail to, relative to state_dir; when nothing "
-                       "listens there the pipe exits 75 and Postfix retries later.",
-                       "run/bounce/bounce.sock")
-    parser_workers: int = _doc("Parser processes `txmail bounces serve` keeps, as the "
-                               "unprivileged `user`, with no key and no Redis connection.", 3)
-    parser_timeout: float = _doc("Seconds one returned mail may take a parser worker (DKIM "
-                                 "lookups of complaints included); then the worker is killed "
-                                 "and the mail is kept for `txmail bounces unparsed`.", 30.0)
-    parser_cpu_seconds: int = _doc("CPU seconds one returned mail may take a parser worker "
-                                   "(RLIMIT_CPU); then the kernel ends it and the mail is kept "
-                                   "for `txmail bounces unparsed`.", 10)
+    max_message_bytes: int = _doc(
+        "Most bytes of a returned mail that are read; the rest is read and ignored.",
+        10 * 1024 * 1024,
+    )
+    unparsed_max: int = _doc(
+        "Returned mails kept for `txmail bounces unparsed` (the oldest go "
+        "first, with a warning in the pipe's log).",
+        10_000,
+    )
+    unparsed_max_bytes: int = _doc(
+        "Most bytes of one returned mail kept for inspection.", 256 * 1024
+    )
+    feedback_loops: list = _doc(
+        "DKIM signing domains of mailbox providers' feedback loops: a "
+        "complaint counts toward an account's suspension only when a "
+        "signature of one of these exact domains verifies on the "
+        "report (RFC 6449). List only domains that sign feedback "
+        "reports alone, never a provider's main domain, which also "
+        "signs its users' mail. Other complaints are recorded and "
+        "suppress their recipient, but are not counted. Yahoo's "
+        "reports are signed by arf.mail.yahoo.com.",
+        ["arf.mail.yahoo.com"],
+    )
+    untrusted_events_per_report: int = _doc(
+        "Most events one returned mail without a valid "
+        "token (or about recipients its token does not "
+        "vouch for) may record; the rest are logged, and "
+        "the mail is kept for `txmail bounces unparsed`.",
+        5,
+    )
+    untrusted_events_per_message: int = _doc(
+        "Most untrusted events recorded for one message, whatever number of reports name it.", 20
+    )
+    socket: str = _doc(
+        "UNIX socket of `txmail bounces serve`, the long-running recorder each "
+        "pipe process hands its mail to, relative to state_dir; when nothing "
+        "listens there the pipe exits 75 and Postfix retries later.",
+        "run/bounce/bounce.sock",
+    )
+    parser_workers: int = _doc(
+        "Parser processes `txmail bounces serve` keeps, as the "
+        "unprivileged `user`, with no key and no Redis connection.",
+        3,
+    )
+    parser_timeout: float = _doc(
+        "Seconds one returned mail may take a parser worker (DKIM "
+        "lookups of complaints included); then the worker is killed "
+        "and the mail is kept for `txmail bounces unparsed`.",
+        30.0,
+    )
+    parser_cpu_seconds: int = _doc(
+        "CPU seconds one returned mail may take a parser worker "
+        "(RLIMIT_CPU); then the kernel ends it and the mail is kept "
+        "for `txmail bounces unparsed`.",
+        10,
+    )
     parser_memory_mb: int = _doc("Address space of one parser worker in MiB (RLIMIT_AS).", 512)
 
 
@@ -248,10 +343,12 @@ class BouncePipeSettings:
 class MaillogSettings:
     """`txmail maillog`: the follower of Postfix's maillog_file (postfix.maillog)."""
 
-    offset_file: str = _doc("Where the follower saves the inode and byte offset it has read "
-                            "up to, relative to state_dir.", "run/maillog.offset")
-    poll_interval: float = _doc("Seconds between looks at the log when it has nothing new.",
-                                0.2)
+    offset_file: str = _doc(
+        "Where the follower saves the inode and byte offset it has read "
+        "up to, relative to state_dir.",
+        "run/maillog.offset",
+    )
+    poll_interval: float = _doc("Seconds between looks at the log when it has nothing new.", 0.2)
 
 
 @dataclass(frozen=True)
@@ -259,53 +356,80 @@ class WebhooksSettings:
     """`txmail webhooks run`: the dispatcher that posts each account's events to its URL."""
 
     batch_size: int = _doc("Most events in one post.", 100)
-    batch_wait: float = _doc("Seconds a batch may wait for more events before it is posted.",
-                             1.0)
-    batch_idle: float = _doc("Post a batch sooner when no new event came for this many "
-                             "seconds (quiet streams get their events quickly).", 0.25)
+    batch_wait: float = _doc("Seconds a batch may wait for more events before it is posted.", 1.0)
+    batch_idle: float = _doc(
+        "Post a batch sooner when no new event came for this many "
+        "seconds (quiet streams get their events quickly).",
+        0.25,
+    )
     poll_interval: float = _doc("Seconds between looks at the event streams when idle.", 0.1)
     timeout: float = _doc("Seconds to wait for an endpoint's answer.", 10.0)
-    retry_base: float = _doc("First retry delay in seconds; it doubles with each failure "
-                             "(with jitter) up to retry_max_delay.", 5.0)
+    retry_base: float = _doc(
+        "First retry delay in seconds; it doubles with each failure "
+        "(with jitter) up to retry_max_delay.",
+        5.0,
+    )
     retry_max_delay: float = _doc("Longest delay between two retries, in seconds.", 3600.0)
-    retry_window: float = _doc("Seconds an event is retried before it becomes a dead letter "
-                               "(at least 86400).", 86400.0)
-    dead_letter_max: int = _doc("Dead letters kept per account (the oldest go first, with a "
-                                "warning in the dispatcher's log).", 100_000)
-    consumer: str = _doc("This dispatcher's name in the consumer group; empty: the host name. "
-                         "Keep it stable so a restarted dispatcher resumes its own batches.",
-                         "")
-    claim_idle: float = _doc("Seconds after which another dispatcher's unacknowledged events "
-                             "are taken over (a node that died); longer than retry_max_delay.",
-                             7200.0)
+    retry_window: float = _doc(
+        "Seconds an event is retried before it becomes a dead letter (at least 86400).", 86400.0
+    )
+    dead_letter_max: int = _doc(
+        "Dead letters kept per account (the oldest go first, with a "
+        "warning in the dispatcher's log).",
+        100_000,
+    )
+    consumer: str = _doc(
+        "This dispatcher's name in the consumer group; empty: the host name. "
+        "Keep it stable so a restarted dispatcher resumes its own batches.",
+        "",
+    )
+    claim_idle: float = _doc(
+        "Seconds after which another dispatcher's unacknowledged events "
+        "are taken over (a node that died); longer than retry_max_delay.",
+        7200.0,
+    )
 
 
 @dataclass(frozen=True)
 class TrackerSettings:
     """`txmail tracker`: opens, clicks, the HTTP send API and /metrics on listen.http."""
 
-    base_url: str = _doc("Public base URL of the tracker that tracked links and open pixels "
-                         "point at, e.g. https://track.example.com (TRACK_HOST); empty: "
-                         "https://HOSTNAME.", "")
-    machine_seconds: float = _doc("Opens and clicks this many seconds or fewer after the "
-                                  "message was accepted are marked as likely machine ones "
-                                  "(link scanners, prefetching proxies).", 5.0)
-    api_timeout: float = _doc("Seconds the HTTP send API waits for Postfix to accept a "
-                              "message before it answers 451.", 60.0)
-    api_large_sends: int = _doc("Sends of one account over 1 MiB (or of unknown length) the "
-                                "HTTP API reads at once; the others wait their turn unread. "
-                                "Bounds the memory large bodies take (each up to 3 times "
-                                "max_message_size).", 2)
-    trust_forwarded: bool = _doc("Take the client address from X-Forwarded-For (only behind a "
-                                 "reverse proxy you run).", False)
-    metrics_networks: list = _doc("Client networks (CIDR) that may read /metrics.",
-                                  ["127.0.0.0/8", "::1/128"])
+    base_url: str = _doc(
+        "Public base URL of the tracker that tracked links and open pixels "
+        "point at, e.g. https://track.example.com (TRACK_HOST); empty: "
+        "https://HOSTNAME.",
+        "",
+    )
+    machine_seconds: float = _doc(
+        "Opens and clicks this many seconds or fewer after the "
+        "message was accepted are marked as likely machine ones "
+        "(link scanners, prefetching proxies).",
+        5.0,
+    )
+    api_timeout: float = _doc(
+        "Seconds the HTTP send API waits for Postfix to accept a message before it answers 451.",
+        60.0,
+    )
+    api_large_sends: int = _doc(
+        "Sends of one account over 1 MiB (or of unknown length) the "
+        "HTTP API reads at once; the others wait their turn unread. "
+        "Bounds the memory large bodies take (each up to 3 times "
+        "max_message_size).",
+        2,
+    )
+    trust_forwarded: bool = _doc(
+        "Take the client address from X-Forwarded-For (only behind a reverse proxy you run).", False
+    )
+    metrics_networks: list = _doc(
+        "Client networks (CIDR) that may read /metrics.", ["127.0.0.0/8", "::1/128"]
+    )
 
 
 # Postfix's Dovecot SASL client waits 10 s for an answer (measured: a held attempt of 8 s, plus
 # Dovecot's 2 s auth_failure_delay, reaches the client as 454 4.7.0 "Connection lost to
 # authentication server"), so authpolicy may hold an attempt for this long at most.
 MAX_AUTH_DELAY = 6
+
 
 @dataclass(frozen=True)
 class AuthPolicySettings:
@@ -317,53 +441,85 @@ class AuthPolicySettings:
     during an attack; any other attempt counts as a failure until it succeeds.
     """
 
-    listen: str = _doc("Loopback HOST:PORT on which Dovecot's auth process asks; only Dovecot "
-                       "may use it (each request carries the key in key_file).",
-                       "127.0.0.1:10030")
-    key_file: str = _doc("Secret shared with Dovecot (request header and password-hash "
-                         "nonce), relative to state_dir; `txmail init` creates it (mode 0600).",
-                         "secrets/authpolicy.key")
-    free_failures: int = _doc("Recent failed logins of one login name that are answered "
-                              "without delay (typos, a client with an old password).", 5)
-    reject_failures: int = _doc("Recent failed logins from which attempts by unknown clients "
-                                "are refused without checking the password.", 30)
-    forgive_seconds: float = _doc("One recent failure is forgotten every this many seconds; "
-                                  "past reject_failures, the sustained guessing rate of a "
-                                  "login is one password per forgive_seconds.", 120.0)
-    max_delay: int = _doc("Longest delay, in seconds, Dovecot holds an attempt by an unknown "
-                          "client (it doubles per failure past free_failures, from 1 s). At "
-                          "most 6: Postfix gives up on Dovecot's answer after 10 s (the "
-                          "client then sees 454 4.7.0) and Dovecot adds its own 2 s to every "
-                          "failure.", 5)
-    remember_days: float = _doc("Days a client address (IPv6: its /64) that logged in with a "
-                                "password stays known for that login and password.", 30.0)
-    remember_max: int = _doc("Client addresses remembered per login (the oldest go first).",
-                             100)
+    listen: str = _doc(
+        "Loopback HOST:PORT on which Dovecot's auth process asks; only Dovecot "
+        "may use it (each request carries the key in key_file).",
+        "127.0.0.1:10030",
+    )
+    key_file: str = _doc(
+        "Secret shared with Dovecot (request header and password-hash "
+        "nonce), relative to state_dir; `txmail init` creates it (mode 0600).",
+        "secrets/authpolicy.key",
+    )
+    free_failures: int = _doc(
+        "Recent failed logins of one login name that are answered "
+        "without delay (typos, a client with an old password).",
+        5,
+    )
+    reject_failures: int = _doc(
+        "Recent failed logins from which attempts by unknown clients "
+        "are refused without checking the password.",
+        30,
+    )
+    forgive_seconds: float = _doc(
+        "One recent failure is forgotten every this many seconds; "
+        "past reject_failures, the sustained guessing rate of a "
+        "login is one password per forgive_seconds.",
+        120.0,
+    )
+    max_delay: int = _doc(
+        "Longest delay, in seconds, Dovecot holds an attempt by an unknown "
+        "client (it doubles per failure past free_failures, from 1 s). At "
+        "most 6: Postfix gives up on Dovecot's answer after 10 s (the "
+        "client then sees 454 4.7.0) and Dovecot adds its own 2 s to every "
+        "failure.",
+        5,
+    )
+    remember_days: float = _doc(
+        "Days a client address (IPv6: its /64) that logged in with a "
+        "password stays known for that login and password.",
+        30.0,
+    )
+    remember_max: int = _doc("Client addresses remembered per login (the oldest go first).", 100)
 
 
 @dataclass(frozen=True)
 class DevSettings:
     """`txmail up --dev` only."""
 
-    capture_port: int = _doc("Port of the local capture SMTP server that stands in for the "
-                             "internet in --dev mode.", 2525)
-    capture_dir: str = _doc("Where --dev stores every delivered message, relative to "
-                            "state_dir.", "captured")
+    capture_port: int = _doc(
+        "Port of the local capture SMTP server that stands in for the internet in --dev mode.", 2525
+    )
+    capture_dir: str = _doc(
+        "Where --dev stores every delivered message, relative to state_dir.", "captured"
+    )
 
 
 @dataclass(frozen=True)
 class Settings:
     """All of txmail's settings. Top-level keys come first in the file."""
 
-    state_dir: str = _doc("Folder for the Postfix instance, Dovecot, Redis, keys and logs. "
-                          "Default: the folder of the configuration file.", "")
-    hostname: str = _doc("This relay's host name: HELO name, certificate name, and the target "
-                         "of each sending domain's return-path CNAME.", "mta.example.test")
-    bounce_domain: str = _doc("Return-path domain used for sending domains that have no "
-                              "return-path subdomain of their own.", "bounces.example.test")
-    user: str = _doc("Unprivileged system user that runs Postfix's bounce pipe and the parsers "
-                     "of returned mail; it can read no secret. The private Redis runs as "
-                     "USER-redis. `txmail up` creates both if they are missing.", "txmail")
+    state_dir: str = _doc(
+        "Folder for the Postfix instance, Dovecot, Redis, keys and logs. "
+        "Default: the folder of the configuration file.",
+        "",
+    )
+    hostname: str = _doc(
+        "This relay's host name: HELO name, certificate name, and the target "
+        "of each sending domain's return-path CNAME.",
+        "mta.example.test",
+    )
+    bounce_domain: str = _doc(
+        "Return-path domain used for sending domains that have no "
+        "return-path subdomain of their own.",
+        "bounces.example.test",
+    )
+    user: str = _doc(
+        "Unprivileged system user that runs Postfix's bounce pipe and the parsers "
+        "of returned mail; it can read no secret. The private Redis runs as "
+        "USER-redis. `txmail up` creates both if they are missing.",
+        "txmail",
+    )
     listen: ListenSettings = field(default_factory=ListenSettings)
     trusted: TrustedSettings = field(default_factory=TrustedSettings)
     postfix: PostfixSettings = field(default_factory=PostfixSettings)
@@ -411,8 +567,11 @@ def read_key_file(key: str, path: Path, hint: str = "") -> bytes:
     return secret
 
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|"
-                       r"^localhost$", re.I)
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|"
+    r"^localhost$",
+    re.I,
+)
 _RELAYHOST = re.compile(r"^(\[[^\]\s]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$")
 
 
@@ -436,8 +595,9 @@ def validate(settings: Settings) -> None:
             try:
                 ipaddress.ip_network(str(network))
             except ValueError:
-                raise ConfigError(f"trusted.networks: {network!r} is not a network "
-                                  "(write e.g. 10.0.0.0/24)") from None
+                raise ConfigError(
+                    f"trusted.networks: {network!r} is not a network (write e.g. 10.0.0.0/24)"
+                ) from None
     for key in ("hostname", "bounce_domain"):
         if not _HOSTNAME.match(getattr(settings, key)):
             raise ConfigError(f"{key} = {getattr(settings, key)!r} is not a valid domain name")
@@ -453,8 +613,10 @@ def validate(settings: Settings) -> None:
     if settings.postfix.smtp_recipient_rate < 0:
         raise ConfigError("postfix.smtp_recipient_rate must be 0 (no limit) or more")
     if not re.match(r"^[0-9]+[smhdw]?$", settings.postfix.digest_rate_delay):
-        raise ConfigError(f"postfix.digest_rate_delay = {settings.postfix.digest_rate_delay!r}: "
-                          "write a Postfix time such as 1s or 2m")
+        raise ConfigError(
+            f"postfix.digest_rate_delay = {settings.postfix.digest_rate_delay!r}: "
+            "write a Postfix time such as 1s or 2m"
+        )
     if settings.redis.timeout <= 0:
         raise ConfigError("redis.timeout must be a positive number of seconds")
     if settings.dovecot.resync_interval <= 0:
@@ -463,10 +625,18 @@ def validate(settings: Settings) -> None:
         raise ConfigError("policyd.hold_seconds must be at least 10")
     if not 0 <= settings.policyd.workers <= 64:
         raise ConfigError("policyd.workers must be between 0 (one per core) and 64")
-    if min(settings.policyd.settings_refresh, settings.policyd.idle_timeout,
-           settings.policyd.metrics_interval) <= 0:
-        raise ConfigError("policyd.settings_refresh, policyd.idle_timeout and "
-                          "policyd.metrics_interval must be positive numbers of seconds")
+    if (
+        min(
+            settings.policyd.settings_refresh,
+            settings.policyd.idle_timeout,
+            settings.policyd.metrics_interval,
+        )
+        <= 0
+    ):
+        raise ConfigError(
+            "policyd.settings_refresh, policyd.idle_timeout and "
+            "policyd.metrics_interval must be positive numbers of seconds"
+        )
     if settings.policyd.listen:
         m = re.match(r"^(\[[^\]\s]+\]|[A-Za-z0-9.-]+):(\d{1,5})$", settings.policyd.listen)
         if not m:
@@ -475,17 +645,21 @@ def validate(settings: Settings) -> None:
     if settings.redis.url and not re.match(r"^(redis|rediss|unix)://", settings.redis.url):
         raise ConfigError(f"redis.url = {settings.redis.url!r}: use redis://, rediss:// or unix://")
     if not re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", settings.domains.return_path_prefix):
-        raise ConfigError(f"domains.return_path_prefix = {settings.domains.return_path_prefix!r}:"
-                          " use one DNS label such as \"mta\"")
+        raise ConfigError(
+            f"domains.return_path_prefix = {settings.domains.return_path_prefix!r}:"
+            ' use one DNS label such as "mta"'
+        )
     if settings.domains.dkim_key_bits < 2048:
         raise ConfigError("domains.dkim_key_bits must be 2048 or more")
     for server in settings.domains.nameservers:
         if not isinstance(server, str) or not re.match(r"^[0-9a-fA-F.:]+(:\d{1,5})?$", server):
-            raise ConfigError(f"domains.nameservers: {server!r} is not an IP address "
-                              "(optionally with :PORT)")
+            raise ConfigError(
+                f"domains.nameservers: {server!r} is not an IP address (optionally with :PORT)"
+            )
     if settings.spam.rspamd_url and not re.match(r"^https?://", settings.spam.rspamd_url):
-        raise ConfigError(f"spam.rspamd_url = {settings.spam.rspamd_url!r}: use http:// or "
-                          "https://")
+        raise ConfigError(
+            f"spam.rspamd_url = {settings.spam.rspamd_url!r}: use http:// or https://"
+        )
     if settings.spam.on_failure not in ("tempfail", "skip"):
         raise ConfigError(f"spam.on_failure = {settings.spam.on_failure!r}: use tempfail or skip")
     if settings.spam.timeout <= 0:
@@ -493,19 +667,23 @@ def validate(settings: Settings) -> None:
     _validate_events(settings)
     tracker = settings.tracker
     if tracker.base_url and not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", tracker.base_url):
-        raise ConfigError(f"tracker.base_url = {tracker.base_url!r}: write e.g. "
-                          "https://track.example.com")
+        raise ConfigError(
+            f"tracker.base_url = {tracker.base_url!r}: write e.g. https://track.example.com"
+        )
     if tracker.api_large_sends < 1:
         raise ConfigError("tracker.api_large_sends must be at least 1")
     if tracker.machine_seconds < 0 or tracker.api_timeout <= 0:
-        raise ConfigError("tracker.machine_seconds must not be negative and tracker.api_timeout "
-                          "must be a positive number of seconds")
+        raise ConfigError(
+            "tracker.machine_seconds must not be negative and tracker.api_timeout "
+            "must be a positive number of seconds"
+        )
     for network in tracker.metrics_networks:
         try:
             ipaddress.ip_network(str(network), strict=False)
         except ValueError:
-            raise ConfigError(f"tracker.metrics_networks: {network!r} is not a network "
-                              "(write e.g. 10.0.0.0/24)") from None
+            raise ConfigError(
+                f"tracker.metrics_networks: {network!r} is not a network (write e.g. 10.0.0.0/24)"
+            ) from None
     _validate_authpolicy(settings.authpolicy)
 
 
@@ -518,19 +696,25 @@ def _validate_authpolicy(authpolicy: AuthPolicySettings) -> None:
     except ValueError:
         loopback = False
     if not loopback:
-        raise ConfigError(f"authpolicy.listen = {authpolicy.listen!r}: write a loopback "
-                          "address and port such as 127.0.0.1:10030")
+        raise ConfigError(
+            f"authpolicy.listen = {authpolicy.listen!r}: write a loopback "
+            "address and port such as 127.0.0.1:10030"
+        )
     _check_port("authpolicy.listen", int(m.group(4)))  # type: ignore[union-attr]
     if not 0 <= authpolicy.free_failures < authpolicy.reject_failures:
-        raise ConfigError("authpolicy.free_failures must be 0 or more and below "
-                          "authpolicy.reject_failures")
+        raise ConfigError(
+            "authpolicy.free_failures must be 0 or more and below authpolicy.reject_failures"
+        )
     if not 1 <= authpolicy.max_delay <= MAX_AUTH_DELAY:
-        raise ConfigError(f"authpolicy.max_delay must be between 1 and {MAX_AUTH_DELAY} seconds: "
-                          "Postfix waits 10 s for Dovecot's answer, and Dovecot adds 2 s to "
-                          "every failed login")
+        raise ConfigError(
+            f"authpolicy.max_delay must be between 1 and {MAX_AUTH_DELAY} seconds: "
+            "Postfix waits 10 s for Dovecot's answer, and Dovecot adds 2 s to "
+            "every failed login"
+        )
     if authpolicy.forgive_seconds <= 0 or authpolicy.remember_days <= 0:
-        raise ConfigError("authpolicy.forgive_seconds and authpolicy.remember_days must be "
-                          "positive")
+        raise ConfigError(
+            "authpolicy.forgive_seconds and authpolicy.remember_days must be positive"
+        )
     if not 1 <= authpolicy.remember_max <= 10_000:
         raise ConfigError("authpolicy.remember_max must be between 1 and 10000")
 
@@ -540,30 +724,45 @@ def _validate_events(settings: Settings) -> None:
     hooks = settings.webhooks
     if not 1 <= hooks.batch_size <= 1000:
         raise ConfigError("webhooks.batch_size must be between 1 and 1000")
-    for key in ("batch_wait", "batch_idle", "poll_interval", "timeout", "retry_base",
-                "retry_max_delay", "claim_idle"):
+    for key in (
+        "batch_wait",
+        "batch_idle",
+        "poll_interval",
+        "timeout",
+        "retry_base",
+        "retry_max_delay",
+        "claim_idle",
+    ):
         if getattr(hooks, key) <= 0:
             raise ConfigError(f"webhooks.{key} must be a positive number of seconds")
     if hooks.claim_idle <= hooks.retry_max_delay:
-        raise ConfigError("webhooks.claim_idle must be longer than webhooks.retry_max_delay, or "
-                          "a dispatcher would take over another's batch while it waits to retry")
+        raise ConfigError(
+            "webhooks.claim_idle must be longer than webhooks.retry_max_delay, or "
+            "a dispatcher would take over another's batch while it waits to retry"
+        )
     if hooks.retry_window < 86400:
         raise ConfigError("webhooks.retry_window must be at least 86400 seconds (24 hours)")
     if settings.maillog.poll_interval <= 0:
         raise ConfigError("maillog.poll_interval must be a positive number of seconds")
-    for key, value in (("events.stream_max", settings.events.stream_max),
-                       ("events.counter_days", settings.events.counter_days),
-                       ("webhooks.dead_letter_max", hooks.dead_letter_max),
-                       ("bounce_pipe.unparsed_max", settings.bounce_pipe.unparsed_max),
-                       ("bounce_pipe.unparsed_max_bytes", settings.bounce_pipe.unparsed_max_bytes),
-                       ("bounce_pipe.max_message_bytes", settings.bounce_pipe.max_message_bytes),
-                       ("bounce_pipe.parser_workers", settings.bounce_pipe.parser_workers),
-                       ("bounce_pipe.parser_cpu_seconds", settings.bounce_pipe.parser_cpu_seconds),
-                       ("bounce_pipe.parser_memory_mb", settings.bounce_pipe.parser_memory_mb),
-                       ("bounce_pipe.untrusted_events_per_report",
-                        settings.bounce_pipe.untrusted_events_per_report),
-                       ("bounce_pipe.untrusted_events_per_message",
-                        settings.bounce_pipe.untrusted_events_per_message)):
+    for key, value in (
+        ("events.stream_max", settings.events.stream_max),
+        ("events.counter_days", settings.events.counter_days),
+        ("webhooks.dead_letter_max", hooks.dead_letter_max),
+        ("bounce_pipe.unparsed_max", settings.bounce_pipe.unparsed_max),
+        ("bounce_pipe.unparsed_max_bytes", settings.bounce_pipe.unparsed_max_bytes),
+        ("bounce_pipe.max_message_bytes", settings.bounce_pipe.max_message_bytes),
+        ("bounce_pipe.parser_workers", settings.bounce_pipe.parser_workers),
+        ("bounce_pipe.parser_cpu_seconds", settings.bounce_pipe.parser_cpu_seconds),
+        ("bounce_pipe.parser_memory_mb", settings.bounce_pipe.parser_memory_mb),
+        (
+            "bounce_pipe.untrusted_events_per_report",
+            settings.bounce_pipe.untrusted_events_per_report,
+        ),
+        (
+            "bounce_pipe.untrusted_events_per_message",
+            settings.bounce_pipe.untrusted_events_per_message,
+        ),
+    ):
         if value < 1:
             raise ConfigError(f"{key} must be at least 1")
     if settings.bounce_pipe.parser_timeout <= 0:
@@ -626,8 +825,9 @@ def load(path: str | Path) -> Settings:
         with path.open("rb") as fh:
             raw = tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such configuration file (create one with "
-                          "`txmail init --state-dir DIR`)") from None
+        raise ConfigError(
+            f"{path}: no such configuration file (create one with `txmail init --state-dir DIR`)"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:

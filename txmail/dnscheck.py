@@ -52,8 +52,11 @@ def check_dkim(domain: str, key: DkimKey, resolve: Resolve) -> Check:
     records = resolve(name, "TXT")
     for record in records:
         tags = _tags(record)
-        if (tags.get("p") == key.public_key and tags.get("k", "rsa") == key.key_type
-                and tags.get("v", "DKIM1") == "DKIM1"):
+        if (
+            tags.get("p") == key.public_key
+            and tags.get("k", "rsa") == key.key_type
+            and tags.get("v", "DKIM1") == "DKIM1"
+        ):
             return Check(f"dkim s={key.selector}", name, True, "the key", key.dns_value())
     found = "no TXT record" if not records else "a different key: " + records[0][:60] + "..."
     return Check(f"dkim s={key.selector}", name, False, found, key.dns_value())
@@ -68,8 +71,13 @@ def check_return_path(return_path: str, hostname: str, resolve: Resolve) -> Chec
     exchanges = [m.lower().rstrip(".") for m in resolve(return_path, "MX")]
     if hostname in exchanges:
         return Check("return path", return_path, True, f"MX {hostname}", f"CNAME {hostname}")
-    found = (f"CNAME {cnames[0]}" if cnames else f"MX {exchanges[0]}" if exchanges
-             else "no CNAME or MX record")
+    found = (
+        f"CNAME {cnames[0]}"
+        if cnames
+        else f"MX {exchanges[0]}"
+        if exchanges
+        else "no CNAME or MX record"
+    )
     return Check("return path", return_path, False, found, f"CNAME {hostname}")
 
 

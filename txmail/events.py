@@ -95,18 +95,34 @@ class Event:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"id": self.id, "kind": self.kind, "recipient": self.recipient,
-                           "message_id": self.message_id, "timestamp": self.timestamp,
-                           "account": self.account, "tags": self.tags,
-                           "details": self.details}, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(
+            {
+                "id": self.id,
+                "kind": self.kind,
+                "recipient": self.recipient,
+                "message_id": self.message_id,
+                "timestamp": self.timestamp,
+                "account": self.account,
+                "tags": self.tags,
+                "details": self.details,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Event:
         raw = json.loads(text)
-        return cls(id=raw["id"], kind=raw["kind"], recipient=raw.get("recipient", ""),
-                   message_id=raw.get("message_id", ""), timestamp=raw.get("timestamp", ""),
-                   account=raw.get("account", ""), tags=list(raw.get("tags") or []),
-                   details=dict(raw.get("details") or {}))
+        return cls(
+            id=raw["id"],
+            kind=raw["kind"],
+            recipient=raw.get("recipient", ""),
+            message_id=raw.get("message_id", ""),
+            timestamp=raw.get("timestamp", ""),
+            account=raw.get("account", ""),
+            tags=list(raw.get("tags") or []),
+            details=dict(raw.get("details") or {}),
+        )
 
     @property
     def trusted(self) -> bool:
@@ -117,13 +133,13 @@ def _base32(raw: bytes) -> str:
     return base64.b32encode(raw).decode("ascii").rstrip("=")
 
 
-def stable_event_id(account: str, message_id: str, recipient: str, kind: str,
-                    trusted: bool = True) -> str:
+def stable_event_id(
+    account: str, message_id: str, recipient: str, kind: str, trusted: bool = True
+) -> str:
     """The id of the one event of (message, recipient, kind): the same wherever it is seen.
     An untrusted report of the same outcome has an id of its own (see the module text)."""
     scope = "" if trusted else "\0untrusted"
-    digest = hashlib.sha256(
-        f"{account}\0{message_id}\0{recipient.lower()}\0{kind}{scope}".encode())
+    digest = hashlib.sha256(f"{account}\0{message_id}\0{recipient.lower()}\0{kind}{scope}".encode())
     return "evt_" + _base32(digest.digest()[:16])[:26]
 
 
@@ -146,21 +162,38 @@ def cap_details(details: dict[str, Any]) -> dict[str, Any]:
     return {k: (v[:MAX_FIELD] if isinstance(v, str) else v) for k, v in details.items()}
 
 
-def make_event(kind: str, account: str, message_id: str, recipient: str,
-               details: dict[str, Any] | None = None, tags: list[str] | None = None,
-               now: float | None = None, trusted: bool = True) -> Event:
+def make_event(
+    kind: str,
+    account: str,
+    message_id: str,
+    recipient: str,
+    details: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
+    now: float | None = None,
+    trusted: bool = True,
+) -> Event:
     """A new event; its id is stable for the kinds that happen once per recipient."""
     if kind not in KINDS:
         raise ValueError(f"unknown event kind {kind!r}")
     now = time.time() if now is None else now
-    event_id = (random_event_id(now) if kind in REPEATING
-                else stable_event_id(account, message_id, recipient, kind, trusted))
+    event_id = (
+        random_event_id(now)
+        if kind in REPEATING
+        else stable_event_id(account, message_id, recipient, kind, trusted)
+    )
     details = cap_details(dict(details or {}))
     if not trusted:
         details["trusted"] = False
-    return Event(id=event_id, kind=kind, recipient=recipient[:320].lower(),
-                 message_id=message_id, timestamp=iso_timestamp(now), account=account,
-                 tags=list(tags or []), details=details)
+    return Event(
+        id=event_id,
+        kind=kind,
+        recipient=recipient[:320].lower(),
+        message_id=message_id,
+        timestamp=iso_timestamp(now),
+        account=account,
+        tags=list(tags or []),
+        details=details,
+    )
 
 
 @dataclass(frozen=True)
@@ -181,9 +214,11 @@ class SuppressionPolicy:
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> SuppressionPolicy:
-        return cls(reasons=tuple(settings.get("suppress_reasons", DEFAULT_SUPPRESS_REASONS)),
-                   complaints=bool(settings.get("suppress_complaints", True)),
-                   days=int(settings.get("suppression_days", 0)))
+        return cls(
+            reasons=tuple(settings.get("suppress_reasons", DEFAULT_SUPPRESS_REASONS)),
+            complaints=bool(settings.get("suppress_complaints", True)),
+            days=int(settings.get("suppression_days", 0)),
+        )
 
     def suppresses(self, event: Event) -> bool:
         if not event.trusted:
@@ -193,9 +228,9 @@ class SuppressionPolicy:
         return event.kind == "bounce" and event.details.get("reason") in self.reasons
 
 
-def reputation_hook(client: Client, keys: Keys,
-                    settings_of: Callable[[str], dict[str, Any] | None] | None = None
-                    ) -> OutcomeHook:
+def reputation_hook(
+    client: Client, keys: Keys, settings_of: Callable[[str], dict[str, Any] | None] | None = None
+) -> OutcomeHook:
     """The policy daemon's reputation counters, as the recorder calls them. `settings_of`
     gives an account's settings (None: gone) from a caller's cache; without it they are read
     for each outcome."""
@@ -215,24 +250,44 @@ def reputation_hook(client: Client, keys: Keys,
 COUNTED_KINDS = ("delivery", "bounce", "complaint")
 
 
-def record_call(keys: Keys, event: Event, day: str, seen_ttl: int, counter_ttl: int,
-                untrusted_cap: int = 0) -> tuple[list[str], list[Any]]:
+def record_call(
+    keys: Keys, event: Event, day: str, seen_ttl: int, counter_ttl: int, untrusted_cap: int = 0
+) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of store/scripts/event_record.lua for `event` (documented there)."""
     trusted_field = f"{event.kind}:{event.recipient}"
-    return ([keys.events(event.account), keys.event_seen(event.account, event.message_id or "-"),
-             keys.event_counts(event.account, day)],
-            [trusted_field if event.trusted else f"untrusted:{trusted_field}", event.id,
-             event.to_json(), seen_ttl, counter_ttl, "0" if event.kind in REPEATING else "1",
-             event.kind, "" if event.trusted else trusted_field,
-             0 if event.trusted else max(0, untrusted_cap), *event.tags])
+    return (
+        [
+            keys.events(event.account),
+            keys.event_seen(event.account, event.message_id or "-"),
+            keys.event_counts(event.account, day),
+        ],
+        [
+            trusted_field if event.trusted else f"untrusted:{trusted_field}",
+            event.id,
+            event.to_json(),
+            seen_ttl,
+            counter_ttl,
+            "0" if event.kind in REPEATING else "1",
+            event.kind,
+            "" if event.trusted else trusted_field,
+            0 if event.trusted else max(0, untrusted_cap),
+            *event.tags,
+        ],
+    )
 
 
 class Recorder:
     """Records events of any account into Redis. Clock and outcome hook are arguments."""
 
-    def __init__(self, client: Client, keys: Keys, seen_ttl: int = 30 * 86400,
-                 counter_days: int = 400, outcome_hook: OutcomeHook | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: Client,
+        keys: Keys,
+        seen_ttl: int = 30 * 86400,
+        counter_days: int = 400,
+        outcome_hook: OutcomeHook | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.client = client
         self.keys = keys
         self.seen_ttl = seen_ttl
@@ -242,40 +297,73 @@ class Recorder:
         self.suppressions = Suppressions(client, keys, clock=clock)
         self._record = client.register_script(_RECORD)
 
-    def record(self, event: Event, policy: SuppressionPolicy | None = None,
-               untrusted_cap: int = 0, counts: bool = True) -> Recorded:
+    def record(
+        self,
+        event: Event,
+        policy: SuppressionPolicy | None = None,
+        untrusted_cap: int = 0,
+        counts: bool = True,
+    ) -> Recorded:
         """Record `event` (see the module text); safe to call again for the same event.
         `untrusted_cap` > 0: an untrusted event is not recorded once its message has that
         many untrusted events. `counts` False: a trusted delivery, bounce or complaint is
         recorded and suppresses, but does not feed the reputation counters (the caller
         knows its source cannot be told from the recipient's own word)."""
         unique = event.kind not in REPEATING
-        keys, args = record_call(self.keys, event, utc_day(self.clock()), self.seen_ttl,
-                                 self.counter_ttl, untrusted_cap)
+        keys, args = record_call(
+            self.keys, event, utc_day(self.clock()), self.seen_ttl, self.counter_ttl, untrusted_cap
+        )
         with guard(f"{event.message_id}: recording a {event.kind} event"):
             state, event_id, counted = self._record(keys=keys, args=args)
         state = int(state)
         if state == 3:
-            log.info("%s: untrusted %s to=<%s> not recorded: the message has %d untrusted "
-                     "events already", event.message_id or "NOQUEUE", event.kind,
-                     event.recipient, untrusted_cap)
+            log.info(
+                "%s: untrusted %s to=<%s> not recorded: the message has %d untrusted "
+                "events already",
+                event.message_id or "NOQUEUE",
+                event.kind,
+                event.recipient,
+                untrusted_cap,
+            )
             return Recorded(event_id="", new=False, capped=True)
         if state == 1:
-            log.info("%s: event %s %s to=<%s> id=%s%s", event.message_id or "NOQUEUE",
-                     event.kind, event.details.get("reason", ""), event.recipient, event_id,
-                     "" if event.trusted else " untrusted")
+            log.info(
+                "%s: event %s %s to=<%s> id=%s%s",
+                event.message_id or "NOQUEUE",
+                event.kind,
+                event.details.get("reason", ""),
+                event.recipient,
+                event_id,
+                "" if event.trusted else " untrusted",
+            )
         suppressed = False
         if unique and policy is not None and policy.suppresses(event):
             expires = self.clock() + policy.days * 86400 if policy.days else None
-            self.suppressions.add(event.account, "bounce", event.recipient,
-                                  str(event.details.get("reason") or event.kind),
-                                  event_id=event_id, expires_at=expires)
+            self.suppressions.add(
+                event.account,
+                "bounce",
+                event.recipient,
+                str(event.details.get("reason") or event.kind),
+                event_id=event_id,
+                expires_at=expires,
+            )
             suppressed = True
             if state == 1:
-                log.info("%s: suppress: <%s> on the bounce list of %s (%s)", event.message_id,
-                         event.recipient, event.account, event.details.get("reason"))
-        if (counts and unique and event.trusted and event.kind in COUNTED_KINDS
-                and not int(counted) and self.outcome_hook is not None):
+                log.info(
+                    "%s: suppress: <%s> on the bounce list of %s (%s)",
+                    event.message_id,
+                    event.recipient,
+                    event.account,
+                    event.details.get("reason"),
+                )
+        if (
+            counts
+            and unique
+            and event.trusted
+            and event.kind in COUNTED_KINDS
+            and not int(counted)
+            and self.outcome_hook is not None
+        ):
             self.outcome_hook(event.account, event.kind)
             with guard(f"{event.message_id}: marking an outcome counted"):
                 self.client.hset(keys[1], f"counted:{args[0]}", "1")
@@ -292,8 +380,9 @@ class Recorder:
         return int(attempts)
 
 
-def stream_events(client: Client, keys: Keys, account: str, start: str = "-",
-                  count: int = 1000) -> list[tuple[str, Event]]:
+def stream_events(
+    client: Client, keys: Keys, account: str, start: str = "-", count: int = 1000
+) -> list[tuple[str, Event]]:
     """Events of an account from the stream, oldest first, as (stream id, event)."""
     with guard(f"reading the events of {account}"):
         rows = client.xrange(keys.events(account), min=start, count=count)

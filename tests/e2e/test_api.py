@@ -28,9 +28,17 @@ ATTACHMENTS = Path(__file__).resolve().parents[1] / "data" / "attachments"
 @pytest.fixture(scope="module")
 def account(stack: Stack) -> dict[str, str]:
     name = "apiuser"
-    password = stack.add_account(name, DOMAIN, settings=[
-        "warmup=false", "messages_per_minute=0", "recipients_per_minute=0",
-        "messages_per_hour=0", "recipients_per_hour=0"])
+    password = stack.add_account(
+        name,
+        DOMAIN,
+        settings=[
+            "warmup=false",
+            "messages_per_minute=0",
+            "recipients_per_minute=0",
+            "messages_per_hour=0",
+            "recipients_per_hour=0",
+        ],
+    )
     output = stack.txmail("accounts", "apikey", name).stdout.strip().splitlines()
     return {"name": name, "password": password, "key": output[-1]}
 
@@ -40,37 +48,52 @@ def base(stack: Stack) -> str:
 
 
 def post_send(stack: Stack, key: str, body: dict) -> requests.Response:
-    return requests.post(f"{base(stack)}/v1/send", json=body, timeout=60,
-                         headers={"Authorization": f"Bearer {key}"})
+    return requests.post(
+        f"{base(stack)}/v1/send", json=body, timeout=60, headers={"Authorization": f"Bearer {key}"}
+    )
 
 
-def test_a_send_through_the_api_is_delivered_and_recorded(stack: Stack, sink: Sink,
-                                                           account: dict[str, str]) -> None:
+def test_a_send_through_the_api_is_delivered_and_recorded(
+    stack: Stack, sink: Sink, account: dict[str, str]
+) -> None:
     recipient = "api-reader@example.net"
     mime = simple_message(f"app@{DOMAIN}", recipient, subject="via api").decode()
-    answer = post_send(stack, account["key"], {
-        "envelope": f"app@{DOMAIN}", "recipients": [recipient], "mime": mime,
-        "dsn": {"notify": "FAILURE,DELAY", "ret": "HDRS", "envid": "order-7"},
-        "tags": ["password-reset"]})
+    answer = post_send(
+        stack,
+        account["key"],
+        {
+            "envelope": f"app@{DOMAIN}",
+            "recipients": [recipient],
+            "mime": mime,
+            "dsn": {"notify": "FAILURE,DELAY", "ret": "HDRS", "envid": "order-7"},
+            "tags": ["password-reset"],
+        },
+    )
     assert answer.status_code == 200, answer.text
     message_id = answer.json()["message_id"]
     delivered = wait_for(lambda: sink.find(recipient), 30, what="delivery of the API send")
     assert b"Subject: via api" in delivered[-1].data
     assert delivered[-1].sender.startswith("bounces+")  # the milter's bounce address
-    record = requests.get(f"{base(stack)}/v1/messages/{message_id}", timeout=10,
-                          headers={"Authorization": f"Bearer {account['key']}"})
+    record = requests.get(
+        f"{base(stack)}/v1/messages/{message_id}",
+        timeout=10,
+        headers={"Authorization": f"Bearer {account['key']}"},
+    )
     assert record.status_code == 200
     assert record.json()["recipients"] == [recipient]
     assert record.json()["tags"] == ["password-reset"]
-    params = stack.redis().hget(f"txmail:{{{account['name']}}}:message:{message_id}",
-                                "envelope_params")
+    params = stack.redis().hget(
+        f"txmail:{{{account['name']}}}:message:{message_id}", "envelope_params"
+    )
     assert json.loads(params) == ["RET=HDRS", "ENVID=order-7"]
 
 
-def smtp_refusal(stack: Stack, account: dict[str, str], sender: str,
-                 message: bytes) -> tuple[int, str]:
-    with contextlib.closing(stack.client("submission", (account["name"],
-                                                         account["password"]))) as smtp:
+def smtp_refusal(
+    stack: Stack, account: dict[str, str], sender: str, message: bytes
+) -> tuple[int, str]:
+    with contextlib.closing(
+        stack.client("submission", (account["name"], account["password"]))
+    ) as smtp:
         code, reply = smtp.mail(sender)
         if code >= 400:
             return code, reply.decode()
@@ -86,60 +109,84 @@ def smtp_refusal(stack: Stack, account: dict[str, str], sender: str,
     raise AssertionError("SMTP accepted what it should refuse")
 
 
-def api_refusal(stack: Stack, account: dict[str, str], sender: str,
-                message: bytes) -> requests.Response:
-    return post_send(stack, account["key"], {"envelope": sender, "recipients": ["x@example.net"],
-                                             "mime": message.decode()})
+def api_refusal(
+    stack: Stack, account: dict[str, str], sender: str, message: bytes
+) -> requests.Response:
+    return post_send(
+        stack,
+        account["key"],
+        {"envelope": sender, "recipients": ["x@example.net"], "mime": message.decode()},
+    )
 
 
-def test_a_forbidden_attachment_gets_the_smtp_sentence(stack: Stack,
-                                                       account: dict[str, str]) -> None:
-    message = (ATTACHMENTS / "plain-exe.eml").read_bytes().replace(
-        b"app@acme.example", f"app@{DOMAIN}".encode())
+def test_a_forbidden_attachment_gets_the_smtp_sentence(
+    stack: Stack, account: dict[str, str]
+) -> None:
+    message = (
+        (ATTACHMENTS / "plain-exe.eml")
+        .read_bytes()
+        .replace(b"app@acme.example", f"app@{DOMAIN}".encode())
+    )
     code, text = smtp_refusal(stack, account, f"app@{DOMAIN}", message)
     answer = api_refusal(stack, account, f"app@{DOMAIN}", message)
     error = answer.json()["error"]
     assert answer.status_code == 403
-    assert (error["smtp_code"], f"{error['status']} {error['message']}") == (code, " ".join(
-        text.split()))
+    assert (error["smtp_code"], f"{error['status']} {error['message']}") == (
+        code,
+        " ".join(text.split()),
+    )
     assert "setup.exe" in error["message"]
 
 
-def test_keys_are_required_and_bad_input_is_a_clear_4xx(stack: Stack,
-                                                        account: dict[str, str]) -> None:
+def test_keys_are_required_and_bad_input_is_a_clear_4xx(
+    stack: Stack, account: dict[str, str]
+) -> None:
     for headers in ({}, {"Authorization": "Bearer txm_nope_nope"}, {"Authorization": "Basic x"}):
         answer = requests.get(f"{base(stack)}/v1/events", headers=headers, timeout=10)
         assert answer.status_code == 401
         assert answer.json()["error"]["status"] == "5.7.8"
     auth = {"Authorization": f"Bearer {account['key']}"}
-    for body in (b"not json", b"[]", b'{"mime": ""}', b'{"mime": "x", "recipients": []}',
-                 b'{"mime": "x", "recipient": "no-at-sign"}', b'{"mime": "x", "bogus": 1}',
-                 b'{"mime": "x", "recipient": "a@b.test", "dsn": {"notify": "SOMETIMES"}}'):
+    for body in (
+        b"not json",
+        b"[]",
+        b'{"mime": ""}',
+        b'{"mime": "x", "recipients": []}',
+        b'{"mime": "x", "recipient": "no-at-sign"}',
+        b'{"mime": "x", "bogus": 1}',
+        b'{"mime": "x", "recipient": "a@b.test", "dsn": {"notify": "SOMETIMES"}}',
+    ):
         answer = requests.post(f"{base(stack)}/v1/send", data=body, headers=auth, timeout=10)
         assert answer.status_code == 400, body
         assert answer.json()["error"]["message"]
-    assert requests.get(f"{base(stack)}/v1/messages/NOSUCHMESSAGE1", headers=auth,
-                        timeout=10).status_code == 404
+    assert (
+        requests.get(
+            f"{base(stack)}/v1/messages/NOSUCHMESSAGE1", headers=auth, timeout=10
+        ).status_code
+        == 404
+    )
 
 
 def test_suppressions_round_trip(stack: Stack, account: dict[str, str]) -> None:
     auth = {"Authorization": f"Bearer {account['key']}"}
     url = f"{base(stack)}/v1/suppressions"
-    added = requests.post(url, json={"recipient": "Gone@Example.net", "reason": "asked"},
-                          headers=auth, timeout=10)
+    added = requests.post(
+        url, json={"recipient": "Gone@Example.net", "reason": "asked"}, headers=auth, timeout=10
+    )
     assert added.status_code == 201 and added.json()["suppression"]["list"] == "unsubscribe"
     listed = requests.get(url, headers=auth, timeout=10).json()["suppressions"]
     assert [e["recipient"] for e in listed] == ["gone@example.net"]
-    removed = requests.delete(url, params={"recipient": "gone@example.net"}, headers=auth,
-                              timeout=10)
+    removed = requests.delete(
+        url, params={"recipient": "gone@example.net"}, headers=auth, timeout=10
+    )
     assert removed.json() == {"removed": True}
     assert requests.get(url, headers=auth, timeout=10).json()["suppressions"] == []
 
 
 def test_stats_and_metrics(stack: Stack, account: dict[str, str]) -> None:
     auth = {"Authorization": f"Bearer {account['key']}"}
-    stats = requests.get(f"{base(stack)}/v1/stats", params={"days": 2}, headers=auth,
-                         timeout=10).json()
+    stats = requests.get(
+        f"{base(stack)}/v1/stats", params={"days": 2}, headers=auth, timeout=10
+    ).json()
     assert len(stats["days"]) == 2
     metrics = requests.get(f"{base(stack)}/metrics", timeout=10)
     assert metrics.status_code == 200
@@ -147,23 +194,55 @@ def test_stats_and_metrics(stack: Stack, account: dict[str, str]) -> None:
     assert "txmail_up 1.0" in text
     assert "txmail_messages_accepted_total" in text
     assert 'txmail_postfix_queue_messages{queue="deferred"}' in text
-    for family in ("txmail_messages_refused", "txmail_events_today",
-                   "txmail_webhook_backlog_events", "txmail_webhook_dead_letters"):
+    for family in (
+        "txmail_messages_refused",
+        "txmail_events_today",
+        "txmail_webhook_backlog_events",
+        "txmail_webhook_dead_letters",
+    ):
         assert f"# HELP {family}" in text
     # The API's sends went through policyd, which writes its counts every second.
-    wait_for(lambda: 'txmail_policy_decisions_total{outcome="dunno"}' in requests.get(
-        f"{base(stack)}/metrics", timeout=10).text, 15, what="policy decisions in /metrics")
+    wait_for(
+        lambda: (
+            'txmail_policy_decisions_total{outcome="dunno"}'
+            in requests.get(f"{base(stack)}/metrics", timeout=10).text
+        ),
+        15,
+        what="policy decisions in /metrics",
+    )
 
 
-def test_openapi_document_and_schemathesis_find_no_5xx(stack: Stack, account: dict[str, str],
-                                                       tmp_path: Path) -> None:
+def test_openapi_document_and_schemathesis_find_no_5xx(
+    stack: Stack, account: dict[str, str], tmp_path: Path
+) -> None:
     document = requests.get(f"{base(stack)}/v1/openapi.json", timeout=10).json()
-    assert set(document["paths"]) == {"/v1/send", "/v1/messages/{message_id}", "/v1/events",
-                                      "/v1/suppressions", "/v1/stats"}
+    assert set(document["paths"]) == {
+        "/v1/send",
+        "/v1/messages/{message_id}",
+        "/v1/events",
+        "/v1/suppressions",
+        "/v1/stats",
+    }
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "schemathesis"), "run",
-         f"{base(stack)}/v1/openapi.json", "--checks", "not_a_server_error",
-         "--max-examples", "25", "--seed", "6", "--request-timeout", "60",
-         "--header", f"Authorization: Bearer {account['key']}"],
-        capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path)
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            f"{base(stack)}/v1/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--seed",
+            "6",
+            "--request-timeout",
+            "60",
+            "--header",
+            f"Authorization: Bearer {account['key']}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -34,8 +34,9 @@ def verifier(dns: LoopbackDns) -> Iterator[Rspamd]:
 @pytest.fixture(scope="module")
 def login(stack: Stack, dns: LoopbackDns) -> tuple[str, str]:
     password = stack.add_account("dkimsender", "signed.example", "unsigned.example")
-    stack.txmail("domains", "add", "signed.example", "--account", "dkimsender", "--ed25519",
-                 "--force-sign")
+    stack.txmail(
+        "domains", "add", "signed.example", "--account", "dkimsender", "--ed25519", "--force-sign"
+    )
     for record in json.loads(stack.txmail("domains", "dns", "signed.example", "--json").stdout):
         if record["type"] == "TXT":
             dns.set_txt(record["name"], record["value"])
@@ -44,9 +45,11 @@ def login(stack: Stack, dns: LoopbackDns) -> tuple[str, str]:
 
 def dnsfunc(dns: LoopbackDns):  # type: ignore[no-untyped-def]
     """dkimpy's key lookup, answered from what the loopback DNS server publishes."""
+
     def lookup(name: bytes, timeout: int = 5) -> bytes | None:
         values = dns.records.get((name.decode().rstrip("."), "TXT"))
         return "".join(values[0][1:-1].split('" "')).encode() if values else None
+
     return lookup
 
 
@@ -55,24 +58,40 @@ def delivered(sink: Sink, recipient: str) -> bytes:
     return bytes(sink.find(recipient)[0].data)
 
 
-def test_signatures_verify_after_postfix(stack: Stack, sink: Sink, dns: LoopbackDns,
-                                         verifier: Rspamd, login: tuple[str, str]) -> None:
+def test_signatures_verify_after_postfix(
+    stack: Stack, sink: Sink, dns: LoopbackDns, verifier: Rspamd, login: tuple[str, str]
+) -> None:
     recipient = "dkim-check@example.net"
     message = simple_message(
-        "Signed Sender <app@signed.example>", recipient, subject="Ihre Bestellung",
+        "Signed Sender <app@signed.example>",
+        recipient,
+        subject="Ihre Bestellung",
         body="Grüße aus dem Test.\r\n" + "A long line of text. " * 40 + "\r\n",
-        extra_headers={"Reply-To": "support@signed.example", "MIME-Version": "1.0",
-                       "Content-Type": "text/plain; charset=utf-8",
-                       "Content-Transfer-Encoding": "8bit",
-                       "List-Unsubscribe": "<mailto:unsubscribe@signed.example>"})
+        extra_headers={
+            "Reply-To": "support@signed.example",
+            "MIME-Version": "1.0",
+            "Content-Type": "text/plain; charset=utf-8",
+            "Content-Transfer-Encoding": "8bit",
+            "List-Unsubscribe": "<mailto:unsubscribe@signed.example>",
+        },
+    )
     stack.send(login, "app@signed.example", [recipient], message)
     data = delivered(sink, recipient)
     assert data.count(b"DKIM-Signature:") == 2
     checker = dkim.DKIM(data)
     assert checker.verify(idx=0, dnsfunc=dnsfunc(dns))
     assert checker.verify(idx=1, dnsfunc=dnsfunc(dns))
-    for header in (b"from", b"to", b"subject", b"date", b"message-id", b"reply-to",
-                   b"mime-version", b"content-type", b"list-unsubscribe"):
+    for header in (
+        b"from",
+        b"to",
+        b"subject",
+        b"date",
+        b"message-id",
+        b"reply-to",
+        b"mime-version",
+        b"content-type",
+        b"list-unsubscribe",
+    ):
         assert header in checker.include_headers
 
     verdict = verifier.check(data)
@@ -85,26 +104,37 @@ def test_signatures_verify_after_postfix(stack: Stack, sink: Sink, dns: Loopback
     assert len(allowed) == 2 and selectors[1] == selectors[0] + "e", allowed
 
 
-def test_rspamd_notices_a_broken_signature(stack: Stack, sink: Sink, verifier: Rspamd,
-                                           login: tuple[str, str]) -> None:
+def test_rspamd_notices_a_broken_signature(
+    stack: Stack, sink: Sink, verifier: Rspamd, login: tuple[str, str]
+) -> None:
     recipient = "dkim-tamper@example.net"
-    stack.send(login, "app@signed.example", [recipient],
-               simple_message("app@signed.example", recipient, subject="original"))
+    stack.send(
+        login,
+        "app@signed.example",
+        [recipient],
+        simple_message("app@signed.example", recipient, subject="original"),
+    )
     tampered = delivered(sink, recipient).replace(b"Subject: original", b"Subject: changed")
     symbols = verifier.check(tampered)["symbols"]
     assert "R_DKIM_REJECT" in symbols and "R_DKIM_ALLOW" not in symbols
 
 
 def test_a_domain_whose_record_did_not_verify_is_not_signed(
-        stack: Stack, sink: Sink, login: tuple[str, str]) -> None:
+    stack: Stack, sink: Sink, login: tuple[str, str]
+) -> None:
     stack.txmail("domains", "add", "unsigned.example", "--account", "dkimsender")
     recipient = "dkim-unsigned@example.net"
-    stack.send(login, "app@unsigned.example", [recipient],
-               simple_message("app@unsigned.example", recipient))
+    stack.send(
+        login,
+        "app@unsigned.example",
+        [recipient],
+        simple_message("app@unsigned.example", recipient),
+    )
     assert b"DKIM-Signature:" not in delivered(sink, recipient)
 
 
 # -- domains verify and rotate-key, against the loopback DNS server ------------------------------
+
 
 def publish(stack: Stack, dns: LoopbackDns, domain: str) -> None:
     """Publish what `txmail domains dns` asks for, as an operator would."""
@@ -115,8 +145,9 @@ def publish(stack: Stack, dns: LoopbackDns, domain: str) -> None:
             dns.set(record["name"], record["type"], record["value"] + ".")
 
 
-def selectors_at_sink(stack: Stack, sink: Sink, login: tuple[str, str], sender: str,
-                      dns: LoopbackDns) -> tuple[list[str], str, bytes]:
+def selectors_at_sink(
+    stack: Stack, sink: Sink, login: tuple[str, str], sender: str, dns: LoopbackDns
+) -> tuple[list[str], str, bytes]:
     """Send one message; return the s= of its valid signatures, the envelope sender, the data."""
     recipient = f"rotation-{len(sink.messages)}@example.net"
     stack.send(login, sender, [recipient], simple_message(sender, recipient))
@@ -130,8 +161,8 @@ def selectors_at_sink(stack: Stack, sink: Sink, login: tuple[str, str], sender: 
 
 
 def test_verify_switches_signing_on_and_rotation_takes_over(
-        stack: Stack, sink: Sink, dns: LoopbackDns, verifier: Rspamd,
-        login: tuple[str, str]) -> None:
+    stack: Stack, sink: Sink, dns: LoopbackDns, verifier: Rspamd, login: tuple[str, str]
+) -> None:
     domain, sender = "verified.example", "app@verified.example"
     nameserver = ("--nameserver", f"127.0.0.1:{dns.port}")
     stack.txmail("domains", "add", domain, "--account", "dkimsender", "--selector", "first")
@@ -144,10 +175,13 @@ def test_verify_switches_signing_on_and_rotation_takes_over(
     assert "signing for verified.example is on" in after.stdout, after.stdout
     assert "now go to mta.verified.example" in after.stdout
     # the milter re-reads a domain's record within a few seconds
-    wait_for(lambda: selectors_at_sink(stack, sink, login, sender, dns)[0] == ["first"], 15,
-             interval=0.5, what="mail signed with s=first")
-    assert selectors_at_sink(stack, sink, login, sender, dns)[1].endswith(
-        "@mta.verified.example")
+    wait_for(
+        lambda: selectors_at_sink(stack, sink, login, sender, dns)[0] == ["first"],
+        15,
+        interval=0.5,
+        what="mail signed with s=first",
+    )
+    assert selectors_at_sink(stack, sink, login, sender, dns)[1].endswith("@mta.verified.example")
 
     rotated = stack.txmail("domains", "rotate-key", domain, "--selector", "second")
     assert "second._domainkey.verified.example" in rotated.stdout
@@ -155,8 +189,12 @@ def test_verify_switches_signing_on_and_rotation_takes_over(
     publish(stack, dns, domain)
     promoted = stack.txmail("domains", "verify", domain, *nameserver)
     assert "now signing with s=second" in promoted.stdout, promoted.stdout
-    wait_for(lambda: selectors_at_sink(stack, sink, login, sender, dns)[0] == ["second"], 15,
-             interval=0.5, what="mail signed with s=second")
+    wait_for(
+        lambda: selectors_at_sink(stack, sink, login, sender, dns)[0] == ["second"],
+        15,
+        interval=0.5,
+        what="mail signed with s=second",
+    )
     data = selectors_at_sink(stack, sink, login, sender, dns)[2]
     assert "R_DKIM_ALLOW" in verifier.check(data)["symbols"]
     shown = json.loads(stack.txmail("domains", "show", domain, "--json").stdout)

@@ -42,20 +42,32 @@ class Account:
         self.receiver = receiver
 
     def send(self, recipients: list[str], **headers: str) -> str:
-        return self.stack.send((self.name, self.password), self.sender, recipients,
-                               simple_message(self.sender, recipients[0],
-                                              extra_headers=headers or None))
+        return self.stack.send(
+            (self.name, self.password),
+            self.sender,
+            recipients,
+            simple_message(self.sender, recipients[0], extra_headers=headers or None),
+        )
 
     def events(self, queue_id: str | None = None) -> list[dict[str, Any]]:
-        return [e for e in self.receiver.events() if e["account"] == self.name
-                and (queue_id is None or e["message_id"] == queue_id)]
+        return [
+            e
+            for e in self.receiver.events()
+            if e["account"] == self.name and (queue_id is None or e["message_id"] == queue_id)
+        ]
 
-    def wait(self, kind: str, recipient: str, queue_id: str | None = None,
-             timeout: float = 30.0) -> dict[str, Any]:
+    def wait(
+        self, kind: str, recipient: str, queue_id: str | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
         return self.receiver.wait_event(
-            lambda e: e["account"] == self.name and e["kind"] == kind
-            and e["recipient"] == recipient and (queue_id is None or e["message_id"] == queue_id),
-            timeout)
+            lambda e: (
+                e["account"] == self.name
+                and e["kind"] == kind
+                and e["recipient"] == recipient
+                and (queue_id is None or e["message_id"] == queue_id)
+            ),
+            timeout,
+        )
 
     def message(self, queue_id: str) -> dict[str, Any]:
         shown = self.stack.txmail("messages", "show", queue_id, "--json").stdout
@@ -82,7 +94,8 @@ def pipe_saw(stack: Stack, queue_id: str) -> bool:
 
 
 def test_hard_bounce_one_signed_event_suppression_forwarding_and_blocked(
-        stack: Stack, sink: Sink, account: Account) -> None:
+    stack: Stack, sink: Sink, account: Account
+) -> None:
     rcpt = f"reject-{account.name}@dest.example"
     queue_id = account.send([rcpt])
     event = account.wait("bounce", rcpt, queue_id)
@@ -93,14 +106,23 @@ def test_hard_bounce_one_signed_event_suppression_forwarding_and_blocked(
     headers, body, _ = account.receiver.post_of(event["id"])
     secret = stack.txmail("webhooks", "secret", account.name).stdout.strip()
     assert signing.verify(secret, headers, body, now=float(headers["webhook-timestamp"]))
-    wait_for(lambda: [e["id"] for e in account.events(queue_id) if e["kind"] == "bounce"]
-             == [event["id"]], 5, what="exactly one bounce event")
+    wait_for(
+        lambda: (
+            [e["id"] for e in account.events(queue_id) if e["kind"] == "bounce"] == [event["id"]]
+        ),
+        5,
+        what="exactly one bounce event",
+    )
     entries = account.suppressed()
     assert [(e["recipient"], e["list"], e["reason"], e["event_id"]) for e in entries] == [
-        (rcpt, "bounce", "userunknown", event["id"])]
+        (rcpt, "bounce", "userunknown", event["id"])
+    ]
     # forwarded to the original envelope sender (NOTIFY defaults to FAILURE), MAIL FROM:<>
-    forwarded = wait_for(lambda: [m for m in sink.find(account.sender)
-                                  if m.sender in ("", "<>")], 30, what="the forwarded bounce")
+    forwarded = wait_for(
+        lambda: [m for m in sink.find(account.sender) if m.sender in ("", "<>")],
+        30,
+        what="the forwarded bounce",
+    )
     assert queue_id.encode() in forwarded[0].data
     shown = account.message(queue_id)
     assert [e["kind"] for e in shown["events"]] == ["bounce"]
@@ -126,7 +148,8 @@ def test_asynchronous_dsn_on_port_25(stack: Stack, sink: Sink, account: Account)
 
 
 def test_the_pipe_hands_its_mail_to_the_recorder_or_leaves_it_queued(
-        stack: Stack, sink: Sink, account: Account) -> None:
+    stack: Stack, sink: Sink, account: Account
+) -> None:
     pipe_log = stack.state / "log/bounce-pipe.log"
     dsns = {}
     for n in (1, 2):
@@ -147,16 +170,41 @@ def test_the_pipe_hands_its_mail_to_the_recorder_or_leaves_it_queued(
     # records nothing: it exits 75, and Postfix keeps the mail for later.
     rcpt, queue_id, bounce_address, dsn = dsns[2]
     alone = stack.config_without_bounce_parser()
-    done = subprocess.run([sys.executable, "-m", "txmail.bounce_pipe", "--config", str(alone),
-                           "--", "", bounce_address], input=dsn, capture_output=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "txmail.bounce_pipe",
+            "--config",
+            str(alone),
+            "--",
+            "",
+            bounce_address,
+        ],
+        input=dsn,
+        capture_output=True,
+        timeout=60,
+    )
     assert done.returncode == 75, done.stderr
     assert b"`txmail bounces serve` does not answer" in done.stderr
     time.sleep(1)
     assert not [e for e in account.events(queue_id) if e["kind"] == "bounce"]
     # Postfix's retry, once the recorder answers again
-    done = subprocess.run([sys.executable, "-m", "txmail.bounce_pipe", "--config",
-                           str(stack.config), "--", "", bounce_address], input=dsn,
-                          capture_output=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "txmail.bounce_pipe",
+            "--config",
+            str(stack.config),
+            "--",
+            "",
+            bounce_address,
+        ],
+        input=dsn,
+        capture_output=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert account.wait("bounce", rcpt, queue_id)["details"]["reason"] == "userunknown"
 
@@ -185,14 +233,17 @@ def test_soft_bounce_once_then_delivery(stack: Stack, sink: Sink, account: Accou
     assert account.suppressed() == []
 
 
-def test_arf_complaint_records_and_suppresses(stack: Stack, sink: Sink,
-                                              account: Account) -> None:
+def test_arf_complaint_records_and_suppresses(stack: Stack, sink: Sink, account: Account) -> None:
     rcpt = f"grumpy-{account.name}@dest.example"
     queue_id = account.send([rcpt])
     account.wait("delivery", rcpt, queue_id)
     original = sink.find(rcpt)[-1]
-    Sink.deliver(stack.smtp, "fbl@isp.example", original.sender,
-                 Sink.arf(original.sender, rcpt, bytes(original.data)))
+    Sink.deliver(
+        stack.smtp,
+        "fbl@isp.example",
+        original.sender,
+        Sink.arf(original.sender, rcpt, bytes(original.data)),
+    )
     complaint = account.wait("complaint", rcpt, queue_id)
     entries = account.suppressed()
     assert [(e["recipient"], e["event_id"]) for e in entries] == [(rcpt, complaint["id"])]
@@ -200,15 +251,15 @@ def test_arf_complaint_records_and_suppresses(stack: Stack, sink: Sink,
     assert not [m for m in sink.find(account.sender) if m.sender in ("", "<>")]
 
 
-def test_receiver_down_for_a_while_then_up_nothing_lost(stack: Stack,
-                                                        receiver: WebhookReceiver) -> None:
+def test_receiver_down_for_a_while_then_up_nothing_lost(
+    stack: Stack, receiver: WebhookReceiver
+) -> None:
     account = Account(stack, receiver)
     receiver.status = 503
     try:
         rcpts = [f"ok{n}-{account.name}@dest.example" for n in range(5)]
         queue_id = account.send(rcpts)
-        wait_for(lambda: "failed (HTTP 503)" in stack.log("webhooks"), 30,
-                 what="a refused post")
+        wait_for(lambda: "failed (HTTP 503)" in stack.log("webhooks"), 30, what="a refused post")
         assert account.events() == []
     finally:
         receiver.status = 200
@@ -229,7 +280,8 @@ def test_events_tail_and_webhooks_test(stack: Stack, account: Account) -> None:
     out = stack.txmail("webhooks", "test", account.name).stdout
     assert "answered 200" in out
     test_event = account.receiver.wait_event(
-        lambda e: e["account"] == account.name and e["kind"] == "test")
+        lambda e: e["account"] == account.name and e["kind"] == "test"
+    )
     headers, body, _ = account.receiver.post_of(test_event["id"])
     secret = stack.txmail("webhooks", "secret", account.name).stdout.strip()
     assert signing.verify(secret, headers, body, now=float(headers["webhook-timestamp"]))

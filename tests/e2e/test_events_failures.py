@@ -64,41 +64,50 @@ def process_of(stack: Stack, *argv: str) -> int:
             args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
         except OSError:
             continue
-        if args[-len(wanted):] == wanted:
+        if args[-len(wanted) :] == wanted:
             return int(entry.name)
     return 0
 
 
-def test_dispatcher_killed_mid_batch_loses_nothing(node: Stack,
-                                                   receiver: WebhookReceiver) -> None:
+def test_dispatcher_killed_mid_batch_loses_nothing(node: Stack, receiver: WebhookReceiver) -> None:
     name, password = account(node, receiver)
     sender = f"app@{name}.example"
     rcpts = [f"ok{n}-{name}@dest.example" for n in range(8)]
     receiver.delay = 3.0  # the post is still in flight when the dispatcher dies
     try:
         queue_id = node.send((name, password), sender, rcpts, simple_message(sender, rcpts[0]))
-        first_post = wait_for(lambda: [p for p in list(receiver.posts)
-                                       if name.encode() in p[1]], 30, what="a post in flight")
+        first_post = wait_for(
+            lambda: [p for p in list(receiver.posts) if name.encode() in p[1]],
+            30,
+            what="a post in flight",
+        )
         assert first_post
         dead = process_of(node, "webhooks", "run")
         assert dead, "the dispatcher of this node is not running"
         os.kill(dead, signal.SIGKILL)
     finally:
         receiver.delay = 0.0
-    wait_for(lambda: process_of(node, "webhooks", "run") not in (0, dead), 30,
-             what="the supervisor restarting the dispatcher")
+    wait_for(
+        lambda: process_of(node, "webhooks", "run") not in (0, dead),
+        30,
+        what="the supervisor restarting the dispatcher",
+    )
 
     def delivered() -> set[str]:
-        return {e["recipient"] for e in receiver.events()
-                if e["account"] == name and e["kind"] == "delivery"
-                and e["message_id"] == queue_id}
+        return {
+            e["recipient"]
+            for e in receiver.events()
+            if e["account"] == name and e["kind"] == "delivery" and e["message_id"] == queue_id
+        }
+
     wait_for(lambda: delivered() == set(rcpts), 60, what="every delivery event")
     ids = {e["id"] for e in receiver.events() if e["account"] == name}
     assert len(ids) == len(rcpts)  # posted again after the kill, under the same ids
 
 
 def test_bounce_pipe_with_redis_down_exits_75_and_the_event_comes_later(
-        node: Stack, sink: Sink, redis_node: RedisServer, receiver: WebhookReceiver) -> None:
+    node: Stack, sink: Sink, redis_node: RedisServer, receiver: WebhookReceiver
+) -> None:
     name, password = account(node, receiver)
     sender = f"app@{name}.example"
     rcpt = f"gone-{name}@dest.example"
@@ -109,13 +118,19 @@ def test_bounce_pipe_with_redis_down_exits_75_and_the_event_comes_later(
     redis_node.stop()
     try:
         Sink.deliver(node.smtp, "", original.sender, Sink.dsn(original, rcpt))
-        wait_for(lambda: "relay=bouncepipe" in maillog.read_text() and "dsn=4.3.0, "
-                 "status=deferred" in maillog.read_text(), 60,
-                 what="the bounce pipe's exit 75 in the maillog")
+        wait_for(
+            lambda: (
+                "relay=bouncepipe" in maillog.read_text()
+                and "dsn=4.3.0, status=deferred" in maillog.read_text()
+            ),
+            60,
+            what="the bounce pipe's exit 75 in the maillog",
+        )
         assert "Command died" not in maillog.read_text()
     finally:
         redis_node.start()
     subprocess.run(["postqueue", "-c", str(node.state / "postfix/etc"), "-f"], check=True)
-    event = receiver.wait_event(lambda e: e["message_id"] == queue_id and e["kind"] == "bounce",
-                                timeout=60)
+    event = receiver.wait_event(
+        lambda e: e["message_id"] == queue_id and e["kind"] == "bounce", timeout=60
+    )
     assert event["details"]["reason"] == "userunknown"

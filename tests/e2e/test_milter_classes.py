@@ -32,13 +32,15 @@ def transport_of(stack: Stack, queue_id: str) -> str:
     def found() -> str | None:
         match = pattern.search(stack.log("postfix"))
         return (match.group(1) or "smtp") if match else None
+
     return str(wait_for(found, 30, what=f"the delivery of {queue_id} in the maillog"))
 
 
-def test_each_class_has_its_transport(stack: Stack, sink: Sink,
-                                      login: tuple[str, str]) -> None:
-    sent = {c: send(stack, login, f"route-{c or 'none'}@example.net", c)
-            for c in (None, "standard", "Priority", "digest")}
+def test_each_class_has_its_transport(stack: Stack, sink: Sink, login: tuple[str, str]) -> None:
+    sent = {
+        c: send(stack, login, f"route-{c or 'none'}@example.net", c)
+        for c in (None, "standard", "Priority", "digest")
+    }
     assert transport_of(stack, sent[None]) == "smtp"
     assert transport_of(stack, sent["standard"]) == "smtp"
     assert transport_of(stack, sent["Priority"]) == "priority"
@@ -49,8 +51,9 @@ def test_each_class_has_its_transport(stack: Stack, sink: Sink,
         assert b"X-CloudMTA-Route" not in data and b"X-CloudMTA-Class" not in data
 
 
-def test_priority_overtakes_a_digest_backlog(stack: Stack, sink: Sink,
-                                             login: tuple[str, str]) -> None:
+def test_priority_overtakes_a_digest_backlog(
+    stack: Stack, sink: Sink, login: tuple[str, str]
+) -> None:
     # Digest mail leaves one message per digest_rate_delay (1 s) per destination, so four
     # digests are a backlog of several seconds; a priority message sent after them all must
     # not wait behind it.
@@ -59,16 +62,21 @@ def test_priority_overtakes_a_digest_backlog(stack: Stack, sink: Sink,
         send(stack, login, recipient, "digest")
     urgent = "urgent@example.net"
     send(stack, login, urgent, "priority")
-    wait_for(lambda: all(sink.find(r) for r in [*digests, urgent]), 60,
-             what="the digests and the priority message")
+    wait_for(
+        lambda: all(sink.find(r) for r in [*digests, urgent]),
+        60,
+        what="the digests and the priority message",
+    )
     order = [r for m in sink.messages for r in m.recipients if r in (*digests, urgent)]
     assert order.index(urgent) < order.index(digests[-1]), order
 
 
-def test_routing_header_is_set_by_the_milter_only(stack: Stack, sink: Sink,
-                                                  login: tuple[str, str]) -> None:
+def test_routing_header_is_set_by_the_milter_only(
+    stack: Stack, sink: Sink, login: tuple[str, str]
+) -> None:
     recipient = "forged-route@example.net"
-    message = simple_message("app@classes.example", recipient,
-                             extra_headers={"X-CloudMTA-Route": "digest"})
+    message = simple_message(
+        "app@classes.example", recipient, extra_headers={"X-CloudMTA-Route": "digest"}
+    )
     queue_id = stack.send(login, "app@classes.example", [recipient], message)
     assert transport_of(stack, queue_id) == "smtp"

@@ -22,21 +22,37 @@ Login = tuple[str, str]
 
 @pytest.fixture(scope="module")
 def multi(stack: Stack) -> Login:
-    return "rules", stack.add_account("rules", "rules.example", "second.example",
-                                      settings=["max_message_size=40000"])
+    return "rules", stack.add_account(
+        "rules", "rules.example", "second.example", settings=["max_message_size=40000"]
+    )
 
 
 @pytest.fixture(scope="module")
 def single(stack: Stack) -> Login:
     password = stack.add_account("maxe", "maxe.example", settings=["recipient_mode=single"])
     # Set up signing before the first message: the signer caches "no key" for a while.
-    stack.txmail("domains", "add", "maxe.example", "--account", "maxe", "--selector", "e2e",
-                 "--force-sign", "--no-return-path")
+    stack.txmail(
+        "domains",
+        "add",
+        "maxe.example",
+        "--account",
+        "maxe",
+        "--selector",
+        "e2e",
+        "--force-sign",
+        "--no-return-path",
+    )
     return "maxe", password
 
 
-def submit(stack: Stack, login: Login, sender: str, recipients: list[str], message: bytes,
-           mail_options: tuple[str, ...] = ()) -> tuple[int, str, dict[str, tuple[int, bytes]]]:
+def submit(
+    stack: Stack,
+    login: Login,
+    sender: str,
+    recipients: list[str],
+    message: bytes,
+    mail_options: tuple[str, ...] = (),
+) -> tuple[int, str, dict[str, tuple[int, bytes]]]:
     """One transaction; returns the final (code, text) and each RCPT's reply. A refused MAIL
     FROM or a transaction without any accepted recipient returns that reply instead."""
     with stack.client("submission", login) as smtp:
@@ -62,17 +78,22 @@ def record(stack: Stack, account: str, queue_id: str) -> dict[str, str]:
 
 # -- 2. recipients ---------------------------------------------------------------------------
 
+
 def test_too_many_recipients(stack: Stack, sink: Sink, multi: Login) -> None:
     recipients = [f"many{i}@example.net" for i in range(22)]
-    code, _, replies = submit(stack, multi, "app@rules.example", recipients,
-                              simple_message("app@rules.example", recipients[0]))
+    code, _, replies = submit(
+        stack,
+        multi,
+        "app@rules.example",
+        recipients,
+        simple_message("app@rules.example", recipients[0]),
+    )
     assert code == 250
     assert [r for r, (c, _) in replies.items() if c == 250] == recipients[:20]
     for recipient in recipients[20:]:
         c, text = replies[recipient]
         assert c == 452
-        assert text == (b"4.5.3 Too many recipients (maximum 20); send the rest in another "
-                        b"message")
+        assert text == (b"4.5.3 Too many recipients (maximum 20); send the rest in another message")
     _, captured = at_sink(sink, recipients[0])
     wait_for(lambda: all(sink.find(r) for r in recipients[:20]), 30, what="20 deliveries")
     assert not any(sink.find(r) for r in recipients[20:])
@@ -80,13 +101,15 @@ def test_too_many_recipients(stack: Stack, sink: Sink, multi: Login) -> None:
 
 # -- 3. size ---------------------------------------------------------------------------------
 
+
 def test_account_size_limit(stack: Stack, multi: Login) -> None:
     body = ("y" * 998 + "\r\n") * 50
     message = simple_message("app@rules.example", "big@example.net", body=body)
     code, text, _ = submit(stack, multi, "app@rules.example", ["big@example.net"], message)
     assert code == 552 and text.startswith("5.3.4 Message too big for this account")
-    code, text, _ = submit(stack, multi, "app@rules.example", ["big@example.net"], b"",
-                           mail_options=("SIZE=100000",))
+    code, text, _ = submit(
+        stack, multi, "app@rules.example", ["big@example.net"], b"", mail_options=("SIZE=100000",)
+    )
     assert code == 552 and text.startswith("5.3.4")  # refused at MAIL FROM already
 
 
@@ -107,11 +130,20 @@ def test_postfix_limit_covers_account_limits(stack: Stack) -> None:
 
 # -- 6. tags, 7. flags, 12. control headers --------------------------------------------------
 
+
 def test_tags_flags_and_control_headers(stack: Stack, sink: Sink, multi: Login) -> None:
     recipient = "tagged@example.net"
-    message = simple_message("app@rules.example", recipient, extra_headers={
-        "X-CloudMTA-Tags": "password-reset, account", "X-Mxm-Tag": "account,web",
-        "X-Mxm-Flags": "3", "X-CloudMTA-Route": "priority", "X-Mxm-Campaign": "c1"})
+    message = simple_message(
+        "app@rules.example",
+        recipient,
+        extra_headers={
+            "X-CloudMTA-Tags": "password-reset, account",
+            "X-Mxm-Tag": "account,web",
+            "X-Mxm-Flags": "3",
+            "X-CloudMTA-Route": "priority",
+            "X-Mxm-Campaign": "c1",
+        },
+    )
     code, text, _ = submit(stack, multi, "app@rules.example", [recipient], message)
     assert code == 250, text
     delivered, _ = at_sink(sink, recipient)
@@ -126,10 +158,14 @@ def test_tags_flags_and_control_headers(stack: Stack, sink: Sink, multi: Login) 
 
 # -- 8. single-recipient mode ----------------------------------------------------------------
 
+
 def test_single_recipient_mode(stack: Stack, sink: Sink, single: Login) -> None:
     to, bcc, dropped = "one@example.net", "copy@example.net", "dropped@example.net"
-    message = simple_message("Oxford Stones <newsletters@maxe.example>", to, extra_headers={
-        "Cc": "cc@example.net", "To": f"{to}, other@example.net"})
+    message = simple_message(
+        "Oxford Stones <newsletters@maxe.example>",
+        to,
+        extra_headers={"Cc": "cc@example.net", "To": f"{to}, other@example.net"},
+    )
     code, text, _ = submit(stack, single, "outgoing@maxe.example", [bcc, to, dropped], message)
     assert code == 250, text
     delivered, captured = at_sink(sink, to)
@@ -143,12 +179,14 @@ def test_single_recipient_mode(stack: Stack, sink: Sink, single: Login) -> None:
         assert message["To"] == to and message["Cc"] is None
     assert not sink.find(dropped)
     queue_id = queue_id_of(text)
-    events = [json.loads(fields["event"]) for _, fields in
-              stack.redis().xrange("txmail:{maxe}:events")]
+    events = [
+        json.loads(fields["event"]) for _, fields in stack.redis().xrange("txmail:{maxe}:events")
+    ]
     # The maillog follower adds `delivery` events for the same message as the sink accepts it.
     mine = [e for e in events if e["message_id"] == queue_id and e["kind"] == "blocked"]
     assert [(e["kind"], e["recipient"], e["details"]["reason"]) for e in mine] == [
-        ("blocked", dropped, "discarded")]
+        ("blocked", dropped, "discarded")
+    ]
     assert record(stack, "maxe", queue_id)["bcc"] == bcc
 
 
@@ -160,36 +198,49 @@ def test_single_recipient_to_must_be_a_recipient(stack: Stack, single: Login) ->
 
 # -- 9. suppressions -------------------------------------------------------------------------
 
+
 def test_suppressed_recipients(stack: Stack, sink: Sink, multi: Login) -> None:
     lists = Suppressions(stack.redis(), Keys())
     lists.add("rules", "bounce", "gone@example.net", "userunknown")
     lists.add("rules", "unsubscribe", "optout@example.net", "list-unsubscribe")
     keep = "kept@example.net"
     message = simple_message("app@rules.example", keep, extra_headers={"X-Mxm-Flags": "4"})
-    code, text, _ = submit(stack, multi, "app@rules.example",
-                           ["gone@example.net", keep, "optout@example.net"], message)
+    code, text, _ = submit(
+        stack, multi, "app@rules.example", ["gone@example.net", keep, "optout@example.net"], message
+    )
     assert code == 250, text
     _, captured = at_sink(sink, keep)
     assert captured.recipients == [keep]  # type: ignore[attr-defined]
     events = [json.loads(f["event"]) for _, f in stack.redis().xrange("txmail:{rules}:events")]
-    mine = {e["recipient"]: e["details"] for e in events
-            if e["message_id"] == queue_id_of(text)}
+    mine = {e["recipient"]: e["details"] for e in events if e["message_id"] == queue_id_of(text)}
     assert mine["gone@example.net"]["list"] == "bounce"
     assert mine["optout@example.net"]["suppression_reason"] == "list-unsubscribe"
-    code, text, _ = submit(stack, multi, "app@rules.example", ["gone@example.net"],
-                           simple_message("app@rules.example", "gone@example.net"))
+    code, text, _ = submit(
+        stack,
+        multi,
+        "app@rules.example",
+        ["gone@example.net"],
+        simple_message("app@rules.example", "gone@example.net"),
+    )
     assert code == 550 and "gone@example.net (bounce list: userunknown)" in text
 
 
 # -- 13 through the glue: DKIM over the final message ----------------------------------------
 
-def test_signature_covers_the_message_as_delivered(stack: Stack, sink: Sink,
-                                                   single: Login) -> None:
+
+def test_signature_covers_the_message_as_delivered(stack: Stack, sink: Sink, single: Login) -> None:
     shown = json.loads(stack.txmail("domains", "show", "maxe.example", "--json").stdout)
     dns_value = shown["dkim"][0]["dns_value"].encode()
     to = "signed@example.net"
-    message = simple_message("Shop <shop@maxe.example>", to, extra_headers={
-        "Cc": "c@example.net", "X-Mxm-Tag": "receipt", "X-CloudMTA-Class": "priority"})
+    message = simple_message(
+        "Shop <shop@maxe.example>",
+        to,
+        extra_headers={
+            "Cc": "c@example.net",
+            "X-Mxm-Tag": "receipt",
+            "X-CloudMTA-Class": "priority",
+        },
+    )
     code, text, _ = submit(stack, single, "out@maxe.example", [to], message)
     assert code == 250, text
     wait_for(lambda: sink.find(to), 30, what="the signed message")
@@ -198,4 +249,3 @@ def test_signature_covers_the_message_as_delivered(stack: Stack, sink: Sink,
     assert delivered["From"] == "Shop <out@maxe.example>" and delivered["Cc"] is None
     assert delivered["X-CloudMTA-Route"] is None and delivered["X-Mxm-Tag"] is None
     assert dkim.verify(data, dnsfunc=lambda name, timeout=5: dns_value)
-

@@ -40,8 +40,9 @@ def used(row: dict[str, Any], unit: str, window: str) -> int:
     return next(r["used"] for r in row["limits"] if (r["unit"], r["window"]) == (unit, window))
 
 
-def attempt(smtp: smtplib.SMTP, sender: str, recipients: list[str],
-            message: bytes) -> tuple[int, bytes]:
+def attempt(
+    smtp: smtplib.SMTP, sender: str, recipients: list[str], message: bytes
+) -> tuple[int, bytes]:
     """One transaction on an open session: the first refusal, or the DATA reply. After a
     refusal at end of data it sends RSET, as smtplib's sendmail() and other client libraries
     do: Postfix keeps the transaction open after an smtpd_end_of_data_restrictions refusal."""
@@ -70,8 +71,12 @@ def exe_attachment(sender: str, recipient: str) -> bytes:
     message = EmailMessage()
     message["From"], message["To"], message["Subject"] = sender, recipient, "invoice"
     message.set_content("See the attachment.")
-    message.add_attachment(b"MZ\x90\x00not really", maintype="application",
-                           subtype="octet-stream", filename="invoice.pdf.exe")
+    message.add_attachment(
+        b"MZ\x90\x00not really",
+        maintype="application",
+        subtype="octet-stream",
+        filename="invoice.pdf.exe",
+    )
     return message.as_bytes().replace(b"\n", b"\r\n")
 
 
@@ -90,9 +95,15 @@ def test_the_101st_message_in_a_minute_is_deferred(stack: Stack, sink: Sink) -> 
         fresh_minute()
         started = int(time.time() // 60)
         with contextlib.closing(stack.client("submission", login)) as smtp:
-            replies = [attempt(smtp, "app@minute.example", [f"m{started}-{n}@example.net"],
-                               simple_message("app@minute.example", "x@example.net"))
-                       for n in range(101)]
+            replies = [
+                attempt(
+                    smtp,
+                    "app@minute.example",
+                    [f"m{started}-{n}@example.net"],
+                    simple_message("app@minute.example", "x@example.net"),
+                )
+                for n in range(101)
+            ]
         if int(time.time() // 60) == started:
             break
     assert [code for code, _ in replies[:100]] == [250] * 100
@@ -100,27 +111,49 @@ def test_the_101st_message_in_a_minute_is_deferred(stack: Stack, sink: Sink) -> 
     reset = time.strftime("%H:%M:%S", time.gmtime((started + 1) * 60))
     assert code == 450
     assert text.startswith(b"4.7.1 ")
-    assert text.endswith(f"Rate limit of 100 messages per minute for account minute reached; "
-                         f"retry after {reset}Z".encode())
+    assert text.endswith(
+        f"Rate limit of 100 messages per minute for account minute reached; "
+        f"retry after {reset}Z".encode()
+    )
 
 
 def test_a_message_refused_later_uses_no_quota(stack: Stack, sink: Sink) -> None:
-    login = ("later", stack.add_account("later", "later.example",
-                                        settings=["warmup=false", "messages_per_day=2"]))
-    hops = "".join(f"Received: from hop{n}.example by relay{n}.example; "
-                   f"Sun, 22 Nov 2026 10:00:{n % 60:02d} +0000\r\n" for n in range(60))
+    login = (
+        "later",
+        stack.add_account(
+            "later", "later.example", settings=["warmup=false", "messages_per_day=2"]
+        ),
+    )
+    hops = "".join(
+        f"Received: from hop{n}.example by relay{n}.example; "
+        f"Sun, 22 Nov 2026 10:00:{n % 60:02d} +0000\r\n"
+        for n in range(60)
+    )
     with contextlib.closing(stack.client("submission", login)) as smtp:
         # Refused by the milter at end of message, after policyd passed it at end of data.
-        by_milter = attempt(smtp, "app@later.example", ["later-one@example.net"],
-                            exe_attachment("app@later.example", "later-one@example.net"))
+        by_milter = attempt(
+            smtp,
+            "app@later.example",
+            ["later-one@example.net"],
+            exe_attachment("app@later.example", "later-one@example.net"),
+        )
         # Refused by Postfix itself (cleanup: over hopcount_limit), also after end of data.
-        by_postfix = attempt(smtp, "app@later.example", ["later-two@example.net"],
-                             hops.encode() + simple_message("app@later.example",
-                                                            "later-two@example.net"))
+        by_postfix = attempt(
+            smtp,
+            "app@later.example",
+            ["later-two@example.net"],
+            hops.encode() + simple_message("app@later.example", "later-two@example.net"),
+        )
         # The two accepted messages the quota allows, then the refusal.
-        good = [attempt(smtp, "app@later.example", [f"later-good{n}@example.net"],
-                        simple_message("app@later.example", f"later-good{n}@example.net"))
-                for n in range(3)]
+        good = [
+            attempt(
+                smtp,
+                "app@later.example",
+                [f"later-good{n}@example.net"],
+                simple_message("app@later.example", f"later-good{n}@example.net"),
+            )
+            for n in range(3)
+        ]
     assert by_milter[0] == 554 and b"invoice.pdf.exe" in by_milter[1]
     assert by_postfix == (554, b"5.4.0 Error: too many hops")
     assert [code for code, _ in good] == [250, 250, 450]
@@ -135,18 +168,30 @@ def test_a_message_refused_later_uses_no_quota(stack: Stack, sink: Sink) -> None
     assert not sink.find("later-one@example.net") and not sink.find("later-two@example.net")
 
 
-def test_a_race_lost_at_end_of_data_is_deferred_with_the_sentence(stack: Stack,
-                                                                  sink: Sink) -> None:
+def test_a_race_lost_at_end_of_data_is_deferred_with_the_sentence(stack: Stack, sink: Sink) -> None:
     """Two sessions pass RCPT for the last message of the day; the one that reaches end of
     data second is deferred there, with the same sentence, and counts nothing."""
-    login = ("racer", stack.add_account("racer", "racer.example",
-                                        settings=["warmup=false", "messages_per_day=1"]))
-    with contextlib.closing(stack.client("submission", login)) as slow, \
-            contextlib.closing(stack.client("submission", login)) as fast:
+    login = (
+        "racer",
+        stack.add_account(
+            "racer", "racer.example", settings=["warmup=false", "messages_per_day=1"]
+        ),
+    )
+    with (
+        contextlib.closing(stack.client("submission", login)) as slow,
+        contextlib.closing(stack.client("submission", login)) as fast,
+    ):
         assert slow.mail("app@racer.example")[0] == 250
         assert slow.rcpt("racer-slow@example.net")[0] == 250
-        assert attempt(fast, "app@racer.example", ["racer-fast@example.net"],
-                       simple_message("app@racer.example", "racer-fast@example.net"))[0] == 250
+        assert (
+            attempt(
+                fast,
+                "app@racer.example",
+                ["racer-fast@example.net"],
+                simple_message("app@racer.example", "racer-fast@example.net"),
+            )[0]
+            == 250
+        )
         code, text = slow.data(simple_message("app@racer.example", "racer-slow@example.net"))
         assert code == 450
         assert text.startswith(b"4.7.1 ")
@@ -154,8 +199,15 @@ def test_a_race_lost_at_end_of_data_is_deferred_with_the_sentence(stack: Stack,
         # Postfix keeps the transaction after an end-of-data refusal: a client must RSET.
         assert slow.mail("app@racer.example")[0] == 503
         assert slow.rset()[0] == 250
-        assert attempt(slow, "app@racer.example", ["racer-again@example.net"],
-                       simple_message("app@racer.example", "racer-again@example.net"))[0] == 450
+        assert (
+            attempt(
+                slow,
+                "app@racer.example",
+                ["racer-again@example.net"],
+                simple_message("app@racer.example", "racer-again@example.net"),
+            )[0]
+            == 450
+        )
     row = stats(stack, "racer")
     assert used(row, "messages", "day") == 1
     assert row["in_flight"] == {"messages": 0, "recipients": 0, "bytes": 0}
@@ -164,8 +216,12 @@ def test_a_race_lost_at_end_of_data_is_deferred_with_the_sentence(stack: Stack,
 
 
 def test_many_parallel_clients_and_no_over_admission(stack: Stack, sink: Sink) -> None:
-    login = ("crowd", stack.add_account("crowd", "crowd.example",
-                                        settings=["warmup=false", "messages_per_day=20"]))
+    login = (
+        "crowd",
+        stack.add_account(
+            "crowd", "crowd.example", settings=["warmup=false", "messages_per_day=20"]
+        ),
+    )
     codes: list[int] = []
     lock = threading.Lock()
 
@@ -173,8 +229,12 @@ def test_many_parallel_clients_and_no_over_admission(stack: Stack, sink: Sink) -
         with contextlib.closing(stack.client("submission", login)) as smtp:
             for m in range(4):
                 recipient = f"crowd-{n}-{m}@example.net"
-                code, text = attempt(smtp, "app@crowd.example", [recipient],
-                                     simple_message("app@crowd.example", recipient))
+                code, text = attempt(
+                    smtp,
+                    "app@crowd.example",
+                    [recipient],
+                    simple_message("app@crowd.example", recipient),
+                )
                 assert code in (250, 450), (code, text)
                 if code == 450:
                     assert b"Rate limit of 20 messages per day for account crowd" in text
@@ -191,9 +251,13 @@ def test_many_parallel_clients_and_no_over_admission(stack: Stack, sink: Sink) -
     row = stats(stack, "crowd")
     assert used(row, "messages", "day") == 20
     assert row["in_flight"]["messages"] == 0
-    wait_for(lambda: sum(1 for m in sink.messages
-                         if any(r.startswith("crowd-") for r in m.recipients)) >= 20,
-             30, what="20 messages at the sink")
+    wait_for(
+        lambda: (
+            sum(1 for m in sink.messages if any(r.startswith("crowd-") for r in m.recipients)) >= 20
+        ),
+        30,
+        what="20 messages at the sink",
+    )
     time.sleep(1)
     assert sum(1 for m in sink.messages if any(r.startswith("crowd-") for r in m.recipients)) == 20
 
@@ -209,8 +273,10 @@ def test_suspension_after_recorded_bounces(stack: Stack) -> None:
     for _ in range(5):
         judged = reputation.record_outcome(client, keys, "bouncy", "bounce")
     assert judged[0].level == "suspend"
-    reason = ("Sending suspended: hard bounce rate 2.5% (5 of 200) over the last 7 days exceeds "
-              "2%; contact the operator")
+    reason = (
+        "Sending suspended: hard bounce rate 2.5% (5 of 200) over the last 7 days exceeds "
+        "2%; contact the operator"
+    )
     with contextlib.closing(stack.client("submission", login)) as smtp:
         code, text = smtp.mail("app@bouncy.example")
     assert code == 554 and text.startswith(b"5.7.1")
@@ -220,8 +286,12 @@ def test_suspension_after_recorded_bounces(stack: Stack) -> None:
     shown = stack.txmail("accounts", "show", "bouncy").stdout
     assert f"status:      suspended ({reason})" in shown
     stack.txmail("accounts", "resume", "bouncy")
-    queue_id = stack.send(login, "app@bouncy.example", ["fine@example.net"],
-                          simple_message("app@bouncy.example", "fine@example.net"))
+    queue_id = stack.send(
+        login,
+        "app@bouncy.example",
+        ["fine@example.net"],
+        simple_message("app@bouncy.example", "fine@example.net"),
+    )
     assert queue_id
 
 
@@ -254,13 +324,18 @@ def serving(path: Path) -> bool:
         return False
 
 
-RCPT_REQUEST = (b"request=smtpd_access_policy\nprotocol_state=RCPT\nsasl_username=acme-socket\n"
-                b"instance=x1\nrecipient=user@example.net\n\n")
+RCPT_REQUEST = (
+    b"request=smtpd_access_policy\nprotocol_state=RCPT\nsasl_username=acme-socket\n"
+    b"instance=x1\nrecipient=user@example.net\n\n"
+)
 
 
 def test_garbage_on_the_socket_closes_it_and_the_daemon_goes_on(stack: Stack) -> None:
-    for garbage in (b"GET / HTTP/1.0\r\n\r\n", b"request=smtpd_access_policy\nx=" + b"y" * 600
-                    + b"\n\n", b"request=smtpd_access_policy\n" + b"z=1\n" * 20000):
+    for garbage in (
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"request=smtpd_access_policy\nx=" + b"y" * 600 + b"\n\n",
+        b"request=smtpd_access_policy\n" + b"z=1\n" * 20000,
+    ):
         assert ask(policy_socket(stack), garbage) == b""
     assert ask(policy_socket(stack), RCPT_REQUEST) == b"action=DUNNO\n\n"
     assert "disconnecting" in stack.log("policyd")
@@ -289,19 +364,27 @@ def restart_with_clock_offset(stack: Stack, seconds: float) -> None:
 
 
 def test_warmup_rollover_with_a_clock_offset(node: Stack, sink: Sink) -> None:
-    login = ("warm", node.add_account("warm", "warm.example",
-                                      settings=["warmup_schedule=2", "recipients_per_day=100"]))
+    login = (
+        "warm",
+        node.add_account(
+            "warm", "warm.example", settings=["warmup_schedule=2", "recipients_per_day=100"]
+        ),
+    )
     recipients = [f"w1-{n}@example.net" for n in range(3)]
     with contextlib.closing(node.client("submission", login)) as smtp:
         smtp.mail("app@warm.example")
         replies = [smtp.rcpt(r) for r in recipients]
         assert smtp.data(simple_message("app@warm.example", recipients[0]))[0] == 250
     assert [code for code, _ in replies] == [250, 250, 450]
-    assert replies[2][1] == (b"4.7.1 <w1-2@example.net>: Recipient address rejected: Daily "
-                             b"warm-up quota of 2 recipients reached (day 1 of warm-up); "
-                             b"resets at 00:00Z")
-    assert "warm-up:     day 1 of warm-up, 2 of 2 recipients today" in \
-        node.txmail("accounts", "show", "warm").stdout
+    assert replies[2][1] == (
+        b"4.7.1 <w1-2@example.net>: Recipient address rejected: Daily "
+        b"warm-up quota of 2 recipients reached (day 1 of warm-up); "
+        b"resets at 00:00Z"
+    )
+    assert (
+        "warm-up:     day 1 of warm-up, 2 of 2 recipients today"
+        in node.txmail("accounts", "show", "warm").stdout
+    )
 
     restart_with_clock_offset(node, 86400.0)  # tomorrow: day 2, quota 4
     node.wait_passwd("warm")
@@ -310,14 +393,21 @@ def test_warmup_rollover_with_a_clock_offset(node: Stack, sink: Sink) -> None:
     assert "today:       0 messages, 0 recipients" in shown
     recipients = [f"w2-{n}@example.net" for n in range(5)]
     with contextlib.closing(node.client("submission", login)) as smtp:
-        code, text = attempt(smtp, "app@warm.example", recipients,
-                             simple_message("app@warm.example", recipients[0]))
+        code, text = attempt(
+            smtp, "app@warm.example", recipients, simple_message("app@warm.example", recipients[0])
+        )
         assert code == 250
-        code, text = attempt(smtp, "app@warm.example", ["late@example.net"],
-                             simple_message("app@warm.example", "late@example.net"))
+        code, text = attempt(
+            smtp,
+            "app@warm.example",
+            ["late@example.net"],
+            simple_message("app@warm.example", "late@example.net"),
+        )
     assert code == 450 and b"quota of 4 recipients reached (day 2 of warm-up)" in text
-    assert "day 2 of warm-up, 4 of 4 recipients today" in \
-        node.txmail("accounts", "show", "warm").stdout
+    assert (
+        "day 2 of warm-up, 4 of 4 recipients today"
+        in node.txmail("accounts", "show", "warm").stdout
+    )
 
 
 def children(pid: int) -> dict[int, str]:
@@ -359,8 +449,12 @@ def test_a_dead_policyd_means_4xx_never_a_permit(node: Stack) -> None:
             code, text = smtp.rcpt("someone@example.net")
     assert code == 451 and text.startswith(b"4.3.0") and TEMPFAIL in text
     wait_for(lambda: serving(policy_socket(node)), 30, what="policyd restarted")
-    node.send(login, "app@deadpol.example", ["after@example.net"],
-              simple_message("app@deadpol.example", "after@example.net"))
+    node.send(
+        login,
+        "app@deadpol.example",
+        ["after@example.net"],
+        simple_message("app@deadpol.example", "after@example.net"),
+    )
 
 
 def test_redis_down_means_defer(node: Stack) -> None:
@@ -380,13 +474,22 @@ def test_redis_down_means_defer(node: Stack) -> None:
 
 def test_two_nodes_on_one_redis_cluster_hold_one_limit(sink: Sink) -> None:
     cluster = RedisCluster().start()
-    nodes = [Stack(relay_port=sink.port, redis_url=cluster.url, cluster=True, name=f"node{n}",
-                   log_permits=True) for n in range(2)]
+    nodes = [
+        Stack(
+            relay_port=sink.port,
+            redis_url=cluster.url,
+            cluster=True,
+            name=f"node{n}",
+            log_permits=True,
+        )
+        for n in range(2)
+    ]
     try:
         for node in nodes:
             node.start()
-        password = nodes[0].add_account("shared", "shared.example",
-                                        settings=["warmup=false", "messages_per_day=10"])
+        password = nodes[0].add_account(
+            "shared", "shared.example", settings=["warmup=false", "messages_per_day=10"]
+        )
         nodes[1].wait_passwd("shared")
         codes: list[int] = []
         lock = threading.Lock()
@@ -395,8 +498,12 @@ def test_two_nodes_on_one_redis_cluster_hold_one_limit(sink: Sink) -> None:
             with contextlib.closing(node.client("submission", ("shared", password))) as smtp:
                 for m in range(4):
                     recipient = f"shared-{n}-{m}@example.net"
-                    code, _ = attempt(smtp, "app@shared.example", [recipient],
-                                      simple_message("app@shared.example", recipient))
+                    code, _ = attempt(
+                        smtp,
+                        "app@shared.example",
+                        [recipient],
+                        simple_message("app@shared.example", recipient),
+                    )
                     with lock:
                         codes.append(code)
 

@@ -29,24 +29,42 @@ def operator_postfix(sink: Sink) -> Iterator[tuple[Path, int]]:
     (etc / "op_transport").write_text(f"op.example smtp:[127.0.0.1]:{sink.port}\n")
     port = free_listening_port()
     settings = {
-        "queue_directory": root / "spool", "data_directory": root / "data",
-        "maillog_file": root / "maillog", "maillog_file_prefixes": root,
-        "syslog_name": "operator", "myhostname": "mx.operator.test", "mydestination": "",
-        "inet_interfaces": "127.0.0.1", "inet_protocols": "ipv4", "alias_maps": "",
-        "alias_database": "", "relayhost": f"[127.0.0.1]:{sink.port}",
-        "smtpd_banner": OPERATOR_BANNER, "transport_maps": f"texthash:{etc}/op_transport",
+        "queue_directory": root / "spool",
+        "data_directory": root / "data",
+        "maillog_file": root / "maillog",
+        "maillog_file_prefixes": root,
+        "syslog_name": "operator",
+        "myhostname": "mx.operator.test",
+        "mydestination": "",
+        "inet_interfaces": "127.0.0.1",
+        "inet_protocols": "ipv4",
+        "alias_maps": "",
+        "alias_database": "",
+        "relayhost": f"[127.0.0.1]:{sink.port}",
+        "smtpd_banner": OPERATOR_BANNER,
+        "transport_maps": f"texthash:{etc}/op_transport",
         "message_size_limit": "20480000",
     }
     (root / "spool").mkdir()
     (root / "data").mkdir()
     shutil.chown(root / "data", "postfix", "postfix")
-    subprocess.run(["postconf", "-c", str(etc), "-e",
-                    *(f"{k} = {v}" for k, v in settings.items())], check=True)
+    subprocess.run(
+        ["postconf", "-c", str(etc), "-e", *(f"{k} = {v}" for k, v in settings.items())], check=True
+    )
     # The test runs without the chroot jail Debian's master.cf asks for (it would need copies
     # of /etc inside the queue folder), and moves port 25 onto a free loopback port.
     subprocess.run(["postconf", "-c", str(etc), "-F", "*/*/chroot = n"], check=True)
-    subprocess.run(["postconf", "-c", str(etc), "-M", "-e",
-                    f"127.0.0.1:{port}/inet=127.0.0.1:{port} inet n - n - - smtpd"], check=True)
+    subprocess.run(
+        [
+            "postconf",
+            "-c",
+            str(etc),
+            "-M",
+            "-e",
+            f"127.0.0.1:{port}/inet=127.0.0.1:{port} inet n - n - - smtpd",
+        ],
+        check=True,
+    )
     subprocess.run(["postconf", "-c", str(etc), "-M", "-X", "smtp/inet"], check=True)
     yield etc, port
     subprocess.run(["postfix", "-c", str(etc), "stop"], capture_output=True, check=False)
@@ -54,24 +72,27 @@ def operator_postfix(sink: Sink) -> Iterator[tuple[Path, int]]:
 
 
 def postconf_h(etc: Path, name: str) -> str:
-    return subprocess.run(["postconf", "-c", str(etc), "-h", name], capture_output=True,
-                          text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["postconf", "-c", str(etc), "-h", name], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
-def test_install_into_existing_postfix_and_send(operator_postfix: tuple[Path, int],
-                                                make_stack: Callable[..., Stack],
-                                                sink: Sink) -> None:
+def test_install_into_existing_postfix_and_send(
+    operator_postfix: tuple[Path, int], make_stack: Callable[..., Stack], sink: Sink
+) -> None:
     etc, operator_port = operator_postfix
     original_main = (etc / "main.cf").read_text()
     node = make_stack(name="installed")
-    dry = node.txmail("postfix", "install", "--postfix-config-dir", str(etc), "--dry-run",
-                      "--no-systemd")
+    dry = node.txmail(
+        "postfix", "install", "--postfix-config-dir", str(etc), "--dry-run", "--no-systemd"
+    )
     assert "postconf -c" in dry.stdout and "-M -e" in dry.stdout
     assert (etc / "main.cf").read_text() == original_main  # a dry run changes nothing
 
     units = node.state / "systemd"
-    result = node.txmail("postfix", "install", "--postfix-config-dir", str(etc),
-                         "--systemd-dir", str(units))
+    result = node.txmail(
+        "postfix", "install", "--postfix-config-dir", str(etc), "--systemd-dir", str(units)
+    )
     assert "installed into" in result.stdout
     unit = (units / "txmail.service").read_text()
     assert "up --external-postfix" in unit and str(node.config) in unit
@@ -88,8 +109,9 @@ def test_install_into_existing_postfix_and_send(operator_postfix: tuple[Path, in
     assert postconf_h(etc, "disable_vrfy_command") == "yes"
     assert postconf_h(etc, "smtpd_etrn_restrictions").startswith("check_etrn_access")
     assert postconf_h(etc, "enable_long_queue_ids") == "yes"
-    master = subprocess.run(["postconf", "-c", str(etc), "-M"], capture_output=True,
-                            text=True, check=True).stdout
+    master = subprocess.run(
+        ["postconf", "-c", str(etc), "-M"], capture_output=True, text=True, check=True
+    ).stdout
     assert f"127.0.0.1:{operator_port} inet" in master
     assert f"127.0.0.1:{node.submission} inet" in master
     assert "bouncepipe unix" in master
@@ -97,15 +119,17 @@ def test_install_into_existing_postfix_and_send(operator_postfix: tuple[Path, in
     assert "smtpd_milters" not in postconf_h(etc, "smtpd_milters")
 
     # Installing again changes nothing in main.cf and adds no duplicates.
-    again = node.txmail("postfix", "install", "--postfix-config-dir", str(etc), "--dry-run",
-                        "--no-systemd")
+    again = node.txmail(
+        "postfix", "install", "--postfix-config-dir", str(etc), "--dry-run", "--no-systemd"
+    )
     assert " -e '" not in again.stdout.split("-M -e")[0].replace("postconf -c", "")
 
     node.start(args=("--external-postfix",))
     subprocess.run(["postfix", "-c", str(etc), "start"], check=True, capture_output=True)
     login = ("ops", node.add_account("ops", "ops.example"))
     recipient = "through-operator@example.net"
-    queue_id = node.send(login, "app@ops.example", [recipient],
-                         simple_message("app@ops.example", recipient))
+    queue_id = node.send(
+        login, "app@ops.example", [recipient], simple_message("app@ops.example", recipient)
+    )
     wait_for(lambda: sink.find(recipient), 30, what="delivery through the operator's Postfix")
     assert node.redis().hgetall(f"txmail:{{ops}}:message:{queue_id}")["account"] == "ops"

@@ -19,12 +19,19 @@ pytestmark = pytest.mark.e2e
 
 
 def test_soak_with_redis_and_maillog_follower_killed_loses_nothing() -> None:
-    report = run_soak(messages=1000, faults=[Fault("redis"), Fault("maillog")], concurrency=6,
-                      accounts=3, seed=8, drain_timeout=240.0, flush_every=10.0, out=print)
+    report = run_soak(
+        messages=1000,
+        faults=[Fault("redis"), Fault("maillog")],
+        concurrency=6,
+        accounts=3,
+        seed=8,
+        drain_timeout=240.0,
+        flush_every=10.0,
+        out=print,
+    )
     print(table(report))  # shown by pytest when the test fails
     assert report.accepted == 1000
-    assert [f.name for f in report.faults if "restarted as pid" in f.detail] == [
-        "redis", "maillog"]
+    assert [f.name for f in report.faults if "restarted as pid" in f.detail] == ["redis", "maillog"]
     assert report.lost == []
     assert report.unexpected == []
     assert report.wrong == []

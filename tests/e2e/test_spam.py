@@ -41,14 +41,14 @@ def login(node: Stack) -> tuple[str, str]:
     return "spamcheck", node.add_account("spamcheck", "spamcheck.example")
 
 
-def submit(node: Stack, login: tuple[str, str], recipient: str,
-           subject: str) -> tuple[int, str]:
+def submit(node: Stack, login: tuple[str, str], recipient: str, subject: str) -> tuple[int, str]:
     with node.client("submission", login) as smtp:
         smtp.mail("app@spamcheck.example")
         smtp.rcpt(recipient)
         try:
-            code, reply = smtp.data(simple_message("app@spamcheck.example", recipient,
-                                                   subject=subject))
+            code, reply = smtp.data(
+                simple_message("app@spamcheck.example", recipient, subject=subject)
+            )
         except smtplib.SMTPDataError as exc:
             code, reply = exc.smtp_code, exc.smtp_error
     return code, reply.decode(errors="replace")
@@ -68,8 +68,9 @@ def test_ham_is_delivered(node: Stack, sink: Sink, login: tuple[str, str]) -> No
     wait_for(lambda: sink.find("spam-ham@example.net"), 20, what="delivery of the ham")
 
 
-def test_spam_above_the_threshold_is_refused(node: Stack, sink: Sink,
-                                             login: tuple[str, str]) -> None:
+def test_spam_above_the_threshold_is_refused(
+    node: Stack, sink: Sink, login: tuple[str, str]
+) -> None:
     code, reply = submit(node, login, "spam-spam@example.net", f"Buy now {SPAM_SUBJECT}")
     assert code == 550, reply
     assert "5.7.1" in reply and "score 20.0" in reply and "15.0" in reply
@@ -81,13 +82,15 @@ def test_the_threshold_is_per_account(node: Stack, sink: Sink) -> None:
     with node.client("submission", ("lenient", password)) as smtp:
         smtp.mail("app@lenient.example")
         smtp.rcpt("spam-lenient@example.net")
-        code, _ = smtp.data(simple_message("app@lenient.example", "spam-lenient@example.net",
-                                           subject=SPAM_SUBJECT))
+        code, _ = smtp.data(
+            simple_message("app@lenient.example", "spam-lenient@example.net", subject=SPAM_SUBJECT)
+        )
     assert code == 250
 
 
-def test_rspamd_down_is_a_temporary_failure(node: Stack, rspamd: Rspamd,
-                                            login: tuple[str, str]) -> None:
+def test_rspamd_down_is_a_temporary_failure(
+    node: Stack, rspamd: Rspamd, login: tuple[str, str]
+) -> None:
     rspamd.stop()  # last test of the module: the node keeps asking a dead rspamd
     with pytest.raises(TemporaryFailure):
         SpamChecker(rspamd_url=rspamd.url, timeout=2).score(b"x", "a@b.example", [], "Q")

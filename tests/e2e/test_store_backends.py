@@ -38,8 +38,12 @@ def client(request: pytest.FixtureRequest, redis_server: RedisServer) -> store.C
 
 def test_accounts_roundtrip(client: store.Client) -> None:
     accounts = Accounts(client, store.Keys())
-    accounts.add("acme", ["acme.example", "Mail.ACME.example."], "correct horse battery",
-                 settings={"max_recipients": 5})
+    accounts.add(
+        "acme",
+        ["acme.example", "Mail.ACME.example."],
+        "correct horse battery",
+        settings={"max_recipients": 5},
+    )
     acme = accounts.get("acme")
     assert acme.domains == ["acme.example", "mail.acme.example"]
     assert check_password("correct horse battery", acme.password_hash)
@@ -69,10 +73,14 @@ def test_one_domain_one_account(client: store.Client) -> None:
 
 def test_message_records(client: store.Client) -> None:
     messages = Messages(client, store.Keys(), ttl_seconds=60)
-    record = MessageRecord(queue_id="4jXCs06YbRzJJ2Y", account="acme",
-                           envelope_sender="app@acme.example", recipients=["a@example.net"],
-                           envelope_params=["RET=HDRS"],
-                           recipient_params={"a@example.net": ["NOTIFY=FAILURE"]})
+    record = MessageRecord(
+        queue_id="4jXCs06YbRzJJ2Y",
+        account="acme",
+        envelope_sender="app@acme.example",
+        recipients=["a@example.net"],
+        envelope_params=["RET=HDRS"],
+        recipient_params={"a@example.net": ["NOTIFY=FAILURE"]},
+    )
     messages.record(record)
     assert messages.get("4jXCs06YbRzJJ2Y") == record
     assert messages.get("4jXNOTHERE") is None
@@ -88,7 +96,8 @@ def test_keys_of_one_account_share_a_slot() -> None:
 
 
 def test_unreachable_redis_is_a_temporary_failure() -> None:
-    settings = Settings(redis=dataclasses.replace(RedisSettings(), url="redis://127.0.0.1:1",
-                                                  timeout=0.5))
+    settings = Settings(
+        redis=dataclasses.replace(RedisSettings(), url="redis://127.0.0.1:1", timeout=0.5)
+    )
     with pytest.raises(StoreUnavailable):
         Accounts(store.connect(settings), store.Keys()).get("acme")

@@ -27,8 +27,9 @@ def delivered_to(sink: Sink, recipient: str) -> bytes:
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
-def test_smtplib_587_starttls_auth(stack: Stack, sink: Sink, acme: tuple[str, str],
-                                   mechanism: str) -> None:
+def test_smtplib_587_starttls_auth(
+    stack: Stack, sink: Sink, acme: tuple[str, str], mechanism: str
+) -> None:
     recipient = f"smtplib-{mechanism.lower()}@example.net"
     with stack.client("submission") as smtp:
         smtp.user, smtp.password = acme
@@ -48,23 +49,47 @@ def test_smtplib_587_starttls_auth(stack: Stack, sink: Sink, acme: tuple[str, st
 
 def test_smtplib_465_implicit_tls(stack: Stack, sink: Sink, acme: tuple[str, str]) -> None:
     recipient = "implicit465@example.net"
-    queue_id = stack.send(acme, "app@acme.example", [recipient],
-                          simple_message("app@acme.example", recipient), port="submissions")
+    queue_id = stack.send(
+        acme,
+        "app@acme.example",
+        [recipient],
+        simple_message("app@acme.example", recipient),
+        port="submissions",
+    )
     delivered_to(sink, recipient)
     assert recorded(stack, queue_id)["account"] == "acme"
 
 
-@pytest.mark.parametrize("mechanism,tls", [("PLAIN", "--tls"), ("LOGIN", "--tls"),
-                                           ("PLAIN", "--tlsc")])
-def test_swaks(stack: Stack, sink: Sink, acme: tuple[str, str], mechanism: str,
-               tls: str) -> None:
+@pytest.mark.parametrize(
+    "mechanism,tls", [("PLAIN", "--tls"), ("LOGIN", "--tls"), ("PLAIN", "--tlsc")]
+)
+def test_swaks(stack: Stack, sink: Sink, acme: tuple[str, str], mechanism: str, tls: str) -> None:
     port = stack.submissions if tls == "--tlsc" else stack.submission
     recipient = f"swaks-{mechanism.lower()}-{tls.strip('-')}@example.net"
     result = subprocess.run(
-        ["swaks", "--server", f"127.0.0.1:{port}", tls, "--auth", mechanism,
-         "--auth-user", acme[0], "--auth-password", acme[1], "--from", "app@acme.example",
-         "--to", recipient, "--h-Subject", "swaks test"],
-        capture_output=True, text=True, timeout=60, check=False)
+        [
+            "swaks",
+            "--server",
+            f"127.0.0.1:{port}",
+            tls,
+            "--auth",
+            mechanism,
+            "--auth-user",
+            acme[0],
+            "--auth-password",
+            acme[1],
+            "--from",
+            "app@acme.example",
+            "--to",
+            recipient,
+            "--h-Subject",
+            "swaks test",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     queue_id = queue_id_of(result.stdout.split("<~  250 2.0.0 Ok: ")[-1])
     delivered_to(sink, recipient)

@@ -53,8 +53,9 @@ def target() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def account(stack: Stack) -> tuple[str, str]:
     name = "tracked"
-    password = stack.add_account(name, DOMAIN, settings=["track_opens=true",
-                                                         "track_clicks=true", "warmup=false"])
+    password = stack.add_account(
+        name, DOMAIN, settings=["track_opens=true", "track_clicks=true", "warmup=false"]
+    )
     return name, password
 
 
@@ -63,17 +64,22 @@ def tracker_url(stack: Stack) -> str:
 
 
 def html_message(sender: str, recipient: str, target: str, extra: str = "") -> bytes:
-    html = (f'<html><body><p>Your order: <a href="{target}/order?id=7&amp;from=mail">view</a>'
-            f' <a href="mailto:help@{DOMAIN}">help</a>'
-            f' <a data-unsubscribe href="{target}/unsubscribe">unsubscribe</a></p>'
-            "</body></html>")
-    return (f"From: Shop <{sender}>\r\nTo: {recipient}\r\nSubject: your order\r\n"
-            f"Message-ID: <{time.time_ns()}@{DOMAIN}>\r\nMIME-Version: 1.0\r\n{extra}"
-            'Content-Type: multipart/alternative; boundary="b"\r\n\r\n'
-            "--b\r\nContent-Type: text/plain\r\n\r\nYour order: see the HTML part.\r\n"
-            "--b\r\nContent-Type: text/html; charset=utf-8\r\n"
-            "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-            + html.replace("=", "=3D") + "\r\n--b--\r\n").encode()
+    html = (
+        f'<html><body><p>Your order: <a href="{target}/order?id=7&amp;from=mail">view</a>'
+        f' <a href="mailto:help@{DOMAIN}">help</a>'
+        f' <a data-unsubscribe href="{target}/unsubscribe">unsubscribe</a></p>'
+        "</body></html>"
+    )
+    return (
+        f"From: Shop <{sender}>\r\nTo: {recipient}\r\nSubject: your order\r\n"
+        f"Message-ID: <{time.time_ns()}@{DOMAIN}>\r\nMIME-Version: 1.0\r\n{extra}"
+        'Content-Type: multipart/alternative; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nYour order: see the HTML part.\r\n"
+        "--b\r\nContent-Type: text/html; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        + html.replace("=", "=3D")
+        + "\r\n--b--\r\n"
+    ).encode()
 
 
 def delivered_html(sink: Sink, recipient: str) -> str:
@@ -102,13 +108,18 @@ def today_count(stack: Stack, account: str, kind: str) -> int:
 def sent(stack: Stack, sink: Sink, account: tuple[str, str], target: str) -> dict[str, str]:
     name, password = account
     recipient = "reader@example.net"
-    queue_id = stack.send((name, password), f"shop@{DOMAIN}", [recipient],
-                          html_message(f"shop@{DOMAIN}", recipient, target))
+    queue_id = stack.send(
+        (name, password),
+        f"shop@{DOMAIN}",
+        [recipient],
+        html_message(f"shop@{DOMAIN}", recipient, target),
+    )
     return {"queue_id": queue_id, "recipient": recipient, "html": delivered_html(sink, recipient)}
 
 
-def test_links_are_rewritten_except_mailto_and_unsubscribe(sent: dict[str, str],
-                                                            target: str) -> None:
+def test_links_are_rewritten_except_mailto_and_unsubscribe(
+    sent: dict[str, str], target: str
+) -> None:
     html = sent["html"]
     assert len(re.findall(r"/c/[A-Za-z0-9_.-]+", html)) == 1
     assert f'href="mailto:help@{DOMAIN}"' in html
@@ -118,7 +129,8 @@ def test_links_are_rewritten_except_mailto_and_unsubscribe(sent: dict[str, str],
 
 
 def test_a_followed_link_reaches_its_target_and_makes_one_click(
-        stack: Stack, sent: dict[str, str], target: str) -> None:
+    stack: Stack, sent: dict[str, str], target: str
+) -> None:
     link = re.search(r'href="[^"]*(/c/[A-Za-z0-9_.-]+)"', sent["html"]).group(1)
     before = today_count(stack, "tracked", "click")
     browser = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"}
@@ -126,8 +138,9 @@ def test_a_followed_link_reaches_its_target_and_makes_one_click(
     assert answer.status_code == 200 and answer.text == "landed"
     assert answer.url == f"{target}/order?id=7&from=mail"
     assert answer.history[0].status_code == 302
-    clicks = wait_for(lambda: events_of(stack, "tracked", sent["queue_id"], "click"), 15,
-                      what="the click event")
+    clicks = wait_for(
+        lambda: events_of(stack, "tracked", sent["queue_id"], "click"), 15, what="the click event"
+    )
     assert len(clicks) == 1
     click = clicks[0]
     assert click["recipient"] == sent["recipient"]
@@ -136,32 +149,45 @@ def test_a_followed_link_reaches_its_target_and_makes_one_click(
     assert click["details"]["user_agent"].startswith("Mozilla/5.0")
     # a second click is counted but sends no second event
     requests.get(tracker_url(stack) + link, headers=browser, timeout=10)
-    wait_for(lambda: today_count(stack, "tracked", "click") >= before + 2, 15,
-             what="the second click counted")
+    wait_for(
+        lambda: today_count(stack, "tracked", "click") >= before + 2,
+        15,
+        what="the second click counted",
+    )
     assert len(events_of(stack, "tracked", sent["queue_id"], "click")) == 1
 
 
 def test_the_open_pixel_records_an_open_and_marks_head_as_machine(
-        stack: Stack, sent: dict[str, str]) -> None:
+    stack: Stack, sent: dict[str, str]
+) -> None:
     pixel = re.search(r'<img src="[^"]*(/o/[A-Za-z0-9_.-]+\.gif)"', sent["html"]).group(1)
     probe = requests.head(tracker_url(stack) + pixel, timeout=10)
     assert probe.status_code == 200 and probe.content == b""
-    opened = requests.get(tracker_url(stack) + pixel, timeout=10,
-                          headers={"User-Agent": "Mozilla/5.0 Thunderbird/128.0"})
+    opened = requests.get(
+        tracker_url(stack) + pixel,
+        timeout=10,
+        headers={"User-Agent": "Mozilla/5.0 Thunderbird/128.0"},
+    )
     assert opened.status_code == 200 and opened.headers["Content-Type"] == "image/gif"
     assert opened.content.startswith(b"GIF89a") and "no-store" in opened.headers["Cache-Control"]
-    opens = wait_for(lambda: events_of(stack, "tracked", sent["queue_id"], "open"), 15,
-                     what="the open event")
+    opens = wait_for(
+        lambda: events_of(stack, "tracked", sent["queue_id"], "open"), 15, what="the open event"
+    )
     assert len(opens) == 1
     assert opens[0]["details"]["machine"] is True  # the HEAD came first
     assert opens[0]["details"]["machine_reason"] == "head"
 
 
-def test_flags_turn_tracking_off_for_one_message(stack: Stack, sink: Sink,
-                                                  account: tuple[str, str], target: str) -> None:
+def test_flags_turn_tracking_off_for_one_message(
+    stack: Stack, sink: Sink, account: tuple[str, str], target: str
+) -> None:
     recipient = "untracked@example.net"
-    stack.send(account, f"shop@{DOMAIN}", [recipient],
-               html_message(f"shop@{DOMAIN}", recipient, target, extra="X-Mxm-Flags: 0\r\n"))
+    stack.send(
+        account,
+        f"shop@{DOMAIN}",
+        [recipient],
+        html_message(f"shop@{DOMAIN}", recipient, target, extra="X-Mxm-Flags: 0\r\n"),
+    )
     html = delivered_html(sink, recipient)
     assert "/c/" not in html and "/o/" not in html
     assert f'href="{target}/order?id=7&amp;from=mail"' in html

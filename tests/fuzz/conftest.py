@@ -23,7 +23,10 @@ settings.register_profile(
     deadline=None,
     derandomize=not LONG_RUN,
     database=DirectoryBasedExampleDatabase("/tmp/txmail-hypothesis") if LONG_RUN else None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
     print_blob=True,
 )

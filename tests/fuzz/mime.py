@@ -26,29 +26,67 @@ from txmail.store.account_settings import FORBIDDEN_EXTENSIONS
 SAFE_EXTENSIONS = ("pdf", "txt", "jpg", "png", "csv", "html", "ics", "json", "eml", "xml")
 # A minimal Windows PE image: DOS header whose e_lfanew (offset 60) points at "PE\0\0".
 PE_HEAD = b"MZ\x90\x00" + b"\x00" * 56 + (64).to_bytes(4, "little") + b"PE\x00\x00\x4c\x01"
-LEAF_TYPES = ("text/plain", "text/html", "image/png", "application/pdf",
-              "application/octet-stream", "application/json", "audio/mpeg", "x-unknown/x-thing")
+LEAF_TYPES = (
+    "text/plain",
+    "text/html",
+    "image/png",
+    "application/pdf",
+    "application/octet-stream",
+    "application/json",
+    "audio/mpeg",
+    "x-unknown/x-thing",
+)
 ENCODINGS = ("base64", "quoted-printable", "7bit", "8bit", None, "x-garbage")
-CARRIERS = ("quoted", "content-type-name", "rfc2231", "rfc2231-continued", "rfc2047-b",
-            "rfc2047-q", "both-headers")
+CARRIERS = (
+    "quoted",
+    "content-type-name",
+    "rfc2231",
+    "rfc2231-continued",
+    "rfc2047-b",
+    "rfc2047-q",
+    "both-headers",
+)
 CHARSETS = ("utf-8", "UTF-8", "Utf-8")
 
 # Bytes that mean something to a MIME reader, for the mutations of tests/fuzz/mutations.py.
 GARBLING = [
-    b"\r\n", b"\r\n\r\n", b"--", b"\r\n--=_fuzz_1_boundary\r\n", b"--=_fuzz_2_boundary--",
-    b"Content-Type: multipart/mixed; boundary=x\r\n", b"Content-Type: message/rfc822\r\n\r\n",
-    b"Content-Transfer-Encoding: base64\r\n", b"Content-Transfer-Encoding: x-uuencode\r\n",
-    b"; filename*0*=x-unknown''%FF", b"; filename*=''", b"; name=\"=?x?B?AAA?=\"",
-    b"; filename*1=", b"=?utf-8?Q?=FF?=", b"PK\x03\x04", b"PK\x05\x06", b"MZ", b"\x00",
-    b"\xed\xa0\x80", b"\xff", b"begin 644 ", b";;;;", b'"', b"\\", b"\t", b" ",
-    b"; charset*0=a", b"; filename*0=a", b"; boundary*0=a", b'; charset="\x00"',
+    b"\r\n",
+    b"\r\n\r\n",
+    b"--",
+    b"\r\n--=_fuzz_1_boundary\r\n",
+    b"--=_fuzz_2_boundary--",
+    b"Content-Type: multipart/mixed; boundary=x\r\n",
+    b"Content-Type: message/rfc822\r\n\r\n",
+    b"Content-Transfer-Encoding: base64\r\n",
+    b"Content-Transfer-Encoding: x-uuencode\r\n",
+    b"; filename*0*=x-unknown''%FF",
+    b"; filename*=''",
+    b'; name="=?x?B?AAA?="',
+    b"; filename*1=",
+    b"=?utf-8?Q?=FF?=",
+    b"PK\x03\x04",
+    b"PK\x05\x06",
+    b"MZ",
+    b"\x00",
+    b"\xed\xa0\x80",
+    b"\xff",
+    b"begin 644 ",
+    b";;;;",
+    b'"',
+    b"\\",
+    b"\t",
+    b" ",
+    b"; charset*0=a",
+    b"; filename*0=a",
+    b"; boundary*0=a",
+    b'; charset="\x00"',
 ]
 
 
 @dataclass
 class Leaf:
     content_type: str
-    body: bytes                       # the decoded content
+    body: bytes  # the decoded content
     encoding: str | None = None
     name: str | None = None
     carrier: str = "quoted"
@@ -74,6 +112,7 @@ Node = Leaf | Multipart | Attached
 
 
 # -- rendering ------------------------------------------------------------------------------
+
 
 def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -115,7 +154,7 @@ def _escapes(encoded: str) -> list[str]:
     chunks, i = [], 0
     while i < len(encoded):
         step = 3 if encoded[i] == "%" else 1
-        chunks.append(encoded[i:i + step])
+        chunks.append(encoded[i : i + step])
         i += step
     return chunks
 
@@ -133,10 +172,18 @@ def render(node: Node, boundary_seed: list[int]) -> bytes:
     if isinstance(node, Multipart):
         boundary_seed[0] += 1
         boundary = f"=_fuzz_{boundary_seed[0]}_boundary"
-        parts = b"".join(b"--" + boundary.encode() + b"\r\n" + render(child, boundary_seed)
-                         + b"\r\n" for child in node.children)
-        return (f'Content-Type: multipart/{node.subtype}; boundary="{boundary}"\r\n\r\n'
-                "This is a MIME message.\r\n").encode() + parts + f"--{boundary}--".encode()
+        parts = b"".join(
+            b"--" + boundary.encode() + b"\r\n" + render(child, boundary_seed) + b"\r\n"
+            for child in node.children
+        )
+        return (
+            (
+                f'Content-Type: multipart/{node.subtype}; boundary="{boundary}"\r\n\r\n'
+                "This is a MIME message.\r\n"
+            ).encode()
+            + parts
+            + f"--{boundary}--".encode()
+        )
     if isinstance(node, Attached):
         head = "Content-Type: message/rfc822\r\n"
         if node.name is not None:
@@ -158,10 +205,13 @@ def render(node: Node, boundary_seed: list[int]) -> bytes:
     return head.encode("utf-8") + b"\r\n" + _encode_body(node.body, node.encoding)
 
 
-def message(root: Node, boundary_seed: list[int] | None = None,
-            sender: str = "App <app@acme.example>") -> bytes:
-    head = (f"From: {sender}\r\nTo: user@example.net\r\nSubject: fuzz\r\n"
-            "Message-ID: <fuzz@acme.example>\r\nMIME-Version: 1.0\r\n").encode()
+def message(
+    root: Node, boundary_seed: list[int] | None = None, sender: str = "App <app@acme.example>"
+) -> bytes:
+    head = (
+        f"From: {sender}\r\nTo: user@example.net\r\nSubject: fuzz\r\n"
+        "Message-ID: <fuzz@acme.example>\r\nMIME-Version: 1.0\r\n"
+    ).encode()
     return head + render(root, boundary_seed or [0]) + b"\r\n"
 
 
@@ -181,14 +231,16 @@ def zipped(members: list[tuple[str, bytes]]) -> bytes:
 
 # -- harmless trees -------------------------------------------------------------------------
 
+
 def _plain_stem(text: str) -> bool:
     """Nothing in it that could become a dot or a folder separator once folded."""
     folded = unicodedata.normalize("NFKC", text)
     return bool(folded.strip()) and not any(c in folded for c in "./\\;\"'=?%")
 
 
-stems = st.text(st.characters(categories=("L", "N"), include_characters=" -_()"),
-                min_size=1, max_size=16).filter(_plain_stem)
+stems = st.text(
+    st.characters(categories=("L", "N"), include_characters=" -_()"), min_size=1, max_size=16
+).filter(_plain_stem)
 safe_names = st.builds(lambda stem, ext: f"{stem}.{ext}", stems, st.sampled_from(SAFE_EXTENSIONS))
 carriers = st.sampled_from(CARRIERS)
 
@@ -199,16 +251,26 @@ ARCHIVE_HEADS = (b"MZ", b"PK", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", b"Rar!", b"7
 
 
 def _harmless_content(body: bytes) -> bool:
-    return (not body.startswith(ARCHIVE_HEADS) and b"begin" not in body
-            and b"=_fuzz_" not in body)
+    return not body.startswith(ARCHIVE_HEADS) and b"begin" not in body and b"=_fuzz_" not in body
 
 
 harmless_bodies = st.binary(max_size=300).filter(_harmless_content)
-extra_params = st.lists(st.sampled_from([
-    "charset=utf-8", "charset=x-unknown", "format=flowed", "x-junk", "size=12345",
-    "charset*=x-bad''%FF", "title*=utf-8'en'%E2%80%AE", "name*0=a; name*2=b",
-    "creation-date=\"Thu, 1 Jan 2026 00:00:00 +0000\"",
-]), max_size=3)
+extra_params = st.lists(
+    st.sampled_from(
+        [
+            "charset=utf-8",
+            "charset=x-unknown",
+            "format=flowed",
+            "x-junk",
+            "size=12345",
+            "charset*=x-bad''%FF",
+            "title*=utf-8'en'%E2%80%AE",
+            "name*0=a; name*2=b",
+            'creation-date="Thu, 1 Jan 2026 00:00:00 +0000"',
+        ]
+    ),
+    max_size=3,
+)
 
 
 @st.composite
@@ -216,25 +278,34 @@ def harmless_leaves(draw: st.DrawFn) -> Leaf:
     content_type = draw(st.sampled_from(LEAF_TYPES))
     body = draw(harmless_bodies)
     if content_type == "application/octet-stream" and draw(st.booleans()):
-        body = zipped([(draw(safe_names), draw(harmless_bodies))
-                       for _ in range(draw(st.integers(1, 3)))])
+        body = zipped(
+            [(draw(safe_names), draw(harmless_bodies)) for _ in range(draw(st.integers(1, 3)))]
+        )
         content_type = "application/zip"
-    return Leaf(content_type=content_type, body=body,
-                encoding=draw(st.sampled_from(ENCODINGS)) if not body.startswith(b"PK")
-                else "base64",
-                name=draw(st.none() | safe_names), carrier=draw(carriers),
-                disposition=draw(st.sampled_from(["attachment", "inline"])),
-                extra_params=draw(extra_params))
+    return Leaf(
+        content_type=content_type,
+        body=body,
+        encoding=draw(st.sampled_from(ENCODINGS)) if not body.startswith(b"PK") else "base64",
+        name=draw(st.none() | safe_names),
+        carrier=draw(carriers),
+        disposition=draw(st.sampled_from(["attachment", "inline"])),
+        extra_params=draw(extra_params),
+    )
 
 
 def trees(leaves: st.SearchStrategy[Leaf]) -> st.SearchStrategy[Node]:
     return st.recursive(
         leaves,
         lambda children: st.one_of(
-            st.builds(Multipart, st.sampled_from(["mixed", "alternative", "related", "x-odd"]),
-                      st.lists(children, min_size=1, max_size=4)),
-            st.builds(Attached, children, st.none() | safe_names)),
-        max_leaves=12)
+            st.builds(
+                Multipart,
+                st.sampled_from(["mixed", "alternative", "related", "x-odd"]),
+                st.lists(children, min_size=1, max_size=4),
+            ),
+            st.builds(Attached, children, st.none() | safe_names),
+        ),
+        max_leaves=12,
+    )
 
 
 harmless_trees = trees(harmless_leaves())
@@ -242,13 +313,21 @@ harmless_trees = trees(harmless_leaves())
 
 # -- evasions -------------------------------------------------------------------------------
 
+
 def _mixed_case(text: str, pattern: int) -> str:
-    return "".join(c.upper() if pattern >> (i % 16) & 1 else c.lower()
-                   for i, c in enumerate(text))
+    return "".join(c.upper() if pattern >> (i % 16) & 1 else c.lower() for i, c in enumerate(text))
 
 
-NAME_EVASIONS = ("case", "trailing", "double-extension", "folder", "right-to-left-override",
-                 "zero-width", "fullwidth", "data-stream")
+NAME_EVASIONS = (
+    "case",
+    "trailing",
+    "double-extension",
+    "folder",
+    "right-to-left-override",
+    "zero-width",
+    "fullwidth",
+    "data-stream",
+)
 
 
 @st.composite
@@ -279,8 +358,9 @@ def forbidden_names(draw: st.DrawFn) -> tuple[str, str, list[str]]:
     if "trailing" in evasions:
         name += draw(st.text(st.sampled_from(". "), min_size=1, max_size=4))
     if "folder" in evasions:
-        name = draw(st.sampled_from(["C:\\Users\\x\\", "../", "dir/sub/", "\\\\host\\share\\"])) \
-            + name
+        name = (
+            draw(st.sampled_from(["C:\\Users\\x\\", "../", "dir/sub/", "\\\\host\\share\\"])) + name
+        )
     return name, extension, evasions
 
 
@@ -299,34 +379,54 @@ def hidden_leaves(draw: st.DrawFn) -> tuple[Leaf, str]:
     padding = draw(st.binary(max_size=200))
     encoding = draw(st.sampled_from(["base64", "quoted-printable", "8bit", "binary", None]))
     if how == "named":
-        leaf = Leaf(draw(st.sampled_from(LEAF_TYPES)), draw(harmless_bodies), encoding, name,
-                    draw(carriers))
+        leaf = Leaf(
+            draw(st.sampled_from(LEAF_TYPES)), draw(harmless_bodies), encoding, name, draw(carriers)
+        )
         event(f"name written as: {leaf.carrier}")
         return leaf, f"{name!r} (.{extension}, {evasions}) written as {leaf.carrier}"
     if how == "executable":
         # a text part may begin with the letters MZ: only a PE header makes it a program
         text = draw(st.booleans())
         binary_types = [t for t in LEAF_TYPES if not t.startswith("text/")]
-        leaf = Leaf("text/plain" if text else draw(st.sampled_from(binary_types)),
-                    PE_HEAD + padding if text or draw(st.booleans()) else b"MZ" + padding,
-                    encoding, draw(st.none() | safe_names), draw(carriers))
+        leaf = Leaf(
+            "text/plain" if text else draw(st.sampled_from(binary_types)),
+            PE_HEAD + padding if text or draw(st.booleans()) else b"MZ" + padding,
+            encoding,
+            draw(st.none() | safe_names),
+            draw(carriers),
+        )
         return leaf, f"an MZ executable as {leaf.content_type} named {leaf.name!r}"
     if how == "uuencoded":
         mode = draw(st.sampled_from(["644", "755", "0644"]))
-        body = b"Your file:\r\n\r\nbegin " + mode.encode() + b" " + \
-            name.rstrip(" ").encode("utf-8") + b"\r\nM86QL\r\n`\r\nend\r\n"
-        return Leaf("text/plain", body, draw(st.sampled_from(["7bit", "8bit", None]))), \
-            f"uuencoded {name!r} (.{extension}, {evasions})"
-    inner: tuple[str, bytes] = (name, padding) if how == "zip-member" else \
-        (draw(safe_names), PE_HEAD + padding)
+        body = (
+            b"Your file:\r\n\r\nbegin "
+            + mode.encode()
+            + b" "
+            + name.rstrip(" ").encode("utf-8")
+            + b"\r\nM86QL\r\n`\r\nend\r\n"
+        )
+        return Leaf(
+            "text/plain", body, draw(st.sampled_from(["7bit", "8bit", None]))
+        ), f"uuencoded {name!r} (.{extension}, {evasions})"
+    inner: tuple[str, bytes] = (
+        (name, padding) if how == "zip-member" else (draw(safe_names), PE_HEAD + padding)
+    )
     depth = draw(st.integers(1, 3))
-    archive = zipped([*((draw(safe_names), draw(harmless_bodies))
-                        for _ in range(draw(st.integers(0, 2)))), inner])
+    archive = zipped(
+        [
+            *((draw(safe_names), draw(harmless_bodies)) for _ in range(draw(st.integers(0, 2)))),
+            inner,
+        ]
+    )
     for _ in range(depth - 1):
         archive = zipped([(draw(stems) + ".zip", archive)])
-    leaf = Leaf(draw(st.sampled_from(["application/zip", "application/octet-stream",
-                                      "application/pdf"])), archive, "base64",
-                draw(st.none() | safe_names | stems.map(lambda s: s + ".zip")), draw(carriers))
+    leaf = Leaf(
+        draw(st.sampled_from(["application/zip", "application/octet-stream", "application/pdf"])),
+        archive,
+        "base64",
+        draw(st.none() | safe_names | stems.map(lambda s: s + ".zip")),
+        draw(carriers),
+    )
     return leaf, f"{inner[0]!r} ({how}) in a zip {depth} deep named {leaf.name!r}"
 
 

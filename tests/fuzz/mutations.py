@@ -27,12 +27,12 @@ def mutate(raw: bytes, changes: list[Change]) -> bytes:
     for kind, position, *args in changes:
         at = position % (len(data) + 1)
         if kind == "cut":
-            del data[at:at + args[0]]
+            del data[at : at + args[0]]
         elif kind == "insert":
             data[at:at] = args[0]
         elif kind == "repeat":
             length, times = args
-            data[at:at] = bytes(data[at:at + length]) * times
+            data[at:at] = bytes(data[at : at + length]) * times
         elif kind == "flip" and at < len(data):
             data[at] = args[0]
         elif kind == "truncate":

@@ -30,29 +30,54 @@ SETTINGS = from_fields({})
 SINGLE = {**SETTINGS, "recipient_mode": "single"}
 
 # Any text, with the characters that matter to headers made likely.
-header_text = st.lists(st.one_of(
-    st.characters(codec="utf-8"),
-    st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF),  # pymilter's escaped bytes
-    st.sampled_from(list("\r\n\t\x00 ,;:<>@\"'()[]\\=.") + ["\n ", "\r\n ", "=?utf-8?B?"]),
-), max_size=120).map("".join)
+header_text = st.lists(
+    st.one_of(
+        st.characters(codec="utf-8"),
+        st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF),  # pymilter's escaped bytes
+        st.sampled_from(list("\r\n\t\x00 ,;:<>@\"'()[]\\=.") + ["\n ", "\r\n ", "=?utf-8?B?"]),
+    ),
+    max_size=120,
+).map("".join)
 addresses = st.one_of(
     header_text,
-    st.builds(lambda local, domain: f"{local}@{domain}",
-              st.text(st.characters(codec="ascii"), max_size=12),
-              st.sampled_from([*DOMAINS, "ACME.example", "acme.example.", "[acme.example]",
-                               "evil.example", "acme.example.evil.example", ""])),
+    st.builds(
+        lambda local, domain: f"{local}@{domain}",
+        st.text(st.characters(codec="ascii"), max_size=12),
+        st.sampled_from(
+            [
+                *DOMAINS,
+                "ACME.example",
+                "acme.example.",
+                "[acme.example]",
+                "evil.example",
+                "acme.example.evil.example",
+                "",
+            ]
+        ),
+    ),
 )
-address_lists = st.lists(st.one_of(
-    addresses,
-    st.builds(lambda name, address: f'"{name}" <{address}>', header_text, addresses),
-), min_size=0, max_size=4).map(", ".join)
+address_lists = st.lists(
+    st.one_of(
+        addresses,
+        st.builds(lambda name, address: f'"{name}" <{address}>', header_text, addresses),
+    ),
+    min_size=0,
+    max_size=4,
+).map(", ".join)
 
 
-def submission_with(headers: list[tuple[str, str]], envelope_sender: str = "app@acme.example",
-                    recipients: list[str] | None = None) -> Submission:
-    submission = Submission(account="acme", domains=DOMAINS, sender=envelope_sender,
-                            recipients=list(recipients or ["user@example.net"]),
-                            plan=Plan(recipients=list(recipients or ["user@example.net"])))
+def submission_with(
+    headers: list[tuple[str, str]],
+    envelope_sender: str = "app@acme.example",
+    recipients: list[str] | None = None,
+) -> Submission:
+    submission = Submission(
+        account="acme",
+        domains=DOMAINS,
+        sender=envelope_sender,
+        recipients=list(recipients or ["user@example.net"]),
+        plan=Plan(recipients=list(recipients or ["user@example.net"])),
+    )
     for name, value in headers:
         submission.add_header(name, value)
     submission.stage = "eom"
@@ -68,21 +93,40 @@ def judged(rule: Any, submission: Submission, settings: dict[str, Any] = SETTING
 
 
 @examples(400)
-@given(st.lists(st.tuples(st.sampled_from(["X-CloudMTA-Tags", "X-Mxm-Tag", "x-mxm-tag",
-                                           "X-CLOUDMTA-TAGS", "X-Mxm-Tags", "Subject"]),
-                          st.one_of(header_text, st.lists(header_text, max_size=12).map(
-                              ",".join))), max_size=4))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "X-CloudMTA-Tags",
+                    "X-Mxm-Tag",
+                    "x-mxm-tag",
+                    "X-CLOUDMTA-TAGS",
+                    "X-Mxm-Tags",
+                    "Subject",
+                ]
+            ),
+            st.one_of(header_text, st.lists(header_text, max_size=12).map(",".join)),
+        ),
+        max_size=4,
+    )
+)
 @example([("X-Mxm-Tag", "a\n b, a ,\tc")])
 @example([("X-Mxm-Tag", "x" * 64 + ",y")])
 def test_tags(headers: list[tuple[str, str]]) -> None:
     verdict = judged(tags, submission_with(headers))
-    pieces = [piece.strip() for name, value in headers
-              if name.lower() in ("x-cloudmta-tags", "x-mxm-tag")
-              for piece in unfold(value).split(",") if piece.strip()]
+    pieces = [
+        piece.strip()
+        for name, value in headers
+        if name.lower() in ("x-cloudmta-tags", "x-mxm-tag")
+        for piece in unfold(value).split(",")
+        if piece.strip()
+    ]
     if isinstance(verdict, Refusal):
         assert verdict.status == "5.6.0"
-        assert (len(set(pieces)) > tags.MAX_TAGS
-                or any(len(p) > tags.MAX_LENGTH or not p.isprintable() for p in pieces))
+        assert len(set(pieces)) > tags.MAX_TAGS or any(
+            len(p) > tags.MAX_LENGTH or not p.isprintable() for p in pieces
+        )
         return
     given_tags = list(verdict.tags) if verdict is not None else []
     assert given_tags == list(dict.fromkeys(pieces))  # every tag, once, in the order given
@@ -93,8 +137,16 @@ def test_tags(headers: list[tuple[str, str]]) -> None:
 
 
 @examples(300)
-@given(st.lists(st.one_of(header_text, st.integers(-20, 40).map(str),
-                          st.integers(0, 15).map(lambda n: f" {n:03d} ")), max_size=3))
+@given(
+    st.lists(
+        st.one_of(
+            header_text,
+            st.integers(-20, 40).map(str),
+            st.integers(0, 15).map(lambda n: f" {n:03d} "),
+        ),
+        max_size=3,
+    )
+)
 @example(["\u0661"])  # ARABIC-INDIC DIGIT ONE: a digit, but not ASCII
 @example(["15", "junk"])
 def test_flags(values: list[str]) -> None:
@@ -110,8 +162,17 @@ def test_flags(values: list[str]) -> None:
 
 
 @examples(300)
-@given(st.lists(st.one_of(header_text, st.sampled_from(
-    ["standard", "PRIORITY", " digest ", "Digest\n", "priority\x00", "bulk"])), max_size=3))
+@given(
+    st.lists(
+        st.one_of(
+            header_text,
+            st.sampled_from(
+                ["standard", "PRIORITY", " digest ", "Digest\n", "priority\x00", "bulk"]
+            ),
+        ),
+        max_size=3,
+    )
+)
 def test_message_class(values: list[str]) -> None:
     verdict = judged(message_class, submission_with([("X-CloudMTA-Class", v) for v in values]))
     named = {v.strip().lower() for v in values}
@@ -140,15 +201,18 @@ def test_sender(from_values: list[str], envelope_sender: str) -> None:
 
 
 @examples(300)
-@given(st.lists(address_lists, max_size=3),
-       st.lists(addresses.filter(bool), min_size=1, max_size=4),  # RCPT TO is never empty
-       st.lists(address_lists, max_size=2))
+@given(
+    st.lists(address_lists, max_size=3),
+    st.lists(addresses.filter(bool), min_size=1, max_size=4),  # RCPT TO is never empty
+    st.lists(address_lists, max_size=2),
+)
 @example(['"\n\r" <>'], ["user@example.net"], [])  # found: the To address was "\n"
 # found: formataddr() raised on an SMTPUTF8 To address, so 451 4.3.0 for ever
 @example(["Jos\u00e9 <jos\u00e9@example.net>, other@example.net"], ["jos\u00e9@example.net"], [])
 @example(["\udc80 <\udc80@example.net>, other@example.net"], ["\udc80@example.net"], [])
-def test_single_recipient(to_values: list[str], recipients: list[str],
-                          cc_values: list[str]) -> None:
+def test_single_recipient(
+    to_values: list[str], recipients: list[str], cc_values: list[str]
+) -> None:
     headers = [("To", v) for v in to_values] + [("Cc", v) for v in cc_values]
     verdict = judged(single_recipient, submission_with(headers, recipients=recipients), SINGLE)
     if isinstance(verdict, Refusal):
@@ -156,10 +220,12 @@ def test_single_recipient(to_values: list[str], recipients: list[str],
         return
     assert isinstance(verdict, single_recipient.SingleRecipient)
     assert verdict.to in recipients
-    kept = [verdict.to] + ([verdict.bcc] if verdict.bcc is not None else []) + \
-        list(verdict.discarded)
-    assert sorted(kept) == sorted(recipients) or len(set(r.lower() for r in recipients)) < \
-        len(recipients)
+    kept = (
+        [verdict.to] + ([verdict.bcc] if verdict.bcc is not None else []) + list(verdict.discarded)
+    )
+    assert sorted(kept) == sorted(recipients) or len(set(r.lower() for r in recipients)) < len(
+        recipients
+    )
     for edit in verdict.edits:
         assert edit.value is None or not any(c in edit.value for c in "\r\n\x00"), edit
         if edit.value is not None and verdict.to.isprintable():

@@ -30,25 +30,41 @@ NUMBERS = ("recipient_count", "size", "server_port")
 REQUEST = "request=smtpd_access_policy"
 
 names = st.one_of(
-    st.sampled_from(["protocol_state", "sasl_username", "sender", "recipient", "queue_id",
-                     "instance", "client_address", "helo_name", "ccert_subject"]),
+    st.sampled_from(
+        [
+            "protocol_state",
+            "sasl_username",
+            "sender",
+            "recipient",
+            "queue_id",
+            "instance",
+            "client_address",
+            "helo_name",
+            "ccert_subject",
+        ]
+    ),
     st.text(st.characters(codec="ascii", exclude_characters="=\r\n"), min_size=1, max_size=40),
 ).filter(lambda name: name not in NUMBERS and name != "request")
-values = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"),
-                 max_size=protocol.MAX_ATTRIBUTE)
+values = st.text(
+    st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=protocol.MAX_ATTRIBUTE
+)
 attribute_sets = st.dictionaries(names, values, max_size=12).flatmap(
     lambda attributes: st.fixed_dictionaries(
-        {**{k: st.just(v) for k, v in attributes.items()},
-         **{n: st.integers(0, 10**9).map(str) for n in NUMBERS[:1]}},
-        optional={n: st.integers(0, 10**6).map(str) for n in NUMBERS[1:]}))
+        {
+            **{k: st.just(v) for k, v in attributes.items()},
+            **{n: st.integers(0, 10**9).map(str) for n in NUMBERS[:1]},
+        },
+        optional={n: st.integers(0, 10**6).map(str) for n in NUMBERS[1:]},
+    )
+)
 
 
 def block_of(attributes: dict[str, str]) -> bytes:
-    return (REQUEST + "\n" + "".join(f"{k}={v}\n" for k, v in attributes.items())
-            + "\n").encode()
+    return (REQUEST + "\n" + "".join(f"{k}={v}\n" for k, v in attributes.items()) + "\n").encode()
 
 
 # -- one block ------------------------------------------------------------------------------
+
 
 @examples(1000)
 @given(st.binary(max_size=3000))
@@ -76,34 +92,42 @@ def test_well_formed_blocks_round_trip(attributes: dict[str, str], crlf: bool) -
 
 BAD_TAILS = {
     # what follows the good requests -> the warning that must end the connection
-    "garbage": (b"request=smtpd_access_policy\nthis is not an attribute\n\n",
-                "not an attribute line"),
-    "long-value": (b"request=smtpd_access_policy\nsender=" + b"a" * 513 + b"\n\n",
-                   "over 512 characters"),
-    "long-name": (b"request=smtpd_access_policy\n" + b"n" * 513 + b"=1\n\n",
-                  "over 512 characters"),
+    "garbage": (
+        b"request=smtpd_access_policy\nthis is not an attribute\n\n",
+        "not an attribute line",
+    ),
+    "long-value": (
+        b"request=smtpd_access_policy\nsender=" + b"a" * 513 + b"\n\n",
+        "over 512 characters",
+    ),
+    "long-name": (b"request=smtpd_access_policy\n" + b"n" * 513 + b"=1\n\n", "over 512 characters"),
     "no-request": (b"protocol_state=RCPT\nsender=a@b\n\n", "no request=smtpd_access_policy"),
     "not-a-number": (b"request=smtpd_access_policy\nsize=12x\n\n", "is not a number"),
-    "endless": (b"request=smtpd_access_policy\nsender=" + b"a" * (protocol.MAX_REQUEST + 100),
-                f"request over {protocol.MAX_REQUEST} bytes"),
-    "half-a-request": (b"request=smtpd_access_policy\nsender=a@b\n",
-                       "connection closed in the middle of a request"),
+    "endless": (
+        b"request=smtpd_access_policy\nsender=" + b"a" * (protocol.MAX_REQUEST + 100),
+        f"request over {protocol.MAX_REQUEST} bytes",
+    ),
+    "half-a-request": (
+        b"request=smtpd_access_policy\nsender=a@b\n",
+        "connection closed in the middle of a request",
+    ),
 }
 
 
 # -- whole connections through the server's read loop ----------------------------------------
 
+
 class FixedAnswer(server.PolicyServer):
     """policyd's server with every decision DUNNO, so only the read loop is exercised."""
 
     def __init__(self) -> None:
-        settings = Settings(state_dir=tempfile.gettempdir(),
-                            redis=RedisSettings(url="redis://127.0.0.1:9/0"))
+        settings = Settings(
+            state_dir=tempfile.gettempdir(), redis=RedisSettings(url="redis://127.0.0.1:9/0")
+        )
         super().__init__(settings, server.connect(settings), Keys("fuzz:"), clock=lambda: 0.0)
         self.requests: list[decide.Request] = []
 
-    async def answer(self, request: decide.Request,
-                     connection: server.Connection) -> decide.Action:
+    async def answer(self, request: decide.Request, connection: server.Connection) -> decide.Action:
         self.requests.append(request)
         return decide.Action("DUNNO", "permit")
 
@@ -150,16 +174,17 @@ def cuts_in(stream: bytes, points: list[int]) -> list[int]:
 
 @examples(300)
 @given(st.lists(attribute_sets, max_size=4), st.sampled_from([None, *BAD_TAILS]), cut_points)
-def test_requests_cut_anywhere_are_answered_in_order(attribute_list: list[dict[str, str]],
-                                                     tail: str | None,
-                                                     points: list[int]) -> None:
+def test_requests_cut_anywhere_are_answered_in_order(
+    attribute_list: list[dict[str, str]], tail: str | None, points: list[int]
+) -> None:
     stream = b"".join(block_of(a) for a in attribute_list)
     if tail is not None:
         stream += BAD_TAILS[tail][0]
     answers, requests, warnings = converse(stream, cuts_in(stream, points))
     assert answers == b"action=DUNNO\n\n" * len(attribute_list)
-    assert [r.recipient_count for r in requests] == \
-        [int(a["recipient_count"]) for a in attribute_list]
+    assert [r.recipient_count for r in requests] == [
+        int(a["recipient_count"]) for a in attribute_list
+    ]
     assert [r.queue_id for r in requests] == [a.get("queue_id", "") for a in attribute_list]
     if tail is None:
         assert warnings == []
@@ -171,8 +196,9 @@ def test_requests_cut_anywhere_are_answered_in_order(attribute_list: list[dict[s
 @given(st.binary(max_size=2000), cut_points)
 @example(b"\n\n\n\n", [])
 @example(b"request=smtpd_access_policy\n\n\n\nrequest=smtpd_access_policy\n\n", [1, 30, 31])
-def test_any_stream_cut_anywhere_never_breaks_the_read_loop(stream: bytes,
-                                                            points: list[int]) -> None:
+def test_any_stream_cut_anywhere_never_breaks_the_read_loop(
+    stream: bytes, points: list[int]
+) -> None:
     answers, requests, warnings = converse(stream, cuts_in(stream, points))
     assert answers == b"action=DUNNO\n\n" * len(requests)
     assert len(requests) <= stream.count(b"\n\n")

@@ -81,5 +81,3 @@ def test_plaintext_on_465_gets_nothing(stack: Stack) -> None:
         except (ConnectionResetError, TimeoutError):
             answer = b""
     assert not answer.startswith(b"250")
-
-

@@ -85,8 +85,9 @@ def test_the_genuine_bounce_still_suppresses(stack: Stack, sink: Sink, account: 
     assert [e["recipient"] for e in account.suppressed()] == [rcpt]
 
 
-def test_a_recipient_cannot_get_another_suppressed(stack: Stack, sink: Sink,
-                                                   account: Account) -> None:
+def test_a_recipient_cannot_get_another_suppressed(
+    stack: Stack, sink: Sink, account: Account
+) -> None:
     """Issue 15 (2): both received one message; the forger's return path is genuine, but it
     names the forger's own queue file, so a complaint about the other recipient is not
     believed, and no complaint counts toward the account's suspension unless a feedback
@@ -98,14 +99,22 @@ def test_a_recipient_cannot_get_another_suppressed(stack: Stack, sink: Sink,
     account.wait("delivery", victim, queue_id)
     forger_copy, victim_copy = sink.find(forger)[-1], sink.find(victim)[-1]
     assert forger_copy.sender != victim_copy.sender  # a return path each
-    Sink.deliver(stack.smtp, "", forger_copy.sender,
-                 Sink.arf(forger_copy.sender, victim, bytes(forger_copy.data)))
+    Sink.deliver(
+        stack.smtp,
+        "",
+        forger_copy.sender,
+        Sink.arf(forger_copy.sender, victim, bytes(forger_copy.data)),
+    )
     complaint = account.wait("complaint", victim, queue_id)
     assert complaint["details"]["trusted"] is False
     assert victim not in [e["recipient"] for e in account.suppressed()]
     # About themselves they are believed: it is their own outcome.
-    Sink.deliver(stack.smtp, "", forger_copy.sender,
-                 Sink.arf(forger_copy.sender, forger, bytes(forger_copy.data)))
+    Sink.deliver(
+        stack.smtp,
+        "",
+        forger_copy.sender,
+        Sink.arf(forger_copy.sender, forger, bytes(forger_copy.data)),
+    )
     own = account.wait("complaint", forger, queue_id)
     assert own["details"].get("trusted", True) is True
     listed = [e["recipient"] for e in account.suppressed()]
@@ -114,8 +123,9 @@ def test_a_recipient_cannot_get_another_suppressed(stack: Stack, sink: Sink,
     assert stats[0]["reputation"]["complained"] == 0
 
 
-def test_a_forged_bounce_first_does_not_hide_the_genuine_one(stack: Stack, sink: Sink,
-                                                             account: Account) -> None:
+def test_a_forged_bounce_first_does_not_hide_the_genuine_one(
+    stack: Stack, sink: Sink, account: Account
+) -> None:
     """Issue 15 (4): the untrusted report used to take the event id, and the genuine bounce
     that followed was dropped as reported again."""
     rcpt = f"first-forged-{account.name}@dest.example"
@@ -126,7 +136,13 @@ def test_a_forged_bounce_first_does_not_hide_the_genuine_one(stack: Stack, sink:
     assert forged["details"]["trusted"] is False
     Sink.deliver(stack.smtp, "", original.sender, Sink.dsn(original, rcpt))
     genuine = account.receiver.wait_event(
-        lambda e: e["account"] == account.name and e["kind"] == "bounce"
-        and e["recipient"] == rcpt and e["details"].get("trusted", True) is True, 30)
+        lambda e: (
+            e["account"] == account.name
+            and e["kind"] == "bounce"
+            and e["recipient"] == rcpt
+            and e["details"].get("trusted", True) is True
+        ),
+        30,
+    )
     assert genuine["id"] != forged["id"]
     assert rcpt in [e["recipient"] for e in account.suppressed()]

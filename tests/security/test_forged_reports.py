@@ -61,12 +61,24 @@ def sent_to_both(client: redis.Redis, settings: Settings, account: str) -> None:
     """A message to the forger and the victim, as the milter records it now: the forger stays
     on the client's queue file, the victim got a copy of their own."""
     messages = Messages(client, Keys(settings.redis.prefix), 86400)
-    messages.record(MessageRecord(queue_id=PARENT, account=account,
-                                  envelope_sender=f"app@{account}.example",
-                                  recipients=[FORGER, VICTIM], copies={VICTIM: COPY}))
-    messages.record(MessageRecord(queue_id=COPY, account=account,
-                                  envelope_sender=f"app@{account}.example",
-                                  recipients=[VICTIM], parent=PARENT))
+    messages.record(
+        MessageRecord(
+            queue_id=PARENT,
+            account=account,
+            envelope_sender=f"app@{account}.example",
+            recipients=[FORGER, VICTIM],
+            copies={VICTIM: COPY},
+        )
+    )
+    messages.record(
+        MessageRecord(
+            queue_id=COPY,
+            account=account,
+            envelope_sender=f"app@{account}.example",
+            recipients=[VICTIM],
+            parent=PARENT,
+        )
+    )
 
 
 def return_path(queue_id: str) -> str:
@@ -74,26 +86,32 @@ def return_path(queue_id: str) -> str:
 
 
 def arf(about: str, to: str) -> bytes:
-    return (f"From: someone@dest.example\r\nTo: {to}\r\nSubject: report\r\nMIME-Version: 1.0\r\n"
-            'Content-Type: multipart/report; report-type=feedback-report; boundary="b"\r\n\r\n'
-            "--b\r\nContent-Type: text/plain\r\n\r\nspam\r\n"
-            "--b\r\nContent-Type: message/feedback-report\r\n\r\n"
-            f"Feedback-Type: abuse\r\nVersion: 1\r\nOriginal-Rcpt-To: <{about}>\r\n\r\n"
-            f"--b\r\nContent-Type: text/rfc822-headers\r\n\r\nReturn-Path: <{to}>\r\n"
-            f"To: {about}\r\nMessage-ID: <m1@acme.example>\r\n\r\n--b--\r\n").encode()
+    return (
+        f"From: someone@dest.example\r\nTo: {to}\r\nSubject: report\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nspam\r\n"
+        "--b\r\nContent-Type: message/feedback-report\r\n\r\n"
+        f"Feedback-Type: abuse\r\nVersion: 1\r\nOriginal-Rcpt-To: <{about}>\r\n\r\n"
+        f"--b\r\nContent-Type: text/rfc822-headers\r\n\r\nReturn-Path: <{to}>\r\n"
+        f"To: {about}\r\nMessage-ID: <m1@acme.example>\r\n\r\n--b--\r\n"
+    ).encode()
 
 
 def dsn(recipients: list[str], to: str) -> bytes:
-    fields = "".join(f"Final-Recipient: rfc822; {r}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
-                     f"Diagnostic-Code: smtp; 550 5.1.1 <{r}>: User unknown\r\n\r\n"
-                     for r in recipients)
-    return (f"From: MAILER-DAEMON@mx.dest.example\r\nTo: {to}\r\nSubject: failure\r\n"
-            "MIME-Version: 1.0\r\n"
-            'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
-            "--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n"
-            "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
-            f"Reporting-MTA: dns; mx.dest.example\r\nX-Postfix-Queue-ID: {PARENT}\r\n\r\n"
-            f"{fields}--b--\r\n").encode()
+    fields = "".join(
+        f"Final-Recipient: rfc822; {r}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        f"Diagnostic-Code: smtp; 550 5.1.1 <{r}>: User unknown\r\n\r\n"
+        for r in recipients
+    )
+    return (
+        f"From: MAILER-DAEMON@mx.dest.example\r\nTo: {to}\r\nSubject: failure\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; mx.dest.example\r\nX-Postfix-Queue-ID: {PARENT}\r\n\r\n"
+        f"{fields}--b--\r\n"
+    ).encode()
 
 
 def complaints_counted(client: redis.Redis, settings: Settings, account: str) -> int:
@@ -112,19 +130,27 @@ def never_forward(raw: bytes, to: str, queue_id: str) -> None:
 
 
 def test_a_recipient_cannot_file_a_complaint_about_another(
-        client: redis.Redis, settings: Settings, account: str) -> None:
+    client: redis.Redis, settings: Settings, account: str
+) -> None:
     sent_to_both(client, settings, account)
-    outcome = process(settings, client, arf(VICTIM, return_path(PARENT)), "",
-                      return_path(PARENT), forwarder=never_forward)
+    outcome = process(
+        settings,
+        client,
+        arf(VICTIM, return_path(PARENT)),
+        "",
+        return_path(PARENT),
+        forwarder=never_forward,
+    )
     assert outcome.trusted  # the token is genuine: it names the forger's queue file...
-    (_, event), = stream_events(client, Keys(settings.redis.prefix), account)
+    ((_, event),) = stream_events(client, Keys(settings.redis.prefix), account)
     assert (event.kind, event.recipient, event.trusted) == ("complaint", VICTIM, False)
     assert suppressed(client, settings, account) == []  # ...which never carried the victim
     assert complaints_counted(client, settings, account) == 0
 
 
 def test_a_complaint_about_oneself_suppresses_but_counts_only_from_a_feedback_loop(
-        client: redis.Redis, settings: Settings, account: str) -> None:
+    client: redis.Redis, settings: Settings, account: str
+) -> None:
     sent_to_both(client, settings, account)
     raw = arf(FORGER, return_path(PARENT))
     process(settings, client, raw, "", return_path(PARENT), forwarder=never_forward)
@@ -132,37 +158,46 @@ def test_a_complaint_about_oneself_suppresses_but_counts_only_from_a_feedback_lo
     assert complaints_counted(client, settings, account) == 0  # not a feedback loop's word
     # The same outcome, reported by a feedback loop whose signature verified, counts.
     signed = dataclasses.replace(parse_report(raw), dkim_domains=("arf.mail.yahoo.com",))
-    process(settings, client, raw, "", return_path(PARENT), forwarder=never_forward,
-            report=signed)
+    process(settings, client, raw, "", return_path(PARENT), forwarder=never_forward, report=signed)
     assert complaints_counted(client, settings, account) == 1
 
 
 def test_a_feedback_loop_report_sent_to_a_fixed_address_finds_its_token(
-        client: redis.Redis, settings: Settings, account: str) -> None:
+    client: redis.Redis, settings: Settings, account: str
+) -> None:
     """Feedback loops mail the address the sender registered, not the bounce address; the
     returned message's Return-Path still carries the token, and the loop's signature says
     who complained."""
     sent_to_both(client, settings, account)
     raw = arf(VICTIM, return_path(COPY))
     report = dataclasses.replace(parse_report(raw), dkim_domains=("arf.mail.yahoo.com",))
-    outcome = process(settings, client, raw, "", "fbl@mta.acme.example",
-                      forwarder=never_forward, report=report)
+    outcome = process(
+        settings, client, raw, "", "fbl@mta.acme.example", forwarder=never_forward, report=report
+    )
     assert outcome.trusted and outcome.queue_id == COPY
     assert suppressed(client, settings, account) == [VICTIM]
     assert complaints_counted(client, settings, account) == 1
     # Unsigned, the same report is the sender's word only.
     unsigned = dataclasses.replace(parse_report(raw), dkim_domains=("isp.example",))
-    outcome = process(settings, client, raw, "", "fbl@mta.acme.example",
-                      forwarder=never_forward, report=unsigned)
+    outcome = process(
+        settings, client, raw, "", "fbl@mta.acme.example", forwarder=never_forward, report=unsigned
+    )
     assert not outcome.trusted
 
 
 def test_one_unauthenticated_dsn_cannot_flood_a_webhook(
-        client: redis.Redis, settings: Settings, account: str) -> None:
+    client: redis.Redis, settings: Settings, account: str
+) -> None:
     sent_to_both(client, settings, account)
     many = [f"user{i}@dest.example" for i in range(1000)]
-    outcome = process(settings, client, dsn(many, "bounces@mta.acme.example"), "",
-                      "bounces@mta.acme.example", forwarder=never_forward)
+    outcome = process(
+        settings,
+        client,
+        dsn(many, "bounces@mta.acme.example"),
+        "",
+        "bounces@mta.acme.example",
+        forwarder=never_forward,
+    )
     limit = settings.bounce_pipe.untrusted_events_per_report
     events = stream_events(client, Keys(settings.redis.prefix), account)
     assert len(events) == limit
@@ -171,45 +206,54 @@ def test_one_unauthenticated_dsn_cannot_flood_a_webhook(
     assert "not recorded" in outcome.kept  # kept for `txmail bounces unparsed`
 
 
-def test_untrusted_events_are_capped_per_message(client: redis.Redis,
-                                                 settings: Settings) -> None:
+def test_untrusted_events_are_capped_per_message(client: redis.Redis, settings: Settings) -> None:
     keys = Keys(settings.redis.prefix)
     recorder = Recorder(client, keys)
-    recorded = [recorder.record(make_event("bounce", "acme", PARENT, f"u{i}@dest.example",
-                                           trusted=False), untrusted_cap=3)
-                for i in range(10)]
+    recorded = [
+        recorder.record(
+            make_event("bounce", "acme", PARENT, f"u{i}@dest.example", trusted=False),
+            untrusted_cap=3,
+        )
+        for i in range(10)
+    ]
     assert [r.new for r in recorded] == [True] * 3 + [False] * 7
     assert all(r.capped for r in recorded[3:])
     genuine = recorder.record(make_event("bounce", "acme", PARENT, "u9@dest.example"))
     assert genuine.new  # the cap is for untrusted reports only
 
 
-def test_a_forged_report_first_never_hides_the_genuine_one(client: redis.Redis,
-                                                           settings: Settings) -> None:
+def test_a_forged_report_first_never_hides_the_genuine_one(
+    client: redis.Redis, settings: Settings
+) -> None:
     recorder = Recorder(client, Keys(settings.redis.prefix))
-    forged = recorder.record(make_event("bounce", "acme", PARENT, VICTIM, trusted=False),
-                             untrusted_cap=20)
+    forged = recorder.record(
+        make_event("bounce", "acme", PARENT, VICTIM, trusted=False), untrusted_cap=20
+    )
     genuine = recorder.record(make_event("bounce", "acme", PARENT, VICTIM))
     assert forged.new and genuine.new and forged.event_id != genuine.event_id
     events = stream_events(client, Keys(settings.redis.prefix), "acme")
     assert [e.trusted for _, e in events] == [False, True]
     # Once the genuine outcome is there, a forged report of it adds nothing.
     recorder.record(make_event("bounce", "acme", PARENT, FORGER))
-    late = recorder.record(make_event("bounce", "acme", PARENT, FORGER, trusted=False),
-                           untrusted_cap=20)
+    late = recorder.record(
+        make_event("bounce", "acme", PARENT, FORGER, trusted=False), untrusted_cap=20
+    )
     assert not late.new
     assert len(stream_events(client, Keys(settings.redis.prefix), "acme")) == 3
 
 
 def _signed(message: bytes, domain: str) -> tuple[bytes, dict[str, bytes]]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.DER,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-    signature = dkim.sign(message, b"fbl", domain.encode(), pem,
-                          include_headers=[b"from", b"to", b"subject"])
+    signature = dkim.sign(
+        message, b"fbl", domain.encode(), pem, include_headers=[b"from", b"to", b"subject"]
+    )
     return signature + message, {f"fbl._domainkey.{domain}.": record}
 
 
@@ -237,32 +281,52 @@ def outcomes(client: redis.Redis, settings: Settings, account: str, field: str) 
 
 
 def test_a_recipient_cannot_raise_the_bounce_rate_with_dsns_about_themselves(
-        client: redis.Redis, settings: Settings, account: str) -> None:
+    client: redis.Redis, settings: Settings, account: str
+) -> None:
     """After Postfix delivered the message, a DSN for that recipient is what the recipient can
     write: it suppresses them (their own outcome) but does not count toward suspension."""
     sent_to_both(client, settings, account)
     recorder = Recorder(client, Keys(settings.redis.prefix))
     recorder.record(make_event("delivery", account, PARENT, FORGER))
     bounce = dsn([FORGER], return_path(PARENT)).replace(PARENT.encode(), b"4jNOTHING000001")
-    outcome = process(settings, client, bounce, "", return_path(PARENT),
-                      forwarder=lambda raw, to, queue_id: None)
+    outcome = process(
+        settings, client, bounce, "", return_path(PARENT), forwarder=lambda raw, to, queue_id: None
+    )
     assert outcome.trusted
     assert suppressed(client, settings, account) == [FORGER]
     assert outcomes(client, settings, account, "bounced") == 0
     # Postfix never saw the victim's copy delivered: a bounce for it counts.
-    process(settings, client, dsn([VICTIM], return_path(COPY)), "", return_path(COPY),
-            forwarder=lambda raw, to, queue_id: None)
+    process(
+        settings,
+        client,
+        dsn([VICTIM], return_path(COPY)),
+        "",
+        return_path(COPY),
+        forwarder=lambda raw, to, queue_id: None,
+    )
     assert outcomes(client, settings, account, "bounced") == 1
 
 
 def test_a_queue_file_of_several_mailboxes_vouches_for_nobody(
-        client: redis.Redis, settings: Settings, account: str) -> None:
+    client: redis.Redis, settings: Settings, account: str
+) -> None:
     """A record written before every recipient had a queue file of its own."""
-    Messages(client, Keys(settings.redis.prefix), 86400).record(MessageRecord(
-        queue_id=PARENT, account=account, envelope_sender=f"app@{account}.example",
-        recipients=[FORGER, VICTIM]))
-    outcome = process(settings, client, arf(VICTIM, return_path(PARENT)), "",
-                      return_path(PARENT), forwarder=never_forward)
+    Messages(client, Keys(settings.redis.prefix), 86400).record(
+        MessageRecord(
+            queue_id=PARENT,
+            account=account,
+            envelope_sender=f"app@{account}.example",
+            recipients=[FORGER, VICTIM],
+        )
+    )
+    outcome = process(
+        settings,
+        client,
+        arf(VICTIM, return_path(PARENT)),
+        "",
+        return_path(PARENT),
+        forwarder=never_forward,
+    )
     assert outcome.trusted
     assert suppressed(client, settings, account) == []
 
@@ -289,5 +353,6 @@ def test_only_the_configured_loops_signatures_are_looked_up() -> None:
 
     assert feedback.verified_signers(signed, lookup, wanted=["arf.mail.yahoo.com"]) == ()
     assert asked == []
-    assert feedback.verified_signers(signed, lambda n, timeout=5: zone.get(n.decode()),
-                                     wanted=["ISP.example."]) == ("isp.example",)
+    assert feedback.verified_signers(
+        signed, lambda n, timeout=5: zone.get(n.decode()), wanted=["ISP.example."]
+    ) == ("isp.example",)

@@ -39,10 +39,12 @@ CASES: list[tuple[str, str, Any]] = [
     ("X-CloudMTA-Tags", f"a\x85{MARK}", REFUSED),
     ("X-CloudMTA-Tags", "x" * 900, REFUSED),
     ("X-Mxm-Tag", ",".join(f"t{i}" for i in range(11)), REFUSED),
-    ("X-Mxm-Tag", "café, 日本語, \"quoted\\\" tag\"",
-     {"tags": ["café", "日本語", '"quoted\\" tag"']}),
-    ("X-Mxm-Tag", f"=?utf-8?q?a=0D=0AX-Injected:_{MARK}?=",
-     {"tags": [f"=?utf-8?q?a=0D=0AX-Injected:_{MARK}?="]}),  # never decoded into a CRLF
+    ("X-Mxm-Tag", 'café, 日本語, "quoted\\" tag"', {"tags": ["café", "日本語", '"quoted\\" tag"']}),
+    (
+        "X-Mxm-Tag",
+        f"=?utf-8?q?a=0D=0AX-Injected:_{MARK}?=",
+        {"tags": [f"=?utf-8?q?a=0D=0AX-Injected:_{MARK}?="]},
+    ),  # never decoded into a CRLF
     ("X-Mxm-Flags", f"1\r\n X-Injected: {MARK}", REFUSED),
     ("X-Mxm-Flags", f"3\x00{MARK}", {"flags": "3"}),
     ("X-Mxm-Flags", "\uff13", REFUSED),  # a fullwidth digit three
@@ -63,8 +65,9 @@ def api_key(stack: Stack, account: Account) -> str:
 
 
 def submit(account: Account, recipient: str, message: bytes) -> tuple[int, str]:
-    with contextlib.closing(account.stack.client("submission", (account.name,
-                                                                account.password))) as smtp:
+    with contextlib.closing(
+        account.stack.client("submission", (account.name, account.password))
+    ) as smtp:
         smtp.mail(account.sender)
         smtp.rcpt(recipient)
         code, text = smtp.data(message)
@@ -102,28 +105,54 @@ def test_control_header_values(stack: Stack, sink: Sink, account: Account, case:
     assert shown["message"]["tags"] == tags
 
 
-@pytest.mark.parametrize("tag", ["a\r\nBcc: victim@example.net", "a\nX-Injected: x", "a\rb",
-                                 "a\x00b", "a\tb", "a,b", "x" * 101, ""])
-def test_api_tags_with_control_characters_are_a_400(stack: Stack, account: Account,
-                                                    api_key: str, tag: str) -> None:
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "a\r\nBcc: victim@example.net",
+        "a\nX-Injected: x",
+        "a\rb",
+        "a\x00b",
+        "a\tb",
+        "a,b",
+        "x" * 101,
+        "",
+    ],
+)
+def test_api_tags_with_control_characters_are_a_400(
+    stack: Stack, account: Account, api_key: str, tag: str
+) -> None:
     recipient = "api-inject@dest.example"
-    answer = post_send(stack, api_key, {
-        "envelope": account.sender, "recipients": [recipient], "tags": [tag],
-        "mime": simple_message(account.sender, recipient).decode()})
+    answer = post_send(
+        stack,
+        api_key,
+        {
+            "envelope": account.sender,
+            "recipients": [recipient],
+            "tags": [tag],
+            "mime": simple_message(account.sender, recipient).decode(),
+        },
+    )
     assert answer.status_code == 400, answer.text
     assert "tags must be" in answer.json()["error"]["message"]
 
 
-def test_api_tags_that_are_text_are_stored_as_sent(stack: Stack, sink: Sink, account: Account,
-                                                   api_key: str) -> None:
+def test_api_tags_that_are_text_are_stored_as_sent(
+    stack: Stack, sink: Sink, account: Account, api_key: str
+) -> None:
     recipient = f"api-tags-{account.name}@dest.example"
     tags = ["café", "X-Injected: INJECTED", "日本語"]
-    answer = post_send(stack, api_key, {
-        "envelope": account.sender, "recipients": [recipient], "tags": tags,
-        "mime": simple_message(account.sender, recipient).decode()})
+    answer = post_send(
+        stack,
+        api_key,
+        {
+            "envelope": account.sender,
+            "recipients": [recipient],
+            "tags": tags,
+            "mime": simple_message(account.sender, recipient).decode(),
+        },
+    )
     assert answer.status_code == 200, answer.text
     for name, value in delivered_headers(sink, recipient):
         assert MARK not in name + value
     event = account.wait("delivery", recipient, answer.json()["message_id"])
     assert event["tags"] == tags
-

@@ -27,8 +27,7 @@ LIMIT = 20_000
 
 @pytest.fixture(scope="module")
 def node(sink: Sink) -> Iterator[Stack]:
-    made = Stack(relay_port=sink.port, name="size").configure("postfix",
-                                                             message_size_limit=LIMIT)
+    made = Stack(relay_port=sink.port, name="size").configure("postfix", message_size_limit=LIMIT)
     try:
         yield made.start()
     finally:
@@ -43,8 +42,12 @@ def password(node: Stack) -> str:
 def message(size: int) -> bytes:
     """A message of exactly `size` bytes as sent after DATA (CRLF line ends, ending in CRLF),
     with a folded header."""
-    head = simple_message("app@size.example", "r@example.net", body="", extra_headers={
-        "X-Folded": "first part\r\n  second part\r\n\tthird part"})
+    head = simple_message(
+        "app@size.example",
+        "r@example.net",
+        body="",
+        extra_headers={"X-Folded": "first part\r\n  second part\r\n\tthird part"},
+    )
     line = b"x" * 76 + b"\r\n"
     body = line * ((size - len(head)) // len(line))
     rest = size - len(head) - len(body)
@@ -74,8 +77,9 @@ def test_a_message_up_to_the_limit_is_accepted(node: Stack, password: str, size:
 
 
 @pytest.mark.parametrize("size", [LIMIT + 1, LIMIT + 2])
-def test_one_byte_more_is_refused_with_the_accounts_sentence(node: Stack, password: str,
-                                                            size: int) -> None:
+def test_one_byte_more_is_refused_with_the_accounts_sentence(
+    node: Stack, password: str, size: int
+) -> None:
     code, text = reply(node, password, message(size))
     assert (code, text[:6]) == (552, b"5.3.4 "), text
     assert b"too big for this account" in text

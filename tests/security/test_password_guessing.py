@@ -47,8 +47,9 @@ def login_from(node: Stack, address: str, login: str, password: str) -> tuple[in
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    with contextlib.closing(smtplib.SMTP("127.0.0.1", node.submission, timeout=60,
-                                         source_address=(address, 0))) as smtp:
+    with contextlib.closing(
+        smtplib.SMTP("127.0.0.1", node.submission, timeout=60, source_address=(address, 0))
+    ) as smtp:
         smtp.ehlo("client.test")
         smtp.starttls(context=context)
         smtp.ehlo("client.test")
@@ -67,16 +68,18 @@ def failures(node: Stack, login: str) -> float:
     return float(score) if score is not None else 0.0
 
 
-def test_guessing_from_many_addresses_is_refused_but_the_real_client_logs_in(
-        node: Stack) -> None:
+def test_guessing_from_many_addresses_is_refused_but_the_real_client_logs_in(node: Stack) -> None:
     password = node.add_account("guessed", "guessed.example")
     # The real client has sent mail from its address before the attack.
     assert login_from(node, "127.0.0.1", "guessed", password)[0] == 235
 
     guessers = [f"127.0.{n // 200 + 10}.{n % 200 + 10}" for n in range(3 * REJECT)]
     with ThreadPoolExecutor(len(guessers)) as pool:
-        answers = list(pool.map(lambda a: login_from(node, a[1], "guessed", f"guess-{a[0]}"),
-                                enumerate(guessers)))
+        answers = list(
+            pool.map(
+                lambda a: login_from(node, a[1], "guessed", f"guess-{a[0]}"), enumerate(guessers)
+            )
+        )
     assert all(code == 535 for code, _ in answers), answers
     refused = [text for _, text in answers if REFUSAL in text]
     # Every guess past the limit is refused unchecked, whatever the order they came in.

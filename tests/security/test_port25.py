@@ -33,8 +33,13 @@ def bounce_address(stack: Stack, n: int) -> str:
 
 @contextlib.contextmanager
 def port25(stack: Stack, source: str = "127.0.0.1") -> Iterator[smtplib.SMTP]:
-    with smtplib.SMTP("127.0.0.1", stack.smtp, timeout=30, local_hostname="mx.remote.test",
-                      source_address=(source, 0)) as smtp:
+    with smtplib.SMTP(
+        "127.0.0.1",
+        stack.smtp,
+        timeout=30,
+        local_hostname="mx.remote.test",
+        source_address=(source, 0),
+    ) as smtp:
         smtp.ehlo()
         yield smtp
 
@@ -70,8 +75,7 @@ def test_one_transaction_takes_at_most_100_recipients(stack: Stack) -> None:
 
 @pytest.fixture(scope="module")
 def limited(sink: Sink) -> Iterator[Stack]:
-    node = Stack(relay_port=sink.port, name="port25").configure("postfix",
-                                                                smtp_recipient_rate=RATE)
+    node = Stack(relay_port=sink.port, name="port25").configure("postfix", smtp_recipient_rate=RATE)
     try:
         yield node.start()
     finally:
@@ -94,22 +98,25 @@ def test_one_client_names_only_so_many_recipients_a_minute(limited: Stack) -> No
 def test_rendered_configuration(limited: Stack) -> None:
     etc = limited.state / "postfix/etc"
     main_cf = (etc / "main.cf").read_text().splitlines()
-    for line in ("disable_vrfy_command = yes",
-                 "smtpd_etrn_restrictions = check_etrn_access static:{502 5.5.1 ETRN is not "
-                 "offered here: this relay delivers its queue on its own schedule}",
-                 "smtpd_discard_ehlo_keywords = etrn"):
+    for line in (
+        "disable_vrfy_command = yes",
+        "smtpd_etrn_restrictions = check_etrn_access static:{502 5.5.1 ETRN is not "
+        "offered here: this relay delivers its queue on its own schedule}",
+        "smtpd_discard_ehlo_keywords = etrn",
+    ):
         assert line in main_cf
     master_cf = (etc / "master.cf").read_text()
     settings = config.load(limited.config)
-    assert (f"{settings.listen.address}:{settings.listen.smtp} inet n - n - - smtpd\n"
-            f"  -o syslog_name={settings.postfix.syslog_name}/smtp\n"
-            "  -o smtpd_recipient_limit=100\n"
-            f"  -o smtpd_client_recipient_rate_limit={RATE}\n") in master_cf
+    assert (
+        f"{settings.listen.address}:{settings.listen.smtp} inet n - n - - smtpd\n"
+        f"  -o syslog_name={settings.postfix.syslog_name}/smtp\n"
+        "  -o smtpd_recipient_limit=100\n"
+        f"  -o smtpd_client_recipient_rate_limit={RATE}\n"
+    ) in master_cf
     render.check_postfix(etc)  # Postfix reads it without a warning
 
 
-def test_postfix_install_refuses_vrfy_and_etrn_on_the_operators_port_25(
-        limited: Stack) -> None:
+def test_postfix_install_refuses_vrfy_and_etrn_on_the_operators_port_25(limited: Stack) -> None:
     """`txmail postfix install` leaves the operator's port 25 service alone, but that port now
     takes txmail's bounces: VRFY and ETRN are turned off globally (ETRN unless the operator
     restricts it already), and the plan notes the recipient limits to add there."""
@@ -121,8 +128,9 @@ def test_postfix_install_refuses_vrfy_and_etrn_on_the_operators_port_25(
     assert plan.main["disable_vrfy_command"] == "yes"
     assert plan.main["smtpd_etrn_restrictions"].startswith("check_etrn_access static:{502")
     assert any(f"smtpd_client_recipient_rate_limit={RATE}" in note for note in plan.notes)
-    (etc / "main.cf").write_text("compatibility_level = 3.6\n"
-                                 "smtpd_etrn_restrictions = permit_mynetworks, reject\n")
+    (etc / "main.cf").write_text(
+        "compatibility_level = 3.6\nsmtpd_etrn_restrictions = permit_mynetworks, reject\n"
+    )
     plan = install.plan(config.load(limited.config), limited.config, etc)
     assert "smtpd_etrn_restrictions" not in plan.main  # the operator's own is kept
     assert any("smtpd_etrn_restrictions is the operator's" in note for note in plan.notes)

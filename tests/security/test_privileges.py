@@ -71,9 +71,23 @@ def workers_of(server: int) -> list[int]:
 def as_user(uid: int, gid: int, *paths: str) -> list[str]:
     """The paths a process of uid/gid (no other group) could open or connect to."""
     probe = subprocess.run(
-        ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "/usr/bin/python3",
-         "-c", PROBE, "-", *paths], capture_output=True, text=True, timeout=30, check=True,
-        cwd="/")
+        [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            PROBE,
+            "-",
+            *paths,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        cwd="/",
+    )
     return [line.split(" ", 1)[1] for line in probe.stdout.splitlines()]
 
 
@@ -91,7 +105,8 @@ def test_the_parsers_of_returned_mail_run_unprivileged_and_bounded(stack: Stack)
         assert ids["Groups"] == ""
         limits = Path(f"/proc/{pid}/limits").read_text()
         assert f"Max address space         {settings.bounce_pipe.parser_memory_mb << 20}" in (
-            limits)
+            limits
+        )
         assert "Max processes             0                    0" in limits
         # no key and no Redis connection among its open files: pipes and the log only
         for fd in Path(f"/proc/{pid}/fd").iterdir():
@@ -102,22 +117,35 @@ def test_the_parsers_of_returned_mail_run_unprivileged_and_bounded(stack: Stack)
 def test_the_unprivileged_user_reaches_no_key_and_no_redis(stack: Stack) -> None:
     settings = config.load(stack.config)
     user = pwd.getpwnam(settings.user)
-    keys = [str(settings.path(getattr(settings.secrets, name)))
-            for name in ("bounce_key_file", "webhook_key_file", "tracking_key_file")]
+    keys = [
+        str(settings.path(getattr(settings.secrets, name)))
+        for name in ("bounce_key_file", "webhook_key_file", "tracking_key_file")
+    ]
     redis_sock = str(stack.state / "run/redis/redis.sock")
     logs = [str(p) for p in (stack.state / "log").iterdir()]
     assert Path(redis_sock).is_socket() and all(Path(k).is_file() for k in keys)
     nogroup = grp.getgrnam("nogroup").gr_gid
     # as Postfix's pipe process runs (uid and group txmail), and as a parser worker does
     assert as_user(user.pw_uid, user.pw_gid, *keys, redis_sock, *logs) == []
-    assert as_user(user.pw_uid, nogroup, *keys, redis_sock, *logs,
-                   str(settings.path(settings.bounce_pipe.socket))) == []
+    assert (
+        as_user(
+            user.pw_uid,
+            nogroup,
+            *keys,
+            redis_sock,
+            *logs,
+            str(settings.path(settings.bounce_pipe.socket)),
+        )
+        == []
+    )
     # ... while the pipe still reaches the recorder
-    assert as_user(user.pw_uid, user.pw_gid, str(settings.path(settings.bounce_pipe.socket))
-                   ) == [str(settings.path(settings.bounce_pipe.socket))]
+    assert as_user(user.pw_uid, user.pw_gid, str(settings.path(settings.bounce_pipe.socket))) == [
+        str(settings.path(settings.bounce_pipe.socket))
+    ]
     # Redis runs as a user of its own and listens on no TCP port
     assert pwd.getpwuid(int(status(_redis_pid(stack))["Uid"].split()[0])).pw_name == (
-        supervisor.redis_user(settings))
+        supervisor.redis_user(settings)
+    )
     assert "\nport 0\n" in (stack.state / "redis/redis.conf").read_text()
     assert stat.S_IMODE((stack.state / "redis").stat().st_mode) == 0o700
 
@@ -147,7 +175,10 @@ def test_logs_that_name_recipients_are_0640(stack: Stack) -> None:
 
 
 def test_a_returned_mail_is_still_recorded_end_to_end(
-        stack: Stack, sink: Sink, receiver: WebhookReceiver) -> None:  # noqa: F811
+    stack: Stack,
+    sink: Sink,
+    receiver: WebhookReceiver,  # noqa: F811
+) -> None:
     account = Account(stack, receiver)
     rcpt = f"gone-{account.name}@dest.example"
     queue_id = account.send([rcpt])
@@ -185,13 +216,22 @@ def test_txmail_up_says_so_before_starting_anything(tmp_path: Path) -> None:
     python = unreachable_python(tmp_path)
     state = state_dir("bad-python")
     try:
-        subprocess.run([sys.executable, "-m", "txmail", "init", "--state-dir", str(state)],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "txmail", "init", "--state-dir", str(state)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         site = [p for p in sys.path if p.endswith("site-packages")]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), *site]))
-        done = subprocess.run([str(python), "-m", "txmail", "--config",
-                               str(state / "txmail.toml"), "up"], capture_output=True,
-                              text=True, timeout=120, env=env, check=False)
+        done = subprocess.run(
+            [str(python), "-m", "txmail", "--config", str(state / "txmail.toml"), "up"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            check=False,
+        )
         assert done.returncode == 2, done.stderr
         assert f"cannot run the Python interpreter {python}" in done.stderr
         assert "internal error" not in done.stderr
@@ -242,7 +282,8 @@ def test_the_check_starts_a_worker_with_its_limits() -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
 def test_an_interpreter_that_hangs_is_named_not_an_internal_error(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     folder = open_folder(0, 0o755)
     try:
         python = folder / "python3"

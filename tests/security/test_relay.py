@@ -33,17 +33,28 @@ pytestmark = pytest.mark.e2e
 
 TRUSTED_CLIENT = "127.0.0.2"
 OUTSIDE_CLIENT = "127.0.0.1"
-SENDERS = {"own": "app@relaya.example", "other-account": "app@relayb.example",
-           "nobodys": "app@outside.example"}
+SENDERS = {
+    "own": "app@relaya.example",
+    "other-account": "app@relayb.example",
+    "nobodys": "app@outside.example",
+}
 # Every smtpd service of master.cf, by the name this module calls it.
-LISTENERS = ("smtp", "submission", "submissions", "reinject", "trusted", "txmail-api",
-             "txmail-copy")
+LISTENERS = (
+    "smtp",
+    "submission",
+    "submissions",
+    "reinject",
+    "trusted",
+    "txmail-api",
+    "txmail-copy",
+)
 
 
 @pytest.fixture(scope="module")
 def node(sink: Sink) -> Iterator[Stack]:
     made = Stack(relay_port=sink.port, name="relay").configure(
-        "trusted", port=free_listening_port(), networks=[f"{TRUSTED_CLIENT}/32"], account="relaya")
+        "trusted", port=free_listening_port(), networks=[f"{TRUSTED_CLIENT}/32"], account="relaya"
+    )
     try:
         yield made.start()
     finally:
@@ -59,9 +70,13 @@ def password(node: Stack) -> str:
 
 def ports(node: Stack) -> dict[int, str]:
     settings = config.load(node.config)
-    return {settings.listen.smtp: "smtp", settings.listen.submission: "submission",
-            settings.listen.submissions: "submissions", settings.listen.reinject: "reinject",
-            settings.trusted.port: "trusted"}
+    return {
+        settings.listen.smtp: "smtp",
+        settings.listen.submission: "submission",
+        settings.listen.submissions: "submissions",
+        settings.listen.reinject: "reinject",
+        settings.trusted.port: "trusted",
+    }
 
 
 def smtpd_services(node: Stack) -> dict[str, str]:
@@ -91,18 +106,27 @@ def session(node: Stack, listener: str, source: str = OUTSIDE_CLIENT) -> smtplib
     settings = config.load(node.config)
     smtp: smtplib.SMTP
     if listener in ("txmail-api", "txmail-copy"):
-        path = (listener_path(settings) if listener == "txmail-copy"
-                else str(settings.state_path / "postfix/spool/private/txmail-api"))
+        path = (
+            listener_path(settings)
+            if listener == "txmail-copy"
+            else str(settings.state_path / "postfix/spool/private/txmail-api")
+        )
         smtp = UnixSMTP(path, 30, local_hostname="client.test")
         smtp.connect(path)
     elif listener == "submissions":
-        smtp = smtplib.SMTP_SSL("127.0.0.1", settings.listen.submissions, timeout=30,
-                                local_hostname="client.test", context=tls_context(),
-                                source_address=(source, 0))
+        smtp = smtplib.SMTP_SSL(
+            "127.0.0.1",
+            settings.listen.submissions,
+            timeout=30,
+            local_hostname="client.test",
+            context=tls_context(),
+            source_address=(source, 0),
+        )
     else:
         port = next(p for p, name in ports(node).items() if name == listener)
-        smtp = smtplib.SMTP("127.0.0.1", port, timeout=30, local_hostname="client.test",
-                            source_address=(source, 0))
+        smtp = smtplib.SMTP(
+            "127.0.0.1", port, timeout=30, local_hostname="client.test", source_address=(source, 0)
+        )
     smtp.ehlo()
     if smtp.has_extn("starttls"):
         smtp.starttls(context=tls_context())
@@ -130,8 +154,9 @@ def test_every_smtpd_listener_of_master_cf_is_in_the_matrix(node: Stack) -> None
 
 @pytest.mark.parametrize("sender", sorted(SENDERS))
 @pytest.mark.parametrize("listener", LISTENERS)
-def test_without_login_nothing_is_relayed(node: Stack, password: str, listener: str,
-                                          sender: str) -> None:
+def test_without_login_nothing_is_relayed(
+    node: Stack, password: str, listener: str, sender: str
+) -> None:
     recipient = f"victim-{listener}-{sender}@example.net"
     with contextlib.closing(session(node, listener)) as smtp:
         code, text = transaction(smtp, SENDERS[sender], recipient)
@@ -161,10 +186,10 @@ def logged_in(node: Stack, password: str, listener: str) -> Iterator[smtplib.SMT
         yield smtp
 
 
-@pytest.mark.parametrize("listener", ["smtp", "submission", "submissions", "trusted",
-                                      "txmail-api"])
-def test_an_account_relays_only_as_its_own_domains(node: Stack, password: str, sink: Sink,
-                                                   listener: str) -> None:
+@pytest.mark.parametrize("listener", ["smtp", "submission", "submissions", "trusted", "txmail-api"])
+def test_an_account_relays_only_as_its_own_domains(
+    node: Stack, password: str, sink: Sink, listener: str
+) -> None:
     for sender in ("other-account", "nobodys"):
         with logged_in(node, password, listener) as smtp:
             code, text = transaction(smtp, SENDERS[sender], f"victim-{listener}@example.net")
@@ -195,14 +220,29 @@ def test_the_private_sockets_are_closed_to_other_local_users(node: Stack) -> Non
     """XCLIENT on the API's socket makes a session any account's: only root and postfix may
     connect to it (and to the copy listener), not the txmail user nor anybody else."""
     settings = config.load(node.config)
-    for path in (str(settings.state_path / "postfix/spool/private/txmail-api"),
-                 listener_path(settings)):
+    for path in (
+        str(settings.state_path / "postfix/spool/private/txmail-api"),
+        listener_path(settings),
+    ):
         for user in ("nobody", settings.user):
             entry = pwd.getpwnam(user)
             probe = subprocess.run(
-                ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
-                 "--clear-groups", "/usr/bin/python3", "-c", CONNECT, path],
-                capture_output=True, text=True, timeout=30, check=False, cwd="/")
+                [
+                    "setpriv",
+                    f"--reuid={entry.pw_uid}",
+                    f"--regid={entry.pw_gid}",
+                    "--clear-groups",
+                    "/usr/bin/python3",
+                    "-c",
+                    CONNECT,
+                    path,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+                cwd="/",
+            )
             assert probe.returncode != 0 and "PermissionError" in probe.stderr, (user, path)
 
 

@@ -52,32 +52,47 @@ def node(sink: Sink, redis_with_password: RedisServer) -> Iterator[Stack]:
 
 
 def pem_body_lines(path: Path) -> list[str]:
-    return [line for line in path.read_text().splitlines()
-            if line and not line.startswith("-----")]
+    return [line for line in path.read_text().splitlines() if line and not line.startswith("-----")]
 
 
 @pytest.fixture(scope="module")
-def full_run(node: Stack, sink: Sink, target: str,  # noqa: F811
-             redis_with_password: RedisServer) -> list[str]:
+def full_run(
+    node: Stack,
+    sink: Sink,
+    target: str,  # noqa: F811
+    redis_with_password: RedisServer,
+) -> list[str]:
     """Use every secret once, stop the node (its output complete), and return the secrets."""
     receiver = WebhookReceiver().start()
     try:
         account = Account(node, receiver)
-        node.txmail("accounts", "set", account.name, "track_clicks=true", "track_opens=true",
-                    "warmup=false")
-        node.txmail("domains", "add", account.domain, "--account", account.name,
-                    "--force-sign", "--no-return-path")
+        node.txmail(
+            "accounts", "set", account.name, "track_clicks=true", "track_opens=true", "warmup=false"
+        )
+        node.txmail(
+            "domains",
+            "add",
+            account.domain,
+            "--account",
+            account.name,
+            "--force-sign",
+            "--no-return-path",
+        )
         login = (account.name, account.password)
         webhook_secret = node.txmail("webhooks", "secret", account.name).stdout.strip()
         api_key = node.txmail("accounts", "apikey", account.name).stdout.strip().splitlines()[-1]
 
         # logins: PLAIN on 587 (smtplib's choice), PLAIN on 465, LOGIN on 587
         tracked = f"tracked-{account.name}@dest.example"
-        node.send(login, account.sender, [tracked],
-                  html_message(account.sender, tracked, target))
+        node.send(login, account.sender, [tracked], html_message(account.sender, tracked, target))
         bounced = f"reject-{account.name}@dest.example"
-        node.send(login, account.sender, [bounced],
-                  simple_message(account.sender, bounced), port="submissions")
+        node.send(
+            login,
+            account.sender,
+            [bounced],
+            simple_message(account.sender, bounced),
+            port="submissions",
+        )
         with contextlib.closing(node.client("submission")) as smtp:
             smtp.user, smtp.password = login
             assert smtp.auth("LOGIN", smtp.auth_login)[0] == 235
@@ -89,10 +104,16 @@ def full_run(node: Stack, sink: Sink, target: str,  # noqa: F811
         account.wait("click", tracked)
         # the HTTP API with its key; a late DSN to a signed bounce address on port 25
         via_api = f"api-{account.name}@dest.example"
-        answer = requests.post(f"{tracker}/v1/send", timeout=60, json={
-            "envelope": account.sender, "recipients": [via_api],
-            "mime": simple_message(account.sender, via_api).decode()},
-            headers={"Authorization": f"Bearer {api_key}"})
+        answer = requests.post(
+            f"{tracker}/v1/send",
+            timeout=60,
+            json={
+                "envelope": account.sender,
+                "recipients": [via_api],
+                "mime": simple_message(account.sender, via_api).decode(),
+            },
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
         assert answer.status_code == 200, answer.text
         original = wait_for(lambda: sink.find(via_api), 30, what="the API's delivery")[-1]
         Sink.deliver(node.smtp, "", original.sender, Sink.dsn(original, via_api))
@@ -109,9 +130,16 @@ def full_run(node: Stack, sink: Sink, target: str,  # noqa: F811
     assert node.stop() == 0
     settings = config.load(node.config)
     plain = base64.b64encode(f"\0{account.name}\0{account.password}".encode()).decode()
-    secrets = [account.password, mistyped, plain, base64.b64encode(
-        account.password.encode()).decode(), api_key, webhook_secret,
-        webhook_secret.removeprefix("whsec_"), redis_with_password.password]
+    secrets = [
+        account.password,
+        mistyped,
+        plain,
+        base64.b64encode(account.password.encode()).decode(),
+        api_key,
+        webhook_secret,
+        webhook_secret.removeprefix("whsec_"),
+        redis_with_password.password,
+    ]
     for name in ("bounce_key_file", "webhook_key_file", "tracking_key_file"):
         secrets.append(settings.read_secret(name).decode())
     for key in sorted((node.state / "dkim").rglob("*.pem")) + [node.state / "tls/key.pem"]:
@@ -130,8 +158,15 @@ def logs(node: Stack) -> list[Path]:
 def test_no_secret_in_any_log(node: Stack, full_run: list[str]) -> None:
     files = logs(node)
     names = {p.name for p in files}
-    assert {"up.out", "postfix.log", "dovecot.log", "milter.log", "tracker.log",
-            "webhooks.log", "bounce-pipe.log"} <= names, names
+    assert {
+        "up.out",
+        "postfix.log",
+        "dovecot.log",
+        "milter.log",
+        "tracker.log",
+        "webhooks.log",
+        "bounce-pipe.log",
+    } <= names, names
     assert all(len(secret) >= 16 for secret in full_run)  # long enough not to match by chance
     for path in files:
         text = path.read_text(errors="replace")
@@ -141,8 +176,11 @@ def test_no_secret_in_any_log(node: Stack, full_run: list[str]) -> None:
 
 def mode_of(path: Path) -> tuple[int, str, str]:
     info = path.stat()
-    return (stat.S_IMODE(info.st_mode), pwd.getpwuid(info.st_uid).pw_name,
-            grp.getgrgid(info.st_gid).gr_name)
+    return (
+        stat.S_IMODE(info.st_mode),
+        pwd.getpwuid(info.st_uid).pw_name,
+        grp.getgrgid(info.st_gid).gr_name,
+    )
 
 
 def test_secret_files_are_private(node: Stack, full_run: list[str]) -> None:
@@ -185,16 +223,24 @@ def test_the_secrets_are_not_in_the_configuration(node: Stack, full_run: list[st
     assert not [s for s in full_run if s in text and not s.startswith("redis-pw-")]
 
 
-
-@pytest.mark.parametrize("url,shown", [
-    ("redis://:s3cret@10.0.0.5:6379/0", "redis://:***@10.0.0.5:6379/0"),
-    ("rediss://default:s3cret@redis.example:6380", "rediss://default:***@redis.example:6380"),
-    ("redis://10.0.0.5:6379/0", "redis://10.0.0.5:6379/0"),
-    ("unix:///var/lib/txmail/run/redis/redis.sock", "unix:///var/lib/txmail/run/redis/redis.sock"),
-    ("redis://10.0.0.5:6379/0?password=s3cret&db=1", "redis://10.0.0.5:6379/0?password=***&db=1"),
-    ("unix:///run/redis.sock?db=2&Password=s3cret", "unix:///run/redis.sock?db=2&Password=***"),
-    ("redis://:a@10.0.0.5?password=b", "redis://:***@10.0.0.5?password=***"),
-])
+@pytest.mark.parametrize(
+    "url,shown",
+    [
+        ("redis://:s3cret@10.0.0.5:6379/0", "redis://:***@10.0.0.5:6379/0"),
+        ("rediss://default:s3cret@redis.example:6380", "rediss://default:***@redis.example:6380"),
+        ("redis://10.0.0.5:6379/0", "redis://10.0.0.5:6379/0"),
+        (
+            "unix:///var/lib/txmail/run/redis/redis.sock",
+            "unix:///var/lib/txmail/run/redis/redis.sock",
+        ),
+        (
+            "redis://10.0.0.5:6379/0?password=s3cret&db=1",
+            "redis://10.0.0.5:6379/0?password=***&db=1",
+        ),
+        ("unix:///run/redis.sock?db=2&Password=s3cret", "unix:///run/redis.sock?db=2&Password=***"),
+        ("redis://:a@10.0.0.5?password=b", "redis://:***@10.0.0.5?password=***"),
+    ],
+)
 def test_a_redis_url_is_printed_without_its_password(url: str, shown: str) -> None:
     assert store.shown_url(url) == shown
     assert store.holds_password(url) == (shown != url)

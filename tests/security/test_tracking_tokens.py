@@ -30,11 +30,16 @@ DOMAIN = "trksec.example"
 @pytest.fixture(scope="module")
 def html(stack: Stack, sink: Sink, target: str) -> Iterator[str]:  # noqa: F811
     """The HTML part of a tracked message as delivered."""
-    password = stack.add_account("trksec", DOMAIN, settings=[
-        "track_opens=true", "track_clicks=true", "warmup=false"])
+    password = stack.add_account(
+        "trksec", DOMAIN, settings=["track_opens=true", "track_clicks=true", "warmup=false"]
+    )
     recipient = "reader@trksec-dest.example"
-    stack.send(("trksec", password), f"shop@{DOMAIN}", [recipient],
-               html_message(f"shop@{DOMAIN}", recipient, target))
+    stack.send(
+        ("trksec", password),
+        f"shop@{DOMAIN}",
+        [recipient],
+        html_message(f"shop@{DOMAIN}", recipient, target),
+    )
     yield delivered_html(sink, recipient)
 
 
@@ -50,17 +55,29 @@ def get(stack: Stack, path: str) -> requests.Response:
 
 
 def refused(answer: requests.Response) -> bool:
-    return (answer.status_code == 404 and "Location" not in answer.headers
-            and bool(answer.json()["error"]["message"]))
+    return (
+        answer.status_code == 404
+        and "Location" not in answer.headers
+        and bool(answer.json()["error"]["message"])
+    )
 
 
 def test_cut_or_changed_tokens_are_404(stack: Stack, html: str) -> None:
     payload, mac = tokens(html)["c"].split(".")
     flipped = "A" if payload[5] != "A" else "B"
-    for bad in (f"/c/{payload[:5]}{flipped}{payload[6:]}.{mac}", f"/c/{payload}.{mac[:-2]}xx",
-                f"/c/{payload}", f"/c/.{mac}", "/c/", "/c/x.y", f"/c/{payload}.{mac}.{mac}",
-                f"/c/{payload[:-4]}.{mac}", f"/c/{'A' * 7000}.{mac}", "/c/%00.%0d%0a",
-                f"/c/{payload}.{mac}%0d%0aLocation:%20https://evil.example/"):
+    for bad in (
+        f"/c/{payload[:5]}{flipped}{payload[6:]}.{mac}",
+        f"/c/{payload}.{mac[:-2]}xx",
+        f"/c/{payload}",
+        f"/c/.{mac}",
+        "/c/",
+        "/c/x.y",
+        f"/c/{payload}.{mac}.{mac}",
+        f"/c/{payload[:-4]}.{mac}",
+        f"/c/{'A' * 7000}.{mac}",
+        "/c/%00.%0d%0a",
+        f"/c/{payload}.{mac}%0d%0aLocation:%20https://evil.example/",
+    ):
         assert refused(get(stack, bad)), bad[:80]
     # longer than an HTTP request line may be: the server's parser refuses it first
     answer = get(stack, f"/c/{'A' * 9000}.{mac}")
@@ -77,17 +94,30 @@ def test_a_token_is_only_good_for_its_own_kind(stack: Stack, html: str) -> None:
 def test_tokens_signed_with_any_other_key_are_404(stack: Stack) -> None:
     """Including the node's bounce and webhook keys: each secret signs one thing only."""
     settings = config.load(stack.config)
-    mark = Mark("click", "trksec", "4jXCs06YbRzJJ2Y", "reader@trksec-dest.example", 0,
-                "https://evil.example/", int(time.time()))
-    for key in (settings.read_secret("bounce_key_file"), settings.read_secret("webhook_key_file"),
-                b"a key an attacker made up, 32 b."):
+    mark = Mark(
+        "click",
+        "trksec",
+        "4jXCs06YbRzJJ2Y",
+        "reader@trksec-dest.example",
+        0,
+        "https://evil.example/",
+        int(time.time()),
+    )
+    for key in (
+        settings.read_secret("bounce_key_file"),
+        settings.read_secret("webhook_key_file"),
+        b"a key an attacker made up, 32 b.",
+    ):
         assert refused(get(stack, f"/c/{LinkSigner(key).sign(mark)}"))
     genuine = LinkSigner(settings.read_secret("tracking_key_file")).sign(mark)
     assert get(stack, f"/c/{genuine}").status_code == 302  # the control: only the key signs
 
 
-def test_the_query_cannot_change_where_a_genuine_link_goes(stack: Stack, html: str,
-                                                           target: str) -> None:  # noqa: F811
+def test_the_query_cannot_change_where_a_genuine_link_goes(
+    stack: Stack,
+    html: str,
+    target: str,  # noqa: F811
+) -> None:
     token = tokens(html)["c"]
     for query in ("?url=https://evil.example/", "?u=//evil.example", "?next=https:evil.example"):
         answer = get(stack, f"/c/{token}{query}")

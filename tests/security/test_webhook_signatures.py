@@ -36,11 +36,16 @@ pytestmark = pytest.mark.e2e
 README_TOLERANCE = 300  # seconds, as the README's example says
 
 
-def standard_webhooks_valid(secret: str, headers: dict[str, str], body: bytes,
-                            now: float, tolerance: float = README_TOLERANCE) -> bool:
+def standard_webhooks_valid(
+    secret: str,
+    headers: dict[str, str],
+    body: bytes,
+    now: float,
+    tolerance: float = README_TOLERANCE,
+) -> bool:
     """Standard Webhooks verification, independent of txmail.webhooks.signing."""
     assert secret.startswith("whsec_")
-    key = base64.b64decode(secret[len("whsec_"):])
+    key = base64.b64decode(secret[len("whsec_") :])
     msg_id, stamp = headers["webhook-id"], headers["webhook-timestamp"]
     if not stamp.isdigit() or abs(now - int(stamp)) > tolerance:
         return False
@@ -51,11 +56,14 @@ def standard_webhooks_valid(secret: str, headers: dict[str, str], body: bytes,
 
 
 def sign(secret: str, msg_id: str, stamp: int, body: bytes) -> dict[str, str]:
-    key = base64.b64decode(secret[len("whsec_"):])
+    key = base64.b64decode(secret[len("whsec_") :])
     mac = hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
-    return {"webhook-id": msg_id, "webhook-timestamp": str(stamp),
-            "webhook-signature": "v1," + base64.b64encode(mac).decode(),
-            "content-type": "application/json"}
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(stamp),
+        "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+        "content-type": "application/json",
+    }
 
 
 def readme_receiver(secret: str, port: int) -> str:
@@ -67,7 +75,8 @@ def readme_receiver(secret: str, port: int) -> str:
     for placeholder in ('"whsec_..."', '("127.0.0.1", 8000)'):
         assert placeholder in code, f"the README example no longer has {placeholder}"
     return code.replace('"whsec_..."', json.dumps(secret)).replace(
-        '("127.0.0.1", 8000)', f'("127.0.0.1", {port})')
+        '("127.0.0.1", 8000)', f'("127.0.0.1", {port})'
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,17 +105,29 @@ def example(tmp_path_factory: pytest.TempPathFactory, secret: str) -> Iterator[A
     script.write_text(readme_receiver(secret, port))
     output = script.with_suffix(".out")
     with output.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-u", str(script)], stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-u", str(script)], stdout=out, stderr=subprocess.STDOUT
+        )
     url = f"http://127.0.0.1:{port}/hook"
 
     def up() -> bool:
         try:
-            return requests.post(url, data=b"{}", timeout=2, headers={
-                "webhook-id": "x", "webhook-timestamp": "0",
-                "webhook-signature": "v1,x"}).status_code == 401
+            return (
+                requests.post(
+                    url,
+                    data=b"{}",
+                    timeout=2,
+                    headers={
+                        "webhook-id": "x",
+                        "webhook-timestamp": "0",
+                        "webhook-signature": "v1,x",
+                    },
+                ).status_code
+                == 401
+            )
         except requests.ConnectionError:
             return False
+
     try:
         wait_for(up, 20, what="the README's receiver")
         yield url, Path(output).read_text
@@ -116,20 +137,24 @@ def example(tmp_path_factory: pytest.TempPathFactory, secret: str) -> Iterator[A
 
 
 def test_a_delivered_post_verifies_per_standard_webhooks(
-        secret: str, delivered_post: tuple[dict[str, str], bytes, float]) -> None:
+    secret: str, delivered_post: tuple[dict[str, str], bytes, float]
+) -> None:
     headers, body, arrived = delivered_post
     assert headers["webhook-id"].startswith("msg_")
     assert abs(arrived - int(headers["webhook-timestamp"])) < README_TOLERANCE
     assert standard_webhooks_valid(secret, headers, body, now=arrived)
     assert not standard_webhooks_valid(secret, headers, body + b" ", now=arrived)
-    assert not standard_webhooks_valid(secret, dict(headers, **{"webhook-id": "msg_other"}),
-                                       body, now=arrived)
+    assert not standard_webhooks_valid(
+        secret, dict(headers, **{"webhook-id": "msg_other"}), body, now=arrived
+    )
 
 
-def test_each_account_has_its_own_secret(stack: Stack, secret: str,
-                                         receiver: WebhookReceiver,  # noqa: F811
-                                         delivered_post: tuple[dict[str, str], bytes, float]
-                                         ) -> None:
+def test_each_account_has_its_own_secret(
+    stack: Stack,
+    secret: str,
+    receiver: WebhookReceiver,  # noqa: F811
+    delivered_post: tuple[dict[str, str], bytes, float],
+) -> None:
     other = Account(stack, receiver)
     other_secret = stack.txmail("webhooks", "secret", other.name).stdout.strip()
     assert other_secret != secret
@@ -137,8 +162,9 @@ def test_each_account_has_its_own_secret(stack: Stack, secret: str,
     assert not standard_webhooks_valid(other_secret, headers, body, now=arrived)
 
 
-def test_the_readme_example_accepts_a_genuine_post(stack: Stack, account: Account,
-                                                   example: Any) -> None:
+def test_the_readme_example_accepts_a_genuine_post(
+    stack: Stack, account: Account, example: Any
+) -> None:
     url, output = example
     stack.txmail("webhooks", "url", account.name, url)
     try:
@@ -150,8 +176,8 @@ def test_the_readme_example_accepts_a_genuine_post(stack: Stack, account: Accoun
 
 
 def test_the_readme_example_refuses_stale_tampered_and_foreign_posts(
-        stack: Stack, secret: str, example: Any,
-        delivered_post: tuple[dict[str, str], bytes, float]) -> None:
+    stack: Stack, secret: str, example: Any, delivered_post: tuple[dict[str, str], bytes, float]
+) -> None:
     url, _ = example
     headers, body, _ = delivered_post
     now = int(time.time())
@@ -162,8 +188,9 @@ def test_the_readme_example_refuses_stale_tampered_and_foreign_posts(
     assert answer(sign(secret, headers["webhook-id"], now, body), body) == 204  # control
     stale = sign(secret, headers["webhook-id"], now - README_TOLERANCE - 60, body)
     assert answer(stale, body) == 401
-    assert answer(sign(secret, headers["webhook-id"], now + README_TOLERANCE + 60, body),
-                  body) == 401
+    assert (
+        answer(sign(secret, headers["webhook-id"], now + README_TOLERANCE + 60, body), body) == 401
+    )
     tampered = body.replace(b'"delivery"', b'"bounce"')
     assert tampered != body
     assert answer(sign(secret, headers["webhook-id"], now, body), tampered) == 401

@@ -26,20 +26,23 @@ def test_state_dir_defaults_to_the_config_folder(tmp_path: Path) -> None:
     assert config.load(write(tmp_path, "")).state_dir == str(tmp_path.resolve())
 
 
-@pytest.mark.parametrize("text,message", [
-    ("colour = 1", "unknown key 'colour'"),
-    ("[listen]\nsmtp = 0", "listen.smtp = 0: a port must be between 1 and 65535"),
-    ("[listen]\nsmtp = true", "listen.smtp must be a whole number"),
-    ("[redis]\ncluster = 'yes'", "redis.cluster must be true or false"),
-    ("[redis]\nurl = 'http://x'", "redis.url"),
-    ("hostname = 'not a host'", "hostname = 'not a host' is not a valid domain name"),
-    ("[postfix]\nrelayhost = 'a b'", "postfix.relayhost"),
-    ("[postfix]\nrelayhost = '[127.0.0.1]:99999'", "postfix.relayhost = 99999"),
-    ("[trusted]\nport = 2600", "trusted.networks and trusted.account"),
-    ("[trusted]\nport = 2600\nnetworks = ['x']\naccount = 'a'", "'x' is not a network"),
-    ("listen = 3", "listen must be a table"),
-    ("[listen", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("colour = 1", "unknown key 'colour'"),
+        ("[listen]\nsmtp = 0", "listen.smtp = 0: a port must be between 1 and 65535"),
+        ("[listen]\nsmtp = true", "listen.smtp must be a whole number"),
+        ("[redis]\ncluster = 'yes'", "redis.cluster must be true or false"),
+        ("[redis]\nurl = 'http://x'", "redis.url"),
+        ("hostname = 'not a host'", "hostname = 'not a host' is not a valid domain name"),
+        ("[postfix]\nrelayhost = 'a b'", "postfix.relayhost"),
+        ("[postfix]\nrelayhost = '[127.0.0.1]:99999'", "postfix.relayhost = 99999"),
+        ("[trusted]\nport = 2600", "trusted.networks and trusted.account"),
+        ("[trusted]\nport = 2600\nnetworks = ['x']\naccount = 'a'", "'x' is not a network"),
+        ("listen = 3", "listen must be a table"),
+        ("[listen", "not valid TOML"),
+    ],
+)
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         config.load(write(tmp_path, text))

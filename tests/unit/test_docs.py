@@ -18,8 +18,9 @@ def test_readme_generated_sections_are_current() -> None:
     assert docs.render(text) == text, "run: .venv/bin/python -m txmail.docs README.md"
 
 
-def all_commands(group: click.Group, prefix: tuple[str, ...] = ()
-                 ) -> list[tuple[tuple[str, ...], click.Command]]:
+def all_commands(
+    group: click.Group, prefix: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], click.Command]]:
     found = []
     for name, command in group.commands.items():
         found.append(((*prefix, name), command))

@@ -16,8 +16,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def directives(text: str) -> dict[str, str]:
-    pairs = (line.split(None, 1) for line in text.splitlines()
-             if line.strip() and not line.startswith("#"))
+    pairs = (
+        line.split(None, 1)
+        for line in text.splitlines()
+        if line.strip() and not line.startswith("#")
+    )
     return {key: value.strip() for key, value in pairs}
 
 

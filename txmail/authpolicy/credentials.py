@@ -31,8 +31,11 @@ def ensure_key(settings: Settings) -> None:
 
 
 def read_key(settings: Settings) -> bytes:
-    return read_key_file("authpolicy.key_file", settings.path(settings.authpolicy.key_file),
-                         " (run `txmail init` again to create it)")
+    return read_key_file(
+        "authpolicy.key_file",
+        settings.path(settings.authpolicy.key_file),
+        " (run `txmail init` again to create it)",
+    )
 
 
 def _derive(key: bytes, label: str) -> str:

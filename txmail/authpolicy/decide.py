@@ -70,20 +70,28 @@ class Limits:
 
     @classmethod
     def from_settings(cls, authpolicy: Any) -> Limits:
-        return cls(authpolicy.free_failures, authpolicy.reject_failures,
-                   authpolicy.forgive_seconds, authpolicy.max_delay,
-                   authpolicy.remember_days * 86400.0, authpolicy.remember_max)
+        return cls(
+            authpolicy.free_failures,
+            authpolicy.reject_failures,
+            authpolicy.forgive_seconds,
+            authpolicy.max_delay,
+            authpolicy.remember_days * 86400.0,
+            authpolicy.remember_max,
+        )
 
 
 @dataclass(frozen=True)
 class Verdict:
-    status: int        # ALLOW, REJECT or a delay in seconds
+    status: int  # ALLOW, REJECT or a delay in seconds
     message: str = ""  # what the client is told after "535 5.7.8 Error: authentication failed:"
 
     def answer(self) -> dict[str, Any]:
         """The JSON body Dovecot reads."""
-        return {"status": self.status, "msg": self.message} if self.message else \
-            {"status": self.status}
+        return (
+            {"status": self.status, "msg": self.message}
+            if self.message
+            else {"status": self.status}
+        )
 
     @property
     def action(self) -> str:
@@ -162,7 +170,10 @@ def verdict(known: bool, failures: float, limits: Limits) -> Verdict:
         return Verdict(ALLOW)
     if recent(failures) >= limits.reject_failures:
         minutes = wait_minutes(failures, limits)
-        return Verdict(REJECT, f"Too many failed logins for this account; try again in "
-                               f"{minutes} minute{'s' if minutes != 1 else ''} or from an "
-                               f"address that has logged in before")
+        return Verdict(
+            REJECT,
+            f"Too many failed logins for this account; try again in "
+            f"{minutes} minute{'s' if minutes != 1 else ''} or from an "
+            f"address that has logged in before",
+        )
     return Verdict(delay(failures, limits))

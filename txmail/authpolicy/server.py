@@ -65,8 +65,14 @@ class Guard:
     """The Redis side of the limit: the two scripts, called through `run_script` (Redis in
     production, a fake in tests), with the clock passed in."""
 
-    def __init__(self, run_script: RunScript, keys: Keys, limits: decide.Limits,
-                 fingerprint_key: bytes, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        run_script: RunScript,
+        keys: Keys,
+        limits: decide.Limits,
+        fingerprint_key: bytes,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.run_script = run_script
         self.keys = keys
         self.limits = limits
@@ -80,20 +86,34 @@ class Guard:
         """The verdict for an attempt before its password is checked, and the login's recent
         failures before it."""
         limits = self.limits
-        known, score = await self.run_script("auth_check", self._keys(attempt.login), [
-            repr(self.clock()), decide.fingerprint(self.fingerprint_key, attempt),
-            repr(limits.forgive_seconds), str(limits.reject_failures),
-            repr(limits.remember_seconds)])
+        known, score = await self.run_script(
+            "auth_check",
+            self._keys(attempt.login),
+            [
+                repr(self.clock()),
+                decide.fingerprint(self.fingerprint_key, attempt),
+                repr(limits.forgive_seconds),
+                str(limits.reject_failures),
+                repr(limits.remember_seconds),
+            ],
+        )
         failures = float(score)
         return decide.verdict(bool(int(known)), failures, limits), failures
 
     async def succeeded(self, attempt: decide.Attempt) -> bool:
         """Record a successful login; True when its client was not known before."""
         limits = self.limits
-        new = await self.run_script("auth_report", self._keys(attempt.login), [
-            repr(self.clock()), decide.fingerprint(self.fingerprint_key, attempt),
-            repr(limits.forgive_seconds), repr(limits.remember_seconds),
-            str(limits.remember_max)])
+        new = await self.run_script(
+            "auth_report",
+            self._keys(attempt.login),
+            [
+                repr(self.clock()),
+                decide.fingerprint(self.fingerprint_key, attempt),
+                repr(limits.forgive_seconds),
+                repr(limits.remember_seconds),
+                str(limits.remember_max),
+            ],
+        )
         return bool(int(new))
 
 
@@ -106,13 +126,18 @@ class Outage:
     def failed(self, exc: BaseException) -> None:
         if self.since is None:
             self.since = time.monotonic()
-            log.warning("Redis unavailable (%s): allowing every login without the guessing "
-                        "limit until it is back", exc.__class__.__name__)
+            log.warning(
+                "Redis unavailable (%s): allowing every login without the guessing "
+                "limit until it is back",
+                exc.__class__.__name__,
+            )
 
     def ok(self) -> None:
         if self.since is not None:
-            log.info("Redis is back after %.0f s: the guessing limit applies again",
-                     time.monotonic() - self.since)
+            log.info(
+                "Redis is back after %.0f s: the guessing limit applies again",
+                time.monotonic() - self.since,
+            )
             self.since = None
 
 
@@ -150,8 +175,11 @@ async def policy(request: web.Request) -> web.StreamResponse:
             return answer(decide.Verdict(decide.ALLOW))
         outage.ok()
         if new:
-            log.info("%s: client %s logged in; it is known from now on",
-                     report.attempt.login, report.attempt.remote or "-")
+            log.info(
+                "%s: client %s logged in; it is known from now on",
+                report.attempt.login,
+                report.attempt.remote or "-",
+            )
         return answer(decide.Verdict(decide.ALLOW))
     attempt = decide.attempt(body)
     if attempt is None:
@@ -163,8 +191,13 @@ async def policy(request: web.Request) -> web.StreamResponse:
         return answer(decide.Verdict(decide.ALLOW))
     outage.ok()
     if verdict.status != decide.ALLOW:
-        log.info("%s: %s: %d recent failed logins; client %s", attempt.login, verdict.action,
-                 decide.recent(failures), attempt.remote or "-")
+        log.info(
+            "%s: %s: %d recent failed logins; client %s",
+            attempt.login,
+            verdict.action,
+            decide.recent(failures),
+            attempt.remote or "-",
+        )
     return answer(verdict)
 
 
@@ -184,13 +217,16 @@ def redis_scripts(settings: Settings) -> tuple[RunScript, Callable[[], Awaitable
     client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
     if settings.redis.cluster:
         client = redis.asyncio.cluster.RedisCluster.from_url(
-            url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout)
+            url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
     else:
-        client = redis.asyncio.Redis.from_url(url, decode_responses=True,
-                                              socket_timeout=timeout,
-                                              socket_connect_timeout=timeout)
-    registered = {name: client.register_script((SCRIPTS / f"{name}.lua").read_text())
-                  for name in ("auth_check", "auth_report")}
+        client = redis.asyncio.Redis.from_url(
+            url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+    registered = {
+        name: client.register_script((SCRIPTS / f"{name}.lua").read_text())
+        for name in ("auth_check", "auth_report")
+    }
 
     async def run(name: str, keys: list[str], args: list[Any]) -> Any:
         return await registered[name](keys=keys, args=args)
@@ -206,11 +242,15 @@ def listen_address(settings: Settings) -> tuple[str, int]:
 async def _serve(settings: Settings) -> None:
     key = credentials.read_key(settings)
     run_script, close = redis_scripts(settings)
-    guard = Guard(run_script, Keys(settings.redis.prefix),
-                  decide.Limits.from_settings(settings.authpolicy),
-                  credentials.fingerprint_key(key))
-    runner = web.AppRunner(make_app(guard, credentials.header_value(key)), access_log=None,
-                           handle_signals=False)
+    guard = Guard(
+        run_script,
+        Keys(settings.redis.prefix),
+        decide.Limits.from_settings(settings.authpolicy),
+        credentials.fingerprint_key(key),
+    )
+    runner = web.AppRunner(
+        make_app(guard, credentials.header_value(key)), access_log=None, handle_signals=False
+    )
     await runner.setup()
     host, port = listen_address(settings)
     site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -220,9 +260,15 @@ async def _serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     limits = guard.limits
-    log.info("listening on %s:%d: delays past %d recent failed logins, refusals from %d, "
-             "one failure forgiven per %.0f s", host, port, limits.free_failures,
-             limits.reject_failures, limits.forgive_seconds)
+    log.info(
+        "listening on %s:%d: delays past %d recent failed logins, refusals from %d, "
+        "one failure forgiven per %.0f s",
+        host,
+        port,
+        limits.free_failures,
+        limits.reject_failures,
+        limits.forgive_seconds,
+    )
     await stop.wait()
     await runner.cleanup()
     with contextlib.suppress(redis.RedisError, OSError):

@@ -91,6 +91,8 @@ def run(settings: Settings) -> None:
         except (redis.RedisError, OSError) as exc:
             if not passwd.exists():
                 write_passwd(passwd, b"")
-            log.warning("Redis unavailable (%s); keeping the passwd-file, retrying in 1 s",
-                        exc.__class__.__name__)
+            log.warning(
+                "Redis unavailable (%s); keeping the passwd-file, retrying in 1 s",
+                exc.__class__.__name__,
+            )
             time.sleep(1.0)

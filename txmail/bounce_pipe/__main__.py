@@ -32,22 +32,34 @@ def _arguments(argv: list[str]) -> tuple[str | None, list[str]]:
     return config_path, rest
 
 
-def run(load_settings: Callable[[], Settings], args: list[str],
-        stdin: IO[bytes] | None = None) -> int:
+def run(
+    load_settings: Callable[[], Settings], args: list[str], stdin: IO[bytes] | None = None
+) -> int:
     """Hand the mail on `stdin` for args[1] (from args[0]) to `txmail bounces serve` and
     return its answer: 0 or 75, whatever happens (a pipe command that dies makes Postfix
     discard a bounce, which has a null sender)."""
     try:
         if len(args) < 2:
-            print(f"txmail bounce-pipe: NOQUEUE: want SENDER RECIPIENT as arguments, got "
-                  f"{len(args)}; try again later", file=sys.stderr)
+            print(
+                f"txmail bounce-pipe: NOQUEUE: want SENDER RECIPIENT as arguments, got "
+                f"{len(args)}; try again later",
+                file=sys.stderr,
+            )
             return handoff.EX_TEMPFAIL
         settings = load_settings()
-        return handoff.pipe(str(settings.path(settings.bounce_pipe.socket)), args[0], args[1],
-                            stdin or sys.stdin.buffer, settings.bounce_pipe.max_message_bytes)
+        return handoff.pipe(
+            str(settings.path(settings.bounce_pipe.socket)),
+            args[0],
+            args[1],
+            stdin or sys.stdin.buffer,
+            settings.bounce_pipe.max_message_bytes,
+        )
     except BaseException as exc:  # noqa: BLE001 - anything else would make Postfix drop it
-        print(f"txmail bounce-pipe: NOQUEUE: try again later (exit 75): "
-              f"{exc.__class__.__name__}: {str(exc)[:300]}", file=sys.stderr)
+        print(
+            f"txmail bounce-pipe: NOQUEUE: try again later (exit 75): "
+            f"{exc.__class__.__name__}: {str(exc)[:300]}",
+            file=sys.stderr,
+        )
         return handoff.EX_TEMPFAIL
 
 
@@ -57,8 +69,10 @@ def main(argv: list[str]) -> int:
     except BaseException:  # noqa: BLE001 - still 0 or 75
         return handoff.EX_TEMPFAIL
     if config_path is None:
-        print("txmail bounce-pipe: NOQUEUE: want --config FILE -- SENDER RECIPIENT; "
-              "try again later", file=sys.stderr)
+        print(
+            "txmail bounce-pipe: NOQUEUE: want --config FILE -- SENDER RECIPIENT; try again later",
+            file=sys.stderr,
+        )
         return handoff.EX_TEMPFAIL
     return run(lambda: load(config_path), args)
 

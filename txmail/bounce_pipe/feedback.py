@@ -50,8 +50,9 @@ MAX_REPORT_BYTES = 2 * 1024 * 1024
 DnsTxt = Callable[..., bytes | None]  # dkimpy's dnsfunc: (name, timeout=...) -> TXT or None
 
 
-def verified_signers(raw: bytes, dns_txt: DnsTxt | None = None,
-                     wanted: Iterable[str] | None = None) -> tuple[str, ...]:
+def verified_signers(
+    raw: bytes, dns_txt: DnsTxt | None = None, wanted: Iterable[str] | None = None
+) -> tuple[str, ...]:
     """The lower-case d= domains of the report's DKIM signatures that verify. With `wanted`,
     only signatures of those exact domains are tried: a key is looked up in DNS only for a
     domain that could matter (the configured feedback loops), so a report signed by a domain
@@ -60,21 +61,26 @@ def verified_signers(raw: bytes, dns_txt: DnsTxt | None = None,
         return ()
     chosen = None if wanted is None else {_domain(w.encode()) for w in wanted}
     checker = dkim.DKIM(raw, logger=_QUIET)
-    signatures = [value for name, value in checker.headers
-                  if name.lower() == b"dkim-signature"]
+    signatures = [value for name, value in checker.headers if name.lower() == b"dkim-signature"]
     domains: list[str] = []
     for index, value in enumerate(signatures[:MAX_SIGNATURES]):
         if chosen is not None and _claimed(value) not in chosen:
             continue
         checker = dkim.DKIM(raw, logger=_QUIET)
         try:
-            valid = (checker.verify(idx=index, dnsfunc=dns_txt) if dns_txt is not None
-                     else checker.verify(idx=index))
+            valid = (
+                checker.verify(idx=index, dnsfunc=dns_txt)
+                if dns_txt is not None
+                else checker.verify(idx=index)
+            )
         except TemporaryFailure:
             raise  # DNS did not answer: try again later rather than judge the report unsigned
         except Exception as exc:  # noqa: BLE001 - dkimpy raises many kinds on hostile input
-            log.info("NOQUEUE: feedback report: DKIM signature %d unreadable (%s)", index,
-                     exc.__class__.__name__)
+            log.info(
+                "NOQUEUE: feedback report: DKIM signature %d unreadable (%s)",
+                index,
+                exc.__class__.__name__,
+            )
             continue
         domain = _domain(checker.domain or b"")
         if valid and domain and domain not in domains and (chosen is None or domain in chosen):

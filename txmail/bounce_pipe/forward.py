@@ -115,7 +115,7 @@ def header_block(raw: bytes) -> bytes | None:
     """The mail's top-level header block: its bytes up to and including the first blank line
     (None: there is none). Found without parsing: the recorder, as root, uses it too."""
     found = _BLANK_LINE.search(raw)
-    return raw[:found.end()] if found else None
+    return raw[: found.end()] if found else None
 
 
 def cut_is_plausible(raw: bytes, cut: bytes) -> bool:

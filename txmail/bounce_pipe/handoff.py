@@ -50,8 +50,14 @@ def read_input(stream: IO[bytes], limit: int) -> bytes:
     return data
 
 
-def pipe(path: str, sender: str, recipient: str, stdin: IO[bytes], limit: int,
-         stderr: IO[str] | None = None) -> int:
+def pipe(
+    path: str,
+    sender: str,
+    recipient: str,
+    stdin: IO[bytes],
+    limit: int,
+    stderr: IO[str] | None = None,
+) -> int:
     """The pipe command's whole job: read the mail, hand it to the server at `path`, and
     return its exit status (0 or 75); why it must wait goes to `stderr` (Postfix's maillog)."""
     raw = read_input(stdin, limit)
@@ -60,13 +66,16 @@ def pipe(path: str, sender: str, recipient: str, stdin: IO[bytes], limit: int,
     except Unavailable as exc:
         code, why = EX_TEMPFAIL, f"`txmail bounces serve` does not answer on {exc}"
     if code != EX_OK:
-        print(f"txmail bounce-pipe: NOQUEUE: try again later (exit {code}): {why}",
-              file=stderr or sys.stderr)
+        print(
+            f"txmail bounce-pipe: NOQUEUE: try again later (exit {code}): {why}",
+            file=stderr or sys.stderr,
+        )
     return code
 
 
-def hand_off(path: str, sender: str, recipient: str, raw: bytes,
-             timeout: float = ANSWER_TIMEOUT) -> tuple[int, str]:
+def hand_off(
+    path: str, sender: str, recipient: str, raw: bytes, timeout: float = ANSWER_TIMEOUT
+) -> tuple[int, str]:
     """Hand one returned mail to the server at `path`: its exit status and why.
 
     Raises Unavailable when nobody takes the connection. Once the server has it, any trouble
@@ -116,7 +125,7 @@ def read_request(stream: BinaryIO, limit: int) -> tuple[str, str, bytes]:
 
 
 def answer(code: int, why: str) -> bytes:
-    return f"{code} {' '.join(why.split())}"[:MAX_LINE - 1].encode("utf-8", "replace") + b"\n"
+    return f"{code} {' '.join(why.split())}"[: MAX_LINE - 1].encode("utf-8", "replace") + b"\n"
 
 
 def parse_answer(line: bytes) -> tuple[int, str]:

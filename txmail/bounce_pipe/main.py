@@ -132,8 +132,9 @@ def find_message(
     return None, False
 
 
-def _counts(client: store.Client, keys: store.Keys, record: MessageRecord, event: Event,
-            loop: str) -> bool:
+def _counts(
+    client: store.Client, keys: store.Keys, record: MessageRecord, event: Event, loop: str
+) -> bool:
     """Whether a trusted outcome may count toward the account's suspension. The recipient holds
     the bounce address and can write a report about themselves, so a complaint counts only when
     a feedback loop signed it, and a bounce only when Postfix did not see the message delivered
@@ -159,8 +160,10 @@ def read_report(settings: Settings, raw: bytes) -> BounceReport:
     report = parse_report(raw)
     if any(e.kind == "complaint" for e in report.events):
         report.dkim_domains = feedback.verified_signers(
-            raw, feedback.dns_txt(list(settings.domains.nameservers)),
-            wanted=settings.bounce_pipe.feedback_loops)
+            raw,
+            feedback.dns_txt(list(settings.domains.nameservers)),
+            wanted=settings.bounce_pipe.feedback_loops,
+        )
     return report
 
 
@@ -187,8 +190,9 @@ def process(
     if token_queue_id is None and loop:
         # A feedback loop writes to the address the sender registered with it, not to the
         # message's bounce address; the returned message's Return-Path still carries that.
-        token_queue_id = verify_bounce_address(report.original_headers.get("return-path", ""),
-                                               secret)
+        token_queue_id = verify_bounce_address(
+            report.original_headers.get("return-path", ""), secret
+        )
     record, trusted = find_message(messages, token_queue_id, report, recipient)
     outcome = Outcome(
         queue_id=record.queue_id if record else (token_queue_id or ""), trusted=trusted
@@ -263,8 +267,11 @@ def process(
                 trusted=vouched,
             )
             result = recorder.record(
-                event, policy, untrusted_cap=settings.bounce_pipe.untrusted_events_per_message,
-                counts=vouched and _counts(client, keys, record, event, loop))
+                event,
+                policy,
+                untrusted_cap=settings.bounce_pipe.untrusted_events_per_message,
+                counts=vouched and _counts(client, keys, record, event, loop),
+            )
             if result.capped:
                 outcome.skipped += 1
                 continue
@@ -282,14 +289,25 @@ def process(
         if not report.events:
             outcome.kept = "no recipient outcome found in the returned mail"
         elif outcome.skipped:
-            outcome.kept = (f"{outcome.skipped} outcomes this mail reports without a token that "
-                            "vouches for them were not recorded (bounce_pipe.untrusted_events_"
-                            "per_report, untrusted_events_per_message)")
+            outcome.kept = (
+                f"{outcome.skipped} outcomes this mail reports without a token that "
+                "vouches for them were not recorded (bounce_pipe.untrusted_events_"
+                "per_report, untrusted_events_per_message)"
+            )
             log.warning("%s: %s", record.queue_id, outcome.kept)
     if outcome.kept:
         log.info("%s: kept for `txmail bounces unparsed`: %s", label, outcome.kept)
-        _keep(settings, client, keys, raw, outcome.kept, sender, recipient, outcome.queue_id,
-              now=clock())
+        _keep(
+            settings,
+            client,
+            keys,
+            raw,
+            outcome.kept,
+            sender,
+            recipient,
+            outcome.queue_id,
+            now=clock(),
+        )
     if record is not None:
         why = forwarding.decide(
             record,
@@ -300,8 +318,11 @@ def process(
             trusted=trusted,
         )
         if why:
-            body = (forwarding.headers_only_of(raw, report.headers_only)
-                    if forwarding.ret_of(record) == "HDRS" else raw)
+            body = (
+                forwarding.headers_only_of(raw, report.headers_only)
+                if forwarding.ret_of(record) == "HDRS"
+                else raw
+            )
             send = forwarder or _reinject(settings)
             send(body, record.envelope_sender, record.message_id)
             outcome.forwarded_to = record.envelope_sender
@@ -321,9 +342,15 @@ def _reinject(settings: Settings) -> Forwarder:
     return send
 
 
-def handle(settings: Settings, client: store.Client, raw: bytes, sender: str,
-           recipient: str, read: Callable[[bytes], BounceReport],
-           forwarder: Forwarder | None = None) -> tuple[int, str]:
+def handle(
+    settings: Settings,
+    client: store.Client,
+    raw: bytes,
+    sender: str,
+    recipient: str,
+    read: Callable[[bytes], BounceReport],
+    forwarder: Forwarder | None = None,
+) -> tuple[int, str]:
     """process() one returned mail that `read` parses (in a parser worker that holds no
     secret, server.py): (0, "done"); (0, "kept ...") when the parser failed on the mail
     itself (unparsed.Unreadable: kept unparsed, as every retry would fail alike until Postfix
@@ -334,26 +361,56 @@ def handle(settings: Settings, client: store.Client, raw: bytes, sender: str,
         try:
             report = read(raw)
         except unparsed.Unreadable as exc:
-            return EX_OK, _keep_unreadable(settings, client, raw, sender, recipient, str(exc),
-                                           forwarder)
+            return EX_OK, _keep_unreadable(
+                settings, client, raw, sender, recipient, str(exc), forwarder
+            )
         process(settings, client, raw, sender, recipient, forwarder=forwarder, report=report)
         return EX_OK, "done"
     except Exception as exc:  # noqa: BLE001 - anything else would make Postfix drop it
         return EX_TEMPFAIL, _failed(exc)
 
 
-def _keep(settings: Settings, client: store.Client, keys: store.Keys, raw: bytes, why: str,
-          sender: str, recipient: str, queue_id: str, now: float) -> None:
+def _keep(
+    settings: Settings,
+    client: store.Client,
+    keys: store.Keys,
+    raw: bytes,
+    why: str,
+    sender: str,
+    recipient: str,
+    queue_id: str,
+    now: float,
+) -> None:
     """Keep a returned mail for `txmail bounces unparsed`; say so when the oldest had to go."""
     pipe = settings.bounce_pipe
-    if unparsed.keep(client, keys, raw, why, sender, recipient, queue_id, pipe.unparsed_max,
-                     pipe.unparsed_max_bytes, now=now):
-        log.warning("%s: bounces:unparsed is full (%d); the oldest kept bounce was dropped",
-                    queue_id or "NOQUEUE", pipe.unparsed_max)
+    if unparsed.keep(
+        client,
+        keys,
+        raw,
+        why,
+        sender,
+        recipient,
+        queue_id,
+        pipe.unparsed_max,
+        pipe.unparsed_max_bytes,
+        now=now,
+    ):
+        log.warning(
+            "%s: bounces:unparsed is full (%d); the oldest kept bounce was dropped",
+            queue_id or "NOQUEUE",
+            pipe.unparsed_max,
+        )
 
 
-def _keep_unreadable(settings: Settings, client: store.Client, raw: bytes, sender: str,
-                     recipient: str, why: str, forwarder: Forwarder | None = None) -> str:
+def _keep_unreadable(
+    settings: Settings,
+    client: store.Client,
+    raw: bytes,
+    sender: str,
+    recipient: str,
+    why: str,
+    forwarder: Forwarder | None = None,
+) -> str:
     """Keep a mail the parser failed on for `txmail bounces unparsed`, as it came; and when
     the token of its bounce address is valid (checked without parsing the mail) and the
     client's NOTIFY asks for failures (forwarding.decide(), unreadable), forward it as it
@@ -363,21 +420,35 @@ def _keep_unreadable(settings: Settings, client: store.Client, raw: bytes, sende
     record = None
     if queue_id:
         record = Messages(client, keys, settings.milter.message_ttl_days * 86400).get(queue_id)
-    log.warning("%s: the parser failed on this returned mail; kept unparsed for `txmail "
-                "bounces unparsed`: %s", queue_id or "NOQUEUE", why)
+    log.warning(
+        "%s: the parser failed on this returned mail; kept unparsed for `txmail "
+        "bounces unparsed`: %s",
+        queue_id or "NOQUEUE",
+        why,
+    )
     _keep(settings, client, keys, raw, why, sender, recipient, queue_id, now=time.time())
     if record is None:
         return f"kept unparsed: {why}"
-    because = forwarding.decide(record, {}, auto_reply=False, unreadable=True,
-                                forward_auto_replies=False, trusted=True)
+    because = forwarding.decide(
+        record, {}, auto_reply=False, unreadable=True, forward_auto_replies=False, trusted=True
+    )
     if not because:
         return f"kept unparsed: {why}"
     send = forwarder or _reinject(settings)
     send(raw, record.envelope_sender, record.message_id)  # ForwardFailed: 75, as elsewhere
-    hdrs = (" as it came: RET=HDRS asked for its headers only, which cannot be cut without "
-            "parsing the mail" if forwarding.ret_of(record) == "HDRS" else "")
-    log.info("%s: forwarded to <%s> with MAIL FROM:<>%s (%s)", record.queue_id,
-             record.envelope_sender, hdrs, because)
+    hdrs = (
+        " as it came: RET=HDRS asked for its headers only, which cannot be cut without "
+        "parsing the mail"
+        if forwarding.ret_of(record) == "HDRS"
+        else ""
+    )
+    log.info(
+        "%s: forwarded to <%s> with MAIL FROM:<>%s (%s)",
+        record.queue_id,
+        record.envelope_sender,
+        hdrs,
+        because,
+    )
     return f"kept unparsed and forwarded to <{record.envelope_sender}>: {why}"
 
 

@@ -114,8 +114,13 @@ class Worker:
     """One parser worker process (worker.py) and the frames to and from it."""
 
     def __init__(self, argv: list[str], settings_frame: bytes, user: str | None) -> None:
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=None, **worker.process_options(user))
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            **worker.process_options(user),
+        )
         self.buffer = bytearray()
         self.mails = 0
         self.usable = True  # False once it failed, retires, or may be stuck mid-frame
@@ -145,16 +150,16 @@ class Worker:
             # a report, and the mail cut to its headers in base64 (at most 4/3 of the mail)
             if not head.isdigit() or int(head) > MAX_ANSWER + 2 * len(raw):
                 raise unparsed.Unreadable(
-                    f"the parser worker answered garbage ({bytes(self.buffer[:40])!r})")
+                    f"the parser worker answered garbage ({bytes(self.buffer[:40])!r})"
+                )
             size = len(head) + 1 + int(head)
             self._read_until(lambda: len(self.buffer) >= size, deadline)
-            payload = bytes(self.buffer[len(head) + 1:size])
+            payload = bytes(self.buffer[len(head) + 1 : size])
             del self.buffer[:size]
             try:
                 report, retiring = worker.read_answer(payload)
             except worker.FrameError as exc:
-                raise unparsed.Unreadable(f"the parser worker answered garbage ({exc})"
-                                          ) from None
+                raise unparsed.Unreadable(f"the parser worker answered garbage ({exc})") from None
         except worker.ErrorAnswer as exc:  # the parser raised: the worker goes on
             self.usable = not exc.retiring
             if exc.temporary:
@@ -175,7 +180,7 @@ class Worker:
         view = memoryview(frame)
         while view:
             try:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
                 continue
             except BlockingIOError:
                 pass
@@ -195,8 +200,10 @@ class Worker:
             if newline >= 0:
                 return bytes(self.buffer[:newline])
             if len(self.buffer) > MAX_HEAD:
-                raise unparsed.Unreadable("the parser worker answered garbage (no length "
-                                          f"in {bytes(self.buffer[:MAX_HEAD + 1])!r})")
+                raise unparsed.Unreadable(
+                    "the parser worker answered garbage (no length "
+                    f"in {bytes(self.buffer[: MAX_HEAD + 1])!r})"
+                )
             scanned = len(self.buffer)
             self._read_more(deadline)
 
@@ -212,15 +219,17 @@ class Worker:
         poller.register(fd, select.POLLIN)
         left = deadline - time.monotonic()
         if left <= 0 or not poller.poll(left * 1000):
-            raise unparsed.Unreadable("the parser took longer than its timeout "
-                                      "(bounce_pipe.parser_timeout)")
+            raise unparsed.Unreadable(
+                "the parser took longer than its timeout (bounce_pipe.parser_timeout)"
+            )
         chunk = os.read(fd, 1 << 20)
         if not chunk:
             self._reap()
             code = self.proc.returncode
             if code is not None and code < 0:  # a limit (SIGXCPU, SIGKILL) or a crash
-                raise unparsed.Unreadable(f"the parser worker was {self.exit_status()} "
-                                          "while it parsed this mail")
+                raise unparsed.Unreadable(
+                    f"the parser worker was {self.exit_status()} while it parsed this mail"
+                )
             raise ParserFailed(f"the parser worker {self.exit_status()}")
         self.buffer += chunk
 
@@ -276,8 +285,7 @@ class ParserPool:
         self.user = user
         self.argv = worker.command(sys.executable, pipe)
         # Everything the parser may need but the Redis URL (it may hold a password).
-        self.settings_frame = json.dumps(asdict(replace(settings, redis=RedisSettings()))
-                                         ).encode()
+        self.settings_frame = json.dumps(asdict(replace(settings, redis=RedisSettings()))).encode()
         self.lock = threading.Lock()
         self.workers: list[Worker] = []
         self.idle: queue.LifoQueue[Slot] = queue.LifoQueue()  # the warmest first
@@ -296,10 +304,14 @@ class ParserPool:
             try:
                 slot.worker = self._start()
             except (OSError, KeyError, subprocess.SubprocessError) as exc:
-                log.error("NOQUEUE: a parser worker could not be started: %s: %s",
-                          exc.__class__.__name__, exc)
-                raise ParserFailed(f"no parser worker could be started: "
-                                   f"{exc.__class__.__name__}: {exc}") from None
+                log.error(
+                    "NOQUEUE: a parser worker could not be started: %s: %s",
+                    exc.__class__.__name__,
+                    exc,
+                )
+                raise ParserFailed(
+                    f"no parser worker could be started: {exc.__class__.__name__}: {exc}"
+                ) from None
         return slot.worker
 
     def _end(self, slot: Slot, kill: bool) -> None:
@@ -327,8 +339,10 @@ class ParserPool:
             report, first = self._parse_in(slot, raw)
             if judges_complaints(report):
                 if not first:  # the worker parsed other mail before: ask one that did not
-                    log.info("NOQUEUE: a complaint report from a parser worker that parsed "
-                             "other mail before; parsed again by a fresh one")
+                    log.info(
+                        "NOQUEUE: a complaint report from a parser worker that parsed "
+                        "other mail before; parsed again by a fresh one"
+                    )
                     self._end(slot, kill=True)  # no grace for a worker not believed
                     report, first = self._parse_in(slot, raw)
                 if judges_complaints(report):
@@ -344,14 +358,14 @@ class ParserPool:
             try:
                 report, _retiring = current.parse(raw, self.timeout)
             except NotTaken as exc:  # the mail was not parsed: a fresh worker takes it
-                log.warning("NOQUEUE: parser worker %d %s; killed and replaced", current.pid,
-                            exc)
+                log.warning("NOQUEUE: parser worker %d %s; killed and replaced", current.pid, exc)
                 self._end(slot, kill=True)
                 continue
             except (unparsed.Unreadable, ParserFailed) as exc:
                 if not current.usable:
-                    log.warning("NOQUEUE: %s; parser worker %d killed and replaced", exc,
-                                current.pid)
+                    log.warning(
+                        "NOQUEUE: %s; parser worker %d killed and replaced", exc, current.pid
+                    )
                     self._end(slot, kill=True)
                 raise
             except BaseException:
@@ -360,10 +374,12 @@ class ParserPool:
             first = current.mails == 1
             if report.headers_only and not forward.cut_is_plausible(raw, report.headers_only):
                 # an honest worker's cut keeps the mail's header block and is shorter
-                log.warning("NOQUEUE: parser worker %d sent a RET=HDRS cut that cannot be the "
-                            "mail's (longer than it, or its header block changed): ignored, "
-                            "the mail is forwarded as it came; killed and replaced",
-                            current.pid)
+                log.warning(
+                    "NOQUEUE: parser worker %d sent a RET=HDRS cut that cannot be the "
+                    "mail's (longer than it, or its header block changed): ignored, "
+                    "the mail is forwarded as it came; killed and replaced",
+                    current.pid,
+                )
                 self._end(slot, kill=True)
                 return replace(report, headers_only=b""), first
             if not current.usable:  # it retires
@@ -433,8 +449,10 @@ def serve(settings: Settings) -> None:
         group = pwd.getpwnam(settings.user).pw_gid
     else:  # a developer's own run: nobody to switch to
         user, group = None, -1
-        log.warning("not run as root: the parser workers run as this process's user, "
-                    "which can read the keys")
+        log.warning(
+            "not run as root: the parser workers run as this process's user, "
+            "which can read the keys"
+        )
     pool = ParserPool(settings, user)
     client = store.connect(settings)
 
@@ -449,9 +467,14 @@ def serve(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("listening on unix:%s (pid %d); %d parser workers as %s (pids %s)", path,
-             os.getpid(), len(pool.pids()), user or "this user",
-             " ".join(str(p) for p in pool.pids()))
+    log.info(
+        "listening on unix:%s (pid %d); %d parser workers as %s (pids %s)",
+        path,
+        os.getpid(),
+        len(pool.pids()),
+        user or "this user",
+        " ".join(str(p) for p in pool.pids()),
+    )
     try:
         server.serve_forever()
     finally:

@@ -86,8 +86,15 @@ def nogroup() -> int:
 
 def command(python: str, pipe: BouncePipeSettings) -> list[str]:
     """The argv of one worker run by `python` with the limits of `pipe`."""
-    return [python, "-I", "-m", "txmail.bounce_pipe.worker", str(pipe.parser_cpu_seconds),
-            str(LIFETIME_CPU), str(pipe.parser_memory_mb * 1024 * 1024)]
+    return [
+        python,
+        "-I",
+        "-m",
+        "txmail.bounce_pipe.worker",
+        str(pipe.parser_cpu_seconds),
+        str(LIFETIME_CPU),
+        str(pipe.parser_memory_mb * 1024 * 1024),
+    ]
 
 
 def process_options(user: str | None) -> dict[str, Any]:
@@ -99,9 +106,13 @@ def process_options(user: str | None) -> dict[str, Any]:
     ids: dict[str, Any] = {}
     if user is not None:
         ids = {"user": pwd.getpwnam(user).pw_uid, "group": nogroup(), "extra_groups": []}
-    return {"cwd": "/", "close_fds": True, "umask": 0o077,
-            "env": {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1",
-                    "LC_ALL": "C.UTF-8"}, **ids}
+    return {
+        "cwd": "/",
+        "close_fds": True,
+        "umask": 0o077,
+        "env": {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8"},
+        **ids,
+    }
 
 
 class FrameError(Exception):
@@ -189,11 +200,13 @@ def read_answer(payload: bytes) -> tuple[Any, bool]:
         try:
             return from_fields(BounceReport, answer["report"]), retiring
         except (TypeError, ValueError, AttributeError, binascii.Error) as exc:
-            raise FrameError(f"not a report: {exc.__class__.__name__}: {str(exc)[:200]}"
-                             ) from None
+            raise FrameError(f"not a report: {exc.__class__.__name__}: {str(exc)[:200]}") from None
     if "error" in answer:
-        raise ErrorAnswer(f"the parser failed: {str(answer['error'])[:300]}",
-                          temporary=answer.get("temporary") is True, retiring=retiring)
+        raise ErrorAnswer(
+            f"the parser failed: {str(answer['error'])[:300]}",
+            temporary=answer.get("temporary") is True,
+            retiring=retiring,
+        )
     raise FrameError(f"neither report nor error: {sorted(answer)[:5]}")
 
 
@@ -250,8 +263,9 @@ def _encode(answer: dict[str, Any]) -> bytes:
         return json.dumps(answer, default=_json).encode()
     except Exception as exc:  # noqa: BLE001 - see above
         why = f"the report could not be sent: {exc.__class__.__name__}: {str(exc)[:200]}"
-        return json.dumps({"error": why, "temporary": False,
-                           "retiring": answer.get("retiring", False)}).encode()
+        return json.dumps(
+            {"error": why, "temporary": False, "retiring": answer.get("retiring", False)}
+        ).encode()
 
 
 def serve(stdin: IO[bytes], stdout: IO[bytes], mail_cpu_seconds: int) -> int:
@@ -269,12 +283,14 @@ def serve(stdin: IO[bytes], stdout: IO[bytes], mail_cpu_seconds: int) -> int:
             return 0
         used = _cpu_used()
         if hard != resource.RLIM_INFINITY:
-            resource.setrlimit(resource.RLIMIT_CPU,
-                               (min(int(used) + 1 + mail_cpu_seconds, hard), hard))
+            resource.setrlimit(
+                resource.RLIMIT_CPU, (min(int(used) + 1 + mail_cpu_seconds, hard), hard)
+            )
         answer = _answer(settings, raw, read_report)
         # Retire while the next mail could not finish within the lifetime budget.
         retiring = count == MAX_MAILS or (
-            hard != resource.RLIM_INFINITY and _cpu_used() + mail_cpu_seconds + 1 > hard)
+            hard != resource.RLIM_INFINITY and _cpu_used() + mail_cpu_seconds + 1 > hard
+        )
         if retiring:
             answer["retiring"] = True
         write_frame(stdout, _encode(answer))

@@ -24,7 +24,11 @@ from txmail.errors import (
 )
 
 EXIT_CODES: list[tuple[type[TxmailError], int]] = [
-    (ConfigError, 2), (UsageError, 2), (NotFound, 1), (Conflict, 1), (TemporaryFailure, 75),
+    (ConfigError, 2),
+    (UsageError, 2),
+    (NotFound, 1),
+    (Conflict, 1),
+    (TemporaryFailure, 75),
 ]
 
 
@@ -63,8 +67,13 @@ class TxmailGroup(click.Group):
 
 
 @click.group(cls=TxmailGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", metavar="FILE", envvar="TXMAIL_CONFIG",
-              help="Configuration file (default: $TXMAIL_CONFIG, else ./txmail.toml).")
+@click.option(
+    "--config",
+    "config_path",
+    metavar="FILE",
+    envvar="TXMAIL_CONFIG",
+    help="Configuration file (default: $TXMAIL_CONFIG, else ./txmail.toml).",
+)
 @click.version_option(package_name="txmail")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None) -> None:

@@ -24,9 +24,11 @@ def _within_node(obj: object, values: dict[str, object]) -> dict[str, object]:
     ceiling = obj.settings.postfix.message_size_limit  # type: ignore[attr-defined]
     size = values.get("max_message_size")
     if isinstance(size, int) and size > ceiling:
-        raise UsageError(f"max_message_size: {size} is above this node's "
-                         f"postfix.message_size_limit ({ceiling}); raise that in txmail.toml "
-                         "and restart `txmail up` first")
+        raise UsageError(
+            f"max_message_size: {size} is above this node's "
+            f"postfix.message_size_limit ({ceiling}); raise that in txmail.toml "
+            "and restart `txmail up` first"
+        )
     return values
 
 
@@ -42,10 +44,17 @@ def _read_password(password_stdin: bool, generate: bool) -> tuple[str, bool]:
 
 
 password_options = [
-    click.option("--password-stdin", is_flag=True,
-                 help="Read the password from the first line of standard input."),
-    click.option("--generate-password", "generate", is_flag=True,
-                 help="Generate a strong password and print it once."),
+    click.option(
+        "--password-stdin",
+        is_flag=True,
+        help="Read the password from the first line of standard input.",
+    ),
+    click.option(
+        "--generate-password",
+        "generate",
+        is_flag=True,
+        help="Generate a strong password and print it once.",
+    ),
 ]
 
 
@@ -62,20 +71,38 @@ def accounts() -> None:
 
 @accounts.command("add")
 @click.argument("name")
-@click.option("--domain", "domains", multiple=True, required=True,
-              help="A sending domain this account owns (repeat for more).")
+@click.option(
+    "--domain",
+    "domains",
+    multiple=True,
+    required=True,
+    help="A sending domain this account owns (repeat for more).",
+)
 @with_password_options
 @click.option("--webhook-url", default="", help="Where this account's events are posted.")
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
-              help="An account setting (see `txmail accounts settings`); repeat for more.")
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An account setting (see `txmail accounts settings`); repeat for more.",
+)
 @click.pass_obj
-def add(obj: object, name: str, domains: tuple[str, ...], password_stdin: bool, generate: bool,
-        webhook_url: str, assignments: tuple[str, ...]) -> None:
+def add(
+    obj: object,
+    name: str,
+    domains: tuple[str, ...],
+    password_stdin: bool,
+    generate: bool,
+    webhook_url: str,
+    assignments: tuple[str, ...],
+) -> None:
     """Create account NAME owning the given sending domains."""
     values = _within_node(obj, dict(account_settings.parse_assignment(a) for a in assignments))
     password, generated = _read_password(password_stdin, generate)
-    account = _accounts(obj).add(name, list(domains), password, webhook_url=webhook_url,
-                                 settings=values)
+    account = _accounts(obj).add(
+        name, list(domains), password, webhook_url=webhook_url, settings=values
+    )
     click.echo(f"account {account.name} created for {', '.join(account.domains)}")
     if generated:
         click.echo(f"password: {password}")
@@ -116,8 +143,10 @@ def show(obj: object, name: str, as_json: bool) -> None:
 def _print_account(account: Account) -> None:
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(account.created_at))
     click.echo(f"name:        {account.name}")
-    click.echo(f"status:      {account.status}"
-               + (f" ({account.suspended_reason})" if account.suspended else ""))
+    click.echo(
+        f"status:      {account.status}"
+        + (f" ({account.suspended_reason})" if account.suspended else "")
+    )
     click.echo(f"domains:     {', '.join(account.domains)}")
     click.echo(f"webhook url: {account.webhook_url or '-'}")
     click.echo(f"created:     {created}")
@@ -169,8 +198,12 @@ def passwd(obj: object, name: str, password_stdin: bool, generate: bool) -> None
 
 @accounts.command("suspend")
 @click.argument("name")
-@click.option("--reason", default="suspended by the operator", show_default=True,
-              help="Shown to the client in the refusal.")
+@click.option(
+    "--reason",
+    default="suspended by the operator",
+    show_default=True,
+    help="Shown to the client in the refusal.",
+)
 @click.pass_obj
 def suspend(obj: object, name: str, reason: str) -> None:
     """Refuse all mail from NAME until it is resumed."""
@@ -199,8 +232,9 @@ def remove(obj: object, name: str) -> None:
 @accounts.command("apikey")
 @click.argument("name")
 @click.option("--list", "list_keys", is_flag=True, help="List the key ids of NAME instead.")
-@click.option("--revoke", "revoke_id", metavar="ID", default="",
-              help="Revoke the key with this id instead.")
+@click.option(
+    "--revoke", "revoke_id", metavar="ID", default="", help="Revoke the key with this id instead."
+)
 @click.pass_obj
 def apikey(obj: object, name: str, list_keys: bool, revoke_id: str) -> None:
     """Create an HTTP API key for NAME (printed once; only its hash is kept)."""

@@ -66,8 +66,10 @@ def unparsed(obj: object, limit: int, entry_id: str | None, as_json: bool) -> No
             click.echo(json.dumps(kept.summary()))
             continue
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(kept.received_at))
-        click.echo(f"{kept.entry_id}  {when}Z  {kept.queue_id or '-':<16} "
-                   f"to=<{kept.recipient}> size={kept.size}  {kept.reason}")
+        click.echo(
+            f"{kept.entry_id}  {when}Z  {kept.queue_id or '-':<16} "
+            f"to=<{kept.recipient}> size={kept.size}  {kept.reason}"
+        )
 
 
 COMMANDS = [bounce_pipe]

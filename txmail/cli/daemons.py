@@ -12,8 +12,10 @@ from txmail.config import Settings
 
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-        format="%(asctime)s %(name)s[%(process)d]: %(levelname)s: %(message)s")
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s[%(process)d]: %(levelname)s: %(message)s",
+    )
 
 
 def _settings(obj: object) -> Settings:
@@ -21,24 +23,43 @@ def _settings(obj: object) -> Settings:
 
 
 @click.command("up")
-@click.option("--dev", is_flag=True,
-              help="Also run a local capture SMTP server as relayhost and create a demo account.")
-@click.option("--external-postfix", is_flag=True,
-              help="Run every txmail daemon but not Postfix: the operator's Postfix, set up "
-                   "with `txmail postfix install`, talks to them.")
-@click.option("--only", "only", multiple=True, metavar="COMPONENT",
-              help="Run only this component (repeat for more), e.g. one per container.")
+@click.option(
+    "--dev",
+    is_flag=True,
+    help="Also run a local capture SMTP server as relayhost and create a demo account.",
+)
+@click.option(
+    "--external-postfix",
+    is_flag=True,
+    help="Run every txmail daemon but not Postfix: the operator's Postfix, set up "
+    "with `txmail postfix install`, talks to them.",
+)
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="COMPONENT",
+    help="Run only this component (repeat for more), e.g. one per container.",
+)
 @click.option("--verbose", is_flag=True, help="Debug logging.")
 @click.pass_obj
-def up(obj: object, dev: bool, external_postfix: bool, only: tuple[str, ...],
-       verbose: bool) -> None:
+def up(
+    obj: object, dev: bool, external_postfix: bool, only: tuple[str, ...], verbose: bool
+) -> None:
     """Start and supervise the whole node in the foreground until SIGINT/SIGTERM."""
     from txmail.stack import supervisor
 
     setup_logging(verbose)
     settings = _settings(obj)
-    sys.exit(supervisor.up(settings, obj.config_path,  # type: ignore[attr-defined]
-                           dev, external_postfix, only))
+    sys.exit(
+        supervisor.up(
+            settings,
+            obj.config_path,  # type: ignore[attr-defined]
+            dev,
+            external_postfix,
+            only,
+        )
+    )
 
 
 @click.command("milter")
@@ -69,8 +90,9 @@ def capture(obj: object) -> None:
 
     setup_logging()
     settings = _settings(obj)
-    capture_mod.serve(settings.path(settings.dev.capture_dir), "127.0.0.1",
-                      settings.dev.capture_port)
+    capture_mod.serve(
+        settings.path(settings.dev.capture_dir), "127.0.0.1", settings.dev.capture_port
+    )
 
 
 @click.command("socketmap")

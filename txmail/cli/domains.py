@@ -35,8 +35,9 @@ def _domains(settings: Settings) -> Domains:
 
 def dns_records(domain: Domain, settings: Settings) -> list[tuple[str, str, str]]:
     """(name, type, value) of every record the domain needs."""
-    records = [(k.dns_name(domain.name), "TXT", k.dns_value())
-               for k in (*domain.dkim, *domain.dkim_next)]
+    records = [
+        (k.dns_name(domain.name), "TXT", k.dns_value()) for k in (*domain.dkim, *domain.dkim_next)
+    ]
     if domain.return_path:
         records.append((domain.return_path, "CNAME", settings.hostname))
     return records
@@ -46,7 +47,7 @@ def _zone_value(kind: str, value: str) -> str:
     if kind != "TXT":
         return value + "."
     # A TXT string holds at most 255 bytes; longer values are split into several strings.
-    return " ".join(f'"{value[i:i + 255]}"' for i in range(0, len(value), 255))
+    return " ".join(f'"{value[i : i + 255]}"' for i in range(0, len(value), 255))
 
 
 def _print_records(domain: Domain, settings: Settings) -> None:
@@ -62,32 +63,66 @@ def domains() -> None:
 @domains.command("add")
 @click.argument("domain")
 @click.option("--account", required=True, help="The account that sends as DOMAIN.")
-@click.option("--selector", default=None,
-              help="DKIM selector (default: txYYYYMMDD). An Ed25519 key gets SELECTOR + 'e'.")
-@click.option("--bits", type=int, default=None,
-              help="RSA key size (default: domains.dkim_key_bits, at least 2048).")
-@click.option("--ed25519/--no-ed25519", default=None,
-              help="Also create an Ed25519 key (default: domains.dkim_ed25519).")
-@click.option("--return-path", "return_path", default=None, metavar="HOST",
-              help="Return-path subdomain (default: PREFIX.DOMAIN, PREFIX from "
-                   "domains.return_path_prefix).")
-@click.option("--no-return-path", is_flag=True,
-              help="No return-path subdomain: bounces go to the node's bounce domain.")
-@click.option("--force-sign", is_flag=True,
-              help="Sign at once, without waiting for the DKIM record to verify.")
-@click.option("--force-return-path", is_flag=True,
-              help="Use the return-path subdomain at once, without waiting for DNS.")
+@click.option(
+    "--selector",
+    default=None,
+    help="DKIM selector (default: txYYYYMMDD). An Ed25519 key gets SELECTOR + 'e'.",
+)
+@click.option(
+    "--bits",
+    type=int,
+    default=None,
+    help="RSA key size (default: domains.dkim_key_bits, at least 2048).",
+)
+@click.option(
+    "--ed25519/--no-ed25519",
+    default=None,
+    help="Also create an Ed25519 key (default: domains.dkim_ed25519).",
+)
+@click.option(
+    "--return-path",
+    "return_path",
+    default=None,
+    metavar="HOST",
+    help="Return-path subdomain (default: PREFIX.DOMAIN, PREFIX from domains.return_path_prefix).",
+)
+@click.option(
+    "--no-return-path",
+    is_flag=True,
+    help="No return-path subdomain: bounces go to the node's bounce domain.",
+)
+@click.option(
+    "--force-sign",
+    is_flag=True,
+    help="Sign at once, without waiting for the DKIM record to verify.",
+)
+@click.option(
+    "--force-return-path",
+    is_flag=True,
+    help="Use the return-path subdomain at once, without waiting for DNS.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def add(obj: object, domain: str, account: str, selector: str | None, bits: int | None,
-        ed25519: bool | None, return_path: str | None, no_return_path: bool, force_sign: bool,
-        force_return_path: bool, as_json: bool) -> None:
+def add(
+    obj: object,
+    domain: str,
+    account: str,
+    selector: str | None,
+    bits: int | None,
+    ed25519: bool | None,
+    return_path: str | None,
+    no_return_path: bool,
+    force_sign: bool,
+    force_return_path: bool,
+    as_json: bool,
+) -> None:
     """Set up DOMAIN for ACCOUNT: DKIM key(s) and a return-path subdomain."""
     settings = _settings(obj)
     name = check_domain(domain)
     if no_return_path and (return_path or force_return_path):
-        raise UsageError("--no-return-path cannot be combined with --return-path or "
-                         "--force-return-path")
+        raise UsageError(
+            "--no-return-path cannot be combined with --return-path or --force-return-path"
+        )
     if bits is not None and bits < dkim.MIN_RSA_BITS:
         raise UsageError(f"--bits must be {dkim.MIN_RSA_BITS} or more")
     if selector is not None:
@@ -105,9 +140,16 @@ def add(obj: object, domain: str, account: str, selector: str | None, bits: int 
         raise Conflict(f"domain {name} is set up already (see `txmail domains show {name}`)")
     keys = dkim.create_keys(settings, name, selector=selector, with_ed25519=ed25519, bits=bits)
     try:
-        record = store_.add(Domain(name=name, account=account, dkim=keys,
-                                   dkim_active=force_sign, return_path=rp,
-                                   return_path_active=bool(rp) and force_return_path))
+        record = store_.add(
+            Domain(
+                name=name,
+                account=account,
+                dkim=keys,
+                dkim_active=force_sign,
+                return_path=rp,
+                return_path_active=bool(rp) and force_return_path,
+            )
+        )
     except BaseException:
         _delete_key_files(keys)
         raise
@@ -118,8 +160,10 @@ def add(obj: object, domain: str, account: str, selector: str | None, bits: int 
     _print_records(record, settings)
     click.echo(f"signing: {'on' if record.dkim_active else 'off until the DKIM record verifies'}")
     if rp:
-        click.echo(f"return path: {rp} "
-                   f"({'in use' if record.return_path_active else 'not used until it resolves'})")
+        click.echo(
+            f"return path: {rp} "
+            f"({'in use' if record.return_path_active else 'not used until it resolves'})"
+        )
 
 
 @domains.command("list")
@@ -134,9 +178,11 @@ def list_(obj: object, account: str | None, as_json: bool) -> None:
         return
     for d in rows:
         selectors = ",".join(k.selector for k in d.dkim) or "-"
-        click.echo(f"{d.name:32} {d.account:20} dkim={'on' if d.dkim_active else 'off':3} "
-                   f"s={selectors:20} return-path={d.return_path or '-'}"
-                   f"{'' if d.return_path_active or not d.return_path else ' (off)'}")
+        click.echo(
+            f"{d.name:32} {d.account:20} dkim={'on' if d.dkim_active else 'off':3} "
+            f"s={selectors:20} return-path={d.return_path or '-'}"
+            f"{'' if d.return_path_active or not d.return_path else ' (off)'}"
+        )
 
 
 @domains.command("show")
@@ -155,8 +201,10 @@ def show(obj: object, domain: str, as_json: bool) -> None:
     click.echo(f"signing:     {'on' if record.dkim_active else 'off'}")
     for key in record.dkim:
         click.echo(f"  key:       s={key.selector} a={key.algorithm} {key.key_path}")
-    click.echo(f"return path: {record.return_path or settings.bounce_domain + ' (node default)'}"
-               + ("" if record.return_path_active or not record.return_path else " (off)"))
+    click.echo(
+        f"return path: {record.return_path or settings.bounce_domain + ' (node default)'}"
+        + ("" if record.return_path_active or not record.return_path else " (off)")
+    )
     click.echo("dns records:")
     _print_records(record, settings)
 
@@ -170,8 +218,12 @@ def dns(obj: object, domain: str, as_json: bool) -> None:
     settings = _settings(obj)
     record = _domains(settings).get(domain)
     if as_json:
-        click.echo(json.dumps([{"name": n, "type": t, "value": v}
-                               for n, t, v in dns_records(record, settings)], indent=2))
+        click.echo(
+            json.dumps(
+                [{"name": n, "type": t, "value": v} for n, t, v in dns_records(record, settings)],
+                indent=2,
+            )
+        )
         return
     _print_records(record, settings)
 
@@ -183,8 +235,13 @@ def _delete_key_files(keys: tuple[DkimKey, ...]) -> None:
 
 @domains.command("verify")
 @click.argument("domain")
-@click.option("--nameserver", "nameservers", multiple=True, metavar="IP[:PORT]",
-              help="Ask this DNS server (default: domains.nameservers, else the system's).")
+@click.option(
+    "--nameserver",
+    "nameservers",
+    multiple=True,
+    metavar="IP[:PORT]",
+    help="Ask this DNS server (default: domains.nameservers, else the system's).",
+)
 @click.pass_obj
 def verify(obj: object, domain: str, nameservers: tuple[str, ...]) -> None:
     """Look DOMAIN's records up in DNS; switch on what verifies (signing, the return path, a
@@ -195,8 +252,11 @@ def verify(obj: object, domain: str, nameservers: tuple[str, ...]) -> None:
     resolve = dnscheck.resolver(list(nameservers) or list(settings.domains.nameservers))
     current = [dnscheck.check_dkim(record.name, k, resolve) for k in record.dkim]
     pending = [dnscheck.check_dkim(record.name, k, resolve) for k in record.dkim_next]
-    return_path = (dnscheck.check_return_path(record.return_path, settings.hostname, resolve)
-                   if record.return_path else None)
+    return_path = (
+        dnscheck.check_return_path(record.return_path, settings.hostname, resolve)
+        if record.return_path
+        else None
+    )
     changes: dict[str, object] = {}
     retired: tuple[DkimKey, ...] = ()
     if pending and all(c.ok for c in pending):
@@ -216,11 +276,15 @@ def verify(obj: object, domain: str, nameservers: tuple[str, ...]) -> None:
         if check.ok:
             click.echo(f"ok       {check.what:22} {check.name} ({check.found})")
         else:
-            click.echo(f"missing  {check.what:22} {check.name}: found {check.found}; publish "
-                       f"{check.expected}")
+            click.echo(
+                f"missing  {check.what:22} {check.name}: found {check.found}; publish "
+                f"{check.expected}"
+            )
     if retired:
-        click.echo(f"now signing with s={changes['dkim'][0].selector}; "  # type: ignore[index]
-                   "keep the old selector's record published for a few days")
+        click.echo(
+            f"now signing with s={changes['dkim'][0].selector}; "  # type: ignore[index]
+            "keep the old selector's record published for a few days"
+        )
     if "dkim_active" in changes and not retired:
         click.echo(f"signing for {record.name} is on")
     if "return_path_active" in changes:
@@ -233,30 +297,49 @@ def verify(obj: object, domain: str, nameservers: tuple[str, ...]) -> None:
 @click.argument("domain")
 @click.option("--selector", default=None, help="Selector of the new key (default: txYYYYMMDD).")
 @click.option("--bits", type=int, default=None, help="RSA key size (default: as configured).")
-@click.option("--ed25519/--no-ed25519", default=None,
-              help="Also an Ed25519 key (default: if the domain has one now).")
-@click.option("--force", is_flag=True,
-              help="Sign with the new key at once, without waiting for its DNS record.")
+@click.option(
+    "--ed25519/--no-ed25519",
+    default=None,
+    help="Also an Ed25519 key (default: if the domain has one now).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Sign with the new key at once, without waiting for its DNS record.",
+)
 @click.pass_obj
-def rotate_key(obj: object, domain: str, selector: str | None, bits: int | None,
-               ed25519: bool | None, force: bool) -> None:
+def rotate_key(
+    obj: object,
+    domain: str,
+    selector: str | None,
+    bits: int | None,
+    ed25519: bool | None,
+    force: bool,
+) -> None:
     """Make a new DKIM key for DOMAIN under a new selector; print its DNS record."""
     settings = _settings(obj)
     store_ = _domains(settings)
     record = store_.get(domain)
     if record.dkim_next and not force:
-        raise Conflict(f"a rotation of {record.name} is pending (s={record.dkim_next[0].selector}"
-                       "); publish its record and run `txmail domains verify`, or use --force")
+        raise Conflict(
+            f"a rotation of {record.name} is pending (s={record.dkim_next[0].selector}"
+            "); publish its record and run `txmail domains verify`, or use --force"
+        )
     if bits is not None and bits < dkim.MIN_RSA_BITS:
         raise UsageError(f"--bits must be {dkim.MIN_RSA_BITS} or more")
     taken = {k.selector for k in (*record.dkim, *record.dkim_next)}
     if selector is not None and (selector in taken or selector + "e" in taken):
         raise UsageError(f"selector {selector} is in use by {record.name} already")
-    with_ed25519 = (any(k.algorithm != RSA for k in record.dkim) if ed25519 is None
-                    else ed25519)
+    with_ed25519 = any(k.algorithm != RSA for k in record.dkim) if ed25519 is None else ed25519
     try:
-        keys = dkim.create_keys(settings, record.name, selector=selector,
-                                with_ed25519=with_ed25519, bits=bits, taken=taken)
+        keys = dkim.create_keys(
+            settings,
+            record.name,
+            selector=selector,
+            with_ed25519=with_ed25519,
+            bits=bits,
+            taken=taken,
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if force:
@@ -265,8 +348,10 @@ def rotate_key(obj: object, domain: str, selector: str | None, bits: int | None,
         click.echo(f"now signing {record.name} with s={keys[0].selector}; publish:")
     else:
         store_.update(record.name, dkim_next=keys)
-        click.echo(f"new key for {record.name} (s={keys[0].selector}); publish this record, "
-                   "then run `txmail domains verify`:")
+        click.echo(
+            f"new key for {record.name} (s={keys[0].selector}); publish this record, "
+            "then run `txmail domains verify`:"
+        )
     for key in keys:
         click.echo(f"{key.dns_name(record.name)}. IN TXT {_zone_value('TXT', key.dns_value())}")
 

@@ -17,8 +17,10 @@ def format_event(event: Event) -> str:
     details = event.details
     extra = " ".join(f"{k}={details[k]}" for k in ("status", "reason") if details.get(k))
     untrusted = "" if event.trusted else " UNTRUSTED"
-    return (f"{event.timestamp} {event.account} {event.message_id or '-'} {event.kind:<11} "
-            f"to=<{event.recipient}> {extra}{untrusted} id={event.id}").rstrip()
+    return (
+        f"{event.timestamp} {event.account} {event.message_id or '-'} {event.kind:<11} "
+        f"to=<{event.recipient}> {extra}{untrusted} id={event.id}"
+    ).rstrip()
 
 
 @click.group("events")
@@ -28,15 +30,22 @@ def events() -> None:
 
 @events.command("tail")
 @click.option("--account", help="Only this account (default: every account).")
-@click.option("--kind", type=click.Choice(KINDS), multiple=True,
-              help="Only this kind (repeat for more).")
-@click.option("-n", "--count", default=20, show_default=True,
-              help="How many recent events to print first (per account).")
+@click.option(
+    "--kind", type=click.Choice(KINDS), multiple=True, help="Only this kind (repeat for more)."
+)
+@click.option(
+    "-n",
+    "--count",
+    default=20,
+    show_default=True,
+    help="How many recent events to print first (per account).",
+)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new events as they come.")
 @click.option("--json", "as_json", is_flag=True, help="Print each event as one JSON line.")
 @click.pass_obj
-def tail(obj: object, account: str | None, kind: tuple[str, ...], count: int, follow: bool,
-         as_json: bool) -> None:
+def tail(
+    obj: object, account: str | None, kind: tuple[str, ...], count: int, follow: bool, as_json: bool
+) -> None:
     """Print the newest events, oldest first; with --follow, then every new one."""
     settings = obj.settings  # type: ignore[attr-defined]
     if count < 0:
@@ -72,8 +81,11 @@ def tail(obj: object, account: str | None, kind: tuple[str, ...], count: int, fo
         show(raw)
     while follow:
         with store.guard("reading events"):
-            replies = client.xread({keys.events(n): last[n] for n in names}, block=1000,
-                                   count=500) if names else []
+            replies = (
+                client.xread({keys.events(n): last[n] for n in names}, block=1000, count=500)
+                if names
+                else []
+            )
         if not names:
             time.sleep(1)
             names = Accounts(client, keys).names() if account is None else names

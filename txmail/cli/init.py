@@ -15,48 +15,82 @@ from txmail.stack.files import write_private, write_secret
 
 
 @click.command("init")
-@click.option("--state-dir", required=True, type=click.Path(file_okay=False),
-              help="Folder to create (or complete) for this relay's state.")
-@click.option("--hostname", default="mta.example.test", show_default=True,
-              help="This relay's host name.")
-@click.option("--bounce-domain", default="bounces.example.test", show_default=True,
-              help="Return-path domain for sending domains without their own.")
-@click.option("--port-offset", type=int, default=None,
-              help="Listen on 127.0.0.1 with every port moved by N (25+N, 465+N, 587+N, "
-                   "8080+N, capture 2525+N, authpolicy 10030+N).")
-@click.option("--listen-address", default="127.0.0.1", show_default=True,
-              help="Address every listener binds (0.0.0.0 for all, as in containers).")
+@click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder to create (or complete) for this relay's state.",
+)
+@click.option(
+    "--hostname", default="mta.example.test", show_default=True, help="This relay's host name."
+)
+@click.option(
+    "--bounce-domain",
+    default="bounces.example.test",
+    show_default=True,
+    help="Return-path domain for sending domains without their own.",
+)
+@click.option(
+    "--port-offset",
+    type=int,
+    default=None,
+    help="Listen on 127.0.0.1 with every port moved by N (25+N, 465+N, 587+N, "
+    "8080+N, capture 2525+N, authpolicy 10030+N).",
+)
+@click.option(
+    "--listen-address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address every listener binds (0.0.0.0 for all, as in containers).",
+)
 @click.option("--relayhost", default="", help="Send all mail to HOST:PORT instead of MX hosts.")
 @click.option("--redis-url", default="", help="Use this Redis instead of a private one.")
 @click.option("--redis-cluster", is_flag=True, help="--redis-url is a Redis Cluster node.")
 @click.option("--force", is_flag=True, help="Overwrite an existing txmail.toml.")
-def init(state_dir: str, hostname: str, bounce_domain: str, port_offset: int | None,
-         listen_address: str, relayhost: str, redis_url: str, redis_cluster: bool,
-         force: bool) -> None:
+def init(
+    state_dir: str,
+    hostname: str,
+    bounce_domain: str,
+    port_offset: int | None,
+    listen_address: str,
+    relayhost: str,
+    redis_url: str,
+    redis_cluster: bool,
+    force: bool,
+) -> None:
     """Create DIR/txmail.toml, a self-signed TLS certificate and the HMAC secrets."""
     state = Path(state_dir).resolve()
     config_file = state / config_mod.DEFAULT_CONFIG_NAME
     if config_file.exists() and not force:
         raise UsageError(f"{config_file} exists already (use --force to overwrite it)")
-    settings = config_mod.Settings(state_dir=str(state), hostname=hostname.lower(),
-                                   bounce_domain=bounce_domain.lower())
+    settings = config_mod.Settings(
+        state_dir=str(state), hostname=hostname.lower(), bounce_domain=bounce_domain.lower()
+    )
     if port_offset is not None:
         if not 0 <= port_offset <= 60000:
             raise UsageError("--port-offset must be between 0 and 60000")
         listen = config_mod.ListenSettings(
-            address="127.0.0.1", smtp=25 + port_offset, submissions=465 + port_offset,
-            submission=587 + port_offset, http=8080 + port_offset,
-            reinject=10025 + port_offset)
+            address="127.0.0.1",
+            smtp=25 + port_offset,
+            submissions=465 + port_offset,
+            submission=587 + port_offset,
+            http=8080 + port_offset,
+            reinject=10025 + port_offset,
+        )
         settings = dataclasses.replace(
-            settings, listen=listen,
+            settings,
+            listen=listen,
             dev=dataclasses.replace(settings.dev, capture_port=2525 + port_offset),
-            authpolicy=dataclasses.replace(settings.authpolicy,
-                                           listen=f"127.0.0.1:{10030 + port_offset}"))
+            authpolicy=dataclasses.replace(
+                settings.authpolicy, listen=f"127.0.0.1:{10030 + port_offset}"
+            ),
+        )
     settings = dataclasses.replace(
         settings,
         listen=dataclasses.replace(settings.listen, address=listen_address),
         postfix=dataclasses.replace(settings.postfix, relayhost=relayhost),
-        redis=dataclasses.replace(settings.redis, url=redis_url, cluster=redis_cluster))
+        redis=dataclasses.replace(settings.redis, url=redis_url, cluster=redis_cluster),
+    )
     config_mod.validate(settings)
 
     state.mkdir(parents=True, exist_ok=True)

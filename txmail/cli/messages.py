@@ -21,8 +21,9 @@ from txmail.store.messages import Messages
 PAGE = 1000
 
 
-def message_events(client: store.Client, keys: store.Keys, account: str, queue_id: str,
-                   since: float) -> list[Event]:
+def message_events(
+    client: store.Client, keys: store.Keys, account: str, queue_id: str, since: float
+) -> list[Event]:
     """The message's events in the order they were recorded, each once (a replayed dead
     letter appears in the stream twice)."""
     start = f"{max(int(since * 1000) - 60_000, 0)}-0"  # events follow acceptance
@@ -62,15 +63,28 @@ def show(obj: object, queue_id: str, as_json: bool) -> None:
     keys = store.Keys(settings.redis.prefix)
     record = Messages(client, keys, settings.milter.message_ttl_days * 86400).get(queue_id)
     if record is None:
-        raise NotFound(f"no message {queue_id} (unknown, or older than "
-                       f"milter.message_ttl_days = {settings.milter.message_ttl_days})")
+        raise NotFound(
+            f"no message {queue_id} (unknown, or older than "
+            f"milter.message_ttl_days = {settings.milter.message_ttl_days})"
+        )
     found = message_events(client, keys, record.account, record.message_id, record.accepted_at)
     if record.parent:
         found = [e for e in found if e.recipient.lower() in {r.lower() for r in record.recipients}]
     if as_json:
-        click.echo(json.dumps({"message": record.to_hash() | {
-            "recipients": record.recipients, "tags": record.tags, "copies": record.copies},
-            "events": [json.loads(e.to_json()) for e in found]}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "message": record.to_hash()
+                    | {
+                        "recipients": record.recipients,
+                        "tags": record.tags,
+                        "copies": record.copies,
+                    },
+                    "events": [json.loads(e.to_json()) for e in found],
+                },
+                indent=2,
+            )
+        )
         return
     accepted = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.accepted_at))
     click.echo(f"message {record.queue_id}")
@@ -81,8 +95,10 @@ def show(obj: object, queue_id: str, as_json: bool) -> None:
     if record.parent:
         click.echo(f"  copy of:   {record.parent}{'   (the BCC copy)' if record.bcc else ''}")
     for recipient, copy_id in record.copies.items():
-        click.echo(f"  copy:      <{recipient}> as {copy_id}"
-                   f"{'   (the BCC copy)' if recipient == record.bcc else ''}")
+        click.echo(
+            f"  copy:      <{recipient}> as {copy_id}"
+            f"{'   (the BCC copy)' if recipient == record.bcc else ''}"
+        )
     if record.return_path:
         click.echo(f"  return:    <{record.return_path}>")
     click.echo(f"  class:     {record.message_class}   tags: {', '.join(record.tags) or '-'}")

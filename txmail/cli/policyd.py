@@ -31,18 +31,30 @@ def policyd(obj: object, verbose: bool) -> None:
 
 def account_usage(settings: Settings, client: store.Client, account: Account) -> quota.Usage:
     """The account's usage now, by policyd's clock."""
-    return quota.usage(client, store.Keys(settings.redis.prefix), account.name,
-                       account.settings, repr(account.created_at), quota.clock(settings))
+    return quota.usage(
+        client,
+        store.Keys(settings.redis.prefix),
+        account.name,
+        account.settings,
+        repr(account.created_at),
+        quota.clock(settings),
+    )
 
 
 def today(settings: Settings, client: store.Client, account: Account) -> dict[str, Any]:
     """What `txmail accounts show` adds: the warm-up day and today's usage."""
     usage = account_usage(settings, client, account)
     counted = {row["unit"]: row["used"] for row in usage.limits if row["window"] == "day"}
-    text = (f"{counted['messages']} messages, {counted['recipients']} recipients, "
-            f"{counted['bytes']} bytes")
-    return {"warmup": usage.warmup, "warmup_text": warmup_line(usage), "today": counted,
-            "today_text": text}
+    text = (
+        f"{counted['messages']} messages, {counted['recipients']} recipients, "
+        f"{counted['bytes']} bytes"
+    )
+    return {
+        "warmup": usage.warmup,
+        "warmup_text": warmup_line(usage),
+        "today": counted,
+        "today_text": text,
+    }
 
 
 def warmup_line(usage: quota.Usage) -> str:
@@ -51,31 +63,43 @@ def warmup_line(usage: quota.Usage) -> str:
     if warmup is None:
         return "off"
     if warmup["quota"] is None:
-        return (f"done (day {warmup['day']}, after {warmup['days_in_schedule']} days); "
-                f"{warmup['used']} recipients today")
-    return (f"day {warmup['day']} of warm-up, {warmup['used']} of {warmup['quota']} "
-            "recipients today")
+        return (
+            f"done (day {warmup['day']}, after {warmup['days_in_schedule']} days); "
+            f"{warmup['used']} recipients today"
+        )
+    return f"day {warmup['day']} of warm-up, {warmup['used']} of {warmup['quota']} recipients today"
 
 
 def usage_lines(usage: quota.Usage) -> list[str]:
     lines = []
     for row in usage.limits:
         limit = row["limit"] or "no limit"
-        lines.append(f"  {row['unit']:10} per {row['window']:6} {row['used']:>12} of "
-                     f"{limit:<12} resets {row['resets']}")
+        lines.append(
+            f"  {row['unit']:10} per {row['window']:6} {row['used']:>12} of "
+            f"{limit:<12} resets {row['resets']}"
+        )
     held = usage.in_flight
-    lines.append(f"  in flight: {held['messages']} messages, {held['recipients']} recipients "
-                 "passed at end of data, not yet counted")
+    lines.append(
+        f"  in flight: {held['messages']} messages, {held['recipients']} recipients "
+        "passed at end of data, not yet counted"
+    )
     lines.append(f"  warm-up: {warmup_line(usage)}")
     reputation = usage.reputation
-    judged = "" if reputation["judged"] else \
-        f" (judged from {reputation['min_recipients']} recipients on)"
-    lines.append(f"  reputation, last {reputation['window_days']} days: "
-                 f"{reputation['delivered']} delivered, {reputation['bounced']} hard bounces, "
-                 f"{reputation['complained']} complaints{judged}")
+    judged = (
+        ""
+        if reputation["judged"]
+        else f" (judged from {reputation['min_recipients']} recipients on)"
+    )
+    lines.append(
+        f"  reputation, last {reputation['window_days']} days: "
+        f"{reputation['delivered']} delivered, {reputation['bounced']} hard bounces, "
+        f"{reputation['complained']} complaints{judged}"
+    )
     for check in reputation["checks"]:
-        lines.append(f"    {check['metric']} rate {check['rate']}% of max {check['threshold']}%"
-                     f": {check['level']}")
+        lines.append(
+            f"    {check['metric']} rate {check['rate']}% of max {check['threshold']}%"
+            f": {check['level']}"
+        )
     return lines
 
 

@@ -15,8 +15,12 @@ def postfix() -> None:
 
 
 @postfix.command("render")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Folder to write main.cf, master.cf and their tables into.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder to write main.cf, master.cf and their tables into.",
+)
 @click.pass_obj
 def render_cmd(obj: object, out: str) -> None:
     """Write the configuration of txmail's own Postfix instance to a folder and check it."""
@@ -28,18 +32,28 @@ def render_cmd(obj: object, out: str) -> None:
 
 
 @postfix.command("install")
-@click.option("--postfix-config-dir", default="/etc/postfix", show_default=True,
-              type=click.Path(file_okay=False, exists=True),
-              help="The existing Postfix configuration to merge into.")
-@click.option("--dry-run", is_flag=True,
-              help="Print the postconf commands instead of running them.")
-@click.option("--systemd-dir", default="/etc/systemd/system", show_default=True,
-              type=click.Path(file_okay=False),
-              help="Where to write txmail.service.")
+@click.option(
+    "--postfix-config-dir",
+    default="/etc/postfix",
+    show_default=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="The existing Postfix configuration to merge into.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the postconf commands instead of running them."
+)
+@click.option(
+    "--systemd-dir",
+    default="/etc/systemd/system",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where to write txmail.service.",
+)
 @click.option("--no-systemd", is_flag=True, help="Do not write a systemd unit.")
 @click.pass_obj
-def install_cmd(obj: object, postfix_config_dir: str, dry_run: bool, systemd_dir: str,
-                no_systemd: bool) -> None:
+def install_cmd(
+    obj: object, postfix_config_dir: str, dry_run: bool, systemd_dir: str, no_systemd: bool
+) -> None:
     """Merge txmail's listeners, milter, policy service and bounce transport into an existing
     Postfix without touching the operator's own settings (backed up first)."""
     settings = obj.settings  # type: ignore[attr-defined]
@@ -57,17 +71,23 @@ def install_cmd(obj: object, postfix_config_dir: str, dry_run: bool, systemd_dir
             click.echo(unit, nl=False)
         return
     backup = install.apply(plan, operator_dir)
-    click.echo(f"txmail: {len(plan.main)} main.cf settings and {len(plan.master)} master.cf "
-               f"services installed into {operator_dir} (backup in {backup})")
+    click.echo(
+        f"txmail: {len(plan.main)} main.cf settings and {len(plan.master)} master.cf "
+        f"services installed into {operator_dir} (backup in {backup})"
+    )
     if not no_systemd:
         path = Path(systemd_dir) / "txmail.service"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(unit)
-        click.echo(f"txmail: wrote {path}; run: systemctl daemon-reload && "
-                   "systemctl enable --now txmail && systemctl reload postfix")
+        click.echo(
+            f"txmail: wrote {path}; run: systemctl daemon-reload && "
+            "systemctl enable --now txmail && systemctl reload postfix"
+        )
     else:
-        click.echo(f"txmail: start the daemons with: txmail --config {config_file} up "
-                   f"--external-postfix; then: postfix -c {operator_dir} reload")
+        click.echo(
+            f"txmail: start the daemons with: txmail --config {config_file} up "
+            f"--external-postfix; then: postfix -c {operator_dir} reload"
+        )
 
 
 COMMANDS = [postfix]

@@ -36,8 +36,10 @@ def _when(timestamp: float | None) -> str:
 
 
 def _line(entry: SuppressionEntry) -> str:
-    return (f"{entry.list:12} {entry.recipient:40} {_when(entry.created_at)} "
-            f"expires={_when(entry.expires_at)} {entry.reason}")
+    return (
+        f"{entry.list:12} {entry.recipient:40} {_when(entry.created_at)} "
+        f"expires={_when(entry.expires_at)} {entry.reason}"
+    )
 
 
 @click.group("suppressions")
@@ -48,8 +50,13 @@ def suppressions() -> None:
 @suppressions.command("list")
 @click.option("--account", required=True, help="The account whose lists to show.")
 @click.option("--list", "list_name", type=LIST_CHOICE, default=None, help="Only this list.")
-@click.option("--limit", type=click.IntRange(1), default=100, show_default=True,
-              help="Show at most this many entries, newest first.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    help="Show at most this many entries, newest first.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def list_(obj: object, account: str, list_name: str | None, limit: int, as_json: bool) -> None:
@@ -65,21 +72,41 @@ def list_(obj: object, account: str, list_name: str | None, limit: int, as_json:
 @suppressions.command("add")
 @click.argument("recipients", nargs=-1, required=True, metavar="ADDRESS...")
 @click.option("--account", required=True, help="The account that must not send to them.")
-@click.option("--list", "list_name", type=LIST_CHOICE, required=True,
-              help="Which list: bounce or unsubscribe.")
-@click.option("--reason", default="added by the operator", show_default=True,
-              help="Why (shown by list and export).")
-@click.option("--expires-in", type=click.FloatRange(min=0, min_open=True), default=None,
-              metavar="DAYS", help="Drop the entry after this many days (default: never).")
+@click.option(
+    "--list",
+    "list_name",
+    type=LIST_CHOICE,
+    required=True,
+    help="Which list: bounce or unsubscribe.",
+)
+@click.option(
+    "--reason",
+    default="added by the operator",
+    show_default=True,
+    help="Why (shown by list and export).",
+)
+@click.option(
+    "--expires-in",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="DAYS",
+    help="Drop the entry after this many days (default: never).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def add(obj: object, recipients: tuple[str, ...], account: str, list_name: str, reason: str,
-        expires_in: float | None, as_json: bool) -> None:
+def add(
+    obj: object,
+    recipients: tuple[str, ...],
+    account: str,
+    list_name: str,
+    reason: str,
+    expires_in: float | None,
+    as_json: bool,
+) -> None:
     """Suppress ADDRESS... for an account."""
     lists = _suppressions(obj, account)
     expires_at = time.time() + expires_in * 86400 if expires_in else None
-    entries = [lists.add(account, list_name, r, reason, expires_at=expires_at)
-               for r in recipients]
+    entries = [lists.add(account, list_name, r, reason, expires_at=expires_at) for r in recipients]
     if as_json:
         click.echo(json.dumps([e.public() for e in entries], indent=2))
         return
@@ -90,8 +117,13 @@ def add(obj: object, recipients: tuple[str, ...], account: str, list_name: str, 
 @suppressions.command("remove")
 @click.argument("recipients", nargs=-1, required=True, metavar="ADDRESS...")
 @click.option("--account", required=True, help="The account whose list to change.")
-@click.option("--list", "list_name", type=LIST_CHOICE, required=True,
-              help="Which list: bounce or unsubscribe.")
+@click.option(
+    "--list",
+    "list_name",
+    type=LIST_CHOICE,
+    required=True,
+    help="Which list: bounce or unsubscribe.",
+)
 @click.pass_obj
 def remove(obj: object, recipients: tuple[str, ...], account: str, list_name: str) -> None:
     """Take ADDRESS... off a list, so the account may send to them again."""
@@ -114,17 +146,25 @@ def export(obj: object, account: str, list_name: str | None) -> None:
 @suppressions.command("import")
 @click.argument("source", type=click.File("r"), default="-")
 @click.option("--account", required=True, help="The account whose lists to fill.")
-@click.option("--list", "list_name", type=LIST_CHOICE, default=None,
-              help="List for lines that are bare addresses (JSON lines name their own).")
-@click.option("--reason", default="imported", show_default=True,
-              help="Reason for lines that give none.")
+@click.option(
+    "--list",
+    "list_name",
+    type=LIST_CHOICE,
+    default=None,
+    help="List for lines that are bare addresses (JSON lines name their own).",
+)
+@click.option(
+    "--reason", default="imported", show_default=True, help="Reason for lines that give none."
+)
 @click.pass_obj
-def import_(obj: object, source: click.utils.LazyFile, account: str, list_name: str | None,
-            reason: str) -> None:
+def import_(
+    obj: object, source: click.utils.LazyFile, account: str, list_name: str | None, reason: str
+) -> None:
     """Read entries from SOURCE (a file or -): export's JSON lines or one address a line.
     Every line is checked before anything is written."""
-    count = _suppressions(obj, account).import_lines(account, source or sys.stdin,
-                                                     default_list=list_name, reason=reason)
+    count = _suppressions(obj, account).import_lines(
+        account, source or sys.stdin, default_list=list_name, reason=reason
+    )
     click.echo(f"imported {count} entries for {account}")
 
 

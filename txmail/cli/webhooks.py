@@ -78,18 +78,31 @@ def test(obj: object, account: str) -> None:
     client, keys = _store(obj)
     target = Accounts(client, keys).get(account).webhook_url
     if not target:
-        raise UsageError(f"account {account} has no webhook URL (txmail webhooks url "
-                         f"{account} URL)")
+        raise UsageError(
+            f"account {account} has no webhook URL (txmail webhooks url {account} URL)"
+        )
     now = time.time()
-    event = Event(id=random_event_id(now), kind="test", recipient="", message_id="",
-                  timestamp=iso_timestamp(now), account=account, tags=[],
-                  details={"note": "a test event sent by `txmail webhooks test`"})
+    event = Event(
+        id=random_event_id(now),
+        kind="test",
+        recipient="",
+        message_id="",
+        timestamp=iso_timestamp(now),
+        account=account,
+        tags=[],
+        details={"note": "a test event sent by `txmail webhooks test`"},
+    )
     body = ('{"events":[' + event.to_json() + "]}").encode()
     secret_bytes = signing.account_secret(settings.read_secret("webhook_key_file"), account)
     headers = signing.headers(secret_bytes, "msg_test_" + event.id[4:], int(now), body)
     try:
-        response = requests.post(target, data=body, headers=headers,
-                                 timeout=settings.webhooks.timeout, allow_redirects=False)
+        response = requests.post(
+            target,
+            data=body,
+            headers=headers,
+            timeout=settings.webhooks.timeout,
+            allow_redirects=False,
+        )
     except requests.RequestException as exc:
         click.echo(f"{account}: {target}: no answer ({exc.__class__.__name__})")
         raise SystemExit(1) from None
@@ -122,24 +135,33 @@ def status(obj: object, account: str | None, as_json: bool) -> None:
     for name in _accounts(obj, account):
         state = client.hgetall(keys.webhook(name))
         waiting = 0
-        for group in (client.xinfo_groups(keys.events(name))
-                      if client.exists(keys.events(name)) else []):
+        for group in (
+            client.xinfo_groups(keys.events(name)) if client.exists(keys.events(name)) else []
+        ):
             if group["name"] == WEBHOOK_GROUP:
                 waiting = int(group.get("lag") or 0) + int(group.get("pending") or 0)
-        rows.append({"account": name,
-                     "url": client.hget(keys.account(name), "webhook_url") or "",
-                     "disabled": bool(state.get("disabled")),
-                     "failing_since": float(state["failing_since"])
-                     if state.get("failing_since") else None,
-                     "attempts": int(state.get("attempts") or 0), "waiting": waiting,
-                     "dead_letters": int(client.xlen(keys.dead_letters(name)))})
+        rows.append(
+            {
+                "account": name,
+                "url": client.hget(keys.account(name), "webhook_url") or "",
+                "disabled": bool(state.get("disabled")),
+                "failing_since": float(state["failing_since"])
+                if state.get("failing_since")
+                else None,
+                "attempts": int(state.get("attempts") or 0),
+                "waiting": waiting,
+                "dead_letters": int(client.xlen(keys.dead_letters(name))),
+            }
+        )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        click.echo(f"{row['account']}: {row['url'] or '(no url)'} "
-                   f"{'DISABLED ' if row['disabled'] else ''}waiting={row['waiting']} "
-                   f"dead={row['dead_letters']} failed_attempts={row['attempts']}")
+        click.echo(
+            f"{row['account']}: {row['url'] or '(no url)'} "
+            f"{'DISABLED ' if row['disabled'] else ''}waiting={row['waiting']} "
+            f"dead={row['dead_letters']} failed_attempts={row['attempts']}"
+        )
 
 
 @webhooks.command("dead-letters")
@@ -157,15 +179,22 @@ def dead_letters_command(obj: object, account: str | None, as_json: bool) -> Non
                 click.echo(json.dumps(letter.public()))
                 continue
             event = letter.event
-            click.echo(f"{name} {event.id} {event.kind} {event.message_id} "
-                       f"to=<{event.recipient}> failed {iso_timestamp(letter.failed_at)}: "
-                       f"{letter.error}")
+            click.echo(
+                f"{name} {event.id} {event.kind} {event.message_id} "
+                f"to=<{event.recipient}> failed {iso_timestamp(letter.failed_at)}: "
+                f"{letter.error}"
+            )
 
 
 @webhooks.command("replay")
 @click.option("--account", help="Only this account.")
-@click.option("--event", "event_ids", multiple=True, metavar="ID",
-              help="Only this event id (repeat for more).")
+@click.option(
+    "--event",
+    "event_ids",
+    multiple=True,
+    metavar="ID",
+    help="Only this event id (repeat for more).",
+)
 @click.pass_obj
 def replay_command(obj: object, account: str | None, event_ids: tuple[str, ...]) -> None:
     """Send dead letters again (same event ids) and turn their endpoints back on."""

@@ -68,8 +68,9 @@ class LogFollower:
         if self.handle is None:
             return
         tmp = self.position_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"device": self.device, "inode": self.inode,
-                                   "offset": self.offset}))
+        tmp.write_text(
+            json.dumps({"device": self.device, "inode": self.inode, "offset": self.offset})
+        )
         os.replace(tmp, self.position_file)
 
     def rewind(self) -> None:
@@ -91,8 +92,11 @@ class LogFollower:
             return False
         st = os.fstat(handle.fileno())
         if st.st_size < offset:
-            log.warning("%s is shorter than the saved offset %d: truncated, reading it from the "
-                        "start", path, offset)
+            log.warning(
+                "%s is shorter than the saved offset %d: truncated, reading it from the start",
+                path,
+                offset,
+            )
             offset = 0
         handle.seek(offset)
         self.handle, self.device, self.inode, self.offset = handle, st.st_dev, st.st_ino, offset
@@ -106,8 +110,10 @@ class LogFollower:
                 st = candidate.stat()
             except OSError:
                 continue
-            if (st.st_ino, st.st_dev) == (position.inode, position.device) and \
-                    candidate != self.path:
+            if (st.st_ino, st.st_dev) == (
+                position.inode,
+                position.device,
+            ) and candidate != self.path:
                 return candidate
         return None
 
@@ -126,9 +132,13 @@ class LogFollower:
         if old is not None:
             log.info("resuming in the rotated log %s at offset %d", old, position.offset)
             return self._open(old, position.offset)
-        log.warning("the log read up to offset %d (inode %d) is gone; lines it held after that "
-                    "offset cannot be read; reading %s from the start", position.offset,
-                    position.inode, self.path)
+        log.warning(
+            "the log read up to offset %d (inode %d) is gone; lines it held after that "
+            "offset cannot be read; reading %s from the start",
+            position.offset,
+            position.inode,
+            self.path,
+        )
         return self._open(self.path, 0)
 
     def _rotated_away(self) -> bool:
@@ -171,7 +181,7 @@ class LogFollower:
             if cut < 0:
                 self.partial = data
                 continue
-            complete, self.partial = data[:cut + 1], data[cut + 1:]
+            complete, self.partial = data[: cut + 1], data[cut + 1 :]
             self.offset += len(complete)
             lines.extend(complete.decode("utf-8", "replace").splitlines())
         return lines

@@ -20,7 +20,8 @@ _STATUS = re.compile(
     r"(?: orig_to=<(?P<orig>[^>]{0,320})>,)?"
     r" relay=(?P<relay>[^,\s]+),.*?"
     r" dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), status=(?P<status>sent|deferred|bounced|expired)"
-    r"(?:, returned to sender)?(?: \((?P<text>.*)\))?\s*$")
+    r"(?:, returned to sender)?(?: \((?P<text>.*)\))?\s*$"
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,12 @@ def parse_line(line: str) -> DeliveryStatus | None:
     match = _STATUS.search(line[:MAX_LINE])
     if match is None:
         return None
-    return DeliveryStatus(queue_id=match["qid"], recipient=match["to"],
-                          original_recipient=match["orig"] or "", relay=match["relay"],
-                          dsn=match["dsn"], status=match["status"], text=match["text"] or "")
+    return DeliveryStatus(
+        queue_id=match["qid"],
+        recipient=match["to"],
+        original_recipient=match["orig"] or "",
+        relay=match["relay"],
+        dsn=match["dsn"],
+        status=match["status"],
+        text=match["text"] or "",
+    )

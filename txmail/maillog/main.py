@@ -57,8 +57,14 @@ SETTINGS_SECONDS = 10.0
 class StatusRecorder:
     """Turns parsed status lines into events. Redis, recorder and clock are arguments."""
 
-    def __init__(self, client: store.Client, keys: store.Keys, messages: Messages,
-                 recorder: Recorder, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: store.Client,
+        keys: store.Keys,
+        messages: Messages,
+        recorder: Recorder,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.client = client
         self.keys = keys
         self.messages = messages
@@ -102,8 +108,9 @@ class StatusRecorder:
         return found
 
     def _policy(self, account: str) -> SuppressionPolicy:
-        return SuppressionPolicy.from_settings(self.settings(account) or
-                                               account_settings.from_fields({}))
+        return SuppressionPolicy.from_settings(
+            self.settings(account) or account_settings.from_fields({})
+        )
 
     def handle(self, status: DeliveryStatus) -> str | None:
         """Record what one status line says; the event id, or None when it says nothing."""
@@ -111,31 +118,56 @@ class StatusRecorder:
         if record is None:
             return None
         recipient = status.original_recipient or status.recipient
-        details: dict[str, Any] = {"status": status.dsn, "diagnostic": status.text,
-                                   "class": record.message_class, "source": "maillog"}
+        details: dict[str, Any] = {
+            "status": status.dsn,
+            "diagnostic": status.text,
+            "class": record.message_class,
+            "source": "maillog",
+        }
         if status.remote_mta:
             details["remote_mta"] = status.remote_mta
         if status.status == "sent":
             kind = "delivery"
         else:
-            found = finish([Finding(recipient=recipient, diagnostic=status.text,
-                                    status=status.dsn, command=command_in(status.text),
-                                    remote_mta=status.remote_mta,
-                                    temporary=status.status == "deferred")], "maillog")
+            found = finish(
+                [
+                    Finding(
+                        recipient=recipient,
+                        diagnostic=status.text,
+                        status=status.dsn,
+                        command=command_in(status.text),
+                        remote_mta=status.remote_mta,
+                        temporary=status.status == "deferred",
+                    )
+                ],
+                "maillog",
+            )
             details["reason"] = found[0].reason if found else "undefined"
             if status.status == "expired":
                 details["reason"] = "expired"
             kind = "soft_bounce" if status.status == "deferred" else "bounce"
             if kind == "soft_bounce":
-                details["attempts"] = self.recorder.count_attempt(record.account,
-                                                                  record.message_id, recipient)
+                details["attempts"] = self.recorder.count_attempt(
+                    record.account, record.message_id, recipient
+                )
         # A per-recipient copy's events carry the id the client knows (its parent's).
-        event = make_event(kind, record.account, record.message_id, recipient, details,
-                           tags=record.tags, now=self.clock())
+        event = make_event(
+            kind,
+            record.account,
+            record.message_id,
+            recipient,
+            details,
+            tags=record.tags,
+            now=self.clock(),
+        )
         result = self.recorder.record(event, self._policy(record.account))
         if not result.new and kind == "soft_bounce":
-            log.info("%s: deferred again to=<%s> (attempt %s); soft_bounce was sent once",
-                     record.queue_id, recipient, details.get("attempts"))
+            log.info(
+                "%s: deferred again to=<%s> (attempt %s); soft_bounce was sent once",
+                record.queue_id,
+                recipient,
+                details.get("attempts"),
+            )
         return result.event_id
 
 
@@ -146,12 +178,14 @@ def handle_lines(lines: list[str], recorder: StatusRecorder) -> int:
     return sum(1 for status in statuses if recorder.handle(status))
 
 
-def build(settings: Settings, client: store.Client,
-          clock: Callable[[], float] = time.time) -> StatusRecorder:
+def build(
+    settings: Settings, client: store.Client, clock: Callable[[], float] = time.time
+) -> StatusRecorder:
     keys = store.Keys(settings.redis.prefix)
     ttl = settings.milter.message_ttl_days * 86400
-    recorder = Recorder(client, keys, seen_ttl=ttl, counter_days=settings.events.counter_days,
-                        clock=clock)
+    recorder = Recorder(
+        client, keys, seen_ttl=ttl, counter_days=settings.events.counter_days, clock=clock
+    )
     statuses = StatusRecorder(client, keys, Messages(client, keys, ttl), recorder, clock)
     recorder.outcome_hook = reputation_hook(client, keys, settings_of=statuses.settings)
     return statuses
@@ -159,8 +193,9 @@ def build(settings: Settings, client: store.Client,
 
 def serve(settings: Settings, stop: Callable[[], bool] = lambda: False) -> None:
     """Follow the maillog until `stop()` says so."""
-    follower = LogFollower(settings.path(settings.postfix.maillog),
-                           settings.path(settings.maillog.offset_file))
+    follower = LogFollower(
+        settings.path(settings.postfix.maillog), settings.path(settings.maillog.offset_file)
+    )
     follower.position_file.parent.mkdir(parents=True, exist_ok=True)
     client = store.connect(settings)
     statuses = build(settings, client)
@@ -175,8 +210,7 @@ def serve(settings: Settings, stop: Callable[[], bool] = lambda: False) -> None:
             handle_lines(lines, statuses)
         except TemporaryFailure as exc:
             if not outage:
-                log.warning("NOQUEUE: cannot record events (%s); the lines will be read again",
-                            exc)
+                log.warning("NOQUEUE: cannot record events (%s); the lines will be read again", exc)
             outage = True
             follower.rewind()
             time.sleep(RETRY_DELAY)

@@ -91,8 +91,11 @@ class AccountCache:
                         self.forget(str(message["data"]))
             except (redis.RedisError, OSError) as exc:
                 if self.live.is_set():
-                    log.warning("account changes: lost the subscription (%s); reading every "
-                                "account from Redis until it is back", exc.__class__.__name__)
+                    log.warning(
+                        "account changes: lost the subscription (%s); reading every "
+                        "account from Redis until it is back",
+                        exc.__class__.__name__,
+                    )
                 self.live.clear()
                 self.forget()
                 time.sleep(1.0)

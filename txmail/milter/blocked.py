@@ -16,7 +16,17 @@ from typing import Any
 from txmail.events import Recorder, make_event
 
 
-def record_blocked(recorder: Recorder, account: str, queue_id: str, recipient: str,
-                   reason: str, details: dict[str, Any], tags: Iterable[str] = ()) -> None:
-    recorder.record(make_event("blocked", account, queue_id, recipient,
-                               {"reason": reason, **details}, tags=list(tags)))
+def record_blocked(
+    recorder: Recorder,
+    account: str,
+    queue_id: str,
+    recipient: str,
+    reason: str,
+    details: dict[str, Any],
+    tags: Iterable[str] = (),
+) -> None:
+    recorder.record(
+        make_event(
+            "blocked", account, queue_id, recipient, {"reason": reason, **details}, tags=list(tags)
+        )
+    )

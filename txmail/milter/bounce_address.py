@@ -50,8 +50,9 @@ def bounce_token(queue_id: str, secret: bytes) -> str:
     return f"{_b32(queue_id.encode('ascii'))}-{_mac(queue_id, secret)}"
 
 
-def bounce_address(queue_id: str, sender_domain: str, secret: bytes,
-                   return_path_domain: str) -> str:
+def bounce_address(
+    queue_id: str, sender_domain: str, secret: bytes, return_path_domain: str
+) -> str:
     """`bounces+TOKEN@RETURN_PATH_DOMAIN` for the message `queue_id`.
 
     `sender_domain` is the customer's domain the message is sent as; the token does not depend

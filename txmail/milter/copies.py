@@ -87,11 +87,11 @@ from txmail.tracker.submit import QUEUED, unix_session
 log = logging.getLogger("txmail.milter")
 
 HEADER = "X-CloudMTA-Copy"
-LISTENER = "txmail-copy"            # master.cf service name and milter_macro_daemon_name
+LISTENER = "txmail-copy"  # master.cf service name and milter_macro_daemon_name
 VERSION = 1
 MAC_BYTES = 16
-MAX_VALUE = 8192                    # cap what a header value can make us decode
-MAX_AGE = 3600                      # seconds a copy header stays good (copies are made at once)
+MAX_VALUE = 8192  # cap what a header value can make us decode
+MAX_AGE = 3600  # seconds a copy header stays good (copies are made at once)
 FOLD_AT = 76
 MAIL_PARAMS = ("RET", "ENVID", "BODY", "SMTPUTF8")
 RCPT_PARAMS = ("NOTIFY", "ORCPT")
@@ -101,11 +101,11 @@ RCPT_PARAMS = ("NOTIFY", "ORCPT")
 class CopyHeader:
     """What X-CloudMTA-Copy says about one copy."""
 
-    parent: str                      # the client's queue id: the message_id of every event
+    parent: str  # the client's queue id: the message_id of every event
     recipient: str
     account: str
     tracking: Tracking = Tracking(opens=False, clicks=False)
-    bcc: bool = False                # single-recipient mode's BCC copy (never tracked)
+    bcc: bool = False  # single-recipient mode's BCC copy (never tracked)
     message_class: str = "standard"
     flags: int | None = None
     tags: tuple[str, ...] = ()
@@ -142,13 +142,22 @@ class CopySigner:
 
     def sign(self, header: CopyHeader) -> str:
         """The header value, folded below FOLD_AT characters a line."""
-        fields = [VERSION, header.parent, header.recipient, header.account,
-                  int(header.tracking.opens), int(header.tracking.clicks), int(header.bcc),
-                  header.message_class, header.flags, list(header.tags),
-                  header.made_at or int(self.clock())]
+        fields = [
+            VERSION,
+            header.parent,
+            header.recipient,
+            header.account,
+            int(header.tracking.opens),
+            int(header.tracking.clicks),
+            int(header.bcc),
+            header.message_class,
+            header.flags,
+            list(header.tags),
+            header.made_at or int(self.clock()),
+        ]
         payload = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
         value = f"{_b64(payload)}.{_b64(self._mac(payload))}"
-        return "\r\n ".join(value[i:i + FOLD_AT] for i in range(0, len(value), FOLD_AT))
+        return "\r\n ".join(value[i : i + FOLD_AT] for i in range(0, len(value), FOLD_AT))
 
     def verify(self, value: str) -> CopyHeader | None:
         """The CopyHeader of a genuine, fresh value; None for anything else."""
@@ -177,21 +186,28 @@ def _header(fields: Any) -> CopyHeader | None:
     """A CopyHeader from a signed payload; None if its layout is not one this version wrote."""
     if not isinstance(fields, list) or len(fields) != 11 or fields[0] != VERSION:
         return None
-    _, parent, recipient, account, opens, clicks, bcc, message_class, flags, tags, made_at = \
-        fields
+    _, parent, recipient, account, opens, clicks, bcc, message_class, flags, tags, made_at = fields
     if not all(isinstance(v, str) and v for v in (parent, recipient, account, message_class)):
         return None
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         return None
     if (flags is not None and not isinstance(flags, int)) or not isinstance(made_at, int):
         return None
-    return CopyHeader(parent=parent, recipient=recipient, account=account,
-                      tracking=Tracking(opens=bool(opens), clicks=bool(clicks)), bcc=bool(bcc),
-                      message_class=message_class, flags=flags, tags=tuple(tags),
-                      made_at=made_at)
+    return CopyHeader(
+        parent=parent,
+        recipient=recipient,
+        account=account,
+        tracking=Tracking(opens=bool(opens), clicks=bool(clicks)),
+        bcc=bool(bcc),
+        message_class=message_class,
+        flags=flags,
+        tags=tuple(tags),
+        made_at=made_at,
+    )
 
 
 # -- planning (the parent's end of message) ------------------------------------------------
+
 
 def kept_recipient(plan: Plan) -> str:
     """The recipient that stays on the client's queue file: in single-recipient mode the To
@@ -215,29 +231,40 @@ def other_recipients(plan: Plan, kept: str) -> list[str]:
     return others
 
 
-def copy_orders(submission: Submission, others: list[str], choice: Tracking,
-                now: int = 0) -> list[CopyOrder]:
+def copy_orders(
+    submission: Submission, others: list[str], choice: Tracking, now: int = 0
+) -> list[CopyOrder]:
     """What each copy must say: tracked as `choice`, except the BCC copy, which never is."""
     plan = submission.plan
     orders = []
     for recipient in others:
         bcc = recipient == plan.bcc
-        header = CopyHeader(parent=submission.queue_id, recipient=recipient,
-                            account=submission.account,
-                            tracking=Tracking(False, False) if bcc else choice, bcc=bcc,
-                            message_class=plan.message_class, flags=plan.flags,
-                            tags=tuple(plan.tags), made_at=now or int(time.time()))
+        header = CopyHeader(
+            parent=submission.queue_id,
+            recipient=recipient,
+            account=submission.account,
+            tracking=Tracking(False, False) if bcc else choice,
+            bcc=bcc,
+            message_class=plan.message_class,
+            flags=plan.flags,
+            tags=tuple(plan.tags),
+            made_at=now or int(time.time()),
+        )
         params = esmtp_params(submission.recipient_params.get(recipient, []))
         orders.append(CopyOrder(header, _options(params, RCPT_PARAMS)))
     return orders
 
 
 def _options(params: dict[str, str | None], wanted: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(name if params[name] is None else f"{name}={params[name]}"
-                 for name in wanted if name in params)
+    return tuple(
+        name if params[name] is None else f"{name}={params[name]}"
+        for name in wanted
+        if name in params
+    )
 
 
 # -- injection -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Envelope:
@@ -258,22 +285,33 @@ class Copier:
     signer: CopySigner
     transport: Transport
 
-    def inject(self, submission: Submission, orders: list[CopyOrder],
-               message: bytes) -> dict[str, str]:
+    def inject(
+        self, submission: Submission, orders: list[CopyOrder], message: bytes
+    ) -> dict[str, str]:
         """Queue one copy per order; {recipient: copy queue id}. `message` is the copy's text
         (the rules' header edits applied, the body as the client sent it, CRLF)."""
         mail_options = _options(submission.params, MAIL_PARAMS)
         batch = []
         for order in orders:
             value = self.signer.sign(order.header)
-            batch.append((Envelope(submission.sender, mail_options, order.header.recipient,
-                                   order.rcpt_options),
-                          f"{HEADER}: {value}\r\n".encode("ascii") + message))
+            batch.append(
+                (
+                    Envelope(
+                        submission.sender, mail_options, order.header.recipient, order.rcpt_options
+                    ),
+                    f"{HEADER}: {value}\r\n".encode("ascii") + message,
+                )
+            )
         queue_ids = self.transport(batch)
-        made = {order.header.recipient: queue_id
-                for order, queue_id in zip(orders, queue_ids, strict=True)}
-        log.info("%s: copies: %s", submission.queue_id,
-                 ", ".join(f"to=<{r}> as {q}" for r, q in made.items()))
+        made = {
+            order.header.recipient: queue_id
+            for order, queue_id in zip(orders, queue_ids, strict=True)
+        }
+        log.info(
+            "%s: copies: %s",
+            submission.queue_id,
+            ", ".join(f"to=<{r}> as {q}" for r, q in made.items()),
+        )
         return made
 
 
@@ -291,10 +329,12 @@ def listener_transport(socket_path: str, timeout: float = 60.0) -> Transport:
                 for envelope, message in batch:
                     queued.append(_one(client, envelope, message))
         except (OSError, smtplib.SMTPException) as exc:
-            done = f"; {len(queued)} copies were queued before ({', '.join(queued)})" \
-                if queued else ""
-            raise TemporaryFailure(f"a copy could not be injected on {socket_path}: "
-                                   f"{_why(exc)}{done}") from exc
+            done = (
+                f"; {len(queued)} copies were queued before ({', '.join(queued)})" if queued else ""
+            )
+            raise TemporaryFailure(
+                f"a copy could not be injected on {socket_path}: {_why(exc)}{done}"
+            ) from exc
         return queued
 
     return send
@@ -329,5 +369,7 @@ def listener_path(settings: Any) -> str:
 
 
 def build(settings: Any) -> Copier:
-    return Copier(CopySigner(settings.read_secret("bounce_key_file")),
-                  listener_transport(listener_path(settings)))
+    return Copier(
+        CopySigner(settings.read_secret("bounce_key_file")),
+        listener_transport(listener_path(settings)),
+    )

@@ -55,16 +55,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("txmail.milter.dkim")
 
-SIGNED_HEADERS = ("from", "to", "cc", "reply-to", "subject", "date", "message-id",
-                  "mime-version", "content-type", "list-unsubscribe")
+SIGNED_HEADERS = (
+    "from",
+    "to",
+    "cc",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+    "list-unsubscribe",
+)
 MIN_RSA_BITS = 2048
 REFRESH_SECONDS = 2.0
 _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
-    "sha256": hashes.SHA256, "sha1": hashes.SHA1}
+    "sha256": hashes.SHA256,
+    "sha1": hashes.SHA1,
+}
 _SELECTOR = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 # -- OpenSSL RSA inside dkimpy ------------------------------------------------------------------
+
 
 class LoadedRsaKey:
     """An RSA private key decoded once, signing through OpenSSL. Its repr shows no key."""
@@ -107,6 +120,7 @@ if getattr(dkim, "_txmail_openssl", False) is False:
 
 # -- keys on disk ---------------------------------------------------------------------------------
 
+
 def key_dir(settings: Settings, domain: str) -> Path:
     return settings.path(settings.domains.dkim_key_dir) / domain
 
@@ -137,11 +151,17 @@ def generate_rsa_key(path: Path, bits: int = MIN_RSA_BITS) -> str:
         raise ValueError(f"DKIM RSA keys must have {MIN_RSA_BITS} bits or more")
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     _private_folder(path.parent)
-    write_private(path, key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.TraditionalOpenSSL,
-                                          serialization.NoEncryption()))
-    public = key.public_key().public_bytes(serialization.Encoding.DER,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    write_private(
+        path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        ),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return base64.b64encode(public).decode("ascii")
 
 
@@ -149,29 +169,52 @@ def generate_ed25519_key(path: Path) -> str:
     """Write a new Ed25519 key (PKCS#8 PEM, mode 0600); return its p= value (RFC 8463)."""
     key = ed25519.Ed25519PrivateKey.generate()
     _private_folder(path.parent)
-    write_private(path, key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public = key.public_key().public_bytes(serialization.Encoding.Raw,
-                                           serialization.PublicFormat.Raw)
+    write_private(
+        path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
     return base64.b64encode(public).decode("ascii")
 
 
-def create_keys(settings: Settings, domain: str, selector: str | None = None,
-                with_ed25519: bool | None = None, bits: int | None = None,
-                taken: set[str] | None = None) -> tuple[DkimKey, ...]:
+def create_keys(
+    settings: Settings,
+    domain: str,
+    selector: str | None = None,
+    with_ed25519: bool | None = None,
+    bits: int | None = None,
+    taken: set[str] | None = None,
+) -> tuple[DkimKey, ...]:
     """Generate the keys of a new domain (or a rotation): RSA, and Ed25519 if configured.
     The Ed25519 selector is the RSA selector with `e` added (selectors are per key)."""
     selector = check_selector(selector or new_selector(taken or set()))
     folder = key_dir(settings, domain)
     rsa_path = folder / f"{selector}.rsa.pem"
-    keys = [DkimKey(selector=selector, algorithm=RSA, key_path=str(rsa_path),
-                    public_key=generate_rsa_key(rsa_path, bits or settings.domains.dkim_key_bits))]
+    keys = [
+        DkimKey(
+            selector=selector,
+            algorithm=RSA,
+            key_path=str(rsa_path),
+            public_key=generate_rsa_key(rsa_path, bits or settings.domains.dkim_key_bits),
+        )
+    ]
     if settings.domains.dkim_ed25519 if with_ed25519 is None else with_ed25519:
         ed_selector = check_selector(selector + "e")
         ed_path = folder / f"{ed_selector}.ed25519.pem"
-        keys.append(DkimKey(selector=ed_selector, algorithm=ED25519, key_path=str(ed_path),
-                            public_key=generate_ed25519_key(ed_path)))
+        keys.append(
+            DkimKey(
+                selector=ed_selector,
+                algorithm=ED25519,
+                key_path=str(ed_path),
+                public_key=generate_ed25519_key(ed_path),
+            )
+        )
     return tuple(keys)
 
 
@@ -184,17 +227,22 @@ def load_private_key(path: str) -> LoadedRsaKey | bytes:
         raise ValueError(f"{path} holds no readable private key") from None
     if isinstance(key, rsa.RSAPrivateKey):
         if key.key_size < MIN_RSA_BITS:
-            raise ValueError(f"{path}: RSA key of {key.key_size} bits; DKIM needs "
-                             f"{MIN_RSA_BITS} or more")
+            raise ValueError(
+                f"{path}: RSA key of {key.key_size} bits; DKIM needs {MIN_RSA_BITS} or more"
+            )
         return LoadedRsaKey(key)
     if isinstance(key, ed25519.Ed25519PrivateKey):
-        seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                 serialization.NoEncryption())
+        seed = key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
         return base64.b64encode(seed)
     raise ValueError(f"{path}: only RSA and Ed25519 keys can sign DKIM")
 
 
 # -- signing ---------------------------------------------------------------------------------------
+
 
 def headers_to_sign(present: list[bytes]) -> list[bytes]:
     """The h= list: each of SIGNED_HEADERS the message has, once more than it occurs.
@@ -207,13 +255,18 @@ def headers_to_sign(present: list[bytes]) -> list[bytes]:
         lowered = name.lower()
         if lowered.decode("ascii", "replace") in SIGNED_HEADERS:
             counts[lowered] = counts.get(lowered, 0) + 1
-    include = [name.encode() for name in SIGNED_HEADERS if counts.get(name.encode())
-               for _ in range(counts[name.encode()] + 1)]
+    include = [
+        name.encode()
+        for name in SIGNED_HEADERS
+        if counts.get(name.encode())
+        for _ in range(counts[name.encode()] + 1)
+    ]
     return include or [b"from"]  # From must always be signed (RFC 6376 §5.4)
 
 
-def sign_with(message: bytes, domain: str,
-              keys: list[tuple[DkimKey, LoadedRsaKey | bytes]]) -> list[tuple[str, str]]:
+def sign_with(
+    message: bytes, domain: str, keys: list[tuple[DkimKey, LoadedRsaKey | bytes]]
+) -> list[tuple[str, str]]:
     """DKIM-Signature headers for `message` from already loaded keys, as (name, value) pairs.
 
     Values are folded with LF + TAB, as libmilter wants multi-line header values."""
@@ -221,10 +274,14 @@ def sign_with(message: bytes, domain: str,
     include = headers_to_sign([name for name, _ in signer.headers])
     result = []
     for key, loaded in keys:
-        signature = signer.sign(key.selector.encode(), domain.encode(), loaded,
-                                signature_algorithm=key.algorithm.encode(),
-                                canonicalize=(b"relaxed", b"relaxed"),
-                                include_headers=include)
+        signature = signer.sign(
+            key.selector.encode(),
+            domain.encode(),
+            loaded,
+            signature_algorithm=key.algorithm.encode(),
+            canonicalize=(b"relaxed", b"relaxed"),
+            include_headers=include,
+        )
         name, _, value = signature.decode("ascii").partition(":")
         result.append((name, value.strip().replace("\r\n", "\n")))
     return result
@@ -233,8 +290,12 @@ def sign_with(message: bytes, domain: str,
 class Signer:
     """Signs messages for the domains set up in Redis, keeping records and keys cached."""
 
-    def __init__(self, domains: Domains, refresh: float = REFRESH_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        domains: Domains,
+        refresh: float = REFRESH_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.domains = domains
         self.refresh = refresh
         self.clock = clock
@@ -290,12 +351,19 @@ class Signer:
                 return cached[1]
             loaded = load_private_key(key.key_path)
         except (OSError, ValueError) as exc:
-            log.error("DKIM key of %s (selector %s) cannot be used: %s", domain, key.selector,
-                      getattr(exc, "strerror", None) or exc)
+            log.error(
+                "DKIM key of %s (selector %s) cannot be used: %s",
+                domain,
+                key.selector,
+                getattr(exc, "strerror", None) or exc,
+            )
             raise TemporaryFailure(f"the DKIM key of {domain} cannot be read") from None
         if stat.S_IMODE(info.st_mode) & 0o077:
-            log.warning("DKIM key %s is readable by others (mode %o); chmod 600 it",
-                        key.key_path, stat.S_IMODE(info.st_mode))
+            log.warning(
+                "DKIM key %s is readable by others (mode %o); chmod 600 it",
+                key.key_path,
+                stat.S_IMODE(info.st_mode),
+            )
         with self._lock:
             self._keys[key.key_path] = (signature, loaded)
         return loaded

@@ -59,7 +59,7 @@ log = logging.getLogger("txmail.milter")
 _SPLIT = rules.RULES.index(suppressed)
 BEFORE_SUPPRESSION = rules.RULES[:_SPLIT]
 SUPPRESSION = [suppressed]
-AFTER_SPAM = rules.RULES[_SPLIT + 1:]
+AFTER_SPAM = rules.RULES[_SPLIT + 1 :]
 
 
 @dataclass
@@ -72,15 +72,15 @@ class MilterContext:
     keys: Keys
     accounts: Accounts | AccountCache
     messages: Messages
-    suppressions: Any = None     # txmail.store.suppressions.Suppressions
-    spam: Any = None             # txmail.milter.spam.SpamChecker
-    signer: Any = None           # txmail.milter.dkim.Signer
-    domains: Any = None          # txmail.store.domains.Domains (return-path domains)
+    suppressions: Any = None  # txmail.store.suppressions.Suppressions
+    spam: Any = None  # txmail.milter.spam.SpamChecker
+    signer: Any = None  # txmail.milter.dkim.Signer
+    domains: Any = None  # txmail.store.domains.Domains (return-path domains)
     bounce_secret: bytes = b""
-    bounce_address: Any = None   # txmail.milter.bounce_address.bounce_address
-    events: Any = None           # txmail.events.Recorder (blocked events)
-    tracking: Any = None         # txmail.milter.tracking.TrackingContext (issue 6)
-    copier: Any = None           # txmail.milter.copies.Copier (per-recipient copies)
+    bounce_address: Any = None  # txmail.milter.bounce_address.bounce_address
+    events: Any = None  # txmail.events.Recorder (blocked events)
+    tracking: Any = None  # txmail.milter.tracking.TrackingContext (issue 6)
+    copier: Any = None  # txmail.milter.copies.Copier (per-recipient copies)
 
 
 @dataclass
@@ -94,11 +94,10 @@ class Accepted:
     route_headers: list[tuple[str, str]] = field(default_factory=list)
     return_path: str = ""
     signatures: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes | None = None    # tracking: the rewritten body for smfi_replacebody
+    body: bytes | None = None  # tracking: the rewritten body for smfi_replacebody
 
 
-def finish(submission: Submission, account: Account,
-           context: MilterContext) -> Refusal | Accepted:
+def finish(submission: Submission, account: Account, context: MilterContext) -> Refusal | Accepted:
     settings = account.settings
     plan = submission.plan
     plan.recipients = list(submission.recipients)
@@ -109,20 +108,28 @@ def finish(submission: Submission, account: Account,
                 wanted = suppressed.lists(plan)
                 if wanted and plan.recipients:
                     submission.suppressed = context.suppressions.check(
-                        submission.account, list(plan.recipients), wanted)
+                        submission.account, list(plan.recipients), wanted
+                    )
             refusal = rules.run(rules.EOM, submission, settings, SUPPRESSION)
         if refusal is None:
             refusal = spam_check(submission, settings, context)
         if refusal is None:
             refusal = rules.run(rules.EOM, submission, settings, AFTER_SPAM)
     except UnreadableMessage as exc:
-        refusal = Refusal("554", "5.6.0", f"The message's structure cannot be read ({exc}); "
-                          "send it as a well-formed MIME message")
+        refusal = Refusal(
+            "554",
+            "5.6.0",
+            f"The message's structure cannot be read ({exc}); "
+            "send it as a well-formed MIME message",
+        )
     if refusal is not None:
         return refusal
-    accepted = Accepted(plan=plan, record=_record(submission),
-                        header_edits=list(plan.header_edits),
-                        removed_recipients=[b.recipient for b in plan.blocked])
+    accepted = Accepted(
+        plan=plan,
+        record=_record(submission),
+        header_edits=list(plan.header_edits),
+        removed_recipients=[b.recipient for b in plan.blocked],
+    )
     orders, copy_text = _track(submission, settings, context, accepted)
     _seal(submission, settings, context, accepted)
     if orders:
@@ -133,8 +140,9 @@ def finish(submission: Submission, account: Account,
     return accepted
 
 
-def _track(submission: Submission, settings: dict[str, Any], context: MilterContext,
-           accepted: Accepted) -> tuple[list[copies.CopyOrder], bytes]:
+def _track(
+    submission: Submission, settings: dict[str, Any], context: MilterContext, accepted: Accepted
+) -> tuple[list[copies.CopyOrder], bytes]:
     """Tracking (milter/tracking.py): links and the open pixel go in after every rule and
     before the envelope rewrite and DKIM, so the signature covers the message as it leaves.
     A tracked or bounce-tracked message with several recipients keeps the first (in
@@ -165,8 +173,9 @@ def _track(submission: Submission, settings: dict[str, Any], context: MilterCont
     return copies.copy_orders(submission, others, choice), copy_text
 
 
-def _seal(submission: Submission, settings: dict[str, Any], context: MilterContext,
-          accepted: Accepted) -> None:
+def _seal(
+    submission: Submission, settings: dict[str, Any], context: MilterContext, accepted: Accepted
+) -> None:
     """The routing header, the signed bounce address and, last, the DKIM signature over the
     message as Postfix will send it: the finishing steps of every message and every copy."""
     plan = accepted.plan
@@ -188,64 +197,94 @@ def finish_copy(submission: Submission, context: MilterContext) -> Refusal | Acc
     parent), DKIM and a record that points at the parent. Never counted against quotas, tags
     or /metrics: the parent was."""
     values = submission.header_values(copies.HEADER)
-    header = (context.copier.signer.verify(values[0])
-              if len(values) == 1 and context.copier is not None else None)
+    header = (
+        context.copier.signer.verify(values[0])
+        if len(values) == 1 and context.copier is not None
+        else None
+    )
     if header is None:
-        return Refusal("554", "5.7.1", "Only the txmail milter hands mail to this listener, "
-                       f"with one {copies.HEADER} header it signed; this message has none "
-                       "that verifies")
+        return Refusal(
+            "554",
+            "5.7.1",
+            "Only the txmail milter hands mail to this listener, "
+            f"with one {copies.HEADER} header it signed; this message has none "
+            "that verifies",
+        )
     if [r.lower() for r in submission.recipients] != [header.recipient.lower()]:
-        return Refusal("554", "5.7.1", f"This copy was signed for <{header.recipient}> only; "
-                       "give exactly that recipient")
+        return Refusal(
+            "554",
+            "5.7.1",
+            f"This copy was signed for <{header.recipient}> only; give exactly that recipient",
+        )
     account = context.accounts.find(header.account)
     if account is None:
         raise TemporaryFailure(f"the account {header.account} of {header.parent} is gone")
     submission.account = account.name
-    submission.plan = plan = Plan(recipients=list(submission.recipients),
-                                  message_class=header.message_class, tags=list(header.tags),
-                                  flags=header.flags,
-                                  bcc=submission.recipients[0] if header.bcc else None)
+    submission.plan = plan = Plan(
+        recipients=list(submission.recipients),
+        message_class=header.message_class,
+        tags=list(header.tags),
+        flags=header.flags,
+        bcc=submission.recipients[0] if header.bcc else None,
+    )
     rules.run(rules.EOM, submission, account.settings, [control_headers])  # strips the header
-    accepted = Accepted(plan=plan, record=_record(submission),
-                        header_edits=list(plan.header_edits))
+    accepted = Accepted(plan=plan, record=_record(submission), header_edits=list(plan.header_edits))
     accepted.record.parent = header.parent
     if header.tracking and context.tracking is not None:
-        accepted.body = tracking.track_for(submission, context.tracking, header.tracking,
-                                           submission.recipients[0], message_id=header.parent)
+        accepted.body = tracking.track_for(
+            submission,
+            context.tracking,
+            header.tracking,
+            submission.recipients[0],
+            message_id=header.parent,
+        )
     _seal(submission, account.settings, context, accepted)
     context.messages.record(accepted.record)
     return accepted
 
 
-def spam_check(submission: Submission, settings: dict[str, Any],
-               context: MilterContext) -> Refusal | None:
+def spam_check(
+    submission: Submission, settings: dict[str, Any], context: MilterContext
+) -> Refusal | None:
     if context.spam is None:
         return None
-    score = context.spam.score(submission.message_bytes(), submission.sender,
-                               list(submission.plan.recipients), submission.queue_id,
-                               login=submission.account)
+    score = context.spam.score(
+        submission.message_bytes(),
+        submission.sender,
+        list(submission.plan.recipients),
+        submission.queue_id,
+        login=submission.account,
+    )
     if score is None:
         return None
     threshold = float(settings["spam_threshold"])
     log.info("%s: spam score %.2f (threshold %.2f)", submission.queue_id, score, threshold)
     if score >= threshold:
-        return Refusal("550", "5.7.1", f"Message refused as spam (score {score:.1f}, limit "
-                       f"{threshold:.1f}); change the content that makes it look like spam")
+        return Refusal(
+            "550",
+            "5.7.1",
+            f"Message refused as spam (score {score:.1f}, limit "
+            f"{threshold:.1f}); change the content that makes it look like spam",
+        )
     return None
 
 
-def _return_path(submission: Submission, settings: dict[str, Any],
-                 context: MilterContext) -> str:
+def _return_path(submission: Submission, settings: dict[str, Any], context: MilterContext) -> str:
     if not settings["track_bounces"] or context.bounce_address is None:
         return ""
-    sender_domain = domain_of(submission.sender) or _author_domain(submission,
-                                                                    submission.plan)
+    sender_domain = domain_of(submission.sender) or _author_domain(submission, submission.plan)
     if not sender_domain or not submission.queue_id:
         return ""
-    return_path_domain = (context.domains.return_path_domain(sender_domain, context.settings)
-                          if context.domains is not None else context.settings.bounce_domain)
-    return str(context.bounce_address(submission.queue_id, sender_domain,
-                                      context.bounce_secret, return_path_domain))
+    return_path_domain = (
+        context.domains.return_path_domain(sender_domain, context.settings)
+        if context.domains is not None
+        else context.settings.bounce_domain
+    )
+    return str(
+        context.bounce_address(
+            submission.queue_id, sender_domain, context.bounce_secret, return_path_domain
+        )
+    )
 
 
 def _author_domain(submission: Submission, plan: Plan) -> str:
@@ -263,13 +302,20 @@ def _record(submission: Submission) -> MessageRecord:
     plan = submission.plan
     message_ids = submission.header_values("Message-ID")
     return MessageRecord(
-        queue_id=submission.queue_id, account=submission.account,
-        envelope_sender=submission.sender, recipients=list(plan.recipients),
-        size=submission.size, envelope_params=list(submission.sender_params),
+        queue_id=submission.queue_id,
+        account=submission.account,
+        envelope_sender=submission.sender,
+        recipients=list(plan.recipients),
+        size=submission.size,
+        envelope_params=list(submission.sender_params),
         recipient_params=dict(submission.recipient_params),
         header_message_id=message_ids[0].strip()[:998] if message_ids else "",
-        tags=list(plan.tags), message_class=plan.message_class, flags=plan.flags,
-        bcc=plan.bcc or "", blocked={b.recipient: b.reason for b in plan.blocked})
+        tags=list(plan.tags),
+        message_class=plan.message_class,
+        flags=plan.flags,
+        bcc=plan.bcc or "",
+        blocked={b.recipient: b.reason for b in plan.blocked},
+    )
 
 
 def _store(submission: Submission, accepted: Accepted, context: MilterContext) -> None:
@@ -281,14 +327,28 @@ def _store(submission: Submission, accepted: Accepted, context: MilterContext) -
             pipe.hincrby(keys.tag_counts(submission.account), tag, 1)
         count_message(pipe, keys, "accepted")  # /metrics, in the same round trip
         if context.client is not None:  # policyd's quotas: only a message that passed every rule
-            queue_count_accepted(pipe, context.settings, keys, submission.account,
-                                 submission.queue_id, len(plan.recipients), submission.size)
+            queue_count_accepted(
+                pipe,
+                context.settings,
+                keys,
+                submission.account,
+                submission.queue_id,
+                len(plan.recipients),
+                submission.size,
+            )
 
     context.messages.record(accepted.record, also=also)
     if context.events is not None:
         for blocked in plan.blocked:
-            record_blocked(context.events, submission.account, submission.queue_id,
-                           blocked.recipient, blocked.reason, blocked.details, tags=plan.tags)
+            record_blocked(
+                context.events,
+                submission.account,
+                submission.queue_id,
+                blocked.recipient,
+                blocked.reason,
+                blocked.details,
+                tags=plan.tags,
+            )
 
 
 class ReturnPaths:
@@ -296,8 +356,9 @@ class ReturnPaths:
     keeps domain records), so a busy domain costs a Redis read every few seconds instead of one
     per message."""
 
-    def __init__(self, domains: Any, refresh: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, domains: Any, refresh: float = 2.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.domains = domains
         self.refresh = refresh
         self.clock = clock
@@ -332,10 +393,14 @@ def build_context(settings: Settings) -> MilterContext:
     ttl = settings.milter.message_ttl_days * 86400
     accounts = AccountCache(Accounts(client, keys))
     accounts.start()
-    context = MilterContext(settings=settings, client=client, keys=keys, accounts=accounts,
-                            messages=Messages(client, keys, ttl),
-                            events=Recorder(client, keys,
-                                            counter_days=settings.events.counter_days))
+    context = MilterContext(
+        settings=settings,
+        client=client,
+        keys=keys,
+        accounts=accounts,
+        messages=Messages(client, keys, ttl),
+        events=Recorder(client, keys, counter_days=settings.events.counter_days),
+    )
     suppressions = _optional("txmail.store.suppressions", "Suppressions")
     if suppressions is not None:
         context.suppressions = suppressions(client, keys)

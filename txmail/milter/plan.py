@@ -24,8 +24,9 @@ class Refusal:
         # Rules quote what the client sent (a domain, an address, a tag); a line break or other
         # unprintable character in it must not split the reply or the log line that shows it.
         if not self.text.isprintable():
-            object.__setattr__(self, "text", "".join(c if c.isprintable() else "?"
-                                                     for c in self.text))
+            object.__setattr__(
+                self, "text", "".join(c if c.isprintable() else "?" for c in self.text)
+            )
 
     @property
     def temporary(self) -> bool:

@@ -44,8 +44,9 @@ from txmail.tracker.counters import count_message
 
 log = logging.getLogger("txmail.milter")
 
-TEMPFAIL = Refusal("451", "4.3.0", "txmail cannot check this message right now; try again in a "
-                   "few minutes")
+TEMPFAIL = Refusal(
+    "451", "4.3.0", "txmail cannot check this message right now; try again in a few minutes"
+)
 REPLY_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -85,8 +86,9 @@ class TxmailMilter(Milter.Base):
     def refuse(self, refusal: Refusal, why: str) -> int:
         log.info("%s: %s: %s", self.queue_id, why, refusal)
         self.setreply(refusal.code, refusal.status, reply_text(refusal.text))
-        count_message(self.context.client, self.context.keys, "refused", refusal.code,
-                      refusal.status)  # /metrics (tracker/counters.py)
+        count_message(
+            self.context.client, self.context.keys, "refused", refusal.code, refusal.status
+        )  # /metrics (tracker/counters.py)
         return Milter.TEMPFAIL if refusal.temporary else Milter.REJECT
 
     # -- callbacks ------------------------------------------------------------------------
@@ -102,27 +104,47 @@ class TxmailMilter(Milter.Base):
         if login is None:
             if self.getsymval("{daemon_name}") == copies.LISTENER:
                 self.copy = True
-                self.submission = Submission(account="", domains=(),
-                                             sender=strip_brackets(mailfrom),
-                                             sender_params=list(params))
+                self.submission = Submission(
+                    account="",
+                    domains=(),
+                    sender=strip_brackets(mailfrom),
+                    sender_params=list(params),
+                )
             return Milter.CONTINUE
         account = self.context.accounts.find(login)
         if account is None:
-            return self.refuse(Refusal("550", "5.7.1", f"Account {login} no longer exists; ask "
-                                       "the relay's operator to restore it"), "reject")
+            return self.refuse(
+                Refusal(
+                    "550",
+                    "5.7.1",
+                    f"Account {login} no longer exists; ask the relay's operator to restore it",
+                ),
+                "reject",
+            )
         if account.suspended:
-            return self.refuse(Refusal("554", "5.7.1", f"Account {login} is suspended "
-                                       f"({account.suspended_reason}); sending is refused "
-                                       "until the operator resumes it"), "reject")
+            return self.refuse(
+                Refusal(
+                    "554",
+                    "5.7.1",
+                    f"Account {login} is suspended "
+                    f"({account.suspended_reason}); sending is refused "
+                    "until the operator resumes it",
+                ),
+                "reject",
+            )
         self.account = account
-        self.submission = Submission(account=account.name, domains=tuple(account.domains),
-                                     sender=strip_brackets(mailfrom),
-                                     sender_params=list(params))
+        self.submission = Submission(
+            account=account.name,
+            domains=tuple(account.domains),
+            sender=strip_brackets(mailfrom),
+            sender_params=list(params),
+        )
         refusal = rules.run(rules.MAIL, self.submission, account.settings)
         if refusal is not None:
             self.submission = None
-            return self.refuse(refusal, f"reject: account={account.name} from=<"
-                               f"{strip_brackets(mailfrom)}>")
+            return self.refuse(
+                refusal, f"reject: account={account.name} from=<{strip_brackets(mailfrom)}>"
+            )
         return Milter.CONTINUE
 
     @internal_errors
@@ -157,8 +179,10 @@ class TxmailMilter(Milter.Base):
         submission, account = self.submission, self.account
         if submission is not None and account is not None:
             # Past the account's limit the message is refused at eom; stop holding it.
-            if self.keep_body and client_size(submission) + len(chunk) > \
-                    account.settings["max_message_size"]:
+            if (
+                self.keep_body
+                and client_size(submission) + len(chunk) > account.settings["max_message_size"]
+            ):
                 self.keep_body = False
                 submission.drop_body()
             submission.add_body(chunk, keep=self.keep_body)
@@ -176,15 +200,23 @@ class TxmailMilter(Milter.Base):
         submission.queue_id = self.getsymval("i") or submission.queue_id
         outcome = finish.finish(submission, account, self.context)
         if isinstance(outcome, Refusal):
-            return self.refuse(outcome, f"reject: account={account.name} "
-                               f"from=<{submission.sender}>")
+            return self.refuse(
+                outcome, f"reject: account={account.name} from=<{submission.sender}>"
+            )
         self.apply(outcome)
         plan = outcome.plan
-        log.info("%s: accept: account=%s from=<%s> nrcpt=%d class=%s size=%d blocked=%d%s%s",
-                 submission.queue_id, account.name, submission.sender, len(plan.recipients),
-                 plan.message_class, submission.size, len(plan.blocked),
-                 " signed" if outcome.signatures else "",
-                 f" copies={len(outcome.record.copies)}" if outcome.record.copies else "")
+        log.info(
+            "%s: accept: account=%s from=<%s> nrcpt=%d class=%s size=%d blocked=%d%s%s",
+            submission.queue_id,
+            account.name,
+            submission.sender,
+            len(plan.recipients),
+            plan.message_class,
+            submission.size,
+            len(plan.blocked),
+            " signed" if outcome.signatures else "",
+            f" copies={len(outcome.record.copies)}" if outcome.record.copies else "",
+        )
         return Milter.CONTINUE
 
     def finish_copy(self, submission: Submission) -> int:
@@ -193,9 +225,15 @@ class TxmailMilter(Milter.Base):
         if isinstance(outcome, Refusal):
             return self.refuse(outcome, f"reject: copy from=<{submission.sender}>")
         self.apply(outcome)
-        log.info("%s: accept: copy of %s account=%s to=<%s>%s%s", submission.queue_id,
-                 outcome.record.parent, submission.account, outcome.plan.recipients[0],
-                 " bcc" if outcome.plan.bcc else "", " tracked" if outcome.body else "")
+        log.info(
+            "%s: accept: copy of %s account=%s to=<%s>%s%s",
+            submission.queue_id,
+            outcome.record.parent,
+            submission.account,
+            outcome.plan.recipients[0],
+            " bcc" if outcome.plan.bcc else "",
+            " tracked" if outcome.body else "",
+        )
         return Milter.CONTINUE
 
     def apply(self, outcome: finish.Accepted) -> None:
@@ -221,14 +259,24 @@ class TxmailMilter(Milter.Base):
 def serve(settings: Settings) -> None:
     """Run the milter on its UNIX socket until SIGTERM."""
     context = finish.build_context(settings)
-    socket_path = Path(settings.milter.socket if os.path.isabs(settings.milter.socket)
-                       else settings.path(settings.milter.socket))
+    socket_path = Path(
+        settings.milter.socket
+        if os.path.isabs(settings.milter.socket)
+        else settings.path(settings.milter.socket)
+    )
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     socket_path.unlink(missing_ok=True)
     Milter.factory = lambda: TxmailMilter(context)
-    Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.CHGFROM | Milter.ADDRCPT
-                     | Milter.DELRCPT | Milter.CHGBODY)
-    log.info("listening on unix:%s (rules: %s)", socket_path,
-             ", ".join(r.NAME for r in rules.RULES))
+    Milter.set_flags(
+        Milter.ADDHDRS
+        | Milter.CHGHDRS
+        | Milter.CHGFROM
+        | Milter.ADDRCPT
+        | Milter.DELRCPT
+        | Milter.CHGBODY
+    )
+    log.info(
+        "listening on unix:%s (rules: %s)", socket_path, ", ".join(r.NAME for r in rules.RULES)
+    )
     Milter.runmilter("txmail", f"unix:{socket_path}", timeout=300)
     log.info("stopped")

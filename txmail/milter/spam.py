@@ -54,8 +54,14 @@ class SpamChecker:
     def enabled(self) -> bool:
         return bool(self.rspamd_url)
 
-    def score(self, message: bytes, envelope_sender: str, recipients: list[str],
-              queue_id: str, login: str | None = None) -> float | None:
+    def score(
+        self,
+        message: bytes,
+        envelope_sender: str,
+        recipients: list[str],
+        queue_id: str,
+        login: str | None = None,
+    ) -> float | None:
         """rspamd's score for the message, or None when no check is configured (or rspamd
         failed and spam.on_failure = "skip")."""
         if not self.rspamd_url:
@@ -69,8 +75,14 @@ class SpamChecker:
                 return None
             raise TemporaryFailure(reason) from None
 
-    def _ask(self, message: bytes, envelope_sender: str, recipients: list[str], queue_id: str,
-             login: str | None) -> float:
+    def _ask(
+        self,
+        message: bytes,
+        envelope_sender: str,
+        recipients: list[str],
+        queue_id: str,
+        login: str | None,
+    ) -> float:
         url = urlsplit(self.rspamd_url)
         if url.hostname is None:
             raise ValueError("spam.rspamd_url has no host")

@@ -129,13 +129,16 @@ class Submission:
         wanted = name.lower()
         return [value for key, value in self.headers if key.lower() == wanted]
 
-    def message_bytes(self, edits: Iterable[HeaderEdit] = (),
-                      added: Iterable[tuple[str, str]] = ()) -> bytes:
+    def message_bytes(
+        self, edits: Iterable[HeaderEdit] = (), added: Iterable[tuple[str, str]] = ()
+    ) -> bytes:
         """The message with CRLF line ends; with `edits` applied and `added` headers appended
         the way Postfix applies smfi_chgheader and smfi_addheader."""
         headers = apply_edits(self.headers, edits) + list(added)
-        lines = [LINE_BREAK.sub(b"\r\n", f"{name}: {value}".encode("utf-8", "surrogateescape"))
-                 for name, value in headers]
+        lines = [
+            LINE_BREAK.sub(b"\r\n", f"{name}: {value}".encode("utf-8", "surrogateescape"))
+            for name, value in headers
+        ]
         return b"\r\n".join(lines) + b"\r\n\r\n" + self.body()
 
     def parse(self) -> email.message.Message:
@@ -143,14 +146,21 @@ class Submission:
         if self.message is None:
             try:
                 self.message = email.message_from_bytes(self.message_bytes())
-            except (ValueError, TypeError, AttributeError, IndexError, LookupError,
-                    RecursionError) as exc:
+            except (
+                ValueError,
+                TypeError,
+                AttributeError,
+                IndexError,
+                LookupError,
+                RecursionError,
+            ) as exc:
                 raise UnreadableMessage(f"the parser gave up: {exc.__class__.__name__}") from exc
         return self.message
 
 
-def apply_edits(headers: list[tuple[str, str]],
-                edits: Iterable[HeaderEdit]) -> list[tuple[str, str]]:
+def apply_edits(
+    headers: list[tuple[str, str]], edits: Iterable[HeaderEdit]
+) -> list[tuple[str, str]]:
     """Headers after smfi_chgheader edits; each index counts the headers of that name as they
     were when the milter saw them, so edits do not shift one another."""
     by_position: dict[tuple[str, int], str | None] = {}
@@ -174,7 +184,6 @@ def apply_edits(headers: list[tuple[str, str]],
 def addresses(values: list[str]) -> list[tuple[str, str]]:
     """(display name, address) pairs of address headers; never raises on junk."""
     try:
-        return [(name, address) for name, address in email.utils.getaddresses(values)
-                if address]
+        return [(name, address) for name, address in email.utils.getaddresses(values) if address]
     except (ValueError, TypeError, IndexError):
         return []

@@ -64,13 +64,15 @@ log = logging.getLogger("txmail.milter")
 OPEN_TRACKING, CLICK_TRACKING = 1, 2  # X-Mxm-Flags bits (rules/flags.py)
 # A start tag <a ...>, attribute values may hold ">" when quoted.
 A_TAG = re.compile(r"""<a(?=[\s>/])(?:[^>"']|"[^"]*"|'[^']*')*>""", re.I)
-HREF = re.compile(r"""(?P<lead>\shref\s*=\s*)"""
-                  r"""(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<bare>[^\s"'>]+))""", re.I)
+HREF = re.compile(
+    r"""(?P<lead>\shref\s*=\s*)"""
+    r"""(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<bare>[^\s"'>]+))""",
+    re.I,
+)
 ATTRIBUTE = re.compile(r"""\s([a-z][a-z0-9_:.-]*)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s"'>]+))?""", re.I)
 BODY_END = re.compile(rb"</body\s*>", re.I)
 ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # a byte decoded with surrogateescape
-NO_TRACK_ATTRIBUTES = {"data-unsubscribe", "data-notrack", "data-no-track",
-                       "data-txmail-notrack"}
+NO_TRACK_ATTRIBUTES = {"data-unsubscribe", "data-notrack", "data-no-track", "data-txmail-notrack"}
 MAX_LINE = 998  # RFC 5322 §2.1.1, without CRLF
 WRAP_AT = 900
 MAX_PARTS = 200  # cap the work a hostile message can cause
@@ -87,17 +89,19 @@ class Tracking:
 
 @dataclass(frozen=True)
 class Rewritten:
-    body: bytes         # the message body after the header block, CRLF line ends
-    links: int          # links that now go through the tracker
-    pixel: bool         # whether an open pixel went in
+    body: bytes  # the message body after the header block, CRLF line ends
+    links: int  # links that now go through the tracker
+    pixel: bool  # whether an open pixel went in
 
 
 def wanted(flags: int | None, settings: dict[str, Any]) -> Tracking:
     """Opens and clicks for this message: X-Mxm-Flags bits 1 and 2, else the account's."""
     if flags is not None:
         return Tracking(opens=bool(flags & OPEN_TRACKING), clicks=bool(flags & CLICK_TRACKING))
-    return Tracking(opens=bool(settings.get("track_opens", False)),
-                    clicks=bool(settings.get("track_clicks", False)))
+    return Tracking(
+        opens=bool(settings.get("track_opens", False)),
+        clicks=bool(settings.get("track_clicks", False)),
+    )
 
 
 def _html_parts(message: email.message.Message) -> list[email.message.Message]:
@@ -145,8 +149,7 @@ def trackable(url: str) -> bool:
     """Only absolute web links: never mailto:, tel:, javascript:, anchors or relative links,
     nor a link with bytes that are not text in its part's charset (a UTF-8 link in a part
     labelled us-ascii): those stay as escapes no token can carry, so the link is left as it is."""
-    return url.strip().lower().startswith(("http://", "https://")) and \
-        not ESCAPED_BYTE.search(url)
+    return url.strip().lower().startswith(("http://", "https://")) and not ESCAPED_BYTE.search(url)
 
 
 class _Counter:
@@ -160,14 +163,17 @@ def _rewrite_links(text: str, make_url: Any, skip: set[str], counter: _Counter) 
         href = HREF.search(tag)
         if href is None or _marked_no_track(tag):
             return tag
-        raw = href.group("dq") if href.group("dq") is not None else (
-            href.group("sq") if href.group("sq") is not None else href.group("bare"))
+        raw = (
+            href.group("dq")
+            if href.group("dq") is not None
+            else (href.group("sq") if href.group("sq") is not None else href.group("bare"))
+        )
         url = html.unescape(raw).strip()
         if not trackable(url) or url in skip:
             return tag
         tracked = make_url(counter.links, url)
         counter.links += 1
-        return f'{tag[:href.start()]}{href.group("lead")}"{tracked}"{tag[href.end():]}'
+        return f'{tag[: href.start()]}{href.group("lead")}"{tracked}"{tag[href.end() :]}'
 
     return A_TAG.sub(one_tag, text)
 
@@ -192,7 +198,7 @@ def _wrap(data: bytes) -> bytes:
             if cut <= 0:
                 break  # one unbreakable word: leave it, Postfix will fold it
             out.append(line[:cut])
-            line = line[cut + 1:]
+            line = line[cut + 1 :]
         out.append(line)
     return b"\n".join(out)
 
@@ -209,13 +215,21 @@ def _encode(data: bytes, cte: str) -> str:
     return encoded.decode("ascii", "surrogateescape")
 
 
-def rewrite_html(message: bytes | email.message.Message, signer: LinkSigner, base_url: str,
-                 account: str, queue_id: str, recipient: str, opens: bool = True,
-                 clicks: bool = True, sent_at: int = 0) -> Rewritten | None:
+def rewrite_html(
+    message: bytes | email.message.Message,
+    signer: LinkSigner,
+    base_url: str,
+    account: str,
+    queue_id: str,
+    recipient: str,
+    opens: bool = True,
+    clicks: bool = True,
+    sent_at: int = 0,
+) -> Rewritten | None:
     """The message body with its HTML parts tracked; None when there was nothing to track."""
     if not (opens or clicks):
         return None
-    parsed = (email.message_from_bytes(message) if isinstance(message, bytes) else message)
+    parsed = email.message_from_bytes(message) if isinstance(message, bytes) else message
     parts = _html_parts(parsed)
     if not parts:
         return None
@@ -241,8 +255,9 @@ def rewrite_html(message: bytes | email.message.Message, signer: LinkSigner, bas
         try:
             text = data.decode(charset, "surrogateescape")
         except (LookupError, ValueError):  # ValueError: a NUL in the charset name
-            log.info("%s: tracking: an HTML part in charset %r is left as it is", queue_id,
-                     charset[:40])
+            log.info(
+                "%s: tracking: an HTML part in charset %r is left as it is", queue_id, charset[:40]
+            )
             continue
         new_text = _rewrite_links(text, click_url, skip, counter) if clicks else text
         try:
@@ -251,8 +266,10 @@ def rewrite_html(message: bytes | email.message.Message, signer: LinkSigner, bas
             continue
         if opens and not pixel_added:
             token = signer.sign(Mark("open", account, queue_id, recipient, sent_at=sent_at))
-            pixel = (f'<img src="{base}/o/{token}.gif" width="1" height="1" alt="" '
-                     'style="display:block;width:1px;height:1px;border:0" />').encode("ascii")
+            pixel = (
+                f'<img src="{base}/o/{token}.gif" width="1" height="1" alt="" '
+                'style="display:block;width:1px;height:1px;border:0" />'
+            ).encode("ascii")
             new_data = _add_pixel(new_data, pixel)
             pixel_added = True
         if new_data != data:
@@ -271,7 +288,7 @@ def rewrite_html(message: bytes | email.message.Message, signer: LinkSigner, bas
         return None
     whole = out.getvalue()
     split = whole.find(b"\r\n\r\n")
-    body = whole[split + 4:] if split >= 0 else b""
+    body = whole[split + 4 :] if split >= 0 else b""
     return Rewritten(body=body, links=counter.links, pixel=pixel_added)
 
 
@@ -286,30 +303,49 @@ def apply(submission: Any, settings: dict[str, Any], context: Any) -> bytes | No
     if tracker is None or not choice or not plan.recipients:
         return None
     if plan.bcc:
-        log.info("%s: tracking: off, the message carries a single-recipient BCC copy",
-                 submission.queue_id)
+        log.info(
+            "%s: tracking: off, the message carries a single-recipient BCC copy",
+            submission.queue_id,
+        )
         return None
     recipient = plan.recipients[0] if len(plan.recipients) == 1 else ""
     return track_for(submission, tracker, choice, recipient)
 
 
-def track_for(submission: Any, tracker: TrackingContext, choice: Tracking, recipient: str,
-              message_id: str = "") -> bytes | None:
+def track_for(
+    submission: Any,
+    tracker: TrackingContext,
+    choice: Tracking,
+    recipient: str,
+    message_id: str = "",
+) -> bytes | None:
     """Rewrite the message in `submission` for `recipient`, its tokens naming `message_id`
     (default: the submission's queue id; a copy names its parent's). Returns the new body (also
     put into the submission, so DKIM signs it), or None when there was nothing to track."""
     # Header edits (single-recipient To, stripped control headers) do not touch the body, and
     # List-Unsubscribe is read from the message as the client sent it.
-    rewritten = rewrite_html(submission.message_bytes(), tracker.signer, tracker.base_url,
-                             submission.account, message_id or submission.queue_id, recipient,
-                             opens=choice.opens, clicks=choice.clicks,
-                             sent_at=int(time.time()))
+    rewritten = rewrite_html(
+        submission.message_bytes(),
+        tracker.signer,
+        tracker.base_url,
+        submission.account,
+        message_id or submission.queue_id,
+        recipient,
+        opens=choice.opens,
+        clicks=choice.clicks,
+        sent_at=int(time.time()),
+    )
     if rewritten is None:
         return None
     submission.replace_body(rewritten.body)
-    log.info("%s: tracking: opens=%s clicks=%s links=%d to=<%s>", submission.queue_id,
-             "yes" if rewritten.pixel else "no", "yes" if choice.clicks else "no",
-             rewritten.links, recipient)
+    log.info(
+        "%s: tracking: opens=%s clicks=%s links=%d to=<%s>",
+        submission.queue_id,
+        "yes" if rewritten.pixel else "no",
+        "yes" if choice.clicks else "no",
+        rewritten.links,
+        recipient,
+    )
     return rewritten.body
 
 
@@ -324,8 +360,10 @@ class TrackingContext:
     def from_settings(cls, settings: Any) -> TrackingContext:
         from txmail.tracker.tokens import LinkSigner as Signer
 
-        return cls(signer=Signer(settings.read_secret("tracking_key_file")),
-                   base_url=public_base_url(settings))
+        return cls(
+            signer=Signer(settings.read_secret("tracking_key_file")),
+            base_url=public_base_url(settings),
+        )
 
 
 def public_base_url(settings: Any) -> str:

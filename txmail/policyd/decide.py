@@ -54,8 +54,9 @@ EPSILON = 1e-9  # so that 1 of 1250 is exactly 80% of 0.1% despite binary fracti
 MAX_HOLDS = 10_000  # messages of one account in flight between end of data and the count
 ROOM_SECONDS = 1.0  # how long the room a check reported may answer RCPT requests
 
-TEMPFAIL_TEXT = ("451 4.3.0 txmail cannot check the sending limits right now; try again in a "
-                 "few minutes")
+TEMPFAIL_TEXT = (
+    "451 4.3.0 txmail cannot check the sending limits right now; try again in a few minutes"
+)
 
 
 @dataclass(frozen=True)
@@ -177,9 +178,11 @@ class Check:
 
     def script_args(self, hold_until: float, release: str) -> list[str]:
         """ARGV of policy_check.lua (its header documents them)."""
-        request = (f"{self.windows.now!r} {self.windows.day} {self.messages} {self.recipients} "
-                   f"{self.size} {hold_until!r} {MAX_HOLDS} {self.hold or '-'} {release or '-'} "
-                   f"{self.account.created_at or '-'}")
+        request = (
+            f"{self.windows.now!r} {self.windows.day} {self.messages} {self.recipients} "
+            f"{self.size} {hold_until!r} {MAX_HOLDS} {self.hold or '-'} {release or '-'} "
+            f"{self.account.created_at or '-'}"
+        )
         return [request, self.account.packed_limits, self.account.packed_quotas]
 
 
@@ -197,12 +200,21 @@ class Room:
         """May this RCPT check be answered from the room, without Redis? (See the module
         docstring: only while fresh, in the same windows, and for at most half the room.)"""
         now, then = check.windows, self.windows
-        if not 0 <= now.now - then.now <= ROOM_SECONDS or now.minute != then.minute \
-                or now.hour != then.hour or now.day != then.day:
+        if (
+            not 0 <= now.now - then.now <= ROOM_SECONDS
+            or now.minute != then.minute
+            or now.hour != then.hour
+            or now.day != then.day
+        ):
             return False
-        return all(room < 0 or 2 * want <= room for want, room in (
-            (check.messages, self.messages), (check.recipients, self.recipients),
-            (check.size, self.size)))
+        return all(
+            room < 0 or 2 * want <= room
+            for want, room in (
+                (check.messages, self.messages),
+                (check.recipients, self.recipients),
+                (check.size, self.size),
+            )
+        )
 
 
 def room_left(check: Check, result: list[Any]) -> Room | None:
@@ -214,8 +226,11 @@ def room_left(check: Check, result: list[Any]) -> Room | None:
 
 def limits_for(settings: dict[str, Any]) -> list[Limit]:
     """The account's limits in checking order; a limit set to 0 does not apply."""
-    return [Limit(unit, window, int(settings[name])) for unit, window, name in LIMITS
-            if int(settings[name]) > 0]
+    return [
+        Limit(unit, window, int(settings[name]))
+        for unit, window, name in LIMITS
+        if int(settings[name]) > 0
+    ]
 
 
 def warmup_quotas(settings: dict[str, Any]) -> list[int]:
@@ -241,8 +256,9 @@ def warmup_day(days_sent: int, last_sent_day: int | None, today: int) -> int:
     return days_sent if last_sent_day == today else days_sent + 1
 
 
-def plan(request: Request, account: AccountState | None, now: float,
-         transaction_recipients: int = 0) -> Check | Action:
+def plan(
+    request: Request, account: AccountState | None, now: float, transaction_recipients: int = 0
+) -> Check | Action:
     """The Check for a request, or the action itself when no counting is needed.
 
     `transaction_recipients` is how many recipients of the same transaction policyd has
@@ -253,14 +269,23 @@ def plan(request: Request, account: AccountState | None, now: float,
     if account is None:
         return DUNNO  # the milter refuses unknown accounts at MAIL FROM, with its own sentence
     if account.status == "suspended":
-        return Action(f"554 5.7.1 Account {account.name} is suspended "
-                      f"({account.suspended_reason}); sending is refused until the operator "
-                      "resumes it", "suspended")
+        return Action(
+            f"554 5.7.1 Account {account.name} is suspended "
+            f"({account.suspended_reason}); sending is refused until the operator "
+            "resumes it",
+            "suspended",
+        )
     windows, size = Windows.at(now), max(request.size, 0)
     if request.protocol_state == RCPT:
         return Check(account, windows, 1, transaction_recipients + 1, size, "")
-    return Check(account, windows, 1, max(request.recipient_count, 1), size,
-                 request.queue_id or f"instance:{request.instance}")
+    return Check(
+        account,
+        windows,
+        1,
+        max(request.recipient_count, 1),
+        size,
+        request.queue_id or f"instance:{request.instance}",
+    )
 
 
 def clock_time(moment: float) -> str:
@@ -275,16 +300,25 @@ def verdict(check: Check, result: list[Any]) -> Action:
     if outcome == 1:
         limit = check.limits[int(result[1]) - 1]
         unit = limit.unit[:-1] if limit.value == 1 else limit.unit  # "1 message", "2 messages"
-        return Action(f"450 4.7.1 Rate limit of {limit.value} {unit} per {limit.window} "
-                      f"for account {check.account.name} reached; retry after "
-                      f"{clock_time(check.windows.reset(limit.window))}", "rate-limit")
+        return Action(
+            f"450 4.7.1 Rate limit of {limit.value} {unit} per {limit.window} "
+            f"for account {check.account.name} reached; retry after "
+            f"{clock_time(check.windows.reset(limit.window))}",
+            "rate-limit",
+        )
     if outcome == 2:
         day, quota = int(result[1]), int(result[2])
-        return Action(f"450 4.7.1 Daily warm-up quota of {quota} recipients reached (day {day} "
-                      "of warm-up); resets at 00:00Z", "warm-up")
+        return Action(
+            f"450 4.7.1 Daily warm-up quota of {quota} recipients reached (day {day} "
+            "of warm-up); resets at 00:00Z",
+            "warm-up",
+        )
     if outcome == 3:
-        return Action(f"450 4.7.1 Account {check.account.name} has {int(result[1])} messages in "
-                      "flight, the most txmail takes at once; retry in a minute", "in-flight")
+        return Action(
+            f"450 4.7.1 Account {check.account.name} has {int(result[1])} messages in "
+            "flight, the most txmail takes at once; retry in a minute",
+            "in-flight",
+        )
     raise ValueError(f"policy_check.lua answered {result!r}")
 
 
@@ -332,12 +366,16 @@ class Judgement:
         return f"{self.metric} rate {rate}% ({self.count} of {self.total}) over the last {window}"
 
     def suspension_reason(self) -> str:
-        return (f"Sending suspended: {self.describe()} exceeds {percent(self.threshold)}%; "
-                "contact the operator")
+        return (
+            f"Sending suspended: {self.describe()} exceeds {percent(self.threshold)}%; "
+            "contact the operator"
+        )
 
     def warning(self) -> str:
-        return (f"{self.describe()} has reached {percent(100 * self.rate / self.threshold)}% "
-                f"of the {percent(self.threshold)}% at which sending is suspended")
+        return (
+            f"{self.describe()} has reached {percent(100 * self.rate / self.threshold)}% "
+            f"of the {percent(self.threshold)}% at which sending is suspended"
+        )
 
 
 def percent(value: float, digits: int = 2) -> str:
@@ -355,8 +393,9 @@ def judge(outcomes: Outcomes, settings: dict[str, Any]) -> list[Judgement]:
     judged = outcomes.total >= int(settings["reputation_min_recipients"])
     found = []
     for metric, count, threshold in (
-            ("hard bounce", outcomes.bounced, float(settings["max_bounce_rate"])),
-            ("complaint", outcomes.complained, float(settings["max_complaint_rate"]))):
+        ("hard bounce", outcomes.bounced, float(settings["max_bounce_rate"])),
+        ("complaint", outcomes.complained, float(settings["max_complaint_rate"])),
+    ):
         rate = 100.0 * count / outcomes.total if outcomes.total else 0.0
         level = "ok"
         if judged and rate > threshold + EPSILON:

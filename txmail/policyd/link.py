@@ -83,21 +83,25 @@ class Link:
             async with asyncio.timeout(self.timeout):
                 if self.path:
                     _, wire = await loop.create_unix_connection(
-                        lambda: _Wire(self.timeout), self.path)
+                        lambda: _Wire(self.timeout), self.path
+                    )
                 else:
                     _, wire = await loop.create_connection(
-                        lambda: _Wire(self.timeout), self.host, self.port)
+                        lambda: _Wire(self.timeout), self.host, self.port
+                    )
                 for step in self.handshake:
                     answer = await wire.send(step)
                     if isinstance(answer, Exception):
                         wire.close()
                         raise redis.ConnectionError(f"Redis refused the login: {answer}")
         except TimeoutError:
-            raise redis.TimeoutError(f"Redis at {self._where()} did not answer within "
-                                     f"{self.timeout:g} s") from None
+            raise redis.TimeoutError(
+                f"Redis at {self._where()} did not answer within {self.timeout:g} s"
+            ) from None
         except OSError as exc:
-            raise redis.ConnectionError(f"cannot connect to Redis at {self._where()}: "
-                                        f"{exc.strerror or exc}") from None
+            raise redis.ConnectionError(
+                f"cannot connect to Redis at {self._where()}: {exc.strerror or exc}"
+            ) from None
         return wire
 
     def _opened(self, task: asyncio.Task[_Wire]) -> None:
@@ -125,8 +129,9 @@ class _Wire(asyncio.Protocol):
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self.reader = hiredis.Reader(encoding="utf-8", errors="replace",
-                                     replyError=redis.ResponseError)
+        self.reader = hiredis.Reader(
+            encoding="utf-8", errors="replace", replyError=redis.ResponseError
+        )
         self.waiting: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
         self.out: list[bytes] = []
         self.transport: asyncio.Transport | None = None
@@ -177,8 +182,9 @@ class _Wire(asyncio.Protocol):
             self.timer = self.loop.call_at(deadline, self._check_deadline)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(redis.ConnectionError("the connection to Redis was lost"
-                                         + (f": {exc}" if exc else "")))
+        self._fail(
+            redis.ConnectionError("the connection to Redis was lost" + (f": {exc}" if exc else ""))
+        )
 
     def _fail(self, error: redis.RedisError) -> None:
         """Every waiting call fails: a reply still on its way would answer the wrong one."""

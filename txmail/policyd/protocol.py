@@ -35,8 +35,7 @@ def parse_block(block: bytes) -> dict[str, str]:
         for line in lines:
             name, _, value = line.partition("=")
             if len(name) > MAX_ATTRIBUTE or len(value) > MAX_ATTRIBUTE:
-                raise ProtocolError(f"attribute {name[:40]!r} is over {MAX_ATTRIBUTE} "
-                                    "characters")
+                raise ProtocolError(f"attribute {name[:40]!r} is over {MAX_ATTRIBUTE} characters")
     try:
         attributes = dict(line.split("=", 1) for line in lines)
     except ValueError:
@@ -58,14 +57,16 @@ def _count(attributes: dict[str, str], name: str) -> int:
 
 def parse_request(block: bytes) -> Request:
     attributes = parse_block(block)
-    return Request(protocol_state=attributes.get("protocol_state", "").upper(),
-                   sasl_username=attributes.get("sasl_username", ""),
-                   queue_id=attributes.get("queue_id", ""),
-                   instance=attributes.get("instance", ""),
-                   recipient=attributes.get("recipient", ""),
-                   recipient_count=_count(attributes, "recipient_count"),
-                   size=_count(attributes, "size"),
-                   server_port=_count(attributes, "server_port"))
+    return Request(
+        protocol_state=attributes.get("protocol_state", "").upper(),
+        sasl_username=attributes.get("sasl_username", ""),
+        queue_id=attributes.get("queue_id", ""),
+        instance=attributes.get("instance", ""),
+        recipient=attributes.get("recipient", ""),
+        recipient_count=_count(attributes, "recipient_count"),
+        size=_count(attributes, "size"),
+        server_port=_count(attributes, "server_port"),
+    )
 
 
 def encode_action(text: str) -> bytes:

@@ -48,14 +48,21 @@ def script(client: Any, name: str) -> Any:
 
 
 def usage_keys(keys: Keys, account: str, windows: decide.Windows) -> list[str]:
-    return [keys.usage(account, "m", windows.minute), keys.usage(account, "h", windows.hour),
-            keys.usage(account, "d", windows.day)]
+    return [
+        keys.usage(account, "m", windows.minute),
+        keys.usage(account, "h", windows.hour),
+        keys.usage(account, "d", windows.day),
+    ]
 
 
 def check_keys(keys: Keys, account: str, windows: decide.Windows) -> list[str]:
     """KEYS of policy_check.lua."""
-    return [*usage_keys(keys, account, windows), keys.holds(account),
-            keys.holds_expiry(account), keys.warmup(account)]
+    return [
+        *usage_keys(keys, account, windows),
+        keys.holds(account),
+        keys.holds_expiry(account),
+        keys.warmup(account),
+    ]
 
 
 def clock(settings: Settings) -> float:
@@ -63,19 +70,42 @@ def clock(settings: Settings) -> float:
     return time.time() + settings.policyd.clock_offset
 
 
-def _commit_call(settings: Settings, keys: Keys, account: str, queue_id: str,
-                 recipients: int, size: int) -> tuple[list[str], list[Any]]:
+def _commit_call(
+    settings: Settings, keys: Keys, account: str, queue_id: str, recipients: int, size: int
+) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of policy_commit.lua for one accepted message."""
     windows = decide.Windows.at(clock(settings))
     default_warmup = "1" if account_settings.spec("warmup").default else "0"
-    return ([*usage_keys(keys, account, windows), keys.holds(account),
-             keys.holds_expiry(account), keys.warmup(account), keys.account(account)],
-            [queue_id, windows.day, recipients, size, BUCKET_TTL["m"], BUCKET_TTL["h"],
-             BUCKET_TTL["d"], default_warmup])
+    return (
+        [
+            *usage_keys(keys, account, windows),
+            keys.holds(account),
+            keys.holds_expiry(account),
+            keys.warmup(account),
+            keys.account(account),
+        ],
+        [
+            queue_id,
+            windows.day,
+            recipients,
+            size,
+            BUCKET_TTL["m"],
+            BUCKET_TTL["h"],
+            BUCKET_TTL["d"],
+            default_warmup,
+        ],
+    )
 
 
-def count_accepted(settings: Settings, client: Client, keys: Keys, account: str,
-                   queue_id: str, recipients: int, size: int) -> list[int]:
+def count_accepted(
+    settings: Settings,
+    client: Client,
+    keys: Keys,
+    account: str,
+    queue_id: str,
+    recipients: int,
+    size: int,
+) -> list[int]:
     """Count one accepted message; returns [messages, recipients, bytes, from_hold]."""
     call_keys, args = _commit_call(settings, keys, account, queue_id, recipients, size)
     with guard(f"{queue_id}: counting the message against the sending limits"):
@@ -83,8 +113,15 @@ def count_accepted(settings: Settings, client: Client, keys: Keys, account: str,
     return [int(v) for v in counted]
 
 
-def queue_count_accepted(pipe: Any, settings: Settings, keys: Keys, account: str,
-                         queue_id: str, recipients: int, size: int) -> None:
+def queue_count_accepted(
+    pipe: Any,
+    settings: Settings,
+    keys: Keys,
+    account: str,
+    queue_id: str,
+    recipients: int,
+    size: int,
+) -> None:
     """count_accepted() as one more command of a pipeline, so the milter counts a message in
     the round trip that writes its record. EVAL with the script's text, not EVALSHA: a Redis
     that restarted has lost its script cache, and a NOSCRIPT reply inside a pipeline would need
@@ -98,8 +135,11 @@ def queue_count_accepted(pipe: Any, settings: Settings, keys: Keys, account: str
 def release(client: Client, keys: Keys, account: str, queue_id: str) -> bool:
     """Give back the hold of a message that was not counted; True if there was one."""
     with guard(f"{queue_id}: giving back a hold"):
-        return bool(script(client, "policy_release")(
-            keys=[keys.holds(account), keys.holds_expiry(account)], args=[queue_id]))
+        return bool(
+            script(client, "policy_release")(
+                keys=[keys.holds(account), keys.holds_expiry(account)], args=[queue_id]
+            )
+        )
 
 
 @dataclass
@@ -120,8 +160,9 @@ def _counts(row: list[Any]) -> dict[str, int]:
     return {unit: int(row[i] or 0) for i, unit in enumerate(("messages", "recipients", "bytes"))}
 
 
-def usage(client: Client, keys: Keys, account: str, settings: dict[str, Any], created_at: str,
-          now: float) -> Usage:
+def usage(
+    client: Client, keys: Keys, account: str, settings: dict[str, Any], created_at: str, now: float
+) -> Usage:
     """Read the account's counters (one pipeline, one slot)."""
     windows = decide.Windows.at(now)
     window_days = int(settings["reputation_window_days"])
@@ -132,15 +173,22 @@ def usage(client: Client, keys: Keys, account: str, settings: dict[str, Any], cr
         pipe.hmget(keys.holds(account), "*m", "*r", "*b")
         pipe.hmget(keys.warmup(account), "days", "last", "created")
         for back in range(window_days):
-            pipe.hmget(keys.outcomes(account, windows.day - back), "delivered", "bounced",
-                       "complained")
+            pipe.hmget(
+                keys.outcomes(account, windows.day - back), "delivered", "bounced", "complained"
+            )
         rows = pipe.execute()
     counted = {"minute": _counts(rows[0]), "hour": _counts(rows[1]), "day": _counts(rows[2])}
     limits = []
     for unit, window, name in decide.LIMITS:
-        limits.append({"unit": unit, "window": window, "used": counted[window][unit],
-                       "limit": int(settings[name]),
-                       "resets": decide.clock_time(windows.reset(window))})
+        limits.append(
+            {
+                "unit": unit,
+                "window": window,
+                "used": counted[window][unit],
+                "limit": int(settings[name]),
+                "resets": decide.clock_time(windows.reset(window)),
+            }
+        )
     warmup = None
     quotas = decide.warmup_quotas(settings)
     if quotas:
@@ -148,16 +196,35 @@ def usage(client: Client, keys: Keys, account: str, settings: dict[str, Any], cr
         if created != created_at:
             days, last = 0, None
         day = decide.warmup_day(int(days or 0), int(last) if last else None, windows.day)
-        warmup = {"day": day, "quota": quotas[day - 1] if day <= len(quotas) else None,
-                  "used": counted["day"]["recipients"], "days_in_schedule": len(quotas)}
+        warmup = {
+            "day": day,
+            "quota": quotas[day - 1] if day <= len(quotas) else None,
+            "used": counted["day"]["recipients"],
+            "days_in_schedule": len(quotas),
+        }
     totals = [sum(int(row[i] or 0) for row in rows[5:]) for i in range(3)]
     outcomes = decide.Outcomes(*totals)
-    reputation = {"window_days": window_days, "delivered": outcomes.delivered,
-                  "bounced": outcomes.bounced, "complained": outcomes.complained,
-                  "judged": outcomes.total >= int(settings["reputation_min_recipients"]),
-                  "min_recipients": int(settings["reputation_min_recipients"]),
-                  "checks": [{"metric": j.metric, "rate": round(j.rate, 3),
-                              "threshold": j.threshold, "level": j.level}
-                             for j in decide.judge(outcomes, settings)]}
-    return Usage(account=account, limits=limits, in_flight=_counts(rows[3]), warmup=warmup,
-                 reputation=reputation)
+    reputation = {
+        "window_days": window_days,
+        "delivered": outcomes.delivered,
+        "bounced": outcomes.bounced,
+        "complained": outcomes.complained,
+        "judged": outcomes.total >= int(settings["reputation_min_recipients"]),
+        "min_recipients": int(settings["reputation_min_recipients"]),
+        "checks": [
+            {
+                "metric": j.metric,
+                "rate": round(j.rate, 3),
+                "threshold": j.threshold,
+                "level": j.level,
+            }
+            for j in decide.judge(outcomes, settings)
+        ],
+    }
+    return Usage(
+        account=account,
+        limits=limits,
+        in_flight=_counts(rows[3]),
+        warmup=warmup,
+        reputation=reputation,
+    )

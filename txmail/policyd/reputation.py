@@ -38,9 +38,14 @@ BUCKET_TTL = 31 * 86400  # longer than the longest window (30 days)
 ALERTS_CAP = 1000
 
 
-def record_outcome(client: Client, keys: Keys, account: str, kind: str,
-                   now: float | None = None,
-                   settings: dict[str, Any] | None = None) -> list[decide.Judgement]:
+def record_outcome(
+    client: Client,
+    keys: Keys,
+    account: str,
+    kind: str,
+    now: float | None = None,
+    settings: dict[str, Any] | None = None,
+) -> list[decide.Judgement]:
     """Count one outcome of `account` (an event kind) and act on the account's rates.
 
     `settings` are the account's settings if the caller keeps them (the maillog follower
@@ -62,24 +67,46 @@ def record_outcome(client: Client, keys: Keys, account: str, kind: str,
     window = int(settings["reputation_window_days"])
     with guard(f"recording a {kind} of {account}"):
         row = script(client, "reputation_record")(
-            keys=[keys.account(account), keys.reputation(account),
-                  *[keys.outcomes(account, today - back) for back in range(window)]],
-            args=[field, BUCKET_TTL])
+            keys=[
+                keys.account(account),
+                keys.reputation(account),
+                *[keys.outcomes(account, today - back) for back in range(window)],
+            ],
+            args=[field, BUCKET_TTL],
+        )
     delivered, bounced, complained, status, suspended, *warned, restarted = row
     if int(restarted):
         log.info("%s: reputation window starts afresh after the account was resumed", account)
-    judgements = decide.judge(decide.Outcomes(int(delivered), int(bounced), int(complained)),
-                              settings)
+    judgements = decide.judge(
+        decide.Outcomes(int(delivered), int(bounced), int(complained)), settings
+    )
     with guard(f"acting on the reputation of {account}"):
         for judgement, warned_flag in zip(judgements, warned, strict=True):
-            _act(client, keys, accounts, account, judgement, status, bool(suspended),
-                 bool(warned_flag), now)
+            _act(
+                client,
+                keys,
+                accounts,
+                account,
+                judgement,
+                status,
+                bool(suspended),
+                bool(warned_flag),
+                now,
+            )
     return judgements
 
 
-def _act(client: Client, keys: Keys, accounts: Accounts, account: str,
-         judgement: decide.Judgement, status: str, suspended: bool, warned: bool,
-         now: float) -> None:
+def _act(
+    client: Client,
+    keys: Keys,
+    accounts: Accounts,
+    account: str,
+    judgement: decide.Judgement,
+    status: str,
+    suspended: bool,
+    warned: bool,
+    now: float,
+) -> None:
     state = keys.reputation(account)
     flag = f"warned.{judgement.key}"
     if judgement.level == "ok":
@@ -98,12 +125,29 @@ def _act(client: Client, keys: Keys, accounts: Accounts, account: str,
         accounts.suspend(account, reason)
 
 
-def _alert(client: Client, keys: Keys, account: str, kind: str, text: str,
-           judgement: decide.Judgement, now: float) -> None:
-    client.xadd(keys.reputation_alerts(account),
-                {"kind": kind, "account": account, "metric": judgement.metric,
-                 "rate": decide.percent(judgement.rate), "count": judgement.count,
-                 "total": judgement.total, "threshold": decide.percent(judgement.threshold),
-                 "window_days": judgement.window_days, "text": text,
-                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))},
-                maxlen=ALERTS_CAP, approximate=True)
+def _alert(
+    client: Client,
+    keys: Keys,
+    account: str,
+    kind: str,
+    text: str,
+    judgement: decide.Judgement,
+    now: float,
+) -> None:
+    client.xadd(
+        keys.reputation_alerts(account),
+        {
+            "kind": kind,
+            "account": account,
+            "metric": judgement.metric,
+            "rate": decide.percent(judgement.rate),
+            "count": judgement.count,
+            "total": judgement.total,
+            "threshold": decide.percent(judgement.threshold),
+            "window_days": judgement.window_days,
+            "text": text,
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        },
+        maxlen=ALERTS_CAP,
+        approximate=True,
+    )

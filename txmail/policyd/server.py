@@ -67,12 +67,16 @@ def connect(settings: Settings) -> AsyncClient:
     timeout = settings.redis.timeout
     if settings.redis.cluster:
         return redis.asyncio.cluster.RedisCluster.from_url(
-            url, decode_responses=True, socket_timeout=timeout,
-            socket_connect_timeout=timeout)
+            url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
     # One immediate retry, as store.connect(): Redis down means 451 now, not after 4 s.
-    return redis.asyncio.Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
-                                        socket_connect_timeout=timeout,
-                                        retry=AsyncRetry(NoBackoff(), 1))
+    return redis.asyncio.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=AsyncRetry(NoBackoff(), 1),
+    )
 
 
 class AccountCache:
@@ -97,10 +101,12 @@ class AccountCache:
         state = None
         if raw:
             state = decide.AccountState(
-                name=name, status=raw.get("status", "active"),
+                name=name,
+                status=raw.get("status", "active"),
                 suspended_reason=raw.get("suspended_reason", ""),
                 created_at=raw.get("created_at", ""),
-                settings=account_settings.from_fields(raw))
+                settings=account_settings.from_fields(raw),
+            )
         if generation == self.generation:  # no change was announced while reading
             self.entries[name] = state
         return state
@@ -183,13 +189,15 @@ class LinkScripts:
 
     async def __call__(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await self.link.call(link.command("EVALSHA", script.sha, str(len(keys)),
-                                                     *keys, *args))
+            return await self.link.call(
+                link.command("EVALSHA", script.sha, str(len(keys)), *keys, *args)
+            )
         except redis.ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-        return await self.link.call(link.command("EVAL", script.script, str(len(keys)),
-                                                 *keys, *args))
+        return await self.link.call(
+            link.command("EVAL", script.script, str(len(keys)), *keys, *args)
+        )
 
     def close(self) -> None:
         self.link.close()
@@ -220,8 +228,9 @@ class Connection:
 
 
 class PolicyServer:
-    def __init__(self, settings: Settings, client: AsyncClient, keys: Keys,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self, settings: Settings, client: AsyncClient, keys: Keys, clock: Callable[[], float]
+    ) -> None:
         self.settings = settings
         self.client = client
         self.keys = keys
@@ -244,8 +253,9 @@ class PolicyServer:
 
     # -- one connection -------------------------------------------------------------------
 
-    async def serve_connection(self, reader: asyncio.StreamReader,
-                               writer: asyncio.StreamWriter) -> None:
+    async def serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         loop = asyncio.get_running_loop()
         peer = _peer(writer)
         connection = Connection(writer, peer, loop.time())
@@ -259,8 +269,9 @@ class PolicyServer:
                         log.warning("%s: connection closed in the middle of a request", peer)
                     return
                 except asyncio.LimitOverrunError:
-                    log.warning("%s: request over %d bytes; disconnecting", peer,
-                                protocol.MAX_REQUEST)
+                    log.warning(
+                        "%s: request over %d bytes; disconnecting", peer, protocol.MAX_REQUEST
+                    )
                     return
                 connection.last_request = loop.time()
                 try:
@@ -290,10 +301,14 @@ class PolicyServer:
             account_state = None
             if request.sasl_username:
                 account_state = await self.accounts.get(request.sasl_username)
-            plan = decide.plan(request, account_state, self.clock(),
-                               connection.transaction_recipients)
-            room = self.rooms.get(plan.account.name) \
-                if isinstance(plan, decide.Check) and not plan.hold else None
+            plan = decide.plan(
+                request, account_state, self.clock(), connection.transaction_recipients
+            )
+            room = (
+                self.rooms.get(plan.account.name)
+                if isinstance(plan, decide.Check) and not plan.hold
+                else None
+            )
             if room is not None and room.fits(plan):
                 # Answered from the room the last check left (decide.py): no Redis. A hold
                 # waiting to be given back stays for the next check that asks Redis.
@@ -302,8 +317,12 @@ class PolicyServer:
             else:
                 action = await self._check(request, plan, connection)
         except redis.RedisError as exc:
-            log.warning("%s: tempfail: Redis unavailable (%s: %s)",
-                        request.queue_id or "NOQUEUE", exc.__class__.__name__, exc)
+            log.warning(
+                "%s: tempfail: Redis unavailable (%s: %s)",
+                request.queue_id or "NOQUEUE",
+                exc.__class__.__name__,
+                exc,
+            )
             self.decisions[decide.TEMPFAIL.verb] += 1
             return decide.TEMPFAIL
         except Exception:  # noqa: BLE001 - a bug must cost a retry, never a permit or a crash
@@ -314,14 +333,22 @@ class PolicyServer:
         # A permit is two lines a message: logged on request (policyd.log_permits) or with
         # --verbose; /metrics counts them either way.
         say = log.info if self.log_permits or not action.permits else log.debug
-        say("%s: %s: %s account=%s recipient=<%s> nrcpt=%d size=%d%s",
-            request.queue_id or "NOQUEUE", request.protocol_state.lower(), action.verb,
-            request.sasl_username or "-", request.recipient, request.recipient_count,
-            request.size, "" if action.permits else f": {action.text}")
+        say(
+            "%s: %s: %s account=%s recipient=<%s> nrcpt=%d size=%d%s",
+            request.queue_id or "NOQUEUE",
+            request.protocol_state.lower(),
+            action.verb,
+            request.sasl_username or "-",
+            request.recipient,
+            request.recipient_count,
+            request.size,
+            "" if action.permits else f": {action.text}",
+        )
         return action
 
-    async def _check(self, request: decide.Request, plan: decide.Check | decide.Action,
-                     connection: Connection) -> decide.Action:
+    async def _check(
+        self, request: decide.Request, plan: decide.Check | decide.Action, connection: Connection
+    ) -> decide.Action:
         """Ask Redis (policy_check.lua), giving back on the way the hold of the message this
         connection passed last if the milter did not count it."""
         release = ""
@@ -335,8 +362,10 @@ class PolicyServer:
         if isinstance(plan, decide.Action):
             return plan
         result = await self.scripts(
-            self.check_script, keys=quota.check_keys(self.keys, plan.account.name, plan.windows),
-            args=plan.script_args(plan.windows.now + self.hold_seconds, release))
+            self.check_script,
+            keys=quota.check_keys(self.keys, plan.account.name, plan.windows),
+            args=plan.script_args(plan.windows.now + self.hold_seconds, release),
+        )
         action = decide.verdict(plan, result)
         room = decide.room_left(plan, result)
         if room is not None:
@@ -357,14 +386,23 @@ class PolicyServer:
 
     async def _release(self, account: str, queue_id: str) -> None:
         try:
-            if await self.scripts(self.release_script,
-                                  keys=[self.keys.holds(account), self.keys.holds_expiry(account)],
-                                  args=[queue_id]):
-                log.info("%s: released: account=%s: not counted (refused after end of data)",
-                         queue_id, account)
+            if await self.scripts(
+                self.release_script,
+                keys=[self.keys.holds(account), self.keys.holds_expiry(account)],
+                args=[queue_id],
+            ):
+                log.info(
+                    "%s: released: account=%s: not counted (refused after end of data)",
+                    queue_id,
+                    account,
+                )
         except redis.RedisError as exc:
-            log.warning("%s: cannot give back the hold (%s); it lapses after %d s", queue_id,
-                        exc.__class__.__name__, self.hold_seconds)
+            log.warning(
+                "%s: cannot give back the hold (%s); it lapses after %d s",
+                queue_id,
+                exc.__class__.__name__,
+                self.hold_seconds,
+            )
 
     async def accept(self, listener: socket.socket) -> None:
         """Take connections one at a time (asyncio's own servers take all that are waiting),
@@ -395,8 +433,9 @@ class PolicyServer:
             await asyncio.sleep(min(self.idle_timeout / 4, 30.0))
             for connection in list(self.connections):
                 if loop.time() - connection.last_request > self.idle_timeout:
-                    log.info("%s: silent for %.0f s; disconnecting", connection.peer,
-                             self.idle_timeout)
+                    log.info(
+                        "%s: silent for %.0f s; disconnecting", connection.peer, self.idle_timeout
+                    )
                     connection.writer.close()
 
     # -- decisions by outcome, for /metrics -----------------------------------------------
@@ -469,8 +508,9 @@ class TurnBufferedStream:
 @contextlib.contextmanager
 def turn_buffered_logs(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
     """Buffer the root logger's stream handlers per loop turn (TurnBufferedStream)."""
-    handlers = [h for h in logging.getLogger().handlers
-                if type(h) is logging.StreamHandler]  # not FileHandler: it reopens its own
+    handlers = [
+        h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler
+    ]  # not FileHandler: it reopens its own
     for handler in handlers:
         handler.setStream(TurnBufferedStream(handler.stream, loop))
     try:
@@ -509,24 +549,32 @@ def listen(settings: Settings) -> list[tuple[str, socket.socket]]:
     return sockets
 
 
-async def run(settings: Settings, sockets: list[tuple[str, socket.socket]],
-              ready: Callable[[], None] | None = None) -> None:
+async def run(
+    settings: Settings,
+    sockets: list[tuple[str, socket.socket]],
+    ready: Callable[[], None] | None = None,
+) -> None:
     """Serve on `sockets` until SIGTERM or SIGINT."""
     with turn_buffered_logs(asyncio.get_running_loop()):
         await _serve(settings, sockets, ready)
 
 
-async def _serve(settings: Settings, sockets: list[tuple[str, socket.socket]],
-                 ready: Callable[[], None] | None) -> None:
+async def _serve(
+    settings: Settings, sockets: list[tuple[str, socket.socket]], ready: Callable[[], None] | None
+) -> None:
     client = connect(settings)
-    server = PolicyServer(settings, client, Keys(settings.redis.prefix),
-                          clock=lambda: quota.clock(settings))
+    server = PolicyServer(
+        settings, client, Keys(settings.redis.prefix), clock=lambda: quota.clock(settings)
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    watchers = [loop.create_task(server.watch_accounts()), loop.create_task(server.close_idle()),
-                loop.create_task(server.count_decisions())]
+    watchers = [
+        loop.create_task(server.watch_accounts()),
+        loop.create_task(server.close_idle()),
+        loop.create_task(server.count_decisions()),
+    ]
     watchers += [loop.create_task(server.accept(sock)) for _, sock in sockets]
     log.info("listening on %s (pid %d)", ", ".join(w for w, _ in sockets), os.getpid())
     if ready is not None:
@@ -580,8 +628,7 @@ def _die_with(parent: int) -> None:
         os._exit(0)
 
 
-def _supervise(settings: Settings, sockets: list[tuple[str, socket.socket]],
-               count: int) -> None:
+def _supervise(settings: Settings, sockets: list[tuple[str, socket.socket]], count: int) -> None:
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:

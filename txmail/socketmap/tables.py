@@ -43,8 +43,13 @@ class Reply:
 class ReturnPathTables:
     """Answers Postfix's `relay` and `transport` lookups."""
 
-    def __init__(self, bounce_domain: str, serves_return_path: Callable[[str], bool],
-                 ttl: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        bounce_domain: str,
+        serves_return_path: Callable[[str], bool],
+        ttl: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.bounce_domain = bounce_domain.lower()
         self.serves_return_path = serves_return_path
         self.ttl = ttl

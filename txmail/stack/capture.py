@@ -53,8 +53,14 @@ class CaptureHandler:
             existing = [int(p.stem) for p in directory.glob("*.eml") if p.stem.isdigit()]
             self.counter = itertools.count(max(existing, default=0) + 1)
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
         reply = self.verdict(address)
         if reply:
             return reply
@@ -64,28 +70,48 @@ class CaptureHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
-        message = CapturedMessage(sender=envelope.mail_from or "",
-                                  recipients=list(envelope.rcpt_tos), data=data,
-                                  mail_options=list(envelope.mail_options),
-                                  rcpt_options=[list(o) for o in envelope.rcpt_options])
+        message = CapturedMessage(
+            sender=envelope.mail_from or "",
+            recipients=list(envelope.rcpt_tos),
+            data=data,
+            mail_options=list(envelope.mail_options),
+            rcpt_options=[list(o) for o in envelope.rcpt_options],
+        )
         with self.lock:
             self.messages.append(message)
             number = next(self.counter)
         if self.directory is not None:
             stem = self.directory / f"{number:06d}"
             stem.with_suffix(".eml").write_bytes(data)
-            stem.with_suffix(".json").write_text(json.dumps(
-                {"from": message.sender, "to": message.recipients,
-                 "mail_options": message.mail_options, "received_at": message.received_at}))
-        log.info("captured from=<%s> to=%s size=%d", message.sender,
-                 ",".join(message.recipients), len(data))
+            stem.with_suffix(".json").write_text(
+                json.dumps(
+                    {
+                        "from": message.sender,
+                        "to": message.recipients,
+                        "mail_options": message.mail_options,
+                        "received_at": message.received_at,
+                    }
+                )
+            )
+        log.info(
+            "captured from=<%s> to=%s size=%d",
+            message.sender,
+            ",".join(message.recipients),
+            len(data),
+        )
         return f"250 2.0.0 captured as {number}"
 
 
 def _factory(handler: CaptureHandler) -> Callable[[], SMTP]:
     def make() -> SMTP:
-        return SMTP(handler, decode_data=False, enable_SMTPUTF8=True,
-                    hostname="capture.txmail.test", data_size_limit=100 * 1024 * 1024)
+        return SMTP(
+            handler,
+            decode_data=False,
+            enable_SMTPUTF8=True,
+            hostname="capture.txmail.test",
+            data_size_limit=100 * 1024 * 1024,
+        )
+
     return make
 
 
@@ -103,7 +129,8 @@ class CaptureServer:
     def start(self) -> CaptureServer:
         self.thread.start()
         future = asyncio.run_coroutine_threadsafe(
-            self.loop.create_server(_factory(self.handler), self.host, self.port), self.loop)
+            self.loop.create_server(_factory(self.handler), self.host, self.port), self.loop
+        )
         self.server = future.result(10)
         self.port = self.server.sockets[0].getsockname()[1]
         return self

@@ -70,7 +70,7 @@ def drop_to(user: str | None, group: str | None) -> Callable[[], None] | None:
     if user is None and group is None:
         return None
     uid = pwd.getpwnam(user).pw_uid if user else None
-    gid = (grp.getgrnam(group).gr_gid if group else pwd.getpwnam(user).pw_gid)  # type: ignore[arg-type]
+    gid = grp.getgrnam(group).gr_gid if group else pwd.getpwnam(user).pw_gid  # type: ignore[arg-type]
 
     def switch() -> None:
         os.setsid()
@@ -105,10 +105,17 @@ class Component:
 class ProcessComponent(Component):
     """A foreground child process whose output goes to STATE/log/NAME.log."""
 
-    def __init__(self, name: str, argv: list[str], log_dir: Path,
-                 ready: Callable[[], bool], env: dict[str, str] | None = None,
-                 user: str | None = None, group: str | None = None,
-                 umask: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_dir: Path,
+        ready: Callable[[], bool],
+        env: dict[str, str] | None = None,
+        user: str | None = None,
+        group: str | None = None,
+        umask: int | None = None,
+    ) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_dir / f"{name}.log"
@@ -132,9 +139,15 @@ class ProcessComponent(Component):
                 os.umask(umask)
 
         try:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=self.env,
-                                         preexec_fn=preexec, close_fds=True)
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                preexec_fn=preexec,
+                close_fds=True,
+            )
         finally:
             log.close()
 
@@ -166,8 +179,9 @@ class PostfixComponent(Component):
 
     name = "postfix"
 
-    def __init__(self, config_dir: Path, queue_dir: Path, listeners: list[tuple[str, int]],
-                 log_path: Path) -> None:
+    def __init__(
+        self, config_dir: Path, queue_dir: Path, listeners: list[tuple[str, int]], log_path: Path
+    ) -> None:
         self.config_dir = config_dir
         self.pid_file = queue_dir / "pid/master.pid"
         self.listeners = listeners
@@ -180,15 +194,22 @@ class PostfixComponent(Component):
             return None
 
     def _postfix(self, action: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["postfix", "-c", str(self.config_dir), action],
-                              capture_output=True, text=True, check=False, timeout=60)
+        return subprocess.run(
+            ["postfix", "-c", str(self.config_dir), action],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
 
     def start(self) -> None:
         self.stop()  # a master left over from a crashed supervisor would hold the ports
         result = self._postfix("start")
         if result.returncode != 0:
-            raise RuntimeError(f"postfix start failed: {(result.stderr or result.stdout).strip()}"
-                               f" (see {self.log_path})")
+            raise RuntimeError(
+                f"postfix start failed: {(result.stderr or result.stdout).strip()}"
+                f" (see {self.log_path})"
+            )
         deadline = time.monotonic() + 10
         while self.master_pid() is None and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -27,7 +27,7 @@ def ensure_demo_account(settings: Settings) -> str:
         f"{password_file}\n"
         f"txmail: send a first message with:\n"
         f"  swaks --server {settings.listen.address}:{settings.listen.submission} --tls "
-        f"--auth PLAIN --auth-user {DEMO_ACCOUNT} --auth-password \"$(cat {password_file})\" "
+        f'--auth PLAIN --auth-user {DEMO_ACCOUNT} --auth-password "$(cat {password_file})" '
         f"--from app@{DEMO_DOMAIN} --to someone@example.net\n"
         f"txmail: delivered mail is kept in {settings.path(settings.dev.capture_dir)}"
     )

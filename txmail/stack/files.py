@@ -20,8 +20,9 @@ def write_secret(path: Path) -> None:
     write_private(path, secrets.token_hex(32).encode() + b"\n")
 
 
-def replace_atomically(path: Path, data: bytes, mode: int = 0o644,
-                       uid: int = -1, gid: int = -1) -> None:
+def replace_atomically(
+    path: Path, data: bytes, mode: int = 0o644, uid: int = -1, gid: int = -1
+) -> None:
     """Write `data` to a temporary file beside `path`, then rename it into place.
 
     Readers (Dovecot, Postfix) see either the old file or the new one, never a half-written one.

@@ -43,19 +43,42 @@ from txmail.errors import ConfigError
 from txmail.stack import render
 
 # Parameters of txmail's own instance that an existing Postfix keeps as the operator set them.
-INSTANCE_PARAMETERS = frozenset({
-    "compatibility_level", "queue_directory", "data_directory", "config_directory",
-    "mail_owner", "setgid_group", "syslog_name", "maillog_file", "maillog_file_prefixes",
-    "myhostname", "inet_interfaces", "inet_protocols", "mynetworks", "mydestination",
-    "local_recipient_maps", "local_transport", "alias_maps", "alias_database", "biff",
-    "relayhost", "recipient_delimiter", "non_smtpd_milters", "smtp_tls_security_level",
-    "smtp_tls_loglevel", "smtp_dns_support_level", "smtp_host_lookup",
-})
+INSTANCE_PARAMETERS = frozenset(
+    {
+        "compatibility_level",
+        "queue_directory",
+        "data_directory",
+        "config_directory",
+        "mail_owner",
+        "setgid_group",
+        "syslog_name",
+        "maillog_file",
+        "maillog_file_prefixes",
+        "myhostname",
+        "inet_interfaces",
+        "inet_protocols",
+        "mynetworks",
+        "mydestination",
+        "local_recipient_maps",
+        "local_transport",
+        "alias_maps",
+        "alias_database",
+        "biff",
+        "relayhost",
+        "recipient_delimiter",
+        "non_smtpd_milters",
+        "smtp_tls_security_level",
+        "smtp_tls_loglevel",
+        "smtp_dns_support_level",
+        "smtp_host_lookup",
+    }
+)
 # smtpd(8) settings without the smtpd_ prefix: they go on txmail's listeners too.
 LISTENER_PARAMETERS = frozenset({"broken_sasl_auth_clients"})
 # Lists txmail adds its entries to, keeping the operator's.
-MERGED_LISTS = frozenset({"relay_domains", "transport_maps", "milter_header_checks",
-                          "smtp_header_checks"})
+MERGED_LISTS = frozenset(
+    {"relay_domains", "transport_maps", "milter_header_checks", "smtp_header_checks"}
+)
 # Parameters that only ever grow.
 AT_LEAST = frozenset({"message_size_limit"})
 # Global parameters txmail sets (besides those of its own transports, `NAME_*`).
@@ -64,11 +87,34 @@ GLOBAL_PARAMETERS = frozenset({"enable_long_queue_ids", "disable_vrfy_command"})
 # set them, so that the operator's port 25, which takes txmail's bounces, refuses the same.
 OPERATOR_DEFAULTS = frozenset({"smtpd_etrn_restrictions"})
 # Postfix's own services in txmail's rendered master.cf: the operator has theirs.
-POSTFIX_SERVICES = frozenset({
-    "pickup", "cleanup", "qmgr", "tlsmgr", "rewrite", "bounce", "defer", "trace", "verify",
-    "flush", "proxymap", "proxywrite", "smtp", "relay", "showq", "error", "retry", "discard",
-    "local", "virtual", "lmtp", "anvil", "scache", "postlog",
-})
+POSTFIX_SERVICES = frozenset(
+    {
+        "pickup",
+        "cleanup",
+        "qmgr",
+        "tlsmgr",
+        "rewrite",
+        "bounce",
+        "defer",
+        "trace",
+        "verify",
+        "flush",
+        "proxymap",
+        "proxywrite",
+        "smtp",
+        "relay",
+        "showq",
+        "error",
+        "retry",
+        "discard",
+        "local",
+        "virtual",
+        "lmtp",
+        "anvil",
+        "scache",
+        "postlog",
+    }
+)
 
 
 @dataclass
@@ -109,11 +155,14 @@ def _quote(arg: str) -> str:
 
 
 def postconf(config_dir: Path, *args: str) -> str:
-    result = subprocess.run(["postconf", "-c", str(config_dir), *args], capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        ["postconf", "-c", str(config_dir), *args], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0 or result.stderr.strip():
-        raise ConfigError(f"postconf -c {config_dir} {' '.join(args)}: "
-                          f"{(result.stderr or result.stdout).strip()[:400]}")
+        raise ConfigError(
+            f"postconf -c {config_dir} {' '.join(args)}: "
+            f"{(result.stderr or result.stdout).strip()[:400]}"
+        )
     return result.stdout
 
 
@@ -157,8 +206,7 @@ def listen_port(name: str) -> tuple[str, int] | None:
 
 
 def _o(name: str, value: str) -> list[str]:
-    return ["-o", f"{{{name} = {value}}}" if (" " in value or "," in value) else
-            f"{name}={value}"]
+    return ["-o", f"{{{name} = {value}}}" if (" " in value or "," in value) else f"{name}={value}"]
 
 
 def _merge_list(existing: str, ours: str) -> str:
@@ -174,15 +222,19 @@ def plan(settings: Settings, config_file: Path, operator_dir: Path) -> Plan:
     rendered = render.render_postfix(settings, config_file)  # files stay in the state dir
     ours = parameters(rendered)
     theirs = parameters(operator_dir)
-    own_transports = {e.name for e in master_entries(rendered)
-                      if e.kind == "unix" and e.name not in POSTFIX_SERVICES}
+    own_transports = {
+        e.name
+        for e in master_entries(rendered)
+        if e.kind == "unix" and e.name not in POSTFIX_SERVICES
+    }
     main: dict[str, str] = {}
     listener_options: list[str] = []
     for name, value in ours.items():
         if name in INSTANCE_PARAMETERS:
             continue
         if (name.startswith(("smtpd_", "milter_")) or name in LISTENER_PARAMETERS) and (
-                name not in MERGED_LISTS):
+            name not in MERGED_LISTS
+        ):
             listener_options += _o(name, value)
             if name in OPERATOR_DEFAULTS and not theirs.get(name):
                 main[name] = value
@@ -194,27 +246,35 @@ def plan(settings: Settings, config_file: Path, operator_dir: Path) -> Plan:
         elif name in GLOBAL_PARAMETERS or name.split("_", 1)[0] in own_transports:
             main[name] = value
         else:
-            raise ConfigError(f"main.cf parameter {name} is not classified for installation "
-                              "into an existing Postfix (txmail/stack/install.py)")
+            raise ConfigError(
+                f"main.cf parameter {name} is not classified for installation "
+                "into an existing Postfix (txmail/stack/install.py)"
+            )
     main = {k: v for k, v in main.items() if theirs.get(k) != v}
 
     master: list[MasterEntry] = []
-    listeners = {f"{settings.listen.address}:{p}" for p in
-                 (settings.listen.submission, settings.listen.submissions, settings.trusted.port)}
+    listeners = {
+        f"{settings.listen.address}:{p}"
+        for p in (settings.listen.submission, settings.listen.submissions, settings.trusted.port)
+    }
     for entry in master_entries(rendered):
         if entry.kind == "inet" and entry.name in listeners:
             own = {a.split("=", 1)[0].strip("{ ") for a in entry.args if a != "-o"}
-            inherited = [pair for pair in zip(listener_options[::2], listener_options[1::2],
-                                              strict=True)
-                         if pair[1].split("=", 1)[0].strip("{ ") not in own]
+            inherited = [
+                pair
+                for pair in zip(listener_options[::2], listener_options[1::2], strict=True)
+                if pair[1].split("=", 1)[0].strip("{ ") not in own
+            ]
             args = [a for pair in inherited for a in pair]
             master.append(MasterEntry(entry.name, entry.kind, entry.fields, args + entry.args))
         elif entry.kind != "inet" and entry.name not in POSTFIX_SERVICES:
             master.append(entry)
     _check_conflicts(master, master_entries(operator_dir))
-    notes = ["the operator's port 25 service takes the bounces for the return-path domains "
-             "(relay_domains and transport_maps now include txmail's socketmap)",
-             *_port25_notes(settings, theirs)]
+    notes = [
+        "the operator's port 25 service takes the bounces for the return-path domains "
+        "(relay_domains and transport_maps now include txmail's socketmap)",
+        *_port25_notes(settings, theirs),
+    ]
     return Plan(main=main, master=master, notes=notes)
 
 
@@ -222,12 +282,16 @@ def _port25_notes(settings: Settings, theirs: dict[str, str]) -> list[str]:
     """What txmail's own port 25 has and the operator's is left without (master.cf)."""
     notes = []
     if theirs.get("smtpd_etrn_restrictions"):
-        notes.append("smtpd_etrn_restrictions is the operator's and was kept: make sure it "
-                     "refuses ETRN from the internet on port 25")
+        notes.append(
+            "smtpd_etrn_restrictions is the operator's and was kept: make sure it "
+            "refuses ETRN from the internet on port 25"
+        )
     rate = settings.postfix.smtp_recipient_rate
-    notes.append("to bound what one client can make the bounce pipe run, add to the operator's "
-                 "port 25 service in master.cf: -o smtpd_recipient_limit=100"
-                 + (f" -o smtpd_client_recipient_rate_limit={rate}" if rate else ""))
+    notes.append(
+        "to bound what one client can make the bounce pipe run, add to the operator's "
+        "port 25 service in master.cf: -o smtpd_recipient_limit=100"
+        + (f" -o smtpd_client_recipient_rate_limit={rate}" if rate else "")
+    )
     return notes
 
 
@@ -240,12 +304,17 @@ def _check_conflicts(ours: list[MasterEntry], theirs: list[MasterEntry]) -> None
         bound = listen_port(entry.name)
         for own in ours:
             mine = listen_port(own.name) if own.kind == "inet" else None
-            if bound and mine and bound[1] == mine[1] and (
-                    bound[0] == mine[0] or "*" in (bound[0], mine[0])):
+            if (
+                bound
+                and mine
+                and bound[1] == mine[1]
+                and (bound[0] == mine[0] or "*" in (bound[0], mine[0]))
+            ):
                 raise ConfigError(
                     f"master.cf already has a service on port {mine[1]} ({entry.name} "
                     f"{entry.kind}); remove or move it, or give txmail another port in "
-                    "txmail.toml [listen]")
+                    "txmail.toml [listen]"
+                )
 
 
 def apply(plan_: Plan, operator_dir: Path) -> Path:

@@ -30,8 +30,14 @@ PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 # The client's message itself is held to each account's max_message_size by the milter's size
 # rule, which counts what the client sent (milter/rules/size.py).
 QUEUE_FILE_ROOM = 64 * 1024 + 1000 * 1024
-POSTFIX_FILES = ("main.cf", "master.cf", "transport", "reject_footer.regexp",
-                 "milter_header_checks.regexp", "smtp_header_checks.regexp")
+POSTFIX_FILES = (
+    "main.cf",
+    "master.cf",
+    "transport",
+    "reject_footer.regexp",
+    "milter_header_checks.regexp",
+    "smtp_header_checks.regexp",
+)
 
 
 def template_dir() -> Path:
@@ -63,8 +69,9 @@ def values(settings: Settings, config_file: Path) -> dict[str, str]:
         "hostname": settings.hostname,
         "bounce_domain": settings.bounce_domain,
         "listen_address": settings.listen.address,
-        "inet_interfaces": ("all" if settings.listen.address in ("0.0.0.0", "*")
-                            else settings.listen.address),
+        "inet_interfaces": (
+            "all" if settings.listen.address in ("0.0.0.0", "*") else settings.listen.address
+        ),
         "port_smtp": str(settings.listen.smtp),
         "port_submission": str(settings.listen.submission),
         "port_submissions": str(settings.listen.submissions),
@@ -99,12 +106,14 @@ def trusted_listener(settings: Settings) -> str:
     if not trusted.port:
         return ""
     networks = " ".join(str(n) for n in trusted.networks)
-    return (f"{settings.listen.address}:{trusted.port} inet n - n - - smtpd\n"
-            f"  -o syslog_name={settings.postfix.syslog_name}/trusted\n"
-            f"  -o mynetworks={networks}\n"
-            f"  -o smtpd_sasl_auth_enable=no\n"
-            f"  -o smtpd_relay_restrictions=permit_mynetworks,reject\n"
-            f"  -o milter_macro_daemon_name=trusted\n")
+    return (
+        f"{settings.listen.address}:{trusted.port} inet n - n - - smtpd\n"
+        f"  -o syslog_name={settings.postfix.syslog_name}/trusted\n"
+        f"  -o mynetworks={networks}\n"
+        f"  -o smtpd_sasl_auth_enable=no\n"
+        f"  -o smtpd_relay_restrictions=permit_mynetworks,reject\n"
+        f"  -o milter_macro_daemon_name=trusted\n"
+    )
 
 
 def render_routes(config_dir: Path, nexthop: str) -> None:
@@ -136,8 +145,9 @@ def check_postfix(config_dir: Path) -> None:
     """Let Postfix itself read the rendered main.cf and master.cf; refuse what it warns about."""
     postconf = shutil.which("postconf") or "/usr/sbin/postconf"
     for args in (["-n"], ["-M"]):
-        result = subprocess.run([postconf, "-c", str(config_dir), *args],
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [postconf, "-c", str(config_dir), *args], capture_output=True, text=True, check=False
+        )
         problems = [line for line in result.stderr.splitlines() if line.strip()]
         if result.returncode != 0 or problems:
             raise ConfigError(f"postconf rejects {config_dir}: {'; '.join(problems)[:500]}")
@@ -154,16 +164,21 @@ def render_dovecot(settings: Settings, config_file: Path) -> Path:
     credentials.ensure_key(settings)  # a state directory made before authpolicy existed
     key = credentials.read_key(settings)
     private = path.parent / "authpolicy.conf.ext"
-    write_private(private, (
-        "# Rendered by txmail from authpolicy.key_file: keep it private.\n"
-        f"auth_policy_hash_nonce = {credentials.hash_nonce(key)}\n"
-        f"auth_policy_server_api_header = {credentials.HEADER}: "
-        f"{credentials.header_value(key)}\n").encode())
-    extra = {"authpolicy_url": f"http://{settings.authpolicy.listen}/",
-             "authpolicy_secrets": str(private)}
+    write_private(
+        private,
+        (
+            "# Rendered by txmail from authpolicy.key_file: keep it private.\n"
+            f"auth_policy_hash_nonce = {credentials.hash_nonce(key)}\n"
+            f"auth_policy_server_api_header = {credentials.HEADER}: "
+            f"{credentials.header_value(key)}\n"
+        ).encode(),
+    )
+    extra = {
+        "authpolicy_url": f"http://{settings.authpolicy.listen}/",
+        "authpolicy_secrets": str(private),
+    }
     text = (template_dir() / "dovecot.conf").read_text()
-    path.write_text(substitute(text, {**values(settings, config_file), **extra},
-                               "dovecot.conf"))
+    path.write_text(substitute(text, {**values(settings, config_file), **extra}, "dovecot.conf"))
     return path
 
 

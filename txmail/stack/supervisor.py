@@ -50,9 +50,21 @@ def ensure_user(name: str) -> None:
     try:
         pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
-                        "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ],
+            check=True,
+            capture_output=True,
+        )
 
 
 def redis_user(settings: Settings) -> str:
@@ -64,8 +76,9 @@ def redis_user(settings: Settings) -> str:
 INTERPRETER_TIMEOUT = 60.0  # seconds a trial parser worker may take to load
 
 
-def check_interpreter(user: str, python: str = sys.executable,
-                      pipe: BouncePipeSettings | None = None) -> None:
+def check_interpreter(
+    user: str, python: str = sys.executable, pipe: BouncePipeSettings | None = None
+) -> None:
     """Refuse to start when a bounce parser worker cannot start: start one exactly as `txmail
     bounces serve` does (worker.command() and worker.process_options(): the uid of `user`,
     group nogroup, no supplementary group, the worker's own limits), give it no mail, and
@@ -73,35 +86,46 @@ def check_interpreter(user: str, python: str = sys.executable,
     its own group, which can reach at least what nogroup can."""
     argv = worker.command(python, pipe or BouncePipeSettings())
     try:
-        done = subprocess.run(argv, input=b"", capture_output=True, timeout=INTERPRETER_TIMEOUT,
-                              check=False, **worker.process_options(user))
+        done = subprocess.run(
+            argv,
+            input=b"",
+            capture_output=True,
+            timeout=INTERPRETER_TIMEOUT,
+            check=False,
+            **worker.process_options(user),
+        )
     except OSError as exc:  # exec failed: the interpreter or a folder above it is closed
         raise ConfigError(
             f"the user {user} cannot run the Python interpreter {python} ({exc.strerror}), "
             "which Postfix's bounce pipe and the bounce parsers run as that user (the parsers "
             "with group nogroup): build the venv from a Python every user can run "
             "(`/usr/bin/python3 -m venv .venv`, as the Makefile does), not one under a "
-            "mode-0700 home directory or a folder only some groups may enter") from None
+            "mode-0700 home directory or a folder only some groups may enter"
+        ) from None
     except subprocess.TimeoutExpired:
         raise ConfigError(
             f"a bounce parser started as the user {user} with {python} had not loaded txmail "
             f"after {INTERPRETER_TIMEOUT:g} seconds: install the venv and txmail on a local "
-            "disk every user can read, or find what makes that Python hang") from None
+            "disk every user can read, or find what makes that Python hang"
+        ) from None
     if done.returncode != 0:
         lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
         last = (lines or [f"exit status {done.returncode}"])[-1]
         raise ConfigError(
             f"the user {user} can run {python} but a bounce parser started with it as that "
             f"user (group nogroup) fails ({last[:200]}): install txmail where every user can "
-            "read it (not under a mode-0700 home directory)")
+            "read it (not under a mode-0700 home directory)"
+        )
 
 
 def check_files(settings: Settings) -> None:
     for key in ("cert_file", "key_file"):
         path = settings.path(getattr(settings.tls, key))
         if not path.is_file():
-            raise ConfigError(f"tls.{key}: {path} does not exist (run `txmail init` or point "
-                              "it at your certificate)")
+            raise ConfigError(
+                f"tls.{key}: {path} does not exist (run `txmail init` or point "
+                "it at your certificate)"
+            )
     for key in ("bounce_key_file", "webhook_key_file", "tracking_key_file"):
         settings.read_secret(key)
 
@@ -135,8 +159,10 @@ def prepare(settings: Settings, config_file: Path) -> None:
     if not settings.redis.url:
         ensure_user(redis_user(settings))
         redis = pwd.getpwnam(redis_user(settings))
-        dirs += [("run/redis", 0o750, redis.pw_uid, redis.pw_gid),
-                 ("redis", 0o700, redis.pw_uid, redis.pw_gid)]
+        dirs += [
+            ("run/redis", 0o750, redis.pw_uid, redis.pw_gid),
+            ("redis", 0o700, redis.pw_uid, redis.pw_gid),
+        ]
     for sub, mode, uid, gid in dirs:
         path = state / sub
         path.mkdir(parents=True, exist_ok=True)
@@ -174,8 +200,9 @@ def prepare(settings: Settings, config_file: Path) -> None:
         render.render_redis(settings, config_file)
 
 
-def build(settings: Settings, config_file: Path, dev: bool,
-          external_postfix: bool = False) -> list[Component]:
+def build(
+    settings: Settings, config_file: Path, dev: bool, external_postfix: bool = False
+) -> list[Component]:
     state = settings.state_path
     log_dir = state / "log"
     python = sys.executable
@@ -184,84 +211,163 @@ def build(settings: Settings, config_file: Path, dev: bool,
     components: list[Component] = []
     if not settings.redis.url:
         redis_sock = state / "run/redis/redis.sock"
-        components.append(ProcessComponent(
-            "redis", ["redis-server", str(state / "redis/redis.conf")], log_dir,
-            ready=lambda: can_connect_unix(redis_sock), user=redis_user(settings)))
+        components.append(
+            ProcessComponent(
+                "redis",
+                ["redis-server", str(state / "redis/redis.conf")],
+                log_dir,
+                ready=lambda: can_connect_unix(redis_sock),
+                user=redis_user(settings),
+            )
+        )
     passwd_file = settings.path(settings.dovecot.passwd_file)
-    components.append(ProcessComponent(
-        "authsync", [*txmail, "authsync"], log_dir, ready=passwd_file.exists, env=env))
+    components.append(
+        ProcessComponent(
+            "authsync", [*txmail, "authsync"], log_dir, ready=passwd_file.exists, env=env
+        )
+    )
     # Dovecot asks it before each password check (the per-login guessing limit); it starts
     # first so Dovecot's first logins find it (without it they go on unlimited).
     policy_host, _, policy_port = settings.authpolicy.listen.rpartition(":")
-    components.append(ProcessComponent(
-        "authpolicy", [*txmail, "authpolicy"], log_dir,
-        ready=lambda: components_mod.can_connect_tcp(policy_host.strip("[]"), int(policy_port)),
-        env=env))
+    components.append(
+        ProcessComponent(
+            "authpolicy",
+            [*txmail, "authpolicy"],
+            log_dir,
+            ready=lambda: components_mod.can_connect_tcp(policy_host.strip("[]"), int(policy_port)),
+            env=env,
+        )
+    )
     auth_sock = state / "run/dovecot/auth-postfix"
-    components.append(ProcessComponent(
-        "dovecot", ["dovecot", "-F", "-c", str(state / "dovecot/dovecot.conf")], log_dir,
-        ready=lambda: can_connect_unix(auth_sock)))
+    components.append(
+        ProcessComponent(
+            "dovecot",
+            ["dovecot", "-F", "-c", str(state / "dovecot/dovecot.conf")],
+            log_dir,
+            ready=lambda: can_connect_unix(auth_sock),
+        )
+    )
     milter_sock = settings.path(settings.milter.socket)
     # The milter runs with group postfix and umask 007 so only Postfix can use its socket.
-    components.append(ProcessComponent(
-        "milter", [*txmail, "milter"], log_dir, ready=lambda: can_connect_unix(milter_sock),
-        env=env, group="postfix", umask=0o007))
+    components.append(
+        ProcessComponent(
+            "milter",
+            [*txmail, "milter"],
+            log_dir,
+            ready=lambda: can_connect_unix(milter_sock),
+            env=env,
+            group="postfix",
+            umask=0o007,
+        )
+    )
     # Postfix asks it which domains are return-path domains (relay_domains, transport_maps).
     socketmap_sock = settings.path(settings.domains.socketmap)
-    components.append(ProcessComponent(
-        "socketmap", [*txmail, "socketmap"], log_dir,
-        ready=lambda: can_connect_unix(socketmap_sock), env=env, group="postfix", umask=0o007))
+    components.append(
+        ProcessComponent(
+            "socketmap",
+            [*txmail, "socketmap"],
+            log_dir,
+            ready=lambda: can_connect_unix(socketmap_sock),
+            env=env,
+            group="postfix",
+            umask=0o007,
+        )
+    )
     # Postfix asks it at RCPT and at end of data whether the account is within its limits.
     policyd_sock = settings.path(settings.policyd.socket)
-    components.append(ProcessComponent(
-        "policyd", [*txmail, "policyd"], log_dir, ready=lambda: can_connect_unix(policyd_sock),
-        env=env, group="postfix", umask=0o007))
+    components.append(
+        ProcessComponent(
+            "policyd",
+            [*txmail, "policyd"],
+            log_dir,
+            ready=lambda: can_connect_unix(policyd_sock),
+            env=env,
+            group="postfix",
+            umask=0o007,
+        )
+    )
     # Returned mail: each pipe(8) process (settings.user) hands its mail to this recorder
     # (bounce_pipe/handoff.py). It runs as root with the group of the pipe's user, for its
     # socket, and has its parser workers, as settings.user, parse the mail (server.py).
     bounce_sock = settings.path(settings.bounce_pipe.socket)
-    components.append(ProcessComponent(
-        "bounce-pipe", [*txmail, "bounces", "serve"], log_dir,
-        ready=lambda: can_connect_unix(bounce_sock), env=env, group=settings.user,
-        umask=0o027))
+    components.append(
+        ProcessComponent(
+            "bounce-pipe",
+            [*txmail, "bounces", "serve"],
+            log_dir,
+            ready=lambda: can_connect_unix(bounce_sock),
+            env=env,
+            group=settings.user,
+            umask=0o027,
+        )
+    )
     # Events: delivery and deferral lines of the maillog, and the webhook posts of every event.
-    components.append(ProcessComponent(
-        "maillog", [*txmail, "maillog"], log_dir, ready=lambda: True, env=env))
-    components.append(ProcessComponent(
-        "webhooks", [*txmail, "webhooks", "run"], log_dir, ready=lambda: True, env=env))
+    components.append(
+        ProcessComponent("maillog", [*txmail, "maillog"], log_dir, ready=lambda: True, env=env)
+    )
+    components.append(
+        ProcessComponent(
+            "webhooks", [*txmail, "webhooks", "run"], log_dir, ready=lambda: True, env=env
+        )
+    )
     # Opens, clicks, the HTTP send API and /metrics; ready when its HTTP port accepts.
-    http = (settings.listen.address if settings.listen.address not in ("0.0.0.0", "*")
-            else "127.0.0.1", settings.listen.http)
-    components.append(ProcessComponent(
-        "tracker", [*txmail, "tracker"], log_dir,
-        ready=lambda: components_mod.can_connect_tcp(*http), env=env))
+    http = (
+        settings.listen.address if settings.listen.address not in ("0.0.0.0", "*") else "127.0.0.1",
+        settings.listen.http,
+    )
+    components.append(
+        ProcessComponent(
+            "tracker",
+            [*txmail, "tracker"],
+            log_dir,
+            ready=lambda: components_mod.can_connect_tcp(*http),
+            env=env,
+        )
+    )
     if dev:
         port = settings.dev.capture_port
         from txmail.stack.components import can_connect_tcp
 
-        components.append(ProcessComponent(
-            "capture", [*txmail, "capture"], log_dir,
-            ready=lambda: can_connect_tcp("127.0.0.1", port), env=env))
+        components.append(
+            ProcessComponent(
+                "capture",
+                [*txmail, "capture"],
+                log_dir,
+                ready=lambda: can_connect_tcp("127.0.0.1", port),
+                env=env,
+            )
+        )
     if external_postfix:  # the operator's postfix.service runs it (txmail postfix install)
         return components
-    listeners = [(settings.listen.address, p) for p in
-                 (settings.listen.smtp, settings.listen.submission, settings.listen.submissions)]
-    components.append(PostfixComponent(render.postfix_config_dir(settings),
-                                       state / "postfix/spool", listeners,
-                                       settings.path(settings.postfix.maillog)))
+    listeners = [
+        (settings.listen.address, p)
+        for p in (settings.listen.smtp, settings.listen.submission, settings.listen.submissions)
+    ]
+    components.append(
+        PostfixComponent(
+            render.postfix_config_dir(settings),
+            state / "postfix/spool",
+            listeners,
+            settings.path(settings.postfix.maillog),
+        )
+    )
     return components
 
 
 def ready_line(settings: Settings, dev: bool, external_postfix: bool = False) -> str:
     a = settings.listen.address
     smtp = "the operator's Postfix" if external_postfix else f"{a}:{settings.listen.smtp}"
-    parts = [f"smtp {smtp}",
-             f"submission {a}:{settings.listen.submission} (STARTTLS+AUTH)",
-             f"submissions {a}:{settings.listen.submissions} (TLS+AUTH)",
-             f"redis {store.shown_url(store.effective_url(settings))}"]
+    parts = [
+        f"smtp {smtp}",
+        f"submission {a}:{settings.listen.submission} (STARTTLS+AUTH)",
+        f"submissions {a}:{settings.listen.submissions} (TLS+AUTH)",
+        f"redis {store.shown_url(store.effective_url(settings))}",
+    ]
     if dev:
-        parts.append(f"capture 127.0.0.1:{settings.dev.capture_port} -> "
-                     f"{settings.path(settings.dev.capture_dir)}")
+        parts.append(
+            f"capture 127.0.0.1:{settings.dev.capture_port} -> "
+            f"{settings.path(settings.dev.capture_dir)}"
+        )
     return "txmail ready: " + ", ".join(parts)
 
 
@@ -290,12 +396,16 @@ class Supervisor:
             if self.stopping:
                 return
             if not component.alive():
-                raise TxmailError(f"{component.name} {component.exit_status()} while starting; "
-                                  f"see {getattr(component, 'log_path', 'its log')}")
+                raise TxmailError(
+                    f"{component.name} {component.exit_status()} while starting; "
+                    f"see {getattr(component, 'log_path', 'its log')}"
+                )
             if time.monotonic() > deadline:
-                raise TxmailError(f"{component.name} did not accept connections within "
-                                  f"{READY_TIMEOUT:.0f} s; see "
-                                  f"{getattr(component, 'log_path', 'its log')}")
+                raise TxmailError(
+                    f"{component.name} did not accept connections within "
+                    f"{READY_TIMEOUT:.0f} s; see "
+                    f"{getattr(component, 'log_path', 'its log')}"
+                )
             time.sleep(0.05)
 
     def watch(self) -> None:
@@ -308,8 +418,7 @@ class Supervisor:
                 name = component.name
                 if name not in self.next_start:
                     delay = self.backoff.get(name, 0.5)
-                    log.warning("%s %s; restarting in %.1f s", name, component.exit_status(),
-                                delay)
+                    log.warning("%s %s; restarting in %.1f s", name, component.exit_status(), delay)
                     self.next_start[name] = now + delay
                     self.backoff[name] = min(delay * 2, MAX_BACKOFF)
                 elif now >= self.next_start[name]:
@@ -335,15 +444,23 @@ class Supervisor:
 
 def cleanup_sockets(settings: Settings) -> None:
     run = settings.state_path / "run"
-    for path in (settings.path(settings.milter.socket), run / "redis/redis.sock",
-                 settings.path(settings.domains.socketmap),
-                 settings.path(settings.policyd.socket)):
+    for path in (
+        settings.path(settings.milter.socket),
+        run / "redis/redis.sock",
+        settings.path(settings.domains.socketmap),
+        settings.path(settings.policyd.socket),
+    ):
         path.unlink(missing_ok=True)
     shutil.rmtree(run / "dovecot", ignore_errors=True)
 
 
-def up(settings: Settings, config_file: Path, dev: bool, external_postfix: bool = False,
-       only: tuple[str, ...] = ()) -> int:
+def up(
+    settings: Settings,
+    config_file: Path,
+    dev: bool,
+    external_postfix: bool = False,
+    only: tuple[str, ...] = (),
+) -> int:
     prepare(settings, config_file)
     if dev and not external_postfix:
         settings_dev_relay(settings)
@@ -351,8 +468,10 @@ def up(settings: Settings, config_file: Path, dev: bool, external_postfix: bool 
     if only:  # one component per container (compose.yaml); they meet in the state volume
         unknown = set(only) - {c.name for c in components}
         if unknown:
-            raise ConfigError(f"--only: no component named {', '.join(sorted(unknown))} "
-                              f"(there are: {', '.join(c.name for c in components)})")
+            raise ConfigError(
+                f"--only: no component named {', '.join(sorted(unknown))} "
+                f"(there are: {', '.join(c.name for c in components)})"
+            )
         components = [c for c in components if c.name in only]
     supervisor = Supervisor(components)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
@@ -378,6 +497,14 @@ def settings_dev_relay(settings: Settings) -> None:
     if settings.postfix.relayhost:
         return
     config_dir = render.postfix_config_dir(settings)
-    subprocess.run(["postconf", "-c", str(config_dir), "-e",
-                    f"relayhost = [127.0.0.1]:{settings.dev.capture_port}"], check=True)
+    subprocess.run(
+        [
+            "postconf",
+            "-c",
+            str(config_dir),
+            "-e",
+            f"relayhost = [127.0.0.1]:{settings.dev.capture_port}",
+        ],
+        check=True,
+    )
     render.render_routes(config_dir, f"[127.0.0.1]:{settings.dev.capture_port}")

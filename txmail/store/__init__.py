@@ -27,8 +27,7 @@ if TYPE_CHECKING:
 
 Client = redis.Redis | redis.cluster.RedisCluster
 
-__all__ = ["Client", "Keys", "connect", "effective_url", "guard", "holds_password",
-           "shown_url"]
+__all__ = ["Client", "Keys", "connect", "effective_url", "guard", "holds_password", "shown_url"]
 
 
 def effective_url(settings: Settings) -> str:
@@ -44,7 +43,8 @@ def holds_password(url: str) -> bool:
     parts = urllib.parse.urlsplit(url)
     return bool(parts.password) or any(
         name.lower() == "password" and value
-        for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+        for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    )
 
 
 def shown_url(url: str) -> str:
@@ -59,12 +59,15 @@ def shown_url(url: str) -> str:
         host = parts.netloc.rpartition("@")[2]
         parts = parts._replace(netloc=f"{user}:***@{host}")
     if parts.query:
-        query = [(name, "***" if name.lower() == "password" else value)
-                 for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)]
+        query = [
+            (name, "***" if name.lower() == "password" else value)
+            for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        ]
         parts = parts._replace(query=urllib.parse.urlencode(query, safe="*"))
     # Joined by hand: urlunsplit() writes unix:///path as unix:/path.
-    return (f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{parts.query}" if parts.query
-                                                               else ""))
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" + (
+        f"?{parts.query}" if parts.query else ""
+    )
 
 
 def connect(settings: Settings, url: str | None = None) -> Client:
@@ -78,11 +81,16 @@ def connect(settings: Settings, url: str | None = None) -> Client:
     timeout = settings.redis.timeout
     if settings.redis.cluster:
         return redis.cluster.RedisCluster.from_url(
-            url, decode_responses=True, socket_timeout=timeout,
-            socket_connect_timeout=timeout)
+            url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
     return redis.Redis.from_url(
-        url, decode_responses=True, socket_timeout=timeout,
-        socket_connect_timeout=timeout, health_check_interval=30, retry=Retry(NoBackoff(), 1))
+        url,
+        decode_responses=True,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        retry=Retry(NoBackoff(), 1),
+    )
 
 
 @contextlib.contextmanager

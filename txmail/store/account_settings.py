@@ -72,18 +72,73 @@ def _non_negative(value: Any) -> str | None:
 def _one_of(*allowed: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         return None if value in allowed else f"must be one of {', '.join(allowed)}"
+
     return check
 
 
 # The seed's list (vbs exe bin bat chm com hta pif reg vbe vba msc msi) plus the executable,
 # script, shortcut and disk-image types that mail filters commonly refuse.
 FORBIDDEN_EXTENSIONS = (
-    "vbs", "exe", "bin", "bat", "chm", "com", "hta", "pif", "reg", "vbe", "vba", "msc", "msi",
-    "scr", "cpl", "dll", "js", "jse", "wsf", "wsh", "wsc", "ws", "sct", "ps1", "psm1", "psd1",
-    "ps1xml", "ps2", "msh", "cmd", "jar", "lnk", "scf", "url", "inf", "ins", "isp", "iso",
-    "img", "vhd", "vhdx", "msp", "mst", "application", "gadget", "appx", "appxbundle", "msix",
-    "msixbundle", "appref-ms", "settingcontent-ms", "hlp", "shb", "shs", "xbap", "xll", "cab",
-    "one", "library-ms", "search-ms",
+    "vbs",
+    "exe",
+    "bin",
+    "bat",
+    "chm",
+    "com",
+    "hta",
+    "pif",
+    "reg",
+    "vbe",
+    "vba",
+    "msc",
+    "msi",
+    "scr",
+    "cpl",
+    "dll",
+    "js",
+    "jse",
+    "wsf",
+    "wsh",
+    "wsc",
+    "ws",
+    "sct",
+    "ps1",
+    "psm1",
+    "psd1",
+    "ps1xml",
+    "ps2",
+    "msh",
+    "cmd",
+    "jar",
+    "lnk",
+    "scf",
+    "url",
+    "inf",
+    "ins",
+    "isp",
+    "iso",
+    "img",
+    "vhd",
+    "vhdx",
+    "msp",
+    "mst",
+    "application",
+    "gadget",
+    "appx",
+    "appxbundle",
+    "msix",
+    "msixbundle",
+    "appref-ms",
+    "settingcontent-ms",
+    "hlp",
+    "shb",
+    "shs",
+    "xbap",
+    "xll",
+    "cab",
+    "one",
+    "library-ms",
+    "search-ms",
 )
 
 
@@ -97,6 +152,7 @@ def _extensions(value: Any) -> str | None:
 def _between(low: int, high: int) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         return None if low <= value <= high else f"must be between {low} and {high}"
+
     return check
 
 
@@ -120,88 +176,203 @@ def _reasons(value: Any) -> str | None:
 
 SETTINGS: list[AccountSetting] = [
     # -- milter (sending rules) -----------------------------------------------------------
-    AccountSetting("max_recipients", int, 20, "Most recipients one message may have.",
-                   _positive),
-    AccountSetting("max_message_size", int, 10 * 1024 * 1024,
-                   "Largest message in bytes (Postfix's message_size_limit caps it).",
-                   _positive),
-    AccountSetting("recipient_mode", str, "multi",
-                   "`multi` (any recipients) or `single` (one To recipient, BCC copies).",
-                   _one_of("multi", "single")),
-    AccountSetting("track_bounces", bool, True,
-                   "Rewrite the envelope sender to a signed bounce address."),
-    AccountSetting("rewrite_from", str, "auto",
-                   "Rewrite the From header to the MAIL FROM address, keeping its display "
-                   "name: `on`, `off`, or `auto` (on in single recipient_mode, else off).",
-                   _one_of("auto", "on", "off")),
-    AccountSetting("forbidden_extensions", list, list(FORBIDDEN_EXTENSIONS),
-                   "Attachment file types refused (also inside zip archives), as extensions "
-                   "without the dot; Windows executables are refused whatever their name.",
-                   _extensions),
-    AccountSetting("encrypted_archives", str, "judge-names",
-                   "Encrypted archives: `judge-names` accepts an encrypted zip whose member "
-                   "names are all allowed (its contents cannot be seen) and refuses any "
-                   "archive whose names are encrypted too (zip, RAR, 7z); `refuse` also "
-                   "refuses every zip with an encrypted member.",
-                   _one_of("judge-names", "refuse")),
-    AccountSetting("spam_threshold", float, 15.0,
-                   "Spam score (rspamd) at or above which a message is refused.", _positive),
+    AccountSetting("max_recipients", int, 20, "Most recipients one message may have.", _positive),
+    AccountSetting(
+        "max_message_size",
+        int,
+        10 * 1024 * 1024,
+        "Largest message in bytes (Postfix's message_size_limit caps it).",
+        _positive,
+    ),
+    AccountSetting(
+        "recipient_mode",
+        str,
+        "multi",
+        "`multi` (any recipients) or `single` (one To recipient, BCC copies).",
+        _one_of("multi", "single"),
+    ),
+    AccountSetting(
+        "track_bounces", bool, True, "Rewrite the envelope sender to a signed bounce address."
+    ),
+    AccountSetting(
+        "rewrite_from",
+        str,
+        "auto",
+        "Rewrite the From header to the MAIL FROM address, keeping its display "
+        "name: `on`, `off`, or `auto` (on in single recipient_mode, else off).",
+        _one_of("auto", "on", "off"),
+    ),
+    AccountSetting(
+        "forbidden_extensions",
+        list,
+        list(FORBIDDEN_EXTENSIONS),
+        "Attachment file types refused (also inside zip archives), as extensions "
+        "without the dot; Windows executables are refused whatever their name.",
+        _extensions,
+    ),
+    AccountSetting(
+        "encrypted_archives",
+        str,
+        "judge-names",
+        "Encrypted archives: `judge-names` accepts an encrypted zip whose member "
+        "names are all allowed (its contents cannot be seen) and refuses any "
+        "archive whose names are encrypted too (zip, RAR, 7z); `refuse` also "
+        "refuses every zip with an encrypted member.",
+        _one_of("judge-names", "refuse"),
+    ),
+    AccountSetting(
+        "spam_threshold",
+        float,
+        15.0,
+        "Spam score (rspamd) at or above which a message is refused.",
+        _positive,
+    ),
     # -- policyd (rate limits, warm-up, reputation) -----------------------------------------
-    AccountSetting("messages_per_minute", int, 100,
-                   "Messages accepted per clock minute (0: no limit).", _non_negative),
-    AccountSetting("messages_per_hour", int, 3000,
-                   "Messages accepted per clock hour (0: no limit).", _non_negative),
-    AccountSetting("messages_per_day", int, 50_000,
-                   "Messages accepted per UTC day (0: no limit).", _non_negative),
-    AccountSetting("recipients_per_minute", int, 500,
-                   "Recipients accepted per clock minute (0: no limit).", _non_negative),
-    AccountSetting("recipients_per_hour", int, 10_000,
-                   "Recipients accepted per clock hour (0: no limit).", _non_negative),
-    AccountSetting("recipients_per_day", int, 100_000,
-                   "Recipients accepted per UTC day (0: no limit); also the cap the warm-up "
-                   "quota grows to.", _non_negative),
-    AccountSetting("bytes_per_day", int, 5 * 1024 ** 3,
-                   "Message bytes accepted per UTC day (0: no limit).", _non_negative),
-    AccountSetting("warmup", bool, True,
-                   "Warm up: a daily recipient quota that grows with each day the account "
-                   "actually sends (see warmup_schedule)."),
-    AccountSetting("warmup_schedule", list, ["50"],
-                   "Daily recipient quotas of warm-up days 1, 2, ...; after the last one the "
-                   "quota doubles on each sending day until it reaches recipients_per_day "
-                   "(with no daily cap, warm-up ends after the list).", _quotas),
-    AccountSetting("reputation_window_days", int, 7,
-                   "Days of delivery outcomes the reputation guard looks back over (1-30).",
-                   _between(1, 30)),
-    AccountSetting("reputation_min_recipients", int, 200,
-                   "Recipients with a final outcome (delivered or hard-bounced) in the window "
-                   "before the rates are judged.", _positive),
-    AccountSetting("max_bounce_rate", float, 2.0,
-                   "Hard-bounce rate, in percent of recipients with a final outcome, above "
-                   "which the account is suspended (a warning at 80% of it).", _positive),
-    AccountSetting("max_complaint_rate", float, 0.1,
-                   "Complaint rate, in percent of recipients with a final outcome, above which "
-                   "the account is suspended (a warning at 80% of it).", _positive),
+    AccountSetting(
+        "messages_per_minute",
+        int,
+        100,
+        "Messages accepted per clock minute (0: no limit).",
+        _non_negative,
+    ),
+    AccountSetting(
+        "messages_per_hour",
+        int,
+        3000,
+        "Messages accepted per clock hour (0: no limit).",
+        _non_negative,
+    ),
+    AccountSetting(
+        "messages_per_day",
+        int,
+        50_000,
+        "Messages accepted per UTC day (0: no limit).",
+        _non_negative,
+    ),
+    AccountSetting(
+        "recipients_per_minute",
+        int,
+        500,
+        "Recipients accepted per clock minute (0: no limit).",
+        _non_negative,
+    ),
+    AccountSetting(
+        "recipients_per_hour",
+        int,
+        10_000,
+        "Recipients accepted per clock hour (0: no limit).",
+        _non_negative,
+    ),
+    AccountSetting(
+        "recipients_per_day",
+        int,
+        100_000,
+        "Recipients accepted per UTC day (0: no limit); also the cap the warm-up quota grows to.",
+        _non_negative,
+    ),
+    AccountSetting(
+        "bytes_per_day",
+        int,
+        5 * 1024**3,
+        "Message bytes accepted per UTC day (0: no limit).",
+        _non_negative,
+    ),
+    AccountSetting(
+        "warmup",
+        bool,
+        True,
+        "Warm up: a daily recipient quota that grows with each day the account "
+        "actually sends (see warmup_schedule).",
+    ),
+    AccountSetting(
+        "warmup_schedule",
+        list,
+        ["50"],
+        "Daily recipient quotas of warm-up days 1, 2, ...; after the last one the "
+        "quota doubles on each sending day until it reaches recipients_per_day "
+        "(with no daily cap, warm-up ends after the list).",
+        _quotas,
+    ),
+    AccountSetting(
+        "reputation_window_days",
+        int,
+        7,
+        "Days of delivery outcomes the reputation guard looks back over (1-30).",
+        _between(1, 30),
+    ),
+    AccountSetting(
+        "reputation_min_recipients",
+        int,
+        200,
+        "Recipients with a final outcome (delivered or hard-bounced) in the window "
+        "before the rates are judged.",
+        _positive,
+    ),
+    AccountSetting(
+        "max_bounce_rate",
+        float,
+        2.0,
+        "Hard-bounce rate, in percent of recipients with a final outcome, above "
+        "which the account is suspended (a warning at 80% of it).",
+        _positive,
+    ),
+    AccountSetting(
+        "max_complaint_rate",
+        float,
+        0.1,
+        "Complaint rate, in percent of recipients with a final outcome, above which "
+        "the account is suspended (a warning at 80% of it).",
+        _positive,
+    ),
     # -- bounce pipe and events (suppression, forwarding) ----------------------------------
-    AccountSetting("suppress_reasons", list, ["userunknown", "hostunknown", "hasmoved"],
-                   "Hard-bounce reasons (Sisimai's words) that put the recipient on the "
-                   "account's bounce list; soft bounces never do.", _reasons),
-    AccountSetting("suppress_complaints", bool, True,
-                   "A complaint (ARF report) puts the recipient on the bounce list."),
-    AccountSetting("suppression_days", int, 0,
-                   "Days a bounce-list entry made by a bounce or complaint lasts (0: until "
-                   "removed).", _non_negative),
-    AccountSetting("forward_auto_replies", bool, False,
-                   "Forward auto-replies (out of office, RFC 3834) to the original envelope "
-                   "sender, as bounces are forwarded per the client's NOTIFY."),
+    AccountSetting(
+        "suppress_reasons",
+        list,
+        ["userunknown", "hostunknown", "hasmoved"],
+        "Hard-bounce reasons (Sisimai's words) that put the recipient on the "
+        "account's bounce list; soft bounces never do.",
+        _reasons,
+    ),
+    AccountSetting(
+        "suppress_complaints",
+        bool,
+        True,
+        "A complaint (ARF report) puts the recipient on the bounce list.",
+    ),
+    AccountSetting(
+        "suppression_days",
+        int,
+        0,
+        "Days a bounce-list entry made by a bounce or complaint lasts (0: until removed).",
+        _non_negative,
+    ),
+    AccountSetting(
+        "forward_auto_replies",
+        bool,
+        False,
+        "Forward auto-replies (out of office, RFC 3834) to the original envelope "
+        "sender, as bounces are forwarded per the client's NOTIFY.",
+    ),
     # -- tracking (milter/tracking.py, tracker/) -------------------------------------------
-    AccountSetting("track_opens", bool, False,
-                   "Add an open-tracking pixel to HTML mail (X-Mxm-Flags bit 1 overrides)."),
-    AccountSetting("track_clicks", bool, False,
-                   "Send the links of HTML mail through the tracker (X-Mxm-Flags bit 2 "
-                   "overrides)."),
-    AccountSetting("webhook_every_open", bool, False,
-                   "Post every open and click to the webhook, not only the first of each per "
-                   "message and recipient (all are counted either way)."),
+    AccountSetting(
+        "track_opens",
+        bool,
+        False,
+        "Add an open-tracking pixel to HTML mail (X-Mxm-Flags bit 1 overrides).",
+    ),
+    AccountSetting(
+        "track_clicks",
+        bool,
+        False,
+        "Send the links of HTML mail through the tracker (X-Mxm-Flags bit 2 overrides).",
+    ),
+    AccountSetting(
+        "webhook_every_open",
+        bool,
+        False,
+        "Post every open and click to the webhook, not only the first of each per "
+        "message and recipient (all are counted either way).",
+    ),
 ]
 
 
@@ -218,8 +389,7 @@ def _index() -> dict[str, AccountSetting]:
 def spec(name: str) -> AccountSetting:
     found = _index().get(name)
     if found is None:
-        raise UsageError(f"unknown account setting {name!r} (known: "
-                         f"{', '.join(sorted(_index()))})")
+        raise UsageError(f"unknown account setting {name!r} (known: {', '.join(sorted(_index()))})")
     return found
 
 

@@ -48,9 +48,15 @@ class Account:
 
     def public(self) -> dict[str, object]:
         """What `accounts show` prints: everything but the password hash."""
-        return {"name": self.name, "domains": self.domains, "status": self.status,
-                "suspended_reason": self.suspended_reason, "webhook_url": self.webhook_url,
-                "created_at": self.created_at, "settings": self.settings}
+        return {
+            "name": self.name,
+            "domains": self.domains,
+            "status": self.status,
+            "suspended_reason": self.suspended_reason,
+            "webhook_url": self.webhook_url,
+            "created_at": self.created_at,
+            "settings": self.settings,
+        }
 
 
 def hash_password(password: str) -> str:
@@ -69,7 +75,7 @@ def check_password(password: str, password_hash: str) -> bool:
     prefix = "{BLF-CRYPT}"
     if not password_hash.startswith(prefix):
         return False
-    return bcrypt.checkpw(password.encode(), password_hash[len(prefix):].encode())
+    return bcrypt.checkpw(password.encode(), password_hash[len(prefix) :].encode())
 
 
 def generate_password() -> str:
@@ -78,8 +84,10 @@ def generate_password() -> str:
 
 def check_name(name: str) -> str:
     if not ACCOUNT_NAME.match(name):
-        raise UsageError(f"account name {name!r} is not allowed: use 1-64 lowercase letters, "
-                         "digits, '.', '_' or '-', starting with a letter or digit")
+        raise UsageError(
+            f"account name {name!r} is not allowed: use 1-64 lowercase letters, "
+            "digits, '.', '_' or '-', starting with a letter or digit"
+        )
     return name
 
 
@@ -101,8 +109,14 @@ class Accounts:
         self.client.incr(self.keys.accounts_version)
         self.client.publish(self.keys.accounts_changed, name)
 
-    def add(self, name: str, domains: list[str], password: str, webhook_url: str = "",
-            settings: dict[str, Any] | None = None) -> Account:
+    def add(
+        self,
+        name: str,
+        domains: list[str],
+        password: str,
+        webhook_url: str = "",
+        settings: dict[str, Any] | None = None,
+    ) -> Account:
         check_name(name)
         domains = list(dict.fromkeys(check_domain(d) for d in domains))
         if not domains:
@@ -120,8 +134,13 @@ class Accounts:
                         self.client.hdel(self.keys.domains, *claimed)
                     raise Conflict(f"domain {domain} belongs to account {owner!r} already")
                 claimed.append(domain)
-            account = Account(name=name, domains=domains, password_hash=password_hash,
-                              webhook_url=webhook_url, created_at=time.time())
+            account = Account(
+                name=name,
+                domains=domains,
+                password_hash=password_hash,
+                webhook_url=webhook_url,
+                created_at=time.time(),
+            )
             fields = _to_hash(account)
             fields.update(extra)
             self.client.hset(self.keys.account(name), mapping=fields)
@@ -183,15 +202,17 @@ class Accounts:
     def suspend(self, name: str, reason: str = "suspended by the operator") -> None:
         self.get(name)
         with guard("suspending an account"):
-            self.client.hset(self.keys.account(name),
-                             mapping={"status": "suspended", "suspended_reason": reason})
+            self.client.hset(
+                self.keys.account(name), mapping={"status": "suspended", "suspended_reason": reason}
+            )
             self._changed(name)
 
     def resume(self, name: str) -> None:
         self.get(name)
         with guard("resuming an account"):
-            self.client.hset(self.keys.account(name),
-                             mapping={"status": "active", "suspended_reason": ""})
+            self.client.hset(
+                self.keys.account(name), mapping={"status": "active", "suspended_reason": ""}
+            )
             self._changed(name)
 
     def remove(self, name: str) -> None:
@@ -231,8 +252,9 @@ class Accounts:
             if owner != name:
                 raise Conflict(f"domain {domain} belongs to account {owner!r} already")
             if domain not in account.domains:
-                self.client.hset(self.keys.account(name), "domains",
-                                 json.dumps([*account.domains, domain]))
+                self.client.hset(
+                    self.keys.account(name), "domains", json.dumps([*account.domains, domain])
+                )
                 self._changed(name)
         return claimed
 
@@ -244,8 +266,11 @@ class Accounts:
             if self.client.hget(self.keys.domains, domain) == name:
                 self.client.hdel(self.keys.domains, domain)
             if domain in account.domains:
-                self.client.hset(self.keys.account(name), "domains",
-                                 json.dumps([d for d in account.domains if d != domain]))
+                self.client.hset(
+                    self.keys.account(name),
+                    "domains",
+                    json.dumps([d for d in account.domains if d != domain]),
+                )
             self._changed(name)
 
 
@@ -273,8 +298,11 @@ class ApiKeys:
         digest = hash_api_key(key)
         with guard("adding an API key"):
             self.client.hset(self.keys.api_keys, digest, name)
-            self.client.hset(self.keys.account_api_keys(name), key_id,
-                             json.dumps({"created_at": time.time(), "hash": digest}))
+            self.client.hset(
+                self.keys.account_api_keys(name),
+                key_id,
+                json.dumps({"created_at": time.time(), "hash": digest}),
+            )
         return key_id, key
 
     def account_of(self, key: str) -> str | None:
@@ -287,8 +315,13 @@ class ApiKeys:
     def list(self, name: str) -> list[dict[str, Any]]:
         with guard("listing API keys"):
             rows = self.client.hgetall(self.keys.account_api_keys(name))
-        return sorted(({"id": key_id, "created_at": json.loads(raw).get("created_at", 0)}
-                       for key_id, raw in rows.items()), key=lambda r: r["created_at"])
+        return sorted(
+            (
+                {"id": key_id, "created_at": json.loads(raw).get("created_at", 0)}
+                for key_id, raw in rows.items()
+            ),
+            key=lambda r: r["created_at"],
+        )
 
     def revoke(self, name: str, key_id: str) -> bool:
         with guard("revoking an API key"):
@@ -306,17 +339,25 @@ class ApiKeys:
 
 
 def _to_hash(account: Account) -> dict[str, str]:
-    return {"name": account.name, "domains": json.dumps(account.domains),
-            "password_hash": account.password_hash, "status": account.status,
-            "suspended_reason": account.suspended_reason, "webhook_url": account.webhook_url,
-            "created_at": repr(account.created_at)}
+    return {
+        "name": account.name,
+        "domains": json.dumps(account.domains),
+        "password_hash": account.password_hash,
+        "status": account.status,
+        "suspended_reason": account.suspended_reason,
+        "webhook_url": account.webhook_url,
+        "created_at": repr(account.created_at),
+    }
 
 
 def _from_hash(raw: dict[str, str]) -> Account:
-    return Account(name=raw["name"], domains=json.loads(raw.get("domains", "[]")),
-                   password_hash=raw.get("password_hash", ""),
-                   status=raw.get("status", "active"),
-                   suspended_reason=raw.get("suspended_reason", ""),
-                   webhook_url=raw.get("webhook_url", ""),
-                   created_at=float(raw.get("created_at", "0") or 0),
-                   settings=account_settings.from_fields(raw))
+    return Account(
+        name=raw["name"],
+        domains=json.loads(raw.get("domains", "[]")),
+        password_hash=raw.get("password_hash", ""),
+        status=raw.get("status", "active"),
+        suspended_reason=raw.get("suspended_reason", ""),
+        webhook_url=raw.get("webhook_url", ""),
+        created_at=float(raw.get("created_at", "0") or 0),
+        settings=account_settings.from_fields(raw),
+    )

@@ -59,9 +59,13 @@ class DkimKey:
         return f"v=DKIM1; k={self.key_type}; p={self.public_key}"
 
     def public(self, domain: str) -> dict[str, str]:
-        return {"selector": self.selector, "algorithm": self.algorithm,
-                "key_path": self.key_path, "dns_name": self.dns_name(domain),
-                "dns_value": self.dns_value()}
+        return {
+            "selector": self.selector,
+            "algorithm": self.algorithm,
+            "key_path": self.key_path,
+            "dns_name": self.dns_name(domain),
+            "dns_value": self.dns_value(),
+        }
 
 
 @dataclass(frozen=True)
@@ -78,11 +82,17 @@ class Domain:
 
     def public(self) -> dict[str, Any]:
         """What `domains show --json` prints (no private key material, only paths)."""
-        return {"name": self.name, "account": self.account, "dkim_active": self.dkim_active,
-                "dkim": [k.public(self.name) for k in self.dkim],
-                "dkim_next": [k.public(self.name) for k in self.dkim_next],
-                "return_path": self.return_path, "return_path_active": self.return_path_active,
-                "created_at": self.created_at, "verified_at": self.verified_at}
+        return {
+            "name": self.name,
+            "account": self.account,
+            "dkim_active": self.dkim_active,
+            "dkim": [k.public(self.name) for k in self.dkim],
+            "dkim_next": [k.public(self.name) for k in self.dkim_next],
+            "return_path": self.return_path,
+            "return_path_active": self.return_path_active,
+            "created_at": self.created_at,
+            "verified_at": self.verified_at,
+        }
 
 
 def default_return_path(domain: str, settings: Settings) -> str:
@@ -91,24 +101,33 @@ def default_return_path(domain: str, settings: Settings) -> str:
 
 
 def _to_hash(domain: Domain) -> dict[str, str]:
-    return {"name": domain.name, "account": domain.account,
-            "dkim": json.dumps([k.__dict__ for k in domain.dkim]),
-            "dkim_next": json.dumps([k.__dict__ for k in domain.dkim_next]),
-            "dkim_active": "1" if domain.dkim_active else "0",
-            "return_path": domain.return_path,
-            "return_path_active": "1" if domain.return_path_active else "0",
-            "created_at": repr(domain.created_at), "verified_at": repr(domain.verified_at)}
+    return {
+        "name": domain.name,
+        "account": domain.account,
+        "dkim": json.dumps([k.__dict__ for k in domain.dkim]),
+        "dkim_next": json.dumps([k.__dict__ for k in domain.dkim_next]),
+        "dkim_active": "1" if domain.dkim_active else "0",
+        "return_path": domain.return_path,
+        "return_path_active": "1" if domain.return_path_active else "0",
+        "created_at": repr(domain.created_at),
+        "verified_at": repr(domain.verified_at),
+    }
 
 
 def _from_hash(raw: dict[str, str]) -> Domain:
     keys = tuple(DkimKey(**k) for k in json.loads(raw.get("dkim") or "[]"))
     next_keys = tuple(DkimKey(**k) for k in json.loads(raw.get("dkim_next") or "[]"))
-    return Domain(name=raw["name"], account=raw.get("account", ""), dkim=keys,
-                  dkim_active=raw.get("dkim_active") == "1",
-                  return_path=raw.get("return_path", ""),
-                  return_path_active=raw.get("return_path_active") == "1",
-                  created_at=float(raw.get("created_at") or 0),
-                  verified_at=float(raw.get("verified_at") or 0), dkim_next=next_keys)
+    return Domain(
+        name=raw["name"],
+        account=raw.get("account", ""),
+        dkim=keys,
+        dkim_active=raw.get("dkim_active") == "1",
+        return_path=raw.get("return_path", ""),
+        return_path_active=raw.get("return_path_active") == "1",
+        created_at=float(raw.get("created_at") or 0),
+        verified_at=float(raw.get("verified_at") or 0),
+        dkim_next=next_keys,
+    )
 
 
 class Domains:
@@ -126,21 +145,27 @@ class Domains:
         name = check_domain(domain.name)
         return_path = check_domain(domain.return_path) if domain.return_path else ""
         if return_path == name:
-            raise Conflict(f"the return-path domain of {name} must be a subdomain of its own "
-                           "(e.g. mta." + name + "), not the domain itself")
-        domain = replace(domain, name=name, return_path=return_path,
-                         created_at=domain.created_at or time.time())
+            raise Conflict(
+                f"the return-path domain of {name} must be a subdomain of its own "
+                "(e.g. mta." + name + "), not the domain itself"
+            )
+        domain = replace(
+            domain, name=name, return_path=return_path, created_at=domain.created_at or time.time()
+        )
         with guard("adding a domain"):
             if self.find(name) is not None:
-                raise Conflict(f"domain {name} is set up already (see `txmail domains show "
-                               f"{name}`)")
+                raise Conflict(
+                    f"domain {name} is set up already (see `txmail domains show {name}`)"
+                )
             newly_claimed = self.accounts.add_domain(domain.account, name)
             if return_path and not self._claim_return_path(return_path, name):
                 if newly_claimed:
                     self.accounts.remove_domain(domain.account, name)
                 owner = self.client.hget(self.keys.return_paths, return_path)
-                raise Conflict(f"return-path domain {return_path} serves {owner} already; "
-                               "choose another with --return-path")
+                raise Conflict(
+                    f"return-path domain {return_path} serves {owner} already; "
+                    "choose another with --return-path"
+                )
             self.client.hset(self.keys.domain(name), mapping=_to_hash(domain))
         return domain
 
@@ -199,8 +224,9 @@ class Domains:
         Returns the record so the caller can delete its key files."""
         domain = self.get(name)
         with guard("removing a domain"):
-            if domain.return_path and (self.client.hget(self.keys.return_paths,
-                                                        domain.return_path) == domain.name):
+            if domain.return_path and (
+                self.client.hget(self.keys.return_paths, domain.return_path) == domain.name
+            ):
                 self.client.hdel(self.keys.return_paths, domain.return_path)
             self.client.delete(self.keys.domain(domain.name))
         self.accounts.remove_domain(domain.account, domain.name)

@@ -56,35 +56,47 @@ class MessageRecord:
         return [r for r in self.recipients if r.lower() not in moved]
 
     def to_hash(self) -> dict[str, str]:
-        return {"queue_id": self.queue_id, "account": self.account,
-                "envelope_sender": self.envelope_sender,
-                "recipients": json.dumps(self.recipients), "size": str(self.size),
-                "accepted_at": repr(self.accepted_at),
-                "envelope_params": json.dumps(self.envelope_params),
-                "recipient_params": json.dumps(self.recipient_params),
-                "header_message_id": self.header_message_id,
-                "tags": json.dumps(self.tags), "message_class": self.message_class,
-                "flags": "" if self.flags is None else str(self.flags), "bcc": self.bcc,
-                "blocked": json.dumps(self.blocked), "return_path": self.return_path,
-                **({"parent": self.parent} if self.parent else {}),
-                **({"copies": json.dumps(self.copies)} if self.copies else {})}
+        return {
+            "queue_id": self.queue_id,
+            "account": self.account,
+            "envelope_sender": self.envelope_sender,
+            "recipients": json.dumps(self.recipients),
+            "size": str(self.size),
+            "accepted_at": repr(self.accepted_at),
+            "envelope_params": json.dumps(self.envelope_params),
+            "recipient_params": json.dumps(self.recipient_params),
+            "header_message_id": self.header_message_id,
+            "tags": json.dumps(self.tags),
+            "message_class": self.message_class,
+            "flags": "" if self.flags is None else str(self.flags),
+            "bcc": self.bcc,
+            "blocked": json.dumps(self.blocked),
+            "return_path": self.return_path,
+            **({"parent": self.parent} if self.parent else {}),
+            **({"copies": json.dumps(self.copies)} if self.copies else {}),
+        }
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> MessageRecord:
-        return cls(queue_id=raw["queue_id"], account=raw["account"],
-                   envelope_sender=raw.get("envelope_sender", ""),
-                   recipients=json.loads(raw.get("recipients", "[]")),
-                   size=int(raw.get("size", "0")),
-                   accepted_at=float(raw.get("accepted_at", "0")),
-                   envelope_params=json.loads(raw.get("envelope_params", "[]")),
-                   recipient_params=json.loads(raw.get("recipient_params", "{}")),
-                   header_message_id=raw.get("header_message_id", ""),
-                   tags=json.loads(raw.get("tags", "[]")),
-                   message_class=raw.get("message_class", "standard"),
-                   flags=int(raw["flags"]) if raw.get("flags") else None,
-                   bcc=raw.get("bcc", ""), blocked=json.loads(raw.get("blocked", "{}")),
-                   return_path=raw.get("return_path", ""), parent=raw.get("parent", ""),
-                   copies=json.loads(raw.get("copies", "{}")))
+        return cls(
+            queue_id=raw["queue_id"],
+            account=raw["account"],
+            envelope_sender=raw.get("envelope_sender", ""),
+            recipients=json.loads(raw.get("recipients", "[]")),
+            size=int(raw.get("size", "0")),
+            accepted_at=float(raw.get("accepted_at", "0")),
+            envelope_params=json.loads(raw.get("envelope_params", "[]")),
+            recipient_params=json.loads(raw.get("recipient_params", "{}")),
+            header_message_id=raw.get("header_message_id", ""),
+            tags=json.loads(raw.get("tags", "[]")),
+            message_class=raw.get("message_class", "standard"),
+            flags=int(raw["flags"]) if raw.get("flags") else None,
+            bcc=raw.get("bcc", ""),
+            blocked=json.loads(raw.get("blocked", "{}")),
+            return_path=raw.get("return_path", ""),
+            parent=raw.get("parent", ""),
+            copies=json.loads(raw.get("copies", "{}")),
+        )
 
 
 class Messages:
@@ -93,8 +105,7 @@ class Messages:
         self.keys = keys
         self.ttl = ttl_seconds
 
-    def record(self, message: MessageRecord,
-               also: Callable[[Any], None] | None = None) -> None:
+    def record(self, message: MessageRecord, also: Callable[[Any], None] | None = None) -> None:
         """Write the record; `also(pipeline)` may queue more writes for the same round trip
         (the milter's blocked events and tag counts)."""
         with guard(f"{message.queue_id}: recording the message"):
@@ -105,8 +116,11 @@ class Messages:
             pipe.expire(key, self.ttl)
             if message.header_message_id and not message.parent:
                 # lets the bounce pipe find a message from a bounce that quotes only its header
-                pipe.set(self.keys.header_message_id(message.header_message_id[:998]),
-                         message.queue_id, ex=self.ttl)
+                pipe.set(
+                    self.keys.header_message_id(message.header_message_id[:998]),
+                    message.queue_id,
+                    ex=self.ttl,
+                )
             if also is not None:
                 also(pipe)
             pipe.execute()

@@ -56,8 +56,12 @@ class SuppressionEntry:
 
 def normalize_address(recipient: str) -> str:
     address = recipient.strip().strip("<>").strip().lower()
-    if (not address or len(address) > MAX_ADDRESS or "@" not in address
-            or any(c.isspace() for c in address)):
+    if (
+        not address
+        or len(address) > MAX_ADDRESS
+        or "@" not in address
+        or any(c.isspace() for c in address)
+    ):
         raise UsageError(f"{recipient[:80]!r} is not a mail address")
     return address
 
@@ -78,10 +82,15 @@ def _entry(raw: str | None) -> SuppressionEntry | None:
     try:
         values = json.loads(raw)
         return SuppressionEntry(
-            list=values["list"], recipient=values["recipient"], reason=values.get("reason", ""),
-            created_at=float(values.get("created_at", 0)), event_id=values.get("event_id"),
-            expires_at=(float(values["expires_at"]) if values.get("expires_at") is not None
-                        else None))
+            list=values["list"],
+            recipient=values["recipient"],
+            reason=values.get("reason", ""),
+            created_at=float(values.get("created_at", 0)),
+            event_id=values.get("event_id"),
+            expires_at=(
+                float(values["expires_at"]) if values.get("expires_at") is not None else None
+            ),
+        )
     except (ValueError, KeyError, TypeError):
         return None  # a damaged entry must not stop mail; it is shown by nothing and replaced
 
@@ -89,16 +98,22 @@ def _entry(raw: str | None) -> SuppressionEntry | None:
 class Suppressions:
     """Suppression operations over one Redis client. `clock` is passed in for tests."""
 
-    def __init__(self, client: Client, keys: Keys, cap: int = DEFAULT_CAP,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: Client,
+        keys: Keys,
+        cap: int = DEFAULT_CAP,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.client = client
         self.keys = keys
         self.cap = cap
         self.clock = clock
         self._add = client.register_script(_SCRIPT)
 
-    def check(self, account: str, recipients: list[str],
-              lists: tuple[str, ...] = LISTS) -> dict[str, SuppressionEntry]:
+    def check(
+        self, account: str, recipients: list[str], lists: tuple[str, ...] = LISTS
+    ) -> dict[str, SuppressionEntry]:
         """The suppressed recipients among `recipients`, each with the entry that suppresses
         it (the first of `lists` that has it). Keys are the recipients as given."""
         for name in lists:
@@ -122,30 +137,58 @@ class Suppressions:
                 found[recipient] = entry
         return found
 
-    def add(self, account: str, list: str, recipient: str, reason: str,
-            event_id: str | None = None, expires_at: float | None = None) -> SuppressionEntry:
+    def add(
+        self,
+        account: str,
+        list: str,
+        recipient: str,
+        reason: str,
+        event_id: str | None = None,
+        expires_at: float | None = None,
+    ) -> SuppressionEntry:
         """Suppress `recipient` for `account` on `list`; replaces an entry that is there."""
         entry = self._make(list, recipient, reason, event_id, expires_at, self.clock())
         with guard("adding a suppression"):
             self._run_add(self.client, account, entry)
         return entry
 
-    def _make(self, list_name: str, recipient: str, reason: str, event_id: str | None,
-              expires_at: float | None, created_at: float) -> SuppressionEntry:
+    def _make(
+        self,
+        list_name: str,
+        recipient: str,
+        reason: str,
+        event_id: str | None,
+        expires_at: float | None,
+        created_at: float,
+    ) -> SuppressionEntry:
         check_list(list_name)
-        return SuppressionEntry(list=list_name, recipient=normalize_address(recipient),
-                                reason=reason[:MAX_REASON], created_at=created_at,
-                                event_id=event_id or None, expires_at=expires_at)
+        return SuppressionEntry(
+            list=list_name,
+            recipient=normalize_address(recipient),
+            reason=reason[:MAX_REASON],
+            created_at=created_at,
+            event_id=event_id or None,
+            expires_at=expires_at,
+        )
 
     def _run_add(self, client: Any, account: str, entry: SuppressionEntry) -> Any:
         field = _field(entry.list, entry.recipient)
         return self._add(
-            keys=[self.keys.suppressions(account), self.keys.suppressions_order(account),
-                  self.keys.suppressions_expiry(account)],
-            args=[field, json.dumps(entry.public()), repr(entry.created_at),
-                  "" if entry.expires_at is None else repr(entry.expires_at),
-                  repr(self.clock()), self.cap],
-            client=client)
+            keys=[
+                self.keys.suppressions(account),
+                self.keys.suppressions_order(account),
+                self.keys.suppressions_expiry(account),
+            ],
+            args=[
+                field,
+                json.dumps(entry.public()),
+                repr(entry.created_at),
+                "" if entry.expires_at is None else repr(entry.expires_at),
+                repr(self.clock()),
+                self.cap,
+            ],
+            client=client,
+        )
 
     def remove(self, account: str, list: str, recipient: str) -> bool:
         """Take `recipient` off `list`; False if it was not on it."""
@@ -170,10 +213,10 @@ class Suppressions:
         start = 0
         while True:
             with guard("listing suppressions"):
-                fields = self.client.zrevrange(self.keys.suppressions_order(account),
-                                               start, start + PAGE - 1)
-                rows = (self.client.hmget(self.keys.suppressions(account), fields)
-                        if fields else [])
+                fields = self.client.zrevrange(
+                    self.keys.suppressions_order(account), start, start + PAGE - 1
+                )
+                rows = self.client.hmget(self.keys.suppressions(account), fields) if fields else []
             now = self.clock()
             for raw in rows:
                 entry = _entry(raw)
@@ -185,8 +228,9 @@ class Suppressions:
                 return
             start += PAGE
 
-    def list(self, account: str, list: str | None = None,
-             limit: int = 100) -> list[SuppressionEntry]:
+    def list(
+        self, account: str, list: str | None = None, limit: int = 100
+    ) -> list[SuppressionEntry]:
         """The newest `limit` live entries, optionally of one list."""
         found: list[SuppressionEntry] = []
         for entry in self.entries(account, list):
@@ -200,8 +244,13 @@ class Suppressions:
         for entry in self.entries(account, list):
             yield json.dumps(entry.public(), sort_keys=True)
 
-    def import_lines(self, account: str, lines: Iterable[str],
-                     default_list: str | None = None, reason: str = "imported") -> int:
+    def import_lines(
+        self,
+        account: str,
+        lines: Iterable[str],
+        default_list: str | None = None,
+        reason: str = "imported",
+    ) -> int:
         """Add entries from JSON lines (as exported) or bare addresses (one a line, needing
         `default_list`). All lines are checked before anything is written. Returns how many."""
         now = self.clock()
@@ -213,10 +262,16 @@ class Suppressions:
             try:
                 if text.startswith("{"):
                     values = json.loads(text)
-                    entries.append(self._make(
-                        values.get("list") or default_list or "", values["recipient"],
-                        values.get("reason") or reason, values.get("event_id"),
-                        values.get("expires_at"), float(values.get("created_at") or now)))
+                    entries.append(
+                        self._make(
+                            values.get("list") or default_list or "",
+                            values["recipient"],
+                            values.get("reason") or reason,
+                            values.get("event_id"),
+                            values.get("expires_at"),
+                            float(values.get("created_at") or now),
+                        )
+                    )
                 else:
                     entries.append(self._make(default_list or "", text, reason, None, None, now))
             except (ValueError, KeyError, TypeError, UsageError) as exc:
@@ -224,7 +279,7 @@ class Suppressions:
         with guard("importing suppressions"):
             for start in range(0, len(entries), PAGE):
                 pipe = self.client.pipeline(transaction=False)
-                for entry in entries[start:start + PAGE]:
+                for entry in entries[start : start + PAGE]:
                     self._run_add(pipe, account, entry)
                 pipe.execute()
         return len(entries)

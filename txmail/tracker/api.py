@@ -67,8 +67,10 @@ from txmail.tracker.submit import Accepted, Envelope, Refused, submit
 
 log = logging.getLogger("txmail.tracker")
 
-ADDRESS = re.compile(r"^[^\s<>()\[\]\\,;:\"@\x00-\x1f\x7f]{1,64}@[^\s<>()\[\]\\,;:\"@\x00-\x1f\x7f]"
-                     r"{1,255}$")
+ADDRESS = re.compile(
+    r"^[^\s<>()\[\]\\,;:\"@\x00-\x1f\x7f]{1,64}@[^\s<>()\[\]\\,;:\"@\x00-\x1f\x7f]"
+    r"{1,255}$"
+)
 QUEUE_ID = re.compile(r"^[0-9A-Za-z]{6,32}$")
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 TAG = re.compile(r"^[^\x00-\x1f\x7f,]{1,100}$")
@@ -93,17 +95,27 @@ JSON_BYTES_PER_MESSAGE_BYTE = 3
 # outside the Basic Multilingual Plane): 1,000 recipients and the envelope and dsn.orcpt
 # addresses, 20 tags, dsn.envid; and 64 KiB for field names, punctuation and whitespace.
 JSON_ESCAPED_CHARACTER = 12
-SEND_FIELDS_ROOM = ((MAX_RECIPIENTS + 2) * (MAX_ADDRESS * JSON_ESCAPED_CHARACTER + 4)
-                    + MAX_TAGS * (100 * JSON_ESCAPED_CHARACTER + 4)
-                    + 100 * JSON_ESCAPED_CHARACTER + 64 * 1024)
+SEND_FIELDS_ROOM = (
+    (MAX_RECIPIENTS + 2) * (MAX_ADDRESS * JSON_ESCAPED_CHARACTER + 4)
+    + MAX_TAGS * (100 * JSON_ESCAPED_CHARACTER + 4)
+    + 100 * JSON_ESCAPED_CHARACTER
+    + 64 * 1024
+)
 MESSAGE_EVENT_SCAN = 5000
-UNAVAILABLE = ("txmail cannot answer right now because its store is unavailable; try again in "
-               "a few minutes")
+UNAVAILABLE = (
+    "txmail cannot answer right now because its store is unavailable; try again in a few minutes"
+)
 
 
 class ApiError(Exception):
-    def __init__(self, http_status: int, message: str, smtp_code: int | None = 501,
-                 status: str | None = "5.5.4", headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        http_status: int,
+        message: str,
+        smtp_code: int | None = 501,
+        status: str | None = "5.5.4",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.message = message
@@ -112,8 +124,9 @@ class ApiError(Exception):
         self.headers = headers
 
     def response(self) -> web.Response:
-        return error_response(self.http_status, self.message, self.smtp_code, self.status,
-                              headers=self.headers)
+        return error_response(
+            self.http_status, self.message, self.smtp_code, self.status, headers=self.headers
+        )
 
 
 def bad(message: str) -> ApiError:
@@ -129,12 +142,16 @@ def body_too_large(size: str, limit: int, max_message_size: int | None) -> ApiEr
     """413 for a request body over `limit` (`size` says how much was seen, e.g. "more than
     N bytes"); the connection is closed after the answer (endpoint())."""
     if max_message_size is None:
-        what = (f"this request takes a JSON body of at most {limit} bytes; send only the "
-                "fields it documents")
+        what = (
+            f"this request takes a JSON body of at most {limit} bytes; send only the "
+            "fields it documents"
+        )
     else:
-        what = (f"a send request for this account's largest message ({max_message_size} bytes) "
-                f"is at most {limit} bytes; make the message smaller, for example by linking "
-                "to large files instead of attaching them")
+        what = (
+            f"a send request for this account's largest message ({max_message_size} bytes) "
+            f"is at most {limit} bytes; make the message smaller, for example by linking "
+            "to large files instead of attaching them"
+        )
     return ApiError(413, f"The request body is {size}; {what}", 552, "5.3.4")
 
 
@@ -168,19 +185,29 @@ async def authenticate(request: web.Request, services: Services) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise ApiError(401, "Authentication required: send the account's API key as "
-                       "'Authorization: Bearer KEY' (create one with `txmail accounts apikey`)",
-                       535, "5.7.8", headers={"WWW-Authenticate": 'Bearer realm="txmail"'})
-    account = await asyncio.to_thread(ApiKeys(services.client, services.keys).account_of,
-                                      key.strip())
+        raise ApiError(
+            401,
+            "Authentication required: send the account's API key as "
+            "'Authorization: Bearer KEY' (create one with `txmail accounts apikey`)",
+            535,
+            "5.7.8",
+            headers={"WWW-Authenticate": 'Bearer realm="txmail"'},
+        )
+    account = await asyncio.to_thread(
+        ApiKeys(services.client, services.keys).account_of, key.strip()
+    )
     if account is None:
-        raise ApiError(401, "Authentication failed: this API key is not known or was revoked",
-                       535, "5.7.8", headers={"WWW-Authenticate": 'Bearer realm="txmail"'})
+        raise ApiError(
+            401,
+            "Authentication failed: this API key is not known or was revoked",
+            535,
+            "5.7.8",
+            headers={"WWW-Authenticate": 'Bearer realm="txmail"'},
+        )
     return account
 
 
-async def read_body(request: web.Request, limit: int,
-                    max_message_size: int | None = None) -> bytes:
+async def read_body(request: web.Request, limit: int, max_message_size: int | None = None) -> bytes:
     """The request body, read only while it stays within `limit` bytes."""
     declared = request.content_length
     if declared is not None and declared > limit:
@@ -193,8 +220,9 @@ async def read_body(request: web.Request, limit: int,
     return bytes(body)
 
 
-async def _json_object(request: web.Request, limit: int = MAX_SMALL_BODY,
-                       max_message_size: int | None = None) -> dict[str, Any]:
+async def _json_object(
+    request: web.Request, limit: int = MAX_SMALL_BODY, max_message_size: int | None = None
+) -> dict[str, Any]:
     raw = await read_body(request, limit, max_message_size)
     try:
         value = json.loads(raw)
@@ -231,6 +259,7 @@ def _choice_param(request: web.Request, name: str, allowed: tuple[str, ...]) -> 
 
 # -- POST /v1/send ---------------------------------------------------------------------------
 
+
 def parse_send(body: dict[str, Any], size_limit: int) -> tuple[Envelope, bytes, Any]:
     """Envelope and message bytes of a send request; the `trackbounces` asked (or None)."""
     unknown = sorted(set(body) - SEND_FIELDS)
@@ -251,10 +280,12 @@ def parse_send(body: dict[str, Any], size_limit: int) -> tuple[Envelope, bytes, 
             raise bad(f"recipients must be a list of 1 to {MAX_RECIPIENTS} mail addresses")
         recipients = [_address(r, "each recipient") for r in given]
     tags = body.get("tags", [])
-    if (not isinstance(tags, list) or len(tags) > MAX_TAGS
-            or not all(isinstance(t, str) and TAG.match(t) and t.strip() for t in tags)):
-        raise bad(f"tags must be a list of at most {MAX_TAGS} texts without commas or line "
-                  "breaks")
+    if (
+        not isinstance(tags, list)
+        or len(tags) > MAX_TAGS
+        or not all(isinstance(t, str) and TAG.match(t) and t.strip() for t in tags)
+    ):
+        raise bad(f"tags must be a list of at most {MAX_TAGS} texts without commas or line breaks")
     trackbounces = body.get("trackbounces")
     if trackbounces is not None and not isinstance(trackbounces, bool):
         raise bad("trackbounces must be true or false")
@@ -265,15 +296,29 @@ def parse_send(body: dict[str, Any], size_limit: int) -> tuple[Envelope, bytes, 
         data = header.encode("utf-8") + data
     data = re.sub(rb"\r?\n", b"\r\n", data)
     if len(data) > size_limit:
-        raise ApiError(413, f"The message is {len(data)} bytes; this account sends messages of "
-                       f"at most {size_limit} bytes: make it smaller, for example by linking to "
-                       "large files instead of attaching them", 552, "5.3.4")
+        raise ApiError(
+            413,
+            f"The message is {len(data)} bytes; this account sends messages of "
+            f"at most {size_limit} bytes: make it smaller, for example by linking to "
+            "large files instead of attaching them",
+            552,
+            "5.3.4",
+        )
     if any(b > 127 for b in data):
         mail_options.append("BODY=8BITMIME")
     if not all(a.isascii() for a in [sender, *recipients]):
         mail_options.append("SMTPUTF8")
-    return (Envelope(sender=sender, recipients=recipients, mail_options=mail_options,
-                     rcpt_options=rcpt_options, orcpt=orcpt), data, trackbounces)
+    return (
+        Envelope(
+            sender=sender,
+            recipients=recipients,
+            mail_options=mail_options,
+            rcpt_options=rcpt_options,
+            orcpt=orcpt,
+        ),
+        data,
+        trackbounces,
+    )
 
 
 def _dsn(dsn: Any, recipients: list[str]) -> tuple[list[str], list[str], dict[str, str]]:
@@ -328,46 +373,77 @@ def api_socket(services: Services) -> str:
 async def send(request: web.Request, services: Services, account: str) -> web.StreamResponse:
     record = await asyncio.to_thread(Accounts(services.client, services.keys).find, account)
     if record is None:
-        raise ApiError(401, f"Account {account} no longer exists; ask the relay's operator to "
-                       "restore it", 535, "5.7.8")
-    max_size = min(int(record.settings["max_message_size"]),
-                   services.settings.postfix.message_size_limit)
+        raise ApiError(
+            401,
+            f"Account {account} no longer exists; ask the relay's operator to restore it",
+            535,
+            "5.7.8",
+        )
+    max_size = min(
+        int(record.settings["max_message_size"]), services.settings.postfix.message_size_limit
+    )
     declared = request.content_length
     large = declared is None or declared > LARGE_BODY
     # A body of several MB is buffered, parsed and copied: only so many at once per account
     # (an account that sends many, or slowly, waits for itself, never for another account),
     # and every body must arrive within api_timeout, counted from when it may be read (the
     # deadline is made once the slot is held).
-    slot = services.large_sends.setdefault(
-        account, asyncio.Semaphore(services.settings.tracker.api_large_sends)) \
-        if large else contextlib.nullcontext()
+    slot = (
+        services.large_sends.setdefault(
+            account, asyncio.Semaphore(services.settings.tracker.api_large_sends)
+        )
+        if large
+        else contextlib.nullcontext()
+    )
     wait = services.settings.tracker.api_timeout
     try:
         async with slot, asyncio.timeout(wait):
             body = await _json_object(request, send_body_limit(max_size), max_size)
     except TimeoutError:
-        raise ApiError(408, f"The request body did not arrive within {wait:g} seconds; send "
-                       "it again, or a smaller message", 451, "4.4.2") from None
+        raise ApiError(
+            408,
+            f"The request body did not arrive within {wait:g} seconds; send "
+            "it again, or a smaller message",
+            451,
+            "4.4.2",
+        ) from None
     envelope, data, trackbounces = parse_send(body, max_size)
     del body
     if trackbounces is not None:
         if bool(record.settings.get("track_bounces", True)) != trackbounces:
             state = "on" if record.settings.get("track_bounces", True) else "off"
-            raise ApiError(422, f"trackbounces is the account's track_bounces setting, which "
-                           f"is {state}; leave the field out or ask the operator to change it",
-                           501, "5.5.4")
-    outcome = await asyncio.to_thread(submit, api_socket(services), account, envelope, data,
-                                      services.settings.tracker.api_timeout)
+            raise ApiError(
+                422,
+                f"trackbounces is the account's track_bounces setting, which "
+                f"is {state}; leave the field out or ask the operator to change it",
+                501,
+                "5.5.4",
+            )
+    outcome = await asyncio.to_thread(
+        submit, api_socket(services), account, envelope, data, services.settings.tracker.api_timeout
+    )
     if isinstance(outcome, Accepted):
-        log.info("%s: api: account=%s from=<%s> nrcpt=%d", outcome.queue_id, account,
-                 envelope.sender, len(envelope.recipients))
+        log.info(
+            "%s: api: account=%s from=<%s> nrcpt=%d",
+            outcome.queue_id,
+            account,
+            envelope.sender,
+            len(envelope.recipients),
+        )
         return web.json_response({"message_id": outcome.queue_id})
-    log.info("NOQUEUE: api: refused: account=%s from=<%s>%s: %d %s %s", account,
-             envelope.sender, f" to=<{outcome.recipient}>" if outcome.recipient else "",
-             outcome.code, outcome.status, outcome.text)
+    log.info(
+        "NOQUEUE: api: refused: account=%s from=<%s>%s: %d %s %s",
+        account,
+        envelope.sender,
+        f" to=<{outcome.recipient}>" if outcome.recipient else "",
+        outcome.code,
+        outcome.status,
+        outcome.text,
+    )
     headers = {"Retry-After": "60"} if outcome.temporary else None
-    error = error_response(http_status_of(outcome), outcome.text, outcome.code, outcome.status,
-                           headers=headers)
+    error = error_response(
+        http_status_of(outcome), outcome.text, outcome.code, outcome.status, headers=headers
+    )
     if outcome.recipient:
         payload = json.loads(error.text or "{}")
         payload["error"]["recipient"] = outcome.recipient
@@ -376,6 +452,7 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
 
 
 # -- GET /v1/messages/{id}, /v1/events ----------------------------------------------------------
+
 
 def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
@@ -398,22 +475,35 @@ def _message(services: Services, account: str, queue_id: str) -> dict[str, Any] 
         return None
     rows = services.client.xrevrange(services.keys.events(account), count=MESSAGE_EVENT_SCAN)
     events = [e for e in _event_rows(list(reversed(rows))) if e.get("message_id") == queue_id]
-    return {"message_id": record.queue_id, "envelope_sender": record.envelope_sender,
-            "recipients": record.recipients, "size": record.size,
-            "accepted_at": _iso(record.accepted_at), "tags": record.tags,
-            "message_class": record.message_class, "blocked": record.blocked,
-            "events": events}
+    return {
+        "message_id": record.queue_id,
+        "envelope_sender": record.envelope_sender,
+        "recipients": record.recipients,
+        "size": record.size,
+        "accepted_at": _iso(record.accepted_at),
+        "tags": record.tags,
+        "message_class": record.message_class,
+        "blocked": record.blocked,
+        "events": events,
+    }
 
 
 @endpoint
 async def message(request: web.Request, services: Services, account: str) -> web.StreamResponse:
     queue_id = request.match_info["message_id"]
-    found = (await asyncio.to_thread(_message, services, account, queue_id)
-             if QUEUE_ID.match(queue_id) else None)
+    found = (
+        await asyncio.to_thread(_message, services, account, queue_id)
+        if QUEUE_ID.match(queue_id)
+        else None
+    )
     if found is None:
         days = services.settings.milter.message_ttl_days
-        raise ApiError(404, f"No message {queue_id[:40]!r} of this account is known (records "
-                       f"are kept {days} days)", 550, "5.1.0")
+        raise ApiError(
+            404,
+            f"No message {queue_id[:40]!r} of this account is known (records are kept {days} days)",
+            550,
+            "5.1.0",
+        )
     return web.json_response(found)
 
 
@@ -427,29 +517,41 @@ async def events(request: web.Request, services: Services, account: str) -> web.
     message_id = request.query.get("message_id")
     if message_id is not None and not QUEUE_ID.match(message_id):
         raise bad("message_id must be a message id as /v1/send returned it")
-    rows = await asyncio.to_thread(services.client.xrange, services.keys.events(account),
-                                   f"({after}" if after else "-", "+", limit)
-    found = [e for e in _event_rows(rows)
-             if (kind is None or e.get("kind") == kind)
-             and (message_id is None or e.get("message_id") == message_id)]
+    rows = await asyncio.to_thread(
+        services.client.xrange,
+        services.keys.events(account),
+        f"({after}" if after else "-",
+        "+",
+        limit,
+    )
+    found = [
+        e
+        for e in _event_rows(rows)
+        if (kind is None or e.get("kind") == kind)
+        and (message_id is None or e.get("message_id") == message_id)
+    ]
     return web.json_response({"events": found, "next": rows[-1][0] if rows else after})
 
 
 # -- /v1/suppressions ------------------------------------------------------------------------
 
+
 @endpoint
-async def list_suppressions(request: web.Request, services: Services,
-                            account: str) -> web.StreamResponse:
+async def list_suppressions(
+    request: web.Request, services: Services, account: str
+) -> web.StreamResponse:
     list_name = _choice_param(request, "list", LISTS)
     limit = _int_param(request, "limit", 100, 1, 1000)
-    entries = await asyncio.to_thread(Suppressions(services.client, services.keys).list,
-                                      account, list_name, limit)
+    entries = await asyncio.to_thread(
+        Suppressions(services.client, services.keys).list, account, list_name, limit
+    )
     return web.json_response({"suppressions": [e.public() for e in entries]})
 
 
 @endpoint
-async def add_suppression(request: web.Request, services: Services,
-                          account: str) -> web.StreamResponse:
+async def add_suppression(
+    request: web.Request, services: Services, account: str
+) -> web.StreamResponse:
     body = await _json_object(request)
     unknown = sorted(set(body) - {"recipient", "list", "reason"})
     if unknown:
@@ -461,28 +563,30 @@ async def add_suppression(request: web.Request, services: Services,
     reason = body.get("reason", "added through the API")
     if not isinstance(reason, str) or len(reason) > 512:
         raise bad("reason must be a text of at most 512 characters")
-    entry = await asyncio.to_thread(Suppressions(services.client, services.keys).add,
-                                    account, list_name, recipient, reason)
+    entry = await asyncio.to_thread(
+        Suppressions(services.client, services.keys).add, account, list_name, recipient, reason
+    )
     log.info("api: account=%s suppress <%s> on %s", account, entry.recipient, list_name)
     return web.json_response({"suppression": entry.public()}, status=201)
 
 
 @endpoint
-async def remove_suppression(request: web.Request, services: Services,
-                             account: str) -> web.StreamResponse:
+async def remove_suppression(
+    request: web.Request, services: Services, account: str
+) -> web.StreamResponse:
     recipient = _address(request.query.get("recipient"), "recipient")
     list_name = _choice_param(request, "list", LISTS)
     suppressions = Suppressions(services.client, services.keys)
     removed = False
-    for name in ([list_name] if list_name else list(LISTS)):
-        removed = await asyncio.to_thread(suppressions.remove, account, name, recipient) \
-            or removed
+    for name in [list_name] if list_name else list(LISTS):
+        removed = await asyncio.to_thread(suppressions.remove, account, name, recipient) or removed
     if removed:
         log.info("api: account=%s unsuppress <%s>", account, recipient.lower())
     return web.json_response({"removed": removed})
 
 
 # -- /v1/stats -------------------------------------------------------------------------------
+
 
 def _stats(services: Services, account: str, days: int, now: float) -> dict[str, Any]:
     dates = [time.gmtime(now - 86400 * back) for back in range(days - 1, -1, -1)]
@@ -509,8 +613,7 @@ def _stats(services: Services, account: str, days: int, now: float) -> dict[str,
 @endpoint
 async def stats(request: web.Request, services: Services, account: str) -> web.StreamResponse:
     days = _int_param(request, "days", 7, 1, 90)
-    return web.json_response(await asyncio.to_thread(_stats, services, account, days,
-                                                     time.time()))
+    return web.json_response(await asyncio.to_thread(_stats, services, account, days, time.time()))
 
 
 async def openapi_document(request: web.Request) -> web.StreamResponse:

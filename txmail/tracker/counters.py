@@ -32,10 +32,14 @@ def _incr(client: Client | None, key: str, name: str) -> None:
         log.debug("cannot count %s in %s: %s", name, key, exc)
 
 
-def count_message(client: Client | None, keys: Keys, outcome: str, code: str = "",
-                  status: str = "") -> None:
-    name = outcome if outcome == "accepted" else \
-        f"refused:{LABEL.sub('', code)[:3]}:{LABEL.sub('', status)[:9]}"
+def count_message(
+    client: Client | None, keys: Keys, outcome: str, code: str = "", status: str = ""
+) -> None:
+    name = (
+        outcome
+        if outcome == "accepted"
+        else f"refused:{LABEL.sub('', code)[:3]}:{LABEL.sub('', status)[:9]}"
+    )
     _incr(client, keys.message_stats, name)
 
 

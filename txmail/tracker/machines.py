@@ -30,16 +30,16 @@ SCANNERS = re.compile(
     r"barracuda|mimecast|proofpoint|safelinks|safe links|microsoft office|ms-office|"
     r"symantec|forcepoint|fortinet|trend ?micro|sophos|zscaler|cisco|ironport|"
     r"appengine-google|facebookexternalhit|slackbot|skypeuripreview|whatsapp|wrk",
-    re.I)
-PROXIES = (("googleimageproxy", "google"), ("yahoomailproxy", "yahoo"),
-           ("ymailproxy", "yahoo"))
+    re.I,
+)
+PROXIES = (("googleimageproxy", "google"), ("yahoomailproxy", "yahoo"), ("ymailproxy", "yahoo"))
 
 
 @dataclass(frozen=True)
 class Verdict:
     machine: bool
-    reason: str = ""   # head, no-agent, scanner, too-soon; "" for a person
-    proxy: str = ""    # google, yahoo: an image proxy fetching for a person
+    reason: str = ""  # head, no-agent, scanner, too-soon; "" for a person
+    proxy: str = ""  # google, yahoo: an image proxy fetching for a person
 
     def details(self) -> dict[str, object]:
         found: dict[str, object] = {"machine": self.machine}
@@ -50,8 +50,13 @@ class Verdict:
         return found
 
 
-def classify(kind: str, method: str, user_agent: str, seconds_since_sent: float | None,
-             machine_seconds: float) -> Verdict:
+def classify(
+    kind: str,
+    method: str,
+    user_agent: str,
+    seconds_since_sent: float | None,
+    machine_seconds: float,
+) -> Verdict:
     """Whether an open or click was likely made by a machine (see the module text)."""
     agent = user_agent.strip()
     lowered = agent.lower()
@@ -62,7 +67,6 @@ def classify(kind: str, method: str, user_agent: str, seconds_since_sent: float 
         return Verdict(True, "no-agent")
     if not proxy and SCANNERS.search(agent):
         return Verdict(True, "scanner")
-    if (not proxy and seconds_since_sent is not None
-            and 0 <= seconds_since_sent <= machine_seconds):
+    if not proxy and seconds_since_sent is not None and 0 <= seconds_since_sent <= machine_seconds:
         return Verdict(True, "too-soon")
     return Verdict(False, "", proxy)

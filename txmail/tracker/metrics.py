@@ -73,13 +73,17 @@ class RedisCollector(Collector):
     def collect(self) -> Iterator[Any]:
         services = self.services
         settings = services.settings
-        queues = GaugeMetricFamily("txmail_postfix_queue_messages",
-                                   "Messages in Postfix's queues of this node", labels=["queue"])
+        queues = GaugeMetricFamily(
+            "txmail_postfix_queue_messages",
+            "Messages in Postfix's queues of this node",
+            labels=["queue"],
+        )
         for queue, size in queue_sizes(settings.state_path / "postfix/spool").items():
             queues.add_metric([queue], size)
         yield queues
-        dropped = CounterMetricFamily("txmail_tracker_dropped",
-                                      "Opens and clicks dropped because the queue was full")
+        dropped = CounterMetricFamily(
+            "txmail_tracker_dropped", "Opens and clicks dropped because the queue was full"
+        )
         dropped.add_metric([], services.dropped)
         yield dropped
         up = GaugeMetricFamily("txmail_up", "1 when Redis answered this scrape")
@@ -96,13 +100,15 @@ class RedisCollector(Collector):
 
     def _from_redis(self) -> Iterator[Any]:
         client, keys = self.services.client, self.services.keys
-        accepted = CounterMetricFamily("txmail_messages_accepted",
-                                       "Messages the milter accepted")
-        refused = CounterMetricFamily("txmail_messages_refused",
-                                      "Messages the milter refused, by reply", labels=["code",
-                                                                                       "status"])
-        policy = CounterMetricFamily("txmail_policy_decisions", "Policy daemon decisions",
-                                     labels=["outcome"])
+        accepted = CounterMetricFamily("txmail_messages_accepted", "Messages the milter accepted")
+        refused = CounterMetricFamily(
+            "txmail_messages_refused",
+            "Messages the milter refused, by reply",
+            labels=["code", "status"],
+        )
+        policy = CounterMetricFamily(
+            "txmail_policy_decisions", "Policy daemon decisions", labels=["outcome"]
+        )
         pipe = client.pipeline(transaction=False)
         pipe.hgetall(keys.message_stats)
         pipe.hgetall(keys.policy_stats)
@@ -118,13 +124,17 @@ class RedisCollector(Collector):
         yield accepted
         yield refused
         yield policy
-        events = GaugeMetricFamily("txmail_events_today", "Events of the current UTC day",
-                                   labels=["account", "kind"])
-        backlog = GaugeMetricFamily("txmail_webhook_backlog_events",
-                                    "Events not yet posted to the account's webhook",
-                                    labels=["account"])
-        dead = GaugeMetricFamily("txmail_webhook_dead_letters",
-                                 "Dead letters kept for the account", labels=["account"])
+        events = GaugeMetricFamily(
+            "txmail_events_today", "Events of the current UTC day", labels=["account", "kind"]
+        )
+        backlog = GaugeMetricFamily(
+            "txmail_webhook_backlog_events",
+            "Events not yet posted to the account's webhook",
+            labels=["account"],
+        )
+        dead = GaugeMetricFamily(
+            "txmail_webhook_dead_letters", "Dead letters kept for the account", labels=["account"]
+        )
         day = time.strftime("%Y%m%d", time.gmtime())
         names = sorted(accounts)
         pipe = client.pipeline(transaction=False)
@@ -135,7 +145,7 @@ class RedisCollector(Collector):
         rows = pipe.execute()
         with_stream = []
         for i, account in enumerate(names):
-            counts, dead_count, has_stream = rows[3 * i: 3 * i + 3]
+            counts, dead_count, has_stream = rows[3 * i : 3 * i + 3]
             for kind, value in _count(counts).items():
                 if kind in KINDS:
                     events.add_metric([account, kind], value)
@@ -158,9 +168,14 @@ class RedisCollector(Collector):
             if group.get("name") == WEBHOOK_GROUP:
                 lag = group.get("lag")
                 if lag is None:  # Redis < 7 or an unknown lag: everything after the last id
-                    lag = len(client.xrange(keys.events(account),
-                                            f"({group.get('last-delivered-id', '0-0')}", "+",
-                                            10000))
+                    lag = len(
+                        client.xrange(
+                            keys.events(account),
+                            f"({group.get('last-delivered-id', '0-0')}",
+                            "+",
+                            10000,
+                        )
+                    )
                 return int(lag) + int(group.get("pending", 0))
         return int(client.xlen(keys.events(account)))  # no dispatcher yet: all of it waits
 
@@ -176,7 +191,8 @@ async def handler(request: web.Request) -> web.StreamResponse:
 
     services = request.app[SERVICES]
     if not metrics_allowed(request.remote or "", services.settings.tracker.metrics_networks):
-        return error_response(403, "Metrics are served to tracker.metrics_networks only",
-                              None, None)
+        return error_response(
+            403, "Metrics are served to tracker.metrics_networks only", None, None
+        )
     body = await asyncio.to_thread(render, services)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

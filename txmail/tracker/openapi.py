@@ -13,145 +13,330 @@ from txmail.store.suppressions import LISTS
 
 
 def _error() -> dict[str, Any]:
-    return {"description": "An error: the sentence and SMTP codes a mail client would get.",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "description": "An error: the sentence and SMTP codes a mail client would get.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
 
 
 def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _query(name: str, schema: dict[str, Any], description: str,
-           required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": schema,
-            "description": description}
+def _query(
+    name: str, schema: dict[str, Any], description: str, required: bool = False
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": schema,
+        "description": description,
+    }
 
 
-ERRORS = {"400": _error(), "401": _error(), "403": _error(), "404": _error(),
-          "413": _error(), "422": _error(), "429": _error(), "503": _error()}
+ERRORS = {
+    "400": _error(),
+    "401": _error(),
+    "403": _error(),
+    "404": _error(),
+    "413": _error(),
+    "422": _error(),
+    "429": _error(),
+    "503": _error(),
+}
 ADDRESS = {"type": "string", "format": "email", "maxLength": 320}
 
 
 def document() -> dict[str, Any]:
-    event = {"type": "object", "properties": {
-        "id": {"type": "string"}, "kind": {"type": "string", "enum": list(KINDS)},
-        "recipient": {"type": "string"}, "message_id": {"type": "string"},
-        "timestamp": {"type": "string"}, "account": {"type": "string"},
-        "tags": {"type": "array", "items": {"type": "string"}},
-        "details": {"type": "object"}}}
-    suppression = {"type": "object", "properties": {
-        "list": {"type": "string", "enum": list(LISTS)}, "recipient": {"type": "string"},
-        "reason": {"type": "string"}, "created_at": {"type": "number"},
-        "event_id": {"type": "string", "nullable": True},
-        "expires_at": {"type": "number", "nullable": True}}}
+    event = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "kind": {"type": "string", "enum": list(KINDS)},
+            "recipient": {"type": "string"},
+            "message_id": {"type": "string"},
+            "timestamp": {"type": "string"},
+            "account": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "details": {"type": "object"},
+        },
+    }
+    suppression = {
+        "type": "object",
+        "properties": {
+            "list": {"type": "string", "enum": list(LISTS)},
+            "recipient": {"type": "string"},
+            "reason": {"type": "string"},
+            "created_at": {"type": "number"},
+            "event_id": {"type": "string", "nullable": True},
+            "expires_at": {"type": "number", "nullable": True},
+        },
+    }
     return {
         "openapi": "3.0.3",
-        "info": {"title": "txmail HTTP API", "version": "1",
-                 "description": "Send mail through txmail's Postfix as an account, and read its "
-                                "messages, events, suppression lists and counts."},
+        "info": {
+            "title": "txmail HTTP API",
+            "version": "1",
+            "description": "Send mail through txmail's Postfix as an account, and read its "
+            "messages, events, suppression lists and counts.",
+        },
         "servers": [{"url": "/"}],
         "security": [{"apiKey": []}],
         "components": {
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
-                                           "description": "`txmail accounts apikey NAME`"}},
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "`txmail accounts apikey NAME`",
+                }
+            },
             "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {
-                    "error": {"type": "object", "required": ["message"], "properties": {
-                        "message": {"type": "string"},
-                        "smtp_code": {"type": "integer", "nullable": True},
-                        "status": {"type": "string", "nullable": True},
-                        "recipient": {"type": "string"}}}}},
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["message"],
+                            "properties": {
+                                "message": {"type": "string"},
+                                "smtp_code": {"type": "integer", "nullable": True},
+                                "status": {"type": "string", "nullable": True},
+                                "recipient": {"type": "string"},
+                            },
+                        }
+                    },
+                },
                 "Event": event,
                 "Suppression": suppression,
                 "SendRequest": {
-                    "type": "object", "required": ["mime"], "additionalProperties": False,
+                    "type": "object",
+                    "required": ["mime"],
+                    "additionalProperties": False,
                     "properties": {
                         "envelope": {**ADDRESS, "description": "MAIL FROM; leave out for <>"},
-                        "recipients": {"type": "array", "items": ADDRESS, "minItems": 1,
-                                       "maxItems": 1000},
-                        "recipient": {**ADDRESS, "description": "One recipient instead of "
-                                      "recipients"},
-                        "mime": {"type": "string", "minLength": 1,
-                                 "description": "The whole message: headers, blank line, body"},
-                        "dsn": {"type": "object", "additionalProperties": False, "properties": {
-                            "notify": {"type": "string", "example": "FAILURE,DELAY"},
-                            "ret": {"type": "string", "enum": ["FULL", "HDRS"]},
-                            "envid": {"type": "string", "maxLength": 100},
-                            "orcpt": ADDRESS}},
+                        "recipients": {
+                            "type": "array",
+                            "items": ADDRESS,
+                            "minItems": 1,
+                            "maxItems": 1000,
+                        },
+                        "recipient": {
+                            **ADDRESS,
+                            "description": "One recipient instead of recipients",
+                        },
+                        "mime": {
+                            "type": "string",
+                            "minLength": 1,
+                            "description": "The whole message: headers, blank line, body",
+                        },
+                        "dsn": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "notify": {"type": "string", "example": "FAILURE,DELAY"},
+                                "ret": {"type": "string", "enum": ["FULL", "HDRS"]},
+                                "envid": {"type": "string", "maxLength": 100},
+                                "orcpt": ADDRESS,
+                            },
+                        },
                         "trackbounces": {"type": "boolean"},
-                        "tags": {"type": "array", "maxItems": 20,
-                                 "items": {"type": "string", "minLength": 1, "maxLength": 100}}}},
+                        "tags": {
+                            "type": "array",
+                            "maxItems": 20,
+                            "items": {"type": "string", "minLength": 1, "maxLength": 100},
+                        },
+                    },
+                },
             },
         },
         "paths": {
-            "/v1/send": {"post": {
-                "summary": "Send one message through Postfix as the key's account",
-                "operationId": "send",
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/SendRequest"}}}},
-                "responses": {"200": _ok({"type": "object", "required": ["message_id"],
-                                          "properties": {"message_id": {"type": "string"}}},
-                                         "Queued; message_id is Postfix's queue id"),
-                              **ERRORS}}},
-            "/v1/messages/{message_id}": {"get": {
-                "summary": "One message of the account and its events",
-                "operationId": "getMessage",
-                "parameters": [{"name": "message_id", "in": "path", "required": True,
-                                "schema": {"type": "string", "maxLength": 40}}],
-                "responses": {"200": _ok({"type": "object", "properties": {
-                    "message_id": {"type": "string"},
-                    "events": {"type": "array",
-                               "items": {"$ref": "#/components/schemas/Event"}}}}),
-                    **ERRORS}}},
-            "/v1/events": {"get": {
-                "summary": "The account's events, oldest first",
-                "operationId": "listEvents",
-                "parameters": [
-                    _query("after", {"type": "string"}, "`next` of the previous page"),
-                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
-                           "Most events to return (default 100)"),
-                    _query("kind", {"type": "string", "enum": list(KINDS)}, "Only this kind"),
-                    _query("message_id", {"type": "string"}, "Only this message's events")],
-                "responses": {"200": _ok({"type": "object", "properties": {
-                    "events": {"type": "array",
-                               "items": {"$ref": "#/components/schemas/Event"}},
-                    "next": {"type": "string"}}}), **ERRORS}}},
+            "/v1/send": {
+                "post": {
+                    "summary": "Send one message through Postfix as the key's account",
+                    "operationId": "send",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/SendRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _ok(
+                            {
+                                "type": "object",
+                                "required": ["message_id"],
+                                "properties": {"message_id": {"type": "string"}},
+                            },
+                            "Queued; message_id is Postfix's queue id",
+                        ),
+                        **ERRORS,
+                    },
+                }
+            },
+            "/v1/messages/{message_id}": {
+                "get": {
+                    "summary": "One message of the account and its events",
+                    "operationId": "getMessage",
+                    "parameters": [
+                        {
+                            "name": "message_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "maxLength": 40},
+                        }
+                    ],
+                    "responses": {
+                        "200": _ok(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "message_id": {"type": "string"},
+                                    "events": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/Event"},
+                                    },
+                                },
+                            }
+                        ),
+                        **ERRORS,
+                    },
+                }
+            },
+            "/v1/events": {
+                "get": {
+                    "summary": "The account's events, oldest first",
+                    "operationId": "listEvents",
+                    "parameters": [
+                        _query("after", {"type": "string"}, "`next` of the previous page"),
+                        _query(
+                            "limit",
+                            {"type": "integer", "minimum": 1, "maximum": 1000},
+                            "Most events to return (default 100)",
+                        ),
+                        _query("kind", {"type": "string", "enum": list(KINDS)}, "Only this kind"),
+                        _query("message_id", {"type": "string"}, "Only this message's events"),
+                    ],
+                    "responses": {
+                        "200": _ok(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "events": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/Event"},
+                                    },
+                                    "next": {"type": "string"},
+                                },
+                            }
+                        ),
+                        **ERRORS,
+                    },
+                }
+            },
             "/v1/suppressions": {
-                "get": {"summary": "The account's suppression lists, newest first",
-                        "operationId": "listSuppressions",
-                        "parameters": [
-                            _query("list", {"type": "string", "enum": list(LISTS)},
-                                   "Only this list"),
-                            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
-                                   "Most entries to return (default 100)")],
-                        "responses": {"200": _ok({"type": "object", "properties": {
-                            "suppressions": {"type": "array", "items": {
-                                "$ref": "#/components/schemas/Suppression"}}}}), **ERRORS}},
-                "post": {"summary": "Put a recipient on a list (default: unsubscribe)",
-                         "operationId": "addSuppression",
-                         "requestBody": {"required": True, "content": {"application/json": {
-                             "schema": {"type": "object", "required": ["recipient"],
-                                        "additionalProperties": False, "properties": {
-                                            "recipient": ADDRESS,
-                                            "list": {"type": "string", "enum": list(LISTS)},
-                                            "reason": {"type": "string", "maxLength": 512}}}}}},
-                         "responses": {"201": _ok({"type": "object", "properties": {
-                             "suppression": {"$ref": "#/components/schemas/Suppression"}}},
-                             "Added"), **ERRORS}},
-                "delete": {"summary": "Take a recipient off a list (default: both lists)",
-                           "operationId": "removeSuppression",
-                           "parameters": [_query("recipient", ADDRESS, "The address", True),
-                                          _query("list", {"type": "string", "enum": list(LISTS)},
-                                                 "Only this list")],
-                           "responses": {"200": _ok({"type": "object", "properties": {
-                               "removed": {"type": "boolean"}}}), **ERRORS}}},
-            "/v1/stats": {"get": {
-                "summary": "Events per UTC day and kind, and per tag",
-                "operationId": "stats",
-                "parameters": [_query("days", {"type": "integer", "minimum": 1, "maximum": 90},
-                                      "Days back, today included (default 7)")],
-                "responses": {"200": _ok({"type": "object", "properties": {
-                    "days": {"type": "array", "items": {"type": "object"}},
-                    "totals": {"type": "object"}, "tags": {"type": "object"}}}), **ERRORS}}},
+                "get": {
+                    "summary": "The account's suppression lists, newest first",
+                    "operationId": "listSuppressions",
+                    "parameters": [
+                        _query("list", {"type": "string", "enum": list(LISTS)}, "Only this list"),
+                        _query(
+                            "limit",
+                            {"type": "integer", "minimum": 1, "maximum": 1000},
+                            "Most entries to return (default 100)",
+                        ),
+                    ],
+                    "responses": {
+                        "200": _ok(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "suppressions": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/Suppression"},
+                                    }
+                                },
+                            }
+                        ),
+                        **ERRORS,
+                    },
+                },
+                "post": {
+                    "summary": "Put a recipient on a list (default: unsubscribe)",
+                    "operationId": "addSuppression",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["recipient"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "recipient": ADDRESS,
+                                        "list": {"type": "string", "enum": list(LISTS)},
+                                        "reason": {"type": "string", "maxLength": 512},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _ok(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "suppression": {"$ref": "#/components/schemas/Suppression"}
+                                },
+                            },
+                            "Added",
+                        ),
+                        **ERRORS,
+                    },
+                },
+                "delete": {
+                    "summary": "Take a recipient off a list (default: both lists)",
+                    "operationId": "removeSuppression",
+                    "parameters": [
+                        _query("recipient", ADDRESS, "The address", True),
+                        _query("list", {"type": "string", "enum": list(LISTS)}, "Only this list"),
+                    ],
+                    "responses": {
+                        "200": _ok(
+                            {"type": "object", "properties": {"removed": {"type": "boolean"}}}
+                        ),
+                        **ERRORS,
+                    },
+                },
+            },
+            "/v1/stats": {
+                "get": {
+                    "summary": "Events per UTC day and kind, and per tag",
+                    "operationId": "stats",
+                    "parameters": [
+                        _query(
+                            "days",
+                            {"type": "integer", "minimum": 1, "maximum": 90},
+                            "Days back, today included (default 7)",
+                        )
+                    ],
+                    "responses": {
+                        "200": _ok(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "days": {"type": "array", "items": {"type": "object"}},
+                                    "totals": {"type": "object"},
+                                    "tags": {"type": "object"},
+                                },
+                            }
+                        ),
+                        **ERRORS,
+                    },
+                }
+            },
         },
     }

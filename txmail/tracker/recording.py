@@ -49,8 +49,9 @@ BATCH = 200
 QUEUE_MAX = 50_000
 SETTINGS_TTL = 5.0  # seconds an account's webhook_every_open is cached
 EVERY_FIELD = FIELD_PREFIX + "webhook_every_open"
-EVENT_RECORD = (Path(__file__).resolve().parents[1] / "store" / "scripts"
-                / "event_record.lua").read_text()
+EVENT_RECORD = (
+    Path(__file__).resolve().parents[1] / "store" / "scripts" / "event_record.lua"
+).read_text()
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,13 @@ class Hit:
 class HitWriter:
     """Writes hits as events (blocking Redis calls: run it in a thread)."""
 
-    def __init__(self, client: Client, keys: Keys, recorder: Recorder,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        client: Client,
+        keys: Keys,
+        recorder: Recorder,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
         self.keys = keys
         self.recorder = recorder
@@ -77,8 +83,9 @@ class HitWriter:
     def _lookups(self, hits: list[Hit]) -> tuple[list[list[str]], dict[str, bool]]:
         """Tags of each hit's message and, for accounts not cached, webhook_every_open."""
         now = self.clock()
-        accounts = sorted({h.mark.account for h in hits
-                           if self._every.get(h.mark.account, (False, 0.0))[1] < now})
+        accounts = sorted(
+            {h.mark.account for h in hits if self._every.get(h.mark.account, (False, 0.0))[1] < now}
+        )
         with guard("reading message tags"):
             pipe = self.client.pipeline(transaction=False)
             for hit in hits:
@@ -87,13 +94,13 @@ class HitWriter:
                 pipe.hget(self.keys.account(account), EVERY_FIELD)
             rows = pipe.execute()
         tags = []
-        for raw in rows[:len(hits)]:
+        for raw in rows[: len(hits)]:
             try:
                 value = json.loads(raw) if raw else []
             except ValueError:
                 value = []
             tags.append([str(t) for t in value] if isinstance(value, list) else [])
-        for account, raw in zip(accounts, rows[len(hits):], strict=True):
+        for account, raw in zip(accounts, rows[len(hits) :], strict=True):
             self._every[account] = (raw == "true", now + SETTINGS_TTL)
         return tags, {a: v for a, (v, _) in self._every.items()}
 
@@ -101,9 +108,18 @@ class HitWriter:
         """Record `hits` in order; returns how many were written. On a single Redis the whole
         batch is two round trips; on a Cluster each hit goes through Recorder.record."""
         tags, every = self._lookups(hits)
-        events = [make_event(h.mark.kind, h.mark.account, h.mark.queue_id, h.mark.recipient,
-                             details=h.details, tags=t, now=h.at)
-                  for h, t in zip(hits, tags, strict=True)]
+        events = [
+            make_event(
+                h.mark.kind,
+                h.mark.account,
+                h.mark.queue_id,
+                h.mark.recipient,
+                details=h.details,
+                tags=t,
+                now=h.at,
+            )
+            for h, t in zip(hits, tags, strict=True)
+        ]
         if isinstance(self.client, redis.cluster.RedisCluster):
             return self._one_by_one(events, every)
         with guard("recording opens and clicks"):
@@ -111,8 +127,11 @@ class HitWriter:
             for event, hit in zip(events, hits, strict=True):
                 self._queue_record(pipe, event, hit.at)
             states = pipe.execute()
-            repeats = [e for e, (state, _, _) in zip(events, states, strict=True)
-                       if int(state) == 2 and every.get(e.account)]
+            repeats = [
+                e
+                for e, (state, _, _) in zip(events, states, strict=True)
+                if int(state) == 2 and every.get(e.account)
+            ]
             if repeats:
                 pipe = self.client.pipeline(transaction=False)
                 for event in repeats:
@@ -120,8 +139,13 @@ class HitWriter:
                 pipe.execute()
         for event, (state, event_id, _) in zip(events, states, strict=True):
             if int(state) == 1:
-                log.info("%s: event %s to=<%s> id=%s", event.message_id, event.kind,
-                         event.recipient, event_id)
+                log.info(
+                    "%s: event %s to=<%s> id=%s",
+                    event.message_id,
+                    event.kind,
+                    event.recipient,
+                    event_id,
+                )
         return len(hits)
 
     def _queue_record(self, pipe: Any, event: Event, at: float) -> None:
@@ -129,8 +153,9 @@ class HitWriter:
         documented there): counted every time, the first one appended to the stream. Opens and
         clicks never suppress and never feed the reputation counters, so nothing else of
         Recorder.record applies to them."""
-        keys, args = record_call(self.keys, event, utc_day(at), self.recorder.seen_ttl,
-                                 self.recorder.counter_ttl)
+        keys, args = record_call(
+            self.keys, event, utc_day(at), self.recorder.seen_ttl, self.recorder.counter_ttl
+        )
         self._script(keys=keys, args=args, client=pipe)
 
     def _one_by_one(self, events: list[Event], every: dict[str, bool]) -> int:
@@ -139,8 +164,9 @@ class HitWriter:
                 recorded = self.recorder.record(event)
                 if not recorded.new and every.get(event.account):
                     with guard(f"{event.message_id}: posting a repeated {event.kind}"):
-                        self.client.xadd(self.keys.events(event.account),
-                                         {"event": event.to_json()})
+                        self.client.xadd(
+                            self.keys.events(event.account), {"event": event.to_json()}
+                        )
             except TemporaryFailure as exc:
                 raise PartlyWritten(done) from exc
         return len(events)
@@ -173,8 +199,12 @@ class Recording:
                 self.on_drop()
             if time.monotonic() - self._warned > 10:
                 self._warned = time.monotonic()
-                log.warning("%s: dropping %s hits: %d are waiting for Redis", hit.mark.queue_id,
-                            hit.mark.kind, self.queue.qsize())
+                log.warning(
+                    "%s: dropping %s hits: %d are waiting for Redis",
+                    hit.mark.queue_id,
+                    hit.mark.kind,
+                    self.queue.qsize(),
+                )
             return False
 
     async def run(self) -> None:
@@ -190,7 +220,7 @@ class Recording:
                 await asyncio.to_thread(self.writer.write, pending)
                 pending, pause = [], 0.1
             except TemporaryFailure as exc:
-                pending = pending[exc.done:] if isinstance(exc, PartlyWritten) else pending
+                pending = pending[exc.done :] if isinstance(exc, PartlyWritten) else pending
                 log.warning("recording %d hits later: %s", len(pending), exc.__cause__ or exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 10.0)

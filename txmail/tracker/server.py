@@ -57,8 +57,11 @@ from txmail.tracker.tokens import LinkSigner
 log = logging.getLogger("txmail.tracker")
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
-NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, private, max-age=0",
-            "Pragma": "no-cache", "Expires": "0"}
+NO_CACHE = {
+    "Cache-Control": "no-store, no-cache, must-revalidate, private, max-age=0",
+    "Pragma": "no-cache",
+    "Expires": "0",
+}
 MAX_AGENT = 512
 
 
@@ -69,9 +72,9 @@ class Services:
     settings: Settings
     signer: LinkSigner
     recording: Recording | None
-    client: Any = None            # redis client of the API and /metrics (sync, used in threads)
+    client: Any = None  # redis client of the API and /metrics (sync, used in threads)
     keys: store.Keys | None = None
-    dropped: int = 0              # hits dropped because the queue was full
+    dropped: int = 0  # hits dropped because the queue was full
     # /v1/send bodies over api.LARGE_BODY read at once, per account
     large_sends: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
@@ -79,9 +82,13 @@ class Services:
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 
 
-def error_response(http_status: int, message: str, smtp_code: int | None = None,
-                   status: str | None = None,
-                   headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    http_status: int,
+    message: str,
+    smtp_code: int | None = None,
+    status: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     """The one error shape of every endpoint."""
     body = {"error": {"message": message, "smtp_code": smtp_code, "status": status}}
     return web.json_response(body, status=http_status, headers=headers)
@@ -108,11 +115,14 @@ def _hit(request: web.Request, kind: str, token: str) -> Hit | None:
     now = time.time()
     agent = request.headers.get("User-Agent", "")[:MAX_AGENT]
     since = now - mark.sent_at if mark.sent_at else None
-    verdict = classify(kind, request.method, agent, since,
-                       services.settings.tracker.machine_seconds)
-    details: dict[str, Any] = {"user_agent": agent,
-                               "ip": client_address(request, services.settings),
-                               **verdict.details()}
+    verdict = classify(
+        kind, request.method, agent, since, services.settings.tracker.machine_seconds
+    )
+    details: dict[str, Any] = {
+        "user_agent": agent,
+        "ip": client_address(request, services.settings),
+        **verdict.details(),
+    }
     if kind == "click":
         details["url"] = mark.url
         details["link_index"] = mark.index
@@ -134,8 +144,9 @@ async def click(request: web.Request) -> web.StreamResponse:
     if hit is None:
         return not_found()
     # The target comes only from the signed token: never from the query or a header.
-    return web.Response(status=302, headers={"Location": hit.mark.url, **NO_CACHE,
-                                             "Referrer-Policy": "no-referrer"})
+    return web.Response(
+        status=302, headers={"Location": hit.mark.url, **NO_CACHE, "Referrer-Policy": "no-referrer"}
+    )
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -157,28 +168,31 @@ def body_ceiling(settings: Settings) -> int:
 
 
 @web.middleware
-async def body_limit(request: web.Request,
-                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                     ) -> web.StreamResponse:
+async def body_limit(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """413 for a declared body over the ceiling, before anything reads it."""
     ceiling = body_ceiling(request.app[SERVICES].settings)
     declared = request.content_length
     if declared is not None and declared > ceiling:
         response = error_response(
-            413, f"The request body is {declared} bytes; this relay takes requests of at most "
+            413,
+            f"The request body is {declared} bytes; this relay takes requests of at most "
             f"{ceiling} bytes (a send of its largest message, "
             f"{request.app[SERVICES].settings.postfix.message_size_limit} bytes); make the "
             "message smaller, for example by linking to large files instead of attaching them",
-            552, "5.3.4")
+            552,
+            "5.3.4",
+        )
         response.force_close()  # the body stays unread: never reuse the connection
         return response
     return await handler(request)
 
 
 @web.middleware
-async def json_errors(request: web.Request,
-                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                      ) -> web.StreamResponse:
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """aiohttp's own errors and any bug as the JSON error shape, never a traceback."""
     try:
         return await handler(request)
@@ -186,23 +200,30 @@ async def json_errors(request: web.Request,
         if exc.status < 400:
             raise
         message, smtp_code, status = HTTP_SENTENCES.get(
-            exc.status, (exc.reason or "The request cannot be served", 501, "5.5.4"))
+            exc.status, (exc.reason or "The request cannot be served", 501, "5.5.4")
+        )
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return error_response(exc.status, message, smtp_code, status, headers=headers)
     except asyncio.CancelledError:
         raise
     except Exception:  # noqa: BLE001 - a bug must answer JSON, not a traceback
         log.exception("internal error in %s %s", request.method, request.path)
-        return error_response(503, "txmail could not answer this request because of an "
-                              "internal error; try again in a few minutes", 451, "4.3.0",
-                              headers={"Retry-After": "60"})
+        return error_response(
+            503,
+            "txmail could not answer this request because of an "
+            "internal error; try again in a few minutes",
+            451,
+            "4.3.0",
+            headers={"Retry-After": "60"},
+        )
 
 
 def make_app(services: Services) -> web.Application:
     from txmail.tracker import api, metrics
 
-    app = web.Application(middlewares=[json_errors, body_limit],
-                          client_max_size=body_ceiling(services.settings))
+    app = web.Application(
+        middlewares=[json_errors, body_limit], client_max_size=body_ceiling(services.settings)
+    )
     app[SERVICES] = services
     app.router.add_get("/o/{token}", open_pixel)
     app.router.add_get("/c/{token}", click)
@@ -223,11 +244,19 @@ def metrics_allowed(remote: str, networks: list[str]) -> bool:
 def build_services(settings: Settings) -> Services:
     client = store.connect(settings)
     keys = store.Keys(settings.redis.prefix)
-    recorder = Recorder(client, keys, seen_ttl=settings.milter.message_ttl_days * 86400,
-                        counter_days=settings.events.counter_days)
-    services = Services(settings=settings,
-                        signer=LinkSigner(settings.read_secret("tracking_key_file")),
-                        recording=None, client=client, keys=keys)
+    recorder = Recorder(
+        client,
+        keys,
+        seen_ttl=settings.milter.message_ttl_days * 86400,
+        counter_days=settings.events.counter_days,
+    )
+    services = Services(
+        settings=settings,
+        signer=LinkSigner(settings.read_secret("tracking_key_file")),
+        recording=None,
+        client=client,
+        keys=keys,
+    )
 
     def dropped() -> None:
         services.dropped += 1
@@ -241,8 +270,9 @@ async def _serve(settings: Settings) -> None:
     app = make_app(services)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, settings.listen.address, settings.listen.http,
-                       reuse_address=True, backlog=1024)
+    site = web.TCPSite(
+        runner, settings.listen.address, settings.listen.http, reuse_address=True, backlog=1024
+    )
     await site.start()
     assert services.recording is not None
     recording_task = asyncio.create_task(services.recording.run())
@@ -250,8 +280,12 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info("listening on http://%s:%d (links point at %s)", settings.listen.address,
-             settings.listen.http, _public(settings))
+    log.info(
+        "listening on http://%s:%d (links point at %s)",
+        settings.listen.address,
+        settings.listen.http,
+        _public(settings),
+    )
     await stop.wait()
     log.info("stopping: recording what is queued")
     await site.stop()

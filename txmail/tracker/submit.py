@@ -37,16 +37,16 @@ log = logging.getLogger("txmail.tracker")
 
 QUEUED = re.compile(r"queued as ([0-9A-Za-z]+)")
 STATUS = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+(.*)$", re.S)
-UNAVAILABLE_TEXT = ("txmail cannot take the message right now; try again in a few minutes")
+UNAVAILABLE_TEXT = "txmail cannot take the message right now; try again in a few minutes"
 
 
 @dataclass(frozen=True)
 class Envelope:
-    sender: str                                  # "" for MAIL FROM:<>
+    sender: str  # "" for MAIL FROM:<>
     recipients: list[str]
-    mail_options: list[str] = field(default_factory=list)       # RET=, ENVID=, BODY=, SMTPUTF8
-    rcpt_options: list[str] = field(default_factory=list)       # NOTIFY= for every recipient
-    orcpt: dict[str, str] = field(default_factory=dict)         # recipient -> ORCPT address
+    mail_options: list[str] = field(default_factory=list)  # RET=, ENVID=, BODY=, SMTPUTF8
+    rcpt_options: list[str] = field(default_factory=list)  # NOTIFY= for every recipient
+    orcpt: dict[str, str] = field(default_factory=dict)  # recipient -> ORCPT address
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,7 @@ def refused(code: int, reply: bytes | str, recipient: str = "") -> Refused:
 
 def xtext(value: str) -> str:
     """RFC 3461 xtext: what ENVID and ORCPT values must be written in."""
-    return "".join(c if 33 <= ord(c) <= 126 and c not in "+=" else f"+{ord(c):02X}"
-                   for c in value)
+    return "".join(c if 33 <= ord(c) <= 126 and c not in "+=" else f"+{ord(c):02X}" for c in value)
 
 
 class UnixSMTP(smtplib.SMTP):
@@ -99,8 +98,9 @@ class UnixSMTP(smtplib.SMTP):
 
 
 @contextlib.contextmanager
-def unix_session(path: str, timeout: float,
-                 local_hostname: str = "txmail-api") -> Iterator[UnixSMTP]:
+def unix_session(
+    path: str, timeout: float, local_hostname: str = "txmail-api"
+) -> Iterator[UnixSMTP]:
     """A UnixSMTP client that says QUIT (or just closes) however the dialogue ends."""
     client = UnixSMTP(path, timeout, local_hostname)
     try:
@@ -112,19 +112,25 @@ def unix_session(path: str, timeout: float,
             client.close()
 
 
-def submit(socket_path: str, account: str, envelope: Envelope, message: bytes,
-           timeout: float = 60.0) -> Accepted | Refused:
+def submit(
+    socket_path: str, account: str, envelope: Envelope, message: bytes, timeout: float = 60.0
+) -> Accepted | Refused:
     try:
         with unix_session(socket_path, timeout) as client:
             return _dialogue(client, account, envelope, message)
     except (OSError, smtplib.SMTPException) as exc:
-        log.warning("api: account=%s: Postfix cannot be reached on %s (%s)", account,
-                    socket_path, exc.__class__.__name__)
+        log.warning(
+            "api: account=%s: Postfix cannot be reached on %s (%s)",
+            account,
+            socket_path,
+            exc.__class__.__name__,
+        )
         return Refused(451, "4.3.0", UNAVAILABLE_TEXT)
 
 
-def _dialogue(client: UnixSMTP, account: str, envelope: Envelope,
-              message: bytes) -> Accepted | Refused:
+def _dialogue(
+    client: UnixSMTP, account: str, envelope: Envelope, message: bytes
+) -> Accepted | Refused:
     code, reply = client.connect(client._path)
     if code != 220:
         return refused(code, reply)

@@ -41,13 +41,13 @@ MAC_BYTES = 16
 class Mark:
     """What one token says: which message and recipient, and for a click which link."""
 
-    kind: str              # "open" or "click"
+    kind: str  # "open" or "click"
     account: str
-    queue_id: str          # Postfix's long queue id: the message_id of events
-    recipient: str         # always one recipient (milter/copies.py); "" in older tokens
-    index: int = 0         # position of the link among the message's tracked links
-    url: str = ""          # click target (http or https), "" for an open
-    sent_at: int = 0       # when the milter accepted the message (seconds since 1970)
+    queue_id: str  # Postfix's long queue id: the message_id of events
+    recipient: str  # always one recipient (milter/copies.py); "" in older tokens
+    index: int = 0  # position of the link among the message's tracked links
+    url: str = ""  # click target (http or https), "" for an open
+    sent_at: int = 0  # when the milter accepted the message (seconds since 1970)
 
 
 def _b64(raw: bytes) -> str:
@@ -75,8 +75,15 @@ class LinkSigner:
             raise ValueError(f"unknown tracking kind {mark.kind!r}")
         if mark.kind == "click" and not mark.url.lower().startswith(("http://", "https://")):
             raise ValueError("only http and https links are tracked")
-        fields = [VERSION, mark.kind, mark.account, mark.queue_id, mark.recipient, mark.index,
-                  mark.sent_at]
+        fields = [
+            VERSION,
+            mark.kind,
+            mark.account,
+            mark.queue_id,
+            mark.recipient,
+            mark.index,
+            mark.sent_at,
+        ]
         if mark.kind == "click":
             fields.append(mark.url)
         payload = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
@@ -115,5 +122,12 @@ def _mark(fields: object) -> Mark | None:
     url = rest[0] if rest and isinstance(rest[0], str) else ""
     if kind == "click" and not url.lower().startswith(("http://", "https://")):
         return None
-    return Mark(kind=kind, account=account, queue_id=queue_id, recipient=recipient,
-                index=index, url=url, sent_at=sent_at)
+    return Mark(
+        kind=kind,
+        account=account,
+        queue_id=queue_id,
+        recipient=recipient,
+        index=index,
+        url=url,
+        sent_at=sent_at,
+    )

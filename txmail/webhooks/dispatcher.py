@@ -147,10 +147,19 @@ class InlineExecutor:
 
 
 class Dispatcher:
-    def __init__(self, client: Client, keys: Keys, settings: WebhooksSettings,
-                 webhook_key: bytes, consumer: str, transport: Transport,
-                 stream_max: int = 100_000, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None, executor: Any = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        keys: Keys,
+        settings: WebhooksSettings,
+        webhook_key: bytes,
+        consumer: str,
+        transport: Transport,
+        stream_max: int = 100_000,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        executor: Any = None,
+    ) -> None:
         self.client = client
         self.keys = keys
         self.settings = settings
@@ -203,8 +212,9 @@ class Dispatcher:
 
     def _ensure_group(self, account: str) -> None:
         try:
-            self.client.xgroup_create(self.keys.events(account), WEBHOOK_GROUP, id="0",
-                                      mkstream=True)
+            self.client.xgroup_create(
+                self.keys.events(account), WEBHOOK_GROUP, id="0", mkstream=True
+            )
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -233,11 +243,16 @@ class Dispatcher:
         with guard("reading events for the webhooks"):
             pipe = self.client.pipeline(transaction=False)
             for endpoint in wanted:
-                pipe.xreadgroup(WEBHOOK_GROUP, self.consumer,
-                                {self.keys.events(endpoint.account):
-                                 endpoint.history_from if not endpoint.history_done
-                                 else ">"},
-                                count=self._room(endpoint))
+                pipe.xreadgroup(
+                    WEBHOOK_GROUP,
+                    self.consumer,
+                    {
+                        self.keys.events(endpoint.account): endpoint.history_from
+                        if not endpoint.history_done
+                        else ">"
+                    },
+                    count=self._room(endpoint),
+                )
             replies = pipe.execute()
         count = 0
         for endpoint, reply in zip(wanted, replies, strict=True):
@@ -252,7 +267,8 @@ class Dispatcher:
 
     def _take(self, endpoint: Endpoint, entries: list[Any], now: float) -> int:
         known = {p.stream_id for p in endpoint.batch} | {
-            p.stream_id for p in endpoint.inflight_batch}
+            p.stream_id for p in endpoint.inflight_batch
+        }
         taken = 0
         unreadable: list[str] = []
         for stream_id, fields in entries:
@@ -262,8 +278,9 @@ class Dispatcher:
             if not raw:
                 unreadable.append(stream_id)  # an entry without an event: nothing to send
                 continue
-            endpoint.batch.append(Pending(stream_id, raw, _event_id(raw),
-                                          int(stream_id.split("-")[0]) / 1000))
+            endpoint.batch.append(
+                Pending(stream_id, raw, _event_id(raw), int(stream_id.split("-")[0]) / 1000)
+            )
             taken += 1
         if unreadable:
             self._ack(endpoint.account, unreadable)
@@ -285,15 +302,22 @@ class Dispatcher:
                 continue
             with guard("claiming idle events"):
                 reply = self.client.xautoclaim(
-                    self.keys.events(endpoint.account), WEBHOOK_GROUP, self.consumer,
-                    min_idle_time=int(self.settings.claim_idle * 1000), start_id="0-0",
-                    count=self.settings.batch_size)
+                    self.keys.events(endpoint.account),
+                    WEBHOOK_GROUP,
+                    self.consumer,
+                    min_idle_time=int(self.settings.claim_idle * 1000),
+                    start_id="0-0",
+                    count=self.settings.batch_size,
+                )
             entries = reply[1] if reply else []
             mine = {p.stream_id for p in endpoint.batch}
             fresh = [e for e in entries if e[0] not in mine]
             if fresh:
-                log.info("%s: took over %d unacknowledged event(s) of another dispatcher",
-                         endpoint.account, len(fresh))
+                log.info(
+                    "%s: took over %d unacknowledged event(s) of another dispatcher",
+                    endpoint.account,
+                    len(fresh),
+                )
             taken += self._take(endpoint, fresh, now)
         return taken
 
@@ -318,8 +342,10 @@ class Dispatcher:
             return True
         started = endpoint.batch_started if endpoint.batch_started is not None else now
         # a batch spans at most batch_wait; it goes sooner when no more events come
-        return (now - started >= self.settings.batch_wait
-                or now - endpoint.last_taken >= self.settings.batch_idle)
+        return (
+            now - started >= self.settings.batch_wait
+            or now - endpoint.last_taken >= self.settings.batch_idle
+        )
 
     def post_ready(self) -> int:
         """Start a post for each endpoint whose batch is due; settle finished posts."""
@@ -332,8 +358,9 @@ class Dispatcher:
             if not endpoint.url:
                 # The URL may have been set since the last refresh: ask before letting go.
                 with guard("reading a webhook URL"):
-                    endpoint.url = self.client.hget(self.keys.account(endpoint.account),
-                                                    "webhook_url") or ""
+                    endpoint.url = (
+                        self.client.hget(self.keys.account(endpoint.account), "webhook_url") or ""
+                    )
             if not endpoint.url:
                 self._ack(endpoint.account, [p.stream_id for p in endpoint.batch])
                 self._clear_batch(endpoint)
@@ -344,7 +371,7 @@ class Dispatcher:
                 continue
             if not self._ready(endpoint, now):
                 continue
-            batch = endpoint.batch[:self.settings.batch_size]
+            batch = endpoint.batch[: self.settings.batch_size]
             body = body_of(batch)
             secret = signing.account_secret(self.webhook_key, endpoint.account)
             headers = signing.headers(secret, batch_id(batch), int(now), body)
@@ -377,18 +404,29 @@ class Dispatcher:
             self._ack(endpoint.account, [p.stream_id for p in batch])
             self._drop(endpoint, batch)
             if endpoint.failing_since is not None:
-                log.info("%s: posted %d event(s) after %d failed attempt(s)", label,
-                         len(batch), endpoint.attempts)
+                log.info(
+                    "%s: posted %d event(s) after %d failed attempt(s)",
+                    label,
+                    len(batch),
+                    endpoint.attempts,
+                )
                 self._save_state(endpoint, ok=True)
             return
         if status == 410:
-            log.warning("%s: %s answered 410 Gone: endpoint disabled, %d event(s) to the dead "
-                        "letters (`txmail webhooks enable %s` turns it back on)", label,
-                        endpoint.url, len(batch), endpoint.account)
+            log.warning(
+                "%s: %s answered 410 Gone: endpoint disabled, %d event(s) to the dead "
+                "letters (`txmail webhooks enable %s` turns it back on)",
+                label,
+                endpoint.url,
+                len(batch),
+                endpoint.account,
+            )
             endpoint.disabled = True
             with guard("disabling a webhook endpoint"):
-                self.client.hset(self.keys.webhook(endpoint.account),
-                                 mapping={"disabled": repr(now), "disabled_by": "410 Gone"})
+                self.client.hset(
+                    self.keys.webhook(endpoint.account),
+                    mapping={"disabled": repr(now), "disabled_by": "410 Gone"},
+                )
             self._dead_letter(endpoint, batch, "410 Gone", now)
             self._drop(endpoint, batch)
             self._save_state(endpoint, ok=True)
@@ -400,23 +438,35 @@ class Dispatcher:
             endpoint.failing_since = now
         endpoint.attempts += 1
         window = self.settings.retry_window
-        expired = [p for p in batch
-                   if now - max(p.recorded_at, endpoint.failing_since) >= window]
+        expired = [p for p in batch if now - max(p.recorded_at, endpoint.failing_since) >= window]
         if expired:
-            log.warning("%s: %d event(s) failed for %.0f h (%s): to the dead letters",
-                        endpoint.account, len(expired), window / 3600, error)
+            log.warning(
+                "%s: %d event(s) failed for %.0f h (%s): to the dead letters",
+                endpoint.account,
+                len(expired),
+                window / 3600,
+                error,
+            )
             self._dead_letter(endpoint, expired, error, now)
             self._drop(endpoint, expired)
-        delay = min(self.settings.retry_max_delay,
-                    self.settings.retry_base * 2 ** min(endpoint.attempts - 1, 30))
+        delay = min(
+            self.settings.retry_max_delay,
+            self.settings.retry_base * 2 ** min(endpoint.attempts - 1, 30),
+        )
         delay = delay / 2 + self.rng.uniform(0, delay / 2)  # jitter: never all at once
         endpoint.next_attempt = now + delay
         if not endpoint.batch:
             # nothing left to retry: the next batch starts a fresh window
             self._save_state(endpoint, ok=True)
             return
-        log.info("%s: post of %d event(s) failed (%s); attempt %d, next in %.1f s",
-                 endpoint.account, len(batch), error, endpoint.attempts, delay)
+        log.info(
+            "%s: post of %d event(s) failed (%s); attempt %d, next in %.1f s",
+            endpoint.account,
+            len(batch),
+            error,
+            endpoint.attempts,
+            delay,
+        )
         self._save_state(endpoint, ok=False)
 
     def _save_state(self, endpoint: Endpoint, ok: bool) -> None:
@@ -424,13 +474,16 @@ class Dispatcher:
         with guard("saving a webhook endpoint's retry state"):
             if ok:
                 endpoint.failing_since, endpoint.attempts, endpoint.next_attempt = None, 0, 0.0
-                self.client.hdel(key, "failing_since", "attempts", "next_attempt",
-                                 "last_error")
+                self.client.hdel(key, "failing_since", "attempts", "next_attempt", "last_error")
             else:
-                self.client.hset(key, mapping={
-                    "failing_since": repr(endpoint.failing_since),
-                    "attempts": str(endpoint.attempts),
-                    "next_attempt": repr(endpoint.next_attempt)})
+                self.client.hset(
+                    key,
+                    mapping={
+                        "failing_since": repr(endpoint.failing_since),
+                        "attempts": str(endpoint.attempts),
+                        "next_attempt": repr(endpoint.next_attempt),
+                    },
+                )
 
     def _drop(self, endpoint: Endpoint, done: list[Pending]) -> None:
         gone = {p.stream_id for p in done}
@@ -448,22 +501,34 @@ class Dispatcher:
             self._trim(keys=[stream], args=[WEBHOOK_GROUP, self.stream_max], client=pipe)
             pipe.execute()
 
-    def _dead_letter(self, endpoint: Endpoint, batch: list[Pending], error: str,
-                     now: float) -> None:
+    def _dead_letter(
+        self, endpoint: Endpoint, batch: list[Pending], error: str, now: float
+    ) -> None:
         args: list[Any] = [WEBHOOK_GROUP, self.settings.dead_letter_max, error, repr(now)]
         for pending in batch:
             args += [pending.stream_id, pending.raw]
         with guard(f"dead-lettering events of {endpoint.account}"):
-            dropped = int(self._dead(keys=[self.keys.events(endpoint.account),
-                                           self.keys.dead_letters(endpoint.account)],
-                                     args=args))
-            self._trim(keys=[self.keys.events(endpoint.account)],
-                       args=[WEBHOOK_GROUP, self.stream_max])
+            dropped = int(
+                self._dead(
+                    keys=[
+                        self.keys.events(endpoint.account),
+                        self.keys.dead_letters(endpoint.account),
+                    ],
+                    args=args,
+                )
+            )
+            self._trim(
+                keys=[self.keys.events(endpoint.account)], args=[WEBHOOK_GROUP, self.stream_max]
+            )
         for pending in batch:
             log.info("%s: dead letter %s (%s)", endpoint.account, pending.event_id, error)
         if dropped:
-            log.warning("%s: the dead letters are full (%d): the %d oldest were removed",
-                        endpoint.account, self.settings.dead_letter_max, dropped)
+            log.warning(
+                "%s: the dead letters are full (%d): the %d oldest were removed",
+                endpoint.account,
+                self.settings.dead_letter_max,
+                dropped,
+            )
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -501,8 +566,9 @@ def requests_transport() -> Transport:
         if session is None:
             session = sessions[key] = requests.Session()
         try:
-            response = session.post(url, data=body, headers=headers, timeout=timeout,
-                                    allow_redirects=False)
+            response = session.post(
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+            )
         except requests.RequestException as exc:
             sessions.pop(key, None)
             raise TransportError(f"{exc.__class__.__name__}") from exc

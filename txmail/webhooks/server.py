@@ -39,10 +39,16 @@ def consumer_name(settings: Settings) -> str:
 
 
 def build(settings: Settings, client: Client, executor: Any = None) -> Dispatcher:
-    return Dispatcher(client, Keys(settings.redis.prefix), settings.webhooks,
-                      settings.read_secret("webhook_key_file"), consumer_name(settings),
-                      requests_transport(), stream_max=settings.events.stream_max,
-                      executor=executor)
+    return Dispatcher(
+        client,
+        Keys(settings.redis.prefix),
+        settings.webhooks,
+        settings.read_secret("webhook_key_file"),
+        consumer_name(settings),
+        requests_transport(),
+        stream_max=settings.events.stream_max,
+        executor=executor,
+    )
 
 
 def serve(settings: Settings) -> None:
@@ -55,8 +61,9 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     client = store.connect(settings)
-    executor = concurrent.futures.ThreadPoolExecutor(POST_WORKERS,
-                                                     thread_name_prefix="webhook-post")
+    executor = concurrent.futures.ThreadPoolExecutor(
+        POST_WORKERS, thread_name_prefix="webhook-post"
+    )
     dispatcher = build(settings, client, executor)
     log.info("dispatching events as consumer %s", dispatcher.consumer)
     outage = False
@@ -88,13 +95,16 @@ class DeadLetter:
     failed_at: float
 
     def public(self) -> dict[str, Any]:
-        return {"dead_letter_id": self.entry_id, "account": self.account,
-                "error": self.error, "failed_at": self.failed_at,
-                "event": json.loads(self.event.to_json())}
+        return {
+            "dead_letter_id": self.entry_id,
+            "account": self.account,
+            "error": self.error,
+            "failed_at": self.failed_at,
+            "event": json.loads(self.event.to_json()),
+        }
 
 
-def dead_letters(client: Client, keys: Keys, account: str,
-                 limit: int = 1000) -> list[DeadLetter]:
+def dead_letters(client: Client, keys: Keys, account: str, limit: int = 1000) -> list[DeadLetter]:
     """The account's dead letters, oldest first."""
     with guard(f"listing the dead letters of {account}"):
         rows = client.xrange(keys.dead_letters(account), count=limit)
@@ -104,13 +114,21 @@ def dead_letters(client: Client, keys: Keys, account: str,
             event = Event.from_json(fields["event"])
         except (KeyError, ValueError, TypeError):
             continue
-        found.append(DeadLetter(entry_id, account, event, fields.get("error", ""),
-                                float(fields.get("failed_at") or 0)))
+        found.append(
+            DeadLetter(
+                entry_id,
+                account,
+                event,
+                fields.get("error", ""),
+                float(fields.get("failed_at") or 0),
+            )
+        )
     return found
 
 
-def replay(client: Client, keys: Keys, account: str, event_ids: set[str] | None = None,
-           batch: int = 500) -> int:
+def replay(
+    client: Client, keys: Keys, account: str, event_ids: set[str] | None = None, batch: int = 500
+) -> int:
     """Send dead letters again (all, or those with the given event ids); how many."""
     moved = 0
     start = "-"
@@ -119,9 +137,11 @@ def replay(client: Client, keys: Keys, account: str, event_ids: set[str] | None 
             rows = client.xrange(keys.dead_letters(account), min=start, count=batch)
         if not rows:
             break
-        chosen = [(entry_id, fields) for entry_id, fields in rows
-                  if fields.get("event") and (event_ids is None or
-                                              _id_of(fields["event"]) in event_ids)]
+        chosen = [
+            (entry_id, fields)
+            for entry_id, fields in rows
+            if fields.get("event") and (event_ids is None or _id_of(fields["event"]) in event_ids)
+        ]
         if chosen:
             with guard(f"replaying the dead letters of {account}"):
                 pipe = client.pipeline(transaction=True)

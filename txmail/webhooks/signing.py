@@ -31,7 +31,7 @@ def secret_text(secret: bytes) -> str:
 
 
 def secret_bytes(text: str) -> bytes:
-    return base64.b64decode(text[len(PREFIX):] if text.startswith(PREFIX) else text)
+    return base64.b64decode(text[len(PREFIX) :] if text.startswith(PREFIX) else text)
 
 
 def signature(secret: bytes, message_id: str, timestamp: int, body: bytes) -> str:
@@ -40,13 +40,21 @@ def signature(secret: bytes, message_id: str, timestamp: int, body: bytes) -> st
 
 
 def headers(secret: bytes, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    return {"webhook-id": message_id, "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature(secret, message_id, timestamp, body),
-            "content-type": "application/json"}
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature(secret, message_id, timestamp, body),
+        "content-type": "application/json",
+    }
 
 
-def verify(secret: str | bytes, received: Mapping[str, str], body: bytes, now: float,
-           tolerance: int = TOLERANCE) -> bool:
+def verify(
+    secret: str | bytes,
+    received: Mapping[str, str],
+    body: bytes,
+    now: float,
+    tolerance: int = TOLERANCE,
+) -> bool:
     """True when `received` headers carry a valid, fresh signature of `body`."""
     key = secret_bytes(secret) if isinstance(secret, str) else secret
     lowered = {k.lower(): v for k, v in received.items()}

@@ -19,12 +19,20 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-HEAD = ("From: App <app@acme.example>\r\nTo: user@example.net\r\nSubject: corpus\r\n"
-        "Message-ID: <corpus@acme.example>\r\nMIME-Version: 1.0\r\n")
+HEAD = (
+    "From: App <app@acme.example>\r\nTo: user@example.net\r\nSubject: corpus\r\n"
+    "Message-ID: <corpus@acme.example>\r\nMIME-Version: 1.0\r\n"
+)
 
 # A minimal Windows PE image: DOS header with e_lfanew = 0x40, then the PE signature.
-PE = b"MZ\x90\x00" + b"\x00" * 56 + (0x40).to_bytes(4, "little") + b"PE\x00\x00" + b"\x4c\x01" + \
-    b"\x00" * 200
+PE = (
+    b"MZ\x90\x00"
+    + b"\x00" * 56
+    + (0x40).to_bytes(4, "little")
+    + b"PE\x00\x00"
+    + b"\x4c\x01"
+    + b"\x00" * 200
+)
 
 
 def b64(data: bytes) -> str:
@@ -49,8 +57,13 @@ def raw_zip(members: list[tuple[str, bytes, int, int]], directory: bytes | None 
     for name, stored, crc, flags in members:
         plain_size = len(stored) - (12 if flags & 1 else 0)
         fields = struct.pack("<HHHHHIII", 20, flags, 0, 0, 0x5C21, crc, len(stored), plain_size)
-        central += (b"PK\x01\x02" + struct.pack("<H", 20) + fields
-                    + struct.pack("<HHHHHII", len(name), 0, 0, 0, 0, 0, len(body)) + name.encode())
+        central += (
+            b"PK\x01\x02"
+            + struct.pack("<H", 20)
+            + fields
+            + struct.pack("<HHHHHII", len(name), 0, 0, 0, 0, 0, len(body))
+            + name.encode()
+        )
         body += b"PK\x03\x04" + fields + struct.pack("<HH", len(name), 0) + name.encode() + stored
     if directory is not None:
         central = directory
@@ -110,23 +123,39 @@ def zip_bomb(archives: int, inner: int, megabytes: int) -> bytes:
 # RAR 5 with encrypted headers (rar -hp): the signature, then an archive encryption header
 # (CRC32, size, type 4, flags 0, version 0, flags 1 = password check present, KDF count, salt,
 # check value); every header after it is ciphertext.
-RAR5_ENCRYPTED_NAMES = (b"Rar!\x1a\x07\x01\x00" + struct.pack("<I", 0x1C2D3E4F)
-                        + bytes([33, 4, 0, 0, 1, 15]) + bytes(range(16)) + bytes(range(12))
-                        + bytes((i * 29) & 0xFF for i in range(64)))
+RAR5_ENCRYPTED_NAMES = (
+    b"Rar!\x1a\x07\x01\x00"
+    + struct.pack("<I", 0x1C2D3E4F)
+    + bytes([33, 4, 0, 0, 1, 15])
+    + bytes(range(16))
+    + bytes(range(12))
+    + bytes((i * 29) & 0xFF for i in range(64))
+)
 # RAR 4 (1.5-4.x) with encrypted headers: the main header (type 0x73) with flag 0x0080.
-RAR4_ENCRYPTED_NAMES = (b"Rar!\x1a\x07\x00" + struct.pack("<HBHH", 0x90CF, 0x73, 0x0080, 13)
-                        + bytes(6) + bytes((i * 31) & 0xFF for i in range(64)))
+RAR4_ENCRYPTED_NAMES = (
+    b"Rar!\x1a\x07\x00"
+    + struct.pack("<HBHH", 0x90CF, 0x73, 0x0080, 13)
+    + bytes(6)
+    + bytes((i * 31) & 0xFF for i in range(64))
+)
 
 
 def seven_zip_encrypted_names() -> bytes:
     """7z with encrypted headers (7z -mhe=on): the next header is an encoded header
     (kEncodedHeader, 0x17) whose coder is 7zAES (06 F1 07 01)."""
     packed = bytes((i * 53) & 0xFF for i in range(48))
-    header = (b"\x17\x06\x00\x01\x09\x30\x00\x07\x0b\x01\x00\x01\x24\x06\xf1\x07\x01"
-              b"\x0a\x53\x07" + bytes(10) + b"\x0c\x30\x00\x00")
+    header = (
+        b"\x17\x06\x00\x01\x09\x30\x00\x07\x0b\x01\x00\x01\x24\x06\xf1\x07\x01"
+        b"\x0a\x53\x07" + bytes(10) + b"\x0c\x30\x00\x00"
+    )
     start = struct.pack("<QQI", len(packed), len(header), zlib.crc32(header))
-    return b"7z\xbc\xaf\x27\x1c\x00\x04" + struct.pack("<I", zlib.crc32(start)) + start + \
-        packed + header
+    return (
+        b"7z\xbc\xaf\x27\x1c\x00\x04"
+        + struct.pack("<I", zlib.crc32(start))
+        + start
+        + packed
+        + header
+    )
 
 
 def with_method(archive: bytes, method: int) -> bytes:
@@ -136,7 +165,7 @@ def with_method(archive: bytes, method: int) -> bytes:
     for signature, field in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
         at = data.find(signature)
         while at != -1:
-            data[at + field:at + field + 2] = struct.pack("<H", method)
+            data[at + field : at + field + 2] = struct.pack("<H", method)
             at = data.find(signature, at + 4)
     return bytes(data)
 
@@ -152,10 +181,10 @@ def deflate64_zip(name: str, content: bytes) -> bytes:
     fixed = bytearray(with_method(stored, 9))
     for signature, field in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # uncompressed size
         at = fixed.find(signature)
-        fixed[at + field:at + field + 4] = struct.pack("<I", len(content))
+        fixed[at + field : at + field + 4] = struct.pack("<I", len(content))
     for signature, field in ((b"PK\x03\x04", 14), (b"PK\x01\x02", 16)):  # CRC-32
         at = fixed.find(signature)
-        fixed[at + field:at + field + 4] = struct.pack("<I", zlib.crc32(content))
+        fixed[at + field : at + field + 4] = struct.pack("<I", zlib.crc32(content))
     assert entry.file_size == len(packed)
     return bytes(fixed)
 
@@ -166,7 +195,7 @@ def renamed_in_local_header(archive: bytes, listed: str, stored: str) -> bytes:
     assert len(listed) == len(stored)
     at = archive.find(b"PK\x03\x04" + archive[4:26])  # the first local header
     at = archive.find(listed.encode(), at)
-    return archive[:at] + stored.encode() + archive[at + len(listed):]
+    return archive[:at] + stored.encode() + archive[at + len(listed) :]
 
 
 # -- OLE compound files (MS-CFB version 3, 512-byte sectors) --------------------------------
@@ -180,8 +209,9 @@ def ole_file(streams: dict[str, bytes]) -> bytes:
     sectors of larger streams are allocated in turn, one each, so none of them is stored in
     one piece (files edited in place look like this)."""
     paths = sorted(streams)
-    storages = sorted({"/".join(p.split("/")[:i]) for p in paths
-                       for i in range(1, p.count("/") + 1)})
+    storages = sorted(
+        {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)}
+    )
     entries = [""] + storages + paths  # index 0 is the root
     mini, mini_start = b"", {}
     for path in paths:
@@ -189,7 +219,7 @@ def ole_file(streams: dict[str, bytes]) -> bytes:
             mini_start[path] = len(mini) // 64
             mini += streams[path] + bytes(-len(streams[path]) % 64)
     big = [p for p in paths if p not in mini_start]
-    chunks = {p: [streams[p][i:i + 512] for i in range(0, len(streams[p]), 512)] for p in big}
+    chunks = {p: [streams[p][i : i + 512] for i in range(0, len(streams[p]), 512)] for p in big}
     order: list[tuple[str, int]] = []  # (stream, chunk), round-robin
     for i in range(max((len(c) for c in chunks.values()), default=0)):
         order += [(p, i) for p in big if i < len(chunks[p])]
@@ -202,7 +232,7 @@ def ole_file(streams: dict[str, bytes]) -> bytes:
         numbers = []
         for i in range(0, len(data), 512):
             numbers.append(len(sectors))
-            sectors.append(data[i:i + 512])
+            sectors.append(data[i : i + 512])
         return numbers
 
     mini_chain = allocate(mini)
@@ -218,9 +248,13 @@ def ole_file(streams: dict[str, bytes]) -> bytes:
 
     def entry(name: str, kind: int, child: int, right: int, start: int, size: int) -> bytes:
         encoded = name.encode("utf-16-le") + b"\0\0"
-        return (encoded + bytes(64 - len(encoded)) + struct.pack(
-            "<HBBIII", len(encoded), kind, 1, NOSTREAM, right, child) + bytes(36)
-            + struct.pack("<IQ", start, size))
+        return (
+            encoded
+            + bytes(64 - len(encoded))
+            + struct.pack("<HBBIII", len(encoded), kind, 1, NOSTREAM, right, child)
+            + bytes(36)
+            + struct.pack("<IQ", start, size)
+        )
 
     def key(path: str) -> tuple[int, str]:
         name = path.rsplit("/", 1)[-1]
@@ -229,14 +263,27 @@ def ole_file(streams: dict[str, bytes]) -> bytes:
     directory = b""
     for index, path in enumerate(entries):
         parent = path.rsplit("/", 1)[0] if "/" in path else ""
-        siblings = sorted((e for e in entries[1:] if (e.rsplit("/", 1)[0] if "/" in e else "")
-                           == parent), key=key)
-        children = sorted((e for e in entries[1:] if (e.rsplit("/", 1)[0] if "/" in e else "")
-                           == path), key=key) if index == 0 or path in storages else []
+        siblings = sorted(
+            (e for e in entries[1:] if (e.rsplit("/", 1)[0] if "/" in e else "") == parent), key=key
+        )
+        children = (
+            sorted(
+                (e for e in entries[1:] if (e.rsplit("/", 1)[0] if "/" in e else "") == path),
+                key=key,
+            )
+            if index == 0 or path in storages
+            else []
+        )
         child = entries.index(children[0]) if children else NOSTREAM
         if index == 0:
-            directory += entry("Root Entry", 5, child, NOSTREAM,
-                               mini_chain[0] if mini_chain else ENDOFCHAIN, len(mini))
+            directory += entry(
+                "Root Entry",
+                5,
+                child,
+                NOSTREAM,
+                mini_chain[0] if mini_chain else ENDOFCHAIN,
+                len(mini),
+            )
             continue
         after = siblings.index(path) + 1
         right = entries.index(siblings[after]) if after < len(siblings) else NOSTREAM
@@ -244,11 +291,13 @@ def ole_file(streams: dict[str, bytes]) -> bytes:
             directory += entry(path.rsplit("/", 1)[-1], 1, child, right, 0, 0)
         else:
             data = streams[path]
-            start = mini_start[path] if path in mini_start else (
-                chains[path][0] if chains[path] else ENDOFCHAIN)
+            start = (
+                mini_start[path]
+                if path in mini_start
+                else (chains[path][0] if chains[path] else ENDOFCHAIN)
+            )
             directory += entry(path.rsplit("/", 1)[-1], 2, NOSTREAM, right, start, len(data))
-    empty = bytes(64) + struct.pack("<HBBIII", 0, 0, 0, NOSTREAM, NOSTREAM, NOSTREAM) + \
-        bytes(52)
+    empty = bytes(64) + struct.pack("<HBBIII", 0, 0, 0, NOSTREAM, NOSTREAM, NOSTREAM) + bytes(52)
     directory += empty * (-len(directory) // 128 % 4)
     directory_chain = allocate(directory)
     fat_count = 1
@@ -261,28 +310,69 @@ def ole_file(streams: dict[str, bytes]) -> bytes:
             fat[here] = following
     for number in fat_chain:
         fat[number] = FATSECT
-    sectors += [struct.pack("<128I", *fat[i * 128:(i + 1) * 128]) for i in range(fat_count)]
+    sectors += [struct.pack("<128I", *fat[i * 128 : (i + 1) * 128]) for i in range(fat_count)]
     difat = fat_chain + [FREESECT] * (109 - fat_count)
-    header = (OLE_SIGNATURE + bytes(16) + struct.pack(
-        "<HHHHH6xIIIIIIIII", 0x3E, 3, 0xFFFE, 9, 6, 0, fat_count, directory_chain[0], 0,
-        4096, minifat_chain[0] if minifat else ENDOFCHAIN, len(minifat_chain), ENDOFCHAIN, 0)
-        + struct.pack("<109I", *difat))
+    header = (
+        OLE_SIGNATURE
+        + bytes(16)
+        + struct.pack(
+            "<HHHHH6xIIIIIIIII",
+            0x3E,
+            3,
+            0xFFFE,
+            9,
+            6,
+            0,
+            fat_count,
+            directory_chain[0],
+            0,
+            4096,
+            minifat_chain[0] if minifat else ENDOFCHAIN,
+            len(minifat_chain),
+            ENDOFCHAIN,
+            0,
+        )
+        + struct.pack("<109I", *difat)
+    )
     return header + b"".join(s + bytes(512 - len(s)) for s in sectors)
 
 
-def ole_skeleton(sector_count: int, fat_count: int, fat_sectors: list[int],
-                 difat_next: int = ENDOFCHAIN, directory_start: int = 0,
-                 sectors: dict[int, bytes] | None = None) -> bytes:
+def ole_skeleton(
+    sector_count: int,
+    fat_count: int,
+    fat_sectors: list[int],
+    difat_next: int = ENDOFCHAIN,
+    directory_start: int = 0,
+    sectors: dict[int, bytes] | None = None,
+) -> bytes:
     """A version 3 OLE header over `sector_count` sectors of zeros, with `sectors` written
     in: for files built to break the reader (its FAT, DIFAT or directory) rather than ones
     Office writes. `fat_sectors` are the header's DIFAT entries (up to 109)."""
-    header = (OLE_SIGNATURE + bytes(16) + struct.pack(
-        "<HHHHH6xIIIIIIIII", 0x3E, 3, 0xFFFE, 9, 6, 0, fat_count, directory_start, 0, 4096,
-        ENDOFCHAIN, 0, difat_next, 0)
-        + struct.pack("<109I", *fat_sectors, *[FREESECT] * (109 - len(fat_sectors))))
+    header = (
+        OLE_SIGNATURE
+        + bytes(16)
+        + struct.pack(
+            "<HHHHH6xIIIIIIIII",
+            0x3E,
+            3,
+            0xFFFE,
+            9,
+            6,
+            0,
+            fat_count,
+            directory_start,
+            0,
+            4096,
+            ENDOFCHAIN,
+            0,
+            difat_next,
+            0,
+        )
+        + struct.pack("<109I", *fat_sectors, *[FREESECT] * (109 - len(fat_sectors)))
+    )
     body = bytearray(sector_count * 512)
     for number, content in (sectors or {}).items():
-        body[number * 512:number * 512 + len(content)] = content
+        body[number * 512 : number * 512 + len(content)] = content
     return header + bytes(body)
 
 
@@ -298,23 +388,39 @@ def ole10native(name: str, content: bytes) -> bytes:
     """The stream in which Office's Packager embeds a file: its label, where it came from, a
     temporary path, then the file itself."""
     path = f"C:\\Users\\x\\{name}".encode()
-    body = (struct.pack("<H", 2) + name.encode() + b"\0" + path + b"\0"
-            + struct.pack("<HH", 0, 3) + struct.pack("<I", len(path) + 1) + path + b"\0"
-            + struct.pack("<I", len(content)) + content + bytes(6))
+    body = (
+        struct.pack("<H", 2)
+        + name.encode()
+        + b"\0"
+        + path
+        + b"\0"
+        + struct.pack("<HH", 0, 3)
+        + struct.pack("<I", len(path) + 1)
+        + path
+        + b"\0"
+        + struct.pack("<I", len(content))
+        + content
+        + bytes(6)
+    )
     return struct.pack("<I", len(body)) + body
 
 
 def mixed(*parts: str, boundary: str = "b1") -> str:
     body = "".join(f"--{boundary}\r\n{part}\r\n" for part in parts)
-    return (f"{HEAD}Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n"
-            f"This is a MIME message.\r\n{body}--{boundary}--\r\n")
+    return (
+        f'{HEAD}Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'
+        f"This is a MIME message.\r\n{body}--{boundary}--\r\n"
+    )
 
 
 TEXT = "Content-Type: text/plain; charset=utf-8\r\n\r\nPlease find the file attached.\r\n"
 
 
-def attachment(disposition: str | None, content: bytes = b"%PDF-1.4 harmless\n",
-               content_type: str = "application/octet-stream") -> str:
+def attachment(
+    disposition: str | None,
+    content: bytes = b"%PDF-1.4 harmless\n",
+    content_type: str = "application/octet-stream",
+) -> str:
     head = f"Content-Type: {content_type}\r\nContent-Transfer-Encoding: base64\r\n"
     if disposition is not None:
         head += f"Content-Disposition: {disposition}\r\n"
@@ -326,30 +432,39 @@ def named(filename: str, content: bytes = b"%PDF-1.4 harmless\n") -> str:
 
 
 def inner_message(*parts: str) -> str:
-    return ("From: someone@elsewhere.example\r\nSubject: forwarded\r\nMIME-Version: 1.0\r\n"
-            "Content-Type: multipart/mixed; boundary=\"inner\"\r\n\r\n"
-            + "".join(f"--inner\r\n{p}\r\n" for p in parts) + "--inner--\r\n")
+    return (
+        "From: someone@elsewhere.example\r\nSubject: forwarded\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="inner"\r\n\r\n'
+        + "".join(f"--inner\r\n{p}\r\n" for p in parts)
+        + "--inner--\r\n"
+    )
 
 
 def nested(depth: int) -> str:
     text = TEXT
     for level in range(depth):
-        text = (f"Content-Type: multipart/mixed; boundary=\"n{level}\"\r\n\r\n"
-                f"--n{level}\r\n{text}\r\n--n{level}--\r\n")
+        text = (
+            f'Content-Type: multipart/mixed; boundary="n{level}"\r\n\r\n'
+            f"--n{level}\r\n{text}\r\n--n{level}--\r\n"
+        )
     return HEAD + text
 
 
 def content_types(defaults: dict[str, str], overrides: dict[str, str]) -> bytes:
     """[Content_Types].xml as Office writes it."""
-    return ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n<Types xmlns="http://'
-            'schemas.openxmlformats.org/package/2006/content-types">'
-            + "".join(f'<Default Extension="{e}" ContentType="{t}"/>' for e, t in defaults.items())
-            + "".join(f'<Override PartName="{p}" ContentType="{t}"/>' for p, t in overrides.items())
-            + "</Types>").encode()
+    return (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n<Types xmlns="http://'
+        'schemas.openxmlformats.org/package/2006/content-types">'
+        + "".join(f'<Default Extension="{e}" ContentType="{t}"/>' for e, t in defaults.items())
+        + "".join(f'<Override PartName="{p}" ContentType="{t}"/>' for p, t in overrides.items())
+        + "</Types>"
+    ).encode()
 
 
-OOXML_DEFAULTS = {"rels": "application/vnd.openxmlformats-package.relationships+xml",
-                  "xml": "application/xml"}
+OOXML_DEFAULTS = {
+    "rels": "application/vnd.openxmlformats-package.relationships+xml",
+    "xml": "application/xml",
+}
 WORD_MAIN = "application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"
 WORD_MACRO_MAIN = "application/vnd.ms-word.document.macroEnabled.main+xml"
 VBA_PROJECT = "application/vnd.ms-office.vbaProject"
@@ -357,23 +472,42 @@ OLE_OBJECT = "application/vnd.openxmlformats-officedocument.oleObject"
 
 # OLE compound files, built as Office builds them (ole_file above). A .doc with its usual
 # streams, large enough that they are stored in pieces, and the letters MZ but no program.
-OLE = ole_file({"WordDocument": b"Quarterly report. MZ is a name here. " * 250,
-                "1Table": bytes(range(256)) * 20, "\x01CompObj": b"\x01\x00\xfe\xff" + bytes(24),
-                "\x05SummaryInformation": b"\xfe\xff\x00\x00" + bytes(44)})
+OLE = ole_file(
+    {
+        "WordDocument": b"Quarterly report. MZ is a name here. " * 250,
+        "1Table": bytes(range(256)) * 20,
+        "\x01CompObj": b"\x01\x00\xfe\xff" + bytes(24),
+        "\x05SummaryInformation": b"\xfe\xff\x00\x00" + bytes(44),
+    }
+)
 # The same with a VBA project, as Word 97-2003 stores one.
-OLE_WITH_MACROS = ole_file({"WordDocument": b"Quarterly report. " * 250,
-                            "Macros/VBA/_VBA_PROJECT": b"\xcc\x61\xff\xff" + bytes(3),
-                            "Macros/VBA/dir": b"\x01\x9a\xb1" + bytes(64),
-                            "Macros/PROJECT": b'ID="{00000000-0000-0000-0000-000000000000}"'})
+OLE_WITH_MACROS = ole_file(
+    {
+        "WordDocument": b"Quarterly report. " * 250,
+        "Macros/VBA/_VBA_PROJECT": b"\xcc\x61\xff\xff" + bytes(3),
+        "Macros/VBA/dir": b"\x01\x9a\xb1" + bytes(64),
+        "Macros/PROJECT": b'ID="{00000000-0000-0000-0000-000000000000}"',
+    }
+)
 # A VBA project on its own, as vbaProject.bin holds it in an OOXML package.
-VBA_PROJECT_BIN = ole_file({"VBA/_VBA_PROJECT": b"\xcc\x61\xff\xff" + bytes(3),
-                            "VBA/dir": b"\x01\x9a\xb1" + bytes(64), "VBA/ThisDocument": bytes(900),
-                            "PROJECT": b'Document=ThisDocument/&H00000000'})
+VBA_PROJECT_BIN = ole_file(
+    {
+        "VBA/_VBA_PROJECT": b"\xcc\x61\xff\xff" + bytes(3),
+        "VBA/dir": b"\x01\x9a\xb1" + bytes(64),
+        "VBA/ThisDocument": bytes(900),
+        "PROJECT": b"Document=ThisDocument/&H00000000",
+    }
+)
 # A Windows executable embedded the way Office's Packager embeds one (an Ole10Native stream).
-OLE_WITH_PE = ole_file({"\x01Ole10Native": ole10native("invoice.exe", PE),
-                        "\x01CompObj": b"\x01\x00\xfe\xff" + bytes(24)})
-OLE_WITH_SCRIPT = ole_file({"\x01Ole10Native": ole10native("invoice.js",
-                                                          b'WScript.Echo("hi");\r\n')})
+OLE_WITH_PE = ole_file(
+    {
+        "\x01Ole10Native": ole10native("invoice.exe", PE),
+        "\x01CompObj": b"\x01\x00\xfe\xff" + bytes(24),
+    }
+)
+OLE_WITH_SCRIPT = ole_file(
+    {"\x01Ole10Native": ole10native("invoice.js", b'WScript.Echo("hi");\r\n')}
+)
 OLE_WITH_TEXT = ole_file({"\x01Ole10Native": ole10native("notes.txt", b"Meeting notes.\r\n")})
 
 
@@ -386,38 +520,59 @@ def split_program_ole() -> bytes:
     stream = ole10native("report.pdf", bytes(padding) + PE + bytes(5000))
     data = ole_file({"\x01Ole10Native": stream, "WordDocument": b"Contract text. " * 500})
     at = data.find(b"MZ\x90\x00")
-    assert data[at + 64:at + 68] != b"PE\x00\x00" and at % 512 == 512 - 20
+    assert data[at + 64 : at + 68] != b"PE\x00\x00" and at % 512 == 512 - 20
     return data
 
 
-DOCX = zipped({"[Content_Types].xml": content_types(
-                   {**OOXML_DEFAULTS, "bin": OLE_OBJECT}, {"/word/document.xml": WORD_MAIN}),
-               "word/document.xml": b"<w:document/>",
-               "word/embeddings/oleObject1.bin": OLE_WITH_TEXT})
-ODT = {"mimetype": b"application/vnd.oasis.opendocument.text", "content.xml": b"<office/>",
-       "Pictures/logo.png": b"\x89PNG\r\n", "META-INF/manifest.xml": b"<manifest/>"}
-XLSX = {"[Content_Types].xml": content_types(
-            {**OOXML_DEFAULTS, "bin": "application/vnd.openxmlformats-officedocument."
-                                      "spreadsheetml.printerSettings"},
-            {"/xl/workbook.xml": "application/vnd.openxmlformats-officedocument.spreadsheetml."
-                                 "sheet.main+xml",
-             "/xl/activeX/activeX1.bin": "application/vnd.ms-office.activeX"}),
-        "xl/workbook.xml": b"<workbook/>",
-        "xl/printerSettings/printerSettings1.bin": b"\x00printer\x00",
-        "xl/activeX/activeX1.bin": ole_file({"contents": b"\x00ActiveX control state" * 10})}
+DOCX = zipped(
+    {
+        "[Content_Types].xml": content_types(
+            {**OOXML_DEFAULTS, "bin": OLE_OBJECT}, {"/word/document.xml": WORD_MAIN}
+        ),
+        "word/document.xml": b"<w:document/>",
+        "word/embeddings/oleObject1.bin": OLE_WITH_TEXT,
+    }
+)
+ODT = {
+    "mimetype": b"application/vnd.oasis.opendocument.text",
+    "content.xml": b"<office/>",
+    "Pictures/logo.png": b"\x89PNG\r\n",
+    "META-INF/manifest.xml": b"<manifest/>",
+}
+XLSX = {
+    "[Content_Types].xml": content_types(
+        {
+            **OOXML_DEFAULTS,
+            "bin": "application/vnd.openxmlformats-officedocument.spreadsheetml.printerSettings",
+        },
+        {
+            "/xl/workbook.xml": "application/vnd.openxmlformats-officedocument.spreadsheetml."
+            "sheet.main+xml",
+            "/xl/activeX/activeX1.bin": "application/vnd.ms-office.activeX",
+        },
+    ),
+    "xl/workbook.xml": b"<workbook/>",
+    "xl/printerSettings/printerSettings1.bin": b"\x00printer\x00",
+    "xl/activeX/activeX1.bin": ole_file({"contents": b"\x00ActiveX control state" * 10}),
+}
 
 
 def docm(main_type: str, vba_type: str, vba_part: str, vba_content: bytes) -> bytes:
-    return zipped({
-        "[Content_Types].xml": content_types(OOXML_DEFAULTS, {
-            "/word/document.xml": main_type, f"/{vba_part}": vba_type}),
-        "word/document.xml": b"<w:document/>",
-        "word/_rels/document.xml.rels": (
-            b'<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-            b'<Relationship Id="rId1" Type="http://schemas.microsoft.com/office/2006/'
-            b'relationships/vbaProject" Target="' + vba_part.split("/", 1)[1].encode() + b'"/>'
-            b"</Relationships>"),
-        vba_part: vba_content})
+    return zipped(
+        {
+            "[Content_Types].xml": content_types(
+                OOXML_DEFAULTS, {"/word/document.xml": main_type, f"/{vba_part}": vba_type}
+            ),
+            "word/document.xml": b"<w:document/>",
+            "word/_rels/document.xml.rels": (
+                b'<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+                b'<Relationship Id="rId1" Type="http://schemas.microsoft.com/office/2006/'
+                b'relationships/vbaProject" Target="' + vba_part.split("/", 1)[1].encode() + b'"/>'
+                b"</Relationships>"
+            ),
+            vba_part: vba_content,
+        }
+    )
 
 
 CORPUS: dict[str, str] = {
@@ -430,97 +585,172 @@ CORPUS: dict[str, str] = {
     "trailing-dots-and-spaces": named("setup.exe . . "),
     "double-extension": named("invoice.pdf.exe"),
     "rfc2231-encoded": mixed(TEXT, attachment("attachment; filename*=UTF-8''invoice%2Epdf%2Eexe")),
-    "rfc2231-continuation": mixed(TEXT, attachment(
-        'attachment; filename*0="inv"; filename*1="oice.e"; filename*2="xe"')),
-    "rfc2231-continuation-encoded": mixed(TEXT, attachment(
-        "attachment; filename*0*=UTF-8''r%C3%A9sum%C3%A9; filename*1*=%2Escr")),
+    "rfc2231-continuation": mixed(
+        TEXT, attachment('attachment; filename*0="inv"; filename*1="oice.e"; filename*2="xe"')
+    ),
+    "rfc2231-continuation-encoded": mixed(
+        TEXT, attachment("attachment; filename*0*=UTF-8''r%C3%A9sum%C3%A9; filename*1*=%2Escr")
+    ),
     "rfc2047-base64": named("=?UTF-8?B?aW52b2ljZS5leGU=?="),
-    "rfc2047-q-in-name": mixed(TEXT, attachment(
-        None, content_type='application/octet-stream; name="=?iso-8859-1?Q?r=E9sum=E9.scr?="')),
-    "content-type-name-only": mixed(TEXT, attachment(
-        None, content_type='application/octet-stream; name="run.bat"')),
-    "name-differs-from-filename": mixed(TEXT, attachment(
-        'attachment; filename="report.pdf"',
-        content_type='application/octet-stream; name="report.pdf.vbs"')),
-    "right-to-left-override": mixed(TEXT, attachment(
-        "attachment; filename*=UTF-8''invoice%E2%80%AEfdp.exe")),
-    "fullwidth-extension": mixed(TEXT, attachment(
-        "attachment; filename*=UTF-8''setup.%EF%BD%85%EF%BD%98%EF%BD%85")),
+    "rfc2047-q-in-name": mixed(
+        TEXT,
+        attachment(
+            None, content_type='application/octet-stream; name="=?iso-8859-1?Q?r=E9sum=E9.scr?="'
+        ),
+    ),
+    "content-type-name-only": mixed(
+        TEXT, attachment(None, content_type='application/octet-stream; name="run.bat"')
+    ),
+    "name-differs-from-filename": mixed(
+        TEXT,
+        attachment(
+            'attachment; filename="report.pdf"',
+            content_type='application/octet-stream; name="report.pdf.vbs"',
+        ),
+    ),
+    "right-to-left-override": mixed(
+        TEXT, attachment("attachment; filename*=UTF-8''invoice%E2%80%AEfdp.exe")
+    ),
+    "fullwidth-extension": mixed(
+        TEXT, attachment("attachment; filename*=UTF-8''setup.%EF%BD%85%EF%BD%98%EF%BD%85")
+    ),
     "folder-in-name": named("C:\\Users\\x\\Desktop\\setup.exe"),
     "alternate-data-stream": named("setup.exe::$DATA"),
-    "other-default-types": mixed(TEXT, attachment('attachment; filename="photo.jpg"'),
-                                 attachment('attachment; filename="update.JS"')),
+    "other-default-types": mixed(
+        TEXT,
+        attachment('attachment; filename="photo.jpg"'),
+        attachment('attachment; filename="update.JS"'),
+    ),
     "shortcut": named("Invoice.lnk"),
     "disk-image": named("invoice.iso"),
-    "in-attached-message": mixed(TEXT, "Content-Type: message/rfc822\r\n\r\n" + inner_message(
-        TEXT, attachment('attachment; filename="evil.vbs"'))),
-    "in-message-in-message": mixed(TEXT, "Content-Type: message/rfc822\r\n\r\n" + (
-        "From: a@elsewhere.example\r\nSubject: fwd\r\nMIME-Version: 1.0\r\n"
-        "Content-Type: message/rfc822\r\n\r\n" + inner_message(
-            attachment('attachment; filename="deep.hta"'))).replace("--inner", "--inner")),
-    "uuencoded-in-body": (HEAD + "Content-Type: text/plain\r\n\r\nHere it is:\r\n\r\n"
-                          "begin 644 setup.exe\r\nM35J0``,`````0```#__P``N```````````0```\r\n"
-                          "`\r\nend\r\n"),
+    "in-attached-message": mixed(
+        TEXT,
+        "Content-Type: message/rfc822\r\n\r\n"
+        + inner_message(TEXT, attachment('attachment; filename="evil.vbs"')),
+    ),
+    "in-message-in-message": mixed(
+        TEXT,
+        "Content-Type: message/rfc822\r\n\r\n"
+        + (
+            "From: a@elsewhere.example\r\nSubject: fwd\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: message/rfc822\r\n\r\n"
+            + inner_message(attachment('attachment; filename="deep.hta"'))
+        ).replace("--inner", "--inner"),
+    ),
+    "uuencoded-in-body": (
+        HEAD + "Content-Type: text/plain\r\n\r\nHere it is:\r\n\r\n"
+        "begin 644 setup.exe\r\nM35J0``,`````0```#__P``N```````````0```\r\n"
+        "`\r\nend\r\n"
+    ),
     # forbidden inside zip archives
     "zip-member": named("files.zip", zipped({"readme.txt": b"hi", "setup.exe": b"MZ"})),
-    "zip-member-upper-case-with-folder": named("files.zip", zipped({
-        "docs/readme.txt": b"hi", "bin/TOOL.SCR": b"x"})),
+    "zip-member-upper-case-with-folder": named(
+        "files.zip", zipped({"docs/readme.txt": b"hi", "bin/TOOL.SCR": b"x"})
+    ),
     "zip-in-zip": named("outer.zip", zipped({"inner.zip": zipped({"run.js": b"alert(1)"})})),
-    "zip-member-executable-under-harmless-name": named("photos.zip", zipped({
-        "photo.jpg": PE})),
+    "zip-member-executable-under-harmless-name": named("photos.zip", zipped({"photo.jpg": PE})),
     "zip-under-harmless-name": named("report.pdf", zipped({"report.exe": b"x"})),
     # forbidden inside zips that look like Office or OpenDocument files (issue 15, finding 1)
-    "document-marker-with-executable": named("files.zip", zipped({
-        "mimetype": b"application/vnd.oasis.opendocument.text", "invoice.exe": PE})),
-    "document-marker-with-script-and-executable-pdf": named("files.zip", zipped({
-        "[Content_Types].xml": b"<Types/>", "readme.pdf": PE, "payload.scr": b"x"})),
-    "document-marker-with-executable-pdf": named("files.zip", zipped({
-        "[Content_Types].xml": b"<Types/>", "readme.pdf": PE})),
+    "document-marker-with-executable": named(
+        "files.zip",
+        zipped({"mimetype": b"application/vnd.oasis.opendocument.text", "invoice.exe": PE}),
+    ),
+    "document-marker-with-script-and-executable-pdf": named(
+        "files.zip",
+        zipped({"[Content_Types].xml": b"<Types/>", "readme.pdf": PE, "payload.scr": b"x"}),
+    ),
+    "document-marker-with-executable-pdf": named(
+        "files.zip", zipped({"[Content_Types].xml": b"<Types/>", "readme.pdf": PE})
+    ),
     "odt-with-executable-picture": named("letter.odt", zipped({**ODT, "Pictures/logo.png": PE})),
-    "docx-with-executable-member": named("contract.docx", zipped({
-        "[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w:document/>",
-        "word/media/setup.exe": b"x"})),
-    "docx-with-embedded-executable": named("contract.docx", zipped({
-        "[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w:document/>",
-        "word/embeddings/oleObject1.bin": OLE_WITH_PE})),
-    "docm-with-macros": named("report.docm", zipped({
-        "[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w:document/>",
-        "word/vbaProject.bin": VBA_PROJECT_BIN})),
-    "odt-with-macros": named("letter.odt", zipped({
-        **ODT, "Basic/Standard/Module1.xml": b"<script:module/>"})),
+    "docx-with-executable-member": named(
+        "contract.docx",
+        zipped(
+            {
+                "[Content_Types].xml": b"<Types/>",
+                "word/document.xml": b"<w:document/>",
+                "word/media/setup.exe": b"x",
+            }
+        ),
+    ),
+    "docx-with-embedded-executable": named(
+        "contract.docx",
+        zipped(
+            {
+                "[Content_Types].xml": b"<Types/>",
+                "word/document.xml": b"<w:document/>",
+                "word/embeddings/oleObject1.bin": OLE_WITH_PE,
+            }
+        ),
+    ),
+    "docm-with-macros": named(
+        "report.docm",
+        zipped(
+            {
+                "[Content_Types].xml": b"<Types/>",
+                "word/document.xml": b"<w:document/>",
+                "word/vbaProject.bin": VBA_PROJECT_BIN,
+            }
+        ),
+    ),
+    "odt-with-macros": named(
+        "letter.odt", zipped({**ODT, "Basic/Standard/Module1.xml": b"<script:module/>"})
+    ),
     # macros and programs found by what Office reads, not by names (review of issue 15)
-    "docm-with-renamed-vba-project": named("report.docx", docm(
-        WORD_MACRO_MAIN, VBA_PROJECT, "word/x.bin", VBA_PROJECT_BIN)),
+    "docm-with-renamed-vba-project": named(
+        "report.docx", docm(WORD_MACRO_MAIN, VBA_PROJECT, "word/x.bin", VBA_PROJECT_BIN)
+    ),
     "doc-with-macros": named("report.doc", OLE_WITH_MACROS),
-    "docx-with-program-split-across-sectors": named("contract.docx", zipped({
-        "[Content_Types].xml": content_types({**OOXML_DEFAULTS, "bin": OLE_OBJECT},
-                                             {"/word/document.xml": WORD_MAIN}),
-        "word/document.xml": b"<w:document/>",
-        "word/embeddings/oleObject1.bin": split_program_ole()})),
-    "docx-with-embedded-script": named("contract.docx", zipped({
-        "[Content_Types].xml": content_types({**OOXML_DEFAULTS, "bin": OLE_OBJECT},
-                                             {"/word/document.xml": WORD_MAIN}),
-        "word/document.xml": b"<w:document/>",
-        "word/embeddings/oleObject1.bin": OLE_WITH_SCRIPT})),
-    "bin-outside-a-document": named("files.zip", zipped({
-        "readme.txt": b"hi", "word/vbaProject.bin": OLE})),
+    "docx-with-program-split-across-sectors": named(
+        "contract.docx",
+        zipped(
+            {
+                "[Content_Types].xml": content_types(
+                    {**OOXML_DEFAULTS, "bin": OLE_OBJECT}, {"/word/document.xml": WORD_MAIN}
+                ),
+                "word/document.xml": b"<w:document/>",
+                "word/embeddings/oleObject1.bin": split_program_ole(),
+            }
+        ),
+    ),
+    "docx-with-embedded-script": named(
+        "contract.docx",
+        zipped(
+            {
+                "[Content_Types].xml": content_types(
+                    {**OOXML_DEFAULTS, "bin": OLE_OBJECT}, {"/word/document.xml": WORD_MAIN}
+                ),
+                "word/document.xml": b"<w:document/>",
+                "word/embeddings/oleObject1.bin": OLE_WITH_SCRIPT,
+            }
+        ),
+    ),
+    "bin-outside-a-document": named(
+        "files.zip", zipped({"readme.txt": b"hi", "word/vbaProject.bin": OLE})
+    ),
     # members that cannot be read, so what another program unpacks is unknown (review of
     # issue 15): judged by name only, these passed
-    "zip-member-local-name-differs": named("files.zip", renamed_in_local_header(
-        zipped({"readme.txt": b"MsgBox 1"}), "readme.txt", "readme.vbs")),
+    "zip-member-local-name-differs": named(
+        "files.zip",
+        renamed_in_local_header(zipped({"readme.txt": b"MsgBox 1"}), "readme.txt", "readme.vbs"),
+    ),
     "zip-member-deflate64-executable": named("files.zip", deflate64_zip("report.pdf", PE)),
-    "zip-executable-behind-local-name": named("docs.zip", renamed_in_local_header(
-        zipped({"a.txt": b"a", "setup.pdf": PE}), "setup.pdf", "setup.exe")),
+    "zip-executable-behind-local-name": named(
+        "docs.zip",
+        renamed_in_local_header(zipped({"a.txt": b"a", "setup.pdf": PE}), "setup.pdf", "setup.exe"),
+    ),
     # archives that cost too much to check (finding 3): 3 x 48 MB inflated from ~1 KB
     "zip-bomb-nested": named("backup.zip", zip_bomb(1, 3, 48)),
     # an OLE file whose FAT is made huge by naming one sector as every FAT sector: 48 MB of
     # zeros in ~50 KB; read naively it took 2 s of CPU and 300 MB (review of issue 15)
     "ole-fat-sector-repeated": named("report.zip", zipped({"report.doc": ole_fat_bomb(48)})),
     # encrypted archives (finding 9)
-    "zip-encrypted-harmless-names": named("files.zip", encrypted_zip({
-        "report.pdf": b"%PDF-1.4", "notes.txt": b"hello"})),
-    "zip-encrypted-forbidden-name": named("files.zip", encrypted_zip({
-        "report.pdf": b"%PDF-1.4", "setup.exe": PE})),
+    "zip-encrypted-harmless-names": named(
+        "files.zip", encrypted_zip({"report.pdf": b"%PDF-1.4", "notes.txt": b"hello"})
+    ),
+    "zip-encrypted-forbidden-name": named(
+        "files.zip", encrypted_zip({"report.pdf": b"%PDF-1.4", "setup.exe": PE})
+    ),
     "zip-encrypted-names": named("files.zip", names_encrypted_zip()),
     "rar5-encrypted-names": named("files.rar", RAR5_ENCRYPTED_NAMES),
     "rar4-encrypted-names": named("files.rar", RAR4_ENCRYPTED_NAMES),
@@ -528,14 +758,21 @@ CORPUS: dict[str, str] = {
     # Windows executables under harmless names
     "executable-named-pdf": named("report.pdf", PE),
     "executable-without-name": mixed(TEXT, attachment(None, PE)),
-    "executable-labelled-text": mixed(TEXT, attachment(
-        'attachment; filename="notes.txt"', PE, content_type="text/plain")),
-    "executable-quoted-printable": mixed(TEXT, (
-        'Content-Type: application/octet-stream\r\nContent-Disposition: attachment; '
-        'filename="data.dat"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
-        + quopri.encodestring(PE).decode("ascii").replace("\n", "\r\n"))),
-    "executable-as-whole-message": (HEAD + "Content-Type: application/octet-stream\r\n"
-                                    "Content-Transfer-Encoding: base64\r\n\r\n" + b64(PE)),
+    "executable-labelled-text": mixed(
+        TEXT, attachment('attachment; filename="notes.txt"', PE, content_type="text/plain")
+    ),
+    "executable-quoted-printable": mixed(
+        TEXT,
+        (
+            "Content-Type: application/octet-stream\r\nContent-Disposition: attachment; "
+            'filename="data.dat"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+            + quopri.encodestring(PE).decode("ascii").replace("\n", "\r\n")
+        ),
+    ),
+    "executable-as-whole-message": (
+        HEAD + "Content-Type: application/octet-stream\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\n" + b64(PE)
+    ),
     # allowed
     "pdf": named("invoice.pdf"),
     "exe-then-txt": named("notes.exe.txt"),
@@ -546,17 +783,24 @@ CORPUS: dict[str, str] = {
     "ole-document-without-executable": named("old.doc", OLE),
     "zip-of-documents": named("docs.zip", zipped({"a.txt": b"a", "b/c.pdf": b"%PDF"})),
     "text-starting-with-mz": HEAD + "Content-Type: text/plain\r\n\r\nMZ is my name.\r\n",
-    "malformed-no-boundary": (HEAD + "Content-Type: multipart/mixed\r\n\r\n--x\r\n"
-                              "Content-Type: text/plain\r\n\r\nhello\r\n--x--\r\n"),
-    "malformed-no-end-boundary": (HEAD + "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
-                                  "--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b\r\n"
-                                  "Content-Type: application/pdf; name=\"a.pdf\"\r\n"
-                                  "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0x!!!"),
-    "malformed-headers-and-junk": (HEAD + "Content-Type: multipart/mixed; boundary=\r\n"
-                                   "Content-Disposition: attachment; filename*0*=bogus''%ZZ\r\n"
-                                   "Broken header line without colon\r\n\r\n\x00\xff junk\r\n"),
-    "malformed-bad-rfc2231-charset": mixed(TEXT, attachment(
-        "attachment; filename*=no-such-charset''report%2Epdf")),
+    "malformed-no-boundary": (
+        HEAD + "Content-Type: multipart/mixed\r\n\r\n--x\r\n"
+        "Content-Type: text/plain\r\n\r\nhello\r\n--x--\r\n"
+    ),
+    "malformed-no-end-boundary": (
+        HEAD + 'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b\r\n"
+        'Content-Type: application/pdf; name="a.pdf"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0x!!!"
+    ),
+    "malformed-headers-and-junk": (
+        HEAD + "Content-Type: multipart/mixed; boundary=\r\n"
+        "Content-Disposition: attachment; filename*0*=bogus''%ZZ\r\n"
+        "Broken header line without colon\r\n\r\n\x00\xff junk\r\n"
+    ),
+    "malformed-bad-rfc2231-charset": mixed(
+        TEXT, attachment("attachment; filename*=no-such-charset''report%2Epdf")
+    ),
     # unreadable
     "nested-too-deep": nested(30),
     "corrupt-zip": named("files.zip", b"PK\x03\x04" + b"\x00" * 30 + b"garbage"),

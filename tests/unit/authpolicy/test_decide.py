@@ -23,9 +23,13 @@ def test_unknown_attempts_are_delayed_then_refused() -> None:
     assert decide.verdict(False, 7, LIMITS).status == 4
     refused = decide.verdict(False, 30, LIMITS)
     assert refused.status == decide.REJECT
-    assert refused.answer() == {"status": -1, "msg": (
-        "Too many failed logins for this account; try again in 2 minutes or from an address "
-        "that has logged in before")}
+    assert refused.answer() == {
+        "status": -1,
+        "msg": (
+            "Too many failed logins for this account; try again in 2 minutes or from an address "
+            "that has logged in before"
+        ),
+    }
     assert decide.verdict(False, 29.5, LIMITS).status == decide.REJECT
     assert decide.verdict(False, 29, LIMITS).status == 5
 
@@ -36,8 +40,9 @@ def test_a_known_client_is_never_slowed_nor_refused(failures: float) -> None:
 
 
 def test_attempt_reads_and_caps_dovecots_request() -> None:
-    found = decide.attempt({"login": "Acme", "pwhash": "0A1B2C3D4E5F6071",
-                            "remote": "203.0.113.5", "tls": False})
+    found = decide.attempt(
+        {"login": "Acme", "pwhash": "0A1B2C3D4E5F6071", "remote": "203.0.113.5", "tls": False}
+    )
     assert found == decide.Attempt("acme", "203.0.113.5", "0a1b2c3d4e5f6071")
     assert "0a1b" not in repr(found)  # the hash stays out of logs and tracebacks
     assert decide.attempt({"login": "acme", "pwhash": "", "remote": "x"}) is None
@@ -45,8 +50,9 @@ def test_attempt_reads_and_caps_dovecots_request() -> None:
     assert decide.attempt({"login": "x" * 5000, "pwhash": "00"}) is None
     assert decide.attempt(["login"]) is None
     assert decide.attempt({"login": 5, "pwhash": "00"}) is None
-    report = decide.report({"login": "acme", "pwhash": "00", "remote": "::1",
-                            "success": True, "policy_reject": False})
+    report = decide.report(
+        {"login": "acme", "pwhash": "00", "remote": "::1", "success": True, "policy_reject": False}
+    )
     assert report is not None and report.success and not report.policy_reject
     report = decide.report({"login": "acme", "pwhash": "00", "success": "true"})
     assert report is not None and not report.success  # only a JSON true is a success
@@ -63,9 +69,11 @@ def test_fingerprints_bind_login_address_password_and_key() -> None:
     one = decide.Attempt("acme", "203.0.113.5", "00aa")
     again = decide.Attempt("acme", "203.0.113.5", "00aa")
     assert decide.fingerprint(KEY, one) == decide.fingerprint(KEY, again)
-    others = [decide.Attempt("acme", "203.0.113.6", "00aa"),
-              decide.Attempt("acme", "203.0.113.5", "00ab"),
-              decide.Attempt("acme2", "203.0.113.5", "00aa")]
+    others = [
+        decide.Attempt("acme", "203.0.113.6", "00aa"),
+        decide.Attempt("acme", "203.0.113.5", "00ab"),
+        decide.Attempt("acme2", "203.0.113.5", "00aa"),
+    ]
     prints = {decide.fingerprint(KEY, a) for a in [one, *others]}
     assert len(prints) == 4
     assert decide.fingerprint(b"z" * 32, one) != decide.fingerprint(KEY, one)

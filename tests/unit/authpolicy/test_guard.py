@@ -21,8 +21,14 @@ from txmail.authpolicy import credentials, decide, server
 from txmail.store import Keys
 
 SCRIPTS = Path(server.SCRIPTS)
-LIMITS = decide.Limits(free_failures=2, reject_failures=5, forgive_seconds=60, max_delay=15,
-                       remember_seconds=86400, remember_max=3)
+LIMITS = decide.Limits(
+    free_failures=2,
+    reject_failures=5,
+    forgive_seconds=60,
+    max_delay=15,
+    remember_seconds=86400,
+    remember_max=3,
+)
 START = 1_795_000_000.0
 _prefixes = itertools.count()
 
@@ -36,8 +42,10 @@ class Clock:
 
 
 def guard_on(client: redis.Redis, clock: Clock) -> server.Guard:
-    scripts = {name: client.register_script((SCRIPTS / f"{name}.lua").read_text())
-               for name in ("auth_check", "auth_report")}
+    scripts = {
+        name: client.register_script((SCRIPTS / f"{name}.lua").read_text())
+        for name in ("auth_check", "auth_report")
+    }
 
     async def run(name: str, keys: list[str], args: list[Any]) -> Any:
         return scripts[name](keys=keys, args=args)
@@ -110,8 +118,9 @@ def test_parallel_guesses_cannot_pass_the_limit_together(client: redis.Redis) ->
     guard = guard_on(client, Clock())
 
     async def many() -> list[int]:
-        found = await asyncio.gather(*(guard.check(attempt(f"g{n}", f"203.0.113.{n}"))
-                                       for n in range(40)))
+        found = await asyncio.gather(
+            *(guard.check(attempt(f"g{n}", f"203.0.113.{n}")) for n in range(40))
+        )
         return [verdict.status for verdict, _ in found]
 
     statuses = asyncio.run(many())
@@ -120,8 +129,11 @@ def test_parallel_guesses_cannot_pass_the_limit_together(client: redis.Redis) ->
 
 def test_the_keys_of_a_login_share_one_slot() -> None:
     keys = Keys("txmail:")
-    assert key_slot(keys.auth_failures("acme").encode()) == key_slot(
-        keys.auth_known("acme").encode()) == key_slot(keys.account("acme").encode())
+    assert (
+        key_slot(keys.auth_failures("acme").encode())
+        == key_slot(keys.auth_known("acme").encode())
+        == key_slot(keys.account("acme").encode())
+    )
 
 
 def post(app: Any, command: str, body: Any, header: str | None) -> tuple[int, Any]:
@@ -149,7 +161,9 @@ def test_the_endpoint_answers_dovecot_and_nobody_else(client: redis.Redis) -> No
     assert post(app(), "allow", b"{not json", "the-header-value")[0] == 400
     assert post(app(), "what", guess, "the-header-value")[0] == 400
     assert post(app(), "allow", {"login": "a@b", "pwhash": "00"}, "the-header-value") == (
-        200, {"status": 0})
+        200,
+        {"status": 0},
+    )
     big = {**guess, "pad": "x" * 10_000}
     assert post(app(), "allow", big, "the-header-value")[0] == 413
     success = {**guess, "pwhash": "11ee", "success": True, "policy_reject": False}
@@ -166,6 +180,8 @@ def test_redis_down_allows_every_login(caplog: pytest.LogCaptureFixture) -> None
     for _ in range(3):
         assert post(server.make_app(guard, "h"), "allow", guess, "h") == (200, {"status": 0})
     assert post(server.make_app(guard, "h"), "report", {**guess, "success": True}, "h") == (
-        200, {"status": 0})
+        200,
+        {"status": 0},
+    )
     assert "Redis unavailable" in caplog.text
     assert "00ff" not in caplog.text

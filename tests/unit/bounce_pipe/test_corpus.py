@@ -28,7 +28,6 @@ from txmail.bounce_pipe.reasons import REASONS
 CORPUS = Path(__file__).resolve().parents[3].parent / "shared/corpus/bounces"
 
 
-
 def _corpus_present(fn):  # type: ignore[no-untyped-def]
     """The corpus must be there (../shared beside the checkout, as in CI): a missing corpus is a
     failure, never a silent skip that would hide a broken quality check."""

@@ -23,22 +23,31 @@ MAIL = b"From: MAILER-DAEMON@mx.example\r\nSubject: Undelivered\r\n\r\nbody\r\n"
 def test_a_request_reads_back_as_sent() -> None:
     sent = handoff.request("app@acme.example", "bounces+x\udcff@mta.acme.example", MAIL)
     assert handoff.read_request(io.BytesIO(sent), 1000) == (
-        "app@acme.example", "bounces+x\udcff@mta.acme.example", MAIL)
+        "app@acme.example",
+        "bounces+x\udcff@mta.acme.example",
+        MAIL,
+    )
     assert handoff.read_request(io.BytesIO(handoff.request("", "b@x.example", b"")), 10) == (
-        "", "b@x.example", b"")
+        "",
+        "b@x.example",
+        b"",
+    )
 
 
-@pytest.mark.parametrize("data", [
-    b"",
-    b"GET / HTTP/1.0\r\n\r\n",
-    b"TXMAIL-BOUNCE/2 1 1 1\nabc",
-    b"TXMAIL-BOUNCE/1 1 1\nab",
-    b"TXMAIL-BOUNCE/1 1 1 -1\nab",
-    b"TXMAIL-BOUNCE/1 1 1 5\nabcd",  # ends early
-    b"TXMAIL-BOUNCE/1 1 1 2000\nab" + b"x" * 2000,  # over the mail limit
-    b"TXMAIL-BOUNCE/1 5000 1 1\n" + b"x" * 5002,  # an address over its limit
-    b"TXMAIL-BOUNCE/1 " + b"1" * 5000 + b"\n",  # a first line without end
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"TXMAIL-BOUNCE/2 1 1 1\nabc",
+        b"TXMAIL-BOUNCE/1 1 1\nab",
+        b"TXMAIL-BOUNCE/1 1 1 -1\nab",
+        b"TXMAIL-BOUNCE/1 1 1 5\nabcd",  # ends early
+        b"TXMAIL-BOUNCE/1 1 1 2000\nab" + b"x" * 2000,  # over the mail limit
+        b"TXMAIL-BOUNCE/1 5000 1 1\n" + b"x" * 5002,  # an address over its limit
+        b"TXMAIL-BOUNCE/1 " + b"1" * 5000 + b"\n",  # a first line without end
+    ],
+)
 def test_anything_else_is_a_bad_request(data: bytes) -> None:
     with pytest.raises(handoff.BadRequest):
         handoff.read_request(io.BytesIO(data), 1000)
@@ -88,19 +97,25 @@ def server(tmp_path: Path) -> Iterator[tuple[Path, list[tuple[bytes, str, str]]]
 
 
 def test_the_server_answers_with_what_it_did(
-        server: tuple[Path, list[tuple[bytes, str, str]]]) -> None:
+    server: tuple[Path, list[tuple[bytes, str, str]]],
+) -> None:
     path, taken = server
     assert oct(path.parent.stat().st_mode & 0o777) == "0o750"  # root and the pipe's group
     assert oct(path.stat().st_mode & 0o777) == "0o660"
     assert handoff.hand_off(str(path), "app@acme.example", "b+t@mta.acme.example", MAIL) == (
-        0, "done")
+        0,
+        "done",
+    )
     assert taken == [(MAIL, "app@acme.example", "b+t@mta.acme.example")]
     assert handoff.hand_off(str(path), "", "down@x.example", MAIL) == (
-        75, "ConnectionError: Redis is down")
+        75,
+        "ConnectionError: Redis is down",
+    )
 
 
 def test_bad_peers_get_75_and_the_server_goes_on(
-        server: tuple[Path, list[tuple[bytes, str, str]]]) -> None:
+    server: tuple[Path, list[tuple[bytes, str, str]]],
+) -> None:
     path, taken = server
     for data in (b"hello\n", b"TXMAIL-BOUNCE/1 1 1 500000\nab", b"TXMAIL-BOUNCE/1 3 3 3\nab"):
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as peer:
@@ -117,48 +132,84 @@ def test_bad_peers_get_75_and_the_server_goes_on(
 
 
 def test_a_pipe_process_hands_over_without_loading_redis_or_the_parser(
-        server: tuple[Path, list[tuple[bytes, str, str]]], tmp_path: Path) -> None:
+    server: tuple[Path, list[tuple[bytes, str, str]]], tmp_path: Path
+) -> None:
     path, taken = server
     config = tmp_path / "txmail.toml"
     config.write_text(f'state_dir = "{tmp_path}"\n[bounce_pipe]\nsocket = "{path}"\n')
-    script = ("import sys; from txmail.bounce_pipe.__main__ import main; "
-              "code = main(sys.argv[1:]); print(code, sorted(m for m in ('redis', "
-              "'txmail.bounce_pipe.main', 'txmail.bounce_pipe.parse', 'email.parser') "
-              "if m in sys.modules))")
+    script = (
+        "import sys; from txmail.bounce_pipe.__main__ import main; "
+        "code = main(sys.argv[1:]); print(code, sorted(m for m in ('redis', "
+        "'txmail.bounce_pipe.main', 'txmail.bounce_pipe.parse', 'email.parser') "
+        "if m in sys.modules))"
+    )
     for recipient, expected in (("b+t@mta.acme.example", "0 []"), ("down@x.example", "75 []")):
-        done = subprocess.run([sys.executable, "-c", script, "--config", str(config), "--",
-                               "app@acme.example", recipient], input=MAIL,
-                              capture_output=True, timeout=60, check=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                script,
+                "--config",
+                str(config),
+                "--",
+                "app@acme.example",
+                recipient,
+            ],
+            input=MAIL,
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
         assert done.stdout.decode().strip() == expected, done.stderr
     assert b"try again later (exit 75): ConnectionError: Redis is down" in done.stderr
     assert [t[2] for t in taken] == ["b+t@mta.acme.example", "down@x.example"]
     assert taken[0][0] == MAIL
 
 
-def test_a_pipe_process_with_nobody_listening_exits_75_and_parses_nothing(
-        tmp_path: Path) -> None:
+def test_a_pipe_process_with_nobody_listening_exits_75_and_parses_nothing(tmp_path: Path) -> None:
     """It can read no key any more: the mail waits in Postfix's queue until the recorder is
     back, rather than being parsed in the pipe process."""
     config = tmp_path / "txmail.toml"
     config.write_text(f'state_dir = "{tmp_path}"\n[bounce_pipe]\nsocket = "nobody.sock"\n')
-    script = ("import sys; from txmail.bounce_pipe.__main__ import main; "
-              "code = main(sys.argv[1:]); print(code, sorted(m for m in ('redis', "
-              "'txmail.bounce_pipe.main', 'txmail.bounce_pipe.parse', 'email.parser') "
-              "if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", script, "--config", str(config), "--",
-                           "app@acme.example", "b+t@mta.acme.example"], input=MAIL,
-                          capture_output=True, timeout=60, check=True)
+    script = (
+        "import sys; from txmail.bounce_pipe.__main__ import main; "
+        "code = main(sys.argv[1:]); print(code, sorted(m for m in ('redis', "
+        "'txmail.bounce_pipe.main', 'txmail.bounce_pipe.parse', 'email.parser') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "--config",
+            str(config),
+            "--",
+            "app@acme.example",
+            "b+t@mta.acme.example",
+        ],
+        input=MAIL,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
     assert done.stdout.decode().strip() == "75 []", done.stderr
     assert b"try again later (exit 75): `txmail bounces serve` does not answer" in done.stderr
     for bad in (["--config", str(config), "--", "only-one@x.example"], []):  # still 0 or 75
-        done = subprocess.run([sys.executable, "-m", "txmail.bounce_pipe", *bad], input=MAIL,
-                              capture_output=True, timeout=60, check=False,
-                              env={"PATH": "/usr/bin:/bin"})
+        done = subprocess.run(
+            [sys.executable, "-m", "txmail.bounce_pipe", *bad],
+            input=MAIL,
+            capture_output=True,
+            timeout=60,
+            check=False,
+            env={"PATH": "/usr/bin:/bin"},
+        )
         assert done.returncode == 75, done.stderr
 
 
 def test_the_cli_command_hands_off_too(
-        server: tuple[Path, list[tuple[bytes, str, str]]], tmp_path: Path) -> None:
+    server: tuple[Path, list[tuple[bytes, str, str]]], tmp_path: Path
+) -> None:
     """`txmail bounce-pipe` goes through the one hand-off of the pipe's entry point
     (__main__.run): the same answers, 0 or 75 whatever happens, no fallback."""
     from click.testing import CliRunner
@@ -188,9 +239,18 @@ def test_the_cli_command_hands_off_too(
 
     entry.run = spy  # type: ignore[assignment]
     try:
-        done = CliRunner().invoke(cli, ["--config", str(config), "bounce-pipe", "--",
-                                        "app@acme.example", "b+t@mta.acme.example"],
-                                  input=MAIL)
+        done = CliRunner().invoke(
+            cli,
+            [
+                "--config",
+                str(config),
+                "bounce-pipe",
+                "--",
+                "app@acme.example",
+                "b+t@mta.acme.example",
+            ],
+            input=MAIL,
+        )
     finally:
         entry.run = real  # type: ignore[assignment]
     assert done.exit_code == 0, done.output

@@ -86,8 +86,12 @@ while True:
 def pool(monkeypatch: pytest.MonkeyPatch) -> Iterator[ParserPool]:
     monkeypatch.setattr(worker, "command", lambda _python, _pipe: [sys.executable, "-c", FAKE])
     settings = Settings(state_dir="/tmp")
-    running = ParserPool(dataclasses.replace(
-        settings, bounce_pipe=dataclasses.replace(settings.bounce_pipe, parser_workers=1)), None)
+    running = ParserPool(
+        dataclasses.replace(
+            settings, bounce_pipe=dataclasses.replace(settings.bounce_pipe, parser_workers=1)
+        ),
+        None,
+    )
     running.timeout = 5.0
     try:
         yield running
@@ -99,13 +103,17 @@ def answered_by(report: BounceReport) -> int:
     return int(report.postfix_queue_id or 0)
 
 
-@pytest.mark.parametrize("mail,why", [
-    (b"raise", "the parser raised on this mail: the parser failed: KeyError"),
-    (b"burn", "was killed by SIGXCPU while it parsed this mail"),
-    (b"garbage", "answered garbage"),
-])
+@pytest.mark.parametrize(
+    "mail,why",
+    [
+        (b"raise", "the parser raised on this mail: the parser failed: KeyError"),
+        (b"burn", "was killed by SIGXCPU while it parsed this mail"),
+        (b"garbage", "answered garbage"),
+    ],
+)
 def test_a_mail_the_parser_fails_on_is_unreadable_and_the_next_is_parsed(
-        pool: ParserPool, mail: bytes, why: str) -> None:
+    pool: ParserPool, mail: bytes, why: str
+) -> None:
     with pytest.raises(unparsed.Unreadable, match=why):
         pool.parse(mail)
     assert answered_by(pool.parse(b"next")) in pool.pids()
@@ -120,12 +128,16 @@ def test_a_mail_past_its_timeout_is_unreadable(pool: ParserPool) -> None:
     assert answered_by(pool.parse(b"next")) == pool.pids()[0]
 
 
-@pytest.mark.parametrize("mail,why", [
-    (b"dns", "trouble that may pass: the parser failed: TemporaryFailure: DNS timed out"),
-    (b"exit", "exited with status 3"),
-])
+@pytest.mark.parametrize(
+    "mail,why",
+    [
+        (b"dns", "trouble that may pass: the parser failed: TemporaryFailure: DNS timed out"),
+        (b"exit", "exited with status 3"),
+    ],
+)
 def test_trouble_that_may_pass_is_a_temporary_failure(
-        pool: ParserPool, mail: bytes, why: str) -> None:
+    pool: ParserPool, mail: bytes, why: str
+) -> None:
     with pytest.raises(ParserFailed, match=why):
         pool.parse(mail)
     assert answered_by(pool.parse(b"next")) in pool.pids()
@@ -144,15 +156,18 @@ def settings(tmp_path: Path) -> Settings:
 RECIPIENT = bounce_address("4jXCs06YbRzJJ2Y", "acme.example", SECRET, "mta.acme.example")
 
 
-@pytest.mark.parametrize("mail,why", [
-    (b"raise", "the parser raised on this mail"),
-    (b"burn", "killed by SIGXCPU"),
-    (b"hang", "longer than its timeout"),
-    (b"garbage", "answered garbage"),
-])
+@pytest.mark.parametrize(
+    "mail,why",
+    [
+        (b"raise", "the parser raised on this mail"),
+        (b"burn", "killed by SIGXCPU"),
+        (b"hang", "longer than its timeout"),
+        (b"garbage", "answered garbage"),
+    ],
+)
 def test_a_mail_the_parser_fails_on_is_kept_and_answered_0(
-        pool: ParserPool, settings: Settings, client: redis.Redis, mail: bytes,
-        why: str) -> None:
+    pool: ParserPool, settings: Settings, client: redis.Redis, mail: bytes, why: str
+) -> None:
     pool.timeout = 1.0 if mail == b"hang" else 5.0  # burning takes up to 2 s of CPU
     code, said = handle(settings, client, mail, "", RECIPIENT, pool.parse)
     assert (code, said.split(":")[0]) == (0, "kept unparsed"), said
@@ -163,14 +178,16 @@ def test_a_mail_the_parser_fails_on_is_kept_and_answered_0(
 
 @pytest.mark.parametrize("mail", [b"dns", b"exit"])
 def test_trouble_that_may_pass_is_answered_75_and_nothing_kept(
-        pool: ParserPool, settings: Settings, client: redis.Redis, mail: bytes) -> None:
+    pool: ParserPool, settings: Settings, client: redis.Redis, mail: bytes
+) -> None:
     code, _ = handle(settings, client, mail, "", RECIPIENT, pool.parse)
     assert code == 75
     assert unparsed.newest(client, Keys(settings.redis.prefix)) == []
 
 
 def test_a_mail_the_parser_fails_on_waits_while_redis_is_down(
-        pool: ParserPool, settings: Settings) -> None:
+    pool: ParserPool, settings: Settings
+) -> None:
     down = redis.Redis(unix_socket_path="/nonexistent/redis.sock", socket_timeout=1)
     code, said = handle(settings, down, b"raise", "", RECIPIENT, pool.parse)
     assert code == 75, said  # it cannot be kept: Postfix keeps it
@@ -178,8 +195,10 @@ def test_a_mail_the_parser_fails_on_waits_while_redis_is_down(
 
 # -- a slot never breaks for good; a write is bounded -------------------------------------
 
+
 def test_a_slot_whose_replacement_could_not_start_is_retried_cleanly(
-        pool: ParserPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool: ParserPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = pool._start
     failures = [OSError(11, "Resource temporarily unavailable")] * 3
 
@@ -222,13 +241,19 @@ def test_a_worker_that_stops_reading_cannot_hold_a_mail_forever() -> None:
     assert not stuck.usable
 
 
-def test_a_mail_no_worker_takes_is_a_temporary_failure(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker, "command", lambda _python, _pipe: [
-        sys.executable, "-c", "import time; time.sleep(60)"])
+def test_a_mail_no_worker_takes_is_a_temporary_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        worker,
+        "command",
+        lambda _python, _pipe: [sys.executable, "-c", "import time; time.sleep(60)"],
+    )
     settings = Settings(state_dir="/tmp")
-    stuck = ParserPool(dataclasses.replace(
-        settings, bounce_pipe=dataclasses.replace(settings.bounce_pipe, parser_workers=1)), None)
+    stuck = ParserPool(
+        dataclasses.replace(
+            settings, bounce_pipe=dataclasses.replace(settings.bounce_pipe, parser_workers=1)
+        ),
+        None,
+    )
     stuck.timeout = 0.5
     try:
         with pytest.raises(ParserFailed, match="do not take the mail"):
@@ -240,8 +265,10 @@ def test_a_mail_no_worker_takes_is_a_temporary_failure(
 
 # -- complaints: believed only from a worker that parsed nothing before -------------------
 
+
 def test_a_complaint_is_believed_only_from_a_worker_that_parsed_nothing_else(
-        pool: ParserPool) -> None:
+    pool: ParserPool,
+) -> None:
     first = answered_by(pool.parse(b"a bounce"))  # the worker has parsed a mail now
     report = pool.parse(b"complaint from anybody")
     # the worker that had parsed a mail before claimed a feedback loop's signature; a fresh
@@ -254,8 +281,7 @@ def test_a_complaint_is_believed_only_from_a_worker_that_parsed_nothing_else(
     assert after not in (first, judge)
 
 
-def test_a_fresh_worker_that_reports_a_complaint_is_retired_after_it(
-        pool: ParserPool) -> None:
+def test_a_fresh_worker_that_reports_a_complaint_is_retired_after_it(pool: ParserPool) -> None:
     judge = answered_by(pool.parse(b"complaint"))
     assert pool.pids() != [judge]
     assert answered_by(pool.parse(b"a bounce")) != judge
@@ -268,31 +294,41 @@ def test_other_reports_keep_their_worker(pool: ParserPool) -> None:
 
 # -- RET=HDRS: the recorder forwards the worker's cut -------------------------------------
 
+
 def returned(to: str, rcpt: str) -> bytes:
-    return (f"From: MAILER-DAEMON@mx.dest.example\r\nTo: {to}\r\nSubject: failure\r\n"
-            "MIME-Version: 1.0\r\n"
-            'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
-            "--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n"
-            "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
-            "Reporting-MTA: dns; mx.dest.example\r\n\r\n"
-            f"Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
-            f"Diagnostic-Code: smtp; 550 5.1.1 <{rcpt}>: User unknown\r\n\r\n"
-            "--b\r\nContent-Type: message/rfc822\r\n\r\n"
-            f"From: app@acme.example\r\nTo: {rcpt}\r\nSubject: secret\r\n\r\nthe body\r\n"
-            "--b--\r\n").encode()
+    return (
+        f"From: MAILER-DAEMON@mx.dest.example\r\nTo: {to}\r\nSubject: failure\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.dest.example\r\n\r\n"
+        f"Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        f"Diagnostic-Code: smtp; 550 5.1.1 <{rcpt}>: User unknown\r\n\r\n"
+        "--b\r\nContent-Type: message/rfc822\r\n\r\n"
+        f"From: app@acme.example\r\nTo: {rcpt}\r\nSubject: secret\r\n\r\nthe body\r\n"
+        "--b--\r\n"
+    ).encode()
 
 
 def test_the_recorder_forwards_the_workers_cut_and_never_cuts_itself(
-        settings: Settings, client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings: Settings, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from txmail.bounce_pipe import forward
 
     keys = Keys(settings.redis.prefix)
     name = f"acc{uuid.uuid4().hex[:6]}"
     Accounts(client, keys).add(name, [f"{name}.example"], "pw-123456789")
     rcpt = "gone@dest.example"
-    Messages(client, keys, 86400).record(MessageRecord(
-        queue_id="4jXCs06YbRzJJ2Y", account=name, envelope_sender="app@acme.example",
-        recipients=[rcpt], envelope_params=["RET=HDRS"]))
+    Messages(client, keys, 86400).record(
+        MessageRecord(
+            queue_id="4jXCs06YbRzJJ2Y",
+            account=name,
+            envelope_sender="app@acme.example",
+            recipients=[rcpt],
+            envelope_params=["RET=HDRS"],
+        )
+    )
     raw = returned(RECIPIENT, rcpt)
     sent: list[bytes] = []
 
@@ -309,20 +345,33 @@ def test_the_recorder_forwards_the_workers_cut_and_never_cuts_itself(
 
     monkeypatch.setattr(forward, "headers_only", never)
     process(settings, client, raw, "", RECIPIENT, forwarder=forwarder, report=worker_report)
-    process(settings, client, raw, "", RECIPIENT, forwarder=forwarder,
-            report=dataclasses.replace(worker_report, headers_only=b""))  # the mail itself
+    process(
+        settings,
+        client,
+        raw,
+        "",
+        RECIPIENT,
+        forwarder=forwarder,
+        report=dataclasses.replace(worker_report, headers_only=b""),
+    )  # the mail itself
     # a cut that cannot be the mail's (headers of its own; longer than the mail) is ignored
     for forged in (b"Bcc: x@victim.example\r\n" + by_worker, by_worker + raw):
-        process(settings, client, raw, "", RECIPIENT, forwarder=forwarder,
-                report=dataclasses.replace(worker_report, headers_only=forged))
+        process(
+            settings,
+            client,
+            raw,
+            "",
+            RECIPIENT,
+            forwarder=forwarder,
+            report=dataclasses.replace(worker_report, headers_only=forged),
+        )
     monkeypatch.undo()
     process(settings, client, raw, "", RECIPIENT, forwarder=forwarder)  # parsed in-process
     assert sent == [by_worker, raw, raw, raw, in_process]
     assert not server.judges_complaints(worker_report)
 
 
-def test_a_cut_that_cannot_be_the_mails_is_ignored_and_its_worker_killed(
-        pool: ParserPool) -> None:
+def test_a_cut_that_cannot_be_the_mails_is_ignored_and_its_worker_killed(pool: ParserPool) -> None:
     """A worker that puts headers of its own into the RET=HDRS cut (which the reinjection
     listener would relay without a milter) is not believed: the mail goes as it came."""
     honest = pool.parse(b"Subject: cut\r\n\r\na long returned message body")
@@ -368,28 +417,45 @@ def test_an_answer_header_past_20_bytes_is_garbage(kind: str) -> None:
 
 # -- a mail the parser fails on is forwarded as it came, when the token and NOTIFY say so ----
 
-def sent_message(settings: Settings, client: redis.Redis, sender: str = "app@acme.example",
-                 notify: str | None = None, ret: str | None = None) -> None:
+
+def sent_message(
+    settings: Settings,
+    client: redis.Redis,
+    sender: str = "app@acme.example",
+    notify: str | None = None,
+    ret: str | None = None,
+) -> None:
     keys = Keys(settings.redis.prefix)
     name = f"acc{uuid.uuid4().hex[:6]}"
     Accounts(client, keys).add(name, [f"{name}.example"], "pw-123456789")
     rcpt = "gone@dest.example"
-    Messages(client, keys, 86400).record(MessageRecord(
-        queue_id="4jXCs06YbRzJJ2Y", account=name, envelope_sender=sender, recipients=[rcpt],
-        recipient_params={rcpt: [f"NOTIFY={notify}"]} if notify else {},
-        envelope_params=[f"RET={ret}"] if ret else []))
+    Messages(client, keys, 86400).record(
+        MessageRecord(
+            queue_id="4jXCs06YbRzJJ2Y",
+            account=name,
+            envelope_sender=sender,
+            recipients=[rcpt],
+            recipient_params={rcpt: [f"NOTIFY={notify}"]} if notify else {},
+            envelope_params=[f"RET={ret}"] if ret else [],
+        )
+    )
 
 
 @pytest.mark.parametrize("ret", [None, "FULL", "HDRS"])
 def test_an_unreadable_mail_with_a_valid_token_is_forwarded_as_it_came(
-        pool: ParserPool, settings: Settings, client: redis.Redis, ret: str | None,
-        caplog: pytest.LogCaptureFixture) -> None:
+    pool: ParserPool,
+    settings: Settings,
+    client: redis.Redis,
+    ret: str | None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger="txmail.bounce_pipe")
     sent_message(settings, client, ret=ret)
     sent: list[tuple[bytes, str, str]] = []
     mail = b"raise"  # the parser raises on it
-    code, said = handle(settings, client, mail, "", RECIPIENT, pool.parse,
-                        forwarder=lambda *args: sent.append(args))
+    code, said = handle(
+        settings, client, mail, "", RECIPIENT, pool.parse, forwarder=lambda *args: sent.append(args)
+    )
     assert code == 0, said
     assert sent == [(mail, "app@acme.example", "4jXCs06YbRzJJ2Y")]  # RET=HDRS: whole, too
     (kept,) = unparsed.newest(client, Keys(settings.redis.prefix))
@@ -399,28 +465,41 @@ def test_an_unreadable_mail_with_a_valid_token_is_forwarded_as_it_came(
     assert ("cannot be cut without parsing" in forwarded[0]) == (ret == "HDRS")
 
 
-@pytest.mark.parametrize("case", ["NOTIFY=NEVER", "MAIL FROM:<>", "forged token",
-                                  "no token", "no record"])
+@pytest.mark.parametrize(
+    "case", ["NOTIFY=NEVER", "MAIL FROM:<>", "forged token", "no token", "no record"]
+)
 def test_an_unreadable_mail_is_not_forwarded_unless_token_and_notify_say_so(
-        pool: ParserPool, settings: Settings, client: redis.Redis, case: str) -> None:
+    pool: ParserPool, settings: Settings, client: redis.Redis, case: str
+) -> None:
     recipient = RECIPIENT
     if case != "no record":
-        sent_message(settings, client, sender="" if case == "MAIL FROM:<>" else
-                     "app@acme.example", notify="NEVER" if case == "NOTIFY=NEVER" else None)
+        sent_message(
+            settings,
+            client,
+            sender="" if case == "MAIL FROM:<>" else "app@acme.example",
+            notify="NEVER" if case == "NOTIFY=NEVER" else None,
+        )
     if case == "forged token":
-        recipient = bounce_address("4jXCs06YbRzJJ2Y", "acme.example", b"x" * 32,
-                                   "mta.acme.example")
+        recipient = bounce_address("4jXCs06YbRzJJ2Y", "acme.example", b"x" * 32, "mta.acme.example")
     elif case == "no token":
         recipient = "bounces@mta.acme.example"
     sent: list[tuple[bytes, str, str]] = []
-    code, said = handle(settings, client, b"raise", "", recipient, pool.parse,
-                        forwarder=lambda *args: sent.append(args))
+    code, said = handle(
+        settings,
+        client,
+        b"raise",
+        "",
+        recipient,
+        pool.parse,
+        forwarder=lambda *args: sent.append(args),
+    )
     assert (code, said.split(":")[0], sent) == (0, "kept unparsed", [])
     assert len(unparsed.newest(client, Keys(settings.redis.prefix))) == 1
 
 
 def test_an_unreadable_mail_postfix_will_not_take_back_waits(
-        pool: ParserPool, settings: Settings, client: redis.Redis) -> None:
+    pool: ParserPool, settings: Settings, client: redis.Redis
+) -> None:
     from txmail.bounce_pipe.forward import ForwardFailed
 
     sent_message(settings, client)
@@ -428,6 +507,5 @@ def test_an_unreadable_mail_postfix_will_not_take_back_waits(
     def refused(_raw: bytes, to: str, queue_id: str) -> None:
         raise ForwardFailed(f"{queue_id}: forwarding the bounce to <{to}> failed: 451")
 
-    code, said = handle(settings, client, b"raise", "", RECIPIENT, pool.parse,
-                        forwarder=refused)
+    code, said = handle(settings, client, b"raise", "", RECIPIENT, pool.parse, forwarder=refused)
     assert code == 75 and "ForwardFailed" in said

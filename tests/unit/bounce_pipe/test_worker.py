@@ -37,18 +37,30 @@ class Later:
 
 
 def test_a_report_round_trips_whatever_its_fields() -> None:
-    event = BounceEvent("bounce", "a@x.example", "5.1.1", "userunknown", "550 5.1.1 no",
-                        remote_mta="mx.x.example", detector="rfc3464")
+    event = BounceEvent(
+        "bounce",
+        "a@x.example",
+        "5.1.1",
+        "userunknown",
+        "550 5.1.1 no",
+        remote_mta="mx.x.example",
+        detector="rfc3464",
+    )
     cut = bytes(range(256)) + b"\r\nSubject: caf\xe9\r\n"  # every byte, 8-bit ones included
-    report = BounceReport(events=[event], postfix_queue_id="4jXCs06YbRzJJ2Y",
-                          original_headers={"subject": "hi"}, dkim_domains=("isp.example",),
-                          headers_only=cut)
+    report = BounceReport(
+        events=[event],
+        postfix_queue_id="4jXCs06YbRzJJ2Y",
+        original_headers={"subject": "hi"},
+        dkim_domains=("isp.example",),
+        headers_only=cut,
+    )
     payload = json.dumps({"report": dataclasses.asdict(report)}, default=worker._json).encode()
     assert worker.read_answer(payload) == (report, False)
     assert len(payload) < 2 * len(cut) + 1000  # base64, not a list of numbers or \u escapes
     same = dataclasses.replace(report, headers_only=b"")
-    assert worker.read_answer(json.dumps({"report": dataclasses.asdict(same)},
-                                         default=worker._json).encode()) == (same, False)
+    assert worker.read_answer(
+        json.dumps({"report": dataclasses.asdict(same)}, default=worker._json).encode()
+    ) == (same, False)
     later = Later([event], ("a.example", "b.example"), event, {"x": event}, 3)
     assert worker.from_fields(Later, json.loads(json.dumps(dataclasses.asdict(later)))) == later
     # a field the sender has and the receiver lacks is ignored; one it lacks keeps its default
@@ -60,11 +72,17 @@ def test_error_answers_say_whether_the_trouble_may_pass() -> None:
         worker.read_answer(b'{"error": "KeyError: x", "temporary": false}')
     assert not caught.value.temporary and not caught.value.retiring
     with pytest.raises(worker.ErrorAnswer) as caught:
-        worker.read_answer(b'{"error": "TemporaryFailure: DNS", "temporary": true, '
-                           b'"retiring": true}')
+        worker.read_answer(
+            b'{"error": "TemporaryFailure: DNS", "temporary": true, "retiring": true}'
+        )
     assert caught.value.temporary and caught.value.retiring
-    for garbage in (b"nope", b"[1]", b'{"x": 1}', b'{"report": {"events": [{"kind": 1}]}}',
-                    b'{"report": {"headers_only": "not base64!"}}'):
+    for garbage in (
+        b"nope",
+        b"[1]",
+        b'{"x": 1}',
+        b'{"report": {"events": [{"kind": 1}]}}',
+        b'{"report": {"headers_only": "not base64!"}}',
+    ):
         with pytest.raises(worker.FrameError):
             worker.read_answer(garbage)
 
@@ -75,7 +93,10 @@ def test_frames() -> None:
     worker.write_frame(stream, b"")
     stream.seek(0)
     assert [worker.read_frame(stream), worker.read_frame(stream), worker.read_frame(stream)] == [
-        b"abc", b"", None]
+        b"abc",
+        b"",
+        None,
+    ]
     for bad in (b"x\nabc", b"5\nab", b"99999999999\n"):
         with pytest.raises(worker.FrameError):
             worker.read_frame(io.BytesIO(bad))
@@ -85,8 +106,12 @@ def test_frames() -> None:
 def pool() -> Iterator[ParserPool]:
     settings = Settings(state_dir="/tmp")
     user = "nobody" if os.geteuid() == 0 else None
-    running = ParserPool(dataclasses.replace(
-        settings, bounce_pipe=dataclasses.replace(settings.bounce_pipe, parser_workers=2)), user)
+    running = ParserPool(
+        dataclasses.replace(
+            settings, bounce_pipe=dataclasses.replace(settings.bounce_pipe, parser_workers=2)
+        ),
+        user,
+    )
     try:
         yield running
     finally:
@@ -136,8 +161,10 @@ def test_workers_run_unprivileged_and_bounded(pool: ParserPool) -> None:
         ids = proc_status(pid, "Uid", "Gid", "Groups")
         assert ids["Uid"].split() == ["65534"] * 4  # nobody
         assert ids["Gid"].split() == ["65534"] * 4 and ids["Groups"] == ""  # nogroup, no other
-        limits = {ln[:26].strip(): ln[26:].split()[:2]
-                  for ln in Path(f"/proc/{pid}/limits").read_text().splitlines()[1:]}
+        limits = {
+            ln[:26].strip(): ln[26:].split()[:2]
+            for ln in Path(f"/proc/{pid}/limits").read_text().splitlines()[1:]
+        }
         assert limits["Max address space"] == [str(512 * 1024 * 1024)] * 2
         assert limits["Max processes"] == ["0", "0"]
         assert limits["Max core file size"] == ["0", "0"]
@@ -145,7 +172,8 @@ def test_workers_run_unprivileged_and_bounded(pool: ParserPool) -> None:
 
 
 def test_a_mail_past_its_time_kills_the_worker_and_another_takes_its_place(
-        pool: ParserPool) -> None:
+    pool: ParserPool,
+) -> None:
     raw = (CORPUS / "flufl-bounce_02.eml").read_bytes()
     before = pool.pids()
     pool.timeout = 0.000001
@@ -160,7 +188,8 @@ def test_a_mail_past_its_time_kills_the_worker_and_another_takes_its_place(
 
 
 def test_a_worker_that_died_between_mails_is_replaced_without_losing_the_mail(
-        pool: ParserPool) -> None:
+    pool: ParserPool,
+) -> None:
     raw = (CORPUS / "flufl-bounce_02.eml").read_bytes()
     for each in list(pool.workers):
         each.proc.kill()
@@ -197,11 +226,14 @@ def test_a_parser_error_costs_one_mail_not_the_worker(monkeypatch: pytest.Monkey
         worker.read_answer(worker.read_frame(stdout) or b"")
     assert caught.value.temporary
     assert worker.read_answer(worker.read_frame(stdout) or b"") == (
-        BounceReport(postfix_queue_id="Q1", headers_only=b""), False)
+        BounceReport(postfix_queue_id="Q1", headers_only=b""),
+        False,
+    )
 
 
 def test_a_cut_the_stdlib_cannot_make_costs_the_cut_not_the_report(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def broken(_raw: bytes) -> bytes:
         raise LookupError("unknown encoding")
 

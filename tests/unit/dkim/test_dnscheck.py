@@ -21,17 +21,22 @@ def table(records: dict[tuple[str, str], list[str]]) -> dnscheck.Resolve:
 
 
 def test_dkim_record_with_our_key_passes() -> None:
-    published = {("s1._domainkey.acme.example", "TXT"): [
-        "v=DKIM1; k=rsa; p=" + RSA_KEY.public_key[:100] + " " + RSA_KEY.public_key[100:]]}
+    published = {
+        ("s1._domainkey.acme.example", "TXT"): [
+            "v=DKIM1; k=rsa; p=" + RSA_KEY.public_key[:100] + " " + RSA_KEY.public_key[100:]
+        ]
+    }
     check = dnscheck.check_dkim("acme.example", RSA_KEY, table(published))
     assert check.ok and check.name == "s1._domainkey.acme.example"
 
 
-@pytest.mark.parametrize("records", [[], ["v=DKIM1; k=rsa; p=AAAA"], ["v=DKIM1; k=ed25519; p="
-                                                                      + RSA_KEY.public_key]])
+@pytest.mark.parametrize(
+    "records", [[], ["v=DKIM1; k=rsa; p=AAAA"], ["v=DKIM1; k=ed25519; p=" + RSA_KEY.public_key]]
+)
 def test_missing_or_other_key_fails(records: list[str]) -> None:
-    check = dnscheck.check_dkim("acme.example", RSA_KEY,
-                                table({("s1._domainkey.acme.example", "TXT"): records}))
+    check = dnscheck.check_dkim(
+        "acme.example", RSA_KEY, table({("s1._domainkey.acme.example", "TXT"): records})
+    )
     assert not check.ok and check.expected == RSA_KEY.dns_value()
 
 
@@ -43,8 +48,7 @@ def test_return_path_by_cname_or_mx() -> None:
     assert dnscheck.check_return_path("mta.acme.example", "mta.relay.example", by_mx).ok
     failed = dnscheck.check_return_path("mta.acme.example", "mta.relay.example", wrong)
     assert not failed.ok and failed.found == "CNAME elsewhere.example"
-    assert not dnscheck.check_return_path("mta.acme.example", "mta.relay.example",
-                                          table({})).ok
+    assert not dnscheck.check_return_path("mta.acme.example", "mta.relay.example", table({})).ok
 
 
 @pytest.fixture

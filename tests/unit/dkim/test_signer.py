@@ -17,11 +17,13 @@ from txmail.errors import TemporaryFailure
 from txmail.milter import dkim as txdkim
 from txmail.store.domains import ED25519, RSA, DkimKey, Domain
 
-MESSAGE = (b"From: App <app@acme.example>\r\nTo: user@example.net\r\nCc: other@example.net\r\n"
-           b"Subject: Your receipt\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\n"
-           b"Message-ID: <r1@acme.example>\r\nMIME-Version: 1.0\r\n"
-           b"Content-Type: text/plain; charset=utf-8\r\nX-Mailer: test\r\n"
-           b"Received: from somewhere\r\n\r\nThank you for your order.\r\n")
+MESSAGE = (
+    b"From: App <app@acme.example>\r\nTo: user@example.net\r\nCc: other@example.net\r\n"
+    b"Subject: Your receipt\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\n"
+    b"Message-ID: <r1@acme.example>\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nX-Mailer: test\r\n"
+    b"Received: from somewhere\r\n\r\nThank you for your order.\r\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +33,15 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def keys(key_dir: Path) -> tuple[DkimKey, DkimKey]:
-    rsa_key = DkimKey("s1", RSA, str(key_dir / "s1.rsa.pem"),
-                      txdkim.generate_rsa_key(key_dir / "s1.rsa.pem"))
-    ed_key = DkimKey("s1e", ED25519, str(key_dir / "s1e.ed25519.pem"),
-                     txdkim.generate_ed25519_key(key_dir / "s1e.ed25519.pem"))
+    rsa_key = DkimKey(
+        "s1", RSA, str(key_dir / "s1.rsa.pem"), txdkim.generate_rsa_key(key_dir / "s1.rsa.pem")
+    )
+    ed_key = DkimKey(
+        "s1e",
+        ED25519,
+        str(key_dir / "s1e.ed25519.pem"),
+        txdkim.generate_ed25519_key(key_dir / "s1e.ed25519.pem"),
+    )
     return rsa_key, ed_key
 
 
@@ -65,8 +72,9 @@ def dns_for(*published: DkimKey, domain: str = "acme.example"):  # type: ignore[
 
 def signed(headers: list[tuple[str, str]], message: bytes = MESSAGE) -> bytes:
     """The message as a receiver sees it: the headers prepended, LF folds back to CRLF."""
-    head = b"".join(f"{name}: {value}".replace("\n", "\r\n").encode() + b"\r\n"
-                    for name, value in headers)
+    head = b"".join(
+        f"{name}: {value}".replace("\n", "\r\n").encode() + b"\r\n" for name, value in headers
+    )
     return head + message
 
 
@@ -93,8 +101,11 @@ def test_rsa_and_ed25519_both_verify(keys: tuple[DkimKey, DkimKey]) -> None:
     assert verifier.verify(idx=0, dnsfunc=dns)
     assert verifier.verify(idx=1, dnsfunc=dns)
     assert {"a=rsa-sha256", "a=ed25519-sha256"} == {
-        part.strip() for _, value in headers for part in value.split(";")
-        if part.strip().startswith("a=")}
+        part.strip()
+        for _, value in headers
+        for part in value.split(";")
+        if part.strip().startswith("a=")
+    }
 
 
 def test_tampered_message_fails(keys: tuple[DkimKey, DkimKey]) -> None:
@@ -124,8 +135,16 @@ def test_header_set_is_signed_once_more_than_present(keys: tuple[DkimKey, DkimKe
     headers = txdkim.Signer(FakeDomains(domain((keys[0],)))).sign("acme.example", MESSAGE)
     value = " ".join(headers[0][1].split())
     signed_list = value.split("h=", 1)[1].split(";", 1)[0].replace(" ", "").split(":")
-    for name in ("from", "to", "cc", "subject", "date", "message-id", "mime-version",
-                 "content-type"):
+    for name in (
+        "from",
+        "to",
+        "cc",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+    ):
         assert signed_list.count(name) == 2, name
     # absent ones are left out (Postfix may add Date or Message-ID), unlisted ones too
     for name in ("reply-to", "list-unsubscribe", "x-mailer", "received"):
@@ -149,8 +168,9 @@ def test_values_are_folded_for_libmilter(keys: tuple[DkimKey, DkimKey]) -> None:
 
 
 def test_no_signature_for_unknown_or_inactive_domains(keys: tuple[DkimKey, DkimKey]) -> None:
-    signer = txdkim.Signer(FakeDomains(domain(keys, active=False),
-                                       replace(domain(()), name="nokeys.example")))
+    signer = txdkim.Signer(
+        FakeDomains(domain(keys, active=False), replace(domain(()), name="nokeys.example"))
+    )
     assert signer.sign("acme.example", MESSAGE) == []
     assert signer.sign("nokeys.example", MESSAGE) == []
     assert signer.sign("unknown.example", MESSAGE) == []
@@ -170,13 +190,13 @@ def test_records_are_cached_and_refreshed(keys: tuple[DkimKey, DkimKey]) -> None
 
 
 def test_key_is_decoded_once_and_again_when_its_file_changes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "rot.rsa.pem"
     first = DkimKey("rot", RSA, str(path), txdkim.generate_rsa_key(path))
     decoded: list[str] = []
     real_load = txdkim.load_private_key
-    monkeypatch.setattr(txdkim, "load_private_key",
-                        lambda p: decoded.append(p) or real_load(p))
+    monkeypatch.setattr(txdkim, "load_private_key", lambda p: decoded.append(p) or real_load(p))
     signer = txdkim.Signer(FakeDomains(domain((first,))))
     for _ in range(3):
         assert dkim.verify(signed(signer.sign("acme.example", MESSAGE)), dnsfunc=dns_for(first))
@@ -189,7 +209,8 @@ def test_key_is_decoded_once_and_again_when_its_file_changes(
 
 
 def test_unreadable_key_is_a_temporary_failure_and_logs_no_key(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     missing = DkimKey("gone", RSA, str(tmp_path / "gone.pem"), "AAAA")
     garbage_path = tmp_path / "garbage.pem"
     garbage_path.write_bytes(b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
@@ -201,8 +222,9 @@ def test_unreadable_key_is_a_temporary_failure_and_logs_no_key(
     assert "not a key" not in caplog.text and "BEGIN" not in caplog.text
 
 
-def test_key_files_are_private_and_keys_print_nothing(keys: tuple[DkimKey, DkimKey],
-                                                      key_dir: Path) -> None:
+def test_key_files_are_private_and_keys_print_nothing(
+    keys: tuple[DkimKey, DkimKey], key_dir: Path
+) -> None:
     for key in keys:
         assert Path(key.key_path).stat().st_mode & 0o777 == 0o600
     assert key_dir.stat().st_mode & 0o777 == 0o700
@@ -215,9 +237,13 @@ def test_rsa_keys_below_2048_bits_are_refused(tmp_path: Path) -> None:
         txdkim.generate_rsa_key(tmp_path / "small.pem", bits=1024)
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     path = tmp_path / "small.pem"
-    path.write_bytes(small.private_bytes(serialization.Encoding.PEM,
-                                         serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
+    path.write_bytes(
+        small.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     with pytest.raises(ValueError, match="2048"):
         txdkim.load_private_key(str(path))
 

@@ -20,10 +20,23 @@ from txmail.store import Keys
 NOW = 1_800_000_000.0
 
 
-def bounce(recipient: str = "User@Example.net", reason: str = "userunknown", kind: str = "bounce",
-           trusted: bool = True, qid: str = "4jXCs06YbRzJJ2Y"):
-    return make_event(kind, "acme", qid, recipient, {"status": "5.1.1", "reason": reason},
-                      tags=["password-reset"], now=NOW, trusted=trusted)
+def bounce(
+    recipient: str = "User@Example.net",
+    reason: str = "userunknown",
+    kind: str = "bounce",
+    trusted: bool = True,
+    qid: str = "4jXCs06YbRzJJ2Y",
+):
+    return make_event(
+        kind,
+        "acme",
+        qid,
+        recipient,
+        {"status": "5.1.1", "reason": reason},
+        tags=["password-reset"],
+        now=NOW,
+        trusted=trusted,
+    )
 
 
 def test_one_event_per_message_recipient_and_kind(client: redis.Redis, keys: Keys) -> None:
@@ -37,32 +50,41 @@ def test_one_event_per_message_recipient_and_kind(client: redis.Redis, keys: Key
     assert [e.kind for _, e in events] == ["bounce", "soft_bounce"]
     assert events[0][1].recipient == "user@example.net"
     counts = client.hgetall(keys.event_counts("acme", utc_day(NOW)))
-    assert counts == {"bounce": "1", "soft_bounce": "1", "tag:password-reset:bounce": "1",
-                      "tag:password-reset:soft_bounce": "1"}
+    assert counts == {
+        "bounce": "1",
+        "soft_bounce": "1",
+        "tag:password-reset:bounce": "1",
+        "tag:password-reset:soft_bounce": "1",
+    }
     assert client.ttl(keys.event_counts("acme", utc_day(NOW))) > 0
     assert client.ttl(keys.event_seen("acme", "4jXCs06YbRzJJ2Y")) > 0
 
 
 def test_opens_are_counted_every_time_but_recorded_once(client: redis.Redis, keys: Keys) -> None:
     recorder = Recorder(client, keys, clock=lambda: NOW)
-    results = [recorder.record(make_event("open", "acme", "Q1", "a@b.test", now=NOW))
-               for _ in range(3)]
+    results = [
+        recorder.record(make_event("open", "acme", "Q1", "a@b.test", now=NOW)) for _ in range(3)
+    ]
     assert [r.new for r in results] == [True, False, False]
     assert len(stream_events(client, keys, "acme")) == 1
     assert client.hget(keys.event_counts("acme", utc_day(NOW)), "open") == "3"
 
 
-@pytest.mark.parametrize("event, policy, suppressed", [
-    (dict(), SuppressionPolicy(), True),
-    (dict(reason="mailboxfull"), SuppressionPolicy(), False),
-    (dict(reason="mailboxfull"), SuppressionPolicy(reasons=("mailboxfull",)), True),
-    (dict(kind="soft_bounce"), SuppressionPolicy(reasons=("userunknown",)), False),
-    (dict(trusted=False), SuppressionPolicy(), False),
-    (dict(kind="complaint", reason="feedback"), SuppressionPolicy(), True),
-    (dict(kind="complaint", reason="feedback"), SuppressionPolicy(complaints=False), False),
-])
-def test_what_suppresses(client: redis.Redis, keys: Keys, event: dict, policy,
-                         suppressed: bool) -> None:
+@pytest.mark.parametrize(
+    "event, policy, suppressed",
+    [
+        (dict(), SuppressionPolicy(), True),
+        (dict(reason="mailboxfull"), SuppressionPolicy(), False),
+        (dict(reason="mailboxfull"), SuppressionPolicy(reasons=("mailboxfull",)), True),
+        (dict(kind="soft_bounce"), SuppressionPolicy(reasons=("userunknown",)), False),
+        (dict(trusted=False), SuppressionPolicy(), False),
+        (dict(kind="complaint", reason="feedback"), SuppressionPolicy(), True),
+        (dict(kind="complaint", reason="feedback"), SuppressionPolicy(complaints=False), False),
+    ],
+)
+def test_what_suppresses(
+    client: redis.Redis, keys: Keys, event: dict, policy, suppressed: bool
+) -> None:
     recorder = Recorder(client, keys, clock=lambda: NOW)
     recorded = recorder.record(bounce(**event), policy)
     found = recorder.suppressions.check("acme", ["user@example.net"])
@@ -80,8 +102,9 @@ def test_suppression_may_expire(client: redis.Redis, keys: Keys) -> None:
     assert entry.expires_at == NOW + 3 * 86400
 
 
-def test_outcome_counted_once_and_again_after_a_failed_count(client: redis.Redis,
-                                                             keys: Keys) -> None:
+def test_outcome_counted_once_and_again_after_a_failed_count(
+    client: redis.Redis, keys: Keys
+) -> None:
     calls: list[tuple[str, str]] = []
     failing = [True]
 
@@ -107,8 +130,10 @@ def test_stream_cap_never_trims_undelivered_events(client: redis.Redis, keys: Ke
     for n in range(30):
         recorder.record(bounce(recipient=f"r{n}@example.net"))
     trim = client.register_script(
-        (__import__("pathlib").Path(__file__).parents[3]
-         / "txmail/store/scripts/events_trim.lua").read_text())
+        (
+            __import__("pathlib").Path(__file__).parents[3] / "txmail/store/scripts/events_trim.lua"
+        ).read_text()
+    )
     assert trim(keys=[stream], args=[WEBHOOK_GROUP, 10]) == 0  # nothing read yet
     # a dispatcher reads 20 (pending) and acknowledges the first 12
     read = client.xreadgroup(WEBHOOK_GROUP, "c1", {stream: ">"}, count=20)[0][1]

@@ -36,23 +36,30 @@ def test_local_part_and_bare_token_verify() -> None:
 
 
 def test_short_queue_ids_work_too() -> None:
-    assert verify_bounce_address(bounce_address("C59BC2101BD", "a.example", SECRET,
-                                                "mta.a.example"), SECRET) == "C59BC2101BD"
+    assert (
+        verify_bounce_address(
+            bounce_address("C59BC2101BD", "a.example", SECRET, "mta.a.example"), SECRET
+        )
+        == "C59BC2101BD"
+    )
 
 
-@pytest.mark.parametrize("forged", [
-    "bounces+{token}@mta.acme.example".replace("{token}", bounce_token(QID, b"x" * 32)),
-    "bounces+" + bounce_token("4jXCs06YbRzJJ2Z", SECRET)[:-8] + bounce_token(QID, SECRET)[-8:],
-    "bounces+" + bounce_token(QID, SECRET)[:-1],
-    "bounces+" + bounce_token(QID, SECRET) + "a",
-    "other+" + bounce_token(QID, SECRET),
-    "bounces",
-    "bounces+",
-    "bounces+-",
-    "bounces+!!!-aaaaaaaa",
-    "bounces+" + "a" * 400,
-    "",
-])
+@pytest.mark.parametrize(
+    "forged",
+    [
+        "bounces+{token}@mta.acme.example".replace("{token}", bounce_token(QID, b"x" * 32)),
+        "bounces+" + bounce_token("4jXCs06YbRzJJ2Z", SECRET)[:-8] + bounce_token(QID, SECRET)[-8:],
+        "bounces+" + bounce_token(QID, SECRET)[:-1],
+        "bounces+" + bounce_token(QID, SECRET) + "a",
+        "other+" + bounce_token(QID, SECRET),
+        "bounces",
+        "bounces+",
+        "bounces+-",
+        "bounces+!!!-aaaaaaaa",
+        "bounces+" + "a" * 400,
+        "",
+    ],
+)
 def test_forged_or_malformed_addresses_give_none(forged: str) -> None:
     assert verify_bounce_address(forged, SECRET) is None
 
@@ -68,8 +75,11 @@ def test_bad_queue_ids_are_refused(bad: str) -> None:
         bounce_address(bad, "acme.example", SECRET, "mta.acme.example")
 
 
-@given(st.text(alphabet="0123456789BCDFGHJKLMNPQRSTVWXYZbcdfghjklmnpqrstvwxyz",
-               min_size=5, max_size=29))
+@given(
+    st.text(
+        alphabet="0123456789BCDFGHJKLMNPQRSTVWXYZbcdfghjklmnpqrstvwxyz", min_size=5, max_size=29
+    )
+)
 def test_any_queue_id_round_trips_within_64(queue_id: str) -> None:
     address = bounce_address(queue_id, "d.example", SECRET, "mta.d.example")
     assert len(address.split("@")[0]) <= 64

@@ -58,11 +58,19 @@ def test_relay_and_transport_answers() -> None:
     assert answer(tables, "transport", "bounces+x@bounces.example.test") == "OK bouncepipe:"
 
 
-@pytest.mark.parametrize("name,key", [
-    ("relay", "elsewhere.example"), ("relay", ".acme.example"), ("relay", "acme.example"),
-    ("relay", "x.mta.acme.example"), ("relay", "a@mta.acme.example"), ("relay", ""),
-    ("transport", "someone@elsewhere.example"), ("transport", "a@"),
-])
+@pytest.mark.parametrize(
+    "name,key",
+    [
+        ("relay", "elsewhere.example"),
+        ("relay", ".acme.example"),
+        ("relay", "acme.example"),
+        ("relay", "x.mta.acme.example"),
+        ("relay", "a@mta.acme.example"),
+        ("relay", ""),
+        ("transport", "someone@elsewhere.example"),
+        ("transport", "a@"),
+    ],
+)
 def test_everything_else_is_not_found(name: str, key: str) -> None:
     tables = ReturnPathTables("bounces.example.test", Known("mta.acme.example"))
     assert answer(tables, name, key) == "NOTFOUND "
@@ -100,8 +108,9 @@ def test_netstrings() -> None:
     assert read_netstring(stream) is None
 
 
-@pytest.mark.parametrize("bad", [b"x:", b"3:abc", b"3:ab", b":abc,", b"99999999999:",
-                                 b"20000:" + b"a" * 20000 + b","])
+@pytest.mark.parametrize(
+    "bad", [b"x:", b"3:abc", b"3:ab", b":abc,", b"99999999999:", b"20000:" + b"a" * 20000 + b","]
+)
 def test_bad_netstrings(bad: bytes) -> None:
     with pytest.raises(ProtocolError):
         read_netstring(io.BytesIO(bad))
@@ -110,10 +119,8 @@ def test_bad_netstrings(bad: bytes) -> None:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "sm.sock"
-    srv = SocketmapServer(path, ReturnPathTables("bounces.example.test",
-                                                 Known("mta.acme.example")))
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
-                              daemon=True)
+    srv = SocketmapServer(path, ReturnPathTables("bounces.example.test", Known("mta.acme.example")))
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     yield path
     srv.shutdown()
@@ -124,8 +131,10 @@ def test_server_answers_several_requests_on_one_connection(server: Path) -> None
     with socket.socket(socket.AF_UNIX) as client:
         client.connect(str(server))
         stream = client.makefile("rwb")
-        for request, expected in [(b"relay mta.acme.example", b"OK mta.acme.example"),
-                                  (b"transport b@elsewhere.example", b"NOTFOUND ")]:
+        for request, expected in [
+            (b"relay mta.acme.example", b"OK mta.acme.example"),
+            (b"transport b@elsewhere.example", b"NOTFOUND "),
+        ]:
             stream.write(netstring(request))
             stream.flush()
             assert read_netstring(stream) == expected

@@ -24,8 +24,11 @@ class FakeRspamd(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.requests.append({"path": self.path, "headers": self.headers, "body": body})
-        status, answer = self.answers.pop(0) if self.answers else (
-            200, b'{"score": 3.5, "required_score": 15.0, "action": "no action"}')
+        status, answer = (
+            self.answers.pop(0)
+            if self.answers
+            else (200, b'{"score": 3.5, "required_score": 15.0, "action": "no action"}')
+        )
         self.send_response(status)
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
@@ -52,8 +55,13 @@ def test_not_configured_gives_none() -> None:
 
 def test_score_and_envelope_are_sent(rspamd: str) -> None:
     checker = SpamChecker(rspamd_url=rspamd + "/")
-    score = checker.score(MESSAGE, "app@acme.example", ["u1@example.net", "u2@example.net"],
-                          "4jXCs06YbRzJJ2Y", login="acme")
+    score = checker.score(
+        MESSAGE,
+        "app@acme.example",
+        ["u1@example.net", "u2@example.net"],
+        "4jXCs06YbRzJJ2Y",
+        login="acme",
+    )
     assert score == 3.5
     request = FakeRspamd.requests[0]
     assert request["path"] == "/checkv2"
@@ -89,9 +97,14 @@ def test_unreachable_tempfails_by_default_and_skips_when_configured() -> None:
 def test_from_settings() -> None:
     from txmail.config import Settings, SpamSettings
 
-    settings = Settings(spam=SpamSettings(rspamd_url="http://127.0.0.1:11333", timeout=3.0,
-                                          on_failure="skip"))
+    settings = Settings(
+        spam=SpamSettings(rspamd_url="http://127.0.0.1:11333", timeout=3.0, on_failure="skip")
+    )
     checker = SpamChecker.from_settings(settings)
     assert (checker.rspamd_url, checker.timeout, checker.on_failure, checker.enabled) == (
-        "http://127.0.0.1:11333", 3.0, "skip", True)
+        "http://127.0.0.1:11333",
+        3.0,
+        "skip",
+        True,
+    )
     assert json.loads(json.dumps(checker.__dict__))

@@ -28,8 +28,9 @@ def prefix(redis_server: RedisServer) -> Iterator[str]:
 
 
 @pytest.fixture
-def smtp(client: redis.Redis, prefix: str,
-         monkeypatch: pytest.MonkeyPatch) -> Callable[..., Conversation]:
+def smtp(
+    client: redis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Conversation]:
     """`smtp(settings={...}, node=Settings(...), **services)`: a connection logged in as
     account `acme` (domains acme.example and mail.acme.example) with those account settings,
     on a node with those settings and services (MilterContext fields)."""
@@ -37,8 +38,12 @@ def smtp(client: redis.Redis, prefix: str,
     accounts = Accounts(client, make_context(client, prefix).keys)
     made: dict[str, bool] = {}
 
-    def connect(settings: dict[str, Any] | None = None, login: str | None = "acme",
-                node: Settings | None = None, **services: Any) -> Conversation:
+    def connect(
+        settings: dict[str, Any] | None = None,
+        login: str | None = "acme",
+        node: Settings | None = None,
+        **services: Any,
+    ) -> Conversation:
         if not made:
             accounts.add("acme", ["acme.example", "mail.acme.example"], "a-long-password-1")
             made["acme"] = True

@@ -56,8 +56,12 @@ class RecordingCtx(TestCtx):
 def eom_submission(raw: bytes) -> Submission:
     """A Submission of acme's, at end of message, holding the message `raw` (CRLF)."""
     headers, body = split_headers(raw)
-    submission = Submission(account="acme", domains=("acme.example",),
-                            sender="app@acme.example", recipients=["user@example.net"])
+    submission = Submission(
+        account="acme",
+        domains=("acme.example",),
+        sender="app@acme.example",
+        recipients=["user@example.net"],
+    )
     for header, value in headers:
         submission.add_header(header, value.decode("utf-8", "surrogateescape"))
     submission.add_body(body)
@@ -108,8 +112,11 @@ class Outcome:
     def message(self) -> bytes:
         """The message as Postfix would send it (CRLF line ends)."""
         head = "".join(f"{k}: {v}\r\n" for k, v in self.headers)
-        return re.sub(rb"\r?\n", b"\r\n", head.encode("utf-8", "surrogateescape")) + \
-            b"\r\n" + self.body
+        return (
+            re.sub(rb"\r?\n", b"\r\n", head.encode("utf-8", "surrogateescape"))
+            + b"\r\n"
+            + self.body
+        )
 
 
 class Conversation:
@@ -119,10 +126,16 @@ class Conversation:
         self.context = context
         self.login = login
 
-    def send(self, eml: bytes, sender: str, recipients: list[str],
-             sender_params: tuple[str, ...] = (),
-             recipient_params: dict[str, tuple[str, ...]] | None = None,
-             queue_id: str = QUEUE_ID, macros: dict[str, str] | None = None) -> Outcome:
+    def send(
+        self,
+        eml: bytes,
+        sender: str,
+        recipients: list[str],
+        sender_params: tuple[str, ...] = (),
+        recipient_params: dict[str, tuple[str, ...]] | None = None,
+        queue_id: str = QUEUE_ID,
+        macros: dict[str, str] | None = None,
+    ) -> Outcome:
         Milter.factory = lambda: TxmailMilter(self.context)
         ctx = RecordingCtx()
         if self.login:
@@ -206,16 +219,34 @@ def eml(headers: list[tuple[str, str]] | dict[str, str], body: str = "Hello.\r\n
     return (head + "\r\n" + body).encode("utf-8", "surrogateescape")
 
 
-def basic(sender: str = "app@acme.example", to: str = "user@example.net",
-          extra: list[tuple[str, str]] | None = None, body: str = "Hello.\r\n") -> bytes:
-    return eml([("From", sender), ("To", to), ("Subject", "test"),
-                ("Message-ID", "<m1@acme.example>"), *(extra or [])], body)
+def basic(
+    sender: str = "app@acme.example",
+    to: str = "user@example.net",
+    extra: list[tuple[str, str]] | None = None,
+    body: str = "Hello.\r\n",
+) -> bytes:
+    return eml(
+        [
+            ("From", sender),
+            ("To", to),
+            ("Subject", "test"),
+            ("Message-ID", "<m1@acme.example>"),
+            *(extra or []),
+        ],
+        body,
+    )
 
 
-def make_context(client: Any, prefix: str, settings: Settings | None = None,
-                 **services: Any) -> MilterContext:
+def make_context(
+    client: Any, prefix: str, settings: Settings | None = None, **services: Any
+) -> MilterContext:
     keys = Keys(prefix)
     services.setdefault("events", Recorder(client, keys))
-    return MilterContext(settings=settings or Settings(), client=client, keys=keys,
-                         accounts=Accounts(client, keys), messages=Messages(client, keys, 3600),
-                         **services)
+    return MilterContext(
+        settings=settings or Settings(),
+        client=client,
+        keys=keys,
+        accounts=Accounts(client, keys),
+        messages=Messages(client, keys, 3600),
+        **services,
+    )

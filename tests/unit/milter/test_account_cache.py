@@ -46,18 +46,25 @@ def reads(accounts: Accounts, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-def test_kept_until_the_account_changes(cache: AccountCache, accounts: Accounts,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kept_until_the_account_changes(
+    cache: AccountCache, accounts: Accounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen = reads(accounts, monkeypatch)
     assert cache.find("acme").settings["max_recipients"] == 20  # type: ignore[union-attr]
     assert cache.find("acme") is not None
     assert seen == ["acme"]
     accounts.update_settings("acme", {"max_recipients": 5})
-    wait_for(lambda: cache.find("acme").settings["max_recipients"] == 5,  # type: ignore[union-attr]
-             10, what="the change to be seen")
+    wait_for(
+        lambda: cache.find("acme").settings["max_recipients"] == 5,  # type: ignore[union-attr]
+        10,
+        what="the change to be seen",
+    )
     accounts.suspend("acme", "unpaid")
-    wait_for(lambda: cache.find("acme").suspended, 10,  # type: ignore[union-attr]
-             what="the suspension to be seen")
+    wait_for(
+        lambda: cache.find("acme").suspended,
+        10,  # type: ignore[union-attr]
+        what="the suspension to be seen",
+    )
 
 
 def test_unknown_accounts_are_kept_too(cache: AccountCache, accounts: Accounts) -> None:
@@ -66,8 +73,9 @@ def test_unknown_accounts_are_kept_too(cache: AccountCache, accounts: Accounts) 
     wait_for(lambda: cache.find("later") is not None, 10, what="the new account")
 
 
-def test_nothing_kept_without_the_subscription(accounts: Accounts,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nothing_kept_without_the_subscription(
+    accounts: Accounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = AccountCache(accounts)  # listener never started
     seen = reads(accounts, monkeypatch)
     cache.find("acme")

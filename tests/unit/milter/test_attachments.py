@@ -52,46 +52,76 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "zip-member": ("554 5.7.1", ('"files.zip" contains "setup.exe"', "(.exe)")),
     "zip-member-upper-case-with-folder": ("554 5.7.1", ('"bin/TOOL.SCR"', "(.scr)")),
     "zip-in-zip": ("554 5.7.1", ('"run.js"', '(in "inner.zip")')),
-    "zip-member-executable-under-harmless-name": ("554 5.7.1", (
-        '"photo.jpg", which is a Windows executable',)),
+    "zip-member-executable-under-harmless-name": (
+        "554 5.7.1",
+        ('"photo.jpg", which is a Windows executable',),
+    ),
     "zip-under-harmless-name": ("554 5.7.1", ('"report.pdf" contains "report.exe"',)),
     # zips that look like Office or OpenDocument files are judged member by member
     "document-marker-with-executable": ("554 5.7.1", ('"invoice.exe"', "(.exe)")),
     "document-marker-with-script-and-executable-pdf": ("554 5.7.1", ("files.zip",)),
-    "document-marker-with-executable-pdf": ("554 5.7.1", (
-        '"readme.pdf", which is a Windows executable',)),
-    "odt-with-executable-picture": ("554 5.7.1", (
-        '"Pictures/logo.png", which is a Windows executable',)),
+    "document-marker-with-executable-pdf": (
+        "554 5.7.1",
+        ('"readme.pdf", which is a Windows executable',),
+    ),
+    "odt-with-executable-picture": (
+        "554 5.7.1",
+        ('"Pictures/logo.png", which is a Windows executable',),
+    ),
     "docx-with-executable-member": ("554 5.7.1", ('"word/media/setup.exe"', "(.exe)")),
-    "docx-with-embedded-executable": ("554 5.7.1", (
-        '"word/embeddings/oleObject1.bin", which holds a Windows executable',)),
-    "docm-with-macros": ("554 5.7.1", ('"report.docm" holds macros ("word/vbaProject.bin")',
-                                        "(.vba)")),
+    "docx-with-embedded-executable": (
+        "554 5.7.1",
+        ('"word/embeddings/oleObject1.bin", which holds a Windows executable',),
+    ),
+    "docm-with-macros": (
+        "554 5.7.1",
+        ('"report.docm" holds macros ("word/vbaProject.bin")', "(.vba)"),
+    ),
     "odt-with-macros": ("554 5.7.1", ('holds macros ("Basic/Standard/Module1.xml")',)),
     "bin-outside-a-document": ("554 5.7.1", ('"word/vbaProject.bin"', "(.bin)")),
     # found by what Office reads rather than by names
-    "docm-with-renamed-vba-project": ("554 5.7.1", (
-        '"report.docx" holds macros ("word/x.bin")', "(.vba)")),
+    "docm-with-renamed-vba-project": (
+        "554 5.7.1",
+        ('"report.docx" holds macros ("word/x.bin")', "(.vba)"),
+    ),
     "doc-with-macros": ("554 5.7.1", ('"report.doc" holds macros ("VBA")', "(.vba)")),
-    "docx-with-program-split-across-sectors": ("554 5.7.1", (
-        '"word/embeddings/oleObject1.bin", which holds a Windows executable',)),
-    "docx-with-embedded-script": ("554 5.7.1", (
-        'which holds an embedded file "invoice.js" of a forbidden type (.js)',)),
+    "docx-with-program-split-across-sectors": (
+        "554 5.7.1",
+        ('"word/embeddings/oleObject1.bin", which holds a Windows executable',),
+    ),
+    "docx-with-embedded-script": (
+        "554 5.7.1",
+        ('which holds an embedded file "invoice.js" of a forbidden type (.js)',),
+    ),
     # members that cannot be read are not judged by their names alone
-    "zip-member-local-name-differs": ("554 5.7.1", (
-        '"files.zip" could not be checked: "readme.txt" in it cannot be read (the archive '
-        "gives it two different names)",)),
-    "zip-member-deflate64-executable": ("554 5.7.1", (
-        '"report.pdf" in it cannot be read (it is packed with method 9, which this server '
-        "cannot unpack)",)),
+    "zip-member-local-name-differs": (
+        "554 5.7.1",
+        (
+            '"files.zip" could not be checked: "readme.txt" in it cannot be read (the archive '
+            "gives it two different names)",
+        ),
+    ),
+    "zip-member-deflate64-executable": (
+        "554 5.7.1",
+        (
+            '"report.pdf" in it cannot be read (it is packed with method 9, which this server '
+            "cannot unpack)",
+        ),
+    ),
     "zip-executable-behind-local-name": ("554 5.7.1", ('"docs.zip" could not be checked',)),
     "zip-bomb-nested": ("554 5.7.1", ('"backup.zip" could not be checked',)),
-    "ole-fat-sector-repeated": ("554 5.7.1", (
-        '"report.zip" could not be checked: "report.doc" in it is an Office (OLE) file that '
-        "cannot be read (more FAT sectors than the file needs)",)),
+    "ole-fat-sector-repeated": (
+        "554 5.7.1",
+        (
+            '"report.zip" could not be checked: "report.doc" in it is an Office (OLE) file that '
+            "cannot be read (more FAT sectors than the file needs)",
+        ),
+    ),
     "zip-encrypted-forbidden-name": ("554 5.7.1", ('"setup.exe"', "(.exe)")),
-    "zip-encrypted-names": ("554 5.7.1", ('"files.zip" is an archive whose file names are '
-                                          "encrypted",)),
+    "zip-encrypted-names": (
+        "554 5.7.1",
+        ('"files.zip" is an archive whose file names are encrypted',),
+    ),
     "rar5-encrypted-names": ("554 5.7.1", ("file names are encrypted",)),
     "rar4-encrypted-names": ("554 5.7.1", ("file names are encrypted",)),
     "7z-encrypted-names": ("554 5.7.1", ("file names are encrypted",)),
@@ -137,87 +167,139 @@ def test_corpus(smtp: Callable[..., Conversation], name: str) -> None:
 
 def test_account_list_replaces_the_default(smtp: Callable[..., Conversation]) -> None:
     conversation = smtp({"forbidden_extensions": ["txt"]})
-    outcome = conversation.send((CORPUS / "exe-then-txt.eml").read_bytes(), "app@acme.example",
-                                ["user@example.net"])
+    outcome = conversation.send(
+        (CORPUS / "exe-then-txt.eml").read_bytes(), "app@acme.example", ["user@example.net"]
+    )
     assert outcome.code == "554 5.7.1" and "(.txt)" in outcome.text
-    outcome = conversation.send((CORPUS / "plain-exe.eml").read_bytes(), "app@acme.example",
-                                ["user@example.net"])
+    outcome = conversation.send(
+        (CORPUS / "plain-exe.eml").read_bytes(), "app@acme.example", ["user@example.net"]
+    )
     assert outcome.accepted  # .exe is no longer on the list and the content is harmless
-    outcome = conversation.send((CORPUS / "executable-named-pdf.eml").read_bytes(),
-                                "app@acme.example", ["user@example.net"])
+    outcome = conversation.send(
+        (CORPUS / "executable-named-pdf.eml").read_bytes(), "app@acme.example", ["user@example.net"]
+    )
     assert outcome.code == "554 5.7.1"  # Windows executables are refused whatever the list
     assert "is a Windows executable" in outcome.text
 
 
-@pytest.mark.parametrize("name,default,refusing", [
-    ("zip-encrypted-harmless-names", "", "554 5.7.1"),
-    ("zip-encrypted-forbidden-name", "554 5.7.1", "554 5.7.1"),
-    ("zip-encrypted-names", "554 5.7.1", "554 5.7.1"),
-    ("zip-of-documents", "", ""),
-])
-def test_encrypted_archives_setting(smtp: Callable[..., Conversation], name: str, default: str,
-                                    refusing: str) -> None:
+@pytest.mark.parametrize(
+    "name,default,refusing",
+    [
+        ("zip-encrypted-harmless-names", "", "554 5.7.1"),
+        ("zip-encrypted-forbidden-name", "554 5.7.1", "554 5.7.1"),
+        ("zip-encrypted-names", "554 5.7.1", "554 5.7.1"),
+        ("zip-of-documents", "", ""),
+    ],
+)
+def test_encrypted_archives_setting(
+    smtp: Callable[..., Conversation], name: str, default: str, refusing: str
+) -> None:
     message = (CORPUS / f"{name}.eml").read_bytes()
     outcome = smtp().send(message, "app@acme.example", ["user@example.net"])
     assert outcome.code == default, outcome.reply
-    outcome = smtp({"encrypted_archives": "refuse"}).send(message, "app@acme.example",
-                                                           ["user@example.net"])
+    outcome = smtp({"encrypted_archives": "refuse"}).send(
+        message, "app@acme.example", ["user@example.net"]
+    )
     assert outcome.code == refusing, outcome.reply
     if name == "zip-encrypted-harmless-names":
         assert outcome.text == (
             'Attachment "files.zip" is an encrypted archive ("report.pdf" is encrypted), and '
             "this account does not accept encrypted archives; send it unencrypted (or send a "
-            "link to it instead)")
+            "link to it instead)"
+        )
 
 
 def test_plain_message_passes(smtp: Callable[..., Conversation]) -> None:
     assert smtp().send(basic(), "app@acme.example", ["user@example.net"]).accepted
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("Invoice.PDF.exe", "exe"), ("a.exe. . .", "exe"), ("x\u202efdp.exe", "exe"),
-    ("C:\\a\\b.Scr", "scr"), ("../../b.js", "js"), ("noext", ""), ("a.", ""),
-    ("b.exe::$DATA", "exe"), ("setup.\uff45\uff58\uff45", "exe"), ("a.e\u200bxe", "exe"),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("Invoice.PDF.exe", "exe"),
+        ("a.exe. . .", "exe"),
+        ("x\u202efdp.exe", "exe"),
+        ("C:\\a\\b.Scr", "scr"),
+        ("../../b.js", "js"),
+        ("noext", ""),
+        ("a.", ""),
+        ("b.exe::$DATA", "exe"),
+        ("setup.\uff45\uff58\uff45", "exe"),
+        ("a.e\u200bxe", "exe"),
+    ],
+)
 def test_extension_of_a_name(name: str, expected: str) -> None:
     assert extension(name) == expected
     assert normalized(name) == normalized(normalized(name))
 
 
 # Inputs the fuzz suite (tests/fuzz/test_attachments.py) found the rule wrong on.
-FUZZ_HEAD = (b"From: App <app@acme.example>\r\nTo: user@example.net\r\nSubject: found\r\n"
-             b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n")
+FUZZ_HEAD = (
+    b"From: App <app@acme.example>\r\nTo: user@example.net\r\nSubject: found\r\n"
+    b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+)
 FUZZ_PE = b"MZ\x90\x00" + b"\x00" * 56 + (64).to_bytes(4, "little") + b"PE\x00\x00\x4c\x01"
 
 
-@pytest.mark.parametrize("part,expected", [
-    # 8-bit text under an RFC 2231 charset: the stdlib's get_payload() raised TypeError
-    (b"Content-Type: text/plain; charset*=utf-8''x\r\n\r\n\xc3\xa9t\xc3\xa9\r\n", ""),
-    # the same with a NUL in the charset: ValueError
-    (b'Content-Type: text/plain; charset="a\x00b"\r\n\r\n\xff\r\n', ""),
-    # a two-byte MZ file: the base64 padding was dropped with the last partial quantum
-    (b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\nTVo=\r\n",
-     "554 5.7.1"),
-    # a PE file sent as 8-bit text: its non-ASCII bytes became U+FFFD and the PE header moved
-    (b"Content-Type: text/plain\r\nContent-Transfer-Encoding: binary\r\n\r\n" + FUZZ_PE,
-     "554 5.7.1"),
-    # a file name in raw UTF-8 (RFC 6532): get_param() turned it into U+FFFD
-    ("Content-Type: text/plain\r\nContent-Disposition: attachment; "
-     'filename="a.\uff56\uff42\uff53"\r\n\r\nx\r\n'.encode(), "554 5.7.1"),
-    # the same on a uuencode begin line, read as latin-1, where the last byte of "ｅ" (\x85)
-    # was taken for white space
-    ("Content-Type: text/plain\r\n\r\nbegin 644 a.\uff45\uff58\uff45\r\n`\r\nend\r\n".encode(),
-     "554 5.7.1"),
-    # an NTFS stream suffix with a trailing dot after it
-    (b'Content-Type: text/plain\r\nContent-Disposition: attachment; filename="a.vbs::$data."'
-     b"\r\n\r\nx\r\n", "554 5.7.1"),
-    # an RFC 2047 B word with a broken base64 length: HeaderParseError, so 451 4.3.0
-    (b'Content-Type: text/plain\r\nContent-Disposition: attachment; filename="=?utf-8?B?QUJDR?="'
-     b"\r\n\r\nx\r\n", ""),
-], ids=["rfc2231-charset", "nul-in-charset", "two-byte-mz", "pe-as-binary-text",
-        "raw-utf8-name", "raw-utf8-uuencode-name", "data-stream-then-dot", "bad-base64-word"])
-def test_inputs_found_by_fuzzing(smtp: Callable[..., Conversation], part: bytes,
-                                 expected: str) -> None:
+@pytest.mark.parametrize(
+    "part,expected",
+    [
+        # 8-bit text under an RFC 2231 charset: the stdlib's get_payload() raised TypeError
+        (b"Content-Type: text/plain; charset*=utf-8''x\r\n\r\n\xc3\xa9t\xc3\xa9\r\n", ""),
+        # the same with a NUL in the charset: ValueError
+        (b'Content-Type: text/plain; charset="a\x00b"\r\n\r\n\xff\r\n', ""),
+        # a two-byte MZ file: the base64 padding was dropped with the last partial quantum
+        (
+            b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\nTVo=\r\n",
+            "554 5.7.1",
+        ),
+        # a PE file sent as 8-bit text: its non-ASCII bytes became U+FFFD and the PE header moved
+        (
+            b"Content-Type: text/plain\r\nContent-Transfer-Encoding: binary\r\n\r\n" + FUZZ_PE,
+            "554 5.7.1",
+        ),
+        # a file name in raw UTF-8 (RFC 6532): get_param() turned it into U+FFFD
+        (
+            "Content-Type: text/plain\r\nContent-Disposition: attachment; "
+            'filename="a.\uff56\uff42\uff53"\r\n\r\nx\r\n'.encode(),
+            "554 5.7.1",
+        ),
+        # the same on a uuencode begin line, read as latin-1, where the last byte of "ｅ" (\x85)
+        # was taken for white space
+        (
+            (
+                "Content-Type: text/plain\r\n\r\nbegin 644 a.\uff45\uff58\uff45\r\n`\r\nend\r\n"
+            ).encode(),
+            "554 5.7.1",
+        ),
+        # an NTFS stream suffix with a trailing dot after it
+        (
+            b'Content-Type: text/plain\r\nContent-Disposition: attachment; filename="a.vbs::$data."'
+            b"\r\n\r\nx\r\n",
+            "554 5.7.1",
+        ),
+        # an RFC 2047 B word with a broken base64 length: HeaderParseError, so 451 4.3.0
+        (
+            b"Content-Type: text/plain\r\n"
+            b'Content-Disposition: attachment; filename="=?utf-8?B?QUJDR?="'
+            b"\r\n\r\nx\r\n",
+            "",
+        ),
+    ],
+    ids=[
+        "rfc2231-charset",
+        "nul-in-charset",
+        "two-byte-mz",
+        "pe-as-binary-text",
+        "raw-utf8-name",
+        "raw-utf8-uuencode-name",
+        "data-stream-then-dot",
+        "bad-base64-word",
+    ],
+)
+def test_inputs_found_by_fuzzing(
+    smtp: Callable[..., Conversation], part: bytes, expected: str
+) -> None:
     message = FUZZ_HEAD + part + b"\r\n--b--\r\n"
     outcome = smtp().send(message, "app@acme.example", ["user@example.net"])
     assert outcome.code == expected, outcome.reply
@@ -229,25 +311,33 @@ SETTINGS = from_fields({})
 
 
 def attached(name: str, content: bytes) -> Submission:
-    raw = (FUZZ_HEAD + b"Content-Type: application/octet-stream\r\n"
-           b"Content-Transfer-Encoding: base64\r\n"
-           b'Content-Disposition: attachment; filename="' + name.encode() + b'"\r\n\r\n'
-           + base64.encodebytes(content).replace(b"\n", b"\r\n") + b"\r\n--b--\r\n")
+    raw = (
+        FUZZ_HEAD + b"Content-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="'
+        + name.encode()
+        + b'"\r\n\r\n'
+        + base64.encodebytes(content).replace(b"\n", b"\r\n")
+        + b"\r\n--b--\r\n"
+    )
     return eom_submission(raw)
 
 
 def central_field(archive: bytes, offset: int, value: bytes) -> bytes:
     """The zip with `value` written at `offset` of its first central directory record."""
     at = archive.find(b"PK\x01\x02") + offset
-    return archive[:at] + value + archive[at + len(value):]
+    return archive[:at] + value + archive[at + len(value) :]
 
 
 def lzma_zip(members: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_LZMA) as archive:
         for name, content in members.items():
-            archive.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), content,
-                             compress_type=zipfile.ZIP_LZMA)
+            archive.writestr(
+                zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)),
+                content,
+                compress_type=zipfile.ZIP_LZMA,
+            )
     return buffer.getvalue()
 
 
@@ -256,9 +346,11 @@ def test_a_zip_needing_a_newer_version_is_uncheckable() -> None:
     archive = central_field(make_corpus.zipped({"setup.pdf": make_corpus.PE}), 6, b"\x40\x00")
     refusal = attachments.check(attached("files.zip", archive), SETTINGS)
     assert refusal is not None and (refusal.code, refusal.status) == ("554", "5.7.1")
-    assert refusal.text.startswith('Attachment "files.zip" could not be checked: it is a zip '
-                                   "archive that needs a newer unpacker than this server has "
-                                   "(zip file version 6.4)")
+    assert refusal.text.startswith(
+        'Attachment "files.zip" could not be checked: it is a zip '
+        "archive that needs a newer unpacker than this server has "
+        "(zip file version 6.4)"
+    )
 
 
 def test_a_corrupt_lzma_member_is_uncheckable() -> None:
@@ -267,7 +359,7 @@ def test_a_corrupt_lzma_member_is_uncheckable() -> None:
     assert attachments.check(attached("files.zip", inner), SETTINGS) is None
     # the LZMA properties (after the 4-byte LZMA header of the member's data) made invalid
     at = inner.find(b"report.pdf") + len(b"report.pdf") + 4
-    damaged = inner[:at] + b"\xff" * 5 + inner[at + 5:]
+    damaged = inner[:at] + b"\xff" * 5 + inner[at + 5 :]
     with pytest.raises(lzma.LZMAError):
         zipfile.ZipFile(io.BytesIO(damaged)).read("report.pdf")
     for archive in (damaged, make_corpus.zipped({"inner.zip": damaged})):
@@ -282,8 +374,9 @@ def test_a_member_without_a_name_is_uncheckable() -> None:
     assert zipfile.ZipFile(io.BytesIO(archive)).infolist()[0].filename == ""
     refusal = attachments.check(attached("files.zip", archive), SETTINGS)
     assert refusal is not None and (refusal.code, refusal.status) == ("554", "5.7.1")
-    assert refusal.text.startswith('Attachment "files.zip" could not be checked: a file in it '
-                                   "has no name")
+    assert refusal.text.startswith(
+        'Attachment "files.zip" could not be checked: a file in it has no name'
+    )
 
 
 @pytest.mark.parametrize("encoding", ["rot13", "base64_codec", "zlib", "latin-1", "cp037"])
@@ -291,25 +384,41 @@ def test_content_types_only_in_utf8_or_utf16(encoding: str) -> None:
     """(d) expat looked up whatever codec the declaration named: rot13, base64_codec and zlib
     raised LookupError. OPC allows UTF-8 and UTF-16 only; anything else cannot be checked."""
     declared = make_corpus.content_types(make_corpus.OOXML_DEFAULTS, {}).replace(
-        b'encoding="UTF-8"', f'encoding="{encoding}"'.encode())
+        b'encoding="UTF-8"', f'encoding="{encoding}"'.encode()
+    )
     archive = make_corpus.zipped({"[Content_Types].xml": declared, "word/document.xml": b"<w/>"})
     refusal = attachments.check(attached("report.docx", archive), SETTINGS)
     assert refusal is not None and (refusal.code, refusal.status) == ("554", "5.7.1")
-    assert (f'"[Content_Types].xml" cannot be read (it declares the encoding "{encoding}", and '
-            "OPC allows only UTF-8 and UTF-16)") in refusal.text
+    assert (
+        f'"[Content_Types].xml" cannot be read (it declares the encoding "{encoding}", and '
+        "OPC allows only UTF-8 and UTF-16)"
+    ) in refusal.text
 
 
-@pytest.mark.parametrize("codec,bom", [("utf-8", b""), ("utf-8", b"\xef\xbb\xbf"),
-                                       ("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"),
-                                       ("utf-16-le", b"")])
+@pytest.mark.parametrize(
+    "codec,bom",
+    [
+        ("utf-8", b""),
+        ("utf-8", b"\xef\xbb\xbf"),
+        ("utf-16-le", b"\xff\xfe"),
+        ("utf-16-be", b"\xfe\xff"),
+        ("utf-16-le", b""),
+    ],
+)
 def test_content_types_in_utf8_and_utf16_are_read(codec: str, bom: bytes) -> None:
     declaration = "UTF-16" if codec.startswith("utf-16") else "UTF-8"
-    for declared, named in ((make_corpus.WORD_MAIN, None),
-                            (make_corpus.WORD_MACRO_MAIN, "word/document.xml")):
-        xml = make_corpus.content_types(make_corpus.OOXML_DEFAULTS, {
-            "/word/document.xml": declared}).decode().replace('"UTF-8"', f'"{declaration}"')
-        archive = make_corpus.zipped({"[Content_Types].xml": bom + xml.encode(codec),
-                                      "word/document.xml": b"<w/>"})
+    for declared, named in (
+        (make_corpus.WORD_MAIN, None),
+        (make_corpus.WORD_MACRO_MAIN, "word/document.xml"),
+    ):
+        xml = (
+            make_corpus.content_types(make_corpus.OOXML_DEFAULTS, {"/word/document.xml": declared})
+            .decode()
+            .replace('"UTF-8"', f'"{declaration}"')
+        )
+        archive = make_corpus.zipped(
+            {"[Content_Types].xml": bom + xml.encode(codec), "word/document.xml": b"<w/>"}
+        )
         refusal = attachments.check(attached("report.docx", archive), SETTINGS)
         if named is None:
             assert refusal is None
@@ -323,17 +432,31 @@ FUZZ_SEED = 15
 def fuzz_targets() -> dict[str, bytes]:
     """Archives of the corpus's kinds, each with a member whose decoder the flips reach."""
     zip_methods = {
-        "bzip2": zipfile.ZIP_BZIP2, "lzma": zipfile.ZIP_LZMA, "deflate": zipfile.ZIP_DEFLATED}
-    targets = {name: make_corpus.zipped({"report.pdf": b"%PDF-1.4 text " * 40,
-                                         "inner.zip": make_corpus.zipped({"a.txt": b"a" * 300})},
-                                        method)
-               for name, method in zip_methods.items()}
-    targets["docx-stored"] = make_corpus.zipped({
-        "[Content_Types].xml": make_corpus.content_types(
-            {**make_corpus.OOXML_DEFAULTS, "bin": make_corpus.OLE_OBJECT},
-            {"/word/document.xml": make_corpus.WORD_MAIN}),
-        "word/document.xml": b"<w:document/>",
-        "word/embeddings/oleObject1.bin": make_corpus.OLE_WITH_TEXT}, zipfile.ZIP_STORED)
+        "bzip2": zipfile.ZIP_BZIP2,
+        "lzma": zipfile.ZIP_LZMA,
+        "deflate": zipfile.ZIP_DEFLATED,
+    }
+    targets = {
+        name: make_corpus.zipped(
+            {
+                "report.pdf": b"%PDF-1.4 text " * 40,
+                "inner.zip": make_corpus.zipped({"a.txt": b"a" * 300}),
+            },
+            method,
+        )
+        for name, method in zip_methods.items()
+    }
+    targets["docx-stored"] = make_corpus.zipped(
+        {
+            "[Content_Types].xml": make_corpus.content_types(
+                {**make_corpus.OOXML_DEFAULTS, "bin": make_corpus.OLE_OBJECT},
+                {"/word/document.xml": make_corpus.WORD_MAIN},
+            ),
+            "word/document.xml": b"<w:document/>",
+            "word/embeddings/oleObject1.bin": make_corpus.OLE_WITH_TEXT,
+        },
+        zipfile.ZIP_STORED,
+    )
     targets["doc"] = make_corpus.OLE
     targets["vba-project"] = make_corpus.VBA_PROJECT_BIN
     return targets
@@ -346,8 +469,11 @@ def test_flipped_archives_never_raise(name: str) -> None:
     exception (which the milter turns into 451 4.3.0)."""
     original = fuzz_targets()[name]
     rng = random.Random(f"{FUZZ_SEED}-{name}")
-    positions = range(len(original)) if len(original) <= 400 else \
-        sorted(rng.sample(range(len(original)), 400))
+    positions = (
+        range(len(original))
+        if len(original) <= 400
+        else sorted(rng.sample(range(len(original)), 400))
+    )
     started = time.process_time()
     for position in positions:
         flipped = bytearray(original)
@@ -357,13 +483,20 @@ def test_flipped_archives_never_raise(name: str) -> None:
     assert time.process_time() - started < 5
 
 
-@pytest.mark.parametrize("raised,escapes", [
-    (struct.error("unpack requires a buffer"), False),
-    (EOFError("truncated"), False), (KeyError("a bug"), True)])
+@pytest.mark.parametrize(
+    "raised,escapes",
+    [
+        (struct.error("unpack requires a buffer"), False),
+        (EOFError("truncated"), False),
+        (KeyError("a bug"), True),
+    ],
+)
 def test_archive_errors_no_place_guards_are_refused_and_bugs_surface(
-        monkeypatch: pytest.MonkeyPatch, raised: Exception, escapes: bool) -> None:
+    monkeypatch: pytest.MonkeyPatch, raised: Exception, escapes: bool
+) -> None:
     """The last line of check(): what the archive libraries raise becomes "could not be
     checked" even from a place no handler guards yet; anything else is a bug and escapes."""
+
     def unguarded(content: bytes, label: str) -> None:
         raise raised
 
@@ -375,5 +508,7 @@ def test_archive_errors_no_place_guards_are_refused_and_bugs_surface(
         return
     refusal = attachments.check(submission, SETTINGS)
     assert refusal is not None and (refusal.code, refusal.status) == ("554", "5.7.1")
-    assert refusal.text.startswith('Attachment "files.rar" could not be checked: an archive in '
-                                   f"it cannot be read ({type(raised).__name__})")
+    assert refusal.text.startswith(
+        'Attachment "files.rar" could not be checked: an archive in '
+        f"it cannot be read ({type(raised).__name__})"
+    )

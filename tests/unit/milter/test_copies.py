@@ -41,12 +41,20 @@ def signer(now: float = NOW, secret: bytes = SECRET) -> CopySigner:
     return CopySigner(secret, clock=lambda: now)
 
 
-HEAD = CopyHeader(parent=QUEUE_ID, recipient="b@example.net", account="acme",
-                  tracking=Tracking(opens=True, clicks=False), message_class="priority",
-                  flags=1, tags=("receipt", "ü"), made_at=NOW)
+HEAD = CopyHeader(
+    parent=QUEUE_ID,
+    recipient="b@example.net",
+    account="acme",
+    tracking=Tracking(opens=True, clicks=False),
+    message_class="priority",
+    flags=1,
+    tags=("receipt", "ü"),
+    made_at=NOW,
+)
 
 
 # -- the header ------------------------------------------------------------------------------
+
 
 def test_a_signed_header_verifies_and_says_what_was_signed() -> None:
     value = signer().sign(HEAD)
@@ -80,6 +88,7 @@ def test_anything_not_signed_by_this_milter_is_refused(change: str) -> None:
 
 # -- planning --------------------------------------------------------------------------------
 
+
 def test_single_mode_keeps_the_to_recipient_whatever_the_rcpt_order() -> None:
     plan = Plan(recipients=["copy@example.net", "to@example.net"], bcc="copy@example.net")
     assert kept_recipient(plan) == "to@example.net"
@@ -87,38 +96,63 @@ def test_single_mode_keeps_the_to_recipient_whatever_the_rcpt_order() -> None:
 
 
 def test_multi_mode_keeps_the_first_and_copies_each_other_address_once() -> None:
-    plan = Plan(recipients=["a@x.example", "b@x.example", "B@X.example", "A@x.example",
-                            "c@x.example"])
+    plan = Plan(
+        recipients=["a@x.example", "b@x.example", "B@X.example", "A@x.example", "c@x.example"]
+    )
     kept = kept_recipient(plan)
     assert kept == "a@x.example"
     assert other_recipients(plan, kept) == ["b@x.example", "c@x.example"]
 
 
 def test_orders_carry_the_dsn_parameters_and_never_track_the_bcc_copy() -> None:
-    sub = Submission(account="acme", domains=("acme.example",), sender="a@acme.example",
-                     queue_id=QUEUE_ID)
-    sub.plan = Plan(recipients=["to@example.net", "copy@example.net"], bcc="copy@example.net",
-                    tags=["t"], message_class="digest", flags=3)
-    sub.recipient_params = {"copy@example.net": ["NOTIFY=FAILURE,DELAY",
-                                                 "ORCPT=rfc822;copy@example.net", "X-ODD=1"]}
+    sub = Submission(
+        account="acme", domains=("acme.example",), sender="a@acme.example", queue_id=QUEUE_ID
+    )
+    sub.plan = Plan(
+        recipients=["to@example.net", "copy@example.net"],
+        bcc="copy@example.net",
+        tags=["t"],
+        message_class="digest",
+        flags=3,
+    )
+    sub.recipient_params = {
+        "copy@example.net": ["NOTIFY=FAILURE,DELAY", "ORCPT=rfc822;copy@example.net", "X-ODD=1"]
+    }
     (order,) = copy_orders(sub, ["copy@example.net"], Tracking(True, True), now=NOW)
     assert order.rcpt_options == ("NOTIFY=FAILURE,DELAY", "ORCPT=rfc822;copy@example.net")
-    assert order.header == CopyHeader(parent=QUEUE_ID, recipient="copy@example.net",
-                                      account="acme", tracking=Tracking(False, False), bcc=True,
-                                      message_class="digest", flags=3, tags=("t",),
-                                      made_at=NOW)
+    assert order.header == CopyHeader(
+        parent=QUEUE_ID,
+        recipient="copy@example.net",
+        account="acme",
+        tracking=Tracking(False, False),
+        bcc=True,
+        message_class="digest",
+        flags=3,
+        tags=("t",),
+        made_at=NOW,
+    )
 
 
 # -- the whole loop through the milter -------------------------------------------------------
 
-HTML_BODY = ('<html><body><p><a href="https://acme.example/order?id=7">order</a></p>'
-             "</body></html>\r\n")
+HTML_BODY = (
+    '<html><body><p><a href="https://acme.example/order?id=7">order</a></p></body></html>\r\n'
+)
 
 
 def html(to: str, extra: list[tuple[str, str]] | None = None) -> bytes:
-    return eml([("From", "Shop <news@acme.example>"), ("To", to), ("Subject", "Receipt"),
-                ("Message-ID", "<m1@acme.example>"), ("MIME-Version", "1.0"),
-                ("Content-Type", "text/html; charset=utf-8"), *(extra or [])], HTML_BODY)
+    return eml(
+        [
+            ("From", "Shop <news@acme.example>"),
+            ("To", to),
+            ("Subject", "Receipt"),
+            ("Message-ID", "<m1@acme.example>"),
+            ("MIME-Version", "1.0"),
+            ("Content-Type", "text/html; charset=utf-8"),
+            *(extra or []),
+        ],
+        HTML_BODY,
+    )
 
 
 def tokens(body: bytes) -> list[Any]:
@@ -143,10 +177,15 @@ class Listener:
                 raise TemporaryFailure("the copy listener refused")
             queue_id = f"4jCOPY{len(self.copies):09d}"
             params = {envelope.recipient: envelope.rcpt_options}
-            outcome = self.conversation.send(message, envelope.sender, [envelope.recipient],
-                                             sender_params=envelope.mail_options,
-                                             recipient_params=params, queue_id=queue_id,
-                                             macros={"{daemon_name}": LISTENER})
+            outcome = self.conversation.send(
+                message,
+                envelope.sender,
+                [envelope.recipient],
+                sender_params=envelope.mail_options,
+                recipient_params=params,
+                queue_id=queue_id,
+                macros={"{daemon_name}": LISTENER},
+            )
             if not outcome.accepted:
                 raise TemporaryFailure(f"copy refused: {outcome.code} {outcome.text}")
             self.copies.append((envelope, outcome))
@@ -156,11 +195,11 @@ class Listener:
 
 @pytest.fixture
 def node(smtp: Callable[..., Conversation]) -> Callable[..., tuple[Conversation, Listener]]:
-    def make(settings: dict[str, Any] | None = None,
-             fail_at: int | None = None) -> tuple[Conversation, Listener]:
+    def make(
+        settings: dict[str, Any] | None = None, fail_at: int | None = None
+    ) -> tuple[Conversation, Listener]:
         tracking = TrackingContext(LINKS, "https://t.example.com")
-        services = {"bounce_address": bounce_address, "bounce_secret": SECRET,
-                    "tracking": tracking}
+        services = {"bounce_address": bounce_address, "bounce_secret": SECRET, "tracking": tracking}
         client = smtp(settings or {}, **services)
         listener = Listener(smtp(login=None, **services), fail_at)
         copier = Copier(CopySigner(SECRET), listener)
@@ -175,24 +214,31 @@ def record(client: redis.Redis, prefix: str, queue_id: str) -> dict[str, str]:
     return client.hgetall(f"{prefix}{{acme}}:message:{queue_id}")
 
 
-def test_each_recipient_gets_tokens_of_its_own(node: Callable[..., Any], client: redis.Redis,
-                                                prefix: str) -> None:
+def test_each_recipient_gets_tokens_of_its_own(
+    node: Callable[..., Any], client: redis.Redis, prefix: str
+) -> None:
     conversation, listener = node({"track_opens": True, "track_clicks": True})
     rcpts = ["a@example.net", "b@example.net", "c@example.net"]
     outcome = conversation.send(
-        html("a@example.net, b@example.net, c@example.net"), "app@acme.example", rcpts,
+        html("a@example.net, b@example.net, c@example.net"),
+        "app@acme.example",
+        rcpts,
         sender_params=("RET=HDRS", "ENVID=e1", "SIZE=900"),
-        recipient_params={"c@example.net": ("NOTIFY=FAILURE", "ORCPT=rfc822;c@example.net")})
+        recipient_params={"c@example.net": ("NOTIFY=FAILURE", "ORCPT=rfc822;c@example.net")},
+    )
     assert outcome.accepted, outcome.reply
     assert outcome.recipients == ["a@example.net"]
     assert {(m.kind, m.recipient, m.queue_id) for m in tokens(outcome.body)} == {
-        ("click", "a@example.net", QUEUE_ID), ("open", "a@example.net", QUEUE_ID)}
+        ("click", "a@example.net", QUEUE_ID),
+        ("open", "a@example.net", QUEUE_ID),
+    }
     assert [e.recipient for e, _ in listener.copies] == ["b@example.net", "c@example.net"]
     for envelope, copy in listener.copies:
         assert envelope.sender == "app@acme.example"
         assert envelope.mail_options == ("RET=HDRS", "ENVID=e1")
         assert {(m.recipient, m.queue_id) for m in tokens(copy.body)} == {
-            (envelope.recipient, QUEUE_ID)}
+            (envelope.recipient, QUEUE_ID)
+        }
         assert copy.header(HEADER) == []  # stripped before it is queued
         copy_id = verify_bounce_address(copy.sender, SECRET)
         assert copy_id is not None and copy_id.startswith("4jCOPY")
@@ -200,20 +246,25 @@ def test_each_recipient_gets_tokens_of_its_own(node: Callable[..., Any], client:
         assert stored["parent"] == QUEUE_ID
         assert json.loads(stored["recipients"]) == [envelope.recipient]
         assert stored["envelope_sender"] == "app@acme.example"
-    assert listener.copies[1][0].rcpt_options == ("NOTIFY=FAILURE",
-                                                  "ORCPT=rfc822;c@example.net")
+    assert listener.copies[1][0].rcpt_options == ("NOTIFY=FAILURE", "ORCPT=rfc822;c@example.net")
     parent = record(client, prefix, QUEUE_ID)
-    assert json.loads(parent["copies"]) == {"b@example.net": "4jCOPY000000000",
-                                            "c@example.net": "4jCOPY000000001"}
+    assert json.loads(parent["copies"]) == {
+        "b@example.net": "4jCOPY000000000",
+        "c@example.net": "4jCOPY000000001",
+    }
     assert "parent" not in parent
     assert json.loads(parent["recipients"]) == rcpts  # the client's message, all of it
 
 
 def test_single_mode_bcc_copy_is_a_separate_untracked_message(
-        node: Callable[..., Any], client: redis.Redis, prefix: str) -> None:
+    node: Callable[..., Any], client: redis.Redis, prefix: str
+) -> None:
     conversation, listener = node({"recipient_mode": "single", "track_clicks": True})
-    outcome = conversation.send(html("to@example.net", [("Cc", "cc@example.net")]),
-                                "out@acme.example", ["copy@example.net", "to@example.net"])
+    outcome = conversation.send(
+        html("to@example.net", [("Cc", "cc@example.net")]),
+        "out@acme.example",
+        ["copy@example.net", "to@example.net"],
+    )
     assert outcome.accepted, outcome.reply
     assert outcome.recipients == ["to@example.net"]
     assert {m.recipient for m in tokens(outcome.body)} == {"to@example.net"}
@@ -227,7 +278,8 @@ def test_single_mode_bcc_copy_is_a_separate_untracked_message(
 
 
 def test_untracked_or_untrackable_mail_stays_one_message_without_bounce_tracking(
-        node: Callable[..., Any]) -> None:
+    node: Callable[..., Any],
+) -> None:
     conversation, listener = node({"track_clicks": True, "track_bounces": False})
     rcpts = ["a@example.net", "b@example.net"]
     plain = eml([("From", "news@acme.example"), ("To", "a@example.net")], "No links.\r\n")
@@ -238,7 +290,8 @@ def test_untracked_or_untrackable_mail_stays_one_message_without_bounce_tracking
 
 
 def test_bounce_tracked_mail_gives_each_recipient_a_bounce_address_of_its_own(
-        node: Callable[..., Any], client: redis.Redis, prefix: str) -> None:
+    node: Callable[..., Any], client: redis.Redis, prefix: str
+) -> None:
     """Issue 15 (2): one bounce address shared by every recipient let one of them report
     outcomes about the others; now each recipient's return path names its own queue file."""
     conversation, listener = node()
@@ -257,24 +310,31 @@ def test_bounce_tracked_mail_gives_each_recipient_a_bounce_address_of_its_own(
     assert parent.carried_recipients() == ["a@example.net"]
 
 
-def test_a_copy_that_cannot_be_made_refuses_the_message(node: Callable[..., Any],
-                                                       client: redis.Redis,
-                                                       prefix: str) -> None:
+def test_a_copy_that_cannot_be_made_refuses_the_message(
+    node: Callable[..., Any], client: redis.Redis, prefix: str
+) -> None:
     conversation, listener = node({"track_clicks": True}, fail_at=1)
-    outcome = conversation.send(html("a@example.net"), "app@acme.example",
-                                ["a@example.net", "b@example.net", "c@example.net"])
+    outcome = conversation.send(
+        html("a@example.net"),
+        "app@acme.example",
+        ["a@example.net", "b@example.net", "c@example.net"],
+    )
     assert outcome.code == "451 4.3.0"
     assert record(client, prefix, QUEUE_ID) == {}
 
 
-def test_a_forged_copy_header_from_a_client_is_only_stripped(node: Callable[..., Any],
-                                                            client: redis.Redis,
-                                                            prefix: str) -> None:
+def test_a_forged_copy_header_from_a_client_is_only_stripped(
+    node: Callable[..., Any], client: redis.Redis, prefix: str
+) -> None:
     conversation, listener = node()
-    forged = signer().sign(CopyHeader(parent="4jOTHER00000001", recipient="a@example.net",
-                                      account="someone-else", made_at=NOW))
-    outcome = conversation.send(html("a@example.net", [(HEADER, forged)]), "app@acme.example",
-                                ["a@example.net"])
+    forged = signer().sign(
+        CopyHeader(
+            parent="4jOTHER00000001", recipient="a@example.net", account="someone-else", made_at=NOW
+        )
+    )
+    outcome = conversation.send(
+        html("a@example.net", [(HEADER, forged)]), "app@acme.example", ["a@example.net"]
+    )
     assert outcome.accepted
     assert outcome.header(HEADER) == []
     stored = record(client, prefix, QUEUE_ID)
@@ -286,11 +346,15 @@ def test_the_copy_listener_takes_only_genuine_copies(node: Callable[..., Any]) -
     _, listener = node()
     copies = listener.conversation
     macros = {"{daemon_name}": LISTENER}
-    bare = copies.send(html("a@example.net"), "app@acme.example", ["a@example.net"],
-                       macros=macros)
+    bare = copies.send(html("a@example.net"), "app@acme.example", ["a@example.net"], macros=macros)
     assert bare.code == "554 5.7.1" and HEADER in bare.text
-    value = CopySigner(SECRET).sign(CopyHeader(parent=QUEUE_ID, recipient="a@example.net",
-                                               account="acme"))
-    wrong = copies.send(html("a@example.net", [(HEADER, value)]), "app@acme.example",
-                        ["b@example.net"], macros=macros)
+    value = CopySigner(SECRET).sign(
+        CopyHeader(parent=QUEUE_ID, recipient="a@example.net", account="acme")
+    )
+    wrong = copies.send(
+        html("a@example.net", [(HEADER, value)]),
+        "app@acme.example",
+        ["b@example.net"],
+        macros=macros,
+    )
     assert wrong.code == "554 5.7.1" and "<a@example.net> only" in wrong.text

@@ -31,36 +31,69 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, tuple[txdk
 
 
 @pytest.fixture
-def signing(smtp: Callable[..., Conversation], client: redis.Redis, prefix: str,
-            node: tuple[Settings, tuple[txdkim.DkimKey, ...]]) -> tuple[dict[str, object], bytes]:
+def signing(
+    smtp: Callable[..., Conversation],
+    client: redis.Redis,
+    prefix: str,
+    node: tuple[Settings, tuple[txdkim.DkimKey, ...]],
+) -> tuple[dict[str, object], bytes]:
     """Services for a node whose acme.example has an active DKIM key and return path."""
     smtp()  # creates the account
     settings, keys = node
     domains = Domains(client, Keys(prefix))
-    domains.add(Domain(name="acme.example", account="acme", dkim=keys, dkim_active=True,
-                       return_path="mta.acme.example", return_path_active=True))
+    domains.add(
+        Domain(
+            name="acme.example",
+            account="acme",
+            dkim=keys,
+            dkim_active=True,
+            return_path="mta.acme.example",
+            return_path_active=True,
+        )
+    )
     record = keys[0].dns_value().encode()
-    services = {"node": settings, "domains": domains, "bounce_address": bounce_address,
-                "bounce_secret": SECRET, "signer": txdkim.Signer(domains)}
+    services = {
+        "node": settings,
+        "domains": domains,
+        "bounce_address": bounce_address,
+        "bounce_secret": SECRET,
+        "signer": txdkim.Signer(domains),
+    }
     return services, record
 
 
-def test_everything_in_order(smtp: Callable[..., Conversation],
-                             signing: tuple[dict[str, object], bytes]) -> None:
+def test_everything_in_order(
+    smtp: Callable[..., Conversation], signing: tuple[dict[str, object], bytes]
+) -> None:
     services, dns_record = signing
-    message = eml([("From", "Shop <news@acme.example>"), ("To", "a@example.net"),
-                   ("Cc", "c@example.net"), ("Subject", "Receipt"),
-                   ("X-CloudMTA-Class", "priority"), ("X-Mxm-Tag", "receipt"),
-                   ("X-Mxm-Flags", "1")], "Thanks for your order.\r\n")
+    message = eml(
+        [
+            ("From", "Shop <news@acme.example>"),
+            ("To", "a@example.net"),
+            ("Cc", "c@example.net"),
+            ("Subject", "Receipt"),
+            ("X-CloudMTA-Class", "priority"),
+            ("X-Mxm-Tag", "receipt"),
+            ("X-Mxm-Flags", "1"),
+        ],
+        "Thanks for your order.\r\n",
+    )
     outcome = smtp({"recipient_mode": "single"}, **services).send(
-        message, "out@acme.example", ["a@example.net", "b@example.net", "z@example.net"],
+        message,
+        "out@acme.example",
+        ["a@example.net", "b@example.net", "z@example.net"],
         sender_params=("RET=HDRS", "ENVID=e1"),
-        recipient_params={"a@example.net": ("NOTIFY=FAILURE", "ORCPT=rfc822;a@example.net")})
+        recipient_params={"a@example.net": ("NOTIFY=FAILURE", "ORCPT=rfc822;a@example.net")},
+    )
     assert outcome.accepted, outcome.reply
     kinds = [a[0] for a in outcome.actions]
     # header edits first, then recipients, the routing header, the envelope, DKIM last
-    assert kinds == ["chgheader"] * kinds.count("chgheader") + ["delrcpt", "addheader",
-                                                                "chgfrom", "addheader"]
+    assert kinds == ["chgheader"] * kinds.count("chgheader") + [
+        "delrcpt",
+        "addheader",
+        "chgfrom",
+        "addheader",
+    ]
     assert outcome.actions[-1][1] == "DKIM-Signature" and outcome.actions[-1][3] == 0
     assert outcome.recipients == ["a@example.net", "b@example.net"]
     assert verify_bounce_address(outcome.sender, SECRET) == QUEUE_ID
@@ -75,21 +108,29 @@ def test_everything_in_order(smtp: Callable[..., Conversation],
     assert dkim.verify(sent, dnsfunc=lambda name, timeout=5: dns_record)
 
 
-def test_record_keeps_the_client_envelope(smtp: Callable[..., Conversation],
-                                          signing: tuple[dict[str, object], bytes],
-                                          client: redis.Redis, prefix: str) -> None:
+def test_record_keeps_the_client_envelope(
+    smtp: Callable[..., Conversation],
+    signing: tuple[dict[str, object], bytes],
+    client: redis.Redis,
+    prefix: str,
+) -> None:
     services, _ = signing
     smtp(**services).send(
         basic(extra=[("X-CloudMTA-Class", "digest"), ("X-CloudMTA-Tags", "a, b")]),
-        "app@acme.example", ["a@example.net"], sender_params=("RET=FULL", "ENVID=abc"),
-        recipient_params={"a@example.net": ("NOTIFY=SUCCESS,FAILURE",
-                                            "ORCPT=rfc822;orig@example.net")})
+        "app@acme.example",
+        ["a@example.net"],
+        sender_params=("RET=FULL", "ENVID=abc"),
+        recipient_params={
+            "a@example.net": ("NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;orig@example.net")
+        },
+    )
     record = client.hgetall(f"{prefix}{{acme}}:message:{QUEUE_ID}")
     assert record["envelope_sender"] == "app@acme.example"
     assert verify_bounce_address(record["return_path"], SECRET) == QUEUE_ID
     assert json.loads(record["envelope_params"]) == ["RET=FULL", "ENVID=abc"]
     assert json.loads(record["recipient_params"]) == {
-        "a@example.net": ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;orig@example.net"]}
+        "a@example.net": ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;orig@example.net"]
+    }
     assert record["message_class"] == "digest"
     assert json.loads(record["tags"]) == ["a", "b"]
     assert record["header_message_id"] == "<m1@acme.example>"
@@ -97,24 +138,32 @@ def test_record_keeps_the_client_envelope(smtp: Callable[..., Conversation],
 
 
 def test_null_sender_is_rewritten_for_the_from_domain(
-        smtp: Callable[..., Conversation], signing: tuple[dict[str, object], bytes]) -> None:
+    smtp: Callable[..., Conversation], signing: tuple[dict[str, object], bytes]
+) -> None:
     services, _ = signing
     outcome = smtp(**services).send(basic(), "", ["a@example.net"])
     assert verify_bounce_address(outcome.sender, SECRET) == QUEUE_ID
 
 
-def test_track_bounces_off_keeps_the_sender(smtp: Callable[..., Conversation],
-                                            signing: tuple[dict[str, object], bytes]) -> None:
+def test_track_bounces_off_keeps_the_sender(
+    smtp: Callable[..., Conversation], signing: tuple[dict[str, object], bytes]
+) -> None:
     services, _ = signing
-    outcome = smtp({"track_bounces": False}, **services).send(basic(), "app@acme.example",
-                                                              ["a@example.net"])
+    outcome = smtp({"track_bounces": False}, **services).send(
+        basic(), "app@acme.example", ["a@example.net"]
+    )
     assert outcome.sender == "app@acme.example"
     assert not [a for a in outcome.actions if a[0] == "chgfrom"]
 
 
 def dead_redis() -> redis.Redis:
-    return redis.Redis(port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2,
-                       decode_responses=True, retry=Retry(NoBackoff(), 0))
+    return redis.Redis(
+        port=free_port(),
+        socket_timeout=0.2,
+        socket_connect_timeout=0.2,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def test_redis_down_at_mail_from(smtp: Callable[..., Conversation]) -> None:
@@ -135,8 +184,9 @@ def test_redis_down_at_end_of_message(smtp: Callable[..., Conversation], prefix:
     assert outcome.actions == []  # nothing changed, nothing accepted
 
 
-def test_a_bug_is_a_tempfail(smtp: Callable[..., Conversation],
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bug_is_a_tempfail(
+    smtp: Callable[..., Conversation], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*args: object) -> None:
         raise KeyError("a bug")
 
@@ -146,16 +196,18 @@ def test_a_bug_is_a_tempfail(smtp: Callable[..., Conversation],
 
 
 def test_reply_text_is_safe_for_libmilter(smtp: Callable[..., Conversation]) -> None:
-    outcome = smtp().send(basic(extra=[("X-CloudMTA-Class", "100%\x01")]),
-                          "app@acme.example", ["a@example.net"])
+    outcome = smtp().send(
+        basic(extra=[("X-CloudMTA-Class", "100%\x01")]), "app@acme.example", ["a@example.net"]
+    )
     assert outcome.code == "554 5.6.0"
     assert "%%" in outcome.text and "\x01" not in outcome.text
 
 
 def test_state_is_reset_for_each_message(smtp: Callable[..., Conversation]) -> None:
     conversation = smtp()
-    first = conversation.send(basic(extra=[("X-Mxm-Tag", "x")]), "app@acme.example",
-                              ["a@example.net"])
+    first = conversation.send(
+        basic(extra=[("X-Mxm-Tag", "x")]), "app@acme.example", ["a@example.net"]
+    )
     second = conversation.send(basic(), "app@acme.example", ["b@example.net"])
     assert first.accepted and second.accepted
     assert TxmailMilter.protocol_mask()  # callbacks negotiated away (connect, helo, data, eoh)

@@ -23,14 +23,20 @@ CASES = [
     (["three"], "554 5.6.0", None),
     ([""], "554 5.6.0", None),
     (["٣"], "554 5.6.0", None),  # a digit, but not an ASCII one
-    (["1", "junk"], "", "1"),     # later headers are ignored
+    (["1", "junk"], "", "1"),  # later headers are ignored
     (["junk", "1"], "554 5.6.0", None),
 ]
 
 
 @pytest.mark.parametrize("values,expected,stored", CASES)
-def test_flags_table(smtp: Callable[..., Conversation], client: redis.Redis, prefix: str,
-                     values: list[str], expected: str, stored: str | None) -> None:
+def test_flags_table(
+    smtp: Callable[..., Conversation],
+    client: redis.Redis,
+    prefix: str,
+    values: list[str],
+    expected: str,
+    stored: str | None,
+) -> None:
     extra = [("X-Mxm-Flags", v) for v in values]
     outcome = smtp().send(basic(extra=extra), "app@acme.example", ["u@example.net"])
     assert outcome.code == expected, outcome.reply

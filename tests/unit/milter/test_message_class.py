@@ -24,8 +24,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("values,expected,route", CASES)
-def test_class_table(smtp: Callable[..., Conversation], values: list[str], expected: str,
-                     route: str | None) -> None:
+def test_class_table(
+    smtp: Callable[..., Conversation], values: list[str], expected: str, route: str | None
+) -> None:
     extra = [("X-CloudMTA-Class", v) for v in values]
     outcome = smtp().send(basic(extra=extra), "app@acme.example", ["u@example.net"])
     assert outcome.code == expected, outcome.reply
@@ -37,7 +38,8 @@ def test_class_table(smtp: Callable[..., Conversation], values: list[str], expec
 
 
 def test_unknown_value_is_named(smtp: Callable[..., Conversation]) -> None:
-    outcome = smtp().send(basic(extra=[("x-cloudmta-class", "bulk")]), "app@acme.example",
-                          ["u@example.net"])
+    outcome = smtp().send(
+        basic(extra=[("x-cloudmta-class", "bulk")]), "app@acme.example", ["u@example.net"]
+    )
     assert outcome.code == "554 5.6.0"
     assert "'bulk'" in outcome.text

@@ -20,8 +20,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("limit,given,accepted", CASES)
-def test_recipient_limit_table(smtp: Callable[..., Conversation], limit: int, given: int,
-                               accepted: int) -> None:
+def test_recipient_limit_table(
+    smtp: Callable[..., Conversation], limit: int, given: int, accepted: int
+) -> None:
     settings = {} if limit == 20 else {"max_recipients": limit}
     recipients = [f"r{i}@example.net" for i in range(given)]
     outcome = smtp(settings).send(basic(), "app@acme.example", recipients)
@@ -30,8 +31,9 @@ def test_recipient_limit_table(smtp: Callable[..., Conversation], limit: int, gi
     assert list(refused) == recipients[accepted:]
     for reply in refused.values():
         assert reply[:2] == ("452", "4.5.3")
-        assert reply[2] == (f"Too many recipients (maximum {limit}); send the rest in another "
-                            "message")
+        assert reply[2] == (
+            f"Too many recipients (maximum {limit}); send the rest in another message"
+        )
     assert outcome.accepted
 
 

@@ -11,26 +11,55 @@ from tests.unit.milter.driver import Conversation, eml
 CASES = [
     # (settings, MAIL FROM, From headers, From headers after)
     ({}, "out@acme.example", ["Shop <news@acme.example>"], ["Shop <news@acme.example>"]),
-    ({"rewrite_from": "on"}, "out@acme.example", ["Shop <news@acme.example>"],
-     ["Shop <out@acme.example>"]),
-    ({"recipient_mode": "single"}, "out@acme.example", ["Shop <news@acme.example>"],
-     ["Shop <out@acme.example>"]),
-    ({"recipient_mode": "single", "rewrite_from": "off"}, "out@acme.example",
-     ["Shop <news@acme.example>"], ["Shop <news@acme.example>"]),
+    (
+        {"rewrite_from": "on"},
+        "out@acme.example",
+        ["Shop <news@acme.example>"],
+        ["Shop <out@acme.example>"],
+    ),
+    (
+        {"recipient_mode": "single"},
+        "out@acme.example",
+        ["Shop <news@acme.example>"],
+        ["Shop <out@acme.example>"],
+    ),
+    (
+        {"recipient_mode": "single", "rewrite_from": "off"},
+        "out@acme.example",
+        ["Shop <news@acme.example>"],
+        ["Shop <news@acme.example>"],
+    ),
     ({"rewrite_from": "on"}, "out@acme.example", ["news@acme.example"], ["out@acme.example"]),
-    ({"rewrite_from": "on"}, "out@acme.example", ['"Smith, Jo" <jo@acme.example>'],
-     ['"Smith, Jo" <out@acme.example>']),
-    ({"rewrite_from": "on"}, "out@acme.example", ["=?utf-8?q?Caf=C3=A9?= <c@acme.example>"],
-     ["=?utf-8?q?Caf=C3=A9?= <out@acme.example>"]),
-    ({"rewrite_from": "on"}, "out@acme.example", ["a@acme.example", "b@acme.example"],
-     ["out@acme.example"]),
+    (
+        {"rewrite_from": "on"},
+        "out@acme.example",
+        ['"Smith, Jo" <jo@acme.example>'],
+        ['"Smith, Jo" <out@acme.example>'],
+    ),
+    (
+        {"rewrite_from": "on"},
+        "out@acme.example",
+        ["=?utf-8?q?Caf=C3=A9?= <c@acme.example>"],
+        ["=?utf-8?q?Caf=C3=A9?= <out@acme.example>"],
+    ),
+    (
+        {"rewrite_from": "on"},
+        "out@acme.example",
+        ["a@acme.example", "b@acme.example"],
+        ["out@acme.example"],
+    ),
     ({"rewrite_from": "on"}, "", ["Shop <news@acme.example>"], ["Shop <news@acme.example>"]),
 ]
 
 
 @pytest.mark.parametrize("settings,mail_from,before,after", CASES)
-def test_rewrite_from_table(smtp: Callable[..., Conversation], settings: dict[str, str],
-                            mail_from: str, before: list[str], after: list[str]) -> None:
+def test_rewrite_from_table(
+    smtp: Callable[..., Conversation],
+    settings: dict[str, str],
+    mail_from: str,
+    before: list[str],
+    after: list[str],
+) -> None:
     message = eml([*(("From", v) for v in before), ("To", "a@example.net"), ("Subject", "x")])
     outcome = smtp(settings).send(message, mail_from, ["a@example.net"])
     assert outcome.accepted, outcome.reply

@@ -13,8 +13,12 @@ from tests.unit.milter.driver import QUEUE_ID, Conversation, eml
 SINGLE = {"recipient_mode": "single"}
 
 
-def message(to: str, cc: str | None = None, bcc: str | None = None,
-            sender: str = "Oxford Stones <newsletters@acme.example>") -> bytes:
+def message(
+    to: str,
+    cc: str | None = None,
+    bcc: str | None = None,
+    sender: str = "Oxford Stones <newsletters@acme.example>",
+) -> bytes:
     headers = [("From", sender), ("To", to), ("Subject", "Your order")]
     if cc:
         headers.append(("Cc", cc))
@@ -26,12 +30,30 @@ def message(to: str, cc: str | None = None, bcc: str | None = None,
 CASES = [
     # (To header, Cc, RCPT TO list, expected reply, envelope after, To header after)
     ("a@example.net", None, ["a@example.net"], "", ["a@example.net"], "a@example.net"),
-    ("A <a@example.net>", None, ["b@example.net", "a@example.net"], "",
-     ["b@example.net", "a@example.net"], "A <a@example.net>"),
-    ("a@example.net", None, ["a@example.net", "b@example.net", "c@example.net", "d@example.net"],
-     "", ["a@example.net", "b@example.net"], "a@example.net"),
-    ("A <a@example.net>, x@example.net", "cc@example.net", ["x@example.net", "a@example.net"],
-     "", ["x@example.net", "a@example.net"], "A <a@example.net>"),
+    (
+        "A <a@example.net>",
+        None,
+        ["b@example.net", "a@example.net"],
+        "",
+        ["b@example.net", "a@example.net"],
+        "A <a@example.net>",
+    ),
+    (
+        "a@example.net",
+        None,
+        ["a@example.net", "b@example.net", "c@example.net", "d@example.net"],
+        "",
+        ["a@example.net", "b@example.net"],
+        "a@example.net",
+    ),
+    (
+        "A <a@example.net>, x@example.net",
+        "cc@example.net",
+        ["x@example.net", "a@example.net"],
+        "",
+        ["x@example.net", "a@example.net"],
+        "A <a@example.net>",
+    ),
     ("a@EXAMPLE.net", None, ["A@example.NET"], "", ["A@example.NET"], "a@EXAMPLE.net"),
     ("a@example.net", None, ["b@example.net"], "550 5.7.1", None, None),
     ("undisclosed-recipients:;", None, ["b@example.net"], "550 5.6.0", None, None),
@@ -39,9 +61,15 @@ CASES = [
 
 
 @pytest.mark.parametrize("to,cc,rcpts,expected,envelope,to_after", CASES)
-def test_single_recipient_table(smtp: Callable[..., Conversation], to: str, cc: str | None,
-                                rcpts: list[str], expected: str, envelope: list[str] | None,
-                                to_after: str | None) -> None:
+def test_single_recipient_table(
+    smtp: Callable[..., Conversation],
+    to: str,
+    cc: str | None,
+    rcpts: list[str],
+    expected: str,
+    envelope: list[str] | None,
+    to_after: str | None,
+) -> None:
     outcome = smtp(SINGLE).send(message(to, cc), "outgoing@acme.example", rcpts)
     assert outcome.code == expected, outcome.reply
     if expected:
@@ -52,11 +80,13 @@ def test_single_recipient_table(smtp: Callable[..., Conversation], to: str, cc: 
     assert outcome.header("Cc") == [] and outcome.header("Bcc") == []
 
 
-def test_discarded_recipients_are_blocked_events(smtp: Callable[..., Conversation],
-                                                 client: redis.Redis, prefix: str) -> None:
+def test_discarded_recipients_are_blocked_events(
+    smtp: Callable[..., Conversation], client: redis.Redis, prefix: str
+) -> None:
     rcpts = ["a@example.net", "bcc@example.net", "c@example.net", "d@example.net"]
-    outcome = smtp(SINGLE).send(message("a@example.net", bcc="bcc@example.net"),
-                                "outgoing@acme.example", rcpts)
+    outcome = smtp(SINGLE).send(
+        message("a@example.net", bcc="bcc@example.net"), "outgoing@acme.example", rcpts
+    )
     assert outcome.accepted
     assert outcome.recipients == ["a@example.net", "bcc@example.net"]
     events = [json.loads(f["event"]) for _, f in client.xrange(f"{prefix}{{acme}}:events")]
@@ -69,20 +99,24 @@ def test_discarded_recipients_are_blocked_events(smtp: Callable[..., Conversatio
     record = client.hgetall(f"{prefix}{{acme}}:message:{QUEUE_ID}")
     assert record["bcc"] == "bcc@example.net"
     assert json.loads(record["recipients"]) == ["a@example.net", "bcc@example.net"]
-    assert json.loads(record["blocked"]) == {"c@example.net": "discarded",
-                                             "d@example.net": "discarded"}
+    assert json.loads(record["blocked"]) == {
+        "c@example.net": "discarded",
+        "d@example.net": "discarded",
+    }
 
 
 def test_from_is_rewritten_keeping_the_display_name(smtp: Callable[..., Conversation]) -> None:
-    outcome = smtp(SINGLE).send(message("a@example.net"), "outgoing@acme.example",
-                                ["a@example.net"])
+    outcome = smtp(SINGLE).send(
+        message("a@example.net"), "outgoing@acme.example", ["a@example.net"]
+    )
     assert outcome.header("From") == ["Oxford Stones <outgoing@acme.example>"]
 
 
 def test_multi_mode_leaves_recipients_alone(smtp: Callable[..., Conversation]) -> None:
     rcpts = ["a@example.net", "b@example.net", "c@example.net"]
-    outcome = smtp().send(message("a@example.net", cc="b@example.net"),
-                          "outgoing@acme.example", rcpts)
+    outcome = smtp().send(
+        message("a@example.net", cc="b@example.net"), "outgoing@acme.example", rcpts
+    )
     assert outcome.recipients == rcpts
     assert outcome.header("Cc") == ["b@example.net"]
     assert outcome.header("From") == ["Oxford Stones <newsletters@acme.example>"]

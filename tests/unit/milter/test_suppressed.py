@@ -35,12 +35,16 @@ CASES = [
 
 
 @pytest.mark.parametrize("flags,kept", CASES)
-def test_suppression_table(smtp: Callable[..., Conversation], suppressions: Suppressions,
-                           client: redis.Redis, prefix: str, flags: str | None,
-                           kept: list[str]) -> None:
+def test_suppression_table(
+    smtp: Callable[..., Conversation],
+    suppressions: Suppressions,
+    client: redis.Redis,
+    prefix: str,
+    flags: str | None,
+    kept: list[str],
+) -> None:
     extra = [("X-Mxm-Flags", flags)] if flags else []
-    outcome = smtp(suppressions=suppressions).send(basic(extra=extra), "app@acme.example",
-                                                   RCPTS)
+    outcome = smtp(suppressions=suppressions).send(basic(extra=extra), "app@acme.example", RCPTS)
     assert outcome.accepted, outcome.reply
     assert outcome.recipients == kept
     removed = [r for r in RCPTS if r not in kept]
@@ -53,26 +57,30 @@ def test_suppression_table(smtp: Callable[..., Conversation], suppressions: Supp
         assert event["details"]["suppression_reason"] in ("userunknown", "list-unsubscribe")
 
 
-def test_nobody_left_is_refused_naming_them(smtp: Callable[..., Conversation],
-                                            suppressions: Suppressions, client: redis.Redis,
-                                            prefix: str) -> None:
-    outcome = smtp(suppressions=suppressions).send(basic(extra=[("X-Mxm-Flags", "4")]),
-                                                   "app@acme.example", RCPTS[:2])
+def test_nobody_left_is_refused_naming_them(
+    smtp: Callable[..., Conversation], suppressions: Suppressions, client: redis.Redis, prefix: str
+) -> None:
+    outcome = smtp(suppressions=suppressions).send(
+        basic(extra=[("X-Mxm-Flags", "4")]), "app@acme.example", RCPTS[:2]
+    )
     assert outcome.code == "550 5.7.1"
     assert "bounced@example.net (bounce list: userunknown)" in outcome.text
     assert "unsub@example.net (unsubscribe list: list-unsubscribe)" in outcome.text
     assert client.xlen(f"{prefix}{{acme}}:events") == 0  # nothing accepted, nothing recorded
 
 
-def test_single_mode_bcc_that_is_suppressed_is_dropped(smtp: Callable[..., Conversation],
-                                                       suppressions: Suppressions,
-                                                       client: redis.Redis,
-                                                       prefix: str) -> None:
+def test_single_mode_bcc_that_is_suppressed_is_dropped(
+    smtp: Callable[..., Conversation], suppressions: Suppressions, client: redis.Redis, prefix: str
+) -> None:
     outcome = smtp({"recipient_mode": "single"}, suppressions=suppressions).send(
-        basic(to="fine@example.net"), "app@acme.example",
-        ["fine@example.net", "bounced@example.net", "other@example.net"])
+        basic(to="fine@example.net"),
+        "app@acme.example",
+        ["fine@example.net", "bounced@example.net", "other@example.net"],
+    )
     assert outcome.recipients == ["fine@example.net"]
     record = client.hgetall(f"{prefix}{{acme}}:message:{QUEUE_ID}")
     assert record["bcc"] == ""
-    assert json.loads(record["blocked"]) == {"other@example.net": "discarded",
-                                             "bounced@example.net": "suppressed"}
+    assert json.loads(record["blocked"]) == {
+        "other@example.net": "discarded",
+        "bounced@example.net": "suppressed",
+    }

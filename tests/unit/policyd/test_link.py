@@ -44,7 +44,9 @@ def test_an_error_reply_fails_its_call_alone(redis_server: RedisServer) -> None:
             return await asyncio.gather(
                 pipe.call(link.command("SET", "link:text", "words")),
                 pipe.call(link.command("INCR", "link:text")),
-                pipe.call(link.command("GET", "link:text")), return_exceptions=True)
+                pipe.call(link.command("GET", "link:text")),
+                return_exceptions=True,
+            )
         finally:
             pipe.close()
 
@@ -56,6 +58,7 @@ def test_an_error_reply_fails_its_call_alone(redis_server: RedisServer) -> None:
 def test_the_urls_password_and_database_are_used() -> None:
     guarded = RedisServer(password="s3cret-pw").start()
     try:
+
         async def test(url: str) -> Any:
             pipe = link.Link(url, 1.0)
             try:
@@ -125,8 +128,9 @@ def test_a_silent_redis_times_out_every_waiting_call() -> None:
     async def test() -> None:
         async with peer(lambda data: b"") as url:
             pipe = link.Link(url, 0.3)
-            results = await asyncio.gather(*(pipe.call(link.command("PING")) for _ in range(3)),
-                                           return_exceptions=True)
+            results = await asyncio.gather(
+                *(pipe.call(link.command("PING")) for _ in range(3)), return_exceptions=True
+            )
             pipe.close()
         assert all(isinstance(r, redis.TimeoutError) for r in results), results
         assert "did not answer within 0.3 s" in str(results[0])

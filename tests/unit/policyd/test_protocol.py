@@ -47,12 +47,19 @@ def test_parse_a_postfix_request() -> None:
 
 
 def test_end_of_message_counts() -> None:
-    block = RCPT_BLOCK.replace(b"protocol_state=RCPT", b"protocol_state=END-OF-MESSAGE") \
-        .replace(b"recipient_count=0", b"recipient_count=3").replace(b"size=0", b"size=5120") \
+    block = (
+        RCPT_BLOCK.replace(b"protocol_state=RCPT", b"protocol_state=END-OF-MESSAGE")
+        .replace(b"recipient_count=0", b"recipient_count=3")
+        .replace(b"size=0", b"size=5120")
         .replace(b"queue_id=", b"queue_id=4jXCs06YbRzJJ2Y")
+    )
     request = protocol.parse_request(block + b"\n")
-    assert (request.protocol_state, request.recipient_count, request.size, request.queue_id) == \
-        ("END-OF-MESSAGE", 3, 5120, "4jXCs06YbRzJJ2Y")
+    assert (request.protocol_state, request.recipient_count, request.size, request.queue_id) == (
+        "END-OF-MESSAGE",
+        3,
+        5120,
+        "4jXCs06YbRzJJ2Y",
+    )
 
 
 def test_unknown_attributes_and_values_with_equals_signs() -> None:
@@ -60,16 +67,19 @@ def test_unknown_attributes_and_values_with_equals_signs() -> None:
     assert attributes["future_thing"] == "a=b"
 
 
-@pytest.mark.parametrize("block, complaint", [
-    (b"request=smtpd_access_policy\nthis is garbage\n", "not an attribute line"),
-    (b"request=smtpd_access_policy\n=value\n", "not an attribute line"),
-    (b"protocol_state=RCPT\n", "no request=smtpd_access_policy"),
-    (b"request=something_else\n", "no request=smtpd_access_policy"),
-    (b"request=smtpd_access_policy\nsender=" + b"a" * 513 + b"\n", "over 512 characters"),
-    (b"request=smtpd_access_policy\n" + b"n" * 513 + b"=1\n", "over 512 characters"),
-    (b"request=smtpd_access_policy\nsize=12x\n", "is not a number"),
-    (b"request=smtpd_access_policy\nrecipient_count=-1\n", "is not a number"),
-])
+@pytest.mark.parametrize(
+    "block, complaint",
+    [
+        (b"request=smtpd_access_policy\nthis is garbage\n", "not an attribute line"),
+        (b"request=smtpd_access_policy\n=value\n", "not an attribute line"),
+        (b"protocol_state=RCPT\n", "no request=smtpd_access_policy"),
+        (b"request=something_else\n", "no request=smtpd_access_policy"),
+        (b"request=smtpd_access_policy\nsender=" + b"a" * 513 + b"\n", "over 512 characters"),
+        (b"request=smtpd_access_policy\n" + b"n" * 513 + b"=1\n", "over 512 characters"),
+        (b"request=smtpd_access_policy\nsize=12x\n", "is not a number"),
+        (b"request=smtpd_access_policy\nrecipient_count=-1\n", "is not a number"),
+    ],
+)
 def test_garbage_is_refused(block: bytes, complaint: str) -> None:
     with pytest.raises(protocol.ProtocolError, match=complaint):
         protocol.parse_request(block)
@@ -98,14 +108,18 @@ def test_any_bytes_parse_or_raise_protocol_error(block: bytes) -> None:
         pass
 
 
-@given(st.dictionaries(st.text(alphabet=st.characters(blacklist_characters="=\n\r"),
-                               min_size=1, max_size=40),
-                       st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=60),
-                       max_size=20))
+@given(
+    st.dictionaries(
+        st.text(alphabet=st.characters(blacklist_characters="=\n\r"), min_size=1, max_size=40),
+        st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=60),
+        max_size=20,
+    )
+)
 def test_any_attribute_set_parses_or_raises_protocol_error(attributes: dict[str, str]) -> None:
     block = "".join(f"{k}={v}\n" for k, v in attributes.items())
     try:
-        protocol.parse_request(("request=smtpd_access_policy\n" + block).encode(
-            "utf-8", "surrogatepass"))
+        protocol.parse_request(
+            ("request=smtpd_access_policy\n" + block).encode("utf-8", "surrogatepass")
+        )
     except protocol.ProtocolError:
         pass

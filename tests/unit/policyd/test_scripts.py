@@ -41,17 +41,26 @@ class Relay:
     def state(self) -> decide.AccountState:
         raw = self.client.hgetall(self.keys.account("acme"))
         account = self.accounts.get("acme")
-        return decide.AccountState("acme", account.status, account.suspended_reason,
-                                   raw["created_at"], account.settings)
+        return decide.AccountState(
+            "acme", account.status, account.suspended_reason, raw["created_at"], account.settings
+        )
 
-    def ask(self, stage: str, recipients: int = 1, size: int = 100, queue_id: str = "",
-            release: str = "", transaction: int = 0) -> decide.Action:
+    def ask(
+        self,
+        stage: str,
+        recipients: int = 1,
+        size: int = 100,
+        queue_id: str = "",
+        release: str = "",
+        transaction: int = 0,
+    ) -> decide.Action:
         request = decide.Request(stage, "acme", queue_id, "i", "", recipients, size)
         check = decide.plan(request, self.state, self.now, transaction)
         assert isinstance(check, decide.Check)
         result = quota.script(self.client, "policy_check")(
             keys=quota.check_keys(self.keys, "acme", check.windows),
-            args=check.script_args(self.now + 120, release))
+            args=check.script_args(self.now + 120, release),
+        )
         return decide.verdict(check, result)
 
     def send(self, recipients: int = 1, size: int = 100) -> decide.Action:
@@ -70,18 +79,22 @@ class Relay:
         settings = Settings()
         offset = self.now - time.time()
         settings = dataclasses.replace(
-            settings, policyd=dataclasses.replace(settings.policyd, clock_offset=offset))
-        return quota.count_accepted(settings, self.client, self.keys, "acme", queue_id,
-                                    recipients, size)
+            settings, policyd=dataclasses.replace(settings.policyd, clock_offset=offset)
+        )
+        return quota.count_accepted(
+            settings, self.client, self.keys, "acme", queue_id, recipients, size
+        )
 
     def usage(self) -> quota.Usage:
         state = self.state
-        return quota.usage(self.client, self.keys, "acme", state.settings, state.created_at,
-                           self.now)
+        return quota.usage(
+            self.client, self.keys, "acme", state.settings, state.created_at, self.now
+        )
 
     def used(self, window: str, unit: str) -> int:
-        return next(r["used"] for r in self.usage().limits
-                    if (r["window"], r["unit"]) == (window, unit))
+        return next(
+            r["used"] for r in self.usage().limits if (r["window"], r["unit"]) == (window, unit)
+        )
 
 
 @pytest.fixture
@@ -99,8 +112,10 @@ def test_a_limit_holds_and_names_itself(make: Any) -> None:
     relay = make(warmup=False, messages_per_minute=3)
     assert [relay.send().permits for _ in range(3)] == [True, True, True]
     refused = relay.send()
-    assert refused.text == ("450 4.7.1 Rate limit of 3 messages per minute for account acme "
-                            "reached; retry after 10:01:00Z")
+    assert refused.text == (
+        "450 4.7.1 Rate limit of 3 messages per minute for account acme "
+        "reached; retry after 10:01:00Z"
+    )
     assert relay.used("minute", "messages") == 3
     relay.now += 60  # the next clock minute
     assert relay.send().permits
@@ -161,8 +176,9 @@ def test_warmup_grows_on_sending_days_only(make: Any) -> None:
     relay = make(warmup_schedule=["2"], recipients_per_day=10)
     assert relay.send(recipients=2).permits
     refused = relay.send()
-    assert refused.text == ("450 4.7.1 Daily warm-up quota of 2 recipients reached (day 1 of "
-                            "warm-up); resets at 00:00Z")
+    assert refused.text == (
+        "450 4.7.1 Daily warm-up quota of 2 recipients reached (day 1 of warm-up); resets at 00:00Z"
+    )
     assert relay.usage().warmup == {"day": 1, "quota": 2, "used": 2, "days_in_schedule": 3}
     relay.now += DAY  # day 2: quota 4
     assert relay.send(recipients=4).permits
@@ -198,8 +214,7 @@ def test_a_recreated_account_warms_up_again(make: Any) -> None:
 
 def test_in_flight_cap(make: Any) -> None:
     relay = make(warmup=False)
-    check = decide.plan(decide.Request(decide.END_OF_MESSAGE, "acme", "Z"), relay.state,
-                        relay.now)
+    check = decide.plan(decide.Request(decide.END_OF_MESSAGE, "acme", "Z"), relay.state, relay.now)
     assert isinstance(check, decide.Check)
     args = check.script_args(relay.now + 120, "")
     words = args[0].split()
@@ -214,9 +229,13 @@ def test_in_flight_cap(make: Any) -> None:
 def test_every_key_of_one_call_is_in_one_cluster_slot() -> None:
     keys = Keys("txmail:")
     windows = decide.Windows.at(START)
-    names = [*quota.check_keys(keys, "acme", windows), keys.account("acme"),
-             keys.reputation("acme"), keys.outcomes("acme", windows.day),
-             keys.reputation_alerts("acme")]
+    names = [
+        *quota.check_keys(keys, "acme", windows),
+        keys.account("acme"),
+        keys.reputation("acme"),
+        keys.outcomes("acme", windows.day),
+        keys.reputation_alerts("acme"),
+    ]
     assert len({key_slot(name.encode()) for name in names}) == 1
 
 
@@ -244,7 +263,8 @@ def test_bounces_suspend_the_account(make: Any) -> None:
     assert account.status == "suspended"
     assert account.suspended_reason == (
         "Sending suspended: hard bounce rate 3.4% (34 of 1000) over the last 7 days exceeds 2%; "
-        "contact the operator")
+        "contact the operator"
+    )
     assert [a["kind"] for a in alerts(relay)] == ["reputation_warning", "reputation_suspended"]
     assert alerts(relay)[1]["text"] == account.suspended_reason
     assert relay.usage().reputation["checks"][0]["level"] == "suspend"
@@ -289,7 +309,8 @@ def test_complaints_warn_then_suspend_within_the_window(make: Any) -> None:
     assert feed(relay, "complaint", 1)[1].level == "suspend"
     assert relay.accounts.get("acme").suspended_reason == (
         "Sending suspended: complaint rate 0.2% (2 of 1000) over the last 2 days exceeds 0.1%; "
-        "contact the operator")
+        "contact the operator"
+    )
     assert [a["kind"] for a in alerts(relay)] == ["reputation_warning", "reputation_suspended"]
 
 
@@ -307,19 +328,21 @@ def test_warnings_come_once_per_crossing(make: Any) -> None:
 def test_unknown_kinds_and_accounts_are_ignored(make: Any) -> None:
     relay = make()
     assert reputation.record_outcome(relay.client, relay.keys, "acme", "open", relay.now) == []
-    assert reputation.record_outcome(relay.client, relay.keys, "nobody", "bounce",
-                                     relay.now) == []
+    assert reputation.record_outcome(relay.client, relay.keys, "nobody", "bounce", relay.now) == []
 
 
 def test_a_passing_check_reports_the_room_its_tightest_limits_leave(make: Any) -> None:
-    relay = make(warmup=False, messages_per_minute=10, recipients_per_hour=50,
-                 bytes_per_day=0)
-    check = decide.plan(decide.Request(decide.END_OF_MESSAGE, "acme", "Q1", recipient_count=4,
-                                       size=100), relay.state, relay.now)
+    relay = make(warmup=False, messages_per_minute=10, recipients_per_hour=50, bytes_per_day=0)
+    check = decide.plan(
+        decide.Request(decide.END_OF_MESSAGE, "acme", "Q1", recipient_count=4, size=100),
+        relay.state,
+        relay.now,
+    )
     assert isinstance(check, decide.Check)
     result = quota.script(relay.client, "policy_check")(
         keys=quota.check_keys(relay.keys, "acme", check.windows),
-        args=check.script_args(relay.now + 120, ""))
+        args=check.script_args(relay.now + 120, ""),
+    )
     room = decide.room_left(check, result)
     assert room is not None
     # 10 messages a minute less this one; 50 recipients an hour less these 4 (the default
@@ -337,8 +360,12 @@ def test_holds_live_in_memory_and_counts_survive_a_restart() -> None:
         for queue_id in ("A", "B", "C"):
             assert relay.ask(decide.END_OF_MESSAGE, queue_id=queue_id).permits
         relay.count("A")
-        assert quota.script(client, "policy_release")(
-            keys=[relay.keys.holds("acme"), relay.keys.holds_expiry("acme")], args=["C"]) == 1
+        assert (
+            quota.script(client, "policy_release")(
+                keys=[relay.keys.holds("acme"), relay.keys.holds_expiry("acme")], args=["C"]
+            )
+            == 1
+        )
         assert relay.usage().in_flight["messages"] == 1  # B
         client.close()
         server.stop()

@@ -24,11 +24,20 @@ _prefixes = itertools.count()
 NOW = 1_795_000_000.0 - 1_795_000_000.0 % 86400 + 36000.0
 
 
-def block(stage: str, user: str = "acme", queue_id: str = "", count: int = 0, size: int = 100,
-          instance: str = "i1", recipient: str = "user@example.net") -> bytes:
-    return (f"request=smtpd_access_policy\nprotocol_state={stage}\nprotocol_name=ESMTP\n"
-            f"sasl_username={user}\nqueue_id={queue_id}\nrecipient_count={count}\n"
-            f"size={size}\ninstance={instance}\nrecipient={recipient}\n\n").encode()
+def block(
+    stage: str,
+    user: str = "acme",
+    queue_id: str = "",
+    count: int = 0,
+    size: int = 100,
+    instance: str = "i1",
+    recipient: str = "user@example.net",
+) -> bytes:
+    return (
+        f"request=smtpd_access_policy\nprotocol_state={stage}\nprotocol_name=ESMTP\n"
+        f"sasl_username={user}\nqueue_id={queue_id}\nrecipient_count={count}\n"
+        f"size={size}\ninstance={instance}\nrecipient={recipient}\n\n"
+    ).encode()
 
 
 class Peer:
@@ -49,14 +58,16 @@ class Peer:
         self.writer.close()
 
 
-def run_with_server(redis_url: str, test: Callable[..., Awaitable[Any]],
-                    account: dict[str, Any] | None = None) -> Any:
+def run_with_server(
+    redis_url: str, test: Callable[..., Awaitable[Any]], account: dict[str, Any] | None = None
+) -> Any:
     """Run `test(connect, policy, keys)` against a policy server; create account acme (warm-up
     off, with the given settings) unless account is None."""
     prefix = f"s{next(_prefixes)}:"
     state = Path(tempfile.mkdtemp(prefix="policyd-"))
-    settings = Settings(state_dir=str(state), redis=RedisSettings(url=redis_url, prefix=prefix,
-                                                                  timeout=1.0))
+    settings = Settings(
+        state_dir=str(state), redis=RedisSettings(url=redis_url, prefix=prefix, timeout=1.0)
+    )
 
     async def main() -> Any:
         client = server.connect(settings)
@@ -64,11 +75,13 @@ def run_with_server(redis_url: str, test: Callable[..., Awaitable[Any]],
         policy = server.PolicyServer(settings, client, keys, clock=lambda: NOW)
         path = server.socket_path(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
-        listener = await asyncio.start_unix_server(policy.serve_connection, path=str(path),
-                                                   limit=protocol.MAX_REQUEST)
+        listener = await asyncio.start_unix_server(
+            policy.serve_connection, path=str(path), limit=protocol.MAX_REQUEST
+        )
 
         async def connect() -> Peer:
             return Peer(*await asyncio.open_unix_connection(str(path)))
+
         try:
             return await test(connect, policy, keys)
         finally:
@@ -80,8 +93,9 @@ def run_with_server(redis_url: str, test: Callable[..., Awaitable[Any]],
 
     if account is not None:
         sync = redis.Redis.from_url(redis_url, decode_responses=True)
-        Accounts(sync, Keys(prefix)).add("acme", ["acme.example"], "a-good-password",
-                                         settings={"warmup": False, **account})
+        Accounts(sync, Keys(prefix)).add(
+            "acme", ["acme.example"], "a-good-password", settings={"warmup": False, **account}
+        )
         sync.close()
     return asyncio.run(main())
 
@@ -92,8 +106,9 @@ def test_one_connection_serves_many_requests(redis_server: RedisServer) -> None:
         answers = []
         for n in range(3):
             answers.append(await peer.ask(block("RCPT", instance=f"m{n}")))
-            answers.append(await peer.ask(block("END-OF-MESSAGE", queue_id=f"Q{n}", count=1,
-                                                instance=f"m{n}")))
+            answers.append(
+                await peer.ask(block("END-OF-MESSAGE", queue_id=f"Q{n}", count=1, instance=f"m{n}"))
+            )
         answers.append(await peer.ask(block("RCPT", instance="m3")))
         assert answers[:6] == ["DUNNO"] * 6
         # Q0..Q2 were never counted by a milter, but each next request gave the last one back,
@@ -109,8 +124,10 @@ def test_one_connection_serves_many_requests(redis_server: RedisServer) -> None:
 def test_rcpt_counts_recipients_of_the_transaction(redis_server: RedisServer) -> None:
     async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
         peer = await connect()
-        answers = [await peer.ask(block("RCPT", instance="t1", recipient=f"r{n}@x.example"))
-                   for n in range(4)]
+        answers = [
+            await peer.ask(block("RCPT", instance="t1", recipient=f"r{n}@x.example"))
+            for n in range(4)
+        ]
         assert answers[:3] == ["DUNNO"] * 3
         assert answers[3].startswith("450 4.7.1 Rate limit of 3 recipients per minute")
         # A new transaction starts counting again.
@@ -121,7 +138,8 @@ def test_rcpt_counts_recipients_of_the_transaction(redis_server: RedisServer) ->
 
 
 def test_a_refused_message_gives_its_hold_back_when_the_connection_moves_on(
-        redis_server: RedisServer) -> None:
+    redis_server: RedisServer,
+) -> None:
     async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
         first = await connect()
         assert await first.ask(block("END-OF-MESSAGE", queue_id="A", count=1)) == "DUNNO"
@@ -139,15 +157,19 @@ def test_a_refused_message_gives_its_hold_back_when_the_connection_moves_on(
     run_with_server(redis_server.url, test, {"messages_per_day": 1})
 
 
-@pytest.mark.parametrize("garbage", [
-    b"hello there\n\n",
-    b"protocol_state=RCPT\n\n",
-    b"request=smtpd_access_policy\nsender=" + b"x" * 600 + b"\n\n",
-    b"request=smtpd_access_policy\n" + b"x=1\n" * 10000,  # never stops sending
-    b"\x00\xff\xfe\n\n",
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"hello there\n\n",
+        b"protocol_state=RCPT\n\n",
+        b"request=smtpd_access_policy\nsender=" + b"x" * 600 + b"\n\n",
+        b"request=smtpd_access_policy\n" + b"x=1\n" * 10000,  # never stops sending
+        b"\x00\xff\xfe\n\n",
+    ],
+)
 def test_garbage_closes_the_connection_and_the_server_goes_on(
-        redis_server: RedisServer, garbage: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    redis_server: RedisServer, garbage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
     async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
         peer = await connect()
         peer.writer.write(garbage)
@@ -166,8 +188,7 @@ def test_redis_down_means_defer(caplog: pytest.LogCaptureFixture) -> None:
     async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
         peer = await connect()
         assert await peer.ask(block("RCPT")) == protocol_tempfail()
-        assert await peer.ask(block("END-OF-MESSAGE", queue_id="A", count=1)) == \
-            protocol_tempfail()
+        assert await peer.ask(block("END-OF-MESSAGE", queue_id="A", count=1)) == protocol_tempfail()
         peer.close()
 
     with caplog.at_level(logging.WARNING, logger="txmail.policyd"):
@@ -176,8 +197,7 @@ def test_redis_down_means_defer(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def protocol_tempfail() -> str:
-    return "451 4.3.0 txmail cannot check the sending limits right now; try again in a few " \
-           "minutes"
+    return "451 4.3.0 txmail cannot check the sending limits right now; try again in a few minutes"
 
 
 def test_account_changes_reach_the_cache(redis_server: RedisServer) -> None:
@@ -196,17 +216,24 @@ def test_account_changes_reach_the_cache(redis_server: RedisServer) -> None:
 
 
 def test_concurrent_checks_share_a_pipeline_and_each_gets_its_own_answer(
-        redis_server: RedisServer) -> None:
+    redis_server: RedisServer,
+) -> None:
     async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
         peers = [await connect() for _ in range(8)]
         await policy.client.script_flush()  # a Redis that lost the script: loaded again
-        answers = await asyncio.gather(*(
-            peer.ask(block("END-OF-MESSAGE", queue_id=f"Q{n}", count=1, instance=f"m{n}"))
-            for n, peer in enumerate(peers)))
+        answers = await asyncio.gather(
+            *(
+                peer.ask(block("END-OF-MESSAGE", queue_id=f"Q{n}", count=1, instance=f"m{n}"))
+                for n, peer in enumerate(peers)
+            )
+        )
         # Five fit in the day's limit of five; which five is up to the race.
         assert answers.count("DUNNO") == 5
-        assert all(a.startswith("450 4.7.1 Rate limit of 5 messages per day") for a in answers
-                   if a != "DUNNO")
+        assert all(
+            a.startswith("450 4.7.1 Rate limit of 5 messages per day")
+            for a in answers
+            if a != "DUNNO"
+        )
         assert int(await policy.client.hget(keys.holds("acme"), "*m")) == 5
         for peer in peers:
             peer.close()
@@ -236,8 +263,9 @@ def test_rcpt_is_answered_from_the_room_without_redis(redis_server: RedisServer)
         after = (await policy.client.info("commandstats")).get("cmdstat_evalsha", {})
         assert after.get("calls") == calls.get("calls")  # no check script ran
         # The next END-OF-MESSAGE asks Redis, and gives A's hold back on the way.
-        assert await peer.ask(block("END-OF-MESSAGE", queue_id="B", count=1,
-                                    instance="i2")) == "DUNNO"
+        assert (
+            await peer.ask(block("END-OF-MESSAGE", queue_id="B", count=1, instance="i2")) == "DUNNO"
+        )
         assert await policy.client.hget(keys.holds("acme"), "A") is None
         peer.close()
 
@@ -250,8 +278,7 @@ def test_decisions_are_counted_by_outcome_for_metrics(redis_server: RedisServer)
         for n, peer in enumerate(peers):
             await peer.ask(block("END-OF-MESSAGE", queue_id=f"Q{n}", count=1, instance=f"m{n}"))
         await policy.flush_decisions()
-        assert await policy.client.hgetall(keys.policy_stats) == {"dunno": "2",
-                                                                  "rate-limit": "1"}
+        assert await policy.client.hgetall(keys.policy_stats) == {"dunno": "2", "rate-limit": "1"}
         await policy.flush_decisions()  # nothing new: nothing added
         assert await policy.client.hget(keys.policy_stats, "dunno") == "2"
         for peer in peers:
@@ -302,8 +329,9 @@ def test_log_lines_of_one_loop_turn_go_out_in_one_write() -> None:
     assert handler.stream is stream
 
 
-def test_permits_are_logged_only_when_asked(redis_server: RedisServer,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_permits_are_logged_only_when_asked(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="txmail.policyd")
 
     async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
@@ -317,7 +345,10 @@ def test_permits_are_logged_only_when_asked(redis_server: RedisServer,
         peer.close()
 
     run_with_server(redis_server.url, test, {"recipients_per_minute": 1})
-    decisions = [(r.levelname, r.getMessage().split(": ")[2].split()[0]) for r in caplog.records
-                 if r.getMessage().startswith("NOQUEUE: rcpt: ")]
+    decisions = [
+        (r.levelname, r.getMessage().split(": ")[2].split()[0])
+        for r in caplog.records
+        if r.getMessage().startswith("NOQUEUE: rcpt: ")
+    ]
     assert [level for level, _ in decisions] == ["DEBUG", "INFO", "INFO"]
     assert decisions[0][1] == "dunno" and decisions[1][1] != "dunno"

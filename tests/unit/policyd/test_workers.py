@@ -16,8 +16,10 @@ import pytest
 
 from tests.harness import RedisServer, wait_for
 
-REQUEST = (b"request=smtpd_access_policy\nprotocol_state=RCPT\nsasl_username=\n"
-           b"recipient=someone@example.net\n\n")
+REQUEST = (
+    b"request=smtpd_access_policy\nprotocol_state=RCPT\nsasl_username=\n"
+    b"recipient=someone@example.net\n\n"
+)
 
 
 def children(pid: int) -> set[int]:
@@ -43,15 +45,20 @@ def ask(path: Path) -> bytes:
 
 
 @pytest.fixture
-def policyd(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes],
-                                                                         Path]]:
+def policyd(
+    redis_server: RedisServer, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     config = tmp_path / "txmail.toml"
-    config.write_text(f'state_dir = "{tmp_path}"\n[redis]\nurl = "{redis_server.url}"\n'
-                      "[policyd]\nworkers = 2\n")
+    config.write_text(
+        f'state_dir = "{tmp_path}"\n[redis]\nurl = "{redis_server.url}"\n[policyd]\nworkers = 2\n'
+    )
     path = tmp_path / "run/policyd/policyd.sock"
     log = (tmp_path / "policyd.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "txmail", "--config", str(config), "policyd"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "txmail", "--config", str(config), "policyd"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     log.close()
     try:
         wait_for(lambda: len(children(proc.pid)) == 2 and path.exists(), 20, what="2 workers")
@@ -66,7 +73,8 @@ def policyd(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[subproc
 
 
 def test_workers_share_the_socket_and_a_dead_one_is_replaced(
-        policyd: tuple[subprocess.Popen[bytes], Path]) -> None:
+    policyd: tuple[subprocess.Popen[bytes], Path],
+) -> None:
     proc, path = policyd
     wait_for(lambda: ask(path) == b"action=DUNNO\n\n", 10, what="an answer")
     assert all(ask(path) == b"action=DUNNO\n\n" for _ in range(20))
@@ -79,6 +87,9 @@ def test_workers_share_the_socket_and_a_dead_one_is_replaced(
     workers = children(proc.pid)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
-    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 10,
-             what="the workers to stop")
+    wait_for(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers),
+        10,
+        what="the workers to stop",
+    )
     assert not path.exists()

@@ -86,8 +86,7 @@ def test_list_and_remove(domains: Domains) -> None:
     domains.add(new("b.acme.example", return_path="mta.b.acme.example"))
     domains.add(new("a.acme.example"))
     domains.add(new("other.example", account="other"))
-    assert [d.name for d in domains.list()] == ["a.acme.example", "b.acme.example",
-                                                "other.example"]
+    assert [d.name for d in domains.list()] == ["a.acme.example", "b.acme.example", "other.example"]
     assert [d.name for d in domains.list("other")] == ["other.example"]
     removed = domains.remove("b.acme.example")
     assert removed.dkim == (KEY,)
@@ -99,8 +98,15 @@ def test_list_and_remove(domains: Domains) -> None:
 
 
 def test_records_of_a_removed_account_count_as_absent(domains: Domains) -> None:
-    domains.add(new("other.example", account="other", return_path="mta.other.example",
-                    return_path_active=True, dkim_active=True))
+    domains.add(
+        new(
+            "other.example",
+            account="other",
+            return_path="mta.other.example",
+            return_path_active=True,
+            dkim_active=True,
+        )
+    )
     domains.accounts.remove("other")
     assert domains.find("other.example") is None
     assert not domains.serves_return_path("mta.other.example")

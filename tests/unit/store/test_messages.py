@@ -13,9 +13,15 @@ def test_get_many_reads_a_batch_and_names_the_unknown(redis_server: RedisServer)
     client = redis_server.client()
     messages = Messages(client, Keys(f"m{uuid.uuid4().hex[:8]}:"), ttl_seconds=60)
     for queue_id, account in (("4Q1", "acme"), ("4Q2", "other")):
-        messages.record(MessageRecord(queue_id=queue_id, account=account,
-                                      envelope_sender="app@acme.example",
-                                      recipients=["u@example.net"], size=10))
+        messages.record(
+            MessageRecord(
+                queue_id=queue_id,
+                account=account,
+                envelope_sender="app@acme.example",
+                recipients=["u@example.net"],
+                size=10,
+            )
+        )
     found = messages.get_many(["4Q1", "4Q9", "4Q2"])
     assert list(found) == ["4Q1", "4Q9", "4Q2"]
     assert found["4Q9"] is None

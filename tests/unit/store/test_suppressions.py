@@ -32,9 +32,11 @@ class Counting:
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.client, name)
         if callable(attribute) and name not in ("pipeline", "register_script"):
+
             def counted(*args: Any, **kwargs: Any) -> Any:
                 self.calls.append(name)
                 return attribute(*args, **kwargs)
+
             return counted
         return attribute
 
@@ -46,8 +48,9 @@ def clock() -> Clock:
 
 @pytest.fixture
 def suppressions(redis_server: RedisServer, clock: Clock) -> Suppressions:
-    return Suppressions(Counting(redis_server.client()), Keys(f"t-{uuid.uuid4().hex[:8]}:"),
-                        cap=5, clock=clock)
+    return Suppressions(
+        Counting(redis_server.client()), Keys(f"t-{uuid.uuid4().hex[:8]}:"), cap=5, clock=clock
+    )
 
 
 def test_check_many_recipients_in_one_round_trip(suppressions: Suppressions) -> None:
@@ -55,13 +58,20 @@ def test_check_many_recipients_in_one_round_trip(suppressions: Suppressions) -> 
     suppressions.add("acme", "unsubscribe", "left@example.net", "clicked unsubscribe")
     counting = suppressions.client
     counting.calls.clear()  # type: ignore[attr-defined]
-    found = suppressions.check("acme", ["gone@EXAMPLE.net", "left@example.net", "ok@example.net",
-                                        "not an address"], ("bounce", "unsubscribe"))
+    found = suppressions.check(
+        "acme",
+        ["gone@EXAMPLE.net", "left@example.net", "ok@example.net", "not an address"],
+        ("bounce", "unsubscribe"),
+    )
     assert counting.calls == ["hmget"]  # type: ignore[attr-defined]
     assert set(found) == {"gone@EXAMPLE.net", "left@example.net"}
     entry = found["gone@EXAMPLE.net"]
     assert (entry.list, entry.recipient, entry.reason, entry.event_id) == (
-        "bounce", "gone@example.net", "5.1.1 user unknown", "evt_1")
+        "bounce",
+        "gone@example.net",
+        "5.1.1 user unknown",
+        "evt_1",
+    )
     assert entry.created_at == 1_800_000_000.0
 
 
@@ -77,13 +87,18 @@ def test_only_the_asked_lists_count(suppressions: Suppressions) -> None:
 def test_first_list_asked_wins(suppressions: Suppressions) -> None:
     suppressions.add("acme", "unsubscribe", "both@example.net", "asked")
     suppressions.add("acme", "bounce", "both@example.net", "bounced")
-    assert suppressions.check("acme", ["both@example.net"],
-                              ("unsubscribe", "bounce"))["both@example.net"].list == "unsubscribe"
+    assert (
+        suppressions.check("acme", ["both@example.net"], ("unsubscribe", "bounce"))[
+            "both@example.net"
+        ].list
+        == "unsubscribe"
+    )
 
 
 def test_entries_expire(suppressions: Suppressions, clock: Clock) -> None:
-    suppressions.add("acme", "bounce", "soft@example.net", "mailbox full",
-                     expires_at=clock.now + 60)
+    suppressions.add(
+        "acme", "bounce", "soft@example.net", "mailbox full", expires_at=clock.now + 60
+    )
     assert suppressions.check("acme", ["soft@example.net"])
     clock.now += 61
     assert suppressions.check("acme", ["soft@example.net"]) == {}
@@ -98,7 +113,8 @@ def test_cap_drops_the_oldest(suppressions: Suppressions, clock: Clock) -> None:
         suppressions.add("acme", "bounce", f"u{n}@example.net", "x")
     assert suppressions.count("acme") == 5
     assert [e.recipient for e in suppressions.list("acme")] == [
-        f"u{n}@example.net" for n in (6, 5, 4, 3, 2)]
+        f"u{n}@example.net" for n in (6, 5, 4, 3, 2)
+    ]
     assert suppressions.check("acme", ["u0@example.net", "u1@example.net"]) == {}
 
 
@@ -119,28 +135,38 @@ def test_list_filters_by_list(suppressions: Suppressions, clock: Clock) -> None:
     assert len(suppressions.list("acme", limit=1)) == 1
 
 
-def test_export_then_import(suppressions: Suppressions, redis_server: RedisServer,
-                            clock: Clock) -> None:
-    suppressions.add("acme", "bounce", "b@example.net", "5.1.1", event_id="evt_9",
-                     expires_at=clock.now + 3600)
+def test_export_then_import(
+    suppressions: Suppressions, redis_server: RedisServer, clock: Clock
+) -> None:
+    suppressions.add(
+        "acme", "bounce", "b@example.net", "5.1.1", event_id="evt_9", expires_at=clock.now + 3600
+    )
     suppressions.add("acme", "unsubscribe", "u@example.net", "asked")
     lines = list(suppressions.export("acme"))
     target = Suppressions(redis_server.client(), Keys(f"t-{uuid.uuid4().hex[:8]}:"), clock=clock)
     assert target.import_lines("acme", lines) == 2
     assert [e.public() for e in target.list("acme")] == [
-        e.public() for e in suppressions.list("acme")]
+        e.public() for e in suppressions.list("acme")
+    ]
 
 
 def test_import_bare_addresses_and_bad_lines(suppressions: Suppressions) -> None:
     with pytest.raises(UsageError, match="unknown suppression list"):
         suppressions.import_lines("acme", ["a@example.net"])
-    assert suppressions.import_lines("acme", ["# comment", "a@example.net", "",
-                                              "B@example.net"], default_list="unsubscribe") == 2
+    assert (
+        suppressions.import_lines(
+            "acme", ["# comment", "a@example.net", "", "B@example.net"], default_list="unsubscribe"
+        )
+        == 2
+    )
     assert set(suppressions.check("acme", ["a@example.net", "b@example.net"])) == {
-        "a@example.net", "b@example.net"}
+        "a@example.net",
+        "b@example.net",
+    }
     with pytest.raises(UsageError, match="line 2"):
-        suppressions.import_lines("acme", ["c@example.net", "not an address"],
-                                  default_list="bounce")
+        suppressions.import_lines(
+            "acme", ["c@example.net", "not an address"], default_list="bounce"
+        )
     assert suppressions.check("acme", ["c@example.net"]) == {}  # nothing of a bad file
 
 
@@ -160,31 +186,42 @@ def test_cli_add_list_export_import_remove(redis_server: RedisServer, tmp_path: 
     prefix = f"cli-{uuid.uuid4().hex[:8]}:"
     config = tmp_path / "txmail.toml"
     config.write_text(f'[redis]\nurl = "{redis_server.url}"\nprefix = "{prefix}"\n')
-    Accounts(redis_server.client(), Keys(prefix)).add("acme", ["acme.example"],
-                                                      "a long enough password")
+    Accounts(redis_server.client(), Keys(prefix)).add(
+        "acme", ["acme.example"], "a long enough password"
+    )
     runner = CliRunner()
 
     def txmail(*args: str, input: str | None = None) -> str:
-        result = runner.invoke(main, ["--config", str(config), "suppressions", *args],
-                               input=input)
+        result = runner.invoke(main, ["--config", str(config), "suppressions", *args], input=input)
         assert result.exit_code == 0, result.output
         return result.output
 
-    txmail("add", "--account", "acme", "--list", "bounce", "Gone@example.net",
-           "--reason", "5.1.1")
-    txmail("add", "--account", "acme", "--list", "unsubscribe", "left@example.net",
-           "--expires-in", "30")
+    txmail("add", "--account", "acme", "--list", "bounce", "Gone@example.net", "--reason", "5.1.1")
+    txmail(
+        "add",
+        "--account",
+        "acme",
+        "--list",
+        "unsubscribe",
+        "left@example.net",
+        "--expires-in",
+        "30",
+    )
     listed = json.loads(txmail("list", "--account", "acme", "--json"))
     assert {(e["list"], e["recipient"]) for e in listed} == {
-        ("bounce", "gone@example.net"), ("unsubscribe", "left@example.net")}
+        ("bounce", "gone@example.net"),
+        ("unsubscribe", "left@example.net"),
+    }
     exported = txmail("export", "--account", "acme", "--list", "bounce")
-    assert txmail("remove", "--account", "acme", "--list", "bounce",
-                  "gone@example.net").startswith("removed")
+    assert txmail("remove", "--account", "acme", "--list", "bounce", "gone@example.net").startswith(
+        "removed"
+    )
     assert "imported 1 entries" in txmail("import", "--account", "acme", input=exported)
-    assert "imported 2 entries" in txmail("import", "--account", "acme", "--list", "bounce",
-                                          input="a@example.net\nb@example.net\n")
-    assert len(json.loads(txmail("list", "--account", "acme", "--list", "bounce",
-                                 "--json"))) == 3
-    missing = runner.invoke(main, ["--config", str(config), "suppressions", "list",
-                                   "--account", "nobody"])
+    assert "imported 2 entries" in txmail(
+        "import", "--account", "acme", "--list", "bounce", input="a@example.net\nb@example.net\n"
+    )
+    assert len(json.loads(txmail("list", "--account", "acme", "--list", "bounce", "--json"))) == 3
+    missing = runner.invoke(
+        main, ["--config", str(config), "suppressions", "list", "--account", "nobody"]
+    )
     assert missing.exit_code == 1 and "no account named 'nobody'" in missing.output

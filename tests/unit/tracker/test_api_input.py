@@ -11,12 +11,22 @@ LIMIT = 10_000
 
 
 def test_a_full_request_becomes_envelope_options_and_crlf_message() -> None:
-    envelope, data, trackbounces = parse_send({
-        "envelope": "app@acme.test", "recipient": "user@example.net",
-        "mime": "From: app@acme.test\nSubject: é\n\nhi\n",
-        "dsn": {"notify": "failure,delay", "ret": "hdrs", "envid": "id+1 x",
-                "orcpt": "orig@example.net"},
-        "trackbounces": True, "tags": ["reset", " b "]}, LIMIT)
+    envelope, data, trackbounces = parse_send(
+        {
+            "envelope": "app@acme.test",
+            "recipient": "user@example.net",
+            "mime": "From: app@acme.test\nSubject: é\n\nhi\n",
+            "dsn": {
+                "notify": "failure,delay",
+                "ret": "hdrs",
+                "envid": "id+1 x",
+                "orcpt": "orig@example.net",
+            },
+            "trackbounces": True,
+            "tags": ["reset", " b "],
+        },
+        LIMIT,
+    )
     assert envelope.sender == "app@acme.test" and envelope.recipients == ["user@example.net"]
     assert envelope.mail_options == ["RET=HDRS", "ENVID=id+2B1+20x", "BODY=8BITMIME"]
     assert envelope.rcpt_options == ["NOTIFY=FAILURE,DELAY"]
@@ -31,22 +41,30 @@ def test_no_envelope_is_the_null_sender() -> None:
     assert envelope.sender == ""
 
 
-@pytest.mark.parametrize("body", [
-    {}, {"mime": ""}, {"mime": 5, "recipient": "a@b.test"}, {"mime": "x"},
-    {"mime": "x", "recipients": []}, {"mime": "x", "recipients": "a@b.test"},
-    {"mime": "x", "recipient": "a@b.test", "recipients": ["a@b.test"]},
-    {"mime": "x", "recipient": "<a@b.test>"}, {"mime": "x", "recipient": "a@b.test\r\nRSET"},
-    {"mime": "x", "recipient": "a@b.test", "envelope": "x y@z.test"},
-    {"mime": "x", "recipient": "a@b.test", "dsn": {"notify": "NEVER,SUCCESS"}},
-    {"mime": "x", "recipient": "a@b.test", "dsn": {"ret": "ALL"}},
-    {"mime": "x", "recipient": "a@b.test", "dsn": {"envid": "tab\there"}},
-    {"mime": "x", "recipient": "a@b.test", "dsn": {"other": 1}},
-    {"mime": "x", "recipients": ["a@b.test", "c@d.test"], "dsn": {"orcpt": "a@b.test"}},
-    {"mime": "x", "recipient": "a@b.test", "tags": ["a,b"]},
-    {"mime": "x", "recipient": "a@b.test", "tags": "a"},
-    {"mime": "x", "recipient": "a@b.test", "trackbounces": "yes"},
-    {"mime": "x", "recipient": "a@b.test", "unknown": True},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"mime": ""},
+        {"mime": 5, "recipient": "a@b.test"},
+        {"mime": "x"},
+        {"mime": "x", "recipients": []},
+        {"mime": "x", "recipients": "a@b.test"},
+        {"mime": "x", "recipient": "a@b.test", "recipients": ["a@b.test"]},
+        {"mime": "x", "recipient": "<a@b.test>"},
+        {"mime": "x", "recipient": "a@b.test\r\nRSET"},
+        {"mime": "x", "recipient": "a@b.test", "envelope": "x y@z.test"},
+        {"mime": "x", "recipient": "a@b.test", "dsn": {"notify": "NEVER,SUCCESS"}},
+        {"mime": "x", "recipient": "a@b.test", "dsn": {"ret": "ALL"}},
+        {"mime": "x", "recipient": "a@b.test", "dsn": {"envid": "tab\there"}},
+        {"mime": "x", "recipient": "a@b.test", "dsn": {"other": 1}},
+        {"mime": "x", "recipients": ["a@b.test", "c@d.test"], "dsn": {"orcpt": "a@b.test"}},
+        {"mime": "x", "recipient": "a@b.test", "tags": ["a,b"]},
+        {"mime": "x", "recipient": "a@b.test", "tags": "a"},
+        {"mime": "x", "recipient": "a@b.test", "trackbounces": "yes"},
+        {"mime": "x", "recipient": "a@b.test", "unknown": True},
+    ],
+)
 def test_bad_input_is_a_400(body: dict) -> None:
     with pytest.raises(ApiError) as caught:
         parse_send(body, LIMIT)
@@ -59,15 +77,17 @@ def test_a_message_over_the_limit_is_413() -> None:
     assert (caught.value.http_status, caught.value.smtp_code) == (413, 552)
 
 
-@pytest.mark.parametrize(("code", "reply", "status", "http"), [
-    (554, b"5.7.1 Attachment \"setup.exe\" has a forbidden type (.exe); remove it", "5.7.1",
-     403),
-    (552, b"5.3.4 Message size exceeds fixed limit", "5.3.4", 413),
-    (550, b"5.1.1 <x@y>: Recipient address rejected", "5.1.1", 422),
-    (451, b"4.7.1 Rate limit reached; try again\nin a minute", "4.7.1", 429),
-    (451, b"4.3.0 txmail cannot check this message right now", "4.3.0", 503),
-    (554, b"no enhanced code here", "5.0.0", 422),
-])
+@pytest.mark.parametrize(
+    ("code", "reply", "status", "http"),
+    [
+        (554, b'5.7.1 Attachment "setup.exe" has a forbidden type (.exe); remove it', "5.7.1", 403),
+        (552, b"5.3.4 Message size exceeds fixed limit", "5.3.4", 413),
+        (550, b"5.1.1 <x@y>: Recipient address rejected", "5.1.1", 422),
+        (451, b"4.7.1 Rate limit reached; try again\nin a minute", "4.7.1", 429),
+        (451, b"4.3.0 txmail cannot check this message right now", "4.3.0", 503),
+        (554, b"no enhanced code here", "5.0.0", 422),
+    ],
+)
 def test_smtp_replies_keep_their_codes(code: int, reply: bytes, status: str, http: int) -> None:
     refusal = refused(code, reply)
     assert (refusal.code, refusal.status, http_status_of(refusal)) == (code, status, http)

@@ -10,15 +10,23 @@ from txmail.milter.submission import Submission
 from txmail.milter.tracking import TrackingContext, apply
 from txmail.tracker.tokens import LinkSigner
 
-CONTEXT = SimpleNamespace(tracking=TrackingContext(LinkSigner(b"0123456789abcdef-tracking"),
-                                                   "https://t.example.com"))
+CONTEXT = SimpleNamespace(
+    tracking=TrackingContext(LinkSigner(b"0123456789abcdef-tracking"), "https://t.example.com")
+)
 
 
 def submission(flags: int | None, bcc: str | None = None) -> Submission:
-    sub = Submission(account="acme", domains=("acme.example",), sender="a@acme.example",
-                     queue_id="4jXQUEUE0000001")
-    for name, value in (("From", "a@acme.example"), ("To", "b@example.net"),
-                        ("Content-Type", "text/html; charset=utf-8")):
+    sub = Submission(
+        account="acme",
+        domains=("acme.example",),
+        sender="a@acme.example",
+        queue_id="4jXQUEUE0000001",
+    )
+    for name, value in (
+        ("From", "a@acme.example"),
+        ("To", "b@example.net"),
+        ("Content-Type", "text/html; charset=utf-8"),
+    ):
         sub.add_header(name, value)
     sub.add_body(b'<p><a href="https://acme.example/x">x</a></p>\r\n')
     sub.plan.recipients = ["b@example.net"] + ([bcc] if bcc else [])

@@ -28,21 +28,28 @@ HTML = """<html><body>
 """
 
 
-def message(html: str = HTML, cte: str = "7bit", charset: str = "utf-8",
-            multipart: bool = True) -> bytes:
+def message(
+    html: str = HTML, cte: str = "7bit", charset: str = "utf-8", multipart: bool = True
+) -> bytes:
     if not multipart:
-        return (f"From: a@example.com\r\nTo: b@example.net\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
-                f"Content-Type: text/html; charset={charset}\r\n"
-                f"Content-Transfer-Encoding: {cte}\r\n\r\n").encode() + _encode(html, cte,
-                                                                                charset)
-    head = ("From: a@example.com\r\nTo: b@example.net\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
-            "List-Unsubscribe: <https://example.com/list-unsub>, <mailto:u@example.com>\r\n"
-            'Content-Type: multipart/alternative; boundary="BOUND"\r\n\r\n')
-    return (head.encode() + b"--BOUND\r\nContent-Type: text/plain\r\n\r\n"
-            b"see https://shop.example.com/a\r\n--BOUND\r\n"
-            + f"Content-Type: text/html; charset={charset}\r\n"
-              f"Content-Transfer-Encoding: {cte}\r\n\r\n".encode()
-            + _encode(html, cte, charset) + b"\r\n--BOUND--\r\n")
+        return (
+            f"From: a@example.com\r\nTo: b@example.net\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+            f"Content-Type: text/html; charset={charset}\r\n"
+            f"Content-Transfer-Encoding: {cte}\r\n\r\n"
+        ).encode() + _encode(html, cte, charset)
+    head = (
+        "From: a@example.com\r\nTo: b@example.net\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+        "List-Unsubscribe: <https://example.com/list-unsub>, <mailto:u@example.com>\r\n"
+        'Content-Type: multipart/alternative; boundary="BOUND"\r\n\r\n'
+    )
+    return (
+        head.encode() + b"--BOUND\r\nContent-Type: text/plain\r\n\r\n"
+        b"see https://shop.example.com/a\r\n--BOUND\r\n"
+        + f"Content-Type: text/html; charset={charset}\r\n"
+        f"Content-Transfer-Encoding: {cte}\r\n\r\n".encode()
+        + _encode(html, cte, charset)
+        + b"\r\n--BOUND--\r\n"
+    )
 
 
 def _encode(html: str, cte: str, charset: str) -> bytes:
@@ -50,9 +57,11 @@ def _encode(html: str, cte: str, charset: str) -> bytes:
     data = html.encode(charset)
     if cte == "base64":
         import base64
+
         return base64.encodebytes(data).replace(b"\n", b"\r\n")
     if cte == "quoted-printable":
         import quopri
+
         return quopri.encodestring(data).replace(b"\n", b"\r\n")
     del part
     return data.replace(b"\n", b"\r\n")
@@ -85,11 +94,18 @@ def test_web_links_are_tracked_and_nothing_else() -> None:
     assert tracked_targets(html) == [
         (0, "https://shop.example.com/a?x=1&y=2", "b@example.net", "QID123456"),
         (1, "http://example.com/b", "b@example.net", "QID123456"),
-        (2, "https://example.com/c", "b@example.net", "QID123456")]
-    for kept in ('href="mailto:help@example.com"', 'href="#top"', 'href="/relative"',
-                 'href="tel:+3112345"', 'href="https://example.com/unsub"',
-                 'href="https://example.com/unsub2"', 'href="https://example.com/list-unsub"',
-                 'class="btn"'):
+        (2, "https://example.com/c", "b@example.net", "QID123456"),
+    ]
+    for kept in (
+        'href="mailto:help@example.com"',
+        'href="#top"',
+        'href="/relative"',
+        'href="tel:+3112345"',
+        'href="https://example.com/unsub"',
+        'href="https://example.com/unsub2"',
+        'href="https://example.com/list-unsub"',
+        'class="btn"',
+    ):
         assert kept in html
     pixel = re.search(re.escape(BASE) + r"/o/([A-Za-z0-9_.-]+)\.gif", html)
     assert pixel and SIGNER.verify(pixel.group(1)).kind == "open"
@@ -123,14 +139,16 @@ def test_only_opens_or_only_clicks() -> None:
 def test_plain_text_html_attachments_and_attached_messages_are_left_alone() -> None:
     plain = b"From: a@example.com\r\nSubject: x\r\n\r\nhttps://example.com/\r\n"
     assert rewrite_html(plain, SIGNER, BASE, "acme", "Q", "") is None
-    attached = (b"From: a@example.com\r\nMIME-Version: 1.0\r\n"
-                b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
-                b"--B\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
-                b"--B\r\nContent-Type: text/html\r\nContent-Disposition: attachment; "
-                b'filename="page.html"\r\n\r\n<a href="https://example.com/x">x</a>\r\n'
-                b"--B\r\nContent-Type: message/rfc822\r\n\r\nSubject: fwd\r\n"
-                b"Content-Type: text/html\r\n\r\n<a href=\"https://example.com/y\">y</a>\r\n"
-                b"--B--\r\n")
+    attached = (
+        b"From: a@example.com\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+        b"--B\r\nContent-Type: text/html\r\nContent-Disposition: attachment; "
+        b'filename="page.html"\r\n\r\n<a href="https://example.com/x">x</a>\r\n'
+        b"--B\r\nContent-Type: message/rfc822\r\n\r\nSubject: fwd\r\n"
+        b'Content-Type: text/html\r\n\r\n<a href="https://example.com/y">y</a>\r\n'
+        b"--B--\r\n"
+    )
     assert rewrite_html(attached, SIGNER, BASE, "acme", "Q", "") is None
 
 

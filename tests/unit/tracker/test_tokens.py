@@ -7,8 +7,15 @@ import pytest
 from txmail.tracker.tokens import MAX_TOKEN, LinkSigner, Mark
 
 SECRET = b"0123456789abcdef-tracking"
-CLICK = Mark("click", "acme", "4jXCs06YbRzJJ2Y", "user@example.net", 3,
-             "https://shop.example.com/order?id=7&x=ü", 1_800_000_000)
+CLICK = Mark(
+    "click",
+    "acme",
+    "4jXCs06YbRzJJ2Y",
+    "user@example.net",
+    3,
+    "https://shop.example.com/order?id=7&x=ü",
+    1_800_000_000,
+)
 
 
 def test_a_click_token_carries_message_recipient_index_and_url() -> None:
@@ -30,15 +37,23 @@ def test_every_single_character_change_is_refused() -> None:
         for replacement in alphabet:
             if token[position] == replacement:
                 continue
-            changed = token[:position] + replacement + token[position + 1:]
+            changed = token[:position] + replacement + token[position + 1 :]
             assert signer.verify(changed) is None, (position, replacement)
 
 
 def test_another_key_cut_tokens_and_junk_are_refused() -> None:
     token = LinkSigner(SECRET).sign(CLICK)
     assert LinkSigner(b"another secret of enough bytes").verify(token) is None
-    for junk in ("", ".", token[:-1], token.split(".")[0], token + ".x", "%%%.%%%",
-                 "a" * (MAX_TOKEN + 1), token + "=="):
+    for junk in (
+        "",
+        ".",
+        token[:-1],
+        token.split(".")[0],
+        token + ".x",
+        "%%%.%%%",
+        "a" * (MAX_TOKEN + 1),
+        token + "==",
+    ):
         assert LinkSigner(SECRET).verify(junk) is None
 
 

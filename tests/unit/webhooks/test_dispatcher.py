@@ -57,13 +57,25 @@ def world(client: redis.Redis, keys: Keys):
 
     def dispatcher(**overrides: object) -> Dispatcher:
         settings = WebhooksSettings(**{"batch_size": 100, "batch_wait": 1.0, **overrides})
-        return Dispatcher(client, keys, settings, KEY, "node-a", receiver, stream_max=50,
-                          clock=clock, rng=random.Random(1))
+        return Dispatcher(
+            client,
+            keys,
+            settings,
+            KEY,
+            "node-a",
+            receiver,
+            stream_max=50,
+            clock=clock,
+            rng=random.Random(1),
+        )
 
     def record(n: int, start: int = 0) -> list[str]:
-        return [recorder.record(make_event("delivery", "acme", "Q1", f"r{i}@x.test",
-                                           now=clock.now)).event_id
-                for i in range(start, start + n)]
+        return [
+            recorder.record(
+                make_event("delivery", "acme", "Q1", f"r{i}@x.test", now=clock.now)
+            ).event_id
+            for i in range(start, start + n)
+        ]
 
     return clock, receiver, dispatcher, record
 
@@ -110,8 +122,9 @@ def test_a_small_batch_waits_for_batch_wait(world) -> None:
     assert len(receiver.posts) == 2
 
 
-def test_receiver_down_for_hours_then_up_loses_nothing(world, client: redis.Redis,
-                                                       keys: Keys) -> None:
+def test_receiver_down_for_hours_then_up_loses_nothing(
+    world, client: redis.Redis, keys: Keys
+) -> None:
     clock, receiver, make, record = world
     receiver.answer = None
     dispatcher = make(retry_base=5.0, retry_max_delay=600.0)
@@ -133,8 +146,9 @@ def test_receiver_down_for_hours_then_up_loses_nothing(world, client: redis.Redi
     assert dead_letters(client, keys, "acme") == []
 
 
-def test_retries_for_24_hours_then_dead_letters_and_replay(world, client: redis.Redis,
-                                                           keys: Keys) -> None:
+def test_retries_for_24_hours_then_dead_letters_and_replay(
+    world, client: redis.Redis, keys: Keys
+) -> None:
     clock, receiver, make, record = world
     receiver.answer = 500
     dispatcher = make(retry_base=60.0, retry_max_delay=3600.0)
@@ -170,8 +184,9 @@ def test_gone_disables_the_endpoint(world, client: redis.Redis, keys: Keys) -> N
 
 
 @pytest.mark.parametrize("count", [30, 250])
-def test_killed_mid_batch_the_next_run_posts_it_again(world, client: redis.Redis,
-                                                      keys: Keys, count: int) -> None:
+def test_killed_mid_batch_the_next_run_posts_it_again(
+    world, client: redis.Redis, keys: Keys, count: int
+) -> None:
     clock, receiver, make, record = world
     ids = record(count)
     first = make()
@@ -210,7 +225,8 @@ def test_no_url_acknowledges_and_keeps_history(world, client: redis.Redis, keys:
 
 
 def test_a_read_whose_answer_was_lost_goes_out_after_the_next_redis_error(
-        world, client: redis.Redis, keys: Keys) -> None:
+    world, client: redis.Redis, keys: Keys
+) -> None:
     clock, receiver, make, record = world
     dispatcher = make()
     dispatcher.step()  # creates the group

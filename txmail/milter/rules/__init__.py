@@ -29,8 +29,21 @@ from txmail.milter.plan import EOM, MAIL, RCPT, Blocked, HeaderEdit, Plan, Refus
 if TYPE_CHECKING:
     from txmail.milter.submission import Submission
 
-__all__ = ["EOM", "MAIL", "RCPT", "Blocked", "Decision", "HeaderEdit", "Plan", "Refusal",
-           "Rule", "Verdict", "RULES", "by_name", "run"]
+__all__ = [
+    "EOM",
+    "MAIL",
+    "RCPT",
+    "Blocked",
+    "Decision",
+    "HeaderEdit",
+    "Plan",
+    "Refusal",
+    "Rule",
+    "Verdict",
+    "RULES",
+    "by_name",
+    "run",
+]
 
 
 class Decision(Protocol):
@@ -64,15 +77,31 @@ def _load() -> list[ModuleType]:
         tags,
     )
 
-    return [size, line_length, sender, recipients, attachments, message_class, tags, flags,
-            single_recipient, rewrite_from, suppressed, control_headers]
+    return [
+        size,
+        line_length,
+        sender,
+        recipients,
+        attachments,
+        message_class,
+        tags,
+        flags,
+        single_recipient,
+        rewrite_from,
+        suppressed,
+        control_headers,
+    ]
 
 
 RULES: list[ModuleType] = _load()
 
 
-def run(stage: str, submission: Submission, settings: dict[str, Any],
-        rules: list[ModuleType] | None = None) -> Refusal | None:
+def run(
+    stage: str,
+    submission: Submission,
+    settings: dict[str, Any],
+    rules: list[ModuleType] | None = None,
+) -> Refusal | None:
     """Run every rule of `stage` in order; the first refusal wins, decisions go to the plan."""
     submission.stage = stage
     for rule in rules if rules is not None else RULES:

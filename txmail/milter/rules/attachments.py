@@ -137,17 +137,17 @@ NAME = "attachments"
 DESCRIPTION = "Forbidden attachment types (by name, inside zips, or Windows executables)"
 STAGES = (EOM,)
 
-MAX_DEPTH = 20           # nesting of multiparts and attached messages
-MAX_PARTS = 2000         # parts in one message
-MAX_NAME = 255           # characters of a file name that are judged
-HEAD_BYTES = 4096        # decoded bytes looked at to recognise a file's type
-ZIP_DEPTH = 3            # zip archives inside zip archives
+MAX_DEPTH = 20  # nesting of multiparts and attached messages
+MAX_PARTS = 2000  # parts in one message
+MAX_NAME = 255  # characters of a file name that are judged
+HEAD_BYTES = 4096  # decoded bytes looked at to recognise a file's type
+ZIP_DEPTH = 3  # zip archives inside zip archives
 ZIP_MAX_MEMBERS = 5000
 # A central directory entry is 46 bytes plus its name, extra field and comment; 1 KiB an entry
 # on average is far above what archives carry (names of a few dozen characters)
 ZIP_MAX_DIRECTORY = ZIP_MAX_MEMBERS * 1024
 ZIP_END_SEARCH = 22 + 65535  # the end record, and the archive comment it may end with
-ZIP_NESTED_MAX = 50 * 1024 * 1024   # a zip inside a zip is read into memory up to this size
+ZIP_NESTED_MAX = 50 * 1024 * 1024  # a zip inside a zip is read into memory up to this size
 # One budget per message, across all its archives (see Budget). 128 MB is many times what a
 # 10 MB message holds unless it is built to inflate: real nested zips hold compressed data.
 ARCHIVE_BYTES = 128 * 1024 * 1024
@@ -159,10 +159,10 @@ OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 # another's header is still seen)
 PE_CANDIDATE = re.compile(rb"MZ(?=.{58}[\x00-\xff][\x00-\x0f]\x00\x00)", re.S)
 MAX_PE_PROBES = 10_000
-ZIP_ENCRYPTED = 0x0001         # general-purpose flag bits (APPNOTE 4.4.4)
+ZIP_ENCRYPTED = 0x0001  # general-purpose flag bits (APPNOTE 4.4.4)
 ZIP_STRONG_ENCRYPTION = 0x0040
-ZIP_MASKED_HEADERS = 0x2000    # the central directory is encrypted
-ZIP_AES = 99                   # WinZip AES "compression method"
+ZIP_MASKED_HEADERS = 0x2000  # the central directory is encrypted
+ZIP_AES = 99  # WinZip AES "compression method"
 # ASCII \s only: the text is bytes read as latin-1, where \x85 (a UTF-8 continuation byte) is NEL
 UUENCODE_BEGIN = re.compile(r"^begin(?:-base64)? +[0-7]{3,4} +(.+?)\s*$", re.M | re.A)
 ENCODED_WORD = re.compile(r"=\?[^?]+\?[bBqQ]\?")
@@ -186,8 +186,15 @@ SECTOR_NUMBER_TYPE = next(code for code in "IL" if array(code).itemsize == 4)
 # What zipfile raises for a member it cannot read: its own errors, a method it lacks
 # (NotImplementedError), encryption (RuntimeError), and its decompressors' errors (zlib.error,
 # lzma.LZMAError; bz2 raises OSError; a truncated stream EOFError).
-MEMBER_ERRORS = (RuntimeError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError,
-                 OSError, ValueError)
+MEMBER_ERRORS = (
+    RuntimeError,
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    OSError,
+    ValueError,
+)
 # The last line of check(): what zipfile, zlib, lzma, bz2 and expat raise on hostile input
 # (struct.error from a truncated record, UnicodeDecodeError, a ValueError, from a name), so
 # that a place the rule does not yet guard answers "could not be checked", not 451 and a
@@ -239,8 +246,10 @@ class Check:
             why = "its archives take too long to unpack"
         else:
             return
-        raise Uncheckable(f"{self.attachment} could not be checked: {why}; send the files in "
-                          "fewer or smaller archives (or send a link to it instead)")
+        raise Uncheckable(
+            f"{self.attachment} could not be checked: {why}; send the files in "
+            "fewer or smaller archives (or send a link to it instead)"
+        )
 
 
 class Forbidden(Exception):
@@ -256,10 +265,14 @@ class Uncheckable(Exception):
     sentence for the client."""
 
 
-def check(submission: Submission, settings: dict[str, Any],
-          budget: Budget | None = None) -> Refusal | None:
-    state = Check(_forbidden(tuple(settings["forbidden_extensions"])),
-                  settings["encrypted_archives"] == "refuse", budget or Budget())
+def check(
+    submission: Submission, settings: dict[str, Any], budget: Budget | None = None
+) -> Refusal | None:
+    state = Check(
+        _forbidden(tuple(settings["forbidden_extensions"])),
+        settings["encrypted_archives"] == "refuse",
+        budget or Budget(),
+    )
     try:
         message = submission.parse()
         for part in _parts(message):
@@ -269,14 +282,22 @@ def check(submission: Submission, settings: dict[str, Any],
     except Uncheckable as reason:
         return Refusal("554", "5.7.1", str(reason))
     except (Unreadable, UnreadableMessage) as exc:
-        return Refusal("554", "5.6.0", f"The message's MIME structure cannot be read ({exc}); "
-                       "send it as a well-formed MIME message")
+        return Refusal(
+            "554",
+            "5.6.0",
+            f"The message's MIME structure cannot be read ({exc}); "
+            "send it as a well-formed MIME message",
+        )
     except ARCHIVE_ERRORS as exc:  # a place not yet guarded below: log it, refuse the message
         log.warning("%s could not be checked", state.attachment, exc_info=exc)
-        return Refusal("554", "5.7.1", f"{state.attachment} could not be checked: an archive "
-                       f"in it cannot be read ({exc.__class__.__name__}); send the files again "
-                       "in a zip archive that uses ordinary (Deflate) compression (or send a "
-                       "link to it instead)")
+        return Refusal(
+            "554",
+            "5.7.1",
+            f"{state.attachment} could not be checked: an archive "
+            f"in it cannot be read ({exc.__class__.__name__}); send the files again "
+            "in a zip archive that uses ordinary (Deflate) compression (or send a "
+            "link to it instead)",
+        )
     return None
 
 
@@ -286,6 +307,7 @@ def _forbidden(extensions: tuple[str, ...]) -> frozenset[str]:
 
 
 # -- walking the structure -----------------------------------------------------------------
+
 
 def _parts(message: email.message.Message) -> Iterator[email.message.Message]:
     """Every leaf part, depth first, in message order, including attached messages' parts."""
@@ -301,8 +323,11 @@ def _parts(message: email.message.Message) -> Iterator[email.message.Message]:
         if part.is_multipart():
             if _names(part):
                 yield part  # a container with a file name of its own is judged by that name
-            stack.extend((child, depth + 1) for child in reversed(part.get_payload())
-                         if isinstance(child, email.message.Message))
+            stack.extend(
+                (child, depth + 1)
+                for child in reversed(part.get_payload())
+                if isinstance(child, email.message.Message)
+            )
         else:
             yield part
 
@@ -314,8 +339,11 @@ def _judge_part(part: email.message.Message, state: Check) -> None:
         _judge_name(name, forbidden, f'Attachment "{_shown(name)}"')
     if part.is_multipart():
         return
-    label = f'Attachment "{_shown(names[0])}"' if names else (
-        f"A part of type {part.get_content_type()}")
+    label = (
+        f'Attachment "{_shown(names[0])}"'
+        if names
+        else (f"A part of type {part.get_content_type()}")
+    )
     head = _head(part)
     _judge_content(head, part.get_content_maintype() == "text", label)
     state.attachment = label
@@ -334,6 +362,7 @@ def _judge_part(part: email.message.Message, state: Check) -> None:
 
 
 # -- file names ---------------------------------------------------------------------------
+
 
 def _names(part: email.message.Message) -> list[str]:
     """Every file name the part's headers give, decoded, without duplicates."""
@@ -354,7 +383,7 @@ def _names(part: email.message.Message) -> list[str]:
             text = str(value[2] if isinstance(value, tuple) else value)
         text = _decode_words(text)
         if text and text not in names:
-            names.append(text[:MAX_NAME * 4])
+            names.append(text[: MAX_NAME * 4])
     return names
 
 
@@ -362,10 +391,15 @@ def _utf8_headers(part: email.message.Message) -> email.message.Message:
     """The part, or when its Content-Type or Content-Disposition holds raw UTF-8 (RFC 6532) a
     message with just those headers decoded as a mail program shows them: the parser keeps such
     bytes escaped and get_param() would turn each of them into U+FFFD."""
-    wanted = [(name, value) for name, value in part.raw_items()
-              if name.lower() in ("content-type", "content-disposition")]
-    decoded = [(name, value.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
-               for name, value in wanted]
+    wanted = [
+        (name, value)
+        for name, value in part.raw_items()
+        if name.lower() in ("content-type", "content-disposition")
+    ]
+    decoded = [
+        (name, value.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+        for name, value in wanted
+    ]
     if decoded == wanted:
         return part
     headers = email.message.Message()
@@ -379,10 +413,16 @@ def _decode_words(text: str) -> str:
         return text
     try:
         pieces = email.header.decode_header(text)
-        return "".join(p.decode(c or "ascii", "replace") if isinstance(p, bytes) else p
-                       for p, c in pieces)
-    except (ValueError, LookupError, binascii.Error, UnicodeError,
-            email.errors.HeaderParseError):  # a B word whose base64 is one character long
+        return "".join(
+            p.decode(c or "ascii", "replace") if isinstance(p, bytes) else p for p, c in pieces
+        )
+    except (
+        ValueError,
+        LookupError,
+        binascii.Error,
+        UnicodeError,
+        email.errors.HeaderParseError,
+    ):  # a B word whose base64 is one character long
         return text
 
 
@@ -414,6 +454,7 @@ def _shown(name: str) -> str:
 
 # -- content ------------------------------------------------------------------------------
 
+
 def _head(part: email.message.Message) -> bytes:
     """The first decoded bytes of a part, without decoding the whole of a large base64 or
     quoted-printable one."""
@@ -430,7 +471,7 @@ def _head(part: email.message.Message) -> bytes:
     if not isinstance(payload, str):
         return b""
     if encoding == "base64":
-        chunk = re.sub(r"[^A-Za-z0-9+/]", "", payload[:HEAD_BYTES * 2])
+        chunk = re.sub(r"[^A-Za-z0-9+/]", "", payload[: HEAD_BYTES * 2])
         # the "=" padding was dropped with the line ends: put it back, or a file shorter than
         # three bytes (or the last bytes of the head) would be lost
         chunk = chunk[:-1] if len(chunk) % 4 == 1 else chunk + "=" * (-len(chunk) % 4)
@@ -438,7 +479,7 @@ def _head(part: email.message.Message) -> bytes:
             return base64.b64decode(chunk)[:HEAD_BYTES]
         except (binascii.Error, ValueError):
             return b""
-    return quopri.decodestring(payload[:HEAD_BYTES * 3].encode("ascii", "replace"))[:HEAD_BYTES]
+    return quopri.decodestring(payload[: HEAD_BYTES * 3].encode("ascii", "replace"))[:HEAD_BYTES]
 
 
 def _decoded(part: email.message.Message) -> bytes:
@@ -460,7 +501,7 @@ def _is_executable(head: bytes, text_part: bool) -> bool:
         return False
     if len(head) >= 64:
         offset = int.from_bytes(head[60:64], "little")
-        if head[offset:offset + 4] == b"PE\0\0":
+        if head[offset : offset + 4] == b"PE\0\0":
             return True
     return not text_part
 
@@ -477,17 +518,18 @@ def _is_zip(head: bytes) -> bool:
 def _judge_zip(content: bytes, state: Check, label: str, depth: int) -> None:
     archive, members = _listed(content, label)
     if len(members) > ZIP_MAX_MEMBERS:
-        raise Unreadable(f"{label.lower()} is a zip archive of more than {ZIP_MAX_MEMBERS} "
-                         "files")
+        raise Unreadable(f"{label.lower()} is a zip archive of more than {ZIP_MAX_MEMBERS} files")
     state.spend(members=len(members))
     names = {m.filename for m in members}
     ooxml = OOXML_MARKER in names
     odf = any(marker in names for marker in ODF_MARKERS)
     for member in members:
         if not member.filename:  # is_dir() would raise; an extractor makes up a name
-            raise Uncheckable(f"{label} could not be checked: a file in it has no name; send "
-                              "the files again in an ordinary zip archive (or send a link to "
-                              "it instead)")
+            raise Uncheckable(
+                f"{label} could not be checked: a file in it has no name; send "
+                "the files again in an ordinary zip archive (or send a link to "
+                "it instead)"
+            )
         if member.filename.endswith("/"):  # a folder
             continue
         state.spend()
@@ -500,10 +542,12 @@ def _judge_zip(content: bytes, state: Check, label: str, depth: int) -> None:
             raise Forbidden(f"{where} which has a forbidden type (.{ext})")
         if _is_encrypted(member):
             if state.refuse_encrypted:
-                raise Uncheckable(f'{label} is an encrypted archive ("{_shown(member.filename)}"'
-                                  " is encrypted), and this account does not accept encrypted "
-                                  "archives; send it unencrypted (or send a link to it "
-                                  "instead)")
+                raise Uncheckable(
+                    f'{label} is an encrypted archive ("{_shown(member.filename)}"'
+                    " is encrypted), and this account does not accept encrypted "
+                    "archives; send it unencrypted (or send a link to it "
+                    "instead)"
+                )
             continue  # only its name can be judged, and it was
         head = _member_head(archive, member, state, label)
         inner = f'{label} (in "{_shown(member.filename)}")'
@@ -511,19 +555,23 @@ def _judge_zip(content: bytes, state: Check, label: str, depth: int) -> None:
             raise Forbidden(f"{where} which is a Windows executable")
         if _is_zip(head):
             if depth >= ZIP_DEPTH:
-                raise Unreadable(f"{label.lower()} nests zip archives more than {ZIP_DEPTH} "
-                                 "deep")
+                raise Unreadable(f"{label.lower()} nests zip archives more than {ZIP_DEPTH} deep")
             if member.file_size > ZIP_NESTED_MAX:
-                raise Unreadable(f'{label.lower()} holds "{_shown(member.filename)}", a zip '
-                                 "archive too large to check")
+                raise Unreadable(
+                    f'{label.lower()} holds "{_shown(member.filename)}", a zip '
+                    "archive too large to check"
+                )
             _judge_zip(_member_bytes(archive, member, state, label), state, inner, depth + 1)
         elif head.startswith(OLE_SIGNATURE):
             if member.file_size > ZIP_NESTED_MAX:
-                raise Uncheckable(f'{label} could not be checked: "{_shown(member.filename)}" '
-                                  "is too large to look into; send it unpacked (or send a link "
-                                  "to it instead)")
-            _judge_ole(_member_bytes(archive, member, state, label), state, label,
-                       member.filename, depth)
+                raise Uncheckable(
+                    f'{label} could not be checked: "{_shown(member.filename)}" '
+                    "is too large to look into; send it unpacked (or send a link "
+                    "to it instead)"
+                )
+            _judge_ole(
+                _member_bytes(archive, member, state, label), state, label, member.filename, depth
+            )
         elif _is_rar_or_7z(head):
             _judge_other_archive(_member_bytes(archive, member, state, label), inner)
     if ooxml and MACRO_TYPE in state.forbidden:  # after the members: a program is named first
@@ -531,8 +579,10 @@ def _judge_zip(content: bytes, state: Check, label: str, depth: int) -> None:
 
 
 def _is_encrypted(member: zipfile.ZipInfo) -> bool:
-    return bool(member.flag_bits & (ZIP_ENCRYPTED | ZIP_STRONG_ENCRYPTION)) or \
-        member.compress_type == ZIP_AES
+    return (
+        bool(member.flag_bits & (ZIP_ENCRYPTED | ZIP_STRONG_ENCRYPTION))
+        or member.compress_type == ZIP_AES
+    )
 
 
 def _macros(label: str, part: str) -> Forbidden:
@@ -544,21 +594,27 @@ def _listed(content: bytes, label: str) -> tuple[zipfile.ZipFile, list[zipfile.Z
     if entries > ZIP_MAX_MEMBERS or size > ZIP_MAX_DIRECTORY:
         # refused before zipfile lists it: listing cannot be stopped halfway, and a directory
         # of a million entries (44 MB, 137 KB zipped) cost 4.4 s of CPU and 370 MB to list
-        raise Unreadable(f"{label.lower()} is a zip archive of more than {ZIP_MAX_MEMBERS} "
-                         "files")
+        raise Unreadable(f"{label.lower()} is a zip archive of more than {ZIP_MAX_MEMBERS} files")
     try:
         archive = zipfile.ZipFile(io.BytesIO(content))
         return archive, archive.infolist()
     except NotImplementedError as exc:  # "zip file version 6.4": a version zipfile lacks
-        raise Uncheckable(f"{label} could not be checked: it is a zip archive that needs a "
-                          f"newer unpacker than this server has ({exc}); send the files again "
-                          "in an ordinary zip archive (or send a link to it instead)") from exc
+        raise Uncheckable(
+            f"{label} could not be checked: it is a zip archive that needs a "
+            f"newer unpacker than this server has ({exc}); send the files again "
+            "in an ordinary zip archive (or send a link to it instead)"
+        ) from exc
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as exc:
-        if len(content) >= 8 and content.startswith(b"PK\x03\x04") and \
-                int.from_bytes(content[6:8], "little") & ZIP_MASKED_HEADERS:
+        if (
+            len(content) >= 8
+            and content.startswith(b"PK\x03\x04")
+            and int.from_bytes(content[6:8], "little") & ZIP_MASKED_HEADERS
+        ):
             raise _names_encrypted(label) from exc
-        raise Unreadable(f"{label.lower()} looks like a zip archive but cannot be listed: "
-                         f"{exc.__class__.__name__}") from exc
+        raise Unreadable(
+            f"{label.lower()} looks like a zip archive but cannot be listed: "
+            f"{exc.__class__.__name__}"
+        ) from exc
 
 
 def _directory(content: bytes) -> tuple[int, int]:
@@ -570,20 +626,22 @@ def _directory(content: bytes) -> tuple[int, int]:
     at = content.rfind(b"PK\x05\x06", tail_start)
     if at < 0 or len(content) - at < 22:
         return 0, 0
-    entries = int.from_bytes(content[at + 10:at + 12], "little")
-    size = int.from_bytes(content[at + 12:at + 16], "little")
+    entries = int.from_bytes(content[at + 10 : at + 12], "little")
+    size = int.from_bytes(content[at + 12 : at + 16], "little")
     locator = at - 20
-    if locator >= 0 and content[locator:locator + 4] == b"PK\x06\x07":
-        record = int.from_bytes(content[locator + 8:locator + 16], "little")
-        if content[record:record + 4] == b"PK\x06\x06":
-            entries = max(entries, int.from_bytes(content[record + 32:record + 40], "little"))
-            size = max(size, int.from_bytes(content[record + 40:record + 48], "little"))
+    if locator >= 0 and content[locator : locator + 4] == b"PK\x06\x07":
+        record = int.from_bytes(content[locator + 8 : locator + 16], "little")
+        if content[record : record + 4] == b"PK\x06\x06":
+            entries = max(entries, int.from_bytes(content[record + 32 : record + 40], "little"))
+            size = max(size, int.from_bytes(content[record + 40 : record + 48], "little"))
     return entries, size
 
 
 def _names_encrypted(label: str) -> Uncheckable:
-    return Uncheckable(f"{label} is an archive whose file names are encrypted, so what it holds "
-                       "cannot be checked; send it unencrypted (or send a link to it instead)")
+    return Uncheckable(
+        f"{label} is an archive whose file names are encrypted, so what it holds "
+        "cannot be checked; send it unencrypted (or send a link to it instead)"
+    )
 
 
 def _is_macro(name: str, ooxml: bool, odf: bool) -> bool:
@@ -601,8 +659,9 @@ def _part_name(name: str) -> str:
     return urllib.parse.unquote(name).lstrip("/").lower()
 
 
-def _judge_content_types(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo],
-                         state: Check, label: str) -> None:
+def _judge_content_types(
+    archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], state: Check, label: str
+) -> None:
     """Macros in an OOXML package, found as Office finds them: by the content type that
     [Content_Types].xml gives a part (an Override for its name, else the Default for its
     extension), whatever the part is called. Office refuses a part whose content type does not
@@ -619,8 +678,9 @@ def _judge_content_types(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo
         if local == "Default":
             defaults[attributes.get("Extension", "").lower()] = attributes.get("ContentType", "")
         elif local == "Override":
-            overrides[_part_name(attributes.get("PartName", ""))] = \
-                attributes.get("ContentType", "")
+            overrides[_part_name(attributes.get("PartName", ""))] = attributes.get(
+                "ContentType", ""
+            )
 
     def declaration(*_: object) -> None:
         raise ValueError("a document type declaration")  # no entities: no entity expansion
@@ -632,9 +692,11 @@ def _judge_content_types(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo
     try:
         parser.Parse(_opc_text(_member_bytes(archive, marker, state, label)), True)
     except (expat.ExpatError, ValueError) as exc:
-        raise Uncheckable(f'{label} could not be checked: its "{OOXML_MARKER}" cannot be read '
-                          f"({exc}); send the document as saved by Office (or send a link to "
-                          "it instead)") from exc
+        raise Uncheckable(
+            f'{label} could not be checked: its "{OOXML_MARKER}" cannot be read '
+            f"({exc}); send the document as saved by Office (or send a link to "
+            "it instead)"
+        ) from exc
 
     def rank(content_type: str) -> int:  # the VBA project itself is the part worth naming
         lowered = content_type.lower()
@@ -669,8 +731,10 @@ def _opc_text(document: bytes) -> str:
     text = document.decode(encoding)  # UnicodeDecodeError is a ValueError
     declared = XML_ENCODING.match(text)
     if declared and declared.group(1).lower() not in OPC_ENCODINGS:
-        raise ValueError(f'it declares the encoding "{_shown(declared.group(1))}", and OPC '
-                         "allows only UTF-8 and UTF-16")
+        raise ValueError(
+            f'it declares the encoding "{_shown(declared.group(1))}", and OPC '
+            "allows only UTF-8 and UTF-16"
+        )
     return text
 
 
@@ -678,8 +742,7 @@ class _DamagedOle(Exception):
     """An OLE compound file whose structure cannot be followed; the message says where."""
 
 
-def _judge_ole(content: bytes, state: Check, label: str, member: str | None,
-               depth: int) -> None:
+def _judge_ole(content: bytes, state: Check, label: str, member: str | None, depth: int) -> None:
     """An OLE compound file (a .doc, .xls, embedded object, ActiveX control or VBA project),
     attached (`member` None) or a member of a zip. The bytes are searched whole for a
     Windows executable, then every stream is put back together from its sectors (an embedded
@@ -703,21 +766,24 @@ def _judge_ole(content: bytes, state: Check, label: str, member: str | None,
                 for packaged in _packaged_names(stream):
                     ext = extension(packaged)
                     if ext and ext in state.forbidden:
-                        raise Forbidden(f'{subject} holds an embedded file "{_shown(packaged)}"'
-                                        f" of a forbidden type (.{ext})")
+                        raise Forbidden(
+                            f'{subject} holds an embedded file "{_shown(packaged)}"'
+                            f" of a forbidden type (.{ext})"
+                        )
             if _is_zip(stream) or stream.startswith(OLE_SIGNATURE):
                 if depth >= ZIP_DEPTH:
-                    raise Unreadable(f"{inner.lower()} nests archives more than {ZIP_DEPTH} "
-                                     "deep")
+                    raise Unreadable(f"{inner.lower()} nests archives more than {ZIP_DEPTH} deep")
                 if _is_zip(stream):
                     _judge_zip(stream, state, f'{inner} (in "{_shown(name)}")', depth + 1)
                 else:
                     _judge_ole(stream, state, inner, name, depth + 1)
     except _DamagedOle as exc:
         what = f'"{_shown(member)}" in it is' if member else "it is"
-        raise Uncheckable(f"{label} could not be checked: {what} an Office (OLE) file that "
-                          f"cannot be read ({exc}); save it again in a current Office format "
-                          "(or send a link to it instead)") from exc
+        raise Uncheckable(
+            f"{label} could not be checked: {what} an Office (OLE) file that "
+            f"cannot be read ({exc}); save it again in a current Office format "
+            "(or send a link to it instead)"
+        ) from exc
 
 
 def _ole_entries(content: bytes, state: Check) -> Iterator[tuple[str, bytes | None]]:
@@ -731,8 +797,9 @@ def _ole_entries(content: bytes, state: Check) -> Iterator[tuple[str, bytes | No
     major, byte_order, shift, mini_shift = struct.unpack_from("<HHHH", content, 26)
     if (major, shift) not in ((3, 9), (4, 12)) or byte_order != 0xFFFE or mini_shift != 6:
         raise _DamagedOle("unknown header")
-    (fat_count, directory_start, _, cutoff, minifat_start, _, difat_next,
-     _) = struct.unpack_from("<IIIIIIII", content, 44)
+    (fat_count, directory_start, _, cutoff, minifat_start, _, difat_next, _) = struct.unpack_from(
+        "<IIIIIIII", content, 44
+    )
     if cutoff != OLE_MINI_CUTOFF:
         raise _DamagedOle("unknown header")
     size = 1 << shift
@@ -746,7 +813,7 @@ def _ole_entries(content: bytes, state: Check) -> Iterator[tuple[str, bytes | No
     def sector(number: int) -> bytes:
         if number >= sector_count:
             raise _DamagedOle(f"sector {number} is past the end")
-        data = content[(number + 1) * size:(number + 2) * size]
+        data = content[(number + 1) * size : (number + 2) * size]
         return data + bytes(size - len(data))  # writers may cut the last sector short
 
     def chain(start: int, table: array[int], needed: int | None) -> list[int]:
@@ -784,7 +851,7 @@ def _ole_entries(content: bytes, state: Check) -> Iterator[tuple[str, bytes | No
     if len(set(fat_sectors)) < fat_count:
         raise _DamagedOle("a FAT sector is listed twice")
     # Only the entries of sectors the file holds; 4 bytes each, not a tuple of ints
-    fat = _sector_numbers(sectors_read(fat_sectors)[:sector_count * 4])
+    fat = _sector_numbers(sectors_read(fat_sectors)[: sector_count * 4])
     directory = sectors_read(chain(directory_start, fat, None))
     if len(directory) < 128 or directory[66] != 5:
         raise _DamagedOle("no root entry")
@@ -798,12 +865,12 @@ def _ole_entries(content: bytes, state: Check) -> Iterator[tuple[str, bytes | No
         return low if major == 3 else low | high << 32  # version 3 leaves the high half
 
     for at in range(0, len(directory) - 127, 128):
-        entry = directory[at:at + 128]
+        entry = directory[at : at + 128]
         kind = entry[66]
         if kind not in (1, 2):
             continue
         name_length = min(int.from_bytes(entry[64:66], "little"), 64)
-        name = entry[:max(name_length - 2, 0)].decode("utf-16-le", "replace")
+        name = entry[: max(name_length - 2, 0)].decode("utf-16-le", "replace")
         if kind == 1:
             state.spend(members=1)
             yield name, None
@@ -816,11 +883,14 @@ def _ole_entries(content: bytes, state: Check) -> Iterator[tuple[str, bytes | No
         elif length < OLE_MINI_CUTOFF:
             if mini_stream is None:
                 root_length = stream_size(directory)
-                mini_stream = sectors_read(chain(int.from_bytes(directory[116:120], "little"),
-                                                 fat, -(-root_length // size)))
+                mini_stream = sectors_read(
+                    chain(
+                        int.from_bytes(directory[116:120], "little"), fat, -(-root_length // size)
+                    )
+                )
             pieces = []
             for number in chain(start, minifat, -(-length // OLE_MINI_SECTOR)):
-                piece = mini_stream[number * OLE_MINI_SECTOR:(number + 1) * OLE_MINI_SECTOR]
+                piece = mini_stream[number * OLE_MINI_SECTOR : (number + 1) * OLE_MINI_SECTOR]
                 if len(piece) < OLE_MINI_SECTOR:
                     raise _DamagedOle("a mini sector is past the end of the mini stream")
                 pieces.append(piece)
@@ -833,7 +903,7 @@ def _ole_entries(content: bytes, state: Check) -> Iterator[tuple[str, bytes | No
 def _sector_numbers(table: bytes) -> array[int]:
     """A FAT or mini FAT (little-endian 32-bit sector numbers) held as 4 bytes an entry."""
     numbers = array(SECTOR_NUMBER_TYPE)
-    numbers.frombytes(table[:len(table) // 4 * 4])
+    numbers.frombytes(table[: len(table) // 4 * 4])
     if sys.byteorder == "big":
         numbers.byteswap()
     return numbers
@@ -843,11 +913,11 @@ def _packaged_names(stream: bytes) -> list[str]:
     """The names in an Ole10Native stream: its size (4 bytes), 2 bytes, the label and the
     path it was embedded from (each ending with NUL), 4 bytes, then the length of the
     temporary path Windows writes it to and that path. Packager opens the file by the last."""
-    fields = stream[6:6 + 3 * 4 * MAX_NAME].split(b"\0", 2)
+    fields = stream[6 : 6 + 3 * 4 * MAX_NAME].split(b"\0", 2)
     names = fields[:2]
     if len(fields) == 3 and len(fields[2]) >= 8:
         length = int.from_bytes(fields[2][4:8], "little")
-        names.append(fields[2][8:8 + min(length, 4 * MAX_NAME)].split(b"\0", 1)[0])
+        names.append(fields[2][8 : 8 + min(length, 4 * MAX_NAME)].split(b"\0", 1)[0])
     return [name.decode("latin-1") for name in names if name]
 
 
@@ -865,11 +935,13 @@ def _holds_executable(content: bytes, state: Check) -> bool:
                 break  # the next window's
             probes += 1
             if probes > MAX_PE_PROBES:
-                raise Uncheckable(f"{state.attachment} could not be checked: it holds a file "
-                                  "made to be slow to search for programs; send the files "
-                                  "unpacked (or send a link to it instead)")
-            offset = int.from_bytes(content[start + 60:start + 64], "little")
-            if content[start + offset:start + offset + 4] == b"PE\0\0":
+                raise Uncheckable(
+                    f"{state.attachment} could not be checked: it holds a file "
+                    "made to be slow to search for programs; send the files "
+                    "unpacked (or send a link to it instead)"
+                )
+            offset = int.from_bytes(content[start + 60 : start + 64], "little")
+            if content[start + offset : start + offset + 4] == b"PE\0\0":
                 return True
     return False
 
@@ -887,7 +959,7 @@ def _judge_other_archive(content: bytes, label: str) -> None:
         position = 12
         while position < len(content) and content[position] & 0x80:  # the size
             position += 1
-        if content[position + 1:position + 2] == b"\x04":  # a one-byte type, 4
+        if content[position + 1 : position + 2] == b"\x04":  # a one-byte type, 4
             raise _names_encrypted(label)
     elif content.startswith(b"Rar!\x1a\x07\x00"):
         # RAR 1.5-4: the main header (type 0x73) with MHD_PASSWORD (0x0080)
@@ -897,14 +969,16 @@ def _judge_other_archive(content: bytes, label: str) -> None:
         # the next header, located by the start header; an encoded header (0x17) whose coder
         # is 7zAES (06 F1 07 01) hides the names
         offset, size = struct.unpack_from("<QQ", content, 12)
-        header = content[32 + offset:32 + offset + min(size, 4096)] if offset < len(content) \
-            else b""
+        header = (
+            content[32 + offset : 32 + offset + min(size, 4096)] if offset < len(content) else b""
+        )
         if header[:1] == b"\x17" and b"\x06\xf1\x07\x01" in header:
             raise _names_encrypted(label)
 
 
-def _member_head(archive: zipfile.ZipFile, member: zipfile.ZipInfo, state: Check,
-                 label: str) -> bytes:
+def _member_head(
+    archive: zipfile.ZipFile, member: zipfile.ZipInfo, state: Check, label: str
+) -> bytes:
     """The first bytes of a member. One that cannot be read (a compression method zipfile
     lacks, such as Deflate64; a local header whose name differs from the directory's; damaged
     data) is Uncheckable: what another program would unpack from it is unknown."""
@@ -917,8 +991,9 @@ def _member_head(archive: zipfile.ZipFile, member: zipfile.ZipInfo, state: Check
     return head
 
 
-def _member_bytes(archive: zipfile.ZipFile, member: zipfile.ZipInfo, state: Check,
-                  label: str) -> bytes:
+def _member_bytes(
+    archive: zipfile.ZipFile, member: zipfile.ZipInfo, state: Check, label: str
+) -> bytes:
     """A member, up to ZIP_NESTED_MAX, inflated a chunk at a time within the budget; one that
     cannot be read is Uncheckable, as in _member_head."""
     # BytesIO, not a list of chunks joined: getvalue() hands over its buffer, so the member
@@ -944,6 +1019,8 @@ def _member_unreadable(label: str, member: zipfile.ZipInfo, exc: Exception) -> U
         why = "the archive gives it two different names"
     else:
         why = "it is damaged"
-    return Uncheckable(f'{label} could not be checked: "{_shown(member.filename)}" in it cannot '
-                       f"be read ({why}); send the files again in a zip archive that uses "
-                       "ordinary (Deflate) compression (or send a link to it instead)")
+    return Uncheckable(
+        f'{label} could not be checked: "{_shown(member.filename)}" in it cannot '
+        f"be read ({why}); send the files again in a zip archive that uses "
+        "ordinary (Deflate) compression (or send a link to it instead)"
+    )

@@ -38,7 +38,11 @@ def check(submission: Submission, settings: dict[str, Any]) -> Refusal | Flagged
     text = values[0].strip()
     if not (text.isascii() and text.isdigit()) or int(text) > MAXIMUM:
         shown = "".join(c if c.isprintable() else "?" for c in text[:20])
-        return Refusal("554", "5.6.0", f'{HEADER} "{shown}" is not a whole number from 0 to '
-                       f"{MAXIMUM}; add the bits you want: 1 open tracking, 2 click tracking, "
-                       "4 check the unsubscribe list, 8 ignore the bounce list")
+        return Refusal(
+            "554",
+            "5.6.0",
+            f'{HEADER} "{shown}" is not a whole number from 0 to '
+            f"{MAXIMUM}; add the bits you want: 1 open tracking, 2 click tracking, "
+            "4 check the unsubscribe list, 8 ignore the bounce list",
+        )
     return Flagged(int(text))

@@ -37,6 +37,10 @@ def check(submission: Submission, settings: dict[str, Any]) -> Refusal | None:
     line = too_long(submission.body())
     if not line:
         return None
-    return Refusal("554", "5.6.0", f"Line {line} of the message body is longer than "
-                   f"{MAX_LINE} characters, which mail cannot carry unchanged (RFC 5322); "
-                   "encode the body as quoted-printable or base64")
+    return Refusal(
+        "554",
+        "5.6.0",
+        f"Line {line} of the message body is longer than "
+        f"{MAX_LINE} characters, which mail cannot carry unchanged (RFC 5322); "
+        "encode the body as quoted-printable or base64",
+    )

@@ -40,6 +40,10 @@ def check(submission: Submission, settings: dict[str, Any]) -> Refusal | Route |
     unknown = sorted(values - set(CLASSES))
     if unknown or len(values) > 1:
         given = ", ".join(repr(v[:40]) for v in (unknown or sorted(values)))
-        return Refusal("554", "5.6.0", f"{HEADER} {given} is not one class; give one "
-                       f"{HEADER} header with one of: {', '.join(CLASSES)}")
+        return Refusal(
+            "554",
+            "5.6.0",
+            f"{HEADER} {given} is not one class; give one "
+            f"{HEADER} header with one of: {', '.join(CLASSES)}",
+        )
     return Route(values.pop())

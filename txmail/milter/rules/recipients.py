@@ -19,6 +19,9 @@ STAGES = (RCPT,)
 def check(submission: Submission, settings: dict[str, Any]) -> Refusal | None:
     limit = int(settings["max_recipients"])
     if len(submission.recipients) > limit:
-        return Refusal("452", "4.5.3", f"Too many recipients (maximum {limit}); send the rest "
-                       "in another message")
+        return Refusal(
+            "452",
+            "4.5.3",
+            f"Too many recipients (maximum {limit}); send the rest in another message",
+        )
     return None

@@ -20,9 +20,13 @@ STAGES = (MAIL, EOM)
 
 def _not_ours(what: str, domain: str, domains: tuple[str, ...]) -> Refusal:
     shown = domain or "(no domain)"
-    return Refusal("553", "5.7.1", f"{what} domain {shown} is not one of this account's "
-                   f"sending domains ({', '.join(domains)}); send from an address at one of "
-                   "them")
+    return Refusal(
+        "553",
+        "5.7.1",
+        f"{what} domain {shown} is not one of this account's "
+        f"sending domains ({', '.join(domains)}); send from an address at one of "
+        "them",
+    )
 
 
 def check(submission: Submission, settings: dict[str, Any]) -> Refusal | None:
@@ -33,8 +37,12 @@ def check(submission: Submission, settings: dict[str, Any]) -> Refusal | None:
         return None
     authors = submission.authors()
     if not authors:
-        return Refusal("550", "5.6.0", "The message has no From header address; add a From "
-                       f"header with an address at {domains[0]}")
+        return Refusal(
+            "550",
+            "5.6.0",
+            "The message has no From header address; add a From "
+            f"header with an address at {domains[0]}",
+        )
     for _, address in authors:
         if domain_of(address) not in domains:
             return _not_ours("Header From", domain_of(address), domains)

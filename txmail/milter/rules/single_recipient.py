@@ -23,8 +23,10 @@ NAME = "single_recipient"
 DESCRIPTION = "Single-recipient mode: the To recipient, one BCC copy, nobody else"
 STAGES = (EOM,)
 
-DISCARDED = ("single-recipient mode sends only to the To header's recipient and a BCC copy to "
-             "the first other envelope recipient")
+DISCARDED = (
+    "single-recipient mode sends only to the To header's recipient and a BCC copy to "
+    "the first other envelope recipient"
+)
 
 
 @dataclass(frozen=True)
@@ -58,14 +60,22 @@ def check(submission: Submission, settings: dict[str, Any]) -> Refusal | SingleR
     to_headers = submission.header_values("To")
     first_header = addresses(to_headers[:1])
     if not first_header:
-        return Refusal("550", "5.6.0", "In single-recipient mode the To header must name the "
-                       "recipient; add a To header with one address")
+        return Refusal(
+            "550",
+            "5.6.0",
+            "In single-recipient mode the To header must name the "
+            "recipient; add a To header with one address",
+        )
     display, to_address = first_header[0]
     recipients = submission.plan.recipients
     matching = [r for r in recipients if r.lower() == to_address.lower()]
     if not matching:
-        return Refusal("550", "5.7.1", f"The To header address {to_address[:100]} is not an "
-                       "envelope recipient; in single-recipient mode give it in RCPT TO too")
+        return Refusal(
+            "550",
+            "5.7.1",
+            f"The To header address {to_address[:100]} is not an "
+            "envelope recipient; in single-recipient mode give it in RCPT TO too",
+        )
     edits: list[HeaderEdit] = []
     if len(first_header) > 1:
         edits.append(HeaderEdit("To", 1, _to_value(display, to_address)))
@@ -74,5 +84,9 @@ def check(submission: Submission, settings: dict[str, Any]) -> Refusal | SingleR
         count = len(submission.header_values(name))
         edits += [HeaderEdit(name, i, None) for i in range(count, 0, -1)]
     others = [r for r in recipients if r.lower() != to_address.lower()]
-    return SingleRecipient(to=matching[0], bcc=others[0] if others else None,
-                           discarded=tuple(others[1:]), edits=tuple(edits))
+    return SingleRecipient(
+        to=matching[0],
+        bcc=others[0] if others else None,
+        discarded=tuple(others[1:]),
+        edits=tuple(edits),
+    )

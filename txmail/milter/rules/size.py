@@ -50,7 +50,11 @@ def check(submission: Submission, settings: dict[str, Any]) -> Refusal | None:
     else:
         size = client_size(submission)
     if size > limit:
-        return Refusal("552", "5.3.4", f"Message too big for this account ({_megabytes(size)}, "
-                       f"maximum {_megabytes(limit)}); make it smaller, for example by linking "
-                       "to large files instead of attaching them")
+        return Refusal(
+            "552",
+            "5.3.4",
+            f"Message too big for this account ({_megabytes(size)}, "
+            f"maximum {_megabytes(limit)}); make it smaller, for example by linking "
+            "to large files instead of attaching them",
+        )
     return None

@@ -35,22 +35,34 @@ class Suppressed:
 
     def apply(self, plan: Plan) -> None:
         for recipient, entry in self.entries:
-            plan.block(recipient, "suppressed", list=entry.list,
-                       suppression_reason=entry.reason, suppressed_at=entry.created_at)
+            plan.block(
+                recipient,
+                "suppressed",
+                list=entry.list,
+                suppression_reason=entry.reason,
+                suppressed_at=entry.created_at,
+            )
         if plan.bcc is not None and plan.bcc not in plan.recipients:
             plan.bcc = None
 
 
 def check(submission: Submission, settings: dict[str, Any]) -> Refusal | Suppressed | None:
     wanted = lists(submission.plan)
-    hits = [(r, submission.suppressed[r]) for r in submission.plan.recipients
-            if r in submission.suppressed and submission.suppressed[r].list in wanted]
+    hits = [
+        (r, submission.suppressed[r])
+        for r in submission.plan.recipients
+        if r in submission.suppressed and submission.suppressed[r].list in wanted
+    ]
     if not hits:
         return None
     if len(hits) == len(submission.plan.recipients):
         named = "; ".join(f"{r} ({e.list} list: {e.reason})" for r, e in hits[:5])
         more = f" and {len(hits) - 5} more" if len(hits) > 5 else ""
-        return Refusal("550", "5.7.1", f"Every recipient is suppressed: {named}{more}; "
-                       "remove them from your mailing, or from the suppression list if they "
-                       "should get mail again")
+        return Refusal(
+            "550",
+            "5.7.1",
+            f"Every recipient is suppressed: {named}{more}; "
+            "remove them from your mailing, or from the suppression list if they "
+            "should get mail again",
+        )
     return Suppressed(tuple(hits))

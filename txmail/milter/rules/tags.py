@@ -45,10 +45,18 @@ def check(submission: Submission, settings: dict[str, Any]) -> Refusal | Tagged 
                 continue
             if len(tag) > MAX_LENGTH or not tag.isprintable():
                 shown = "".join(c if c.isprintable() else "?" for c in tag[:MAX_LENGTH])
-                return Refusal("554", "5.6.0", f'Tag "{shown}" is not allowed: a tag is at most '
-                               f"{MAX_LENGTH} printable characters; shorten it")
+                return Refusal(
+                    "554",
+                    "5.6.0",
+                    f'Tag "{shown}" is not allowed: a tag is at most '
+                    f"{MAX_LENGTH} printable characters; shorten it",
+                )
             found[tag] = None
             if len(found) > MAX_TAGS:
-                return Refusal("554", "5.6.0", f"Too many tags (maximum {MAX_TAGS}) in "
-                               f"{' and '.join(HEADERS)}; keep the {MAX_TAGS} that matter")
+                return Refusal(
+                    "554",
+                    "5.6.0",
+                    f"Too many tags (maximum {MAX_TAGS}) in "
+                    f"{' and '.join(HEADERS)}; keep the {MAX_TAGS} that matter",
+                )
     return Tagged(tuple(found)) if found else None
