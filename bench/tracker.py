@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.harness import RedisServer, free_port, wait_for  # noqa: E402
 from txmail import config as config_mod  # noqa: E402
 from txmail.stack.components import can_connect_tcp  # noqa: E402
-from txmail.tracker.tokens import LinkSigner, Mark  # noqa: E402
+from txmail.tokens.links import LinkSigner, Mark  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TXMAIL = [sys.executable, "-m", "txmail"]

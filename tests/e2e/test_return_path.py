@@ -12,7 +12,7 @@ import pytest
 
 from tests.harness import Sink, Stack, simple_message, wait_for
 from txmail import config
-from txmail.milter.bounce_address import verify_bounce_address
+from txmail.tokens.bounce_address import verify_bounce_address
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ from tests.fuzz.budget import examples, within_budget
 from tests.fuzz.mime import GARBLING, Leaf, harmless_leaves, message, trees
 from tests.fuzz.mutations import Change, mutate, mutations
 from txmail.milter.tracking import rewrite_html
-from txmail.tracker.tokens import LinkSigner
+from txmail.tokens.links import LinkSigner
 
 SIGNER = LinkSigner(b"0123456789abcdef-fuzzing")
 HTML_HEAD = (

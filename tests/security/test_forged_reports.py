@@ -32,11 +32,11 @@ from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.events import Recorder, make_event, stream_events
-from txmail.milter.bounce_address import bounce_address
 from txmail.store import Keys
 from txmail.store.accounts import Accounts
 from txmail.store.messages import MessageRecord, Messages
 from txmail.store.suppressions import Suppressions
+from txmail.tokens.bounce_address import bounce_address
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 PARENT = "4jPARENT0000001"

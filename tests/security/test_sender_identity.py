@@ -19,7 +19,7 @@ import pytest
 
 from tests.e2e.test_api import post_send
 from tests.harness import Sink, Stack, queue_id_of, simple_message, wait_for
-from txmail.milter.bounce_address import verify_bounce_address
+from txmail.tokens.bounce_address import verify_bounce_address
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ import requests
 from tests.e2e.test_tracker import delivered_html, html_message, target, tracker_url  # noqa: F401
 from tests.harness import Sink, Stack
 from txmail import config
-from txmail.tracker.tokens import LinkSigner, Mark
+from txmail.tokens.links import LinkSigner, Mark
 
 pytestmark = pytest.mark.e2e
 

@@ -74,9 +74,9 @@ from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.config import Settings
 from txmail.errors import TxmailError
 from txmail.events import Event, Recorder, SuppressionPolicy, make_event, reputation_hook
-from txmail.milter.bounce_address import verify_bounce_address
 from txmail.store import account_settings
 from txmail.store.messages import MessageRecord, Messages
+from txmail.tokens.bounce_address import verify_bounce_address
 
 log = logging.getLogger("txmail.bounce_pipe")
 

@@ -51,7 +51,8 @@ from email.parser import BytesHeaderParser
 from itertools import islice
 
 from txmail.bounce_pipe.detectors import DETECTORS
-from txmail.bounce_pipe.detectors.base import BounceEvent, ReturnedMail, header_text
+from txmail.bounce_pipe.detectors.base import ReturnedMail, header_text
+from txmail.outcomes.findings import BounceEvent
 
 __all__ = ["BounceEvent", "BounceReport", "parse_message", "parse_report", "MAX_INPUT_BYTES"]
 

@@ -16,7 +16,7 @@ DESCRIPTION
 
     Lines of queue ids txmail never recorded (bounce notices Postfix made, forwarded bounces,
     mail from elsewhere) give nothing. The reason word comes from the bounce parser's
-    classifier (txmail.bounce_pipe.reasons), so a bounce seen here and again in the DSN the
+    classifier (txmail.outcomes), so a bounce seen here and again in the DSN the
     bounce pipe reads has the same reason; the recorder keeps exactly one event per message,
     recipient and kind, whichever of the two sees it first (same event id either way).
 
@@ -37,13 +37,14 @@ from collections.abc import Callable
 from typing import Any
 
 from txmail import store
-from txmail.bounce_pipe.detectors.base import Finding, finish
-from txmail.bounce_pipe.reasons import command_in
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.events import Recorder, SuppressionPolicy, make_event, reputation_hook
 from txmail.maillog.follower import LogFollower
 from txmail.maillog.lines import DeliveryStatus, parse_line
+from txmail.outcomes.classify import finish
+from txmail.outcomes.findings import Finding
+from txmail.outcomes.reasons import command_in
 from txmail.store import account_settings
 from txmail.store.messages import MessageRecord, Messages
 

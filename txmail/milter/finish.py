@@ -77,7 +77,7 @@ class MilterContext:
     signer: Any = None  # txmail.milter.dkim.Signer
     domains: Any = None  # txmail.store.domains.Domains (return-path domains)
     bounce_secret: bytes = b""
-    bounce_address: Any = None  # txmail.milter.bounce_address.bounce_address
+    bounce_address: Any = None  # txmail.tokens.bounce_address.bounce_address
     events: Any = None  # txmail.events.Recorder (blocked events)
     tracking: Any = None  # txmail.milter.tracking.TrackingContext (issue 6)
     copier: Any = None  # txmail.milter.copies.Copier (per-recipient copies)

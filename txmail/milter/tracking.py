@@ -57,7 +57,7 @@ from email.generator import BytesGenerator
 from email.policy import compat32
 from typing import Any
 
-from txmail.tracker.tokens import LinkSigner, Mark
+from txmail.tokens.links import LinkSigner, Mark, Tracking, public_base_url
 
 log = logging.getLogger("txmail.milter")
 
@@ -76,15 +76,6 @@ NO_TRACK_ATTRIBUTES = {"data-unsubscribe", "data-notrack", "data-no-track", "dat
 MAX_LINE = 998  # RFC 5322 §2.1.1, without CRLF
 WRAP_AT = 900
 MAX_PARTS = 200  # cap the work a hostile message can cause
-
-
-@dataclass(frozen=True)
-class Tracking:
-    opens: bool
-    clicks: bool
-
-    def __bool__(self) -> bool:
-        return self.opens or self.clicks
 
 
 @dataclass(frozen=True)
@@ -358,16 +349,7 @@ class TrackingContext:
 
     @classmethod
     def from_settings(cls, settings: Any) -> TrackingContext:
-        from txmail.tracker.tokens import LinkSigner as Signer
-
         return cls(
-            signer=Signer(settings.read_secret("tracking_key_file")),
+            signer=LinkSigner(settings.read_secret("tracking_key_file")),
             base_url=public_base_url(settings),
         )
-
-
-def public_base_url(settings: Any) -> str:
-    """tracker.base_url, else https://HOSTNAME (the relay's own name)."""
-    tracker = getattr(settings, "tracker", None)
-    configured = getattr(tracker, "base_url", "") if tracker is not None else ""
-    return (configured or f"https://{settings.hostname}").rstrip("/")

@@ -166,7 +166,7 @@ def _quotas(value: Any) -> str | None:
 
 
 def _reasons(value: Any) -> str | None:
-    from txmail.bounce_pipe.reasons import REASONS
+    from txmail.outcomes.reasons import REASONS
 
     for reason in value:
         if reason not in REASONS:

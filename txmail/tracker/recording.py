@@ -41,7 +41,7 @@ from txmail.errors import TemporaryFailure
 from txmail.events import Event, Recorder, make_event, record_call, utc_day
 from txmail.store import Client, Keys, guard
 from txmail.store.account_settings import FIELD_PREFIX
-from txmail.tracker.tokens import Mark
+from txmail.tokens.links import Mark
 
 log = logging.getLogger("txmail.tracker")
 

@@ -50,9 +50,9 @@ from aiohttp import web
 from txmail import store
 from txmail.config import Settings
 from txmail.events import Recorder
+from txmail.tokens.links import LinkSigner
 from txmail.tracker.machines import classify
 from txmail.tracker.recording import Hit, HitWriter, Recording
-from txmail.tracker.tokens import LinkSigner
 
 log = logging.getLogger("txmail.tracker")
 
@@ -298,7 +298,7 @@ async def _serve(settings: Settings) -> None:
 
 
 def _public(settings: Settings) -> str:
-    from txmail.milter.tracking import public_base_url
+    from txmail.tokens.links import public_base_url
 
     return public_base_url(settings)
 

@@ -21,9 +21,9 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from txmail.bounce_pipe.detectors.base import BounceEvent
 from txmail.bounce_pipe.parse import parse_message, parse_report
-from txmail.bounce_pipe.reasons import REASONS
+from txmail.outcomes.findings import BounceEvent
+from txmail.outcomes.reasons import REASONS
 
 CORPUS = Path(__file__).resolve().parents[3].parent / "shared/corpus/bounces"
 
@@ -302,8 +302,8 @@ CLASSIFIER = [
 
 @pytest.mark.parametrize(("status", "command", "diagnostic", "reason"), CLASSIFIER)
 def test_classifier(status: str | None, command: str | None, diagnostic: str, reason: str) -> None:
-    from txmail.bounce_pipe.detectors.base import Finding
-    from txmail.bounce_pipe.reasons import classify
+    from txmail.outcomes.findings import Finding
+    from txmail.outcomes.reasons import classify
 
     found = Finding(
         recipient="a@example.net", diagnostic=diagnostic, status=status, command=command

@@ -31,10 +31,10 @@ from txmail.bounce_pipe.main import handle, process
 from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.bounce_pipe.server import NotTaken, ParserFailed, ParserPool, Worker
 from txmail.config import Settings
-from txmail.milter.bounce_address import bounce_address
 from txmail.store import Keys
 from txmail.store.accounts import Accounts
 from txmail.store.messages import MessageRecord, Messages
+from txmail.tokens.bounce_address import bounce_address
 
 FAKE = r"""
 import base64, json, os, resource, sys, time

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from txmail.bounce_pipe import forward, unparsed, worker
-from txmail.bounce_pipe.detectors.base import BounceEvent
 from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.bounce_pipe.server import ParserPool
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
+from txmail.outcomes.findings import BounceEvent
 
 CORPUS = Path(__file__).resolve().parents[4] / "shared/corpus/bounces"
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from txmail.milter.bounce_address import bounce_address, bounce_token, verify_bounce_address
+from txmail.tokens.bounce_address import bounce_address, bounce_token, verify_bounce_address
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 QID = "4jXCs06YbRzJJ2Y"

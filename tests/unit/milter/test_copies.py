@@ -14,13 +14,9 @@ import redis
 
 from tests.unit.milter.driver import QUEUE_ID, Conversation, eml
 from txmail.errors import TemporaryFailure
-from txmail.milter.bounce_address import bounce_address, verify_bounce_address
 from txmail.milter.copies import (
-    HEADER,
     LISTENER,
     Copier,
-    CopyHeader,
-    CopySigner,
     Envelope,
     copy_orders,
     kept_recipient,
@@ -28,9 +24,11 @@ from txmail.milter.copies import (
 )
 from txmail.milter.plan import Plan
 from txmail.milter.submission import Submission
-from txmail.milter.tracking import Tracking, TrackingContext
+from txmail.milter.tracking import TrackingContext
 from txmail.store.messages import MessageRecord
-from txmail.tracker.tokens import LinkSigner
+from txmail.tokens.bounce_address import bounce_address, verify_bounce_address
+from txmail.tokens.copies import HEADER, CopyHeader, CopySigner
+from txmail.tokens.links import LinkSigner, Tracking
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 LINKS = LinkSigner(b"0123456789abcdef-tracking")

@@ -16,10 +16,10 @@ from tests.harness import free_port
 from tests.unit.milter.driver import QUEUE_ID, Conversation, basic, eml, make_context
 from txmail.config import Settings
 from txmail.milter import dkim as txdkim
-from txmail.milter.bounce_address import bounce_address, verify_bounce_address
 from txmail.milter.server import TxmailMilter
 from txmail.store import Keys
 from txmail.store.domains import Domain, Domains
+from txmail.tokens.bounce_address import bounce_address, verify_bounce_address
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 

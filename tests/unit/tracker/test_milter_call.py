@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from txmail.milter import rules  # noqa: F401 - loads the rules before submission (import cycle)
 from txmail.milter.submission import Submission
 from txmail.milter.tracking import TrackingContext, apply
-from txmail.tracker.tokens import LinkSigner
+from txmail.tokens.links import LinkSigner
 
 CONTEXT = SimpleNamespace(
     tracking=TrackingContext(LinkSigner(b"0123456789abcdef-tracking"), "https://t.example.com")

@@ -7,8 +7,8 @@ import email.message
 import re
 from email.policy import compat32
 
-from txmail.milter.tracking import Tracking, rewrite_html, wanted
-from txmail.tracker.tokens import LinkSigner
+from txmail.milter.tracking import rewrite_html, wanted
+from txmail.tokens.links import LinkSigner, Tracking
 
 SIGNER = LinkSigner(b"0123456789abcdef-tracking")
 BASE = "https://track.example.com"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from txmail.tracker.tokens import MAX_TOKEN, LinkSigner, Mark
+from txmail.tokens.links import MAX_TOKEN, LinkSigner, Mark
 
 SECRET = b"0123456789abcdef-tracking"
 CLICK = Mark(

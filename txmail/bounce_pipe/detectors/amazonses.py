@@ -19,8 +19,10 @@ import json
 import re
 from typing import Any
 
-from txmail.bounce_pipe.detectors.base import BounceEvent, Finding, ReturnedMail, finish
+from txmail.bounce_pipe.detectors.base import ReturnedMail
 from txmail.bounce_pipe.detectors.rfc3464 import split_typed
+from txmail.outcomes.classify import finish
+from txmail.outcomes.findings import BounceEvent, Finding
 
 _FOLD_RE = re.compile(r"!\n ?")
 

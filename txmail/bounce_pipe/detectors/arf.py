@@ -21,14 +21,10 @@ FAILURE
 
 from __future__ import annotations
 
-from txmail.bounce_pipe.detectors.base import (
-    ADDRESS_RE,
-    BounceEvent,
-    Finding,
-    ReturnedMail,
-    clean_address,
-    finish,
-)
+from txmail.bounce_pipe.detectors.base import ReturnedMail
+from txmail.outcomes.addresses import ADDRESS_RE, clean_address
+from txmail.outcomes.classify import finish
+from txmail.outcomes.findings import BounceEvent, Finding
 
 _RECIPIENT_FIELDS = ("original-rcpt-to", "removal-recipient")
 

@@ -18,8 +18,8 @@ DESCRIPTION
 
     A detector collects Findings (one per recipient, with whatever the MTA
     printed: status, reply code, SMTP command, diagnostic text) and turns them
-    into BounceEvents with finish(), which asks txmail.bounce_pipe.reasons for
-    the reason word and derives the kind.
+    into BounceEvents with txmail.outcomes.classify.finish(), which asks
+    txmail.outcomes.reasons for the reason word and derives the kind.
 
 READS
     An email.message.Message built with policy compat32 from bytes whose line
@@ -45,64 +45,14 @@ from email.message import Message
 from email.policy import compat32
 from typing import Any, Protocol
 
-from txmail.bounce_pipe import reasons
+from txmail.outcomes.addresses import clean_address
+from txmail.outcomes.findings import BounceEvent
 
 # Bounds on untrusted structure: deeper or wider MIME trees are not bounces
 # anybody needs to read, and each bound keeps one hostile message cheap.
 MAX_PARTS = 64
 MAX_DEPTH = 8
 MAX_TEXT_CHARS = 200_000
-MAX_DIAGNOSTIC_CHARS = 1000
-
-KINDS = ("delivery", "bounce", "soft_bounce", "complaint", "auto_reply")
-
-
-@dataclass(frozen=True, slots=True)
-class BounceEvent:
-    """One recipient's outcome as reported by one returned mail."""
-
-    kind: str
-    recipient: str
-    status: str | None
-    reason: str
-    diagnostic: str
-    remote_mta: str | None = None
-    reply_code: str | None = None
-    feedback_type: str | None = None
-    action: str | None = None
-    detector: str | None = None
-
-    def summary(self) -> dict[str, str | None]:
-        """The fields a bounce report line carries (CLI and scoring)."""
-        return {
-            "kind": self.kind,
-            "recipient": self.recipient,
-            "status": self.status,
-            "reason": self.reason,
-            "diagnostic": self.diagnostic,
-        }
-
-
-@dataclass(slots=True)
-class Finding:
-    """What a detector learned about one recipient, before classification.
-
-    command is the SMTP command the remote server answered (RCPT, MAIL, DATA,
-    HELO, EHLO, CONN for the greeting); reason is set only when the MTA's own
-    wording names the reason unambiguously (a detector's phrase table).
-    """
-
-    recipient: str
-    diagnostic: str = ""
-    status: str | None = None
-    reply_code: str | None = None
-    command: str | None = None
-    action: str | None = None
-    remote_mta: str | None = None
-    reason: str | None = None
-    diagnostic_type: str | None = None
-    feedback_type: str | None = None
-    temporary: bool | None = None
 
 
 class Detector(Protocol):
@@ -327,53 +277,6 @@ def split_dsn_groups(blocks: list[dict[str, str]]) -> tuple[dict[str, str], list
             for key, value in block.items():
                 message_fields.setdefault(key, value)
     return message_fields, groups
-
-
-# ---------------------------------------------------------------------------
-# Addresses
-
-ADDRESS_RE = re.compile(
-    r"""(?:"[^"\n]{1,64}"|[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,128})@"""
-    r"""(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?\.)*"""
-    r"""[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"""
-)
-_ADDR_TRIM = ".,;:<>()[]{}'\""
-_QUOTED_LOCAL_RE = re.compile(r'"[^"\n]{1,64}"@[A-Za-z0-9][A-Za-z0-9.-]*[A-Za-z0-9]')
-
-
-def clean_address(value: str) -> str:
-    """A recipient as reported: lowercase addr-spec, without brackets or type.
-
-    Accepts 'rfc822; <a@b>', '"Name" <a@b>', 'SMTP:a@b' and bare forms.
-    Returns '' when there is no address in the value.
-    """
-    text = value.strip()
-    if ";" in text and not text.startswith('"'):
-        head, _, rest = text.partition(";")
-        if "@" not in head or "@" in rest:
-            text = rest.strip()
-    if "<" in text and ">" in text:
-        inner = (
-            text[text.rfind("<") + 1 : text.rfind(">")] if text.rfind("<") < text.rfind(">") else ""
-        )
-        if "@" in inner:
-            text = inner
-    text = text.strip()
-    if text.lower().startswith(("smtp:", "mailto:")):
-        text = text.split(":", 1)[1]
-    quoted = _QUOTED_LOCAL_RE.search(text)
-    if quoted:
-        # "odd..local"@example.org: the quotes belong to the address.
-        return quoted.group(0).lower()
-    text = text.strip(_ADDR_TRIM).strip()
-    if "@" not in text:
-        return ""
-    if " " in text:
-        found = ADDRESS_RE.search(text)
-        if not found:
-            return ""
-        text = found.group(0)
-    return text.strip(_ADDR_TRIM).lower()
 
 
 # ---------------------------------------------------------------------------
@@ -669,86 +572,3 @@ def _read_feedback(mail: ReturnedMail, text: str) -> None:
     for block in field_blocks(text):
         for key, value in block.items():
             mail.feedback_fields.setdefault(key, value)
-
-
-# ---------------------------------------------------------------------------
-# An MTA's own sentences that name a reason outright
-
-ReasonTable = tuple[tuple[reasons.PhraseTable, str], ...]
-
-
-def reason_table(*rows: tuple[str, str]) -> ReasonTable:
-    """Compile (lowercase regex, reason) rows; the first row that matches wins."""
-    return tuple((reasons.PhraseTable.from_pattern(pattern), reason) for pattern, reason in rows)
-
-
-def table_reason(table: ReasonTable, text: str) -> str | None:
-    """The reason of the first row whose phrases occur in text (any case)."""
-    lowered = text.lower()
-    for phrases, reason in table:
-        if phrases.search(lowered):
-            return reason
-    return None
-
-
-# ---------------------------------------------------------------------------
-# Turning findings into events
-
-
-_CONTINUATION_RE = re.compile(r"(?<![\w.])([245]\d\d)-(?:([245]\.\d{1,3}\.\d{1,3}) )?")
-
-
-def squeeze(text: str) -> str:
-    """Whitespace collapsed to single spaces and the length capped."""
-    return " ".join(text.split())[:MAX_DIAGNOSTIC_CHARS]
-
-
-def unfold_reply(text: str) -> str:
-    """A multi-line SMTP reply read as one sentence.
-
-    '550-5.7.1 Messages with multiple 550 5.7.1 addresses' becomes
-    '550 5.7.1 Messages with multiple addresses': the code repeated at the
-    start of every reply line would otherwise split the server's words.
-    """
-    match = _CONTINUATION_RE.search(text)
-    if not match:
-        return text
-    code, status = match.group(1), match.group(2)
-    prefix = re.escape(code) + r"[ -]" + (re.escape(status) + " " if status else "")
-    head = text[: match.start()] + code + " " + (status + " " if status else "")
-    rest = re.sub(r"(?<![\w.])" + prefix, "", text[match.end() :])
-    return head + rest
-
-
-def finish(findings: list[Finding], detector: str) -> list[BounceEvent]:
-    """Classify each finding and build one event per distinct recipient."""
-    events: list[BounceEvent] = []
-    seen: set[str] = set()
-    for found in findings:
-        recipient = clean_address(found.recipient)
-        if not recipient or recipient in seen:
-            continue
-        seen.add(recipient)
-        diagnostic = squeeze(unfold_reply(found.diagnostic))
-        found.diagnostic = diagnostic
-        status = found.status or reasons.status_in(diagnostic)
-        found.status = status
-        if found.reply_code is None:
-            found.reply_code = reasons.reply_code_in(diagnostic)
-        reason = reasons.classify(found)
-        kind = reasons.kind_of(reason, status, found.reply_code, found.action, found.temporary)
-        events.append(
-            BounceEvent(
-                kind=kind,
-                recipient=recipient,
-                status=status,
-                reason=reason,
-                diagnostic=diagnostic,
-                remote_mta=found.remote_mta,
-                reply_code=found.reply_code,
-                feedback_type=found.feedback_type,
-                action=found.action,
-                detector=detector,
-            )
-        )
-    return events

@@ -26,7 +26,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from txmail.bounce_pipe.detectors.base import ADDRESS_RE, ReturnedMail, clean_address
+from txmail.bounce_pipe.detectors.base import ReturnedMail
+from txmail.outcomes.addresses import ADDRESS_RE, clean_address
 
 # A recipient line: optional bullet or quote marks, the address (maybe in
 # angle brackets or after a label), then optional text on the same line.

@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import re
 
-from txmail.bounce_pipe.detectors.base import (
-    BounceEvent,
-    Finding,
-    ReturnedMail,
-    clean_address,
-    finish,
-    reason_table,
-    table_reason,
-)
+from txmail.bounce_pipe.detectors.base import ReturnedMail
+from txmail.outcomes.addresses import clean_address
+from txmail.outcomes.classify import finish
+from txmail.outcomes.findings import BounceEvent, Finding
+from txmail.outcomes.reasons import reason_table, table_reason
 
 _ERROR_RE = re.compile(
     r"there was an error delivering your mail to <([^>\s]+)>\.?\s*\n+(.*?)(?:\n\s*\n|\Z)",

@@ -21,17 +21,12 @@ from __future__ import annotations
 
 import re
 
-from txmail.bounce_pipe.detectors.base import (
-    ADDRESS_RE,
-    BounceEvent,
-    Finding,
-    ReturnedMail,
-    clean_address,
-    finish,
-    reason_table,
-    table_reason,
-)
+from txmail.bounce_pipe.detectors.base import ReturnedMail
 from txmail.bounce_pipe.detectors.blocks import is_service_address, looks_like_bounce, section
+from txmail.outcomes.addresses import ADDRESS_RE, clean_address
+from txmail.outcomes.classify import finish
+from txmail.outcomes.findings import BounceEvent, Finding
+from txmail.outcomes.reasons import reason_table, table_reason
 
 _HEADING = re.compile(
     r"(?:did not reach the following recipient\(s\):"

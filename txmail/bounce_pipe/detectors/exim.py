@@ -25,18 +25,13 @@ from __future__ import annotations
 
 import re
 
-from txmail.bounce_pipe import reasons
-from txmail.bounce_pipe.detectors.base import (
-    ADDRESS_RE,
-    BounceEvent,
-    Finding,
-    ReturnedMail,
-    clean_address,
-    finish,
-    reason_table,
-    table_reason,
-)
+from txmail.bounce_pipe.detectors.base import ReturnedMail
 from txmail.bounce_pipe.detectors.blocks import section
+from txmail.outcomes import reasons
+from txmail.outcomes.addresses import ADDRESS_RE, clean_address
+from txmail.outcomes.classify import finish
+from txmail.outcomes.findings import BounceEvent, Finding
+from txmail.outcomes.reasons import reason_table, table_reason
 
 _SIGNATURES = (
     "this message was created automatically by mail delivery software",

@@ -20,16 +20,12 @@ from __future__ import annotations
 
 import re
 
-from txmail.bounce_pipe.detectors.base import (
-    BounceEvent,
-    Finding,
-    ReturnedMail,
-    clean_address,
-    finish,
-    reason_table,
-    table_reason,
-)
+from txmail.bounce_pipe.detectors.base import ReturnedMail
 from txmail.bounce_pipe.detectors.blocks import recipient_blocks, section
+from txmail.outcomes.addresses import clean_address
+from txmail.outcomes.classify import finish
+from txmail.outcomes.findings import BounceEvent, Finding
+from txmail.outcomes.reasons import reason_table, table_reason
 
 _HEADING = re.compile(
     r"delivery to the following recipients? (?:failed permanently|has been delayed|failed):?", re.I

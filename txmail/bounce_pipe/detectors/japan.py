@@ -24,16 +24,12 @@ from __future__ import annotations
 
 import re
 
-from txmail.bounce_pipe import reasons
-from txmail.bounce_pipe.detectors.base import (
-    BounceEvent,
-    Finding,
-    ReturnedMail,
-    clean_address,
-    finish,
-    reason_table,
-    table_reason,
-)
+from txmail.bounce_pipe.detectors.base import ReturnedMail
+from txmail.outcomes import reasons
+from txmail.outcomes.addresses import clean_address
+from txmail.outcomes.classify import finish
+from txmail.outcomes.findings import BounceEvent, Finding
+from txmail.outcomes.reasons import reason_table, table_reason
 
 _CARRIER_RE = re.compile(r"@(?:[\w-]+\.)*(?:ezweb\.ne\.jp|au\.com|dion\.ne\.jp)\b", re.I)
 _RECIPIENT_RE = re.compile(

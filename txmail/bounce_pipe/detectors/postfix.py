@@ -21,8 +21,10 @@ FAILURE
 
 from __future__ import annotations
 
-from txmail.bounce_pipe.detectors.base import BounceEvent, Finding, ReturnedMail, finish
+from txmail.bounce_pipe.detectors.base import ReturnedMail
 from txmail.bounce_pipe.detectors.blocks import is_service_address, recipient_blocks
+from txmail.outcomes.classify import finish
+from txmail.outcomes.findings import BounceEvent, Finding
 
 _SIGNATURES = ("this is the mail system at host", "this is the postfix program at host")
 

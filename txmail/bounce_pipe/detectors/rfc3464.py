@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import re
 
-from txmail.bounce_pipe import reasons
-from txmail.bounce_pipe.detectors.base import (
-    BounceEvent,
-    Finding,
-    ReturnedMail,
-    clean_address,
-    finish,
-    squeeze,
-)
+from txmail.bounce_pipe.detectors.base import ReturnedMail
+from txmail.outcomes import reasons
+from txmail.outcomes.addresses import clean_address
+from txmail.outcomes.classify import finish, squeeze
+from txmail.outcomes.findings import BounceEvent, Finding
 
 
 def split_typed(value: str) -> tuple[str, str]:

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import re
 
-from txmail.bounce_pipe.detectors.base import BounceEvent, Finding, ReturnedMail, finish
+from txmail.bounce_pipe.detectors.base import ReturnedMail
 from txmail.bounce_pipe.detectors.blocks import is_service_address
+from txmail.outcomes.classify import finish
+from txmail.outcomes.findings import BounceEvent, Finding
 
 # Subjects vacation programs write; an ordinary "Vacation photos" is not one,
 # so bare words like "vacation" or "absence" do not count.

@@ -31,23 +31,18 @@ from __future__ import annotations
 
 import re
 
-from txmail.bounce_pipe import reasons
-from txmail.bounce_pipe.detectors.base import (
-    ADDRESS_RE,
-    BounceEvent,
-    Finding,
-    ReturnedMail,
-    clean_address,
-    finish,
-    reason_table,
-    table_reason,
-)
+from txmail.bounce_pipe.detectors.base import ReturnedMail
 from txmail.bounce_pipe.detectors.blocks import (
     BOUNCE_SENDER_RE,
     BOUNCE_SUBJECT_RE,
     is_service_address,
     looks_like_bounce,
 )
+from txmail.outcomes import reasons
+from txmail.outcomes.addresses import ADDRESS_RE, clean_address
+from txmail.outcomes.classify import finish
+from txmail.outcomes.findings import BounceEvent, Finding
+from txmail.outcomes.reasons import reason_table, table_reason
 
 _FAILURE = reasons.PhraseTable.from_pattern(
     r"could not be delivered|couldn't be delivered|undeliverable|not be delivered|was not delivered"

@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
+from typing import Any
 
 VERSION = 1
 KINDS = ("open", "click")
@@ -131,3 +132,19 @@ def _mark(fields: object) -> Mark | None:
         url=url,
         sent_at=sent_at,
     )
+
+
+@dataclass(frozen=True)
+class Tracking:
+    opens: bool
+    clicks: bool
+
+    def __bool__(self) -> bool:
+        return self.opens or self.clicks
+
+
+def public_base_url(settings: Any) -> str:
+    """tracker.base_url, else https://HOSTNAME (the relay's own name)."""
+    tracker = getattr(settings, "tracker", None)
+    configured = getattr(tracker, "base_url", "") if tracker is not None else ""
+    return (configured or f"https://{settings.hostname}").rstrip("/")

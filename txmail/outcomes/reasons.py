@@ -34,10 +34,8 @@ FAILURE
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from txmail.bounce_pipe.detectors.base import Finding
+from txmail.outcomes.findings import Finding
 
 REASONS = (
     "userunknown", "mailboxfull", "filtered", "expired", "rejected", "suspend", "blocked",
@@ -937,3 +935,23 @@ def kind_of(
     if temporary:
         return "soft_bounce"
     return "bounce"
+
+
+# ---------------------------------------------------------------------------
+# A detector's table of its MTA's own sentences that name a reason outright
+
+ReasonTable = tuple[tuple[PhraseTable, str], ...]
+
+
+def reason_table(*rows: tuple[str, str]) -> ReasonTable:
+    """Compile (lowercase regex, reason) rows; the first row that matches wins."""
+    return tuple((PhraseTable.from_pattern(pattern), reason) for pattern, reason in rows)
+
+
+def table_reason(table: ReasonTable, text: str) -> str | None:
+    """The reason of the first row whose phrases occur in text (any case)."""
+    lowered = text.lower()
+    for phrases, reason in table:
+        if phrases.search(lowered):
+            return reason
+    return None

@@ -1,0 +1,10 @@
+"""tokens: everything the relay hands out and later trusts, signed and verified in one place.
+
+    bounce_address   bounces+TOKEN@DOMAIN: the envelope sender naming a queue file (milter signs,
+                     bounce pipe and socketmap verify)
+    links            open pixels and tracked links (milter signs, tracker verifies)
+    copies           X-CloudMTA-Copy headers of per-recipient copies (milter signs and verifies)
+
+Each token is an HMAC under a key derived from one of the relay's secrets with a label of its
+own, so no token of one kind can be replayed as another. Pure: no Redis, no I/O.
+"""
