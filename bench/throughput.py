@@ -36,6 +36,7 @@ sys.path.insert(0, str(BENCH.parent))
 
 from tests.harness import Stack, free_port, port_free, process_cpu, wait_for  # noqa: E402
 from txmail import config as config_mod  # noqa: E402
+from txmail.bounce_pipe.server import check_start  # noqa: E402
 from txmail.stack import render, supervisor  # noqa: E402
 
 QUEUES = ("incoming", "active", "deferred", "maildrop", "hold")
@@ -68,7 +69,7 @@ class BareInstance:
         self.stack = Stack(relay_port=sink_port, name=f"bench-{milter or 'bare'}")
         self.port = trusted_port()
         self.settings = configure_trusted(self.stack.config, self.port)
-        supervisor.prepare(self.settings, self.stack.config)
+        supervisor.prepare(self.settings, self.stack.config, (check_start,))
         self.etc = render.postfix_config_dir(self.settings)
         self.milter_socket = self.stack.state / "run/milter/reference.sock"
         # Same settings, but nothing of txmail's in the path: no milter, no policy service, no

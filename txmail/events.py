@@ -64,10 +64,9 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from txmail.store import Client, Keys, guard
+from txmail.store import Client, Keys, guard, scripts
 from txmail.store.suppressions import Suppressions
 
 log = logging.getLogger("txmail.events")
@@ -77,7 +76,6 @@ REPEATING = ("open", "click")  # counted every time, sent once
 WEBHOOK_GROUP = "webhooks"
 DEFAULT_SUPPRESS_REASONS = ("userunknown", "hostunknown", "hasmoved")
 MAX_FIELD = 1000  # cap what untrusted input can put into one detail
-_RECORD = (Path(__file__).parent / "store" / "scripts" / "event_record.lua").read_text()
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 OutcomeHook = Callable[[str, str], Any]  # (account, kind) -> anything; raises on Redis trouble
@@ -295,7 +293,7 @@ class Recorder:
         self.outcome_hook = outcome_hook
         self.clock = clock
         self.suppressions = Suppressions(client, keys, clock=clock)
-        self._record = client.register_script(_RECORD)
+        self._record = scripts.get(client, "event_record")
 
     def record(
         self,

@@ -28,6 +28,7 @@ from tests.e2e.test_events import Account, receiver  # noqa: F401 - the fixture
 from tests.harness import Sink, Stack, state_dir
 from tests.webhook_receiver import WebhookReceiver
 from txmail import config
+from txmail.bounce_pipe import server as bounce_server
 from txmail.errors import ConfigError
 from txmail.stack import supervisor
 
@@ -203,12 +204,12 @@ def unreachable_python(tmp_path: Path) -> Path:
 def test_an_interpreter_the_user_cannot_run_is_named_with_its_fix(tmp_path: Path) -> None:
     python = unreachable_python(tmp_path)
     with pytest.raises(ConfigError) as caught:
-        supervisor.check_interpreter("nobody", str(python))
+        bounce_server.check_interpreter("nobody", str(python))
     text = str(caught.value)
     assert "\n" not in text and text.count(". ") == 0  # one sentence
     assert f"the user nobody cannot run the Python interpreter {python}" in text
     assert "/usr/bin/python3 -m venv" in text
-    supervisor.check_interpreter("nobody", sys.executable)  # this one it can
+    bounce_server.check_interpreter("nobody", sys.executable)  # this one it can
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
@@ -261,12 +262,12 @@ def test_an_interpreter_only_the_users_own_group_can_run_is_refused() -> None:
         python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
         python.chmod(0o755)
         with pytest.raises(ConfigError) as caught:
-            supervisor.check_interpreter("daemon", str(python))
+            bounce_server.check_interpreter("daemon", str(python))
         text = str(caught.value)
         assert "\n" not in text and text.count(". ") == 0  # one sentence
         assert f"the user daemon cannot run the Python interpreter {python}" in text
         folder.chmod(0o755)  # every group may enter: the workers start
-        supervisor.check_interpreter("daemon", str(python))
+        bounce_server.check_interpreter("daemon", str(python))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -277,7 +278,7 @@ def test_the_check_starts_a_worker_with_its_limits() -> None:
     load it is found by `txmail up`, not by the first returned mail."""
     tiny = config.BouncePipeSettings(parser_memory_mb=16)
     with pytest.raises(ConfigError, match="a bounce parser started with it as that user"):
-        supervisor.check_interpreter("nobody", sys.executable, tiny)
+        bounce_server.check_interpreter("nobody", sys.executable, tiny)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
@@ -291,7 +292,7 @@ def test_an_interpreter_that_hangs_is_named_not_an_internal_error(
         python.chmod(0o755)
         monkeypatch.setattr(supervisor, "INTERPRETER_TIMEOUT", 1.0, raising=False)
         with pytest.raises(ConfigError) as caught:
-            supervisor.check_interpreter("nobody", str(python))
+            bounce_server.check_interpreter("nobody", str(python))
         text = str(caught.value)
         assert "\n" not in text and text.count(". ") == 0
         assert f"with {python} had not loaded txmail after 1 seconds" in text

@@ -27,7 +27,7 @@ import pytest
 from tests.harness import Sink, Stack, free_listening_port, queue_id_of, simple_message, wait_for
 from txmail import config
 from txmail.milter.copies import listener_path
-from txmail.tracker.submit import UnixSMTP
+from txmail.submit import UnixSMTP
 
 pytestmark = pytest.mark.e2e
 

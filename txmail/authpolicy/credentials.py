@@ -20,7 +20,7 @@ import hashlib
 import hmac
 
 from txmail.config import Settings, read_key_file
-from txmail.stack.files import write_secret
+from txmail.files import write_secret
 
 HEADER = "X-Txmail-Authpolicy-Key"
 

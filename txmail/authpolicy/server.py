@@ -39,7 +39,6 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -50,11 +49,10 @@ from aiohttp import web
 from txmail import store
 from txmail.authpolicy import credentials, decide
 from txmail.config import Settings
-from txmail.store import Keys
+from txmail.store import Keys, scripts
 
 log = logging.getLogger("txmail.authpolicy")
 
-SCRIPTS = Path(store.__file__).resolve().parent / "scripts"
 ANSWER_WITHIN = 1.5  # seconds; Dovecot gives up after auth_policy_server_timeout_msecs (2 s)
 MAX_BODY = 8192
 
@@ -223,10 +221,7 @@ def redis_scripts(settings: Settings) -> tuple[RunScript, Callable[[], Awaitable
         client = redis.asyncio.Redis.from_url(
             url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
         )
-    registered = {
-        name: client.register_script((SCRIPTS / f"{name}.lua").read_text())
-        for name in ("auth_check", "auth_report")
-    }
+    registered = {name: scripts.get(client, name) for name in ("auth_check", "auth_report")}
 
     async def run(name: str, keys: list[str], args: list[Any]) -> Any:
         return await registered[name](keys=keys, args=args)

@@ -23,7 +23,7 @@ import redis
 
 from txmail import store
 from txmail.config import Settings
-from txmail.stack.files import replace_atomically
+from txmail.files import replace_atomically
 from txmail.store.accounts import Account, Accounts
 
 log = logging.getLogger("txmail.authsync")

@@ -78,8 +78,8 @@ from txmail import store
 from txmail.bounce_pipe import forward, handoff, unparsed, worker
 from txmail.bounce_pipe.main import handle
 from txmail.bounce_pipe.parse import BounceReport
-from txmail.config import RedisSettings, Settings
-from txmail.errors import TemporaryFailure
+from txmail.config import BouncePipeSettings, RedisSettings, Settings
+from txmail.errors import ConfigError, TemporaryFailure
 
 log = logging.getLogger("txmail.bounce_pipe")
 
@@ -483,3 +483,53 @@ def serve(settings: Settings) -> None:
         pool.close()
         client.close()
         log.info("stopped")
+
+
+INTERPRETER_TIMEOUT = 60.0  # seconds a trial parser worker may take to load
+
+
+def check_interpreter(
+    user: str, python: str = sys.executable, pipe: BouncePipeSettings | None = None
+) -> None:
+    """Refuse to start when a bounce parser worker cannot start: start one exactly as `txmail
+    bounces serve` does (worker.command() and worker.process_options(): the uid of `user`,
+    group nogroup, no supplementary group, the worker's own limits), give it no mail, and
+    require that it loads the parser and exits 0. Postfix's bounce pipe runs as `user` with
+    its own group, which can reach at least what nogroup can."""
+    argv = worker.command(python, pipe or BouncePipeSettings())
+    try:
+        done = subprocess.run(
+            argv,
+            input=b"",
+            capture_output=True,
+            timeout=INTERPRETER_TIMEOUT,
+            check=False,
+            **worker.process_options(user),
+        )
+    except OSError as exc:  # exec failed: the interpreter or a folder above it is closed
+        raise ConfigError(
+            f"the user {user} cannot run the Python interpreter {python} ({exc.strerror}), "
+            "which Postfix's bounce pipe and the bounce parsers run as that user (the parsers "
+            "with group nogroup): build the venv from a Python every user can run "
+            "(`/usr/bin/python3 -m venv .venv`, as the Makefile does), not one under a "
+            "mode-0700 home directory or a folder only some groups may enter"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise ConfigError(
+            f"a bounce parser started as the user {user} with {python} had not loaded txmail "
+            f"after {INTERPRETER_TIMEOUT:g} seconds: install the venv and txmail on a local "
+            "disk every user can read, or find what makes that Python hang"
+        ) from None
+    if done.returncode != 0:
+        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        last = (lines or [f"exit status {done.returncode}"])[-1]
+        raise ConfigError(
+            f"the user {user} can run {python} but a bounce parser started with it as that "
+            f"user (group nogroup) fails ({last[:200]}): install txmail where every user can "
+            "read it (not under a mode-0700 home directory)"
+        )
+
+
+def check_start(settings: Settings) -> None:
+    """`txmail up`'s start-up check of the bounce parser (check_interpreter as the pipe's user)."""
+    check_interpreter(settings.user, pipe=settings.bounce_pipe)

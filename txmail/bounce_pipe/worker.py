@@ -25,7 +25,7 @@ The worker exits 0 at end of input.
     python -I -m txmail.bounce_pipe.worker CPU_PER_MAIL CPU_LIFETIME ADDRESS_SPACE_BYTES
 
 Started: by command() and process_options() here, as the server starts each worker and as
-`txmail up` (supervisor.check_interpreter) tries one before it starts anything: the uid of
+`txmail up` (server.check_interpreter) tries one before it starts anything: the uid of
 settings.user, group nogroup, no supplementary group, cwd /, a bare environment. A worker
 given no mail (end of input after nothing) loads the parser and exits 0.
 

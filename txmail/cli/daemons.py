@@ -47,6 +47,7 @@ def up(
     obj: object, dev: bool, external_postfix: bool, only: tuple[str, ...], verbose: bool
 ) -> None:
     """Start and supervise the whole node in the foreground until SIGINT/SIGTERM."""
+    from txmail.bounce_pipe.server import check_start
     from txmail.stack import supervisor
 
     setup_logging(verbose)
@@ -58,6 +59,7 @@ def up(
             dev,
             external_postfix,
             only,
+            checks=(check_start,),
         )
     )
 

@@ -10,8 +10,8 @@ import click
 from txmail import config as config_mod
 from txmail import store
 from txmail.errors import UsageError
+from txmail.files import write_private, write_secret
 from txmail.stack import tls
-from txmail.stack.files import write_private, write_secret
 
 
 @click.command("init")

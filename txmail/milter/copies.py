@@ -76,9 +76,9 @@ from typing import Any
 from txmail.errors import TemporaryFailure
 from txmail.milter.plan import Plan
 from txmail.milter.submission import Submission, esmtp_params
+from txmail.submit import QUEUED, unix_session
 from txmail.tokens.copies import HEADER, CopyHeader, CopySigner
 from txmail.tokens.links import Tracking
-from txmail.tracker.submit import QUEUED, unix_session
 
 log = logging.getLogger("txmail.milter")
 

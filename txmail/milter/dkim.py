@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from txmail.errors import TemporaryFailure
-from txmail.stack.files import write_private
+from txmail.files import write_private
 from txmail.store.domains import ED25519, RSA, DkimKey, Domain, Domains
 
 if TYPE_CHECKING:

@@ -51,8 +51,8 @@ from txmail.milter.submission import Submission, UnreadableMessage, addresses, d
 from txmail.policyd.quota import queue_count_accepted
 from txmail.store import Client, Keys
 from txmail.store.accounts import Account, Accounts
+from txmail.store.counters import count_message
 from txmail.store.messages import MessageRecord, Messages
-from txmail.tracker.counters import count_message
 
 log = logging.getLogger("txmail.milter")
 

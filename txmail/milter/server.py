@@ -40,7 +40,7 @@ from txmail.milter.rules import Refusal
 from txmail.milter.rules.size import client_size
 from txmail.milter.submission import Submission, strip_brackets
 from txmail.store.accounts import Account
-from txmail.tracker.counters import count_message
+from txmail.store.counters import count_message
 
 log = logging.getLogger("txmail.milter")
 
@@ -88,7 +88,7 @@ class TxmailMilter(Milter.Base):
         self.setreply(refusal.code, refusal.status, reply_text(refusal.text))
         count_message(
             self.context.client, self.context.keys, "refused", refusal.code, refusal.status
-        )  # /metrics (tracker/counters.py)
+        )  # /metrics (store/counters.py)
         return Milter.TEMPFAIL if refusal.temporary else Milter.REJECT
 
     # -- callbacks ------------------------------------------------------------------------

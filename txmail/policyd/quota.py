@@ -1,8 +1,8 @@
 """Sending quotas in Redis: the Lua scripts, counting accepted mail, and reading usage back.
 
 Every atomic operation is one script in txmail/store/scripts/ (policy_check, policy_commit,
-policy_release), loaded with redis-py's register_script so the same call runs on one Redis and
-on a Redis Cluster: all keys of one call carry the account's hash tag.
+policy_release), got from txmail.store.scripts, so the same call runs on one Redis and on a
+Redis Cluster: all keys of one call carry the account's hash tag.
 
 count_accepted() is what the milter calls at end of message, after every rule has passed: it
 turns the message's hold into counted usage, so a message refused later (by the milter or by
@@ -15,36 +15,15 @@ Fails: StoreUnavailable when Redis is down (the milter then answers 451 4.3.0).
 from __future__ import annotations
 
 import time
-import weakref
 from dataclasses import asdict, dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-from txmail import store
 from txmail.config import Settings
 from txmail.policyd import decide
-from txmail.store import Client, Keys, account_settings, guard
+from txmail.store import Client, Keys, account_settings, guard, scripts
 
-SCRIPTS = Path(store.__file__).resolve().parent / "scripts"
 # Buckets outlive their window a little, so a count landing at the boundary is never lost.
 BUCKET_TTL = {"m": 120, "h": 3600 + 300, "d": 86400 + 3600}
-
-_registered: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
-
-
-@cache
-def script_text(name: str) -> str:
-    return (SCRIPTS / f"{name}.lua").read_text()
-
-
-def script(client: Any, name: str) -> Any:
-    """The registered script `name` on `client` (sync or asyncio, single or cluster)."""
-    scripts = _registered.setdefault(client, {})
-    found = scripts.get(name)
-    if found is None:
-        found = scripts[name] = client.register_script(script_text(name))
-    return found
 
 
 def usage_keys(keys: Keys, account: str, windows: decide.Windows) -> list[str]:
@@ -109,7 +88,7 @@ def count_accepted(
     """Count one accepted message; returns [messages, recipients, bytes, from_hold]."""
     call_keys, args = _commit_call(settings, keys, account, queue_id, recipients, size)
     with guard(f"{queue_id}: counting the message against the sending limits"):
-        counted = script(client, "policy_commit")(keys=call_keys, args=args)
+        counted = scripts.get(client, "policy_commit")(keys=call_keys, args=args)
     return [int(v) for v in counted]
 
 
@@ -129,14 +108,14 @@ def queue_count_accepted(
     call_keys, args = _commit_call(settings, keys, account, queue_id, recipients, size)
     # execute_command: redis-py's cluster pipeline refuses its eval() method, yet routes the
     # command itself by its first key like any other.
-    pipe.execute_command("EVAL", script_text("policy_commit"), len(call_keys), *call_keys, *args)
+    pipe.execute_command("EVAL", scripts.text("policy_commit"), len(call_keys), *call_keys, *args)
 
 
 def release(client: Client, keys: Keys, account: str, queue_id: str) -> bool:
     """Give back the hold of a message that was not counted; True if there was one."""
     with guard(f"{queue_id}: giving back a hold"):
         return bool(
-            script(client, "policy_release")(
+            scripts.get(client, "policy_release")(
                 keys=[keys.holds(account), keys.holds_expiry(account)], args=[queue_id]
             )
         )

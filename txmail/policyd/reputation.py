@@ -27,8 +27,7 @@ import time
 from typing import Any
 
 from txmail.policyd import decide
-from txmail.policyd.quota import script
-from txmail.store import Client, Keys, guard
+from txmail.store import Client, Keys, guard, scripts
 from txmail.store.accounts import Accounts
 
 log = logging.getLogger("txmail.policyd.reputation")
@@ -66,7 +65,7 @@ def record_outcome(
     today = int(now // 86400)
     window = int(settings["reputation_window_days"])
     with guard(f"recording a {kind} of {account}"):
-        row = script(client, "reputation_record")(
+        row = scripts.get(client, "reputation_record")(
             keys=[
                 keys.account(account),
                 keys.reputation(account),

@@ -51,7 +51,7 @@ from redis.backoff import NoBackoff
 from txmail import store
 from txmail.config import Settings
 from txmail.policyd import decide, link, protocol, quota
-from txmail.store import Keys, account_settings
+from txmail.store import Keys, account_settings, scripts
 from txmail.store.keys import ACCOUNT_NAME
 
 log = logging.getLogger("txmail.policyd")
@@ -240,8 +240,8 @@ class PolicyServer:
         self.decisions: collections.Counter[str] = collections.Counter()  # by verb, not yet
         # added to PREFIX stats:policy (flush_decisions)
         self.scripts = scripts_for(settings, client)
-        self.check_script = quota.script(client, "policy_check")
-        self.release_script = quota.script(client, "policy_release")
+        self.check_script = scripts.get(client, "policy_check")
+        self.release_script = scripts.get(client, "policy_release")
         self.hold_seconds = settings.policyd.hold_seconds
         self.idle_timeout = settings.policyd.idle_timeout
         self.log_permits = settings.policyd.log_permits

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from txmail import store
 from txmail.config import Settings
-from txmail.stack.files import write_private
+from txmail.files import write_private
 from txmail.store.accounts import Accounts, generate_password
 
 DEMO_ACCOUNT = "demo"

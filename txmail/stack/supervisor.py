@@ -23,11 +23,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from txmail import store
-from txmail.bounce_pipe import worker
-from txmail.config import BouncePipeSettings, Settings
+from txmail.config import Settings
 from txmail.errors import ConfigError, TxmailError
 from txmail.stack import components as components_mod
 from txmail.stack import render
@@ -73,51 +73,6 @@ def redis_user(settings: Settings) -> str:
     return f"{settings.user}-redis"
 
 
-INTERPRETER_TIMEOUT = 60.0  # seconds a trial parser worker may take to load
-
-
-def check_interpreter(
-    user: str, python: str = sys.executable, pipe: BouncePipeSettings | None = None
-) -> None:
-    """Refuse to start when a bounce parser worker cannot start: start one exactly as `txmail
-    bounces serve` does (worker.command() and worker.process_options(): the uid of `user`,
-    group nogroup, no supplementary group, the worker's own limits), give it no mail, and
-    require that it loads the parser and exits 0. Postfix's bounce pipe runs as `user` with
-    its own group, which can reach at least what nogroup can."""
-    argv = worker.command(python, pipe or BouncePipeSettings())
-    try:
-        done = subprocess.run(
-            argv,
-            input=b"",
-            capture_output=True,
-            timeout=INTERPRETER_TIMEOUT,
-            check=False,
-            **worker.process_options(user),
-        )
-    except OSError as exc:  # exec failed: the interpreter or a folder above it is closed
-        raise ConfigError(
-            f"the user {user} cannot run the Python interpreter {python} ({exc.strerror}), "
-            "which Postfix's bounce pipe and the bounce parsers run as that user (the parsers "
-            "with group nogroup): build the venv from a Python every user can run "
-            "(`/usr/bin/python3 -m venv .venv`, as the Makefile does), not one under a "
-            "mode-0700 home directory or a folder only some groups may enter"
-        ) from None
-    except subprocess.TimeoutExpired:
-        raise ConfigError(
-            f"a bounce parser started as the user {user} with {python} had not loaded txmail "
-            f"after {INTERPRETER_TIMEOUT:g} seconds: install the venv and txmail on a local "
-            "disk every user can read, or find what makes that Python hang"
-        ) from None
-    if done.returncode != 0:
-        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        last = (lines or [f"exit status {done.returncode}"])[-1]
-        raise ConfigError(
-            f"the user {user} can run {python} but a bounce parser started with it as that "
-            f"user (group nogroup) fails ({last[:200]}): install txmail where every user can "
-            "read it (not under a mode-0700 home directory)"
-        )
-
-
 def check_files(settings: Settings) -> None:
     for key in ("cert_file", "key_file"):
         path = settings.path(getattr(settings.tls, key))
@@ -130,7 +85,9 @@ def check_files(settings: Settings) -> None:
         settings.read_secret(key)
 
 
-def prepare(settings: Settings, config_file: Path) -> None:
+def prepare(
+    settings: Settings, config_file: Path, checks: Sequence[Callable[[Settings], None]] = ()
+) -> None:
     """Create directories with the owners Postfix, Dovecot and Redis need; render configs.
 
     Who may read what: the keys are root's alone (0600). The private Redis runs as its own
@@ -141,7 +98,8 @@ def prepare(settings: Settings, config_file: Path) -> None:
     check_files(settings)
     ensure_user(settings.user)
     user = pwd.getpwnam(settings.user)
-    check_interpreter(settings.user, pipe=settings.bounce_pipe)
+    for check in checks:  # the daemons' own start-up checks (the CLI passes them)
+        check(settings)
     postfix_uid = pwd.getpwnam("postfix").pw_uid
     postfix_gid = grp.getgrnam("postfix").gr_gid
     state = settings.state_path
@@ -460,8 +418,9 @@ def up(
     dev: bool,
     external_postfix: bool = False,
     only: tuple[str, ...] = (),
+    checks: Sequence[Callable[[Settings], None]] = (),
 ) -> int:
-    prepare(settings, config_file)
+    prepare(settings, config_file, checks)
     if dev and not external_postfix:
         settings_dev_relay(settings)
     components = build(settings, config_file, dev, external_postfix)

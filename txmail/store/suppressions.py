@@ -23,18 +23,16 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from txmail.errors import UsageError
-from txmail.store import Client, Keys, guard
+from txmail.store import Client, Keys, guard, scripts
 
 LISTS = ("bounce", "unsubscribe")
 DEFAULT_CAP = 1_000_000
 MAX_ADDRESS = 320
 MAX_REASON = 512
 PAGE = 500
-_SCRIPT = (Path(__file__).parent / "scripts" / "suppression_add.lua").read_text()
 
 
 @dataclass(frozen=True)
@@ -109,7 +107,7 @@ class Suppressions:
         self.keys = keys
         self.cap = cap
         self.clock = clock
-        self._add = client.register_script(_SCRIPT)
+        self._add = scripts.get(client, "suppression_add")
 
     def check(
         self, account: str, recipients: list[str], lists: tuple[str, ...] = LISTS

@@ -8,7 +8,7 @@ DESCRIPTION
     apikey NAME`; Redis keeps only the key's SHA-256) and sees only that account's data.
 
     POST /v1/send {envelope, recipients | recipient, mime, dsn: {notify, ret, envid, orcpt},
-    trackbounces, tags} submits `mime` through Postfix as the account (txmail/tracker/submit.py):
+    trackbounces, tags} submits `mime` through Postfix as the account (txmail/submit.py):
     policyd's limits and every milter rule apply as on the submission port, so a refusal here
     has the same sentence and SMTP codes as there. `envelope` is MAIL FROM (absent: MAIL
     FROM:<>, bounces recorded, never forwarded); `tags` become an X-Mxm-Tag header;
@@ -61,9 +61,9 @@ from txmail.events import KINDS, Event
 from txmail.store.accounts import Accounts, ApiKeys
 from txmail.store.messages import Messages
 from txmail.store.suppressions import LISTS, Suppressions
+from txmail.submit import Accepted, Envelope, Refused, submit
 from txmail.tracker import openapi
 from txmail.tracker.server import SERVICES, Services, error_response
-from txmail.tracker.submit import Accepted, Envelope, Refused, submit
 
 log = logging.getLogger("txmail.tracker")
 
@@ -344,7 +344,7 @@ def _dsn(dsn: Any, recipients: list[str]) -> tuple[list[str], list[str], dict[st
     if envid is not None:
         if not isinstance(envid, str) or not ENVID.match(envid):
             raise bad("dsn.envid must be 1 to 100 printable ASCII characters")
-        from txmail.tracker.submit import xtext
+        from txmail.submit import xtext
 
         mail_options.append(f"ENVID={xtext(envid)}")
     if dsn.get("orcpt") is not None:

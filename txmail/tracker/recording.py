@@ -31,7 +31,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -39,7 +38,7 @@ import redis.cluster
 
 from txmail.errors import TemporaryFailure
 from txmail.events import Event, Recorder, make_event, record_call, utc_day
-from txmail.store import Client, Keys, guard
+from txmail.store import Client, Keys, guard, scripts
 from txmail.store.account_settings import FIELD_PREFIX
 from txmail.tokens.links import Mark
 
@@ -49,9 +48,6 @@ BATCH = 200
 QUEUE_MAX = 50_000
 SETTINGS_TTL = 5.0  # seconds an account's webhook_every_open is cached
 EVERY_FIELD = FIELD_PREFIX + "webhook_every_open"
-EVENT_RECORD = (
-    Path(__file__).resolve().parents[1] / "store" / "scripts" / "event_record.lua"
-).read_text()
 
 
 @dataclass(frozen=True)
@@ -78,7 +74,7 @@ class HitWriter:
         self.recorder = recorder
         self.clock = clock
         self._every: dict[str, tuple[bool, float]] = {}
-        self._script = client.register_script(EVENT_RECORD)
+        self._script = scripts.get(client, "event_record")
 
     def _lookups(self, hits: list[Hit]) -> tuple[list[list[str]], dict[str, bool]]:
         """Tags of each hit's message and, for accounts not cached, webhook_every_open."""

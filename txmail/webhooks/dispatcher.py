@@ -58,19 +58,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import redis
 
 from txmail.config import WebhooksSettings
 from txmail.events import WEBHOOK_GROUP
-from txmail.store import Client, Keys, guard
+from txmail.store import Client, Keys, guard, scripts
 from txmail.webhooks import signing
 
 log = logging.getLogger("txmail.webhooks")
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "store" / "scripts"
 ACCOUNTS_REFRESH = 2.0  # seconds between looks for new accounts and changed URLs
 CLAIM_EVERY = 60.0
 
@@ -173,8 +171,8 @@ class Dispatcher:
         self.endpoints: dict[str, Endpoint] = {}
         self.groups: set[str] = set()
         self.last_refresh = -1e18
-        self._trim = client.register_script((SCRIPTS / "events_trim.lua").read_text())
-        self._dead = client.register_script((SCRIPTS / "webhook_dead_letter.lua").read_text())
+        self._trim = scripts.get(client, "events_trim")
+        self._dead = scripts.get(client, "webhook_dead_letter")
 
     # -- accounts and their endpoints -----------------------------------------------------
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +17,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.cluster import key_slot
 
 from txmail.authpolicy import credentials, decide, server
-from txmail.store import Keys
+from txmail.store import Keys, scripts
 
-SCRIPTS = Path(server.SCRIPTS)
 LIMITS = decide.Limits(
     free_failures=2,
     reject_failures=5,
@@ -42,13 +40,10 @@ class Clock:
 
 
 def guard_on(client: redis.Redis, clock: Clock) -> server.Guard:
-    scripts = {
-        name: client.register_script((SCRIPTS / f"{name}.lua").read_text())
-        for name in ("auth_check", "auth_report")
-    }
+    registered = {name: scripts.get(client, name) for name in ("auth_check", "auth_report")}
 
     async def run(name: str, keys: list[str], args: list[Any]) -> Any:
-        return scripts[name](keys=keys, args=args)
+        return registered[name](keys=keys, args=args)
 
     return server.Guard(run, Keys(f"ap{next(_prefixes)}:"), LIMITS, b"f" * 32, clock)
 

@@ -14,7 +14,8 @@ import redis
 
 from tests.harness import RedisServer
 from txmail.config import RedisSettings, Settings
-from txmail.policyd import link, quota, server
+from txmail.policyd import link, server
+from txmail.store import scripts as lua
 
 
 def run(test: Callable[[], Awaitable[Any]]) -> Any:
@@ -167,7 +168,7 @@ def test_a_lost_script_is_sent_again_in_full(redis_server: RedisServer) -> None:
         client = server.connect(settings)
         scripts = server.scripts_for(settings, client)
         assert isinstance(scripts, server.LinkScripts)
-        release = quota.script(client, "policy_release")
+        release = lua.get(client, "policy_release")
         try:
             await client.script_flush()
             first = await scripts(release, ["link:{a}:holds", "link:{a}:holds:expiry"], ["Q1"])

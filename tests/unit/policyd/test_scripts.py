@@ -18,7 +18,7 @@ from redis.cluster import key_slot
 from tests.harness import RedisServer
 from txmail.config import Settings
 from txmail.policyd import decide, quota, reputation
-from txmail.store import Keys
+from txmail.store import Keys, scripts
 from txmail.store.accounts import Accounts
 
 DAY = 86400.0
@@ -57,7 +57,7 @@ class Relay:
         request = decide.Request(stage, "acme", queue_id, "i", "", recipients, size)
         check = decide.plan(request, self.state, self.now, transaction)
         assert isinstance(check, decide.Check)
-        result = quota.script(self.client, "policy_check")(
+        result = scripts.get(self.client, "policy_check")(
             keys=quota.check_keys(self.keys, "acme", check.windows),
             args=check.script_args(self.now + 120, release),
         )
@@ -219,7 +219,7 @@ def test_in_flight_cap(make: Any) -> None:
     args = check.script_args(relay.now + 120, "")
     words = args[0].split()
     words[6] = "1"  # at most one hold
-    script = quota.script(relay.client, "policy_check")
+    script = scripts.get(relay.client, "policy_check")
     keys = quota.check_keys(relay.keys, "acme", check.windows)
     assert script(keys=keys, args=[" ".join(words), *args[1:]])[0] == 0
     words[7] = "Y"
@@ -339,7 +339,7 @@ def test_a_passing_check_reports_the_room_its_tightest_limits_leave(make: Any) -
         relay.now,
     )
     assert isinstance(check, decide.Check)
-    result = quota.script(relay.client, "policy_check")(
+    result = scripts.get(relay.client, "policy_check")(
         keys=quota.check_keys(relay.keys, "acme", check.windows),
         args=check.script_args(relay.now + 120, ""),
     )
@@ -361,7 +361,7 @@ def test_holds_live_in_memory_and_counts_survive_a_restart() -> None:
             assert relay.ask(decide.END_OF_MESSAGE, queue_id=queue_id).permits
         relay.count("A")
         assert (
-            quota.script(client, "policy_release")(
+            scripts.get(client, "policy_release")(
                 keys=[relay.keys.holds("acme"), relay.keys.holds_expiry("acme")], args=["C"]
             )
             == 1

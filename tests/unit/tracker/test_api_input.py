@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from txmail.submit import Refused, refused, xtext
 from txmail.tracker.api import ApiError, http_status_of, parse_send
-from txmail.tracker.submit import Refused, refused, xtext
 
 LIMIT = 10_000
 

@@ -1,9 +1,15 @@
-"""Hand a message from the HTTP send API to Postfix as an account, so every rule applies.
+"""Hand a message to Postfix over one of its private UNIX-socket listeners.
 
 SYNOPSIS
-    reply = submit(socket_path, account, Envelope(...), message_bytes, timeout)
+    reply = submit(socket_path, account, Envelope(...), message_bytes, timeout)   # the API
+    with unix_session(socket_path, timeout) as smtp: ...          # the milter's copies
 
 DESCRIPTION
+    Two daemons hand mail to Postfix this way: the HTTP send API (as an account, below) and
+    the milter, which injects per-recipient copies through the copy listener
+    (txmail.milter.copies). unix_session() is the SMTP session both open; QUEUED reads the
+    queue id out of Postfix's 250 reply.
+
     Postfix's smtpd listens for the API on the UNIX socket spool/private/txmail-api (master.cf),
     which only root and postfix can open. The API opens it, says XCLIENT LOGIN=ACCOUNT (allowed
     only on that socket), and Postfix then treats the session as that account's SASL login:
@@ -33,7 +39,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-log = logging.getLogger("txmail.tracker")
+log = logging.getLogger("txmail.submit")
 
 QUEUED = re.compile(r"queued as ([0-9A-Za-z]+)")
 STATUS = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+(.*)$", re.S)

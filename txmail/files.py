@@ -1,4 +1,6 @@
-"""Small file helpers shared by init, the renderers and the passwd-file sync."""
+"""Writing files safely: keys and secrets only their owner reads, and configuration that readers
+(Dovecot, Postfix) see whole or not at all. Used by init, the renderers, the DKIM key store and
+the passwd-file sync."""
 
 from __future__ import annotations
 

@@ -1,0 +1,52 @@
+"""The Lua scripts: one per atomic operation, each documenting its KEYS and ARGV in its header.
+
+SYNOPSIS
+    from txmail.store import scripts
+    scripts.get(client, "policy_commit")(keys=[...], args=[...])
+    scripts.text("policy_commit")          # the source, for EVAL inside a pipeline
+
+DESCRIPTION
+    get() registers a script on a client once (redis-py's register_script: EVALSHA, with EVAL
+    again after a Redis restart flushed its cache) and hands back the same object for every
+    later call, whether the client is sync or asyncio, one Redis or a Cluster. Every module
+    that runs a script gets it here, so a script is read from disk once per process and called
+    one way. NAMES lists them; an unknown name is a programming error (KeyError).
+
+    auth_check, auth_report       txmail authpolicy: password-guessing state
+    event_record                  events: one event, its counters, suppression and seen marks
+    events_trim                   webhooks: trim the event stream behind every reader
+    policy_check, policy_commit,  policyd and the milter: sending limits, holds, usage
+    policy_release
+    reputation_record             the reputation guard's daily totals
+    suppression_add               a suppression list entry, capped
+    webhook_dead_letter           webhooks: a batch that will not be retried again
+"""
+
+from __future__ import annotations
+
+import weakref
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+FOLDER = Path(__file__).resolve().parent
+NAMES = tuple(sorted(path.stem for path in FOLDER.glob("*.lua")))
+
+_registered: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+@cache
+def text(name: str) -> str:
+    """The source of script `name`."""
+    if name not in NAMES:
+        raise KeyError(f"no Lua script named {name!r} (there are: {', '.join(NAMES)})")
+    return (FOLDER / f"{name}.lua").read_text()
+
+
+def get(client: Any, name: str) -> Any:
+    """The registered script `name` on `client` (sync or asyncio, single or cluster)."""
+    registered = _registered.setdefault(client, {})
+    found = registered.get(name)
+    if found is None:
+        found = registered[name] = client.register_script(text(name))
+    return found
