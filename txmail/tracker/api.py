@@ -63,7 +63,7 @@ from txmail.store.messages import Messages
 from txmail.store.suppressions import LISTS, Suppressions
 from txmail.submit import Accepted, Envelope, Refused, submit
 from txmail.tracker import openapi
-from txmail.tracker.server import SERVICES, Services, error_response
+from txmail.tracker.services import SERVICES, Services, error_response
 
 log = logging.getLogger("txmail.tracker")
 
