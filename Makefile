@@ -29,7 +29,7 @@ test: deps
 
 bench: deps
 	$(PY) bench/throughput.py
-	$(PY) bench/dkim.py
+	$(PY) bench/dkim_signing.py
 	$(PY) bench/policyd.py
 	$(PY) bench/bounce_parser.py
 	$(PY) bench/bounce_latency.py
@@ -44,7 +44,7 @@ fuzz: deps
 	$(PY) bench/fuzz_bounce.py --seconds $(FUZZ_SECONDS)
 
 lint: deps
-	$(VENV)/bin/ruff check txmail tests bench
+	$(VENV)/bin/ruff check txmail txmail_testing tests bench
 
 deps: system-deps venv
 

@@ -16,13 +16,13 @@ import pytest
 import requests
 
 from tests.e2e.test_tracker import html_message, tracker_url
-from tests.harness import Sink, Stack, wait_for
 from txmail import config
 from txmail.milter.bounce_address import verify_bounce_address
 from txmail.milter.copies import HEADER, CopyHeader, CopySigner, listener_path
 from txmail.milter.tracking import Tracking
 from txmail.tracker.submit import UnixSMTP
 from txmail.tracker.tokens import LinkSigner, Mark
+from txmail_testing.harness import Sink, Stack, wait_for
 
 pytestmark = pytest.mark.e2e
 

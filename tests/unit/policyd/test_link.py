@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import redis
 
-from tests.harness import RedisServer
 from txmail.config import RedisSettings, Settings
 from txmail.policyd import link, quota, server
+from txmail_testing.harness import RedisServer
 
 
 def run(test: Callable[[], Awaitable[Any]]) -> Any:
