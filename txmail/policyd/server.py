@@ -97,7 +97,7 @@ class AccountCache:
         if not ACCOUNT_NAME.match(name):
             return None
         generation = self.generation
-        raw = await self.client.hgetall(self.keys.account(name))
+        raw = store.decoded_hash(await self.client.hgetall(self.keys.account(name)))
         state = None
         if raw:
             state = decide.AccountState(
@@ -112,7 +112,7 @@ class AccountCache:
         return state
 
     async def refresh(self) -> None:
-        version = await self.client.get(self.keys.accounts_version)
+        version = store.decoded_or_none(await self.client.get(self.keys.accounts_version))
         if version != self.version:
             self.version = version
             self.entries.clear()

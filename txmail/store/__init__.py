@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 import redis.cluster
@@ -41,6 +41,7 @@ __all__ = [
     "decoded_entries",
     "decoded_hash",
     "decoded_or_none",
+    "decoded_streams",
     "effective_url",
     "guard",
     "hash_mapping",
@@ -144,6 +145,16 @@ def decoded_entries(
     and nil parts, which XRANGE never sends; they read as empty."""
     return [
         (decoded(entry_id or ""), decoded_hash(fields or {})) for entry_id, fields in reply or ()
+    ]
+
+
+def decoded_streams(reply: object) -> list[tuple[str, list[tuple[str, dict[str, str]]]]]:
+    """XREAD's reply as (stream key, entries) pairs; nil (nothing came) is none. The clients of
+    connect() speak RESP2, whose XREAD reply is a list of [stream key, entries]; redis-py's
+    annotation also admits RESP3's dict."""
+    return [
+        (decoded(key), decoded_entries(entries))
+        for key, entries in cast("list[list[Any]]", reply or [])
     ]
 
 
