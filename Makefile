@@ -45,6 +45,7 @@ fuzz: deps
 
 lint: deps
 	$(VENV)/bin/ruff check txmail tests bench
+	$(VENV)/bin/mypy
 
 deps: system-deps venv
 
