@@ -57,7 +57,7 @@ LINT_PATHS := txmail txmail_testing tests bench
 lint: deps
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
-	$(VENV)/bin/mypy txmail
+	$(VENV)/bin/mypy
 
 deps: system-deps venv
 

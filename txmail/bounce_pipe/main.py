@@ -212,7 +212,7 @@ def process(
         )
     else:
         account = record.account
-        raw_settings = client.hgetall(keys.account(account))
+        raw_settings = store.decoded_hash(client.hgetall(keys.account(account)))
         account_values = account_settings.from_fields(raw_settings or {})
         policy = SuppressionPolicy.from_settings(account_values)
         recorder = Recorder(

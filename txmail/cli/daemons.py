@@ -19,7 +19,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def _settings(obj: object) -> Settings:
-    return obj.settings  # type: ignore[attr-defined, no-any-return]
+    return obj.settings  # type: ignore[attr-defined]
 
 
 @click.command("up")

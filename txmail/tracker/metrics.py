@@ -35,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from txmail import store
 from txmail.errors import TemporaryFailure
 from txmail.events import KINDS, WEBHOOK_GROUP
 from txmail.tracker.services import SERVICES, Services, error_response, metrics_allowed
@@ -170,11 +171,13 @@ class RedisCollector(Collector):
                 lag = group.get("lag")
                 if lag is None:  # Redis < 7 or an unknown lag: everything after the last id
                     lag = len(
-                        client.xrange(
-                            keys.events(account),
-                            f"({group.get('last-delivered-id', '0-0')}",
-                            "+",
-                            10000,
+                        store.decoded_entries(
+                            client.xrange(
+                                keys.events(account),
+                                f"({group.get('last-delivered-id', '0-0')}",
+                                "+",
+                                10000,
+                            )
                         )
                     )
                 return int(lag) + int(group.get("pending", 0))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 
@@ -27,8 +26,8 @@ class Services:
     settings: Settings
     signer: LinkSigner
     recording: Recording | None
-    client: Any = None  # redis client of the API and /metrics (sync, used in threads)
-    keys: store.Keys | None = None
+    client: store.Client  # redis client of the API and /metrics (sync, used in threads)
+    keys: store.Keys
     dropped: int = 0  # hits dropped because the queue was full
     # /v1/send bodies over api.LARGE_BODY read at once, per account
     large_sends: dict[str, asyncio.Semaphore] = field(default_factory=dict)
