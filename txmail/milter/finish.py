@@ -24,7 +24,6 @@ Fails:  TemporaryFailure (Redis, rspamd under the tempfail policy, a DKIM key th
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -39,6 +38,7 @@ from txmail.events import Recorder
 from txmail.milter import copies, rules, tracking
 from txmail.milter.account_cache import AccountCache
 from txmail.milter.blocked import record_blocked
+from txmail.milter.dkim import Signer
 from txmail.milter.rules import (
     HeaderEdit,
     Plan,
@@ -47,12 +47,16 @@ from txmail.milter.rules import (
     message_class,
     suppressed,
 )
+from txmail.milter.spam import SpamChecker
 from txmail.milter.submission import Submission, UnreadableMessage, addresses, domain_of
 from txmail.policyd.quota import queue_count_accepted
 from txmail.store import Client, Keys
 from txmail.store.accounts import Account, Accounts
 from txmail.store.counters import count_message
+from txmail.store.domains import Domains
 from txmail.store.messages import MessageRecord, Messages
+from txmail.store.suppressions import Suppressions
+from txmail.tokens.bounce_address import bounce_address
 
 log = logging.getLogger("txmail.milter")
 
@@ -65,7 +69,8 @@ AFTER_SPAM = rules.RULES[_SPLIT + 1 :]
 @dataclass
 class MilterContext:
     """What every connection shares: settings, the store and the services the milter calls.
-    A service that is None is not there (spam checking off, module not installed)."""
+    build_context() sets every service; a service that is None is left out, so a unit test
+    can run the order of finish() without DKIM, suppressions, spam checking or copies."""
 
     settings: Settings
     client: Client | None
@@ -378,45 +383,25 @@ class ReturnPaths:
         return found
 
 
-def _optional(module: str, name: str) -> Any:
-    """A service from a module that may not be installed yet; None when it is missing."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        log.warning("%s.%s is not available; the milter runs without it", module, name)
-        return None
-
-
 def build_context(settings: Settings) -> MilterContext:
     client = store.connect(settings)
     keys = store.Keys(settings.redis.prefix)
     ttl = settings.milter.message_ttl_days * 86400
     accounts = AccountCache(Accounts(client, keys))
     accounts.start()
-    context = MilterContext(
+    return MilterContext(
         settings=settings,
         client=client,
         keys=keys,
         accounts=accounts,
         messages=Messages(client, keys, ttl),
+        suppressions=Suppressions(client, keys),
+        spam=SpamChecker.from_settings(settings),
+        signer=Signer.from_settings(settings, client),
+        domains=ReturnPaths(Domains(client, keys)),
+        bounce_secret=settings.read_secret("bounce_key_file"),
+        bounce_address=bounce_address,
         events=Recorder(client, keys, counter_days=settings.events.counter_days),
+        tracking=tracking.TrackingContext.from_settings(settings),
+        copier=copies.build(settings),
     )
-    suppressions = _optional("txmail.store.suppressions", "Suppressions")
-    if suppressions is not None:
-        context.suppressions = suppressions(client, keys)
-    domains = _optional("txmail.store.domains", "Domains")
-    if domains is not None:
-        context.domains = ReturnPaths(domains(client, keys))
-    bounce = _optional("txmail.milter.bounce_address", "bounce_address")
-    if bounce is not None:
-        context.bounce_address = bounce
-        context.bounce_secret = settings.read_secret("bounce_key_file")
-    signer = _optional("txmail.milter.dkim", "Signer")
-    if signer is not None:
-        context.signer = signer.from_settings(settings, client)
-    context.tracking = tracking.TrackingContext.from_settings(settings)
-    context.copier = copies.build(settings)
-    spam = _optional("txmail.milter.spam", "SpamChecker")
-    if spam is not None:
-        context.spam = spam.from_settings(settings)
-    return context
