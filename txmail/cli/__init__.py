@@ -2,13 +2,17 @@
 
 Every command takes --config FILE (or $TXMAIL_CONFIG, else ./txmail.toml). Errors are one line on
 stderr, never a traceback: configuration and usage errors exit 2, a missing or conflicting
-account or domain exits 1, Redis trouble exits 75 (EX_TEMPFAIL: try again later).
+account or domain exits 1, Redis trouble exits 75 (EX_TEMPFAIL: try again later). A module of
+txmail that cannot be loaded (a broken install or edit) stops every command with exit 70 and
+one line naming its file and the cause.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from pathlib import Path
 from typing import Any
 
 import click
@@ -30,6 +34,29 @@ EXIT_CODES: list[tuple[type[TxmailError], int]] = [
     (Conflict, 1),
     (TemporaryFailure, 75),
 ]
+_SOURCE_ROOT = Path(__file__).resolve().parent.parent.parent  # holds the txmail package
+
+
+def _cannot_load(exc: ImportError | SyntaxError) -> str:
+    """One line for a txmail module that cannot be loaded: the txmail file and line the
+    failure comes from (what the traceback would show) and the cause."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        place: tuple[str, int | None] | None = (exc.filename, exc.lineno)
+        cause = exc.msg
+    else:
+        ours = [
+            frame
+            for frame in traceback.extract_tb(exc.__traceback__)
+            if Path(frame.filename).resolve().is_relative_to(_SOURCE_ROOT / "txmail")
+        ]
+        place = (ours[-1].filename, ours[-1].lineno) if ours else None
+        cause = str(exc)
+    where = ""
+    if place is not None:
+        path = Path(place[0]).resolve()
+        shown = path.relative_to(_SOURCE_ROOT) if path.is_relative_to(_SOURCE_ROOT) else path
+        where = f"{shown} line {place[1]}: "
+    return f"txmail: internal error: cannot load {where}{exc.__class__.__name__}: {cause}"
 
 
 class Context:
@@ -60,6 +87,10 @@ class TxmailGroup(click.Group):
             raise
         except KeyboardInterrupt:
             sys.exit(130)
+        except (ImportError, SyntaxError) as exc:  # a command's own imports (txmail milter)
+            logging.getLogger("txmail").debug("cannot load", exc_info=True)
+            click.echo(_cannot_load(exc), err=True)
+            sys.exit(70)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: no tracebacks
             logging.getLogger("txmail").debug("internal error", exc_info=True)
             click.echo(f"txmail: internal error: {exc.__class__.__name__}: {exc}", err=True)
@@ -105,7 +136,12 @@ def _register() -> None:
     import importlib
 
     for name in COMMAND_MODULES:
-        for command in importlib.import_module(name).COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except (ImportError, SyntaxError) as exc:  # before click runs: TxmailGroup cannot
+            click.echo(_cannot_load(exc), err=True)
+            sys.exit(70)
+        for command in module.COMMANDS:
             main.add_command(command)
 
 

@@ -71,8 +71,8 @@ import smtplib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.milter.plan import Plan
 from txmail.milter.submission import Submission, esmtp_params
@@ -255,12 +255,12 @@ def _why(exc: BaseException) -> str:
     return exc.__class__.__name__
 
 
-def listener_path(settings: Any) -> str:
+def listener_path(settings: Settings) -> str:
     """Postfix's private/txmail-copy socket (master.cf) in this node's queue directory."""
     return str(settings.state_path / "postfix/spool/private" / LISTENER)
 
 
-def build(settings: Any) -> Copier:
+def build(settings: Settings) -> Copier:
     return Copier(
         CopySigner(settings.read_secret("bounce_key_file")),
         listener_transport(listener_path(settings)),

@@ -24,7 +24,6 @@ Fails:  TemporaryFailure (Redis, rspamd under the tempfail policy, a DKIM key th
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -39,6 +38,8 @@ from txmail.events import Recorder
 from txmail.milter import copies, rules, tracking
 from txmail.milter.account_cache import AccountCache
 from txmail.milter.blocked import record_blocked
+from txmail.milter.copies import Copier
+from txmail.milter.dkim import Signer
 from txmail.milter.rules import (
     HeaderEdit,
     Plan,
@@ -47,14 +48,22 @@ from txmail.milter.rules import (
     message_class,
     suppressed,
 )
+from txmail.milter.spam import SpamChecker
 from txmail.milter.submission import Submission, UnreadableMessage, addresses, domain_of
+from txmail.milter.tracking import TrackingContext
 from txmail.policyd.quota import queue_count_accepted
 from txmail.store import Client, Keys
 from txmail.store.accounts import Account, Accounts
 from txmail.store.counters import count_message
+from txmail.store.domains import Domains
 from txmail.store.messages import MessageRecord, Messages
+from txmail.store.suppressions import Suppressions
+from txmail.tokens.bounce_address import bounce_address
 
 log = logging.getLogger("txmail.milter")
+
+# bounce_address(queue_id, sender_domain, secret, return_path_domain) -> the envelope sender
+BounceAddress = Callable[[str, str, bytes, str], str]
 
 _SPLIT = rules.RULES.index(suppressed)
 BEFORE_SUPPRESSION = rules.RULES[:_SPLIT]
@@ -65,22 +74,23 @@ AFTER_SPAM = rules.RULES[_SPLIT + 1 :]
 @dataclass
 class MilterContext:
     """What every connection shares: settings, the store and the services the milter calls.
-    A service that is None is not there (spam checking off, module not installed)."""
+    build_context() sets every service; a service that is None is left out, so a unit test
+    can run the order of finish() without DKIM, suppressions, spam checking or copies."""
 
     settings: Settings
     client: Client | None
     keys: Keys
     accounts: Accounts | AccountCache
     messages: Messages
-    suppressions: Any = None  # txmail.store.suppressions.Suppressions
-    spam: Any = None  # txmail.milter.spam.SpamChecker
-    signer: Any = None  # txmail.milter.dkim.Signer
-    domains: Any = None  # txmail.store.domains.Domains (return-path domains)
+    suppressions: Suppressions | None = None
+    spam: SpamChecker | None = None
+    signer: Signer | None = None
+    domains: ReturnPaths | Domains | None = None  # return-path domains
     bounce_secret: bytes = b""
-    bounce_address: Any = None  # txmail.tokens.bounce_address.bounce_address
-    events: Any = None  # txmail.events.Recorder (blocked events)
-    tracking: Any = None  # txmail.milter.tracking.TrackingContext (issue 6)
-    copier: Any = None  # txmail.milter.copies.Copier (per-recipient copies)
+    bounce_address: BounceAddress | None = None  # txmail.tokens.bounce_address.bounce_address
+    events: Recorder | None = None  # blocked events
+    tracking: TrackingContext | None = None  # issue 6
+    copier: Copier | None = None  # per-recipient copies
 
 
 @dataclass
@@ -132,7 +142,7 @@ def finish(submission: Submission, account: Account, context: MilterContext) -> 
     )
     orders, copy_text = _track(submission, settings, context, accepted)
     _seal(submission, settings, context, accepted)
-    if orders:
+    if orders and context.copier is not None:  # _track makes orders only with a copier
         # Last but the record, so that a copy that fails leaves the smallest window in which
         # other copies are queued while the client is told 451 (milter/copies.py, FAILURE).
         accepted.record.copies = context.copier.inject(submission, orders, copy_text)
@@ -165,7 +175,7 @@ def _track(
     kept = copies.kept_recipient(plan)
     others = copies.other_recipients(plan, kept)
     copy_text = submission.message_bytes(plan.header_edits) if others else b""
-    if choice:
+    if choice and context.tracking is not None:
         accepted.body = tracking.track_for(submission, context.tracking, choice, kept)
     if not others or (accepted.body is None and not split):
         return [], b""
@@ -280,10 +290,8 @@ def _return_path(submission: Submission, settings: dict[str, Any], context: Milt
         if context.domains is not None
         else context.settings.bounce_domain
     )
-    return str(
-        context.bounce_address(
-            submission.queue_id, sender_domain, context.bounce_secret, return_path_domain
-        )
+    return context.bounce_address(
+        submission.queue_id, sender_domain, context.bounce_secret, return_path_domain
     )
 
 
@@ -357,7 +365,7 @@ class ReturnPaths:
     per message."""
 
     def __init__(
-        self, domains: Any, refresh: float = 2.0, clock: Callable[[], float] = time.monotonic
+        self, domains: Domains, refresh: float = 2.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.domains = domains
         self.refresh = refresh
@@ -370,21 +378,12 @@ class ReturnPaths:
         kept = self._kept.get(sender_domain)
         if kept is not None and now - kept[0] < self.refresh:
             return kept[1]
-        found = str(self.domains.return_path_domain(sender_domain, settings))
+        found = self.domains.return_path_domain(sender_domain, settings)
         with self._lock:
             if len(self._kept) > 10_000:  # bounded: sender domains come from client input
                 self._kept.clear()
             self._kept[sender_domain] = (now, found)
         return found
-
-
-def _optional(module: str, name: str) -> Any:
-    """A service from a module that may not be installed yet; None when it is missing."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        log.warning("%s.%s is not available; the milter runs without it", module, name)
-        return None
 
 
 def build_context(settings: Settings) -> MilterContext:
@@ -393,30 +392,19 @@ def build_context(settings: Settings) -> MilterContext:
     ttl = settings.milter.message_ttl_days * 86400
     accounts = AccountCache(Accounts(client, keys))
     accounts.start()
-    context = MilterContext(
+    return MilterContext(
         settings=settings,
         client=client,
         keys=keys,
         accounts=accounts,
         messages=Messages(client, keys, ttl),
+        suppressions=Suppressions(client, keys),
+        spam=SpamChecker.from_settings(settings),
+        signer=Signer.from_settings(settings, client),
+        domains=ReturnPaths(Domains(client, keys)),
+        bounce_secret=settings.read_secret("bounce_key_file"),
+        bounce_address=bounce_address,
         events=Recorder(client, keys, counter_days=settings.events.counter_days),
+        tracking=TrackingContext.from_settings(settings),
+        copier=copies.build(settings),
     )
-    suppressions = _optional("txmail.store.suppressions", "Suppressions")
-    if suppressions is not None:
-        context.suppressions = suppressions(client, keys)
-    domains = _optional("txmail.store.domains", "Domains")
-    if domains is not None:
-        context.domains = ReturnPaths(domains(client, keys))
-    bounce = _optional("txmail.tokens.bounce_address", "bounce_address")
-    if bounce is not None:
-        context.bounce_address = bounce
-        context.bounce_secret = settings.read_secret("bounce_key_file")
-    signer = _optional("txmail.milter.dkim", "Signer")
-    if signer is not None:
-        context.signer = signer.from_settings(settings, client)
-    context.tracking = tracking.TrackingContext.from_settings(settings)
-    context.copier = copies.build(settings)
-    spam = _optional("txmail.milter.spam", "SpamChecker")
-    if spam is not None:
-        context.spam = spam.from_settings(settings)
-    return context

@@ -52,12 +52,18 @@ import io
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.generator import BytesGenerator
 from email.policy import compat32
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from txmail.config import Settings
+from txmail.milter.submission import Submission
 from txmail.tokens.links import LinkSigner, Mark, Tracking, public_base_url
+
+if TYPE_CHECKING:  # finish.py imports this module
+    from txmail.milter.finish import MilterContext
 
 log = logging.getLogger("txmail.milter")
 
@@ -148,7 +154,9 @@ class _Counter:
         self.links = 0
 
 
-def _rewrite_links(text: str, make_url: Any, skip: set[str], counter: _Counter) -> str:
+def _rewrite_links(
+    text: str, make_url: Callable[[int, str], str], skip: set[str], counter: _Counter
+) -> str:
     def one_tag(match: re.Match[str]) -> str:
         tag = match.group(0)
         href = HREF.search(tag)
@@ -283,12 +291,12 @@ def rewrite_html(
     return Rewritten(body=body, links=counter.links, pixel=pixel_added)
 
 
-def apply(submission: Any, settings: dict[str, Any], context: Any) -> bytes | None:
+def apply(submission: Submission, settings: dict[str, Any], context: MilterContext) -> bytes | None:
     """Tracking for a message whose body stays shared by all its recipients (a node without
     the copy listener, milter/copies.py): the token's recipient is the only recipient, or ""
     when there are several, and a message with a single-recipient BCC copy is left as it is.
     Returns the new body for smfi_replacebody, or None when the body stays as it is."""
-    tracker = getattr(context, "tracking", None)
+    tracker = context.tracking
     plan = submission.plan
     choice = wanted(plan.flags, settings)
     if tracker is None or not choice or not plan.recipients:
@@ -304,7 +312,7 @@ def apply(submission: Any, settings: dict[str, Any], context: Any) -> bytes | No
 
 
 def track_for(
-    submission: Any,
+    submission: Submission,
     tracker: TrackingContext,
     choice: Tracking,
     recipient: str,
@@ -348,7 +356,7 @@ class TrackingContext:
     base_url: str
 
     @classmethod
-    def from_settings(cls, settings: Any) -> TrackingContext:
+    def from_settings(cls, settings: Settings) -> TrackingContext:
         return cls(
             signer=LinkSigner(settings.read_secret("tracking_key_file")),
             base_url=public_base_url(settings),

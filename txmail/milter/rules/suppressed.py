@@ -16,6 +16,7 @@ from typing import Any
 from txmail.milter.rules import EOM, Plan, Refusal
 from txmail.milter.rules.flags import CHECK_UNSUBSCRIBES, IGNORE_BOUNCES
 from txmail.milter.submission import Submission
+from txmail.store.suppressions import SuppressionEntry
 
 NAME = "suppressed"
 DESCRIPTION = "Recipients on the bounce list (unless flag 8) or unsubscribe list (flag 4) dropped"
@@ -31,7 +32,7 @@ def lists(plan: Plan) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Suppressed:
-    entries: tuple[tuple[str, Any], ...]
+    entries: tuple[tuple[str, SuppressionEntry], ...]
 
     def apply(self, plan: Plan) -> None:
         for recipient, entry in self.entries:
