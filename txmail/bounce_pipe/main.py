@@ -9,7 +9,7 @@ DESCRIPTION
     configured bounce domain) to this command, one recipient at a time, the mail on standard
     input. It:
 
-    1.  checks the TOKEN of the recipient address (txmail.milter.bounce_address): a valid HMAC
+    1.  checks the TOKEN of the recipient address (txmail.tokens.bounce_address): a valid HMAC
         names the queue id of the message the bounce is about, and makes the bounce trusted;
     2.  parses the mail (txmail.bounce_pipe.parse): one outcome per recipient it reports;
     3.  finds the original message: by the token, else by the report's X-Postfix-Queue-ID,
