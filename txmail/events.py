@@ -25,9 +25,10 @@ DESCRIPTION
         the reason, the time and the event id (expiring after suppression_days when set). Soft
         bounces never suppress. This runs again when a duplicate is reported, so a process that
         died between the two steps cannot leave a hard bounce unsuppressed;
-      * a trusted delivery, bounce or complaint feeds the policy daemon's reputation counters
-        (txmail.policyd.reputation.record_outcome) once: a "counted:" mark in the seen hash,
-        set after the call, makes a retry count what a crash left uncounted and nothing twice.
+      * a trusted delivery, bounce or complaint feeds the account's reputation counters once,
+        through the outcome hook the daemon passes in (Recorder(outcome_hook=...), built by
+        txmail.accounts.reputation.outcome_hook): a "counted:" mark in the seen hash, set
+        after the call, makes a retry count what a crash left uncounted and nothing twice.
 
     Untrusted events (a bounce whose address token was forged or missing) are recorded with
     details.trusted = false, are delivered to the webhook like any other, and never suppress
@@ -224,25 +225,6 @@ class SuppressionPolicy:
         if event.kind == "complaint":
             return self.complaints
         return event.kind == "bounce" and event.details.get("reason") in self.reasons
-
-
-def reputation_hook(
-    client: Client, keys: Keys, settings_of: Callable[[str], dict[str, Any] | None] | None = None
-) -> OutcomeHook:
-    """The policy daemon's reputation counters, as the recorder calls them. `settings_of`
-    gives an account's settings (None: gone) from a caller's cache; without it they are read
-    for each outcome."""
-    from txmail.policyd.reputation import record_outcome
-
-    def hook(account: str, kind: str) -> Any:
-        if settings_of is None:
-            return record_outcome(client, keys, account, kind)
-        settings = settings_of(account)
-        if settings is None:
-            return []
-        return record_outcome(client, keys, account, kind, settings=settings)
-
-    return hook
 
 
 COUNTED_KINDS = ("delivery", "bounce", "complaint")

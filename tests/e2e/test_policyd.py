@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.harness import RedisCluster, Sink, Stack, simple_message, wait_for
-from txmail.policyd import reputation
+from txmail.accounts import reputation
 from txmail.store import Keys
 
 pytestmark = pytest.mark.e2e

@@ -67,13 +67,14 @@ from typing import Any
 import redis
 
 from txmail import store
+from txmail.accounts import reputation
 from txmail.bounce_pipe import feedback, unparsed
 from txmail.bounce_pipe import forward as forwarding
 from txmail.bounce_pipe.handoff import EX_OK, EX_TEMPFAIL
 from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.config import Settings
 from txmail.errors import TxmailError
-from txmail.events import Event, Recorder, SuppressionPolicy, make_event, reputation_hook
+from txmail.events import Event, Recorder, SuppressionPolicy, make_event
 from txmail.store import account_settings
 from txmail.store.messages import MessageRecord, Messages
 from txmail.tokens.bounce_address import verify_bounce_address
@@ -220,7 +221,7 @@ def process(
             keys,
             seen_ttl=ttl,
             counter_days=settings.events.counter_days,
-            outcome_hook=reputation_hook(client, keys),
+            outcome_hook=reputation.outcome_hook(client, keys),
             clock=clock,
         )
         carried = {r.lower() for r in record.carried_recipients()}

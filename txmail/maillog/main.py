@@ -37,9 +37,10 @@ from collections.abc import Callable
 from typing import Any
 
 from txmail import store
+from txmail.accounts import reputation
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
-from txmail.events import Recorder, SuppressionPolicy, make_event, reputation_hook
+from txmail.events import Recorder, SuppressionPolicy, make_event
 from txmail.maillog.follower import LogFollower
 from txmail.maillog.lines import DeliveryStatus, parse_line
 from txmail.outcomes.classify import finish
@@ -55,8 +56,34 @@ RETRY_DELAY = 2.0
 SETTINGS_SECONDS = 10.0
 
 
+class SettingsCache:
+    """Accounts' settings (None: no such account), each read again every SETTINGS_SECONDS:
+    they decide suppression and the reputation guard's thresholds, which operators change
+    rarely, while every event of a busy account needs them."""
+
+    def __init__(
+        self, client: store.Client, keys: store.Keys, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.clock = clock
+        self.accounts: dict[str, tuple[float, dict[str, Any] | None]] = {}
+
+    def get(self, account: str) -> dict[str, Any] | None:
+        now = self.clock()
+        cached = self.accounts.get(account)
+        if cached and 0 <= now - cached[0] < SETTINGS_SECONDS:
+            return cached[1]
+        with store.guard(f"reading the settings of {account}"):
+            raw = self.client.hgetall(self.keys.account(account))
+        found = account_settings.from_fields(raw) if raw else None
+        self.accounts[account] = (now, found)
+        return found
+
+
 class StatusRecorder:
-    """Turns parsed status lines into events. Redis, recorder and clock are arguments."""
+    """Turns parsed status lines into events. Redis, recorder, clock and the settings cache
+    (shared with the recorder's reputation hook) are arguments."""
 
     def __init__(
         self,
@@ -65,6 +92,7 @@ class StatusRecorder:
         messages: Messages,
         recorder: Recorder,
         clock: Callable[[], float] = time.time,
+        settings: SettingsCache | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -73,7 +101,7 @@ class StatusRecorder:
         self.clock = clock
         # Long queue ids are never reused, so both answers can be cached.
         self.records: OrderedDict[str, MessageRecord | None] = OrderedDict()
-        self.accounts: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self.account_settings = settings or SettingsCache(client, keys, clock)
 
     def _remember(self, queue_id: str, record: MessageRecord | None) -> None:
         self.records[queue_id] = record
@@ -95,18 +123,8 @@ class StatusRecorder:
             self._remember(queue_id, record)
 
     def settings(self, account: str) -> dict[str, Any] | None:
-        """The account's settings (None: no such account), read again every SETTINGS_SECONDS:
-        they decide suppression and the reputation guard's thresholds, which operators change
-        rarely, while every event of a busy account needs them."""
-        now = self.clock()
-        cached = self.accounts.get(account)
-        if cached and 0 <= now - cached[0] < SETTINGS_SECONDS:
-            return cached[1]
-        with store.guard(f"reading the settings of {account}"):
-            raw = self.client.hgetall(self.keys.account(account))
-        found = account_settings.from_fields(raw) if raw else None
-        self.accounts[account] = (now, found)
-        return found
+        """The account's settings (None: no such account), from the cache."""
+        return self.account_settings.get(account)
 
     def _policy(self, account: str) -> SuppressionPolicy:
         return SuppressionPolicy.from_settings(
@@ -184,12 +202,16 @@ def build(
 ) -> StatusRecorder:
     keys = store.Keys(settings.redis.prefix)
     ttl = settings.milter.message_ttl_days * 86400
+    cache = SettingsCache(client, keys, clock)
     recorder = Recorder(
-        client, keys, seen_ttl=ttl, counter_days=settings.events.counter_days, clock=clock
+        client,
+        keys,
+        seen_ttl=ttl,
+        counter_days=settings.events.counter_days,
+        outcome_hook=reputation.outcome_hook(client, keys, settings_of=cache.get),
+        clock=clock,
     )
-    statuses = StatusRecorder(client, keys, Messages(client, keys, ttl), recorder, clock)
-    recorder.outcome_hook = reputation_hook(client, keys, settings_of=statuses.settings)
-    return statuses
+    return StatusRecorder(client, keys, Messages(client, keys, ttl), recorder, clock, cache)
 
 
 def serve(settings: Settings, stop: Callable[[], bool] = lambda: False) -> None:
