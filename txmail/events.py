@@ -3,6 +3,7 @@
 SYNOPSIS
     event = make_event(kind, account, message_id, recipient, details, tags=..., trusted=...)
     Recorder(client, keys, ...).record(event, policy, untrusted_cap=..., counts=...) -> Recorded
+    record_outcome(recorder, message, kind, recipient, details, policy, ...) -> Recorded
 
 DESCRIPTION
     An event is {"id", "kind", "recipient", "message_id", "timestamp", "account", "tags",
@@ -45,6 +46,13 @@ DESCRIPTION
     recipient can write a DSN or an ARF report about themselves, and one per thousand
     recipients would suspend an account.
 
+    record_outcome() is the one way a delivery outcome of a message txmail sent becomes an
+    event, for both processes that learn outcomes: the maillog follower (what Postfix saw,
+    always trusted) and the bounce pipe (what a returned mail says, trusted as far as its
+    token vouches). It makes the event under the id the client knows (a per-recipient copy's
+    parent's) with the message's account and tags, and records it as above; what differs
+    between the two (the details, trust, what counts, the untrusted cap) is its arguments.
+
     The stream is capped (events.stream_max) by the webhooks dispatcher only, and only below
     what its consumer group has acknowledged, so an event is never trimmed before it has been
     delivered or dead-lettered (store/scripts/events_trim.lua).
@@ -68,6 +76,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from txmail.store import Client, Keys, guard, scripts
+from txmail.store.messages import MessageRecord
 from txmail.store.suppressions import Suppressions
 
 log = logging.getLogger("txmail.events")
@@ -358,6 +367,44 @@ class Recorder:
             pipe.expire(key, self.seen_ttl)
             attempts, _ = pipe.execute()
         return int(attempts)
+
+
+def record_outcome(
+    recorder: Recorder,
+    message: MessageRecord,
+    kind: str,
+    recipient: str,
+    details: dict[str, Any],
+    policy: SuppressionPolicy,
+    *,
+    trusted: bool = True,
+    counts: Callable[[Event], bool] | None = None,
+    untrusted_cap: int = 0,
+    now: float | None = None,
+) -> Recorded:
+    """Record one outcome (`kind`: delivery, bounce, soft_bounce, complaint) of `recipient`
+    of `message`: its event, then suppression and reputation as Recorder.record does.
+
+    `trusted` False: the outcome is the sender's word only (untrusted, see the module text),
+    recorded within `untrusted_cap` per message. `counts` says whether a trusted outcome may
+    count toward the account's reputation, asked of the event (its recipient as recorded);
+    None: it does. `now` defaults to the recorder's clock."""
+    event = make_event(
+        kind,
+        message.account,
+        message.message_id,  # a per-recipient copy's: its parent's, the client's id
+        recipient,
+        details,
+        tags=message.tags,
+        now=recorder.clock() if now is None else now,
+        trusted=trusted,
+    )
+    return recorder.record(
+        event,
+        policy,
+        untrusted_cap=untrusted_cap,
+        counts=trusted and (counts is None or counts(event)),
+    )
 
 
 def stream_events(

@@ -15,8 +15,9 @@ DESCRIPTION
     3.  finds the original message: by the token, else by the report's X-Postfix-Queue-ID,
         Original-Envelope-Id, the queue id a token with a wrong MAC claims, or the returned
         message's Message-ID (those make it untrusted);
-    4.  records one event per recipient outcome (txmail.events); trusted hard bounces and
-        complaints suppress the recipient, untrusted ones never do. A token vouches only for
+    4.  records one event per recipient outcome (txmail.events.record_outcome, as the maillog
+        follower does for what Postfix saw); trusted hard bounces and complaints suppress the
+        recipient, untrusted ones never do. A token vouches only for
         the recipients its queue file carried (the milter gives every recipient of a
         bounce-tracked message a queue file, and so a token, of its own): an outcome for any
         other address is untrusted too. Untrusted outcomes are bounded: at most
@@ -74,7 +75,7 @@ from txmail.bounce_pipe.handoff import EX_OK, EX_TEMPFAIL
 from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.config import Settings
 from txmail.errors import TxmailError
-from txmail.events import Event, Recorder, SuppressionPolicy, make_event
+from txmail.events import Event, Recorder, SuppressionPolicy, record_outcome
 from txmail.store import account_settings
 from txmail.store.messages import MessageRecord, Messages
 from txmail.tokens.bounce_address import verify_bounce_address
@@ -257,21 +258,17 @@ def process(
                 details["feedback_type"] = found.feedback_type
             if found.kind == "complaint" and loop:
                 details["feedback_loop"] = loop
-            event = make_event(
+            result = record_outcome(
+                recorder,
+                record,
                 found.kind,
-                account,
-                record.message_id,  # a per-recipient copy's: its parent's, the client's id
                 rcpt,
                 {k: v for k, v in details.items() if v is not None},
-                tags=record.tags,
-                now=clock(),
-                trusted=vouched,
-            )
-            result = recorder.record(
-                event,
                 policy,
+                trusted=vouched,
+                counts=lambda event: _counts(client, keys, record, event, loop),
                 untrusted_cap=settings.bounce_pipe.untrusted_events_per_message,
-                counts=vouched and _counts(client, keys, record, event, loop),
+                now=clock(),
             )
             if result.capped:
                 outcome.skipped += 1

@@ -17,8 +17,9 @@ DESCRIPTION
     Lines of queue ids txmail never recorded (bounce notices Postfix made, forwarded bounces,
     mail from elsewhere) give nothing. The reason word comes from the bounce parser's
     classifier (txmail.outcomes), so a bounce seen here and again in the DSN the
-    bounce pipe reads has the same reason; the recorder keeps exactly one event per message,
-    recipient and kind, whichever of the two sees it first (same event id either way).
+    bounce pipe reads has the same reason; both record it with txmail.events.record_outcome,
+    which keeps exactly one event per message, recipient and kind, whichever of the two sees
+    it first (same event id either way).
 
     The position in the log is saved only after the lines before it were recorded, so a
     restart resumes where the last one stopped and nothing is skipped.
@@ -40,7 +41,7 @@ from txmail import store
 from txmail.accounts import reputation
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
-from txmail.events import Recorder, SuppressionPolicy, make_event
+from txmail.events import Recorder, SuppressionPolicy, record_outcome
 from txmail.maillog.follower import LogFollower
 from txmail.maillog.lines import DeliveryStatus, parse_line
 from txmail.outcomes.classify import finish
@@ -169,17 +170,15 @@ class StatusRecorder:
                 details["attempts"] = self.recorder.count_attempt(
                     record.account, record.message_id, recipient
                 )
-        # A per-recipient copy's events carry the id the client knows (its parent's).
-        event = make_event(
+        result = record_outcome(
+            self.recorder,
+            record,
             kind,
-            record.account,
-            record.message_id,
             recipient,
             details,
-            tags=record.tags,
+            self._policy(record.account),
             now=self.clock(),
         )
-        result = self.recorder.record(event, self._policy(record.account))
         if not result.new and kind == "soft_bounce":
             log.info(
                 "%s: deferred again to=<%s> (attempt %s); soft_bounce was sent once",
