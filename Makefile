@@ -1,6 +1,7 @@
-# txmail: `make run` starts the whole stack, `make test` runs every test. Both install what is
-# missing first (Debian packages with apt-get, then a venv with the project), so they work on
-# a fresh Debian 12 machine as root.
+# txmail: `make run` starts the whole stack, `make test` runs every test (`make unit` and
+# `make e2e` run the two halves, `make lint` the static checks). Each installs what is missing
+# first (Debian packages with apt-get, then a venv with the project), so they work on a fresh
+# Debian 12 machine as root.
 
 SHELL := /bin/bash
 VENV := .venv
@@ -13,7 +14,7 @@ DEB_PACKAGES := postfix dovecot-core redis-server redis-tools libmilter-dev swak
 	wrk postfwd $(EXTRA_DEB_PACKAGES)
 EXTRA_DEB_PACKAGES :=
 
-.PHONY: run test deps system-deps venv bench fuzz lint clean
+.PHONY: run test unit e2e deps system-deps venv bench fuzz lint clean
 
 # compileall: the bounce pipe runs once per bounce as the unprivileged txmail user, who cannot
 # write __pycache__ here; without compiled files each run compiles the parser again (about a
@@ -24,12 +25,21 @@ run: deps
 		$(VENV)/bin/txmail init --state-dir $(STATE) --port-offset $(PORT_OFFSET); fi
 	$(VENV)/bin/txmail --config $(STATE)/txmail.toml up --dev
 
+# One pytest run over everything. The split is by marker: `e2e` tests start real Postfix,
+# Dovecot and Redis stacks (tests/e2e/, most of tests/security/); the rest (tests/unit/,
+# tests/fuzz/, the security tests that need no stack) start at most a private redis-server.
 test: deps
 	$(PY) -m pytest
 
+unit: deps
+	$(PY) -m pytest -m 'not e2e'
+
+e2e: deps
+	$(PY) -m pytest -m e2e
+
 bench: deps
 	$(PY) bench/throughput.py
-	$(PY) bench/dkim.py
+	$(PY) bench/dkim_signing.py
 	$(PY) bench/policyd.py
 	$(PY) bench/bounce_parser.py
 	$(PY) bench/bounce_latency.py
@@ -43,8 +53,11 @@ fuzz: deps
 	$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q -e '.[test,fuzz]'
 	$(PY) bench/fuzz_bounce.py --seconds $(FUZZ_SECONDS)
 
+LINT_PATHS := txmail txmail_testing tests bench
 lint: deps
-	$(VENV)/bin/ruff check txmail tests bench
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
 
 deps: system-deps venv
 
@@ -72,4 +85,4 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -18,12 +18,9 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.harness import Sink, Stack, simple_message, wait_for  # noqa: E402
-from tests.webhook_receiver import WebhookReceiver  # noqa: E402
+from txmail_testing.harness import Sink, Stack, simple_message, wait_for
+from txmail_testing.webhook_receiver import WebhookReceiver
 
 
 def main() -> int:

@@ -26,9 +26,7 @@ from collections.abc import Callable
 from email import policy
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from txmail.bounce_pipe.parse import parse_message  # noqa: E402
+from txmail.bounce_pipe.parse import parse_message
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared/corpus/bounces"
 

@@ -22,10 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))
+from txmail_testing.harness import Stack, free_port, process_cpu
 
-from tests.harness import Stack, free_port, process_cpu  # noqa: E402
+BENCH = Path(__file__).resolve().parent
 
 CORPUS = BENCH.parent.parent / "shared/corpus/bounces"
 SAMPLE = "flufl-bounce_02.eml"

@@ -25,12 +25,8 @@ from pathlib import Path
 
 import Milter
 
-# bench/dkim.py would shadow dkimpy's `dkim`: this folder leaves the path, the checkout joins it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from txmail.milter import dkim as txmail_dkim  # noqa: E402
-from txmail.store.domains import RSA, DkimKey  # noqa: E402
+from txmail.milter import dkim as txmail_dkim
+from txmail.store.domains import RSA, DkimKey
 
 
 class Passthrough(Milter.Base):
@@ -78,7 +74,17 @@ class DkimOnly(Passthrough):
         return Milter.CONTINUE
 
 
+USAGE = "usage: bench/milters.py passthrough SOCKET | dkim SOCKET KEYFILE DOMAIN SELECTOR"
+
+
 def main() -> None:
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
+    if sys.argv[1:2] not in (["passthrough"], ["dkim"]) or len(sys.argv) != (
+        6 if sys.argv[1] == "dkim" else 3
+    ):
+        raise SystemExit(USAGE)
     kind, socket_path = sys.argv[1], sys.argv[2]
     factory: type[Passthrough] = Passthrough
     if kind == "dkim":
@@ -90,8 +96,6 @@ def main() -> None:
         ]
         factory = DkimOnly
         Milter.set_flags(Milter.ADDHDRS)
-    elif kind != "passthrough":
-        raise SystemExit(f"usage: {sys.argv[0]} passthrough|dkim SOCKET [KEYFILE DOMAIN SELECTOR]")
     Path(socket_path).unlink(missing_ok=True)
     os.umask(0o000)  # Postfix's smtpd connects as its own user
     Milter.factory = factory

@@ -60,13 +60,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import uvloop
+
+from txmail.store import Keys
+from txmail_testing.harness import RedisServer, free_port, process_cpu, wait_for
+
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))
-
-import uvloop  # noqa: E402
-
-from tests.harness import RedisServer, free_port, process_cpu, wait_for  # noqa: E402
-from txmail.store import Keys  # noqa: E402
 
 ACCOUNTS = 100
 SESSION_MESSAGES = 5
@@ -487,8 +486,7 @@ def summary(results: dict[tuple[str, str], list[Result]], maxima: list[int]) -> 
 
 
 def stack_throughput(args: argparse.Namespace) -> None:
-    sys.path.insert(0, str(BENCH))
-    import throughput  # bench/throughput.py
+    import throughput  # bench/throughput.py: a script's own folder is first on sys.path
 
     tp_args = argparse.Namespace(messages=args.stack_messages, sessions=10, size=5120)
     sink_port = free_port()

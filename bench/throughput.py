@@ -31,13 +31,12 @@ import sys
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))
+from txmail import config as config_mod
+from txmail.bounce_pipe.server import check_start
+from txmail.stack import render, supervisor
+from txmail_testing.harness import Stack, free_port, port_free, process_cpu, wait_for
 
-from tests.harness import Stack, free_port, port_free, process_cpu, wait_for  # noqa: E402
-from txmail import config as config_mod  # noqa: E402
-from txmail.bounce_pipe.server import check_start  # noqa: E402
-from txmail.stack import render, supervisor  # noqa: E402
+BENCH = Path(__file__).resolve().parent
 
 QUEUES = ("incoming", "active", "deferred", "maildrop", "hold")
 

@@ -30,12 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.harness import RedisServer, free_port, wait_for  # noqa: E402
-from txmail import config as config_mod  # noqa: E402
-from txmail.stack.components import can_connect_tcp  # noqa: E402
-from txmail.tokens.links import LinkSigner, Mark  # noqa: E402
+from txmail import config as config_mod
+from txmail.stack.components import can_connect_tcp
+from txmail.tokens.links import LinkSigner, Mark
+from txmail_testing.harness import RedisServer, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 TXMAIL = [sys.executable, "-m", "txmail"]

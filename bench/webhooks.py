@@ -18,16 +18,13 @@ import concurrent.futures
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.harness import RedisServer  # noqa: E402
-from tests.webhook_receiver import WebhookReceiver  # noqa: E402
-from txmail.config import WebhooksSettings  # noqa: E402
-from txmail.events import Recorder, make_event  # noqa: E402
-from txmail.store import Keys  # noqa: E402
-from txmail.webhooks.dispatcher import Dispatcher, requests_transport  # noqa: E402
+from txmail.config import WebhooksSettings
+from txmail.events import Recorder, make_event
+from txmail.store import Keys
+from txmail.webhooks.dispatcher import Dispatcher, requests_transport
+from txmail_testing.harness import RedisServer
+from txmail_testing.webhook_receiver import WebhookReceiver
 
 
 def run_once(redis_server: RedisServer, receiver: WebhookReceiver, events: int, rep: int) -> float:

@@ -1,4 +1,5 @@
-"""Shared fixtures: real Redis, a scriptable sink and running txmail stacks (see harness.py)."""
+"""Shared fixtures: real Redis, a scriptable sink and running txmail stacks (the harness is
+txmail_testing/harness.py, which bench/ uses too)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.harness import RedisServer, Sink, Stack
+from txmail_testing.harness import RedisServer, Sink, Stack
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ stale, so the documentation cannot drift from the code.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Callable
@@ -30,8 +31,13 @@ def render(text: str) -> str:
         pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(<!-- end:{name} -->)", re.S)
         if not pattern.search(text):
             raise ValueError(f"README has no <!-- generated:{name} --> section")
-        text = pattern.sub(lambda m, p=produce: m.group(1) + p() + m.group(2), text)
+        text = pattern.sub(functools.partial(_filled, produce), text)
     return text
+
+
+def _filled(produce: Callable[[], str], section: re.Match[str]) -> str:
+    """A generated section between its markers (groups 1 and 2), with fresh text."""
+    return section.group(1) + produce() + section.group(2)
 
 
 def main(argv: list[str]) -> int:

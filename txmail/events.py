@@ -75,7 +75,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from txmail.store import Client, Keys, guard, scripts
+from txmail.store import Client, Keys, decoded_entries, guard, scripts
 from txmail.store.messages import MessageRecord
 from txmail.store.suppressions import Suppressions
 
@@ -412,7 +412,7 @@ def stream_events(
 ) -> list[tuple[str, Event]]:
     """Events of an account from the stream, oldest first, as (stream id, event)."""
     with guard(f"reading the events of {account}"):
-        rows = client.xrange(keys.events(account), min=start, count=count)
+        rows = decoded_entries(client.xrange(keys.events(account), min=start, count=count))
     found: list[tuple[str, Event]] = []
     for stream_id, fields in rows:
         try:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.harness import Sink, Stack, simple_message, wait_for
+from txmail_testing.harness import Sink, Stack, simple_message, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -16,13 +16,13 @@ import pytest
 import requests
 
 from tests.e2e.test_tracker import html_message, tracker_url
-from tests.harness import Sink, Stack, wait_for
 from txmail import config
 from txmail.milter.copies import listener_path
 from txmail.submit import UnixSMTP
 from txmail.tokens.bounce_address import verify_bounce_address
 from txmail.tokens.copies import HEADER, CopyHeader, CopySigner
 from txmail.tokens.links import LinkSigner, Mark, Tracking
+from txmail_testing.harness import Sink, Stack, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import dkim
 import pytest
 
-from tests.harness import Sink, Stack, simple_message, wait_for
-from tests.loopback_dns import LoopbackDns
-from tests.rspamd import Rspamd
+from txmail_testing.harness import Sink, Stack, simple_message, wait_for
+from txmail_testing.loopback_dns import LoopbackDns
+from txmail_testing.rspamd import Rspamd
 
 pytestmark = pytest.mark.e2e
 

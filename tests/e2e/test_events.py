@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Sink, Stack, simple_message, sink_verdict, wait_for
-from tests.webhook_receiver import WebhookReceiver
 from txmail.webhooks import signing
+from txmail_testing.harness import Sink, Stack, simple_message, sink_verdict, wait_for
+from txmail_testing.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 

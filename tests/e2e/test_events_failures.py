@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import RedisServer, Sink, Stack, simple_message, wait_for
-from tests.webhook_receiver import WebhookReceiver
+from txmail_testing.harness import RedisServer, Sink, Stack, simple_message, wait_for
+from txmail_testing.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 

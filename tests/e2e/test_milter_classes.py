@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.harness import Sink, Stack, simple_message, wait_for
+from txmail_testing.harness import Sink, Stack, simple_message, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -11,9 +11,9 @@ import json
 import dkim
 import pytest
 
-from tests.harness import Sink, Stack, queue_id_of, simple_message, wait_for
 from txmail.store import Keys
 from txmail.store.suppressions import Suppressions
+from txmail_testing.harness import Sink, Stack, queue_id_of, simple_message, wait_for
 
 pytestmark = pytest.mark.e2e
 

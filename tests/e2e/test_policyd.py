@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness import RedisCluster, Sink, Stack, simple_message, wait_for
 from txmail.accounts import reputation
 from txmail.store import Keys
+from txmail_testing.harness import RedisCluster, Sink, Stack, simple_message, wait_for
 
 pytestmark = pytest.mark.e2e
 

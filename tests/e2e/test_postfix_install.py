@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Sink, Stack, free_listening_port, simple_message, state_dir, wait_for
 from txmail.stack.render import QUEUE_FILE_ROOM
+from txmail_testing.harness import (
+    Sink,
+    Stack,
+    free_listening_port,
+    simple_message,
+    state_dir,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 

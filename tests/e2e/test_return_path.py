@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import Sink, Stack, simple_message, wait_for
 from txmail import config
 from txmail.tokens.bounce_address import verify_bounce_address
+from txmail_testing.harness import Sink, Stack, simple_message, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.soak import Fault, run_soak, table
+from txmail_testing.soak import Fault, run_soak, table
 
 pytestmark = pytest.mark.e2e
 

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import Sink, Stack, simple_message, wait_for
-from tests.rspamd import SPAM_SUBJECT, Rspamd
 from txmail.errors import TemporaryFailure
 from txmail.milter.spam import SpamChecker
+from txmail_testing.harness import Sink, Stack, simple_message, wait_for
+from txmail_testing.rspamd import SPAM_SUBJECT, Rspamd
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import TXMAIL, RedisServer, Sink, Stack, simple_message, wait_for
+from txmail_testing.harness import TXMAIL, RedisServer, Sink, Stack, simple_message, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -150,7 +150,7 @@ def test_two_nodes_on_one_redis_cluster_share_accounts(
 ) -> None:
     """Accounts added on one node log in on every node within seconds; both record messages
     in the one cluster."""
-    from tests.harness import RedisCluster
+    from txmail_testing.harness import RedisCluster
 
     cluster = RedisCluster().start()
     try:

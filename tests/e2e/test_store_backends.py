@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import RedisCluster, RedisServer
 from txmail import store
 from txmail.config import RedisSettings, Settings
 from txmail.errors import Conflict, NotFound, StoreUnavailable
 from txmail.store.accounts import Accounts, check_password
 from txmail.store.messages import MessageRecord, Messages
+from txmail_testing.harness import RedisCluster, RedisServer
 
 pytestmark = pytest.mark.e2e
 

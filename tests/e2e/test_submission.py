@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.harness import Sink, Stack, queue_id_of, simple_message, wait_for
+from txmail_testing.harness import Sink, Stack, queue_id_of, simple_message, wait_for
 
 pytestmark = pytest.mark.e2e
 

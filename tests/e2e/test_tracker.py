@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.harness import Sink, Stack, wait_for
+from txmail_testing.harness import Sink, Stack, wait_for
 
 pytestmark = pytest.mark.e2e
 

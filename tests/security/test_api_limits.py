@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.harness import Stack
 from txmail.tracker.api import send_body_limit
+from txmail_testing.harness import Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -43,13 +43,13 @@ from tests.data.attachments.make_corpus import (
     ole_file,
     ole_skeleton,
 )
-from tests.harness import Sink, Stack, wait_for
 from tests.unit.milter.driver import eom_submission
 from tests.unit.milter.test_attachments import CORPUS, EXPECTED
 from txmail.milter.rules import attachments
 from txmail.milter.rules.attachments import Budget, Check, Uncheckable
 from txmail.milter.submission import Submission
 from txmail.store.account_settings import from_fields
+from txmail_testing.harness import Sink, Stack, wait_for
 
 DOMAIN = "attsec.example"
 

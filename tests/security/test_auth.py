@@ -14,7 +14,7 @@ import socket
 
 import pytest
 
-from tests.harness import Stack
+from txmail_testing.harness import Stack
 
 pytestmark = pytest.mark.e2e
 

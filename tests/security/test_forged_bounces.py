@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_events import Account, receiver  # noqa: F401 - the fixture
-from tests.harness import Sink, Stack
-from tests.webhook_receiver import WebhookReceiver
+from txmail_testing.harness import Sink, Stack
+from txmail_testing.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 

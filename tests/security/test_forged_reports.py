@@ -25,7 +25,6 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.harness import bounce_settings
 from txmail.bounce_pipe import feedback
 from txmail.bounce_pipe.main import process
 from txmail.bounce_pipe.parse import BounceReport, parse_report
@@ -37,6 +36,7 @@ from txmail.store.accounts import Accounts
 from txmail.store.messages import MessageRecord, Messages
 from txmail.store.suppressions import Suppressions
 from txmail.tokens.bounce_address import bounce_address
+from txmail_testing.harness import bounce_settings
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 PARENT = "4jPARENT0000001"

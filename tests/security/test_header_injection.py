@@ -21,8 +21,8 @@ import pytest
 
 from tests.e2e.test_api import post_send
 from tests.e2e.test_events import Account, receiver  # noqa: F401 - the fixture
-from tests.harness import Sink, Stack, queue_id_of, simple_message, wait_for
-from tests.webhook_receiver import WebhookReceiver
+from txmail_testing.harness import Sink, Stack, queue_id_of, simple_message, wait_for
+from txmail_testing.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import Sink, Stack, simple_message
+from txmail_testing.harness import Sink, Stack, simple_message
 
 pytestmark = pytest.mark.e2e
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Stack
 from txmail.store import Keys
+from txmail_testing.harness import Stack
 
 pytestmark = pytest.mark.e2e
 

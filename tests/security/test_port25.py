@@ -17,9 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import Sink, Stack
 from txmail import config
 from txmail.stack import install, render
+from txmail_testing.harness import Sink, Stack
 
 pytestmark = pytest.mark.e2e
 

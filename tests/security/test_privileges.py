@@ -25,12 +25,12 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_events import Account, receiver  # noqa: F401 - the fixture
-from tests.harness import Sink, Stack, state_dir
-from tests.webhook_receiver import WebhookReceiver
 from txmail import config
 from txmail.bounce_pipe import server as bounce_server
 from txmail.errors import ConfigError
 from txmail.stack import supervisor
+from txmail_testing.harness import Sink, Stack, state_dir
+from txmail_testing.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

@@ -24,10 +24,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import Sink, Stack, free_listening_port, queue_id_of, simple_message, wait_for
 from txmail import config
 from txmail.milter.copies import listener_path
 from txmail.submit import UnixSMTP
+from txmail_testing.harness import (
+    Sink,
+    Stack,
+    free_listening_port,
+    queue_id_of,
+    simple_message,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -28,9 +28,9 @@ import requests
 
 from tests.e2e.test_events import Account
 from tests.e2e.test_tracker import delivered_html, html_message, target  # noqa: F401
-from tests.harness import RedisServer, Sink, Stack, simple_message, wait_for
-from tests.webhook_receiver import WebhookReceiver
 from txmail import config, store
+from txmail_testing.harness import RedisServer, Sink, Stack, simple_message, wait_for
+from txmail_testing.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.test_api import post_send
-from tests.harness import Sink, Stack, queue_id_of, simple_message, wait_for
 from txmail.tokens.bounce_address import verify_bounce_address
+from txmail_testing.harness import Sink, Stack, queue_id_of, simple_message, wait_for
 
 pytestmark = pytest.mark.e2e
 

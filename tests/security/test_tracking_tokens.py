@@ -18,9 +18,9 @@ import pytest
 import requests
 
 from tests.e2e.test_tracker import delivered_html, html_message, target, tracker_url  # noqa: F401
-from tests.harness import Sink, Stack
 from txmail import config
 from txmail.tokens.links import LinkSigner, Mark
+from txmail_testing.harness import Sink, Stack
 
 pytestmark = pytest.mark.e2e
 

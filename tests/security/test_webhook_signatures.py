@@ -28,8 +28,8 @@ import pytest
 import requests
 
 from tests.e2e.test_events import Account, receiver  # noqa: F401 - the fixture
-from tests.harness import REPO, Stack, free_listening_port, wait_for
-from tests.webhook_receiver import WebhookReceiver
+from txmail_testing.harness import REPO, Stack, free_listening_port, wait_for
+from txmail_testing.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 

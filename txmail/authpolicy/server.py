@@ -47,9 +47,10 @@ import redis.asyncio.cluster
 from aiohttp import web
 
 from txmail import store
-from txmail.authpolicy import credentials, decide
+from txmail.authpolicy import decide
 from txmail.config import Settings
 from txmail.store import Keys, scripts
+from txmail.tokens import authpolicy as credentials
 
 log = logging.getLogger("txmail.authpolicy")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from io import BufferedIOBase
 from typing import IO, BinaryIO
 
 MAGIC = b"TXMAIL-BOUNCE/1"
@@ -103,7 +104,7 @@ def request(sender: str, recipient: str, raw: bytes) -> bytes:
     return head + parts[0] + parts[1] + raw
 
 
-def read_request(stream: BinaryIO, limit: int) -> tuple[str, str, bytes]:
+def read_request(stream: BinaryIO | BufferedIOBase, limit: int) -> tuple[str, str, bytes]:
     """(sender, recipient, mail) from a request; BadRequest for anything else."""
     line = stream.readline(MAX_LINE)
     if not line:

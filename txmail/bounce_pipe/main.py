@@ -218,9 +218,8 @@ def process(
         )
         keep_for_inspection(settings, client, keys, raw, sender, recipient, outcome, now=clock())
         return outcome
-    account_values = account_settings.from_fields(
-        client.hgetall(keys.account(record.account)) or {}
-    )
+    raw_settings = store.decoded_hash(client.hgetall(keys.account(record.account)))
+    account_values = account_settings.from_fields(raw_settings or {})
     recorded_kinds = record_events(
         settings, client, keys, record, match, report, account_values, outcome, clock
     )

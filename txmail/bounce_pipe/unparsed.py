@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 from txmail.errors import TxmailError
-from txmail.store import Client, Keys, guard
+from txmail.store import Client, Keys, decoded_entries, guard
 
 MAX_REASON = 300
 
@@ -110,11 +110,11 @@ def _entry(entry_id: str, fields: dict[str, str]) -> UnparsedBounce:
 def newest(client: Client, keys: Keys, count: int = 50) -> list[UnparsedBounce]:
     """The newest `count` kept bounces, newest first."""
     with guard("listing unparsed bounces"):
-        rows = client.xrevrange(keys.bounces_unparsed, count=count)
+        rows = decoded_entries(client.xrevrange(keys.bounces_unparsed, count=count))
     return [_entry(entry_id, fields) for entry_id, fields in rows]
 
 
 def get(client: Client, keys: Keys, entry_id: str) -> UnparsedBounce | None:
     with guard("reading an unparsed bounce"):
-        rows = client.xrange(keys.bounces_unparsed, min=entry_id, max=entry_id)
+        rows = decoded_entries(client.xrange(keys.bounces_unparsed, min=entry_id, max=entry_id))
     return _entry(*rows[0]) if rows else None

@@ -19,7 +19,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def _settings(obj: object) -> Settings:
-    return obj.settings  # type: ignore[attr-defined, no-any-return]
+    return obj.settings  # type: ignore[attr-defined]
 
 
 @click.command("up")
@@ -78,10 +78,10 @@ def milter(obj: object) -> None:
 @click.pass_obj
 def authsync(obj: object) -> None:
     """Keep Dovecot's passwd-file in sync with the accounts in Redis."""
-    from txmail.authsync import sync
+    from txmail.authsync import server as authsync_server
 
     setup_logging()
-    sync.run(_settings(obj))
+    authsync_server.serve(_settings(obj))
 
 
 @click.command("capture")

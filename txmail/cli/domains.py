@@ -26,7 +26,7 @@ from txmail.store.domains import RSA, DkimKey, Domain, Domains, default_return_p
 
 
 def _settings(obj: object) -> Settings:
-    return obj.settings  # type: ignore[attr-defined, no-any-return]
+    return obj.settings  # type: ignore[attr-defined]
 
 
 def _domains(settings: Settings) -> Domains:

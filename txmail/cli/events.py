@@ -71,7 +71,9 @@ def tail(
     recent: list[tuple[str, str]] = []
     for name in names:
         with store.guard("reading events"):
-            rows = client.xrevrange(keys.events(name), count=count * 5 if kind else count)
+            rows = store.decoded_entries(
+                client.xrevrange(keys.events(name), count=count * 5 if kind else count)
+            )
         last[name] = rows[0][0] if rows else "0-0"
         recent.extend((entry_id, fields.get("event", "")) for entry_id, fields in rows)
     shown = sorted(recent)
@@ -81,7 +83,7 @@ def tail(
         show(raw)
     while follow:
         with store.guard("reading events"):
-            replies = (
+            replies = store.decoded_streams(
                 client.xread({keys.events(n): last[n] for n in names}, block=1000, count=500)
                 if names
                 else []

@@ -30,7 +30,7 @@ def message_events(
     found: dict[str, Event] = {}
     while True:
         with store.guard("reading events"):
-            rows = client.xrange(keys.events(account), min=start, count=PAGE)
+            rows = store.decoded_entries(client.xrange(keys.events(account), min=start, count=PAGE))
         for _, fields in rows:
             raw = fields.get("event", "")
             if queue_id not in raw:

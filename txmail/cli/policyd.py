@@ -14,7 +14,7 @@ from txmail.store.accounts import Account, Accounts
 
 
 def _settings(obj: object) -> Settings:
-    return obj.settings  # type: ignore[attr-defined, no-any-return]
+    return obj.settings  # type: ignore[attr-defined]
 
 
 @click.command("policyd")

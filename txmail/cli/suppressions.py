@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import IO
 
 import click
 
@@ -157,9 +158,7 @@ def export(obj: object, account: str, list_name: str | None) -> None:
     "--reason", default="imported", show_default=True, help="Reason for lines that give none."
 )
 @click.pass_obj
-def import_(
-    obj: object, source: click.utils.LazyFile, account: str, list_name: str | None, reason: str
-) -> None:
+def import_(obj: object, source: IO[str], account: str, list_name: str | None, reason: str) -> None:
     """Read entries from SOURCE (a file or -): export's JSON lines or one address a line.
     Every line is checked before anything is written."""
     count = _suppressions(obj, account).import_lines(

@@ -143,7 +143,7 @@ def status(obj: object, account: str | None, as_json: bool) -> None:
         rows.append(
             {
                 "account": name,
-                "url": client.hget(keys.account(name), "webhook_url") or "",
+                "url": store.decoded_or_none(client.hget(keys.account(name), "webhook_url")) or "",
                 "disabled": bool(state.get("disabled")),
                 "failing_since": float(state["failing_since"])
                 if state.get("failing_since")

@@ -76,7 +76,7 @@ class SettingsCache:
         if cached and 0 <= now - cached[0] < SETTINGS_SECONDS:
             return cached[1]
         with store.guard(f"reading the settings of {account}"):
-            raw = self.client.hgetall(self.keys.account(account))
+            raw = store.decoded_hash(self.client.hgetall(self.keys.account(account)))
         found = account_settings.from_fields(raw) if raw else None
         self.accounts[account] = (now, found)
         return found

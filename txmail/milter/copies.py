@@ -248,7 +248,10 @@ def _why(exc: BaseException) -> str:
         code, reply = next(iter(exc.recipients.values()))
         return f"RCPT refused: {code} {reply.decode('utf-8', 'replace')[:200]}"
     if isinstance(exc, smtplib.SMTPResponseException):
-        return f"{exc.smtp_code} {exc.smtp_error.decode('utf-8', 'replace')[:200]}"
+        error = exc.smtp_error  # bytes as smtplib raises it; its annotation also allows str
+        if isinstance(error, bytes):
+            error = error.decode("utf-8", "replace")
+        return f"{exc.smtp_code} {error[:200]}"
     return exc.__class__.__name__
 
 

@@ -115,7 +115,7 @@ def _rsa_sign(digest: Any, private_key: Any) -> bytes:
 if getattr(dkim, "_txmail_openssl", False) is False:
     dkim.parse_pem_private_key = _parse_pem_private_key
     dkim.RSASSA_PKCS1_v1_5_sign = _rsa_sign
-    dkim._txmail_openssl = True  # type: ignore[attr-defined]
+    dkim._txmail_openssl = True
 
 
 # -- keys on disk ---------------------------------------------------------------------------------

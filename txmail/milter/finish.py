@@ -407,7 +407,7 @@ def build_context(settings: Settings) -> MilterContext:
     domains = _optional("txmail.store.domains", "Domains")
     if domains is not None:
         context.domains = ReturnPaths(domains(client, keys))
-    bounce = _optional("txmail.milter.bounce_address", "bounce_address")
+    bounce = _optional("txmail.tokens.bounce_address", "bounce_address")
     if bounce is not None:
         context.bounce_address = bounce
         context.bounce_secret = settings.read_secret("bounce_key_file")

@@ -108,7 +108,7 @@ def _html_parts(message: email.message.Message) -> list[email.message.Message]:
                 continue  # an attached message (message/rfc822) belongs to somebody else
             payload = part.get_payload()
             if isinstance(payload, list):
-                stack[0:0] = payload
+                stack[0:0] = [p for p in payload if isinstance(p, email.message.Message)]
             continue
         if part.get_content_type() != "text/html":
             continue

@@ -31,6 +31,7 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -97,7 +98,7 @@ class AccountCache:
         if not ACCOUNT_NAME.match(name):
             return None
         generation = self.generation
-        raw = await self.client.hgetall(self.keys.account(name))
+        raw = store.decoded_hash(await self.client.hgetall(self.keys.account(name)))
         state = None
         if raw:
             state = decide.AccountState(
@@ -112,7 +113,7 @@ class AccountCache:
         return state
 
     async def refresh(self) -> None:
-        version = await self.client.get(self.keys.accounts_version)
+        version = store.decoded_or_none(await self.client.get(self.keys.accounts_version))
         if version != self.version:
             self.version = version
             self.entries.clear()
@@ -309,7 +310,7 @@ class PolicyServer:
                 if isinstance(plan, decide.Check) and not plan.hold
                 else None
             )
-            if room is not None and room.fits(plan):
+            if room is not None and isinstance(plan, decide.Check) and room.fits(plan):
                 # Answered from the room the last check left (decide.py): no Redis. A hold
                 # waiting to be given back stays for the next check that asks Redis.
                 connection.transaction_recipients += 1
@@ -418,8 +419,9 @@ class PolicyServer:
                 await asyncio.sleep(0.1)
                 continue
             reader = asyncio.StreamReader(limit=protocol.MAX_REQUEST)
-            stream = asyncio.StreamReaderProtocol(reader)
-            transport, _ = await loop.connect_accepted_socket(lambda s=stream: s, peer)
+            transport, stream = await loop.connect_accepted_socket(
+                functools.partial(asyncio.StreamReaderProtocol, reader), peer
+            )
             writer = asyncio.StreamWriter(transport, stream, reader, loop)
             task = loop.create_task(self.serve_connection(reader, writer))
             self.sessions.add(task)

@@ -12,6 +12,7 @@ connection and Postfix reconnects.
 
 from __future__ import annotations
 
+from io import BufferedIOBase
 from typing import BinaryIO
 
 MAX_REQUEST = 10_000
@@ -21,7 +22,7 @@ class ProtocolError(Exception):
     """The peer did not speak netstrings."""
 
 
-def read_netstring(stream: BinaryIO, limit: int = MAX_REQUEST) -> bytes | None:
+def read_netstring(stream: BinaryIO | BufferedIOBase, limit: int = MAX_REQUEST) -> bytes | None:
     """One netstring's payload, or None at a clean end of stream."""
     digits = b""
     while True:

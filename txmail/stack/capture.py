@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -39,6 +39,12 @@ class CapturedMessage:
     mail_options: list[str]
     rcpt_options: list[list[str]]
     received_at: float = field(default_factory=time.time)
+
+
+def _options_by_recipient(envelope: Envelope) -> list[list[str]]:
+    """The envelope's RCPT options, one list per recipient as handle_RCPT keeps them (aiosmtpd
+    declares, and by default keeps, one flat list of them all)."""
+    return cast(list[list[str]], envelope.rcpt_options)
 
 
 class CaptureHandler:
@@ -65,7 +71,7 @@ class CaptureHandler:
         if reply:
             return reply
         envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.append(rcpt_options)
+        _options_by_recipient(envelope).append(rcpt_options)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -75,7 +81,7 @@ class CaptureHandler:
             recipients=list(envelope.rcpt_tos),
             data=data,
             mail_options=list(envelope.mail_options),
-            rcpt_options=[list(o) for o in envelope.rcpt_options],
+            rcpt_options=[list(o) for o in _options_by_recipient(envelope)],
         )
         with self.lock:
             self.messages.append(message)

@@ -156,8 +156,8 @@ def check_postfix(config_dir: Path) -> None:
 def render_dovecot(settings: Settings, config_file: Path) -> Path:
     """Write dovecot.conf, and beside it, readable by root only, the settings that hold the
     authpolicy secret (the header and the hash nonce); dovecot.conf includes them."""
-    from txmail.authpolicy import credentials
     from txmail.files import write_private
+    from txmail.tokens import authpolicy as credentials
 
     path = settings.state_path / "dovecot/dovecot.conf"
     path.parent.mkdir(parents=True, exist_ok=True)

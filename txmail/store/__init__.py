@@ -4,6 +4,10 @@ Everything txmail shares between processes and nodes lives in Redis. Callers get
 `connect()` and key names from `keys.Keys`; the same code runs against one Redis and against a
 Cluster because every multi-key operation stays inside one hash-tagged slot.
 
+Replies: every client `connect()` makes decodes replies (decode_responses=True), so they are
+str; redis-py's annotations say bytes | str. `decoded()`, `decoded_hash()` and the like give
+callers the str types at the one place a reply comes back.
+
 Fails: redis errors are turned into StoreUnavailable (a TemporaryFailure) by `guard()`.
 """
 
@@ -11,8 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import urllib.parse
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 import redis.cluster
@@ -23,11 +27,27 @@ from txmail.errors import StoreUnavailable
 from txmail.store.keys import Keys
 
 if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
+
     from txmail.config import Settings
 
 Client = redis.Redis | redis.cluster.RedisCluster
 
-__all__ = ["Client", "Keys", "connect", "effective_url", "guard", "holds_password", "shown_url"]
+__all__ = [
+    "Client",
+    "Keys",
+    "connect",
+    "decoded",
+    "decoded_entries",
+    "decoded_hash",
+    "decoded_or_none",
+    "decoded_streams",
+    "effective_url",
+    "guard",
+    "hash_mapping",
+    "holds_password",
+    "shown_url",
+]
 
 
 def effective_url(settings: Settings) -> str:
@@ -100,3 +120,46 @@ def guard(what: str) -> Iterator[None]:
         yield
     except redis.RedisError as exc:
         raise StoreUnavailable(f"{what}: Redis unavailable ({exc.__class__.__name__})") from exc
+
+
+def decoded(reply: bytes | str) -> str:
+    """A reply as str. From a client of connect() it is one already; bytes (from a client made
+    without decode_responses) are decoded as redis-py would, UTF-8 strict."""
+    return reply.decode() if isinstance(reply, bytes) else reply
+
+
+def decoded_or_none(reply: bytes | str | None) -> str | None:
+    """A reply that may be nil (GET of a missing key, HGET of a missing field)."""
+    return None if reply is None else decoded(reply)
+
+
+def decoded_hash(reply: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    """HGETALL's reply: field names and values as str."""
+    return {decoded(name): decoded(value) for name, value in reply.items()}
+
+
+def decoded_entries(
+    reply: Iterable[tuple[bytes | str | None, Mapping[bytes | str, bytes | str] | None]] | None,
+) -> list[tuple[str, dict[str, str]]]:
+    """XRANGE's or XREVRANGE's reply as (entry id, fields) pairs. redis-py allows a nil reply
+    and nil parts, which XRANGE never sends; they read as empty."""
+    return [
+        (decoded(entry_id or ""), decoded_hash(fields or {})) for entry_id, fields in reply or ()
+    ]
+
+
+def decoded_streams(reply: object) -> list[tuple[str, list[tuple[str, dict[str, str]]]]]:
+    """XREAD's reply as (stream key, entries) pairs; nil (nothing came) is none. The clients of
+    connect() speak RESP2, whose XREAD reply is a list of [stream key, entries]; redis-py's
+    annotation also admits RESP3's dict."""
+    return [
+        (decoded(key), decoded_entries(entries))
+        for key, entries in cast("list[list[Any]]", reply or [])
+    ]
+
+
+def hash_mapping(fields: Mapping[str, str]) -> Mapping[FieldT, EncodableT]:
+    """`fields` as HSET's mapping= argument, unchanged. redis-py annotates that argument as
+    Mapping[FieldT, EncodableT] and a Mapping's key type is invariant, so no dict[str, str]
+    matches it although every one is a valid argument."""
+    return cast("Mapping[FieldT, EncodableT]", fields)

@@ -24,7 +24,16 @@ from typing import Any
 import bcrypt
 
 from txmail.errors import Conflict, NotFound, UsageError
-from txmail.store import Client, Keys, account_settings, guard
+from txmail.store import (
+    Client,
+    Keys,
+    account_settings,
+    decoded,
+    decoded_hash,
+    decoded_or_none,
+    guard,
+    hash_mapping,
+)
 from txmail.store.keys import ACCOUNT_NAME
 
 BCRYPT_ROUNDS = 10
@@ -143,7 +152,7 @@ class Accounts:
             )
             fields = _to_hash(account)
             fields.update(extra)
-            self.client.hset(self.keys.account(name), mapping=fields)
+            self.client.hset(self.keys.account(name), mapping=hash_mapping(fields))
             self.client.sadd(self.keys.accounts, name)
             self._changed(name)
         return self.get(name)
@@ -153,7 +162,7 @@ class Accounts:
         self.get(name)
         fields = account_settings.to_fields(values)
         with guard("changing account settings"):
-            self.client.hset(self.keys.account(name), mapping=fields)
+            self.client.hset(self.keys.account(name), mapping=hash_mapping(fields))
             self._changed(name)
         return self.get(name)
 
@@ -168,7 +177,7 @@ class Accounts:
 
     def get(self, name: str) -> Account:
         with guard("reading an account"):
-            raw = self.client.hgetall(self.keys.account(name))
+            raw = decoded_hash(self.client.hgetall(self.keys.account(name)))
         if not raw:
             raise NotFound(f"no account named {name!r}")
         return _from_hash(raw)
@@ -181,7 +190,7 @@ class Accounts:
 
     def names(self) -> list[str]:
         with guard("listing accounts"):
-            return sorted(self.client.smembers(self.keys.accounts))
+            return sorted(map(decoded, self.client.smembers(self.keys.accounts)))
 
     def all(self) -> list[Account]:
         names = self.names()
@@ -237,7 +246,7 @@ class Accounts:
 
     def owner_of(self, domain: str) -> str | None:
         with guard("looking up a domain"):
-            return self.client.hget(self.keys.domains, domain.lower())
+            return decoded_or_none(self.client.hget(self.keys.domains, domain.lower()))
 
     def add_domain(self, name: str, domain: str) -> bool:
         """Give account `name` the sending domain `domain` (`txmail domains add`).
@@ -310,7 +319,7 @@ class ApiKeys:
         if not key.startswith(API_KEY_PREFIX) or len(key) > 200:
             return None
         with guard("checking an API key"):
-            return self.client.hget(self.keys.api_keys, hash_api_key(key))
+            return decoded_or_none(self.client.hget(self.keys.api_keys, hash_api_key(key)))
 
     def list(self, name: str) -> list[dict[str, Any]]:
         with guard("listing API keys"):
@@ -335,7 +344,7 @@ class ApiKeys:
     def revoke_all(self, name: str) -> None:
         with guard("revoking API keys"):
             for key_id in self.client.hkeys(self.keys.account_api_keys(name)):
-                self.revoke(name, key_id)
+                self.revoke(name, decoded(key_id))
 
 
 def _to_hash(account: Account) -> dict[str, str]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from txmail.errors import Conflict, NotFound
-from txmail.store import Client, Keys, guard
+from txmail.store import Client, Keys, decoded_hash, decoded_or_none, guard, hash_mapping
 from txmail.store.accounts import Accounts, check_domain
 
 if TYPE_CHECKING:
@@ -161,18 +161,18 @@ class Domains:
             if return_path and not self._claim_return_path(return_path, name):
                 if newly_claimed:
                     self.accounts.remove_domain(domain.account, name)
-                owner = self.client.hget(self.keys.return_paths, return_path)
+                owner = decoded_or_none(self.client.hget(self.keys.return_paths, return_path))
                 raise Conflict(
                     f"return-path domain {return_path} serves {owner} already; "
                     "choose another with --return-path"
                 )
-            self.client.hset(self.keys.domain(name), mapping=_to_hash(domain))
+            self.client.hset(self.keys.domain(name), mapping=hash_mapping(_to_hash(domain)))
         return domain
 
     def _claim_return_path(self, return_path: str, name: str) -> bool:
         if self.client.hsetnx(self.keys.return_paths, return_path, name):
             return True
-        current = self.client.hget(self.keys.return_paths, return_path)
+        current = decoded_or_none(self.client.hget(self.keys.return_paths, return_path))
         if current == name:
             return True
         if current is not None and self.find(current) is None:
@@ -203,7 +203,7 @@ class Domains:
     def list(self, account: str | None = None) -> list[Domain]:
         """Every set-up domain (of one account), sorted by name."""
         with guard("listing domains"):
-            owners = self.client.hgetall(self.keys.domains)
+            owners = decoded_hash(self.client.hgetall(self.keys.domains))
             names = sorted(n for n, a in owners.items() if account is None or a == account)
             pipe = self.client.pipeline(transaction=False)
             for name in names:
@@ -216,7 +216,7 @@ class Domains:
         """Change fields of a record (dkim, dkim_active, return_path_active, verified_at)."""
         domain = replace(self.get(name), **changes)
         with guard("changing a domain"):
-            self.client.hset(self.keys.domain(domain.name), mapping=_to_hash(domain))
+            self.client.hset(self.keys.domain(domain.name), mapping=hash_mapping(_to_hash(domain)))
         return domain
 
     def remove(self, name: str) -> Domain:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from txmail.store import Client, Keys, guard
+from txmail.store import Client, Keys, decoded, decoded_hash, decoded_or_none, guard, hash_mapping
 
 
 @dataclass
@@ -112,7 +112,7 @@ class Messages:
             pipe = self.client.pipeline(transaction=False)
             pipe.set(self.keys.queue(message.queue_id), message.account, ex=self.ttl)
             key = self.keys.message(message.account, message.queue_id)
-            pipe.hset(key, mapping=message.to_hash())
+            pipe.hset(key, mapping=hash_mapping(message.to_hash()))
             pipe.expire(key, self.ttl)
             if message.header_message_id and not message.parent:
                 # lets the bounce pipe find a message from a bounce that quotes only its header
@@ -130,7 +130,7 @@ class Messages:
             account = self.client.get(self.keys.queue(queue_id))
             if account is None:
                 return None
-            raw = self.client.hgetall(self.keys.message(account, queue_id))
+            raw = decoded_hash(self.client.hgetall(self.keys.message(decoded(account), queue_id)))
         return MessageRecord.from_hash(raw) if raw else None
 
     def get_many(self, queue_ids: list[str]) -> dict[str, MessageRecord | None]:
@@ -156,5 +156,7 @@ class Messages:
     def find_by_header_message_id(self, message_id: str) -> MessageRecord | None:
         """The message whose Message-ID header was `message_id` (with its angle brackets)."""
         with guard("finding a message by its Message-ID"):
-            queue_id = self.client.get(self.keys.header_message_id(message_id.strip()[:998]))
+            queue_id = decoded_or_none(
+                self.client.get(self.keys.header_message_id(message_id.strip()[:998]))
+            )
         return self.get(queue_id) if queue_id else None

@@ -19,14 +19,15 @@ Fails:             UsageError for a bad list name or address; StoreUnavailable w
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 from txmail.errors import UsageError
-from txmail.store import Client, Keys, guard, scripts
+from txmail.store import Client, Keys, decoded_or_none, guard, scripts
 
 LISTS = ("bounce", "unsubscribe")
 DEFAULT_CAP = 1_000_000
@@ -130,7 +131,7 @@ class Suppressions:
         now = self.clock()
         found: dict[str, SuppressionEntry] = {}
         for (recipient, _), raw in zip(wanted, rows, strict=True):
-            entry = _entry(raw)
+            entry = _entry(decoded_or_none(raw))
             if entry is not None and recipient not in found and not entry.expired(now):
                 found[recipient] = entry
         return found
@@ -211,13 +212,17 @@ class Suppressions:
         start = 0
         while True:
             with guard("listing suppressions"):
-                fields = self.client.zrevrange(
-                    self.keys.suppressions_order(account), start, start + PAGE - 1
+                # Members only (no withscores), which redis-py's annotation does not tell apart.
+                fields = cast(
+                    "builtins.list[str]",
+                    self.client.zrevrange(
+                        self.keys.suppressions_order(account), start, start + PAGE - 1
+                    ),
                 )
                 rows = self.client.hmget(self.keys.suppressions(account), fields) if fields else []
             now = self.clock()
             for raw in rows:
-                entry = _entry(raw)
+                entry = _entry(decoded_or_none(raw))
                 if entry is None or entry.expired(now):
                     continue
                 if list is None or entry.list == list:
@@ -230,7 +235,7 @@ class Suppressions:
         self, account: str, list: str | None = None, limit: int = 100
     ) -> list[SuppressionEntry]:
         """The newest `limit` live entries, optionally of one list."""
-        found: list[SuppressionEntry] = []
+        found: builtins.list[SuppressionEntry] = []  # `list` here is the parameter
         for entry in self.entries(account, list):
             if len(found) >= limit:
                 break

@@ -4,6 +4,8 @@
                      bounce pipe and socketmap verify)
     links            open pixels and tracked links (milter signs, tracker verifies)
     copies           X-CloudMTA-Copy headers of per-recipient copies (milter signs and verifies)
+    authpolicy       what Dovecot presents to txmail authpolicy: the request header and the
+                     hash nonce (rendered into Dovecot's configuration by the stack)
 
 Each token is an HMAC under a key derived from one of the relay's secrets with a label of its
 own, so no token of one kind can be replayed as another. Pure: no Redis, no I/O.

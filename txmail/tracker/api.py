@@ -58,12 +58,13 @@ from aiohttp import web
 
 from txmail.errors import TemporaryFailure, UsageError
 from txmail.events import KINDS, Event
+from txmail.store import decoded_entries
 from txmail.store.accounts import Accounts, ApiKeys
 from txmail.store.messages import Messages
 from txmail.store.suppressions import LISTS, Suppressions
 from txmail.submit import Accepted, Envelope, Refused, submit
 from txmail.tracker import openapi
-from txmail.tracker.server import SERVICES, Services, error_response
+from txmail.tracker.services import SERVICES, Services, error_response
 
 log = logging.getLogger("txmail.tracker")
 
@@ -473,7 +474,9 @@ def _message(services: Services, account: str, queue_id: str) -> dict[str, Any] 
     record = Messages(services.client, services.keys, ttl).get(queue_id)
     if record is None or record.account != account:
         return None
-    rows = services.client.xrevrange(services.keys.events(account), count=MESSAGE_EVENT_SCAN)
+    rows = decoded_entries(
+        services.client.xrevrange(services.keys.events(account), count=MESSAGE_EVENT_SCAN)
+    )
     events = [e for e in _event_rows(list(reversed(rows))) if e.get("message_id") == queue_id]
     return {
         "message_id": record.queue_id,
@@ -517,12 +520,14 @@ async def events(request: web.Request, services: Services, account: str) -> web.
     message_id = request.query.get("message_id")
     if message_id is not None and not QUEUE_ID.match(message_id):
         raise bad("message_id must be a message id as /v1/send returned it")
-    rows = await asyncio.to_thread(
-        services.client.xrange,
-        services.keys.events(account),
-        f"({after}" if after else "-",
-        "+",
-        limit,
+    rows = decoded_entries(
+        await asyncio.to_thread(
+            services.client.xrange,
+            services.keys.events(account),
+            f"({after}" if after else "-",
+            "+",
+            limit,
+        )
     )
     found = [
         e

@@ -35,8 +35,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from txmail import store
 from txmail.errors import TemporaryFailure
 from txmail.events import KINDS, WEBHOOK_GROUP
+from txmail.tracker.services import SERVICES, Services, error_response, metrics_allowed
 
 log = logging.getLogger("txmail.tracker")
 
@@ -67,7 +69,7 @@ def _count(fields: dict[str, str]) -> dict[str, int]:
 class RedisCollector(Collector):
     """Builds every metric from Redis (and the spool) when Prometheus scrapes."""
 
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
 
     def collect(self) -> Iterator[Any]:
@@ -169,26 +171,26 @@ class RedisCollector(Collector):
                 lag = group.get("lag")
                 if lag is None:  # Redis < 7 or an unknown lag: everything after the last id
                     lag = len(
-                        client.xrange(
-                            keys.events(account),
-                            f"({group.get('last-delivered-id', '0-0')}",
-                            "+",
-                            10000,
+                        store.decoded_entries(
+                            client.xrange(
+                                keys.events(account),
+                                f"({group.get('last-delivered-id', '0-0')}",
+                                "+",
+                                10000,
+                            )
                         )
                     )
                 return int(lag) + int(group.get("pending", 0))
         return int(client.xlen(keys.events(account)))  # no dispatcher yet: all of it waits
 
 
-def render(services: Any) -> bytes:
+def render(services: Services) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RedisCollector(services))
     return generate_latest(registry)
 
 
 async def handler(request: web.Request) -> web.StreamResponse:
-    from txmail.tracker.server import SERVICES, error_response, metrics_allowed
-
     services = request.app[SERVICES]
     if not metrics_allowed(request.remote or "", services.settings.tracker.metrics_networks):
         return error_response(

@@ -35,14 +35,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ipaddress
-import json
 import logging
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -50,9 +47,11 @@ from aiohttp import web
 from txmail import store
 from txmail.config import Settings
 from txmail.events import Recorder
-from txmail.tokens.links import LinkSigner
+from txmail.tokens.links import LinkSigner, public_base_url
+from txmail.tracker import api, metrics
 from txmail.tracker.machines import classify
 from txmail.tracker.recording import Hit, HitWriter, Recording
+from txmail.tracker.services import SERVICES, Services, client_address, error_response, not_found
 
 log = logging.getLogger("txmail.tracker")
 
@@ -63,48 +62,6 @@ NO_CACHE = {
     "Expires": "0",
 }
 MAX_AGENT = 512
-
-
-@dataclass
-class Services:
-    """What the handlers share; built once in serve(), passed in for tests."""
-
-    settings: Settings
-    signer: LinkSigner
-    recording: Recording | None
-    client: Any = None  # redis client of the API and /metrics (sync, used in threads)
-    keys: store.Keys | None = None
-    dropped: int = 0  # hits dropped because the queue was full
-    # /v1/send bodies over api.LARGE_BODY read at once, per account
-    large_sends: dict[str, asyncio.Semaphore] = field(default_factory=dict)
-
-
-SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
-
-
-def error_response(
-    http_status: int,
-    message: str,
-    smtp_code: int | None = None,
-    status: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> web.Response:
-    """The one error shape of every endpoint."""
-    body = {"error": {"message": message, "smtp_code": smtp_code, "status": status}}
-    return web.json_response(body, status=http_status, headers=headers)
-
-
-def not_found() -> web.Response:
-    return error_response(404, "No such page; check the link", 550, "5.1.0")
-
-
-def client_address(request: web.Request, settings: Settings) -> str:
-    if settings.tracker.trust_forwarded:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        first = forwarded.split(",")[0].strip()
-        if first:
-            return first[:64]
-    return (request.remote or "")[:64]
 
 
 def _hit(request: web.Request, kind: str, token: str) -> Hit | None:
@@ -162,9 +119,7 @@ HTTP_SENTENCES = {
 
 def body_ceiling(settings: Settings) -> int:
     """The largest request body any request may have: a send of the largest message."""
-    from txmail.tracker.api import send_body_limit
-
-    return send_body_limit(settings.postfix.message_size_limit)
+    return api.send_body_limit(settings.postfix.message_size_limit)
 
 
 @web.middleware
@@ -219,8 +174,6 @@ async def json_errors(
 
 
 def make_app(services: Services) -> web.Application:
-    from txmail.tracker import api, metrics
-
     app = web.Application(
         middlewares=[json_errors, body_limit], client_max_size=body_ceiling(services.settings)
     )
@@ -231,14 +184,6 @@ def make_app(services: Services) -> web.Application:
     app.router.add_get("/metrics", metrics.handler)
     api.add_routes(app)
     return app
-
-
-def metrics_allowed(remote: str, networks: list[str]) -> bool:
-    try:
-        address = ipaddress.ip_address(remote)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
 def build_services(settings: Settings) -> Services:
@@ -284,7 +229,7 @@ async def _serve(settings: Settings) -> None:
         "listening on http://%s:%d (links point at %s)",
         settings.listen.address,
         settings.listen.http,
-        _public(settings),
+        public_base_url(settings),
     )
     await stop.wait()
     log.info("stopping: recording what is queued")
@@ -297,19 +242,9 @@ async def _serve(settings: Settings) -> None:
     log.info("stopped")
 
 
-def _public(settings: Settings) -> str:
-    from txmail.tokens.links import public_base_url
-
-    return public_base_url(settings)
-
-
 def serve(settings: Settings) -> None:
     """Run the tracker until SIGTERM."""
     # The recording thread competes with the event loop for the GIL; a shorter switch
     # interval than the default 5 ms keeps that out of the answers' latency.
     sys.setswitchinterval(0.001)
     asyncio.run(_serve(settings))
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -64,7 +64,7 @@ import redis
 
 from txmail.config import WebhooksSettings
 from txmail.events import WEBHOOK_GROUP
-from txmail.store import Client, Keys, guard, scripts
+from txmail.store import Client, Keys, decoded, decoded_or_none, guard, scripts
 from txmail.webhooks import signing
 
 log = logging.getLogger("txmail.webhooks")
@@ -182,7 +182,7 @@ class Dispatcher:
             return
         self.last_refresh = now
         with guard("listing accounts for the webhooks"):
-            names = sorted(self.client.smembers(self.keys.accounts))
+            names = sorted(map(decoded, self.client.smembers(self.keys.accounts)))
             pipe = self.client.pipeline(transaction=False)
             for name in names:
                 pipe.hget(self.keys.account(name), "webhook_url")
@@ -357,7 +357,10 @@ class Dispatcher:
                 # The URL may have been set since the last refresh: ask before letting go.
                 with guard("reading a webhook URL"):
                     endpoint.url = (
-                        self.client.hget(self.keys.account(endpoint.account), "webhook_url") or ""
+                        decoded_or_none(
+                            self.client.hget(self.keys.account(endpoint.account), "webhook_url")
+                        )
+                        or ""
                     )
             if not endpoint.url:
                 self._ack(endpoint.account, [p.stream_id for p in endpoint.batch])

@@ -26,7 +26,7 @@ from txmail import store
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.events import Event
-from txmail.store import Client, Keys, guard
+from txmail.store import Client, Keys, decoded_entries, guard
 from txmail.webhooks.dispatcher import Dispatcher, requests_transport
 
 log = logging.getLogger("txmail.webhooks")
@@ -107,7 +107,7 @@ class DeadLetter:
 def dead_letters(client: Client, keys: Keys, account: str, limit: int = 1000) -> list[DeadLetter]:
     """The account's dead letters, oldest first."""
     with guard(f"listing the dead letters of {account}"):
-        rows = client.xrange(keys.dead_letters(account), count=limit)
+        rows = decoded_entries(client.xrange(keys.dead_letters(account), count=limit))
     found = []
     for entry_id, fields in rows:
         try:
@@ -134,7 +134,9 @@ def replay(
     start = "-"
     while True:
         with guard(f"replaying the dead letters of {account}"):
-            rows = client.xrange(keys.dead_letters(account), min=start, count=batch)
+            rows = decoded_entries(
+                client.xrange(keys.dead_letters(account), min=start, count=batch)
+            )
         if not rows:
             break
         chosen = [

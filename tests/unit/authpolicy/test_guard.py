@@ -16,8 +16,9 @@ import redis
 from aiohttp.test_utils import TestClient, TestServer
 from redis.cluster import key_slot
 
-from txmail.authpolicy import credentials, decide, server
+from txmail.authpolicy import decide, server
 from txmail.store import Keys, scripts
+from txmail.tokens import authpolicy as credentials
 
 LIMITS = decide.Limits(
     free_failures=2,

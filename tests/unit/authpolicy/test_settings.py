@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from txmail import config
-from txmail.authpolicy import credentials, decide
+from txmail.authpolicy import decide
 from txmail.errors import ConfigError
 from txmail.stack import render
+from txmail.tokens import authpolicy as credentials
 
 
 def with_policy(**values: object) -> config.Settings:

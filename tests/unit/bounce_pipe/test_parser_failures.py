@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.harness import bounce_settings
 from txmail.bounce_pipe import server, unparsed, worker
 from txmail.bounce_pipe.main import handle, process
 from txmail.bounce_pipe.parse import BounceReport, parse_report
@@ -35,6 +34,7 @@ from txmail.store import Keys
 from txmail.store.accounts import Accounts
 from txmail.store.messages import MessageRecord, Messages
 from txmail.tokens.bounce_address import bounce_address
+from txmail_testing.harness import bounce_settings
 
 FAKE = r"""
 import base64, json, os, resource, sys, time

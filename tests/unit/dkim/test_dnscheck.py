@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import free_port
-from tests.loopback_dns import LoopbackDns
 from txmail import dnscheck
 from txmail.errors import TemporaryFailure
 from txmail.store.domains import ED25519, RSA, DkimKey
+from txmail_testing.harness import free_port
+from txmail_testing.loopback_dns import LoopbackDns
 
 RSA_KEY = DkimKey("s1", RSA, "/k/s1.pem", "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8A" + "A" * 300)
 ED_KEY = DkimKey("s1e", ED25519, "/k/s1e.pem", "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=")

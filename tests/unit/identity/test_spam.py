@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness import free_port
 from txmail.errors import TemporaryFailure
 from txmail.milter.spam import SpamChecker
+from txmail_testing.harness import free_port
 
 MESSAGE = b"From: app@acme.example\r\nTo: user@example.net\r\nSubject: hi\r\n\r\nbody\r\n"
 

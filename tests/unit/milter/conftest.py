@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import redis
 
-from tests.harness import RedisServer
 from tests.unit.milter.driver import Conversation, make_context
 from txmail.config import Settings
 from txmail.store.accounts import Accounts
+from txmail_testing.harness import RedisServer
 
 _prefixes = itertools.count()
 

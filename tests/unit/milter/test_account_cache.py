@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.harness import wait_for
 from txmail.milter.account_cache import AccountCache
 from txmail.store import Keys
 from txmail.store.accounts import Accounts
+from txmail_testing.harness import wait_for
 
 
 @pytest.fixture

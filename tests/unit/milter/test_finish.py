@@ -12,7 +12,6 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.harness import free_port
 from tests.unit.milter.driver import QUEUE_ID, Conversation, basic, eml, make_context
 from txmail.config import Settings
 from txmail.milter import dkim as txdkim
@@ -20,6 +19,7 @@ from txmail.milter.server import TxmailMilter
 from txmail.store import Keys
 from txmail.store.domains import Domain, Domains
 from txmail.tokens.bounce_address import bounce_address, verify_bounce_address
+from txmail_testing.harness import free_port
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 

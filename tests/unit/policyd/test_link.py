@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import redis
 
-from tests.harness import RedisServer
 from txmail.config import RedisSettings, Settings
 from txmail.policyd import link, server
 from txmail.store import scripts as lua
+from txmail_testing.harness import RedisServer
 
 
 def run(test: Callable[[], Awaitable[Any]]) -> Any:

@@ -15,12 +15,12 @@ import pytest
 import redis
 from redis.cluster import key_slot
 
-from tests.harness import RedisServer
 from txmail.accounts import reputation
 from txmail.config import Settings
 from txmail.policyd import decide, quota
 from txmail.store import Keys, scripts
 from txmail.store.accounts import Accounts
+from txmail_testing.harness import RedisServer
 
 DAY = 86400.0
 START = 1_795_000_000.0 - 1_795_000_000.0 % DAY + 10 * 3600  # 10:00:00Z on some day

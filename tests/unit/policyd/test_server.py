@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import redis
 
-from tests.harness import RedisServer, free_port
 from txmail.config import RedisSettings, Settings
 from txmail.policyd import protocol, server
 from txmail.store import Keys
 from txmail.store.accounts import Accounts
+from txmail_testing.harness import RedisServer, free_port
 
 _prefixes = itertools.count()
 NOW = 1_795_000_000.0 - 1_795_000_000.0 % 86400 + 36000.0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import RedisServer, wait_for
+from txmail_testing.harness import RedisServer, wait_for
 
 REQUEST = (
     b"request=smtpd_access_policy\nprotocol_state=RCPT\nsasl_username=\n"

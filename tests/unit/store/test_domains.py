@@ -6,12 +6,12 @@ import uuid
 
 import pytest
 
-from tests.harness import RedisServer
 from txmail.config import Settings
 from txmail.errors import Conflict, NotFound
 from txmail.store import Keys
 from txmail.store.accounts import Accounts
 from txmail.store.domains import RSA, DkimKey, Domain, Domains
+from txmail_testing.harness import RedisServer
 
 SETTINGS = Settings(bounce_domain="bounces.example.test")
 KEY = DkimKey("s1", RSA, "/nonexistent/s1.pem", "AAAA")

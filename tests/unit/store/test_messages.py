@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from tests.harness import RedisServer
 from txmail.store import Keys
 from txmail.store.messages import MessageRecord, Messages
+from txmail_testing.harness import RedisServer
 
 
 def test_get_many_reads_a_batch_and_names_the_unknown(redis_server: RedisServer) -> None:

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.harness import RedisServer
 from txmail.errors import UsageError
 from txmail.store import Keys
 from txmail.store.suppressions import Suppressions
+from txmail_testing.harness import RedisServer
 
 
 class Clock:

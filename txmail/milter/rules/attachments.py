@@ -323,11 +323,13 @@ def _parts(message: email.message.Message) -> Iterator[email.message.Message]:
         if part.is_multipart():
             if _names(part):
                 yield part  # a container with a file name of its own is judged by that name
-            stack.extend(
-                (child, depth + 1)
-                for child in reversed(part.get_payload())
-                if isinstance(child, email.message.Message)
-            )
+            children = part.get_payload()
+            if isinstance(children, list):  # always, for a multipart part
+                stack.extend(
+                    (child, depth + 1)
+                    for child in reversed(children)
+                    if isinstance(child, email.message.Message)
+                )
         else:
             yield part
 

@@ -68,7 +68,7 @@ def sync_once(settings: Settings, client: store.Client | None = None) -> bool:
     return changed
 
 
-def run(settings: Settings) -> None:
+def serve(settings: Settings) -> None:
     """Sync forever: on every change notification and every resync_interval seconds."""
     passwd = settings.path(settings.dovecot.passwd_file)
     keys = store.Keys(settings.redis.prefix)

@@ -10,7 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.harness import free_listening_port, wait_for
+from txmail_testing.harness import free_listening_port, wait_for
 
 
 class _Handler(BaseHTTPRequestHandler):

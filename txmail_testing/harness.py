@@ -1,7 +1,7 @@
 """Test harness: real Redis, a scriptable SMTP sink and whole txmail stacks on loopback.
 
 Everything here starts real processes in their own temporary folders on free ports, and
-stops them again even when a test fails. Used by tests/conftest.py and by bench/.
+stops them again even when a test fails. Used by tests/ (conftest.py) and by bench/.
 """
 
 from __future__ import annotations

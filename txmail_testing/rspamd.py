@@ -14,7 +14,7 @@ import subprocess
 import urllib.request
 from typing import Any
 
-from tests.harness import free_listening_port, state_dir, terminate, wait_for
+from txmail_testing.harness import free_listening_port, state_dir, terminate, wait_for
 
 SPAM_SUBJECT = "txmail-test-spam"
 
