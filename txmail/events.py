@@ -3,6 +3,7 @@
 SYNOPSIS
     event = make_event(kind, account, message_id, recipient, details, tags=..., trusted=...)
     Recorder(client, keys, ...).record(event, policy, untrusted_cap=..., counts=...) -> Recorded
+    Recorder(client, keys, ...).record_many(events, repeats=...) -> [Recorded, ...]
     record_outcome(recorder, message, kind, recipient, details, policy, ...) -> Recorded
 
 DESCRIPTION
@@ -71,10 +72,13 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis.cluster
+
+from txmail.errors import TemporaryFailure
 from txmail.store import Client, Keys, decoded_entries, guard, scripts
 from txmail.store.messages import MessageRecord
 from txmail.store.suppressions import Suppressions
@@ -163,6 +167,11 @@ def iso_timestamp(now: float) -> str:
 
 def utc_day(now: float) -> str:
     return time.strftime("%Y%m%d", time.gmtime(now))
+
+
+def event_day(event: Event) -> str:
+    """The UTC day of an event's timestamp, as utc_day() writes it."""
+    return event.timestamp[:10].replace("-", "")
 
 
 def cap_details(details: dict[str, Any]) -> dict[str, Any]:
@@ -298,12 +307,83 @@ class Recorder:
         many untrusted events. `counts` False: a trusted delivery, bounce or complaint is
         recorded and suppresses, but does not feed the reputation counters (the caller
         knows its source cannot be told from the recipient's own word)."""
-        unique = event.kind not in REPEATING
         keys, args = record_call(
             self.keys, event, utc_day(self.clock()), self.seen_ttl, self.counter_ttl, untrusted_cap
         )
         with guard(f"{event.message_id}: recording a {event.kind} event"):
-            state, event_id, counted = self._record(keys=keys, args=args)
+            reply = self._record(keys=keys, args=args)
+        return self._recorded(event, reply, keys, args, policy, untrusted_cap, counts)
+
+    def record_many(
+        self, events: Sequence[Event], repeats: Callable[[Event], bool] | None = None
+    ) -> list[Recorded]:
+        """Record `events` in order, each as record(event) does (no suppression policy):
+        what the tracker does with a batch of opens and clicks. `repeats(event)` True: an
+        open or click recorded before is appended to the stream all the same (an account's
+        webhook_every_open).
+
+        On a single Redis the script calls go in one pipeline, and the repeats in a second,
+        whatever the batch's size; each event is counted on the UTC day of its own
+        timestamp, so a batch written late still counts on the day it happened. On a Redis
+        Cluster, where the pipeline cannot carry the script, each event is one record() call;
+        Redis failing part-way raises PartlyRecorded, which says how many were recorded."""
+        if isinstance(self.client, redis.cluster.RedisCluster):
+            return self._record_one_by_one(events, repeats)
+        calls = [
+            record_call(self.keys, event, event_day(event), self.seen_ttl, self.counter_ttl)
+            for event in events
+        ]
+        with guard("recording opens and clicks"):
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                self._record(keys=keys, args=args, client=pipe)
+            replies = pipe.execute()
+            again = [
+                event
+                for event, (state, _, _) in zip(events, replies, strict=True)
+                if int(state) == 2 and repeats is not None and repeats(event)
+            ]
+            if again:
+                pipe = self.client.pipeline(transaction=False)
+                for event in again:
+                    pipe.xadd(self.keys.events(event.account), {"event": event.to_json()})
+                pipe.execute()
+        return [
+            self._recorded(event, reply, keys, args)
+            for event, reply, (keys, args) in zip(events, replies, calls, strict=True)
+        ]
+
+    def _record_one_by_one(
+        self, events: Sequence[Event], repeats: Callable[[Event], bool] | None
+    ) -> list[Recorded]:
+        done: list[Recorded] = []
+        for event in events:
+            try:
+                recorded = self.record(event)
+                if not recorded.new and repeats is not None and repeats(event):
+                    with guard(f"{event.message_id}: posting a repeated {event.kind}"):
+                        self.client.xadd(
+                            self.keys.events(event.account), {"event": event.to_json()}
+                        )
+            except TemporaryFailure as exc:
+                raise PartlyRecorded(len(done)) from exc
+            done.append(recorded)
+        return done
+
+    def _recorded(
+        self,
+        event: Event,
+        reply: Any,
+        keys: list[str],
+        args: list[Any],
+        policy: SuppressionPolicy | None = None,
+        untrusted_cap: int = 0,
+        counts: bool = True,
+    ) -> Recorded:
+        """What follows event_record.lua's `reply` for `event` (called with `keys`, `args`):
+        the log line, suppression and the reputation count."""
+        unique = event.kind not in REPEATING
+        state, event_id, counted = reply
         state = int(state)
         if state == 3:
             log.info(
@@ -316,11 +396,12 @@ class Recorder:
             )
             return Recorded(event_id="", new=False, capped=True)
         if state == 1:
+            reason = event.details.get("reason", "")
             log.info(
-                "%s: event %s %s to=<%s> id=%s%s",
+                "%s: event %s%s to=<%s> id=%s%s",
                 event.message_id or "NOQUEUE",
                 event.kind,
-                event.details.get("reason", ""),
+                f" {reason}" if reason else "",
                 event.recipient,
                 event_id,
                 "" if event.trusted else " untrusted",
@@ -405,6 +486,15 @@ def record_outcome(
         untrusted_cap=untrusted_cap,
         counts=trusted and (counts is None or counts(event)),
     )
+
+
+class PartlyRecorded(TemporaryFailure):
+    """Redis failed after `done` events of a batch were recorded (Recorder.record_many on a
+    Redis Cluster): the caller retries the rest."""
+
+    def __init__(self, done: int) -> None:
+        super().__init__(f"Redis failed after {done} events")
+        self.done = done
 
 
 def stream_events(
