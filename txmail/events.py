@@ -325,7 +325,7 @@ class Recorder:
         On a single Redis the script calls go in one pipeline, and the repeats in a second,
         whatever the batch's size; each event is counted on the UTC day of its own
         timestamp, so a batch written late still counts on the day it happened. On a Redis
-        Cluster, where the pipeline cannot carry the script, each event is one record() call;
+        Cluster each event is one record() call (counted on the day it is recorded), and
         Redis failing part-way raises PartlyRecorded, which says how many were recorded."""
         if isinstance(self.client, redis.cluster.RedisCluster):
             return self._record_one_by_one(events, repeats)
