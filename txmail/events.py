@@ -3,6 +3,8 @@
 SYNOPSIS
     event = make_event(kind, account, message_id, recipient, details, tags=..., trusted=...)
     Recorder(client, keys, ...).record(event, policy, untrusted_cap=..., counts=...) -> Recorded
+    Recorder(client, keys, ...).record_many(events, repeats=...) -> [Recorded, ...]
+    record_outcome(recorder, message, kind, recipient, details, policy, ...) -> Recorded
 
 DESCRIPTION
     An event is {"id", "kind", "recipient", "message_id", "timestamp", "account", "tags",
@@ -25,9 +27,10 @@ DESCRIPTION
         the reason, the time and the event id (expiring after suppression_days when set). Soft
         bounces never suppress. This runs again when a duplicate is reported, so a process that
         died between the two steps cannot leave a hard bounce unsuppressed;
-      * a trusted delivery, bounce or complaint feeds the policy daemon's reputation counters
-        (txmail.policyd.reputation.record_outcome) once: a "counted:" mark in the seen hash,
-        set after the call, makes a retry count what a crash left uncounted and nothing twice.
+      * a trusted delivery, bounce or complaint feeds the account's reputation counters once,
+        through the outcome hook the daemon passes in (Recorder(outcome_hook=...), built by
+        txmail.accounts.reputation.outcome_hook): a "counted:" mark in the seen hash, set
+        after the call, makes a retry count what a crash left uncounted and nothing twice.
 
     Untrusted events (a bounce whose address token was forged or missing) are recorded with
     details.trusted = false, are delivered to the webhook like any other, and never suppress
@@ -43,6 +46,13 @@ DESCRIPTION
     a bounce only when Postfix did not see the message delivered to that recipient, because a
     recipient can write a DSN or an ARF report about themselves, and one per thousand
     recipients would suspend an account.
+
+    record_outcome() is the one way a delivery outcome of a message txmail sent becomes an
+    event, for both processes that learn outcomes: the maillog follower (what Postfix saw,
+    always trusted) and the bounce pipe (what a returned mail says, trusted as far as its
+    token vouches). It makes the event under the id the client knows (a per-recipient copy's
+    parent's) with the message's account and tags, and records it as above; what differs
+    between the two (the details, trust, what counts, the untrusted cap) is its arguments.
 
     The stream is capped (events.stream_max) by the webhooks dispatcher only, and only below
     what its consumer group has acknowledged, so an event is never trimmed before it has been
@@ -62,11 +72,15 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis.cluster
+
+from txmail.errors import TemporaryFailure
 from txmail.store import Client, Keys, decoded_entries, guard, scripts
+from txmail.store.messages import MessageRecord
 from txmail.store.suppressions import Suppressions
 
 log = logging.getLogger("txmail.events")
@@ -155,6 +169,11 @@ def utc_day(now: float) -> str:
     return time.strftime("%Y%m%d", time.gmtime(now))
 
 
+def event_day(event: Event) -> str:
+    """The UTC day of an event's timestamp, as utc_day() writes it."""
+    return event.timestamp[:10].replace("-", "")
+
+
 def cap_details(details: dict[str, Any]) -> dict[str, Any]:
     """Details with long strings cut: they come from remote MTAs."""
     return {k: (v[:MAX_FIELD] if isinstance(v, str) else v) for k, v in details.items()}
@@ -226,25 +245,6 @@ class SuppressionPolicy:
         return event.kind == "bounce" and event.details.get("reason") in self.reasons
 
 
-def reputation_hook(
-    client: Client, keys: Keys, settings_of: Callable[[str], dict[str, Any] | None] | None = None
-) -> OutcomeHook:
-    """The policy daemon's reputation counters, as the recorder calls them. `settings_of`
-    gives an account's settings (None: gone) from a caller's cache; without it they are read
-    for each outcome."""
-    from txmail.policyd.reputation import record_outcome
-
-    def hook(account: str, kind: str) -> Any:
-        if settings_of is None:
-            return record_outcome(client, keys, account, kind)
-        settings = settings_of(account)
-        if settings is None:
-            return []
-        return record_outcome(client, keys, account, kind, settings=settings)
-
-    return hook
-
-
 COUNTED_KINDS = ("delivery", "bounce", "complaint")
 
 
@@ -307,12 +307,83 @@ class Recorder:
         many untrusted events. `counts` False: a trusted delivery, bounce or complaint is
         recorded and suppresses, but does not feed the reputation counters (the caller
         knows its source cannot be told from the recipient's own word)."""
-        unique = event.kind not in REPEATING
         keys, args = record_call(
             self.keys, event, utc_day(self.clock()), self.seen_ttl, self.counter_ttl, untrusted_cap
         )
         with guard(f"{event.message_id}: recording a {event.kind} event"):
-            state, event_id, counted = self._record(keys=keys, args=args)
+            reply = self._record(keys=keys, args=args)
+        return self._recorded(event, reply, keys, args, policy, untrusted_cap, counts)
+
+    def record_many(
+        self, events: Sequence[Event], repeats: Callable[[Event], bool] | None = None
+    ) -> list[Recorded]:
+        """Record `events` in order, each as record(event) does (no suppression policy):
+        what the tracker does with a batch of opens and clicks. `repeats(event)` True: an
+        open or click recorded before is appended to the stream all the same (an account's
+        webhook_every_open).
+
+        On a single Redis the script calls go in one pipeline, and the repeats in a second,
+        whatever the batch's size; each event is counted on the UTC day of its own
+        timestamp, so a batch written late still counts on the day it happened. On a Redis
+        Cluster each event is one record() call (counted on the day it is recorded), and
+        Redis failing part-way raises PartlyRecorded, which says how many were recorded."""
+        if isinstance(self.client, redis.cluster.RedisCluster):
+            return self._record_one_by_one(events, repeats)
+        calls = [
+            record_call(self.keys, event, event_day(event), self.seen_ttl, self.counter_ttl)
+            for event in events
+        ]
+        with guard("recording opens and clicks"):
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                self._record(keys=keys, args=args, client=pipe)
+            replies = pipe.execute()
+            again = [
+                event
+                for event, (state, _, _) in zip(events, replies, strict=True)
+                if int(state) == 2 and repeats is not None and repeats(event)
+            ]
+            if again:
+                pipe = self.client.pipeline(transaction=False)
+                for event in again:
+                    pipe.xadd(self.keys.events(event.account), {"event": event.to_json()})
+                pipe.execute()
+        return [
+            self._recorded(event, reply, keys, args)
+            for event, reply, (keys, args) in zip(events, replies, calls, strict=True)
+        ]
+
+    def _record_one_by_one(
+        self, events: Sequence[Event], repeats: Callable[[Event], bool] | None
+    ) -> list[Recorded]:
+        done: list[Recorded] = []
+        for event in events:
+            try:
+                recorded = self.record(event)
+                if not recorded.new and repeats is not None and repeats(event):
+                    with guard(f"{event.message_id}: posting a repeated {event.kind}"):
+                        self.client.xadd(
+                            self.keys.events(event.account), {"event": event.to_json()}
+                        )
+            except TemporaryFailure as exc:
+                raise PartlyRecorded(len(done)) from exc
+            done.append(recorded)
+        return done
+
+    def _recorded(
+        self,
+        event: Event,
+        reply: Any,
+        keys: list[str],
+        args: list[Any],
+        policy: SuppressionPolicy | None = None,
+        untrusted_cap: int = 0,
+        counts: bool = True,
+    ) -> Recorded:
+        """What follows event_record.lua's `reply` for `event` (called with `keys`, `args`):
+        the log line, suppression and the reputation count."""
+        unique = event.kind not in REPEATING
+        state, event_id, counted = reply
         state = int(state)
         if state == 3:
             log.info(
@@ -325,11 +396,12 @@ class Recorder:
             )
             return Recorded(event_id="", new=False, capped=True)
         if state == 1:
+            reason = event.details.get("reason", "")
             log.info(
-                "%s: event %s %s to=<%s> id=%s%s",
+                "%s: event %s%s to=<%s> id=%s%s",
                 event.message_id or "NOQUEUE",
                 event.kind,
-                event.details.get("reason", ""),
+                f" {reason}" if reason else "",
                 event.recipient,
                 event_id,
                 "" if event.trusted else " untrusted",
@@ -376,6 +448,53 @@ class Recorder:
             pipe.expire(key, self.seen_ttl)
             attempts, _ = pipe.execute()
         return int(attempts)
+
+
+def record_outcome(
+    recorder: Recorder,
+    message: MessageRecord,
+    kind: str,
+    recipient: str,
+    details: dict[str, Any],
+    policy: SuppressionPolicy,
+    *,
+    trusted: bool = True,
+    counts: Callable[[Event], bool] | None = None,
+    untrusted_cap: int = 0,
+    now: float | None = None,
+) -> Recorded:
+    """Record one outcome (`kind`: delivery, bounce, soft_bounce, complaint) of `recipient`
+    of `message`: its event, then suppression and reputation as Recorder.record does.
+
+    `trusted` False: the outcome is the sender's word only (untrusted, see the module text),
+    recorded within `untrusted_cap` per message. `counts` says whether a trusted outcome may
+    count toward the account's reputation, asked of the event (its recipient as recorded);
+    None: it does. `now` defaults to the recorder's clock."""
+    event = make_event(
+        kind,
+        message.account,
+        message.message_id,  # a per-recipient copy's: its parent's, the client's id
+        recipient,
+        details,
+        tags=message.tags,
+        now=recorder.clock() if now is None else now,
+        trusted=trusted,
+    )
+    return recorder.record(
+        event,
+        policy,
+        untrusted_cap=untrusted_cap,
+        counts=trusted and (counts is None or counts(event)),
+    )
+
+
+class PartlyRecorded(TemporaryFailure):
+    """Redis failed after `done` events of a batch were recorded (Recorder.record_many on a
+    Redis Cluster): the caller retries the rest."""
+
+    def __init__(self, done: int) -> None:
+        super().__init__(f"Redis failed after {done} events")
+        self.done = done
 
 
 def stream_events(

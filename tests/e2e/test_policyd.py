@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from txmail.policyd import reputation
+from txmail.accounts import reputation
 from txmail.store import Keys
 from txmail_testing.harness import RedisCluster, Sink, Stack, simple_message, wait_for
 

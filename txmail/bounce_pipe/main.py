@@ -9,27 +9,29 @@ DESCRIPTION
     configured bounce domain) to this command, one recipient at a time, the mail on standard
     input. It:
 
-    1.  checks the TOKEN of the recipient address (txmail.tokens.bounce_address): a valid HMAC
-        names the queue id of the message the bounce is about, and makes the bounce trusted;
+    1.  checks the TOKEN of the recipient address (txmail.tokens.bounce_address): a valid
+        HMAC names the queue id of the message the bounce is about, and makes the bounce trusted;
     2.  parses the mail (txmail.bounce_pipe.parse): one outcome per recipient it reports;
-    3.  finds the original message: by the token, else by the report's X-Postfix-Queue-ID,
-        Original-Envelope-Id, the queue id a token with a wrong MAC claims, or the returned
-        message's Message-ID (those make it untrusted);
-    4.  records one event per recipient outcome (txmail.events); trusted hard bounces and
-        complaints suppress the recipient, untrusted ones never do. A token vouches only for
-        the recipients its queue file carried (the milter gives every recipient of a
-        bounce-tracked message a queue file, and so a token, of its own): an outcome for any
-        other address is untrusted too. Untrusted outcomes are bounded: at most
-        bounce_pipe.untrusted_events_per_report of one mail and untrusted_events_per_message
-        of one message are recorded; a mail with more is kept for inspection. What the
-        recipient could have written counts toward suspension only with more proof: a
-        complaint when a feedback loop in bounce_pipe.feedback_loops DKIM-signed it
-        (feedback.py; such a report may carry its token in the returned message's Return-Path
-        instead of in the address it was sent to), a hard bounce when Postfix did not see the
-        message delivered to that recipient;
-    5.  keeps what it cannot read, or cannot match to a message, for `txmail bounces unparsed`;
+    3.  finds the original message (match_message()): by the token, else by the report's
+        X-Postfix-Queue-ID, Original-Envelope-Id, the queue id a token with a wrong MAC
+        claims, or the returned message's Message-ID (those make it untrusted);
+    4.  records one event per recipient outcome (record_events(), through
+        txmail.events.record_outcome as the maillog follower does for what Postfix saw);
+        trusted hard bounces and complaints suppress the recipient, untrusted ones never do.
+        A token vouches only for the recipients its queue file carried (the milter gives
+        every recipient of a bounce-tracked message a queue file, and so a token, of its
+        own): an outcome for any other address is untrusted too. Untrusted outcomes are
+        bounded: at most bounce_pipe.untrusted_events_per_report of one mail and
+        untrusted_events_per_message of one message are recorded; a mail with more is kept
+        for inspection. What the recipient could have written counts toward suspension only
+        with more proof: a complaint when a feedback loop in bounce_pipe.feedback_loops
+        DKIM-signed it (feedback.py; such a report may carry its token in the returned
+        message's Return-Path instead of in the address it was sent to), a hard bounce when
+        Postfix did not see the message delivered to that recipient;
+    5.  keeps what it cannot read, or cannot match to a message, for `txmail bounces unparsed`
+        (keep_for_inspection());
     6.  forwards the bounce to the original envelope sender when the client's NOTIFY asks for
-        it (txmail.bounce_pipe.forward), with a null envelope sender.
+        it (forward_to_sender(), txmail.bounce_pipe.forward), with a null envelope sender.
 
     Where: master.cf runs `python -m txmail.bounce_pipe` as the unprivileged settings.user;
     it only hands the mail to the long-running `txmail bounces serve` (handoff.py, server.py),
@@ -67,13 +69,15 @@ from typing import Any
 import redis
 
 from txmail import store
+from txmail.accounts import reputation
 from txmail.bounce_pipe import feedback, unparsed
 from txmail.bounce_pipe import forward as forwarding
 from txmail.bounce_pipe.handoff import EX_OK, EX_TEMPFAIL
 from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.config import Settings
 from txmail.errors import TxmailError
-from txmail.events import Event, Recorder, SuppressionPolicy, make_event, reputation_hook
+from txmail.events import Event, Recorder, SuppressionPolicy, record_outcome
+from txmail.outcomes.findings import BounceEvent
 from txmail.store import account_settings
 from txmail.store.messages import MessageRecord, Messages
 from txmail.tokens.bounce_address import verify_bounce_address
@@ -167,6 +171,22 @@ def read_report(settings: Settings, raw: bytes) -> BounceReport:
     return report
 
 
+@dataclass(frozen=True)
+class Match:
+    """What a returned mail is about (the find step): the message (None: no match), whether
+    the signed token proved it, the queue id a valid token names, and the feedback loop that
+    DKIM-signed the report ("" when none did)."""
+
+    record: MessageRecord | None
+    trusted: bool
+    token_queue_id: str | None
+    loop: str
+
+    @property
+    def queue_id(self) -> str:
+        return self.record.queue_id if self.record else (self.token_queue_id or "")
+
+
 def process(
     settings: Settings,
     client: store.Client,
@@ -177,15 +197,59 @@ def process(
     clock: Callable[[], float] = time.time,
     report: BounceReport | None = None,
 ) -> Outcome:
-    """Record, keep and forward one returned mail (the steps in the module text). `report` is
-    the mail already parsed (read_report) by a process that holds no secret; None: parse here."""
+    """Record, keep and forward one returned mail (the steps in the module text): find the
+    message, record its recipients' outcomes, keep what cannot be used, forward to the
+    sender. `report` is the mail already parsed (read_report) by a process that holds no
+    secret; None: parse here."""
     keys = store.Keys(settings.redis.prefix)
     ttl = settings.milter.message_ttl_days * 86400
-    messages = Messages(client, keys, ttl)
     secret = settings.read_secret("bounce_key_file")
     token_queue_id = verify_bounce_address(recipient, secret)
     if report is None:
         report = read_report(settings, raw)
+    messages = Messages(client, keys, ttl)
+    match = match_message(settings, messages, secret, token_queue_id, report, recipient)
+    outcome = Outcome(queue_id=match.queue_id, trusted=match.trusted)
+    record = match.record
+    if record is None:
+        outcome.kept = (
+            "no message matches (token, X-Postfix-Queue-ID, Original-Envelope-Id "
+            "and Message-ID all unknown)"
+        )
+        keep_for_inspection(settings, client, keys, raw, sender, recipient, outcome, now=clock())
+        return outcome
+    raw_settings = store.decoded_hash(client.hgetall(keys.account(record.account)))
+    account_values = account_settings.from_fields(raw_settings or {})
+    recorded_kinds = record_events(
+        settings, client, keys, record, match, report, account_values, outcome, clock
+    )
+    if outcome.kept:
+        keep_for_inspection(settings, client, keys, raw, sender, recipient, outcome, now=clock())
+    forward_to_sender(
+        settings,
+        record,
+        match.trusted,
+        report,
+        raw,
+        recorded_kinds,
+        bool(account_values.get("forward_auto_replies", False)),
+        outcome,
+        forwarder,
+    )
+    return outcome
+
+
+def match_message(
+    settings: Settings,
+    messages: Messages,
+    secret: bytes,
+    token_queue_id: str | None,
+    report: BounceReport,
+    recipient: str,
+) -> Match:
+    """The find step: the message the mail is about, by the token of the address it came to
+    (`token_queue_id`, checked already), or of the returned message's Return-Path when a
+    feedback loop signed the report, else by the report's hints (find_message)."""
     loop = feedback.feedback_loop(report.dkim_domains, settings.bounce_pipe.feedback_loops)
     if token_queue_id is None and loop:
         # A feedback loop writes to the address the sender registered with it, not to the
@@ -194,145 +258,173 @@ def process(
             report.original_headers.get("return-path", ""), secret
         )
     record, trusted = find_message(messages, token_queue_id, report, recipient)
-    outcome = Outcome(
-        queue_id=record.queue_id if record else (token_queue_id or ""), trusted=trusted
-    )
-    label = outcome.queue_id or "NOQUEUE"
+    match = Match(record, trusted, token_queue_id, loop)
     if token_queue_id is None:
         log.info(
-            "%s: untrusted: the bounce address <%s> carries no valid token", label, recipient[:200]
+            "%s: untrusted: the bounce address <%s> carries no valid token",
+            match.queue_id or "NOQUEUE",
+            recipient[:200],
         )
+    return match
+
+
+def record_events(
+    settings: Settings,
+    client: store.Client,
+    keys: store.Keys,
+    record: MessageRecord,
+    match: Match,
+    report: BounceReport,
+    account_values: dict[str, Any],
+    outcome: Outcome,
+    clock: Callable[[], float],
+) -> dict[str, str]:
+    """The record step, for the message `match` found (`record`): one event per recipient
+    outcome the report gives, within the caps on untrusted ones. Fills in `outcome` (events,
+    skipped, and why the mail is kept when it is); returns the kind recorded for each
+    recipient the token vouches for, which alone may be forwarded."""
+    policy = SuppressionPolicy.from_settings(account_values)
+    recorder = Recorder(
+        client,
+        keys,
+        seen_ttl=settings.milter.message_ttl_days * 86400,
+        counter_days=settings.events.counter_days,
+        outcome_hook=reputation.outcome_hook(client, keys),
+        clock=clock,
+    )
+    carried = {r.lower() for r in record.carried_recipients()}
+    if len(carried) > 1:
+        # A queue file with several mailboxes (a record written before the milter gave
+        # each recipient a queue file of its own): its token vouches for nobody.
+        carried = set()
     recorded_kinds: dict[str, str] = {}
-    account_values: dict[str, Any] = {}
-    auto_reply = any(e.kind == "auto_reply" for e in report.events)
-    if record is None:
-        outcome.kept = (
-            "no message matches (token, X-Postfix-Queue-ID, Original-Envelope-Id "
-            "and Message-ID all unknown)"
-        )
-    else:
-        account = record.account
-        raw_settings = store.decoded_hash(client.hgetall(keys.account(account)))
-        account_values = account_settings.from_fields(raw_settings or {})
-        policy = SuppressionPolicy.from_settings(account_values)
-        recorder = Recorder(
-            client,
-            keys,
-            seen_ttl=ttl,
-            counter_days=settings.events.counter_days,
-            outcome_hook=reputation_hook(client, keys),
-            clock=clock,
-        )
-        carried = {r.lower() for r in record.carried_recipients()}
-        if len(carried) > 1:
-            # A queue file with several mailboxes (a record written before the milter gave
-            # each recipient a queue file of its own): its token vouches for nobody.
-            carried = set()
-        untrusted_left = settings.bounce_pipe.untrusted_events_per_report
-        for found in report.events:
-            if found.kind not in EVENT_KINDS:
-                continue
-            rcpt = _recipient_as_sent(record, found.recipient)
-            # The token vouches for one queue file, and every recipient of that file holds it:
-            # since the milter gives each recipient a queue file of its own, that is the one
-            # recipient. Any other address is the sender's word only (a forger holding the
-            # bounce address of a message sent to them).
-            vouched = trusted and rcpt.lower() in carried
-            if not vouched:
-                if untrusted_left <= 0:
-                    outcome.skipped += 1
-                    continue
-                untrusted_left -= 1
-            details: dict[str, Any] = {
-                "status": found.status,
-                "reason": found.reason,
-                "diagnostic": found.diagnostic,
-                "remote_mta": found.remote_mta,
-                "class": record.message_class,
-                "source": "bounce-pipe",
-                "detector": found.detector,
-            }
-            if found.feedback_type:
-                details["feedback_type"] = found.feedback_type
-            if found.kind == "complaint" and loop:
-                details["feedback_loop"] = loop
-            event = make_event(
-                found.kind,
-                account,
-                record.message_id,  # a per-recipient copy's: its parent's, the client's id
-                rcpt,
-                {k: v for k, v in details.items() if v is not None},
-                tags=record.tags,
-                now=clock(),
-                trusted=vouched,
-            )
-            result = recorder.record(
-                event,
-                policy,
-                untrusted_cap=settings.bounce_pipe.untrusted_events_per_message,
-                counts=vouched and _counts(client, keys, record, event, loop),
-            )
-            if result.capped:
+    untrusted_left = settings.bounce_pipe.untrusted_events_per_report
+    for found in report.events:
+        if found.kind not in EVENT_KINDS:
+            continue
+        rcpt = _recipient_as_sent(record, found.recipient)
+        # The token vouches for one queue file, and every recipient of that file holds it:
+        # since the milter gives each recipient a queue file of its own, that is the one
+        # recipient. Any other address is the sender's word only (a forger holding the
+        # bounce address of a message sent to them).
+        vouched = match.trusted and rcpt.lower() in carried
+        if not vouched:
+            if untrusted_left <= 0:
                 outcome.skipped += 1
                 continue
-            outcome.events.append(result.event_id)
-            if vouched:  # only what the token vouches for is forwarded to the client
-                recorded_kinds[rcpt] = found.kind
-            if not result.new:
-                log.info(
-                    "%s: %s to=<%s> reported again (id=%s); not recorded twice",
-                    record.queue_id,
-                    found.kind,
-                    rcpt,
-                    result.event_id,
-                )
-        if not report.events:
-            outcome.kept = "no recipient outcome found in the returned mail"
-        elif outcome.skipped:
-            outcome.kept = (
-                f"{outcome.skipped} outcomes this mail reports without a token that "
-                "vouches for them were not recorded (bounce_pipe.untrusted_events_"
-                "per_report, untrusted_events_per_message)"
-            )
-            log.warning("%s: %s", record.queue_id, outcome.kept)
-    if outcome.kept:
-        log.info("%s: kept for `txmail bounces unparsed`: %s", label, outcome.kept)
-        _keep(
-            settings,
-            client,
-            keys,
-            raw,
-            outcome.kept,
-            sender,
-            recipient,
-            outcome.queue_id,
+            untrusted_left -= 1
+        result = record_outcome(
+            recorder,
+            record,
+            found.kind,
+            rcpt,
+            _details(found, record, match.loop),
+            policy,
+            trusted=vouched,
+            counts=lambda event: _counts(client, keys, record, event, match.loop),
+            untrusted_cap=settings.bounce_pipe.untrusted_events_per_message,
             now=clock(),
         )
-    if record is not None:
-        why = forwarding.decide(
-            record,
-            recorded_kinds,
-            auto_reply,
-            unreadable=not report.events,
-            forward_auto_replies=bool(account_values.get("forward_auto_replies", False)),
-            trusted=trusted,
-        )
-        if why:
-            body = (
-                forwarding.headers_only_of(raw, report.headers_only)
-                if forwarding.ret_of(record) == "HDRS"
-                else raw
-            )
-            send = forwarder or _reinject(settings)
-            send(body, record.envelope_sender, record.message_id)
-            outcome.forwarded_to = record.envelope_sender
+        if result.capped:
+            outcome.skipped += 1
+            continue
+        outcome.events.append(result.event_id)
+        if vouched:  # only what the token vouches for is forwarded to the client
+            recorded_kinds[rcpt] = found.kind
+        if not result.new:
             log.info(
-                "%s: forwarded to <%s> with MAIL FROM:<> (%s)",
+                "%s: %s to=<%s> reported again (id=%s); not recorded twice",
                 record.queue_id,
-                record.envelope_sender,
-                why,
+                found.kind,
+                rcpt,
+                result.event_id,
             )
-    return outcome
+    if not report.events:
+        outcome.kept = "no recipient outcome found in the returned mail"
+    elif outcome.skipped:
+        outcome.kept = (
+            f"{outcome.skipped} outcomes this mail reports without a token that "
+            "vouches for them were not recorded (bounce_pipe.untrusted_events_"
+            "per_report, untrusted_events_per_message)"
+        )
+        log.warning("%s: %s", record.queue_id, outcome.kept)
+    return recorded_kinds
+
+
+def _details(found: BounceEvent, record: MessageRecord, loop: str) -> dict[str, Any]:
+    """An outcome's event details: what the report says, and where it came from."""
+    details: dict[str, Any] = {
+        "status": found.status,
+        "reason": found.reason,
+        "diagnostic": found.diagnostic,
+        "remote_mta": found.remote_mta,
+        "class": record.message_class,
+        "source": "bounce-pipe",
+        "detector": found.detector,
+    }
+    if found.feedback_type:
+        details["feedback_type"] = found.feedback_type
+    if found.kind == "complaint" and loop:
+        details["feedback_loop"] = loop
+    return {k: v for k, v in details.items() if v is not None}
+
+
+def keep_for_inspection(
+    settings: Settings,
+    client: store.Client,
+    keys: store.Keys,
+    raw: bytes,
+    sender: str,
+    recipient: str,
+    outcome: Outcome,
+    now: float,
+) -> None:
+    """The keep step: the mail as it came, for `txmail bounces unparsed`, with why
+    (outcome.kept)."""
+    log.info(
+        "%s: kept for `txmail bounces unparsed`: %s", outcome.queue_id or "NOQUEUE", outcome.kept
+    )
+    _keep(settings, client, keys, raw, outcome.kept, sender, recipient, outcome.queue_id, now=now)
+
+
+def forward_to_sender(
+    settings: Settings,
+    record: MessageRecord,
+    trusted: bool,
+    report: BounceReport,
+    raw: bytes,
+    recorded_kinds: dict[str, str],
+    forward_auto_replies: bool,
+    outcome: Outcome,
+    forwarder: Forwarder | None,
+) -> None:
+    """The forward step: the mail to the message's envelope sender, with a null envelope
+    sender, when the client's NOTIFY asks for it (forwarding.decide()); its headers only
+    when the client asked for RET=HDRS."""
+    why = forwarding.decide(
+        record,
+        recorded_kinds,
+        any(e.kind == "auto_reply" for e in report.events),
+        unreadable=not report.events,
+        forward_auto_replies=forward_auto_replies,
+        trusted=trusted,
+    )
+    if not why:
+        return
+    body = (
+        forwarding.headers_only_of(raw, report.headers_only)
+        if forwarding.ret_of(record) == "HDRS"
+        else raw
+    )
+    send = forwarder or _reinject(settings)
+    send(body, record.envelope_sender, record.message_id)
+    outcome.forwarded_to = record.envelope_sender
+    log.info(
+        "%s: forwarded to <%s> with MAIL FROM:<> (%s)",
+        record.queue_id,
+        record.envelope_sender,
+        why,
+    )
 
 
 def _reinject(settings: Settings) -> Forwarder:

@@ -50,8 +50,9 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from itertools import islice
 
+from txmail.bounce_pipe.decoding import header_text
 from txmail.bounce_pipe.detectors import DETECTORS
-from txmail.bounce_pipe.detectors.base import ReturnedMail, header_text
+from txmail.bounce_pipe.returned import ReturnedMail
 from txmail.outcomes.findings import BounceEvent
 
 __all__ = ["BounceEvent", "BounceReport", "parse_message", "parse_report", "MAX_INPUT_BYTES"]

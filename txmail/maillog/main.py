@@ -17,8 +17,9 @@ DESCRIPTION
     Lines of queue ids txmail never recorded (bounce notices Postfix made, forwarded bounces,
     mail from elsewhere) give nothing. The reason word comes from the bounce parser's
     classifier (txmail.outcomes), so a bounce seen here and again in the DSN the
-    bounce pipe reads has the same reason; the recorder keeps exactly one event per message,
-    recipient and kind, whichever of the two sees it first (same event id either way).
+    bounce pipe reads has the same reason; both record it with txmail.events.record_outcome,
+    which keeps exactly one event per message, recipient and kind, whichever of the two sees
+    it first (same event id either way).
 
     The position in the log is saved only after the lines before it were recorded, so a
     restart resumes where the last one stopped and nothing is skipped.
@@ -37,9 +38,10 @@ from collections.abc import Callable
 from typing import Any
 
 from txmail import store
+from txmail.accounts import reputation
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
-from txmail.events import Recorder, SuppressionPolicy, make_event, reputation_hook
+from txmail.events import Recorder, SuppressionPolicy, record_outcome
 from txmail.maillog.follower import LogFollower
 from txmail.maillog.lines import DeliveryStatus, parse_line
 from txmail.outcomes.classify import finish
@@ -55,8 +57,34 @@ RETRY_DELAY = 2.0
 SETTINGS_SECONDS = 10.0
 
 
+class SettingsCache:
+    """Accounts' settings (None: no such account), each read again every SETTINGS_SECONDS:
+    they decide suppression and the reputation guard's thresholds, which operators change
+    rarely, while every event of a busy account needs them."""
+
+    def __init__(
+        self, client: store.Client, keys: store.Keys, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.clock = clock
+        self.accounts: dict[str, tuple[float, dict[str, Any] | None]] = {}
+
+    def get(self, account: str) -> dict[str, Any] | None:
+        now = self.clock()
+        cached = self.accounts.get(account)
+        if cached and 0 <= now - cached[0] < SETTINGS_SECONDS:
+            return cached[1]
+        with store.guard(f"reading the settings of {account}"):
+            raw = store.decoded_hash(self.client.hgetall(self.keys.account(account)))
+        found = account_settings.from_fields(raw) if raw else None
+        self.accounts[account] = (now, found)
+        return found
+
+
 class StatusRecorder:
-    """Turns parsed status lines into events. Redis, recorder and clock are arguments."""
+    """Turns parsed status lines into events. Redis, recorder, clock and the settings cache
+    (shared with the recorder's reputation hook) are arguments."""
 
     def __init__(
         self,
@@ -65,6 +93,7 @@ class StatusRecorder:
         messages: Messages,
         recorder: Recorder,
         clock: Callable[[], float] = time.time,
+        settings: SettingsCache | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -73,7 +102,7 @@ class StatusRecorder:
         self.clock = clock
         # Long queue ids are never reused, so both answers can be cached.
         self.records: OrderedDict[str, MessageRecord | None] = OrderedDict()
-        self.accounts: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self.account_settings = settings or SettingsCache(client, keys, clock)
 
     def _remember(self, queue_id: str, record: MessageRecord | None) -> None:
         self.records[queue_id] = record
@@ -95,18 +124,8 @@ class StatusRecorder:
             self._remember(queue_id, record)
 
     def settings(self, account: str) -> dict[str, Any] | None:
-        """The account's settings (None: no such account), read again every SETTINGS_SECONDS:
-        they decide suppression and the reputation guard's thresholds, which operators change
-        rarely, while every event of a busy account needs them."""
-        now = self.clock()
-        cached = self.accounts.get(account)
-        if cached and 0 <= now - cached[0] < SETTINGS_SECONDS:
-            return cached[1]
-        with store.guard(f"reading the settings of {account}"):
-            raw = store.decoded_hash(self.client.hgetall(self.keys.account(account)))
-        found = account_settings.from_fields(raw) if raw else None
-        self.accounts[account] = (now, found)
-        return found
+        """The account's settings (None: no such account), from the cache."""
+        return self.account_settings.get(account)
 
     def _policy(self, account: str) -> SuppressionPolicy:
         return SuppressionPolicy.from_settings(
@@ -151,17 +170,15 @@ class StatusRecorder:
                 details["attempts"] = self.recorder.count_attempt(
                     record.account, record.message_id, recipient
                 )
-        # A per-recipient copy's events carry the id the client knows (its parent's).
-        event = make_event(
+        result = record_outcome(
+            self.recorder,
+            record,
             kind,
-            record.account,
-            record.message_id,
             recipient,
             details,
-            tags=record.tags,
+            self._policy(record.account),
             now=self.clock(),
         )
-        result = self.recorder.record(event, self._policy(record.account))
         if not result.new and kind == "soft_bounce":
             log.info(
                 "%s: deferred again to=<%s> (attempt %s); soft_bounce was sent once",
@@ -184,12 +201,16 @@ def build(
 ) -> StatusRecorder:
     keys = store.Keys(settings.redis.prefix)
     ttl = settings.milter.message_ttl_days * 86400
+    cache = SettingsCache(client, keys, clock)
     recorder = Recorder(
-        client, keys, seen_ttl=ttl, counter_days=settings.events.counter_days, clock=clock
+        client,
+        keys,
+        seen_ttl=ttl,
+        counter_days=settings.events.counter_days,
+        outcome_hook=reputation.outcome_hook(client, keys, settings_of=cache.get),
+        clock=clock,
     )
-    statuses = StatusRecorder(client, keys, Messages(client, keys, ttl), recorder, clock)
-    recorder.outcome_hook = reputation_hook(client, keys, settings_of=statuses.settings)
-    return statuses
+    return StatusRecorder(client, keys, Messages(client, keys, ttl), recorder, clock, cache)
 
 
 def serve(settings: Settings, stop: Callable[[], bool] = lambda: False) -> None:

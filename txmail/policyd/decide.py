@@ -5,7 +5,7 @@ the account and the time into a Check: the limits that apply with their values, 
 quotas, the request's share (messages, recipients, bytes) and whether to hold it. The server
 hands the Check to one atomic Lua script (store/scripts/policy_check.lua) and `verdict()` turns
 the script's answer into the action line Postfix gets, with a sentence that names the limit, its
-value and when it resets. `judge()` does the same for the reputation guard's totals.
+value and when it resets.
 
 Stages: at RCPT the check is advisory and read-only (it refuses a recipient early, before the
 client sends the body, and lets recipients through one by one up to a recipient quota); at
@@ -49,8 +49,6 @@ LIMITS: list[tuple[str, str, str]] = [  # (unit, window, setting)
 BUCKET = {"minute": 1, "hour": 2, "day": 3}  # KEYS index of the usage bucket in the script
 FIELD = {"messages": "m", "recipients": "r", "bytes": "b"}
 SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
-WARN_FRACTION = 0.8  # of a reputation threshold: log a warning and raise an alert
-EPSILON = 1e-9  # so that 1 of 1250 is exactly 80% of 0.1% despite binary fractions
 MAX_HOLDS = 10_000  # messages of one account in flight between end of data and the count
 ROOM_SECONDS = 1.0  # how long the room a check reported may answer RCPT requests
 
@@ -320,87 +318,3 @@ def verdict(check: Check, result: list[Any]) -> Action:
             "in-flight",
         )
     raise ValueError(f"policy_check.lua answered {result!r}")
-
-
-# -- reputation guard ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outcomes:
-    """Final outcomes of an account's recipients over its reputation window."""
-
-    delivered: int
-    bounced: int
-    complained: int
-
-    @property
-    def total(self) -> int:
-        """Recipients with a final outcome: the base of both rates."""
-        return self.delivered + self.bounced
-
-
-@dataclass(frozen=True)
-class Judgement:
-    metric: str  # "hard bounce" or "complaint"
-    count: int
-    total: int
-    threshold: float  # percent
-    window_days: int
-    level: str  # "ok", "warning" (at 80% of the threshold) or "suspend" (above it)
-
-    @property
-    def rate(self) -> float:
-        return 100.0 * self.count / self.total if self.total else 0.0
-
-    @property
-    def key(self) -> str:
-        return "bounce" if self.metric == "hard bounce" else "complaint"
-
-    def describe(self) -> str:
-        window = "day" if self.window_days == 1 else f"{self.window_days} days"
-        rate = percent(self.rate)
-        for digits in (3, 4, 6):  # a rate above the threshold must not read as equal to it
-            if (float(rate) > self.threshold) == (self.rate > self.threshold + EPSILON):
-                break
-            rate = percent(self.rate, digits)
-        return f"{self.metric} rate {rate}% ({self.count} of {self.total}) over the last {window}"
-
-    def suspension_reason(self) -> str:
-        return (
-            f"Sending suspended: {self.describe()} exceeds {percent(self.threshold)}%; "
-            "contact the operator"
-        )
-
-    def warning(self) -> str:
-        return (
-            f"{self.describe()} has reached {percent(100 * self.rate / self.threshold)}% "
-            f"of the {percent(self.threshold)}% at which sending is suspended"
-        )
-
-
-def percent(value: float, digits: int = 2) -> str:
-    """2.0 -> "2", 3.4 -> "3.4", 0.25 -> "0.25"."""
-    return f"{value:.{digits}f}".rstrip("0").rstrip(".")
-
-
-def judge(outcomes: Outcomes, settings: dict[str, Any]) -> list[Judgement]:
-    """Hard-bounce and complaint judgements; both "ok" until the window holds enough recipients.
-
-    A rate above its threshold suspends; at or above WARN_FRACTION of it, a warning. The base is
-    every recipient with a final outcome, so an account whose mail all bounces is judged too.
-    """
-    window = int(settings["reputation_window_days"])
-    judged = outcomes.total >= int(settings["reputation_min_recipients"])
-    found = []
-    for metric, count, threshold in (
-        ("hard bounce", outcomes.bounced, float(settings["max_bounce_rate"])),
-        ("complaint", outcomes.complained, float(settings["max_complaint_rate"])),
-    ):
-        rate = 100.0 * count / outcomes.total if outcomes.total else 0.0
-        level = "ok"
-        if judged and rate > threshold + EPSILON:
-            level = "suspend"
-        elif judged and count and rate >= WARN_FRACTION * threshold - EPSILON:
-            level = "warning"
-        found.append(Judgement(metric, count, outcomes.total, threshold, window, level))
-    return found

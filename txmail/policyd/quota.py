@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from txmail.accounts.reputation import Outcomes, judge
 from txmail.config import Settings
 from txmail.policyd import decide
 from txmail.store import Client, Keys, account_settings, guard, scripts
@@ -182,7 +183,7 @@ def usage(
             "days_in_schedule": len(quotas),
         }
     totals = [sum(int(row[i] or 0) for row in rows[5:]) for i in range(3)]
-    outcomes = decide.Outcomes(*totals)
+    outcomes = Outcomes(*totals)
     reputation = {
         "window_days": window_days,
         "delivered": outcomes.delivered,
@@ -197,7 +198,7 @@ def usage(
                 "threshold": j.threshold,
                 "level": j.level,
             }
-            for j in decide.judge(outcomes, settings)
+            for j in judge(outcomes, settings)
         ],
     }
     return Usage(

@@ -8,8 +8,8 @@ SYNOPSIS
 DESCRIPTION
     The tracker answers the request first (the redirect, the GIF) and hands the hit to a
     bounded in-memory queue; one background task takes what has gathered, up to BATCH hits,
-    and records them in a worker thread with txmail.events' event_record.lua, pipelined (one
-    round trip per batch; on a Redis Cluster one Recorder.record per hit): every open and
+    and records them in a worker thread with txmail.events' Recorder.record_many, pipelined
+    (one round trip per batch; on a Redis Cluster one Recorder.record per hit): every open and
     click is counted per account, day, kind and tag, the first of each per message and
     recipient goes to the account's event stream (and so to its webhook). An account with the
     setting webhook_every_open gets every repeat appended to the stream as well.
@@ -33,12 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-import redis.cluster
-
 from txmail.errors import TemporaryFailure
-from txmail.events import Event, Recorder, make_event, record_call, utc_day
-from txmail.store import Client, Keys, guard, scripts
+from txmail.events import PartlyRecorded, Recorder, make_event
+from txmail.store import Client, Keys, guard
 from txmail.store.account_settings import FIELD_PREFIX
 from txmail.tokens.links import Mark
 
@@ -74,7 +71,6 @@ class HitWriter:
         self.recorder = recorder
         self.clock = clock
         self._every: dict[str, tuple[bool, float]] = {}
-        self._script = scripts.get(client, "event_record")
 
     def _lookups(self, hits: list[Hit]) -> tuple[list[list[str]], dict[str, bool]]:
         """Tags of each hit's message and, for accounts not cached, webhook_every_open."""
@@ -102,7 +98,8 @@ class HitWriter:
 
     def write(self, hits: list[Hit]) -> int:
         """Record `hits` in order; returns how many were written. On a single Redis the whole
-        batch is two round trips; on a Cluster each hit goes through Recorder.record."""
+        batch is two round trips; on a Cluster each hit goes through Recorder.record
+        (Recorder.record_many)."""
         tags, every = self._lookups(hits)
         events = [
             make_event(
@@ -116,64 +113,8 @@ class HitWriter:
             )
             for h, t in zip(hits, tags, strict=True)
         ]
-        if isinstance(self.client, redis.cluster.RedisCluster):
-            return self._one_by_one(events, every)
-        with guard("recording opens and clicks"):
-            pipe = self.client.pipeline(transaction=False)
-            for event, hit in zip(events, hits, strict=True):
-                self._queue_record(pipe, event, hit.at)
-            states = pipe.execute()
-            repeats = [
-                e
-                for e, (state, _, _) in zip(events, states, strict=True)
-                if int(state) == 2 and every.get(e.account)
-            ]
-            if repeats:
-                pipe = self.client.pipeline(transaction=False)
-                for event in repeats:
-                    pipe.xadd(self.keys.events(event.account), {"event": event.to_json()})
-                pipe.execute()
-        for event, (state, event_id, _) in zip(events, states, strict=True):
-            if int(state) == 1:
-                log.info(
-                    "%s: event %s to=<%s> id=%s",
-                    event.message_id,
-                    event.kind,
-                    event.recipient,
-                    event_id,
-                )
+        self.recorder.record_many(events, repeats=lambda event: every.get(event.account, False))
         return len(hits)
-
-    def _queue_record(self, pipe: Any, event: Event, at: float) -> None:
-        """What Recorder.record sends for an open or click (event_record.lua, KEYS and ARGV as
-        documented there): counted every time, the first one appended to the stream. Opens and
-        clicks never suppress and never feed the reputation counters, so nothing else of
-        Recorder.record applies to them."""
-        keys, args = record_call(
-            self.keys, event, utc_day(at), self.recorder.seen_ttl, self.recorder.counter_ttl
-        )
-        self._script(keys=keys, args=args, client=pipe)
-
-    def _one_by_one(self, events: list[Event], every: dict[str, bool]) -> int:
-        for done, event in enumerate(events):
-            try:
-                recorded = self.recorder.record(event)
-                if not recorded.new and every.get(event.account):
-                    with guard(f"{event.message_id}: posting a repeated {event.kind}"):
-                        self.client.xadd(
-                            self.keys.events(event.account), {"event": event.to_json()}
-                        )
-            except TemporaryFailure as exc:
-                raise PartlyWritten(done) from exc
-        return len(events)
-
-
-class PartlyWritten(TemporaryFailure):
-    """Redis failed after `done` hits of a batch were recorded."""
-
-    def __init__(self, done: int) -> None:
-        super().__init__(f"Redis failed after {done} hits")
-        self.done = done
 
 
 class Recording:
@@ -216,7 +157,7 @@ class Recording:
                 await asyncio.to_thread(self.writer.write, pending)
                 pending, pause = [], 0.1
             except TemporaryFailure as exc:
-                pending = pending[exc.done :] if isinstance(exc, PartlyWritten) else pending
+                pending = pending[exc.done :] if isinstance(exc, PartlyRecorded) else pending
                 log.warning("recording %d hits later: %s", len(pending), exc.__cause__ or exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 10.0)

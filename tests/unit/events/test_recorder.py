@@ -9,13 +9,16 @@ import redis
 from txmail.errors import StoreUnavailable
 from txmail.events import (
     WEBHOOK_GROUP,
+    Event,
     Recorder,
     SuppressionPolicy,
     make_event,
+    record_outcome,
     stream_events,
     utc_day,
 )
 from txmail.store import Keys
+from txmail.store.messages import MessageRecord
 
 NOW = 1_800_000_000.0
 
@@ -121,6 +124,55 @@ def test_outcome_counted_once_and_again_after_a_failed_count(
     recorder.record(bounce())  # and nothing twice
     recorder.record(bounce(recipient="x@example.net", trusted=False))  # forged: never counted
     assert calls == [("acme", "bounce")]
+
+
+def test_record_outcome_of_a_copy_speaks_of_the_message_the_client_knows(
+    client: redis.Redis, keys: Keys
+) -> None:
+    counted: list[tuple[str, str]] = []
+    asked: list[str] = []
+
+    def counts(event: Event) -> bool:
+        asked.append(event.recipient)
+        return False
+
+    recorder = Recorder(
+        client, keys, outcome_hook=lambda a, k: counted.append((a, k)), clock=lambda: NOW
+    )
+    copy = MessageRecord(
+        "4jXCs07CopyAAAA",
+        "acme",
+        "app@acme.test",
+        ["User@Example.net"],
+        tags=["t1"],
+        parent="4jXCs06YbRzJJ2Y",
+    )
+    details = {"status": "5.1.1", "reason": "userunknown"}
+    hard = record_outcome(
+        recorder, copy, "bounce", "User@Example.net", details, SuppressionPolicy(), counts=counts
+    )
+    assert hard.new and hard.suppressed and asked == ["user@example.net"] and counted == []
+    forged = record_outcome(
+        recorder,
+        copy,
+        "bounce",
+        "other@example.net",
+        details,
+        SuppressionPolicy(),
+        trusted=False,
+        counts=counts,
+        untrusted_cap=1,
+    )
+    assert forged.new and not forged.suppressed and asked == ["user@example.net"]
+    record_outcome(recorder, copy, "delivery", "User@Example.net", {}, SuppressionPolicy())
+    assert counted == [("acme", "delivery")]
+    events = [e for _, e in stream_events(client, keys, "acme")]
+    assert [(e.kind, e.message_id, e.tags, e.trusted) for e in events] == [
+        ("bounce", "4jXCs06YbRzJJ2Y", ["t1"], True),
+        ("bounce", "4jXCs06YbRzJJ2Y", ["t1"], False),
+        ("delivery", "4jXCs06YbRzJJ2Y", ["t1"], True),
+    ]
+    assert events[0].timestamp.startswith("2027-01-15T08")
 
 
 def test_stream_cap_never_trims_undelivered_events(client: redis.Redis, keys: Keys) -> None:

@@ -1,4 +1,4 @@
-"""decide.py: plans, verdicts and reputation judgements with a fake clock; no Redis."""
+"""decide.py (plans, verdicts) and accounts.reputation (judgements) with a fake clock; no Redis."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from txmail.accounts import reputation
 from txmail.policyd import decide
 from txmail.store import account_settings
 
@@ -191,7 +192,9 @@ def test_verdict_permits_and_refuses_unknown_answers() -> None:
 
 
 def levels(delivered: int, bounced: int, complained: int, **overrides: Any) -> list[str]:
-    judged = decide.judge(decide.Outcomes(delivered, bounced, complained), settings(**overrides))
+    judged = reputation.judge(
+        reputation.Outcomes(delivered, bounced, complained), settings(**overrides)
+    )
     return [j.level for j in judged]
 
 
@@ -219,17 +222,19 @@ def test_thresholds_are_per_account() -> None:
 
 
 def test_suspension_reason_is_the_issue_sentence() -> None:
-    [bounce, _] = decide.judge(decide.Outcomes(966, 34, 0), settings())
+    [bounce, _] = reputation.judge(reputation.Outcomes(966, 34, 0), settings())
     assert bounce.suspension_reason() == (
         "Sending suspended: hard bounce rate 3.4% (34 of 1000) over the last 7 days exceeds "
         "2%; contact the operator"
     )
-    [_, complaint] = decide.judge(decide.Outcomes(400, 0, 1), settings(reputation_window_days=1))
+    [_, complaint] = reputation.judge(
+        reputation.Outcomes(400, 0, 1), settings(reputation_window_days=1)
+    )
     assert complaint.suspension_reason() == (
         "Sending suspended: complaint rate 0.25% (1 of 400) over the last day exceeds 0.1%; "
         "contact the operator"
     )
-    [warning, _] = decide.judge(decide.Outcomes(983, 17, 0), settings())
+    [warning, _] = reputation.judge(reputation.Outcomes(983, 17, 0), settings())
     assert warning.warning() == (
         "hard bounce rate 1.7% (17 of 1000) over the last 7 days has "
         "reached 85% of the 2% at which sending is suspended"
@@ -237,7 +242,7 @@ def test_suspension_reason_is_the_issue_sentence() -> None:
 
 
 def test_a_rate_just_above_the_threshold_never_reads_as_equal_to_it() -> None:
-    [_, complaint] = decide.judge(decide.Outcomes(999, 0, 1), settings())
+    [_, complaint] = reputation.judge(reputation.Outcomes(999, 0, 1), settings())
     assert complaint.level == "suspend"
     assert (
         "complaint rate 0.1001% (1 of 999) over the last 7 days exceeds 0.1%"

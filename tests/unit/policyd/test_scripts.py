@@ -15,8 +15,9 @@ import pytest
 import redis
 from redis.cluster import key_slot
 
+from txmail.accounts import reputation
 from txmail.config import Settings
-from txmail.policyd import decide, quota, reputation
+from txmail.policyd import decide, quota
 from txmail.store import Keys, scripts
 from txmail.store.accounts import Accounts
 from txmail_testing.harness import RedisServer
@@ -242,8 +243,8 @@ def test_every_key_of_one_call_is_in_one_cluster_slot() -> None:
 # -- reputation ---------------------------------------------------------------------------
 
 
-def feed(relay: Relay, kind: str, times: int) -> list[decide.Judgement]:
-    judged: list[decide.Judgement] = []
+def feed(relay: Relay, kind: str, times: int) -> list[reputation.Judgement]:
+    judged: list[reputation.Judgement] = []
     for _ in range(times):
         judged = reputation.record_outcome(relay.client, relay.keys, "acme", kind, relay.now)
     return judged

@@ -8,7 +8,8 @@ DESCRIPTION
     last the catch-all for the simple forms of old list-era servers.
 
     A detector has a name and detect(mail) -> list[BounceEvent] | None, where
-    mail is the ReturnedMail view of txmail.bounce_pipe.detectors.base.
+    mail is the ReturnedMail view of txmail.bounce_pipe.returned (the Detector protocol of
+    detectors.base).
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ import json
 import re
 from typing import Any
 
-from txmail.bounce_pipe.detectors.base import ReturnedMail
 from txmail.bounce_pipe.detectors.rfc3464 import split_typed
+from txmail.bounce_pipe.returned import ReturnedMail
 from txmail.outcomes.classify import finish
 from txmail.outcomes.findings import BounceEvent, Finding
 

@@ -21,7 +21,7 @@ FAILURE
 
 from __future__ import annotations
 
-from txmail.bounce_pipe.detectors.base import ReturnedMail
+from txmail.bounce_pipe.returned import ReturnedMail
 from txmail.outcomes.addresses import ADDRESS_RE, clean_address
 from txmail.outcomes.classify import finish
 from txmail.outcomes.findings import BounceEvent, Finding

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from txmail.bounce_pipe.detectors.base import ReturnedMail
+from txmail.bounce_pipe.returned import ReturnedMail
 from txmail.outcomes.addresses import ADDRESS_RE, clean_address
 
 # A recipient line: optional bullet or quote marks, the address (maybe in

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from txmail.bounce_pipe.detectors.base import ReturnedMail
+from txmail.bounce_pipe.returned import ReturnedMail
 from txmail.outcomes.addresses import clean_address
 from txmail.outcomes.classify import finish
 from txmail.outcomes.findings import BounceEvent, Finding

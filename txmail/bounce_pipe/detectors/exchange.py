@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import re
 
-from txmail.bounce_pipe.detectors.base import ReturnedMail
 from txmail.bounce_pipe.detectors.blocks import is_service_address, looks_like_bounce, section
+from txmail.bounce_pipe.returned import ReturnedMail
 from txmail.outcomes.addresses import ADDRESS_RE, clean_address
 from txmail.outcomes.classify import finish
 from txmail.outcomes.findings import BounceEvent, Finding

@@ -21,8 +21,8 @@ FAILURE
 
 from __future__ import annotations
 
-from txmail.bounce_pipe.detectors.base import ReturnedMail
 from txmail.bounce_pipe.detectors.blocks import is_service_address, recipient_blocks
+from txmail.bounce_pipe.returned import ReturnedMail
 from txmail.outcomes.classify import finish
 from txmail.outcomes.findings import BounceEvent, Finding
 

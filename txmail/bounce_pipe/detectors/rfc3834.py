@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import re
 
-from txmail.bounce_pipe.detectors.base import ReturnedMail
 from txmail.bounce_pipe.detectors.blocks import is_service_address
+from txmail.bounce_pipe.returned import ReturnedMail
 from txmail.outcomes.classify import finish
 from txmail.outcomes.findings import BounceEvent, Finding
 

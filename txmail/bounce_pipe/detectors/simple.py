@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import re
 
-from txmail.bounce_pipe.detectors.base import ReturnedMail
 from txmail.bounce_pipe.detectors.blocks import (
     BOUNCE_SENDER_RE,
     BOUNCE_SUBJECT_RE,
     is_service_address,
     looks_like_bounce,
 )
+from txmail.bounce_pipe.returned import ReturnedMail
 from txmail.outcomes import reasons
 from txmail.outcomes.addresses import ADDRESS_RE, clean_address
 from txmail.outcomes.classify import finish

@@ -3,7 +3,7 @@
 record_outcome() is called once for every final delivery outcome of a recipient: `delivery`,
 `bounce` (hard) and `complaint` count; `soft_bounce` and the other event kinds are ignored. It
 counts the outcome in today's bucket and reads the totals over the account's window in one Lua
-call (store/scripts/reputation_record.lua), then judges them (decide.judge):
+call (store/scripts/reputation_record.lua), then judges them (judge()):
 
   * above max_bounce_rate or max_complaint_rate, once the window holds
     reputation_min_recipients recipients with an outcome: the account is suspended through
@@ -15,6 +15,10 @@ call (store/scripts/reputation_record.lua), then judges them (decide.judge):
 Both also go to the account's capped alert stream (PREFIX {ACCOUNT}:reputation:alerts), and
 the judgements are returned so that the event recorder can turn them into events.
 
+outcome_hook() is that call as txmail.events.Recorder takes it (outcome_hook=...): the daemons
+that record outcomes (bounce pipe, maillog follower) build it here and pass it in, so the event
+recorder never imports the guard. judge() is pure and also serves `txmail stats`.
+
 Writes: PREFIX {ACCOUNT}:outcomes:d:DAY, PREFIX {ACCOUNT}:reputation, the alert stream, and
         the account's status.
 Fails:  StoreUnavailable when Redis is down; the caller keeps the outcome and retries.
@@ -24,17 +28,102 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from txmail.policyd import decide
 from txmail.store import Client, Keys, guard, scripts
 from txmail.store.accounts import Accounts
 
+# The name it had under policyd, kept: it appears in every log line (%(name)s).
 log = logging.getLogger("txmail.policyd.reputation")
 
 COUNTED = {"delivery": "delivered", "bounce": "bounced", "complaint": "complained"}
 BUCKET_TTL = 31 * 86400  # longer than the longest window (30 days)
 ALERTS_CAP = 1000
+WARN_FRACTION = 0.8  # of a reputation threshold: log a warning and raise an alert
+EPSILON = 1e-9  # so that 1 of 1250 is exactly 80% of 0.1% despite binary fractions
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Final outcomes of an account's recipients over its reputation window."""
+
+    delivered: int
+    bounced: int
+    complained: int
+
+    @property
+    def total(self) -> int:
+        """Recipients with a final outcome: the base of both rates."""
+        return self.delivered + self.bounced
+
+
+@dataclass(frozen=True)
+class Judgement:
+    metric: str  # "hard bounce" or "complaint"
+    count: int
+    total: int
+    threshold: float  # percent
+    window_days: int
+    level: str  # "ok", "warning" (at 80% of the threshold) or "suspend" (above it)
+
+    @property
+    def rate(self) -> float:
+        return 100.0 * self.count / self.total if self.total else 0.0
+
+    @property
+    def key(self) -> str:
+        return "bounce" if self.metric == "hard bounce" else "complaint"
+
+    def describe(self) -> str:
+        window = "day" if self.window_days == 1 else f"{self.window_days} days"
+        rate = percent(self.rate)
+        for digits in (3, 4, 6):  # a rate above the threshold must not read as equal to it
+            if (float(rate) > self.threshold) == (self.rate > self.threshold + EPSILON):
+                break
+            rate = percent(self.rate, digits)
+        return f"{self.metric} rate {rate}% ({self.count} of {self.total}) over the last {window}"
+
+    def suspension_reason(self) -> str:
+        return (
+            f"Sending suspended: {self.describe()} exceeds {percent(self.threshold)}%; "
+            "contact the operator"
+        )
+
+    def warning(self) -> str:
+        return (
+            f"{self.describe()} has reached {percent(100 * self.rate / self.threshold)}% "
+            f"of the {percent(self.threshold)}% at which sending is suspended"
+        )
+
+
+def percent(value: float, digits: int = 2) -> str:
+    """2.0 -> "2", 3.4 -> "3.4", 0.25 -> "0.25"."""
+    return f"{value:.{digits}f}".rstrip("0").rstrip(".")
+
+
+def judge(outcomes: Outcomes, settings: dict[str, Any]) -> list[Judgement]:
+    """Hard-bounce and complaint judgements; both "ok" until the window holds enough recipients.
+
+    A rate above its threshold suspends; at or above WARN_FRACTION of it, a warning. The base is
+    every recipient with a final outcome, so an account whose mail all bounces is judged too.
+    """
+    window = int(settings["reputation_window_days"])
+    judged = outcomes.total >= int(settings["reputation_min_recipients"])
+    found = []
+    for metric, count, threshold in (
+        ("hard bounce", outcomes.bounced, float(settings["max_bounce_rate"])),
+        ("complaint", outcomes.complained, float(settings["max_complaint_rate"])),
+    ):
+        rate = 100.0 * count / outcomes.total if outcomes.total else 0.0
+        level = "ok"
+        if judged and rate > threshold + EPSILON:
+            level = "suspend"
+        elif judged and count and rate >= WARN_FRACTION * threshold - EPSILON:
+            level = "warning"
+        found.append(Judgement(metric, count, outcomes.total, threshold, window, level))
+    return found
 
 
 def record_outcome(
@@ -44,7 +133,7 @@ def record_outcome(
     kind: str,
     now: float | None = None,
     settings: dict[str, Any] | None = None,
-) -> list[decide.Judgement]:
+) -> list[Judgement]:
     """Count one outcome of `account` (an event kind) and act on the account's rates.
 
     `settings` are the account's settings if the caller keeps them (the maillog follower
@@ -76,9 +165,7 @@ def record_outcome(
     delivered, bounced, complained, status, suspended, *warned, restarted = row
     if int(restarted):
         log.info("%s: reputation window starts afresh after the account was resumed", account)
-    judgements = decide.judge(
-        decide.Outcomes(int(delivered), int(bounced), int(complained)), settings
-    )
+    judgements = judge(Outcomes(int(delivered), int(bounced), int(complained)), settings)
     with guard(f"acting on the reputation of {account}"):
         for judgement, warned_flag in zip(judgements, warned, strict=True):
             _act(
@@ -100,7 +187,7 @@ def _act(
     keys: Keys,
     accounts: Accounts,
     account: str,
-    judgement: decide.Judgement,
+    judgement: Judgement,
     status: str,
     suspended: bool,
     warned: bool,
@@ -130,7 +217,7 @@ def _alert(
     account: str,
     kind: str,
     text: str,
-    judgement: decide.Judgement,
+    judgement: Judgement,
     now: float,
 ) -> None:
     client.xadd(
@@ -139,10 +226,10 @@ def _alert(
             "kind": kind,
             "account": account,
             "metric": judgement.metric,
-            "rate": decide.percent(judgement.rate),
+            "rate": percent(judgement.rate),
             "count": judgement.count,
             "total": judgement.total,
-            "threshold": decide.percent(judgement.threshold),
+            "threshold": percent(judgement.threshold),
             "window_days": judgement.window_days,
             "text": text,
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
@@ -150,3 +237,21 @@ def _alert(
         maxlen=ALERTS_CAP,
         approximate=True,
     )
+
+
+def outcome_hook(
+    client: Client, keys: Keys, settings_of: Callable[[str], dict[str, Any] | None] | None = None
+) -> Callable[[str, str], list[Judgement]]:
+    """record_outcome() as txmail.events.Recorder calls it: (account, kind). `settings_of`
+    gives an account's settings (None: gone) from a caller's cache; without it they are read
+    for each outcome."""
+
+    def hook(account: str, kind: str) -> list[Judgement]:
+        if settings_of is None:
+            return record_outcome(client, keys, account, kind)
+        settings = settings_of(account)
+        if settings is None:
+            return []
+        return record_outcome(client, keys, account, kind, settings=settings)
+
+    return hook

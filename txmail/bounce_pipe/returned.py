@@ -1,0 +1,325 @@
+"""The returned-mail view: one returned mail decoded once, for every bounce detector.
+
+DESCRIPTION
+    A detector looks at one returned mail and says which recipients failed
+    (or complained, or auto-replied) and why. Every detector receives the same
+    pre-digested view of the message, a ReturnedMail, so that MIME walking,
+    transfer decoding and charset repair happen once, here, and never in a
+    detector:
+
+        notification     the human-readable text of the report, decoded,
+                         with line ends as LF, without the returned message
+        status_groups    the per-recipient field groups of every
+                         message/delivery-status part (or of DSN fields
+                         printed inline in the text, as old MTAs do)
+        report_fields    the per-message DSN fields (Reporting-MTA, ...)
+        feedback_fields  the fields of a message/feedback-report part (ARF)
+        original         the headers of the returned original message
+
+    The text of each part comes from txmail.bounce_pipe.decoding, the DSN
+    fields from txmail.bounce_pipe.dsn_fields; what a detector returns is in
+    txmail.bounce_pipe.detectors.base.
+
+READS
+    An email.message.Message built with policy compat32 from bytes whose line
+    ends were already made LF by txmail.bounce_pipe.parse.
+
+FAILURE
+    Building the view never raises on bad input: undecodable parts become
+    text with replacement characters (txmail.bounce_pipe.decoding), and the
+    MIME walk is bounded in depth and in the number of parts, so a part that
+    reuses its parent's boundary cannot make it run away.
+"""
+
+from __future__ import annotations
+
+import email
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+from email.policy import compat32
+
+from txmail.bounce_pipe.decoding import (
+    MAX_TEXT_CHARS,
+    header_text,
+    html_to_text,
+    message_lines,
+    part_text,
+    raw_payload,
+)
+from txmail.bounce_pipe.dsn_fields import field_blocks, parsed_blocks, split_dsn_groups
+from txmail.outcomes.addresses import clean_address
+
+# Bounds on untrusted structure: deeper or wider MIME trees are not bounces
+# anybody needs to read, and each bound keeps one hostile message cheap.
+MAX_PARTS = 64
+MAX_DEPTH = 8
+
+
+# ---------------------------------------------------------------------------
+# Where a plain-text bounce starts quoting the returned message
+
+_RETURNED_MARKERS = re.compile(
+    r"^[ \t>|]*(?:"
+    r"-+ ?this is a copy of the message|"
+    r"-+ ?below this line is a copy of the message|"
+    r"-+ ?(?:original|unsent|returned) message (?:follows|headers?)|"
+    r"-+ ?(?:the )?original message\b|"
+    r"-+ ?(?:start of )?(?:returned|original|undelivered) (?:message|mail)\b|"
+    r"-+ ?(?:message|mail) (?:headers? )?follows?\b|"
+    r"-+ ?the header of the original message|"
+    r"-+ ?the header and top \d+ lines of the message follows|"
+    r"-+ ?included is a copy of the message|"
+    r"-+ ?original message header|"
+    r"-+ ?forwarded message|"
+    r"-+ ?begin original message|"
+    r"-+ ?message text follows|"
+    r"-+ ?\w+ message follows|"
+    r"original message follows|"
+    r"original message:[ \t]*$|"
+    r"-+ ?message text follows|"
+    r"message headers follow|"
+    r"below is a copy of the original message|"
+    r"your message reads \(in part\)|"
+    r"the original message was:|"
+    r"original message headers:|"
+    r"content-type: message/rfc822"
+    r")",
+    re.I | re.M,
+)
+
+
+# Every marker above contains one of these words: without them, skip the scan.
+_MARKER_WORDS = (
+    "copy of", "original", "returned", "unsent", "undelivered", "follow", "forwarded",
+    "your message reads", "message/rfc822",
+)  # fmt: skip
+
+
+def split_returned(text: str, lowered: str | None = None) -> tuple[str, str]:
+    """Split a plain-text bounce into the notice and the quoted original."""
+    lowered = text.lower() if lowered is None else lowered
+    if not any(word in lowered for word in _MARKER_WORDS):
+        return text, ""
+    match = _RETURNED_MARKERS.search(text)
+    if not match or match.start() < 20:
+        return text, ""
+    return text[: match.start()], text[match.start() :]
+
+
+# ---------------------------------------------------------------------------
+# The view every detector reads
+
+
+@dataclass
+class ReturnedMail:
+    """One returned mail, decoded once for every detector."""
+
+    message: Message
+    subject: str = ""
+    header_from: str = ""
+    from_address: str = ""
+    notification: str = ""
+    status_groups: list[dict[str, str]] = field(default_factory=list)
+    report_fields: dict[str, str] = field(default_factory=dict)
+    feedback_fields: dict[str, str] = field(default_factory=dict)
+    feedback_text: str = ""
+    original: Message | None = None
+    original_text: str = ""
+    has_dsn_part: bool = False
+    _lower: str | None = None
+    _notice: str | None = None
+    _quoted: str | None = None
+    _headers: dict[str, list[str]] | None = None
+
+    def header(self, name: str) -> str:
+        """A decoded top-level header value, '' when absent."""
+        values = self._header_index().get(name.lower())
+        return header_text(values[0]) if values else ""
+
+    def headers_all(self, name: str) -> list[str]:
+        """Every value of one top-level header, decoded."""
+        return [header_text(v) for v in self._header_index().get(name.lower(), [])]
+
+    def _header_index(self) -> dict[str, list[str]]:
+        # Message.get() lowercases every field name on every call; detectors
+        # ask for many headers, so index them once.
+        if self._headers is None:
+            index: dict[str, list[str]] = {}
+            for name, value in self.message.raw_items():
+                index.setdefault(name.lower(), []).append(value)
+            self._headers = index
+        return self._headers
+
+    def original_headers(self, name: str) -> list[str]:
+        """Values of one header of the returned message, parsed or quoted."""
+        if self.original is not None:
+            values = self.original.get_all(name)
+            if values:
+                return [header_text(v) for v in values]
+        if self.quoted:
+            wanted = name.lower() + ":"
+            return [
+                line.split(":", 1)[1].strip()
+                for line in self.quoted.split("\n")[:300]
+                if line.lower().startswith(wanted)
+            ]
+        return []
+
+    @property
+    def notification_lower(self) -> str:
+        if self._lower is None:
+            self._lower = self.notification.lower()
+        return self._lower
+
+    @property
+    def notice(self) -> str:
+        """The notification without a returned message quoted inline."""
+        if self._notice is None:
+            self._notice, self._quoted = split_returned(self.notification, self.notification_lower)
+        return self._notice
+
+    @property
+    def quoted(self) -> str:
+        """The returned message as quoted inline in the text ('' if none)."""
+        if self._quoted is None:
+            self._notice, self._quoted = split_returned(self.notification, self.notification_lower)
+        return self._quoted
+
+    @classmethod
+    def from_message(cls, message: Message) -> ReturnedMail:
+        mail = cls(message=message)
+        mail.subject = mail.header("Subject")
+        mail.header_from = mail.header("From")
+        mail.from_address = clean_address(mail.header_from)
+        _digest(mail, message)
+        return mail
+
+
+def _digest(mail: ReturnedMail, top: Message) -> None:
+    texts: list[str] = []
+    html: list[Message] = []
+    status_text: list[str] = []
+    blocks: list[dict[str, str]] = []
+    stack: list[tuple[Message, int]] = [(top, 0)]
+    seen = 0
+    while stack and seen < MAX_PARTS:
+        part, depth = stack.pop()
+        seen += 1
+        ctype = _content_type(part)
+        if ctype.startswith("multipart/") and not part.is_multipart() and depth < MAX_DEPTH:
+            repaired = _repair_multipart(part, ctype)
+            if repaired is not None:
+                stack.append((repaired, depth + 1))
+                continue
+        if part.is_multipart():
+            children = [c for c in part.get_payload() if isinstance(c, Message)]
+            if ctype in ("message/delivery-status", "message/global-delivery-status"):
+                mail.has_dsn_part = True
+                blocks.extend(parsed_blocks(children))
+            elif ctype == "message/feedback-report":
+                _read_feedback(mail, "\n".join(message_lines(c) for c in children))
+            elif ctype in ("message/rfc822", "message/global"):
+                # The returned message: its headers link the bounce to what
+                # was sent; its body is the sender's, never the report's.
+                if mail.original is None and children:
+                    mail.original = children[0]
+            elif not ctype.startswith("message/") and depth < MAX_DEPTH:
+                stack.extend((child, depth + 1) for child in reversed(children))
+            continue
+        if ctype in (
+            "message/delivery-status",
+            "message/global-delivery-status",
+            "text/delivery-status",
+        ):
+            mail.has_dsn_part = True
+            status_text.append(part_text(part))
+        elif ctype == "message/feedback-report":
+            _read_feedback(mail, part_text(part))
+        elif ctype in ("text/rfc822-headers", "text/rfc822-header", "message/rfc822-headers"):
+            if not mail.original_text and mail.original is None:
+                mail.original_text = part_text(part)
+        elif ctype in ("message/rfc822", "message/global"):
+            # Not parsed as a message (an encoded one): keep its headers.
+            if not mail.original_text and mail.original is None:
+                mail.original_text = part_text(part)
+        elif ctype == "text/html":
+            # Decoded only if no plain text says the same (it usually does).
+            html.append(part)
+        elif ctype.startswith(("text/", "multipart/")) or ctype == "application/octet-stream":
+            if ctype != "text/plain" and "content-disposition" in part and _named(part):
+                # A named attachment is the sender's file, not the report.
+                continue
+            texts.append(part_text(part))
+    notification = "\n".join(t for t in texts if t)
+    if not notification.strip() and html:
+        notification = "\n".join(html_to_text(part_text(h)) for h in html)
+    mail.notification = notification[:MAX_TEXT_CHARS]
+    for chunk in status_text:
+        blocks.extend(field_blocks(chunk))
+    if not any("final-recipient" in b or "original-recipient" in b for b in blocks):
+        # DSN fields printed inline (no delivery-status part, or a broken one).
+        lowered = mail.notification_lower
+        if "final-recipient" in lowered or "original-recipient" in lowered:
+            blocks.extend(field_blocks(mail.notification))
+    mail.report_fields, mail.status_groups = split_dsn_groups(blocks)
+    if mail.original is None and mail.original_text:
+        mail.original = _headers_message(mail.original_text)
+
+
+def _named(part: Message) -> bool:
+    """Whether the part gives a file name. An RFC 2231 parameter given both whole and in
+    pieces (filename*= and filename*0=) makes the stdlib raise TypeError: a name all the same."""
+    try:
+        return bool(part.get_filename())
+    except TypeError:
+        return True
+
+
+_BOUNDARY_LINE_RE = re.compile(r"^--([^\s]{1,200})[ \t]*\n(?=[A-Za-z-]+:)", re.M)
+
+
+def _repair_multipart(part: Message, ctype: str) -> Message | None:
+    """Re-read a multipart whose boundary parameter is missing or mangled.
+
+    Some MTAs fold the Content-Type so the boundary is lost; the first
+    '--token' line followed by a header names it again.
+    """
+    body = raw_payload(part)
+    if not isinstance(body, str):
+        return None
+    match = _BOUNDARY_LINE_RE.search(body)
+    if not match:
+        return None
+    boundary = match.group(1)
+    if boundary.endswith("--"):
+        boundary = boundary[:-2]
+    head = f'Content-Type: {ctype}; boundary="{boundary}"\n\n'
+    data = (head + body).encode("utf-8", "surrogateescape")
+    try:
+        repaired = email.message_from_bytes(data, policy=compat32)
+    except RecursionError:
+        return None
+    return repaired if repaired.is_multipart() else None
+
+
+def _headers_message(text: str) -> Message:
+    message = Message()
+    for block in field_blocks(text)[:1]:
+        for key, value in block.items():
+            message[key] = value
+    return message
+
+
+def _content_type(part: Message) -> str:
+    try:
+        return part.get_content_type()
+    except (ValueError, TypeError, AttributeError):
+        return "text/plain"
+
+
+def _read_feedback(mail: ReturnedMail, text: str) -> None:
+    mail.feedback_text = text
+    for block in field_blocks(text):
+        for key, value in block.items():
+            mail.feedback_fields.setdefault(key, value)
