@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from txmail.bounce_pipe import feedback
-from txmail.bounce_pipe.main import process
+from txmail.bounce_pipe.report import process
 from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure

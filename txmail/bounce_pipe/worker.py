@@ -270,7 +270,7 @@ def _encode(answer: dict[str, Any]) -> bytes:
 
 def serve(stdin: IO[bytes], stdout: IO[bytes], mail_cpu_seconds: int) -> int:
     from txmail import config
-    from txmail.bounce_pipe.main import read_report  # the ~320 ms this process exists to pay once
+    from txmail.bounce_pipe.report import read_report  # the ~320 ms this process exists to pay once
 
     first = read_frame(stdin)
     if first is None:

@@ -112,7 +112,7 @@ def _kind_of(raw: str) -> str:
 def maillog(obj: object) -> None:
     """Follow Postfix's maillog and record delivery and deferral events (run by `txmail up`)."""
     from txmail.cli.daemons import setup_logging
-    from txmail.maillog.main import serve
+    from txmail.maillog.server import serve
 
     setup_logging()
     serve(obj.settings)  # type: ignore[attr-defined]

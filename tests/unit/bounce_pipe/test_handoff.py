@@ -140,7 +140,7 @@ def test_a_pipe_process_hands_over_without_loading_redis_or_the_parser(
     script = (
         "import sys; from txmail.bounce_pipe.__main__ import main; "
         "code = main(sys.argv[1:]); print(code, sorted(m for m in ('redis', "
-        "'txmail.bounce_pipe.main', 'txmail.bounce_pipe.parse', 'email.parser') "
+        "'txmail.bounce_pipe.report', 'txmail.bounce_pipe.parse', 'email.parser') "
         "if m in sys.modules))"
     )
     for recipient, expected in (("b+t@mta.acme.example", "0 []"), ("down@x.example", "75 []")):
@@ -174,7 +174,7 @@ def test_a_pipe_process_with_nobody_listening_exits_75_and_parses_nothing(tmp_pa
     script = (
         "import sys; from txmail.bounce_pipe.__main__ import main; "
         "code = main(sys.argv[1:]); print(code, sorted(m for m in ('redis', "
-        "'txmail.bounce_pipe.main', 'txmail.bounce_pipe.parse', 'email.parser') "
+        "'txmail.bounce_pipe.report', 'txmail.bounce_pipe.parse', 'email.parser') "
         "if m in sys.modules))"
     )
     done = subprocess.run(
@@ -215,7 +215,7 @@ def test_the_cli_command_hands_off_too(
     from click.testing import CliRunner
 
     import txmail.bounce_pipe.__main__ as entry
-    import txmail.bounce_pipe.main as recorder
+    import txmail.bounce_pipe.report as recorder
     from txmail.cli import main as cli
     from txmail.config import Settings
 

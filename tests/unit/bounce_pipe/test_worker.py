@@ -202,7 +202,7 @@ def test_a_parser_error_costs_one_mail_not_the_worker(monkeypatch: pytest.Monkey
     for it, not temporary (the server keeps the mail unparsed); trouble that may pass (a DNS
     lookup that timed out) is answered temporary (the server answers 75); the worker goes on
     with the next mail either way."""
-    from txmail.bounce_pipe import main
+    from txmail.bounce_pipe import report as main
 
     def read_report(_settings: Settings, raw: bytes) -> BounceReport:
         if raw == b"bug":

@@ -8,7 +8,7 @@ import redis
 
 from txmail.events import Recorder, stream_events
 from txmail.maillog.lines import parse_line
-from txmail.maillog.main import StatusRecorder, handle_lines
+from txmail.maillog.server import StatusRecorder, handle_lines
 from txmail.store import Keys
 from txmail.store.messages import MessageRecord, Messages
 

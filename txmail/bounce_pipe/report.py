@@ -1,4 +1,5 @@
-"""txmail bounce-pipe: the pipe(8) transport of the return-path domains.
+"""One returned mail, start to end: what the bounce pipe (the pipe(8) transport of the
+return-path domains) does with it once `txmail bounces serve` has it.
 
 SYNOPSIS
     bouncepipe unix - n n - 10 pipe
