@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from txmail.bounce_pipe import feedback
-from txmail.bounce_pipe.report import process
 from txmail.bounce_pipe.parse import BounceReport, parse_report
+from txmail.bounce_pipe.report import process
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.events import Recorder, make_event, stream_events

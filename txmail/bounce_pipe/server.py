@@ -76,8 +76,8 @@ from typing import Any
 
 from txmail import store
 from txmail.bounce_pipe import forward, handoff, unparsed, worker
-from txmail.bounce_pipe.report import handle
 from txmail.bounce_pipe.parse import BounceReport
+from txmail.bounce_pipe.report import handle
 from txmail.config import BouncePipeSettings, RedisSettings, Settings
 from txmail.errors import ConfigError, TemporaryFailure
 

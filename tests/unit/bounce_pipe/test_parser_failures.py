@@ -26,8 +26,8 @@ import pytest
 import redis
 
 from txmail.bounce_pipe import server, unparsed, worker
-from txmail.bounce_pipe.report import handle, process
 from txmail.bounce_pipe.parse import BounceReport, parse_report
+from txmail.bounce_pipe.report import handle, process
 from txmail.bounce_pipe.server import NotTaken, ParserFailed, ParserPool, Worker
 from txmail.config import Settings
 from txmail.store import Keys
