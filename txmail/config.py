@@ -580,6 +580,24 @@ def _check_port(key: str, value: int) -> None:
         raise ConfigError(f"{key} = {value}: a port must be between 1 and 65535")
 
 
+def with_port_offset(settings: Settings, offset: int) -> Settings:
+    """`settings` with every port a node listens on moved up by `offset`, on 127.0.0.1: what
+    `txmail init --port-offset` writes, so several nodes (or a test's) share one machine."""
+    return dataclasses.replace(
+        settings,
+        listen=ListenSettings(
+            address="127.0.0.1",
+            smtp=25 + offset,
+            submissions=465 + offset,
+            submission=587 + offset,
+            http=8080 + offset,
+            reinject=10025 + offset,
+        ),
+        dev=dataclasses.replace(settings.dev, capture_port=2525 + offset),
+        authpolicy=dataclasses.replace(settings.authpolicy, listen=f"127.0.0.1:{10030 + offset}"),
+    )
+
+
 def validate(settings: Settings) -> None:
     """Check values that a type alone cannot (ports, host names, relayhost syntax)."""
     for f in dataclasses.fields(ListenSettings):

@@ -69,22 +69,7 @@ def init(
     if port_offset is not None:
         if not 0 <= port_offset <= 60000:
             raise UsageError("--port-offset must be between 0 and 60000")
-        listen = config_mod.ListenSettings(
-            address="127.0.0.1",
-            smtp=25 + port_offset,
-            submissions=465 + port_offset,
-            submission=587 + port_offset,
-            http=8080 + port_offset,
-            reinject=10025 + port_offset,
-        )
-        settings = dataclasses.replace(
-            settings,
-            listen=listen,
-            dev=dataclasses.replace(settings.dev, capture_port=2525 + port_offset),
-            authpolicy=dataclasses.replace(
-                settings.authpolicy, listen=f"127.0.0.1:{10030 + port_offset}"
-            ),
-        )
+        settings = config_mod.with_port_offset(settings, port_offset)
     settings = dataclasses.replace(
         settings,
         listen=dataclasses.replace(settings.listen, address=listen_address),

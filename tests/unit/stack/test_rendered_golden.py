@@ -39,19 +39,7 @@ def golden_settings(state_dir: str) -> config.Settings:
         state_dir=state_dir, hostname="mta.golden.test", bounce_domain="bounces.golden.test"
     )
     settings = dataclasses.replace(
-        settings,
-        listen=config.ListenSettings(
-            address="127.0.0.1",
-            smtp=25 + PORT_OFFSET,
-            submissions=465 + PORT_OFFSET,
-            submission=587 + PORT_OFFSET,
-            http=8080 + PORT_OFFSET,
-            reinject=10025 + PORT_OFFSET,
-        ),
-        dev=dataclasses.replace(settings.dev, capture_port=2525 + PORT_OFFSET),
-        authpolicy=dataclasses.replace(
-            settings.authpolicy, listen=f"127.0.0.1:{10030 + PORT_OFFSET}"
-        ),
+        config.with_port_offset(settings, PORT_OFFSET),
         postfix=dataclasses.replace(settings.postfix, relayhost="[127.0.0.1]:12525"),
         trusted=config.TrustedSettings(
             port=2587 + PORT_OFFSET, networks=["10.1.2.0/24"], account="golden"
