@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from txmail.accounts.limits import LIMITS, Windows, clock_time, warmup_day, warmup_quotas
 from txmail.config import Settings
 from txmail.policyd import decide
 from txmail.store import Client, Keys, account_settings, guard, scripts
@@ -26,7 +27,7 @@ from txmail.store import Client, Keys, account_settings, guard, scripts
 BUCKET_TTL = {"m": 120, "h": 3600 + 300, "d": 86400 + 3600}
 
 
-def usage_keys(keys: Keys, account: str, windows: decide.Windows) -> list[str]:
+def usage_keys(keys: Keys, account: str, windows: Windows) -> list[str]:
     return [
         keys.usage(account, "m", windows.minute),
         keys.usage(account, "h", windows.hour),
@@ -34,7 +35,7 @@ def usage_keys(keys: Keys, account: str, windows: decide.Windows) -> list[str]:
     ]
 
 
-def check_keys(keys: Keys, account: str, windows: decide.Windows) -> list[str]:
+def check_keys(keys: Keys, account: str, windows: Windows) -> list[str]:
     """KEYS of policy_check.lua."""
     return [
         *usage_keys(keys, account, windows),
@@ -53,7 +54,7 @@ def _commit_call(
     settings: Settings, keys: Keys, account: str, queue_id: str, recipients: int, size: int
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of policy_commit.lua for one accepted message."""
-    windows = decide.Windows.at(clock(settings))
+    windows = Windows.at(clock(settings))
     default_warmup = "1" if account_settings.spec("warmup").default else "0"
     return (
         [
@@ -143,7 +144,7 @@ def usage(
     client: Client, keys: Keys, account: str, settings: dict[str, Any], created_at: str, now: float
 ) -> Usage:
     """Read the account's counters (one pipeline, one slot)."""
-    windows = decide.Windows.at(now)
+    windows = Windows.at(now)
     window_days = int(settings["reputation_window_days"])
     with guard(f"reading the usage of {account}"):
         pipe = client.pipeline(transaction=False)
@@ -158,23 +159,23 @@ def usage(
         rows = pipe.execute()
     counted = {"minute": _counts(rows[0]), "hour": _counts(rows[1]), "day": _counts(rows[2])}
     limits = []
-    for unit, window, name in decide.LIMITS:
+    for unit, window, name in LIMITS:
         limits.append(
             {
                 "unit": unit,
                 "window": window,
                 "used": counted[window][unit],
                 "limit": int(settings[name]),
-                "resets": decide.clock_time(windows.reset(window)),
+                "resets": clock_time(windows.reset(window)),
             }
         )
     warmup = None
-    quotas = decide.warmup_quotas(settings)
+    quotas = warmup_quotas(settings)
     if quotas:
         days, last, created = rows[4]
         if created != created_at:
             days, last = 0, None
-        day = decide.warmup_day(int(days or 0), int(last) if last else None, windows.day)
+        day = warmup_day(int(days or 0), int(last) if last else None, windows.day)
         warmup = {
             "day": day,
             "quota": quotas[day - 1] if day <= len(quotas) else None,

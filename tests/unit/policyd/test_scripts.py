@@ -16,6 +16,7 @@ import redis
 from redis.cluster import key_slot
 
 from tests.harness import RedisServer
+from txmail.accounts.limits import Windows
 from txmail.config import Settings
 from txmail.policyd import decide, quota, reputation
 from txmail.store import Keys, scripts
@@ -228,7 +229,7 @@ def test_in_flight_cap(make: Any) -> None:
 
 def test_every_key_of_one_call_is_in_one_cluster_slot() -> None:
     keys = Keys("txmail:")
-    windows = decide.Windows.at(START)
+    windows = Windows.at(START)
     names = [
         *quota.check_keys(keys, "acme", windows),
         keys.account("acme"),
