@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from txmail import store
+from txmail.accounts import usage as quota
 from txmail.config import Settings
-from txmail.policyd import quota
 from txmail.store.accounts import Account, Accounts
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from txmail import store
+from txmail.accounts.usage import queue_count_accepted
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.events import Recorder
@@ -48,7 +49,6 @@ from txmail.milter.rules import (
     suppressed,
 )
 from txmail.milter.submission import Submission, UnreadableMessage, addresses, domain_of
-from txmail.policyd.quota import queue_count_accepted
 from txmail.store import Client, Keys
 from txmail.store.accounts import Account, Accounts
 from txmail.store.counters import count_message

@@ -49,8 +49,9 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
 from txmail import store
+from txmail.accounts import usage
 from txmail.config import Settings
-from txmail.policyd import decide, link, protocol, quota
+from txmail.policyd import decide, link, protocol
 from txmail.store import Keys, account_settings, scripts
 from txmail.store.keys import ACCOUNT_NAME
 
@@ -363,7 +364,7 @@ class PolicyServer:
             return plan
         result = await self.scripts(
             self.check_script,
-            keys=quota.check_keys(self.keys, plan.account.name, plan.windows),
+            keys=usage.check_keys(self.keys, plan.account.name, plan.windows),
             args=plan.script_args(plan.windows.now + self.hold_seconds, release),
         )
         action = decide.verdict(plan, result)
@@ -564,7 +565,7 @@ async def _serve(
 ) -> None:
     client = connect(settings)
     server = PolicyServer(
-        settings, client, Keys(settings.redis.prefix), clock=lambda: quota.clock(settings)
+        settings, client, Keys(settings.redis.prefix), clock=lambda: usage.clock(settings)
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -16,9 +16,10 @@ import redis
 from redis.cluster import key_slot
 
 from tests.harness import RedisServer
+from txmail.accounts import usage as quota
 from txmail.accounts.limits import Windows
 from txmail.config import Settings
-from txmail.policyd import decide, quota, reputation
+from txmail.policyd import decide, reputation
 from txmail.store import Keys, scripts
 from txmail.store.accounts import Accounts
 
