@@ -1,4 +1,4 @@
-"""Sending quotas in Redis: the Lua scripts, counting accepted mail, and reading usage back.
+"""accounts.usage: an account's counted usage in Redis, its keys, the clock it goes by.
 
 Every atomic operation is one script in txmail/store/scripts/ (policy_check, policy_commit,
 policy_release), got from txmail.store.scripts, so the same call runs on one Redis and on a
@@ -6,7 +6,8 @@ Redis Cluster: all keys of one call carry the account's hash tag.
 
 count_accepted() is what the milter calls at end of message, after every rule has passed: it
 turns the message's hold into counted usage, so a message refused later (by the milter or by
-Postfix) never uses up quota. usage() reads an account's counters for `txmail stats` and
+Postfix) never uses up quota. policyd checks against the same buckets (check_keys) and gives
+back holds (release). policyd/quota.py reads the counters back for `txmail stats` and
 `txmail accounts show`.
 
 Fails: StoreUnavailable when Redis is down (the milter then answers 451 4.3.0).
@@ -15,12 +16,10 @@ Fails: StoreUnavailable when Redis is down (the milter then answers 451 4.3.0).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from typing import Any
 
-from txmail.accounts.limits import LIMITS, Windows, clock_time, warmup_day, warmup_quotas
+from txmail.accounts.limits import Windows
 from txmail.config import Settings
-from txmail.policyd import decide
 from txmail.store import Client, Keys, account_settings, guard, scripts
 
 # Buckets outlive their window a little, so a count landing at the boundary is never lost.
@@ -120,91 +119,3 @@ def release(client: Client, keys: Keys, account: str, queue_id: str) -> bool:
                 keys=[keys.holds(account), keys.holds_expiry(account)], args=[queue_id]
             )
         )
-
-
-@dataclass
-class Usage:
-    """An account's counted usage against each of its limits at one moment."""
-
-    account: str
-    limits: list[dict[str, Any]]  # unit, window, used, limit, resets
-    in_flight: dict[str, int]  # messages, recipients, bytes held between end of data and count
-    warmup: dict[str, Any] | None  # day, quota, used today; None when not warming up
-    reputation: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _counts(row: list[Any]) -> dict[str, int]:
-    return {unit: int(row[i] or 0) for i, unit in enumerate(("messages", "recipients", "bytes"))}
-
-
-def usage(
-    client: Client, keys: Keys, account: str, settings: dict[str, Any], created_at: str, now: float
-) -> Usage:
-    """Read the account's counters (one pipeline, one slot)."""
-    windows = Windows.at(now)
-    window_days = int(settings["reputation_window_days"])
-    with guard(f"reading the usage of {account}"):
-        pipe = client.pipeline(transaction=False)
-        for key in usage_keys(keys, account, windows):
-            pipe.hmget(key, "m", "r", "b")
-        pipe.hmget(keys.holds(account), "*m", "*r", "*b")
-        pipe.hmget(keys.warmup(account), "days", "last", "created")
-        for back in range(window_days):
-            pipe.hmget(
-                keys.outcomes(account, windows.day - back), "delivered", "bounced", "complained"
-            )
-        rows = pipe.execute()
-    counted = {"minute": _counts(rows[0]), "hour": _counts(rows[1]), "day": _counts(rows[2])}
-    limits = []
-    for unit, window, name in LIMITS:
-        limits.append(
-            {
-                "unit": unit,
-                "window": window,
-                "used": counted[window][unit],
-                "limit": int(settings[name]),
-                "resets": clock_time(windows.reset(window)),
-            }
-        )
-    warmup = None
-    quotas = warmup_quotas(settings)
-    if quotas:
-        days, last, created = rows[4]
-        if created != created_at:
-            days, last = 0, None
-        day = warmup_day(int(days or 0), int(last) if last else None, windows.day)
-        warmup = {
-            "day": day,
-            "quota": quotas[day - 1] if day <= len(quotas) else None,
-            "used": counted["day"]["recipients"],
-            "days_in_schedule": len(quotas),
-        }
-    totals = [sum(int(row[i] or 0) for row in rows[5:]) for i in range(3)]
-    outcomes = decide.Outcomes(*totals)
-    reputation = {
-        "window_days": window_days,
-        "delivered": outcomes.delivered,
-        "bounced": outcomes.bounced,
-        "complained": outcomes.complained,
-        "judged": outcomes.total >= int(settings["reputation_min_recipients"]),
-        "min_recipients": int(settings["reputation_min_recipients"]),
-        "checks": [
-            {
-                "metric": j.metric,
-                "rate": round(j.rate, 3),
-                "threshold": j.threshold,
-                "level": j.level,
-            }
-            for j in decide.judge(outcomes, settings)
-        ],
-    }
-    return Usage(
-        account=account,
-        limits=limits,
-        in_flight=_counts(rows[3]),
-        warmup=warmup,
-        reputation=reputation,
-    )

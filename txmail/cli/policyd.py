@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from txmail import store
-from txmail.accounts import usage as quota
+from txmail.accounts.usage import clock
 from txmail.config import Settings
+from txmail.policyd import quota
 from txmail.store.accounts import Account, Accounts
 
 
@@ -37,7 +38,7 @@ def account_usage(settings: Settings, client: store.Client, account: Account) ->
         account.name,
         account.settings,
         repr(account.created_at),
-        quota.clock(settings),
+        clock(settings),
     )
 
 
