@@ -18,9 +18,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from txmail.accounts import settings as account_settings
 from txmail.accounts.limits import Windows
 from txmail.config import Settings
-from txmail.store import Client, Keys, account_settings, guard, scripts
+from txmail.store import Client, Keys, guard, scripts
 
 # Buckets outlive their window a little, so a count landing at the boundary is never lost.
 BUCKET_TTL = {"m": 120, "h": 3600 + 300, "d": 86400 + 3600}

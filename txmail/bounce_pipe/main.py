@@ -67,6 +67,7 @@ from typing import Any
 import redis
 
 from txmail import store
+from txmail.accounts import settings as account_settings
 from txmail.bounce_pipe import feedback, unparsed
 from txmail.bounce_pipe import forward as forwarding
 from txmail.bounce_pipe.handoff import EX_OK, EX_TEMPFAIL
@@ -74,7 +75,6 @@ from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.config import Settings
 from txmail.errors import TxmailError
 from txmail.events import Event, Recorder, SuppressionPolicy, make_event, reputation_hook
-from txmail.store import account_settings
 from txmail.store.messages import MessageRecord, Messages
 from txmail.tokens.bounce_address import verify_bounce_address
 

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from txmail import store
+from txmail.accounts import settings as account_settings
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.events import Recorder, SuppressionPolicy, make_event, reputation_hook
@@ -45,7 +46,6 @@ from txmail.maillog.lines import DeliveryStatus, parse_line
 from txmail.outcomes.classify import finish
 from txmail.outcomes.findings import Finding
 from txmail.outcomes.reasons import command_in
-from txmail.store import account_settings
 from txmail.store.messages import MessageRecord, Messages
 
 log = logging.getLogger("txmail.maillog")

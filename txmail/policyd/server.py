@@ -49,10 +49,11 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
 from txmail import store
+from txmail.accounts import settings as account_settings
 from txmail.accounts import usage
 from txmail.config import Settings
 from txmail.policyd import decide, link, protocol
-from txmail.store import Keys, account_settings, scripts
+from txmail.store import Keys, scripts
 from txmail.store.keys import ACCOUNT_NAME
 
 log = logging.getLogger("txmail.policyd")

@@ -36,10 +36,10 @@ from typing import Any
 import redis
 import redis.cluster
 
+from txmail.accounts.settings import FIELD_PREFIX
 from txmail.errors import TemporaryFailure
 from txmail.events import Event, Recorder, make_event, record_call, utc_day
 from txmail.store import Client, Keys, guard, scripts
-from txmail.store.account_settings import FIELD_PREFIX
 from txmail.tokens.links import Mark
 
 log = logging.getLogger("txmail.tracker")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import time
 from typing import Any
 
 import pytest
 
+from txmail.accounts import settings as account_settings
 from txmail.accounts.limits import Windows, clock_time, limits_for, warmup_day, warmup_quotas
+from txmail.accounts.settings import AccountSettings
 from txmail.policyd import decide
-from txmail.store import account_settings
 
 
 def at(text: str) -> float:
@@ -18,10 +20,8 @@ def at(text: str) -> float:
     return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%S")))
 
 
-def settings(**overrides: Any) -> dict[str, Any]:
-    values = account_settings.from_fields({})
-    values.update(overrides)
-    return values
+def settings(**overrides: Any) -> AccountSettings:
+    return dataclasses.replace(account_settings.from_fields({}), **overrides)
 
 
 def account(status: str = "active", reason: str = "", **overrides: Any) -> decide.AccountState:

@@ -3,7 +3,7 @@
 Each rule module has a NAME, a one-line DESCRIPTION, the STAGES it runs at ("mail" after MAIL
 FROM, "rcpt" after each RCPT TO, "eom" at end of message) and a `check(submission, settings)`
 that reads a Submission (envelope, headers, the parsed message) and the account's settings
-(txmail/store/account_settings.py) and returns:
+(txmail/accounts/settings.py) and returns:
 
     None        nothing to say: the message goes on to the next rule;
     Refusal     an SMTP reply (RFC 3463 enhanced code plus a sentence that says what to fix);
