@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+
+from txmail.accounts.settings import AccountSettings
 
 # The order is the order of the checks: the first limit reached is the one the client is told
 # about, so the one that resets last comes first and "retry after" is never too early.
@@ -66,26 +67,23 @@ class Windows:
         return float((self.number(window) + 1) * SECONDS[window])
 
 
-def limits_for(settings: dict[str, Any]) -> list[Limit]:
+def limits_for(settings: AccountSettings) -> list[Limit]:
     """The account's limits in checking order; a limit set to 0 does not apply."""
-    return [
-        Limit(unit, window, int(settings[name]))
-        for unit, window, name in LIMITS
-        if int(settings[name]) > 0
-    ]
+    values = ((unit, window, int(getattr(settings, name))) for unit, window, name in LIMITS)
+    return [Limit(unit, window, value) for unit, window, value in values if value > 0]
 
 
-def warmup_quotas(settings: dict[str, Any]) -> list[int]:
+def warmup_quotas(settings: AccountSettings) -> list[int]:
     """Recipient quotas of warm-up days 1, 2, ... while they stay below the daily cap.
 
     The schedule's days come first; after the last one the quota doubles on each sending day
     until it reaches recipients_per_day, from where the daily cap alone applies. Without a daily
     cap the warm-up ends after the schedule. An account that does not warm up gets no quotas.
     """
-    if not settings["warmup"]:
+    if not settings.warmup:
         return []
-    cap = int(settings["recipients_per_day"])
-    quotas = [int(q) for q in settings["warmup_schedule"]]
+    cap = settings.recipients_per_day
+    quotas = [int(q) for q in settings.warmup_schedule]
     if cap:
         while quotas[-1] < cap:
             quotas.append(quotas[-1] * 2)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from txmail import store
+from txmail.accounts.settings import AccountSettings
 from txmail.accounts.usage import queue_count_accepted
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
@@ -141,7 +142,7 @@ def finish(submission: Submission, account: Account, context: MilterContext) -> 
 
 
 def _track(
-    submission: Submission, settings: dict[str, Any], context: MilterContext, accepted: Accepted
+    submission: Submission, settings: AccountSettings, context: MilterContext, accepted: Accepted
 ) -> tuple[list[copies.CopyOrder], bytes]:
     """Tracking (milter/tracking.py): links and the open pixel go in after every rule and
     before the envelope rewrite and DKIM, so the signature covers the message as it leaves.
@@ -159,7 +160,7 @@ def _track(
         choice = tracking.Tracking(opens=False, clicks=False)
     # Every holder of a bounce address can report outcomes with it, so a bounce-tracked
     # message gives each recipient a queue file, and a bounce address, of its own.
-    split = bool(settings["track_bounces"]) and context.bounce_address is not None
+    split = settings.track_bounces and context.bounce_address is not None
     if not plan.recipients or not (choice or split):
         return [], b""
     kept = copies.kept_recipient(plan)
@@ -174,7 +175,7 @@ def _track(
 
 
 def _seal(
-    submission: Submission, settings: dict[str, Any], context: MilterContext, accepted: Accepted
+    submission: Submission, settings: AccountSettings, context: MilterContext, accepted: Accepted
 ) -> None:
     """The routing header, the signed bounce address and, last, the DKIM signature over the
     message as Postfix will send it: the finishing steps of every message and every copy."""
@@ -244,7 +245,7 @@ def finish_copy(submission: Submission, context: MilterContext) -> Refusal | Acc
 
 
 def spam_check(
-    submission: Submission, settings: dict[str, Any], context: MilterContext
+    submission: Submission, settings: AccountSettings, context: MilterContext
 ) -> Refusal | None:
     if context.spam is None:
         return None
@@ -257,7 +258,7 @@ def spam_check(
     )
     if score is None:
         return None
-    threshold = float(settings["spam_threshold"])
+    threshold = settings.spam_threshold
     log.info("%s: spam score %.2f (threshold %.2f)", submission.queue_id, score, threshold)
     if score >= threshold:
         return Refusal(
@@ -269,8 +270,8 @@ def spam_check(
     return None
 
 
-def _return_path(submission: Submission, settings: dict[str, Any], context: MilterContext) -> str:
-    if not settings["track_bounces"] or context.bounce_address is None:
+def _return_path(submission: Submission, settings: AccountSettings, context: MilterContext) -> str:
+    if not settings.track_bounces or context.bounce_address is None:
         return ""
     sender_domain = domain_of(submission.sender) or _author_domain(submission, submission.plan)
     if not sender_domain or not submission.queue_id:

@@ -57,6 +57,7 @@ from email.generator import BytesGenerator
 from email.policy import compat32
 from typing import Any
 
+from txmail.accounts.settings import AccountSettings
 from txmail.tokens.links import LinkSigner, Mark, Tracking, public_base_url
 
 log = logging.getLogger("txmail.milter")
@@ -85,13 +86,13 @@ class Rewritten:
     pixel: bool  # whether an open pixel went in
 
 
-def wanted(flags: int | None, settings: dict[str, Any]) -> Tracking:
+def wanted(flags: int | None, settings: AccountSettings) -> Tracking:
     """Opens and clicks for this message: X-Mxm-Flags bits 1 and 2, else the account's."""
     if flags is not None:
         return Tracking(opens=bool(flags & OPEN_TRACKING), clicks=bool(flags & CLICK_TRACKING))
     return Tracking(
-        opens=bool(settings.get("track_opens", False)),
-        clicks=bool(settings.get("track_clicks", False)),
+        opens=settings.track_opens,
+        clicks=settings.track_clicks,
     )
 
 
@@ -283,7 +284,7 @@ def rewrite_html(
     return Rewritten(body=body, links=counter.links, pixel=pixel_added)
 
 
-def apply(submission: Any, settings: dict[str, Any], context: Any) -> bytes | None:
+def apply(submission: Any, settings: AccountSettings, context: Any) -> bytes | None:
     """Tracking for a message whose body stays shared by all its recipients (a node without
     the copy listener, milter/copies.py): the token's recipient is the only recipient, or ""
     when there are several, and a message with a single-recipient BCC copy is left as it is.

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from txmail.accounts.limits import Limit, Windows, clock_time, limits_for, warmup_quotas
+from txmail.accounts.settings import AccountSettings
 
 RCPT = "RCPT"
 END_OF_MESSAGE = "END-OF-MESSAGE"
@@ -69,13 +70,13 @@ class Request:
 
 @dataclass(frozen=True)
 class AccountState:
-    """What policyd knows of an account: its status and settings (account_settings)."""
+    """What policyd knows of an account: its status and settings (accounts.settings)."""
 
     name: str
     status: str
     suspended_reason: str
     created_at: str  # as stored; identifies the account for its warm-up state
-    settings: dict[str, Any]
+    settings: AccountSettings
 
     # Worked out once per account (policyd caches the state), not once per request.
     @functools.cached_property

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from txmail.accounts.limits import LIMITS, Windows, clock_time, warmup_day, warmup_quotas
+from txmail.accounts.settings import AccountSettings
 from txmail.accounts.usage import usage_keys
 from txmail.policyd import decide
 from txmail.store import Client, Keys, guard
@@ -40,11 +41,11 @@ def _counts(row: list[Any]) -> dict[str, int]:
 
 
 def usage(
-    client: Client, keys: Keys, account: str, settings: dict[str, Any], created_at: str, now: float
+    client: Client, keys: Keys, account: str, settings: AccountSettings, created_at: str, now: float
 ) -> Usage:
     """Read the account's counters (one pipeline, one slot)."""
     windows = Windows.at(now)
-    window_days = int(settings["reputation_window_days"])
+    window_days = settings.reputation_window_days
     with guard(f"reading the usage of {account}"):
         pipe = client.pipeline(transaction=False)
         for key in usage_keys(keys, account, windows):
@@ -64,7 +65,7 @@ def usage(
                 "unit": unit,
                 "window": window,
                 "used": counted[window][unit],
-                "limit": int(settings[name]),
+                "limit": int(getattr(settings, name)),
                 "resets": clock_time(windows.reset(window)),
             }
         )
@@ -88,8 +89,8 @@ def usage(
         "delivered": outcomes.delivered,
         "bounced": outcomes.bounced,
         "complained": outcomes.complained,
-        "judged": outcomes.total >= int(settings["reputation_min_recipients"]),
-        "min_recipients": int(settings["reputation_min_recipients"]),
+        "judged": outcomes.total >= settings.reputation_min_recipients,
+        "min_recipients": settings.reputation_min_recipients,
         "checks": [
             {
                 "metric": j.metric,

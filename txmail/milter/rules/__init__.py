@@ -22,8 +22,9 @@ recipients before the suppression check counts what is left. Rules that read the
 from __future__ import annotations
 
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from txmail.accounts.settings import AccountSettings
 from txmail.milter.plan import EOM, MAIL, RCPT, Blocked, HeaderEdit, Plan, Refusal
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class Rule(Protocol):
     DESCRIPTION: str
     STAGES: tuple[str, ...]
 
-    def check(self, submission: Submission, settings: dict[str, Any]) -> Verdict | None: ...
+    def check(self, submission: Submission, settings: AccountSettings) -> Verdict | None: ...
 
 
 def _load() -> list[ModuleType]:
@@ -99,7 +100,7 @@ RULES: list[ModuleType] = _load()
 def run(
     stage: str,
     submission: Submission,
-    settings: dict[str, Any],
+    settings: AccountSettings,
     rules: list[ModuleType] | None = None,
 ) -> Refusal | None:
     """Run every rule of `stage` in order; the first refusal wins, decisions go to the plan."""
