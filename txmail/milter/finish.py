@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from txmail import store
+from txmail.accounts.cache import AccountCache
 from txmail.accounts.settings import AccountSettings
 from txmail.accounts.usage import queue_count_accepted
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.events import Recorder
 from txmail.milter import copies, rules, tracking
-from txmail.milter.account_cache import AccountCache
 from txmail.milter.blocked import record_blocked
 from txmail.milter.rules import (
     HeaderEdit,
@@ -71,7 +71,7 @@ class MilterContext:
     settings: Settings
     client: Client | None
     keys: Keys
-    accounts: Accounts | AccountCache
+    accounts: Accounts | AccountCache[Account]
     messages: Messages
     suppressions: Any = None  # txmail.store.suppressions.Suppressions
     spam: Any = None  # txmail.milter.spam.SpamChecker
@@ -392,7 +392,7 @@ def build_context(settings: Settings) -> MilterContext:
     client = store.connect(settings)
     keys = store.Keys(settings.redis.prefix)
     ttl = settings.milter.message_ttl_days * 86400
-    accounts = AccountCache(Accounts(client, keys))
+    accounts: AccountCache[Account] = AccountCache(Accounts(client, keys), log=log)
     accounts.start()
     context = MilterContext(
         settings=settings,

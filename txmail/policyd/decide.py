@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from txmail.accounts.limits import Limit, Windows, clock_time, limits_for, warmup_quotas
-from txmail.accounts.settings import AccountSettings
+from txmail.accounts.settings import AccountSettings, from_fields
 
 RCPT = "RCPT"
 END_OF_MESSAGE = "END-OF-MESSAGE"
@@ -77,6 +77,17 @@ class AccountState:
     suspended_reason: str
     created_at: str  # as stored; identifies the account for its warm-up state
     settings: AccountSettings
+
+    @classmethod
+    def from_hash(cls, name: str, raw: dict[str, str]) -> AccountState:
+        """From the account's hash (PREFIX {ACCOUNT}:account)."""
+        return cls(
+            name=name,
+            status=raw.get("status", "active"),
+            suspended_reason=raw.get("suspended_reason", ""),
+            created_at=raw.get("created_at", ""),
+            settings=from_fields(raw),
+        )
 
     # Worked out once per account (policyd caches the state), not once per request.
     @functools.cached_property

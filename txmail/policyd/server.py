@@ -17,7 +17,7 @@ check asks room for one more) and the message it passed last at END-OF-MESSAGE: 
 Postfix process sends its next request or closes, that message's fate is sealed, so a hold the
 milter did not turn into counted usage (the message was refused after all) is given back.
 
-Caches account settings in memory and drops the cache whenever PREFIX accounts:version moves
+Keeps accounts in the shared accounts.cache and drops them whenever PREFIX accounts:version moves
 (checked every policyd.settings_refresh seconds).
 
 Fails: Redis down or slow, or any bug: `451 4.3.0` (never a permit, never a 5xx). Garbage, an
@@ -49,8 +49,8 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
 from txmail import store
-from txmail.accounts import settings as account_settings
 from txmail.accounts import usage
+from txmail.accounts.cache import AccountCache
 from txmail.config import Settings
 from txmail.policyd import decide, link, protocol
 from txmail.store import Keys, scripts
@@ -79,46 +79,6 @@ def connect(settings: Settings) -> AsyncClient:
         socket_connect_timeout=timeout,
         retry=AsyncRetry(NoBackoff(), 1),
     )
-
-
-class AccountCache:
-    """Account status and settings by name, dropped whenever any account changes."""
-
-    def __init__(self, client: AsyncClient, keys: Keys) -> None:
-        self.client = client
-        self.keys = keys
-        self.entries: dict[str, decide.AccountState | None] = {}
-        self.version: str | None = None
-        self.generation = 0
-
-    async def get(self, name: str) -> decide.AccountState | None:
-        try:
-            return self.entries[name]
-        except KeyError:
-            pass
-        if not ACCOUNT_NAME.match(name):
-            return None
-        generation = self.generation
-        raw = await self.client.hgetall(self.keys.account(name))
-        state = None
-        if raw:
-            state = decide.AccountState(
-                name=name,
-                status=raw.get("status", "active"),
-                suspended_reason=raw.get("suspended_reason", ""),
-                created_at=raw.get("created_at", ""),
-                settings=account_settings.from_fields(raw),
-            )
-        if generation == self.generation:  # no change was announced while reading
-            self.entries[name] = state
-        return state
-
-    async def refresh(self) -> None:
-        version = await self.client.get(self.keys.accounts_version)
-        if version != self.version:
-            self.version = version
-            self.entries.clear()
-            self.generation += 1
 
 
 class ScriptBatch:
@@ -237,7 +197,9 @@ class PolicyServer:
         self.client = client
         self.keys = keys
         self.clock = clock
-        self.accounts = AccountCache(client, keys)
+        self.accounts: AccountCache[decide.AccountState] = AccountCache.polling(
+            self._read_account, lambda: client.get(keys.accounts_version)
+        )
         self.rooms: dict[str, decide.Room] = {}  # by account: what its last check left free
         self.decisions: collections.Counter[str] = collections.Counter()  # by verb, not yet
         # added to PREFIX stats:policy (flush_decisions)
@@ -293,6 +255,10 @@ class PolicyServer:
                 self._release_later(*connection.passed)
             writer.close()
 
+    async def _read_account(self, name: str) -> decide.AccountState | None:
+        raw = await self.client.hgetall(self.keys.account(name))
+        return decide.AccountState.from_hash(name, raw) if raw else None
+
     async def answer(self, request: decide.Request, connection: Connection) -> decide.Action:
         """The action for one request; never raises."""
         request = request.sent_as(self.trusted_port, self.trusted_account)
@@ -301,7 +267,7 @@ class PolicyServer:
             connection.transaction_recipients = 0
         try:
             account_state = None
-            if request.sasl_username:
+            if request.sasl_username and ACCOUNT_NAME.match(request.sasl_username):
                 account_state = await self.accounts.get(request.sasl_username)
             plan = decide.plan(
                 request, account_state, self.clock(), connection.transaction_recipients
@@ -474,7 +440,7 @@ class PolicyServer:
                 await self.accounts.refresh()
             except redis.RedisError as exc:
                 log.debug("cannot check for account changes: %s", exc)
-                self.accounts.entries.clear()  # serve nothing stale while Redis is away
+                self.accounts.forget()  # serve nothing stale while Redis is away
                 self.rooms.clear()
             if self.accounts.generation != generation:  # limits may have changed
                 self.rooms.clear()

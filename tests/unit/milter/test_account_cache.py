@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from tests.harness import wait_for
-from txmail.milter.account_cache import AccountCache
+from txmail.accounts.cache import AccountCache
 from txmail.store import Keys
 from txmail.store.accounts import Accounts
 
