@@ -1,9 +1,16 @@
 """txmail policyd: Postfix's policy service for sending limits, warm-up and reputation.
 
-protocol.py    the SMTPD_POLICY_README attribute blocks, in and out
-decide.py      request + account + clock -> the check to run and the action (pure)
-quota.py       `txmail stats`: an account's usage against its limits and its reputation
-reputation.py  record_outcome() for the event recorder; automatic suspension
-server.py      the asyncio UNIX-socket (and optional TCP) server: `txmail policyd`
-link.py        its pipelined connection to Redis for the script calls (hiredis parses)
+protocol.py     the SMTPD_POLICY_README attribute blocks, in and out
+decide.py       request + account + clock -> the check to run and the action (pure)
+server.py       `txmail policyd`: binds the UNIX (and optional TCP) sockets, runs the workers
+connections.py  PolicyServer: the requests of each Postfix connection in, one action each out
+scripts.py      the asyncio Redis client and the batched Lua script calls
+link.py         their pipelined connection to a single Redis (hiredis parses)
+log_buffer.py   log lines written once per event-loop turn
+workers.py      forked workers over the shared sockets, replaced when one dies
+quota.py        `txmail stats`: an account's usage against its limits and its reputation
+reputation.py   record_outcome() for the event recorder; automatic suspension
+
+The account's limits, warm-up, counted usage, settings and their cache are the core's
+(txmail.accounts), shared with the milter.
 """
