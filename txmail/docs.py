@@ -1,7 +1,7 @@
 """Keep the generated parts of README.md current.
 
 The README's configuration and account-settings references are generated from the
-declarations in config.py and store/account_settings.py, between marker comments:
+declarations in config.py and accounts/settings.py, between marker comments:
 
     <!-- generated:NAME -->  ...  <!-- end:NAME -->
 
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from txmail import config
-from txmail.store import account_settings
+from txmail.accounts import settings as account_settings
 
 SECTIONS: dict[str, Callable[[], str]] = {
     "config-reference": config.reference,

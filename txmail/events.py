@@ -78,6 +78,7 @@ from typing import Any
 
 import redis.cluster
 
+from txmail.accounts.settings import AccountSettings
 from txmail.errors import TemporaryFailure
 from txmail.store import Client, Keys, decoded_entries, guard, scripts
 from txmail.store.messages import MessageRecord
@@ -223,18 +224,18 @@ class Recorded:
 
 @dataclass(frozen=True)
 class SuppressionPolicy:
-    """What in an account's settings decides suppression (account_settings)."""
+    """What in an account's settings decides suppression (accounts.settings)."""
 
     reasons: tuple[str, ...] = DEFAULT_SUPPRESS_REASONS
     complaints: bool = True
     days: int = 0
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> SuppressionPolicy:
+    def from_settings(cls, settings: AccountSettings) -> SuppressionPolicy:
         return cls(
-            reasons=tuple(settings.get("suppress_reasons", DEFAULT_SUPPRESS_REASONS)),
-            complaints=bool(settings.get("suppress_complaints", True)),
-            days=int(settings.get("suppression_days", 0)),
+            reasons=settings.suppress_reasons,
+            complaints=settings.suppress_complaints,
+            days=settings.suppression_days,
         )
 
     def suppresses(self, event: Event) -> bool:

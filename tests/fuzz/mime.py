@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from hypothesis import event
 from hypothesis import strategies as st
 
-from txmail.store.account_settings import FORBIDDEN_EXTENSIONS
+from txmail.accounts.settings import FORBIDDEN_EXTENSIONS
 
 SAFE_EXTENSIONS = ("pdf", "txt", "jpg", "png", "csv", "html", "ics", "json", "eml", "xml")
 # A minimal Windows PE image: DOS header whose e_lfanew (offset 60) points at "PE\0\0".

@@ -34,9 +34,9 @@ from tests.fuzz.mime import (
 )
 from tests.fuzz.mutations import Change, mutate, mutations
 from tests.unit.milter.driver import eom_submission
+from txmail.accounts.settings import from_fields
 from txmail.milter.plan import Refusal
 from txmail.milter.rules import attachments
-from txmail.store.account_settings import from_fields
 
 SETTINGS = from_fields({})
 

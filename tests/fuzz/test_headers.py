@@ -14,20 +14,21 @@ at one of the account's domains; a single-mode To only when it is an envelope re
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.fuzz.budget import examples, within_budget
+from txmail.accounts.settings import AccountSettings, from_fields
 from txmail.milter.plan import Plan, Refusal
 from txmail.milter.rules import flags, message_class, sender, single_recipient, tags
 from txmail.milter.submission import Submission, domain_of, unfold
-from txmail.store.account_settings import from_fields
 
 DOMAINS = ("acme.example", "mail.acme.example")
 SETTINGS = from_fields({})
-SINGLE = {**SETTINGS, "recipient_mode": "single"}
+SINGLE = dataclasses.replace(SETTINGS, recipient_mode="single")
 
 # Any text, with the characters that matter to headers made likely.
 header_text = st.lists(
@@ -84,7 +85,7 @@ def submission_with(
     return submission
 
 
-def judged(rule: Any, submission: Submission, settings: dict[str, Any] = SETTINGS) -> Any:
+def judged(rule: Any, submission: Submission, settings: AccountSettings = SETTINGS) -> Any:
     verdict = within_budget(rule.check, submission, settings)
     if isinstance(verdict, Refusal):
         assert verdict.code[0] == "5" and verdict.status[0] == "5", verdict

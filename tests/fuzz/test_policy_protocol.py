@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from tests.fuzz.budget import examples, within_budget
 from tests.fuzz.watch import logged
 from txmail.config import RedisSettings, Settings
-from txmail.policyd import decide, protocol, server
+from txmail.policyd import connections, decide, protocol
+from txmail.policyd.scripts import connect
 from txmail.store import Keys
 
 NUMBERS = ("recipient_count", "size", "server_port")
@@ -117,17 +118,19 @@ BAD_TAILS = {
 # -- whole connections through the server's read loop ----------------------------------------
 
 
-class FixedAnswer(server.PolicyServer):
+class FixedAnswer(connections.PolicyServer):
     """policyd's server with every decision DUNNO, so only the read loop is exercised."""
 
     def __init__(self) -> None:
         settings = Settings(
             state_dir=tempfile.gettempdir(), redis=RedisSettings(url="redis://127.0.0.1:9/0")
         )
-        super().__init__(settings, server.connect(settings), Keys("fuzz:"), clock=lambda: 0.0)
+        super().__init__(settings, connect(settings), Keys("fuzz:"), clock=lambda: 0.0)
         self.requests: list[decide.Request] = []
 
-    async def answer(self, request: decide.Request, connection: server.Connection) -> decide.Action:
+    async def answer(
+        self, request: decide.Request, connection: connections.Connection
+    ) -> decide.Action:
         self.requests.append(request)
         return decide.Action("DUNNO", "permit")
 

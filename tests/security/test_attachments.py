@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import io
 import smtplib
@@ -45,10 +46,10 @@ from tests.data.attachments.make_corpus import (
 )
 from tests.unit.milter.driver import eom_submission
 from tests.unit.milter.test_attachments import CORPUS, EXPECTED
+from txmail.accounts.settings import from_fields
 from txmail.milter.rules import attachments
 from txmail.milter.rules.attachments import Budget, Check, Uncheckable
 from txmail.milter.submission import Submission
-from txmail.store.account_settings import from_fields
 from txmail_testing.harness import Sink, Stack, wait_for
 
 DOMAIN = "attsec.example"
@@ -261,10 +262,10 @@ def test_a_document_marker_excuses_no_member() -> None:
             assert refusal is not None and words in refusal.text, (marker, member, refusal)
 
 
-ALLOWING_VBA = {
-    **SETTINGS,
-    "forbidden_extensions": [e for e in SETTINGS["forbidden_extensions"] if e != "vba"],
-}
+ALLOWING_VBA = dataclasses.replace(
+    SETTINGS,
+    forbidden_extensions=tuple(e for e in SETTINGS.forbidden_extensions if e != "vba"),
+)
 
 
 def test_macros_are_refused_unless_the_account_allows_vba() -> None:

@@ -30,8 +30,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from txmail.accounts.settings import AccountSettings
 from txmail.store import Client, Keys, guard, scripts
 from txmail.store.accounts import Accounts
 
@@ -103,18 +103,18 @@ def percent(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}".rstrip("0").rstrip(".")
 
 
-def judge(outcomes: Outcomes, settings: dict[str, Any]) -> list[Judgement]:
+def judge(outcomes: Outcomes, settings: AccountSettings) -> list[Judgement]:
     """Hard-bounce and complaint judgements; both "ok" until the window holds enough recipients.
 
     A rate above its threshold suspends; at or above WARN_FRACTION of it, a warning. The base is
     every recipient with a final outcome, so an account whose mail all bounces is judged too.
     """
-    window = int(settings["reputation_window_days"])
-    judged = outcomes.total >= int(settings["reputation_min_recipients"])
+    window = settings.reputation_window_days
+    judged = outcomes.total >= settings.reputation_min_recipients
     found = []
     for metric, count, threshold in (
-        ("hard bounce", outcomes.bounced, float(settings["max_bounce_rate"])),
-        ("complaint", outcomes.complained, float(settings["max_complaint_rate"])),
+        ("hard bounce", outcomes.bounced, float(settings.max_bounce_rate)),
+        ("complaint", outcomes.complained, float(settings.max_complaint_rate)),
     ):
         rate = 100.0 * count / outcomes.total if outcomes.total else 0.0
         level = "ok"
@@ -132,7 +132,7 @@ def record_outcome(
     account: str,
     kind: str,
     now: float | None = None,
-    settings: dict[str, Any] | None = None,
+    settings: AccountSettings | None = None,
 ) -> list[Judgement]:
     """Count one outcome of `account` (an event kind) and act on the account's rates.
 
@@ -152,7 +152,7 @@ def record_outcome(
             return []
         settings = found.settings
     today = int(now // 86400)
-    window = int(settings["reputation_window_days"])
+    window = settings.reputation_window_days
     with guard(f"recording a {kind} of {account}"):
         row = scripts.get(client, "reputation_record")(
             keys=[
@@ -240,7 +240,7 @@ def _alert(
 
 
 def outcome_hook(
-    client: Client, keys: Keys, settings_of: Callable[[str], dict[str, Any] | None] | None = None
+    client: Client, keys: Keys, settings_of: Callable[[str], AccountSettings | None] | None = None
 ) -> Callable[[str, str], list[Judgement]]:
     """record_outcome() as txmail.events.Recorder calls it: (account, kind). `settings_of`
     gives an account's settings (None: gone) from a caller's cache; without it they are read

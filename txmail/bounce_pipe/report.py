@@ -71,15 +71,21 @@ import redis
 
 from txmail import store
 from txmail.accounts import reputation
+from txmail.accounts import settings as account_settings
+from txmail.accounts.settings import AccountSettings
 from txmail.bounce_pipe import feedback, unparsed
 from txmail.bounce_pipe import forward as forwarding
 from txmail.bounce_pipe.handoff import EX_OK, EX_TEMPFAIL
 from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.config import Settings
 from txmail.errors import TxmailError
-from txmail.events import Event, Recorder, SuppressionPolicy, record_outcome
+from txmail.events import (
+    Event,
+    Recorder,
+    SuppressionPolicy,
+    record_outcome,
+)
 from txmail.outcomes.findings import BounceEvent
-from txmail.store import account_settings
 from txmail.store.messages import MessageRecord, Messages
 from txmail.tokens.bounce_address import verify_bounce_address
 
@@ -233,7 +239,7 @@ def process(
         report,
         raw,
         recorded_kinds,
-        bool(account_values.get("forward_auto_replies", False)),
+        account_values.forward_auto_replies,
         outcome,
         forwarder,
     )
@@ -276,7 +282,7 @@ def record_events(
     record: MessageRecord,
     match: Match,
     report: BounceReport,
-    account_values: dict[str, Any],
+    account_values: AccountSettings,
     outcome: Outcome,
     clock: Callable[[], float],
 ) -> dict[str, str]:

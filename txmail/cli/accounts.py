@@ -9,8 +9,8 @@ import time
 import click
 
 from txmail import store
+from txmail.accounts import settings as account_settings
 from txmail.errors import UsageError
-from txmail.store import account_settings
 from txmail.store.accounts import Account, Accounts, generate_password
 
 
@@ -150,7 +150,7 @@ def _print_account(account: Account) -> None:
     click.echo(f"domains:     {', '.join(account.domains)}")
     click.echo(f"webhook url: {account.webhook_url or '-'}")
     click.echo(f"created:     {created}")
-    for key, value in account.settings.items():
+    for key, value in account.settings.as_dict().items():
         shown = ",".join(value) if isinstance(value, list) else value
         click.echo(f"  {key}: {shown}")
 

@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from txmail import store
+from txmail.accounts.usage import Usage, clock, read_usage
 from txmail.config import Settings
-from txmail.policyd import quota
 from txmail.store.accounts import Account, Accounts
 
 
@@ -29,15 +29,15 @@ def policyd(obj: object, verbose: bool) -> None:
     server.serve(_settings(obj))
 
 
-def account_usage(settings: Settings, client: store.Client, account: Account) -> quota.Usage:
+def account_usage(settings: Settings, client: store.Client, account: Account) -> Usage:
     """The account's usage now, by policyd's clock."""
-    return quota.usage(
+    return read_usage(
         client,
         store.Keys(settings.redis.prefix),
         account.name,
         account.settings,
         repr(account.created_at),
-        quota.clock(settings),
+        clock(settings),
     )
 
 
@@ -57,7 +57,7 @@ def today(settings: Settings, client: store.Client, account: Account) -> dict[st
     }
 
 
-def warmup_line(usage: quota.Usage) -> str:
+def warmup_line(usage: Usage) -> str:
     """`day 3 of warm-up, 120 of 200 recipients today`, or why there is no quota."""
     warmup = usage.warmup
     if warmup is None:
@@ -70,7 +70,7 @@ def warmup_line(usage: quota.Usage) -> str:
     return f"day {warmup['day']} of warm-up, {warmup['used']} of {warmup['quota']} recipients today"
 
 
-def usage_lines(usage: quota.Usage) -> list[str]:
+def usage_lines(usage: Usage) -> list[str]:
     lines = []
     for row in usage.limits:
         limit = row["limit"] or "no limit"

@@ -39,6 +39,8 @@ from typing import Any
 
 from txmail import store
 from txmail.accounts import reputation
+from txmail.accounts import settings as account_settings
+from txmail.accounts.settings import AccountSettings
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.events import Recorder, SuppressionPolicy, record_outcome
@@ -47,7 +49,6 @@ from txmail.maillog.lines import DeliveryStatus, parse_line
 from txmail.outcomes.classify import finish
 from txmail.outcomes.findings import Finding
 from txmail.outcomes.reasons import command_in
-from txmail.store import account_settings
 from txmail.store.messages import MessageRecord, Messages
 
 log = logging.getLogger("txmail.maillog")
@@ -68,9 +69,9 @@ class SettingsCache:
         self.client = client
         self.keys = keys
         self.clock = clock
-        self.accounts: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self.accounts: dict[str, tuple[float, AccountSettings | None]] = {}
 
-    def get(self, account: str) -> dict[str, Any] | None:
+    def get(self, account: str) -> AccountSettings | None:
         now = self.clock()
         cached = self.accounts.get(account)
         if cached and 0 <= now - cached[0] < SETTINGS_SECONDS:
@@ -123,7 +124,7 @@ class StatusRecorder:
         for queue_id, record in self.messages.get_many(wanted).items():
             self._remember(queue_id, record)
 
-    def settings(self, account: str) -> dict[str, Any] | None:
+    def settings(self, account: str) -> AccountSettings | None:
         """The account's settings (None: no such account), from the cache."""
         return self.account_settings.get(account)
 

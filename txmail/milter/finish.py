@@ -32,11 +32,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from txmail import store
+from txmail.accounts.cache import AccountCache
+from txmail.accounts.settings import AccountSettings
+from txmail.accounts.usage import queue_count_accepted
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.events import Recorder
 from txmail.milter import copies, rules, tracking
-from txmail.milter.account_cache import AccountCache
 from txmail.milter.blocked import record_blocked
 from txmail.milter.copies import Copier
 from txmail.milter.dkim import Signer
@@ -51,7 +53,6 @@ from txmail.milter.rules import (
 from txmail.milter.spam import SpamChecker
 from txmail.milter.submission import Submission, UnreadableMessage, addresses, domain_of
 from txmail.milter.tracking import TrackingContext
-from txmail.policyd.quota import queue_count_accepted
 from txmail.store import Client, Keys
 from txmail.store.accounts import Account, Accounts
 from txmail.store.counters import count_message
@@ -80,7 +81,7 @@ class MilterContext:
     settings: Settings
     client: Client | None
     keys: Keys
-    accounts: Accounts | AccountCache
+    accounts: Accounts | AccountCache[Account]
     messages: Messages
     suppressions: Suppressions | None = None
     spam: SpamChecker | None = None
@@ -151,7 +152,7 @@ def finish(submission: Submission, account: Account, context: MilterContext) -> 
 
 
 def _track(
-    submission: Submission, settings: dict[str, Any], context: MilterContext, accepted: Accepted
+    submission: Submission, settings: AccountSettings, context: MilterContext, accepted: Accepted
 ) -> tuple[list[copies.CopyOrder], bytes]:
     """Tracking (milter/tracking.py): links and the open pixel go in after every rule and
     before the envelope rewrite and DKIM, so the signature covers the message as it leaves.
@@ -169,7 +170,7 @@ def _track(
         choice = tracking.Tracking(opens=False, clicks=False)
     # Every holder of a bounce address can report outcomes with it, so a bounce-tracked
     # message gives each recipient a queue file, and a bounce address, of its own.
-    split = bool(settings["track_bounces"]) and context.bounce_address is not None
+    split = settings.track_bounces and context.bounce_address is not None
     if not plan.recipients or not (choice or split):
         return [], b""
     kept = copies.kept_recipient(plan)
@@ -184,7 +185,7 @@ def _track(
 
 
 def _seal(
-    submission: Submission, settings: dict[str, Any], context: MilterContext, accepted: Accepted
+    submission: Submission, settings: AccountSettings, context: MilterContext, accepted: Accepted
 ) -> None:
     """The routing header, the signed bounce address and, last, the DKIM signature over the
     message as Postfix will send it: the finishing steps of every message and every copy."""
@@ -254,7 +255,7 @@ def finish_copy(submission: Submission, context: MilterContext) -> Refusal | Acc
 
 
 def spam_check(
-    submission: Submission, settings: dict[str, Any], context: MilterContext
+    submission: Submission, settings: AccountSettings, context: MilterContext
 ) -> Refusal | None:
     if context.spam is None:
         return None
@@ -267,7 +268,7 @@ def spam_check(
     )
     if score is None:
         return None
-    threshold = float(settings["spam_threshold"])
+    threshold = settings.spam_threshold
     log.info("%s: spam score %.2f (threshold %.2f)", submission.queue_id, score, threshold)
     if score >= threshold:
         return Refusal(
@@ -279,8 +280,8 @@ def spam_check(
     return None
 
 
-def _return_path(submission: Submission, settings: dict[str, Any], context: MilterContext) -> str:
-    if not settings["track_bounces"] or context.bounce_address is None:
+def _return_path(submission: Submission, settings: AccountSettings, context: MilterContext) -> str:
+    if not settings.track_bounces or context.bounce_address is None:
         return ""
     sender_domain = domain_of(submission.sender) or _author_domain(submission, submission.plan)
     if not sender_domain or not submission.queue_id:
@@ -390,7 +391,7 @@ def build_context(settings: Settings) -> MilterContext:
     client = store.connect(settings)
     keys = store.Keys(settings.redis.prefix)
     ttl = settings.milter.message_ttl_days * 86400
-    accounts = AccountCache(Accounts(client, keys))
+    accounts: AccountCache[Account] = AccountCache(Accounts(client, keys), log=log)
     accounts.start()
     return MilterContext(
         settings=settings,

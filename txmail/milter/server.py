@@ -181,7 +181,7 @@ class TxmailMilter(Milter.Base):
             # Past the account's limit the message is refused at eom; stop holding it.
             if (
                 self.keep_body
-                and client_size(submission) + len(chunk) > account.settings["max_message_size"]
+                and client_size(submission) + len(chunk) > account.settings.max_message_size
             ):
                 self.keep_body = False
                 submission.drop_body()

@@ -56,8 +56,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.generator import BytesGenerator
 from email.policy import compat32
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from txmail.accounts.settings import AccountSettings
 from txmail.config import Settings
 from txmail.milter.submission import Submission
 from txmail.tokens.links import LinkSigner, Mark, Tracking, public_base_url
@@ -91,13 +92,13 @@ class Rewritten:
     pixel: bool  # whether an open pixel went in
 
 
-def wanted(flags: int | None, settings: dict[str, Any]) -> Tracking:
+def wanted(flags: int | None, settings: AccountSettings) -> Tracking:
     """Opens and clicks for this message: X-Mxm-Flags bits 1 and 2, else the account's."""
     if flags is not None:
         return Tracking(opens=bool(flags & OPEN_TRACKING), clicks=bool(flags & CLICK_TRACKING))
     return Tracking(
-        opens=bool(settings.get("track_opens", False)),
-        clicks=bool(settings.get("track_clicks", False)),
+        opens=settings.track_opens,
+        clicks=settings.track_clicks,
     )
 
 
@@ -291,7 +292,9 @@ def rewrite_html(
     return Rewritten(body=body, links=counter.links, pixel=pixel_added)
 
 
-def apply(submission: Submission, settings: dict[str, Any], context: MilterContext) -> bytes | None:
+def apply(
+    submission: Submission, settings: AccountSettings, context: MilterContext
+) -> bytes | None:
     """Tracking for a message whose body stays shared by all its recipients (a node without
     the copy listener, milter/copies.py): the token's recipient is the only recipient, or ""
     when there are several, and a message with a single-recipient BCC copy is left as it is.

@@ -1,11 +1,14 @@
 """txmail policyd: Postfix's policy service for sending limits, warm-up and reputation.
 
-protocol.py    the SMTPD_POLICY_README attribute blocks, in and out
-decide.py      request + account + clock -> the check to run and the action (pure)
-quota.py       the Lua scripts; count_accepted() for the milter at end of message; usage
-server.py      the asyncio UNIX-socket (and optional TCP) server: `txmail policyd`
-link.py        its pipelined connection to Redis for the script calls (hiredis parses)
-
-The reputation guard that suspends an account is txmail.accounts.reputation: the daemons that
-record outcomes call it; policyd refuses what a suspended account sends.
+protocol.py     the SMTPD_POLICY_README attribute blocks, in and out
+decide.py       request + account + clock -> the check to run and the action (pure)
+server.py       `txmail policyd`: binds the UNIX (and optional TCP) sockets, runs the workers
+connections.py  PolicyServer: the requests of each Postfix connection in, one action each out
+scripts.py      the asyncio Redis client and the batched Lua script calls
+link.py         their pipelined connection to a single Redis (hiredis parses)
+log_buffer.py   log lines written once per event-loop turn
+workers.py      forked workers over the shared sockets, replaced when one dies
+The account's limits, warm-up, counted usage, reputation guard, settings and their cache are
+the core's (txmail.accounts): the milter counts accepted mail, the outcome recorders feed the
+reputation guard, and policyd refuses what a suspended account sends.
 """

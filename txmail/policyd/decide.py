@@ -10,8 +10,8 @@ value and when it resets.
 Stages: at RCPT the check is advisory and read-only (it refuses a recipient early, before the
 client sends the body, and lets recipients through one by one up to a recipient quota); at
 END-OF-MESSAGE it is decisive and holds the message's share, which the milter turns into counted
-usage at end of message once every rule has passed (quota.count_accepted), so only accepted mail
-counts and parallel clients cannot overrun a limit.
+usage at end of message once every rule has passed (accounts.usage.count_accepted), so only
+accepted mail counts and parallel clients cannot overrun a limit.
 
 Windows are clock-aligned: a minute limit resets at the next full minute, an hour limit at the
 next full hour, a day limit and the warm-up quota at 00:00 UTC.
@@ -28,27 +28,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from dataclasses import dataclass
 from typing import Any
+
+from txmail.accounts.limits import Limit, Windows, clock_time, limits_for, warmup_quotas
+from txmail.accounts.settings import AccountSettings, from_fields
 
 RCPT = "RCPT"
 END_OF_MESSAGE = "END-OF-MESSAGE"
 
-# The order is the order of the checks: the first limit reached is the one the client is told
-# about, so the one that resets last comes first and "retry after" is never too early.
-LIMITS: list[tuple[str, str, str]] = [  # (unit, window, setting)
-    ("bytes", "day", "bytes_per_day"),
-    ("messages", "day", "messages_per_day"),
-    ("recipients", "day", "recipients_per_day"),
-    ("messages", "hour", "messages_per_hour"),
-    ("recipients", "hour", "recipients_per_hour"),
-    ("messages", "minute", "messages_per_minute"),
-    ("recipients", "minute", "recipients_per_minute"),
-]
-BUCKET = {"minute": 1, "hour": 2, "day": 3}  # KEYS index of the usage bucket in the script
-FIELD = {"messages": "m", "recipients": "r", "bytes": "b"}
-SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 MAX_HOLDS = 10_000  # messages of one account in flight between end of data and the count
 ROOM_SECONDS = 1.0  # how long the room a check reported may answer RCPT requests
 
@@ -80,13 +68,24 @@ class Request:
 
 @dataclass(frozen=True)
 class AccountState:
-    """What policyd knows of an account: its status and settings (account_settings)."""
+    """What policyd knows of an account: its status and settings (accounts.settings)."""
 
     name: str
     status: str
     suspended_reason: str
     created_at: str  # as stored; identifies the account for its warm-up state
-    settings: dict[str, Any]
+    settings: AccountSettings
+
+    @classmethod
+    def from_hash(cls, name: str, raw: dict[str, str]) -> AccountState:
+        """From the account's hash (PREFIX {ACCOUNT}:account)."""
+        return cls(
+            name=name,
+            status=raw.get("status", "active"),
+            suspended_reason=raw.get("suspended_reason", ""),
+            created_at=raw.get("created_at", ""),
+            settings=from_fields(raw),
+        )
 
     # Worked out once per account (policyd caches the state), not once per request.
     @functools.cached_property
@@ -121,42 +120,6 @@ class Action:
 
 DUNNO = Action("DUNNO", "dunno")
 TEMPFAIL = Action(TEMPFAIL_TEXT, "tempfail")
-
-
-@dataclass(frozen=True)
-class Limit:
-    unit: str  # messages, recipients or bytes
-    window: str  # minute, hour or day
-    value: int
-
-    @property
-    def bucket(self) -> int:
-        return BUCKET[self.window]
-
-    @property
-    def field(self) -> str:
-        return FIELD[self.unit]
-
-
-@dataclass(frozen=True)
-class Windows:
-    """The clock-aligned minute, hour and UTC day that `now` falls in (numbered from 1970)."""
-
-    now: float
-    minute: int
-    hour: int
-    day: int
-
-    @classmethod
-    def at(cls, now: float) -> Windows:
-        return cls(now, int(now // 60), int(now // 3600), int(now // 86400))
-
-    def number(self, window: str) -> int:
-        return {"minute": self.minute, "hour": self.hour, "day": self.day}[window]
-
-    def reset(self, window: str) -> float:
-        """When the current `window` ends and its limits are free again."""
-        return float((self.number(window) + 1) * SECONDS[window])
 
 
 @dataclass(frozen=True)
@@ -222,38 +185,6 @@ def room_left(check: Check, result: list[Any]) -> Room | None:
     return Room(check.windows, int(result[1]), int(result[2]), int(result[3]))
 
 
-def limits_for(settings: dict[str, Any]) -> list[Limit]:
-    """The account's limits in checking order; a limit set to 0 does not apply."""
-    return [
-        Limit(unit, window, int(settings[name]))
-        for unit, window, name in LIMITS
-        if int(settings[name]) > 0
-    ]
-
-
-def warmup_quotas(settings: dict[str, Any]) -> list[int]:
-    """Recipient quotas of warm-up days 1, 2, ... while they stay below the daily cap.
-
-    The schedule's days come first; after the last one the quota doubles on each sending day
-    until it reaches recipients_per_day, from where the daily cap alone applies. Without a daily
-    cap the warm-up ends after the schedule. An account that does not warm up gets no quotas.
-    """
-    if not settings["warmup"]:
-        return []
-    cap = int(settings["recipients_per_day"])
-    quotas = [int(q) for q in settings["warmup_schedule"]]
-    if cap:
-        while quotas[-1] < cap:
-            quotas.append(quotas[-1] * 2)
-        quotas = [q for q in quotas if q < cap]
-    return quotas
-
-
-def warmup_day(days_sent: int, last_sent_day: int | None, today: int) -> int:
-    """The warm-up day an account is on: one more than the days it has sent on before today."""
-    return days_sent if last_sent_day == today else days_sent + 1
-
-
 def plan(
     request: Request, account: AccountState | None, now: float, transaction_recipients: int = 0
 ) -> Check | Action:
@@ -284,10 +215,6 @@ def plan(
         size,
         request.queue_id or f"instance:{request.instance}",
     )
-
-
-def clock_time(moment: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(moment)) + "Z"
 
 
 def verdict(check: Check, result: list[Any]) -> Action:

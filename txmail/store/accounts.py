@@ -23,17 +23,10 @@ from typing import Any
 
 import bcrypt
 
+from txmail.accounts import settings as account_settings
+from txmail.accounts.settings import AccountSettings
 from txmail.errors import Conflict, NotFound, UsageError
-from txmail.store import (
-    Client,
-    Keys,
-    account_settings,
-    decoded,
-    decoded_hash,
-    decoded_or_none,
-    guard,
-    hash_mapping,
-)
+from txmail.store import Client, Keys, decoded, decoded_hash, decoded_or_none, guard, hash_mapping
 from txmail.store.keys import ACCOUNT_NAME
 
 BCRYPT_ROUNDS = 10
@@ -49,7 +42,7 @@ class Account:
     suspended_reason: str = ""
     webhook_url: str = ""
     created_at: float = 0.0
-    settings: dict[str, Any] = field(default_factory=lambda: account_settings.from_fields({}))
+    settings: AccountSettings = field(default_factory=lambda: account_settings.from_fields({}))
 
     @property
     def suspended(self) -> bool:
@@ -64,7 +57,7 @@ class Account:
             "suspended_reason": self.suspended_reason,
             "webhook_url": self.webhook_url,
             "created_at": self.created_at,
-            "settings": self.settings,
+            "settings": self.settings.as_dict(),
         }
 
 

@@ -380,9 +380,7 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
             535,
             "5.7.8",
         )
-    max_size = min(
-        int(record.settings["max_message_size"]), services.settings.postfix.message_size_limit
-    )
+    max_size = min(record.settings.max_message_size, services.settings.postfix.message_size_limit)
     declared = request.content_length
     large = declared is None or declared > LARGE_BODY
     # A body of several MB is buffered, parsed and copied: only so many at once per account
@@ -411,8 +409,8 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
     envelope, data, trackbounces = parse_send(body, max_size)
     del body
     if trackbounces is not None:
-        if bool(record.settings.get("track_bounces", True)) != trackbounces:
-            state = "on" if record.settings.get("track_bounces", True) else "off"
+        if record.settings.track_bounces != trackbounces:
+            state = "on" if record.settings.track_bounces else "off"
             raise ApiError(
                 422,
                 f"trackbounces is the account's track_bounces setting, which "

@@ -33,10 +33,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from txmail.accounts.settings import FIELD_PREFIX
 from txmail.errors import TemporaryFailure
 from txmail.events import PartlyRecorded, Recorder, make_event
 from txmail.store import Client, Keys, guard
-from txmail.store.account_settings import FIELD_PREFIX
 from txmail.tokens.links import Mark
 
 log = logging.getLogger("txmail.tracker")

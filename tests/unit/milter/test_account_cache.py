@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from txmail.milter.account_cache import AccountCache
+from txmail.accounts.cache import AccountCache
 from txmail.store import Keys
 from txmail.store.accounts import Accounts
 from txmail_testing.harness import wait_for

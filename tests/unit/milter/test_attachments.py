@@ -16,10 +16,10 @@ import pytest
 
 from tests.data.attachments import make_corpus
 from tests.unit.milter.driver import Conversation, basic, eom_submission
+from txmail.accounts.settings import from_fields
 from txmail.milter.rules import Refusal, attachments
 from txmail.milter.rules.attachments import extension, normalized
 from txmail.milter.submission import Submission
-from txmail.store.account_settings import from_fields
 
 CORPUS = Path(__file__).resolve().parents[2] / "data" / "attachments"
 

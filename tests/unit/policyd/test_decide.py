@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import time
 from typing import Any
 
 import pytest
 
 from txmail.accounts import reputation
+from txmail.accounts import settings as account_settings
+from txmail.accounts.limits import Windows, clock_time, limits_for, warmup_day, warmup_quotas
+from txmail.accounts.settings import AccountSettings
 from txmail.policyd import decide
-from txmail.store import account_settings
 
 
 def at(text: str) -> float:
@@ -18,10 +21,8 @@ def at(text: str) -> float:
     return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%S")))
 
 
-def settings(**overrides: Any) -> dict[str, Any]:
-    values = account_settings.from_fields({})
-    values.update(overrides)
-    return values
+def settings(**overrides: Any) -> AccountSettings:
+    return dataclasses.replace(account_settings.from_fields({}), **overrides)
 
 
 def account(status: str = "active", reason: str = "", **overrides: Any) -> decide.AccountState:
@@ -42,9 +43,9 @@ NOON = at("2026-11-22T10:30:59")
 
 
 def test_windows_are_clock_aligned() -> None:
-    windows = decide.Windows.at(NOON)
-    assert decide.clock_time(windows.reset("minute")) == "10:31:00Z"
-    assert decide.clock_time(windows.reset("hour")) == "11:00:00Z"
+    windows = Windows.at(NOON)
+    assert clock_time(windows.reset("minute")) == "10:31:00Z"
+    assert clock_time(windows.reset("hour")) == "11:00:00Z"
     assert windows.reset("day") == at("2026-11-23T00:00:00")
     assert windows.day == int(NOON // 86400)
 
@@ -89,7 +90,7 @@ def test_end_of_message_holds_the_whole_message_under_its_queue_id() -> None:
 
 
 def test_limits_in_checking_order_without_the_ones_set_to_zero() -> None:
-    limits = decide.limits_for(settings(messages_per_hour=0, bytes_per_day=1000))
+    limits = limits_for(settings(messages_per_hour=0, bytes_per_day=1000))
     assert [(limit.unit, limit.window) for limit in limits] == [
         ("bytes", "day"),
         ("messages", "day"),
@@ -130,13 +131,11 @@ def test_script_arguments_follow_the_scripts_header() -> None:
     ],
 )
 def test_warmup_quotas(schedule: list[str], cap: int, expected: list[int]) -> None:
-    assert (
-        decide.warmup_quotas(settings(warmup_schedule=schedule, recipients_per_day=cap)) == expected
-    )
+    assert warmup_quotas(settings(warmup_schedule=schedule, recipients_per_day=cap)) == expected
 
 
 def test_no_warmup_no_quotas() -> None:
-    assert decide.warmup_quotas(settings(warmup=False)) == []
+    assert warmup_quotas(settings(warmup=False)) == []
 
 
 @pytest.mark.parametrize(
@@ -152,7 +151,7 @@ def test_no_warmup_no_quotas() -> None:
 def test_warmup_day_counts_only_sending_days(
     days_sent: int, last: int | None, expected: int
 ) -> None:
-    assert decide.warmup_day(days_sent, last, 100) == expected
+    assert warmup_day(days_sent, last, 100) == expected
 
 
 def test_verdict_names_the_limit_its_value_and_when_it_resets() -> None:
@@ -275,14 +274,14 @@ def test_mail_on_the_trusted_listener_is_sent_as_its_account() -> None:
 def test_room_answers_rcpt_only_while_fresh_and_far_from_a_limit(
     later: float, recipients_so_far: int, room: tuple[int, int, int], fits: bool
 ) -> None:
-    left = decide.Room(decide.Windows.at(NOON - 0.5), *room)  # NOON is 10:30:59
+    left = decide.Room(Windows.at(NOON - 0.5), *room)  # NOON is 10:30:59
     check = decide.plan(rcpt(size=1000), account(), NOON - 0.5 + later, recipients_so_far)
     assert isinstance(check, decide.Check)
     assert left.fits(check) is fits
 
 
 def test_room_never_crosses_into_the_next_window() -> None:
-    left = decide.Room(decide.Windows.at(NOON + 0.5), 100, 100, -1)  # 10:30:59.5
+    left = decide.Room(Windows.at(NOON + 0.5), 100, 100, -1)  # 10:30:59.5
     check = decide.plan(rcpt(), account(), NOON + 1.2)  # 10:31:00.2
     assert isinstance(check, decide.Check)
     assert not left.fits(check)

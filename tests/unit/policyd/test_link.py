@@ -13,7 +13,8 @@ import pytest
 import redis
 
 from txmail.config import RedisSettings, Settings
-from txmail.policyd import link, server
+from txmail.policyd import link
+from txmail.policyd.scripts import LinkScripts, ScriptBatch, connect, scripts_for
 from txmail.store import scripts as lua
 from txmail_testing.harness import RedisServer
 
@@ -165,9 +166,9 @@ def test_a_lost_script_is_sent_again_in_full(redis_server: RedisServer) -> None:
     settings = Settings(redis=RedisSettings(url=redis_server.url, timeout=1.0))
 
     async def test() -> list[Any]:
-        client = server.connect(settings)
-        scripts = server.scripts_for(settings, client)
-        assert isinstance(scripts, server.LinkScripts)
+        client = connect(settings)
+        scripts = scripts_for(settings, client)
+        assert isinstance(scripts, LinkScripts)
         release = lua.get(client, "policy_release")
         try:
             await client.script_flush()
@@ -187,6 +188,6 @@ def test_tls_and_clusters_go_through_redis_py() -> None:
     cluster = Settings(redis=RedisSettings(url="redis://127.0.0.1:7000", cluster=True))
     assert link.Link.usable(plain.redis.url)
     assert not link.Link.usable(tls.redis.url)
-    assert isinstance(server.scripts_for(plain, server.connect(plain)), server.LinkScripts)
-    assert isinstance(server.scripts_for(tls, server.connect(tls)), server.ScriptBatch)
-    assert isinstance(server.scripts_for(cluster, server.connect(cluster)), server.ScriptBatch)
+    assert isinstance(scripts_for(plain, connect(plain)), LinkScripts)
+    assert isinstance(scripts_for(tls, connect(tls)), ScriptBatch)
+    assert isinstance(scripts_for(cluster, connect(cluster)), ScriptBatch)

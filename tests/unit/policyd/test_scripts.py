@@ -16,8 +16,10 @@ import redis
 from redis.cluster import key_slot
 
 from txmail.accounts import reputation
+from txmail.accounts.limits import Windows
+from txmail.accounts.usage import Usage, check_keys, count_accepted, read_usage, release
 from txmail.config import Settings
-from txmail.policyd import decide, quota
+from txmail.policyd import decide
 from txmail.store import Keys, scripts
 from txmail.store.accounts import Accounts
 from txmail_testing.harness import RedisServer
@@ -59,7 +61,7 @@ class Relay:
         check = decide.plan(request, self.state, self.now, transaction)
         assert isinstance(check, decide.Check)
         result = scripts.get(self.client, "policy_check")(
-            keys=quota.check_keys(self.keys, "acme", check.windows),
+            keys=check_keys(self.keys, "acme", check.windows),
             args=check.script_args(self.now + 120, release),
         )
         return decide.verdict(check, result)
@@ -82,13 +84,11 @@ class Relay:
         settings = dataclasses.replace(
             settings, policyd=dataclasses.replace(settings.policyd, clock_offset=offset)
         )
-        return quota.count_accepted(
-            settings, self.client, self.keys, "acme", queue_id, recipients, size
-        )
+        return count_accepted(settings, self.client, self.keys, "acme", queue_id, recipients, size)
 
-    def usage(self) -> quota.Usage:
+    def usage(self) -> Usage:
         state = self.state
-        return quota.usage(
+        return read_usage(
             self.client, self.keys, "acme", state.settings, state.created_at, self.now
         )
 
@@ -138,8 +138,8 @@ def test_a_held_message_counts_against_the_limit_until_released(make: Any) -> No
     assert relay.ask(decide.END_OF_MESSAGE, queue_id="B").permits
     assert not relay.ask(decide.END_OF_MESSAGE, queue_id="C").permits  # A and B in flight
     assert relay.usage().in_flight == {"messages": 2, "recipients": 2, "bytes": 200}
-    assert quota.release(relay.client, relay.keys, "acme", "A")  # A was refused after all
-    assert not quota.release(relay.client, relay.keys, "acme", "A")
+    assert release(relay.client, relay.keys, "acme", "A")  # A was refused after all
+    assert not release(relay.client, relay.keys, "acme", "A")
     # ... and the release can ride along with the next check of the same account.
     assert relay.ask(decide.END_OF_MESSAGE, queue_id="C", release="B").permits
     assert relay.usage().in_flight["messages"] == 1
@@ -197,7 +197,7 @@ def test_warmup_grows_on_sending_days_only(make: Any) -> None:
 def test_refused_messages_do_not_advance_the_warmup(make: Any) -> None:
     relay = make(warmup_schedule=["2"])
     assert relay.ask(decide.END_OF_MESSAGE, queue_id="A").permits
-    quota.release(relay.client, relay.keys, "acme", "A")  # refused after end of data
+    release(relay.client, relay.keys, "acme", "A")  # refused after end of data
     relay.now += DAY
     assert relay.usage().warmup["day"] == 1  # type: ignore[index]
 
@@ -221,7 +221,7 @@ def test_in_flight_cap(make: Any) -> None:
     words = args[0].split()
     words[6] = "1"  # at most one hold
     script = scripts.get(relay.client, "policy_check")
-    keys = quota.check_keys(relay.keys, "acme", check.windows)
+    keys = check_keys(relay.keys, "acme", check.windows)
     assert script(keys=keys, args=[" ".join(words), *args[1:]])[0] == 0
     words[7] = "Y"
     assert script(keys=keys, args=[" ".join(words), *args[1:]]) == [3, 1]
@@ -229,9 +229,9 @@ def test_in_flight_cap(make: Any) -> None:
 
 def test_every_key_of_one_call_is_in_one_cluster_slot() -> None:
     keys = Keys("txmail:")
-    windows = decide.Windows.at(START)
+    windows = Windows.at(START)
     names = [
-        *quota.check_keys(keys, "acme", windows),
+        *check_keys(keys, "acme", windows),
         keys.account("acme"),
         keys.reputation("acme"),
         keys.outcomes("acme", windows.day),
@@ -341,7 +341,7 @@ def test_a_passing_check_reports_the_room_its_tightest_limits_leave(make: Any) -
     )
     assert isinstance(check, decide.Check)
     result = scripts.get(relay.client, "policy_check")(
-        keys=quota.check_keys(relay.keys, "acme", check.windows),
+        keys=check_keys(relay.keys, "acme", check.windows),
         args=check.script_args(relay.now + 120, ""),
     )
     room = decide.room_left(check, result)

@@ -1,5 +1,6 @@
-"""server.py over a real UNIX socket and a real Redis: many requests per connection, holds given
-back when the connection moves on, garbage and Redis trouble handled without a crash."""
+"""policyd's server (connections.py) over a real UNIX socket and a real Redis: many requests
+per connection, holds given back when the connection moves on, garbage and Redis trouble
+handled without a crash."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 import redis
 
 from txmail.config import RedisSettings, Settings
-from txmail.policyd import protocol, server
+from txmail.policyd import connections, log_buffer, protocol, scripts, server
 from txmail.store import Keys
 from txmail.store.accounts import Accounts
 from txmail_testing.harness import RedisServer, free_port
@@ -70,9 +71,9 @@ def run_with_server(
     )
 
     async def main() -> Any:
-        client = server.connect(settings)
+        client = scripts.connect(settings)
         keys = Keys(prefix)
-        policy = server.PolicyServer(settings, client, keys, clock=lambda: NOW)
+        policy = connections.PolicyServer(settings, client, keys, clock=lambda: NOW)
         path = server.socket_path(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
         listener = await asyncio.start_unix_server(
@@ -101,7 +102,7 @@ def run_with_server(
 
 
 def test_one_connection_serves_many_requests(redis_server: RedisServer) -> None:
-    async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
+    async def test(connect: Any, policy: connections.PolicyServer, keys: Keys) -> None:
         peer = await connect()
         answers = []
         for n in range(3):
@@ -122,7 +123,7 @@ def test_one_connection_serves_many_requests(redis_server: RedisServer) -> None:
 
 
 def test_rcpt_counts_recipients_of_the_transaction(redis_server: RedisServer) -> None:
-    async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
+    async def test(connect: Any, policy: connections.PolicyServer, keys: Keys) -> None:
         peer = await connect()
         answers = [
             await peer.ask(block("RCPT", instance="t1", recipient=f"r{n}@x.example"))
@@ -140,7 +141,7 @@ def test_rcpt_counts_recipients_of_the_transaction(redis_server: RedisServer) ->
 def test_a_refused_message_gives_its_hold_back_when_the_connection_moves_on(
     redis_server: RedisServer,
 ) -> None:
-    async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
+    async def test(connect: Any, policy: connections.PolicyServer, keys: Keys) -> None:
         first = await connect()
         assert await first.ask(block("END-OF-MESSAGE", queue_id="A", count=1)) == "DUNNO"
         other = await connect()
@@ -170,7 +171,7 @@ def test_a_refused_message_gives_its_hold_back_when_the_connection_moves_on(
 def test_garbage_closes_the_connection_and_the_server_goes_on(
     redis_server: RedisServer, garbage: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
+    async def test(connect: Any, policy: connections.PolicyServer, keys: Keys) -> None:
         peer = await connect()
         peer.writer.write(garbage)
         assert await peer.closed()
@@ -185,7 +186,7 @@ def test_garbage_closes_the_connection_and_the_server_goes_on(
 
 
 def test_redis_down_means_defer(caplog: pytest.LogCaptureFixture) -> None:
-    async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
+    async def test(connect: Any, policy: connections.PolicyServer, keys: Keys) -> None:
         peer = await connect()
         assert await peer.ask(block("RCPT")) == protocol_tempfail()
         assert await peer.ask(block("END-OF-MESSAGE", queue_id="A", count=1)) == protocol_tempfail()
@@ -201,7 +202,7 @@ def protocol_tempfail() -> str:
 
 
 def test_account_changes_reach_the_cache(redis_server: RedisServer) -> None:
-    async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
+    async def test(connect: Any, policy: connections.PolicyServer, keys: Keys) -> None:
         peer = await connect()
         assert await peer.ask(block("RCPT")) == "DUNNO"
         sync = redis.Redis(port=redis_server.port, decode_responses=True)
@@ -218,7 +219,7 @@ def test_account_changes_reach_the_cache(redis_server: RedisServer) -> None:
 def test_concurrent_checks_share_a_pipeline_and_each_gets_its_own_answer(
     redis_server: RedisServer,
 ) -> None:
-    async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
+    async def test(connect: Any, policy: connections.PolicyServer, keys: Keys) -> None:
         peers = [await connect() for _ in range(8)]
         await policy.client.script_flush()  # a Redis that lost the script: loaded again
         answers = await asyncio.gather(
@@ -242,7 +243,7 @@ def test_concurrent_checks_share_a_pipeline_and_each_gets_its_own_answer(
 
 
 def test_silent_connections_are_closed(redis_server: RedisServer) -> None:
-    async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
+    async def test(connect: Any, policy: connections.PolicyServer, keys: Keys) -> None:
         policy.idle_timeout = 0.2
         closer = asyncio.get_running_loop().create_task(policy.close_idle())
         peer = await connect()
@@ -255,7 +256,7 @@ def test_silent_connections_are_closed(redis_server: RedisServer) -> None:
 
 
 def test_rcpt_is_answered_from_the_room_without_redis(redis_server: RedisServer) -> None:
-    async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
+    async def test(connect: Any, policy: connections.PolicyServer, keys: Keys) -> None:
         peer = await connect()
         assert await peer.ask(block("END-OF-MESSAGE", queue_id="A", count=1)) == "DUNNO"
         calls = (await policy.client.info("commandstats")).get("cmdstat_evalsha", {})
@@ -273,7 +274,7 @@ def test_rcpt_is_answered_from_the_room_without_redis(redis_server: RedisServer)
 
 
 def test_decisions_are_counted_by_outcome_for_metrics(redis_server: RedisServer) -> None:
-    async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
+    async def test(connect: Any, policy: connections.PolicyServer, keys: Keys) -> None:
         peers = [await connect() for _ in range(3)]  # each holds its message's share
         for n, peer in enumerate(peers):
             await peer.ask(block("END-OF-MESSAGE", queue_id=f"Q{n}", count=1, instance=f"m{n}"))
@@ -307,7 +308,7 @@ def test_log_lines_of_one_loop_turn_go_out_in_one_write() -> None:
 
     async def scenario() -> list[list[str]]:
         seen = []
-        with server.turn_buffered_logs(asyncio.get_running_loop()):
+        with log_buffer.turn_buffered_logs(asyncio.get_running_loop()):
             logger.warning("one")
             logger.warning("two")
             seen.append(list(stream.writes))  # nothing written inside the turn
@@ -334,7 +335,7 @@ def test_permits_are_logged_only_when_asked(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="txmail.policyd")
 
-    async def test(connect: Any, policy: server.PolicyServer, keys: Keys) -> None:
+    async def test(connect: Any, policy: connections.PolicyServer, keys: Keys) -> None:
         peer = await connect()
         assert not policy.log_permits  # the default (policyd.log_permits)
         assert await peer.ask(block("RCPT", instance="m0")) == "DUNNO"

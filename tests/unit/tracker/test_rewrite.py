@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.message
 import re
 from email.policy import compat32
 
+from txmail.accounts.settings import from_fields
 from txmail.milter.tracking import rewrite_html, wanted
 from txmail.tokens.links import LinkSigner, Tracking
 
 SIGNER = LinkSigner(b"0123456789abcdef-tracking")
+DEFAULTS = from_fields({})  # neither opens nor clicks tracked
 BASE = "https://track.example.com"
 HTML = """<html><body>
 <p><a href="https://shop.example.com/a?x=1&amp;y=2">shop</a>
@@ -153,9 +156,9 @@ def test_plain_text_html_attachments_and_attached_messages_are_left_alone() -> N
 
 
 def test_flags_override_the_account() -> None:
-    account = {"track_opens": True, "track_clicks": False}
+    account = dataclasses.replace(DEFAULTS, track_opens=True, track_clicks=False)
     assert wanted(None, account) == Tracking(True, False)
     assert wanted(2, account) == Tracking(False, True)
-    assert wanted(3, {}) == Tracking(True, True)
+    assert wanted(3, DEFAULTS) == Tracking(True, True)
     assert wanted(4, account) == Tracking(False, False)
-    assert not wanted(None, {})
+    assert not wanted(None, DEFAULTS)

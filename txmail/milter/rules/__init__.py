@@ -3,7 +3,7 @@
 Each rule module has a NAME, a one-line DESCRIPTION, the STAGES it runs at ("mail" after MAIL
 FROM, "rcpt" after each RCPT TO, "eom" at end of message) and a `check(submission, settings)`
 that reads a Submission (envelope, headers, the parsed message) and the account's settings
-(txmail/store/account_settings.py) and returns:
+(txmail/accounts/settings.py) and returns:
 
     None        nothing to say: the message goes on to the next rule;
     Refusal     an SMTP reply (RFC 3463 enhanced code plus a sentence that says what to fix);
@@ -22,8 +22,9 @@ recipients before the suppression check counts what is left. Rules that read the
 from __future__ import annotations
 
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from txmail.accounts.settings import AccountSettings
 from txmail.milter.plan import EOM, MAIL, RCPT, Blocked, HeaderEdit, Plan, Refusal
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class Rule(Protocol):
     DESCRIPTION: str
     STAGES: tuple[str, ...]
 
-    def check(self, submission: Submission, settings: dict[str, Any]) -> Verdict | None: ...
+    def check(self, submission: Submission, settings: AccountSettings) -> Verdict | None: ...
 
 
 def _load() -> list[ModuleType]:
@@ -99,7 +100,7 @@ RULES: list[ModuleType] = _load()
 def run(
     stage: str,
     submission: Submission,
-    settings: dict[str, Any],
+    settings: AccountSettings,
     rules: list[ModuleType] | None = None,
 ) -> Refusal | None:
     """Run every rule of `stage` in order; the first refusal wins, decisions go to the plan."""

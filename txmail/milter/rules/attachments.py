@@ -130,6 +130,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.parsers import expat
 
+from txmail.accounts.settings import AccountSettings
 from txmail.milter.rules import EOM, Refusal
 from txmail.milter.submission import Submission, UnreadableMessage
 
@@ -266,11 +267,11 @@ class Uncheckable(Exception):
 
 
 def check(
-    submission: Submission, settings: dict[str, Any], budget: Budget | None = None
+    submission: Submission, settings: AccountSettings, budget: Budget | None = None
 ) -> Refusal | None:
     state = Check(
-        _forbidden(tuple(settings["forbidden_extensions"])),
-        settings["encrypted_archives"] == "refuse",
+        _forbidden(tuple(settings.forbidden_extensions)),
+        settings.encrypted_archives == "refuse",
         budget or Budget(),
     )
     try:

@@ -8,8 +8,8 @@ by the milter after Postfix has routed on it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from txmail.accounts.settings import AccountSettings
 from txmail.milter.rules import EOM, HeaderEdit, Plan
 from txmail.milter.submission import Submission
 
@@ -32,7 +32,7 @@ class Strip:
         plan.header_edits.extend(self.edits)
 
 
-def check(submission: Submission, settings: dict[str, Any]) -> Strip | None:
+def check(submission: Submission, settings: AccountSettings) -> Strip | None:
     counts: dict[str, int] = {}
     found: list[tuple[str, int]] = []
     for name, _ in submission.headers:

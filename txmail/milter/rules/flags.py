@@ -9,8 +9,8 @@ Refuses: 554 5.6.0 when the value is not a whole number from 0 to 15.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from txmail.accounts.settings import AccountSettings
 from txmail.milter.rules import EOM, Plan, Refusal
 from txmail.milter.submission import Submission
 
@@ -31,7 +31,7 @@ class Flagged:
         plan.flags = self.flags
 
 
-def check(submission: Submission, settings: dict[str, Any]) -> Refusal | Flagged | None:
+def check(submission: Submission, settings: AccountSettings) -> Refusal | Flagged | None:
     values = submission.header_values(HEADER)
     if not values:
         return None

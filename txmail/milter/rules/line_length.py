@@ -8,8 +8,7 @@ Stages: eom. Refuses: 554 5.6.0.
 
 from __future__ import annotations
 
-from typing import Any
-
+from txmail.accounts.settings import AccountSettings
 from txmail.milter.rules import EOM, Refusal
 from txmail.milter.submission import Submission
 
@@ -33,7 +32,7 @@ def too_long(body: bytes) -> int:
     return 0
 
 
-def check(submission: Submission, settings: dict[str, Any]) -> Refusal | None:
+def check(submission: Submission, settings: AccountSettings) -> Refusal | None:
     line = too_long(submission.body())
     if not line:
         return None

@@ -11,8 +11,8 @@ Refuses: 554 5.6.0 listing the allowed values, for an unknown value or headers t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from txmail.accounts.settings import AccountSettings
 from txmail.milter.rules import EOM, Plan, Refusal
 from txmail.milter.submission import Submission
 
@@ -33,7 +33,7 @@ class Route:
         plan.message_class = self.message_class
 
 
-def check(submission: Submission, settings: dict[str, Any]) -> Refusal | Route | None:
+def check(submission: Submission, settings: AccountSettings) -> Refusal | Route | None:
     values = {v.strip().lower() for v in submission.header_values(HEADER)}
     if not values:
         return None

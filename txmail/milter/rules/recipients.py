@@ -6,8 +6,7 @@ the recipients accepted so far stay on the message and the client sends the rest
 
 from __future__ import annotations
 
-from typing import Any
-
+from txmail.accounts.settings import AccountSettings
 from txmail.milter.rules import RCPT, Refusal
 from txmail.milter.submission import Submission
 
@@ -16,8 +15,8 @@ DESCRIPTION = "At most max_recipients envelope recipients per message (452 4.5.3
 STAGES = (RCPT,)
 
 
-def check(submission: Submission, settings: dict[str, Any]) -> Refusal | None:
-    limit = int(settings["max_recipients"])
+def check(submission: Submission, settings: AccountSettings) -> Refusal | None:
+    limit = settings.max_recipients
     if len(submission.recipients) > limit:
         return Refusal(
             "452",

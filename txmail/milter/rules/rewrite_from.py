@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import email.utils
 from dataclasses import dataclass
-from typing import Any
 
+from txmail.accounts.settings import AccountSettings
 from txmail.milter.rules import EOM, HeaderEdit, Plan
 from txmail.milter.submission import Submission, addresses
 
@@ -28,9 +28,9 @@ class RewriteFrom:
         plan.header_edits.extend(self.edits)
 
 
-def enabled(settings: dict[str, Any]) -> bool:
-    mode = settings["rewrite_from"]
-    return mode == "on" or (mode == "auto" and settings["recipient_mode"] == "single")
+def enabled(settings: AccountSettings) -> bool:
+    mode = settings.rewrite_from
+    return mode == "on" or (mode == "auto" and settings.recipient_mode == "single")
 
 
 def author(display: str, address: str) -> str:
@@ -39,7 +39,7 @@ def author(display: str, address: str) -> str:
     return email.utils.formataddr((display, address))
 
 
-def check(submission: Submission, settings: dict[str, Any]) -> RewriteFrom | None:
+def check(submission: Submission, settings: AccountSettings) -> RewriteFrom | None:
     if not enabled(settings) or not submission.sender:
         return None
     from_headers = submission.header_values("From")

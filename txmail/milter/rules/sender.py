@@ -8,8 +8,7 @@ Refuses: 553 5.7.1 naming the domain; 550 5.6.0 when the message has no From add
 
 from __future__ import annotations
 
-from typing import Any
-
+from txmail.accounts.settings import AccountSettings
 from txmail.milter.rules import EOM, MAIL, Refusal
 from txmail.milter.submission import Submission, domain_of
 
@@ -29,7 +28,7 @@ def _not_ours(what: str, domain: str, domains: tuple[str, ...]) -> Refusal:
     )
 
 
-def check(submission: Submission, settings: dict[str, Any]) -> Refusal | None:
+def check(submission: Submission, settings: AccountSettings) -> Refusal | None:
     domains = submission.domains
     if submission.sender and domain_of(submission.sender) not in domains:
         return _not_ours("Sender (MAIL FROM)", domain_of(submission.sender), domains)

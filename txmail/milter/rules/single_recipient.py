@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import email.utils
 from dataclasses import dataclass
-from typing import Any
 
+from txmail.accounts.settings import AccountSettings
 from txmail.milter.rules import EOM, HeaderEdit, Plan, Refusal
 from txmail.milter.submission import Submission, addresses
 
@@ -54,8 +54,8 @@ def _to_value(display: str, address: str) -> str:
         return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def check(submission: Submission, settings: dict[str, Any]) -> Refusal | SingleRecipient | None:
-    if settings["recipient_mode"] != "single":
+def check(submission: Submission, settings: AccountSettings) -> Refusal | SingleRecipient | None:
+    if settings.recipient_mode != "single":
         return None
     to_headers = submission.header_values("To")
     first_header = addresses(to_headers[:1])

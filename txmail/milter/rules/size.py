@@ -20,8 +20,7 @@ Refuses: 552 5.3.4.
 
 from __future__ import annotations
 
-from typing import Any
-
+from txmail.accounts.settings import AccountSettings
 from txmail.milter.rules import EOM, MAIL, Refusal
 from txmail.milter.submission import Submission
 
@@ -42,8 +41,8 @@ def client_size(submission: Submission) -> int:
     return submission.size + folds + HEADER_BODY_SEPARATOR
 
 
-def check(submission: Submission, settings: dict[str, Any]) -> Refusal | None:
-    limit = int(settings["max_message_size"])
+def check(submission: Submission, settings: AccountSettings) -> Refusal | None:
+    limit = settings.max_message_size
     if submission.stage == MAIL:
         declared = submission.params.get("SIZE") or ""
         size = int(declared) if declared.isdigit() else 0

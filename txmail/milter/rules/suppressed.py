@@ -11,8 +11,8 @@ Refuses: 550 5.7.1 naming the recipients when none is left.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from txmail.accounts.settings import AccountSettings
 from txmail.milter.rules import EOM, Plan, Refusal
 from txmail.milter.rules.flags import CHECK_UNSUBSCRIBES, IGNORE_BOUNCES
 from txmail.milter.submission import Submission
@@ -47,7 +47,7 @@ class Suppressed:
             plan.bcc = None
 
 
-def check(submission: Submission, settings: dict[str, Any]) -> Refusal | Suppressed | None:
+def check(submission: Submission, settings: AccountSettings) -> Refusal | Suppressed | None:
     wanted = lists(submission.plan)
     hits = [
         (r, submission.suppressed[r])

@@ -11,8 +11,8 @@ characters that are not printable.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from txmail.accounts.settings import AccountSettings
 from txmail.milter.rules import EOM, Plan, Refusal
 from txmail.milter.submission import Submission, unfold
 
@@ -33,7 +33,7 @@ class Tagged:
         plan.tags = list(self.tags)
 
 
-def check(submission: Submission, settings: dict[str, Any]) -> Refusal | Tagged | None:
+def check(submission: Submission, settings: AccountSettings) -> Refusal | Tagged | None:
     wanted = {h.lower() for h in HEADERS}
     found: dict[str, None] = {}
     for name, value in submission.headers:

@@ -1,4 +1,4 @@
-"""Sending quotas in Redis: the Lua scripts, counting accepted mail, and reading usage back.
+"""accounts.usage: an account's counted usage in Redis, its keys, the clock it goes by.
 
 Every atomic operation is one script in txmail/store/scripts/ (policy_check, policy_commit,
 policy_release), got from txmail.store.scripts, so the same call runs on one Redis and on a
@@ -6,8 +6,9 @@ Redis Cluster: all keys of one call carry the account's hash tag.
 
 count_accepted() is what the milter calls at end of message, after every rule has passed: it
 turns the message's hold into counted usage, so a message refused later (by the milter or by
-Postfix) never uses up quota. usage() reads an account's counters for `txmail stats` and
-`txmail accounts show`.
+Postfix) never uses up quota. policyd checks against the same buckets (check_keys) and gives
+back holds (release). read_usage() reads the counters back for `txmail stats` and `txmail accounts
+show`, in one pipeline, beside the account's limits and its reputation judgements.
 
 Fails: StoreUnavailable when Redis is down (the milter then answers 451 4.3.0).
 """
@@ -18,16 +19,18 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from txmail.accounts import settings as account_settings
+from txmail.accounts.limits import LIMITS, Windows, clock_time, warmup_day, warmup_quotas
 from txmail.accounts.reputation import Outcomes, judge
+from txmail.accounts.settings import AccountSettings
 from txmail.config import Settings
-from txmail.policyd import decide
-from txmail.store import Client, Keys, account_settings, guard, scripts
+from txmail.store import Client, Keys, guard, scripts
 
 # Buckets outlive their window a little, so a count landing at the boundary is never lost.
 BUCKET_TTL = {"m": 120, "h": 3600 + 300, "d": 86400 + 3600}
 
 
-def usage_keys(keys: Keys, account: str, windows: decide.Windows) -> list[str]:
+def usage_keys(keys: Keys, account: str, windows: Windows) -> list[str]:
     return [
         keys.usage(account, "m", windows.minute),
         keys.usage(account, "h", windows.hour),
@@ -35,7 +38,7 @@ def usage_keys(keys: Keys, account: str, windows: decide.Windows) -> list[str]:
     ]
 
 
-def check_keys(keys: Keys, account: str, windows: decide.Windows) -> list[str]:
+def check_keys(keys: Keys, account: str, windows: Windows) -> list[str]:
     """KEYS of policy_check.lua."""
     return [
         *usage_keys(keys, account, windows),
@@ -54,7 +57,7 @@ def _commit_call(
     settings: Settings, keys: Keys, account: str, queue_id: str, recipients: int, size: int
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of policy_commit.lua for one accepted message."""
-    windows = decide.Windows.at(clock(settings))
+    windows = Windows.at(clock(settings))
     default_warmup = "1" if account_settings.spec("warmup").default else "0"
     return (
         [
@@ -140,12 +143,12 @@ def _counts(row: list[Any]) -> dict[str, int]:
     return {unit: int(row[i] or 0) for i, unit in enumerate(("messages", "recipients", "bytes"))}
 
 
-def usage(
-    client: Client, keys: Keys, account: str, settings: dict[str, Any], created_at: str, now: float
+def read_usage(
+    client: Client, keys: Keys, account: str, settings: AccountSettings, created_at: str, now: float
 ) -> Usage:
     """Read the account's counters (one pipeline, one slot)."""
-    windows = decide.Windows.at(now)
-    window_days = int(settings["reputation_window_days"])
+    windows = Windows.at(now)
+    window_days = settings.reputation_window_days
     with guard(f"reading the usage of {account}"):
         pipe = client.pipeline(transaction=False)
         for key in usage_keys(keys, account, windows):
@@ -159,23 +162,23 @@ def usage(
         rows = pipe.execute()
     counted = {"minute": _counts(rows[0]), "hour": _counts(rows[1]), "day": _counts(rows[2])}
     limits = []
-    for unit, window, name in decide.LIMITS:
+    for unit, window, name in LIMITS:
         limits.append(
             {
                 "unit": unit,
                 "window": window,
                 "used": counted[window][unit],
-                "limit": int(settings[name]),
-                "resets": decide.clock_time(windows.reset(window)),
+                "limit": int(getattr(settings, name)),
+                "resets": clock_time(windows.reset(window)),
             }
         )
     warmup = None
-    quotas = decide.warmup_quotas(settings)
+    quotas = warmup_quotas(settings)
     if quotas:
         days, last, created = rows[4]
         if created != created_at:
             days, last = 0, None
-        day = decide.warmup_day(int(days or 0), int(last) if last else None, windows.day)
+        day = warmup_day(int(days or 0), int(last) if last else None, windows.day)
         warmup = {
             "day": day,
             "quota": quotas[day - 1] if day <= len(quotas) else None,
@@ -189,8 +192,8 @@ def usage(
         "delivered": outcomes.delivered,
         "bounced": outcomes.bounced,
         "complained": outcomes.complained,
-        "judged": outcomes.total >= int(settings["reputation_min_recipients"]),
-        "min_recipients": int(settings["reputation_min_recipients"]),
+        "judged": outcomes.total >= settings.reputation_min_recipients,
+        "min_recipients": settings.reputation_min_recipients,
         "checks": [
             {
                 "metric": j.metric,

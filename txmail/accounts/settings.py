@@ -5,15 +5,19 @@ JSON; a setting that was never set takes its default from this table. `txmail ac
 KEY=VALUE` and `accounts add --set KEY=VALUE` write them; unknown keys and bad values are a
 UsageError naming the key.
 
+from_fields() reads them back as an AccountSettings: one typed attribute per setting (lists as
+tuples), defaults filled in, what every daemon reads (`settings.max_recipients`).
+
 To add a setting, add one AccountSetting to SETTINGS (in the section of the process that reads
-it). The README's account-settings reference is generated from this table.
+it) and one attribute to AccountSettings, in the same order. The README's account-settings
+reference is generated from this table.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 from txmail.errors import UsageError
@@ -406,20 +410,92 @@ def to_fields(values: dict[str, Any]) -> dict[str, str]:
     return {FIELD_PREFIX + k: json.dumps(spec(k).validate(v)) for k, v in values.items()}
 
 
-def from_fields(raw: dict[str, str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class AccountSettings(Mapping[str, Any]):
+    """Every setting of one account, typed, as SETTINGS declares them (see there for meanings).
+
+    Read the attributes. It is also a read-only Mapping by setting name, for what shows every
+    setting (`txmail accounts show`, JSON) and for readers not yet converted to attributes.
+    """
+
+    # -- milter (sending rules)
+    max_recipients: int
+    max_message_size: int
+    recipient_mode: str
+    track_bounces: bool
+    rewrite_from: str
+    forbidden_extensions: tuple[str, ...]
+    encrypted_archives: str
+    spam_threshold: float
+    # -- policyd (rate limits, warm-up, reputation)
+    messages_per_minute: int
+    messages_per_hour: int
+    messages_per_day: int
+    recipients_per_minute: int
+    recipients_per_hour: int
+    recipients_per_day: int
+    bytes_per_day: int
+    warmup: bool
+    warmup_schedule: tuple[str, ...]
+    reputation_window_days: int
+    reputation_min_recipients: int
+    max_bounce_rate: float
+    max_complaint_rate: float
+    # -- bounce pipe and events (suppression, forwarding)
+    suppress_reasons: tuple[str, ...]
+    suppress_complaints: bool
+    suppression_days: int
+    forward_auto_replies: bool
+    # -- tracking
+    track_opens: bool
+    track_clicks: bool
+    webhook_every_open: bool
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in _index():
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return (setting.name for setting in SETTINGS)
+
+    def __len__(self) -> int:
+        return len(SETTINGS)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every setting by name, lists as lists: as stored, and as JSON shows them."""
+        return {
+            setting.name: list(value) if setting.kind is list else value
+            for setting, value in zip(SETTINGS, self.values(), strict=True)
+        }
+
+
+def _check_attributes() -> None:
+    """AccountSettings has exactly the settings SETTINGS declares, in the same order."""
+    declared = [setting.name for setting in SETTINGS]
+    attributes = [attribute.name for attribute in fields(AccountSettings)]
+    if declared != attributes:
+        raise TypeError(f"AccountSettings {attributes} does not match SETTINGS {declared}")
+
+
+_check_attributes()
+
+
+def from_fields(raw: dict[str, str]) -> AccountSettings:
     """Every setting, from the account hash, defaults filled in. Unknown stored keys are kept
     out; a stored value that no longer parses falls back to the default."""
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         stored = raw.get(FIELD_PREFIX + setting.name)
         if stored is None:
-            values[setting.name] = setting.default
-            continue
-        try:
-            values[setting.name] = setting.validate(json.loads(stored))
-        except (ValueError, UsageError):
-            values[setting.name] = setting.default
-    return values
+            value = setting.default
+        else:
+            try:
+                value = setting.validate(json.loads(stored))
+            except (ValueError, UsageError):
+                value = setting.default
+        values[setting.name] = tuple(value) if setting.kind is list else value
+    return AccountSettings(**values)
 
 
 def reference() -> str:
