@@ -30,8 +30,8 @@ from pathlib import Path
 
 import dkim
 
+from txmail.accounts.domains import ED25519, RSA, DkimKey, Domain
 from txmail.milter import dkim as txdkim
-from txmail.store.domains import ED25519, RSA, DkimKey, Domain
 
 DOMAIN = "bench.example"
 
@@ -48,7 +48,7 @@ def message_5k() -> bytes:
 
 
 class OneDomain:
-    """Stands in for txmail.store.domains.Domains."""
+    """Stands in for txmail.accounts.domains.Domains."""
 
     def __init__(self, record: Domain) -> None:
         self.record = record

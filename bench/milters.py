@@ -25,8 +25,8 @@ from pathlib import Path
 
 import Milter
 
+from txmail.accounts.domains import RSA, DkimKey
 from txmail.milter import dkim as txmail_dkim
-from txmail.store.domains import RSA, DkimKey
 
 
 class Passthrough(Milter.Base):

@@ -256,7 +256,7 @@ class Policyd:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        from txmail.store.accounts import Accounts
+        from txmail.accounts.records import Accounts
 
         accounts = Accounts(self.redis.client(), Keys())
         limits = {

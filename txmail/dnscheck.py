@@ -20,8 +20,8 @@ import dns.exception
 import dns.nameserver
 import dns.resolver
 
+from txmail.accounts.domains import DkimKey
 from txmail.errors import TemporaryFailure
-from txmail.store.domains import DkimKey
 
 # (name, record type) -> the records as text: TXT strings joined, CNAME/MX targets without
 # the final dot; [] when there is no such record.

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from txmail import store
+from txmail.accounts.records import Accounts, check_password
 from txmail.config import RedisSettings, Settings
 from txmail.errors import Conflict, NotFound, StoreUnavailable
-from txmail.store.accounts import Accounts, check_password
 from txmail.store.messages import MessageRecord, Messages
 from txmail_testing.harness import RedisCluster, RedisServer
 

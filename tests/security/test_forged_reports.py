@@ -25,6 +25,7 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from txmail.accounts.records import Accounts
 from txmail.bounce_pipe import feedback
 from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.bounce_pipe.report import process
@@ -32,7 +33,6 @@ from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.events import Recorder, make_event, stream_events
 from txmail.store import Keys
-from txmail.store.accounts import Accounts
 from txmail.store.messages import MessageRecord, Messages
 from txmail.store.suppressions import Suppressions
 from txmail.tokens.bounce_address import bounce_address

@@ -34,7 +34,7 @@ from typing import Any, Generic, TypeVar
 
 import redis
 
-from txmail.store.accounts import Accounts
+from txmail.accounts.records import Accounts
 
 MAX_AGE = 60.0
 MAX_ENTRIES = 10_000

@@ -7,7 +7,7 @@ call (store/scripts/reputation_record.lua), then judges them (judge()):
 
   * above max_bounce_rate or max_complaint_rate, once the window holds
     reputation_min_recipients recipients with an outcome: the account is suspended through
-    txmail.store.accounts with the reason "Sending suspended: hard bounce rate 3.4% (34 of
+    txmail.accounts.records with the reason "Sending suspended: hard bounce rate 3.4% (34 of
     1000) over the last 7 days exceeds 2%; contact the operator", so the milter refuses its
     mail and `txmail accounts resume NAME` lifts it (the window then starts afresh);
   * at 80% of a threshold: a warning log line, once per crossing.
@@ -31,9 +31,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from txmail.accounts.records import Accounts
 from txmail.accounts.settings import AccountSettings
 from txmail.store import Client, Keys, guard, scripts
-from txmail.store.accounts import Accounts
 
 # The name it had under policyd, kept: it appears in every log line (%(name)s).
 log = logging.getLogger("txmail.policyd.reputation")

@@ -22,9 +22,9 @@ from pathlib import Path
 import redis
 
 from txmail import store
+from txmail.accounts.records import Account, Accounts
 from txmail.config import Settings
 from txmail.files import replace_atomically
-from txmail.store.accounts import Account, Accounts
 
 log = logging.getLogger("txmail.authsync")
 

@@ -10,8 +10,8 @@ import click
 
 from txmail import store
 from txmail.accounts import settings as account_settings
+from txmail.accounts.records import Account, Accounts, generate_password
 from txmail.errors import UsageError
-from txmail.store.accounts import Account, Accounts, generate_password
 
 
 def _accounts(obj: object) -> Accounts:
@@ -238,7 +238,7 @@ def remove(obj: object, name: str) -> None:
 @click.pass_obj
 def apikey(obj: object, name: str, list_keys: bool, revoke_id: str) -> None:
     """Create an HTTP API key for NAME (printed once; only its hash is kept)."""
-    from txmail.store.accounts import ApiKeys
+    from txmail.accounts.records import ApiKeys
 
     store_accounts = _accounts(obj)
     api_keys = ApiKeys(store_accounts.client, store_accounts.keys)

@@ -18,11 +18,11 @@ from pathlib import Path
 import click
 
 from txmail import dnscheck, store
+from txmail.accounts.domains import RSA, DkimKey, Domain, Domains, default_return_path
+from txmail.accounts.records import check_domain
 from txmail.config import Settings
 from txmail.errors import Conflict, UsageError
 from txmail.milter import dkim
-from txmail.store.accounts import check_domain
-from txmail.store.domains import RSA, DkimKey, Domain, Domains, default_return_path
 
 
 def _settings(obj: object) -> Settings:

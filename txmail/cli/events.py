@@ -8,9 +8,9 @@ import time
 import click
 
 from txmail import store
+from txmail.accounts.records import Accounts
 from txmail.errors import NotFound, UsageError
 from txmail.events import KINDS, Event
-from txmail.store.accounts import Accounts
 
 
 def format_event(event: Event) -> str:

@@ -8,9 +8,9 @@ from typing import Any
 import click
 
 from txmail import store
+from txmail.accounts.records import Account, Accounts
 from txmail.accounts.usage import Usage, clock, read_usage
 from txmail.config import Settings
-from txmail.store.accounts import Account, Accounts
 
 
 def _settings(obj: object) -> Settings:

@@ -15,8 +15,8 @@ from typing import IO
 import click
 
 from txmail import store
+from txmail.accounts.records import Accounts
 from txmail.config import Settings
-from txmail.store.accounts import Accounts
 from txmail.store.suppressions import LISTS, SuppressionEntry, Suppressions
 
 LIST_CHOICE = click.Choice(LISTS)

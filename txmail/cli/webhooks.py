@@ -8,9 +8,9 @@ import time
 import click
 
 from txmail import store
+from txmail.accounts.records import Accounts
 from txmail.errors import NotFound, UsageError
 from txmail.events import Event, iso_timestamp, random_event_id
-from txmail.store.accounts import Accounts
 from txmail.webhooks import signing
 
 

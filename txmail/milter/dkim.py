@@ -20,7 +20,7 @@ Caches: a domain's record is re-read from Redis at most every `refresh` seconds,
 key or a domain switched on or off takes effect within that time; a key file is decoded again
 only when its inode, size or modification time changes.
 
-Reads:  PREFIX domain:DOMAIN (through txmail.store.domains) and the key files it names.
+Reads:  PREFIX domain:DOMAIN (through txmail.accounts.domains) and the key files it names.
 Writes: key files, only through generate_rsa_key/generate_ed25519_key (mode 0600, folders 0700).
 Fails:  TemporaryFailure when Redis is down or an active domain's key file cannot be read (the
         milter answers 4xx rather than send unsigned mail); private keys are never logged.
@@ -45,9 +45,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from txmail.accounts.domains import ED25519, RSA, DkimKey, Domain, Domains
 from txmail.errors import TemporaryFailure
 from txmail.files import write_private
-from txmail.store.domains import ED25519, RSA, DkimKey, Domain, Domains
 
 if TYPE_CHECKING:
     from txmail.config import Settings

@@ -33,6 +33,8 @@ from typing import Any
 
 from txmail import store
 from txmail.accounts.cache import AccountCache
+from txmail.accounts.domains import Domains
+from txmail.accounts.records import Account, Accounts
 from txmail.accounts.settings import AccountSettings
 from txmail.accounts.usage import queue_count_accepted
 from txmail.config import Settings
@@ -54,9 +56,7 @@ from txmail.milter.spam import SpamChecker
 from txmail.milter.submission import Submission, UnreadableMessage, addresses, domain_of
 from txmail.milter.tracking import TrackingContext
 from txmail.store import Client, Keys
-from txmail.store.accounts import Account, Accounts
 from txmail.store.counters import count_message
-from txmail.store.domains import Domains
 from txmail.store.messages import MessageRecord, Messages
 from txmail.store.suppressions import Suppressions
 from txmail.tokens.bounce_address import bounce_address
@@ -163,7 +163,7 @@ def _track(
     bounce-tracked, take no other step."""
     plan = submission.plan
     if context.copier is None:
-        accepted.body = tracking.apply(submission, settings, context)
+        accepted.body = tracking.apply(submission, settings, context.tracking)
         return [], b""
     choice = tracking.wanted(plan.flags, settings)
     if context.tracking is None:

@@ -33,13 +33,13 @@ from typing import Any
 
 import Milter
 
+from txmail.accounts.records import Account
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.milter import copies, finish, rules
 from txmail.milter.rules import Refusal
 from txmail.milter.rules.size import client_size
 from txmail.milter.submission import Submission, strip_brackets
-from txmail.store.accounts import Account
 from txmail.store.counters import count_message
 
 log = logging.getLogger("txmail.milter")

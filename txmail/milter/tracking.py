@@ -5,7 +5,7 @@ SYNOPSIS
     rewritten = rewrite_html(message_bytes, signer, base_url, account, queue_id, recipient,
                              opens=True, clicks=True)       # None when nothing changed
     body = track_for(submission, tracker, choice, recipient)  # the milter's call site
-    body = apply(submission, settings, context)               # the same, body shared
+    body = apply(submission, settings, tracker)               # the same, body shared
 
 DESCRIPTION
     Whether a message is tracked: bits 1 (opens) and 2 (clicks) of X-Mxm-Flags when the header
@@ -56,15 +56,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.generator import BytesGenerator
 from email.policy import compat32
-from typing import TYPE_CHECKING
 
 from txmail.accounts.settings import AccountSettings
 from txmail.config import Settings
 from txmail.milter.submission import Submission
 from txmail.tokens.links import LinkSigner, Mark, Tracking, public_base_url
-
-if TYPE_CHECKING:  # finish.py imports this module
-    from txmail.milter.finish import MilterContext
 
 log = logging.getLogger("txmail.milter")
 
@@ -293,13 +289,12 @@ def rewrite_html(
 
 
 def apply(
-    submission: Submission, settings: AccountSettings, context: MilterContext
+    submission: Submission, settings: AccountSettings, tracker: TrackingContext | None
 ) -> bytes | None:
     """Tracking for a message whose body stays shared by all its recipients (a node without
     the copy listener, milter/copies.py): the token's recipient is the only recipient, or ""
     when there are several, and a message with a single-recipient BCC copy is left as it is.
     Returns the new body for smfi_replacebody, or None when the body stays as it is."""
-    tracker = context.tracking
     plan = submission.plan
     choice = wanted(plan.flags, settings)
     if tracker is None or not choice or not plan.recipients:

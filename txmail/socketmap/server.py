@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from txmail import store
+from txmail.accounts.domains import Domains
 from txmail.config import Settings
 from txmail.socketmap.protocol import ProtocolError, netstring, parse_request, read_netstring
 from txmail.socketmap.tables import ReturnPathTables
-from txmail.store.domains import Domains
 
 log = logging.getLogger("txmail.socketmap")
 

@@ -4,7 +4,7 @@
     transport   LOCAL@DOMAIN -> bouncepipe:  transport_maps: that mail goes to the bounce pipe
 
 DOMAIN is the node's bounce domain or a return-path domain of a sending domain that is set up
-(PREFIX return-paths, see txmail.store.domains). Everything else is NOTFOUND, so Postfix keeps
+(PREFIX return-paths, see txmail.accounts.domains). Everything else is NOTFOUND, so Postfix keeps
 refusing to relay for it (never an open relay). relay_domains asks with a domain (and parent
 forms, ".example.com", which are NOTFOUND: only exact domains match); transport_maps asks with
 the whole recipient address, whose domain decides.

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from txmail import store
+from txmail.accounts.records import Accounts, generate_password
 from txmail.config import Settings
 from txmail.files import write_private
-from txmail.store.accounts import Accounts, generate_password
 
 DEMO_ACCOUNT = "demo"
 DEMO_DOMAIN = "example.com"

@@ -56,10 +56,10 @@ from typing import Any
 
 from aiohttp import web
 
+from txmail.accounts.records import Accounts, ApiKeys
 from txmail.errors import TemporaryFailure, UsageError
 from txmail.events import KINDS, Event
 from txmail.store import decoded_entries
-from txmail.store.accounts import Accounts, ApiKeys
 from txmail.store.messages import Messages
 from txmail.store.suppressions import LISTS, Suppressions
 from txmail.submit import Accepted, Envelope, Refused, submit

@@ -25,13 +25,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from txmail.accounts.records import Accounts
 from txmail.bounce_pipe import server, unparsed, worker
 from txmail.bounce_pipe.parse import BounceReport, parse_report
 from txmail.bounce_pipe.report import handle, process
 from txmail.bounce_pipe.server import NotTaken, ParserFailed, ParserPool, Worker
 from txmail.config import Settings
 from txmail.store import Keys
-from txmail.store.accounts import Accounts
 from txmail.store.messages import MessageRecord, Messages
 from txmail.tokens.bounce_address import bounce_address
 from txmail_testing.harness import bounce_settings

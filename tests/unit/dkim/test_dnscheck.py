@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from txmail import dnscheck
+from txmail.accounts.domains import ED25519, RSA, DkimKey
 from txmail.errors import TemporaryFailure
-from txmail.store.domains import ED25519, RSA, DkimKey
 from txmail_testing.harness import free_port
 from txmail_testing.loopback_dns import LoopbackDns
 

@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from txmail.accounts.domains import ED25519, RSA, DkimKey, Domain
 from txmail.errors import TemporaryFailure
 from txmail.milter import dkim as txdkim
-from txmail.store.domains import ED25519, RSA, DkimKey, Domain
 
 MESSAGE = (
     b"From: App <app@acme.example>\r\nTo: user@example.net\r\nCc: other@example.net\r\n"
@@ -46,7 +46,7 @@ def keys(key_dir: Path) -> tuple[DkimKey, DkimKey]:
 
 
 class FakeDomains:
-    """Stands in for txmail.store.domains.Domains: find() answers from a dict, counting."""
+    """Stands in for txmail.accounts.domains.Domains: find() answers from a dict, counting."""
 
     def __init__(self, *records: Domain) -> None:
         self.records = {r.name: r for r in records}

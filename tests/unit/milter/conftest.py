@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from tests.unit.milter.driver import Conversation, make_context
+from txmail.accounts.records import Accounts
 from txmail.config import Settings
-from txmail.store.accounts import Accounts
 from txmail_testing.harness import RedisServer
 
 _prefixes = itertools.count()
@@ -34,7 +34,7 @@ def smtp(
     """`smtp(settings={...}, node=Settings(...), **services)`: a connection logged in as
     account `acme` (domains acme.example and mail.acme.example) with those account settings,
     on a node with those settings and services (MilterContext fields)."""
-    monkeypatch.setattr("txmail.store.accounts.BCRYPT_ROUNDS", 4)  # speed, not security
+    monkeypatch.setattr("txmail.accounts.records.BCRYPT_ROUNDS", 4)  # speed, not security
     accounts = Accounts(client, make_context(client, prefix).keys)
     made: dict[str, bool] = {}
 

@@ -17,13 +17,13 @@ from typing import Any
 import Milter
 from Milter.testctx import TestCtx
 
+from txmail.accounts.records import Accounts
 from txmail.config import Settings
 from txmail.events import Recorder
 from txmail.milter.finish import MilterContext
 from txmail.milter.server import TxmailMilter
 from txmail.milter.submission import Submission
 from txmail.store import Keys
-from txmail.store.accounts import Accounts
 from txmail.store.messages import Messages
 
 QUEUE_ID = "4jXCs06YbRzJJ2Y"

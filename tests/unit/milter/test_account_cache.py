@@ -9,14 +9,14 @@ import pytest
 import redis
 
 from txmail.accounts.cache import AccountCache
+from txmail.accounts.records import Accounts
 from txmail.store import Keys
-from txmail.store.accounts import Accounts
 from txmail_testing.harness import wait_for
 
 
 @pytest.fixture
 def accounts(client: redis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch) -> Accounts:
-    monkeypatch.setattr("txmail.store.accounts.BCRYPT_ROUNDS", 4)
+    monkeypatch.setattr("txmail.accounts.records.BCRYPT_ROUNDS", 4)
     store = Accounts(client, Keys(prefix))
     store.add("acme", ["acme.example"], "a-long-password-1")
     return store

@@ -13,11 +13,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.unit.milter.driver import QUEUE_ID, Conversation, basic, eml, make_context
+from txmail.accounts.domains import Domain, Domains
 from txmail.config import Settings
 from txmail.milter import dkim as txdkim
 from txmail.milter.server import TxmailMilter
 from txmail.store import Keys
-from txmail.store.domains import Domain, Domains
 from txmail.tokens.bounce_address import bounce_address, verify_bounce_address
 from txmail_testing.harness import free_port
 

@@ -17,11 +17,11 @@ from redis.cluster import key_slot
 
 from txmail.accounts import reputation
 from txmail.accounts.limits import Windows
+from txmail.accounts.records import Accounts
 from txmail.accounts.usage import Usage, check_keys, count_accepted, read_usage, release
 from txmail.config import Settings
 from txmail.policyd import decide
 from txmail.store import Keys, scripts
-from txmail.store.accounts import Accounts
 from txmail_testing.harness import RedisServer
 
 DAY = 86400.0

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import redis
 
+from txmail.accounts.records import Accounts
 from txmail.config import RedisSettings, Settings
 from txmail.policyd import connections, log_buffer, protocol, scripts, server
 from txmail.store import Keys
-from txmail.store.accounts import Accounts
 from txmail_testing.harness import RedisServer, free_port
 
 _prefixes = itertools.count()

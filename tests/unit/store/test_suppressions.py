@@ -180,8 +180,8 @@ def test_bad_input(suppressions: Suppressions) -> None:
 def test_cli_add_list_export_import_remove(redis_server: RedisServer, tmp_path: Any) -> None:
     from click.testing import CliRunner
 
+    from txmail.accounts.records import Accounts
     from txmail.cli import main
-    from txmail.store.accounts import Accounts
 
     prefix = f"cli-{uuid.uuid4().hex[:8]}:"
     config = tmp_path / "txmail.toml"

@@ -6,11 +6,11 @@ import uuid
 
 import pytest
 
+from txmail.accounts.domains import RSA, DkimKey, Domain, Domains
+from txmail.accounts.records import Accounts
 from txmail.config import Settings
 from txmail.errors import Conflict, NotFound
 from txmail.store import Keys
-from txmail.store.accounts import Accounts
-from txmail.store.domains import RSA, DkimKey, Domain, Domains
 from txmail_testing.harness import RedisServer
 
 SETTINGS = Settings(bounce_domain="bounces.example.test")

@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from txmail.accounts.records import Accounts, check_domain
 from txmail.errors import Conflict, NotFound
 from txmail.store import Client, Keys, decoded_hash, decoded_or_none, guard, hash_mapping
-from txmail.store.accounts import Accounts, check_domain
 
 if TYPE_CHECKING:
     from txmail.config import Settings
