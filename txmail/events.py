@@ -275,6 +275,30 @@ def record_call(
     )
 
 
+def _announce(event: Event, event_id: str) -> None:
+    """record()'s line for a new event (the reason, when there is one, after the kind)."""
+    log.info(
+        "%s: event %s %s to=<%s> id=%s%s",
+        event.message_id or "NOQUEUE",
+        event.kind,
+        event.details.get("reason", ""),
+        event.recipient,
+        event_id,
+        "" if event.trusted else " untrusted",
+    )
+
+
+def _announcer(logger: logging.Logger) -> Callable[[Event, str], None]:
+    """record_many()'s line for a new open or click, in its caller's log."""
+
+    def announce(event: Event, event_id: str) -> None:
+        logger.info(
+            "%s: event %s to=<%s> id=%s", event.message_id, event.kind, event.recipient, event_id
+        )
+
+    return announce
+
+
 class Recorder:
     """Records events of any account into Redis. Clock and outcome hook are arguments."""
 
@@ -316,12 +340,16 @@ class Recorder:
         return self._recorded(event, reply, keys, args, policy, untrusted_cap, counts)
 
     def record_many(
-        self, events: Sequence[Event], repeats: Callable[[Event], bool] | None = None
+        self,
+        events: Sequence[Event],
+        repeats: Callable[[Event], bool] | None = None,
+        logger: logging.Logger | None = None,
     ) -> list[Recorded]:
         """Record `events` in order, each as record(event) does (no suppression policy):
         what the tracker does with a batch of opens and clicks. `repeats(event)` True: an
         open or click recorded before is appended to the stream all the same (an account's
-        webhook_every_open).
+        webhook_every_open). On a single Redis each new event is logged to `logger` (the
+        caller's) as "QUEUE_ID: event KIND to=<RECIPIENT> id=EVENT_ID".
 
         On a single Redis the script calls go in one pipeline, and the repeats in a second,
         whatever the batch's size; each event is counted on the UTC day of its own
@@ -349,8 +377,9 @@ class Recorder:
                 for event in again:
                     pipe.xadd(self.keys.events(event.account), {"event": event.to_json()})
                 pipe.execute()
+        announce = _announcer(logger or log)
         return [
-            self._recorded(event, reply, keys, args)
+            self._recorded(event, reply, keys, args, announce=announce)
             for event, reply, (keys, args) in zip(events, replies, calls, strict=True)
         ]
 
@@ -380,9 +409,10 @@ class Recorder:
         policy: SuppressionPolicy | None = None,
         untrusted_cap: int = 0,
         counts: bool = True,
+        announce: Callable[[Event, str], None] | None = None,
     ) -> Recorded:
         """What follows event_record.lua's `reply` for `event` (called with `keys`, `args`):
-        the log line, suppression and the reputation count."""
+        the log line (`announce`, else record()'s), suppression and the reputation count."""
         unique = event.kind not in REPEATING
         state, event_id, counted = reply
         state = int(state)
@@ -397,16 +427,7 @@ class Recorder:
             )
             return Recorded(event_id="", new=False, capped=True)
         if state == 1:
-            reason = event.details.get("reason", "")
-            log.info(
-                "%s: event %s%s to=<%s> id=%s%s",
-                event.message_id or "NOQUEUE",
-                event.kind,
-                f" {reason}" if reason else "",
-                event.recipient,
-                event_id,
-                "" if event.trusted else " untrusted",
-            )
+            (announce or _announce)(event, event_id)
         suppressed = False
         if unique and policy is not None and policy.suppresses(event):
             expires = self.clock() + policy.days * 86400 if policy.days else None

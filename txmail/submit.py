@@ -39,7 +39,8 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-log = logging.getLogger("txmail.submit")
+# The send API's lines ("api: account=..."): under the tracker's name, where they always were.
+log = logging.getLogger("txmail.tracker")
 
 QUEUED = re.compile(r"queued as ([0-9A-Za-z]+)")
 STATUS = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+(.*)$", re.S)

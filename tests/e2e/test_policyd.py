@@ -269,9 +269,9 @@ def test_suspension_after_recorded_bounces(stack: Stack) -> None:
     login = ("bouncy", stack.add_account("bouncy", "bouncy.example"))
     client, keys = stack.redis(), Keys("txmail:")
     for _ in range(195):
-        reputation.record_outcome(client, keys, "bouncy", "delivery")
+        reputation.count_outcome(client, keys, "bouncy", "delivery")
     for _ in range(5):
-        judged = reputation.record_outcome(client, keys, "bouncy", "bounce")
+        judged = reputation.count_outcome(client, keys, "bouncy", "bounce")
     assert judged[0].level == "suspend"
     reason = (
         "Sending suspended: hard bounce rate 2.5% (5 of 200) over the last 7 days exceeds "

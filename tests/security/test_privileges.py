@@ -290,7 +290,7 @@ def test_an_interpreter_that_hangs_is_named_not_an_internal_error(
         python = folder / "python3"
         python.write_text("#!/bin/sh\nexec sleep 30\n")
         python.chmod(0o755)
-        monkeypatch.setattr(supervisor, "INTERPRETER_TIMEOUT", 1.0, raising=False)
+        monkeypatch.setattr(bounce_server, "INTERPRETER_TIMEOUT", 1.0)
         with pytest.raises(ConfigError) as caught:
             bounce_server.check_interpreter("nobody", str(python))
         text = str(caught.value)

@@ -1,6 +1,6 @@
 """Attack: tampering with tracking tokens.
 
-Tracked links and open pixels carry a signed token (txmail/tracker/tokens.py). Someone holding a
+Tracked links and open pixels carry a signed token (txmail/tokens/links.py). Someone holding a
 genuine link must not be able to make the tracker redirect elsewhere (an open redirect on the
 customer's tracking domain), nor record opens and clicks for messages they invent: a token that
 was cut, had one character changed, was signed with any other key (another of the node's own

@@ -1,6 +1,6 @@
 """The reputation guard: hard-bounce and complaint rates per account, and automatic suspension.
 
-record_outcome() is called once for every final delivery outcome of a recipient: `delivery`,
+count_outcome() is called once for every final delivery outcome of a recipient: `delivery`,
 `bounce` (hard) and `complaint` count; `soft_bounce` and the other event kinds are ignored. It
 counts the outcome in today's bucket and reads the totals over the account's window in one Lua
 call (store/scripts/reputation_record.lua), then judges them (judge()):
@@ -126,7 +126,7 @@ def judge(outcomes: Outcomes, settings: AccountSettings) -> list[Judgement]:
     return found
 
 
-def record_outcome(
+def count_outcome(
     client: Client,
     keys: Keys,
     account: str,
@@ -242,16 +242,16 @@ def _alert(
 def outcome_hook(
     client: Client, keys: Keys, settings_of: Callable[[str], AccountSettings | None] | None = None
 ) -> Callable[[str, str], list[Judgement]]:
-    """record_outcome() as txmail.events.Recorder calls it: (account, kind). `settings_of`
+    """count_outcome() as txmail.events.Recorder calls it: (account, kind). `settings_of`
     gives an account's settings (None: gone) from a caller's cache; without it they are read
     for each outcome."""
 
     def hook(account: str, kind: str) -> list[Judgement]:
         if settings_of is None:
-            return record_outcome(client, keys, account, kind)
+            return count_outcome(client, keys, account, kind)
         settings = settings_of(account)
         if settings is None:
             return []
-        return record_outcome(client, keys, account, kind, settings=settings)
+        return count_outcome(client, keys, account, kind, settings=settings)
 
     return hook

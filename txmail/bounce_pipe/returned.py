@@ -17,8 +17,8 @@ DESCRIPTION
         original         the headers of the returned original message
 
     The text of each part comes from txmail.bounce_pipe.decoding, the DSN
-    fields from txmail.bounce_pipe.dsn_fields; what a detector returns is in
-    txmail.bounce_pipe.detectors.base.
+    fields from txmail.bounce_pipe.dsn_fields; what a detector returns
+    (Finding, BounceEvent) is in txmail.outcomes.findings.
 
 READS
     An email.message.Message built with policy compat32 from bytes whose line

@@ -15,7 +15,7 @@ DESCRIPTION
     Clicks: in every text/html part that is not an attachment (and not inside an attached
     message), each <a href> with an absolute http or https URL becomes
     BASE/c/TOKEN, TOKEN signed and carrying the message (queue id), the recipient, the link's
-    index and the URL (txmail/tracker/tokens.py). Never rewritten: mailto:, tel: and other
+    index and the URL (txmail/tokens/links.py). Never rewritten: mailto:, tel: and other
     schemes, in-page anchors (#top), relative links, and links marked as unsubscribe links:
     an attribute data-unsubscribe, data-notrack, data-no-track, data-txmail-notrack,
     rel="unsubscribe", or a URL that the List-Unsubscribe header names.

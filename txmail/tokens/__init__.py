@@ -8,5 +8,6 @@
                      hash nonce (rendered into Dovecot's configuration by the stack)
 
 Each token is an HMAC under a key derived from one of the relay's secrets with a label of its
-own, so no token of one kind can be replayed as another. Pure: no Redis, no I/O.
+own, so no token of one kind can be replayed as another. No Redis; only authpolicy reads (and
+first creates) its key file.
 """

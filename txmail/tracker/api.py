@@ -62,7 +62,7 @@ from txmail.events import KINDS, Event
 from txmail.store import decoded_entries
 from txmail.store.messages import Messages
 from txmail.store.suppressions import LISTS, Suppressions
-from txmail.submit import Accepted, Envelope, Refused, submit
+from txmail.submit import Accepted, Envelope, Refused, submit, xtext
 from txmail.tracker import openapi
 from txmail.tracker.services import SERVICES, Services, error_response
 
@@ -345,8 +345,6 @@ def _dsn(dsn: Any, recipients: list[str]) -> tuple[list[str], list[str], dict[st
     if envid is not None:
         if not isinstance(envid, str) or not ENVID.match(envid):
             raise bad("dsn.envid must be 1 to 100 printable ASCII characters")
-        from txmail.submit import xtext
-
         mail_options.append(f"ENVID={xtext(envid)}")
     if dsn.get("orcpt") is not None:
         if len(recipients) != 1:

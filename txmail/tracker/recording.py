@@ -113,7 +113,9 @@ class HitWriter:
             )
             for h, t in zip(hits, tags, strict=True)
         ]
-        self.recorder.record_many(events, repeats=lambda event: every.get(event.account, False))
+        self.recorder.record_many(
+            events, repeats=lambda event: every.get(event.account, False), logger=log
+        )
         return len(hits)
 
 

@@ -19,7 +19,7 @@ _prefixes = itertools.count()
 
 @pytest.fixture
 def prefix(redis_server: RedisServer) -> Iterator[str]:
-    name = f"t{next(_prefixes)}:"
+    name = f"milter{next(_prefixes)}:"  # a name of its own: other modules count t0:, t1: ...
     yield name
     client = redis_server.client()
     keys = list(client.scan_iter(f"{name}*"))

@@ -1,6 +1,6 @@
-"""Per-recipient copies (milter/copies.py): the signed copy header, the planning of copies, and
-the whole loop through the milter: the client's message on the submission side, each copy fed
-back through the milter as if on Postfix's copy listener."""
+"""Per-recipient copies (milter/copies.py; the signed copy header is tokens/copies.py): the
+header, the planning of copies, and the whole loop through the milter: the client's message on
+the submission side, each copy fed back through the milter as if on Postfix's copy listener."""
 
 from __future__ import annotations
 

@@ -246,7 +246,7 @@ def test_every_key_of_one_call_is_in_one_cluster_slot() -> None:
 def feed(relay: Relay, kind: str, times: int) -> list[reputation.Judgement]:
     judged: list[reputation.Judgement] = []
     for _ in range(times):
-        judged = reputation.record_outcome(relay.client, relay.keys, "acme", kind, relay.now)
+        judged = reputation.count_outcome(relay.client, relay.keys, "acme", kind, relay.now)
     return judged
 
 
@@ -328,8 +328,8 @@ def test_warnings_come_once_per_crossing(make: Any) -> None:
 
 def test_unknown_kinds_and_accounts_are_ignored(make: Any) -> None:
     relay = make()
-    assert reputation.record_outcome(relay.client, relay.keys, "acme", "open", relay.now) == []
-    assert reputation.record_outcome(relay.client, relay.keys, "nobody", "bounce", relay.now) == []
+    assert reputation.count_outcome(relay.client, relay.keys, "acme", "open", relay.now) == []
+    assert reputation.count_outcome(relay.client, relay.keys, "nobody", "bounce", relay.now) == []
 
 
 def test_a_passing_check_reports_the_room_its_tightest_limits_leave(make: Any) -> None:

@@ -24,7 +24,6 @@ DESCRIPTION
 
 from __future__ import annotations
 
-import weakref
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 FOLDER = Path(__file__).resolve().parent
 NAMES = tuple(sorted(path.stem for path in FOLDER.glob("*.lua")))
 
-_registered: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+ATTRIBUTE = "_txmail_scripts"  # where a client keeps the scripts registered on it
 
 
 @cache
@@ -44,8 +43,14 @@ def text(name: str) -> str:
 
 
 def get(client: Any, name: str) -> Any:
-    """The registered script `name` on `client` (sync or asyncio, single or cluster)."""
-    registered = _registered.setdefault(client, {})
+    """The registered script `name` on `client` (sync or asyncio, single or cluster).
+
+    The scripts are kept on the client itself: each holds its client, so a table keyed by
+    client (even a weak one) would keep every client alive; this way they go together."""
+    registered = getattr(client, ATTRIBUTE, None)
+    if registered is None:
+        registered = {}
+        setattr(client, ATTRIBUTE, registered)
     found = registered.get(name)
     if found is None:
         found = registered[name] = client.register_script(text(name))
