@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from txmail import store
+import txmail
+from txmail import reach, store
 from txmail.config import Settings
 from txmail.errors import ConfigError, TxmailError
 from txmail.stack import components as components_mod
@@ -73,6 +74,40 @@ def redis_user(settings: Settings) -> str:
     return f"{settings.user}-redis"
 
 
+def check_state_reach(settings: Settings) -> None:
+    """Refuse a state directory that a component run as another user cannot reach: Postfix,
+    Dovecot, the bounce pipe and the private Redis open their files and sockets there by
+    full path, so every folder on the way must let them pass (not a checkout under /root)."""
+    state = settings.state_path
+    users = [("postfix", "Postfix"), ("dovecot", "Dovecot"), (settings.user, "the bounce pipe")]
+    if not settings.redis.url:
+        users.append((redis_user(settings), "the private Redis"))
+    closed = [
+        (folder, f"{name} ({what})")
+        for name, what in users
+        if (folder := reach.closed_folder(state, reach.passer(name))) is not None
+    ]
+    if not closed:
+        return
+    folder = closed[0][0]
+    who = [shown for f, shown in closed if f == folder]
+    names = ", ".join(who[:-1]) + (" and " if len(who) > 1 else "") + who[-1]
+    if reach.holds(folder, Path(txmail.__file__).parent):  # `make run` in a checkout there
+        fix = (
+            f"move the checkout, with its state and venv, out of {folder} (to /srv/txmail, "
+            f"say) or let them pass with `chmod o+x {folder}`"
+        )
+    else:
+        fix = (
+            "choose a state directory every user may pass (`txmail init --state-dir "
+            f"/var/lib/txmail`) or let them pass with `chmod o+x {folder}`"
+        )
+    raise ConfigError(
+        f"the state directory {state} is behind {reach.describe(folder)}, which the "
+        f"user{'s' if len(who) > 1 else ''} {names} may not pass: {fix}"
+    )
+
+
 def check_files(settings: Settings) -> None:
     for key in ("cert_file", "key_file"):
         path = settings.path(getattr(settings.tls, key))
@@ -95,6 +130,7 @@ def prepare(
     bounce pipe) may read the configuration and enter the folder of the recorder's socket;
     the parser workers run with its uid but group nogroup, so not even that. Logs, which name
     recipients and login names, are 0640 root:root."""
+    check_state_reach(settings)
     check_files(settings)
     ensure_user(settings.user)
     user = pwd.getpwnam(settings.user)
