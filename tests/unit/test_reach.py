@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from txmail import reach
+from txmail import config, reach
+from txmail.errors import ConfigError
+from txmail.stack import supervisor
 
 NOBODY = reach.Passer("someone", 4242, frozenset({4343}))
 
@@ -84,3 +87,32 @@ def test_a_user_not_created_yet_passes_only_where_everyone_may(open_dir: Path) -
     closed = folder(open_dir / "root-like", 0o750)
     assert reach.closed_folder(closed, who) == closed
     assert "mode 0750" in reach.describe(closed)
+
+
+def test_up_names_the_closed_folder_above_the_state_and_the_fix(open_dir: Path) -> None:
+    closed = folder(open_dir / "root-like", 0o700)
+    state = closed / "state"
+    settings = config.Settings(state_dir=str(state))
+    with pytest.raises(ConfigError) as caught:
+        supervisor.check_reach(settings, state / "txmail.toml")
+    text = str(caught.value)
+    assert "\n" not in text and text.count(". ") == 0  # one sentence
+    assert text.startswith(f"the state directory {state} is behind {closed} (mode 0700, owner")
+    assert "postfix (Postfix)" in text and "txmail-redis (the private Redis)" in text
+    assert "`txmail init --state-dir /var/lib/txmail`" in text
+    assert text.endswith(f"`chmod o+x {closed}`")
+    closed.chmod(0o711)
+    supervisor.check_reach(settings, state / "txmail.toml")
+
+
+def test_a_socket_outside_the_state_is_checked_for_its_own_user(open_dir: Path) -> None:
+    closed = folder(open_dir / "root-like", 0o700)
+    settings = config.Settings(state_dir=str(folder(open_dir / "state", 0o755)))
+    milter = closed / "run/milter/milter.sock"
+    settings = dataclasses.replace(
+        settings, milter=dataclasses.replace(settings.milter, socket=str(milter))
+    )
+    with pytest.raises(ConfigError) as caught:
+        supervisor.check_reach(settings, open_dir / "state/txmail.toml")
+    assert str(caught.value).startswith(f"the socket {milter} is behind {closed} (mode 0700")
+    assert "which the user postfix (Postfix) may not pass" in str(caught.value)

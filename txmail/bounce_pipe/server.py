@@ -497,7 +497,7 @@ def check_interpreter(
     group nogroup, no supplementary group, the worker's own limits), give it no mail, and
     require that it loads the parser and exits 0. Postfix's bounce pipe runs as `user` with
     its own group, which can reach at least what nogroup can."""
-    check_reach(user, python)
+    check_interpreter_reach(user, python)
     argv = worker.command(python, pipe or BouncePipeSettings())
     try:
         done = subprocess.run(
@@ -532,7 +532,7 @@ def check_interpreter(
         )
 
 
-def check_reach(user: str, python: str = sys.executable) -> None:
+def check_interpreter_reach(user: str, python: str = sys.executable) -> None:
     """Refuse, before starting anything, an interpreter, venv or txmail package behind a
     folder that `user` with group nogroup may not pass (reach.py), naming that folder: a
     checkout and its venv under /root, or a venv made from a pyenv Python there. Only

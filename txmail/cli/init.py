@@ -79,11 +79,11 @@ def init(
     config_mod.validate(settings)
     # What `txmail up` would refuse (the state, the venv or txmail behind a folder the
     # unprivileged users may not pass): refused now, before anything is written.
-    from txmail.bounce_pipe.server import check_reach
-    from txmail.stack.supervisor import check_state_reach
+    from txmail.bounce_pipe.server import check_interpreter_reach
+    from txmail.stack.supervisor import check_reach
 
-    check_state_reach(settings)
-    check_reach(settings.user)
+    check_reach(settings, config_file)
+    check_interpreter_reach(settings.user)
 
     state.mkdir(parents=True, exist_ok=True)
     state.chmod(0o755)  # Postfix and Dovecot run as their own users and must traverse it

@@ -74,37 +74,65 @@ def redis_user(settings: Settings) -> str:
     return f"{settings.user}-redis"
 
 
-def check_state_reach(settings: Settings) -> None:
-    """Refuse a state directory that a component run as another user cannot reach: Postfix,
-    Dovecot, the bounce pipe and the private Redis open their files and sockets there by
-    full path, so every folder on the way must let them pass (not a checkout under /root)."""
-    state = settings.state_path
-    users = [("postfix", "Postfix"), ("dovecot", "Dovecot"), (settings.user, "the bounce pipe")]
+def check_reach(settings: Settings, config_file: Path) -> None:
+    """Refuse a state directory (or a configuration, or a socket's folder) that a component
+    run as another user cannot reach: Postfix, Dovecot, the bounce pipe and the private Redis
+    open their files and sockets by full path, so every folder on the way must let them pass
+    (reach.py; not a checkout under /root). The socket folders themselves are left to
+    prepare(), which sets their owners and modes."""
+    pipe = (settings.user, "the bounce pipe")
+    postfix = ("postfix", "Postfix")
+    in_state = [postfix, ("dovecot", "Dovecot"), pipe]
     if not settings.redis.url:
-        users.append((redis_user(settings), "the private Redis"))
-    closed = [
-        (folder, f"{name} ({what})")
-        for name, what in users
-        if (folder := reach.closed_folder(state, reach.passer(name))) is not None
+        in_state.append((redis_user(settings), "the private Redis"))
+    state = settings.state_path
+    needs = [
+        (
+            f"the state directory {state}",
+            state,
+            in_state,
+            "choose a state directory every user may pass (`txmail init --state-dir "
+            "/var/lib/txmail`)",
+        ),
+        (
+            f"the configuration {config_file}",
+            config_file,
+            [pipe],
+            "keep the configuration where every user may pass (in the state directory)",
+        ),
     ]
-    if not closed:
-        return
+    for socket, users in (
+        (settings.bounce_pipe.socket, [pipe]),
+        (settings.milter.socket, [postfix]),
+        (settings.policyd.socket, [postfix]),
+        (settings.domains.socketmap, [postfix]),
+    ):
+        path = settings.path(socket)
+        elsewhere = "put the socket where every user may pass (in the state directory)"
+        needs.append((f"the socket {path}", path.parent.parent, users, elsewhere))
+    for what, path, users, elsewhere in needs:
+        closed = [
+            (folder, f"{name} ({runs})")
+            for name, runs in users
+            if (folder := reach.closed_folder(path, reach.passer(name))) is not None
+        ]
+        if closed:
+            raise ConfigError(reach_sentence(what, closed, elsewhere))
+
+
+def reach_sentence(what: str, closed: list[tuple[Path, str]], elsewhere: str) -> str:
+    """One sentence: `what` is behind a folder these users may not pass, and the fix."""
     folder = closed[0][0]
     who = [shown for f, shown in closed if f == folder]
     names = ", ".join(who[:-1]) + (" and " if len(who) > 1 else "") + who[-1]
     if reach.holds(folder, Path(txmail.__file__).parent):  # `make run` in a checkout there
-        fix = (
-            f"move the checkout, with its state and venv, out of {folder} (to /srv/txmail, "
-            f"say) or let them pass with `chmod o+x {folder}`"
+        elsewhere = (
+            f"move the checkout, with its state and venv, out of {folder} (to /srv/txmail, say)"
         )
-    else:
-        fix = (
-            "choose a state directory every user may pass (`txmail init --state-dir "
-            f"/var/lib/txmail`) or let them pass with `chmod o+x {folder}`"
-        )
-    raise ConfigError(
-        f"the state directory {state} is behind {reach.describe(folder)}, which the "
-        f"user{'s' if len(who) > 1 else ''} {names} may not pass: {fix}"
+    return (
+        f"{what} is behind {reach.describe(folder)}, which the "
+        f"user{'s' if len(who) > 1 else ''} {names} may not pass: {elsewhere} or let them "
+        f"pass with `chmod o+x {folder}`"
     )
 
 
@@ -130,7 +158,7 @@ def prepare(
     bounce pipe) may read the configuration and enter the folder of the recorder's socket;
     the parser workers run with its uid but group nogroup, so not even that. Logs, which name
     recipients and login names, are 0640 root:root."""
-    check_state_reach(settings)
+    check_reach(settings, config_file)
     check_files(settings)
     ensure_user(settings.user)
     user = pwd.getpwnam(settings.user)
