@@ -306,17 +306,3 @@ def test_install_into_debian_postfix_chrooted_and_every_capability(
     assert not list(etc.glob("txmail-backup-*"))
     assert not (units / "txmail.service").exists()
     assert config.load(node.config).postfix.queue_directory == ""
-
-
-def test_uninstall_refuses_when_the_operator_changed_a_file(
-    operator: DebianPostfix, make_stack: Callable[..., Stack]
-) -> None:
-    node = make_stack(name="uninstall")
-    node.txmail("postfix", "install", "--postfix-config-dir", str(operator.etc), "--no-systemd")
-    operator.postconf("-e", "delay_warning_time = 4h")
-    refused = node.txmail(
-        "postfix", "uninstall", "--postfix-config-dir", str(operator.etc), check=False
-    )
-    assert refused.returncode == 2 and "was changed after" in refused.stderr
-    node.txmail("postfix", "uninstall", "--postfix-config-dir", str(operator.etc), "--force")
-    assert "delay_warning_time" not in operator.postconf("-n")

@@ -96,7 +96,8 @@ def install_cmd(
     else:
         click.echo(
             f"txmail: start the daemons with: txmail --config {config_file} up "
-            f"--external-postfix; then: postfix -c {operator_dir} reload"
+            f"--external-postfix; then: {install.command(operator_dir, 'postfix')} -c "
+            f"{operator_dir} reload"
         )
 
 
@@ -146,6 +147,7 @@ def uninstall_cmd(
     click.echo(
         f"txmail: restored main.cf and master.cf in {operator_dir} from {backup} (backup removed)"
     )
+    reload = f"{install.command(operator_dir, 'postfix')} -c {operator_dir} reload"
     unit = Path(systemd_dir) / "txmail.service"
     if unit.is_file() and "up --external-postfix" in unit.read_text():
         unit.unlink()
@@ -155,10 +157,10 @@ def uninstall_cmd(
         install.write_config(install.own_settings(settings), config_file)
         click.echo(
             f"txmail: {config_file} points at txmail's own instance again; stop txmail's "
-            f"daemons, remove {sockets}, and run: postfix -c {operator_dir} reload"
+            f"daemons, remove {sockets}, and run: {reload}"
         )
     else:
-        click.echo(f"txmail: run: postfix -c {operator_dir} reload")
+        click.echo(f"txmail: run: {reload}")
 
 
 COMMANDS = [postfix]

@@ -169,6 +169,12 @@ def postconf(config_dir: Path, *args: str) -> str:
     return result.stdout
 
 
+def command(config_dir: Path, name: str) -> str:
+    """The path of Postfix command `name` in the operator's command_directory (read with
+    `postconf -h`, never assumed)."""
+    return str(Path(postconf(config_dir, "-h", "command_directory").strip()) / name)
+
+
 def parameters(config_dir: Path) -> dict[str, str]:
     """The explicitly set main.cf parameters of a configuration directory."""
     values = {}

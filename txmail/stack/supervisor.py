@@ -14,7 +14,6 @@ Writes: STATE/{postfix,dovecot,redis,run,log}; component output in STATE/log/NAM
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
 import pwd
@@ -73,29 +72,6 @@ def redis_user(settings: Settings) -> str:
     return f"{settings.user}-redis"
 
 
-def mail_owner(settings: Settings) -> str:
-    """The user Postfix's daemons run as: `postconf -h mail_owner` of the operator's Postfix
-    when txmail is installed into one (never assumed), `postfix` for txmail's own instance.
-    The sockets Postfix connects to belong to this user's group."""
-    if not settings.external_postfix:
-        return "postfix"
-    return postconf_value(Path(settings.postfix.config_directory), "mail_owner")
-
-
-def postconf_value(config_dir: Path, name: str) -> str:
-    """One main.cf parameter of the Postfix configuration in `config_dir`, as Postfix sees it."""
-    postconf = shutil.which("postconf") or "/usr/sbin/postconf"
-    result = subprocess.run(
-        [postconf, "-c", str(config_dir), "-h", name], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0 or not result.stdout.strip():
-        raise ConfigError(
-            f"postconf -c {config_dir} -h {name}: "
-            f"{(result.stderr or 'no value').strip()[:300]} (postfix.config_directory)"
-        )
-    return result.stdout.strip()
-
-
 def postfix_socket_dirs(settings: Settings) -> list[Path]:
     """The folders of the sockets Postfix connects to (milter, socketmap, policy service;
     Dovecot's SASL listener too when installed into an external Postfix): root and the
@@ -137,7 +113,7 @@ def prepare(
     user = pwd.getpwnam(settings.user)
     for check in checks:  # the daemons' own start-up checks (the CLI passes them)
         check(settings)
-    owner = pwd.getpwnam(mail_owner(settings))
+    owner = pwd.getpwnam(render.mail_owner(settings))
     postfix_uid, postfix_gid = owner.pw_uid, owner.pw_gid
     state = settings.state_path
     dirs = [
@@ -240,7 +216,7 @@ def build(
             ready=lambda: can_connect_unix(auth_sock),
         )
     )
-    postfix_group = grp.getgrgid(pwd.getpwnam(mail_owner(settings)).pw_gid).gr_name
+    postfix_group = render.mail_owner_group(settings)
     milter_sock = settings.path(settings.milter.socket)
     # The milter runs with Postfix's group (mail_owner's) and umask 007 so only Postfix can use
     # its socket.
