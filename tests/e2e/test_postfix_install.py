@@ -13,6 +13,7 @@ main.cf and master.cf back byte for byte.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import smtplib
 import subprocess
@@ -76,6 +77,21 @@ def chroot_columns(etc: Path) -> dict[str, str]:
         key.rsplit("/", 1)[0]: value
         for key, value in (line.split(" = ", 1) for line in out.splitlines())
     }
+
+
+def jails(master_pid: int) -> dict[str, set[str]]:
+    """The root directory of each running child of Postfix's master, by program name."""
+    roots: dict[str, set[str]] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[1]) != master_pid:
+                continue
+            program = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
+            roots.setdefault(program, set()).add(os.readlink(entry / "root"))
+        except (OSError, ValueError):
+            continue
+    return roots
 
 
 def queue_gauge(base: str, queue: str) -> int:
@@ -194,6 +210,12 @@ def test_install_into_debian_postfix_chrooted_and_every_capability(
     assert delivered.sender.startswith("bounces+")  # the milter's signed bounce address
     assert b"X-CloudMTA-" not in bytes(delivered.data)
     assert node.redis().hgetall(f"txmail:{{{name}}}:message:{queue_id}")["account"] == name
+    # the daemons that did it ran in Debian's chroot jail, the queue directory
+    master_pid = operator.master_pid()
+    assert master_pid
+    running = jails(master_pid)
+    for program in ("smtpd", "cleanup", "trivial-rewrite", "smtp"):
+        assert running.get(program) == {str(operator.queue)}, (program, running)
     delivery = wait_event("delivery", ok, queue_id)  # read from rsyslog's mail log
     assert delivery["tags"] == ["welcome"]
     exe = (
