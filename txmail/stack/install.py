@@ -218,8 +218,14 @@ def _o(name: str, value: str) -> list[str]:
     return ["-o", f"{{{name} = {value}}}" if (" " in value or "," in value) else f"{name}={value}"]
 
 
-def _merge_list(existing: str, ours: str) -> str:
-    items = [i.strip() for i in existing.replace("\n", " ").split(",") if i.strip()]
+def _merge_list(existing: str, ours: str, stale: tuple[str, ...] = ()) -> str:
+    """The operator's entries, then txmail's not there yet; entries naming one of the `stale`
+    sockets (an earlier install's, before the sockets moved into the queue directory) go."""
+    items = [
+        i.strip()
+        for i in existing.replace("\n", " ").split(",")
+        if i.strip() and not any(f"unix:{path}:" in i for path in stale)
+    ]
     for item in (i.strip() for i in ours.split(",")):
         if item and item not in items:
             items.append(item)
@@ -289,6 +295,8 @@ def plan(settings: Settings, config_file: Path, operator_dir: Path) -> Plan:
         if e.kind == "unix" and e.name not in POSTFIX_SERVICES
     }
     main: dict[str, str] = {}
+    # An install made before the sockets moved into the queue directory named this one.
+    stale = (str(settings.state_path / Settings().domains.socketmap),)
     listener_options: list[str] = []
     for name, value in ours.items():
         if name in INSTANCE_PARAMETERS:
@@ -300,7 +308,7 @@ def plan(settings: Settings, config_file: Path, operator_dir: Path) -> Plan:
             if name in OPERATOR_DEFAULTS and not theirs.get(name):
                 main[name] = value
         elif name in MERGED_LISTS:
-            main[name] = _merge_list(theirs.get(name, ""), value)
+            main[name] = _merge_list(theirs.get(name, ""), value, stale)
         elif name in AT_LEAST:
             current = int(postconf(operator_dir, "-h", name).strip() or 0)
             main[name] = str(max(current, int(value)))

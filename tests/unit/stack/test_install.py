@@ -89,3 +89,18 @@ def test_install_then_uninstall_is_byte_for_byte(settings: Settings, operator_di
     assert install.backups(operator_dir) == []
     with pytest.raises(ConfigError, match="not installed"):
         install.uninstall(operator_dir)
+
+
+def test_an_earlier_installs_socketmap_outside_the_queue_is_replaced(
+    settings: Settings, operator_dir: Path
+) -> None:
+    old = f"socketmap:unix:{settings.state_path}/run/socketmap/socketmap.sock:relay"
+    subprocess.run(
+        ["postconf", "-c", str(operator_dir), "-e", f"relay_domains = op.example, {old}"],
+        check=True,
+    )
+    installed = install.installed_settings(settings, operator_dir)
+    plan = install.plan(installed, Path(settings.state_dir) / "txmail.toml", operator_dir)
+    assert plan.main["relay_domains"] == (
+        "op.example, bounces.example.test, socketmap:unix:txmail/socketmap.sock:relay"
+    )
