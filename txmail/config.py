@@ -87,6 +87,18 @@ class PostfixSettings:
     maillog: str = _doc(
         "Postfix's log file (maillog_file), relative to state_dir.", "log/postfix.log"
     )
+    config_directory: str = _doc(
+        "Configuration folder of the operator's Postfix txmail is installed into; empty: "
+        "txmail's own instance (STATE/postfix/etc). `txmail postfix install` sets it.",
+        "",
+    )
+    queue_directory: str = _doc(
+        "Queue folder of the operator's Postfix txmail is installed into, as `postconf -h "
+        "queue_directory` says (/v1/send, the copies of tracked mail and the queue gauges "
+        "use it); empty: txmail's own instance (STATE/postfix/spool). `txmail postfix "
+        "install` sets it.",
+        "",
+    )
     digest_rate_delay: str = _doc(
         "Pause between two deliveries of digest-class mail to one "
         "destination (Postfix time: 1s, 2m, ...); digest mail goes "
@@ -550,6 +562,28 @@ class Settings:
         p = Path(relative)
         return p if p.is_absolute() else self.state_path / p
 
+    @property
+    def external_postfix(self) -> bool:
+        """Installed into the operator's Postfix (`txmail postfix install`), not running an
+        instance of its own."""
+        return bool(self.postfix.queue_directory)
+
+    @property
+    def postfix_queue_path(self) -> Path:
+        """The queue directory of the Postfix txmail works with."""
+        if self.postfix.queue_directory:
+            return Path(self.postfix.queue_directory)
+        return self.state_path / "postfix/spool"
+
+    @property
+    def sasl_socket(self) -> Path:
+        """Dovecot's auth listener for Postfix's smtpd: in the state directory for txmail's
+        own instance; inside the operator's queue directory (QUEUE/txmail/auth) when installed
+        into an external Postfix, whose smtpd may run chrooted there (Debian's master.cf)."""
+        if self.postfix.queue_directory:
+            return Path(self.postfix.queue_directory) / "txmail/auth"
+        return self.state_path / "run/dovecot/auth-postfix"
+
     def read_secret(self, name: str) -> bytes:
         """The bytes of one secrets.* key file, e.g. read_secret("bounce_key_file")."""
         return read_key_file(f"secrets.{name}", self.path(getattr(self.secrets, name)))
@@ -626,6 +660,15 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"postfix.relayhost = {relayhost!r}: write HOST:PORT or [HOST]:PORT")
         if m.group(2):
             _check_port("postfix.relayhost", int(m.group(2)[1:]))
+    for key in ("config_directory", "queue_directory"):
+        folder = getattr(settings.postfix, key)
+        if folder and not Path(folder).is_absolute():
+            raise ConfigError(f"postfix.{key} = {folder!r}: write an absolute path")
+    if bool(settings.postfix.config_directory) != bool(settings.postfix.queue_directory):
+        raise ConfigError(
+            "postfix.config_directory and postfix.queue_directory go together: set both "
+            "(`txmail postfix install` does) or neither"
+        )
     if settings.postfix.message_size_limit < 1024:
         raise ConfigError("postfix.message_size_limit must be at least 1024 bytes")
     if settings.postfix.smtp_recipient_rate < 0:

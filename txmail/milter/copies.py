@@ -257,7 +257,7 @@ def _why(exc: BaseException) -> str:
 
 def listener_path(settings: Settings) -> str:
     """Postfix's private/txmail-copy socket (master.cf) in this node's queue directory."""
-    return str(settings.state_path / "postfix/spool/private" / LISTENER)
+    return str(settings.postfix_queue_path / "private" / LISTENER)
 
 
 def build(settings: Settings) -> Copier:

@@ -14,7 +14,6 @@ Writes: STATE/{postfix,dovecot,redis,run,log}; component output in STATE/log/NAM
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
 import pwd
@@ -136,6 +135,20 @@ def reach_sentence(what: str, closed: list[tuple[Path, str]], elsewhere: str) ->
     )
 
 
+def postfix_socket_dirs(settings: Settings) -> list[Path]:
+    """The folders of the sockets Postfix connects to (milter, socketmap, policy service;
+    Dovecot's SASL listener too when installed into an external Postfix): root and the
+    mail_owner's group only."""
+    sockets = [
+        settings.path(settings.milter.socket),
+        settings.path(settings.domains.socketmap),
+        settings.path(settings.policyd.socket),
+    ]
+    if settings.external_postfix:
+        sockets.append(settings.sasl_socket)
+    return list(dict.fromkeys(path.parent for path in sockets))
+
+
 def check_files(settings: Settings) -> None:
     for key in ("cert_file", "key_file"):
         path = settings.path(getattr(settings.tls, key))
@@ -164,15 +177,13 @@ def prepare(
     user = pwd.getpwnam(settings.user)
     for check in checks:  # the daemons' own start-up checks (the CLI passes them)
         check(settings)
-    postfix_uid = pwd.getpwnam("postfix").pw_uid
-    postfix_gid = grp.getgrnam("postfix").gr_gid
+    owner = pwd.getpwnam(render.mail_owner(settings))
+    postfix_uid, postfix_gid = owner.pw_uid, owner.pw_gid
     state = settings.state_path
     dirs = [
         ("log", 0o750, 0, 0),
         ("run", 0o755, 0, 0),
-        ("run/milter", 0o750, 0, postfix_gid),
-        ("run/socketmap", 0o750, 0, postfix_gid),
-        ("run/policyd", 0o750, 0, postfix_gid),
+        *((str(folder), 0o750, 0, postfix_gid) for folder in postfix_socket_dirs(settings)),
         ("dovecot", 0o755, 0, 0),
         ("postfix", 0o755, 0, 0),
         ("postfix/spool", 0o755, 0, 0),
@@ -260,7 +271,7 @@ def build(
             env=env,
         )
     )
-    auth_sock = state / "run/dovecot/auth-postfix"
+    auth_sock = settings.sasl_socket
     components.append(
         ProcessComponent(
             "dovecot",
@@ -269,8 +280,10 @@ def build(
             ready=lambda: can_connect_unix(auth_sock),
         )
     )
+    postfix_group = render.mail_owner_group(settings)
     milter_sock = settings.path(settings.milter.socket)
-    # The milter runs with group postfix and umask 007 so only Postfix can use its socket.
+    # The milter runs with Postfix's group (mail_owner's) and umask 007 so only Postfix can use
+    # its socket.
     components.append(
         ProcessComponent(
             "milter",
@@ -278,7 +291,7 @@ def build(
             log_dir,
             ready=lambda: can_connect_unix(milter_sock),
             env=env,
-            group="postfix",
+            group=postfix_group,
             umask=0o007,
         )
     )
@@ -291,7 +304,7 @@ def build(
             log_dir,
             ready=lambda: can_connect_unix(socketmap_sock),
             env=env,
-            group="postfix",
+            group=postfix_group,
             umask=0o007,
         )
     )
@@ -304,7 +317,7 @@ def build(
             log_dir,
             ready=lambda: can_connect_unix(policyd_sock),
             env=env,
-            group="postfix",
+            group=postfix_group,
             umask=0o007,
         )
     )
@@ -471,6 +484,7 @@ def cleanup_sockets(settings: Settings) -> None:
         run / "redis/redis.sock",
         settings.path(settings.domains.socketmap),
         settings.path(settings.policyd.socket),
+        settings.sasl_socket,
     ):
         path.unlink(missing_ok=True)
     shutil.rmtree(run / "dovecot", ignore_errors=True)
@@ -484,6 +498,9 @@ def up(
     only: tuple[str, ...] = (),
     checks: Sequence[Callable[[Settings], None]] = (),
 ) -> int:
+    # Installed into the operator's Postfix (postfix.queue_directory is set): never start an
+    # instance of txmail's own beside it.
+    external_postfix = external_postfix or settings.external_postfix
     prepare(settings, config_file, checks)
     if dev and not external_postfix:
         settings_dev_relay(settings)

@@ -80,7 +80,7 @@ class RedisCollector(Collector):
             "Messages in Postfix's queues of this node",
             labels=["queue"],
         )
-        for queue, size in queue_sizes(settings.state_path / "postfix/spool").items():
+        for queue, size in queue_sizes(settings.postfix_queue_path).items():
             queues.add_metric([queue], size)
         yield queues
         dropped = CounterMetricFamily(
