@@ -4,9 +4,11 @@
     webhook-timestamp: seconds since 1970, when this attempt was made
     webhook-signature: v1,BASE64(HMAC-SHA256(secret, "ID.TIMESTAMP.BODY"))
 
-Each account has its own secret, derived from the relay's webhook key (secrets.webhook_key_file)
-and the account name, so one account's secret cannot sign another's posts and nothing per
-account needs storing. It is shown, as `whsec_BASE64`, only by `txmail webhooks secret ACCOUNT`;
+Each account has its own secret, derived from the installation's webhook key (kept in Redis,
+txmail.store.secrets, so every node derives the same one) and the account name, so one
+account's secret cannot sign another's posts. `txmail webhooks rotate-secret` gives an account a
+random secret of its own; for an overlap both the old and the new one sign each post. It is
+shown, as `whsec_BASE64`, only by `txmail webhooks secret ACCOUNT`;
 it is never logged.
 """
 
@@ -17,12 +19,27 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
+from txmail.store.secrets import StoredWebhookSecret
+
 PREFIX = "whsec_"
 TOLERANCE = 300  # seconds a receiver accepts between the timestamp and its clock
 
 
 def account_secret(webhook_key: bytes, account: str) -> bytes:
+    """The secret derived from the installation's webhook key: the same on every node."""
     return hmac.new(webhook_key, f"txmail-webhook-v1:{account}".encode(), hashlib.sha256).digest()
+
+
+def account_secrets(
+    webhook_key: bytes, account: str, stored: StoredWebhookSecret, now: float
+) -> tuple[bytes, ...]:
+    """The secrets the account's posts are signed with, the current one first: its own (after
+    `txmail webhooks rotate-secret`) or the derived one, and during a rotation's overlap the
+    one it replaced too."""
+    current = stored.current or account_secret(webhook_key, account)
+    if stored.previous and now < stored.previous_until:
+        return (current, stored.previous)
+    return (current,)
 
 
 def secret_text(secret: bytes) -> str:
@@ -39,11 +56,16 @@ def signature(secret: bytes, message_id: str, timestamp: int, body: bytes) -> st
     return "v1," + base64.b64encode(hmac.new(secret, signed, hashlib.sha256).digest()).decode()
 
 
-def headers(secret: bytes, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+def headers(
+    secret: bytes | tuple[bytes, ...], message_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """The headers of one post; several secrets give several space-separated signatures (as
+    Standard Webhooks allows), so receivers holding either secret accept it."""
+    secrets = (secret,) if isinstance(secret, bytes) else secret
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": signature(secret, message_id, timestamp, body),
+        "webhook-signature": " ".join(signature(s, message_id, timestamp, body) for s in secrets),
         "content-type": "application/json",
     }
 
