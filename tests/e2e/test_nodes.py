@@ -255,6 +255,26 @@ def test_rotating_the_tracking_and_bounce_keys_keeps_old_links_and_addresses(
     assert key_files(pair.b)["tracking.key"] != before["tracking.key"]
 
 
+def scrape(node: Stack) -> dict[str, float]:
+    text = requests.get(f"http://127.0.0.1:{8080 + node.offset}/metrics", timeout=10).text
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            found[name] = float(value)
+    return found
+
+
+def test_metrics_say_which_series_are_per_node(pair: Pair) -> None:
+    """Installation-wide series read the shared Redis: the same at both nodes; per-node ones
+    are this node's own. Every series says which it is."""
+    a, b = scrape(pair.a), scrape(pair.b)
+    assert all('scope="node"' in n or 'scope="installation"' in n for n in [*a, *b])
+    accepted = 'txmail_messages_accepted_total{scope="installation"}'
+    assert a[accepted] == b[accepted] > 0
+    assert a['txmail_up{scope="node"}'] == b['txmail_up{scope="node"}'] == 1.0
+
+
 def _records(node: Stack, domain: str) -> dict[bytes, bytes]:
     shown = json.loads(node.txmail("domains", "dns", domain, "--json").stdout)
     return {(r["name"] + ".").encode(): r["value"].encode() for r in shown if r["type"] == "TXT"}

@@ -120,11 +120,10 @@ class SharedSecrets:
 
     def _seed(self, name: str) -> bytes:
         path = self._file(name)
-        if path is not None:
-            try:
-                return read_key_file(f"secrets.{name}", path)
-            except ConfigError:
-                pass
+        if path is not None and path.exists():
+            # A node's own key file seeds the installation; one this process cannot read
+            # fails (ConfigError) rather than give everybody a key of its own making.
+            return read_key_file(f"secrets.{name}", path)
         return new_key()
 
     def _read(self, name: str) -> KeyRing:
