@@ -71,7 +71,7 @@ def _account_secrets(obj: object, account: str, now: float) -> tuple[bytes, ...]
     settings = obj.settings  # type: ignore[attr-defined]
     client, keys = _store(obj)
     return signing.account_secrets(
-        secrets.current(settings, client, "webhook_key_file"),
+        secrets.webhook_keys(settings, client),
         account,
         secrets.read_webhook_secret(client, keys, account),
         now,

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 from txmail.config import read_key_file
 from txmail.errors import ConfigError, StoreUnavailable
 from txmail.files import write_private
-from txmail.store import Client, Keys, decoded_hash, guard, hash_mapping
+from txmail.store import Client, Keys, decoded_hash, guard, hash_mapping, scripts
 
 if TYPE_CHECKING:
     from txmail.config import Settings
@@ -186,24 +186,25 @@ class SharedSecrets:
     def rotate(self, name: str, now: float | None = None) -> KeyRing:
         """Make a new current key; the old one becomes `previous` (the one before is gone)."""
         name = _setting(name)
-        old = self._read(name)
-        fresh = new_key()
-        key = self.keys.secret(NAMES[name])
+        self._read(name)  # an installation without the key gets it first, as everywhere
         with guard(f"rotating the {NAMES[name]} key"):
-            # One key, one command: atomic, and on a Cluster in one slot.
-            self.client.hset(
-                key,
-                mapping=hash_mapping(
-                    {
-                        "current": fresh.decode(),
-                        "previous": old.current.decode(),
-                        "rotated_at": repr(time.time() if now is None else now),
-                    }
-                ),
+            # One key, one script: atomic, and on a Cluster in one slot.
+            scripts.get(self.client, "secret_rotate")(
+                keys=[self.keys.secret(NAMES[name])],
+                args=[new_key().decode(), repr(time.time() if now is None else now)],
             )
         with self._lock:
             self._cached.pop(name, None)
         return self._read(name)
+
+    def in_force(self, name: str, overlap: float, now: float | None = None) -> tuple[bytes, ...]:
+        """The key to sign with, and for `overlap` seconds after a rotation the one it
+        replaced too (webhook posts carry a signature with each)."""
+        ring = self.ring(name)
+        now = time.time() if now is None else now
+        if ring.previous and now < ring.rotated_at + overlap:
+            return (ring.current, ring.previous)
+        return (ring.current,)
 
 
 _SHARED: dict[int, SharedSecrets] = {}
@@ -227,6 +228,14 @@ def current(settings: Settings, client: Client, name: str) -> bytes:
 
 def accepted(settings: Settings, client: Client, name: str) -> tuple[bytes, ...]:
     return shared(settings, client).accepted(name)
+
+
+WEBHOOK_KEY_OVERLAP = 86400.0  # seconds both webhook keys sign after `secrets rotate webhook`
+
+
+def webhook_keys(settings: Settings, client: Client) -> tuple[bytes, ...]:
+    """The webhook keys account secrets are derived from now, the current one first."""
+    return shared(settings, client).in_force("webhook_key_file", WEBHOOK_KEY_OVERLAP)
 
 
 @dataclass(frozen=True)

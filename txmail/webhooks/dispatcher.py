@@ -151,7 +151,7 @@ class Dispatcher:
         client: Client,
         keys: Keys,
         settings: WebhooksSettings,
-        webhook_key: bytes | Callable[[], bytes],
+        webhook_key: bytes | Callable[[], bytes | tuple[bytes, ...]],
         consumer: str,
         transport: Transport,
         stream_max: int = 100_000,

@@ -43,7 +43,7 @@ def build(settings: Settings, client: Client, executor: Any = None) -> Dispatche
         client,
         Keys(settings.redis.prefix),
         settings.webhooks,
-        lambda: secrets.current(settings, client, "webhook_key_file"),
+        lambda: secrets.webhook_keys(settings, client),
         consumer_name(settings),
         requests_transport(),
         stream_max=settings.events.stream_max,

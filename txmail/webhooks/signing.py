@@ -31,15 +31,20 @@ def account_secret(webhook_key: bytes, account: str) -> bytes:
 
 
 def account_secrets(
-    webhook_key: bytes, account: str, stored: StoredWebhookSecret, now: float
+    webhook_key: bytes | tuple[bytes, ...], account: str, stored: StoredWebhookSecret, now: float
 ) -> tuple[bytes, ...]:
     """The secrets the account's posts are signed with, the current one first: its own (after
-    `txmail webhooks rotate-secret`) or the derived one, and during a rotation's overlap the
-    one it replaced too."""
-    current = stored.current or account_secret(webhook_key, account)
+    `txmail webhooks rotate-secret`) or the one derived from the webhook key, and during a
+    rotation's overlap the one it replaced too. `webhook_key` may be the keys in force after
+    a rotation of the webhook key itself (txmail.store.secrets.webhook_keys), current first."""
+    keys = (webhook_key,) if isinstance(webhook_key, bytes) else webhook_key
+    if stored.current:
+        found = [stored.current]
+    else:
+        found = [account_secret(key, account) for key in keys]
     if stored.previous and now < stored.previous_until:
-        return (current, stored.previous)
-    return (current,)
+        found.append(stored.previous)
+    return tuple(dict.fromkeys(found))
 
 
 def secret_text(secret: bytes) -> str:

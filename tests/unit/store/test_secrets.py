@@ -126,3 +126,22 @@ def test_dkim_private_keys_live_in_the_record(
 def test_dkim_key_type_round_trip() -> None:
     key = DkimKey("s", "rsa-sha256", "", "pub", private_key="-----BEGIN")
     assert "BEGIN" not in repr(key)
+
+
+def test_rotating_the_webhook_key_signs_with_both_derived_secrets_for_a_while(
+    client: redis.Redis, keys: store.Keys, tmp_path: Path
+) -> None:
+    shared = secrets.SharedSecrets(client, keys, _settings(tmp_path))
+    old_key = shared.current("webhook_key_file")
+    assert shared.in_force("webhook_key_file", 100, now=0) == (old_key,)
+    ring = shared.rotate("webhook_key_file", now=1000.0)
+    assert ring.previous == old_key and ring.rotated_at == 1000.0
+    in_force = shared.in_force("webhook_key_file", 100, now=1050)
+    assert in_force == (ring.current, old_key)
+    stored = secrets.read_webhook_secret(client, keys, "acme")
+    both = signing.account_secrets(in_force, "acme", stored, 1050)
+    assert both == (
+        signing.account_secret(ring.current, "acme"),
+        signing.account_secret(old_key, "acme"),
+    )
+    assert shared.in_force("webhook_key_file", 100, now=1101) == (ring.current,)
