@@ -145,3 +145,33 @@ def test_rotating_the_webhook_key_signs_with_both_derived_secrets_for_a_while(
         signing.account_secret(old_key, "acme"),
     )
     assert shared.in_force("webhook_key_file", 100, now=1101) == (ring.current,)
+
+
+def test_import_keys_moves_an_older_records_key_files_into_redis(
+    client: redis.Redis, keys: store.Keys, redis_server: object, tmp_path: Path
+) -> None:
+    """A domain set up before keys were shared names a key file; `domains import-keys` puts
+    the key into the record, and the signer then needs no file."""
+    from click.testing import CliRunner
+
+    from txmail.cli import main as cli
+
+    path = tmp_path / "s1.rsa.pem"
+    public = dkim.generate_rsa_key(path)
+    domains = Domains(client, keys)
+    domains.accounts.add("old", ["old.example"], "a-long-password-1")
+    old_key = DkimKey("s1", "rsa-sha256", str(path), public)
+    domains.add(Domain(name="old.example", account="old", dkim=(old_key,), dkim_active=True))
+    config_file = tmp_path / "txmail.toml"
+    config_file.write_text(
+        f'state_dir = "{tmp_path}"\n[redis]\nurl = "{redis_server.url}"\n'  # type: ignore[attr-defined]
+        f'prefix = "{keys.prefix}"\n'
+    )
+    done = CliRunner().invoke(cli, ["--config", str(config_file), "domains", "import-keys"])
+    assert done.exit_code == 0, done.output
+    assert "1 key(s) moved" in done.output
+    (stored,) = domains.get("old.example").dkim
+    assert stored.private_key == path.read_text() and stored.public_key == public
+    path.unlink()
+    message = b"From: a@old.example\r\nTo: b@x.example\r\nSubject: hi\r\n\r\nbody\r\n"
+    assert dkim.Signer(domains).sign("old.example", message)
