@@ -352,7 +352,12 @@ def rotate_key(
     if force:
         store_.update(record.name, dkim=keys, dkim_next=())
         _delete_key_files((*record.dkim, *record.dkim_next))
-        click.echo(f"now signing {record.name} with s={keys[0].selector}; publish:")
+        click.echo(
+            f"now signing {record.name} with s={keys[0].selector} on every node within "
+            f"{dkim.REFRESH_SECONDS:.0f} s; keep the record of s="
+            f"{','.join(k.selector for k in record.dkim) or '-'} published for a few days "
+            "(mail signed before verifies with it) and publish:"
+        )
     else:
         store_.update(record.name, dkim_next=keys)
         click.echo(

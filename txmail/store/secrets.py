@@ -152,7 +152,11 @@ class SharedSecrets:
         try:
             ring = self._read(name)
         except StoreUnavailable:
-            if cached is not None:  # Redis is away a moment: the keys have not changed
+            if cached is not None:
+                # Redis is away: keep the keys we have, and ask again only after `refresh`
+                # (the tracker asks from its event loop; every request must not wait).
+                with self._lock:
+                    self._cached[name] = (now, cached[1])
                 return cached[1]
             path = self._file(name)
             if path is None or not path.exists():

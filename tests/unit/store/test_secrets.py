@@ -175,3 +175,23 @@ def test_import_keys_moves_an_older_records_key_files_into_redis(
     path.unlink()
     message = b"From: a@old.example\r\nTo: b@x.example\r\nSubject: hi\r\n\r\nbody\r\n"
     assert dkim.Signer(domains).sign("old.example", message)
+
+
+def test_redis_away_keeps_the_keys_read_before(tmp_path: Path) -> None:
+    """No Redis: the keys read before stay in use (asked again only after `refresh`); with
+    none read before, the node's cache file serves."""
+    settings = _settings(tmp_path)
+    path = settings.path(settings.secrets.tracking_key_file)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"f" * 32 + b"\n")
+    down = store.connect(
+        config.Settings(redis=config.RedisSettings(url="redis://127.0.0.1:1/0", timeout=0.2))
+    )
+    now = [0.0]
+    shared = secrets.SharedSecrets(down, store.Keys("x:"), settings, clock=lambda: now[0])
+    assert shared.current("tracking_key_file") == b"f" * 32
+    now[0] += 10
+    assert shared.current("tracking_key_file") == b"f" * 32
+    with pytest.raises(secrets.StoreUnavailable):
+        shared.current("bounce_key_file")  # no cache file, nothing read before
+    down.close()
