@@ -253,6 +253,8 @@ def test_rotating_the_tracking_and_bounce_keys_keeps_old_links_and_addresses(
     event = pair.wait_event("bounce", bounced, queue_id)
     assert event["details"].get("trusted", True) is not False
     assert key_files(pair.b)["tracking.key"] != before["tracking.key"]
+    status = pair.a.txmail("secrets", "status").stdout
+    assert "tracking  rotated 20" in status and "still verifies" in status
 
 
 def scrape(node: Stack) -> dict[str, float]:

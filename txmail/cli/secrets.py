@@ -31,7 +31,8 @@ def status(obj: object) -> None:
             else "never"
         )
         click.echo(
-            f"{short:9} rotated {when}; {'a previous key still verifies' if ring.previous else ''}"
+            f"{short:9} rotated {when}"
+            + ("; the key before it still verifies" if ring.previous else "")
         )
 
 
