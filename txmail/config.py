@@ -139,14 +139,21 @@ class TlsSettings:
 
 @dataclass(frozen=True)
 class SecretsSettings:
-    """HMAC secrets. Files are created by `txmail init` with mode 0600."""
+    """HMAC secrets. The keys themselves live in Redis (PREFIX secret:NAME), shared by every
+    node; these files (mode 0600) are this node's caches of them, written by `txmail init`, and
+    seed Redis when a node that had them meets an installation without keys."""
 
     bounce_key_file: str = _doc(
-        "Key that signs the TOKEN of bounce addresses.", "secrets/bounce.key"
+        "Cache of the key that signs the TOKEN of bounce addresses (in Redis).",
+        "secrets/bounce.key",
     )
-    webhook_key_file: str = _doc("Default key that signs webhook posts.", "secrets/webhook.key")
+    webhook_key_file: str = _doc(
+        "Cache of the key each account's webhook secret is derived from (in Redis).",
+        "secrets/webhook.key",
+    )
     tracking_key_file: str = _doc(
-        "Key that signs open and click tracking links.", "secrets/tracking.key"
+        "Cache of the key that signs open and click tracking links (in Redis).",
+        "secrets/tracking.key",
     )
 
 

@@ -81,6 +81,7 @@ from txmail.bounce_pipe.parse import BounceReport
 from txmail.bounce_pipe.report import handle
 from txmail.config import BouncePipeSettings, RedisSettings, Settings
 from txmail.errors import ConfigError, TemporaryFailure
+from txmail.store import secrets
 
 log = logging.getLogger("txmail.bounce_pipe")
 
@@ -444,7 +445,6 @@ class Handler(socketserver.StreamRequestHandler):
 
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT."""
-    settings.read_secret("bounce_key_file")  # a key it cannot read: say so now, not per mail
     if os.geteuid() == 0:
         user: str | None = settings.user
         group = pwd.getpwnam(settings.user).pw_gid
@@ -456,6 +456,7 @@ def serve(settings: Settings) -> None:
         )
     pool = ParserPool(settings, user)
     client = store.connect(settings)
+    secrets.accepted(settings, client, "bounce_key_file")  # a key it cannot get: say so now
 
     def take(raw: bytes, sender: str, recipient: str) -> tuple[int, str]:
         return handle(settings, client, raw, sender, recipient, pool.parse)
