@@ -96,7 +96,9 @@ def jails(master_pid: int) -> dict[str, set[str]]:
 
 def queue_gauge(base: str, queue: str) -> int:
     text = requests.get(f"{base}/metrics", timeout=10).text
-    match = re.search(rf'^txmail_postfix_queue_messages{{queue="{queue}"}} (\S+)$', text, re.M)
+    match = re.search(
+        rf'^txmail_postfix_queue_messages{{queue="{queue}",scope="node"}} (\S+)$', text, re.M
+    )
     assert match, text[:2000]
     return int(float(match[1]))
 
