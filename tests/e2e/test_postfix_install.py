@@ -94,6 +94,7 @@ def test_install_into_existing_postfix_and_send(
         "postfix", "install", "--postfix-config-dir", str(etc), "--dry-run", "--no-systemd"
     )
     assert "postconf -c" in dry.stdout and "-M -e" in dry.stdout
+    assert f"[maillog]: source = 'file', path = '{etc.parent / 'maillog'}'" in dry.stdout
     assert (etc / "main.cf").read_text() == original_main  # a dry run changes nothing
 
     units = node.state / "systemd"
@@ -101,6 +102,11 @@ def test_install_into_existing_postfix_and_send(
         "postfix", "install", "--postfix-config-dir", str(etc), "--systemd-dir", str(units)
     )
     assert "installed into" in result.stdout
+    # The follower reads the operator's maillog_file, detected and written to txmail.toml.
+    from txmail import config
+
+    maillog = config.load(node.config).maillog
+    assert (maillog.source, maillog.path) == ("file", str(etc.parent / "maillog"))
     unit = (units / "txmail.service").read_text()
     assert "up --external-postfix" in unit and str(node.config) in unit
     [backup] = list(etc.glob("txmail-backup-*"))
@@ -140,3 +146,9 @@ def test_install_into_existing_postfix_and_send(
     )
     wait_for(lambda: sink.find(recipient), 30, what="delivery through the operator's Postfix")
     assert node.redis().hgetall(f"txmail:{{ops}}:message:{queue_id}")["account"] == "ops"
+    # The delivery event comes from the operator's log, where the follower was pointed.
+    wait_for(
+        lambda: "delivery" in node.txmail("messages", "show", queue_id).stdout,
+        30,
+        what="the delivery event from the operator's maillog",
+    )
