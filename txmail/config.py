@@ -88,6 +88,13 @@ class PostfixSettings:
     maillog: str = _doc(
         "Postfix's log file (maillog_file), relative to state_dir.", "log/postfix.log"
     )
+    operator_config_dir: str = _doc(
+        "The configuration folder of the operator's Postfix that `txmail postfix install` "
+        "merged into (written by it); empty: txmail runs its own Postfix. `txmail doctor` "
+        "and `txmail up --external-postfix` check that Postfix's services can reach "
+        "txmail's sockets.",
+        "",
+    )
     digest_rate_delay: str = _doc(
         "Pause between two deliveries of digest-class mail to one "
         "destination (Postfix time: 1s, 2m, ...); digest mail goes "

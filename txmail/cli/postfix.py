@@ -103,6 +103,9 @@ def install_cmd(
         f"services installed into {operator_dir} (backup in {backup})"
     )
     config_mod.set_in_file(config_file, "maillog", source.settings())
+    config_mod.set_in_file(
+        config_file, "postfix", {"operator_config_dir": str(operator_dir.resolve())}
+    )
     shown = source.path or "the journal"
     click.echo(f"txmail: the maillog follower reads {shown} ({source.why}); see {config_file}")
     if not no_systemd:
