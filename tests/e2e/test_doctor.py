@@ -1,0 +1,84 @@
+"""`txmail doctor` on a real node (Postfix, Dovecot, the daemons, a Redis of its own started
+here so the test can stop it): all good, then one problem at a time, each its line and exit 1;
+`txmail up` refuses to start on the errors with the same lines."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+
+import pytest
+
+from txmail_testing.harness import TXMAIL, RedisServer, Stack
+
+pytestmark = pytest.mark.e2e
+
+
+def doctor(node: Stack) -> subprocess.CompletedProcess[str]:
+    return node.txmail("doctor", "--offline", check=False)
+
+
+def test_doctor_on_a_running_node(make_stack: Callable[..., Stack]) -> None:
+    redis = RedisServer().start()
+    try:
+        node = make_stack(name="doctor", redis_url=redis.url)
+        node.start()
+        healthy = doctor(node)
+        assert (healthy.returncode, healthy.stdout) == (0, "all good\n"), healthy.stderr
+
+        key = node.state / "secrets/bounce.key"
+        key.chmod(0o644)
+        leaked = doctor(node)
+        assert leaked.returncode == 1
+        assert leaked.stdout == (
+            f"error: secrets.bounce_key_file: {key} is mode 0644, others on this machine "
+            f"can read it; run `chmod 600 {key}` (and replace the key if someone may have "
+            "read it)\n"
+        )
+        key.chmod(0o600)
+
+        redis.stop()
+        down = doctor(node)
+        assert down.returncode == 1
+        [line] = down.stdout.splitlines()
+        assert line.startswith(f"warning: Redis at {redis.url} does not answer (")
+        assert line.endswith("; start that Redis, or correct redis.url")
+
+        node.stop()
+        redis.start()
+        stopped = doctor(node)
+        assert stopped.returncode == 1
+        assert "nothing accepts connections on the milter" in stopped.stdout
+        assert doctor(node).stdout.count("\n") == 4  # milter, policy, socketmap, Dovecot
+    finally:
+        redis.close()
+
+
+def run_up(node: Stack) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TXMAIL, "--config", str(node.config), "up"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
+def test_up_stops_on_what_doctor_calls_an_error(make_stack: Callable[..., Stack]) -> None:
+    node = make_stack(name="doctorup")
+    node.configure("maillog", path="/nonexistent/folder/mail.log")
+    result = run_up(node)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        "txmail: error: the maillog follower's log /nonexistent/folder/mail.log cannot exist"
+    )
+    assert not (node.state / "run/redis/redis.sock").exists()  # nothing was started
+    assert "error: the maillog follower's log /nonexistent" in doctor(node).stdout
+
+    (node.state / "secrets/webhook.key").unlink()
+    result = run_up(node)
+    assert result.returncode == 2, result.stderr
+    assert "secrets.webhook_key_file" in result.stderr and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "error: secrets.webhook_key_file" in doctor(node).stdout
