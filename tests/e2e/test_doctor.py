@@ -4,8 +4,11 @@ here so the test can stop it): all good, then one problem at a time, each its li
 
 from __future__ import annotations
 
+import shlex
+import shutil
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +85,45 @@ def test_up_stops_on_what_doctor_calls_an_error(make_stack: Callable[..., Stack]
     assert "secrets.webhook_key_file" in result.stderr and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
     assert "error: secrets.webhook_key_file" in doctor(node).stdout
+
+
+def test_doctor_finds_chrooted_services_of_a_stock_debian_postfix(
+    make_stack: Callable[..., Stack], tmp_path: Path
+) -> None:
+    """Debian's stock master.cf runs smtpd and trivial-rewrite chrooted in the queue folder;
+    after `txmail postfix install` they are pointed at txmail's socketmap, which the jail
+    does not hold. doctor names each, and its fix sentence mends it."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    shutil.copy("/usr/share/postfix/main.cf.debian", etc / "main.cf")
+    shutil.copy("/usr/share/postfix/master.cf.dist", etc / "master.cf")
+    node = make_stack(name="doctorchroot")
+    # What detection finds depends on this machine (an rsyslogd may run or not): say it.
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    node.txmail(
+        "postfix",
+        "install",
+        "--postfix-config-dir",
+        str(etc),
+        "--no-systemd",
+        "--maillog-source",
+        "file",
+        "--maillog-path",
+        str(log),
+    )
+    found = [line for line in doctor(node).stdout.splitlines() if "runs chrooted" in line]
+    socketmap = node.state / "run/socketmap/socketmap.sock"
+    assert found == [
+        "error: master.cf service smtp/inet (smtpd) runs chrooted in /var/spool/postfix and "
+        f"cannot reach the return-path socketmap {socketmap} (relay_domains); run `postconf "
+        f"-c {etc} -F 'smtp/inet/chroot = n'` and `postfix reload`",
+        "error: master.cf service rewrite/unix (trivial-rewrite) runs chrooted in "
+        f"/var/spool/postfix and cannot reach the return-path socketmap {socketmap} "
+        f"(relay_domains, transport_maps); run `postconf -c {etc} -F "
+        "'rewrite/unix/chroot = n'` and `postfix reload`",
+    ]
+    for line in found:
+        command = line.split("run `", 1)[1].split("`", 1)[0]
+        subprocess.run(shlex.split(command), check=True)
+    assert [line for line in doctor(node).stdout.splitlines() if "runs chrooted" in line] == []

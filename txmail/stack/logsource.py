@@ -3,8 +3,8 @@
 `txmail postfix install` asks, in this order:
 
   1. main.cf's maillog_file (Postfix's own postlogd writes it): that file;
-  2. a syslog daemon's configuration (/etc/rsyslog.conf, /etc/rsyslog.d/*.conf) that sends
-     the mail facility to a file, e.g. Debian's `mail.*  -/var/log/mail.log`: that file
+  2. the configuration of a running rsyslogd (/etc/rsyslog.conf, /etc/rsyslog.d/*.conf) that
+     sends the mail facility to a file, e.g. Debian's `mail.*  -/var/log/mail.log`: that file
      (a selector that takes mail.info, where Postfix logs deliveries; mail.warn or mail.err
      would not have them);
   3. a running systemd-journald (its socket exists) and journalctl: the journal;
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,8 +75,8 @@ def syslog_mail_files(config_text: str) -> list[str]:
 
 
 def detect(maillog_file: str, syslog_config: str, journald: bool) -> LogSource:
-    """The log source from what was found: main.cf's maillog_file, the syslog daemon's
-    configuration text (empty: no syslog daemon) and whether journald runs."""
+    """The log source from what was found: main.cf's maillog_file, the configuration text of
+    the syslog daemon that runs (empty: none runs) and whether journald runs."""
     if maillog_file and not maillog_file.startswith("/dev/"):
         return LogSource("file", maillog_file, f"main.cf sets maillog_file = {maillog_file}")
     files = syslog_mail_files(syslog_config)
@@ -91,10 +92,23 @@ def detect(maillog_file: str, syslog_config: str, journald: bool) -> LogSource:
     )
 
 
-def gather(maillog_file: str, root: Path = Path("/")) -> LogSource:
+def rsyslogd_runs(proc: Path = Path("/proc")) -> bool:
+    """Whether an rsyslogd process runs (its configuration alone writes nothing)."""
+    for comm in proc.glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "rsyslogd":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def gather(
+    maillog_file: str, root: Path = Path("/"), syslog_runs: Callable[[], bool] = rsyslogd_runs
+) -> LogSource:
     """detect() on this machine (`root` lets a test point it at a folder)."""
     text = []
-    for pattern in RSYSLOG_FILES:
+    for pattern in RSYSLOG_FILES if syslog_runs() else ():
         for path in sorted(root.glob(pattern)):
             try:
                 text.append(path.read_text(errors="replace"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from txmail.errors import ConfigError
-from txmail.stack.logsource import LogSource, detect, gather, syslog_mail_files
+from txmail.stack.logsource import LogSource, detect, gather, rsyslogd_runs, syslog_mail_files
 
 # Debian 12's /etc/rsyslog.conf, the rules part.
 DEBIAN_RSYSLOG = """
@@ -67,7 +67,18 @@ def test_gather_reads_the_rsyslog_files(tmp_path: Path) -> None:
     (tmp_path / "etc/rsyslog.d").mkdir(parents=True)
     (tmp_path / "etc/rsyslog.conf").write_text("*.*;mail.none -/var/log/messages\n")
     (tmp_path / "etc/rsyslog.d/50-mail.conf").write_text("mail.* -/srv/log/mail.log\n")
-    assert gather("", tmp_path).path == "/srv/log/mail.log"
+    assert gather("", tmp_path, lambda: True).path == "/srv/log/mail.log"
+    with pytest.raises(ConfigError):
+        gather("", tmp_path, lambda: False)  # rsyslogd does not run: its files are not written
     (tmp_path / "etc/rsyslog.d/50-mail.conf").unlink()
     with pytest.raises(ConfigError):
-        gather("", tmp_path)  # and no journald socket under tmp_path
+        gather("", tmp_path, lambda: True)  # and no journald socket under tmp_path
+
+
+def test_rsyslogd_runs(tmp_path: Path) -> None:
+    (tmp_path / "12").mkdir()
+    (tmp_path / "12/comm").write_text("bash\n")
+    assert not rsyslogd_runs(tmp_path)
+    (tmp_path / "34").mkdir()
+    (tmp_path / "34/comm").write_text("rsyslogd\n")
+    assert rsyslogd_runs(tmp_path)
