@@ -105,6 +105,7 @@ class JournalFollower:
         self.first = True  # the next entry is the first of this journalctl
         self.not_before = 0.0  # no restart before this time (clock)
         self.vacuum_reported: str | None = None  # the lost cursor already reported
+        self.stderr = b""  # the end of what journalctl said
 
     # -- position ------------------------------------------------------------------------
 
@@ -142,11 +143,25 @@ class JournalFollower:
             log.error("cannot run %s: %s", self.journalctl, exc)
             self.not_before = self.clock() + RESTART_DELAY
             return False
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+        assert self.process.stdout is not None and self.process.stderr is not None
+        for stream in (self.process.stdout, self.process.stderr):
+            fd = stream.fileno()
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
         self.partial, self.cursor, self.started_from, self.first = b"", cursor, cursor, True
+        self.stderr = b""
         return True
+
+    def _drain_stderr(self) -> None:
+        """Keep the end of what journalctl says, so a full pipe never stops it."""
+        assert self.process is not None and self.process.stderr is not None
+        while True:
+            try:
+                chunk = os.read(self.process.stderr.fileno(), 65536)
+            except BlockingIOError:
+                return
+            if not chunk:
+                return
+            self.stderr = (self.stderr + chunk)[-4096:]
 
     def _stop(self) -> None:
         if self.process is not None:
@@ -165,8 +180,9 @@ class JournalFollower:
 
     def _exited(self) -> None:
         """journalctl ended: say why, and start it again later."""
-        assert self.process is not None and self.process.stderr is not None
-        words = self.process.stderr.read().decode("utf-8", "replace").strip()
+        assert self.process is not None
+        self._drain_stderr()
+        words = self.stderr.decode("utf-8", "replace").strip()
         status = self.process.returncode
         if "cursor" in words.lower() and self.started_from:
             log.warning(
@@ -201,6 +217,7 @@ class JournalFollower:
             return []
         assert self.process is not None
         data = self.partial + self._read_chunks()
+        self._drain_stderr()
         cut = data.rfind(b"\n")
         complete, self.partial = (data[: cut + 1], data[cut + 1 :]) if cut >= 0 else (b"", data)
         lines: list[str] = []

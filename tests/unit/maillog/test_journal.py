@@ -18,9 +18,14 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
+from txmail.events import Recorder, stream_events
 from txmail.maillog.journal import JournalFollower, command, entry_line
 from txmail.maillog.lines import parse_line
+from txmail.maillog.server import StatusRecorder, handle_lines
+from txmail.store import Keys
+from txmail.store.messages import MessageRecord, Messages
 
 RECORDED = Path(__file__).resolve().parents[2] / "data/journal/postfix.json"
 ENTRIES = [json.loads(line) for line in RECORDED.read_text().splitlines()]
@@ -203,3 +208,32 @@ def test_journalctl_missing_is_logged_not_raised(
     with caplog.at_level(logging.ERROR, logger="txmail.maillog"):
         assert f.read_lines() == []
     assert "cannot run" in caplog.text
+
+
+def test_journal_entries_give_the_same_events_as_file_lines(
+    client: redis.Redis, keys: Keys
+) -> None:
+    """The recorded entries through the recorder: delivery, bounce and soft_bounce events,
+    exactly as the same lines read from a file would give."""
+    messages = Messages(client, keys, 3600)
+    for queue_id, recipients in (
+        ("4jXCvV4QlNzJHcB", ["a1@dest.test", "reject-a2@dest.test"]),
+        ("4jXCt135YKzJK3j", ["defer-added@dest.test"]),
+    ):
+        messages.record(
+            MessageRecord(
+                queue_id=queue_id,
+                account="acme",
+                envelope_sender="app@acme.test",
+                recipients=recipients,
+            )
+        )
+    statuses = StatusRecorder(client, keys, messages, Recorder(client, keys))
+    handle_lines([line for line in map(entry_line, ENTRIES) if line], statuses)
+    events = [e for _, e in stream_events(client, keys, "acme")]
+    assert [(e.kind, e.recipient, e.message_id) for e in events] == [
+        ("delivery", "a1@dest.test", "4jXCvV4QlNzJHcB"),
+        ("bounce", "reject-a2@dest.test", "4jXCvV4QlNzJHcB"),
+        ("soft_bounce", "defer-added@dest.test", "4jXCt135YKzJK3j"),
+    ]
+    assert events[1].details["reason"] == "userunknown"
