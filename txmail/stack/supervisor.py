@@ -170,11 +170,11 @@ def prepare(
 def refuse_to_start(settings: Settings, external_postfix: bool) -> None:
     """`txmail doctor`'s checks that need no running node: errors stop `up` before anything
     starts (TxmailError with one line each), warnings are logged."""
-    config_dir = (
-        doctor.postfix_config_dir(settings)
-        if external_postfix
-        else render.postfix_config_dir(settings)
-    )
+    operator = settings.postfix.operator_config_dir
+    if external_postfix:  # the operator's, once `txmail postfix install` has recorded it
+        config_dir = Path(operator) if operator else None
+    else:
+        config_dir = render.postfix_config_dir(settings)
     stop_on(doctor.startup_problems(settings, config_dir))
 
 

@@ -4,13 +4,15 @@ passed in (journalctl, a ping, Postfix's parsed configuration, a DNS dict)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
+import pytest
 import redis
 
 from txmail import config
 from txmail.accounts.domains import RSA, DkimKey, Domain
-from txmail.errors import TemporaryFailure
+from txmail.errors import ConfigError, TemporaryFailure
 from txmail.stack import doctor
 from txmail.stack.doctor import Problem, Service
 
@@ -229,3 +231,20 @@ def test_startup_problems(tmp_path: Path) -> None:
     found = doctor.startup_problems(elsewhere, None)
     assert [p.blocking for p in found] == [True, False]
     assert "Redis at redis://127.0.0.1:1 does not answer" in found[1].what
+
+
+def test_up_stops_on_errors_only(caplog: pytest.LogCaptureFixture) -> None:
+    """supervisor.stop_on: warnings are logged and `up` goes on; errors stop it, one line
+    each (exit 2 through ConfigError)."""
+    from txmail.stack.supervisor import stop_on
+
+    warning = Problem("DNS not published", "publish it", blocking=False)
+    with caplog.at_level(logging.WARNING, logger="txmail.up"):
+        stop_on([warning])
+    assert "warning: DNS not published; publish it" in caplog.text
+    with pytest.raises(ConfigError) as one:
+        stop_on([warning, Problem("a key is missing", "restore it")])
+    assert str(one.value) == "a key is missing; restore it"
+    with pytest.raises(ConfigError) as two:
+        stop_on([Problem("a", "b"), Problem("c", "d")])
+    assert str(two.value) == "2 problems stop the node:\n  a; b\n  c; d"
