@@ -22,8 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from txmail import store
+from txmail.events import stream_events
 from txmail.maillog.journal import JournalFollower
 from txmail.maillog.lines import parse_line
+from txmail.store.messages import MessageRecord, Messages
+from txmail_testing.harness import TXMAIL, RedisServer, wait_for
 
 JOURNALD = Path("/lib/systemd/systemd-journald")
 pytestmark = [
@@ -157,3 +161,46 @@ def test_follow_resume_and_vacuum_on_a_real_journald(
         again.commit()
     finally:
         again.close()
+
+
+def test_txmail_maillog_records_events_from_the_journal(
+    journal: Journal, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """`txmail maillog` with maillog.source = "journald": a status line Postfix logs to the
+    journal becomes the message's delivery event, as from a file."""
+    prefix = f"j{os.getpid()}:"
+    config = tmp_path / "txmail.toml"
+    config.write_text(
+        f'[redis]\nurl = "{redis_server.url}"\nprefix = "{prefix}"\n\n'
+        f'[maillog]\nsource = "journald"\njournal_namespace = "{journal.namespace}"\n'
+    )
+    from txmail import config as config_mod
+
+    settings = config_mod.load(config)
+    client = store.connect(settings)
+    keys = store.Keys(prefix)
+    Messages(client, keys, 3600).record(
+        MessageRecord(
+            queue_id="4jJOURNALzJ0001",
+            account="jacct",
+            envelope_sender="app@j.example",
+            recipients=["one@example.net"],
+        )
+    )
+    with (tmp_path / "maillog.log").open("w") as err:
+        follower = subprocess.Popen(
+            [*TXMAIL, "--config", str(config), "maillog"], stdout=subprocess.DEVNULL, stderr=err
+        )
+    try:
+        journal.syslog(status("4jJOURNALzJ0001", "one@example.net"))
+        wait_for(
+            lambda: [e.kind for _, e in stream_events(client, keys, "jacct")] == ["delivery"],
+            20,
+            what="the delivery event from the journal",
+        )
+        assert json.loads((tmp_path / "run/maillog.offset").read_text())["cursor"]
+    finally:
+        follower.terminate()
+        follower.wait(timeout=20)
+        client.close()
+    assert "following the journal (namespace " in (tmp_path / "maillog.log").read_text()
