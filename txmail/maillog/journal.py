@@ -5,6 +5,8 @@ DESCRIPTION
     Postfix's entries, by default the mail facility; maillog.journal_namespace a journald
     namespace) and turns each entry into the line a syslog file would hold,
     `IDENTIFIER[PID]: MESSAGE`, which txmail.maillog.lines parses as it parses a file's.
+    Without a saved cursor (the first start) it reads from milter.message_ttl_days ago: an
+    older line cannot name a message txmail still has a record of.
     It has the same interface as LogFollower: read_lines() never blocks, commit() saves the
     position once the lines returned so far were recorded, rewind() goes back to it.
 
@@ -47,14 +49,21 @@ MAX_LINE = 65536
 
 
 def command(
-    journalctl: str, namespace: str, matches: Sequence[str], cursor: str | None
+    journalctl: str,
+    namespace: str,
+    matches: Sequence[str],
+    cursor: str | None,
+    since_days: int = 0,
 ) -> list[str]:
-    """The journalctl command line that follows the entries from `cursor` (None: the oldest)."""
+    """The journalctl command line that follows the entries from `cursor`; without one, from
+    `since_days` ago (no older line can name a message txmail still knows), 0: the oldest."""
     cmd = [journalctl, "--follow", "--no-tail", "--output=json", "--no-pager", "--quiet"]
     if namespace:
         cmd.append(f"--namespace={namespace}")
     if cursor:
         cmd.append(f"--cursor={cursor}")
+    elif since_days:
+        cmd.append(f"--since=-{since_days}d")
     for i, match in enumerate(matches):
         if i:
             cmd.append("+")  # journalctl ORs the groups around "+"
@@ -92,8 +101,10 @@ class JournalFollower:
         matches: Sequence[str] = ("SYSLOG_FACILITY=2",),
         journalctl: str = "journalctl",
         clock: Callable[[], float] = time.monotonic,
+        since_days: int = 0,
     ) -> None:
         self.position_file = position_file
+        self.since_days = since_days
         self.namespace = namespace
         self.matches = list(matches)
         self.journalctl = journalctl
@@ -134,7 +145,7 @@ class JournalFollower:
         if self.clock() < self.not_before:
             return False
         cursor = self.saved()
-        cmd = command(self.journalctl, self.namespace, self.matches, cursor)
+        cmd = command(self.journalctl, self.namespace, self.matches, cursor, self.since_days)
         try:
             self.process = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL

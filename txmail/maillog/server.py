@@ -228,6 +228,7 @@ def follower_for(settings: Settings, journalctl: str = "journalctl") -> Follower
             settings.maillog.journal_namespace,
             settings.maillog.journal_match,
             journalctl,
+            since_days=settings.milter.message_ttl_days,
         )
     return LogFollower(settings.maillog_path, position_file, settings.maillog.rotate_grace)
 

@@ -122,7 +122,10 @@ def test_command_line() -> None:
         "--quiet",
         "SYSLOG_FACILITY=2",
     ]
-    cmd = command("jc", "mail", ["SYSLOG_IDENTIFIER=postfix/smtp", "_COMM=smtp"], "s=1;i=2")
+    assert command("jc", "", ["A=1"], None, since_days=30)[-2:] == ["--since=-30d", "A=1"]
+    cmd = command(
+        "jc", "mail", ["SYSLOG_IDENTIFIER=postfix/smtp", "_COMM=smtp"], "s=1;i=2", since_days=30
+    )
     assert cmd[-5:] == [
         "--namespace=mail",
         "--cursor=s=1;i=2",
