@@ -4,6 +4,7 @@ here so the test can stop it): all good, then one problem at a time, each its li
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from txmail import config
 from txmail_testing.harness import TXMAIL, RedisServer, Stack
+from txmail_testing.loopback_dns import LoopbackDns
 
 pytestmark = pytest.mark.e2e
 
@@ -127,3 +130,36 @@ def test_doctor_finds_chrooted_services_of_a_stock_debian_postfix(
         command = line.split("run `", 1)[1].split("`", 1)[0]
         subprocess.run(shlex.split(command), check=True)
     assert [line for line in doctor(node).stdout.splitlines() if "runs chrooted" in line] == []
+
+
+def test_doctor_reports_dns_not_published_and_up_still_starts(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """With a sending domain whose records are not in DNS (a loopback DNS server stands in
+    for the domain's), doctor warns with the records to publish, `txmail up` starts anyway,
+    and once they are published doctor says all good."""
+    dns_server = LoopbackDns().start()
+    try:
+        node = make_stack(name="doctordns")
+        node.configure("domains", nameservers=[f"127.0.0.1:{dns_server.port}"])
+        node.start()  # the DNS warnings never stop a node
+        node.add_account("dnsacct", "dns.example")
+        node.txmail("domains", "add", "dns.example", "--account", "dnsacct")
+        missing = node.txmail("doctor", check=False)
+        assert missing.returncode == 1
+        lines = missing.stdout.splitlines()
+        assert len(lines) == 2, missing.stdout
+        assert lines[0].startswith("warning: dns.example: the dkim s=")
+        assert "publish " in lines[0] and "txmail domains verify dns.example" in lines[0]
+        assert lines[1].startswith(
+            "warning: dns.example: the return path record mta.dns.example is not published"
+        )
+        record = json.loads(node.txmail("domains", "show", "dns.example", "--json").stdout)
+        for key in record["dkim"]:
+            dns_server.set_txt(key["dns_name"], key["dns_value"])
+        hostname = config.load(node.config).hostname
+        dns_server.set(record["return_path"], "CNAME", hostname + ".")
+        published = node.txmail("doctor", check=False)
+        assert (published.returncode, published.stdout) == (0, "all good\n")
+    finally:
+        dns_server.stop()
