@@ -11,7 +11,7 @@ PORT_OFFSET ?= 0
 # Debian packages the stack, the tests and the benchmarks need.
 DEB_PACKAGES := postfix dovecot-core redis-server redis-tools libmilter-dev swaks \
 	python3-venv python3-dev gcc openssl ca-certificates docker-compose rspamd \
-	wrk postfwd $(EXTRA_DEB_PACKAGES)
+	wrk postfwd rsyslog $(EXTRA_DEB_PACKAGES)
 EXTRA_DEB_PACKAGES :=
 
 .PHONY: run test unit e2e deps system-deps venv bench fuzz lint clean

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from txmail.errors import ConfigError
-from txmail.files import replace_atomically
 
 DEFAULT_CONFIG_NAME = "txmail.toml"
 
@@ -88,11 +87,16 @@ class PostfixSettings:
     maillog: str = _doc(
         "Postfix's log file (maillog_file), relative to state_dir.", "log/postfix.log"
     )
-    operator_config_dir: str = _doc(
-        "The configuration folder of the operator's Postfix that `txmail postfix install` "
-        "merged into (written by it); empty: txmail runs its own Postfix. `txmail doctor` "
-        "and `txmail up --external-postfix` check that Postfix's services can reach "
-        "txmail's sockets.",
+    config_directory: str = _doc(
+        "Configuration folder of the operator's Postfix txmail is installed into; empty: "
+        "txmail's own instance (STATE/postfix/etc). `txmail postfix install` sets it.",
+        "",
+    )
+    queue_directory: str = _doc(
+        "Queue folder of the operator's Postfix txmail is installed into, as `postconf -h "
+        "queue_directory` says (/v1/send, the copies of tracked mail and the queue gauges "
+        "use it); empty: txmail's own instance (STATE/postfix/spool). `txmail postfix "
+        "install` sets it.",
         "",
     )
     digest_rate_delay: str = _doc(
@@ -135,14 +139,21 @@ class TlsSettings:
 
 @dataclass(frozen=True)
 class SecretsSettings:
-    """HMAC secrets. Files are created by `txmail init` with mode 0600."""
+    """HMAC secrets. The keys themselves live in Redis (PREFIX secret:NAME), shared by every
+    node; these files (mode 0600) are this node's caches of them, written by `txmail init`, and
+    seed Redis when a node that had them meets an installation without keys."""
 
     bounce_key_file: str = _doc(
-        "Key that signs the TOKEN of bounce addresses.", "secrets/bounce.key"
+        "Cache of the key that signs the TOKEN of bounce addresses (in Redis).",
+        "secrets/bounce.key",
     )
-    webhook_key_file: str = _doc("Default key that signs webhook posts.", "secrets/webhook.key")
+    webhook_key_file: str = _doc(
+        "Cache of the key each account's webhook secret is derived from (in Redis).",
+        "secrets/webhook.key",
+    )
     tracking_key_file: str = _doc(
-        "Key that signs open and click tracking links.", "secrets/tracking.key"
+        "Cache of the key that signs open and click tracking links (in Redis).",
+        "secrets/tracking.key",
     )
 
 
@@ -591,6 +602,28 @@ class Settings:
         """The log file the maillog follower reads when maillog.source is "file"."""
         return self.path(self.maillog.path or self.postfix.maillog)
 
+    @property
+    def external_postfix(self) -> bool:
+        """Installed into the operator's Postfix (`txmail postfix install`), not running an
+        instance of its own."""
+        return bool(self.postfix.queue_directory)
+
+    @property
+    def postfix_queue_path(self) -> Path:
+        """The queue directory of the Postfix txmail works with."""
+        if self.postfix.queue_directory:
+            return Path(self.postfix.queue_directory)
+        return self.state_path / "postfix/spool"
+
+    @property
+    def sasl_socket(self) -> Path:
+        """Dovecot's auth listener for Postfix's smtpd: in the state directory for txmail's
+        own instance; inside the operator's queue directory (QUEUE/txmail/auth) when installed
+        into an external Postfix, whose smtpd may run chrooted there (Debian's master.cf)."""
+        if self.postfix.queue_directory:
+            return Path(self.postfix.queue_directory) / "txmail/auth"
+        return self.state_path / "run/dovecot/auth-postfix"
+
     def read_secret(self, name: str) -> bytes:
         """The bytes of one secrets.* key file, e.g. read_secret("bounce_key_file")."""
         return read_key_file(f"secrets.{name}", self.path(getattr(self.secrets, name)))
@@ -667,6 +700,15 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"postfix.relayhost = {relayhost!r}: write HOST:PORT or [HOST]:PORT")
         if m.group(2):
             _check_port("postfix.relayhost", int(m.group(2)[1:]))
+    for key in ("config_directory", "queue_directory"):
+        folder = getattr(settings.postfix, key)
+        if folder and not Path(folder).is_absolute():
+            raise ConfigError(f"postfix.{key} = {folder!r}: write an absolute path")
+    if bool(settings.postfix.config_directory) != bool(settings.postfix.queue_directory):
+        raise ConfigError(
+            "postfix.config_directory and postfix.queue_directory go together: set both "
+            "(`txmail postfix install` does) or neither"
+        )
     if settings.postfix.message_size_limit < 1024:
         raise ConfigError("postfix.message_size_limit must be at least 1024 bytes")
     if settings.postfix.smtp_recipient_rate < 0:
@@ -943,37 +985,6 @@ def to_toml(settings: Settings) -> str:
 
     emit(settings, "")
     return "\n".join(lines) + "\n"
-
-
-def set_in_file(path: Path, section: str, values: dict[str, Any]) -> None:
-    """Set keys of one [section] of the TOML file `path`, keeping everything else (comments
-    included) as the operator wrote it; a key not yet there is added under the section's
-    header, a missing section at the end. The result is loaded and checked before it replaces
-    the file (same mode and owner), so a bad value leaves the file untouched (ConfigError)."""
-    lines = path.read_text().splitlines()
-    header = re.compile(r"^\s*\[\s*" + re.escape(section) + r"\s*\]\s*(#.*)?$")
-    start = next((i for i, line in enumerate(lines) if header.match(line)), None)
-    if start is None:
-        lines += ["", f"[{section}]"]
-        start = len(lines) - 1
-    end = next(
-        (i for i in range(start + 1, len(lines)) if re.match(r"^\s*\[", lines[i])), len(lines)
-    )
-    missing = dict(values)
-    for i in range(start + 1, end):
-        m = re.match(r"^\s*([A-Za-z0-9_]+)\s*=", lines[i])
-        if m and m.group(1) in missing:
-            lines[i] = f"{m.group(1)} = {_toml_value(missing.pop(m.group(1)))}"
-    lines[start + 1 : start + 1] = [f"{k} = {_toml_value(v)}" for k, v in missing.items()]
-    text = "\n".join(lines) + "\n"
-    st = path.stat()
-    trial = path.with_name(f".{path.name}.check")
-    trial.write_text(text)
-    try:
-        load(trial)
-    finally:
-        trial.unlink(missing_ok=True)
-    replace_atomically(path, text.encode(), mode=st.st_mode & 0o777, uid=st.st_uid, gid=st.st_gid)
 
 
 def _toml_value(value: Any) -> str:

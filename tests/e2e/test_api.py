@@ -191,9 +191,9 @@ def test_stats_and_metrics(stack: Stack, account: dict[str, str]) -> None:
     metrics = requests.get(f"{base(stack)}/metrics", timeout=10)
     assert metrics.status_code == 200
     text = metrics.text
-    assert "txmail_up 1.0" in text
-    assert "txmail_messages_accepted_total" in text
-    assert 'txmail_postfix_queue_messages{queue="deferred"}' in text
+    assert 'txmail_up{scope="node"} 1.0' in text
+    assert 'txmail_messages_accepted_total{scope="installation"}' in text
+    assert 'txmail_postfix_queue_messages{queue="deferred",scope="node"}' in text
     for family in (
         "txmail_messages_refused",
         "txmail_events_today",
@@ -204,7 +204,7 @@ def test_stats_and_metrics(stack: Stack, account: dict[str, str]) -> None:
     # The API's sends went through policyd, which writes its counts every second.
     wait_for(
         lambda: (
-            'txmail_policy_decisions_total{outcome="dunno"}'
+            'txmail_policy_decisions_total{outcome="dunno",scope="installation"}'
             in requests.get(f"{base(stack)}/metrics", timeout=10).text
         ),
         15,

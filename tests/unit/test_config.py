@@ -70,33 +70,3 @@ def test_maillog_path_defaults_to_postfix_maillog(tmp_path: Path) -> None:
     assert settings.maillog_path == tmp_path.resolve() / "log/postfix.log"
     settings = config.load(write(tmp_path, "[maillog]\npath = '/var/log/mail.log'"))
     assert settings.maillog_path == Path("/var/log/mail.log")
-
-
-def test_set_in_file_keeps_the_rest(tmp_path: Path) -> None:
-    """`txmail postfix install` writes the detected log source this way."""
-    path = write(
-        tmp_path,
-        "# the operator's note\nhostname = 'mta.example.com'\n\n[maillog]\n"
-        "# how often\npoll_interval = 0.5\nsource = 'file'\n\n[redis]\nprefix = 'x:'\n",
-    )
-    path.chmod(0o640)
-    config.set_in_file(path, "maillog", {"source": "journald", "journal_namespace": "mail"})
-    text = path.read_text()
-    assert "# the operator's note" in text and "# how often" in text
-    settings = config.load(path)
-    assert settings.maillog.source == "journald"
-    assert settings.maillog.journal_namespace == "mail"
-    assert settings.maillog.poll_interval == 0.5
-    assert settings.redis.prefix == "x:"
-    assert path.stat().st_mode & 0o777 == 0o640
-
-
-def test_set_in_file_adds_a_missing_section_and_refuses_bad_values(tmp_path: Path) -> None:
-    path = write(tmp_path, "hostname = 'mta.example.com'\n")
-    config.set_in_file(path, "maillog", {"source": "file", "path": "/var/log/mail.log"})
-    assert config.load(path).maillog.path == "/var/log/mail.log"
-    before = path.read_text()
-    with pytest.raises(ConfigError, match="maillog.source"):
-        config.set_in_file(path, "maillog", {"source": "syslog"})
-    assert path.read_text() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["txmail.toml"]

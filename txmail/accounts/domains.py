@@ -10,8 +10,13 @@ gives it a record:
                                    return_path, return_path_active, verified_at
     PREFIX return-paths     hash   return-path domain -> sending domain, claimed with HSETNX
 
-The private keys live on disk (mode 0600; see txmail.milter.dkim); Redis holds only their paths
-and public halves. `dkim_active` turns signing on: set once the DKIM record verifies in DNS, or
+The private keys live in the record itself (the `dkim` JSON: selector, algorithm, public and
+private key), so every node that shares the Redis signs with them and a node made by `txmail
+init --redis-url` alone needs no file copied. Whoever may read Redis may therefore read them
+(README, "Several nodes"). Records written before keys were shared name a key file (key_path)
+instead; `txmail domains import-keys` moves those keys into Redis.
+
+`dkim_active` turns signing on: set once the DKIM record verifies in DNS, or
 forced. `return_path_active` makes the milter use the return-path subdomain in MAIL FROM; until
 then it uses the node's bounce domain. Postfix accepts bounces for every return-path domain in
 the map whether active or not (txmail socketmap), so DNS may point here before it is switched on.
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from txmail.accounts.records import Accounts, check_domain
@@ -45,8 +50,11 @@ class DkimKey:
 
     selector: str
     algorithm: str  # RSA or ED25519
-    key_path: str  # absolute path of the private key file
+    key_path: str  # absolute path of a private key file (records made before keys were shared)
     public_key: str  # base64, the p= value of the DNS record
+    # The private key (PEM), kept in the record so that every node signs with it; never
+    # printed (public() leaves it out) nor shown in a repr.
+    private_key: str = field(default="", repr=False)
 
     @property
     def key_type(self) -> str:
@@ -63,6 +71,7 @@ class DkimKey:
             "selector": self.selector,
             "algorithm": self.algorithm,
             "key_path": self.key_path,
+            "stored": "redis" if self.private_key else "file",
             "dns_name": self.dns_name(domain),
             "dns_value": self.dns_value(),
         }

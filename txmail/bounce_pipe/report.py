@@ -86,6 +86,7 @@ from txmail.events import (
     record_outcome,
 )
 from txmail.outcomes.findings import BounceEvent
+from txmail.store import secrets
 from txmail.store.messages import MessageRecord, Messages
 from txmail.tokens.bounce_address import verify_bounce_address
 
@@ -210,7 +211,7 @@ def process(
     secret; None: parse here."""
     keys = store.Keys(settings.redis.prefix)
     ttl = settings.milter.message_ttl_days * 86400
-    secret = settings.read_secret("bounce_key_file")
+    secret = secrets.accepted(settings, client, "bounce_key_file")
     token_queue_id = verify_bounce_address(recipient, secret)
     if report is None:
         report = read_report(settings, raw)
@@ -249,7 +250,7 @@ def process(
 def match_message(
     settings: Settings,
     messages: Messages,
-    secret: bytes,
+    secret: tuple[bytes, ...],
     token_queue_id: str | None,
     report: BounceReport,
     recipient: str,
@@ -515,7 +516,10 @@ def _keep_unreadable(
     client's NOTIFY asks for failures (forwarding.decide(), unreadable), forward it as it
     came too. Only the token can vouch here: without a valid one nothing is forwarded."""
     keys = store.Keys(settings.redis.prefix)
-    queue_id = verify_bounce_address(recipient, settings.read_secret("bounce_key_file")) or ""
+    queue_id = (
+        verify_bounce_address(recipient, secrets.accepted(settings, client, "bounce_key_file"))
+        or ""
+    )
     record = None
     if queue_id:
         record = Messages(client, keys, settings.milter.message_ttl_days * 86400).get(queue_id)

@@ -74,12 +74,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from txmail import store
+import txmail
+from txmail import reach, store
 from txmail.bounce_pipe import forward, handoff, unparsed, worker
 from txmail.bounce_pipe.parse import BounceReport
 from txmail.bounce_pipe.report import handle
 from txmail.config import BouncePipeSettings, RedisSettings, Settings
 from txmail.errors import ConfigError, TemporaryFailure
+from txmail.store import secrets
 
 log = logging.getLogger("txmail.bounce_pipe")
 
@@ -443,7 +445,6 @@ class Handler(socketserver.StreamRequestHandler):
 
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT."""
-    settings.read_secret("bounce_key_file")  # a key it cannot read: say so now, not per mail
     if os.geteuid() == 0:
         user: str | None = settings.user
         group = pwd.getpwnam(settings.user).pw_gid
@@ -455,6 +456,7 @@ def serve(settings: Settings) -> None:
         )
     pool = ParserPool(settings, user)
     client = store.connect(settings)
+    secrets.accepted(settings, client, "bounce_key_file")  # a key it cannot get: say so now
 
     def take(raw: bytes, sender: str, recipient: str) -> tuple[int, str]:
         return handle(settings, client, raw, sender, recipient, pool.parse)
@@ -496,6 +498,7 @@ def check_interpreter(
     group nogroup, no supplementary group, the worker's own limits), give it no mail, and
     require that it loads the parser and exits 0. Postfix's bounce pipe runs as `user` with
     its own group, which can reach at least what nogroup can."""
+    check_interpreter_reach(user, python)
     argv = worker.command(python, pipe or BouncePipeSettings())
     try:
         done = subprocess.run(
@@ -527,6 +530,43 @@ def check_interpreter(
             f"the user {user} can run {python} but a bounce parser started with it as that "
             f"user (group nogroup) fails ({last[:200]}): install txmail where every user can "
             "read it (not under a mode-0700 home directory)"
+        )
+
+
+def check_interpreter_reach(user: str, python: str = sys.executable) -> None:
+    """Refuse, before starting anything, an interpreter, venv or txmail package behind a
+    folder that `user` with group nogroup may not pass (reach.py), naming that folder: a
+    checkout and its venv under /root, or a venv made from a pyenv Python there. Only
+    folders are judged here (`txmail init` has no user to try it as yet); check_interpreter
+    then tries a worker."""
+    who = reach.passer(user, worker.nogroup())
+    run_as = (
+        "which Postfix's bounce pipe and the bounce parsers run as that user (the parsers "
+        "with group nogroup)"
+    )
+    ours = [python]
+    if python == sys.executable:  # what a worker imports: this venv and this txmail
+        ours += [sys.prefix, str(Path(txmail.__file__).parent)]
+    for path in ours:
+        folder = reach.closed_folder(path, who)
+        if folder is None:
+            continue
+        if any(reach.holds(folder, p) for p in ours[1:]):  # the checkout or its venv
+            fix = (
+                f"move the checkout and its venv out of {folder} (to /srv/txmail, say) or let "
+                f"every user pass with `chmod o+x {folder}`"
+            )
+        else:  # only the Python the venv was made from (a pyenv under /root)
+            fix = (
+                "build the venv from a Python every user can run (`/usr/bin/python3 -m venv "
+                ".venv`, as the Makefile does)"
+            )
+        if path == python:
+            what = f"cannot run the Python interpreter {python}"
+        else:
+            what = f"cannot load txmail from {path}"
+        raise ConfigError(
+            f"the user {user} {what}, {run_as}, as it may not pass {reach.describe(folder)}: {fix}"
         )
 
 

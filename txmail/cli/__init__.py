@@ -129,6 +129,7 @@ COMMAND_MODULES = [
     "txmail.cli.events",
     "txmail.cli.messages",
     "txmail.cli.webhooks",
+    "txmail.cli.secrets",
     "txmail.cli.doctor",
 ]
 

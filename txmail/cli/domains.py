@@ -1,8 +1,9 @@
 """`txmail domains`: sending domains, their DKIM keys and return-path subdomains.
 
 `domains add DOMAIN --account NAME` gives the account the domain (the same HSETNX ownership as
-`accounts add --domain`, so no account can take another's domain), creates its DKIM key(s) in
-STATE/dkim/DOMAIN/ (mode 0600) and names its return-path subdomain (mta.DOMAIN by default).
+`accounts add --domain`, so no account can take another's domain), creates its DKIM key(s), kept
+in the domain's record in Redis so that every node signs with them, and names its
+return-path subdomain (mta.DOMAIN by default).
 It prints the DNS records to publish. Signing and the return-path subdomain are switched on
 when the records verify (`domains verify`, with dnspython), or at once with --force-sign /
 --force-return-path. `domains rotate-key` makes a new key under a new selector; it replaces the
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -200,7 +202,10 @@ def show(obj: object, domain: str, as_json: bool) -> None:
     click.echo(f"account:     {record.account}")
     click.echo(f"signing:     {'on' if record.dkim_active else 'off'}")
     for key in record.dkim:
-        click.echo(f"  key:       s={key.selector} a={key.algorithm} {key.key_path}")
+        click.echo(
+            f"  key:       s={key.selector} a={key.algorithm} "
+            f"{key.key_path if not key.private_key else '(in Redis)'}"
+        )
     click.echo(
         f"return path: {record.return_path or settings.bounce_domain + ' (node default)'}"
         + ("" if record.return_path_active or not record.return_path else " (off)")
@@ -229,8 +234,10 @@ def dns(obj: object, domain: str, as_json: bool) -> None:
 
 
 def _delete_key_files(keys: tuple[DkimKey, ...]) -> None:
+    """Delete the key files of keys made before keys were kept in Redis (those have none)."""
     for key in keys:
-        Path(key.key_path).unlink(missing_ok=True)
+        if key.key_path:
+            Path(key.key_path).unlink(missing_ok=True)
 
 
 @domains.command("verify")
@@ -345,7 +352,12 @@ def rotate_key(
     if force:
         store_.update(record.name, dkim=keys, dkim_next=())
         _delete_key_files((*record.dkim, *record.dkim_next))
-        click.echo(f"now signing {record.name} with s={keys[0].selector}; publish:")
+        click.echo(
+            f"now signing {record.name} with s={keys[0].selector} on every node within "
+            f"{dkim.REFRESH_SECONDS:.0f} s; keep the record of s="
+            f"{','.join(k.selector for k in record.dkim) or '-'} published for a few days "
+            "(mail signed before verifies with it) and publish:"
+        )
     else:
         store_.update(record.name, dkim_next=keys)
         click.echo(
@@ -366,6 +378,34 @@ def remove(obj: object, domain: str, keep_keys: bool) -> None:
     if not keep_keys:
         _delete_key_files((*record.dkim, *record.dkim_next))
     click.echo(f"domain {record.name} removed from account {record.account}")
+
+
+@domains.command("import-keys")
+@click.pass_obj
+def import_keys(obj: object) -> None:
+    """Move DKIM keys that older records keep in files on this node into Redis, so that every
+    node signs with them. The files are left where they are."""
+    store_ = _domains(_settings(obj))
+    moved = 0
+    for record in store_.list():
+        changes: dict[str, object] = {}
+        for field_name in ("dkim", "dkim_next"):
+            keys: tuple[DkimKey, ...] = getattr(record, field_name)
+            if all(k.private_key or not k.key_path for k in keys):
+                continue
+            updated = []
+            for key in keys:
+                if not key.private_key and key.key_path:
+                    pem = Path(key.key_path).read_text("ascii")
+                    dkim.load_private_pem(pem.encode("ascii"), key.key_path)  # a usable key
+                    key = replace(key, private_key=pem)
+                    moved += 1
+                updated.append(key)
+            changes[field_name] = tuple(updated)
+        if changes:
+            store_.update(record.name, **changes)
+            click.echo(f"{record.name}: keys now in Redis")
+    click.echo(f"{moved} key(s) moved into Redis")
 
 
 COMMANDS = [domains]

@@ -9,9 +9,10 @@ import click
 
 from txmail import config as config_mod
 from txmail import store
-from txmail.errors import UsageError
+from txmail.errors import StoreUnavailable, UsageError
 from txmail.files import write_private, write_secret
 from txmail.stack import tls
+from txmail.store import secrets
 
 
 @click.command("init")
@@ -77,6 +78,13 @@ def init(
         redis=dataclasses.replace(settings.redis, url=redis_url, cluster=redis_cluster),
     )
     config_mod.validate(settings)
+    # What `txmail up` would refuse (the state, the venv or txmail behind a folder the
+    # unprivileged users may not pass): refused now, before anything is written.
+    from txmail.bounce_pipe.server import check_interpreter_reach
+    from txmail.stack.supervisor import check_reach
+
+    check_reach(settings, config_file)
+    check_interpreter_reach(settings.user)
 
     state.mkdir(parents=True, exist_ok=True)
     state.chmod(0o755)  # Postfix and Dovecot run as their own users and must traverse it
@@ -86,6 +94,8 @@ def init(
         cert.parent.mkdir(parents=True, exist_ok=True)
         cert.write_bytes(cert_pem)
         write_private(key, key_pem)
+    if redis_url:
+        _join(settings)
     for name in ("bounce_key_file", "webhook_key_file", "tracking_key_file"):
         write_secret(settings.path(getattr(settings.secrets, name)))
     write_secret(settings.path(settings.authpolicy.key_file))  # shared with Dovecot
@@ -95,6 +105,27 @@ def init(
         config_file.write_text(config_mod.to_toml(settings))
     click.echo(f"txmail: wrote {config_file}")
     click.echo(f"txmail: start the relay with: txmail --config {config_file} up")
+
+
+def _join(settings: config_mod.Settings) -> None:
+    """Take the installation's keys from its Redis (creating them there, once, if this is the
+    first node) and keep them as this node's key files, so every node signs and verifies alike.
+    A Redis that cannot be reached now is no error: the daemons read the keys from Redis when
+    they start, and the files are only caches."""
+    client = store.connect(settings)
+    shared = secrets.SharedSecrets(client, store.Keys(settings.redis.prefix), settings)
+    try:
+        for name in secrets.NAMES:
+            shared.write_cache(name)
+    except StoreUnavailable as exc:
+        click.echo(f"txmail: {exc}; the keys will be read from Redis when the relay starts")
+        return
+    finally:
+        client.close()
+    click.echo(
+        f"txmail: keys of the installation in {store.shown_url(settings.redis.url)} "
+        "in use on this node"
+    )
 
 
 COMMANDS = [init]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
 
-from txmail import config as config_mod
+from txmail.config import DEFAULT_CONFIG_NAME as CONFIG_NAME
+from txmail.config import Settings
 from txmail.errors import ConfigError
 from txmail.stack import install, logsource, render
 
@@ -57,8 +59,9 @@ def render_cmd(obj: object, out: str) -> None:
     type=click.Choice(["auto", "file", "journald"]),
     default="auto",
     show_default=True,
-    help="Where the maillog follower reads Postfix's log; auto: maillog_file, else the "
-    "file the syslog daemon writes mail to, else journald. Written to txmail.toml [maillog].",
+    help="Where the maillog follower reads Postfix's log; auto: what txmail.toml [maillog] "
+    "says if it names a file or journald, else detected: maillog_file, else the file a "
+    "running rsyslogd writes mail to, else journald. Written to txmail.toml [maillog].",
 )
 @click.option(
     "--maillog-path",
@@ -80,34 +83,41 @@ def install_cmd(
     maillog follower where that Postfix logs."""
     settings = obj.settings  # type: ignore[attr-defined]
     config_file = Path(obj.config_path)  # type: ignore[attr-defined]
-    operator_dir = Path(postfix_config_dir)
-    plan = install.plan(settings, config_file, operator_dir)
-    unit = install.systemd_unit(settings, config_file)
-    source = _log_source(operator_dir, maillog_source, maillog_path)
+    operator_dir = Path(postfix_config_dir).resolve()
+    installed = install.installed_settings(settings, operator_dir)
+    plan = install.plan(installed, config_file, operator_dir)
+    unit = install.systemd_unit(installed, config_file)
+    source = _log_source(settings, operator_dir, maillog_source, maillog_path)
+    installed = dataclasses.replace(
+        installed,
+        maillog=dataclasses.replace(installed.maillog, source=source.source, path=source.path),
+    )
     if dry_run:
         click.echo("# main.cf and master.cf changes:")
         click.echo(plan.shell(operator_dir))
+        click.echo(f"# {config_file}: the operator's Postfix and the sockets it connects to:")
+        for line in _changed_settings(settings, installed):
+            click.echo(f"#   {line}")
         for note in plan.notes:
             click.echo(f"# note: {note}")
-        click.echo(
-            f"# {config_file} [maillog]: source = {source.source!r}, path = {source.path!r} "
-            f"({source.why})"
-        )
+        click.echo(f"# the maillog follower: {source.why}")
         if not no_systemd:
             click.echo(f"# {Path(systemd_dir) / 'txmail.service'}:")
             click.echo(unit, nl=False)
         return
     backup = install.apply(plan, operator_dir)
+    install.write_config(installed, config_file)
     click.echo(
         f"txmail: {len(plan.main)} main.cf settings and {len(plan.master)} master.cf "
         f"services installed into {operator_dir} (backup in {backup})"
     )
-    config_mod.set_in_file(config_file, "maillog", source.settings())
-    config_mod.set_in_file(
-        config_file, "postfix", {"operator_config_dir": str(operator_dir.resolve())}
+    click.echo(
+        f"txmail: {config_file} now names the operator's Postfix "
+        f"(queue directory {installed.postfix.queue_directory}; txmail's sockets in "
+        f"{installed.postfix_queue_path / install.SOCKET_FOLDER})"
     )
     shown = source.path or "the journal"
-    click.echo(f"txmail: the maillog follower reads {shown} ({source.why}); see {config_file}")
+    click.echo(f"txmail: the maillog follower reads {shown} ({source.why})")
     if not no_systemd:
         path = Path(systemd_dir) / "txmail.service"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,12 +129,19 @@ def install_cmd(
     else:
         click.echo(
             f"txmail: start the daemons with: txmail --config {config_file} up "
-            f"--external-postfix; then: postfix -c {operator_dir} reload"
+            f"--external-postfix; then: {install.command(operator_dir, 'postfix')} -c "
+            f"{operator_dir} reload"
         )
 
 
-def _log_source(operator_dir: Path, source: str, path: str) -> logsource.LogSource:
-    """The operator's choice, or what is detected for the Postfix in `operator_dir`."""
+def _log_source(
+    settings: Settings, operator_dir: Path, source: str, path: str
+) -> logsource.LogSource:
+    """The operator's choice: the flags, else what txmail.toml says already (an earlier
+    install, or the operator's edit); else what is detected for the Postfix in `operator_dir`."""
+    current = settings.maillog
+    if source == "auto" and (current.path or current.source == "journald"):
+        return logsource.LogSource(current.source, current.path, f"as {CONFIG_NAME} says")
     if source == "journald":
         return logsource.LogSource("journald", "", "--maillog-source journald")
     maillog_file = install.postconf(operator_dir, "-h", "maillog_file").strip()
@@ -134,6 +151,66 @@ def _log_source(operator_dir: Path, source: str, path: str) -> logsource.LogSour
     if source == "file" and found.source != "file":
         raise ConfigError("--maillog-source file: no log file was found; give --maillog-path")
     return found
+
+
+def _changed_settings(before: object, after: object, section: str = "") -> list[str]:
+    lines = []
+    for f in dataclasses.fields(after):  # type: ignore[arg-type]
+        old, new = getattr(before, f.name), getattr(after, f.name)
+        if dataclasses.is_dataclass(new):
+            lines += _changed_settings(old, new, f"{section}{f.name}.")
+        elif old != new:
+            lines.append(f"{section}{f.name} = {new!r}")
+    return lines
+
+
+@postfix.command("uninstall")
+@click.option(
+    "--postfix-config-dir",
+    default=None,
+    type=click.Path(file_okay=False, exists=True),
+    help="The Postfix configuration txmail was installed into "
+    "(default: postfix.config_directory of txmail.toml, else /etc/postfix).",
+)
+@click.option(
+    "--systemd-dir",
+    default="/etc/systemd/system",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where install wrote txmail.service (removed if it is there).",
+)
+@click.option(
+    "--force", is_flag=True, help="Restore even if main.cf or master.cf changed since install."
+)
+@click.pass_obj
+def uninstall_cmd(
+    obj: object, postfix_config_dir: str | None, systemd_dir: str, force: bool
+) -> None:
+    """Put main.cf and master.cf back byte for byte as they were before `install` (removing
+    txmail's services), and point txmail.toml back at txmail's own instance."""
+    settings = obj.settings  # type: ignore[attr-defined]
+    config_file = Path(obj.config_path)  # type: ignore[attr-defined]
+    operator_dir = Path(
+        postfix_config_dir or settings.postfix.config_directory or "/etc/postfix"
+    ).resolve()
+    backup = install.uninstall(operator_dir, force=force)
+    click.echo(
+        f"txmail: restored main.cf and master.cf in {operator_dir} from {backup} (backup removed)"
+    )
+    reload = f"{install.command(operator_dir, 'postfix')} -c {operator_dir} reload"
+    unit = Path(systemd_dir) / "txmail.service"
+    if unit.is_file() and "up --external-postfix" in unit.read_text():
+        unit.unlink()
+        click.echo(f"txmail: removed {unit}")
+    if settings.external_postfix:
+        sockets = settings.postfix_queue_path / install.SOCKET_FOLDER
+        install.write_config(install.own_settings(settings), config_file)
+        click.echo(
+            f"txmail: {config_file} points at txmail's own instance again; stop txmail's "
+            f"daemons, remove {sockets}, and run: {reload}"
+        )
+    else:
+        click.echo(f"txmail: run: {reload}")
 
 
 COMMANDS = [postfix]

@@ -11,6 +11,7 @@ from txmail import store
 from txmail.accounts.records import Accounts
 from txmail.errors import NotFound, UsageError
 from txmail.events import Event, iso_timestamp, random_event_id
+from txmail.store import secrets
 from txmail.webhooks import signing
 
 
@@ -61,10 +62,49 @@ def url(obj: object, account: str, url: str) -> None:
 @click.pass_obj
 def secret(obj: object, account: str) -> None:
     """Print ACCOUNT's signing secret (whsec_...), for its receiver to verify posts."""
-    settings = obj.settings  # type: ignore[attr-defined]
     _accounts(obj, account)
-    key = settings.read_secret("webhook_key_file")
-    click.echo(signing.secret_text(signing.account_secret(key, account)))
+    click.echo(signing.secret_text(_account_secrets(obj, account, time.time())[0]))
+
+
+def _account_secrets(obj: object, account: str, now: float) -> tuple[bytes, ...]:
+    """What ACCOUNT's posts are signed with now, the current secret first."""
+    settings = obj.settings  # type: ignore[attr-defined]
+    client, keys = _store(obj)
+    return signing.account_secrets(
+        secrets.webhook_keys(settings, client),
+        account,
+        secrets.read_webhook_secret(client, keys, account),
+        now,
+    )
+
+
+@webhooks.command("rotate-secret")
+@click.argument("account")
+@click.option(
+    "--overlap",
+    type=click.FloatRange(min=0),
+    default=86400.0,
+    show_default=True,
+    help="Seconds during which posts carry the old signature beside the new one.",
+)
+@click.pass_obj
+def rotate_secret(obj: object, account: str, overlap: float) -> None:
+    """Give ACCOUNT a new signing secret and print it; for OVERLAP seconds every post carries
+    a signature with the old secret too, so receivers can switch without losing posts."""
+    import secrets as random_source
+
+    _accounts(obj, account)
+    client, keys = _store(obj)
+    now = time.time()
+    old = _account_secrets(obj, account, now)[0]
+    fresh = random_source.token_bytes(32)
+    secrets.store_webhook_secret(client, keys, account, fresh, old, now + overlap)
+    click.echo(signing.secret_text(fresh))
+    click.echo(
+        f"{account}: posts carry signatures with the old and the new secret for "
+        f"{overlap:.0f} s, then only the new one",
+        err=True,
+    )
 
 
 @webhooks.command("test")
@@ -93,7 +133,7 @@ def test(obj: object, account: str) -> None:
         details={"note": "a test event sent by `txmail webhooks test`"},
     )
     body = ('{"events":[' + event.to_json() + "]}").encode()
-    secret_bytes = signing.account_secret(settings.read_secret("webhook_key_file"), account)
+    secret_bytes = _account_secrets(obj, account, now)
     headers = signing.headers(secret_bytes, "msg_test_" + event.id[4:], int(now), body)
     try:
         response = requests.post(

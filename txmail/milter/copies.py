@@ -76,6 +76,7 @@ from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.milter.plan import Plan
 from txmail.milter.submission import Submission, esmtp_params
+from txmail.store.secrets import SharedSecrets
 from txmail.submit import QUEUED, unix_session
 from txmail.tokens.copies import HEADER, CopyHeader, CopySigner
 from txmail.tokens.links import Tracking
@@ -257,11 +258,15 @@ def _why(exc: BaseException) -> str:
 
 def listener_path(settings: Settings) -> str:
     """Postfix's private/txmail-copy socket (master.cf) in this node's queue directory."""
-    return str(settings.state_path / "postfix/spool/private" / LISTENER)
+    return str(settings.postfix_queue_path / "private" / LISTENER)
 
 
-def build(settings: Settings) -> Copier:
+def build(settings: Settings, shared: SharedSecrets | None = None) -> Copier:
     return Copier(
-        CopySigner(settings.read_secret("bounce_key_file")),
+        CopySigner(
+            (lambda: shared.accepted("bounce_key_file"))
+            if shared is not None
+            else settings.read_secret("bounce_key_file")
+        ),
         listener_transport(listener_path(settings)),
     )

@@ -16,11 +16,17 @@ wraps two names in the `dkim` module (parse_pem_private_key and RSASSA_PKCS1_v1_
 wrappers act only on LoadedRsaKey objects and hand everything else to dkimpy's own functions,
 so other users of dkimpy in the process see no change.
 
-Caches: a domain's record is re-read from Redis at most every `refresh` seconds, so a rotated
-key or a domain switched on or off takes effect within that time; a key file is decoded again
-only when its inode, size or modification time changes.
+Keys: the private keys are part of the domain's record in Redis (txmail.accounts.domains), so
+every node that shares the Redis signs with them, whichever node made them; records made
+before that name a key file instead, which is still read.
 
-Reads:  PREFIX domain:DOMAIN (through txmail.accounts.domains) and the key files it names.
+Caches: a domain's record is re-read from Redis at most every `refresh` seconds, so a rotated
+key (`domains rotate-key` or `verify` on any node) or a domain switched on or off takes effect
+on every node within that time; a key is decoded again only when its PEM (or its file's
+inode, size or modification time) changes.
+
+Reads:  PREFIX domain:DOMAIN (through txmail.accounts.domains) and the key files older records
+        name.
 Writes: key files, only through generate_rsa_key/generate_ed25519_key (mode 0600, folders 0700).
 Fails:  TemporaryFailure when Redis is down or an active domain's key file cannot be read (the
         milter answers 4xx rather than send unsigned mail); private keys are never logged.
@@ -183,6 +189,36 @@ def generate_ed25519_key(path: Path) -> str:
     return base64.b64encode(public).decode("ascii")
 
 
+def new_rsa_key(bits: int = MIN_RSA_BITS) -> tuple[str, str]:
+    """A new RSA key: (its PEM, the p= value of its DNS record)."""
+    if bits < MIN_RSA_BITS:
+        raise ValueError(f"DKIM RSA keys must have {MIN_RSA_BITS} bits or more")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem.decode("ascii"), base64.b64encode(public).decode("ascii")
+
+
+def new_ed25519_key() -> tuple[str, str]:
+    """A new Ed25519 key: (its PKCS#8 PEM, its p= value, RFC 8463)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return pem.decode("ascii"), base64.b64encode(public).decode("ascii")
+
+
 def create_keys(
     settings: Settings,
     domain: str,
@@ -191,28 +227,25 @@ def create_keys(
     bits: int | None = None,
     taken: set[str] | None = None,
 ) -> tuple[DkimKey, ...]:
-    """Generate the keys of a new domain (or a rotation): RSA, and Ed25519 if configured.
+    """Generate the keys of a new domain (or a rotation): RSA, and Ed25519 if configured. The
+    private keys go into the domain's record in Redis (no file), so every node has them.
     The Ed25519 selector is the RSA selector with `e` added (selectors are per key)."""
+    del domain  # the keys do not depend on it; kept for callers
     selector = check_selector(selector or new_selector(taken or set()))
-    folder = key_dir(settings, domain)
-    rsa_path = folder / f"{selector}.rsa.pem"
+    pem, public = new_rsa_key(bits or settings.domains.dkim_key_bits)
     keys = [
-        DkimKey(
-            selector=selector,
-            algorithm=RSA,
-            key_path=str(rsa_path),
-            public_key=generate_rsa_key(rsa_path, bits or settings.domains.dkim_key_bits),
-        )
+        DkimKey(selector=selector, algorithm=RSA, key_path="", public_key=public, private_key=pem)
     ]
     if settings.domains.dkim_ed25519 if with_ed25519 is None else with_ed25519:
         ed_selector = check_selector(selector + "e")
-        ed_path = folder / f"{ed_selector}.ed25519.pem"
+        pem, public = new_ed25519_key()
         keys.append(
             DkimKey(
                 selector=ed_selector,
                 algorithm=ED25519,
-                key_path=str(ed_path),
-                public_key=generate_ed25519_key(ed_path),
+                key_path="",
+                public_key=public,
+                private_key=pem,
             )
         )
     return tuple(keys)
@@ -220,7 +253,12 @@ def create_keys(
 
 def load_private_key(path: str) -> LoadedRsaKey | bytes:
     """Decode a key file: RSA into a LoadedRsaKey, Ed25519 into the base64 seed dkimpy takes."""
-    data = Path(path).read_bytes()
+    return load_private_pem(Path(path).read_bytes(), path)
+
+
+def load_private_pem(data: bytes, what: str) -> LoadedRsaKey | bytes:
+    """Decode a PEM private key (`what` names it in errors)."""
+    path = what
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -301,6 +339,7 @@ class Signer:
         self.clock = clock
         self._records: dict[str, tuple[float, Domain | None]] = {}
         self._keys: dict[str, tuple[tuple[int, int, int], LoadedRsaKey | bytes]] = {}
+        self._pems: dict[tuple[str, str], tuple[str, LoadedRsaKey | bytes]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -343,6 +382,8 @@ class Signer:
         return record
 
     def _loaded(self, domain: str, key: DkimKey) -> LoadedRsaKey | bytes:
+        if key.private_key:
+            return self._loaded_from_record(domain, key)
         try:
             info = os.stat(key.key_path)
             signature = (info.st_ino, info.st_mtime_ns, info.st_size)
@@ -366,4 +407,20 @@ class Signer:
             )
         with self._lock:
             self._keys[key.key_path] = (signature, loaded)
+        return loaded
+
+    def _loaded_from_record(self, domain: str, key: DkimKey) -> LoadedRsaKey | bytes:
+        """A key kept in the domain's record (every node has it), decoded once per PEM."""
+        cached = self._pems.get((domain, key.selector))
+        if cached is not None and cached[0] == key.private_key:
+            return cached[1]
+        try:
+            loaded = load_private_pem(key.private_key.encode("ascii"), f"s={key.selector}")
+        except (ValueError, UnicodeEncodeError) as exc:
+            log.error("DKIM key of %s (selector %s) cannot be used: %s", domain, key.selector, exc)
+            raise TemporaryFailure(f"the DKIM key of {domain} cannot be read") from None
+        with self._lock:
+            if len(self._pems) > 10_000:
+                self._pems.clear()
+            self._pems[(domain, key.selector)] = (key.private_key, loaded)
         return loaded

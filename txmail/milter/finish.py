@@ -55,9 +55,10 @@ from txmail.milter.rules import (
 from txmail.milter.spam import SpamChecker
 from txmail.milter.submission import Submission, UnreadableMessage, addresses, domain_of
 from txmail.milter.tracking import TrackingContext
-from txmail.store import Client, Keys
+from txmail.store import Client, Keys, secrets
 from txmail.store.counters import count_message
 from txmail.store.messages import MessageRecord, Messages
+from txmail.store.secrets import SharedSecrets
 from txmail.store.suppressions import Suppressions
 from txmail.tokens.bounce_address import bounce_address
 
@@ -87,7 +88,8 @@ class MilterContext:
     spam: SpamChecker | None = None
     signer: Signer | None = None
     domains: ReturnPaths | Domains | None = None  # return-path domains
-    bounce_secret: bytes = b""
+    bounce_secret: bytes = b""  # when `secrets` is None (unit tests)
+    secrets: SharedSecrets | None = None  # the installation's keys, shared through Redis
     bounce_address: BounceAddress | None = None  # txmail.tokens.bounce_address.bounce_address
     events: Recorder | None = None  # blocked events
     tracking: TrackingContext | None = None  # issue 6
@@ -292,7 +294,12 @@ def _return_path(submission: Submission, settings: AccountSettings, context: Mil
         else context.settings.bounce_domain
     )
     return context.bounce_address(
-        submission.queue_id, sender_domain, context.bounce_secret, return_path_domain
+        submission.queue_id,
+        sender_domain,
+        context.secrets.current("bounce_key_file")
+        if context.secrets is not None
+        else context.bounce_secret,
+        return_path_domain,
     )
 
 
@@ -393,6 +400,8 @@ def build_context(settings: Settings) -> MilterContext:
     ttl = settings.milter.message_ttl_days * 86400
     accounts: AccountCache[Account] = AccountCache(Accounts(client, keys), log=log)
     accounts.start()
+    shared_secrets = secrets.shared(settings, client)
+    shared_secrets.current("bounce_key_file")  # a key it cannot get: say so at start
     return MilterContext(
         settings=settings,
         client=client,
@@ -403,9 +412,9 @@ def build_context(settings: Settings) -> MilterContext:
         spam=SpamChecker.from_settings(settings),
         signer=Signer.from_settings(settings, client),
         domains=ReturnPaths(Domains(client, keys)),
-        bounce_secret=settings.read_secret("bounce_key_file"),
+        secrets=shared_secrets,
         bounce_address=bounce_address,
         events=Recorder(client, keys, counter_days=settings.events.counter_days),
-        tracking=TrackingContext.from_settings(settings),
-        copier=copies.build(settings),
+        tracking=TrackingContext.from_settings(settings, shared_secrets),
+        copier=copies.build(settings, shared_secrets),
     )

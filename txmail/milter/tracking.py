@@ -60,6 +60,7 @@ from email.policy import compat32
 from txmail.accounts.settings import AccountSettings
 from txmail.config import Settings
 from txmail.milter.submission import Submission
+from txmail.store.secrets import SharedSecrets
 from txmail.tokens.links import LinkSigner, Mark, Tracking, public_base_url
 
 log = logging.getLogger("txmail.milter")
@@ -354,8 +355,14 @@ class TrackingContext:
     base_url: str
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TrackingContext:
+    def from_settings(
+        cls, settings: Settings, shared: SharedSecrets | None = None
+    ) -> TrackingContext:
         return cls(
-            signer=LinkSigner(settings.read_secret("tracking_key_file")),
+            signer=LinkSigner(
+                (lambda: shared.accepted("tracking_key_file"))
+                if shared is not None
+                else settings.read_secret("tracking_key_file")
+            ),
             base_url=public_base_url(settings),
         )

@@ -236,7 +236,7 @@ def txmail_sockets(settings: Settings) -> dict[str, Path]:
         "the milter": settings.path(settings.milter.socket),
         "the policy service": settings.path(settings.policyd.socket),
         "the return-path socketmap": settings.path(settings.domains.socketmap),
-        "Dovecot's auth socket": settings.state_path / "run/dovecot/auth-postfix",
+        "Dovecot's auth socket": settings.sasl_socket,
     }
 
 
@@ -298,8 +298,8 @@ def gather_postfix(config_dir: Path) -> tuple[dict[str, str], list[Service], str
 
 def postfix_config_dir(settings: Settings) -> Path | None:
     """The Postfix that talks to this node: the operator's, else txmail's own (once rendered)."""
-    if settings.postfix.operator_config_dir:
-        return Path(settings.postfix.operator_config_dir)
+    if settings.postfix.config_directory:
+        return Path(settings.postfix.config_directory)
     own = render.postfix_config_dir(settings)
     return own if (own / "main.cf").exists() else None
 
@@ -313,7 +313,7 @@ def check_postfix(settings: Settings, config_dir: Path | None) -> list[Problem]:
         return [
             Problem(
                 f"cannot read the Postfix configuration in {config_dir}: {exc}",
-                "fix main.cf/master.cf there, or postfix.operator_config_dir in txmail.toml",
+                "fix main.cf/master.cf there, or postfix.config_directory in txmail.toml",
             )
         ]
     return check_chroot(settings, main, services, queue, config_dir)

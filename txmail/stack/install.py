@@ -29,6 +29,8 @@ changed in that case.
 
 from __future__ import annotations
 
+import dataclasses
+import filecmp
 import shutil
 import socket
 import subprocess
@@ -38,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from txmail import config as config_mod
 from txmail.config import Settings
 from txmail.errors import ConfigError
 from txmail.stack import render
@@ -166,6 +169,12 @@ def postconf(config_dir: Path, *args: str) -> str:
     return result.stdout
 
 
+def command(config_dir: Path, name: str) -> str:
+    """The path of Postfix command `name` in the operator's command_directory (read with
+    `postconf -h`, never assumed)."""
+    return str(Path(postconf(config_dir, "-h", "command_directory").strip()) / name)
+
+
 def parameters(config_dir: Path) -> dict[str, str]:
     """The explicitly set main.cf parameters of a configuration directory."""
     values = {}
@@ -209,16 +218,77 @@ def _o(name: str, value: str) -> list[str]:
     return ["-o", f"{{{name} = {value}}}" if (" " in value or "," in value) else f"{name}={value}"]
 
 
-def _merge_list(existing: str, ours: str) -> str:
-    items = [i.strip() for i in existing.replace("\n", " ").split(",") if i.strip()]
+def _merge_list(existing: str, ours: str, stale: tuple[str, ...] = ()) -> str:
+    """The operator's entries, then txmail's not there yet; entries naming one of the `stale`
+    sockets (an earlier install's, before the sockets moved into the queue directory) go."""
+    items = [
+        i.strip()
+        for i in existing.replace("\n", " ").split(",")
+        if i.strip() and not any(f"unix:{path}:" in i for path in stale)
+    ]
     for item in (i.strip() for i in ours.split(",")):
         if item and item not in items:
             items.append(item)
     return ", ".join(items)
 
 
+# Where txmail puts the sockets the operator's Postfix connects to, inside its queue directory.
+SOCKET_FOLDER = "txmail"
+BACKUP_PREFIX = "txmail-backup-"
+
+
+def installed_settings(settings: Settings, operator_dir: Path) -> Settings:
+    """`settings` as they are once installed into the Postfix at `operator_dir`.
+
+    The operator's queue_directory is read with `postconf -h`, never assumed. The sockets
+    Postfix's daemons connect to (milter, policy service, return-path socketmap; Dovecot's SASL
+    listener follows Settings.sasl_socket) move into QUEUE/txmail/: Debian's master.cf runs
+    smtpd, cleanup, trivial-rewrite and smtp chrooted in the queue directory, where a socket
+    under txmail's state directory cannot be reached (render.postfix_socket says why this
+    and not proxy:socketmap)."""
+    operator_dir = operator_dir.resolve()
+    queue = Path(postconf(operator_dir, "-h", "queue_directory").strip())
+    if not queue.is_absolute():
+        raise ConfigError(f"{operator_dir}: queue_directory {queue} is not an absolute path")
+    folder = queue / SOCKET_FOLDER
+    return dataclasses.replace(
+        settings,
+        postfix=dataclasses.replace(
+            settings.postfix, config_directory=str(operator_dir), queue_directory=str(queue)
+        ),
+        milter=dataclasses.replace(settings.milter, socket=str(folder / "milter.sock")),
+        policyd=dataclasses.replace(settings.policyd, socket=str(folder / "policyd.sock")),
+        domains=dataclasses.replace(settings.domains, socketmap=str(folder / "socketmap.sock")),
+    )
+
+
+def own_settings(settings: Settings) -> Settings:
+    """`settings` back as for txmail's own instance (after `txmail postfix uninstall`)."""
+    default = Settings()
+    return dataclasses.replace(
+        settings,
+        postfix=dataclasses.replace(settings.postfix, config_directory="", queue_directory=""),
+        maillog=dataclasses.replace(
+            settings.maillog, source=default.maillog.source, path=default.maillog.path
+        ),
+        milter=dataclasses.replace(settings.milter, socket=default.milter.socket),
+        policyd=dataclasses.replace(settings.policyd, socket=default.policyd.socket),
+        domains=dataclasses.replace(settings.domains, socketmap=default.domains.socketmap),
+    )
+
+
+def write_config(settings: Settings, config_file: Path) -> None:
+    """Rewrite txmail.toml with `settings`, keeping its mode and owner."""
+    from txmail.files import replace_atomically
+
+    stat = config_file.stat()
+    data = config_mod.to_toml(settings).encode()
+    replace_atomically(config_file, data, stat.st_mode & 0o777, stat.st_uid, stat.st_gid)
+
+
 def plan(settings: Settings, config_file: Path, operator_dir: Path) -> Plan:
-    """What to change in the operator's Postfix at `operator_dir`."""
+    """What to change in the operator's Postfix at `operator_dir` (with `settings` as
+    installed_settings() gives them)."""
     rendered = render.render_postfix(settings, config_file)  # files stay in the state dir
     ours = parameters(rendered)
     theirs = parameters(operator_dir)
@@ -228,6 +298,8 @@ def plan(settings: Settings, config_file: Path, operator_dir: Path) -> Plan:
         if e.kind == "unix" and e.name not in POSTFIX_SERVICES
     }
     main: dict[str, str] = {}
+    # An install made before the sockets moved into the queue directory named this one.
+    stale = (str(settings.state_path / Settings().domains.socketmap),)
     listener_options: list[str] = []
     for name, value in ours.items():
         if name in INSTANCE_PARAMETERS:
@@ -239,7 +311,7 @@ def plan(settings: Settings, config_file: Path, operator_dir: Path) -> Plan:
             if name in OPERATOR_DEFAULTS and not theirs.get(name):
                 main[name] = value
         elif name in MERGED_LISTS:
-            main[name] = _merge_list(theirs.get(name, ""), value)
+            main[name] = _merge_list(theirs.get(name, ""), value, stale)
         elif name in AT_LEAST:
             current = int(postconf(operator_dir, "-h", name).strip() or 0)
             main[name] = str(max(current, int(value)))
@@ -253,11 +325,19 @@ def plan(settings: Settings, config_file: Path, operator_dir: Path) -> Plan:
     main = {k: v for k, v in main.items() if theirs.get(k) != v}
 
     master: list[MasterEntry] = []
+    # txmail's listeners, and the loopback listener the bounce pipe hands forwarded bounces
+    # to (without it they would sit in the deferred queue): all but txmail's own port 25,
+    # whose job the operator's port 25 does.
     listeners = {
         f"{settings.listen.address}:{p}"
         for p in (settings.listen.submission, settings.listen.submissions, settings.trusted.port)
-    }
+    } | {f"127.0.0.1:{settings.listen.reinject}"}
+    theirs_master = master_entries(operator_dir)
+    chroot = _smtpd_chroot(theirs_master)
     for entry in master_entries(rendered):
+        fields = entry.fields
+        if fields[-1] == "smtpd":  # chrooted as the operator's own smtpd is (Debian: y)
+            fields = [*fields[:2], chroot, *fields[3:]]
         if entry.kind == "inet" and entry.name in listeners:
             own = {a.split("=", 1)[0].strip("{ ") for a in entry.args if a != "-o"}
             inherited = [
@@ -266,16 +346,25 @@ def plan(settings: Settings, config_file: Path, operator_dir: Path) -> Plan:
                 if pair[1].split("=", 1)[0].strip("{ ") not in own
             ]
             args = [a for pair in inherited for a in pair]
-            master.append(MasterEntry(entry.name, entry.kind, entry.fields, args + entry.args))
+            master.append(MasterEntry(entry.name, entry.kind, fields, args + entry.args))
         elif entry.kind != "inet" and entry.name not in POSTFIX_SERVICES:
-            master.append(entry)
-    _check_conflicts(master, master_entries(operator_dir))
+            master.append(MasterEntry(entry.name, entry.kind, fields, entry.args))
+    _check_conflicts(master, theirs_master)
     notes = [
         "the operator's port 25 service takes the bounces for the return-path domains "
         "(relay_domains and transport_maps now include txmail's socketmap)",
         *_port25_notes(settings, theirs),
     ]
     return Plan(main=main, master=master, notes=notes)
+
+
+def _smtpd_chroot(theirs: list[MasterEntry]) -> str:
+    """The chroot column of the operator's port 25 smtpd (Debian's master.cf: y), which
+    txmail's smtpd services take too, so they run as the operator's own smtpd does."""
+    for entry in theirs:
+        if entry.kind == "inet" and entry.fields[-1] == "smtpd":
+            return entry.fields[2]
+    return "-"
 
 
 def _port25_notes(settings: Settings, theirs: dict[str, str]) -> list[str]:
@@ -317,21 +406,74 @@ def _check_conflicts(ours: list[MasterEntry], theirs: list[MasterEntry]) -> None
                 )
 
 
+CONFIG_FILES = ("main.cf", "master.cf")
+
+
+def backups(operator_dir: Path) -> list[Path]:
+    """txmail's backups in `operator_dir`, oldest first."""
+    return sorted(p for p in operator_dir.glob(f"{BACKUP_PREFIX}*") if p.is_dir())
+
+
 def apply(plan_: Plan, operator_dir: Path) -> Path:
     """Back up, check on a copy, then change the operator's configuration. Returns the
-    backup folder."""
+    backup folder.
+
+    The backup holds main.cf and master.cf as they were before txmail's first install (an
+    install over an earlier one keeps that backup), and in `installed/` the files as this
+    install left them, so `uninstall` can tell whether anybody changed them since."""
     with tempfile.TemporaryDirectory(prefix="txmail-postfix-check-") as tmp:
         trial = Path(tmp) / "etc"
         shutil.copytree(operator_dir, trial, symlinks=True)
         _run(plan_.commands(trial))
         postconf(trial, "-n")
         postconf(trial, "-M")
-    stamp = time.strftime("%Y%m%d%H%M%S")
-    backup = operator_dir / f"txmail-backup-{stamp}"
-    backup.mkdir()
-    for name in ("main.cf", "master.cf"):
-        shutil.copy2(operator_dir / name, backup / name)
+    earlier = backups(operator_dir)
+    if earlier:
+        backup = earlier[0]
+    else:
+        backup = operator_dir / f"{BACKUP_PREFIX}{time.strftime('%Y%m%d%H%M%S')}"
+        backup.mkdir(mode=0o700)
+        for name in CONFIG_FILES:
+            shutil.copy2(operator_dir / name, backup / name)
     _run(plan_.commands(operator_dir))
+    (backup / "installed").mkdir(exist_ok=True)
+    for name in CONFIG_FILES:
+        shutil.copy2(operator_dir / name, backup / "installed" / name)
+    return backup
+
+
+def uninstall(operator_dir: Path, force: bool = False) -> Path:
+    """Put back main.cf and master.cf byte for byte as they were before txmail's first
+    install (which removes txmail's services and settings) and remove the backup. Returns
+    the backup folder it restored from.
+
+    Fails: ConfigError when there is no backup, or when a file was changed after the install
+    and `force` is not given (restoring would undo that change)."""
+    found = backups(operator_dir)
+    if not found:
+        raise ConfigError(
+            f"{operator_dir}: no {BACKUP_PREFIX}* folder: txmail is not installed into this "
+            "Postfix (or its backup was removed)"
+        )
+    backup = found[0]
+    for name in CONFIG_FILES:
+        if not (backup / name).is_file():
+            raise ConfigError(f"{backup / name}: missing; cannot restore {name}")
+        installed = backup / "installed" / name
+        if (
+            not force
+            and installed.is_file()
+            and not filecmp.cmp(installed, operator_dir / name, shallow=False)
+        ):
+            raise ConfigError(
+                f"{operator_dir / name} was changed after `txmail postfix install`; "
+                f"restoring {backup / name} would undo that change: compare the two, then "
+                "run uninstall with --force"
+            )
+    for name in CONFIG_FILES:
+        shutil.copy2(backup / name, operator_dir / name)
+    for folder in found:
+        shutil.rmtree(folder)
     return backup
 
 

@@ -9,6 +9,8 @@ Writes: STATE/postfix/etc/{main.cf,master.cf,transport,reject_footer.regexp},
 
 from __future__ import annotations
 
+import grp
+import pwd
 import re
 import shutil
 import subprocess
@@ -83,15 +85,68 @@ def values(settings: Settings, config_file: Path) -> dict[str, str]:
         "smtp_recipient_rate": str(settings.postfix.smtp_recipient_rate),
         "tls_cert": str(settings.path(settings.tls.cert_file)),
         "tls_key": str(settings.path(settings.tls.key_file)),
-        "sasl_socket": str(state / "run/dovecot/auth-postfix"),
-        "milter_socket": str(settings.path(settings.milter.socket)),
+        "sasl_socket": postfix_socket(settings, settings.sasl_socket),
+        "mail_owner": mail_owner(settings),
+        "mail_owner_group": mail_owner_group(settings),
+        "sasl_listener": (
+            str(settings.sasl_socket) if settings.external_postfix else "auth-postfix"
+        ),
+        "milter_socket": postfix_socket(settings, settings.path(settings.milter.socket)),
         "passwd_file": str(settings.path(settings.dovecot.passwd_file)),
         "pipe_user": settings.user,
         "python": sys.executable,
-        "socketmap_socket": str(settings.path(settings.domains.socketmap)),
-        "policyd_socket": str(settings.path(settings.policyd.socket)),
+        "socketmap_socket": postfix_socket(settings, settings.path(settings.domains.socketmap)),
+        "policyd_socket": postfix_socket(settings, settings.path(settings.policyd.socket)),
         "trusted_listener": trusted_listener(settings),
     }
+
+
+def postfix_socket(settings: Settings, path: Path) -> str:
+    """How main.cf names a UNIX socket of txmail's that Postfix's daemons connect to.
+
+    A socket inside the queue directory is named relative to it (`txmail/milter.sock`):
+    every Postfix daemon runs with the queue directory as its working directory, chrooted
+    there or not, so the one name reaches the socket from smtpd, cleanup and trivial-rewrite
+    whether master.cf runs them chrooted (Debian's stock master.cf) or not. That is why
+    `txmail postfix install` puts the milter, policy, socketmap and SASL sockets in
+    QUEUE/txmail/, as Debian does for OpenDKIM and spamass-milter; an absolute path outside
+    the queue directory cannot be reached from the chroot jail. (proxy:socketmap through
+    proxymap would reach the socketmap only, not the milter, policy and SASL sockets, and
+    only while proxymap itself is not chrooted.)"""
+    try:
+        return str(path.relative_to(settings.postfix_queue_path))
+    except ValueError:
+        return str(path)
+
+
+def mail_owner(settings: Settings) -> str:
+    """The user Postfix's daemons run as: `postconf -h mail_owner` of the operator's Postfix
+    when txmail is installed into one (never assumed), `postfix` for txmail's own instance.
+    The sockets Postfix connects to belong to this user's group."""
+    if not settings.external_postfix:
+        return "postfix"
+    return postconf_value(Path(settings.postfix.config_directory), "mail_owner")
+
+
+def mail_owner_group(settings: Settings) -> str:
+    """The primary group of mail_owner: the group of txmail's sockets for Postfix."""
+    if not settings.external_postfix:
+        return "postfix"
+    return grp.getgrgid(pwd.getpwnam(mail_owner(settings)).pw_gid).gr_name
+
+
+def postconf_value(config_dir: Path, name: str) -> str:
+    """One main.cf parameter of the Postfix configuration in `config_dir`, as Postfix sees it."""
+    postconf = shutil.which("postconf") or "/usr/sbin/postconf"
+    result = subprocess.run(
+        [postconf, "-c", str(config_dir), "-h", name], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0 or not result.stdout.strip():
+        raise ConfigError(
+            f"postconf -c {config_dir} -h {name}: "
+            f"{(result.stderr or 'no value').strip()[:300]} (postfix.config_directory)"
+        )
+    return result.stdout.strip()
 
 
 def postfix_size_limit(settings: Settings) -> int:

@@ -17,7 +17,6 @@ Writes: STATE/{postfix,dovecot,redis,run,log}; component output in STATE/log/NAM
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
 import pwd
@@ -29,7 +28,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from txmail import store
+import txmail
+from txmail import reach, store
 from txmail.config import Settings
 from txmail.errors import ConfigError, TxmailError
 from txmail.stack import components as components_mod
@@ -76,6 +76,82 @@ def redis_user(settings: Settings) -> str:
     return f"{settings.user}-redis"
 
 
+def check_reach(settings: Settings, config_file: Path) -> None:
+    """Refuse a state directory (or a configuration, or a socket's folder) that a component
+    run as another user cannot reach: Postfix, Dovecot, the bounce pipe and the private Redis
+    open their files and sockets by full path, so every folder on the way must let them pass
+    (reach.py; not a checkout under /root). The socket folders themselves are left to
+    prepare(), which sets their owners and modes."""
+    pipe = (settings.user, "the bounce pipe")
+    postfix = ("postfix", "Postfix")
+    in_state = [postfix, ("dovecot", "Dovecot"), pipe]
+    if not settings.redis.url:
+        in_state.append((redis_user(settings), "the private Redis"))
+    state = settings.state_path
+    needs = [
+        (
+            f"the state directory {state}",
+            state,
+            in_state,
+            "choose a state directory every user may pass (`txmail init --state-dir "
+            "/var/lib/txmail`)",
+        ),
+        (
+            f"the configuration {config_file}",
+            config_file,
+            [pipe],
+            "keep the configuration where every user may pass (in the state directory)",
+        ),
+    ]
+    for socket, users in (
+        (settings.bounce_pipe.socket, [pipe]),
+        (settings.milter.socket, [postfix]),
+        (settings.policyd.socket, [postfix]),
+        (settings.domains.socketmap, [postfix]),
+    ):
+        path = settings.path(socket)
+        elsewhere = "put the socket where every user may pass (in the state directory)"
+        needs.append((f"the socket {path}", path.parent.parent, users, elsewhere))
+    for what, path, users, elsewhere in needs:
+        closed = [
+            (folder, f"{name} ({runs})")
+            for name, runs in users
+            if (folder := reach.closed_folder(path, reach.passer(name))) is not None
+        ]
+        if closed:
+            raise ConfigError(reach_sentence(what, closed, elsewhere))
+
+
+def reach_sentence(what: str, closed: list[tuple[Path, str]], elsewhere: str) -> str:
+    """One sentence: `what` is behind a folder these users may not pass, and the fix."""
+    folder = closed[0][0]
+    who = [shown for f, shown in closed if f == folder]
+    names = ", ".join(who[:-1]) + (" and " if len(who) > 1 else "") + who[-1]
+    if reach.holds(folder, Path(txmail.__file__).parent):  # `make run` in a checkout there
+        elsewhere = (
+            f"move the checkout, with its state and venv, out of {folder} (to /srv/txmail, say)"
+        )
+    return (
+        f"{what} is behind {reach.describe(folder)}, which the "
+        f"user{'s' if len(who) > 1 else ''} {names} may not pass: {elsewhere} or let them "
+        f"pass with `chmod o+x {folder}`"
+    )
+
+
+def postfix_socket_dirs(settings: Settings) -> list[Path]:
+    """The folders of the sockets Postfix connects to (milter, socketmap, policy service;
+    Dovecot's SASL listener too when installed into an external Postfix): root and the
+    mail_owner's group only."""
+    sockets = [
+        settings.path(settings.milter.socket),
+        settings.path(settings.domains.socketmap),
+        settings.path(settings.policyd.socket),
+    ]
+    if settings.external_postfix:
+        sockets.append(settings.sasl_socket)
+    return list(dict.fromkeys(path.parent for path in sockets))
+
+
 def check_files(settings: Settings) -> None:
     """The keys and the certificate are there (their modes are mended by prepare())."""
     stop_on([p for p in doctor.check_keys(settings) if not p.repaired_by_up])
@@ -104,20 +180,19 @@ def prepare(
     bounce pipe) may read the configuration and enter the folder of the recorder's socket;
     the parser workers run with its uid but group nogroup, so not even that. Logs, which name
     recipients and login names, are 0640 root:root."""
+    check_reach(settings, config_file)
     check_files(settings)
     ensure_user(settings.user)
     user = pwd.getpwnam(settings.user)
     for check in checks:  # the daemons' own start-up checks (the CLI passes them)
         check(settings)
-    postfix_uid = pwd.getpwnam("postfix").pw_uid
-    postfix_gid = grp.getgrnam("postfix").gr_gid
+    owner = pwd.getpwnam(render.mail_owner(settings))
+    postfix_uid, postfix_gid = owner.pw_uid, owner.pw_gid
     state = settings.state_path
     dirs = [
         ("log", 0o750, 0, 0),
         ("run", 0o755, 0, 0),
-        ("run/milter", 0o750, 0, postfix_gid),
-        ("run/socketmap", 0o750, 0, postfix_gid),
-        ("run/policyd", 0o750, 0, postfix_gid),
+        *((str(folder), 0o750, 0, postfix_gid) for folder in postfix_socket_dirs(settings)),
         ("dovecot", 0o755, 0, 0),
         ("postfix", 0o755, 0, 0),
         ("postfix/spool", 0o755, 0, 0),
@@ -169,8 +244,8 @@ def prepare(
 
 def refuse_to_start(settings: Settings, external_postfix: bool) -> None:
     """`txmail doctor`'s checks that need no running node: errors stop `up` before anything
-    starts (TxmailError with one line each), warnings are logged."""
-    operator = settings.postfix.operator_config_dir
+    starts (ConfigError, exit 2, one line each), warnings are logged."""
+    operator = settings.postfix.config_directory
     if external_postfix:  # the operator's, once `txmail postfix install` has recorded it
         config_dir = Path(operator) if operator else None
     else:
@@ -216,7 +291,7 @@ def build(
             env=env,
         )
     )
-    auth_sock = state / "run/dovecot/auth-postfix"
+    auth_sock = settings.sasl_socket
     components.append(
         ProcessComponent(
             "dovecot",
@@ -225,8 +300,10 @@ def build(
             ready=lambda: can_connect_unix(auth_sock),
         )
     )
+    postfix_group = render.mail_owner_group(settings)
     milter_sock = settings.path(settings.milter.socket)
-    # The milter runs with group postfix and umask 007 so only Postfix can use its socket.
+    # The milter runs with Postfix's group (mail_owner's) and umask 007 so only Postfix can use
+    # its socket.
     components.append(
         ProcessComponent(
             "milter",
@@ -234,7 +311,7 @@ def build(
             log_dir,
             ready=lambda: can_connect_unix(milter_sock),
             env=env,
-            group="postfix",
+            group=postfix_group,
             umask=0o007,
         )
     )
@@ -247,7 +324,7 @@ def build(
             log_dir,
             ready=lambda: can_connect_unix(socketmap_sock),
             env=env,
-            group="postfix",
+            group=postfix_group,
             umask=0o007,
         )
     )
@@ -260,7 +337,7 @@ def build(
             log_dir,
             ready=lambda: can_connect_unix(policyd_sock),
             env=env,
-            group="postfix",
+            group=postfix_group,
             umask=0o007,
         )
     )
@@ -427,6 +504,7 @@ def cleanup_sockets(settings: Settings) -> None:
         run / "redis/redis.sock",
         settings.path(settings.domains.socketmap),
         settings.path(settings.policyd.socket),
+        settings.sasl_socket,
     ):
         path.unlink(missing_ok=True)
     shutil.rmtree(run / "dovecot", ignore_errors=True)
@@ -440,6 +518,9 @@ def up(
     only: tuple[str, ...] = (),
     checks: Sequence[Callable[[Settings], None]] = (),
 ) -> int:
+    # Installed into the operator's Postfix (postfix.queue_directory is set): never start an
+    # instance of txmail's own beside it.
+    external_postfix = external_postfix or settings.external_postfix
     prepare(settings, config_file, checks)
     refuse_to_start(settings, external_postfix)
     if dev and not external_postfix:

@@ -9,7 +9,10 @@ pointer) are only ever used one key per command.
     PREFIX accounts:changed          channel a message on every account change
     PREFIX domains                   hash    sending domain -> owning account
     PREFIX queue:QID                 string  Postfix queue id -> account (TTL as the message)
-    PREFIX domain:DOMAIN             hash    one sending domain: DKIM keys, return-path subdomain
+    PREFIX domain:DOMAIN             hash    one sending domain: DKIM keys (private halves
+                                             included), return-path subdomain
+    PREFIX secret:NAME               hash    the installation's HMAC key NAME (bounce, tracking,
+                                             webhook): current, previous, rotated_at
     PREFIX return-paths              hash    return-path domain -> sending domain (Postfix relays)
     PREFIX {ACCOUNT}:account         hash    the account's settings and state
     PREFIX {ACCOUNT}:message:QID     hash    one accepted message (TTL)
@@ -39,6 +42,8 @@ pointer) are only ever used one key per command.
                                              DAY (YYYYMMDD) (TTL)
     PREFIX {ACCOUNT}:webhook         hash    webhooks: endpoint state (disabled, failing_since,
                                              attempts, next_attempt)
+    PREFIX {ACCOUNT}:webhook:secret  hash    webhooks: the account's own secret after a
+                                             rotation: current, previous, previous_until
     PREFIX {ACCOUNT}:webhook:dead    stream  webhooks: dead letters, one `event` field (capped)
     PREFIX bounces:unparsed          stream  bounce pipe: returned mail it could not read or
                                              match, kept for `txmail bounces unparsed` (capped)
@@ -95,6 +100,10 @@ class Keys:
     def return_paths(self) -> str:
         return f"{self.prefix}return-paths"
 
+    def secret(self, name: str) -> str:
+        """One of the installation's HMAC keys: bounce, tracking or webhook."""
+        return f"{self.prefix}secret:{name}"
+
     # per-account keys
     def account(self, account: str) -> str:
         return f"{self.prefix}{{{account}}}:account"
@@ -150,6 +159,9 @@ class Keys:
 
     def webhook(self, account: str) -> str:
         return f"{self.prefix}{{{account}}}:webhook"
+
+    def webhook_secret(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:webhook:secret"
 
     def dead_letters(self, account: str) -> str:
         return f"{self.prefix}{{{account}}}:webhook:dead"

@@ -12,7 +12,7 @@ the 64 that RFC 5321 allows.
 The MAC covers the queue id only, so the bounce pipe can check a token from the local part alone
 (Postfix hands it ${recipient}); the return-path domain is routing, not identity.
 
-Reads:  the secret (secrets.bounce_key_file, via Settings.read_secret), passed in by the caller.
+Reads:  the secret(s) (the bounce key, txmail.store.secrets), passed in by the caller.
 Fails:  bounce_address raises ValueError for a queue id that is not a Postfix queue id;
         verify_bounce_address returns None for anything forged, truncated or malformed.
 """
@@ -66,10 +66,14 @@ def bounce_address(
     return f"{local}@{return_path_domain.lower()}"
 
 
-def verify_bounce_address(address_or_local_part: str, secret: bytes) -> str | None:
+def verify_bounce_address(
+    address_or_local_part: str, secret: bytes | tuple[bytes, ...]
+) -> str | None:
     """The queue id a bounce address was made for, or None when it is forged or malformed.
 
-    Accepts the whole address, its local part (`bounces+TOKEN`) or the bare token (Postfix's
+    `secret` may be several keys (the current one and the one a rotation replaced): a token
+    made under any of them verifies. Accepts the whole address, its local part
+    (`bounces+TOKEN`) or the bare token (Postfix's
     ${extension}), in any letter case.
     """
     text = address_or_local_part.strip().strip("<>")
@@ -93,6 +97,7 @@ def verify_bounce_address(address_or_local_part: str, secret: bytes) -> str | No
         return None
     if not _QUEUE_ID.match(queue_id) or _b32(queue_id.encode("ascii")) != encoded:
         return None
-    if not hmac.compare_digest(_mac(queue_id, secret), mac):
-        return None
-    return queue_id
+    keys = (secret,) if isinstance(secret, bytes) else secret
+    # Every key is tried, so the time taken does not say which one matched.
+    matched = [hmac.compare_digest(_mac(queue_id, key), mac) for key in keys]
+    return queue_id if any(matched) else None

@@ -67,14 +67,34 @@ def _unb64(text: str) -> bytes:
 class CopySigner:
     """Signs and verifies X-CloudMTA-Copy values under a key only the milter holds."""
 
-    def __init__(self, secret: bytes, clock: Callable[[], float] = time.time) -> None:
-        if len(secret) < 16:
-            raise ValueError("the copy secret must have at least 16 bytes")
-        self._key = hmac.new(secret, b"txmail copy header v1", hashlib.sha256).digest()
+    def __init__(
+        self,
+        secret: bytes | Callable[[], tuple[bytes, ...]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`secret`: the key, or a function giving the keys in force (the current one first;
+        txmail.store.secrets), asked at every use."""
+        self._secrets = secret if callable(secret) else (lambda: (secret,))
+        self._derived: tuple[tuple[bytes, ...], tuple[bytes, ...]] = ((), ())
         self.clock = clock
+        self._keys()
 
-    def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()[:MAC_BYTES]
+    def _keys(self) -> tuple[bytes, ...]:
+        secrets = self._secrets()
+        if secrets != self._derived[0]:
+            if not secrets or any(len(s) < 16 for s in secrets):
+                raise ValueError("the copy secret must have at least 16 bytes")
+            self._derived = (
+                secrets,
+                tuple(
+                    hmac.new(s, b"txmail copy header v1", hashlib.sha256).digest() for s in secrets
+                ),
+            )
+        return self._derived[1]
+
+    def _mac(self, payload: bytes, key: bytes | None = None) -> bytes:
+        key = self._keys()[0] if key is None else key
+        return hmac.new(key, payload, hashlib.sha256).digest()[:MAC_BYTES]
 
     def sign(self, header: CopyHeader) -> str:
         """The header value, folded below FOLD_AT characters a line."""
@@ -107,7 +127,7 @@ class CopySigner:
             payload, given = _unb64(encoded), _unb64(mac)
         except (binascii.Error, ValueError):
             return None
-        if not hmac.compare_digest(given, self._mac(payload)):
+        if not any([hmac.compare_digest(given, self._mac(payload, k)) for k in self._keys()]):
             return None
         try:
             header = _header(json.loads(payload))

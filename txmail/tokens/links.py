@@ -29,6 +29,7 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,14 +63,35 @@ def _unb64(text: str) -> bytes:
 class LinkSigner:
     """Signs and verifies tracking tokens under one secret."""
 
-    def __init__(self, secret: bytes) -> None:
-        if len(secret) < 16:
-            raise ValueError("the tracking secret must have at least 16 bytes")
-        # A key of its own, so a tracking MAC can never be replayed as another txmail MAC.
-        self._key = hmac.new(secret, b"txmail tracking token v1", hashlib.sha256).digest()
+    def __init__(self, secret: bytes | Callable[[], tuple[bytes, ...]]) -> None:
+        """`secret`: the key, or a function giving the keys in force (the current one first,
+        then one a rotation replaced; txmail.store.secrets), asked at every use."""
+        self._secrets = secret if callable(secret) else (lambda: (secret,))
+        self._derived: tuple[tuple[bytes, ...], tuple[bytes, ...]] = ((), ())
+        self._keys()  # a key that is too short fails here, at start-up
 
-    def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()[:MAC_BYTES]
+    def _keys(self) -> tuple[bytes, ...]:
+        secrets = self._secrets()
+        if secrets != self._derived[0]:
+            if not secrets or any(len(s) < 16 for s in secrets):
+                raise ValueError("the tracking secret must have at least 16 bytes")
+            # A key of its own, so a tracking MAC can never be replayed as another txmail MAC.
+            self._derived = (
+                secrets,
+                tuple(
+                    hmac.new(s, b"txmail tracking token v1", hashlib.sha256).digest()
+                    for s in secrets
+                ),
+            )
+        return self._derived[1]
+
+    def _mac(self, payload: bytes, key: bytes | None = None) -> bytes:
+        key = self._keys()[0] if key is None else key
+        return hmac.new(key, payload, hashlib.sha256).digest()[:MAC_BYTES]
+
+    def _genuine(self, payload: bytes, given: bytes) -> bool:
+        matched = [hmac.compare_digest(given, self._mac(payload, k)) for k in self._keys()]
+        return any(matched)
 
     def sign(self, mark: Mark) -> str:
         if mark.kind not in KINDS:
@@ -102,7 +124,7 @@ class LinkSigner:
             return None
         if _b64(payload) != encoded or _b64(given) != mac:
             return None  # non-canonical base64 (unused low bits set): not what we wrote
-        if not hmac.compare_digest(given, self._mac(payload)):
+        if not self._genuine(payload, given):
             return None
         try:
             fields = json.loads(payload)

@@ -365,7 +365,7 @@ def http_status_of(refusal: Refused) -> int:
 
 def api_socket(services: Services) -> str:
     """Postfix's private/txmail-api socket (master.cf) in this node's queue directory."""
-    return str(services.settings.state_path / "postfix/spool/private/txmail-api")
+    return str(services.settings.postfix_queue_path / "private/txmail-api")
 
 
 @endpoint

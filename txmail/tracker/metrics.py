@@ -1,19 +1,30 @@
 """Prometheus /metrics of a txmail node, read from the Redis counters at each scrape.
 
-Metrics (prometheus-client text format):
-    txmail_messages_accepted_total               milter: messages accepted (stats:messages)
-    txmail_messages_refused_total{code,status}   milter: refusals by SMTP reply code and RFC 3463
-                                                 status (stats:messages)
-    txmail_policy_decisions_total{outcome}       policyd decisions by outcome (stats:policy)
-    txmail_events_today{account,kind}            events of the current UTC day
-                                                 (PREFIX {ACCOUNT}:counts:DAY)
-    txmail_postfix_queue_messages{queue}         files in Postfix's incoming, active, deferred,
-                                                 hold and maildrop queues of this node
-    txmail_webhook_backlog_events{account}       events not yet posted: the consumer group's lag
-                                                 plus its pending entries
-    txmail_webhook_dead_letters{account}         dead letters kept (PREFIX {ACCOUNT}:webhook:dead)
-    txmail_tracker_dropped_total                 opens and clicks dropped, queue full
-    txmail_up                                    1 when Redis answered this scrape, else 0
+Every series carries a `scope` label. scope="node": this node's own (its Postfix queues, its
+tracker, whether it reached Redis); sum them across nodes. scope="installation": read from the
+shared Redis, so every node of one installation reports the same value; never sum them across
+nodes (take one node's, or max by the other labels).
+
+Metrics (prometheus-client text format), with their scope:
+    txmail_messages_accepted_total               installation  milter: messages accepted
+                                                               (stats:messages)
+    txmail_messages_refused_total{code,status}   installation  milter: refusals by SMTP reply
+                                                               code and RFC 3463 status
+    txmail_policy_decisions_total{outcome}       installation  policyd decisions (stats:policy)
+    txmail_events_today{account,kind}            installation  events of the current UTC day
+                                                               (PREFIX {ACCOUNT}:counts:DAY)
+    txmail_webhook_backlog_events{account}       installation  events not yet posted: the
+                                                               consumer group's lag plus its
+                                                               pending entries
+    txmail_webhook_dead_letters{account}         installation  dead letters kept
+                                                               (PREFIX {ACCOUNT}:webhook:dead)
+    txmail_postfix_queue_messages{queue}         node          files in this node's Postfix
+                                                               incoming, active, deferred,
+                                                               hold and maildrop queues
+    txmail_tracker_dropped_total                 node          opens and clicks dropped, queue
+                                                               full
+    txmail_up                                    node          1 when Redis answered this
+                                                               scrape, else 0
 
 Reads Redis with one pipeline per group of accounts; a scrape while Redis is down answers
 txmail_up 0 and the queue sizes. Only clients in tracker.metrics_networks may read it (403).
@@ -43,6 +54,8 @@ from txmail.tracker.services import SERVICES, Services, error_response, metrics_
 log = logging.getLogger("txmail.tracker")
 
 QUEUES = ("incoming", "active", "deferred", "hold", "maildrop")
+NODE = "node"  # the `scope` of a series about this node alone: sum across nodes
+INSTALLATION = "installation"  # the same on every node (shared Redis): never sum
 
 
 def queue_sizes(spool: Path) -> dict[str, int]:
@@ -78,64 +91,78 @@ class RedisCollector(Collector):
         queues = GaugeMetricFamily(
             "txmail_postfix_queue_messages",
             "Messages in Postfix's queues of this node",
-            labels=["queue"],
+            labels=["queue", "scope"],
         )
-        for queue, size in queue_sizes(settings.state_path / "postfix/spool").items():
-            queues.add_metric([queue], size)
+        for queue, size in queue_sizes(settings.postfix_queue_path).items():
+            queues.add_metric([queue, NODE], size)
         yield queues
         dropped = CounterMetricFamily(
-            "txmail_tracker_dropped", "Opens and clicks dropped because the queue was full"
+            "txmail_tracker_dropped",
+            "Opens and clicks this node's tracker dropped because the queue was full",
+            labels=["scope"],
         )
-        dropped.add_metric([], services.dropped)
+        dropped.add_metric([NODE], services.dropped)
         yield dropped
-        up = GaugeMetricFamily("txmail_up", "1 when Redis answered this scrape")
+        up = GaugeMetricFamily(
+            "txmail_up", "1 when Redis answered this node's scrape", labels=["scope"]
+        )
         try:
             families = list(self._from_redis())
         except (redis.RedisError, TemporaryFailure) as exc:
             log.warning("metrics: Redis unavailable (%s)", exc.__class__.__name__)
-            up.add_metric([], 0)
+            up.add_metric([NODE], 0)
             yield up
             return
-        up.add_metric([], 1)
+        up.add_metric([NODE], 1)
         yield up
         yield from families
 
     def _from_redis(self) -> Iterator[Any]:
         client, keys = self.services.client, self.services.keys
-        accepted = CounterMetricFamily("txmail_messages_accepted", "Messages the milter accepted")
+        accepted = CounterMetricFamily(
+            "txmail_messages_accepted",
+            "Messages the milters of every node accepted",
+            labels=["scope"],
+        )
         refused = CounterMetricFamily(
             "txmail_messages_refused",
-            "Messages the milter refused, by reply",
-            labels=["code", "status"],
+            "Messages the milters of every node refused, by reply",
+            labels=["code", "status", "scope"],
         )
         policy = CounterMetricFamily(
-            "txmail_policy_decisions", "Policy daemon decisions", labels=["outcome"]
+            "txmail_policy_decisions",
+            "Policy daemon decisions of every node",
+            labels=["outcome", "scope"],
         )
         pipe = client.pipeline(transaction=False)
         pipe.hgetall(keys.message_stats)
         pipe.hgetall(keys.policy_stats)
         pipe.smembers(keys.accounts)
         message_stats, policy_stats, accounts = pipe.execute()
-        accepted.add_metric([], _count(message_stats).get("accepted", 0))
+        accepted.add_metric([INSTALLATION], _count(message_stats).get("accepted", 0))
         for name, value in _count(message_stats).items():
             if name.startswith("refused:"):
                 _, code, status = (name.split(":", 2) + ["", ""])[:3]
-                refused.add_metric([code, status], value)
+                refused.add_metric([code, status, INSTALLATION], value)
         for outcome, value in _count(policy_stats).items():
-            policy.add_metric([outcome], value)
+            policy.add_metric([outcome, INSTALLATION], value)
         yield accepted
         yield refused
         yield policy
         events = GaugeMetricFamily(
-            "txmail_events_today", "Events of the current UTC day", labels=["account", "kind"]
+            "txmail_events_today",
+            "Events of the current UTC day",
+            labels=["account", "kind", "scope"],
         )
         backlog = GaugeMetricFamily(
             "txmail_webhook_backlog_events",
             "Events not yet posted to the account's webhook",
-            labels=["account"],
+            labels=["account", "scope"],
         )
         dead = GaugeMetricFamily(
-            "txmail_webhook_dead_letters", "Dead letters kept for the account", labels=["account"]
+            "txmail_webhook_dead_letters",
+            "Dead letters kept for the account",
+            labels=["account", "scope"],
         )
         day = time.strftime("%Y%m%d", time.gmtime())
         names = sorted(accounts)
@@ -150,12 +177,12 @@ class RedisCollector(Collector):
             counts, dead_count, has_stream = rows[3 * i : 3 * i + 3]
             for kind, value in _count(counts).items():
                 if kind in KINDS:
-                    events.add_metric([account, kind], value)
-            dead.add_metric([account], int(dead_count))
+                    events.add_metric([account, kind, INSTALLATION], value)
+            dead.add_metric([account, INSTALLATION], int(dead_count))
             if has_stream:
                 with_stream.append(account)
         for account in with_stream:
-            backlog.add_metric([account], self._backlog(account))
+            backlog.add_metric([account, INSTALLATION], self._backlog(account))
         yield events
         yield backlog
         yield dead

@@ -47,6 +47,7 @@ from aiohttp import web
 from txmail import store
 from txmail.config import Settings
 from txmail.events import Recorder
+from txmail.store import secrets
 from txmail.tokens.links import LinkSigner, public_base_url
 from txmail.tracker import api, metrics
 from txmail.tracker.machines import classify
@@ -197,7 +198,7 @@ def build_services(settings: Settings) -> Services:
     )
     services = Services(
         settings=settings,
-        signer=LinkSigner(settings.read_secret("tracking_key_file")),
+        signer=LinkSigner(lambda: secrets.accepted(settings, client, "tracking_key_file")),
         recording=None,
         client=client,
         keys=keys,

@@ -65,6 +65,7 @@ import redis
 from txmail.config import WebhooksSettings
 from txmail.events import WEBHOOK_GROUP
 from txmail.store import Client, Keys, decoded, decoded_or_none, guard, scripts
+from txmail.store.secrets import read_webhook_secret
 from txmail.webhooks import signing
 
 log = logging.getLogger("txmail.webhooks")
@@ -150,7 +151,7 @@ class Dispatcher:
         client: Client,
         keys: Keys,
         settings: WebhooksSettings,
-        webhook_key: bytes,
+        webhook_key: bytes | Callable[[], bytes | tuple[bytes, ...]],
         consumer: str,
         transport: Transport,
         stream_max: int = 100_000,
@@ -161,7 +162,7 @@ class Dispatcher:
         self.client = client
         self.keys = keys
         self.settings = settings
-        self.webhook_key = webhook_key
+        self.webhook_key = webhook_key if callable(webhook_key) else (lambda: webhook_key)
         self.consumer = consumer
         self.transport = transport
         self.stream_max = stream_max
@@ -374,7 +375,12 @@ class Dispatcher:
                 continue
             batch = endpoint.batch[: self.settings.batch_size]
             body = body_of(batch)
-            secret = signing.account_secret(self.webhook_key, endpoint.account)
+            secret = signing.account_secrets(
+                self.webhook_key(),
+                endpoint.account,
+                read_webhook_secret(self.client, self.keys, endpoint.account),
+                now,
+            )
             headers = signing.headers(secret, batch_id(batch), int(now), body)
             endpoint.inflight_batch = batch
             endpoint.inflight = self.executor.submit(self._post, endpoint.url, body, headers)

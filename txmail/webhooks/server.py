@@ -26,7 +26,7 @@ from txmail import store
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.events import Event
-from txmail.store import Client, Keys, decoded_entries, guard
+from txmail.store import Client, Keys, decoded_entries, guard, secrets
 from txmail.webhooks.dispatcher import Dispatcher, requests_transport
 
 log = logging.getLogger("txmail.webhooks")
@@ -43,7 +43,7 @@ def build(settings: Settings, client: Client, executor: Any = None) -> Dispatche
         client,
         Keys(settings.redis.prefix),
         settings.webhooks,
-        settings.read_secret("webhook_key_file"),
+        lambda: secrets.webhook_keys(settings, client),
         consumer_name(settings),
         requests_transport(),
         stream_max=settings.events.stream_max,

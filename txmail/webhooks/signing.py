@@ -4,9 +4,11 @@
     webhook-timestamp: seconds since 1970, when this attempt was made
     webhook-signature: v1,BASE64(HMAC-SHA256(secret, "ID.TIMESTAMP.BODY"))
 
-Each account has its own secret, derived from the relay's webhook key (secrets.webhook_key_file)
-and the account name, so one account's secret cannot sign another's posts and nothing per
-account needs storing. It is shown, as `whsec_BASE64`, only by `txmail webhooks secret ACCOUNT`;
+Each account has its own secret, derived from the installation's webhook key (kept in Redis,
+txmail.store.secrets, so every node derives the same one) and the account name, so one
+account's secret cannot sign another's posts. `txmail webhooks rotate-secret` gives an account a
+random secret of its own; for an overlap both the old and the new one sign each post. It is
+shown, as `whsec_BASE64`, only by `txmail webhooks secret ACCOUNT`;
 it is never logged.
 """
 
@@ -17,12 +19,32 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
+from txmail.store.secrets import StoredWebhookSecret
+
 PREFIX = "whsec_"
 TOLERANCE = 300  # seconds a receiver accepts between the timestamp and its clock
 
 
 def account_secret(webhook_key: bytes, account: str) -> bytes:
+    """The secret derived from the installation's webhook key: the same on every node."""
     return hmac.new(webhook_key, f"txmail-webhook-v1:{account}".encode(), hashlib.sha256).digest()
+
+
+def account_secrets(
+    webhook_key: bytes | tuple[bytes, ...], account: str, stored: StoredWebhookSecret, now: float
+) -> tuple[bytes, ...]:
+    """The secrets the account's posts are signed with, the current one first: its own (after
+    `txmail webhooks rotate-secret`) or the one derived from the webhook key, and during a
+    rotation's overlap the one it replaced too. `webhook_key` may be the keys in force after
+    a rotation of the webhook key itself (txmail.store.secrets.webhook_keys), current first."""
+    keys = (webhook_key,) if isinstance(webhook_key, bytes) else webhook_key
+    if stored.current:
+        found = [stored.current]
+    else:
+        found = [account_secret(key, account) for key in keys]
+    if stored.previous and now < stored.previous_until:
+        found.append(stored.previous)
+    return tuple(dict.fromkeys(found))
 
 
 def secret_text(secret: bytes) -> str:
@@ -39,11 +61,16 @@ def signature(secret: bytes, message_id: str, timestamp: int, body: bytes) -> st
     return "v1," + base64.b64encode(hmac.new(secret, signed, hashlib.sha256).digest()).decode()
 
 
-def headers(secret: bytes, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+def headers(
+    secret: bytes | tuple[bytes, ...], message_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """The headers of one post; several secrets give several space-separated signatures (as
+    Standard Webhooks allows), so receivers holding either secret accept it."""
+    secrets = (secret,) if isinstance(secret, bytes) else secret
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": signature(secret, message_id, timestamp, body),
+        "webhook-signature": " ".join(signature(s, message_id, timestamp, body) for s in secrets),
         "content-type": "application/json",
     }
 

@@ -1,0 +1,55 @@
+"""`txmail secrets`: the installation's HMAC keys, kept in Redis and shared by every node."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from txmail import store
+from txmail.store import secrets
+
+_CHOICES = {short: name for name, short in secrets.NAMES.items()}
+
+
+@click.group("secrets")
+def secrets_group() -> None:
+    """Show and rotate the keys that sign bounce addresses, tracking links and webhooks."""
+
+
+@secrets_group.command("status")
+@click.pass_obj
+def status(obj: object) -> None:
+    """Say when each key was last rotated (never the keys themselves)."""
+    settings = obj.settings  # type: ignore[attr-defined]
+    shared = secrets.shared(settings, store.connect(settings))
+    for short, name in _CHOICES.items():
+        ring = shared.ring(name)
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ring.rotated_at))
+            if ring.rotated_at
+            else "never"
+        )
+        click.echo(
+            f"{short:9} rotated {when}"
+            + ("; the key before it still verifies" if ring.previous else "")
+        )
+
+
+@secrets_group.command("rotate")
+@click.argument("key", type=click.Choice(sorted(_CHOICES)))
+@click.pass_obj
+def rotate(obj: object, key: str) -> None:
+    """Make a new KEY for every node. Tokens signed with the old key keep verifying until the
+    next rotation: rotate no more often than tokens live (milter.message_ttl_days)."""
+    settings = obj.settings  # type: ignore[attr-defined]
+    shared = secrets.shared(settings, store.connect(settings))
+    shared.rotate(_CHOICES[key])
+    shared.write_cache(_CHOICES[key])
+    click.echo(
+        f"{key}: rotated; every node uses the new key within {secrets.REFRESH_SECONDS:.0f} s, "
+        "and the old one still verifies"
+    )
+
+
+COMMANDS = [secrets_group]
