@@ -360,12 +360,40 @@ class BouncePipeSettings:
 
 @dataclass(frozen=True)
 class MaillogSettings:
-    """`txmail maillog`: the follower of Postfix's maillog_file (postfix.maillog)."""
+    """`txmail maillog`: the follower of Postfix's log, wherever Postfix writes it.
 
+    `txmail postfix install` detects the source of the operator's Postfix (its maillog_file,
+    else the file rsyslog writes mail to, else journald) and writes it here."""
+
+    source: str = _doc(
+        'Where Postfix\'s log is read: "file" (a log file, followed across rotation) or '
+        '"journald" (the systemd journal, read with journalctl).',
+        "file",
+    )
+    path: str = _doc(
+        'The log file when source = "file", e.g. /var/log/mail.log; empty: '
+        "postfix.maillog (the maillog_file of txmail's own Postfix).",
+        "",
+    )
+    journal_namespace: str = _doc(
+        'The journald namespace when source = "journald" (journalctl --namespace); '
+        "empty: the system journal.",
+        "",
+    )
+    journal_match: list = _doc(
+        'journalctl matches that select Postfix\'s entries when source = "journald" '
+        "(FIELD=VALUE; several are ORed); the default is the mail facility.",
+        ["SYSLOG_FACILITY=2"],
+    )
     offset_file: str = _doc(
-        "Where the follower saves the inode and byte offset it has read "
-        "up to, relative to state_dir.",
+        "Where the follower saves its position (a file's inode and byte offset, or "
+        "the journal cursor) once the lines before it were recorded, relative to state_dir.",
         "run/maillog.offset",
+    )
+    rotate_grace: float = _doc(
+        "Seconds a rotated log file is still read after the new one appeared, for the "
+        "lines the logger wrote into it before it reopened the log.",
+        1.0,
     )
     poll_interval: float = _doc("Seconds between looks at the log when it has nothing new.", 0.2)
 
@@ -568,6 +596,11 @@ class Settings:
         """A path setting resolved against the state directory."""
         p = Path(relative)
         return p if p.is_absolute() else self.state_path / p
+
+    @property
+    def maillog_path(self) -> Path:
+        """The log file the maillog follower reads when maillog.source is "file"."""
+        return self.path(self.maillog.path or self.postfix.maillog)
 
     @property
     def external_postfix(self) -> bool:
@@ -810,8 +843,7 @@ def _validate_events(settings: Settings) -> None:
         )
     if hooks.retry_window < 86400:
         raise ConfigError("webhooks.retry_window must be at least 86400 seconds (24 hours)")
-    if settings.maillog.poll_interval <= 0:
-        raise ConfigError("maillog.poll_interval must be a positive number of seconds")
+    _validate_maillog(settings.maillog)
     for key, value in (
         ("events.stream_max", settings.events.stream_max),
         ("events.counter_days", settings.events.counter_days),
@@ -835,6 +867,26 @@ def _validate_events(settings: Settings) -> None:
             raise ConfigError(f"{key} must be at least 1")
     if settings.bounce_pipe.parser_timeout <= 0:
         raise ConfigError("bounce_pipe.parser_timeout must be a positive number of seconds")
+
+
+def _validate_maillog(maillog: MaillogSettings) -> None:
+    if maillog.poll_interval <= 0:
+        raise ConfigError("maillog.poll_interval must be a positive number of seconds")
+    if maillog.rotate_grace < 0:
+        raise ConfigError("maillog.rotate_grace must not be negative")
+    if maillog.source not in ("file", "journald"):
+        raise ConfigError(f'maillog.source = {maillog.source!r}: use "file" or "journald"')
+    if maillog.journal_namespace and not re.match(
+        r"^[A-Za-z0-9_.:-]{1,64}$", maillog.journal_namespace
+    ):
+        raise ConfigError(
+            f"maillog.journal_namespace = {maillog.journal_namespace!r} is not a namespace name"
+        )
+    for match in maillog.journal_match:
+        if not isinstance(match, str) or not re.match(r"^[A-Z0-9_]+=[^\s]*$", match):
+            raise ConfigError(
+                f"maillog.journal_match: {match!r}: write FIELD=VALUE, e.g. SYSLOG_FACILITY=2"
+            )
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:

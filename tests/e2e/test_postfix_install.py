@@ -117,20 +117,37 @@ def test_install_into_debian_postfix_chrooted_and_every_capability(
     assert postconf_h(etc, "maillog_file") == ""  # Debian logs through syslog
 
     node = make_stack(name="installed")
-    # Until the follower learns to find the log itself, it is pointed at rsyslog's mail log.
-    node.configure("postfix", maillog=str(operator.mail_log))
+    # The follower is pointed at rsyslog's mail log by install. What detection would find
+    # depends on the rsyslogd processes of this machine (this test's reads its own
+    # configuration), so the file is named (tests/unit/stack/test_logsource.py: detection).
+    log_flags = ("--maillog-source", "file", "--maillog-path", str(operator.mail_log))
     dry = node.txmail(
-        "postfix", "install", "--postfix-config-dir", str(etc), "--dry-run", "--no-systemd"
+        "postfix",
+        "install",
+        "--postfix-config-dir",
+        str(etc),
+        "--dry-run",
+        "--no-systemd",
+        *log_flags,
     )
+    assert f"maillog.path = '{operator.mail_log}'" in dry.stdout
     assert "postconf -c" in dry.stdout and "-M -e" in dry.stdout
     assert f"queue_directory = '{operator.queue}'" in dry.stdout
     assert operator.files() == original  # a dry run changes nothing
 
     units = node.state / "systemd"
     result = node.txmail(
-        "postfix", "install", "--postfix-config-dir", str(etc), "--systemd-dir", str(units)
+        "postfix",
+        "install",
+        "--postfix-config-dir",
+        str(etc),
+        "--systemd-dir",
+        str(units),
+        *log_flags,
     )
     assert "installed into" in result.stdout
+    maillog = config.load(node.config).maillog
+    assert (maillog.source, maillog.path) == ("file", str(operator.mail_log))
     unit = (units / "txmail.service").read_text()
     assert "up --external-postfix" in unit and str(node.config) in unit
     [backup] = list(etc.glob("txmail-backup-*"))
@@ -174,6 +191,7 @@ def test_install_into_debian_postfix_chrooted_and_every_capability(
         "postfix", "install", "--postfix-config-dir", str(etc), "--dry-run", "--no-systemd"
     )
     assert " -e '" not in again.stdout.split("-M -e")[0].replace("postconf -c", "")
+    assert "# the maillog follower: as txmail.toml says" in again.stdout  # not detected anew
 
     node.start(args=("--external-postfix",))
     operator.start()
@@ -330,3 +348,4 @@ def test_install_into_debian_postfix_chrooted_and_every_capability(
     assert not list(etc.glob("txmail-backup-*"))
     assert not (units / "txmail.service").exists()
     assert config.load(node.config).postfix.queue_directory == ""
+    assert config.load(node.config).maillog.path == ""  # txmail's own Postfix's log again

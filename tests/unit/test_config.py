@@ -41,6 +41,10 @@ def test_state_dir_defaults_to_the_config_folder(tmp_path: Path) -> None:
         ("[trusted]\nport = 2600\nnetworks = ['x']\naccount = 'a'", "'x' is not a network"),
         ("listen = 3", "listen must be a table"),
         ("[listen", "not valid TOML"),
+        ("[maillog]\nsource = 'syslog'", 'maillog.source = \'syslog\': use "file" or "journald"'),
+        ("[maillog]\njournal_match = ['postfix']", "maillog.journal_match: 'postfix'"),
+        ("[maillog]\njournal_namespace = 'a b'", "maillog.journal_namespace"),
+        ("[maillog]\nrotate_grace = -1", "maillog.rotate_grace must not be negative"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -59,3 +63,10 @@ def test_reference_lists_every_key() -> None:
     reference = config.reference()
     for key in ("listen.submission", "redis.url", "trusted.networks", "dovecot.passwd_file"):
         assert f"`{key}`" in reference
+
+
+def test_maillog_path_defaults_to_postfix_maillog(tmp_path: Path) -> None:
+    settings = config.load(write(tmp_path, ""))
+    assert settings.maillog_path == tmp_path.resolve() / "log/postfix.log"
+    settings = config.load(write(tmp_path, "[maillog]\npath = '/var/log/mail.log'"))
+    assert settings.maillog_path == Path("/var/log/mail.log")

@@ -130,6 +130,7 @@ COMMAND_MODULES = [
     "txmail.cli.messages",
     "txmail.cli.webhooks",
     "txmail.cli.secrets",
+    "txmail.cli.doctor",
 ]
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
 
-from txmail.stack import install, render
+from txmail.config import DEFAULT_CONFIG_NAME as CONFIG_NAME
+from txmail.config import Settings
+from txmail.errors import ConfigError
+from txmail.stack import install, logsource, render
 
 
 @click.group("postfix")
@@ -50,18 +54,44 @@ def render_cmd(obj: object, out: str) -> None:
     help="Where to write txmail.service.",
 )
 @click.option("--no-systemd", is_flag=True, help="Do not write a systemd unit.")
+@click.option(
+    "--maillog-source",
+    type=click.Choice(["auto", "file", "journald"]),
+    default="auto",
+    show_default=True,
+    help="Where the maillog follower reads Postfix's log; auto: what txmail.toml [maillog] "
+    "says if it names a file or journald, else detected: maillog_file, else the file a "
+    "running rsyslogd writes mail to, else journald. Written to txmail.toml [maillog].",
+)
+@click.option(
+    "--maillog-path",
+    default="",
+    help="The log file with --maillog-source file (default: the one detected).",
+)
 @click.pass_obj
 def install_cmd(
-    obj: object, postfix_config_dir: str, dry_run: bool, systemd_dir: str, no_systemd: bool
+    obj: object,
+    postfix_config_dir: str,
+    dry_run: bool,
+    systemd_dir: str,
+    no_systemd: bool,
+    maillog_source: str,
+    maillog_path: str,
 ) -> None:
     """Merge txmail's listeners, milter, policy service and bounce transport into an existing
-    Postfix without touching the operator's own settings (backed up first)."""
+    Postfix without touching the operator's own settings (backed up first), and tell the
+    maillog follower where that Postfix logs."""
     settings = obj.settings  # type: ignore[attr-defined]
     config_file = Path(obj.config_path)  # type: ignore[attr-defined]
     operator_dir = Path(postfix_config_dir).resolve()
     installed = install.installed_settings(settings, operator_dir)
     plan = install.plan(installed, config_file, operator_dir)
     unit = install.systemd_unit(installed, config_file)
+    source = _log_source(settings, operator_dir, maillog_source, maillog_path)
+    installed = dataclasses.replace(
+        installed,
+        maillog=dataclasses.replace(installed.maillog, source=source.source, path=source.path),
+    )
     if dry_run:
         click.echo("# main.cf and master.cf changes:")
         click.echo(plan.shell(operator_dir))
@@ -70,6 +100,7 @@ def install_cmd(
             click.echo(f"#   {line}")
         for note in plan.notes:
             click.echo(f"# note: {note}")
+        click.echo(f"# the maillog follower: {source.why}")
         if not no_systemd:
             click.echo(f"# {Path(systemd_dir) / 'txmail.service'}:")
             click.echo(unit, nl=False)
@@ -85,6 +116,8 @@ def install_cmd(
         f"(queue directory {installed.postfix.queue_directory}; txmail's sockets in "
         f"{installed.postfix_queue_path / install.SOCKET_FOLDER})"
     )
+    shown = source.path or "the journal"
+    click.echo(f"txmail: the maillog follower reads {shown} ({source.why})")
     if not no_systemd:
         path = Path(systemd_dir) / "txmail.service"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,9 +134,26 @@ def install_cmd(
         )
 
 
-def _changed_settings(before: object, after: object, section: str = "") -> list[str]:
-    import dataclasses
+def _log_source(
+    settings: Settings, operator_dir: Path, source: str, path: str
+) -> logsource.LogSource:
+    """The operator's choice: the flags, else what txmail.toml says already (an earlier
+    install, or the operator's edit); else what is detected for the Postfix in `operator_dir`."""
+    current = settings.maillog
+    if source == "auto" and (current.path or current.source == "journald"):
+        return logsource.LogSource(current.source, current.path, f"as {CONFIG_NAME} says")
+    if source == "journald":
+        return logsource.LogSource("journald", "", "--maillog-source journald")
+    maillog_file = install.postconf(operator_dir, "-h", "maillog_file").strip()
+    if source == "file" and path:
+        return logsource.LogSource("file", path, "--maillog-path")
+    found = logsource.gather(maillog_file)
+    if source == "file" and found.source != "file":
+        raise ConfigError("--maillog-source file: no log file was found; give --maillog-path")
+    return found
 
+
+def _changed_settings(before: object, after: object, section: str = "") -> list[str]:
     lines = []
     for f in dataclasses.fields(after):  # type: ignore[arg-type]
         old, new = getattr(before, f.name), getattr(after, f.name)

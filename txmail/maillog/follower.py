@@ -6,12 +6,19 @@ DESCRIPTION
     so a restart resumes exactly after the last line that was handled (lines handled again
     after a crash are harmless: events are recorded once per message, recipient and kind).
 
+    The file is Postfix's maillog_file or the file a syslog daemon writes mail to
+    (/var/log/mail.log); see maillog.source and maillog.path.
+
     Rotation (`postfix logrotate`, logrotate's create mode): when `path` names another inode,
     the old file is read to its end through the descriptor still open, then the new file is
-    read from its start. When the follower was down during a rotation, the saved inode is
-    looked for among the files next to `path` whose names start with its name (Postfix renames
-    maillog to maillog.YYYYMMDD-HHMMSS) and its rest is read first. A file that became shorter
-    than the saved offset was truncated (copytruncate) and is read from its start.
+    read from its start. A logger that writes through its own descriptor (rsyslog until
+    logrotate's postrotate HUP) may still add lines to the old file after the new one
+    appeared, so the old one is left only once it gave nothing for `rotate_grace` seconds
+    after the rotation was seen. When the follower was down during a rotation, the saved
+    inode is looked for among the files next to `path` whose names start with its name
+    (Postfix renames maillog to maillog.YYYYMMDD-HHMMSS, logrotate mail.log to mail.log.1)
+    and its rest is read first. A file that became shorter than the saved offset was
+    truncated (copytruncate) and is read from its start.
 
 WRITES
     The position file, JSON {"device", "inode", "offset"}, replaced atomically (write and
@@ -28,6 +35,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -35,6 +44,7 @@ from typing import IO
 log = logging.getLogger("txmail.maillog")
 
 READ_SIZE = 1 << 20
+COMPRESSED = frozenset({".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z"})
 
 
 @dataclass(frozen=True)
@@ -45,9 +55,19 @@ class Position:
 
 
 class LogFollower:
-    def __init__(self, path: Path, position_file: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        position_file: Path,
+        rotate_grace: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = path
         self.position_file = position_file
+        self.rotate_grace = rotate_grace
+        self.clock = clock
+        self.rotation_seen: float | None = None  # when `path` was seen naming another file
+        self.pending: list[Path] = []  # rotated files to read after this one, before `path`
         self.handle: IO[bytes] | None = None
         self.device = 0
         self.inode = 0
@@ -84,6 +104,7 @@ class LogFollower:
             self.handle.close()
         self.handle = None
         self.partial = b""
+        self.rotation_seen = None
 
     def _open(self, path: Path, offset: int) -> bool:
         try:
@@ -117,9 +138,32 @@ class LogFollower:
                 return candidate
         return None
 
+    def _rotated_after(self, old: Path) -> list[Path]:
+        """Files rotated after `old` and before the current log, oldest first: when the log
+        was rotated twice while the follower was down (mail.log.1 became mail.log.2 and a
+        new mail.log.1 came), the newer one is read after the rest of `old`. Compressed
+        files (.gz, .xz, ...) cannot be followed and are left out."""
+        try:
+            since = old.stat().st_mtime
+            current = self.path.stat()
+        except OSError:
+            return []
+        found = []
+        for candidate in self.path.parent.glob(self.path.name + "*"):
+            if candidate in (old, self.path) or candidate.suffix in COMPRESSED:
+                continue
+            try:
+                st = candidate.stat()
+            except OSError:
+                continue
+            if st.st_mtime >= since and (st.st_ino, st.st_dev) != (current.st_ino, current.st_dev):
+                found.append((st.st_mtime, candidate))
+        return [path for _, path in sorted(found)]
+
     def _resume(self) -> bool:
         """Open the file the saved position points into (or the log itself)."""
         position = self.saved()
+        self.pending = []
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -131,6 +175,7 @@ class LogFollower:
         old = self._rotated_file(position)
         if old is not None:
             log.info("resuming in the rotated log %s at offset %d", old, position.offset)
+            self.pending = self._rotated_after(old)
             return self._open(old, position.offset)
         log.warning(
             "the log read up to offset %d (inode %d) is gone; lines it held after that "
@@ -153,13 +198,22 @@ class LogFollower:
         if self.handle is None and not self._resume():
             return []
         assert self.handle is not None
+        if self.rotation_seen is None and self._rotated_away():
+            self.rotation_seen = self.clock()
         lines = self._read_available(limit)
         if lines:
             return lines
-        if self._rotated_away():
-            # The old file is finished (we just read it to its end): go on in the new one.
-            log.info("%s was rotated; reading the new file from its start", self.path)
+        if self.rotation_seen is not None:
+            if self.clock() - self.rotation_seen < self.rotate_grace:
+                return []  # the logger may not have reopened the log yet
+            # The old file is finished (it gave nothing for a while): go on in the next one.
             self._close()
+            while self.pending:
+                following = self.pending.pop(0)
+                log.info("reading the rotated log %s from its start", following)
+                if self._open(following, 0):
+                    return self._read_available(limit)
+            log.info("%s was rotated; reading the new file from its start", self.path)
             self._open(self.path, 0)
             return self._read_available(limit)
         st = os.fstat(self.handle.fileno())

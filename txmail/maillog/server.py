@@ -4,8 +4,10 @@ SYNOPSIS
     txmail maillog            (started by `txmail up`)
 
 DESCRIPTION
-    Follows postfix.maillog (Postfix's maillog_file) with txmail.maillog.follower and, for
-    every recipient status line of a message txmail recorded (txmail.maillog.lines):
+    Follows Postfix's log where maillog.source says: a file (maillog.path, else
+    postfix.maillog, the maillog_file of txmail's own Postfix) with txmail.maillog.follower,
+    or the systemd journal with txmail.maillog.journal; and for every recipient status line
+    of a message txmail recorded (txmail.maillog.lines):
 
       status=sent              a `delivery` event (details: status, diagnostic = the remote
                                server's reply, remote_mta, class);
@@ -45,6 +47,7 @@ from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.events import Recorder, SuppressionPolicy, record_outcome
 from txmail.maillog.follower import LogFollower
+from txmail.maillog.journal import JournalFollower
 from txmail.maillog.lines import DeliveryStatus, parse_line
 from txmail.outcomes.classify import finish
 from txmail.outcomes.findings import Finding
@@ -56,6 +59,8 @@ log = logging.getLogger("txmail.maillog")
 CACHE_SIZE = 10_000
 RETRY_DELAY = 2.0
 SETTINGS_SECONDS = 10.0
+
+Follower = LogFollower | JournalFollower
 
 
 class SettingsCache:
@@ -214,16 +219,37 @@ def build(
     return StatusRecorder(client, keys, Messages(client, keys, ttl), recorder, clock, cache)
 
 
+def follower_for(settings: Settings, journalctl: str = "journalctl") -> Follower:
+    """The follower of maillog.source: a log file's, or the journal's."""
+    position_file = settings.path(settings.maillog.offset_file)
+    if settings.maillog.source == "journald":
+        return JournalFollower(
+            position_file,
+            settings.maillog.journal_namespace,
+            settings.maillog.journal_match,
+            journalctl,
+            since_days=settings.milter.message_ttl_days,
+        )
+    return LogFollower(settings.maillog_path, position_file, settings.maillog.rotate_grace)
+
+
+def describe(settings: Settings) -> str:
+    """Where the follower reads, for its first log line and `txmail doctor`."""
+    if settings.maillog.source == "journald":
+        namespace = settings.maillog.journal_namespace
+        where = f"the journal{f' (namespace {namespace})' if namespace else ''}"
+        return f"{where}, entries matching {' or '.join(settings.maillog.journal_match)}"
+    return str(settings.maillog_path)
+
+
 def serve(settings: Settings, stop: Callable[[], bool] = lambda: False) -> None:
     """Follow the maillog until `stop()` says so."""
-    follower = LogFollower(
-        settings.path(settings.postfix.maillog), settings.path(settings.maillog.offset_file)
-    )
+    follower = follower_for(settings)
     follower.position_file.parent.mkdir(parents=True, exist_ok=True)
     client = store.connect(settings)
     statuses = build(settings, client)
     outage = False
-    log.info("following %s", follower.path)
+    log.info("following %s", describe(settings))
     while not stop():
         lines = follower.read_lines()
         if not lines:

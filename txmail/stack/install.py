@@ -268,6 +268,9 @@ def own_settings(settings: Settings) -> Settings:
     return dataclasses.replace(
         settings,
         postfix=dataclasses.replace(settings.postfix, config_directory="", queue_directory=""),
+        maillog=dataclasses.replace(
+            settings.maillog, source=default.maillog.source, path=default.maillog.path
+        ),
         milter=dataclasses.replace(settings.milter, socket=default.milter.socket),
         policyd=dataclasses.replace(settings.policyd, socket=default.policyd.socket),
         domains=dataclasses.replace(settings.domains, socketmap=default.domains.socketmap),

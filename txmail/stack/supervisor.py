@@ -1,5 +1,8 @@
 """`txmail up`: prepare the state directory, start every component of a node, keep them running.
 
+Before anything starts, `txmail doctor`'s local checks run (stack/doctor.py): an error
+(a key missing, a log the maillog follower cannot read, a socket a chrooted Postfix service
+cannot reach) stops `up` with one line each; a warning is logged.
 Order: Redis (unless redis.url is set), the passwd-file sync, Dovecot, the milter, the
 return-path socketmap, the policy daemon, the maillog follower, the webhooks dispatcher, the
 tracker, the capture server (--dev) and finally Postfix, so Postfix never accepts mail before
@@ -30,7 +33,7 @@ from txmail import reach, store
 from txmail.config import Settings
 from txmail.errors import ConfigError, TxmailError
 from txmail.stack import components as components_mod
-from txmail.stack import render
+from txmail.stack import doctor, render
 from txmail.stack.components import (
     Component,
     PostfixComponent,
@@ -150,15 +153,21 @@ def postfix_socket_dirs(settings: Settings) -> list[Path]:
 
 
 def check_files(settings: Settings) -> None:
-    for key in ("cert_file", "key_file"):
-        path = settings.path(getattr(settings.tls, key))
-        if not path.is_file():
-            raise ConfigError(
-                f"tls.{key}: {path} does not exist (run `txmail init` or point "
-                "it at your certificate)"
-            )
-    for key in ("bounce_key_file", "webhook_key_file", "tracking_key_file"):
-        settings.read_secret(key)
+    """The keys and the certificate are there (their modes are mended by prepare())."""
+    stop_on([p for p in doctor.check_keys(settings) if not p.repaired_by_up])
+
+
+def stop_on(problems: list[doctor.Problem]) -> None:
+    """Log the warnings; raise ConfigError (exit 2) with one line per error, if any: the
+    lines `txmail doctor` prints."""
+    for problem in problems:
+        if not problem.blocking:
+            log.warning("%s", problem.line())
+    errors = [f"{p.what}; {p.fix}" for p in problems if p.blocking]
+    if len(errors) == 1:
+        raise ConfigError(errors[0])
+    if errors:
+        raise ConfigError(f"{len(errors)} problems stop the node:\n  " + "\n  ".join(errors))
 
 
 def prepare(
@@ -231,6 +240,17 @@ def prepare(
     render.render_dovecot(settings, config_file)
     if not settings.redis.url:
         render.render_redis(settings, config_file)
+
+
+def refuse_to_start(settings: Settings, external_postfix: bool) -> None:
+    """`txmail doctor`'s checks that need no running node: errors stop `up` before anything
+    starts (ConfigError, exit 2, one line each), warnings are logged."""
+    operator = settings.postfix.config_directory
+    if external_postfix:  # the operator's, once `txmail postfix install` has recorded it
+        config_dir = Path(operator) if operator else None
+    else:
+        config_dir = render.postfix_config_dir(settings)
+    stop_on(doctor.startup_problems(settings, config_dir))
 
 
 def build(
@@ -502,6 +522,7 @@ def up(
     # instance of txmail's own beside it.
     external_postfix = external_postfix or settings.external_postfix
     prepare(settings, config_file, checks)
+    refuse_to_start(settings, external_postfix)
     if dev and not external_postfix:
         settings_dev_relay(settings)
     components = build(settings, config_file, dev, external_postfix)
