@@ -7,6 +7,7 @@ import time
 import click
 
 from txmail import store
+from txmail.errors import UsageError
 from txmail.store import secrets
 
 _CHOICES = {short: name for name, short in secrets.NAMES.items()}
@@ -38,12 +39,29 @@ def status(obj: object) -> None:
 
 @secrets_group.command("rotate")
 @click.argument("key", type=click.Choice(sorted(_CHOICES)))
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Rotate even though tokens signed before the last rotation still live (they stop "
+    "verifying).",
+)
 @click.pass_obj
-def rotate(obj: object, key: str) -> None:
+def rotate(obj: object, key: str, force: bool) -> None:
     """Make a new KEY for every node. Tokens signed with the old key keep verifying until the
-    next rotation: rotate no more often than tokens live (milter.message_ttl_days)."""
+    next rotation, so a second rotation is refused while tokens signed before the first still
+    live (milter.message_ttl_days), unless --force."""
     settings = obj.settings  # type: ignore[attr-defined]
     shared = secrets.shared(settings, store.connect(settings))
+    lifetime = settings.milter.message_ttl_days * 86400
+    safe_at = secrets.safe_to_rotate_at(shared.ring(_CHOICES[key]), lifetime)
+    if time.time() < safe_at and not force:
+        when = time.strftime("%Y-%m-%d %H:%MZ", time.gmtime(safe_at))
+        raise UsageError(
+            f"the {key} key was rotated less than milter.message_ttl_days "
+            f"({settings.milter.message_ttl_days} days) ago, and a second rotation now would "
+            f"stop the tokens signed before that one from verifying: rotate after {when}, or "
+            "with --force to cut them off now"
+        )
     shared.rotate(_CHOICES[key])
     shared.write_cache(_CHOICES[key])
     click.echo(

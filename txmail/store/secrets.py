@@ -83,6 +83,13 @@ class KeyRing:
         return (self.current, self.previous) if self.previous else (self.current,)
 
 
+def safe_to_rotate_at(ring: KeyRing, lifetime: float) -> float:
+    """When `ring` may be rotated again without cutting off a token: a rotation drops the
+    previous key, so the tokens it signed must have outlived their `lifetime` (seconds) by
+    then. 0 when it has never been rotated."""
+    return ring.rotated_at + lifetime if ring.previous else 0.0
+
+
 def new_key() -> bytes:
     """A fresh key as `txmail init` writes them: 32 random bytes as hex."""
     return random_source.token_hex(32).encode()

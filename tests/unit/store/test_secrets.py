@@ -195,3 +195,12 @@ def test_redis_away_keeps_the_keys_read_before(tmp_path: Path) -> None:
     with pytest.raises(secrets.StoreUnavailable):
         shared.current("bounce_key_file")  # no cache file, nothing read before
     down.close()
+
+
+def test_a_second_rotation_waits_until_the_tokens_of_the_first_have_lived() -> None:
+    """Rotating drops the previous key: only once the tokens it signed have outlived their
+    lifetime may the key be rotated again (`txmail secrets rotate` refuses before that)."""
+    never = secrets.KeyRing(current=b"k" * 32)
+    assert secrets.safe_to_rotate_at(never, 86400) == 0.0
+    rotated = secrets.KeyRing(current=b"k" * 32, previous=b"p" * 32, rotated_at=1000.0)
+    assert secrets.safe_to_rotate_at(rotated, 86400) == 1000.0 + 86400
