@@ -327,11 +327,14 @@ def plan(settings: Settings, config_file: Path, operator_dir: Path) -> Plan:
     master: list[MasterEntry] = []
     # txmail's listeners, and the loopback listener the bounce pipe hands forwarded bounces
     # to (without it they would sit in the deferred queue): all but txmail's own port 25,
-    # whose job the operator's port 25 does.
-    listeners = {
-        f"{settings.listen.address}:{p}"
-        for p in (settings.listen.submission, settings.listen.submissions, settings.trusted.port)
-    } | {f"127.0.0.1:{settings.listen.reinject}"}
+    # whose job the operator's port 25 does; each with the txmail.toml setting that moves it.
+    port_settings = {
+        f"127.0.0.1:{settings.listen.reinject}": "listen.reinject",
+        f"{settings.listen.address}:{settings.trusted.port}": "trusted.port",
+        f"{settings.listen.address}:{settings.listen.submissions}": "listen.submissions",
+        f"{settings.listen.address}:{settings.listen.submission}": "listen.submission",
+    }
+    listeners = set(port_settings)
     theirs_master = master_entries(operator_dir)
     chroot = _smtpd_chroot(theirs_master)
     for entry in master_entries(rendered):
@@ -349,7 +352,7 @@ def plan(settings: Settings, config_file: Path, operator_dir: Path) -> Plan:
             master.append(MasterEntry(entry.name, entry.kind, fields, args + entry.args))
         elif entry.kind != "inet" and entry.name not in POSTFIX_SERVICES:
             master.append(MasterEntry(entry.name, entry.kind, fields, entry.args))
-    _check_conflicts(master, theirs_master)
+    _check_conflicts(master, theirs_master, previous_install(operator_dir), port_settings)
     notes = [
         "the operator's port 25 service takes the bounces for the return-path domains "
         "(relay_domains and transport_maps now include txmail's socketmap)",
@@ -384,11 +387,59 @@ def _port25_notes(settings: Settings, theirs: dict[str, str]) -> list[str]:
     return notes
 
 
-def _check_conflicts(ours: list[MasterEntry], theirs: list[MasterEntry]) -> None:
-    """Refuse when the operator already listens where a txmail listener would."""
-    names = {e.key for e in ours}
+# Words in the arguments of a master.cf service that only txmail's services have (besides
+# their syslog_name option, `txmail/reinject`): the bounce pipe's module.
+TXMAIL_MARKS = frozenset({"txmail.bounce_pipe"})
+# In the backup's installed/ folder: the master.cf services the last install put in.
+INSTALLED_SERVICES = "services"
+
+
+def previous_install(operator_dir: Path) -> dict[str, str]:
+    """The master.cf services the last install put in, `name/type` to text as in its
+    installed/master.cf: what txmail may replace again without asking."""
+    found = backups(operator_dir)
+    installed = found[0] / "installed" if found else None
+    if installed is None or not (installed / INSTALLED_SERVICES).is_file():
+        return {}
+    keys = set((installed / INSTALLED_SERVICES).read_text().split())
+    return {e.key: e.text() for e in master_entries(installed) if e.key in keys}
+
+
+def _provably_ours(entry: MasterEntry, own: MasterEntry, previous: dict[str, str]) -> bool:
+    """An operator's service with the name of one of txmail's is txmail's own (from an
+    earlier install) only when it carries txmail's mark (the same syslog_name option, or the
+    bounce pipe's module), or is as the last install left it; anything else is the
+    operator's (amavisd-new's reinjection service on 127.0.0.1:10025, say)."""
+    marks = {a for a in own.args if a.startswith("syslog_name=") or a in TXMAIL_MARKS}
+    return bool(marks & set(entry.args)) or previous.get(entry.key) == entry.text()
+
+
+def _check_conflicts(
+    ours: list[MasterEntry],
+    theirs: list[MasterEntry],
+    previous: dict[str, str],
+    port_settings: dict[str, str],
+) -> None:
+    """Refuse when the operator already has a service of txmail's name, or listens where a
+    txmail listener would."""
+    by_key = {e.key: e for e in ours}
     for entry in theirs:
-        if entry.kind != "inet" or entry.key in names:  # ours from an earlier install
+        same = by_key.get(entry.key)
+        if same is not None:
+            if _provably_ours(entry, same, previous):
+                continue
+            command = " ".join([entry.fields[-1], *entry.args])
+            raise ConfigError(
+                f"master.cf already has a service {entry.name} {entry.kind} that txmail did "
+                f"not install ({command[:100]}); "
+                + (
+                    f"set {port_settings[entry.name]} in txmail.toml to a free port"
+                    if entry.name in port_settings
+                    else "rename or remove it, txmail needs that service name"
+                )
+                + " (txmail would replace it)"
+            )
+        if entry.kind != "inet":
             continue
         bound = listen_port(entry.name)
         for own in ours:
@@ -399,10 +450,11 @@ def _check_conflicts(ours: list[MasterEntry], theirs: list[MasterEntry]) -> None
                 and bound[1] == mine[1]
                 and (bound[0] == mine[0] or "*" in (bound[0], mine[0]))
             ):
+                setting = port_settings.get(own.name, "[listen]")
                 raise ConfigError(
                     f"master.cf already has a service on port {mine[1]} ({entry.name} "
-                    f"{entry.kind}); remove or move it, or give txmail another port in "
-                    "txmail.toml [listen]"
+                    f"{entry.kind}); remove or move it, or set {setting} in txmail.toml "
+                    "to a free port"
                 )
 
 
@@ -439,6 +491,9 @@ def apply(plan_: Plan, operator_dir: Path) -> Path:
     (backup / "installed").mkdir(exist_ok=True)
     for name in CONFIG_FILES:
         shutil.copy2(operator_dir / name, backup / "installed" / name)
+    (backup / "installed" / INSTALLED_SERVICES).write_text(
+        "".join(f"{e.key}\n" for e in plan_.master)
+    )
     return backup
 
 

@@ -3,6 +3,7 @@ Postfix's own postconf reading the result (no Postfix runs)."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -104,3 +105,55 @@ def test_an_earlier_installs_socketmap_outside_the_queue_is_replaced(
     assert plan.main["relay_domains"] == (
         "op.example, bounces.example.test, socketmap:unix:txmail/socketmap.sock:relay"
     )
+
+
+# Debian's amavisd-new reinjection service (README.Debian), on txmail's default reinject port.
+AMAVIS_REINJECT = (
+    "127.0.0.1:10025 inet n - n - - smtpd -o content_filter= "
+    "-o local_recipient_maps= -o smtpd_restriction_classes= -o mynetworks=127.0.0.0/8"
+)
+
+
+def test_an_operators_service_of_the_same_name_is_refused(
+    settings: Settings, operator_dir: Path
+) -> None:
+    assert settings.listen.reinject == 10025
+    with (operator_dir / "master.cf").open("a") as master:
+        master.write(AMAVIS_REINJECT.replace(" -o", "\n  -o") + "\n")
+    installed = install.installed_settings(settings, operator_dir)
+    with pytest.raises(
+        ConfigError,
+        match=r"service 127\.0\.0\.1:10025 inet that txmail did not install \(smtpd -o "
+        r"content_filter= .*set listen\.reinject in txmail\.toml to a free port",
+    ):
+        install.plan(installed, Path(settings.state_dir) / "txmail.toml", operator_dir)
+
+
+def test_an_operators_transport_of_the_same_name_is_refused(
+    settings: Settings, operator_dir: Path
+) -> None:
+    with (operator_dir / "master.cf").open("a") as master:
+        master.write("priority unix - - n - - smtp\n  -o smtp_helo_name=op.example\n")
+    installed = install.installed_settings(settings, operator_dir)
+    with pytest.raises(ConfigError, match="service priority unix that txmail did not install"):
+        install.plan(installed, Path(settings.state_dir) / "txmail.toml", operator_dir)
+
+
+def test_a_reinstall_replaces_txmails_own_services(settings: Settings, operator_dir: Path) -> None:
+    config_file = Path(settings.state_dir) / "txmail.toml"
+    installed = install.installed_settings(settings, operator_dir)
+    backup = install.apply(install.plan(installed, config_file, operator_dir), operator_dir)
+    reinject = "127.0.0.1:10025/inet"
+    assert reinject in install.previous_install(operator_dir)
+    # marked (syslog_name=txmail/reinject): txmail's own
+    assert install.plan(installed, config_file, operator_dir).master
+    # another syslog_name since: the last install's copy says the service is txmail's
+    renamed = dataclasses.replace(
+        installed, postfix=dataclasses.replace(installed.postfix, syslog_name="relay")
+    )
+    plan = install.plan(renamed, config_file, operator_dir)
+    assert "syslog_name=relay/reinject" in {e.key: e for e in plan.master}[reinject].args
+    # without that copy (an install made before it was kept) only the mark tells
+    (backup / "installed" / install.INSTALLED_SERVICES).unlink()
+    with pytest.raises(ConfigError, match=":587 inet that txmail did not install"):
+        install.plan(renamed, config_file, operator_dir)
