@@ -55,6 +55,12 @@ def render_cmd(obj: object, out: str) -> None:
 )
 @click.option("--no-systemd", is_flag=True, help="Do not write a systemd unit.")
 @click.option(
+    "--force",
+    is_flag=True,
+    help="Install again even if main.cf or master.cf changed since the last install "
+    "(uninstall then restores the files from before txmail, without those changes).",
+)
+@click.option(
     "--maillog-source",
     type=click.Choice(["auto", "file", "journald"]),
     default="auto",
@@ -75,6 +81,7 @@ def install_cmd(
     dry_run: bool,
     systemd_dir: str,
     no_systemd: bool,
+    force: bool,
     maillog_source: str,
     maillog_path: str,
 ) -> None:
@@ -84,6 +91,7 @@ def install_cmd(
     settings = obj.settings  # type: ignore[attr-defined]
     config_file = Path(obj.config_path)  # type: ignore[attr-defined]
     operator_dir = Path(postfix_config_dir).resolve()
+    install.check_reinstall(operator_dir, force)  # a dry run tells it too
     installed = install.installed_settings(settings, operator_dir)
     plan = install.plan(installed, config_file, operator_dir)
     unit = install.systemd_unit(installed, config_file)
@@ -105,7 +113,7 @@ def install_cmd(
             click.echo(f"# {Path(systemd_dir) / 'txmail.service'}:")
             click.echo(unit, nl=False)
         return
-    backup = install.apply(plan, operator_dir)
+    backup = install.apply(plan, operator_dir, force=force)
     install.write_config(installed, config_file)
     click.echo(
         f"txmail: {len(plan.main)} main.cf settings and {len(plan.master)} master.cf "

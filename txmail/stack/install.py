@@ -466,13 +466,37 @@ def backups(operator_dir: Path) -> list[Path]:
     return sorted(p for p in operator_dir.glob(f"{BACKUP_PREFIX}*") if p.is_dir())
 
 
-def apply(plan_: Plan, operator_dir: Path) -> Path:
+def check_reinstall(operator_dir: Path, force: bool = False) -> None:
+    """Refuse to install over an earlier install when main.cf or master.cf changed since it
+    (they differ from the backup's installed/ copy): the re-install would refresh that copy,
+    and `uninstall` would then restore the pre-txmail files without a word, dropping the
+    operator's change (smtpd_banner set after the first install, say). `force` re-installs
+    anyway."""
+    found = backups(operator_dir)
+    if force or not found:
+        return
+    backup = found[0]
+    for name in CONFIG_FILES:
+        installed = backup / "installed" / name
+        if installed.is_file() and not filecmp.cmp(installed, operator_dir / name, shallow=False):
+            raise ConfigError(
+                f"{operator_dir / name} was changed after the last `txmail postfix install` "
+                f"(compare {installed}); run `txmail postfix uninstall` first, or install "
+                f"with --force, knowing that uninstall then restores {backup / name} from "
+                "before txmail and drops that change"
+            )
+
+
+def apply(plan_: Plan, operator_dir: Path, force: bool = False) -> Path:
     """Back up, check on a copy, then change the operator's configuration. Returns the
     backup folder.
 
     The backup holds main.cf and master.cf as they were before txmail's first install (an
     install over an earlier one keeps that backup), and in `installed/` the files as this
-    install left them, so `uninstall` can tell whether anybody changed them since."""
+    install left them, so `uninstall` can tell whether anybody changed them since.
+
+    Fails: ConfigError as check_reinstall() says, unless `force`."""
+    check_reinstall(operator_dir, force)
     with tempfile.TemporaryDirectory(prefix="txmail-postfix-check-") as tmp:
         trial = Path(tmp) / "etc"
         shutil.copytree(operator_dir, trial, symlinks=True)

@@ -157,3 +157,39 @@ def test_a_reinstall_replaces_txmails_own_services(settings: Settings, operator_
     (backup / "installed" / install.INSTALLED_SERVICES).unlink()
     with pytest.raises(ConfigError, match=":587 inet that txmail did not install"):
         install.plan(renamed, config_file, operator_dir)
+
+
+def test_install_then_uninstall_without_force(settings: Settings, operator_dir: Path) -> None:
+    before = {n: (operator_dir / n).read_bytes() for n in install.CONFIG_FILES}
+    installed = install.installed_settings(settings, operator_dir)
+    config_file = Path(settings.state_dir) / "txmail.toml"
+    backup = install.apply(install.plan(installed, config_file, operator_dir), operator_dir)
+    assert install.uninstall(operator_dir) == backup
+    assert {n: (operator_dir / n).read_bytes() for n in install.CONFIG_FILES} == before
+    assert install.backups(operator_dir) == []
+
+
+def test_a_reinstall_over_the_operators_later_change_is_refused(
+    settings: Settings, operator_dir: Path
+) -> None:
+    installed = install.installed_settings(settings, operator_dir)
+    config_file = Path(settings.state_dir) / "txmail.toml"
+    backup = install.apply(install.plan(installed, config_file, operator_dir), operator_dir)
+    banner = "smtpd_banner = $myhostname ESMTP operator"
+    subprocess.run(["postconf", "-c", str(operator_dir), "-e", banner], check=True)
+    edited = (operator_dir / "main.cf").read_bytes()
+    plan = install.plan(installed, config_file, operator_dir)
+    with pytest.raises(
+        ConfigError,
+        match=r"main\.cf was changed after the last `txmail postfix install` .*run `txmail "
+        r"postfix uninstall` first, or install with --force, knowing that uninstall then "
+        r"restores .*/main\.cf from before txmail",
+    ):
+        install.apply(plan, operator_dir)
+    assert (operator_dir / "main.cf").read_bytes() == edited  # nothing changed
+    # uninstall first keeps the edit in view: it refuses without --force
+    with pytest.raises(ConfigError, match="main.cf was changed after"):
+        install.uninstall(operator_dir)
+    # --force re-installs, as the error says
+    assert install.apply(plan, operator_dir, force=True) == backup
+    assert (backup / "installed" / "main.cf").read_bytes() == edited
