@@ -141,15 +141,35 @@ def reach_sentence(what: str, closed: list[tuple[Path, str]], elsewhere: str) ->
 def postfix_socket_dirs(settings: Settings) -> list[Path]:
     """The folders of the sockets Postfix connects to (milter, socketmap, policy service;
     Dovecot's SASL listener too when installed into an external Postfix): root and the
-    mail_owner's group only."""
-    sockets = [
-        settings.path(settings.milter.socket),
-        settings.path(settings.domains.socketmap),
-        settings.path(settings.policyd.socket),
-    ]
+    mail_owner's group only.
+
+    Fails: ConfigError when a socket setting names a folder that is not txmail's
+    (socket_folder() says which are)."""
+    sockets = {
+        "milter.socket": settings.path(settings.milter.socket),
+        "domains.socketmap": settings.path(settings.domains.socketmap),
+        "policyd.socket": settings.path(settings.policyd.socket),
+    }
     if settings.external_postfix:
-        sockets.append(settings.sasl_socket)
-    return list(dict.fromkeys(path.parent for path in sockets))
+        sockets["postfix.queue_directory (Dovecot's SASL listener)"] = settings.sasl_socket
+    return list(dict.fromkeys(socket_folder(settings, k, p) for k, p in sockets.items()))
+
+
+def socket_folder(settings: Settings, setting: str, socket: Path) -> Path:
+    """The folder of `socket`, which prepare() creates and gives its own owner and mode: it
+    must lie below the state directory's run/ or be (or lie below) the queue directory's
+    txmail/ folder. Anything else may be somebody else's (`milter.socket =
+    "/var/spool/postfix/milter.sock"` would close the queue directory to Postfix's own
+    daemons), so it is refused rather than changed."""
+    folder = socket.parent.resolve()
+    run = (settings.state_path / "run").resolve()
+    queue_folder = (settings.postfix_queue_path / "txmail").resolve()
+    if folder.is_relative_to(queue_folder) or (folder != run and folder.is_relative_to(run)):
+        return folder
+    raise ConfigError(
+        f"{setting} = {str(socket)!r} is in {folder}, a folder txmail does not manage; put "
+        f"the socket in a folder below {run} or in {queue_folder}"
+    )
 
 
 def check_files(settings: Settings) -> None:
@@ -189,6 +209,9 @@ def prepare(
     owner = pwd.getpwnam(render.mail_owner(settings))
     postfix_uid, postfix_gid = owner.pw_uid, owner.pw_gid
     state = settings.state_path
+    bounce_dir = socket_folder(
+        settings, "bounce_pipe.socket", settings.path(settings.bounce_pipe.socket)
+    )
     dirs = [
         ("log", 0o750, 0, 0),
         ("run", 0o755, 0, 0),
@@ -231,7 +254,6 @@ def prepare(
         path.chmod(0o640)
     # The recorder (`txmail bounces serve`, root) listens here for Postfix's pipe processes,
     # which run as the txmail user: only that group may enter.
-    bounce_dir = settings.path(settings.bounce_pipe.socket).parent
     bounce_dir.mkdir(parents=True, exist_ok=True)
     os.chown(bounce_dir, 0, user.pw_gid)
     bounce_dir.chmod(0o750)
