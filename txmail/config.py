@@ -391,8 +391,8 @@ class MaillogSettings:
         "run/maillog.offset",
     )
     rotate_grace: float = _doc(
-        "Seconds a rotated log file is still read after the new one appeared, for the "
-        "lines the logger wrote into it before it reopened the log.",
+        "Seconds a rotated log file must give nothing (after the new one appeared) before "
+        "it is left, for the lines the logger writes into it until it reopens the log.",
         1.0,
     )
     poll_interval: float = _doc("Seconds between looks at the log when it has nothing new.", 0.2)

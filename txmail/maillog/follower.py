@@ -13,12 +13,20 @@ DESCRIPTION
     the old file is read to its end through the descriptor still open, then the new file is
     read from its start. A logger that writes through its own descriptor (rsyslog until
     logrotate's postrotate HUP) may still add lines to the old file after the new one
-    appeared, so the old one is left only once it gave nothing for `rotate_grace` seconds
-    after the rotation was seen. When the follower was down during a rotation, the saved
-    inode is looked for among the files next to `path` whose names start with its name
-    (Postfix renames maillog to maillog.YYYYMMDD-HHMMSS, logrotate mail.log to mail.log.1)
-    and its rest is read first. A file that became shorter than the saved offset was
-    truncated (copytruncate) and is read from its start.
+    appeared, so the old one is left only once it is at its end and gave nothing for
+    `rotate_grace` seconds (counted from the rotation being seen or from the last bytes it
+    gave, whichever is later). The file left is watched for LEFT_WATCH seconds more: if it
+    still grows, the follower says how many bytes it did not read. It does not go back for
+    them: the lines of the new file after them were already handled and their position
+    saved, so reading them then would give a message's events out of order, and the saved
+    position (one file, one offset) cannot point back into them, so a rewind or a restart
+    would lose them anyway.
+
+    When the follower was down during a rotation, the saved inode is looked for among the
+    files next to `path` whose names start with its name (Postfix renames maillog to
+    maillog.YYYYMMDD-HHMMSS, logrotate mail.log to mail.log.1) and its rest is read first.
+    A file that became shorter than the saved offset was truncated (copytruncate) and is
+    read from its start.
 
 WRITES
     The position file, JSON {"device", "inode", "offset"}, replaced atomically (write and
@@ -27,7 +35,8 @@ WRITES
 FAILURE
     A missing log file is waited for (Postfix creates it on its first line). A rotated file
     that is gone (compressed, deleted) before the follower could finish it is logged: what it
-    still held cannot be read.
+    still held cannot be read. So is a rotated file that ends in half a line when it is left,
+    or that grew after it was left.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ log = logging.getLogger("txmail.maillog")
 
 READ_SIZE = 1 << 20
 COMPRESSED = frozenset({".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z"})
+LEFT_WATCH = 30.0  # seconds a rotated file that was left is still watched for growth
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,16 @@ class Position:
     device: int
     inode: int
     offset: int
+
+
+@dataclass
+class LeftFile:
+    """A rotated file the follower went on from, kept open to see whether it still grows."""
+
+    handle: IO[bytes]
+    position: Position  # the end of the last line read from it
+    size: int  # what had been read of it when it was left
+    left_at: float
 
 
 class LogFollower:
@@ -67,6 +87,8 @@ class LogFollower:
         self.rotate_grace = rotate_grace
         self.clock = clock
         self.rotation_seen: float | None = None  # when `path` was seen naming another file
+        self.last_data: float | None = None  # since the rotation: when the old file last gave bytes
+        self.left: LeftFile | None = None
         self.pending: list[Path] = []  # rotated files to read after this one, before `path`
         self.handle: IO[bytes] | None = None
         self.device = 0
@@ -105,6 +127,53 @@ class LogFollower:
         self.handle = None
         self.partial = b""
         self.rotation_seen = None
+        self.last_data = None
+
+    def _leave(self) -> None:
+        """Go on from the rotated file (at its end, quiet for `rotate_grace` seconds), keeping
+        its descriptor to notice if the logger still writes to it."""
+        assert self.handle is not None
+        if self.partial:
+            log.warning(
+                "the rotated log (inode %d) ends in %d bytes without a line end at offset %d; "
+                "they are not read",
+                self.inode,
+                len(self.partial),
+                self.offset,
+            )
+        self._watch_left(stop=True)
+        self.left = LeftFile(
+            self.handle,
+            Position(self.device, self.inode, self.offset),
+            self.offset + len(self.partial),  # so bytes written since the last read count too
+            self.clock(),
+        )
+        self.handle = None
+        self._close()
+
+    def _watch_left(self, stop: bool = False) -> None:
+        """Say once if the file that was left grew; stop watching after LEFT_WATCH seconds."""
+        if self.left is None:
+            return
+        left = self.left
+        size = os.fstat(left.handle.fileno()).st_size
+        if size > left.size:
+            where = self._rotated_file(left.position)
+            log.warning(
+                "the rotated log %s (inode %d) grew after the follower had gone on to the next "
+                "file: %d bytes after offset %d were not read; the logger wrote to it after "
+                "more than maillog.rotate_grace (%g s) of silence: raise it, or make the "
+                "logger reopen its log sooner after rotation",
+                where or "(no longer next to the log)",
+                left.position.inode,
+                size - left.position.offset,
+                left.position.offset,
+                self.rotate_grace,
+            )
+        elif not stop and self.clock() - left.left_at < LEFT_WATCH:
+            return
+        left.handle.close()
+        self.left = None
 
     def _open(self, path: Path, offset: int) -> bool:
         try:
@@ -195,19 +264,24 @@ class LogFollower:
 
     def read_lines(self, limit: int = 5000) -> list[str]:
         """Complete lines appended since the last call (at most about `limit`)."""
+        self._watch_left()
         if self.handle is None and not self._resume():
             return []
         assert self.handle is not None
         if self.rotation_seen is None and self._rotated_away():
-            self.rotation_seen = self.clock()
+            self.rotation_seen = self.last_data = self.clock()
+        consumed = self.offset + len(self.partial)
         lines = self._read_available(limit)
+        if self.rotation_seen is not None and self.offset + len(self.partial) != consumed:
+            self.last_data = self.clock()
         if lines:
             return lines
         if self.rotation_seen is not None:
-            if self.clock() - self.rotation_seen < self.rotate_grace:
+            assert self.last_data is not None
+            if self.clock() - self.last_data < self.rotate_grace:
                 return []  # the logger may not have reopened the log yet
-            # The old file is finished (it gave nothing for a while): go on in the next one.
-            self._close()
+            # The old file is finished (at its end, quiet for a while): go on in the next one.
+            self._leave()
             while self.pending:
                 following = self.pending.pop(0)
                 log.info("reading the rotated log %s from its start", following)
@@ -242,3 +316,6 @@ class LogFollower:
 
     def close(self) -> None:
         self._close()
+        if self.left is not None:
+            self.left.handle.close()
+            self.left = None

@@ -5,12 +5,13 @@ clock is an argument."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import pytest
 
-from txmail.maillog.follower import LogFollower
+from txmail.maillog.follower import LEFT_WATCH, LogFollower
 
 OPEN: list[LogFollower] = []
 
@@ -96,10 +97,118 @@ def test_logrotate_create_with_a_late_line_in_the_old_file(tmp_path: Path) -> No
     append(log, "new\n")  # rsyslog reopened
     assert f.read_lines() == ["late"]
     clock.now += 0.5
+    assert f.read_lines() == []  # the grace counts from the old file's last line
+    clock.now += 0.5
     assert f.read_lines() == ["new"]
     f.commit()
     f.close()
     assert follower(tmp_path, "mail.log").read_lines() == []  # the position is in the new file
+
+
+def test_old_file_is_left_only_after_it_was_quiet_for_the_grace(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """rsyslog writes to the rotated file at 0.1 s and 0.9 s after the rotation was seen; a
+    poll at 1.2 s finds nothing, but the file gave a line only 0.3 s before, so the follower
+    stays and reads the line rsyslog (not yet HUPed) writes at 1.5 s."""
+    log = tmp_path / "mail.log"
+    old = tmp_path / "mail.log.1"
+    clock = Clock()
+    start = clock.now
+    append(log, "a\n")
+    f = follower(tmp_path, "mail.log", clock)
+    assert f.read_lines() == ["a"]
+    os.rename(log, old)
+    log.touch()
+    assert f.read_lines() == []  # the rotation is seen at 0
+    for at, line in ((0.1, "at 0.1"), (0.9, "at 0.9")):
+        clock.now = start + at
+        append(old, line + "\n")
+        assert f.read_lines() == [line]
+    clock.now = start + 1.2
+    assert f.read_lines() == []
+    clock.now = start + 1.5
+    append(old, "late at 1.5\n")
+    append(log, "new\n")
+    assert f.read_lines() == ["late at 1.5"]
+    clock.now = start + 2.4
+    assert f.read_lines() == []
+    clock.now = start + 2.5
+    assert f.read_lines() == ["new"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_growth_of_the_old_file_after_it_was_left_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Lines a logger writes to the rotated file after it was left are not read (the new
+    file's lines after them already were), but never silently: one warning with the count."""
+    log = tmp_path / "mail.log"
+    old = tmp_path / "mail.log.1"
+    clock = Clock()
+    append(log, "a\n")
+    f = follower(tmp_path, "mail.log", clock)
+    assert f.read_lines() == ["a"]
+    os.rename(log, old)
+    append(log, "new\n")
+    assert f.read_lines() == []
+    clock.now += 1.0
+    assert f.read_lines() == ["new"]
+    f.commit()
+    append(old, "too late\n")  # 9 bytes
+    clock.now += 0.2
+    with caplog.at_level(logging.WARNING, "txmail.maillog"):
+        assert f.read_lines() == []
+        append(old, "later still\n")
+        clock.now += 0.2
+        assert f.read_lines() == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert f"{old} (inode {old.stat().st_ino}) grew" in warnings[0]
+    assert "9 bytes after offset 2 were not read" in warnings[0]
+    append(log, "newer\n")
+    assert f.read_lines() == ["newer"]
+
+
+def test_the_left_file_is_watched_for_a_while_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "mail.log"
+    old = tmp_path / "mail.log.1"
+    clock = Clock()
+    append(log, "a\n")
+    f = follower(tmp_path, "mail.log", clock)
+    assert f.read_lines() == ["a"]
+    os.rename(log, old)
+    log.touch()
+    assert f.read_lines() == []
+    clock.now += 1.0
+    assert f.read_lines() == []  # left
+    assert f.left is not None
+    clock.now += LEFT_WATCH
+    assert f.read_lines() == []
+    assert f.left is None  # its descriptor is closed
+    append(old, "much later\n")
+    assert f.read_lines() == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_half_a_line_at_the_end_of_the_old_file_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "mail.log"
+    clock = Clock()
+    append(log, "a\nhalf")
+    f = follower(tmp_path, "mail.log", clock)
+    assert f.read_lines() == ["a"]
+    os.rename(log, tmp_path / "mail.log.1")
+    append(log, "new\n")
+    assert f.read_lines() == []
+    clock.now += 1.0
+    assert f.read_lines() == ["new"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "ends in 4 bytes without a line end at offset 2" in warnings[0]
 
 
 def test_rotated_twice_while_stopped_reads_both_in_order(tmp_path: Path) -> None:
