@@ -5,6 +5,7 @@ SYNOPSIS
     shared.current("bounce_key_file")      # bytes: what new tokens are signed with
     shared.accepted("bounce_key_file")     # (current, previous...): what tokens may verify with
     shared.rotate("tracking_key_file")     # a new current key; the old one verifies a while
+    shared.rotate("bounce_key_file", revoke=True)   # a leaked key: the old one is dropped now
     accepted(settings, client, "bounce_key_file")   # the same, through a per-process cache
 
 DESCRIPTION
@@ -27,7 +28,9 @@ DESCRIPTION
     within that time. After a rotation (`txmail secrets rotate NAME`) tokens signed with the
     previous key keep verifying until the next rotation, so a token handed out lives its
     lifetime as long as keys are rotated less often than that (bounce tokens: the message's
-    milter.message_ttl_days).
+    milter.message_ttl_days). A leaked key is revoked with `txmail secrets rotate NAME
+    --revoke`: a new key, and the old one dropped at once (secret_revoke.lua), so tokens
+    signed before stop verifying on every node within `refresh` seconds.
 
     Each account's webhook secret is derived from the webhook key (txmail.webhooks.signing)
     unless `txmail webhooks rotate-secret` gave it one of its own:
@@ -194,13 +197,15 @@ class SharedSecrets:
         write_private(path, current + b"\n")
         return path
 
-    def rotate(self, name: str, now: float | None = None) -> KeyRing:
-        """Make a new current key; the old one becomes `previous` (the one before is gone)."""
+    def rotate(self, name: str, now: float | None = None, revoke: bool = False) -> KeyRing:
+        """Make a new current key; the old one becomes `previous` (the one before is gone).
+        With `revoke` (a leaked key) the old one is dropped too: nothing signed before the
+        new key verifies any more, on every node within `refresh` seconds."""
         name = _setting(name)
         self._read(name)  # an installation without the key gets it first, as everywhere
-        with guard(f"rotating the {NAMES[name]} key"):
+        with guard(f"{'revoking' if revoke else 'rotating'} the {NAMES[name]} key"):
             # One key, one script: atomic, and on a Cluster in one slot.
-            scripts.get(self.client, "secret_rotate")(
+            scripts.get(self.client, "secret_revoke" if revoke else "secret_rotate")(
                 keys=[self.keys.secret(NAMES[name])],
                 args=[new_key().decode(), repr(time.time() if now is None else now)],
             )

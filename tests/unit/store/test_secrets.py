@@ -204,3 +204,64 @@ def test_a_second_rotation_waits_until_the_tokens_of_the_first_have_lived() -> N
     assert secrets.safe_to_rotate_at(never, 86400) == 0.0
     rotated = secrets.KeyRing(current=b"k" * 32, previous=b"p" * 32, rotated_at=1000.0)
     assert secrets.safe_to_rotate_at(rotated, 86400) == 1000.0 + 86400
+
+
+def test_revoking_a_leaked_key_cuts_off_its_tokens_on_every_node(
+    client: redis.Redis, keys: store.Keys, tmp_path: Path
+) -> None:
+    """`secrets rotate KEY --revoke`: a plain rotation after a leak would keep the leaked key
+    as `previous`; a revocation drops it, and every node refuses its tokens within
+    REFRESH_SECONDS (the time a process caches the keys)."""
+    now = [0.0]
+    node_a = secrets.SharedSecrets(client, keys, _settings(tmp_path), clock=lambda: now[0])
+    node_b = secrets.SharedSecrets(client, keys, _settings(tmp_path), clock=lambda: now[0])
+    leaked = node_b.current("bounce_key_file")
+    node_a.rotate("bounce_key_file")  # the leaked key is `previous` now: it still verifies
+    leaked_address = bounce_address("4jXCs06YbRzJJ2Y", "x.example", leaked, "b.example")
+    now[0] += secrets.REFRESH_SECONDS + 1
+    assert verify_bounce_address(leaked_address, node_b.accepted("bounce_key_file"))
+    links = LinkSigner(lambda: node_b.accepted("tracking_key_file"))
+    leaked_link = links.sign(
+        Mark("click", "acme", "4jXCs06YbRzJJ2Y", "a@x.example", 0, "https://x")
+    )
+
+    ring = node_a.rotate("bounce_key_file", revoke=True)
+    tracking = node_a.rotate("tracking_key_file", revoke=True)
+    assert ring.accepted == (ring.current,) and tracking.accepted == (tracking.current,)
+    assert not verify_bounce_address(leaked_address, node_a.accepted("bounce_key_file"))
+    assert LinkSigner(node_a.current("tracking_key_file")).verify(leaked_link) is None
+    # node_b still holds the keys it cached, for at most REFRESH_SECONDS.
+    assert verify_bounce_address(leaked_address, node_b.accepted("bounce_key_file"))
+    now[0] += secrets.REFRESH_SECONDS
+    assert node_b.accepted("bounce_key_file") == (ring.current,)
+    assert not verify_bounce_address(leaked_address, node_b.accepted("bounce_key_file"))
+    assert links.verify(leaked_link) is None
+    fresh = bounce_address("4jXCs06YbRzJJ2Y", "x.example", ring.current, "b.example")
+    assert verify_bounce_address(fresh, node_b.accepted("bounce_key_file"))
+
+
+def test_secrets_rotate_revoke_is_not_held_back_by_the_last_rotation(
+    client: redis.Redis, keys: store.Keys, redis_server: object, tmp_path: Path
+) -> None:
+    """A second plain rotation within milter.message_ttl_days is refused; --revoke is what
+    a leak needs, so it goes through and says that older tokens are refused."""
+    from click.testing import CliRunner
+
+    from txmail.cli import main as cli
+
+    config_file = tmp_path / "txmail.toml"
+    config_file.write_text(
+        f'state_dir = "{tmp_path}"\n[redis]\nurl = "{redis_server.url}"\n'  # type: ignore[attr-defined]
+        f'prefix = "{keys.prefix}"\n'
+    )
+    run = [*("--config", str(config_file)), "secrets", "rotate", "tracking"]
+    assert CliRunner().invoke(cli, run).exit_code == 0
+    refused = CliRunner().invoke(cli, run)
+    assert refused.exit_code != 0 and "--revoke" in refused.output
+    done = CliRunner().invoke(cli, [*run, "--revoke"])
+    assert done.exit_code == 0, done.output
+    assert "tracking links signed before are now refused" in done.output
+    ring = secrets.SharedSecrets(client, keys).ring("tracking_key_file")
+    assert not ring.previous
+    cached = tmp_path / config.Settings().secrets.tracking_key_file
+    assert cached.read_bytes().strip() == ring.current
