@@ -140,8 +140,9 @@ class TlsSettings:
 @dataclass(frozen=True)
 class SecretsSettings:
     """HMAC secrets. The keys themselves live in Redis (PREFIX secret:NAME), shared by every
-    node; these files (mode 0600) are this node's caches of them, written by `txmail init`, and
-    seed Redis when a node that had them meets an installation without keys."""
+    node; these files (mode 0600) are this node's caches of them, written from Redis by
+    `txmail init` and `txmail up`, and seed Redis when a node that had them meets an
+    installation without keys."""
 
     bounce_key_file: str = _doc(
         "Cache of the key that signs the TOKEN of bounce addresses (in Redis).",

@@ -346,3 +346,24 @@ def test_b_signs_with_the_key_a_published_after_a_is_gone(pair: Pair) -> None:
     shutil.rmtree(pair.a.state)
     assert not pair.a.state.exists()
     signed_soon(pair, pair.b, domain, published, selector)
+
+
+def test_a_node_joined_while_redis_was_away_fetches_the_keys_when_it_starts(
+    sink: Sink, redis_server: RedisServer
+) -> None:
+    """`txmail init --redis-url` with Redis away writes no key of its own; `txmail up`, with
+    Redis back, fetches the installation's keys into 0600 caches and the node starts."""
+    prefix = f"late{uuid.uuid4().hex[:8]}:"
+    installation = redis_server.client()
+    node = Stack(relay_port=sink.port, redis_url="redis://127.0.0.1:1/0", name="node-late")
+    try:
+        assert not any((node.state / "secrets" / name).exists() for name in SHARED_KEYS)
+        node.configure("redis", url=redis_server.url, prefix=prefix).start()
+        for name in SHARED_KEYS:
+            path = node.state / "secrets" / name
+            assert path.stat().st_mode & 0o777 == 0o600
+            stored = installation.hget(f"{prefix}secret:{name.removesuffix('.key')}", "current")
+            assert path.read_bytes().strip() == stored.encode()
+    finally:
+        node.close()
+        installation.close()

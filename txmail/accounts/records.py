@@ -1,7 +1,8 @@
 """Accounts: who may log in, which sending domains they own, whether they are suspended.
 
 Reads and writes:  PREFIX accounts, PREFIX domains, PREFIX {ACCOUNT}:account,
-                   PREFIX accounts:version and the PREFIX accounts:changed channel.
+                   PREFIX accounts:version and the PREFIX accounts:changed channel;
+                   remove() deletes PREFIX {ACCOUNT}:webhook:secret too.
 Passwords:         only a bcrypt hash in Dovecot's `{BLF-CRYPT}` form is stored; the plain
                    password is never written or logged.
 Fails:             NotFound, Conflict, UsageError for bad input; StoreUnavailable when Redis is
@@ -224,7 +225,9 @@ class Accounts:
                 if self.client.hget(self.keys.domains, domain) == name:
                     self.client.hdel(self.keys.domains, domain)
             ApiKeys(self.client, self.keys).revoke_all(name)  # a removed account's keys die
-            self.client.delete(self.keys.account(name))
+            # Its own webhook secret too: an account made later under the same name would
+            # otherwise sign with a secret the old holder knows. One DEL, one slot ({name}).
+            self.client.delete(self.keys.account(name), self.keys.webhook_secret(name))
             self.client.srem(self.keys.accounts, name)
             self._changed(name)
 

@@ -95,9 +95,12 @@ def init(
         cert.write_bytes(cert_pem)
         write_private(key, key_pem)
     if redis_url:
+        # A joining node takes the installation's keys; random files of its own would later
+        # sign in its name whenever Redis is away (and seed a new installation's keys).
         _join(settings)
-    for name in ("bounce_key_file", "webhook_key_file", "tracking_key_file"):
-        write_secret(settings.path(getattr(settings.secrets, name)))
+    else:
+        for name in secrets.NAMES:  # the private Redis takes its keys from these files
+            write_secret(settings.path(getattr(settings.secrets, name)))
     write_secret(settings.path(settings.authpolicy.key_file))  # shared with Dovecot
     if store.holds_password(redis_url):  # `txmail up` lets the txmail user's group read it
         write_private(config_file, config_mod.to_toml(settings).encode())
@@ -110,15 +113,16 @@ def init(
 def _join(settings: config_mod.Settings) -> None:
     """Take the installation's keys from its Redis (creating them there, once, if this is the
     first node) and keep them as this node's key files, so every node signs and verifies alike.
-    A Redis that cannot be reached now is no error: the daemons read the keys from Redis when
-    they start, and the files are only caches."""
+    A Redis that cannot be reached now is no error, and no key file is written: the node
+    fetches the keys from Redis when it starts (`txmail up`)."""
     client = store.connect(settings)
-    shared = secrets.SharedSecrets(client, store.Keys(settings.redis.prefix), settings)
     try:
-        for name in secrets.NAMES:
-            shared.write_cache(name)
+        secrets.cache_keys(settings, client)
     except StoreUnavailable as exc:
-        click.echo(f"txmail: {exc}; the keys will be read from Redis when the relay starts")
+        click.echo(
+            f"txmail: {exc}; no key file was written: this node fetches the installation's "
+            "keys from Redis when it starts, so `txmail up` needs Redis the first time"
+        )
         return
     finally:
         client.close()

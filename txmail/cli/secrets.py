@@ -37,6 +37,15 @@ def status(obj: object) -> None:
         )
 
 
+# What a --revoke cuts off, for each key.
+_REVOKED = {
+    "bounce": "bounce addresses and copy headers signed before are now refused",
+    "tracking": "tracking links signed before are now refused",
+    "webhook": "posts are no longer signed with secrets derived from the old key: give "
+    "receivers the new ones (txmail webhooks secret ACCOUNT)",
+}
+
+
 @secrets_group.command("rotate")
 @click.argument("key", type=click.Choice(sorted(_CHOICES)))
 @click.option(
@@ -45,25 +54,38 @@ def status(obj: object) -> None:
     help="Rotate even though tokens signed before the last rotation still live (they stop "
     "verifying).",
 )
+@click.option(
+    "--revoke",
+    is_flag=True,
+    help="The key leaked: make a new one and drop the old one at once, so nothing signed "
+    "with it verifies any more.",
+)
 @click.pass_obj
-def rotate(obj: object, key: str, force: bool) -> None:
+def rotate(obj: object, key: str, force: bool, revoke: bool) -> None:
     """Make a new KEY for every node. Tokens signed with the old key keep verifying until the
     next rotation, so a second rotation is refused while tokens signed before the first still
-    live (milter.message_ttl_days), unless --force."""
+    live (milter.message_ttl_days), unless --force. After a leak, --revoke drops the old key
+    (and the one before it) at once."""
     settings = obj.settings  # type: ignore[attr-defined]
     shared = secrets.shared(settings, store.connect(settings))
     lifetime = settings.milter.message_ttl_days * 86400
     safe_at = secrets.safe_to_rotate_at(shared.ring(_CHOICES[key]), lifetime)
-    if time.time() < safe_at and not force:
+    if time.time() < safe_at and not (force or revoke):
         when = time.strftime("%Y-%m-%d %H:%MZ", time.gmtime(safe_at))
         raise UsageError(
             f"the {key} key was rotated less than milter.message_ttl_days "
             f"({settings.milter.message_ttl_days} days) ago, and a second rotation now would "
             f"stop the tokens signed before that one from verifying: rotate after {when}, or "
-            "with --force to cut them off now"
+            "with --force to cut them off now (--revoke if the key leaked)"
         )
-    shared.rotate(_CHOICES[key])
+    shared.rotate(_CHOICES[key], revoke=revoke)
     shared.write_cache(_CHOICES[key])
+    if revoke:
+        click.echo(
+            f"{key}: revoked, the old key dropped; {_REVOKED[key]} (every node within "
+            f"{secrets.REFRESH_SECONDS:.0f} s)"
+        )
+        return
     click.echo(
         f"{key}: rotated; every node uses the new key within {secrets.REFRESH_SECONDS:.0f} s, "
         "and the old one still verifies"

@@ -3,7 +3,9 @@ the sentence that fixes it.
 
 CHECKS
     keys         every secrets.* file and tls.key_file exists, holds a key and is mode 0600;
-                 tls.cert_file exists
+                 tls.cert_file exists. With redis.url set, a missing secrets.* file is a
+                 cache `txmail up` writes from Redis (a warning), an error only when Redis
+                 does not answer
     log          the maillog follower can read its source: maillog.path (or postfix.maillog)
                  for "file"; journalctl and a running systemd-journald for "journald"
     chroot       no master.cf service that runs chrooted (chroot column y, as in Debian's
@@ -44,6 +46,7 @@ from txmail.config import SecretsSettings, Settings
 from txmail.errors import ConfigError, TxmailError
 from txmail.stack import install, render
 from txmail.stack.components import can_connect_unix
+from txmail.store import secrets
 
 KEY_BYTES = 16
 # Postfix daemons, and the main.cf parameters (or prefixes) through which they use a socket.
@@ -84,8 +87,58 @@ class Service:
 # -- keys --------------------------------------------------------------------------------
 
 
-def check_keys(settings: Settings) -> list[Problem]:
-    """The HMAC secrets and the TLS key: there, a key, 0600; the TLS certificate: there."""
+def key_in_redis(settings: Settings) -> Callable[[str], bool | None]:
+    """Asks the configured Redis whether it holds a shared key (a secrets.* field name):
+    True, False, or None when Redis does not answer (then it is not asked again)."""
+    down = False
+
+    def ask(name: str) -> bool | None:
+        nonlocal down
+        if down:
+            return None
+        try:
+            client = store.connect(settings)
+            try:
+                key = store.Keys(settings.redis.prefix).secret(secrets.NAMES[name])
+                return bool(client.hexists(key, "current"))
+            finally:
+                client.close()
+        except (redis.RedisError, OSError, TxmailError):
+            down = True
+            return None
+
+    return ask
+
+
+def _missing_shared_key(
+    settings: Settings, key: str, path: Path, in_redis: Callable[[str], bool | None]
+) -> Problem:
+    """A shared key's cache file is missing on a node with a configured Redis: the daemons
+    fetch the key from Redis, so only a Redis that does not answer leaves the node keyless."""
+    held = in_redis(key.removeprefix("secrets."))
+    if held is None:
+        return Problem(
+            f"{key}: {path} does not exist and Redis at "
+            f"{store.shown_url(settings.redis.url)} does not answer, so this node has no key",
+            "start Redis or correct redis.url (a node fetches the installation's keys from "
+            "Redis the first time it starts), or restore the file from another node",
+        )
+    return Problem(
+        f"{key}: {path}, this node's cache of the key in Redis, does not exist",
+        "`txmail up` writes it from Redis"
+        if held
+        else "`txmail up` creates the key in Redis, for every node, and writes it",
+        blocking=False,
+        repaired_by_up=True,
+    )
+
+
+def check_keys(
+    settings: Settings, in_redis: Callable[[str], bool | None] | None = None
+) -> list[Problem]:
+    """The HMAC secrets and the TLS key: there, a key, 0600; the TLS certificate: there.
+    With a configured Redis a missing secrets.* file is only a cache not written yet, unless
+    Redis does not answer; `in_redis` (default: key_in_redis) says whether it holds a key."""
     files = [
         (f"secrets.{f.name}", settings.path(getattr(settings.secrets, f.name)))
         for f in dataclasses.fields(SecretsSettings)
@@ -97,6 +150,10 @@ def check_keys(settings: Settings) -> list[Problem]:
             st = path.stat()
             size = len(path.read_bytes().strip())
         except FileNotFoundError:
+            if settings.redis.url and key.removeprefix("secrets.") in secrets.NAMES:
+                in_redis = in_redis or key_in_redis(settings)
+                problems.append(_missing_shared_key(settings, key, path, in_redis))
+                continue
             problems.append(
                 Problem(
                     f"{key}: {path} does not exist",

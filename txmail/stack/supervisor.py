@@ -31,7 +31,7 @@ from pathlib import Path
 import txmail
 from txmail import reach, store
 from txmail.config import Settings
-from txmail.errors import ConfigError, TxmailError
+from txmail.errors import ConfigError, StoreUnavailable, TxmailError
 from txmail.stack import components as components_mod
 from txmail.stack import doctor, render
 from txmail.stack.components import (
@@ -40,6 +40,7 @@ from txmail.stack.components import (
     ProcessComponent,
     can_connect_unix,
 )
+from txmail.store import secrets
 
 log = logging.getLogger("txmail.up")
 
@@ -172,6 +173,22 @@ def socket_folder(settings: Settings, setting: str, socket: Path) -> Path:
     )
 
 
+def cache_shared_keys(settings: Settings) -> None:
+    """A node with a configured Redis fetches the installation's keys into its cache files
+    (0600) before they are checked: a node that joined while Redis was away has none yet, and
+    a stale one is replaced. A Redis that does not answer leaves them as they are, and
+    check_files() says whether the node can start without it."""
+    if not settings.redis.url:
+        return  # the private Redis starts later, and takes its keys from these files
+    client = store.connect(settings)
+    try:
+        secrets.cache_keys(settings, client)
+    except StoreUnavailable:
+        pass
+    finally:
+        client.close()
+
+
 def check_files(settings: Settings) -> None:
     """The keys and the certificate are there (their modes are mended by prepare())."""
     stop_on([p for p in doctor.check_keys(settings) if not p.repaired_by_up])
@@ -201,6 +218,7 @@ def prepare(
     the parser workers run with its uid but group nogroup, so not even that. Logs, which name
     recipients and login names, are 0640 root:root."""
     check_reach(settings, config_file)
+    cache_shared_keys(settings)
     check_files(settings)
     ensure_user(settings.user)
     user = pwd.getpwnam(settings.user)
@@ -236,10 +254,11 @@ def prepare(
     if not settings.redis.url:  # the AOF and RDB files of a node whose Redis ran as another user
         for path in (state / "redis").rglob("*"):
             os.chown(path, redis.pw_uid, redis.pw_gid, follow_symlinks=False)
-    for key in ("bounce_key_file", "webhook_key_file", "tracking_key_file"):
+    for key in secrets.NAMES:
         path = settings.path(getattr(settings.secrets, key))
-        os.chown(path, 0, 0)
-        path.chmod(0o600)
+        if path.exists():  # else a cache the daemons write from Redis (check_files)
+            os.chown(path, 0, 0)
+            path.chmod(0o600)
     if store.holds_password(settings.redis.url):
         # The bounce pipe runs as the txmail user and reads this file (for its socket's
         # path); the parser workers, of group nogroup, cannot.

@@ -5,6 +5,7 @@ SYNOPSIS
     shared.current("bounce_key_file")      # bytes: what new tokens are signed with
     shared.accepted("bounce_key_file")     # (current, previous...): what tokens may verify with
     shared.rotate("tracking_key_file")     # a new current key; the old one verifies a while
+    shared.rotate("bounce_key_file", revoke=True)   # a leaked key: the old one is dropped now
     accepted(settings, client, "bounce_key_file")   # the same, through a per-process cache
 
 DESCRIPTION
@@ -22,12 +23,17 @@ DESCRIPTION
     on a Redis Cluster unchanged.
 
     The key files named by secrets.* are caches: written (mode 0600) when a node joins with
-    `txmail init --redis-url`, read only when Redis cannot be reached and nothing was cached.
+    `txmail init --redis-url` or starts (`txmail up`), read only when Redis cannot be reached
+    and nothing was cached. A process that reads a key from Redis rewrites a cache file that
+    holds another one; one that holds neither key in Redis is stale (a key made while Redis
+    could not be reached, or a revoked one) and is logged once, by path, as it is replaced.
     Keys are cached in each process for `refresh` seconds, so a rotation reaches every node
     within that time. After a rotation (`txmail secrets rotate NAME`) tokens signed with the
     previous key keep verifying until the next rotation, so a token handed out lives its
     lifetime as long as keys are rotated less often than that (bounce tokens: the message's
-    milter.message_ttl_days).
+    milter.message_ttl_days). A leaked key is revoked with `txmail secrets rotate NAME
+    --revoke`: a new key, and the old one dropped at once (secret_revoke.lua), so tokens
+    signed before stop verifying on every node within `refresh` seconds.
 
     Each account's webhook secret is derived from the webhook key (txmail.webhooks.signing)
     unless `txmail webhooks rotate-secret` gave it one of its own:
@@ -118,6 +124,7 @@ class SharedSecrets:
         self.refresh = refresh
         self.clock = clock
         self._cached: dict[str, tuple[float, KeyRing]] = {}
+        self._on_disk: dict[str, bytes] = {}  # the current key each cache file was checked for
         self._lock = threading.Lock()
 
     def _file(self, name: str) -> Path | None:
@@ -170,6 +177,8 @@ class SharedSecrets:
                 raise
             log.warning("Redis unavailable: the %s key comes from its cache file", NAMES[name])
             ring = KeyRing(read_key_file(f"secrets.{name}", path))
+        else:
+            self._keep_cache(name, ring, create=False)
         with self._lock:
             self._cached[name] = (now, ring)
         return ring
@@ -180,27 +189,59 @@ class SharedSecrets:
     def accepted(self, name: str) -> tuple[bytes, ...]:
         return self.ring(name).accepted
 
-    def write_cache(self, name: str) -> Path | None:
-        """Write the current key to the node's key file (0600), as a cache; its path."""
+    def _keep_cache(self, name: str, ring: KeyRing, create: bool) -> Path | None:
+        """Make the node's key file hold the current key (0600), checked once per key: it is
+        what the node signs with when Redis cannot be reached, so a file holding another key
+        is replaced, with one warning when it holds neither key in Redis (a stale file).
+        Without `create` only a file that exists is rewritten, and trouble is left to the
+        next `txmail up` (the daemons keep their node's caches fresh); with it (`txmail
+        init`, `up`, `secrets rotate`) the file is made, and trouble is a ConfigError. The
+        path when the file holds the current key."""
         path = self._file(name)
-        if path is None:
-            return None
-        current = self.ring(name).current
+        if path is None or (not create and self._on_disk.get(name) == ring.current):
+            return path
         try:
-            if path.exists() and path.read_bytes().strip() == current:
-                return path
-        except OSError:
-            pass
-        write_private(path, current + b"\n")
-        return path
+            held = path.read_bytes().strip() if path.exists() else None
+            if held is None and not create:
+                return None
+            if held and held not in ring.accepted:
+                # The file's path and what happens to it: never the key itself.
+                log.warning(
+                    "the %s key file %s is stale: it holds neither key in Redis (a key made "
+                    "while Redis could not be reached, or a revoked one), and will be replaced "
+                    "with the current key",
+                    NAMES[name],
+                    path,
+                )
+            if held != ring.current:
+                write_private(path, ring.current + b"\n")
+        except OSError as exc:
+            if create:
+                raise ConfigError(
+                    f"cannot write the {NAMES[name]} key's cache file {path} "
+                    f"({exc.strerror or exc}): run txmail as root, or let it write there"
+                ) from exc
+            written = None  # not this process's file (an unprivileged one): `up` keeps it
+        else:
+            written = path
+        with self._lock:  # asked again when the key changes, not every `refresh`
+            self._on_disk[name] = ring.current
+        return written
 
-    def rotate(self, name: str, now: float | None = None) -> KeyRing:
-        """Make a new current key; the old one becomes `previous` (the one before is gone)."""
+    def write_cache(self, name: str) -> Path | None:
+        """Write the current key to the node's key file (0600), as a cache; its path (None
+        for a node without settings). ConfigError when it cannot be written."""
+        return self._keep_cache(name, self.ring(name), create=True)
+
+    def rotate(self, name: str, now: float | None = None, revoke: bool = False) -> KeyRing:
+        """Make a new current key; the old one becomes `previous` (the one before is gone).
+        With `revoke` (a leaked key) the old one is dropped too: nothing signed before the
+        new key verifies any more, on every node within `refresh` seconds."""
         name = _setting(name)
         self._read(name)  # an installation without the key gets it first, as everywhere
-        with guard(f"rotating the {NAMES[name]} key"):
+        with guard(f"{'revoking' if revoke else 'rotating'} the {NAMES[name]} key"):
             # One key, one script: atomic, and on a Cluster in one slot.
-            scripts.get(self.client, "secret_rotate")(
+            scripts.get(self.client, "secret_revoke" if revoke else "secret_rotate")(
                 keys=[self.keys.secret(NAMES[name])],
                 args=[new_key().decode(), repr(time.time() if now is None else now)],
             )
@@ -216,6 +257,17 @@ class SharedSecrets:
         if ring.previous and now < ring.rotated_at + overlap:
             return (ring.current, ring.previous)
         return (ring.current,)
+
+
+def cache_keys(settings: Settings, client: Client) -> None:
+    """Fetch every shared key from Redis into this node's cache files (0600), creating the
+    installation's keys there if it has none (`txmail init --redis-url`, `txmail up`).
+    StoreUnavailable when Redis does not answer, and then no file is touched."""
+    shared = SharedSecrets(client, Keys(settings.redis.prefix), settings)
+    with guard("fetching the installation's keys"):
+        client.ping()  # else ring() would take a key file that is there as the key
+    for name in NAMES:
+        shared.write_cache(name)
 
 
 _SHARED: dict[int, SharedSecrets] = {}

@@ -114,3 +114,23 @@ def test_records_of_a_removed_account_count_as_absent(domains: Domains) -> None:
     # the domain and its return-path domain can be set up again by someone else
     domains.add(new("other.example", account="acme", return_path="mta.other.example"))
     assert domains.get("other.example").account == "acme"
+
+
+def test_a_removed_accounts_webhook_secret_goes_with_it(domains: Domains) -> None:
+    """An account made later under the same name must not sign its webhooks with the secret
+    the old holder was given (`webhooks rotate-secret`): it starts from the derived one."""
+    from txmail.store.secrets import read_webhook_secret, store_webhook_secret
+    from txmail.webhooks import signing
+
+    client, keys = domains.client, domains.keys
+    known = b"k" * 32
+    store_webhook_secret(client, keys, "other", known, b"p" * 32, until=2e9)
+    assert read_webhook_secret(client, keys, "other").current == known
+    domains.accounts.remove("other")
+    assert not client.exists(keys.webhook_secret("other"))
+    Accounts(client, keys).add("other", ["other.example"], "a long enough password")
+    webhook_key = b"w" * 32
+    stored = read_webhook_secret(client, keys, "other")
+    assert signing.account_secrets(webhook_key, "other", stored, 1.0) == (
+        signing.account_secret(webhook_key, "other"),
+    )

@@ -248,3 +248,38 @@ def test_up_stops_on_errors_only(caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(ConfigError) as two:
         stop_on([Problem("a", "b"), Problem("c", "d")])
     assert str(two.value) == "2 problems stop the node:\n  a; b\n  c; d"
+
+
+def test_a_missing_shared_key_file_with_a_configured_redis_is_a_cache_up_writes(
+    tmp_path: Path,
+) -> None:
+    """With redis.url set the secrets.* files are caches of the keys in Redis: a missing one
+    does not stop `up` (it fetches the key), unless Redis does not answer; the TLS key and a
+    node with its private Redis are as before."""
+    settings = dataclasses.replace(
+        node(tmp_path), redis=config.RedisSettings(url="redis://127.0.0.1:1/0", timeout=0.5)
+    )
+    path = tmp_path / "secrets/bounce.key"
+    path.unlink()
+    [held] = doctor.check_keys(settings, in_redis=lambda name: True)
+    assert not held.blocking and held.repaired_by_up
+    assert held.line() == (
+        f"warning: secrets.bounce_key_file: {path}, this node's cache of the key in Redis, "
+        "does not exist; `txmail up` writes it from Redis"
+    )
+    [first] = doctor.check_keys(settings, in_redis=lambda name: False)
+    assert not first.blocking and "creates the key in Redis, for every node" in first.fix
+    [down] = doctor.check_keys(settings, in_redis=lambda name: None)
+    assert down.blocking
+    assert down.line() == (
+        f"error: secrets.bounce_key_file: {path} does not exist and Redis at "
+        "redis://127.0.0.1:1/0 does not answer, so this node has no key; start Redis or "
+        "correct redis.url (a node fetches the installation's keys from Redis the first time "
+        "it starts), or restore the file from another node"
+    )
+    [asked] = doctor.check_keys(settings)  # the real question, to a Redis that is not there
+    assert asked.blocking and "does not answer" in asked.what
+    alone = node(tmp_path / "private")
+    (tmp_path / "private/secrets/bounce.key").unlink()
+    [private] = doctor.check_keys(alone, in_redis=lambda name: True)
+    assert private.blocking and "restore it from a backup" in private.fix

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -204,3 +205,163 @@ def test_a_second_rotation_waits_until_the_tokens_of_the_first_have_lived() -> N
     assert secrets.safe_to_rotate_at(never, 86400) == 0.0
     rotated = secrets.KeyRing(current=b"k" * 32, previous=b"p" * 32, rotated_at=1000.0)
     assert secrets.safe_to_rotate_at(rotated, 86400) == 1000.0 + 86400
+
+
+def test_revoking_a_leaked_key_cuts_off_its_tokens_on_every_node(
+    client: redis.Redis, keys: store.Keys, tmp_path: Path
+) -> None:
+    """`secrets rotate KEY --revoke`: a plain rotation after a leak would keep the leaked key
+    as `previous`; a revocation drops it, and every node refuses its tokens within
+    REFRESH_SECONDS (the time a process caches the keys)."""
+    now = [0.0]
+    node_a = secrets.SharedSecrets(client, keys, _settings(tmp_path), clock=lambda: now[0])
+    node_b = secrets.SharedSecrets(client, keys, _settings(tmp_path), clock=lambda: now[0])
+    leaked = node_b.current("bounce_key_file")
+    node_a.rotate("bounce_key_file")  # the leaked key is `previous` now: it still verifies
+    leaked_address = bounce_address("4jXCs06YbRzJJ2Y", "x.example", leaked, "b.example")
+    now[0] += secrets.REFRESH_SECONDS + 1
+    assert verify_bounce_address(leaked_address, node_b.accepted("bounce_key_file"))
+    links = LinkSigner(lambda: node_b.accepted("tracking_key_file"))
+    leaked_link = links.sign(
+        Mark("click", "acme", "4jXCs06YbRzJJ2Y", "a@x.example", 0, "https://x")
+    )
+
+    ring = node_a.rotate("bounce_key_file", revoke=True)
+    tracking = node_a.rotate("tracking_key_file", revoke=True)
+    assert ring.accepted == (ring.current,) and tracking.accepted == (tracking.current,)
+    assert not verify_bounce_address(leaked_address, node_a.accepted("bounce_key_file"))
+    assert LinkSigner(node_a.current("tracking_key_file")).verify(leaked_link) is None
+    # node_b still holds the keys it cached, for at most REFRESH_SECONDS.
+    assert verify_bounce_address(leaked_address, node_b.accepted("bounce_key_file"))
+    now[0] += secrets.REFRESH_SECONDS
+    assert node_b.accepted("bounce_key_file") == (ring.current,)
+    assert not verify_bounce_address(leaked_address, node_b.accepted("bounce_key_file"))
+    assert links.verify(leaked_link) is None
+    fresh = bounce_address("4jXCs06YbRzJJ2Y", "x.example", ring.current, "b.example")
+    assert verify_bounce_address(fresh, node_b.accepted("bounce_key_file"))
+
+
+def test_secrets_rotate_revoke_is_not_held_back_by_the_last_rotation(
+    client: redis.Redis, keys: store.Keys, redis_server: object, tmp_path: Path
+) -> None:
+    """A second plain rotation within milter.message_ttl_days is refused; --revoke is what
+    a leak needs, so it goes through and says that older tokens are refused."""
+    from click.testing import CliRunner
+
+    from txmail.cli import main as cli
+
+    config_file = tmp_path / "txmail.toml"
+    config_file.write_text(
+        f'state_dir = "{tmp_path}"\n[redis]\nurl = "{redis_server.url}"\n'  # type: ignore[attr-defined]
+        f'prefix = "{keys.prefix}"\n'
+    )
+    run = [*("--config", str(config_file)), "secrets", "rotate", "tracking"]
+    assert CliRunner().invoke(cli, run).exit_code == 0
+    refused = CliRunner().invoke(cli, run)
+    assert refused.exit_code != 0 and "--revoke" in refused.output
+    done = CliRunner().invoke(cli, [*run, "--revoke"])
+    assert done.exit_code == 0, done.output
+    assert "tracking links signed before are now refused" in done.output
+    ring = secrets.SharedSecrets(client, keys).ring("tracking_key_file")
+    assert not ring.previous
+    cached = tmp_path / config.Settings().secrets.tracking_key_file
+    assert cached.read_bytes().strip() == ring.current
+
+
+def _joined(tmp_path: Path, url: str, prefix: str) -> config.Settings:
+    return config.Settings(
+        state_dir=str(tmp_path), redis=config.RedisSettings(url=url, prefix=prefix, timeout=0.5)
+    )
+
+
+def test_joining_while_redis_is_down_writes_no_key_of_its_own_and_up_fetches_them(
+    client: redis.Redis,
+    keys: store.Keys,
+    redis_server: object,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`txmail init --redis-url` with Redis away: no random key files (they would sign in
+    this node's name whenever Redis is away later); `txmail up` fetches the keys from Redis
+    into 0600 cache files before it checks them, and its checks pass."""
+    from click.testing import CliRunner
+
+    from txmail.bounce_pipe import server
+    from txmail.cli import main as cli
+    from txmail.stack import doctor, supervisor
+
+    # pytest's folder is root's alone: what init refuses there is tests/unit/test_reach.py's.
+    monkeypatch.setattr(supervisor, "check_reach", lambda *args: None)
+    monkeypatch.setattr(server, "check_interpreter_reach", lambda *args: None)
+    state = tmp_path / "node"
+    done = CliRunner().invoke(
+        cli, ["init", "--state-dir", str(state), "--redis-url", "redis://127.0.0.1:1/0"]
+    )
+    assert done.exit_code == 0, done.output
+    assert (
+        "no key file was written: this node fetches the installation's keys from Redis when "
+        "it starts, so `txmail up` needs Redis the first time" in done.output
+    )
+    settings = config.load(state / "txmail.toml")
+    for name in secrets.NAMES:
+        assert not settings.path(getattr(settings.secrets, name)).exists()
+    assert settings.path(settings.authpolicy.key_file).exists()  # not shared: Dovecot's
+    # Redis still away: `up` stops, with a sentence that says why.
+    with pytest.raises(config.ConfigError) as stopped:
+        supervisor.cache_shared_keys(settings)
+        supervisor.check_files(settings)
+    assert "does not answer, so this node has no key; start Redis" in str(stopped.value)
+
+    url = redis_server.url  # type: ignore[attr-defined]
+    installation = secrets.SharedSecrets(client, keys)
+    back = _joined(state, url, keys.prefix)
+    assert all(p.repaired_by_up for p in doctor.check_keys(back))  # in Redis: not an error
+    supervisor.cache_shared_keys(back)
+    supervisor.check_files(back)
+    assert doctor.check_keys(back) == []
+    for name in secrets.NAMES:
+        path = back.path(getattr(back.secrets, name))
+        assert path.read_bytes().strip() == installation.current(name)
+        assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_stale_key_file_is_replaced_with_one_warning_that_never_shows_the_key(
+    client: redis.Redis,
+    keys: store.Keys,
+    redis_server: object,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A key file that holds neither key in Redis (made while Redis was away, or revoked)
+    would sign in the node's name on the next outage: the first read from Redis replaces it,
+    and says so once."""
+    installation = secrets.SharedSecrets(client, keys)
+    current = installation.current("bounce_key_file")
+    settings = _joined(tmp_path, redis_server.url, keys.prefix)  # type: ignore[attr-defined]
+    path = settings.path(settings.secrets.bounce_key_file)
+    path.parent.mkdir(parents=True)
+    stale = b"s" * 64
+    path.write_bytes(stale + b"\n")
+    now = [0.0]
+    node = secrets.SharedSecrets(client, keys, settings, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="txmail.store.secrets"):
+        assert node.current("bounce_key_file") == current
+        now[0] += secrets.REFRESH_SECONDS + 1
+        assert node.current("bounce_key_file") == current
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.getMessage() == (
+        f"the bounce key file {path} is stale: it holds neither key in Redis (a key made "
+        "while Redis could not be reached, or a revoked one), and will be replaced with the "
+        "current key"
+    )
+    assert stale.decode() not in caplog.text and current.decode() not in caplog.text
+    assert path.read_bytes().strip() == current
+    assert path.stat().st_mode & 0o777 == 0o600
+    # A file that holds the previous key (a rotation elsewhere) is brought up to date quietly.
+    caplog.clear()
+    installation.rotate("bounce_key_file")
+    now[0] += secrets.REFRESH_SECONDS + 1
+    with caplog.at_level(logging.WARNING, logger="txmail.store.secrets"):
+        fresh = node.current("bounce_key_file")
+    assert fresh != current and path.read_bytes().strip() == fresh
+    assert not caplog.records

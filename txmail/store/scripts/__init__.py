@@ -18,6 +18,8 @@ DESCRIPTION
     policy_check, policy_commit,  policyd and the milter: sending limits, holds, usage
     policy_release
     reputation_record             the reputation guard's daily totals
+    secret_revoke                 a new value of one of the installation's HMAC keys, the
+                                  old one dropped at once (after a leak)
     secret_rotate                 a new value of one of the installation's HMAC keys
     suppression_add               a suppression list entry, capped
     webhook_dead_letter           webhooks: a batch that will not be retried again
