@@ -153,40 +153,18 @@ def _private_folder(folder: Path) -> None:
 
 def generate_rsa_key(path: Path, bits: int = MIN_RSA_BITS) -> str:
     """Write a new RSA key (PEM, mode 0600); return the p= value of its DNS record."""
-    if bits < MIN_RSA_BITS:
-        raise ValueError(f"DKIM RSA keys must have {MIN_RSA_BITS} bits or more")
-    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    pem, public = new_rsa_key(bits)
     _private_folder(path.parent)
-    write_private(
-        path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        ),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return base64.b64encode(public).decode("ascii")
+    write_private(path, pem.encode("ascii"))
+    return public
 
 
 def generate_ed25519_key(path: Path) -> str:
     """Write a new Ed25519 key (PKCS#8 PEM, mode 0600); return its p= value (RFC 8463)."""
-    key = ed25519.Ed25519PrivateKey.generate()
+    pem, public = new_ed25519_key()
     _private_folder(path.parent)
-    write_private(
-        path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
-    return base64.b64encode(public).decode("ascii")
+    write_private(path, pem.encode("ascii"))
+    return public
 
 
 def new_rsa_key(bits: int = MIN_RSA_BITS) -> tuple[str, str]:
