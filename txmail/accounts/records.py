@@ -133,6 +133,9 @@ class Accounts:
         with guard("adding an account"):
             if self.client.exists(self.keys.account(name)):
                 raise Conflict(f"account {name!r} exists already")
+            # Logins a removed account of this name could have kept (an add that raced the
+            # removal) must not open the new one.
+            Logins(self.client, self.keys).remove_all(name)
             claimed: list[str] = []
             for domain in domains:
                 if not self.client.hsetnx(self.keys.domains, domain, name):
@@ -391,7 +394,8 @@ class Logins:
     def add(self, account: str, login: str, password: str) -> Login:
         Accounts(self.client, self.keys).get(account)
         login = check_login(login)
-        entry = {"password_hash": hash_password(password), "created_at": time.time()}
+        added = Login(login, account, hash_password(password), time.time())
+        entry = {"password_hash": added.password_hash, "created_at": added.created_at}
         with guard("adding a login"):
             self._claim(account, login)
             if not self.client.exists(self.keys.account(account)):  # removed meanwhile
@@ -399,7 +403,7 @@ class Logins:
                 raise NotFound(f"no account named {account!r}")
             self.client.hset(self.keys.account_logins(account), login, json.dumps(entry))
             self._changed(account)
-        return Login(login, account, entry["password_hash"], entry["created_at"])
+        return added
 
     def _claim(self, account: str, login: str) -> None:
         for _ in range(2):
@@ -441,11 +445,6 @@ class Logins:
             f"account {account!r} has no login {login!r} (see `txmail accounts login list`)"
         )
 
-    def list(self, account: str) -> list[Login]:
-        """The account's logins, by name. Only those the global map gives to this account
-        count: an entry an interrupted add or remove left behind is no login."""
-        return self.of_accounts([account])
-
     def of_accounts(self, accounts: list[str]) -> list[Login]:
         """The logins of these accounts, in two round trips (authsync reads every account's)."""
         with guard("listing logins"):
@@ -462,15 +461,23 @@ class Logins:
         found = []
         for account, raw in zip(accounts, rows, strict=True):
             for login, text in sorted(raw.items()):
-                if decoded_or_none(owners.get(login)) != account:
+                try:
+                    entry = json.loads(text)
+                except ValueError:
+                    entry = None
+                if decoded_or_none(owners.get(login)) != account or not isinstance(entry, dict):
                     continue
-                entry = json.loads(text)
                 found.append(
                     Login(
                         login, account, entry.get("password_hash", ""), entry.get("created_at", 0)
                     )
                 )
         return found
+
+    def list(self, account: str) -> list[Login]:
+        """The account's logins, by name. Only those the global map gives to this account
+        count: an entry an interrupted add or remove left behind is no login."""
+        return self.of_accounts([account])
 
     def account_of(self, login: str) -> str | None:
         """The account a login belongs to (None: no such login)."""

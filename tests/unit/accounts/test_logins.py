@@ -201,3 +201,21 @@ def test_cli_login_add_list_passwd_remove(
     assert "not allowed" in txmail("login", "add", "acme", "acme2", "--generate-password", code=2)
     assert "has no login" in txmail("login", "remove", "acme", "shop@acme.example", code=1)
     assert "no account named" in txmail("login", "list", "nobody", code=1)
+
+
+def test_a_new_account_never_inherits_logins_of_an_old_one_of_its_name(logins: Logins) -> None:
+    keys = logins.keys
+    # what an add racing the removal of "gone" could leave behind
+    logins.client.hset(keys.logins, "old@gone.example", "gone")
+    logins.client.hset(keys.account_logins("gone"), "old@gone.example", '{"password_hash": "x"}')
+    logins.client.hset(keys.account_logins("gone"), "broken@gone.example", "not json")
+    Accounts(logins.client, keys).add("gone", ["gone.example"], PASSWORD)
+    assert logins.list("gone") == []
+    assert logins.account_of("old@gone.example") is None
+
+
+def test_an_entry_that_is_not_json_is_no_login(logins: Logins) -> None:
+    logins.add("acme", "orders@acme.example", "first login password")
+    logins.client.hset(logins.keys.logins, "broken@acme.example", "acme")
+    logins.client.hset(logins.keys.account_logins("acme"), "broken@acme.example", "not json")
+    assert [x.login for x in logins.list("acme")] == ["orders@acme.example"]
