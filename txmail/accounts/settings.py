@@ -202,8 +202,9 @@ SETTINGS: list[AccountSetting] = [
         "rewrite_from",
         str,
         "auto",
-        "Rewrite the From header to the MAIL FROM address, keeping its display "
-        "name: `on`, `off`, or `auto` (on in single recipient_mode, else off).",
+        "Rewrite the From header, whatever its domain, to the MAIL FROM address, "
+        "keeping its display name: `on`, `off`, or `auto` (on in single recipient_mode, "
+        "else off).",
         _one_of("auto", "on", "off"),
     ),
     AccountSetting(

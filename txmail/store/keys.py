@@ -51,10 +51,14 @@ pointer) are only ever used one key per command.
     PREFIX apikeys                   hash    SHA-256 of an HTTP API key -> account (tracker)
     PREFIX {ACCOUNT}:apikeys         hash    key id -> JSON {created_at, hash} of the account's
                                              API keys (`txmail accounts apikey`)
+    PREFIX logins                    hash    SASL login (an email address) -> account; claimed
+                                             with HSETNX, so a login has one account
+    PREFIX {ACCOUNT}:logins          hash    login -> JSON {password_hash, created_at} of the
+                                             account's own logins (`txmail accounts login`)
     PREFIX stats:messages            hash    milter: "accepted", "refused:CODE:STATUS" -> count
     PREFIX stats:policy              hash    policyd: decision outcome -> count
     PREFIX {LOGIN}:auth:failures     hash    authpolicy: recent failed logins of the login name
-                                             LOGIN (an account's name, or a guessed one):
+                                             LOGIN (an account's name or login, or a guess):
                                              score (forgiven over time), at (TTL)
     PREFIX {LOGIN}:auth:known        zset    authpolicy: keyed hash of (login, client network,
                                              password hash) -> time of its last login (TTL, capped)
@@ -65,6 +69,12 @@ from __future__ import annotations
 import re
 
 ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# An account's extra SASL login: an email address in the characters Dovecot accepts in a
+# username (auth_username_chars: letters, digits, '.', '-', '_', '@'), lowercase as Dovecot
+# compares it (auth_username_format = %Lu). It contains '@', so it is never an account name.
+LOGIN = re.compile(
+    r"^(?=.{3,254}$)[a-z0-9._-]{1,64}@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z"
+)
 
 
 class Keys:
@@ -89,6 +99,13 @@ class Keys:
     @property
     def domains(self) -> str:
         return f"{self.prefix}domains"
+
+    @property
+    def logins(self) -> str:
+        return f"{self.prefix}logins"
+
+    def account_logins(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:logins"
 
     def queue(self, queue_id: str) -> str:
         return f"{self.prefix}queue:{queue_id}"
@@ -190,7 +207,8 @@ class Keys:
         return f"{self.prefix}stats:policy"
 
     # keys of the password-guessing limit (txmail/authpolicy/); LOGIN is the login name, which
-    # is the account's name for real accounts, so they share the account's slot
+    # is the account's name for real accounts, so they share the account's slot (an account's
+    # own logins have slots of their own)
     def auth_failures(self, login: str) -> str:
         return f"{self.prefix}{{{login}}}:auth:failures"
 
