@@ -48,7 +48,7 @@ ACCEPTED = "accepted"
 COUNTED = (ACCEPTED, *KINDS)  # what a day's hash counts, in the order they are shown
 OTHER = "(other)"
 DEFAULT_TAGS_PER_DAY = 100
-DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 MAX_TAG_LENGTH = 64  # as the milter's tags rule allows (txmail/milter/rules/tags.py)
 
 
