@@ -69,9 +69,7 @@ def test_duplicates_are_not_counted_twice_and_opens_count_every_time(
     assert tag_counts(client, keys, "a") == {"delivery": 1, "open": 2}
 
 
-def test_accepted_messages_share_the_days_tags_with_events(
-    client: redis.Redis, keys: Keys
-) -> None:
+def test_accepted_messages_share_the_days_tags_with_events(client: redis.Redis, keys: Keys) -> None:
     assert accept(client, keys, ["x", "y"], cap=2) == 0
     assert accept(client, keys, ["x", "z", "w"], cap=2) == 2  # z and w folded, counted once
     Recorder(client, keys, clock=lambda: NOW, tags_per_day=2).record(event("delivery", ["z"]))
