@@ -278,8 +278,8 @@ def record_call(
             event.kind,
             "" if event.trusted else trusted_field,
             0 if event.trusted else max(0, untrusted_cap),
-            max(0, tags_per_day),
             *event.tags,
+            max(0, tags_per_day),  # last: see event_record.lua
         ],
     )
 

@@ -17,9 +17,9 @@
 --          is recorded the untrusted one is a duplicate. "" for a trusted event.
 -- ARGV[9]  for an untrusted event: most untrusted events per message (field "untrusted" of the
 --          seen hash counts them); "0": no cap
--- ARGV[10] most distinct tags counted per account and day (events.tags_per_day); tags of
---          the day beyond the first ARGV[10] are counted once per event as "(other)"
--- ARGV[11...] the message's tags
+-- ARGV[10...] the message's tags, then (the last ARGV) most distinct tags counted per account
+--          and day (events.tags_per_day); tags of the day beyond that many are counted once
+--          per event as "(other)"
 --
 -- Returns {state, event id, counted} where state is 1 (recorded), 0 (a duplicate: nothing
 -- written, the id is the one recorded first), 2 (a repeat of open/click: counted only) or 3
@@ -50,9 +50,9 @@ local kind = ARGV[7]
 redis.call('HINCRBY', KEYS[3], kind, 1)
 
 -- per tag and kind, within the day's cap of distinct tags (the same block as tags_count.lua)
-local tags_cap = tonumber(ARGV[10])
+local tags_cap = tonumber(ARGV[#ARGV])
 local other = false
-for i = 11, #ARGV do
+for i = 10, #ARGV - 1 do
   local tag = ARGV[i]
   if redis.call('HEXISTS', KEYS[3], 'distinct:' .. tag) == 0 then
     if tonumber(redis.call('HGET', KEYS[3], 'distinct') or '0') < tags_cap then
