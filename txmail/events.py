@@ -20,7 +20,9 @@ DESCRIPTION
       * appends it to the account's stream PREFIX {ACCOUNT}:events, unless it was recorded
         already (PREFIX {ACCOUNT}:seen:QID remembers "KIND:recipient" -> id);
       * counts it per account, UTC day and kind, and per tag, day and kind
-        (PREFIX {ACCOUNT}:counts:YYYYMMDD, kept events.counter_days);
+        (PREFIX {ACCOUNT}:counts:YYYYMMDD, kept events.counter_days), the account's first
+        events.tags_per_day distinct tags of a day each on its own, the rest as "(other)"
+        (txmail/stats.py says what the hash holds and how it is read);
     then, outside the script:
       * a trusted hard bounce whose reason is in the account's suppress_reasons, or a trusted
         complaint (suppress_complaints), puts the recipient on the account's bounce list with
@@ -250,7 +252,13 @@ COUNTED_KINDS = ("delivery", "bounce", "complaint")
 
 
 def record_call(
-    keys: Keys, event: Event, day: str, seen_ttl: int, counter_ttl: int, untrusted_cap: int = 0
+    keys: Keys,
+    event: Event,
+    day: str,
+    seen_ttl: int,
+    counter_ttl: int,
+    untrusted_cap: int = 0,
+    tags_per_day: int = 100,
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of store/scripts/event_record.lua for `event` (documented there)."""
     trusted_field = f"{event.kind}:{event.recipient}"
@@ -271,6 +279,7 @@ def record_call(
             "" if event.trusted else trusted_field,
             0 if event.trusted else max(0, untrusted_cap),
             *event.tags,
+            max(0, tags_per_day),  # last: see event_record.lua
         ],
     )
 
@@ -310,11 +319,13 @@ class Recorder:
         counter_days: int = 400,
         outcome_hook: OutcomeHook | None = None,
         clock: Callable[[], float] = time.time,
+        tags_per_day: int = 100,
     ) -> None:
         self.client = client
         self.keys = keys
         self.seen_ttl = seen_ttl
         self.counter_ttl = counter_days * 86400
+        self.tags_per_day = tags_per_day
         self.outcome_hook = outcome_hook
         self.clock = clock
         self.suppressions = Suppressions(client, keys, clock=clock)
@@ -333,7 +344,13 @@ class Recorder:
         recorded and suppresses, but does not feed the reputation counters (the caller
         knows its source cannot be told from the recipient's own word)."""
         keys, args = record_call(
-            self.keys, event, utc_day(self.clock()), self.seen_ttl, self.counter_ttl, untrusted_cap
+            self.keys,
+            event,
+            utc_day(self.clock()),
+            self.seen_ttl,
+            self.counter_ttl,
+            untrusted_cap,
+            self.tags_per_day,
         )
         with guard(f"{event.message_id}: recording a {event.kind} event"):
             reply = self._record(keys=keys, args=args)
@@ -359,7 +376,14 @@ class Recorder:
         if isinstance(self.client, redis.cluster.RedisCluster):
             return self._record_one_by_one(events, repeats)
         calls = [
-            record_call(self.keys, event, event_day(event), self.seen_ttl, self.counter_ttl)
+            record_call(
+                self.keys,
+                event,
+                event_day(event),
+                self.seen_ttl,
+                self.counter_ttl,
+                tags_per_day=self.tags_per_day,
+            )
             for event in events
         ]
         with guard("recording opens and clicks"):

@@ -101,3 +101,33 @@ def test_unreachable_redis_is_a_temporary_failure() -> None:
     )
     with pytest.raises(StoreUnavailable):
         Accounts(store.connect(settings), store.Keys()).get("acme")
+
+
+def test_tag_counts_with_their_cap(client: store.Client) -> None:
+    """The milter's count of an accepted message (EVAL inside the record's pipeline, which a
+    cluster pipeline routes by key) and an event's count share one day hash and its cap."""
+    from txmail.events import Recorder, make_event
+    from txmail.stats import OTHER, count_accepted, last_days, read_counts
+
+    keys, now = store.Keys(), 1_800_000_000.0
+    record = MessageRecord(
+        queue_id="4jXCs06YbRzJJ2Y",
+        account="acme",
+        envelope_sender="a@acme.example",
+        recipients=["a@b.test"],
+    )
+
+    def also(pipe: object) -> None:
+        count_accepted(pipe, keys, "acme", ["order", "vip"], now, 400, tags_per_day=1)
+
+    Messages(client, keys, ttl_seconds=60).record(record, also=also)
+    Recorder(client, keys, clock=lambda: now, tags_per_day=1).record(
+        make_event("delivery", "acme", "4jXCs06YbRzJJ2Y", "a@b.test", tags=["vip"], now=now)
+    )
+    day = last_days(1, now)
+    assert read_counts(client, keys, "acme", day, "order").totals == {"accepted": 1}
+    assert read_counts(client, keys, "acme", day, OTHER).totals == {
+        "accepted": 1,
+        "delivery": 1,
+    }
+    client.close()  # its pipelines' connections, before the garbage collector finds them

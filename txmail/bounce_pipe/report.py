@@ -297,6 +297,7 @@ def record_events(
         keys,
         seen_ttl=settings.milter.message_ttl_days * 86400,
         counter_days=settings.events.counter_days,
+        tags_per_day=settings.events.tags_per_day,
         outcome_hook=reputation.outcome_hook(client, keys),
         clock=clock,
     )

@@ -213,6 +213,7 @@ def build(
         keys,
         seen_ttl=ttl,
         counter_days=settings.events.counter_days,
+        tags_per_day=settings.events.tags_per_day,
         outcome_hook=reputation.outcome_hook(client, keys, settings_of=cache.get),
         clock=clock,
     )

@@ -39,7 +39,9 @@ pointer) are only ever used one key per command.
                                              "untrusted" (their count) for forged-looking
                                              reports (TTL as the message)
     PREFIX {ACCOUNT}:counts:DAY      hash    events: KIND and "tag:TAG:KIND" -> count of UTC day
-                                             DAY (YYYYMMDD) (TTL)
+                                             DAY (YYYYMMDD), KIND "accepted" from the milter;
+                                             "distinct:TAG" and "distinct": the day's tags
+                                             counted apart (capped, txmail/stats.py) (TTL)
     PREFIX {ACCOUNT}:webhook         hash    webhooks: endpoint state (disabled, failing_since,
                                              attempts, next_attempt)
     PREFIX {ACCOUNT}:webhook:secret  hash    webhooks: the account's own secret after a

@@ -17,9 +17,15 @@ DESCRIPTION
     Answers {"message_id": QUEUE_ID}, the id every event and webhook uses.
 
     GET /v1/messages/{id}   the message record and its events.
-    GET /v1/events          the account's event stream, oldest first, paged by `after`.
+    GET /v1/events          the account's event stream, oldest first, paged by `after`;
+                            `kind`, `message_id` and `tag` filter the `limit` entries read
+                            (each event carries its message's tags), so a page may hold
+                            fewer, and `next` goes on from the last entry read.
     GET|POST|DELETE /v1/suppressions   the account's bounce and unsubscribe lists.
-    GET /v1/stats           counts of events per UTC day and kind (and per tag).
+    GET /v1/stats           counts of accepted messages and events per UTC day and kind,
+                            and per tag; `tag` for one tag's alone, `days` (1-90, default
+                            7) or `since` (YYYY-MM-DD, within events.counter_days) for the
+                            days (txmail/stats.py).
     GET /v1/openapi.json    the OpenAPI 3.0 document of all of this (txmail/tracker/openapi.py).
 
 LIMITS
@@ -59,6 +65,7 @@ from aiohttp import web
 from txmail.accounts.records import Accounts, ApiKeys
 from txmail.errors import TemporaryFailure, UsageError
 from txmail.events import KINDS, Event
+from txmail.stats import check_tag, last_days, read_counts, since_days
 from txmail.store import decoded_entries
 from txmail.store.messages import Messages
 from txmail.store.suppressions import LISTS, Suppressions
@@ -516,6 +523,8 @@ async def events(request: web.Request, services: Services, account: str) -> web.
     message_id = request.query.get("message_id")
     if message_id is not None and not QUEUE_ID.match(message_id):
         raise bad("message_id must be a message id as /v1/send returned it")
+    raw_tag = request.query.get("tag")
+    tag = check_tag(raw_tag) if raw_tag is not None else None
     rows = decoded_entries(
         await asyncio.to_thread(
             services.client.xrange,
@@ -530,6 +539,7 @@ async def events(request: web.Request, services: Services, account: str) -> web.
         for e in _event_rows(rows)
         if (kind is None or e.get("kind") == kind)
         and (message_id is None or e.get("message_id") == message_id)
+        and (tag is None or tag in e.get("tags", []))
     ]
     return web.json_response({"events": found, "next": rows[-1][0] if rows else after})
 
@@ -589,32 +599,22 @@ async def remove_suppression(
 # -- /v1/stats -------------------------------------------------------------------------------
 
 
-def _stats(services: Services, account: str, days: int, now: float) -> dict[str, Any]:
-    dates = [time.gmtime(now - 86400 * back) for back in range(days - 1, -1, -1)]
-    pipe = services.client.pipeline(transaction=False)
-    for day in dates:
-        pipe.hgetall(services.keys.event_counts(account, time.strftime("%Y%m%d", day)))
-    rows = pipe.execute()
-    out_days = []
-    totals: dict[str, int] = {}
-    tags: dict[str, dict[str, int]] = {}
-    for day, counts in zip(dates, rows, strict=True):
-        kinds: dict[str, int] = {}
-        for name, value in counts.items():
-            if name.startswith("tag:"):
-                tag, _, kind = name[4:].rpartition(":")
-                tags.setdefault(tag, {})[kind] = tags.get(tag, {}).get(kind, 0) + int(value)
-            else:
-                kinds[name] = int(value)
-                totals[name] = totals.get(name, 0) + int(value)
-        out_days.append({"date": time.strftime("%Y-%m-%d", day), "counts": kinds})
-    return {"days": out_days, "totals": totals, "tags": tags}
-
-
 @endpoint
 async def stats(request: web.Request, services: Services, account: str) -> web.StreamResponse:
-    days = _int_param(request, "days", 7, 1, 90)
-    return web.json_response(await asyncio.to_thread(_stats, services, account, days, time.time()))
+    raw_tag = request.query.get("tag")
+    tag = check_tag(raw_tag) if raw_tag is not None else None
+    since = request.query.get("since")
+    now = time.time()
+    if since is not None:
+        if "days" in request.query:
+            raise bad("give days or since, not both")
+        days = since_days(since, now, services.settings.events.counter_days)
+    else:
+        days = last_days(_int_param(request, "days", 7, 1, 90), now)
+    counts = await asyncio.to_thread(
+        read_counts, services.client, services.keys, account, days, tag
+    )
+    return web.json_response(counts.as_json())
 
 
 async def openapi_document(request: web.Request) -> web.StreamResponse:

@@ -46,6 +46,7 @@ ERRORS = {
     "503": _error(),
 }
 ADDRESS = {"type": "string", "format": "email", "maxLength": 320}
+TAG = {"type": "string", "minLength": 1, "maxLength": 64}
 
 
 def document() -> dict[str, Any]:
@@ -219,6 +220,11 @@ def document() -> dict[str, Any]:
                         ),
                         _query("kind", {"type": "string", "enum": list(KINDS)}, "Only this kind"),
                         _query("message_id", {"type": "string"}, "Only this message's events"),
+                        _query(
+                            "tag",
+                            TAG,
+                            "Only events of messages carrying this tag (among the `limit` read)",
+                        ),
                     ],
                     "responses": {
                         "200": _ok(
@@ -314,14 +320,24 @@ def document() -> dict[str, Any]:
             },
             "/v1/stats": {
                 "get": {
-                    "summary": "Events per UTC day and kind, and per tag",
+                    "summary": "Accepted messages and events per UTC day and kind, and per tag",
                     "operationId": "stats",
                     "parameters": [
                         _query(
                             "days",
                             {"type": "integer", "minimum": 1, "maximum": 90},
-                            "Days back, today included (default 7)",
-                        )
+                            "Days back, today included (default 7; not with `since`)",
+                        ),
+                        _query(
+                            "since",
+                            {"type": "string", "format": "date"},
+                            "First UTC day, YYYY-MM-DD, up to today (within events.counter_days)",
+                        ),
+                        _query(
+                            "tag",
+                            TAG,
+                            "Only this tag's counts (\"(other)\": tags past the day's cap)",
+                        ),
                     ],
                     "responses": {
                         "200": _ok(
@@ -331,6 +347,7 @@ def document() -> dict[str, Any]:
                                     "days": {"type": "array", "items": {"type": "object"}},
                                     "totals": {"type": "object"},
                                     "tags": {"type": "object"},
+                                    "tag": {"type": "string"},
                                 },
                             }
                         ),

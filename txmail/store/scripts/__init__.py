@@ -22,6 +22,7 @@ DESCRIPTION
                                   old one dropped at once (after a leak)
     secret_rotate                 a new value of one of the installation's HMAC keys
     suppression_add               a suppression list entry, capped
+    tags_count                    the milter: an accepted message per day and tag, capped
     webhook_dead_letter           webhooks: a batch that will not be retried again
 """
 

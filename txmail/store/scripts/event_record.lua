@@ -2,7 +2,9 @@
 --
 -- KEYS[1]  PREFIX {ACCOUNT}:events        stream  the account's events (field `event`: JSON)
 -- KEYS[2]  PREFIX {ACCOUNT}:seen:QID      hash    "KIND:recipient" -> event id (TTL)
--- KEYS[3]  PREFIX {ACCOUNT}:counts:DAY    hash    KIND and "tag:TAG:KIND" -> count (TTL)
+-- KEYS[3]  PREFIX {ACCOUNT}:counts:DAY    hash    KIND and "tag:TAG:KIND" -> count (TTL);
+--                                                  "distinct:TAG" and "distinct": the day's
+--                                                  tags with counters of their own, how many
 -- ARGV[1]  field, "KIND:recipient" ("untrusted:KIND:recipient" for an untrusted event)
 -- ARGV[2]  the event id
 -- ARGV[3]  the event as JSON
@@ -15,7 +17,9 @@
 --          is recorded the untrusted one is a duplicate. "" for a trusted event.
 -- ARGV[9]  for an untrusted event: most untrusted events per message (field "untrusted" of the
 --          seen hash counts them); "0": no cap
--- ARGV[10...] the message's tags
+-- ARGV[10...] the message's tags, then (the last ARGV) most distinct tags counted per account
+--          and day (events.tags_per_day); tags of the day beyond that many are counted once
+--          per event as "(other)"
 --
 -- Returns {state, event id, counted} where state is 1 (recorded), 0 (a duplicate: nothing
 -- written, the id is the one recorded first), 2 (a repeat of open/click: counted only) or 3
@@ -44,9 +48,31 @@ end
 
 local kind = ARGV[7]
 redis.call('HINCRBY', KEYS[3], kind, 1)
-for i = 10, #ARGV do
-  redis.call('HINCRBY', KEYS[3], 'tag:' .. ARGV[i] .. ':' .. kind, 1)
+
+-- per tag and kind, within the day's cap of distinct tags (the same block as tags_count.lua)
+local tags_cap = tonumber(ARGV[#ARGV])
+local other = false
+for i = 10, #ARGV - 1 do
+  local tag = ARGV[i]
+  if redis.call('HEXISTS', KEYS[3], 'distinct:' .. tag) == 0 then
+    if tonumber(redis.call('HGET', KEYS[3], 'distinct') or '0') < tags_cap then
+      redis.call('HSET', KEYS[3], 'distinct:' .. tag, 1)
+      redis.call('HINCRBY', KEYS[3], 'distinct', 1)
+    else
+      tag = nil
+    end
+  end
+  if tag then
+    redis.call('HINCRBY', KEYS[3], 'tag:' .. tag .. ':' .. kind, 1)
+  else
+    other = true
+  end
 end
+if other then
+  redis.call('HINCRBY', KEYS[3], 'tag:(other):' .. kind, 1)
+end
+-- end of the per-tag block
+
 redis.call('EXPIRE', KEYS[3], ARGV[5])
 
 if existing then
