@@ -2,9 +2,9 @@
 message.
 
 SYNOPSIS
-    key = parse_key(request.headers.get("Idempotency-Key"))      # None, or ValueError
-    held = claim(client, keys, account, key, body_hash, pending_seconds, token)
-    settle(client, keys, account, key, pending, answer | None)
+    key = parse_key(request.headers.get("Idempotency-Key"))     # None, or ValueError
+    marker, held = claim(client, keys, account, key, body_hash(body), pending_seconds, token)
+    settle(client, keys, account, key, marker, body_hash(body), (status, text) | None)
 
 DESCRIPTION
     A client that lost the answer to a send (a timeout, a dropped connection) sends the same
