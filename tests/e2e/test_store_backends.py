@@ -101,3 +101,22 @@ def test_unreachable_redis_is_a_temporary_failure() -> None:
     )
     with pytest.raises(StoreUnavailable):
         Accounts(store.connect(settings), store.Keys()).get("acme")
+
+
+def test_message_event_lists_and_idempotency_keys(client: store.Client) -> None:
+    """The scripts of GET /v1/messages and the Idempotency-Key touch one account's slot."""
+    from txmail.events import Recorder, make_event, message_events
+    from txmail.tracker import idempotency
+
+    keys = store.Keys()
+    Messages(client, keys, 600).record(
+        MessageRecord(queue_id="Q1AAAAAA", account="acme", envelope_sender="", recipients=[])
+    )
+    Recorder(client, keys).record(make_event("delivery", "acme", "Q1AAAAAA", "a@b.test"))
+    assert [e.kind for e in message_events(client, keys, "acme", "Q1AAAAAA").events] == ["delivery"]
+    marker, held = idempotency.claim(client, keys, "acme", "k-1", "h", 60, "t")
+    assert held is None
+    assert idempotency.settle(client, keys, "acme", "k-1", marker, "h", (200, "{}"))
+    assert idempotency.claim(client, keys, "acme", "k-1", "h", 60, "u")[1] == idempotency.Held(
+        "h", pending=False, status=200, answer="{}"
+    )
