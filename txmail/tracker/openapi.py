@@ -42,7 +42,6 @@ ERRORS = {
     "401": _error(),
     "403": _error(),
     "404": _error(),
-    "409": _error(),
     "413": _error(),
     "422": _error(),
     "429": _error(),
@@ -208,6 +207,7 @@ def document() -> dict[str, Any]:
                             "Queued; message_id is Postfix's queue id",
                         ),
                         **ERRORS,
+                        "409": _error(),
                     },
                 }
             },
