@@ -23,6 +23,11 @@ DESCRIPTION
         (PREFIX {ACCOUNT}:counts:YYYYMMDD, kept events.counter_days), the account's first
         events.tags_per_day distinct tags of a day each on its own, the rest as "(other)"
         (txmail/stats.py says what the hash holds and how it is read);
+      * appends it to its message's own list (PREFIX {ACCOUNT}:message:QID:events), which
+        lives as long as the message record and keeps at most MESSAGE_EVENTS_MAX events, so
+        GET /v1/messages/{id} finds the events of a message of any age in one read, however
+        many events the account had since and whatever the stream's trimming took
+        (message_events());
     then, outside the script:
       * a trusted hard bounce whose reason is in the account's suppress_reasons, or a trusted
         complaint (suppress_complaints), puts the recipient on the account's bounce list with
@@ -93,6 +98,12 @@ REPEATING = ("open", "click")  # counted every time, sent once
 WEBHOOK_GROUP = "webhooks"
 DEFAULT_SUPPRESS_REASONS = ("userunknown", "hostunknown", "hasmoved")
 MAX_FIELD = 1000  # cap what untrusted input can put into one detail
+# Events a message's own list keeps (event_record.lua): a message to 1,000 recipients (the
+# most one request of the HTTP API takes) has room for one outcome each, and an ordinary one
+# for every outcome, open and click of every recipient. An event is a few hundred bytes (what
+# a remote server writes into its details is cut at MAX_FIELD characters), so one message's
+# list is bounded whatever its recipients' servers answer.
+MESSAGE_EVENTS_MAX = 1000
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 OutcomeHook = Callable[[str, str], Any]  # (account, kind) -> anything; raises on Redis trouble
@@ -267,6 +278,8 @@ def record_call(
             keys.events(event.account),
             keys.event_seen(event.account, event.message_id or "-"),
             keys.event_counts(event.account, day),
+            keys.message_events(event.account, event.message_id or "-"),
+            keys.message(event.account, event.message_id or "-"),
         ],
         [
             trusted_field if event.trusted else f"untrusted:{trusted_field}",
@@ -278,6 +291,7 @@ def record_call(
             event.kind,
             "" if event.trusted else trusted_field,
             0 if event.trusted else max(0, untrusted_cap),
+            MESSAGE_EVENTS_MAX,
             *event.tags,
             max(0, tags_per_day),  # last: see event_record.lua
         ],
@@ -541,6 +555,30 @@ class PartlyRecorded(TemporaryFailure):
     def __init__(self, done: int) -> None:
         super().__init__(f"Redis failed after {done} events")
         self.done = done
+
+
+@dataclass(frozen=True)
+class MessageEvents:
+    events: list[Event]
+    unlisted: int  # events recorded after the list was full: in the stream only
+
+
+def message_events(client: Client, keys: Keys, account: str, message_id: str) -> MessageEvents:
+    """The events of one message (the id the client knows) in the order they were recorded,
+    from its own list: one round trip, whatever the message's age while its record lives.
+    Only the first occurrence of a repeated open or click is listed."""
+    with guard(f"{message_id}: reading its events"):
+        pipe = client.pipeline(transaction=False)
+        pipe.lrange(keys.message_events(account, message_id), 0, MESSAGE_EVENTS_MAX - 1)
+        pipe.hget(keys.event_seen(account, message_id), "unlisted")
+        listed, unlisted = pipe.execute()
+    found: list[Event] = []
+    for raw in listed:
+        try:
+            found.append(Event.from_json(raw))
+        except (KeyError, ValueError, TypeError):
+            log.warning("%s: skipping an unreadable listed event", message_id)
+    return MessageEvents(found, int(unlisted or 0))
 
 
 def stream_events(

@@ -43,13 +43,13 @@ from typing import Any
 from txmail.errors import UsageError
 from txmail.events import KINDS
 from txmail.store import Client, Keys, guard, scripts
+from txmail.tags import MAX_LENGTH as MAX_TAG_LENGTH
 
 ACCEPTED = "accepted"
 COUNTED = (ACCEPTED, *KINDS)  # what a day's hash counts, in the order they are shown
 OTHER = "(other)"
 DEFAULT_TAGS_PER_DAY = 100
 DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-MAX_TAG_LENGTH = 64  # as the milter's tags rule allows (txmail/milter/rules/tags.py)
 
 
 def check_tag(tag: str) -> str:

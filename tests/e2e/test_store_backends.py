@@ -25,7 +25,7 @@ def cluster() -> Iterator[RedisCluster]:
 
 
 @pytest.fixture(params=["single", "cluster"])
-def client(request: pytest.FixtureRequest, redis_server: RedisServer) -> store.Client:
+def client(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[store.Client]:
     if request.param == "single":
         settings = Settings(redis=RedisSettings(url=redis_server.url))
     else:
@@ -33,7 +33,8 @@ def client(request: pytest.FixtureRequest, redis_server: RedisServer) -> store.C
         settings = Settings(redis=RedisSettings(url=nodes.url, cluster=True))
     c = store.connect(settings)
     c.flushall() if request.param == "single" else c.flushall(target_nodes="primaries")
-    return c
+    yield c
+    c.close()  # its pools' sockets, before the garbage collector finds them open
 
 
 def test_accounts_roundtrip(client: store.Client) -> None:
@@ -130,4 +131,22 @@ def test_tag_counts_with_their_cap(client: store.Client) -> None:
         "accepted": 1,
         "delivery": 1,
     }
-    client.close()  # its pipelines' connections, before the garbage collector finds them
+
+
+def test_message_event_lists_and_idempotency_keys(client: store.Client) -> None:
+    """The scripts of GET /v1/messages and the Idempotency-Key touch one account's slot."""
+    from txmail.events import Recorder, make_event, message_events
+    from txmail.tracker import idempotency
+
+    keys = store.Keys()
+    Messages(client, keys, 600).record(
+        MessageRecord(queue_id="Q1AAAAAA", account="acme", envelope_sender="", recipients=[])
+    )
+    Recorder(client, keys).record(make_event("delivery", "acme", "Q1AAAAAA", "a@b.test"))
+    assert [e.kind for e in message_events(client, keys, "acme", "Q1AAAAAA").events] == ["delivery"]
+    marker, held = idempotency.claim(client, keys, "acme", "k-1", "h", 60, "t")
+    assert held is None
+    assert idempotency.settle(client, keys, "acme", "k-1", marker, "h", (200, "{}"))
+    assert idempotency.claim(client, keys, "acme", "k-1", "h", 60, "u")[1] == idempotency.Held(
+        "h", pending=False, status=200, answer="{}"
+    )

@@ -42,6 +42,11 @@ pointer) are only ever used one key per command.
                                              DAY (YYYYMMDD), KIND "accepted" from the milter;
                                              "distinct:TAG" and "distinct": the day's tags
                                              counted apart (capped, txmail/stats.py) (TTL)
+    PREFIX {ACCOUNT}:message:QID:events list  events: the message's events as JSON, in the order
+                                             recorded (capped; expires with the message record)
+    PREFIX {ACCOUNT}:idempotency:HASH string  tracker: the answer to a POST /v1/send with an
+                                             Idempotency-Key (HASH: SHA-256 of the key), or its
+                                             pending marker (TTL)
     PREFIX {ACCOUNT}:webhook         hash    webhooks: endpoint state (disabled, failing_since,
                                              attempts, next_attempt)
     PREFIX {ACCOUNT}:webhook:secret  hash    webhooks: the account's own secret after a
@@ -172,6 +177,10 @@ class Keys:
     def event_seen(self, account: str, queue_id: str) -> str:
         return f"{self.prefix}{{{account}}}:seen:{queue_id}"
 
+    def message_events(self, account: str, queue_id: str) -> str:
+        """The index of one message's events (the client's queue id) for GET /v1/messages."""
+        return f"{self.prefix}{{{account}}}:message:{queue_id}:events"
+
     def event_counts(self, account: str, day: str) -> str:
         """Counters of one UTC day, DAY as YYYYMMDD."""
         return f"{self.prefix}{{{account}}}:counts:{day}"
@@ -199,6 +208,10 @@ class Keys:
 
     def account_api_keys(self, account: str) -> str:
         return f"{self.prefix}{{{account}}}:apikeys"
+
+    def idempotency(self, account: str, key_hash: str) -> str:
+        """One Idempotency-Key of POST /v1/send, by the SHA-256 of the key as sent."""
+        return f"{self.prefix}{{{account}}}:idempotency:{key_hash}"
 
     @property
     def message_stats(self) -> str:
