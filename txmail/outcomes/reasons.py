@@ -34,6 +34,8 @@ FAILURE
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from txmail.outcomes.findings import Finding
 
@@ -940,18 +942,49 @@ def kind_of(
 # ---------------------------------------------------------------------------
 # A detector's table of its MTA's own sentences that name a reason outright
 
-ReasonTable = tuple[tuple[PhraseTable, str], ...]
+
+class ReasonTable:
+    """One MTA's own sentences that name a reason, owned by the detector that reads that MTA.
+
+    The owner lets the bench switch the table off (tables_switched_off) to see what the
+    structural rules and the other tables make of that MTA's reports without it.
+    """
+
+    __slots__ = ("owner", "rows")
+
+    def __init__(self, owner: str, rows: tuple[tuple[PhraseTable, str], ...]) -> None:
+        self.owner = owner
+        self.rows = rows
 
 
-def reason_table(*rows: tuple[str, str]) -> ReasonTable:
+# Owners whose tables are switched off (the bench's leave-one-family-out); empty in service.
+_SWITCHED_OFF: set[str] = set()
+
+
+def reason_table(owner: str, *rows: tuple[str, str]) -> ReasonTable:
     """Compile (lowercase regex, reason) rows; the first row that matches wins."""
-    return tuple((PhraseTable.from_pattern(pattern), reason) for pattern, reason in rows)
+    return ReasonTable(
+        owner, tuple((PhraseTable.from_pattern(pattern), reason) for pattern, reason in rows)
+    )
 
 
 def table_reason(table: ReasonTable, text: str) -> str | None:
     """The reason of the first row whose phrases occur in text (any case)."""
+    if _SWITCHED_OFF and table.owner in _SWITCHED_OFF:
+        return None
     lowered = text.lower()
-    for phrases, reason in table:
+    for phrases, reason in table.rows:
         if phrases.search(lowered):
             return reason
     return None
+
+
+@contextmanager
+def tables_switched_off(owners: Iterable[str]) -> Iterator[None]:
+    """Within the block, the reason tables of these owners (detector names) say nothing."""
+    added = set(owners) - _SWITCHED_OFF
+    _SWITCHED_OFF.update(added)
+    try:
+        yield
+    finally:
+        _SWITCHED_OFF.difference_update(added)

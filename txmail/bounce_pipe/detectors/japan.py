@@ -38,6 +38,7 @@ _RECIPIENT_RE = re.compile(
 )
 
 _CARRIER_REASONS = reason_table(
+    "japan",
     (r"account is disabled|user\(s\) account is disabled", "suspend"),
     (r"mailbox is full|as their mailbox is full", "mailboxfull"),
 )

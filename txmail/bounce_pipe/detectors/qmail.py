@@ -49,6 +49,7 @@ _SIGNATURES = (
 
 # qmail's (and vpopmail's) own sentences.
 _QMAIL_REASONS = reason_table(
+    "qmail",
     (r"no mailbox here by that name", "userunknown"),
     (r"couldn't find any host named", "hostunknown"),
     (r"couldn't find a mail exchanger or ip address", "notaccept"),
