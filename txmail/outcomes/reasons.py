@@ -817,13 +817,25 @@ class _Wording:
         return hit
 
 
+# Where a reason came from (BounceEvent.reason_source, the event's details.reason_source):
+STATUS = "status"  # a specific enhanced status code, or a structured field of the report
+PHRASE = "phrase"  # an MTA's or provider's own wording (a phrase table)
+GUESS = "guess"  # a fallback: a broad code class, the SMTP stage alone, or nothing at all
+REASON_SOURCES = (STATUS, PHRASE, GUESS)
+
+
 def classify(found: Finding) -> str:
     """The reason word for one finding (see the module description)."""
+    return classify_with_source(found)[0]
+
+
+def classify_with_source(found: Finding) -> tuple[str, str]:
+    """The reason word for one finding and where it came from (STATUS, PHRASE or GUESS)."""
     status = found.status
     if status and status.startswith("2."):
-        return "delivered"
+        return "delivered", STATUS
     if found.reason:
-        return found.reason
+        return found.reason, found.reason_source or PHRASE
     text = found.diagnostic.lower()
     command = found.command if found.command is not None else command_in(text)
     command = command or None
@@ -838,14 +850,30 @@ def classify(found: Finding) -> str:
     if text and not diagnostic_type.startswith("X-UNIX"):
         for reason in _STAGE1:
             if _stage1_true(reason, words, by_code, reliable, command, status):
-                return reason
+                return reason, PHRASE if words.has(reason) else _code_source(reason, by_code, reliable)
 
     if by_code and reliable:
-        return by_code
+        return by_code, STATUS
     if text:
         for reason in _STAGE3:
             if words.has(reason):
-                return reason
+                return reason, PHRASE
+    return _fallback(found, text, command, by_code, status, diagnostic_type), GUESS
+
+
+def _code_source(reason: str, by_code: str | None, reliable: bool) -> str:
+    return STATUS if by_code == reason and reliable else GUESS
+
+
+def _fallback(
+    found: Finding,
+    text: str,
+    command: str | None,
+    by_code: str | None,
+    status: str | None,
+    diagnostic_type: str,
+) -> str:
+    """What neither a specific code nor known wording settled: broad classes, stage, Action."""
     if command == "MAIL":
         return "rejected"
     if by_code in ("userunknown", "filtered", "mailboxfull", "suspend", "hostunknown"):
