@@ -683,6 +683,8 @@ PHRASES: dict[str, PhraseTable] = {
         r"loop detected",
         r"dns error",
         r"connection reset",
+        r"(?:unable|not able|wasn'?t able) to (?:establish|open) an? (?:smtp )?connection",
+        r"connection to mail exchanger failed",
     ),
     "systemfull": _table(
         r"insufficient (?:disk|system) (?:space|storage)",
@@ -763,12 +765,22 @@ PHRASES: dict[str, PhraseTable] = {
     ),
 }
 
+# A refusal that calls the message spam: read after all specific wording (a DNSBL listing
+# of the sending IP says "spam" too, and is "blocked"), before the code-class fallback
+# (5.7.1 alone would say securityerror).
+_SPAM_WORD = _table(
+    r"\bspam\b(?! ?(?:trap|source|house|list|cop))",
+    r"\bspamassassin",
+    r"\bspammy\b",
+    r"\bunsolicited\b",
+)
+
 # Stage 1 order: specific wording first; "blocked" last because many other
 # refusals mention a block too.
 _STAGE1 = (
     "mailboxfull", "mesgtoobig", "exceedlimit", "suspend", "hasmoved", "norelaying",
     "authfailure", "filtered", "userunknown", "requireptr", "notcompliantrfc", "badreputation",
-    "contenterror", "rejected", "hostunknown", "spamdetected", "speeding", "toomanyconn",
+    "contenterror", "toomanyconn", "rejected", "hostunknown", "spamdetected", "speeding",
     "blocked",
 )  # fmt: skip
 
@@ -850,7 +862,7 @@ def classify_with_source(found: Finding) -> tuple[str, str]:
     if text and not diagnostic_type.startswith("X-UNIX"):
         for reason in _STAGE1:
             if _stage1_true(reason, words, by_code, reliable, command, status):
-                return reason, PHRASE if words.has(reason) else _code_source(reason, by_code, reliable)
+                return reason, _stage1_source(reason, words, by_code, reliable)
 
     if by_code and reliable:
         return by_code, STATUS
@@ -858,11 +870,33 @@ def classify_with_source(found: Finding) -> tuple[str, str]:
         for reason in _STAGE3:
             if words.has(reason):
                 return reason, PHRASE
+        if _SPAM_WORD.search(text) and not words.has("blocked"):
+            return "spamdetected", PHRASE
+        if not (status or found.reply_code or diagnostic_type) and not _says_anything(
+            text, found.recipient
+        ):
+            return "undefined", GUESS
     return _fallback(found, text, command, by_code, status, diagnostic_type), GUESS
 
 
-def _code_source(reason: str, by_code: str | None, reliable: bool) -> str:
-    return STATUS if by_code == reason and reliable else GUESS
+_ADDRESS_RE = re.compile(r"<?[^\s<>@]+@[^\s<>@]+>?")
+
+
+def _says_anything(text: str, recipient: str) -> bool:
+    """Whether the diagnostic says more than the address and "undeliverable"."""
+    rest = _ADDRESS_RE.sub(" ", text.replace(recipient.lower(), " "))
+    for filler in ("undeliverable", "undelivered", "to:", " to ", "recipient", "failed"):
+        rest = rest.replace(filler, " ")
+    return sum(c.isalpha() for c in rest) > 3
+
+
+def _stage1_source(reason: str, words: _Wording, by_code: str | None, reliable: bool) -> str:
+    """Where a stage-1 reason came from: its own code, wording, or neither."""
+    if by_code == reason and reliable:
+        return STATUS
+    if words.has(reason) or (reason == "filtered" and words.has("userunknown")):
+        return PHRASE
+    return GUESS
 
 
 def _fallback(
