@@ -6,22 +6,34 @@ DESCRIPTION
     enhanced status code (RFC 3463), the SMTP reply code, the SMTP command the
     remote server was answering, the Action and the diagnostic text.
 
-    The decision runs in three stages:
+    The decision order (classify_with_source also says where the reason came from):
 
-    1.  Reasons are tried in a fixed order, the narrowest first; each one
-        matches on its wording or on a specific status code of its own, so
-        wording beats a generic code ("Mailbox full" under 5.0.0).
-        Recipient-unknown wording is read with the SMTP command: refused at
-        RCPT it means the address does not exist; refused after DATA (or at
-        an unknown stage) it means a filter said so.
-    2.  A specific status code (5.2.2, 5.7.26, ...) names the reason.
-    3.  Broader wording, then fallbacks by command, status class and Action.
-        What is still unknown is "onhold" when the MTA said anything and
-        "undefined" when it said nothing.
+    0.  A 2.x.x status is "delivered". A reason the detector already read from a structured
+        field (ARF, auto-reply, Amazon SES JSON, PowerMTA's bounce category) or from its own
+        MTA's documented sentences (a ReasonTable) stands.
+    1.  Specific reasons in a fixed order, narrowest first. Each holds on its own specific
+        status code (RFC 3463 subject.detail: X.1.1 userunknown, X.1.2 hostunknown, X.1.6
+        hasmoved, X.2.2 mailboxfull, X.2.3 exceedlimit, X.3.4 mesgtoobig, X.7.26 authfailure,
+        ...) or on its wording, so wording beats a generic code ("Mailbox full" under 5.0.0)
+        and a specific code beats unrelated wording. The SMTP command the refusal answered
+        is read with it: recipient-unknown wording refused at RCPT means the address does
+        not exist, refused after DATA (or at an unknown stage, as Sisimai reads it) a filter
+        said so; refused at MAIL it is about the sender; rate wording ("too many
+        connections") wins over the stage that was refused.
+    2.  A specific status code alone (STATUS).
+    3.  Broader wording (STAGE3 tables), then a refusal that calls the message spam (spam
+        wording under a broad X.7.x is spamdetected, unless the sending IP is listed:
+        blocked), then fallbacks (GUESS) by the refused command (MAIL: rejected; HELO/EHLO
+        or connection: blocked), the status class (X.6: contenterror, X.7: securityerror),
+        the diagnostic type (X-UNIX: mailererror), the reply code (50x: syntaxerror) and the
+        Action (delayed: expired). What is still unknown is "onhold" when the MTA said
+        anything and "undefined" when it said nothing beyond the address.
 
-    The phrase tables are lowercase fragments of what MTAs and providers print;
-    they are public facts gathered from real bounces, matched against the
-    diagnostic with its whitespace collapsed.
+    Sisimai's public reason definitions (libsisimai.org/en/reason) are the meaning each word
+    carries here. The phrase tables are lowercase fragments of what MTAs and providers
+    print, as their documentation and real bounces show, matched against the diagnostic
+    with its whitespace collapsed; a table an MTA's detector owns can be switched off
+    (tables_switched_off) so bench/bounce_parser.py --cv can measure the rest without it.
 
     kind_of() derives the event kind (bounce, soft_bounce, ...) from the
     reason and the codes, and status_in(), reply_code_in() and command_in()
