@@ -92,15 +92,18 @@ def reply_code_in(text: str) -> str | None:
 # One alternation, one named group per command: a single scan finds the
 # leftmost mention, which is the stage the MTA reports first.
 _COMMAND_RE = re.compile(
-    r"(?P<DATA>in reply to (?:end of )?data command|after end of data|did not like our final data"
+    r"(?P<DATA>in reply to (?:end of )?(?:data|bdat) command|after (?:pipelined )?end of data"
+    r"|while sending (?:end of )?data|while sending message body|did not like our final data"
     r"|after (?:i|we) sent the message|\(data\)|>>> data\b|after data\b)"
-    r"|(?P<RCPT>in reply to rcpt to command|after rcpt to|does not like recipient|>>> rcpt to"
+    r"|(?P<RCPT>in reply to rcpt to command|after (?:pipelined )?rcpt to|while sending rcpt to"
+    r"|does not like recipient|>>> rcpt to"
     r"|did not like our rcpt to|rcpt to not accepted|after rcpt command|\[rcpt_to\]"
     r"|smtp:rcpt\b|\(rcpt\)|rcpt to response)"
-    r"|(?P<MAIL>in reply to mail from command|after mail from|>>> mail from|sender was rejected"
+    r"|(?P<MAIL>in reply to mail from command|after (?:pipelined )?mail from"
+    r"|while sending mail from|>>> mail from|sender was rejected"
     r"|did not like our mail from|\(mail from\))"
     r"|(?P<HELO>while performing the (?:helo|ehlo) handshake|in reply to (?:helo|ehlo) command"
-    r"|after (?:helo|ehlo)\b|>>> (?:helo|ehlo)\b)"
+    r"|after (?:helo|ehlo)\b|>>> (?:helo|ehlo)\b|my name was rejected)"
     r"|(?P<CONN>refused to talk to me|after initial connection|greeting"
     r"|connected to .{0,60} but (?:greeting|connection) failed)",
     re.I,
@@ -111,7 +114,8 @@ _COMMAND_RE = re.compile(
 # substring test is far cheaper than the alternation.
 _COMMAND_HINTS = (
     "reply to", "after", ">>>", "not like", "(data)", "(rcpt)", "(mail from)", "rcpt",
-    "sender was", "handshake", "refused to talk", "greeting", "connected to",
+    "sender was", "handshake", "while sending", "name was rejected", "refused to talk",
+    "greeting", "connected to",
 )  # fmt: skip
 
 
@@ -486,6 +490,15 @@ PHRASES: dict[str, PhraseTable] = {
         r"invalid address",
         r"nonexistent",
         r"non-existent user",
+        r"mailbox unknown",
+        r"user not known",
+        r"unknown account",
+        r"not a valid (?:user|recipient|mailbox)",
+        r"no such (?:address|account)",
+        r"\bbad address\b(?! syntax)",
+        r"(?:user|address|mailbox|recipient|account) (?:does not|doesn'?t) exist",
+        r"(?:destinataire|utilisateur) inconnu",
+        r"(?:empf(?:ae|ä)nger|benutzer) unbekannt",
     ),
     "filtered": _table(
         r"recipient preferences",
@@ -621,6 +634,12 @@ PHRASES: dict[str, PhraseTable] = {
         r"too many smtp sessions",
         r"maximum number of connections",
         r"too many hosts",
+        r"too many errors from your ip",
+        r"max(?:imum)? (?:e-?mails|messages) per hour",
+        r"(?:maximum )?sending rate exceeded",
+        r"daily message quota exceeded",
+        r"per-domain connection limit",
+        r"trop de connexions",
     ),
     "blocked": _table(
         r"blocked using",
@@ -680,6 +699,9 @@ PHRASES: dict[str, PhraseTable] = {
         r"configuration error",
         r"server error",
         r"routing error",
+        r"error in processing",
+        r"internal error",
+        r"service currently unavailable",
     ),
     "networkerror": _table(
         r"hop count exceeded",
@@ -803,6 +825,9 @@ _STAGE3 = (
     "syntaxerror",
 )  # fmt: skip
 
+# Wording read before the status code when the diagnostic is no SMTP reply.
+_NOT_SMTP_WORDING = ("mailboxfull", "mailererror", "systemfull", "systemerror")
+
 # Reasons that userunknown-by-code gives way to when the wording says so.
 _OVERRIDES_USERUNKNOWN = (
     "norelaying",
@@ -840,6 +865,13 @@ class _Wording:
             hit = self._hits[reason] = matches(reason, self.text)
         return hit
 
+    def calls_it_spam(self) -> bool:
+        """The refusal calls the message spam, and no listing of the sender's IP explains it."""
+        hit = self._hits.get("spam word")
+        if hit is None:
+            hit = self._hits["spam word"] = _SPAM_WORD.search(self.text) and not self.has("blocked")
+        return hit
+
 
 # Where a reason came from (BounceEvent.reason_source, the event's details.reason_source):
 STATUS = "status"  # a specific enhanced status code, or a structured field of the report
@@ -871,6 +903,12 @@ def classify_with_source(found: Finding) -> tuple[str, str]:
     diagnostic_type = (found.diagnostic_type or "").upper()
 
     words = _Wording(text)
+    if text and diagnostic_type not in ("", "SMTP"):
+        # Not an SMTP reply (X-Unix, X-Postfix: a local program or the MTA itself): its
+        # wording about the mailbox or the program says more than the code it mapped to.
+        for reason in _NOT_SMTP_WORDING:
+            if words.has(reason):
+                return reason, PHRASE
     if text and not diagnostic_type.startswith("X-UNIX"):
         for reason in _STAGE1:
             if _stage1_true(reason, words, by_code, reliable, command, status):
@@ -882,7 +920,7 @@ def classify_with_source(found: Finding) -> tuple[str, str]:
         for reason in _STAGE3:
             if words.has(reason):
                 return reason, PHRASE
-        if _SPAM_WORD.search(text) and not words.has("blocked"):
+        if words.calls_it_spam():
             return "spamdetected", PHRASE
         if not (status or found.reply_code or diagnostic_type) and not _says_anything(
             text, found.recipient
@@ -907,6 +945,8 @@ def _stage1_source(reason: str, words: _Wording, by_code: str | None, reliable: 
     if by_code == reason and reliable:
         return STATUS
     if words.has(reason) or (reason == "filtered" and words.has("userunknown")):
+        return PHRASE
+    if reason == "spamdetected" and words.calls_it_spam():
         return PHRASE
     return GUESS
 
@@ -966,7 +1006,8 @@ def _stage1_true(
         # Recipient-unknown wording after DATA (or with no command known) is
         # a filter speaking; refused at RCPT it is the address itself.
         if words.has("filtered"):
-            return True
+            # "rejected by the content filter as spam" says what the filter found
+            return not words.calls_it_spam()
         if command == "RCPT" or by_code == "userunknown" or (by_code and reliable):
             return False
         if by_code == "filtered":
@@ -985,6 +1026,12 @@ def _stage1_true(
         return by_code == "hostunknown" and reliable or words.has(reason)
     if reason == "blocked":
         return words.has(reason) or by_code == "blocked" and reliable
+    if reason == "spamdetected":
+        if by_code == reason and reliable or words.has(reason):
+            return True
+        # Spam wording under a broad code (5.7.1, 5.0.0, none); a specific code of another
+        # reason, tried earlier or later, keeps its meaning.
+        return not (by_code and reliable) and words.calls_it_spam()
     if by_code == reason and reliable:
         return True
     return words.has(reason)

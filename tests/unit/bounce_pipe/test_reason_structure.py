@@ -99,12 +99,42 @@ def _classify(diagnostic: str, status: str | None = None, command: str | None = 
         # The stage read with the wording: unknown user at RCPT is the address, after DATA a filter.
         (None, "RCPT", "550 Unknown user", ("userunknown", "phrase")),
         (None, "DATA", "550 Unknown user", ("filtered", "phrase")),
+        # Stages as Exim (pipelining), Postfix and qmail print them.
+        (
+            None,
+            None,
+            "SMTP error from remote mail server after pipelined RCPT TO:<a@example.net>: "
+            "550 Unknown user",
+            ("userunknown", "phrase"),
+        ),
+        (
+            None,
+            None,
+            "lost connection with mx.example.net while sending RCPT TO",
+            ("networkerror", "phrase"),
+        ),
+        (None, None, "Connected to 192.0.2.1 but my name was rejected.", ("blocked", "guess")),
+        # A filter that names spam found spam.
+        (None, "DATA", "550 Message filtered: spam content", ("spamdetected", "phrase")),
     ],
 )
 def test_structure_first(
     status: str | None, command: str | None, diagnostic: str, expected: tuple[str, str]
 ) -> None:
     assert _classify(diagnostic, status, command) == expected
+
+
+def test_a_local_program_is_read_by_its_wording_before_the_code() -> None:
+    found = Finding(
+        recipient="a@example.net",
+        diagnostic="Command died with status 67: /usr/bin/procmail",
+        status="5.1.1",
+        diagnostic_type="X-Postfix",
+    )
+    assert classify_with_source(found) == ("mailererror", "phrase")
+    found.diagnostic_type = "smtp"
+    found.diagnostic = "550 5.1.1 no"
+    assert classify_with_source(found) == ("userunknown", "status")
 
 
 def test_a_switched_off_table_says_nothing() -> None:
