@@ -187,21 +187,28 @@ class CrossValidation:
         return "\n".join(lines)
 
 
-def cross_validate(corpus: Path) -> CrossValidation:
-    """Per-family reason accuracy, plain and with that family's reason tables switched off."""
+def cross_validate(corpus: Path, by: str = "corpus") -> CrossValidation:
+    """Per-family reason accuracy, plain and with that family's reason tables switched off.
+
+    by="corpus" groups files by the corpus's family label (lhost-postfix, rhost-google, ...);
+    by="detector" by the detector of ours that answered (its events' detector name).
+    """
     rows = corpus_rows(corpus)
     raws = {row["file"]: (corpus / row["file"]).read_bytes() for row in rows}
     plain_results: dict[str, list[BounceEvent]] = {}
     owners: dict[str, set[str]] = defaultdict(set)
+    families: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         report = parse_report(raws[row["file"]])
         plain_results[row["file"]] = report.events
+        if by == "detector":
+            family = report.events[0].detector or "-" if report.events else "(none)"
+        else:
+            family = row["family"]
+        families[family].append(row)
         if report.detector:
-            owners[row["family"]].add(report.detector)
+            owners[family].add(report.detector)
     lofo_results: dict[str, list[BounceEvent]] = {}
-    families: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        families[row["family"]].append(row)
     table: list[FamilyRow] = []
     for family, members in families.items():
         with tables_switched_off(owners[family]):
@@ -227,6 +234,12 @@ def main() -> int:
         "--cv", action="store_true", help="score against expected.jsonl, leave-one-family-out"
     )
     parser.add_argument(
+        "--by",
+        choices=("corpus", "detector"),
+        default="corpus",
+        help="with --cv: families as the corpus labels them or as our detectors classify them",
+    )
+    parser.add_argument(
         "--confusions", action="store_true", help="with --cv: list the LOFO reason confusions"
     )
     args = parser.parse_args()
@@ -234,7 +247,7 @@ def main() -> int:
         if not (args.corpus / "expected.jsonl").is_file():
             print(f"bounce_parser: no expected.jsonl in {args.corpus}", file=sys.stderr)
             return 2
-        result = cross_validate(args.corpus)
+        result = cross_validate(args.corpus, args.by)
         print(result.table())
         if args.confusions:
             ranked = sorted(result.lofo.confusions.items(), key=lambda item: -item[1])

@@ -94,7 +94,9 @@ def reply_code_in(text: str) -> str | None:
 _COMMAND_RE = re.compile(
     r"(?P<DATA>in reply to (?:end of )?(?:data|bdat) command|after (?:pipelined )?end of data"
     r"|while sending (?:end of )?data|while sending message body|did not like our final data"
-    r"|after (?:i|we) sent the message|\(data\)|>>> data\b|after data\b)"
+    r"|after (?:i|we) sent the message|\(data\)|>>> data\b|after data\b"
+    # Yahoo's MX takes every RCPT and refuses unknown users at the end of DATA
+    r"|delivery error: dd\b|user doesn'?t have an? [\w.-]+ account)"
     r"|(?P<RCPT>in reply to rcpt to command|after (?:pipelined )?rcpt to|while sending rcpt to"
     r"|does not like recipient|>>> rcpt to"
     r"|did not like our rcpt to|rcpt to not accepted|after rcpt command|\[rcpt_to\]"
@@ -114,7 +116,7 @@ _COMMAND_RE = re.compile(
 # substring test is far cheaper than the alternation.
 _COMMAND_HINTS = (
     "reply to", "after", ">>>", "not like", "(data)", "(rcpt)", "(mail from)", "rcpt",
-    "sender was", "handshake", "while sending", "name was rejected", "refused to talk",
+    "sender was", "handshake", "while sending", "delivery error", "account", "name was rejected", "refused to talk",
     "greeting", "connected to",
 )  # fmt: skip
 
@@ -903,6 +905,8 @@ def classify_with_source(found: Finding) -> tuple[str, str]:
     diagnostic_type = (found.diagnostic_type or "").upper()
 
     words = _Wording(text)
+    if command is None and not status and not found.reply_code:
+        command = "RCPT"
     if text and diagnostic_type not in ("", "SMTP"):
         # Not an SMTP reply (X-Unix, X-Postfix: a local program or the MTA itself): its
         # wording about the mailbox or the program says more than the code it mapped to.
