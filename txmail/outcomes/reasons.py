@@ -116,8 +116,8 @@ _COMMAND_RE = re.compile(
 # substring test is far cheaper than the alternation.
 _COMMAND_HINTS = (
     "reply to", "after", ">>>", "not like", "(data)", "(rcpt)", "(mail from)", "rcpt",
-    "sender was", "handshake", "while sending", "delivery error", "account", "name was rejected", "refused to talk",
-    "greeting", "connected to",
+    "sender was", "handshake", "while sending", "delivery error", "account",
+    "name was rejected", "refused to talk", "greeting", "connected to",
 )  # fmt: skip
 
 
@@ -906,6 +906,9 @@ def classify_with_source(found: Finding) -> tuple[str, str]:
 
     words = _Wording(text)
     if command is None and not status and not found.reply_code:
+        # No SMTP reply and no code: the reporting MTA speaks of its own directory
+        # ("Unknown user: x", "The recipient name is not recognized"), which is what a
+        # refusal at RCPT means; a remote filter always answers with a reply code.
         command = "RCPT"
     if text and diagnostic_type not in ("", "SMTP"):
         # Not an SMTP reply (X-Unix, X-Postfix: a local program or the MTA itself): its
