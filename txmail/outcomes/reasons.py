@@ -488,10 +488,11 @@ PHRASES: dict[str, PhraseTable] = {
         r"couldn'?t be found",
         r"not our customer",
         r"no mailbox by that name",
-        r"unrouteable address",
         r"invalid address",
         r"nonexistent",
         r"non-existent user",
+        # Lotus Notes/Domino in Japanese: "not in the directory list"
+        r"ディレクトリのリストにありません",
         r"mailbox unknown",
         r"user not known",
         r"unknown account",
