@@ -11,6 +11,13 @@ DESCRIPTION
     0.  A 2.x.x status is "delivered". A reason the detector already read from a structured
         field (ARF, auto-reply, Amazon SES JSON, PowerMTA's bounce category) or from its own
         MTA's documented sentences (a ReasonTable) stands.
+    The SMTP command comes from the detector or from the MTA's wording (command_in: "in
+    reply to RCPT TO command", "after pipelined RCPT TO", ">>> DATA", "sender was rejected",
+    Yahoo's end-of-DATA "delivery error: dd", ...). A notice with no SMTP reply code and no
+    status at all is the reporting MTA speaking of its own directory, read as at RCPT. A
+    diagnostic that is not an SMTP reply (X-Unix, X-Postfix) is read for its mailbox, program
+    and system wording before its code.
+
     1.  Specific reasons in a fixed order, narrowest first. Each holds on its own specific
         status code (RFC 3463 subject.detail: X.1.1 userunknown, X.1.2 hostunknown, X.1.6
         hasmoved, X.2.2 mailboxfull, X.2.3 exceedlimit, X.3.4 mesgtoobig, X.7.26 authfailure,
