@@ -123,7 +123,7 @@ _COMMAND_RE = re.compile(
 # substring test is far cheaper than the alternation.
 _COMMAND_HINTS = (
     "reply to", "after", ">>>", "not like", "(data)", "(rcpt)", "(mail from)", "rcpt",
-    "sender was", "handshake", "while sending", "delivery error", "account",
+    "sender was", "handshake", "while sending", "delivery error", "t have a",
     "name was rejected", "refused to talk", "greeting", "connected to",
 )  # fmt: skip
 

@@ -45,10 +45,10 @@ _JAMES_MAIL_FROM_RE = re.compile(r"^\s*mail from:", re.I | re.M)
 
 
 def _james(mail: ReturnedMail) -> list[Finding]:
-    notice = mail.notice or mail.notification
-    lowered = notice.lower()
+    lowered = mail.notification_lower
     if "message details:" not in lowered or "error message below:" not in lowered:
         return []
+    notice = mail.notice or mail.notification
     if not (
         mail.subject.strip().upper() == "[BOUNCE]"
         or "james" in mail.notification_lower
@@ -112,8 +112,7 @@ _SMS_FAILURE_RE = re.compile(
 
 
 def _sms(mail: ReturnedMail) -> list[Finding]:
-    notice = mail.notice or mail.notification
-    if not looks_like_bounce(mail) or not _SMS_FAILURE_RE.search(notice):
+    if mail.original is None and not mail.quoted:
         return []
     addressed: dict[str, str] = {}
     for value in mail.original_headers("To"):
@@ -123,6 +122,9 @@ def _sms(mail: ReturnedMail) -> list[Finding]:
             if address and local.isdigit() and 7 <= len(local) <= 15:
                 addressed[local] = address
     if not addressed:
+        return []
+    notice = mail.notice or mail.notification
+    if not looks_like_bounce(mail) or not _SMS_FAILURE_RE.search(notice):
         return []
     findings: list[Finding] = []
     for match in _NUMBER_RE.finditer(notice[:4000]):
