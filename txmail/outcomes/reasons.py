@@ -798,6 +798,8 @@ PHRASES: dict[str, PhraseTable] = {
         r"exited with",
         r"delivery to (?:a )?program",
         r"x-unix",
+        r"child process of .{0,60}returned",
+        r"unknown mailer error",
     ),
     "syntaxerror": _table(
         r"syntax error",
@@ -823,9 +825,9 @@ _SPAM_WORD = _table(
 # refusals mention a block too.
 _STAGE1 = (
     "mailboxfull", "mesgtoobig", "exceedlimit", "suspend", "hasmoved", "norelaying",
-    "authfailure", "filtered", "userunknown", "requireptr", "notcompliantrfc", "badreputation",
-    "contenterror", "toomanyconn", "rejected", "hostunknown", "spamdetected", "speeding",
-    "blocked",
+    "authfailure", "mailererror", "filtered", "userunknown", "requireptr", "notcompliantrfc",
+    "badreputation", "contenterror", "toomanyconn", "rejected", "hostunknown", "spamdetected",
+    "speeding", "blocked",
 )  # fmt: skip
 
 _STAGE3 = (
@@ -1041,6 +1043,10 @@ def _stage1_true(
         return by_code == "hostunknown" and reliable or words.has(reason)
     if reason == "blocked":
         return words.has(reason) or by_code == "blocked" and reliable
+    if reason == "mailererror":
+        # A local program's failure ("could mean user unknown" is its exit code talking);
+        # a specific code of another reason still names that reason.
+        return words.has(reason) and not (by_code and reliable)
     if reason == "spamdetected":
         if by_code == reason and reliable or words.has(reason):
             return True

@@ -116,6 +116,14 @@ def _classify(diagnostic: str, status: str | None = None, command: str | None = 
             ("networkerror", "phrase"),
         ),
         (None, None, "Connected to 192.0.2.1 but my name was rejected.", ("blocked", "guess")),
+        # A local program failed: its exit code's gloss is no recipient refusal.
+        (
+            None,
+            None,
+            "Child process of address_pipe transport returned 67 (could mean user unknown) "
+            "from command: /usr/bin/procmail",
+            ("mailererror", "phrase"),
+        ),
         # A filter that names spam found spam.
         (None, "DATA", "550 Message filtered: spam content", ("spamdetected", "phrase")),
     ],
