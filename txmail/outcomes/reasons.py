@@ -712,6 +712,11 @@ PHRASES: dict[str, PhraseTable] = {
         r"error in processing",
         r"internal error",
         r"service currently unavailable",
+        r"\bconfig error",
+        r"loop was found in the mail exchanger list",
+        r"interrupted system call",
+        r"can'?t create (?:user )?output file",
+        r"timeout waiting for input",
     ),
     "networkerror": _table(
         r"hop count exceeded",
@@ -729,6 +734,11 @@ PHRASES: dict[str, PhraseTable] = {
         r"connection reset",
         r"(?:unable|not able|wasn'?t able) to (?:establish|open) an? (?:smtp )?connection",
         r"connection to mail exchanger failed",
+        r"host is unreachable",
+        r"mail forwarding loop",
+        r"unable to resolve route",
+        r"unrouteable mail domain",
+        r"dns records for the destination computer could not be found",
     ),
     "systemfull": _table(
         r"insufficient (?:disk|system) (?:space|storage)",
