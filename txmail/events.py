@@ -29,7 +29,9 @@ DESCRIPTION
         many events the account had since and whatever the stream's trimming took
         (message_events());
     then, outside the script:
-      * a trusted hard bounce whose reason is in the account's suppress_reasons, or a trusted
+      * a trusted hard bounce whose reason is in the account's suppress_reasons (and came from a
+        status code or a known MTA phrase, details.reason_source, unless the account's
+        suppress_guessed_reasons lets guesses count too), or a trusted
         complaint (suppress_complaints), puts the recipient on the account's bounce list with
         the reason, the time and the event id (expiring after suppression_days when set). Soft
         bounces never suppress. This runs again when a duplicate is reported, so a process that
@@ -242,6 +244,7 @@ class SuppressionPolicy:
     reasons: tuple[str, ...] = DEFAULT_SUPPRESS_REASONS
     complaints: bool = True
     days: int = 0
+    guesses: bool = False  # suppress_guessed_reasons
 
     @classmethod
     def from_settings(cls, settings: AccountSettings) -> SuppressionPolicy:
@@ -249,6 +252,7 @@ class SuppressionPolicy:
             reasons=settings.suppress_reasons,
             complaints=settings.suppress_complaints,
             days=settings.suppression_days,
+            guesses=settings.suppress_guessed_reasons,
         )
 
     def suppresses(self, event: Event) -> bool:
@@ -256,7 +260,12 @@ class SuppressionPolicy:
             return False
         if event.kind == "complaint":
             return self.complaints
-        return event.kind == "bounce" and event.details.get("reason") in self.reasons
+        if event.kind != "bounce" or event.details.get("reason") not in self.reasons:
+            return False
+        # A reason the parser guessed (no specific status code, no known MTA wording) stops
+        # mail to an address only when the account says guesses may (reason_source absent:
+        # an event recorded before sources were kept, judged as before).
+        return self.guesses or event.details.get("reason_source") != "guess"
 
 
 COUNTED_KINDS = ("delivery", "bounce", "complaint")

@@ -339,6 +339,13 @@ SETTINGS: list[AccountSetting] = [
         _reasons,
     ),
     AccountSetting(
+        "suppress_guessed_reasons",
+        bool,
+        False,
+        "suppress_reasons also acts on a reason the parser guessed (details.reason_source "
+        '"guess"), not only on one a status code or a known MTA phrase named.',
+    ),
+    AccountSetting(
         "suppress_complaints",
         bool,
         True,
@@ -444,6 +451,7 @@ class AccountSettings(Mapping[str, Any]):
     max_complaint_rate: float
     # -- bounce pipe and events (suppression, forwarding)
     suppress_reasons: tuple[str, ...]
+    suppress_guessed_reasons: bool
     suppress_complaints: bool
     suppression_days: int
     forward_auto_replies: bool

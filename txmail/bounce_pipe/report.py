@@ -365,6 +365,7 @@ def _details(found: BounceEvent, record: MessageRecord, loop: str) -> dict[str, 
     details: dict[str, Any] = {
         "status": found.status,
         "reason": found.reason,
+        "reason_source": found.reason_source,
         "diagnostic": found.diagnostic,
         "remote_mta": found.remote_mta,
         "class": record.message_class,
