@@ -78,12 +78,21 @@ def test_each_login_sends_as_its_account_and_a_removed_one_is_refused(
 
     stack.txmail("accounts", "login", "remove", ACCOUNT, "orders@shop.example")
     stack.wait_passwd("orders@shop.example", present=False)
-    with stack.client("submission") as smtp:
-        smtp.user, smtp.password = "orders@shop.example", orders
-        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
-            smtp.auth("PLAIN", smtp.auth_plain)
-    assert refused.value.smtp_code == 535
-    assert refused.value.smtp_error.startswith(b"5.7.8 Error: authentication failed")
+
+    def refusal() -> smtplib.SMTPAuthenticationError | None:
+        # Dovecot looks at the passwd-file again at most once a second, so the removal takes
+        # effect within a second or two of the file's change, not at once
+        with stack.client("submission") as smtp:
+            smtp.user, smtp.password = "orders@shop.example", orders
+            try:
+                smtp.auth("PLAIN", smtp.auth_plain)
+            except smtplib.SMTPAuthenticationError as refused:
+                return refused
+        return None
+
+    refused = wait_for(refusal, 20, interval=0.5, what="the removed login to be refused")
+    assert refused.smtp_code == 535
+    assert refused.smtp_error.startswith(b"5.7.8 Error: authentication failed")
     send_as(stack, "billing@shop.example", billing, "still-billing@example.net")
     wait_for(lambda: sink.find("still-billing@example.net"), 20, what="delivery after removal")
 
