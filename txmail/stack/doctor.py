@@ -14,8 +14,9 @@ CHECKS
                  the jail that path names another file, so every message would be deferred
     redis        Redis answers (the private one only while `txmail up` runs)
     listening    txmail's daemons accept connections on their sockets (while `txmail up` runs)
-    dns          every sending domain's DKIM and return-path records are published
-                 (dnspython, through txmail.dnscheck; left out with --offline)
+    dns          every sending domain's DKIM and return-path records, and its bounce
+                 address's SPF and MX, are published (dnspython, through txmail.dnscheck;
+                 left out with --offline)
 
 SEVERITY
     An error stops `txmail up` before it starts anything: the node could not do its job (a
@@ -419,7 +420,8 @@ def check_listening(
 def check_dns(
     settings: Settings, domains: Iterable[Domain], resolve: dnscheck.Resolve
 ) -> list[Problem]:
-    """Every sending domain's DKIM keys and return-path subdomain are in DNS."""
+    """Every sending domain's DKIM keys, return-path subdomain, and its bounce address's SPF
+    and MX are in DNS (the checks of `txmail domains verify`)."""
     problems = []
     try:
         for domain in domains:
@@ -428,16 +430,17 @@ def check_dns(
                 checks.append(
                     dnscheck.check_return_path(domain.return_path, settings.hostname, resolve)
                 )
+            checks += dnscheck.check_bounce_host(domain, settings, resolve)
             for check in checks:
                 if check.ok:
                     continue
-                kind = "TXT" if check.what.startswith("dkim") else "CNAME"
-                expected = check.expected.removeprefix("CNAME ")
+                record = check.publish
+                state = "is not published" if check.state == dnscheck.MISSING else "is wrong"
                 problems.append(
                     Problem(
-                        f"{domain.name}: the {check.what} record {check.name} is not "
-                        f"published (found {check.found})",
-                        f'publish {check.name} {kind} "{expected}", then run '
+                        f"{domain.name}: the {check.what} record {check.name} {state} "
+                        f"(found {check.found})",
+                        f'publish {record.name} {record.kind} "{record.value}", then run '
                         f"`txmail domains verify {domain.name}`",
                         blocking=False,
                     )
