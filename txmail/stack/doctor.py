@@ -14,6 +14,8 @@ CHECKS
                  the jail that path names another file, so every message would be deferred
     redis        Redis answers (the private one only while `txmail up` runs)
     listening    txmail's daemons accept connections on their sockets (while `txmail up` runs)
+    spam         with spam.enabled, rspamd is installed (an error: `up` could not run it); the
+                 rspamd the milter asks answers its /ping (a warning)
     dns          every sending domain's DKIM and return-path records, and its bounce
                  address's SPF and MX, are published (dnspython, through txmail.dnscheck;
                  left out with --offline)
@@ -45,7 +47,7 @@ from txmail import dnscheck, store
 from txmail.accounts.domains import Domain, Domains
 from txmail.config import SecretsSettings, Settings
 from txmail.errors import ConfigError, TxmailError
-from txmail.stack import install, render
+from txmail.stack import install, render, rspamd
 from txmail.stack.components import can_connect_unix
 from txmail.store import secrets
 
@@ -459,13 +461,51 @@ def check_dns(
 # -- together ----------------------------------------------------------------------------
 
 
+def check_spam(settings: Settings) -> list[Problem]:
+    """With spam.enabled, `txmail up` runs Debian's rspamd: it must be installed."""
+    why = rspamd.missing(settings)
+    if not why:
+        return []
+    return [
+        Problem(
+            f"spam.enabled is on but {why}, so `txmail up` cannot run the spam check",
+            "install it (`apt-get install rspamd`) or set spam.enabled = false",
+        )
+    ]
+
+
+def check_spam_answers(
+    settings: Settings, ping: Callable[[str], bool] = rspamd.ping
+) -> list[Problem]:
+    """The rspamd the milter asks answers (while the node runs)."""
+    url = settings.spam.url
+    if not url or ping(url):
+        return []
+    fix = (
+        "start the node (`txmail up` runs it) and see its log folder (rspamd.log)"
+        if settings.spam.enabled and not settings.spam.rspamd_url
+        else "start that rspamd, or correct spam.rspamd_url"
+    )
+    return [
+        Problem(
+            f"rspamd at {url} does not answer, so the milter answers 4xx to every message"
+            if settings.spam.on_failure == "tempfail"
+            else f"rspamd at {url} does not answer, so mail goes on without a spam check",
+            fix,
+            blocking=False,
+        )
+    ]
+
+
 def startup_problems(settings: Settings, config_dir: Path | None) -> list[Problem]:
     """What `txmail up` checks before it starts anything (after prepare() has made the state
-    directory): the keys, the log source, Postfix's reach, and a Redis it does not run."""
+    directory): the keys, the log source, Postfix's reach, rspamd when spam.enabled, and a
+    Redis it does not run."""
     problems = [
         *check_keys(settings),
         *check_log(settings),
         *check_postfix(settings, config_dir),
+        *check_spam(settings),
     ]
     if settings.redis.url:
         problems += check_redis(settings, lambda: _ping(settings))
@@ -483,7 +523,10 @@ def diagnose(
         *check_keys(settings),
         *check_log(settings),
         *check_postfix(settings, postfix_config_dir(settings)),
+        *check_spam(settings),
     ]
+    if not check_spam(settings):
+        problems += check_spam_answers(settings)
     redis_down = check_redis(settings, lambda: _ping(settings))
     problems += redis_down
     problems += check_listening(settings)

@@ -1,0 +1,211 @@
+"""rspamd for the spam check: `txmail up` runs Debian's rspamd when spam.enabled is on.
+
+The instance is txmail's own, beside any rspamd.service of the machine: its configuration and
+state live in STATE/rspamd, it binds spam.listen (loopback by default) with one normal worker
+and no controller, and it asks spam.nameservers (else the system's resolver). Its top-level
+file is written here; the modules, scores and actions are Debian's (/etc/rspamd, included as
+$CONFDIR), and the operator's changes go in STATE/rspamd/local.d and override.d (rspamd's
+LOCAL_CONFDIR is STATE/rspamd, so /etc/rspamd/local.d of a system rspamd is not read).
+
+    STATE/rspamd/rspamd.conf        written by `txmail up` on each start
+    STATE/rspamd/override.d/options.inc   the resolver (written when spam.nameservers is set)
+    STATE/rspamd/local.d/           the operator's (rspamd's local.d semantics)
+    STATE/rspamd/db/                rspamd's DBDIR (hyperscan cache, history), owned by _rspamd
+
+rspamd runs in the foreground (-f) as _rspamd and logs to its stderr, which the supervisor
+keeps in STATE/log/rspamd.log. The milter asks it at spam.url (supervisor.py starts it before
+the milter). A GTUBE message gets rspamd's reject score (actions: reject = 15, the default
+spam_threshold), so it is refused.
+
+write_config() writes a configuration for any folder; the tests' private rspamd
+(txmail_testing/rspamd.py) calls it with stock=False, no module but those asked for and a
+rule of its own.
+
+Fails: ConfigError from check_installed() when the rspamd binary or its user is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from txmail.config import Settings
+from txmail.errors import ConfigError
+
+BINARY = "rspamd"
+USER = "_rspamd"  # Debian's package creates it
+CONFDIR = "/etc/rspamd"
+# The reject action's score: what GTUBE scores, and the default spam_threshold.
+REJECT_SCORE = 15
+
+STOCK = """\
+# Written by txmail (`txmail up`, spam.enabled); changes here are lost at the next start.
+# Put yours in {dir}/local.d/ or {dir}/override.d/, as with any rspamd.
+.include "$CONFDIR/common.conf"
+
+options {{
+  pidfile = "{dir}/rspamd.pid";
+  .include "$CONFDIR/options.inc"
+  .include(try=true; priority=1,duplicate=merge) "$LOCAL_CONFDIR/local.d/options.inc"
+  .include(try=true; priority=10) "$LOCAL_CONFDIR/override.d/options.inc"
+}}
+"""
+
+MINIMAL = """\
+options {{
+  pidfile = "{dir}/rspamd.pid";
+  filters = "{filters}";
+  url_tld = "{url_tld}";
+  dns {{
+    nameserver = [{nameservers}];
+    timeout = 1s;
+    retransmits = 1;
+  }}
+}}
+actions {{
+  reject = {reject};
+  add_header = 6;
+}}
+"""
+
+COMMON = """\
+logging {{
+  type = "console";
+  level = "{level}";
+}}
+
+worker "normal" {{
+  bind_socket = "{bind}";
+  count = 1;
+{worker_include}}}
+{extra}"""
+
+DNS_OVERRIDE = """\
+# Written by txmail from spam.nameservers.
+dns {{
+  nameserver = [{nameservers}];
+  timeout = 1s;
+  retransmits = 2;
+}}
+"""
+
+
+def _quoted(items: Sequence[str]) -> str:
+    return ", ".join(f'"{item}"' for item in items)
+
+
+def write_config(
+    folder: Path,
+    bind: str,
+    nameservers: Sequence[str] = (),
+    *,
+    stock: bool = True,
+    filters: str = "",
+    url_tld: str = "",
+    extra: str = "",
+    level: str = "notice",
+    owner: str | None = USER,
+) -> Path:
+    """Write FOLDER/rspamd.conf (and what it includes) for an rspamd that binds `bind`.
+
+    stock: Debian's modules, scores and options, the resolver from `nameservers` (empty: the
+    system's). Not stock: no module but `filters`, the resolver `nameservers` (which must be
+    given), the public suffix list `url_tld` (a path), actions reject = 15.
+    `extra`: more configuration appended at the top level (a `lua = "...";` line, say)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for sub in ("db", "local.d", "override.d"):
+        (folder / sub).mkdir(exist_ok=True)
+    if stock:
+        head = STOCK.format(dir=folder)
+        worker_include = '  .include "$CONFDIR/worker-normal.inc"\n'
+        override = folder / "override.d/options.inc"
+        if nameservers:
+            override.write_text(DNS_OVERRIDE.format(nameservers=_quoted(nameservers)))
+        else:
+            override.unlink(missing_ok=True)
+        actions = folder / "override.d/actions.conf"
+        actions.write_text(f"# Written by txmail: GTUBE scores this.\nreject = {REJECT_SCORE};\n")
+    else:
+        if not nameservers:
+            raise ValueError("a minimal rspamd needs nameservers (a loopback one in tests)")
+        head = MINIMAL.format(
+            dir=folder,
+            filters=filters,
+            url_tld=url_tld,
+            nameservers=_quoted(nameservers),
+            reject=REJECT_SCORE,
+        )
+        worker_include = ""
+    text = (
+        head
+        + "\n"
+        + COMMON.format(level=level, bind=bind, worker_include=worker_include, extra=extra)
+    )
+    config = folder / "rspamd.conf"
+    config.write_text(text)
+    if owner is not None:
+        user = pwd.getpwnam(owner)
+        for path in [folder, *folder.rglob("*")]:
+            os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+    return config
+
+
+def argv(folder: Path, user: str = USER) -> list[str]:
+    """The command line of the rspamd whose configuration write_config() put in `folder`."""
+    return [
+        BINARY,
+        "-f",
+        "-c",
+        str(folder / "rspamd.conf"),
+        "-u",
+        user,
+        "-g",
+        user,
+        f"--var=LOCAL_CONFDIR={folder}",
+        f"--var=DBDIR={folder / 'db'}",
+        f"--var=RUNDIR={folder}",
+    ]
+
+
+def folder_of(settings: Settings) -> Path:
+    return settings.state_path / "rspamd"
+
+
+def render(settings: Settings) -> Path:
+    """The configuration of the node's rspamd (spam.listen, spam.nameservers)."""
+    return write_config(folder_of(settings), settings.spam.listen, settings.spam.nameservers)
+
+
+def missing(settings: Settings) -> str:
+    """Why this node cannot run rspamd ("" when it can, or when spam.enabled is off)."""
+    if not settings.spam.enabled:
+        return ""
+    if shutil.which(BINARY) is None:
+        return "the rspamd program is not installed"
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        return f"the user {USER}, which Debian's rspamd package creates, does not exist"
+    return ""
+
+
+def check_installed(settings: Settings) -> None:
+    why = missing(settings)
+    if why:
+        raise ConfigError(
+            f"spam.enabled is on but {why}; install it (`apt-get install rspamd`) or turn "
+            "spam.enabled off"
+        )
+
+
+def ping(url: str) -> bool:
+    """Whether rspamd at `url` answers /ping."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/ping", timeout=1) as response:
+            return bool(response.read().startswith(b"pong"))
+    except OSError:
+        return False
