@@ -35,6 +35,7 @@ from pathlib import Path
 
 from txmail.config import Settings
 from txmail.errors import ConfigError
+from txmail.files import replace_atomically
 
 BINARY = "rspamd"
 USER = "_rspamd"  # Debian's package creates it
@@ -116,19 +117,30 @@ def write_config(
     system's). Not stock: no module but `filters`, the resolver `nameservers` (which must be
     given), the public suffix list `url_tld` (a path), actions reject = 15.
     `extra`: more configuration appended at the top level (a `lua = "...";` line, say)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for sub in ("db", "local.d", "override.d"):
-        (folder / sub).mkdir(exist_ok=True)
+    uid, gid = (-1, -1)
+    if owner is not None:
+        user = pwd.getpwnam(owner)
+        uid, gid = user.pw_uid, user.pw_gid
+    for sub in (folder, folder / "db", folder / "local.d", folder / "override.d"):
+        sub.mkdir(parents=True, exist_ok=True)
+        os.chown(sub, uid, gid)
+
+    def write(path: Path, text: str) -> None:
+        # Atomically: in containers every `up --only` renders this into the shared volume.
+        replace_atomically(path, text.encode(), 0o644, uid, gid)
+
     if stock:
         head = STOCK.format(dir=folder)
         worker_include = '  .include "$CONFDIR/worker-normal.inc"\n'
         override = folder / "override.d/options.inc"
         if nameservers:
-            override.write_text(DNS_OVERRIDE.format(nameservers=_quoted(nameservers)))
+            write(override, DNS_OVERRIDE.format(nameservers=_quoted(nameservers)))
         else:
             override.unlink(missing_ok=True)
-        actions = folder / "override.d/actions.conf"
-        actions.write_text(f"# Written by txmail: GTUBE scores this.\nreject = {REJECT_SCORE};\n")
+        write(
+            folder / "override.d/actions.conf",
+            f"# Written by txmail: GTUBE scores this.\nreject = {REJECT_SCORE};\n",
+        )
     else:
         if not nameservers:
             raise ValueError("a minimal rspamd needs nameservers (a loopback one in tests)")
@@ -140,17 +152,13 @@ def write_config(
             reject=REJECT_SCORE,
         )
         worker_include = ""
-    text = (
+    config = folder / "rspamd.conf"
+    write(
+        config,
         head
         + "\n"
-        + COMMON.format(level=level, bind=bind, worker_include=worker_include, extra=extra)
+        + COMMON.format(level=level, bind=bind, worker_include=worker_include, extra=extra),
     )
-    config = folder / "rspamd.conf"
-    config.write_text(text)
-    if owner is not None:
-        user = pwd.getpwnam(owner)
-        for path in [folder, *folder.rglob("*")]:
-            os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
     return config
 
 
