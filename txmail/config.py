@@ -305,6 +305,11 @@ class SpamSettings:
         """Where the milter asks: rspamd_url, else the rspamd of spam.enabled, else ""."""
         if self.rspamd_url or not self.enabled:
             return self.rspamd_url
+        return self.listen_url
+
+    @property
+    def listen_url(self) -> str:
+        """The URL of the rspamd `txmail up` runs, seen from this machine."""
         host, _, port = self.listen.rpartition(":")
         if host.strip("[]") in ("0.0.0.0", "::", "*", ""):
             host = "127.0.0.1"

@@ -318,7 +318,7 @@ def build(
         )
     if settings.spam.enabled:
         # The spam check (stack/rspamd.py): up before the milter, which asks it at end of data.
-        spam_url = settings.spam.url
+        spam_url = settings.spam.listen_url
         components.append(
             ProcessComponent(
                 "rspamd",
