@@ -4,8 +4,10 @@
 `accounts add --domain`, so no account can take another's domain), creates its DKIM key(s), kept
 in the domain's record in Redis so that every node signs with them, and names its
 return-path subdomain (mta.DOMAIN by default).
-It prints the DNS records to publish. Signing and the return-path subdomain are switched on
-when the records verify (`domains verify`, with dnspython), or at once with --force-sign /
+It prints the DNS records to publish (dnscheck.records(): DKIM, the return-path CNAME, the SPF
+and MX of the bounce address's domain, a DMARC suggestion). Signing and the return-path
+subdomain are switched on when their records verify (`domains verify`, with dnspython, which
+also checks SPF and MX and prints ok/missing/wrong for each), or at once with --force-sign /
 --force-return-path. `domains rotate-key` makes a new key under a new selector; it replaces the
 old one once `domains verify` finds its record (or at once with --force).
 """

@@ -8,14 +8,15 @@ $CONFDIR), and the operator's changes go in STATE/rspamd/local.d and override.d 
 LOCAL_CONFDIR is STATE/rspamd, so /etc/rspamd/local.d of a system rspamd is not read).
 
     STATE/rspamd/rspamd.conf        written by `txmail up` on each start
-    STATE/rspamd/override.d/options.inc   the resolver (written when spam.nameservers is set)
-    STATE/rspamd/local.d/           the operator's (rspamd's local.d semantics)
+    STATE/rspamd/txmail.d/options.inc   the resolver, when spam.nameservers is set (included
+                                    with priority 5: above local.d, below override.d)
+    STATE/rspamd/local.d/, override.d/   the operator's (rspamd's usual semantics)
     STATE/rspamd/db/                rspamd's DBDIR (hyperscan cache, history), owned by _rspamd
 
 rspamd runs in the foreground (-f) as _rspamd and logs to its stderr, which the supervisor
 keeps in STATE/log/rspamd.log. The milter asks it at spam.url (supervisor.py starts it before
-the milter). A GTUBE message gets rspamd's reject score (actions: reject = 15, the default
-spam_threshold), so it is refused.
+the milter). A GTUBE message gets rspamd's reject score (Debian's actions: reject = 15, the
+default spam_threshold), so it is refused.
 
 write_config() writes a configuration for any folder; the tests' private rspamd
 (txmail_testing/rspamd.py) calls it with stock=False, no module but those asked for and a
@@ -40,7 +41,7 @@ from txmail.files import replace_atomically
 BINARY = "rspamd"
 USER = "_rspamd"  # Debian's package creates it
 CONFDIR = "/etc/rspamd"
-# The reject action's score: what GTUBE scores, and the default spam_threshold.
+# The reject action's score (Debian's too): what GTUBE scores, and the default spam_threshold.
 REJECT_SCORE = 15
 
 STOCK = """\
@@ -52,6 +53,7 @@ options {{
   pidfile = "{dir}/rspamd.pid";
   .include "$CONFDIR/options.inc"
   .include(try=true; priority=1,duplicate=merge) "$LOCAL_CONFDIR/local.d/options.inc"
+  .include(try=true; priority=5) "{dir}/txmail.d/options.inc"
   .include(try=true; priority=10) "$LOCAL_CONFDIR/override.d/options.inc"
 }}
 """
@@ -121,7 +123,7 @@ def write_config(
     if owner is not None:
         user = pwd.getpwnam(owner)
         uid, gid = user.pw_uid, user.pw_gid
-    for sub in (folder, folder / "db", folder / "local.d", folder / "override.d"):
+    for sub in (folder, *(folder / s for s in ("db", "local.d", "override.d", "txmail.d"))):
         sub.mkdir(parents=True, exist_ok=True)
         os.chown(sub, uid, gid)
 
@@ -132,15 +134,11 @@ def write_config(
     if stock:
         head = STOCK.format(dir=folder)
         worker_include = '  .include "$CONFDIR/worker-normal.inc"\n'
-        override = folder / "override.d/options.inc"
+        resolver = folder / "txmail.d/options.inc"
         if nameservers:
-            write(override, DNS_OVERRIDE.format(nameservers=_quoted(nameservers)))
+            write(resolver, DNS_OVERRIDE.format(nameservers=_quoted(nameservers)))
         else:
-            override.unlink(missing_ok=True)
-        write(
-            folder / "override.d/actions.conf",
-            f"# Written by txmail: GTUBE scores this.\nreject = {REJECT_SCORE};\n",
-        )
+            resolver.unlink(missing_ok=True)
     else:
         if not nameservers:
             raise ValueError("a minimal rspamd needs nameservers (a loopback one in tests)")

@@ -88,6 +88,8 @@ def check_reach(settings: Settings, config_file: Path) -> None:
     in_state = [postfix, ("dovecot", "Dovecot"), pipe]
     if not settings.redis.url:
         in_state.append((redis_user(settings), "the private Redis"))
+    if settings.spam.enabled:  # its workers read STATE/rspamd as _rspamd
+        in_state.append((rspamd.USER, "rspamd's workers"))
     state = settings.state_path
     needs = [
         (

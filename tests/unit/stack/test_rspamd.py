@@ -28,9 +28,9 @@ def test_the_stock_configuration(tmp_path: Path) -> None:
     assert '.include "$CONFDIR/common.conf"' in text
     assert 'bind_socket = "127.0.0.1:11336";' in text and "controller" not in text
     assert 'type = "console";' in text
-    options = (tmp_path / "rspamd/override.d/options.inc").read_text()
+    options = (tmp_path / "rspamd/txmail.d/options.inc").read_text()
     assert 'nameserver = ["127.0.0.1:5353"];' in options
-    assert "reject = 15;" in (tmp_path / "rspamd/override.d/actions.conf").read_text()
+    assert f'"{tmp_path}/rspamd/txmail.d/options.inc"' in text
     assert (tmp_path / "rspamd/db").is_dir()
     argv = rspamd.argv(tmp_path / "rspamd")
     assert argv[:4] == ["rspamd", "-f", "-c", str(conf)]
@@ -40,7 +40,7 @@ def test_the_stock_configuration(tmp_path: Path) -> None:
     rspamd.render(
         dataclasses.replace(settings, spam=dataclasses.replace(settings.spam, nameservers=[]))
     )
-    assert not (tmp_path / "rspamd/override.d/options.inc").exists()
+    assert not (tmp_path / "rspamd/txmail.d/options.inc").exists()
 
 
 def test_where_the_milter_asks() -> None:
