@@ -13,7 +13,7 @@ LOCAL_CONFDIR is STATE/rspamd, so /etc/rspamd/local.d of a system rspamd is not 
     STATE/rspamd/local.d/, override.d/   the operator's (rspamd's usual semantics)
     STATE/rspamd/db/                rspamd's DBDIR (hyperscan cache, history), owned by _rspamd
 
-rspamd runs in the foreground (-f) as _rspamd and logs to its stderr, which the supervisor
+rspamd runs in the foreground (-f), its workers as _rspamd, and logs to its stderr, which the supervisor
 keeps in STATE/log/rspamd.log. The milter asks it at spam.url (supervisor.py starts it before
 the milter). A GTUBE message gets rspamd's reject score (Debian's actions: reject = 15, the
 default spam_threshold), so it is refused.
@@ -22,7 +22,8 @@ write_config() writes a configuration for any folder; the tests' private rspamd
 (txmail_testing/rspamd.py) calls it with stock=False, no module but those asked for and a
 rule of its own.
 
-Fails: ConfigError from check_installed() when the rspamd binary or its user is missing.
+missing() says why a node cannot run it (no rspamd binary, no _rspamd user): `txmail doctor`
+and `txmail up` print it (stack/doctor.py, check_spam).
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from txmail.config import Settings
-from txmail.errors import ConfigError
 from txmail.files import replace_atomically
 
 BINARY = "rspamd"
@@ -197,15 +197,6 @@ def missing(settings: Settings) -> str:
     except KeyError:
         return f"the user {USER}, which Debian's rspamd package creates, does not exist"
     return ""
-
-
-def check_installed(settings: Settings) -> None:
-    why = missing(settings)
-    if why:
-        raise ConfigError(
-            f"spam.enabled is on but {why}; install it (`apt-get install rspamd`) or turn "
-            "spam.enabled off"
-        )
 
 
 def ping(url: str) -> bool:

@@ -284,6 +284,7 @@ def prepare(
     if not settings.redis.url:
         render.render_redis(settings, config_file)
     if settings.spam.enabled:
+        stop_on(doctor.check_spam(settings))  # not installed: the line `txmail doctor` prints
         rspamd.render(settings)
 
 

@@ -4,6 +4,8 @@ it, and doctor's word when it is missing."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from txmail.config import Settings
 from txmail.errors import ConfigError
 from txmail.stack import doctor, rspamd
 from txmail.stack.supervisor import build
+from txmail_testing.harness import TXMAIL, state_dir
 
 
 def spam_node(tmp_path: Path, **spam: object) -> Settings:
@@ -87,3 +90,14 @@ def test_doctor_says_rspamd_does_not_answer(tmp_path: Path) -> None:
     assert "rspamd at http://127.0.0.1:11336 does not answer" in problem.what
     assert doctor.check_spam_answers(settings, ping=lambda url: True) == []
     assert doctor.check_spam_answers(Settings(), ping=lambda url: False) == []
+
+
+def test_init_spam_turns_the_check_on() -> None:
+    state = state_dir("initspam")
+    try:
+        subprocess.run(
+            [*TXMAIL, "init", "--state-dir", str(state), "--spam"], check=True, capture_output=True
+        )
+        assert config.load(state / "txmail.toml").spam.enabled
+    finally:
+        shutil.rmtree(state)
