@@ -796,11 +796,11 @@ def validate(settings: Settings) -> None:
         )
     if settings.domains.dkim_key_bits < 2048:
         raise ConfigError("domains.dkim_key_bits must be 2048 or more")
-    for server in settings.domains.nameservers:
-        if not isinstance(server, str) or not re.match(r"^[0-9a-fA-F.:]+(:\d{1,5})?$", server):
-            raise ConfigError(
-                f"domains.nameservers: {server!r} is not an IP address (optionally with :PORT)"
-            )
+    for key in ("domains.nameservers", "spam.nameservers"):
+        section, name = key.split(".")
+        for server in getattr(getattr(settings, section), name):
+            if not isinstance(server, str) or not re.match(r"^[0-9a-fA-F.:]+(:\d{1,5})?$", server):
+                raise ConfigError(f"{key}: {server!r} is not an IP address (optionally with :PORT)")
     if settings.spam.rspamd_url and not re.match(r"^https?://", settings.spam.rspamd_url):
         raise ConfigError(
             f"spam.rspamd_url = {settings.spam.rspamd_url!r}: use http:// or https://"
@@ -811,16 +811,6 @@ def validate(settings: Settings) -> None:
             f"spam.listen = {settings.spam.listen!r}: write ADDRESS:PORT, e.g. 127.0.0.1:11336"
         )
     _check_port("spam.listen", int(port))
-    for server in settings.spam.nameservers:
-        address, _, server_port = (
-            str(server).rpartition(":") if str(server).count(":") == 1 else (str(server), "", "")
-        )
-        try:
-            ipaddress.ip_address(address or server)
-        except ValueError:
-            raise ConfigError(
-                f"spam.nameservers: {server!r} is not an IP address (optionally with :PORT)"
-            ) from None
     if settings.domains.spf_include and not _HOSTNAME.match(settings.domains.spf_include):
         raise ConfigError(
             f"domains.spf_include = {settings.domains.spf_include!r} is not a domain name"
