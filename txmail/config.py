@@ -336,6 +336,11 @@ class EventsSettings:
     counter_days: int = _doc(
         "Days the per-day counters (per account and kind, per tag and kind) are kept.", 400
     )
+    tags_per_day: int = _doc(
+        "Distinct tags counted per account and UTC day; the day's further tags are "
+        'counted together as "(other)" (txmail/stats.py).',
+        100,
+    )
 
 
 @dataclass(frozen=True)
@@ -908,6 +913,7 @@ def _validate_events(settings: Settings) -> None:
     for key, value in (
         ("events.stream_max", settings.events.stream_max),
         ("events.counter_days", settings.events.counter_days),
+        ("events.tags_per_day", settings.events.tags_per_day),
         ("webhooks.dead_letter_max", hooks.dead_letter_max),
         ("bounce_pipe.unparsed_max", settings.bounce_pipe.unparsed_max),
         ("bounce_pipe.unparsed_max_bytes", settings.bounce_pipe.unparsed_max_bytes),

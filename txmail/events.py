@@ -20,9 +20,18 @@ DESCRIPTION
       * appends it to the account's stream PREFIX {ACCOUNT}:events, unless it was recorded
         already (PREFIX {ACCOUNT}:seen:QID remembers "KIND:recipient" -> id);
       * counts it per account, UTC day and kind, and per tag, day and kind
-        (PREFIX {ACCOUNT}:counts:YYYYMMDD, kept events.counter_days);
+        (PREFIX {ACCOUNT}:counts:YYYYMMDD, kept events.counter_days), the account's first
+        events.tags_per_day distinct tags of a day each on its own, the rest as "(other)"
+        (txmail/stats.py says what the hash holds and how it is read);
+      * appends it to its message's own list (PREFIX {ACCOUNT}:message:QID:events), which
+        lives as long as the message record and keeps at most MESSAGE_EVENTS_MAX events, so
+        GET /v1/messages/{id} finds the events of a message of any age in one read, however
+        many events the account had since and whatever the stream's trimming took
+        (message_events());
     then, outside the script:
-      * a trusted hard bounce whose reason is in the account's suppress_reasons, or a trusted
+      * a trusted hard bounce whose reason is in the account's suppress_reasons (and came from a
+        status code or a known MTA phrase, details.reason_source, unless the account's
+        suppress_guessed_reasons lets guesses count too), or a trusted
         complaint (suppress_complaints), puts the recipient on the account's bounce list with
         the reason, the time and the event id (expiring after suppression_days when set). Soft
         bounces never suppress. This runs again when a duplicate is reported, so a process that
@@ -91,6 +100,12 @@ REPEATING = ("open", "click")  # counted every time, sent once
 WEBHOOK_GROUP = "webhooks"
 DEFAULT_SUPPRESS_REASONS = ("userunknown", "hostunknown", "hasmoved")
 MAX_FIELD = 1000  # cap what untrusted input can put into one detail
+# Events a message's own list keeps (event_record.lua): a message to 1,000 recipients (the
+# most one request of the HTTP API takes) has room for one outcome each, and an ordinary one
+# for every outcome, open and click of every recipient. An event is a few hundred bytes (what
+# a remote server writes into its details is cut at MAX_FIELD characters), so one message's
+# list is bounded whatever its recipients' servers answer.
+MESSAGE_EVENTS_MAX = 1000
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 OutcomeHook = Callable[[str, str], Any]  # (account, kind) -> anything; raises on Redis trouble
@@ -229,6 +244,7 @@ class SuppressionPolicy:
     reasons: tuple[str, ...] = DEFAULT_SUPPRESS_REASONS
     complaints: bool = True
     days: int = 0
+    guesses: bool = False  # suppress_guessed_reasons
 
     @classmethod
     def from_settings(cls, settings: AccountSettings) -> SuppressionPolicy:
@@ -236,6 +252,7 @@ class SuppressionPolicy:
             reasons=settings.suppress_reasons,
             complaints=settings.suppress_complaints,
             days=settings.suppression_days,
+            guesses=settings.suppress_guessed_reasons,
         )
 
     def suppresses(self, event: Event) -> bool:
@@ -243,14 +260,25 @@ class SuppressionPolicy:
             return False
         if event.kind == "complaint":
             return self.complaints
-        return event.kind == "bounce" and event.details.get("reason") in self.reasons
+        if event.kind != "bounce" or event.details.get("reason") not in self.reasons:
+            return False
+        # A reason the parser guessed (no specific status code, no known MTA wording) stops
+        # mail to an address only when the account says guesses may (reason_source absent:
+        # an event recorded before sources were kept, judged as before).
+        return self.guesses or event.details.get("reason_source") != "guess"
 
 
 COUNTED_KINDS = ("delivery", "bounce", "complaint")
 
 
 def record_call(
-    keys: Keys, event: Event, day: str, seen_ttl: int, counter_ttl: int, untrusted_cap: int = 0
+    keys: Keys,
+    event: Event,
+    day: str,
+    seen_ttl: int,
+    counter_ttl: int,
+    untrusted_cap: int = 0,
+    tags_per_day: int = 100,
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of store/scripts/event_record.lua for `event` (documented there)."""
     trusted_field = f"{event.kind}:{event.recipient}"
@@ -259,6 +287,8 @@ def record_call(
             keys.events(event.account),
             keys.event_seen(event.account, event.message_id or "-"),
             keys.event_counts(event.account, day),
+            keys.message_events(event.account, event.message_id or "-"),
+            keys.message(event.account, event.message_id or "-"),
         ],
         [
             trusted_field if event.trusted else f"untrusted:{trusted_field}",
@@ -270,7 +300,9 @@ def record_call(
             event.kind,
             "" if event.trusted else trusted_field,
             0 if event.trusted else max(0, untrusted_cap),
+            MESSAGE_EVENTS_MAX,
             *event.tags,
+            max(0, tags_per_day),  # last: see event_record.lua
         ],
     )
 
@@ -310,11 +342,13 @@ class Recorder:
         counter_days: int = 400,
         outcome_hook: OutcomeHook | None = None,
         clock: Callable[[], float] = time.time,
+        tags_per_day: int = 100,
     ) -> None:
         self.client = client
         self.keys = keys
         self.seen_ttl = seen_ttl
         self.counter_ttl = counter_days * 86400
+        self.tags_per_day = tags_per_day
         self.outcome_hook = outcome_hook
         self.clock = clock
         self.suppressions = Suppressions(client, keys, clock=clock)
@@ -333,7 +367,13 @@ class Recorder:
         recorded and suppresses, but does not feed the reputation counters (the caller
         knows its source cannot be told from the recipient's own word)."""
         keys, args = record_call(
-            self.keys, event, utc_day(self.clock()), self.seen_ttl, self.counter_ttl, untrusted_cap
+            self.keys,
+            event,
+            utc_day(self.clock()),
+            self.seen_ttl,
+            self.counter_ttl,
+            untrusted_cap,
+            self.tags_per_day,
         )
         with guard(f"{event.message_id}: recording a {event.kind} event"):
             reply = self._record(keys=keys, args=args)
@@ -359,7 +399,14 @@ class Recorder:
         if isinstance(self.client, redis.cluster.RedisCluster):
             return self._record_one_by_one(events, repeats)
         calls = [
-            record_call(self.keys, event, event_day(event), self.seen_ttl, self.counter_ttl)
+            record_call(
+                self.keys,
+                event,
+                event_day(event),
+                self.seen_ttl,
+                self.counter_ttl,
+                tags_per_day=self.tags_per_day,
+            )
             for event in events
         ]
         with guard("recording opens and clicks"):
@@ -517,6 +564,30 @@ class PartlyRecorded(TemporaryFailure):
     def __init__(self, done: int) -> None:
         super().__init__(f"Redis failed after {done} events")
         self.done = done
+
+
+@dataclass(frozen=True)
+class MessageEvents:
+    events: list[Event]
+    unlisted: int  # events recorded after the list was full: in the stream only
+
+
+def message_events(client: Client, keys: Keys, account: str, message_id: str) -> MessageEvents:
+    """The events of one message (the id the client knows) in the order they were recorded,
+    from its own list: one round trip, whatever the message's age while its record lives.
+    Only the first occurrence of a repeated open or click is listed."""
+    with guard(f"{message_id}: reading its events"):
+        pipe = client.pipeline(transaction=False)
+        pipe.lrange(keys.message_events(account, message_id), 0, MESSAGE_EVENTS_MAX - 1)
+        pipe.hget(keys.event_seen(account, message_id), "unlisted")
+        listed, unlisted = pipe.execute()
+    found: list[Event] = []
+    for raw in listed:
+        try:
+            found.append(Event.from_json(raw))
+        except (KeyError, ValueError, TypeError):
+            log.warning("%s: skipping an unreadable listed event", message_id)
+    return MessageEvents(found, int(unlisted or 0))
 
 
 def stream_events(

@@ -7,11 +7,13 @@ explores the OpenAPI document and must never get a 5xx.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import smtplib
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -246,3 +248,190 @@ def test_openapi_document_and_schemathesis_find_no_5xx(
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+# -- the API agrees with SMTP (issue 18) --------------------------------------------------------
+
+OTHER_DOMAIN = "api-other.test"
+
+
+@pytest.fixture(scope="module")
+def other_account(stack: Stack) -> dict[str, str]:
+    name = "apiother"
+    password = stack.add_account(name, OTHER_DOMAIN)
+    output = stack.txmail("accounts", "apikey", name).stdout.strip().splitlines()
+    return {"name": name, "password": password, "key": output[-1]}
+
+
+def auth_of(account: dict[str, str], **more: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {account['key']}", **more}
+
+
+def test_too_many_recipients_is_a_422_naming_the_limit(
+    stack: Stack, account: dict[str, str]
+) -> None:
+    # the account has the default max_recipients, 20
+    recipients = [f"many{n}@example.net" for n in range(21)]
+    mime = simple_message(f"app@{DOMAIN}", recipients[0], subject="too many").decode()
+    answer = post_send(
+        stack, account["key"], {"envelope": f"app@{DOMAIN}", "recipients": recipients, "mime": mime}
+    )
+    assert answer.status_code == 422, answer.text
+    assert "Retry-After" not in answer.headers
+    error = answer.json()["error"]
+    assert (error["smtp_code"], error["status"]) == (552, "5.5.3")
+    assert "21" in error["message"] and "at most 20" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [[f"tag{n}" for n in range(11)], ["t" * 65]],
+    ids=["eleven-tags", "a-65-character-tag"],
+)
+def test_tag_limits_are_the_milters_with_its_sentence(
+    stack: Stack, account: dict[str, str], tags: list[str]
+) -> None:
+    sender = f"app@{DOMAIN}"
+    tagged = simple_message(sender, "x@example.net", extra_headers={"X-Mxm-Tag": ",".join(tags)})
+    code, text = smtp_refusal(stack, account, sender, tagged)
+    answer = post_send(
+        stack,
+        account["key"],
+        {
+            "envelope": sender,
+            "recipients": ["x@example.net"],
+            "mime": simple_message(sender, "x@example.net").decode(),
+            "tags": tags,
+        },
+    )
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert (error["smtp_code"], f"{error['status']} {error['message']}") == (
+        code,
+        " ".join(text.split()),
+    )
+
+
+def test_an_old_messages_events_are_found_after_many_newer_ones(
+    stack: Stack, sink: Sink, account: dict[str, str], other_account: dict[str, str]
+) -> None:
+    from txmail.events import Recorder, make_event
+    from txmail.store import Keys
+
+    recipient = "old-message@example.net"
+    mime = simple_message(f"app@{DOMAIN}", recipient, subject="old message").decode()
+    answer = post_send(
+        stack,
+        account["key"],
+        {"envelope": f"app@{DOMAIN}", "recipients": [recipient], "mime": mime, "tags": ["old"]},
+    )
+    assert answer.status_code == 200, answer.text
+    message_id = answer.json()["message_id"]
+    url = f"{base(stack)}/v1/messages/{message_id}"
+
+    def delivery() -> list[dict]:
+        found = requests.get(url, headers=auth_of(account), timeout=10).json()["events"]
+        return [e for e in found if e["kind"] == "delivery"]
+
+    first = wait_for(delivery, 30, what="the delivery event of the API send")
+    # More than the 5,000 newest events the handler used to scan, written by the recorder
+    # every daemon uses, for other messages of the same account.
+    client = stack.redis()
+    newer = [
+        make_event("delivery", account["name"], f"NEWER{n:07d}", f"r{n}@example.net")
+        for n in range(5200)
+    ]
+    Recorder(client, Keys("txmail:")).record_many(newer)
+    assert client.xlen(f"txmail:{{{account['name']}}}:events") > 5200
+    record = requests.get(url, headers=auth_of(account), timeout=10)
+    assert record.status_code == 200
+    assert [e for e in record.json()["events"] if e["kind"] == "delivery"] == first
+    assert first[0]["recipient"] == recipient and first[0]["tags"] == ["old"]
+    assert record.json()["events_unlisted"] == 0
+
+    # Another account's message is as unknown as a missing one: the same 404.
+    theirs = requests.get(url, headers=auth_of(other_account), timeout=10)
+    missing = requests.get(
+        f"{base(stack)}/v1/messages/NOSUCHMESSAGE1", headers=auth_of(other_account), timeout=10
+    )
+    assert theirs.status_code == missing.status_code == 404
+    assert theirs.json()["error"]["message"] == missing.json()["error"]["message"].replace(
+        "NOSUCHMESSAGE1", message_id
+    )
+
+
+def at_sink_once(sink: Sink, stack: Stack, account: dict[str, str], recipient: str, subject: str):
+    """How many messages with `subject` reached `recipient`, asked after a later message to the
+    same recipient arrived (so a second copy sent before it had its chance to arrive too)."""
+    sentinel = simple_message(f"app@{DOMAIN}", recipient, subject="sentinel").decode()
+    answer = post_send(
+        stack,
+        account["key"],
+        {"envelope": f"app@{DOMAIN}", "recipients": [recipient], "mime": sentinel},
+    )
+    assert answer.status_code == 200, answer.text
+    wait_for(
+        lambda: any(b"Subject: sentinel" in m.data for m in sink.find(recipient)),
+        30,
+        what="the sentinel at the sink",
+    )
+    return sum(f"Subject: {subject}".encode() in m.data for m in sink.find(recipient))
+
+
+def test_an_idempotency_key_sends_once_and_answers_the_same(
+    stack: Stack, sink: Sink, account: dict[str, str]
+) -> None:
+    recipient = "idempotent@example.net"
+    body = {
+        "envelope": f"app@{DOMAIN}",
+        "recipients": [recipient],
+        "mime": simple_message(f"app@{DOMAIN}", recipient, subject="sent once").decode(),
+    }
+    headers = auth_of(account, **{"Idempotency-Key": "order-1842/confirmation"})
+    url = f"{base(stack)}/v1/send"
+    first = requests.post(url, json=body, headers=headers, timeout=60)
+    again = requests.post(url, json=body, headers=headers, timeout=60)
+    assert first.status_code == 200, first.text
+    assert (again.status_code, again.json()) == (200, first.json())
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+
+    changed = requests.post(url, json={**body, "tags": ["x"]}, headers=headers, timeout=60)
+    assert changed.status_code == 422
+    assert "different request" in changed.json()["error"]["message"]
+
+    malformed = requests.post(
+        url, json=body, headers=auth_of(account, **{"Idempotency-Key": "two words"}), timeout=60
+    )
+    assert malformed.status_code == 400
+    assert "Idempotency-Key" in malformed.json()["error"]["message"]
+
+    wait_for(lambda: sink.find(recipient), 30, what="the idempotent send at the sink")
+    assert at_sink_once(sink, stack, account, recipient, "sent once") == 1
+
+
+def test_concurrent_requests_with_one_idempotency_key_send_once(
+    stack: Stack, sink: Sink, account: dict[str, str]
+) -> None:
+    recipient = "idempotent-race@example.net"
+    body = {
+        "envelope": f"app@{DOMAIN}",
+        "recipients": [recipient],
+        "mime": simple_message(f"app@{DOMAIN}", recipient, subject="raced once").decode(),
+    }
+    headers = auth_of(account, **{"Idempotency-Key": "3f1c2b9e-7d1a-4c55-9a0e-0b6f9b1c2d3e"})
+    start = threading.Barrier(4)
+
+    def post() -> requests.Response:
+        start.wait()
+        return requests.post(f"{base(stack)}/v1/send", json=body, headers=headers, timeout=60)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: post(), range(4)))
+    statuses = sorted(a.status_code for a in answers)
+    assert set(statuses) <= {200, 409} and 200 in statuses, [a.text for a in answers]
+    assert len({a.json()["message_id"] for a in answers if a.status_code == 200}) == 1
+    for busy in (a for a in answers if a.status_code == 409):
+        assert busy.headers["Retry-After"] and "still being sent" in busy.json()["error"]["message"]
+    wait_for(lambda: sink.find(recipient), 30, what="the raced send at the sink")
+    assert at_sink_once(sink, stack, account, recipient, "raced once") == 1

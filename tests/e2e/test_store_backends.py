@@ -25,7 +25,7 @@ def cluster() -> Iterator[RedisCluster]:
 
 
 @pytest.fixture(params=["single", "cluster"])
-def client(request: pytest.FixtureRequest, redis_server: RedisServer) -> store.Client:
+def client(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[store.Client]:
     if request.param == "single":
         settings = Settings(redis=RedisSettings(url=redis_server.url))
     else:
@@ -33,7 +33,8 @@ def client(request: pytest.FixtureRequest, redis_server: RedisServer) -> store.C
         settings = Settings(redis=RedisSettings(url=nodes.url, cluster=True))
     c = store.connect(settings)
     c.flushall() if request.param == "single" else c.flushall(target_nodes="primaries")
-    return c
+    yield c
+    c.close()  # its pools' sockets, before the garbage collector finds them open
 
 
 def test_accounts_roundtrip(client: store.Client) -> None:
@@ -101,3 +102,51 @@ def test_unreachable_redis_is_a_temporary_failure() -> None:
     )
     with pytest.raises(StoreUnavailable):
         Accounts(store.connect(settings), store.Keys()).get("acme")
+
+
+def test_tag_counts_with_their_cap(client: store.Client) -> None:
+    """The milter's count of an accepted message (EVAL inside the record's pipeline, which a
+    cluster pipeline routes by key) and an event's count share one day hash and its cap."""
+    from txmail.events import Recorder, make_event
+    from txmail.stats import OTHER, count_accepted, last_days, read_counts
+
+    keys, now = store.Keys(), 1_800_000_000.0
+    record = MessageRecord(
+        queue_id="4jXCs06YbRzJJ2Y",
+        account="acme",
+        envelope_sender="a@acme.example",
+        recipients=["a@b.test"],
+    )
+
+    def also(pipe: object) -> None:
+        count_accepted(pipe, keys, "acme", ["order", "vip"], now, 400, tags_per_day=1)
+
+    Messages(client, keys, ttl_seconds=60).record(record, also=also)
+    Recorder(client, keys, clock=lambda: now, tags_per_day=1).record(
+        make_event("delivery", "acme", "4jXCs06YbRzJJ2Y", "a@b.test", tags=["vip"], now=now)
+    )
+    day = last_days(1, now)
+    assert read_counts(client, keys, "acme", day, "order").totals == {"accepted": 1}
+    assert read_counts(client, keys, "acme", day, OTHER).totals == {
+        "accepted": 1,
+        "delivery": 1,
+    }
+
+
+def test_message_event_lists_and_idempotency_keys(client: store.Client) -> None:
+    """The scripts of GET /v1/messages and the Idempotency-Key touch one account's slot."""
+    from txmail.events import Recorder, make_event, message_events
+    from txmail.tracker import idempotency
+
+    keys = store.Keys()
+    Messages(client, keys, 600).record(
+        MessageRecord(queue_id="Q1AAAAAA", account="acme", envelope_sender="", recipients=[])
+    )
+    Recorder(client, keys).record(make_event("delivery", "acme", "Q1AAAAAA", "a@b.test"))
+    assert [e.kind for e in message_events(client, keys, "acme", "Q1AAAAAA").events] == ["delivery"]
+    marker, held = idempotency.claim(client, keys, "acme", "k-1", "h", 60, "t")
+    assert held is None
+    assert idempotency.settle(client, keys, "acme", "k-1", marker, "h", (200, "{}"))
+    assert idempotency.claim(client, keys, "acme", "k-1", "h", 60, "u")[1] == idempotency.Held(
+        "h", pending=False, status=200, answer="{}"
+    )

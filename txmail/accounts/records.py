@@ -2,7 +2,8 @@
 
 Reads and writes:  PREFIX accounts, PREFIX domains, PREFIX {ACCOUNT}:account,
                    PREFIX accounts:version and the PREFIX accounts:changed channel;
-                   remove() deletes PREFIX {ACCOUNT}:webhook:secret too.
+                   remove() deletes PREFIX {ACCOUNT}:webhook:secret, the API keys and the
+                   logins too. Logins: PREFIX logins and PREFIX {ACCOUNT}:logins.
 Passwords:         only a bcrypt hash in Dovecot's `{BLF-CRYPT}` form is stored; the plain
                    password is never written or logged.
 Fails:             NotFound, Conflict, UsageError for bad input; StoreUnavailable when Redis is
@@ -10,6 +11,9 @@ Fails:             NotFound, Conflict, UsageError for bad input; StoreUnavailabl
 
 A domain belongs to at most one account: ownership is claimed with HSETNX on the global domain
 map, so two accounts can never both send as one domain, even when created at the same moment.
+An account logs in with its name, or with any of its own logins (Logins): email addresses with
+passwords of their own, claimed the same way on the global login map, so one login never opens
+two accounts. A login contains '@' and an account name cannot, so neither can pose as the other.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from txmail.accounts import settings as account_settings
 from txmail.accounts.settings import AccountSettings
 from txmail.errors import Conflict, NotFound, UsageError
 from txmail.store import Client, Keys, decoded, decoded_hash, decoded_or_none, guard, hash_mapping
-from txmail.store.keys import ACCOUNT_NAME
+from txmail.store.keys import ACCOUNT_NAME, LOGIN
 
 BCRYPT_ROUNDS = 10
 DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
@@ -129,6 +133,9 @@ class Accounts:
         with guard("adding an account"):
             if self.client.exists(self.keys.account(name)):
                 raise Conflict(f"account {name!r} exists already")
+            # Logins a removed account of this name could have kept (an add that raced the
+            # removal) must not open the new one.
+            Logins(self.client, self.keys).remove_all(name)
             claimed: list[str] = []
             for domain in domains:
                 if not self.client.hsetnx(self.keys.domains, domain, name):
@@ -220,6 +227,8 @@ class Accounts:
 
     def remove(self, name: str) -> None:
         account = self.get(name)
+        # Its logins first: were the removal cut short, the account is still there to remove.
+        Logins(self.client, self.keys).remove_all(name)
         with guard("removing an account"):
             for domain in account.domains:
                 if self.client.hget(self.keys.domains, domain) == name:
@@ -341,6 +350,152 @@ class ApiKeys:
         with guard("revoking API keys"):
             for key_id in self.client.hkeys(self.keys.account_api_keys(name)):
                 self.revoke(name, decoded(key_id))
+
+
+@dataclass(frozen=True)
+class Login:
+    """One of an account's own SASL logins."""
+
+    login: str
+    account: str
+    password_hash: str = field(repr=False)
+    created_at: float = 0.0
+
+    def public(self) -> dict[str, object]:
+        return {"login": self.login, "account": self.account, "created_at": self.created_at}
+
+
+def check_login(login: str) -> str:
+    """The login as it is stored and compared: lowercase, as Dovecot lowercases every username
+    before looking it up (auth_username_format = %Lu in dovecot.conf)."""
+    login = login.strip().lower()
+    if not LOGIN.match(login):
+        raise UsageError(
+            f"login {login!r} is not allowed: use an email address such as app@shop.example, "
+            "of letters, digits, '.', '-' and '_' (the characters Dovecot accepts in a login)"
+        )
+    return login
+
+
+class Logins:
+    """An account's own SASL logins, each with its own password, so a client can keep the
+    username it had elsewhere (Maxemail's is an email address) and rotate one login's password
+    without the others. Dovecot finds them in the passwd-file that authsync writes, each line
+    naming its account (`user=ACCOUNT`), so Postfix, the milter and policyd see the account's
+    name whichever login was used."""
+
+    def __init__(self, client: Client, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    def _changed(self, account: str) -> None:
+        Accounts(self.client, self.keys)._changed(account)
+
+    def add(self, account: str, login: str, password: str) -> Login:
+        Accounts(self.client, self.keys).get(account)
+        login = check_login(login)
+        added = Login(login, account, hash_password(password), time.time())
+        entry = {"password_hash": added.password_hash, "created_at": added.created_at}
+        with guard("adding a login"):
+            self._claim(account, login)
+            if not self.client.exists(self.keys.account(account)):  # removed meanwhile
+                self._release(account, login)
+                raise NotFound(f"no account named {account!r}")
+            self.client.hset(self.keys.account_logins(account), login, json.dumps(entry))
+            self._changed(account)
+        return added
+
+    def _claim(self, account: str, login: str) -> None:
+        for _ in range(2):
+            if self.client.hsetnx(self.keys.logins, login, account):
+                return
+            owner = decoded_or_none(self.client.hget(self.keys.logins, login))
+            if owner is None:
+                continue  # released between the two commands: try again
+            if owner == account:
+                if self.client.hexists(self.keys.account_logins(account), login):
+                    raise Conflict(
+                        f"account {account!r} has the login {login} already; change its "
+                        "password with `txmail accounts login passwd`"
+                    )
+                return  # a claim an interrupted add left behind
+            if self.client.exists(self.keys.account(owner)):
+                raise Conflict(f"login {login} belongs to account {owner!r} already")
+            # The claim of an account removed while it was being given this login.
+            self.client.hdel(self.keys.logins, login)
+        raise Conflict(f"login {login} is being claimed by another account; try again")
+
+    def _release(self, account: str, login: str) -> None:
+        if decoded_or_none(self.client.hget(self.keys.logins, login)) == account:
+            self.client.hdel(self.keys.logins, login)
+
+    def set_password(self, account: str, login: str, password: str) -> None:
+        found = self.get(account, login)
+        entry = {"password_hash": hash_password(password), "created_at": found.created_at}
+        with guard("changing a login's password"):
+            self.client.hset(self.keys.account_logins(account), found.login, json.dumps(entry))
+            self._changed(account)
+
+    def get(self, account: str, login: str) -> Login:
+        login = login.strip().lower()
+        for found in self.list(account):
+            if found.login == login:
+                return found
+        raise NotFound(
+            f"account {account!r} has no login {login!r} (see `txmail accounts login list`)"
+        )
+
+    def of_accounts(self, accounts: list[str]) -> list[Login]:
+        """The logins of these accounts, in two round trips (authsync reads every account's)."""
+        with guard("listing logins"):
+            pipe = self.client.pipeline(transaction=False)
+            for account in accounts:
+                pipe.hgetall(self.keys.account_logins(account))
+            rows = [decoded_hash(raw) for raw in pipe.execute()]
+            names = [login for raw in rows for login in raw]
+            owners = (
+                dict(zip(names, self.client.hmget(self.keys.logins, names), strict=True))
+                if names
+                else {}
+            )
+        found = []
+        for account, raw in zip(accounts, rows, strict=True):
+            for login, text in sorted(raw.items()):
+                try:
+                    entry = json.loads(text)
+                except ValueError:
+                    entry = None
+                if decoded_or_none(owners.get(login)) != account or not isinstance(entry, dict):
+                    continue
+                found.append(
+                    Login(
+                        login, account, entry.get("password_hash", ""), entry.get("created_at", 0)
+                    )
+                )
+        return found
+
+    def list(self, account: str) -> list[Login]:
+        """The account's logins, by name. Only those the global map gives to this account
+        count: an entry an interrupted add or remove left behind is no login."""
+        return self.of_accounts([account])
+
+    def account_of(self, login: str) -> str | None:
+        """The account a login belongs to (None: no such login)."""
+        with guard("looking up a login"):
+            return decoded_or_none(self.client.hget(self.keys.logins, login.strip().lower()))
+
+    def remove(self, account: str, login: str) -> None:
+        found = self.get(account, login)
+        with guard("removing a login"):
+            self._release(account, found.login)
+            self.client.hdel(self.keys.account_logins(account), found.login)
+            self._changed(account)
+
+    def remove_all(self, account: str) -> None:
+        with guard("removing logins"):
+            for login in self.client.hkeys(self.keys.account_logins(account)):
+                self._release(account, decoded(login))
+            self.client.delete(self.keys.account_logins(account))
 
 
 def _to_hash(account: Account) -> dict[str, str]:

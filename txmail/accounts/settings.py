@@ -202,8 +202,9 @@ SETTINGS: list[AccountSetting] = [
         "rewrite_from",
         str,
         "auto",
-        "Rewrite the From header to the MAIL FROM address, keeping its display "
-        "name: `on`, `off`, or `auto` (on in single recipient_mode, else off).",
+        "Rewrite the From header, whatever its domain, to the MAIL FROM address, "
+        "keeping its display name: `on`, `off`, or `auto` (on in single recipient_mode, "
+        "else off).",
         _one_of("auto", "on", "off"),
     ),
     AccountSetting(
@@ -338,6 +339,13 @@ SETTINGS: list[AccountSetting] = [
         _reasons,
     ),
     AccountSetting(
+        "suppress_guessed_reasons",
+        bool,
+        False,
+        "suppress_reasons also acts on a reason the parser guessed (details.reason_source "
+        '"guess"), not only on one a status code or a known MTA phrase named.',
+    ),
+    AccountSetting(
         "suppress_complaints",
         bool,
         True,
@@ -443,6 +451,7 @@ class AccountSettings(Mapping[str, Any]):
     max_complaint_rate: float
     # -- bounce pipe and events (suppression, forwarding)
     suppress_reasons: tuple[str, ...]
+    suppress_guessed_reasons: bool
     suppress_complaints: bool
     suppression_days: int
     forward_auto_replies: bool

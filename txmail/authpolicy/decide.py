@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from txmail.store.keys import ACCOUNT_NAME
+from txmail.store.keys import ACCOUNT_NAME, LOGIN
 
 ALLOW, REJECT = 0, -1  # Dovecot's statuses; a positive status is a delay in seconds
 MAX_FIELD = 512  # characters of a request attribute that are read (greylist.pl's cap)
@@ -106,12 +106,13 @@ def _text(value: Any) -> str:
 
 def attempt(body: Any) -> Attempt | None:
     """The attempt in a policy request, or None when there is nothing to limit: a login that
-    cannot be an account name (Dovecot refuses it anyway) or a request without a hash."""
+    can be neither an account name nor an account's own login (Dovecot refuses it anyway) or
+    a request without a hash."""
     if not isinstance(body, dict):
         return None
     login = _text(body.get("login")).strip().lower()
     pwhash = _text(body.get("pwhash")).strip().lower()
-    if not ACCOUNT_NAME.match(login) or not pwhash:
+    if not (ACCOUNT_NAME.match(login) or LOGIN.match(login)) or not pwhash:
         return None
     return Attempt(login, _text(body.get("remote")).strip(), pwhash)
 

@@ -1,5 +1,10 @@
 """txmail authsync: keep this node's Dovecot passwd-file in step with the accounts in Redis.
 
+One line per account (its name and password hash) and one per login of an account (`txmail
+accounts login`), whose extra field `user=ACCOUNT` makes Dovecot answer Postfix with the
+account's name: {auth_authen} in the milter and sasl_username in policyd are the account
+whichever of its logins the client used, so every limit and rule is the account's.
+
 Dovecot authenticates against a local passwd-file rather than Redis, so logins keep working while
 Redis is down and on a Redis Cluster (which Dovecot's dict driver cannot follow). This process
 listens on PREFIX accounts:changed for immediate updates and does a full resync every
@@ -17,24 +22,35 @@ import grp
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
 
 from txmail import store
-from txmail.accounts.records import Account, Accounts
+from txmail.accounts.records import Account, Accounts, Login, Logins
 from txmail.config import Settings
 from txmail.files import replace_atomically
 
 log = logging.getLogger("txmail.authsync")
 
 
-def passwd_lines(accounts: list[Account]) -> bytes:
-    """One `user:{SCHEME}hash::::::` line per account that has a usable hash."""
+def _usable(password_hash: str) -> bool:
+    return password_hash.startswith("{") and not any(c in password_hash for c in ": \n")
+
+
+def passwd_lines(accounts: list[Account], logins: Sequence[Login] = ()) -> bytes:
+    """One `name:{SCHEME}hash::::::` line per account that has a usable hash, then one
+    `login:{SCHEME}hash::::::user=ACCOUNT` line per login of those accounts."""
     out = []
+    names: set[str] = set()
     for account in sorted(accounts, key=lambda a: a.name):
-        if account.password_hash.startswith("{") and ":" not in account.password_hash:
+        names.add(account.name)
+        if _usable(account.password_hash):
             out.append(f"{account.name}:{account.password_hash}::::::\n")
+    for login in sorted(logins, key=lambda x: x.login):
+        if login.account in names and _usable(login.password_hash):
+            out.append(f"{login.login}:{login.password_hash}::::::user={login.account}\n")
     return "".join(out).encode()
 
 
@@ -61,10 +77,13 @@ def write_passwd(path: Path, content: bytes) -> bool:
 
 def sync_once(settings: Settings, client: store.Client | None = None) -> bool:
     client = client or store.connect(settings)
-    accounts = Accounts(client, store.Keys(settings.redis.prefix)).all()
-    changed = write_passwd(settings.path(settings.dovecot.passwd_file), passwd_lines(accounts))
+    keys = store.Keys(settings.redis.prefix)
+    accounts = Accounts(client, keys).all()
+    logins = Logins(client, keys).of_accounts([a.name for a in accounts])
+    content = passwd_lines(accounts, logins)
+    changed = write_passwd(settings.path(settings.dovecot.passwd_file), content)
     if changed:
-        log.info("passwd-file updated: %d accounts", len(accounts))
+        log.info("passwd-file updated: %d accounts, %d logins", len(accounts), len(logins))
     return changed
 
 

@@ -43,6 +43,9 @@ _CHARSET_ALIASES = {
 }
 
 
+_SEVEN_BIT = ("iso-2022-jp", "iso2022_jp", "us-ascii", "ascii", "iso-2022-jp-2")
+
+
 def decode_bytes(payload: bytes, charset: str | None) -> str:
     """Decode body bytes by their declared charset, repairing what is wrong.
 
@@ -57,6 +60,14 @@ def decode_bytes(payload: bytes, charset: str | None) -> str:
             # Unknown, misspelt, or not even text (8-bit bytes in the name).
             name = ""
         if name:
+            if name in _SEVEN_BIT and not payload.isascii():
+                # A 7-bit charset (ISO-2022-JP, ASCII) over 8-bit bytes: carriers that
+                # re-encode a notice to UTF-8 (or Shift_JIS) keep the old label.
+                for guess in ("utf-8", "shift_jis", "euc-jp"):
+                    try:
+                        return payload.decode(guess)
+                    except UnicodeDecodeError:
+                        continue
             try:
                 return payload.decode(name)
             except (UnicodeError, LookupError):

@@ -297,6 +297,7 @@ def record_events(
         keys,
         seen_ttl=settings.milter.message_ttl_days * 86400,
         counter_days=settings.events.counter_days,
+        tags_per_day=settings.events.tags_per_day,
         outcome_hook=reputation.outcome_hook(client, keys),
         clock=clock,
     )
@@ -364,6 +365,7 @@ def _details(found: BounceEvent, record: MessageRecord, loop: str) -> dict[str, 
     details: dict[str, Any] = {
         "status": found.status,
         "reason": found.reason,
+        "reason_source": found.reason_source,
         "diagnostic": found.diagnostic,
         "remote_mta": found.remote_mta,
         "class": record.message_class,

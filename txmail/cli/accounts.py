@@ -10,7 +10,7 @@ import click
 
 from txmail import store
 from txmail.accounts import settings as account_settings
-from txmail.accounts.records import Account, Accounts, generate_password
+from txmail.accounts.records import Account, Accounts, Logins, generate_password
 from txmail.errors import UsageError
 
 
@@ -66,7 +66,8 @@ def with_password_options(fn):  # type: ignore[no-untyped-def]
 
 @click.group("accounts")
 def accounts() -> None:
-    """Manage sending accounts. The SASL login is the account name."""
+    """Manage sending accounts. The SASL login is the account name, or one of the account's
+    own logins (`txmail accounts login`)."""
 
 
 @accounts.command("add")
@@ -132,10 +133,12 @@ def show(obj: object, name: str, as_json: bool) -> None:
     store_accounts = _accounts(obj)
     account = store_accounts.get(name)
     usage = today(obj.settings, store_accounts.client, account)  # type: ignore[attr-defined]
+    logins = [x.login for x in Logins(store_accounts.client, store_accounts.keys).list(name)]
     if as_json:
-        click.echo(json.dumps({**account.public(), "usage": usage}, indent=2))
+        click.echo(json.dumps({**account.public(), "logins": logins, "usage": usage}, indent=2))
         return
     _print_account(account)
+    click.echo(f"logins:      {', '.join([account.name, *logins])}")
     click.echo(f"warm-up:     {usage['warmup_text']}")
     click.echo(f"today:       {usage['today_text']}")
 
@@ -224,7 +227,7 @@ def resume(obj: object, name: str) -> None:
 @click.argument("name")
 @click.pass_obj
 def remove(obj: object, name: str) -> None:
-    """Delete NAME and release its domains."""
+    """Delete NAME and release its domains and logins."""
     _accounts(obj).remove(name)
     click.echo(f"account {name} removed")
 
@@ -255,6 +258,76 @@ def apikey(obj: object, name: str, list_keys: bool, revoke_id: str) -> None:
     key_id, key = api_keys.create(name)
     click.echo(f"API key {key_id} created for {name}; it is shown only now:")
     click.echo(key)
+
+
+def _logins(obj: object) -> Logins:
+    store_accounts = _accounts(obj)
+    return Logins(store_accounts.client, store_accounts.keys)
+
+
+@accounts.group("login")
+def login() -> None:
+    """Extra SASL logins of an account: email addresses, each with its own password."""
+
+
+@login.command("add")
+@click.argument("name")
+@click.argument("login_name", metavar="LOGIN")
+@with_password_options
+@click.pass_obj
+def login_add(
+    obj: object, name: str, login_name: str, password_stdin: bool, generate: bool
+) -> None:
+    """Let account NAME log in as LOGIN (an email address) with a password of its own."""
+    password, generated = _read_password(password_stdin, generate)
+    added = _logins(obj).add(name, login_name, password)
+    click.echo(f"login {added.login} added to account {name}")
+    if generated:
+        click.echo(f"password: {password}")
+
+
+@login.command("list")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def login_list(obj: object, name: str, as_json: bool) -> None:
+    """List the logins of account NAME (besides its name)."""
+    _accounts(obj).get(name)
+    rows = _logins(obj).list(name)
+    if as_json:
+        click.echo(json.dumps([x.public() for x in rows], indent=2))
+        return
+    for row in rows:
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row.created_at))
+        click.echo(f"{row.login}  created {created}")
+
+
+@login.command("passwd")
+@click.argument("name")
+@click.argument("login_name", metavar="LOGIN")
+@with_password_options
+@click.pass_obj
+def login_passwd(
+    obj: object, name: str, login_name: str, password_stdin: bool, generate: bool
+) -> None:
+    """Set a new password for LOGIN of account NAME; its other logins keep theirs."""
+    password, generated = _read_password(password_stdin, generate)
+    _logins(obj).set_password(name, login_name, password)
+    click.echo(f"password of login {login_name.strip().lower()} changed")
+    if generated:
+        click.echo(f"password: {password}")
+
+
+@login.command("remove")
+@click.argument("name")
+@click.argument("login_name", metavar="LOGIN")
+@click.pass_obj
+def login_remove(obj: object, name: str, login_name: str) -> None:
+    """Remove LOGIN from account NAME: clients using it can no longer log in."""
+    logins = _logins(obj)
+    found = logins.get(name, login_name)
+    logins.remove(name, found.login)
+    click.echo(f"login {found.login} removed from account {name}")
 
 
 COMMANDS = [accounts]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable
 
 import click
 
@@ -11,6 +11,7 @@ from txmail import store
 from txmail.accounts.records import Accounts
 from txmail.errors import NotFound, UsageError
 from txmail.events import KINDS, Event
+from txmail.stats import check_tag
 
 
 def format_event(event: Event) -> str:
@@ -34,6 +35,12 @@ def events() -> None:
     "--kind", type=click.Choice(KINDS), multiple=True, help="Only this kind (repeat for more)."
 )
 @click.option(
+    "--tag",
+    multiple=True,
+    metavar="TAG",
+    help="Only events of messages carrying this tag (repeat for any of several).",
+)
+@click.option(
     "-n",
     "--count",
     default=20,
@@ -44,12 +51,24 @@ def events() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print each event as one JSON line.")
 @click.pass_obj
 def tail(
-    obj: object, account: str | None, kind: tuple[str, ...], count: int, follow: bool, as_json: bool
+    obj: object,
+    account: str | None,
+    kind: tuple[str, ...],
+    tag: tuple[str, ...],
+    count: int,
+    follow: bool,
+    as_json: bool,
 ) -> None:
-    """Print the newest events, oldest first; with --follow, then every new one."""
+    """Print the newest events, oldest first; with --follow, then every new one. With --kind
+    or --tag the newest 5 x COUNT events of each account are looked at for the COUNT shown."""
     settings = obj.settings  # type: ignore[attr-defined]
     if count < 0:
         raise UsageError("--count must not be negative")
+    tags = {check_tag(t) for t in tag}
+
+    def wanted(event: Event) -> bool:
+        return (not kind or event.kind in kind) and (not tags or not tags.isdisjoint(event.tags))
+
     client = store.connect(settings)
     keys = store.Keys(settings.redis.prefix)
     names = Accounts(client, keys).names()
@@ -63,7 +82,7 @@ def tail(
             event = Event.from_json(raw)
         except (ValueError, KeyError, TypeError):
             return
-        if kind and event.kind not in kind:
+        if not wanted(event):
             return
         click.echo(event.to_json() if as_json else format_event(event))
 
@@ -72,13 +91,13 @@ def tail(
     for name in names:
         with store.guard("reading events"):
             rows = store.decoded_entries(
-                client.xrevrange(keys.events(name), count=count * 5 if kind else count)
+                client.xrevrange(keys.events(name), count=count * 5 if kind or tags else count)
             )
         last[name] = rows[0][0] if rows else "0-0"
         recent.extend((entry_id, fields.get("event", "")) for entry_id, fields in rows)
     shown = sorted(recent)
-    if kind:
-        shown = [r for r in shown if _kind_of(r[1]) in kind]
+    if kind or tags:
+        shown = [r for r in shown if _wanted_raw(r[1], wanted)]
     for _, raw in shown[-count:] if count else []:
         show(raw)
     while follow:
@@ -100,11 +119,11 @@ def tail(
                 show(fields.get("event", ""))
 
 
-def _kind_of(raw: str) -> str:
+def _wanted_raw(raw: str, wanted: Callable[[Event], bool]) -> bool:
     try:
-        return str(json.loads(raw).get("kind", ""))
-    except ValueError:
-        return ""
+        return wanted(Event.from_json(raw))
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 @click.command("maillog")

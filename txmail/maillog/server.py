@@ -169,8 +169,9 @@ class StatusRecorder:
                 "maillog",
             )
             details["reason"] = found[0].reason if found else "undefined"
+            details["reason_source"] = found[0].reason_source if found else "guess"
             if status.status == "expired":
-                details["reason"] = "expired"
+                details["reason"], details["reason_source"] = "expired", "status"
             kind = "soft_bounce" if status.status == "deferred" else "bounce"
             if kind == "soft_bounce":
                 details["attempts"] = self.recorder.count_attempt(
@@ -213,6 +214,7 @@ def build(
         keys,
         seen_ttl=ttl,
         counter_days=settings.events.counter_days,
+        tags_per_day=settings.events.tags_per_day,
         outcome_hook=reputation.outcome_hook(client, keys, settings_of=cache.get),
         clock=clock,
     )

@@ -55,6 +55,7 @@ from txmail.milter.rules import (
 from txmail.milter.spam import SpamChecker
 from txmail.milter.submission import Submission, UnreadableMessage, addresses, domain_of
 from txmail.milter.tracking import TrackingContext
+from txmail.stats import count_accepted
 from txmail.store import Client, Keys, secrets
 from txmail.store.counters import count_message
 from txmail.store.messages import MessageRecord, Messages
@@ -341,6 +342,15 @@ def _store(submission: Submission, accepted: Accepted, context: MilterContext) -
     def also(pipe: Any) -> None:
         for tag in plan.tags:
             pipe.hincrby(keys.tag_counts(submission.account), tag, 1)
+        count_accepted(  # per UTC day and tag, for `txmail stats --tag` and /v1/stats
+            pipe,
+            keys,
+            submission.account,
+            plan.tags,
+            accepted.record.accepted_at,
+            context.settings.events.counter_days,
+            context.settings.events.tags_per_day,
+        )
         count_message(pipe, keys, "accepted")  # /metrics, in the same round trip
         if context.client is not None:  # policyd's quotas: only a message that passed every rule
             queue_count_accepted(
@@ -414,7 +424,12 @@ def build_context(settings: Settings) -> MilterContext:
         domains=ReturnPaths(Domains(client, keys)),
         secrets=shared_secrets,
         bounce_address=bounce_address,
-        events=Recorder(client, keys, counter_days=settings.events.counter_days),
+        events=Recorder(
+            client,
+            keys,
+            counter_days=settings.events.counter_days,
+            tags_per_day=settings.events.tags_per_day,
+        ),
         tracking=TrackingContext.from_settings(settings, shared_secrets),
         copier=copies.build(settings, shared_secrets),
     )

@@ -59,7 +59,7 @@ def finish(findings: list[Finding], detector: str) -> list[BounceEvent]:
         found.status = status
         if found.reply_code is None:
             found.reply_code = reasons.reply_code_in(diagnostic)
-        reason = reasons.classify(found)
+        reason, source = reasons.classify_with_source(found)
         kind = reasons.kind_of(reason, status, found.reply_code, found.action, found.temporary)
         events.append(
             BounceEvent(
@@ -73,6 +73,7 @@ def finish(findings: list[Finding], detector: str) -> list[BounceEvent]:
                 feedback_type=found.feedback_type,
                 action=found.action,
                 detector=detector,
+                reason_source=source,
             )
         )
     return events

@@ -30,6 +30,9 @@ class BounceEvent:
     feedback_type: str | None = None
     action: str | None = None
     detector: str | None = None
+    # where the reason came from: "status" (a specific code or a structured field), "phrase"
+    # (an MTA's own wording) or "guess" (txmail.outcomes.reasons.REASON_SOURCES)
+    reason_source: str = "guess"
 
     def summary(self) -> dict[str, str | None]:
         """The fields a bounce report line carries (CLI and scoring)."""
@@ -59,6 +62,8 @@ class Finding:
     action: str | None = None
     remote_mta: str | None = None
     reason: str | None = None
+    # with reason: "status" when a structured field named it, else it is the MTA's "phrase"
+    reason_source: str | None = None
     diagnostic_type: str | None = None
     feedback_type: str | None = None
     temporary: bool | None = None

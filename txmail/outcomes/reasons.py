@@ -6,22 +6,41 @@ DESCRIPTION
     enhanced status code (RFC 3463), the SMTP reply code, the SMTP command the
     remote server was answering, the Action and the diagnostic text.
 
-    The decision runs in three stages:
+    The decision order (classify_with_source also says where the reason came from):
 
-    1.  Reasons are tried in a fixed order, the narrowest first; each one
-        matches on its wording or on a specific status code of its own, so
-        wording beats a generic code ("Mailbox full" under 5.0.0).
-        Recipient-unknown wording is read with the SMTP command: refused at
-        RCPT it means the address does not exist; refused after DATA (or at
-        an unknown stage) it means a filter said so.
-    2.  A specific status code (5.2.2, 5.7.26, ...) names the reason.
-    3.  Broader wording, then fallbacks by command, status class and Action.
-        What is still unknown is "onhold" when the MTA said anything and
-        "undefined" when it said nothing.
+    0.  A 2.x.x status is "delivered". A reason the detector already read from a structured
+        field (ARF, auto-reply, Amazon SES JSON, PowerMTA's bounce category) or from its own
+        MTA's documented sentences (a ReasonTable) stands.
+    The SMTP command comes from the detector or from the MTA's wording (command_in: "in
+    reply to RCPT TO command", "after pipelined RCPT TO", ">>> DATA", "sender was rejected",
+    Yahoo's end-of-DATA "delivery error: dd", ...). A notice with no SMTP reply code and no
+    status at all is the reporting MTA speaking of its own directory, read as at RCPT. A
+    diagnostic that is not an SMTP reply (X-Unix, X-Postfix) is read for its mailbox, program
+    and system wording before its code.
 
-    The phrase tables are lowercase fragments of what MTAs and providers print;
-    they are public facts gathered from real bounces, matched against the
-    diagnostic with its whitespace collapsed.
+    1.  Specific reasons in a fixed order, narrowest first. Each holds on its own specific
+        status code (RFC 3463 subject.detail: X.1.1 userunknown, X.1.2 hostunknown, X.1.6
+        hasmoved, X.2.2 mailboxfull, X.2.3 exceedlimit, X.3.4 mesgtoobig, X.7.26 authfailure,
+        ...) or on its wording, so wording beats a generic code ("Mailbox full" under 5.0.0)
+        and a specific code beats unrelated wording. The SMTP command the refusal answered
+        is read with it: recipient-unknown wording refused at RCPT means the address does
+        not exist, refused after DATA (or at an unknown stage, as Sisimai reads it) a filter
+        said so; refused at MAIL it is about the sender; rate wording ("too many
+        connections") wins over the stage that was refused.
+    2.  A specific status code alone (STATUS).
+    3.  Broader wording (STAGE3 tables), then a refusal that calls the message spam (spam
+        wording under a broad X.7.x is spamdetected, unless the sending IP is listed:
+        blocked), then fallbacks (GUESS) by the refused command (MAIL: rejected; HELO/EHLO
+        or connection: blocked), the status class (X.6: contenterror, X.7: securityerror),
+        the diagnostic type (X-UNIX: mailererror), the reply code (50x: syntaxerror) and the
+        Action (delayed: expired). What is still unknown is "onhold" when the MTA said
+        anything and "undefined" when it said nothing beyond the address.
+
+    Sisimai's public reason definitions (libsisimai.org/en/reason) are the meaning each word
+    carries here. The phrase tables are lowercase fragments of what MTAs and providers
+    print, as their documentation and real bounces show, matched against the diagnostic
+    with its whitespace collapsed; a table an MTA's detector owns can be switched off
+    (tables_switched_off) so bench/bounce_parser.py --cv can measure the rest without it.
 
     kind_of() derives the event kind (bounce, soft_bounce, ...) from the
     reason and the codes, and status_in(), reply_code_in() and command_in()
@@ -34,6 +53,8 @@ FAILURE
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from txmail.outcomes.findings import Finding
 
@@ -78,15 +99,20 @@ def reply_code_in(text: str) -> str | None:
 # One alternation, one named group per command: a single scan finds the
 # leftmost mention, which is the stage the MTA reports first.
 _COMMAND_RE = re.compile(
-    r"(?P<DATA>in reply to (?:end of )?data command|after end of data|did not like our final data"
-    r"|after (?:i|we) sent the message|\(data\)|>>> data\b|after data\b)"
-    r"|(?P<RCPT>in reply to rcpt to command|after rcpt to|does not like recipient|>>> rcpt to"
+    r"(?P<DATA>in reply to (?:end of )?(?:data|bdat) command|after (?:pipelined )?end of data"
+    r"|while sending (?:end of )?data|while sending message body|did not like our final data"
+    r"|after (?:i|we) sent the message|\(data\)|>>> data\b|after data\b"
+    # Yahoo's MX takes every RCPT and refuses unknown users at the end of DATA
+    r"|delivery error: dd\b|user doesn'?t have an? [\w.-]+ account)"
+    r"|(?P<RCPT>in reply to rcpt to command|after (?:pipelined )?rcpt to|while sending rcpt to"
+    r"|does not like recipient|>>> rcpt to"
     r"|did not like our rcpt to|rcpt to not accepted|after rcpt command|\[rcpt_to\]"
     r"|smtp:rcpt\b|\(rcpt\)|rcpt to response)"
-    r"|(?P<MAIL>in reply to mail from command|after mail from|>>> mail from|sender was rejected"
+    r"|(?P<MAIL>in reply to mail from command|after (?:pipelined )?mail from"
+    r"|while sending mail from|>>> mail from|sender was rejected"
     r"|did not like our mail from|\(mail from\))"
     r"|(?P<HELO>while performing the (?:helo|ehlo) handshake|in reply to (?:helo|ehlo) command"
-    r"|after (?:helo|ehlo)\b|>>> (?:helo|ehlo)\b)"
+    r"|after (?:helo|ehlo)\b|>>> (?:helo|ehlo)\b|my name was rejected)"
     r"|(?P<CONN>refused to talk to me|after initial connection|greeting"
     r"|connected to .{0,60} but (?:greeting|connection) failed)",
     re.I,
@@ -97,7 +123,8 @@ _COMMAND_RE = re.compile(
 # substring test is far cheaper than the alternation.
 _COMMAND_HINTS = (
     "reply to", "after", ">>>", "not like", "(data)", "(rcpt)", "(mail from)", "rcpt",
-    "sender was", "handshake", "refused to talk", "greeting", "connected to",
+    "sender was", "handshake", "while sending", "delivery error", "t have a",
+    "name was rejected", "refused to talk", "greeting", "connected to",
 )  # fmt: skip
 
 
@@ -468,10 +495,20 @@ PHRASES: dict[str, PhraseTable] = {
         r"couldn'?t be found",
         r"not our customer",
         r"no mailbox by that name",
-        r"unrouteable address",
         r"invalid address",
         r"nonexistent",
         r"non-existent user",
+        # Lotus Notes/Domino in Japanese: "not in the directory list"
+        r"ディレクトリのリストにありません",
+        r"mailbox unknown",
+        r"user not known",
+        r"unknown account",
+        r"not a valid (?:user|recipient|mailbox)",
+        r"no such (?:address|account)",
+        r"\bbad address\b(?! syntax)",
+        r"(?:user|address|mailbox|recipient|account) (?:does not|doesn'?t) exist",
+        r"(?:destinataire|utilisateur) inconnu",
+        r"(?:empf(?:ae|ä)nger|benutzer) unbekannt",
     ),
     "filtered": _table(
         r"recipient preferences",
@@ -607,6 +644,12 @@ PHRASES: dict[str, PhraseTable] = {
         r"too many smtp sessions",
         r"maximum number of connections",
         r"too many hosts",
+        r"too many errors from your ip",
+        r"max(?:imum)? (?:e-?mails|messages) per hour",
+        r"(?:maximum )?sending rate exceeded",
+        r"daily message quota exceeded",
+        r"per-domain connection limit",
+        r"trop de connexions",
     ),
     "blocked": _table(
         r"blocked using",
@@ -666,6 +709,14 @@ PHRASES: dict[str, PhraseTable] = {
         r"configuration error",
         r"server error",
         r"routing error",
+        r"error in processing",
+        r"internal error",
+        r"service currently unavailable",
+        r"\bconfig error",
+        r"loop was found in the mail exchanger list",
+        r"interrupted system call",
+        r"can'?t create (?:user )?output file",
+        r"timeout waiting for input",
     ),
     "networkerror": _table(
         r"hop count exceeded",
@@ -681,6 +732,13 @@ PHRASES: dict[str, PhraseTable] = {
         r"loop detected",
         r"dns error",
         r"connection reset",
+        r"(?:unable|not able|wasn'?t able) to (?:establish|open) an? (?:smtp )?connection",
+        r"connection to mail exchanger failed",
+        r"host is unreachable",
+        r"mail forwarding loop",
+        r"unable to resolve route",
+        r"unrouteable mail domain",
+        r"dns records for the destination computer could not be found",
     ),
     "systemfull": _table(
         r"insufficient (?:disk|system) (?:space|storage)",
@@ -750,6 +808,8 @@ PHRASES: dict[str, PhraseTable] = {
         r"exited with",
         r"delivery to (?:a )?program",
         r"x-unix",
+        r"child process of .{0,60}returned",
+        r"unknown mailer error",
     ),
     "syntaxerror": _table(
         r"syntax error",
@@ -761,13 +821,23 @@ PHRASES: dict[str, PhraseTable] = {
     ),
 }
 
+# A refusal that calls the message spam: read after all specific wording (a DNSBL listing
+# of the sending IP says "spam" too, and is "blocked"), before the code-class fallback
+# (5.7.1 alone would say securityerror).
+_SPAM_WORD = _table(
+    r"\bspam\b(?! ?(?:trap|source|house|list|cop))",
+    r"\bspamassassin",
+    r"\bspammy\b",
+    r"\bunsolicited\b",
+)
+
 # Stage 1 order: specific wording first; "blocked" last because many other
 # refusals mention a block too.
 _STAGE1 = (
     "mailboxfull", "mesgtoobig", "exceedlimit", "suspend", "hasmoved", "norelaying",
-    "authfailure", "filtered", "userunknown", "requireptr", "notcompliantrfc", "badreputation",
-    "contenterror", "rejected", "hostunknown", "spamdetected", "speeding", "toomanyconn",
-    "blocked",
+    "authfailure", "mailererror", "filtered", "userunknown", "requireptr", "notcompliantrfc",
+    "badreputation", "contenterror", "toomanyconn", "rejected", "hostunknown", "spamdetected",
+    "speeding", "blocked",
 )  # fmt: skip
 
 _STAGE3 = (
@@ -776,6 +846,9 @@ _STAGE3 = (
     "contenterror", "systemfull", "expired", "securityerror", "filtered", "mailererror",
     "syntaxerror",
 )  # fmt: skip
+
+# Wording read before the status code when the diagnostic is no SMTP reply.
+_NOT_SMTP_WORDING = ("mailboxfull", "mailererror", "systemfull", "systemerror")
 
 # Reasons that userunknown-by-code gives way to when the wording says so.
 _OVERRIDES_USERUNKNOWN = (
@@ -814,14 +887,33 @@ class _Wording:
             hit = self._hits[reason] = matches(reason, self.text)
         return hit
 
+    def calls_it_spam(self) -> bool:
+        """The refusal calls the message spam, and no listing of the sender's IP explains it."""
+        hit = self._hits.get("spam word")
+        if hit is None:
+            hit = self._hits["spam word"] = _SPAM_WORD.search(self.text) and not self.has("blocked")
+        return hit
+
+
+# Where a reason came from (BounceEvent.reason_source, the event's details.reason_source):
+STATUS = "status"  # a specific enhanced status code, or a structured field of the report
+PHRASE = "phrase"  # an MTA's or provider's own wording (a phrase table)
+GUESS = "guess"  # a fallback: a broad code class, the SMTP stage alone, or nothing at all
+REASON_SOURCES = (STATUS, PHRASE, GUESS)
+
 
 def classify(found: Finding) -> str:
     """The reason word for one finding (see the module description)."""
+    return classify_with_source(found)[0]
+
+
+def classify_with_source(found: Finding) -> tuple[str, str]:
+    """The reason word for one finding and where it came from (STATUS, PHRASE or GUESS)."""
     status = found.status
     if status and status.startswith("2."):
-        return "delivered"
+        return "delivered", STATUS
     if found.reason:
-        return found.reason
+        return found.reason, found.reason_source or PHRASE
     text = found.diagnostic.lower()
     command = found.command if found.command is not None else command_in(text)
     command = command or None
@@ -833,17 +925,68 @@ def classify(found: Finding) -> str:
     diagnostic_type = (found.diagnostic_type or "").upper()
 
     words = _Wording(text)
+    if command is None and not status and not found.reply_code:
+        # No SMTP reply and no code: the reporting MTA speaks of its own directory
+        # ("Unknown user: x", "The recipient name is not recognized"), which is what a
+        # refusal at RCPT means; a remote filter always answers with a reply code.
+        command = "RCPT"
+    if text and diagnostic_type not in ("", "SMTP"):
+        # Not an SMTP reply (X-Unix, X-Postfix: a local program or the MTA itself): its
+        # wording about the mailbox or the program says more than the code it mapped to.
+        for reason in _NOT_SMTP_WORDING:
+            if words.has(reason):
+                return reason, PHRASE
     if text and not diagnostic_type.startswith("X-UNIX"):
         for reason in _STAGE1:
             if _stage1_true(reason, words, by_code, reliable, command, status):
-                return reason
+                return reason, _stage1_source(reason, words, by_code, reliable)
 
     if by_code and reliable:
-        return by_code
+        return by_code, STATUS
     if text:
         for reason in _STAGE3:
             if words.has(reason):
-                return reason
+                return reason, PHRASE
+        if words.calls_it_spam():
+            return "spamdetected", PHRASE
+        if not (status or found.reply_code or diagnostic_type) and not _says_anything(
+            text, found.recipient
+        ):
+            return "undefined", GUESS
+    return _fallback(found, text, command, by_code, status, diagnostic_type), GUESS
+
+
+_ADDRESS_RE = re.compile(r"<?[^\s<>@]+@[^\s<>@]+>?")
+
+
+def _says_anything(text: str, recipient: str) -> bool:
+    """Whether the diagnostic says more than the address and "undeliverable"."""
+    rest = _ADDRESS_RE.sub(" ", text.replace(recipient.lower(), " "))
+    for filler in ("undeliverable", "undelivered", "to:", " to ", "recipient", "failed"):
+        rest = rest.replace(filler, " ")
+    return sum(c.isalpha() for c in rest) > 3
+
+
+def _stage1_source(reason: str, words: _Wording, by_code: str | None, reliable: bool) -> str:
+    """Where a stage-1 reason came from: its own code, wording, or neither."""
+    if by_code == reason and reliable:
+        return STATUS
+    if words.has(reason) or (reason == "filtered" and words.has("userunknown")):
+        return PHRASE
+    if reason == "spamdetected" and words.calls_it_spam():
+        return PHRASE
+    return GUESS
+
+
+def _fallback(
+    found: Finding,
+    text: str,
+    command: str | None,
+    by_code: str | None,
+    status: str | None,
+    diagnostic_type: str,
+) -> str:
+    """What neither a specific code nor known wording settled: broad classes, stage, Action."""
     if command == "MAIL":
         return "rejected"
     if by_code in ("userunknown", "filtered", "mailboxfull", "suspend", "hostunknown"):
@@ -890,7 +1033,8 @@ def _stage1_true(
         # Recipient-unknown wording after DATA (or with no command known) is
         # a filter speaking; refused at RCPT it is the address itself.
         if words.has("filtered"):
-            return True
+            # "rejected by the content filter as spam" says what the filter found
+            return not words.calls_it_spam()
         if command == "RCPT" or by_code == "userunknown" or (by_code and reliable):
             return False
         if by_code == "filtered":
@@ -909,6 +1053,16 @@ def _stage1_true(
         return by_code == "hostunknown" and reliable or words.has(reason)
     if reason == "blocked":
         return words.has(reason) or by_code == "blocked" and reliable
+    if reason == "mailererror":
+        # A local program's failure ("could mean user unknown" is its exit code talking);
+        # a specific code of another reason still names that reason.
+        return words.has(reason) and not (by_code and reliable)
+    if reason == "spamdetected":
+        if by_code == reason and reliable or words.has(reason):
+            return True
+        # Spam wording under a broad code (5.7.1, 5.0.0, none); a specific code of another
+        # reason, tried earlier or later, keeps its meaning.
+        return not (by_code and reliable) and words.calls_it_spam()
     if by_code == reason and reliable:
         return True
     return words.has(reason)
@@ -940,18 +1094,49 @@ def kind_of(
 # ---------------------------------------------------------------------------
 # A detector's table of its MTA's own sentences that name a reason outright
 
-ReasonTable = tuple[tuple[PhraseTable, str], ...]
+
+class ReasonTable:
+    """One MTA's own sentences that name a reason, owned by the detector that reads that MTA.
+
+    The owner lets the bench switch the table off (tables_switched_off) to see what the
+    structural rules and the other tables make of that MTA's reports without it.
+    """
+
+    __slots__ = ("owner", "rows")
+
+    def __init__(self, owner: str, rows: tuple[tuple[PhraseTable, str], ...]) -> None:
+        self.owner = owner
+        self.rows = rows
 
 
-def reason_table(*rows: tuple[str, str]) -> ReasonTable:
+# Owners whose tables are switched off (the bench's leave-one-family-out); empty in service.
+_SWITCHED_OFF: set[str] = set()
+
+
+def reason_table(owner: str, *rows: tuple[str, str]) -> ReasonTable:
     """Compile (lowercase regex, reason) rows; the first row that matches wins."""
-    return tuple((PhraseTable.from_pattern(pattern), reason) for pattern, reason in rows)
+    return ReasonTable(
+        owner, tuple((PhraseTable.from_pattern(pattern), reason) for pattern, reason in rows)
+    )
 
 
 def table_reason(table: ReasonTable, text: str) -> str | None:
     """The reason of the first row whose phrases occur in text (any case)."""
+    if _SWITCHED_OFF and table.owner in _SWITCHED_OFF:
+        return None
     lowered = text.lower()
-    for phrases, reason in table:
+    for phrases, reason in table.rows:
         if phrases.search(lowered):
             return reason
     return None
+
+
+@contextmanager
+def tables_switched_off(owners: Iterable[str]) -> Iterator[None]:
+    """Within the block, the reason tables of these owners (detector names) say nothing."""
+    added = set(owners) - _SWITCHED_OFF
+    _SWITCHED_OFF.update(added)
+    try:
+        yield
+    finally:
+        _SWITCHED_OFF.difference_update(added)

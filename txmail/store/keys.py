@@ -39,7 +39,14 @@ pointer) are only ever used one key per command.
                                              "untrusted" (their count) for forged-looking
                                              reports (TTL as the message)
     PREFIX {ACCOUNT}:counts:DAY      hash    events: KIND and "tag:TAG:KIND" -> count of UTC day
-                                             DAY (YYYYMMDD) (TTL)
+                                             DAY (YYYYMMDD), KIND "accepted" from the milter;
+                                             "distinct:TAG" and "distinct": the day's tags
+                                             counted apart (capped, txmail/stats.py) (TTL)
+    PREFIX {ACCOUNT}:message:QID:events list  events: the message's events as JSON, in the order
+                                             recorded (capped; expires with the message record)
+    PREFIX {ACCOUNT}:idempotency:HASH string  tracker: the answer to a POST /v1/send with an
+                                             Idempotency-Key (HASH: SHA-256 of the key), or its
+                                             pending marker (TTL)
     PREFIX {ACCOUNT}:webhook         hash    webhooks: endpoint state (disabled, failing_since,
                                              attempts, next_attempt)
     PREFIX {ACCOUNT}:webhook:secret  hash    webhooks: the account's own secret after a
@@ -51,10 +58,14 @@ pointer) are only ever used one key per command.
     PREFIX apikeys                   hash    SHA-256 of an HTTP API key -> account (tracker)
     PREFIX {ACCOUNT}:apikeys         hash    key id -> JSON {created_at, hash} of the account's
                                              API keys (`txmail accounts apikey`)
+    PREFIX logins                    hash    SASL login (an email address) -> account; claimed
+                                             with HSETNX, so a login has one account
+    PREFIX {ACCOUNT}:logins          hash    login -> JSON {password_hash, created_at} of the
+                                             account's own logins (`txmail accounts login`)
     PREFIX stats:messages            hash    milter: "accepted", "refused:CODE:STATUS" -> count
     PREFIX stats:policy              hash    policyd: decision outcome -> count
     PREFIX {LOGIN}:auth:failures     hash    authpolicy: recent failed logins of the login name
-                                             LOGIN (an account's name, or a guessed one):
+                                             LOGIN (an account's name or login, or a guess):
                                              score (forgiven over time), at (TTL)
     PREFIX {LOGIN}:auth:known        zset    authpolicy: keyed hash of (login, client network,
                                              password hash) -> time of its last login (TTL, capped)
@@ -65,6 +76,12 @@ from __future__ import annotations
 import re
 
 ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# An account's extra SASL login: an email address in the characters Dovecot accepts in a
+# username (auth_username_chars: letters, digits, '.', '-', '_', '@'), lowercase as Dovecot
+# compares it (auth_username_format = %Lu). It contains '@', so it is never an account name.
+LOGIN = re.compile(
+    r"^(?=.{3,254}$)[a-z0-9._-]{1,64}@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z"
+)
 
 
 class Keys:
@@ -89,6 +106,13 @@ class Keys:
     @property
     def domains(self) -> str:
         return f"{self.prefix}domains"
+
+    @property
+    def logins(self) -> str:
+        return f"{self.prefix}logins"
+
+    def account_logins(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:logins"
 
     def queue(self, queue_id: str) -> str:
         return f"{self.prefix}queue:{queue_id}"
@@ -153,6 +177,10 @@ class Keys:
     def event_seen(self, account: str, queue_id: str) -> str:
         return f"{self.prefix}{{{account}}}:seen:{queue_id}"
 
+    def message_events(self, account: str, queue_id: str) -> str:
+        """The index of one message's events (the client's queue id) for GET /v1/messages."""
+        return f"{self.prefix}{{{account}}}:message:{queue_id}:events"
+
     def event_counts(self, account: str, day: str) -> str:
         """Counters of one UTC day, DAY as YYYYMMDD."""
         return f"{self.prefix}{{{account}}}:counts:{day}"
@@ -181,6 +209,10 @@ class Keys:
     def account_api_keys(self, account: str) -> str:
         return f"{self.prefix}{{{account}}}:apikeys"
 
+    def idempotency(self, account: str, key_hash: str) -> str:
+        """One Idempotency-Key of POST /v1/send, by the SHA-256 of the key as sent."""
+        return f"{self.prefix}{{{account}}}:idempotency:{key_hash}"
+
     @property
     def message_stats(self) -> str:
         return f"{self.prefix}stats:messages"
@@ -190,7 +222,8 @@ class Keys:
         return f"{self.prefix}stats:policy"
 
     # keys of the password-guessing limit (txmail/authpolicy/); LOGIN is the login name, which
-    # is the account's name for real accounts, so they share the account's slot
+    # is the account's name for real accounts, so they share the account's slot (an account's
+    # own logins have slots of their own)
     def auth_failures(self, login: str) -> str:
         return f"{self.prefix}{{{login}}}:auth:failures"
 

@@ -15,11 +15,31 @@ DESCRIPTION
     `trackbounces` is the account's track_bounces setting, which a single message cannot
     change, so a value that differs from it is refused with a sentence saying so.
     Answers {"message_id": QUEUE_ID}, the id every event and webhook uses.
+    What the request itself shows is judged before anything is sent, as SMTP would judge it:
+    more recipients than the account's max_recipients (or 1,000) is a 422 naming the limit
+    (552 5.5.3: the same request can never pass, so no Retry-After), and the tags go through
+    the milter's own check (txmail/tags.py: the same limits and sentence, 554 5.6.0, 422).
 
-    GET /v1/messages/{id}   the message record and its events.
-    GET /v1/events          the account's event stream, oldest first, paged by `after`.
+    With an Idempotency-Key header (1 to 255 visible ASCII characters) the same key within
+    24 hours gets the first answer, status and body (header Idempotent-Replayed: true), and
+    nothing is sent again; a request while the first is still being sent gets 409 (ask again
+    in a few seconds); the same key with a different body (another SHA-256) is a 422. Only
+    Postfix's final answers are kept (queued, or refused for good): bad input, a limit of the
+    request or a temporary refusal leaves the key free for the corrected request or the
+    retry (txmail/tracker/idempotency.py).
+
+    GET /v1/messages/{id}   the message record and its events, from the message's own list
+                            (txmail/events.py), so found whatever their age while the record
+                            lives; another account's message is a 404 like a missing one.
+    GET /v1/events          the account's event stream, oldest first, paged by `after`;
+                            `kind`, `message_id` and `tag` filter the `limit` entries read
+                            (each event carries its message's tags), so a page may hold
+                            fewer, and `next` goes on from the last entry read.
     GET|POST|DELETE /v1/suppressions   the account's bounce and unsubscribe lists.
-    GET /v1/stats           counts of events per UTC day and kind (and per tag).
+    GET /v1/stats           counts of accepted messages and events per UTC day and kind,
+                            and per tag; `tag` for one tag's alone, `days` (1-90, default
+                            7) or `since` (YYYY-MM-DD, within events.counter_days) for the
+                            days (txmail/stats.py).
     GET /v1/openapi.json    the OpenAPI 3.0 document of all of this (txmail/tracker/openapi.py).
 
 LIMITS
@@ -39,7 +59,8 @@ ERRORS
     JSON {"error": {"message", "smtp_code", "status"}}. HTTP status from the SMTP reply:
     4.7.x (limits, warm-up) 429, other 4xx 503 with Retry-After; 5.3.4 (size) 413, 5.7.x
     (policy: sender, attachments, suspension) 403, other 5xx 422. Bad input 400 (501 5.5.4),
-    no or unknown key 401 (535 5.7.8), unknown ids 404. Redis trouble 503 (451 4.3.0).
+    no or unknown key 401 (535 5.7.8), unknown ids 404, an Idempotency-Key in use 409 (451
+    4.5.0, Retry-After). Redis trouble 503 (451 4.3.0).
 """
 
 from __future__ import annotations
@@ -50,20 +71,23 @@ import functools
 import json
 import logging
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from txmail import tags as tag_limits
 from txmail.accounts.records import Accounts, ApiKeys
 from txmail.errors import TemporaryFailure, UsageError
-from txmail.events import KINDS, Event
+from txmail.events import KINDS, Event, message_events
+from txmail.stats import check_tag, last_days, read_counts, since_days
 from txmail.store import decoded_entries
 from txmail.store.messages import Messages
 from txmail.store.suppressions import LISTS, Suppressions
 from txmail.submit import Accepted, Envelope, Refused, submit, xtext
-from txmail.tracker import openapi
+from txmail.tracker import idempotency, openapi
 from txmail.tracker.services import SERVICES, Services, error_response
 
 log = logging.getLogger("txmail.tracker")
@@ -74,12 +98,10 @@ ADDRESS = re.compile(
 )
 QUEUE_ID = re.compile(r"^[0-9A-Za-z]{6,32}$")
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
-TAG = re.compile(r"^[^\x00-\x1f\x7f,]{1,100}$")
 ENVID = re.compile(r"^[\x20-\x7e]{1,100}$")
 NOTIFY_WORDS = ("SUCCESS", "FAILURE", "DELAY")
 SEND_FIELDS = {"envelope", "recipients", "recipient", "mime", "dsn", "trackbounces", "tags"}
-MAX_RECIPIENTS = 1000
-MAX_TAGS = 20
+MAX_RECIPIENTS = 1000  # of one request, whatever the account's max_recipients
 MAX_ADDRESS = 320  # characters of an address (ADDRESS: 64 + "@" + 255)
 MAX_SMALL_BODY = 64 * 1024  # any request body but a send's (suppressions)
 LARGE_BODY = 1024 * 1024  # sends above this wait for one of tracker.api_large_sends
@@ -94,15 +116,14 @@ LARGE_BODY = 1024 * 1024  # sends above this wait for one of tracker.api_large_s
 JSON_BYTES_PER_MESSAGE_BYTE = 3
 # Every other field at its largest with each character written as \uXXXX (12 bytes for one
 # outside the Basic Multilingual Plane): 1,000 recipients and the envelope and dsn.orcpt
-# addresses, 20 tags, dsn.envid; and 64 KiB for field names, punctuation and whitespace.
+# addresses, 10 tags, dsn.envid; and 64 KiB for field names, punctuation and whitespace.
 JSON_ESCAPED_CHARACTER = 12
 SEND_FIELDS_ROOM = (
     (MAX_RECIPIENTS + 2) * (MAX_ADDRESS * JSON_ESCAPED_CHARACTER + 4)
-    + MAX_TAGS * (100 * JSON_ESCAPED_CHARACTER + 4)
+    + tag_limits.MAX_TAGS * (tag_limits.MAX_LENGTH * JSON_ESCAPED_CHARACTER + 4)
     + 100 * JSON_ESCAPED_CHARACTER
     + 64 * 1024
 )
-MESSAGE_EVENT_SCAN = 5000
 UNAVAILABLE = (
     "txmail cannot answer right now because its store is unavailable; try again in a few minutes"
 )
@@ -224,7 +245,10 @@ async def read_body(request: web.Request, limit: int, max_message_size: int | No
 async def _json_object(
     request: web.Request, limit: int = MAX_SMALL_BODY, max_message_size: int | None = None
 ) -> dict[str, Any]:
-    raw = await read_body(request, limit, max_message_size)
+    return _json_of(await read_body(request, limit, max_message_size))
+
+
+def _json_of(raw: bytes) -> dict[str, Any]:
     try:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -277,23 +301,19 @@ def parse_send(body: dict[str, Any], size_limit: int) -> tuple[Envelope, bytes, 
         recipients = [_address(body["recipient"], "recipient")]
     else:
         given = body.get("recipients")
-        if not isinstance(given, list) or not given or len(given) > MAX_RECIPIENTS:
-            raise bad(f"recipients must be a list of 1 to {MAX_RECIPIENTS} mail addresses")
+        if not isinstance(given, list) or not given:
+            raise bad("recipients must be a list of mail addresses, at least one")
+        if len(given) > MAX_RECIPIENTS:
+            raise too_many_recipients(len(given), MAX_RECIPIENTS, "one request takes")
         recipients = [_address(r, "each recipient") for r in given]
-    tags = body.get("tags", [])
-    if (
-        not isinstance(tags, list)
-        or len(tags) > MAX_TAGS
-        or not all(isinstance(t, str) and TAG.match(t) and t.strip() for t in tags)
-    ):
-        raise bad(f"tags must be a list of at most {MAX_TAGS} texts without commas or line breaks")
+    tags = _tags(body.get("tags", []))
     trackbounces = body.get("trackbounces")
     if trackbounces is not None and not isinstance(trackbounces, bool):
         raise bad("trackbounces must be true or false")
     mail_options, rcpt_options, orcpt = _dsn(body.get("dsn"), recipients)
     data = mime.encode("utf-8", "surrogateescape")
     if tags:
-        header = "X-Mxm-Tag: " + ",".join(t.strip() for t in tags) + "\r\n"
+        header = "X-Mxm-Tag: " + ",".join(tags) + "\r\n"
         data = header.encode("utf-8") + data
     data = re.sub(rb"\r?\n", b"\r\n", data)
     if len(data) > size_limit:
@@ -320,6 +340,34 @@ def parse_send(body: dict[str, Any], size_limit: int) -> tuple[Envelope, bytes, 
         data,
         trackbounces,
     )
+
+
+def too_many_recipients(given: int, limit: int, who: str) -> ApiError:
+    """422 for more recipients than `limit` (`who` ... "at most LIMIT"): the same request
+    can never pass, so no Retry-After, unlike the SMTP reply (452 4.5.3), where the
+    recipients accepted so far are sent and the client sends the rest."""
+    return ApiError(
+        422,
+        f"Too many recipients ({given}; {who} at most {limit}); send the rest in another message",
+        552,
+        "5.5.3",
+    )
+
+
+def _tags(given: Any) -> tuple[str, ...]:
+    """The tags of a send, judged as the milter judges X-Mxm-Tag (txmail/tags.py): the
+    same limits and sentence, 422, before anything is sent."""
+    if not isinstance(given, list) or not all(
+        isinstance(t, str) and t.strip() and "," not in t for t in given
+    ):
+        raise bad(
+            'tags must be a list of texts without commas, such as ["password-reset"] '
+            "(a comma separates tags in X-Mxm-Tag)"
+        )
+    merged = tag_limits.merge(given)
+    if isinstance(merged, tag_limits.TagRefusal):
+        raise ApiError(422, merged.sentence, merged.code, merged.status)
+    return merged
 
 
 def _dsn(dsn: Any, recipients: list[str]) -> tuple[list[str], list[str], dict[str, str]]:
@@ -395,7 +443,7 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
     wait = services.settings.tracker.api_timeout
     try:
         async with slot, asyncio.timeout(wait):
-            body = await _json_object(request, send_body_limit(max_size), max_size)
+            raw = await read_body(request, send_body_limit(max_size), max_size)
     except TimeoutError:
         raise ApiError(
             408,
@@ -404,8 +452,19 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
             451,
             "4.4.2",
         ) from None
+    try:
+        key = idempotency.parse_key(request.headers.get("Idempotency-Key"))
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    request_hash = "" if key is None else await asyncio.to_thread(idempotency.body_hash, raw)
+    body = _json_of(raw)
+    del raw
     envelope, data, trackbounces = parse_send(body, max_size)
     del body
+    if len(envelope.recipients) > record.settings.max_recipients:
+        raise too_many_recipients(
+            len(envelope.recipients), record.settings.max_recipients, "this account sends to"
+        )
     if trackbounces is not None:
         if record.settings.track_bounces != trackbounces:
             state = "on" if record.settings.track_bounces else "off"
@@ -416,6 +475,94 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
                 501,
                 "5.5.4",
             )
+    if key is None:
+        answer, _ = await _submit(services, account, envelope, data)
+        return answer
+    # Claimed only now, when everything but Postfix has said yes: an answer given before this
+    # point (bad input, a limit of the request) never binds the key to a body.
+    marker, held = await asyncio.to_thread(
+        idempotency.claim,
+        services.client,
+        services.keys,
+        account,
+        key,
+        request_hash,
+        pending_seconds(services),
+        secrets.token_hex(8),
+    )
+    if held is not None:
+        return replay(key, request_hash, held)
+    try:
+        answer, final = await _submit(services, account, envelope, data)
+    except Exception:
+        await asyncio.to_thread(_settle, services, account, key, marker, request_hash, None)
+        raise
+    kept = (answer.status, answer.text or "") if final else None
+    await asyncio.to_thread(_settle, services, account, key, marker, request_hash, kept)
+    return answer
+
+
+def pending_seconds(services: Services) -> int:
+    """How long a claimed Idempotency-Key waits for its answer before it lapses: the longest a
+    send can take (each step of the SMTP dialogue may take api_timeout), with room."""
+    return int(max(300, 4 * services.settings.tracker.api_timeout))
+
+
+def replay(key: str, request_hash: str, held: idempotency.Held) -> web.Response:
+    """The answer to a request whose Idempotency-Key another request holds."""
+    if held.body_hash != request_hash:
+        raise ApiError(
+            422,
+            f"Idempotency-Key {key[:64]!r} was used within the last 24 hours for a different "
+            "request; send a new key with a new message, or the first request unchanged",
+            501,
+            "5.5.4",
+        )
+    if held.pending:
+        raise ApiError(
+            409,
+            f"A request with Idempotency-Key {key[:64]!r} is still being sent; ask again in a "
+            "few seconds for its answer (nothing is sent twice)",
+            451,
+            "4.5.0",
+            headers={"Retry-After": "5"},
+        )
+    return web.Response(
+        status=held.status,
+        text=held.answer,
+        content_type="application/json",
+        headers={"Idempotent-Replayed": "true"},
+    )
+
+
+def _settle(
+    services: Services,
+    account: str,
+    key: str,
+    marker: str,
+    request_hash: str,
+    answer: tuple[int, str] | None,
+) -> None:
+    """Keep the answer for the key, or free it; Redis failing here changes no answer (the
+    message is sent or refused already), so it is logged and the marker lapses."""
+    try:
+        idempotency.settle(
+            services.client, services.keys, account, key, marker, request_hash, answer
+        )
+    except TemporaryFailure as exc:
+        log.warning(
+            "api: account=%s: the answer to an Idempotency-Key is not kept (%s); a retry "
+            "with that key gets 409 until its marker lapses",
+            account,
+            exc,
+        )
+
+
+async def _submit(
+    services: Services, account: str, envelope: Envelope, data: bytes
+) -> tuple[web.Response, bool]:
+    """Postfix's answer to the message as the API gives it; True when it is final (queued,
+    or refused for good), so an Idempotency-Key keeps it."""
     outcome = await asyncio.to_thread(
         submit, api_socket(services), account, envelope, data, services.settings.tracker.api_timeout
     )
@@ -427,7 +574,7 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
             envelope.sender,
             len(envelope.recipients),
         )
-        return web.json_response({"message_id": outcome.queue_id})
+        return web.json_response({"message_id": outcome.queue_id}), True
     log.info(
         "NOQUEUE: api: refused: account=%s from=<%s>%s: %d %s %s",
         account,
@@ -444,8 +591,8 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
     if outcome.recipient:
         payload = json.loads(error.text or "{}")
         payload["error"]["recipient"] = outcome.recipient
-        return web.json_response(payload, status=error.status, headers=headers)
-    return error
+        error = web.json_response(payload, status=error.status, headers=headers)
+    return error, not outcome.temporary
 
 
 # -- GET /v1/messages/{id}, /v1/events ----------------------------------------------------------
@@ -469,11 +616,12 @@ def _message(services: Services, account: str, queue_id: str) -> dict[str, Any] 
     ttl = services.settings.milter.message_ttl_days * 86400
     record = Messages(services.client, services.keys, ttl).get(queue_id)
     if record is None or record.account != account:
-        return None
-    rows = decoded_entries(
-        services.client.xrevrange(services.keys.events(account), count=MESSAGE_EVENT_SCAN)
-    )
-    events = [e for e in _event_rows(list(reversed(rows))) if e.get("message_id") == queue_id]
+        return None  # another account's message is as unknown as a missing one
+    # The message's own list (events.py), not the account's stream: found whatever the age.
+    # Events carry the id the client knows; asked for a per-recipient copy, show its own.
+    listed = message_events(services.client, services.keys, account, record.message_id)
+    mine = {r.lower() for r in record.recipients} if record.parent else None
+    events = [json.loads(e.to_json()) for e in listed.events if mine is None or e.recipient in mine]
     return {
         "message_id": record.queue_id,
         "envelope_sender": record.envelope_sender,
@@ -484,6 +632,7 @@ def _message(services: Services, account: str, queue_id: str) -> dict[str, Any] 
         "message_class": record.message_class,
         "blocked": record.blocked,
         "events": events,
+        "events_unlisted": listed.unlisted,
     }
 
 
@@ -516,6 +665,8 @@ async def events(request: web.Request, services: Services, account: str) -> web.
     message_id = request.query.get("message_id")
     if message_id is not None and not QUEUE_ID.match(message_id):
         raise bad("message_id must be a message id as /v1/send returned it")
+    raw_tag = request.query.get("tag")
+    tag = check_tag(raw_tag) if raw_tag is not None else None
     rows = decoded_entries(
         await asyncio.to_thread(
             services.client.xrange,
@@ -530,6 +681,7 @@ async def events(request: web.Request, services: Services, account: str) -> web.
         for e in _event_rows(rows)
         if (kind is None or e.get("kind") == kind)
         and (message_id is None or e.get("message_id") == message_id)
+        and (tag is None or tag in e.get("tags", []))
     ]
     return web.json_response({"events": found, "next": rows[-1][0] if rows else after})
 
@@ -589,32 +741,22 @@ async def remove_suppression(
 # -- /v1/stats -------------------------------------------------------------------------------
 
 
-def _stats(services: Services, account: str, days: int, now: float) -> dict[str, Any]:
-    dates = [time.gmtime(now - 86400 * back) for back in range(days - 1, -1, -1)]
-    pipe = services.client.pipeline(transaction=False)
-    for day in dates:
-        pipe.hgetall(services.keys.event_counts(account, time.strftime("%Y%m%d", day)))
-    rows = pipe.execute()
-    out_days = []
-    totals: dict[str, int] = {}
-    tags: dict[str, dict[str, int]] = {}
-    for day, counts in zip(dates, rows, strict=True):
-        kinds: dict[str, int] = {}
-        for name, value in counts.items():
-            if name.startswith("tag:"):
-                tag, _, kind = name[4:].rpartition(":")
-                tags.setdefault(tag, {})[kind] = tags.get(tag, {}).get(kind, 0) + int(value)
-            else:
-                kinds[name] = int(value)
-                totals[name] = totals.get(name, 0) + int(value)
-        out_days.append({"date": time.strftime("%Y-%m-%d", day), "counts": kinds})
-    return {"days": out_days, "totals": totals, "tags": tags}
-
-
 @endpoint
 async def stats(request: web.Request, services: Services, account: str) -> web.StreamResponse:
-    days = _int_param(request, "days", 7, 1, 90)
-    return web.json_response(await asyncio.to_thread(_stats, services, account, days, time.time()))
+    raw_tag = request.query.get("tag")
+    tag = check_tag(raw_tag) if raw_tag is not None else None
+    since = request.query.get("since")
+    now = time.time()
+    if since is not None:
+        if "days" in request.query:
+            raise bad("give days or since, not both")
+        days = since_days(since, now, services.settings.events.counter_days)
+    else:
+        days = last_days(_int_param(request, "days", 7, 1, 90), now)
+    counts = await asyncio.to_thread(
+        read_counts, services.client, services.keys, account, days, tag
+    )
+    return web.json_response(counts.as_json())
 
 
 async def openapi_document(request: web.Request) -> web.StreamResponse:

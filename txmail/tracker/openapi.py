@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from txmail.events import KINDS
+from txmail import tags
+from txmail.events import KINDS, MESSAGE_EVENTS_MAX
 from txmail.store.suppressions import LISTS
+from txmail.tracker.idempotency import MAX_KEY
 
 
 def _error() -> dict[str, Any]:
@@ -46,6 +48,7 @@ ERRORS = {
     "503": _error(),
 }
 ADDRESS = {"type": "string", "format": "email", "maxLength": 320}
+TAG = {"type": "string", "minLength": 1, "maxLength": 64}
 
 
 def document() -> dict[str, Any]:
@@ -121,6 +124,8 @@ def document() -> dict[str, Any]:
                             "items": ADDRESS,
                             "minItems": 1,
                             "maxItems": 1000,
+                            "description": "At most the account's max_recipients (and 1000); "
+                            "more is a 422 naming the limit",
                         },
                         "recipient": {
                             **ADDRESS,
@@ -144,8 +149,17 @@ def document() -> dict[str, Any]:
                         "trackbounces": {"type": "boolean"},
                         "tags": {
                             "type": "array",
-                            "maxItems": 20,
-                            "items": {"type": "string", "minLength": 1, "maxLength": 100},
+                            "maxItems": tags.MAX_TAGS,
+                            "items": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": tags.MAX_LENGTH,
+                                "pattern": "^[^,]+$",
+                            },
+                            "description": "Sent as X-Mxm-Tag and judged as the milter judges "
+                            f"it: at most {tags.MAX_TAGS} different tags of at most "
+                            f"{tags.MAX_LENGTH} printable characters, else a 422 with the "
+                            "SMTP refusal's sentence (554 5.6.0)",
                         },
                     },
                 },
@@ -156,6 +170,26 @@ def document() -> dict[str, Any]:
                 "post": {
                     "summary": "Send one message through Postfix as the key's account",
                     "operationId": "send",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": MAX_KEY,
+                                "pattern": "^[\\x21-\\x7e]+$",
+                            },
+                            "description": "The same key within 24 hours (per account) gets "
+                            "the first answer, status and body, with header "
+                            "Idempotent-Replayed: true, and sends nothing again; while the "
+                            "first is still being sent, 409 (ask again in a few seconds); "
+                            "with a different body, 422. Only Postfix's final answers are "
+                            "kept: after bad input, a limit or a temporary refusal the key "
+                            "is free for the corrected request or the retry.",
+                        }
+                    ],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -174,12 +208,14 @@ def document() -> dict[str, Any]:
                             "Queued; message_id is Postfix's queue id",
                         ),
                         **ERRORS,
+                        "409": _error(),
                     },
                 }
             },
             "/v1/messages/{message_id}": {
                 "get": {
-                    "summary": "One message of the account and its events",
+                    "summary": "One message of the account and its events (another "
+                    "account's message is a 404, as a missing one)",
                     "operationId": "getMessage",
                     "parameters": [
                         {
@@ -198,6 +234,14 @@ def document() -> dict[str, Any]:
                                     "events": {
                                         "type": "array",
                                         "items": {"$ref": "#/components/schemas/Event"},
+                                        "description": "Every event of the message, oldest "
+                                        "first, whatever its age while the record lives "
+                                        f"(the first {MESSAGE_EVENTS_MAX})",
+                                    },
+                                    "events_unlisted": {
+                                        "type": "integer",
+                                        "description": "Events recorded after the first "
+                                        f"{MESSAGE_EVENTS_MAX}: in GET /v1/events only",
                                     },
                                 },
                             }
@@ -219,6 +263,11 @@ def document() -> dict[str, Any]:
                         ),
                         _query("kind", {"type": "string", "enum": list(KINDS)}, "Only this kind"),
                         _query("message_id", {"type": "string"}, "Only this message's events"),
+                        _query(
+                            "tag",
+                            TAG,
+                            "Only events of messages carrying this tag (among the `limit` read)",
+                        ),
                     ],
                     "responses": {
                         "200": _ok(
@@ -314,14 +363,24 @@ def document() -> dict[str, Any]:
             },
             "/v1/stats": {
                 "get": {
-                    "summary": "Events per UTC day and kind, and per tag",
+                    "summary": "Accepted messages and events per UTC day and kind, and per tag",
                     "operationId": "stats",
                     "parameters": [
                         _query(
                             "days",
                             {"type": "integer", "minimum": 1, "maximum": 90},
-                            "Days back, today included (default 7)",
-                        )
+                            "Days back, today included (default 7; not with `since`)",
+                        ),
+                        _query(
+                            "since",
+                            {"type": "string", "format": "date"},
+                            "First UTC day, YYYY-MM-DD, up to today (within events.counter_days)",
+                        ),
+                        _query(
+                            "tag",
+                            TAG,
+                            "Only this tag's counts (\"(other)\": tags past the day's cap)",
+                        ),
                     ],
                     "responses": {
                         "200": _ok(
@@ -331,6 +390,7 @@ def document() -> dict[str, Any]:
                                     "days": {"type": "array", "items": {"type": "object"}},
                                     "totals": {"type": "object"},
                                     "tags": {"type": "object"},
+                                    "tag": {"type": "string"},
                                 },
                             }
                         ),

@@ -195,6 +195,7 @@ def build_services(settings: Settings) -> Services:
         keys,
         seen_ttl=settings.milter.message_ttl_days * 86400,
         counter_days=settings.events.counter_days,
+        tags_per_day=settings.events.tags_per_day,
     )
     services = Services(
         settings=settings,

@@ -58,6 +58,13 @@ def test_attempt_reads_and_caps_dovecots_request() -> None:
     assert report is not None and not report.success  # only a JSON true is a success
 
 
+def test_an_accounts_email_address_login_is_limited_too() -> None:
+    found = decide.attempt({"login": "Orders@Shop.Example", "pwhash": "00", "remote": "::1"})
+    assert found == decide.Attempt("orders@shop.example", "::1", "00")
+    assert decide.attempt({"login": "{x}@shop.example", "pwhash": "00"}) is None
+    assert decide.attempt({"login": "a@b@shop.example", "pwhash": "00"}) is None
+
+
 def test_a_client_is_known_by_its_address_or_its_ipv6_64() -> None:
     assert decide.client_network("203.0.113.5") == "203.0.113.5"
     assert decide.client_network("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"

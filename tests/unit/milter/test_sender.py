@@ -71,3 +71,52 @@ def test_unauthenticated_mail_passes_through(smtp: Callable[..., Conversation]) 
     )
     assert outcome.accepted
     assert outcome.actions == []
+
+
+REWRITE_CASES = [
+    # (settings, MAIL FROM, From header, expected reply or "" for accepted, From after)
+    (
+        {"recipient_mode": "single"},
+        "outgoing@acme.example",
+        "Oxford Stones <newsletters@oxfordstones.example>",
+        "",
+        "Oxford Stones <outgoing@acme.example>",
+    ),
+    ({"rewrite_from": "on"}, "out@acme.example", "x@evil.example", "", "out@acme.example"),
+    (
+        {"rewrite_from": "on"},
+        "out@acme.example",
+        "a@evil.example, b@x.example",
+        "",
+        "out@acme.example",
+    ),
+    # the rewrite is off: a foreign From is refused as ever
+    (
+        {"recipient_mode": "single", "rewrite_from": "off"},
+        "outgoing@acme.example",
+        "Boss <boss@evil.example>",
+        "553 5.7.1",
+        "",
+    ),
+    # MAIL FROM:<> leaves nothing to rewrite to: the From header is checked
+    ({"rewrite_from": "on"}, "", "Boss <boss@evil.example>", "553 5.7.1", ""),
+    # MAIL FROM itself must still be the account's
+    ({"rewrite_from": "on"}, "out@evil.example", "Shop <shop@acme.example>", "553 5.7.1", ""),
+]
+
+
+@pytest.mark.parametrize("settings,mail_from,header_from,expected,after", REWRITE_CASES)
+def test_a_from_header_that_will_be_rewritten_is_not_refused(
+    smtp: Callable[..., Conversation],
+    settings: dict[str, str],
+    mail_from: str,
+    header_from: str,
+    expected: str,
+    after: str,
+) -> None:
+    outcome = smtp(settings).send(basic(sender=header_from), mail_from, ["user@example.net"])
+    assert outcome.code == expected, outcome.reply
+    if expected:
+        assert "evil.example" in outcome.text
+    else:
+        assert outcome.header("From") == [after]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from txmail.submit import Refused, refused, xtext
-from txmail.tracker.api import ApiError, http_status_of, parse_send
+from txmail.tracker.api import ApiError, http_status_of, parse_send, replay
+from txmail.tracker.idempotency import Held
 
 LIMIT = 10_000
 
@@ -97,3 +98,25 @@ def test_smtp_replies_keep_their_codes(code: int, reply: bytes, status: str, htt
 
 def test_xtext() -> None:
     assert xtext("a+b=c d\u00e9") == "a+2Bb+3Dc+20d+E9"
+
+
+def test_more_recipients_than_a_request_takes_is_a_422_naming_the_limit() -> None:
+    recipients = [f"r{n}@b.test" for n in range(1001)]
+    with pytest.raises(ApiError) as caught:
+        parse_send({"recipients": recipients, "mime": "x"}, LIMIT)
+    error = caught.value
+    assert (error.http_status, error.smtp_code, error.status) == (422, 552, "5.5.3")
+    assert "at most 1000" in error.message and error.headers is None
+
+
+def test_an_idempotency_key_held_by_another_request() -> None:
+    pending = Held("h", pending=True)
+    with pytest.raises(ApiError) as caught:
+        replay("k", "h", pending)
+    assert caught.value.http_status == 409 and caught.value.headers == {"Retry-After": "5"}
+    with pytest.raises(ApiError) as caught:
+        replay("k", "other", pending)
+    assert caught.value.http_status == 422 and "different request" in caught.value.message
+    answer = replay("k", "h", Held("h", pending=False, status=403, answer='{"error": {}}'))
+    assert (answer.status, answer.text) == (403, '{"error": {}}')
+    assert answer.headers["Idempotent-Replayed"] == "true"

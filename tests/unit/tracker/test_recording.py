@@ -45,6 +45,8 @@ def test_a_batch_posts_the_first_of_each_and_counts_every_one(
         "click": "1",
         "tag:welcome:open": "3",
         "tag:welcome:click": "1",
+        "distinct:welcome": "1",
+        "distinct": "1",
     }
     assert client.hgetall(keys.event_counts("chatty", utc_day(YESTERDAY))) == {"open": "2"}
     assert not client.exists(keys.event_counts("acme", utc_day(NOW)))

@@ -4,8 +4,9 @@ DESCRIPTION
     DETECTORS lists every detector in the order txmail.bounce_pipe.parse tries
     them; the first that returns events answers for the message. Structured
     reports come first (ARF complaints, RFC 3464 DSNs), then the plain-text
-    notices of MTAs and providers that print no DSN, then auto-replies, and
-    last the catch-all for the simple forms of old list-era servers.
+    notices of MTAs and providers that print no DSN (and of list servers and
+    SMS gateways, detectors.lists), then auto-replies, and last the
+    catch-all for the simple forms of old list-era servers.
 
     A detector has a name and detect(mail) -> list[BounceEvent] | None, where
     mail is the ReturnedMail view of txmail.bounce_pipe.returned (the Detector protocol of
@@ -22,6 +23,7 @@ from txmail.bounce_pipe.detectors import (
     exim,
     google,
     japan,
+    lists,
     postfix,
     qmail,
     rfc3464,
@@ -40,6 +42,7 @@ DETECTORS: tuple[Detector, ...] = (
     dragonfly.DETECTOR,
     exchange.DETECTOR,
     japan.DETECTOR,
+    lists.DETECTOR,
     postfix.DETECTOR,
     qmail.DETECTOR,
     sendmail.DETECTOR,

@@ -57,6 +57,7 @@ class AmazonSesDetector:
                             recipient=str(entry.get("emailAddress", "")),
                             diagnostic=feedback_type,
                             reason="feedback",
+                            reason_source="status",
                             feedback_type=feedback_type,
                         )
                     )
@@ -69,6 +70,7 @@ class AmazonSesDetector:
                         recipient=str(recipient),
                         diagnostic=response,
                         reason="delivered",
+                        reason_source="status",
                         action="delivered",
                     )
                 )

@@ -73,7 +73,13 @@ class FeedbackReportDetector:
     ) -> list[BounceEvent] | None:
         summary = _first_paragraph(mail.notice) or mail.subject
         findings = [
-            Finding(recipient=r, diagnostic=summary, reason="feedback", feedback_type=feedback_type)
+            Finding(
+                recipient=r,
+                diagnostic=summary,
+                reason="feedback",
+                feedback_type=feedback_type,
+                reason_source="status",
+            )
             for r in recipients
         ]
         return finish(findings, self.name) or None

@@ -27,6 +27,7 @@ _ERROR_RE = re.compile(
 )
 
 _DMA_REASONS = reason_table(
+    "dragonfly",
     (r"could not deliver for the last \d+ seconds", "expired"),
     (r"dns lookup failure", "hostunknown"),
 )

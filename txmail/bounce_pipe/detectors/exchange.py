@@ -43,6 +43,7 @@ _END = re.compile(
 _REMOTE = re.compile(r"remote server (?:returned|replied):?\s*'?([^'\n]*)", re.I)
 
 _EXCHANGE_REASONS = reason_table(
+    "exchange",
     (r"recipient name is not recognized|\(000c05a6\)|unknown recipient", "userunknown"),
     (r"is being held until the list moderator", "policyviolation"),
 )

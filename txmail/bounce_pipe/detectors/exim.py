@@ -74,6 +74,7 @@ _COMMANDS = {
 
 # Exim's own sentences for local failures, which carry no reply code.
 _EXIM_REASONS = reason_table(
+    "exim",
     (r"mailbox is full|quota exceeded", "mailboxfull"),
     (r"retry timeout exceeded|retry time not reached for any host after a long failure", "expired"),
     (r"unrouteable address|all relevant mx records point to non-existent hosts", "hostunknown"),

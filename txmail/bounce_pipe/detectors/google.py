@@ -36,6 +36,7 @@ _STATE = re.compile(r"\s*\(state \d+\)\.?")
 
 # Gmail's own sentences, which come without a remote reply.
 _GMAIL_REASONS = reason_table(
+    "gmail",
     (r"did not accept our requests to connect", "expired"),
     (r"does not support tls", "systemerror"),
     (r"storage quota exceeded|over (?:their|its) storage", "mailboxfull"),

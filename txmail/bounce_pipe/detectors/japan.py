@@ -38,6 +38,7 @@ _RECIPIENT_RE = re.compile(
 )
 
 _CARRIER_REASONS = reason_table(
+    "japan",
     (r"account is disabled|user\(s\) account is disabled", "suspend"),
     (r"mailbox is full|as their mailbox is full", "mailboxfull"),
 )
@@ -63,7 +64,10 @@ class JapaneseCarrierDetector:
             )
             reason = table_reason(_CARRIER_REASONS, notice)
             if reason is None and not replies:
-                reason = "filtered"
+                # A carrier's refusal with no SMTP reply and no wording the shared classifier
+                # knows is the recipient's own filter (au/EZweb's documented behaviour).
+                known = reasons.classify(Finding(recipient=recipient, diagnostic=notice))
+                reason = None if known not in ("onhold", "undefined") else "filtered"
             findings.append(
                 Finding(
                     recipient=recipient,

@@ -30,6 +30,7 @@ from txmail.bounce_pipe.detectors.blocks import (
     recipient_blocks,
 )
 from txmail.bounce_pipe.returned import ReturnedMail
+from txmail.outcomes import reasons
 from txmail.outcomes.classify import finish
 from txmail.outcomes.findings import BounceEvent, Finding
 from txmail.outcomes.reasons import reason_table, table_reason
@@ -49,6 +50,7 @@ _SIGNATURES = (
 
 # qmail's (and vpopmail's) own sentences.
 _QMAIL_REASONS = reason_table(
+    "qmail",
     (r"no mailbox here by that name", "userunknown"),
     (r"couldn't find any host named", "hostunknown"),
     (r"couldn't find a mail exchanger or ip address", "notaccept"),
@@ -86,6 +88,9 @@ class QmailDetector:
                 reason is None
                 and "queue too long" in text.lower()
                 and "remote host said" not in text.lower()
+                # what failed before the queue gave up (no connection, ...) says more
+                and reasons.classify(Finding(recipient=block.recipient, diagnostic=text))
+                in ("onhold", "undefined", "expired")
             ):
                 reason = "expired"
             findings.append(Finding(recipient=block.recipient, diagnostic=text, reason=reason))

@@ -151,6 +151,7 @@ class DeliveryStatusDetector:
                     remote_mta=remote,
                     diagnostic_type=diagnostic_type or None,
                     reason=_POWERMTA_CATEGORIES.get(category),
+                    reason_source="status",  # PowerMTA's bounce-category field
                 )
             )
         return finish(findings, self.name) or None

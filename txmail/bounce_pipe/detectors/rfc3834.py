@@ -54,7 +54,9 @@ class AutoReplyDetector:
         if not self._is_auto_reply(mail):
             return None
         text = mail.notice.strip() or mail.subject
-        finding = Finding(recipient=mail.from_address, diagnostic=text, reason="vacation")
+        finding = Finding(
+            recipient=mail.from_address, diagnostic=text, reason="vacation", reason_source="status"
+        )
         return finish([finding], self.name) or None
 
     @staticmethod

@@ -97,6 +97,7 @@ _SENT_COMMAND_RE = re.compile(r"\bsent\s*<<<\s*(rcpt to|mail from|data)\b", re.I
 
 # Gateways' own sentences that name the reason without a reply code.
 _SIMPLE_REASONS = reason_table(
+    "simple",
     (
         r"invalid final delivery userid|^unknown user:|not listed in (?:domino|public name)",
         "userunknown",

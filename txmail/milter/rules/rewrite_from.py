@@ -39,12 +39,16 @@ def author(display: str, address: str) -> str:
     return email.utils.formataddr((display, address))
 
 
+def replaces(submission: Submission, settings: AccountSettings) -> bool:
+    """Whether the From header will be replaced: the rewrite is on, there is a MAIL FROM
+    address to put there and a From header to replace."""
+    return enabled(settings) and bool(submission.sender) and bool(submission.header_values("From"))
+
+
 def check(submission: Submission, settings: AccountSettings) -> RewriteFrom | None:
-    if not enabled(settings) or not submission.sender:
+    if not replaces(submission, settings):
         return None
     from_headers = submission.header_values("From")
-    if not from_headers:
-        return None
     found = addresses(from_headers[:1])
     display = found[0][0] if found else ""
     edits = [HeaderEdit("From", 1, author(display, submission.sender))]

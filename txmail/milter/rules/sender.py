@@ -2,14 +2,17 @@
 
 Stages: mail (the envelope sender, so a wrong one is refused before any data is sent) and eom
 (every address of every From header). `MAIL FROM:<>` is allowed; the From header is still
-checked. Domains compare case-insensitively and exactly: a subdomain is a different domain.
+checked. When rule `rewrite_from` will replace the From header by the MAIL FROM address (as
+Maxemail does: "overwriting any existing value"), whatever domain it had is not checked: what
+leaves is the checked envelope sender. Domains compare case-insensitively and exactly: a
+subdomain is a different domain.
 Refuses: 553 5.7.1 naming the domain; 550 5.6.0 when the message has no From address.
 """
 
 from __future__ import annotations
 
 from txmail.accounts.settings import AccountSettings
-from txmail.milter.rules import EOM, MAIL, Refusal
+from txmail.milter.rules import EOM, MAIL, Refusal, rewrite_from
 from txmail.milter.submission import Submission, domain_of
 
 NAME = "sender"
@@ -33,6 +36,8 @@ def check(submission: Submission, settings: AccountSettings) -> Refusal | None:
     if submission.sender and domain_of(submission.sender) not in domains:
         return _not_ours("Sender (MAIL FROM)", domain_of(submission.sender), domains)
     if submission.stage != EOM:
+        return None
+    if rewrite_from.replaces(submission, settings):
         return None
     authors = submission.authors()
     if not authors:

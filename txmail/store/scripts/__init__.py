@@ -13,8 +13,10 @@ DESCRIPTION
     one way. NAMES lists them; an unknown name is a programming error (KeyError).
 
     auth_check, auth_report       txmail authpolicy: password-guessing state
-    event_record                  events: one event, its counters, suppression and seen marks
+    event_record                  events: one event, its counters, seen marks, its message's list
     events_trim                   webhooks: trim the event stream behind every reader
+    idempotency_claim,            the HTTP API: an Idempotency-Key of a send, claimed once;
+    idempotency_settle            its first answer kept, or the key freed
     policy_check, policy_commit,  policyd and the milter: sending limits, holds, usage
     policy_release
     reputation_record             the reputation guard's daily totals
@@ -22,6 +24,7 @@ DESCRIPTION
                                   old one dropped at once (after a leak)
     secret_rotate                 a new value of one of the installation's HMAC keys
     suppression_add               a suppression list entry, capped
+    tags_count                    the milter: an accepted message per day and tag, capped
     webhook_dead_letter           webhooks: a batch that will not be retried again
 """
 
