@@ -13,10 +13,10 @@ LOCAL_CONFDIR is STATE/rspamd, so /etc/rspamd/local.d of a system rspamd is not 
     STATE/rspamd/local.d/, override.d/   the operator's (rspamd's usual semantics)
     STATE/rspamd/db/                rspamd's DBDIR (hyperscan cache, history), owned by _rspamd
 
-rspamd runs in the foreground (-f), its workers as _rspamd, and logs to its stderr, which the supervisor
-keeps in STATE/log/rspamd.log. The milter asks it at spam.url (supervisor.py starts it before
-the milter). A GTUBE message gets rspamd's reject score (Debian's actions: reject = 15, the
-default spam_threshold), so it is refused.
+rspamd runs in the foreground (-f), its workers as _rspamd, and logs to its stderr, which the
+supervisor keeps in STATE/log/rspamd.log. The milter asks it at spam.url (supervisor.py starts
+it before the milter). A GTUBE message gets rspamd's reject score (Debian's actions:
+reject = 15, the default spam_threshold), so it is refused.
 
 write_config() writes a configuration for any folder; the tests' private rspamd
 (txmail_testing/rspamd.py) calls it with stock=False, no module but those asked for and a
