@@ -264,15 +264,57 @@ class DomainsSettings:
         "DNS servers `txmail domains verify` asks, as IP or IP:PORT; empty: the system's resolver.",
         [],
     )
+    spf_include: str = _doc(
+        "A domain whose SPF record lists every address this relay sends from "
+        "(e.g. _spf.relay.example), for the bounce addresses' SPF record "
+        "(include:DOMAIN); empty: a:HOSTNAME, the addresses of `hostname`.",
+        "",
+    )
+    dmarc_rua: str = _doc(
+        "Address for DMARC aggregate reports in the _dmarc record `domains dns` suggests "
+        "(rua=mailto:ADDRESS); empty: no rua.",
+        "",
+    )
 
 
 @dataclass(frozen=True)
 class SpamSettings:
     """The spam check: rspamd's HTTP /checkv2, asked by the milter."""
 
-    rspamd_url: str = _doc(
-        "Base URL of rspamd's normal worker, e.g. http://127.0.0.1:11333. Empty: no spam check.", ""
+    enabled: bool = _doc(
+        "`txmail up` runs rspamd (Debian's package; config and state in STATE/rspamd) "
+        "on spam.listen and the milter asks it, unless spam.rspamd_url names another.",
+        False,
     )
+    listen: str = _doc(
+        "Address:port of the rspamd `txmail up` runs when spam.enabled.", "127.0.0.1:11336"
+    )
+    nameservers: list = _doc(
+        "DNS servers (IP or IP:PORT) of the rspamd `txmail up` runs; empty: the system's. "
+        "rspamd's DNS lists want a resolver of your own (public ones are refused).",
+        [],
+    )
+    rspamd_url: str = _doc(
+        "Base URL of rspamd's normal worker, e.g. http://127.0.0.1:11333. Empty: no spam "
+        "check, or with spam.enabled the rspamd `txmail up` runs.",
+        "",
+    )
+
+    @property
+    def url(self) -> str:
+        """Where the milter asks: rspamd_url, else the rspamd of spam.enabled, else ""."""
+        if self.rspamd_url or not self.enabled:
+            return self.rspamd_url
+        return self.listen_url
+
+    @property
+    def listen_url(self) -> str:
+        """The URL of the rspamd `txmail up` runs, seen from this machine."""
+        host, _, port = self.listen.rpartition(":")
+        if host.strip("[]") in ("0.0.0.0", "::", "*", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{port}"
+
     timeout: float = _doc("Seconds to wait for rspamd's answer.", 10.0)
     on_failure: str = _doc(
         "When rspamd cannot be asked: `tempfail` (the client gets a 4xx and "
@@ -675,6 +717,7 @@ def with_port_offset(settings: Settings, offset: int) -> Settings:
         ),
         dev=dataclasses.replace(settings.dev, capture_port=2525 + offset),
         authpolicy=dataclasses.replace(settings.authpolicy, listen=f"127.0.0.1:{10030 + offset}"),
+        spam=dataclasses.replace(settings.spam, listen=f"127.0.0.1:{11336 + offset}"),
     )
 
 
@@ -758,14 +801,31 @@ def validate(settings: Settings) -> None:
         )
     if settings.domains.dkim_key_bits < 2048:
         raise ConfigError("domains.dkim_key_bits must be 2048 or more")
-    for server in settings.domains.nameservers:
-        if not isinstance(server, str) or not re.match(r"^[0-9a-fA-F.:]+(:\d{1,5})?$", server):
-            raise ConfigError(
-                f"domains.nameservers: {server!r} is not an IP address (optionally with :PORT)"
-            )
+    for key in ("domains.nameservers", "spam.nameservers"):
+        section, name = key.split(".")
+        for server in getattr(getattr(settings, section), name):
+            if not isinstance(server, str) or not re.match(r"^[0-9a-fA-F.:]+(:\d{1,5})?$", server):
+                raise ConfigError(f"{key}: {server!r} is not an IP address (optionally with :PORT)")
     if settings.spam.rspamd_url and not re.match(r"^https?://", settings.spam.rspamd_url):
         raise ConfigError(
             f"spam.rspamd_url = {settings.spam.rspamd_url!r}: use http:// or https://"
+        )
+    host, sep, port = settings.spam.listen.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(
+            f"spam.listen = {settings.spam.listen!r}: write ADDRESS:PORT, e.g. 127.0.0.1:11336"
+        )
+    _check_port("spam.listen", int(port))
+    if settings.domains.spf_include and not _HOSTNAME.match(settings.domains.spf_include):
+        raise ConfigError(
+            f"domains.spf_include = {settings.domains.spf_include!r} is not a domain name"
+        )
+    if settings.domains.dmarc_rua and not re.match(
+        r"^(mailto:)?[^@\s;,]+@[^@\s;,]+$", settings.domains.dmarc_rua
+    ):
+        raise ConfigError(
+            f"domains.dmarc_rua = {settings.domains.dmarc_rua!r}: write an address, "
+            "e.g. dmarc@example.com"
         )
     if settings.spam.on_failure not in ("tempfail", "skip"):
         raise ConfigError(f"spam.on_failure = {settings.spam.on_failure!r}: use tempfail or skip")

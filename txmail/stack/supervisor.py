@@ -3,16 +3,16 @@
 Before anything starts, `txmail doctor`'s local checks run (stack/doctor.py): an error
 (a key missing, a log the maillog follower cannot read, a socket a chrooted Postfix service
 cannot reach) stops `up` with one line each; a warning is logged.
-Order: Redis (unless redis.url is set), the passwd-file sync, Dovecot, the milter, the
-return-path socketmap, the policy daemon, the maillog follower, the webhooks dispatcher, the
-tracker, the capture server (--dev) and finally Postfix, so Postfix never accepts mail before
-its helpers listen.
+Order: Redis (unless redis.url is set), rspamd (when spam.enabled: stack/rspamd.py), the
+passwd-file sync, Dovecot, the milter, the return-path socketmap, the policy daemon, the
+maillog follower, the webhooks dispatcher, the tracker, the capture server (--dev) and finally
+Postfix, so Postfix never accepts mail before its helpers listen.
 Prints `txmail ready: ...` once every component accepts connections. A component that dies is
 logged and restarted with a growing delay. SIGINT/SIGTERM stop everything in reverse order and
 remove the sockets, so nothing is left behind.
 
 Reads:  the Settings and the templates (render.py).
-Writes: STATE/{postfix,dovecot,redis,run,log}; component output in STATE/log/NAME.log (0640).
+Writes: STATE/{postfix,dovecot,redis,rspamd,run,log}; component output in STATE/log/NAME.log (0640).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from txmail import reach, store
 from txmail.config import Settings
 from txmail.errors import ConfigError, StoreUnavailable, TxmailError
 from txmail.stack import components as components_mod
-from txmail.stack import doctor, render
+from txmail.stack import doctor, render, rspamd
 from txmail.stack.components import (
     Component,
     PostfixComponent,
@@ -88,6 +88,8 @@ def check_reach(settings: Settings, config_file: Path) -> None:
     in_state = [postfix, ("dovecot", "Dovecot"), pipe]
     if not settings.redis.url:
         in_state.append((redis_user(settings), "the private Redis"))
+    if settings.spam.enabled:  # its workers read STATE/rspamd as _rspamd
+        in_state.append((rspamd.USER, "rspamd's workers"))
     state = settings.state_path
     needs = [
         (
@@ -281,6 +283,9 @@ def prepare(
     render.render_dovecot(settings, config_file)
     if not settings.redis.url:
         render.render_redis(settings, config_file)
+    if settings.spam.enabled:
+        stop_on(doctor.check_spam(settings))  # not installed: the line `txmail doctor` prints
+        rspamd.render(settings)
 
 
 def refuse_to_start(settings: Settings, external_postfix: bool) -> None:
@@ -312,6 +317,17 @@ def build(
                 log_dir,
                 ready=lambda: can_connect_unix(redis_sock),
                 user=redis_user(settings),
+            )
+        )
+    if settings.spam.enabled:
+        # The spam check (stack/rspamd.py): up before the milter, which asks it at end of data.
+        spam_url = settings.spam.listen_url
+        components.append(
+            ProcessComponent(
+                "rspamd",
+                rspamd.argv(rspamd.folder_of(settings)),
+                log_dir,
+                ready=lambda: rspamd.ping(spam_url),
             )
         )
     passwd_file = settings.path(settings.dovecot.passwd_file)

@@ -191,10 +191,12 @@ def test_dns_not_published_is_a_warning_with_the_record_to_publish(tmp_path: Pat
     published = {
         ("s1._domainkey.shop.example", "TXT"): ["v=DKIM1; k=rsa; p=MIIBIjANBgkq"],
         ("mta.shop.example", "CNAME"): ["relay.example.com"],
+        ("relay.example.com", "TXT"): ["v=spf1 a:relay.example.com -all"],
+        ("relay.example.com", "MX"): ["relay.example.com"],
     }
     assert doctor.check_dns(settings, [domain], lambda n, t: published.get((n, t), [])) == []
-    dkim, return_path = doctor.check_dns(settings, [domain], lambda n, t: [])
-    assert not dkim.blocking and not return_path.blocking
+    dkim, return_path, spf, mx = doctor.check_dns(settings, [domain], lambda n, t: [])
+    assert not any(p.blocking for p in (dkim, return_path, spf, mx))
     assert dkim.line() == (
         "warning: shop.example: the dkim s=s1 record s1._domainkey.shop.example is not "
         'published (found no TXT record); publish s1._domainkey.shop.example TXT "v=DKIM1; '
@@ -204,6 +206,16 @@ def test_dns_not_published_is_a_warning_with_the_record_to_publish(tmp_path: Pat
         "warning: shop.example: the return path record mta.shop.example is not published "
         '(found no CNAME or MX record); publish mta.shop.example CNAME "relay.example.com", '
         "then run `txmail domains verify shop.example`"
+    )
+    assert spf.line() == (
+        "warning: shop.example: the spf record mta.shop.example is not published (found no "
+        'v=spf1 record); publish relay.example.com TXT "v=spf1 a:relay.example.com -all", '
+        "then run `txmail domains verify shop.example`"
+    )
+    assert mx.line() == (
+        "warning: shop.example: the mx record mta.shop.example is not published (found no MX "
+        'record); publish relay.example.com MX "10 relay.example.com", then run '
+        "`txmail domains verify shop.example`"
     )
 
 
