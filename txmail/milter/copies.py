@@ -122,7 +122,11 @@ def other_recipients(plan: Plan, kept: str) -> list[str]:
 
 
 def copy_orders(
-    submission: Submission, others: list[str], choice: Tracking, now: int = 0
+    submission: Submission,
+    others: list[str],
+    choice: Tracking,
+    now: int = 0,
+    track_bounces: bool = True,
 ) -> list[CopyOrder]:
     """What each copy must say: tracked as `choice`, except the BCC copy, which never is."""
     plan = submission.plan
@@ -139,6 +143,7 @@ def copy_orders(
             flags=plan.flags,
             tags=tuple(plan.tags),
             made_at=now or int(time.time()),
+            track_bounces=track_bounces,
         )
         params = esmtp_params(submission.recipient_params.get(recipient, []))
         orders.append(CopyOrder(header, _options(params, RCPT_PARAMS)))
