@@ -518,7 +518,8 @@ def _keep_unreadable(
 ) -> str:
     """Keep a mail the parser failed on for `txmail bounces unparsed`, as it came; and when
     the token of its bounce address is valid (checked without parsing the mail) and
-    forwarding.decide() forwards unclassified mail for it, forward it as it came too. Only the token can vouch here: without a valid one nothing is forwarded."""
+    forwarding.decide() forwards unclassified mail for it, forward it as it came too. Only
+    the token can vouch here: without a valid one nothing is forwarded."""
     keys = store.Keys(settings.redis.prefix)
     queue_id = (
         verify_bounce_address(recipient, secrets.accepted(settings, client, "bounce_key_file"))
