@@ -8,9 +8,9 @@ Auto-replies and mail nobody can classify go to the envelope address whatever NO
 nothing goes anywhere for MAIL FROM:<>. Bounce tracking is chosen per sender and per /v1/send
 message.
 
-This module runs its own node whose relay host is the DSN-speaking sink, with Postfix's
-delay_warning_time at one second so a deferred message gets its delay notice at the next
-queue run.
+This module runs its own node whose relay host is the DSN-speaking sink, with
+postfix.delay_warning_time at one second so a deferred message gets its delay notice at the
+next queue run.
 """
 
 from __future__ import annotations
@@ -44,10 +44,7 @@ def dsn_sink() -> Iterator[DsnSink]:
 def node(dsn_sink: DsnSink) -> Iterator[Stack]:
     stack = Stack(relay_port=dsn_sink.port, name="dsn")
     try:
-        stack.start()
-        etc = str(stack.state / "postfix/etc")
-        subprocess.run(["postconf", "-c", etc, "-e", "delay_warning_time=1s"], check=True)
-        subprocess.run(["postfix", "-c", etc, "reload"], check=True, capture_output=True)
+        stack.configure("postfix", delay_warning_time="1s").start()
         yield stack
     finally:
         stack.close()
