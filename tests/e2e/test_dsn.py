@@ -178,6 +178,26 @@ def test_never_asks_remote_servers_for_failures_and_delays_and_tracks_a_later_bo
     assert not [m for m in dsn_sink.find(account.sender) if b"Recipient address rejected" in m.data]
 
 
+def test_never_on_every_copy_of_a_message_to_several_recipients(
+    node: Stack, dsn_sink: DsnSink, account: Account
+) -> None:
+    rcpts = [f"ok{n}-{account.name}@dest.example" for n in (1, 2, 3)]
+    message = simple_message(account.sender, rcpts[0])
+    with contextlib.closing(node.client(login=(account.name, account.password))) as smtp:
+        assert smtp.mail(account.sender)[0] == 250
+        for rcpt in rcpts:
+            assert smtp.rcpt(rcpt, ["NOTIFY=NEVER"])[0] == 250
+        code, text = smtp.data(message)
+        assert code == 250, text
+    queue_id = queue_id_of(text)
+    for rcpt in rcpts:
+        account.wait("delivery", rcpt, queue_id)
+        assert "NOTIFY=FAILURE,DELAY" in dsn_sink.options_for(rcpt)
+    # one queue file, one bounce address, per recipient: two of them are the milter's copies
+    senders = {dsn_sink.find(rcpt)[-1].sender for rcpt in rcpts}
+    assert len(senders) == 3 and all(s.startswith("bounces+") for s in senders)
+
+
 def test_never_still_gets_postfixs_own_failure_notice_to_the_pipe(
     node: Stack, dsn_sink: DsnSink, account: Account
 ) -> None:
