@@ -79,6 +79,7 @@ class Account:
             "webhook_url": self.webhook_url,
             "created_at": self.created_at,
             "settings": self.settings.as_dict(),
+            "trackbounces": dict(sorted(self.sender_track_bounces.items())),
         }
 
 

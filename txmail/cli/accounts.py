@@ -156,6 +156,8 @@ def _print_account(account: Account) -> None:
     for key, value in account.settings.as_dict().items():
         shown = ",".join(value) if isinstance(value, list) else value
         click.echo(f"  {key}: {shown}")
+    for sender, tracked in sorted(account.sender_track_bounces.items()):
+        click.echo(f"  track_bounces for {sender}: {tracked}")
 
 
 @accounts.command("set")

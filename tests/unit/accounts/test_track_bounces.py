@@ -60,3 +60,8 @@ def test_the_account_cache_sees_a_change(accounts: Accounts) -> None:
     accounts.set_sender_track_bounces("acme", "acme.example", False)
     found = cache.find("acme")
     assert found is not None and found.tracks_bounces("x@acme.example") is False
+
+
+def test_accounts_show_lists_them(accounts: Accounts) -> None:
+    accounts.set_sender_track_bounces("acme", "acme.example", False)
+    assert accounts.get("acme").public()["trackbounces"] == {"acme.example": False}
