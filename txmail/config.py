@@ -105,6 +105,13 @@ class PostfixSettings:
         "out one message at a time per destination.",
         "1s",
     )
+    delay_warning_time: str = _doc(
+        "How long a message waits in the queue before Postfix tells the sender it is delayed "
+        "(Postfix time: 4h, 30m; 0: never). The notice goes to the bounce pipe, and to the "
+        "client only when its NOTIFY asked for DELAY. An operator's own Postfix keeps its "
+        "value (`txmail postfix install`).",
+        "4h",
+    )
     smtp_recipient_rate: int = _doc(
         "Recipients one client address may name per minute on "
         "port 25 (Postfix anvil: smtpd_client_recipient_rate_limit), "
@@ -766,6 +773,11 @@ def validate(settings: Settings) -> None:
         raise ConfigError(
             f"postfix.digest_rate_delay = {settings.postfix.digest_rate_delay!r}: "
             "write a Postfix time such as 1s or 2m"
+        )
+    if not re.match(r"^[0-9]+[smhdw]?$", settings.postfix.delay_warning_time):
+        raise ConfigError(
+            f"postfix.delay_warning_time = {settings.postfix.delay_warning_time!r}: "
+            "write a Postfix time such as 4h or 30m (0: no delay notices)"
         )
     if settings.redis.timeout <= 0:
         raise ConfigError("redis.timeout must be a positive number of seconds")

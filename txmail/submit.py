@@ -43,6 +43,11 @@ from dataclasses import dataclass, field
 log = logging.getLogger("txmail.tracker")
 
 QUEUED = re.compile(r"queued as ([0-9A-Za-z]+)")
+# The send API's per-message bounce tracking (`trackbounces`), a header it puts on top of the
+# message; the milter reads it only from the API's listener (milter_macro_daemon_name), where
+# the session is the account's own, and strips it from every message (milter/finish.py).
+API_LISTENER = "txmail-api"
+TRACK_BOUNCES_HEADER = "X-CloudMTA-Track-Bounces"
 STATUS = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+(.*)$", re.S)
 UNAVAILABLE_TEXT = "txmail cannot take the message right now; try again in a few minutes"
 

@@ -32,7 +32,9 @@ DESCRIPTION
     5.  keeps what it cannot read, or cannot match to a message, for `txmail bounces unparsed`
         (keep_for_inspection());
     6.  forwards the bounce to the original envelope sender when the client's NOTIFY asks for
-        it (forward_to_sender(), txmail.bounce_pipe.forward), with a null envelope sender.
+        it, and auto-replies and unclassified mail whatever NOTIFY says (the account's
+        forward_auto_replies can hold them back), with a null envelope sender
+        (forward_to_sender(), txmail.bounce_pipe.forward).
 
     Where: master.cf runs `python -m txmail.bounce_pipe` as the unprivileged settings.user;
     it only hands the mail to the long-running `txmail bounces serve` (handoff.py, server.py),
@@ -44,7 +46,7 @@ EXIT STATUS
     0   done (recorded, kept or forwarded as above; a mail the parser fails on, by an error,
         a timeout or a resource limit, is kept for `txmail bounces unparsed`: retrying it
         would fail the same way until Postfix gave up on it; with a valid token it is
-        forwarded as it came when the client's NOTIFY asks for failures, as step 6 says);
+        forwarded as it came as unclassified mail, as step 6 says);
     75  try again later (EX_TEMPFAIL): Redis is down, DNS did not answer while a complaint's
         signature was verified, no parser worker could start, Postfix would not take a
         forwarded bounce, or anything unexpected went wrong in the recorder. Postfix keeps
@@ -409,7 +411,8 @@ def forward_to_sender(
     forwarder: Forwarder | None,
 ) -> None:
     """The forward step: the mail to the message's envelope sender, with a null envelope
-    sender, when the client's NOTIFY asks for it (forwarding.decide()); its headers only
+    sender, when the client's DSN parameters and the account's forward_auto_replies ask
+    for it (forwarding.decide()); its headers only
     when the client asked for RET=HDRS."""
     why = forwarding.decide(
         record,
@@ -514,9 +517,9 @@ def _keep_unreadable(
     forwarder: Forwarder | None = None,
 ) -> str:
     """Keep a mail the parser failed on for `txmail bounces unparsed`, as it came; and when
-    the token of its bounce address is valid (checked without parsing the mail) and the
-    client's NOTIFY asks for failures (forwarding.decide(), unreadable), forward it as it
-    came too. Only the token can vouch here: without a valid one nothing is forwarded."""
+    the token of its bounce address is valid (checked without parsing the mail) and
+    forwarding.decide() forwards unclassified mail for it, forward it as it came too. Only
+    the token can vouch here: without a valid one nothing is forwarded."""
     keys = store.Keys(settings.redis.prefix)
     queue_id = (
         verify_bounce_address(recipient, secrets.accepted(settings, client, "bounce_key_file"))
@@ -534,8 +537,14 @@ def _keep_unreadable(
     _keep(settings, client, keys, raw, why, sender, recipient, queue_id, now=time.time())
     if record is None:
         return f"kept unparsed: {why}"
+    raw_settings = store.decoded_hash(client.hgetall(keys.account(record.account)))
     because = forwarding.decide(
-        record, {}, auto_reply=False, unreadable=True, forward_auto_replies=False, trusted=True
+        record,
+        {},
+        auto_reply=False,
+        unreadable=True,
+        forward_auto_replies=account_settings.from_fields(raw_settings or {}).forward_auto_replies,
+        trusted=True,
     )
     if not because:
         return f"kept unparsed: {why}"

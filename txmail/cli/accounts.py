@@ -156,6 +156,8 @@ def _print_account(account: Account) -> None:
     for key, value in account.settings.as_dict().items():
         shown = ",".join(value) if isinstance(value, list) else value
         click.echo(f"  {key}: {shown}")
+    for sender, tracked in sorted(account.sender_track_bounces.items()):
+        click.echo(f"  track_bounces for {sender}: {tracked}")
 
 
 @accounts.command("set")
@@ -328,6 +330,52 @@ def login_remove(obj: object, name: str, login_name: str) -> None:
     found = logins.get(name, login_name)
     logins.remove(name, found.login)
     click.echo(f"login {found.login} removed from account {name}")
+
+
+@accounts.group("trackbounces")
+def trackbounces() -> None:
+    """Bounce tracking per sending address or domain (SMTPeter: per sender), beside the
+    account's track_bounces setting. Precedence: the send API's per-message `trackbounces`,
+    then the address, then the domain, then the account."""
+
+
+@trackbounces.command("set")
+@click.argument("name")
+@click.argument("sender", metavar="ADDRESS|DOMAIN")
+@click.argument("value", type=click.Choice(["on", "off"]))
+@click.pass_obj
+def trackbounces_set(obj: object, name: str, sender: str, value: str) -> None:
+    """Turn bounce tracking on or off for mail from one address or domain of account NAME."""
+    _accounts(obj).set_sender_track_bounces(name, sender, value == "on")
+    click.echo(f"{name}: track_bounces for {sender.strip().lower()} = {value == 'on'}")
+
+
+@trackbounces.command("unset")
+@click.argument("name")
+@click.argument("sender", metavar="ADDRESS|DOMAIN")
+@click.pass_obj
+def trackbounces_unset(obj: object, name: str, sender: str) -> None:
+    """Let the account's track_bounces setting apply again to an address or domain."""
+    _accounts(obj).set_sender_track_bounces(name, sender, None)
+    click.echo(f"{name}: track_bounces for {sender.strip().lower()} follows the account")
+
+
+@trackbounces.command("list")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def trackbounces_list(obj: object, name: str, as_json: bool) -> None:
+    """Show the addresses and domains of NAME with their own bounce tracking."""
+    account = _accounts(obj).get(name)
+    entries = dict(sorted(account.sender_track_bounces.items()))
+    if as_json:
+        click.echo(
+            json.dumps({"account": account.settings.track_bounces, "senders": entries}, indent=2)
+        )
+        return
+    click.echo(f"account {name}: track_bounces = {account.settings.track_bounces}")
+    for sender, value in entries.items():
+        click.echo(f"{sender}: track_bounces = {value}")
 
 
 COMMANDS = [accounts]

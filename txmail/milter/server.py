@@ -41,6 +41,7 @@ from txmail.milter.rules import Refusal
 from txmail.milter.rules.size import client_size
 from txmail.milter.submission import Submission, strip_brackets
 from txmail.store.counters import count_message
+from txmail.submit import API_LISTENER
 
 log = logging.getLogger("txmail.milter")
 
@@ -78,6 +79,7 @@ class TxmailMilter(Milter.Base):
         self.account: Account | None = None
         self.keep_body = True
         self.copy = False  # on the copy listener: a copy the milter made (milter/copies.py)
+        self.from_api = False  # on the send API's listener (finish.message_track_bounces)
 
     @property
     def queue_id(self) -> str:
@@ -96,6 +98,7 @@ class TxmailMilter(Milter.Base):
     @internal_errors
     def envfrom(self, mailfrom: str, *params: str) -> int:
         self.submission, self.account, self.keep_body, self.copy = None, None, True, False
+        self.from_api = self.getsymval("{daemon_name}") == API_LISTENER
         login = self.getsymval("{auth_authen}") or None
         trusted = self.context.settings.trusted
         if login is None and trusted.port and self.getsymval("{daemon_name}") == "trusted":
@@ -198,6 +201,8 @@ class TxmailMilter(Milter.Base):
         if submission is None or account is None:
             return Milter.CONTINUE
         submission.queue_id = self.getsymval("i") or submission.queue_id
+        if self.from_api:
+            submission.track_bounces = finish.message_track_bounces(submission)
         outcome = finish.finish(submission, account, self.context)
         if isinstance(outcome, Refusal):
             return self.refuse(
@@ -206,7 +211,7 @@ class TxmailMilter(Milter.Base):
         self.apply(outcome)
         plan = outcome.plan
         log.info(
-            "%s: accept: account=%s from=<%s> nrcpt=%d class=%s size=%d blocked=%d%s%s",
+            "%s: accept: account=%s from=<%s> nrcpt=%d class=%s size=%d blocked=%d%s%s%s",
             submission.queue_id,
             account.name,
             submission.sender,
@@ -216,6 +221,7 @@ class TxmailMilter(Milter.Base):
             len(plan.blocked),
             " signed" if outcome.signatures else "",
             f" copies={len(outcome.record.copies)}" if outcome.record.copies else "",
+            f" notify_widened={len(outcome.added_recipients)}" if outcome.added_recipients else "",
         )
         return Milter.CONTINUE
 
@@ -242,6 +248,8 @@ class TxmailMilter(Milter.Base):
             self.chgheader(edit.name, edit.index, edit.value if edit.value is not None else "")
         for recipient in outcome.removed_recipients:
             self.delrcpt(f"<{recipient}>")
+        for recipient, params in outcome.added_recipients:  # milter/notify.py
+            self.addrcpt(f"<{recipient}>", params)
         for name, value in outcome.route_headers:
             self.addheader(name, value)
         if outcome.return_path:
@@ -272,6 +280,7 @@ def serve(settings: Settings) -> None:
         | Milter.CHGHDRS
         | Milter.CHGFROM
         | Milter.ADDRCPT
+        | Milter.ADDRCPT_PAR
         | Milter.DELRCPT
         | Milter.CHGBODY
     )

@@ -12,8 +12,9 @@ DESCRIPTION
     policyd's limits and every milter rule apply as on the submission port, so a refusal here
     has the same sentence and SMTP codes as there. `envelope` is MAIL FROM (absent: MAIL
     FROM:<>, bounces recorded, never forwarded); `tags` become an X-Mxm-Tag header;
-    `trackbounces` is the account's track_bounces setting, which a single message cannot
-    change, so a value that differs from it is refused with a sentence saying so.
+    `trackbounces` turns bounce tracking on or off for this message alone (absent: the
+    sender address's, the sender domain's or the account's choice); it travels to the milter
+    as an X-CloudMTA-Track-Bounces header that the milter reads on the API's listener only.
     Answers {"message_id": QUEUE_ID}, the id every event and webhook uses.
     What the request itself shows is judged before anything is sent, as SMTP would judge it:
     more recipients than the account's max_recipients (or 1,000) is a 422 naming the limit
@@ -86,7 +87,7 @@ from txmail.stats import check_tag, last_days, read_counts, since_days
 from txmail.store import decoded_entries
 from txmail.store.messages import Messages
 from txmail.store.suppressions import LISTS, Suppressions
-from txmail.submit import Accepted, Envelope, Refused, submit, xtext
+from txmail.submit import TRACK_BOUNCES_HEADER, Accepted, Envelope, Refused, submit, xtext
 from txmail.tracker import idempotency, openapi
 from txmail.tracker.services import SERVICES, Services, error_response
 
@@ -465,16 +466,9 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
         raise too_many_recipients(
             len(envelope.recipients), record.settings.max_recipients, "this account sends to"
         )
-    if trackbounces is not None:
-        if record.settings.track_bounces != trackbounces:
-            state = "on" if record.settings.track_bounces else "off"
-            raise ApiError(
-                422,
-                f"trackbounces is the account's track_bounces setting, which "
-                f"is {state}; leave the field out or ask the operator to change it",
-                501,
-                "5.5.4",
-            )
+    if trackbounces is not None:  # this message's own choice, read by the milter (submit.py)
+        flag = f"{TRACK_BOUNCES_HEADER}: {'true' if trackbounces else 'false'}\r\n"
+        data = flag.encode("ascii") + data
     if key is None:
         answer, _ = await _submit(services, account, envelope, data)
         return answer

@@ -146,7 +146,11 @@ def document() -> dict[str, Any]:
                                 "orcpt": ADDRESS,
                             },
                         },
-                        "trackbounces": {"type": "boolean"},
+                        "trackbounces": {
+                            "type": "boolean",
+                            "description": "Bounce tracking for this message alone (absent: "
+                            "the sender address's, the sender domain's or the account's).",
+                        },
                         "tags": {
                             "type": "array",
                             "maxItems": tags.MAX_TAGS,
