@@ -16,8 +16,11 @@ reads that hash at each scrape and renders `_bucket{le=...}`, `_sum` and `_count
 Fields of the hash: "NAME|LABELS|BOUND" (observations at most BOUND seconds and above the
 bound before it: not cumulative, so a changed bucket list never breaks a series),
 "NAME|LABELS|inf" (above the last bound) and "NAME|LABELS|sum"; LABELS is the label values
-joined by ",". Label values are fixed words (an event kind, an outcome), never an account or a
-tag, so the hash stays a few hundred fields at most.
+joined by ",". "seen|COMPONENT" (milter, policyd, webhooks) is the Unix time of the process's
+last flush, written at least every 10 seconds even when it observed nothing: /metrics'
+txmail_component_last_seen_timestamp_seconds, so an alert sees a component that stopped.
+Label values are fixed words (an event kind, an outcome), never an account or a tag, so the
+hash stays a few hundred fields at most.
 
 A flush that fails (Redis down) keeps what it took for the next one; a process killed with -9
 loses at most one second of observations. The hash expires 30 days after its last write, so a
@@ -45,6 +48,7 @@ log = logging.getLogger("txmail.histograms")
 
 KEEP_SECONDS = 30 * 86400  # a gone node's hash lapses after this long without a write
 FLUSH_SECONDS = 1.0
+HEARTBEAT_SECONDS = 10.0  # an idle process still writes "seen|COMPONENT" this often
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ WEBHOOK_EVENT_DELAY = Histogram(
     'kind="bounce" is the bounce-to-webhook latency',
     (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0),
     ("kind",),
-    "kind: an event kind (events.KINDS)",
+    "kind: an event kind, or other",
 )
 HISTOGRAMS = (MILTER_END_OF_MESSAGE, POLICY_DECISION, WEBHOOK_POST, WEBHOOK_EVENT_DELAY)
 
@@ -102,7 +106,9 @@ def bound_field(bound: float) -> str:
 class Observations:
     """Observations of this process not yet added to Redis."""
 
-    def __init__(self, clock: Any = time.monotonic) -> None:
+    def __init__(self, component: str = "", clock: Any = time.monotonic) -> None:
+        self.component = component
+        self._last_seen = -1e18
         self._lock = threading.Lock()
         self._counts: collections.Counter[str] = collections.Counter()
         self._sums: collections.defaultdict[str, float] = collections.defaultdict(float)
@@ -117,6 +123,19 @@ class Observations:
         with self._lock:
             self._counts[f"{series}|{bucket}"] += 1
             self._sums[f"{series}|sum"] += seconds
+
+    def beat_due(self) -> bool:
+        """True when "seen|COMPONENT" is due (every HEARTBEAT_SECONDS); the caller writes it."""
+        if not self.component:
+            return False
+        now = self._clock()
+        if now - self._last_seen < HEARTBEAT_SECONDS:
+            return False
+        self._last_seen = now
+        return True
+
+    def beat_failed(self) -> None:
+        self._last_seen = -1e18  # try again at the next flush
 
     def take(self) -> tuple[dict[str, int], dict[str, float]]:
         with self._lock:
@@ -139,29 +158,34 @@ class Observations:
         self._last_flush = now
         return True
 
-    def flush(self, client: Any, key: str, pipe: Any = None) -> None:
-        """Add what was observed to `key`: in `pipe` when given (the caller executes it and
-        calls put_back on failure; see flush_async), else in a pipeline of its own."""
+    def flush(self, client: Any, key: str) -> None:
+        """Add what was observed, and the heartbeat when due, to `key` in one pipeline."""
         counts, sums = self.take()
-        if not counts:
+        beat = self.beat_due()
+        if not counts and not beat:
             return
-        own = pipe is None
-        pipe = client.pipeline(transaction=False) if own else pipe
-        write(pipe, key, counts, sums)
-        if not own:
-            return
+        pipe = client.pipeline(transaction=False)
+        write(pipe, key, counts, sums, self.component if beat else "")
         try:
             pipe.execute()
         except (redis.RedisError, TemporaryFailure) as exc:
             log.debug("cannot write the latency histograms yet: %s", exc)
             self.put_back(counts, sums)
+            if beat:
+                self.beat_failed()
 
 
-def write(pipe: Any, key: str, counts: dict[str, int], sums: dict[str, float]) -> None:
+def write(
+    pipe: Any, key: str, counts: dict[str, int], sums: dict[str, float], seen: str = ""
+) -> None:
+    """Queue the HINCRBYs of `counts` and `sums` (and "seen|SEEN", the heartbeat of component
+    SEEN, when given) on `pipe`."""
     for name, count in counts.items():
         pipe.hincrby(key, name, count)
     for name, total in sums.items():
         pipe.hincrbyfloat(key, name, total)
+    if seen:
+        pipe.hset(key, f"seen|{seen}", repr(time.time()))
     pipe.expire(key, KEEP_SECONDS)
 
 

@@ -287,7 +287,7 @@ def serve(settings: Settings) -> None:
     )
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     socket_path.unlink(missing_ok=True)
-    observations = Observations()
+    observations = Observations("milter")
     if context.client is not None:
         flush_every(observations, context.client, context.keys.node_histograms(node_name(settings)))
     Milter.factory = lambda: TxmailMilter(context, observations)

@@ -73,7 +73,7 @@ class PolicyServer:
         self.rooms: dict[str, decide.Room] = {}  # by account: what its last check left free
         self.decisions: collections.Counter[str] = collections.Counter()  # by verb, not yet
         # added to PREFIX stats:policy (flush_decisions)
-        self.observations = histograms.Observations()  # decision times, flushed with them
+        self.observations = histograms.Observations("policyd")  # decision times, flushed with them
         self.histogram_key = keys.node_histograms(histograms.node_name(settings))
         self.scripts = scripts_for(settings, client)
         self.check_script = scripts.get(client, "policy_check")
@@ -296,19 +296,23 @@ class PolicyServer:
         -9 loses at most one interval of them."""
         counts, self.decisions = self.decisions, collections.Counter()
         times, sums = self.observations.take()
-        if not counts and not times:
+        beat = self.observations.beat_due()
+        if not counts and not times and not beat:
             return
         try:
             pipe = self.client.pipeline(transaction=False)
             for verb, count in counts.items():
                 pipe.hincrby(self.keys.policy_stats, verb, count)
-            if times:
-                histograms.write(pipe, self.histogram_key, times, sums)
+            if times or beat:
+                seen = self.observations.component if beat else ""
+                histograms.write(pipe, self.histogram_key, times, sums, seen)
             await pipe.execute()
         except redis.RedisError as exc:
             log.debug("cannot write the decision counts yet: %s", exc)
             self.decisions.update(counts)
             self.observations.put_back(times, sums)
+            if beat:
+                self.observations.beat_failed()
 
     async def count_decisions(self) -> None:
         while True:

@@ -53,7 +53,7 @@ log = logging.getLogger("txmail.tracker")
 QUEUES = ("incoming", "active", "deferred", "hold", "maildrop")
 NODE = "node"  # the `scope` of a series about this node alone: sum across nodes
 INSTALLATION = "installation"  # the same on every node (shared Redis): never sum
-CHECKS = ("bounce", "complaint")  # reputation checks (accounts/reputation.py), by Judgement.key
+COMPONENTS = ("milter", "policyd", "webhooks")  # processes that report a heartbeat
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,14 @@ BUILD = Metric(
     "one series",
 )
 UP = Metric("txmail_up", "gauge", "1 when Redis answered this node's scrape, else 0", (), NODE)
+SEEN = Metric(
+    "txmail_component_last_seen_timestamp_seconds",
+    "gauge",
+    "Unix time this node's component last reported to Redis (at least every 10 s while it runs)",
+    ("component",),
+    NODE,
+    "component: milter, policyd, webhooks",
+)
 QUEUE = Metric(
     "txmail_postfix_queue_messages",
     "gauge",
@@ -113,7 +121,7 @@ REFUSED = Metric(
     "Messages the milters of every node refused, by reply",
     ("code", "status"),
     INSTALLATION,
-    "code: the SMTP reply code; status: the RFC 3463 status (only the milter's own replies)",
+    "the milter's own SMTP reply code and RFC 3463 status",
 )
 POLICY = Metric(
     "txmail_policy_decisions",
@@ -129,7 +137,7 @@ EVENTS = Metric(
     "Events recorded for the account since it began, by kind",
     ("account", "kind"),
     INSTALLATION,
-    "one per account and kind (events.KINDS)",
+    "one per account and event kind",
 )
 EVENTS_TODAY = Metric(
     "txmail_events_today",
@@ -222,6 +230,7 @@ WARMUP_SENT = Metric(
 METRICS = (
     BUILD,
     UP,
+    SEEN,
     QUEUE,
     DROPPED,
     ACCEPTED,
@@ -342,6 +351,13 @@ class RedisCollector(Collector):
         yield accepted
         yield refused
         yield policy
+        seen = SEEN.family()
+        for component in COMPONENTS:
+            try:
+                seen.add_metric([component, NODE], float(latencies[f"seen|{component}"]))
+            except (KeyError, ValueError):
+                continue
+        yield seen
         yield from self._histograms(latencies)
         yield from self._accounts()
 

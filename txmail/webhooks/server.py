@@ -49,7 +49,7 @@ def build(settings: Settings, client: Client, executor: Any = None) -> Dispatche
         requests_transport(),
         stream_max=settings.events.stream_max,
         executor=executor,
-        observations=Observations(),
+        observations=Observations("webhooks"),
         histogram_key=Keys(settings.redis.prefix).node_histograms(node_name(settings)),
     )
 
