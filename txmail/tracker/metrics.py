@@ -302,6 +302,23 @@ def _stream_seconds(entry_id: str) -> float:
     return int(str(entry_id).split("-", 1)[0]) / 1000.0
 
 
+def histogram_families(fields: dict[str, str]) -> Iterator[Any]:
+    """The histograms of txmail/histograms.py from a node's hash (HGETALL, decoded)."""
+    for histogram in histograms.HISTOGRAMS:
+        family = HistogramMetricFamily(
+            histogram.name,
+            histogram.help,
+            labels=[*histogram.labels, "scope"],
+        )
+        for series in histograms.series_of(histogram, fields):
+            family.add_metric(
+                [*series.labels, NODE],
+                [(floatToGoString(bound), count) for bound, count in series.buckets],
+                series.total,
+            )
+        yield family
+
+
 class RedisCollector(Collector):
     """Builds every metric from Redis (and the spool) when Prometheus scrapes."""
 
@@ -358,23 +375,8 @@ class RedisCollector(Collector):
             except (KeyError, ValueError):
                 continue
         yield seen
-        yield from self._histograms(latencies)
+        yield from histogram_families(latencies)
         yield from self._accounts()
-
-    def _histograms(self, fields: dict[str, str]) -> Iterator[Any]:
-        for histogram in histograms.HISTOGRAMS:
-            family = HistogramMetricFamily(
-                histogram.name,
-                histogram.help,
-                labels=[*histogram.labels, "scope"],
-            )
-            for series in histograms.series_of(histogram, fields):
-                family.add_metric(
-                    [*series.labels, NODE],
-                    [(floatToGoString(bound), count) for bound, count in series.buckets],
-                    series.total,
-                )
-            yield family
 
     def _accounts(self) -> Iterator[Any]:
         client, keys, settings = self.services.client, self.services.keys, self.services.settings
