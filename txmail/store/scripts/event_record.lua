@@ -7,6 +7,8 @@
 --                                                  tags with counters of their own, how many
 -- KEYS[4]  PREFIX {ACCOUNT}:message:QID:events  list  the message's events as JSON (TTL)
 -- KEYS[5]  PREFIX {ACCOUNT}:message:QID   hash    the message record (only its TTL is read)
+-- KEYS[6]  PREFIX {ACCOUNT}:counts:all    hash    KIND -> count since the account began (no
+--                                                  TTL): /metrics' txmail_events_total
 -- ARGV[1]  field, "KIND:recipient" ("untrusted:KIND:recipient" for an untrusted event)
 -- ARGV[2]  the event id
 -- ARGV[3]  the event as JSON
@@ -57,6 +59,11 @@ end
 
 local kind = ARGV[7]
 redis.call('HINCRBY', KEYS[3], kind, 1)
+
+-- all-time count by kind, monotonic (the day's hash above expires): txmail_events_total
+if KEYS[6] then
+  redis.call('HINCRBY', KEYS[6], kind, 1)
+end
 
 -- per tag and kind, within the day's cap of distinct tags (the same block as tags_count.lua)
 local tags_cap = tonumber(ARGV[#ARGV])
