@@ -213,7 +213,7 @@ def test_cli_add_list_export_import_remove(redis_server: RedisServer, tmp_path: 
         ("unsubscribe", "left@example.net"),
     }
     exported = txmail("export", "--account", "acme", "--list", "bounce")
-    assert txmail("remove", "--account", "acme", "--list", "bounce", "gone@example.net").startswith(
+    assert txmail("remove", "--yes", "--account", "acme", "--list", "bounce", "gone@example.net").startswith(
         "removed"
     )
     assert "imported 1 entries" in txmail("import", "--account", "acme", input=exported)
