@@ -379,9 +379,7 @@ def remove(obj: object, domain: str, keep_keys: bool, yes: bool) -> None:
     (asks first, unless --yes)."""
     store_ = _domains(_settings(obj))
     found = store_.get(domain)  # NotFound before asking about a domain that is not there
-    confirm(
-        yes, f"remove domain {found.name} of account {found.account} with its DKIM keys"
-    )
+    confirm(yes, f"remove domain {found.name} of account {found.account} with its DKIM keys")
     record = store_.remove(domain)
     if not keep_keys:
         _delete_key_files((*record.dkim, *record.dkim_next))

@@ -283,7 +283,9 @@ def _records(path: Path) -> Iterator[dict[str, Any]]:
                 try:
                     record = json.loads(raw_line)
                 except ValueError:
-                    raise UsageError(f"{path}: line {number} is not JSON: not a txmail backup")
+                    raise UsageError(
+                        f"{path}: line {number} is not JSON: not a txmail backup"
+                    ) from None
                 if not isinstance(record, dict):
                     raise UsageError(f"{path}: line {number} is not a record of a txmail backup")
                 yield record

@@ -14,7 +14,7 @@ pointer) are only ever used one key per command.
     PREFIX secret:NAME               hash    the installation's HMAC key NAME (bounce, tracking,
                                              webhook): current, previous, rotated_at
     PREFIX return-paths              hash    return-path domain -> sending domain (Postfix relays)
-    PREFIX schema                    string  the version of this layout of keys (txmail/store/schema.py)
+    PREFIX schema                    string  the version of this layout of keys (store/schema.py)
     PREFIX {ACCOUNT}:account         hash    the account's settings and state
     PREFIX {ACCOUNT}:message:QID     hash    one accepted message (TTL)
     PREFIX {ACCOUNT}:usage:m:N       hash    policyd: messages (m), recipients (r), bytes (b)
