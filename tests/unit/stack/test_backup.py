@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.cluster
 from click.testing import CliRunner
 
 from txmail import config as config_mod
@@ -181,3 +182,39 @@ def test_restore_cli_asks_before_force_and_the_backup_cli_writes_0600(
     refused = CliRunner().invoke(main, [*args, "--force"])
     assert refused.exit_code == 2 and "add --yes" in refused.output
     assert CliRunner().invoke(main, [*args, "--force", "--yes"]).exit_code == 0
+
+
+def test_a_redis_cluster_is_backed_up_from_every_master_and_restored(tmp_path: Path) -> None:
+    from txmail_testing.harness import RedisCluster
+
+    cluster = RedisCluster().start()
+    try:
+        prefix = f"bk-{uuid.uuid4().hex[:6]}:"
+        settings, config_file = _node(tmp_path / "old", cluster.url, prefix)
+        settings = dataclasses.replace(
+            settings, redis=dataclasses.replace(settings.redis, cluster=True)
+        )
+        config_file.write_text(config_mod.to_toml(settings))
+        client = redis.cluster.RedisCluster.from_url(cluster.url, decode_responses=True)
+        try:
+            names = [f"{prefix}{{a{n}}}:account" for n in range(30)]  # spread over the slots
+            for name in names:
+                client.hset(name, "n", name)
+            client.set(f"{prefix}queue:Q", "a1", px=60_000)
+            assert len({client.keyslot(name) for name in names}) > 1
+            target = tmp_path / "cluster.txbk"
+            written = backup.backup(settings, config_file, target)
+            assert written.keys == 31
+            for key in client.scan_iter(match=f"{prefix}*"):
+                client.delete(key)
+            restored = backup.restore(target, state_dir=tmp_path / "new")
+            assert restored.keys == 31
+            assert sorted(client.scan_iter(match=f"{prefix}*")) == sorted(
+                [*names, f"{prefix}queue:Q"]
+            )
+            assert client.hget(names[7], "n") == names[7]
+            assert 0 < client.pttl(f"{prefix}queue:Q") <= 60_000
+        finally:
+            client.close()
+    finally:
+        cluster.close()
