@@ -60,7 +60,7 @@ import txmail
 from txmail import config as config_mod
 from txmail import store
 from txmail.config import Settings
-from txmail.errors import Conflict, TxmailError, UsageError
+from txmail.errors import ConfigError, Conflict, TxmailError, UsageError
 from txmail.store import schema, scripts, secrets
 
 FORMAT = "txmail-backup"
@@ -314,7 +314,7 @@ def read_header(path: Path) -> dict[str, Any]:
             f"{path} holds data of schema {header['schema']}, newer than this txmail knows "
             f"(schema {schema.CURRENT}): restore it with txmail {header.get('txmail')} or newer"
         )
-    files = keys = 0
+    files = keys = configs = 0
     end = None
     for record in records:
         if end is not None:
@@ -325,10 +325,15 @@ def read_header(path: Path) -> dict[str, Any]:
             keys += 1
         elif "file" in record:
             files += 1
+            configs += bool(record.get("config"))
         else:
             raise UsageError(f"{path}: a line of no known kind: not a txmail backup as written")
     if end is None or end.get("keys") != keys or end.get("files") != files:
         raise UsageError(f"{path} is cut short (no end line, or too few lines): use another copy")
+    if configs != 1:
+        raise UsageError(
+            f"{path} holds {configs} configuration files, not one: not a txmail backup"
+        )
     return header
 
 
@@ -360,7 +365,11 @@ def restore(
     with tempfile.TemporaryDirectory() as scratch:
         probe = Path(scratch) / "txmail.toml"
         probe.write_bytes(config_bytes)
-        settings = config_mod.load(probe)
+        try:
+            settings = config_mod.load(probe)
+        except ConfigError as exc:
+            shown = str(exc).removeprefix(f"{probe}: ")
+            raise UsageError(f"{path}: its configuration cannot be used: {shown}") from None
     moved = {"state_dir": str(state)} if settings.state_path.resolve() != state else {}
     if redis_url is not None and redis_url != settings.redis.url:
         moved["redis"] = dataclasses.replace(settings.redis, url=redis_url)  # type: ignore[assignment]
