@@ -11,6 +11,7 @@ import click
 from txmail import store
 from txmail.accounts import settings as account_settings
 from txmail.accounts.records import Account, Accounts, Logins, generate_password
+from txmail.cli.confirm import confirm, yes_option
 from txmail.errors import UsageError
 
 
@@ -227,10 +228,14 @@ def resume(obj: object, name: str) -> None:
 
 @accounts.command("remove")
 @click.argument("name")
+@yes_option
 @click.pass_obj
-def remove(obj: object, name: str) -> None:
-    """Delete NAME and release its domains and logins."""
-    _accounts(obj).remove(name)
+def remove(obj: object, name: str, yes: bool) -> None:
+    """Delete NAME and release its domains and logins (asks first, unless --yes)."""
+    store_accounts = _accounts(obj)
+    store_accounts.get(name)  # NotFound before asking about an account that is not there
+    confirm(yes, f"remove account {name} with its logins, and release its domains")
+    store_accounts.remove(name)
     click.echo(f"account {name} removed")
 
 
@@ -238,10 +243,15 @@ def remove(obj: object, name: str) -> None:
 @click.argument("name")
 @click.option("--list", "list_keys", is_flag=True, help="List the key ids of NAME instead.")
 @click.option(
-    "--revoke", "revoke_id", metavar="ID", default="", help="Revoke the key with this id instead."
+    "--revoke",
+    "revoke_id",
+    metavar="ID",
+    default="",
+    help="Revoke the key with this id instead (asks first, unless --yes).",
 )
+@yes_option
 @click.pass_obj
-def apikey(obj: object, name: str, list_keys: bool, revoke_id: str) -> None:
+def apikey(obj: object, name: str, list_keys: bool, revoke_id: str, yes: bool) -> None:
     """Create an HTTP API key for NAME (printed once; only its hash is kept)."""
     from txmail.accounts.records import ApiKeys
 
@@ -253,6 +263,9 @@ def apikey(obj: object, name: str, list_keys: bool, revoke_id: str) -> None:
             click.echo(f"{row['id']}  created {created}")
         return
     if revoke_id:
+        if revoke_id not in {row["id"] for row in api_keys.list(name)}:
+            raise UsageError(f"account {name} has no API key {revoke_id!r} (see --list)")
+        confirm(yes, f"revoke API key {revoke_id} of {name}: clients using it are refused")
         if not api_keys.revoke(name, revoke_id):
             raise UsageError(f"account {name} has no API key {revoke_id!r} (see --list)")
         click.echo(f"API key {revoke_id} of {name} revoked")
@@ -323,11 +336,14 @@ def login_passwd(
 @login.command("remove")
 @click.argument("name")
 @click.argument("login_name", metavar="LOGIN")
+@yes_option
 @click.pass_obj
-def login_remove(obj: object, name: str, login_name: str) -> None:
-    """Remove LOGIN from account NAME: clients using it can no longer log in."""
+def login_remove(obj: object, name: str, login_name: str, yes: bool) -> None:
+    """Remove LOGIN from account NAME: clients using it can no longer log in (asks first,
+    unless --yes)."""
     logins = _logins(obj)
     found = logins.get(name, login_name)
+    confirm(yes, f"remove login {found.login} of account {name}")
     logins.remove(name, found.login)
     click.echo(f"login {found.login} removed from account {name}")
 

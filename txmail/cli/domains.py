@@ -24,6 +24,7 @@ import click
 from txmail import dnscheck, store
 from txmail.accounts.domains import RSA, DkimKey, Domain, Domains, default_return_path
 from txmail.accounts.records import check_domain
+from txmail.cli.confirm import confirm, yes_option
 from txmail.config import Settings
 from txmail.errors import Conflict, UsageError
 from txmail.milter import dkim
@@ -406,10 +407,15 @@ def rotate_key(
 @domains.command("remove")
 @click.argument("domain")
 @click.option("--keep-keys", is_flag=True, help="Leave the key files on disk.")
+@yes_option
 @click.pass_obj
-def remove(obj: object, domain: str, keep_keys: bool) -> None:
-    """Stop sending as DOMAIN: forget its record and keys and take it from its account."""
-    record = _domains(_settings(obj)).remove(domain)
+def remove(obj: object, domain: str, keep_keys: bool, yes: bool) -> None:
+    """Stop sending as DOMAIN: forget its record and keys and take it from its account
+    (asks first, unless --yes)."""
+    store_ = _domains(_settings(obj))
+    found = store_.get(domain)  # NotFound before asking about a domain that is not there
+    confirm(yes, f"remove domain {found.name} of account {found.account} with its DKIM keys")
+    record = store_.remove(domain)
     if not keep_keys:
         _delete_key_files((*record.dkim, *record.dkim_next))
     click.echo(f"domain {record.name} removed from account {record.account}")

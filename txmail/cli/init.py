@@ -12,7 +12,7 @@ from txmail import store
 from txmail.errors import StoreUnavailable, UsageError
 from txmail.files import write_private, write_secret
 from txmail.stack import tls
-from txmail.store import secrets
+from txmail.store import schema, secrets
 
 
 @click.command("init")
@@ -125,6 +125,7 @@ def _join(settings: config_mod.Settings) -> None:
     client = store.connect(settings)
     try:
         secrets.cache_keys(settings, client)
+        schema.ensure(client, store.Keys(settings.redis.prefix))
     except StoreUnavailable as exc:
         click.echo(
             f"txmail: {exc}; no key file was written: this node fetches the installation's "

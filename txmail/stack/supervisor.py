@@ -7,6 +7,8 @@ Order: Redis (unless redis.url is set), rspamd (when spam.enabled: stack/rspamd.
 passwd-file sync, Dovecot, the milter, the return-path socketmap, the policy daemon, the
 maillog follower, the webhooks dispatcher, the tracker, the capture server (--dev) and finally
 Postfix, so Postfix never accepts mail before its helpers listen.
+Nothing but Redis starts on data of another schema version than this
+code's (store/schema.py): `up` writes it when absent and stops with a sentence otherwise.
 Prints `txmail ready: ...` once every component accepts connections. A component that dies is
 logged and restarted with a growing delay. SIGINT/SIGTERM stop everything in reverse order and
 remove the sockets, so nothing is left behind.
@@ -489,6 +491,8 @@ class Supervisor:
         self.stopping = False
         self.next_start: dict[str, float] = {}
         self.backoff: dict[str, float] = {}
+        # component name -> a check to run once it is ready (before the next one starts)
+        self.after_ready: dict[str, Callable[[], None]] = {}
 
     def request_stop(self, signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum)
@@ -501,6 +505,8 @@ class Supervisor:
             log.info("starting %s", component.name)
             component.start()
             self.wait_ready(component)
+            if not self.stopping and component.name in self.after_ready:
+                self.after_ready[component.name]()
 
     def wait_ready(self, component: Component) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -554,6 +560,20 @@ class Supervisor:
                 log.error("stopping %s: %s", component.name, exc)
 
 
+def check_schema(settings: Settings) -> None:
+    """Write the schema version when absent; ConfigError (stop) when this code cannot run on
+    the data's. A Redis that does not answer is logged: the daemons wait for it as ever."""
+    from txmail.store import schema
+
+    client = store.connect(settings)
+    try:
+        schema.ensure(client, store.Keys(settings.redis.prefix))
+    except StoreUnavailable as exc:
+        log.warning("schema version not checked: %s", exc)
+    finally:
+        client.close()
+
+
 def cleanup_sockets(settings: Settings) -> None:
     run = settings.state_path / "run"
     for path in (
@@ -592,6 +612,10 @@ def up(
             )
         components = [c for c in components if c.name in only]
     supervisor = Supervisor(components)
+    if any(c.name == "redis" for c in components):  # the private Redis: once it answers
+        supervisor.after_ready["redis"] = lambda: check_schema(settings)
+    else:
+        check_schema(settings)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     try:

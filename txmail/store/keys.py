@@ -14,6 +14,7 @@ pointer) are only ever used one key per command.
     PREFIX secret:NAME               hash    the installation's HMAC key NAME (bounce, tracking,
                                              webhook): current, previous, rotated_at
     PREFIX return-paths              hash    return-path domain -> sending domain (Postfix relays)
+    PREFIX schema                    string  the version of this layout of keys (store/schema.py)
     PREFIX {ACCOUNT}:account         hash    the account's settings and state
     PREFIX {ACCOUNT}:message:QID     hash    one accepted message (TTL)
     PREFIX {ACCOUNT}:usage:m:N       hash    policyd: messages (m), recipients (r), bytes (b)
@@ -123,6 +124,11 @@ class Keys:
 
     def domain(self, domain: str) -> str:
         return f"{self.prefix}domain:{domain}"
+
+    @property
+    def schema(self) -> str:
+        """The version of the layout of keys the data under this prefix has."""
+        return f"{self.prefix}schema"
 
     @property
     def return_paths(self) -> str:

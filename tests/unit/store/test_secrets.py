@@ -259,7 +259,7 @@ def test_secrets_rotate_revoke_is_not_held_back_by_the_last_rotation(
     assert CliRunner().invoke(cli, run).exit_code == 0
     refused = CliRunner().invoke(cli, run)
     assert refused.exit_code != 0 and "--revoke" in refused.output
-    done = CliRunner().invoke(cli, [*run, "--revoke"])
+    done = CliRunner().invoke(cli, [*run, "--revoke", "--yes"])
     assert done.exit_code == 0, done.output
     assert "tracking links signed before are now refused" in done.output
     ring = secrets.SharedSecrets(client, keys).ring("tracking_key_file")
