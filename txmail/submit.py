@@ -123,8 +123,12 @@ class UnixSMTP(smtplib.SMTP):
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        sock.connect(self._path)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
         return sock
 
 
