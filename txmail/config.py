@@ -345,7 +345,7 @@ class EventsSettings:
     )
     tags_per_day: int = _doc(
         "Distinct tags counted per account and UTC day; the day's further tags are "
-        'counted together as "(other)" (txmail/stats.py).',
+        'counted together as "(other, folded)" (txmail/stats.py).',
         100,
     )
 
@@ -509,7 +509,8 @@ class TrackerSettings:
         5.0,
     )
     api_timeout: float = _doc(
-        "Seconds the HTTP send API waits for Postfix to accept a message before it answers 451.",
+        "Seconds the HTTP send API waits for each step of Postfix's answer (the whole "
+        "dialogue of one send: 3 times this) before it answers 451.",
         60.0,
     )
     api_large_sends: int = _doc(

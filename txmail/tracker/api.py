@@ -24,10 +24,18 @@ DESCRIPTION
     With an Idempotency-Key header (1 to 255 visible ASCII characters) the same key within
     24 hours gets the first answer, status and body (header Idempotent-Replayed: true), and
     nothing is sent again; a request while the first is still being sent gets 409 (ask again
-    in a few seconds); the same key with a different body (another SHA-256) is a 422. Only
+    in a few seconds); the same key with a different body (another SHA-256) is a 422. The
+    header is judged before the body is read (a malformed one is a 400 at once). Only
     Postfix's final answers are kept (queued, or refused for good): bad input, a limit of the
     request or a temporary refusal leaves the key free for the corrected request or the
     retry (txmail/tracker/idempotency.py).
+
+    OUTCOME UNKNOWN: when the whole message was sent to Postfix but its answer never came
+    (a timeout, a closed connection) or named no queue id (txmail/submit.py Unknown), the
+    message may be queued. The answer is 503 (451 4.3.0, "outcome": "unknown", no
+    Retry-After) saying so, and it is kept for the Idempotency-Key like a final one: a retry
+    with the key gets it again and never sends a second copy. Look for the message in GET
+    /v1/events (by recipient, or `tag`) before sending it again, under a new key.
 
     GET /v1/messages/{id}   the message record and its events, from the message's own list
                             (txmail/events.py), so found whatever their age while the record
@@ -39,8 +47,8 @@ DESCRIPTION
     GET|POST|DELETE /v1/suppressions   the account's bounce and unsubscribe lists.
     GET /v1/stats           counts of accepted messages and events per UTC day and kind,
                             and per tag; `tag` for one tag's alone, `days` (1-90, default
-                            7) or `since` (YYYY-MM-DD, within events.counter_days) for the
-                            days (txmail/stats.py).
+                            7) or `since` (YYYY-MM-DD, at most MAX_ANSWER_DAYS = 90 days
+                            back, today included) for the days (txmail/stats.py).
     GET /v1/openapi.json    the OpenAPI 3.0 document of all of this (txmail/tracker/openapi.py).
 
 LIMITS
@@ -83,11 +91,19 @@ from txmail import tags as tag_limits
 from txmail.accounts.records import Accounts, ApiKeys
 from txmail.errors import TemporaryFailure, UsageError
 from txmail.events import KINDS, Event, message_events
-from txmail.stats import check_tag, last_days, read_counts, since_days
+from txmail.stats import MAX_ANSWER_DAYS, check_tag, last_days, read_counts, since_days
 from txmail.store import decoded_entries
 from txmail.store.messages import Messages
 from txmail.store.suppressions import LISTS, Suppressions
-from txmail.submit import TRACK_BOUNCES_HEADER, Accepted, Envelope, Refused, submit, xtext
+from txmail.submit import (
+    TRACK_BOUNCES_HEADER,
+    Accepted,
+    Envelope,
+    Refused,
+    Unknown,
+    submit,
+    xtext,
+)
 from txmail.tracker import idempotency, openapi
 from txmail.tracker.services import SERVICES, Services, error_response
 
@@ -127,6 +143,11 @@ SEND_FIELDS_ROOM = (
 )
 UNAVAILABLE = (
     "txmail cannot answer right now because its store is unavailable; try again in a few minutes"
+)
+OUTCOME_UNKNOWN = (
+    "The message was handed to Postfix but its answer was lost, so it may have been queued and "
+    "sent: look for it in GET /v1/events before sending it again, and send it again only under "
+    "a new Idempotency-Key (this key keeps this answer)"
 )
 
 
@@ -427,6 +448,10 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
             535,
             "5.7.8",
         )
+    try:
+        key = idempotency.parse_key(request.headers.get("Idempotency-Key"))
+    except ValueError as exc:
+        raise bad(str(exc)) from None
     max_size = min(record.settings.max_message_size, services.settings.postfix.message_size_limit)
     declared = request.content_length
     large = declared is None or declared > LARGE_BODY
@@ -453,10 +478,6 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
             451,
             "4.4.2",
         ) from None
-    try:
-        key = idempotency.parse_key(request.headers.get("Idempotency-Key"))
-    except ValueError as exc:
-        raise bad(str(exc)) from None
     request_hash = "" if key is None else await asyncio.to_thread(idempotency.body_hash, raw)
     body = _json_of(raw)
     del raw
@@ -486,20 +507,24 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
     )
     if held is not None:
         return replay(key, request_hash, held)
-    try:
-        answer, final = await _submit(services, account, envelope, data)
-    except Exception:
-        await asyncio.to_thread(_settle, services, account, key, marker, request_hash, None)
-        raise
+    # Anything but an answer (a bug, a cancelled request) leaves the marker to lapse: the
+    # message may have been sent, so the key is not freed for a retry at once.
+    answer, final = await _submit(services, account, envelope, data)
     kept = (answer.status, answer.text or "") if final else None
     await asyncio.to_thread(_settle, services, account, key, marker, request_hash, kept)
     return answer
 
 
+def send_seconds(services: Services) -> float:
+    """The deadline of the whole SMTP dialogue of one send (submit()'s `total`): every step
+    also waits at most api_timeout, however many recipients."""
+    return 3 * services.settings.tracker.api_timeout
+
+
 def pending_seconds(services: Services) -> int:
-    """How long a claimed Idempotency-Key waits for its answer before it lapses: the longest a
-    send can take (each step of the SMTP dialogue may take api_timeout), with room."""
-    return int(max(300, 4 * services.settings.tracker.api_timeout))
+    """How long a claimed Idempotency-Key waits for its answer before it lapses: longer than
+    a send can take (send_seconds()), with room for Redis and the thread pool."""
+    return int(max(300, send_seconds(services) + services.settings.tracker.api_timeout))
 
 
 def replay(key: str, request_hash: str, held: idempotency.Held) -> web.Response:
@@ -555,11 +580,35 @@ def _settle(
 async def _submit(
     services: Services, account: str, envelope: Envelope, data: bytes
 ) -> tuple[web.Response, bool]:
-    """Postfix's answer to the message as the API gives it; True when it is final (queued,
-    or refused for good), so an Idempotency-Key keeps it."""
+    """Postfix's answer to the message as the API gives it; True when an Idempotency-Key
+    keeps it: it is final (queued, or refused for good) or the outcome is unknown (the key
+    must never send the message a second time)."""
     outcome = await asyncio.to_thread(
-        submit, api_socket(services), account, envelope, data, services.settings.tracker.api_timeout
+        submit,
+        api_socket(services),
+        account,
+        envelope,
+        data,
+        services.settings.tracker.api_timeout,
+        send_seconds(services),
     )
+    if isinstance(outcome, Unknown):
+        log.warning(
+            "api: account=%s from=<%s> nrcpt=%d: outcome unknown (%s)",
+            account,
+            envelope.sender,
+            len(envelope.recipients),
+            outcome.reason,
+        )
+        body = {
+            "error": {
+                "message": OUTCOME_UNKNOWN,
+                "smtp_code": 451,
+                "status": "4.3.0",
+                "outcome": "unknown",
+            }
+        }
+        return web.json_response(body, status=503), True
     if isinstance(outcome, Accepted):
         log.info(
             "%s: api: account=%s from=<%s> nrcpt=%d",
@@ -744,9 +793,9 @@ async def stats(request: web.Request, services: Services, account: str) -> web.S
     if since is not None:
         if "days" in request.query:
             raise bad("give days or since, not both")
-        days = since_days(since, now, services.settings.events.counter_days)
+        days = since_days(since, now, services.settings.events.counter_days, MAX_ANSWER_DAYS)
     else:
-        days = last_days(_int_param(request, "days", 7, 1, 90), now)
+        days = last_days(_int_param(request, "days", 7, 1, MAX_ANSWER_DAYS), now)
     counts = await asyncio.to_thread(
         read_counts, services.client, services.keys, account, days, tag
     )

@@ -24,7 +24,7 @@
 -- ARGV[10] most events the message's list keeps ("0": none)
 -- ARGV[11...] the message's tags, then (the last ARGV) most distinct tags counted per account
 --          and day (events.tags_per_day); tags of the day beyond that many are counted once
---          per event as "(other)"
+--          per event as "(other, folded)"
 --
 -- Returns {state, event id, counted} where state is 1 (recorded), 0 (a duplicate: nothing
 -- written, the id is the one recorded first), 2 (a repeat of open/click: counted only) or 3
@@ -85,7 +85,7 @@ for i = 11, #ARGV - 1 do
   end
 end
 if other then
-  redis.call('HINCRBY', KEYS[3], 'tag:(other):' .. kind, 1)
+  redis.call('HINCRBY', KEYS[3], 'tag:(other, folded):' .. kind, 1)
 end
 -- end of the per-tag block
 
