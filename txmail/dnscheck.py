@@ -18,9 +18,9 @@ address of the relay's host name, check_host() over the bounce host's single v=s
 (all, include, a, mx, ip4, ip6, exists, redirect; ptr never matches), at most 10 DNS-querying
 terms, 2 void look-ups and 10 exchanges per mx term, then the relay must get "pass". A
 malformed record (an unknown term, a bad macro, a CIDR out of range, a domain-spec that
-expands to no valid name) is a permerror, which the check reports as wrong. A relay host name with no address
-in DNS cannot be evaluated; the record then passes if it names the relay (a:HOSTNAME, or
-include: of domains.spf_include) with a "+" qualifier.
+expands to no valid name) is a permerror, which the check reports as wrong. A relay host
+name with no address in DNS cannot be evaluated; the record then passes if it names the
+relay (a:HOSTNAME, or include: of domains.spf_include) with a "+" qualifier.
 
 The DNS lookup is an argument (`Resolve`), so the checks run in tests against a dict; the real
 one is `resolver()` (dnspython), asking domains.nameservers or the system's resolver. CNAMEs
