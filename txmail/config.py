@@ -294,7 +294,9 @@ class SpamSettings:
         False,
     )
     listen: str = _doc(
-        "Address:port of the rspamd `txmail up` runs when spam.enabled.", "127.0.0.1:11336"
+        "Address:port of the rspamd `txmail up` runs when spam.enabled: a loopback address "
+        "(rspamd's worker asks no password).",
+        "127.0.0.1:11336",
     )
     nameservers: list = _doc(
         "DNS servers (IP or IP:PORT) of the rspamd `txmail up` runs; empty: the system's. "
@@ -729,6 +731,15 @@ def with_port_offset(settings: Settings, offset: int) -> Settings:
     )
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
+
+
 def validate(settings: Settings) -> None:
     """Check values that a type alone cannot (ports, host names, relayhost syntax)."""
     for f in dataclasses.fields(ListenSettings):
@@ -829,6 +840,13 @@ def validate(settings: Settings) -> None:
             f"spam.listen = {settings.spam.listen!r}: write ADDRESS:PORT, e.g. 127.0.0.1:11336"
         )
     _check_port("spam.listen", int(port))
+    if not _is_loopback(host):
+        # rspamd's normal worker answers anyone who connects, and it has no password.
+        raise ConfigError(
+            f"spam.listen = {settings.spam.listen!r}: rspamd must listen on loopback "
+            "(127.0.0.1:PORT or [::1]:PORT); to share one rspamd between nodes, run it "
+            "yourself and set spam.rspamd_url"
+        )
     if settings.domains.spf_include and not _HOSTNAME.match(settings.domains.spf_include):
         raise ConfigError(
             f"domains.spf_include = {settings.domains.spf_include!r} is not a domain name"

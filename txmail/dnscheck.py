@@ -16,9 +16,11 @@ published (`txmail domains verify`, `txmail doctor`).
 SPF is evaluated as RFC 7208 says, as far as a check of our own record needs: for each
 address of the relay's host name, check_host() over the bounce host's single v=spf1 record
 (all, include, a, mx, ip4, ip6, exists, redirect; ptr never matches), at most 10 DNS-querying
-terms and 2 void look-ups, then the relay must get "pass". A relay host name with no address
-in DNS cannot be evaluated; the record then passes if it names the relay (a:HOSTNAME, or
-include: of domains.spf_include) with a "+" qualifier.
+terms, 2 void look-ups and 10 exchanges per mx term, then the relay must get "pass". A
+malformed record (an unknown term, a bad macro, a CIDR out of range, a domain-spec that
+expands to no valid name) is a permerror, which the check reports as wrong. A relay host
+name with no address in DNS cannot be evaluated; the record then passes if it names the
+relay (a:HOSTNAME, or include: of domains.spf_include) with a "+" qualifier.
 
 The DNS lookup is an argument (`Resolve`), so the checks run in tests against a dict; the real
 one is `resolver()` (dnspython), asking domains.nameservers or the system's resolver. CNAMEs
@@ -26,7 +28,7 @@ are followed here too (follow()), so a server that answers only the CNAME does n
 records behind it.
 
 Fails: TemporaryFailure when DNS does not answer (timeout, SERVFAIL); a missing record is
-       simply a failed check.
+       simply a failed check, and so is a name DNS cannot hold (resolver() answers nothing).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import dns.exception
+import dns.name
 import dns.nameserver
 import dns.resolver
 
@@ -56,6 +59,8 @@ MX_PREFERENCE = 10
 SPF_LOOKUP_LIMIT = 10  # RFC 7208 4.6.4: DNS-querying terms per evaluation
 SPF_VOID_LIMIT = 2  # RFC 7208 4.6.4: look-ups answering nothing
 SPF_MX_LIMIT = 10  # RFC 7208 4.6.4: exchanges of one mx term
+DNS_NAME_LIMIT = 253  # RFC 7208 4.8: longer expansions lose labels at the left
+DNS_LABEL_LIMIT = 63
 
 
 @dataclass(frozen=True)
@@ -147,14 +152,16 @@ def dmarc_value(settings: Settings) -> str:
     return "v=DMARC1; p=none" + (f"; rua=mailto:{rua.removeprefix('mailto:')}" if rua else "")
 
 
+def dkim_record(domain: str, key: DkimKey) -> Record:
+    """The TXT record that publishes `key` for `domain`."""
+    return Record(key.dns_name(domain), "TXT", key.dns_value(), f"dkim s={key.selector}")
+
+
 def records(domain: Domain, settings: Settings) -> list[Record]:
     """Every record `domain` needs, in the order `domains dns` prints them, then the DMARC
     suggestion."""
     hostname = _host(settings.hostname)
-    out = [
-        Record(k.dns_name(domain.name), "TXT", k.dns_value(), f"dkim s={k.selector}")
-        for k in (*domain.dkim, *domain.dkim_next)
-    ]
+    out = [dkim_record(domain.name, k) for k in (*domain.dkim, *domain.dkim_next)]
     if domain.return_path:
         out.append(Record(domain.return_path, "CNAME", hostname, "return path"))
     at = relay_records_at(domain, settings)
@@ -192,9 +199,8 @@ def _tags(record: str) -> dict[str, str]:
 
 def check_dkim(domain: str, key: DkimKey, resolve: Resolve) -> Check:
     """Whether SELECTOR._domainkey.DOMAIN publishes exactly this key."""
-    name = key.dns_name(domain)
-    what = f"dkim s={key.selector}"
-    publish = Record(name, "TXT", key.dns_value(), what)
+    publish = dkim_record(domain, key)
+    name, what = publish.name, publish.what
     found_records = resolve(name, "TXT")
     for record in found_records:
         tags = _tags(record)
@@ -363,7 +369,7 @@ class Spf:
                 return _RESULTS[match["q"]]
         if redirect:
             self._count()
-            result = self._evaluate(ip, _host(self._expand(redirect, ip, domain)), depth + 1)
+            result = self._evaluate(ip, self._target(redirect, ip, domain), depth + 1)
             if result == "none":
                 raise SpfError(f"redirect={redirect} has no SPF record")
             return result
@@ -378,8 +384,10 @@ class Spf:
     ) -> bool:
         kind = m["name"].lower()
         arg = m["arg"]
-        target = _host(self._expand(arg, ip, domain)) if arg else domain
+        target = self._target(arg, ip, domain) if arg else domain
         cidr4, cidr6 = _cidrs(m["cidr"] or "")
+        if kind in ("a", "mx") and (cidr4 > 32 or cidr6 > 128):
+            raise SpfError(f"{m.group(0)}: a prefix length beyond 32 (IPv4) or 128 (IPv6)")
         if kind == "all":
             return True
         if kind in ("ip4", "ip6"):
@@ -401,7 +409,9 @@ class Spf:
         if kind == "a":
             return _in(ip, self._addresses(target, ip), cidr4, cidr6)
         if kind == "mx":
-            exchanges = self._query(target, "MX")[:SPF_MX_LIMIT]
+            exchanges = self._query(target, "MX")
+            if len(exchanges) > SPF_MX_LIMIT:
+                raise SpfError(f"{target} has more than {SPF_MX_LIMIT} MX records (RFC 7208 4.6.4)")
             return any(_in(ip, self._addresses(x, ip), cidr4, cidr6) for x in exchanges)
         if kind == "exists":
             return bool(self._query(target, "A"))
@@ -409,6 +419,22 @@ class Spf:
 
     def _addresses(self, name: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[str]:
         return self._query(name, "A" if ip.version == 4 else "AAAA")
+
+    def _target(
+        self, spec: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, domain: str
+    ) -> str:
+        """The name a domain-spec names, once expanded: a valid DNS name (RFC 7208 4.8)."""
+        name = _host(self._expand(spec, ip, domain))
+        labels = name.split(".")
+        if any(not 0 < len(label) <= DNS_LABEL_LIMIT for label in labels):
+            raise SpfError(
+                f"{spec!r} expands to {name[:80]!r}, not a domain name (labels of 1 to "
+                f"{DNS_LABEL_LIMIT} characters)"
+            )
+        while len(name) > DNS_NAME_LIMIT:  # RFC 7208 4.8: drop labels at the left
+            labels.pop(0)
+            name = ".".join(labels)
+        return name
 
     def _expand(
         self, spec: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, domain: str
@@ -428,6 +454,8 @@ class Spf:
                 return ".".join(ip.exploded.replace(":", ""))
             if code == "v":
                 return "in-addr" if ip.version == 4 else "ip6"
+            if code == "p":
+                return "unknown"  # RFC 7208 7.3: ptr is not evaluated here
             raise SpfError(f"macro %{{{code}}} cannot be used in a domain-spec")
 
         def macro(match: re.Match[str]) -> str:
@@ -439,11 +467,13 @@ class Spf:
             if text == "%-":
                 return "%20"
             code, digits, reverse, delimiters = match.group(1, 2, 3, 4)
+            if digits and int(digits) == 0:
+                raise SpfError(f"{text}: the number of parts must not be zero (RFC 7208 7.3)")
             parts = re.split("[" + re.escape(delimiters or ".") + "]", letter(code.lower()))
             if reverse:
                 parts.reverse()
             if digits:
-                parts = parts[-int(digits) :] if int(digits) else parts
+                parts = parts[-int(digits) :]
             return ".".join(parts)
 
         expanded = re.sub(r"%\{([a-z])(\d*)(r?)([.\-+,/_=]*)\}|%%|%_|%-", macro, spec, flags=re.I)
@@ -486,9 +516,9 @@ def resolver(nameservers: list[str], timeout: float = 5.0) -> Resolve:
     def resolve(name: str, kind: str) -> list[str]:
         try:
             answer = res.resolve(name, kind, raise_on_no_answer=False)
-        except dns.resolver.NXDOMAIN:
-            return []
-        except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
+        except (dns.resolver.NXDOMAIN, dns.exception.SyntaxError, dns.name.NameTooLong):
+            return []  # no such name, or a name DNS cannot hold (foo..bar, a long label)
+        except dns.exception.DNSException as exc:  # timeout, SERVFAIL everywhere, ...
             raise TemporaryFailure(f"DNS did not answer for {name} {kind}: {exc}") from None
         values = []
         for rdata in answer.rrset or []:

@@ -1,7 +1,7 @@
 """`txmail domains dns` and `domains verify` against a loopback DNS server standing in for the
 domain's and the relay's: every record `dns` prints, published, verifies; then one record at a
-time missing or wrong (SPF missing, SPF that does not let the relay send, the MX missing, the
-DKIM key wrong), each its line with what to publish, and exit 1."""
+time missing or wrong (SPF missing, SPF that does not let the relay send, SPF with a malformed
+name, the MX missing, the DKIM key wrong), each its line with what to publish, and exit 1."""
 
 from __future__ import annotations
 
@@ -100,6 +100,11 @@ def test_dns_prints_every_record_and_verify_checks_each(
     code, lines = verify()
     assert code == 1 and lines["spf"].startswith("wrong    spf"), lines
     assert f"gives fail for the relay's address {RELAY_ADDRESS}" in lines["spf"]
+    # a name dnspython refuses: once "internal error: EmptyLabel" (exit 70)
+    dns_server.set_txt(hostname, "v=spf1 include:%{d}..bad -all")
+    code, lines = verify()
+    assert code == 1 and lines["spf"].startswith("wrong    spf"), lines
+    assert "gives permerror" in lines["spf"] and "not a domain name" in lines["spf"], lines
     dns_server.records[spf_name] = spf
 
     mx = dns_server.records.pop((hostname, "MX"))

@@ -5,6 +5,7 @@ is a loopback DNS server, so no traffic leaves the machine."""
 
 from __future__ import annotations
 
+import pwd
 import smtplib
 from collections.abc import Callable
 from pathlib import Path
@@ -87,5 +88,12 @@ def test_up_runs_rspamd_and_stops_it(make_stack: Callable[..., Stack], sink: Sin
 
         assert node.stop() == 0
         assert [pid for pid in processes if is_rspamd(pid)] == []
+        # Its workers wrote only in db/: the configuration they cannot touch still works.
+        folder = node.state / "rspamd"
+        worker = pwd.getpwnam("_rspamd").pw_uid
+        written = {p.relative_to(folder).parts[0] for p in folder.rglob("*") if p.owner() != "root"}
+        assert written == {"db"}, written
+        assert [p for p in (folder / "db").iterdir() if p.stat().st_uid == worker]  # the .hs cache
+        assert folder.stat().st_uid == 0
     finally:
         dns.stop()

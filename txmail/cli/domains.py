@@ -38,15 +38,6 @@ def _domains(settings: Settings) -> Domains:
     return Domains(store.connect(settings), store.Keys(settings.redis.prefix))
 
 
-def dns_records(domain: Domain, settings: Settings) -> list[dnscheck.Record]:
-    """Every record the domain needs (dnscheck.records), the DMARC suggestion last."""
-    return dnscheck.records(domain, settings)
-
-
-def _zone_value(kind: str, value: str) -> str:
-    return dnscheck.Record("", kind, value, "").zone_value()
-
-
 def _print_records(domain: Domain, settings: Settings) -> None:
     """The records in zone-file form, each group after a comment that says what it is for."""
     hostname = settings.hostname
@@ -70,7 +61,7 @@ def _print_records(domain: Domain, settings: Settings) -> None:
             "once every sender of " + domain.name + " passes"
         ),
     }
-    for record in dns_records(domain, settings):
+    for record in dnscheck.records(domain, settings):
         group = record.what.split()[0] if record.what.startswith("dkim") else record.what
         comment = comments.pop(group, None)
         if comment:
@@ -245,7 +236,7 @@ def dns(obj: object, domain: str, as_json: bool) -> None:
     settings = _settings(obj)
     record = _domains(settings).get(domain)
     if as_json:
-        click.echo(json.dumps([r.public() for r in dns_records(record, settings)], indent=2))
+        click.echo(json.dumps([r.public() for r in dnscheck.records(record, settings)], indent=2))
         return
     _print_records(record, settings)
 
@@ -401,7 +392,7 @@ def rotate_key(
             "then run `txmail domains verify`:"
         )
     for key in keys:
-        click.echo(f"{key.dns_name(record.name)}. IN TXT {_zone_value('TXT', key.dns_value())}")
+        click.echo(dnscheck.dkim_record(record.name, key).zone_line())
 
 
 @domains.command("remove")

@@ -46,7 +46,7 @@ import redis
 from txmail import dnscheck, store
 from txmail.accounts.domains import Domain, Domains
 from txmail.config import SecretsSettings, Settings
-from txmail.errors import ConfigError, TxmailError
+from txmail.errors import ConfigError, TemporaryFailure, TxmailError
 from txmail.stack import install, render, rspamd
 from txmail.stack.components import can_connect_unix
 from txmail.store import secrets
@@ -425,36 +425,46 @@ def check_dns(
     """Every sending domain's DKIM keys, return-path subdomain, and its bounce address's SPF
     and MX are in DNS (the checks of `txmail domains verify`)."""
     problems = []
-    try:
-        for domain in domains:
+    for domain in domains:
+        try:
             checks = [dnscheck.check_dkim(domain.name, k, resolve) for k in domain.dkim]
             if domain.return_path:
                 checks.append(
                     dnscheck.check_return_path(domain.return_path, settings.hostname, resolve)
                 )
             checks += dnscheck.check_bounce_host(domain, settings, resolve)
-            for check in checks:
-                if check.ok:
-                    continue
-                record = check.publish
-                state = "is not published" if check.state == dnscheck.MISSING else "is wrong"
-                problems.append(
-                    Problem(
-                        f"{domain.name}: the {check.what} record {check.name} {state} "
-                        f"(found {check.found})",
-                        f'publish {record.name} {record.kind} "{record.value}", then run '
-                        f"`txmail domains verify {domain.name}`",
-                        blocking=False,
-                    )
+        except TemporaryFailure as exc:
+            problems.append(
+                Problem(
+                    f"DNS did not answer ({exc})",
+                    "check domains.nameservers and the network, or run with --offline",
+                    blocking=False,
                 )
-    except TxmailError as exc:
-        problems.append(
-            Problem(
-                f"DNS did not answer ({exc})",
-                "check domains.nameservers and the network, or run with --offline",
-                blocking=False,
             )
-        )
+            break  # the next domains would wait for the same silent server
+        except TxmailError as exc:  # one domain's trouble never hides the others'
+            problems.append(
+                Problem(
+                    f"{domain.name}: its DNS records could not be checked ({exc})",
+                    f"run `txmail domains verify {domain.name}` and correct what it names",
+                    blocking=False,
+                )
+            )
+            continue
+        for check in checks:
+            if check.ok:
+                continue
+            record = check.publish
+            state = "is not published" if check.state == dnscheck.MISSING else "is wrong"
+            problems.append(
+                Problem(
+                    f"{domain.name}: the {check.what} record {check.name} {state} "
+                    f"(found {check.found})",
+                    f'publish {record.name} {record.kind} "{record.value}", then run '
+                    f"`txmail domains verify {domain.name}`",
+                    blocking=False,
+                )
+            )
     return problems
 
 

@@ -11,7 +11,16 @@ LOCAL_CONFDIR is STATE/rspamd, so /etc/rspamd/local.d of a system rspamd is not 
     STATE/rspamd/txmail.d/options.inc   the resolver, when spam.nameservers is set (included
                                     with priority 5: above local.d, below override.d)
     STATE/rspamd/local.d/, override.d/   the operator's (rspamd's usual semantics)
-    STATE/rspamd/db/                rspamd's DBDIR (hyperscan cache, history), owned by _rspamd
+    STATE/rspamd/db/                rspamd's DBDIR (hyperscan cache, history, stats), owned
+                                    by _rspamd: the only folder its workers may write
+
+The folder, local.d, override.d, txmail.d and every file written here belong to the user that
+runs `txmail up` (root), 0755 and 0644: rspamd's main process reads them as root, Lua included
+(Debian's rules/rspamd.lua runs LOCAL_CONFDIR/rspamd.local.lua), so a worker, which parses
+hostile mail, must not be able to change them. Nothing else is written outside db/: in the
+foreground (-f) rspamd writes no pidfile. (rspamd 3.4 logs "save_items: cannot create file
+.../db/symbols.cache.new: No such file or directory" at each stop: it opens that file
+without O_CREAT, whoever owns db/; the cache only carries symbol statistics over a restart.)
 
 rspamd runs in the foreground (-f), its workers as _rspamd, and logs to its stderr, which the
 supervisor keeps in STATE/log/rspamd.log. The milter asks it at spam.url (supervisor.py starts
@@ -43,6 +52,7 @@ USER = "_rspamd"  # Debian's package creates it
 CONFDIR = "/etc/rspamd"
 # The reject action's score (Debian's too): what GTUBE scores, and the default spam_threshold.
 REJECT_SCORE = 15
+CONFIG_FOLDERS = ("local.d", "override.d", "txmail.d")  # root's, like the folder itself
 
 STOCK = """\
 # Written by txmail (`txmail up`, spam.enabled); changes here are lost at the next start.
@@ -97,6 +107,12 @@ dns {{
 """
 
 
+def _own(path: Path, uid: int, gid: int) -> None:
+    status = path.stat()
+    if (status.st_uid, status.st_gid) != (uid, gid):
+        os.chown(path, uid, gid)
+
+
 def _quoted(items: Sequence[str]) -> str:
     return ", ".join(f'"{item}"' for item in items)
 
@@ -119,17 +135,21 @@ def write_config(
     system's). Not stock: no module but `filters`, the resolver `nameservers` (which must be
     given), the public suffix list `url_tld` (a path), actions reject = 15.
     `extra`: more configuration appended at the top level (a `lua = "...";` line, say)."""
-    uid, gid = (-1, -1)
+    # Only db/ is the workers': rspamd reads Lua and configuration from the rest
+    # (LOCAL_CONFDIR/rspamd.local.lua, local.d, ...) as root, and its workers parse hostile mail.
+    for sub in (folder, *(folder / s for s in CONFIG_FOLDERS)):
+        sub.mkdir(parents=True, exist_ok=True)
+        _own(sub, os.geteuid(), os.getegid())
+        sub.chmod(0o755)
+    db = folder / "db"
+    db.mkdir(exist_ok=True)
     if owner is not None:
         user = pwd.getpwnam(owner)
-        uid, gid = user.pw_uid, user.pw_gid
-    for sub in (folder, *(folder / s for s in ("db", "local.d", "override.d", "txmail.d"))):
-        sub.mkdir(parents=True, exist_ok=True)
-        os.chown(sub, uid, gid)
+        _own(db, user.pw_uid, user.pw_gid)
 
     def write(path: Path, text: str) -> None:
         # Atomically: in containers every `up --only` renders this into the shared volume.
-        replace_atomically(path, text.encode(), 0o644, uid, gid)
+        replace_atomically(path, text.encode(), 0o644)
 
     if stock:
         head = STOCK.format(dir=folder)

@@ -204,3 +204,89 @@ def test_mx_missing_or_elsewhere() -> None:
     assert bounce_checks(records)["mx"] == "missing no MX record"
     records[(RELAY, "MX")] = ["mx.elsewhere.example"]
     assert bounce_checks(records)["mx"] == "wrong MX mx.elsewhere.example"
+
+
+# -- malformed records: a permerror, never an exception ----------------------------------------
+
+
+def test_a_malformed_name_in_spf_is_a_permerror_through_dnspython(dns_server: LoopbackDns) -> None:
+    """`include:%{d}..bad` made dnspython raise EmptyLabel, which stopped `domains verify`."""
+    resolve = dnscheck.resolver([f"127.0.0.1:{dns_server.port}"], timeout=3)
+    dns_server.set_txt("bounces.example", "v=spf1 include:%{d}..bad -all")
+    assert dnscheck.Spf(resolve).check_host("192.0.2.1", "bounces.example") == (
+        "permerror",
+        "'%{d}..bad' expands to 'bounces.example..bad', not a domain name (labels of 1 to 63 "
+        "characters)",
+    )
+    long_label = "x" * 64
+    dns_server.set_txt("bounces.example", f"v=spf1 a:{long_label}.example -all")
+    result, why = dnscheck.Spf(resolve).check_host("192.0.2.1", "bounces.example")
+    assert result == "permerror" and "not a domain name" in why
+
+
+def test_names_dns_cannot_hold_have_no_records(dns_server: LoopbackDns) -> None:
+    resolve = dnscheck.resolver([f"127.0.0.1:{dns_server.port}"], timeout=3)
+    for name in ("foo..example", "x" * 64 + ".example", ".".join(["x" * 60] * 5)):
+        assert resolve(name, "TXT") == [], name
+
+
+def recording(records: dict[tuple[str, str], list[str]]) -> tuple[dnscheck.Resolve, list[str]]:
+    asked: list[str] = []
+
+    def resolve(name: str, kind: str) -> list[str]:
+        asked.append(name)
+        return records.get((name, kind), [])
+
+    return resolve, asked
+
+
+def test_a_long_expansion_loses_labels_at_the_left() -> None:
+    """RFC 7208 4.8: over 253 characters, whole labels go from the left."""
+    tail = ".".join(["y" * 61] * 4)  # 247 characters: with 192.0.2.1. in front, 257
+    resolve, asked = recording({("bounces.example", "TXT"): [f"v=spf1 exists:%{{i}}.{tail} -all"]})
+    assert dnscheck.Spf(resolve).check_host("192.0.2.1", "bounces.example")[0] == "fail"
+    queried = [name for name in asked if name.endswith(tail)]
+    assert queried and all(name == f"0.2.1.{tail}" for name in queried), queried
+
+
+@pytest.mark.parametrize(
+    ("spf", "why"),
+    [
+        ("v=spf1 exists:%{d0}.example -all", "must not be zero"),
+        ("v=spf1 a/33 -all", "prefix length"),
+        ("v=spf1 a:mta.relay.example//129 -all", "prefix length"),
+        ("v=spf1 mx/40 -all", "prefix length"),
+        ("v=spf1 mx:many.example -all", "more than 10 MX records"),
+    ],
+)
+def test_evaluator_permerrors(spf: str, why: str) -> None:
+    records = published(mta__relay__example_TXT=[spf])
+    records[("many.example", "MX")] = [f"mx{i}.many.example" for i in range(11)]
+    records[("mx0.many.example", "A")] = ["192.0.2.10"]
+    got = bounce_checks(records)["spf"]
+    assert "gives permerror" in got and why in got, got
+
+
+def test_ten_mx_records_are_allowed() -> None:
+    records = published(mta__relay__example_TXT=["v=spf1 mx:many.example -all"])
+    records[("many.example", "MX")] = [f"mx{i}.many.example" for i in range(10)]
+    records[("mx0.many.example", "A")] = ["192.0.2.10"]
+    assert bounce_checks(records)["spf"].startswith("ok "), bounce_checks(records)
+
+
+def test_the_p_macro_is_unknown() -> None:
+    """RFC 7208 7.3: %{p} is legal in a domain-spec; without a ptr lookup it is "unknown"."""
+    resolve, asked = recording(
+        {
+            ("bounces.example", "TXT"): ["v=spf1 exists:%{p}.allow.example -all"],
+            ("unknown.allow.example", "A"): ["127.0.0.2"],
+        }
+    )
+    assert dnscheck.Spf(resolve).check_host("192.0.2.1", "bounces.example") == ("pass", "")
+    assert "unknown.allow.example" in asked
+
+
+def test_dkim_record_is_the_one_records_lists() -> None:
+    assert dnscheck.records(DOMAIN, relay_settings())[0] == dnscheck.dkim_record(
+        "acme.example", RSA_KEY
+    )

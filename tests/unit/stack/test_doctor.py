@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from txmail import config
+from txmail import config, dnscheck
 from txmail.accounts.domains import RSA, DkimKey, Domain
-from txmail.errors import ConfigError, TemporaryFailure
+from txmail.errors import ConfigError, TemporaryFailure, TxmailError
 from txmail.stack import doctor
 from txmail.stack.doctor import Problem, Service
+from txmail_testing.loopback_dns import LoopbackDns
 
 
 def node(tmp_path: Path, **maillog: object) -> config.Settings:
@@ -228,6 +229,41 @@ def test_dns_that_does_not_answer(tmp_path: Path) -> None:
 
     [problem] = doctor.check_dns(settings, [domain], timeout)
     assert not problem.blocking and "--offline" in problem.fix
+
+
+def test_one_bad_spf_record_does_not_stop_the_dns_check(tmp_path: Path) -> None:
+    """A name dnspython refuses (include:%{d}..bad) once aborted the whole doctor run."""
+    settings = dataclasses.replace(node(tmp_path), hostname="relay.example.com")
+    bad = Domain("bad.example", "acme", (KEY,), return_path="")
+    good = Domain("shop.example", "acme", (KEY,), return_path="")
+    server = LoopbackDns().start()
+    try:
+        server.set_txt(settings.bounce_domain, "v=spf1 include:%{d}..bad -all")
+        server.set("relay.example.com", "A", "192.0.2.10")
+        resolve = dnscheck.resolver([f"127.0.0.1:{server.port}"], timeout=3)
+        problems = doctor.check_dns(settings, [bad, good], resolve)
+    finally:
+        server.stop()
+    spf = [p.what for p in problems if "the spf record" in p.what]
+    assert len(spf) == 2 and "gives permerror" in spf[0] and "..bad" in spf[0], spf
+    assert any(p.what.startswith("shop.example: the dkim") for p in problems)
+
+
+def test_one_domain_that_cannot_be_checked_does_not_hide_the_others(tmp_path: Path) -> None:
+    settings = node(tmp_path)
+    first = Domain("first.example", "acme", (KEY,))
+    second = Domain("second.example", "acme", (KEY,))
+
+    def resolve(name: str, kind: str) -> list[str]:
+        if name.endswith("first.example"):
+            raise TxmailError("something about first.example")
+        return []
+
+    problems = doctor.check_dns(settings, [first, second], resolve)
+    assert problems[0].what == (
+        "first.example: its DNS records could not be checked (something about first.example)"
+    )
+    assert any(p.what.startswith("second.example: the dkim") for p in problems[1:])
 
 
 def test_startup_problems(tmp_path: Path) -> None:

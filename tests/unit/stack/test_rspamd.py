@@ -4,7 +4,10 @@ it, and doctor's word when it is missing."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import pwd
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -44,6 +47,36 @@ def test_the_stock_configuration(tmp_path: Path) -> None:
         dataclasses.replace(settings, spam=dataclasses.replace(settings.spam, nameservers=[]))
     )
     assert not (tmp_path / "rspamd/txmail.d/options.inc").exists()
+
+
+def test_only_db_belongs_to_rspamd(tmp_path: Path) -> None:
+    """rspamd reads Lua from its LOCAL_CONFDIR as root (rspamd.local.lua): a worker, which
+    parses hostile mail, must not be able to write there. Also after an older txmail gave the
+    whole folder to _rspamd."""
+    worker = pwd.getpwnam(rspamd.USER)
+    folder = tmp_path / "rspamd"
+    for sub in ("", "db", "local.d", "override.d", "txmail.d"):
+        (folder / sub).mkdir(exist_ok=True)
+        os.chown(folder / sub, worker.pw_uid, worker.pw_gid)
+    rspamd.render(spam_node(tmp_path, nameservers=["127.0.0.1:5353"]))
+    owned = {
+        str(path.relative_to(folder))
+        for path in [folder, *folder.rglob("*")]
+        if path.stat().st_uid == worker.pw_uid or path.stat().st_gid == worker.pw_gid
+    }
+    assert owned == {"db"}
+    for path in [folder, *folder.rglob("*")]:
+        if path.name != "db":
+            want = 0o755 if path.is_dir() else 0o644
+            assert stat.S_IMODE(path.stat().st_mode) == want, path
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:11336", "[::]:11336", "192.0.2.1:11336"])
+def test_rspamd_listens_only_on_loopback(tmp_path: Path, listen: str) -> None:
+    with pytest.raises(ConfigError, match="spam.listen .*must listen on loopback"):
+        config.validate(spam_node(tmp_path, listen=listen))
+    for loopback in ("127.0.0.1:11336", "127.0.0.2:11336", "[::1]:11336", "localhost:11336"):
+        config.validate(spam_node(tmp_path, listen=loopback))
 
 
 def test_where_the_milter_asks() -> None:
