@@ -107,9 +107,10 @@ class PostfixSettings:
     )
     delay_warning_time: str = _doc(
         "How long a message waits in the queue before Postfix tells the sender it is delayed "
-        "(Postfix time: 4h, 30m; 0: never). The notice goes to the bounce pipe, and to the "
-        "client only when its NOTIFY asked for DELAY. An operator's own Postfix keeps its "
-        "value (`txmail postfix install`).",
+        "(Postfix time: 4h, 30m; 0: never). The client gets the notice when a recipient's "
+        "NOTIFY asked for DELAY or gave no NOTIFY (Postfix's default, and what the bounce "
+        "pipe forwards); with bounce tracking it reaches the bounce pipe whatever NOTIFY "
+        "says. An operator's own Postfix keeps its value (`txmail postfix install`).",
         "4h",
     )
     smtp_recipient_rate: int = _doc(

@@ -81,6 +81,7 @@ from aiohttp import web
 
 from txmail import tags as tag_limits
 from txmail.accounts.records import Accounts, ApiKeys
+from txmail.dsn import notify_words as dsn_notify_words
 from txmail.errors import TemporaryFailure, UsageError
 from txmail.events import KINDS, Event, message_events
 from txmail.stats import check_tag, last_days, read_counts, since_days
@@ -100,7 +101,6 @@ ADDRESS = re.compile(
 QUEUE_ID = re.compile(r"^[0-9A-Za-z]{6,32}$")
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 ENVID = re.compile(r"^[\x20-\x7e]{1,100}$")
-NOTIFY_WORDS = ("SUCCESS", "FAILURE", "DELAY")
 SEND_FIELDS = {"envelope", "recipients", "recipient", "mime", "dsn", "trackbounces", "tags"}
 MAX_RECIPIENTS = 1000  # of one request, whatever the account's max_recipients
 MAX_ADDRESS = 320  # characters of an address (ADDRESS: 64 + "@" + 255)
@@ -381,10 +381,10 @@ def _dsn(dsn: Any, recipients: list[str]) -> tuple[list[str], list[str], dict[st
     orcpt: dict[str, str] = {}
     notify = dsn.get("notify")
     if notify is not None:
-        words = [w.strip().upper() for w in notify.split(",")] if isinstance(notify, str) else []
-        if not (words == ["NEVER"] or (words and all(w in NOTIFY_WORDS for w in words))):
+        words = dsn_notify_words(notify) if isinstance(notify, str) else None
+        if words is None:
             raise bad("dsn.notify must be NEVER or a comma list of SUCCESS, FAILURE, DELAY")
-        rcpt_options.append("NOTIFY=" + ",".join(dict.fromkeys(words)))
+        rcpt_options.append("NOTIFY=" + ",".join(words))
     ret = dsn.get("ret")
     if ret is not None:
         if not isinstance(ret, str) or ret.upper() not in ("FULL", "HDRS"):
