@@ -388,6 +388,13 @@ class BouncePipeSettings:
     untrusted_events_per_message: int = _doc(
         "Most untrusted events recorded for one message, whatever number of reports name it.", 20
     )
+    forwards_per_message: int = _doc(
+        "Most returned mails (DSNs, auto-replies, unclassified mail) forwarded to the envelope "
+        "sender of one message (one queue file, so one recipient when bounce-tracked); later "
+        "ones are recorded as usual and not forwarded, so whoever holds a bounce address "
+        "cannot relay more mail to the client through it.",
+        5,
+    )
     socket: str = _doc(
         "UNIX socket of `txmail bounces serve`, the long-running recorder each "
         "pipe process hands its mail to, relative to state_dir; when nothing "
@@ -942,6 +949,7 @@ def _validate_events(settings: Settings) -> None:
             "bounce_pipe.untrusted_events_per_message",
             settings.bounce_pipe.untrusted_events_per_message,
         ),
+        ("bounce_pipe.forwards_per_message", settings.bounce_pipe.forwards_per_message),
     ):
         if value < 1:
             raise ConfigError(f"{key} must be at least 1")

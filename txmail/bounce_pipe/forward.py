@@ -38,7 +38,9 @@ DESCRIPTION
     but no DSNs; with NOTIFY=FAILURE everything. The account setting forward_auto_replies
     (default true) is the override: false keeps auto-replies back and forwards unclassified
     mail only under NOTIFY=FAILURE. Complaints (ARF) are never forwarded: they are the
-    mailbox provider's report to the sender's operator, recorded as events.
+    mailbox provider's report to the sender's operator, recorded as events. Every holder of
+    a bounce address can send it mail, so at most bounce_pipe.forwards_per_message returned
+    mails are forwarded per message (report.forward_capped()); later ones are only recorded.
     Nothing is forwarded for a message sent with MAIL FROM:<> (SMTPeter: no envelope address,
     no bounce mail), nor for a bounce whose address token was forged or missing; everything
     is still recorded.
