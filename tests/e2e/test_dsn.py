@@ -381,12 +381,13 @@ def test_trackbounces_per_sender_address_and_domain(
 def test_trackbounces_per_api_message(node: Stack, dsn_sink: DsnSink, account: Account) -> None:
     key = node.txmail("accounts", "apikey", account.name).stdout.strip().splitlines()[-1]
 
-    def send(trackbounces: bool | None) -> str:
+    def send(trackbounces: bool | None, in_mime: str = "") -> str:
         rcpt = f"ok-{uuid.uuid4().hex[:8]}@dest.example"
+        extra = {"X-CloudMTA-Track-Bounces": in_mime} if in_mime else None
         body: dict[str, Any] = {
             "envelope": account.sender,
             "recipient": rcpt,
-            "mime": simple_message(account.sender, rcpt).decode(),
+            "mime": simple_message(account.sender, rcpt, extra_headers=extra).decode(),
         }
         if trackbounces is not None:
             body["trackbounces"] = trackbounces
@@ -406,6 +407,9 @@ def test_trackbounces_per_api_message(node: Stack, dsn_sink: DsnSink, account: A
     node.txmail("accounts", "set", account.name, "track_bounces=false")
     assert send(True).startswith("bounces+")  # the message's choice, the account does not
     assert send(None) == account.sender
+    # the client's own copy of the header in `mime` is not the request's trackbounces
+    assert send(None, in_mime="true") == account.sender
+    assert send(False, in_mime="true") == account.sender
     # a plain SMTP client cannot choose with the API's header: it is stripped and ignored
     rcpt = f"ok-{uuid.uuid4().hex[:8]}@dest.example"
     message = simple_message(

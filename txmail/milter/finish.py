@@ -317,10 +317,13 @@ def spam_check(
 
 
 def message_track_bounces(submission: Submission) -> bool | None:
-    """The send API's per-message `trackbounces` (its X-CloudMTA-Track-Bounces header: true or
-    false); None when absent or unreadable. Only read for mail from the API's listener
-    (API_LISTENER), where the session is the account's own; the rule control_headers strips
-    the header from every message, so a client elsewhere can neither set nor leak it."""
+    """The send API's per-message `trackbounces`: the first X-CloudMTA-Track-Bounces header,
+    which the API puts on top of every message it sends ("true", "false", or "default" when
+    the request has none); None for "default", anything unreadable, or no header. Only that
+    first copy is read: any other is the client's own, written into its `mime`, and is never
+    taken for the API's. Only read for mail from the API's listener (API_LISTENER), where the
+    session is the account's own; the rule control_headers strips every copy of the header
+    from every message, so a client elsewhere can neither set nor leak it."""
     values = submission.header_values(TRACK_BOUNCES_HEADER)
     if not values:
         return None

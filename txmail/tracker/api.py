@@ -466,9 +466,10 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
         raise too_many_recipients(
             len(envelope.recipients), record.settings.max_recipients, "this account sends to"
         )
-    if trackbounces is not None:  # this message's own choice, read by the milter (submit.py)
-        flag = f"{TRACK_BOUNCES_HEADER}: {'true' if trackbounces else 'false'}\r\n"
-        data = flag.encode("ascii") + data
+    # Always on top, "default" when the request has no trackbounces: the milter reads only the
+    # first copy, so one in the client's own `mime` is never taken for the API's (submit.py).
+    flag = {True: "true", False: "false", None: "default"}[trackbounces]
+    data = f"{TRACK_BOUNCES_HEADER}: {flag}\r\n".encode("ascii") + data
     if key is None:
         answer, _ = await _submit(services, account, envelope, data)
         return answer

@@ -233,6 +233,41 @@ def test_per_message_bounce_tracking_comes_from_the_send_api_only(
     assert outcome.header("X-CloudMTA-Track-Bounces") == []  # never leaves the relay
 
 
+@pytest.mark.parametrize(
+    "api,client_copy,account_on,tracked",
+    [
+        ("default", "true", False, False),  # no trackbounces in the request: the account's
+        ("default", "false", True, True),
+        ("false", "true", True, False),  # the request's own choice
+    ],
+)
+def test_only_the_send_apis_own_track_bounces_header_is_read(
+    smtp: Callable[..., Conversation],
+    signing: tuple[dict[str, object], bytes],
+    api: str,
+    client_copy: str,
+    account_on: bool,
+    tracked: bool,
+) -> None:
+    """The API puts its header on top; a copy in the client's own `mime` comes after it."""
+    services, _ = signing
+    message = eml(
+        [
+            ("X-CloudMTA-Track-Bounces", api),
+            ("From", "app@acme.example"),
+            ("To", "a@example.net"),
+            ("Subject", "x"),
+            ("X-CloudMTA-Track-Bounces", client_copy),
+        ]
+    )
+    outcome = smtp({"track_bounces": account_on}, **services).send(
+        message, "app@acme.example", ["a@example.net"], macros={"{daemon_name}": "txmail-api"}
+    )
+    assert outcome.accepted, outcome.reply
+    assert (verify_bounce_address(outcome.sender, SECRET) == QUEUE_ID) is tracked
+    assert outcome.header("X-CloudMTA-Track-Bounces") == []
+
+
 def test_track_bounces_off_keeps_the_sender(
     smtp: Callable[..., Conversation], signing: tuple[dict[str, object], bytes]
 ) -> None:
