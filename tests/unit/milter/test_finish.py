@@ -14,6 +14,7 @@ from redis.retry import Retry
 
 from tests.unit.milter.driver import QUEUE_ID, Conversation, basic, eml, make_context
 from txmail.accounts.domains import Domain, Domains
+from txmail.accounts.records import Accounts
 from txmail.config import Settings
 from txmail.milter import dkim as txdkim
 from txmail.milter.server import TxmailMilter
@@ -334,3 +335,28 @@ def test_state_is_reset_for_each_message(smtp: Callable[..., Conversation]) -> N
     second = conversation.send(basic(), "app@acme.example", ["b@example.net"])
     assert first.accepted and second.accepted
     assert TxmailMilter.protocol_mask()  # callbacks negotiated away (connect, helo, data, eoh)
+
+
+def test_a_rewritten_from_is_signed_for_the_sending_domain_never_the_written_one(
+    smtp: Callable[..., Conversation],
+    signing: tuple[dict[str, object], bytes],
+    client: redis.Redis,
+    prefix: str,
+    node: tuple[Settings, tuple[txdkim.DkimKey, ...]],
+) -> None:
+    """victim.example is another account's, with an active key: a From naming it, however
+    written, never makes acme's mail carry its signature."""
+    services, dns_record = signing
+    Accounts(client, Keys(prefix)).add("victim", ["victim.example"], "a-long-password-2")
+    Domains(client, Keys(prefix)).add(
+        Domain(name="victim.example", account="victim", dkim=node[1], dkim_active=True)
+    )
+    outcome = smtp({"rewrite_from": "on"}, **services).send(
+        basic(sender='"=?utf-8?q?Shop?= <x@y.example>" <ceo@victim.example>'),
+        "out@acme.example",
+        ["a@example.net"],
+    )
+    assert outcome.accepted, outcome.reply
+    (signature,) = outcome.header("DKIM-Signature")
+    assert " d=acme.example;" in " " + " ".join(signature.split())
+    assert dkim.verify(outcome.message(), dnsfunc=lambda name, timeout=5: dns_record)
