@@ -63,7 +63,12 @@ def author(display: str, address: str) -> str:
         return f"{display} <{address}>"
     if "=?" in display:
         display = _decoded(display)
-    return email.utils.formataddr((display, address))
+    if not display:
+        return address
+    # formataddr quotes (or encodes) the name; it takes only an ASCII address, so an SMTPUTF8
+    # one is put after the name it wrote for a stand-in
+    name = email.utils.formataddr((display, "a@b")).removesuffix(" <a@b>")
+    return f"{name} <{address}>"
 
 
 def replaces(submission: Submission, settings: AccountSettings) -> bool:
