@@ -107,9 +107,10 @@ class PostfixSettings:
     )
     delay_warning_time: str = _doc(
         "How long a message waits in the queue before Postfix tells the sender it is delayed "
-        "(Postfix time: 4h, 30m; 0: never). The notice goes to the bounce pipe, and to the "
-        "client only when its NOTIFY asked for DELAY. An operator's own Postfix keeps its "
-        "value (`txmail postfix install`).",
+        "(Postfix time: 4h, 30m; 0: never). The client gets the notice when a recipient's "
+        "NOTIFY asked for DELAY or gave no NOTIFY (Postfix's default, and what the bounce "
+        "pipe forwards); with bounce tracking it reaches the bounce pipe whatever NOTIFY "
+        "says. An operator's own Postfix keeps its value (`txmail postfix install`).",
         "4h",
     )
     smtp_recipient_rate: int = _doc(
@@ -388,6 +389,13 @@ class BouncePipeSettings:
     )
     untrusted_events_per_message: int = _doc(
         "Most untrusted events recorded for one message, whatever number of reports name it.", 20
+    )
+    forwards_per_message: int = _doc(
+        "Most returned mails (DSNs, auto-replies, unclassified mail) forwarded to the envelope "
+        "sender of one message (one queue file, so one recipient when bounce-tracked); later "
+        "ones are recorded as usual and not forwarded, so whoever holds a bounce address "
+        "cannot relay more mail to the client through it.",
+        5,
     )
     socket: str = _doc(
         "UNIX socket of `txmail bounces serve`, the long-running recorder each "
@@ -960,6 +968,7 @@ def _validate_events(settings: Settings) -> None:
             "bounce_pipe.untrusted_events_per_message",
             settings.bounce_pipe.untrusted_events_per_message,
         ),
+        ("bounce_pipe.forwards_per_message", settings.bounce_pipe.forwards_per_message),
     ):
         if value < 1:
             raise ConfigError(f"{key} must be at least 1")

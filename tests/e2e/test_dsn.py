@@ -257,26 +257,31 @@ def test_delay_notices_are_made_for_the_pipe_and_forwarded_only_when_asked(
 ) -> None:
     asked = f"defer-asked-{account.name}@dest.example"
     never = f"defer-never-{account.name}@dest.example"
+    plain = f"defer-plain-{account.name}@dest.example"  # no NOTIFY: as Postfix, FAILURE,DELAY
     asked_id = submit(account, asked, ("NOTIFY=DELAY",))
     never_id = submit(account, never, ("NOTIFY=NEVER",))
+    plain_id = submit(account, plain)
+    ids = (asked_id, never_id, plain_id)
     account.wait("soft_bounce", asked, asked_id)
     account.wait("soft_bounce", never, never_id)
+    account.wait("soft_bounce", plain, plain_id)
     etc = str(node.state / "postfix/etc")
 
     def delay_notices() -> bool:
         # Postfix makes a delay notice at the first queue run after delay_warning_time
         subprocess.run(["postqueue", "-c", etc, "-f"], check=True)
         log = maillog(node)
-        return all(f"{q}: sender delay notification:" in log for q in (asked_id, never_id))
+        return all(f"{q}: sender delay notification:" in log for q in ids)
 
     wait_for(delay_notices, 60, interval=1.0, what="Postfix's delay notifications")
-    for queue_id in (asked_id, never_id):
+    for queue_id in ids:
         notice = postfix_notice(node, queue_id, "delay")
         wait_for(lambda n=notice: piped(node, n), 30, what="the delay notice through the pipe")
-    report = forwarded_mail(dsn_sink, account, asked.encode())
-    assert b"Action: delayed" in report.data
+    for rcpt in (asked, plain):
+        report = forwarded_mail(dsn_sink, account, rcpt.encode())
+        assert b"Action: delayed" in report.data
     assert forwarded_lines(node, never_id) == []
-    for queue_id in (asked_id, never_id):
+    for queue_id in ids:
         subprocess.run(["postsuper", "-c", etc, "-d", queue_id], check=True, capture_output=True)
 
 
@@ -376,12 +381,13 @@ def test_trackbounces_per_sender_address_and_domain(
 def test_trackbounces_per_api_message(node: Stack, dsn_sink: DsnSink, account: Account) -> None:
     key = node.txmail("accounts", "apikey", account.name).stdout.strip().splitlines()[-1]
 
-    def send(trackbounces: bool | None) -> str:
+    def send(trackbounces: bool | None, in_mime: str = "") -> str:
         rcpt = f"ok-{uuid.uuid4().hex[:8]}@dest.example"
+        extra = {"X-CloudMTA-Track-Bounces": in_mime} if in_mime else None
         body: dict[str, Any] = {
             "envelope": account.sender,
             "recipient": rcpt,
-            "mime": simple_message(account.sender, rcpt).decode(),
+            "mime": simple_message(account.sender, rcpt, extra_headers=extra).decode(),
         }
         if trackbounces is not None:
             body["trackbounces"] = trackbounces
@@ -401,6 +407,9 @@ def test_trackbounces_per_api_message(node: Stack, dsn_sink: DsnSink, account: A
     node.txmail("accounts", "set", account.name, "track_bounces=false")
     assert send(True).startswith("bounces+")  # the message's choice, the account does not
     assert send(None) == account.sender
+    # the client's own copy of the header in `mime` is not the request's trackbounces
+    assert send(None, in_mime="true") == account.sender
+    assert send(False, in_mime="true") == account.sender
     # a plain SMTP client cannot choose with the API's header: it is stripped and ignored
     rcpt = f"ok-{uuid.uuid4().hex[:8]}@dest.example"
     message = simple_message(

@@ -130,7 +130,7 @@ def test_a_dsn_for_mail_a_sent_is_trusted_at_b_and_forwarded(pair: Pair) -> None
     assert event["details"]["source"] == "bounce-pipe"
     listed = pair.b.txmail("suppressions", "list", "--account", pair.account, "--json").stdout
     assert rcpt in listed
-    # forwarded to the client's envelope sender (NOTIFY=FAILURE by default), MAIL FROM:<>
+    # forwarded to the client's envelope sender (no NOTIFY means FAILURE,DELAY), MAIL FROM:<>
     forwarded = wait_for(
         lambda: [m for m in pair.sink.find(pair.sender) if m.sender in ("", "<>")],
         30,

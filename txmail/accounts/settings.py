@@ -364,7 +364,8 @@ SETTINGS: list[AccountSetting] = [
         True,
         "Forward auto-replies and other returned mail that is no delivery notice to the "
         "envelope sender whatever its NOTIFY (SMTPeter's rule); false: never auto-replies, "
-        "unclassified mail only under NOTIFY=FAILURE. DSNs always follow NOTIFY.",
+        "unclassified mail only under NOTIFY=FAILURE. DSNs always follow NOTIFY. At most "
+        "bounce_pipe.forwards_per_message mails are forwarded per message.",
     ),
     # -- tracking (milter/tracking.py, tracker/) -------------------------------------------
     AccountSetting(

@@ -9,7 +9,9 @@ DESCRIPTION
     servers and Postfix itself report failures and delays to txmail even under NOTIFY=NEVER.
     The client's own values decide only what is forwarded:
 
-      NOTIFY (per recipient)  FAILURE (the default), DELAY, SUCCESS, or NEVER (no DSN);
+      NOTIFY (per recipient)  FAILURE, DELAY, SUCCESS, or NEVER (no DSN); a recipient
+                              without NOTIFY gets FAILURE and DELAY notices, as Postfix
+                              gives it (txmail.dsn.DEFAULT_NOTIFY);
                               a delivery notice (a DSN, or an MTA's non-standard notice
                               that txmail read) is forwarded when the notice it carries for
                               at least one of its recipients is one that recipient asked for:
@@ -36,7 +38,9 @@ DESCRIPTION
     but no DSNs; with NOTIFY=FAILURE everything. The account setting forward_auto_replies
     (default true) is the override: false keeps auto-replies back and forwards unclassified
     mail only under NOTIFY=FAILURE. Complaints (ARF) are never forwarded: they are the
-    mailbox provider's report to the sender's operator, recorded as events.
+    mailbox provider's report to the sender's operator, recorded as events. Every holder of
+    a bounce address can send it mail, so at most bounce_pipe.forwards_per_message returned
+    mails are forwarded per message (report.forward_capped()); later ones are only recorded.
     Nothing is forwarded for a message sent with MAIL FROM:<> (SMTPeter: no envelope address,
     no bounce mail), nor for a bounce whose address token was forged or missing; everything
     is still recorded.
@@ -56,43 +60,33 @@ from __future__ import annotations
 import email
 import re
 import smtplib
-from collections.abc import Iterable
 from email import errors, policy
 from email.message import Message
 
+from txmail import dsn
 from txmail.errors import TemporaryFailure
 from txmail.store.messages import MessageRecord
 
 NOTICE_OF_KIND = {"bounce": "FAILURE", "soft_bounce": "DELAY", "delivery": "SUCCESS"}
-DEFAULT_NOTIFY = frozenset({"FAILURE"})
 
 
 class ForwardFailed(TemporaryFailure):
     """Postfix did not take a forwarded bounce."""
 
 
-def _params(params: Iterable[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for param in params:
-        keyword, _, value = param.partition("=")
-        found[keyword.strip().upper()] = value.strip()
-    return found
-
-
 def notify_of(record: MessageRecord, recipient: str) -> frozenset[str]:
-    """The NOTIFY values the client gave for `recipient` (default FAILURE)."""
+    """The NOTIFY values the client gave for `recipient`; without one, FAILURE and DELAY
+    (dsn.DEFAULT_NOTIFY: what RFC 3461 allows and Postfix does)."""
     wanted = recipient.strip().strip("<>").lower()
     for address, params in record.recipient_params.items():
         if address.strip().strip("<>").lower() == wanted:
-            notify = _params(params).get("NOTIFY")
-            if notify:
-                return frozenset(v.strip().upper() for v in notify.split(",") if v.strip())
-    return DEFAULT_NOTIFY
+            return dsn.wanted(params)
+    return dsn.DEFAULT_NOTIFY
 
 
 def ret_of(record: MessageRecord) -> str:
     """RET=FULL or RET=HDRS as given at MAIL FROM, "" when not given."""
-    return _params(record.envelope_params).get("RET", "").upper()
+    return (dsn.esmtp_value(record.envelope_params, "RET") or "").upper()
 
 
 def decide(

@@ -34,7 +34,9 @@ DESCRIPTION
     6.  forwards the bounce to the original envelope sender when the client's NOTIFY asks for
         it, and auto-replies and unclassified mail whatever NOTIFY says (the account's
         forward_auto_replies can hold them back), with a null envelope sender
-        (forward_to_sender(), txmail.bounce_pipe.forward).
+        (forward_to_sender(), txmail.bounce_pipe.forward); at most
+        bounce_pipe.forwards_per_message of them per message, since every holder of the
+        bounce address can send to it (forward_capped()).
 
     Where: master.cf runs `python -m txmail.bounce_pipe` as the unprivileged settings.user;
     it only hands the mail to the long-running `txmail bounces serve` (handoff.py, server.py),
@@ -63,6 +65,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -88,7 +91,7 @@ from txmail.events import (
     record_outcome,
 )
 from txmail.outcomes.findings import BounceEvent
-from txmail.store import secrets
+from txmail.store import scripts, secrets
 from txmail.store.messages import MessageRecord, Messages
 from txmail.tokens.bounce_address import verify_bounce_address
 
@@ -237,6 +240,7 @@ def process(
         keep_for_inspection(settings, client, keys, raw, sender, recipient, outcome, now=clock())
     forward_to_sender(
         settings,
+        client,
         record,
         match.trusted,
         report,
@@ -401,6 +405,7 @@ def keep_for_inspection(
 
 def forward_to_sender(
     settings: Settings,
+    client: store.Client,
     record: MessageRecord,
     trusted: bool,
     report: BounceReport,
@@ -413,7 +418,8 @@ def forward_to_sender(
     """The forward step: the mail to the message's envelope sender, with a null envelope
     sender, when the client's DSN parameters and the account's forward_auto_replies ask
     for it (forwarding.decide()); its headers only
-    when the client asked for RET=HDRS."""
+    when the client asked for RET=HDRS; at most bounce_pipe.forwards_per_message per
+    message (forward_capped())."""
     why = forwarding.decide(
         record,
         recorded_kinds,
@@ -429,8 +435,8 @@ def forward_to_sender(
         if forwarding.ret_of(record) == "HDRS"
         else raw
     )
-    send = forwarder or _reinject(settings)
-    send(body, record.envelope_sender, record.message_id)
+    if not forward_capped(settings, client, record, body, forwarder):
+        return
     outcome.forwarded_to = record.envelope_sender
     log.info(
         "%s: forwarded to <%s> with MAIL FROM:<> (%s)",
@@ -438,6 +444,42 @@ def forward_to_sender(
         record.envelope_sender,
         why,
     )
+
+
+def forward_capped(
+    settings: Settings,
+    client: store.Client,
+    record: MessageRecord,
+    body: bytes,
+    forwarder: Forwarder | None,
+) -> bool:
+    """Forward `body` to the message's envelope sender unless the message has had
+    bounce_pipe.forwards_per_message forwards already (counted in its record, field
+    `forwarded`, by forward_count.lua): every holder of its bounce address can send it mail,
+    and each forward is relayed to the client from this node. False: not forwarded (one log
+    line says why); ForwardFailed when Postfix does not take it (the count is given back)."""
+    cap = settings.bounce_pipe.forwards_per_message
+    count = scripts.get(client, "forward_count")
+    key = store.Keys(settings.redis.prefix).message(record.account, record.queue_id)
+    with store.guard(f"{record.queue_id}: counting the forwards to <{record.envelope_sender}>"):
+        counted = count(keys=[key], args=[cap, 1])
+    if not counted:
+        log.warning(
+            "%s: not forwarded to <%s>: the message had its %d forwards "
+            "(bounce_pipe.forwards_per_message); recorded as usual",
+            record.queue_id,
+            record.envelope_sender,
+            cap,
+        )
+        return False
+    send = forwarder or _reinject(settings)
+    try:
+        send(body, record.envelope_sender, record.message_id)
+    except Exception:  # the pipe answers 75 and Postfix retries: this one did not count
+        with contextlib.suppress(redis.RedisError):
+            count(keys=[key], args=[cap, -1])
+        raise
+    return True
 
 
 def _reinject(settings: Settings) -> Forwarder:
@@ -548,8 +590,8 @@ def _keep_unreadable(
     )
     if not because:
         return f"kept unparsed: {why}"
-    send = forwarder or _reinject(settings)
-    send(raw, record.envelope_sender, record.message_id)  # ForwardFailed: 75, as elsewhere
+    if not forward_capped(settings, client, record, raw, forwarder):  # ForwardFailed: 75
+        return f"kept unparsed: {why}"
     hdrs = (
         " as it came: RET=HDRS asked for its headers only, which cannot be cut without "
         "parsing the mail"

@@ -4,7 +4,7 @@ serve every recipient.
 SYNOPSIS
     kept = kept_recipient(plan)                      # stays on the client's queue file
     others = other_recipients(plan, kept)            # each gets a copy of its own
-    orders = copy_orders(submission, others, choice)
+    orders = copy_orders(submission, others, choice, track_bounces=True)
     queue_ids = copier.inject(submission, orders, message)   # {recipient: copy queue id}
     header = signer.verify(value)                    # on the copy listener; None when forged
 
@@ -130,9 +130,12 @@ def copy_orders(
     others: list[str],
     choice: Tracking,
     now: int = 0,
-    track_bounces: bool = True,
+    *,
+    track_bounces: bool,
 ) -> list[CopyOrder]:
-    """What each copy must say: tracked as `choice`, except the BCC copy, which never is."""
+    """What each copy must say: tracked as `choice`, except the BCC copy, which never is;
+    bounce-tracked as the message is (`track_bounces`, always given: a default would decide
+    for a caller that forgot)."""
     plan = submission.plan
     orders = []
     for recipient in others:

@@ -56,7 +56,7 @@ from txmail.milter.rules import (
     suppressed,
 )
 from txmail.milter.spam import SpamChecker
-from txmail.milter.submission import Submission, UnreadableMessage, addresses, domain_of
+from txmail.milter.submission import Submission, UnreadableMessage, domain_of
 from txmail.milter.tracking import TrackingContext
 from txmail.stats import count_accepted
 from txmail.store import Client, Keys, secrets
@@ -216,7 +216,9 @@ def _seal(
         author_domain = _author_domain(submission, plan)
         if author_domain:
             final = submission.message_bytes(plan.header_edits)
-            accepted.signatures = context.signer.sign(author_domain, final)
+            accepted.signatures = context.signer.sign(
+                author_domain, final, allowed=submission.domains
+            )
 
 
 def _widen_notify(submission: Submission, accepted: Accepted) -> None:
@@ -315,10 +317,13 @@ def spam_check(
 
 
 def message_track_bounces(submission: Submission) -> bool | None:
-    """The send API's per-message `trackbounces` (its X-CloudMTA-Track-Bounces header: true or
-    false); None when absent or unreadable. Only read for mail from the API's listener
-    (API_LISTENER), where the session is the account's own; the rule control_headers strips
-    the header from every message, so a client elsewhere can neither set nor leak it."""
+    """The send API's per-message `trackbounces`: the first X-CloudMTA-Track-Bounces header,
+    which the API puts on top of every message it sends ("true", "false", or "default" when
+    the request has none); None for "default", anything unreadable, or no header. Only that
+    first copy is read: any other is the client's own, written into its `mime`, and is never
+    taken for the API's. Only read for mail from the API's listener (API_LISTENER), where the
+    session is the account's own; the rule control_headers strips every copy of the header
+    from every message, so a client elsewhere can neither set nor leak it."""
     values = submission.header_values(TRACK_BOUNCES_HEADER)
     if not values:
         return None
@@ -347,12 +352,11 @@ def _return_path(submission: Submission, track_bounces: bool, context: MilterCon
 
 
 def _author_domain(submission: Submission, plan: Plan) -> str:
-    """The domain of the From header as it will leave (after a From rewrite)."""
-    for edit in plan.header_edits:
-        if edit.name.lower() == "from" and edit.index == 1 and edit.value:
-            found = addresses([edit.value])
-            if found:
-                return domain_of(found[0][1])
+    """The domain of the From header as it will leave. After a From rewrite that is the MAIL
+    FROM address's (rule sender checked it), never the original From's: the client wrote that
+    one, and rule sender did not check it."""
+    if any(edit.name.lower() == "from" and edit.value for edit in plan.header_edits):
+        return domain_of(submission.sender)
     found = submission.authors()
     return domain_of(found[0][1]) if found else ""
 

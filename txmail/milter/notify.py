@@ -25,32 +25,25 @@ DESCRIPTION
     the client gave carried SUCCESS too (POSTFIX-NOTES §5: the message-level flag is set from
     the client's RCPT); a client that asked SUCCESS did, so its success notices still come.
 
-Reads the client's RCPT parameters only; decides nothing else.
+Reads the client's RCPT parameters only (through txmail.dsn); decides nothing else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from txmail import dsn
 from txmail.milter.submission import esmtp_params
 
 TRACKED = ("FAILURE", "DELAY")
 ORDER = ("SUCCESS", "FAILURE", "DELAY")
 
 
-def notify_values(params: Iterable[str]) -> frozenset[str] | None:
-    """The NOTIFY keywords of RCPT parameters, upper-cased; None when there is no NOTIFY."""
-    value = esmtp_params(params).get("NOTIFY")
-    if value is None:
-        return None
-    return frozenset(v.strip().upper() for v in value.split(",") if v.strip())
-
-
 def outbound_params(params: Iterable[str]) -> str | None:
     """The RCPT parameters the recipient must leave with (for smfi_addrcpt_par), or None when
     the client's are fine as they are (no NOTIFY, or FAILURE and DELAY both asked)."""
     params = list(params)
-    asked = notify_values(params)
+    asked = dsn.notify_of(params)
     if asked is None or all(v in asked for v in TRACKED):
         return None
     wanted = [v for v in ORDER if v in asked or v in TRACKED]

@@ -89,6 +89,7 @@ from aiohttp import web
 
 from txmail import tags as tag_limits
 from txmail.accounts.records import Accounts, ApiKeys
+from txmail.dsn import notify_words as dsn_notify_words
 from txmail.errors import TemporaryFailure, UsageError
 from txmail.events import KINDS, Event, message_events
 from txmail.stats import MAX_ANSWER_DAYS, check_tag, last_days, read_counts, since_days
@@ -116,7 +117,6 @@ ADDRESS = re.compile(
 QUEUE_ID = re.compile(r"^[0-9A-Za-z]{6,32}$")
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 ENVID = re.compile(r"^[\x20-\x7e]{1,100}$")
-NOTIFY_WORDS = ("SUCCESS", "FAILURE", "DELAY")
 SEND_FIELDS = {"envelope", "recipients", "recipient", "mime", "dsn", "trackbounces", "tags"}
 MAX_RECIPIENTS = 1000  # of one request, whatever the account's max_recipients
 MAX_ADDRESS = 320  # characters of an address (ADDRESS: 64 + "@" + 255)
@@ -402,10 +402,10 @@ def _dsn(dsn: Any, recipients: list[str]) -> tuple[list[str], list[str], dict[st
     orcpt: dict[str, str] = {}
     notify = dsn.get("notify")
     if notify is not None:
-        words = [w.strip().upper() for w in notify.split(",")] if isinstance(notify, str) else []
-        if not (words == ["NEVER"] or (words and all(w in NOTIFY_WORDS for w in words))):
+        words = dsn_notify_words(notify) if isinstance(notify, str) else None
+        if words is None:
             raise bad("dsn.notify must be NEVER or a comma list of SUCCESS, FAILURE, DELAY")
-        rcpt_options.append("NOTIFY=" + ",".join(dict.fromkeys(words)))
+        rcpt_options.append("NOTIFY=" + ",".join(words))
     ret = dsn.get("ret")
     if ret is not None:
         if not isinstance(ret, str) or ret.upper() not in ("FULL", "HDRS"):
@@ -487,9 +487,10 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
         raise too_many_recipients(
             len(envelope.recipients), record.settings.max_recipients, "this account sends to"
         )
-    if trackbounces is not None:  # this message's own choice, read by the milter (submit.py)
-        flag = f"{TRACK_BOUNCES_HEADER}: {'true' if trackbounces else 'false'}\r\n"
-        data = flag.encode("ascii") + data
+    # Always on top, "default" when the request has no trackbounces: the milter reads only the
+    # first copy, so one in the client's own `mime` is never taken for the API's (submit.py).
+    flag = {True: "true", False: "false", None: "default"}[trackbounces]
+    data = f"{TRACK_BOUNCES_HEADER}: {flag}\r\n".encode("ascii") + data
     if key is None:
         answer, _ = await _submit(services, account, envelope, data)
         return answer

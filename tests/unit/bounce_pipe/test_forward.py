@@ -36,8 +36,9 @@ def record(
 @pytest.mark.parametrize(
     "notify,kind,forwarded",
     [
-        (None, "bounce", True),  # NOTIFY defaults to FAILURE
-        (None, "soft_bounce", False),
+        # no NOTIFY: failures and delays, as RFC 3461 allows and Postfix reports them
+        (None, "bounce", True),
+        (None, "soft_bounce", True),
         (None, "delivery", False),
         ("NEVER", "bounce", False),
         ("NEVER", "soft_bounce", False),
@@ -117,7 +118,8 @@ def test_override_off_unreadable_notices_follow_failure() -> None:
 
 def test_parameters_are_read_from_the_record() -> None:
     assert notify_of(record("SUCCESS,DELAY"), "<USER@example.net>") == {"SUCCESS", "DELAY"}
-    assert notify_of(record(), "user@example.net") == {"FAILURE"}
+    assert notify_of(record(), "user@example.net") == {"FAILURE", "DELAY"}
+    assert notify_of(record("FAILURE"), "user@example.net") == {"FAILURE"}
     assert ret_of(record(ret="hdrs")) == "HDRS"
     assert ret_of(record()) == ""
 

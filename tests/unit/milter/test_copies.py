@@ -117,7 +117,9 @@ def test_orders_carry_the_dsn_parameters_and_never_track_the_bcc_copy() -> None:
     sub.recipient_params = {
         "copy@example.net": ["NOTIFY=FAILURE,DELAY", "ORCPT=rfc822;copy@example.net", "X-ODD=1"]
     }
-    (order,) = copy_orders(sub, ["copy@example.net"], Tracking(True, True), now=NOW)
+    (order,) = copy_orders(
+        sub, ["copy@example.net"], Tracking(True, True), now=NOW, track_bounces=True
+    )
     assert order.rcpt_options == ("NOTIFY=FAILURE,DELAY", "ORCPT=rfc822;copy@example.net")
     assert order.header == CopyHeader(
         parent=QUEUE_ID,
@@ -401,3 +403,11 @@ def test_copies_keep_the_clients_notify_on_record_and_leave_asking_for_failures(
         "NOTIFY=NEVER",
         "ORCPT=rfc822;a@example.net",
     ]
+
+
+def test_copy_orders_must_be_told_whether_the_message_is_bounce_tracked() -> None:
+    import inspect
+
+    parameter = inspect.signature(copy_orders).parameters["track_bounces"]
+    assert parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    assert parameter.default is inspect.Parameter.empty

@@ -14,6 +14,7 @@ from redis.retry import Retry
 
 from tests.unit.milter.driver import QUEUE_ID, Conversation, basic, eml, make_context
 from txmail.accounts.domains import Domain, Domains
+from txmail.accounts.records import Accounts
 from txmail.config import Settings
 from txmail.milter import dkim as txdkim
 from txmail.milter.server import TxmailMilter
@@ -233,6 +234,41 @@ def test_per_message_bounce_tracking_comes_from_the_send_api_only(
     assert outcome.header("X-CloudMTA-Track-Bounces") == []  # never leaves the relay
 
 
+@pytest.mark.parametrize(
+    "api,client_copy,account_on,tracked",
+    [
+        ("default", "true", False, False),  # no trackbounces in the request: the account's
+        ("default", "false", True, True),
+        ("false", "true", True, False),  # the request's own choice
+    ],
+)
+def test_only_the_send_apis_own_track_bounces_header_is_read(
+    smtp: Callable[..., Conversation],
+    signing: tuple[dict[str, object], bytes],
+    api: str,
+    client_copy: str,
+    account_on: bool,
+    tracked: bool,
+) -> None:
+    """The API puts its header on top; a copy in the client's own `mime` comes after it."""
+    services, _ = signing
+    message = eml(
+        [
+            ("X-CloudMTA-Track-Bounces", api),
+            ("From", "app@acme.example"),
+            ("To", "a@example.net"),
+            ("Subject", "x"),
+            ("X-CloudMTA-Track-Bounces", client_copy),
+        ]
+    )
+    outcome = smtp({"track_bounces": account_on}, **services).send(
+        message, "app@acme.example", ["a@example.net"], macros={"{daemon_name}": "txmail-api"}
+    )
+    assert outcome.accepted, outcome.reply
+    assert (verify_bounce_address(outcome.sender, SECRET) == QUEUE_ID) is tracked
+    assert outcome.header("X-CloudMTA-Track-Bounces") == []
+
+
 def test_track_bounces_off_keeps_the_sender(
     smtp: Callable[..., Conversation], signing: tuple[dict[str, object], bytes]
 ) -> None:
@@ -299,3 +335,28 @@ def test_state_is_reset_for_each_message(smtp: Callable[..., Conversation]) -> N
     second = conversation.send(basic(), "app@acme.example", ["b@example.net"])
     assert first.accepted and second.accepted
     assert TxmailMilter.protocol_mask()  # callbacks negotiated away (connect, helo, data, eoh)
+
+
+def test_a_rewritten_from_is_signed_for_the_sending_domain_never_the_written_one(
+    smtp: Callable[..., Conversation],
+    signing: tuple[dict[str, object], bytes],
+    client: redis.Redis,
+    prefix: str,
+    node: tuple[Settings, tuple[txdkim.DkimKey, ...]],
+) -> None:
+    """victim.example is another account's, with an active key: a From naming it, however
+    written, never makes acme's mail carry its signature."""
+    services, dns_record = signing
+    Accounts(client, Keys(prefix)).add("victim", ["victim.example"], "a-long-password-2")
+    Domains(client, Keys(prefix)).add(
+        Domain(name="victim.example", account="victim", dkim=node[1], dkim_active=True)
+    )
+    outcome = smtp({"rewrite_from": "on"}, **services).send(
+        basic(sender='"=?utf-8?q?Shop?= <x@y.example>" <ceo@victim.example>'),
+        "out@acme.example",
+        ["a@example.net"],
+    )
+    assert outcome.accepted, outcome.reply
+    (signature,) = outcome.header("DKIM-Signature")
+    assert " d=acme.example;" in " " + " ".join(signature.split())
+    assert dkim.verify(outcome.message(), dnsfunc=lambda name, timeout=5: dns_record)
