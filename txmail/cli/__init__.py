@@ -133,6 +133,7 @@ COMMAND_MODULES = [
     "txmail.cli.doctor",
     "txmail.cli.migrate",
     "txmail.cli.backup",
+    "txmail.cli.health",
 ]
 
 
