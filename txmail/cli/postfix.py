@@ -127,6 +127,14 @@ def install_cmd(
     shown = source.path or "the journal"
     click.echo(f"txmail: the maillog follower reads {shown} ({source.why})")
     if not no_systemd:
+        # The unit's sandbox keeps /etc and the queue directory read-only: what `up` would
+        # create there (its users, the socket folder) is made now.
+        from txmail.stack import supervisor
+
+        supervisor.ensure_user(installed.user)
+        if not installed.redis.url:
+            supervisor.ensure_user(supervisor.redis_user(installed))
+        (installed.postfix_queue_path / install.SOCKET_FOLDER).mkdir(mode=0o750, exist_ok=True)
         path = Path(systemd_dir) / "txmail.service"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(unit)
