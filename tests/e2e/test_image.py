@@ -5,8 +5,9 @@ engine runs (DOCKER_HOST as usual). Not in the default run: the build alone take
         tests/e2e/test_image.py
 
 TXMAIL_DOCKER_BASE is the BASE build argument (default debian:12-slim; a base made locally with
-debootstrap and `docker import` serves where no registry is reached). The container runs the
-whole node (`txmail up`) on the host's network against a Redis started here, and must answer
+debootstrap and `docker import` serves where no registry is reached); TXMAIL_DOCKER_PIP_CA
+names a CA file pip must trust (the Dockerfile's PIP_CA, behind a TLS-intercepting proxy).
+The container runs the whole node (`txmail up`) on the host's network against a Redis started here, and must answer
 `txmail health` for every component, as the image's HEALTHCHECK asks."""
 
 from __future__ import annotations
@@ -44,9 +45,11 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
 @pytest.fixture(scope="module")
 def image() -> str:
     base = os.environ.get("TXMAIL_DOCKER_BASE", "debian:12-slim")
+    ca = os.environ.get("TXMAIL_DOCKER_PIP_CA")
+    extra = ["--build-arg", f"PIP_CA={Path(ca).read_text().strip()}"] if ca else []
     docker(
-        "build", "--network", "host", "--build-arg", f"BASE={base}", "-t", IMAGE, str(REPO),
-        timeout=1800,
+        "build", "--network", "host", "--build-arg", f"BASE={base}", *extra, "-t", IMAGE,
+        str(REPO), timeout=1800,
     )  # fmt: skip
     return IMAGE
 
