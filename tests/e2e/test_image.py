@@ -7,8 +7,8 @@ engine runs (DOCKER_HOST as usual). Not in the default run: the build alone take
 TXMAIL_DOCKER_BASE is the BASE build argument (default debian:12-slim; a base made locally with
 debootstrap and `docker import` serves where no registry is reached); TXMAIL_DOCKER_PIP_CA
 names a CA file pip must trust (the Dockerfile's PIP_CA, behind a TLS-intercepting proxy).
-The container runs the whole node (`txmail up`) on the host's network against a Redis started here, and must answer
-`txmail health` for every component, as the image's HEALTHCHECK asks."""
+The container runs the whole node (`txmail up`) on the host's network against a Redis started
+here, and must answer `txmail health` for every component, as the image's HEALTHCHECK asks."""
 
 from __future__ import annotations
 
