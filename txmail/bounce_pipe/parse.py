@@ -52,7 +52,11 @@ from itertools import islice
 
 from txmail.bounce_pipe.decoding import header_text
 from txmail.bounce_pipe.detectors import DETECTORS
-from txmail.bounce_pipe.returned import ReturnedMail
+from txmail.bounce_pipe.returned import (
+    ReturnedMail,
+    with_fixed_boundaries,
+    without_returned_bodies,
+)
 from txmail.outcomes.findings import BounceEvent
 
 __all__ = ["BounceEvent", "BounceReport", "parse_message", "parse_report", "MAX_INPUT_BYTES"]
@@ -170,7 +174,7 @@ def read_message(raw: bytes) -> Message | None:
         data = data.partition(b"\n")[2]
     if not data.strip():
         return None
-    data = _cut_deep_nesting(data)
+    data = with_fixed_boundaries(without_returned_bodies(_cut_deep_nesting(data)))
     try:
         return email.message_from_bytes(data, policy=policy.compat32)
     except RecursionError:
