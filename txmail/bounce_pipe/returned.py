@@ -61,7 +61,8 @@ MAX_DEPTH = 8
 # The returned message's body, left out before MIME parsing
 
 # Both read the message lowercased (bytes keep their offsets when lowercased).
-_RETURNED_PART_RE = re.compile(rb"^content-type:[ \t]*message/(?:rfc822|global)\b", re.M)
+# (A literal first lets the regex engine skip ahead to it, unlike "^" or a look-behind.)
+_RETURNED_PART_RE = re.compile(rb"\ncontent-type:[ \t]*message/(?:rfc822|global)\b")
 _PLAIN_ENCODINGS = (b"7bit", b"8bit", b"binary")
 
 
@@ -83,7 +84,7 @@ def without_returned_bodies(data: bytes) -> bytes:
     pieces: list[bytes] = []
     kept_to = 0
     for match in _RETURNED_PART_RE.finditer(lowered):
-        start = match.start()
+        start = match.start() + 1
         if start < kept_to:
             continue  # inside a returned message already cut
         opener = data.rfind(b"\n--", 0, start)
@@ -147,7 +148,7 @@ def _delimiter_line(data: bytes, delimiter: bytes, start: int) -> int:
 # A boundary parameter whose value ends where the stdlib reads it to end (then ";" or the
 # line's end): quoted without quoted-pairs, or a bare token.
 _BOUNDARY_PARAM_RE = re.compile(
-    rb'(?<=[;\s])boundary\s*=\s*(?:"([^"\\\n]{1,200})"|([^\s;"\\]{1,200}))(?=[ \t]*(?:;|\n|$))'
+    rb'boundary\s*=\s*(?:"([^"\\\n]{1,200})"|([^\s;"\\]{1,200}))(?=[ \t]*(?:;|\n|$))'
 )
 _OUR_BOUNDARY = b"txmail-boundary-"
 
@@ -175,6 +176,8 @@ def with_fixed_boundaries(data: bytes) -> bytes:
     spans: list[tuple[int, int, bytes]] = []
     # Found in the lowercased copy, read from the message: a boundary's case counts.
     for match in _BOUNDARY_PARAM_RE.finditer(lowered):
+        if lowered[match.start() - 1 : match.start()] not in (b";", b" ", b"\t", b"\n"):
+            continue  # part of a longer word (a boundary value such as "MCBoundary=_1")
         group = 1 if match.group(1) is not None else 2
         value = data[match.start(group) : match.end(group)].rstrip(b" \t")
         if not value:
@@ -250,9 +253,13 @@ _MARKER_WORDS = (
 def split_returned(text: str, lowered: str | None = None) -> tuple[str, str]:
     """Split a plain-text bounce into the notice and the quoted original."""
     lowered = text.lower() if lowered is None else lowered
-    if not any(word in lowered for word in _MARKER_WORDS):
+    found = [at for at in map(lowered.find, _MARKER_WORDS) if at >= 0]
+    if not found:
         return text, ""
-    match = _RETURNED_MARKERS.search(text)
+    # A marker's line holds one of the words: the scan starts at the line of the first one
+    # (the regex has no literal to skip ahead to, and notices run to kilobytes).
+    start = text.rfind("\n", 0, min(found)) + 1 if len(lowered) == len(text) else 0
+    match = _RETURNED_MARKERS.search(text, start)
     if not match or match.start() < 20:
         return text, ""
     return text[: match.start()], text[match.start() :]
