@@ -333,7 +333,7 @@ def main() -> int:
         "--cli", action="store_true", help="time `txmail bounces parse` as separate processes"
     )
     parser.add_argument(
-        "--repeat", type=int, default=3, help="with --cli: the corpus's files this many times"
+        "--repeat", type=int, default=1, help="with --cli: the corpus's files this many times"
     )
     args = parser.parse_args()
     if args.cv:

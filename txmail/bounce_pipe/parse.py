@@ -162,7 +162,12 @@ def _is_forwarded_report(original: Message) -> bool:
 
 
 def read_message(raw: bytes) -> Message | None:
-    """The message parsed from raw bytes with LF line ends, or None if empty."""
+    """The message parsed from raw bytes with LF line ends, or None if empty.
+
+    Before the stdlib parser reads it, the returned message's body is left out and the
+    multipart boundaries are renamed to a fixed set (returned.without_returned_bodies and
+    with_fixed_boundaries): the parts the detectors read come out the same, at half the cost.
+    """
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise TypeError("parse_report() wants the message as bytes")
     data = bytes(raw[:MAX_INPUT_BYTES])
