@@ -267,9 +267,14 @@ class PhraseTable:
 
     def search(self, text: str) -> bool:
         """Whether a phrase occurs in text, which must be lowercase."""
-        if self.literals is not None and not any(word in text for word in self.literals):
-            return False
-        return self.pattern.search(text) is not None
+        if self.literals is None:
+            return self.pattern.search(text) is not None
+        # A plain loop: this runs a hundred times per bounce, and a generator costs more
+        # than the substring tests themselves.
+        for word in self.literals:
+            if word in text:
+                return self.pattern.search(text) is not None
+        return False
 
 
 def _top_level_alternatives(pattern: str) -> list[str]:
