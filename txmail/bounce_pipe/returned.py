@@ -79,7 +79,7 @@ def without_returned_bodies(data: bytes) -> bytes:
     which the parser reads one level deep).
     """
     lowered = data.lower()
-    if b"message/" not in lowered:
+    if b"message/" not in lowered or not _multipart_at_top(lowered):
         return data
     pieces: list[bytes] = []
     kept_to = 0
@@ -89,9 +89,11 @@ def without_returned_bodies(data: bytes) -> bytes:
             continue  # inside a returned message already cut
         opener = data.rfind(b"\n--", 0, start)
         headers_end = data.find(b"\n\n", start)
-        if opener < 0 or headers_end < 0:
-            continue
+        if opener < 0 or headers_end < 0 or b"\n\n" in data[opener:start]:
+            continue  # not in the headers of a part that a delimiter line opens
         delimiter = data[opener + 1 : data.find(b"\n", opener + 1)].rstrip()
+        if not _declared(data, delimiter[2:]):
+            continue
         part_headers = lowered[opener:headers_end]
         encoding = part_headers.partition(b"content-transfer-encoding:")[2].split(b"\n", 1)[0]
         if encoding.strip() and encoding.strip() not in _PLAIN_ENCODINGS:
@@ -135,11 +137,26 @@ def _delimiter_line(data: bytes, delimiter: bytes, start: int) -> int:
     needle = b"\n" + delimiter
     at = data.find(needle, start)
     while at >= 0:
-        after = data[at + len(needle) : at + len(needle) + 1]
-        if after in (b"", b"\n", b"-", b" ", b"\t"):
+        line_end = data.find(b"\n", at + 1)
+        tail = data[at + len(needle) : len(data) if line_end < 0 else line_end]
+        if tail.rstrip(b" \t") in (b"", b"--"):
             return at
         at = data.find(needle, at + 1)
     return -1
+
+
+def _multipart_at_top(lowered: bytes) -> bool:
+    """Whether the message's own header (lowercased) says multipart: else it has no parts."""
+    return b"multipart/" in lowered[: lowered.find(b"\n\n")]
+
+
+def _declared(data: bytes, boundary: bytes) -> bool:
+    """Whether a boundary parameter in data names this boundary."""
+    # (Spelt boundary=, Boundary= or BOUNDARY=; another spelling only means no cut.)
+    return any(
+        (name + b'="' + boundary + b'"') in data or (name + b"=" + boundary) in data
+        for name in (b"oundary", b"OUNDARY")
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -170,7 +187,7 @@ def with_fixed_boundaries(data: bytes) -> bytes:
     lowered = data.lower()
     if b"boundary" not in lowered or b"boundary*" in lowered or _OUR_BOUNDARY in lowered:
         return data
-    if b"multipart/" not in lowered[: lowered.find(b"\n\n")]:
+    if not _multipart_at_top(lowered):
         return data  # a single-part notice: boundaries in it are quoted text, not structure
     names: dict[bytes, bytes] = {}
     spans: list[tuple[int, int, bytes]] = []
@@ -184,7 +201,7 @@ def with_fixed_boundaries(data: bytes) -> bytes:
             continue
         if value not in names:
             if len(names) >= 64:
-                break
+                continue  # beyond the fixed set: left as it is, parameter and lines alike
             names[value] = _OUR_BOUNDARY + str(len(names)).encode()
         spans.append((match.start(group), match.end(group), names[value]))
     if not names:

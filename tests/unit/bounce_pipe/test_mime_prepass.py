@@ -194,3 +194,15 @@ def test_a_boundary_the_stdlib_reads_differently_is_left_alone() -> None:
 def test_odd_input_keeps_its_parts(raw: bytes) -> None:
     _same_parts_but_names(raw, with_fixed_boundaries(raw))
     assert _parts(without_returned_bodies(raw)) == _parts(raw)
+
+
+def test_what_only_looks_like_a_returned_part_is_kept() -> None:
+    # A single-part notice quoting a report's structure: it has no parts to cut.
+    quoted = b"Subject: failure\n\n" + DSN.split(b"\n\n", 1)[1]
+    assert without_returned_bodies(quoted) == quoted
+    # Inside the returned body, a line that starts like the closing delimiter but is
+    # longer is the sender's text: the cut runs to the real delimiter.
+    lookalike = DSN.replace(b"Hello there.\n", b"Hello there.\n--Outer.1-x\n")
+    cut = without_returned_bodies(lookalike)
+    assert b"--Outer.1-x" not in cut and b"Hello there." not in cut
+    assert _parts(cut)[:3] == _parts(lookalike)[:3]
