@@ -64,6 +64,9 @@ MAX_DEPTH = 8
 # (A literal first lets the regex engine skip ahead to it, unlike "^" or a look-behind.)
 _RETURNED_PART_RE = re.compile(rb"\ncontent-type:[ \t]*message/(?:rfc822|global)\b")
 _PLAIN_ENCODINGS = (b"7bit", b"8bit", b"binary")
+# Lines opening with "--" that either rewrite looks at, at most (the work stays small on
+# hostile input; past it, the message is parsed as it came).
+_MAX_DASH_LINES = 2000
 
 
 def without_returned_bodies(data: bytes) -> bytes:
@@ -136,7 +139,9 @@ def _delimiter_line(data: bytes, delimiter: bytes, start: int) -> int:
     """
     needle = b"\n" + delimiter
     at = data.find(needle, start)
-    while at >= 0:
+    for _ in range(_MAX_DASH_LINES):
+        if at < 0:
+            break
         line_end = data.find(b"\n", at + 1)
         tail = data[at + len(needle) : len(data) if line_end < 0 else line_end]
         if tail.rstrip(b" \t") in (b"", b"--"):
@@ -189,6 +194,8 @@ def with_fixed_boundaries(data: bytes) -> bytes:
         return data
     if not _multipart_at_top(lowered):
         return data  # a single-part notice: boundaries in it are quoted text, not structure
+    if data.count(b"\n--") > _MAX_DASH_LINES:
+        return data  # no bounce has so many: not worth a pass over each
     names: dict[bytes, bytes] = {}
     spans: list[tuple[int, int, bytes]] = []
     # Found in the lowercased copy, read from the message: a boundary's case counts.
