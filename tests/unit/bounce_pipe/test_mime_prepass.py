@@ -206,3 +206,9 @@ def test_what_only_looks_like_a_returned_part_is_kept() -> None:
     cut = without_returned_bodies(lookalike)
     assert b"--Outer.1-x" not in cut and b"Hello there." not in cut
     assert _parts(cut)[:3] == _parts(lookalike)[:3]
+
+
+def test_a_flood_of_delimiter_like_lines_is_parsed_as_it_came() -> None:
+    flood = DSN.replace(b"Hello there.\n", b"Hello there.\n" + b"--Outer.1-x\n" * 3000)
+    assert with_fixed_boundaries(flood) == flood
+    assert without_returned_bodies(flood) == flood
