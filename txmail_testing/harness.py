@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -458,8 +459,23 @@ class Stack:
         return self.output_path.read_text(errors="replace")
 
     def log(self, name: str) -> str:
+        """The lines of one component: STATE/log/NAME.log (Postfix's maillog, or any component
+        with log.destination = "files"), and those `txmail up` passed to its standard error
+        led by `NAME: ` (text) or with "component": NAME (JSON), as the component wrote them."""
         path = self.state / "log" / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        text = path.read_text(errors="replace") if path.exists() else ""
+        lead = f"{name}: "
+        for line in self.output().splitlines():
+            if line.startswith(lead):
+                text += line[len(lead) :] + "\n"
+            elif line.startswith("{"):
+                try:
+                    fields = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(fields, dict) and fields.get("component") == name:
+                    text += line + "\n"
+        return text
 
     def config_without_bounce_parser(self) -> Path:
         """A copy of this node's configuration whose bounce pipe finds no `txmail bounces

@@ -69,7 +69,7 @@ from typing import Any
 
 import redis
 
-from txmail import store
+from txmail import logs, store
 from txmail.accounts import reputation
 from txmail.accounts import settings as account_settings
 from txmail.accounts.settings import AccountSettings
@@ -226,24 +226,28 @@ def process(
         )
         keep_for_inspection(settings, client, keys, raw, sender, recipient, outcome, now=clock())
         return outcome
-    raw_settings = store.decoded_hash(client.hgetall(keys.account(record.account)))
-    account_values = account_settings.from_fields(raw_settings or {})
-    recorded_kinds = record_events(
-        settings, client, keys, record, match, report, account_values, outcome, clock
-    )
-    if outcome.kept:
-        keep_for_inspection(settings, client, keys, raw, sender, recipient, outcome, now=clock())
-    forward_to_sender(
-        settings,
-        record,
-        match.trusted,
-        report,
-        raw,
-        recorded_kinds,
-        account_values.forward_auto_replies,
-        outcome,
-        forwarder,
-    )
+    # Every line logged from here on names the message's queue id and account (logs.py).
+    with logs.concerning(record.queue_id, record.account):
+        raw_settings = store.decoded_hash(client.hgetall(keys.account(record.account)))
+        account_values = account_settings.from_fields(raw_settings or {})
+        recorded_kinds = record_events(
+            settings, client, keys, record, match, report, account_values, outcome, clock
+        )
+        if outcome.kept:
+            keep_for_inspection(
+                settings, client, keys, raw, sender, recipient, outcome, now=clock()
+            )
+        forward_to_sender(
+            settings,
+            record,
+            match.trusted,
+            report,
+            raw,
+            recorded_kinds,
+            account_values.forward_auto_replies,
+            outcome,
+            forwarder,
+        )
     return outcome
 
 
@@ -340,7 +344,18 @@ def record_events(
         outcome.events.append(result.event_id)
         if vouched:  # only what the token vouches for is forwarded to the client
             recorded_kinds[rcpt] = found.kind
-        if not result.new:
+        if result.new:
+            log.info(
+                "%s: %s to=<%s> status=%s reason=%s%s (id=%s)",
+                record.queue_id,
+                found.kind,
+                rcpt,
+                found.status or "-",
+                found.reason or "-",
+                "" if vouched else " untrusted",
+                result.event_id,
+            )
+        else:
             log.info(
                 "%s: %s to=<%s> reported again (id=%s); not recorded twice",
                 record.queue_id,

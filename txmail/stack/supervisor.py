@@ -12,7 +12,8 @@ logged and restarted with a growing delay. SIGINT/SIGTERM stop everything in rev
 remove the sockets, so nothing is left behind.
 
 Reads:  the Settings and the templates (render.py).
-Writes: STATE/{postfix,dovecot,redis,run,log}; component output in STATE/log/NAME.log (0640).
+Writes: STATE/{postfix,dovecot,redis,run,log}; each component's output, named, to standard
+        error (log.destination = "stderr") or STATE/log/NAME.log (0640, "files"): relay.py.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from txmail import reach, store
 from txmail.config import Settings
 from txmail.errors import ConfigError, StoreUnavailable, TxmailError
 from txmail.stack import components as components_mod
-from txmail.stack import doctor, render
+from txmail.stack import doctor, relay, render
 from txmail.stack.components import (
     Component,
     PostfixComponent,
@@ -494,13 +495,12 @@ class Supervisor:
             if not component.alive():
                 raise TxmailError(
                     f"{component.name} {component.exit_status()} while starting; "
-                    f"see {getattr(component, 'log_path', 'its log')}"
+                    f"see {component.where_logged()}"
                 )
             if time.monotonic() > deadline:
                 raise TxmailError(
                     f"{component.name} did not accept connections within "
-                    f"{READY_TIMEOUT:.0f} s; see "
-                    f"{getattr(component, 'log_path', 'its log')}"
+                    f"{READY_TIMEOUT:.0f} s; see {component.where_logged()}"
                 )
             time.sleep(0.05)
 
@@ -562,11 +562,18 @@ def up(
     # Installed into the operator's Postfix (postfix.queue_directory is set): never start an
     # instance of txmail's own beside it.
     external_postfix = external_postfix or settings.external_postfix
+    routing = relay.Routing(
+        settings.log.format, settings.log.destination, settings.state_path / "log"
+    )
+    routing.take_over_logging()
     prepare(settings, config_file, checks)
     refuse_to_start(settings, external_postfix)
     if dev and not external_postfix:
         settings_dev_relay(settings)
     components = build(settings, config_file, dev, external_postfix)
+    for component in components:
+        if isinstance(component, ProcessComponent):
+            component.routing = routing
     if only:  # one component per container (compose.yaml); they meet in the state volume
         unknown = set(only) - {c.name for c in components}
         if unknown:
@@ -590,6 +597,7 @@ def up(
     finally:
         supervisor.stop_all()
         cleanup_sockets(settings)
+        routing.drain()
         log.info("stopped")
     return 0
 

@@ -62,6 +62,7 @@ from typing import Any
 
 import redis
 
+from txmail import logs
 from txmail.config import WebhooksSettings
 from txmail.events import WEBHOOK_GROUP
 from txmail.store import Client, Keys, decoded, decoded_or_none, guard, scripts
@@ -316,6 +317,7 @@ class Dispatcher:
                     "%s: took over %d unacknowledged event(s) of another dispatcher",
                     endpoint.account,
                     len(fresh),
+                    extra=logs.about(None, endpoint.account),
                 )
             taken += self._take(endpoint, fresh, now)
         return taken
@@ -404,7 +406,11 @@ class Dispatcher:
         except TransportError as exc:
             status, error = 0, str(exc)[:200] or exc.__class__.__name__
         except Exception as exc:  # noqa: BLE001 - a transport bug is one more failed attempt
-            log.exception("%s: posting failed unexpectedly", endpoint.account)
+            log.exception(
+                "%s: posting failed unexpectedly",
+                endpoint.account,
+                extra=logs.about(None, endpoint.account),
+            )
             status, error = 0, exc.__class__.__name__
         label = f"{endpoint.account}: {batch_id(batch)}"
         if 200 <= status < 300:
@@ -416,6 +422,7 @@ class Dispatcher:
                     label,
                     len(batch),
                     endpoint.attempts,
+                    extra=logs.about(None, endpoint.account),
                 )
                 self._save_state(endpoint, ok=True)
             return
@@ -427,6 +434,7 @@ class Dispatcher:
                 endpoint.url,
                 len(batch),
                 endpoint.account,
+                extra=logs.about(None, endpoint.account),
             )
             endpoint.disabled = True
             with guard("disabling a webhook endpoint"):
@@ -453,6 +461,7 @@ class Dispatcher:
                 len(expired),
                 window / 3600,
                 error,
+                extra=logs.about(None, endpoint.account),
             )
             self._dead_letter(endpoint, expired, error, now)
             self._drop(endpoint, expired)
@@ -473,6 +482,7 @@ class Dispatcher:
             error,
             endpoint.attempts,
             delay,
+            extra=logs.about(None, endpoint.account),
         )
         self._save_state(endpoint, ok=False)
 
@@ -528,13 +538,20 @@ class Dispatcher:
                 keys=[self.keys.events(endpoint.account)], args=[WEBHOOK_GROUP, self.stream_max]
             )
         for pending in batch:
-            log.info("%s: dead letter %s (%s)", endpoint.account, pending.event_id, error)
+            log.info(
+                "%s: dead letter %s (%s)",
+                endpoint.account,
+                pending.event_id,
+                error,
+                extra=logs.about(None, endpoint.account),
+            )
         if dropped:
             log.warning(
                 "%s: the dead letters are full (%d): the %d oldest were removed",
                 endpoint.account,
                 self.settings.dead_letter_max,
                 dropped,
+                extra=logs.about(None, endpoint.account),
             )
 
     # -- the loop -------------------------------------------------------------------------

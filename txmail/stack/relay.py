@@ -1,0 +1,185 @@
+"""`txmail up`: pass every component's output on, named, to where log.destination says.
+
+Each child process (components.py) writes its standard output and error into a pipe; one
+thread per child reads it line by line and writes each line
+  - with log.destination = "stderr" (the default) to the supervisor's own standard error, so
+    journald (systemd's StandardError=journal) and `docker compose logs` show it: a text line
+    led by the component's name (`milter: 2026-12-07T20:13:03.123Z INFO ...`), a JSON line as
+    the component wrote it (its "component" field names it);
+  - with log.destination = "files" to STATE/log/NAME.log (0640), reopened as soon as the file
+    was moved away or removed, so logrotate's default create-and-move loses nothing and needs
+    no signal (contrib/logrotate/txmail).
+With log.format = "json", a line that is not a JSON object (Redis and Dovecot write their own
+text; a crash prints a traceback) becomes one, of that component (logs.wrap_line), so every
+line on the output parses.
+
+The supervisor's own lines go the same way to standard error, as component "up".
+
+Fails: a line that cannot be written (standard error closed, the disk full) is dropped, as
+there is nowhere left to say so; the child never blocks on a dead reader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import BinaryIO
+
+from txmail import logs
+
+MAX_LINE = 65_536  # longer lines are cut into pieces of this many bytes
+
+
+class StderrSink:
+    """The supervisor's standard error, written whole lines at a time by many threads."""
+
+    def __init__(self, fd: int = 2) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()
+
+    def write_line(self, line: str) -> None:
+        data = (line + "\n").encode("utf-8", "replace")
+        with self.lock, contextlib.suppress(OSError):
+            while data:
+                data = data[os.write(self.fd, data) :]
+
+
+class LogFile:
+    """STATE/log/NAME.log, appended to, reopened when the path no longer is the open file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+        self.opened: tuple[int, int] | None = None
+
+    def open(self) -> None:
+        self.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        os.fchmod(fd, 0o640)  # logs name recipients and login names
+        stat = os.fstat(fd)
+        self.fd, self.opened = fd, (stat.st_dev, stat.st_ino)
+
+    def moved(self) -> bool:
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (stat.st_dev, stat.st_ino) != self.opened
+
+    def write_line(self, line: str) -> None:
+        with contextlib.suppress(OSError):
+            if self.fd is None or self.moved():
+                self.open()
+            assert self.fd is not None
+            data = (line + "\n").encode("utf-8", "replace")
+            while data:
+                data = data[os.write(self.fd, data) :]
+
+    def close(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+        self.fd = None
+
+
+class Routing:
+    """Where the lines of each component go (log.format, log.destination)."""
+
+    def __init__(
+        self, log_format: str, destination: str, log_dir: Path, sink: StderrSink | None = None
+    ) -> None:
+        self.format = log_format
+        self.destination = destination
+        self.log_dir = log_dir
+        self.sink = sink or StderrSink()
+        self.threads: list[threading.Thread] = []
+
+    def where(self, component: str) -> str:
+        """Where an operator finds a component's lines, for error messages."""
+        if self.destination == "files":
+            return str(self.log_dir / f"{component}.log")
+        return (
+            f"the lines led by `{component}:` above"
+            if self.format == "text"
+            else (f'the lines with "component": "{component}" above')
+        )
+
+    def shaped(self, component: str, line: str) -> str:
+        """`line` as it goes out: JSON always an object; text led by the name on stderr."""
+        if self.format == "json":
+            if not is_json_object(line):
+                line = logs.wrap_line(line, component)
+            return line
+        return f"{component}: {line}" if self.destination == "stderr" else line
+
+    def follow(self, component: str, pipe: BinaryIO) -> threading.Thread:
+        """Start the thread that passes what `component` writes into `pipe` on."""
+        out: StderrSink | LogFile = (
+            LogFile(self.log_dir / f"{component}.log") if self.destination == "files" else self.sink
+        )
+
+        def run() -> None:
+            try:
+                for raw in iter(lambda: pipe.readline(MAX_LINE), b""):
+                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    out.write_line(self.shaped(component, line))
+            except (OSError, ValueError):
+                pass  # the pipe broke: the child is gone
+            finally:
+                pipe.close()
+                if isinstance(out, LogFile):
+                    out.close()
+
+        thread = threading.Thread(target=run, name=f"log-{component}", daemon=True)
+        thread.start()
+        self.threads = [t for t in self.threads if t.is_alive()] + [thread]
+        return thread
+
+    def drain(self, timeout: float = 2.0) -> None:
+        """Wait a little for the threads to pass on the last lines of stopped children."""
+        for thread in self.threads:
+            thread.join(timeout)
+
+    def take_over_logging(self) -> None:
+        """The supervisor's own lines go out through the sink too, as component "up"."""
+        root = logging.getLogger()
+        for old in root.handlers[:]:
+            if old.get_name() == logs.HANDLER_NAME:
+                root.removeHandler(old)
+        root.addHandler(SinkHandler(self))
+
+
+class SinkHandler(logging.Handler):
+    def __init__(self, routing: Routing) -> None:
+        super().__init__()
+        self.routing = routing
+        self.setFormatter(logs.formatter(routing.format, "up"))
+        self.set_name(logs.HANDLER_NAME)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:  # noqa: BLE001 - logging's contract: report, never raise
+            self.handleError(record)
+            return
+        for line in text.split("\n"):
+            # The supervisor's lines always reach its standard error, even with files.
+            if self.routing.format == "json":
+                shaped = line if is_json_object(line) else logs.wrap_line(line, "up")
+            else:
+                shaped = f"up: {line}"
+            self.routing.sink.write_line(shaped)
+
+
+def is_json_object(line: str) -> bool:
+    if not line.startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
