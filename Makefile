@@ -12,7 +12,7 @@ PORT_OFFSET ?= 0
 # journalctl, which tests/e2e/test_journal.py runs privately, so it never skips in CI).
 DEB_PACKAGES := postfix dovecot-core redis-server redis-tools libmilter-dev swaks \
 	python3-venv python3-dev gcc openssl ca-certificates docker-compose rspamd \
-	wrk postfwd rsyslog systemd $(EXTRA_DEB_PACKAGES)
+	wrk postfwd rsyslog systemd logrotate $(EXTRA_DEB_PACKAGES)
 EXTRA_DEB_PACKAGES :=
 
 .PHONY: run test unit e2e deps system-deps venv bench fuzz lint clean

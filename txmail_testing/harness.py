@@ -436,12 +436,20 @@ class Stack:
         self.config.write_text(config.to_toml(dataclasses.replace(settings, **{section: changed})))
         return self
 
-    def start(self, timeout: float = 60.0, dev: bool = False, args: tuple[str, ...] = ()) -> Stack:
+    def start(
+        self,
+        timeout: float = 60.0,
+        dev: bool = False,
+        args: tuple[str, ...] = (),
+        stderr: Any = subprocess.STDOUT,
+    ) -> Stack:
+        """`txmail up`; its output (standard error too, unless `stderr` says where) in
+        up.out."""
         out = self.output_path.open("w")
         self.proc = subprocess.Popen(
             [*TXMAIL, "--config", str(self.config), "up", *(["--dev"] if dev else []), *args],
             stdout=out,
-            stderr=subprocess.STDOUT,
+            stderr=stderr,
             text=True,
             start_new_session=True,
         )

@@ -344,18 +344,7 @@ def record_events(
         outcome.events.append(result.event_id)
         if vouched:  # only what the token vouches for is forwarded to the client
             recorded_kinds[rcpt] = found.kind
-        if result.new:
-            log.info(
-                "%s: %s to=<%s> status=%s reason=%s%s (id=%s)",
-                record.queue_id,
-                found.kind,
-                rcpt,
-                found.status or "-",
-                found.reason or "-",
-                "" if vouched else " untrusted",
-                result.event_id,
-            )
-        else:
+        if not result.new:
             log.info(
                 "%s: %s to=<%s> reported again (id=%s); not recorded twice",
                 record.queue_id,

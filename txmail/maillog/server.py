@@ -188,16 +188,7 @@ class StatusRecorder:
                 self._policy(record.account),
                 now=self.clock(),
             )
-            if result.new:
-                log.info(
-                    "%s: %s to=<%s> status=%s (id=%s)",
-                    record.queue_id,
-                    kind,
-                    recipient,
-                    status.status,
-                    result.event_id,
-                )
-            elif kind == "soft_bounce":
+            if not result.new and kind == "soft_bounce":
                 log.info(
                     "%s: deferred again to=<%s> (attempt %s); soft_bounce was sent once",
                     record.queue_id,

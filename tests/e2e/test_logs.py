@@ -1,0 +1,225 @@
+"""Logs where operators look, on a real node (`txmail up`): every component's lines on the
+supervisor's standard error with its name, JSON lines that parse, the queue id and account of
+a message on the lines about it; files rotated by the shipped logrotate snippet with nothing
+lost; and the lines in a real (private) journald as systemd's StandardError=journal puts them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_journal import JOURNALD, Journal
+from txmail_testing.harness import Sink, Stack, simple_message, wait_for
+
+pytestmark = pytest.mark.e2e
+
+SNIPPET = Path(__file__).resolve().parents[2] / "contrib/logrotate/txmail"
+COMPONENTS = {
+    "up",
+    "redis",
+    "authsync",
+    "authpolicy",
+    "dovecot",
+    "milter",
+    "socketmap",
+    "policyd",
+    "bounce-pipe",
+    "maillog",
+    "webhooks",
+    "tracker",
+}
+
+
+def json_lines(node: Stack) -> list[dict[str, Any]]:
+    """Every line of `txmail up`'s standard error (up.out holds its standard output too: the
+    ready line), each of which must be a JSON object."""
+    lines = []
+    for line in node.output().splitlines():
+        if line.startswith("txmail ready:"):
+            continue
+        fields = json.loads(line)  # a line that is not JSON fails here
+        assert isinstance(fields, dict), line
+        lines.append(fields)
+    return lines
+
+
+def about(lines: list[dict[str, Any]], component: str, queue_id: str) -> list[dict[str, Any]]:
+    return [x for x in lines if x["component"] == component and x.get("queue_id") == queue_id]
+
+
+def send_one(node: Stack, account: str, password: str, to: str) -> str:
+    sender = f"app@{account}.example"
+    return node.send((account, password), sender, [to], simple_message(sender, to))
+
+
+def test_json_lines_on_stderr_name_every_component_and_the_message(
+    make_stack: Callable[..., Stack], sink: Sink
+) -> None:
+    node = make_stack(name="jsonlogs").configure("log", format="json").start()
+    password = node.add_account("jlog", "jlog.example")
+    queue_id = send_one(node, "jlog", password, "reader@example.net")
+    wait_for(
+        lambda: about(json_lines(node), "maillog", queue_id),
+        30,
+        what="the maillog follower's line about the delivery",
+    )
+    lines = json_lines(node)
+    for fields in lines:
+        assert {"time", "level", "component", "message"} <= fields.keys(), fields
+        assert fields["time"].endswith("Z")
+    assert COMPONENTS <= {x["component"] for x in lines}
+
+    (accepted,) = [x for x in about(lines, "milter", queue_id) if ": accept:" in x["message"]]
+    assert accepted["account"] == "jlog"
+    assert accepted["logger"] == "txmail.milter"
+    (delivered,) = about(lines, "maillog", queue_id)
+    assert delivered["account"] == "jlog"
+    assert delivered["message"].startswith(f"{queue_id}: event delivery ")
+    assert "to=<reader@example.net>" in delivered["message"]
+    print(json.dumps(accepted))  # shown with -s: the README's example lines
+    print(json.dumps(delivered))
+    assert password not in node.output()
+
+
+def run_logrotate(node: Stack, tmp_path: Path) -> None:
+    """`logrotate -f` on the shipped snippet, its paths set to this node's state directory,
+    with a state file of its own."""
+    config = tmp_path / "logrotate.conf"
+    config.write_text(SNIPPET.read_text().replace("/var/lib/txmail", str(node.state)))
+    config.chmod(0o644)
+    result = subprocess.run(
+        ["logrotate", "-f", "-v", "-s", str(tmp_path / "logrotate.state"), str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which("logrotate") is None, reason="needs logrotate")
+def test_files_moved_away_and_rotated_lose_nothing(
+    make_stack: Callable[..., Stack], sink: Sink, tmp_path: Path
+) -> None:
+    node = make_stack(name="filelogs").configure("log", destination="files").start()
+    log_dir = node.state / "log"
+    milter, maillog = log_dir / "milter.log", log_dir / "maillog.log"
+    password = node.add_account("flog", "flog.example")
+    assert "milter:" not in node.output()  # files: the components' lines are not on stderr
+
+    def delivered(queue_id: str, path: Path) -> Callable[[], bool]:
+        return lambda: path.exists() and f"{queue_id}: event delivery" in path.read_text()
+
+    first = send_one(node, "flog", password, "one@example.net")
+    wait_for(delivered(first, maillog), 30, what="the first delivery in maillog.log")
+
+    # An operator (or a logrotate without create) moves the file away: a new one appears.
+    milter.rename(log_dir / "milter.moved")
+    second = send_one(node, "flog", password, "two@example.net")
+    wait_for(delivered(second, maillog), 30, what="the second delivery")
+    assert f"{second}: accept:" in milter.read_text()
+
+    # logrotate -f with the shipped snippet: every *.log, Postfix's maillog_file among them.
+    run_logrotate(node, tmp_path)
+    assert (log_dir / "milter.log.1").exists() and (log_dir / "postfix.log.1").exists()
+    third = send_one(node, "flog", password, "three@example.net")
+    wait_for(delivered(third, maillog), 30, what="the third delivery, after rotation")
+    wait_for(
+        lambda: f"{third}: to=<three@example.net>" in (log_dir / "postfix.log").read_text(),
+        30,
+        what="Postfix writing into the new postfix.log after the reload",
+    )
+
+    # Each message's lines are in exactly one generation of each file, none missing.
+    generations = {
+        "milter": [log_dir / "milter.moved", log_dir / "milter.log.1", milter],
+        "maillog": [log_dir / "maillog.log.1", maillog],
+        "postfix": [log_dir / "postfix.log.1", log_dir / "postfix.log"],
+    }
+    wanted = {
+        "milter": ": accept: account=flog",
+        "maillog": ": event delivery",
+        "postfix": ": removed",
+    }
+    for name, files in generations.items():
+        texts = [p.read_text() if p.exists() else "" for p in files]
+        for queue_id in (first, second, third):
+            holding = [p.name for p, t in zip(files, texts, strict=True) if queue_id in t]
+            assert len(holding) == 1, (name, queue_id, holding)
+            text = texts[[p.name for p in files].index(holding[0])]
+            assert f"{queue_id}{wanted[name]}" in text, (name, queue_id)
+    assert f"{third}: " in milter.read_text() and f"{first}: " not in milter.read_text()
+    for path in log_dir.glob("*.log"):
+        assert oct(path.stat().st_mode & 0o777) == "0o640", path
+    # The maillog follower read the rotated postfix.log to its end: every delivery recorded.
+    for queue_id in (first, second, third):
+        assert f"{queue_id}: event delivery" in maillog.read_text() + (
+            (log_dir / "maillog.log.1").read_text()
+        )
+
+
+def journal_stream(journal: Journal, identifier: str) -> socket.socket:
+    """A connection to journald's stdout socket with the header systemd sends for a service's
+    StandardError=journal (journald's stream protocol: identifier, unit, priority, level
+    prefix, and forwarding to syslog, kmsg and console)."""
+    stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stream.connect(str(journal.run / "stdout"))
+    stream.sendall(f"{identifier}\n\n6\n1\n0\n0\n0\n".encode())
+    stream.shutdown(socket.SHUT_RD)
+    return stream
+
+
+@pytest.fixture
+def journal() -> Any:
+    if not JOURNALD.exists() or shutil.which("journalctl") is None or os.geteuid() != 0:
+        pytest.skip("needs systemd-journald, journalctl and root")
+    made = Journal(f"txmaillogs{os.getpid()}")
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+def test_lines_reach_journald_named(
+    make_stack: Callable[..., Stack], sink: Sink, journal: Journal
+) -> None:
+    stream = journal_stream(journal, "txmail")
+    node = make_stack(name="journallogs")
+    try:
+        node.start(stderr=stream.fileno())
+    finally:
+        stream.close()  # txmail up holds its own copy
+    password = node.add_account("jrnl", "jrnl.example")
+    queue_id = send_one(node, "jrnl", password, "reader@example.net")
+
+    def entries() -> list[dict[str, Any]]:
+        out = journal.journalctl("-o", "json", "-t", "txmail")
+        return [json.loads(line) for line in out.splitlines()]
+
+    def messages() -> list[str]:
+        return [str(e.get("MESSAGE", "")) for e in entries()]
+
+    wait_for(
+        lambda: any(
+            m.startswith(f"maillog: ") and f"{queue_id}: event delivery" in m for m in messages()
+        ),
+        30,
+        what="the delivery line in the journal",
+    )
+    found = entries()
+    assert {e["SYSLOG_IDENTIFIER"] for e in found} == {"txmail"}
+    named = {str(e["MESSAGE"]).split(": ", 1)[0] for e in found}
+    assert COMPONENTS <= named, named
+    (accepted,) = [
+        m for m in messages() if m.startswith("milter: ") and f"{queue_id}: accept:" in m
+    ]
+    assert accepted.endswith(f"queue_id={queue_id} account=jrnl")
+    print(journal.journalctl("-t", "txmail", "-o", "short-iso", "--no-pager"))

@@ -1,0 +1,100 @@
+"""How `txmail up` passes its components' lines on (stack/relay.py): named on standard error,
+always JSON with log.format = "json", into files that are reopened when moved away."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from txmail.stack.relay import LogFile, Routing, StderrSink
+
+
+def sink_file(tmp_path: Path) -> tuple[StderrSink, Path]:
+    path = tmp_path / "stderr"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return StderrSink(fd), path
+
+
+def test_text_lines_on_stderr_are_led_by_the_component(tmp_path: Path) -> None:
+    routing = Routing("text", "stderr", tmp_path)
+    assert routing.shaped("milter", "2026-12-07T20:13:03.123Z INFO x: y") == (
+        "milter: 2026-12-07T20:13:03.123Z INFO x: y"
+    )
+    assert Routing("text", "files", tmp_path).shaped("milter", "a line") == "a line"
+
+
+def test_json_lines_pass_and_anything_else_becomes_json(tmp_path: Path) -> None:
+    routing = Routing("json", "stderr", tmp_path)
+    own = json.dumps({"component": "milter", "message": "m"})
+    assert routing.shaped("milter", own) == own
+    for foreign in ("1:M 07 Dec 2026 Ready to accept connections", "{not json", "[1, 2]"):
+        fields = json.loads(routing.shaped("redis", foreign))
+        assert (fields["component"], fields["message"]) == ("redis", foreign)
+
+
+def test_a_childs_pipe_reaches_stderr_line_by_line(tmp_path: Path) -> None:
+    sink, out = sink_file(tmp_path)
+    routing = Routing("text", "stderr", tmp_path, sink)
+    read_end, write_end = os.pipe()
+    routing.follow("dovecot", os.fdopen(read_end, "rb"))
+    with os.fdopen(write_end, "wb") as child:
+        child.write(b"auth: Info: started\nhalf a ")
+        child.flush()
+        child.write(b"line\nno newline at the end")
+    routing.drain()
+    os.close(sink.fd)
+    assert out.read_text().splitlines() == [
+        "dovecot: auth: Info: started",
+        "dovecot: half a line",
+        "dovecot: no newline at the end",
+    ]
+
+
+def test_a_moved_log_file_is_reopened_and_nothing_is_lost(tmp_path: Path) -> None:
+    path = tmp_path / "log/milter.log"
+    log = LogFile(path)
+    log.write_line("one")
+    path.rename(tmp_path / "log/milter.log.1")  # logrotate's default: move, then create
+    log.write_line("two")
+    path.unlink()  # or no file at all
+    log.write_line("three")
+    log.close()
+    assert (tmp_path / "log/milter.log.1").read_text() == "one\n"
+    assert path.read_text() == "three\n"
+    assert oct(path.stat().st_mode & 0o777) == "0o640"
+
+
+def test_a_log_file_created_by_logrotate_is_used(tmp_path: Path) -> None:
+    path = tmp_path / "milter.log"
+    log = LogFile(path)
+    log.write_line("one")
+    path.rename(tmp_path / "milter.log.1")
+    path.write_text("")  # `create 0640 root root`
+    log.write_line("two")
+    log.close()
+    assert path.read_text() == "two\n"
+
+
+def test_the_supervisors_own_lines_are_named_up(tmp_path: Path) -> None:
+    for log_format in ("text", "json"):
+        (tmp_path / log_format).mkdir()
+        sink, out = sink_file(tmp_path / log_format)
+        routing = Routing(log_format, "stderr", tmp_path, sink)
+        root = logging.getLogger()
+        before = root.handlers[:]
+        routing.take_over_logging()
+        try:
+            logging.getLogger("txmail.up").warning("milter exited; restarting")
+        finally:
+            for handler in root.handlers[:]:
+                if handler not in before:
+                    root.removeHandler(handler)
+        os.close(sink.fd)
+        line = out.read_text().strip()
+        if log_format == "text":
+            assert line.startswith("up: ") and line.endswith("milter exited; restarting")
+        else:
+            fields = json.loads(line)
+            assert (fields["component"], fields["level"]) == ("up", "warning")
