@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Callable
@@ -189,9 +190,14 @@ def journal() -> Any:
 
 
 def test_lines_reach_journald_named(
-    make_stack: Callable[..., Stack], sink: Sink, journal: Journal
+    make_stack: Callable[..., Stack],
+    sink: Sink,
+    journal: Journal,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stream = journal_stream(journal, "txmail")
+    stat = os.fstat(stream.fileno())  # systemd tells a service its journal stream this way
+    monkeypatch.setenv("JOURNAL_STREAM", f"{stat.st_dev}:{stat.st_ino}")
     node = make_stack(name="journallogs")
     try:
         node.start(stderr=stream.fileno())
@@ -209,7 +215,7 @@ def test_lines_reach_journald_named(
 
     wait_for(
         lambda: any(
-            m.startswith(f"maillog: ") and f"{queue_id}: event delivery" in m for m in messages()
+            m.startswith("maillog: ") and f"{queue_id}: event delivery" in m for m in messages()
         ),
         30,
         what="the delivery line in the journal",
@@ -222,4 +228,21 @@ def test_lines_reach_journald_named(
         m for m in messages() if m.startswith("milter: ") and f"{queue_id}: accept:" in m
     ]
     assert accepted.endswith(f"queue_id={queue_id} account=jrnl")
+    # One message's lines, as the README says to find them.
+    grep = journal.journalctl("-t", "txmail", "-o", "cat", "-g", f"queue_id={queue_id}")
+    assert [line.split(": ", 1)[0] for line in grep.splitlines()] == ["milter", "maillog"]
+
+    # Levels reach journald's PRIORITY (the <N> prefix, stripped from the message).
+    os.kill(node.pid_of("webhooks", "run"), signal.SIGKILL)
+
+    def warnings() -> list[str]:
+        return journal.journalctl("-t", "txmail", "-o", "cat", "-p", "warning").splitlines()
+
+    wait_for(
+        lambda: any("webhooks killed by signal 9; restarting" in w for w in warnings()),
+        30,
+        what="the supervisor's warning at priority 4",
+    )
+    assert all(w.startswith("up: ") and " WARNING " in w for w in warnings()), warnings()
+    assert not any(m.startswith("<") for m in messages())
     print(journal.journalctl("-t", "txmail", "-o", "short-iso", "--no-pager"))

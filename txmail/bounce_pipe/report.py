@@ -53,8 +53,8 @@ EXIT STATUS
     a bounce has a null sender (POSTFIX-NOTES §7). Every exception is caught, logged, and 75.
 
 LOGS
-    One line per decision on standard error, starting with the queue id: the server's, in
-    STATE/log/bounce-pipe.log; the pipe's (why it exits 75), in Postfix's maillog.
+    One line per decision on standard error, starting with the queue id: the server's, as
+    component bounce-pipe (txmail/logs.py); the pipe's (why it exits 75), in Postfix's maillog.
 """
 
 from __future__ import annotations

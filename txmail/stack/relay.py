@@ -9,6 +9,10 @@ thread per child reads it line by line and writes each line
   - with log.destination = "files" to STATE/log/NAME.log (0640), reopened as soon as the file
     was moved away or removed, so logrotate's default create-and-move loses nothing and needs
     no signal (contrib/logrotate/txmail).
+When standard error is journald's (systemd sets JOURNAL_STREAM to its device and inode), each
+line on it starts with the syslog priority of its level (`<4>` for a warning), which journald
+takes as the entry's PRIORITY and strips, so `journalctl -p warning` finds the warnings of
+every component; a line without a level of its own (Redis's, Dovecot's) stays info.
 With log.format = "json", a line that is not a JSON object (Redis and Dovecot write their own
 text; a crash prints a traceback) becomes one, of that component (logs.wrap_line), so every
 line on the output parses.
@@ -32,6 +36,32 @@ from typing import BinaryIO
 from txmail import logs
 
 MAX_LINE = 65_536  # longer lines are cut into pieces of this many bytes
+# syslog priorities (RFC 5424) of the logging levels, for journald's level prefix
+PRIORITIES = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+
+def stderr_is_journal(fd: int = 2) -> bool:
+    """Whether `fd` is the journald stream systemd gave this service (sd_journal_stream_fd's
+    JOURNAL_STREAM=DEVICE:INODE, as systemd.exec(5) says to check)."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        stat = os.fstat(fd)
+        return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+    except (OSError, ValueError):
+        return False
+
+
+def level_of(line: str, log_format: str) -> str | None:
+    """The level a txmail line names (logs.py's formats), upper case; None for others."""
+    if log_format == "json":
+        try:
+            fields = json.loads(line)
+        except ValueError:
+            return None
+        level = fields.get("level") if isinstance(fields, dict) else None
+        return level.upper() if isinstance(level, str) else None
+    words = line.split(" ", 2)
+    return words[1] if len(words) > 2 and words[0].endswith("Z") else None
 
 
 class StderrSink:
@@ -98,6 +128,7 @@ class Routing:
         self.log_dir = log_dir
         self.sink = sink or StderrSink()
         self.threads: list[threading.Thread] = []
+        self.level_prefix = destination == "stderr" and stderr_is_journal(self.sink.fd)
 
     def where(self, component: str) -> str:
         """Where an operator finds a component's lines, for error messages."""
@@ -111,11 +142,19 @@ class Routing:
 
     def shaped(self, component: str, line: str) -> str:
         """`line` as it goes out: JSON always an object; text led by the name on stderr."""
+        level = level_of(line, self.format) if self.level_prefix else None
         if self.format == "json":
             if not is_json_object(line):
                 line = logs.wrap_line(line, component)
+        elif self.destination == "stderr":
+            line = f"{component}: {line}"
+        return self.prefixed(line, level)
+
+    def prefixed(self, line: str, level: str | None) -> str:
+        """`line` led by journald's priority prefix when standard error is the journal."""
+        if not self.level_prefix or level not in PRIORITIES:
             return line
-        return f"{component}: {line}" if self.destination == "stderr" else line
+        return f"<{PRIORITIES[level]}>{line}"
 
     def follow(self, component: str, pipe: BinaryIO) -> threading.Thread:
         """Start the thread that passes what `component` writes into `pipe` on."""
@@ -173,7 +212,7 @@ class SinkHandler(logging.Handler):
                 shaped = line if is_json_object(line) else logs.wrap_line(line, "up")
             else:
                 shaped = f"up: {line}"
-            self.routing.sink.write_line(shaped)
+            self.routing.sink.write_line(self.routing.prefixed(shaped, record.levelname))
 
 
 def is_json_object(line: str) -> bool:

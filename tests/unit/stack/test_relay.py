@@ -8,6 +8,8 @@ import logging
 import os
 from pathlib import Path
 
+import pytest
+
 from txmail.stack.relay import LogFile, Routing, StderrSink
 
 
@@ -98,3 +100,24 @@ def test_the_supervisors_own_lines_are_named_up(tmp_path: Path) -> None:
         else:
             fields = json.loads(line)
             assert (fields["component"], fields["level"]) == ("up", "warning")
+
+
+def test_on_the_journal_each_line_leads_with_its_priority(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink, out = sink_file(tmp_path)
+    stat = os.fstat(sink.fd)
+    monkeypatch.setenv("JOURNAL_STREAM", f"{stat.st_dev}:{stat.st_ino}")
+    text = Routing("text", "stderr", tmp_path, sink)
+    assert text.shaped("milter", "2026-12-07T20:13:03.123Z WARNING x: y") == (
+        "<4>milter: 2026-12-07T20:13:03.123Z WARNING x: y"
+    )
+    assert text.shaped("redis", "1:M * Ready") == "redis: 1:M * Ready"  # no level: info
+    as_json = Routing("json", "stderr", tmp_path, sink)
+    assert as_json.shaped("policyd", '{"level": "error"}') == '<3>{"level": "error"}'
+    # Not the journal (another file, or files): no prefix.
+    assert not Routing("text", "files", tmp_path, sink).level_prefix
+    monkeypatch.setenv("JOURNAL_STREAM", f"{stat.st_dev}:{stat.st_ino + 1}")
+    assert not Routing("text", "stderr", tmp_path, sink).level_prefix
+    os.close(sink.fd)
+    assert out.read_text() == ""
