@@ -56,6 +56,7 @@ import logging
 import random
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -431,7 +432,7 @@ class Dispatcher:
                 "%s: %s answered 410 Gone: endpoint disabled, %d event(s) to the dead "
                 "letters (`txmail webhooks enable %s` turns it back on)",
                 label,
-                endpoint.url,
+                shown_endpoint(endpoint.url),
                 len(batch),
                 endpoint.account,
                 extra=logs.about(None, endpoint.account),
@@ -600,3 +601,15 @@ def requests_transport() -> Transport:
         return response.status_code
 
     return post
+
+
+def shown_endpoint(url: str) -> str:
+    """A webhook URL as it may be logged: scheme, host and port only. Its user information,
+    path and query may be the receiver's secret (a password, a token in the path)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "the endpoint"
+    return f"{parts.scheme}://{host}{port}/..."
