@@ -209,6 +209,9 @@ def test_lines_reach_journald_named(
     node = make_stack(name="journallogs")
     try:
         node.start(stderr=stream.fileno())
+    except AssertionError as exc:
+        shown = journal.journalctl("-t", "txmail", "-o", "cat", "-n", "40")
+        raise AssertionError(f"{exc}\nthe journal's last lines:\n{shown}") from None
     finally:
         stream.close()  # txmail up holds its own copy
     password = node.add_account("jrnl", "jrnl.example")
