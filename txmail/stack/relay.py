@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -180,9 +181,11 @@ class Routing:
         return thread
 
     def drain(self, timeout: float = 2.0) -> None:
-        """Wait a little for the threads to pass on the last lines of stopped children."""
+        """Wait a little (`timeout` seconds in all) for the threads to pass on the last lines
+        of stopped children."""
+        deadline = time.monotonic() + timeout
         for thread in self.threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def take_over_logging(self) -> None:
         """The supervisor's own lines go out through the sink too, as component "up"."""
