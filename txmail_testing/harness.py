@@ -468,10 +468,12 @@ class Stack:
 
     def log(self, name: str) -> str:
         """The lines of one component: STATE/log/NAME.log (Postfix's maillog, or any component
-        with log.destination = "files"), and those `txmail up` passed to its standard error
+        with log.destination = "files"), else those `txmail up` passed to its standard error
         led by `NAME: ` (text) or with "component": NAME (JSON), as the component wrote them."""
         path = self.state / "log" / f"{name}.log"
-        text = path.read_text(errors="replace") if path.exists() else ""
+        if path.exists():
+            return path.read_text(errors="replace")
+        text = ""
         lead = f"{name}: "
         for line in self.output().splitlines():
             if line.startswith(lead):

@@ -77,7 +77,7 @@ def test_json_lines_on_stderr_name_every_component_and_the_message(
     for fields in lines:
         assert {"time", "level", "component", "message"} <= fields.keys(), fields
         assert fields["time"].endswith("Z")
-    assert COMPONENTS <= {x["component"] for x in lines}
+    assert COMPONENTS | {"postfix"} <= {x["component"] for x in lines}
 
     (accepted,) = [x for x in about(lines, "milter", queue_id) if ": accept:" in x["message"]]
     assert accepted["account"] == "jlog"
@@ -86,8 +86,17 @@ def test_json_lines_on_stderr_name_every_component_and_the_message(
     assert delivered["account"] == "jlog"
     assert delivered["message"].startswith(f"{queue_id}: event delivery ")
     assert "to=<reader@example.net>" in delivered["message"]
-    print(json.dumps(accepted))  # shown with -s: the README's example lines
-    print(json.dumps(delivered))
+    # Postfix's own lines (its maillog_file, followed) with the queue id they begin with.
+    wait_for(
+        lambda: any(
+            "status=sent" in x["message"] for x in about(json_lines(node), "postfix", queue_id)
+        ),
+        30,
+        what="Postfix's status=sent line",
+    )
+    # shown with -s: the README's example lines
+    for shown in (accepted, *about(json_lines(node), "postfix", queue_id), delivered):
+        print(json.dumps(shown))
     assert password not in node.output()
 
 

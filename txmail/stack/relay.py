@@ -17,7 +17,10 @@ With log.format = "json", a line that is not a JSON object (Redis and Dovecot wr
 text; a crash prints a traceback) becomes one, of that component (logs.wrap_line), so every
 line on the output parses.
 
-The supervisor's own lines go the same way to standard error, as component "up".
+The supervisor's own lines go the same way to standard error, as component "up". With
+"stderr", Postfix's own log (maillog_file, postfix.maillog), which stays a file for the maillog
+follower, is followed too (tail_file) and its new lines pass on as component "postfix"; a JSON
+line of it carries the queue id the line begins with.
 
 Fails: a line that cannot be written (standard error closed, the disk full) is dropped, as
 there is nowhere left to say so; the child never blocks on a dead reader.
@@ -29,6 +32,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -37,6 +41,8 @@ from typing import BinaryIO
 from txmail import logs
 
 MAX_LINE = 65_536  # longer lines are cut into pieces of this many bytes
+# "Dec 07 20:21:05 host txmail/smtp[123]: 4jjtlj52NHzKD4d: to=<...>": the queue id
+POSTFIX_QUEUE_ID = re.compile(r"^\S+\s+\d+ [\d:]+ \S+ [^:\s]+\[\d+\]: ([0-9A-Za-z]{10,}): ")
 # syslog priorities (RFC 5424) of the logging levels, for journald's level prefix
 PRIORITIES = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
 
@@ -130,6 +136,7 @@ class Routing:
         self.sink = sink or StderrSink()
         self.threads: list[threading.Thread] = []
         self.level_prefix = destination == "stderr" and stderr_is_journal(self.sink.fd)
+        self.stopping = threading.Event()
 
     def where(self, component: str) -> str:
         """Where an operator finds a component's lines, for error messages."""
@@ -180,9 +187,73 @@ class Routing:
         self.threads = [t for t in self.threads if t.is_alive()] + [thread]
         return thread
 
+    def tail_file(self, component: str, path: Path, grace: float = 1.0) -> threading.Thread:
+        """Pass on the lines appended to `path` from now on (Postfix's maillog_file), across
+        its rotation: once the path names a new file, the old one is read to its end (the
+        writer may still add to it until it reopens: `grace` seconds of nothing), then the
+        new one from its start."""
+
+        def shaped(line: str) -> str:
+            if self.format != "json":
+                return self.shaped(component, line)
+            found = POSTFIX_QUEUE_ID.match(line)
+            fields = json.loads(logs.wrap_line(line, component))
+            if found:
+                fields["queue_id"] = found.group(1)
+            return self.prefixed(json.dumps(fields, ensure_ascii=False), None)
+
+        first: BinaryIO | None = None
+        with contextlib.suppress(OSError):  # from its end now, before anything more is logged
+            first = path.open("rb")
+            first.seek(0, os.SEEK_END)
+
+        def run() -> None:
+            current = first
+            idle_since = time.monotonic()
+            while not self.stopping.is_set():
+                if current is None:  # there was no file yet: read the first one whole
+                    with contextlib.suppress(OSError):
+                        current = path.open("rb")
+                    idle_since = time.monotonic()
+                data = current.readline(MAX_LINE) if current else b""
+                if data.endswith(b"\n") or len(data) >= MAX_LINE:
+                    text = data.decode("utf-8", "replace").rstrip("\r\n")
+                    self.sink.write_line(shaped(text))
+                    idle_since = time.monotonic()
+                    continue
+                if current is not None and data:  # half a line: wait for its end
+                    current.seek(-len(data), os.SEEK_CUR)
+                if current is not None and self.replaced(path, current):
+                    if time.monotonic() - idle_since >= grace:
+                        current.close()
+                        current = path.open("rb") if path.exists() else None
+                        idle_since = time.monotonic()
+                        continue
+                self.stopping.wait(0.2)
+            if current is not None:
+                current.close()
+
+        thread = threading.Thread(target=run, name=f"log-{component}", daemon=True)
+        thread.start()
+        return thread
+
+    @staticmethod
+    def replaced(path: Path, current: BinaryIO) -> bool:
+        """Whether `path` no longer names the open file (moved away, or truncated)."""
+        try:
+            now, opened = os.stat(path), os.fstat(current.fileno())
+        except OSError:
+            return False  # not there yet: keep reading the old one
+        if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+            return True
+        if now.st_size < current.tell():  # truncated (copytruncate): from its start
+            current.seek(0)
+        return False
+
     def drain(self, timeout: float = 2.0) -> None:
         """Wait a little (`timeout` seconds in all) for the threads to pass on the last lines
         of stopped children."""
+        self.stopping.set()
         deadline = time.monotonic() + timeout
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))

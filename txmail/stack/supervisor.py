@@ -582,6 +582,10 @@ def up(
                 f"(there are: {', '.join(c.name for c in components)})"
             )
         components = [c for c in components if c.name in only]
+    if settings.log.destination == "stderr" and any(c.name == "postfix" for c in components):
+        # Postfix logs into its maillog_file (the maillog follower reads it): its new lines
+        # are passed on too, so journald and `docker compose logs` show all of the node.
+        routing.tail_file("postfix", settings.path(settings.postfix.maillog))
     supervisor = Supervisor(components)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,43 @@ def test_on_the_journal_each_line_leads_with_its_priority(
     assert not Routing("text", "stderr", tmp_path, sink).level_prefix
     os.close(sink.fd)
     assert out.read_text() == ""
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_postfix_s_log_is_followed_across_rotation(tmp_path: Path) -> None:
+    sink, out = sink_file(tmp_path)
+    maillog = tmp_path / "postfix.log"
+    maillog.write_text("Dec 07 20:00:00 mta txmail/master[1]: shown before: not passed on\n")
+    routing = Routing("json", "stderr", tmp_path, sink)
+    thread = routing.tail_file("postfix", maillog, grace=0.1)
+
+    def shown() -> list[dict[str, str]]:
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    def append(path: Path, text: str) -> None:
+        with path.open("a") as f:
+            f.write(text)
+
+    assert thread.is_alive()
+    append(maillog, "Dec 07 20:21:05 mta txmail/smtp[4242]: 4jjtlj52NHzKD4d: to=<a@b.example>")
+    append(maillog, ", status=sent\n")
+    wait_until(lambda: len(shown()) == 1)
+    maillog.rename(tmp_path / "postfix.log.1")  # postfix logrotate: move, then reload
+    maillog.write_text("Dec 07 20:22:00 mta txmail/master[1]: reload\n")
+    append(
+        tmp_path / "postfix.log.1", "Dec 07 20:21:59 mta txmail/qmgr[7]: 4jjtlj52NHzKD4d: removed\n"
+    )
+    wait_until(lambda: len(shown()) == 3)
+    routing.drain()
+    os.close(sink.fd)
+    first, late, new = shown()
+    assert first["message"].endswith("to=<a@b.example>, status=sent")
+    assert (first["component"], first["queue_id"]) == ("postfix", "4jjtlj52NHzKD4d")
+    assert late["message"].endswith("4jjtlj52NHzKD4d: removed")  # the old file's last line first
+    assert new["message"].endswith("master[1]: reload") and "queue_id" not in new
