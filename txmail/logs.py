@@ -3,10 +3,10 @@
 A line that concerns a message carries the message's Postfix queue id and its account as fields
 of their own, in both formats, so an operator can search for either:
 
-    text: 2026-12-07T20:13:03.123Z INFO txmail.milter.server: 4dKb1x0zJ4z9vLK: accept: ...
+    text: 2026-12-07T20:13:03.123Z INFO txmail.milter: 4dKb1x0zJ4z9vLK: accept: ...
           queue_id=4dKb1x0zJ4z9vLK account=acme
     json: {"time": "2026-12-07T20:13:03.123Z", "level": "info", "component": "milter",
-           "logger": "txmail.milter.server", "message": "4dKb1x0zJ4z9vLK: accept: ...",
+           "logger": "txmail.milter", "message": "4dKb1x0zJ4z9vLK: accept: ...",
            "queue_id": "4dKb1x0zJ4z9vLK", "account": "acme"}
 
 Code says which message a line is about either per line (`log.info(..., extra=about(qid,
