@@ -105,6 +105,14 @@ class PostfixSettings:
         "out one message at a time per destination.",
         "1s",
     )
+    delay_warning_time: str = _doc(
+        "How long a message waits in the queue before Postfix tells the sender it is delayed "
+        "(Postfix time: 4h, 30m; 0: never). The client gets the notice when a recipient's "
+        "NOTIFY asked for DELAY or gave no NOTIFY (Postfix's default, and what the bounce "
+        "pipe forwards); with bounce tracking it reaches the bounce pipe whatever NOTIFY "
+        "says. An operator's own Postfix keeps its value (`txmail postfix install`).",
+        "4h",
+    )
     smtp_recipient_rate: int = _doc(
         "Recipients one client address may name per minute on "
         "port 25 (Postfix anvil: smtpd_client_recipient_rate_limit), "
@@ -264,15 +272,59 @@ class DomainsSettings:
         "DNS servers `txmail domains verify` asks, as IP or IP:PORT; empty: the system's resolver.",
         [],
     )
+    spf_include: str = _doc(
+        "A domain whose SPF record lists every address this relay sends from "
+        "(e.g. _spf.relay.example), for the bounce addresses' SPF record "
+        "(include:DOMAIN); empty: a:HOSTNAME, the addresses of `hostname`.",
+        "",
+    )
+    dmarc_rua: str = _doc(
+        "Address for DMARC aggregate reports in the _dmarc record `domains dns` suggests "
+        "(rua=mailto:ADDRESS); empty: no rua.",
+        "",
+    )
 
 
 @dataclass(frozen=True)
 class SpamSettings:
     """The spam check: rspamd's HTTP /checkv2, asked by the milter."""
 
-    rspamd_url: str = _doc(
-        "Base URL of rspamd's normal worker, e.g. http://127.0.0.1:11333. Empty: no spam check.", ""
+    enabled: bool = _doc(
+        "`txmail up` runs rspamd (Debian's package; config and state in STATE/rspamd) "
+        "on spam.listen and the milter asks it, unless spam.rspamd_url names another.",
+        False,
     )
+    listen: str = _doc(
+        "Address:port of the rspamd `txmail up` runs when spam.enabled: a loopback address "
+        "(rspamd's worker asks no password).",
+        "127.0.0.1:11336",
+    )
+    nameservers: list = _doc(
+        "DNS servers (IP or IP:PORT) of the rspamd `txmail up` runs; empty: the system's. "
+        "rspamd's DNS lists want a resolver of your own (public ones are refused).",
+        [],
+    )
+    rspamd_url: str = _doc(
+        "Base URL of rspamd's normal worker, e.g. http://127.0.0.1:11333. Empty: no spam "
+        "check, or with spam.enabled the rspamd `txmail up` runs.",
+        "",
+    )
+
+    @property
+    def url(self) -> str:
+        """Where the milter asks: rspamd_url, else the rspamd of spam.enabled, else ""."""
+        if self.rspamd_url or not self.enabled:
+            return self.rspamd_url
+        return self.listen_url
+
+    @property
+    def listen_url(self) -> str:
+        """The URL of the rspamd `txmail up` runs, seen from this machine."""
+        host, _, port = self.listen.rpartition(":")
+        if host.strip("[]") in ("0.0.0.0", "::", "*", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{port}"
+
     timeout: float = _doc("Seconds to wait for rspamd's answer.", 10.0)
     on_failure: str = _doc(
         "When rspamd cannot be asked: `tempfail` (the client gets a 4xx and "
@@ -296,7 +348,7 @@ class EventsSettings:
     )
     tags_per_day: int = _doc(
         "Distinct tags counted per account and UTC day; the day's further tags are "
-        'counted together as "(other)" (txmail/stats.py).',
+        'counted together as "(other, folded)" (txmail/stats.py).',
         100,
     )
 
@@ -337,6 +389,13 @@ class BouncePipeSettings:
     )
     untrusted_events_per_message: int = _doc(
         "Most untrusted events recorded for one message, whatever number of reports name it.", 20
+    )
+    forwards_per_message: int = _doc(
+        "Most returned mails (DSNs, auto-replies, unclassified mail) forwarded to the envelope "
+        "sender of one message (one queue file, so one recipient when bounce-tracked); later "
+        "ones are recorded as usual and not forwarded, so whoever holds a bounce address "
+        "cannot relay more mail to the client through it.",
+        5,
     )
     socket: str = _doc(
         "UNIX socket of `txmail bounces serve`, the long-running recorder each "
@@ -460,7 +519,8 @@ class TrackerSettings:
         5.0,
     )
     api_timeout: float = _doc(
-        "Seconds the HTTP send API waits for Postfix to accept a message before it answers 451.",
+        "Seconds the HTTP send API waits for each step of Postfix's answer (the whole "
+        "dialogue of one send: 3 times this) before it answers 451.",
         60.0,
     )
     api_large_sends: int = _doc(
@@ -693,7 +753,17 @@ def with_port_offset(settings: Settings, offset: int) -> Settings:
         ),
         dev=dataclasses.replace(settings.dev, capture_port=2525 + offset),
         authpolicy=dataclasses.replace(settings.authpolicy, listen=f"127.0.0.1:{10030 + offset}"),
+        spam=dataclasses.replace(settings.spam, listen=f"127.0.0.1:{11336 + offset}"),
     )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
 
 
 def validate(settings: Settings) -> None:
@@ -742,6 +812,11 @@ def validate(settings: Settings) -> None:
             f"postfix.digest_rate_delay = {settings.postfix.digest_rate_delay!r}: "
             "write a Postfix time such as 1s or 2m"
         )
+    if not re.match(r"^[0-9]+[smhdw]?$", settings.postfix.delay_warning_time):
+        raise ConfigError(
+            f"postfix.delay_warning_time = {settings.postfix.delay_warning_time!r}: "
+            "write a Postfix time such as 4h or 30m (0: no delay notices)"
+        )
     if settings.redis.timeout <= 0:
         raise ConfigError("redis.timeout must be a positive number of seconds")
     if settings.dovecot.resync_interval <= 0:
@@ -776,14 +851,38 @@ def validate(settings: Settings) -> None:
         )
     if settings.domains.dkim_key_bits < 2048:
         raise ConfigError("domains.dkim_key_bits must be 2048 or more")
-    for server in settings.domains.nameservers:
-        if not isinstance(server, str) or not re.match(r"^[0-9a-fA-F.:]+(:\d{1,5})?$", server):
-            raise ConfigError(
-                f"domains.nameservers: {server!r} is not an IP address (optionally with :PORT)"
-            )
+    for key in ("domains.nameservers", "spam.nameservers"):
+        section, name = key.split(".")
+        for server in getattr(getattr(settings, section), name):
+            if not isinstance(server, str) or not re.match(r"^[0-9a-fA-F.:]+(:\d{1,5})?$", server):
+                raise ConfigError(f"{key}: {server!r} is not an IP address (optionally with :PORT)")
     if settings.spam.rspamd_url and not re.match(r"^https?://", settings.spam.rspamd_url):
         raise ConfigError(
             f"spam.rspamd_url = {settings.spam.rspamd_url!r}: use http:// or https://"
+        )
+    host, sep, port = settings.spam.listen.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(
+            f"spam.listen = {settings.spam.listen!r}: write ADDRESS:PORT, e.g. 127.0.0.1:11336"
+        )
+    _check_port("spam.listen", int(port))
+    if not _is_loopback(host):
+        # rspamd's normal worker answers anyone who connects, and it has no password.
+        raise ConfigError(
+            f"spam.listen = {settings.spam.listen!r}: rspamd must listen on loopback "
+            "(127.0.0.1:PORT or [::1]:PORT); to share one rspamd between nodes, run it "
+            "yourself and set spam.rspamd_url"
+        )
+    if settings.domains.spf_include and not _HOSTNAME.match(settings.domains.spf_include):
+        raise ConfigError(
+            f"domains.spf_include = {settings.domains.spf_include!r} is not a domain name"
+        )
+    if settings.domains.dmarc_rua and not re.match(
+        r"^(mailto:)?[^@\s;,]+@[^@\s;,]+$", settings.domains.dmarc_rua
+    ):
+        raise ConfigError(
+            f"domains.dmarc_rua = {settings.domains.dmarc_rua!r}: write an address, "
+            "e.g. dmarc@example.com"
         )
     if settings.spam.on_failure not in ("tempfail", "skip"):
         raise ConfigError(f"spam.on_failure = {settings.spam.on_failure!r}: use tempfail or skip")
@@ -888,6 +987,7 @@ def _validate_events(settings: Settings) -> None:
             "bounce_pipe.untrusted_events_per_message",
             settings.bounce_pipe.untrusted_events_per_message,
         ),
+        ("bounce_pipe.forwards_per_message", settings.bounce_pipe.forwards_per_message),
     ):
         if value < 1:
             raise ConfigError(f"{key} must be at least 1")

@@ -1,7 +1,8 @@
 """Keep the generated parts of README.md current.
 
-The README's configuration and account-settings references are generated from the
-declarations in config.py and accounts/settings.py, between marker comments:
+The README's configuration and account-settings references and its metric list are generated
+from the declarations in config.py, accounts/settings.py, tracker/metrics.py and histograms.py,
+between marker comments:
 
     <!-- generated:NAME -->  ...  <!-- end:NAME -->
 
@@ -19,10 +20,12 @@ from pathlib import Path
 
 from txmail import config
 from txmail.accounts import settings as account_settings
+from txmail.tracker import metrics
 
 SECTIONS: dict[str, Callable[[], str]] = {
     "config-reference": config.reference,
     "account-settings": account_settings.reference,
+    "metrics": metrics.reference,
 }
 
 

@@ -290,6 +290,7 @@ def record_call(
             keys.event_counts(event.account, day),
             keys.message_events(event.account, event.message_id or "-"),
             keys.message(event.account, event.message_id or "-"),
+            keys.event_totals(event.account),
         ],
         [
             trusted_field if event.trusted else f"untrusted:{trusted_field}",

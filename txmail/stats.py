@@ -18,11 +18,14 @@ DESCRIPTION
 
     Tags are bounded by the milter (at most 10 of 64 characters a message), and per account
     and day only the first events.tags_per_day distinct tags get counters of their own: once
-    the day has that many, every other tag of that day is counted under OTHER ("(other)"),
-    once per message or event however many of its tags were folded. A day's hash therefore
-    holds at most (tags_per_day + 1) x (kinds + 1) tag counters, so neither a client minting
-    a tag per message nor a long retention can grow Redis without bound. An open or click
-    counts every time it happens (events.py), the other kinds once per recipient.
+    the day has that many, every other tag of that day is counted under OTHER ("(other,
+    folded)"), once per message or event however many of its tags were folded. OTHER has a
+    comma, which no tag can have (a comma separates tags in the headers; the API refuses
+    one), so no client's tag is ever counted as the folded bucket or shown as it. A day's
+    hash therefore holds at most (tags_per_day + 1) x (kinds + 1) tag counters, so neither
+    a client minting a tag per message nor a long retention can grow Redis without bound.
+    An open or click counts every time it happens (events.py), the other kinds once per
+    recipient.
 
     read_counts() reads one hash per day in one pipeline (HMGET of the tag's fields when a
     tag is asked, else HGETALL), so a request costs at most counter_days reads.
@@ -47,14 +50,18 @@ from txmail.tags import MAX_LENGTH as MAX_TAG_LENGTH
 
 ACCEPTED = "accepted"
 COUNTED = (ACCEPTED, *KINDS)  # what a day's hash counts, in the order they are shown
-OTHER = "(other)"
+OTHER = "(other, folded)"  # store/scripts/*.lua write it too; no tag has a comma
 DEFAULT_TAGS_PER_DAY = 100
+MAX_ANSWER_DAYS = 90  # days of one GET /v1/stats answer, asked by `days` or `since`
 DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
 def check_tag(tag: str) -> str:
-    """`tag` as a filter or a question: one tag as a message carries it, else UsageError."""
+    """`tag` as a filter or a question: one tag as a message carries it, or OTHER (the
+    folded tags), else UsageError."""
     tag = tag.strip()
+    if tag == OTHER:
+        return tag
     if not 0 < len(tag) <= MAX_TAG_LENGTH or not tag.isprintable() or "," in tag:
         raise UsageError(
             f"tag must be one tag as messages carry it: 1 to {MAX_TAG_LENGTH} printable "
@@ -91,9 +98,10 @@ def last_days(count: int, now: float) -> list[str]:
     return [_day(now - 86400 * back) for back in range(count - 1, -1, -1)]
 
 
-def since_days(since: str, now: float, counter_days: int) -> list[str]:
+def since_days(since: str, now: float, counter_days: int, most: int | None = None) -> list[str]:
     """The UTC days from `since` (YYYY-MM-DD) to today, as YYYYMMDD; a clear UsageError for
-    a date that is malformed, in the future or older than the counters are kept."""
+    a date that is malformed, in the future, older than the counters are kept or (`most`)
+    more days back than one answer covers."""
     try:
         first = datetime.date.fromisoformat(since) if DATE.match(since) else None
     except ValueError:
@@ -104,6 +112,12 @@ def since_days(since: str, now: float, counter_days: int) -> list[str]:
     if first > today:
         raise UsageError(f"since must not be after today ({today.isoformat()}, UTC)")
     span = (today - first).days + 1
+    if most is not None and most < counter_days and span > most:
+        oldest = today - datetime.timedelta(days=most - 1)
+        raise UsageError(
+            f"since must be {oldest.isoformat()} or later: one answer covers at most {most} "
+            "days, today included"
+        )
     if span > counter_days:
         oldest = today - datetime.timedelta(days=counter_days - 1)
         raise UsageError(

@@ -21,12 +21,21 @@ DESCRIPTION
     All recipients must be accepted or nothing is sent: the first refused RCPT ends the
     transaction (RSET) and its reply is the answer.
 
+    The whole dialogue, from connecting to Postfix's answer to the message, has one
+    deadline, `total` seconds (each read or write also waits at most `timeout`), so the
+    longest a send can take is known whatever the number of recipients: the API keeps an
+    Idempotency-Key's pending marker longer than that (tracker/api.py pending_seconds()).
+
 RETURNS
     Accepted(queue_id) or Refused(code, status, text) with Postfix's own reply: the API shows
     the same sentences and codes as an SMTP client would see.
 FAILURE
-    A socket that cannot be reached or a dialogue that breaks off is Refused 451 4.3.0 (try
-    again); nothing was queued.
+    A socket that cannot be reached, or a dialogue that breaks off (or passes its deadline)
+    before the message's final "." is sent, is Refused 451 4.3.0 (try again): nothing was
+    queued, since Postfix queues a message only once its final "." has arrived. From the
+    moment that "." is sent, no answer (a timeout, a closed connection) or a 250 without
+    "queued as ID" is Unknown: Postfix may have queued the message, and sending it again
+    could deliver it twice.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import logging
 import re
 import smtplib
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -43,8 +53,14 @@ from dataclasses import dataclass, field
 log = logging.getLogger("txmail.tracker")
 
 QUEUED = re.compile(r"queued as ([0-9A-Za-z]+)")
+# The send API's per-message bounce tracking (`trackbounces`), a header it puts on top of the
+# message; the milter reads it only from the API's listener (milter_macro_daemon_name), where
+# the session is the account's own, and strips it from every message (milter/finish.py).
+API_LISTENER = "txmail-api"
+TRACK_BOUNCES_HEADER = "X-CloudMTA-Track-Bounces"
 STATUS = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+(.*)$", re.S)
 UNAVAILABLE_TEXT = "txmail cannot take the message right now; try again in a few minutes"
+DOT_STUFF = re.compile(rb"^\.", re.M)
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,14 @@ class Refused:
         return 400 <= self.code < 500
 
 
+@dataclass(frozen=True)
+class Unknown:
+    """The whole message was sent but Postfix's answer never came or named no queue id: it
+    may be queued (see FAILURE)."""
+
+    reason: str  # for the log: what happened after the final "."
+
+
 def refused(code: int, reply: bytes | str, recipient: str = "") -> Refused:
     """A Refused from an SMTP reply, its enhanced status code split off the sentence."""
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
@@ -99,8 +123,12 @@ class UnixSMTP(smtplib.SMTP):
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        sock.connect(self._path)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
         return sock
 
 
@@ -119,12 +147,45 @@ def unix_session(
             client.close()
 
 
+class Deadline:
+    """The end of a dialogue: before each step the socket waits at most what is left of it
+    (and never more than `timeout`); TimeoutError once it has passed."""
+
+    def __init__(self, client: UnixSMTP, timeout: float, total: float) -> None:
+        self.client = client
+        self.timeout = timeout
+        self.end = time.monotonic() + total
+
+    def step(self) -> None:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the SMTP dialogue passed its deadline")
+        if self.client.sock is not None:
+            self.client.sock.settimeout(min(self.timeout, left))
+
+
+class _AfterDot(Exception):
+    """The dialogue broke off after the message's final "." was sent."""
+
+
 def submit(
-    socket_path: str, account: str, envelope: Envelope, message: bytes, timeout: float = 60.0
-) -> Accepted | Refused:
+    socket_path: str,
+    account: str,
+    envelope: Envelope,
+    message: bytes,
+    timeout: float = 60.0,
+    total: float | None = None,
+) -> Accepted | Refused | Unknown:
+    """Send `message` as `account` (see the module text); `total` seconds for the whole
+    dialogue (None: 3 x `timeout`)."""
+    client = UnixSMTP(socket_path, timeout)
+    deadline = Deadline(client, timeout, 3 * timeout if total is None else total)
     try:
-        with unix_session(socket_path, timeout) as client:
-            return _dialogue(client, account, envelope, message)
+        return _dialogue(client, deadline, account, envelope, message)
+    except _AfterDot as exc:
+        reason = f"no answer after the message was sent ({exc.__cause__.__class__.__name__})"
+        log.warning("api: account=%s: %s; Postfix may have queued it", account, reason)
+        return Unknown(reason)
     except (OSError, smtplib.SMTPException) as exc:
         log.warning(
             "api: account=%s: Postfix cannot be reached on %s (%s)",
@@ -133,41 +194,78 @@ def submit(
             exc.__class__.__name__,
         )
         return Refused(451, "4.3.0", UNAVAILABLE_TEXT)
+    finally:
+        _close(client, deadline)
+
+
+def _close(client: UnixSMTP, deadline: Deadline) -> None:
+    """QUIT while the deadline allows, else just close."""
+    try:
+        if client.sock is not None:
+            deadline.step()
+            client.quit()
+    except (smtplib.SMTPException, OSError):
+        pass
+    finally:
+        client.close()
 
 
 def _dialogue(
-    client: UnixSMTP, account: str, envelope: Envelope, message: bytes
-) -> Accepted | Refused:
+    client: UnixSMTP, deadline: Deadline, account: str, envelope: Envelope, message: bytes
+) -> Accepted | Refused | Unknown:
     code, reply = client.connect(client._path)
     if code != 220:
         return refused(code, reply)
+    deadline.step()
     client.ehlo()
+    deadline.step()
     code, reply = client.docmd("XCLIENT", f"LOGIN={xtext(account)}")
     if code != 220:
         log.error("api: account=%s: Postfix refused XCLIENT: %s %r", account, code, reply)
         return Refused(451, "4.3.0", UNAVAILABLE_TEXT)
     client.ehlo_resp = None
+    deadline.step()
     client.ehlo()
+    deadline.step()
     code, reply = client.mail(envelope.sender, envelope.mail_options)
     if code != 250:
+        deadline.step()
         client.rset()
         return refused(code, reply)
     for recipient in envelope.recipients:
         options = list(envelope.rcpt_options)
         if recipient in envelope.orcpt:
             options.append(f"ORCPT=rfc822;{xtext(envelope.orcpt[recipient])}")
+        deadline.step()
         code, reply = client.rcpt(recipient, options)
         if code not in (250, 251):
+            deadline.step()
             client.rset()
             return refused(code, reply, recipient)
-    try:
-        code, reply = client.data(message)
-    except smtplib.SMTPDataError as exc:  # DATA itself refused (e.g. policyd at RCPT time)
+    deadline.step()
+    code, reply = client.docmd("DATA")
+    if code != 354:  # DATA itself refused (e.g. policyd at RCPT time)
+        deadline.step()
         client.rset()
-        return refused(exc.smtp_code, exc.smtp_error)
+        return refused(code, reply)
+    # The message dot-stuffed, then the final "." on its own: until that is sent, Postfix
+    # throws away what it got; once it is, the message may be queued whatever happens next.
+    text = DOT_STUFF.sub(b"..", re.sub(rb"\r?\n", b"\r\n", message))
+    if not text.endswith(b"\r\n"):
+        text += b"\r\n"
+    deadline.step()
+    client.send(text)
+    try:
+        deadline.step()
+        client.send(b".\r\n")
+        deadline.step()
+        code, reply = client.getreply()
+    except (OSError, smtplib.SMTPException) as exc:
+        raise _AfterDot() from exc
     if code != 250:
         return refused(code, reply)
     found = QUEUED.search(reply.decode("ascii", "replace"))
     if not found:
-        return Refused(451, "4.3.0", UNAVAILABLE_TEXT)
+        log.warning("api: account=%s: Postfix accepted the message without a queue id", account)
+        return Unknown("accepted without a queue id")
     return Accepted(found.group(1))

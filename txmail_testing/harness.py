@@ -414,6 +414,22 @@ class Stack:
         self.proc: subprocess.Popen[str] | None = None
         self.output_path = self.state / "up.out"
 
+    @classmethod
+    def restored(cls, config: Path, redis_url: str = "") -> Stack:
+        """A Stack over a state directory made otherwise (by `txmail restore`), not started;
+        its ports are the ones its configuration names (made with a port offset)."""
+        from txmail import config as config_mod
+
+        settings = config_mod.load(config)
+        node = cls.__new__(cls)
+        node.offset = settings.listen.smtp - 25
+        node.state = settings.state_path
+        node.config = config
+        node.redis_url = redis_url
+        node.proc = None
+        node.output_path = node.state / "up.out"
+        return node
+
     # ports
     @property
     def smtp(self) -> int:

@@ -1,4 +1,5 @@
-"""A private rspamd for tests: Debian's rspamd binary with a minimal config in a temp folder.
+"""A private rspamd for tests: Debian's rspamd binary with a minimal config in a temp folder,
+written by the product's own writer (txmail/stack/rspamd.py, stock=False).
 
 Only loopback traffic: no modules but those asked for (`filters`), DNS pointed at a loopback
 server (or a closed loopback port), a three-line TLD list instead of the public suffix list
@@ -14,39 +15,17 @@ import subprocess
 import urllib.request
 from typing import Any
 
+from txmail.stack import rspamd as product
 from txmail_testing.harness import free_listening_port, state_dir, terminate, wait_for
 
 SPAM_SUBJECT = "txmail-test-spam"
 
-CONFIG = """
-options {{
-  pidfile = "{dir}/rspamd.pid";
-  filters = "{filters}";
-  url_tld = "{dir}/tld.dat";
-  dns {{
-    nameserver = ["127.0.0.1:{dns_port}"];
-    timeout = 1s;
-    retransmits = 1;
-  }}
-}}
-logging {{
-  type = "file";
-  filename = "{dir}/rspamd.log";
-  level = "info";
-}}
-actions {{
-  reject = 15;
-  add_header = 6;
-}}
+EXTRA = """
 dkim {{
   check_local = true;
   check_authed = true;
 }}
 lua = "{dir}/txmail_test.lua";
-worker "normal" {{
-  bind_socket = "127.0.0.1:{port}";
-  count = 1;
-}}
 """
 
 RULE = """
@@ -65,17 +44,18 @@ class Rspamd:
     def __init__(self, filters: str = "", dns_port: int | None = None) -> None:
         self.dir = state_dir("rspamd")
         self.port = free_listening_port()
-        (self.dir / "rspamd.conf").write_text(
-            CONFIG.format(
-                dir=self.dir,
-                filters=filters,
-                port=self.port,
-                dns_port=dns_port or free_listening_port(),
-            )
-        )
         (self.dir / "txmail_test.lua").write_text(RULE)
         (self.dir / "tld.dat").write_text("example\ntest\nnet\n")
-        shutil.chown(self.dir, "_rspamd", "_rspamd")
+        product.write_config(
+            self.dir,
+            f"127.0.0.1:{self.port}",
+            [f"127.0.0.1:{dns_port or free_listening_port()}"],
+            stock=False,
+            filters=filters,
+            url_tld=str(self.dir / "tld.dat"),
+            extra=EXTRA.format(dir=self.dir),
+            level="info",
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -83,23 +63,20 @@ class Rspamd:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Rspamd:
-        self.proc = subprocess.Popen(
-            ["rspamd", "-f", "-c", str(self.dir / "rspamd.conf"), "-u", "_rspamd", "-g", "_rspamd"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with (self.dir / "rspamd.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                product.argv(self.dir),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         wait_for(self.ping, 60, interval=0.2, what=f"rspamd on {self.port}")
         return self
 
     def ping(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"rspamd exited {self.proc.returncode}: {self.log()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as response:
-                return bool(response.read().startswith(b"pong"))
-        except OSError:
-            return False
+        return product.ping(self.url)
 
     def check(self, message: bytes, **headers: str) -> dict[str, Any]:
         request = urllib.request.Request(f"{self.url}/checkv2", data=message, headers=headers)

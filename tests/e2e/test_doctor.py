@@ -153,17 +153,22 @@ def test_doctor_reports_dns_not_published_and_up_still_starts(
         missing = node.txmail("doctor", check=False)
         assert missing.returncode == 1
         lines = missing.stdout.splitlines()
-        assert len(lines) == 2, missing.stdout
+        assert len(lines) == 4, missing.stdout
         assert lines[0].startswith("warning: dns.example: the dkim s=")
         assert "publish " in lines[0] and "txmail domains verify dns.example" in lines[0]
         assert lines[1].startswith(
             "warning: dns.example: the return path record mta.dns.example is not published"
         )
+        hostname = config.load(node.config).hostname
+        assert lines[2].startswith("warning: dns.example: the spf record mta.dns.example is not")
+        assert f'publish {hostname} TXT "v=spf1 a:{hostname} -all"' in lines[2]
+        assert lines[3].startswith("warning: dns.example: the mx record mta.dns.example is not")
         record = json.loads(node.txmail("domains", "show", "dns.example", "--json").stdout)
         for key in record["dkim"]:
             dns_server.set_txt(key["dns_name"], key["dns_value"])
-        hostname = config.load(node.config).hostname
         dns_server.set(record["return_path"], "CNAME", hostname + ".")
+        dns_server.set_txt(hostname, f"v=spf1 a:{hostname} -all")
+        dns_server.set(hostname, "MX", f"10 {hostname}.")
         published = node.txmail("doctor", check=False)
         assert (published.returncode, published.stdout) == (0, "all good\n")
     finally:

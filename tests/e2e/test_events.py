@@ -117,7 +117,7 @@ def test_hard_bounce_one_signed_event_suppression_forwarding_and_blocked(
     assert [(e["recipient"], e["list"], e["reason"], e["event_id"]) for e in entries] == [
         (rcpt, "bounce", "userunknown", event["id"])
     ]
-    # forwarded to the original envelope sender (NOTIFY defaults to FAILURE), MAIL FROM:<>
+    # forwarded to the original envelope sender (no NOTIFY means FAILURE,DELAY), MAIL FROM:<>
     forwarded = wait_for(
         lambda: [m for m in sink.find(account.sender) if m.sender in ("", "<>")],
         30,

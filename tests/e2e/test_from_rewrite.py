@@ -6,6 +6,7 @@ leaves; with rewrite_from off a foreign From is still refused."""
 from __future__ import annotations
 
 import email
+import email.utils
 import json
 
 import dkim
@@ -81,3 +82,45 @@ def test_with_rewrite_from_off_a_foreign_from_is_still_refused(stack: Stack, sin
     assert code == 553, text
     assert text.startswith("5.7.1 Header From domain elsewhere.example is not one of"), text
     assert not sink.find(to)
+
+
+@pytest.mark.parametrize(
+    "case,header_from",
+    [
+        (1, '"=?utf-8?q?Shop?= <x@y.example>" <ceo@victim.example>'),
+        (2, '"=?utf-8?q?x?=, ceo@victim.example," <me@hostile.example>'),
+    ],
+)
+def test_a_display_name_cannot_smuggle_another_author(
+    stack: Stack, sink: Sink, case: int, header_from: str
+) -> None:
+    """Whatever the display name holds, what leaves has one author, the MAIL FROM address, and
+    is signed for its domain."""
+    name, domain = f"hostile{case}", f"hostile{case}.example"
+    login = (name, stack.add_account(name, domain, settings=["rewrite_from=on"]))
+    stack.txmail(
+        "domains",
+        "add",
+        domain,
+        "--account",
+        name,
+        "--selector",
+        "e2e",
+        "--force-sign",
+        "--no-return-path",
+    )
+    shown = json.loads(stack.txmail("domains", "show", domain, "--json").stdout)
+    dns_value = shown["dkim"][0]["dns_value"].encode()
+    to = f"{name}@example.net"
+    code, text = submit(stack, login, f"out@{domain}", to, simple_message(header_from, to))
+    assert code == 250, text
+    wait_for(lambda: sink.find(to), 30, what="the rewritten message")
+    data = bytes(sink.find(to)[0].data)
+    delivered = email.message_from_bytes(data)
+    values = delivered.get_all("From")
+    assert len(values) == 1
+    assert [a for _, a in email.utils.getaddresses(values) if a] == [f"out@{domain}"]
+    assert b"victim.example>" not in data
+    checker = dkim.DKIM(data)
+    assert checker.verify(dnsfunc=lambda name, timeout=5: dns_value)
+    assert checker.domain == domain.encode()

@@ -76,7 +76,7 @@ def test_each_login_sends_as_its_account_and_a_removed_one_is_refused(
     usage = stack.redis().hgetall(Keys().usage(ACCOUNT, "d", int(time.time() // 86400)))
     assert int(usage.get("m", 0)) >= 2, usage
 
-    stack.txmail("accounts", "login", "remove", ACCOUNT, "orders@shop.example")
+    stack.txmail("accounts", "login", "remove", "--yes", ACCOUNT, "orders@shop.example")
     stack.wait_passwd("orders@shop.example", present=False)
 
     def refusal() -> smtplib.SMTPAuthenticationError | None:
@@ -116,7 +116,7 @@ def test_a_login_is_one_accounts_and_goes_with_it(stack: Stack) -> None:
     assert taken.returncode == 1
     assert "belongs to account 'shortlived'" in taken.stderr, taken.stderr
     assert "password:" not in taken.stdout
-    stack.txmail("accounts", "remove", "shortlived")
+    stack.txmail("accounts", "remove", "--yes", "shortlived")
     stack.wait_passwd("app@shortlived.example", present=False)
     stack.txmail(
         "accounts", "login", "add", "neighbour", "app@shortlived.example", "--generate-password"

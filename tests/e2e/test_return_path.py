@@ -111,7 +111,7 @@ def test_removed_domain_is_refused_again(stack: Stack, bounce_owner: str) -> Non
     stack.txmail("domains", "add", "rp-three.example", "--account", bounce_owner)
     address = "bounces+ghi@mta.rp-three.example"
     accepted_soon(stack, address)
-    stack.txmail("domains", "remove", "rp-three.example")
+    stack.txmail("domains", "remove", "--yes", "rp-three.example")
     wait_for(lambda: probe(stack, address, 554), 5, what=f"{address} refused after removal")
 
 

@@ -168,7 +168,7 @@ def test_two_nodes_on_one_redis_cluster_share_accounts(
                 simple_message("app@shared.example", rcpt),
             )
             wait_for(lambda r=rcpt: sink.find(r), 20, what=f"delivery via node {i}")
-        nodes[1].txmail("accounts", "remove", "shared")
+        nodes[1].txmail("accounts", "remove", "--yes", "shared")
         nodes[0].wait_passwd("shared", present=False)
     finally:
         cluster.close()

@@ -122,7 +122,7 @@ def test_account_changes_reach_dovecot(stack: Stack, sink: Sink) -> None:
     wait_for(lambda: passwd.read_text() != before, 15, what="the passwd-file sync")
     assert _can_login(stack, "fresh", "a-new-password-1")
     assert not _can_login(stack, "fresh", password)
-    stack.txmail("accounts", "remove", "fresh")
+    stack.txmail("accounts", "remove", "--yes", "fresh")
     stack.wait_passwd("fresh", present=False)
     assert not _can_login(stack, "fresh", "a-new-password-1")
 

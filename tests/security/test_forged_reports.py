@@ -356,3 +356,68 @@ def test_only_the_configured_loops_signatures_are_looked_up() -> None:
     assert feedback.verified_signers(
         signed, lambda n, timeout=5: zone.get(n.decode()), wanted=["ISP.example."]
     ) == ("isp.example",)
+
+
+def test_a_bounce_address_cannot_relay_unlimited_mail_to_the_client(
+    client: redis.Redis, settings: Settings, account: str
+) -> None:
+    """Anyone who holds a bounce address can send it any mail, and auto-replies and unclassified
+    mail are forwarded whatever NOTIFY says (forward_auto_replies, default true): at most
+    bounce_pipe.forwards_per_message of them reach the client; the rest are still handled."""
+    from txmail.bounce_pipe import unparsed
+    from txmail.bounce_pipe.report import handle
+
+    sent_to_both(client, settings, account)
+    cap = settings.bounce_pipe.forwards_per_message
+    assert cap == 5
+    forwarded: list[bytes] = []
+
+    def forwarder(raw: bytes, to: str, queue_id: str) -> None:
+        assert to == f"app@{account}.example" and queue_id == PARENT
+        forwarded.append(raw)
+
+    for i in range(cap + 3):
+        mail = (
+            f"From: {VICTIM}\r\nTo: {return_path(COPY)}\r\nSubject: re: hello {i}\r\n"
+            f"Message-ID: <spam{i}@dest.example>\r\n\r\nBuy now {i}\r\n"
+        ).encode()
+        outcome = process(settings, client, mail, "", return_path(COPY), forwarder=forwarder)
+        assert outcome.trusted
+        assert outcome.forwarded_to == (f"app@{account}.example" if i < cap else "")
+    assert len(forwarded) == cap
+    # a mail the parser fails on is capped alike
+    code, said = handle(
+        settings,
+        client,
+        b"From: x\r\n\r\nunreadable\r\n",
+        "",
+        return_path(COPY),
+        read=lambda raw: (_ for _ in ()).throw(unparsed.Unreadable("test")),
+        forwarder=forwarder,
+    )
+    assert code == 0 and "forwarded" not in said
+    assert len(forwarded) == cap
+    # the message with the cap is the copy's only: the parent's bounce address still forwards
+    mail = f"From: {FORGER}\r\nTo: x\r\nSubject: away\r\n\r\nhi\r\n".encode()
+    assert process(
+        settings, client, mail, "", return_path(PARENT), forwarder=forwarder
+    ).forwarded_to
+
+
+def test_a_forward_postfix_did_not_take_is_not_counted(
+    client: redis.Redis, settings: Settings, account: str
+) -> None:
+    sent_to_both(client, settings, account)
+    mail = f"From: {VICTIM}\r\nTo: x\r\nSubject: away\r\n\r\nhi\r\n".encode()
+
+    def refused(raw: bytes, to: str, queue_id: str) -> None:
+        raise TemporaryFailure("Postfix said no")
+
+    for _ in range(settings.bounce_pipe.forwards_per_message + 1):
+        with pytest.raises(TemporaryFailure):
+            process(settings, client, mail, "", return_path(COPY), forwarder=refused)
+    keys = Keys(settings.redis.prefix)
+    assert client.hget(keys.message(account, COPY), "forwarded") == "0"
+    assert process(
+        settings, client, mail, "", return_path(COPY), forwarder=lambda *a: None
+    ).forwarded_to

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from txmail.config import RedisSettings, Settings
+from txmail.config import RedisSettings, Settings, SpamSettings
 from txmail.stack.supervisor import build
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +33,9 @@ def test_compose_runs_every_component() -> None:
     config = compose_config()
     services = config["services"]
     settings = Settings(
-        state_dir="/var/lib/txmail", redis=RedisSettings(url="redis://redis:6379/0")
+        state_dir="/var/lib/txmail",
+        redis=RedisSettings(url="redis://redis:6379/0"),
+        spam=SpamSettings(enabled=True),  # compose's init writes --spam
     )
     for component in build(settings, Path("/var/lib/txmail/txmail.toml"), dev=False):
         matching = [

@@ -35,6 +35,8 @@ from txmail.store import Client, Keys, decoded, decoded_hash, decoded_or_none, g
 from txmail.store.keys import ACCOUNT_NAME, LOGIN
 
 BCRYPT_ROUNDS = 10
+TRACK_BOUNCES_PREFIX = "trackbounces."  # hash field per sender address or domain
+MAX_SENDER_TRACK_BOUNCES = 1000
 DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
@@ -48,10 +50,24 @@ class Account:
     webhook_url: str = ""
     created_at: float = 0.0
     settings: AccountSettings = field(default_factory=lambda: account_settings.from_fields({}))
+    # track_bounces by sending address or domain (lower-cased), beside the account's setting
+    sender_track_bounces: dict[str, bool] = field(default_factory=dict)
 
     @property
     def suspended(self) -> bool:
         return self.status == "suspended"
+
+    def tracks_bounces(self, sender: str, for_message: bool | None = None) -> bool:
+        """Whether mail from `sender` gets the signed bounce address: the message's own choice
+        (the send API's `trackbounces`), else the sender address's, else the sender domain's
+        (`accounts trackbounces set`), else the account's track_bounces setting."""
+        if for_message is not None:
+            return for_message
+        address = sender.strip().strip("<>").lower()
+        for key in (address, address.rpartition("@")[2]):
+            if key and key in self.sender_track_bounces:
+                return self.sender_track_bounces[key]
+        return self.settings.track_bounces
 
     def public(self) -> dict[str, object]:
         """What `accounts show` prints: everything but the password hash."""
@@ -63,6 +79,7 @@ class Account:
             "webhook_url": self.webhook_url,
             "created_at": self.created_at,
             "settings": self.settings.as_dict(),
+            "trackbounces": dict(sorted(self.sender_track_bounces.items())),
         }
 
 
@@ -173,6 +190,36 @@ class Accounts:
         fields = [account_settings.FIELD_PREFIX + account_settings.spec(k).name for k in keys]
         with guard("changing account settings"):
             self.client.hdel(self.keys.account(name), *fields)
+            self._changed(name)
+        return self.get(name)
+
+    def set_sender_track_bounces(self, name: str, sender: str, value: bool | None) -> Account:
+        """track_bounces for one sending address or domain of the account (None: unset, the
+        account's setting applies again). The address's domain must be the account's."""
+        account = self.get(name)
+        sender = sender.strip().strip("<>").lower()
+        local, at, domain = sender.rpartition("@")
+        if at and not local:
+            raise UsageError(f"{sender!r}: give an address (user@domain) or a domain")
+        if domain not in account.domains:
+            raise UsageError(
+                f"{domain!r} is not a sending domain of account {name!r} "
+                f"(its domains: {', '.join(account.domains)})"
+            )
+        key = TRACK_BOUNCES_PREFIX + sender
+        with guard("changing bounce tracking"):
+            if value is None:
+                self.client.hdel(self.keys.account(name), key)
+            else:
+                if (
+                    sender not in account.sender_track_bounces
+                    and len(account.sender_track_bounces) >= MAX_SENDER_TRACK_BOUNCES
+                ):
+                    raise UsageError(
+                        f"account {name!r} has {MAX_SENDER_TRACK_BOUNCES} sender bounce "
+                        "tracking entries already; unset some first"
+                    )
+                self.client.hset(self.keys.account(name), key, "true" if value else "false")
             self._changed(name)
         return self.get(name)
 
@@ -520,4 +567,9 @@ def _from_hash(raw: dict[str, str]) -> Account:
         webhook_url=raw.get("webhook_url", ""),
         created_at=float(raw.get("created_at", "0") or 0),
         settings=account_settings.from_fields(raw),
+        sender_track_bounces={
+            k[len(TRACK_BOUNCES_PREFIX) :]: v == "true"
+            for k, v in raw.items()
+            if k.startswith(TRACK_BOUNCES_PREFIX)
+        },
     )

@@ -361,9 +361,11 @@ SETTINGS: list[AccountSetting] = [
     AccountSetting(
         "forward_auto_replies",
         bool,
-        False,
-        "Forward auto-replies (out of office, RFC 3834) to the original envelope "
-        "sender, as bounces are forwarded per the client's NOTIFY.",
+        True,
+        "Forward auto-replies and other returned mail that is no delivery notice to the "
+        "envelope sender whatever its NOTIFY (SMTPeter's rule); false: never auto-replies, "
+        "unclassified mail only under NOTIFY=FAILURE. DSNs always follow NOTIFY. At most "
+        "bounce_pipe.forwards_per_message mails are forwarded per message.",
     ),
     # -- tracking (milter/tracking.py, tracker/) -------------------------------------------
     AccountSetting(

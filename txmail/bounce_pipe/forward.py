@@ -1,16 +1,22 @@
 """Forwarding of returned mail to the original envelope sender (SMTPeter's bounce tracking).
 
 DESCRIPTION
-    txmail captures every bounce at its signed return-path address, records it, and then hands
-    the customer what the customer asked for with the DSN parameters of RFC 3461, given at
-    submission and kept on the message record:
+    txmail captures every bounce at its signed return-path address and records it whatever the
+    client asked, and then hands the client what the client asked for with the DSN parameters
+    of RFC 3461, given at submission and kept on the message record as the client gave them.
+    What leaves for the internet asks for more than that: the milter gives every recipient of
+    a bounce-tracked message at least NOTIFY=FAILURE,DELAY (milter/notify.py), so remote
+    servers and Postfix itself report failures and delays to txmail even under NOTIFY=NEVER.
+    The client's own values decide only what is forwarded:
 
-      NOTIFY (per recipient)  FAILURE (the default), DELAY, SUCCESS, or NEVER (nothing);
-                              a returned mail is forwarded when the notice it carries for
+      NOTIFY (per recipient)  FAILURE, DELAY, SUCCESS, or NEVER (no DSN); a recipient
+                              without NOTIFY gets FAILURE and DELAY notices, as Postfix
+                              gives it (txmail.dsn.DEFAULT_NOTIFY);
+                              a delivery notice (a DSN, or an MTA's non-standard notice
+                              that txmail read) is forwarded when the notice it carries for
                               at least one of its recipients is one that recipient asked for:
                               a hard bounce is a FAILURE notice, a soft bounce (Action:
                               delayed) a DELAY notice, a delivery report a SUCCESS notice.
-                              A returned mail nobody could read counts as a FAILURE notice.
       RET (per message)       HDRS: the returned message inside the notice is cut to its
                               headers (message/rfc822 becomes text/rfc822-headers);
                               FULL or absent: forwarded as received. The cut is
@@ -22,12 +28,22 @@ DESCRIPTION
                               mail goes as it came (headers_only_of()). So a lying worker
                               can change what follows the header block, never the headers
                               the reinjection listener (no milter) relays.
+      ENVID, ORCPT            kept on the queue file as the client gave them, so Postfix's
+                              notices carry them (Original-Envelope-Id, Original-Recipient)
+                              and the forwarded notice shows them unchanged.
 
-    Auto-replies (out of office, RFC 3834) are not DSNs: they are forwarded when the account
-    sets forward_auto_replies. Complaints (ARF) are never forwarded: they are the mailbox
-    provider's report to the sender's operator, recorded as events.
+    Returned mail that is not a delivery notice, auto-replies (out of office, RFC 3834) and
+    mail txmail could not classify, goes to the envelope address whatever NOTIFY says, as the
+    seed has it: with NOTIFY=NEVER the client receives auto-replies and other returned mail
+    but no DSNs; with NOTIFY=FAILURE everything. The account setting forward_auto_replies
+    (default true) is the override: false keeps auto-replies back and forwards unclassified
+    mail only under NOTIFY=FAILURE. Complaints (ARF) are never forwarded: they are the
+    mailbox provider's report to the sender's operator, recorded as events. Every holder of
+    a bounce address can send it mail, so at most bounce_pipe.forwards_per_message returned
+    mails are forwarded per message (report.forward_capped()); later ones are only recorded.
     Nothing is forwarded for a message sent with MAIL FROM:<> (SMTPeter: no envelope address,
-    no bounce mail), nor for a bounce whose address token was forged or missing.
+    no bounce mail), nor for a bounce whose address token was forged or missing; everything
+    is still recorded.
 
     Forwarded mail leaves with a null envelope sender, so a forwarded bounce that bounces
     itself is discarded by Postfix instead of looping. It is handed to Postfix over SMTP on the
@@ -44,43 +60,33 @@ from __future__ import annotations
 import email
 import re
 import smtplib
-from collections.abc import Iterable
 from email import errors, policy
 from email.message import Message
 
+from txmail import dsn
 from txmail.errors import TemporaryFailure
 from txmail.store.messages import MessageRecord
 
 NOTICE_OF_KIND = {"bounce": "FAILURE", "soft_bounce": "DELAY", "delivery": "SUCCESS"}
-DEFAULT_NOTIFY = frozenset({"FAILURE"})
 
 
 class ForwardFailed(TemporaryFailure):
     """Postfix did not take a forwarded bounce."""
 
 
-def _params(params: Iterable[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for param in params:
-        keyword, _, value = param.partition("=")
-        found[keyword.strip().upper()] = value.strip()
-    return found
-
-
 def notify_of(record: MessageRecord, recipient: str) -> frozenset[str]:
-    """The NOTIFY values the client gave for `recipient` (default FAILURE)."""
+    """The NOTIFY values the client gave for `recipient`; without one, FAILURE and DELAY
+    (dsn.DEFAULT_NOTIFY: what RFC 3461 allows and Postfix does)."""
     wanted = recipient.strip().strip("<>").lower()
     for address, params in record.recipient_params.items():
         if address.strip().strip("<>").lower() == wanted:
-            notify = _params(params).get("NOTIFY")
-            if notify:
-                return frozenset(v.strip().upper() for v in notify.split(",") if v.strip())
-    return DEFAULT_NOTIFY
+            return dsn.wanted(params)
+    return dsn.DEFAULT_NOTIFY
 
 
 def ret_of(record: MessageRecord) -> str:
     """RET=FULL or RET=HDRS as given at MAIL FROM, "" when not given."""
-    return _params(record.envelope_params).get("RET", "").upper()
+    return (dsn.esmtp_value(record.envelope_params, "RET") or "").upper()
 
 
 def decide(
@@ -91,7 +97,11 @@ def decide(
     forward_auto_replies: bool,
     trusted: bool,
 ) -> str | None:
-    """Why this returned mail is forwarded (a short phrase for the log), or None."""
+    """Why this returned mail is forwarded (a short phrase for the log), or None.
+
+    `kinds_by_recipient`: the delivery notices it carries for recipients the token vouches
+    for; `auto_reply`: it is an auto-reply; `unreadable`: txmail found no outcome in it;
+    `forward_auto_replies`: the account's override (true: as the seed, whatever NOTIFY)."""
     sender = record.envelope_sender.strip().strip("<>")
     if not sender or not trusted:
         return None
@@ -99,12 +109,15 @@ def decide(
         notice = NOTICE_OF_KIND.get(kind)
         if notice and notice in notify_of(record, recipient):
             return f"NOTIFY={notice} for <{recipient}>"
-    if auto_reply and forward_auto_replies:
-        return "auto-reply, forward_auto_replies is on"
-    if unreadable:
+    if not (auto_reply or unreadable):
+        return None
+    what = "auto-reply" if auto_reply else "returned mail that is no delivery notice"
+    if forward_auto_replies:
+        return f"{what}, which the envelope address receives whatever NOTIFY says"
+    if unreadable and not auto_reply:
         asked = {v for r in (record.recipients or [""]) for v in notify_of(record, r)}
         if "FAILURE" in asked:
-            return "unreadable notice, NOTIFY=FAILURE"
+            return f"{what}, NOTIFY=FAILURE"
     return None
 
 

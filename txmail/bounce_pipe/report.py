@@ -32,7 +32,11 @@ DESCRIPTION
     5.  keeps what it cannot read, or cannot match to a message, for `txmail bounces unparsed`
         (keep_for_inspection());
     6.  forwards the bounce to the original envelope sender when the client's NOTIFY asks for
-        it (forward_to_sender(), txmail.bounce_pipe.forward), with a null envelope sender.
+        it, and auto-replies and unclassified mail whatever NOTIFY says (the account's
+        forward_auto_replies can hold them back), with a null envelope sender
+        (forward_to_sender(), txmail.bounce_pipe.forward); at most
+        bounce_pipe.forwards_per_message of them per message, since every holder of the
+        bounce address can send to it (forward_capped()).
 
     Where: master.cf runs `python -m txmail.bounce_pipe` as the unprivileged settings.user;
     it only hands the mail to the long-running `txmail bounces serve` (handoff.py, server.py),
@@ -44,7 +48,7 @@ EXIT STATUS
     0   done (recorded, kept or forwarded as above; a mail the parser fails on, by an error,
         a timeout or a resource limit, is kept for `txmail bounces unparsed`: retrying it
         would fail the same way until Postfix gave up on it; with a valid token it is
-        forwarded as it came when the client's NOTIFY asks for failures, as step 6 says);
+        forwarded as it came as unclassified mail, as step 6 says);
     75  try again later (EX_TEMPFAIL): Redis is down, DNS did not answer while a complaint's
         signature was verified, no parser worker could start, Postfix would not take a
         forwarded bounce, or anything unexpected went wrong in the recorder. Postfix keeps
@@ -61,6 +65,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -86,7 +91,7 @@ from txmail.events import (
     record_outcome,
 )
 from txmail.outcomes.findings import BounceEvent
-from txmail.store import secrets
+from txmail.store import scripts, secrets
 from txmail.store.messages import MessageRecord, Messages
 from txmail.tokens.bounce_address import verify_bounce_address
 
@@ -226,6 +231,7 @@ def process(
         )
         keep_for_inspection(settings, client, keys, raw, sender, recipient, outcome, now=clock())
         return outcome
+<<<<<<< HEAD
     # Every line logged from here on names the message's queue id and account (logs.py).
     with logs.concerning(record.queue_id, record.account):
         raw_settings = store.decoded_hash(client.hgetall(keys.account(record.account)))
@@ -248,6 +254,27 @@ def process(
             outcome,
             forwarder,
         )
+=======
+    raw_settings = store.decoded_hash(client.hgetall(keys.account(record.account)))
+    account_values = account_settings.from_fields(raw_settings or {})
+    recorded_kinds = record_events(
+        settings, client, keys, record, match, report, account_values, outcome, clock
+    )
+    if outcome.kept:
+        keep_for_inspection(settings, client, keys, raw, sender, recipient, outcome, now=clock())
+    forward_to_sender(
+        settings,
+        client,
+        record,
+        match.trusted,
+        report,
+        raw,
+        recorded_kinds,
+        account_values.forward_auto_replies,
+        outcome,
+        forwarder,
+    )
+>>>>>>> main
     return outcome
 
 
@@ -403,6 +430,7 @@ def keep_for_inspection(
 
 def forward_to_sender(
     settings: Settings,
+    client: store.Client,
     record: MessageRecord,
     trusted: bool,
     report: BounceReport,
@@ -413,8 +441,10 @@ def forward_to_sender(
     forwarder: Forwarder | None,
 ) -> None:
     """The forward step: the mail to the message's envelope sender, with a null envelope
-    sender, when the client's NOTIFY asks for it (forwarding.decide()); its headers only
-    when the client asked for RET=HDRS."""
+    sender, when the client's DSN parameters and the account's forward_auto_replies ask
+    for it (forwarding.decide()); its headers only
+    when the client asked for RET=HDRS; at most bounce_pipe.forwards_per_message per
+    message (forward_capped())."""
     why = forwarding.decide(
         record,
         recorded_kinds,
@@ -430,8 +460,8 @@ def forward_to_sender(
         if forwarding.ret_of(record) == "HDRS"
         else raw
     )
-    send = forwarder or _reinject(settings)
-    send(body, record.envelope_sender, record.message_id)
+    if not forward_capped(settings, client, record, body, forwarder):
+        return
     outcome.forwarded_to = record.envelope_sender
     log.info(
         "%s: forwarded to <%s> with MAIL FROM:<> (%s)",
@@ -439,6 +469,42 @@ def forward_to_sender(
         record.envelope_sender,
         why,
     )
+
+
+def forward_capped(
+    settings: Settings,
+    client: store.Client,
+    record: MessageRecord,
+    body: bytes,
+    forwarder: Forwarder | None,
+) -> bool:
+    """Forward `body` to the message's envelope sender unless the message has had
+    bounce_pipe.forwards_per_message forwards already (counted in its record, field
+    `forwarded`, by forward_count.lua): every holder of its bounce address can send it mail,
+    and each forward is relayed to the client from this node. False: not forwarded (one log
+    line says why); ForwardFailed when Postfix does not take it (the count is given back)."""
+    cap = settings.bounce_pipe.forwards_per_message
+    count = scripts.get(client, "forward_count")
+    key = store.Keys(settings.redis.prefix).message(record.account, record.queue_id)
+    with store.guard(f"{record.queue_id}: counting the forwards to <{record.envelope_sender}>"):
+        counted = count(keys=[key], args=[cap, 1])
+    if not counted:
+        log.warning(
+            "%s: not forwarded to <%s>: the message had its %d forwards "
+            "(bounce_pipe.forwards_per_message); recorded as usual",
+            record.queue_id,
+            record.envelope_sender,
+            cap,
+        )
+        return False
+    send = forwarder or _reinject(settings)
+    try:
+        send(body, record.envelope_sender, record.message_id)
+    except Exception:  # the pipe answers 75 and Postfix retries: this one did not count
+        with contextlib.suppress(redis.RedisError):
+            count(keys=[key], args=[cap, -1])
+        raise
+    return True
 
 
 def _reinject(settings: Settings) -> Forwarder:
@@ -518,9 +584,9 @@ def _keep_unreadable(
     forwarder: Forwarder | None = None,
 ) -> str:
     """Keep a mail the parser failed on for `txmail bounces unparsed`, as it came; and when
-    the token of its bounce address is valid (checked without parsing the mail) and the
-    client's NOTIFY asks for failures (forwarding.decide(), unreadable), forward it as it
-    came too. Only the token can vouch here: without a valid one nothing is forwarded."""
+    the token of its bounce address is valid (checked without parsing the mail) and
+    forwarding.decide() forwards unclassified mail for it, forward it as it came too. Only
+    the token can vouch here: without a valid one nothing is forwarded."""
     keys = store.Keys(settings.redis.prefix)
     queue_id = (
         verify_bounce_address(recipient, secrets.accepted(settings, client, "bounce_key_file"))
@@ -538,13 +604,19 @@ def _keep_unreadable(
     _keep(settings, client, keys, raw, why, sender, recipient, queue_id, now=time.time())
     if record is None:
         return f"kept unparsed: {why}"
+    raw_settings = store.decoded_hash(client.hgetall(keys.account(record.account)))
     because = forwarding.decide(
-        record, {}, auto_reply=False, unreadable=True, forward_auto_replies=False, trusted=True
+        record,
+        {},
+        auto_reply=False,
+        unreadable=True,
+        forward_auto_replies=account_settings.from_fields(raw_settings or {}).forward_auto_replies,
+        trusted=True,
     )
     if not because:
         return f"kept unparsed: {why}"
-    send = forwarder or _reinject(settings)
-    send(raw, record.envelope_sender, record.message_id)  # ForwardFailed: 75, as elsewhere
+    if not forward_capped(settings, client, record, raw, forwarder):  # ForwardFailed: 75
+        return f"kept unparsed: {why}"
     hdrs = (
         " as it came: RET=HDRS asked for its headers only, which cannot be cut without "
         "parsing the mail"

@@ -131,6 +131,8 @@ COMMAND_MODULES = [
     "txmail.cli.webhooks",
     "txmail.cli.secrets",
     "txmail.cli.doctor",
+    "txmail.cli.migrate",
+    "txmail.cli.backup",
 ]
 
 

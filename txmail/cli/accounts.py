@@ -11,6 +11,7 @@ import click
 from txmail import store
 from txmail.accounts import settings as account_settings
 from txmail.accounts.records import Account, Accounts, Logins, generate_password
+from txmail.cli.confirm import confirm, yes_option
 from txmail.errors import UsageError
 
 
@@ -156,6 +157,8 @@ def _print_account(account: Account) -> None:
     for key, value in account.settings.as_dict().items():
         shown = ",".join(value) if isinstance(value, list) else value
         click.echo(f"  {key}: {shown}")
+    for sender, tracked in sorted(account.sender_track_bounces.items()):
+        click.echo(f"  track_bounces for {sender}: {tracked}")
 
 
 @accounts.command("set")
@@ -225,10 +228,14 @@ def resume(obj: object, name: str) -> None:
 
 @accounts.command("remove")
 @click.argument("name")
+@yes_option
 @click.pass_obj
-def remove(obj: object, name: str) -> None:
-    """Delete NAME and release its domains and logins."""
-    _accounts(obj).remove(name)
+def remove(obj: object, name: str, yes: bool) -> None:
+    """Delete NAME and release its domains and logins (asks first, unless --yes)."""
+    store_accounts = _accounts(obj)
+    store_accounts.get(name)  # NotFound before asking about an account that is not there
+    confirm(yes, f"remove account {name} with its logins, and release its domains")
+    store_accounts.remove(name)
     click.echo(f"account {name} removed")
 
 
@@ -236,10 +243,15 @@ def remove(obj: object, name: str) -> None:
 @click.argument("name")
 @click.option("--list", "list_keys", is_flag=True, help="List the key ids of NAME instead.")
 @click.option(
-    "--revoke", "revoke_id", metavar="ID", default="", help="Revoke the key with this id instead."
+    "--revoke",
+    "revoke_id",
+    metavar="ID",
+    default="",
+    help="Revoke the key with this id instead (asks first, unless --yes).",
 )
+@yes_option
 @click.pass_obj
-def apikey(obj: object, name: str, list_keys: bool, revoke_id: str) -> None:
+def apikey(obj: object, name: str, list_keys: bool, revoke_id: str, yes: bool) -> None:
     """Create an HTTP API key for NAME (printed once; only its hash is kept)."""
     from txmail.accounts.records import ApiKeys
 
@@ -251,6 +263,9 @@ def apikey(obj: object, name: str, list_keys: bool, revoke_id: str) -> None:
             click.echo(f"{row['id']}  created {created}")
         return
     if revoke_id:
+        if revoke_id not in {row["id"] for row in api_keys.list(name)}:
+            raise UsageError(f"account {name} has no API key {revoke_id!r} (see --list)")
+        confirm(yes, f"revoke API key {revoke_id} of {name}: clients using it are refused")
         if not api_keys.revoke(name, revoke_id):
             raise UsageError(f"account {name} has no API key {revoke_id!r} (see --list)")
         click.echo(f"API key {revoke_id} of {name} revoked")
@@ -321,13 +336,62 @@ def login_passwd(
 @login.command("remove")
 @click.argument("name")
 @click.argument("login_name", metavar="LOGIN")
+@yes_option
 @click.pass_obj
-def login_remove(obj: object, name: str, login_name: str) -> None:
-    """Remove LOGIN from account NAME: clients using it can no longer log in."""
+def login_remove(obj: object, name: str, login_name: str, yes: bool) -> None:
+    """Remove LOGIN from account NAME: clients using it can no longer log in (asks first,
+    unless --yes)."""
     logins = _logins(obj)
     found = logins.get(name, login_name)
+    confirm(yes, f"remove login {found.login} of account {name}")
     logins.remove(name, found.login)
     click.echo(f"login {found.login} removed from account {name}")
+
+
+@accounts.group("trackbounces")
+def trackbounces() -> None:
+    """Bounce tracking per sending address or domain (SMTPeter: per sender), beside the
+    account's track_bounces setting. Precedence: the send API's per-message `trackbounces`,
+    then the address, then the domain, then the account."""
+
+
+@trackbounces.command("set")
+@click.argument("name")
+@click.argument("sender", metavar="ADDRESS|DOMAIN")
+@click.argument("value", type=click.Choice(["on", "off"]))
+@click.pass_obj
+def trackbounces_set(obj: object, name: str, sender: str, value: str) -> None:
+    """Turn bounce tracking on or off for mail from one address or domain of account NAME."""
+    _accounts(obj).set_sender_track_bounces(name, sender, value == "on")
+    click.echo(f"{name}: track_bounces for {sender.strip().lower()} = {value == 'on'}")
+
+
+@trackbounces.command("unset")
+@click.argument("name")
+@click.argument("sender", metavar="ADDRESS|DOMAIN")
+@click.pass_obj
+def trackbounces_unset(obj: object, name: str, sender: str) -> None:
+    """Let the account's track_bounces setting apply again to an address or domain."""
+    _accounts(obj).set_sender_track_bounces(name, sender, None)
+    click.echo(f"{name}: track_bounces for {sender.strip().lower()} follows the account")
+
+
+@trackbounces.command("list")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def trackbounces_list(obj: object, name: str, as_json: bool) -> None:
+    """Show the addresses and domains of NAME with their own bounce tracking."""
+    account = _accounts(obj).get(name)
+    entries = dict(sorted(account.sender_track_bounces.items()))
+    if as_json:
+        click.echo(
+            json.dumps({"account": account.settings.track_bounces, "senders": entries}, indent=2)
+        )
+        return
+    click.echo(f"account {name}: track_bounces = {account.settings.track_bounces}")
+    for sender, value in entries.items():
+        click.echo(f"{sender}: track_bounces = {value}")
 
 
 COMMANDS = [accounts]

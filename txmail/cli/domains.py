@@ -4,8 +4,10 @@
 `accounts add --domain`, so no account can take another's domain), creates its DKIM key(s), kept
 in the domain's record in Redis so that every node signs with them, and names its
 return-path subdomain (mta.DOMAIN by default).
-It prints the DNS records to publish. Signing and the return-path subdomain are switched on
-when the records verify (`domains verify`, with dnspython), or at once with --force-sign /
+It prints the DNS records to publish (dnscheck.records(): DKIM, the return-path CNAME, the SPF
+and MX of the bounce address's domain, a DMARC suggestion). Signing and the return-path
+subdomain are switched on when their records verify (`domains verify`, with dnspython, which
+also checks SPF and MX and prints ok/missing/wrong for each), or at once with --force-sign /
 --force-return-path. `domains rotate-key` makes a new key under a new selector; it replaces the
 old one once `domains verify` finds its record (or at once with --force).
 """
@@ -22,6 +24,7 @@ import click
 from txmail import dnscheck, store
 from txmail.accounts.domains import RSA, DkimKey, Domain, Domains, default_return_path
 from txmail.accounts.records import check_domain
+from txmail.cli.confirm import confirm, yes_option
 from txmail.config import Settings
 from txmail.errors import Conflict, UsageError
 from txmail.milter import dkim
@@ -35,26 +38,35 @@ def _domains(settings: Settings) -> Domains:
     return Domains(store.connect(settings), store.Keys(settings.redis.prefix))
 
 
-def dns_records(domain: Domain, settings: Settings) -> list[tuple[str, str, str]]:
-    """(name, type, value) of every record the domain needs."""
-    records = [
-        (k.dns_name(domain.name), "TXT", k.dns_value()) for k in (*domain.dkim, *domain.dkim_next)
-    ]
-    if domain.return_path:
-        records.append((domain.return_path, "CNAME", settings.hostname))
-    return records
-
-
-def _zone_value(kind: str, value: str) -> str:
-    if kind != "TXT":
-        return value + "."
-    # A TXT string holds at most 255 bytes; longer values are split into several strings.
-    return " ".join(f'"{value[i : i + 255]}"' for i in range(0, len(value), 255))
-
-
 def _print_records(domain: Domain, settings: Settings) -> None:
-    for name, kind, value in dns_records(domain, settings):
-        click.echo(f"{name}. IN {kind} {_zone_value(kind, value)}")
+    """The records in zone-file form, each group after a comment that says what it is for."""
+    hostname = settings.hostname
+    bounce_host = dnscheck.bounce_host(domain, settings)
+    comments = {
+        "dkim": "; DKIM: the key that signs mail sent as " + domain.name,
+        "return path": (
+            f"; return path: bounces go to bounces+TOKEN@{bounce_host}; the CNAME gives it "
+            f"the MX and SPF of {hostname}"
+        ),
+        "spf": (
+            f"; SPF and MX of {dnscheck.relay_records_at(domain, settings)} (once per relay"
+            " when it is the relay's host name): the bounce address passes SPF and bounces"
+            " come back here"
+            if domain.return_path
+            else f"; SPF and MX of {bounce_host}, the node's bounce domain (once per relay):"
+            " the bounce address passes SPF and bounces come back here"
+        ),
+        "dmarc": (
+            "; DMARC, a suggestion (not checked): p=none only asks for reports; tighten it "
+            "once every sender of " + domain.name + " passes"
+        ),
+    }
+    for record in dnscheck.records(domain, settings):
+        group = record.what.split()[0] if record.what.startswith("dkim") else record.what
+        comment = comments.pop(group, None)
+        if comment:
+            click.echo(comment)
+        click.echo(record.zone_line())
 
 
 @click.group("domains")
@@ -219,16 +231,12 @@ def show(obj: object, domain: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def dns(obj: object, domain: str, as_json: bool) -> None:
-    """Print the DNS records DOMAIN needs, in zone-file form."""
+    """Print the DNS records DOMAIN needs, in zone-file form: DKIM, the return-path CNAME,
+    the SPF and MX of the bounce address's domain, and a DMARC suggestion."""
     settings = _settings(obj)
     record = _domains(settings).get(domain)
     if as_json:
-        click.echo(
-            json.dumps(
-                [{"name": n, "type": t, "value": v} for n, t, v in dns_records(record, settings)],
-                indent=2,
-            )
-        )
+        click.echo(json.dumps([r.public() for r in dnscheck.records(record, settings)], indent=2))
         return
     _print_records(record, settings)
 
@@ -249,10 +257,12 @@ def _delete_key_files(keys: tuple[DkimKey, ...]) -> None:
     metavar="IP[:PORT]",
     help="Ask this DNS server (default: domains.nameservers, else the system's).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def verify(obj: object, domain: str, nameservers: tuple[str, ...]) -> None:
-    """Look DOMAIN's records up in DNS; switch on what verifies (signing, the return path, a
-    rotated key). Exits 1 while a record is missing or wrong."""
+def verify(obj: object, domain: str, nameservers: tuple[str, ...], as_json: bool) -> None:
+    """Look DOMAIN's records up in DNS (DKIM, the return path, the SPF and MX of the bounce
+    address's domain); switch on what verifies (signing, the return path, a rotated key).
+    Exits 1 while a record is missing or wrong."""
     settings = _settings(obj)
     store_ = _domains(settings)
     record = store_.get(domain)
@@ -264,6 +274,7 @@ def verify(obj: object, domain: str, nameservers: tuple[str, ...]) -> None:
         if record.return_path
         else None
     )
+    bounce = dnscheck.check_bounce_host(record, settings, resolve)
     changes: dict[str, object] = {}
     retired: tuple[DkimKey, ...] = ()
     if pending and all(c.ok for c in pending):
@@ -273,29 +284,45 @@ def verify(obj: object, domain: str, nameservers: tuple[str, ...]) -> None:
         changes["dkim_active"] = True
     if return_path is not None and return_path.ok and not record.return_path_active:
         changes["return_path_active"] = True
-    checks = [*current, *pending, *([return_path] if return_path else [])]
+    checks = [*current, *pending, *([return_path] if return_path else []), *bounce]
     if all(c.ok for c in checks):
         changes["verified_at"] = time.time()
     if changes:
         store_.update(record.name, **changes)
         _delete_key_files(retired)
-    for check in checks:
-        if check.ok:
-            click.echo(f"ok       {check.what:22} {check.name} ({check.found})")
-        else:
-            click.echo(
-                f"missing  {check.what:22} {check.name}: found {check.found}; publish "
-                f"{check.expected}"
-            )
+    notes = []
     if retired:
-        click.echo(
+        notes.append(
             f"now signing with s={changes['dkim'][0].selector}; "  # type: ignore[index]
             "keep the old selector's record published for a few days"
         )
     if "dkim_active" in changes and not retired:
-        click.echo(f"signing for {record.name} is on")
+        notes.append(f"signing for {record.name} is on")
     if "return_path_active" in changes:
-        click.echo(f"bounces for {record.name} now go to {record.return_path}")
+        notes.append(f"bounces for {record.name} now go to {record.return_path}")
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "domain": record.name,
+                    "ok": all(c.ok for c in checks),
+                    "checks": [c.public() for c in checks],
+                    "changes": notes,
+                },
+                indent=2,
+            )
+        )
+    else:
+        for check in checks:
+            if check.ok:
+                click.echo(f"ok       {check.what:22} {check.name} ({check.found})")
+            else:
+                click.echo(
+                    f"{check.state:8} {check.what:22} {check.name}: found {check.found}; "
+                    f"publish {check.publish.zone_line()}"
+                )
+        for note in notes:
+            click.echo(note)
     if not all(c.ok for c in checks):
         raise click.exceptions.Exit(1)
 
@@ -365,16 +392,21 @@ def rotate_key(
             "then run `txmail domains verify`:"
         )
     for key in keys:
-        click.echo(f"{key.dns_name(record.name)}. IN TXT {_zone_value('TXT', key.dns_value())}")
+        click.echo(dnscheck.dkim_record(record.name, key).zone_line())
 
 
 @domains.command("remove")
 @click.argument("domain")
 @click.option("--keep-keys", is_flag=True, help="Leave the key files on disk.")
+@yes_option
 @click.pass_obj
-def remove(obj: object, domain: str, keep_keys: bool) -> None:
-    """Stop sending as DOMAIN: forget its record and keys and take it from its account."""
-    record = _domains(_settings(obj)).remove(domain)
+def remove(obj: object, domain: str, keep_keys: bool, yes: bool) -> None:
+    """Stop sending as DOMAIN: forget its record and keys and take it from its account
+    (asks first, unless --yes)."""
+    store_ = _domains(_settings(obj))
+    found = store_.get(domain)  # NotFound before asking about a domain that is not there
+    confirm(yes, f"remove domain {found.name} of account {found.account} with its DKIM keys")
+    record = store_.remove(domain)
     if not keep_keys:
         _delete_key_files((*record.dkim, *record.dkim_next))
     click.echo(f"domain {record.name} removed from account {record.account}")

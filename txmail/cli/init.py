@@ -12,7 +12,7 @@ from txmail import store
 from txmail.errors import StoreUnavailable, UsageError
 from txmail.files import write_private, write_secret
 from txmail.stack import tls
-from txmail.store import secrets
+from txmail.store import schema, secrets
 
 
 @click.command("init")
@@ -47,6 +47,11 @@ from txmail.store import secrets
 @click.option("--relayhost", default="", help="Send all mail to HOST:PORT instead of MX hosts.")
 @click.option("--redis-url", default="", help="Use this Redis instead of a private one.")
 @click.option("--redis-cluster", is_flag=True, help="--redis-url is a Redis Cluster node.")
+@click.option(
+    "--spam",
+    is_flag=True,
+    help="Turn the spam check on: `txmail up` runs rspamd (spam.enabled).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing txmail.toml.")
 def init(
     state_dir: str,
@@ -57,6 +62,7 @@ def init(
     relayhost: str,
     redis_url: str,
     redis_cluster: bool,
+    spam: bool,
     force: bool,
 ) -> None:
     """Create DIR/txmail.toml, a self-signed TLS certificate and the HMAC secrets."""
@@ -76,6 +82,7 @@ def init(
         listen=dataclasses.replace(settings.listen, address=listen_address),
         postfix=dataclasses.replace(settings.postfix, relayhost=relayhost),
         redis=dataclasses.replace(settings.redis, url=redis_url, cluster=redis_cluster),
+        spam=dataclasses.replace(settings.spam, enabled=spam),
     )
     config_mod.validate(settings)
     # What `txmail up` would refuse (the state, the venv or txmail behind a folder the
@@ -118,6 +125,7 @@ def _join(settings: config_mod.Settings) -> None:
     client = store.connect(settings)
     try:
         secrets.cache_keys(settings, client)
+        schema.ensure(client, store.Keys(settings.redis.prefix))
     except StoreUnavailable as exc:
         click.echo(
             f"txmail: {exc}; no key file was written: this node fetches the installation's "

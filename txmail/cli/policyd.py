@@ -113,7 +113,7 @@ def usage_lines(usage: Usage) -> list[str]:
     "--tag",
     metavar="TAG",
     help="Instead: accepted messages and events of messages carrying TAG, per UTC day and "
-    'kind ("(other)": the tags past an account\'s events.tags_per_day of a day).',
+    'kind ("(other, folded)": the tags past an account\'s events.tags_per_day of a day).',
 )
 @click.option(
     "--since",

@@ -7,6 +7,7 @@ import time
 import click
 
 from txmail import store
+from txmail.cli.confirm import confirm, yes_option
 from txmail.errors import UsageError
 from txmail.store import secrets
 
@@ -58,10 +59,11 @@ _REVOKED = {
     "--revoke",
     is_flag=True,
     help="The key leaked: make a new one and drop the old one at once, so nothing signed "
-    "with it verifies any more.",
+    "with it verifies any more (asks first, unless --yes).",
 )
+@yes_option
 @click.pass_obj
-def rotate(obj: object, key: str, force: bool, revoke: bool) -> None:
+def rotate(obj: object, key: str, force: bool, revoke: bool, yes: bool) -> None:
     """Make a new KEY for every node. Tokens signed with the old key keep verifying until the
     next rotation, so a second rotation is refused while tokens signed before the first still
     live (milter.message_ttl_days), unless --force. After a leak, --revoke drops the old key
@@ -78,6 +80,8 @@ def rotate(obj: object, key: str, force: bool, revoke: bool) -> None:
             f"stop the tokens signed before that one from verifying: rotate after {when}, or "
             "with --force to cut them off now (--revoke if the key leaked)"
         )
+    if revoke:
+        confirm(yes, f"drop the {key} key now: {_REVOKED[key]}")
     shared.rotate(_CHOICES[key], revoke=revoke)
     shared.write_cache(_CHOICES[key])
     if revoke:

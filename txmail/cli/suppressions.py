@@ -16,6 +16,7 @@ import click
 
 from txmail import store
 from txmail.accounts.records import Accounts
+from txmail.cli.confirm import confirm, yes_option
 from txmail.config import Settings
 from txmail.store.suppressions import LISTS, SuppressionEntry, Suppressions
 
@@ -125,10 +126,16 @@ def add(
     required=True,
     help="Which list: bounce or unsubscribe.",
 )
+@yes_option
 @click.pass_obj
-def remove(obj: object, recipients: tuple[str, ...], account: str, list_name: str) -> None:
-    """Take ADDRESS... off a list, so the account may send to them again."""
+def remove(
+    obj: object, recipients: tuple[str, ...], account: str, list_name: str, yes: bool
+) -> None:
+    """Take ADDRESS... off a list, so the account may send to them again (asks first, unless
+    --yes)."""
     lists = _suppressions(obj, account)
+    shown = recipients[0] if len(recipients) == 1 else f"{len(recipients)} addresses"
+    confirm(yes, f"take {shown} off the {list_name} list of {account}")
     for recipient in recipients:
         removed = lists.remove(account, list_name, recipient)
         click.echo(f"{'removed' if removed else 'not on the list:'} {recipient}")

@@ -4,7 +4,7 @@ serve every recipient.
 SYNOPSIS
     kept = kept_recipient(plan)                      # stays on the client's queue file
     others = other_recipients(plan, kept)            # each gets a copy of its own
-    orders = copy_orders(submission, others, choice)
+    orders = copy_orders(submission, others, choice, track_bounces=True)
     queue_ids = copier.inject(submission, orders, message)   # {recipient: copy queue id}
     header = signer.verify(value)                    # on the copy listener; None when forged
 
@@ -37,7 +37,11 @@ DESCRIPTION
     is how the milter tells the copy listener apart. One SMTP session per parent, one
     transaction per copy: MAIL FROM the client's original envelope sender with its RET,
     ENVID, BODY and SMTPUTF8 parameters, RCPT TO the recipient with its NOTIFY and ORCPT, so
-    Postfix's DSNs and txmail's bounce forwarding treat the copy as they would the original.
+    Postfix's DSNs and txmail's bounce forwarding treat the copy as they would the original
+    (the copy's record keeps the client's NOTIFY; on the copy listener the recipient is added
+    back asking for FAILURE,DELAY as the parent's are, milter/notify.py). The parent's bounce
+    tracking choice (Account.tracks_bounces: message, sender, domain, account) travels in the
+    header, so a copy is bounce-tracked exactly when its parent is.
 
     On the copy listener the milter skips the client rules (the parent passed them) and runs
     the finishing steps with the copy's own queue id (finish.finish_copy): verify the header
@@ -122,9 +126,16 @@ def other_recipients(plan: Plan, kept: str) -> list[str]:
 
 
 def copy_orders(
-    submission: Submission, others: list[str], choice: Tracking, now: int = 0
+    submission: Submission,
+    others: list[str],
+    choice: Tracking,
+    now: int = 0,
+    *,
+    track_bounces: bool,
 ) -> list[CopyOrder]:
-    """What each copy must say: tracked as `choice`, except the BCC copy, which never is."""
+    """What each copy must say: tracked as `choice`, except the BCC copy, which never is;
+    bounce-tracked as the message is (`track_bounces`, always given: a default would decide
+    for a caller that forgot)."""
     plan = submission.plan
     orders = []
     for recipient in others:
@@ -139,6 +150,7 @@ def copy_orders(
             flags=plan.flags,
             tags=tuple(plan.tags),
             made_at=now or int(time.time()),
+            track_bounces=track_bounces,
         )
         params = esmtp_params(submission.recipient_params.get(recipient, []))
         orders.append(CopyOrder(header, _options(params, RCPT_PARAMS)))

@@ -1,11 +1,12 @@
 """DKIM signing for the milter: dkimpy canonicalises, OpenSSL does the RSA.
 
-The milter calls Signer.sign(domain, message) last, after every other change to the message, and
-prepends the headers it returns. A domain is signed only when `txmail domains` set it up and its
-DKIM record verified (or signing was forced): its record in Redis has dkim_active set and names
-one RSA key (2048 bits or more) and optionally an Ed25519 key (RFC 8463); each key gives one
-DKIM-Signature, d=DOMAIN, s=its selector, c=relaxed/relaxed, over those of SIGNED_HEADERS the
-message has, each signed once more than it occurs so nobody can add another one.
+The milter calls Signer.sign(domain, message, allowed=the account's domains) last, after every
+other change to the message, and prepends the headers it returns. A domain is signed only when it
+is one of the sending account's domains, `txmail domains` set it up and its DKIM record verified
+(or signing was forced): its record in Redis has dkim_active set and names one RSA key (2048
+bits or more) and optionally an Ed25519 key (RFC 8463); each key gives one DKIM-Signature,
+d=DOMAIN, s=its selector, c=relaxed/relaxed, over those of SIGNED_HEADERS the message has, each
+signed once more than it occurs so nobody can add another one.
 
 Speed (POSTFIX-NOTES §9, §10): stock dkimpy does RSA in pure Python (about 13 ms a message) and
 decodes the PEM on every call (0.8 ms). Here keys are decoded once into OpenSSL key objects via
@@ -41,7 +42,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -326,10 +327,15 @@ class Signer:
 
         return cls(Domains(client, Keys(settings.redis.prefix)))
 
-    def sign(self, domain: str, message: bytes) -> list[tuple[str, str]]:
+    def sign(self, domain: str, message: bytes, *, allowed: Iterable[str]) -> list[tuple[str, str]]:
         """The DKIM-Signature header(s) to prepend to `message` sent as `domain`; an empty
-        list when the domain has no active key."""
+        list when the domain has no active key, or is not one of `allowed` (the sending
+        account's domains: one account never signs with another's key, whatever the caller
+        worked out the domain to be)."""
         domain = domain.strip().lower().rstrip(".")
+        if domain not in {d.strip().lower().rstrip(".") for d in allowed}:
+            log.warning("DKIM: %s is not one of the sending account's domains; not signed", domain)
+            return []
         for attempt in range(2):
             record = self._record(domain)
             if record is None or not record.dkim_active or not record.dkim:

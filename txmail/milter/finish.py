@@ -5,7 +5,10 @@
        the suppressed ones are taken off (rule `suppressed`; 550 5.7.1 when nobody is left);
     3. spam: rspamd's score against the account's spam_threshold (550 5.7.1);
     4. control headers are stripped and, for priority and digest, the routing header added;
-    5. the envelope sender becomes the signed bounce address (unless track_bounces is off);
+    5. the envelope sender becomes the signed bounce address (unless bounce tracking is off
+       for the message: tracks_bounces()), and then every recipient whose NOTIFY would keep
+       failure or delay notices from that address is added back asking for them
+       (milter/notify.py; the record keeps the client's parameters);
     6. DKIM signs the message as Postfix will send it, after every other change; a tracked or
        bounce-tracked message with several recipients is split first: the others get copies
        of their own (their own tracking tokens, their own bounce address, so a recipient's
@@ -40,7 +43,7 @@ from txmail.accounts.usage import queue_count_accepted
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.events import Recorder
-from txmail.milter import copies, rules, tracking
+from txmail.milter import copies, notify, rules, tracking
 from txmail.milter.blocked import record_blocked
 from txmail.milter.copies import Copier
 from txmail.milter.dkim import Signer
@@ -53,7 +56,7 @@ from txmail.milter.rules import (
     suppressed,
 )
 from txmail.milter.spam import SpamChecker
-from txmail.milter.submission import Submission, UnreadableMessage, addresses, domain_of
+from txmail.milter.submission import Submission, UnreadableMessage, domain_of
 from txmail.milter.tracking import TrackingContext
 from txmail.stats import count_accepted
 from txmail.store import Client, Keys, secrets
@@ -61,6 +64,7 @@ from txmail.store.counters import count_message
 from txmail.store.messages import MessageRecord, Messages
 from txmail.store.secrets import SharedSecrets
 from txmail.store.suppressions import Suppressions
+from txmail.submit import TRACK_BOUNCES_HEADER
 from txmail.tokens.bounce_address import bounce_address
 
 log = logging.getLogger("txmail.milter")
@@ -105,6 +109,7 @@ class Accepted:
     record: MessageRecord
     header_edits: list[HeaderEdit] = field(default_factory=list)
     removed_recipients: list[str] = field(default_factory=list)
+    added_recipients: list[tuple[str, str]] = field(default_factory=list)  # (rcpt, ESMTP params)
     route_headers: list[tuple[str, str]] = field(default_factory=list)
     return_path: str = ""
     signatures: list[tuple[str, str]] = field(default_factory=list)
@@ -144,8 +149,9 @@ def finish(submission: Submission, account: Account, context: MilterContext) -> 
         header_edits=list(plan.header_edits),
         removed_recipients=[b.recipient for b in plan.blocked],
     )
-    orders, copy_text = _track(submission, settings, context, accepted)
-    _seal(submission, settings, context, accepted)
+    tracked = account.tracks_bounces(submission.sender, submission.track_bounces)
+    orders, copy_text = _track(submission, settings, context, accepted, tracked)
+    _seal(submission, settings, context, accepted, tracked)
     if orders and context.copier is not None:  # _track makes orders only with a copier
         # Last but the record, so that a copy that fails leaves the smallest window in which
         # other copies are queued while the client is told 451 (milter/copies.py, FAILURE).
@@ -155,7 +161,11 @@ def finish(submission: Submission, account: Account, context: MilterContext) -> 
 
 
 def _track(
-    submission: Submission, settings: AccountSettings, context: MilterContext, accepted: Accepted
+    submission: Submission,
+    settings: AccountSettings,
+    context: MilterContext,
+    accepted: Accepted,
+    track_bounces: bool,
 ) -> tuple[list[copies.CopyOrder], bytes]:
     """Tracking (milter/tracking.py): links and the open pixel go in after every rule and
     before the envelope rewrite and DKIM, so the signature covers the message as it leaves.
@@ -173,7 +183,7 @@ def _track(
         choice = tracking.Tracking(opens=False, clicks=False)
     # Every holder of a bounce address can report outcomes with it, so a bounce-tracked
     # message gives each recipient a queue file, and a bounce address, of its own.
-    split = settings.track_bounces and context.bounce_address is not None
+    split = track_bounces and context.bounce_address is not None
     if not plan.recipients or not (choice or split):
         return [], b""
     kept = copies.kept_recipient(plan)
@@ -184,24 +194,47 @@ def _track(
     if not others or (accepted.body is None and not split):
         return [], b""
     accepted.removed_recipients.extend(others)
-    return copies.copy_orders(submission, others, choice), copy_text
+    return copies.copy_orders(submission, others, choice, track_bounces=track_bounces), copy_text
 
 
 def _seal(
-    submission: Submission, settings: AccountSettings, context: MilterContext, accepted: Accepted
+    submission: Submission,
+    settings: AccountSettings,
+    context: MilterContext,
+    accepted: Accepted,
+    track_bounces: bool,
 ) -> None:
     """The routing header, the signed bounce address and, last, the DKIM signature over the
     message as Postfix will send it: the finishing steps of every message and every copy."""
     plan = accepted.plan
     if plan.message_class != "standard":
         accepted.route_headers.append((message_class.ROUTE_HEADER, plan.message_class))
-    accepted.return_path = _return_path(submission, settings, context)
+    accepted.return_path = _return_path(submission, track_bounces, context)
     accepted.record.return_path = accepted.return_path
+    _widen_notify(submission, accepted)
     if context.signer is not None:
         author_domain = _author_domain(submission, plan)
         if author_domain:
             final = submission.message_bytes(plan.header_edits)
-            accepted.signatures = context.signer.sign(author_domain, final)
+            accepted.signatures = context.signer.sign(
+                author_domain, final, allowed=submission.domains
+            )
+
+
+def _widen_notify(submission: Submission, accepted: Accepted) -> None:
+    """With a signed bounce address, each recipient that stays on this queue file and whose
+    NOTIFY lacks FAILURE or DELAY is removed and added back asking for both (notify.py)."""
+    if not accepted.return_path:
+        return
+    done = {r.lower() for r in accepted.removed_recipients}
+    for recipient in accepted.plan.recipients:
+        if recipient.lower() in done:
+            continue
+        done.add(recipient.lower())
+        params = notify.outbound_params(submission.recipient_params.get(recipient, []))
+        if params is not None:
+            accepted.removed_recipients.append(recipient)
+            accepted.added_recipients.append((recipient, params))
 
 
 def finish_copy(submission: Submission, context: MilterContext) -> Refusal | Accepted:
@@ -252,7 +285,7 @@ def finish_copy(submission: Submission, context: MilterContext) -> Refusal | Acc
             submission.recipients[0],
             message_id=header.parent,
         )
-    _seal(submission, account.settings, context, accepted)
+    _seal(submission, account.settings, context, accepted, header.track_bounces)
     context.messages.record(accepted.record)
     return accepted
 
@@ -283,8 +316,22 @@ def spam_check(
     return None
 
 
-def _return_path(submission: Submission, settings: AccountSettings, context: MilterContext) -> str:
-    if not settings.track_bounces or context.bounce_address is None:
+def message_track_bounces(submission: Submission) -> bool | None:
+    """The send API's per-message `trackbounces`: the first X-CloudMTA-Track-Bounces header,
+    which the API puts on top of every message it sends ("true", "false", or "default" when
+    the request has none); None for "default", anything unreadable, or no header. Only that
+    first copy is read: any other is the client's own, written into its `mime`, and is never
+    taken for the API's. Only read for mail from the API's listener (API_LISTENER), where the
+    session is the account's own; the rule control_headers strips every copy of the header
+    from every message, so a client elsewhere can neither set nor leak it."""
+    values = submission.header_values(TRACK_BOUNCES_HEADER)
+    if not values:
+        return None
+    return {"true": True, "false": False}.get(values[0].strip().lower())
+
+
+def _return_path(submission: Submission, track_bounces: bool, context: MilterContext) -> str:
+    if not track_bounces or context.bounce_address is None:
         return ""
     sender_domain = domain_of(submission.sender) or _author_domain(submission, submission.plan)
     if not sender_domain or not submission.queue_id:
@@ -305,12 +352,11 @@ def _return_path(submission: Submission, settings: AccountSettings, context: Mil
 
 
 def _author_domain(submission: Submission, plan: Plan) -> str:
-    """The domain of the From header as it will leave (after a From rewrite)."""
-    for edit in plan.header_edits:
-        if edit.name.lower() == "from" and edit.index == 1 and edit.value:
-            found = addresses([edit.value])
-            if found:
-                return domain_of(found[0][1])
+    """The domain of the From header as it will leave. After a From rewrite that is the MAIL
+    FROM address's (rule sender checked it), never the original From's: the client wrote that
+    one, and rule sender did not check it."""
+    if any(edit.name.lower() == "from" and edit.value for edit in plan.header_edits):
+        return domain_of(submission.sender)
     found = submission.authors()
     return domain_of(found[0][1]) if found else ""
 

@@ -27,6 +27,7 @@ import functools
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,13 @@ from txmail import logs
 from txmail.accounts.records import Account
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
+from txmail.histograms import MILTER_END_OF_MESSAGE, Observations, flush_every, node_name
 from txmail.milter import copies, finish, rules
 from txmail.milter.rules import Refusal
 from txmail.milter.rules.size import client_size
 from txmail.milter.submission import Submission, strip_brackets
 from txmail.store.counters import count_message
+from txmail.submit import API_LISTENER
 
 log = logging.getLogger("txmail.milter")
 
@@ -74,13 +77,32 @@ def internal_errors(callback: Callable[..., int]) -> Callable[..., int]:
     return guarded
 
 
+def timed(callback: Callable[..., int]) -> Callable[..., int]:
+    """The callback's time, whatever it answers, in the end-of-message histogram (/metrics)."""
+
+    @functools.wraps(callback)
+    def observed(self: TxmailMilter, *args: Any) -> int:
+        started = time.monotonic()
+        try:
+            return callback(self, *args)
+        finally:
+            if self.observations is not None:
+                self.observations.observe(MILTER_END_OF_MESSAGE, time.monotonic() - started)
+
+    return observed
+
+
 class TxmailMilter(Milter.Base):
-    def __init__(self, context: finish.MilterContext) -> None:
+    def __init__(
+        self, context: finish.MilterContext, observations: Observations | None = None
+    ) -> None:
         self.context = context
+        self.observations = observations  # latency histograms (txmail/histograms.py)
         self.submission: Submission | None = None
         self.account: Account | None = None
         self.keep_body = True
         self.copy = False  # on the copy listener: a copy the milter made (milter/copies.py)
+        self.from_api = False  # on the send API's listener (finish.message_track_bounces)
 
     @property
     def queue_id(self) -> str:
@@ -106,6 +128,7 @@ class TxmailMilter(Milter.Base):
     @internal_errors
     def envfrom(self, mailfrom: str, *params: str) -> int:
         self.submission, self.account, self.keep_body, self.copy = None, None, True, False
+        self.from_api = self.getsymval("{daemon_name}") == API_LISTENER
         login = self.getsymval("{auth_authen}") or None
         trusted = self.context.settings.trusted
         if login is None and trusted.port and self.getsymval("{daemon_name}") == "trusted":
@@ -200,6 +223,7 @@ class TxmailMilter(Milter.Base):
             submission.add_body(chunk)
         return Milter.CONTINUE
 
+    @timed
     @internal_errors
     def eom(self) -> int:
         submission, account = self.submission, self.account
@@ -208,6 +232,8 @@ class TxmailMilter(Milter.Base):
         if submission is None or account is None:
             return Milter.CONTINUE
         submission.queue_id = self.getsymval("i") or submission.queue_id
+        if self.from_api:
+            submission.track_bounces = finish.message_track_bounces(submission)
         outcome = finish.finish(submission, account, self.context)
         if isinstance(outcome, Refusal):
             return self.refuse(
@@ -216,7 +242,7 @@ class TxmailMilter(Milter.Base):
         self.apply(outcome)
         plan = outcome.plan
         log.info(
-            "%s: accept: account=%s from=<%s> nrcpt=%d class=%s size=%d blocked=%d%s%s",
+            "%s: accept: account=%s from=<%s> nrcpt=%d class=%s size=%d blocked=%d%s%s%s",
             submission.queue_id,
             account.name,
             submission.sender,
@@ -226,6 +252,7 @@ class TxmailMilter(Milter.Base):
             len(plan.blocked),
             " signed" if outcome.signatures else "",
             f" copies={len(outcome.record.copies)}" if outcome.record.copies else "",
+            f" notify_widened={len(outcome.added_recipients)}" if outcome.added_recipients else "",
         )
         return Milter.CONTINUE
 
@@ -252,6 +279,8 @@ class TxmailMilter(Milter.Base):
             self.chgheader(edit.name, edit.index, edit.value if edit.value is not None else "")
         for recipient in outcome.removed_recipients:
             self.delrcpt(f"<{recipient}>")
+        for recipient, params in outcome.added_recipients:  # milter/notify.py
+            self.addrcpt(f"<{recipient}>", params)
         for name, value in outcome.route_headers:
             self.addheader(name, value)
         if outcome.return_path:
@@ -276,12 +305,16 @@ def serve(settings: Settings) -> None:
     )
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     socket_path.unlink(missing_ok=True)
-    Milter.factory = lambda: TxmailMilter(context)
+    observations = Observations("milter")
+    if context.client is not None:
+        flush_every(observations, context.client, context.keys.node_histograms(node_name(settings)))
+    Milter.factory = lambda: TxmailMilter(context, observations)
     Milter.set_flags(
         Milter.ADDHDRS
         | Milter.CHGHDRS
         | Milter.CHGFROM
         | Milter.ADDRCPT
+        | Milter.ADDRCPT_PAR
         | Milter.DELRCPT
         | Milter.CHGBODY
     )

@@ -5,7 +5,7 @@ the message with 550 5.7.1 when the score is above the account's spam_threshold.
 carries the envelope (rspamd's From, Rcpt, Queue-Id headers, plus User for the SASL login, which
 tells rspamd the mail is outbound) and the message as the body.
 
-Reads:  spam.rspamd_url, spam.timeout, spam.on_failure.
+Reads:  spam.rspamd_url (else the rspamd of spam.enabled), spam.timeout, spam.on_failure.
 Fails:  rspamd unreachable, slow (spam.timeout) or answering nonsense: TemporaryFailure (the
         client gets a 4xx and retries) when spam.on_failure = "tempfail", the default; with
         "skip", a warning is logged and score() returns None, so the message goes on unchecked.
@@ -48,7 +48,7 @@ class SpamChecker:
     @classmethod
     def from_settings(cls, settings: Settings) -> SpamChecker:
         spam = settings.spam
-        return cls(rspamd_url=spam.rspamd_url, timeout=spam.timeout, on_failure=spam.on_failure)
+        return cls(rspamd_url=spam.url, timeout=spam.timeout, on_failure=spam.on_failure)
 
     @property
     def enabled(self) -> bool:

@@ -78,6 +78,7 @@ class Submission:
     size: int = 0
     message: email.message.Message | None = None
     plan: Plan = field(default_factory=lambda: Plan(recipients=[]))
+    track_bounces: bool | None = None  # the send API's per-message choice (finish.py)
     suppressed: dict[str, SuppressionEntry] = field(default_factory=dict)
     _authors: list[tuple[str, str]] | None = field(default=None, repr=False)
     _body: bytes | None = field(default=None, repr=False)

@@ -35,7 +35,7 @@ from typing import Any
 
 import redis
 
-from txmail import logs, store
+from txmail import histograms, logs, store
 from txmail.accounts import usage
 from txmail.accounts.cache import AccountCache
 from txmail.config import Settings
@@ -73,6 +73,8 @@ class PolicyServer:
         self.rooms: dict[str, decide.Room] = {}  # by account: what its last check left free
         self.decisions: collections.Counter[str] = collections.Counter()  # by verb, not yet
         # added to PREFIX stats:policy (flush_decisions)
+        self.observations = histograms.Observations("policyd")  # decision times, flushed with them
+        self.histogram_key = keys.node_histograms(histograms.node_name(settings))
         self.scripts = scripts_for(settings, client)
         self.check_script = scripts.get(client, "policy_check")
         self.release_script = scripts.get(client, "policy_release")
@@ -114,6 +116,9 @@ class PolicyServer:
                     log.warning("%s: %s; disconnecting", peer, exc)
                     return
                 action = await self.answer(request, connection)
+                self.observations.observe(
+                    histograms.POLICY_DECISION, loop.time() - connection.last_request
+                )
                 writer.write(protocol.encode_action(action.text))
                 if writer.transport.get_write_buffer_size() > 65536:
                     await writer.drain()
@@ -292,21 +297,30 @@ class PolicyServer:
 
     async def flush_decisions(self) -> None:
         """Add the decisions counted since the last flush to PREFIX stats:policy, which the
-        tracker's /metrics reads (txmail_policy_decisions). Counting in memory and flushing
-        every policyd.metrics_interval seconds keeps Redis out of each decision's path; counts
-        that cannot be written stay for the next flush, and a worker killed with -9 loses at
-        most one interval of them."""
+        tracker's /metrics reads (txmail_policy_decisions), and the decision times to this
+        node's histograms (txmail/histograms.py), in one pipeline. Counting in memory and
+        flushing every policyd.metrics_interval seconds keeps Redis out of each decision's
+        path; counts that cannot be written stay for the next flush, and a worker killed with
+        -9 loses at most one interval of them."""
         counts, self.decisions = self.decisions, collections.Counter()
-        if not counts:
+        times, sums = self.observations.take()
+        beat = self.observations.beat_due()
+        if not counts and not times and not beat:
             return
         try:
             pipe = self.client.pipeline(transaction=False)
             for verb, count in counts.items():
                 pipe.hincrby(self.keys.policy_stats, verb, count)
+            if times or beat:
+                seen = self.observations.component if beat else ""
+                histograms.write(pipe, self.histogram_key, times, sums, seen)
             await pipe.execute()
         except redis.RedisError as exc:
             log.debug("cannot write the decision counts yet: %s", exc)
             self.decisions.update(counts)
+            self.observations.put_back(times, sums)
+            if beat:
+                self.observations.beat_failed()
 
     async def count_decisions(self) -> None:
         while True:

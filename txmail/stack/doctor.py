@@ -14,8 +14,11 @@ CHECKS
                  the jail that path names another file, so every message would be deferred
     redis        Redis answers (the private one only while `txmail up` runs)
     listening    txmail's daemons accept connections on their sockets (while `txmail up` runs)
-    dns          every sending domain's DKIM and return-path records are published
-                 (dnspython, through txmail.dnscheck; left out with --offline)
+    spam         with spam.enabled, rspamd is installed (an error: `up` could not run it); the
+                 rspamd the milter asks answers its /ping (a warning)
+    dns          every sending domain's DKIM and return-path records, and its bounce
+                 address's SPF and MX, are published (dnspython, through txmail.dnscheck;
+                 left out with --offline)
 
 SEVERITY
     An error stops `txmail up` before it starts anything: the node could not do its job (a
@@ -43,8 +46,8 @@ import redis
 from txmail import dnscheck, store
 from txmail.accounts.domains import Domain, Domains
 from txmail.config import SecretsSettings, Settings
-from txmail.errors import ConfigError, TxmailError
-from txmail.stack import install, render
+from txmail.errors import ConfigError, TemporaryFailure, TxmailError
+from txmail.stack import install, render, rspamd
 from txmail.stack.components import can_connect_unix
 from txmail.store import secrets
 
@@ -419,50 +422,100 @@ def check_listening(
 def check_dns(
     settings: Settings, domains: Iterable[Domain], resolve: dnscheck.Resolve
 ) -> list[Problem]:
-    """Every sending domain's DKIM keys and return-path subdomain are in DNS."""
+    """Every sending domain's DKIM keys, return-path subdomain, and its bounce address's SPF
+    and MX are in DNS (the checks of `txmail domains verify`)."""
     problems = []
-    try:
-        for domain in domains:
+    for domain in domains:
+        try:
             checks = [dnscheck.check_dkim(domain.name, k, resolve) for k in domain.dkim]
             if domain.return_path:
                 checks.append(
                     dnscheck.check_return_path(domain.return_path, settings.hostname, resolve)
                 )
-            for check in checks:
-                if check.ok:
-                    continue
-                kind = "TXT" if check.what.startswith("dkim") else "CNAME"
-                expected = check.expected.removeprefix("CNAME ")
-                problems.append(
-                    Problem(
-                        f"{domain.name}: the {check.what} record {check.name} is not "
-                        f"published (found {check.found})",
-                        f'publish {check.name} {kind} "{expected}", then run '
-                        f"`txmail domains verify {domain.name}`",
-                        blocking=False,
-                    )
+            checks += dnscheck.check_bounce_host(domain, settings, resolve)
+        except TemporaryFailure as exc:
+            problems.append(
+                Problem(
+                    f"DNS did not answer ({exc})",
+                    "check domains.nameservers and the network, or run with --offline",
+                    blocking=False,
                 )
-    except TxmailError as exc:
-        problems.append(
-            Problem(
-                f"DNS did not answer ({exc})",
-                "check domains.nameservers and the network, or run with --offline",
-                blocking=False,
             )
-        )
+            break  # the next domains would wait for the same silent server
+        except TxmailError as exc:  # one domain's trouble never hides the others'
+            problems.append(
+                Problem(
+                    f"{domain.name}: its DNS records could not be checked ({exc})",
+                    f"run `txmail domains verify {domain.name}` and correct what it names",
+                    blocking=False,
+                )
+            )
+            continue
+        for check in checks:
+            if check.ok:
+                continue
+            record = check.publish
+            state = "is not published" if check.state == dnscheck.MISSING else "is wrong"
+            problems.append(
+                Problem(
+                    f"{domain.name}: the {check.what} record {check.name} {state} "
+                    f"(found {check.found})",
+                    f'publish {record.name} {record.kind} "{record.value}", then run '
+                    f"`txmail domains verify {domain.name}`",
+                    blocking=False,
+                )
+            )
     return problems
 
 
 # -- together ----------------------------------------------------------------------------
 
 
+def check_spam(settings: Settings) -> list[Problem]:
+    """With spam.enabled, `txmail up` runs Debian's rspamd: it must be installed."""
+    why = rspamd.missing(settings)
+    if not why:
+        return []
+    return [
+        Problem(
+            f"spam.enabled is on but {why}, so `txmail up` cannot run the spam check",
+            "install it (`apt-get install rspamd`) or set spam.enabled = false",
+        )
+    ]
+
+
+def check_spam_answers(
+    settings: Settings, ping: Callable[[str], bool] = rspamd.ping
+) -> list[Problem]:
+    """The rspamd the milter asks answers (while the node runs)."""
+    url = settings.spam.url
+    if not url or ping(url):
+        return []
+    fix = (
+        "start the node (`txmail up` runs it) and see its log folder (rspamd.log)"
+        if settings.spam.enabled and not settings.spam.rspamd_url
+        else "start that rspamd, or correct spam.rspamd_url"
+    )
+    return [
+        Problem(
+            f"rspamd at {url} does not answer, so the milter answers 4xx to every message"
+            if settings.spam.on_failure == "tempfail"
+            else f"rspamd at {url} does not answer, so mail goes on without a spam check",
+            fix,
+            blocking=False,
+        )
+    ]
+
+
 def startup_problems(settings: Settings, config_dir: Path | None) -> list[Problem]:
     """What `txmail up` checks before it starts anything (after prepare() has made the state
-    directory): the keys, the log source, Postfix's reach, and a Redis it does not run."""
+    directory): the keys, the log source, Postfix's reach, rspamd when spam.enabled, and a
+    Redis it does not run."""
     problems = [
         *check_keys(settings),
         *check_log(settings),
         *check_postfix(settings, config_dir),
+        *check_spam(settings),
     ]
     if settings.redis.url:
         problems += check_redis(settings, lambda: _ping(settings))
@@ -480,7 +533,10 @@ def diagnose(
         *check_keys(settings),
         *check_log(settings),
         *check_postfix(settings, postfix_config_dir(settings)),
+        *check_spam(settings),
     ]
+    if not check_spam(settings):
+        problems += check_spam_answers(settings)
     redis_down = check_redis(settings, lambda: _ping(settings))
     problems += redis_down
     problems += check_listening(settings)

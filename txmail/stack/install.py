@@ -74,6 +74,7 @@ INSTANCE_PARAMETERS = frozenset(
         "smtp_tls_loglevel",
         "smtp_dns_support_level",
         "smtp_host_lookup",
+        "delay_warning_time",
     }
 )
 # smtpd(8) settings without the smtpd_ prefix: they go on txmail's listeners too.

@@ -81,6 +81,7 @@ def values(settings: Settings, config_file: Path) -> dict[str, str]:
         "relayhost": settings.postfix.relayhost,
         "route_nexthop": settings.postfix.relayhost,
         "digest_rate_delay": settings.postfix.digest_rate_delay,
+        "delay_warning_time": settings.postfix.delay_warning_time,
         "message_size_limit": str(postfix_size_limit(settings)),
         "smtp_recipient_rate": str(settings.postfix.smtp_recipient_rate),
         "tls_cert": str(settings.path(settings.tls.cert_file)),

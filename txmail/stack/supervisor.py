@@ -3,17 +3,20 @@
 Before anything starts, `txmail doctor`'s local checks run (stack/doctor.py): an error
 (a key missing, a log the maillog follower cannot read, a socket a chrooted Postfix service
 cannot reach) stops `up` with one line each; a warning is logged.
-Order: Redis (unless redis.url is set), the passwd-file sync, Dovecot, the milter, the
-return-path socketmap, the policy daemon, the maillog follower, the webhooks dispatcher, the
-tracker, the capture server (--dev) and finally Postfix, so Postfix never accepts mail before
-its helpers listen.
+Order: Redis (unless redis.url is set), rspamd (when spam.enabled: stack/rspamd.py), the
+passwd-file sync, Dovecot, the milter, the return-path socketmap, the policy daemon, the
+maillog follower, the webhooks dispatcher, the tracker, the capture server (--dev) and finally
+Postfix, so Postfix never accepts mail before its helpers listen.
+Nothing but Redis starts on data of another schema version than this
+code's (store/schema.py): `up` writes it when absent and stops with a sentence otherwise.
 Prints `txmail ready: ...` once every component accepts connections. A component that dies is
 logged and restarted with a growing delay. SIGINT/SIGTERM stop everything in reverse order and
 remove the sockets, so nothing is left behind.
 
 Reads:  the Settings and the templates (render.py).
-Writes: STATE/{postfix,dovecot,redis,run,log}; each component's output, named, to standard
-        error (log.destination = "stderr") or STATE/log/NAME.log (0640, "files"): relay.py.
+Writes: STATE/{postfix,dovecot,redis,rspamd,run,log}; each component's output, named, to
+        standard error (log.destination = "stderr") or STATE/log/NAME.log (0640, "files"):
+        relay.py.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from txmail import reach, store
 from txmail.config import Settings
 from txmail.errors import ConfigError, StoreUnavailable, TxmailError
 from txmail.stack import components as components_mod
-from txmail.stack import doctor, relay, render
+from txmail.stack import doctor, relay, render, rspamd
 from txmail.stack.components import (
     Component,
     PostfixComponent,
@@ -89,6 +92,8 @@ def check_reach(settings: Settings, config_file: Path) -> None:
     in_state = [postfix, ("dovecot", "Dovecot"), pipe]
     if not settings.redis.url:
         in_state.append((redis_user(settings), "the private Redis"))
+    if settings.spam.enabled:  # its workers read STATE/rspamd as _rspamd
+        in_state.append((rspamd.USER, "rspamd's workers"))
     state = settings.state_path
     needs = [
         (
@@ -282,6 +287,9 @@ def prepare(
     render.render_dovecot(settings, config_file)
     if not settings.redis.url:
         render.render_redis(settings, config_file)
+    if settings.spam.enabled:
+        stop_on(doctor.check_spam(settings))  # not installed: the line `txmail doctor` prints
+        rspamd.render(settings)
 
 
 def refuse_to_start(settings: Settings, external_postfix: bool) -> None:
@@ -313,6 +321,17 @@ def build(
                 log_dir,
                 ready=lambda: can_connect_unix(redis_sock),
                 user=redis_user(settings),
+            )
+        )
+    if settings.spam.enabled:
+        # The spam check (stack/rspamd.py): up before the milter, which asks it at end of data.
+        spam_url = settings.spam.listen_url
+        components.append(
+            ProcessComponent(
+                "rspamd",
+                rspamd.argv(rspamd.folder_of(settings)),
+                log_dir,
+                ready=lambda: rspamd.ping(spam_url),
             )
         )
     passwd_file = settings.path(settings.dovecot.passwd_file)
@@ -474,6 +493,8 @@ class Supervisor:
         self.stopping = False
         self.next_start: dict[str, float] = {}
         self.backoff: dict[str, float] = {}
+        # component name -> a check to run once it is ready (before the next one starts)
+        self.after_ready: dict[str, Callable[[], None]] = {}
 
     def request_stop(self, signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum)
@@ -486,6 +507,8 @@ class Supervisor:
             log.info("starting %s", component.name)
             component.start()
             self.wait_ready(component)
+            if not self.stopping and component.name in self.after_ready:
+                self.after_ready[component.name]()
 
     def wait_ready(self, component: Component) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -538,6 +561,20 @@ class Supervisor:
                 log.error("stopping %s: %s", component.name, exc)
 
 
+def check_schema(settings: Settings) -> None:
+    """Write the schema version when absent; ConfigError (stop) when this code cannot run on
+    the data's. A Redis that does not answer is logged: the daemons wait for it as ever."""
+    from txmail.store import schema
+
+    client = store.connect(settings)
+    try:
+        schema.ensure(client, store.Keys(settings.redis.prefix))
+    except StoreUnavailable as exc:
+        log.warning("schema version not checked: %s", exc)
+    finally:
+        client.close()
+
+
 def cleanup_sockets(settings: Settings) -> None:
     run = settings.state_path / "run"
     for path in (
@@ -587,6 +624,10 @@ def up(
         # are passed on too, so journald and `docker compose logs` show all of the node.
         routing.tail_file("postfix", settings.path(settings.postfix.maillog))
     supervisor = Supervisor(components)
+    if any(c.name == "redis" for c in components):  # the private Redis: once it answers
+        supervisor.after_ready["redis"] = lambda: check_schema(settings)
+    else:
+        check_schema(settings)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     try:

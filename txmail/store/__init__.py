@@ -90,22 +90,23 @@ def shown_url(url: str) -> str:
     )
 
 
-def connect(settings: Settings, url: str | None = None) -> Client:
+def connect(settings: Settings, url: str | None = None, decode: bool = True) -> Client:
     """A client for the configured Redis (or Cluster), with short timeouts so callers fail fast.
 
     One immediate retry, no backoff: it replaces a pooled connection that a Redis restart
     broke, while a Redis that is down fails the call at once (redis-py's default of ten retries
     with growing pauses kept an SMTP client waiting 4 s for its 451). Every caller has its own
-    answer to an outage: the milter's 451, the pipe's exit 75, the followers' retry loops."""
+    answer to an outage: the milter's 451, the pipe's exit 75, the followers' retry loops.
+    Without `decode` replies are bytes (`txmail backup`: DUMP payloads are binary)."""
     url = url or effective_url(settings)
     timeout = settings.redis.timeout
     if settings.redis.cluster:
         return redis.cluster.RedisCluster.from_url(
-            url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
+            url, decode_responses=decode, socket_timeout=timeout, socket_connect_timeout=timeout
         )
     return redis.Redis.from_url(
         url,
-        decode_responses=True,
+        decode_responses=decode,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=30,

@@ -14,6 +14,7 @@ pointer) are only ever used one key per command.
     PREFIX secret:NAME               hash    the installation's HMAC key NAME (bounce, tracking,
                                              webhook): current, previous, rotated_at
     PREFIX return-paths              hash    return-path domain -> sending domain (Postfix relays)
+    PREFIX schema                    string  the version of this layout of keys (store/schema.py)
     PREFIX {ACCOUNT}:account         hash    the account's settings and state
     PREFIX {ACCOUNT}:message:QID     hash    one accepted message (TTL)
     PREFIX {ACCOUNT}:usage:m:N       hash    policyd: messages (m), recipients (r), bytes (b)
@@ -42,6 +43,8 @@ pointer) are only ever used one key per command.
                                              DAY (YYYYMMDD), KIND "accepted" from the milter;
                                              "distinct:TAG" and "distinct": the day's tags
                                              counted apart (capped, txmail/stats.py) (TTL)
+    PREFIX {ACCOUNT}:counts:all      hash    events: KIND -> count since the account began
+                                             (event_record.lua; txmail_events_total)
     PREFIX {ACCOUNT}:message:QID:events list  events: the message's events as JSON, in the order
                                              recorded (capped; expires with the message record)
     PREFIX {ACCOUNT}:idempotency:HASH string  tracker: the answer to a POST /v1/send with an
@@ -64,6 +67,8 @@ pointer) are only ever used one key per command.
                                              account's own logins (`txmail accounts login`)
     PREFIX stats:messages            hash    milter: "accepted", "refused:CODE:STATUS" -> count
     PREFIX stats:policy              hash    policyd: decision outcome -> count
+    PREFIX stats:histograms:NODE     hash    latency histograms of one node's milter, policyd
+                                             and webhooks (txmail/histograms.py) (TTL)
     PREFIX {LOGIN}:auth:failures     hash    authpolicy: recent failed logins of the login name
                                              LOGIN (an account's name or login, or a guess):
                                              score (forgiven over time), at (TTL)
@@ -119,6 +124,11 @@ class Keys:
 
     def domain(self, domain: str) -> str:
         return f"{self.prefix}domain:{domain}"
+
+    @property
+    def schema(self) -> str:
+        """The version of the layout of keys the data under this prefix has."""
+        return f"{self.prefix}schema"
 
     @property
     def return_paths(self) -> str:
@@ -220,6 +230,14 @@ class Keys:
     @property
     def policy_stats(self) -> str:
         return f"{self.prefix}stats:policy"
+
+    def node_histograms(self, node: str) -> str:
+        """Latency histograms of one node (txmail/histograms.py)."""
+        return f"{self.prefix}stats:histograms:{node}"
+
+    def event_totals(self, account: str) -> str:
+        """Events of the account by kind since it began (never expires): /metrics' counter."""
+        return f"{self.prefix}{{{account}}}:counts:all"
 
     # keys of the password-guessing limit (txmail/authpolicy/); LOGIN is the login name, which
     # is the account's name for real accounts, so they share the account's slot (an account's

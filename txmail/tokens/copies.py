@@ -54,6 +54,7 @@ class CopyHeader:
     flags: int | None = None
     tags: tuple[str, ...] = ()
     made_at: int = 0
+    track_bounces: bool = True  # the parent's choice (Account.tracks_bounces)
 
 
 def _b64(raw: bytes) -> str:
@@ -110,6 +111,7 @@ class CopySigner:
             header.flags,
             list(header.tags),
             header.made_at or int(self.clock()),
+            int(header.track_bounces),
         ]
         payload = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
         value = f"{_b64(payload)}.{_b64(self._mac(payload))}"
@@ -140,9 +142,13 @@ class CopySigner:
 
 def _header(fields: Any) -> CopyHeader | None:
     """A CopyHeader from a signed payload; None if its layout is not one this version wrote."""
-    if not isinstance(fields, list) or len(fields) != 11 or fields[0] != VERSION:
+    # 11 fields: written before the per-message bounce tracking choice (tracked, as then)
+    if not isinstance(fields, list) or len(fields) not in (11, 12) or fields[0] != VERSION:
         return None
-    _, parent, recipient, account, opens, clicks, bcc, message_class, flags, tags, made_at = fields
+    _, parent, recipient, account, opens, clicks, bcc, message_class, flags, tags, made_at = fields[
+        :11
+    ]
+    track_bounces = fields[11] if len(fields) == 12 else 1
     if not all(isinstance(v, str) and v for v in (parent, recipient, account, message_class)):
         return None
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
@@ -159,4 +165,5 @@ def _header(fields: Any) -> CopyHeader | None:
         flags=flags,
         tags=tuple(tags),
         made_at=made_at,
+        track_bounces=bool(track_bounces),
     )

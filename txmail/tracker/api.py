@@ -12,8 +12,9 @@ DESCRIPTION
     policyd's limits and every milter rule apply as on the submission port, so a refusal here
     has the same sentence and SMTP codes as there. `envelope` is MAIL FROM (absent: MAIL
     FROM:<>, bounces recorded, never forwarded); `tags` become an X-Mxm-Tag header;
-    `trackbounces` is the account's track_bounces setting, which a single message cannot
-    change, so a value that differs from it is refused with a sentence saying so.
+    `trackbounces` turns bounce tracking on or off for this message alone (absent: the
+    sender address's, the sender domain's or the account's choice); it travels to the milter
+    as an X-CloudMTA-Track-Bounces header that the milter reads on the API's listener only.
     Answers {"message_id": QUEUE_ID}, the id every event and webhook uses.
     What the request itself shows is judged before anything is sent, as SMTP would judge it:
     more recipients than the account's max_recipients (or 1,000) is a 422 naming the limit
@@ -23,10 +24,18 @@ DESCRIPTION
     With an Idempotency-Key header (1 to 255 visible ASCII characters) the same key within
     24 hours gets the first answer, status and body (header Idempotent-Replayed: true), and
     nothing is sent again; a request while the first is still being sent gets 409 (ask again
-    in a few seconds); the same key with a different body (another SHA-256) is a 422. Only
+    in a few seconds); the same key with a different body (another SHA-256) is a 422. The
+    header is judged before the body is read (a malformed one is a 400 at once). Only
     Postfix's final answers are kept (queued, or refused for good): bad input, a limit of the
     request or a temporary refusal leaves the key free for the corrected request or the
     retry (txmail/tracker/idempotency.py).
+
+    OUTCOME UNKNOWN: when the whole message was sent to Postfix but its answer never came
+    (a timeout, a closed connection) or named no queue id (txmail/submit.py Unknown), the
+    message may be queued. The answer is 503 (451 4.3.0, "outcome": "unknown", no
+    Retry-After) saying so, and it is kept for the Idempotency-Key like a final one: a retry
+    with the key gets it again and never sends a second copy. Look for the message in GET
+    /v1/events (by recipient, or `tag`) before sending it again, under a new key.
 
     GET /v1/messages/{id}   the message record and its events, from the message's own list
                             (txmail/events.py), so found whatever their age while the record
@@ -38,8 +47,8 @@ DESCRIPTION
     GET|POST|DELETE /v1/suppressions   the account's bounce and unsubscribe lists.
     GET /v1/stats           counts of accepted messages and events per UTC day and kind,
                             and per tag; `tag` for one tag's alone, `days` (1-90, default
-                            7) or `since` (YYYY-MM-DD, within events.counter_days) for the
-                            days (txmail/stats.py).
+                            7) or `since` (YYYY-MM-DD, at most MAX_ANSWER_DAYS = 90 days
+                            back, today included) for the days (txmail/stats.py).
     GET /v1/openapi.json    the OpenAPI 3.0 document of all of this (txmail/tracker/openapi.py).
 
 LIMITS
@@ -80,13 +89,22 @@ from aiohttp import web
 
 from txmail import tags as tag_limits
 from txmail.accounts.records import Accounts, ApiKeys
+from txmail.dsn import notify_words as dsn_notify_words
 from txmail.errors import TemporaryFailure, UsageError
 from txmail.events import KINDS, Event, message_events
-from txmail.stats import check_tag, last_days, read_counts, since_days
+from txmail.stats import MAX_ANSWER_DAYS, check_tag, last_days, read_counts, since_days
 from txmail.store import decoded_entries
 from txmail.store.messages import Messages
 from txmail.store.suppressions import LISTS, Suppressions
-from txmail.submit import Accepted, Envelope, Refused, submit, xtext
+from txmail.submit import (
+    TRACK_BOUNCES_HEADER,
+    Accepted,
+    Envelope,
+    Refused,
+    Unknown,
+    submit,
+    xtext,
+)
 from txmail.tracker import idempotency, openapi
 from txmail.tracker.services import SERVICES, Services, error_response
 
@@ -99,7 +117,6 @@ ADDRESS = re.compile(
 QUEUE_ID = re.compile(r"^[0-9A-Za-z]{6,32}$")
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 ENVID = re.compile(r"^[\x20-\x7e]{1,100}$")
-NOTIFY_WORDS = ("SUCCESS", "FAILURE", "DELAY")
 SEND_FIELDS = {"envelope", "recipients", "recipient", "mime", "dsn", "trackbounces", "tags"}
 MAX_RECIPIENTS = 1000  # of one request, whatever the account's max_recipients
 MAX_ADDRESS = 320  # characters of an address (ADDRESS: 64 + "@" + 255)
@@ -126,6 +143,11 @@ SEND_FIELDS_ROOM = (
 )
 UNAVAILABLE = (
     "txmail cannot answer right now because its store is unavailable; try again in a few minutes"
+)
+OUTCOME_UNKNOWN = (
+    "The message was handed to Postfix but its answer was lost, so it may have been queued and "
+    "sent: look for it in GET /v1/events before sending it again, and send it again only under "
+    "a new Idempotency-Key (this key keeps this answer)"
 )
 
 
@@ -380,10 +402,10 @@ def _dsn(dsn: Any, recipients: list[str]) -> tuple[list[str], list[str], dict[st
     orcpt: dict[str, str] = {}
     notify = dsn.get("notify")
     if notify is not None:
-        words = [w.strip().upper() for w in notify.split(",")] if isinstance(notify, str) else []
-        if not (words == ["NEVER"] or (words and all(w in NOTIFY_WORDS for w in words))):
+        words = dsn_notify_words(notify) if isinstance(notify, str) else None
+        if words is None:
             raise bad("dsn.notify must be NEVER or a comma list of SUCCESS, FAILURE, DELAY")
-        rcpt_options.append("NOTIFY=" + ",".join(dict.fromkeys(words)))
+        rcpt_options.append("NOTIFY=" + ",".join(words))
     ret = dsn.get("ret")
     if ret is not None:
         if not isinstance(ret, str) or ret.upper() not in ("FULL", "HDRS"):
@@ -426,6 +448,10 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
             535,
             "5.7.8",
         )
+    try:
+        key = idempotency.parse_key(request.headers.get("Idempotency-Key"))
+    except ValueError as exc:
+        raise bad(str(exc)) from None
     max_size = min(record.settings.max_message_size, services.settings.postfix.message_size_limit)
     declared = request.content_length
     large = declared is None or declared > LARGE_BODY
@@ -452,10 +478,6 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
             451,
             "4.4.2",
         ) from None
-    try:
-        key = idempotency.parse_key(request.headers.get("Idempotency-Key"))
-    except ValueError as exc:
-        raise bad(str(exc)) from None
     request_hash = "" if key is None else await asyncio.to_thread(idempotency.body_hash, raw)
     body = _json_of(raw)
     del raw
@@ -465,16 +487,10 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
         raise too_many_recipients(
             len(envelope.recipients), record.settings.max_recipients, "this account sends to"
         )
-    if trackbounces is not None:
-        if record.settings.track_bounces != trackbounces:
-            state = "on" if record.settings.track_bounces else "off"
-            raise ApiError(
-                422,
-                f"trackbounces is the account's track_bounces setting, which "
-                f"is {state}; leave the field out or ask the operator to change it",
-                501,
-                "5.5.4",
-            )
+    # Always on top, "default" when the request has no trackbounces: the milter reads only the
+    # first copy, so one in the client's own `mime` is never taken for the API's (submit.py).
+    flag = {True: "true", False: "false", None: "default"}[trackbounces]
+    data = f"{TRACK_BOUNCES_HEADER}: {flag}\r\n".encode("ascii") + data
     if key is None:
         answer, _ = await _submit(services, account, envelope, data)
         return answer
@@ -492,20 +508,24 @@ async def send(request: web.Request, services: Services, account: str) -> web.St
     )
     if held is not None:
         return replay(key, request_hash, held)
-    try:
-        answer, final = await _submit(services, account, envelope, data)
-    except Exception:
-        await asyncio.to_thread(_settle, services, account, key, marker, request_hash, None)
-        raise
+    # Anything but an answer (a bug, a cancelled request) leaves the marker to lapse: the
+    # message may have been sent, so the key is not freed for a retry at once.
+    answer, final = await _submit(services, account, envelope, data)
     kept = (answer.status, answer.text or "") if final else None
     await asyncio.to_thread(_settle, services, account, key, marker, request_hash, kept)
     return answer
 
 
+def send_seconds(services: Services) -> float:
+    """The deadline of the whole SMTP dialogue of one send (submit()'s `total`): every step
+    also waits at most api_timeout, however many recipients."""
+    return 3 * services.settings.tracker.api_timeout
+
+
 def pending_seconds(services: Services) -> int:
-    """How long a claimed Idempotency-Key waits for its answer before it lapses: the longest a
-    send can take (each step of the SMTP dialogue may take api_timeout), with room."""
-    return int(max(300, 4 * services.settings.tracker.api_timeout))
+    """How long a claimed Idempotency-Key waits for its answer before it lapses: longer than
+    a send can take (send_seconds()), with room for Redis and the thread pool."""
+    return int(max(300, send_seconds(services) + services.settings.tracker.api_timeout))
 
 
 def replay(key: str, request_hash: str, held: idempotency.Held) -> web.Response:
@@ -561,11 +581,35 @@ def _settle(
 async def _submit(
     services: Services, account: str, envelope: Envelope, data: bytes
 ) -> tuple[web.Response, bool]:
-    """Postfix's answer to the message as the API gives it; True when it is final (queued,
-    or refused for good), so an Idempotency-Key keeps it."""
+    """Postfix's answer to the message as the API gives it; True when an Idempotency-Key
+    keeps it: it is final (queued, or refused for good) or the outcome is unknown (the key
+    must never send the message a second time)."""
     outcome = await asyncio.to_thread(
-        submit, api_socket(services), account, envelope, data, services.settings.tracker.api_timeout
+        submit,
+        api_socket(services),
+        account,
+        envelope,
+        data,
+        services.settings.tracker.api_timeout,
+        send_seconds(services),
     )
+    if isinstance(outcome, Unknown):
+        log.warning(
+            "api: account=%s from=<%s> nrcpt=%d: outcome unknown (%s)",
+            account,
+            envelope.sender,
+            len(envelope.recipients),
+            outcome.reason,
+        )
+        body = {
+            "error": {
+                "message": OUTCOME_UNKNOWN,
+                "smtp_code": 451,
+                "status": "4.3.0",
+                "outcome": "unknown",
+            }
+        }
+        return web.json_response(body, status=503), True
     if isinstance(outcome, Accepted):
         log.info(
             "%s: api: account=%s from=<%s> nrcpt=%d",
@@ -750,9 +794,9 @@ async def stats(request: web.Request, services: Services, account: str) -> web.S
     if since is not None:
         if "days" in request.query:
             raise bad("give days or since, not both")
-        days = since_days(since, now, services.settings.events.counter_days)
+        days = since_days(since, now, services.settings.events.counter_days, MAX_ANSWER_DAYS)
     else:
-        days = last_days(_int_param(request, "days", 7, 1, 90), now)
+        days = last_days(_int_param(request, "days", 7, 1, MAX_ANSWER_DAYS), now)
     counts = await asyncio.to_thread(
         read_counts, services.client, services.keys, account, days, tag
     )

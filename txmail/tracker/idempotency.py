@@ -21,7 +21,9 @@ DESCRIPTION
       * the same key with a different body is a mistake of the client's (Held.body_hash
         differs: the API answers 422);
       * an answer that did not come from Postfix (bad input, a limit of the request) or a
-        temporary refusal frees the key, so the corrected request, or the retry, goes ahead.
+        temporary refusal frees the key, so the corrected request, or the retry, goes ahead;
+      * an unknown outcome (the message handed to Postfix, its answer lost: it may be queued)
+        is kept like a final answer (tracker/api.py), so the key never sends it twice.
 
     The pending marker lapses after `pending_seconds` (the longest a send can take), so a
     tracker that died mid-send holds a key that long at most. The key as sent is never stored:

@@ -10,6 +10,7 @@ from typing import Any
 
 from txmail import tags
 from txmail.events import KINDS, MESSAGE_EVENTS_MAX
+from txmail.stats import MAX_ANSWER_DAYS, OTHER
 from txmail.store.suppressions import LISTS
 from txmail.tracker.idempotency import MAX_KEY
 
@@ -107,6 +108,13 @@ def document() -> dict[str, Any]:
                                 "smtp_code": {"type": "integer", "nullable": True},
                                 "status": {"type": "string", "nullable": True},
                                 "recipient": {"type": "string"},
+                                "outcome": {
+                                    "type": "string",
+                                    "enum": ["unknown"],
+                                    "description": "On a 503 of /v1/send: the message "
+                                    "was handed to Postfix but its answer was lost; it may "
+                                    "be queued (see the send's 503)",
+                                },
                             },
                         }
                     },
@@ -146,7 +154,11 @@ def document() -> dict[str, Any]:
                                 "orcpt": ADDRESS,
                             },
                         },
-                        "trackbounces": {"type": "boolean"},
+                        "trackbounces": {
+                            "type": "boolean",
+                            "description": "Bounce tracking for this message alone (absent: "
+                            "the sender address's, the sender domain's or the account's).",
+                        },
                         "tags": {
                             "type": "array",
                             "maxItems": tags.MAX_TAGS,
@@ -187,7 +199,9 @@ def document() -> dict[str, Any]:
                             "first is still being sent, 409 (ask again in a few seconds); "
                             "with a different body, 422. Only Postfix's final answers are "
                             "kept: after bad input, a limit or a temporary refusal the key "
-                            "is free for the corrected request or the retry.",
+                            "is free for the corrected request or the retry. An unknown "
+                            "outcome (503 with outcome: unknown) is kept too, so the key "
+                            "never sends the message twice.",
                         }
                     ],
                     "requestBody": {
@@ -208,6 +222,14 @@ def document() -> dict[str, Any]:
                             "Queued; message_id is Postfix's queue id",
                         ),
                         **ERRORS,
+                        "503": {
+                            **_error(),
+                            "description": "Try again later (Retry-After); or, with "
+                            'error.outcome "unknown" and no Retry-After, the message was '
+                            "handed to Postfix but its answer was lost: it may be queued, so "
+                            "look for it in GET /v1/events before sending it again under a "
+                            "new Idempotency-Key (this key keeps this answer).",
+                        },
                         "409": _error(),
                     },
                 }
@@ -368,18 +390,19 @@ def document() -> dict[str, Any]:
                     "parameters": [
                         _query(
                             "days",
-                            {"type": "integer", "minimum": 1, "maximum": 90},
+                            {"type": "integer", "minimum": 1, "maximum": MAX_ANSWER_DAYS},
                             "Days back, today included (default 7; not with `since`)",
                         ),
                         _query(
                             "since",
                             {"type": "string", "format": "date"},
-                            "First UTC day, YYYY-MM-DD, up to today (within events.counter_days)",
+                            f"First UTC day, YYYY-MM-DD: at most {MAX_ANSWER_DAYS} days back, "
+                            "today included, and within events.counter_days",
                         ),
                         _query(
                             "tag",
                             TAG,
-                            "Only this tag's counts (\"(other)\": tags past the day's cap)",
+                            f"Only this tag's counts (\"{OTHER}\": tags past the day's cap)",
                         ),
                     ],
                     "responses": {

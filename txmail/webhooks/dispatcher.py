@@ -54,6 +54,7 @@ import concurrent.futures
 import hashlib
 import logging
 import random
+import re
 import threading
 import time
 import urllib.parse
@@ -65,7 +66,8 @@ import redis
 
 from txmail import logs
 from txmail.config import WebhooksSettings
-from txmail.events import WEBHOOK_GROUP
+from txmail.events import KINDS, WEBHOOK_GROUP
+from txmail.histograms import WEBHOOK_EVENT_DELAY, WEBHOOK_POST, Observations
 from txmail.store import Client, Keys, decoded, decoded_or_none, guard, scripts
 from txmail.store.secrets import read_webhook_secret
 from txmail.webhooks import signing
@@ -132,6 +134,15 @@ def _event_id(raw: str) -> str:
         return ""
 
 
+KIND = re.compile(r'"kind":\s*"([a-z_]{1,20})"')
+
+
+def _kind(raw: str) -> str:
+    """The event's kind for a histogram label: one of events.KINDS, else "other"."""
+    found = KIND.search(raw)
+    return found.group(1) if found and found.group(1) in KINDS else "other"
+
+
 class InlineExecutor:
     """Runs each post at once in the caller's thread (unit tests, benchmarks of the core)."""
 
@@ -160,8 +171,12 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         executor: Any = None,
+        observations: Observations | None = None,
+        histogram_key: str = "",
     ) -> None:
         self.client = client
+        self.observations = observations  # post times and event delays (txmail/histograms.py)
+        self.histogram_key = histogram_key
         self.keys = keys
         self.settings = settings
         self.webhook_key = webhook_key if callable(webhook_key) else (lambda: webhook_key)
@@ -392,7 +407,15 @@ class Dispatcher:
         return started
 
     def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
-        return self.transport(url, body, headers, self.settings.timeout)
+        started, outcome = time.monotonic(), "failed"
+        try:
+            status = self.transport(url, body, headers, self.settings.timeout)
+            if 200 <= status < 300:
+                outcome = "posted"
+            return status
+        finally:
+            if self.observations is not None:
+                self.observations.observe(WEBHOOK_POST, time.monotonic() - started, outcome)
 
     def _settle(self, endpoint: Endpoint) -> None:
         future = endpoint.inflight
@@ -417,6 +440,11 @@ class Dispatcher:
         if 200 <= status < 300:
             self._ack(endpoint.account, [p.stream_id for p in batch])
             self._drop(endpoint, batch)
+            if self.observations is not None:
+                for pending in batch:
+                    self.observations.observe(
+                        WEBHOOK_EVENT_DELAY, now - pending.recorded_at, _kind(pending.raw)
+                    )
             if endpoint.failing_since is not None:
                 log.info(
                     "%s: posted %d event(s) after %d failed attempt(s)",
@@ -563,6 +591,8 @@ class Dispatcher:
         work = self.read()
         work += self.claim()
         work += self.post_ready()
+        if self.observations is not None and self.observations.due():
+            self.observations.flush(self.client, self.histogram_key)
         return work
 
     def busy(self) -> bool:

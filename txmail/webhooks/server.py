@@ -26,6 +26,7 @@ from txmail import store
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.events import Event
+from txmail.histograms import Observations, node_name
 from txmail.store import Client, Keys, decoded_entries, guard, secrets
 from txmail.webhooks.dispatcher import Dispatcher, requests_transport
 
@@ -48,6 +49,8 @@ def build(settings: Settings, client: Client, executor: Any = None) -> Dispatche
         requests_transport(),
         stream_max=settings.events.stream_max,
         executor=executor,
+        observations=Observations("webhooks"),
+        histogram_key=Keys(settings.redis.prefix).node_histograms(node_name(settings)),
     )
 
 

@@ -192,14 +192,14 @@ def test_cli_login_add_list_passwd_remove(
         "rotated password 1", logins.get("acme", "shop@acme.example").password_hash
     )
 
-    out = txmail("login", "remove", "acme", "SHOP@acme.example")
+    out = txmail("login", "remove", "--yes", "acme", "SHOP@acme.example")
     assert "login shop@acme.example removed from account acme" in out
     assert [x.login for x in logins.list("acme")] == ["billing@acme.example"]
 
     # mistakes are one clear sentence, never a traceback
     assert "exactly one of" in txmail("login", "add", "acme", "x@acme.example", code=2)
     assert "not allowed" in txmail("login", "add", "acme", "acme2", "--generate-password", code=2)
-    assert "has no login" in txmail("login", "remove", "acme", "shop@acme.example", code=1)
+    assert "has no login" in txmail("login", "remove", "--yes", "acme", "shop@acme.example", code=1)
     assert "no account named" in txmail("login", "list", "nobody", code=1)
 
 

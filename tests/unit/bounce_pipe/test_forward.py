@@ -36,8 +36,9 @@ def record(
 @pytest.mark.parametrize(
     "notify,kind,forwarded",
     [
-        (None, "bounce", True),  # NOTIFY defaults to FAILURE
-        (None, "soft_bounce", False),
+        # no NOTIFY: failures and delays, as RFC 3461 allows and Postfix reports them
+        (None, "bounce", True),
+        (None, "soft_bounce", True),
         (None, "delivery", False),
         ("NEVER", "bounce", False),
         ("NEVER", "soft_bounce", False),
@@ -68,7 +69,27 @@ def test_null_sender_and_untrusted_bounces_are_never_forwarded() -> None:
     assert decide(record(), kinds, False, False, False, trusted=False) is None
 
 
-def test_auto_replies_only_when_the_account_asks() -> None:
+@pytest.mark.parametrize("notify", [None, "NEVER", "FAILURE", "SUCCESS", "DELAY"])
+def test_auto_replies_and_unclassified_mail_go_whatever_notify_says(notify: str | None) -> None:
+    # the seed: with an envelope address and NOTIFY=NEVER, auto-replies and returned mail
+    # that is not a DSN still arrive; with NOTIFY=FAILURE everything does
+    for auto_reply, unreadable in ((True, False), (False, True)):
+        why = decide(record(notify), {}, auto_reply, unreadable, True, trusted=True)
+        assert why is not None and "whatever NOTIFY" in why
+
+
+def test_nothing_without_an_envelope_address_even_auto_replies() -> None:
+    assert decide(record(sender=""), {}, True, False, True, True) is None
+    assert decide(record(sender="<>"), {}, False, True, True, True) is None
+
+
+def test_under_never_dsns_stay_back_while_an_auto_reply_goes() -> None:
+    kinds = {"user@example.net": "bounce"}
+    assert decide(record("NEVER"), kinds, False, False, True, True) is None
+    assert decide(record("NEVER"), {}, True, False, True, True) is not None
+
+
+def test_the_override_off_keeps_auto_replies_back() -> None:
     assert (
         decide(
             record(),
@@ -80,15 +101,9 @@ def test_auto_replies_only_when_the_account_asks() -> None:
         )
         is None
     )
-    assert (
-        decide(
-            record(), {}, auto_reply=True, unreadable=False, forward_auto_replies=True, trusted=True
-        )
-        is not None
-    )
 
 
-def test_unreadable_notices_follow_failure() -> None:
+def test_override_off_unreadable_notices_follow_failure() -> None:
     assert (
         decide(record(), {}, False, unreadable=True, forward_auto_replies=False, trusted=True)
         is not None
@@ -103,7 +118,8 @@ def test_unreadable_notices_follow_failure() -> None:
 
 def test_parameters_are_read_from_the_record() -> None:
     assert notify_of(record("SUCCESS,DELAY"), "<USER@example.net>") == {"SUCCESS", "DELAY"}
-    assert notify_of(record(), "user@example.net") == {"FAILURE"}
+    assert notify_of(record(), "user@example.net") == {"FAILURE", "DELAY"}
+    assert notify_of(record("FAILURE"), "user@example.net") == {"FAILURE"}
     assert ret_of(record(ret="hdrs")) == "HDRS"
     assert ret_of(record()) == ""
 

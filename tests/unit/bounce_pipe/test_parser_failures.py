@@ -424,10 +424,16 @@ def sent_message(
     sender: str = "app@acme.example",
     notify: str | None = None,
     ret: str | None = None,
+    forward_auto_replies: bool = True,
 ) -> None:
     keys = Keys(settings.redis.prefix)
     name = f"acc{uuid.uuid4().hex[:6]}"
-    Accounts(client, keys).add(name, [f"{name}.example"], "pw-123456789")
+    Accounts(client, keys).add(
+        name,
+        [f"{name}.example"],
+        "pw-123456789",
+        settings={"forward_auto_replies": forward_auto_replies},
+    )
     rcpt = "gone@dest.example"
     Messages(client, keys, 86400).record(
         MessageRecord(
@@ -466,7 +472,8 @@ def test_an_unreadable_mail_with_a_valid_token_is_forwarded_as_it_came(
 
 
 @pytest.mark.parametrize(
-    "case", ["NOTIFY=NEVER", "MAIL FROM:<>", "forged token", "no token", "no record"]
+    "case",
+    ["NOTIFY=NEVER, override off", "MAIL FROM:<>", "forged token", "no token", "no record"],
 )
 def test_an_unreadable_mail_is_not_forwarded_unless_token_and_notify_say_so(
     pool: ParserPool, settings: Settings, client: redis.Redis, case: str
@@ -477,7 +484,8 @@ def test_an_unreadable_mail_is_not_forwarded_unless_token_and_notify_say_so(
             settings,
             client,
             sender="" if case == "MAIL FROM:<>" else "app@acme.example",
-            notify="NEVER" if case == "NOTIFY=NEVER" else None,
+            notify="NEVER" if case.startswith("NOTIFY=NEVER") else None,
+            forward_auto_replies=not case.endswith("override off"),
         )
     if case == "forged token":
         recipient = bounce_address("4jXCs06YbRzJJ2Y", "acme.example", b"x" * 32, "mta.acme.example")
@@ -495,6 +503,19 @@ def test_an_unreadable_mail_is_not_forwarded_unless_token_and_notify_say_so(
     )
     assert (code, said.split(":")[0], sent) == (0, "kept unparsed", [])
     assert len(unparsed.newest(client, Keys(settings.redis.prefix))) == 1
+
+
+def test_an_unreadable_mail_goes_to_the_envelope_address_under_never(
+    pool: ParserPool, settings: Settings, client: redis.Redis
+) -> None:
+    # SMTPeter: NOTIFY=NEVER keeps DSNs back, not returned mail txmail cannot classify
+    sent_message(settings, client, notify="NEVER")
+    sent: list[tuple[bytes, str, str]] = []
+    code, said = handle(
+        settings, client, b"raise", "", RECIPIENT, pool.parse, forwarder=lambda *a: sent.append(a)
+    )
+    assert code == 0 and said.startswith("kept unparsed and forwarded to <app@acme.example>")
+    assert sent == [(b"raise", "app@acme.example", "4jXCs06YbRzJJ2Y")]
 
 
 def test_an_unreadable_mail_postfix_will_not_take_back_waits(

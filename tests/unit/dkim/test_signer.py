@@ -84,7 +84,7 @@ def domain(keys: tuple[DkimKey, ...], active: bool = True) -> Domain:
 
 def test_rsa_signature_verifies(keys: tuple[DkimKey, DkimKey]) -> None:
     signer = txdkim.Signer(FakeDomains(domain((keys[0],))))
-    headers = signer.sign("acme.example", MESSAGE)
+    headers = signer.sign("acme.example", MESSAGE, allowed=["acme.example"])
     assert [name for name, _ in headers] == ["DKIM-Signature"]
     assert "a=rsa-sha256" in headers[0][1] and "d=acme.example" in headers[0][1]
     assert "s=s1;" in headers[0][1] and "c=relaxed/relaxed" in headers[0][1]
@@ -93,7 +93,7 @@ def test_rsa_signature_verifies(keys: tuple[DkimKey, DkimKey]) -> None:
 
 def test_rsa_and_ed25519_both_verify(keys: tuple[DkimKey, DkimKey]) -> None:
     signer = txdkim.Signer(FakeDomains(domain(keys)))
-    headers = signer.sign("ACME.example.", MESSAGE)
+    headers = signer.sign("ACME.example.", MESSAGE, allowed=["ACME.example."])
     assert len(headers) == 2
     message = signed(headers)
     verifier = dkim.DKIM(message)
@@ -109,7 +109,9 @@ def test_rsa_and_ed25519_both_verify(keys: tuple[DkimKey, DkimKey]) -> None:
 
 
 def test_tampered_message_fails(keys: tuple[DkimKey, DkimKey]) -> None:
-    headers = txdkim.Signer(FakeDomains(domain((keys[0],)))).sign("acme.example", MESSAGE)
+    headers = txdkim.Signer(FakeDomains(domain((keys[0],)))).sign(
+        "acme.example", MESSAGE, allowed=["acme.example"]
+    )
     tampered = signed(headers).replace(b"Your receipt", b"Your invoice")
     assert not dkim.verify(tampered, dnsfunc=dns_for(keys[0]))
 
@@ -132,7 +134,9 @@ def test_stock_keys_still_work_through_the_wrappers(keys: tuple[DkimKey, DkimKey
 
 
 def test_header_set_is_signed_once_more_than_present(keys: tuple[DkimKey, DkimKey]) -> None:
-    headers = txdkim.Signer(FakeDomains(domain((keys[0],)))).sign("acme.example", MESSAGE)
+    headers = txdkim.Signer(FakeDomains(domain((keys[0],)))).sign(
+        "acme.example", MESSAGE, allowed=["acme.example"]
+    )
     value = " ".join(headers[0][1].split())
     signed_list = value.split("h=", 1)[1].split(";", 1)[0].replace(" ", "").split(":")
     for name in (
@@ -159,7 +163,9 @@ def test_list_unsubscribe_and_reply_to_are_signed_when_present() -> None:
 
 
 def test_values_are_folded_for_libmilter(keys: tuple[DkimKey, DkimKey]) -> None:
-    headers = txdkim.Signer(FakeDomains(domain(keys))).sign("acme.example", MESSAGE)
+    headers = txdkim.Signer(FakeDomains(domain(keys))).sign(
+        "acme.example", MESSAGE, allowed=["acme.example"]
+    )
     for _, value in headers:
         assert "\r" not in value
         lines = value.split("\n")
@@ -171,21 +177,23 @@ def test_no_signature_for_unknown_or_inactive_domains(keys: tuple[DkimKey, DkimK
     signer = txdkim.Signer(
         FakeDomains(domain(keys, active=False), replace(domain(()), name="nokeys.example"))
     )
-    assert signer.sign("acme.example", MESSAGE) == []
-    assert signer.sign("nokeys.example", MESSAGE) == []
-    assert signer.sign("unknown.example", MESSAGE) == []
+    assert signer.sign("acme.example", MESSAGE, allowed=["acme.example"]) == []
+    assert signer.sign("nokeys.example", MESSAGE, allowed=["nokeys.example"]) == []
+    assert signer.sign("unknown.example", MESSAGE, allowed=["unknown.example"]) == []
 
 
 def test_records_are_cached_and_refreshed(keys: tuple[DkimKey, DkimKey]) -> None:
     fake, clock = FakeDomains(domain((keys[0],))), Clock()
     signer = txdkim.Signer(fake, refresh=2.0, clock=clock)
-    assert signer.sign("acme.example", MESSAGE)
+    assert signer.sign("acme.example", MESSAGE, allowed=["acme.example"])
     fake.records["acme.example"] = domain((keys[0],), active=False)
     clock.now += 1.0
-    assert signer.sign("acme.example", MESSAGE)  # still the cached record
+    assert signer.sign("acme.example", MESSAGE, allowed=["acme.example"])  # still the cached record
     assert fake.finds == 1
     clock.now += 1.5
-    assert signer.sign("acme.example", MESSAGE) == []  # switched off within `refresh`
+    assert (
+        signer.sign("acme.example", MESSAGE, allowed=["acme.example"]) == []
+    )  # switched off within `refresh`
     assert fake.finds == 2
 
 
@@ -199,11 +207,14 @@ def test_key_is_decoded_once_and_again_when_its_file_changes(
     monkeypatch.setattr(txdkim, "load_private_key", lambda p: decoded.append(p) or real_load(p))
     signer = txdkim.Signer(FakeDomains(domain((first,))))
     for _ in range(3):
-        assert dkim.verify(signed(signer.sign("acme.example", MESSAGE)), dnsfunc=dns_for(first))
+        assert dkim.verify(
+            signed(signer.sign("acme.example", MESSAGE, allowed=["acme.example"])),
+            dnsfunc=dns_for(first),
+        )
     assert decoded == [str(path)]
     second = replace(first, public_key=txdkim.generate_rsa_key(path))  # same path, new key
     os.utime(path, ns=(0, 10**9))  # a distinct mtime even on coarse clocks
-    headers = signer.sign("acme.example", MESSAGE)
+    headers = signer.sign("acme.example", MESSAGE, allowed=["acme.example"])
     assert len(decoded) == 2
     assert dkim.verify(signed(headers), dnsfunc=dns_for(second))
 
@@ -218,7 +229,9 @@ def test_unreadable_key_is_a_temporary_failure_and_logs_no_key(
     caplog.set_level(logging.ERROR)
     for key in (missing, garbage):
         with pytest.raises(TemporaryFailure, match="DKIM key of acme.example"):
-            txdkim.Signer(FakeDomains(domain((key,)))).sign("acme.example", MESSAGE)
+            txdkim.Signer(FakeDomains(domain((key,)))).sign(
+                "acme.example", MESSAGE, allowed=["acme.example"]
+            )
     assert "not a key" not in caplog.text and "BEGIN" not in caplog.text
 
 
@@ -253,3 +266,14 @@ def test_selectors() -> None:
     assert txdkim.new_selector({"tx19700101"}, now=0) == "tx19700101b"
     with pytest.raises(ValueError):
         txdkim.check_selector("bad selector")
+
+
+def test_a_domain_outside_the_account_is_never_signed(keys: tuple[DkimKey, DkimKey]) -> None:
+    """The second guard of a From rewrite: whatever domain the caller worked out, a key of
+    another account's domain is never used."""
+    fake = FakeDomains(domain((keys[0],)))
+    signer = txdkim.Signer(fake)
+    assert signer.sign("acme.example", MESSAGE, allowed=["other.example"]) == []
+    assert signer.sign("acme.example", MESSAGE, allowed=[]) == []
+    assert fake.finds == 0  # not even looked up
+    assert signer.sign("Acme.Example.", MESSAGE, allowed=["other.example", "ACME.example"])

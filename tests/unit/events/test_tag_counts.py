@@ -1,12 +1,14 @@
 """Counts per account, UTC day, tag and kind against a real Redis: the cap of distinct tags a
-day and its "(other)" bucket, accepted messages sharing the day's tags with events, reading
-them back by tag or whole, and the `since` and tag checks (txmail/stats.py)."""
+day and its "(other, folded)" bucket, which no tag can be, accepted messages sharing the
+day's tags with events, reading them back by tag or whole, and the `since` and tag checks
+(txmail/stats.py)."""
 
 from __future__ import annotations
 
 import pytest
 import redis
 
+from txmail import tags
 from txmail.errors import UsageError
 from txmail.events import Event, Recorder, make_event, utc_day
 from txmail.stats import (
@@ -137,3 +139,28 @@ def test_a_tag_asked_for_is_one_a_message_could_carry() -> None:
     for bad in ("", "   ", "x" * 65, "a,b", "a\nb", "a\x00"):
         with pytest.raises(UsageError, match="1 to 64 printable characters"):
             check_tag(bad)
+    assert check_tag(OTHER) == OTHER  # the folded tags can be asked for, though no tag has it
+
+
+def test_a_tag_named_like_the_folded_bucket_is_a_tag_of_its_own(
+    client: redis.Redis, keys: Keys
+) -> None:
+    # No tag can be the bucket's name (it has a comma), so a client's "(other)" or
+    # "(other" + " folded)" stays apart from the tags folded past the day's cap.
+    accept(client, keys, ["(other)"], cap=1)
+    accept(client, keys, ["late"], cap=1)  # past the cap: folded
+    whole = read_counts(client, keys, "acme", [TODAY])
+    assert whole.tags == {"(other)": {"accepted": 1}, OTHER: {"accepted": 1}}
+    assert tag_counts(client, keys, "(other)") == {"accepted": 1}
+    assert tag_counts(client, keys, OTHER) == {"accepted": 1}
+    merged = tags.merge(OTHER.split(","))
+    assert not isinstance(merged, tags.TagRefusal) and OTHER not in merged
+
+
+def test_one_stats_answer_covers_at_most_its_cap_of_days() -> None:
+    assert len(since_days("2026-10-18", NOW, 400, most=90)) == 90
+    with pytest.raises(UsageError, match="2026-10-18 or later: one answer covers at most 90"):
+        since_days("2026-10-17", NOW, 400, most=90)
+    # counters kept for fewer days than the cap: their life is the limit
+    with pytest.raises(UsageError, match="kept 30 days"):
+        since_days("2026-12-01", NOW, 30, most=90)

@@ -4,6 +4,7 @@ the submission side, each copy fed back through the milter as if on Postfix's co
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Callable
@@ -116,7 +117,9 @@ def test_orders_carry_the_dsn_parameters_and_never_track_the_bcc_copy() -> None:
     sub.recipient_params = {
         "copy@example.net": ["NOTIFY=FAILURE,DELAY", "ORCPT=rfc822;copy@example.net", "X-ODD=1"]
     }
-    (order,) = copy_orders(sub, ["copy@example.net"], Tracking(True, True), now=NOW)
+    (order,) = copy_orders(
+        sub, ["copy@example.net"], Tracking(True, True), now=NOW, track_bounces=True
+    )
     assert order.rcpt_options == ("NOTIFY=FAILURE,DELAY", "ORCPT=rfc822;copy@example.net")
     assert order.header == CopyHeader(
         parent=QUEUE_ID,
@@ -356,3 +359,55 @@ def test_the_copy_listener_takes_only_genuine_copies(node: Callable[..., Any]) -
         macros=macros,
     )
     assert wrong.code == "554 5.7.1" and "<a@example.net> only" in wrong.text
+
+
+def test_the_parents_bounce_tracking_choice_travels_in_the_header() -> None:
+    off = CopyHeader(**{**HEAD.__dict__, "track_bounces": False})
+    assert signer().verify(signer().sign(off)) == off
+    # a header of the layout before the choice travelled (11 fields) means tracked, as then
+    value = "".join(signer().sign(off).split())
+    encoded = value.split(".")[0]
+    fields = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    assert len(fields) == 12 and fields[-1] == 0
+    older = json.dumps(fields[:11], ensure_ascii=False, separators=(",", ":")).encode()
+    checker = signer()
+    mac = base64.urlsafe_b64encode(checker._mac(older)).decode().rstrip("=")
+    token = base64.urlsafe_b64encode(older).decode().rstrip("=") + "." + mac
+    verified = checker.verify(token)
+    assert verified is not None and verified.track_bounces is True
+
+
+def test_copies_keep_the_clients_notify_on_record_and_leave_asking_for_failures(
+    node: Callable[..., Any], client: redis.Redis, prefix: str
+) -> None:
+    conversation, listener = node()
+    rcpts = ["a@example.net", "b@example.net"]
+    plain = eml([("From", "news@acme.example"), ("To", "a@example.net")], "No links.\r\n")
+    never = {r: ("NOTIFY=NEVER", f"ORCPT=rfc822;{r}") for r in rcpts}
+    outcome = conversation.send(plain, "app@acme.example", rcpts, recipient_params=never)
+    assert outcome.accepted, outcome.reply
+    ((envelope, copy),) = listener.copies
+    # the copy is injected with the client's parameters, and widened on the copy listener
+    assert envelope.rcpt_options == ("NOTIFY=NEVER", "ORCPT=rfc822;b@example.net")
+    assert ("addrcpt", "<b@example.net>", "NOTIFY=FAILURE,DELAY ORCPT=rfc822;b@example.net") in (
+        copy.actions
+    )
+    assert ("addrcpt", "<a@example.net>", "NOTIFY=FAILURE,DELAY ORCPT=rfc822;a@example.net") in (
+        outcome.actions
+    )
+    copy_id = verify_bounce_address(copy.sender, SECRET)
+    assert json.loads(record(client, prefix, copy_id)["recipient_params"]) == {
+        "b@example.net": ["NOTIFY=NEVER", "ORCPT=rfc822;b@example.net"]
+    }
+    assert json.loads(record(client, prefix, QUEUE_ID)["recipient_params"])["a@example.net"] == [
+        "NOTIFY=NEVER",
+        "ORCPT=rfc822;a@example.net",
+    ]
+
+
+def test_copy_orders_must_be_told_whether_the_message_is_bounce_tracked() -> None:
+    import inspect
+
+    parameter = inspect.signature(copy_orders).parameters["track_bounces"]
+    assert parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    assert parameter.default is inspect.Parameter.empty

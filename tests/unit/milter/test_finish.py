@@ -14,6 +14,7 @@ from redis.retry import Retry
 
 from tests.unit.milter.driver import QUEUE_ID, Conversation, basic, eml, make_context
 from txmail.accounts.domains import Domain, Domains
+from txmail.accounts.records import Accounts
 from txmail.config import Settings
 from txmail.milter import dkim as txdkim
 from txmail.milter.server import TxmailMilter
@@ -90,12 +91,18 @@ def test_everything_in_order(
     # header edits first, then recipients, the routing header, the envelope, DKIM last
     assert kinds == ["chgheader"] * kinds.count("chgheader") + [
         "delrcpt",
+        "delrcpt",
+        "addrcpt",
         "addheader",
         "chgfrom",
         "addheader",
     ]
     assert outcome.actions[-1][1] == "DKIM-Signature" and outcome.actions[-1][3] == 0
-    assert outcome.recipients == ["a@example.net", "b@example.net"]
+    # NOTIFY=FAILURE leaves as FAILURE,DELAY (milter/notify.py), with the client's ORCPT
+    assert ("addrcpt", "<a@example.net>", "NOTIFY=FAILURE,DELAY ORCPT=rfc822;a@example.net") in (
+        outcome.actions
+    )
+    assert sorted(outcome.recipients) == ["a@example.net", "b@example.net"]
     assert verify_bounce_address(outcome.sender, SECRET) == QUEUE_ID
     assert outcome.sender.endswith("@mta.acme.example")
     assert outcome.header("From") == ["Shop <out@acme.example>"]
@@ -143,6 +150,123 @@ def test_null_sender_is_rewritten_for_the_from_domain(
     services, _ = signing
     outcome = smtp(**services).send(basic(), "", ["a@example.net"])
     assert verify_bounce_address(outcome.sender, SECRET) == QUEUE_ID
+
+
+@pytest.mark.parametrize(
+    "notify,added",
+    [
+        (None, None),  # no NOTIFY: Postfix and remote servers report failures and delays
+        ("NOTIFY=FAILURE,DELAY", None),
+        ("NOTIFY=NEVER", "NOTIFY=FAILURE,DELAY"),
+        ("NOTIFY=SUCCESS", "NOTIFY=SUCCESS,FAILURE,DELAY"),
+        ("NOTIFY=delay", "NOTIFY=FAILURE,DELAY"),
+    ],
+)
+def test_a_tracked_recipient_leaves_asking_for_failures_and_delays(
+    smtp: Callable[..., Conversation],
+    signing: tuple[dict[str, object], bytes],
+    client: redis.Redis,
+    prefix: str,
+    notify: str | None,
+    added: str | None,
+) -> None:
+    services, _ = signing
+    params = (notify, "ORCPT=rfc822;Orig@example.net") if notify else ()
+    outcome = smtp(**services).send(
+        basic(), "app@acme.example", ["a@example.net"], recipient_params={"a@example.net": params}
+    )
+    changes = [a for a in outcome.actions if a[0] in ("delrcpt", "addrcpt")]
+    if added is None:
+        assert changes == []
+    else:
+        assert changes == [
+            ("delrcpt", "<a@example.net>"),
+            ("addrcpt", "<a@example.net>", f"{added} ORCPT=rfc822;Orig@example.net"),
+        ]
+    assert outcome.recipients == ["a@example.net"]
+    # the record keeps what the client gave: it decides what is forwarded
+    record = client.hgetall(f"{prefix}{{acme}}:message:{QUEUE_ID}")
+    assert json.loads(record["recipient_params"]) == (
+        {"a@example.net": list(params)} if params else {}
+    )
+
+
+def test_untracked_mail_keeps_the_clients_notify(
+    smtp: Callable[..., Conversation], signing: tuple[dict[str, object], bytes]
+) -> None:
+    services, _ = signing
+    outcome = smtp({"track_bounces": False}, **services).send(
+        basic(),
+        "app@acme.example",
+        ["a@example.net"],
+        recipient_params={"a@example.net": ("NOTIFY=NEVER",)},
+    )
+    assert not [a for a in outcome.actions if a[0] in ("delrcpt", "addrcpt")]
+
+
+@pytest.mark.parametrize(
+    "listener,header,account_on,tracked",
+    [
+        ("txmail-api", "false", True, False),  # the send API's trackbounces: false
+        ("txmail-api", "true", False, True),  # the send API's trackbounces: true
+        ("txmail-api", "maybe", True, True),  # unreadable: the account's
+        ("submission", "false", True, True),  # an SMTP client cannot choose (seed 004)
+        ("submission", "true", False, False),
+    ],
+)
+def test_per_message_bounce_tracking_comes_from_the_send_api_only(
+    smtp: Callable[..., Conversation],
+    signing: tuple[dict[str, object], bytes],
+    listener: str,
+    header: str,
+    account_on: bool,
+    tracked: bool,
+) -> None:
+    services, _ = signing
+    outcome = smtp({"track_bounces": account_on}, **services).send(
+        basic(extra=[("X-CloudMTA-Track-Bounces", header)]),
+        "app@acme.example",
+        ["a@example.net"],
+        macros={"{daemon_name}": listener},
+    )
+    assert outcome.accepted, outcome.reply
+    assert (verify_bounce_address(outcome.sender, SECRET) == QUEUE_ID) is tracked
+    assert outcome.header("X-CloudMTA-Track-Bounces") == []  # never leaves the relay
+
+
+@pytest.mark.parametrize(
+    "api,client_copy,account_on,tracked",
+    [
+        ("default", "true", False, False),  # no trackbounces in the request: the account's
+        ("default", "false", True, True),
+        ("false", "true", True, False),  # the request's own choice
+    ],
+)
+def test_only_the_send_apis_own_track_bounces_header_is_read(
+    smtp: Callable[..., Conversation],
+    signing: tuple[dict[str, object], bytes],
+    api: str,
+    client_copy: str,
+    account_on: bool,
+    tracked: bool,
+) -> None:
+    """The API puts its header on top; a copy in the client's own `mime` comes after it."""
+    services, _ = signing
+    message = eml(
+        [
+            ("X-CloudMTA-Track-Bounces", api),
+            ("From", "app@acme.example"),
+            ("To", "a@example.net"),
+            ("Subject", "x"),
+            ("X-CloudMTA-Track-Bounces", client_copy),
+        ]
+    )
+    outcome = smtp({"track_bounces": account_on}, **services).send(
+        message, "app@acme.example", ["a@example.net"], macros={"{daemon_name}": "txmail-api"}
+    )
+    assert outcome.accepted, outcome.reply
+    assert (verify_bounce_address(outcome.sender, SECRET) == QUEUE_ID) is tracked
+    assert outcome.header("X-CloudMTA-Track-Bounces") == []
 
 
 def test_track_bounces_off_keeps_the_sender(
@@ -211,3 +335,28 @@ def test_state_is_reset_for_each_message(smtp: Callable[..., Conversation]) -> N
     second = conversation.send(basic(), "app@acme.example", ["b@example.net"])
     assert first.accepted and second.accepted
     assert TxmailMilter.protocol_mask()  # callbacks negotiated away (connect, helo, data, eoh)
+
+
+def test_a_rewritten_from_is_signed_for_the_sending_domain_never_the_written_one(
+    smtp: Callable[..., Conversation],
+    signing: tuple[dict[str, object], bytes],
+    client: redis.Redis,
+    prefix: str,
+    node: tuple[Settings, tuple[txdkim.DkimKey, ...]],
+) -> None:
+    """victim.example is another account's, with an active key: a From naming it, however
+    written, never makes acme's mail carry its signature."""
+    services, dns_record = signing
+    Accounts(client, Keys(prefix)).add("victim", ["victim.example"], "a-long-password-2")
+    Domains(client, Keys(prefix)).add(
+        Domain(name="victim.example", account="victim", dkim=node[1], dkim_active=True)
+    )
+    outcome = smtp({"rewrite_from": "on"}, **services).send(
+        basic(sender='"=?utf-8?q?Shop?= <x@y.example>" <ceo@victim.example>'),
+        "out@acme.example",
+        ["a@example.net"],
+    )
+    assert outcome.accepted, outcome.reply
+    (signature,) = outcome.header("DKIM-Signature")
+    assert " d=acme.example;" in " " + " ".join(signature.split())
+    assert dkim.verify(outcome.message(), dnsfunc=lambda name, timeout=5: dns_record)

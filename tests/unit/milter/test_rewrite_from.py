@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import email.utils
 from collections.abc import Callable
 
 import pytest
 
 from tests.unit.milter.driver import Conversation, eml
+from txmail.milter.rules import rewrite_from
 
 CASES = [
     # (settings, MAIL FROM, From headers, From headers after)
@@ -64,3 +66,26 @@ def test_rewrite_from_table(
     outcome = smtp(settings).send(message, mail_from, ["a@example.net"])
     assert outcome.accepted, outcome.reply
     assert outcome.header("From") == after
+
+
+@pytest.mark.parametrize(
+    "display,address,written",
+    [
+        ("", "out@acme.example", "out@acme.example"),
+        ("Shop", "out@acme.example", "Shop <out@acme.example>"),
+        ("Smith, Jo", "out@acme.example", '"Smith, Jo" <out@acme.example>'),
+        ("=?utf-8?q?Caf=C3=A9?=", "out@acme.example", "=?utf-8?q?Caf=C3=A9?= <out@acme.example>"),
+        # not pure encoded-words: decoded, then quoted, so nothing in it is an address
+        (
+            "=?utf-8?q?Shop?= <x@y.example>",
+            "o@acme.example",
+            '"Shop <x@y.example>" <o@acme.example>',
+        ),
+        ("=?utf-8?q?a,b@y.example?=", "o@acme.example", '"a,b@y.example" <o@acme.example>'),
+        ("=?nosuchcharset?q?x?= y", "o@acme.example", "o@acme.example"),  # undecodable: dropped
+        ("Shop", "jü@acme.example", "Shop <jü@acme.example>"),  # SMTPUTF8: no traceback
+    ],
+)
+def test_author_writes_one_address(display: str, address: str, written: str) -> None:
+    assert rewrite_from.author(display, address) == written
+    assert [a for _, a in email.utils.getaddresses([written]) if a] == [address]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 from collections.abc import Callable
 
 import pytest
@@ -120,3 +121,43 @@ def test_a_from_header_that_will_be_rewritten_is_not_refused(
         assert "evil.example" in outcome.text
     else:
         assert outcome.header("From") == [after]
+
+
+class RecordingSigner:
+    """Stands in for dkim.Signer: remembers the domain it was asked to sign for."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, tuple[str, ...]]] = []
+
+    def sign(
+        self, domain: str, message: bytes, *, allowed: tuple[str, ...] = ()
+    ) -> list[tuple[str, str]]:
+        self.asked.append((domain, tuple(allowed)))
+        return []
+
+
+HOSTILE_FROM = [
+    # an encoded-word display name that carries header syntax of its own
+    '"=?utf-8?q?Shop?= <x@y.example>" <ceo@victim.example>',
+    # a display name that, written back unquoted, adds two more authors
+    '"=?utf-8?q?x?=, ceo@victim.example," <me@acme.example>',
+    # an encoded word whose encoded text holds a comma and an address
+    '"=?utf-8?q?a,ceo@victim.example?=" <me@acme.example>',
+]
+
+
+@pytest.mark.parametrize("header_from", HOSTILE_FROM)
+def test_a_rewritten_from_has_one_author_at_the_sending_domain_and_is_signed_for_it(
+    smtp: Callable[..., Conversation], header_from: str
+) -> None:
+    signer = RecordingSigner()
+    outcome = smtp({"rewrite_from": "on"}, signer=signer).send(
+        basic(sender=header_from), "out@acme.example", ["user@example.net"]
+    )
+    assert outcome.accepted, outcome.reply
+    values = outcome.header("From")
+    assert len(values) == 1
+    authors = [a for _, a in email.utils.getaddresses(values) if a]
+    assert authors == ["out@acme.example"], values
+    assert [domain for domain, _ in signer.asked] == ["acme.example"]
+    assert "acme.example" in signer.asked[0][1]

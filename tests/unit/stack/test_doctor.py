@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from txmail import config
+from txmail import config, dnscheck
 from txmail.accounts.domains import RSA, DkimKey, Domain
-from txmail.errors import ConfigError, TemporaryFailure
+from txmail.errors import ConfigError, TemporaryFailure, TxmailError
 from txmail.stack import doctor
 from txmail.stack.doctor import Problem, Service
+from txmail_testing.loopback_dns import LoopbackDns
 
 
 def node(tmp_path: Path, **maillog: object) -> config.Settings:
@@ -191,10 +192,12 @@ def test_dns_not_published_is_a_warning_with_the_record_to_publish(tmp_path: Pat
     published = {
         ("s1._domainkey.shop.example", "TXT"): ["v=DKIM1; k=rsa; p=MIIBIjANBgkq"],
         ("mta.shop.example", "CNAME"): ["relay.example.com"],
+        ("relay.example.com", "TXT"): ["v=spf1 a:relay.example.com -all"],
+        ("relay.example.com", "MX"): ["relay.example.com"],
     }
     assert doctor.check_dns(settings, [domain], lambda n, t: published.get((n, t), [])) == []
-    dkim, return_path = doctor.check_dns(settings, [domain], lambda n, t: [])
-    assert not dkim.blocking and not return_path.blocking
+    dkim, return_path, spf, mx = doctor.check_dns(settings, [domain], lambda n, t: [])
+    assert not any(p.blocking for p in (dkim, return_path, spf, mx))
     assert dkim.line() == (
         "warning: shop.example: the dkim s=s1 record s1._domainkey.shop.example is not "
         'published (found no TXT record); publish s1._domainkey.shop.example TXT "v=DKIM1; '
@@ -204,6 +207,16 @@ def test_dns_not_published_is_a_warning_with_the_record_to_publish(tmp_path: Pat
         "warning: shop.example: the return path record mta.shop.example is not published "
         '(found no CNAME or MX record); publish mta.shop.example CNAME "relay.example.com", '
         "then run `txmail domains verify shop.example`"
+    )
+    assert spf.line() == (
+        "warning: shop.example: the spf record mta.shop.example is not published (found no "
+        'v=spf1 record); publish relay.example.com TXT "v=spf1 a:relay.example.com -all", '
+        "then run `txmail domains verify shop.example`"
+    )
+    assert mx.line() == (
+        "warning: shop.example: the mx record mta.shop.example is not published (found no MX "
+        'record); publish relay.example.com MX "10 relay.example.com", then run '
+        "`txmail domains verify shop.example`"
     )
 
 
@@ -216,6 +229,41 @@ def test_dns_that_does_not_answer(tmp_path: Path) -> None:
 
     [problem] = doctor.check_dns(settings, [domain], timeout)
     assert not problem.blocking and "--offline" in problem.fix
+
+
+def test_one_bad_spf_record_does_not_stop_the_dns_check(tmp_path: Path) -> None:
+    """A name dnspython refuses (include:%{d}..bad) once aborted the whole doctor run."""
+    settings = dataclasses.replace(node(tmp_path), hostname="relay.example.com")
+    bad = Domain("bad.example", "acme", (KEY,), return_path="")
+    good = Domain("shop.example", "acme", (KEY,), return_path="")
+    server = LoopbackDns().start()
+    try:
+        server.set_txt(settings.bounce_domain, "v=spf1 include:%{d}..bad -all")
+        server.set("relay.example.com", "A", "192.0.2.10")
+        resolve = dnscheck.resolver([f"127.0.0.1:{server.port}"], timeout=3)
+        problems = doctor.check_dns(settings, [bad, good], resolve)
+    finally:
+        server.stop()
+    spf = [p.what for p in problems if "the spf record" in p.what]
+    assert len(spf) == 2 and "gives permerror" in spf[0] and "..bad" in spf[0], spf
+    assert any(p.what.startswith("shop.example: the dkim") for p in problems)
+
+
+def test_one_domain_that_cannot_be_checked_does_not_hide_the_others(tmp_path: Path) -> None:
+    settings = node(tmp_path)
+    first = Domain("first.example", "acme", (KEY,))
+    second = Domain("second.example", "acme", (KEY,))
+
+    def resolve(name: str, kind: str) -> list[str]:
+        if name.endswith("first.example"):
+            raise TxmailError("something about first.example")
+        return []
+
+    problems = doctor.check_dns(settings, [first, second], resolve)
+    assert problems[0].what == (
+        "first.example: its DNS records could not be checked (something about first.example)"
+    )
+    assert any(p.what.startswith("second.example: the dkim") for p in problems[1:])
 
 
 def test_startup_problems(tmp_path: Path) -> None:

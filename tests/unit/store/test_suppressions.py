@@ -213,9 +213,9 @@ def test_cli_add_list_export_import_remove(redis_server: RedisServer, tmp_path: 
         ("unsubscribe", "left@example.net"),
     }
     exported = txmail("export", "--account", "acme", "--list", "bounce")
-    assert txmail("remove", "--account", "acme", "--list", "bounce", "gone@example.net").startswith(
-        "removed"
-    )
+    assert txmail(
+        "remove", "--yes", "--account", "acme", "--list", "bounce", "gone@example.net"
+    ).startswith("removed")
     assert "imported 1 entries" in txmail("import", "--account", "acme", input=exported)
     assert "imported 2 entries" in txmail(
         "import", "--account", "acme", "--list", "bounce", input="a@example.net\nb@example.net\n"

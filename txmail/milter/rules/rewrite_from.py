@@ -4,11 +4,20 @@ Stage: eom. On when the account's `rewrite_from` is `on`, or `auto` in single re
 (Maxemail: "Oxford Stones <newsletters@…>" sent as MAIL FROM outgoing@… arrives as
 "Oxford Stones <outgoing@…>"). With `MAIL FROM:<>` there is no address to use and the From header
 stays. Extra From headers are removed, so exactly one author remains.
+
+The display name is written so that it cannot become header syntax: kept as written only when
+it is nothing but RFC 2047 encoded-words whose text holds no special character (RFC 2047 §5(3):
+letters, digits and !*+-/=_ in a phrase), otherwise decoded and written by formataddr, which
+quotes it (or encodes it when it is not ASCII); a name that cannot be decoded is dropped. So the
+header that leaves has exactly one address, the MAIL FROM address, which rule `sender` checked.
 """
 
 from __future__ import annotations
 
+import email.errors
+import email.header
 import email.utils
+import re
 from dataclasses import dataclass
 
 from txmail.accounts.settings import AccountSettings
@@ -33,10 +42,33 @@ def enabled(settings: AccountSettings) -> bool:
     return mode == "on" or (mode == "auto" and settings.recipient_mode == "single")
 
 
+# One or more encoded-words (RFC 2047: =?charset?B|Q?text?=), with only the characters RFC 2047
+# §5(3) allows in a phrase: none of them is header syntax (no quote, comma, <, > or @).
+_WORD = r"=\?[A-Za-z0-9!#$%&'*+^_`{|}~-]+\?[BbQq]\?[A-Za-z0-9!*+/=_-]*\?="
+ENCODED_WORDS = re.compile(rf"{_WORD}(?:[ \t]+{_WORD})*")
+
+
+def _decoded(display: str) -> str:
+    """An RFC 2047 display name as text ("" when it cannot be decoded)."""
+    try:
+        return str(email.header.make_header(email.header.decode_header(display)))
+    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+        return ""
+
+
 def author(display: str, address: str) -> str:
-    if "=?" in display:  # an RFC 2047 encoded display name is kept as it was written
+    """The From header value for `address` with the display name `display`: one address only,
+    whatever the name holds."""
+    if ENCODED_WORDS.fullmatch(display):  # kept as it was written: nothing in it is syntax
         return f"{display} <{address}>"
-    return email.utils.formataddr((display, address))
+    if "=?" in display:
+        display = _decoded(display)
+    if not display:
+        return address
+    # formataddr quotes (or encodes) the name; it takes only an ASCII address, so an SMTPUTF8
+    # one is put after the name it wrote for a stand-in
+    name = email.utils.formataddr((display, "a@b")).removesuffix(" <a@b>")
+    return f"{name} <{address}>"
 
 
 def replaces(submission: Submission, settings: AccountSettings) -> bool:

@@ -4,8 +4,10 @@ Stages: mail (the envelope sender, so a wrong one is refused before any data is 
 (every address of every From header). `MAIL FROM:<>` is allowed; the From header is still
 checked. When rule `rewrite_from` will replace the From header by the MAIL FROM address (as
 Maxemail does: "overwriting any existing value"), whatever domain it had is not checked: what
-leaves is the checked envelope sender. Domains compare case-insensitively and exactly: a
-subdomain is a different domain.
+leaves is the checked envelope sender, as the only address of the one From header
+(rewrite_from.author quotes or drops whatever else the display name holds), and DKIM signs for
+its domain only (finish._author_domain; dkim.Signer signs no domain outside the account's).
+Domains compare case-insensitively and exactly: a subdomain is a different domain.
 Refuses: 553 5.7.1 naming the domain; 550 5.6.0 when the message has no From address.
 """
 

@@ -15,8 +15,10 @@ DESCRIPTION
     auth_check, auth_report       txmail authpolicy: password-guessing state
     event_record                  events: one event, its counters, seen marks, its message's list
     events_trim                   webhooks: trim the event stream behind every reader
+    forward_count                 the bounce pipe: one forward to a message's sender, capped
     idempotency_claim,            the HTTP API: an Idempotency-Key of a send, claimed once;
     idempotency_settle            its first answer kept, or the key freed
+    key_dump                      txmail backup: one key's DUMP payload and PTTL, together
     policy_check, policy_commit,  policyd and the milter: sending limits, holds, usage
     policy_release
     reputation_record             the reputation guard's daily totals

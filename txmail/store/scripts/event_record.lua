@@ -7,6 +7,8 @@
 --                                                  tags with counters of their own, how many
 -- KEYS[4]  PREFIX {ACCOUNT}:message:QID:events  list  the message's events as JSON (TTL)
 -- KEYS[5]  PREFIX {ACCOUNT}:message:QID   hash    the message record (only its TTL is read)
+-- KEYS[6]  PREFIX {ACCOUNT}:counts:all    hash    KIND -> count since the account began (no
+--                                                  TTL): /metrics' txmail_events_total
 -- ARGV[1]  field, "KIND:recipient" ("untrusted:KIND:recipient" for an untrusted event)
 -- ARGV[2]  the event id
 -- ARGV[3]  the event as JSON
@@ -22,7 +24,7 @@
 -- ARGV[10] most events the message's list keeps ("0": none)
 -- ARGV[11...] the message's tags, then (the last ARGV) most distinct tags counted per account
 --          and day (events.tags_per_day); tags of the day beyond that many are counted once
---          per event as "(other)"
+--          per event as "(other, folded)"
 --
 -- Returns {state, event id, counted} where state is 1 (recorded), 0 (a duplicate: nothing
 -- written, the id is the one recorded first), 2 (a repeat of open/click: counted only) or 3
@@ -58,6 +60,11 @@ end
 local kind = ARGV[7]
 redis.call('HINCRBY', KEYS[3], kind, 1)
 
+-- all-time count by kind, monotonic (the day's hash above expires): txmail_events_total
+if KEYS[6] then
+  redis.call('HINCRBY', KEYS[6], kind, 1)
+end
+
 -- per tag and kind, within the day's cap of distinct tags (the same block as tags_count.lua)
 local tags_cap = tonumber(ARGV[#ARGV])
 local other = false
@@ -78,7 +85,7 @@ for i = 11, #ARGV - 1 do
   end
 end
 if other then
-  redis.call('HINCRBY', KEYS[3], 'tag:(other):' .. kind, 1)
+  redis.call('HINCRBY', KEYS[3], 'tag:(other, folded):' .. kind, 1)
 end
 -- end of the per-tag block
 

@@ -5,13 +5,13 @@
 --                                                  day's tags with counters of their own
 -- ARGV[1]  TTL of the counters, seconds (events.counter_days)
 -- ARGV[2]  most distinct tags counted per account and day (events.tags_per_day); a tag of the
---          day beyond them is counted as "(other)", once per message
+--          day beyond them is counted as "(other, folded)", once per message
 -- ARGV[3]  the kind counted: "accepted"
 -- ARGV[4...] the message's tags
 --
 -- The per-tag block is the one in event_record.lua, so accepted messages and their events
 -- share the day's distinct tags. Returns the number of the message's tags counted as
--- "(other)".
+-- "(other, folded)".
 
 local kind = ARGV[3]
 redis.call('HINCRBY', KEYS[1], kind, 1)
@@ -35,7 +35,7 @@ for i = 4, #ARGV do
   end
 end
 if folded > 0 then
-  redis.call('HINCRBY', KEYS[1], 'tag:(other):' .. kind, 1)
+  redis.call('HINCRBY', KEYS[1], 'tag:(other, folded):' .. kind, 1)
 end
 
 redis.call('EXPIRE', KEYS[1], ARGV[1])

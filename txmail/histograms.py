@@ -1,0 +1,245 @@
+"""Latency histograms that the daemons observe and the tracker's /metrics renders.
+
+    observations = Observations()
+    observations.observe(MILTER_END_OF_MESSAGE, 0.042)
+    observations.observe(WEBHOOK_EVENT_DELAY, 3.1, "bounce")
+    observations.flush(client, keys.node_histograms(node_name(settings)))  # once a second
+
+The milter, policyd and the webhooks dispatcher are processes apart from the tracker that serves
+/metrics, so each one counts its observations in memory (thread-safe: the milter and the
+dispatcher observe from several threads) and adds them about once a second, in one pipelined
+round trip, to this node's hash PREFIX stats:histograms:NODE (HINCRBY per bucket and count,
+HINCRBYFLOAT for the sum). No message waits on Redis for a metric. The tracker of the same node
+reads that hash at each scrape and renders `_bucket{le=...}`, `_sum` and `_count`
+(tracker/metrics.py). Series are per node (scope="node"): sum them across nodes.
+
+Fields of the hash: "NAME|LABELS|BOUND" (observations at most BOUND seconds and above the
+bound before it: not cumulative, so a changed bucket list never breaks a series),
+"NAME|LABELS|inf" (above the last bound) and "NAME|LABELS|sum"; LABELS is the label values
+joined by ",". "seen|COMPONENT" (milter, policyd, webhooks) is the Unix time of the process's
+last flush, written at least every 10 seconds even when it observed nothing: /metrics'
+txmail_component_last_seen_timestamp_seconds, so an alert sees a component that stopped.
+Label values are fixed words (an event kind, an outcome), never an account or a tag, so the
+hash stays a few hundred fields at most.
+
+A flush that fails (Redis down) keeps what it took for the next one; a process killed with -9
+loses at most one second of observations. The hash expires 30 days after its last write, so a
+node that is gone leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import hashlib
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from txmail.config import Settings
+from txmail.errors import TemporaryFailure
+
+log = logging.getLogger("txmail.histograms")
+
+KEEP_SECONDS = 30 * 86400  # a gone node's hash lapses after this long without a write
+FLUSH_SECONDS = 1.0
+HEARTBEAT_SECONDS = 10.0  # an idle process still writes "seen|COMPONENT" this often
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """One histogram family: its metric name, help, fixed bucket bounds (seconds, ascending)
+    and label names (whose values are always drawn from a short fixed list)."""
+
+    name: str
+    help: str
+    buckets: tuple[float, ...]
+    labels: tuple[str, ...] = ()
+    label_values: str = ""  # what the labels can be, for the README's metric list
+
+
+MILTER_END_OF_MESSAGE = Histogram(
+    "txmail_milter_end_of_message_seconds",
+    "Time the milter took at end of message (rules, DKIM, recording), accepted or refused",
+    (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+POLICY_DECISION = Histogram(
+    "txmail_policy_decision_seconds",
+    "Time policyd took to answer one policy request",
+    (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+WEBHOOK_POST = Histogram(
+    "txmail_webhook_post_seconds",
+    "Time one webhook post took until its answer (or its failure), by outcome",
+    (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    ("outcome",),
+    "outcome: posted (2xx) or failed",
+)
+WEBHOOK_EVENT_DELAY = Histogram(
+    "txmail_webhook_event_delay_seconds",
+    "Time from an event's recording to its post being acknowledged (2xx), by event kind; "
+    'kind="bounce" is the bounce-to-webhook latency',
+    (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0),
+    ("kind",),
+    "kind: an event kind, or other",
+)
+HISTOGRAMS = (MILTER_END_OF_MESSAGE, POLICY_DECISION, WEBHOOK_POST, WEBHOOK_EVENT_DELAY)
+
+
+def node_name(settings: Settings) -> str:
+    """This node's name in PREFIX stats:histograms:NODE: the host name and a digest of the
+    state directory, which every process of one node shares and two nodes on one machine
+    (a test's) do not."""
+    state = str(settings.state_path.resolve())
+    return f"{socket.gethostname()}-{hashlib.sha256(state.encode()).hexdigest()[:8]}"
+
+
+def bound_field(bound: float) -> str:
+    return repr(float(bound))
+
+
+class Observations:
+    """Observations of this process not yet added to Redis."""
+
+    def __init__(self, component: str = "", clock: Any = time.monotonic) -> None:
+        self.component = component
+        self._last_seen = -1e18
+        self._lock = threading.Lock()
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._sums: collections.defaultdict[str, float] = collections.defaultdict(float)
+        self._clock = clock
+        self._last_flush = clock()
+
+    def observe(self, histogram: Histogram, seconds: float, *labels: str) -> None:
+        series = f"{histogram.name}|{','.join(labels)}"
+        seconds = max(0.0, seconds)
+        at = bisect.bisect_left(histogram.buckets, seconds)
+        bucket = bound_field(histogram.buckets[at]) if at < len(histogram.buckets) else "inf"
+        with self._lock:
+            self._counts[f"{series}|{bucket}"] += 1
+            self._sums[f"{series}|sum"] += seconds
+
+    def beat_due(self) -> bool:
+        """True when "seen|COMPONENT" is due (every HEARTBEAT_SECONDS); the caller writes it."""
+        if not self.component:
+            return False
+        now = self._clock()
+        if now - self._last_seen < HEARTBEAT_SECONDS:
+            return False
+        self._last_seen = now
+        return True
+
+    def beat_failed(self) -> None:
+        self._last_seen = -1e18  # try again at the next flush
+
+    def take(self) -> tuple[dict[str, int], dict[str, float]]:
+        with self._lock:
+            counts, sums = dict(self._counts), dict(self._sums)
+            self._counts.clear()
+            self._sums.clear()
+        return counts, sums
+
+    def put_back(self, counts: dict[str, int], sums: dict[str, float]) -> None:
+        with self._lock:
+            self._counts.update(counts)
+            for name, total in sums.items():
+                self._sums[name] += total
+
+    def due(self) -> bool:
+        """True about once a second (then the caller flushes)."""
+        now = self._clock()
+        if now - self._last_flush < FLUSH_SECONDS:
+            return False
+        self._last_flush = now
+        return True
+
+    def flush(self, client: Any, key: str) -> None:
+        """Add what was observed, and the heartbeat when due, to `key` in one pipeline."""
+        counts, sums = self.take()
+        beat = self.beat_due()
+        if not counts and not beat:
+            return
+        pipe = client.pipeline(transaction=False)
+        write(pipe, key, counts, sums, self.component if beat else "")
+        try:
+            pipe.execute()
+        except (redis.RedisError, TemporaryFailure) as exc:
+            log.debug("cannot write the latency histograms yet: %s", exc)
+            self.put_back(counts, sums)
+            if beat:
+                self.beat_failed()
+
+
+def write(
+    pipe: Any, key: str, counts: dict[str, int], sums: dict[str, float], seen: str = ""
+) -> None:
+    """Queue the HINCRBYs of `counts` and `sums` (and "seen|SEEN", the heartbeat of component
+    SEEN, when given) on `pipe`."""
+    for name, count in counts.items():
+        pipe.hincrby(key, name, count)
+    for name, total in sums.items():
+        pipe.hincrbyfloat(key, name, total)
+    if seen:
+        pipe.hset(key, f"seen|{seen}", repr(time.time()))
+    pipe.expire(key, KEEP_SECONDS)
+
+
+def flush_every(observations: Observations, client: Any, key: str) -> threading.Thread:
+    """A daemon thread that flushes `observations` once a second (the milter's)."""
+
+    def run() -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            observations.flush(client, key)
+
+    thread = threading.Thread(target=run, name="histograms", daemon=True)
+    thread.start()
+    return thread
+
+
+@dataclass(frozen=True)
+class Series:
+    """One rendered series: label values, cumulative (le, count) pairs with +Inf, the sum."""
+
+    labels: tuple[str, ...]
+    buckets: list[tuple[float, int]]
+    total: float
+
+
+def series_of(histogram: Histogram, fields: dict[str, str]) -> list[Series]:
+    """The series of `histogram` in a node's hash (as HGETALL decoded it): each bucket's
+    count made cumulative over the declared bounds; a stored bound that is no longer declared
+    is counted in the next declared one above it."""
+    per: dict[str, dict[str, str]] = collections.defaultdict(dict)
+    prefix = histogram.name + "|"
+    for name, value in fields.items():
+        if name.startswith(prefix):
+            labels, _, part = name[len(prefix) :].rpartition("|")
+            per[labels][part] = value
+    found = []
+    for labels, parts in sorted(per.items()):
+        values = tuple(labels.split(",")) if histogram.labels else ()
+        if len(values) != len(histogram.labels):
+            continue
+        stored: list[tuple[float, int]] = []
+        for part, value in parts.items():
+            if part == "sum":
+                continue
+            try:
+                stored.append((float("inf") if part == "inf" else float(part), int(value)))
+            except ValueError:
+                continue
+        buckets = []
+        for bound in (*histogram.buckets, float("inf")):
+            buckets.append((bound, sum(n for b, n in stored if b <= bound)))
+        try:
+            total = float(parts.get("sum", "0"))
+        except ValueError:
+            total = 0.0
+        found.append(Series(values, buckets, total))
+    return found
