@@ -231,7 +231,6 @@ def process(
         )
         keep_for_inspection(settings, client, keys, raw, sender, recipient, outcome, now=clock())
         return outcome
-<<<<<<< HEAD
     # Every line logged from here on names the message's queue id and account (logs.py).
     with logs.concerning(record.queue_id, record.account):
         raw_settings = store.decoded_hash(client.hgetall(keys.account(record.account)))
@@ -245,6 +244,7 @@ def process(
             )
         forward_to_sender(
             settings,
+            client,
             record,
             match.trusted,
             report,
@@ -254,27 +254,6 @@ def process(
             outcome,
             forwarder,
         )
-=======
-    raw_settings = store.decoded_hash(client.hgetall(keys.account(record.account)))
-    account_values = account_settings.from_fields(raw_settings or {})
-    recorded_kinds = record_events(
-        settings, client, keys, record, match, report, account_values, outcome, clock
-    )
-    if outcome.kept:
-        keep_for_inspection(settings, client, keys, raw, sender, recipient, outcome, now=clock())
-    forward_to_sender(
-        settings,
-        client,
-        record,
-        match.trusted,
-        report,
-        raw,
-        recorded_kinds,
-        account_values.forward_auto_replies,
-        outcome,
-        forwarder,
-    )
->>>>>>> main
     return outcome
 
 
