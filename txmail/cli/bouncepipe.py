@@ -39,7 +39,7 @@ def serve(obj: object) -> None:
     from txmail.bounce_pipe import server
     from txmail.cli.daemons import setup_logging
 
-    setup_logging()
+    setup_logging(obj.settings, "bounce-pipe")  # type: ignore[attr-defined]
     server.serve(obj.settings)  # type: ignore[attr-defined]
 
 
