@@ -19,7 +19,6 @@ import click
 
 from txmail.bounce_pipe.parse import report_files
 
-
 # `serve` and `unparsed` are defined in txmail/cli/bouncepipe.py (they need Redis); it is
 # imported only when one of them is asked for, so `bounces parse` stays light.
 ELSEWHERE = ("serve", "unparsed")
