@@ -52,3 +52,22 @@ def test_parsing_bounces_does_not_load_redis_dns_or_crypto() -> None:
     )
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == "[]"
+
+
+def test_the_bounces_commands_defined_elsewhere_are_found() -> None:
+    """`bounces serve` and `bounces unparsed` live in txmail/cli/bouncepipe.py; `txmail up`
+    starts `txmail bounces serve`, so it must be found when only `bounces` was loaded (a
+    fresh interpreter: in this one another test may have loaded bouncepipe already)."""
+    code = (
+        "import click\n"
+        "from txmail.cli import main\n"
+        "ctx = click.Context(main)\n"
+        "group = main.get_command(ctx, 'bounces')\n"
+        "print(group.list_commands(ctx))\n"
+        "print([getattr(group.get_command(ctx, n), 'name', None) for n in ('serve', 'unparsed')])\n"
+    )
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert shown.stdout.split("\n")[:2] == [
+        "['parse', 'serve', 'unparsed']",
+        "['serve', 'unparsed']",
+    ]
