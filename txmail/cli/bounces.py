@@ -19,22 +19,8 @@ import click
 
 from txmail.bounce_pipe.parse import report_files
 
-# `serve` and `unparsed` are defined in txmail/cli/bouncepipe.py (they need Redis); it is
-# imported only when one of them is asked for, so `bounces parse` stays light.
-ELSEWHERE = ("serve", "unparsed")
 
-
-class BouncesGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *ELSEWHERE})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in ELSEWHERE and cmd_name not in self.commands:
-            import txmail.cli.bouncepipe  # noqa: F401 - registers them on this group
-        return super().get_command(ctx, cmd_name)
-
-
-@click.group(cls=BouncesGroup)
+@click.group()
 def bounces() -> None:
     """Inspect returned mail (bounces, complaints, auto-replies)."""
 
