@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from txmail.store import Keys
 from txmail.store.suppressions import Suppressions
@@ -325,3 +326,52 @@ def test_flag_8_sends_to_a_bounce_listed_recipient_and_the_first_flags_header_wi
     )
     assert code == 550 and f"{first_refuses} (bounce list: userunknown)" in text, text
     assert not sink.find(first_refuses)
+
+
+def test_flags_1_and_2_turn_tracking_on_for_an_account_that_does_not_track(
+    stack: Stack, sink: Sink, multi: Login
+) -> None:
+    """003:67 "If this header is set, it overrides the options set per customer space", 003:82
+    "1 Enable open tracking", 003:86 "2 Enable click-through tracking" (the account keeps
+    track_opens and track_clicks at their default, off)."""
+    recipient = unique("flags-track")
+    html = '<html><body><p><a href="https://shop.seedmulti.example/order?id=7">view</a></p></body></html>'
+    message = (
+        f"From: {SENDER}\r\nTo: {recipient}\r\nSubject: tracked by its flags\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@{MULTI_DOMAIN}>\r\nMIME-Version: 1.0\r\n"
+        "X-Mxm-Flags: 3\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + html + "\r\n"
+    ).encode()
+    stack.send(multi, SENDER, [recipient], message)
+    body = email.message_from_bytes(bytes(delivered(sink, recipient).data))
+    sent = body.get_payload(decode=True).decode()
+    assert "X-Mxm-Flags" not in body
+    assert "/c/" in sent and "https://shop.seedmulti.example/order" not in sent  # the link
+    assert "/o/" in sent  # the open pixel
+
+
+def test_rest_send_without_envelope_records_the_bounce_and_returns_nothing(
+    stack: Stack, sink: Sink, multi: Login
+) -> None:
+    """004:13 "Om geen envelope adres mee te geven met de REST API hoef je alleen de
+    "envelope" parameter weg te laten" and 004:102-108: no envelope, trackbounces on: the
+    errors are stored, no bounce mail reaches the client."""
+    key = stack.txmail("accounts", "apikey", MULTI).stdout.strip().splitlines()[-1]
+    recipient = unique("reject-rest")  # the sink refuses it: 550 5.1.1
+    answer = requests.post(
+        f"http://127.0.0.1:{8080 + stack.offset}/v1/send",
+        json={"recipient": recipient, "mime": simple_message(SENDER, recipient).decode()},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    queue_id = answer.json()["message_id"]
+    record = stack.redis().hgetall(Keys().message(MULTI, queue_id))
+    assert record["envelope_sender"] == ""  # MAIL FROM:<>
+
+    def bounce() -> list[dict[str, Any]]:
+        rows = stack.redis().xrange(Keys().events(MULTI))
+        found = [json.loads(fields["event"]) for _, fields in rows]
+        return [e for e in found if e["message_id"] == queue_id and e["kind"] == "bounce"]
+
+    (event,) = wait_for(bounce, 30, what="the bounce event of the REST send")
+    assert event["recipient"] == recipient and event["details"]["status"] == "5.1.1"
