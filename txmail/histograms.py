@@ -33,13 +33,15 @@ import bisect
 import collections
 import hashlib
 import logging
-import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio.cluster
+import redis.cluster
 
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
@@ -92,11 +94,14 @@ HISTOGRAMS = (MILTER_END_OF_MESSAGE, POLICY_DECISION, WEBHOOK_POST, WEBHOOK_EVEN
 
 
 def node_name(settings: Settings) -> str:
-    """This node's name in PREFIX stats:histograms:NODE: the host name and a digest of the
-    state directory, which every process of one node shares and two nodes on one machine
-    (a test's) do not."""
+    """This node's name in PREFIX stats:histograms:NODE: its configured name (`node_name`, else
+    `hostname`, Postfix's myhostname) and a digest of the state directory. Both come from the
+    configuration and the state volume, which every process of one node shares, also when each
+    runs in a container with a host name of its own (compose); two nodes on one machine (a
+    test's) differ by their state directories."""
     state = str(settings.state_path.resolve())
-    return f"{socket.gethostname()}-{hashlib.sha256(state.encode()).hexdigest()[:8]}"
+    name = settings.node_name or settings.hostname
+    return f"{name}-{hashlib.sha256(state.encode()).hexdigest()[:8]}"
 
 
 def bound_field(bound: float) -> str:
@@ -106,8 +111,14 @@ def bound_field(bound: float) -> str:
 class Observations:
     """Observations of this process not yet added to Redis."""
 
-    def __init__(self, component: str = "", clock: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        component: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.component = component
+        self._wall_clock = wall_clock  # the heartbeat's Unix time
         self._last_seen = -1e18
         self._lock = threading.Lock()
         self._counts: collections.Counter[str] = collections.Counter()
@@ -158,48 +169,93 @@ class Observations:
         self._last_flush = now
         return True
 
-    def flush(self, client: Any, key: str) -> None:
-        """Add what was observed, and the heartbeat when due, to `key` in one pipeline."""
+    def queue(self, pipe: Any, key: str) -> Callable[[], None] | None:
+        """Queue on `pipe` what was observed since the last flush, and the heartbeat when due,
+        as writes to `key`. Returns None when there is nothing to write, else `undo`: call it
+        when the pipeline failed, and the observations are kept for the next flush (and the
+        heartbeat tried again). Observations.flush and policyd's flush share it."""
         counts, sums = self.take()
         beat = self.beat_due()
         if not counts and not beat:
-            return
-        pipe = client.pipeline(transaction=False)
-        write(pipe, key, counts, sums, self.component if beat else "")
-        try:
-            pipe.execute()
-        except (redis.RedisError, TemporaryFailure) as exc:
-            log.debug("cannot write the latency histograms yet: %s", exc)
+            return None
+        write(pipe, key, counts, sums, self.component if beat else "", now=self._wall_clock())
+
+        def undo() -> None:
             self.put_back(counts, sums)
             if beat:
                 self.beat_failed()
 
+        return undo
+
+    def flush(self, client: Any, key: str) -> None:
+        """Add what was observed, and the heartbeat when due, to `key` in one pipeline."""
+        pipe = client.pipeline(transaction=transactional(client))
+        undo = self.queue(pipe, key)
+        if undo is None:
+            return
+        try:
+            pipe.execute()
+        except (redis.RedisError, TemporaryFailure) as exc:
+            log.debug("cannot write the latency histograms yet: %s", exc)
+            undo()
+
+
+def transactional(client: Any) -> bool:
+    """Whether a flush's pipeline can be MULTI/EXEC: with it, a flush whose answer was lost
+    (the connection dropped after sending) was done entirely or not at all, so keeping its
+    observations for the next flush never counts them twice. Not on a Redis Cluster, whose
+    client (redis-py before 6) refuses transactions and whose policyd flush spans two slots:
+    there a lost answer can count one flush twice."""
+    return not isinstance(client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)
+
 
 def write(
-    pipe: Any, key: str, counts: dict[str, int], sums: dict[str, float], seen: str = ""
+    pipe: Any,
+    key: str,
+    counts: dict[str, int],
+    sums: dict[str, float],
+    seen: str = "",
+    now: float | None = None,
 ) -> None:
     """Queue the HINCRBYs of `counts` and `sums` (and "seen|SEEN", the heartbeat of component
-    SEEN, when given) on `pipe`."""
+    SEEN at Unix time `now`, when given) on `pipe`."""
     for name, count in counts.items():
         pipe.hincrby(key, name, count)
     for name, total in sums.items():
         pipe.hincrbyfloat(key, name, total)
     if seen:
-        pipe.hset(key, f"seen|{seen}", repr(time.time()))
+        pipe.hset(key, f"seen|{seen}", repr(time.time() if now is None else now))
     pipe.expire(key, KEEP_SECONDS)
 
 
-def flush_every(observations: Observations, client: Any, key: str) -> threading.Thread:
-    """A daemon thread that flushes `observations` once a second (the milter's)."""
+def flush_every(
+    observations: Observations,
+    client: Any,
+    key: str,
+    sleep: Callable[[float], None] = time.sleep,
+    stopping: threading.Event | None = None,
+) -> threading.Thread:
+    """A daemon thread that flushes `observations` once a second (the milter's) until
+    `stopping` is set. Any error is logged and the next flush tried: a thread that died would
+    stop the heartbeat, and the milter would look down while it serves."""
 
     def run() -> None:
-        while True:
-            time.sleep(FLUSH_SECONDS)
-            observations.flush(client, key)
+        while stopping is None or not stopping.is_set():
+            sleep(FLUSH_SECONDS)
+            flush_logged(observations, client, key)
 
     thread = threading.Thread(target=run, name="histograms", daemon=True)
     thread.start()
     return thread
+
+
+def flush_logged(observations: Observations, client: Any, key: str) -> None:
+    """observations.flush, with any unexpected error logged instead of raised (a flush thread's
+    loop, and the last flush of a process that stops)."""
+    try:
+        observations.flush(client, key)
+    except Exception as exc:  # the metrics thread must outlive any one failure
+        log.warning("cannot write the latency histograms: %s", exc)
 
 
 @dataclass(frozen=True)

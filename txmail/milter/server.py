@@ -38,7 +38,13 @@ from txmail import logs
 from txmail.accounts.records import Account
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
-from txmail.histograms import MILTER_END_OF_MESSAGE, Observations, flush_every, node_name
+from txmail.histograms import (
+    MILTER_END_OF_MESSAGE,
+    Observations,
+    flush_every,
+    flush_logged,
+    node_name,
+)
 from txmail.milter import copies, finish, rules
 from txmail.milter.rules import Refusal
 from txmail.milter.rules.size import client_size
@@ -306,8 +312,9 @@ def serve(settings: Settings) -> None:
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     socket_path.unlink(missing_ok=True)
     observations = Observations("milter")
+    histogram_key = context.keys.node_histograms(node_name(settings))
     if context.client is not None:
-        flush_every(observations, context.client, context.keys.node_histograms(node_name(settings)))
+        flush_every(observations, context.client, histogram_key)
     Milter.factory = lambda: TxmailMilter(context, observations)
     Milter.set_flags(
         Milter.ADDHDRS
@@ -322,4 +329,6 @@ def serve(settings: Settings) -> None:
         "listening on unix:%s (rules: %s)", socket_path, ", ".join(r.NAME for r in rules.RULES)
     )
     Milter.runmilter("txmail", f"unix:{socket_path}", timeout=300)
+    if context.client is not None:
+        flush_logged(observations, context.client, histogram_key)  # the last second's
     log.info("stopped")
