@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,21 +233,35 @@ def flush_every(
     observations: Observations,
     client: Any,
     key: str,
-    sleep: Callable[[float], None] = time.sleep,
-    stopping: threading.Event | None = None,
+    wait: Callable[[float], bool] = lambda seconds: bool(time.sleep(seconds)),
 ) -> threading.Thread:
-    """A daemon thread that flushes `observations` once a second (the milter's) until
-    `stopping` is set. Any error is logged and the next flush tried: a thread that died would
-    stop the heartbeat, and the milter would look down while it serves."""
+    """A daemon thread that flushes `observations` once a second: `wait(seconds)` sleeps
+    between flushes and returns True to stop (the default never does). Any error is logged
+    and the next flush tried: a thread that died would stop the heartbeat, and its process
+    would look down while it serves."""
 
     def run() -> None:
-        while stopping is None or not stopping.is_set():
-            sleep(FLUSH_SECONDS)
+        while not wait(FLUSH_SECONDS):
             flush_logged(observations, client, key)
 
     thread = threading.Thread(target=run, name="histograms", daemon=True)
     thread.start()
     return thread
+
+
+@contextlib.contextmanager
+def flushing(observations: Observations, client: Any, key: str) -> Iterator[None]:
+    """Flush `observations` once a second while the block runs (the milter's: its work
+    happens in threads pymilter starts), and once more when it ends, so what the last second
+    observed is not lost at a stop."""
+    stop = threading.Event()
+    thread = flush_every(observations, client, key, stop.wait)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5.0)
+        flush_logged(observations, client, key)
 
 
 def flush_logged(observations: Observations, client: Any, key: str) -> None:

@@ -23,6 +23,7 @@ Fails:    any Redis trouble or internal error is a 451 4.3.0, so nothing is acce
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -41,8 +42,7 @@ from txmail.errors import TemporaryFailure
 from txmail.histograms import (
     MILTER_END_OF_MESSAGE,
     Observations,
-    flush_every,
-    flush_logged,
+    flushing,
     node_name,
 )
 from txmail.milter import copies, finish, rules
@@ -313,8 +313,6 @@ def serve(settings: Settings) -> None:
     socket_path.unlink(missing_ok=True)
     observations = Observations("milter")
     histogram_key = context.keys.node_histograms(node_name(settings))
-    if context.client is not None:
-        flush_every(observations, context.client, histogram_key)
     Milter.factory = lambda: TxmailMilter(context, observations)
     Milter.set_flags(
         Milter.ADDHDRS
@@ -328,7 +326,8 @@ def serve(settings: Settings) -> None:
     log.info(
         "listening on unix:%s (rules: %s)", socket_path, ", ".join(r.NAME for r in rules.RULES)
     )
-    Milter.runmilter("txmail", f"unix:{socket_path}", timeout=300)
-    if context.client is not None:
-        flush_logged(observations, context.client, histogram_key)  # the last second's
+    with contextlib.ExitStack() as metrics:
+        if context.client is not None:  # flushed once a second and once more at the stop
+            metrics.enter_context(flushing(observations, context.client, histogram_key))
+        Milter.runmilter("txmail", f"unix:{socket_path}", timeout=300)
     log.info("stopped")
