@@ -9,7 +9,7 @@ The milter, policyd and the webhooks dispatcher are processes apart from the tra
 /metrics, so each one counts its observations in memory (thread-safe: the milter and the
 dispatcher observe from several threads) and adds them about once a second, in one pipelined
 round trip, to this node's hash PREFIX stats:histograms:NODE (HINCRBY per bucket and count,
-HINCRBYFLOAT for the sum). No message waits on Redis for a metric. The tracker of the same node
+HINCRBYFLOAT for the sum; NODE from the configuration, node_name()). No message waits on Redis for a metric. The tracker of the same node
 reads that hash at each scrape and renders `_bucket{le=...}`, `_sum` and `_count`
 (tracker/metrics.py). Series are per node (scope="node"): sum them across nodes.
 
@@ -22,8 +22,10 @@ txmail_component_last_seen_timestamp_seconds, so an alert sees a component that 
 Label values are fixed words (an event kind, an outcome), never an account or a tag, so the
 hash stays a few hundred fields at most.
 
-A flush that fails (Redis down) keeps what it took for the next one; a process killed with -9
-loses at most one second of observations. The hash expires 30 days after its last write, so a
+A flush that fails (Redis down) keeps what it took for the next one (MULTI/EXEC, so a flush
+whose answer was lost is never counted twice; on a Redis Cluster a plain pipeline, see
+transactional()); a process that stops flushes once more, and one killed with -9 loses at most
+one second of observations. The hash expires 30 days after its last write, so a
 node that is gone leaves nothing behind.
 """
 
