@@ -9,9 +9,10 @@ The milter, policyd and the webhooks dispatcher are processes apart from the tra
 /metrics, so each one counts its observations in memory (thread-safe: the milter and the
 dispatcher observe from several threads) and adds them about once a second, in one pipelined
 round trip, to this node's hash PREFIX stats:histograms:NODE (HINCRBY per bucket and count,
-HINCRBYFLOAT for the sum; NODE from the configuration, node_name()). No message waits on Redis for a metric. The tracker of the same node
-reads that hash at each scrape and renders `_bucket{le=...}`, `_sum` and `_count`
-(tracker/metrics.py). Series are per node (scope="node"): sum them across nodes.
+HINCRBYFLOAT for the sum; NODE from the configuration, node_name()). No message waits on
+Redis for a metric. The tracker of the same node reads that hash at each scrape and renders
+`_bucket{le=...}`, `_sum` and `_count` (tracker/metrics.py). Series are per node
+(scope="node"): sum them across nodes.
 
 Fields of the hash: "NAME|LABELS|BOUND" (observations at most BOUND seconds and above the
 bound before it: not cumulative, so a changed bucket list never breaks a series),
@@ -235,15 +236,17 @@ def flush_every(
     observations: Observations,
     client: Any,
     key: str,
-    wait: Callable[[float], bool] = lambda seconds: bool(time.sleep(seconds)),
+    wait: Callable[[float], bool] | None = None,
 ) -> threading.Thread:
     """A daemon thread that flushes `observations` once a second: `wait(seconds)` sleeps
     between flushes and returns True to stop (the default never does). Any error is logged
     and the next flush tried: a thread that died would stop the heartbeat, and its process
     would look down while it serves."""
 
+    pause = wait or threading.Event().wait  # an Event never set: a plain sleep
+
     def run() -> None:
-        while not wait(FLUSH_SECONDS):
+        while not pause(FLUSH_SECONDS):
             flush_logged(observations, client, key)
 
     thread = threading.Thread(target=run, name="histograms", daemon=True)
