@@ -23,11 +23,10 @@ txmail_component_last_seen_timestamp_seconds, so an alert sees a component that 
 Label values are fixed words (an event kind, an outcome), never an account or a tag, so the
 hash stays a few hundred fields at most.
 
-A flush that fails (Redis down) keeps what it took for the next one (MULTI/EXEC, so a flush
-whose answer was lost is never counted twice; on a Redis Cluster a plain pipeline, see
-transactional()); a process that stops flushes once more, and one killed with -9 loses at most
-one second of observations. The hash expires 30 days after its last write, so a
-node that is gone leaves nothing behind.
+A flush that fails (Redis down) keeps what it took for the next one (in MULTI/EXEC, so a flush
+cut off half way wrote nothing: see transactional()); a process that stops flushes once more,
+and one killed with -9 loses at most one second of observations. The hash expires 30 days
+after its last write, so a node that is gone leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -205,11 +204,12 @@ class Observations:
 
 
 def transactional(client: Any) -> bool:
-    """Whether a flush's pipeline can be MULTI/EXEC: with it, a flush whose answer was lost
-    (the connection dropped after sending) was done entirely or not at all, so keeping its
-    observations for the next flush never counts them twice. Not on a Redis Cluster, whose
-    client (redis-py before 6) refuses transactions and whose policyd flush spans two slots:
-    there a lost answer can count one flush twice."""
+    """Whether a flush's pipeline can be MULTI/EXEC. With it, a flush cut off before its EXEC
+    reached Redis wrote nothing, so keeping its observations for the next flush counts none
+    twice (a plain pipeline cut off half way has written the first part); only an answer lost
+    after EXEC ran still counts one flush twice. Not on a Redis Cluster, whose client (redis-py
+    before 6) refuses transactions and whose policyd flush spans two slots: there a flush cut
+    off half way counts its first part twice."""
     return not isinstance(client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)
 
 
