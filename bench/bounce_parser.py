@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import email
-import json
 import os
 import resource
 import statistics
@@ -52,13 +51,14 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email import policy
 from pathlib import Path
 
 from txmail.bounce_pipe.parse import parse_message, parse_report
 from txmail.outcomes.findings import BounceEvent
 from txmail.outcomes.reasons import tables_switched_off
+from txmail_testing.corpus_scores import Scores, corpus_rows, score
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared/corpus/bounces"
 
@@ -78,109 +78,8 @@ def files_per_second(parse: Callable[[bytes], object], messages: list[bytes]) ->
 
 
 # ---------------------------------------------------------------------------
-# Scores against the corpus's expected.jsonl (the corpus README's rules)
-
-
-def corpus_rows(corpus: Path) -> list[dict]:
-    with open(corpus / "expected.jsonl", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def by_recipient(events: list[dict]) -> dict[str, dict]:
-    """Events keyed by recipient as the README compares them (first wins)."""
-    keyed: dict[str, dict] = {}
-    for event in events:
-        keyed.setdefault(event["recipient"].strip().strip("<>").lower(), event)
-    return keyed
-
-
-@dataclass
-class Scores:
-    """The corpus README's measures over some rows."""
-
-    true_pos: int = 0
-    false_pos: int = 0
-    false_neg: int = 0
-    compared: int = 0
-    kind_ok: int = 0
-    hard_soft_compared: int = 0
-    hard_soft_ok: int = 0
-    reason_ok: int = 0
-    status_compared: int = 0
-    status_ok: int = 0
-    not_bounce_events: int = 0
-    confusions: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
-    # (family, file, recipient, expected reason, given reason, our diagnostic)
-    misses: list[tuple[str, str, str, str, str, str]] = field(default_factory=list)
-
-    @property
-    def f1(self) -> float:
-        precision = self.true_pos / max(1, self.true_pos + self.false_pos)
-        recall = self.true_pos / max(1, self.true_pos + self.false_neg)
-        return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-
-    @property
-    def kind(self) -> float:
-        return self.kind_ok / max(1, self.compared)
-
-    @property
-    def hard_soft(self) -> float:
-        return self.hard_soft_ok / max(1, self.hard_soft_compared)
-
-    @property
-    def reason(self) -> float:
-        return self.reason_ok / max(1, self.compared)
-
-    @property
-    def status(self) -> float:
-        return self.status_ok / max(1, self.status_compared)
-
-    def summary(self) -> str:
-        return (
-            f"recipients F1 {self.f1:.3f}  kind {self.kind:.3f}  hard/soft {self.hard_soft:.3f}  "
-            f"reason {self.reason:.3f}  status {self.status:.3f}  "
-            f"events on non-bounces {self.not_bounce_events}"
-        )
-
-
-def score(rows: list[dict], results: dict[str, list[BounceEvent]]) -> Scores:
-    scores = Scores()
-    for row in rows:
-        category = row["category"]
-        got = by_recipient([e.summary() for e in results[row["file"]]])
-        expected = by_recipient(row["events"])
-        if category == "not_bounce":
-            scores.not_bounce_events += len(got)
-        if category in ("parsed", "not_bounce"):
-            scores.true_pos += len(got.keys() & expected.keys())
-            scores.false_pos += len(got.keys() - expected.keys())
-            scores.false_neg += len(expected.keys() - got.keys())
-        if category not in ("parsed", "disputed"):
-            continue
-        for recipient in got.keys() & expected.keys():
-            mine, theirs = got[recipient], expected[recipient]
-            scores.compared += 1
-            scores.kind_ok += mine["kind"] == theirs["kind"]
-            if theirs["kind"] in ("bounce", "soft_bounce"):
-                scores.hard_soft_compared += 1
-                scores.hard_soft_ok += mine["kind"] == theirs["kind"]
-            scores.reason_ok += mine["reason"] == theirs["reason"]
-            if mine["reason"] != theirs["reason"]:
-                scores.confusions[(theirs["reason"], mine["reason"])] += 1
-                scores.misses.append(
-                    (
-                        row["family"],
-                        row["file"],
-                        recipient,
-                        theirs["reason"],
-                        mine["reason"],
-                        " ".join(mine["diagnostic"].split())[:160],
-                    )
-                )
-            if theirs["status"] is not None:
-                scores.status_compared += 1
-                scores.status_ok += mine["status"] == theirs["status"]
-    return scores
+# Scores against the corpus's expected.jsonl (txmail_testing/corpus_scores.py, which the
+# corpus test shares)
 
 
 @dataclass

@@ -228,7 +228,8 @@ class PolicydSettings:
     )
     metrics_interval: float = _doc(
         "Seconds between writes of the decision counts to Redis "
-        "(/metrics: txmail_policy_decisions).",
+        "(/metrics: txmail_policy_decisions); at most 10, as policyd's heartbeat "
+        "(txmail_component_last_seen_timestamp_seconds) goes with them.",
         1.0,
     )
     log_permits: bool = _doc(
@@ -639,6 +640,12 @@ class Settings:
         "of each sending domain's return-path CNAME.",
         "mta.example.test",
     )
+    node_name: str = _doc(
+        "This node's name in its per-node metrics (latency histograms, component heartbeats): "
+        "every process of the node, in one container or several sharing the state directory, "
+        "writes under it. Empty: `hostname`. Give each node of one Redis its own.",
+        "",
+    )
     bounce_domain: str = _doc(
         "Return-path domain used for sending domains that have no "
         "return-path subdomain of their own.",
@@ -836,6 +843,12 @@ def validate(settings: Settings) -> None:
         raise ConfigError(
             "policyd.settings_refresh, policyd.idle_timeout and "
             "policyd.metrics_interval must be positive numbers of seconds"
+        )
+    if settings.policyd.metrics_interval > 10:
+        raise ConfigError(
+            "policyd.metrics_interval must be at most 10 seconds: policyd's heartbeat for "
+            "/metrics goes with each write, and an alert takes a minute without one for a "
+            "policyd that stopped"
         )
     if settings.policyd.listen:
         m = re.match(r"^(\[[^\]\s]+\]|[A-Za-z0-9.-]+):(\d{1,5})$", settings.policyd.listen)

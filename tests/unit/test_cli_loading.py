@@ -71,3 +71,24 @@ def test_the_bounces_commands_defined_elsewhere_are_found() -> None:
         "['parse', 'serve', 'unparsed']",
         "['serve', 'unparsed']",
     ]
+
+
+def test_every_command_a_module_defines_is_in_the_mapping() -> None:
+    """A command in a module's COMMANDS that COMMAND_MODULES does not name (or names with
+    another module first) could never run: the CLI looks commands up by that mapping only."""
+    import importlib
+    import pkgutil
+
+    import txmail.cli
+    from txmail.cli import COMMAND_MODULES
+
+    found = 0
+    for info in pkgutil.iter_modules(txmail.cli.__path__):
+        module = importlib.import_module(f"txmail.cli.{info.name}")
+        for command in getattr(module, "COMMANDS", ()):
+            names = COMMAND_MODULES.get(command.name)
+            assert names is not None, f"{module.__name__}: {command.name} not in COMMAND_MODULES"
+            first = names if isinstance(names, str) else names[0]
+            assert first == module.__name__, (command.name, first, module.__name__)
+            found += 1
+    assert found == len(COMMAND_MODULES)

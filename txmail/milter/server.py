@@ -23,6 +23,7 @@ Fails:    any Redis trouble or internal error is a 451 4.3.0, so nothing is acce
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -38,7 +39,12 @@ from txmail import logs
 from txmail.accounts.records import Account
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
-from txmail.histograms import MILTER_END_OF_MESSAGE, Observations, flush_every, node_name
+from txmail.histograms import (
+    MILTER_END_OF_MESSAGE,
+    Observations,
+    flushing,
+    node_name,
+)
 from txmail.milter import copies, finish, rules
 from txmail.milter.rules import Refusal
 from txmail.milter.rules.size import client_size
@@ -306,8 +312,7 @@ def serve(settings: Settings) -> None:
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     socket_path.unlink(missing_ok=True)
     observations = Observations("milter")
-    if context.client is not None:
-        flush_every(observations, context.client, context.keys.node_histograms(node_name(settings)))
+    histogram_key = context.keys.node_histograms(node_name(settings))
     Milter.factory = lambda: TxmailMilter(context, observations)
     Milter.set_flags(
         Milter.ADDHDRS
@@ -321,5 +326,8 @@ def serve(settings: Settings) -> None:
     log.info(
         "listening on unix:%s (rules: %s)", socket_path, ", ".join(r.NAME for r in rules.RULES)
     )
-    Milter.runmilter("txmail", f"unix:{socket_path}", timeout=300)
+    with contextlib.ExitStack() as metrics:
+        if context.client is not None:  # flushed once a second and once more at the stop
+            metrics.enter_context(flushing(observations, context.client, histogram_key))
+        Milter.runmilter("txmail", f"unix:{socket_path}", timeout=300)
     log.info("stopped")

@@ -303,24 +303,19 @@ class PolicyServer:
         path; counts that cannot be written stay for the next flush, and a worker killed with
         -9 loses at most one interval of them."""
         counts, self.decisions = self.decisions, collections.Counter()
-        times, sums = self.observations.take()
-        beat = self.observations.beat_due()
-        if not counts and not times and not beat:
+        pipe = self.client.pipeline(transaction=histograms.transactional(self.client))
+        undo = self.observations.queue(pipe, self.histogram_key)
+        if not counts and undo is None:
             return
+        for verb, count in counts.items():
+            pipe.hincrby(self.keys.policy_stats, verb, count)
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for verb, count in counts.items():
-                pipe.hincrby(self.keys.policy_stats, verb, count)
-            if times or beat:
-                seen = self.observations.component if beat else ""
-                histograms.write(pipe, self.histogram_key, times, sums, seen)
             await pipe.execute()
         except redis.RedisError as exc:
             log.debug("cannot write the decision counts yet: %s", exc)
             self.decisions.update(counts)
-            self.observations.put_back(times, sums)
-            if beat:
-                self.observations.beat_failed()
+            if undo is not None:
+                undo()
 
     async def count_decisions(self) -> None:
         while True:

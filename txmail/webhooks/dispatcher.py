@@ -52,9 +52,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
 import logging
 import random
-import re
 import threading
 import time
 import urllib.parse
@@ -67,7 +67,7 @@ import redis
 from txmail import logs
 from txmail.config import WebhooksSettings
 from txmail.events import KINDS, WEBHOOK_GROUP
-from txmail.histograms import WEBHOOK_EVENT_DELAY, WEBHOOK_POST, Observations
+from txmail.histograms import WEBHOOK_EVENT_DELAY, WEBHOOK_POST, Observations, flush_logged
 from txmail.store import Client, Keys, decoded, decoded_or_none, guard, scripts
 from txmail.store.secrets import read_webhook_secret
 from txmail.webhooks import signing
@@ -126,21 +126,21 @@ def _event_id(raw: str) -> str:
         end = raw.find('"', 7)
         if end > 0:
             return raw[7:end]
-    import json
-
     try:
         return str(json.loads(raw).get("id", ""))
     except ValueError:
         return ""
 
 
-KIND = re.compile(r'"kind":\s*"([a-z_]{1,20})"')
-
-
 def _kind(raw: str) -> str:
-    """The event's kind for a histogram label: one of events.KINDS, else "other"."""
-    found = KIND.search(raw)
-    return found.group(1) if found and found.group(1) in KINDS else "other"
+    """The event's own kind (its top-level "kind", never one inside its data) for a histogram
+    label: one of events.KINDS, else "other"."""
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        return "other"
+    kind = event.get("kind") if isinstance(event, dict) else None
+    return kind if isinstance(kind, str) and kind in KINDS else "other"
 
 
 class InlineExecutor:
@@ -592,8 +592,14 @@ class Dispatcher:
         work += self.claim()
         work += self.post_ready()
         if self.observations is not None and self.observations.due():
-            self.observations.flush(self.client, self.histogram_key)
+            self.flush_observations()
         return work
+
+    def flush_observations(self) -> None:
+        """Add the post times and event delays observed so far to this node's histograms (once
+        a second from step(), and once more when the dispatcher stops)."""
+        if self.observations is not None:
+            flush_logged(self.observations, self.client, self.histogram_key)
 
     def busy(self) -> bool:
         return any(e.batch or e.inflight is not None for e in self.endpoints.values())

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 
-from txmail import logs
+from txmail import histograms, logs
 from txmail.accounts.records import Accounts
 from txmail.config import RedisSettings, Settings
 from txmail.policyd import connections, log_buffer, protocol, scripts, server
@@ -287,6 +288,27 @@ def test_decisions_are_counted_by_outcome_for_metrics(redis_server: RedisServer)
             peer.close()
 
     run_with_server(redis_server.url, test, {"messages_per_minute": 2})
+
+
+def test_counts_and_histograms_that_could_not_be_written_go_with_the_next_flush(
+    redis_server: RedisServer,
+) -> None:
+    async def test(connect: Any, policy: connections.PolicyServer, keys: Keys) -> None:
+        peer = await connect()
+        await peer.ask(block("END-OF-MESSAGE", queue_id="Q1", count=1))
+        live = policy.client
+        policy.client = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+        await policy.flush_decisions()  # Redis away: everything kept
+        await policy.client.aclose()
+        policy.client = live
+        await policy.flush_decisions()
+        assert await live.hgetall(keys.policy_stats) == {"dunno": "1"}
+        stored = await live.hgetall(policy.histogram_key)
+        assert stored[f"{histograms.POLICY_DECISION.name}||sum"]
+        assert "seen|policyd" in stored  # the heartbeat that failed is written now
+        peer.close()
+
+    run_with_server(redis_server.url, test, {})
 
 
 def test_log_lines_of_one_loop_turn_go_out_in_one_write() -> None:
