@@ -114,7 +114,7 @@ def key_files(settings: Settings) -> list[Path]:
             p
             for p in dkim_dir.rglob("*")
             if not p.is_symlink()
-            and not any(parent.is_symlink() for parent in p.relative_to(dkim_dir).parents)
+            and not any((dkim_dir / up).is_symlink() for up in p.relative_to(dkim_dir).parents)
             and p.is_file()
         )
     return [p for p in paths if p.is_file()]
@@ -578,6 +578,8 @@ def restore(
         replace_atomically(target, data, mode=_file_mode(record["mode"]))
         files += 1
     # The configuration last: a node is never started from it with the old files or keys.
+    if config_file is None:
+        _target_path(state, config_target.name, create=True)
     replace_atomically(config_target, config_bytes, mode=_file_mode(config_record["mode"]))
     files += 1
     return Restored(config_target, keys, files, int(header["schema"] or schema.FIRST), left_out)
