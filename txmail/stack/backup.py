@@ -401,10 +401,10 @@ def read_header(path: Path) -> dict[str, Any]:
             f"(txmail {txmail.__version__}) reads format {VERSION}: restore it with the "
             f"release that made it (txmail {header.get('txmail')})"
         )
-    for field, kind in (("schema", int), ("prefix", str), ("state_dir", str)):
-        if type(header.get(field)) is not kind:
+    for field, wanted in (("schema", int), ("prefix", str), ("state_dir", str)):
+        if type(header.get(field)) is not wanted:
             raise UsageError(
-                f"{path}: its header's {field!r} is not a {kind.__name__}: the file is "
+                f"{path}: its header's {field!r} is not a {wanted.__name__}: the file is "
                 "damaged or no txmail backup as written"
             )
     if not header["prefix"]:
@@ -427,10 +427,10 @@ def read_header(path: Path) -> dict[str, Any]:
     for record in records:
         if end is not None:
             raise UsageError(f"{path}: lines after its end: not a txmail backup as written")
-        kind = _check_record(path, record, prefix)
-        if kind == "end":
+        line_kind = _check_record(path, record, prefix)
+        if line_kind == "end":
             end = record
-        elif kind == "key":
+        elif line_kind == "key":
             keys += 1
         else:
             files += 1
