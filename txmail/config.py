@@ -597,6 +597,23 @@ class AuthPolicySettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    """Where txmail's own processes log (txmail/logs.py). Postfix logs to postfix.maillog."""
+
+    format: str = _doc(
+        '"text" (`TIME LEVEL LOGGER: MESSAGE queue_id=... account=...`) or "json" (one '
+        "object per line: time, level, component, logger, message, queue_id, account).",
+        "text",
+    )
+    destination: str = _doc(
+        '"stderr": `txmail up` passes every component\'s lines to its own standard error, '
+        "each text line led by `NAME: `, for journald and `docker compose logs`; "
+        '"files": STATE/log/NAME.log, reopened when moved away (contrib/logrotate/txmail).',
+        "stderr",
+    )
+
+
+@dataclass(frozen=True)
 class DevSettings:
     """`txmail up --dev` only."""
 
@@ -651,6 +668,7 @@ class Settings:
     webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
     authpolicy: AuthPolicySettings = field(default_factory=AuthPolicySettings)
+    log: LogSettings = field(default_factory=LogSettings)
 
     # -- derived values -------------------------------------------------------------------
 
@@ -877,6 +895,7 @@ def validate(settings: Settings) -> None:
     if settings.spam.timeout <= 0:
         raise ConfigError("spam.timeout must be a positive number of seconds")
     _validate_events(settings)
+    _validate_log(settings.log)
     tracker = settings.tracker
     if tracker.base_url and not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", tracker.base_url):
         raise ConfigError(
@@ -980,6 +999,13 @@ def _validate_events(settings: Settings) -> None:
             raise ConfigError(f"{key} must be at least 1")
     if settings.bounce_pipe.parser_timeout <= 0:
         raise ConfigError("bounce_pipe.parser_timeout must be a positive number of seconds")
+
+
+def _validate_log(log: LogSettings) -> None:
+    if log.format not in ("text", "json"):
+        raise ConfigError(f'log.format = {log.format!r}: use "text" or "json"')
+    if log.destination not in ("stderr", "files"):
+        raise ConfigError(f'log.destination = {log.destination!r}: use "stderr" or "files"')
 
 
 def _validate_maillog(maillog: MaillogSettings) -> None:

@@ -119,10 +119,11 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = Context(config_path)
 
 
-# Each command and the module that defines it (its `COMMANDS = [...]`). A module is imported
-# only when one of its commands runs (or for --help), so `txmail bounces parse` does not pay
-# for Redis, DNS and crypto libraries it never uses. Add yours here.
-COMMAND_MODULES = {
+# Each command and the modules that define it (the first has it in `COMMANDS = [...]`; the
+# others add subcommands to its group). A module is imported only when one of its commands
+# runs (or for --help), so `txmail bounces parse` does not pay for Redis, DNS and crypto
+# libraries it never uses. Add yours here.
+COMMAND_MODULES: dict[str, str | tuple[str, ...]] = {
     "init": "txmail.cli.init",
     "config": "txmail.cli.settings",
     "accounts": "txmail.cli.accounts",
@@ -138,7 +139,7 @@ COMMAND_MODULES = {
     "tracker": "txmail.cli.tracker",
     "authpolicy": "txmail.cli.authpolicy",
     "suppressions": "txmail.cli.suppressions",
-    "bounces": "txmail.cli.bounces",
+    "bounces": ("txmail.cli.bounces", "txmail.cli.bouncepipe"),  # serve, unparsed
     "bounce-pipe": "txmail.cli.bouncepipe",
     "events": "txmail.cli.events",
     "maillog": "txmail.cli.events",
@@ -156,12 +157,14 @@ def _load(name: str) -> click.Command | None:
     """The command `name`, its module imported now; None when there is no such command."""
     import importlib
 
-    module_name = COMMAND_MODULES.get(name)
-    if module_name is None:
+    names = COMMAND_MODULES.get(name)
+    if names is None:
         return None
     try:
-        module = importlib.import_module(module_name)
+        modules = [
+            importlib.import_module(n) for n in ([names] if isinstance(names, str) else names)
+        ]
     except (ImportError, SyntaxError) as exc:  # before or while click runs: exit 70, one line
         click.echo(_cannot_load(exc), err=True)
         sys.exit(70)
-    return next((c for c in module.COMMANDS if c.name == name), None)
+    return next((c for c in modules[0].COMMANDS if c.name == name), None)

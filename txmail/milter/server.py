@@ -34,6 +34,7 @@ from typing import Any
 
 import Milter
 
+from txmail import logs
 from txmail.accounts.records import Account
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
@@ -63,13 +64,15 @@ def internal_errors(callback: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(callback)
     def guarded(self: TxmailMilter, *args: Any) -> int:
-        try:
-            return callback(self, *args)
-        except TemporaryFailure as exc:
-            return self.refuse(TEMPFAIL, f"tempfail: {exc}")
-        except Exception:  # noqa: BLE001 - a bug must never accept a message unchecked
-            log.exception("%s: internal error in %s", self.queue_id, callback.__name__)
-            return self.refuse(TEMPFAIL, "tempfail: internal error")
+        # Every line logged on the way names the message's queue id and account (logs.py).
+        with logs.concerning(asked=self.concerning):
+            try:
+                return callback(self, *args)
+            except TemporaryFailure as exc:
+                return self.refuse(TEMPFAIL, f"tempfail: {exc}")
+            except Exception:  # noqa: BLE001 - a bug must never accept a message unchecked
+                log.exception("%s: internal error in %s", self.queue_id, callback.__name__)
+                return self.refuse(TEMPFAIL, "tempfail: internal error")
 
     return guarded
 
@@ -104,6 +107,13 @@ class TxmailMilter(Milter.Base):
     @property
     def queue_id(self) -> str:
         return (self.submission.queue_id if self.submission else "") or "NOQUEUE"
+
+    def concerning(self) -> tuple[str | None, str | None]:
+        """The queue id and account of this session's message so far, for its log lines."""
+        submission = self.submission
+        if submission is None:
+            return None, self.account.name if self.account else None
+        return submission.queue_id, self.account.name if self.account else submission.account
 
     def refuse(self, refusal: Refusal, why: str) -> int:
         log.info("%s: %s: %s", self.queue_id, why, refusal)

@@ -14,7 +14,9 @@ logged and restarted with a growing delay. SIGINT/SIGTERM stop everything in rev
 remove the sockets, so nothing is left behind.
 
 Reads:  the Settings and the templates (render.py).
-Writes: STATE/{postfix,dovecot,redis,rspamd,run,log}; component output in STATE/log/NAME.log (0640).
+Writes: STATE/{postfix,dovecot,redis,rspamd,run,log}; each component's output, named, to
+        standard error (log.destination = "stderr") or STATE/log/NAME.log (0640, "files"):
+        relay.py.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from txmail import reach, store
 from txmail.config import Settings
 from txmail.errors import ConfigError, StoreUnavailable, TxmailError
 from txmail.stack import components as components_mod
-from txmail.stack import doctor, render, rspamd
+from txmail.stack import doctor, relay, render, rspamd
 from txmail.stack.components import (
     Component,
     PostfixComponent,
@@ -534,13 +536,12 @@ class Supervisor:
             if not component.alive():
                 raise TxmailError(
                     f"{component.name} {component.exit_status()} while starting; "
-                    f"see {getattr(component, 'log_path', 'its log')}"
+                    f"see {component.where_logged()}"
                 )
             if time.monotonic() > deadline:
                 raise TxmailError(
                     f"{component.name} did not accept connections within "
-                    f"{READY_TIMEOUT:.0f} s; see "
-                    f"{getattr(component, 'log_path', 'its log')}"
+                    f"{READY_TIMEOUT:.0f} s; see {component.where_logged()}"
                 )
             time.sleep(0.05)
 
@@ -637,11 +638,18 @@ def up(
     # Installed into the operator's Postfix (postfix.queue_directory is set): never start an
     # instance of txmail's own beside it.
     external_postfix = external_postfix or settings.external_postfix
+    routing = relay.Routing(
+        settings.log.format, settings.log.destination, settings.state_path / "log"
+    )
+    routing.take_over_logging()
     prepare(settings, config_file, checks)
     refuse_to_start(settings, external_postfix)
     if dev and not external_postfix:
         settings_dev_relay(settings)
     components = build(settings, config_file, dev, external_postfix)
+    for component in components:
+        if isinstance(component, ProcessComponent):
+            component.routing = routing
     if only:  # one component per container (compose.yaml); they meet in the state volume
         unknown = set(only) - {c.name for c in components}
         if unknown:
@@ -650,6 +658,10 @@ def up(
                 f"(there are: {', '.join(c.name for c in components)})"
             )
         components = [c for c in components if c.name in only]
+    if settings.log.destination == "stderr" and any(c.name == "postfix" for c in components):
+        # Postfix logs into its maillog_file (the maillog follower reads it): its new lines
+        # are passed on too, so journald and `docker compose logs` show all of the node.
+        routing.tail_file("postfix", settings.path(settings.postfix.maillog))
     supervisor = Supervisor(components)
     if any(c.name == "redis" for c in components):  # the private Redis: once it answers
         supervisor.after_ready["redis"] = lambda: check_schema(
@@ -671,6 +683,7 @@ def up(
     finally:
         supervisor.stop_all()
         cleanup_sockets(settings)
+        routing.drain()
         log.info("stopped")
     return 0
 

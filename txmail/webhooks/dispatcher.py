@@ -57,12 +57,14 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
+from txmail import logs
 from txmail.config import WebhooksSettings
 from txmail.events import KINDS, WEBHOOK_GROUP
 from txmail.histograms import WEBHOOK_EVENT_DELAY, WEBHOOK_POST, Observations
@@ -331,6 +333,7 @@ class Dispatcher:
                     "%s: took over %d unacknowledged event(s) of another dispatcher",
                     endpoint.account,
                     len(fresh),
+                    extra=logs.about(None, endpoint.account),
                 )
             taken += self._take(endpoint, fresh, now)
         return taken
@@ -427,7 +430,11 @@ class Dispatcher:
         except TransportError as exc:
             status, error = 0, str(exc)[:200] or exc.__class__.__name__
         except Exception as exc:  # noqa: BLE001 - a transport bug is one more failed attempt
-            log.exception("%s: posting failed unexpectedly", endpoint.account)
+            log.exception(
+                "%s: posting failed unexpectedly",
+                endpoint.account,
+                extra=logs.about(None, endpoint.account),
+            )
             status, error = 0, exc.__class__.__name__
         label = f"{endpoint.account}: {batch_id(batch)}"
         if 200 <= status < 300:
@@ -444,6 +451,7 @@ class Dispatcher:
                     label,
                     len(batch),
                     endpoint.attempts,
+                    extra=logs.about(None, endpoint.account),
                 )
                 self._save_state(endpoint, ok=True)
             return
@@ -452,9 +460,10 @@ class Dispatcher:
                 "%s: %s answered 410 Gone: endpoint disabled, %d event(s) to the dead "
                 "letters (`txmail webhooks enable %s` turns it back on)",
                 label,
-                endpoint.url,
+                shown_endpoint(endpoint.url),
                 len(batch),
                 endpoint.account,
+                extra=logs.about(None, endpoint.account),
             )
             endpoint.disabled = True
             with guard("disabling a webhook endpoint"):
@@ -481,6 +490,7 @@ class Dispatcher:
                 len(expired),
                 window / 3600,
                 error,
+                extra=logs.about(None, endpoint.account),
             )
             self._dead_letter(endpoint, expired, error, now)
             self._drop(endpoint, expired)
@@ -501,6 +511,7 @@ class Dispatcher:
             error,
             endpoint.attempts,
             delay,
+            extra=logs.about(None, endpoint.account),
         )
         self._save_state(endpoint, ok=False)
 
@@ -556,13 +567,20 @@ class Dispatcher:
                 keys=[self.keys.events(endpoint.account)], args=[WEBHOOK_GROUP, self.stream_max]
             )
         for pending in batch:
-            log.info("%s: dead letter %s (%s)", endpoint.account, pending.event_id, error)
+            log.info(
+                "%s: dead letter %s (%s)",
+                endpoint.account,
+                pending.event_id,
+                error,
+                extra=logs.about(None, endpoint.account),
+            )
         if dropped:
             log.warning(
                 "%s: the dead letters are full (%d): the %d oldest were removed",
                 endpoint.account,
                 self.settings.dead_letter_max,
                 dropped,
+                extra=logs.about(None, endpoint.account),
             )
 
     # -- the loop -------------------------------------------------------------------------
@@ -613,3 +631,15 @@ def requests_transport() -> Transport:
         return response.status_code
 
     return post
+
+
+def shown_endpoint(url: str) -> str:
+    """A webhook URL as it may be logged: scheme, host and port only. Its user information,
+    path and query may be the receiver's secret (a password, a token in the path)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "the endpoint"
+    return f"{parts.scheme}://{host}{port}/..."

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 
+from txmail import logs
 from txmail.accounts.records import Accounts
 from txmail.config import RedisSettings, Settings
 from txmail.policyd import connections, log_buffer, protocol, scripts, server
@@ -353,3 +354,27 @@ def test_permits_are_logged_only_when_asked(
     ]
     assert [level for level, _ in decisions] == ["DEBUG", "INFO", "INFO"]
     assert decisions[0][1] == "dunno" and decisions[1][1] != "dunno"
+
+
+def test_a_decision_line_names_queue_id_and_account_as_fields(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fields of txmail/logs.py: both formats show them (`queue_id=... account=...`)."""
+    caplog.set_level(logging.DEBUG, logger="txmail.policyd")
+
+    async def test(connect: Any, policy: connections.PolicyServer, keys: Keys) -> None:
+        peer = await connect()
+        assert await peer.ask(block("END-OF-MESSAGE", queue_id="4jLOGFIELDSzJ01", count=1)) == (
+            "DUNNO"
+        )
+        await peer.ask(block("RCPT", user="not an account!"))
+        peer.close()
+
+    run_with_server(redis_server.url, test, {})
+    about = [r for r in caplog.records if r.getMessage().startswith("4jLOGFIELDSzJ01: ")]
+    # the decision, and the hold given back when the session moved on
+    assert [r.getMessage().split(": ")[1] for r in about] == ["end-of-message", "released"]
+    for record in about:
+        assert logs.message_fields(record) == {"queue_id": "4jLOGFIELDSzJ01", "account": "acme"}
+    (stranger,) = [r for r in caplog.records if "account=not an account!" in r.getMessage()]
+    assert logs.message_fields(stranger) == {}
