@@ -855,6 +855,12 @@ def validate(settings: Settings) -> None:
         if not m:
             raise ConfigError(f"policyd.listen = {settings.policyd.listen!r}: write HOST:PORT")
         _check_port("policyd.listen", int(m.group(2)))
+    if not settings.redis.prefix.endswith(":"):
+        raise ConfigError(
+            f"redis.prefix = {settings.redis.prefix!r}: use a name ending in a colon, such as "
+            '"txmail:" (every key is PREFIX followed by its name; without the colon one '
+            "installation's prefix would be the start of another's)"
+        )
     if settings.redis.url and not re.match(r"^(redis|rediss|unix)://", settings.redis.url):
         raise ConfigError(f"redis.url = {settings.redis.url!r}: use redis://, rediss:// or unix://")
     if not re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", settings.domains.return_path_prefix):
