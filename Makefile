@@ -14,7 +14,7 @@ PORT_OFFSET ?= 0
 # tests/e2e/test_metrics.py).
 DEB_PACKAGES := postfix dovecot-core redis-server redis-tools libmilter-dev swaks \
 	python3-venv python3-dev gcc openssl ca-certificates docker-compose rspamd \
-	wrk postfwd rsyslog systemd prometheus $(EXTRA_DEB_PACKAGES)
+	wrk postfwd rsyslog systemd prometheus logrotate $(EXTRA_DEB_PACKAGES)
 EXTRA_DEB_PACKAGES :=
 
 .PHONY: run test unit e2e deps system-deps venv bench fuzz lint clean

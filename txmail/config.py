@@ -228,7 +228,8 @@ class PolicydSettings:
     )
     metrics_interval: float = _doc(
         "Seconds between writes of the decision counts to Redis "
-        "(/metrics: txmail_policy_decisions).",
+        "(/metrics: txmail_policy_decisions); at most 10, as policyd's heartbeat "
+        "(txmail_component_last_seen_timestamp_seconds) goes with them.",
         1.0,
     )
     log_permits: bool = _doc(
@@ -597,6 +598,23 @@ class AuthPolicySettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    """Where txmail's own processes log (txmail/logs.py). Postfix logs to postfix.maillog."""
+
+    format: str = _doc(
+        '"text" (`TIME LEVEL LOGGER: MESSAGE queue_id=... account=...`) or "json" (one '
+        "object per line: time, level, component, logger, message, queue_id, account).",
+        "text",
+    )
+    destination: str = _doc(
+        '"stderr": `txmail up` passes every component\'s lines to its own standard error, '
+        "each text line led by `NAME: `, for journald and `docker compose logs`; "
+        '"files": STATE/log/NAME.log, reopened when moved away (contrib/logrotate/txmail).',
+        "stderr",
+    )
+
+
+@dataclass(frozen=True)
 class DevSettings:
     """`txmail up --dev` only."""
 
@@ -621,6 +639,12 @@ class Settings:
         "This relay's host name: HELO name, certificate name, and the target "
         "of each sending domain's return-path CNAME.",
         "mta.example.test",
+    )
+    node_name: str = _doc(
+        "This node's name in its per-node metrics (latency histograms, component heartbeats): "
+        "every process of the node, in one container or several sharing the state directory, "
+        "writes under it. Empty: `hostname`. Give each node of one Redis its own.",
+        "",
     )
     bounce_domain: str = _doc(
         "Return-path domain used for sending domains that have no "
@@ -651,6 +675,7 @@ class Settings:
     webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
     authpolicy: AuthPolicySettings = field(default_factory=AuthPolicySettings)
+    log: LogSettings = field(default_factory=LogSettings)
 
     # -- derived values -------------------------------------------------------------------
 
@@ -819,11 +844,23 @@ def validate(settings: Settings) -> None:
             "policyd.settings_refresh, policyd.idle_timeout and "
             "policyd.metrics_interval must be positive numbers of seconds"
         )
+    if settings.policyd.metrics_interval > 10:
+        raise ConfigError(
+            "policyd.metrics_interval must be at most 10 seconds: policyd's heartbeat for "
+            "/metrics goes with each write, and an alert takes a minute without one for a "
+            "policyd that stopped"
+        )
     if settings.policyd.listen:
         m = re.match(r"^(\[[^\]\s]+\]|[A-Za-z0-9.-]+):(\d{1,5})$", settings.policyd.listen)
         if not m:
             raise ConfigError(f"policyd.listen = {settings.policyd.listen!r}: write HOST:PORT")
         _check_port("policyd.listen", int(m.group(2)))
+    if not settings.redis.prefix.endswith(":"):
+        raise ConfigError(
+            f"redis.prefix = {settings.redis.prefix!r}: use a name ending in a colon, such as "
+            '"txmail:" (every key is PREFIX followed by its name; without the colon one '
+            "installation's prefix would be the start of another's)"
+        )
     if settings.redis.url and not re.match(r"^(redis|rediss|unix)://", settings.redis.url):
         raise ConfigError(f"redis.url = {settings.redis.url!r}: use redis://, rediss:// or unix://")
     if not re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", settings.domains.return_path_prefix):
@@ -871,6 +908,7 @@ def validate(settings: Settings) -> None:
     if settings.spam.timeout <= 0:
         raise ConfigError("spam.timeout must be a positive number of seconds")
     _validate_events(settings)
+    _validate_log(settings.log)
     tracker = settings.tracker
     if tracker.base_url and not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", tracker.base_url):
         raise ConfigError(
@@ -974,6 +1012,13 @@ def _validate_events(settings: Settings) -> None:
             raise ConfigError(f"{key} must be at least 1")
     if settings.bounce_pipe.parser_timeout <= 0:
         raise ConfigError("bounce_pipe.parser_timeout must be a positive number of seconds")
+
+
+def _validate_log(log: LogSettings) -> None:
+    if log.format not in ("text", "json"):
+        raise ConfigError(f'log.format = {log.format!r}: use "text" or "json"')
+    if log.destination not in ("stderr", "files"):
+        raise ConfigError(f'log.destination = {log.destination!r}: use "stderr" or "files"')
 
 
 def _validate_maillog(maillog: MaillogSettings) -> None:

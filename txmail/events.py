@@ -87,6 +87,7 @@ from typing import Any
 
 import redis.cluster
 
+from txmail import logs
 from txmail.accounts.settings import AccountSettings
 from txmail.errors import TemporaryFailure
 from txmail.store import Client, Keys, decoded_entries, guard, scripts
@@ -318,6 +319,7 @@ def _announce(event: Event, event_id: str) -> None:
         event.recipient,
         event_id,
         "" if event.trusted else " untrusted",
+        extra=logs.about(event.message_id, event.account),
     )
 
 
@@ -326,7 +328,12 @@ def _announcer(logger: logging.Logger) -> Callable[[Event, str], None]:
 
     def announce(event: Event, event_id: str) -> None:
         logger.info(
-            "%s: event %s to=<%s> id=%s", event.message_id, event.kind, event.recipient, event_id
+            "%s: event %s to=<%s> id=%s",
+            event.message_id,
+            event.kind,
+            event.recipient,
+            event_id,
+            extra=logs.about(event.message_id, event.account),
         )
 
     return announce

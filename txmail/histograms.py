@@ -9,9 +9,10 @@ The milter, policyd and the webhooks dispatcher are processes apart from the tra
 /metrics, so each one counts its observations in memory (thread-safe: the milter and the
 dispatcher observe from several threads) and adds them about once a second, in one pipelined
 round trip, to this node's hash PREFIX stats:histograms:NODE (HINCRBY per bucket and count,
-HINCRBYFLOAT for the sum). No message waits on Redis for a metric. The tracker of the same node
-reads that hash at each scrape and renders `_bucket{le=...}`, `_sum` and `_count`
-(tracker/metrics.py). Series are per node (scope="node"): sum them across nodes.
+HINCRBYFLOAT for the sum; NODE from the configuration, node_name()). No message waits on
+Redis for a metric. The tracker of the same node reads that hash at each scrape and renders
+`_bucket{le=...}`, `_sum` and `_count` (tracker/metrics.py). Series are per node
+(scope="node"): sum them across nodes.
 
 Fields of the hash: "NAME|LABELS|BOUND" (observations at most BOUND seconds and above the
 bound before it: not cumulative, so a changed bucket list never breaks a series),
@@ -22,24 +23,28 @@ txmail_component_last_seen_timestamp_seconds, so an alert sees a component that 
 Label values are fixed words (an event kind, an outcome), never an account or a tag, so the
 hash stays a few hundred fields at most.
 
-A flush that fails (Redis down) keeps what it took for the next one; a process killed with -9
-loses at most one second of observations. The hash expires 30 days after its last write, so a
-node that is gone leaves nothing behind.
+A flush that fails (Redis down) keeps what it took for the next one (in MULTI/EXEC, so a flush
+cut off half way wrote nothing: see transactional()); a process that stops flushes once more,
+and one killed with -9 loses at most one second of observations. The hash expires 30 days
+after its last write, so a node that is gone leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
 import hashlib
 import logging
-import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio.cluster
+import redis.cluster
 
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
@@ -92,11 +97,14 @@ HISTOGRAMS = (MILTER_END_OF_MESSAGE, POLICY_DECISION, WEBHOOK_POST, WEBHOOK_EVEN
 
 
 def node_name(settings: Settings) -> str:
-    """This node's name in PREFIX stats:histograms:NODE: the host name and a digest of the
-    state directory, which every process of one node shares and two nodes on one machine
-    (a test's) do not."""
+    """This node's name in PREFIX stats:histograms:NODE: its configured name (`node_name`, else
+    `hostname`, Postfix's myhostname) and a digest of the state directory. Both come from the
+    configuration and the state volume, which every process of one node shares, also when each
+    runs in a container with a host name of its own (compose); two nodes on one machine (a
+    test's) differ by their state directories."""
     state = str(settings.state_path.resolve())
-    return f"{socket.gethostname()}-{hashlib.sha256(state.encode()).hexdigest()[:8]}"
+    name = settings.node_name or settings.hostname
+    return f"{name}-{hashlib.sha256(state.encode()).hexdigest()[:8]}"
 
 
 def bound_field(bound: float) -> str:
@@ -106,8 +114,14 @@ def bound_field(bound: float) -> str:
 class Observations:
     """Observations of this process not yet added to Redis."""
 
-    def __init__(self, component: str = "", clock: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        component: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.component = component
+        self._wall_clock = wall_clock  # the heartbeat's Unix time
         self._last_seen = -1e18
         self._lock = threading.Lock()
         self._counts: collections.Counter[str] = collections.Counter()
@@ -158,48 +172,110 @@ class Observations:
         self._last_flush = now
         return True
 
-    def flush(self, client: Any, key: str) -> None:
-        """Add what was observed, and the heartbeat when due, to `key` in one pipeline."""
+    def queue(self, pipe: Any, key: str) -> Callable[[], None] | None:
+        """Queue on `pipe` what was observed since the last flush, and the heartbeat when due,
+        as writes to `key`. Returns None when there is nothing to write, else `undo`: call it
+        when the pipeline failed, and the observations are kept for the next flush (and the
+        heartbeat tried again). Observations.flush and policyd's flush share it."""
         counts, sums = self.take()
         beat = self.beat_due()
         if not counts and not beat:
-            return
-        pipe = client.pipeline(transaction=False)
-        write(pipe, key, counts, sums, self.component if beat else "")
-        try:
-            pipe.execute()
-        except (redis.RedisError, TemporaryFailure) as exc:
-            log.debug("cannot write the latency histograms yet: %s", exc)
+            return None
+        write(pipe, key, counts, sums, self.component if beat else "", now=self._wall_clock())
+
+        def undo() -> None:
             self.put_back(counts, sums)
             if beat:
                 self.beat_failed()
 
+        return undo
+
+    def flush(self, client: Any, key: str) -> None:
+        """Add what was observed, and the heartbeat when due, to `key` in one pipeline."""
+        pipe = client.pipeline(transaction=transactional(client))
+        undo = self.queue(pipe, key)
+        if undo is None:
+            return
+        try:
+            pipe.execute()
+        except (redis.RedisError, TemporaryFailure) as exc:
+            log.debug("cannot write the latency histograms yet: %s", exc)
+            undo()
+
+
+def transactional(client: Any) -> bool:
+    """Whether a flush's pipeline can be MULTI/EXEC. With it, a flush cut off before its EXEC
+    reached Redis wrote nothing, so keeping its observations for the next flush counts none
+    twice (a plain pipeline cut off half way has written the first part); only an answer lost
+    after EXEC ran still counts one flush twice. Not on a Redis Cluster, whose client (redis-py
+    before 6) refuses transactions and whose policyd flush spans two slots: there a flush cut
+    off half way counts its first part twice."""
+    return not isinstance(client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)
+
 
 def write(
-    pipe: Any, key: str, counts: dict[str, int], sums: dict[str, float], seen: str = ""
+    pipe: Any,
+    key: str,
+    counts: dict[str, int],
+    sums: dict[str, float],
+    seen: str = "",
+    now: float | None = None,
 ) -> None:
     """Queue the HINCRBYs of `counts` and `sums` (and "seen|SEEN", the heartbeat of component
-    SEEN, when given) on `pipe`."""
+    SEEN at Unix time `now`, when given) on `pipe`."""
     for name, count in counts.items():
         pipe.hincrby(key, name, count)
     for name, total in sums.items():
         pipe.hincrbyfloat(key, name, total)
     if seen:
-        pipe.hset(key, f"seen|{seen}", repr(time.time()))
+        pipe.hset(key, f"seen|{seen}", repr(time.time() if now is None else now))
     pipe.expire(key, KEEP_SECONDS)
 
 
-def flush_every(observations: Observations, client: Any, key: str) -> threading.Thread:
-    """A daemon thread that flushes `observations` once a second (the milter's)."""
+def flush_every(
+    observations: Observations,
+    client: Any,
+    key: str,
+    wait: Callable[[float], bool] | None = None,
+) -> threading.Thread:
+    """A daemon thread that flushes `observations` once a second: `wait(seconds)` sleeps
+    between flushes and returns True to stop (the default never does). Any error is logged
+    and the next flush tried: a thread that died would stop the heartbeat, and its process
+    would look down while it serves."""
+
+    pause = wait or threading.Event().wait  # an Event never set: a plain sleep
 
     def run() -> None:
-        while True:
-            time.sleep(FLUSH_SECONDS)
-            observations.flush(client, key)
+        while not pause(FLUSH_SECONDS):
+            flush_logged(observations, client, key)
 
     thread = threading.Thread(target=run, name="histograms", daemon=True)
     thread.start()
     return thread
+
+
+@contextlib.contextmanager
+def flushing(observations: Observations, client: Any, key: str) -> Iterator[None]:
+    """Flush `observations` once a second while the block runs (the milter's: its work
+    happens in threads pymilter starts), and once more when it ends, so what the last second
+    observed is not lost at a stop."""
+    stop = threading.Event()
+    thread = flush_every(observations, client, key, stop.wait)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5.0)
+        flush_logged(observations, client, key)
+
+
+def flush_logged(observations: Observations, client: Any, key: str) -> None:
+    """observations.flush, with any unexpected error logged instead of raised (a flush thread's
+    loop, and the last flush of a process that stops)."""
+    try:
+        observations.flush(client, key)
+    except Exception as exc:  # the metrics thread must outlive any one failure
+        log.warning("cannot write the latency histograms: %s", exc)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -451,12 +452,20 @@ class Stack:
         self.config.write_text(config.to_toml(dataclasses.replace(settings, **{section: changed})))
         return self
 
-    def start(self, timeout: float = 60.0, dev: bool = False, args: tuple[str, ...] = ()) -> Stack:
+    def start(
+        self,
+        timeout: float = 60.0,
+        dev: bool = False,
+        args: tuple[str, ...] = (),
+        stderr: Any = subprocess.STDOUT,
+    ) -> Stack:
+        """`txmail up`; its output (standard error too, unless `stderr` says where) in
+        up.out."""
         out = self.output_path.open("w")
         self.proc = subprocess.Popen(
             [*TXMAIL, "--config", str(self.config), "up", *(["--dev"] if dev else []), *args],
             stdout=out,
-            stderr=subprocess.STDOUT,
+            stderr=stderr,
             text=True,
             start_new_session=True,
         )
@@ -474,8 +483,25 @@ class Stack:
         return self.output_path.read_text(errors="replace")
 
     def log(self, name: str) -> str:
+        """The lines of one component: STATE/log/NAME.log (Postfix's maillog, or any component
+        with log.destination = "files"), else those `txmail up` passed to its standard error
+        led by `NAME: ` (text) or with "component": NAME (JSON), as the component wrote them."""
         path = self.state / "log" / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        if path.exists():
+            return path.read_text(errors="replace")
+        text = ""
+        lead = f"{name}: "
+        for line in self.output().splitlines():
+            if line.startswith(lead):
+                text += line[len(lead) :] + "\n"
+            elif line.startswith("{"):
+                try:
+                    fields = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(fields, dict) and fields.get("component") == name:
+                    text += line + "\n"
+        return text
 
     def config_without_bounce_parser(self) -> Path:
         """A copy of this node's configuration whose bounce pipe finds no `txmail bounces

@@ -237,6 +237,48 @@ def test_failure_with_ret_hdrs_envid_and_orcpt_arrive_in_the_forwarded_report(
     assert len(forwarded_lines(node, queue_id)) == 1
 
 
+def test_failure_with_ret_full_returns_the_whole_message_in_the_forwarded_report(
+    node: Stack, dsn_sink: DsnSink, account: Account
+) -> None:
+    """004:82 "De "ret" parameter kan "FULL" zijn om het hele bericht door te sturen" (RET=FULL
+    returns the whole message): the counterpart of RET=HDRS above."""
+    rcpt = f"reject-full-{account.name}@dest.example"
+    envid = f"full-{uuid.uuid4().hex[:8]}"
+    marker = f"The whole body of order {uuid.uuid4().hex}."
+    queue_id = submit(
+        account,
+        rcpt,
+        ("NOTIFY=FAILURE",),
+        ("RET=FULL", f"ENVID={envid}"),
+        body=f"{marker}\r\nIts second line.\r\n",
+    )
+    account.wait("bounce", rcpt, queue_id)
+    report = forwarded_mail(dsn_sink, account, envid.encode())
+    assert b"Action: failed" in report.data
+    assert b"message/rfc822" in report.data
+    assert b"text/rfc822-headers" not in report.data
+    assert marker.encode() in report.data and b"Its second line." in report.data
+    assert b"Subject: hello" in report.data  # the returned message's own header
+    assert len(forwarded_lines(node, queue_id)) == 1
+
+
+def test_an_auto_reply_is_forwarded_under_failure(
+    node: Stack, dsn_sink: DsnSink, account: Account
+) -> None:
+    """004:110 "Als je afwezigheidsberichten, niet herkende errors en error berichten wilt
+    ontvangen kun je de volgende JSON data gebruiken." with `"notify": "FAILURE"` (004:118):
+    out-of-office replies are forwarded to the envelope address (under NEVER: above)."""
+    rcpt = f"away-{account.name}@dest.example"
+    queue_id = submit(account, rcpt, ("NOTIFY=FAILURE",))
+    account.wait("delivery", rcpt, queue_id)
+    original = dsn_sink.find(rcpt)[-1]
+    reply = deliver_to_bounce_address(node, original.sender, auto_reply(rcpt, original.sender))
+    wait_for(lambda: piped(node, reply), 30, what="the auto-reply through the bounce pipe")
+    forwarded = forwarded_mail(dsn_sink, account, b"I am away until Monday.")
+    assert b"Auto-Submitted: auto-replied" in forwarded.data
+    assert len(forwarded_lines(node, queue_id)) == 1
+
+
 def test_unclassifiable_mail_is_forwarded_under_failure(
     node: Stack, dsn_sink: DsnSink, account: Account
 ) -> None:

@@ -156,7 +156,20 @@ def test_alert_rules_pass_promtool() -> None:
         [PROMTOOL, "check", "rules", str(ALERTS)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout
+    assert "SUCCESS: 9 rules found" in result.stdout
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool missing: `make` installs prometheus")
+def test_a_component_that_stopped_or_never_reported_fires() -> None:
+    """tests/data/prometheus/alerts_test.yml: on two nodes, a milter that stopped reporting
+    fires TxmailComponentDown and one that never reported TxmailComponentNeverReported."""
+    assert PROMTOOL
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", str(ROOT / "tests/data/prometheus/alerts_test.yml")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_every_metric_in_the_rules_and_dashboard_is_served(served: str) -> None:

@@ -45,6 +45,8 @@ def test_state_dir_defaults_to_the_config_folder(tmp_path: Path) -> None:
         ("[maillog]\njournal_match = ['postfix']", "maillog.journal_match: 'postfix'"),
         ("[maillog]\njournal_namespace = 'a b'", "maillog.journal_namespace"),
         ("[maillog]\nrotate_grace = -1", "maillog.rotate_grace must not be negative"),
+        # policyd's heartbeat goes with each write: an alert waits a minute for one
+        ("[policyd]\nmetrics_interval = 61", "policyd.metrics_interval must be at most 10"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -22,7 +22,10 @@ def all_commands(
     group: click.Group, prefix: tuple[str, ...] = ()
 ) -> list[tuple[tuple[str, ...], click.Command]]:
     found = []
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # txmail's own group loads its commands on demand
+        command = group.get_command(ctx, name)
+        assert command is not None, f"txmail {' '.join((*prefix, name))} cannot be found"
         found.append(((*prefix, name), command))
         if isinstance(command, click.Group):
             found.extend(all_commands(command, (*prefix, name)))

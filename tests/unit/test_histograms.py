@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from txmail import histograms
+from txmail.config import Settings
 from txmail.histograms import (
     MILTER_END_OF_MESSAGE,
     WEBHOOK_EVENT_DELAY,
     Histogram,
     Observations,
+    flush_every,
+    flushing,
+    node_name,
     series_of,
 )
 from txmail.store import Keys
@@ -119,3 +129,92 @@ def test_the_tracker_renders_histograms_prometheus_can_parse(client: redis.Redis
 def _fields(observations: Observations) -> dict[str, str]:
     counts, sums = observations.take()
     return {**{k: str(v) for k, v in counts.items()}, **{k: repr(v) for k, v in sums.items()}}
+
+
+def test_every_container_of_a_node_writes_the_same_hash(
+    client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In compose each component runs in a container of its own, with its own host name, on
+    one configuration and state volume: the milter, policyd, the dispatcher and the tracker
+    that reads their hash must agree on the node's name all the same."""
+    settings = Settings(state_dir=str(tmp_path), hostname="mta.example.test")
+    keys = Keys("t:")
+    names = []
+    for container in ("3f2a9c0d1b7e", "8e1d4b2c9a6f"):
+        monkeypatch.setattr(socket, "gethostname", lambda container=container: container)
+        names.append(node_name(settings))
+    client.delete(keys.node_histograms(names[0]))
+    for name, component in zip(names, ("milter", "policyd"), strict=True):
+        observations = Observations(component)
+        observations.observe(MILTER_END_OF_MESSAGE, 0.01)
+        observations.flush(client, keys.node_histograms(name))
+    assert names[0] == names[1]
+    assert names[0].startswith("mta.example.test-")
+    stored = client.hgetall(keys.node_histograms(names[0]))
+    assert stored[f"{MILTER_END_OF_MESSAGE.name}||0.01"] == "2"
+    assert {"seen|milter", "seen|policyd"} <= set(stored)
+    # Two nodes: a name of its own, or (tests, one machine) a state directory of its own.
+    assert node_name(Settings(state_dir=str(tmp_path), node_name="mta2")) != names[0]
+    assert (
+        node_name(Settings(state_dir=str(tmp_path / "b"), hostname="mta.example.test"))
+        != (names[0])
+    )
+
+
+class Failing:
+    """A client whose first pipeline raises an error no flush expects."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.calls = 0
+        self.transactions: list[bool] = []
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("a bug in a client library")
+        self.transactions.append(transaction)
+        return self.client.pipeline(transaction=transaction)
+
+
+def test_the_flush_thread_outlives_an_unexpected_error(
+    client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    client.delete(KEY)
+    observations = Observations("milter")
+    observations.observe(MILTER_END_OF_MESSAGE, 0.01)
+    waits = iter([False, False, True])  # two flushes, then stop
+    failing = Failing(client)
+    with caplog.at_level(logging.WARNING, "txmail.histograms"):
+        flush_every(observations, failing, KEY, lambda seconds: next(waits)).join()
+    assert "cannot write the latency histograms: a bug in a client library" in caplog.text
+    stored = client.hgetall(KEY)  # the second flush wrote them
+    assert stored[f"{MILTER_END_OF_MESSAGE.name}||0.01"] == "1"
+    assert "seen|milter" in stored
+    assert failing.transactions == [True]  # MULTI/EXEC: a lost answer never counts twice
+
+
+def test_what_the_last_second_observed_is_flushed_at_the_stop(client: redis.Redis) -> None:
+    client.delete(KEY)
+    observations = Observations("webhooks", wall_clock=lambda: 1234.5)
+    with flushing(observations, client, KEY):
+        observations.observe(MILTER_END_OF_MESSAGE, 0.3)
+    stored = client.hgetall(KEY)
+    assert stored[f"{MILTER_END_OF_MESSAGE.name}||0.5"] == "1"
+    assert stored["seen|webhooks"] == "1234.5"
+
+
+def test_queue_gives_an_undo_that_keeps_everything_for_the_next_flush(
+    client: redis.Redis,
+) -> None:
+    client.delete(KEY)
+    observations = Observations("policyd")
+    observations.observe(MILTER_END_OF_MESSAGE, 0.01)
+    undo = observations.queue(client.pipeline(), KEY)  # never executed: as if it failed
+    assert undo is not None
+    undo()
+    observations.flush(client, KEY)
+    stored = client.hgetall(KEY)
+    assert stored[f"{MILTER_END_OF_MESSAGE.name}||0.01"] == "1"
+    assert "seen|policyd" in stored  # the heartbeat tried again at once
+    assert observations.queue(client.pipeline(), KEY) is None  # nothing new, no beat due

@@ -19,8 +19,9 @@ STATE
     PREFIX {LOGIN}:auth:failures and PREFIX {LOGIN}:auth:known (store/keys.py), changed only by
     store/scripts/auth_check.lua and auth_report.lua.
 LOGS
-    STATE/log/authpolicy.log: one line per delayed or refused attempt and per client that
-    becomes known, starting with the login; never a password, a password hash or a key.
+    Component authpolicy (txmail/logs.py): one line per delayed or refused attempt and per
+    client that becomes known, starting with the login; never a password, a password hash or
+    a key.
 FAILS
     Open: when Redis is down or slow (answers are due within 1.5 s, before Dovecot's 2 s
     timeout) every attempt is allowed as if there were no limit, so logins keep working from the

@@ -52,7 +52,11 @@ from itertools import islice
 
 from txmail.bounce_pipe.decoding import header_text
 from txmail.bounce_pipe.detectors import DETECTORS
-from txmail.bounce_pipe.returned import ReturnedMail
+from txmail.bounce_pipe.returned import (
+    ReturnedMail,
+    with_fixed_boundaries,
+    without_returned_bodies,
+)
 from txmail.outcomes.findings import BounceEvent
 
 __all__ = ["BounceEvent", "BounceReport", "parse_message", "parse_report", "MAX_INPUT_BYTES"]
@@ -158,7 +162,13 @@ def _is_forwarded_report(original: Message) -> bool:
 
 
 def read_message(raw: bytes) -> Message | None:
-    """The message parsed from raw bytes with LF line ends, or None if empty."""
+    """The message parsed from raw bytes with LF line ends, or None if empty.
+
+    Before the stdlib parser reads it, the returned message's body is left out and the
+    multipart boundaries are renamed to a fixed set (returned.without_returned_bodies and
+    with_fixed_boundaries): the parts the detectors read come out the same, without a regex
+    compiled per boundary or a pass over the returned body's lines.
+    """
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise TypeError("parse_report() wants the message as bytes")
     data = bytes(raw[:MAX_INPUT_BYTES])
@@ -170,7 +180,7 @@ def read_message(raw: bytes) -> Message | None:
         data = data.partition(b"\n")[2]
     if not data.strip():
         return None
-    data = _cut_deep_nesting(data)
+    data = with_fixed_boundaries(without_returned_bodies(_cut_deep_nesting(data)))
     try:
         return email.message_from_bytes(data, policy=policy.compat32)
     except RecursionError:

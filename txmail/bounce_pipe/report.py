@@ -57,8 +57,8 @@ EXIT STATUS
     a bounce has a null sender (POSTFIX-NOTES §7). Every exception is caught, logged, and 75.
 
 LOGS
-    One line per decision on standard error, starting with the queue id: the server's, in
-    STATE/log/bounce-pipe.log; the pipe's (why it exits 75), in Postfix's maillog.
+    One line per decision on standard error, starting with the queue id: the server's, as
+    component bounce-pipe (txmail/logs.py); the pipe's (why it exits 75), in Postfix's maillog.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ from typing import Any
 
 import redis
 
-from txmail import store
+from txmail import logs, store
 from txmail.accounts import reputation
 from txmail.accounts import settings as account_settings
 from txmail.accounts.settings import AccountSettings
@@ -231,25 +231,29 @@ def process(
         )
         keep_for_inspection(settings, client, keys, raw, sender, recipient, outcome, now=clock())
         return outcome
-    raw_settings = store.decoded_hash(client.hgetall(keys.account(record.account)))
-    account_values = account_settings.from_fields(raw_settings or {})
-    recorded_kinds = record_events(
-        settings, client, keys, record, match, report, account_values, outcome, clock
-    )
-    if outcome.kept:
-        keep_for_inspection(settings, client, keys, raw, sender, recipient, outcome, now=clock())
-    forward_to_sender(
-        settings,
-        client,
-        record,
-        match.trusted,
-        report,
-        raw,
-        recorded_kinds,
-        account_values.forward_auto_replies,
-        outcome,
-        forwarder,
-    )
+    # Every line logged from here on names the message's queue id and account (logs.py).
+    with logs.concerning(record.queue_id, record.account):
+        raw_settings = store.decoded_hash(client.hgetall(keys.account(record.account)))
+        account_values = account_settings.from_fields(raw_settings or {})
+        recorded_kinds = record_events(
+            settings, client, keys, record, match, report, account_values, outcome, clock
+        )
+        if outcome.kept:
+            keep_for_inspection(
+                settings, client, keys, raw, sender, recipient, outcome, now=clock()
+            )
+        forward_to_sender(
+            settings,
+            client,
+            record,
+            match.trusted,
+            report,
+            raw,
+            recorded_kinds,
+            account_values.forward_auto_replies,
+            outcome,
+            forwarder,
+        )
     return outcome
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import email
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from email.policy import compat32
@@ -54,6 +55,183 @@ from txmail.outcomes.addresses import clean_address
 # anybody needs to read, and each bound keeps one hostile message cheap.
 MAX_PARTS = 64
 MAX_DEPTH = 8
+
+
+# ---------------------------------------------------------------------------
+# The returned message's body, left out before MIME parsing
+
+# Both read the message lowercased (bytes keep their offsets when lowercased).
+# (A literal first lets the regex engine skip ahead to it, unlike "^" or a look-behind.)
+_RETURNED_PART_RE = re.compile(rb"\ncontent-type:[ \t]*message/(?:rfc822|global)\b")
+_PLAIN_ENCODINGS = (b"7bit", b"8bit", b"binary")
+# Lines opening with "--" that either rewrite looks at, at most (the work stays small on
+# hostile input; past it, the message is parsed as it came).
+_MAX_DASH_LINES = 2000
+
+
+def without_returned_bodies(data: bytes) -> bytes:
+    """data (LF line ends) with the body of each returned message left out, its headers kept.
+
+    A bounce carries the sender's own message back as a message/rfc822 part; only that
+    message's headers link the report to what was sent, its body is the sender's text and
+    never says why delivery failed. Parsing that body costs the MIME parser most of its work
+    (and a regex compiled per multipart boundary), so it is cut out first, up to the line that
+    closes the part (RFC 2046: a boundary never occurs inside its parts). Kept whole: a part
+    with a transfer encoding (its headers are encoded too), and a returned message that is
+    itself a report or comes from a mailer-daemon (a gateway forwarding the bounce it got,
+    which the parser reads one level deep).
+    """
+    lowered = data.lower()
+    if b"message/" not in lowered or not _multipart_at_top(lowered):
+        return data
+    pieces: list[bytes] = []
+    kept_to = 0
+    for match in _RETURNED_PART_RE.finditer(lowered):
+        start = match.start() + 1
+        if start < kept_to:
+            continue  # inside a returned message already cut
+        opener = data.rfind(b"\n--", 0, start)
+        headers_end = data.find(b"\n\n", start)
+        if opener < 0 or headers_end < 0 or b"\n\n" in data[opener:start]:
+            continue  # not in the headers of a part that a delimiter line opens
+        delimiter = data[opener + 1 : data.find(b"\n", opener + 1)].rstrip()
+        if not _declared(data, delimiter[2:]):
+            continue
+        part_headers = lowered[opener:headers_end]
+        encoding = part_headers.partition(b"content-transfer-encoding:")[2].split(b"\n", 1)[0]
+        if encoding.strip() and encoding.strip() not in _PLAIN_ENCODINGS:
+            continue
+        body_start = data.find(b"\n\n", headers_end + 2)
+        closer = _delimiter_line(data, delimiter, headers_end + 1)
+        if body_start < 0 or closer < 0 or body_start >= closer:
+            continue
+        returned_headers = lowered[headers_end + 2 : body_start]
+        if b"multipart/report" in returned_headers or b"mailer-daemon" in returned_headers:
+            continue
+        pieces.append(data[kept_to : body_start + 1])
+        kept_to = closer
+    if not pieces:
+        return data
+    pieces.append(data[kept_to:])
+    return b"".join(pieces)
+
+
+def _dash_lines(data: bytes) -> Iterator[tuple[int, int]]:
+    """Start and end of each line of data that opens with "--"."""
+    start = 0 if data.startswith(b"--") else data.find(b"\n--") + 1
+    if start == 0 and not data.startswith(b"--"):
+        return
+    while True:
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end
+        yield start, end
+        following = data.find(b"\n--", end)
+        if following < 0:
+            return
+        start = following + 1
+
+
+def _delimiter_line(data: bytes, delimiter: bytes, start: int) -> int:
+    """Where the line break before the next line opening with delimiter is, or -1.
+
+    A line counts, as the stdlib parser reads it, when the delimiter is followed by "--",
+    blanks or the line end (a longer boundary that starts the same way is another one).
+    """
+    needle = b"\n" + delimiter
+    at = data.find(needle, start)
+    for _ in range(_MAX_DASH_LINES):
+        if at < 0:
+            break
+        line_end = data.find(b"\n", at + 1)
+        tail = data[at + len(needle) : len(data) if line_end < 0 else line_end]
+        if tail.rstrip(b" \t") in (b"", b"--"):
+            return at
+        at = data.find(needle, at + 1)
+    return -1
+
+
+def _multipart_at_top(lowered: bytes) -> bool:
+    """Whether the message's own header (lowercased) says multipart: else it has no parts."""
+    return b"multipart/" in lowered[: lowered.find(b"\n\n")]
+
+
+def _declared(data: bytes, boundary: bytes) -> bool:
+    """Whether a boundary parameter in data names this boundary."""
+    # (Spelt boundary=, Boundary= or BOUNDARY=; another spelling only means no cut.)
+    return any(
+        (name + b'="' + boundary + b'"') in data or (name + b"=" + boundary) in data
+        for name in (b"oundary", b"OUNDARY")
+    )
+
+
+# ---------------------------------------------------------------------------
+# MIME boundaries renamed to a fixed set before parsing
+
+# A boundary parameter whose value ends where the stdlib reads it to end (then ";" or the
+# line's end): quoted without quoted-pairs, or a bare token.
+_BOUNDARY_PARAM_RE = re.compile(
+    rb'boundary\s*=\s*(?:"([^"\\\n]{1,200})"|([^\s;"\\]{1,200}))(?=[ \t]*(?:;|\n|$))'
+)
+_OUR_BOUNDARY = b"txmail-boundary-"
+
+
+def with_fixed_boundaries(data: bytes) -> bytes:
+    """data with each multipart boundary renamed txmail-boundary-N (N from 0, in order).
+
+    The stdlib parser compiles a regular expression for every boundary it meets, and
+    boundaries are unique per message, so each bounce paid a fresh compile per multipart
+    (a third of its parsing time); with boundaries from a small fixed set the re module's
+    cache serves them. A boundary is renamed in its parameter and on every line that is
+    exactly a delimiter of it ("--" boundary, optionally "--", optionally blanks), so the
+    parts come out as before (a text that quotes a boundary, such as a copy of the returned
+    message's headers inline, shows the new name). Left as they are: a message that is not
+    multipart at the top, boundaries in a form this does not read
+    (RFC 2231 pieces, quoted-pairs, over 200 characters), and every boundary of a message
+    that already uses our names.
+    """
+    lowered = data.lower()
+    if b"boundary" not in lowered or b"boundary*" in lowered or _OUR_BOUNDARY in lowered:
+        return data
+    if not _multipart_at_top(lowered):
+        return data  # a single-part notice: boundaries in it are quoted text, not structure
+    if data.count(b"\n--") > _MAX_DASH_LINES:
+        return data  # no bounce has so many: not worth a pass over each
+    names: dict[bytes, bytes] = {}
+    spans: list[tuple[int, int, bytes]] = []
+    # Found in the lowercased copy, read from the message: a boundary's case counts.
+    for match in _BOUNDARY_PARAM_RE.finditer(lowered):
+        if lowered[match.start() - 1 : match.start()] not in (b";", b" ", b"\t", b"\n"):
+            continue  # part of a longer word (a boundary value such as "MCBoundary=_1")
+        group = 1 if match.group(1) is not None else 2
+        value = data[match.start(group) : match.end(group)].rstrip(b" \t")
+        if not value:
+            continue
+        if value not in names:
+            if len(names) >= 64:
+                continue  # beyond the fixed set: left as it is, parameter and lines alike
+            names[value] = _OUR_BOUNDARY + str(len(names)).encode()
+        spans.append((match.start(group), match.end(group), names[value]))
+    if not names:
+        return data
+    pieces: list[bytes] = []
+    kept_to = 0
+    for start, end, name in spans:
+        pieces.append(data[kept_to:start])
+        pieces.append(name)
+        kept_to = end
+    pieces.append(data[kept_to:])
+    renamed = b"".join(pieces)
+    pieces = []
+    kept_to = 0
+    for start, end in _dash_lines(renamed):
+        rest = renamed[start + 2 : end].rstrip(b" \t")
+        value = rest if rest in names else rest[:-2] if rest.endswith(b"--") else b""
+        if value in names:
+            pieces.append(renamed[kept_to : start + 2])
+            pieces.append(names[value])
+            kept_to = start + 2 + len(value)
+    pieces.append(renamed[kept_to:])
+    return b"".join(pieces)
 
 
 # ---------------------------------------------------------------------------
@@ -99,9 +277,13 @@ _MARKER_WORDS = (
 def split_returned(text: str, lowered: str | None = None) -> tuple[str, str]:
     """Split a plain-text bounce into the notice and the quoted original."""
     lowered = text.lower() if lowered is None else lowered
-    if not any(word in lowered for word in _MARKER_WORDS):
+    found = [at for at in map(lowered.find, _MARKER_WORDS) if at >= 0]
+    if not found:
         return text, ""
-    match = _RETURNED_MARKERS.search(text)
+    # A marker's line holds one of the words: the scan starts at the line of the first one
+    # (the regex has no literal to skip ahead to, and notices run to kilobytes).
+    start = text.rfind("\n", 0, min(found)) + 1 if len(lowered) == len(text) else 0
+    match = _RETURNED_MARKERS.search(text, start)
     if not match or match.start() < 20:
         return text, ""
     return text[: match.start()], text[match.start() :]

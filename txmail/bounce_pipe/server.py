@@ -46,7 +46,7 @@ a worker can do, and what it cannot:
   - but it has network access (DNS, which the DKIM check of complaints needs), so it could
     send the later mails it sees, of any account, elsewhere, until it retires.
 
-Logs:  the decisions of main.process() on standard error (STATE/log/bounce-pipe.log under
+Logs:  the decisions of main.process() on standard error (component bounce-pipe under
        `txmail up`), a warning for anything on the socket that is not a request, for each
        worker killed or that cannot start, for each mail kept unparsed, and the workers' own
        tracebacks.

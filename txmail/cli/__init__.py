@@ -74,7 +74,14 @@ class Context:
 
 
 class TxmailGroup(click.Group):
-    """A click group that turns TxmailError into one line and an exit code."""
+    """A click group that turns TxmailError into one line and an exit code, and loads each
+    command's module only when that command is asked for (COMMAND_MODULES)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return _load(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -112,42 +119,53 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = Context(config_path)
 
 
-# Modules that define one click command or group each, as `COMMANDS = [...]`. Add yours here.
-COMMAND_MODULES = [
-    "txmail.cli.init",
-    "txmail.cli.settings",
-    "txmail.cli.accounts",
-    "txmail.cli.daemons",
-    "txmail.cli.policyd",
-    "txmail.cli.postfix",
-    "txmail.cli.domains",
-    "txmail.cli.tracker",
-    "txmail.cli.authpolicy",
-    "txmail.cli.suppressions",
-    "txmail.cli.bounces",
-    "txmail.cli.bouncepipe",
-    "txmail.cli.events",
-    "txmail.cli.messages",
-    "txmail.cli.webhooks",
-    "txmail.cli.secrets",
-    "txmail.cli.doctor",
-    "txmail.cli.migrate",
-    "txmail.cli.backup",
-    "txmail.cli.health",
-]
+# Each command and the modules that define it (the first has it in `COMMANDS = [...]`; the
+# others add subcommands to its group). A module is imported only when one of its commands
+# runs (or for --help), so `txmail bounces parse` does not pay for Redis, DNS and crypto
+# libraries it never uses. Add yours here.
+COMMAND_MODULES: dict[str, str | tuple[str, ...]] = {
+    "init": "txmail.cli.init",
+    "config": "txmail.cli.settings",
+    "accounts": "txmail.cli.accounts",
+    "up": "txmail.cli.daemons",
+    "milter": "txmail.cli.daemons",
+    "authsync": "txmail.cli.daemons",
+    "capture": "txmail.cli.daemons",
+    "socketmap": "txmail.cli.daemons",
+    "policyd": "txmail.cli.policyd",
+    "stats": "txmail.cli.policyd",
+    "postfix": "txmail.cli.postfix",
+    "domains": "txmail.cli.domains",
+    "tracker": "txmail.cli.tracker",
+    "authpolicy": "txmail.cli.authpolicy",
+    "suppressions": "txmail.cli.suppressions",
+    "bounces": ("txmail.cli.bounces", "txmail.cli.bouncepipe"),  # serve, unparsed
+    "bounce-pipe": "txmail.cli.bouncepipe",
+    "events": "txmail.cli.events",
+    "maillog": "txmail.cli.events",
+    "messages": "txmail.cli.messages",
+    "webhooks": "txmail.cli.webhooks",
+    "secrets": "txmail.cli.secrets",
+    "doctor": "txmail.cli.doctor",
+    "migrate": "txmail.cli.migrate",
+    "backup": "txmail.cli.backup",
+    "restore": "txmail.cli.backup",
+    "health": "txmail.cli.health",
+}
 
 
-def _register() -> None:
+def _load(name: str) -> click.Command | None:
+    """The command `name`, its module imported now; None when there is no such command."""
     import importlib
 
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except (ImportError, SyntaxError) as exc:  # before click runs: TxmailGroup cannot
-            click.echo(_cannot_load(exc), err=True)
-            sys.exit(70)
-        for command in module.COMMANDS:
-            main.add_command(command)
-
-
-_register()
+    names = COMMAND_MODULES.get(name)
+    if names is None:
+        return None
+    try:
+        modules = [
+            importlib.import_module(n) for n in ([names] if isinstance(names, str) else names)
+        ]
+    except (ImportError, SyntaxError) as exc:  # before or while click runs: exit 70, one line
+        click.echo(_cannot_load(exc), err=True)
+        sys.exit(70)
+    return next((c for c in modules[0].COMMANDS if c.name == name), None)

@@ -12,7 +12,7 @@ def authpolicy(obj: object) -> None:
     from txmail.authpolicy import server
     from txmail.cli.daemons import setup_logging
 
-    setup_logging()
+    setup_logging(obj.settings, "authpolicy")  # type: ignore[attr-defined]
     server.serve(obj.settings)  # type: ignore[attr-defined]
 
 

@@ -48,6 +48,12 @@ def backup(obj: object, file: Path, force: bool) -> None:
     help="Replace a configuration, key files and the keys of the prefix that are there "
     "(asks first, unless --yes).",
 )
+@click.option(
+    "--external-files",
+    is_flag=True,
+    help="Also write the backup's key files that were outside the state directory, to the "
+    "paths they had (only into the state directory the backup was made of).",
+)
 @yes_option
 @click.pass_context
 def restore(
@@ -56,13 +62,17 @@ def restore(
     state_dir: Path | None,
     redis_url: str | None,
     force: bool,
+    external_files: bool,
     yes: bool,
 ) -> None:
     """Put the installation in FILE (from `txmail backup`) back: configuration, key files and
-    Redis data. Refuses to overwrite any of them unless --force. The configuration goes to
-    --config when given, else into the state directory."""
+    Redis data. Refuses to overwrite any of them unless --force, and writes nothing outside
+    the state directory unless --external-files. The configuration goes to --config when
+    given, else into the state directory."""
     from txmail.stack import backup as backup_mod
 
+    if redis_url is not None:
+        backup_mod.check_redis_url(redis_url)
     header = backup_mod.read_header(file)
     if force:
         confirm(
@@ -77,11 +87,21 @@ def restore(
         config_file=Path(explicit) if explicit else None,
         redis_url=redis_url,
         force=force,
+        external_files=external_files,
     )
     click.echo(
         f"txmail: restored {restored.keys} keys and {restored.files} files of the backup of "
         f"{header['created']} (txmail {header['txmail']})"
     )
+    if restored.left_out:
+        shown = ", ".join(restored.left_out[:3]) + (
+            " and more" if len(restored.left_out) > 3 else ""
+        )
+        click.echo(
+            f"txmail: left out {len(restored.left_out)} files that were outside the state "
+            f"directory ({shown}): copy them by hand, or restore onto the same state directory "
+            "with --external-files"
+        )
     if restored.schema < schema.CURRENT:
         click.echo(f"txmail: its data has schema {restored.schema}: run `txmail migrate` first")
     click.echo(f"txmail: start the node with: txmail --config {restored.config_file} up")

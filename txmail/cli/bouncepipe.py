@@ -16,8 +16,6 @@ import time
 
 import click
 
-from txmail import store
-from txmail.bounce_pipe import unparsed as unparsed_store
 from txmail.cli.bounces import bounces
 from txmail.errors import NotFound
 
@@ -41,7 +39,7 @@ def serve(obj: object) -> None:
     from txmail.bounce_pipe import server
     from txmail.cli.daemons import setup_logging
 
-    setup_logging()
+    setup_logging(obj.settings, "bounce-pipe")  # type: ignore[attr-defined]
     server.serve(obj.settings)  # type: ignore[attr-defined]
 
 
@@ -52,6 +50,9 @@ def serve(obj: object) -> None:
 @click.pass_obj
 def unparsed(obj: object, limit: int, entry_id: str | None, as_json: bool) -> None:
     """List the returned mail the bounce pipe could not read or match (kept, never dropped)."""
+    from txmail import store
+    from txmail.bounce_pipe import unparsed as unparsed_store
+
     settings = obj.settings  # type: ignore[attr-defined]
     client = store.connect(settings)
     keys = store.Keys(settings.redis.prefix)

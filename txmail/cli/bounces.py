@@ -13,6 +13,8 @@ a configuration file.
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from txmail.bounce_pipe.parse import report_files
@@ -31,12 +33,19 @@ def bounces() -> None:
 @click.pass_context
 def parse_command(ctx: click.Context, files: tuple[str, ...], details: bool) -> None:
     """Print one JSON line of bounce events per FILE ('-' for stdin)."""
-    status = report_files(
-        list(files),
-        click.echo,
-        lambda line: click.echo(f"txmail: error: {line}", err=True),
-        details=details,
-    )
+    out = sys.stdout
+
+    def write_line(line: str) -> None:
+        # Buffered, unlike click.echo (which flushes each line): a batch of files is one
+        # stream of lines, flushed before an error line and at the end.
+        out.write(line + "\n")
+
+    def write_error(line: str) -> None:
+        out.flush()
+        click.echo(f"txmail: error: {line}", err=True)
+
+    status = report_files(list(files), write_line, write_error, details=details)
+    out.flush()
     if status:
         ctx.exit(status)
 

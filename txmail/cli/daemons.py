@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
+from txmail import logs
 from txmail.config import Settings
 
 
-def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(name)s[%(process)d]: %(levelname)s: %(message)s",
-    )
+def setup_logging(settings: Settings, component: str, verbose: bool = False) -> None:
+    """Standard error in log.format, as `component` (TXMAIL_COMPONENT, which `txmail up` sets
+    for each child, wins); `txmail up` takes it from there (log.destination)."""
+    logs.setup(settings.log.format, component, verbose)
 
 
 def _settings(obj: object) -> Settings:
@@ -50,8 +48,8 @@ def up(
     from txmail.bounce_pipe.server import check_start
     from txmail.stack import supervisor
 
-    setup_logging(verbose)
     settings = _settings(obj)
+    setup_logging(settings, "up", verbose)
     sys.exit(
         supervisor.up(
             settings,
@@ -70,7 +68,7 @@ def milter(obj: object) -> None:
     """Run the txmail milter on its UNIX socket (normally started by `txmail up`)."""
     from txmail.milter import server
 
-    setup_logging()
+    setup_logging(_settings(obj), "milter")
     server.serve(_settings(obj))
 
 
@@ -80,7 +78,7 @@ def authsync(obj: object) -> None:
     """Keep Dovecot's passwd-file in sync with the accounts in Redis."""
     from txmail.authsync import server as authsync_server
 
-    setup_logging()
+    setup_logging(_settings(obj), "authsync")
     authsync_server.serve(_settings(obj))
 
 
@@ -90,7 +88,7 @@ def capture(obj: object) -> None:
     """Run the --dev capture SMTP server that stores every delivered message."""
     from txmail.stack import capture as capture_mod
 
-    setup_logging()
+    setup_logging(_settings(obj), "capture")
     settings = _settings(obj)
     capture_mod.serve(
         settings.path(settings.dev.capture_dir), "127.0.0.1", settings.dev.capture_port
@@ -103,7 +101,7 @@ def socketmap(obj: object) -> None:
     """Tell Postfix the return-path domains from Redis (normally started by `txmail up`)."""
     from txmail.socketmap import server as socketmap_server
 
-    setup_logging()
+    setup_logging(_settings(obj), "socketmap")
     socketmap_server.serve(_settings(obj))
 
 

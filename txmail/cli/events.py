@@ -133,7 +133,7 @@ def maillog(obj: object) -> None:
     from txmail.cli.daemons import setup_logging
     from txmail.maillog.server import serve
 
-    setup_logging()
+    setup_logging(obj.settings, "maillog")  # type: ignore[attr-defined]
     serve(obj.settings)  # type: ignore[attr-defined]
 
 

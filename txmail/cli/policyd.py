@@ -29,7 +29,7 @@ def policyd(obj: object, verbose: bool) -> None:
     from txmail.cli.daemons import setup_logging
     from txmail.policyd import server
 
-    setup_logging(verbose)
+    setup_logging(_settings(obj), "policyd", verbose)
     server.serve(_settings(obj))
 
 

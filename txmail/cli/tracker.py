@@ -12,7 +12,7 @@ def tracker(obj: object) -> None:
     from txmail.cli.daemons import setup_logging
     from txmail.tracker import server
 
-    setup_logging()
+    setup_logging(obj.settings, "tracker")  # type: ignore[attr-defined]
     server.serve(obj.settings)  # type: ignore[attr-defined]
 
 

@@ -42,7 +42,7 @@ def run(obj: object) -> None:
     from txmail.cli.daemons import setup_logging
     from txmail.webhooks import server
 
-    setup_logging()
+    setup_logging(obj.settings, "webhooks")  # type: ignore[attr-defined]
     server.serve(obj.settings)  # type: ignore[attr-defined]
 
 

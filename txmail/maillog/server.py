@@ -39,7 +39,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from txmail import store
+from txmail import logs, store
 from txmail.accounts import reputation
 from txmail.accounts import settings as account_settings
 from txmail.accounts.settings import AccountSettings
@@ -177,22 +177,24 @@ class StatusRecorder:
                 details["attempts"] = self.recorder.count_attempt(
                     record.account, record.message_id, recipient
                 )
-        result = record_outcome(
-            self.recorder,
-            record,
-            kind,
-            recipient,
-            details,
-            self._policy(record.account),
-            now=self.clock(),
-        )
-        if not result.new and kind == "soft_bounce":
-            log.info(
-                "%s: deferred again to=<%s> (attempt %s); soft_bounce was sent once",
-                record.queue_id,
+        # Every line logged from here on names the message's queue id and account (logs.py).
+        with logs.concerning(record.queue_id, record.account):
+            result = record_outcome(
+                self.recorder,
+                record,
+                kind,
                 recipient,
-                details.get("attempts"),
+                details,
+                self._policy(record.account),
+                now=self.clock(),
             )
+            if not result.new and kind == "soft_bounce":
+                log.info(
+                    "%s: deferred again to=<%s> (attempt %s); soft_bounce was sent once",
+                    record.queue_id,
+                    recipient,
+                    details.get("attempts"),
+                )
         return result.event_id
 
 

@@ -23,6 +23,7 @@ Fails:    any Redis trouble or internal error is a 451 4.3.0, so nothing is acce
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -34,10 +35,16 @@ from typing import Any
 
 import Milter
 
+from txmail import logs
 from txmail.accounts.records import Account
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
-from txmail.histograms import MILTER_END_OF_MESSAGE, Observations, flush_every, node_name
+from txmail.histograms import (
+    MILTER_END_OF_MESSAGE,
+    Observations,
+    flushing,
+    node_name,
+)
 from txmail.milter import copies, finish, rules
 from txmail.milter.rules import Refusal
 from txmail.milter.rules.size import client_size
@@ -63,13 +70,15 @@ def internal_errors(callback: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(callback)
     def guarded(self: TxmailMilter, *args: Any) -> int:
-        try:
-            return callback(self, *args)
-        except TemporaryFailure as exc:
-            return self.refuse(TEMPFAIL, f"tempfail: {exc}")
-        except Exception:  # noqa: BLE001 - a bug must never accept a message unchecked
-            log.exception("%s: internal error in %s", self.queue_id, callback.__name__)
-            return self.refuse(TEMPFAIL, "tempfail: internal error")
+        # Every line logged on the way names the message's queue id and account (logs.py).
+        with logs.concerning(asked=self.concerning):
+            try:
+                return callback(self, *args)
+            except TemporaryFailure as exc:
+                return self.refuse(TEMPFAIL, f"tempfail: {exc}")
+            except Exception:  # noqa: BLE001 - a bug must never accept a message unchecked
+                log.exception("%s: internal error in %s", self.queue_id, callback.__name__)
+                return self.refuse(TEMPFAIL, "tempfail: internal error")
 
     return guarded
 
@@ -104,6 +113,13 @@ class TxmailMilter(Milter.Base):
     @property
     def queue_id(self) -> str:
         return (self.submission.queue_id if self.submission else "") or "NOQUEUE"
+
+    def concerning(self) -> tuple[str | None, str | None]:
+        """The queue id and account of this session's message so far, for its log lines."""
+        submission = self.submission
+        if submission is None:
+            return None, self.account.name if self.account else None
+        return submission.queue_id, self.account.name if self.account else submission.account
 
     def refuse(self, refusal: Refusal, why: str) -> int:
         log.info("%s: %s: %s", self.queue_id, why, refusal)
@@ -296,8 +312,7 @@ def serve(settings: Settings) -> None:
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     socket_path.unlink(missing_ok=True)
     observations = Observations("milter")
-    if context.client is not None:
-        flush_every(observations, context.client, context.keys.node_histograms(node_name(settings)))
+    histogram_key = context.keys.node_histograms(node_name(settings))
     Milter.factory = lambda: TxmailMilter(context, observations)
     Milter.set_flags(
         Milter.ADDHDRS
@@ -311,5 +326,8 @@ def serve(settings: Settings) -> None:
     log.info(
         "listening on unix:%s (rules: %s)", socket_path, ", ".join(r.NAME for r in rules.RULES)
     )
-    Milter.runmilter("txmail", f"unix:{socket_path}", timeout=300)
+    with contextlib.ExitStack() as metrics:
+        if context.client is not None:  # flushed once a second and once more at the stop
+            metrics.enter_context(flushing(observations, context.client, histogram_key))
+        Milter.runmilter("txmail", f"unix:{socket_path}", timeout=300)
     log.info("stopped")

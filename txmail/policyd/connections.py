@@ -35,7 +35,7 @@ from typing import Any
 
 import redis
 
-from txmail import histograms, store
+from txmail import histograms, logs, store
 from txmail.accounts import usage
 from txmail.accounts.cache import AccountCache
 from txmail.config import Settings
@@ -168,11 +168,16 @@ class PolicyServer:
                 request.queue_id or "NOQUEUE",
                 exc.__class__.__name__,
                 exc,
+                extra=about(request),
             )
             self.decisions[decide.TEMPFAIL.verb] += 1
             return decide.TEMPFAIL
         except Exception:  # noqa: BLE001 - a bug must cost a retry, never a permit or a crash
-            log.exception("%s: tempfail: internal error", request.queue_id or "NOQUEUE")
+            log.exception(
+                "%s: tempfail: internal error",
+                request.queue_id or "NOQUEUE",
+                extra=about(request),
+            )
             self.decisions[decide.TEMPFAIL.verb] += 1
             return decide.TEMPFAIL
         self.decisions[action.verb] += 1
@@ -189,6 +194,7 @@ class PolicyServer:
             request.recipient_count,
             request.size,
             "" if action.permits else f": {action.text}",
+            extra=about(request),
         )
         return action
 
@@ -241,6 +247,7 @@ class PolicyServer:
                     "%s: released: account=%s: not counted (refused after end of data)",
                     queue_id,
                     account,
+                    extra=logs.about(queue_id, account),
                 )
         except redis.RedisError as exc:
             log.warning(
@@ -248,6 +255,7 @@ class PolicyServer:
                 queue_id,
                 exc.__class__.__name__,
                 self.hold_seconds,
+                extra=logs.about(queue_id, account),
             )
 
     async def accept(self, listener: socket.socket) -> None:
@@ -295,24 +303,19 @@ class PolicyServer:
         path; counts that cannot be written stay for the next flush, and a worker killed with
         -9 loses at most one interval of them."""
         counts, self.decisions = self.decisions, collections.Counter()
-        times, sums = self.observations.take()
-        beat = self.observations.beat_due()
-        if not counts and not times and not beat:
+        pipe = self.client.pipeline(transaction=histograms.transactional(self.client))
+        undo = self.observations.queue(pipe, self.histogram_key)
+        if not counts and undo is None:
             return
+        for verb, count in counts.items():
+            pipe.hincrby(self.keys.policy_stats, verb, count)
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for verb, count in counts.items():
-                pipe.hincrby(self.keys.policy_stats, verb, count)
-            if times or beat:
-                seen = self.observations.component if beat else ""
-                histograms.write(pipe, self.histogram_key, times, sums, seen)
             await pipe.execute()
         except redis.RedisError as exc:
             log.debug("cannot write the decision counts yet: %s", exc)
             self.decisions.update(counts)
-            self.observations.put_back(times, sums)
-            if beat:
-                self.observations.beat_failed()
+            if undo is not None:
+                undo()
 
     async def count_decisions(self) -> None:
         while True:
@@ -340,3 +343,10 @@ def _peer(writer: asyncio.StreamWriter) -> str:
     if isinstance(peer, tuple):
         return f"{peer[0]}:{peer[1]}"
     return f"unix:{writer.get_extra_info('sockname') or '?'}"
+
+
+def about(request: decide.Request) -> dict[str, str]:
+    """The queue id and account of a decision's log line (logs.py); a login name that is no
+    account name is left out of the field (the line's text still shows it)."""
+    login = request.sasl_username
+    return logs.about(request.queue_id, login if login and ACCOUNT_NAME.match(login) else None)

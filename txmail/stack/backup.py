@@ -14,9 +14,12 @@ installation) to a temporary file beside FILE and renamed into place when comple
     {"format": "txmail-backup", "version": 1, "txmail": ..., "created": ..., "prefix": ...,
      "schema": N, "redis_version": ..., "state_dir": ..., "config_name": ...}   the header
     {"file": PATH, "mode": MODE, "data": BASE64, "config": true|false}   PATH: relative to
-                                                     the state directory, or absolute
-    {"key": BASE64, "expires_at": MS|null, "dump": BASE64}   one Redis key; expires_at in ms
-                                                     since 1970 (RESTORE ... ABSTTL)
+                                                     the state directory, normalised
+    {"external": PATH, "mode": MODE, "data": BASE64}   a key file outside the state directory
+                                                     (PATH absolute): restored only with
+                                                     --external-files, onto the same state dir
+    {"key": BASE64, "expires_at": MS|null, "dump": BASE64}   one Redis key under the prefix;
+                                                     expires_at in ms since 1970 (ABSTTL)
     {"end": true, "files": N, "keys": N}             the last line: a cut file is refused
 
 Keys are read one at a time (SCAN MATCH PREFIX*, which a Redis Cluster client runs on every
@@ -24,34 +27,48 @@ master) and restored in small pipelined batches, so memory stays bounded by the 
 never the whole data set. A running node's keys are copied one by one, not as of one instant:
 stop `txmail up` for a copy of one moment.
 
-Restore reads the file through once to check it (format version, schema, its end line)
-before it writes anything; then it refuses to overwrite a configuration, a key file or data
-of the prefix that is there already, unless --force (which first deletes every key of the
-prefix, so the result is the backup and nothing else). A private Redis (no redis.url) that is
-not running is started for the time of a backup or restore, as `txmail up` would.
-A DUMP payload is restored only by a Redis as new as the one that made it, or newer.
+Restore reads the file through once to check it (format version, schema, its end line, the
+shape of every line, every key under the prefix, every file name relative and inside the state
+directory) before it writes anything; then it refuses to overwrite a configuration, a key file
+or data of the prefix that is there already, unless --force (which first deletes every key of
+the prefix, so the result is the backup and nothing else). Files are written with mode 0600, or
+0644 when the backup had them readable by others; never outside the state directory (a symlink
+in the way is refused), except the "external" files with --external-files. A private Redis (no
+redis.url) that is not running is started for the time of a backup or restore, as `txmail up`
+would. A DUMP payload is restored only by a Redis as new as the one that made it, or newer:
+one key is restored into a scratch key (and deleted) before anything else is written.
+
+The order, and what a failure midway leaves: the Redis data first (with --force the prefix's
+old keys are deleted just before, so a failure there leaves the prefix partly restored: run the
+restore again with --force), then the files, each replaced atomically (a failure leaves some
+files new, the rest as they were, the configuration last so that a node is never started from
+a new configuration with old keys).
 
 Fails: UsageError for a file that is no txmail backup, of another format version, cut short,
-or of a newer schema; Conflict for data or files in the way; StoreUnavailable when Redis
-does not answer.
+damaged, of a newer schema, naming a file outside the state directory or a key outside the
+prefix; Conflict for data or files in the way; StoreUnavailable when Redis does not answer.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import dataclasses
 import datetime
 import gzip
 import io
 import json
+import logging
 import os
 import re
 import tempfile
 import time
+import uuid
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import redis
@@ -62,6 +79,8 @@ from txmail import store
 from txmail.config import Settings
 from txmail.errors import ConfigError, Conflict, TxmailError, UsageError
 from txmail.store import schema, scripts, secrets
+
+log = logging.getLogger("txmail.backup")
 
 FORMAT = "txmail-backup"
 VERSION = 1
@@ -81,7 +100,8 @@ def match_pattern(prefix: str) -> str:
 
 def key_files(settings: Settings) -> list[Path]:
     """The files of keys a node keeps: TLS, the HMAC key caches, Dovecot's shared key, and
-    DKIM key files of old domain records. Only those that exist."""
+    DKIM key files of old domain records. Only regular files that exist; within the DKIM
+    folder no symlink is followed (rglob does not enter linked folders; linked files are left)."""
     paths = [
         settings.path(settings.tls.cert_file),
         settings.path(settings.tls.key_file),
@@ -89,24 +109,61 @@ def key_files(settings: Settings) -> list[Path]:
         *(settings.path(getattr(settings.secrets, name)) for name in secrets.NAMES),
     ]
     dkim_dir = settings.path(settings.domains.dkim_key_dir)
-    if dkim_dir.is_dir():
-        paths += sorted(p for p in dkim_dir.rglob("*") if p.is_file())
+    if dkim_dir.is_dir() and not dkim_dir.is_symlink():
+        paths += sorted(
+            p
+            for p in dkim_dir.rglob("*")
+            if not p.is_symlink()
+            and not any((dkim_dir / up).is_symlink() for up in p.relative_to(dkim_dir).parents)
+            and p.is_file()
+        )
     return [p for p in paths if p.is_file()]
 
 
-def _stored_path(settings: Settings, path: Path) -> str:
+def _stored_path(settings: Settings, path: Path) -> tuple[str, str]:
+    """("file", PATH relative to the state directory) or ("external", absolute PATH)."""
     path = path.resolve()
     state = settings.state_path.resolve()
-    return str(path.relative_to(state)) if path.is_relative_to(state) else str(path)
+    if path.is_relative_to(state):
+        return "file", path.relative_to(state).as_posix()
+    return "external", str(path)
 
 
-def _target_path(state: Path, stored: str) -> Path:
-    path = Path(stored)
-    if path.is_absolute():
-        return path
-    if ".." in path.parts:
-        raise UsageError(f"the backup names a file outside the state directory: {stored!r}")
-    return state / path
+def _file_mode(mode: int) -> int:
+    """A restored file's mode: 0644 when the backup had it readable by others, else 0600."""
+    return 0o644 if mode & 0o004 else 0o600
+
+
+def _check_name(path: Path, stored: Any, external: bool = False) -> str:
+    """A file name of the backup as it may be restored: a normalised path, relative (or
+    absolute for an external record), no NUL, no `..`: UsageError otherwise."""
+    what = f"{path}: the backup names a file"
+    if not isinstance(stored, str) or not stored or "\0" in stored:
+        raise UsageError(f"{what} that is no file name ({stored!r}): not a txmail backup")
+    pure = PurePosixPath(stored)
+    if ".." in pure.parts or pure.as_posix() != stored or "." in stored.split("/"):
+        raise UsageError(f"{what} outside the state directory, or not normalised: {stored!r}")
+    if pure.is_absolute() != external:
+        raise UsageError(
+            f"{what} {'relative' if external else 'absolute'} where the backup must name "
+            f"{'an absolute' if external else 'a relative'} one: {stored!r}"
+        )
+    return stored
+
+
+def _target_path(state: Path, stored: str, create: bool = False) -> Path:
+    """Where the file `stored` (checked by _check_name) goes under `state`: UsageError when a
+    symlink on the way leads out of it. With `create`, the folders on the way are made (0755)
+    first, so the check is of what will be written."""
+    target = state / stored
+    if create:
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if not target.resolve().is_relative_to(state.resolve()):
+        raise UsageError(
+            f"{target} leads out of the state directory {state} (a symlink): remove the "
+            "symlink, or restore into a fresh state directory (--state-dir)"
+        )
+    return target
 
 
 def redis_version(client: store.Client) -> str:
@@ -124,33 +181,16 @@ def running_redis(settings: Settings, config_file: Path) -> Iterator[None]:
     when it runs, else the private one started here for the time of the block (as `up` would
     start it: its own user, its socket only) and stopped after it."""
     from txmail.stack import render, supervisor
-    from txmail.stack.components import ProcessComponent, can_connect_unix
+    from txmail.stack.components import can_connect_unix
 
     socket = settings.state_path / "run/redis/redis.sock"
     if settings.redis.url or can_connect_unix(socket):
         yield
         return
-    import pwd
-
-    user = supervisor.redis_user(settings)
-    supervisor.ensure_user(user)
-    owner = pwd.getpwnam(user)
     state = settings.state_path
-    for sub, mode, uid, gid in (
-        ("run", 0o755, 0, 0),
-        ("log", 0o750, 0, 0),
-        ("run/redis", 0o750, owner.pw_uid, owner.pw_gid),
-        ("redis", 0o700, owner.pw_uid, owner.pw_gid),
-    ):
-        (state / sub).mkdir(parents=True, exist_ok=True)
-        os.chown(state / sub, uid, gid)
-        (state / sub).chmod(mode)
-    for path in (state / "redis").rglob("*"):
-        os.chown(path, owner.pw_uid, owner.pw_gid, follow_symlinks=False)
-    conf = render.render_redis(settings, config_file)
-    server = ProcessComponent(
-        "redis", ["redis-server", str(conf)], state / "log", ready=lambda: False, user=user
-    )
+    supervisor.prepare_private_redis(settings)
+    render.render_redis(settings, config_file)
+    server = supervisor.private_redis(settings)
     server.start()
     try:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -199,6 +239,11 @@ def backup(settings: Settings, config_file: Path, target: Path, force: bool = Fa
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, target)
+        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a crash
+        finally:
+            os.close(dir_fd)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -242,14 +287,15 @@ def _write(settings: Settings, config_file: Path, raw: io.BufferedWriter) -> tup
             )
             files += 1
             for path in key_files(settings):
-                line(
-                    {
-                        "file": _stored_path(settings, path),
-                        "mode": path.stat().st_mode & 0o777,
-                        "data": _b64(path.read_bytes()),
-                        "config": False,
-                    }
-                )
+                kind, name = _stored_path(settings, path)
+                record: dict[str, Any] = {
+                    kind: name,
+                    "mode": path.stat().st_mode & 0o777,
+                    "data": _b64(path.read_bytes()),
+                }
+                if kind == "file":
+                    record["config"] = False
+                line(record)
                 files += 1
             dump = scripts.get(client, "key_dump")
             keys = 0
@@ -288,17 +334,63 @@ def _records(path: Path) -> Iterator[dict[str, Any]]:
                     ) from None
                 if not isinstance(record, dict):
                     raise UsageError(f"{path}: line {number} is not a record of a txmail backup")
+                record["_line"] = number
                 yield record
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise UsageError(
             f"{path}: cannot be read as a txmail backup ({exc.__class__.__name__}: {exc}); "
             "it is damaged or cut short: use another copy"
         ) from None
 
 
+def _decoded(path: Path, record: dict[str, Any], field: str) -> bytes:
+    value = record.get(field)
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return base64.b64decode(value, validate=True)
+    except (ValueError, binascii.Error):
+        raise UsageError(
+            f"{path}: line {record['_line']}: {field!r} is not base64 text: the file is damaged "
+            "or no txmail backup as written"
+        ) from None
+
+
+def _check_record(path: Path, record: dict[str, Any], prefix: bytes) -> str:
+    """The kind of a line after a check of its shape ("file", "external", "key", "end")."""
+    number = record["_line"]
+    if "end" in record:
+        if not all(isinstance(record.get(f), int) for f in ("files", "keys")):
+            raise UsageError(f"{path}: line {number}: an end line without its counts")
+        return "end"
+    if "key" in record:
+        key = _decoded(path, record, "key")
+        _decoded(path, record, "dump")
+        expires_at = record.get("expires_at")
+        if expires_at is not None and (type(expires_at) is not int or expires_at < 0):
+            raise UsageError(f"{path}: line {number}: 'expires_at' is not a time in ms")
+        if not key.startswith(prefix):
+            raise UsageError(
+                f"{path}: line {number} holds the key {key[:80]!r}, which is not under the "
+                f"backup's prefix {prefix.decode(errors='replace')!r}: refused, nothing written"
+            )
+        return "key"
+    kind = "file" if "file" in record else "external" if "external" in record else ""
+    if not kind:
+        raise UsageError(f"{path}: line {number} is of no known kind: not a txmail backup")
+    _check_name(path, record[kind], external=kind == "external")
+    _decoded(path, record, "data")
+    if type(record.get("mode")) is not int:
+        raise UsageError(f"{path}: line {number}: 'mode' is not a number")
+    if kind == "external" and record.get("config"):
+        raise UsageError(f"{path}: line {number}: a configuration outside the state directory")
+    return kind
+
+
 def read_header(path: Path) -> dict[str, Any]:
-    """The header, after a read of the whole file: UsageError unless it is a complete backup
-    of this format version whose schema this txmail can run."""
+    """The header, after a read and check of the whole file: UsageError unless it is a
+    complete backup of this format version whose schema this txmail can run, every line of
+    the right shape, every key under the prefix, every file name one restore may write."""
     records = _records(path)
     header = next(records, None)
     if header is None or header.get("format") != FORMAT:
@@ -309,25 +401,40 @@ def read_header(path: Path) -> dict[str, Any]:
             f"(txmail {txmail.__version__}) reads format {VERSION}: restore it with the "
             f"release that made it (txmail {header.get('txmail')})"
         )
-    if int(header.get("schema") or 0) > schema.CURRENT:
+    for field, wanted in (("schema", int), ("prefix", str), ("state_dir", str)):
+        if type(header.get(field)) is not wanted:
+            raise UsageError(
+                f"{path}: its header's {field!r} is not a {wanted.__name__}: the file is "
+                "damaged or no txmail backup as written"
+            )
+    if not header["prefix"]:
+        raise UsageError(f"{path}: its header names no redis.prefix: not a txmail backup")
+    config_name = header.get("config_name")
+    if config_name is not None and (
+        not isinstance(config_name, str) or "/" in config_name or config_name in ("", ".", "..")
+    ):
+        raise UsageError(
+            f"{path}: its header's config_name {config_name!r} is no plain file name: refused"
+        )
+    if header["schema"] > schema.CURRENT:
         raise UsageError(
             f"{path} holds data of schema {header['schema']}, newer than this txmail knows "
             f"(schema {schema.CURRENT}): restore it with txmail {header.get('txmail')} or newer"
         )
+    prefix = header["prefix"].encode()
     files = keys = configs = 0
     end = None
     for record in records:
         if end is not None:
             raise UsageError(f"{path}: lines after its end: not a txmail backup as written")
-        if "end" in record:
+        line_kind = _check_record(path, record, prefix)
+        if line_kind == "end":
             end = record
-        elif "key" in record:
+        elif line_kind == "key":
             keys += 1
-        elif "file" in record:
+        else:
             files += 1
             configs += bool(record.get("config"))
-        else:
-            raise UsageError(f"{path}: a line of no known kind: not a txmail backup as written")
     if end is None or end.get("keys") != keys or end.get("files") != files:
         raise UsageError(f"{path} is cut short (no end line, or too few lines): use another copy")
     if configs != 1:
@@ -337,12 +444,37 @@ def read_header(path: Path) -> dict[str, Any]:
     return header
 
 
+def check_redis_url(url: str) -> None:
+    """UsageError, with a sentence, for a --redis-url redis-py cannot use."""
+    from redis.connection import parse_url
+
+    shown = store.shown_url(url)
+    if not re.match(r"^(redis|rediss|unix)://", url):
+        raise UsageError(
+            f"--redis-url {shown!r}: write a URL such as redis://HOST:6379/0, rediss://... or "
+            "unix:///path/to/redis.sock"
+        )
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise UsageError(f"--redis-url {shown!r} cannot be used: {exc}") from None
+
+
 @dataclass
 class Restored:
     config_file: Path
     keys: int
     files: int
     schema: int
+    left_out: list[str] = dataclasses.field(default_factory=list)
+
+
+def _files(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """The file lines of a checked backup (configuration, key files, external ones) with
+    their contents."""
+    for record in _records(path):
+        if "file" in record or "external" in record:
+            yield record, base64.b64decode(record["data"])
 
 
 def restore(
@@ -351,17 +483,27 @@ def restore(
     config_file: Path | None = None,
     redis_url: str | None = None,
     force: bool = False,
+    external_files: bool = False,
 ) -> Restored:
     """Put the installation in the backup `path` back: its configuration (into `config_file`,
     default STATE/NAME as it was named), its key files, its Redis data. `state_dir` and
-    `redis_url` move it to another state directory or Redis (written into the configuration)."""
+    `redis_url` move it to another state directory or Redis (written into the configuration).
+    Key files that were outside the state directory are written only with `external_files`,
+    and only into the state directory the backup was made of (else UsageError); without it
+    they are left out and named in Restored.left_out. The order and what a failure midway
+    leaves: see the module's docstring."""
+    if redis_url is not None:
+        check_redis_url(redis_url)
     header = read_header(path)
-    prefix = str(header["prefix"])
-    state = (state_dir or Path(str(header["state_dir"]))).resolve()
-    config_target = config_file or state / str(header.get("config_name") or "txmail.toml")
+    prefix = header["prefix"]
+    original = Path(header["state_dir"]).resolve()
+    state = (state_dir or original).resolve()
+    if config_file is not None:
+        config_target = config_file
+    else:
+        config_target = _target_path(state, str(header.get("config_name") or "txmail.toml"))
     # The configuration as restored, read before anything is written.
-    config_record = next(r for r in _records(path) if r.get("config"))
-    config_bytes = base64.b64decode(config_record["data"])
+    config_record, config_bytes = next((r, d) for r, d in _files(path) if r.get("config"))
     with tempfile.TemporaryDirectory() as scratch:
         probe = Path(scratch) / "txmail.toml"
         probe.write_bytes(config_bytes)
@@ -378,13 +520,27 @@ def restore(
         raise UsageError(f"{path}: its configuration's redis.prefix is not its header's {prefix!r}")
     if moved:
         config_bytes = config_mod.to_toml(settings).encode()
-    # Nothing is overwritten unless --force: the configuration, key files, the prefix's data.
+    # What goes where, and nothing overwritten unless --force.
     in_way = [config_target] if config_target.exists() else []
-    for record in _records(path):
-        if "file" in record and not record.get("config"):
+    left_out: list[str] = []
+    for record, data in _files(path):
+        if record.get("config"):
+            continue
+        if "external" in record:
+            if not external_files:
+                left_out.append(record["external"])
+                continue
+            if state != original:
+                raise UsageError(
+                    f"{path} holds files outside its state directory ({record['external']}), "
+                    f"and this restore goes to {state}, not {original}: leave out "
+                    "--external-files (and copy them by hand where the new node needs them)"
+                )
+            target = Path(record["external"])
+        else:
             target = _target_path(state, record["file"])
-            if target.exists() and target.read_bytes() != base64.b64decode(record["data"]):
-                in_way.append(target)
+        if target.exists() and (not target.is_file() or target.read_bytes() != data):
+            in_way.append(target)
     if in_way and not force:
         raise Conflict(
             f"{', '.join(map(str, in_way[:3]))}{' and more' if len(in_way) > 3 else ''} "
@@ -398,43 +554,84 @@ def restore(
                 f"{held} holds Redis data already: restore into a fresh state directory "
                 "(--state-dir), or --force to replace the data of the prefix"
             )
-    if settings.redis.url:
-        client = store.connect(settings, decode=False)
-        try:
-            if has_data(client, prefix) and not force:
-                raise Conflict(
-                    f"{store.shown_url(settings.redis.url)} holds keys under {prefix!r} "
-                    "already: restore into a fresh Redis (--redis-url), or --force to delete "
-                    "them and put the backup's in their place"
-                )
-        finally:
-            client.close()
-    # Files first (the private Redis is rendered from the configuration), then Redis.
+    if not settings.redis.url:
+        _warn_if_running(settings)
+    # The Redis data first (checked against this Redis before anything is written), then the
+    # files: the private Redis is rendered from the settings, not from the file.
     state.mkdir(parents=True, exist_ok=True)
     state.chmod(0o755)  # as `txmail init`: Postfix and Dovecot must traverse it
-    from txmail.files import replace_atomically
-
-    replace_atomically(config_target, config_bytes, mode=int(config_record["mode"]) & 0o777)
-    files = 1
-    for record in _records(path):
-        if "file" in record and not record.get("config"):
-            replace_atomically(
-                _target_path(state, record["file"]),
-                base64.b64decode(record["data"]),
-                mode=int(record["mode"]) & 0o777,
-            )
-            files += 1
     with running_redis(settings, config_target):
         keys = _restore_keys(path, settings, header, force)
-    return Restored(config_target, keys, files, int(header.get("schema") or schema.FIRST))
+    from txmail.files import replace_atomically
+
+    files = 0
+    for record, data in _files(path):
+        if record.get("config"):
+            continue
+        if "external" in record:
+            if not external_files:
+                continue
+            target = Path(record["external"])
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        else:
+            target = _target_path(state, record["file"], create=True)
+        replace_atomically(target, data, mode=_file_mode(record["mode"]))
+        files += 1
+    # The configuration last: a node is never started from it with the old files or keys.
+    if config_file is None:
+        _target_path(state, config_target.name, create=True)
+    replace_atomically(config_target, config_bytes, mode=_file_mode(config_record["mode"]))
+    files += 1
+    return Restored(config_target, keys, files, int(header["schema"] or schema.FIRST), left_out)
+
+
+def _warn_if_running(settings: Settings) -> None:
+    from txmail.stack.components import can_connect_unix
+
+    if can_connect_unix(settings.state_path / "run/redis/redis.sock"):
+        log.warning(
+            "the private Redis of %s answers: `txmail up` seems to run there; stop it "
+            "before a restore, or the daemons see the data change under them",
+            settings.state_path,
+        )
 
 
 def _restore_keys(path: Path, settings: Settings, header: dict[str, Any], force: bool) -> int:
+    """Restore the keys: REPLACE only with `force`, after a probe of this Redis with the first
+    key (into a scratch key under the prefix, deleted at once) so that a Redis too old for the
+    payloads refuses before any key is deleted or written."""
+    prefix = settings.redis.prefix
     client = store.connect(settings, decode=False)
+
+    def too_old(exc: redis.ResponseError) -> UsageError | None:
+        if "payload version" not in str(exc):
+            return None
+        return UsageError(
+            f"this Redis ({redis_version(client) or 'its version unknown'}) cannot "
+            f"read the backup's data, made by Redis {header.get('redis_version')}: "
+            "restore into a Redis as new as that one, or newer; nothing was written"
+        )
+
     try:
+        with store.guard("checking the keys of the prefix"):
+            if not force and has_data(client, prefix):
+                raise Conflict(
+                    f"{store.shown_url(store.effective_url(settings))} holds keys under "
+                    f"{prefix!r} already: restore into a fresh Redis (--redis-url), or "
+                    "--force to delete them and put the backup's in their place"
+                )
+            first = next((r for r in _records(path) if "key" in r), None)
+            if first is not None:
+                scratch = f"{prefix}restore-probe:{uuid.uuid4().hex}".encode()
+                try:
+                    client.restore(scratch, 0, base64.b64decode(first["dump"]))
+                except redis.ResponseError as exc:
+                    raise too_old(exc) or exc from None
+                finally:
+                    client.delete(scratch)
         if force:
             with store.guard("deleting the keys of the prefix"):
-                for key in scan_keys(client, settings.redis.prefix):
+                for key in scan_keys(client, prefix):
                     client.delete(key)
         count = 0
         batch: list[dict[str, Any]] = []
@@ -447,19 +644,18 @@ def _restore_keys(path: Path, settings: Settings, header: dict[str, Any], force:
                     base64.b64decode(record["key"]),
                     int(expires_at) if expires_at is not None else 0,
                     base64.b64decode(record["dump"]),
-                    replace=True,
+                    replace=force,
                     absttl=expires_at is not None,
                 )
             try:
                 pipe.execute()
             except redis.ResponseError as exc:
-                if "payload version" in str(exc):
-                    raise UsageError(
-                        f"this Redis ({redis_version(client) or 'its version unknown'}) cannot "
-                        f"read the backup's data, made by Redis {header.get('redis_version')}: "
-                        "restore into a Redis as new as that one, or newer"
+                if "BUSYKEY" in str(exc):
+                    raise Conflict(
+                        f"a key under {prefix!r} was written while the restore ran: stop what "
+                        "writes to this Redis, then restore again with --force"
                     ) from None
-                raise
+                raise too_old(exc) or exc from None
             batch.clear()
 
         with store.guard("restoring the keys"):

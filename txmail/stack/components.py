@@ -19,7 +19,10 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from txmail.stack.relay import Routing
 
 
 def can_connect_tcp(host: str, port: int) -> bool:
@@ -101,9 +104,17 @@ class Component:
     def exit_status(self) -> str:
         return "exited"
 
+    def where_logged(self) -> str:
+        """Where its lines are, for a message that asks the operator to look."""
+        return str(getattr(self, "log_path", "its log"))
+
 
 class ProcessComponent(Component):
-    """A foreground child process whose output goes to STATE/log/NAME.log."""
+    """A foreground child process. Its output goes through `routing` (relay.py: the
+    supervisor's standard error or STATE/log/NAME.log, named; TXMAIL_COMPONENT tells a txmail
+    child its name); without one, straight into STATE/log/NAME.log."""
+
+    routing: Routing | None = None
 
     def __init__(
         self,
@@ -124,9 +135,18 @@ class ProcessComponent(Component):
         self.user, self.group, self.umask = user, group, umask
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def where_logged(self) -> str:
+        return self.routing.where(self.name) if self.routing else str(self.log_path)
+
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open_log(self.log_path)
+        env = self.env
+        if self.routing is not None:
+            read_end, write_end = os.pipe()
+            log: BinaryIO = os.fdopen(write_end, "wb")
+            env = dict(os.environ if env is None else env, TXMAIL_COMPONENT=self.name)
+        else:
+            read_end, log = -1, open_log(self.log_path)
         switch = drop_to(self.user, self.group)
         umask = self.umask
 
@@ -144,12 +164,18 @@ class ProcessComponent(Component):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self.env,
+                env=env,
                 preexec_fn=preexec,
                 close_fds=True,
             )
+        except BaseException:
+            if read_end >= 0:
+                os.close(read_end)
+            raise
         finally:
             log.close()
+        if self.routing is not None:
+            self.routing.follow(self.name, os.fdopen(read_end, "rb"))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

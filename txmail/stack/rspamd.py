@@ -23,9 +23,9 @@ foreground (-f) rspamd writes no pidfile. (rspamd 3.4 logs "save_items: cannot c
 without O_CREAT, whoever owns db/; the cache only carries symbol statistics over a restart.)
 
 rspamd runs in the foreground (-f), its workers as _rspamd, and logs to its stderr, which the
-supervisor keeps in STATE/log/rspamd.log. The milter asks it at spam.url (supervisor.py starts
-it before the milter). A GTUBE message gets rspamd's reject score (Debian's actions:
-reject = 15, the default spam_threshold), so it is refused.
+supervisor passes on as component rspamd (relay.py). The milter asks it at spam.url
+(supervisor.py starts it before the milter). A GTUBE message gets rspamd's reject score
+(Debian's actions: reject = 15, the default spam_threshold), so it is refused.
 
 write_config() writes a configuration for any folder; the tests' private rspamd
 (txmail_testing/rspamd.py) calls it with stock=False, no module but those asked for and a

@@ -14,7 +14,9 @@ logged and restarted with a growing delay. SIGINT/SIGTERM stop everything in rev
 remove the sockets, so nothing is left behind.
 
 Reads:  the Settings and the templates (render.py).
-Writes: STATE/{postfix,dovecot,redis,rspamd,run,log}; component output in STATE/log/NAME.log (0640).
+Writes: STATE/{postfix,dovecot,redis,rspamd,run,log}; each component's output, named, to
+        standard error (log.destination = "stderr") or STATE/log/NAME.log (0640, "files"):
+        relay.py.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import txmail
 from txmail import reach, store
 from txmail.config import Settings
 from txmail.errors import ConfigError, StoreUnavailable, TxmailError
 from txmail.stack import components as components_mod
-from txmail.stack import doctor, render, rspamd, sdnotify
+from txmail.stack import doctor, relay, render, rspamd, sdnotify
 from txmail.stack.components import (
     Component,
     PostfixComponent,
@@ -243,21 +246,13 @@ def prepare(
         ("postfix/spool", 0o755, 0, 0),
         ("postfix/data", 0o700, postfix_uid, postfix_gid),
     ]
-    if not settings.redis.url:
-        ensure_user(redis_user(settings))
-        redis = pwd.getpwnam(redis_user(settings))
-        dirs += [
-            ("run/redis", 0o750, redis.pw_uid, redis.pw_gid),
-            ("redis", 0o700, redis.pw_uid, redis.pw_gid),
-        ]
     for sub, mode, uid, gid in dirs:
         path = state / sub
         path.mkdir(parents=True, exist_ok=True)
         os.chown(path, uid, gid)
         path.chmod(mode)
-    if not settings.redis.url:  # the AOF and RDB files of a node whose Redis ran as another user
-        for path in (state / "redis").rglob("*"):
-            os.chown(path, redis.pw_uid, redis.pw_gid, follow_symlinks=False)
+    if not settings.redis.url:
+        prepare_private_redis(settings)
     for key in secrets.NAMES:
         path = settings.path(getattr(settings.secrets, key))
         if path.exists():  # else a cache the daemons write from Redis (check_files)
@@ -290,6 +285,40 @@ def prepare(
         rspamd.render(settings)
 
 
+def prepare_private_redis(settings: Settings) -> None:
+    """The folders of the private Redis (no redis.url), as its own user needs them: its
+    socket's (0750) and its data's (0700), and the AOF and RDB files of a node whose Redis ran
+    as another user given to it. `up` and `txmail backup`/`restore` both start it so."""
+    ensure_user(redis_user(settings))
+    owner = pwd.getpwnam(redis_user(settings))
+    state = settings.state_path
+    for sub, mode, uid, gid in (
+        ("run", 0o755, 0, 0),
+        ("log", 0o750, 0, 0),
+        ("run/redis", 0o750, owner.pw_uid, owner.pw_gid),
+        ("redis", 0o700, owner.pw_uid, owner.pw_gid),
+    ):
+        path = state / sub
+        path.mkdir(parents=True, exist_ok=True)
+        os.chown(path, uid, gid)
+        path.chmod(mode)
+    for path in (state / "redis").rglob("*"):
+        os.chown(path, owner.pw_uid, owner.pw_gid, follow_symlinks=False)
+
+
+def private_redis(settings: Settings) -> ProcessComponent:
+    """The private Redis as a component: run as redis_user(), ready when its socket answers."""
+    state = settings.state_path
+    socket = state / "run/redis/redis.sock"
+    return ProcessComponent(
+        "redis",
+        ["redis-server", str(state / "redis/redis.conf")],
+        state / "log",
+        ready=lambda: can_connect_unix(socket),
+        user=redis_user(settings),
+    )
+
+
 def refuse_to_start(settings: Settings, external_postfix: bool) -> None:
     """`txmail doctor`'s checks that need no running node: errors stop `up` before anything
     starts (ConfigError, exit 2, one line each), warnings are logged."""
@@ -311,16 +340,7 @@ def build(
     txmail = [python, "-m", "txmail", "--config", str(config_file.resolve())]
     components: list[Component] = []
     if not settings.redis.url:
-        redis_sock = state / "run/redis/redis.sock"
-        components.append(
-            ProcessComponent(
-                "redis",
-                ["redis-server", str(state / "redis/redis.conf")],
-                log_dir,
-                ready=lambda: can_connect_unix(redis_sock),
-                user=redis_user(settings),
-            )
-        )
+        components.append(private_redis(settings))
     if settings.spam.enabled:
         # The spam check (stack/rspamd.py): up before the milter, which asks it at end of data.
         spam_url = settings.spam.listen_url
@@ -522,13 +542,12 @@ class Supervisor:
             if not component.alive():
                 raise TxmailError(
                     f"{component.name} {component.exit_status()} while starting; "
-                    f"see {getattr(component, 'log_path', 'its log')}"
+                    f"see {component.where_logged()}"
                 )
             if time.monotonic() > deadline:
                 raise TxmailError(
                     f"{component.name} did not accept connections within "
-                    f"{READY_TIMEOUT:.0f} s; see "
-                    f"{getattr(component, 'log_path', 'its log')}"
+                    f"{READY_TIMEOUT:.0f} s; see {component.where_logged()}"
                 )
             time.sleep(0.05)
 
@@ -566,18 +585,39 @@ class Supervisor:
                 log.error("stopping %s: %s", component.name, exc)
 
 
-def check_schema(settings: Settings) -> None:
+def check_schema(
+    settings: Settings,
+    connect: Callable[[Settings], Any] = store.connect,
+    sleep: Callable[[float], None] = time.sleep,
+    stopping: Callable[[], bool] = lambda: False,
+) -> None:
     """Write the schema version when absent; ConfigError (stop) when this code cannot run on
-    the data's. A Redis that does not answer is logged: the daemons wait for it as ever."""
+    the data's. Nothing else starts before the check is done: a Redis that does not answer
+    yet is asked again, 1 s, 2 s, 4 s ... up to MAX_BACKOFF apart, with a log line each time,
+    until it answers or `stopping()` says `up` is being stopped."""
     from txmail.store import schema
 
-    client = store.connect(settings)
-    try:
-        schema.ensure(client, store.Keys(settings.redis.prefix))
-    except StoreUnavailable as exc:
-        log.warning("schema version not checked: %s", exc)
-    finally:
-        client.close()
+    delay = 1.0
+    while True:
+        client = connect(settings)
+        try:
+            schema.ensure(client, store.Keys(settings.redis.prefix))
+            return
+        except StoreUnavailable as exc:
+            log.warning(
+                "schema version not checked yet, nothing else starts before it is: %s; "
+                "asking again in %.0f s",
+                exc,
+                delay,
+            )
+        finally:
+            client.close()
+        if stopping():
+            return
+        sleep(delay)
+        if stopping():
+            return
+        delay = min(delay * 2, MAX_BACKOFF)
 
 
 def cleanup_sockets(settings: Settings) -> None:
@@ -605,11 +645,18 @@ def up(
     # Installed into the operator's Postfix (postfix.queue_directory is set): never start an
     # instance of txmail's own beside it.
     external_postfix = external_postfix or settings.external_postfix
+    routing = relay.Routing(
+        settings.log.format, settings.log.destination, settings.state_path / "log"
+    )
+    routing.take_over_logging()
     prepare(settings, config_file, checks)
     refuse_to_start(settings, external_postfix)
     if dev and not external_postfix:
         settings_dev_relay(settings)
     components = build(settings, config_file, dev, external_postfix)
+    for component in components:
+        if isinstance(component, ProcessComponent):
+            component.routing = routing
     if only:  # one component per container (compose.yaml); they meet in the state volume
         unknown = set(only) - {c.name for c in components}
         if unknown:
@@ -618,13 +665,19 @@ def up(
                 f"(there are: {', '.join(c.name for c in components)})"
             )
         components = [c for c in components if c.name in only]
+    if settings.log.destination == "stderr" and any(c.name == "postfix" for c in components):
+        # Postfix logs into its maillog_file (the maillog follower reads it): its new lines
+        # are passed on too, so journald and `docker compose logs` show all of the node.
+        routing.tail_file("postfix", settings.path(settings.postfix.maillog))
     supervisor = Supervisor(components)
     if any(c.name == "redis" for c in components):  # the private Redis: once it answers
-        supervisor.after_ready["redis"] = lambda: check_schema(settings)
-    else:
-        check_schema(settings)
+        supervisor.after_ready["redis"] = lambda: check_schema(
+            settings, stopping=lambda: supervisor.stopping
+        )
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
+    if not any(c.name == "redis" for c in components):
+        check_schema(settings, stopping=lambda: supervisor.stopping)
     try:
         supervisor.start_all()
         if not supervisor.stopping:
@@ -638,6 +691,7 @@ def up(
         notifier.stopping()
         supervisor.stop_all()
         cleanup_sockets(settings)
+        routing.drain()
         log.info("stopped")
     return 0
 

@@ -44,7 +44,8 @@ pointer) are only ever used one key per command.
                                              "distinct:TAG" and "distinct": the day's tags
                                              counted apart (capped, txmail/stats.py) (TTL)
     PREFIX {ACCOUNT}:counts:all      hash    events: KIND -> count since the account began
-                                             (event_record.lua; txmail_events_total)
+                                             (event_record.lua; txmail_events_total);
+                                             deleted with the account
     PREFIX {ACCOUNT}:message:QID:events list  events: the message's events as JSON, in the order
                                              recorded (capped; expires with the message record)
     PREFIX {ACCOUNT}:idempotency:HASH string  tracker: the answer to a POST /v1/send with an

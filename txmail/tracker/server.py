@@ -26,8 +26,8 @@ ERRORS
     Every error is JSON: {"error": {"message": SENTENCE, "smtp_code": N, "status": "X.Y.Z"}},
     never a traceback; a bug answers 503 with a sentence and is logged.
 LOGS
-    STATE/log/tracker.log: one line per recorded first open or click (txmail.events), API
-    sends and refusals with the queue id; never an API key.
+    Component tracker (txmail/logs.py): one line per recorded first open or click
+    (txmail.events), API sends and refusals with the queue id; never an API key.
 """
 
 from __future__ import annotations

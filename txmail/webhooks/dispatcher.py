@@ -52,20 +52,22 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
 import logging
 import random
-import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
+from txmail import logs
 from txmail.config import WebhooksSettings
 from txmail.events import KINDS, WEBHOOK_GROUP
-from txmail.histograms import WEBHOOK_EVENT_DELAY, WEBHOOK_POST, Observations
+from txmail.histograms import WEBHOOK_EVENT_DELAY, WEBHOOK_POST, Observations, flush_logged
 from txmail.store import Client, Keys, decoded, decoded_or_none, guard, scripts
 from txmail.store.secrets import read_webhook_secret
 from txmail.webhooks import signing
@@ -124,21 +126,21 @@ def _event_id(raw: str) -> str:
         end = raw.find('"', 7)
         if end > 0:
             return raw[7:end]
-    import json
-
     try:
         return str(json.loads(raw).get("id", ""))
     except ValueError:
         return ""
 
 
-KIND = re.compile(r'"kind":\s*"([a-z_]{1,20})"')
-
-
 def _kind(raw: str) -> str:
-    """The event's kind for a histogram label: one of events.KINDS, else "other"."""
-    found = KIND.search(raw)
-    return found.group(1) if found and found.group(1) in KINDS else "other"
+    """The event's own kind (its top-level "kind", never one inside its data) for a histogram
+    label: one of events.KINDS, else "other"."""
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        return "other"
+    kind = event.get("kind") if isinstance(event, dict) else None
+    return kind if isinstance(kind, str) and kind in KINDS else "other"
 
 
 class InlineExecutor:
@@ -331,6 +333,7 @@ class Dispatcher:
                     "%s: took over %d unacknowledged event(s) of another dispatcher",
                     endpoint.account,
                     len(fresh),
+                    extra=logs.about(None, endpoint.account),
                 )
             taken += self._take(endpoint, fresh, now)
         return taken
@@ -427,7 +430,11 @@ class Dispatcher:
         except TransportError as exc:
             status, error = 0, str(exc)[:200] or exc.__class__.__name__
         except Exception as exc:  # noqa: BLE001 - a transport bug is one more failed attempt
-            log.exception("%s: posting failed unexpectedly", endpoint.account)
+            log.exception(
+                "%s: posting failed unexpectedly",
+                endpoint.account,
+                extra=logs.about(None, endpoint.account),
+            )
             status, error = 0, exc.__class__.__name__
         label = f"{endpoint.account}: {batch_id(batch)}"
         if 200 <= status < 300:
@@ -444,6 +451,7 @@ class Dispatcher:
                     label,
                     len(batch),
                     endpoint.attempts,
+                    extra=logs.about(None, endpoint.account),
                 )
                 self._save_state(endpoint, ok=True)
             return
@@ -452,9 +460,10 @@ class Dispatcher:
                 "%s: %s answered 410 Gone: endpoint disabled, %d event(s) to the dead "
                 "letters (`txmail webhooks enable %s` turns it back on)",
                 label,
-                endpoint.url,
+                shown_endpoint(endpoint.url),
                 len(batch),
                 endpoint.account,
+                extra=logs.about(None, endpoint.account),
             )
             endpoint.disabled = True
             with guard("disabling a webhook endpoint"):
@@ -481,6 +490,7 @@ class Dispatcher:
                 len(expired),
                 window / 3600,
                 error,
+                extra=logs.about(None, endpoint.account),
             )
             self._dead_letter(endpoint, expired, error, now)
             self._drop(endpoint, expired)
@@ -501,6 +511,7 @@ class Dispatcher:
             error,
             endpoint.attempts,
             delay,
+            extra=logs.about(None, endpoint.account),
         )
         self._save_state(endpoint, ok=False)
 
@@ -556,13 +567,20 @@ class Dispatcher:
                 keys=[self.keys.events(endpoint.account)], args=[WEBHOOK_GROUP, self.stream_max]
             )
         for pending in batch:
-            log.info("%s: dead letter %s (%s)", endpoint.account, pending.event_id, error)
+            log.info(
+                "%s: dead letter %s (%s)",
+                endpoint.account,
+                pending.event_id,
+                error,
+                extra=logs.about(None, endpoint.account),
+            )
         if dropped:
             log.warning(
                 "%s: the dead letters are full (%d): the %d oldest were removed",
                 endpoint.account,
                 self.settings.dead_letter_max,
                 dropped,
+                extra=logs.about(None, endpoint.account),
             )
 
     # -- the loop -------------------------------------------------------------------------
@@ -574,8 +592,14 @@ class Dispatcher:
         work += self.claim()
         work += self.post_ready()
         if self.observations is not None and self.observations.due():
-            self.observations.flush(self.client, self.histogram_key)
+            self.flush_observations()
         return work
+
+    def flush_observations(self) -> None:
+        """Add the post times and event delays observed so far to this node's histograms (once
+        a second from step(), and once more when the dispatcher stops)."""
+        if self.observations is not None:
+            flush_logged(self.observations, self.client, self.histogram_key)
 
     def busy(self) -> bool:
         return any(e.batch or e.inflight is not None for e in self.endpoints.values())
@@ -613,3 +637,15 @@ def requests_transport() -> Transport:
         return response.status_code
 
     return post
+
+
+def shown_endpoint(url: str) -> str:
+    """A webhook URL as it may be logged: scheme, host and port only. Its user information,
+    path and query may be the receiver's secret (a password, a token in the path)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "the endpoint"
+    return f"{parts.scheme}://{host}{port}/..."

@@ -86,6 +86,7 @@ def serve(settings: Settings) -> None:
         if not work:
             dispatcher.wait(settings.webhooks.poll_interval)
     executor.shutdown(wait=True)
+    dispatcher.flush_observations()  # what the last second observed
     log.info("stopped")
 
 

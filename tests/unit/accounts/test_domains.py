@@ -134,3 +134,17 @@ def test_a_removed_accounts_webhook_secret_goes_with_it(domains: Domains) -> Non
     assert signing.account_secrets(webhook_key, "other", stored, 1.0) == (
         signing.account_secret(webhook_key, "other"),
     )
+
+
+def test_a_new_account_of_a_removed_ones_name_starts_its_event_totals_at_zero(
+    domains: Domains,
+) -> None:
+    """PREFIX {ACCOUNT}:counts:all (txmail_events_total, written by event_record.lua) has no
+    TTL: it goes with the account, or a new account of the same name would inherit it."""
+    client, keys = domains.client, domains.keys
+    client.hincrby(keys.event_totals("other"), "delivery", 41)
+    domains.accounts.remove("other")
+    assert not client.exists(keys.event_totals("other"))
+    Accounts(client, keys).add("other", ["other.example"], "a long enough password")
+    assert client.hgetall(keys.event_totals("other")) == {}
+    assert not client.exists(keys.event_totals("other"))

@@ -47,6 +47,9 @@ def test_leave_one_family_out_table_holds_its_measured_bounds() -> None:
     assert plain.reason >= 0.93
     assert lofo.reason >= 0.92
     assert plain.not_bounce_events == 0 and lofo.not_bounce_events == 0
+    # --misses: one row per recipient whose LOFO reason differs from Sisimai's.
+    assert len(lofo.misses) == lofo.compared - lofo.reason_ok
+    assert all(expected != given for _, _, _, expected, given, _ in lofo.misses)
     assert {row.family for row in result.families} >= {"lhost-postfix", "lhost-exim", "lhost-fml"}
 
 

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 
+from txmail import histograms, logs
 from txmail.accounts.records import Accounts
 from txmail.config import RedisSettings, Settings
 from txmail.policyd import connections, log_buffer, protocol, scripts, server
@@ -288,6 +290,27 @@ def test_decisions_are_counted_by_outcome_for_metrics(redis_server: RedisServer)
     run_with_server(redis_server.url, test, {"messages_per_minute": 2})
 
 
+def test_counts_and_histograms_that_could_not_be_written_go_with_the_next_flush(
+    redis_server: RedisServer,
+) -> None:
+    async def test(connect: Any, policy: connections.PolicyServer, keys: Keys) -> None:
+        peer = await connect()
+        await peer.ask(block("END-OF-MESSAGE", queue_id="Q1", count=1))
+        live = policy.client
+        policy.client = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+        await policy.flush_decisions()  # Redis away: everything kept
+        await policy.client.aclose()
+        policy.client = live
+        await policy.flush_decisions()
+        assert await live.hgetall(keys.policy_stats) == {"dunno": "1"}
+        stored = await live.hgetall(policy.histogram_key)
+        assert stored[f"{histograms.POLICY_DECISION.name}||sum"]
+        assert "seen|policyd" in stored  # the heartbeat that failed is written now
+        peer.close()
+
+    run_with_server(redis_server.url, test, {})
+
+
 def test_log_lines_of_one_loop_turn_go_out_in_one_write() -> None:
     class Stream:
         def __init__(self) -> None:
@@ -353,3 +376,27 @@ def test_permits_are_logged_only_when_asked(
     ]
     assert [level for level, _ in decisions] == ["DEBUG", "INFO", "INFO"]
     assert decisions[0][1] == "dunno" and decisions[1][1] != "dunno"
+
+
+def test_a_decision_line_names_queue_id_and_account_as_fields(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fields of txmail/logs.py: both formats show them (`queue_id=... account=...`)."""
+    caplog.set_level(logging.DEBUG, logger="txmail.policyd")
+
+    async def test(connect: Any, policy: connections.PolicyServer, keys: Keys) -> None:
+        peer = await connect()
+        assert await peer.ask(block("END-OF-MESSAGE", queue_id="4jLOGFIELDSzJ01", count=1)) == (
+            "DUNNO"
+        )
+        await peer.ask(block("RCPT", user="not an account!"))
+        peer.close()
+
+    run_with_server(redis_server.url, test, {})
+    about = [r for r in caplog.records if r.getMessage().startswith("4jLOGFIELDSzJ01: ")]
+    # the decision, and the hold given back when the session moved on
+    assert [r.getMessage().split(": ")[1] for r in about] == ["end-of-message", "released"]
+    for record in about:
+        assert logs.message_fields(record) == {"queue_id": "4jLOGFIELDSzJ01", "account": "acme"}
+    (stranger,) = [r for r in caplog.records if "account=not an account!" in r.getMessage()]
+    assert logs.message_fields(stranger) == {}

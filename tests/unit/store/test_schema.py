@@ -86,3 +86,40 @@ def test_a_bad_stored_version_is_a_sentence(client: redis.Redis, keys: Keys) -> 
     client.set(keys.schema, "one")
     with pytest.raises(ConfigError, match="not a schema version"):
         schema.ensure(client, keys)
+
+
+def test_up_checks_the_schema_only_once_redis_answers_and_waits_for_it(
+    redis_server: RedisServer, keys: Keys
+) -> None:
+    """`up` starts nothing before the schema is checked: a Redis that does not answer yet is
+    asked again with a growing pause (fakes for connect and sleep passed in)."""
+    import dataclasses
+
+    from txmail import config as config_mod
+    from txmail.stack import supervisor
+
+    base = config_mod.Settings()
+    settings = dataclasses.replace(
+        base, redis=dataclasses.replace(base.redis, url=redis_server.url, prefix=keys.prefix)
+    )
+    down = dataclasses.replace(settings.redis, url="redis://127.0.0.1:1/0", timeout=0.5)
+    answers = iter([down, down, down, settings.redis])
+    pauses: list[float] = []
+
+    def connect(s: config_mod.Settings) -> redis.Redis:
+        from txmail import store
+
+        return store.connect(dataclasses.replace(s, redis=next(answers)))
+
+    supervisor.check_schema(settings, connect=connect, sleep=pauses.append)
+    assert pauses == [1.0, 2.0, 4.0]
+    real = redis_server.client()
+    try:
+        assert real.get(keys.schema) == str(schema.CURRENT)
+    finally:
+        real.close()
+    # Stopped while it waits: it gives up without a pause more.
+    pauses.clear()
+    answers = iter([down])
+    supervisor.check_schema(settings, connect=connect, sleep=pauses.append, stopping=lambda: True)
+    assert pauses == []

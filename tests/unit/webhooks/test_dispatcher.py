@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 
 import pytest
 import redis
@@ -240,3 +241,49 @@ def test_a_read_whose_answer_was_lost_goes_out_after_the_next_redis_error(
     run(dispatcher, clock, 10)
     assert receiver.delivered_ids() == ids
     assert client.xpending(keys.events("acme"), "webhooks")["pending"] == 0
+
+
+def test_an_events_own_kind_labels_its_delay() -> None:
+    """The kind of the event itself, not a "kind" inside its details, whatever the order of
+    the fields of the stored JSON."""
+    from txmail.webhooks.dispatcher import _kind
+
+    event = {"id": "e1", "kind": "bounce", "details": {"kind": "open"}, "recipient": "r@x.test"}
+    assert _kind(json.dumps(event, sort_keys=True)) == "bounce"  # "details" comes first
+    assert _kind(json.dumps({**event, "kind": "nonsense"})) == "other"
+    assert _kind("not json") == "other"
+
+
+def test_the_dispatcher_flushes_its_histograms_once_more_when_it_stops(
+    client: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the last second observed is written after the last posts finished, not lost."""
+    from txmail.config import Settings
+    from txmail.histograms import WEBHOOK_POST, Observations
+    from txmail.webhooks import server
+
+    histogram_key = keys.node_histograms("node-a")
+    client.delete(histogram_key)
+    handlers: dict[int, object] = {}
+    observations = Observations("webhooks")
+
+    class Stopping:
+        consumer = "node-a"
+
+        def step(self) -> int:
+            observations.observe(WEBHOOK_POST, 0.02, "posted")
+            handlers[signal.SIGTERM](signal.SIGTERM, None)  # type: ignore[operator]
+            return 1
+
+        def flush_observations(self) -> None:
+            observations.flush(client, histogram_key)
+
+    monkeypatch.setattr(
+        server.signal, "signal", lambda signum, handler: handlers.update({signum: handler})
+    )
+    monkeypatch.setattr(server.store, "connect", lambda settings: client)
+    monkeypatch.setattr(server, "build", lambda settings, client, executor: Stopping())
+    server.serve(Settings())
+    stored = client.hgetall(histogram_key)
+    assert stored[f"{WEBHOOK_POST.name}|posted|0.025"] == "1"
+    assert "seen|webhooks" in stored
