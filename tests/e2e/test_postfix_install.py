@@ -150,6 +150,9 @@ def test_install_into_debian_postfix_chrooted_and_every_capability(
     assert (maillog.source, maillog.path) == ("file", str(operator.mail_log))
     unit = (units / "txmail.service").read_text()
     assert "up --external-postfix" in unit and str(node.config) in unit
+    # Type=notify in a sandbox: the socket folder it may write exists before it starts.
+    assert "Type=notify" in unit and f" {operator.queue / 'txmail'} " in unit
+    assert (operator.queue / "txmail").is_dir()
     [backup] = list(etc.glob("txmail-backup-*"))
     assert (backup / "main.cf").read_bytes() == original["main.cf"]
 

@@ -150,6 +150,7 @@ COMMAND_MODULES: dict[str, str | tuple[str, ...]] = {
     "migrate": "txmail.cli.migrate",
     "backup": "txmail.cli.backup",
     "restore": "txmail.cli.backup",
+    "health": "txmail.cli.health",
 }
 
 

@@ -35,6 +35,47 @@ def render_cmd(obj: object, out: str) -> None:
         click.echo(str(folder / name))
 
 
+@postfix.command("start-fg")
+@click.pass_obj
+def start_fg(obj: object) -> None:
+    """Prepare the state directory as `txmail up` does, then run txmail's Postfix in the
+    foreground (`postfix start-fg`) until SIGTERM or SIGINT, which stop it with `postfix
+    stop`: a container's Postfix, under an init that reaps children (the image's tini). Its
+    helpers run elsewhere."""
+    import signal
+    import subprocess
+    import sys
+
+    from txmail.stack import supervisor
+    from txmail.stack.components import PostfixComponent
+
+    settings = obj.settings  # type: ignore[attr-defined]
+    if settings.external_postfix:
+        raise ConfigError(
+            "postfix start-fg runs txmail's own Postfix; this node is installed into the "
+            f"operator's ({settings.postfix.config_directory}), which its own service starts"
+        )
+    supervisor.prepare(settings, Path(obj.config_path))  # type: ignore[attr-defined]
+    supervisor.refuse_to_start(settings, external_postfix=False)
+    config_dir = render.postfix_config_dir(settings)
+    master = PostfixComponent(
+        config_dir, settings.postfix_queue_path, [], settings.path(settings.postfix.maillog)
+    )
+    # Not exec: out of pid 1, start-fg runs `master -s`, which leads a session of its own, so
+    # a signal to this process group would miss it. This process stays, and stops it.
+    proc = subprocess.Popen(["postfix", "-c", str(config_dir), "start-fg"])
+    stopped: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        stopped.append(signum)
+        master.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    code = proc.wait()
+    sys.exit(0 if stopped else code)
+
+
 @postfix.command("install")
 @click.option(
     "--postfix-config-dir",
@@ -127,6 +168,14 @@ def install_cmd(
     shown = source.path or "the journal"
     click.echo(f"txmail: the maillog follower reads {shown} ({source.why})")
     if not no_systemd:
+        # The unit's sandbox keeps /etc and the queue directory read-only: what `up` would
+        # create there (its users, the socket folder) is made now.
+        from txmail.stack import supervisor
+
+        supervisor.ensure_user(installed.user)
+        if not installed.redis.url:
+            supervisor.ensure_user(supervisor.redis_user(installed))
+        (installed.postfix_queue_path / install.SOCKET_FOLDER).mkdir(mode=0o750, exist_ok=True)
         path = Path(systemd_dir) / "txmail.service"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(unit)

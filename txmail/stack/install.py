@@ -565,20 +565,55 @@ def _run(commands: list[list[str]]) -> None:
 
 
 def systemd_unit(settings: Settings, config_file: Path) -> str:
+    """txmail.service for a node installed into the operator's Postfix (`up --external-postfix`).
+
+    Type=notify: `up` sends READY=1 when it prints its ready line (stack/sdnotify.py), so
+    units ordered after it, Postfix's among them, start once the milter and the policy
+    service listen. The sandbox leaves writable only what `up` writes: the state directory,
+    the socket folder in the Postfix queue directory (created by `txmail postfix install`)
+    and Dovecot's own state folder; the system users it runs components as exist before it
+    starts (install creates them), so /etc stays read-only. NoNewPrivileges only stops gaining
+    privileges through set-uid files: `up` (root) still drops to the users of Dovecot, Redis
+    and the bounce parsers, and Postfix's postdrop is never run from this unit."""
     txmail = Path(sys.executable).with_name("txmail")
+    state = settings.state_path.resolve()
+    sockets = settings.postfix_queue_path / SOCKET_FOLDER
+    private = [Path("/home"), Path("/root"), Path("/run/user")]
+    # A state directory under /home (refused under /root by `up`) would vanish from view.
+    home = "" if any(state.is_relative_to(p) for p in private) else "ProtectHome=yes\n"
+    tmp = any(state.is_relative_to(p) for p in (Path("/tmp"), Path("/var/tmp")))
+    private_tmp = "" if tmp else "PrivateTmp=yes\n"  # nor one under /tmp (a test's)
     return f"""[Unit]
 Description=txmail daemons (milter, policy service, Dovecot for SASL, passwd-file sync, ...)
 Documentation=file://{config_file.resolve()}
 After=network-online.target redis-server.service
+Wants=network-online.target
 Before=postfix.service
 
 [Service]
-Type=simple
+Type=notify
+NotifyAccess=main
 ExecStart={txmail} --config {config_file.resolve()} up --external-postfix
-Restart=always
-RestartSec=2
+Restart=on-failure
+RestartSec=5
+TimeoutStartSec=300
 TimeoutStopSec=60
 KillMode=mixed
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths={state} {sockets} -/var/lib/dovecot
+{home}{private_tmp}PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictSUIDSGID=yes
+RestrictRealtime=yes
+RestrictNamespaces=yes
+LockPersonality=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 
 [Install]
 WantedBy=multi-user.target

@@ -38,7 +38,7 @@ from txmail import reach, store
 from txmail.config import Settings
 from txmail.errors import ConfigError, StoreUnavailable, TxmailError
 from txmail.stack import components as components_mod
-from txmail.stack import doctor, relay, render, rspamd
+from txmail.stack import doctor, relay, render, rspamd, sdnotify
 from txmail.stack.components import (
     Component,
     PostfixComponent,
@@ -505,6 +505,12 @@ def ready_line(settings: Settings, dev: bool, external_postfix: bool = False) ->
     return "txmail ready: " + ", ".join(parts)
 
 
+def announce_ready(line: str, notifier: sdnotify.Notifier) -> None:
+    """Print the ready line, and tell systemd (READY=1) when it runs `up` as Type=notify."""
+    print(line, flush=True)
+    notifier.ready(line)
+
+
 class Supervisor:
     def __init__(self, components: list[Component]) -> None:
         self.components = components
@@ -635,6 +641,7 @@ def up(
     only: tuple[str, ...] = (),
     checks: Sequence[Callable[[Settings], None]] = (),
 ) -> int:
+    notifier = sdnotify.Notifier.from_environ()  # systemd Type=notify; no child inherits it
     # Installed into the operator's Postfix (postfix.queue_directory is set): never start an
     # instance of txmail's own beside it.
     external_postfix = external_postfix or settings.external_postfix
@@ -678,9 +685,10 @@ def up(
                 from txmail.stack.demo import ensure_demo_account
 
                 print(ensure_demo_account(settings), flush=True)
-            print(ready_line(settings, dev, external_postfix), flush=True)
+            announce_ready(ready_line(settings, dev, external_postfix), notifier)
             supervisor.watch()
     finally:
+        notifier.stopping()
         supervisor.stop_all()
         cleanup_sockets(settings)
         routing.drain()
