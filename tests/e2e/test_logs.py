@@ -67,7 +67,7 @@ def test_json_lines_on_stderr_name_every_component_and_the_message(
 ) -> None:
     node = make_stack(name="jsonlogs").configure("log", format="json").start()
     password = node.add_account("jlog", "jlog.example")
-    queue_id = send_one(node, "jlog", password, "reader@example.net")
+    queue_id = send_one(node, "jlog", password, "logs-reader@example.net")
     wait_for(
         lambda: about(json_lines(node), "maillog", queue_id),
         30,
@@ -85,7 +85,7 @@ def test_json_lines_on_stderr_name_every_component_and_the_message(
     (delivered,) = about(lines, "maillog", queue_id)
     assert delivered["account"] == "jlog"
     assert delivered["message"].startswith(f"{queue_id}: event delivery ")
-    assert "to=<reader@example.net>" in delivered["message"]
+    assert "to=<logs-reader@example.net>" in delivered["message"]
     # Postfix's own lines (its maillog_file, followed) with the queue id they begin with.
     wait_for(
         lambda: any(
@@ -128,12 +128,12 @@ def test_files_moved_away_and_rotated_lose_nothing(
     def delivered(queue_id: str, path: Path) -> Callable[[], bool]:
         return lambda: path.exists() and f"{queue_id}: event delivery" in path.read_text()
 
-    first = send_one(node, "flog", password, "one@example.net")
+    first = send_one(node, "flog", password, "logs-one@example.net")
     wait_for(delivered(first, maillog), 30, what="the first delivery in maillog.log")
 
     # An operator (or a logrotate without create) moves the file away: a new one appears.
     milter.rename(log_dir / "milter.moved")
-    second = send_one(node, "flog", password, "two@example.net")
+    second = send_one(node, "flog", password, "logs-two@example.net")
     wait_for(delivered(second, maillog), 30, what="the second delivery")
     assert f"{second}: accept:" in milter.read_text()
 
@@ -145,7 +145,7 @@ def test_files_moved_away_and_rotated_lose_nothing(
     later: list[str] = []
     while not later or later[-1] not in (log_dir / "postfix.log").read_text():
         assert len(later) < 10, "Postfix never wrote into the new postfix.log"
-        later.append(send_one(node, "flog", password, f"later{len(later)}@example.net"))
+        later.append(send_one(node, "flog", password, f"logs-later{len(later)}@example.net"))
         wait_for(delivered(later[-1], maillog), 30, what="a delivery after rotation")
         wait_for(
             lambda: f"{later[-1]}: removed" in postfix_text(log_dir),
@@ -224,7 +224,7 @@ def test_lines_reach_journald_named(
     finally:
         stream.close()  # txmail up holds its own copy
     password = node.add_account("jrnl", "jrnl.example")
-    queue_id = send_one(node, "jrnl", password, "reader@example.net")
+    queue_id = send_one(node, "jrnl", password, "jrnl-reader@example.net")
 
     def entries() -> list[dict[str, Any]]:
         out = journal.journalctl("-o", "json", "-t", "txmail")

@@ -267,6 +267,7 @@ def finish_copy(submission: Submission, context: MilterContext) -> Refusal | Acc
     if account is None:
         raise TemporaryFailure(f"the account {header.account} of {header.parent} is gone")
     submission.account = account.name
+    submission.domains = tuple(account.domains)  # what the signer may sign for (dkim.py)
     submission.plan = plan = Plan(
         recipients=list(submission.recipients),
         message_class=header.message_class,
