@@ -129,7 +129,12 @@ def served(stack: Stack, receiver: WebhookReceiver) -> str:
             "txmail_events_total",
             "txmail_component_last_seen_timestamp_seconds",
         )
-        return text if all(counts.get(w, 0) > 0 for w in wanted) else None
+        # the dispatcher flushes its observations about once a second: the bounce's delay may
+        # come a flush after the delivery's
+        bounce_delay = 'txmail_webhook_event_delay_seconds_bucket{kind="bounce",le="+Inf"'
+        if all(counts.get(w, 0) > 0 for w in wanted) and bounce_delay in text:
+            return text
+        return None
 
     text = wait_for(ready, 30, 0.5, what="histograms and counters with samples in /metrics")
     assert f'txmail_events_total{{account="{name}",kind="bounce",scope="installation"}} 1.0' in text
