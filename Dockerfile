@@ -23,10 +23,14 @@ COPY txmail ./txmail
 COPY postfix-conf ./postfix-conf
 # Not editable, not cached: the venv holds txmail and its dependencies and nothing else. The
 # bounce pipe runs as the unprivileged txmail user, who cannot write __pycache__: compile now.
-# Behind a proxy that signs TLS with its own CA, pip is given that CA (a public certificate):
-# `--build-arg PIP_CA="$(cat ca.pem)"`. Only this stage sees it; the image does not hold it.
+# Behind a proxy that signs TLS with its own CA, pip is given that CA (a public certificate)
+# beside Debian's: `--build-arg PIP_CA="$(cat ca.pem)"`. Only this stage sees it; the image
+# does not hold it.
 ARG PIP_CA=""
-RUN if [ -n "$PIP_CA" ]; then printf '%s\n' "$PIP_CA" > /tmp/ca.pem; export PIP_CERT=/tmp/ca.pem; fi \
+RUN if [ -n "$PIP_CA" ]; then \
+        { cat /etc/ssl/certs/ca-certificates.crt; printf '%s\n' "$PIP_CA"; } > /tmp/ca.pem; \
+        export PIP_CERT=/tmp/ca.pem; \
+    fi \
  && python3 -m venv /opt/txmail/venv \
  && /opt/txmail/venv/bin/pip install --no-cache-dir . \
  && /opt/txmail/venv/bin/python -m compileall -q /opt/txmail/venv
