@@ -11,6 +11,10 @@ argument takes it. The debootstrapped tree is kept as a tar file in CACHE for a 
 apt's own package cache), so a second run on the same machine imports it instead of making it
 again (85 s of a 160 s test here).
 
+Building takes minutes that are mostly waiting (debootstrap, apt and pip downloads), so
+tests/conftest.py starts an ImageBuild in a thread as soon as the image tests are collected and
+runs those tests last: the build goes on while the other tests run.
+
 The engine needs root and dockerd (Debian's docker.io); without either, or with
 TXMAIL_DOCKER_TEST=0, the tests that need it are skipped with that reason.
 """
@@ -21,14 +25,18 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from txmail_testing.harness import wait_for
 
 LOCAL_CAS = Path("/usr/local/share/ca-certificates")
 CACHE = Path("/var/cache/txmail-tests")
 CACHE_DAYS = 7
+IMAGE_TAG = "txmail:test"
 
 
 def unavailable() -> str | None:
@@ -57,12 +65,27 @@ class Engine:
         self.root = Path(tempfile.mkdtemp(prefix="txd-", dir="/tmp"))
         self.socket = self.root / "docker.sock"
         self.process: subprocess.Popen[bytes] | None = None
+        self.lock = threading.Lock()  # a build thread starts it, the test session may close it
+        self.closed = False
 
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "DOCKER_HOST": f"unix://{self.socket}"}
 
     def start(self) -> Engine:
+        with self.lock:
+            if self.closed:
+                raise RuntimeError("the engine was closed before it started")
+            self._spawn()
+
+        def answers() -> bool:
+            assert self.process is not None and self.process.poll() is None, self.log_tail()
+            return self.docker("info", check=False, timeout=10).returncode == 0
+
+        wait_for(answers, 60, interval=0.5, what="the private dockerd")
+        return self
+
+    def _spawn(self) -> None:
         log = (self.root / "dockerd.log").open("wb")
         self.process = subprocess.Popen(
             ["dockerd", "--bridge=none", "--iptables=false", "--ip-masq=false",
@@ -71,13 +94,6 @@ class Engine:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         log.close()
-
-        def answers() -> bool:
-            assert self.process is not None and self.process.poll() is None, self.log_tail()
-            return self.docker("info", check=False, timeout=10).returncode == 0
-
-        wait_for(answers, 60, interval=0.5, what="the private dockerd")
-        return self
 
     def docker(
         self, *args: str, check: bool = True, timeout: float = 120, stdin: bytes | None = None
@@ -120,10 +136,12 @@ class Engine:
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
     def close(self) -> None:
+        with self.lock:
+            self.closed = True
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -134,3 +152,38 @@ class Engine:
         for point in sorted((m for m in mounts if m.startswith(f"{self.root}/")), reverse=True):
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class ImageBuild(threading.Thread):
+    """Starts a private engine and builds the image of `repo` as `tag`, in the background."""
+
+    def __init__(self, repo: Path, tag: str) -> None:
+        super().__init__(name="txmail-image-build", daemon=True)
+        self.repo, self.tag = repo, tag
+        self.engine = Engine()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.engine.start()
+            base = os.environ.get("TXMAIL_DOCKER_BASE") or self.engine.debian_base()
+            ca = local_cas()
+            extra = ["--build-arg", f"PIP_CA={ca.strip()}"] if ca else []
+            self.engine.docker(
+                "build", "--network", "host", "--build-arg", f"BASE={base}", *extra,
+                "-t", self.tag, str(self.repo), timeout=1800,
+            )  # fmt: skip
+        except BaseException as exc:  # handed to the test that waits for the image
+            self.error = exc
+
+    def image(self) -> tuple[Engine, str]:
+        """The engine and the built image, once the build is over; its error if it failed."""
+        if not self.is_alive() and self.ident is None:
+            self.start()
+        self.join()
+        if self.error is not None:
+            raise AssertionError(f"the image build failed: {self.error}") from self.error
+        return self.engine, self.tag
+
+
+IMAGE_BUILD = pytest.StashKey[ImageBuild]()

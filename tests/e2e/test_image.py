@@ -20,35 +20,33 @@ from pathlib import Path
 
 import pytest
 
-from txmail_testing.docker import Engine, local_cas, unavailable
+from txmail_testing.docker import IMAGE_BUILD, IMAGE_TAG, Engine, ImageBuild, unavailable
 from txmail_testing.harness import RedisServer, free_offset, wait_for
 
 WHY_NOT = unavailable()
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(WHY_NOT is not None, reason=str(WHY_NOT))]
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = "txmail:test"
+IMAGE = IMAGE_TAG
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[Engine]:
-    started = Engine()
+def built(request: pytest.FixtureRequest) -> Iterator[tuple[Engine, str]]:
+    build = request.config.stash.get(IMAGE_BUILD, None) or ImageBuild(REPO, IMAGE)
     try:
-        yield started.start()
+        yield build.image()
     finally:
-        started.close()
+        build.engine.close()
 
 
 @pytest.fixture(scope="module")
-def image(engine: Engine) -> str:
-    base = os.environ.get("TXMAIL_DOCKER_BASE") or engine.debian_base()
-    ca = local_cas()
-    extra = ["--build-arg", f"PIP_CA={ca.strip()}"] if ca else []
-    engine.docker(
-        "build", "--network", "host", "--build-arg", f"BASE={base}", *extra, "-t", IMAGE,
-        str(REPO), timeout=1800,
-    )  # fmt: skip
-    return IMAGE
+def engine(built: tuple[Engine, str]) -> Engine:
+    return built[0]
+
+
+@pytest.fixture(scope="module")
+def image(built: tuple[Engine, str]) -> str:
+    return built[1]
 
 
 @pytest.fixture
