@@ -21,8 +21,8 @@ DESCRIPTION
     NAME is bounce, tracking, webhook or console. The first process that finds the hash
     empty creates it with HSETNX, from the node's key file when it has one (so a relay that
     kept its keys in files keeps them, and every token it handed out stays valid) or else
-    from random bytes; whoever comes second reads what the first wrote. Every command touches one key, so it runs
-    on a Redis Cluster unchanged.
+    from random bytes; whoever comes second reads what the first wrote. Every command touches
+    one key, so it runs on a Redis Cluster unchanged.
 
     The key files named by secrets.* are caches: written (mode 0600) when a node joins with
     `txmail init --redis-url` or starts (`txmail up`), read only when Redis cannot be reached
