@@ -33,6 +33,7 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from multidict import MultiDictProxy
@@ -260,7 +261,7 @@ def login_nonce(request: web.Request) -> str:
     return nonce
 
 
-def check_csrf(request: web.Request, form: MultiDictProxy[str | bytes | web.FileField]) -> None:
+def check_csrf(request: web.Request, form: MultiDictProxy[Any]) -> None:
     """403 unless `form` carries this session's CSRF token (or, with no session, the login
     cookie's)."""
     given = form.get("csrf")
