@@ -1,3 +1,5 @@
-"""Reports: what the console shows that is not a page (daily series, message search, a
-message's timeline, SVG charts). Core code: it reads the store through the core modules and
-imports no daemon, so the tracker's console and the CLI can both use it."""
+"""reports: what the console's pages show that is not a page, read from the store (core, no
+daemon imports): series, search, timeline and charts for the overview and messages pages;
+suppression CSV, domain checks, node health and account summaries for the others. Each
+module says what it reads; none writes but where it says so.
+"""
