@@ -85,7 +85,8 @@ def _frame(title: str, description: str, chart_id: str) -> list[str]:
     return [
         f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{WIDTH}" '
         f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" '
-        f'aria-labelledby="{chart_id}-title {chart_id}-desc" class="chart">',
+        f'aria-labelledby="{chart_id}-title {chart_id}-desc" class="chart" '
+        'style="max-width:100%;height:auto">',
         f'<title id="{chart_id}-title">{escape(title)}</title>',
         f'<desc id="{chart_id}-desc">{escape(description)}</desc>',
         f'<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
