@@ -37,7 +37,7 @@ DESCRIPTION
     --revoke`: a new key, and the old one dropped at once (secret_revoke.lua), so tokens
     signed before stop verifying on every node within `refresh` seconds.
 
-    Each account's webhook secret is derived from the webhook key (txmail.webhooks.signing)
+    Each account's webhook secret is derived from the webhook key (txmail.tokens.webhooks)
     unless `txmail webhooks rotate-secret` gave it one of its own:
 
         PREFIX {ACCOUNT}:webhook:secret  hash  current, previous (base64), previous_until
