@@ -11,10 +11,12 @@ PORT_OFFSET ?= 0
 # Debian packages the stack, the tests and the benchmarks need (systemd: its journald and
 # journalctl, which tests/e2e/test_journal.py runs privately, so it never skips in CI;
 # prometheus: its promtool checks /metrics and contrib/prometheus/alerts.yml in
-# tests/e2e/test_metrics.py).
+# tests/e2e/test_metrics.py; chromium and chromium-driver: selenium drives the console in
+# tests/e2e/test_console_browser.py).
 DEB_PACKAGES := postfix dovecot-core redis-server redis-tools libmilter-dev swaks \
 	python3-venv python3-dev gcc openssl ca-certificates docker-compose rspamd \
-	wrk postfwd rsyslog systemd prometheus logrotate $(EXTRA_DEB_PACKAGES)
+	wrk postfwd rsyslog systemd prometheus logrotate chromium chromium-driver \
+	$(EXTRA_DEB_PACKAGES)
 EXTRA_DEB_PACKAGES :=
 
 .PHONY: run test unit e2e deps system-deps venv bench fuzz lint clean
