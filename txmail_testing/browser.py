@@ -42,6 +42,7 @@ from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.select import Select
 
 from txmail_testing.harness import REPO, Sink, Stack, wait_for
 from txmail_testing.webhook_receiver import WebhookReceiver
@@ -127,14 +128,19 @@ class Browser:
     def text(self, css: str = "body") -> str:
         return self.find(css).text
 
+    def form(self, form: str) -> WebElement:
+        """form#FORM, or, for "name=FIELD", the form that holds the input named FIELD (the
+        login page has three forms)."""
+        if form.startswith("name="):
+            return self.find(f"[name={form[5:]}]").find_element(By.XPATH, "./ancestor::form")
+        return self.find(f"form#{form}")
+
     def fill(self, form: str, **fields: str) -> WebElement:
-        """Type into the named inputs of form#FORM (replacing what is there); return the form."""
-        element = self.find(f"form#{form}")
+        """Type into the named inputs of the form (replacing what is there); return it."""
+        element = self.form(form)
         for name, value in fields.items():
             field_element = element.find_element(By.NAME, name)
             if field_element.tag_name == "select":
-                from selenium.webdriver.support.select import Select
-
                 Select(field_element).select_by_value(value)
                 continue
             field_element.clear()
@@ -142,14 +148,13 @@ class Browser:
         return element
 
     def submit(self, form: str, **fields: str) -> Browser:
-        """Fill form#FORM and press its submit button, as a person would; wait for the next
+        """Fill the form and press its submit button, as a person would; wait for the next
         page."""
         element = self.fill(form, **fields)
-        old = self.find("html")
-        button = element.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]")
-        button.click()
-        wait_for(lambda: _stale(old), 15, what=f"the page after submitting #{form}")
-        return self
+        button = element.find_element(
+            By.CSS_SELECTOR, "button:not([type=button]), input[type=submit]"
+        )
+        return self.press(button)
 
     def press(self, button: WebElement) -> Browser:
         """Click a button or link that loads another page; wait for it."""

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
 
 from txmail_testing.browser import Browser, Traffic
 from txmail_testing.harness import Sink, Stack
@@ -57,3 +59,138 @@ def test_chromium_opens_the_tracker_of_a_node_with_traffic(
     browser.get(f"{traffic.api}/healthz")
     assert "ok" in browser.text()
     assert browser.shot("healthz").stat().st_size > 0
+
+
+# Helpers
+
+
+def log_in(browser: Browser, login: str, password: str) -> None:
+    """Log in as an account holder through the login page's login-and-password form."""
+    browser.get("/login")
+    browser.shot("login")
+    browser.submit("name=login", login=login, password=password)
+    assert "/console/overview" in browser.web.current_url, browser.text()
+
+
+def visit(browser: Browser, path: str, shot: str, readme: bool = False) -> str:
+    """Open a console page, check its landmarks (one h1, main#main), screenshot it; its text."""
+    browser.get(path)
+    assert browser.find_all("h1"), f"{path} has no <h1>"
+    text = browser.text("#main")
+    browser.shot(shot, readme=readme)
+    return text
+
+
+def row_with(browser: Browser, table: str, text: str) -> WebElement:
+    rows = [r for r in browser.find_all(f"table#{table} tr") if text in r.text]
+    assert rows, f"no row of table#{table} holds {text!r}:\n{browser.text('#main')}"
+    return rows[0]
+
+
+# The account holder
+
+
+def test_a_bounced_message_is_found_by_recipient_and_its_timeline_shows_the_bounce(
+    browser: Browser, traffic: Traffic
+) -> None:
+    acme = traffic.acme
+    log_in(browser, acme.name, acme.password)
+    browser.shot("overview-after-login")
+    visit(browser, "/messages", "messages")
+    browser.submit("search-form", recipient=traffic.bounced)
+    browser.shot("messages-by-recipient")
+    row = row_with(browser, "messages", traffic.bounced)
+    assert traffic.delivered not in browser.text("table#messages")
+    browser.press(row.find_element(By.CSS_SELECTOR, "a"))
+    queue_id = acme.queue_ids[traffic.bounced]
+    assert browser.web.current_url.endswith(f"/console/messages/{queue_id}")
+    timeline = browser.text("table#timeline")
+    assert "bounce" in timeline and traffic.bounced in timeline
+    assert "5.1.1" in timeline and "User unknown" in timeline  # the reason and diagnostic
+    browser.shot("timeline", readme=True)
+    # the opened and clicked message's timeline, for the eye
+    visit(browser, f"/messages/{acme.queue_ids[traffic.opened]}", "timeline-opened")
+    assert "click" in browser.text("table#timeline")
+
+
+def test_the_overview_filtered_by_tag_and_the_tags_page(browser: Browser, traffic: Traffic) -> None:
+    log_in(browser, traffic.acme.name, traffic.acme.password)
+    whole = visit(browser, "/overview", "overview", readme=True)
+    assert "bounce" in whole.lower()
+    browser.submit("tag-form", tag="receipt")
+    assert "tag=receipt" in browser.web.current_url
+    browser.shot("overview-tag-receipt")
+    assert "receipt" in browser.text("#main")
+    tags = visit(browser, "/tags", "tags")
+    assert "order" in tags and "receipt" in tags
+    row_with(browser, "tags", "order")
+
+
+def test_a_suppression_is_added_and_removed(browser: Browser, traffic: Traffic) -> None:
+    log_in(browser, traffic.acme.name, traffic.acme.password)
+    address = f"unwanted-{traffic.acme.name}@example.net"
+    visit(browser, "/suppressions", "suppressions")
+    browser.submit("add-suppression", address=address)
+    browser.shot("suppressions-added")
+    row = row_with(browser, "suppressions", address)
+    browser.press(row.find_element(By.CSS_SELECTOR, "button"))
+    browser.shot("suppressions-removed")
+    assert address not in browser.text("#main")
+
+
+def test_a_dead_letter_replayed_from_the_webhooks_page_reaches_the_receiver(
+    browser: Browser, traffic: Traffic
+) -> None:
+    acme = traffic.acme
+    log_in(browser, acme.name, acme.password)
+    visit(browser, "/webhooks", "webhooks")
+    assert "410" in browser.text("table#dead-letters")
+    queue_id = acme.queue_ids[traffic.bounced]
+    row = row_with(browser, "dead-letters", traffic.bounced)
+    browser.press(row.find_element(By.CSS_SELECTOR, "button"))
+    browser.shot("webhooks-replayed")
+    event = traffic.receiver.wait_event(
+        lambda e: e["message_id"] == queue_id and e["kind"] == "bounce"
+    )
+    assert event["recipient"] == traffic.bounced
+
+
+def test_another_accounts_message_is_a_404_when_its_id_is_typed_in(
+    browser: Browser, traffic: Traffic
+) -> None:
+    log_in(browser, traffic.acme.name, traffic.acme.password)
+    theirs = traffic.other.queue_ids[traffic.theirs]
+    browser.get(f"/messages/{theirs}")
+    browser.shot("another-accounts-message")
+    page = browser.text()
+    assert "not found" in page.lower() or "404" in page
+    assert traffic.theirs not in page and traffic.other.name not in page
+    # an account= of another account is ignored, never obeyed
+    browser.get(f"/messages?account={traffic.other.name}&recipient={traffic.theirs}")
+    assert traffic.theirs not in browser.text("#main")
+    # and the account's other pages, for the eye
+    for page_name in ("domains", "smtp"):
+        assert acme_only(visit(browser, f"/{page_name}", page_name), traffic)
+
+
+def acme_only(text: str, traffic: Traffic) -> bool:
+    return traffic.other.name not in text
+
+
+# The operator
+
+
+def test_an_operator_logs_in_with_a_token_and_sees_every_account(
+    browser: Browser, traffic: Traffic
+) -> None:
+    token = traffic.stack.txmail("console", "token").stdout.strip().splitlines()[-1]
+    browser.get("/login")
+    browser.submit("name=token", token=token)
+    accounts = visit(browser, "/accounts", "operator-accounts")
+    row_with(browser, "accounts", traffic.acme.name)
+    row_with(browser, "accounts", traffic.other.name)
+    assert traffic.acme.name in accounts
+    visit(browser, "/nodes", "operator-nodes")
+    visit(browser, "/unparsed", "operator-unparsed")
+    theirs = visit(browser, f"/overview?account={traffic.other.name}", "operator-other-overview")
+    assert traffic.other.name in theirs
