@@ -164,6 +164,10 @@ class SecretsSettings:
         "Cache of the key that signs open and click tracking links (in Redis).",
         "secrets/tracking.key",
     )
+    console_key_file: str = _doc(
+        "Cache of the key that signs the console's session cookies and operator tokens (in Redis).",
+        "secrets/console.key",
+    )
 
 
 @dataclass(frozen=True)
@@ -539,6 +543,32 @@ class TrackerSettings:
     )
 
 
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The web console at /console/ on the tracker's listen.http (txmail/tracker/console)."""
+
+    enabled: bool = _doc("Serve the console at /console/.", True)
+    session_hours: float = _doc(
+        "Hours a console session lasts after its login; logout, a suspension or a rotation "
+        "of the console key ends it sooner.",
+        12.0,
+    )
+    token_hours: float = _doc(
+        "Hours an operator token from `txmail console token` may be used to log in "
+        "(default of its --hours).",
+        1.0,
+    )
+    login_window: float = _doc("Seconds over which console login attempts are counted.", 900.0)
+    login_attempts_per_address: int = _doc(
+        "Console login attempts one client address may make per login_window.", 30
+    )
+    login_attempts_per_login: int = _doc(
+        "Console login attempts naming one login (or API key, or token) per login_window.", 10
+    )
+    upload_max_bytes: int = _doc("Largest suppression CSV the console takes, in bytes.", 1048576)
+    upload_max_rows: int = _doc("Most rows of one suppression CSV the console takes.", 10000)
+
+
 # Postfix's Dovecot SASL client waits 10 s for an answer (measured: a held attempt of 8 s, plus
 # Dovecot's 2 s auth_failure_delay, reaches the client as 454 4.7.0 "Connection lost to
 # authentication server"), so authpolicy may hold an attempt for this long at most.
@@ -674,6 +704,7 @@ class Settings:
     maillog: MaillogSettings = field(default_factory=MaillogSettings)
     webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     authpolicy: AuthPolicySettings = field(default_factory=AuthPolicySettings)
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -929,6 +960,21 @@ def validate(settings: Settings) -> None:
                 f"tracker.metrics_networks: {network!r} is not a network (write e.g. 10.0.0.0/24)"
             ) from None
     _validate_authpolicy(settings.authpolicy)
+    _validate_console(settings.console)
+
+
+def _validate_console(console: ConsoleSettings) -> None:
+    """[console]: positive durations and limits."""
+    if console.session_hours <= 0 or console.token_hours <= 0 or console.login_window <= 0:
+        raise ConfigError(
+            "console.session_hours, console.token_hours and console.login_window must be positive"
+        )
+    if console.login_attempts_per_address < 1 or console.login_attempts_per_login < 1:
+        raise ConfigError("console.login_attempts_per_address and _per_login must be at least 1")
+    if console.upload_max_bytes < 1024 or console.upload_max_rows < 1:
+        raise ConfigError(
+            "console.upload_max_bytes must be at least 1024 and console.upload_max_rows at least 1"
+        )
 
 
 def _validate_authpolicy(authpolicy: AuthPolicySettings) -> None:

@@ -22,6 +22,9 @@ expands to no valid name) is a permerror, which the check reports as wrong. A re
 name with no address in DNS cannot be evaluated; the record then passes if it names the
 relay (a:HOSTNAME, or include: of domains.spf_include) with a "+" qualifier.
 
+verify() does what `txmail domains verify` and the console's domains page do: check every
+record and switch on what verifies (signing, the return path, a rotated key), in Redis.
+
 The DNS lookup is an argument (`Resolve`), so the checks run in tests against a dict; the real
 one is `resolver()` (dnspython), asking domains.nameservers or the system's resolver. CNAMEs
 are followed here too (follow()), so a server that answers only the CNAME does not hide the
@@ -35,8 +38,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dns.exception
@@ -44,7 +49,7 @@ import dns.name
 import dns.nameserver
 import dns.resolver
 
-from txmail.accounts.domains import DkimKey, Domain
+from txmail.accounts.domains import DkimKey, Domain, Domains
 from txmail.errors import TemporaryFailure
 
 if TYPE_CHECKING:
@@ -533,3 +538,73 @@ def resolver(nameservers: list[str], timeout: float = 5.0) -> Resolve:
         return values
 
     return resolve
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What verify() found and changed: every check, and a sentence per change."""
+
+    domain: str
+    checks: list[Check]
+    changes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def public(self) -> dict[str, object]:
+        return {
+            "domain": self.domain,
+            "ok": self.ok,
+            "checks": [c.public() for c in self.checks],
+            "changes": self.changes,
+        }
+
+
+def delete_key_files(keys: tuple[DkimKey, ...]) -> None:
+    """Delete the key files of keys made before keys were kept in Redis (those have none)."""
+    for key in keys:
+        if key.key_path:
+            Path(key.key_path).unlink(missing_ok=True)
+
+
+def verify(domains: Domains, name: str, settings: Settings, resolve: Resolve) -> Verification:
+    """Look the domain's records up (DKIM, the return path, the SPF and MX of the bounce
+    address's domain) and switch on what verifies: signing, the return path, a rotated key
+    (whose old key is then retired). NotFound for an unknown domain; TemporaryFailure when
+    DNS does not answer."""
+    record = domains.get(name)
+    current = [check_dkim(record.name, k, resolve) for k in record.dkim]
+    pending = [check_dkim(record.name, k, resolve) for k in record.dkim_next]
+    return_path = (
+        check_return_path(record.return_path, settings.hostname, resolve)
+        if record.return_path
+        else None
+    )
+    bounce = check_bounce_host(record, settings, resolve)
+    changes: dict[str, object] = {}
+    retired: tuple[DkimKey, ...] = ()
+    if pending and all(c.ok for c in pending):
+        changes.update(dkim=record.dkim_next, dkim_next=(), dkim_active=True)
+        retired = record.dkim
+    elif current and all(c.ok for c in current) and not record.dkim_active:
+        changes["dkim_active"] = True
+    if return_path is not None and return_path.ok and not record.return_path_active:
+        changes["return_path_active"] = True
+    checks = [*current, *pending, *([return_path] if return_path else []), *bounce]
+    if all(c.ok for c in checks):
+        changes["verified_at"] = time.time()
+    if changes:
+        domains.update(record.name, **changes)
+        delete_key_files(retired)
+    notes = []
+    if retired:
+        notes.append(
+            f"now signing with s={record.dkim_next[0].selector}; "
+            "keep the old selector's record published for a few days"
+        )
+    if "dkim_active" in changes and not retired:
+        notes.append(f"signing for {record.name} is on")
+    if "return_path_active" in changes:
+        notes.append(f"bounces for {record.name} now go to {record.return_path}")
+    return Verification(record.name, checks, notes)

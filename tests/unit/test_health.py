@@ -1,4 +1,4 @@
-"""txmail/stack/health.py: each probe against a fake peer that answers (healthy) or not."""
+"""txmail/health.py: each probe against a fake peer that answers (healthy) or not."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from txmail.stack import health
+from txmail import health
 from txmail_testing.harness import RedisServer
 
 

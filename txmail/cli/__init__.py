@@ -151,6 +151,7 @@ COMMAND_MODULES: dict[str, str | tuple[str, ...]] = {
     "backup": "txmail.cli.backup",
     "restore": "txmail.cli.backup",
     "health": "txmail.cli.health",
+    "console": "txmail.cli.console",
 }
 
 

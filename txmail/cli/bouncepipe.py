@@ -51,7 +51,7 @@ def serve(obj: object) -> None:
 def unparsed(obj: object, limit: int, entry_id: str | None, as_json: bool) -> None:
     """List the returned mail the bounce pipe could not read or match (kept, never dropped)."""
     from txmail import store
-    from txmail.bounce_pipe import unparsed as unparsed_store
+    from txmail.store import unparsed as unparsed_store
 
     settings = obj.settings  # type: ignore[attr-defined]
     client = store.connect(settings)

@@ -15,7 +15,6 @@ old one once `domains verify` finds its record (or at once with --force).
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -165,7 +164,7 @@ def add(
             )
         )
     except BaseException:
-        _delete_key_files(keys)
+        dnscheck.delete_key_files(keys)
         raise
     if as_json:
         click.echo(json.dumps(record.public(), indent=2))
@@ -241,13 +240,6 @@ def dns(obj: object, domain: str, as_json: bool) -> None:
     _print_records(record, settings)
 
 
-def _delete_key_files(keys: tuple[DkimKey, ...]) -> None:
-    """Delete the key files of keys made before keys were kept in Redis (those have none)."""
-    for key in keys:
-        if key.key_path:
-            Path(key.key_path).unlink(missing_ok=True)
-
-
 @domains.command("verify")
 @click.argument("domain")
 @click.option(
@@ -264,56 +256,12 @@ def verify(obj: object, domain: str, nameservers: tuple[str, ...], as_json: bool
     address's domain); switch on what verifies (signing, the return path, a rotated key).
     Exits 1 while a record is missing or wrong."""
     settings = _settings(obj)
-    store_ = _domains(settings)
-    record = store_.get(domain)
     resolve = dnscheck.resolver(list(nameservers) or list(settings.domains.nameservers))
-    current = [dnscheck.check_dkim(record.name, k, resolve) for k in record.dkim]
-    pending = [dnscheck.check_dkim(record.name, k, resolve) for k in record.dkim_next]
-    return_path = (
-        dnscheck.check_return_path(record.return_path, settings.hostname, resolve)
-        if record.return_path
-        else None
-    )
-    bounce = dnscheck.check_bounce_host(record, settings, resolve)
-    changes: dict[str, object] = {}
-    retired: tuple[DkimKey, ...] = ()
-    if pending and all(c.ok for c in pending):
-        changes.update(dkim=record.dkim_next, dkim_next=(), dkim_active=True)
-        retired = record.dkim
-    elif current and all(c.ok for c in current) and not record.dkim_active:
-        changes["dkim_active"] = True
-    if return_path is not None and return_path.ok and not record.return_path_active:
-        changes["return_path_active"] = True
-    checks = [*current, *pending, *([return_path] if return_path else []), *bounce]
-    if all(c.ok for c in checks):
-        changes["verified_at"] = time.time()
-    if changes:
-        store_.update(record.name, **changes)
-        _delete_key_files(retired)
-    notes = []
-    if retired:
-        notes.append(
-            f"now signing with s={changes['dkim'][0].selector}; "  # type: ignore[index]
-            "keep the old selector's record published for a few days"
-        )
-    if "dkim_active" in changes and not retired:
-        notes.append(f"signing for {record.name} is on")
-    if "return_path_active" in changes:
-        notes.append(f"bounces for {record.name} now go to {record.return_path}")
+    found = dnscheck.verify(_domains(settings), domain, settings, resolve)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "domain": record.name,
-                    "ok": all(c.ok for c in checks),
-                    "checks": [c.public() for c in checks],
-                    "changes": notes,
-                },
-                indent=2,
-            )
-        )
+        click.echo(json.dumps(found.public(), indent=2))
     else:
-        for check in checks:
+        for check in found.checks:
             if check.ok:
                 click.echo(f"ok       {check.what:22} {check.name} ({check.found})")
             else:
@@ -321,9 +269,9 @@ def verify(obj: object, domain: str, nameservers: tuple[str, ...], as_json: bool
                     f"{check.state:8} {check.what:22} {check.name}: found {check.found}; "
                     f"publish {check.publish.zone_line()}"
                 )
-        for note in notes:
+        for note in found.changes:
             click.echo(note)
-    if not all(c.ok for c in checks):
+    if not found.ok:
         raise click.exceptions.Exit(1)
 
 
@@ -378,7 +326,7 @@ def rotate_key(
         raise UsageError(str(exc)) from None
     if force:
         store_.update(record.name, dkim=keys, dkim_next=())
-        _delete_key_files((*record.dkim, *record.dkim_next))
+        dnscheck.delete_key_files((*record.dkim, *record.dkim_next))
         click.echo(
             f"now signing {record.name} with s={keys[0].selector} on every node within "
             f"{dkim.REFRESH_SECONDS:.0f} s; keep the record of s="
@@ -408,7 +356,7 @@ def remove(obj: object, domain: str, keep_keys: bool, yes: bool) -> None:
     confirm(yes, f"remove domain {found.name} of account {found.account} with its DKIM keys")
     record = store_.remove(domain)
     if not keep_keys:
-        _delete_key_files((*record.dkim, *record.dkim_next))
+        dnscheck.delete_key_files((*record.dkim, *record.dkim_next))
     click.echo(f"domain {record.name} removed from account {record.account}")
 
 

@@ -1,4 +1,4 @@
-"""`txmail health COMPONENT`: does one running component answer (txmail/stack/health.py)."""
+"""`txmail health COMPONENT`: does one running component answer (txmail/health.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def health(obj: object, components: tuple[str, ...]) -> None:
     `txmail up` runs for this configuration) whether it answers on its socket or port:
     prints "NAME: ok" for each and exits 0, or says what failed and exits 1. For container
     health checks and monitoring."""
-    from txmail.stack import health as health_mod
+    from txmail import health as health_mod
 
     settings = obj.settings  # type: ignore[attr-defined]
     if not components:

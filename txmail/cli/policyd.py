@@ -11,9 +11,10 @@ import click
 
 from txmail import store
 from txmail.accounts.records import Account, Accounts
-from txmail.accounts.usage import Usage, clock, read_usage
+from txmail.accounts.usage import Usage
 from txmail.config import Settings
 from txmail.errors import UsageError
+from txmail.reports.accounts import account_usage, warmup_line
 from txmail.stats import COUNTED, Counts, check_tag, last_days, read_counts, since_days
 
 
@@ -33,18 +34,6 @@ def policyd(obj: object, verbose: bool) -> None:
     server.serve(_settings(obj))
 
 
-def account_usage(settings: Settings, client: store.Client, account: Account) -> Usage:
-    """The account's usage now, by policyd's clock."""
-    return read_usage(
-        client,
-        store.Keys(settings.redis.prefix),
-        account.name,
-        account.settings,
-        repr(account.created_at),
-        clock(settings),
-    )
-
-
 def today(settings: Settings, client: store.Client, account: Account) -> dict[str, Any]:
     """What `txmail accounts show` adds: the warm-up day and today's usage."""
     usage = account_usage(settings, client, account)
@@ -59,19 +48,6 @@ def today(settings: Settings, client: store.Client, account: Account) -> dict[st
         "today": counted,
         "today_text": text,
     }
-
-
-def warmup_line(usage: Usage) -> str:
-    """`day 3 of warm-up, 120 of 200 recipients today`, or why there is no quota."""
-    warmup = usage.warmup
-    if warmup is None:
-        return "off"
-    if warmup["quota"] is None:
-        return (
-            f"done (day {warmup['day']}, after {warmup['days_in_schedule']} days); "
-            f"{warmup['used']} recipients today"
-        )
-    return f"day {warmup['day']} of warm-up, {warmup['used']} of {warmup['quota']} recipients today"
 
 
 def usage_lines(usage: Usage) -> list[str]:

@@ -16,7 +16,8 @@ _CHOICES = {short: name for name, short in secrets.NAMES.items()}
 
 @click.group("secrets")
 def secrets_group() -> None:
-    """Show and rotate the keys that sign bounce addresses, tracking links and webhooks."""
+    """Show and rotate the keys that sign bounce addresses, tracking links, webhooks and the
+    console's sessions."""
 
 
 @secrets_group.command("status")
@@ -44,6 +45,8 @@ _REVOKED = {
     "tracking": "tracking links signed before are now refused",
     "webhook": "posts are no longer signed with secrets derived from the old key: give "
     "receivers the new ones (txmail webhooks secret ACCOUNT)",
+    "console": "console sessions and operator tokens signed before are now refused "
+    "(everybody logs in again)",
 }
 
 

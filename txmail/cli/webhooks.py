@@ -8,11 +8,11 @@ import time
 import click
 
 from txmail import store
+from txmail import webhook_endpoints as endpoints
 from txmail.accounts.records import Accounts
-from txmail.errors import NotFound, UsageError
-from txmail.events import Event, iso_timestamp, random_event_id
-from txmail.store import secrets
-from txmail.webhooks import signing
+from txmail.errors import NotFound
+from txmail.events import iso_timestamp
+from txmail.tokens import webhooks as signing
 
 
 def _store(obj: object) -> tuple[store.Client, store.Keys]:
@@ -68,14 +68,8 @@ def secret(obj: object, account: str) -> None:
 
 def _account_secrets(obj: object, account: str, now: float) -> tuple[bytes, ...]:
     """What ACCOUNT's posts are signed with now, the current secret first."""
-    settings = obj.settings  # type: ignore[attr-defined]
     client, keys = _store(obj)
-    return signing.account_secrets(
-        secrets.webhook_keys(settings, client),
-        account,
-        secrets.read_webhook_secret(client, keys, account),
-        now,
-    )
+    return endpoints.account_secrets(obj.settings, client, keys, account, now)  # type: ignore[attr-defined]
 
 
 @webhooks.command("rotate-secret")
@@ -91,14 +85,9 @@ def _account_secrets(obj: object, account: str, now: float) -> tuple[bytes, ...]
 def rotate_secret(obj: object, account: str, overlap: float) -> None:
     """Give ACCOUNT a new signing secret and print it; for OVERLAP seconds every post carries
     a signature with the old secret too, so receivers can switch without losing posts."""
-    import secrets as random_source
-
     _accounts(obj, account)
     client, keys = _store(obj)
-    now = time.time()
-    old = _account_secrets(obj, account, now)[0]
-    fresh = random_source.token_bytes(32)
-    secrets.store_webhook_secret(client, keys, account, fresh, old, now + overlap)
+    fresh = endpoints.rotate_secret(obj.settings, client, keys, account, overlap)  # type: ignore[attr-defined]
     click.echo(signing.secret_text(fresh))
     click.echo(
         f"{account}: posts carry signatures with the old and the new secret for "
@@ -112,42 +101,19 @@ def rotate_secret(obj: object, account: str, overlap: float) -> None:
 @click.pass_obj
 def test(obj: object, account: str) -> None:
     """Post one signed test event to ACCOUNT's webhook URL now and print the answer."""
-    import requests
-
-    settings = obj.settings  # type: ignore[attr-defined]
     client, keys = _store(obj)
-    target = Accounts(client, keys).get(account).webhook_url
-    if not target:
-        raise UsageError(
-            f"account {account} has no webhook URL (txmail webhooks url {account} URL)"
-        )
-    now = time.time()
-    event = Event(
-        id=random_event_id(now),
-        kind="test",
-        recipient="",
-        message_id="",
-        timestamp=iso_timestamp(now),
-        account=account,
-        tags=[],
-        details={"note": "a test event sent by `txmail webhooks test`"},
+    answer = endpoints.post_test_event(
+        obj.settings,  # type: ignore[attr-defined]
+        client,
+        keys,
+        account,
+        "a test event sent by `txmail webhooks test`",
     )
-    body = ('{"events":[' + event.to_json() + "]}").encode()
-    secret_bytes = _account_secrets(obj, account, now)
-    headers = signing.headers(secret_bytes, "msg_test_" + event.id[4:], int(now), body)
-    try:
-        response = requests.post(
-            target,
-            data=body,
-            headers=headers,
-            timeout=settings.webhooks.timeout,
-            allow_redirects=False,
-        )
-    except requests.RequestException as exc:
-        click.echo(f"{account}: {target}: no answer ({exc.__class__.__name__})")
-        raise SystemExit(1) from None
-    click.echo(f"{account}: {target} answered {response.status_code} to event {event.id}")
-    if not 200 <= response.status_code < 300:
+    if answer.status is None:
+        click.echo(f"{account}: {answer.url}: {answer.error}")
+        raise SystemExit(1)
+    click.echo(f"{account}: {answer.url} answered {answer.status} to event {answer.event_id}")
+    if not answer.ok:
         raise SystemExit(1)
 
 
@@ -168,31 +134,10 @@ def enable(obj: object, account: str) -> None:
 @click.pass_obj
 def status(obj: object, account: str | None, as_json: bool) -> None:
     """Show each endpoint: URL, enabled, retry state, events waiting, dead letters."""
-    from txmail.events import WEBHOOK_GROUP
-
     client, keys = _store(obj)
-    rows = []
-    for name in _accounts(obj, account):
-        state = client.hgetall(keys.webhook(name))
-        waiting = 0
-        for group in (
-            client.xinfo_groups(keys.events(name)) if client.exists(keys.events(name)) else []
-        ):
-            if group["name"] == WEBHOOK_GROUP:
-                waiting = int(group.get("lag") or 0) + int(group.get("pending") or 0)
-        rows.append(
-            {
-                "account": name,
-                "url": store.decoded_or_none(client.hget(keys.account(name), "webhook_url")) or "",
-                "disabled": bool(state.get("disabled")),
-                "failing_since": float(state["failing_since"])
-                if state.get("failing_since")
-                else None,
-                "attempts": int(state.get("attempts") or 0),
-                "waiting": waiting,
-                "dead_letters": int(client.xlen(keys.dead_letters(name))),
-            }
-        )
+    rows = [
+        endpoints.endpoint_state(client, keys, name).public() for name in _accounts(obj, account)
+    ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -210,11 +155,9 @@ def status(obj: object, account: str | None, as_json: bool) -> None:
 @click.pass_obj
 def dead_letters_command(obj: object, account: str | None, as_json: bool) -> None:
     """List the events that could not be delivered (oldest first)."""
-    from txmail.webhooks.server import dead_letters
-
     client, keys = _store(obj)
     for name in _accounts(obj, account):
-        for letter in dead_letters(client, keys, name):
+        for letter in endpoints.dead_letters(client, keys, name):
             if as_json:
                 click.echo(json.dumps(letter.public()))
                 continue
@@ -238,12 +181,10 @@ def dead_letters_command(obj: object, account: str | None, as_json: bool) -> Non
 @click.pass_obj
 def replay_command(obj: object, account: str | None, event_ids: tuple[str, ...]) -> None:
     """Send dead letters again (same event ids) and turn their endpoints back on."""
-    from txmail.webhooks.server import replay
-
     client, keys = _store(obj)
     total = 0
     for name in _accounts(obj, account):
-        moved = replay(client, keys, name, set(event_ids) if event_ids else None)
+        moved = endpoints.replay(client, keys, name, set(event_ids) if event_ids else None)
         if moved:
             click.echo(f"{name}: {moved} event(s) queued again")
         total += moved

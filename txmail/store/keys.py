@@ -12,7 +12,11 @@ pointer) are only ever used one key per command.
     PREFIX domain:DOMAIN             hash    one sending domain: DKIM keys (private halves
                                              included), return-path subdomain
     PREFIX secret:NAME               hash    the installation's HMAC key NAME (bounce, tracking,
-                                             webhook): current, previous, rotated_at
+                                             webhook, console): current, previous, rotated_at
+    PREFIX console:session:ID        hash    tracker console: one session (account, operator,
+                                             expires); deleted at logout (TTL)
+    PREFIX console:login:KIND:HASH   string  tracker console: login attempts of one client
+                                             address (KIND addr) or login (login) (TTL)
     PREFIX return-paths              hash    return-path domain -> sending domain (Postfix relays)
     PREFIX schema                    string  the version of this layout of keys (store/schema.py)
     PREFIX {ACCOUNT}:account         hash    the account's settings and state
@@ -136,8 +140,15 @@ class Keys:
         return f"{self.prefix}return-paths"
 
     def secret(self, name: str) -> str:
-        """One of the installation's HMAC keys: bounce, tracking or webhook."""
+        """One of the installation's HMAC keys: bounce, tracking, webhook or console."""
         return f"{self.prefix}secret:{name}"
+
+    def console_session(self, session_id: str) -> str:
+        return f"{self.prefix}console:session:{session_id}"
+
+    def console_login_attempts(self, kind: str, digest: str) -> str:
+        """Console login attempts of one client address ("addr") or login ("login")."""
+        return f"{self.prefix}console:login:{kind}:{digest}"
 
     # per-account keys
     def account(self, account: str) -> str:

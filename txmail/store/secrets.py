@@ -9,18 +9,20 @@ SYNOPSIS
     accepted(settings, client, "bounce_key_file")   # the same, through a per-process cache
 
 DESCRIPTION
-    Three keys sign what the relay hands out and later trusts: the bounce key (bounce addresses,
-    copy headers), the tracking key (open and click links) and the webhook key (from which each
-    account's webhook secret is derived). Each lives in one Redis hash (see txmail.store.keys):
+    Four keys sign what the relay hands out and later trusts: the bounce key (bounce addresses,
+    copy headers), the tracking key (open and click links), the webhook key (from which each
+    account's webhook secret is derived) and the console key (console session cookies and
+    operator tokens, txmail/tokens/console.py). Each lives in one Redis hash (see
+    txmail.store.keys):
 
         PREFIX secret:NAME   hash   current (the key, text), previous (the key it replaced),
                                     rotated_at (seconds since 1970)
 
-    NAME is bounce, tracking or webhook. The first process that finds the hash empty creates
-    it with HSETNX, from the node's key file when it has one (so a relay that kept its keys in
-    files keeps them, and every token it handed out stays valid) or else from random bytes;
-    whoever comes second reads what the first wrote. Every command touches one key, so it runs
-    on a Redis Cluster unchanged.
+    NAME is bounce, tracking, webhook or console. The first process that finds the hash
+    empty creates it with HSETNX, from the node's key file when it has one (so a relay that
+    kept its keys in files keeps them, and every token it handed out stays valid) or else
+    from random bytes; whoever comes second reads what the first wrote. Every command touches
+    one key, so it runs on a Redis Cluster unchanged.
 
     The key files named by secrets.* are caches: written (mode 0600) when a node joins with
     `txmail init --redis-url` or starts (`txmail up`), read only when Redis cannot be reached
@@ -35,7 +37,7 @@ DESCRIPTION
     --revoke`: a new key, and the old one dropped at once (secret_revoke.lua), so tokens
     signed before stop verifying on every node within `refresh` seconds.
 
-    Each account's webhook secret is derived from the webhook key (txmail.webhooks.signing)
+    Each account's webhook secret is derived from the webhook key (txmail.tokens.webhooks)
     unless `txmail webhooks rotate-secret` gave it one of its own:
 
         PREFIX {ACCOUNT}:webhook:secret  hash  current, previous (base64), previous_until
@@ -71,6 +73,7 @@ NAMES = {
     "bounce_key_file": "bounce",
     "tracking_key_file": "tracking",
     "webhook_key_file": "webhook",
+    "console_key_file": "console",
 }
 REFRESH_SECONDS = 5.0
 MIN_BYTES = 16

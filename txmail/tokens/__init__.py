@@ -6,6 +6,10 @@
     copies           X-CloudMTA-Copy headers of per-recipient copies (milter signs and verifies)
     authpolicy       what Dovecot presents to txmail authpolicy: the request header and the
                      hash nonce (rendered into Dovecot's configuration by the stack)
+    webhooks         Standard Webhooks signatures of webhook posts, under each account's
+                     secret (the dispatcher signs; the console's test post too)
+    console          the console's session cookies, CSRF tokens and operator login tokens
+                     (the tracker's console verifies; `txmail console token` signs)
 
 Each token is an HMAC under a key derived from one of the relay's secrets with a label of its
 own, so no token of one kind can be replayed as another. No Redis; only authpolicy reads (and

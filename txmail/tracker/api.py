@@ -91,10 +91,9 @@ from txmail import tags as tag_limits
 from txmail.accounts.records import Accounts, ApiKeys
 from txmail.dsn import notify_words as dsn_notify_words
 from txmail.errors import TemporaryFailure, UsageError
-from txmail.events import KINDS, Event, message_events
+from txmail.events import KINDS
+from txmail.reports.search import message_json, read_events
 from txmail.stats import MAX_ANSWER_DAYS, check_tag, last_days, read_counts, since_days
-from txmail.store import decoded_entries
-from txmail.store.messages import Messages
 from txmail.store.suppressions import LISTS, Suppressions
 from txmail.submit import (
     TRACK_BOUNCES_HEADER,
@@ -642,42 +641,11 @@ async def _submit(
 # -- GET /v1/messages/{id}, /v1/events ----------------------------------------------------------
 
 
-def _iso(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
-def _event_rows(rows: list[tuple[str, dict[str, str]]]) -> list[dict[str, Any]]:
-    found = []
-    for _, fields in rows:
-        try:
-            found.append(json.loads(Event.from_json(fields["event"]).to_json()))
-        except (KeyError, ValueError, TypeError):
-            continue
-    return found
-
-
 def _message(services: Services, account: str, queue_id: str) -> dict[str, Any] | None:
+    """The message as GET /v1/messages/{id} shows it (txmail/reports/search.py, which the
+    console's timeline reads too); None when missing or another account's."""
     ttl = services.settings.milter.message_ttl_days * 86400
-    record = Messages(services.client, services.keys, ttl).get(queue_id)
-    if record is None or record.account != account:
-        return None  # another account's message is as unknown as a missing one
-    # The message's own list (events.py), not the account's stream: found whatever the age.
-    # Events carry the id the client knows; asked for a per-recipient copy, show its own.
-    listed = message_events(services.client, services.keys, account, record.message_id)
-    mine = {r.lower() for r in record.recipients} if record.parent else None
-    events = [json.loads(e.to_json()) for e in listed.events if mine is None or e.recipient in mine]
-    return {
-        "message_id": record.queue_id,
-        "envelope_sender": record.envelope_sender,
-        "recipients": record.recipients,
-        "size": record.size,
-        "accepted_at": _iso(record.accepted_at),
-        "tags": record.tags,
-        "message_class": record.message_class,
-        "blocked": record.blocked,
-        "events": events,
-        "events_unlisted": listed.unlisted,
-    }
+    return message_json(services.client, services.keys, ttl, account, queue_id)
 
 
 @endpoint
@@ -711,23 +679,10 @@ async def events(request: web.Request, services: Services, account: str) -> web.
         raise bad("message_id must be a message id as /v1/send returned it")
     raw_tag = request.query.get("tag")
     tag = check_tag(raw_tag) if raw_tag is not None else None
-    rows = decoded_entries(
-        await asyncio.to_thread(
-            services.client.xrange,
-            services.keys.events(account),
-            f"({after}" if after else "-",
-            "+",
-            limit,
-        )
+    found, after = await asyncio.to_thread(
+        read_events, services.client, services.keys, account, after, limit, kind, message_id, tag
     )
-    found = [
-        e
-        for e in _event_rows(rows)
-        if (kind is None or e.get("kind") == kind)
-        and (message_id is None or e.get("message_id") == message_id)
-        and (tag is None or tag in e.get("tags", []))
-    ]
-    return web.json_response({"events": found, "next": rows[-1][0] if rows else after})
+    return web.json_response({"events": found, "next": after})
 
 
 # -- /v1/suppressions ------------------------------------------------------------------------

@@ -10,6 +10,8 @@ DESCRIPTION
     GET /metrics            Prometheus metrics (txmail/tracker/metrics.py), to the networks in
                             tracker.metrics_networks only.
     GET /healthz            "ok" while the server runs.
+    /console/...            the web console (txmail/tracker/console), unless
+                            console.enabled = false.
 
     A token that does not verify (forged, cut, changed in any way) is a 404: the tracker only
     ever redirects to a URL it signed itself, so it is no open redirect. Opens and clicks are
@@ -50,6 +52,7 @@ from txmail.events import Recorder
 from txmail.store import secrets
 from txmail.tokens.links import LinkSigner, public_base_url
 from txmail.tracker import api, metrics
+from txmail.tracker.console import make_console
 from txmail.tracker.machines import classify
 from txmail.tracker.recording import Hit, HitWriter, Recording
 from txmail.tracker.services import SERVICES, Services, client_address, error_response, not_found
@@ -184,7 +187,14 @@ def make_app(services: Services) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics.handler)
     api.add_routes(app)
+    if services.settings.console.enabled:
+        app.router.add_get("/console", to_console)
+        app.add_subapp("/console/", make_console(services))
     return app
+
+
+async def to_console(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=301, headers={"Location": "/console/"})
 
 
 def build_services(settings: Settings) -> Services:

@@ -9,7 +9,7 @@ DESCRIPTION
       * batches up to webhooks.batch_size events, or what came within webhooks.batch_wait
         seconds of the batch's first event (sooner when no event came for
         webhooks.batch_idle seconds), and posts {"events": [...]} signed with the
-        Standard Webhooks headers (txmail.webhooks.signing) under a webhook-id derived from the
+        Standard Webhooks headers (txmail.tokens.webhooks) under a webhook-id derived from the
         batch's event ids (a retry of the same batch has the same id);
       * acknowledges the events (XACK) only after a 2xx answer: at least once. Receivers
         de-duplicate by event id;
@@ -70,7 +70,7 @@ from txmail.events import KINDS, WEBHOOK_GROUP
 from txmail.histograms import WEBHOOK_EVENT_DELAY, WEBHOOK_POST, Observations, flush_logged
 from txmail.store import Client, Keys, decoded, decoded_or_none, guard, scripts
 from txmail.store.secrets import read_webhook_secret
-from txmail.webhooks import signing
+from txmail.tokens import webhooks as signing
 
 log = logging.getLogger("txmail.webhooks")
 

@@ -1,5 +1,6 @@
-"""`txmail health COMPONENT`: ask one running component whether it answers, the way its own
-clients do (compose health checks, the image's HEALTHCHECK, an operator's probe).
+"""`txmail health COMPONENT` and the console's nodes page: ask one running component whether
+it answers, the way its own clients do (compose health checks, the image's HEALTHCHECK, an
+operator's probe). Core (no daemon imports), so the tracker's console can ask too.
 
 Each probe below is a plain function of an address: it returns nothing when the component gave
 a protocol-level answer, and raises Unhealthy with a sentence saying what failed otherwise. It

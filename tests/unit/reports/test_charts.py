@@ -1,0 +1,62 @@
+"""txmail/reports/charts.py: server-drawn SVG, parsed back with xml.etree."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from txmail.reports.charts import Series, Threshold, bar_chart, line_chart
+
+SVG = "{http://www.w3.org/2000/svg}"
+DATES = ["2026-12-01", "2026-12-02", "2026-12-03"]
+
+
+def test_a_line_chart_is_an_accessible_image_with_axes_and_thresholds() -> None:
+    text = line_chart(
+        "Bounce rate",
+        "Hard bounces per day, percent",
+        DATES,
+        [Series("bounce rate", [0.0, 1.5, 3.0])],
+        thresholds=[Threshold("suspension at", 2.0)],
+        unit="%",
+    )
+    root = ET.fromstring(text)
+    assert root.tag == f"{SVG}svg"
+    assert root.get("role") == "img"
+    title, desc = root.find(f"{SVG}title"), root.find(f"{SVG}desc")
+    assert title is not None and title.text == "Bounce rate"
+    assert desc is not None and desc.text == "Hard bounces per day, percent"
+    assert root.get("aria-labelledby") == f"{title.get('id')} {desc.get('id')}"
+    labels = [t.text for t in root.iter(f"{SVG}text")]
+    assert "12-01" in labels and "12-03" in labels  # dates on the x axis
+    assert "suspension at 2%" in labels
+    assert "0%" in labels  # the y axis starts at 0
+    lines = [p for p in root.iter(f"{SVG}polyline")]
+    assert len(lines) == 1 and lines[0].get("data-name") == "bounce rate"
+    points = lines[0].get("points", "").split()
+    assert len(points) == 3
+    ys = [float(p.split(",")[1]) for p in points]
+    assert ys[0] > ys[1] > ys[2]  # a higher rate is drawn higher
+
+
+def test_text_is_escaped_and_output_is_deterministic() -> None:
+    evil = '<script>alert("x")</script> & "quotes"'
+    series = [Series(evil, [1, 2, 3]), Series("delivered", [3, 2, 1])]
+    first = bar_chart(evil, evil, DATES, series)
+    assert first == bar_chart(evil, evil, DATES, series)
+    assert "<script>" not in first
+    root = ET.fromstring(first)  # well-formed despite the text
+    assert root.find(f"{SVG}title").text == evil  # type: ignore[union-attr]
+    groups = [g for g in root.iter(f"{SVG}g") if g.get("class") == "series"]
+    assert [g.get("data-name") for g in groups] == [evil, "delivered"]
+    assert all(len(list(g)) == 3 for g in groups)  # one bar per day
+    assert not list(root.iter(f"{SVG}script"))
+
+
+def test_empty_and_mismatched_input() -> None:
+    root = ET.fromstring(line_chart("Nothing", "no days", [], []))
+    assert "No days to show" in [t.text for t in root.iter(f"{SVG}text")]
+    ET.fromstring(line_chart("Zero", "all zero", DATES, [Series("sent", [0, 0, 0])]))
+    with pytest.raises(ValueError, match="2 values for 3 dates"):
+        line_chart("Bad", "bad", DATES, [Series("sent", [1, 2])])

@@ -1,0 +1,244 @@
+"""SVG charts drawn on the server: daily series as lines or bars, with threshold lines.
+
+SYNOPSIS
+    line_chart(title, description, dates, series, thresholds=(), unit="") -> str (SVG)
+    bar_chart(title, description, dates, series, unit="") -> str (SVG)
+
+DESCRIPTION
+    A pure function of its numbers: the same input gives byte-for-byte the same SVG, so the
+    pages are cacheable and the tests compare text. Nothing is fetched and nothing runs: no
+    script, no external font or style sheet. The chart is one <svg role="img"> with a <title>
+    and a <desc> (aria-labelledby names both), an x axis labelled with dates (every label
+    that fits), a y axis with rounded ticks from 0, one polyline (or group of bars) per
+    series, each with its own dash pattern as well as colour, so the series stay apart for a
+    reader who does not see colour, and dashed horizontal threshold lines labelled with their
+    name and value. The page shows the same numbers as a table beside it: the chart is a
+    picture of that table, never the only place a number is.
+
+    Every text that reaches the SVG (title, description, series names, dates, threshold
+    labels) is XML-escaped; numbers are formatted by the code, never taken as text. Dates are
+    shown as given (YYYY-MM-DD); only the month and day are drawn under the axis.
+
+FAILURE
+    ValueError when a series has not one value per date; a chart of no dates is an empty
+    frame that says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from xml.sax.saxutils import escape, quoteattr
+
+WIDTH = 720
+HEIGHT = 260
+LEFT = 56
+RIGHT = 16
+TOP = 16
+BOTTOM = 44
+# Colours with at least 3:1 contrast against white (WCAG 1.4.11, graphics); each series
+# also has its own dash pattern, so colour is never the only difference.
+COLOURS = ("#1f5fa8", "#b3261e", "#2e7d32", "#6a3d9a", "#8a5a00", "#00707a", "#444444")
+DASHES = ("", "6 3", "2 3", "8 3 2 3", "1 2", "10 4", "4 4")
+THRESHOLD_COLOUR = "#8a1c1c"
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    values: Sequence[float]
+
+
+@dataclass(frozen=True)
+class Threshold:
+    label: str
+    value: float
+
+
+def _number(value: float) -> str:
+    """A coordinate or value as short, stable text: 12, 12.5, 0.25."""
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _nice_top(highest: float) -> float:
+    """The top of the y axis: a round number at or above `highest` (1, 2, 2.5, 5 x 10^n)."""
+    if highest <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(highest))
+    for step in (1, 2, 2.5, 5, 10):
+        if step * power >= highest:
+            return float(step * power)
+    return float(10 * power)  # pragma: no cover - the loop always returns
+
+
+def _check(dates: Sequence[str], series: Sequence[Series]) -> None:
+    for one in series:
+        if len(one.values) != len(dates):
+            raise ValueError(
+                f"series {one.name!r} has {len(one.values)} values for {len(dates)} dates"
+            )
+
+
+def _frame(title: str, description: str, chart_id: str) -> list[str]:
+    return [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{WIDTH}" '
+        f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" '
+        f'aria-labelledby="{chart_id}-title {chart_id}-desc" class="chart" '
+        'style="max-width:100%;height:auto">',
+        f'<title id="{chart_id}-title">{escape(title)}</title>',
+        f'<desc id="{chart_id}-desc">{escape(description)}</desc>',
+        f'<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
+    ]
+
+
+def _chart_id(title: str) -> str:
+    """An id for the title and desc elements, from the title (stable, XML-name safe)."""
+    word = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
+    return "chart-" + ("-".join(filter(None, word.split("-")))[:40] or "untitled")
+
+
+def _axes(dates: Sequence[str], top: float, unit: str, slot: float, bars: bool) -> list[str]:
+    """Y ticks with grid lines, the x axis and its date labels."""
+    plot_w = WIDTH - LEFT - RIGHT
+    plot_h = HEIGHT - TOP - BOTTOM
+    parts = ['<g class="axes" font-family="sans-serif" font-size="11" fill="#222222">']
+    for step in range(5):
+        value = top * step / 4
+        y = TOP + plot_h - plot_h * step / 4
+        parts.append(
+            f'<line x1="{LEFT}" y1="{_number(y)}" x2="{LEFT + plot_w}" y2="{_number(y)}" '
+            'stroke="#d0d0d0" stroke-width="1"/>'
+        )
+        parts.append(
+            f'<text x="{LEFT - 6}" y="{_number(y + 4)}" text-anchor="end">'
+            f"{escape(_number(value) + unit)}</text>"
+        )
+    parts.append(
+        f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{LEFT + plot_w}" y2="{TOP + plot_h}" '
+        'stroke="#222222" stroke-width="1"/>'
+    )
+    every = max(1, math.ceil(len(dates) / 10))  # at most about ten labels fit
+    for index, date in enumerate(dates):
+        if index % every and index != len(dates) - 1:
+            continue
+        x = LEFT + slot * (index + 0.5) if bars else LEFT + slot * index
+        parts.append(
+            f'<text x="{_number(x)}" y="{TOP + plot_h + 16}" text-anchor="middle">'
+            f"{escape(date[5:] if len(date) == 10 else date)}</text>"
+        )
+    parts.append("</g>")
+    return parts
+
+
+def _legend(series: Sequence[Series], thresholds: Sequence[Threshold] = ()) -> list[str]:
+    parts = ['<g class="legend" font-family="sans-serif" font-size="11" fill="#222222">']
+    x = LEFT
+    y = HEIGHT - 10
+    for index, one in enumerate(series):
+        colour, dash = COLOURS[index % len(COLOURS)], DASHES[index % len(DASHES)]
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        parts.append(
+            f'<line x1="{x}" y1="{y - 4}" x2="{x + 18}" y2="{y - 4}" stroke="{colour}" '
+            f'stroke-width="2"{dash_attr}/>'
+        )
+        parts.append(f'<text x="{x + 22}" y="{y}">{escape(one.name)}</text>')
+        x += 30 + 7 * len(one.name)
+    parts.append("</g>")
+    return parts
+
+
+def line_chart(
+    title: str,
+    description: str,
+    dates: Sequence[str],
+    series: Sequence[Series],
+    thresholds: Sequence[Threshold] = (),
+    unit: str = "",
+) -> str:
+    """A line chart of `series` over `dates` with labelled horizontal `thresholds`."""
+    _check(dates, series)
+    chart_id = _chart_id(title)
+    parts = _frame(title, description, chart_id)
+    if not dates:
+        parts.append(
+            f'<text x="{WIDTH // 2}" y="{HEIGHT // 2}" text-anchor="middle" '
+            'font-family="sans-serif" font-size="13" fill="#222222">No days to show</text>'
+        )
+        return "\n".join([*parts, "</svg>"])
+    highest = max(
+        [0.0, *(float(v) for one in series for v in one.values), *(t.value for t in thresholds)]
+    )
+    top = _nice_top(highest * 1.05 if thresholds else highest)
+    plot_w = WIDTH - LEFT - RIGHT
+    plot_h = HEIGHT - TOP - BOTTOM
+    slot = plot_w / max(1, len(dates) - 1)
+    parts += _axes(dates, top, unit, slot, bars=False)
+
+    def y_of(value: float) -> float:
+        return TOP + plot_h - plot_h * float(value) / top
+
+    for threshold in thresholds:
+        y = _number(y_of(threshold.value))
+        label = f"{threshold.label} {_number(threshold.value)}{unit}"
+        parts.append(
+            f'<g class="threshold"><line x1="{LEFT}" y1="{y}" x2="{LEFT + plot_w}" y2="{y}" '
+            f'stroke="{THRESHOLD_COLOUR}" stroke-width="1.5" stroke-dasharray="4 3"/>'
+            f'<text x="{LEFT + plot_w - 4}" y="{_number(y_of(threshold.value) - 4)}" '
+            f'text-anchor="end" font-family="sans-serif" font-size="11" '
+            f'fill="{THRESHOLD_COLOUR}">{escape(label)}</text></g>'
+        )
+    for index, one in enumerate(series):
+        colour, dash = COLOURS[index % len(COLOURS)], DASHES[index % len(DASHES)]
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        points = " ".join(
+            f"{_number(LEFT + slot * i if len(dates) > 1 else LEFT + plot_w / 2)},"
+            f"{_number(y_of(v))}"
+            for i, v in enumerate(one.values)
+        )
+        parts.append(
+            f'<polyline class="series" data-name={quoteattr(one.name)} '
+            f'fill="none" stroke="{colour}" stroke-width="2"{dash_attr} points="{points}"/>'
+        )
+    parts += _legend(series, thresholds)
+    return "\n".join([*parts, "</svg>"])
+
+
+def bar_chart(
+    title: str,
+    description: str,
+    dates: Sequence[str],
+    series: Sequence[Series],
+    unit: str = "",
+) -> str:
+    """Grouped bars of `series` per date (one bar per series and day)."""
+    _check(dates, series)
+    chart_id = _chart_id(title)
+    parts = _frame(title, description, chart_id)
+    if not dates or not series:
+        parts.append(
+            f'<text x="{WIDTH // 2}" y="{HEIGHT // 2}" text-anchor="middle" '
+            'font-family="sans-serif" font-size="13" fill="#222222">No days to show</text>'
+        )
+        return "\n".join([*parts, "</svg>"])
+    highest = max([0.0, *(float(v) for one in series for v in one.values)])
+    top = _nice_top(highest)
+    plot_w = WIDTH - LEFT - RIGHT
+    plot_h = HEIGHT - TOP - BOTTOM
+    slot = plot_w / len(dates)
+    bar = max(1.0, slot * 0.8 / len(series))
+    parts += _axes(dates, top, unit, slot, bars=True)
+    for index, one in enumerate(series):
+        colour = COLOURS[index % len(COLOURS)]
+        parts.append(f'<g class="series" data-name={quoteattr(one.name)} fill="{colour}">')
+        for day, value in enumerate(one.values):
+            height = plot_h * float(value) / top
+            x = LEFT + slot * day + slot * 0.1 + bar * index
+            parts.append(
+                f'<rect x="{_number(x)}" y="{_number(TOP + plot_h - height)}" '
+                f'width="{_number(bar)}" height="{_number(height)}"/>'
+            )
+        parts.append("</g>")
+    parts += _legend(series)
+    return "\n".join([*parts, "</svg>"])

@@ -1,0 +1,248 @@
+"""An account's webhook endpoint as the operator and the account holder see it: its state, its
+dead letters and their replay, a signed test post and a rotation of its signing secret.
+`txmail webhooks` (CLI) and the console (tracker) both use these; the dispatcher
+(txmail/webhooks) does the posting.
+
+Reads and writes: PREFIX {ACCOUNT}:webhook (endpoint state), PREFIX {ACCOUNT}:webhook:dead
+(dead letters), PREFIX {ACCOUNT}:events (replay adds to it; its consumer group's lag and
+pending entries are the backlog), PREFIX {ACCOUNT}:webhook:secret (rotation).
+
+replay() moves dead letters back into the account's event stream in one MULTI (same slot),
+with the same event ids, and turns the endpoint back on. post_test_event() posts one event of kind
+"test", signed like every post, to the account's URL, waiting at most webhooks.timeout and
+following no redirect; it records nothing.
+
+Fails: StoreUnavailable when Redis is down; NotFound for an unknown account.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets as random_source
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from txmail.accounts.records import Accounts
+from txmail.config import Settings
+from txmail.events import WEBHOOK_GROUP, Event, iso_timestamp, random_event_id
+from txmail.store import Client, Keys, decoded_entries, decoded_hash, decoded_or_none, guard
+from txmail.store import secrets as shared_secrets
+from txmail.tokens import webhooks as signing
+
+MAX_ERROR = 300  # characters of an endpoint's answer shown
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    """What `txmail webhooks status` prints for one account."""
+
+    account: str
+    url: str
+    disabled: bool
+    disabled_by: str
+    failing_since: float | None
+    attempts: int
+    next_attempt: float | None
+    waiting: int  # events not yet posted (the group's lag) or posted but not acknowledged
+    dead_letters: int
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "account": self.account,
+            "url": self.url,
+            "disabled": self.disabled,
+            "failing_since": self.failing_since,
+            "attempts": self.attempts,
+            "waiting": self.waiting,
+            "dead_letters": self.dead_letters,
+        }
+
+
+def endpoint_state(client: Client, keys: Keys, account: str) -> EndpointState:
+    with guard(f"reading the webhook endpoint of {account}"):
+        state = decoded_hash(client.hgetall(keys.webhook(account)))
+        waiting = 0
+        groups = (
+            client.xinfo_groups(keys.events(account)) if client.exists(keys.events(account)) else []
+        )
+        for group in groups:
+            name = group["name"]
+            if (name.decode() if isinstance(name, bytes) else name) == WEBHOOK_GROUP:
+                waiting = int(group.get("lag") or 0) + int(group.get("pending") or 0)
+        url = decoded_or_none(client.hget(keys.account(account), "webhook_url")) or ""
+        dead = int(client.xlen(keys.dead_letters(account)))
+    return EndpointState(
+        account=account,
+        url=url,
+        disabled=bool(state.get("disabled")),
+        disabled_by=state.get("disabled_by", ""),
+        failing_since=float(state["failing_since"]) if state.get("failing_since") else None,
+        attempts=int(state.get("attempts") or 0),
+        next_attempt=float(state["next_attempt"]) if state.get("next_attempt") else None,
+        waiting=waiting,
+        dead_letters=dead,
+    )
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    entry_id: str
+    account: str
+    event: Event
+    error: str
+    failed_at: float
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "dead_letter_id": self.entry_id,
+            "account": self.account,
+            "error": self.error,
+            "failed_at": self.failed_at,
+            "event": json.loads(self.event.to_json()),
+        }
+
+
+def dead_letters(client: Client, keys: Keys, account: str, limit: int = 1000) -> list[DeadLetter]:
+    """The account's dead letters, oldest first."""
+    with guard(f"listing the dead letters of {account}"):
+        rows = decoded_entries(client.xrange(keys.dead_letters(account), count=limit))
+    found = []
+    for entry_id, fields in rows:
+        try:
+            event = Event.from_json(fields["event"])
+        except (KeyError, ValueError, TypeError):
+            continue
+        found.append(
+            DeadLetter(
+                entry_id,
+                account,
+                event,
+                fields.get("error", ""),
+                float(fields.get("failed_at") or 0),
+            )
+        )
+    return found
+
+
+def replay(
+    client: Client, keys: Keys, account: str, event_ids: set[str] | None = None, batch: int = 500
+) -> int:
+    """Send dead letters again (all, or those with the given event ids); how many."""
+    moved = 0
+    start = "-"
+    while True:
+        with guard(f"replaying the dead letters of {account}"):
+            rows = decoded_entries(
+                client.xrange(keys.dead_letters(account), min=start, count=batch)
+            )
+        if not rows:
+            break
+        chosen = [
+            (entry_id, fields)
+            for entry_id, fields in rows
+            if fields.get("event") and (event_ids is None or _id_of(fields["event"]) in event_ids)
+        ]
+        if chosen:
+            with guard(f"replaying the dead letters of {account}"):
+                pipe = client.pipeline(transaction=True)
+                for entry_id, fields in chosen:
+                    pipe.xadd(keys.events(account), {"event": fields["event"], "replay": "1"})
+                    pipe.xdel(keys.dead_letters(account), entry_id)
+                pipe.hdel(keys.webhook(account), "disabled", "disabled_by")
+                pipe.execute()
+            moved += len(chosen)
+        last = rows[-1][0]
+        ms, seq = last.split("-")
+        start = f"{ms}-{int(seq) + 1}"
+        if len(rows) < batch:
+            break
+    return moved
+
+
+def _id_of(raw: str) -> str:
+    try:
+        return str(json.loads(raw).get("id", ""))
+    except ValueError:
+        return ""
+
+
+def account_secrets(
+    settings: Settings, client: Client, keys: Keys, account: str, now: float
+) -> tuple[bytes, ...]:
+    """What the account's posts are signed with now, the current secret first."""
+    return signing.account_secrets(
+        shared_secrets.webhook_keys(settings, client),
+        account,
+        shared_secrets.read_webhook_secret(client, keys, account),
+        now,
+    )
+
+
+def rotate_secret(
+    settings: Settings, client: Client, keys: Keys, account: str, overlap: float
+) -> bytes:
+    """Give the account a new random signing secret and return it; for `overlap` seconds
+    every post carries a signature with the old one too."""
+    Accounts(client, keys).get(account)
+    now = time.time()
+    old = account_secrets(settings, client, keys, account, now)[0]
+    fresh = random_source.token_bytes(32)
+    shared_secrets.store_webhook_secret(client, keys, account, fresh, old, now + overlap)
+    return fresh
+
+
+@dataclass(frozen=True)
+class PostAnswer:
+    """How the endpoint answered a test post: an HTTP status, or why there was none."""
+
+    url: str
+    event_id: str
+    status: int | None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+def post_test_event(
+    settings: Settings, client: Client, keys: Keys, account: str, note: str
+) -> PostAnswer:
+    """Post one signed test event to the account's webhook URL; UsageError when it has none."""
+    import requests
+
+    from txmail.errors import UsageError
+
+    target = Accounts(client, keys).get(account).webhook_url
+    if not target:
+        raise UsageError(
+            f"account {account} has no webhook URL (the operator sets it with "
+            f"`txmail webhooks url {account} URL`)"
+        )
+    now = time.time()
+    event = Event(
+        id=random_event_id(now),
+        kind="test",
+        recipient="",
+        message_id="",
+        timestamp=iso_timestamp(now),
+        account=account,
+        tags=[],
+        details={"note": note},
+    )
+    body = ('{"events":[' + event.to_json() + "]}").encode()
+    secret_bytes = account_secrets(settings, client, keys, account, now)
+    headers = signing.headers(secret_bytes, "msg_test_" + event.id[4:], int(now), body)
+    try:
+        response = requests.post(
+            target,
+            data=body,
+            headers=headers,
+            timeout=settings.webhooks.timeout,
+            allow_redirects=False,
+        )
+    except requests.RequestException as exc:
+        return PostAnswer(target, event.id, None, f"no answer ({exc.__class__.__name__})")
+    response.close()
+    return PostAnswer(target, event.id, response.status_code)
