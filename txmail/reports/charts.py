@@ -46,8 +46,11 @@ THRESHOLD_COLOUR = "#8a1c1c"
 
 @dataclass(frozen=True)
 class Series:
+    """One named row of numbers, one per date; None (line charts) is a day without a value,
+    drawn as a gap rather than as 0."""
+
     name: str
-    values: Sequence[float]
+    values: Sequence[float | None]
 
 
 @dataclass(frozen=True)
@@ -132,21 +135,36 @@ def _axes(dates: Sequence[str], top: float, unit: str, slot: float, bars: bool) 
     return parts
 
 
-def _legend(series: Sequence[Series], thresholds: Sequence[Threshold] = ()) -> list[str]:
+def _legend(series: Sequence[Series], bars: bool = False) -> list[str]:
     parts = ['<g class="legend" font-family="sans-serif" font-size="11" fill="#222222">']
     x = LEFT
     y = HEIGHT - 10
     for index, one in enumerate(series):
         colour, dash = COLOURS[index % len(COLOURS)], DASHES[index % len(DASHES)]
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        parts.append(
-            f'<line x1="{x}" y1="{y - 4}" x2="{x + 18}" y2="{y - 4}" stroke="{colour}" '
-            f'stroke-width="2"{dash_attr}/>'
-        )
+        if bars:
+            parts.append(f'<rect x="{x + 4}" y="{y - 9}" width="10" height="10" fill="{colour}"/>')
+        else:
+            parts.append(
+                f'<line x1="{x}" y1="{y - 4}" x2="{x + 18}" y2="{y - 4}" stroke="{colour}" '
+                f'stroke-width="2"{dash_attr}/>'
+            )
         parts.append(f'<text x="{x + 22}" y="{y}">{escape(one.name)}</text>')
         x += 30 + 7 * len(one.name)
     parts.append("</g>")
     return parts
+
+
+def _runs(values: Sequence[float | None]) -> list[list[tuple[int, float]]]:
+    """The stretches of consecutive days that have a value, as (day index, value)."""
+    runs: list[list[tuple[int, float]]] = [[]]
+    for index, value in enumerate(values):
+        if value is None:
+            if runs[-1]:
+                runs.append([])
+        else:
+            runs[-1].append((index, float(value)))
+    return [run for run in runs if run]
 
 
 def line_chart(
@@ -168,7 +186,11 @@ def line_chart(
         )
         return "\n".join([*parts, "</svg>"])
     highest = max(
-        [0.0, *(float(v) for one in series for v in one.values), *(t.value for t in thresholds)]
+        [
+            0.0,
+            *(float(v) for one in series for v in one.values if v is not None),
+            *(t.value for t in thresholds),
+        ]
     )
     top = _nice_top(highest * 1.05 if thresholds else highest)
     plot_w = WIDTH - LEFT - RIGHT
@@ -178,6 +200,9 @@ def line_chart(
 
     def y_of(value: float) -> float:
         return TOP + plot_h - plot_h * float(value) / top
+
+    def x_of(index: int) -> float:
+        return LEFT + slot * index if len(dates) > 1 else LEFT + plot_w / 2
 
     for threshold in thresholds:
         y = _number(y_of(threshold.value))
@@ -192,16 +217,20 @@ def line_chart(
     for index, one in enumerate(series):
         colour, dash = COLOURS[index % len(COLOURS)], DASHES[index % len(DASHES)]
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        points = " ".join(
-            f"{_number(LEFT + slot * i if len(dates) > 1 else LEFT + plot_w / 2)},"
-            f"{_number(y_of(v))}"
-            for i, v in enumerate(one.values)
-        )
-        parts.append(
-            f'<polyline class="series" data-name={quoteattr(one.name)} '
-            f'fill="none" stroke="{colour}" stroke-width="2"{dash_attr} points="{points}"/>'
-        )
-    parts += _legend(series, thresholds)
+        for run in _runs(one.values):
+            points = " ".join(f"{_number(x_of(i))},{_number(y_of(value))}" for i, value in run)
+            if len(run) == 1:  # a lone day between gaps: a dot, as a line needs two
+                x, y = points.split(",")
+                parts.append(
+                    f'<circle class="series" data-name={quoteattr(one.name)} cx="{x}" '
+                    f'cy="{y}" r="3" fill="{colour}"/>'
+                )
+                continue
+            parts.append(
+                f'<polyline class="series" data-name={quoteattr(one.name)} '
+                f'fill="none" stroke="{colour}" stroke-width="2"{dash_attr} points="{points}"/>'
+            )
+    parts += _legend(series)
     return "\n".join([*parts, "</svg>"])
 
 
@@ -222,7 +251,7 @@ def bar_chart(
             'font-family="sans-serif" font-size="13" fill="#222222">No days to show</text>'
         )
         return "\n".join([*parts, "</svg>"])
-    highest = max([0.0, *(float(v) for one in series for v in one.values)])
+    highest = max([0.0, *(float(v or 0) for one in series for v in one.values)])
     top = _nice_top(highest)
     plot_w = WIDTH - LEFT - RIGHT
     plot_h = HEIGHT - TOP - BOTTOM
@@ -233,12 +262,12 @@ def bar_chart(
         colour = COLOURS[index % len(COLOURS)]
         parts.append(f'<g class="series" data-name={quoteattr(one.name)} fill="{colour}">')
         for day, value in enumerate(one.values):
-            height = plot_h * float(value) / top
+            height = plot_h * float(value or 0) / top
             x = LEFT + slot * day + slot * 0.1 + bar * index
             parts.append(
                 f'<rect x="{_number(x)}" y="{_number(TOP + plot_h - height)}" '
                 f'width="{_number(bar)}" height="{_number(height)}"/>'
             )
         parts.append("</g>")
-    parts += _legend(series)
+    parts += _legend(series, bars=True)
     return "\n".join([*parts, "</svg>"])

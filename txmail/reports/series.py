@@ -21,8 +21,8 @@ DESCRIPTION
         its reputation window and judgements, warm-up day and today's quota, and usage
         against every limit: accounts.usage.read_usage, as `txmail stats` shows them.
 
-    A day without a number reads 0; a rate of a day without outcomes is None (no point is
-    drawn at 0 as if the day had been clean: the chart draws it as 0, the table says "-").
+    A day without a number reads 0; a rate of a day without outcomes is None, not 0, so
+    that such a day is not shown as a clean one (the chart leaves a gap, the table says "-").
 
     Reads: `days` HGETALLs (or HMGETs with a tag) and `days` HMGETs of outcome buckets, in
     two pipelines, plus read_usage's one pipeline. days is capped at stats.MAX_ANSWER_DAYS.
@@ -75,10 +75,9 @@ class Overview:
     def values(self, kind: str) -> list[int]:
         return [day.counts[kind] for day in self.days]
 
-    def rates(self, which: str) -> list[float]:
-        """`which` is "bounce" or "complaint"; a day without outcomes is drawn at 0."""
-        found = (getattr(day, f"{which}_rate") for day in self.days)
-        return [value or 0.0 for value in found]
+    def rates(self, which: str) -> list[float | None]:
+        """`which` is "bounce" or "complaint"; None for a day without outcomes."""
+        return [getattr(day, f"{which}_rate") for day in self.days]
 
     def as_dict(self) -> dict[str, Any]:
         return {

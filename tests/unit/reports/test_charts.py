@@ -60,3 +60,13 @@ def test_empty_and_mismatched_input() -> None:
     ET.fromstring(line_chart("Zero", "all zero", DATES, [Series("sent", [0, 0, 0])]))
     with pytest.raises(ValueError, match="2 values for 3 dates"):
         line_chart("Bad", "bad", DATES, [Series("sent", [1, 2])])
+
+
+def test_a_day_without_a_value_is_a_gap_not_a_zero() -> None:
+    dates = [f"2026-12-0{n}" for n in range(1, 7)]
+    text = line_chart("Gaps", "gaps", dates, [Series("rate", [1.0, 2.0, None, 3.0, None, None])])
+    root = ET.fromstring(text)
+    (line,) = root.iter(f"{SVG}polyline")
+    assert len(line.get("points", "").split()) == 2  # days 1 and 2
+    (dot,) = root.iter(f"{SVG}circle")  # day 4 alone
+    assert dot.get("data-name") == "rate"

@@ -76,7 +76,7 @@ def _tag(request: web.Request) -> str | None:
         raise web.HTTPBadRequest(text=str(exc)) from None
 
 
-def _overview_charts(overview: Overview) -> list[Markup]:
+def _overview_charts(overview: Overview) -> list[tuple[str, Markup]]:
     """The overview's SVG charts (drawn by reports.charts: escaped, no script)."""
     of = f" of tag {overview.tag}" if overview.tag else ""
     dates = overview.dates
@@ -95,7 +95,8 @@ def _overview_charts(overview: Overview) -> list[Markup]:
     bounce = charts.line_chart(
         f"Hard bounce rate per day{of}",
         f"Hard bounces as a percentage of recipients with a final outcome, per UTC day, "
-        f"against the {overview.max_bounce_rate:g}% at which sending is suspended.",
+        f"against the {overview.max_bounce_rate:g}% at which sending is suspended; a day "
+        "without outcomes is a gap.",
         dates,
         [charts.Series("hard bounce rate", overview.rates("bounce"))],
         thresholds=[charts.Threshold("suspended above", overview.max_bounce_rate)],
@@ -104,13 +105,16 @@ def _overview_charts(overview: Overview) -> list[Markup]:
     complaint = charts.line_chart(
         f"Complaint rate per day{of}",
         f"Complaints as a percentage of recipients with a final outcome, per UTC day, "
-        f"against the {overview.max_complaint_rate:g}% at which sending is suspended.",
+        f"against the {overview.max_complaint_rate:g}% at which sending is suspended; a day "
+        "without outcomes is a gap.",
         dates,
         [charts.Series("complaint rate", overview.rates("complaint"))],
         thresholds=[charts.Threshold("suspended above", overview.max_complaint_rate)],
         unit="%",
     )
-    return [Markup(svg) for svg in (sent, bounce, complaint)]  # noqa: S704 - our own escaped SVG
+    titles = (f"Messages per day{of}", f"Hard bounce rate{of}", f"Complaint rate{of}")
+    # Markup: reports.charts escapes every text it draws, and the SVG has no script
+    return [(t, Markup(svg)) for t, svg in zip(titles, (sent, bounce, complaint), strict=True)]
 
 
 def _read_overview(

@@ -1,0 +1,152 @@
+"""Suppression lists as CSV, and a bounded search of them (the console's suppressions page).
+
+    rows = search(lists, account, "gmail", list_name=None, limit=200, scan=50_000)
+    for line in export_csv(lists.entries(account)): ...
+    count = import_csv(lists, account, text, default_list="bounce", max_rows=10_000)
+
+CSV columns: list, recipient, reason, created_at, expires_at (ISO 8601 UTC, empty for never).
+import_csv takes export's files, or one address a row (with or without the header row
+"recipient"), turns each row into the JSON line Suppressions.import_lines reads, and lets it
+check every row before anything is written: the same rules as `txmail suppressions import`.
+A cell that a spreadsheet would run as a formula (starting with = + - @ or a tab) is written
+with a leading apostrophe, which import takes off again.
+
+Fails: UsageError naming the row for bad input or too many rows; StoreUnavailable.
+"""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import io
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from txmail.errors import UsageError
+from txmail.store.suppressions import LISTS, SuppressionEntry, Suppressions
+
+COLUMNS = ("list", "recipient", "reason", "created_at", "expires_at")
+FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _iso(timestamp: float | None) -> str:
+    if timestamp is None:
+        return ""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def _seconds(text: str, row: int, column: str) -> float | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
+    except ValueError:
+        raise UsageError(
+            f"row {row}: {column} {text[:40]!r} is not a time like 2026-01-31T12:00:00Z"
+        ) from None
+
+
+def _cell(text: str) -> str:
+    return "'" + text if text.startswith(FORMULA) else text
+
+
+def _uncell(text: str) -> str:
+    return text[1:] if text.startswith("'") and text[1:2] in FORMULA and text[1:2] else text
+
+
+def export_csv(entries: Iterable[SuppressionEntry]) -> Iterator[str]:
+    """The header, then one CSV line per entry."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    yield out.getvalue()
+    for entry in entries:
+        out.seek(0)
+        out.truncate()
+        writer.writerow(
+            [
+                entry.list,
+                _cell(entry.recipient),
+                _cell(entry.reason),
+                _iso(entry.created_at),
+                _iso(entry.expires_at),
+            ]
+        )
+        yield out.getvalue()
+
+
+def import_csv(
+    lists: Suppressions,
+    account: str,
+    text: str,
+    default_list: str | None,
+    max_rows: int,
+    reason: str = "imported in the console",
+) -> int:
+    """Add the CSV's entries to the account's lists; how many. Nothing is written unless
+    every row is right."""
+    if default_list is not None and default_list not in LISTS:
+        raise UsageError(f"list {default_list!r} is not one of {', '.join(LISTS)}")
+    rows = csv.reader(io.StringIO(text, newline=""))
+    lines: list[str] = []
+    header: list[str] | None = None
+    for number, row in enumerate(rows, 1):
+        cells = [c.strip() for c in row]
+        if not any(cells):
+            continue
+        if header is None and number == 1 and "recipient" in [c.lower() for c in cells]:
+            header = [c.lower() for c in cells]
+            continue
+        if len(lines) >= max_rows:
+            raise UsageError(f"the file has more than {max_rows} rows; split it into smaller files")
+        values = dict(zip(header or ["recipient"], cells, strict=False))
+        recipient = _uncell(values.get("recipient", ""))
+        if not recipient:
+            raise UsageError(f"row {number}: no recipient")
+        lines.append(
+            json.dumps(
+                {
+                    "list": values.get("list") or default_list or "",
+                    "recipient": recipient,
+                    "reason": _uncell(values.get("reason", "")) or reason,
+                    "expires_at": _seconds(values.get("expires_at", ""), number, "expires_at"),
+                    "created_at": _seconds(values.get("created_at", ""), number, "created_at"),
+                }
+            )
+        )
+    if not lines:
+        raise UsageError("the file holds no addresses")
+    return lists.import_lines(account, lines, default_list=default_list, reason=reason)
+
+
+@dataclass(frozen=True)
+class Found:
+    """What search() found: the entries, and whether it stopped before the end of the lists."""
+
+    entries: list[SuppressionEntry]
+    complete: bool
+
+
+def search(
+    lists: Suppressions,
+    account: str,
+    text: str,
+    list_name: str | None,
+    limit: int,
+    scan: int,
+) -> Found:
+    """The newest `limit` live entries whose address contains `text` (any, when empty), of one
+    list or both, looking at no more than `scan` entries."""
+    text = text.strip().lower()
+    found: list[SuppressionEntry] = []
+    for seen, entry in enumerate(lists.entries(account, list_name), 1):
+        if not text or text in entry.recipient:
+            found.append(entry)
+            if len(found) >= limit:
+                return Found(found, False)
+        if seen >= scan:
+            return Found(found, False)
+    return Found(found, True)
