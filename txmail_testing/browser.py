@@ -24,6 +24,7 @@ letters (the receiver answers 200 again after make(), ready for a replay).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email
 import os
@@ -165,22 +166,34 @@ class Browser:
 
     def shot(self, name: str, readme: bool = False) -> Path:
         """Save the whole page (up to TALLEST_SHOT pixels) as NAME.png in the output folder;
-        with readme=True and TXMAIL_README_SCREENSHOTS=1 also as docs/console-NAME.png."""
-        web = self.web
-        height = int(web.execute_script("return document.documentElement.scrollHeight") or 0)
-        web.set_window_size(WIDTH, max(HEIGHT, min(height, TALLEST_SHOT)))
-        try:
-            path = self.shots / f"{name}.png"
-            if not web.save_screenshot(str(path)):
-                raise AssertionError(f"chromium could not save the screenshot {path}")
-        finally:
-            web.set_window_size(WIDTH, HEIGHT)
+        with readme=True and TXMAIL_README_SCREENSHOTS=1 also its first screen (WIDTH x
+        HEIGHT, what a reader sees first) as docs/console-NAME.png."""
+        path = self.shots / f"{name}.png"
+        path.write_bytes(self._capture(whole=True))
         self.taken.append(path)
         if readme and os.environ.get("TXMAIL_README_SCREENSHOTS") == "1":
             docs = REPO / "docs"
             docs.mkdir(exist_ok=True)
-            shutil.copyfile(path, docs / f"console-{name}.png")
+            (docs / f"console-{name}.png").write_bytes(self._capture(whole=False))
         return path
+
+    def _capture(self, whole: bool) -> bytes:
+        """A PNG of the page through the DevTools protocol, which can take what lies below
+        the window too (selenium's own screenshot takes the window only)."""
+        web = self.web
+        layout = web.execute_cdp_cmd("Page.getLayoutMetrics", {})
+        content = layout["cssContentSize"]
+        width = max(int(content["width"]), int(layout["cssLayoutViewport"]["clientWidth"]))
+        height = min(int(content["height"]), TALLEST_SHOT) if whole else HEIGHT
+        taken = web.execute_cdp_cmd(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": whole,
+                "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+            },
+        )
+        return base64.b64decode(taken["data"])
 
     def close(self) -> None:
         if self.driver is not None:
