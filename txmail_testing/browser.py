@@ -10,16 +10,17 @@ networking, updates and sync are off.
 Screenshots: Browser.shot(name) saves the whole page as NAME.png into the test's output folder,
 which is the folder named by the environment variable TXMAIL_SCREENSHOTS when it is set (made
 if missing), else the pytest tmp_path the test gave (pytest keeps the last three runs under
-/tmp/pytest-of-USER/). A shot taken with readme=True is also written as docs/console-NAME.png
-in the checkout when TXMAIL_README_SCREENSHOTS=1, which is how the README's pictures are
-made: `TXMAIL_README_SCREENSHOTS=1 .venv/bin/python -m pytest -m e2e
+/tmp/pytest-of-USER/). A shot taken with readme=True also writes the page's first screen
+(1280 x 900) as docs/console-NAME.png in the checkout when TXMAIL_README_SCREENSHOTS=1, which is
+how the README's pictures are made: `TXMAIL_README_SCREENSHOTS=1 .venv/bin/python -m pytest -m e2e
 tests/e2e/test_console_browser.py`.
 
-Traffic.make(stack, sink) sends real mail through the node's Postfix and milter over SMTP and
-waits until every outcome is recorded: two accounts, delivered and tagged mail, a hard bounce
+Traffic.make(stack, sink, receiver) sends real mail through the node's Postfix and milter
+over SMTP and waits until every outcome is recorded: two accounts (the first with a sending
+domain: a DKIM key and a return path, not yet in DNS), delivered and tagged mail, a hard bounce
 (the sink refuses reject*@), a deferral (defer*@, Postfix keeps retrying), an open and a click
 through the tracker, and a webhook endpoint that answers 410 Gone, so the account has dead
-letters (the receiver answers 200 again after make(), ready for a replay).
+letters (the receiver answers 200 again before make() returns, ready for a replay).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class Browser:
         self.profile = Path(tempfile.mkdtemp(prefix="txmail-chromium-"))
         self.driver: webdriver.Chrome | None = None
         self.taken: list[Path] = []
+        self.viewer = ""  # who the tests logged in as, for a module sharing one browser
 
     def start(self) -> Browser:
         options = webdriver.ChromeOptions()
@@ -313,6 +315,8 @@ class Traffic:
             return Account(name, password, key, domain)
 
         acme, other = account("acme"), account("other")
+        # a sending domain with its DKIM key and return path, for the domains page to show
+        stack.txmail("domains", "add", acme.domain, "--account", acme.name, "--no-ed25519")
         local = acme.name
         traffic = cls(
             stack=stack,
