@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import redis
 from aiohttp import web
 
-from txmail.config import Settings
+from txmail.config import RedisSettings, Settings
 from txmail.store import Keys
 from txmail.tokens.links import LinkSigner
 from txmail.tracker.server import make_app
@@ -24,11 +25,15 @@ from txmail_testing.harness import free_port
 class ConsoleServer:
     """The tracker's app on 127.0.0.1:PORT; `url` is its base. stop() ends it."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, **console: Any) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, trust_forwarded: bool = False, **console: Any
+    ) -> None:
         self.state = Path(tempfile.mkdtemp(prefix="txmail-console-"))
-        base = Settings(state_dir=str(self.state))
+        base = Settings(state_dir=str(self.state), redis=RedisSettings(prefix=keys.prefix))
         self.settings = dataclasses.replace(
-            base, console=dataclasses.replace(base.console, **console)
+            base,
+            console=dataclasses.replace(base.console, **console),
+            tracker=dataclasses.replace(base.tracker, trust_forwarded=trust_forwarded),
         )
         self.services = Services(
             settings=self.settings,
@@ -59,3 +64,4 @@ class ConsoleServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(30)
         self._loop.close()
+        shutil.rmtree(self.state, ignore_errors=True)

@@ -290,3 +290,26 @@ def test_dkim_record_is_the_one_records_lists() -> None:
     assert dnscheck.records(DOMAIN, relay_settings())[0] == dnscheck.dkim_record(
         "acme.example", RSA_KEY
     )
+
+
+def test_verify_switches_signing_on_once_its_record_is_found(client: object) -> None:
+    """dnscheck.verify, which `domains verify` and the console's domains page share."""
+    import uuid
+
+    from txmail.accounts.domains import Domains
+    from txmail.accounts.records import Accounts
+    from txmail.store import Keys
+
+    keys = Keys(f"v{uuid.uuid4().hex[:8]}:")
+    Accounts(client, keys).add("acme", ["acme.example"], "password-123456")  # type: ignore[arg-type]
+    domains = Domains(client, keys)  # type: ignore[arg-type]
+    domains.add(Domain("acme.example", "acme", dkim=(RSA_KEY,)))
+    settings = Settings(hostname="mta.relay.example")
+    missing = dnscheck.verify(domains, "acme.example", settings, table({}))
+    assert not missing.ok and missing.changes == []
+    assert not domains.get("acme.example").dkim_active
+    published = {("s1._domainkey.acme.example", "TXT"): [RSA_KEY.dns_value()]}
+    found = dnscheck.verify(domains, "acme.example", settings, table(published))
+    assert found.changes == ["signing for acme.example is on"]
+    assert domains.get("acme.example").dkim_active
+    assert found.public()["domain"] == "acme.example"

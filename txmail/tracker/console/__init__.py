@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,9 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 def make_console(services: Services) -> web.Application:
     """The console, to be mounted at /console/ on the tracker's app."""
+    # aiohttp-jinja2 keeps the context processors' values under a str request key, which
+    # aiohttp warns about (once); it is theirs, and harmless.
+    warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module="aiohttp_jinja2")
     app = web.Application(middlewares=[console_errors])
     app[SERVICES] = services
     app[STATE] = ConsoleState(

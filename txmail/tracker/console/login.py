@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -37,9 +38,7 @@ FAILED = (
 )
 
 
-async def read_form(
-    request: web.Request, limit: int = MAX_FORM
-) -> MultiDictProxy[str | bytes | web.FileField]:
+async def read_form(request: web.Request, limit: int = MAX_FORM) -> MultiDictProxy[Any]:
     """The request's form, read only when it declares a length within `limit` (413 else)."""
     declared = request.content_length
     if declared is None or declared > limit:
@@ -52,7 +51,7 @@ async def read_form(
     return await request.post()
 
 
-def _field(form: MultiDictProxy[str | bytes | web.FileField], name: str) -> str:
+def _field(form: MultiDictProxy[Any], name: str) -> str:
     value = form.get(name, "")
     return value[:MAX_FIELD] if isinstance(value, str) else ""
 

@@ -33,6 +33,7 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from multidict import MultiDictProxy
@@ -67,9 +68,10 @@ class ConsoleState:
 
 
 STATE: web.AppKey[ConsoleState] = web.AppKey("console", ConsoleState)
-VIEWER = "txmail.console.viewer"
-SESSION = "txmail.console.session"
-ACCOUNT_NAMES = "txmail.console.account_names"
+VIEWER: web.RequestKey[Viewer | None] = web.RequestKey("console_viewer")
+SESSION: web.RequestKey[Session | None] = web.RequestKey("console_session")
+ACCOUNT_NAMES: web.RequestKey[frozenset[str]] = web.RequestKey("console_account_names")
+NONCE: web.RequestKey[str] = web.RequestKey("console_login_nonce")
 
 
 def state(request: web.Request) -> ConsoleState:
@@ -126,7 +128,7 @@ def viewer(request: web.Request) -> Viewer:
     found = request.get(VIEWER)
     if found is None:
         raise web.HTTPFound(LOGIN_URL)
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def account_of(request: web.Request) -> str:
@@ -246,7 +248,7 @@ def csrf_token(request: web.Request) -> str:
     signer = state(request).signer
     if session is not None:
         return signer.csrf_token(session.session_id)
-    nonce = request.get(LOGIN_COOKIE) or request.cookies.get(LOGIN_COOKIE, "")
+    nonce = request.get(NONCE) or request.cookies.get(LOGIN_COOKIE, "")
     return signer.csrf_token("login:" + nonce) if nonce else ""
 
 
@@ -255,11 +257,11 @@ def login_nonce(request: web.Request) -> str:
     nonce = request.cookies.get(LOGIN_COOKIE, "")
     if not (16 <= len(nonce) <= 64) or not nonce.replace("-", "").replace("_", "").isalnum():
         nonce = secrets.token_urlsafe(18)
-    request[LOGIN_COOKIE] = nonce
+    request[NONCE] = nonce
     return nonce
 
 
-def check_csrf(request: web.Request, form: MultiDictProxy[str | bytes | web.FileField]) -> None:
+def check_csrf(request: web.Request, form: MultiDictProxy[Any]) -> None:
     """403 unless `form` carries this session's CSRF token (or, with no session, the login
     cookie's)."""
     given = form.get("csrf")
