@@ -7,13 +7,13 @@ profile folder of its own, removed again by close(). Nothing is fetched from the
 both paths are given, so selenium's own driver manager never runs, and chromium's background
 networking, updates and sync are off.
 
-Screenshots: Browser.shot(name) saves the whole page as NAME.png into the test's output folder,
-which is the folder named by the environment variable TXMAIL_SCREENSHOTS when it is set (made
-if missing), else the pytest tmp_path the test gave (pytest keeps the last three runs under
-/tmp/pytest-of-USER/). A shot taken with readme=True also writes the page's first screen
-(1280 x 900) as docs/console-NAME.png in the checkout when TXMAIL_README_SCREENSHOTS=1, which is
-how the README's pictures are made: `TXMAIL_README_SCREENSHOTS=1 .venv/bin/python -m pytest -m e2e
-tests/e2e/test_console_browser.py`.
+Screenshots: Browser.shot(name) saves the whole page as NAME.png into the test's output
+folder: the one the environment variable TXMAIL_SCREENSHOTS names when it is set (made if
+missing), else the one the test gave (tests/e2e/test_console_browser.py gives one from pytest's
+tmp_path_factory; pytest keeps the last three runs under /tmp/pytest-of-USER/). A shot taken
+with readme=True also writes the page's top (1280 x 1100) as docs/console-NAME.png in
+the checkout when TXMAIL_README_SCREENSHOTS=1, which is how the README's pictures are made:
+`TXMAIL_README_SCREENSHOTS=1 .venv/bin/python -m pytest -m e2e tests/e2e/test_console_browser.py`.
 
 Traffic.make(stack, sink, receiver) sends real mail through the node's Postfix and milter
 over SMTP and waits until every outcome is recorded: two accounts (the first with a sending
@@ -53,6 +53,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WIDTH, HEIGHT = 1280, 900
 TALLEST_SHOT = 4000  # pixels: a longer page is cut there in its screenshot
+README_SHOT = 1100  # pixels of a page's top in the README's pictures
 
 # Flags that keep chromium quiet and local: no sandbox (root), no /dev/shm (small in
 # containers), no first-run pages, no calls home.
@@ -168,8 +169,8 @@ class Browser:
 
     def shot(self, name: str, readme: bool = False) -> Path:
         """Save the whole page (up to TALLEST_SHOT pixels) as NAME.png in the output folder;
-        with readme=True and TXMAIL_README_SCREENSHOTS=1 also its first screen (WIDTH x
-        HEIGHT, what a reader sees first) as docs/console-NAME.png."""
+        with readme=True and TXMAIL_README_SCREENSHOTS=1 also its top (README_SHOT pixels,
+        what a reader sees first) as docs/console-NAME.png."""
         path = self.shots / f"{name}.png"
         path.write_bytes(self._capture(whole=True))
         self.taken.append(path)
@@ -186,12 +187,12 @@ class Browser:
         layout = web.execute_cdp_cmd("Page.getLayoutMetrics", {})
         content = layout["cssContentSize"]
         width = max(int(content["width"]), int(layout["cssLayoutViewport"]["clientWidth"]))
-        height = min(int(content["height"]), TALLEST_SHOT) if whole else HEIGHT
+        height = min(int(content["height"]), TALLEST_SHOT if whole else README_SHOT)
         taken = web.execute_cdp_cmd(
             "Page.captureScreenshot",
             {
                 "format": "png",
-                "captureBeyondViewport": whole,
+                "captureBeyondViewport": True,
                 "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
             },
         )

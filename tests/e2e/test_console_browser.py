@@ -3,8 +3,10 @@
 Postfix (Traffic.make: delivered, bounced, deferred, tagged, opened and clicked mail, and dead
 letters of a webhook endpoint that answered 410 Gone).
 
-Every page visited is saved as a screenshot into the test's output folder (pytest's tmp_path,
-or $TXMAIL_SCREENSHOTS); with TXMAIL_README_SCREENSHOTS=1 the overview and a timeline are also
+One chromium serves the module, and the account holder logs in once (the operator's test
+comes last and logs in over it). Every page visited is checked (one h1, no error page) and
+saved as a screenshot into one folder per run (pytest's console-shots*, printed with -s, or
+$TXMAIL_SCREENSHOTS); with TXMAIL_README_SCREENSHOTS=1 the overview and a timeline are also
 written to docs/ for the README.
 """
 
@@ -86,6 +88,25 @@ def test_chromium_opens_the_tracker_of_a_node_with_traffic(
 
 # Helpers
 
+# What the contract asks of every page, found in the page as the browser built it.
+ACCESSIBILITY = """
+const found = [];
+if (!document.documentElement.lang) found.push("<html> has no lang");
+if (!document.querySelector("main#main")) found.push("no main#main");
+for (const el of document.querySelectorAll("input:not([type=hidden]), select, textarea")) {
+  const labelled = el.getAttribute("aria-label") || el.getAttribute("aria-labelledby")
+    || (el.id && document.querySelector(`label[for="${el.id}"]`)) || el.closest("label");
+  if (!labelled) found.push("no label: " + el.outerHTML.slice(0, 120));
+}
+for (const button of document.querySelectorAll("button")) {
+  if (!button.innerText.trim()) found.push("no text: " + button.outerHTML.slice(0, 120));
+}
+for (const svg of document.querySelectorAll("main svg")) {
+  if (svg.getAttribute("role") !== "img" || !svg.querySelector("title"))
+    found.push("a chart without role=img and a <title>");
+}
+return found;
+"""
 ERROR_PAGES = ("Not found", "Not allowed", "Too many attempts", "Try again later", "Cannot do that")
 
 
@@ -113,6 +134,7 @@ def page(browser: Browser, shot: str, readme: bool = False) -> str:
     assert headings[0].text not in ERROR_PAGES, f"{where}: {browser.text('#main')}"
     text = browser.text("#main")
     browser.shot(shot, readme=readme)
+    assert browser.web.execute_script(ACCESSIBILITY) == [], where
     return text
 
 
