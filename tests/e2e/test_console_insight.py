@@ -18,11 +18,7 @@ import requests
 
 from txmail_testing.harness import Sink, Stack, simple_message, wait_for
 
-pytestmark = [
-    pytest.mark.e2e,
-    # the console's session code keeps the viewer under string request keys (console branch)
-    pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
-]
+pytestmark = pytest.mark.e2e
 
 NO_LIMITS = [
     "warmup=false",

@@ -167,7 +167,7 @@ def parse_query(params: Mapping[str, str]) -> Query:
     recipient = params.get("recipient", "").strip().lower()
     if len(recipient) > MAX_RECIPIENT or not recipient.isprintable():
         raise UsageError(
-            f"recipient must be (part of) an address of at most {MAX_RECIPIENT} characters"
+            f"recipient must be (part of) an address: at most {MAX_RECIPIENT} printable characters"
         )
     raw_tag = params.get("tag", "").strip()
     kind = params.get("kind", "").strip() or None

@@ -37,6 +37,7 @@ import txmail
 from txmail import reach, store
 from txmail.config import Settings
 from txmail.errors import ConfigError, StoreUnavailable, TxmailError
+from txmail.files import write_secret
 from txmail.stack import components as components_mod
 from txmail.stack import doctor, relay, render, rspamd, sdnotify
 from txmail.stack.components import (
@@ -186,7 +187,11 @@ def cache_shared_keys(settings: Settings) -> None:
     a stale one is replaced. A Redis that does not answer leaves them as they are, and
     check_files() says whether the node can start without it."""
     if not settings.redis.url:
-        return  # the private Redis starts later, and takes its keys from these files
+        # The private Redis starts later, and takes its keys from these files. A node made
+        # before the console has no console key yet: a new one cuts off nothing that lived
+        # (it signs console sessions and operator tokens alone).
+        write_secret(settings.path(settings.secrets.console_key_file))
+        return
     client = store.connect(settings)
     try:
         secrets.cache_keys(settings, client)

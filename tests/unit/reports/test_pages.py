@@ -5,6 +5,7 @@ one account never sees another's (the e2e test does the same with mail through P
 from __future__ import annotations
 
 import re
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
@@ -14,15 +15,13 @@ import requests
 
 from tests.unit.reports.conftest import Send
 from txmail.accounts.records import Accounts
-from txmail.store import Keys
+from txmail.store import Keys, secrets
+from txmail.tokens.console import ConsoleSigner
 from txmail_testing.console import ConsoleServer
 
 HARD = ("bounce", {"reason": "userunknown", "status": "5.1.1", "diagnostic": "550 5.1.1 <x> no"})
 DELIVERED = ("delivery", {"status": "2.0.0", "remote_mta": "mx.x.test"})
 PASSWORD = "a long enough password"
-# The console's session code (console branch) keeps the viewer under string request keys, which
-# aiohttp 3.14 warns about; until it uses web.RequestKey the warning must not fail these tests.
-pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 
 
 @pytest.fixture
@@ -125,3 +124,29 @@ def test_bad_fields_are_a_400_with_a_sentence(console: ConsoleServer, accounts: 
     assert bad_tag.status_code == 400
     logged_out = requests.get(f"{base}/overview", allow_redirects=False, timeout=10)
     assert logged_out.status_code == 302 and logged_out.headers["Location"] == "/console/login"
+
+
+def test_an_operator_looks_at_the_account_named_and_links_keep_it(
+    console: ConsoleServer, client: redis.Redis, accounts: Accounts, send: Send
+) -> None:
+    send("AAAAAA0002", ["bob@x.test"], ("welcome",), {"bob@x.test": HARD})
+    key = secrets.current(console.settings, client, "console_key_file")
+    token = ConsoleSigner(lambda: (key,)).sign_operator(time.time() + 60)
+    operator = requests.Session()
+    page = operator.get(f"{console.url}/console/login", timeout=10)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf
+    operator.post(
+        f"{console.url}/console/login", data={"token": token, "csrf": csrf.group(1)}, timeout=10
+    )
+    base = f"{console.url}/console"
+    assert operator.get(f"{base}/overview", timeout=10).status_code == 400  # which account?
+    found = operator.get(f"{base}/messages", params={"account": "acme", "recipient": "bob"})
+    assert 'href="/console/messages/AAAAAA0002?account=acme"' in found.text
+    assert 'name="account" value="acme"' in found.text  # the search form keeps it
+    assert operator.get(f"{base}/messages/AAAAAA0002", params={"account": "acme"}).ok
+    assert (
+        operator.get(f"{base}/messages/AAAAAA0002", params={"account": "other"}).status_code == 404
+    )
+    tags = operator.get(f"{base}/tags", params={"account": "acme"}, timeout=10)
+    assert 'href="/console/overview?account=acme&amp;tag=welcome"' in tags.text

@@ -89,7 +89,8 @@ def test_the_walk_is_bounded_in_entries_read(
         ({"kind": "sent"}, "kind must be one of delivery"),
         ({"id": "../etc"}, "id must be a message id"),
         ({"tag": "a,b"}, "without a comma"),
-        ({"recipient": "x" * 400}, "at most 320 characters"),
+        ({"recipient": "x" * 400}, "at most 320 printable characters"),
+        ({"recipient": "a\x00b"}, "printable"),
         ({"before": "nope"}, "previous page"),
     ],
 )

@@ -29,6 +29,7 @@ def node(tmp_path: Path, **maillog: object) -> config.Settings:
         settings.secrets.bounce_key_file,
         settings.secrets.webhook_key_file,
         settings.secrets.tracking_key_file,
+        settings.secrets.console_key_file,
         settings.tls.key_file,
         settings.tls.cert_file,
     ):
