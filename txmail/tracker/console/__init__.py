@@ -60,6 +60,7 @@ from txmail.tracker.services import SERVICES, Services
 log = logging.getLogger("txmail.tracker.console")
 
 HERE = Path(__file__).parent
+STATIC = "/console/static/"
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
     "style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'; "
@@ -108,7 +109,8 @@ def _sentence(exc: web.HTTPException) -> str:
 async def console_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Find the viewer, serve, and answer every failure with an HTML page and the headers."""
     try:
-        await load_viewer(request)
+        if not request.path.startswith(STATIC):  # the stylesheet needs no session
+            await load_viewer(request)
         response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -211,8 +211,13 @@ async def suppression_export(request: web.Request) -> web.StreamResponse:
 # -- domains --------------------------------------------------------------------------------
 
 
-def _domains_of(services: Any, account: str) -> list[Any]:
-    return Domains(services.client, services.keys).list(account)
+def _domains_of(services: Any, account: str) -> tuple[list[Any], list[str]]:
+    """The account's domain records, and the domains it owns that have none yet (no DKIM
+    key: `txmail accounts add --domain` alone)."""
+    records = Domains(services.client, services.keys).list(account)
+    owned = Accounts(services.client, services.keys).get(account).domains
+    named = {d.name for d in records}
+    return records, sorted(d for d in owned if d not in named)
 
 
 async def domains_page(
@@ -224,7 +229,7 @@ async def domains_page(
     account = account_of(request)
     services = state(request).services
     settings = services.settings
-    found = await _run(_domains_of, services, account)
+    found, bare = await _run(_domains_of, services, account)
     shown = [
         {
             "domain": d,
@@ -236,7 +241,7 @@ async def domains_page(
     return aiohttp_jinja2.render_template(
         "domains.html",
         request,
-        {"domains": shown, "verification": verification, "message": message},
+        {"domains": shown, "bare": bare, "verification": verification, "message": message},
         status=status,
     )
 
