@@ -12,10 +12,12 @@ PORT_OFFSET ?= 0
 # journalctl, which tests/e2e/test_journal.py runs privately, so it never skips in CI;
 # prometheus: its promtool checks /metrics and contrib/prometheus/alerts.yml in
 # tests/e2e/test_metrics.py; docker.io and debootstrap: tests/e2e/test_image.py builds the image
-# with a private engine on a base made from Debian's packages).
+# with a private engine on a base made from Debian's packages; chromium and chromium-driver:
+# selenium drives the console in tests/e2e/test_console_browser.py).
 DEB_PACKAGES := postfix dovecot-core redis-server redis-tools libmilter-dev swaks \
 	python3-venv python3-dev gcc openssl ca-certificates docker-compose rspamd \
 	wrk postfwd rsyslog systemd prometheus logrotate docker.io debootstrap \
+	chromium chromium-driver \
 	$(EXTRA_DEB_PACKAGES)
 EXTRA_DEB_PACKAGES :=
 

@@ -386,6 +386,13 @@ class Dispatcher:
                 self._clear_batch(endpoint)
                 continue
             if endpoint.disabled:
+                # A replay or `txmail webhooks enable` may have turned it back on since the
+                # last refresh (a replay's events arrive at once): ask before dead-lettering.
+                with guard("reading a webhook endpoint's state"):
+                    endpoint.disabled = bool(
+                        self.client.hget(self.keys.webhook(endpoint.account), "disabled")
+                    )
+            if endpoint.disabled:
                 self._dead_letter(endpoint, endpoint.batch, "endpoint disabled (410 Gone)", now)
                 self._clear_batch(endpoint)
                 continue

@@ -184,6 +184,28 @@ def test_gone_disables_the_endpoint(world, client: redis.Redis, keys: Keys) -> N
     assert client.hget(keys.webhook("acme"), "disabled")
 
 
+def test_a_replay_right_after_gone_is_posted_not_dead_lettered_again(
+    world, client: redis.Redis, keys: Keys
+) -> None:
+    # The replay turns the endpoint back on and queues the events in one step; the
+    # dispatcher reads them at once, before its next look at the accounts (ACCOUNTS_REFRESH),
+    # so it must not go by the disabled flag it remembers (found by the console's browser test).
+    clock, receiver, make, record = world
+    receiver.answer = 410
+    dispatcher = make()
+    ids = record(3)
+    run(dispatcher, clock, 3)
+    assert len(dead_letters(client, keys, "acme")) == 3
+    receiver.answer = 200
+    assert replay(client, keys, "acme") == 3
+    for _ in range(3):  # the clock stands still: no refresh of the accounts
+        dispatcher.step()
+    assert dead_letters(client, keys, "acme") == []
+    run(dispatcher, clock, 3)
+    assert sorted(receiver.delivered_ids()[-3:]) == sorted(ids)
+    assert dead_letters(client, keys, "acme") == []
+
+
 @pytest.mark.parametrize("count", [30, 250])
 def test_killed_mid_batch_the_next_run_posts_it_again(
     world, client: redis.Redis, keys: Keys, count: int
