@@ -185,6 +185,18 @@ def test_the_overview_filtered_by_tag_and_the_tags_page(as_acme: Browser, traffi
     row_with(browser, "tags", "order")
 
 
+def test_live_updates_refresh_the_totals_from_the_server(as_acme: Browser) -> None:
+    """static/live.js: an element marked data-live takes its content from a fresh fetch of its
+    page (called at once here rather than waited for)."""
+    browser = as_acme
+    visit(browser, "/overview", "overview-live")
+    served = browser.text("#totals")
+    browser.web.execute_script("document.getElementById('totals').textContent = 'stale';")
+    assert browser.text("#totals") == "stale"
+    browser.web.execute_async_script("window.txmailLive().then(arguments[arguments.length - 1]);")
+    assert browser.text("#totals") == served
+
+
 def totals(browser: Browser) -> dict[str, int]:
     """The overview's counts (dl#totals) by their names."""
     names = [e.text for e in browser.find_all("dl#totals dt")]
