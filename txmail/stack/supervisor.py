@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,6 +52,13 @@ from txmail.store import secrets
 log = logging.getLogger("txmail.up")
 
 READY_TIMEOUT = 60.0
+# Components that need Redis (and rspamd, Dovecot) up but not one another: consecutive ones in
+# build()'s order start together. Dovecot waits for authsync's file and authpolicy; Postfix,
+# last, for the milter, policyd, the socketmap and Dovecot.
+TOGETHER = frozenset(
+    {"authsync", "authpolicy", "milter", "socketmap", "policyd", "bounce-pipe", "maillog",
+     "webhooks", "tracker", "capture"}
+)  # fmt: skip
 MAX_BACKOFF = 30.0
 
 
@@ -530,14 +538,29 @@ class Supervisor:
         self.stopping = True
 
     def start_all(self) -> None:
-        for component in self.components:
+        """In order, each ready before the next starts; but a run of components that need
+        only what came before them, not one another (TOGETHER), starts at once and is waited
+        for together: each is a Python process with about a second of imports, so seven
+        start in the time of two or three."""
+        for wave in self.waves():
             if self.stopping:
                 return
-            log.info("starting %s", component.name)
-            component.start()
-            self.wait_ready(component)
-            if not self.stopping and component.name in self.after_ready:
-                self.after_ready[component.name]()
+            for component in wave:
+                log.info("starting %s", component.name)
+                component.start()
+            for component in wave:
+                self.wait_ready(component)
+                if not self.stopping and component.name in self.after_ready:
+                    self.after_ready[component.name]()
+
+    def waves(self) -> list[list[Component]]:
+        made: list[list[Component]] = []
+        for component in self.components:
+            if made and component.name in TOGETHER and made[-1][-1].name in TOGETHER:
+                made[-1].append(component)
+            else:
+                made.append([component])
+        return made
 
     def wait_ready(self, component: Component) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -583,11 +606,29 @@ class Supervisor:
             time.sleep(0.2)
 
     def stop_all(self) -> None:
-        for component in reversed(self.components):
-            try:
-                component.stop()
-            except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
-                log.error("stopping %s: %s", component.name, exc)
+        """Postfix first (no new mail, nothing in flight through the milter or policyd), then
+        every other component at once, Redis last (the others write what they hold to it as
+        they stop). One after another, a node took about a second a component to stop."""
+        ordered = list(reversed(self.components))
+        first = [c for c in ordered if c.name == "postfix"]
+        last = [c for c in ordered if c.name == "redis"]
+        middle = [c for c in ordered if c not in first and c not in last]
+        for group in (first, middle, last):
+            stoppers = [
+                threading.Thread(target=self._stop_one, args=(c,), name=f"stop-{c.name}")
+                for c in group
+            ]
+            for thread in stoppers:
+                thread.start()
+            for thread in stoppers:
+                thread.join()
+
+    @staticmethod
+    def _stop_one(component: Component) -> None:
+        try:
+            component.stop()
+        except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+            log.error("stopping %s: %s", component.name, exc)
 
 
 def check_schema(
