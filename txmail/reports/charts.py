@@ -15,8 +15,9 @@ DESCRIPTION
     name and value. A day with a value between two without (or a series of one day) is a
     marker with its value written above it. The SVG has no width or height of its own: it
     fills the width of its container and keeps the viewBox's proportions. The y axis ticks
-    are multiples of a round step (1, 2, 2.5 or 5 x 10^n; whole numbers for counts). The page shows the same numbers as a table beside it: the chart is a
-    picture of that table, never the only place a number is.
+    are multiples of a round step (1, 2, 2.5 or 5 x 10^n; whole numbers for counts). The
+    page shows the same numbers as a table beside it: the chart is a picture of that table,
+    never the only place a number is.
 
     Every text that reaches the SVG (title, description, series names, dates, threshold
     labels) is XML-escaped; numbers are formatted by the code, never taken as text. Dates are

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import xml.etree.ElementTree as ET
 
@@ -91,7 +92,7 @@ def test_the_y_axis_ticks_are_round_steps(highest: float) -> None:
     assert values[0] == 0 and values[-1] >= highest and 2 <= len(values) - 1 <= 5
     mantissa = step / 10 ** math.floor(math.log10(step) + 1e-9)
     assert any(abs(mantissa - m) < 1e-6 for m in (1, 2, 2.5, 5)), values
-    assert all(abs(b - a - step) < step * 1e-6 for a, b in zip(values, values[1:]))
+    assert all(abs(b - a - step) < step * 1e-6 for a, b in itertools.pairwise(values))
 
 
 def test_a_top_of_two_and_a_half_is_ticked_by_halves() -> None:
