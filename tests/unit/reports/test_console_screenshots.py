@@ -100,9 +100,10 @@ def test_notices_count_in_the_right_plural(
     assert csrf
     replayed = browser.post(f"{base}/webhooks/replay", data={"csrf": csrf.group(1)}, timeout=10)
     assert replayed.status_code == 200, replayed.text
-    assert "(1 dead letter)" in replayed.text and "entries" not in replayed.text
+    assert "The dead letter is queued again: the dispatcher posts it" in replayed.text
+    assert "entries" not in replayed.text
     two = browser.get(f"{base}/webhooks", params={"done": "replayed", "n": "2"}, timeout=10)
-    assert "(2 dead letters)" in two.text
+    assert "The 2 dead letters are queued again" in two.text
     one = browser.get(f"{base}/suppressions", params={"done": "imported", "n": "1"}, timeout=10)
     assert "(1 entry)" in one.text
     many = browser.get(f"{base}/suppressions", params={"done": "imported", "n": "3"}, timeout=10)

@@ -59,7 +59,14 @@ DONE = {
     "replayed": "The dead letters are queued again: the dispatcher posts them within seconds.",
     "none": "There were no such dead letters.",
 }
-COUNTED = {"imported": ("entry", "entries"), "replayed": ("dead letter", "dead letters")}
+# With a count (n=), in the singular or plural as it needs.
+COUNTED = {
+    "imported": ("The file was imported (1 entry).", "The file was imported ({n} entries)."),
+    "replayed": (
+        "The dead letter is queued again: the dispatcher posts it within seconds.",
+        "The {n} dead letters are queued again: the dispatcher posts them within seconds.",
+    ),
+}
 
 
 def _done(request: web.Request) -> str:
@@ -69,7 +76,7 @@ def _done(request: web.Request) -> str:
     if text and count.isdigit() and word in COUNTED:
         number = int(count)
         one, many = COUNTED[word]
-        text = f"{text} ({number} {one if number == 1 else many})"
+        text = one if number == 1 else many.format(n=number)
     return text
 
 
