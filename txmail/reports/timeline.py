@@ -18,9 +18,10 @@ DESCRIPTION
         the first open and click of each recipient (later ones are counted per day only);
       * webhook posts: the dispatcher keeps no record per post or per message (it keeps one
         state per endpoint, PREFIX {ACCOUNT}:webhook, and the dead letters). So the timeline
-        says that, shows the endpoint's state (failing since, attempts, disabled) and lists
-        the dead letters of this message's events, found in the newest DEAD_SCAN entries of
-        the dead-letter stream with the error the endpoint last answered.
+        says that, shows the endpoint's state (none set, failing since, attempts, disabled)
+        and lists the dead letters of this message's events, found in the newest DEAD_SCAN
+        entries of the dead-letter stream, each with what happened to it (the error kept
+        with it: a 410 Gone at once, or the last answer within the retry window).
 
     A message of another account, or one whose record has expired, is None: the page answers
     404 for both, so an id says nothing about any other account.
@@ -42,6 +43,7 @@ from typing import Any
 
 from txmail.reports.search import message_json
 from txmail.store import Client, Keys, decoded_entries, decoded_hash, decoded_or_none, guard
+from txmail.webhook_endpoints import dead_letter_reason
 
 DEAD_SCAN = 1000
 # Details worth a line of their own on the page, in the order shown; the rest go in a list.
@@ -67,8 +69,9 @@ class Timeline:
     parent: str  # "" or the client's message id of which this is a copy
     attempts: dict[str, int]  # recipient -> failed delivery attempts so far
     webhook: dict[str, str]  # the endpoint's state (PREFIX {ACCOUNT}:webhook)
-    dead_letters: list[dict[str, Any]]  # {event_id, kind, recipient, error, failed_at}
+    dead_letters: list[dict[str, Any]]  # {event_id, kind, recipient, error, reason, failed_at}
     events_unlisted: int = 0
+    webhook_url: str = ""  # "" when the account has no endpoint: its events are not posted
 
 
 def _summary(kind: str, details: dict[str, Any]) -> str:
@@ -105,7 +108,8 @@ def read_timeline(
         pipe = client.pipeline(transaction=False)
         pipe.hmget(keys.message(account, queue_id), "parent", "copies")
         pipe.hgetall(keys.webhook(account))
-        parent_and_copies, webhook = pipe.execute()
+        pipe.hget(keys.account(account), "webhook_url")
+        parent_and_copies, webhook, webhook_url = pipe.execute()
     parent = decoded_or_none(parent_and_copies[0]) or ""
     raw_copies = decoded_or_none(parent_and_copies[1])
     copies: dict[str, str] = json.loads(raw_copies) if raw_copies else {}
@@ -186,6 +190,7 @@ def read_timeline(
                     "kind": event.get("kind", ""),
                     "recipient": event.get("recipient", ""),
                     "error": fields.get("error", ""),
+                    "reason": dead_letter_reason(fields.get("error", "")),
                     "failed_at": _seconds_iso(fields.get("failed_at", "")),
                 }
             )
@@ -201,4 +206,5 @@ def read_timeline(
         webhook=decoded_hash(webhook),
         dead_letters=dead,
         events_unlisted=int(shown["events_unlisted"]),
+        webhook_url=decoded_or_none(webhook_url) or "",
     )

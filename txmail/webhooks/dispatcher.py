@@ -71,6 +71,7 @@ from txmail.histograms import WEBHOOK_EVENT_DELAY, WEBHOOK_POST, Observations, f
 from txmail.store import Client, Keys, decoded, decoded_or_none, guard, scripts
 from txmail.store.secrets import read_webhook_secret
 from txmail.tokens import webhooks as signing
+from txmail.webhook_endpoints import DISABLED, GONE
 
 log = logging.getLogger("txmail.webhooks")
 
@@ -393,7 +394,7 @@ class Dispatcher:
                         self.client.hget(self.keys.webhook(endpoint.account), "disabled")
                     )
             if endpoint.disabled:
-                self._dead_letter(endpoint, endpoint.batch, "endpoint disabled (410 Gone)", now)
+                self._dead_letter(endpoint, endpoint.batch, DISABLED, now)
                 self._clear_batch(endpoint)
                 continue
             if not self._ready(endpoint, now):
@@ -478,7 +479,7 @@ class Dispatcher:
                     self.keys.webhook(endpoint.account),
                     mapping={"disabled": repr(now), "disabled_by": "410 Gone"},
                 )
-            self._dead_letter(endpoint, batch, "410 Gone", now)
+            self._dead_letter(endpoint, batch, GONE, now)
             self._drop(endpoint, batch)
             self._save_state(endpoint, ok=True)
             return
