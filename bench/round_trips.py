@@ -1,0 +1,182 @@
+"""bench/round_trips: Redis commands and CPU a message, process by process, through one stack.
+
+Starts bench/throughput.py's txmail instance (every rule, DKIM, policyd, events; smtp-source
+into the trusted listener, to smtp-sink), sends --messages messages --reps times and prints for
+each rep, per message: the Redis commands (INFO commandstats, each command by name, scripts'
+own commands included as Redis counts them), the Redis round trips seen by the server
+(commands outside scripts and MULTI), and the CPU milliseconds of the milter, policyd, Redis,
+the maillog follower, the webhook dispatcher and the whole machine. With --monitor it also
+sends one message alone and prints the commands Redis saw for it (MONITOR), in order, client
+by client, which is how the round trips of one message are traced.
+
+    .venv/bin/python bench/round_trips.py [--messages 2000] [--sessions 10] [--reps 3]
+                                          [--monitor]
+
+Figures swing with the machine's load (printed beside them): compare runs made back to back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from throughput import TxmailInstance, machine_cpu, queue_empty, sent_lines  # noqa: E402
+
+from txmail_testing.harness import free_port, process_cpu, wait_for  # noqa: E402
+
+PROCESSES = {
+    "milter": ("milter",),
+    "policyd": ("policyd",),
+    "follower": ("maillog",),
+    "dispatcher": ("webhooks", "run"),
+}
+
+
+def load() -> str:
+    return "load " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def commandstats(client: Any) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
+
+
+def send(instance: TxmailInstance, messages: int, sessions: int, size: int) -> None:
+    before = sent_lines(instance.maillog)
+    subprocess.run(
+        [
+            "smtp-source",
+            "-s",
+            str(sessions),
+            "-l",
+            str(size),
+            "-m",
+            str(messages),
+            "-f",
+            "app@bench.example",
+            "-t",
+            "rcpt@dest.test",
+            "-M",
+            "client.test",
+            f"127.0.0.1:{instance.port}",
+        ],
+        check=True,
+    )
+    wait_for(lambda: queue_empty(instance.spool), 600, what="an empty queue")
+    wait_for(lambda: sent_lines(instance.maillog) - before >= messages, 60, what="the sent lines")
+    time.sleep(2)  # the follower and the dispatcher finish the last deliveries' events
+
+
+def rep(instance: TxmailInstance, args: argparse.Namespace) -> dict[str, float]:
+    client = instance.stack.redis()
+    redis_pid = int(client.info("server")["process_id"])
+    pids = {name: instance.stack.pids_of(*command) for name, command in PROCESSES.items()}
+    pids["redis"] = [redis_pid]
+    before_stats = commandstats(client)
+    before_cpu = {name: process_cpu(p) for name, p in pids.items()}
+    before_machine = machine_cpu()
+    send(instance, args.messages, args.sessions, args.size)
+    after_machine = machine_cpu()
+    after_cpu = {name: process_cpu(p) for name, p in pids.items()}
+    after_stats = commandstats(client)
+    n = args.messages
+    # INFO itself is counted once between the two readings
+    delta = {k: v - before_stats.get(k, 0) for k, v in after_stats.items()}
+    delta["info"] = delta.get("info", 0) - 1
+    delta = {k: v for k, v in delta.items() if v > 0}
+    figures: dict[str, float] = {
+        name: (after_cpu[name] - before_cpu[name]) * 1000 / n for name in pids
+    }
+    figures["machine"] = (after_machine - before_machine) * 1000 / n
+    figures["commands"] = sum(delta.values()) / n
+    for name, count in sorted(delta.items(), key=lambda kv: -kv[1]):
+        figures[f"cmd:{name}"] = count / n
+    return figures
+
+
+def monitor_one(instance: TxmailInstance) -> None:
+    """The commands Redis runs for one message sent alone, from MAIL FROM to its events."""
+    lines: list[str] = []
+    client = instance.stack.redis()
+    stop = threading.Event()
+
+    def watch() -> None:
+        with client.monitor() as m:
+            for entry in m.listen():
+                if stop.is_set():
+                    return
+                command = entry["command"]
+                if command.startswith(("INFO", "PING")):
+                    continue
+                lines.append(f"{entry['client_address']}:{entry['client_port']} {command[:160]}")
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    time.sleep(1)
+    send(instance, 1, 1, 2048)
+    stop.set()
+    client.ping()  # wakes the monitor up so that it sees stop
+    thread.join(5)
+    print(f"MONITOR, one message ({len(lines)} commands, background polling included):")
+    for line in lines:
+        print("   ", line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument("--size", type=int, default=5120)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--monitor", action="store_true")
+    args = parser.parse_args()
+
+    sink_port = free_port()
+    sink = subprocess.Popen(["smtp-sink", "-u", "postfix", f"127.0.0.1:{sink_port}", "1024"])
+    instance = TxmailInstance(sink_port)
+    try:
+        instance.start(dkim=True)
+        send(instance, 50, 5, args.size)  # warm: caches, scripts, connections
+        if args.monitor:
+            monitor_one(instance)
+        print(
+            "pids: "
+            + " ".join(
+                f"{name}={','.join(map(str, instance.stack.pids_of(*command)))}"
+                for name, command in PROCESSES.items()
+            ),
+            flush=True,
+        )
+        reps = []
+        for number in range(1, args.reps + 1):
+            figures = rep(instance, args)
+            reps.append(figures)
+            print(
+                f"rep {number} ({load()}): commands {figures['commands']:.1f}/msg; CPU ms/msg "
+                + ", ".join(
+                    f"{name} {figures[name]:.2f}"
+                    for name in ("milter", "policyd", "redis", "follower", "dispatcher", "machine")
+                ),
+                flush=True,
+            )
+        keys = sorted({k for r in reps for k in r}, key=lambda k: (k.startswith("cmd:"), k))
+        print(f"medians of {args.reps} reps, per message ({load()}):")
+        for key in keys:
+            print(f"  {key:28} {statistics.median(r.get(key, 0.0) for r in reps):8.2f}")
+    finally:
+        instance.close()
+        sink.terminate()
+        sink.wait(10)
+
+
+if __name__ == "__main__":
+    main()
