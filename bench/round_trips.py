@@ -2,15 +2,20 @@
 
 Starts bench/throughput.py's txmail instance (every rule, DKIM, policyd, events; smtp-source
 into the trusted listener, to smtp-sink), sends --messages messages --reps times and prints for
-each rep, per message: the Redis commands (INFO commandstats, each command by name, scripts'
-own commands included as Redis counts them), the Redis round trips seen by the server
-(commands outside scripts and MULTI), and the CPU milliseconds of the milter, policyd, Redis,
+each rep, per message: the Redis commands of every process (INFO commandstats, each command
+by name, the commands scripts run included as Redis counts them; the bench's own INFO left
+out), and the CPU milliseconds of the milter, policyd, Redis,
 the maillog follower, the webhook dispatcher and the whole machine. With --monitor it also
 sends one message alone and prints the commands Redis saw for it (MONITOR), in order, client
 by client, which is how the round trips of one message are traced.
 
     .venv/bin/python bench/round_trips.py [--messages 2000] [--sessions 10] [--reps 3]
-                                          [--monitor]
+                                          [--monitor] [--against OTHER/.venv/bin/python]
+
+With --against, a second instance runs another checkout's code (say the commit before a
+change, in a worktree of its own with its own venv) on the same machine, and the reps
+alternate between the two, so a busy moment hits both alike; the summary gives this
+checkout's medians over the other's.
 
 Figures swing with the machine's load (printed beside them): compare runs made back to back.
 """
@@ -18,7 +23,6 @@ Figures swing with the machine's load (printed beside them): compare runs made b
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -31,8 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from throughput import TxmailInstance, machine_cpu, queue_empty, sent_lines  # noqa: E402
 
+from txmail_testing import harness  # noqa: E402
 from txmail_testing.harness import free_port, process_cpu, wait_for  # noqa: E402
 
+SHOWN = ("milter", "policyd", "redis", "follower", "dispatcher", "machine")
 PROCESSES = {
     "milter": ("milter",),
     "policyd": ("policyd",),
@@ -73,7 +79,6 @@ def send(instance: TxmailInstance, messages: int, sessions: int, size: int) -> N
     )
     wait_for(lambda: queue_empty(instance.spool), 600, what="an empty queue")
     wait_for(lambda: sent_lines(instance.maillog) - before >= messages, 60, what="the sent lines")
-    time.sleep(2)  # the follower and the dispatcher finish the last deliveries' events
 
 
 def rep(instance: TxmailInstance, args: argparse.Namespace) -> dict[str, float]:
@@ -84,18 +89,28 @@ def rep(instance: TxmailInstance, args: argparse.Namespace) -> dict[str, float]:
     before_stats = commandstats(client)
     before_cpu = {name: process_cpu(p) for name, p in pids.items()}
     before_machine = machine_cpu()
+    started = time.monotonic()
     send(instance, args.messages, args.sessions, args.size)
+    # The follower turns each delivery into an event (XADD) a little after it: wait for all of
+    # them, so that every rep counts the same messages' work.
+    wait_for(
+        lambda: commandstats(client).get("xadd", 0) - before_stats.get("xadd", 0) >= args.messages,
+        120,
+        what="the follower's events",
+    )
+    time.sleep(1)
+    elapsed = time.monotonic() - started
     after_machine = machine_cpu()
     after_cpu = {name: process_cpu(p) for name, p in pids.items()}
     after_stats = commandstats(client)
     n = args.messages
-    # INFO itself is counted once between the two readings
     delta = {k: v - before_stats.get(k, 0) for k, v in after_stats.items()}
-    delta["info"] = delta.get("info", 0) - 1
+    delta.pop("info", None)  # the bench's own
     delta = {k: v for k, v in delta.items() if v > 0}
     figures: dict[str, float] = {
         name: (after_cpu[name] - before_cpu[name]) * 1000 / n for name in pids
     }
+    figures["msg/s"] = n / elapsed  # until the queue is empty and every event is in
     figures["machine"] = (after_machine - before_machine) * 1000 / n
     figures["commands"] = sum(delta.values()) / n
     for name, count in sorted(delta.items(), key=lambda kv: -kv[1]):
@@ -131,6 +146,20 @@ def monitor_one(instance: TxmailInstance) -> None:
         print("   ", line)
 
 
+def start(sink_port: int, python: str, size: int) -> TxmailInstance:
+    """A txmail instance whose processes run `python` (another checkout's venv, or this
+    one's), warmed up."""
+    saved = harness.TXMAIL[0]
+    harness.TXMAIL[0] = python  # Stack runs `python -m txmail ...`; txmail up its daemons so
+    try:
+        instance = TxmailInstance(sink_port)
+        instance.start(dkim=True)
+    finally:
+        harness.TXMAIL[0] = saved
+    send(instance, 50, 5, size)  # warm: caches, scripts, connections
+    return instance
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=2000)
@@ -138,42 +167,58 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=5120)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--monitor", action="store_true")
+    parser.add_argument(
+        "--against",
+        metavar="PYTHON",
+        help="also run an instance on another checkout (its venv's python), rep by rep "
+        "in alternating order, and print this one's figures over that one's",
+    )
     args = parser.parse_args()
 
     sink_port = free_port()
     sink = subprocess.Popen(["smtp-sink", "-u", "postfix", f"127.0.0.1:{sink_port}", "1024"])
-    instance = TxmailInstance(sink_port)
+    instances: dict[str, TxmailInstance] = {}
     try:
-        instance.start(dkim=True)
-        send(instance, 50, 5, args.size)  # warm: caches, scripts, connections
-        if args.monitor:
-            monitor_one(instance)
-        print(
-            "pids: "
-            + " ".join(
-                f"{name}={','.join(map(str, instance.stack.pids_of(*command)))}"
-                for name, command in PROCESSES.items()
-            ),
-            flush=True,
-        )
-        reps = []
-        for number in range(1, args.reps + 1):
-            figures = rep(instance, args)
-            reps.append(figures)
+        instances["this"] = start(sink_port, sys.executable, args.size)
+        if args.against:
+            instances["other"] = start(sink_port, args.against, args.size)
+        for name, instance in instances.items():
+            if args.monitor:
+                print(f"{name}:", end=" ")
+                monitor_one(instance)
             print(
-                f"rep {number} ({load()}): commands {figures['commands']:.1f}/msg; CPU ms/msg "
-                + ", ".join(
-                    f"{name} {figures[name]:.2f}"
-                    for name in ("milter", "policyd", "redis", "follower", "dispatcher", "machine")
+                f"{name} pids: "
+                + " ".join(
+                    f"{label}={','.join(map(str, instance.stack.pids_of(*command)))}"
+                    for label, command in PROCESSES.items()
                 ),
                 flush=True,
             )
-        keys = sorted({k for r in reps for k in r}, key=lambda k: (k.startswith("cmd:"), k))
+        reps: dict[str, list[dict[str, float]]] = {name: [] for name in instances}
+        for number in range(1, args.reps + 1):
+            order = list(instances) if number % 2 else list(reversed(instances))
+            for name in order:
+                figures = rep(instances[name], args)
+                reps[name].append(figures)
+                print(
+                    f"rep {number} {name} ({load()}): {figures['msg/s']:.1f} msg/s, commands "
+                    f"{figures['commands']:.1f}/msg; CPU ms/msg "
+                    + ", ".join(f"{key} {figures[key]:.2f}" for key in SHOWN),
+                    flush=True,
+                )
+        keys = sorted({k for r in reps["this"] for k in r}, key=lambda k: (k.startswith("cmd:"), k))
         print(f"medians of {args.reps} reps, per message ({load()}):")
+        print(f"  {'':28} {'this':>8}" + (f" {'other':>8} {'ratio':>6}" if args.against else ""))
         for key in keys:
-            print(f"  {key:28} {statistics.median(r.get(key, 0.0) for r in reps):8.2f}")
+            ours = statistics.median(r.get(key, 0.0) for r in reps["this"])
+            line = f"  {key:28} {ours:8.2f}"
+            if args.against:
+                theirs = statistics.median(r.get(key, 0.0) for r in reps["other"])
+                line += f" {theirs:8.2f} {ours / theirs if theirs else float('nan'):6.2f}"
+            print(line)
     finally:
-        instance.close()
+        for instance in instances.values():
+            instance.close()
         sink.terminate()
         sink.wait(10)
 
