@@ -23,6 +23,7 @@ Figures swing with the machine's load (printed beside them): compare runs made b
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -149,13 +150,17 @@ def monitor_one(instance: TxmailInstance) -> None:
 def start(sink_port: int, python: str, size: int) -> TxmailInstance:
     """A txmail instance whose processes run `python` (another checkout's venv, or this
     one's), warmed up."""
-    saved = harness.TXMAIL[0]
-    harness.TXMAIL[0] = python  # Stack runs `python -m txmail ...`; txmail up its daemons so
+    saved, here = harness.TXMAIL[0], Path.cwd()
+    # Stack runs `python -m txmail ...` and txmail up runs its daemons the same way; -m puts
+    # the working directory first on sys.path, so they must start in that python's checkout.
+    harness.TXMAIL[0] = python
+    os.chdir(Path(python).absolute().parents[2])
     try:
         instance = TxmailInstance(sink_port)
         instance.start(dkim=True)
     finally:
         harness.TXMAIL[0] = saved
+        os.chdir(here)
     send(instance, 50, 5, size)  # warm: caches, scripts, connections
     return instance
 
