@@ -39,6 +39,7 @@ from throughput import TxmailInstance, machine_cpu, queue_empty, sent_lines  # n
 from txmail_testing import harness  # noqa: E402
 from txmail_testing.harness import free_port, process_cpu, wait_for  # noqa: E402
 
+MARKER = "round-trips-monitor-end"
 SHOWN = ("milter", "policyd", "redis", "follower", "dispatcher", "machine")
 PROCESSES = {
     "milter": ("milter",),
@@ -123,25 +124,25 @@ def monitor_one(instance: TxmailInstance) -> None:
     """The commands Redis runs for one message sent alone, from MAIL FROM to its events."""
     lines: list[str] = []
     client = instance.stack.redis()
-    stop = threading.Event()
 
     def watch() -> None:
         with client.monitor() as m:
             for entry in m.listen():
-                if stop.is_set():
-                    return
                 command = entry["command"]
-                if command.startswith(("INFO", "PING")):
-                    continue
-                lines.append(f"{entry['client_address']}:{entry['client_port']} {command[:160]}")
+                if command == f"ECHO {MARKER}":  # the main thread's: every command before
+                    return  # it has been read, however far behind this thread was
+                if not command.startswith(("INFO", "PING")):
+                    lines.append(
+                        f"{entry['client_address']}:{entry['client_port']} {command[:160]}"
+                    )
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     time.sleep(1)
     send(instance, 1, 1, 2048)
-    stop.set()
-    client.ping()  # wakes the monitor up so that it sees stop
-    thread.join(5)
+    time.sleep(2)  # the follower's event of the delivery
+    client.echo(MARKER)
+    thread.join(60)
     print(f"MONITOR, one message ({len(lines)} commands, background polling included):")
     for line in lines:
         print("   ", line)
