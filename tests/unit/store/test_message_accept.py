@@ -240,3 +240,18 @@ def test_parts_are_included_and_are_no_scripts_of_their_own() -> None:
     assert "local function count_tags(" in scripts.text("tags_count")
     with pytest.raises(KeyError):
         scripts.text("_commit")
+
+
+def test_a_bucket_gets_its_ttl_when_made_and_keeps_it(node: Node) -> None:
+    add_account(node, warmup=False)
+    accept(node, record("4J1"))
+    buckets = check_keys(node.keys, "acme", Windows.at(time.time()))[:3]
+    ttls = [node.client.ttl(key) for key in buckets]
+    assert all(0 < ttl for ttl in ttls) and ttls[0] <= 120 and ttls[2] <= 90000
+    for key in buckets:
+        node.client.expire(key, 50)
+    accept(node, record("4J2"))
+    # not set again (a bucket of a window that began in between is a new one: left out)
+    same = set(buckets) & set(check_keys(node.keys, "acme", Windows.at(time.time()))[:3])
+    assert same and all(0 < node.client.ttl(key) <= 50 for key in same)
+    assert all(node.client.hget(key, "m") == "2" for key in same)

@@ -29,11 +29,15 @@ local function commit(k, qid, today, recipients, bytes, ttls, warm_default)
   redis.call('ZREM', k[5], qid)
   redis.set_repl(redis.REPL_ALL)  -- what is counted goes to the AOF and the replicas
 
+  -- A bucket's TTL is set when the bucket is made (its m was 0: every count writes m, r and
+  -- b together, in this script, and nothing else writes a bucket) and not again on each
+  -- count: a bucket is only read in its own window, which its TTL outlives from the first
+  -- count on, so an EXPIRE (and its line in the AOF) per bucket and message buys nothing.
   for i = 1, 3 do
-    redis.call('HINCRBY', k[i], 'm', m)
+    local made = redis.call('HINCRBY', k[i], 'm', m) == m
     redis.call('HINCRBY', k[i], 'r', r)
     redis.call('HINCRBY', k[i], 'b', b)
-    redis.call('EXPIRE', k[i], tonumber(ttls[i]))
+    if made then redis.call('EXPIRE', k[i], tonumber(ttls[i])) end
   end
 
   local account = redis.call('HMGET', k[7], 'set.warmup', 'created_at')
