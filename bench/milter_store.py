@@ -11,11 +11,11 @@ of the record, SET msgid, HINCRBY per tag, EVAL of tags_count.lua with its text,
 message_accept.lua: 4 commands). Both write the same keys for the same message, through the
 same redis-py client, one round trip a message, and count the same way (both run the
 checkout's Lua for the count, _commit.lua and _count_tags.lua: the bench isolates the change
-from a pipeline of commands and script texts to one EVALSHA). The blocks alternate between the two ways, so a
-busy moment of the machine hits both alike. Prints per message and way: the client's CPU
-(this process, redis-py packing and parsing), Redis's CPU (INFO cpu of the private server),
-the bytes Redis read, and the commands Redis ran (INFO commandstats; the scripts' own included),
-as medians over the blocks.
+from a pipeline of commands and script texts to one EVALSHA). The blocks alternate between
+the two ways, so a busy moment of the machine hits both alike. Prints per message and way:
+the client's CPU (this process, redis-py packing and parsing), Redis's CPU (INFO cpu of the
+private server), the bytes Redis read, and the commands Redis ran (INFO commandstats; the
+scripts' own included), as medians over the blocks.
 """
 
 from __future__ import annotations
