@@ -19,6 +19,8 @@ DESCRIPTION
     idempotency_claim,            the HTTP API: an Idempotency-Key of a send, claimed once;
     idempotency_settle            its first answer kept, or the key freed
     key_dump                      txmail backup: one key's DUMP payload and PTTL, together
+    maillog_batch                 the maillog follower: a batch's events, attempts, reputation
+                                  counts and suppressions, and its log position, in one call
     policy_check, policy_commit,  policyd and the milter: sending limits, holds, usage
     policy_release
     reputation_record             the reputation guard's daily totals
@@ -28,10 +30,15 @@ DESCRIPTION
     suppression_add               a suppression list entry, capped
     tags_count                    the milter: an accepted message per day and tag, capped
     webhook_dead_letter           webhooks: a batch that will not be retried again
+
+    A script may use another whole: a line `-- #include NAME` becomes NAME's source as a local
+    function NAME(KEYS, ARGV) returning what NAME returns, so a batch runs the same code as a
+    single call (maillog_batch).
 """
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -39,6 +46,7 @@ from typing import Any
 FOLDER = Path(__file__).resolve().parent
 NAMES = tuple(sorted(path.stem for path in FOLDER.glob("*.lua")))
 
+INCLUDE = re.compile(r"^-- #include (\w+)$", re.MULTILINE)
 ATTRIBUTE = "_txmail_scripts"  # where a client keeps the scripts registered on it
 
 
@@ -47,7 +55,12 @@ def text(name: str) -> str:
     """The source of script `name`."""
     if name not in NAMES:
         raise KeyError(f"no Lua script named {name!r} (there are: {', '.join(NAMES)})")
-    return (FOLDER / f"{name}.lua").read_text()
+    return INCLUDE.sub(_included, (FOLDER / f"{name}.lua").read_text())
+
+
+def _included(match: re.Match[str]) -> str:
+    name = match[1]
+    return f"local function {name}(KEYS, ARGV)\n{text(name)}\nend"
 
 
 def get(client: Any, name: str) -> Any:
