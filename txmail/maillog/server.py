@@ -64,10 +64,10 @@ from txmail.maillog.follower import LogFollower
 from txmail.maillog.journal import JournalFollower
 from txmail.maillog.lines import DeliveryStatus, parse_line
 from txmail.maillog.position import Positions, RedisPosition
-from txmail.store import scripts
 from txmail.outcomes.classify import finish
 from txmail.outcomes.findings import Finding
 from txmail.outcomes.reasons import command_in
+from txmail.store import scripts
 from txmail.store.messages import MessageRecord, Messages
 
 log = logging.getLogger("txmail.maillog")

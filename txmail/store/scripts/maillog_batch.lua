@@ -24,7 +24,10 @@
 --               have it yet; marks it counted in the same call. Returns reputation_record's
 --               reply, or an empty list when it did not count.
 --   suppress    KEYS and ARGV: suppression_add.lua's. Runs unless the event before it was
---               capped. Returns its reply, or -1.
+--               capped, or was a duplicate whose entry is on the list already (a line read
+--               again keeps the entry as it was; a duplicate without one, a crash's between
+--               the event and the entry, gets it). Returns its reply (1 when the entry was
+--               there), or -1.
 --
 -- Returns the items' replies in order.
 
@@ -76,7 +79,9 @@ for item = 1, tonumber(ARGV[2]) do
     end
   elseif op == 'suppress' then
     reply = -1
-    if not last or tonumber(last[1]) ~= 3 then
+    if last and tonumber(last[1]) == 0 and redis.call('HEXISTS', keys[1], args[1]) == 1 then
+      reply = 1 -- a line read again: its entry is there, created when the event was recorded
+    elseif not last or tonumber(last[1]) ~= 3 then
       reply = suppression_add(keys, args)
     end
   else
