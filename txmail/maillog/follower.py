@@ -101,6 +101,7 @@ class LogFollower:
         self.inode = 0
         self.offset = 0  # of the first byte not yet returned as part of a complete line
         self.partial = b""
+        self.resumed = False  # said where it resumes (once a process, not after each rewind)
 
     # -- position ------------------------------------------------------------------------
 
@@ -249,6 +250,9 @@ class LogFollower:
         if position is None:
             return self._open(self.path, 0)
         if st is not None and (st.st_ino, st.st_dev) == (position.inode, position.device):
+            if not self.resumed:
+                log.info("resuming %s at offset %d", self.path, position.offset)
+                self.resumed = True
             return self._open(self.path, position.offset)
         old = self._rotated_file(position)
         if old is not None:
