@@ -10,9 +10,9 @@ every line. Each group is appended once the follower has read the one before, so
 Two ways to record, alternated rep by rep:
 
     batch     one maillog_batch.lua call per batch of lines, the position inside it (now)
-    per-line  each line's event script, reputation script and "counted" mark apart, the
-              position in a file (what the follower did before; what it still does on a
-              Redis Cluster)
+    per-line  the records read in two pipelines, then each line's event script, reputation
+              script and "counted" mark apart, the position in a file (what the follower did
+              before; what it still does on a Redis Cluster)
 
 Prints, per way and rep, the follower's CPU a message (this process), Redis's (its
 /proc stat), Redis commands a message (INFO commandstats) and round trips a message (calls
@@ -136,6 +136,7 @@ def run(way: str, server: RedisServer, args: argparse.Namespace, rep: int) -> di
         recorder.record_statuses = lambda statuses, position=None: [  # type: ignore[method-assign]
             recorder.handle(s) for s in statuses
         ]
+        recorder.messages.get_many = recorder.messages.get_many_pipelined  # type: ignore[method-assign]
     groups = [
         [
             line

@@ -19,6 +19,7 @@ DESCRIPTION
     idempotency_claim,            the HTTP API: an Idempotency-Key of a send, claimed once;
     idempotency_settle            its first answer kept, or the key freed
     key_dump                      txmail backup: one key's DUMP payload and PTTL, together
+    messages_get                  the maillog follower: several message records at once
     maillog_batch                 the maillog follower: a batch's events, attempts, reputation
                                   counts and suppressions, and its log position, in one call
     policy_check, policy_commit,  policyd and the milter: sending limits, holds, usage
