@@ -15,11 +15,13 @@ Two ways to record, alternated rep by rep:
               before; what it still does on a Redis Cluster)
 
 Prints, per way and rep, the follower's CPU a message (this process), Redis's (its
-/proc stat), Redis commands a message (INFO commandstats) and round trips a message (calls
-that went to Redis), then the medians. `--appendfsync always|everysec` sets Redis's.
+/proc stat), the wall-clock time a message, Redis commands a message (INFO commandstats) and
+round trips a message (calls that went to Redis), then the medians. `--appendfsync` lists
+Redis's settings to compare: each gets a redis-server of its own, and every rep runs each way
+against each of them in turn.
 
     .venv/bin/python bench/maillog.py [--messages 3000] [--group 1] [--reps 3]
-                                      [--appendfsync always]
+                                      [--appendfsync always,everysec]
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ def run(way: str, server: RedisServer, args: argparse.Namespace, rep: int) -> di
     before_commands = commands(client)
     counting.trips = 0
     redis_before, own_before = cpu_of(server.proc.pid), time.process_time()  # type: ignore[union-attr]
+    wall_before = time.monotonic()
     with log.open("a") as out:
         for group in groups:
             out.write("\n".join(group) + "\n")
@@ -159,6 +162,7 @@ def run(way: str, server: RedisServer, args: argparse.Namespace, rep: int) -> di
                 handle_lines(lines, recorder, follower.position() if way == "batch" else None)
                 follower.commit()
     own = time.process_time() - own_before
+    wall = time.monotonic() - wall_before
     redis_cpu = cpu_of(server.proc.pid) - redis_before  # type: ignore[union-attr]
     trips = counting.trips
     done = commands(client) - before_commands
@@ -170,10 +174,19 @@ def run(way: str, server: RedisServer, args: argparse.Namespace, rep: int) -> di
     client.close()
     return {
         "follower_ms": own * 1000 / args.messages,
+        "wall_ms": wall * 1000 / args.messages,
         "redis_ms": redis_cpu * 1000 / args.messages,
         "commands": done / args.messages,
         "trips": trips / args.messages,
     }
+
+
+def line(row: dict[str, float]) -> str:
+    return (
+        f"follower {row['follower_ms']:.3f} ms  Redis {row['redis_ms']:.3f} ms CPU, "
+        f"{row['wall_ms']:.3f} ms wall, {row['commands']:.1f} commands, "
+        f"{row['trips']:.2f} round trips a message"
+    )
 
 
 def main() -> None:
@@ -181,43 +194,50 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--group", type=int, default=1, help="messages appended at a time")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
+    parser.add_argument("--appendfsync", default="always,everysec")
     args = parser.parse_args()
-    server = RedisServer(appendfsync=args.appendfsync).start()
-    found: dict[str, list[dict[str, float]]] = {way: [] for way in WAYS}
+    settings = args.appendfsync.split(",")
+    servers = {name: RedisServer(appendfsync=name).start() for name in settings}
+    runs = [(way, name) for name in settings for way in WAYS]
+    found: dict[tuple[str, str], list[dict[str, float]]] = {run: [] for run in runs}
     print(
-        f"maillog: {args.messages} messages, {args.group} a batch, appendfsync "
-        f"{args.appendfsync}, load {os.getloadavg()[0]:.1f}",
+        f"maillog: {args.messages} messages, {args.group} a batch, load {os.getloadavg()[0]:.1f}",
         flush=True,
     )
     try:
         for rep in range(1, args.reps + 1):
-            for way in WAYS:
-                row = run(way, server, args, rep)
-                found[way].append(row)
-                print(
-                    f"  rep {rep} {way:8}  follower {row['follower_ms']:.3f} ms  Redis "
-                    f"{row['redis_ms']:.3f} ms  {row['commands']:.1f} commands  "
-                    f"{row['trips']:.2f} round trips a message",
-                    flush=True,
-                )
+            for way, name in runs:
+                row = run(way, servers[name], args, rep)
+                found[(way, name)].append(row)
+                print(f"  rep {rep} {way:8} {name:8}  {line(row)}", flush=True)
     finally:
-        server.close()
-    for way, rows in found.items():
+        for server in servers.values():
+            server.close()
+    for (way, name), rows in found.items():
         median = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        print(f"{way:8} {name:8} median  {line(median)}")
+
+    def ratio(a: tuple[str, str], b: tuple[str, str], key: str) -> str:
+        per = [
+            sum(x[k] for k in key.split("+")) / sum(y[k] for k in key.split("+"))
+            for x, y in zip(found[a], found[b], strict=True)
+        ]
+        return f"{statistics.median(per):.2f} (per rep: {' '.join(f'{r:.2f}' for r in per)})"
+
+    for name in settings:
         print(
-            f"{way:8} median  follower {median['follower_ms']:.3f} ms  Redis "
-            f"{median['redis_ms']:.3f} ms  {median['commands']:.1f} commands  "
-            f"{median['trips']:.2f} round trips a message"
+            f"batch/per-line, {name}: follower + Redis CPU "
+            f"{ratio(('batch', name), ('per-line', name), 'follower_ms+redis_ms')}, "
+            f"Redis CPU {ratio(('batch', name), ('per-line', name), 'redis_ms')}"
         )
-    ratio = [
-        (b["follower_ms"] + b["redis_ms"]) / (p["follower_ms"] + p["redis_ms"])
-        for b, p in zip(found["batch"], found["per-line"], strict=True)
-    ]
-    print(
-        f"batch/per-line, follower + Redis CPU: {statistics.median(ratio):.2f} "
-        f"(per rep: {' '.join(f'{r:.2f}' for r in ratio)}); load {os.getloadavg()[0]:.1f}"
-    )
+    for way in WAYS:
+        for name in settings[1:]:
+            print(
+                f"{way}, {name}/{settings[0]}: Redis CPU "
+                f"{ratio((way, name), (way, settings[0]), 'redis_ms')}, wall "
+                f"{ratio((way, name), (way, settings[0]), 'wall_ms')}"
+            )
+    print(f"load {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
