@@ -463,8 +463,10 @@ class MaillogSettings:
         ["SYSLOG_FACILITY=2"],
     )
     offset_file: str = _doc(
-        "Where the follower saves its position (a file's inode and byte offset, or "
-        "the journal cursor) once the lines before it were recorded, relative to state_dir.",
+        "The follower's position file (a file's inode and byte offset, or the journal "
+        "cursor), relative to state_dir: on a single Redis the position lives in Redis "
+        "with the events, and this file is read once, by a node upgrading, then removed; "
+        "on a Redis Cluster it is saved here once the lines before it were recorded.",
         "run/maillog.offset",
     )
     rotate_grace: float = _doc(
