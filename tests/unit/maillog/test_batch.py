@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from txmail.accounts.records import Accounts
 from txmail.events import Recorder, stream_events, utc_day
 from txmail.maillog.follower import LogFollower
 from txmail.maillog.position import FilePosition, RedisPosition
@@ -43,7 +44,8 @@ LINES = [SENT, BOUNCED, deferred("0.11"), "postfix/qmgr[1]: " + QID + ": removed
 
 
 def setup(client: redis.Redis, keys: Keys) -> StatusRecorder:
-    client.hset(keys.account("acme"), "status", "active")  # settings: the defaults
+    if not client.exists(keys.account("acme")):
+        client.hset(keys.account("acme"), "status", "active")  # settings: the defaults
     messages = Messages(client, keys, 3600)
     messages.record(
         MessageRecord(
@@ -200,3 +202,21 @@ def test_a_long_batch_is_cut_in_calls_and_only_the_last_moves_the_position(
     assert len(calls) == 2 and sum(calls) > BATCH_ITEMS
     assert client.get(keys.maillog_position("node1")) == '{"offset": 9}'
     assert len(stream_events(client, keys, "acme")) == 1
+
+
+def test_the_reputation_guard_judges_the_totals_the_batch_counted(
+    client: redis.Redis, keys: Keys
+) -> None:
+    Accounts(client, keys).add(
+        "acme",
+        ["acme.test"],
+        "a long enough password",
+        settings={"reputation_min_recipients": 2, "max_bounce_rate": 10},
+    )
+    statuses = setup(client, keys)
+    handle_lines([SENT, BOUNCED], statuses, '{"offset": 3}')
+    assert client.hget(keys.reputation("acme"), "suspended")  # 1 of 2 bounced: 50% > 10%
+    assert client.hget(keys.account("acme"), "status") == "suspended"
+    handle_lines([SENT, BOUNCED], recorder(client, keys), '{"offset": 3}')  # read again
+    today = int(Recorder(client, keys).clock() // 86400)
+    assert client.hgetall(keys.outcomes("acme", today)) == {"delivered": "1", "bounced": "1"}
