@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Iterator
 
 import pytest
+import redis.cluster
 
 from txmail import store
 from txmail.accounts.records import Accounts, check_password
@@ -150,3 +151,46 @@ def test_message_event_lists_and_idempotency_keys(client: store.Client) -> None:
     assert idempotency.claim(client, keys, "acme", "k-1", "h", 60, "u")[1] == idempotency.Held(
         "h", pending=False, status=200, answer="{}"
     )
+
+
+def test_maillog_lines_on_either_backend(client: store.Client) -> None:
+    """A single Redis records a batch of lines in one maillog_batch.lua call with the
+    follower's position; a Cluster records each line in calls of its own (one script cannot
+    reach every account's slot) and leaves the position to the follower's file. The records
+    are read in one script call or in two pipelines. Either way, lines read again record
+    nothing twice."""
+    from txmail.events import Recorder, stream_events
+    from txmail.maillog.server import SettingsCache, StatusRecorder, handle_lines, positions_for
+
+    keys = store.Keys()
+    messages = Messages(client, keys, 600)
+    for queue_id, account in (("4jXB1AAAAAA", "acme"), ("4jXB2AAAAAA", "other")):
+        messages.record(
+            MessageRecord(
+                queue_id=queue_id,
+                account=account,
+                envelope_sender=f"app@{account}.example",
+                recipients=["a@dest.test"],
+            )
+        )
+    lines = [
+        f"Dec  7 23:00:00 mta txmail/smtp[1]: {queue_id}: to=<a@dest.test>, relay=mx.dest.test"
+        "[127.0.0.1]:25, delay=0.2, delays=0.1/0/0/0.1, dsn=2.0.0, status=sent (250 ok)"
+        for queue_id in ("4jXB1AAAAAA", "4jXB2AAAAAA", "4jXB9AAAAAA")
+    ]
+    cluster = isinstance(client, redis.cluster.RedisCluster)
+    settings = Settings(redis=RedisSettings(cluster=cluster))
+    assert (positions_for(settings, client) is None) == cluster
+    for _ in range(2):
+        recorder = StatusRecorder(
+            client,
+            keys,
+            Messages(client, keys, 600),
+            Recorder(client, keys),
+            settings=SettingsCache(client, keys),
+            position_key=keys.maillog_position("n1"),
+        )
+        assert handle_lines(lines, recorder, None if cluster else '{"offset": 5}') == 2
+    for account in ("acme", "other"):
+        assert [e.kind for _, e in stream_events(client, keys, account)] == ["delivery"]
+    assert client.get(keys.maillog_position("n1")) == (None if cluster else '{"offset": 5}')
