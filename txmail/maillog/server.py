@@ -23,8 +23,18 @@ DESCRIPTION
     which keeps exactly one event per message, recipient and kind, whichever of the two sees
     it first (same event id either way).
 
-    The position in the log is saved only after the lines before it were recorded, so a
-    restart resumes where the last one stopped and nothing is skipped.
+    On a single Redis, a batch of lines is one call of store/scripts/maillog_batch.lua (at
+    most BATCH_ITEMS status lines a call), after one call that reads the batch's message
+    records (messages_get.lua): the events, the attempts of deferrals, the reputation counts
+    with their "counted:" marks and the suppressions of the batch, and the follower's position
+    after it (PREFIX maillog:position:NODE, txmail.maillog.position). Redis holds both or
+    neither, so after a crash of the machine under appendfsync everysec the follower reads
+    again exactly the lines whose writes were lost; reading a line again records nothing twice
+    (event ids per message, recipient and kind; an attempt is counted only when its delay= is
+    later than the last one counted). The reputation guard's judgement of the new totals
+    (warnings, suspension) follows the call. On a Redis Cluster each line is recorded in
+    calls of its own and the position is saved in maillog.offset_file after them.
+    Either way a restart resumes where the last one stopped and nothing is skipped.
 
 FAILURE
     Redis down: the lines not yet recorded are read again once it answers (one log line per
