@@ -122,8 +122,9 @@ class BareInstance:
 
 
 class TxmailInstance:
-    def __init__(self, sink_port: int) -> None:
+    def __init__(self, sink_port: int, appendfsync: str = "always") -> None:
         self.stack = Stack(relay_port=sink_port, name="bench-txmail")
+        self.stack.configure("redis", appendfsync=appendfsync)
         self.cpu_ms: list[list[float]] = []  # per run: machine, milter (run_once)
         self.port = trusted_port()
         self.settings = configure_trusted(self.stack.config, self.port)
@@ -271,6 +272,12 @@ def main() -> None:
         help="Also measure bare Postfix with each reference milter of "
         "bench/milters.py (passthrough, dkim).",
     )
+    parser.add_argument(
+        "--appendfsync",
+        choices=config_mod.APPENDFSYNC,
+        default="always",
+        help="redis.appendfsync of the txmail instance's Redis.",
+    )
     args = parser.parse_args()
 
     sink_port = free_port()
@@ -280,7 +287,7 @@ def main() -> None:
         # Each starts before the next is made: their ports are picked free as they are made.
         for name in ("bare", *(("passthrough", "dkim") if args.baselines else ()), "txmail"):
             if name == "txmail":
-                txmail = instances[name] = TxmailInstance(sink_port)
+                txmail = instances[name] = TxmailInstance(sink_port, args.appendfsync)
                 txmail.start(dkim=not args.no_dkim)
             else:
                 bare = instances[name] = BareInstance(sink_port, "" if name == "bare" else name)

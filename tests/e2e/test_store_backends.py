@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+import redis.cluster
 
 from txmail import store
 from txmail.accounts.records import Accounts, check_password
@@ -201,3 +202,46 @@ def test_an_accepted_message_in_one_call(client: store.Client) -> None:
     assert client.hget(keys.tag_counts("acme"), "order") == "2"
     assert client.get(keys.header_message_id("<4jXAcc2@acme.example>")) == "4jXAcc2"
     assert client.hget(keys.message_stats, "accepted") == "2"
+
+
+def test_maillog_lines_on_either_backend(client: store.Client) -> None:
+    """A single Redis records a batch of lines in one maillog_batch.lua call with the
+    follower's position; a Cluster records each line in calls of its own (one script cannot
+    reach every account's slot) and leaves the position to the follower's file. The records
+    are read in one script call or in two pipelines. Either way, lines read again record
+    nothing twice."""
+    from txmail.events import Recorder, stream_events
+    from txmail.maillog.server import SettingsCache, StatusRecorder, handle_lines, positions_for
+
+    keys = store.Keys()
+    messages = Messages(client, keys, 600)
+    for queue_id, account in (("4jXB1AAAAAA", "acme"), ("4jXB2AAAAAA", "other")):
+        messages.record(
+            MessageRecord(
+                queue_id=queue_id,
+                account=account,
+                envelope_sender=f"app@{account}.example",
+                recipients=["a@dest.test"],
+            )
+        )
+    lines = [
+        f"Dec  7 23:00:00 mta txmail/smtp[1]: {queue_id}: to=<a@dest.test>, relay=mx.dest.test"
+        "[127.0.0.1]:25, delay=0.2, delays=0.1/0/0/0.1, dsn=2.0.0, status=sent (250 ok)"
+        for queue_id in ("4jXB1AAAAAA", "4jXB2AAAAAA", "4jXB9AAAAAA")
+    ]
+    cluster = isinstance(client, redis.cluster.RedisCluster)
+    settings = Settings(redis=RedisSettings(cluster=cluster))
+    assert (positions_for(settings, client) is None) == cluster
+    for _ in range(2):
+        recorder = StatusRecorder(
+            client,
+            keys,
+            Messages(client, keys, 600),
+            Recorder(client, keys),
+            settings=SettingsCache(client, keys),
+            position_key=keys.maillog_position("n1"),
+        )
+        assert handle_lines(lines, recorder, None if cluster else '{"offset": 5}') == 2
+    for account in ("acme", "other"):
+        assert [e.kind for _, e in stream_events(client, keys, account)] == ["delivery"]
+    assert client.get(keys.maillog_position("n1")) == (None if cluster else '{"offset": 5}')

@@ -60,6 +60,10 @@ pointer) are only ever used one key per command.
     PREFIX {ACCOUNT}:webhook:secret  hash    webhooks: the account's own secret after a
                                              rotation: current, previous, previous_until
     PREFIX {ACCOUNT}:webhook:dead    stream  webhooks: dead letters, one `event` field (capped)
+    PREFIX maillog:position:NODE     string  maillog follower: its position in the log (JSON: a
+                                             file's device, inode and offset, or the journal
+                                             cursor), written with the events of the lines
+                                             before it (maillog_batch.lua)
     PREFIX bounces:unparsed          stream  bounce pipe: returned mail it could not read or
                                              match, kept for `txmail bounces unparsed` (capped)
     PREFIX msgid:MESSAGE-ID          string  Message-ID header -> queue id (TTL as the message)
@@ -246,6 +250,10 @@ class Keys:
     def node_histograms(self, node: str) -> str:
         """Latency histograms of one node (txmail/histograms.py)."""
         return f"{self.prefix}stats:histograms:{node}"
+
+    def maillog_position(self, node: str) -> str:
+        """Where one node's maillog follower is in its log (maillog_batch.lua writes it)."""
+        return f"{self.prefix}maillog:position:{node}"
 
     def event_totals(self, account: str) -> str:
         """Events of the account by kind since it began (never expires): /metrics' counter."""

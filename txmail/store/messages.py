@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+import redis.cluster
 
 from txmail.store import (
     Client,
@@ -186,10 +187,28 @@ class Messages:
         return MessageRecord.from_hash(raw) if raw else None
 
     def get_many(self, queue_ids: list[str]) -> dict[str, MessageRecord | None]:
-        """get() of several messages in two round trips (the maillog follower reads a batch of
-        log lines at a time)."""
+        """get() of several messages in one round trip on a single Redis (messages_get.lua),
+        two on a Redis Cluster (the maillog follower reads a batch of log lines at a time)."""
         if not queue_ids:
             return {}
+        if not isinstance(self.client, redis.cluster.RedisCluster):
+            with guard("reading message records"):
+                rows = scripts.get(self.client, "messages_get")(
+                    keys=[self.keys.queue(queue_id) for queue_id in queue_ids],
+                    args=[self.keys.prefix, *queue_ids],
+                )
+            return {
+                queue_id: MessageRecord.from_hash(
+                    {decoded(k): decoded(v) for k, v in zip(row[::2], row[1::2], strict=True)}
+                )
+                if row
+                else None
+                for queue_id, row in zip(queue_ids, rows, strict=True)
+            }
+        return self.get_many_pipelined(queue_ids)
+
+    def get_many_pipelined(self, queue_ids: list[str]) -> dict[str, MessageRecord | None]:
+        """get_many() in two pipelines, as on a Redis Cluster."""
         with guard("reading message records"):
             pipe = self.client.pipeline(transaction=False)
             for queue_id in queue_ids:

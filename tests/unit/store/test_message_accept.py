@@ -236,7 +236,7 @@ def test_parts_are_included_and_are_no_scripts_of_their_own() -> None:
     assert "_commit" not in scripts.NAMES and "message_accept" in scripts.NAMES
     for name in ("message_accept", "policy_commit"):
         assert "local function commit(" in scripts.text(name)
-        assert not scripts.INCLUDE.search(scripts.text(name))
+        assert not scripts.PART.search(scripts.text(name))
     assert "local function count_tags(" in scripts.text("tags_count")
     with pytest.raises(KeyError):
         scripts.text("_commit")

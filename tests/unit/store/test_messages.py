@@ -28,4 +28,6 @@ def test_get_many_reads_a_batch_and_names_the_unknown(redis_server: RedisServer)
     assert [found[q].account for q in ("4Q1", "4Q2")] == ["acme", "other"]  # type: ignore[union-attr]
     assert found["4Q1"] == messages.get("4Q1")
     assert messages.get_many([]) == {}
+    # one script call on a single Redis; the same as the two pipelines of a Redis Cluster
+    assert found == messages.get_many_pipelined(["4Q1", "4Q9", "4Q2"])
     client.close()

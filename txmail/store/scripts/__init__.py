@@ -26,6 +26,9 @@ DESCRIPTION
     key_dump                      txmail backup: one key's DUMP payload and PTTL, together
     message_accept                the milter: an accepted message's record, tag counts and
                                   count against the sending limits, in one call
+    messages_get                  the maillog follower: several message records at once
+    maillog_batch                 the maillog follower: a batch's events, attempts, reputation
+                                  counts and suppressions, and its log position, in one call
     policy_check, policy_commit,  policyd and the milter: sending limits, holds, usage
     policy_release
     reputation_record             the reputation guard's daily totals
@@ -35,6 +38,10 @@ DESCRIPTION
     suppression_add               a suppression list entry, capped
     tags_count                    the milter: an accepted message per day and tag, capped
     webhook_dead_letter           webhooks: a batch that will not be retried again
+
+    A script may use another whole: a line `-- #include NAME` becomes NAME's source as a local
+    function NAME(KEYS, ARGV) returning what NAME returns, so a batch runs the same code as a
+    single call (maillog_batch).
 """
 
 from __future__ import annotations
@@ -47,8 +54,12 @@ from typing import Any
 
 FOLDER = Path(__file__).resolve().parent
 NAMES = tuple(sorted(path.stem for path in FOLDER.glob("*.lua") if path.stem[0] != "_"))
-INCLUDE = re.compile(r"^-- include: (_\w+)$", re.MULTILINE)
-
+# Two ways one script uses another's text, both pasted in when the script is read:
+# `-- include: _PART` pastes a fragment (_PART.lua, no script of its own) in place;
+# `-- #include NAME` wraps whole script NAME as `local function NAME(KEYS, ARGV)`, so a
+# script can run another one's logic on keys of its own choosing.
+PART = re.compile(r"^-- include: (_\w+)$", re.MULTILINE)
+SCRIPT_AS_FUNCTION = re.compile(r"^-- #include (\w+)$", re.MULTILINE)
 ATTRIBUTE = "_txmail_scripts"  # where a client keeps the scripts registered on it
 
 
@@ -57,10 +68,16 @@ def text(name: str) -> str:
     """The source of script `name`."""
     if name not in NAMES:
         raise KeyError(f"no Lua script named {name!r} (there are: {', '.join(NAMES)})")
-    return INCLUDE.sub(
+    pasted = PART.sub(
         lambda found: (FOLDER / f"{found[1]}.lua").read_text().rstrip("\n"),
         (FOLDER / f"{name}.lua").read_text(),
     )
+    return SCRIPT_AS_FUNCTION.sub(_as_function, pasted)
+
+
+def _as_function(match: re.Match[str]) -> str:
+    name = match[1]
+    return f"local function {name}(KEYS, ARGV)\n{text(name)}\nend"
 
 
 @cache
