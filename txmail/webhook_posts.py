@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -74,6 +75,11 @@ class Post:
         if self.status is None:
             return f"no answer ({self.error})" if self.error else "no answer"
         return f"HTTP {self.status}"
+
+    @property
+    def shown_at(self) -> str:
+        """When, as the console shows times (UTC, to the second)."""
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.at))
 
     def carried(self, event_id: str) -> bool:
         return event_tag(event_id) in self.tags.split(" ")
