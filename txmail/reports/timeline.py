@@ -26,8 +26,8 @@ DESCRIPTION
         or it is gone from the stream and older than every entry still there (the stream is
         never trimmed past an unacknowledged entry). An entry not found otherwise (a node
         whose clock is off by more than the window, a window of more than ENTRY_SCAN
-        entries) is said to wait rather than be called acknowledged on a guess. Without a webhook URL, events are
-        acknowledged unposted, and the timeline says so.
+        entries) is said to wait rather than be called acknowledged on a guess. Without a
+        webhook URL, events are acknowledged unposted, and the timeline says so.
         Also the endpoint's state (failing since, attempts, disabled) and the dead letters of
         this message's events, found in the newest DEAD_SCAN entries of the dead-letter
         stream with the error the endpoint last answered.
@@ -334,9 +334,9 @@ def _waiting(
     oldest_ms = _order(first_kept[0][0])[0] if first_kept else None
     waiting = set()
     for row, seconds in unknown:
-        stream_id = entries.get(row.event_id)
-        if stream_id is not None:
-            if stream_id in pending or _order(stream_id) > _order(last_read):
+        entry = entries.get(row.event_id)
+        if entry is not None:
+            if entry in pending or _order(entry) > _order(last_read):
                 waiting.add(row.event_id)
         elif oldest_ms is None or (seconds + ENTRY_WINDOW) * 1000 >= oldest_ms:
             # not in the window; it may still be in the stream: not said acknowledged

@@ -465,10 +465,9 @@ class Dispatcher:
                 status, answered = int(answer), b""
             outcome = Outcome(status, answered, time.monotonic() - started, hidden=hidden)
         if self.observations is not None:
+            posted = outcome.status is not None and 200 <= outcome.status < 300
             self.observations.observe(
-                WEBHOOK_POST,
-                outcome.seconds,
-                "posted" if outcome.status is not None and 200 <= outcome.status < 300 else "failed",
+                WEBHOOK_POST, outcome.seconds, "posted" if posted else "failed"
             )
         return outcome
 

@@ -142,7 +142,11 @@ def test_each_event_shows_the_posts_that_carried_it_and_their_answers(
     timeline = read_timeline(client, keys, RECORD_TTL, "acme", "AAAAAA0002")
     assert timeline is not None
     [posted] = timeline.posted
-    assert (posted.kind, posted.recipient, posted.state) == ("bounce", "carol@x.test", "acknowledged")
+    assert (posted.kind, posted.recipient, posted.state) == (
+        "bounce",
+        "carol@x.test",
+        "acknowledged",
+    )
     assert posted.said == "posted and acknowledged"
     assert [(p.status, p.answer) for p in posted.posts] == [
         (500, "database down"),
