@@ -409,3 +409,21 @@ def test_keeping_posts_costs_no_round_trip_of_its_own(
     assert len(receiver.posts) == 1
     assert calls == ["pipeline"]  # the acknowledgement's, which also keeps the post
     assert client.llen(keys.webhook_posts("acme")) == 1
+
+
+def test_the_http_transport_reads_at_most_answer_read_bytes_of_an_answer() -> None:
+    from txmail.webhook_posts import ANSWER_READ
+    from txmail.webhooks.dispatcher import requests_transport
+    from txmail_testing.webhook_receiver import WebhookReceiver
+
+    receiver = WebhookReceiver().start()
+    try:
+        post = requests_transport()
+        receiver.answer = b"x" * (ANSWER_READ * 50)
+        long = post(receiver.url, b"{}", {}, 5.0)
+        receiver.answer, receiver.status = b"gone for good", 410
+        short = post(receiver.url, b"{}", {}, 5.0)
+    finally:
+        receiver.stop()
+    assert (long.status, long.body) == (200, b"x" * ANSWER_READ)
+    assert (short.status, short.body) == (410, b"gone for good")
