@@ -110,7 +110,7 @@ class Outcome:
     seconds: float
     error: str = ""  # why there was no answer
     unexpected: bool = False  # the transport itself failed (a bug): logged with its traceback
-    hidden: tuple[str, ...] = ()  # the post's signatures and secrets, never kept
+    hidden: tuple[str, ...] = field(default=(), repr=False)  # signatures, secrets: never kept
 
 
 @dataclass
