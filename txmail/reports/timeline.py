@@ -23,11 +23,13 @@ DESCRIPTION
         acknowledged, and to wait otherwise. Acknowledged: its own stream entry (looked for
         within ENTRY_WINDOW seconds of the event's timestamp, at most ENTRY_SCAN entries) is
         neither in the consumer group's pending list nor past the last entry the group read,
-        or it is gone from the stream and older than every entry still there (the stream is
-        never trimmed past an unacknowledged entry). An entry not found otherwise (a node
-        whose clock is off by more than the window, a window of more than ENTRY_SCAN
-        entries) is said to wait rather than be called acknowledged on a guess. Without a
-        webhook URL, events are acknowledged unposted, and the timeline says so.
+        or it is gone from the stream (the stream is never trimmed past an unacknowledged
+        entry): not in a window read whole, or, in a window of more than ENTRY_SCAN entries,
+        older than every entry still there (otherwise it is said to wait, not called
+        acknowledged on a guess). A node whose clock is off from Redis's by more than
+        ENTRY_WINDOW would have its events' entries outside their windows: those would be
+        called acknowledged. Without a webhook URL, events are acknowledged unposted, and the
+        timeline says so.
         Also the endpoint's state (failing since, attempts, disabled) and the dead letters of
         this message's events, found in the newest DEAD_SCAN entries of the dead-letter
         stream with the error the endpoint last answered.
@@ -297,10 +299,10 @@ def _waiting(
 ) -> set[str]:
     """Which of these events the webhooks group has not acknowledged: each one's own stream
     entry, looked for within ENTRY_WINDOW seconds of its timestamp, is in the group's pending
-    list or past the last entry the group read. An entry no longer in the stream was
-    acknowledged (the stream is never trimmed past the oldest unacknowledged entry); one not
-    found for another reason (a clock far off) is said to wait, never acknowledged on a guess
-    unless it is older than everything that waits."""
+    list or past the last entry the group read. An entry not in its window, read whole, was
+    trimmed, so acknowledged (the stream is never trimmed past the oldest unacknowledged
+    entry); when the window held more than ENTRY_SCAN entries, an event not found is said to
+    wait unless it is older than everything in the stream."""
     stream = keys.events(account)
     with guard(f"reading the webhook backlog of {account}"):
         try:
@@ -317,8 +319,11 @@ def _waiting(
         replies = pipe.execute()
         first_kept = decoded_entries(replies[0])
         entries: dict[str, str] = {}
-        for (row, _), reply in zip(unknown, replies[1:], strict=True):
+        looked: set[str] = set()  # events whose whole window was read
+        for (row, seconds), reply in zip(unknown, replies[1:], strict=True):
             marker = f'"id":"{row.event_id}"'
+            if seconds > 0 and len(reply) < ENTRY_SCAN:
+                looked.add(row.event_id)
             for stream_id, fields in decoded_entries(reply):
                 if marker in fields.get("event", ""):
                     entries[row.event_id] = stream_id
@@ -338,7 +343,9 @@ def _waiting(
         if entry is not None:
             if entry in pending or _order(entry) > _order(last_read):
                 waiting.add(row.event_id)
+        elif row.event_id in looked:
+            continue  # not in its whole window: trimmed, which only acknowledged entries are
         elif oldest_ms is None or (seconds + ENTRY_WINDOW) * 1000 >= oldest_ms:
-            # not in the window; it may still be in the stream: not said acknowledged
+            # its window was too full to read whole: it may still be in the stream
             waiting.add(row.event_id)
     return waiting

@@ -185,6 +185,13 @@ def test_an_event_whose_post_is_no_longer_kept_is_acknowledged_or_waits(
     timeline = read_timeline(client, keys, RECORD_TTL, "acme", "AAAAAA0004")
     assert timeline is not None
     assert timeline.posted[0].posts[0].outcome == "no answer (connection refused)"
+    # the first message's entry trimmed from the stream (as events.stream_max does, never
+    # past what waits): still acknowledged; the waiting one still waits
+    [pending] = client.xpending_range(keys.events("acme"), "webhooks", "-", "+", 10)
+    client.xtrim(keys.events("acme"), minid=pending["message_id"], approximate=False)
+    assert client.xlen(keys.events("acme")) == 1
+    assert state("AAAAAA0003")[0] == "acknowledged"
+    assert state("AAAAAA0004")[0] == "waiting"
 
 
 def test_without_a_webhook_url_the_events_are_not_posted(
