@@ -20,15 +20,19 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 
 from txmail_testing.browser import Browser, Traffic
-from txmail_testing.harness import Sink, Stack
+from txmail_testing.harness import Sink, Stack, wait_for
 from txmail_testing.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 
+ANSWER = b"thanks \x01from the\n test receiver"
+
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[WebhookReceiver]:
-    server = WebhookReceiver().start()
+    server = WebhookReceiver()
+    server.answer = ANSWER  # kept with each post, shown on the webhooks page and timelines
+    server.start()
     yield server
     server.stop()
 
@@ -229,6 +233,8 @@ def test_a_dead_letter_replayed_from_the_webhooks_page_reaches_the_receiver(
     browser, acme = as_acme, traffic.acme
     visit(browser, "/webhooks", "webhooks")
     assert "410" in browser.text("table#dead-letters")
+    # the post the endpoint answered 410 to, kept with its answer (control characters gone)
+    assert "HTTP 410" in row_with(browser, "posts", "thanks from the test receiver").text
     queue_id = acme.queue_ids[traffic.bounced]
     row = row_with(browser, "dead-letters", traffic.bounced)
     browser.press(row.find_element(By.CSS_SELECTOR, "button"))
@@ -237,6 +243,17 @@ def test_a_dead_letter_replayed_from_the_webhooks_page_reaches_the_receiver(
         lambda e: e["message_id"] == queue_id and e["kind"] == "bounce"
     )
     assert event["recipient"] == traffic.bounced
+    # the message's timeline shows the post that carried the bounce and the answer to it
+    # (kept as the dispatcher settles the post, just after the receiver has it)
+
+    def acknowledged() -> bool:
+        browser.get(f"/messages/{queue_id}")
+        return "posted and acknowledged" in row_with(browser, "message-posts", event["id"]).text
+
+    wait_for(acknowledged, 30, what="the replayed bounce's post on its timeline")
+    page(browser, "timeline-posts")
+    row = row_with(browser, "message-posts", event["id"]).text
+    assert "HTTP 200" in row and "thanks from the test receiver" in row
 
 
 def test_another_accounts_message_is_a_404_when_its_id_is_typed_in(

@@ -64,6 +64,9 @@ pointer) are only ever used one key per command.
                                              file's device, inode and offset, or the journal
                                              cursor), written with the events of the lines
                                              before it (maillog_batch.lua)
+    PREFIX {ACCOUNT}:webhook:posts   list    webhooks: the last posts and their answers, JSON,
+                                             newest first (capped; txmail/webhook_posts.py);
+                                             deleted with the account
     PREFIX bounces:unparsed          stream  bounce pipe: returned mail it could not read or
                                              match, kept for `txmail bounces unparsed` (capped)
     PREFIX msgid:MESSAGE-ID          string  Message-ID header -> queue id (TTL as the message)
@@ -219,6 +222,9 @@ class Keys:
 
     def dead_letters(self, account: str) -> str:
         return f"{self.prefix}{{{account}}}:webhook:dead"
+
+    def webhook_posts(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:webhook:posts"
 
     @property
     def bounces_unparsed(self) -> str:

@@ -8,7 +8,8 @@
     GET  /console/domains                   each domain's records and state
     POST /console/domains/verify            domain: look its records up now (dnscheck.verify,
                                             as `txmail domains verify`), at most VERIFY_SECONDS
-    GET  /console/webhooks                  endpoint, backlog, retry state, dead letters
+    GET  /console/webhooks                  endpoint, backlog, retry state, dead letters,
+                                            the last posts and their answers
     POST /console/webhooks/replay           event (an id) or all: the dead letters again
     POST /console/webhooks/test             a signed test post, and its answer
     POST /console/webhooks/rotate           a new signing secret, shown once
@@ -32,7 +33,7 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
-from txmail import dnscheck, webhook_endpoints
+from txmail import dnscheck, webhook_endpoints, webhook_posts
 from txmail.accounts.domains import Domain, Domains
 from txmail.accounts.records import Accounts, Logins
 from txmail.errors import NotFound, TemporaryFailure, UsageError
@@ -305,12 +306,14 @@ async def webhooks_page(
     letters = await _run(
         webhook_endpoints.dead_letters, services.client, services.keys, account, DEAD_SHOWN
     )
+    posts = await _run(webhook_posts.recent, services.client, services.keys, account)
     return aiohttp_jinja2.render_template(
         "webhooks.html",
         request,
         {
             "endpoint": endpoint,
             "letters": letters,
+            "posts": posts,
             "answer": answer,
             "secret": secret,
             "message": message,
