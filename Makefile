@@ -13,7 +13,7 @@ PORT_OFFSET ?= 0
 # prometheus: its promtool checks /metrics and contrib/prometheus/alerts.yml in
 # tests/e2e/test_metrics.py).
 DEB_PACKAGES := postfix dovecot-core redis-server redis-tools libmilter-dev swaks \
-	python3-venv python3-dev gcc openssl ca-certificates docker-compose rspamd \
+	python3-venv python3-dev gcc openssl ca-certificates docker-compose rspamd opendkim opendkim-tools \
 	wrk postfwd rsyslog systemd prometheus logrotate $(EXTRA_DEB_PACKAGES)
 EXTRA_DEB_PACKAGES :=
 
