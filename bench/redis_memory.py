@@ -95,7 +95,7 @@ def kind_of(key: str, prefix: str) -> str:
     for pattern, kind in KINDS:
         if pattern.search(name):
             return kind
-    return re.sub(r"\{[^}]+\}", "{ACCOUNT}", name)
+    return re.sub(r":[a-z]:\d+$", ":WINDOW", re.sub(r"\{[^}]+\}", "{ACCOUNT}", name))
 
 
 def status_line(qid: str, recipient: str, when: float) -> str:
@@ -109,7 +109,7 @@ def status_line(qid: str, recipient: str, when: float) -> str:
 
 
 class PrivateRedis:
-    def __init__(self) -> None:
+    def __init__(self, extra: list[str]) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="txmail-redis-memory-"))
         self.port = free_listening_port()
         self.proc = subprocess.Popen(
@@ -126,6 +126,7 @@ class PrivateRedis:
                 "--appendonly",
                 "no",
                 *encoding_settings(),
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -251,11 +252,22 @@ def main() -> None:
     parser.add_argument("--per-day", type=int, default=1_000_000)
     parser.add_argument("--projection-accounts", type=int, default=100)
     parser.add_argument("--seed", type=int, default=20)
+    parser.add_argument(
+        "--redis-arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="One more redis-server setting, to measure its effect (repeatable).",
+    )
     args = parser.parse_args()
     if args.messages < 1 or args.accounts < 1:
         raise SystemExit("--messages and --accounts must be at least 1")
 
-    server = PrivateRedis()
+    extra = []
+    for item in args.redis_arg:
+        name, _, value = item.partition("=")
+        extra += [f"--{name}", value]
+    server = PrivateRedis(extra)
     try:
         workdir = Path(server.dir)
         config_file = workdir / "txmail.toml"
@@ -270,6 +282,9 @@ def main() -> None:
             registry.add(name, [f"{name}.example"], "bench-password-1", settings={"warmup": False})
             text_client.xgroup_create(keys.events(name), "webhooks", id="0", mkstream=True)
         base = used_memory(client)
+        base_usage = sum(
+            size for _n, size in by_kind(client, settings.redis.prefix, 10**9).values()
+        )
         start = time.monotonic()
         write_messages(
             settings,
@@ -284,7 +299,8 @@ def main() -> None:
         after = used_memory(client)
         kinds = by_kind(client, settings.redis.prefix, args.sample)
         per_event = stream_bytes_per_event(client, keys, names)
-        report(args, settings, base, after, elapsed, kinds, per_event)
+        usage = sum(size for _n, size in kinds.values()) - base_usage
+        report(args, settings, base, after, elapsed, kinds, per_event, (after - base) / usage)
     finally:
         server.close()
 
@@ -297,6 +313,7 @@ def report(
     elapsed: float,
     kinds: dict[str, tuple[int, int]],
     per_event: float,
+    overhead: float,
 ) -> None:
     n = args.messages
     print(
@@ -343,8 +360,16 @@ def report(
     print(f"  per-day counters:               {counters / 2**30:7.2f} GiB")
     print(f"  accounts:                       {fixed / 2**30:7.2f} GiB")
     print(f"  total (MEMORY USAGE):           {total / 2**30:7.2f} GiB")
-    overhead = (after - base) / n / per_message if per_message else 0
-    print(f"  used_memory a message / MEMORY USAGE a message: {overhead:.2f}")
+    print(
+        f"  used_memory grew {overhead:.2f} times what MEMORY USAGE counts (the expiry table, "
+        "allocator rounding):"
+    )
+    print(f"  total (used_memory):            {total * overhead / 2**30:7.2f} GiB")
+    print(
+        f"  a message {(after - base) / n:.0f} bytes of used_memory; an account "
+        f"{(kept * per_event + counter_days * per_counts_day + per_account) * overhead / 2**20:.1f}"
+        " MiB once its stream and counters are full"
+    )
 
 
 def redis_version() -> str:
