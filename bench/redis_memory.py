@@ -33,11 +33,12 @@ import argparse
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -163,9 +164,11 @@ def write_messages(
     tags: int,
     rng: random.Random,
     now: float,
+    progress: Callable[[int], None] | None = None,
 ) -> None:
     """`count` messages, one recipient each, round-robin over `accounts`: what the milter writes
-    at end of message, then what the follower writes for its delivery line."""
+    at end of message, then what the follower writes for its delivery line. `progress(n)` is
+    called after every 100,000 messages."""
     keys = store.Keys(settings.redis.prefix)
     ttl = settings.milter.message_ttl_days * 86400
     messages = Messages(client, keys, ttl)
@@ -212,6 +215,10 @@ def write_messages(
         if len(lines) == 200:  # the follower reads a batch of lines at a time
             handle_lines(lines, follower)
             lines = []
+        if progress is not None and (n + 1) % 100_000 == 0:
+            handle_lines(lines, follower)
+            lines = []
+            progress(n + 1)
     if lines:
         handle_lines(lines, follower)
 
@@ -267,6 +274,8 @@ def main() -> None:
     for item in args.redis_arg:
         name, _, value = item.partition("=")
         extra += [f"--{name}", value]
+    # A SIGTERM (timeout(1), a stopped job) still stops the private redis-server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     server = PrivateRedis(extra)
     try:
         workdir = Path(server.dir)
@@ -286,6 +295,15 @@ def main() -> None:
             size for _n, size in by_kind(client, settings.redis.prefix, 10**9).values()
         )
         start = time.monotonic()
+
+        def progress(done: int) -> None:
+            grown = used_memory(client) - base
+            print(
+                f"  {done:9,} messages: used_memory {grown / 2**20:8.1f} MiB more, "
+                f"{grown / done:.0f} bytes a message ({time.monotonic() - start:.0f} s)",
+                flush=True,
+            )
+
         write_messages(
             settings,
             text_client,
@@ -294,6 +312,7 @@ def main() -> None:
             args.tags,
             random.Random(args.seed),
             time.time(),
+            progress,
         )
         elapsed = time.monotonic() - start
         after = used_memory(client)
