@@ -18,8 +18,9 @@ txmail signs, each once more than it occurs) and Debian's postfwd2 as its policy
 RCPT (smtpd_recipient_restrictions, one per-sender rate-limit rule set far above the load), both
 daemons started here from their own configuration files in their own folder and stopped by
 PID. Before the timed runs one probe message goes through the peer to a sink of its own and its
-DKIM-Signature is verified against the peer's public key; after them postfwd2's cache must hold
-the sender's rate counter. Otherwise the comparison would not be honest, and the bench stops.
+DKIM-Signature is verified against the peer's public key; after each of them postfwd2's rate
+counter for the sender must have grown by the messages sent. Otherwise the comparison would not
+be honest, and the bench stops.
 
     .venv/bin/python bench/throughput.py [--messages 5000] [--sessions 10] [--size 5120]
                                          [--reps 3] [--no-dkim] [--baselines] [--peer]
