@@ -9,8 +9,10 @@ pending entries are the backlog), PREFIX {ACCOUNT}:webhook:secret (rotation).
 
 replay() moves dead letters back into the account's event stream in one MULTI (same slot),
 with the same event ids, and turns the endpoint back on. post_test_event() posts one event of kind
-"test", signed like every post, to the account's URL, waiting at most webhooks.timeout and
-following no redirect; it records nothing.
+"test", signed like every post, to the account's URL, waiting at most webhooks.timeout in all
+(a total deadline, not one per read) and following no redirect; it records nothing. The
+console prepares it (prepare_test_event, Redis reads) in a thread and sends it on its loop
+(send_test_event), so a slow endpoint holds no thread.
 
 Fails: StoreUnavailable when Redis is down; NotFound for an unknown account.
 """
@@ -206,12 +208,21 @@ class PostAnswer:
         return self.status is not None and 200 <= self.status < 300
 
 
-def post_test_event(
-    settings: Settings, client: Client, keys: Keys, account: str, note: str
-) -> PostAnswer:
-    """Post one signed test event to the account's webhook URL; UsageError when it has none."""
-    import requests
+@dataclass(frozen=True)
+class TestPost:
+    """A signed test post, ready to send: where, what and with which headers."""
 
+    url: str
+    event_id: str
+    body: bytes
+    headers: dict[str, str]
+
+
+def prepare_test_event(
+    settings: Settings, client: Client, keys: Keys, account: str, note: str
+) -> TestPost:
+    """One signed test event for the account's webhook URL (Redis reads only); UsageError
+    when it has none."""
     from txmail.errors import UsageError
 
     target = Accounts(client, keys).get(account).webhook_url
@@ -234,15 +245,35 @@ def post_test_event(
     body = ('{"events":[' + event.to_json() + "]}").encode()
     secret_bytes = account_secrets(settings, client, keys, account, now)
     headers = signing.headers(secret_bytes, "msg_test_" + event.id[4:], int(now), body)
+    return TestPost(target, event.id, body, dict(headers))
+
+
+async def send_test_event(post: TestPost, timeout: float) -> PostAnswer:
+    """Send a prepared test post, on the running loop, waiting at most `timeout` seconds in
+    all (connecting, sending and every byte of the answer's head: an endpoint that trickles
+    its answer is cut off too), following no redirect."""
+    import aiohttp
+
     try:
-        response = requests.post(
-            target,
-            data=body,
-            headers=headers,
-            timeout=settings.webhooks.timeout,
-            allow_redirects=False,
-        )
-    except requests.RequestException as exc:
-        return PostAnswer(target, event.id, None, f"no answer ({exc.__class__.__name__})")
-    response.close()
-    return PostAnswer(target, event.id, response.status_code)
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+            http.post(
+                post.url, data=post.body, headers=post.headers, allow_redirects=False
+            ) as response,
+        ):
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return PostAnswer(post.url, post.event_id, None, f"no answer ({exc.__class__.__name__})")
+    return PostAnswer(post.url, post.event_id, status)
+
+
+def post_test_event(
+    settings: Settings, client: Client, keys: Keys, account: str, note: str
+) -> PostAnswer:
+    """Post one signed test event to the account's webhook URL, waiting at most
+    webhooks.timeout in all (for the CLI: it runs a loop of its own); UsageError when the
+    account has no URL."""
+    import asyncio
+
+    post = prepare_test_event(settings, client, keys, account, note)
+    return asyncio.run(send_test_event(post, settings.webhooks.timeout))

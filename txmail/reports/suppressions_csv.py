@@ -23,6 +23,7 @@ import json
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from txmail.errors import UsageError
 from txmail.store.suppressions import LISTS, SuppressionEntry, Suppressions
@@ -93,7 +94,7 @@ def import_csv(
     rows = csv.reader(io.StringIO(text, newline=""))
     lines: list[str] = []
     header: list[str] | None = None
-    for number, row in enumerate(rows, 1):
+    for number, row in _rows(rows):
         cells = [c.strip() for c in row]
         if not any(cells):
             continue
@@ -120,6 +121,24 @@ def import_csv(
     if not lines:
         raise UsageError("the file holds no addresses")
     return lists.import_lines(account, lines, default_list=default_list, reason=reason)
+
+
+def _rows(reader: Any) -> Iterator[tuple[int, list[str]]]:
+    """(row number, cells) of each CSV row; a row csv cannot read (a field over its size
+    limit, a stray quote) is a UsageError naming the row."""
+    number = 0
+    while True:
+        number += 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise UsageError(
+                f"row {number}: {exc} (a field may be longer than {csv.field_size_limit()} "
+                "characters, or a quote is not closed); fix the row and import again"
+            ) from None
+        yield number, row
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,15 @@ class Keys:
     def console_session(self, session_id: str) -> str:
         return f"{self.prefix}console:session:{session_id}"
 
+    def console_token_used(self, nonce: str) -> str:
+        return f"{self.prefix}console:token-used:{nonce}"
+
+    def account_credentials(self, account: str) -> str:
+        """A counter that every revocation of one of the account's credentials bumps (API
+        key revoked, login removed or its password changed, the account's password changed):
+        a console session opened before the bump ends."""
+        return f"{self.prefix}{{{account}}}:credentials"
+
     def console_login_attempts(self, kind: str, digest: str) -> str:
         """Console login attempts of one client address ("addr") or login ("login")."""
         return f"{self.prefix}console:login:{kind}:{digest}"

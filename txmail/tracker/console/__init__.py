@@ -189,6 +189,10 @@ def make_console(services: Services) -> web.Application:
             lambda: secrets.accepted(services.settings, services.client, "console_key_file")
         ),
     )
+    async def stop_outward(app: web.Application) -> None:
+        app[STATE].outward.shutdown(wait=False, cancel_futures=True)
+
+    app.on_cleanup.append(stop_outward)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(HERE / "templates")),

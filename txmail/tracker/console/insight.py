@@ -58,7 +58,8 @@ def _days(request: web.Request) -> int:
     raw = _query(request, "days")
     if not raw:
         return DEFAULT_DAYS
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_ANSWER_DAYS:
+    # ASCII digits only: str.isdigit() is true for "²" and int() takes "٣"
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_ANSWER_DAYS:
         raise web.HTTPBadRequest(
             text=f"days must be a whole number from 1 to {MAX_ANSWER_DAYS}; leave it out for "
             f"the last {DEFAULT_DAYS} days"

@@ -39,7 +39,7 @@ MAX_ACCOUNTS = 500  # rows of the accounts page
 UNPARSED_SHOWN = 100
 SHOWN_BYTES = 256 * 1024
 MAX_REASON = 200
-ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # fullmatch; ASCII digits only
 DONE = {
     "suspended": "The account is suspended: its mail is refused and its console sessions end.",
     "resumed": "The account is resumed: it may send again.",
@@ -144,7 +144,7 @@ async def unparsed_page(request: web.Request) -> web.StreamResponse:
 async def unparsed_one(request: web.Request) -> web.StreamResponse:
     operator_only(request)
     entry_id = request.match_info["entry_id"]
-    if not ENTRY_ID.match(entry_id):
+    if not ENTRY_ID.fullmatch(entry_id):
         raise web.HTTPNotFound(text="No kept bounce has this id")
     services = state(request).services
     found = await asyncio.to_thread(unparsed.get, services.client, services.keys, entry_id)

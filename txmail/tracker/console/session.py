@@ -32,14 +32,15 @@ import asyncio
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from multidict import MultiDictProxy
 
 from txmail import store
-from txmail.accounts.records import Accounts
+from txmail.accounts.records import Accounts, credentials_generation
 from txmail.config import Settings
 from txmail.store import decoded_hash, guard
 from txmail.tokens.console import ConsoleSigner, Session, new_session_id
@@ -49,6 +50,7 @@ COOKIE = "txmail_console"
 LOGIN_COOKIE = "txmail_console_login"
 PATH = "/console/"
 LOGIN_URL = "/console/login"
+OUTWARD_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,13 @@ class ConsoleState:
 
     services: Services
     signer: ConsoleSigner
+    # Slow calls out of the house (DNS checks) run here, never in the loop's default
+    # executor, whose threads every Redis call of the tracker needs.
+    outward: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(OUTWARD_THREADS, "console-outward")
+    )
+    # (what, account) of the outward calls in flight: one of each kind per account.
+    busy: set[tuple[str, str]] = field(default_factory=set)
 
 
 STATE: web.AppKey[ConsoleState] = web.AppKey("console", ConsoleState)
@@ -96,7 +105,14 @@ def _load(client: store.Client, keys: store.Keys, session: Session) -> list[str]
     if session.operator:
         return accounts.names()
     found = accounts.find(session.account)
-    if found is None or found.suspended:
+    if (
+        found is None
+        or found.suspended
+        # a credential revoked since the login (API key, login, password), or an account
+        # removed and made again under the same name
+        or record.get("credentials") != str(credentials_generation(client, keys, session.account))
+        or record.get("account_created") != repr(found.created_at)
+    ):
         with guard("ending a console session"):
             client.delete(keys.console_session(session.session_id))
         return None
@@ -181,9 +197,19 @@ def set_cookie(
 
 
 def _store_session(
-    client: store.Client, keys: store.Keys, session: Session, address: str, ended: str | None
+    client: store.Client,
+    keys: store.Keys,
+    session: Session,
+    address: str,
+    ended: str | None,
+    opened: tuple[int, float] | None,
 ) -> None:
     key = keys.console_session(session.session_id)
+    bound = (
+        {"credentials": str(opened[0]), "account_created": repr(opened[1])}
+        if opened is not None
+        else {}
+    )
     with guard("starting a console session"):
         pipe = client.pipeline(transaction=False)
         if ended:
@@ -196,17 +222,30 @@ def _store_session(
                 "expires": repr(session.expires),
                 "created": repr(time.time()),
                 "address": address,
+                **bound,
             },
         )
         pipe.expireat(key, int(session.expires) + 1)
         pipe.execute()
 
 
+def opened_by(client: store.Client, keys: store.Keys, account: str) -> tuple[int, float] | None:
+    """What a session of `account` is bound to: its credentials generation and its creation
+    time (None: no such account)."""
+    generation = credentials_generation(client, keys, account)
+    found = Accounts(client, keys).find(account)
+    return None if found is None else (generation, found.created_at)
+
+
 async def start_session(
-    request: web.Request, response: web.StreamResponse, account: str | None
+    request: web.Request,
+    response: web.StreamResponse,
+    account: str | None,
+    opened: tuple[int, float] | None = None,
 ) -> Session:
     """A new session for `account` (None: an operator), under a new id; the one the browser
-    came with, if any, ends."""
+    came with, if any, ends. `opened` (opened_by, for an account) binds it to the account's
+    credentials: a revocation or a removal of the account ends it."""
     console = state(request)
     services = console.services
     hours = services.settings.console.session_hours
@@ -219,6 +258,7 @@ async def start_session(
         session,
         client_address(request, services.settings),
         old.session_id if old is not None else None,
+        opened,
     )
     set_cookie(response, request, COOKIE, console.signer.sign_session(session), int(hours * 3600))
     response.del_cookie(LOGIN_COOKIE, path=PATH)
