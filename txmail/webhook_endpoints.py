@@ -7,8 +7,9 @@ Reads and writes: PREFIX {ACCOUNT}:webhook (endpoint state), PREFIX {ACCOUNT}:we
 (dead letters), PREFIX {ACCOUNT}:events (replay adds to it; its consumer group's lag and
 pending entries are the backlog), PREFIX {ACCOUNT}:webhook:secret (rotation).
 
-replay() moves dead letters back into the account's event stream in one MULTI (same slot),
-with the same event ids, and turns the endpoint back on. post_test_event() posts one event of kind
+replay() moves dead letters back into the account's event stream (same slot), each by a
+script call that posts it only when it is the one that took it off the dead letters
+(webhook_replay.lua: two replays at once post nothing twice), with the same event ids, and turns the endpoint back on. post_test_event() posts one event of kind
 "test", signed like every post, to the account's URL, waiting at most webhooks.timeout in all
 (a total deadline, not one per read) and following no redirect; it records nothing. The
 console prepares it (prepare_test_event, Redis reads) in a thread and sends it on its loop
@@ -19,6 +20,7 @@ Fails: StoreUnavailable when Redis is down; NotFound for an unknown account.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets as random_source
 import time
@@ -29,6 +31,7 @@ from txmail.accounts.records import Accounts
 from txmail.config import Settings
 from txmail.events import WEBHOOK_GROUP, Event, iso_timestamp, random_event_id
 from txmail.store import Client, Keys, decoded_entries, decoded_hash, decoded_or_none, guard
+from txmail.store import scripts
 from txmail.store import secrets as shared_secrets
 from txmail.tokens import webhooks as signing
 
@@ -147,13 +150,16 @@ def replay(
         ]
         if chosen:
             with guard(f"replaying the dead letters of {account}"):
-                pipe = client.pipeline(transaction=True)
-                for entry_id, fields in chosen:
-                    pipe.xadd(keys.events(account), {"event": fields["event"], "replay": "1"})
-                    pipe.xdel(keys.dead_letters(account), entry_id)
-                pipe.hdel(keys.webhook(account), "disabled", "disabled_by")
-                pipe.execute()
-            moved += len(chosen)
+                moved += int(
+                    scripts.get(client, "webhook_replay")(
+                        keys=[
+                            keys.dead_letters(account),
+                            keys.events(account),
+                            keys.webhook(account),
+                        ],
+                        args=[entry_id for entry_id, _ in chosen],
+                    )
+                )
         last = rows[-1][0]
         ms, seq = last.split("-")
         start = f"{ms}-{int(seq) + 1}"
@@ -185,12 +191,28 @@ def rotate_secret(
     settings: Settings, client: Client, keys: Keys, account: str, overlap: float
 ) -> bytes:
     """Give the account a new random signing secret and return it; for `overlap` seconds
-    every post carries a signature with the old one too."""
+    every post carries a signature with the old one too. A rotation within a running overlap
+    keeps that overlap's old secret (the one receivers may still check), in one script call
+    (webhook_secret_rotate.lua), so two rotations at once or in a row never drop it."""
     Accounts(client, keys).get(account)
     now = time.time()
-    old = account_secrets(settings, client, keys, account, now)[0]
+    derived = signing.account_secrets(
+        shared_secrets.webhook_keys(settings, client),
+        account,
+        shared_secrets.StoredWebhookSecret(b"", b"", 0.0),
+        now,
+    )[0]
     fresh = random_source.token_bytes(32)
-    shared_secrets.store_webhook_secret(client, keys, account, fresh, old, now + overlap)
+    with guard(f"rotating the webhook secret of {account}"):
+        scripts.get(client, "webhook_secret_rotate")(
+            keys=[keys.webhook_secret(account)],
+            args=[
+                base64.b64encode(fresh).decode(),
+                base64.b64encode(derived).decode(),
+                repr(now),
+                repr(now + overlap),
+            ],
+        )
     return fresh
 
 

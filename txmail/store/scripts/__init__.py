@@ -28,6 +28,9 @@ DESCRIPTION
     suppression_add               a suppression list entry, capped
     tags_count                    the milter: an accepted message per day and tag, capped
     webhook_dead_letter           webhooks: a batch that will not be retried again
+    webhook_replay                dead letters back into the event stream, each once
+    webhook_secret_rotate         an account's new webhook signing secret, keeping the old
+                                  one a running overlap keeps
 """
 
 from __future__ import annotations
