@@ -605,3 +605,18 @@ def test_an_operator_token_logs_in_once(node: ConsoleServer, client: redis.Redis
     _, again = login(node, token=token)
     assert again.status_code == 401 and "The login failed" in again.text
     assert first.get(node.url + "/console/accounts").status_code == 200  # the first stays
+
+
+def test_the_csv_export_is_streamed(node: ConsoleServer, client: redis.Redis, keys: Keys) -> None:
+    lists = Suppressions(client, keys)
+    for n in range(1200):
+        lists.add("alpha", "bounce", f"user{n}@dest.example", "test")
+    alpha = logged_in(node, login="alpha", password=PASSWORD_A)
+    export = alpha.get(node.url + "/console/suppressions/export.csv")
+    assert export.status_code == 200
+    assert export.headers.get("Transfer-Encoding") == "chunked"  # never built whole
+    assert export.headers["Content-Type"].startswith("text/csv")
+    assert export.headers["Cache-Control"] == "no-store" and "Content-Security-Policy" in export.headers
+    lines = export.text.splitlines()
+    assert lines[0].startswith("list,recipient") and len(lines) == 1 + 1201
+    assert SECRET_OF_B not in export.text

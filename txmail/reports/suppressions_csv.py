@@ -158,14 +158,13 @@ def search(
     scan: int,
 ) -> Found:
     """The newest `limit` live entries whose address contains `text` (any, when empty), of one
-    list or both, looking at no more than `scan` entries."""
+    list or both, reading no more than `scan` entries (expired ones and the other list's
+    count too)."""
     text = text.strip().lower()
     found: list[SuppressionEntry] = []
-    for seen, entry in enumerate(lists.entries(account, list_name), 1):
+    for entry in lists.entries(account, list_name, max_read=scan):
         if not text or text in entry.recipient:
             found.append(entry)
             if len(found) >= limit:
                 return Found(found, False)
-        if seen >= scan:
-            return Found(found, False)
-    return Found(found, True)
+    return Found(found, lists.count(account) <= scan)

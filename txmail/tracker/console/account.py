@@ -26,8 +26,10 @@ own code in the core (store/suppressions.py, dnscheck.py, webhook_endpoints.py).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -227,14 +229,30 @@ async def suppression_export(request: web.Request) -> web.StreamResponse:
     account = account_of(request)
     services = state(request).services
     lists = Suppressions(services.client, services.keys)
-    lines = await _run(lambda: list(suppressions_csv.export_csv(lists.entries(account))))
+    lines = suppressions_csv.export_csv(lists.entries(account))
     day = time.strftime("%Y%m%d", time.gmtime())
-    return web.Response(
-        body="".join(lines).encode(),
-        content_type="text/csv",
-        charset="utf-8",
-        headers={"Content-Disposition": f'attachment; filename="suppressions-{account}-{day}.csv"'},
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="suppressions-{account}-{day}.csv"',
+        }
     )
+    # Streamed a chunk at a time (the entries are read a page at a time): an export holds
+    # EXPORT_CHUNK lines in memory, however long the lists are.
+    chunk = await _run(_next_lines, lines)
+    await response.prepare(request)
+    while chunk:
+        await response.write("".join(chunk).encode())
+        chunk = await _run(_next_lines, lines)
+    await response.write_eof()
+    return response
+
+
+EXPORT_CHUNK = 500
+
+
+def _next_lines(lines: Iterator[str]) -> list[str]:
+    return list(itertools.islice(lines, EXPORT_CHUNK))
 
 
 # -- domains --------------------------------------------------------------------------------
