@@ -620,3 +620,15 @@ def test_the_csv_export_is_streamed(node: ConsoleServer, client: redis.Redis, ke
     lines = export.text.splitlines()
     assert lines[0].startswith("list,recipient") and len(lines) == 1 + 1201
     assert SECRET_OF_B not in export.text
+
+
+def test_the_live_update_of_the_nodes_page_asks_no_component(
+    node: ConsoleServer, client: redis.Redis
+) -> None:
+    operator = logged_in(node, token=operator_token(node, client, time.time() + 60))
+    page = operator.get(node.url + "/console/nodes")
+    assert 'data-live="/console/nodes?live=1"' in page.text
+    assert "<td>milter</td>" in page.text  # the page itself asks them
+    live = operator.get(node.url + "/console/nodes?live=1")
+    assert live.status_code == 200 and 'id="nodes"' in live.text
+    assert "<td>milter</td>" not in live.text and "not asked in a live update" in live.text

@@ -94,6 +94,9 @@ LOGIN = re.compile(
 )
 
 
+NODE_HISTOGRAMS = "stats:histograms:"  # + NODE
+NODES_SEEN = "stats:nodes"
+
 class Keys:
     """Key names under one prefix."""
 
@@ -254,7 +257,12 @@ class Keys:
 
     def node_histograms(self, node: str) -> str:
         """Latency histograms of one node (txmail/histograms.py)."""
-        return f"{self.prefix}stats:histograms:{node}"
+        return f"{self.prefix}{NODE_HISTOGRAMS}{node}"
+
+    @property
+    def nodes_seen(self) -> str:
+        """The nodes that wrote a heartbeat, scored by its time (txmail/histograms.py)."""
+        return f"{self.prefix}{NODES_SEEN}"
 
     def event_totals(self, account: str) -> str:
         """Events of the account by kind since it began (never expires): /metrics' counter."""

@@ -27,6 +27,7 @@ DESCRIPTION
     secret_rotate                 a new value of one of the installation's HMAC keys
     suppression_add               a suppression list entry, capped
     tags_count                    the milter: an accepted message per day and tag, capped
+    unparsed_summaries            the newest kept unparsed bounces without their raw text
     webhook_dead_letter           webhooks: a batch that will not be retried again
     webhook_replay                dead letters back into the event stream, each once
     webhook_secret_rotate         an account's new webhook signing secret, keeping the old
