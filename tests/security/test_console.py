@@ -632,3 +632,11 @@ def test_the_live_update_of_the_nodes_page_asks_no_component(
     live = operator.get(node.url + "/console/nodes?live=1")
     assert live.status_code == 200 and 'id="nodes"' in live.text
     assert "<td>milter</td>" not in live.text and "not asked in a live update" in live.text
+
+
+def test_the_overview_says_rates_older_than_the_buckets_are_not_kept(node: ConsoleServer) -> None:
+    alpha = logged_in(node, login="alpha", password=PASSWORD_A)
+    page = alpha.get(node.url + "/console/overview?days=90")
+    assert page.status_code == 200 and 'id="rates-kept"' in page.text
+    assert "are not kept" in page.text
+    assert 'id="rates-kept"' not in alpha.get(node.url + "/console/overview?days=30").text
