@@ -9,8 +9,9 @@ pending entries are the backlog), PREFIX {ACCOUNT}:webhook:secret (rotation).
 
 replay() moves dead letters back into the account's event stream (same slot), each by a
 script call that posts it only when it is the one that took it off the dead letters
-(webhook_replay.lua: two replays at once post nothing twice), with the same event ids, and turns the endpoint back on. post_test_event() posts one event of kind
-"test", signed like every post, to the account's URL, waiting at most webhooks.timeout in all
+(webhook_replay.lua: two replays at once post nothing twice), with the same event ids, and
+turns the endpoint back on. post_test_event() posts one event of kind "test", signed like
+every post, to the account's URL, waiting at most webhooks.timeout in all
 (a total deadline, not one per read) and following no redirect; it records nothing. The
 console prepares it (prepare_test_event, Redis reads) in a thread and sends it on its loop
 (send_test_event), so a slow endpoint holds no thread.
@@ -30,8 +31,15 @@ from typing import Any
 from txmail.accounts.records import Accounts
 from txmail.config import Settings
 from txmail.events import WEBHOOK_GROUP, Event, iso_timestamp, random_event_id
-from txmail.store import Client, Keys, decoded_entries, decoded_hash, decoded_or_none, guard
-from txmail.store import scripts
+from txmail.store import (
+    Client,
+    Keys,
+    decoded_entries,
+    decoded_hash,
+    decoded_or_none,
+    guard,
+    scripts,
+)
 from txmail.store import secrets as shared_secrets
 from txmail.tokens import webhooks as signing
 

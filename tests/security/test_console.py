@@ -13,10 +13,10 @@ with a sentence, and the cookie carries HttpOnly, SameSite=Strict and (behind TL
 from __future__ import annotations
 
 import base64
-import socket
-import threading
 import json
 import re
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -469,7 +469,9 @@ def test_a_trickling_webhook_endpoint_ties_up_nothing(client: redis.Redis, keys:
         def post() -> None:
             try:
                 answers.append(
-                    alpha.post(node.url + "/console/webhooks/test", data={"csrf": token}, timeout=60)
+                    alpha.post(
+                        node.url + "/console/webhooks/test", data={"csrf": token}, timeout=60
+                    )
                 )
             except requests.RequestException as exc:
                 answers.append(exc)
@@ -506,7 +508,9 @@ def test_one_dns_check_per_account_at_a_time(node: ConsoleServer) -> None:
     alpha = logged_in(node, login="alpha", password=PASSWORD_A)
     token = csrf_for(node, alpha, "/console/domains")
     console = next(
-        app[STATE] for app in node._runner.app._subapps if STATE in app  # type: ignore[union-attr]
+        app[STATE]
+        for app in node._runner.app._subapps
+        if STATE in app  # type: ignore[union-attr]
     )
     console.busy.add(("verify", "alpha"))  # as a check whose nameservers are slow would
     answer = alpha.post(
@@ -616,7 +620,10 @@ def test_the_csv_export_is_streamed(node: ConsoleServer, client: redis.Redis, ke
     assert export.status_code == 200
     assert export.headers.get("Transfer-Encoding") == "chunked"  # never built whole
     assert export.headers["Content-Type"].startswith("text/csv")
-    assert export.headers["Cache-Control"] == "no-store" and "Content-Security-Policy" in export.headers
+    assert (
+        export.headers["Cache-Control"] == "no-store"
+        and "Content-Security-Policy" in export.headers
+    )
     lines = export.text.splitlines()
     assert lines[0].startswith("list,recipient") and len(lines) == 1 + 1201
     assert SECRET_OF_B not in export.text

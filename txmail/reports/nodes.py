@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from dataclasses import dataclass
+from typing import cast
 
 from txmail import health
 from txmail.config import Settings
@@ -49,7 +50,8 @@ def nodes(client: Client, keys: Keys, settings: Settings, now: float) -> list[No
     histograms are kept are dropped from it."""
     with guard("listing nodes"):
         client.zremrangebyscore(keys.nodes_seen, "-inf", now - KEEP_SECONDS)
-        found = [decoded(raw) for raw in client.zrevrange(keys.nodes_seen, 0, MAX_NODES - 1)]
+        members = cast("list[bytes | str]", client.zrevrange(keys.nodes_seen, 0, MAX_NODES - 1))
+        found = [decoded(raw) for raw in members]
         pipe = client.pipeline(transaction=False)
         for name in found:
             pipe.hmget(keys.node_histograms(name), [f"seen|{c}" for c in COMPONENTS])

@@ -97,6 +97,7 @@ LOGIN = re.compile(
 NODE_HISTOGRAMS = "stats:histograms:"  # + NODE
 NODES_SEEN = "stats:nodes"
 
+
 class Keys:
     """Key names under one prefix."""
 

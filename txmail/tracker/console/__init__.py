@@ -189,6 +189,7 @@ def make_console(services: Services) -> web.Application:
             lambda: secrets.accepted(services.settings, services.client, "console_key_file")
         ),
     )
+
     async def stop_outward(app: web.Application) -> None:
         app[STATE].outward.shutdown(wait=False, cancel_futures=True)
 

@@ -205,26 +205,20 @@ def _store_session(
     opened: tuple[int, float] | None,
 ) -> None:
     key = keys.console_session(session.session_id)
-    bound = (
-        {"credentials": str(opened[0]), "account_created": repr(opened[1])}
-        if opened is not None
-        else {}
-    )
+    fields = {
+        "account": session.account,
+        "operator": "1" if session.operator else "0",
+        "expires": repr(session.expires),
+        "created": repr(time.time()),
+        "address": address,
+    }
+    if opened is not None:  # what ends it beside logout and suspension (see _load)
+        fields.update(credentials=str(opened[0]), account_created=repr(opened[1]))
     with guard("starting a console session"):
         pipe = client.pipeline(transaction=False)
         if ended:
             pipe.delete(keys.console_session(ended))
-        pipe.hset(
-            key,
-            mapping={
-                "account": session.account,
-                "operator": "1" if session.operator else "0",
-                "expires": repr(session.expires),
-                "created": repr(time.time()),
-                "address": address,
-                **bound,
-            },
-        )
+        pipe.hset(key, mapping=store.hash_mapping(fields))
         pipe.expireat(key, int(session.expires) + 1)
         pipe.execute()
 
