@@ -372,17 +372,29 @@ def test_cookie_flags(client: redis.Redis, keys: Keys, node: ConsoleServer) -> N
         browser = requests.Session()
         headers = {"X-Forwarded-Proto": "https"}
         page = browser.get(behind_tls.url + "/console/login", headers=headers)
-        assert "secure" in set_cookie_flags(page, "txmail_console_login")
+        # behind TLS the names carry __Host- (Secure, Path=/): no sibling subdomain plants one
+        assert "secure" in set_cookie_flags(page, "__Host-txmail_console_login")
+        nonce = page.cookies["__Host-txmail_console_login"]
         answer = browser.post(
             behind_tls.url + "/console/login",
             data={"csrf": csrf_of(page), "login": "alpha", "password": PASSWORD_A},
             headers=headers,
-            cookies={"txmail_console_login": page.cookies["txmail_console_login"]},
+            cookies={"__Host-txmail_console_login": nonce},
             allow_redirects=False,
         )
         assert answer.status_code == 303
-        flags = set_cookie_flags(answer, "txmail_console")
+        flags = set_cookie_flags(answer, "__Host-txmail_console")
         assert "secure" in flags and "httponly" in flags and "samesite=strict" in flags
+        assert "path=/" in flags and "path=/console/" not in flags
+        # a nonce planted under the plain name is not the login form's
+        planted = requests.post(
+            behind_tls.url + "/console/login",
+            data={"csrf": csrf_of(page), "login": "alpha", "password": PASSWORD_A},
+            headers=headers,
+            cookies={"txmail_console_login": nonce},
+            allow_redirects=False,
+        )
+        assert planted.status_code == 403
     finally:
         behind_tls.stop()
     # every page says not to be framed or cached

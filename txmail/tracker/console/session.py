@@ -12,7 +12,8 @@ DESCRIPTION
     promoted), and deletes the record of the session the browser came with.
 
     The cookie is HttpOnly and SameSite=Strict, and Secure when the request came over TLS
-    (or, with tracker.trust_forwarded, through a proxy that says X-Forwarded-Proto: https).
+    (or, with tracker.trust_forwarded, through a proxy that says X-Forwarded-Proto: https);
+    then its name has the __Host- prefix (and Path=/), so no sibling subdomain can plant one.
     Every POST form carries `csrf`: the session's CSRF token (a MAC of its id), checked by
     check_csrf; the login forms, before any session, carry one made from a random cookie of
     their own (double submit).
@@ -49,6 +50,7 @@ from txmail.tracker.services import Services, client_address
 COOKIE = "txmail_console"
 LOGIN_COOKIE = "txmail_console_login"
 PATH = "/console/"
+HOST_PREFIX = "__Host-"  # behind TLS: the browser takes it only Secure, from this host, Path=/
 LOGIN_URL = "/console/login"
 OUTWARD_THREADS = 2
 
@@ -123,7 +125,7 @@ async def load_viewer(request: web.Request) -> None:
     """Put the request's Viewer (None: nobody logged in) and Session in the request."""
     request[VIEWER] = None
     request[SESSION] = None
-    cookie = request.cookies.get(COOKIE)
+    cookie = read_cookie(request, COOKIE)
     if not cookie:
         return
     console = state(request)
@@ -182,18 +184,38 @@ def secure_request(request: web.Request, settings: Settings) -> bool:
     )
 
 
+def _cookie_of(request: web.Request, name: str) -> tuple[str, str, bool]:
+    """(the name the cookie has on this request, its path, Secure). Behind TLS the name has
+    the __Host- prefix, so a sibling subdomain cannot plant a session or login nonce: the
+    browser takes such a cookie only when it is Secure, set by this host, with Path=/."""
+    if secure_request(request, state(request).services.settings):
+        return HOST_PREFIX + name, "/", True
+    return name, PATH, False
+
+
+def read_cookie(request: web.Request, name: str) -> str:
+    """The value of console cookie `name` as this request's scheme names it ("" when none)."""
+    return request.cookies.get(_cookie_of(request, name)[0], "")
+
+
 def set_cookie(
     response: web.StreamResponse, request: web.Request, name: str, value: str, max_age: int
 ) -> None:
+    shown, path, secure = _cookie_of(request, name)
     response.set_cookie(
-        name,
+        shown,
         value,
         max_age=max_age,
-        path=PATH,
+        path=path,
         httponly=True,
         samesite="Strict",
-        secure=secure_request(request, state(request).services.settings),
+        secure=secure,
     )
+
+
+def del_cookie(response: web.StreamResponse, request: web.Request, name: str) -> None:
+    shown, path, secure = _cookie_of(request, name)
+    response.del_cookie(shown, path=path, secure=secure, httponly=True, samesite="Strict")
 
 
 def _store_session(
@@ -255,7 +277,7 @@ async def start_session(
         opened,
     )
     set_cookie(response, request, COOKIE, console.signer.sign_session(session), int(hours * 3600))
-    response.del_cookie(LOGIN_COOKIE, path=PATH)
+    del_cookie(response, request, LOGIN_COOKIE)
     return session
 
 
@@ -269,7 +291,7 @@ async def end_session(request: web.Request, response: web.StreamResponse) -> Non
     if session is not None:
         services = state(request).services
         await asyncio.to_thread(_delete, services.client, services.keys, session.session_id)
-    response.del_cookie(COOKIE, path=PATH)
+    del_cookie(response, request, COOKIE)
 
 
 # -- CSRF -----------------------------------------------------------------------------------
@@ -282,13 +304,13 @@ def csrf_token(request: web.Request) -> str:
     signer = state(request).signer
     if session is not None:
         return signer.csrf_token(session.session_id)
-    nonce = request.get(NONCE) or request.cookies.get(LOGIN_COOKIE, "")
+    nonce = request.get(NONCE) or read_cookie(request, LOGIN_COOKIE)
     return signer.csrf_token("login:" + nonce) if nonce else ""
 
 
 def login_nonce(request: web.Request) -> str:
     """The login forms' double-submit nonce: the browser's, or a new one (set_login_cookie)."""
-    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    nonce = read_cookie(request, LOGIN_COOKIE)
     if not (16 <= len(nonce) <= 64) or not nonce.replace("-", "").replace("_", "").isalnum():
         nonce = secrets.token_urlsafe(18)
     request[NONCE] = nonce
@@ -304,7 +326,7 @@ def check_csrf(request: web.Request, form: MultiDictProxy[Any]) -> None:
     if session is not None:
         ok = isinstance(given, str) and signer.check_csrf(session.session_id, given)
     else:
-        nonce = request.cookies.get(LOGIN_COOKIE, "")
+        nonce = read_cookie(request, LOGIN_COOKIE)
         ok = bool(nonce) and isinstance(given, str) and signer.check_csrf("login:" + nonce, given)
     if not ok:
         raise web.HTTPForbidden(
