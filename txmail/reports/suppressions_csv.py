@@ -20,6 +20,7 @@ import calendar
 import csv
 import io
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from txmail.store.suppressions import LISTS, SuppressionEntry, Suppressions
 
 COLUMNS = ("list", "recipient", "reason", "created_at", "expires_at")
 FORMULA = ("=", "+", "-", "@", "\t", "\r")
+LINE_ERROR = re.compile(r"line ([0-9]+): (.*)", re.DOTALL)  # Suppressions.import_lines's
 
 
 def _iso(timestamp: float | None) -> str:
@@ -93,6 +95,7 @@ def import_csv(
         raise UsageError(f"list {default_list!r} is not one of {', '.join(LISTS)}")
     rows = csv.reader(io.StringIO(text, newline=""))
     lines: list[str] = []
+    rows_of: list[int] = []  # the CSV row of each line
     header: list[str] | None = None
     for number, row in _rows(rows):
         cells = [c.strip() for c in row]
@@ -107,6 +110,7 @@ def import_csv(
         recipient = _uncell(values.get("recipient", ""))
         if not recipient:
             raise UsageError(f"row {number}: no recipient")
+        rows_of.append(number)
         lines.append(
             json.dumps(
                 {
@@ -120,7 +124,14 @@ def import_csv(
         )
     if not lines:
         raise UsageError("the file holds no addresses")
-    return lists.import_lines(account, lines, default_list=default_list, reason=reason)
+    try:
+        return lists.import_lines(account, lines, default_list=default_list, reason=reason)
+    except UsageError as exc:
+        # import_lines numbers the JSON lines made here; say the CSV row each came from
+        found = LINE_ERROR.match(str(exc))
+        if found is None or not 1 <= int(found.group(1)) <= len(rows_of):
+            raise
+        raise UsageError(f"row {rows_of[int(found.group(1)) - 1]}: {found.group(2)}") from None
 
 
 def _rows(reader: Any) -> Iterator[tuple[int, list[str]]]:

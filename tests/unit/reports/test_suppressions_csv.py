@@ -44,7 +44,8 @@ def test_bare_addresses_take_the_list_given(lists: Suppressions) -> None:
     ("text", "words"),
     [
         ("a@x.example\r\nb@x.example\r\nc@x.example\r\n", "more than 2 rows"),
-        ("a@x.example\r\nnot an address\r\n", "line 2"),
+        ("a@x.example\r\nnot an address\r\n", "row 2"),
+        ("recipient\r\n\r\na@x.example\r\n\r\nnot an address\r\n", "row 5"),
         ("list,recipient,expires_at\r\nbounce,a@x.example,tomorrow\r\n", "row 2: expires_at"),
         ("", "no addresses"),
     ],
