@@ -20,6 +20,8 @@ DEB_PACKAGES := postfix dovecot-core redis-server redis-tools libmilter-dev swak
 	chromium chromium-driver \
 	$(EXTRA_DEB_PACKAGES)
 EXTRA_DEB_PACKAGES :=
+# opendkim, opendkim-tools: the peer stack bench/throughput.py --peer measures txmail against.
+DEB_PACKAGES += opendkim opendkim-tools
 
 .PHONY: run test unit e2e deps system-deps venv bench fuzz lint clean
 

@@ -123,6 +123,9 @@ class PostfixSettings:
     )
 
 
+APPENDFSYNC = ("always", "everysec")
+
+
 @dataclass(frozen=True)
 class RedisSettings:
     """Where txmail keeps its state."""
@@ -135,6 +138,14 @@ class RedisSettings:
     cluster: bool = _doc("Treat `url` as one node of a Redis Cluster.", False)
     prefix: str = _doc("Prefix of every key txmail writes.", "txmail:")
     timeout: float = _doc("Seconds to wait for Redis before answering with a 4xx.", 2.0)
+    appendfsync: str = _doc(
+        'When the private Redis of `txmail up` fsyncs its append-only file: "always" '
+        '(before it answers each write) or "everysec" (once a second; a machine crash can '
+        "lose the last second or two, which the maillog follower reads again from its "
+        'position kept in Redis). See the README, "Durability". A Redis of your own '
+        "(redis.url) is configured there.",
+        "always",
+    )
 
 
 @dataclass(frozen=True)
@@ -456,8 +467,10 @@ class MaillogSettings:
         ["SYSLOG_FACILITY=2"],
     )
     offset_file: str = _doc(
-        "Where the follower saves its position (a file's inode and byte offset, or "
-        "the journal cursor) once the lines before it were recorded, relative to state_dir.",
+        "The follower's position file (a file's inode and byte offset, or the journal "
+        "cursor), relative to state_dir: on a single Redis the position lives in Redis "
+        "with the events, and this file is read once, by a node upgrading, then removed; "
+        "on a Redis Cluster it is saved here once the lines before it were recorded.",
         "run/maillog.offset",
     )
     rotate_grace: float = _doc(
@@ -857,6 +870,11 @@ def validate(settings: Settings) -> None:
         )
     if settings.redis.timeout <= 0:
         raise ConfigError("redis.timeout must be a positive number of seconds")
+    if settings.redis.appendfsync not in APPENDFSYNC:
+        raise ConfigError(
+            f"redis.appendfsync = {settings.redis.appendfsync!r}: write one of "
+            + ", ".join(f'"{choice}"' for choice in APPENDFSYNC)
+        )
     if settings.dovecot.resync_interval <= 0:
         raise ConfigError("dovecot.resync_interval must be a positive number of seconds")
     if settings.policyd.hold_seconds < 10:

@@ -323,6 +323,12 @@ def _announce(event: Event, event_id: str) -> None:
     )
 
 
+def announce(event: Event, event_id: str) -> None:
+    """The log line of a new event, as record() writes it (for a caller recording in a batch
+    script of its own)."""
+    _announce(event, event_id)
+
+
 def _announcer(logger: logging.Logger) -> Callable[[Event, str], None]:
     """record_many()'s line for a new open or click, in its caller's log."""
 

@@ -11,8 +11,9 @@ DESCRIPTION
     events.counter_days) holds:
       KIND                 events of that kind recorded that day (txmail/events.py, in
                            event_record.lua), and "accepted": messages the milter accepted
-                           (count_accepted(), tags_count.lua, in the round trip that writes
-                           the message record);
+                           (count_accepted(), tags_count.lua; the milter counts the same
+                           way in message_accept.lua, in the call that writes the message
+                           record);
       tag:TAG:KIND         the same, for events and messages carrying TAG;
       distinct:TAG         marks TAG as one of the day's counted tags; "distinct" counts them.
 
@@ -70,6 +71,23 @@ def check_tag(tag: str) -> str:
     return tag
 
 
+def tags_count_call(
+    keys: Keys,
+    account: str,
+    now: float,
+    counter_days: int,
+    tags_per_day: int = DEFAULT_TAGS_PER_DAY,
+) -> tuple[str, list[Any]]:
+    """The key and the first ARGV of tags_count.lua (before the tags) for one accepted message
+    of `account` on the UTC day of `now`; the milter passes them to message_accept.lua, which
+    counts the same way (store.messages.Counting)."""
+    return keys.event_counts(account, _day(now)), [
+        counter_days * 86400,
+        max(0, tags_per_day),
+        ACCEPTED,
+    ]
+
+
 def count_accepted(
     pipe: Any,
     keys: Keys,
@@ -84,9 +102,8 @@ def count_accepted(
     milter counts in the round trip that writes the message record. EVAL with the script's
     text through execute_command, as accounts.usage.queue_count_accepted does and for the
     same reasons (no NOSCRIPT repair inside a pipeline; a cluster pipeline routes it)."""
-    key = keys.event_counts(account, _day(now))
-    args = [counter_days * 86400, max(0, tags_per_day), ACCEPTED, *tags]
-    pipe.execute_command("EVAL", scripts.text("tags_count"), 1, key, *args)
+    key, args = tags_count_call(keys, account, now, counter_days, tags_per_day)
+    pipe.execute_command("EVAL", scripts.text("tags_count"), 1, key, *args, *tags)
 
 
 def _day(now: float) -> str:

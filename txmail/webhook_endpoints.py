@@ -98,6 +98,22 @@ def endpoint_state(client: Client, keys: Keys, account: str) -> EndpointState:
     )
 
 
+GONE = "410 Gone"  # the error the dispatcher keeps when the endpoint answered 410
+DISABLED = "endpoint disabled (410 Gone)"  # kept for events read while it stayed disabled
+
+
+def dead_letter_reason(error: str) -> str:
+    """What happened to a dead letter, from the error the dispatcher kept with it: a 410 Gone
+    dead-letters at once, everything else only after the retry window."""
+    if error == GONE:
+        return "the endpoint answered 410 Gone: put here at once and the endpoint disabled"
+    if error == DISABLED:
+        return "not posted: the endpoint was disabled after an earlier 410 Gone"
+    if not error:
+        return "not taken within the retry window"
+    return f"not taken within the retry window; the last try got: {error}"
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     entry_id: str
@@ -105,6 +121,10 @@ class DeadLetter:
     event: Event
     error: str
     failed_at: float
+
+    @property
+    def reason(self) -> str:
+        return dead_letter_reason(self.error)
 
     def public(self) -> dict[str, Any]:
         return {

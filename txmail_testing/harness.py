@@ -142,8 +142,15 @@ def wait_for(
 class RedisServer:
     """A private redis-server on a free loopback port."""
 
-    def __init__(self, port: int | None = None, cluster: bool = False, password: str = "") -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        cluster: bool = False,
+        password: str = "",
+        appendfsync: str = "everysec",
+    ) -> None:
         self.port = port or (cluster_port() if cluster else free_listening_port())
+        self.appendfsync = appendfsync  # Redis's own default, as these tests always had
         self.dir = state_dir(f"redis{self.port}")
         self.cluster = cluster
         self.password = password  # requirepass, when set
@@ -167,6 +174,8 @@ class RedisServer:
             "",
             "--appendonly",
             "yes",
+            "--appendfsync",
+            self.appendfsync,
             "--daemonize",
             "no",
             "--logfile",

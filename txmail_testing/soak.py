@@ -3,7 +3,8 @@
 SYNOPSIS
     .venv/bin/python bench/soak.py [--messages 20000] [--faults LIST|COUNT] [--concurrency 8]
                                    [--accounts 4] [--seed N] [--receiver-down 25]
-                                   [--drain-timeout 900] [--keep-state]
+                                   [--drain-timeout 900] [--appendfsync always|everysec]
+                                   [--keep-state]
 
 DESCRIPTION
     Starts one txmail node (txmail_testing.harness Stack: real Postfix, Dovecot, Redis, milter,
@@ -280,8 +281,10 @@ class Soak:
         drain_timeout: float = 900.0,
         flush_every: float = 15.0,
         out: Callable[[str], None] = print,
+        appendfsync: str = "always",
     ) -> None:
         self.count = messages
+        self.appendfsync = appendfsync  # redis.appendfsync of the node's private Redis
         self.faults = list(faults) if faults is not None else [Fault(n) for n in DEFAULT_FAULTS]
         self.concurrency = concurrency
         self.account_names = [f"soak{n}" for n in range(accounts)]
@@ -597,6 +600,7 @@ class Soak:
         self.remote.sink.start()
         self.receiver.start()
         self.stack = Stack(relay_port=self.remote.sink.port, name="soak")
+        self.stack.configure("redis", appendfsync=self.appendfsync)
         threads: list[threading.Thread] = []
         try:
             self.stack.start()
@@ -609,8 +613,8 @@ class Soak:
             self.out(
                 f"soak: {self.count} messages, {self.concurrency} clients, "
                 f"{len(self.account_names)} accounts, faults: "
-                f"{', '.join(f.name for f in self.faults) or 'none'}; "
-                f"state in {self.stack.state}"
+                f"{', '.join(f.name for f in self.faults) or 'none'}; appendfsync "
+                f"{self.appendfsync}; state in {self.stack.state}"
             )
             self.started = time.monotonic()
             helpers = [
@@ -797,6 +801,12 @@ def main() -> int:
     parser.add_argument("--drain-timeout", type=float, default=900.0)
     parser.add_argument("--flush-every", type=float, default=15.0)
     parser.add_argument(
+        "--appendfsync",
+        choices=("always", "everysec"),
+        default="always",
+        help="redis.appendfsync of the node's Redis",
+    )
+    parser.add_argument(
         "--keep-state",
         action="store_true",
         help="keep the node's state directory (logs) after the run",
@@ -814,6 +824,7 @@ def main() -> int:
         drain_timeout=args.drain_timeout,
         flush_every=args.flush_every,
         keep_state=args.keep_state,
+        appendfsync=args.appendfsync,
     )
     print(table(report), flush=True)
     return 0 if report.ok else 1

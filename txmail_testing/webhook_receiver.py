@@ -29,8 +29,9 @@ class _Handler(BaseHTTPRequestHandler):
         if receiver.delay:
             time.sleep(receiver.delay)  # a slow endpoint: the post stays in flight
         self.send_response(status)
-        self.send_header("content-length", "0")
+        self.send_header("content-length", str(len(receiver.answer)))
         self.end_headers()
+        self.wfile.write(receiver.answer)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -46,6 +47,7 @@ class WebhookReceiver:
         self.port = port or free_listening_port()
         self.status = 200
         self.delay = 0.0
+        self.answer = b""  # the body of every answer
         self.posts: list[tuple[dict[str, str], bytes, float]] = []
         self.lock = threading.Lock()
         self.server: _Server | None = None

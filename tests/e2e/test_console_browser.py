@@ -16,18 +16,23 @@ from collections.abc import Iterator
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 
 from txmail_testing.browser import Browser, Traffic
-from txmail_testing.harness import Sink, Stack
+from txmail_testing.harness import Sink, Stack, wait_for
 from txmail_testing.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 
+ANSWER = b"thanks \x01from the\n test receiver"
+
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[WebhookReceiver]:
-    server = WebhookReceiver().start()
+    server = WebhookReceiver()
+    server.answer = ANSWER  # kept with each post, shown on the webhooks page and timelines
+    server.start()
     yield server
     server.stop()
 
@@ -171,6 +176,12 @@ def test_a_bounced_message_is_found_by_recipient_and_its_timeline_shows_the_boun
 def test_the_overview_filtered_by_tag_and_the_tags_page(as_acme: Browser, traffic: Traffic) -> None:
     browser = as_acme
     visit(browser, "/overview", "overview", readme=True)
+    # every chart as wide as the page's content (issue 22: they were drawn at 720 px)
+    main = browser.web.execute_script(
+        "return document.querySelector('#charts-heading').clientWidth"
+    )
+    for svg in browser.find_all("main svg.chart"):
+        assert svg.size["width"] >= main * 0.95, (svg.size, main)
     whole = totals(browser)
     assert (whole["Sent (accepted)"], whole["Delivered"], whole["Hard bounces"]) == (4, 2, 1)
     assert whole["Soft bounces (deferred)"] >= 1 and whole["Opens"] >= 1 and whole["Clicks"] >= 1
@@ -222,6 +233,8 @@ def test_a_dead_letter_replayed_from_the_webhooks_page_reaches_the_receiver(
     browser, acme = as_acme, traffic.acme
     visit(browser, "/webhooks", "webhooks")
     assert "410" in browser.text("table#dead-letters")
+    # the post the endpoint answered 410 to, kept with its answer (control characters gone)
+    assert "HTTP 410" in row_with(browser, "posts", "thanks from the test receiver").text
     queue_id = acme.queue_ids[traffic.bounced]
     row = row_with(browser, "dead-letters", traffic.bounced)
     browser.press(row.find_element(By.CSS_SELECTOR, "button"))
@@ -230,6 +243,17 @@ def test_a_dead_letter_replayed_from_the_webhooks_page_reaches_the_receiver(
         lambda e: e["message_id"] == queue_id and e["kind"] == "bounce"
     )
     assert event["recipient"] == traffic.bounced
+    # the message's timeline shows the post that carried the bounce and the answer to it
+    # (kept as the dispatcher settles the post, just after the receiver has it)
+
+    def acknowledged() -> bool:
+        browser.get(f"/messages/{queue_id}")
+        return "posted and acknowledged" in row_with(browser, "message-posts", event["id"]).text
+
+    wait_for(acknowledged, 30, what="the replayed bounce's post on its timeline")
+    page(browser, "timeline-posts")
+    row = row_with(browser, "message-posts", event["id"]).text
+    assert "HTTP 200" in row and "thanks from the test receiver" in row
 
 
 def test_another_accounts_message_is_a_404_when_its_id_is_typed_in(
@@ -275,3 +299,47 @@ def test_an_operator_logs_in_with_a_token_and_sees_every_account(
     theirs = traffic.other.queue_ids[traffic.theirs]
     visit(browser, f"/messages/{theirs}?account={traffic.other.name}", "operator-other-message")
     assert traffic.theirs in browser.text("table#timeline")
+    # other has no webhook URL: its timeline says so rather than "taking posts"
+    assert "none set" in browser.text("#webhook-state")
+    # ten page links, then the account line on a row of its own, tabbed to in that order
+    assert browser.web.execute_script(HEADER_ROWS) == []
+    assert tab_order(browser)[-3:] == ["Webhooks", "SMTP settings", "Log out"]
+    # other was made with `accounts add --domain` only: its domain is shown, with records
+    text = visit(browser, f"/domains?account={traffic.other.name}", "operator-other-domains")
+    assert "no sending domains yet" not in text and "no DKIM key yet" in text
+    assert traffic.other.domain in browser.text("table#records-1")
+
+
+# Where the header's parts are drawn, as the browser laid them out.
+HEADER_ROWS = """
+const found = [];
+const who = document.querySelector("header.top .who").getBoundingClientRect();
+const header = document.querySelector("header.top").getBoundingClientRect();
+for (const a of document.querySelectorAll("header.top nav a")) {
+  const r = a.getBoundingClientRect();
+  if (r.bottom > who.top + 1) found.push(a.innerText + " reaches into the account line's row");
+  if (r.right > window.innerWidth) found.push(a.innerText + " runs off the page");
+}
+if (who.width < header.width * 0.8) found.push("the account line shares its row");
+const line = document.querySelector("header.top .who p").getBoundingClientRect();
+const button = document.querySelector("#logout-form button").getBoundingClientRect();
+if (button.top >= line.bottom || line.top >= button.bottom)
+  found.push("Log out is not on the account line's row");
+return found;
+"""
+
+
+def tab_order(browser: Browser) -> list[str]:
+    """The texts of the header's links and buttons, in the order Tab reaches them."""
+    browser.web.execute_script("document.activeElement && document.activeElement.blur()")
+    seen: list[str] = []
+    body = browser.find("body")
+    for _ in range(20):
+        body.send_keys(Keys.TAB)
+        active = browser.web.switch_to.active_element
+        if not browser.web.execute_script("return !!arguments[0].closest('header')", active):
+            if seen:
+                break
+            continue
+        seen.append(active.text.strip())
+    return seen

@@ -147,6 +147,9 @@ def test_a_bounced_message_is_found_by_recipient_and_its_timeline_says_why(
     assert "diagnostic" in steps and "status" in steps
     assert "delivered" in steps  # the other recipient
     assert 'id="webhook-posts"' in timeline.text
+    # no webhook URL on this node: each event says it was not posted
+    posted = table(timeline.text, "message-posts")
+    assert "bounce" in posted and "not posted: the account has no webhook URL" in posted
 
     by_id = acme.get("/messages", id=sent["order"])
     assert sent["order"] in table(by_id.text, "messages")

@@ -1,10 +1,12 @@
-"""Events survive failures: the dispatcher killed with SIGKILL in the middle of a post, and the
-bounce pipe meeting a Redis that is down (exit 75, Postfix retries, the event arrives later).
+"""Events survive failures: the dispatcher killed with SIGKILL in the middle of a post, the
+bounce pipe meeting a Redis that is down (exit 75, Postfix retries, the event arrives later),
+and the maillog follower restarted from an older position in Redis (lines read again).
 
 One node of its own with an external Redis this module may stop and start again."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -134,3 +136,62 @@ def test_bounce_pipe_with_redis_down_exits_75_and_the_event_comes_later(
         lambda e: e["message_id"] == queue_id and e["kind"] == "bounce", timeout=60
     )
     assert event["details"]["reason"] == "userunknown"
+
+
+def test_follower_restarted_from_an_older_position_in_redis_posts_nothing_twice(
+    node: Stack, redis_node: RedisServer, receiver: WebhookReceiver
+) -> None:
+    """What a crash of the machine under appendfsync everysec leaves: Redis's copy of the
+    follower's position is older than the log it had read (and than the old position file).
+    The follower reads those lines again; their events are there already, so the stream gets
+    nothing new and the webhook nothing twice."""
+    name, password = account(node, receiver)
+    sender = f"app@{name}.example"
+    rcpts = [f"ok{n}-{name}@dest.example" for n in range(3)]
+    queue_id = node.send((name, password), sender, rcpts, simple_message(sender, rcpts[0]))
+
+    def delivered() -> list[str]:
+        return sorted(
+            e["recipient"]
+            for e in receiver.events()
+            if e["account"] == name and e["kind"] == "delivery" and e["message_id"] == queue_id
+        )
+
+    wait_for(lambda: delivered() == rcpts, 60, what="every delivery event")
+    client = redis_node.client()
+    maillog = node.state / "log/postfix.log"
+    (key,) = client.keys("txmail:maillog:position:*")
+
+    def position() -> dict[str, int]:
+        return json.loads(client.get(key) or "{}")  # type: ignore[no-any-return]
+
+    wait_for(
+        lambda: position().get("offset") == maillog.stat().st_size,
+        30,
+        what="the follower at the end of the log",
+    )
+    caught_up = position()
+    stream = client.xlen(f"txmail:{{{name}}}:events")
+    assert stream == len(rcpts)
+
+    follower = process_of(node, "maillog")
+    os.kill(follower, signal.SIGSTOP)  # it cannot write while Redis's position is changed
+    client.set(key, json.dumps({**caught_up, "offset": 0}))
+    # the old position file, newer: Redis's position wins, the file is for migration only
+    (node.state / "run/maillog.offset").write_text(json.dumps(caught_up))
+    os.kill(follower, signal.SIGKILL)
+    wait_for(
+        lambda: process_of(node, "maillog") not in (0, follower),
+        30,
+        what="the supervisor restarting the follower",
+    )
+    wait_for(
+        lambda: position().get("offset", 0) >= caught_up["offset"],
+        60,
+        what="the follower reading the whole log again",
+    )
+    assert f"resuming {maillog} at offset 0" in node.log("maillog")  # Redis's, not the file's
+    assert client.xlen(f"txmail:{{{name}}}:events") == stream  # nothing recorded twice
+    assert delivered() == rcpts
+    assert len({e["id"] for e in receiver.events() if e["account"] == name}) == len(rcpts)
+    client.close()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 
 import pytest
+import redis
+import redis.cluster
 
 from txmail import store
 from txmail.accounts.records import Accounts, check_password
@@ -150,3 +153,95 @@ def test_message_event_lists_and_idempotency_keys(client: store.Client) -> None:
     assert idempotency.claim(client, keys, "acme", "k-1", "h", 60, "u")[1] == idempotency.Held(
         "h", pending=False, status=200, answer="{}"
     )
+
+
+def test_an_accepted_message_in_one_call(client: store.Client) -> None:
+    """The milter's write of an accepted message (Messages.accept: message_accept.lua by
+    EVALSHA, in the pipeline of the keys outside the account's slot) on one Redis and on a
+    cluster, also after the servers lost their scripts: it runs again with the text, once."""
+    from txmail.accounts.usage import commit_call
+    from txmail.stats import last_days, read_counts, tags_count_call
+    from txmail.store import scripts
+    from txmail.store.counters import count_message
+    from txmail.store.messages import Counting
+
+    keys, settings = store.Keys(), Settings()
+    Accounts(client, keys).add("acme", ["acme.example"], "a-good-password")
+    messages = Messages(client, keys, ttl_seconds=60)
+
+    def accept(queue_id: str) -> list[int]:
+        record = MessageRecord(
+            queue_id=queue_id,
+            account="acme",
+            envelope_sender="app@acme.example",
+            recipients=["a@b.test", "c@d.test"],
+            size=300,
+            header_message_id=f"<{queue_id}@acme.example>",
+            tags=["order"],
+        )
+        day_key, day_args = tags_count_call(keys, "acme", record.accepted_at, 400)
+        counting = Counting(
+            day_key, day_args, commit_call(settings, keys, "acme", queue_id, 2, 300)
+        )
+        answer = messages.accept(
+            record, counting, also=lambda pipe: count_message(pipe, keys, "accepted")
+        )
+        assert messages.get(queue_id) == record
+        return answer
+
+    assert accept("4jXAcc1") == [0, 1, 2, 300, 0]
+    if isinstance(client, redis.cluster.RedisCluster):
+        for node in client.get_primaries():
+            node.redis_connection.script_flush()
+    else:
+        client.script_flush()
+    assert not any(client.script_exists(scripts.sha("message_accept")))
+    assert accept("4jXAcc2") == [0, 1, 2, 300, 0]
+    day = last_days(1, time.time())
+    assert read_counts(client, keys, "acme", day, "order").totals == {"accepted": 2}
+    assert client.hget(keys.tag_counts("acme"), "order") == "2"
+    assert client.get(keys.header_message_id("<4jXAcc2@acme.example>")) == "4jXAcc2"
+    assert client.hget(keys.message_stats, "accepted") == "2"
+
+
+def test_maillog_lines_on_either_backend(client: store.Client) -> None:
+    """A single Redis records a batch of lines in one maillog_batch.lua call with the
+    follower's position; a Cluster records each line in calls of its own (one script cannot
+    reach every account's slot) and leaves the position to the follower's file. The records
+    are read in one script call or in two pipelines. Either way, lines read again record
+    nothing twice."""
+    from txmail.events import Recorder, stream_events
+    from txmail.maillog.server import SettingsCache, StatusRecorder, handle_lines, positions_for
+
+    keys = store.Keys()
+    messages = Messages(client, keys, 600)
+    for queue_id, account in (("4jXB1AAAAAA", "acme"), ("4jXB2AAAAAA", "other")):
+        messages.record(
+            MessageRecord(
+                queue_id=queue_id,
+                account=account,
+                envelope_sender=f"app@{account}.example",
+                recipients=["a@dest.test"],
+            )
+        )
+    lines = [
+        f"Dec  7 23:00:00 mta txmail/smtp[1]: {queue_id}: to=<a@dest.test>, relay=mx.dest.test"
+        "[127.0.0.1]:25, delay=0.2, delays=0.1/0/0/0.1, dsn=2.0.0, status=sent (250 ok)"
+        for queue_id in ("4jXB1AAAAAA", "4jXB2AAAAAA", "4jXB9AAAAAA")
+    ]
+    cluster = isinstance(client, redis.cluster.RedisCluster)
+    settings = Settings(redis=RedisSettings(cluster=cluster))
+    assert (positions_for(settings, client) is None) == cluster
+    for _ in range(2):
+        recorder = StatusRecorder(
+            client,
+            keys,
+            Messages(client, keys, 600),
+            Recorder(client, keys),
+            settings=SettingsCache(client, keys),
+            position_key=keys.maillog_position("n1"),
+        )
+        assert handle_lines(lines, recorder, None if cluster else '{"offset": 5}') == 2
+    for account in ("acme", "other"):
+        assert [e.kind for _, e in stream_events(client, keys, account)] == ["delivery"]
+    assert client.get(keys.maillog_position("n1")) == (None if cluster else '{"offset": 5}')

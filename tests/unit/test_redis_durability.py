@@ -1,15 +1,18 @@
-"""Redis is told to fsync its append-only file before it answers, in the private Redis that
-`txmail up` renders and in compose.yaml: with appendfsync everysec Redis may hold back the
-AOF write for up to 2 s while a background fsync is slow and still answer, so a kill -9 could
-lose message records and events their writers were told were stored (found by bench/soak.py)."""
+"""Redis is told to fsync its append-only file before it answers, by default, in the private
+Redis that `txmail up` renders and in compose.yaml: with appendfsync everysec Redis may hold
+back the AOF write for up to 2 s while a background fsync is slow and still answer, so a kill -9
+could lose message records and events their writers were told were stored (found by
+bench/soak.py). redis.appendfsync = "everysec" renders it so; anything else is refused."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import pytest
 import yaml
 
-from txmail.config import Settings
+from txmail.config import ConfigError, RedisSettings, Settings, validate
 from txmail.stack.render import render_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,6 +31,16 @@ def test_rendered_redis_conf_fsyncs_every_write(tmp_path: Path) -> None:
     settings = Settings(state_dir=str(tmp_path))
     conf = directives(render_file("redis.conf", settings, tmp_path / "txmail.toml"))
     assert (conf["appendonly"], conf["appendfsync"]) == ("yes", "always")
+
+
+def test_everysec_is_a_setting_and_nothing_else_is(tmp_path: Path) -> None:
+    settings = Settings(state_dir=str(tmp_path), redis=RedisSettings(appendfsync="everysec"))
+    validate(settings)
+    conf = directives(render_file("redis.conf", settings, tmp_path / "txmail.toml"))
+    assert conf["appendfsync"] == "everysec"
+    wrong = dataclasses.replace(settings, redis=RedisSettings(appendfsync="no"))
+    with pytest.raises(ConfigError, match="redis.appendfsync = 'no': write one of \"always\""):
+        validate(wrong)
 
 
 def test_compose_redis_fsyncs_every_write() -> None:

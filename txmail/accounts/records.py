@@ -287,12 +287,14 @@ class Accounts:
             ApiKeys(self.client, self.keys).revoke_all(name)  # a removed account's keys die
             # Its own webhook secret and its event totals too: an account made later under
             # the same name would otherwise sign with a secret the old holder knows, and
-            # start from the old holder's txmail_events_total. One DEL, one slot ({name}).
+            # start from the old holder's txmail_events_total; its kept webhook posts (their
+            # answers) are the old holder's too. One DEL, one slot ({name}).
             self.client.delete(
                 self.keys.account(name),
                 self.keys.webhook_secret(name),
                 self.keys.event_totals(name),
                 self.keys.account_credentials(name),
+                self.keys.webhook_posts(name),
             )
             self.client.srem(self.keys.accounts, name)
             self._changed(name)

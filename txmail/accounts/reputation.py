@@ -30,6 +30,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from txmail.accounts.records import Accounts
 from txmail.accounts.settings import AccountSettings
@@ -151,17 +152,40 @@ def count_outcome(
         if found is None:
             return []
         settings = found.settings
+    call = record_call(keys, account, field, settings, now)
+    with guard(f"recording a {kind} of {account}"):
+        row = scripts.get(client, "reputation_record")(keys=call[0], args=call[1])
+    return act_on(client, keys, account, row, settings, now)
+
+
+def record_call(
+    keys: Keys, account: str, field: str, settings: AccountSettings, now: float
+) -> tuple[list[str], list[str | int]]:
+    """KEYS and ARGV of store/scripts/reputation_record.lua counting `field` (delivered,
+    bounced, complained) of `account` today over its window."""
     today = int(now // 86400)
     window = settings.reputation_window_days
-    with guard(f"recording a {kind} of {account}"):
-        row = scripts.get(client, "reputation_record")(
-            keys=[
-                keys.account(account),
-                keys.reputation(account),
-                *[keys.outcomes(account, today - back) for back in range(window)],
-            ],
-            args=[field, BUCKET_TTL],
-        )
+    return (
+        [
+            keys.account(account),
+            keys.reputation(account),
+            *[keys.outcomes(account, today - back) for back in range(window)],
+        ],
+        [field, BUCKET_TTL],
+    )
+
+
+def act_on(
+    client: Client,
+    keys: Keys,
+    account: str,
+    row: list[Any],
+    settings: AccountSettings,
+    now: float,
+) -> list[Judgement]:
+    """Judge the totals reputation_record.lua gave (`row`) and act on them: warnings, alerts,
+    suspension (also for a caller that ran the script inside a batch of its own)."""
+    accounts = Accounts(client, keys)
     delivered, bounced, complained, status, suspended, *warned, restarted = row
     if int(restarted):
         log.info("%s: reputation window starts afresh after the account was resumed", account)

@@ -4,7 +4,8 @@ Every atomic operation is one script in txmail/store/scripts/ (policy_check, pol
 policy_release), got from txmail.store.scripts, so the same call runs on one Redis and on a
 Redis Cluster: all keys of one call carry the account's hash tag.
 
-count_accepted() is what the milter calls at end of message, after every rule has passed: it
+count_accepted() counts a message at end of message, after every rule has passed (the milter
+does it in its own round trip through message_accept.lua with commit_call()'s arguments): it
 turns the message's hold into counted usage, so a message refused later (by the milter or by
 Postfix) never uses up quota. policyd checks against the same buckets (check_keys) and gives
 back holds (release). read_usage() reads the counters back for `txmail stats` and `txmail accounts
@@ -53,10 +54,11 @@ def clock(settings: Settings) -> float:
     return time.time() + settings.policyd.clock_offset
 
 
-def _commit_call(
+def commit_call(
     settings: Settings, keys: Keys, account: str, queue_id: str, recipients: int, size: int
 ) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of policy_commit.lua for one accepted message."""
+    """KEYS and ARGV of policy_commit.lua for one accepted message (the milter passes them to
+    message_accept.lua, which counts the same way: store.messages.Counting)."""
     windows = Windows.at(clock(settings))
     default_warmup = "1" if account_settings.spec("warmup").default else "0"
     return (
@@ -90,29 +92,10 @@ def count_accepted(
     size: int,
 ) -> list[int]:
     """Count one accepted message; returns [messages, recipients, bytes, from_hold]."""
-    call_keys, args = _commit_call(settings, keys, account, queue_id, recipients, size)
+    call_keys, args = commit_call(settings, keys, account, queue_id, recipients, size)
     with guard(f"{queue_id}: counting the message against the sending limits"):
         counted = scripts.get(client, "policy_commit")(keys=call_keys, args=args)
     return [int(v) for v in counted]
-
-
-def queue_count_accepted(
-    pipe: Any,
-    settings: Settings,
-    keys: Keys,
-    account: str,
-    queue_id: str,
-    recipients: int,
-    size: int,
-) -> None:
-    """count_accepted() as one more command of a pipeline, so the milter counts a message in
-    the round trip that writes its record. EVAL with the script's text, not EVALSHA: a Redis
-    that restarted has lost its script cache, and a NOSCRIPT reply inside a pipeline would need
-    a second round trip to repair (Redis keeps the compiled script by its SHA1 either way)."""
-    call_keys, args = _commit_call(settings, keys, account, queue_id, recipients, size)
-    # execute_command: redis-py's cluster pipeline refuses its eval() method, yet routes the
-    # command itself by its first key like any other.
-    pipe.execute_command("EVAL", scripts.text("policy_commit"), len(call_keys), *call_keys, *args)
 
 
 def release(client: Client, keys: Keys, account: str, queue_id: str) -> bool:

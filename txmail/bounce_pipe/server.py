@@ -50,6 +50,18 @@ Logs:  the decisions of main.process() on standard error (component bounce-pipe 
        `txmail up`), a warning for anything on the socket that is not a request, for each
        worker killed or that cannot start, for each mail kept unparsed, and the workers' own
        tracebacks.
+Durability: Postfix delivers each returned mail to the pipe and forgets it once the pipe exits
+       0, which it does only after the recorder has answered, that is after Redis acknowledged
+       the events (or the mail was kept unparsed). A mail delivered again (the pipe died after
+       the recording, a 75 answered after part of it) records nothing twice: its events have
+       stable ids (txmail.events). A lost second has no such guard. With redis.appendfsync =
+       "always" (the default) Redis acknowledges only what is fsynced, so nothing is lost. With
+       "everysec", a crash of the machine, or a kill -9 of Redis while a slow fsync holds its
+       AOF write back (up to 2 s), loses the last writes: a synchronous bounce is recorded
+       again from the maillog (Postfix logged status=bounced and the follower's position rolls
+       back with Redis), but the events of an asynchronous DSN or a complaint from that second
+       are gone, and so is the count of a forward (the mail is not forwarded twice: it is
+       gone too). README, "Durability".
 Fails: a request it cannot read gets 75 and a warning; a mail the parser failed on is kept and
        answered 0 (above); a mail it cannot record, or that met temporary trouble, gets 75
        (Postfix keeps it and retries). Nothing a peer or a worker sends stops the server.

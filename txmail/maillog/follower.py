@@ -29,8 +29,10 @@ DESCRIPTION
     read from its start.
 
 WRITES
-    The position file, JSON {"device", "inode", "offset"}, replaced atomically (write and
-    rename), so a crash never leaves half a position.
+    The position, JSON {"device", "inode", "offset"}: through `positions`
+    (txmail.maillog.position), by default the position file, replaced atomically (write and
+    rename), so a crash never leaves half a position; in Redis, with the events of the lines
+    before it.
 
 FAILURE
     A missing log file is waited for (Postfix creates it on its first line). A rotated file
@@ -49,6 +51,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from txmail.maillog.position import FilePosition, Positions
 
 log = logging.getLogger("txmail.maillog")
 
@@ -81,9 +85,11 @@ class LogFollower:
         position_file: Path,
         rotate_grace: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        positions: Positions | None = None,
     ) -> None:
         self.path = path
         self.position_file = position_file
+        self.positions = positions or FilePosition(position_file)
         self.rotate_grace = rotate_grace
         self.clock = clock
         self.rotation_seen: float | None = None  # when `path` was seen naming another file
@@ -95,25 +101,29 @@ class LogFollower:
         self.inode = 0
         self.offset = 0  # of the first byte not yet returned as part of a complete line
         self.partial = b""
+        self.resumed = False  # said where it resumes (once a process, not after each rewind)
 
     # -- position ------------------------------------------------------------------------
 
     def saved(self) -> Position | None:
+        text = self.positions.read()
         try:
-            raw = json.loads(self.position_file.read_text())
+            raw = json.loads(text or "")
             return Position(int(raw["device"]), int(raw["inode"]), int(raw["offset"]))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             return None
+
+    def position(self) -> str | None:
+        """The position after the last line returned, as saved (None: no file open)."""
+        if self.handle is None:
+            return None
+        return json.dumps({"device": self.device, "inode": self.inode, "offset": self.offset})
 
     def commit(self) -> None:
         """Remember that every line returned so far has been handled."""
-        if self.handle is None:
-            return
-        tmp = self.position_file.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({"device": self.device, "inode": self.inode, "offset": self.offset})
-        )
-        os.replace(tmp, self.position_file)
+        text = self.position()
+        if text is not None:
+            self.positions.write(text)
 
     def rewind(self) -> None:
         """Forget what was returned since the last commit (it could not be handled)."""
@@ -240,6 +250,9 @@ class LogFollower:
         if position is None:
             return self._open(self.path, 0)
         if st is not None and (st.st_ino, st.st_dev) == (position.inode, position.device):
+            if not self.resumed:
+                log.info("resuming %s at offset %d", self.path, position.offset)
+                self.resumed = True
             return self._open(self.path, position.offset)
         old = self._rotated_file(position)
         if old is not None:

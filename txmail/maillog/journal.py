@@ -20,7 +20,8 @@ DESCRIPTION
     journalctl is an argument (`journalctl`), so tests run the follower on recorded output.
 
 WRITES
-    The position file, JSON {"cursor": ...}, replaced atomically.
+    The position, JSON {"cursor": ...}: through `positions` (txmail.maillog.position), the
+    position file replaced atomically or, in Redis, with the events of the lines before it.
 
 FAILURE
     journalctl exits (journald restarted, bad cursor): its last words are logged and it is
@@ -40,6 +41,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from txmail.maillog.position import FilePosition, Positions
 
 log = logging.getLogger("txmail.maillog")
 
@@ -102,8 +105,10 @@ class JournalFollower:
         journalctl: str = "journalctl",
         clock: Callable[[], float] = time.monotonic,
         since_days: int = 0,
+        positions: Positions | None = None,
     ) -> None:
         self.position_file = position_file
+        self.positions = positions or FilePosition(position_file)
         self.since_days = since_days
         self.namespace = namespace
         self.matches = list(matches)
@@ -122,18 +127,20 @@ class JournalFollower:
 
     def saved(self) -> str | None:
         try:
-            cursor = json.loads(self.position_file.read_text())["cursor"]
-        except (OSError, ValueError, KeyError, TypeError):
+            cursor = json.loads(self.positions.read() or "")["cursor"]
+        except (ValueError, KeyError, TypeError):
             return None
         return cursor if isinstance(cursor, str) and cursor else None
 
+    def position(self) -> str | None:
+        """The cursor of the last entry returned, as saved (None: none yet)."""
+        return None if self.cursor is None else json.dumps({"cursor": self.cursor})
+
     def commit(self) -> None:
         """Remember that every line returned so far has been handled."""
-        if self.cursor is None:
-            return
-        tmp = self.position_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"cursor": self.cursor}))
-        os.replace(tmp, self.position_file)
+        text = self.position()
+        if text is not None:
+            self.positions.write(text)
 
     def rewind(self) -> None:
         """Forget what was returned since the last commit (it could not be handled)."""

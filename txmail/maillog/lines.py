@@ -5,6 +5,8 @@
 
 (POSTFIX-NOTES §8). Every other line gives None. The text in parentheses is the remote
 server's reply or Postfix's own explanation; it is kept whole (capped) as the diagnostic.
+delay= (seconds since the message arrived) grows from one attempt to the next, so it tells a
+deferral line read again from the next attempt (txmail.maillog.server).
 
 Fails: never; a line that does not fit is simply not a delivery status.
 """
@@ -18,10 +20,12 @@ MAX_LINE = 8192
 _STATUS = re.compile(
     r":\s(?P<qid>[0-9A-Za-z]{5,29}): to=<(?P<to>[^>]{0,320})>,"
     r"(?: orig_to=<(?P<orig>[^>]{0,320})>,)?"
-    r" relay=(?P<relay>[^,\s]+),.*?"
+    r" relay=(?P<relay>[^,\s]+),(?P<between>.*?)"
     r" dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), status=(?P<status>sent|deferred|bounced|expired)"
     r"(?:, returned to sender)?(?: \((?P<text>.*)\))?\s*$"
 )
+
+_DELAY = re.compile(r"(?:^| )delay=(\d{1,12}(?:\.\d{1,6})?),")
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class DeliveryStatus:
     dsn: str
     status: str
     text: str
+    delay: str = ""  # delay=, seconds since the message arrived ("" when the line has none)
 
     @property
     def remote_mta(self) -> str | None:
@@ -55,4 +60,5 @@ def parse_line(line: str) -> DeliveryStatus | None:
         dsn=match["dsn"],
         status=match["status"],
         text=match["text"] or "",
+        delay=delay[1] if (delay := _DELAY.search(match["between"])) else "",
     )

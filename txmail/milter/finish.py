@@ -16,7 +16,9 @@
        listener once the message is signed (milter/copies.py, finish_copy runs on that
        listener);
     7. the message record, the tag counts and the count against policyd's quotas are written in
-       one round trip, then the blocked events through the event recorder.
+       one round trip, in one script call (store/scripts/message_accept.lua) beside the plain
+       commands for the keys outside the account's slot, then the blocked events through the
+       event recorder.
 
 Reads:  the Submission the milter buffered, the account, and the services in MilterContext
         (Redis, suppressions, spam checker, DKIM signer, return-path domains), which are
@@ -32,14 +34,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from txmail import store
 from txmail.accounts.cache import AccountCache
 from txmail.accounts.domains import Domains
 from txmail.accounts.records import Account, Accounts
 from txmail.accounts.settings import AccountSettings
-from txmail.accounts.usage import queue_count_accepted
+from txmail.accounts.usage import commit_call
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
 from txmail.events import Recorder
@@ -58,10 +59,10 @@ from txmail.milter.rules import (
 from txmail.milter.spam import SpamChecker
 from txmail.milter.submission import Submission, UnreadableMessage, domain_of
 from txmail.milter.tracking import TrackingContext
-from txmail.stats import count_accepted
+from txmail.stats import tags_count_call
 from txmail.store import Client, Keys, secrets
 from txmail.store.counters import count_message
-from txmail.store.messages import MessageRecord, Messages
+from txmail.store.messages import Counting, MessageRecord, Messages
 from txmail.store.secrets import SharedSecrets
 from txmail.store.suppressions import Suppressions
 from txmail.submit import TRACK_BOUNCES_HEADER
@@ -383,39 +384,43 @@ def _record(submission: Submission) -> MessageRecord:
 
 
 def _store(submission: Submission, accepted: Accepted, context: MilterContext) -> None:
+    """The record, the tag counts, the count against policyd's quotas (only a message that
+    passed every rule) and the count for /metrics in one round trip (Messages.accept), then
+    the blocked events through the event recorder."""
     plan = accepted.plan
-    keys = context.keys
-
-    def also(pipe: Any) -> None:
-        for tag in plan.tags:
-            pipe.hincrby(keys.tag_counts(submission.account), tag, 1)
-        count_accepted(  # per UTC day and tag, for `txmail stats --tag` and /v1/stats
-            pipe,
-            keys,
-            submission.account,
-            plan.tags,
-            accepted.record.accepted_at,
-            context.settings.events.counter_days,
-            context.settings.events.tags_per_day,
+    account = submission.account
+    settings = context.settings
+    day_key, day_args = tags_count_call(  # per UTC day and tag, for `txmail stats --tag`
+        context.keys,
+        account,
+        accepted.record.accepted_at,
+        settings.events.counter_days,
+        settings.events.tags_per_day,
+    )
+    counting = Counting(
+        day_key,
+        day_args,
+        commit_call(
+            settings,
+            context.keys,
+            account,
+            submission.queue_id,
+            len(plan.recipients),
+            submission.size,
         )
-        count_message(pipe, keys, "accepted")  # /metrics, in the same round trip
-        if context.client is not None:  # policyd's quotas: only a message that passed every rule
-            queue_count_accepted(
-                pipe,
-                context.settings,
-                keys,
-                submission.account,
-                submission.queue_id,
-                len(plan.recipients),
-                submission.size,
-            )
-
-    context.messages.record(accepted.record, also=also)
+        if context.client is not None
+        else None,
+    )
+    context.messages.accept(
+        accepted.record,
+        counting,
+        also=lambda pipe: count_message(pipe, context.keys, "accepted"),  # /metrics
+    )
     if context.events is not None:
         for blocked in plan.blocked:
             record_blocked(
                 context.events,
-                submission.account,
+                account,
                 submission.queue_id,
                 blocked.recipient,
                 blocked.reason,

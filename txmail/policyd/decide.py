@@ -10,8 +10,9 @@ value and when it resets.
 Stages: at RCPT the check is advisory and read-only (it refuses a recipient early, before the
 client sends the body, and lets recipients through one by one up to a recipient quota); at
 END-OF-MESSAGE it is decisive and holds the message's share, which the milter turns into counted
-usage at end of message once every rule has passed (accounts.usage.count_accepted), so only
-accepted mail counts and parallel clients cannot overrun a limit.
+usage at end of message once every rule has passed (store/scripts/_commit.lua, which
+message_accept.lua includes), so only accepted mail counts and parallel clients cannot overrun
+a limit.
 
 Windows are clock-aligned: a minute limit resets at the next full minute, an hour limit at the
 next full hour, a day limit and the warm-up quota at 00:00 UTC.

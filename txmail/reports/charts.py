@@ -12,8 +12,12 @@ DESCRIPTION
     that fits), a y axis with rounded ticks from 0, one polyline (or group of bars) per
     series, each with its own dash pattern as well as colour, so the series stay apart for a
     reader who does not see colour, and dashed horizontal threshold lines labelled with their
-    name and value. The page shows the same numbers as a table beside it: the chart is a
-    picture of that table, never the only place a number is.
+    name and value. A day with a value between two without (or a series of one day) is a
+    marker with its value written above it. The SVG has no width or height of its own: it
+    fills the width of its container and keeps the viewBox's proportions. The y axis ticks
+    are multiples of a round step (1, 2, 2.5 or 5 x 10^n; whole numbers for counts). The
+    page shows the same numbers as a table beside it: the chart is a picture of that table,
+    never the only place a number is.
 
     Every text that reaches the SVG (title, description, series names, dates, threshold
     labels) is XML-escaped; numbers are formatted by the code, never taken as text. Dates are
@@ -65,15 +69,33 @@ def _number(value: float) -> str:
     return "0" if text in ("-0", "") else text
 
 
-def _nice_top(highest: float) -> float:
-    """The top of the y axis: a round number at or above `highest` (1, 2, 2.5, 5 x 10^n)."""
+MAX_INTERVALS = 5  # grid lines above 0 on the y axis, at most
+
+
+def _ticks(highest: float, whole: bool = False) -> tuple[float, float]:
+    """The y axis's (top, step): the smallest round step (1, 2, 2.5 or 5 x 10^n) that
+    reaches `highest` in at most MAX_INTERVALS steps, and the top that many steps up, so
+    every tick is a multiple of a round step (0, 0.5, 1, 1.5: never 0.62 or 1.88). With
+    `whole` (counts) the step is at least 1."""
     if highest <= 0:
-        return 1.0
-    power = 10 ** math.floor(math.log10(highest))
-    for step in (1, 2, 2.5, 5, 10):
-        if step * power >= highest:
-            return float(step * power)
-    return float(10 * power)  # pragma: no cover - the loop always returns
+        return (1.0, 1.0) if whole else (1.0, 0.25)
+    power = 10.0 ** math.floor(math.log10(highest / MAX_INTERVALS))
+    for mantissa in (1, 2, 2.5, 5, 10, 20):
+        step = mantissa * power
+        if whole and step < 1:
+            continue
+        # a hair under, so 0.3 / 0.1 = 2.9999999999999996 is 3 steps and 1.1 / 0.1 is 11
+        count = max(1, math.ceil(highest / step - 1e-9))
+        if count <= MAX_INTERVALS:
+            return step * count, step
+    return highest, highest  # pragma: no cover - 20 x power always reaches it
+
+
+def _tick_text(value: float, step: float) -> str:
+    """A tick's value with as many decimals as its step needs (0.025 stays 0.025)."""
+    decimals = next(d for d in range(0, 12) if abs(round(step, d) - step) < step * 1e-6)
+    text = f"{value:.{decimals}f}"
+    return "0" if float(text) == 0 else text
 
 
 def _check(dates: Sequence[str], series: Sequence[Series]) -> None:
@@ -86,10 +108,12 @@ def _check(dates: Sequence[str], series: Sequence[Series]) -> None:
 
 def _frame(title: str, description: str, chart_id: str) -> list[str]:
     return [
-        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{WIDTH}" '
-        f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" '
+        # No width or height: the chart fills the width it is given and its height follows
+        # from the viewBox (an <img>-like 720:260), so it scales with the page.
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" '
+        f'viewBox="0 0 {WIDTH} {HEIGHT}" preserveAspectRatio="xMidYMid meet" '
         f'aria-labelledby="{chart_id}-title {chart_id}-desc" class="chart" '
-        'style="max-width:100%;height:auto">',
+        'style="display:block;width:100%;height:auto">',
         f'<title id="{chart_id}-title">{escape(title)}</title>',
         f'<desc id="{chart_id}-desc">{escape(description)}</desc>',
         f'<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
@@ -102,21 +126,25 @@ def _chart_id(title: str) -> str:
     return "chart-" + ("-".join(filter(None, word.split("-")))[:40] or "untitled")
 
 
-def _axes(dates: Sequence[str], top: float, unit: str, slot: float, bars: bool) -> list[str]:
+def _axes(
+    dates: Sequence[str], ticks: tuple[float, float], unit: str, slot: float, bars: bool
+) -> list[str]:
     """Y ticks with grid lines, the x axis and its date labels."""
     plot_w = WIDTH - LEFT - RIGHT
     plot_h = HEIGHT - TOP - BOTTOM
+    top, tick = ticks
+    count = round(top / tick)
     parts = ['<g class="axes" font-family="sans-serif" font-size="11" fill="#222222">']
-    for step in range(5):
-        value = top * step / 4
-        y = TOP + plot_h - plot_h * step / 4
+    for step in range(count + 1):
+        value = tick * step
+        y = TOP + plot_h - plot_h * step / count
         parts.append(
             f'<line x1="{LEFT}" y1="{_number(y)}" x2="{LEFT + plot_w}" y2="{_number(y)}" '
             'stroke="#d0d0d0" stroke-width="1"/>'
         )
         parts.append(
             f'<text x="{LEFT - 6}" y="{_number(y + 4)}" text-anchor="end">'
-            f"{escape(_number(value) + unit)}</text>"
+            f"{escape(_tick_text(value, tick) + unit)}</text>"
         )
     parts.append(
         f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{LEFT + plot_w}" y2="{TOP + plot_h}" '
@@ -192,11 +220,12 @@ def line_chart(
             *(t.value for t in thresholds),
         ]
     )
-    top = _nice_top(highest * 1.05 if thresholds else highest)
+    ticks = _ticks(highest * 1.05 if thresholds else highest)
+    top = ticks[0]
     plot_w = WIDTH - LEFT - RIGHT
     plot_h = HEIGHT - TOP - BOTTOM
     slot = plot_w / max(1, len(dates) - 1)
-    parts += _axes(dates, top, unit, slot, bars=False)
+    parts += _axes(dates, ticks, unit, slot, bars=False)
 
     def y_of(value: float) -> float:
         return TOP + plot_h - plot_h * float(value) / top
@@ -219,11 +248,18 @@ def line_chart(
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         for run in _runs(one.values):
             points = " ".join(f"{_number(x_of(i))},{_number(y_of(value))}" for i, value in run)
-            if len(run) == 1:  # a lone day between gaps: a dot, as a line needs two
+            if len(run) == 1:  # a lone day between gaps: a marker and its value, as a
+                # line needs two days and a bare dot is easy to miss
                 x, y = points.split(",")
+                value = run[0][1]
                 parts.append(
                     f'<circle class="series" data-name={quoteattr(one.name)} cx="{x}" '
-                    f'cy="{y}" r="3" fill="{colour}"/>'
+                    f'cy="{y}" r="5" fill="{colour}" stroke="#ffffff" stroke-width="1.5"/>'
+                )
+                parts.append(
+                    f'<text class="value" x="{x}" y="{_number(float(y) - 9)}" '
+                    'text-anchor="middle" font-family="sans-serif" font-size="11" '
+                    f'fill="{colour}">{escape(_number(value) + unit)}</text>'
                 )
                 continue
             parts.append(
@@ -252,12 +288,13 @@ def bar_chart(
         )
         return "\n".join([*parts, "</svg>"])
     highest = max([0.0, *(float(v or 0) for one in series for v in one.values)])
-    top = _nice_top(highest)
+    ticks = _ticks(highest, whole=all(float(v or 0).is_integer() for o in series for v in o.values))
+    top = ticks[0]
     plot_w = WIDTH - LEFT - RIGHT
     plot_h = HEIGHT - TOP - BOTTOM
     slot = plot_w / len(dates)
     bar = max(1.0, slot * 0.8 / len(series))
-    parts += _axes(dates, top, unit, slot, bars=True)
+    parts += _axes(dates, ticks, unit, slot, bars=True)
     for index, one in enumerate(series):
         colour = COLOURS[index % len(COLOURS)]
         parts.append(f'<g class="series" data-name={quoteattr(one.name)} fill="{colour}">')

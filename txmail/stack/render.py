@@ -99,6 +99,7 @@ def values(settings: Settings, config_file: Path) -> dict[str, str]:
         "socketmap_socket": postfix_socket(settings, settings.path(settings.domains.socketmap)),
         "policyd_socket": postfix_socket(settings, settings.path(settings.policyd.socket)),
         "trusted_listener": trusted_listener(settings),
+        "appendfsync": settings.redis.appendfsync,
     }
 
 

@@ -60,6 +60,13 @@ pointer) are only ever used one key per command.
     PREFIX {ACCOUNT}:webhook:secret  hash    webhooks: the account's own secret after a
                                              rotation: current, previous, previous_until
     PREFIX {ACCOUNT}:webhook:dead    stream  webhooks: dead letters, one `event` field (capped)
+    PREFIX maillog:position:NODE     string  maillog follower: its position in the log (JSON: a
+                                             file's device, inode and offset, or the journal
+                                             cursor), written with the events of the lines
+                                             before it (maillog_batch.lua)
+    PREFIX {ACCOUNT}:webhook:posts   list    webhooks: the last posts and their answers, JSON,
+                                             newest first (capped; txmail/webhook_posts.py);
+                                             deleted with the account
     PREFIX bounces:unparsed          stream  bounce pipe: returned mail it could not read or
                                              match, kept for `txmail bounces unparsed` (capped)
     PREFIX msgid:MESSAGE-ID          string  Message-ID header -> queue id (TTL as the message)
@@ -229,6 +236,9 @@ class Keys:
     def dead_letters(self, account: str) -> str:
         return f"{self.prefix}{{{account}}}:webhook:dead"
 
+    def webhook_posts(self, account: str) -> str:
+        return f"{self.prefix}{{{account}}}:webhook:posts"
+
     @property
     def bounces_unparsed(self) -> str:
         return f"{self.prefix}bounces:unparsed"
@@ -264,6 +274,10 @@ class Keys:
     def nodes_seen(self) -> str:
         """The nodes that wrote a heartbeat, scored by its time (txmail/histograms.py)."""
         return f"{self.prefix}{NODES_SEEN}"
+
+    def maillog_position(self, node: str) -> str:
+        """Where one node's maillog follower is in its log (maillog_batch.lua writes it)."""
+        return f"{self.prefix}maillog:position:{node}"
 
     def event_totals(self, account: str) -> str:
         """Events of the account by kind since it began (never expires): /metrics' counter."""

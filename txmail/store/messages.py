@@ -8,7 +8,15 @@ Identity: a per-recipient copy the milter made of a client's message (txmail/mil
         `message_id` is the id the client knows (the parent's, or the message's own), and every
         event is written with it. The parent's record lists its `copies` (recipient -> queue
         id). Both fields are only stored when set, so other records are as before.
+Accept: the milter writes an accepted message with accept(): the record, the account's tag
+        totals, the day's counts and the count against the sending limits in one script call
+        (scripts/message_accept.lua, every key in the account's slot), and the keys outside
+        the slot as plain commands of the same pipeline: one round trip, five commands.
 Fails:  StoreUnavailable when Redis is down; the milter then answers 451 4.3.0.
+Size:   a field whose value is the one from_hash() gives when it is absent (no envelope or
+        recipient parameters, flags, BCC, blocked recipients, return path or Message-ID) is not
+        stored: about 64 of a record's 500 bytes, on every record Redis keeps for 30 days
+        (bench/redis_memory.py). Records that have them still read the same.
 """
 
 from __future__ import annotations
@@ -19,7 +27,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from txmail.store import Client, Keys, decoded, decoded_hash, decoded_or_none, guard, hash_mapping
+import redis
+import redis.cluster
+
+from txmail.store import (
+    Client,
+    Keys,
+    decoded,
+    decoded_hash,
+    decoded_or_none,
+    guard,
+    hash_mapping,
+    scripts,
+)
 
 
 @dataclass
@@ -99,6 +119,24 @@ class MessageRecord:
         )
 
 
+# Values from_hash() reads for an absent field: such fields are not stored (module text).
+ABSENT = {
+    "envelope_params": "[]",
+    "recipient_params": "{}",
+    "header_message_id": "",
+    "flags": "",
+    "bcc": "",
+    "blocked": "{}",
+    "return_path": "",
+}
+
+
+def stored_fields(message: MessageRecord) -> dict[str, str]:
+    """The record's hash as Redis keeps it: to_hash() without the fields at their absent
+    value."""
+    return {k: v for k, v in message.to_hash().items() if ABSENT.get(k) != v}
+
+
 class Messages:
     def __init__(self, client: Client, keys: Keys, ttl_seconds: int) -> None:
         self.client = client
@@ -112,7 +150,7 @@ class Messages:
             pipe = self.client.pipeline(transaction=False)
             pipe.set(self.keys.queue(message.queue_id), message.account, ex=self.ttl)
             key = self.keys.message(message.account, message.queue_id)
-            pipe.hset(key, mapping=hash_mapping(message.to_hash()))
+            pipe.hset(key, mapping=hash_mapping(stored_fields(message)))
             pipe.expire(key, self.ttl)
             if message.header_message_id and not message.parent:
                 # lets the bounce pipe find a message from a bounce that quotes only its header
@@ -125,6 +163,43 @@ class Messages:
                 also(pipe)
             pipe.execute()
 
+    def accept(
+        self, message: MessageRecord, counting: Counting, also: Callable[[Any], None] | None = None
+    ) -> list[int]:
+        """Write an accepted message: its record and `counting`, in one round trip;
+        `also(pipeline)` may queue more commands outside the account's slot (the milter's
+        count for /metrics). Returns message_accept.lua's answer (folded tags, then what was
+        counted against the limits)."""
+        call_keys, args = counting.script_call(self.keys, message, self.ttl)
+        with guard(f"{message.queue_id}: recording the message"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(self.keys.queue(message.queue_id), message.account, ex=self.ttl)
+            if message.header_message_id and not message.parent:
+                pipe.set(
+                    self.keys.header_message_id(message.header_message_id[:998]),
+                    message.queue_id,
+                    ex=self.ttl,
+                )
+            if also is not None:
+                also(pipe)
+            # EVALSHA, not EVAL: the script's text is not sent, nor hashed by Redis, for each
+            # message. execute_command: a cluster pipeline routes it by its first key.
+            pipe.execute_command(
+                "EVALSHA", scripts.sha("message_accept"), len(call_keys), *call_keys, *args
+            )
+            results = pipe.execute(raise_on_error=False)
+            answer = results[-1]
+            if isinstance(answer, redis.exceptions.NoScriptError):
+                # A Redis that restarted or was flushed has lost its scripts: the call never
+                # ran, so running it again with the text counts the message once.
+                answer = self.client.execute_command(
+                    "EVAL", scripts.text("message_accept"), len(call_keys), *call_keys, *args
+                )
+            for result in (*results[:-1], answer):
+                if isinstance(result, Exception):
+                    raise result
+        return [int(value) for value in answer]
+
     def get(self, queue_id: str) -> MessageRecord | None:
         with guard(f"{queue_id}: reading the message record"):
             account = self.client.get(self.keys.queue(queue_id))
@@ -134,10 +209,28 @@ class Messages:
         return MessageRecord.from_hash(raw) if raw else None
 
     def get_many(self, queue_ids: list[str]) -> dict[str, MessageRecord | None]:
-        """get() of several messages in two round trips (the maillog follower reads a batch of
-        log lines at a time)."""
+        """get() of several messages in one round trip on a single Redis (messages_get.lua),
+        two on a Redis Cluster (the maillog follower reads a batch of log lines at a time)."""
         if not queue_ids:
             return {}
+        if not isinstance(self.client, redis.cluster.RedisCluster):
+            with guard("reading message records"):
+                rows = scripts.get(self.client, "messages_get")(
+                    keys=[self.keys.queue(queue_id) for queue_id in queue_ids],
+                    args=[self.keys.prefix, *queue_ids],
+                )
+            return {
+                queue_id: MessageRecord.from_hash(
+                    {decoded(k): decoded(v) for k, v in zip(row[::2], row[1::2], strict=True)}
+                )
+                if row
+                else None
+                for queue_id, row in zip(queue_ids, rows, strict=True)
+            }
+        return self.get_many_pipelined(queue_ids)
+
+    def get_many_pipelined(self, queue_ids: list[str]) -> dict[str, MessageRecord | None]:
+        """get_many() in two pipelines, as on a Redis Cluster."""
         with guard("reading message records"):
             pipe = self.client.pipeline(transaction=False)
             for queue_id in queue_ids:
@@ -160,3 +253,38 @@ class Messages:
                 self.client.get(self.keys.header_message_id(message_id.strip()[:998]))
             )
         return self.get(queue_id) if queue_id else None
+
+
+@dataclass(frozen=True)
+class Counting:
+    """What message_accept.lua counts beside an accepted message's record: its tags on the
+    account's totals and on the day's counts (stats.tags_count_call), and, unless `commit` is
+    None, the message against the sending limits (accounts.usage.commit_call)."""
+
+    day_key: str  # PREFIX {ACCOUNT}:counts:DAY
+    day_args: list[Any]  # tags_count.lua's ARGV[1..3]: TTL, tags a day, kind
+    commit: tuple[list[str], list[Any]] | None  # policy_commit.lua's KEYS and ARGV
+
+    def script_call(
+        self, keys: Keys, message: MessageRecord, ttl: int
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of message_accept.lua (its header documents them)."""
+        commit_keys, commit_args = self.commit if self.commit is not None else ([], [])
+        fields = [part for pair in message.to_hash().items() for part in pair]
+        return (
+            [
+                keys.message(message.account, message.queue_id),
+                keys.tag_counts(message.account),
+                self.day_key,
+                *commit_keys,
+            ],
+            [
+                ttl,
+                "0" if self.commit is None else "1",
+                *(commit_args or [""] * 8),
+                *self.day_args,
+                len(message.tags),
+                *message.tags,
+                *fields,
+            ],
+        )

@@ -171,23 +171,38 @@ class Suppressions:
         )
 
     def _run_add(self, client: Any, account: str, entry: SuppressionEntry) -> Any:
-        field = _field(entry.list, entry.recipient)
-        return self._add(
-            keys=[
+        keys, args = self.add_call(account, entry)
+        return self._add(keys=keys, args=args, client=client)
+
+    def add_call(self, account: str, entry: SuppressionEntry) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of store/scripts/suppression_add.lua putting `entry` on the list (for
+        a caller that runs it inside a batch script of its own)."""
+        return (
+            [
                 self.keys.suppressions(account),
                 self.keys.suppressions_order(account),
                 self.keys.suppressions_expiry(account),
             ],
-            args=[
-                field,
+            [
+                _field(entry.list, entry.recipient),
                 json.dumps(entry.public()),
                 repr(entry.created_at),
                 "" if entry.expires_at is None else repr(entry.expires_at),
                 repr(self.clock()),
                 self.cap,
             ],
-            client=client,
         )
+
+    def entry(
+        self,
+        list: str,
+        recipient: str,
+        reason: str,
+        event_id: str | None = None,
+        expires_at: float | None = None,
+    ) -> SuppressionEntry:
+        """The entry add() would write, made now."""
+        return self._make(list, recipient, reason, event_id, expires_at, self.clock())
 
     def remove(self, account: str, list: str, recipient: str) -> bool:
         """Take `recipient` off `list`; False if it was not on it."""

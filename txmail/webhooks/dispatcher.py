@@ -37,6 +37,12 @@ DESCRIPTION
     The backoff state (failing_since, attempts, next_attempt) is kept in PREFIX
     {ACCOUNT}:webhook too, so a restart does not shorten or restart the retry window.
 
+    Every post is kept for the console (PREFIX {ACCOUNT}:webhook:posts, the last
+    webhook_posts.POSTS_KEPT): when, how long it took, the status or why there was no answer,
+    the events it carried and at most 200 bytes of the answer, without the post's signatures
+    or secrets (txmail/webhook_posts.py). The record goes in the pipeline that settles the
+    post (the acknowledgement, or the retry state): no round trip of its own.
+
 SIDE EFFECTS ARE ARGUMENTS
     Redis client, HTTP transport (url, body, headers, timeout) -> status, clock, random source
     and executor are passed in, so the core runs in unit tests with fakes and a simulated clock.
@@ -71,6 +77,8 @@ from txmail.histograms import WEBHOOK_EVENT_DELAY, WEBHOOK_POST, Observations, f
 from txmail.store import Client, Keys, decoded, decoded_or_none, guard, scripts
 from txmail.store.secrets import read_webhook_secret
 from txmail.tokens import webhooks as signing
+from txmail.webhook_endpoints import DISABLED, GONE
+from txmail.webhook_posts import ANSWER_READ, Post, answer_text, keep, make_post
 
 log = logging.getLogger("txmail.webhooks")
 
@@ -82,7 +90,28 @@ class TransportError(Exception):
     """No HTTP answer (connection refused, timeout, TLS failure)."""
 
 
-Transport = Callable[[str, bytes, dict[str, str], float], int]
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer: its status and the start of its body (at most ANSWER_READ bytes)."""
+
+    status: int
+    body: bytes = b""
+
+
+# A transport answers a status alone or an Answer (fakes in tests answer a bare status).
+Transport = Callable[[str, bytes, dict[str, str], float], "int | Answer"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one post, as _post hands it to _settle."""
+
+    status: int | None  # None: no answer
+    body: bytes
+    seconds: float
+    error: str = ""  # why there was no answer
+    unexpected: bool = False  # the transport itself failed (a bug): logged with its traceback
+    hidden: tuple[str, ...] = field(default=(), repr=False)  # signatures, secrets: never kept
 
 
 @dataclass
@@ -106,7 +135,7 @@ class Endpoint:
     attempts: int = 0
     failing_since: float | None = None
     next_attempt: float = 0.0
-    inflight: concurrent.futures.Future[int] | None = None
+    inflight: concurrent.futures.Future[Outcome] | None = None
     inflight_batch: list[Pending] = field(default_factory=list)
     last_claim: float = 0.0
 
@@ -146,8 +175,8 @@ def _kind(raw: str) -> str:
 class InlineExecutor:
     """Runs each post at once in the caller's thread (unit tests, benchmarks of the core)."""
 
-    def submit(self, fn: Callable[..., int], *args: Any) -> concurrent.futures.Future[int]:
-        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         try:
             future.set_result(fn(*args))
         except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
@@ -393,7 +422,7 @@ class Dispatcher:
                         self.client.hget(self.keys.webhook(endpoint.account), "disabled")
                     )
             if endpoint.disabled:
-                self._dead_letter(endpoint, endpoint.batch, "endpoint disabled (410 Gone)", now)
+                self._dead_letter(endpoint, endpoint.batch, DISABLED, now)
                 self._clear_batch(endpoint)
                 continue
             if not self._ready(endpoint, now):
@@ -407,22 +436,41 @@ class Dispatcher:
                 now,
             )
             headers = signing.headers(secret, batch_id(batch), int(now), body)
+            hidden = _hidden(secret, headers)
             endpoint.inflight_batch = batch
-            endpoint.inflight = self.executor.submit(self._post, endpoint.url, body, headers)
+            endpoint.inflight = self.executor.submit(
+                self._post, endpoint.url, body, headers, hidden
+            )
             started += 1
             self._settle(endpoint)
         return started
 
-    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
-        started, outcome = time.monotonic(), "failed"
+    def _post(
+        self, url: str, body: bytes, headers: dict[str, str], hidden: tuple[str, ...] = ()
+    ) -> Outcome:
+        started = time.monotonic()
         try:
-            status = self.transport(url, body, headers, self.settings.timeout)
-            if 200 <= status < 300:
-                outcome = "posted"
-            return status
-        finally:
-            if self.observations is not None:
-                self.observations.observe(WEBHOOK_POST, time.monotonic() - started, outcome)
+            answer = self.transport(url, body, headers, self.settings.timeout)
+        except TransportError as exc:
+            error = str(exc)[:200] or exc.__class__.__name__
+            outcome = Outcome(None, b"", time.monotonic() - started, error, hidden=hidden)
+        except Exception as exc:  # noqa: BLE001 - a transport bug is one more failed attempt
+            outcome = Outcome(
+                None, b"", time.monotonic() - started, exc.__class__.__name__, True, hidden
+            )
+            log.error("posting failed unexpectedly", exc_info=exc)
+        else:
+            if isinstance(answer, Answer):
+                status, answered = answer.status, answer.body[:ANSWER_READ]
+            else:
+                status, answered = int(answer), b""
+            outcome = Outcome(status, answered, time.monotonic() - started, hidden=hidden)
+        if self.observations is not None:
+            posted = outcome.status is not None and 200 <= outcome.status < 300
+            self.observations.observe(
+                WEBHOOK_POST, outcome.seconds, "posted" if posted else "failed"
+            )
+        return outcome
 
     def _settle(self, endpoint: Endpoint) -> None:
         future = endpoint.inflight
@@ -432,20 +480,31 @@ class Dispatcher:
         endpoint.inflight, endpoint.inflight_batch = None, []
         now = self.clock()
         try:
-            status = future.result()
-            error = f"HTTP {status}"
-        except TransportError as exc:
-            status, error = 0, str(exc)[:200] or exc.__class__.__name__
-        except Exception as exc:  # noqa: BLE001 - a transport bug is one more failed attempt
-            log.exception(
-                "%s: posting failed unexpectedly",
+            outcome = future.result()
+        except Exception as exc:  # noqa: BLE001 - an executor that could not run the post
+            outcome = Outcome(None, b"", 0.0, exc.__class__.__name__, True)
+        if outcome.unexpected:
+            log.warning(
+                "%s: posting failed unexpectedly (%s)",
                 endpoint.account,
+                outcome.error,
                 extra=logs.about(None, endpoint.account),
             )
-            status, error = 0, exc.__class__.__name__
+        status = outcome.status or 0
+        error = f"HTTP {status}" if outcome.status is not None else outcome.error
         label = f"{endpoint.account}: {batch_id(batch)}"
+        post = make_post(
+            now,
+            outcome.seconds,
+            outcome.status,
+            outcome.error,
+            [p.stream_id for p in batch],
+            [p.event_id for p in batch],
+            answer_text(outcome.body, list(outcome.hidden)) if outcome.body else "",
+            batch_id(batch),
+        )
         if 200 <= status < 300:
-            self._ack(endpoint.account, [p.stream_id for p in batch])
+            self._ack(endpoint.account, [p.stream_id for p in batch], post)
             self._drop(endpoint, batch)
             if self.observations is not None:
                 for pending in batch:
@@ -474,17 +533,27 @@ class Dispatcher:
             )
             endpoint.disabled = True
             with guard("disabling a webhook endpoint"):
-                self.client.hset(
+                pipe = self.client.pipeline(transaction=False)
+                pipe.hset(
                     self.keys.webhook(endpoint.account),
                     mapping={"disabled": repr(now), "disabled_by": "410 Gone"},
                 )
-            self._dead_letter(endpoint, batch, "410 Gone", now)
+                keep(pipe, self.keys, endpoint.account, post)
+                pipe.execute()
+            self._dead_letter(endpoint, batch, GONE, now)
             self._drop(endpoint, batch)
             self._save_state(endpoint, ok=True)
             return
-        self._failed(endpoint, batch, error, now)
+        self._failed(endpoint, batch, error, now, post)
 
-    def _failed(self, endpoint: Endpoint, batch: list[Pending], error: str, now: float) -> None:
+    def _failed(
+        self,
+        endpoint: Endpoint,
+        batch: list[Pending],
+        error: str,
+        now: float,
+        post: Post | None = None,
+    ) -> None:
         if endpoint.failing_since is None:
             endpoint.failing_since = now
         endpoint.attempts += 1
@@ -509,7 +578,7 @@ class Dispatcher:
         endpoint.next_attempt = now + delay
         if not endpoint.batch:
             # nothing left to retry: the next batch starts a fresh window
-            self._save_state(endpoint, ok=True)
+            self._save_state(endpoint, ok=True, post=post)
             return
         log.info(
             "%s: post of %d event(s) failed (%s); attempt %d, next in %.1f s",
@@ -520,16 +589,17 @@ class Dispatcher:
             delay,
             extra=logs.about(None, endpoint.account),
         )
-        self._save_state(endpoint, ok=False)
+        self._save_state(endpoint, ok=False, post=post)
 
-    def _save_state(self, endpoint: Endpoint, ok: bool) -> None:
+    def _save_state(self, endpoint: Endpoint, ok: bool, post: Post | None = None) -> None:
         key = self.keys.webhook(endpoint.account)
         with guard("saving a webhook endpoint's retry state"):
+            pipe = self.client.pipeline(transaction=False)
             if ok:
                 endpoint.failing_since, endpoint.attempts, endpoint.next_attempt = None, 0, 0.0
-                self.client.hdel(key, "failing_since", "attempts", "next_attempt", "last_error")
+                pipe.hdel(key, "failing_since", "attempts", "next_attempt", "last_error")
             else:
-                self.client.hset(
+                pipe.hset(
                     key,
                     mapping={
                         "failing_since": repr(endpoint.failing_since),
@@ -537,6 +607,9 @@ class Dispatcher:
                         "next_attempt": repr(endpoint.next_attempt),
                     },
                 )
+            if post is not None:
+                keep(pipe, self.keys, endpoint.account, post)
+            pipe.execute()
 
     def _drop(self, endpoint: Endpoint, done: list[Pending]) -> None:
         gone = {p.stream_id for p in done}
@@ -546,12 +619,14 @@ class Dispatcher:
     def _clear_batch(self, endpoint: Endpoint) -> None:
         endpoint.batch, endpoint.batch_started = [], None
 
-    def _ack(self, account: str, stream_ids: list[str]) -> None:
+    def _ack(self, account: str, stream_ids: list[str], post: Post | None = None) -> None:
         stream = self.keys.events(account)
         with guard(f"acknowledging events of {account}"):
             pipe = self.client.pipeline(transaction=False)
             pipe.xack(stream, WEBHOOK_GROUP, *stream_ids)
             self._trim(keys=[stream], args=[WEBHOOK_GROUP, self.stream_max], client=pipe)
+            if post is not None:
+                keep(pipe, self.keys, account, post)
             pipe.execute()
 
     def _dead_letter(
@@ -628,22 +703,40 @@ def requests_transport() -> Transport:
     # a Session is not meant to be shared between threads: one per thread and URL
     sessions: dict[tuple[int, str], requests.Session] = {}
 
-    def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+    def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answer:
         key = (threading.get_ident(), url)
         session = sessions.get(key)
         if session is None:
             session = sessions[key] = requests.Session()
         try:
             response = session.post(
-                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
             )
+            # At most ANSWER_READ bytes of the answer: a body read to its end leaves the
+            # connection to the next post; a longer one is cut and its connection closed.
+            answered = b""
+            for chunk in response.iter_content(ANSWER_READ):
+                answered += chunk
+                if len(answered) >= ANSWER_READ:
+                    break
         except requests.RequestException as exc:
             sessions.pop(key, None)
             raise TransportError(f"{exc.__class__.__name__}") from exc
         response.close()
-        return response.status_code
+        return Answer(response.status_code, answered[:ANSWER_READ])
 
     return post
+
+
+def _hidden(secrets: tuple[bytes, ...], headers: dict[str, str]) -> tuple[str, ...]:
+    """What an answer that echoes the post must not show: its signatures, the secrets."""
+    found = []
+    for part in headers.get("webhook-signature", "").split():
+        found += [part, part.partition(",")[2]]
+    for secret in secrets:
+        found.append(signing.secret_text(secret))
+        found.append(signing.secret_text(secret).partition("_")[2])
+    return tuple(f for f in found if f)
 
 
 def shown_endpoint(url: str) -> str:

@@ -148,3 +148,17 @@ def test_a_new_account_of_a_removed_ones_name_starts_its_event_totals_at_zero(
     Accounts(client, keys).add("other", ["other.example"], "a long enough password")
     assert client.hgetall(keys.event_totals("other")) == {}
     assert not client.exists(keys.event_totals("other"))
+
+
+def test_a_removed_accounts_kept_webhook_posts_go_with_it(domains: Domains) -> None:
+    """The answers its endpoint gave are the old holder's: a new account of the same name
+    does not see them on its webhooks page."""
+    from txmail.webhook_posts import keep, make_post, recent
+
+    client, keys = domains.client, domains.keys
+    pipe = client.pipeline(transaction=False)
+    keep(pipe, keys, "other", make_post(1.0, 0.1, 200, "", ["1-0"], ["evt_x"], "ok", "msg_1"))
+    pipe.execute()
+    assert [p.answer for p in recent(client, keys, "other")] == ["ok"]
+    domains.accounts.remove("other")
+    assert not client.exists(keys.webhook_posts("other"))

@@ -99,3 +99,105 @@ def test_a_message_with_copies_links_to_them(client: redis.Redis, keys: Keys) ->
     assert [s.link for s in parent.steps if s.kind == "copy"] == ["COPY000001"]
     copy = read_timeline(client, keys, RECORD_TTL, "acme", "COPY000001")
     assert copy is not None and copy.parent == "PARENT0001"
+
+
+def _dispatcher(client: redis.Redis, keys: Keys, answers: list[object]):  # type: ignore[no-untyped-def]
+    """The real dispatcher core, posting to a fake endpoint that gives `answers` in turn."""
+    import random
+
+    from txmail.config import WebhooksSettings
+    from txmail.webhooks.dispatcher import Answer, Dispatcher, TransportError
+
+    def transport(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answer:
+        answer = answers.pop(0) if answers else Answer(200, b"ok")
+        if isinstance(answer, Exception):
+            raise TransportError(str(answer))
+        assert isinstance(answer, Answer)
+        return answer
+
+    return Dispatcher(
+        client,
+        keys,
+        WebhooksSettings(batch_size=100, batch_wait=0.0, retry_base=0.0, retry_max_delay=0.0),
+        b"k" * 32,
+        "node-a",
+        transport,
+        rng=random.Random(1),
+    )
+
+
+def test_each_event_shows_the_posts_that_carried_it_and_their_answers(
+    client: redis.Redis, keys: Keys, accounts: Accounts, send: Send
+) -> None:
+    from txmail.webhooks.dispatcher import Answer
+
+    accounts.set_webhook_url("acme", "http://receiver.test/hook")
+    send("AAAAAA0002", ["carol@x.test"], (), {"carol@x.test": HARD})
+    dispatcher = _dispatcher(
+        client, keys, [Answer(500, b"database\ndown"), Answer(202, b'{"taken": 1}')]
+    )
+    for _ in range(4):
+        dispatcher.step()
+
+    timeline = read_timeline(client, keys, RECORD_TTL, "acme", "AAAAAA0002")
+    assert timeline is not None
+    [posted] = timeline.posted
+    assert (posted.kind, posted.recipient, posted.state) == (
+        "bounce",
+        "carol@x.test",
+        "acknowledged",
+    )
+    assert posted.said == "posted and acknowledged"
+    assert [(p.status, p.answer) for p in posted.posts] == [
+        (500, "database down"),
+        (202, '{"taken": 1}'),
+    ]
+
+
+def test_an_event_whose_post_is_no_longer_kept_is_acknowledged_or_waits(
+    client: redis.Redis, keys: Keys, accounts: Accounts, send: Send
+) -> None:
+    accounts.set_webhook_url("acme", "http://receiver.test/hook")
+    send("AAAAAA0003", ["dave@x.test"], (), {"dave@x.test": HARD})
+    dispatcher = _dispatcher(client, keys, [])
+    for _ in range(3):
+        dispatcher.step()
+    client.delete(keys.webhook_posts("acme"))  # its post is past the kept ones
+    # a later message whose event the dispatcher has not read yet, and one it posted and
+    # got no answer for: both wait, the first never posted, the second retried
+    send("AAAAAA0004", ["erin@x.test"], (), {"erin@x.test": HARD})
+
+    def state(qid: str) -> tuple[str, str]:
+        timeline = read_timeline(client, keys, RECORD_TTL, "acme", qid)
+        assert timeline is not None
+        [posted] = timeline.posted
+        return posted.state, posted.said
+
+    assert state("AAAAAA0003") == (
+        "acknowledged",
+        "posted and acknowledged; the post is no longer kept",
+    )
+    assert state("AAAAAA0004") == ("waiting", "waits to be posted")
+    failing = _dispatcher(client, keys, [OSError("connection refused")] * 10)
+    failing.step()
+    failing.step()
+    assert state("AAAAAA0004") == ("waiting", "posted, not acknowledged yet: it is retried")
+    timeline = read_timeline(client, keys, RECORD_TTL, "acme", "AAAAAA0004")
+    assert timeline is not None
+    assert timeline.posted[0].posts[0].outcome == "no answer (connection refused)"
+    # the first message's entry trimmed from the stream (as events.stream_max does, never
+    # past what waits): still acknowledged; the waiting one still waits
+    [pending] = client.xpending_range(keys.events("acme"), "webhooks", "-", "+", 10)
+    client.xtrim(keys.events("acme"), minid=pending["message_id"], approximate=False)
+    assert client.xlen(keys.events("acme")) == 1
+    assert state("AAAAAA0003")[0] == "acknowledged"
+    assert state("AAAAAA0004")[0] == "waiting"
+
+
+def test_without_a_webhook_url_the_events_are_not_posted(
+    client: redis.Redis, keys: Keys, accounts: Accounts, send: Send
+) -> None:
+    send("AAAAAA0005", ["fay@x.test"], (), {"fay@x.test": HARD})
+    timeline = read_timeline(client, keys, RECORD_TTL, "acme", "AAAAAA0005")
+    assert timeline is not None
+    assert [p.state for p in timeline.posted] == ["unposted"]

@@ -309,3 +309,121 @@ def test_the_dispatcher_flushes_its_histograms_once_more_when_it_stops(
     stored = client.hgetall(histogram_key)
     assert stored[f"{WEBHOOK_POST.name}|posted|0.025"] == "1"
     assert "seen|webhooks" in stored
+
+
+# -- the posts kept for the console (txmail/webhook_posts.py) --------------------------------
+
+
+def test_each_post_is_kept_with_its_answer_and_the_events_it_carried(
+    world, client: redis.Redis, keys: Keys
+) -> None:
+    from txmail.webhook_posts import POSTS_KEPT, recent
+    from txmail.webhooks.dispatcher import Answer
+
+    clock, receiver, make, record = world
+    dispatcher = make(retry_base=5.0)
+    answers = [Answer(503, b"busy\r\n\x00 try later"), Answer(200, b'{"ok":true}')]
+
+    def transport(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answer:
+        receiver(url, body, headers, timeout)
+        return answers.pop(0) if answers else Answer(204)
+
+    dispatcher.transport = transport
+    ids = record(150)
+    stream_ids = [e[0] for e in client.xrange(keys.events("acme"))]
+    run(dispatcher, clock, 30)
+    posts = recent(client, keys, "acme")
+    # newest first: the failed first batch, its retry, then the rest
+    assert [p.status for p in reversed(posts)] == [503, 200, 204]
+    failed, retried = posts[-1], posts[-2]
+    assert failed.answer == "busy try later" and not failed.ok
+    assert retried.answer == '{"ok":true}' and retried.ok
+    assert failed.events == retried.events == 100 and failed.webhook_id == retried.webhook_id
+    assert all(retried.carried(i) for i in ids[:100]) and not retried.carried(ids[100])
+    assert (retried.first, retried.last) == (stream_ids[0], stream_ids[99])
+    assert len(posts) <= POSTS_KEPT
+
+
+def test_no_answer_is_kept_with_why_and_the_list_stays_capped(
+    world, client: redis.Redis, keys: Keys
+) -> None:
+    from txmail.webhook_posts import POSTS_KEPT, recent
+
+    clock, receiver, make, record = world
+    receiver.answer = None
+    record(1)
+    run(make(retry_base=1.0, retry_max_delay=2.0), clock, 600, tick=1)
+    posts = recent(client, keys, "acme")
+    assert len(posts) == POSTS_KEPT == client.llen(keys.webhook_posts("acme"))
+    assert all(p.status is None and p.error == "connection refused" for p in posts)
+    assert posts[0].outcome == "no answer (connection refused)"
+    assert posts[0].at > posts[-1].at
+
+
+def test_a_kept_answer_never_shows_the_signature_or_secret_and_is_short(
+    world, client: redis.Redis, keys: Keys
+) -> None:
+    from txmail.webhook_posts import ANSWER_BYTES, recent
+    from txmail.webhooks.dispatcher import Answer
+
+    clock, receiver, make, record = world
+    secret = signing.secret_text(signing.account_secret(KEY, "acme"))
+
+    def echo(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answer:
+        echoed = f"bad {headers['webhook-signature']} {secret} é".encode() + "é".encode() * 300
+        return Answer(400, echoed)
+
+    dispatcher = make()
+    dispatcher.transport = echo
+    record(1)
+    run(dispatcher, clock, 2)
+    answer = recent(client, keys, "acme")[0].answer
+    assert "v1," not in answer and secret not in answer and secret[6:] not in answer
+    assert answer.startswith("bad [hidden] [hidden] é")
+    assert len(answer.encode()) <= ANSWER_BYTES
+    assert answer.encode().decode() == answer  # cut on a character boundary
+
+
+def test_keeping_posts_costs_no_round_trip_of_its_own(
+    world, client: redis.Redis, keys: Keys
+) -> None:
+    clock, receiver, make, record = world
+    dispatcher = make()
+    dispatcher.step()  # its pending list: empty
+    record(10)
+    dispatcher.step()  # reads the batch, which waits for batch_wait
+    assert receiver.posts == []
+    calls: list[str] = []
+    real_pipeline = client.pipeline
+
+    def counting_pipeline(*args: object, **kwargs: object):
+        calls.append("pipeline")
+        return real_pipeline(*args, **kwargs)
+
+    client.pipeline = counting_pipeline  # type: ignore[method-assign]
+    try:
+        clock.now += 2
+        dispatcher.post_ready()
+    finally:
+        del client.pipeline
+    assert len(receiver.posts) == 1
+    assert calls == ["pipeline"]  # the acknowledgement's, which also keeps the post
+    assert client.llen(keys.webhook_posts("acme")) == 1
+
+
+def test_the_http_transport_reads_at_most_answer_read_bytes_of_an_answer() -> None:
+    from txmail.webhook_posts import ANSWER_READ
+    from txmail.webhooks.dispatcher import requests_transport
+    from txmail_testing.webhook_receiver import WebhookReceiver
+
+    receiver = WebhookReceiver().start()
+    try:
+        post = requests_transport()
+        receiver.answer = b"x" * (ANSWER_READ * 50)
+        long = post(receiver.url, b"{}", {}, 5.0)
+        receiver.answer, receiver.status = b"gone for good", 410
+        short = post(receiver.url, b"{}", {}, 5.0)
+    finally:
+        receiver.stop()
+    assert (long.status, long.body) == (200, b"x" * ANSWER_READ)
+    assert (short.status, short.body) == (410, b"gone for good")

@@ -20,37 +20,8 @@
 --
 -- Returns  {m, r, b, held}: what was counted, and 1 if it came from the hold, else 0
 
-local qid = ARGV[1]
-local m, r, b, held = 1, tonumber(ARGV[3]), tonumber(ARGV[4]), 0
-redis.set_repl(redis.REPL_NONE)  -- holds live in memory only (policy_check.lua)
-local share = redis.call('HGET', KEYS[4], qid)
-if share then
-  local hm, hr, hb = string.match(share, '^(%d+) (%d+) (%d+)$')
-  m, r, b, held = tonumber(hm), tonumber(hr), tonumber(hb), 1
-  redis.call('HINCRBY', KEYS[4], '*m', -m)
-  redis.call('HINCRBY', KEYS[4], '*r', -r)
-  redis.call('HINCRBY', KEYS[4], '*b', -b)
-  redis.call('HDEL', KEYS[4], qid)
-end
-redis.call('ZREM', KEYS[5], qid)
-redis.set_repl(redis.REPL_ALL)  -- what is counted goes to the AOF and the replicas
+-- The count is _commit.lua's.
 
-for i = 1, 3 do
-  redis.call('HINCRBY', KEYS[i], 'm', m)
-  redis.call('HINCRBY', KEYS[i], 'r', r)
-  redis.call('HINCRBY', KEYS[i], 'b', b)
-  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[4 + i]))
-end
+-- include: _commit
 
-local account = redis.call('HMGET', KEYS[7], 'set.warmup', 'created_at')
-local warming = account[1]
-if warming then warming = (warming == 'true') else warming = (ARGV[8] == '1') end
-if warming then
-  local state = redis.call('HMGET', KEYS[6], 'days', 'last', 'created')
-  local days, last = tonumber(state[1]) or 0, state[2]
-  if state[3] ~= account[2] then days, last = 0, nil end
-  if last ~= ARGV[2] then
-    redis.call('HSET', KEYS[6], 'days', days + 1, 'last', ARGV[2], 'created', account[2] or '')
-  end
-end
-return {m, r, b, held}
+return commit(KEYS, ARGV[1], ARGV[2], ARGV[3], ARGV[4], {ARGV[5], ARGV[6], ARGV[7]}, ARGV[8])

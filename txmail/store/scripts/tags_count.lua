@@ -9,34 +9,11 @@
 -- ARGV[3]  the kind counted: "accepted"
 -- ARGV[4...] the message's tags
 --
--- The per-tag block is the one in event_record.lua, so accepted messages and their events
--- share the day's distinct tags. Returns the number of the message's tags counted as
+-- The counting is _count_tags.lua's. Returns the number of the message's tags counted as
 -- "(other, folded)".
 
-local kind = ARGV[3]
-redis.call('HINCRBY', KEYS[1], kind, 1)
+-- include: _count_tags
 
-local tags_cap = tonumber(ARGV[2])
-local folded = 0
-for i = 4, #ARGV do
-  local tag = ARGV[i]
-  if redis.call('HEXISTS', KEYS[1], 'distinct:' .. tag) == 0 then
-    if tonumber(redis.call('HGET', KEYS[1], 'distinct') or '0') < tags_cap then
-      redis.call('HSET', KEYS[1], 'distinct:' .. tag, 1)
-      redis.call('HINCRBY', KEYS[1], 'distinct', 1)
-    else
-      tag = nil
-    end
-  end
-  if tag then
-    redis.call('HINCRBY', KEYS[1], 'tag:' .. tag .. ':' .. kind, 1)
-  else
-    folded = folded + 1
-  end
-end
-if folded > 0 then
-  redis.call('HINCRBY', KEYS[1], 'tag:(other, folded):' .. kind, 1)
-end
-
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-return folded
+local tags = {}
+for i = 4, #ARGV do tags[#tags + 1] = ARGV[i] end
+return count_tags(KEYS[1], ARGV[1], ARGV[2], ARGV[3], tags)

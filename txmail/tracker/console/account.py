@@ -9,7 +9,8 @@
     POST /console/domains/verify            domain: look its records up now (dnscheck.verify,
                                             as `txmail domains verify`), at most VERIFY_SECONDS,
                                             in the console's own small pool, one per account
-    GET  /console/webhooks                  endpoint, backlog, retry state, dead letters
+    GET  /console/webhooks                  endpoint, backlog, retry state, dead letters,
+                                            the last posts and their answers
     POST /console/webhooks/replay           event (an id) or all: the dead letters again
     POST /console/webhooks/test             a signed test post, and its answer (at most
                                             webhooks.timeout in all, one per account)
@@ -36,8 +37,8 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
-from txmail import dnscheck, webhook_endpoints
-from txmail.accounts.domains import Domains
+from txmail import dnscheck, webhook_endpoints, webhook_posts
+from txmail.accounts.domains import Domain, Domains
 from txmail.accounts.records import Accounts, Logins
 from txmail.errors import NotFound, TemporaryFailure, UsageError
 from txmail.reports import suppressions_csv
@@ -63,6 +64,14 @@ DONE = {
     "replayed": "The dead letters are queued again: the dispatcher posts them within seconds.",
     "none": "There were no such dead letters.",
 }
+# With a count (n=), in the singular or plural as it needs.
+COUNTED = {
+    "imported": ("The file was imported (1 entry).", "The file was imported ({n} entries)."),
+    "replayed": (
+        "The dead letter is queued again: the dispatcher posts it within seconds.",
+        "The {n} dead letters are queued again: the dispatcher posts them within seconds.",
+    ),
+}
 
 
 def _done(request: web.Request) -> str:
@@ -77,8 +86,10 @@ def _done(request: web.Request) -> str:
             text="n must be a whole number (the count the previous page put in the link); "
             "leave it out or open the page from the menu"
         )
-    if text and word in ("imported", "replayed"):
-        text = f"{text} ({int(count)} entries)"
+    if text and word in COUNTED:
+        number = int(count)
+        one, many = COUNTED[word]
+        text = one if number == 1 else many.format(n=number)
     return text
 
 
@@ -258,13 +269,17 @@ def _next_lines(lines: Iterator[str]) -> list[str]:
 # -- domains --------------------------------------------------------------------------------
 
 
-def _domains_of(services: Any, account: str) -> tuple[list[Any], list[str]]:
-    """The account's domain records, and the domains it owns that have none yet (no DKIM
-    key: `txmail accounts add --domain` alone)."""
-    records = Domains(services.client, services.keys).list(account)
+def _domains_of(services: Any, account: str) -> list[tuple[Domain, bool]]:
+    """The domains the account may send from (the account's own list, which `txmail accounts
+    add --domain` writes), each with its domain record, or a bare one and False when it has
+    none yet (no DKIM key: `txmail domains add` not run); then any record not on that list."""
+    records = {d.name: d for d in Domains(services.client, services.keys).list(account)}
     owned = Accounts(services.client, services.keys).get(account).domains
-    named = {d.name for d in records}
-    return records, sorted(d for d in owned if d not in named)
+    shown = [
+        (records.pop(name), True) if name in records else (Domain(name, account), False)
+        for name in owned
+    ]
+    return shown + [(records[name], True) for name in sorted(records)]
 
 
 async def domains_page(
@@ -276,19 +291,20 @@ async def domains_page(
     account = account_of(request)
     services = state(request).services
     settings = services.settings
-    found, bare = await _run(_domains_of, services, account)
+    found = await _run(_domains_of, services, account)
     shown = [
         {
             "domain": d,
+            "keyed": keyed,
             "records": dnscheck.records(d, settings),
             "verified": _iso(d.verified_at) if d.verified_at else "",
         }
-        for d in found
+        for d, keyed in found
     ]
     return aiohttp_jinja2.render_template(
         "domains.html",
         request,
-        {"domains": shown, "bare": bare, "verification": verification, "message": message},
+        {"domains": shown, "verification": verification, "message": message},
         status=status,
     )
 
@@ -353,12 +369,14 @@ async def webhooks_page(
     letters = await _run(
         webhook_endpoints.dead_letters, services.client, services.keys, account, DEAD_SHOWN
     )
+    posts = await _run(webhook_posts.recent, services.client, services.keys, account)
     return aiohttp_jinja2.render_template(
         "webhooks.html",
         request,
         {
             "endpoint": endpoint,
             "letters": letters,
+            "posts": posts,
             "answer": answer,
             "secret": secret,
             "message": message,

@@ -45,7 +45,7 @@ from txmail.reports.series import (
     read_tags,
 )
 from txmail.reports.timeline import read_timeline
-from txmail.stats import MAX_ANSWER_DAYS, check_tag
+from txmail.stats import MAX_ANSWER_DAYS, OTHER, check_tag
 from txmail.tracker.console.session import account_of, state
 from txmail.tracker.services import Services
 
@@ -202,7 +202,10 @@ async def tags_page(request: web.Request) -> web.StreamResponse:
     rows = await asyncio.to_thread(
         read_tags, services.client, services.keys, name, clock(services.settings), days
     )
-    return aiohttp_jinja2.render_template("tags.html", request, {"rows": rows, "days": days})
+    context = {"rows": rows, "days": days, "other": OTHER}
+    # the footnote on the folded bucket only when a row is that bucket
+    context["folded"] = any(row.tag == OTHER for row in rows)
+    return aiohttp_jinja2.render_template("tags.html", request, context)
 
 
 def add_routes(app: web.Application) -> None:

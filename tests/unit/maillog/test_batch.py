@@ -1,0 +1,222 @@
+"""The follower's position lives in Redis and is written by the script call that records the
+events of the lines before it (maillog_batch.lua); lines read again from an older position
+(what a crash of the machine under appendfsync everysec leaves) give every event, count,
+attempt, reputation count and suppression once. Real files, a real Redis, the real follower."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from txmail.accounts.records import Accounts
+from txmail.events import Recorder, stream_events, utc_day
+from txmail.maillog.follower import LogFollower
+from txmail.maillog.position import FilePosition, RedisPosition
+from txmail.maillog.server import BATCH_ITEMS, StatusRecorder, handle_lines
+from txmail.store import Keys, scripts
+from txmail.store.messages import MessageRecord, Messages
+
+QID = "4jXCvV4QlNzJHcB"
+P = "Nov 22 04:10:11 mta txmail/smtp[15387]: " + QID + ": "
+SENT = (
+    P + "to=<a1@dest.test>, relay=mx.dest.test[127.0.0.1]:2526, delay=0.14, "
+    "delays=0.1/0.02/0/0.02, dsn=2.0.0, status=sent (250 2.0.0 ok)"
+)
+BOUNCED = (
+    P + "to=<reject-a2@dest.test>, relay=mx.dest.test[127.0.0.1]:2526, delay=0.14, "
+    "delays=0.1/0.02/0/0.02, dsn=5.1.1, status=bounced (host mx.dest.test[127.0.0.1] said: "
+    "550 5.1.1 <reject-a2@dest.test>: User unknown (in reply to RCPT TO command))"
+)
+
+
+def deferred(delay: str) -> str:
+    return (
+        P + f"to=<defer-a3@dest.test>, relay=mx.dest.test[127.0.0.1]:2526, delay={delay}, "
+        "delays=0.09/0/0/0.01, dsn=4.2.0, status=deferred (host mx.dest.test[127.0.0.1] "
+        "said: 450 4.2.0 Mailbox busy (in reply to RCPT TO command))"
+    )
+
+
+LINES = [SENT, BOUNCED, deferred("0.11"), "postfix/qmgr[1]: " + QID + ": removed", deferred("310")]
+
+
+def setup(client: redis.Redis, keys: Keys) -> StatusRecorder:
+    if not client.exists(keys.account("acme")):
+        client.hset(keys.account("acme"), "status", "active")  # settings: the defaults
+    messages = Messages(client, keys, 3600)
+    messages.record(
+        MessageRecord(
+            queue_id=QID,
+            account="acme",
+            envelope_sender="app@acme.test",
+            recipients=["a1@dest.test", "reject-a2@dest.test", "defer-a3@dest.test"],
+            tags=["t1"],
+        )
+    )
+    return recorder(client, keys)
+
+
+def recorder(client: redis.Redis, keys: Keys) -> StatusRecorder:
+    """A fresh follower process's recorder (nothing cached)."""
+    return StatusRecorder(
+        client,
+        keys,
+        Messages(client, keys, 3600),
+        Recorder(client, keys),
+        position_key=keys.maillog_position("node1"),
+    )
+
+
+def state(client: redis.Redis, keys: Keys) -> dict[str, Any]:
+    """Everything the lines wrote for account acme, but the position."""
+    found: dict[str, Any] = {}
+    for key in sorted(client.scan_iter(keys.prefix + "{acme}:*")):
+        kind = client.type(key)
+        if kind == "hash":
+            found[key] = client.hgetall(key)
+        elif kind == "list":
+            found[key] = client.lrange(key, 0, -1)
+        elif kind == "stream":
+            found[key] = [fields for _, fields in client.xrange(key)]
+        elif kind == "zset":
+            found[key] = client.zrange(key, 0, -1)
+    return found
+
+
+def follower(tmp_path: Path, client: redis.Redis, keys: Keys) -> LogFollower:
+    return LogFollower(
+        tmp_path / "postfix.log",
+        tmp_path / "maillog.offset",
+        positions=RedisPosition(
+            client, keys.maillog_position("node1"), tmp_path / "maillog.offset"
+        ),
+    )
+
+
+def test_the_position_is_written_by_the_call_that_records_the_events(
+    client: redis.Redis, keys: Keys
+) -> None:
+    statuses = setup(client, keys)
+    assert handle_lines(LINES, statuses, '{"offset": 1}') == 4
+    assert client.get(keys.maillog_position("node1")) == '{"offset": 1}'
+    events = [e for _, e in stream_events(client, keys, "acme")]
+    assert [(e.kind, e.recipient) for e in events] == [
+        ("delivery", "a1@dest.test"),
+        ("bounce", "reject-a2@dest.test"),
+        ("soft_bounce", "defer-a3@dest.test"),
+    ]
+    assert events[2].details["attempts"] == 1  # written in by the script
+    seen = client.hgetall(keys.event_seen("acme", QID))
+    assert seen["attempts:defer-a3@dest.test"] == "2"
+    assert seen["counted:delivery:a1@dest.test"] == seen["counted:bounce:reject-a2@dest.test"]
+    assert Recorder(client, keys).suppressions.check("acme", ["reject-a2@dest.test"])
+    # lines without a status still move the position, in a call of their own
+    assert handle_lines(["postfix/qmgr[1]: x: removed"], statuses, '{"offset": 2}') == 0
+    assert client.get(keys.maillog_position("node1")) == '{"offset": 2}'
+    # without a position (a batch cut in parts, but its last) the key is left alone
+    handle_lines([SENT], statuses, None)
+    assert client.get(keys.maillog_position("node1")) == '{"offset": 2}'
+
+
+def test_lines_read_again_from_an_older_position_record_nothing_twice(
+    client: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    setup(client, keys)
+    log = tmp_path / "postfix.log"
+    log.write_text("\n".join(LINES[:3]) + "\n")
+    first = follower(tmp_path, client, keys)
+    lines = first.read_lines()
+    handle_lines(lines, recorder(client, keys), first.position())
+    first.close()
+    older = client.get(keys.maillog_position("node1"))
+    with log.open("a") as fh:
+        fh.write("\n".join(LINES[3:]) + "\n")
+    second = follower(tmp_path, client, keys)
+    handle_lines(second.read_lines(), recorder(client, keys), second.position())
+    end = second.position()
+    second.close()
+    assert client.get(keys.maillog_position("node1")) == end
+    once = state(client, keys)
+    outcomes = client.hgetall(keys.outcomes("acme", int(Recorder(client, keys).clock() // 86400)))
+    assert outcomes == {"delivered": "1", "bounced": "1"}
+
+    # Redis's position goes back (a machine crash; here the events stayed): every line is
+    # read again, and nothing changes but the position, which comes back to the end.
+    for position in (older, json.dumps({**json.loads(end), "offset": 0})):
+        client.set(keys.maillog_position("node1"), position)
+        again = follower(tmp_path, client, keys)
+        lines = again.read_lines()
+        assert lines == (LINES[3:] if position == older else LINES)
+        handle_lines(lines, recorder(client, keys), again.position())
+        again.close()
+        assert state(client, keys) == once
+        assert client.get(keys.maillog_position("node1")) == end
+    counts = client.hgetall(keys.event_counts("acme", utc_day(Recorder(client, keys).clock())))
+    assert (counts["delivery"], counts["bounce"], counts["soft_bounce"]) == ("1", "1", "1")
+    assert client.hget(keys.event_seen("acme", QID), "attempts:defer-a3@dest.test") == "2"
+
+
+def test_a_node_upgrading_starts_from_its_position_file_then_removes_it(
+    client: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    statuses = setup(client, keys)
+    log = tmp_path / "postfix.log"
+    log.write_text(SENT + "\n")
+    old = LogFollower(log, tmp_path / "maillog.offset")  # the file, as before
+    assert old.read_lines() == [SENT]
+    old.commit()
+    old.close()
+    assert json.loads(FilePosition(tmp_path / "maillog.offset").read() or "")["offset"] > 0
+    with log.open("a") as fh:
+        fh.write(BOUNCED + "\n")
+    new = follower(tmp_path, client, keys)
+    assert new.read_lines() == [BOUNCED]  # resumed at the file's offset
+    handle_lines([BOUNCED], statuses, new.position())
+    new.commit()
+    assert not (tmp_path / "maillog.offset").exists()
+    assert client.get(keys.maillog_position("node1")) == new.position()
+    new.close()
+
+
+def test_a_long_batch_is_cut_in_calls_and_only_the_last_moves_the_position(
+    client: redis.Redis, keys: Keys
+) -> None:
+    statuses = setup(client, keys)
+    calls: list[int] = []
+    script = scripts.get(client, "maillog_batch")
+
+    def counting(keys: list[str], args: list[Any]) -> Any:
+        calls.append(int(args[1]))
+        assert (args[0] == "") == (len(calls) == 1)
+        return script(keys=keys, args=args)
+
+    registered = getattr(client, scripts.ATTRIBUTE)
+    registered["maillog_batch"] = counting
+    try:
+        handle_lines([SENT] * (BATCH_ITEMS + 1), statuses, '{"offset": 9}')
+    finally:
+        registered["maillog_batch"] = script
+    assert len(calls) == 2 and sum(calls) > BATCH_ITEMS
+    assert client.get(keys.maillog_position("node1")) == '{"offset": 9}'
+    assert len(stream_events(client, keys, "acme")) == 1
+
+
+def test_the_reputation_guard_judges_the_totals_the_batch_counted(
+    client: redis.Redis, keys: Keys
+) -> None:
+    Accounts(client, keys).add(
+        "acme",
+        ["acme.test"],
+        "a long enough password",
+        settings={"reputation_min_recipients": 2, "max_bounce_rate": 10},
+    )
+    statuses = setup(client, keys)
+    handle_lines([SENT, BOUNCED], statuses, '{"offset": 3}')
+    assert client.hget(keys.reputation("acme"), "suspended")  # 1 of 2 bounced: 50% > 10%
+    assert client.hget(keys.account("acme"), "status") == "suspended"
+    handle_lines([SENT, BOUNCED], recorder(client, keys), '{"offset": 3}')  # read again
+    today = int(Recorder(client, keys).clock() // 86400)
+    assert client.hgetall(keys.outcomes("acme", today)) == {"delivered": "1", "bounced": "1"}

@@ -1,0 +1,86 @@
+"""Where the maillog follower keeps its position in the log: in Redis, or in a file.
+
+DESCRIPTION
+    A position is JSON text: {"device", "inode", "offset"} of a log file (follower.py) or
+    {"cursor"} of the journal (journal.py). The followers read it with read() when they
+    (re)start and hand the current one out with their position().
+
+    RedisPosition: PREFIX maillog:position:NODE. It is written by the same script call that
+    records the events of the lines before it (store/scripts/maillog_batch.lua, through
+    txmail.maillog.server), never on its own, so Redis's events and the position always agree:
+    when a crash of the machine takes the last second of Redis's writes away under
+    appendfsync everysec, it takes the position back with them and the follower reads those
+    lines again. write() does nothing but retire the file below.
+
+    The position file (maillog.offset_file) is what the follower used before: it is read only
+    when Redis has no position yet (a node upgrading, or a Redis Cluster, where one script
+    cannot reach every account's slot and FilePosition is used instead), and once Redis holds
+    a position the file is removed, so a stale one is never read again.
+
+WRITES
+    FilePosition: the file, replaced atomically (write and rename). RedisPosition: nothing in
+    Redis (the batch script writes); it removes the migrated file.
+
+FAILURE
+    RedisPosition.read() raises StoreUnavailable when Redis is down; the follower tries again.
+    An unreadable file counts as no position.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Protocol
+
+from txmail import store
+
+log = logging.getLogger("txmail.maillog")
+
+
+class Positions(Protocol):
+    def read(self) -> str | None: ...
+
+    def write(self, text: str) -> None: ...
+
+
+class FilePosition:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> str | None:
+        try:
+            return self.path.read_text()
+        except OSError:
+            return None
+
+    def write(self, text: str) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.path)
+
+
+class RedisPosition:
+    def __init__(self, client: store.Client, key: str, migrate_from: Path) -> None:
+        self.client = client
+        self.key = key
+        self.migrate_from = migrate_from
+        self.file_read = False
+
+    def read(self) -> str | None:
+        with store.guard("reading the maillog position"):
+            found = store.decoded_or_none(self.client.get(self.key))
+        if found is not None:
+            return found
+        migrated = FilePosition(self.migrate_from).read()
+        if migrated is not None:
+            log.info("no maillog position in Redis yet: starting from %s", self.migrate_from)
+            self.file_read = True
+        return migrated
+
+    def write(self, text: str) -> None:
+        """The batch script wrote the position: the old file, if any, is not needed again."""
+        if self.file_read:
+            self.migrate_from.unlink(missing_ok=True)
+            log.info("the maillog position lives in Redis now; removed %s", self.migrate_from)
+            self.file_read = False
