@@ -562,8 +562,8 @@ class ConsoleSettings:
 
     enabled: bool = _doc("Serve the console at /console/.", True)
     session_hours: float = _doc(
-        "Hours a console session lasts after its login; logout, a suspension or a rotation "
-        "of the console key ends it sooner.",
+        "Hours a console session lasts after its login; logout, a suspension, a revoked "
+        "credential of the account or a rotation of the console key ends it sooner.",
         12.0,
     )
     token_hours: float = _doc(

@@ -48,6 +48,7 @@ import redis.cluster
 
 from txmail.config import Settings
 from txmail.errors import TemporaryFailure
+from txmail.store.keys import NODE_HISTOGRAMS, NODES_SEEN
 
 log = logging.getLogger("txmail.histograms")
 
@@ -228,7 +229,12 @@ def write(
     for name, total in sums.items():
         pipe.hincrbyfloat(key, name, total)
     if seen:
-        pipe.hset(key, f"seen|{seen}", repr(time.time() if now is None else now))
+        at = time.time() if now is None else now
+        pipe.hset(key, f"seen|{seen}", repr(at))
+        # The nodes page reads the nodes from this index, never by a SCAN of the keyspace.
+        head, marker, node = key.rpartition(NODE_HISTOGRAMS)
+        if marker and node:
+            pipe.zadd(head + NODES_SEEN, {node: at})
     pipe.expire(key, KEEP_SECONDS)
 
 

@@ -7,16 +7,21 @@ Reads and writes: PREFIX {ACCOUNT}:webhook (endpoint state), PREFIX {ACCOUNT}:we
 (dead letters), PREFIX {ACCOUNT}:events (replay adds to it; its consumer group's lag and
 pending entries are the backlog), PREFIX {ACCOUNT}:webhook:secret (rotation).
 
-replay() moves dead letters back into the account's event stream in one MULTI (same slot),
-with the same event ids, and turns the endpoint back on. post_test_event() posts one event of kind
-"test", signed like every post, to the account's URL, waiting at most webhooks.timeout and
-following no redirect; it records nothing.
+replay() moves dead letters back into the account's event stream (same slot), each by a
+script call that posts it only when it is the one that took it off the dead letters
+(webhook_replay.lua: two replays at once post nothing twice), with the same event ids, and
+turns the endpoint back on. post_test_event() posts one event of kind "test", signed like
+every post, to the account's URL, waiting at most webhooks.timeout in all
+(a total deadline, not one per read) and following no redirect; it records nothing. The
+console prepares it (prepare_test_event, Redis reads) in a thread and sends it on its loop
+(send_test_event), so a slow endpoint holds no thread.
 
 Fails: StoreUnavailable when Redis is down; NotFound for an unknown account.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets as random_source
 import time
@@ -26,7 +31,15 @@ from typing import Any
 from txmail.accounts.records import Accounts
 from txmail.config import Settings
 from txmail.events import WEBHOOK_GROUP, Event, iso_timestamp, random_event_id
-from txmail.store import Client, Keys, decoded_entries, decoded_hash, decoded_or_none, guard
+from txmail.store import (
+    Client,
+    Keys,
+    decoded_entries,
+    decoded_hash,
+    decoded_or_none,
+    guard,
+    scripts,
+)
 from txmail.store import secrets as shared_secrets
 from txmail.tokens import webhooks as signing
 
@@ -165,13 +178,16 @@ def replay(
         ]
         if chosen:
             with guard(f"replaying the dead letters of {account}"):
-                pipe = client.pipeline(transaction=True)
-                for entry_id, fields in chosen:
-                    pipe.xadd(keys.events(account), {"event": fields["event"], "replay": "1"})
-                    pipe.xdel(keys.dead_letters(account), entry_id)
-                pipe.hdel(keys.webhook(account), "disabled", "disabled_by")
-                pipe.execute()
-            moved += len(chosen)
+                moved += int(
+                    scripts.get(client, "webhook_replay")(
+                        keys=[
+                            keys.dead_letters(account),
+                            keys.events(account),
+                            keys.webhook(account),
+                        ],
+                        args=[entry_id for entry_id, _ in chosen],
+                    )
+                )
         last = rows[-1][0]
         ms, seq = last.split("-")
         start = f"{ms}-{int(seq) + 1}"
@@ -203,12 +219,28 @@ def rotate_secret(
     settings: Settings, client: Client, keys: Keys, account: str, overlap: float
 ) -> bytes:
     """Give the account a new random signing secret and return it; for `overlap` seconds
-    every post carries a signature with the old one too."""
+    every post carries a signature with the old one too. A rotation within a running overlap
+    keeps that overlap's old secret (the one receivers may still check), in one script call
+    (webhook_secret_rotate.lua), so two rotations at once or in a row never drop it."""
     Accounts(client, keys).get(account)
     now = time.time()
-    old = account_secrets(settings, client, keys, account, now)[0]
+    derived = signing.account_secrets(
+        shared_secrets.webhook_keys(settings, client),
+        account,
+        shared_secrets.StoredWebhookSecret(b"", b"", 0.0),
+        now,
+    )[0]
     fresh = random_source.token_bytes(32)
-    shared_secrets.store_webhook_secret(client, keys, account, fresh, old, now + overlap)
+    with guard(f"rotating the webhook secret of {account}"):
+        scripts.get(client, "webhook_secret_rotate")(
+            keys=[keys.webhook_secret(account)],
+            args=[
+                base64.b64encode(fresh).decode(),
+                base64.b64encode(derived).decode(),
+                repr(now),
+                repr(now + overlap),
+            ],
+        )
     return fresh
 
 
@@ -226,12 +258,21 @@ class PostAnswer:
         return self.status is not None and 200 <= self.status < 300
 
 
-def post_test_event(
-    settings: Settings, client: Client, keys: Keys, account: str, note: str
-) -> PostAnswer:
-    """Post one signed test event to the account's webhook URL; UsageError when it has none."""
-    import requests
+@dataclass(frozen=True)
+class TestPost:
+    """A signed test post, ready to send: where, what and with which headers."""
 
+    url: str
+    event_id: str
+    body: bytes
+    headers: dict[str, str]
+
+
+def prepare_test_event(
+    settings: Settings, client: Client, keys: Keys, account: str, note: str
+) -> TestPost:
+    """One signed test event for the account's webhook URL (Redis reads only); UsageError
+    when it has none."""
     from txmail.errors import UsageError
 
     target = Accounts(client, keys).get(account).webhook_url
@@ -254,15 +295,35 @@ def post_test_event(
     body = ('{"events":[' + event.to_json() + "]}").encode()
     secret_bytes = account_secrets(settings, client, keys, account, now)
     headers = signing.headers(secret_bytes, "msg_test_" + event.id[4:], int(now), body)
+    return TestPost(target, event.id, body, dict(headers))
+
+
+async def send_test_event(post: TestPost, timeout: float) -> PostAnswer:
+    """Send a prepared test post, on the running loop, waiting at most `timeout` seconds in
+    all (connecting, sending and every byte of the answer's head: an endpoint that trickles
+    its answer is cut off too), following no redirect."""
+    import aiohttp
+
     try:
-        response = requests.post(
-            target,
-            data=body,
-            headers=headers,
-            timeout=settings.webhooks.timeout,
-            allow_redirects=False,
-        )
-    except requests.RequestException as exc:
-        return PostAnswer(target, event.id, None, f"no answer ({exc.__class__.__name__})")
-    response.close()
-    return PostAnswer(target, event.id, response.status_code)
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+            http.post(
+                post.url, data=post.body, headers=post.headers, allow_redirects=False
+            ) as response,
+        ):
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return PostAnswer(post.url, post.event_id, None, f"no answer ({exc.__class__.__name__})")
+    return PostAnswer(post.url, post.event_id, status)
+
+
+def post_test_event(
+    settings: Settings, client: Client, keys: Keys, account: str, note: str
+) -> PostAnswer:
+    """Post one signed test event to the account's webhook URL, waiting at most
+    webhooks.timeout in all (for the CLI: it runs a loop of its own); UsageError when the
+    account has no URL."""
+    import asyncio
+
+    post = prepare_test_event(settings, client, keys, account, note)
+    return asyncio.run(send_test_event(post, settings.webhooks.timeout))

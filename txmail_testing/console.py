@@ -26,7 +26,12 @@ class ConsoleServer:
     """The tracker's app on 127.0.0.1:PORT; `url` is its base. stop() ends it."""
 
     def __init__(
-        self, client: redis.Redis, keys: Keys, trust_forwarded: bool = False, **console: Any
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        trust_forwarded: bool = False,
+        webhook_timeout: float | None = None,
+        **console: Any,
     ) -> None:
         self.state = Path(tempfile.mkdtemp(prefix="txmail-console-"))
         base = Settings(state_dir=str(self.state), redis=RedisSettings(prefix=keys.prefix))
@@ -34,6 +39,9 @@ class ConsoleServer:
             base,
             console=dataclasses.replace(base.console, **console),
             tracker=dataclasses.replace(base.tracker, trust_forwarded=trust_forwarded),
+            webhooks=dataclasses.replace(
+                base.webhooks, timeout=webhook_timeout or base.webhooks.timeout
+            ),
         )
         self.services = Services(
             settings=self.settings,

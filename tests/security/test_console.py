@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -370,17 +372,29 @@ def test_cookie_flags(client: redis.Redis, keys: Keys, node: ConsoleServer) -> N
         browser = requests.Session()
         headers = {"X-Forwarded-Proto": "https"}
         page = browser.get(behind_tls.url + "/console/login", headers=headers)
-        assert "secure" in set_cookie_flags(page, "txmail_console_login")
+        # behind TLS the names carry __Host- (Secure, Path=/): no sibling subdomain plants one
+        assert "secure" in set_cookie_flags(page, "__Host-txmail_console_login")
+        nonce = page.cookies["__Host-txmail_console_login"]
         answer = browser.post(
             behind_tls.url + "/console/login",
             data={"csrf": csrf_of(page), "login": "alpha", "password": PASSWORD_A},
             headers=headers,
-            cookies={"txmail_console_login": page.cookies["txmail_console_login"]},
+            cookies={"__Host-txmail_console_login": nonce},
             allow_redirects=False,
         )
         assert answer.status_code == 303
-        flags = set_cookie_flags(answer, "txmail_console")
+        flags = set_cookie_flags(answer, "__Host-txmail_console")
         assert "secure" in flags and "httponly" in flags and "samesite=strict" in flags
+        assert "path=/" in flags and "path=/console/" not in flags
+        # a nonce planted under the plain name is not the login form's
+        planted = requests.post(
+            behind_tls.url + "/console/login",
+            data={"csrf": csrf_of(page), "login": "alpha", "password": PASSWORD_A},
+            headers=headers,
+            cookies={"txmail_console_login": nonce},
+            allow_redirects=False,
+        )
+        assert planted.status_code == 403
     finally:
         behind_tls.stop()
     # every page says not to be framed or cached
@@ -403,7 +417,245 @@ def test_uploads_are_bounded(node: ConsoleServer, client: redis.Redis, keys: Key
         assert answer.status_code in (400, 413) and "larger than" in answer.text
         bad = b"a@x.example\r\nnot an address\r\n"
         answer = alpha.post(url, data={"csrf": token, "list": "bounce"}, files={"file": bad})
-        assert answer.status_code == 400 and "row 2" in answer.text.replace("line 2", "row 2")
+        assert answer.status_code == 400 and "row 2" in answer.text
         assert len(Suppressions(client, keys).list("alpha")) == 1  # nothing of them written
     finally:
         limited.stop()
+
+
+# -- review of issue 22 -------------------------------------------------------------------
+
+
+class Trickler:
+    """An HTTP 'endpoint' on loopback that answers every post with one header line a second
+    and never ends its head: a socket timeout per read never fires on it."""
+
+    def __init__(self) -> None:
+        self.server = socket.socket()
+        self.server.bind((HOST, 0))
+        self.server.listen(50)
+        self.url = f"http://{HOST}:{self.server.getsockname()[1]}/hook"
+        self.accepted = threading.Event()
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                self.accepted.set()
+                while not self.stop.wait(0.5):
+                    conn.sendall(b"X-Still: here\r\n")
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.close()
+
+
+def test_a_trickling_webhook_endpoint_ties_up_nothing(client: redis.Redis, keys: Keys) -> None:
+    """The test post has a total deadline (not one per read), one runs per account at a time,
+    and while it waits every other page of every account answers."""
+    accounts = Accounts(client, keys)
+    accounts.add("alpha", ["alpha.example"], PASSWORD_A)
+    accounts.add("bravo", ["bravo.example"], PASSWORD_B)
+    trickler = Trickler()
+    accounts.set_webhook_url("alpha", trickler.url)
+    node = ConsoleServer(client, keys, webhook_timeout=2.0).start()
+    try:
+        alpha = logged_in(node, login="alpha", password=PASSWORD_A)
+        bravo = logged_in(node, login="bravo", password=PASSWORD_B)
+        token = csrf_for(node, alpha, "/console/webhooks")
+        answers: list[requests.Response | Exception] = []
+
+        def post() -> None:
+            try:
+                answers.append(
+                    alpha.post(
+                        node.url + "/console/webhooks/test", data={"csrf": token}, timeout=60
+                    )
+                )
+            except requests.RequestException as exc:
+                answers.append(exc)
+
+        first = threading.Thread(target=post)
+        first.start()
+        assert trickler.accepted.wait(30)
+        # a second one while the first waits: refused with a sentence, not queued
+        again = alpha.post(node.url + "/console/webhooks/test", data={"csrf": token}, timeout=30)
+        if first.is_alive():  # (the first may have hit its deadline already on a slow machine)
+            assert again.status_code == 429, again.text
+            assert "still waiting for the endpoint" in again.text
+        page = bravo.get(node.url + "/console/smtp", timeout=30)
+        assert page.status_code == 200
+        first.join(60)
+        assert not first.is_alive()
+        answer = answers[0]
+        assert isinstance(answer, requests.Response), answer
+        assert answer.status_code == 200
+        assert 'id="test-answer"' in answer.text and "no answer" in answer.text
+        # the deadline freed the account: the next test post is served
+        trickler.accepted.clear()
+        later = alpha.post(node.url + "/console/webhooks/test", data={"csrf": token}, timeout=60)
+        assert later.status_code == 200 and "no answer" in later.text
+    finally:
+        trickler.close()
+        node.stop()
+
+
+def test_one_dns_check_per_account_at_a_time(node: ConsoleServer) -> None:
+    """A check in flight (its thread in the console's own pool) makes the next one a 429."""
+    from txmail.tracker.console.session import STATE
+
+    alpha = logged_in(node, login="alpha", password=PASSWORD_A)
+    token = csrf_for(node, alpha, "/console/domains")
+    console = next(
+        app[STATE]
+        for app in node._runner.app._subapps
+        if STATE in app  # type: ignore[union-attr]
+    )
+    console.busy.add(("verify", "alpha"))  # as a check whose nameservers are slow would
+    answer = alpha.post(
+        node.url + "/console/domains/verify", data={"csrf": token, "domain": "alpha.example"}
+    )
+    assert answer.status_code == 429 and "still running" in answer.text
+    bravo = logged_in(node, login="bravo", password=PASSWORD_B)
+    answer = bravo.post(
+        node.url + "/console/domains/verify",
+        data={"csrf": csrf_for(node, bravo, "/console/domains"), "domain": "bravo.example"},
+    )
+    assert answer.status_code != 429
+
+
+def test_bad_numbers_and_ids_are_400s_with_a_sentence(
+    node: ConsoleServer, client: redis.Redis
+) -> None:
+    alpha = logged_in(node, login="alpha", password=PASSWORD_A)
+    for path in (
+        "/console/overview?days=%C2%B2",  # "²": str.isdigit() says yes, int() says no
+        "/console/overview?days=%D9%A3",  # "٣": int() takes it, it is no ASCII digit
+        "/console/tags?days=%C2%B2",
+        "/console/suppressions?done=imported&n=%C2%B2",
+        "/console/webhooks?done=replayed&n=%C2%B2",
+        "/console/messages?recipient=x&before=%D9%A3-%D9%A3",
+    ):
+        page = alpha.get(node.url + path)
+        assert page.status_code == 400, (path, page.status_code)
+        assert "internal error" not in page.text and "data store" not in page.text, path
+    operator = logged_in(node, token=operator_token(node, client, time.time() + 60))
+    page = operator.get(node.url + "/console/unparsed/%D9%A3-%D9%A3")
+    assert page.status_code == 404 and "No kept bounce has this id" in page.text
+
+
+def test_a_csv_field_csv_cannot_read_is_named_by_its_row(
+    node: ConsoleServer, client: redis.Redis, keys: Keys
+) -> None:
+    alpha = logged_in(node, login="alpha", password=PASSWORD_A)
+    token = csrf_for(node, alpha, "/console/suppressions")
+    big = b"ok@x.example\r\n" + b"a" * 200_000 + b"@x.example\r\n"  # over csv's field limit
+    answer = alpha.post(
+        node.url + "/console/suppressions/import",
+        data={"csrf": token, "list": "bounce"},
+        files={"file": big},
+    )
+    assert answer.status_code == 400 and "row 2" in answer.text
+    assert len(Suppressions(client, keys).list("alpha")) == 1  # nothing written
+
+
+def _ended(node: ConsoleServer, browser: requests.Session) -> bool:
+    page = browser.get(node.url + "/console/suppressions", allow_redirects=False)
+    return page.status_code == 302 and page.headers["Location"].endswith("/console/login")
+
+
+def test_a_session_ends_when_its_credential_is_revoked(
+    node: ConsoleServer, client: redis.Redis, keys: Keys
+) -> None:
+    # an API key revoked
+    _, key = ApiKeys(client, keys).create("alpha")
+    by_key = logged_in(node, api_key=key)
+    assert not _ended(node, by_key)
+    ApiKeys(client, keys).revoke_all("alpha")
+    assert _ended(node, by_key)
+    # a login removed, or its password changed
+    Logins(client, keys).add("alpha", "app@alpha.example", "login-password-789")
+    by_login = logged_in(node, login="app@alpha.example", password="login-password-789")
+    Logins(client, keys).set_password("alpha", "app@alpha.example", "login-password-000")
+    assert _ended(node, by_login)
+    by_login = logged_in(node, login="app@alpha.example", password="login-password-000")
+    Logins(client, keys).remove("alpha", "app@alpha.example")
+    assert _ended(node, by_login)
+    # the account's own password changed
+    by_password = logged_in(node, login="alpha", password=PASSWORD_A)
+    Accounts(client, keys).set_password("alpha", "a-new-password-999")
+    assert _ended(node, by_password)
+    # another account's revocation ends nothing of this one
+    bravo = logged_in(node, login="bravo", password=PASSWORD_B)
+    Accounts(client, keys).set_password("alpha", "another-password-111")
+    assert not _ended(node, bravo)
+
+
+def test_a_session_does_not_pass_to_a_new_account_of_the_same_name(
+    node: ConsoleServer, client: redis.Redis, keys: Keys
+) -> None:
+    bravo = logged_in(node, login="bravo", password=PASSWORD_B)
+    accounts = Accounts(client, keys)
+    accounts.remove("bravo")
+    accounts.add("bravo", ["bravo-new.example"], "someone-else-000")
+    assert _ended(node, bravo)
+
+
+def test_an_operator_token_logs_in_once(node: ConsoleServer, client: redis.Redis) -> None:
+    token = operator_token(node, client, time.time() + 60)
+    first = logged_in(node, token=token)
+    assert first.get(node.url + "/console/accounts").status_code == 200
+    _, again = login(node, token=token)
+    assert again.status_code == 401 and "The login failed" in again.text
+    assert first.get(node.url + "/console/accounts").status_code == 200  # the first stays
+
+
+def test_the_csv_export_is_streamed(node: ConsoleServer, client: redis.Redis, keys: Keys) -> None:
+    lists = Suppressions(client, keys)
+    for n in range(1200):
+        lists.add("alpha", "bounce", f"user{n}@dest.example", "test")
+    alpha = logged_in(node, login="alpha", password=PASSWORD_A)
+    export = alpha.get(node.url + "/console/suppressions/export.csv")
+    assert export.status_code == 200
+    assert export.headers.get("Transfer-Encoding") == "chunked"  # never built whole
+    assert export.headers["Content-Type"].startswith("text/csv")
+    assert (
+        export.headers["Cache-Control"] == "no-store"
+        and "Content-Security-Policy" in export.headers
+    )
+    lines = export.text.splitlines()
+    assert lines[0].startswith("list,recipient") and len(lines) == 1 + 1201
+    assert SECRET_OF_B not in export.text
+
+
+def test_the_live_update_of_the_nodes_page_asks_no_component(
+    node: ConsoleServer, client: redis.Redis
+) -> None:
+    operator = logged_in(node, token=operator_token(node, client, time.time() + 60))
+    page = operator.get(node.url + "/console/nodes")
+    assert 'data-live="/console/nodes?live=1"' in page.text
+    assert "<td>milter</td>" in page.text  # the page itself asks them
+    live = operator.get(node.url + "/console/nodes?live=1")
+    assert live.status_code == 200 and 'id="nodes"' in live.text
+    assert "<td>milter</td>" not in live.text and "not asked in a live update" in live.text
+
+
+def test_the_overview_says_rates_older_than_the_buckets_are_not_kept(node: ConsoleServer) -> None:
+    alpha = logged_in(node, login="alpha", password=PASSWORD_A)
+    page = alpha.get(node.url + "/console/overview?days=90")
+    assert page.status_code == 200 and 'id="rates-kept"' in page.text
+    assert "are not kept" in page.text
+    assert 'id="rates-kept"' not in alpha.get(node.url + "/console/overview?days=30").text

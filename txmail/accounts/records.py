@@ -133,6 +133,9 @@ class Accounts:
         self.client.incr(self.keys.accounts_version)
         self.client.publish(self.keys.accounts_changed, name)
 
+    def _revoked(self, name: str) -> None:
+        revoked(self.client, self.keys, name)
+
     def add(
         self,
         name: str,
@@ -254,6 +257,7 @@ class Accounts:
         password_hash = hash_password(password)
         with guard("changing a password"):
             self.client.hset(self.keys.account(name), "password_hash", password_hash)
+            self._revoked(name)
             self._changed(name)
 
     def suspend(self, name: str, reason: str = "suspended by the operator") -> None:
@@ -289,6 +293,7 @@ class Accounts:
                 self.keys.account(name),
                 self.keys.webhook_secret(name),
                 self.keys.event_totals(name),
+                self.keys.account_credentials(name),
                 self.keys.webhook_posts(name),
             )
             self.client.srem(self.keys.accounts, name)
@@ -345,6 +350,18 @@ class Accounts:
 API_KEY_PREFIX = "txm_"
 
 
+def revoked(client: Client, keys: Keys, account: str) -> None:
+    """Bump the account's credentials generation: one of its credentials was revoked or
+    changed, so every console session opened before now ends at its next request."""
+    client.incr(keys.account_credentials(account))
+
+
+def credentials_generation(client: Client, keys: Keys, account: str) -> int:
+    """The account's credentials generation (see revoked); 0 before any revocation."""
+    raw = decoded_or_none(client.get(keys.account_credentials(account)))
+    return int(raw) if raw and raw.isascii() and raw.isdigit() else 0
+
+
 def hash_api_key(key: str) -> str:
     """SHA-256 of an API key: keys are 256 random bits, so a fast hash is enough to make a
     stolen copy of Redis useless, and it lets the tracker look a key up in one HGET."""
@@ -398,6 +415,7 @@ class ApiKeys:
                 return False
             self.client.hdel(self.keys.api_keys, json.loads(raw)["hash"])
             self.client.hdel(self.keys.account_api_keys(name), key_id)
+            revoked(self.client, self.keys, name)
         return True
 
     def revoke_all(self, name: str) -> None:
@@ -488,6 +506,7 @@ class Logins:
         entry = {"password_hash": hash_password(password), "created_at": found.created_at}
         with guard("changing a login's password"):
             self.client.hset(self.keys.account_logins(account), found.login, json.dumps(entry))
+            revoked(self.client, self.keys, account)
             self._changed(account)
 
     def get(self, account: str, login: str) -> Login:
@@ -543,6 +562,7 @@ class Logins:
         with guard("removing a login"):
             self._release(account, found.login)
             self.client.hdel(self.keys.account_logins(account), found.login)
+            revoked(self.client, self.keys, account)
             self._changed(account)
 
     def remove_all(self, account: str) -> None:
@@ -550,6 +570,7 @@ class Logins:
             for login in self.client.hkeys(self.keys.account_logins(account)):
                 self._release(account, decoded(login))
             self.client.delete(self.keys.account_logins(account))
+            revoked(self.client, self.keys, account)
 
 
 def _to_hash(account: Account) -> dict[str, str]:

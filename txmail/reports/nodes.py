@@ -9,17 +9,19 @@ for STALE_SECONDS is reported as silent. The node serving the page also probes i
 components the way `txmail health` does, each within health.TIMEOUT seconds, all at once in
 threads, so the page takes a few seconds at most.
 
-Reads: PREFIX stats:histograms:* (SCAN, at most MAX_NODES). Fails: StoreUnavailable.
+Reads: PREFIX stats:nodes (the nodes by their last heartbeat, at most MAX_NODES), then
+PREFIX stats:histograms:NODE of each. Fails: StoreUnavailable.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 from dataclasses import dataclass
+from typing import cast
 
 from txmail import health
 from txmail.config import Settings
-from txmail.histograms import HEARTBEAT_SECONDS, node_name
+from txmail.histograms import HEARTBEAT_SECONDS, KEEP_SECONDS, node_name
 from txmail.store import Client, Keys, decoded, guard
 
 COMPONENTS = ("milter", "policyd", "webhooks")  # the processes that write a heartbeat
@@ -43,14 +45,13 @@ class Node:
 
 
 def nodes(client: Client, keys: Keys, settings: Settings, now: float) -> list[Node]:
-    """Every node with a histogram hash (they lapse 30 days after a node's last write)."""
-    prefix = keys.node_histograms("")
-    found: list[str] = []
+    """The MAX_NODES nodes that wrote a heartbeat last, from the index their heartbeats write
+    (PREFIX stats:nodes, never a SCAN of the keyspace); those silent for as long as their
+    histograms are kept are dropped from it."""
     with guard("listing nodes"):
-        for raw in client.scan_iter(match=prefix.replace("*", r"\*") + "*", count=200):
-            found.append(decoded(raw)[len(prefix) :])
-            if len(found) >= MAX_NODES:
-                break
+        client.zremrangebyscore(keys.nodes_seen, "-inf", now - KEEP_SECONDS)
+        members = cast("list[bytes | str]", client.zrevrange(keys.nodes_seen, 0, MAX_NODES - 1))
+        found = [decoded(raw) for raw in members]
         pipe = client.pipeline(transaction=False)
         for name in found:
             pipe.hmget(keys.node_histograms(name), [f"seen|{c}" for c in COMPONENTS])

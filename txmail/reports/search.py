@@ -56,7 +56,7 @@ from txmail.store import Client, Keys, decoded_entries, decoded_hash, guard
 from txmail.store.messages import MessageRecord, Messages
 
 QUEUE_ID = re.compile(r"^[0-9A-Za-z]{6,32}$")
-STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # fullmatch; ASCII digits only
 DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 MAX_PAGE = 100
 MAX_SCAN = 5000
@@ -180,7 +180,7 @@ def parse_query(params: Mapping[str, str]) -> Query:
             "6 to 32 letters and digits"
         )
     before = params.get("before", "").strip()
-    if before and not STREAM_ID.match(before):
+    if before and not STREAM_ID.fullmatch(before):
         raise UsageError("before must be the value the previous page's link carried")
     since = _date(params.get("since", ""), "since")
     until = _date(params.get("until", ""), "until")

@@ -39,12 +39,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from txmail.accounts.records import Account
+from txmail.accounts.reputation import BUCKET_TTL
 from txmail.accounts.usage import Usage, read_usage
 from txmail.stats import MAX_ANSWER_DAYS, check_tag, last_days, read_counts
 from txmail.store import Client, Keys, guard
 
 SHOWN = ("accepted", "delivery", "bounce", "soft_bounce", "complaint", "open", "click", "blocked")
 DEFAULT_DAYS = 30
+# The reputation guard's daily outcomes expire after this many days: older days have no rate.
+RATES_KEPT_DAYS = int(BUCKET_TTL // 86400)
 
 
 @dataclass

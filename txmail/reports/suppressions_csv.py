@@ -20,15 +20,18 @@ import calendar
 import csv
 import io
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from txmail.errors import UsageError
 from txmail.store.suppressions import LISTS, SuppressionEntry, Suppressions
 
 COLUMNS = ("list", "recipient", "reason", "created_at", "expires_at")
 FORMULA = ("=", "+", "-", "@", "\t", "\r")
+LINE_ERROR = re.compile(r"line ([0-9]+): (.*)", re.DOTALL)  # Suppressions.import_lines's
 
 
 def _iso(timestamp: float | None) -> str:
@@ -92,8 +95,9 @@ def import_csv(
         raise UsageError(f"list {default_list!r} is not one of {', '.join(LISTS)}")
     rows = csv.reader(io.StringIO(text, newline=""))
     lines: list[str] = []
+    rows_of: list[int] = []  # the CSV row of each line
     header: list[str] | None = None
-    for number, row in enumerate(rows, 1):
+    for number, row in _rows(rows):
         cells = [c.strip() for c in row]
         if not any(cells):
             continue
@@ -106,6 +110,7 @@ def import_csv(
         recipient = _uncell(values.get("recipient", ""))
         if not recipient:
             raise UsageError(f"row {number}: no recipient")
+        rows_of.append(number)
         lines.append(
             json.dumps(
                 {
@@ -119,7 +124,32 @@ def import_csv(
         )
     if not lines:
         raise UsageError("the file holds no addresses")
-    return lists.import_lines(account, lines, default_list=default_list, reason=reason)
+    try:
+        return lists.import_lines(account, lines, default_list=default_list, reason=reason)
+    except UsageError as exc:
+        # import_lines numbers the JSON lines made here; say the CSV row each came from
+        found = LINE_ERROR.match(str(exc))
+        if found is None or not 1 <= int(found.group(1)) <= len(rows_of):
+            raise
+        raise UsageError(f"row {rows_of[int(found.group(1)) - 1]}: {found.group(2)}") from None
+
+
+def _rows(reader: Any) -> Iterator[tuple[int, list[str]]]:
+    """(row number, cells) of each CSV row; a row csv cannot read (a field over its size
+    limit, a stray quote) is a UsageError naming the row."""
+    number = 0
+    while True:
+        number += 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise UsageError(
+                f"row {number}: {exc} (a field may be longer than {csv.field_size_limit()} "
+                "characters, or a quote is not closed); fix the row and import again"
+            ) from None
+        yield number, row
 
 
 @dataclass(frozen=True)
@@ -139,14 +169,13 @@ def search(
     scan: int,
 ) -> Found:
     """The newest `limit` live entries whose address contains `text` (any, when empty), of one
-    list or both, looking at no more than `scan` entries."""
+    list or both, reading no more than `scan` entries (expired ones and the other list's
+    count too)."""
     text = text.strip().lower()
     found: list[SuppressionEntry] = []
-    for seen, entry in enumerate(lists.entries(account, list_name), 1):
+    for entry in lists.entries(account, list_name, max_read=scan):
         if not text or text in entry.recipient:
             found.append(entry)
             if len(found) >= limit:
                 return Found(found, False)
-        if seen >= scan:
-            return Found(found, False)
-    return Found(found, True)
+    return Found(found, lists.count(account) <= scan)

@@ -155,6 +155,7 @@ def read_timeline(
         name[len("attempts:") :]: int(value)
         for name, value in seen.items()
         if name.startswith("attempts:")
+        and value.isascii()
         and value.isdigit()
         and (not parent or name[len("attempts:") :] in mine)
     }

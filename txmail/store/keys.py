@@ -101,6 +101,10 @@ LOGIN = re.compile(
 )
 
 
+NODE_HISTOGRAMS = "stats:histograms:"  # + NODE
+NODES_SEEN = "stats:nodes"
+
+
 class Keys:
     """Key names under one prefix."""
 
@@ -152,6 +156,15 @@ class Keys:
 
     def console_session(self, session_id: str) -> str:
         return f"{self.prefix}console:session:{session_id}"
+
+    def console_token_used(self, nonce: str) -> str:
+        return f"{self.prefix}console:token-used:{nonce}"
+
+    def account_credentials(self, account: str) -> str:
+        """A counter that every revocation of one of the account's credentials bumps (API
+        key revoked, login removed or its password changed, the account's password changed):
+        a console session opened before the bump ends."""
+        return f"{self.prefix}{{{account}}}:credentials"
 
     def console_login_attempts(self, kind: str, digest: str) -> str:
         """Console login attempts of one client address ("addr") or login ("login")."""
@@ -255,7 +268,12 @@ class Keys:
 
     def node_histograms(self, node: str) -> str:
         """Latency histograms of one node (txmail/histograms.py)."""
-        return f"{self.prefix}stats:histograms:{node}"
+        return f"{self.prefix}{NODE_HISTOGRAMS}{node}"
+
+    @property
+    def nodes_seen(self) -> str:
+        """The nodes that wrote a heartbeat, scored by its time (txmail/histograms.py)."""
+        return f"{self.prefix}{NODES_SEEN}"
 
     def maillog_position(self, node: str) -> str:
         """Where one node's maillog follower is in its log (maillog_batch.lua writes it)."""

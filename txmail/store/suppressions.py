@@ -220,18 +220,23 @@ class Suppressions:
         with guard("counting suppressions"):
             return int(self.client.zcard(self.keys.suppressions_order(account)))
 
-    def entries(self, account: str, list: str | None = None) -> Iterator[SuppressionEntry]:
-        """Every live entry, newest first, optionally of one list; read a page at a time."""
+    def entries(
+        self, account: str, list: str | None = None, max_read: int | None = None
+    ) -> Iterator[SuppressionEntry]:
+        """Every live entry, newest first, optionally of one list; read a page at a time.
+        With `max_read`, no more than that many entries are read, whatever they are (expired,
+        or of the other list, count too)."""
         if list is not None:
             check_list(list)
         start = 0
-        while True:
+        while max_read is None or start < max_read:
+            size = PAGE if max_read is None else min(PAGE, max_read - start)
             with guard("listing suppressions"):
                 # Members only (no withscores), which redis-py's annotation does not tell apart.
                 fields = cast(
                     "builtins.list[str]",
                     self.client.zrevrange(
-                        self.keys.suppressions_order(account), start, start + PAGE - 1
+                        self.keys.suppressions_order(account), start, start + size - 1
                     ),
                 )
                 rows = self.client.hmget(self.keys.suppressions(account), fields) if fields else []
@@ -242,9 +247,9 @@ class Suppressions:
                     continue
                 if list is None or entry.list == list:
                     yield entry
-            if len(fields) < PAGE:
+            if len(fields) < size:
                 return
-            start += PAGE
+            start += size
 
     def list(
         self, account: str, list: str | None = None, limit: int = 100

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 
 from txmail.errors import TxmailError
-from txmail.store import Client, Keys, decoded_entries, guard
+from txmail.store import Client, Keys, decoded, decoded_entries, guard, scripts
 
 MAX_REASON = 300
 
@@ -113,6 +113,21 @@ def newest(client: Client, keys: Keys, count: int = 50) -> list[UnparsedBounce]:
     with guard("listing unparsed bounces"):
         rows = decoded_entries(client.xrevrange(keys.bounces_unparsed, count=count))
     return [_entry(entry_id, fields) for entry_id, fields in rows]
+
+
+def newest_summaries(client: Client, keys: Keys, count: int = 50) -> list[UnparsedBounce]:
+    """The newest `count` kept bounces, newest first, without their raw text (raw is b""):
+    for a listing, which reads a few hundred bytes per entry instead of the mail."""
+    with guard("listing unparsed bounces"):
+        rows = scripts.get(client, "unparsed_summaries")(
+            keys=[keys.bounces_unparsed], args=[max(1, count)]
+        )
+    found = []
+    for raw_id, pairs in rows:
+        values = [decoded(v) for v in pairs]
+        fields = dict(zip(values[0::2], values[1::2], strict=True))
+        found.append(_entry(decoded(raw_id), fields))
+    return found
 
 
 def get(client: Client, keys: Keys, entry_id: str) -> UnparsedBounce | None:

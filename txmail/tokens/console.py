@@ -152,8 +152,15 @@ class ConsoleSigner:
         return self._sign("operator", [VERSION, "operator", secrets.token_urlsafe(12), expires])
 
     def verify_operator(self, token: str, now: float) -> bool:
+        return self.operator_token(token, now) is not None
+
+    def operator_token(self, token: str, now: float) -> tuple[str, float] | None:
+        """(the token's random id, its expiry) for a good, unexpired operator token; None
+        else. The console records the id at login, so a token logs in once."""
         payload = self._verify("operator", token.strip() if isinstance(token, str) else "")
         if payload is None or len(payload) != 4 or payload[1] != "operator":
-            return False
-        expires = payload[3]
-        return isinstance(expires, int | float) and expires > now
+            return None
+        nonce, expires = payload[2], payload[3]
+        if not isinstance(nonce, str) or not isinstance(expires, int | float) or expires <= now:
+            return None
+        return nonce, float(expires)

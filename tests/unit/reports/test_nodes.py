@@ -8,7 +8,7 @@ from pathlib import Path
 import redis
 
 from txmail.config import Settings
-from txmail.histograms import node_name
+from txmail.histograms import node_name, write
 from txmail.reports.nodes import STALE_SECONDS, nodes, probe_this_node
 from txmail.store import Keys
 
@@ -19,11 +19,12 @@ def test_each_node_with_its_components_seen_or_silent(client: redis.Redis, tmp_p
     keys = Keys(f"n{uuid.uuid4().hex[:8]}:")
     settings = Settings(state_dir=str(tmp_path), hostname="a.relay.example")
     here = node_name(settings)
-    client.hset(
-        keys.node_histograms(here),
-        mapping={"seen|milter": repr(NOW - 2), "seen|policyd": repr(NOW - STALE_SECONDS - 1)},
-    )
-    client.hset(keys.node_histograms("b.relay.example-12345678"), "seen|webhooks", repr(NOW))
+    pipe = client.pipeline()
+    write(pipe, keys.node_histograms(here), {}, {}, "milter", NOW - 2)
+    write(pipe, keys.node_histograms(here), {}, {}, "policyd", NOW - STALE_SECONDS - 1)
+    write(pipe, keys.node_histograms("b.relay.example-12345678"), {}, {}, "webhooks", NOW)
+    pipe.hset(keys.node_histograms("not-a-node"), "seen|milter", repr(NOW))  # not in the index
+    pipe.execute()
     found = {n.name: n for n in nodes(client, keys, settings, NOW)}
     assert set(found) == {here, "b.relay.example-12345678"}
     assert found[here].this and not found["b.relay.example-12345678"].this

@@ -44,7 +44,8 @@ def test_bare_addresses_take_the_list_given(lists: Suppressions) -> None:
     ("text", "words"),
     [
         ("a@x.example\r\nb@x.example\r\nc@x.example\r\n", "more than 2 rows"),
-        ("a@x.example\r\nnot an address\r\n", "line 2"),
+        ("a@x.example\r\nnot an address\r\n", "row 2"),
+        ("recipient\r\n\r\na@x.example\r\n\r\nnot an address\r\n", "row 5"),
         ("list,recipient,expires_at\r\nbounce,a@x.example,tomorrow\r\n", "row 2: expires_at"),
         ("", "no addresses"),
     ],
@@ -69,3 +70,21 @@ def test_search_is_bounded(lists: Suppressions) -> None:
     assert found.entries == [] and not found.complete
     found = search(lists, "a", "user1", "bounce", limit=10, scan=100)
     assert [e.recipient for e in found.entries] == ["user1@x.example"] and found.complete
+
+
+def test_search_counts_every_entry_it_reads(lists: Suppressions) -> None:
+    """Entries of the other list (and expired ones) count towards `scan` too."""
+    lists.add("a", "unsubscribe", "old@x.example", "test")  # the oldest of all
+    for n in range(10):
+        lists.add("a", "bounce", f"user{n}@x.example", "test")
+    found = search(lists, "a", "", "unsubscribe", limit=10, scan=5)
+    assert found.entries == [] and not found.complete
+    found = search(lists, "a", "", "unsubscribe", limit=10, scan=11)
+    assert [e.recipient for e in found.entries] == ["old@x.example"] and found.complete
+
+
+def test_a_row_csv_cannot_read_is_named(lists: Suppressions) -> None:
+    text = "a@x.example\r\n" + "b" * 200_000 + "@x.example\r\n"
+    with pytest.raises(UsageError, match="row 2"):
+        import_csv(lists, "a", text, "bounce", 10)
+    assert lists.count("a") == 0

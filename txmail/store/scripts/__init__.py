@@ -37,7 +37,11 @@ DESCRIPTION
     secret_rotate                 a new value of one of the installation's HMAC keys
     suppression_add               a suppression list entry, capped
     tags_count                    the milter: an accepted message per day and tag, capped
+    unparsed_summaries            the newest kept unparsed bounces without their raw text
     webhook_dead_letter           webhooks: a batch that will not be retried again
+    webhook_replay                dead letters back into the event stream, each once
+    webhook_secret_rotate         an account's new webhook signing secret, keeping the old
+                                  one a running overlap keeps
 
     A script may use another whole: a line `-- #include NAME` becomes NAME's source as a local
     function NAME(KEYS, ARGV) returning what NAME returns, so a batch runs the same code as a

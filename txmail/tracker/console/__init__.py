@@ -189,6 +189,18 @@ def make_console(services: Services) -> web.Application:
             lambda: secrets.accepted(services.settings, services.client, "console_key_file")
         ),
     )
+
+    async def stop_outward(app: web.Application) -> None:
+        app[STATE].outward.shutdown(wait=False, cancel_futures=True)
+
+    async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+        # For the answers streamed from the handler (the CSV export), which are sent before
+        # console_errors could add them.
+        for name, value in HEADERS.items():
+            response.headers.setdefault(name, value)
+
+    app.on_cleanup.append(stop_outward)
+    app.on_response_prepare.append(add_headers)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(HERE / "templates")),

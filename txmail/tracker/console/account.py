@@ -7,11 +7,13 @@
     GET  /console/suppressions/export.csv   every live entry as CSV (txmail/reports)
     GET  /console/domains                   each domain's records and state
     POST /console/domains/verify            domain: look its records up now (dnscheck.verify,
-                                            as `txmail domains verify`), at most VERIFY_SECONDS
+                                            as `txmail domains verify`), at most VERIFY_SECONDS,
+                                            in the console's own small pool, one per account
     GET  /console/webhooks                  endpoint, backlog, retry state, dead letters,
                                             the last posts and their answers
     POST /console/webhooks/replay           event (an id) or all: the dead letters again
-    POST /console/webhooks/test             a signed test post, and its answer
+    POST /console/webhooks/test             a signed test post, and its answer (at most
+                                            webhooks.timeout in all, one per account)
     POST /console/webhooks/rotate           a new signing secret, shown once
     GET  /console/smtp                      host, ports and login names
 
@@ -25,8 +27,10 @@ own code in the core (store/suppressions.py, dnscheck.py, webhook_endpoints.py).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -74,7 +78,15 @@ def _done(request: web.Request) -> str:
     word = request.query.get("done", "")
     text = DONE.get(word, "")
     count = request.query.get("n", "")
-    if text and count.isdigit() and word in COUNTED:
+    if not count:
+        return text
+    # ASCII digits only: str.isdigit() is true for "²", which int() refuses
+    if not (count.isascii() and count.isdigit() and len(count) <= 9):
+        raise web.HTTPBadRequest(
+            text="n must be a whole number (the count the previous page put in the link); "
+            "leave it out or open the page from the menu"
+        )
+    if text and word in COUNTED:
         number = int(count)
         one, many = COUNTED[word]
         text = one if number == 1 else many.format(n=number)
@@ -96,6 +108,25 @@ def _back(request: web.Request, path: str, **query: Any) -> web.Response:
 
 async def _run(func: Any, *args: Any) -> Any:
     return await asyncio.to_thread(func, *args)
+
+
+BUSY = {
+    "verify": "A DNS check of this account's domains is still running: wait for its answer "
+    "(at most a minute) and check again",
+    "test": "A test post of this account is still waiting for the endpoint's answer: wait "
+    "for it and send the next one then",
+}
+
+
+def _claim(request: web.Request, what: str, account: str) -> tuple[str, str]:
+    """Mark an outward call of `what` in flight for the account; 429 with a sentence when one
+    is already (a double click, or many at once to tie the tracker up)."""
+    busy = state(request).busy
+    key = (what, account)
+    if key in busy:
+        raise web.HTTPTooManyRequests(text=BUSY[what], headers={"Retry-After": "30"})
+    busy.add(key)
+    return key
 
 
 # -- suppressions ---------------------------------------------------------------------------
@@ -209,14 +240,30 @@ async def suppression_export(request: web.Request) -> web.StreamResponse:
     account = account_of(request)
     services = state(request).services
     lists = Suppressions(services.client, services.keys)
-    lines = await _run(lambda: list(suppressions_csv.export_csv(lists.entries(account))))
+    lines = suppressions_csv.export_csv(lists.entries(account))
     day = time.strftime("%Y%m%d", time.gmtime())
-    return web.Response(
-        body="".join(lines).encode(),
-        content_type="text/csv",
-        charset="utf-8",
-        headers={"Content-Disposition": f'attachment; filename="suppressions-{account}-{day}.csv"'},
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="suppressions-{account}-{day}.csv"',
+        }
     )
+    # Streamed a chunk at a time (the entries are read a page at a time): an export holds
+    # EXPORT_CHUNK lines in memory, however long the lists are.
+    chunk = await _run(_next_lines, lines)
+    await response.prepare(request)
+    while chunk:
+        await response.write("".join(chunk).encode())
+        chunk = await _run(_next_lines, lines)
+    await response.write_eof()
+    return response
+
+
+EXPORT_CHUNK = 500
+
+
+def _next_lines(lines: Iterator[str]) -> list[str]:
+    return list(itertools.islice(lines, EXPORT_CHUNK))
 
 
 # -- domains --------------------------------------------------------------------------------
@@ -274,10 +321,26 @@ async def domain_verify(request: web.Request) -> web.StreamResponse:
     if found is None or found.account != account:
         raise web.HTTPNotFound(text=f"This account has no domain {name[:253]!r}")
     resolve = dnscheck.resolver(list(settings.domains.nameservers), timeout=DNS_TIMEOUT)
+    console = state(request)
+    key = _claim(request, "verify", account)
+    loop = asyncio.get_running_loop()
+
+    def release(_: object) -> None:
+        # The lookup's thread may outlive the wait below: the account's check is in flight
+        # until the thread is done, however long the nameservers take.
+        try:
+            loop.call_soon_threadsafe(console.busy.discard, key)
+        except RuntimeError:  # the loop is closed: the tracker stopped
+            pass
+
     try:
-        verification = await asyncio.wait_for(
-            _run(dnscheck.verify, store, name, settings, resolve), VERIFY_SECONDS
-        )
+        running = console.outward.submit(dnscheck.verify, store, name, settings, resolve)
+    except RuntimeError:  # the pool is shut down: the tracker is stopping
+        console.busy.discard(key)
+        raise TemporaryFailure("the tracker is stopping") from None
+    running.add_done_callback(release)
+    try:
+        verification = await asyncio.wait_for(asyncio.wrap_future(running), VERIFY_SECONDS)
     except (TimeoutError, TemporaryFailure) as exc:
         reason = str(exc) if isinstance(exc, TemporaryFailure) else "DNS took too long"
         return await domains_page(
@@ -343,8 +406,8 @@ async def webhook_test(request: web.Request) -> web.StreamResponse:
     check_csrf(request, form)
     services = state(request).services
     try:
-        answer = await _run(
-            webhook_endpoints.post_test_event,
+        post = await _run(
+            webhook_endpoints.prepare_test_event,
             services.settings,
             services.client,
             services.keys,
@@ -353,6 +416,12 @@ async def webhook_test(request: web.Request) -> web.StreamResponse:
         )
     except UsageError as exc:
         return await webhooks_page(request, message=str(exc), status=400)
+    # Sent on the loop (no thread held) with a total deadline, one at a time per account.
+    key = _claim(request, "test", account)
+    try:
+        answer = await webhook_endpoints.send_test_event(post, services.settings.webhooks.timeout)
+    finally:
+        state(request).busy.discard(key)
     return await webhooks_page(request, answer=answer)
 
 

@@ -37,7 +37,13 @@ from txmail.errors import UsageError
 from txmail.events import KINDS
 from txmail.reports import charts
 from txmail.reports.search import MAX_PAGE, parse_query, search
-from txmail.reports.series import DEFAULT_DAYS, Overview, read_overview, read_tags
+from txmail.reports.series import (
+    DEFAULT_DAYS,
+    RATES_KEPT_DAYS,
+    Overview,
+    read_overview,
+    read_tags,
+)
 from txmail.reports.timeline import read_timeline
 from txmail.stats import MAX_ANSWER_DAYS, OTHER, check_tag
 from txmail.tracker.console.session import account_of, state
@@ -58,7 +64,8 @@ def _days(request: web.Request) -> int:
     raw = _query(request, "days")
     if not raw:
         return DEFAULT_DAYS
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_ANSWER_DAYS:
+    # ASCII digits only: str.isdigit() is true for "²" and int() takes "٣"
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_ANSWER_DAYS:
         raise web.HTTPBadRequest(
             text=f"days must be a whole number from 1 to {MAX_ANSWER_DAYS}; leave it out for "
             f"the last {DEFAULT_DAYS} days"
@@ -137,6 +144,7 @@ async def overview_page(request: web.Request) -> web.StreamResponse:
         "tags": [row.tag for row in tags],
         "tag": tag or "",
         "days": days,
+        "rates_kept_days": RATES_KEPT_DAYS,
     }
     return aiohttp_jinja2.render_template("overview.html", request, context)
 

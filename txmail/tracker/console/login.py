@@ -23,8 +23,10 @@ import aiohttp_jinja2
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from txmail import store
 from txmail.accounts.passwords import account_for_password
 from txmail.accounts.records import Accounts, ApiKeys
+from txmail.store import guard
 from txmail.tracker.console import session as sessions
 from txmail.tracker.services import client_address
 
@@ -72,6 +74,15 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     return _page(request)
 
 
+def _first_use(client: store.Client, keys: store.Keys, nonce: str, expires: float) -> bool:
+    """Record an operator token's use; False when it was used before (a token logs in once:
+    one from a terminal's scrollback opens nothing after its first login)."""
+    with guard("recording an operator token's use"):
+        return bool(
+            client.set(keys.console_token_used(nonce[:64]), "1", nx=True, exat=int(expires) + 1)
+        )
+
+
 async def login_post(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     sessions.check_csrf(request, form)
@@ -92,9 +103,17 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     await sessions.count_attempt(request, counted)
     address = client_address(request, services.settings)
     account: str | None
+    opened = None
     if kind == "operator":
-        if not console.signer.verify_operator(token, time.time()):
-            log.info("console: operator login failed from %s", address)
+        found = console.signer.operator_token(token, time.time())
+        if found is None or not await asyncio.to_thread(
+            _first_use, services.client, services.keys, *found
+        ):
+            log.info(
+                "console: operator login failed from %s%s",
+                address,
+                " (token used before)" if found is not None else "",
+            )
             return _page(request, FAILED, 401)
         account = None
     else:
@@ -119,8 +138,13 @@ async def login_post(request: web.Request) -> web.StreamResponse:
                 "resumes it; ask them why",
                 403,
             )
+        opened = await asyncio.to_thread(
+            sessions.opened_by, services.client, services.keys, account
+        )
+        if opened is None:  # removed meanwhile
+            return _page(request, FAILED, 401)
     response = sessions.redirect("/console/accounts" if account is None else "/console/overview")
-    await sessions.start_session(request, response, account)
+    await sessions.start_session(request, response, account, opened)
     log.info(
         "console: %s logged in (%s) from %s",
         "an operator" if account is None else f"account {account}",

@@ -39,7 +39,7 @@ MAX_ACCOUNTS = 500  # rows of the accounts page
 UNPARSED_SHOWN = 100
 SHOWN_BYTES = 256 * 1024
 MAX_REASON = 200
-ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # fullmatch; ASCII digits only
 DONE = {
     "suspended": "The account is suspended: its mail is refused and its console sessions end.",
     "resumed": "The account is resumed: it may send again.",
@@ -113,11 +113,16 @@ async def nodes_page(request: web.Request) -> web.StreamResponse:
     operator_only(request)
     services = state(request).services
     now = time.time()
+    # ?live=1: the live update of the heartbeats table (static/live.js, every 15 s per open
+    # tab) reads Redis only; the components are asked when the page itself is loaded.
+    live = request.query.get("live", "") == "1"
     found, probes = await asyncio.gather(
         asyncio.to_thread(
             node_reports.nodes, services.client, services.keys, services.settings, now
         ),
-        asyncio.to_thread(node_reports.probe_this_node, services.settings),
+        asyncio.to_thread(node_reports.probe_this_node, services.settings)
+        if not live
+        else asyncio.sleep(0, []),
     )
     return aiohttp_jinja2.render_template(
         "nodes.html",
@@ -125,6 +130,7 @@ async def nodes_page(request: web.Request) -> web.StreamResponse:
         {
             "nodes": found,
             "probes": probes,
+            "live": live,
             "iso": _iso,
             "stale": node_reports.STALE_SECONDS,
             "components": node_reports.COMPONENTS,
@@ -135,7 +141,9 @@ async def nodes_page(request: web.Request) -> web.StreamResponse:
 async def unparsed_page(request: web.Request) -> web.StreamResponse:
     operator_only(request)
     services = state(request).services
-    kept = await asyncio.to_thread(unparsed.newest, services.client, services.keys, UNPARSED_SHOWN)
+    kept = await asyncio.to_thread(
+        unparsed.newest_summaries, services.client, services.keys, UNPARSED_SHOWN
+    )
     return aiohttp_jinja2.render_template(
         "unparsed.html", request, {"kept": kept, "iso": _iso, "shown_max": UNPARSED_SHOWN}
     )
@@ -144,7 +152,7 @@ async def unparsed_page(request: web.Request) -> web.StreamResponse:
 async def unparsed_one(request: web.Request) -> web.StreamResponse:
     operator_only(request)
     entry_id = request.match_info["entry_id"]
-    if not ENTRY_ID.match(entry_id):
+    if not ENTRY_ID.fullmatch(entry_id):
         raise web.HTTPNotFound(text="No kept bounce has this id")
     services = state(request).services
     found = await asyncio.to_thread(unparsed.get, services.client, services.keys, entry_id)

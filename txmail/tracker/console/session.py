@@ -12,7 +12,8 @@ DESCRIPTION
     promoted), and deletes the record of the session the browser came with.
 
     The cookie is HttpOnly and SameSite=Strict, and Secure when the request came over TLS
-    (or, with tracker.trust_forwarded, through a proxy that says X-Forwarded-Proto: https).
+    (or, with tracker.trust_forwarded, through a proxy that says X-Forwarded-Proto: https);
+    then its name has the __Host- prefix (and Path=/), so no sibling subdomain can plant one.
     Every POST form carries `csrf`: the session's CSRF token (a MAC of its id), checked by
     check_csrf; the login forms, before any session, carry one made from a random cookie of
     their own (double submit).
@@ -32,14 +33,15 @@ import asyncio
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from multidict import MultiDictProxy
 
 from txmail import store
-from txmail.accounts.records import Accounts
+from txmail.accounts.records import Accounts, credentials_generation
 from txmail.config import Settings
 from txmail.store import decoded_hash, guard
 from txmail.tokens.console import ConsoleSigner, Session, new_session_id
@@ -48,7 +50,9 @@ from txmail.tracker.services import Services, client_address
 COOKIE = "txmail_console"
 LOGIN_COOKIE = "txmail_console_login"
 PATH = "/console/"
+HOST_PREFIX = "__Host-"  # behind TLS: the browser takes it only Secure, from this host, Path=/
 LOGIN_URL = "/console/login"
+OUTWARD_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,13 @@ class ConsoleState:
 
     services: Services
     signer: ConsoleSigner
+    # Slow calls out of the house (DNS checks) run here, never in the loop's default
+    # executor, whose threads every Redis call of the tracker needs.
+    outward: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(OUTWARD_THREADS, "console-outward")
+    )
+    # (what, account) of the outward calls in flight: one of each kind per account.
+    busy: set[tuple[str, str]] = field(default_factory=set)
 
 
 STATE: web.AppKey[ConsoleState] = web.AppKey("console", ConsoleState)
@@ -96,7 +107,14 @@ def _load(client: store.Client, keys: store.Keys, session: Session) -> list[str]
     if session.operator:
         return accounts.names()
     found = accounts.find(session.account)
-    if found is None or found.suspended:
+    if (
+        found is None
+        or found.suspended
+        # a credential revoked since the login (API key, login, password), or an account
+        # removed and made again under the same name
+        or record.get("credentials") != str(credentials_generation(client, keys, session.account))
+        or record.get("account_created") != repr(found.created_at)
+    ):
         with guard("ending a console session"):
             client.delete(keys.console_session(session.session_id))
         return None
@@ -107,7 +125,7 @@ async def load_viewer(request: web.Request) -> None:
     """Put the request's Viewer (None: nobody logged in) and Session in the request."""
     request[VIEWER] = None
     request[SESSION] = None
-    cookie = request.cookies.get(COOKIE)
+    cookie = read_cookie(request, COOKIE)
     if not cookie:
         return
     console = state(request)
@@ -166,47 +184,84 @@ def secure_request(request: web.Request, settings: Settings) -> bool:
     )
 
 
+def _cookie_of(request: web.Request, name: str) -> tuple[str, str, bool]:
+    """(the name the cookie has on this request, its path, Secure). Behind TLS the name has
+    the __Host- prefix, so a sibling subdomain cannot plant a session or login nonce: the
+    browser takes such a cookie only when it is Secure, set by this host, with Path=/."""
+    if secure_request(request, state(request).services.settings):
+        return HOST_PREFIX + name, "/", True
+    return name, PATH, False
+
+
+def read_cookie(request: web.Request, name: str) -> str:
+    """The value of console cookie `name` as this request's scheme names it ("" when none)."""
+    return request.cookies.get(_cookie_of(request, name)[0], "")
+
+
 def set_cookie(
     response: web.StreamResponse, request: web.Request, name: str, value: str, max_age: int
 ) -> None:
+    shown, path, secure = _cookie_of(request, name)
     response.set_cookie(
-        name,
+        shown,
         value,
         max_age=max_age,
-        path=PATH,
+        path=path,
         httponly=True,
         samesite="Strict",
-        secure=secure_request(request, state(request).services.settings),
+        secure=secure,
     )
 
 
+def del_cookie(response: web.StreamResponse, request: web.Request, name: str) -> None:
+    shown, path, secure = _cookie_of(request, name)
+    response.del_cookie(shown, path=path, secure=secure, httponly=True, samesite="Strict")
+
+
 def _store_session(
-    client: store.Client, keys: store.Keys, session: Session, address: str, ended: str | None
+    client: store.Client,
+    keys: store.Keys,
+    session: Session,
+    address: str,
+    ended: str | None,
+    opened: tuple[int, float] | None,
 ) -> None:
     key = keys.console_session(session.session_id)
+    fields = {
+        "account": session.account,
+        "operator": "1" if session.operator else "0",
+        "expires": repr(session.expires),
+        "created": repr(time.time()),
+        "address": address,
+    }
+    if opened is not None:  # what ends it beside logout and suspension (see _load)
+        fields.update(credentials=str(opened[0]), account_created=repr(opened[1]))
     with guard("starting a console session"):
         pipe = client.pipeline(transaction=False)
         if ended:
             pipe.delete(keys.console_session(ended))
-        pipe.hset(
-            key,
-            mapping={
-                "account": session.account,
-                "operator": "1" if session.operator else "0",
-                "expires": repr(session.expires),
-                "created": repr(time.time()),
-                "address": address,
-            },
-        )
+        pipe.hset(key, mapping=store.hash_mapping(fields))
         pipe.expireat(key, int(session.expires) + 1)
         pipe.execute()
 
 
+def opened_by(client: store.Client, keys: store.Keys, account: str) -> tuple[int, float] | None:
+    """What a session of `account` is bound to: its credentials generation and its creation
+    time (None: no such account)."""
+    generation = credentials_generation(client, keys, account)
+    found = Accounts(client, keys).find(account)
+    return None if found is None else (generation, found.created_at)
+
+
 async def start_session(
-    request: web.Request, response: web.StreamResponse, account: str | None
+    request: web.Request,
+    response: web.StreamResponse,
+    account: str | None,
+    opened: tuple[int, float] | None = None,
 ) -> Session:
     """A new session for `account` (None: an operator), under a new id; the one the browser
-    came with, if any, ends."""
+    came with, if any, ends. `opened` (opened_by, for an account) binds it to the account's
+    credentials: a revocation or a removal of the account ends it."""
     console = state(request)
     services = console.services
     hours = services.settings.console.session_hours
@@ -219,9 +274,10 @@ async def start_session(
         session,
         client_address(request, services.settings),
         old.session_id if old is not None else None,
+        opened,
     )
     set_cookie(response, request, COOKIE, console.signer.sign_session(session), int(hours * 3600))
-    response.del_cookie(LOGIN_COOKIE, path=PATH)
+    del_cookie(response, request, LOGIN_COOKIE)
     return session
 
 
@@ -235,7 +291,7 @@ async def end_session(request: web.Request, response: web.StreamResponse) -> Non
     if session is not None:
         services = state(request).services
         await asyncio.to_thread(_delete, services.client, services.keys, session.session_id)
-    response.del_cookie(COOKIE, path=PATH)
+    del_cookie(response, request, COOKIE)
 
 
 # -- CSRF -----------------------------------------------------------------------------------
@@ -248,13 +304,13 @@ def csrf_token(request: web.Request) -> str:
     signer = state(request).signer
     if session is not None:
         return signer.csrf_token(session.session_id)
-    nonce = request.get(NONCE) or request.cookies.get(LOGIN_COOKIE, "")
+    nonce = request.get(NONCE) or read_cookie(request, LOGIN_COOKIE)
     return signer.csrf_token("login:" + nonce) if nonce else ""
 
 
 def login_nonce(request: web.Request) -> str:
     """The login forms' double-submit nonce: the browser's, or a new one (set_login_cookie)."""
-    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    nonce = read_cookie(request, LOGIN_COOKIE)
     if not (16 <= len(nonce) <= 64) or not nonce.replace("-", "").replace("_", "").isalnum():
         nonce = secrets.token_urlsafe(18)
     request[NONCE] = nonce
@@ -270,7 +326,7 @@ def check_csrf(request: web.Request, form: MultiDictProxy[Any]) -> None:
     if session is not None:
         ok = isinstance(given, str) and signer.check_csrf(session.session_id, given)
     else:
-        nonce = request.cookies.get(LOGIN_COOKIE, "")
+        nonce = read_cookie(request, LOGIN_COOKIE)
         ok = bool(nonce) and isinstance(given, str) and signer.check_csrf("login:" + nonce, given)
     if not ok:
         raise web.HTTPForbidden(
