@@ -159,6 +159,58 @@ def test_lines_read_again_from_an_older_position_record_nothing_twice(
     assert client.hget(keys.event_seen("acme", QID), "attempts:defer-a3@dest.test") == "2"
 
 
+def test_a_log_that_lost_its_end_and_grew_past_the_position_is_read_from_the_start(
+    client: redis.Redis, keys: Keys, tmp_path: Path, caplog: Any
+) -> None:
+    """A machine crash took back more of the log than of Redis's position, then Postfix wrote
+    new lines past it before the follower started: the bytes before the offset are not those
+    read there, so the whole file is read again; the lines it had recorded are not recorded
+    twice, and the new ones are not skipped."""
+    setup(client, keys)
+    log = tmp_path / "postfix.log"
+    log.write_text("\n".join(LINES[:3]) + "\n")
+    first = follower(tmp_path, client, keys)
+    handle_lines(first.read_lines(), recorder(client, keys), first.position())
+    first.close()
+    saved = json.loads(client.get(keys.maillog_position("node1")) or "")
+    assert saved["offset"] == log.stat().st_size and saved["tail_len"] > 0
+    once = state(client, keys)
+
+    # the crash keeps only the first line; after reboot Postfix logs more than was lost
+    filler = [f"Nov 22 04:11:{n:02d} mta postfix/qmgr[1]: 4Other{n}: removed" for n in range(9)]
+    log.write_text("\n".join([SENT, LINES[4], *filler]) + "\n")
+    assert log.stat().st_size >= saved["offset"]
+    again = follower(tmp_path, client, keys)
+    with caplog.at_level("WARNING", logger="txmail.maillog"):
+        lines = again.read_lines()
+    assert lines == [SENT, LINES[4], *filler]
+    assert "does not hold, before the saved offset" in caplog.text
+    handle_lines(lines, recorder(client, keys), again.position())
+    again.close()
+    after = state(client, keys)
+    events = [e for _, e in stream_events(client, keys, "acme")]
+    assert [(e.kind, e.recipient) for e in events] == [
+        ("delivery", "a1@dest.test"),
+        ("bounce", "reject-a2@dest.test"),
+        ("soft_bounce", "defer-a3@dest.test"),
+    ]
+    assert client.hget(keys.event_seen("acme", QID), "attempts:defer-a3@dest.test") == "2"
+    changed = {k for k in set(once) | set(after) if once.get(k) != after.get(k)}
+    assert changed == {keys.event_seen("acme", QID)}  # only the second attempt's count
+    counts = client.hgetall(keys.event_counts("acme", utc_day(Recorder(client, keys).clock())))
+    assert (counts["delivery"], counts["bounce"], counts["soft_bounce"]) == ("1", "1", "1")
+
+    # where the bytes before the offset are those read there, it resumes at the offset
+    with log.open("a") as fh:
+        fh.write(SENT + "\n")
+    resumed = follower(tmp_path, client, keys)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="txmail.maillog"):
+        assert resumed.read_lines() == [SENT]
+    assert "does not hold" not in caplog.text
+    resumed.close()
+
+
 def test_a_node_upgrading_starts_from_its_position_file_then_removes_it(
     client: redis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
