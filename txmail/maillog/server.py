@@ -486,5 +486,5 @@ def serve(settings: Settings, stop: Callable[[], bool] = lambda: False) -> None:
         if outage:
             log.info("NOQUEUE: recording events again")
             outage = False
-        follower.commit()  # the position file; in Redis mode, retires a migrated one
+        follower.commit()  # the position file; in Redis mode nothing (the script wrote it)
     follower.close()

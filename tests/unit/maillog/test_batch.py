@@ -211,7 +211,7 @@ def test_a_log_that_lost_its_end_and_grew_past_the_position_is_read_from_the_sta
     resumed.close()
 
 
-def test_a_node_upgrading_starts_from_its_position_file_then_removes_it(
+def test_a_node_upgrading_starts_from_its_position_file_then_ignores_it(
     client: redis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
     statuses = setup(client, keys)
@@ -228,9 +228,25 @@ def test_a_node_upgrading_starts_from_its_position_file_then_removes_it(
     assert new.read_lines() == [BOUNCED]  # resumed at the file's offset
     handle_lines([BOUNCED], statuses, new.position())
     new.commit()
-    assert not (tmp_path / "maillog.offset").exists()
+    kept = FilePosition(tmp_path / "maillog.offset").read()
+    assert kept is not None and json.loads(kept)["offset"] == len(SENT) + 1  # never removed
     assert client.get(keys.maillog_position("node1")) == new.position()
     new.close()
+    with log.open("a") as fh:
+        fh.write(deferred("0.11") + "\n")
+    ignored = follower(tmp_path, client, keys)  # Redis holds a position: the file is ignored
+    assert ignored.read_lines() == [deferred("0.11")]
+    handle_lines([deferred("0.11")], statuses, ignored.position())
+    ignored.close()
+    once = state(client, keys)
+    # Redis loses its position (a crash under everysec, a flushed Redis): the file's older
+    # offset is used, and the lines after it are read again without being recorded twice
+    client.delete(keys.maillog_position("node1"))
+    fallback = follower(tmp_path, client, keys)
+    assert fallback.read_lines() == [BOUNCED, deferred("0.11")]
+    handle_lines([BOUNCED, deferred("0.11")], recorder(client, keys), fallback.position())
+    fallback.close()
+    assert state(client, keys) == once
 
 
 def test_a_long_batch_is_cut_in_calls_and_only_the_last_moves_the_position(
