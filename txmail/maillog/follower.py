@@ -237,8 +237,10 @@ class LogFollower:
             size = min(offset, TAIL) if saved is None or not saved.tail_len else saved.tail_len
             handle.seek(offset - min(size, offset))
             tail = handle.read(min(size, offset))
-            if saved is not None and saved.tail_len and (
-                saved.tail_len > offset or fingerprint(tail) != saved.tail_sha256
+            if (
+                saved is not None
+                and saved.tail_len
+                and (saved.tail_len > offset or fingerprint(tail) != saved.tail_sha256)
             ):
                 log.warning(
                     "%s does not hold, before the saved offset %d, the bytes last read there "

@@ -288,3 +288,37 @@ def test_the_reputation_guard_judges_the_totals_the_batch_counted(
     handle_lines([SENT, BOUNCED], recorder(client, keys), '{"offset": 3}')  # read again
     today = int(Recorder(client, keys).clock() // 86400)
     assert client.hgetall(keys.outcomes("acme", today)) == {"delivered": "1", "bounced": "1"}
+
+
+def test_a_bounce_the_pipe_and_the_follower_both_record_is_counted_once(
+    client: redis.Redis, keys: Keys
+) -> None:
+    """The bounce pipe's count and its "counted:" mark are one call (reputation_count.lua): a
+    follower batch for the same bounce that runs between the pipe's event and its count, or
+    after both, does not count it again, and neither does the pipe after the follower."""
+    from txmail.accounts import reputation
+    from txmail.events import make_event
+
+    statuses = setup(client, keys)
+    today = int(Recorder(client, keys).clock() // 86400)
+    from txmail.accounts.settings import from_fields
+
+    real = reputation.outcome_hook(client, keys, settings_of=lambda _: from_fields({}))
+    raced: list[int] = []
+
+    def hook(account: str, kind: str, mark: tuple[str, str]) -> Any:
+        # the follower reads the same bounce from the maillog between the pipe's event and
+        # its count (the pipe's event_record.lua answered "not counted yet")
+        raced.append(handle_lines([BOUNCED], statuses, None))
+        return real(account, kind, mark)
+
+    pipe = Recorder(client, keys, outcome_hook=hook)
+    bounce = make_event("bounce", "acme", QID, "reject-a2@dest.test", {"status": "5.1.1"})
+    assert pipe.record(bounce).new  # the pipe's event came first; the follower's counted it
+    assert raced == [1]
+    assert client.hgetall(keys.outcomes("acme", today)) == {"bounced": "1"}
+    assert client.hget(keys.event_seen("acme", QID), "counted:bounce:reject-a2@dest.test") == "1"
+    # again from either side: still once
+    Recorder(client, keys, outcome_hook=real).record(bounce)
+    handle_lines([BOUNCED], recorder(client, keys), None)
+    assert client.hgetall(keys.outcomes("acme", today)) == {"bounced": "1"}
