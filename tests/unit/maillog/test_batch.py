@@ -13,9 +13,10 @@ import redis
 
 from txmail.accounts.records import Accounts
 from txmail.events import Recorder, stream_events, utc_day
+from txmail.maillog import server
 from txmail.maillog.follower import LogFollower
 from txmail.maillog.position import FilePosition, RedisPosition
-from txmail.maillog.server import BATCH_ITEMS, StatusRecorder, handle_lines
+from txmail.maillog.server import StatusRecorder, handle_lines
 from txmail.store import Keys, scripts
 from txmail.store.messages import MessageRecord, Messages
 
@@ -249,27 +250,31 @@ def test_a_node_upgrading_starts_from_its_position_file_then_ignores_it(
     assert state(client, keys) == once
 
 
-def test_a_long_batch_is_cut_in_calls_and_only_the_last_moves_the_position(
-    client: redis.Redis, keys: Keys
+def test_a_long_batch_is_cut_in_calls_by_keys_and_only_the_last_moves_the_position(
+    client: redis.Redis, keys: Keys, monkeypatch: Any
 ) -> None:
     statuses = setup(client, keys)
-    calls: list[int] = []
+    calls: list[tuple[int, int, str]] = []  # items, keys, position of each call
     script = scripts.get(client, "maillog_batch")
 
     def counting(keys: list[str], args: list[Any]) -> Any:
-        calls.append(int(args[1]))
-        assert (args[0] == "") == (len(calls) == 1)
+        calls.append((int(args[1]), len(keys) - 1, args[0]))
         return script(keys=keys, args=args)
 
     registered = getattr(client, scripts.ATTRIBUTE)
     registered["maillog_batch"] = counting
     try:
-        handle_lines([SENT] * (BATCH_ITEMS + 1), statuses, '{"offset": 9}')
+        handle_lines([SENT], statuses, None)
+        per_line = calls.pop()[1]  # the keys one delivery line's items touch
+        monkeypatch.setattr(server, "BATCH_KEYS", 3 * per_line)
+        handle_lines([SENT] * 7 + [BOUNCED] * 2, statuses, '{"offset": 9}')
     finally:
         registered["maillog_batch"] = script
-    assert len(calls) == 2 and sum(calls) > BATCH_ITEMS
+    assert [(items, used) for items, used, _ in calls[:2]] == [(6, 3 * per_line)] * 2
+    assert len(calls) == 3 and all(used <= 3 * per_line + per_line for _, used, _ in calls)
+    assert [position for _, _, position in calls] == ["", "", '{"offset": 9}']
     assert client.get(keys.maillog_position("node1")) == '{"offset": 9}'
-    assert len(stream_events(client, keys, "acme")) == 1
+    assert len(stream_events(client, keys, "acme")) == 2  # the delivery and the bounce, once
 
 
 def test_the_reputation_guard_judges_the_totals_the_batch_counted(
