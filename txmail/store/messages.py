@@ -11,7 +11,9 @@ Identity: a per-recipient copy the milter made of a client's message (txmail/mil
 Accept: the milter writes an accepted message with accept(): the record, the account's tag
         totals, the day's counts and the count against the sending limits in one script call
         (scripts/message_accept.lua, every key in the account's slot), and the keys outside
-        the slot as plain commands of the same pipeline: one round trip, five commands.
+        the slot as plain commands of the same pipeline: one round trip, four commands as the
+        milter sends it (SET queue id, SET Message-ID, its /metrics HINCRBY, EVALSHA), three
+        for a message without a Message-ID or a per-recipient copy.
 Fails:  StoreUnavailable when Redis is down; the milter then answers 451 4.3.0.
 Size:   a field whose value is the one from_hash() gives when it is absent (no envelope or
         recipient parameters, flags, BCC, blocked recipients, return path or Message-ID) is not
