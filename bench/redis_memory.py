@@ -3,10 +3,10 @@
 Writes N messages into a private redis-server through the code paths a message really takes,
 not through SMTP:
 
-- the milter's end of message: Messages.record with the same pipeline extras as
-  txmail/milter/finish.py's _store (the account's tag counts, the per-day and per-tag counter
-  script, the node's accepted counter, the policy_commit quota script), the return path from the
-  real bounce-address token;
+- the milter's end of message: txmail/milter/finish.py's write_accepted, the call its _store
+  makes (Messages.accept: message_accept.lua with the record, the account's tag counts, the
+  per-day and per-tag counts and the quota, plus the node's accepted counter, in one round
+  trip), the return path from the real bounce-address token;
 - the maillog follower's delivery: a Postfix `status=sent` line through txmail.maillog's own
   StatusRecorder (prefetch, event_record.lua, the reputation script), as `txmail maillog` does.
 
@@ -47,11 +47,9 @@ import redis
 from txmail import config as config_mod
 from txmail import store
 from txmail.accounts.records import Accounts
-from txmail.accounts.usage import queue_count_accepted
 from txmail.maillog.server import build as build_follower
 from txmail.maillog.server import handle_lines
-from txmail.stats import count_accepted
-from txmail.store.counters import count_message
+from txmail.milter.finish import write_accepted
 from txmail.store.messages import MessageRecord, Messages
 from txmail.tokens.bounce_address import bounce_address
 from txmail_testing.harness import free_listening_port, wait_for
@@ -193,24 +191,8 @@ def write_messages(
             return_path=bounce_address(qid, domain, secret, settings.bounce_domain),
         )
 
-        def also(pipe: Any, record: MessageRecord = record) -> None:  # as finish._store
-            for tag in record.tags:
-                pipe.hincrby(keys.tag_counts(record.account), tag, 1)
-            count_accepted(
-                pipe,
-                keys,
-                record.account,
-                record.tags,
-                record.accepted_at,
-                settings.events.counter_days,
-                settings.events.tags_per_day,
-            )
-            count_message(pipe, keys, "accepted")
-            queue_count_accepted(
-                pipe, settings, keys, record.account, record.queue_id, 1, record.size
-            )
-
-        messages.record(record, also=also)
+        # the milter's own write (finish._store): record, tag counts, quota, /metrics count
+        write_accepted(settings, messages, record, 1, record.size)
         lines.append(status_line(qid, recipient, now))
         if len(lines) == 200:  # the follower reads a batch of lines at a time
             handle_lines(lines, follower)

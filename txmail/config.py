@@ -469,7 +469,8 @@ class MaillogSettings:
     offset_file: str = _doc(
         "The follower's position file (a file's inode and byte offset, or the journal "
         "cursor), relative to state_dir: on a single Redis the position lives in Redis "
-        "with the events, and this file is read once, by a node upgrading, then removed; "
+        "with the events, and this file is read only when Redis holds no position (a node "
+        "upgrading, a Redis that lost its data), never removed and otherwise ignored; "
         "on a Redis Cluster it is saved here once the lines before it were recorded.",
         "run/maillog.offset",
     )

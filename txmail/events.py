@@ -38,8 +38,11 @@ DESCRIPTION
         died between the two steps cannot leave a hard bounce unsuppressed;
       * a trusted delivery, bounce or complaint feeds the account's reputation counters once,
         through the outcome hook the daemon passes in (Recorder(outcome_hook=...), built by
-        txmail.accounts.reputation.outcome_hook): a "counted:" mark in the seen hash, set
-        after the call, makes a retry count what a crash left uncounted and nothing twice.
+        txmail.accounts.reputation.outcome_hook): a "counted:" mark in the seen hash, checked
+        and set by the hook in the call that counts (reputation_count.lua), makes a retry
+        count what a crash left uncounted and nothing twice, and keeps the bounce pipe and
+        the maillog follower (which marks the same way in maillog_batch.lua) from both
+        counting one outcome.
 
     Untrusted events (a bounce whose address token was forged or missing) are recorded with
     details.trusted = false, are delivered to the webhook like any other, and never suppress
@@ -109,7 +112,9 @@ MAX_FIELD = 1000  # cap what untrusted input can put into one detail
 MESSAGE_EVENTS_MAX = 1000
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
-OutcomeHook = Callable[[str, str], Any]  # (account, kind) -> anything; raises on Redis trouble
+# (account, kind, (seen hash, "counted:" field)) -> anything; counts unless the mark is set and
+# sets it in the same call (accounts.reputation.outcome_hook); raises on Redis trouble
+OutcomeHook = Callable[[str, str, tuple[str, str]], Any]
 
 
 @dataclass
@@ -517,9 +522,8 @@ class Recorder:
             and not int(counted)
             and self.outcome_hook is not None
         ):
-            self.outcome_hook(event.account, event.kind)
-            with guard(f"{event.message_id}: marking an outcome counted"):
-                self.client.hset(keys[1], f"counted:{args[0]}", "1")
+            # the hook checks the mark and sets it with its count, in one call
+            self.outcome_hook(event.account, event.kind, (keys[1], f"counted:{args[0]}"))
         return Recorded(event_id=event_id, new=state == 1, suppressed=suppressed)
 
     def count_attempt(self, account: str, message_id: str, recipient: str) -> int:

@@ -98,10 +98,12 @@ def count_accepted(
     tags_per_day: int = DEFAULT_TAGS_PER_DAY,
 ) -> None:
     """Queue on `pipe` the count of one accepted message of `account` with `tags` on the UTC
-    day of `now` (store/scripts/tags_count.lua); the caller executes the pipeline, so the
-    milter counts in the round trip that writes the message record. EVAL with the script's
-    text through execute_command, as accounts.usage.queue_count_accepted does and for the
-    same reasons (no NOSCRIPT repair inside a pipeline; a cluster pipeline routes it)."""
+    day of `now` (store/scripts/tags_count.lua); the caller executes the pipeline. The milter
+    no longer calls it: it counts the same way inside message_accept.lua (Messages.accept).
+    It is kept because tests/unit/store/test_message_accept.py compares the two, and tests
+    and bench/milter_store.py use it to write a day's counts as the milter does. EVAL with the
+    script's text through execute_command: no NOSCRIPT repair inside a pipeline, and a cluster
+    pipeline routes it."""
     key, args = tags_count_call(keys, account, now, counter_days, tags_per_day)
     pipe.execute_command("EVAL", scripts.text("tags_count"), 1, key, *args, *tags)
 

@@ -245,3 +245,20 @@ def test_maillog_lines_on_either_backend(client: store.Client) -> None:
     for account in ("acme", "other"):
         assert [e.kind for _, e in stream_events(client, keys, account)] == ["delivery"]
     assert client.get(keys.maillog_position("n1")) == (None if cluster else '{"offset": 5}')
+
+
+def test_an_outcome_is_counted_once_with_its_mark_on_either_backend(client: store.Client) -> None:
+    """The bounce pipe's reputation count and its "counted:" mark in one call
+    (reputation_count.lua, every key in the account's slot), on one Redis and on a cluster."""
+    from txmail.accounts import reputation
+    from txmail.events import Recorder, make_event
+
+    keys = store.Keys()
+    Accounts(client, keys).add("acme", ["acme.example"], "a-good-password")
+    recorder = Recorder(client, keys, outcome_hook=reputation.outcome_hook(client, keys))
+    bounce = make_event("bounce", "acme", "Q1BOUNCE", "a@b.test", {"status": "5.1.1"})
+    for _ in range(2):
+        recorder.record(bounce)
+    today = int(time.time() // 86400)
+    assert client.hget(keys.outcomes("acme", today), "bounced") == "1"
+    assert client.hget(keys.event_seen("acme", "Q1BOUNCE"), "counted:bounce:a@b.test") == "1"

@@ -134,13 +134,17 @@ def count_outcome(
     kind: str,
     now: float | None = None,
     settings: AccountSettings | None = None,
+    mark: tuple[str, str] | None = None,
 ) -> list[Judgement]:
     """Count one outcome of `account` (an event kind) and act on the account's rates.
 
     `settings` are the account's settings if the caller keeps them (the maillog follower
-    caches them for a few seconds); otherwise they are read here.
-    Returns the hard-bounce and complaint judgements, or [] when the kind does not count or the
-    account is gone.
+    caches them for a few seconds); otherwise they are read here. `mark`: (the seen hash, its
+    "counted:" field) of the event: the count is skipped when the mark is set, and the mark
+    set in the same call (reputation_count.lua), so an outcome is counted once whoever
+    records it.
+    Returns the hard-bounce and complaint judgements, or [] when the kind does not count, the
+    account is gone or the outcome was counted before.
     """
     field = COUNTED.get(kind)
     if field is None:
@@ -152,9 +156,16 @@ def count_outcome(
         if found is None:
             return []
         settings = found.settings
-    call = record_call(keys, account, field, settings, now)
+    call_keys, args = record_call(keys, account, field, settings, now)
     with guard(f"recording a {kind} of {account}"):
-        row = scripts.get(client, "reputation_record")(keys=call[0], args=call[1])
+        if mark is None:
+            row = scripts.get(client, "reputation_record")(keys=call_keys, args=args)
+        else:
+            row = scripts.get(client, "reputation_count")(
+                keys=[mark[0], *call_keys], args=[mark[1], *args]
+            )
+            if not row:
+                return []  # counted before (by the other recorder, or before a crash)
     return act_on(client, keys, account, row, settings, now)
 
 
@@ -265,17 +276,17 @@ def _alert(
 
 def outcome_hook(
     client: Client, keys: Keys, settings_of: Callable[[str], AccountSettings | None] | None = None
-) -> Callable[[str, str], list[Judgement]]:
-    """count_outcome() as txmail.events.Recorder calls it: (account, kind). `settings_of`
-    gives an account's settings (None: gone) from a caller's cache; without it they are read
-    for each outcome."""
+) -> Callable[[str, str, tuple[str, str]], list[Judgement]]:
+    """count_outcome() as txmail.events.Recorder calls it: (account, kind, the event's
+    "counted:" mark, checked and set with the count). `settings_of` gives an account's
+    settings (None: gone) from a caller's cache; without it they are read for each outcome."""
 
-    def hook(account: str, kind: str) -> list[Judgement]:
+    def hook(account: str, kind: str, mark: tuple[str, str]) -> list[Judgement]:
         if settings_of is None:
-            return count_outcome(client, keys, account, kind)
+            return count_outcome(client, keys, account, kind, mark=mark)
         settings = settings_of(account)
         if settings is None:
             return []
-        return count_outcome(client, keys, account, kind, settings=settings)
+        return count_outcome(client, keys, account, kind, settings=settings, mark=mark)
 
     return hook

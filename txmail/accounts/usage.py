@@ -4,12 +4,15 @@ Every atomic operation is one script in txmail/store/scripts/ (policy_check, pol
 policy_release), got from txmail.store.scripts, so the same call runs on one Redis and on a
 Redis Cluster: all keys of one call carry the account's hash tag.
 
-count_accepted() counts a message at end of message, after every rule has passed (the milter
-does it in its own round trip through message_accept.lua with commit_call()'s arguments): it
-turns the message's hold into counted usage, so a message refused later (by the milter or by
-Postfix) never uses up quota. policyd checks against the same buckets (check_keys) and gives
-back holds (release). read_usage() reads the counters back for `txmail stats` and `txmail accounts
-show`, in one pipeline, beside the account's limits and its reputation judgements.
+A message is counted at end of message, after every rule has passed: the milter does it in
+its own round trip, through message_accept.lua with commit_call()'s arguments. count_accepted()
+runs policy_commit.lua, which counts the same way; no daemon calls it any more, and it is kept
+because tests/unit/store/test_message_accept.py compares the two and the policyd tests count
+with it. Counting turns the message's hold into counted usage, so a message refused later
+(by the milter or by Postfix) never uses up quota. policyd checks against the same buckets
+(check_keys) and gives back holds (release). read_usage() reads the counters back for `txmail
+stats` and `txmail accounts show`, in one pipeline, beside the account's limits and its
+reputation judgements.
 
 Fails: StoreUnavailable when Redis is down (the milter then answers 451 4.3.0).
 """

@@ -28,8 +28,17 @@ DESCRIPTION
     A file that became shorter than the saved offset was truncated (copytruncate) and is
     read from its start.
 
+    The saved position also holds a fingerprint of the bytes just before its offset (the last
+    TAIL bytes read, their length and SHA-256). A machine crash can take back more of the log
+    (not fsynced by postlogd or syslog) than of the position (Redis under appendfsync always
+    or everysec), and Postfix may write new lines past the old offset before the follower
+    starts: the file is then long enough, but other bytes stand before the offset. When the
+    fingerprint does not match, the follower says so and reads the file from its start
+    (replayed lines are recorded once: the event scripts' "seen" marks). A position saved
+    before fingerprints were kept is trusted as it is.
+
 WRITES
-    The position, JSON {"device", "inode", "offset"}: through `positions`
+    The position, JSON {"device", "inode", "offset", "tail_len", "tail_sha256"}: through `positions`
     (txmail.maillog.position), by default the position file, replaced atomically (write and
     rename), so a crash never leaves half a position; in Redis, with the events of the lines
     before it.
@@ -43,6 +52,7 @@ FAILURE
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -57,6 +67,7 @@ from txmail.maillog.position import FilePosition, Positions
 log = logging.getLogger("txmail.maillog")
 
 READ_SIZE = 1 << 20
+TAIL = 256  # bytes before the offset whose fingerprint is saved with it (module text)
 COMPRESSED = frozenset({".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z"})
 LEFT_WATCH = 30.0  # seconds a rotated file that was left is still watched for growth
 
@@ -66,6 +77,12 @@ class Position:
     device: int
     inode: int
     offset: int
+    tail_len: int = 0  # the fingerprint of the bytes before `offset` (0: none was saved)
+    tail_sha256: str = ""
+
+
+def fingerprint(tail: bytes) -> str:
+    return hashlib.sha256(tail).hexdigest()
 
 
 @dataclass
@@ -101,6 +118,7 @@ class LogFollower:
         self.inode = 0
         self.offset = 0  # of the first byte not yet returned as part of a complete line
         self.partial = b""
+        self.tail = b""  # the last TAIL bytes before `offset` (module text)
         self.resumed = False  # said where it resumes (once a process, not after each rewind)
 
     # -- position ------------------------------------------------------------------------
@@ -109,7 +127,13 @@ class LogFollower:
         text = self.positions.read()
         try:
             raw = json.loads(text or "")
-            return Position(int(raw["device"]), int(raw["inode"]), int(raw["offset"]))
+            return Position(
+                int(raw["device"]),
+                int(raw["inode"]),
+                int(raw["offset"]),
+                int(raw.get("tail_len", 0)),
+                str(raw.get("tail_sha256", "")),
+            )
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -117,7 +141,15 @@ class LogFollower:
         """The position after the last line returned, as saved (None: no file open)."""
         if self.handle is None:
             return None
-        return json.dumps({"device": self.device, "inode": self.inode, "offset": self.offset})
+        return json.dumps(
+            {
+                "device": self.device,
+                "inode": self.inode,
+                "offset": self.offset,
+                "tail_len": len(self.tail),
+                "tail_sha256": fingerprint(self.tail),
+            }
+        )
 
     def commit(self) -> None:
         """Remember that every line returned so far has been handled."""
@@ -185,12 +217,15 @@ class LogFollower:
         left.handle.close()
         self.left = None
 
-    def _open(self, path: Path, offset: int) -> bool:
+    def _open(self, path: Path, offset: int, saved: Position | None = None) -> bool:
+        """Open `path` at `offset`; `saved`: the position it comes from, whose fingerprint
+        the bytes before `offset` must match (module text)."""
         try:
             handle = path.open("rb")
         except FileNotFoundError:
             return False
         st = os.fstat(handle.fileno())
+        tail = b""
         if st.st_size < offset:
             log.warning(
                 "%s is shorter than the saved offset %d: truncated, reading it from the start",
@@ -198,9 +233,27 @@ class LogFollower:
                 offset,
             )
             offset = 0
+        elif offset > 0:
+            size = min(offset, TAIL) if saved is None or not saved.tail_len else saved.tail_len
+            handle.seek(offset - min(size, offset))
+            tail = handle.read(min(size, offset))
+            if (
+                saved is not None
+                and saved.tail_len
+                and (saved.tail_len > offset or fingerprint(tail) != saved.tail_sha256)
+            ):
+                log.warning(
+                    "%s does not hold, before the saved offset %d, the bytes last read there "
+                    "(the log lost its end in a crash and was written again, or was replaced): "
+                    "reading it from the start; lines already recorded are not recorded twice",
+                    path,
+                    offset,
+                )
+                offset, tail = 0, b""
         handle.seek(offset)
         self.handle, self.device, self.inode, self.offset = handle, st.st_dev, st.st_ino, offset
         self.partial = b""
+        self.tail = tail[-TAIL:]
         return True
 
     def _rotated_file(self, position: Position) -> Path | None:
@@ -253,12 +306,12 @@ class LogFollower:
             if not self.resumed:
                 log.info("resuming %s at offset %d", self.path, position.offset)
                 self.resumed = True
-            return self._open(self.path, position.offset)
+            return self._open(self.path, position.offset, position)
         old = self._rotated_file(position)
         if old is not None:
             log.info("resuming in the rotated log %s at offset %d", old, position.offset)
             self.pending = self._rotated_after(old)
-            return self._open(old, position.offset)
+            return self._open(old, position.offset, position)
         log.warning(
             "the log read up to offset %d (inode %d) is gone; lines it held after that "
             "offset cannot be read; reading %s from the start",
@@ -307,7 +360,7 @@ class LogFollower:
         if st.st_size < self.offset + len(self.partial):
             log.warning("%s was truncated; reading it from the start", self.path)
             self.handle.seek(0)
-            self.offset, self.partial = 0, b""
+            self.offset, self.partial, self.tail = 0, b"", b""
         return []
 
     def _read_available(self, limit: int) -> list[str]:
@@ -324,6 +377,7 @@ class LogFollower:
                 continue
             complete, self.partial = data[: cut + 1], data[cut + 1 :]
             self.offset += len(complete)
+            self.tail = (self.tail + complete[-TAIL:])[-TAIL:]
             lines.extend(complete.decode("utf-8", "replace").splitlines())
         return lines
 

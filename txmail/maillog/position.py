@@ -10,16 +10,19 @@ DESCRIPTION
     txmail.maillog.server), never on its own, so Redis's events and the position always agree:
     when a crash of the machine takes the last second of Redis's writes away under
     appendfsync everysec, it takes the position back with them and the follower reads those
-    lines again. write() does nothing but retire the file below.
+    lines again. write() does nothing.
 
     The position file (maillog.offset_file) is what the follower used before: it is read only
-    when Redis has no position yet (a node upgrading, or a Redis Cluster, where one script
-    cannot reach every account's slot and FilePosition is used instead), and once Redis holds
-    a position the file is removed, so a stale one is never read again.
+    when Redis has no position (a node upgrading, or a Redis that lost its data; on a Redis
+    Cluster, where one script cannot reach every account's slot, FilePosition is used
+    instead). It is never removed: once Redis holds a position the file is ignored. Removing
+    it would be safe only once Redis's position is on disk (a while later under everysec);
+    kept, an older offset is what a crash that loses Redis's position falls back to, and the
+    lines after it are read again, which records nothing twice.
 
 WRITES
-    FilePosition: the file, replaced atomically (write and rename). RedisPosition: nothing in
-    Redis (the batch script writes); it removes the migrated file.
+    FilePosition: the file, replaced atomically (write and rename). RedisPosition: nothing
+    (the batch script writes the position in Redis; the old file is left as it is).
 
 FAILURE
     RedisPosition.read() raises StoreUnavailable when Redis is down; the follower tries again.
@@ -65,7 +68,6 @@ class RedisPosition:
         self.client = client
         self.key = key
         self.migrate_from = migrate_from
-        self.file_read = False
 
     def read(self) -> str | None:
         with store.guard("reading the maillog position"):
@@ -74,13 +76,13 @@ class RedisPosition:
             return found
         migrated = FilePosition(self.migrate_from).read()
         if migrated is not None:
-            log.info("no maillog position in Redis yet: starting from %s", self.migrate_from)
-            self.file_read = True
+            log.info(
+                "no maillog position in Redis: starting from %s (kept; ignored once Redis "
+                "holds a position)",
+                self.migrate_from,
+            )
         return migrated
 
     def write(self, text: str) -> None:
-        """The batch script wrote the position: the old file, if any, is not needed again."""
-        if self.file_read:
-            self.migrate_from.unlink(missing_ok=True)
-            log.info("the maillog position lives in Redis now; removed %s", self.migrate_from)
-            self.file_read = False
+        """Nothing: the batch script wrote the position; the old file is kept (module
+        text)."""

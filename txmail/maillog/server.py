@@ -23,8 +23,10 @@ DESCRIPTION
     which keeps exactly one event per message, recipient and kind, whichever of the two sees
     it first (same event id either way).
 
-    On a single Redis, a batch of lines is one call of store/scripts/maillog_batch.lua (at
-    most BATCH_ITEMS status lines a call), after one call that reads the batch's message
+    On a single Redis, a batch of lines is one call of store/scripts/maillog_batch.lua (cut
+    once a call's items touch BATCH_KEYS keys: a script call blocks Redis while it runs, and a
+    line's items touch from a few keys to 20 and more, by its kind and the account's
+    reputation window), after one call that reads the batch's message
     records (messages_get.lua): the events, the attempts of deferrals, the reputation counts
     with their "counted:" marks and the suppressions of the batch, and the follower's position
     after it (PREFIX maillog:position:NODE, txmail.maillog.position). Redis holds both or
@@ -83,7 +85,7 @@ from txmail.store.messages import MessageRecord, Messages
 log = logging.getLogger("txmail.maillog")
 
 CACHE_SIZE = 10_000
-BATCH_ITEMS = 500  # status lines per maillog_batch.lua call
+BATCH_KEYS = 4000  # a maillog_batch.lua call is cut once its items touch this many keys
 RETRY_DELAY = 2.0
 SETTINGS_SECONDS = 10.0
 
@@ -275,27 +277,29 @@ class StatusRecorder:
         self, statuses: list[DeliveryStatus], position: str | None = None
     ) -> list[str | None]:
         """Record what `statuses` say; their event ids (None: the line says nothing). On a
-        single Redis every BATCH_ITEMS lines are one maillog_batch.lua call, the last one also
-        writing `position` (the follower's, after these lines) to self.position_key, so the
+        single Redis the lines go in maillog_batch.lua calls of about BATCH_KEYS keys, the last
+        one also writing `position` (the follower's, after these lines) to self.position_key, so the
         events and the position are stored together or not at all. On a Redis Cluster (one
         script cannot reach every account's slot) each line is handle()d and `position` is
         the caller's to save."""
         if isinstance(self.client, redis.cluster.RedisCluster):
             return [self.handle(status) for status in statuses]
         found: list[str | None] = []
-        for start in range(0, max(1, len(statuses)), BATCH_ITEMS):
-            part = statuses[start : start + BATCH_ITEMS]
-            last = start + BATCH_ITEMS >= len(statuses)
-            found += self._record_batch(part, position if last else None)
-        return found
+        batch, planned = Batch(), []
+        for index, status in enumerate(statuses):
+            planned.append(self._plan(status, batch))
+            if len(batch.keys) >= BATCH_KEYS and index < len(statuses) - 1:
+                found += self._record_batch(batch, planned, None)
+                batch, planned = Batch(), []
+        return found + self._record_batch(batch, planned, position)
 
     def _record_batch(
-        self, statuses: list[DeliveryStatus], position: str | None
+        self, batch: Batch, planned: list[Planned | None], position: str | None
     ) -> list[str | None]:
-        batch = Batch()
-        planned = [self._plan(status, batch) for status in statuses]
+        """One maillog_batch.lua call of `batch` (the items of the lines `planned`), then
+        what follows it for each line."""
         if not batch.ops and position is None:
-            return [None] * len(statuses)
+            return [None] * len(planned)
         with store.guard(f"recording {len(batch.ops)} items of the maillog"):
             replies = scripts.get(self.client, "maillog_batch")(
                 keys=[self.position_key, *batch.keys],
@@ -486,5 +490,5 @@ def serve(settings: Settings, stop: Callable[[], bool] = lambda: False) -> None:
         if outage:
             log.info("NOQUEUE: recording events again")
             outage = False
-        follower.commit()  # the position file; in Redis mode, retires a migrated one
+        follower.commit()  # the position file; in Redis mode nothing (the script wrote it)
     follower.close()

@@ -385,36 +385,17 @@ def _record(submission: Submission) -> MessageRecord:
 
 def _store(submission: Submission, accepted: Accepted, context: MilterContext) -> None:
     """The record, the tag counts, the count against policyd's quotas (only a message that
-    passed every rule) and the count for /metrics in one round trip (Messages.accept), then
+    passed every rule) and the count for /metrics in one round trip (write_accepted), then
     the blocked events through the event recorder."""
     plan = accepted.plan
     account = submission.account
-    settings = context.settings
-    day_key, day_args = tags_count_call(  # per UTC day and tag, for `txmail stats --tag`
-        context.keys,
-        account,
-        accepted.record.accepted_at,
-        settings.events.counter_days,
-        settings.events.tags_per_day,
-    )
-    counting = Counting(
-        day_key,
-        day_args,
-        commit_call(
-            settings,
-            context.keys,
-            account,
-            submission.queue_id,
-            len(plan.recipients),
-            submission.size,
-        )
-        if context.client is not None
-        else None,
-    )
-    context.messages.accept(
+    write_accepted(
+        context.settings,
+        context.messages,
         accepted.record,
-        counting,
-        also=lambda pipe: count_message(pipe, context.keys, "accepted"),  # /metrics
+        len(plan.recipients),
+        submission.size,
+        count_usage=context.client is not None,
     )
     if context.events is not None:
         for blocked in plan.blocked:
@@ -427,6 +408,41 @@ def _store(submission: Submission, accepted: Accepted, context: MilterContext) -
                 blocked.details,
                 tags=plan.tags,
             )
+
+
+def write_accepted(
+    settings: Settings,
+    messages: Messages,
+    record: MessageRecord,
+    recipients: int,
+    size: int,
+    *,
+    count_usage: bool = True,
+) -> None:
+    """What the milter writes for an accepted message, in one round trip (Messages.accept):
+    its record, its tags on the account's totals and the day's counts, the count against
+    policyd's quotas when `count_usage`, and the count for /metrics. bench/redis_memory.py
+    writes through it too, so its figures are those of this path."""
+    keys = messages.keys
+    day_key, day_args = tags_count_call(  # per UTC day and tag, for `txmail stats --tag`
+        keys,
+        record.account,
+        record.accepted_at,
+        settings.events.counter_days,
+        settings.events.tags_per_day,
+    )
+    counting = Counting(
+        day_key,
+        day_args,
+        commit_call(settings, keys, record.account, record.queue_id, recipients, size)
+        if count_usage
+        else None,
+    )
+    messages.accept(
+        record,
+        counting,
+        also=lambda pipe: count_message(pipe, keys, "accepted"),  # /metrics
+    )
 
 
 class ReturnPaths:

@@ -11,12 +11,15 @@ Identity: a per-recipient copy the milter made of a client's message (txmail/mil
 Accept: the milter writes an accepted message with accept(): the record, the account's tag
         totals, the day's counts and the count against the sending limits in one script call
         (scripts/message_accept.lua, every key in the account's slot), and the keys outside
-        the slot as plain commands of the same pipeline: one round trip, five commands.
+        the slot as plain commands of the same pipeline: one round trip, four commands as the
+        milter sends it (SET queue id, SET Message-ID, its /metrics HINCRBY, EVALSHA), three
+        for a message without a Message-ID or a per-recipient copy.
 Fails:  StoreUnavailable when Redis is down; the milter then answers 451 4.3.0.
 Size:   a field whose value is the one from_hash() gives when it is absent (no envelope or
         recipient parameters, flags, BCC, blocked recipients, return path or Message-ID) is not
-        stored: about 64 of a record's 500 bytes, on every record Redis keeps for 30 days
-        (bench/redis_memory.py). Records that have them still read the same.
+        stored, by record() and accept() alike (stored_fields): about 64 of a record's 500
+        bytes, on every record Redis keeps for 30 days (bench/redis_memory.py). Records that
+        have them still read the same.
 """
 
 from __future__ import annotations
@@ -270,7 +273,8 @@ class Counting:
     ) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of message_accept.lua (its header documents them)."""
         commit_keys, commit_args = self.commit if self.commit is not None else ([], [])
-        fields = [part for pair in message.to_hash().items() for part in pair]
+        # the record as Messages.record writes it: no field at its absent value (module text)
+        fields = [part for pair in stored_fields(message).items() for part in pair]
         return (
             [
                 keys.message(message.account, message.queue_id),

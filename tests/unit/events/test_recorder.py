@@ -113,11 +113,12 @@ def test_outcome_counted_once_and_again_after_a_failed_count(
     calls: list[tuple[str, str]] = []
     failing = [True]
 
-    def hook(account: str, kind: str) -> None:
+    def hook(account: str, kind: str, mark: tuple[str, str]) -> None:
         if failing[0]:
             failing[0] = False
             raise StoreUnavailable("redis went away")
-        calls.append((account, kind))
+        if client.hsetnx(*mark, "1"):  # as reputation_count.lua: counted with its mark
+            calls.append((account, kind))
 
     recorder = Recorder(client, keys, outcome_hook=hook, clock=lambda: NOW)
     with pytest.raises(StoreUnavailable):
@@ -139,7 +140,7 @@ def test_record_outcome_of_a_copy_speaks_of_the_message_the_client_knows(
         return False
 
     recorder = Recorder(
-        client, keys, outcome_hook=lambda a, k: counted.append((a, k)), clock=lambda: NOW
+        client, keys, outcome_hook=lambda a, k, _mark: counted.append((a, k)), clock=lambda: NOW
     )
     copy = MessageRecord(
         "4jXCs07CopyAAAA",

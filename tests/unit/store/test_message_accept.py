@@ -255,3 +255,27 @@ def test_a_bucket_gets_its_ttl_when_made_and_keeps_it(node: Node) -> None:
     same = set(buckets) & set(check_keys(node.keys, "acme", Windows.at(time.time()))[:3])
     assert same and all(0 < node.client.ttl(key) <= 50 for key in same)
     assert all(node.client.hget(key, "m") == "2" for key in same)
+
+
+def test_the_record_is_the_one_record_writes_without_default_valued_fields(node: Node) -> None:
+    """The milter writes only through accept() (milter.finish.write_accepted): its hash is the
+    one Messages.record writes, with no field at the value from_hash() gives when absent."""
+    from txmail.milter.finish import write_accepted
+    from txmail.store.messages import ABSENT, stored_fields
+
+    add_account(node, warmup=False)
+    plain = record("4K1", tags=["order"])
+    write_accepted(node.settings, node.messages, plain, 2, 1234)
+    written = node.client.hgetall(node.keys.message("acme", "4K1"))
+    node.messages.record(dataclasses.replace(plain, queue_id="4K2"))
+    by_record = node.client.hgetall(node.keys.message("acme", "4K2"))
+    assert written == {**by_record, "queue_id": "4K1"} == stored_fields(plain)
+    assert not [name for name, value in written.items() if ABSENT.get(name) == value]
+    assert set(ABSENT) - {"header_message_id"} <= set(plain.to_hash()) - set(written)
+    assert node.messages.get("4K1") == plain
+    # a field set to something else than its absent value is kept
+    full = record("4K3", bcc="audit@acme.example", flags=0, blocked={"x@y.test": "suppressed"})
+    accept(node, full)
+    kept = node.client.hgetall(node.keys.message("acme", "4K3"))
+    assert kept["bcc"] == "audit@acme.example" and kept["flags"] == "0" and "blocked" in kept
+    assert node.messages.get("4K3") == full

@@ -32,6 +32,8 @@ DESCRIPTION
     policy_check, policy_commit,  policyd and the milter: sending limits, holds, usage
     policy_release
     reputation_record             the reputation guard's daily totals
+    reputation_count              reputation_record for one outcome event, with its "counted:"
+                                  mark checked and set in the same call (the bounce pipe)
     secret_revoke                 a new value of one of the installation's HMAC keys, the
                                   old one dropped at once (after a leak)
     secret_rotate                 a new value of one of the installation's HMAC keys

@@ -1,7 +1,9 @@
 -- maillog_batch.lua: everything one batch of maillog lines writes, and the follower's position
 -- after it, in one atomic call: a crash of the machine under appendfsync everysec loses both
--- or neither, so the follower reads again exactly the lines whose writes were lost
--- (txmail/maillog/server.py). A single Redis only: the items touch several accounts' slots.
+-- or neither, so the follower reads again the lines whose writes were lost, as long as the log
+-- still holds them: a log that lost more than Redis is read from its start (the follower's
+-- fingerprint of the bytes before its offset, txmail/maillog/follower.py; server.py). A single
+-- Redis only: the items touch several accounts' slots.
 --
 -- KEYS[1]  PREFIX maillog:position:NODE:SOURCE  string  the follower's position (JSON)
 -- KEYS[2...] the items' keys, in item order
