@@ -151,20 +151,25 @@ class Messages:
         (the milter's blocked events and tag counts)."""
         with guard(f"{message.queue_id}: recording the message"):
             pipe = self.client.pipeline(transaction=False)
-            pipe.set(self.keys.queue(message.queue_id), message.account, ex=self.ttl)
+            self._finders(pipe, message)
             key = self.keys.message(message.account, message.queue_id)
             pipe.hset(key, mapping=hash_mapping(stored_fields(message)))
             pipe.expire(key, self.ttl)
-            if message.header_message_id and not message.parent:
-                # lets the bounce pipe find a message from a bounce that quotes only its header
-                pipe.set(
-                    self.keys.header_message_id(message.header_message_id[:998]),
-                    message.queue_id,
-                    ex=self.ttl,
-                )
             if also is not None:
                 also(pipe)
             pipe.execute()
+
+    def _finders(self, pipe: Any, message: MessageRecord) -> None:
+        """Queue the keys outside the account's slot that find a message: its queue id, and
+        its header Message-ID (the bounce pipe finds a message from a bounce that quotes only
+        its header; a copy leaves that to its parent)."""
+        pipe.set(self.keys.queue(message.queue_id), message.account, ex=self.ttl)
+        if message.header_message_id and not message.parent:
+            pipe.set(
+                self.keys.header_message_id(message.header_message_id[:998]),
+                message.queue_id,
+                ex=self.ttl,
+            )
 
     def accept(
         self, message: MessageRecord, counting: Counting, also: Callable[[Any], None] | None = None
@@ -176,13 +181,7 @@ class Messages:
         call_keys, args = counting.script_call(self.keys, message, self.ttl)
         with guard(f"{message.queue_id}: recording the message"):
             pipe = self.client.pipeline(transaction=False)
-            pipe.set(self.keys.queue(message.queue_id), message.account, ex=self.ttl)
-            if message.header_message_id and not message.parent:
-                pipe.set(
-                    self.keys.header_message_id(message.header_message_id[:998]),
-                    message.queue_id,
-                    ex=self.ttl,
-                )
+            self._finders(pipe, message)
             if also is not None:
                 also(pipe)
             # EVALSHA, not EVAL: the script's text is not sent, nor hashed by Redis, for each
