@@ -308,7 +308,9 @@ def ask(path: Path, request: bytes) -> bytes:
         s.connect(str(path))
         s.sendall(request)
         answer = b""
-        with contextlib.suppress(TimeoutError):
+        # A reset is a close too: policyd closes a connection whose request is over its limit
+        # while the rest of that request is still unread, and the kernel then resets it.
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
             while not answer.endswith(b"\n\n"):
                 chunk = s.recv(4096)
                 if not chunk:
